@@ -1,0 +1,52 @@
+# Thin wrapper over CMake: the two Quick start commands and a few helpers.
+#   make run   - install missing packages, build, run the main job (the demo on
+#                the embedded reference device)
+#   make test  - install missing packages, build, run the whole ctest suite,
+#                then again under TSan and under ASan+UBSan
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?= --output-on-failure
+CMAKE_ARGS ?=
+
+.PHONY: all deps build run test test-release test-asan test-tsan bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/ugpu-demo
+
+test-release: build
+	ctest --test-dir $(BUILD) $(CTEST_ARGS)
+
+# TSan over the whole suite (the threaded tests are what it is for; the rest
+# are cheap).
+test-tsan: deps
+	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_TSAN=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD_TSAN) -j$(JOBS)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+		ctest --test-dir $(BUILD_TSAN) $(CTEST_ARGS)
+
+test-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_ASAN=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+		ctest --test-dir $(BUILD_ASAN) $(CTEST_ARGS)
+
+# Release first (fast feedback), then the sanitizers; ASan+UBSan is last so
+# the final line is its ctest summary.
+test: test-release test-tsan test-asan
+
+bench: build
+	./$(BUILD)/ugpu-bench all
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)

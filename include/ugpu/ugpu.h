@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu — a userspace GPU driver over VFIO: the public API.
+ *
+ * Conventions for every function in include/ugpu/:
+ *  - Actions return int: 0 on success or a negative errno. errno is never the
+ *    way an error is reported. ugpu_strerror() turns the code into text.
+ *  - Objects are opaque; options structs that may grow start with
+ *    `size_t size`, which the caller sets to sizeof(the struct it compiled
+ *    against), so an older caller keeps working against a newer library.
+ *  - Each function states its threading contract under "Context:".
+ */
+#ifndef UGPU_UGPU_H
+#define UGPU_UGPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ugpu/export.h>
+#include <ugpu/version.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * ugpu_version() - the version of the library actually loaded.
+ *
+ * Returns: UGPU_VERSION_NUMBER of the library (which may differ from the
+ * headers the caller was compiled with).
+ * Context: any thread.
+ */
+UGPU_API unsigned int ugpu_version(void);
+
+/**
+ * ugpu_version_string() - the loaded library's version as "MAJOR.MINOR.PATCH".
+ *
+ * Returns: a static string.
+ * Context: any thread.
+ */
+UGPU_API const char *ugpu_version_string(void);
+
+/**
+ * ugpu_strerror() - describe an error code returned by a ugpu function.
+ * @err: a negative errno as returned by ugpu (a positive value is treated the
+ *       same as its negation; 0 is "success").
+ *
+ * Returns: a static string that is never NULL; unknown codes give
+ * "unknown error". The text is ugpu's own wording for the codes it uses
+ * with a specific meaning (e.g. -ENODEV: "device is gone").
+ * Context: any thread; the result is never overwritten.
+ */
+UGPU_API const char *ugpu_strerror(int err);
+
+/** Severity of a log message, most severe first. */
+enum ugpu_log_level {
+	UGPU_LOG_DEFAULT = 0, /**< in options: UGPU_LOG from the environment, else WARN */
+	UGPU_LOG_ERROR = 1,
+	UGPU_LOG_WARN = 2,
+	UGPU_LOG_INFO = 3,
+	UGPU_LOG_DEBUG = 4,
+};
+
+/**
+ * typedef ugpu_log_fn - a log hook.
+ * @user: the pointer given with the hook.
+ * @level: severity.
+ * @msg: one line of text without a trailing newline, valid only during the
+ *       call.
+ *
+ * Context: called from any ugpu thread, possibly concurrently; the hook must
+ * be thread-safe and must not call back into ugpu.
+ */
+typedef void (*ugpu_log_fn)(void *user, enum ugpu_log_level level, const char *msg);
+
+struct ugpu_context;
+
+/**
+ * struct ugpu_context_opts - options for ugpu_context_create().
+ * @size: sizeof(struct ugpu_context_opts) as the caller compiled it. Fields
+ *        past @size are taken as zero. Required.
+ * @log_fn: log hook; NULL logs to stderr.
+ * @log_user: passed to @log_fn.
+ * @log_level: messages above this level are dropped. UGPU_LOG_DEFAULT (0)
+ *             reads the environment variable UGPU_LOG (error|warn|info|debug)
+ *             and falls back to UGPU_LOG_WARN.
+ */
+struct ugpu_context_opts {
+	size_t size;
+	ugpu_log_fn log_fn;
+	void *log_user;
+	enum ugpu_log_level log_level;
+};
+
+/**
+ * ugpu_context_create() - create a context, the owner of everything else.
+ * @opts: options, or NULL for all defaults.
+ * @out: the new context on success; untouched on failure.
+ *
+ * A context outlives the devices it opens: buffer objects belong to the
+ * context, device resources to the device (see docs/ARCHITECTURE.md).
+ *
+ * Returns: 0, -EINVAL if @out is NULL or @opts->size is 0 or smaller than the
+ * first field, -ENOMEM.
+ * Context: any thread; contexts are independent of each other.
+ */
+UGPU_API int ugpu_context_create(const struct ugpu_context_opts *opts,
+				 struct ugpu_context **out);
+
+/**
+ * ugpu_context_destroy() - destroy a context and everything it still owns.
+ * @ctx: the context, or NULL (no-op).
+ *
+ * Context: no other thread may use @ctx or its objects during or after the
+ * call.
+ */
+UGPU_API void ugpu_context_destroy(struct ugpu_context *ctx);
+
+/**
+ * ugpu_context_set_log() - replace the log hook and level of a context.
+ * @ctx: the context.
+ * @fn: new hook, or NULL for stderr.
+ * @user: passed to @fn.
+ * @level: messages above it are dropped; UGPU_LOG_DEFAULT as in the options.
+ *
+ * Returns: 0, or -EINVAL if @ctx is NULL or @level is out of range.
+ * Context: any thread; messages being logged concurrently go to either the
+ * old or the new hook.
+ */
+UGPU_API int ugpu_context_set_log(struct ugpu_context *ctx, ugpu_log_fn fn, void *user,
+				  enum ugpu_log_level level);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_UGPU_H */

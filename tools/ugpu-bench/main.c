@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-bench: performance checks. Every benchmark measures its baseline
+ * (memcpy, raw userfaultfd round trip, ...) in the same run and prints one
+ * JSON object per line, so ratios compare like with like on this machine.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/ugpu-bench/bench.h"
+
+static const struct bench_cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help;
+} benches[] = {
+	{ "buddy", bench_buddy, "VRAM buddy allocator: frag, frag-reverse, churn, range" },
+	{ "copy", bench_copy, "copy engine throughput vs memcpy (reference device)" },
+};
+
+#define NBENCH (sizeof(benches) / sizeof(benches[0]))
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: ugpu-bench all | NAME [args]\n");
+	for (i = 0; i < NBENCH; i++)
+		fprintf(f, "  %-8s %s\n", benches[i].name, benches[i].help);
+}
+
+int main(int argc, char **argv)
+{
+	size_t i;
+	int ret = 0;
+
+	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "all")) {
+		for (i = 0; i < NBENCH; i++) {
+			char *args[] = { (char *)benches[i].name, NULL };
+
+			if (benches[i].fn(1, args))
+				ret = 1;
+		}
+		return ret;
+	}
+	for (i = 0; i < NBENCH; i++)
+		if (!strcmp(argv[1], benches[i].name))
+			return benches[i].fn(argc - 1, argv + 1) ? 1 : 0;
+	fprintf(stderr, "ugpu-bench: unknown benchmark '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
