@@ -1,0 +1,1908 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfio-user client transport (qemu docs/interop/vfio-user.rst, 0.1).
+ *
+ * Threading model:
+ *  - One reader thread owns the receive side of the socket. It reads whole
+ *    messages, routes replies to the caller waiting for that msg_id, and
+ *    serves the server's own requests (DMA_READ / DMA_WRITE for windows
+ *    mapped without an fd) itself, so a caller blocked in DMA_UNMAP while the
+ *    server drains in-band DMA cannot deadlock.
+ *  - Callers send under @send_lock (one whole message at a time, so
+ *    messages never interleave on the stream) and wait for their reply on
+ *    @cond with a bound (@timeout_ms). A reply that comes after its caller
+ *    gave up finds no pending entry and is dropped with a log line.
+ *  - A hang-up (EOF, ECONNRESET, EPIPE) or a broken stream (a size field
+ *    that cannot be framed, a message cut short) marks the device dead:
+ *    pending calls complete at once (-ENODEV, or -EPROTO for a broken
+ *    stream), later calls fail with -ENODEV without touching the socket.
+ *
+ * Lock order: @lock may be taken while holding nothing or @send_lock is not
+ * held; @send_lock is never taken with @lock held. Neither is held across a
+ * wait on the peer except @send_lock around one bounded send.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "src/log.h"
+#include "src/vfio/transport.h"
+#include "src/vfio/vfio_user.h"
+#include "src/vfio/vfio_user_proto.h"
+
+/* Regions and irq indexes we cache at open; a server announcing more gets
+ * the rest reported as absent. */
+#define VU_MAX_REGIONS 16
+#define VU_MAX_IRQS 8
+/* Sanity bounds on what DEVICE_GET_INFO may claim. */
+#define VU_SANE_REGIONS 64
+#define VU_SANE_IRQS 64
+/* fds the reader can receive in one message: more than any reply may carry,
+ * so "too many fds" is seen and reported rather than silently truncated. */
+#define VU_RECV_FDS 16
+/* Largest GET_REGION_INFO reply we accept (region info + capabilities). */
+#define VU_REGION_INFO_MAX 4096
+/* How often the idle reader re-checks for close (it is also woken by
+ * @stop_fd, so this only bounds the wait). */
+#define VU_READER_TICK_MS 1000
+#define VU_IOVA_LIMIT (1ull << 48)
+
+/* A caller waiting for one reply. Lives on the caller's stack; linked into
+ * vu_dev.pending under vu_dev.lock until the caller unlinks it. */
+struct vu_pending {
+	uint16_t msg_id;
+	uint16_t cmd;
+	bool done;
+	int err; /* set by the reader: 0, -errno from the reply, -EPROTO, -ENODEV */
+	void *reply; /* payload, malloc'd, owned by the caller once done */
+	size_t reply_len;
+	int fds[VU_RECV_FDS];
+	int nfds;
+	struct vu_pending *next;
+};
+
+struct vu_mmap {
+	void *addr;
+	size_t len;
+	struct vu_mmap *next;
+};
+
+/* A DMA window as the client told the server about it. */
+struct vu_dma {
+	uint64_t iova;
+	uint64_t size;
+	uint8_t *vaddr;
+	uint32_t prot; /* VFIO_DMA_READ/WRITE */
+	bool has_fd;
+};
+
+struct vu_region {
+	struct vfio_region_info info;
+	uint64_t mmap_offset; /* offset into @fd for mmap */
+	int fd; /* -1 when not mappable */
+};
+
+/*
+ * struct vu_dev - one vfio-user connection.
+ *
+ * Locking:
+ *  - @lock protects @pending, @next_id, @dead, @dead_err, @dma*, @mmaps.
+ *    The reader holds it while copying in-band DMA data, so a window removed
+ *    from @dma is never touched again.
+ *  - @send_lock serialises writes to @sock.
+ *  - @regions, @irqs, @caps and @flags are written during open, before any
+ *    other thread sees the device, and read-only after.
+ *  - @timeout_ms is read/written atomically.
+ */
+struct vu_dev {
+	struct vfio_dev dev; /* must be first */
+	int sock;
+	int stop_fd; /* eventfd: close() wakes the reader */
+	bool stopping; /* under @lock */
+	pthread_t reader;
+	bool reader_started;
+	int timeout_ms;
+
+	pthread_mutex_t send_lock;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled when a pending completes */
+	struct vu_pending *pending;
+	uint16_t next_id;
+	bool dead;
+	int dead_err;
+
+	struct vu_dma *dma;
+	uint32_t nr_dma;
+	uint32_t cap_dma;
+	struct vu_mmap *mmaps;
+
+	/* negotiated */
+	uint32_t max_msg_fds; /* the server accepts this many fds per message */
+	uint32_t max_xfer; /* largest count we send to the server */
+	uint32_t max_dma_maps;
+	uint64_t pgsizes;
+	uint32_t flags; /* VFU_DEV_F_* */
+
+	struct vu_region regions[VU_MAX_REGIONS];
+	struct vfio_irq_info irqs[VU_MAX_IRQS];
+};
+
+static const char *const vu_cmd_names[VFU_CMD_MAX] = {
+	[VFU_CMD_VERSION] = "VERSION",
+	[VFU_CMD_DMA_MAP] = "DMA_MAP",
+	[VFU_CMD_DMA_UNMAP] = "DMA_UNMAP",
+	[VFU_CMD_DEVICE_GET_INFO] = "DEVICE_GET_INFO",
+	[VFU_CMD_DEVICE_GET_REGION_INFO] = "GET_REGION_INFO",
+	[VFU_CMD_DEVICE_GET_REGION_IO_FDS] = "GET_REGION_IO_FDS",
+	[VFU_CMD_DEVICE_GET_IRQ_INFO] = "GET_IRQ_INFO",
+	[VFU_CMD_DEVICE_SET_IRQS] = "SET_IRQS",
+	[VFU_CMD_REGION_READ] = "REGION_READ",
+	[VFU_CMD_REGION_WRITE] = "REGION_WRITE",
+	[VFU_CMD_DMA_READ] = "DMA_READ",
+	[VFU_CMD_DMA_WRITE] = "DMA_WRITE",
+	[VFU_CMD_DEVICE_RESET] = "DEVICE_RESET",
+	[VFU_CMD_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
+	[VFU_CMD_DEVICE_FEATURE] = "DEVICE_FEATURE",
+};
+
+static const char *vu_cmd_name(unsigned int cmd)
+{
+	if (cmd < VFU_CMD_MAX && vu_cmd_names[cmd])
+		return vu_cmd_names[cmd];
+	return "unknown command";
+}
+
+static struct vu_dev *to_vu(struct vfio_dev *dev)
+{
+	return (struct vu_dev *)dev;
+}
+
+static int vu_timeout(struct vu_dev *vu)
+{
+	return __atomic_load_n(&vu->timeout_ms, __ATOMIC_RELAXED);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* ---- death ------------------------------------------------------------ */
+
+/* Caller holds @lock. Completes every pending call with @err. */
+static void vu_mark_dead_locked(struct vu_dev *vu, int err, const char *why)
+{
+	struct vu_pending *p;
+
+	if (!vu->dead) {
+		if (why)
+			log_err(vu->dev.ctx, "%s: %s; device is gone", vu->dev.name, why);
+		vu->dead = true;
+		vu->dead_err = err;
+	}
+	for (p = vu->pending; p; p = p->next) {
+		if (!p->done) {
+			p->done = true;
+			p->err = err;
+		}
+	}
+	pthread_cond_broadcast(&vu->cond);
+}
+
+static void vu_mark_dead(struct vu_dev *vu, int err, const char *why)
+{
+	pthread_mutex_lock(&vu->lock);
+	vu_mark_dead_locked(vu, err, why);
+	pthread_mutex_unlock(&vu->lock);
+}
+
+static bool vu_is_dead(struct vu_dev *vu)
+{
+	bool dead;
+
+	pthread_mutex_lock(&vu->lock);
+	dead = vu->dead;
+	pthread_mutex_unlock(&vu->lock);
+	return dead;
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+/*
+ * Send one whole message within the timeout. A message only partly written
+ * leaves the stream unusable: the device is then marked dead.
+ * Returns 0, -ENODEV (peer gone), -ETIMEDOUT (peer not reading).
+ */
+static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *payload,
+		   size_t len, const int *fds, int nfds)
+{
+	struct iovec iov[2] = {
+		{ .iov_base = (void *)hdr, .iov_len = sizeof(*hdr) },
+		{ .iov_base = (void *)payload, .iov_len = len },
+	};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
+		struct cmsghdr align;
+	} cm;
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	size_t total = sizeof(*hdr) + len, sent = 0;
+	int64_t deadline = now_ms() + vu_timeout(vu);
+	int ret = 0;
+
+	if (nfds > VFU_MAX_FDS)
+		return -EINVAL;
+	if (nfds > 0) {
+		struct cmsghdr *c;
+
+		memset(&cm, 0, sizeof(cm));
+		msg.msg_control = cm.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+
+	pthread_mutex_lock(&vu->send_lock);
+	while (sent < total) {
+		ssize_t n = sendmsg(vu->sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			sent += (size_t)n;
+			/* fds go with the first byte only */
+			msg.msg_control = NULL;
+			msg.msg_controllen = 0;
+			while (n > 0 && msg.msg_iovlen > 0) {
+				if ((size_t)n >= msg.msg_iov[0].iov_len) {
+					n -= (ssize_t)msg.msg_iov[0].iov_len;
+					msg.msg_iov++;
+					msg.msg_iovlen--;
+				} else {
+					msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + n;
+					msg.msg_iov[0].iov_len -= (size_t)n;
+					n = 0;
+				}
+			}
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			int64_t left = deadline - now_ms();
+			struct pollfd pfd = { .fd = vu->sock, .events = POLLOUT };
+
+			if (left <= 0) {
+				ret = -ETIMEDOUT;
+				break;
+			}
+			if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
+				ret = -errno;
+				break;
+			}
+			continue;
+		}
+		ret = (n < 0 && errno != EPIPE && errno != ECONNRESET && errno != ENOTCONN) ? -errno
+											       : -ENODEV;
+		break;
+	}
+	pthread_mutex_unlock(&vu->send_lock);
+
+	if (ret == -ENODEV) {
+		vu_mark_dead(vu, -ENODEV, "server hung up (send failed)");
+	} else if (ret && sent > 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%s message cut after %zu of %zu bytes (%s)",
+			 vu_cmd_name(hdr->cmd), sent, total, strerror(-ret));
+		vu_mark_dead(vu, -ENODEV, why);
+	} else if (ret) {
+		log_err(vu->dev.ctx, "%s: cannot send %s: %s", vu->dev.name, vu_cmd_name(hdr->cmd),
+			strerror(-ret));
+	}
+	return ret;
+}
+
+/* ---- receiving (reader thread only) ---------------------------------- */
+
+/*
+ * Read exactly @len bytes; wait at most @timeout_ms for each chunk. Collects
+ * SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if the
+ * kernel had to drop some. @first: waiting for the start of a message (the
+ * wait then repeats while nothing arrives and close is not requested).
+ * Returns 0, -ENODEV (EOF / reset), -ETIMEDOUT (stalled mid-message),
+ * -ECANCELED (close requested), -errno.
+ */
+static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int *nfds,
+			 bool *ctrunc, bool first)
+{
+	size_t got = 0;
+	/* Once a message has started, the rest must follow within half the
+	 * call bound, so a stalled message is reported as a broken stream
+	 * (-EPROTO) before the waiting caller's own timeout fires. */
+	int64_t deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
+
+	while (got < len) {
+		struct pollfd pfd[2] = {
+			{ .fd = vu->sock, .events = POLLIN },
+			{ .fd = vu->stop_fd, .events = POLLIN },
+		};
+		union {
+			char b[CMSG_SPACE(sizeof(int) * VU_RECV_FDS)];
+			struct cmsghdr align;
+		} cm;
+		struct iovec iov = { .iov_base = (char *)buf + got, .iov_len = len - got };
+		struct msghdr msg = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = cm.b,
+			.msg_controllen = sizeof(cm.b),
+		};
+		struct cmsghdr *c;
+		int wait = VU_READER_TICK_MS;
+		ssize_t n;
+		int pr;
+
+		if (first && got == 0) {
+			deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
+		} else {
+			int64_t left = deadline - now_ms();
+
+			if (left <= 0)
+				return -ETIMEDOUT;
+			wait = (int)left;
+		}
+		pr = poll(pfd, 2, wait);
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (pfd[1].revents)
+			return -ECANCELED;
+		if (pr == 0)
+			continue;
+
+		n = recvmsg(vu->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			if (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE)
+				return -ENODEV;
+			return -errno;
+		}
+		if (msg.msg_flags & MSG_CTRUNC)
+			*ctrunc = true;
+		for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+			int k, cnt;
+
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (k = 0; k < cnt; k++) {
+				int fd;
+
+				memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				if (*nfds < VU_RECV_FDS)
+					fds[(*nfds)++] = fd;
+				else {
+					close(fd);
+					*ctrunc = true;
+				}
+			}
+		}
+		if (n == 0)
+			return -ENODEV;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reply header-only to a server request (error or empty success). */
+static void vu_reply(struct vu_dev *vu, const struct vfu_hdr *req, int err, const void *payload,
+		     size_t len)
+{
+	struct vfu_hdr h = {
+		.msg_id = req->msg_id,
+		.cmd = req->cmd,
+		.size = (uint32_t)(sizeof(h) + (err ? 0 : len)),
+		.flags = VFU_F_TYPE_REPLY | (err ? VFU_F_ERROR : 0),
+		.error = (uint32_t)err,
+	};
+
+	if (req->flags & VFU_F_NO_REPLY)
+		return;
+	vu_send(vu, &h, err ? NULL : payload, err ? 0 : len, NULL, 0);
+}
+
+/* Find the window holding [addr, addr+count) whole. Caller holds @lock. */
+static struct vu_dma *vu_dma_find_locked(struct vu_dev *vu, uint64_t addr, uint64_t count)
+{
+	for (uint32_t i = 0; i < vu->nr_dma; i++) {
+		struct vu_dma *d = &vu->dma[i];
+
+		if (addr >= d->iova && addr - d->iova < d->size && count <= d->size - (addr - d->iova))
+			return d;
+	}
+	return NULL;
+}
+
+/* Serve DMA_READ / DMA_WRITE from the server against our own memory. */
+static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8_t *body,
+			 size_t len)
+{
+	struct vfu_dma_access acc;
+	struct vu_dma *d;
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	int err = 0;
+
+	if (len < sizeof(acc)) {
+		log_err(vu->dev.ctx, "%s: server %s of %zu bytes is shorter than its header",
+			vu->dev.name, vu_cmd_name(h->cmd), len);
+		vu_reply(vu, h, EINVAL, NULL, 0);
+		return;
+	}
+	memcpy(&acc, body, sizeof(acc));
+	if (acc.count == 0 || acc.count > VFU_MAX_DATA_XFER ||
+	    (h->cmd == VFU_CMD_DMA_WRITE && len - sizeof(acc) != acc.count) ||
+	    (h->cmd == VFU_CMD_DMA_READ && len != sizeof(acc))) {
+		log_err(vu->dev.ctx,
+			"%s: server %s at iova 0x%" PRIx64 " count %" PRIu64
+			" has a bad size (message payload %zu)",
+			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count, len);
+		vu_reply(vu, h, EINVAL, NULL, 0);
+		return;
+	}
+	if (h->cmd == VFU_CMD_DMA_READ) {
+		out_len = sizeof(acc) + acc.count;
+		out = malloc(out_len);
+		if (!out) {
+			vu_reply(vu, h, ENOMEM, NULL, 0);
+			return;
+		}
+		memcpy(out, &acc, sizeof(acc));
+	}
+
+	pthread_mutex_lock(&vu->lock);
+	d = vu_dma_find_locked(vu, acc.addr, acc.count);
+	if (!d || !d->vaddr) {
+		err = EFAULT;
+	} else if (h->cmd == VFU_CMD_DMA_READ) {
+		if (!(d->prot & VFIO_DMA_READ))
+			err = EPERM;
+		else
+			memcpy(out + sizeof(acc), d->vaddr + (acc.addr - d->iova), acc.count);
+	} else {
+		if (!(d->prot & VFIO_DMA_WRITE))
+			err = EPERM;
+		else
+			memcpy(d->vaddr + (acc.addr - d->iova), body + sizeof(acc), acc.count);
+	}
+	pthread_mutex_unlock(&vu->lock);
+
+	if (err) {
+		log_err(vu->dev.ctx, "%s: server %s iova 0x%" PRIx64 "+%" PRIu64 ": %s",
+			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count,
+			err == EFAULT ? "not inside one mapped window" : "window lacks that permission");
+		vu_reply(vu, h, err, NULL, 0);
+	} else if (h->cmd == VFU_CMD_DMA_READ) {
+		vu_reply(vu, h, 0, out, out_len);
+	} else {
+		vu_reply(vu, h, 0, &acc, sizeof(acc));
+	}
+	free(out);
+}
+
+/* Hand a reply to the caller waiting for it; validate what the reader can. */
+static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *body, size_t len,
+			   int *fds, int nfds, bool ctrunc)
+{
+	struct vu_pending *p;
+
+	pthread_mutex_lock(&vu->lock);
+	for (p = vu->pending; p; p = p->next)
+		if (!p->done && p->msg_id == h->msg_id)
+			break;
+	if (!p) {
+		pthread_mutex_unlock(&vu->lock);
+		log_err(vu->dev.ctx, "%s: reply %s with msg_id %u matches no request (late or bogus); dropped",
+			vu->dev.name, vu_cmd_name(h->cmd), h->msg_id);
+		close_fds(fds, nfds);
+		free(body);
+		return;
+	}
+	p->done = true;
+	if (h->cmd != p->cmd) {
+		log_err(vu->dev.ctx, "%s: reply to %s (msg_id %u) says command %u",
+			vu->dev.name, vu_cmd_name(p->cmd), h->msg_id, h->cmd);
+		p->err = -EPROTO;
+	} else if (h->flags & ~(VFU_F_TYPE_MASK | VFU_F_ERROR)) {
+		log_err(vu->dev.ctx, "%s: reply to %s has unknown flags 0x%x", vu->dev.name,
+			vu_cmd_name(p->cmd), h->flags);
+		p->err = -EPROTO;
+	} else if (ctrunc || nfds > VU_RECV_FDS) {
+		log_err(vu->dev.ctx, "%s: reply to %s carried more than %d fds", vu->dev.name,
+			vu_cmd_name(p->cmd), VU_RECV_FDS);
+		p->err = -EPROTO;
+	} else if (h->flags & VFU_F_ERROR) {
+		if (len) {
+			log_err(vu->dev.ctx, "%s: error reply to %s carries %zu payload bytes",
+				vu->dev.name, vu_cmd_name(p->cmd), len);
+			p->err = -EPROTO;
+		} else if (h->error == 0 || h->error >= 4096) {
+			/* The spec allows error 0 with the flag: failed, reason unknown. */
+			p->err = -EIO;
+		} else {
+			p->err = -(int)h->error;
+		}
+	} else {
+		p->err = 0;
+		p->reply = body;
+		p->reply_len = len;
+		body = NULL;
+		memcpy(p->fds, fds, sizeof(int) * nfds);
+		p->nfds = nfds;
+		nfds = 0;
+	}
+	pthread_cond_broadcast(&vu->cond);
+	pthread_mutex_unlock(&vu->lock);
+	close_fds(fds, nfds);
+	free(body);
+}
+
+static void *vu_reader(void *arg)
+{
+	struct vu_dev *vu = arg;
+
+	for (;;) {
+		struct vfu_hdr h;
+		int fds[VU_RECV_FDS];
+		int nfds = 0;
+		bool ctrunc = false;
+		uint8_t *body = NULL;
+		size_t len;
+		char why[160];
+		int ret;
+
+		ret = vu_recv_exact(vu, &h, sizeof(h), fds, &nfds, &ctrunc, true);
+		if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
+			snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
+				 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
+			close_fds(fds, nfds);
+			vu_mark_dead(vu, -EPROTO, why);
+			break;
+		}
+		if (ret == 0) {
+			len = h.size - sizeof(h);
+			if (len) {
+				body = malloc(len);
+				if (!body) {
+					close_fds(fds, nfds);
+					vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
+					break;
+				}
+				ret = vu_recv_exact(vu, body, len, fds, &nfds, &ctrunc, false);
+			}
+		}
+		if (ret) {
+			close_fds(fds, nfds);
+			free(body);
+			if (ret == -ECANCELED) {
+				vu_mark_dead(vu, -ENODEV, NULL);
+			} else if (ret == -ENODEV) {
+				vu_mark_dead(vu, -ENODEV, "server hung up");
+			} else if (ret == -ETIMEDOUT) {
+				vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
+			} else {
+				snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
+				vu_mark_dead(vu, -ENODEV, why);
+			}
+			break;
+		}
+
+		switch (h.flags & VFU_F_TYPE_MASK) {
+		case VFU_F_TYPE_REPLY:
+			vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
+			break;
+		case VFU_F_TYPE_COMMAND:
+			close_fds(fds, nfds);
+			if (h.cmd == VFU_CMD_DMA_READ || h.cmd == VFU_CMD_DMA_WRITE) {
+				vu_serve_dma(vu, &h, body, len);
+			} else {
+				log_err(vu->dev.ctx, "%s: server sent command %u (%s), which a client does not serve",
+					vu->dev.name, h.cmd, vu_cmd_name(h.cmd));
+				vu_reply(vu, &h, ENOSYS, NULL, 0);
+			}
+			free(body);
+			break;
+		default:
+			log_err(vu->dev.ctx, "%s: message msg_id %u has bad type %u in flags 0x%x; dropped",
+				vu->dev.name, h.msg_id, h.flags & VFU_F_TYPE_MASK, h.flags);
+			close_fds(fds, nfds);
+			free(body);
+			break;
+		}
+		if (vu_is_dead(vu))
+			break;
+	}
+	return NULL;
+}
+
+/* ---- request/reply ---------------------------------------------------- */
+
+struct vu_reply {
+	void *data; /* malloc'd payload; free with free() */
+	size_t len;
+	int fds[VU_RECV_FDS];
+	int nfds;
+};
+
+static void vu_reply_release(struct vu_reply *r)
+{
+	free(r->data);
+	r->data = NULL;
+	close_fds(r->fds, r->nfds);
+	r->nfds = 0;
+}
+
+/*
+ * Send @cmd with @payload (and @fds) and wait for the reply.
+ * @max_fds: fds the reply may carry; more is -EPROTO.
+ * @rep: filled on success (caller releases); may be NULL when the caller
+ *       expects an empty reply (a non-empty one is then -EPROTO).
+ * Returns 0, -errno from the server's error reply, -EPROTO, -ETIMEDOUT,
+ * -ENODEV.
+ */
+static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t len,
+		   const int *fds, int nfds, int max_fds, struct vu_reply *rep)
+{
+	struct vu_pending p = { .cmd = cmd };
+	struct vu_pending **pp;
+	struct vfu_hdr h;
+	struct timespec ts;
+	int64_t deadline;
+	int ret;
+
+	if (rep)
+		memset(rep, 0, sizeof(*rep));
+	if (sizeof(h) + len > VFU_MAX_MSG)
+		return -EMSGSIZE;
+
+	pthread_mutex_lock(&vu->lock);
+	if (vu->dead) {
+		pthread_mutex_unlock(&vu->lock);
+		return -ENODEV;
+	}
+	/* ids are ours; skip any still waited on so routing stays unambiguous */
+	for (;;) {
+		struct vu_pending *q;
+
+		p.msg_id = vu->next_id++;
+		for (q = vu->pending; q; q = q->next)
+			if (q->msg_id == p.msg_id)
+				break;
+		if (!q)
+			break;
+	}
+	p.next = vu->pending;
+	vu->pending = &p;
+	pthread_mutex_unlock(&vu->lock);
+
+	h = (struct vfu_hdr){
+		.msg_id = p.msg_id,
+		.cmd = cmd,
+		.size = (uint32_t)(sizeof(h) + len),
+		.flags = VFU_F_TYPE_COMMAND,
+	};
+	ret = vu_send(vu, &h, payload, len, fds, nfds);
+
+	pthread_mutex_lock(&vu->lock);
+	if (ret == 0) {
+		deadline = now_ms() + vu_timeout(vu);
+		ts.tv_sec = deadline / 1000;
+		ts.tv_nsec = (deadline % 1000) * 1000000;
+		while (!p.done) {
+			if (pthread_cond_timedwait(&vu->cond, &vu->lock, &ts) == ETIMEDOUT && !p.done) {
+				ret = -ETIMEDOUT;
+				break;
+			}
+		}
+		if (p.done)
+			ret = p.err;
+	}
+	for (pp = &vu->pending; *pp; pp = &(*pp)->next) {
+		if (*pp == &p) {
+			*pp = p.next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vu->lock);
+
+	if (ret == -ETIMEDOUT)
+		log_err(vu->dev.ctx, "%s: no reply to %s (msg_id %u) within %d ms", vu->dev.name,
+			vu_cmd_name(cmd), p.msg_id, vu_timeout(vu));
+	if (ret == 0 && p.nfds > max_fds) {
+		log_err(vu->dev.ctx, "%s: reply to %s carried %d fds, at most %d expected",
+			vu->dev.name, vu_cmd_name(cmd), p.nfds, max_fds);
+		ret = -EPROTO;
+	}
+	if (ret == 0 && !rep && p.reply_len) {
+		log_err(vu->dev.ctx, "%s: reply to %s carries %zu unexpected payload bytes",
+			vu->dev.name, vu_cmd_name(cmd), p.reply_len);
+		ret = -EPROTO;
+	}
+	if (ret || !rep) {
+		free(p.reply);
+		close_fds(p.fds, p.nfds);
+		return ret;
+	}
+	rep->data = p.reply;
+	rep->len = p.reply_len;
+	memcpy(rep->fds, p.fds, sizeof(int) * p.nfds);
+	rep->nfds = p.nfds;
+	return 0;
+}
+
+/* ---- VERSION capabilities (a small JSON reader) ----------------------- */
+
+struct vu_caps {
+	uint64_t max_msg_fds;
+	uint64_t max_data_xfer_size;
+	uint64_t max_dma_maps;
+	uint64_t pgsizes;
+};
+
+struct js {
+	const char *p;
+	const char *end;
+};
+
+static void js_ws(struct js *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+/* Parse a string; the first @cap-1 bytes land in @out (escapes kept raw:
+ * we only compare plain keys). */
+static int js_string(struct js *j, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	js_ws(j);
+	if (j->p >= j->end || *j->p != '"')
+		return -EPROTO;
+	j->p++;
+	while (j->p < j->end && *j->p != '"') {
+		if (*j->p == '\\') {
+			if (++j->p >= j->end)
+				return -EPROTO;
+		} else if ((unsigned char)*j->p < 0x20) {
+			return -EPROTO;
+		}
+		if (out && n + 1 < cap)
+			out[n++] = *j->p;
+		j->p++;
+	}
+	if (j->p >= j->end)
+		return -EPROTO;
+	j->p++;
+	if (out)
+		out[n] = '\0';
+	return 0;
+}
+
+/* A JSON number; *@v gets it if it is a non-negative integer that fits. */
+static int js_number(struct js *j, uint64_t *v, bool *is_uint)
+{
+	const char *s = j->p;
+	uint64_t acc = 0;
+	bool ok = true, digits = false;
+
+	if (j->p < j->end && *j->p == '-') {
+		ok = false;
+		j->p++;
+	}
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+		unsigned d = (unsigned)(*j->p - '0');
+
+		digits = true;
+		if (acc > (UINT64_MAX - d) / 10)
+			ok = false;
+		else
+			acc = acc * 10 + d;
+		j->p++;
+	}
+	if (!digits)
+		return -EPROTO;
+	while (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E' || *j->p == '+' ||
+				 *j->p == '-' || (*j->p >= '0' && *j->p <= '9'))) {
+		ok = false;
+		j->p++;
+	}
+	(void)s;
+	*v = acc;
+	*is_uint = ok;
+	return 0;
+}
+
+static int js_skip(struct js *j, int depth);
+
+static int js_object(struct js *j, int depth, int (*member)(struct js *, const char *, int, void *),
+		     void *arg)
+{
+	char key[64];
+	int ret;
+
+	if (depth > 16)
+		return -EPROTO;
+	js_ws(j);
+	if (j->p >= j->end || *j->p != '{')
+		return -EPROTO;
+	j->p++;
+	js_ws(j);
+	if (j->p < j->end && *j->p == '}') {
+		j->p++;
+		return 0;
+	}
+	for (;;) {
+		ret = js_string(j, key, sizeof(key));
+		if (ret)
+			return ret;
+		js_ws(j);
+		if (j->p >= j->end || *j->p != ':')
+			return -EPROTO;
+		j->p++;
+		ret = member ? member(j, key, depth + 1, arg) : js_skip(j, depth + 1);
+		if (ret)
+			return ret;
+		js_ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		if (j->p < j->end && *j->p == '}') {
+			j->p++;
+			return 0;
+		}
+		return -EPROTO;
+	}
+}
+
+static int js_skip(struct js *j, int depth)
+{
+	uint64_t v;
+	bool u;
+
+	if (depth > 16)
+		return -EPROTO;
+	js_ws(j);
+	if (j->p >= j->end)
+		return -EPROTO;
+	switch (*j->p) {
+	case '{':
+		return js_object(j, depth, NULL, NULL);
+	case '[':
+		j->p++;
+		js_ws(j);
+		if (j->p < j->end && *j->p == ']') {
+			j->p++;
+			return 0;
+		}
+		for (;;) {
+			int ret = js_skip(j, depth + 1);
+
+			if (ret)
+				return ret;
+			js_ws(j);
+			if (j->p < j->end && *j->p == ',') {
+				j->p++;
+				continue;
+			}
+			if (j->p < j->end && *j->p == ']') {
+				j->p++;
+				return 0;
+			}
+			return -EPROTO;
+		}
+	case '"':
+		return js_string(j, NULL, 0);
+	case 't':
+		if (j->end - j->p >= 4 && !memcmp(j->p, "true", 4)) {
+			j->p += 4;
+			return 0;
+		}
+		return -EPROTO;
+	case 'f':
+		if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
+			j->p += 5;
+			return 0;
+		}
+		return -EPROTO;
+	case 'n':
+		if (j->end - j->p >= 4 && !memcmp(j->p, "null", 4)) {
+			j->p += 4;
+			return 0;
+		}
+		return -EPROTO;
+	default:
+		return js_number(j, &v, &u);
+	}
+}
+
+static int vu_caps_member(struct js *j, const char *key, int depth, void *arg)
+{
+	struct vu_caps *caps = arg;
+	uint64_t *dst = NULL, v;
+	bool is_uint;
+	int ret;
+
+	if (!strcmp(key, "max_msg_fds"))
+		dst = &caps->max_msg_fds;
+	else if (!strcmp(key, "max_data_xfer_size"))
+		dst = &caps->max_data_xfer_size;
+	else if (!strcmp(key, "max_dma_maps"))
+		dst = &caps->max_dma_maps;
+	else if (!strcmp(key, "pgsizes"))
+		dst = &caps->pgsizes;
+	if (!dst)
+		return js_skip(j, depth);
+	js_ws(j);
+	ret = js_number(j, &v, &is_uint);
+	if (ret || !is_uint)
+		return -EPROTO;
+	*dst = v;
+	return 0;
+}
+
+static int vu_top_member(struct js *j, const char *key, int depth, void *arg)
+{
+	if (!strcmp(key, "capabilities"))
+		return js_object(j, depth, vu_caps_member, arg);
+	return js_skip(j, depth);
+}
+
+/* Parse the VERSION JSON in [s, s+len) (NUL included in len, or not). */
+static int vu_parse_caps(const char *s, size_t len, struct vu_caps *caps)
+{
+	struct js j = { .p = s, .end = s + len };
+	int ret;
+
+	while (j.end > j.p && j.end[-1] == '\0')
+		j.end--;
+	if (memchr(s, '\0', (size_t)(j.end - j.p)))
+		return -EPROTO;
+	js_ws(&j);
+	if (j.p == j.end)
+		return 0;
+	ret = js_object(&j, 0, vu_top_member, caps);
+	if (ret)
+		return ret;
+	js_ws(&j);
+	return j.p == j.end ? 0 : -EPROTO;
+}
+
+/* ---- open-time negotiation -------------------------------------------- */
+
+static int vu_negotiate(struct vu_dev *vu)
+{
+	char json[160];
+	uint8_t buf[sizeof(struct vfu_version) + sizeof(json)];
+	struct vfu_version ver = { .major = VFU_VERSION_MAJOR, .minor = VFU_VERSION_MINOR };
+	struct vu_caps caps = {
+		.max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS,
+		.max_data_xfer_size = VFU_DEFAULT_MAX_DATA_XFER,
+		.max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS,
+		.pgsizes = VFU_DEFAULT_PGSIZES,
+	};
+	struct vu_reply r;
+	int n, ret;
+
+	n = snprintf(json, sizeof(json),
+		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u}}", VU_RECV_FDS,
+		     (unsigned)VFU_MAX_DATA_XFER);
+	memcpy(buf, &ver, sizeof(ver));
+	memcpy(buf + sizeof(ver), json, (size_t)n + 1);
+	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, 0, &r);
+	if (ret)
+		return ret;
+	if (r.len < sizeof(ver)) {
+		log_err(vu->dev.ctx, "%s: VERSION reply of %zu bytes is too short", vu->dev.name, r.len);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	memcpy(&ver, r.data, sizeof(ver));
+	if (ver.major != VFU_VERSION_MAJOR) {
+		log_err(vu->dev.ctx, "%s: server speaks vfio-user %u.%u, we need major %u",
+			vu->dev.name, ver.major, ver.minor, VFU_VERSION_MAJOR);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	if (ver.minor > VFU_VERSION_MINOR) {
+		log_err(vu->dev.ctx, "%s: server answered minor %u above the %u we proposed",
+			vu->dev.name, ver.minor, VFU_VERSION_MINOR);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	ret = vu_parse_caps((const char *)r.data + sizeof(ver), r.len - sizeof(ver), &caps);
+	if (ret) {
+		log_err(vu->dev.ctx, "%s: VERSION capabilities are not valid JSON of the expected shape",
+			vu->dev.name);
+		goto out_release;
+	}
+	if (caps.max_data_xfer_size == 0 || caps.pgsizes == 0 || caps.max_dma_maps == 0) {
+		log_err(vu->dev.ctx,
+			"%s: VERSION capabilities give a zero max_data_xfer_size, pgsizes or max_dma_maps",
+			vu->dev.name);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	vu->max_msg_fds = caps.max_msg_fds > VFU_MAX_FDS ? VFU_MAX_FDS : (uint32_t)caps.max_msg_fds;
+	vu->max_xfer = caps.max_data_xfer_size > VFU_MAX_DATA_XFER ? VFU_MAX_DATA_XFER
+								    : (uint32_t)caps.max_data_xfer_size;
+	vu->max_dma_maps = caps.max_dma_maps > UINT32_MAX ? UINT32_MAX : (uint32_t)caps.max_dma_maps;
+	vu->pgsizes = caps.pgsizes;
+	log_dbg(vu->dev.ctx, "%s: vfio-user %u.%u, max_msg_fds %u, max_xfer %u, max_dma_maps %u, pgsizes 0x%" PRIx64,
+		vu->dev.name, ver.major, ver.minor, vu->max_msg_fds, vu->max_xfer, vu->max_dma_maps,
+		vu->pgsizes);
+out_release:
+	vu_reply_release(&r);
+	return ret;
+}
+
+static int vu_get_device_info(struct vu_dev *vu)
+{
+	struct vfu_device_info di = { .argsz = sizeof(di) };
+	struct vu_reply r;
+	int ret;
+
+	ret = vu_call(vu, VFU_CMD_DEVICE_GET_INFO, &di, sizeof(di), NULL, 0, 0, &r);
+	if (ret)
+		return ret;
+	if (r.len != sizeof(di)) {
+		log_err(vu->dev.ctx, "%s: DEVICE_GET_INFO reply is %zu bytes, expected %zu",
+			vu->dev.name, r.len, sizeof(di));
+		ret = -EPROTO;
+		goto out_release;
+	}
+	memcpy(&di, r.data, sizeof(di));
+	if (di.num_regions > VU_SANE_REGIONS || di.num_irqs > VU_SANE_IRQS) {
+		log_err(vu->dev.ctx, "%s: device claims %u regions and %u irq types", vu->dev.name,
+			di.num_regions, di.num_irqs);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	vu->flags = di.flags;
+	vu->dev.num_regions = di.num_regions < VU_MAX_REGIONS ? di.num_regions : VU_MAX_REGIONS;
+	vu->dev.num_irqs = di.num_irqs < VU_MAX_IRQS ? di.num_irqs : VU_MAX_IRQS;
+out_release:
+	vu_reply_release(&r);
+	return ret;
+}
+
+/* Walk the capability chain of a region info reply. */
+static int vu_parse_region_caps(struct vu_dev *vu, const uint8_t *data, size_t len,
+				uint32_t cap_offset, struct vfio_region_info *info)
+{
+	uint32_t off = cap_offset;
+	int hops = 0;
+
+	while (off) {
+		struct vfu_cap_hdr ch;
+
+		if (++hops > 16 || off < sizeof(struct vfu_region_info) || off > len ||
+		    len - off < sizeof(ch)) {
+			log_err(vu->dev.ctx, "%s: region %u capability at offset %u is outside the reply (%zu bytes) or loops",
+				vu->dev.name, info->index, off, len);
+			return -EPROTO;
+		}
+		memcpy(&ch, data + off, sizeof(ch));
+		if (ch.id == VFU_REGION_CAP_SPARSE_MMAP) {
+			struct vfu_sparse_mmap sm;
+			uint32_t i;
+
+			if (len - off < sizeof(sm)) {
+				log_err(vu->dev.ctx, "%s: region %u sparse-mmap capability is truncated",
+					vu->dev.name, info->index);
+				return -EPROTO;
+			}
+			memcpy(&sm, data + off, sizeof(sm));
+			if (sm.nr_areas > (len - off - sizeof(sm)) / 16) {
+				log_err(vu->dev.ctx, "%s: region %u sparse-mmap claims %u areas beyond the reply",
+					vu->dev.name, info->index, sm.nr_areas);
+				return -EPROTO;
+			}
+			if (sm.nr_areas > VFIO_SPARSE_MAX) {
+				log_err(vu->dev.ctx, "%s: region %u has %u sparse-mmap areas, we keep %d",
+					vu->dev.name, info->index, sm.nr_areas, VFIO_SPARSE_MAX);
+				return -E2BIG;
+			}
+			for (i = 0; i < sm.nr_areas; i++) {
+				struct vfio_sparse_area *a = &info->sparse[i];
+
+				memcpy(a, data + off + sizeof(sm) + i * 16, 16);
+				if (a->size == 0 || a->offset > info->size ||
+				    a->size > info->size - a->offset) {
+					log_err(vu->dev.ctx, "%s: region %u sparse area %u [0x%" PRIx64 "+0x%" PRIx64 "] is outside the region",
+						vu->dev.name, info->index, i, a->offset, a->size);
+					return -EPROTO;
+				}
+			}
+			info->nr_sparse = sm.nr_areas;
+		}
+		off = ch.next;
+	}
+	return 0;
+}
+
+static int vu_get_region_info(struct vu_dev *vu, uint32_t index)
+{
+	struct vu_region *reg = &vu->regions[index];
+	struct vfu_region_info ri;
+	uint32_t argsz = 512;
+	struct vu_reply r;
+	int ret, attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		ri = (struct vfu_region_info){ .argsz = argsz, .index = index };
+		ret = vu_call(vu, VFU_CMD_DEVICE_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, 1, &r);
+		if (ret)
+			return ret;
+		if (r.len < sizeof(ri)) {
+			log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply is %zu bytes, expected at least %zu",
+				vu->dev.name, index, r.len, sizeof(ri));
+			ret = -EPROTO;
+			goto out_release;
+		}
+		memcpy(&ri, r.data, sizeof(ri));
+		if (ri.argsz > argsz && ri.argsz <= VU_REGION_INFO_MAX && attempt == 0) {
+			/* the capabilities did not fit: ask again with room for them */
+			argsz = ri.argsz;
+			vu_reply_release(&r);
+			continue;
+		}
+		break;
+	}
+	if (ri.index != index || r.len > argsz) {
+		log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply names region %u in %zu bytes (asked for at most %u)",
+			vu->dev.name, index, ri.index, r.len, argsz);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	memset(&reg->info, 0, sizeof(reg->info));
+	reg->info.index = index;
+	reg->info.size = ri.size;
+	reg->info.flags = ri.flags & (VFIO_REGION_F_READ | VFIO_REGION_F_WRITE | VFIO_REGION_F_MMAP);
+	if ((ri.flags & VFU_REGION_F_CAPS) && ri.cap_offset) {
+		ret = vu_parse_region_caps(vu, r.data, r.len, ri.cap_offset, &reg->info);
+		if (ret)
+			goto out_release;
+	}
+	if ((ri.flags & VFU_REGION_F_MMAP) && ri.size) {
+		if (r.nfds != 1) {
+			log_err(vu->dev.ctx, "%s: region %u is mappable but the reply carries %d fds",
+				vu->dev.name, index, r.nfds);
+			ret = -EPROTO;
+			goto out_release;
+		}
+		reg->fd = r.fds[0];
+		reg->mmap_offset = ri.offset;
+		r.nfds = 0;
+	} else if (r.nfds) {
+		log_err(vu->dev.ctx, "%s: region %u is not mappable but the reply carries %d fds",
+			vu->dev.name, index, r.nfds);
+		ret = -EPROTO;
+		goto out_release;
+	}
+out_release:
+	vu_reply_release(&r);
+	return ret;
+}
+
+static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
+{
+	struct vfu_irq_info ii = { .argsz = sizeof(ii), .index = index };
+	struct vu_reply r;
+	int ret;
+
+	ret = vu_call(vu, VFU_CMD_DEVICE_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, 0, &r);
+	if (ret)
+		return ret;
+	if (r.len != sizeof(ii)) {
+		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply is %zu bytes, expected %zu",
+			vu->dev.name, index, r.len, sizeof(ii));
+		ret = -EPROTO;
+		goto out_release;
+	}
+	memcpy(&ii, r.data, sizeof(ii));
+	if (ii.index != index) {
+		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply names index %u", vu->dev.name, index,
+			ii.index);
+		ret = -EPROTO;
+		goto out_release;
+	}
+	vu->irqs[index] = (struct vfio_irq_info){ .index = index, .count = ii.count, .flags = ii.flags };
+out_release:
+	vu_reply_release(&r);
+	return ret;
+}
+
+/* ---- ops -------------------------------------------------------------- */
+
+static void vu_close(struct vfio_dev *dev);
+
+static int vu_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_region_info *info)
+{
+	struct vu_dev *vu = to_vu(dev);
+
+	if (!info)
+		return -EINVAL;
+	if (index >= VU_MAX_REGIONS || index >= dev->num_regions) {
+		memset(info, 0, sizeof(*info));
+		info->index = index;
+		return 0;
+	}
+	*info = vu->regions[index].info;
+	return 0;
+}
+
+static int vu_region_check(struct vu_dev *vu, uint32_t index, uint64_t off, size_t len, uint32_t need)
+{
+	const struct vfio_region_info *ri;
+
+	if (index >= vu->dev.num_regions)
+		return -EINVAL;
+	ri = &vu->regions[index].info;
+	if (!(ri->flags & need) || off > ri->size || len > ri->size - off)
+		return -EINVAL;
+	return 0;
+}
+
+static int vu_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf, size_t len)
+{
+	struct vu_dev *vu = to_vu(dev);
+	size_t done = 0;
+	int ret;
+
+	if (!buf && len)
+		return -EINVAL;
+	ret = vu_region_check(vu, index, off, len, VFIO_REGION_F_READ);
+	if (ret)
+		return ret;
+	while (done < len) {
+		uint32_t chunk = (uint32_t)(len - done > vu->max_xfer ? vu->max_xfer : len - done);
+		struct vfu_region_access ra = { .offset = off + done, .region = index, .count = chunk };
+		struct vfu_region_access got;
+		struct vu_reply r;
+
+		ret = vu_call(vu, VFU_CMD_REGION_READ, &ra, sizeof(ra), NULL, 0, 0, &r);
+		if (ret)
+			return ret;
+		if (r.len != sizeof(ra) + chunk) {
+			log_err(vu->dev.ctx, "%s: REGION_READ(%u, 0x%" PRIx64 ", %u) reply is %zu bytes, expected %zu",
+				dev->name, index, ra.offset, chunk, r.len, sizeof(ra) + chunk);
+			vu_reply_release(&r);
+			return -EPROTO;
+		}
+		memcpy(&got, r.data, sizeof(got));
+		if (got.offset != ra.offset || got.region != index || got.count != chunk) {
+			log_err(vu->dev.ctx, "%s: REGION_READ reply is for region %u offset 0x%" PRIx64 " count %u, asked %u 0x%" PRIx64 " %u",
+				dev->name, got.region, got.offset, got.count, index, ra.offset, chunk);
+			vu_reply_release(&r);
+			return -EPROTO;
+		}
+		memcpy((uint8_t *)buf + done, (uint8_t *)r.data + sizeof(ra), chunk);
+		vu_reply_release(&r);
+		done += chunk;
+	}
+	return 0;
+}
+
+static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, const void *buf,
+			   size_t len)
+{
+	struct vu_dev *vu = to_vu(dev);
+	uint8_t *msg;
+	size_t done = 0;
+	int ret;
+
+	if (!buf && len)
+		return -EINVAL;
+	ret = vu_region_check(vu, index, off, len, VFIO_REGION_F_WRITE);
+	if (ret)
+		return ret;
+	msg = malloc(sizeof(struct vfu_region_access) + (len < vu->max_xfer ? len : vu->max_xfer));
+	if (!msg)
+		return -ENOMEM;
+	while (done < len) {
+		uint32_t chunk = (uint32_t)(len - done > vu->max_xfer ? vu->max_xfer : len - done);
+		struct vfu_region_access ra = { .offset = off + done, .region = index, .count = chunk };
+		struct vu_reply r;
+
+		memcpy(msg, &ra, sizeof(ra));
+		memcpy(msg + sizeof(ra), (const uint8_t *)buf + done, chunk);
+		ret = vu_call(vu, VFU_CMD_REGION_WRITE, msg, sizeof(ra) + chunk, NULL, 0, 0, &r);
+		if (ret)
+			break;
+		if (r.len != sizeof(ra) || memcmp(r.data, &ra, sizeof(ra))) {
+			log_err(vu->dev.ctx, "%s: REGION_WRITE(%u, 0x%" PRIx64 ", %u) reply (%zu bytes) does not echo the request",
+				dev->name, index, ra.offset, chunk, r.len);
+			vu_reply_release(&r);
+			ret = -EPROTO;
+			break;
+		}
+		vu_reply_release(&r);
+		done += chunk;
+	}
+	free(msg);
+	return ret;
+}
+
+static int vu_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
+			  void **addr)
+{
+	struct vu_dev *vu = to_vu(dev);
+	const struct vu_region *reg;
+	struct vu_mmap *m;
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+	uint32_t i;
+
+	if (!addr || !len || index >= dev->num_regions)
+		return -EINVAL;
+	reg = &vu->regions[index];
+	if (!(reg->info.flags & VFIO_REGION_F_MMAP) || reg->fd < 0) {
+		log_err(dev->ctx, "%s: region %u is not mappable", dev->name, index);
+		return -EINVAL;
+	}
+	if (off % (uint64_t)page || off > reg->info.size || len > reg->info.size - off)
+		return -EINVAL;
+	if (reg->info.nr_sparse) {
+		for (i = 0; i < reg->info.nr_sparse; i++) {
+			const struct vfio_sparse_area *a = &reg->info.sparse[i];
+
+			if (off >= a->offset && off - a->offset <= a->size && len <= a->size - (off - a->offset))
+				break;
+		}
+		if (i == reg->info.nr_sparse) {
+			log_err(dev->ctx, "%s: region %u [0x%" PRIx64 "+0x%zx] is not inside one sparse-mmap area",
+				dev->name, index, off, len);
+			return -EINVAL;
+		}
+	}
+	if (vu_is_dead(vu))
+		return -ENODEV;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	p = mmap(NULL, len, prot, MAP_SHARED, reg->fd, (off_t)(reg->mmap_offset + off));
+	if (p == MAP_FAILED) {
+		int err = -errno;
+
+		log_err(dev->ctx, "%s: mmap of region %u [0x%" PRIx64 "+0x%zx] failed: %s", dev->name,
+			index, off, len, strerror(-err));
+		free(m);
+		return err;
+	}
+	m->addr = p;
+	m->len = len;
+	pthread_mutex_lock(&vu->lock);
+	m->next = vu->mmaps;
+	vu->mmaps = m;
+	pthread_mutex_unlock(&vu->lock);
+	*addr = p;
+	return 0;
+}
+
+static int vu_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
+{
+	struct vu_dev *vu = to_vu(dev);
+	struct vu_mmap **mp, *m = NULL;
+
+	pthread_mutex_lock(&vu->lock);
+	for (mp = &vu->mmaps; *mp; mp = &(*mp)->next) {
+		if ((*mp)->addr == addr && (*mp)->len == len) {
+			m = *mp;
+			*mp = m->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vu->lock);
+	if (!m)
+		return -EINVAL;
+	munmap(m->addr, m->len);
+	free(m);
+	return 0;
+}
+
+static int vu_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_irq_info *info)
+{
+	struct vu_dev *vu = to_vu(dev);
+
+	if (!info)
+		return -EINVAL;
+	if (index >= dev->num_irqs) {
+		memset(info, 0, sizeof(*info));
+		info->index = index;
+		return 0;
+	}
+	*info = vu->irqs[index];
+	return 0;
+}
+
+/* One SET_IRQS message: [start, start+count) to @fds (count fds), or with
+ * @fds NULL and @assign false de-assign that range. */
+static int vu_set_irqs_one(struct vu_dev *vu, uint32_t index, uint32_t start, uint32_t count,
+			   const int *fds, bool disable_all)
+{
+	struct vfu_irq_set is = {
+		.argsz = sizeof(is),
+		.flags = VFU_IRQ_SET_ACTION_TRIGGER |
+			 (disable_all ? VFU_IRQ_SET_DATA_NONE : VFU_IRQ_SET_DATA_EVENTFD),
+		.index = index,
+		.start = start,
+		.count = count,
+	};
+
+	return vu_call(vu, VFU_CMD_DEVICE_SET_IRQS, &is, sizeof(is), fds, fds ? (int)count : 0, 0,
+		       NULL);
+}
+
+static int vu_set_irqs(struct vfio_dev *dev, uint32_t index, uint32_t start, uint32_t count,
+		       const int *fds)
+{
+	struct vu_dev *vu = to_vu(dev);
+	uint32_t i = 0;
+	int ret;
+
+	if (index >= dev->num_irqs)
+		return -EINVAL;
+	if (count == 0)
+		return vu_set_irqs_one(vu, index, 0, 0, NULL, true);
+	if (!fds || start > vu->irqs[index].count || count > vu->irqs[index].count - start)
+		return -EINVAL;
+	/* fds travel as ancillary data, which cannot say "-1": send runs of
+	 * real fds (at most max_msg_fds each) and runs of -1 as de-assigns. */
+	while (i < count) {
+		uint32_t j = i;
+
+		if (fds[i] < 0) {
+			while (j < count && fds[j] < 0)
+				j++;
+			ret = vu_set_irqs_one(vu, index, start + i, j - i, NULL, false);
+		} else {
+			uint32_t lim = vu->max_msg_fds ? vu->max_msg_fds : 1;
+
+			while (j < count && fds[j] >= 0 && j - i < lim)
+				j++;
+			ret = vu_set_irqs_one(vu, index, start + i, j - i, fds + i, false);
+		}
+		if (ret)
+			return ret;
+		i = j;
+	}
+	return 0;
+}
+
+static int vu_iommu_info(struct vfio_dev *dev, struct vfio_iommu_info *info)
+{
+	struct vu_dev *vu = to_vu(dev);
+
+	if (!info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	info->pgsize_mask = vu->pgsizes;
+	info->max_mappings = vu->max_dma_maps;
+	info->nr_ranges = 1;
+	info->ranges[0].start = 0;
+	info->ranges[0].end = VU_IOVA_LIMIT - 1;
+	return 0;
+}
+
+static int vu_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *vaddr, int fd,
+		      uint64_t fd_off, uint32_t prot)
+{
+	struct vu_dev *vu = to_vu(dev);
+	uint64_t align = vu->pgsizes & -vu->pgsizes;
+	struct vfu_dma_map dm = {
+		.argsz = sizeof(dm),
+		.flags = ((prot & VFIO_DMA_READ) ? VFU_DMA_F_READ : 0) |
+			 ((prot & VFIO_DMA_WRITE) ? VFU_DMA_F_WRITE : 0),
+		.offset = fd >= 0 ? fd_off : 0,
+		.addr = iova,
+		.size = size,
+	};
+	struct vu_dma *d;
+	uint32_t i;
+	int ret;
+
+	if (!size || (iova | size) & (align - 1) || iova >= VU_IOVA_LIMIT ||
+	    size > VU_IOVA_LIMIT - iova || !(prot & (VFIO_DMA_READ | VFIO_DMA_WRITE)) ||
+	    (prot & ~(VFIO_DMA_READ | VFIO_DMA_WRITE))) {
+		log_err(dev->ctx, "%s: DMA_MAP iova 0x%" PRIx64 " size 0x%" PRIx64 " prot %u: not aligned to 0x%" PRIx64 ", outside [0, 2^48) or bad prot",
+			dev->name, iova, size, prot, align);
+		return -EINVAL;
+	}
+	if (fd < 0 && !vaddr) {
+		log_err(dev->ctx, "%s: DMA_MAP without fd needs a vaddr to serve in-band DMA", dev->name);
+		return -EINVAL;
+	}
+
+	/* Reserve the window in our table first: it must be servable as soon
+	 * as the server may issue DMA_READ/WRITE for it. */
+	pthread_mutex_lock(&vu->lock);
+	if (vu->dead) {
+		pthread_mutex_unlock(&vu->lock);
+		return -ENODEV;
+	}
+	for (i = 0; i < vu->nr_dma; i++) {
+		d = &vu->dma[i];
+		if (iova < d->iova + d->size && d->iova < iova + size) {
+			pthread_mutex_unlock(&vu->lock);
+			log_err(dev->ctx, "%s: DMA_MAP iova 0x%" PRIx64 "+0x%" PRIx64 " overlaps a mapped window", dev->name, iova, size);
+			return -EEXIST;
+		}
+	}
+	if (vu->nr_dma >= vu->max_dma_maps) {
+		pthread_mutex_unlock(&vu->lock);
+		log_err(dev->ctx, "%s: DMA_MAP refused: the server allows %u windows (max_dma_maps); merge mappings",
+			dev->name, vu->max_dma_maps);
+		return -ENOSPC;
+	}
+	if (vu->nr_dma == vu->cap_dma) {
+		uint32_t ncap = vu->cap_dma ? vu->cap_dma * 2 : 16;
+		struct vu_dma *nd = realloc(vu->dma, ncap * sizeof(*nd));
+
+		if (!nd) {
+			pthread_mutex_unlock(&vu->lock);
+			return -ENOMEM;
+		}
+		vu->dma = nd;
+		vu->cap_dma = ncap;
+	}
+	vu->dma[vu->nr_dma++] = (struct vu_dma){ .iova = iova, .size = size, .vaddr = vaddr,
+						 .prot = prot, .has_fd = fd >= 0 };
+	pthread_mutex_unlock(&vu->lock);
+
+	ret = vu_call(vu, VFU_CMD_DMA_MAP, &dm, sizeof(dm), fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, 0,
+		      NULL);
+	if (ret) {
+		pthread_mutex_lock(&vu->lock);
+		for (i = 0; i < vu->nr_dma; i++) {
+			if (vu->dma[i].iova == iova) {
+				vu->dma[i] = vu->dma[--vu->nr_dma];
+				break;
+			}
+		}
+		pthread_mutex_unlock(&vu->lock);
+		if (ret != -ENODEV)
+			log_err(dev->ctx, "%s: DMA_MAP iova 0x%" PRIx64 "+0x%" PRIx64 " failed: %s",
+				dev->name, iova, size, strerror(-ret));
+	}
+	return ret;
+}
+
+/* Unmap one window exactly as it was mapped; drop it from the table in any
+ * case (after an error or timeout the server state is unknown, and the
+ * caller is about to reuse the memory: it must never be served again). */
+static int vu_dma_unmap_one(struct vu_dev *vu, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct vfu_dma_unmap du = { .argsz = sizeof(du), .addr = iova, .size = size };
+	struct vfu_dma_unmap got;
+	struct vu_reply r;
+	uint32_t i;
+	int ret;
+
+	ret = vu_call(vu, VFU_CMD_DMA_UNMAP, &du, sizeof(du), NULL, 0, 0, &r);
+	if (ret == 0) {
+		if (r.len != sizeof(du)) {
+			log_err(vu->dev.ctx, "%s: DMA_UNMAP reply is %zu bytes, expected the %zu-byte echo",
+				vu->dev.name, r.len, sizeof(du));
+			ret = -EPROTO;
+		} else {
+			memcpy(&got, r.data, sizeof(got));
+			if (got.addr != iova || got.size > size) {
+				log_err(vu->dev.ctx, "%s: DMA_UNMAP reply names 0x%" PRIx64 "+0x%" PRIx64 ", asked 0x%" PRIx64 "+0x%" PRIx64,
+					vu->dev.name, got.addr, got.size, iova, size);
+				ret = -EPROTO;
+			} else {
+				*unmapped += got.size;
+			}
+		}
+		vu_reply_release(&r);
+	}
+	pthread_mutex_lock(&vu->lock);
+	for (i = 0; i < vu->nr_dma; i++) {
+		if (vu->dma[i].iova == iova) {
+			vu->dma[i] = vu->dma[--vu->nr_dma];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vu->lock);
+	return ret;
+}
+
+static int vu_dma_unmap(struct vfio_dev *dev, uint64_t iova, uint64_t size, uint64_t *unmapped)
+{
+	struct vu_dev *vu = to_vu(dev);
+	uint64_t done = 0;
+	int ret = 0;
+
+	if (!unmapped || !size || iova + size < iova)
+		return -EINVAL;
+	*unmapped = 0;
+	/* Like type1: unmap every window inside [iova, iova+size); a window
+	 * straddling an end cannot be split (vfio-user unmaps whole windows). */
+	for (;;) {
+		uint64_t wi = 0, ws = 0;
+		bool found = false;
+		uint32_t i;
+
+		pthread_mutex_lock(&vu->lock);
+		if (vu->dead) {
+			pthread_mutex_unlock(&vu->lock);
+			ret = -ENODEV;
+			break;
+		}
+		for (i = 0; i < vu->nr_dma; i++) {
+			struct vu_dma *d = &vu->dma[i];
+
+			if (d->iova < iova + size && iova < d->iova + d->size) {
+				if (d->iova < iova || d->iova + d->size > iova + size) {
+					pthread_mutex_unlock(&vu->lock);
+					log_err(dev->ctx, "%s: DMA_UNMAP 0x%" PRIx64 "+0x%" PRIx64 " would split the window 0x%" PRIx64 "+0x%" PRIx64,
+						dev->name, iova, size, d->iova, d->size);
+					*unmapped = done;
+					return -EINVAL;
+				}
+				wi = d->iova;
+				ws = d->size;
+				found = true;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&vu->lock);
+		if (!found)
+			break;
+		ret = vu_dma_unmap_one(vu, wi, ws, &done);
+		if (ret)
+			break;
+	}
+	*unmapped = done;
+	return ret;
+}
+
+static int vu_reset(struct vfio_dev *dev)
+{
+	struct vu_dev *vu = to_vu(dev);
+
+	if (!(vu->flags & VFU_DEV_F_RESET))
+		return -ENOTSUP;
+	return vu_call(vu, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0, 0, NULL);
+}
+
+static const struct vfio_transport_ops vu_ops = {
+	.name = "vfio-user",
+	.close = vu_close,
+	.region_info = vu_region_info,
+	.region_read = vu_region_read,
+	.region_write = vu_region_write,
+	.region_mmap = vu_region_mmap,
+	.region_munmap = vu_region_munmap,
+	.irq_info = vu_irq_info,
+	.set_irqs = vu_set_irqs,
+	.iommu_info = vu_iommu_info,
+	.dma_map = vu_dma_map,
+	.dma_unmap = vu_dma_unmap,
+	.reset = vu_reset,
+	.low_power_enter = NULL, /* vfio-user has none: PCI PM through config space */
+	.low_power_exit = NULL,
+};
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void vu_close(struct vfio_dev *dev)
+{
+	struct vu_dev *vu = to_vu(dev);
+	struct vu_mmap *m;
+	uint64_t one = 1;
+	ssize_t wr;
+
+	if (!dev)
+		return;
+	if (vu->reader_started) {
+		/* Wake the reader, then make sure it never waits on a live peer. */
+		wr = write(vu->stop_fd, &one, sizeof(one));
+		(void)wr;
+		shutdown(vu->sock, SHUT_RDWR);
+		pthread_join(vu->reader, NULL);
+	}
+	vu_mark_dead(vu, -ENODEV, NULL);
+	while ((m = vu->mmaps)) {
+		vu->mmaps = m->next;
+		munmap(m->addr, m->len);
+		free(m);
+	}
+	for (uint32_t i = 0; i < VU_MAX_REGIONS; i++)
+		if (vu->regions[i].fd >= 0)
+			close(vu->regions[i].fd);
+	if (vu->sock >= 0)
+		close(vu->sock);
+	if (vu->stop_fd >= 0)
+		close(vu->stop_fd);
+	free(vu->dma);
+	pthread_cond_destroy(&vu->cond);
+	pthread_mutex_destroy(&vu->lock);
+	pthread_mutex_destroy(&vu->send_lock);
+	free(vu);
+}
+
+static int vu_timeout_from(const struct vfio_user_opts *opts)
+{
+	const char *env;
+
+	if (opts && opts->size >= offsetof(struct vfio_user_opts, timeout_ms) + sizeof(int) &&
+	    opts->timeout_ms > 0)
+		return opts->timeout_ms;
+	env = getenv("UGPU_VFIO_USER_TIMEOUT_MS");
+	if (env && atoi(env) > 0)
+		return atoi(env);
+	return VFIO_USER_DEFAULT_TIMEOUT_MS;
+}
+
+int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
+		      const struct vfio_user_opts *opts, struct vfio_dev **out)
+{
+	pthread_condattr_t ca;
+	struct vu_dev *vu;
+	int ret, fl;
+
+	if (fd < 0 || !out) {
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
+	vu = calloc(1, sizeof(*vu));
+	if (!vu) {
+		close(fd);
+		return -ENOMEM;
+	}
+	vu->dev.ops = &vu_ops;
+	vu->dev.ctx = ctx;
+	snprintf(vu->dev.name, sizeof(vu->dev.name), "vfio-user:%s", name ? name : "?");
+	vu->sock = fd;
+	vu->timeout_ms = vu_timeout_from(opts);
+	vu->max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS;
+	vu->max_xfer = VFU_DEFAULT_MAX_DATA_XFER;
+	vu->max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS;
+	vu->pgsizes = VFU_DEFAULT_PGSIZES;
+	for (int i = 0; i < VU_MAX_REGIONS; i++)
+		vu->regions[i].fd = -1;
+	pthread_mutex_init(&vu->lock, NULL);
+	pthread_mutex_init(&vu->send_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vu->cond, &ca);
+	pthread_condattr_destroy(&ca);
+
+	vu->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vu->stop_fd < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	/* Non-blocking: every read and write below waits in poll() with a bound. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	ret = pthread_create(&vu->reader, NULL, vu_reader, vu);
+	if (ret) {
+		ret = -ret;
+		goto out_close;
+	}
+	vu->reader_started = true;
+
+	ret = vu_negotiate(vu);
+	if (ret)
+		goto out_close;
+	ret = vu_get_device_info(vu);
+	if (ret)
+		goto out_close;
+	for (uint32_t i = 0; i < vu->dev.num_regions; i++) {
+		ret = vu_get_region_info(vu, i);
+		if (ret)
+			goto out_close;
+	}
+	for (uint32_t i = 0; i < vu->dev.num_irqs; i++) {
+		ret = vu_get_irq_info(vu, i);
+		if (ret)
+			goto out_close;
+	}
+	*out = &vu->dev;
+	return 0;
+
+out_close:
+	log_err(ctx, "%s: open failed: %s", vu->dev.name, strerror(-ret));
+	vu_close(&vu->dev);
+	return ret;
+}
+
+int vfio_user_open_opts(struct ugpu_context *ctx, const char *socket_path,
+			const struct vfio_user_opts *opts, struct vfio_dev **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int64_t deadline;
+	int fd, ret;
+
+	if (!socket_path || !out)
+		return -EINVAL;
+	if (strlen(socket_path) >= sizeof(sa.sun_path)) {
+		log_err(ctx, "vfio-user: socket path '%s' is longer than %zu bytes", socket_path,
+			sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* A non-blocking AF_UNIX connect fails with EAGAIN while the server's
+	 * backlog is full: retry until the bound. */
+	deadline = now_ms() + vu_timeout_from(opts);
+	for (;;) {
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		ret = -errno;
+		if (ret == -EINTR)
+			continue;
+		if (ret == -EAGAIN && now_ms() < deadline) {
+			usleep(1000);
+			continue;
+		}
+		if (ret == -EAGAIN)
+			ret = -ETIMEDOUT;
+		log_err(ctx, "vfio-user: cannot connect to %s: %s", socket_path, strerror(-ret));
+		close(fd);
+		return ret;
+	}
+	return vfio_user_open_fd(ctx, fd, socket_path, opts, out);
+}
+
+int vfio_user_open(struct ugpu_context *ctx, const char *socket_path, struct vfio_dev **out)
+{
+	return vfio_user_open_opts(ctx, socket_path, NULL, out);
+}
+
+bool vfio_user_is_dead(struct vfio_dev *dev)
+{
+	return vu_is_dead(to_vu(dev));
+}
+
+void vfio_user_set_timeout(struct vfio_dev *dev, int timeout_ms)
+{
+	if (dev && timeout_ms > 0)
+		__atomic_store_n(&to_vu(dev)->timeout_ms, timeout_ms, __ATOMIC_RELAXED);
+}
