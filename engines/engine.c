@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engines/engine.h"
+#include "src/log.h"
+
+const char *engine_space_name(enum engine_space space)
+{
+	switch (space) {
+	case ENGINE_VRAM:
+		return "VRAM";
+	case ENGINE_IOVA:
+		return "IOVA";
+	case ENGINE_PEER:
+		return "PEER";
+	}
+	return "?";
+}
+
+uint64_t engine_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int engine_ms_left(uint64_t deadline_ms)
+{
+	uint64_t now = engine_now_ms();
+
+	if (now >= deadline_ms)
+		return 0;
+	return deadline_ms - now > INT32_MAX ? INT32_MAX : (int)(deadline_ms - now);
+}
+
+int engine_create(struct ugpu_context *ctx, const struct engine_ops *ops,
+		  const struct engine_cfg *cfg, struct engine **out)
+{
+	struct engine *e;
+	int ret;
+
+	if (!ops || !cfg || !out || !ops->init || !ops->fini || !ops->copy || !ops->wait ||
+	    !ops->idle) {
+		log_err(ctx, "engine: create without a complete backend, config or result pointer");
+		return -EINVAL;
+	}
+	if (cfg->size < sizeof(cfg->size) || cfg->size > sizeof(*cfg)) {
+		log_err(ctx, "engine: config size %zu is not one this library knows", cfg->size);
+		return -EINVAL;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->ops = ops;
+	e->ctx = ctx;
+	memcpy(&e->cfg, cfg, cfg->size);
+	e->cfg.size = sizeof(e->cfg);
+	if (e->cfg.timeout_ms <= 0)
+		e->cfg.timeout_ms = 5000;
+	snprintf(e->name, sizeof(e->name), "%s", ops->name ? ops->name : "engine");
+	ret = ops->init(e);
+	if (ret < 0) {
+		free(e);
+		return ret;
+	}
+	*out = e;
+	return 0;
+}
+
+void engine_destroy(struct engine *e)
+{
+	if (!e)
+		return;
+	e->ops->fini(e);
+	free(e);
+}
+
+/* Reject what no backend could do, with a line naming the bad argument. */
+static int check_addr(struct engine *e, const char *what, const char *role,
+		      struct engine_addr a, uint64_t size)
+{
+	if (a.space != ENGINE_VRAM && a.space != ENGINE_IOVA && a.space != ENGINE_PEER) {
+		log_err(e->ctx, "engine %s: %s %s has bad address space %d", e->name, what, role,
+			(int)a.space);
+		return -EINVAL;
+	}
+	if (a.addr + (size - 1) < a.addr) {
+		log_err(e->ctx, "engine %s: %s %s %s 0x%" PRIx64 " + 0x%" PRIx64 " wraps", e->name,
+			what, role, engine_space_name(a.space), a.addr, size);
+		return -EINVAL;
+	}
+	if (a.space == ENGINE_VRAM && e->cfg.vram_size &&
+	    (a.addr >= e->cfg.vram_size || size > e->cfg.vram_size - a.addr)) {
+		log_err(e->ctx,
+			"engine %s: %s %s VRAM 0x%" PRIx64 " + 0x%" PRIx64
+			" is past the end of VRAM (0x%" PRIx64 ")",
+			e->name, what, role, a.addr, size, e->cfg.vram_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int engine_copy(struct engine *e, struct engine_addr dst, struct engine_addr src, uint64_t size,
+		uint64_t *fence_out)
+{
+	int ret;
+
+	if (size == 0) {
+		log_err(e->ctx, "engine %s: copy of 0 bytes", e->name);
+		return -EINVAL;
+	}
+	ret = check_addr(e, "copy", "dst", dst, size);
+	if (!ret)
+		ret = check_addr(e, "copy", "src", src, size);
+	if (ret)
+		return ret;
+	return e->ops->copy(e, dst, src, size, fence_out);
+}
+
+int engine_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint64_t size,
+		uint64_t *fence_out)
+{
+	int ret;
+
+	if (!e->ops->fill)
+		return -EOPNOTSUPP;
+	if (size == 0 || (size & 7) || (dst.addr & 7)) {
+		log_err(e->ctx,
+			"engine %s: fill of 0x%" PRIx64 " bytes at %s 0x%" PRIx64
+			": size must be a non-zero multiple of 8 and the address 8-aligned",
+			e->name, size, engine_space_name(dst.space), dst.addr);
+		return -EINVAL;
+	}
+	ret = check_addr(e, "fill", "dst", dst, size);
+	if (ret)
+		return ret;
+	return e->ops->fill(e, dst, pattern, size, fence_out);
+}
+
+int engine_wait(struct engine *e, uint64_t fence, int timeout_ms)
+{
+	return e->ops->wait(e, fence, timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+int engine_idle(struct engine *e, int timeout_ms)
+{
+	return e->ops->idle(e, timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+int engine_reset(struct engine *e)
+{
+	return e->ops->reset ? e->ops->reset(e) : 0;
+}
+
+bool engine_fence_is_done(struct engine *e, uint64_t fence)
+{
+	if (fence == 0)
+		return true;
+	if (e->ops->completed)
+		return e->ops->completed(e) >= fence;
+	return e->ops->wait(e, fence, 0) == 0;
+}
