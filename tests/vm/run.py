@@ -255,9 +255,9 @@ class Result:
         self.host_failures.append(msg)
 
 
-def read_tests(selected):
+def read_tests(selected, path):
     tests = []
-    with open(os.path.join(HERE, "tests.list")) as f:
+    with open(path) as f:
         for line in f:
             line = line.split("#")[0].split()
             if not line:
@@ -316,7 +316,7 @@ def check_vram(path, res):
 
 
 def run(args):
-    tests = read_tests(args.tests)
+    tests = read_tests(args.tests, args.list)
     os.makedirs(args.work_dir, exist_ok=True)
     try:
         qemu, _ = vmfetch.ensure_host_tools()
@@ -517,6 +517,8 @@ def main():
     ap.add_argument("--work-dir", required=True, help="initramfs, memory file, console log")
     ap.add_argument("--tests", default=os.environ.get("UGPU_VM_TESTS", ""),
                     help="comma-separated subset of tests.list")
+    ap.add_argument("--list", default=os.path.join(HERE, "tests.list"),
+                    help="the test list (default tests/vm/tests.list)")
     ap.add_argument("--timeout", type=int, default=0, help="whole-run bound in seconds")
     args = ap.parse_args()
     say("stage start")
