@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-sim: the reference device, in process.
+ *
+ * sim_start() creates one or more software GPUs (docs/reference-device.md)
+ * and serves each on its own vfio-user socket from threads it owns. The
+ * functions below mirror the control socket (`--control PATH`) so tests can
+ * drive removal, fault injection and inspect state without a second process.
+ *
+ * Threading: every function may be called from any thread except that
+ * sim_stop() must not race with the other calls on the same struct sim.
+ * Nothing here blocks without a bound.
+ */
+#ifndef UGPU_SIM_H
+#define UGPU_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIM_MAX_DEVICES 16
+
+struct sim;
+
+/*
+ * struct sim_opts - how to build the device(s). Initialise with
+ * sim_opts_init(); the struct may grow at its end (size says how much the
+ * caller knows about).
+ */
+struct sim_opts {
+	size_t size; /* sizeof(struct sim_opts) as the caller compiled it */
+	/* Socket path. With devices > 1, device i listens on "<path>.<i>". NULL:
+	 * a unique path under $TMPDIR (or /tmp) is made; see sim_socket_path(). */
+	const char *socket_path;
+	uint64_t vram_size; /* bytes, power of two >= 1 MiB; 0 = 256 MiB */
+	unsigned devices; /* 1..SIM_MAX_DEVICES; 0 = 1 */
+	unsigned wake_latency_us; /* D3 -> D0 latency (WAKE_LAT_US) */
+	unsigned max_dma_maps; /* 0 = 65535 */
+	unsigned req_interval_ms; /* REQ repeat period; 0 = 10000 */
+	const char *control_path; /* control socket, or NULL for none */
+	/* slow_links[a] bit b: the link between nodes a and b is slow (the
+	 * relation is made symmetric by sim_start). */
+	uint32_t slow_links[SIM_MAX_DEVICES];
+};
+
+/* Fill @opts with the defaults above (size set). */
+void sim_opts_init(struct sim_opts *opts);
+
+/*
+ * sim_start - create the device(s) and start serving.
+ * Returns 0 with *@out set, or -EINVAL (bad option), -ENOMEM, -EADDRINUSE
+ * (socket path taken), or another -errno from socket/memfd setup.
+ * When it returns, every socket is listening.
+ */
+int sim_start(const struct sim_opts *opts, struct sim **out);
+
+/* Stop every thread, close every socket (and unlink it), free everything.
+ * NULL is a no-op. Bounded: in-flight in-band DMA is failed, not awaited. */
+void sim_stop(struct sim *sim);
+
+unsigned sim_num_devices(const struct sim *sim);
+/* The socket path of device @dev, or NULL if @dev is out of range. */
+const char *sim_socket_path(const struct sim *sim, unsigned dev);
+
+/* Removal request: raise REQ now and every req_interval_ms until the client
+ * disconnects; then the device is gone (socket unlinked). -ENODEV if already
+ * gone. */
+int sim_unplug_request(struct sim *sim, unsigned dev);
+/* Surprise removal: the socket is shut down before this returns; engines stop.
+ * -ENODEV if already gone. */
+int sim_unplug_surprise(struct sim *sim, unsigned dev);
+
+enum sim_inject_kind {
+	SIM_INJECT_CMD = 0, /* copy-engine descriptors: fail with ERR_INJECTED */
+	SIM_INJECT_DMA = 1, /* IOVA accesses: fail with ERR_DMA */
+	SIM_INJECT_WAKE = 2, /* D3 -> D0 PMCSR writes: ignored, state stays D3 */
+	SIM_INJECT_KINDS
+};
+/* Fail the @n-th event of @kind from now (1 = the next); @always: that one and
+ * every later one. -EINVAL for n == 0 or a bad kind. */
+int sim_inject(struct sim *sim, unsigned dev, enum sim_inject_kind kind, unsigned n, bool always);
+int sim_inject_clear(struct sim *sim, unsigned dev);
+
+enum sim_power_state { SIM_POWER_D0 = 0, SIM_POWER_D3HOT = 3, SIM_POWER_D3COLD = 4 };
+
+struct sim_state {
+	enum sim_power_state power;
+	uint32_t ce_status[2]; /* the STATUS registers (IDLE/ERROR/ENABLED bits) */
+	uint32_t ce_error[2]; /* the ERROR registers */
+	uint32_t exec_status; /* EXEC_STATUS */
+	bool client; /* a vfio-user client is connected */
+	bool removed; /* unplugged (request completed, or surprise) */
+	uint32_t dma_maps; /* live DMA mappings */
+	uint64_t descs; /* descriptors completed, both engines */
+	uint64_t irqs; /* interrupts signalled (all indexes) */
+	uint64_t reqs; /* REQ interrupts raised */
+	uint64_t faults; /* GPU page faults queued */
+	uint64_t inband; /* in-band DMA_READ/DMA_WRITE messages sent */
+};
+
+int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);
+/* The control socket's `state` line (no newline) into @buf. */
+int sim_state_line(struct sim *sim, unsigned dev, char *buf, size_t len);
+
+/*
+ * Run one control-socket command line (e.g. "inject dma 1 once", optionally
+ * prefixed by "dev N ") and write the reply ("ok ..." / "err ...") into @reply.
+ * Returns 0 when the reply is "ok", else -errno.
+ */
+int sim_control_exec(struct sim *sim, const char *line, char *reply, size_t len);
+
+#endif

@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-sim: the two copy engines, DMA windows, and interrupt delivery.
+ *
+ * Each engine has a worker thread. Under dev->lock it picks the descriptor at
+ * HEAD, validates it completely (so a bad one has no effect), pins the IOVA
+ * ranges it will touch (inflight slots: DMA_UNMAP of an overlapping window
+ * waits for them), marks itself busy and drops the lock to move the bytes:
+ * memmove between the VRAM memfd mapping and the mmaps of the client's DMA
+ * fds, so large copies run at memcpy speed. Windows without an fd are reached
+ * with in-band DMA_READ/DMA_WRITE through the server (srv_dma_inband). It
+ * retakes the lock to retire the descriptor (HEAD, SEQNO, interrupts).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sim_internal.h"
+
+#define CE_MAX_SIZE (1ull << 30)
+#define CE_CHUNK (1ull << 20)
+
+void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
+{
+	uint64_t one = 1;
+	int fd;
+
+	if (index >= SIM_NUM_IRQS || vec >= SIM_MSIX_VECTORS)
+		return;
+	dev->cnt_irqs++;
+	if (index == SIM_IRQ_REQ)
+		dev->cnt_reqs++;
+	if (dev->irq_masked[index][vec]) {
+		dev->irq_pending[index][vec] = true;
+		return;
+	}
+	fd = dev->irq_fd[index][vec];
+	/* Under dev->lock so the fd cannot be closed (and its number reused)
+	 * by SET_IRQS or a disconnect while we write. An eventfd write of 1
+	 * never blocks short of counter overflow. */
+	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: counter saturated; the consumer still sees it signalled. */
+	}
+}
+
+uint32_t ce_status(const struct sim_ce *ce)
+{
+	uint32_t s = 0;
+
+	if (ce->enabled)
+		s |= CE_STATUS_ENABLED;
+	if (ce->error)
+		s |= CE_STATUS_ERROR;
+	if (ce->head == ce->tail && !ce->busy)
+		s |= CE_STATUS_IDLE;
+	return s;
+}
+
+bool ce_any_busy(struct sim_dev *dev)
+{
+	for (unsigned i = 0; i < SIM_NUM_CE; i++)
+		if (dev->ce[i].busy)
+			return true;
+	return false;
+}
+
+void ce_kick(struct sim_dev *dev)
+{
+	for (unsigned i = 0; i < SIM_NUM_CE; i++)
+		pthread_cond_broadcast(&dev->ce[i].cond);
+}
+
+void ce_reset_locked(struct sim_ce *ce, bool full)
+{
+	ce->head = ce->tail = 0;
+	ce->enabled = false;
+	ce->error = false;
+	ce->error_code = 0;
+	ce->error_head = 0;
+	if (full) {
+		ce->ring_base = 0;
+		ce->ring_size = 0;
+		ce->l_base = 0;
+		ce->l_size = 0;
+		ce->seqno = 0;
+	}
+}
+
+/* ---- DMA windows (lock held) -------------------------------------------- */
+
+struct sim_dma_map *dma_find(struct sim_dev *dev, uint64_t iova)
+{
+	size_t lo = 0, hi = dev->nmaps;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct sim_dma_map *m = &dev->maps[mid];
+
+		if (iova < m->iova)
+			hi = mid;
+		else if (iova - m->iova >= m->size)
+			lo = mid + 1;
+		else
+			return m;
+	}
+	return NULL;
+}
+
+int dma_check(struct sim_dev *dev, uint64_t iova, uint64_t len, uint32_t prot)
+{
+	uint64_t cur = iova, end = iova + len;
+
+	if (!pci_master_enabled(dev))
+		return -EIO;
+	if (end < iova || end > SIM_IOVA_LIMIT)
+		return -EFAULT;
+	while (cur < end) {
+		struct sim_dma_map *m = dma_find(dev, cur);
+
+		if (!m || (m->prot & prot) != prot)
+			return -EFAULT;
+		cur = m->iova + m->size;
+	}
+	return 0;
+}
+
+int inflight_add(struct sim_dev *dev, uint64_t start, uint64_t len)
+{
+	for (int i = 0; i < SIM_MAX_INFLIGHT; i++) {
+		if (!dev->inflight[i].used) {
+			dev->inflight[i].used = true;
+			dev->inflight[i].start = start;
+			dev->inflight[i].end = start + len;
+			return i;
+		}
+	}
+	return -EBUSY; /* cannot happen: 2 per engine + 1 for exec */
+}
+
+void inflight_del(struct sim_dev *dev, int slot)
+{
+	if (slot >= 0 && slot < SIM_MAX_INFLIGHT)
+		dev->inflight[slot].used = false;
+}
+
+bool inflight_overlaps(struct sim_dev *dev, uint64_t start, uint64_t end)
+{
+	for (int i = 0; i < SIM_MAX_INFLIGHT; i++)
+		if (dev->inflight[i].used && dev->inflight[i].start < end &&
+		    start < dev->inflight[i].end)
+			return true;
+	return false;
+}
+
+bool inflight_any(struct sim_dev *dev)
+{
+	for (int i = 0; i < SIM_MAX_INFLIGHT; i++)
+		if (dev->inflight[i].used)
+			return true;
+	return false;
+}
+
+/* The contiguous piece of IOVA @iova (pinned by the caller): host pointer, or
+ * NULL for an in-band window; *n bounded by @max. */
+static int dma_seg(struct sim_dev *dev, uint64_t iova, uint64_t max, uint8_t **p, uint64_t *n)
+{
+	struct sim_dma_map *m;
+
+	pthread_mutex_lock(&dev->lock);
+	m = dma_find(dev, iova);
+	if (!m) {
+		pthread_mutex_unlock(&dev->lock);
+		return -EFAULT;
+	}
+	*n = m->iova + m->size - iova;
+	if (*n > max)
+		*n = max;
+	*p = m->host ? m->host + (iova - m->iova) : NULL;
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
+int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write)
+{
+	uint8_t *b = buf;
+
+	while (len) {
+		uint8_t *p;
+		uint64_t n;
+		int ret = dma_seg(dev, iova, len, &p, &n);
+
+		if (ret)
+			return ret;
+		if (p) {
+			if (write)
+				memcpy(p, b, n);
+			else
+				memcpy(b, p, n);
+		} else {
+			ret = srv_dma_inband(dev, iova, b, n, write);
+			if (ret)
+				return ret;
+		}
+		iova += n;
+		b += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* ---- descriptors --------------------------------------------------------- */
+
+/* One side of a COPY/FILL. */
+struct ce_ep {
+	uint32_t space;
+	uint64_t addr;
+	uint32_t node;
+	uint8_t *base; /* VRAM / peer VRAM mapping; NULL for IOVA */
+	int slot; /* inflight slot for IOVA, -1 otherwise */
+	bool slow;
+};
+
+struct ce_job {
+	struct sim_desc d;
+	struct ce_ep src, dst;
+	bool throttle;
+};
+
+static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space, uint64_t addr,
+			   uint32_t node, uint64_t size, uint32_t prot)
+{
+	ep->space = space;
+	ep->addr = addr;
+	ep->node = node;
+	ep->slot = -1;
+	ep->base = NULL;
+	ep->slow = false;
+	switch (space) {
+	case SIM_SPACE_VRAM:
+		if (addr > dev->vram_size || size > dev->vram_size - addr)
+			return SIM_ERR_BOUNDS;
+		ep->base = dev->vram;
+		return 0;
+	case SIM_SPACE_IOVA: {
+		int slot;
+
+		if (sim_inject_hit(dev, SIM_INJECT_DMA))
+			return SIM_ERR_DMA;
+		if (dma_check(dev, addr, size, prot))
+			return SIM_ERR_DMA;
+		slot = inflight_add(dev, addr, size);
+		if (slot < 0)
+			return SIM_ERR_DMA;
+		ep->slot = slot;
+		return 0;
+	}
+	case SIM_SPACE_PEER: {
+		struct sim_dev *peer = fabric_peer(dev, node);
+
+		/* The peer's VRAM size and mapping are immutable: no peer lock
+		 * here. Its power state is checked before any effect. */
+		if (!peer || peer == dev)
+			return SIM_ERR_PEER;
+		if (addr > peer->vram_size || size > peer->vram_size - addr)
+			return SIM_ERR_PEER;
+		ep->base = peer->vram;
+		ep->slow = fabric_is_slow(dev, node);
+		return 0;
+	}
+	}
+	return SIM_ERR_OPCODE;
+}
+
+/* Validate @d and pin what it touches. Lock held. Returns an error code. */
+static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
+{
+	struct sim_desc *d = &j->d;
+	uint32_t code;
+
+	j->src.slot = j->dst.slot = -1;
+	if (d->reserved || d->opcode > SIM_OP_FENCE)
+		return SIM_ERR_OPCODE;
+	if (sim_inject_hit(dev, SIM_INJECT_CMD))
+		return SIM_ERR_INJECTED;
+	switch (d->opcode) {
+	case SIM_OP_NOP:
+		return 0;
+	case SIM_OP_FENCE:
+		if (d->dst != ~0ull && ((d->dst & 7) || d->dst > dev->vram_size - 8))
+			return SIM_ERR_BOUNDS;
+		return 0;
+	case SIM_OP_COPY:
+		if (d->src_space > SIM_SPACE_PEER || d->dst_space > SIM_SPACE_PEER)
+			return SIM_ERR_OPCODE;
+		if (!d->size || d->size > CE_MAX_SIZE)
+			return SIM_ERR_BOUNDS;
+		break;
+	case SIM_OP_FILL:
+		if (d->dst_space > SIM_SPACE_PEER)
+			return SIM_ERR_OPCODE;
+		if (!d->size || d->size > CE_MAX_SIZE || (d->size & 7) || (d->dst & 7))
+			return SIM_ERR_BOUNDS;
+		break;
+	}
+	if (d->opcode == SIM_OP_COPY) {
+		code = ep_prepare(dev, &j->src, d->src_space, d->src, d->src_peer, d->size,
+				  VFU_DMA_F_READ);
+		if (code)
+			return code;
+	}
+	code = ep_prepare(dev, &j->dst, d->dst_space, d->dst, d->dst_peer, d->size, VFU_DMA_F_WRITE);
+	if (code) {
+		inflight_del(dev, j->src.slot);
+		j->src.slot = -1;
+		return code;
+	}
+	j->throttle = j->src.slow || j->dst.slow;
+	return 0;
+}
+
+static bool peer_ok(struct sim_dev *dev, const struct ce_ep *ep)
+{
+	struct sim_dev *peer;
+	bool ok;
+
+	if (ep->space != SIM_SPACE_PEER)
+		return true;
+	peer = fabric_peer(dev, ep->node);
+	pthread_mutex_lock(&peer->lock);
+	ok = sim_dev_running(peer);
+	pthread_mutex_unlock(&peer->lock);
+	return ok;
+}
+
+static int ep_seg(struct sim_dev *dev, const struct ce_ep *ep, uint64_t off, uint64_t max,
+		  uint8_t **p, uint64_t *n)
+{
+	if (ep->base) {
+		*p = ep->base + ep->addr + off;
+		*n = max;
+		return 0;
+	}
+	return dma_seg(dev, ep->addr + off, max, p, n);
+}
+
+static void fill64(uint8_t *p, uint64_t n, uint64_t value)
+{
+	uint64_t *w = (uint64_t *)p;
+
+	for (uint64_t i = 0; i < n / 8; i++)
+		w[i] = value;
+}
+
+static void throttle_wait(uint64_t t0, uint64_t bytes)
+{
+	uint64_t due = t0 + bytes * 1000000000ull / SIM_SLOW_LINK_BPS;
+	uint64_t now = sim_now_ns();
+
+	if (due > now) {
+		struct timespec ts = { .tv_sec = (time_t)((due - now) / 1000000000ull),
+				       .tv_nsec = (long)((due - now) % 1000000000ull) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Move the bytes. Lock not held. Returns an error code (in-band failures). */
+static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
+{
+	struct sim_desc *d = &j->d;
+	uint8_t *bounce = NULL;
+	uint64_t off = 0, t0 = sim_now_ns();
+	uint32_t code = 0;
+
+	if (!peer_ok(dev, &j->src) || !peer_ok(dev, &j->dst))
+		return SIM_ERR_PEER;
+	while (off < d->size) {
+		uint64_t want = d->size - off, sn = 0, dn;
+		uint8_t *sp = NULL, *dp;
+
+		if (j->throttle && want > CE_CHUNK)
+			want = CE_CHUNK;
+		if (d->opcode == SIM_OP_COPY && ep_seg(dev, &j->src, off, want, &sp, &sn)) {
+			code = SIM_ERR_DMA;
+			break;
+		}
+		if (ep_seg(dev, &j->dst, off, want, &dp, &dn)) {
+			code = SIM_ERR_DMA;
+			break;
+		}
+		if (d->opcode == SIM_OP_COPY && sn < dn)
+			dn = sn;
+		if (d->opcode == SIM_OP_FILL) {
+			if (dp) {
+				fill64(dp, dn, d->value);
+			} else {
+				if (dn > CE_CHUNK)
+					dn = CE_CHUNK;
+				if (!bounce && !(bounce = malloc(CE_CHUNK))) {
+					code = SIM_ERR_DMA;
+					break;
+				}
+				fill64(bounce, dn, d->value);
+				if (srv_dma_inband(dev, j->dst.addr + off, bounce, dn, true)) {
+					code = SIM_ERR_DMA;
+					break;
+				}
+			}
+		} else if (sp && dp) {
+			memmove(dp, sp, dn);
+		} else if (sp) {
+			if (srv_dma_inband(dev, j->dst.addr + off, sp, dn, true)) {
+				code = SIM_ERR_DMA;
+				break;
+			}
+		} else if (dp) {
+			if (srv_dma_inband(dev, j->src.addr + off, dp, dn, false)) {
+				code = SIM_ERR_DMA;
+				break;
+			}
+		} else {
+			if (dn > CE_CHUNK)
+				dn = CE_CHUNK;
+			if (!bounce && !(bounce = malloc(CE_CHUNK))) {
+				code = SIM_ERR_DMA;
+				break;
+			}
+			if (srv_dma_inband(dev, j->src.addr + off, bounce, dn, false) ||
+			    srv_dma_inband(dev, j->dst.addr + off, bounce, dn, true)) {
+				code = SIM_ERR_DMA;
+				break;
+			}
+		}
+		off += dn;
+		if (j->throttle)
+			throttle_wait(t0, off);
+	}
+	free(bounce);
+	return code;
+}
+
+static bool ce_can_run(struct sim_ce *ce)
+{
+	return ce->enabled && !ce->error && ce->l_size && ce->head != ce->tail &&
+	       sim_dev_running(ce->dev);
+}
+
+static void ce_error(struct sim_dev *dev, struct sim_ce *ce, uint32_t head, uint32_t code)
+{
+	ce->error = true;
+	ce->error_code = code;
+	ce->error_head = head;
+	sim_irq_raise(dev, SIM_IRQ_MSIX, SIM_VEC_ERROR);
+}
+
+static void *ce_thread(void *arg)
+{
+	struct sim_ce *ce = arg;
+	struct sim_dev *dev = ce->dev;
+
+	pthread_mutex_lock(&dev->lock);
+	while (!dev->stop) {
+		struct ce_job j;
+		uint32_t head, code;
+
+		if (!ce_can_run(ce)) {
+			struct timespec ts;
+
+			sim_deadline(&ts, 1000);
+			pthread_cond_timedwait(&ce->cond, &dev->lock, &ts);
+			continue;
+		}
+		head = ce->head;
+		memset(&j, 0, sizeof(j));
+		memcpy(&j.d, dev->vram + ce->l_base + head, sizeof(j.d));
+		code = desc_prepare(dev, &j);
+		if (code) {
+			ce_error(dev, ce, head, code);
+			continue;
+		}
+		if (j.d.opcode == SIM_OP_COPY || j.d.opcode == SIM_OP_FILL) {
+			ce->busy = true;
+			pthread_mutex_unlock(&dev->lock);
+			code = desc_execute(dev, &j);
+			pthread_mutex_lock(&dev->lock);
+			inflight_del(dev, j.src.slot);
+			inflight_del(dev, j.dst.slot);
+			ce->busy = false;
+			if (code) {
+				ce_error(dev, ce, head, code);
+				continue;
+			}
+		}
+		if (j.d.opcode == SIM_OP_FENCE) {
+			/* Every earlier descriptor of this ring has retired: the
+			 * engine runs them one at a time, in order. */
+			if (j.d.dst != ~0ull)
+				__atomic_store_n((uint64_t *)(dev->vram + j.d.dst), j.d.value,
+						 __ATOMIC_RELEASE);
+			ce->seqno = j.d.value;
+			if (j.d.flags & 1u)
+				sim_irq_raise(dev, SIM_IRQ_MSIX, ce->idx == 0 ? SIM_VEC_CE0 : SIM_VEC_CE1);
+		}
+		/* A RESET or disable while we ran leaves HEAD where RESET put it. */
+		if (ce->enabled && ce->head == head)
+			ce->head = (head + (uint32_t)sizeof(struct sim_desc)) & (ce->l_size - 1);
+		dev->cnt_descs++;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return NULL;
+}
+
+int ce_start_threads(struct sim_dev *dev)
+{
+	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
+		int ret = pthread_create(&dev->ce[i].thread, NULL, ce_thread, &dev->ce[i]);
+
+		if (ret)
+			return -ret;
+		dev->ce[i].thread_started = true;
+	}
+	return 0;
+}
+
+void ce_stop_threads(struct sim_dev *dev)
+{
+	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
+		if (dev->ce[i].thread_started) {
+			pthread_join(dev->ce[i].thread, NULL);
+			dev->ce[i].thread_started = false;
+		}
+	}
+}

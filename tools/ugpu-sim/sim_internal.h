@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-sim internals: shared between the sim_*.c files of this folder only.
+ *
+ * Threads of one device:
+ *   - the server thread (sim_server.c): owns the listening and client sockets
+ *     for reading, runs every client command (config/BAR accesses, DMA map,
+ *     irq set-up, reset), raises REQ on its timer, and routes the client's
+ *     replies to in-band DMA requests back to the thread that asked;
+ *   - two copy-engine threads (sim_engine.c);
+ *   - one exec-engine thread (sim_vm.c).
+ * Plus, per struct sim, an optional control-socket thread (sim_control.c).
+ *
+ * Locking (see struct sim_dev): all device state (config space, registers,
+ * engine and exec state, DMA map table, irq fds, injection counters, flags) is
+ * under dev->lock. Engines take it briefly to pick up and retire a descriptor,
+ * never while moving data. VRAM bytes themselves are unlocked, like real
+ * memory: ordering between the driver and the engines comes from the doorbell
+ * and the fence/interrupt. dev->send_lock serialises writes to the client
+ * socket (replies from the server thread, DMA_READ/WRITE from engines) and
+ * guards client_fd against close. Lock order: never hold two devices' locks;
+ * send_lock is never taken with dev->lock held and vice versa.
+ */
+#ifndef UGPU_SIM_INTERNAL_H
+#define UGPU_SIM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/un.h>
+
+#include "sim.h"
+#include "src/vfio/vfio_user_proto.h"
+
+#define SIM_NUM_CE 2
+#define SIM_MSIX_VECTORS 5
+#define SIM_BAR0_SIZE 0x10000u
+#define SIM_CFG_SIZE 256u
+#define SIM_NUM_REGIONS 9u
+#define SIM_NUM_IRQS 5u
+#define SIM_PAGE 4096u
+#define SIM_IOVA_LIMIT (1ull << 48)
+#define SIM_INBAND_TIMEOUT_MS 5000
+#define SIM_IO_TIMEOUT_MS 5000
+#define SIM_TLB_ENTRIES 64
+#define SIM_MAX_INFLIGHT 8
+#define SIM_SLOW_LINK_BPS (1ull << 30) /* bytes/s over a slow fabric link */
+
+/* IRQ indexes (the VFIO PCI ones). */
+enum { SIM_IRQ_INTX = 0, SIM_IRQ_MSI = 1, SIM_IRQ_MSIX = 2, SIM_IRQ_ERR = 3, SIM_IRQ_REQ = 4 };
+
+/* MSI-X vectors (reference-device.md). */
+enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, SIM_VEC_EXEC = 4 };
+
+/* BAR0 registers. */
+#define REG_ID 0x0000
+#define REG_VERSION 0x0004
+#define REG_CAPS 0x0008
+#define REG_NUM_ENGINES 0x000c
+#define REG_VRAM_SIZE 0x0010
+#define REG_FABRIC_ID 0x0018
+#define REG_FABRIC_PEERS 0x001c
+#define REG_FABRIC_FAST 0x0020
+#define REG_SCRATCH 0x0040
+#define REG_CE_BASE 0x1000
+#define REG_CE_STRIDE 0x100
+#define CE_RING_BASE 0x00
+#define CE_RING_SIZE 0x08
+#define CE_RING_HEAD 0x0c
+#define CE_RING_TAIL 0x10
+#define CE_CTRL 0x14
+#define CE_STATUS 0x18
+#define CE_ERROR 0x1c
+#define CE_ERROR_HEAD 0x20
+#define CE_SEQNO 0x28
+#define REG_VM_CTRL 0x2000
+#define REG_VM_ROOT 0x2008
+#define REG_TLB_INVAL 0x2010
+#define REG_EXEC_OP 0x2100
+#define REG_EXEC_VA 0x2108
+#define REG_EXEC_SIZE 0x2110
+#define REG_EXEC_VALUE 0x2118
+#define REG_EXEC_START 0x2120
+#define REG_EXEC_STATUS 0x2124
+#define REG_EXEC_RESULT 0x2128
+#define REG_EXEC_PROGRESS 0x2130
+#define REG_FAULT_STATUS 0x2200
+#define REG_FAULT_VA 0x2208
+#define REG_FAULT_ACCESS 0x2210
+#define REG_FAULT_REPLY 0x2214
+#define REG_MSIX_TABLE 0x8000
+#define REG_MSIX_PBA 0x9000
+
+#define SIM_ID 0x55475055u
+#define SIM_VERSION 0x00010000u
+
+#define CE_CTRL_ENABLE (1u << 0)
+#define CE_CTRL_RESET (1u << 1)
+#define CE_STATUS_IDLE (1u << 0)
+#define CE_STATUS_ERROR (1u << 1)
+#define CE_STATUS_ENABLED (1u << 2)
+
+enum { SIM_ERR_OPCODE = 1, SIM_ERR_BOUNDS = 2, SIM_ERR_DMA = 3, SIM_ERR_PEER = 4, SIM_ERR_INJECTED = 5 };
+enum { SIM_OP_NOP = 0, SIM_OP_COPY = 1, SIM_OP_FILL = 2, SIM_OP_FENCE = 3 };
+enum { SIM_SPACE_VRAM = 0, SIM_SPACE_IOVA = 1, SIM_SPACE_PEER = 2 };
+
+enum { EXEC_IDLE = 0, EXEC_RUNNING = 1, EXEC_STALLED = 2, EXEC_DONE = 3, EXEC_ABORTED = 4,
+       EXEC_ERROR = 5 };
+enum { EXEC_OP_READ = 1, EXEC_OP_WRITE = 2, EXEC_OP_ATOMIC = 3 };
+
+#define PTE_VALID (1ull << 0)
+#define PTE_WRITABLE (1ull << 1)
+#define PTE_SYSTEM (1ull << 2)
+#define PTE_ADDR_MASK 0x000ffffffffff000ull
+
+/* Config space layout. */
+#define CFG_COMMAND 0x04
+#define CFG_CMD_MEM (1u << 1)
+#define CFG_CMD_MASTER (1u << 2)
+#define CFG_CMD_RESET_VALUE (CFG_CMD_MEM | CFG_CMD_MASTER)
+#define CFG_PM_CAP 0x40
+#define CFG_PMCSR 0x44
+#define CFG_MSIX_CAP 0x50
+#define CFG_VNDR_CAP 0x60
+#define CFG_PWR_CTL 0x64
+#define CFG_PWR_STATE 0x68
+#define CFG_WAKE_LAT 0x6c
+
+struct sim_desc {
+	uint32_t opcode;
+	uint32_t flags;
+	uint64_t src;
+	uint64_t dst;
+	uint64_t size;
+	uint64_t value;
+	uint32_t src_space;
+	uint32_t dst_space;
+	uint32_t src_peer;
+	uint32_t dst_peer;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct sim_desc) == 64, "descriptor is 64 bytes");
+
+/* One DMA_MAP window. host is the server's mmap of the client's fd, or NULL
+ * when the window has no fd (reached with in-band DMA_READ/WRITE). */
+struct sim_dma_map {
+	uint64_t iova;
+	uint64_t size;
+	uint32_t prot; /* VFU_DMA_F_* */
+	uint8_t *host;
+};
+
+/* An IOVA range an engine is accessing; DMA_UNMAP of an overlapping window
+ * waits until it is released. */
+struct sim_inflight {
+	bool used;
+	uint64_t start, end; /* [start, end) */
+};
+
+/* Copy engine. Registers and state under dev->lock; the thread owns "running
+ * a descriptor" (busy) and drops the lock while it moves data. */
+struct sim_ce {
+	struct sim_dev *dev;
+	unsigned idx;
+	pthread_t thread;
+	bool thread_started;
+	pthread_cond_t cond; /* doorbell, enable, power, stop */
+	uint64_t ring_base; /* as written */
+	uint32_t ring_size;
+	uint64_t l_base; /* latched on ENABLE 0->1 */
+	uint32_t l_size;
+	uint32_t head, tail;
+	bool enabled;
+	bool error;
+	uint32_t error_code, error_head;
+	uint64_t seqno;
+	bool busy; /* a descriptor is executing (lock dropped) */
+};
+
+struct sim_tlb_entry {
+	bool valid;
+	uint64_t vpn;
+	uint64_t pte;
+};
+
+/* GPU VM + exec engine + fault queue, under dev->lock. */
+struct sim_exec {
+	pthread_t thread;
+	bool thread_started;
+	pthread_cond_t cond; /* start, fault reply, power, stop */
+	uint32_t vm_ctrl;
+	uint64_t vm_root;
+	struct sim_tlb_entry tlb[SIM_TLB_ENTRIES];
+	uint32_t op;
+	uint64_t va, size, value;
+	uint32_t status;
+	uint64_t result, progress;
+	bool start_req;
+	uint64_t gen; /* bumped by resets: a running kernel that sees it change ends */
+	bool busy; /* working on a page with the lock dropped */
+	bool fault_pending;
+	uint64_t fault_va;
+	uint32_t fault_access;
+	uint32_t fault_reply; /* 0 none, 1 replay, 2 abort */
+};
+
+/* A received message. */
+struct sim_msg {
+	struct sim_msg *next;
+	struct vfu_hdr hdr;
+	uint8_t *body; /* hdr.size - 16 bytes (NULL when empty or dropped) */
+	size_t len;
+	int fds[VFU_MAX_FDS];
+	int nfds;
+	int bad; /* errno to reply with before looking at the body (E2BIG) */
+};
+
+/* An in-band DMA request an engine is waiting on (under dev->lock). */
+struct sim_pending {
+	struct sim_pending *next;
+	uint16_t msg_id;
+	uint16_t cmd;
+	uint64_t addr;
+	uint8_t *buf; /* DMA_READ: where the reply data goes */
+	size_t len;
+	bool queued; /* on dev->pending: not yet claimed by a reply or failed */
+	bool done;
+	int err;
+};
+
+struct sim_inject {
+	bool armed;
+	bool always;
+	uint64_t countdown; /* events until the failing one; 1 = next */
+};
+
+struct sim_dev {
+	struct sim *sim;
+	unsigned id;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+	/* Everything below is under lock unless marked otherwise. */
+	pthread_mutex_t lock;
+
+	/* VRAM: fd and mapping immutable while the device lives; bytes unlocked. */
+	int vram_fd;
+	uint8_t *vram;
+	uint64_t vram_size;
+
+	uint8_t cfg[SIM_CFG_SIZE];
+	uint8_t cfg_wmask[SIM_CFG_SIZE];
+	enum sim_power_state power;
+	uint8_t msix_table[SIM_MSIX_VECTORS * 16];
+	uint32_t scratch;
+
+	/* Interrupts: eventfds from SET_IRQS, -1 when not set. */
+	int irq_fd[SIM_NUM_IRQS][SIM_MSIX_VECTORS];
+	bool irq_masked[SIM_NUM_IRQS][SIM_MSIX_VECTORS];
+	bool irq_pending[SIM_NUM_IRQS][SIM_MSIX_VECTORS];
+
+	struct sim_dma_map *maps; /* sorted by iova, non-overlapping */
+	size_t nmaps, maps_cap;
+	unsigned max_dma_maps;
+	struct sim_inflight inflight[SIM_MAX_INFLIGHT];
+
+	struct sim_ce ce[SIM_NUM_CE];
+	struct sim_exec exec;
+
+	struct sim_inject inj[SIM_INJECT_KINDS];
+
+	/* Server. listen_fd/wake_fd: server thread (wake_fd written by anyone).
+	 * client_fd: written under send_lock; closed by the server thread under
+	 * send_lock; read only by the server thread. */
+	pthread_t srv_thread;
+	bool srv_started;
+	int listen_fd;
+	int wake_fd;
+	pthread_mutex_t send_lock;
+	int client_fd;
+	bool connected; /* under lock: a client is attached */
+	uint32_t peer_max_xfer; /* client's max_data_xfer_size (under lock) */
+	uint16_t next_msg_id;
+	struct sim_pending *pending;
+	pthread_cond_t inband_cond;
+	/* server thread only */
+	bool versioned;
+	bool client_dead; /* read failed inside srv_wait; disconnect pending */
+	uint64_t wait_start, wait_end; /* range srv_wait's unmap predicate checks */
+	struct sim_msg *backlog_head, *backlog_tail;
+
+	/* Removal. */
+	bool req_active;
+	uint64_t req_next_ns;
+	bool removed;
+	bool surprise; /* the server thread must drop the client now */
+	bool stop;
+
+	/* Counters. */
+	uint64_t cnt_descs, cnt_irqs, cnt_reqs, cnt_faults, cnt_inband;
+};
+
+struct sim {
+	struct sim_opts opts; /* copy, with defaults applied */
+	char base_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	unsigned ndev;
+	struct sim_dev *devs[SIM_MAX_DEVICES];
+	uint32_t slow[SIM_MAX_DEVICES]; /* symmetric slow-link matrix, immutable */
+	struct sim_control *control;
+};
+
+/* Time. */
+uint64_t sim_now_ns(void);
+void sim_deadline(struct timespec *ts, unsigned ms); /* CLOCK_MONOTONIC + ms */
+void sim_cond_init(pthread_cond_t *c); /* monotonic clock */
+
+/* sim_pci.c: config space and power. */
+void pci_init(struct sim_dev *dev);
+void pci_reset(struct sim_dev *dev); /* lock held: FLR values */
+int pci_cfg_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len);
+/* Server thread, lock not held (power transitions may wait). */
+int pci_cfg_write(struct sim_dev *dev, uint64_t off, const void *buf, size_t len);
+bool pci_mem_enabled(struct sim_dev *dev); /* lock held */
+bool pci_master_enabled(struct sim_dev *dev); /* lock held */
+
+/* sim_regs.c: BAR0. Server thread; lock not held. */
+int regs_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len);
+int regs_write(struct sim_dev *dev, uint64_t off, const void *buf, size_t len);
+
+/* sim_engine.c: copy engines and DMA windows. */
+int ce_start_threads(struct sim_dev *dev);
+void ce_stop_threads(struct sim_dev *dev);
+/* Lock held; engine not busy. @full: power-on values (D3cold, device reset);
+ * else CTRL.RESET (ring registers and SEQNO kept). */
+void ce_reset_locked(struct sim_ce *ce, bool full);
+bool ce_any_busy(struct sim_dev *dev); /* lock held */
+void ce_kick(struct sim_dev *dev); /* lock held: re-check run conditions */
+uint32_t ce_status(const struct sim_ce *ce); /* lock held */
+/* Injection countdown (lock held): true when this event must fail. */
+bool sim_inject_hit(struct sim_dev *dev, enum sim_inject_kind kind);
+/* Raise interrupt @index/@vec (lock held). */
+void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec);
+/* DMA windows (lock held). */
+struct sim_dma_map *dma_find(struct sim_dev *dev, uint64_t iova);
+int dma_check(struct sim_dev *dev, uint64_t iova, uint64_t len, uint32_t prot);
+int inflight_add(struct sim_dev *dev, uint64_t start, uint64_t len);
+void inflight_del(struct sim_dev *dev, int slot);
+bool inflight_overlaps(struct sim_dev *dev, uint64_t start, uint64_t end);
+bool inflight_any(struct sim_dev *dev);
+/* Move @len bytes between @buf and IOVA @iova (range checked and pinned
+ * with inflight_add by the caller). Lock not held. */
+int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write);
+
+/* sim_vm.c: VM and exec engine. */
+int exec_start_thread(struct sim_dev *dev);
+void exec_stop_thread(struct sim_dev *dev);
+void exec_reset_locked(struct sim_dev *dev); /* lock held; exec not busy */
+void vm_tlb_invalidate(struct sim_dev *dev); /* lock held */
+void exec_kick(struct sim_dev *dev); /* lock held */
+
+/* sim_server.c. */
+int srv_start(struct sim_dev *dev);
+void srv_stop(struct sim_dev *dev); /* joins; dev->stop already set */
+void srv_wake(struct sim_dev *dev);
+/* Server thread only: wait (bounded by @ms) until @pred holds, routing the
+ * client's replies meanwhile. Returns 0 or -ETIMEDOUT. */
+int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms);
+/* Engine threads: in-band DMA to the client. Lock not held. */
+int srv_dma_inband(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write);
+/* Server thread: the device state must change as for a reset (lock not held). */
+int sim_device_reset(struct sim_dev *dev);
+
+/* sim_fabric.c / sim_core.c */
+struct sim_dev *fabric_peer(struct sim_dev *dev, uint32_t node);
+bool fabric_is_slow(struct sim_dev *dev, uint32_t node);
+/* Power helpers (sim_pci.c) used by the engines: lock held. */
+bool sim_dev_running(struct sim_dev *dev); /* D0, not removed, not stopping */
+
+/* sim_control.c */
+struct sim_control;
+int control_start(struct sim *sim, const char *path, struct sim_control **out);
+void control_stop(struct sim_control *ctl);
+
+#endif

@@ -1,0 +1,1422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-sim: the vfio-user server side (qemu docs/interop/vfio-user.rst 0.1).
+ *
+ * One server thread per device owns the listening socket and reads the client
+ * socket. It runs client commands in order and replies. Engines send their
+ * own DMA_READ/DMA_WRITE requests on the same socket (under send_lock); the
+ * server thread routes the replies back by msg_id (struct sim_pending). When a
+ * command must wait for the engines (DMA_UNMAP of a busy range, reset, D3
+ * entry) the server thread keeps routing replies in srv_wait() and parks any
+ * command that arrives meanwhile on a backlog, so an engine blocked on an
+ * in-band transfer can always finish.
+ *
+ * Every request is validated (sizes, argsz, indexes, fd counts); a bad one
+ * gets an error reply with an errno and a line on stderr. One client at a
+ * time: a second connection is accepted and closed at once. A client that
+ * disconnects loses its DMA windows and irq eventfds.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sim_internal.h"
+
+#define srv_log(dev, fmt, ...) \
+	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
+
+/* ---- socket I/O ------------------------------------------------------------ */
+
+static int wait_fd(int fd, short ev, uint64_t deadline_ns)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = ev };
+		uint64_t now = sim_now_ns();
+		int ret;
+
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		ret = poll(&p, 1, (int)((deadline_ns - now) / 1000000ull) + 1);
+		if (ret < 0 && errno != EINTR)
+			return -errno;
+		if (ret > 0) {
+			if (p.revents & (POLLERR | POLLNVAL))
+				return -ECONNRESET;
+			return 0;
+		}
+	}
+}
+
+static int read_full(int fd, void *buf, size_t len, uint64_t deadline)
+{
+	uint8_t *b = buf;
+
+	while (len) {
+		ssize_t n = recv(fd, b, len, MSG_DONTWAIT);
+
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			int ret;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			ret = wait_fd(fd, POLLIN, deadline);
+			if (ret)
+				return ret;
+			continue;
+		}
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void msg_free(struct sim_msg *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < m->nfds; i++)
+		if (m->fds[i] >= 0)
+			close(m->fds[i]);
+	free(m->body);
+	free(m);
+}
+
+/* Read one message. Returns 0 with *out, or -errno (connection unusable). */
+static int recv_msg(int fd, struct sim_msg **out)
+{
+	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov;
+	struct msghdr mh;
+	struct cmsghdr *c;
+	struct sim_msg *m;
+	ssize_t n;
+	int ret;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	for (;;) {
+		memset(&mh, 0, sizeof(mh));
+		iov.iov_base = &m->hdr;
+		iov.iov_len = sizeof(m->hdr);
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof(cbuf.buf);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n > 0)
+			break;
+		if (n == 0) {
+			ret = -ECONNRESET;
+			goto out_free;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN) {
+			ret = -errno;
+			goto out_free;
+		}
+		ret = wait_fd(fd, POLLIN, deadline);
+		if (ret)
+			goto out_free;
+	}
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			int *fds = (int *)CMSG_DATA(c);
+
+			for (int i = 0; i < cnt; i++) {
+				if (m->nfds < VFU_MAX_FDS)
+					m->fds[m->nfds++] = fds[i];
+				else
+					close(fds[i]);
+			}
+		}
+	}
+	if (mh.msg_flags & MSG_CTRUNC)
+		m->bad = EINVAL; /* more fds than max_msg_fds */
+	if (n < (ssize_t)sizeof(m->hdr)) {
+		ret = read_full(fd, (uint8_t *)&m->hdr + n, sizeof(m->hdr) - (size_t)n, deadline);
+		if (ret)
+			goto out_free;
+	}
+	if (m->hdr.size < sizeof(m->hdr)) {
+		m->bad = EINVAL;
+		*out = m;
+		return 0;
+	}
+	m->len = m->hdr.size - sizeof(m->hdr);
+	if (m->hdr.size > VFU_MAX_MSG) {
+		/* Too big to hold: drain it to stay in sync, answer E2BIG. */
+		uint8_t sink[4096];
+		size_t left = m->len;
+
+		while (left) {
+			size_t k = left < sizeof(sink) ? left : sizeof(sink);
+
+			ret = read_full(fd, sink, k, deadline);
+			if (ret)
+				goto out_free;
+			left -= k;
+		}
+		m->len = 0;
+		m->bad = E2BIG;
+		*out = m;
+		return 0;
+	}
+	if (m->len) {
+		m->body = malloc(m->len);
+		if (!m->body) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		ret = read_full(fd, m->body, m->len, deadline);
+		if (ret)
+			goto out_free;
+	}
+	*out = m;
+	return 0;
+
+out_free:
+	msg_free(m);
+	return ret;
+}
+
+/* Send a message (fds on its first byte). send_lock held. */
+static int send_locked(int fd, struct iovec *iov, int iovcnt, const int *fds, int nfds)
+{
+	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	bool first = true;
+
+	while (iovcnt) {
+		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+		ssize_t n;
+
+		if (first && nfds) {
+			struct cmsghdr *c;
+
+			memset(&cbuf, 0, sizeof(cbuf));
+			mh.msg_control = cbuf.buf;
+			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+			memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+		}
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			int ret;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			ret = wait_fd(fd, POLLOUT, deadline);
+			if (ret)
+				return ret;
+			continue;
+		}
+		first = false;
+		while (iovcnt && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, size_t l1,
+		    const void *b2, size_t l2, const int *fds, int nfds)
+{
+	struct iovec iov[3];
+	int cnt = 0, ret;
+
+	hdr->size = (uint32_t)(sizeof(*hdr) + l1 + l2);
+	iov[cnt].iov_base = hdr;
+	iov[cnt++].iov_len = sizeof(*hdr);
+	if (l1) {
+		iov[cnt].iov_base = (void *)b1;
+		iov[cnt++].iov_len = l1;
+	}
+	if (l2) {
+		iov[cnt].iov_base = (void *)b2;
+		iov[cnt++].iov_len = l2;
+	}
+	pthread_mutex_lock(&dev->send_lock);
+	ret = dev->client_fd >= 0 ? send_locked(dev->client_fd, iov, cnt, fds, nfds) : -ENOTCONN;
+	pthread_mutex_unlock(&dev->send_lock);
+	return ret;
+}
+
+static void reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, size_t l1,
+		  const void *b2, size_t l2, const int *fds, int nfds)
+{
+	struct vfu_hdr h = { .msg_id = m->hdr.msg_id, .cmd = m->hdr.cmd, .flags = VFU_F_TYPE_REPLY };
+
+	if (m->hdr.flags & VFU_F_NO_REPLY)
+		return;
+	srv_send(dev, &h, b1, l1, b2, l2, fds, nfds);
+}
+
+static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
+{
+	struct vfu_hdr h = { .msg_id = m->hdr.msg_id,
+			     .cmd = m->hdr.cmd,
+			     .flags = VFU_F_TYPE_REPLY | VFU_F_ERROR,
+			     .error = (uint32_t)err };
+
+	if (m->hdr.flags & VFU_F_NO_REPLY)
+		return;
+	srv_send(dev, &h, NULL, 0, NULL, 0, NULL, 0);
+}
+
+/* ---- in-band DMA (engine threads) ------------------------------------------ */
+
+static void pending_unlink(struct sim_dev *dev, struct sim_pending *p)
+{
+	for (struct sim_pending **pp = &dev->pending; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	p->queued = false;
+}
+
+static void pending_fail_all(struct sim_dev *dev, int err)
+{
+	while (dev->pending) {
+		struct sim_pending *p = dev->pending;
+
+		dev->pending = p->next;
+		p->queued = false;
+		p->done = true;
+		p->err = err;
+	}
+	pthread_cond_broadcast(&dev->inband_cond);
+}
+
+static int inband_one(struct sim_dev *dev, uint64_t iova, uint8_t *buf, size_t n, bool write)
+{
+	struct sim_pending p = { .addr = iova, .buf = buf, .len = n };
+	struct vfu_dma_access acc = { .addr = iova, .count = n };
+	struct vfu_hdr h = { .flags = VFU_F_TYPE_COMMAND };
+	struct timespec ts;
+	int ret;
+
+	pthread_mutex_lock(&dev->lock);
+	if (!dev->connected || dev->stop) {
+		pthread_mutex_unlock(&dev->lock);
+		return -ENODEV;
+	}
+	p.msg_id = dev->next_msg_id++;
+	p.cmd = write ? VFU_CMD_DMA_WRITE : VFU_CMD_DMA_READ;
+	p.queued = true;
+	p.next = dev->pending;
+	dev->pending = &p;
+	dev->cnt_inband++;
+	pthread_mutex_unlock(&dev->lock);
+
+	h.msg_id = p.msg_id;
+	h.cmd = p.cmd;
+	ret = srv_send(dev, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
+
+	pthread_mutex_lock(&dev->lock);
+	if (ret && p.queued) {
+		pending_unlink(dev, &p);
+		pthread_mutex_unlock(&dev->lock);
+		return ret;
+	}
+	sim_deadline(&ts, SIM_INBAND_TIMEOUT_MS);
+	while (!p.done) {
+		if (p.queued && pthread_cond_timedwait(&dev->inband_cond, &dev->lock, &ts) == ETIMEDOUT &&
+		    p.queued) {
+			pending_unlink(dev, &p);
+			p.done = true;
+			p.err = ETIMEDOUT;
+			srv_log(dev, "client did not answer DMA_%s of 0x%" PRIx64 " within %d ms",
+				write ? "WRITE" : "READ", iova, SIM_INBAND_TIMEOUT_MS);
+		} else if (!p.queued && !p.done) {
+			/* Claimed by the server thread: it is copying the data
+			 * now and will mark it done shortly. */
+			sim_deadline(&ts, 1000);
+			pthread_cond_timedwait(&dev->inband_cond, &dev->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return -p.err;
+}
+
+int srv_dma_inband(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write)
+{
+	uint8_t *b = buf;
+	size_t max;
+
+	pthread_mutex_lock(&dev->lock);
+	max = dev->peer_max_xfer ? dev->peer_max_xfer : VFU_MAX_DATA_XFER;
+	pthread_mutex_unlock(&dev->lock);
+	if (max > VFU_MAX_DATA_XFER)
+		max = VFU_MAX_DATA_XFER;
+	while (len) {
+		size_t n = len < max ? (size_t)len : max;
+		int ret = inband_one(dev, iova, b, n, write);
+
+		if (ret)
+			return ret;
+		iova += n;
+		b += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Server thread: a reply to one of our DMA_READ/WRITE requests. */
+static void route_reply(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct sim_pending *p;
+	int err = 0;
+
+	pthread_mutex_lock(&dev->lock);
+	for (p = dev->pending; p; p = p->next)
+		if (p->msg_id == m->hdr.msg_id && p->cmd == m->hdr.cmd)
+			break;
+	if (!p) {
+		pthread_mutex_unlock(&dev->lock);
+		srv_log(dev, "reply to unknown request (msg_id %u cmd %u) dropped", m->hdr.msg_id,
+			m->hdr.cmd);
+		return;
+	}
+	pending_unlink(dev, p); /* claimed: the engine waits for done */
+	pthread_mutex_unlock(&dev->lock);
+
+	if (m->hdr.flags & VFU_F_ERROR) {
+		err = m->hdr.error ? (int)m->hdr.error : EIO;
+	} else if (p->cmd == VFU_CMD_DMA_READ) {
+		struct vfu_dma_access acc;
+
+		if (m->len < sizeof(acc) + p->len) {
+			err = EPROTO;
+		} else {
+			memcpy(&acc, m->body, sizeof(acc));
+			if (acc.addr != p->addr || acc.count != p->len)
+				err = EPROTO;
+			else
+				memcpy(p->buf, m->body + sizeof(acc), p->len);
+		}
+	} else if (m->len < 12) {
+		/* DMA_WRITE reply: address + count (the spec's table says a 4-byte
+		 * count; accept both). */
+		err = EPROTO;
+	}
+	if (err == EPROTO)
+		srv_log(dev, "malformed reply to DMA_%s (msg_id %u)",
+			p->cmd == VFU_CMD_DMA_READ ? "READ" : "WRITE", m->hdr.msg_id);
+	pthread_mutex_lock(&dev->lock);
+	p->err = err;
+	p->done = true;
+	pthread_cond_broadcast(&dev->inband_cond);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+/* ---- waiting on the server thread ------------------------------------------ */
+
+static void backlog_push(struct sim_dev *dev, struct sim_msg *m)
+{
+	m->next = NULL;
+	if (dev->backlog_tail)
+		dev->backlog_tail->next = m;
+	else
+		dev->backlog_head = m;
+	dev->backlog_tail = m;
+}
+
+static struct sim_msg *backlog_pop(struct sim_dev *dev)
+{
+	struct sim_msg *m = dev->backlog_head;
+
+	if (m) {
+		dev->backlog_head = m->next;
+		if (!dev->backlog_head)
+			dev->backlog_tail = NULL;
+	}
+	return m;
+}
+
+/* The connection broke: fail in-band requests so engines move on. */
+static void mark_client_dead(struct sim_dev *dev)
+{
+	dev->client_dead = true;
+	pthread_mutex_lock(&dev->lock);
+	dev->connected = false;
+	pending_fail_all(dev, ENODEV);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms)
+{
+	uint64_t deadline = sim_now_ns() + (uint64_t)ms * 1000000ull;
+
+	for (;;) {
+		struct pollfd p;
+		bool ok;
+
+		pthread_mutex_lock(&dev->lock);
+		ok = pred(dev);
+		pthread_mutex_unlock(&dev->lock);
+		if (ok)
+			return 0;
+		if (sim_now_ns() >= deadline) {
+			srv_log(dev, "engines did not quiesce within %u ms", ms);
+			return -ETIMEDOUT;
+		}
+		if (dev->client_fd < 0 || dev->client_dead) {
+			usleep(1000);
+			continue;
+		}
+		p.fd = dev->client_fd;
+		p.events = POLLIN;
+		p.revents = 0;
+		if (poll(&p, 1, 1) > 0) {
+			struct sim_msg *m;
+
+			if (recv_msg(dev->client_fd, &m)) {
+				mark_client_dead(dev);
+				continue;
+			}
+			if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+				route_reply(dev, m);
+				msg_free(m);
+			} else {
+				backlog_push(dev, m);
+			}
+		}
+	}
+}
+
+/* ---- commands ----------------------------------------------------------------- */
+
+static uint64_t json_uint(const char *json, const char *key, uint64_t dflt)
+{
+	const char *p = strstr(json, key);
+
+	if (!p)
+		return dflt;
+	p += strlen(key);
+	while (*p == '"' || *p == ' ' || *p == ':' || *p == '\t' || *p == '\n')
+		p++;
+	if (*p < '0' || *p > '9')
+		return dflt;
+	return strtoull(p, NULL, 10);
+}
+
+static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_version v;
+	char caps[256];
+	int n;
+
+	if (m->len < sizeof(v)) {
+		srv_log(dev, "VERSION: %zu-byte payload, need %zu", m->len, sizeof(v));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&v, m->body, sizeof(v));
+	if (v.major != VFU_VERSION_MAJOR) {
+		srv_log(dev, "VERSION: major %u not supported (want %u)", v.major, VFU_VERSION_MAJOR);
+		reply_err(dev, m, ENOTSUP);
+		return;
+	}
+	if (m->len > sizeof(v)) {
+		const char *json = (const char *)m->body + sizeof(v);
+		uint64_t xfer;
+
+		if (m->body[m->len - 1] != '\0') {
+			srv_log(dev, "VERSION: capabilities string not NUL-terminated");
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+		xfer = json_uint(json, "\"max_data_xfer_size\"", VFU_MAX_DATA_XFER);
+		if (xfer < 8) {
+			srv_log(dev, "VERSION: max_data_xfer_size %" PRIu64 " too small", xfer);
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+		pthread_mutex_lock(&dev->lock);
+		dev->peer_max_xfer = xfer > VFU_MAX_DATA_XFER ? VFU_MAX_DATA_XFER : (uint32_t)xfer;
+		pthread_mutex_unlock(&dev->lock);
+	}
+	if (v.minor > VFU_VERSION_MINOR)
+		v.minor = VFU_VERSION_MINOR;
+	n = snprintf(caps, sizeof(caps),
+		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
+		     "\"max_dma_maps\":%u,\"pgsizes\":%u}}",
+		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE);
+	dev->versioned = true;
+	reply(dev, m, &v, sizeof(v), caps, (size_t)n + 1, NULL, 0);
+}
+
+static void cmd_device_info(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_device_info in, out = { .argsz = sizeof(out),
+					   .flags = VFU_DEV_F_RESET | VFU_DEV_F_PCI,
+					   .num_regions = SIM_NUM_REGIONS,
+					   .num_irqs = SIM_NUM_IRQS };
+
+	if (m->len < sizeof(in)) {
+		srv_log(dev, "DEVICE_GET_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&in, m->body, sizeof(in));
+	if (in.argsz < sizeof(out)) {
+		srv_log(dev, "DEVICE_GET_INFO: argsz %u < %zu", in.argsz, sizeof(out));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
+}
+
+static uint64_t region_size(struct sim_dev *dev, uint32_t index)
+{
+	switch (index) {
+	case 0:
+		return SIM_BAR0_SIZE;
+	case 2:
+		return dev->vram_size;
+	case 7:
+		return SIM_CFG_SIZE;
+	}
+	return 0;
+}
+
+static void cmd_region_info(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_region_info in, out;
+
+	if (m->len < sizeof(in)) {
+		srv_log(dev, "GET_REGION_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&in, m->body, sizeof(in));
+	if (in.argsz < sizeof(out) || in.index >= SIM_NUM_REGIONS) {
+		srv_log(dev, "GET_REGION_INFO: bad argsz %u or index %u", in.argsz, in.index);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memset(&out, 0, sizeof(out));
+	out.argsz = sizeof(out);
+	out.index = in.index;
+	out.size = region_size(dev, in.index);
+	if (out.size)
+		out.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
+	if (in.index == 2) {
+		out.flags |= VFU_REGION_F_MMAP;
+		reply(dev, m, &out, sizeof(out), NULL, 0, &dev->vram_fd, 1);
+		return;
+	}
+	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
+}
+
+static const uint32_t irq_counts[SIM_NUM_IRQS] = { 1, 0, SIM_MSIX_VECTORS, 1, 1 };
+
+static void cmd_irq_info(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_irq_info in, out;
+
+	if (m->len < sizeof(in)) {
+		srv_log(dev, "GET_IRQ_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&in, m->body, sizeof(in));
+	if (in.argsz < sizeof(out) || in.index >= SIM_NUM_IRQS) {
+		srv_log(dev, "GET_IRQ_INFO: bad argsz %u or index %u", in.argsz, in.index);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	out.argsz = sizeof(out);
+	out.index = in.index;
+	out.count = irq_counts[in.index];
+	out.flags = out.count ? (1u << 0) | (1u << 1) : 0; /* EVENTFD | MASKABLE */
+	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
+}
+
+static void irq_set_fd(struct sim_dev *dev, uint32_t index, uint32_t vec, int fd)
+{
+	/* Lock held: engines signal under the lock, so the old fd is not in
+	 * use while it is closed. */
+	if (dev->irq_fd[index][vec] >= 0)
+		close(dev->irq_fd[index][vec]);
+	dev->irq_fd[index][vec] = fd;
+	if (fd < 0) {
+		dev->irq_masked[index][vec] = false;
+		dev->irq_pending[index][vec] = false;
+	}
+}
+
+static void cmd_set_irqs(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_irq_set s;
+	uint32_t dtype, atype, max;
+	const uint8_t *data;
+	size_t dlen;
+
+	if (m->len < sizeof(s)) {
+		srv_log(dev, "SET_IRQS: %zu-byte payload, need %zu", m->len, sizeof(s));
+		goto out_inval;
+	}
+	memcpy(&s, m->body, sizeof(s));
+	dtype = s.flags & (VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_DATA_BOOL | VFU_IRQ_SET_DATA_EVENTFD);
+	atype = s.flags & (VFU_IRQ_SET_ACTION_MASK | VFU_IRQ_SET_ACTION_UNMASK |
+			   VFU_IRQ_SET_ACTION_TRIGGER);
+	if (s.argsz < sizeof(s) || s.argsz > m->len || s.index >= SIM_NUM_IRQS ||
+	    __builtin_popcount(dtype) != 1 || __builtin_popcount(atype) != 1 ||
+	    (s.flags & ~(dtype | atype))) {
+		srv_log(dev, "SET_IRQS: bad argsz %u, index %u or flags 0x%x", s.argsz, s.index,
+			s.flags);
+		goto out_inval;
+	}
+	max = irq_counts[s.index];
+	data = m->body + sizeof(s);
+	dlen = s.argsz - sizeof(s);
+	if (dtype == VFU_IRQ_SET_DATA_NONE && atype == VFU_IRQ_SET_ACTION_TRIGGER && s.count == 0) {
+		if (s.start || m->nfds || dlen) {
+			srv_log(dev, "SET_IRQS: disable with start %u, %d fds, %zu data bytes", s.start,
+				m->nfds, dlen);
+			goto out_inval;
+		}
+		pthread_mutex_lock(&dev->lock);
+		for (uint32_t v = 0; v < SIM_MSIX_VECTORS; v++)
+			irq_set_fd(dev, s.index, v, -1);
+		pthread_mutex_unlock(&dev->lock);
+		reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
+		return;
+	}
+	if (!s.count || s.start >= max || s.count > max - s.start) {
+		srv_log(dev, "SET_IRQS: vectors [%u, +%u) outside index %u's %u", s.start, s.count,
+			s.index, max);
+		goto out_inval;
+	}
+	if (dtype == VFU_IRQ_SET_DATA_EVENTFD) {
+		int32_t want[SIM_MSIX_VECTORS];
+		int used = 0;
+
+		if (atype != VFU_IRQ_SET_ACTION_TRIGGER) {
+			srv_log(dev, "SET_IRQS: mask/unmask eventfds are not supported");
+			reply_err(dev, m, ENOTSUP);
+			return;
+		}
+		if (dlen == 4ull * s.count) {
+			/* Optional int32 per vector (as the kernel ioctl): >= 0
+			 * takes the next passed fd in order, -1 de-assigns. */
+			memcpy(want, data, dlen);
+			for (uint32_t i = 0; i < s.count; i++)
+				if (want[i] >= 0)
+					used++;
+			if (used != m->nfds) {
+				srv_log(dev, "SET_IRQS: %d fds for %d non-negative entries", m->nfds, used);
+				goto out_inval;
+			}
+		} else if (dlen == 0 && (m->nfds == (int)s.count || m->nfds == 0)) {
+			for (uint32_t i = 0; i < s.count; i++)
+				want[i] = m->nfds ? 0 : -1;
+		} else {
+			srv_log(dev, "SET_IRQS: %d fds and %zu data bytes for %u vectors", m->nfds, dlen,
+				s.count);
+			goto out_inval;
+		}
+		pthread_mutex_lock(&dev->lock);
+		used = 0;
+		for (uint32_t i = 0; i < s.count; i++) {
+			int fd = -1;
+
+			if (want[i] >= 0) {
+				fd = m->fds[used];
+				m->fds[used++] = -1; /* ours now */
+			}
+			irq_set_fd(dev, s.index, s.start + i, fd);
+		}
+		pthread_mutex_unlock(&dev->lock);
+		reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
+		return;
+	}
+	if (m->nfds || (dtype == VFU_IRQ_SET_DATA_BOOL ? dlen != s.count : dlen != 0)) {
+		srv_log(dev, "SET_IRQS: %d fds / %zu data bytes do not match the data type", m->nfds,
+			dlen);
+		goto out_inval;
+	}
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < s.count; i++) {
+		uint32_t v = s.start + i;
+
+		if (dtype == VFU_IRQ_SET_DATA_BOOL && !data[i])
+			continue;
+		if (atype == VFU_IRQ_SET_ACTION_TRIGGER) {
+			sim_irq_raise(dev, s.index, v);
+		} else if (atype == VFU_IRQ_SET_ACTION_MASK) {
+			dev->irq_masked[s.index][v] = true;
+		} else {
+			dev->irq_masked[s.index][v] = false;
+			if (dev->irq_pending[s.index][v]) {
+				dev->irq_pending[s.index][v] = false;
+				dev->cnt_irqs--; /* counted when first raised */
+				sim_irq_raise(dev, s.index, v);
+			}
+		}
+	}
+	pthread_mutex_unlock(&dev->lock);
+	reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
+	return;
+
+out_inval:
+	reply_err(dev, m, EINVAL);
+}
+
+static int vram_access(struct sim_dev *dev, uint64_t off, void *buf, size_t len, bool write)
+{
+	bool ok;
+
+	if (off > dev->vram_size || len > dev->vram_size - off)
+		return -EINVAL;
+	pthread_mutex_lock(&dev->lock);
+	ok = dev->power == SIM_POWER_D0 && pci_mem_enabled(dev);
+	pthread_mutex_unlock(&dev->lock);
+	if (!ok)
+		return -EIO;
+	if (write)
+		memcpy(dev->vram + off, buf, len);
+	else
+		memcpy(buf, dev->vram + off, len);
+	return 0;
+}
+
+static void cmd_region_rw(struct sim_dev *dev, struct sim_msg *m, bool write)
+{
+	struct vfu_region_access a;
+	uint8_t *data = NULL;
+	int ret;
+
+	if (m->len < sizeof(a)) {
+		srv_log(dev, "REGION_%s: %zu-byte payload, need %zu", write ? "WRITE" : "READ",
+			m->len, sizeof(a));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&a, m->body, sizeof(a));
+	if (a.count > VFU_MAX_DATA_XFER || m->len != sizeof(a) + (write ? a.count : 0)) {
+		srv_log(dev, "REGION_%s: count %u does not fit the %zu-byte payload (max %u)",
+			write ? "WRITE" : "READ", a.count, m->len, VFU_MAX_DATA_XFER);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	if (write) {
+		data = m->body + sizeof(a);
+	} else if (a.count) {
+		data = malloc(a.count);
+		if (!data) {
+			reply_err(dev, m, ENOMEM);
+			return;
+		}
+	}
+	switch (a.region) {
+	case 0:
+		ret = write ? regs_write(dev, a.offset, data, a.count) :
+			      regs_read(dev, a.offset, data, a.count);
+		break;
+	case 2:
+		ret = vram_access(dev, a.offset, data, a.count, write);
+		break;
+	case 7:
+		ret = write ? pci_cfg_write(dev, a.offset, data, a.count) :
+			      pci_cfg_read(dev, a.offset, data, a.count);
+		break;
+	default:
+		ret = -EINVAL;
+	}
+	if (ret) {
+		if (ret == -EINVAL)
+			srv_log(dev, "REGION_%s: bad access region %u offset 0x%" PRIx64 " count %u",
+				write ? "WRITE" : "READ", a.region, a.offset, a.count);
+		reply_err(dev, m, -ret);
+	} else {
+		reply(dev, m, &a, sizeof(a), write ? NULL : data, write ? 0 : a.count, NULL, 0);
+	}
+	if (!write)
+		free(data);
+}
+
+static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_dma_map r;
+	struct sim_dma_map nm = { 0 };
+	size_t pos;
+	int err = EINVAL;
+
+	if (m->len < sizeof(r)) {
+		srv_log(dev, "DMA_MAP: %zu-byte payload, need %zu", m->len, sizeof(r));
+		goto out_err;
+	}
+	memcpy(&r, m->body, sizeof(r));
+	if (r.argsz < sizeof(r) || (r.flags & ~(VFU_DMA_F_READ | VFU_DMA_F_WRITE)) || !r.flags ||
+	    m->nfds > 1) {
+		srv_log(dev, "DMA_MAP: bad argsz %u, flags 0x%x or %d fds", r.argsz, r.flags, m->nfds);
+		goto out_err;
+	}
+	if (!r.size || (r.addr | r.size) & (SIM_PAGE - 1) || r.addr + r.size < r.addr ||
+	    r.addr + r.size > SIM_IOVA_LIMIT || (m->nfds && (r.offset & (SIM_PAGE - 1)))) {
+		srv_log(dev, "DMA_MAP: bad window iova 0x%" PRIx64 " size 0x%" PRIx64
+			" offset 0x%" PRIx64 " (4 KiB aligned, inside [0, 2^48))",
+			r.addr, r.size, r.offset);
+		goto out_err;
+	}
+	nm.iova = r.addr;
+	nm.size = r.size;
+	nm.prot = r.flags;
+	if (m->nfds) {
+		int prot = PROT_READ | ((r.flags & VFU_DMA_F_WRITE) ? PROT_WRITE : 0);
+		void *p = mmap(NULL, r.size, prot, MAP_SHARED, m->fds[0], (off_t)r.offset);
+
+		if (p == MAP_FAILED) {
+			err = errno;
+			srv_log(dev, "DMA_MAP: mmap of the fd (size 0x%" PRIx64 " offset 0x%" PRIx64
+				") failed: %s", r.size, r.offset, strerror(err));
+			goto out_err;
+		}
+		nm.host = p;
+	}
+	pthread_mutex_lock(&dev->lock);
+	if (dev->nmaps >= dev->max_dma_maps) {
+		pthread_mutex_unlock(&dev->lock);
+		srv_log(dev, "DMA_MAP: %zu windows, max_dma_maps reached", dev->nmaps);
+		err = ENOSPC;
+		goto out_unmap;
+	}
+	for (pos = 0; pos < dev->nmaps && dev->maps[pos].iova < nm.iova; pos++)
+		;
+	if ((pos < dev->nmaps && dev->maps[pos].iova < nm.iova + nm.size) ||
+	    (pos > 0 && dev->maps[pos - 1].iova + dev->maps[pos - 1].size > nm.iova)) {
+		pthread_mutex_unlock(&dev->lock);
+		srv_log(dev, "DMA_MAP: iova 0x%" PRIx64 " size 0x%" PRIx64 " overlaps a window",
+			r.addr, r.size);
+		err = EEXIST;
+		goto out_unmap;
+	}
+	if (dev->nmaps == dev->maps_cap) {
+		size_t cap = dev->maps_cap ? dev->maps_cap * 2 : 16;
+		struct sim_dma_map *n = realloc(dev->maps, cap * sizeof(*n));
+
+		if (!n) {
+			pthread_mutex_unlock(&dev->lock);
+			err = ENOMEM;
+			goto out_unmap;
+		}
+		dev->maps = n;
+		dev->maps_cap = cap;
+	}
+	memmove(&dev->maps[pos + 1], &dev->maps[pos], (dev->nmaps - pos) * sizeof(nm));
+	dev->maps[pos] = nm;
+	dev->nmaps++;
+	pthread_mutex_unlock(&dev->lock);
+	reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
+	return;
+
+out_unmap:
+	if (nm.host)
+		munmap(nm.host, nm.size);
+out_err:
+	reply_err(dev, m, err);
+}
+
+static bool unmap_range_quiet(struct sim_dev *dev)
+{
+	return !inflight_overlaps(dev, dev->wait_start, dev->wait_end);
+}
+
+static void cmd_dma_unmap(struct sim_dev *dev, struct sim_msg *m)
+{
+	struct vfu_dma_unmap r;
+	uint64_t start, end, unmapped = 0;
+	struct sim_dma_map *gone = NULL;
+	size_t first, cnt = 0;
+
+	if (m->len < sizeof(r)) {
+		srv_log(dev, "DMA_UNMAP: %zu-byte payload, need %zu", m->len, sizeof(r));
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	memcpy(&r, m->body, sizeof(r));
+	if (r.argsz < sizeof(r) || (r.flags & ~VFU_DMA_UNMAP_F_ALL) || m->nfds) {
+		srv_log(dev, "DMA_UNMAP: bad argsz %u, flags 0x%x or %d fds", r.argsz, r.flags,
+			m->nfds);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	if (r.flags & VFU_DMA_UNMAP_F_ALL) {
+		if (r.addr || r.size) {
+			srv_log(dev, "DMA_UNMAP: ALL with a range");
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+		start = 0;
+		end = UINT64_MAX;
+	} else {
+		start = r.addr;
+		end = r.addr + r.size;
+		if (!r.size || end < start) {
+			srv_log(dev, "DMA_UNMAP: bad range 0x%" PRIx64 " + 0x%" PRIx64, r.addr, r.size);
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+	}
+	dev->wait_start = start;
+	dev->wait_end = end;
+	for (;;) {
+		pthread_mutex_lock(&dev->lock);
+		/* Windows must lie wholly inside the range: no partial unmap. */
+		for (first = 0; first < dev->nmaps && dev->maps[first].iova + dev->maps[first].size <= start;
+		     first++)
+			;
+		if (first < dev->nmaps && dev->maps[first].iova < start) {
+			pthread_mutex_unlock(&dev->lock);
+			goto out_partial;
+		}
+		for (cnt = 0; first + cnt < dev->nmaps && dev->maps[first + cnt].iova < end; cnt++) {
+			struct sim_dma_map *mm = &dev->maps[first + cnt];
+
+			if (end - mm->iova < mm->size) {
+				pthread_mutex_unlock(&dev->lock);
+				goto out_partial;
+			}
+		}
+		if (!cnt) {
+			pthread_mutex_unlock(&dev->lock);
+			if (r.flags & VFU_DMA_UNMAP_F_ALL)
+				break;
+			srv_log(dev, "DMA_UNMAP: no window at 0x%" PRIx64 " + 0x%" PRIx64, r.addr,
+				r.size);
+			reply_err(dev, m, ENOENT);
+			return;
+		}
+		if (!inflight_overlaps(dev, start, end)) {
+			gone = malloc(cnt * sizeof(*gone));
+			if (!gone) {
+				pthread_mutex_unlock(&dev->lock);
+				reply_err(dev, m, ENOMEM);
+				return;
+			}
+			memcpy(gone, &dev->maps[first], cnt * sizeof(*gone));
+			memmove(&dev->maps[first], &dev->maps[first + cnt],
+				(dev->nmaps - first - cnt) * sizeof(*gone));
+			dev->nmaps -= cnt;
+			pthread_mutex_unlock(&dev->lock);
+			break;
+		}
+		pthread_mutex_unlock(&dev->lock);
+		/* An engine is on this range: wait for it, serving its in-band
+		 * requests meanwhile. */
+		if (srv_wait(dev, unmap_range_quiet, 10000)) {
+			reply_err(dev, m, EBUSY);
+			return;
+		}
+	}
+	for (size_t i = 0; gone && i < cnt; i++) {
+		if (gone[i].host)
+			munmap(gone[i].host, gone[i].size);
+		unmapped += gone[i].size;
+	}
+	free(gone);
+	if (!(r.flags & VFU_DMA_UNMAP_F_ALL))
+		r.size = unmapped;
+	reply(dev, m, &r, sizeof(r), NULL, 0, NULL, 0);
+	return;
+
+out_partial:
+	srv_log(dev, "DMA_UNMAP: 0x%" PRIx64 " + 0x%" PRIx64 " splits a window", r.addr, r.size);
+	reply_err(dev, m, EINVAL);
+}
+
+static bool all_quiet(struct sim_dev *dev)
+{
+	return !ce_any_busy(dev) && !dev->exec.busy;
+}
+
+int sim_device_reset(struct sim_dev *dev)
+{
+	pthread_mutex_lock(&dev->lock);
+	if (dev->power == SIM_POWER_D3COLD) {
+		pthread_mutex_unlock(&dev->lock);
+		return -EIO; /* no main power: nothing to reset */
+	}
+	for (unsigned i = 0; i < SIM_NUM_CE; i++)
+		dev->ce[i].enabled = false;
+	dev->exec.start_req = false;
+	pthread_mutex_unlock(&dev->lock);
+	srv_wait(dev, all_quiet, 10000);
+	pthread_mutex_lock(&dev->lock);
+	for (unsigned i = 0; i < SIM_NUM_CE; i++)
+		ce_reset_locked(&dev->ce[i], true);
+	exec_reset_locked(dev);
+	pci_reset(dev);
+	dev->scratch = 0;
+	memset(dev->msix_table, 0, sizeof(dev->msix_table));
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
+static void handle_cmd(struct sim_dev *dev, struct sim_msg *m)
+{
+	if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+		route_reply(dev, m);
+		return;
+	}
+	if ((m->hdr.flags & VFU_F_TYPE_MASK) != VFU_F_TYPE_COMMAND) {
+		srv_log(dev, "message type %u unknown", m->hdr.flags & VFU_F_TYPE_MASK);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	if (m->bad) {
+		srv_log(dev, "malformed message (cmd %u, size %u, %d fds)", m->hdr.cmd, m->hdr.size,
+			m->nfds);
+		reply_err(dev, m, m->bad);
+		return;
+	}
+	if (!dev->versioned && m->hdr.cmd != VFU_CMD_VERSION) {
+		srv_log(dev, "command %u before VERSION", m->hdr.cmd);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	/* Only these commands carry fds. */
+	if (m->nfds && m->hdr.cmd != VFU_CMD_DMA_MAP && m->hdr.cmd != VFU_CMD_DEVICE_SET_IRQS) {
+		srv_log(dev, "command %u with %d unexpected fds", m->hdr.cmd, m->nfds);
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	switch (m->hdr.cmd) {
+	case VFU_CMD_VERSION:
+		cmd_version(dev, m);
+		break;
+	case VFU_CMD_DMA_MAP:
+		cmd_dma_map(dev, m);
+		break;
+	case VFU_CMD_DMA_UNMAP:
+		cmd_dma_unmap(dev, m);
+		break;
+	case VFU_CMD_DEVICE_GET_INFO:
+		cmd_device_info(dev, m);
+		break;
+	case VFU_CMD_DEVICE_GET_REGION_INFO:
+		cmd_region_info(dev, m);
+		break;
+	case VFU_CMD_DEVICE_GET_IRQ_INFO:
+		cmd_irq_info(dev, m);
+		break;
+	case VFU_CMD_DEVICE_SET_IRQS:
+		cmd_set_irqs(dev, m);
+		break;
+	case VFU_CMD_REGION_READ:
+		cmd_region_rw(dev, m, false);
+		break;
+	case VFU_CMD_REGION_WRITE:
+		cmd_region_rw(dev, m, true);
+		break;
+	case VFU_CMD_DEVICE_RESET: {
+		int ret = sim_device_reset(dev);
+
+		if (ret)
+			reply_err(dev, m, -ret);
+		else
+			reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
+		break;
+	}
+	default:
+		srv_log(dev, "command %u not supported", m->hdr.cmd);
+		reply_err(dev, m, ENOSYS);
+	}
+}
+
+/* ---- connection lifetime ---------------------------------------------------- */
+
+static void close_listener(struct sim_dev *dev)
+{
+	if (dev->listen_fd >= 0) {
+		close(dev->listen_fd);
+		dev->listen_fd = -1;
+		unlink(dev->path);
+	}
+}
+
+static void srv_disconnect(struct sim_dev *dev)
+{
+	uint64_t deadline = sim_now_ns() + 10000ull * 1000000ull;
+	struct sim_msg *m;
+	bool gone = false;
+
+	pthread_mutex_lock(&dev->send_lock);
+	if (dev->client_fd >= 0) {
+		shutdown(dev->client_fd, SHUT_RDWR);
+		close(dev->client_fd);
+		dev->client_fd = -1;
+	}
+	pthread_mutex_unlock(&dev->send_lock);
+	pthread_mutex_lock(&dev->lock);
+	dev->connected = false;
+	pending_fail_all(dev, ENODEV);
+	pthread_mutex_unlock(&dev->lock);
+
+	/* Drop the client's DMA windows once no engine is inside one (their
+	 * in-band transfers fail at once now), and its interrupt eventfds. */
+	for (;;) {
+		pthread_mutex_lock(&dev->lock);
+		if (!inflight_any(dev) || sim_now_ns() >= deadline) {
+			if (inflight_any(dev))
+				srv_log(dev, "engines still on DMA windows at disconnect; dropping them");
+			for (size_t i = 0; i < dev->nmaps; i++)
+				if (dev->maps[i].host)
+					munmap(dev->maps[i].host, dev->maps[i].size);
+			dev->nmaps = 0;
+			for (unsigned i = 0; i < SIM_NUM_IRQS; i++)
+				for (unsigned v = 0; v < SIM_MSIX_VECTORS; v++)
+					irq_set_fd(dev, i, v, -1);
+			if (dev->req_active && !dev->removed)
+				dev->removed = true;
+			gone = dev->removed;
+			pthread_mutex_unlock(&dev->lock);
+			break;
+		}
+		pthread_mutex_unlock(&dev->lock);
+		usleep(1000);
+	}
+	while ((m = backlog_pop(dev)))
+		msg_free(m);
+	dev->versioned = false;
+	dev->client_dead = false;
+	if (gone)
+		close_listener(dev);
+}
+
+static void srv_accept(struct sim_dev *dev)
+{
+	int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (dev->client_fd >= 0) {
+		srv_log(dev, "second client refused: one client at a time");
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&dev->send_lock);
+	dev->client_fd = fd;
+	pthread_mutex_unlock(&dev->send_lock);
+	pthread_mutex_lock(&dev->lock);
+	dev->connected = true;
+	dev->peer_max_xfer = VFU_MAX_DATA_XFER;
+	pthread_mutex_unlock(&dev->lock);
+	dev->versioned = false;
+	dev->client_dead = false;
+}
+
+static void *srv_thread(void *arg)
+{
+	struct sim_dev *dev = arg;
+	bool surprise_done = false;
+
+	for (;;) {
+		struct pollfd p[3];
+		int np = 0, timeout = 1000, ret;
+		int ci = -1, li = -1;
+		bool stop, surprise;
+		struct sim_msg *m;
+
+		pthread_mutex_lock(&dev->lock);
+		stop = dev->stop;
+		surprise = dev->surprise;
+		if (dev->req_active && !dev->removed && !surprise) {
+			uint64_t now = sim_now_ns();
+
+			if (!dev->connected) {
+				dev->removed = true; /* nobody to ask: gone at once */
+			} else {
+				if (now >= dev->req_next_ns) {
+					sim_irq_raise(dev, SIM_IRQ_REQ, 0);
+					dev->req_next_ns =
+						now + (uint64_t)dev->sim->opts.req_interval_ms * 1000000ull;
+				}
+				timeout = (int)((dev->req_next_ns - now) / 1000000ull) + 1;
+				if (timeout > 1000)
+					timeout = 1000;
+			}
+		}
+		if (dev->removed && !dev->connected && dev->listen_fd >= 0 && dev->client_fd < 0) {
+			pthread_mutex_unlock(&dev->lock);
+			close_listener(dev);
+			pthread_mutex_lock(&dev->lock);
+		}
+		pthread_mutex_unlock(&dev->lock);
+		if (stop)
+			break;
+		if (surprise && !surprise_done) {
+			surprise_done = true;
+			srv_disconnect(dev);
+			close_listener(dev);
+			continue;
+		}
+		if (dev->client_dead) {
+			srv_disconnect(dev);
+			continue;
+		}
+		m = backlog_pop(dev);
+		if (m) {
+			handle_cmd(dev, m);
+			msg_free(m);
+			continue;
+		}
+
+		p[np].fd = dev->wake_fd;
+		p[np++].events = POLLIN;
+		if (dev->client_fd >= 0) {
+			ci = np;
+			p[np].fd = dev->client_fd;
+			p[np++].events = POLLIN;
+		}
+		if (dev->listen_fd >= 0) {
+			li = np;
+			p[np].fd = dev->listen_fd;
+			p[np++].events = POLLIN;
+		}
+		ret = poll(p, (nfds_t)np, timeout);
+		if (ret <= 0)
+			continue;
+		if (p[0].revents & POLLIN) {
+			uint64_t v;
+
+			if (read(dev->wake_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: someone else drained it */
+			}
+		}
+		if (ci >= 0 && p[ci].revents) {
+			if (recv_msg(dev->client_fd, &m)) {
+				srv_disconnect(dev);
+			} else {
+				handle_cmd(dev, m);
+				msg_free(m);
+			}
+			continue; /* serve the client before a new connection */
+		}
+		if (li >= 0 && (p[li].revents & POLLIN))
+			srv_accept(dev);
+	}
+	if (dev->client_fd >= 0)
+		srv_disconnect(dev);
+	return NULL;
+}
+
+void srv_wake(struct sim_dev *dev)
+{
+	uint64_t one = 1;
+
+	if (dev->wake_fd >= 0 && write(dev->wake_fd, &one, sizeof(one)) < 0) {
+		/* counter saturated: already awake */
+	}
+}
+
+static int listen_on(struct sim_dev *dev)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, ret;
+
+	memcpy(sa.sun_path, dev->path, strlen(dev->path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		ret = -errno;
+		if (ret == -EADDRINUSE) {
+			/* A stale socket file from a dead server is reused; a live
+			 * one is not. */
+			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+
+			if (probe >= 0)
+				close(probe);
+			if (!live && unlink(dev->path) == 0 &&
+			    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+				goto out_listen;
+		}
+		fprintf(stderr, "ugpu-sim: cannot bind %s: %s\n", dev->path, strerror(-ret));
+		close(fd);
+		return ret;
+	}
+out_listen:
+	if (listen(fd, 4) < 0) {
+		ret = -errno;
+		close(fd);
+		unlink(dev->path);
+		return ret;
+	}
+	dev->listen_fd = fd;
+	return 0;
+}
+
+int srv_start(struct sim_dev *dev)
+{
+	int ret;
+
+	dev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (dev->wake_fd < 0)
+		return -errno;
+	ret = listen_on(dev);
+	if (ret)
+		return ret;
+	ret = pthread_create(&dev->srv_thread, NULL, srv_thread, dev);
+	if (ret) {
+		close_listener(dev);
+		return -ret;
+	}
+	dev->srv_started = true;
+	return 0;
+}
+
+void srv_stop(struct sim_dev *dev)
+{
+	struct sim_msg *m;
+
+	if (dev->srv_started) {
+		pthread_join(dev->srv_thread, NULL);
+		dev->srv_started = false;
+	}
+	close_listener(dev);
+	while ((m = backlog_pop(dev)))
+		msg_free(m);
+	if (dev->wake_fd >= 0) {
+		close(dev->wake_fd);
+		dev->wake_fd = -1;
+	}
+}
