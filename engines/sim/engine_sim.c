@@ -1,0 +1,815 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The sim engine: drives one copy engine of the reference device
+ * (docs/reference-device.md, "Copy engine n").
+ *
+ * The ring and a fence page live in VRAM the caller reserved
+ * (cfg.ring_offset: ring_size bytes of ring, then 4 KiB of fence page).
+ * Descriptors are written through the VRAM BAR mapping; the doorbell is a
+ * BAR0 RING_TAIL write. Every fence handed out is a FENCE descriptor that
+ * writes its seqno to the fence page and raises the engine's MSI-X vector, so
+ * completion is a memory read and sleeping is a poll() on an eventfd; the
+ * SEQNO register is the fallback when the fence page cannot be trusted (e.g.
+ * VRAM poisoned by D3cold).
+ *
+ * Errors: the device stops on a failing descriptor and raises the shared
+ * error vector (2). Two engines share that vector, so this backend does not
+ * claim it: a waiter whose poll slice passes without progress reads STATUS
+ * (one register read per slice), which bounds error detection to one slice.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engines/engine.h"
+#include "src/log.h"
+#include "src/refdev.h"
+#include "src/vfio/transport.h"
+
+/* Copy engine registers (BAR0), docs/reference-device.md. */
+#define CE_BASE(n) (0x1000u + (n) * 0x100u)
+#define CE_RING_BASE 0x00
+#define CE_RING_SIZE 0x08
+#define CE_RING_HEAD 0x0c
+#define CE_RING_TAIL 0x10
+#define CE_CTRL 0x14
+#define CE_CTRL_ENABLE (1u << 0)
+#define CE_CTRL_RESET (1u << 1)
+#define CE_STATUS 0x18
+#define CE_STATUS_IDLE (1u << 0)
+#define CE_STATUS_ERROR (1u << 1)
+#define CE_STATUS_ENABLED (1u << 2)
+#define CE_ERROR 0x1c
+#define CE_ERROR_HEAD 0x20
+#define CE_SEQNO 0x28
+
+#define CE_NUM_MAX 2
+#define CE_RING_MIN 4096u
+#define CE_RING_MAX (1u << 20)
+#define CE_DESC_MAX_SIZE (1ull << 30)
+#define CE_FENCE_PAGE 4096u
+
+enum { OP_NOP = 0, OP_COPY = 1, OP_FILL = 2, OP_FENCE = 3 };
+#define FENCE_F_IRQ (1u << 0)
+#define FENCE_NO_WRITE (~0ull)
+
+struct ce_desc {
+	uint32_t opcode;
+	uint32_t flags;
+	uint64_t src;
+	uint64_t dst;
+	uint64_t size;
+	uint64_t value;
+	uint32_t src_space;
+	uint32_t dst_space;
+	uint32_t src_peer;
+	uint32_t dst_peer;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct ce_desc) == 64, "descriptor is 64 bytes");
+#define DESC_SIZE ((uint32_t)sizeof(struct ce_desc))
+
+/* Slice of a wait between STATUS checks; a fence irq ends it early. */
+#define WAIT_SLICE_MS 2
+
+/*
+ * struct sim_engine - backend state.
+ *
+ * Locking: @lock protects the submission side (@tail, @head, ring writes and
+ * the doorbell) and the error/reset state (@failed, @lost_upto, @error_logged,
+ * @submitted). It is never held across a sleep: back-pressure and waits drop
+ * it. @completed is read and raised (never lowered except by reset, under
+ * @lock) with atomics so waiters poll without the lock. @efd may be read by
+ * several waiters; one consumes a wakeup and the others finish their slice.
+ */
+struct sim_engine {
+	pthread_mutex_t lock;
+	struct vfio_dev *dev;
+	uint32_t regs; /* BAR0 offset of this engine's registers */
+	char *map; /* our mapping of ring + fence page, or NULL if cfg.vram */
+	size_t map_len;
+	char *ring;
+	uint64_t *fence_page; /* first 8 bytes of the fence page */
+	uint64_t fence_off; /* VRAM offset of the fence page */
+	uint32_t ring_size;
+	uint64_t tail; /* bytes written since the last reset (not wrapped) */
+	uint64_t head; /* bytes known consumed by the engine (not wrapped) */
+	uint64_t submitted; /* last fence handed out */
+	uint64_t completed; /* atomic: highest fence known complete */
+	uint64_t lost_upto; /* fences in (completed, lost_upto] died with an error */
+	uint64_t fence_tail; /* @tail right after the last FENCE descriptor */
+	/* Ring position after each fence not yet known complete, to advance
+	 * @head without reading RING_HEAD. Indexed by seqno % @nslots. */
+	uint64_t *fence_pos;
+	uint32_t nslots;
+	bool failed; /* STATUS.ERROR seen; nothing runs until reset */
+	bool error_logged;
+	int efd; /* eventfd on MSI-X vector cfg.index */
+};
+
+static struct sim_engine *se(struct engine *e)
+{
+	return e->priv;
+}
+
+static int reg_read32(struct engine *e, uint32_t reg, uint32_t *v)
+{
+	struct sim_engine *s = se(e);
+
+	return s->dev->ops->region_read(s->dev, VFIO_REGION_BAR0, s->regs + reg, v, 4);
+}
+
+static int reg_write32(struct engine *e, uint32_t reg, uint32_t v)
+{
+	struct sim_engine *s = se(e);
+
+	return s->dev->ops->region_write(s->dev, VFIO_REGION_BAR0, s->regs + reg, &v, 4);
+}
+
+static int reg_read64(struct engine *e, uint32_t reg, uint64_t *v)
+{
+	struct sim_engine *s = se(e);
+
+	return s->dev->ops->region_read(s->dev, VFIO_REGION_BAR0, s->regs + reg, v, 8);
+}
+
+static int reg_write64(struct engine *e, uint32_t reg, uint64_t v)
+{
+	struct sim_engine *s = se(e);
+
+	return s->dev->ops->region_write(s->dev, VFIO_REGION_BAR0, s->regs + reg, &v, 8);
+}
+
+static void sleep_us(long us)
+{
+	struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static const char *op_name(uint32_t op)
+{
+	switch (op) {
+	case OP_NOP:
+		return "NOP";
+	case OP_COPY:
+		return "COPY";
+	case OP_FILL:
+		return "FILL";
+	case OP_FENCE:
+		return "FENCE";
+	}
+	return "UNKNOWN";
+}
+
+static const char *err_name(uint32_t code)
+{
+	static const char *const names[] = { "none", "ERR_OPCODE", "ERR_BOUNDS", "ERR_DMA",
+					     "ERR_PEER", "ERR_INJECTED" };
+
+	return code < sizeof(names) / sizeof(names[0]) ? names[code] : "ERR_UNKNOWN";
+}
+
+static const char *space_name(uint32_t space)
+{
+	return space <= ENGINE_PEER ? engine_space_name((enum engine_space)space) : "?";
+}
+
+/* --- completion -------------------------------------------------------------- */
+
+static uint64_t completed_get(struct sim_engine *s)
+{
+	return __atomic_load_n(&s->completed, __ATOMIC_ACQUIRE);
+}
+
+static void completed_raise(struct sim_engine *s, uint64_t v)
+{
+	uint64_t cur = completed_get(s);
+
+	while (v > cur && !__atomic_compare_exchange_n(&s->completed, &cur, v, false,
+						       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+}
+
+/* Read the fence page. A value above what we handed out is not ours (VRAM
+ * lost its contents): ignore it. @limit is a snapshot of @submitted. */
+static uint64_t fence_page_poll(struct sim_engine *s, uint64_t limit)
+{
+	uint64_t v = __atomic_load_n(s->fence_page, __ATOMIC_ACQUIRE);
+
+	if (v <= limit)
+		completed_raise(s, v);
+	return completed_get(s);
+}
+
+/* Decode the failing descriptor into one log line. Called with @lock held
+ * once STATUS.ERROR was seen. */
+static void report_error(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	uint32_t code = 0, at = 0;
+	struct ce_desc d;
+	uint64_t seqno = 0;
+
+	s->failed = true;
+	if (reg_read64(e, CE_SEQNO, &seqno) == 0 && seqno <= s->submitted)
+		completed_raise(s, seqno);
+	/* Everything after the failing descriptor is dropped by the reset. */
+	__atomic_store_n(&s->lost_upto, s->submitted, __ATOMIC_RELEASE);
+	if (s->error_logged)
+		return;
+	s->error_logged = true;
+	reg_read32(e, CE_ERROR, &code);
+	reg_read32(e, CE_ERROR_HEAD, &at);
+	at &= (s->ring_size - 1) & ~(DESC_SIZE - 1);
+	memcpy(&d, s->ring + at, sizeof(d));
+	switch (d.opcode) {
+	case OP_COPY:
+		log_err(e->ctx,
+			"engine %s: COPY src=%s%s0x%" PRIx64 " dst=%s%s0x%" PRIx64 " size=0x%" PRIx64
+			" failed: %s (%u) at ring offset 0x%x",
+			e->name, space_name(d.src_space), d.src_space == ENGINE_PEER ? ":" : " ",
+			d.src, space_name(d.dst_space), d.dst_space == ENGINE_PEER ? ":" : " ",
+			d.dst, d.size, err_name(code), code, at);
+		break;
+	case OP_FILL:
+		log_err(e->ctx,
+			"engine %s: FILL dst=%s 0x%" PRIx64 " size=0x%" PRIx64 " pattern=0x%" PRIx64
+			" failed: %s (%u) at ring offset 0x%x",
+			e->name, space_name(d.dst_space), d.dst, d.size, d.value, err_name(code), code,
+			at);
+		break;
+	case OP_FENCE:
+		log_err(e->ctx,
+			"engine %s: FENCE seqno=%" PRIu64 " dst=0x%" PRIx64
+			" failed: %s (%u) at ring offset 0x%x",
+			e->name, d.value, d.dst, err_name(code), code, at);
+		break;
+	default:
+		log_err(e->ctx, "engine %s: %s (opcode %u) failed: %s (%u) at ring offset 0x%x",
+			e->name, op_name(d.opcode), d.opcode, err_name(code), code, at);
+		break;
+	}
+	log_err(e->ctx, "engine %s: stopped on that error; fences %" PRIu64 "..%" PRIu64
+		" are lost until reset", e->name, completed_get(s) + 1, s->submitted);
+}
+
+/* Look at the device: SEQNO, and STATUS for an error. Takes @lock. */
+static int check_device(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	uint32_t status = 0;
+	uint64_t seqno = 0;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->failed) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
+	ret = reg_read32(e, CE_STATUS, &status);
+	if (ret == 0 && status == 0xffffffffu)
+		ret = -ESHUTDOWN; /* BAR0 reads all-ones: D3 */
+	if (ret == 0 && (status & CE_STATUS_ERROR)) {
+		report_error(e);
+		ret = -EIO;
+	} else if (ret == 0 && reg_read64(e, CE_SEQNO, &seqno) == 0 && seqno <= s->submitted) {
+		completed_raise(s, seqno);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* Drain the eventfd (non-blocking). */
+static void efd_drain(struct sim_engine *s)
+{
+	uint64_t v;
+
+	if (read(s->efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: another waiter took it. */
+	}
+}
+
+/* Fence outcome without blocking: 1 done, 0 pending, -EIO lost. */
+static int fence_state(struct sim_engine *s, uint64_t fence, uint64_t limit)
+{
+	if (fence_page_poll(s, limit) >= fence)
+		return 1;
+	if (fence <= __atomic_load_n(&s->lost_upto, __ATOMIC_ACQUIRE))
+		return -EIO;
+	return 0;
+}
+
+static int sim_wait(struct engine *e, uint64_t fence, int timeout_ms)
+{
+	struct sim_engine *s = se(e);
+	uint64_t deadline = engine_now_ms() + (uint64_t)timeout_ms, limit;
+	int st, ret;
+
+	if (fence == 0)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	limit = s->submitted;
+	pthread_mutex_unlock(&s->lock);
+	if (fence > limit) {
+		log_err(e->ctx, "engine %s: wait for fence %" PRIu64 " but only %" PRIu64
+			" were handed out", e->name, fence, limit);
+		return -EINVAL;
+	}
+
+	for (;;) {
+		struct pollfd pfd = { .fd = s->efd, .events = POLLIN };
+		int left, slice;
+
+		st = fence_state(s, fence, limit);
+		if (st)
+			return st > 0 ? 0 : st;
+		left = engine_ms_left(deadline);
+		slice = left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS;
+		ret = slice > 0 ? poll(&pfd, 1, slice) : 0;
+		if (ret > 0) {
+			efd_drain(s);
+			continue; /* a fence irq: look at the fence page */
+		}
+		if (ret < 0 && errno != EINTR)
+			return -errno;
+		/* A slice without an irq: the engine may have stopped on an error,
+		 * or the fence page may be unreadable. Ask the device. */
+		ret = check_device(e);
+		st = fence_state(s, fence, limit);
+		if (st)
+			return st > 0 ? 0 : st;
+		if (ret < 0 && ret != -EIO)
+			return ret;
+		if (ret == -EIO)
+			return -EIO;
+		if (!engine_ms_left(deadline)) {
+			log_err(e->ctx, "engine %s: fence %" PRIu64 " not reached within %d ms (at %" PRIu64
+				")", e->name, fence, timeout_ms, completed_get(s));
+			return -ETIMEDOUT;
+		}
+	}
+}
+
+static uint64_t sim_completed(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+
+	return fence_page_poll(s, __atomic_load_n(&s->submitted, __ATOMIC_ACQUIRE));
+}
+
+/* --- submission ------------------------------------------------------------- */
+
+/* Advance @head from completed fences (no device access). @lock held. */
+static void head_from_fences(struct sim_engine *s)
+{
+	uint64_t c = fence_page_poll(s, s->submitted);
+
+	if (c && c + s->nslots > s->submitted) {
+		uint64_t pos = s->fence_pos[c % s->nslots];
+
+		if (pos > s->head && pos <= s->tail)
+			s->head = pos;
+	}
+}
+
+static int ring_doorbell(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	int ret;
+
+	/* The descriptors are in VRAM through our mapping; the device reads
+	 * them after it sees the doorbell. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	ret = reg_write32(e, CE_RING_TAIL, (uint32_t)(s->tail & (s->ring_size - 1)));
+	if (ret < 0)
+		log_err(e->ctx, "engine %s: doorbell write failed: %d", e->name, ret);
+	return ret;
+}
+
+/*
+ * Make room for one descriptor (one slot always stays free so HEAD == TAIL
+ * means empty). Rings the doorbell for what is queued before sleeping; drops
+ * @lock while it sleeps. Bounded by cfg.timeout_ms.
+ */
+static int ring_room(struct engine *e, uint64_t *rung)
+{
+	struct sim_engine *s = se(e);
+	uint64_t deadline = 0;
+	unsigned spins = 0;
+	int ret;
+
+	for (;;) {
+		uint32_t hw_head = 0, status = 0;
+		uint64_t used;
+
+		if (s->failed)
+			return -EIO;
+		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+			return 0;
+		head_from_fences(s);
+		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+			return 0;
+		if (*rung != s->tail) {
+			ret = ring_doorbell(e);
+			if (ret < 0)
+				return ret;
+			*rung = s->tail;
+		}
+		ret = reg_read32(e, CE_RING_HEAD, &hw_head);
+		if (ret < 0)
+			return ret;
+		used = (s->tail - hw_head) & (s->ring_size - 1);
+		if (s->tail - used > s->head)
+			s->head = s->tail - used;
+		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+			return 0;
+		ret = reg_read32(e, CE_STATUS, &status);
+		if (ret < 0)
+			return ret;
+		if (status & CE_STATUS_ERROR) {
+			report_error(e);
+			return -EIO;
+		}
+		if (!deadline)
+			deadline = engine_now_ms() + (uint64_t)e->cfg.timeout_ms;
+		else if (!engine_ms_left(deadline)) {
+			log_err(e->ctx, "engine %s: ring full for %d ms (head 0x%x, tail 0x%x)", e->name,
+				e->cfg.timeout_ms, hw_head,
+				(uint32_t)(s->tail & (s->ring_size - 1)));
+			return -ETIMEDOUT;
+		}
+		pthread_mutex_unlock(&s->lock);
+		sleep_us(spins++ < 20 ? 20 : 200);
+		pthread_mutex_lock(&s->lock);
+	}
+}
+
+static int put_desc(struct engine *e, const struct ce_desc *d, uint64_t *rung)
+{
+	struct sim_engine *s = se(e);
+	int ret = ring_room(e, rung);
+
+	if (ret < 0)
+		return ret;
+	memcpy(s->ring + (s->tail & (s->ring_size - 1)), d, sizeof(*d));
+	s->tail += DESC_SIZE;
+	return 0;
+}
+
+/* Append a FENCE for the next seqno; @lock held. */
+static int put_fence(struct engine *e, uint64_t *rung, uint64_t *fence_out)
+{
+	struct sim_engine *s = se(e);
+	struct ce_desc d = {
+		.opcode = OP_FENCE,
+		.flags = FENCE_F_IRQ,
+		.dst = s->fence_off,
+		.value = s->submitted + 1,
+	};
+	int ret = put_desc(e, &d, rung);
+
+	if (ret < 0)
+		return ret;
+	__atomic_store_n(&s->submitted, s->submitted + 1, __ATOMIC_RELEASE);
+	s->fence_pos[s->submitted % s->nslots] = s->tail;
+	s->fence_tail = s->tail;
+	*fence_out = s->submitted;
+	return 0;
+}
+
+static void desc_ep(struct ce_desc *d, bool src, struct engine_addr a, uint64_t off)
+{
+	if (src) {
+		d->src = a.addr + off;
+		d->src_space = (uint32_t)a.space;
+		d->src_peer = a.peer;
+	} else {
+		d->dst = a.addr + off;
+		d->dst_space = (uint32_t)a.space;
+		d->dst_peer = a.peer;
+	}
+}
+
+/* Queue @op over @size bytes in ≤ 1 GiB descriptors, then a fence if asked. */
+static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct engine_addr src,
+		  uint64_t pattern, uint64_t size, uint64_t *fence_out)
+{
+	struct sim_engine *s = se(e);
+	uint64_t off = 0, rung;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->failed) {
+		log_err(e->ctx, "engine %s: stopped on an error; reset it before queueing %s",
+			e->name, op_name(op));
+		ret = -EIO;
+		goto out_unlock;
+	}
+	rung = s->tail;
+	while (off < size) {
+		uint64_t n = size - off < CE_DESC_MAX_SIZE ? size - off : CE_DESC_MAX_SIZE;
+		struct ce_desc d = { .opcode = op, .size = n, .value = pattern };
+
+		desc_ep(&d, false, dst, off);
+		if (op == OP_COPY)
+			desc_ep(&d, true, src, off);
+		ret = put_desc(e, &d, &rung);
+		if (ret < 0)
+			goto out_ring;
+		off += n;
+	}
+	if (fence_out)
+		ret = put_fence(e, &rung, fence_out);
+out_ring:
+	/* Whatever made it into the ring is rung, even on a later failure: the
+	 * engine's view stays consistent with @tail. */
+	if (rung != s->tail) {
+		int r = ring_doorbell(e);
+
+		if (!ret)
+			ret = r;
+	}
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static int sim_copy(struct engine *e, struct engine_addr dst, struct engine_addr src, uint64_t size,
+		    uint64_t *fence_out)
+{
+	return submit(e, OP_COPY, dst, src, 0, size, fence_out);
+}
+
+static int sim_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint64_t size,
+		    uint64_t *fence_out)
+{
+	struct engine_addr none = { 0 };
+
+	return submit(e, OP_FILL, dst, none, pattern, size, fence_out);
+}
+
+static int sim_idle(struct engine *e, int timeout_ms)
+{
+	struct sim_engine *s = se(e);
+	uint64_t fence, rung;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	fence = s->submitted;
+	if (s->failed) {
+		ret = -EIO;
+	} else if (s->fence_tail != s->tail) {
+		/* Work queued without a fence: add one to know when it is done. */
+		rung = s->tail;
+		ret = put_fence(e, &rung, &fence);
+		if (rung != s->tail) {
+			int r = ring_doorbell(e);
+
+			if (!ret)
+				ret = r;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
+		return ret;
+	return sim_wait(e, fence, timeout_ms);
+}
+
+/* --- reset / init / fini ----------------------------------------------------- */
+
+/* CTRL.RESET, then program the ring and enable. @lock held. */
+static int hw_restart(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	uint64_t deadline = engine_now_ms() + (uint64_t)e->cfg.timeout_ms;
+	uint32_t ctrl = 0, status = 0;
+	int ret;
+
+	ret = reg_write32(e, CE_CTRL, CE_CTRL_RESET);
+	if (ret < 0)
+		goto out_err;
+	/* RESET self-clears; ENABLE reads 0 once the engine has stopped. */
+	for (;;) {
+		ret = reg_read32(e, CE_CTRL, &ctrl);
+		if (ret < 0)
+			goto out_err;
+		if (!(ctrl & (CE_CTRL_RESET | CE_CTRL_ENABLE)))
+			break;
+		if (!engine_ms_left(deadline)) {
+			log_err(e->ctx, "engine %s: RESET did not complete within %d ms (CTRL 0x%x)",
+				e->name, e->cfg.timeout_ms, ctrl);
+			return -ETIMEDOUT;
+		}
+		sleep_us(100);
+	}
+	ret = reg_write64(e, CE_RING_BASE, e->cfg.ring_offset);
+	if (!ret)
+		ret = reg_write32(e, CE_RING_SIZE, s->ring_size);
+	if (!ret)
+		ret = reg_write32(e, CE_CTRL, CE_CTRL_ENABLE);
+	if (!ret)
+		ret = reg_read32(e, CE_STATUS, &status);
+	if (ret < 0)
+		goto out_err;
+	if (!(status & CE_STATUS_ENABLED) || (status & CE_STATUS_ERROR)) {
+		log_err(e->ctx, "engine %s: did not come up after reset (STATUS 0x%x)", e->name,
+			status);
+		return -EIO;
+	}
+	s->tail = s->head = s->fence_tail = 0;
+	/* Old ring positions mean nothing in the restarted ring. */
+	memset(s->fence_pos, 0, s->nslots * sizeof(*s->fence_pos));
+	return 0;
+
+out_err:
+	log_err(e->ctx, "engine %s: register access during reset failed: %d", e->name, ret);
+	return ret;
+}
+
+static int sim_reset(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	uint64_t seqno = 0;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	/* What ran before the reset stays complete; the rest is lost. */
+	if (reg_read64(e, CE_SEQNO, &seqno) == 0 && seqno <= s->submitted)
+		completed_raise(s, seqno);
+	fence_page_poll(s, s->submitted);
+	__atomic_store_n(&s->lost_upto, s->submitted, __ATOMIC_RELEASE);
+	ret = hw_restart(e);
+	if (ret == 0) {
+		/* The fence page keeps counting from here; seed it so a reading
+		 * never goes backwards. */
+		__atomic_store_n(s->fence_page, completed_get(s), __ATOMIC_RELEASE);
+		s->failed = false;
+		s->error_logged = false;
+		log_info(e->ctx, "engine %s: reset; fences up to %" PRIu64 " completed", e->name,
+			 completed_get(s));
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static int sim_init(struct engine *e)
+{
+	const struct engine_cfg *c = &e->cfg;
+	struct vfio_dev *dev = c->dev;
+	struct sim_engine *s;
+	uint32_t num = 0;
+	uint64_t vram = 0;
+	void *p;
+	int ret;
+
+	snprintf(e->name, sizeof(e->name), "sim%u", c->index);
+	if (!dev) {
+		log_err(e->ctx, "engine sim: no device given");
+		return -EINVAL;
+	}
+	ret = vfio_read32(dev, VFIO_REGION_BAR0, REFDEV_REG_NUM_ENGINES, &num);
+	if (!ret)
+		ret = vfio_read64(dev, VFIO_REGION_BAR0, REFDEV_REG_VRAM_SIZE, &vram);
+	if (ret < 0) {
+		log_err(e->ctx, "engine %s: %s: cannot read the device's registers: %d", e->name,
+			dev->name, ret);
+		return ret;
+	}
+	if (c->index >= num || c->index >= CE_NUM_MAX) {
+		log_err(e->ctx, "engine %s: %s has %u copy engines, no engine %u", e->name, dev->name,
+			num, c->index);
+		return -ENODEV;
+	}
+	if (c->ring_size < CE_RING_MIN || c->ring_size > CE_RING_MAX ||
+	    (c->ring_size & (c->ring_size - 1))) {
+		log_err(e->ctx, "engine %s: ring size %u is not a power of two in 4 KiB..1 MiB",
+			e->name, c->ring_size);
+		return -EINVAL;
+	}
+	if (!c->vram_size || c->vram_size > vram)
+		e->cfg.vram_size = vram;
+	if ((c->ring_offset & 4095) || c->ring_offset > e->cfg.vram_size ||
+	    engine_sim_vram_bytes(c->ring_size) > e->cfg.vram_size - c->ring_offset) {
+		log_err(e->ctx,
+			"engine %s: ring at VRAM 0x%" PRIx64 " (+0x%" PRIx64
+			" with its fence page) is misaligned or past VRAM (0x%" PRIx64 ")",
+			e->name, c->ring_offset, engine_sim_vram_bytes(c->ring_size),
+			e->cfg.vram_size);
+		return -EINVAL;
+	}
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	s->dev = dev;
+	s->regs = CE_BASE(c->index);
+	s->ring_size = c->ring_size;
+	s->nslots = c->ring_size / DESC_SIZE;
+	s->fence_off = c->ring_offset + c->ring_size;
+	s->efd = -1;
+	e->priv = s;
+	s->fence_pos = calloc(s->nslots, sizeof(*s->fence_pos));
+	if (!s->fence_pos) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+
+	if (c->vram) {
+		s->ring = (char *)c->vram + c->ring_offset;
+	} else {
+		s->map_len = engine_sim_vram_bytes(c->ring_size);
+		ret = dev->ops->region_mmap(dev, VFIO_REGION_BAR2, c->ring_offset, s->map_len,
+					    PROT_READ | PROT_WRITE, &p);
+		if (ret < 0) {
+			log_err(e->ctx, "engine %s: cannot map its ring in the VRAM BAR: %d", e->name,
+				ret);
+			goto out_free;
+		}
+		s->map = p;
+		s->ring = p;
+	}
+	s->fence_page = (uint64_t *)(s->ring + c->ring_size);
+
+	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->efd < 0) {
+		ret = -errno;
+		log_err(e->ctx, "engine %s: eventfd: %d", e->name, ret);
+		goto out_unmap;
+	}
+	ret = dev->ops->set_irqs(dev, VFIO_IRQ_MSIX, REFDEV_VEC_ENGINE(c->index), 1, &s->efd);
+	if (ret < 0) {
+		log_err(e->ctx, "engine %s: cannot route MSI-X vector %u to an eventfd: %d", e->name,
+			REFDEV_VEC_ENGINE(c->index), ret);
+		goto out_close_efd;
+	}
+
+	__atomic_store_n(s->fence_page, 0, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&s->lock);
+	ret = hw_restart(e);
+	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
+		goto out_unroute;
+	log_dbg(e->ctx, "engine %s: ring at VRAM 0x%" PRIx64 " size 0x%x, fence page 0x%" PRIx64,
+		e->name, c->ring_offset, c->ring_size, s->fence_off);
+	return 0;
+
+out_unroute:
+	{
+		int none = -1;
+
+		dev->ops->set_irqs(dev, VFIO_IRQ_MSIX, REFDEV_VEC_ENGINE(c->index), 1, &none);
+	}
+out_close_efd:
+	close(s->efd);
+out_unmap:
+	if (s->map)
+		dev->ops->region_munmap(dev, s->map, s->map_len);
+out_free:
+	free(s->fence_pos);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	e->priv = NULL;
+	return ret;
+}
+
+static void sim_fini(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	int none = -1;
+
+	/* Let queued work finish (bounded), then stop the engine so it never
+	 * touches the ring memory the caller is about to reuse. A dead device
+	 * fails these quickly and we carry on. */
+	(void)sim_idle(e, e->cfg.timeout_ms);
+	(void)reg_write32(e, CE_CTRL, CE_CTRL_RESET);
+	s->dev->ops->set_irqs(s->dev, VFIO_IRQ_MSIX, REFDEV_VEC_ENGINE(e->cfg.index), 1, &none);
+	close(s->efd);
+	if (s->map)
+		s->dev->ops->region_munmap(s->dev, s->map, s->map_len);
+	free(s->fence_pos);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	e->priv = NULL;
+}
+
+const struct engine_ops engine_sim_ops = {
+	.name = "sim",
+	.init = sim_init,
+	.fini = sim_fini,
+	.copy = sim_copy,
+	.fill = sim_fill,
+	.wait = sim_wait,
+	.idle = sim_idle,
+	.reset = sim_reset,
+	.completed = sim_completed,
+};
