@@ -55,6 +55,28 @@ static inline struct vfio_dev *vm_open(const char *bdf)
 	return dev;
 }
 
+static inline uint32_t vm_cfg_id(struct vfio_dev *dev);
+
+/*
+ * Open @bdf and make sure it is the device the test is written for (@id:
+ * device << 16 | vendor); anything else is a skip, so a test run on a real
+ * machine never writes patterns into some other device's BAR.
+ */
+static inline struct vfio_dev *vm_open_as(const char *bdf, uint32_t id, const char *what)
+{
+	struct vfio_dev *dev = vm_open(bdf);
+	uint32_t got = vm_cfg_id(dev);
+
+	if (got != id) {
+		dev->ops->close(dev);
+		printf("  SKIP %s is %04x:%04x, not %s (%04x:%04x)\n", bdf, got & 0xffff, got >> 16,
+		       what, id & 0xffff, id >> 16);
+		fflush(stdout);
+		exit(77);
+	}
+	return dev;
+}
+
 static inline int vm_cfg_read16(struct vfio_dev *dev, uint32_t off, uint16_t *val)
 {
 	return dev->ops->region_read(dev, VFIO_REGION_CONFIG, off, val, sizeof(*val));

@@ -13,9 +13,13 @@
  *  - the IOMMU blocks DMA to an IOVA never mapped and to one just unmapped:
  *    the memory behind it does not change;
  *  - peer to peer: the ivshmem BAR2 mmap is dma_map'ed for edu, which reads
- *    it and writes it; the host checks the written part in its file.
+ *    it and writes it; the host checks the written part in its file;
+ *  - the driver's DMA space (src/vfio/dma.h) on top of this transport: an
+ *    allocated IOVA edu can reach, a round trip through it, a clean unmap and
+ *    nothing left mapped at fini.
  */
 #include "src/sysmem.h"
+#include "src/vfio/dma.h"
 #include "vm_dev.h"
 
 #define BUF_IOVA (1ull << 20)
@@ -127,7 +131,7 @@ static void check_ram_dma(void)
 /* edu reads and writes the ivshmem BAR through the IOMMU (peer to peer). */
 static void check_p2p(const char *shm_bdf)
 {
-	struct vfio_dev *shm = vm_open(shm_bdf);
+	struct vfio_dev *shm = vm_open_as(shm_bdf, VM_IVSHMEM_ID, "ivshmem-plain");
 	struct sysmem mem;
 	volatile uint8_t *win;
 	uint64_t *ram, unmapped = 0;
@@ -184,6 +188,38 @@ static void check_p2p(const char *shm_bdf)
 	shm->ops->close(shm);
 }
 
+/* The DMA space the rest of the driver uses, over the kernel transport. */
+static void check_dma_space(void)
+{
+	struct dma_space space;
+	struct sysmem mem;
+	uint64_t iova = 0;
+	uint8_t *b;
+	int rc;
+
+	rc = dma_space_init(NULL, edu, &space);
+	VM_REQUIRE(rc == 0, "dma_space_init over vfio-pci -> %d", rc);
+	rc = sysmem_create(NULL, 8192, "vm-dma-space", &mem);
+	VM_REQUIRE(rc == 0, "sysmem_create(8 KiB) -> %d", rc);
+	b = mem.vaddr;
+	for (uint32_t i = 0; i < EDU_XFER_MAX; i++)
+		b[i] = (uint8_t)(i * 29 + 1);
+	rc = dma_map_sysmem(&space, &mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova);
+	if (VM_CHECK(rc == 0 && iova + 8192 <= EDU_IOVA_LIMIT,
+		     "dma_map_sysmem -> %d, iova %#llx (edu reaches < 256 MiB)", rc,
+		     (unsigned long long)iova)) {
+		if (dma(iova, EDU_BUF, false, true, "dma space: RAM->edu") &&
+		    dma(EDU_BUF, iova + 4096, true, true, "dma space: edu->RAM"))
+			VM_CHECK(memcmp(b, b + 4096, EDU_XFER_MAX) == 0,
+				 "round trip through a dma-space IOVA: %u bytes identical", EDU_XFER_MAX);
+		rc = dma_unmap(&space, iova, 8192);
+		VM_CHECK(rc == 0, "dma_unmap -> %d", rc);
+	}
+	rc = dma_space_fini(&space);
+	VM_CHECK(rc == 0, "dma_space_fini: %d mapping(s) left", rc);
+	sysmem_destroy(&mem);
+}
+
 int main(void)
 {
 	const char *edu_bdf = vm_bdf("UGPU_VM_EDU");
@@ -191,7 +227,7 @@ int main(void)
 	uint32_t id = 0, live = 0;
 	int rc;
 
-	edu = vm_open(edu_bdf);
+	edu = vm_open_as(edu_bdf, VM_EDU_ID, "edu");
 	check_iommu_info();
 
 	rc = vfio_read32(edu, VFIO_REGION_BAR0, EDU_REG_ID, &id);
@@ -212,6 +248,8 @@ int main(void)
 		check_p2p(shm_bdf);
 	else
 		vm_note("UGPU_VM_SHM unset: peer-to-peer part not run");
+
+	check_dma_space();
 
 	rc = edu->ops->reset(edu);
 	vm_note("reset of edu -> %d (%s); edu has no function-level reset", rc,

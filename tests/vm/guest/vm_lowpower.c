@@ -65,7 +65,7 @@ int main(void)
 	int rc, sig, efd;
 
 	sigaction(SIGBUS, &sa, NULL);
-	dev = vm_open(bdf);
+	dev = vm_open_as(bdf, VM_IVSHMEM_ID, "ivshmem-plain");
 	VM_REQUIRE(dev->ops->low_power_enter && dev->ops->low_power_exit,
 		   "vfio-pci transport has low_power_enter/exit");
 

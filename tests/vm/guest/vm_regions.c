@@ -210,7 +210,7 @@ int main(void)
 	struct vfio_region_info r[VFIO_REGION_MAX];
 	struct vfio_dev *shm, *edu;
 
-	shm = vm_open(shm_bdf);
+	shm = vm_open_as(shm_bdf, VM_IVSHMEM_ID, "ivshmem-plain");
 	VM_CHECK(strcmp(shm->ops->name, "vfio-pci") == 0, "transport is \"%s\"", shm->ops->name);
 	VM_CHECK(shm->num_regions >= VFIO_REGION_MAX && shm->num_irqs >= VFIO_IRQ_MAX,
 		 "ivshmem: %u regions, %u irq indexes", shm->num_regions, shm->num_irqs);
@@ -220,7 +220,7 @@ int main(void)
 	check_bar2(shm);
 
 	/* A second device, in its own group, open at the same time. */
-	edu = vm_open(edu_bdf);
+	edu = vm_open_as(edu_bdf, VM_EDU_ID, "edu");
 	VM_CHECK(edu->num_regions >= VFIO_REGION_MAX && edu->num_irqs >= VFIO_IRQ_MAX,
 		 "edu: %u regions, %u irq indexes", edu->num_regions, edu->num_irqs);
 	check_regions(edu, r);

@@ -43,7 +43,7 @@ int main(void)
 
 	if (!vm_has_host())
 		vm_skip("needs the VM runner to hot-unplug the device (UGPU_VM_HOST unset)");
-	dev = vm_open(bdf);
+	dev = vm_open_as(bdf, VM_IVSHMEM_ID, "ivshmem-plain");
 	rc = dev->ops->region_mmap(dev, VFIO_REGION_BAR2, 0, VM_SHM_SIZE, PROT_READ | PROT_WRITE, &bar);
 	VM_REQUIRE(rc == 0, "region_mmap(BAR2) -> %d", rc);
 	m = bar;
