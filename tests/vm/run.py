@@ -323,6 +323,7 @@ def run(args):
         kdir = vmfetch.ensure_kernel()
     except (vmfetch.FetchError, subprocess.CalledProcessError, OSError) as e:
         say(f"FAIL: cannot set up the VM: {e}")
+        print(f"vm: 0 passed, {len(tests)} failed", flush=True)
         return 1
     say(f"kernel {os.path.basename(kdir)}, {qemu}")
 
@@ -433,14 +434,14 @@ def run(args):
             passed += 1
         else:
             failed += 1
-    if setup_fail or (not order):
-        failed += 1 if not order else 0
+    if not order:
+        say("FAIL: no test selected")
     boot = marks.get("init")
     print(f"vm: boot (QEMU start -> guest init) {boot:.1f}s" if boot is not None
           else "vm: guest never reached init", flush=True)
     print(f"vm: QEMU wall {wall:.1f}s, stage wall {time.monotonic() - T0:.1f}s", flush=True)
     print(f"vm: {passed} passed, {failed} failed", flush=True)
-    return 1 if failed or setup_fail or boot is None else 0
+    return 1 if failed or setup_fail or boot is None or not order else 0
 
 
 def handle_line(line, cur, results, marks, qmp, t_start):

@@ -31,7 +31,8 @@ MODULES = [
     "drivers/vfio/pci/vfio-pci-core",
     "drivers/vfio/pci/vfio-pci",
 ]
-QEMU = "qemu-system-x86_64"
+# UGPU_VM_QEMU: another QEMU binary (then nothing is installed for it).
+QEMU = os.environ.get("UGPU_VM_QEMU", "qemu-system-x86_64")
 BUSYBOX = "/bin/busybox"
 
 
@@ -65,6 +66,8 @@ def ensure_host_tools():
     """QEMU and a static busybox on the host; installs them if needed."""
     missing = []
     if not shutil.which(QEMU):
+        if "UGPU_VM_QEMU" in os.environ:
+            raise FetchError(f"UGPU_VM_QEMU={QEMU} is not an executable")
         missing.append("qemu-system-x86")
     if not os.access(BUSYBOX, os.X_OK):
         missing.append("busybox-static")
