@@ -154,17 +154,28 @@ def ensure_kernel():
     if os.path.exists(os.path.join(dest, "complete")):
         return dest
     log(f"downloading {pkg} (apt-get download) into {CACHE}")
-    shutil.rmtree(dest, ignore_errors=True)
+    # Built aside and renamed into place: two stages fetching at once (two
+    # build dirs) never see a half-written kernel.
     with tempfile.TemporaryDirectory(dir=CACHE) as dl:
         try:
-            _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pkg], cwd=dl, stdout=subprocess.DEVNULL)
+            _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pkg], cwd=dl,
+                 stdout=subprocess.DEVNULL)
         except (subprocess.CalledProcessError, OSError) as e:
             raise FetchError(f"apt-get download {pkg} failed: {e}") from e
         debs = glob.glob(os.path.join(dl, "*.deb"))
         if len(debs) != 1:
             raise FetchError(f"apt-get download {pkg} produced {debs}")
-        _extract(debs[0], dest)
-    open(os.path.join(dest, "complete"), "w").write(pkg + "\n")
+        staged = os.path.join(dl, "staged")
+        _extract(debs[0], staged)
+        with open(os.path.join(staged, "complete"), "w") as f:
+            f.write(pkg + "\n")
+        if os.path.isdir(dest) and not os.path.exists(os.path.join(dest, "complete")):
+            shutil.rmtree(dest)  # left by an interrupted older version
+        try:
+            os.rename(staged, dest)
+        except OSError:
+            if not os.path.exists(os.path.join(dest, "complete")):
+                raise
     log(f"kernel cached in {dest}")
     return dest
 
