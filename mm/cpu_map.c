@@ -1,0 +1,902 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * CPU mappings that follow a buffer object (see cpu_map.h and
+ * docs/cpu-mappings.md). The invariant everything rests on: the range of a
+ * map is, at every instant, either a mapping of the backing the owner last
+ * resolved, or an anonymous placeholder registered with our userfaultfd. It
+ * is never an unregistered anonymous mapping, because a store into one of
+ * those lands on a throw-away page and is silently lost.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mm/cpu_map.h"
+#include "src/log.h"
+
+/* Debian 12's uapi headers predate these (Linux 6.1 / 6.6); the ABI is fixed. */
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+
+#define CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS 10000u
+/* The handler's poll period: how late a stop request or a block timeout is
+ * noticed at worst. */
+#define CPU_MAP_TICK_MS 50
+/* Destroy waits for an owner callback in slices of this, warning each time. */
+#define CPU_MAP_DESTROY_WARN_MS 2000
+#define CPU_MAP_MSG_BATCH 32
+
+/*
+ * struct cpu_map - one object's range.
+ *
+ * Locking (order: @op_lock -> mgr->lock -> @lock):
+ * - @op_lock serialises the calls that change the range from owner threads
+ *   (invalidate, block, unblock, destroy). It is held across mremap(), which
+ *   waits for the handler thread; the handler never takes it.
+ * - @lock protects @state, @blocked, @parked, @parked_since_ns, @inflight,
+ *   @mapped, @faults, @invalidations, and the owner's placement as seen by
+ *   ops->resolve (called under it). The handler holds it while it maps the
+ *   backing, so a state change by an owner thread is ordered against a fault
+ *   being served. It is never held across mremap() or an owner hook other
+ *   than resolve.
+ * - @next/@prev belong to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
+ *   are immutable after creation.
+ */
+struct cpu_map {
+	struct cpu_map_mgr *mgr;
+	const struct cpu_map_owner_ops *ops;
+	void *owner;
+	uintptr_t addr;
+	size_t size;
+	char name[48];
+
+	struct cpu_map *next, *prev;
+
+	pthread_mutex_t op_lock;
+	pthread_mutex_t lock;
+	pthread_cond_t idle; /* signalled when @inflight drops to 0 */
+	enum cpu_map_state state;
+	unsigned int blocked;
+	unsigned int parked;
+	uint64_t parked_since_ns;
+	unsigned int inflight; /* handler between fault_begin and fault_end */
+	uint64_t mapped;
+	uint64_t faults;
+	uint64_t invalidations;
+};
+
+/*
+ * struct cpu_map_mgr - one userfaultfd, one handler thread, many maps.
+ *
+ * Locking: @lock protects the map list (@maps) and @nmaps. The counters are
+ * atomics (relaxed: they are statistics, not synchronisation). Everything
+ * else is immutable between create and destroy.
+ */
+struct cpu_map_mgr {
+	struct ugpu_context *ctx;
+	int uffd;
+	int stopfd;
+	pthread_t thread;
+	uint64_t features;
+	unsigned int block_timeout_ms;
+	size_t page;
+
+	pthread_mutex_t lock;
+	struct cpu_map *maps;
+	uint64_t nmaps;
+
+	atomic_uint_fast64_t fault_events, faults, stale_faults, parked_faults;
+	atomic_uint_fast64_t invalidations, errors, block_timeouts, remap_events;
+	atomic_uint_fast64_t mapped_bytes;
+};
+
+/* Set on the handler thread: the calls that would wait for it refuse. */
+static _Thread_local struct cpu_map_mgr *tls_handler_of;
+
+static bool on_handler_thread(const struct cpu_map_mgr *mgr)
+{
+	return tls_handler_of == mgr;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void stat_add(atomic_uint_fast64_t *c, uint64_t v)
+{
+	atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+static void stat_sub(atomic_uint_fast64_t *c, uint64_t v)
+{
+	atomic_fetch_sub_explicit(c, v, memory_order_relaxed);
+}
+
+const char *cpu_map_state_name(enum cpu_map_state state)
+{
+	switch (state) {
+	case CPU_MAP_UNMAPPED: return "unmapped";
+	case CPU_MAP_MAPPED: return "mapped";
+	case CPU_MAP_INVALIDATING: return "invalidating";
+	case CPU_MAP_ERROR: return "error";
+	case CPU_MAP_DEAD: return "dead";
+	}
+	return "?";
+}
+
+/* --- userfaultfd plumbing ------------------------------------------------ */
+
+static int uffd_open(void)
+{
+	int dev, fd;
+
+	/* /dev/userfaultfd is the access-controlled way in (kernel >= 6.1);
+	 * without it the syscall needs CAP_SYS_PTRACE or the sysctl. */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+/* The features this kernel offers: UFFDIO_API can be done once per fd, so
+ * ask on a throw-away one. */
+static int uffd_probe_features(uint64_t *avail)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+	int fd = uffd_open(), ret = 0;
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		ret = -errno;
+	else
+		*avail = api.features;
+	close(fd);
+	return ret;
+}
+
+static int uffd_register(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
+{
+	struct uffdio_register reg = {
+		.range = { .start = addr, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+
+	return ioctl(mgr->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+/* Wake threads waiting on [addr, addr+len). Harmless when none wait or the
+ * range is no longer registered (they retry the access and fault afresh). */
+static void uffd_wake(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	if (ioctl(mgr->uffd, UFFDIO_WAKE, &r) < 0 && errno != ENOENT)
+		log_warn(mgr->ctx, "cpu_map: UFFDIO_WAKE of %#lx+%zu failed: %d",
+			 (unsigned long)addr, len, -errno);
+}
+
+/* A fresh anonymous range registered for missing faults, not DONTFORK'd
+ * into children. Returns its address or 0 with *err set. */
+static uintptr_t placeholder_new(struct cpu_map_mgr *mgr, size_t size, int *err)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+
+	if (p == MAP_FAILED) {
+		*err = -errno;
+		return 0;
+	}
+	/* MADV_DONTFORK before registering: a fork in between must not
+	 * give the child a registered range nobody serves. */
+	if (madvise(p, size, MADV_DONTFORK) < 0) {
+		*err = -errno;
+		goto out_unmap;
+	}
+	*err = uffd_register(mgr, (uintptr_t)p, size);
+	if (*err < 0)
+		goto out_unmap;
+	return (uintptr_t)p;
+
+out_unmap:
+	munmap(p, size);
+	return 0;
+}
+
+/* --- fault side (handler thread) ---------------------------------------- */
+
+/*
+ * Make [off, size) of @map fail loudly: SIGBUS through UFFDIO_POISON, or
+ * where the kernel lacks it a read-only zero mapping (reads see zeroes,
+ * stores SIGSEGV). Never a writable throw-away page. Map lock held.
+ */
+static void map_fail_range(struct cpu_map *map, size_t off)
+{
+	struct cpu_map_mgr *mgr = map->mgr;
+	size_t len = map->size - off;
+	bool done = false;
+
+	map->state = CPU_MAP_ERROR;
+	stat_add(&mgr->errors, 1);
+	if (!len)
+		return;
+	if (mgr->features & UFFD_FEATURE_POISON) {
+		struct uffdio_poison p = { .range = { .start = map->addr + off, .len = len } };
+
+		done = ioctl(mgr->uffd, UFFDIO_POISON, &p) == 0;
+		if (!done)
+			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d",
+				 map->name, -errno);
+	}
+	if (!done && mmap((void *)(map->addr + off), len, PROT_READ,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+		log_err(mgr->ctx, "cpu_map: object '%s': cannot fence the range after an error: %d",
+			map->name, -errno);
+}
+
+/* Map every extent of the owner's current backing over the placeholder.
+ * Map lock held; state UNMAPPED, not blocked. */
+static void map_backing(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr = map->mgr;
+	size_t off = 0;
+	int ret = 0;
+
+	while (off < map->size) {
+		struct cpu_map_extent ext = { .fd = -1 };
+		uint64_t len;
+		void *p;
+
+		ret = map->ops->resolve(map->owner, off, &ext);
+		if (ret < 0) {
+			log_err(mgr->ctx,
+				"cpu_map: object '%s': no backing at offset %#zx (%d): CPU accesses get SIGBUS until it is invalidated",
+				map->name, off, ret);
+			break;
+		}
+		if (ext.fd < 0 || ext.len == 0 || ext.fd_offset % mgr->page ||
+		    (ext.len % mgr->page && ext.len < map->size - off)) {
+			log_err(mgr->ctx,
+				"cpu_map: object '%s': resolve gave a bad extent at %#zx (fd %d, offset %#llx, len %#llx)",
+				map->name, off, ext.fd, (unsigned long long)ext.fd_offset,
+				(unsigned long long)ext.len);
+			ret = -EINVAL;
+			break;
+		}
+		len = ext.len < map->size - off ? ext.len : map->size - off;
+		/* Replaces the placeholder pages in one step: an access sees
+		 * either the registered placeholder (and faults) or the backing. */
+		p = mmap((void *)(map->addr + off), len, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_FIXED, ext.fd, (off_t)ext.fd_offset);
+		if (p == MAP_FAILED) {
+			ret = -errno;
+			log_err(mgr->ctx, "cpu_map: object '%s': mmap of fd %d at %#llx failed: %d",
+				map->name, ext.fd, (unsigned long long)ext.fd_offset, ret);
+			break;
+		}
+		madvise(p, len, MADV_DONTFORK);
+		map->mapped += len;
+		stat_add(&mgr->mapped_bytes, len);
+		off += len;
+	}
+	if (ret < 0) {
+		map_fail_range(map, off);
+		return;
+	}
+	map->state = CPU_MAP_MAPPED;
+	map->faults++;
+	stat_add(&mgr->faults, 1);
+}
+
+static void map_park(struct cpu_map *map)
+{
+	if (!map->parked++)
+		map->parked_since_ns = now_ns();
+	stat_add(&map->mgr->parked_faults, 1);
+}
+
+static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
+{
+	uintptr_t page_addr = fault_addr & ~(uintptr_t)(mgr->page - 1);
+	uintptr_t addr;
+	size_t size;
+	struct cpu_map *map;
+	bool begun = false, stale = false;
+	int begin_err = 0;
+
+	stat_add(&mgr->fault_events, 1);
+	pthread_mutex_lock(&mgr->lock);
+	for (map = mgr->maps; map; map = map->next)
+		if (page_addr >= map->addr && page_addr - map->addr < map->size)
+			break;
+	if (!map) {
+		/* Destroyed meanwhile: the woken thread finds PROT_NONE or
+		 * nothing and gets SIGSEGV, which is the documented outcome. */
+		pthread_mutex_unlock(&mgr->lock);
+		stat_add(&mgr->stale_faults, 1);
+		uffd_wake(mgr, page_addr, mgr->page);
+		return;
+	}
+	/* Taken before the list lock is dropped: destroy unlinks under the
+	 * list lock, then waits for this lock and for @inflight. */
+	pthread_mutex_lock(&map->lock);
+	pthread_mutex_unlock(&mgr->lock);
+	addr = map->addr;
+	size = map->size;
+
+	for (;;) {
+		if (map->state == CPU_MAP_INVALIDATING ||
+		    (map->state == CPU_MAP_UNMAPPED && map->blocked)) {
+			/* Whoever ends the invalidation or the block wakes the
+			 * whole range; the thread then faults again. */
+			map_park(map);
+			break;
+		}
+		if (map->state != CPU_MAP_UNMAPPED) {
+			/* MAPPED: several threads faulted at once and an earlier
+			 * message mapped it. ERROR: the range is poisoned and the
+			 * retry gets SIGBUS. DEAD: SIGSEGV after destroy. */
+			stale = true;
+			break;
+		}
+		if (begin_err) {
+			log_err(mgr->ctx,
+				"cpu_map: object '%s': fault_begin failed (%d): CPU accesses get SIGBUS until it is invalidated",
+				map->name, begin_err);
+			map_fail_range(map, 0);
+			break;
+		}
+		if (map->ops->fault_begin && !begun) {
+			int ret;
+
+			map->inflight++;
+			pthread_mutex_unlock(&map->lock);
+			ret = map->ops->fault_begin(map->owner);
+			pthread_mutex_lock(&map->lock);
+			if (ret < 0) {
+				begin_err = ret;
+				if (!--map->inflight)
+					pthread_cond_broadcast(&map->idle);
+			} else {
+				begun = true;
+			}
+			continue; /* the state may have changed meanwhile */
+		}
+		map_backing(map);
+		break;
+	}
+	if (begun) {
+		pthread_mutex_unlock(&map->lock);
+		map->ops->fault_end(map->owner);
+		pthread_mutex_lock(&map->lock);
+		if (!--map->inflight)
+			pthread_cond_broadcast(&map->idle);
+	}
+	pthread_mutex_unlock(&map->lock);
+	/* @map may be freed from here on; only the copies are used. */
+	if (stale)
+		stat_add(&mgr->stale_faults, 1);
+	uffd_wake(mgr, addr, size);
+}
+
+/* A fault waiting on a blocked map for too long gets SIGBUS: the owner's
+ * move is stuck, and a hang would be worse than a loud error. */
+static void check_block_timeouts(struct cpu_map_mgr *mgr)
+{
+	uint64_t now = now_ns(), limit = (uint64_t)mgr->block_timeout_ms * 1000000ull;
+	struct cpu_map *map;
+
+	pthread_mutex_lock(&mgr->lock);
+	for (map = mgr->maps; map; map = map->next) {
+		pthread_mutex_lock(&map->lock);
+		if (map->blocked && map->parked && map->state == CPU_MAP_UNMAPPED &&
+		    now - map->parked_since_ns >= limit) {
+			log_err(mgr->ctx,
+				"cpu_map: object '%s': a CPU access waited %u ms for a move that did not finish; it gets SIGBUS",
+				map->name, mgr->block_timeout_ms);
+			stat_add(&mgr->block_timeouts, 1);
+			map->parked = 0;
+			map_fail_range(map, 0); /* poison wakes the waiters */
+		}
+		pthread_mutex_unlock(&map->lock);
+	}
+	pthread_mutex_unlock(&mgr->lock);
+}
+
+static void drain_events(struct cpu_map_mgr *mgr)
+{
+	struct uffd_msg msgs[CPU_MAP_MSG_BATCH];
+
+	for (;;) {
+		ssize_t n = read(mgr->uffd, msgs, sizeof(msgs));
+		size_t i;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				log_err(mgr->ctx, "cpu_map: reading the userfaultfd failed: %d", -errno);
+			return;
+		}
+		for (i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
+			switch (msgs[i].event) {
+			case UFFD_EVENT_PAGEFAULT:
+				handle_fault(mgr, (uintptr_t)msgs[i].arg.pagefault.address);
+				break;
+			case UFFD_EVENT_REMAP:
+				/* Reading it is the answer: the invalidating
+				 * thread's mremap() returns. */
+				stat_add(&mgr->remap_events, 1);
+				break;
+			default:
+				log_warn(mgr->ctx, "cpu_map: unexpected userfaultfd event %#x",
+					 msgs[i].event);
+				break;
+			}
+		}
+		if ((size_t)n < sizeof(msgs))
+			return;
+	}
+}
+
+static void *handler_main(void *arg)
+{
+	struct cpu_map_mgr *mgr = arg;
+	int tick = CPU_MAP_TICK_MS;
+
+	tls_handler_of = mgr;
+	if ((unsigned int)tick > mgr->block_timeout_ms / 4)
+		tick = (int)(mgr->block_timeout_ms / 4) + 1;
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = mgr->uffd, .events = POLLIN },
+			{ .fd = mgr->stopfd, .events = POLLIN },
+		};
+		int n = poll(pfd, 2, tick);
+
+		if (n < 0 && errno != EINTR) {
+			log_err(mgr->ctx, "cpu_map: poll on the userfaultfd failed: %d", -errno);
+			break;
+		}
+		if (n > 0 && pfd[1].revents)
+			break;
+		if (n > 0 && (pfd[0].revents & POLLIN))
+			drain_events(mgr);
+		if (n > 0 && (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
+			log_err(mgr->ctx, "cpu_map: userfaultfd reported an error (revents %#x)",
+				pfd[0].revents);
+			break;
+		}
+		check_block_timeouts(mgr);
+	}
+	return NULL;
+}
+
+/* --- manager ------------------------------------------------------------- */
+
+int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *opts,
+		       struct cpu_map_mgr **out)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct cpu_map_mgr *mgr;
+	uint64_t avail = 0;
+	long page = sysconf(_SC_PAGESIZE);
+	int ret;
+
+	if (!out || (opts && opts->size < sizeof(size_t) + sizeof(unsigned int))) {
+		log_err(ctx, "cpu_map: bad manager arguments (out %p, opts size %zu)", (void *)out,
+			opts ? opts->size : 0);
+		return -EINVAL;
+	}
+	ret = uffd_probe_features(&avail);
+	if (ret < 0) {
+		log_err(ctx, "cpu_map: no usable userfaultfd (%d): need /dev/userfaultfd access or vm.unprivileged_userfaultfd", ret);
+		return ret;
+	}
+	if (!(avail & UFFD_FEATURE_EVENT_REMAP)) {
+		log_err(ctx, "cpu_map: the kernel's userfaultfd lacks EVENT_REMAP (features %#llx)",
+			(unsigned long long)avail);
+		return -EOPNOTSUPP;
+	}
+
+	mgr = calloc(1, sizeof(*mgr));
+	if (!mgr)
+		return -ENOMEM;
+	mgr->ctx = ctx;
+	mgr->page = page > 0 ? (size_t)page : 4096;
+	mgr->block_timeout_ms = opts && opts->block_timeout_ms ? opts->block_timeout_ms
+							      : CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS;
+	/* EVENT_REMAP keeps a placeholder registered across mremap (the
+	 * race-free invalidation). EVENT_UNMAP/REMOVE stay off on purpose:
+	 * with them, the handler's own mmap(MAP_FIXED) over a placeholder
+	 * would wait for the handler to read the event - a self-deadlock. */
+	mgr->features = UFFD_FEATURE_EVENT_REMAP |
+			(avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON));
+	mgr->uffd = uffd_open();
+	if (mgr->uffd < 0) {
+		ret = mgr->uffd;
+		log_err(ctx, "cpu_map: opening a userfaultfd failed: %d", ret);
+		goto out_free_mgr;
+	}
+	api.features = mgr->features;
+	if (ioctl(mgr->uffd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
+		log_err(ctx, "cpu_map: UFFDIO_API with features %#llx failed: %d",
+			(unsigned long long)mgr->features, ret);
+		goto out_close_uffd;
+	}
+	mgr->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (mgr->stopfd < 0) {
+		ret = -errno;
+		log_err(ctx, "cpu_map: eventfd failed: %d", ret);
+		goto out_close_uffd;
+	}
+	ret = pthread_mutex_init(&mgr->lock, NULL);
+	if (ret) {
+		ret = -ret;
+		goto out_close_stopfd;
+	}
+	ret = pthread_create(&mgr->thread, NULL, handler_main, mgr);
+	if (ret) {
+		ret = -ret;
+		log_err(ctx, "cpu_map: starting the fault handler thread failed: %d", ret);
+		goto out_destroy_lock;
+	}
+	*out = mgr;
+	return 0;
+
+out_destroy_lock:
+	pthread_mutex_destroy(&mgr->lock);
+out_close_stopfd:
+	close(mgr->stopfd);
+out_close_uffd:
+	close(mgr->uffd);
+out_free_mgr:
+	free(mgr);
+	return ret;
+}
+
+void cpu_map_mgr_destroy(struct cpu_map_mgr *mgr)
+{
+	uint64_t one = 1;
+
+	if (!mgr)
+		return;
+	if (on_handler_thread(mgr)) {
+		log_err(mgr->ctx, "cpu_map: manager destroyed from its own handler thread; leaked");
+		return;
+	}
+	for (;;) {
+		struct cpu_map *map;
+
+		pthread_mutex_lock(&mgr->lock);
+		map = mgr->maps;
+		pthread_mutex_unlock(&mgr->lock);
+		if (!map)
+			break;
+		log_warn(mgr->ctx, "cpu_map: object '%s' still mapped when its manager goes", map->name);
+		cpu_map_destroy(map);
+	}
+	if (write(mgr->stopfd, &one, sizeof(one)) != sizeof(one))
+		log_err(mgr->ctx, "cpu_map: waking the handler thread to stop failed: %d", -errno);
+	pthread_join(mgr->thread, NULL);
+	pthread_mutex_destroy(&mgr->lock);
+	close(mgr->stopfd);
+	close(mgr->uffd);
+	free(mgr);
+}
+
+void cpu_map_mgr_stats(struct cpu_map_mgr *mgr, struct cpu_map_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&mgr->lock);
+	out->maps = mgr->nmaps;
+	pthread_mutex_unlock(&mgr->lock);
+	out->fault_events = atomic_load(&mgr->fault_events);
+	out->faults = atomic_load(&mgr->faults);
+	out->stale_faults = atomic_load(&mgr->stale_faults);
+	out->parked_faults = atomic_load(&mgr->parked_faults);
+	out->invalidations = atomic_load(&mgr->invalidations);
+	out->errors = atomic_load(&mgr->errors);
+	out->block_timeouts = atomic_load(&mgr->block_timeouts);
+	out->remap_events = atomic_load(&mgr->remap_events);
+	out->mapped_bytes = atomic_load(&mgr->mapped_bytes);
+	out->features = mgr->features;
+}
+
+/* --- maps ---------------------------------------------------------------- */
+
+int cpu_map_create(struct cpu_map_mgr *mgr, const struct cpu_map_owner_ops *ops, void *owner,
+		   size_t size, const char *name, struct cpu_map **out_map, void **out_addr)
+{
+	struct cpu_map *map;
+	size_t rounded;
+	int ret = 0;
+
+	if (!mgr || !ops || !ops->resolve || !out_map || !out_addr || !size ||
+	    size > SIZE_MAX / 2 || !ops->fault_begin != !ops->fault_end) {
+		log_err(mgr ? mgr->ctx : NULL,
+			"cpu_map: bad map arguments for '%s' (size %zu; resolve required, fault_begin/end in pairs)",
+			name ? name : "?", size);
+		return -EINVAL;
+	}
+	rounded = (size + mgr->page - 1) & ~(mgr->page - 1);
+	map = calloc(1, sizeof(*map));
+	if (!map)
+		return -ENOMEM;
+	map->mgr = mgr;
+	map->ops = ops;
+	map->owner = owner;
+	map->size = rounded;
+	snprintf(map->name, sizeof(map->name), "%s", name ? name : "unnamed");
+	map->state = CPU_MAP_UNMAPPED;
+	if (pthread_mutex_init(&map->op_lock, NULL) || pthread_mutex_init(&map->lock, NULL) ||
+	    pthread_cond_init(&map->idle, NULL)) {
+		/* glibc's init of default attributes cannot fail */
+		free(map);
+		return -ENOMEM;
+	}
+	map->addr = placeholder_new(mgr, rounded, &ret);
+	if (!map->addr) {
+		log_err(mgr->ctx, "cpu_map: reserving %zu bytes for object '%s' failed: %d", rounded,
+			map->name, ret);
+		goto out_free_map;
+	}
+	pthread_mutex_lock(&mgr->lock);
+	map->next = mgr->maps;
+	if (mgr->maps)
+		mgr->maps->prev = map;
+	mgr->maps = map;
+	mgr->nmaps++;
+	pthread_mutex_unlock(&mgr->lock);
+	*out_map = map;
+	*out_addr = (void *)map->addr;
+	return 0;
+
+out_free_map:
+	pthread_cond_destroy(&map->idle);
+	pthread_mutex_destroy(&map->lock);
+	pthread_mutex_destroy(&map->op_lock);
+	free(map);
+	return ret;
+}
+
+/*
+ * Swap a fresh registered placeholder over the range. @op_lock held, map
+ * lock not held (mremap waits for the handler thread, which may need it).
+ */
+static int map_invalidate_locked(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr = map->mgr;
+	enum cpu_map_state prev;
+	uintptr_t ph;
+	bool wake;
+	int ret = 0;
+
+	pthread_mutex_lock(&map->lock);
+	prev = map->state;
+	if (prev == CPU_MAP_UNMAPPED) {
+		pthread_mutex_unlock(&map->lock);
+		return 0;
+	}
+	/* From here faults on the range wait: the handler must neither map
+	 * the backing nor poison while the VMAs change under us. */
+	map->state = CPU_MAP_INVALIDATING;
+	pthread_mutex_unlock(&map->lock);
+
+	ph = placeholder_new(mgr, map->size, &ret);
+	if (ph) {
+		/*
+		 * The atomic step: the old mapping and the registered
+		 * placeholder trade places under the mmap write lock, and the
+		 * TLB shootdown is done before mremap returns, so a store is
+		 * either in the old backing or faults. EVENT_REMAP keeps the
+		 * registration with the moved VMA; mremap returns once the
+		 * handler thread read the REMAP message.
+		 */
+		if (mremap((void *)ph, map->size, map->size, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   (void *)map->addr) == MAP_FAILED) {
+			ret = -errno;
+			munmap((void *)ph, map->size);
+		}
+	}
+	if (ret < 0)
+		log_err(mgr->ctx, "cpu_map: invalidating object '%s' failed: %d; still mapped",
+			map->name, ret);
+
+	pthread_mutex_lock(&map->lock);
+	if (ret < 0) {
+		map->state = prev;
+	} else {
+		map->state = CPU_MAP_UNMAPPED;
+		stat_sub(&mgr->mapped_bytes, map->mapped);
+		map->mapped = 0;
+		map->invalidations++;
+		stat_add(&mgr->invalidations, 1);
+	}
+	wake = !map->blocked;
+	if (wake)
+		map->parked = 0;
+	pthread_mutex_unlock(&map->lock);
+	if (wake)
+		uffd_wake(mgr, map->addr, map->size);
+	return ret;
+}
+
+int cpu_map_invalidate(struct cpu_map *map)
+{
+	int ret;
+
+	if (!map)
+		return -EINVAL;
+	if (on_handler_thread(map->mgr))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	ret = map_invalidate_locked(map);
+	pthread_mutex_unlock(&map->op_lock);
+	return ret;
+}
+
+int cpu_map_block(struct cpu_map *map)
+{
+	bool wake = false;
+	int ret;
+
+	if (!map)
+		return -EINVAL;
+	if (on_handler_thread(map->mgr))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	/* Blocked before the swap, so a fault right after it waits. */
+	pthread_mutex_lock(&map->lock);
+	map->blocked++;
+	pthread_mutex_unlock(&map->lock);
+	ret = map_invalidate_locked(map);
+	if (ret < 0) {
+		pthread_mutex_lock(&map->lock);
+		if (!--map->blocked) {
+			map->parked = 0;
+			wake = true;
+		}
+		pthread_mutex_unlock(&map->lock);
+		if (wake)
+			uffd_wake(map->mgr, map->addr, map->size);
+	}
+	pthread_mutex_unlock(&map->op_lock);
+	return ret;
+}
+
+int cpu_map_unblock(struct cpu_map *map)
+{
+	bool last, failed;
+	int ret = 0;
+
+	if (!map)
+		return -EINVAL;
+	if (on_handler_thread(map->mgr))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&map->lock);
+	if (!map->blocked) {
+		pthread_mutex_unlock(&map->lock);
+		pthread_mutex_unlock(&map->op_lock);
+		log_err(map->mgr->ctx, "cpu_map: object '%s' unblocked but not blocked", map->name);
+		return -EINVAL;
+	}
+	last = !--map->blocked;
+	failed = map->state == CPU_MAP_ERROR;
+	if (last)
+		map->parked = 0;
+	pthread_mutex_unlock(&map->lock);
+	if (last && failed)
+		ret = map_invalidate_locked(map); /* wakes the range */
+	else if (last)
+		uffd_wake(map->mgr, map->addr, map->size);
+	pthread_mutex_unlock(&map->op_lock);
+	return ret;
+}
+
+int cpu_map_destroy(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr;
+	unsigned int waited_ms = 0;
+
+	if (!map)
+		return 0;
+	mgr = map->mgr;
+	if (on_handler_thread(mgr))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&mgr->lock);
+	if (map->prev)
+		map->prev->next = map->next;
+	else
+		mgr->maps = map->next;
+	if (map->next)
+		map->next->prev = map->prev;
+	mgr->nmaps--;
+	pthread_mutex_unlock(&mgr->lock);
+
+	pthread_mutex_lock(&map->lock);
+	/* Dead first: a fault the handler is serving maps nothing more. */
+	map->state = CPU_MAP_DEAD;
+	/* The handler may be inside fault_begin/fault_end for this map; the
+	 * owner may free its object as soon as we return, so wait. The hooks
+	 * are bounded by contract; say so loudly if one is not. */
+	while (map->inflight) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CPU_MAP_DESTROY_WARN_MS / 1000;
+		if (pthread_cond_timedwait(&map->idle, &map->lock, &ts) == ETIMEDOUT) {
+			waited_ms += CPU_MAP_DESTROY_WARN_MS;
+			log_warn(mgr->ctx, "cpu_map: destroying object '%s': an owner hook has run for %u ms",
+				 map->name, waited_ms);
+		}
+	}
+	stat_sub(&mgr->mapped_bytes, map->mapped);
+	map->mapped = 0;
+	pthread_mutex_unlock(&map->lock);
+
+	/* PROT_NONE first, then wake: a thread parked on the range retries and
+	 * gets SIGSEGV instead of sleeping forever or reaching freed backing. */
+	if (mmap((void *)map->addr, map->size, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+		log_err(mgr->ctx, "cpu_map: fencing object '%s' before unmapping failed: %d", map->name,
+			-errno);
+	uffd_wake(mgr, map->addr, map->size);
+	munmap((void *)map->addr, map->size);
+	pthread_mutex_unlock(&map->op_lock);
+
+	pthread_cond_destroy(&map->idle);
+	pthread_mutex_destroy(&map->lock);
+	pthread_mutex_destroy(&map->op_lock);
+	free(map);
+	return 0;
+}
+
+void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->addr = (void *)map->addr;
+	out->size = map->size;
+	pthread_mutex_lock(&map->lock);
+	out->state = map->state;
+	out->blocked = map->blocked;
+	out->parked = map->parked;
+	out->faults = map->faults;
+	out->invalidations = map->invalidations;
+	pthread_mutex_unlock(&map->lock);
+}
