@@ -17,9 +17,9 @@
  *    pending calls complete at once (-ENODEV, or -EPROTO for a broken
  *    stream), later calls fail with -ENODEV without touching the socket.
  *
- * Lock order: @lock may be taken while holding nothing or @send_lock is not
- * held; @send_lock is never taken with @lock held. Neither is held across a
- * wait on the peer except @send_lock around one bounded send.
+ * Lock order: @lock and @send_lock are never held together (each path drops
+ * one before taking the other), so they cannot deadlock. Neither is held
+ * across a wait on the peer, except @send_lock around one bounded send.
  */
 #include <errno.h>
 #include <fcntl.h>
