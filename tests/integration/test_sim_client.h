@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A tiny raw vfio-user client for the ugpu-sim device-model tests. It is
+ * deliberately independent of the driver's transport (src/vfio/vfio_user.c):
+ * these tests check the device against the protocol, not against our client.
+ *
+ * While it waits for a reply (tc_call) or an eventfd (tc_wait_irq) it serves
+ * the device's in-band DMA_READ/DMA_WRITE requests from tc.inband_mem, the
+ * memory the test mapped without an fd at tc.inband_iova.
+ */
+#ifndef TEST_SIM_CLIENT_H
+#define TEST_SIM_CLIENT_H
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "src/vfio/vfio_user_proto.h"
+#include "tools/ugpu-sim/sim.h"
+
+#define TC_TIMEOUT_MS 5000
+
+struct tc {
+	int fd;
+	uint16_t next_id;
+	uint8_t *inband_mem;
+	uint64_t inband_iova, inband_size;
+	unsigned inband_served;
+	bool inband_fail; /* answer in-band requests with an error */
+};
+
+struct tc_reply {
+	struct vfu_hdr hdr;
+	uint8_t body[VFU_MAX_MSG];
+	size_t len;
+	int fds[VFU_MAX_FDS];
+	int nfds;
+};
+
+static inline uint64_t tc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const int *fds, int nfds)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * 16)];
+		struct cmsghdr a;
+	} cb;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		memset(&cb, 0, sizeof(cb));
+		mh.msg_control = cb.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != len) {
+		/* finish the rest without fds */
+		const uint8_t *b = (const uint8_t *)buf + n;
+		size_t left = len - (size_t)n;
+
+		while (left) {
+			n = send(c->fd, b, left, MSG_NOSIGNAL);
+			if (n < 0)
+				return -errno;
+			b += n;
+			left -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+static inline int tc_send(struct tc *c, uint16_t cmd, uint16_t id, uint32_t flags, const void *b1,
+			  size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
+{
+	size_t len = sizeof(struct vfu_hdr) + l1 + l2;
+	uint8_t *buf = malloc(len);
+	struct vfu_hdr h = { .msg_id = id, .cmd = cmd, .size = (uint32_t)len, .flags = flags };
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, &h, sizeof(h));
+	if (l1)
+		memcpy(buf + sizeof(h), b1, l1);
+	if (l2)
+		memcpy(buf + sizeof(h) + l1, b2, l2);
+	ret = tc_send_raw(c, buf, len, fds, nfds);
+	free(buf);
+	return ret;
+}
+
+static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
+{
+	uint8_t *b = buf;
+
+	while (len) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = tc_now_ms();
+		ssize_t n;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, (int)(deadline - now)) <= 0)
+			continue;
+		n = recv(fd, b, len, MSG_DONTWAIT);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Receive one message (any type). */
+static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
+{
+	uint64_t deadline = tc_now_ms() + (uint64_t)timeout_ms;
+	union {
+		char b[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
+		struct cmsghdr a;
+	} cb;
+	struct iovec iov = { .iov_base = &r->hdr, .iov_len = sizeof(r->hdr) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+			     .msg_controllen = sizeof(cb.b) };
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	ssize_t n;
+	int ret;
+
+	r->nfds = 0;
+	r->len = 0;
+	if (poll(&p, 1, timeout_ms) <= 0)
+		return -ETIMEDOUT;
+	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	if (n == 0)
+		return -ECONNRESET;
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+			memcpy(r->fds + r->nfds, CMSG_DATA(cm), sizeof(int) * (size_t)k);
+			r->nfds += k;
+		}
+	if (n < (ssize_t)sizeof(r->hdr)) {
+		ret = tc_read_full(c->fd, (uint8_t *)&r->hdr + n, sizeof(r->hdr) - (size_t)n,
+				   deadline);
+		if (ret)
+			return ret;
+	}
+	if (r->hdr.size < sizeof(r->hdr) || r->hdr.size > VFU_MAX_MSG)
+		return -EPROTO;
+	r->len = r->hdr.size - sizeof(r->hdr);
+	return tc_read_full(c->fd, r->body, r->len, deadline);
+}
+
+/* Answer a DMA_READ/DMA_WRITE request from the device. */
+static inline int tc_serve(struct tc *c, struct tc_reply *r)
+{
+	struct vfu_dma_access a;
+	bool ok;
+
+	if (r->len < sizeof(a))
+		return -EPROTO;
+	memcpy(&a, r->body, sizeof(a));
+	ok = !c->inband_fail && c->inband_mem && a.addr >= c->inband_iova &&
+	     a.count <= c->inband_size && a.addr - c->inband_iova <= c->inband_size - a.count;
+	c->inband_served++;
+	if (!ok)
+		return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY | VFU_F_ERROR, NULL, 0,
+			       NULL, 0, NULL, 0);
+	if (r->hdr.cmd == VFU_CMD_DMA_READ)
+		return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a),
+			       c->inband_mem + (a.addr - c->inband_iova), a.count, NULL, 0);
+	if (r->len != sizeof(a) + a.count)
+		return -EPROTO;
+	memcpy(c->inband_mem + (a.addr - c->inband_iova), r->body + sizeof(a), a.count);
+	return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a), NULL, 0, NULL,
+		       0);
+}
+
+/* Wait for the reply to @id, serving device requests meanwhile. Returns 0,
+ * the reply's -errno, or a transport -errno. */
+static inline int tc_wait_reply(struct tc *c, uint16_t id, uint16_t cmd, struct tc_reply *r)
+{
+	uint64_t deadline = tc_now_ms() + TC_TIMEOUT_MS;
+
+	for (;;) {
+		uint64_t now = tc_now_ms();
+		int ret;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		ret = tc_recv(c, r, (int)(deadline - now));
+		if (ret)
+			return ret;
+		if ((r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND) {
+			ret = tc_serve(c, r);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (r->hdr.msg_id != id || r->hdr.cmd != cmd)
+			return -EPROTO;
+		if (r->hdr.flags & VFU_F_ERROR)
+			return -(int)(r->hdr.error ? r->hdr.error : EIO);
+		return 0;
+	}
+}
+
+static inline int tc_call(struct tc *c, uint16_t cmd, const void *b1, size_t l1, const void *b2,
+			  size_t l2, const int *fds, int nfds, struct tc_reply *r)
+{
+	uint16_t id = c->next_id++;
+	int ret = tc_send(c, cmd, id, VFU_F_TYPE_COMMAND, b1, l1, b2, l2, fds, nfds);
+
+	if (ret)
+		return ret;
+	return tc_wait_reply(c, id, cmd, r);
+}
+
+static inline struct tc_reply *tc_r(void)
+{
+	static struct tc_reply r;
+
+	for (int i = 0; i < r.nfds; i++)
+		close(r.fds[i]);
+	r.nfds = 0;
+	return &r;
+}
+
+static inline int tc_version(struct tc *c, char *caps, size_t capslen)
+{
+	static const char mine[] = "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":1048576}}";
+	struct vfu_version v = { .major = 0, .minor = 1 };
+	struct tc_reply *r = tc_r();
+	int ret = tc_call(c, VFU_CMD_VERSION, &v, sizeof(v), mine, sizeof(mine), NULL, 0, r);
+
+	if (ret)
+		return ret;
+	if (r->len < sizeof(v) + 1)
+		return -EPROTO;
+	if (caps) {
+		size_t n = r->len - sizeof(v);
+
+		if (n >= capslen)
+			n = capslen - 1;
+		memcpy(caps, r->body + sizeof(v), n);
+		caps[n] = '\0';
+	}
+	return 0;
+}
+
+static inline int tc_connect_raw(const char *path, struct tc *c)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	memset(c, 0, sizeof(*c));
+	c->next_id = 1;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return -errno;
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int ret = -errno;
+
+		close(c->fd);
+		c->fd = -1;
+		return ret;
+	}
+	return 0;
+}
+
+static inline int tc_connect(const char *path, struct tc *c)
+{
+	int ret = tc_connect_raw(path, c);
+
+	if (ret)
+		return ret;
+	ret = tc_version(c, NULL, 0);
+	if (ret) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	return ret;
+}
+
+static inline void tc_close(struct tc *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+static inline int tc_region_rw(struct tc *c, uint32_t region, uint64_t off, void *buf, uint32_t len,
+			       bool write)
+{
+	struct vfu_region_access a = { .offset = off, .region = region, .count = len };
+	struct tc_reply *r = tc_r();
+	int ret;
+
+	ret = tc_call(c, write ? VFU_CMD_REGION_WRITE : VFU_CMD_REGION_READ, &a, sizeof(a),
+		      write ? buf : NULL, write ? len : 0, NULL, 0, r);
+	if (ret)
+		return ret;
+	if (!write) {
+		if (r->len != sizeof(a) + len)
+			return -EPROTO;
+		memcpy(buf, r->body + sizeof(a), len);
+	}
+	return 0;
+}
+
+static inline uint32_t tc_rd32(struct tc *c, uint64_t off)
+{
+	uint32_t v = 0xbadbad;
+
+	if (tc_region_rw(c, 0, off, &v, 4, false))
+		return 0xbadbad;
+	return v;
+}
+
+static inline uint64_t tc_rd64(struct tc *c, uint64_t off)
+{
+	uint64_t v = 0xbadbad;
+
+	if (tc_region_rw(c, 0, off, &v, 8, false))
+		return 0xbadbad;
+	return v;
+}
+
+static inline int tc_wr32(struct tc *c, uint64_t off, uint32_t v)
+{
+	return tc_region_rw(c, 0, off, &v, 4, true);
+}
+
+static inline int tc_wr64(struct tc *c, uint64_t off, uint64_t v)
+{
+	return tc_region_rw(c, 0, off, &v, 8, true);
+}
+
+static inline uint32_t tc_cfg32(struct tc *c, uint64_t off)
+{
+	uint32_t v = 0xbadbad;
+
+	if (tc_region_rw(c, 7, off, &v, 4, false))
+		return 0xbadbad;
+	return v;
+}
+
+static inline int tc_cfg_wr32(struct tc *c, uint64_t off, uint32_t v)
+{
+	return tc_region_rw(c, 7, off, &v, 4, true);
+}
+
+/* Region info; *fd gets the passed fd (or -1). */
+static inline int tc_region_info(struct tc *c, uint32_t index, struct vfu_region_info *out, int *fd)
+{
+	struct vfu_region_info in = { .argsz = sizeof(in), .index = index };
+	struct tc_reply *r = tc_r();
+	int ret = tc_call(c, VFU_CMD_DEVICE_GET_REGION_INFO, &in, sizeof(in), NULL, 0, NULL, 0, r);
+
+	if (fd)
+		*fd = -1;
+	if (ret)
+		return ret;
+	if (r->len < sizeof(*out))
+		return -EPROTO;
+	memcpy(out, r->body, sizeof(*out));
+	if (fd && r->nfds) {
+		*fd = r->fds[0];
+		r->fds[0] = r->fds[--r->nfds];
+	}
+	return 0;
+}
+
+/* Route vector @vec of @index to @efd. */
+static inline int tc_set_irq(struct tc *c, uint32_t index, uint32_t vec, int efd)
+{
+	struct vfu_irq_set s = { .argsz = sizeof(s),
+				 .flags = VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
+				 .index = index,
+				 .start = vec,
+				 .count = 1 };
+
+	return tc_call(c, VFU_CMD_DEVICE_SET_IRQS, &s, sizeof(s), NULL, 0, &efd, 1, tc_r());
+}
+
+static inline int tc_dma_map(struct tc *c, uint64_t iova, uint64_t size, int fd, uint64_t off,
+			     uint32_t prot)
+{
+	struct vfu_dma_map m = { .argsz = sizeof(m), .flags = prot, .offset = off, .addr = iova,
+				 .size = size };
+
+	return tc_call(c, VFU_CMD_DMA_MAP, &m, sizeof(m), NULL, 0, fd >= 0 ? &fd : NULL,
+		       fd >= 0 ? 1 : 0, tc_r());
+}
+
+static inline int tc_dma_unmap(struct tc *c, uint64_t iova, uint64_t size)
+{
+	struct vfu_dma_unmap u = { .argsz = sizeof(u), .addr = iova, .size = size };
+
+	return tc_call(c, VFU_CMD_DMA_UNMAP, &u, sizeof(u), NULL, 0, NULL, 0, tc_r());
+}
+
+/* Wait until eventfd @efd fires, serving in-band DMA meanwhile. Returns the
+ * counter value (>0) or 0 on timeout. */
+static inline uint64_t tc_wait_irq(struct tc *c, int efd, int timeout_ms)
+{
+	uint64_t deadline = tc_now_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = efd, .events = POLLIN }, { .fd = c->fd, .events = POLLIN } };
+		uint64_t now = tc_now_ms(), v;
+
+		if (now >= deadline)
+			return 0;
+		if (poll(p, c->fd >= 0 ? 2 : 1, (int)(deadline - now)) <= 0)
+			continue;
+		if ((p[0].revents & POLLIN) && read(efd, &v, sizeof(v)) == sizeof(v))
+			return v;
+		if (p[1].revents & POLLIN) {
+			struct tc_reply *r = tc_r();
+
+			if (tc_recv(c, r, 100) == 0 &&
+			    (r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND)
+				tc_serve(c, r);
+		}
+	}
+}
+
+/* Drain an eventfd without waiting; returns its counter. */
+static inline uint64_t tc_efd_take(int efd)
+{
+	uint64_t v = 0;
+
+	if (read(efd, &v, sizeof(v)) != sizeof(v))
+		return 0;
+	return v;
+}
+
+static inline void tc_sock_path(char *buf, size_t len, const char *tag)
+{
+	snprintf(buf, len, "/tmp/ugpu-test-%s-%d.sock", tag, (int)getpid());
+}
+
+#endif
