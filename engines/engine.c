@@ -158,6 +158,17 @@ int engine_reset(struct engine *e)
 	return e->ops->reset ? e->ops->reset(e) : 0;
 }
 
+void engine_plug(struct engine *e)
+{
+	if (e->ops->plug)
+		(void)e->ops->plug(e, true);
+}
+
+int engine_unplug(struct engine *e)
+{
+	return e->ops->plug ? e->ops->plug(e, false) : 0;
+}
+
 bool engine_fence_is_done(struct engine *e, uint64_t fence)
 {
 	if (fence == 0)

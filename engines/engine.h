@@ -123,6 +123,12 @@ struct engine_ops {
 	/* Highest fence known complete (no device access beyond a memory read).
 	 * May be NULL. */
 	uint64_t (*completed)(struct engine *e);
+	/* Start (@on) or end a batch: while at least one batch is open, queued
+	 * commands reach the device only when the ring fills, when anyone waits
+	 * or idles, or when the last batch ends (one doorbell per batch instead
+	 * of one per command). Nests. Returns the doorbell's error at the end.
+	 * May be NULL (the backend has no doorbell to save). */
+	int (*plug)(struct engine *e, bool on);
 };
 
 /*
@@ -171,7 +177,17 @@ int engine_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint
 int engine_wait(struct engine *e, uint64_t fence, int timeout_ms);
 int engine_idle(struct engine *e, int timeout_ms);
 int engine_reset(struct engine *e);
-/* True when @fence is known complete (never blocks). */
+/*
+ * engine_plug()/engine_unplug() - batch submissions (see engine_ops.plug):
+ * commands queued in between are started together at unplug, or earlier
+ * when the ring fills or someone waits. Keep batches short: work queued in a
+ * batch does not start until then. Context: any thread; nests per engine.
+ * Returns: 0 or the doorbell's -errno (unplug).
+ */
+void engine_plug(struct engine *e);
+int engine_unplug(struct engine *e);
+/* True when @fence is known complete (never blocks). A fence queued inside
+ * a still-open batch is not started, so polling it alone never ends it. */
 bool engine_fence_is_done(struct engine *e, uint64_t fence);
 
 /* "VRAM", "IOVA", "PEER" (or "?") for log lines. */

@@ -106,6 +106,8 @@ struct sim_engine {
 	uint64_t completed; /* atomic: highest fence known complete */
 	uint64_t lost_upto; /* fences in (completed, lost_upto] died with an error */
 	uint64_t fence_tail; /* @tail right after the last FENCE descriptor */
+	uint64_t rung; /* @tail as of the last doorbell */
+	unsigned plugged; /* engine_plug() depth: doorbells are deferred */
 	/* Ring position after each fence not yet known complete, to advance
 	 * @head without reading RING_HEAD. Indexed by seqno % @nslots. */
 	uint64_t *fence_pos;
@@ -119,6 +121,8 @@ static struct sim_engine *se(struct engine *e)
 {
 	return e->priv;
 }
+
+static int kick(struct engine *e);
 
 static int reg_read32(struct engine *e, uint32_t reg, uint32_t *v)
 {
@@ -318,7 +322,11 @@ static int sim_wait(struct engine *e, uint64_t fence, int timeout_ms)
 		return 0;
 	pthread_mutex_lock(&s->lock);
 	limit = s->submitted;
+	/* A plugged batch may hold the fence back: waiting implies a kick. */
+	ret = s->failed ? 0 : kick(e);
 	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
+		return ret;
 	if (fence > limit) {
 		log_err(e->ctx, "engine %s: wait for fence %" PRIu64 " but only %" PRIu64
 			" were handed out", e->name, fence, limit);
@@ -359,6 +367,21 @@ static int sim_wait(struct engine *e, uint64_t fence, int timeout_ms)
 	}
 }
 
+static int sim_plug(struct engine *e, bool on)
+{
+	struct sim_engine *s = se(e);
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (on) {
+		s->plugged++;
+	} else if (s->plugged && --s->plugged == 0 && !s->failed) {
+		ret = kick(e);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
 static uint64_t sim_completed(struct engine *e)
 {
 	struct sim_engine *s = se(e);
@@ -394,7 +417,17 @@ static int ring_doorbell(struct engine *e)
 	ret = reg_write32(e, CE_RING_TAIL, (uint32_t)(s->tail & (s->ring_size - 1)));
 	if (ret < 0)
 		log_err(e->ctx, "engine %s: doorbell write failed: %d", e->name, ret);
+	else
+		s->rung = s->tail;
 	return ret;
+}
+
+/* Ring the doorbell if descriptors are waiting for it. @lock held. */
+static int kick(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+
+	return s->rung != s->tail ? ring_doorbell(e) : 0;
 }
 
 /*
@@ -402,7 +435,7 @@ static int ring_doorbell(struct engine *e)
  * means empty). Rings the doorbell for what is queued before sleeping; drops
  * @lock while it sleeps. Bounded by cfg.timeout_ms.
  */
-static int ring_room(struct engine *e, uint64_t *rung)
+static int ring_room(struct engine *e)
 {
 	struct sim_engine *s = se(e);
 	uint64_t deadline = 0;
@@ -420,12 +453,9 @@ static int ring_room(struct engine *e, uint64_t *rung)
 		head_from_fences(s);
 		if (s->tail - s->head + DESC_SIZE < s->ring_size)
 			return 0;
-		if (*rung != s->tail) {
-			ret = ring_doorbell(e);
-			if (ret < 0)
-				return ret;
-			*rung = s->tail;
-		}
+		ret = kick(e); /* the engine must see what it is to drain */
+		if (ret < 0)
+			return ret;
 		ret = reg_read32(e, CE_RING_HEAD, &hw_head);
 		if (ret < 0)
 			return ret;
@@ -455,10 +485,10 @@ static int ring_room(struct engine *e, uint64_t *rung)
 	}
 }
 
-static int put_desc(struct engine *e, const struct ce_desc *d, uint64_t *rung)
+static int put_desc(struct engine *e, const struct ce_desc *d)
 {
 	struct sim_engine *s = se(e);
-	int ret = ring_room(e, rung);
+	int ret = ring_room(e);
 
 	if (ret < 0)
 		return ret;
@@ -468,7 +498,7 @@ static int put_desc(struct engine *e, const struct ce_desc *d, uint64_t *rung)
 }
 
 /* Append a FENCE for the next seqno; @lock held. */
-static int put_fence(struct engine *e, uint64_t *rung, uint64_t *fence_out)
+static int put_fence(struct engine *e, uint64_t *fence_out)
 {
 	struct sim_engine *s = se(e);
 	struct ce_desc d = {
@@ -477,7 +507,7 @@ static int put_fence(struct engine *e, uint64_t *rung, uint64_t *fence_out)
 		.dst = s->fence_off,
 		.value = s->submitted + 1,
 	};
-	int ret = put_desc(e, &d, rung);
+	int ret = put_desc(e, &d);
 
 	if (ret < 0)
 		return ret;
@@ -506,7 +536,7 @@ static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct 
 		  uint64_t pattern, uint64_t size, uint64_t *fence_out)
 {
 	struct sim_engine *s = se(e);
-	uint64_t off = 0, rung;
+	uint64_t off = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&s->lock);
@@ -516,7 +546,6 @@ static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct 
 		ret = -EIO;
 		goto out_unlock;
 	}
-	rung = s->tail;
 	while (off < size) {
 		uint64_t n = size - off < CE_DESC_MAX_SIZE ? size - off : CE_DESC_MAX_SIZE;
 		struct ce_desc d = { .opcode = op, .size = n, .value = pattern };
@@ -524,18 +553,18 @@ static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct 
 		desc_ep(&d, false, dst, off);
 		if (op == OP_COPY)
 			desc_ep(&d, true, src, off);
-		ret = put_desc(e, &d, &rung);
+		ret = put_desc(e, &d);
 		if (ret < 0)
 			goto out_ring;
 		off += n;
 	}
 	if (fence_out)
-		ret = put_fence(e, &rung, fence_out);
+		ret = put_fence(e, fence_out);
 out_ring:
-	/* Whatever made it into the ring is rung, even on a later failure: the
-	 * engine's view stays consistent with @tail. */
-	if (rung != s->tail) {
-		int r = ring_doorbell(e);
+	/* Whatever made it into the ring is rung (unless plugged), even on a
+	 * later failure: the engine's view stays consistent with @tail. */
+	if (!s->plugged || ret < 0) {
+		int r = kick(e);
 
 		if (!ret)
 			ret = r;
@@ -562,7 +591,7 @@ static int sim_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, 
 static int sim_idle(struct engine *e, int timeout_ms)
 {
 	struct sim_engine *s = se(e);
-	uint64_t fence, rung;
+	uint64_t fence;
 	int ret = 0;
 
 	pthread_mutex_lock(&s->lock);
@@ -571,14 +600,13 @@ static int sim_idle(struct engine *e, int timeout_ms)
 		ret = -EIO;
 	} else if (s->fence_tail != s->tail) {
 		/* Work queued without a fence: add one to know when it is done. */
-		rung = s->tail;
-		ret = put_fence(e, &rung, &fence);
-		if (rung != s->tail) {
-			int r = ring_doorbell(e);
+		ret = put_fence(e, &fence);
+	}
+	if (!s->failed) {
+		int r = kick(e); /* waiting for unrung work would never end */
 
-			if (!ret)
-				ret = r;
-		}
+		if (!ret)
+			ret = r;
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (ret < 0)
@@ -627,7 +655,7 @@ static int hw_restart(struct engine *e)
 			status);
 		return -EIO;
 	}
-	s->tail = s->head = s->fence_tail = 0;
+	s->tail = s->head = s->fence_tail = s->rung = 0;
 	/* Old ring positions mean nothing in the restarted ring. */
 	memset(s->fence_pos, 0, s->nslots * sizeof(*s->fence_pos));
 	return 0;
@@ -814,4 +842,5 @@ const struct engine_ops engine_sim_ops = {
 	.idle = sim_idle,
 	.reset = sim_reset,
 	.completed = sim_completed,
+	.plug = sim_plug,
 };

@@ -296,6 +296,11 @@ static void test_ring_wrap(void **state)
 	for (i = 0; i < n; i++) {
 		uint64_t *fp = i % 10 == 9 ? &fence : NULL;
 
+		/* The second half is one plugged batch far larger than the ring:
+		 * a full ring must ring the doorbell itself. */
+		if (i == n / 2)
+			engine_plug(small);
+
 		/* Alternate VRAM and system memory destinations. */
 		if (i % 2)
 			assert_int_equal(engine_copy(small, engine_iova(f->sys_iova + (uint64_t)i * sz),
@@ -307,6 +312,7 @@ static void test_ring_wrap(void **state)
 						     engine_vram(DATA + (uint64_t)i * sz), sz, fp),
 					 0);
 	}
+	assert_int_equal(engine_unplug(small), 0);
 	assert_int_equal(engine_idle(small, WAIT_MS), 0);
 	assert_int_equal(engine_wait(small, fence, 0), 0);
 	assert_int_equal(fence, n / 10);
@@ -319,6 +325,39 @@ static void test_ring_wrap(void **state)
 	}
 	engine_destroy(small);
 	assert_int_equal(make_engine(f, 0, RING0, 65536, &f->ce0), 0);
+}
+
+/* A plugged batch starts only at unplug (or when someone waits, or when the
+ * ring fills), and then runs completely. */
+static void test_plug(void **state)
+{
+	struct fx *f = *state;
+	uint64_t first = 0, last = 0, fence;
+	unsigned i;
+
+	fill_random(f->vram + DATA, 1 << 20, 61);
+	memset(f->vram + DATA + (4 << 20), 0, 1 << 20);
+	engine_plug(f->ce0);
+	for (i = 0; i < 256; i++) {
+		assert_int_equal(engine_copy(f->ce0, engine_vram(DATA + (4 << 20) + i * 4096ull),
+					     engine_vram(DATA + i * 4096ull), 4096, &fence),
+				 0);
+		if (!first)
+			first = fence;
+		last = fence;
+	}
+	usleep(20000);
+	assert_false(engine_fence_is_done(f->ce0, first)); /* nothing rung yet */
+	assert_int_equal(engine_unplug(f->ce0), 0);
+	assert_int_equal(engine_wait(f->ce0, last, WAIT_MS), 0);
+	assert_memory_equal(f->vram + DATA + (4 << 20), f->vram + DATA, 1 << 20);
+
+	/* Waiting inside a batch kicks it rather than waiting forever. */
+	engine_plug(f->ce0);
+	assert_int_equal(engine_fill(f->ce0, engine_vram(DATA), 9, 4096, &fence), 0);
+	assert_int_equal(engine_wait(f->ce0, fence, WAIT_MS), 0);
+	assert_int_equal(engine_unplug(f->ce0), 0);
+	/* The cpu engine has no batches: plugging is a no-op. */
 }
 
 /* A copy to an unmapped IOVA: -EIO, the command named, later work refused
@@ -500,6 +539,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fences_and_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_wrap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plug, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_and_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injected_fault, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parallel_engines, setup, teardown),
