@@ -37,7 +37,7 @@ static struct cpu_engine *cpu(struct engine *e)
 static int cpu_init(struct engine *e)
 {
 	struct cpu_engine *c;
-	struct vfio_region_info ri;
+	struct vfio_dev_region_info ri;
 	void *p;
 	int ret;
 

@@ -120,7 +120,11 @@ static void link_name(const char *path, char *out, size_t len)
 		return;
 	buf[n] = '\0';
 	slash = strrchr(buf, '/');
-	snprintf(out, len, "%s", slash ? slash + 1 : buf);
+	slash = slash ? slash + 1 : buf;
+	/* Truncation is fine: names here are driver names and group numbers. */
+	n = (ssize_t)strnlen(slash, len - 1);
+	memcpy(out, slash, (size_t)n);
+	out[n] = '\0';
 }
 
 int pci_iommu_group(const struct pci_paths *p, const char *bdf)

@@ -50,7 +50,7 @@ struct vfio_sparse_area {
 	uint64_t size;
 };
 
-struct vfio_region_info {
+struct vfio_dev_region_info {
 	uint32_t index;
 	uint32_t flags; /* VFIO_REGION_F_* */
 	uint64_t size; /* 0: region absent */
@@ -60,7 +60,7 @@ struct vfio_region_info {
 	struct vfio_sparse_area sparse[VFIO_SPARSE_MAX];
 };
 
-struct vfio_irq_info {
+struct vfio_dev_irq_info {
 	uint32_t index;
 	uint32_t count; /* vectors; 0: not supported */
 	uint32_t flags; /* VFIO_IRQ_INFO_* bits as the kernel defines them */
@@ -96,7 +96,7 @@ struct vfio_transport_ops {
 	 * answer (a dead device still closes). */
 	void (*close)(struct vfio_dev *dev);
 	/* Region description (size 0 when the device has no such region). */
-	int (*region_info)(struct vfio_dev *dev, uint32_t index, struct vfio_region_info *info);
+	int (*region_info)(struct vfio_dev *dev, uint32_t index, struct vfio_dev_region_info *info);
 	/* Read/write @len bytes at @off; 1/2/4/8-byte accesses are single
 	 * device accesses, longer ones may be split. */
 	int (*region_read)(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf, size_t len);
@@ -106,7 +106,13 @@ struct vfio_transport_ops {
 	int (*region_mmap)(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
 			   void **addr);
 	int (*region_munmap)(struct vfio_dev *dev, void *addr, size_t len);
-	int (*irq_info)(struct vfio_dev *dev, uint32_t index, struct vfio_irq_info *info);
+	/* The fd and fd offset through which region @index can be mmap'd (the
+	 * byte at region offset X is at *fd_off + X of *fd). The fd stays owned
+	 * by the transport and valid until close(). Used by CPU mappings that
+	 * must re-map pieces of VRAM themselves. -ENOTSUP for a region that is
+	 * not mmap-able. */
+	int (*region_fd)(struct vfio_dev *dev, uint32_t index, int *fd, uint64_t *fd_off);
+	int (*irq_info)(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info);
 	/* Route vectors [start, start+count) of irq @index to eventfds; an fd of
 	 * -1 disconnects that vector; count 0 disables the whole index. */
 	int (*set_irqs)(struct vfio_dev *dev, uint32_t index, uint32_t start, uint32_t count,
@@ -114,11 +120,14 @@ struct vfio_transport_ops {
 	int (*iommu_info)(struct vfio_dev *dev, struct vfio_iommu_info *info);
 	/* Make [vaddr, vaddr+size) reachable by the device at @iova. @fd/@fd_off
 	 * name the same memory for transports that pass memory by fd (vfio-user);
-	 * fd -1 means "no fd" (vfio-user then serves DMA in-band). */
+	 * fd -1 means "no fd" (vfio-user then serves DMA in-band). vfio-pci
+	 * ignores the fd and pins @vaddr. -ENOSPC at the IOMMU's mapping limit
+	 * (DMA_AVAIL / max_dma_maps), -EEXIST when @iova overlaps a mapping. */
 	int (*dma_map)(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *vaddr, int fd,
 		       uint64_t fd_off, uint32_t prot);
 	/* Unmap; *unmapped gets the bytes the IOMMU actually unmapped (callers
-	 * check it: a partial unmap is an error). */
+	 * check it: a partial unmap is an error). vfio-user unmaps whole
+	 * mappings only: a range that would split one is -EINVAL. */
 	int (*dma_unmap)(struct vfio_dev *dev, uint64_t iova, uint64_t size, uint64_t *unmapped);
 	/* Function-level reset; -ENOTSUP when the device has none. */
 	int (*reset)(struct vfio_dev *dev);
@@ -136,11 +145,25 @@ struct vfio_transport_ops {
  */
 struct vfio_dev {
 	const struct vfio_transport_ops *ops;
+	/* Set (never cleared) once the transport knows the device is gone: the
+	 * server hung up, the kernel reported removal, reads return all-ones.
+	 * Every later call fails with -ENODEV. Read with vfio_dev_is_gone(). */
+	int gone;
 	struct ugpu_context *ctx; /* for logs; may be NULL */
 	char name[64]; /* "vfio-user:/path" or "0000:00:03.0" */
 	uint32_t num_regions;
 	uint32_t num_irqs;
 };
+
+static inline bool vfio_dev_is_gone(struct vfio_dev *dev)
+{
+	return __atomic_load_n(&dev->gone, __ATOMIC_ACQUIRE) != 0;
+}
+
+static inline void vfio_dev_set_gone(struct vfio_dev *dev)
+{
+	__atomic_store_n(&dev->gone, 1, __ATOMIC_RELEASE);
+}
 
 /* Open helpers, one per transport. */
 int vfio_user_open(struct ugpu_context *ctx, const char *socket_path, struct vfio_dev **out);

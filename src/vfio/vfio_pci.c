@@ -26,13 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* transport.h has its own struct vfio_region_info / vfio_irq_info; the
- * kernel's are renamed kvfio_* here so both can be used. */
-#define vfio_region_info kvfio_region_info
-#define vfio_irq_info kvfio_irq_info
 #include <linux/vfio.h>
-#undef vfio_region_info
-#undef vfio_irq_info
 
 #include "src/log.h"
 #include "src/vfio/vfio_pci.h"
@@ -64,9 +58,9 @@ struct vp_dev {
 	int device;
 	int group_id;
 	uint32_t flags; /* VFIO_DEVICE_FLAGS_* */
-	struct vfio_region_info regions[VP_MAX_REGIONS];
+	struct vfio_dev_region_info regions[VP_MAX_REGIONS];
 	uint64_t region_off[VP_MAX_REGIONS]; /* device-fd offset of each region */
-	struct vfio_irq_info irqs[VP_MAX_IRQS];
+	struct vfio_dev_irq_info irqs[VP_MAX_IRQS];
 	struct vfio_iommu_info iommu;
 	bool lp_entry, lp_wakeup, lp_exit; /* probed low-power features */
 	pthread_mutex_t lock;
@@ -81,11 +75,11 @@ static struct vp_dev *to_vp(struct vfio_dev *dev)
 
 /* ---- parsers (pure, unit-tested) ----------------------------------------- */
 
-int vfio_pci_parse_region(const void *buf, size_t len, struct vfio_region_info *info,
+int vfio_pci_parse_region(const void *buf, size_t len, struct vfio_dev_region_info *info,
 			  uint64_t *offset)
 {
 	const uint8_t *b = buf;
-	struct kvfio_region_info kri;
+	struct vfio_region_info kri;
 	uint32_t off;
 	int hops = 0;
 
@@ -230,7 +224,7 @@ int vfio_pci_locate(const struct pci_paths *p, const char *bdf_in, char *group_p
 
 /* ---- ops ------------------------------------------------------------------ */
 
-static int vp_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_region_info *info)
+static int vp_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_region_info *info)
 {
 	if (!info)
 		return -EINVAL;
@@ -246,7 +240,7 @@ static int vp_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_regi
 static int vp_region_check(struct vp_dev *vp, uint32_t index, uint64_t off, size_t len,
 			   uint32_t need)
 {
-	const struct vfio_region_info *ri;
+	const struct vfio_dev_region_info *ri;
 
 	if (index >= vp->dev.num_regions)
 		return -EINVAL;
@@ -296,11 +290,24 @@ static int vp_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 	return buf || !len ? vp_rw(to_vp(dev), index, off, (void *)buf, len, true) : -EINVAL;
 }
 
+static int vp_region_fd(struct vfio_dev *dev, uint32_t index, int *fd, uint64_t *fd_off)
+{
+	struct vp_dev *vp = to_vp(dev);
+
+	if (!fd || !fd_off || index >= VP_MAX_REGIONS || index >= dev->num_regions)
+		return -EINVAL;
+	if (!(vp->regions[index].flags & VFIO_REGION_F_MMAP))
+		return -ENOTSUP;
+	*fd = vp->device;
+	*fd_off = vp->region_off[index];
+	return 0;
+}
+
 static int vp_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
 			  void **addr)
 {
 	struct vp_dev *vp = to_vp(dev);
-	const struct vfio_region_info *ri;
+	const struct vfio_dev_region_info *ri;
 	struct vp_mmap *m;
 	void *p;
 	uint32_t i;
@@ -364,7 +371,7 @@ static int vp_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
 	return 0;
 }
 
-static int vp_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_irq_info *info)
+static int vp_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info)
 {
 	if (!info)
 		return -EINVAL;
@@ -585,6 +592,7 @@ static const struct vfio_transport_ops vp_ops = {
 	.region_read = vp_region_read,
 	.region_write = vp_region_write,
 	.region_mmap = vp_region_mmap,
+	.region_fd = vp_region_fd,
 	.region_munmap = vp_region_munmap,
 	.irq_info = vp_irq_info,
 	.set_irqs = vp_set_irqs,
@@ -761,7 +769,7 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 	vp->dev.num_regions = di.num_regions < VP_MAX_REGIONS ? di.num_regions : VP_MAX_REGIONS;
 	vp->dev.num_irqs = di.num_irqs < VP_MAX_IRQS ? di.num_irqs : VP_MAX_IRQS;
 	for (uint32_t i = 0; i < vp->dev.num_regions; i++) {
-		struct kvfio_region_info kri = { .argsz = sizeof(kri), .index = i };
+		struct vfio_region_info kri = { .argsz = sizeof(kri), .index = i };
 
 		ret = vp_info_ioctl(vp->device, VFIO_DEVICE_GET_REGION_INFO, &kri, sizeof(kri), &buf, &len);
 		if (ret == -EINVAL) { /* e.g. VGA region on a non-VGA device: absent */
@@ -780,13 +788,13 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 		}
 	}
 	for (uint32_t i = 0; i < vp->dev.num_irqs; i++) {
-		struct kvfio_irq_info kii = { .argsz = sizeof(kii), .index = i };
+		struct vfio_irq_info kii = { .argsz = sizeof(kii), .index = i };
 
 		if (ioctl(vp->device, VFIO_DEVICE_GET_IRQ_INFO, &kii)) {
 			vp->irqs[i].index = i;
 			continue;
 		}
-		vp->irqs[i] = (struct vfio_irq_info){ .index = i, .count = kii.count, .flags = kii.flags };
+		vp->irqs[i] = (struct vfio_dev_irq_info){ .index = i, .count = kii.count, .flags = kii.flags };
 	}
 	vp_probe_low_power(vp);
 	*out = &vp->dev;

@@ -27,10 +27,10 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 int vfio_pci_locate(const struct pci_paths *p, const char *bdf, char *group_path, size_t len,
 		    int *group, char *why, size_t why_len);
 
-/* Parse a VFIO_DEVICE_GET_REGION_INFO reply (struct vfio_region_info from
+/* Parse a VFIO_DEVICE_GET_REGION_INFO reply (struct vfio_dev_region_info from
  * <linux/vfio.h> + caps) of @len bytes into @info.
  * Returns: 0, -EPROTO (caps outside the buffer or looping), -E2BIG. */
-int vfio_pci_parse_region(const void *buf, size_t len, struct vfio_region_info *info,
+int vfio_pci_parse_region(const void *buf, size_t len, struct vfio_dev_region_info *info,
 			  uint64_t *offset);
 
 /* Parse a VFIO_IOMMU_GET_INFO reply (struct vfio_iommu_type1_info + caps).

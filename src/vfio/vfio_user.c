@@ -89,7 +89,7 @@ struct vu_dma {
 };
 
 struct vu_region {
-	struct vfio_region_info info;
+	struct vfio_dev_region_info info;
 	uint64_t mmap_offset; /* offset into @fd for mmap */
 	int fd; /* -1 when not mappable */
 };
@@ -136,7 +136,7 @@ struct vu_dev {
 	uint32_t flags; /* VFU_DEV_F_* */
 
 	struct vu_region regions[VU_MAX_REGIONS];
-	struct vfio_irq_info irqs[VU_MAX_IRQS];
+	struct vfio_dev_irq_info irqs[VU_MAX_IRQS];
 };
 
 static const char *const vu_cmd_names[VFU_CMD_MAX] = {
@@ -201,6 +201,7 @@ static void vu_mark_dead_locked(struct vu_dev *vu, int err, const char *why)
 			log_err(vu->dev.ctx, "%s: %s; device is gone", vu->dev.name, why);
 		vu->dead = true;
 		vu->dead_err = err;
+		vfio_dev_set_gone(&vu->dev);
 	}
 	for (p = vu->pending; p; p = p->next) {
 		if (!p->done) {
@@ -1105,7 +1106,7 @@ out_release:
 
 /* Walk the capability chain of a region info reply. */
 static int vu_parse_region_caps(struct vu_dev *vu, const uint8_t *data, size_t len,
-				uint32_t cap_offset, struct vfio_region_info *info)
+				uint32_t cap_offset, struct vfio_dev_region_info *info)
 {
 	uint32_t off = cap_offset;
 	int hops = 0;
@@ -1244,7 +1245,7 @@ static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
 		ret = -EPROTO;
 		goto out_release;
 	}
-	vu->irqs[index] = (struct vfio_irq_info){ .index = index, .count = ii.count, .flags = ii.flags };
+	vu->irqs[index] = (struct vfio_dev_irq_info){ .index = index, .count = ii.count, .flags = ii.flags };
 out_release:
 	vu_reply_release(&r);
 	return ret;
@@ -1254,7 +1255,7 @@ out_release:
 
 static void vu_close(struct vfio_dev *dev);
 
-static int vu_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_region_info *info)
+static int vu_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_region_info *info)
 {
 	struct vu_dev *vu = to_vu(dev);
 
@@ -1271,7 +1272,7 @@ static int vu_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_regi
 
 static int vu_region_check(struct vu_dev *vu, uint32_t index, uint64_t off, size_t len, uint32_t need)
 {
-	const struct vfio_region_info *ri;
+	const struct vfio_dev_region_info *ri;
 
 	if (index >= vu->dev.num_regions)
 		return -EINVAL;
@@ -1361,6 +1362,21 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 	return ret;
 }
 
+static int vu_region_fd(struct vfio_dev *dev, uint32_t index, int *fd, uint64_t *fd_off)
+{
+	struct vu_dev *vu = to_vu(dev);
+	const struct vu_region *reg;
+
+	if (!fd || !fd_off || index >= dev->num_regions)
+		return -EINVAL;
+	reg = &vu->regions[index];
+	if (!(reg->info.flags & VFIO_REGION_F_MMAP) || reg->fd < 0)
+		return -ENOTSUP;
+	*fd = reg->fd;
+	*fd_off = reg->mmap_offset;
+	return 0;
+}
+
 static int vu_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
 			  void **addr)
 {
@@ -1438,7 +1454,7 @@ static int vu_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
 	return 0;
 }
 
-static int vu_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_irq_info *info)
+static int vu_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info)
 {
 	struct vu_dev *vu = to_vu(dev);
 
@@ -1712,6 +1728,7 @@ static const struct vfio_transport_ops vu_ops = {
 	.region_write = vu_region_write,
 	.region_mmap = vu_region_mmap,
 	.region_munmap = vu_region_munmap,
+	.region_fd = vu_region_fd,
 	.irq_info = vu_irq_info,
 	.set_irqs = vu_set_irqs,
 	.iommu_info = vu_iommu_info,

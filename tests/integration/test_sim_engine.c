@@ -42,7 +42,7 @@ struct fx {
 
 static void tdev_open(struct tdev *d, const char *path)
 {
-	struct vfu_region_info ri;
+	struct vfu_region_info ri = { 0 };
 	int fd;
 
 	memset(d, 0, sizeof(*d));
@@ -257,6 +257,39 @@ static void test_copy_dma_inband(void **state)
 	submit(d, 0, ds, 1);
 	assert_true(tc_wait_irq(&d->c, d->efd[2], 5000) >= 1);
 	assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), 3);
+	d->c.inband_mem = NULL;
+	free(mem);
+}
+
+/* DMA_UNMAP of a window an engine is using waits for it (serving its
+ * in-band requests meanwhile); either the copy completed before the window
+ * went away, or it never started and failed with ERR_DMA. */
+static void test_unmap_while_busy(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	size_t sz = 2u << 20;
+	uint8_t *mem = calloc(1, sz);
+	struct tdesc ds[1];
+	uint32_t st;
+
+	d->c.inband_mem = mem;
+	d->c.inband_iova = 0x20000000;
+	d->c.inband_size = sz;
+	assert_int_equal(tc_dma_map(&d->c, 0x20000000, sz, -1, 0, VFU_DMA_F_READ | VFU_DMA_F_WRITE), 0);
+	fill_pattern(d->vram + 0x400000, sz, 17);
+	ds[0] = d_copy(0x400000, 0, 0x20000000, 1, sz);
+	submit(d, 0, ds, 1);
+	assert_int_equal(tc_dma_unmap(&d->c, 0x20000000, sz), 0);
+	st = wait_engine(d, 0);
+	if (st & ST_ERROR) {
+		assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), 3);
+	} else {
+		assert_int_equal(st, ST_IDLE | ST_ENABLED);
+		assert_memory_equal(mem, d->vram + 0x400000, sz);
+	}
+	printf("# unmap while busy: %s (%u in-band requests served)\n",
+	       (st & ST_ERROR) ? "descriptor refused" : "copy completed first", d->c.inband_served);
 	d->c.inband_mem = NULL;
 	free(mem);
 }
@@ -492,6 +525,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_fill_fence, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_fd, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_inband, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unmap_while_busy, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_descriptors, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_permissions, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_injection, fx_setup, fx_teardown),

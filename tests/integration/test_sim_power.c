@@ -30,7 +30,7 @@ struct fx {
 static int fx_setup_lat(void **state, unsigned lat)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct vfu_region_info ri;
+	struct vfu_region_info ri = { 0 };
 	struct sim_opts o;
 	char path[108];
 	int fd;

@@ -99,7 +99,7 @@ static void test_device_and_regions(void **state)
 {
 	struct fx *f = *state;
 	struct vfu_device_info di = { .argsz = sizeof(di) };
-	struct vfu_region_info ri;
+	struct vfu_region_info ri = { 0 };
 	struct tc_reply *r = tc_r();
 	uint8_t *vram, buf[256];
 	int fd;

@@ -57,7 +57,7 @@ static void leaf(struct fx *f, unsigned idx, uint64_t pte)
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct vfu_region_info ri;
+	struct vfu_region_info ri = { 0 };
 	struct sim_opts o;
 	char path[108];
 	int fd;

@@ -83,8 +83,8 @@ static bool wait_efd(int fd, int ms)
 static void test_identity_and_regions(void **state)
 {
 	struct fix *f = *state;
-	struct vfio_region_info ri;
-	struct vfio_irq_info ii;
+	struct vfio_dev_region_info ri;
+	struct vfio_dev_irq_info ii;
 	struct vfio_iommu_info io;
 	uint32_t v;
 	uint64_t v64;

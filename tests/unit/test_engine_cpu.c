@@ -40,7 +40,7 @@ static struct fake_dev *fake(struct vfio_dev *d)
 	return (struct fake_dev *)d;
 }
 
-static int fake_region_info(struct vfio_dev *d, uint32_t index, struct vfio_region_info *ri)
+static int fake_region_info(struct vfio_dev *d, uint32_t index, struct vfio_dev_region_info *ri)
 {
 	memset(ri, 0, sizeof(*ri));
 	ri->index = index;

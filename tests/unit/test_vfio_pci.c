@@ -20,11 +20,7 @@
 
 #include <cmocka.h>
 
-#define vfio_region_info kvfio_region_info
-#define vfio_irq_info kvfio_irq_info
 #include <linux/vfio.h>
-#undef vfio_region_info
-#undef vfio_irq_info
 
 #include <ugpu/ugpu.h>
 
@@ -126,7 +122,7 @@ static void test_open_logs_and_refuses_non_container(void **state)
 static void test_parse_region_sparse(void **state)
 {
 	uint8_t buf[256] = { 0 };
-	struct kvfio_region_info kri = {
+	struct vfio_region_info kri = {
 		.argsz = sizeof(buf),
 		.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE |
 			 VFIO_REGION_INFO_FLAG_MMAP | VFIO_REGION_INFO_FLAG_CAPS,
@@ -141,7 +137,7 @@ static void test_parse_region_sparse(void **state)
 		.nr_areas = 2,
 	};
 	struct vfio_region_sparse_mmap_area a[2] = { { 0, 0x3000 }, { 0x4000, 0xffc000 } };
-	struct vfio_region_info info;
+	struct vfio_dev_region_info info;
 	uint64_t off;
 
 	(void)state;

@@ -628,8 +628,8 @@ static void close_all(struct t *t)
 static void test_open_and_info(void **state)
 {
 	struct t t = { 0 };
-	struct vfio_region_info ri;
-	struct vfio_irq_info ii;
+	struct vfio_dev_region_info ri;
+	struct vfio_dev_irq_info ii;
 	struct vfio_iommu_info io;
 
 	(void)state;

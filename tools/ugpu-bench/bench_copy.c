@@ -180,7 +180,7 @@ static int run_case(struct bench *b, enum dir d, uint64_t size)
 {
 	struct engine_addr dst, src;
 	double gbps, mgbps;
-	char *dp, *sp;
+	char *dp = NULL, *sp = NULL;
 	int err = 0;
 
 	endpoints(b, d, &dst, &src, &dp, &sp);
