@@ -11,7 +11,9 @@ initramfs holds busybox, the six VFIO modules, tests/vm/init and the test
 programs.
 
 Host side, driven by "@@" lines on the guest console (see tests/vm/init):
-  @@HOST unplug ivshmem             QMP device_del; DEVICE_DELETED must follow
+  @@HOST unplug ivshmem             QMP device_del; DEVICE_DELETED must follow;
+                                    the outcome is sent back on the guest's
+                                    ttyS1 ("deleted <id> <secs>" / "timeout <id>")
   @@HOST check-vram <off> <len> <seed>
                                     after QEMU exits, the memory-backend file
                                     must hold vm_pattern(seed) at [off, off+len)
@@ -239,6 +241,46 @@ class Qmp:
             pass
 
 
+class GuestChannel:
+    """Host -> guest lines on the guest's ttyS1 (a QEMU unix socket chardev).
+    What the guest's tty echoes back is read and dropped."""
+
+    def __init__(self, path, bound=10.0):
+        deadline = time.monotonic() + bound
+        while True:
+            self.s = socket.socket(socket.AF_UNIX)
+            try:
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.lock = threading.Lock()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        try:
+            while self.s.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def reply(self, line):
+        with self.lock:
+            try:
+                self.s.sendall((line + "\n").encode())
+            except OSError as e:
+                say(f"guest channel: cannot send {line!r}: {e}")
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
 # --- the run ----------------------------------------------------------------
 
 class Result:
@@ -273,11 +315,13 @@ def read_tests(selected, path):
     return tests
 
 
-def qemu_cmd(qemu, kdir, initrd, vram, qmp_path, append):
+def qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append):
     return [
         qemu, "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "512",
         "-machine", "q35,kernel-irqchip=split",
-        "-nodefaults", "-display", "none", "-no-user-config", "-serial", "stdio", "-no-reboot",
+        "-nodefaults", "-display", "none", "-no-user-config", "-no-reboot",
+        # ttyS0: the console the host reads; ttyS1: host -> guest replies.
+        "-serial", "stdio", "-serial", f"unix:{chan_path},server=on,wait=off",
         "-qmp", f"unix:{qmp_path},server=on,wait=off",
         "-device", "intel-iommu,intremap=on,caching-mode=on",
         "-object", f"memory-backend-file,id=vram,size={SHM_SIZE},share=on,mem-path={vram}",
@@ -336,12 +380,14 @@ def run(args):
     vram = os.path.join(args.work_dir, "vram.bin")
     prepare_vram(vram)
     qmp_path = os.path.join(args.work_dir, "qmp.sock")
-    if os.path.exists(qmp_path):
-        os.unlink(qmp_path)
+    chan_path = os.path.join(args.work_dir, "guest.sock")
+    for sock in (qmp_path, chan_path):
+        if os.path.exists(sock):
+            os.unlink(sock)
     append = "console=ttyS0 intel_iommu=on iommu=pt quiet panic=-1"
     if args.tests:
         append += " ugpu_tests=" + args.tests
-    cmd = qemu_cmd(qemu, kdir, initrd, vram, qmp_path, append)
+    cmd = qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append)
     bound = args.timeout or (BOOT_BOUND + sum(t for _, t in tests) + 15)
     console = open(os.path.join(args.work_dir, "console.log"), "w")
     console.write(" ".join(cmd) + "\n")
@@ -355,12 +401,14 @@ def run(args):
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
     qmp = None
+    chan = None
     setup_fail = None
     try:
         try:
             qmp = Qmp(qmp_path)
+            chan = GuestChannel(chan_path)
         except OSError as e:
-            say(f"FAIL: QMP socket {qmp_path}: {e}")
+            say(f"FAIL: QMP or guest channel socket: {e}")
         buf = b""
         deadline = t_start + bound
         eof = False
@@ -385,7 +433,7 @@ def run(args):
                 line = raw.decode(errors="replace").rstrip("\r")
                 console.write(line + "\n")
                 console.flush()
-                cur = handle_line(line, cur, results, marks, qmp, t_start)
+                cur = handle_line(line, cur, results, marks, qmp, chan, t_start)
                 if line.startswith("@@SETUP-FAIL"):
                     setup_fail = line
     finally:
@@ -397,6 +445,8 @@ def run(args):
             say("QEMU did not die within 10s of SIGKILL")
         if qmp:
             qmp.close()
+        if chan:
+            chan.close()
         console.close()
     wall = time.monotonic() - t_start
     if p.returncode not in (0, None, -signal.SIGKILL):
@@ -444,7 +494,7 @@ def run(args):
     return 1 if failed or setup_fail or boot is None or not order else 0
 
 
-def handle_line(line, cur, results, marks, qmp, t_start):
+def handle_line(line, cur, results, marks, qmp, chan, t_start):
     """Echo one console line and act on the @@ protocol; returns the current test."""
     if line.startswith("@@INIT"):
         marks["init"] = time.monotonic() - t_start
@@ -464,7 +514,7 @@ def handle_line(line, cur, results, marks, qmp, t_start):
         if r:
             r.rc = rc
             r.secs = time.monotonic() - marks.get("begin", time.monotonic())
-            finish_host_checks(r, qmp)
+            finish_host_checks(r)
             state = "ok" if rc == 0 and not r.host_failures else f"FAILED (rc={rc})"
             say(f"[{name}] end: {state} in {r.secs:.1f}s")
         return None
@@ -473,7 +523,7 @@ def handle_line(line, cur, results, marks, qmp, t_start):
         if r is None:
             say(f"host request outside a test ignored: {line}")
             return cur
-        host_request(line.split()[1:], r, qmp)
+        host_request(line.split()[1:], r, qmp, chan)
         return cur
     if line.startswith("@@DONE"):
         say(f"guest done (guest uptime {line.split()[1]}s)")
@@ -482,16 +532,17 @@ def handle_line(line, cur, results, marks, qmp, t_start):
     return cur
 
 
-def host_request(words, r, qmp):
+def host_request(words, r, qmp, chan):
     if not words:
         r.host_fail("empty @@HOST request")
     elif words[0] == "unplug" and len(words) == 2 and words[1] in DEVICE_IDS:
         dev = DEVICE_IDS[words[1]]
-        if qmp is None:
-            r.host_fail(f"unplug {dev}: no QMP connection")
+        if qmp is None or chan is None:
+            r.host_fail(f"unplug {dev}: no QMP connection or guest channel")
             return
-        r.unplugs.append((dev, time.monotonic()))
-        qmp.cmd("device_del", id=dev)
+        t = threading.Thread(target=unplug, args=(dev, r, qmp, chan), daemon=True)
+        r.unplugs.append(t)
+        t.start()
     elif words[0] == "check-vram" and len(words) == 4:
         try:
             r.vram_checks.append(tuple(int(w, 0) for w in words[1:]))
@@ -501,15 +552,26 @@ def host_request(words, r, qmp):
         r.host_fail(f"unknown host request {' '.join(words)}")
 
 
-def finish_host_checks(r, qmp):
-    for dev, t_del in r.unplugs:
-        ev = qmp.wait_event(lambda e: e.get("event") == "DEVICE_DELETED"
-                            and e.get("data", {}).get("device") == dev,
-                            max(0.0, t_del + UNPLUG_BOUND - time.monotonic()))
-        if ev is None:
-            r.host_fail(f"no QMP DEVICE_DELETED for {dev} within {UNPLUG_BOUND}s of device_del")
-        else:
-            say(f"[{r.name}] host: QMP DEVICE_DELETED {dev} {ev[0] - t_del:.2f}s after device_del")
+def unplug(dev, r, qmp, chan):
+    """device_del, then tell the guest (which waits for it) whether QEMU
+    reported the device gone: the guest must not power off before that."""
+    t_del = time.monotonic()
+    qmp.cmd("device_del", id=dev)
+    ev = qmp.wait_event(lambda e: e.get("event") == "DEVICE_DELETED"
+                        and e.get("data", {}).get("device") == dev, UNPLUG_BOUND)
+    if ev is None:
+        r.host_fail(f"no QMP DEVICE_DELETED for {dev} within {UNPLUG_BOUND}s of device_del")
+        chan.reply(f"timeout {dev}")
+    else:
+        say(f"[{r.name}] host: QMP DEVICE_DELETED {dev} {ev[0] - t_del:.2f}s after device_del")
+        chan.reply(f"deleted {dev} {ev[0] - t_del:.3f}")
+
+
+def finish_host_checks(r):
+    for t in r.unplugs:
+        t.join(UNPLUG_BOUND + 5)
+        if t.is_alive():
+            r.host_fail("unplug handler still running")
 
 
 def main():

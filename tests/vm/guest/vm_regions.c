@@ -14,8 +14,9 @@
  *    file before boot is there (mmap and region_read agree), and a pattern
  *    written through the mmap reads back through region_read and is checked
  *    by the host in the file after the run (@@HOST check-vram);
- *  - bad calls fail cleanly: unknown region index, read past a region's end,
- *    mmap of the (non-mappable) config region.
+ *  - bad calls fail cleanly: an unknown region index is an error or an absent
+ *    region, a read past a region's end and an mmap of the (non-mappable)
+ *    config region are errors.
  */
 #include "vm_dev.h"
 
@@ -32,7 +33,7 @@ static const char *region_name(uint32_t i)
 /* Vectors of irq @index; a failing irq_info is a failed check and counts 0. */
 static uint32_t irq_count(struct vfio_dev *dev, uint32_t index)
 {
-	struct vfio_irq_info ii;
+	struct vfio_dev_irq_info ii;
 	int rc;
 
 	memset(&ii, 0, sizeof(ii));
@@ -44,10 +45,10 @@ static uint32_t irq_count(struct vfio_dev *dev, uint32_t index)
 }
 
 /* Describe every region; returns BAR/config info through @out (VFIO_REGION_MAX). */
-static void check_regions(struct vfio_dev *dev, struct vfio_region_info *out)
+static void check_regions(struct vfio_dev *dev, struct vfio_dev_region_info *out)
 {
 	for (uint32_t i = 0; i < dev->num_regions && i < VFIO_REGION_MAX; i++) {
-		struct vfio_region_info *ri = &out[i];
+		struct vfio_dev_region_info *ri = &out[i];
 		int rc;
 
 		memset(ri, 0, sizeof(*ri));
@@ -75,7 +76,7 @@ static void check_regions(struct vfio_dev *dev, struct vfio_region_info *out)
 	}
 }
 
-static void check_ivshmem_info(struct vfio_dev *dev, const struct vfio_region_info *r)
+static void check_ivshmem_info(struct vfio_dev *dev, const struct vfio_dev_region_info *r)
 {
 	const uint32_t rw = VFIO_REGION_F_READ | VFIO_REGION_F_WRITE;
 	uint32_t id = vm_cfg_id(dev), n;
@@ -101,7 +102,7 @@ static void check_ivshmem_info(struct vfio_dev *dev, const struct vfio_region_in
 	VM_CHECK(n == 1, "ivshmem REQ (removal request): 1 vector (count %u)", n);
 }
 
-static void check_edu_info(struct vfio_dev *dev, const struct vfio_region_info *r)
+static void check_edu_info(struct vfio_dev *dev, const struct vfio_dev_region_info *r)
 {
 	uint32_t id = vm_cfg_id(dev), n;
 
@@ -117,15 +118,17 @@ static void check_edu_info(struct vfio_dev *dev, const struct vfio_region_info *
 }
 
 /* Bad calls get an error, not a crash. */
-static void check_bad_calls(struct vfio_dev *dev, const struct vfio_region_info *r)
+static void check_bad_calls(struct vfio_dev *dev, const struct vfio_dev_region_info *r)
 {
-	struct vfio_region_info ri;
+	struct vfio_dev_region_info ri;
 	uint32_t v;
 	void *p = NULL;
 	int rc;
 
+	memset(&ri, 0xff, sizeof(ri));
 	rc = dev->ops->region_info(dev, 1000, &ri);
-	VM_CHECK(rc < 0, "region_info(index 1000) fails -> %d", rc);
+	VM_CHECK(rc < 0 || ri.size == 0, "region_info(index 1000): error or absent (rc %d, size %#llx)",
+		 rc, rc ? 0ull : (unsigned long long)ri.size);
 	rc = dev->ops->region_read(dev, VFIO_REGION_BAR0, r[VFIO_REGION_BAR0].size, &v, sizeof(v));
 	VM_CHECK(rc < 0, "region_read past the end of BAR0 fails -> %d", rc);
 	rc = dev->ops->region_mmap(dev, VFIO_REGION_CONFIG, 0, 4096, PROT_READ, &p);
@@ -207,7 +210,7 @@ int main(void)
 {
 	const char *shm_bdf = vm_bdf("UGPU_VM_SHM");
 	const char *edu_bdf = vm_bdf("UGPU_VM_EDU");
-	struct vfio_region_info r[VFIO_REGION_MAX];
+	struct vfio_dev_region_info r[VFIO_REGION_MAX];
 	struct vfio_dev *shm, *edu;
 
 	shm = vm_open_as(shm_bdf, VM_IVSHMEM_ID, "ivshmem-plain");

@@ -13,12 +13,14 @@
  *   UGPU_VM_SHM   BDF of an ivshmem-plain device bound to vfio-pci
  *   UGPU_VM_EDU   BDF of a QEMU edu device bound to vfio-pci
  *   UGPU_VM_HOST  set when the VM runner (tests/vm/run.py) watches the
- *                 console and serves "@@HOST" requests (unplug, memfd checks)
+ *                 console and serves "@@HOST" requests (unplug, memfd checks);
+ *                 its replies come on the guest's /dev/ttyS1
  */
 #ifndef UGPU_TESTS_VM_GUEST_VM_TEST_H
 #define UGPU_TESTS_VM_GUEST_VM_TEST_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -162,6 +164,59 @@ __attribute__((format(printf, 1, 2))) static inline void vm_host(const char *fmt
 	va_end(ap);
 	putchar('\n');
 	fflush(stdout);
+}
+
+/*
+ * A request that needs the host's answer: the reply is one line on the
+ * guest's ttyS1 (tests/vm/run.py writes it). Anything stale on the channel is
+ * dropped first. @reply gets the line without its newline.
+ * Returns 0, -ETIMEDOUT when no full line came within @timeout_ms, or -errno.
+ */
+__attribute__((format(printf, 4, 5))) static inline int
+vm_host_call(char *reply, size_t len, int timeout_ms, const char *fmt, ...)
+{
+	char junk[256];
+	size_t got = 0;
+	double end = vm_now() + timeout_ms / 1e3;
+	va_list ap;
+	int fd = open("/dev/ttyS1", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (read(fd, junk, sizeof(junk)) > 0)
+		;
+	fputs("@@HOST ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int left = (int)((end - vm_now()) * 1e3);
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, left) == 0) {
+			close(fd);
+			return -ETIMEDOUT;
+		}
+		n = read(fd, reply + got, len - 1 - got);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? -errno : -EIO;
+
+			close(fd);
+			return err;
+		}
+		got += (size_t)n;
+		reply[got] = '\0';
+		if (strchr(reply, '\n') || got == len - 1) {
+			reply[strcspn(reply, "\r\n")] = '\0';
+			close(fd);
+			return 0;
+		}
+	}
 }
 
 /*

@@ -14,12 +14,25 @@
  * Needs the VM runner (UGPU_VM_HOST) to do the unplug; skips without it.
  * Runs last: the device does not come back.
  */
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "vm_dev.h"
 
 #define UNPLUG_SEED 0x554e504cull /* "UNPL" */
 #define UNPLUG_LEN (256u << 10)
+
+static char host_reply[128];
+static int host_rc;
+
+/* Asks the host to unplug and waits for its verdict, while main() handles
+ * the REQ and releases the device. */
+static void *host_unplug(void *arg)
+{
+	(void)arg;
+	host_rc = vm_host_call(host_reply, sizeof(host_reply), 25000, "unplug ivshmem");
+	return NULL;
+}
 
 static bool present(const char *bdf)
 {
@@ -33,11 +46,12 @@ static bool present(const char *bdf)
 int main(void)
 {
 	const char *bdf = vm_bdf("UGPU_VM_SHM");
-	struct vfio_irq_info ii;
+	struct vfio_dev_irq_info ii;
 	struct vfio_dev *dev;
 	volatile uint64_t *m;
 	void *bar = NULL;
 	uint64_t ev = 0;
+	pthread_t host_thread;
 	double t0, t1;
 	int efd, rc;
 
@@ -59,7 +73,8 @@ int main(void)
 	VM_REQUIRE(rc == 0, "set_irqs(REQ -> eventfd) -> %d", rc);
 
 	t0 = vm_now();
-	vm_host("unplug ivshmem");
+	rc = pthread_create(&host_thread, NULL, host_unplug, NULL);
+	VM_REQUIRE(rc == 0, "thread for the host's answer -> %d", rc);
 	rc = vm_wait_eventfd(efd, 10000, &ev);
 	t1 = vm_now();
 	VM_REQUIRE(rc == 0, "REQ eventfd signalled %.0f ms after the unplug request (rc %d, count %llu)",
@@ -79,6 +94,11 @@ int main(void)
 		usleep(20000);
 	VM_CHECK(!present(bdf), "device left the guest %.0f ms after release (%.0f ms after the request)",
 		 (vm_now() - t1) * 1e3, (vm_now() - t0) * 1e3);
+	/* The host's side: QEMU reports the device deleted (the guest must not
+	 * power off before, or the eject is lost). */
+	pthread_join(host_thread, NULL);
+	VM_CHECK(host_rc == 0 && strncmp(host_reply, "deleted ", 8) == 0,
+		 "host: QMP DEVICE_DELETED (reply \"%s\", rc %d)", host_rc ? "" : host_reply, host_rc);
 	vm_host("check-vram %#llx %#x %#llx", VM_SHM_UNPLUG_OFF, UNPLUG_LEN, UNPLUG_SEED);
 	return vm_finish();
 }
