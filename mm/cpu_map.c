@@ -238,6 +238,21 @@ out_unmap:
 /* --- fault side (handler thread) ---------------------------------------- */
 
 /*
+ * mmap() for the handler's own mappings over a faulting range, as a raw
+ * syscall on purpose: ThreadSanitizer models an intercepted mmap() as a store
+ * to the whole range by the calling thread, which it then reports as racing
+ * with the faulting thread's access. The kernel orders the two (the faulting
+ * thread resumes only after UFFDIO_WAKE, like memory written by a device), an
+ * edge TSan cannot see. Returns the address or MAP_FAILED with errno set.
+ */
+static void *handler_mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, uint64_t off)
+{
+	long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+
+	return r == -1 ? MAP_FAILED : (void *)r;
+}
+
+/*
  * Make [off, size) of @map fail loudly: SIGBUS through UFFDIO_POISON, or
  * where the kernel lacks it a read-only zero mapping (reads see zeroes,
  * stores SIGSEGV). Never a writable throw-away page. Map lock held.
@@ -260,8 +275,8 @@ static void map_fail_range(struct cpu_map *map, size_t off)
 			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d",
 				 map->name, -errno);
 	}
-	if (!done && mmap((void *)(map->addr + off), len, PROT_READ,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+	if (!done && handler_mmap(map->addr + off, len, PROT_READ,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
 		log_err(mgr->ctx, "cpu_map: object '%s': cannot fence the range after an error: %d",
 			map->name, -errno);
 }
@@ -298,8 +313,8 @@ static void map_backing(struct cpu_map *map)
 		len = ext.len < map->size - off ? ext.len : map->size - off;
 		/* Replaces the placeholder pages in one step: an access sees
 		 * either the registered placeholder (and faults) or the backing. */
-		p = mmap((void *)(map->addr + off), len, PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_FIXED, ext.fd, (off_t)ext.fd_offset);
+		p = handler_mmap(map->addr + off, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+				 ext.fd, ext.fd_offset);
 		if (p == MAP_FAILED) {
 			ret = -errno;
 			log_err(mgr->ctx, "cpu_map: object '%s': mmap of fd %d at %#llx failed: %d",
