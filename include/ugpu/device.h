@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu devices: open a GPU through one of the VFIO transports, query it,
+ * close it.
+ */
+#ifndef UGPU_DEVICE_H
+#define UGPU_DEVICE_H
+
+#include <ugpu/ugpu.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ugpu_device;
+
+/** PCI power states as ugpu tracks them. */
+enum ugpu_power_state {
+	UGPU_POWER_D0 = 0,
+	UGPU_POWER_D3HOT = 3,
+	UGPU_POWER_D3COLD = 4, /**< main power cut: VRAM contents are lost */
+};
+
+/** Capability bits of struct ugpu_device_info.caps. */
+#define UGPU_DEVICE_CAP_COPY_ENGINE (1u << 0) /**< has a blitter (else CPU copies) */
+#define UGPU_DEVICE_CAP_GPUVM (1u << 1) /**< GPU page tables + recoverable faults */
+#define UGPU_DEVICE_CAP_FABRIC (1u << 2) /**< peer-to-peer copies to other devices */
+#define UGPU_DEVICE_CAP_D3COLD (1u << 3) /**< can cut main power (VRAM lost) */
+
+/**
+ * struct ugpu_device_info - what ugpu_device_query() reports.
+ * @size: set by the caller to sizeof(struct ugpu_device_info).
+ * @name: the device as opened ("vfio-user:/run/gpu.sock", "0000:01:00.0").
+ * @transport: "vfio-user" or "vfio-pci".
+ * @profile: the device profile ugpu drives it with ("ugpu-sim", "ivshmem").
+ * @vendor_id: PCI vendor id.
+ * @device_id: PCI device id.
+ * @class_code: PCI class code (24 bits).
+ * @vram_size: bytes of device memory.
+ * @num_copy_engines: blitters the driver uses (0 when copies go through the CPU).
+ * @caps: UGPU_DEVICE_CAP_* bits.
+ * @fabric_id: node id in the device's fabric (0 when alone).
+ * @power_state: current power state.
+ */
+struct ugpu_device_info {
+	size_t size;
+	char name[128];
+	char transport[16];
+	char profile[32];
+	uint16_t vendor_id;
+	uint16_t device_id;
+	uint32_t class_code;
+	uint64_t vram_size;
+	uint32_t num_copy_engines;
+	uint32_t caps;
+	uint32_t fabric_id;
+	enum ugpu_power_state power_state;
+};
+
+/**
+ * ugpu_device_open() - claim a device and bring it up.
+ * @ctx: the owning context.
+ * @uri: which device: "vfio-user:PATH" (a vfio-user server's socket, e.g. the
+ *       reference device ugpu-sim) or "pci:DDDD:BB:DD.F" / "DDDD:BB:DD.F" (a
+ *       device bound to vfio-pci).
+ * @out: the device on success.
+ *
+ * Bring-up: open the transport, identify the device by its PCI ids (an
+ * unknown device is refused), enable memory decoding and bus mastering, put
+ * it in D0, map its VRAM, route its interrupts, set up DMA and its copy
+ * engines.
+ *
+ * Returns: 0; -EINVAL for a malformed @uri or NULL arguments; -ENOENT when
+ * nothing is at @uri; -ENODEV when the device is not one ugpu supports or
+ * stops answering; -EPROTO for a malformed reply; other -errno from the
+ * transport (each failure is also logged with what to do about it).
+ * Context: any thread; devices are independent of each other.
+ */
+UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out);
+
+/**
+ * ugpu_device_close() - release a device and every device resource.
+ * @dev: the device, or NULL (no-op).
+ *
+ * Never needs the device to answer: a removed or dead device still closes.
+ * Context: no other thread may use @dev during or after the call.
+ */
+UGPU_API void ugpu_device_close(struct ugpu_device *dev);
+
+/**
+ * ugpu_device_query() - describe a device.
+ * @dev: the device.
+ * @info: filled up to @info->size bytes.
+ *
+ * Returns: 0, or -EINVAL for NULL arguments or @info->size too small to
+ * hold the size field.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_DEVICE_H */

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/* The device object shared by the internal modules. */
+#ifndef UGPU_SRC_DEVICE_H
+#define UGPU_SRC_DEVICE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ugpu/device.h>
+
+#include "engines/engine.h"
+#include "mm/buddy.h"
+#include "src/vfio/dma.h"
+#include "src/vfio/transport.h"
+
+#define DEVICE_MAX_ENGINES 2
+/* Ring size of each copy engine: 64 KiB = 1024 descriptors. */
+#define DEVICE_RING_SIZE (64u << 10)
+
+/*
+ * struct device_profile - how ugpu drives one kind of device. Chosen by PCI
+ * id when the device is opened; an unknown id is refused.
+ * @name: shown in ugpu_device_info.profile.
+ * @vendor_id, @device_id: the PCI ids it matches.
+ * @vram_region: the region index of device memory (mmap-able BAR).
+ * @reg_region: the register BAR, or -1 when the device has none the driver
+ *              uses.
+ * @probe: checks the device is what it claims and fills vram_size, engine
+ *         count, caps; may be NULL (then vram_size is the VRAM region size).
+ */
+struct device_profile {
+	const char *name;
+	uint16_t vendor_id;
+	uint16_t device_id;
+	uint32_t vram_region;
+	int reg_region;
+	int (*probe)(struct ugpu_device *dev);
+};
+
+/*
+ * struct ugpu_device - one claimed device.
+ *
+ * Lifetimes: everything here belongs to the device and is released by
+ * ugpu_device_close() in the reverse order of device_open()'s bring-up.
+ *
+ * Locking: @lock protects @power_state and serialises power transitions.
+ * @vram_lock protects @vram_mm (the buddy allocator is not thread-safe) and
+ * is a leaf lock. The identity fields, @dma, the engines and @vram are set
+ * up during open, read-only after, and torn down by close.
+ */
+struct ugpu_device {
+	struct ugpu_context *ctx;
+	struct vfio_dev *vdev;
+	const struct device_profile *profile;
+	pthread_mutex_t lock;
+
+	/* identity, read-only after open */
+	uint16_t vendor_id;
+	uint16_t device_id;
+	uint32_t class_code;
+	uint64_t vram_size;
+	uint32_t num_copy_engines;
+	uint32_t caps; /* UGPU_DEVICE_CAP_* */
+	uint32_t fabric_id;
+	int pm_cap; /* config offset of the PM capability, 0 if none */
+	int pwr_cap; /* config offset of the reference device's power block, 0 if none */
+	uint32_t wake_latency_us;
+
+	/* the VRAM BAR mapping */
+	void *vram;
+
+	/* interrupts: one eventfd per MSI-X vector (-1 unused), and REQ */
+	int msix_fds[8];
+	uint32_t num_msix;
+	int req_fd;
+
+	enum ugpu_power_state power_state;
+
+	/* DMA: the device's IOVA space (has its own lock) */
+	struct dma_space dma;
+	bool dma_ready;
+
+	/* VRAM manager: every VRAM placement goes through it */
+	pthread_mutex_t vram_lock;
+	struct buddy_mm vram_mm;
+	bool vram_mm_ready;
+
+	/* copy engines: @copy[i] drives the device's engine i; its ring and
+	 * fence page live in VRAM blocks @ring_blocks[i] (reserved top-down,
+	 * away from where objects go). @cpu copies through the BAR mapping and
+	 * always exists. */
+	struct engine *copy[DEVICE_MAX_ENGINES];
+	struct buddy_list ring_blocks[DEVICE_MAX_ENGINES];
+	struct engine *cpu;
+};
+
+/*
+ * device_vram_alloc() / device_vram_free() - the VRAM manager under
+ * vram_lock. Arguments as buddy_alloc_blocks() / buddy_free_list().
+ */
+int device_vram_alloc(struct ugpu_device *dev, uint64_t size, uint64_t min_block,
+		      unsigned int flags, struct buddy_list *out);
+void device_vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int flags);
+
+/* The engine to use for bulk copies: a blitter when there is one, else the
+ * CPU engine. */
+struct engine *device_copy_engine(struct ugpu_device *dev);
+
+/* Register access through the profile's register BAR. */
+int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val);
+int device_reg_write32(struct ugpu_device *dev, uint32_t off, uint32_t val);
+int device_reg_read64(struct ugpu_device *dev, uint32_t off, uint64_t *val);
+int device_reg_write64(struct ugpu_device *dev, uint32_t off, uint64_t val);
+
+/*
+ * device_set_power() - move the device to @state (src/power.c).
+ * D0 <-> D3hot through PMCSR; D3cold by cutting main power (the reference
+ * device's platform power block) or, where the transport has it, the
+ * kernel's low-power state. Waking verifies the device really is in D0.
+ * Returns: 0; -EOPNOTSUPP when the device cannot reach @state; -EIO when the
+ * device did not take the state (e.g. a wake that failed); transport -errno.
+ * Context: takes dev->lock.
+ */
+int device_set_power(struct ugpu_device *dev, enum ugpu_power_state state);
+
+/* device_power_probe() - find the PM and platform power capabilities and
+ * read the current state. Called once during open. */
+int device_power_probe(struct ugpu_device *dev);
+
+#endif

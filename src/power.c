@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * PCI power states. D0 <-> D3hot is the PM capability's PMCSR; D3cold needs
+ * the platform to cut main power, which the reference device models with a
+ * vendor capability (docs/reference-device.md, "Platform power block") and
+ * which kernel vfio-pci offers as its low-power feature.
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "src/device.h"
+#include "src/log.h"
+#include "src/pci_cfg.h"
+#include "src/refdev.h"
+
+int device_power_probe(struct ugpu_device *dev)
+{
+	uint16_t pmcsr;
+	int ret;
+
+	ret = pci_cfg_find_cap(dev->vdev, PCI_CAP_ID_PM);
+	if (ret < 0)
+		return ret;
+	dev->pm_cap = ret;
+	if (dev->vendor_id == REFDEV_VENDOR_ID) {
+		uint32_t lat;
+
+		ret = pci_cfg_find_cap(dev->vdev, PCI_CAP_ID_VNDR);
+		if (ret < 0)
+			return ret;
+		dev->pwr_cap = ret;
+		if (dev->pwr_cap) {
+			ret = pci_cfg_read32(dev->vdev, dev->pwr_cap + REFDEV_PWR_WAKE_LAT_US, &lat);
+			if (ret)
+				return ret;
+			dev->wake_latency_us = lat;
+			dev->caps |= UGPU_DEVICE_CAP_D3COLD;
+		}
+	}
+	dev->power_state = UGPU_POWER_D0;
+	if (dev->pm_cap) {
+		ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
+		if (ret)
+			return ret;
+		if ((pmcsr & PCI_PM_CTRL_STATE_MASK) == 3)
+			dev->power_state = UGPU_POWER_D3HOT;
+	}
+	if (dev->pwr_cap) {
+		uint32_t st;
+
+		ret = pci_cfg_read32(dev->vdev, dev->pwr_cap + REFDEV_PWR_STATE, &st);
+		if (ret)
+			return ret;
+		if (st == 4)
+			dev->power_state = UGPU_POWER_D3COLD;
+	}
+	return 0;
+}
+
+static int pmcsr_set(struct ugpu_device *dev, unsigned int dstate)
+{
+	uint16_t pmcsr;
+	int ret;
+
+	ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
+	if (ret)
+		return ret;
+	pmcsr = (uint16_t)((pmcsr & ~PCI_PM_CTRL_STATE_MASK) | dstate);
+	ret = pci_cfg_write16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, pmcsr);
+	if (ret)
+		return ret;
+	ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
+	if (ret)
+		return ret;
+	if ((pmcsr & PCI_PM_CTRL_STATE_MASK) != dstate) {
+		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->vdev->name,
+			dstate, pmcsr & PCI_PM_CTRL_STATE_MASK);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int main_power_set(struct ugpu_device *dev, bool off)
+{
+	uint32_t ctl = off ? REFDEV_PWR_MAIN_OFF : 0, st;
+	int ret;
+
+	ret = pci_cfg_write32(dev->vdev, dev->pwr_cap + REFDEV_PWR_CTL, ctl);
+	if (ret)
+		return ret;
+	ret = pci_cfg_read32(dev->vdev, dev->pwr_cap + REFDEV_PWR_STATE, &st);
+	if (ret)
+		return ret;
+	if (off != (st == 4)) {
+		log_err(dev->ctx, "%s: main power did not turn %s (power state %u)", dev->vdev->name,
+			off ? "off" : "on", st);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
+{
+	enum ugpu_power_state from = dev->power_state;
+	int ret;
+
+	if (from == to)
+		return 0;
+	if (!dev->pm_cap) {
+		/* No PCI PM: only the kernel's low-power state, which keeps
+		 * memory and behaves like D3hot for the driver. */
+		if (to == UGPU_POWER_D3COLD || !dev->vdev->ops->low_power_enter)
+			return -EOPNOTSUPP;
+		ret = to == UGPU_POWER_D0 ? dev->vdev->ops->low_power_exit(dev->vdev)
+					  : dev->vdev->ops->low_power_enter(dev->vdev, -1);
+		if (!ret)
+			dev->power_state = to;
+		return ret;
+	}
+	if (to == UGPU_POWER_D3COLD && !dev->pwr_cap)
+		return -EOPNOTSUPP;
+
+	/* Going down: D0 -> D3hot [-> D3cold]. */
+	if (to != UGPU_POWER_D0) {
+		if (from == UGPU_POWER_D0) {
+			ret = pmcsr_set(dev, 3);
+			if (ret)
+				return ret;
+			dev->power_state = UGPU_POWER_D3HOT;
+		}
+		if (to == UGPU_POWER_D3COLD) {
+			ret = main_power_set(dev, true);
+			if (ret)
+				return ret;
+			dev->power_state = UGPU_POWER_D3COLD;
+		} else if (from == UGPU_POWER_D3COLD) {
+			ret = main_power_set(dev, false);
+			if (ret)
+				return ret;
+			dev->power_state = UGPU_POWER_D3HOT;
+		}
+		return 0;
+	}
+
+	/* Going up: [D3cold ->] D3hot -> D0. */
+	if (from == UGPU_POWER_D3COLD) {
+		ret = main_power_set(dev, false);
+		if (ret)
+			return ret;
+		dev->power_state = UGPU_POWER_D3HOT;
+	}
+	ret = pmcsr_set(dev, 0);
+	if (ret)
+		return ret;
+	dev->power_state = UGPU_POWER_D0;
+	return 0;
+}
+
+int device_set_power(struct ugpu_device *dev, enum ugpu_power_state state)
+{
+	int ret;
+
+	if (state != UGPU_POWER_D0 && state != UGPU_POWER_D3HOT && state != UGPU_POWER_D3COLD)
+		return -EINVAL;
+	pthread_mutex_lock(&dev->lock);
+	ret = set_power_locked(dev, state);
+	pthread_mutex_unlock(&dev->lock);
+	if (!ret)
+		log_info(dev->ctx, "%s: power state D%d%s", dev->vdev->name, state == 4 ? 3 : (int)state,
+			 state == UGPU_POWER_D3COLD ? "cold" : state == UGPU_POWER_D3HOT ? "hot" : "");
+	return ret;
+}

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Device bring-up and teardown against the reference device: identity,
+ * power states (D3hot keeps VRAM, D3cold loses it), engines usable after
+ * open, nothing left on the device after close, bad URIs refused.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <ugpu/device.h>
+
+#include "src/device.h"
+#include "tools/ugpu-sim/sim.h"
+
+struct fx {
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	char uri[256];
+};
+
+static int setup(void **state)
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct sim_opts o;
+	struct fx *f = calloc(1, sizeof(*f));
+
+	sim_opts_init(&o);
+	o.vram_size = 16u << 20;
+	o.wake_latency_us = 2000;
+	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+		return -1;
+	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
+	if (ugpu_device_open(f->ctx, f->uri, &f->dev))
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ugpu_device_close(f->dev);
+	ugpu_context_destroy(f->ctx);
+	sim_stop(f->sim);
+	free(f);
+	return 0;
+}
+
+static void test_identity(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device_info info = { .size = sizeof(info) };
+
+	assert_int_equal(ugpu_device_query(f->dev, &info), 0);
+	assert_string_equal(info.transport, "vfio-user");
+	assert_string_equal(info.profile, "ugpu-sim");
+	assert_int_equal(info.vendor_id, 0x5547);
+	assert_int_equal(info.device_id, 0x0001);
+	assert_int_equal(info.class_code, 0x030200);
+	assert_int_equal(info.vram_size, 16u << 20);
+	assert_int_equal(info.num_copy_engines, 2);
+	assert_true(info.caps & UGPU_DEVICE_CAP_COPY_ENGINE);
+	assert_true(info.caps & UGPU_DEVICE_CAP_GPUVM);
+	assert_true(info.caps & UGPU_DEVICE_CAP_D3COLD);
+	assert_int_equal(info.power_state, UGPU_POWER_D0);
+	assert_non_null(strstr(info.name, sim_socket_path(f->sim, 0)));
+
+	/* A caller that knows only the size field gets nothing else written. */
+	struct ugpu_device_info small = { .size = sizeof(size_t) };
+	memset((char *)&small + sizeof(size_t), 0x5a, sizeof(small) - sizeof(size_t));
+	assert_int_equal(ugpu_device_query(f->dev, &small), 0);
+	assert_int_equal((unsigned char)small.name[0], 0x5a);
+	assert_int_equal(ugpu_device_query(f->dev, NULL), -EINVAL);
+}
+
+/* The rings live in VRAM reserved top-down; the engine copies byte-exact. */
+static void test_engines_up(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device *d = f->dev;
+	unsigned char *v = d->vram;
+	struct engine *e = device_copy_engine(d);
+	struct buddy_list l;
+	uint64_t fence, a, b;
+	size_t i;
+
+	assert_ptr_equal(e, d->copy[0]);
+	assert_non_null(d->copy[1]);
+	assert_non_null(d->cpu);
+	assert_true(buddy_block_offset(buddy_list_first(&d->ring_blocks[0])) >= d->vram_size / 2);
+
+	buddy_list_init(&l);
+	assert_int_equal(device_vram_alloc(d, 2 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
+	a = buddy_block_offset(buddy_list_first(&l));
+	b = a + (1 << 20);
+	for (i = 0; i < (1 << 20); i++)
+		v[a + i] = (unsigned char)(i * 7 + 3);
+	assert_int_equal(engine_copy(e, engine_vram(b), engine_vram(a), 1 << 20, &fence), 0);
+	assert_int_equal(engine_wait(e, fence, 5000), 0);
+	assert_memory_equal(v + a, v + b, 1 << 20);
+	device_vram_free(d, &l, 0);
+}
+
+static void fill_vram(struct ugpu_device *d, uint64_t off, size_t len, unsigned char seed)
+{
+	unsigned char *v = d->vram;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		v[off + i] = (unsigned char)(seed + i);
+}
+
+static int check_vram(struct ugpu_device *d, uint64_t off, size_t len, unsigned char seed)
+{
+	unsigned char *v = d->vram;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (v[off + i] != (unsigned char)(seed + i))
+			return 0;
+	return 1;
+}
+
+static void test_power_states(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device *d = f->dev;
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct sim_state st;
+	uint64_t poison;
+
+	fill_vram(d, 4096, 8192, 11);
+	assert_int_equal(device_set_power(d, UGPU_POWER_D3HOT), 0);
+	assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	assert_int_equal(st.power, SIM_POWER_D3HOT);
+	assert_int_equal(ugpu_device_query(d, &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
+	assert_int_equal(device_set_power(d, UGPU_POWER_D0), 0);
+	assert_true(check_vram(d, 4096, 8192, 11)); /* D3hot keeps VRAM */
+
+	assert_int_equal(device_set_power(d, UGPU_POWER_D3COLD), 0);
+	assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	assert_int_equal(st.power, SIM_POWER_D3COLD);
+	assert_int_equal(device_set_power(d, UGPU_POWER_D0), 0);
+	assert_false(check_vram(d, 4096, 8192, 11)); /* D3cold loses it */
+	memcpy(&poison, (char *)d->vram + 4096, 8);
+	assert_true(poison == 0xDEADBEEFDEADBEEFull);
+
+	/* A wake that the device refuses is an error, not a silent success. */
+	assert_int_equal(device_set_power(d, UGPU_POWER_D3HOT), 0);
+	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_WAKE, 1, false), 0);
+	assert_int_equal(device_set_power(d, UGPU_POWER_D0), -EIO);
+	assert_int_equal(device_set_power(d, UGPU_POWER_D0), 0);
+	assert_int_equal(device_set_power(d, (enum ugpu_power_state)7), -EINVAL);
+}
+
+static void test_bad_uris(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device *dev = (void *)0x1;
+
+	assert_int_equal(ugpu_device_open(f->ctx, "bogus", &dev), -EINVAL);
+	assert_int_equal(ugpu_device_open(f->ctx, "vfio-user:", &dev), -EINVAL);
+	assert_int_equal(ugpu_device_open(f->ctx, "pci:00:03.0", &dev), -EINVAL);
+	assert_int_equal(ugpu_device_open(f->ctx, "vfio-user:/nonexistent/sock", &dev), -ENOENT);
+	assert_int_equal(ugpu_device_open(NULL, f->uri, &dev), -EINVAL);
+	assert_ptr_equal(dev, (void *)0x1);
+}
+
+/* Close releases every device resource: no DMA mapping and no client are
+ * left on the device, and it can be opened again. */
+static void test_close_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct sim_state st;
+
+	ugpu_device_close(f->dev);
+	f->dev = NULL;
+	assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	assert_int_equal(st.dma_maps, 0);
+	assert_int_equal(ugpu_device_open(f->ctx, f->uri, &f->dev), 0);
+}
+
+/* A device that vanished still closes, without hanging. */
+static void test_close_after_surprise_removal(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	ugpu_device_close(f->dev);
+	f->dev = NULL;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_engines_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_power_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_uris, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_after_surprise_removal, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
