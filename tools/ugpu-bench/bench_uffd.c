@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-bench uffd [N]: userfaultfd costs behind CPU mappings (mm/cpu_map).
+ *   raw_missing_copy_4k   a bare missing fault resolved by UFFDIO_COPY of 4 KiB
+ *                         (the baseline: the least a userfaultfd fault costs)
+ *   cpu_map_fault         first touch of an invalidated cpu_map: message,
+ *                         resolve, mmap of the backing, wake, data visible
+ *   cpu_map_invalidate    one invalidation (placeholder swap by mremap, REMAP
+ *                         round trip through the handler thread)
+ * One JSON object per line; latencies in microseconds.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mm/cpu_map.h"
+
+#define BENCH_PAGE 4096u
+
+int bench_uffd(int argc, char **argv);
+
+static uint64_t bench_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void print_lat(const char *name, uint64_t *ns, size_t n, const char *extra)
+{
+	qsort(ns, n, sizeof(*ns), cmp_u64);
+	printf("{\"bench\":\"uffd\",\"case\":\"%s\",\"n\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f%s}\n",
+	       name, n, ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0, extra ? extra : "");
+}
+
+/* --- raw round trip ------------------------------------------------------ */
+
+struct raw {
+	int uffd;
+	atomic_bool stop;
+	uint8_t *src;
+};
+
+static void *raw_handler(void *arg)
+{
+	struct raw *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		struct pollfd pfd = { .fd = r->uffd, .events = POLLIN };
+		struct uffd_msg msg;
+
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		if (read(r->uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		struct uffdio_copy c = {
+			.dst = msg.arg.pagefault.address & ~(uint64_t)(BENCH_PAGE - 1),
+			.src = (uintptr_t)r->src,
+			.len = BENCH_PAGE,
+		};
+		if (ioctl(r->uffd, UFFDIO_COPY, &c) < 0 && errno != EEXIST)
+			fprintf(stderr, "bench uffd: UFFDIO_COPY failed: %s\n", strerror(errno));
+	}
+	return NULL;
+}
+
+static int bench_raw(size_t n)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct raw r = { .uffd = -1 };
+	uint64_t *lat = calloc(n, sizeof(*lat));
+	uint8_t *area = MAP_FAILED;
+	pthread_t th;
+	size_t i;
+	int ret = 1, dev;
+
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		r.uffd = ioctl(dev, _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+	}
+	if (r.uffd < 0)
+		r.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (!lat || r.uffd < 0 || ioctl(r.uffd, UFFDIO_API, &api) < 0) {
+		fprintf(stderr, "bench uffd: no userfaultfd: %s\n", strerror(errno));
+		goto out;
+	}
+	r.src = aligned_alloc(BENCH_PAGE, BENCH_PAGE);
+	area = mmap(NULL, n * BENCH_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!r.src || area == MAP_FAILED)
+		goto out;
+	memset(r.src, 0x5a, BENCH_PAGE);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)area, .len = n * BENCH_PAGE },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (ioctl(r.uffd, UFFDIO_REGISTER, &reg) < 0)
+		goto out;
+	if (pthread_create(&th, NULL, raw_handler, &r))
+		goto out;
+	ret = 0;
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = bench_ns();
+
+		if (((volatile uint8_t *)area)[i * BENCH_PAGE] != 0x5a)
+			ret = 1;
+		lat[i] = bench_ns() - t0;
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(th, NULL);
+	if (ret)
+		fprintf(stderr, "bench uffd: raw fault returned wrong data\n");
+	else
+		print_lat("raw_missing_copy_4k", lat, n, NULL);
+out:
+	if (area != MAP_FAILED)
+		munmap(area, n * BENCH_PAGE);
+	free(r.src);
+	if (r.uffd >= 0)
+		close(r.uffd);
+	free(lat);
+	return ret;
+}
+
+/* --- cpu_map ------------------------------------------------------------- */
+
+struct bench_owner {
+	int fd;
+	uint64_t off;
+};
+
+static int bench_resolve(void *o, uint64_t offset, struct cpu_map_extent *ext)
+{
+	struct bench_owner *ow = o;
+
+	ext->fd = ow->fd;
+	ext->fd_offset = ow->off + offset;
+	ext->len = UINT64_MAX / 2;
+	return 0;
+}
+
+static const struct cpu_map_owner_ops bench_ops = { .resolve = bench_resolve };
+
+static int bench_cpu_map(size_t nmaps, size_t map_size, unsigned int rounds)
+{
+	struct cpu_map_mgr *mgr = NULL;
+	struct bench_owner *ow = calloc(nmaps, sizeof(*ow));
+	struct cpu_map **maps = calloc(nmaps, sizeof(*maps));
+	uint8_t **addr = calloc(nmaps, sizeof(*addr));
+	uint64_t *flat = calloc(nmaps * rounds, sizeof(uint64_t));
+	uint64_t *ilat = calloc(nmaps * rounds, sizeof(uint64_t));
+	size_t i, nf = 0, ni = 0;
+	unsigned int k;
+	int fd = -1, ret = 1;
+	char extra[96];
+
+	if (!ow || !maps || !addr || !flat || !ilat)
+		goto out;
+	fd = memfd_create("bench-cpu-map", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)(nmaps * map_size)) < 0)
+		goto out;
+	for (i = 0; i < nmaps; i++) {
+		uint8_t tag = (uint8_t)(i + 1);
+
+		if (pwrite(fd, &tag, 1, (off_t)(i * map_size)) != 1)
+			goto out;
+	}
+	if (cpu_map_mgr_create(NULL, NULL, &mgr)) {
+		fprintf(stderr, "bench uffd: cpu_map manager unavailable\n");
+		goto out;
+	}
+	for (i = 0; i < nmaps; i++) {
+		ow[i] = (struct bench_owner){ .fd = fd, .off = i * map_size };
+		if (cpu_map_create(mgr, &bench_ops, &ow[i], map_size, "bench", &maps[i],
+				   (void **)&addr[i]))
+			goto out_maps;
+	}
+	ret = 0;
+	for (k = 0; k < rounds; k++) {
+		for (i = 0; i < nmaps; i++) {
+			uint64_t t0 = bench_ns();
+
+			if (((volatile uint8_t *)addr[i])[0] != (uint8_t)(i + 1))
+				ret = 1;
+			flat[nf++] = bench_ns() - t0;
+		}
+		for (i = 0; i < nmaps; i++) {
+			uint64_t t0 = bench_ns();
+
+			if (cpu_map_invalidate(maps[i]))
+				ret = 1;
+			ilat[ni++] = bench_ns() - t0;
+		}
+	}
+	if (ret) {
+		fprintf(stderr, "bench uffd: cpu_map returned wrong data or failed to invalidate\n");
+		goto out_maps;
+	}
+	snprintf(extra, sizeof(extra), ",\"maps\":%zu,\"map_bytes\":%zu", nmaps, map_size);
+	print_lat("cpu_map_fault", flat, nf, extra);
+	print_lat("cpu_map_invalidate", ilat, ni, extra);
+out_maps:
+	for (i = 0; i < nmaps; i++)
+		if (maps[i])
+			cpu_map_destroy(maps[i]);
+	cpu_map_mgr_destroy(mgr);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(ow);
+	free(maps);
+	free(addr);
+	free(flat);
+	free(ilat);
+	return ret;
+}
+
+int bench_uffd(int argc, char **argv)
+{
+	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 256;
+	int ret = 0;
+
+	if (n < 2 || n > 1u << 20) {
+		fprintf(stderr, "usage: ugpu-bench uffd [N mappings, 2..1048576]\n");
+		return 1;
+	}
+	ret |= bench_raw(n * 16);
+	ret |= bench_cpu_map(n, 64 * 1024, 8);
+	return ret;
+}
