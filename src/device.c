@@ -17,6 +17,7 @@
 #include "src/log.h"
 #include "src/pci_cfg.h"
 #include "src/refdev.h"
+#include "src/rpm.h"
 
 int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val)
 {
@@ -404,12 +405,18 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	if (ret)
 		goto out_vram_mm;
 
+	ret = rpm_init(dev, &dev->rpm);
+	if (ret)
+		goto out_engines;
+
 	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->vdev->name,
 		 dev->profile->name, dev->vendor_id, dev->device_id,
 		 (unsigned long long)(dev->vram_size >> 20), dev->num_copy_engines);
 	*out = dev;
 	return 0;
 
+out_engines:
+	engines_teardown(dev);
 out_vram_mm:
 	buddy_fini(&dev->vram_mm);
 out_dma:
@@ -434,6 +441,8 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 	if (!dev)
 		return;
 	/* Reverse of ugpu_device_open()'s bring-up. */
+	rpm_fini(dev->rpm);
+	dev->rpm = NULL;
 	engines_teardown(dev);
 	if (dev->vram_mm_ready) {
 		leaks = buddy_fini(&dev->vram_mm);

@@ -14,6 +14,8 @@
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 
+struct rpm;
+
 #define DEVICE_MAX_ENGINES 2
 /* Ring size of each copy engine: 64 KiB = 1024 descriptors. */
 #define DEVICE_RING_SIZE (64u << 10)
@@ -93,6 +95,10 @@ struct ugpu_device {
 	struct engine *copy[DEVICE_MAX_ENGINES];
 	struct buddy_list ring_blocks[DEVICE_MAX_ENGINES];
 	struct engine *cpu;
+
+	/* Runtime PM (src/rpm.h): refcounted get/put, autosuspend; its own
+	 * locks. Set up last in open, torn down first in close. */
+	struct rpm *rpm;
 };
 
 /*

@@ -1,0 +1,814 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runtime power management (see src/rpm.h for the contract and
+ * docs/runtime-pm.md for the design).
+ *
+ * State machine (rpm->state, under rpm->lock):
+ *
+ *   ACTIVE --(usage 0, delay expired)--> SUSPENDING --(hooks done, nobody
+ *   needed the device: "committed", device_set_power(D3))--> SUSPENDED
+ *   SUSPENDED --(rpm_get)--> RESUMING --(D0, resume hooks)--> ACTIVE
+ *   SUSPENDING --(a get raced the hooks, or a hook vetoed)--> ACTIVE
+ *
+ * The one rule that keeps it deadlock-free with CPU mappings: the suspend
+ * hooks invalidate cpu_map ranges, which waits for the cpu_map handler
+ * thread; that thread calls rpm_get() from fault_begin. So rpm_get() never
+ * waits for suspend hooks: during the hook phase the device is still in D0,
+ * and a get simply takes its reference and marks the suspend aborted (the
+ * same outcome as the kernel's rpm_suspend() seeing usage_count > 0 after
+ * ->runtime_suspend()). Only the short committed phase (one power
+ * transition, no hooks) and a wake by another thread make a get wait, and
+ * neither needs the handler thread. Likewise a wake runs only the quick
+ * resume hooks; anything that moves mapped objects (D3cold restore) is
+ * deferred to the rpm thread.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "src/device.h"
+#include "src/log.h"
+#include "src/rpm.h"
+
+struct rpm_hook {
+	const struct rpm_hook_ops *ops;
+	void *arg;
+	struct rpm_hook *prev, *next;
+};
+
+/*
+ * struct rpm - runtime PM of one device.
+ *
+ * Locking: @lock protects everything below it except the hook list. It is
+ * never held across a power transition or a hook. @hooks_lock protects the
+ * hook list and is held while hooks run (so unregister waits for them);
+ * order: hooks_lock -> lock (a hook may call rpm_get()), lock -> dev->lock
+ * and dev->vram_lock (leaves). @cond signals state changes to waiting
+ * getters; @timer_cond wakes the rpm thread. @allow_lock serialises
+ * rpm_allow() only.
+ */
+struct rpm {
+	struct ugpu_device *dev;
+	struct ugpu_context *ctx;
+	pthread_mutex_t allow_lock;
+	pthread_mutex_t hooks_lock;
+	struct rpm_hook *hooks, *hooks_tail;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_cond_t timer_cond;
+	pthread_t thread;
+	bool thread_started;
+	bool stop;
+
+	enum ugpu_rpm_state state;
+	bool committed; /* SUSPENDING past the point of no return */
+	bool abort; /* a get arrived while the suspend hooks ran */
+	bool has_cb; /* @cb_thread is making the current transition */
+	pthread_t cb_thread;
+	uint32_t usage; /* includes the one reference "not allowed" holds */
+	bool allowed;
+	int delay_ms;
+	uint64_t threshold;
+	unsigned int n_evicting; /* hooks with evicts_vram */
+	unsigned int n_restore; /* hooks with a restore callback */
+	bool armed; /* usage dropped to 0 since the last suspend */
+	uint64_t last_busy_ns;
+	bool vetoed; /* the last attempt was vetoed: retry >= 50 ms later */
+	bool restore_pending;
+	enum ugpu_power_state sleep_state;
+	uint64_t suspended_since_ns;
+
+	/* counters (struct ugpu_rpm_stats) */
+	uint64_t suspends, suspends_d3cold, resumes, aborted, errors;
+	uint64_t wake_last_us, wake_max_us, wake_total_us, resume_last_us, suspend_last_us;
+	uint64_t suspended_ns;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec ns_to_ts(uint64_t ns)
+{
+	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
+				  .tv_nsec = (long)(ns % 1000000000ull) };
+}
+
+static bool is_cb_thread(const struct rpm *rpm)
+{
+	return rpm->has_cb && pthread_equal(rpm->cb_thread, pthread_self());
+}
+
+static void cb_set(struct rpm *rpm)
+{
+	rpm->has_cb = true;
+	rpm->cb_thread = pthread_self();
+}
+
+static const char *pstate_name(enum ugpu_power_state s)
+{
+	return s == UGPU_POWER_D3COLD ? "D3cold" : s == UGPU_POWER_D3HOT ? "D3hot" : "D0";
+}
+
+/* --- device steps (no rpm lock held) ----------------------------------- */
+
+/* Engines must be idle before D3: a doorbell in D3 is dropped. */
+static int engines_quiesce(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+	int i, ret;
+
+	for (i = 0; i < DEVICE_MAX_ENGINES; i++) {
+		if (!dev->copy[i])
+			continue;
+		ret = engine_idle(dev->copy[i], RPM_IDLE_TIMEOUT_MS);
+		if (ret == -ETIMEDOUT) {
+			log_warn(rpm->ctx, "%s: runtime suspend: engine %s still busy after %d ms",
+				 dev->vdev->name, dev->copy[i]->name, RPM_IDLE_TIMEOUT_MS);
+			return -EBUSY;
+		}
+		/* An engine stopped on an error is idle enough to sleep; its
+		 * owner resets it. */
+	}
+	return 0;
+}
+
+/* D3cold resets every engine register: re-program the rings. */
+static void engines_reinit(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+	int i, ret;
+
+	for (i = 0; i < DEVICE_MAX_ENGINES; i++) {
+		if (!dev->copy[i])
+			continue;
+		ret = engine_reset(dev->copy[i]);
+		if (ret)
+			log_err(rpm->ctx, "%s: engine %s did not come back after D3cold: %s",
+				dev->vdev->name, dev->copy[i]->name, ugpu_strerror(ret));
+	}
+}
+
+static uint64_t vram_used(struct ugpu_device *dev)
+{
+	uint64_t used = 0;
+
+	if (!dev->vram_mm_ready)
+		return 0;
+	pthread_mutex_lock(&dev->vram_lock);
+	used = dev->vram_mm.size - buddy_avail(&dev->vram_mm);
+	pthread_mutex_unlock(&dev->vram_lock);
+	return used;
+}
+
+static enum ugpu_power_state current_power(struct ugpu_device *dev)
+{
+	enum ugpu_power_state s;
+
+	pthread_mutex_lock(&dev->lock);
+	s = dev->power_state;
+	pthread_mutex_unlock(&dev->lock);
+	return s;
+}
+
+/* D3cold when the device can, some hook evicts, and little VRAM is used
+ * (xe_pm_d3cold_allowed_toggle()). Called with rpm->lock held. */
+static enum ugpu_power_state choose_target(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+
+	if ((dev->caps & UGPU_DEVICE_CAP_D3COLD) && rpm->n_evicting && rpm->threshold &&
+	    vram_used(dev) < rpm->threshold)
+		return UGPU_POWER_D3COLD;
+	return UGPU_POWER_D3HOT;
+}
+
+/* --- suspend ------------------------------------------------------------ */
+
+/*
+ * Called with rpm->lock held, state ACTIVE, usage 0, allowed; returns with
+ * it held. Returns 0 (SUSPENDED), -EBUSY (vetoed or raced: back to ACTIVE),
+ * or an error (back to ACTIVE, device in D0 if it could be woken).
+ */
+static int do_suspend(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+	enum ugpu_power_state target = choose_target(rpm), reached;
+	struct rpm_hook *h, *ran_last = NULL;
+	uint64_t t0 = now_ns();
+	int ret = 0, wret;
+
+	rpm->state = UGPU_RPM_SUSPENDING;
+	rpm->committed = false;
+	rpm->abort = false;
+	cb_set(rpm);
+	pthread_mutex_unlock(&rpm->lock);
+
+	pthread_mutex_lock(&rpm->hooks_lock);
+	for (h = rpm->hooks; h; h = h->next) {
+		bool stop;
+
+		pthread_mutex_lock(&rpm->lock);
+		stop = rpm->abort;
+		pthread_mutex_unlock(&rpm->lock);
+		if (stop)
+			break;
+		if (h->ops->suspend) {
+			ret = h->ops->suspend(h->arg, target);
+			if (ret) {
+				if (ret != -EBUSY)
+					log_err(rpm->ctx, "%s: runtime suspend hook %s failed: %s",
+						dev->vdev->name, h->ops->name, ugpu_strerror(ret));
+				break;
+			}
+		}
+		ran_last = h;
+	}
+	if (!ret)
+		ret = engines_quiesce(rpm);
+
+	pthread_mutex_lock(&rpm->lock);
+	if (!ret && (rpm->usage || rpm->abort))
+		ret = -EAGAIN; /* someone needed the device meanwhile */
+	if (!ret) {
+		/* Point of no return: from here a get waits for D3 and wakes. */
+		rpm->committed = true;
+		pthread_mutex_unlock(&rpm->lock);
+		ret = device_set_power(dev, target);
+		reached = current_power(dev);
+		if (ret) {
+			log_err(rpm->ctx, "%s: runtime suspend to %s failed: %s", dev->vdev->name,
+				pstate_name(target), ugpu_strerror(ret));
+			wret = device_set_power(dev, UGPU_POWER_D0);
+			if (wret)
+				log_err(rpm->ctx, "%s: cannot wake the device after a failed suspend: %s",
+					dev->vdev->name, ugpu_strerror(wret));
+			else if (reached == UGPU_POWER_D3COLD)
+				engines_reinit(rpm);
+		}
+		pthread_mutex_lock(&rpm->lock);
+		rpm->committed = false;
+	} else {
+		reached = UGPU_POWER_D0;
+	}
+	if (!ret) {
+		rpm->state = UGPU_RPM_SUSPENDED;
+		rpm->sleep_state = target;
+		rpm->suspended_since_ns = now_ns();
+		rpm->suspends++;
+		if (target == UGPU_POWER_D3COLD)
+			rpm->suspends_d3cold++;
+		rpm->suspend_last_us = (rpm->suspended_since_ns - t0) / 1000;
+		rpm->armed = false;
+		rpm->vetoed = false;
+		rpm->has_cb = false;
+		pthread_cond_broadcast(&rpm->cond);
+		pthread_mutex_unlock(&rpm->hooks_lock);
+		log_dbg(rpm->ctx, "%s: runtime suspended to %s", dev->vdev->name,
+			pstate_name(target));
+		return 0;
+	}
+
+	/* Abandoned: the hooks that ran undo what they did. */
+	pthread_mutex_unlock(&rpm->lock);
+	for (h = ran_last; h; h = h->prev)
+		if (h->ops->resume)
+			h->ops->resume(h->arg, reached == UGPU_POWER_D3COLD ? UGPU_POWER_D3COLD
+									    : UGPU_POWER_D0);
+	pthread_mutex_lock(&rpm->lock);
+	pthread_mutex_unlock(&rpm->hooks_lock);
+	rpm->state = UGPU_RPM_ACTIVE;
+	rpm->has_cb = false;
+	if (ret == -EBUSY || ret == -EAGAIN) {
+		rpm->aborted++;
+		/* Vetoed: try again after the delay, never in a loop. */
+		rpm->vetoed = ret == -EBUSY;
+		rpm->armed = rpm->usage == 0;
+		rpm->last_busy_ns = now_ns();
+		ret = -EBUSY;
+	} else {
+		/* A hard error: stay awake until the next put re-arms. */
+		rpm->errors++;
+		rpm->armed = false;
+	}
+	/* Objects a D3cold hook already evicted come back later, as after a
+	 * real D3cold (they are intact in system memory meanwhile). */
+	if (target == UGPU_POWER_D3COLD && ran_last && rpm->n_restore)
+		rpm->restore_pending = true;
+	pthread_cond_broadcast(&rpm->cond);
+	pthread_cond_signal(&rpm->timer_cond);
+	return ret;
+}
+
+/* --- get / put ---------------------------------------------------------- */
+
+/* Wake from SUSPENDED; called with rpm->lock held, returns with it held. */
+static int do_resume(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+	enum ugpu_power_state from = rpm->sleep_state;
+	struct rpm_hook *h;
+	uint64_t t0, t1, t2, wake_us;
+	int ret;
+
+	rpm->state = UGPU_RPM_RESUMING;
+	cb_set(rpm);
+	rpm->usage++;
+	pthread_mutex_unlock(&rpm->lock);
+
+	pthread_mutex_lock(&rpm->hooks_lock);
+	t0 = now_ns();
+	ret = device_set_power(dev, UGPU_POWER_D0);
+	t1 = now_ns();
+	if (!ret) {
+		if (from == UGPU_POWER_D3COLD)
+			engines_reinit(rpm);
+		for (h = rpm->hooks_tail; h; h = h->prev)
+			if (h->ops->resume)
+				h->ops->resume(h->arg, from);
+	}
+	t2 = now_ns();
+	pthread_mutex_lock(&rpm->lock);
+	pthread_mutex_unlock(&rpm->hooks_lock);
+	rpm->has_cb = false;
+	if (ret) {
+		log_err(rpm->ctx, "%s: runtime resume from %s failed: %s", dev->vdev->name,
+			pstate_name(from), ugpu_strerror(ret));
+		rpm->state = UGPU_RPM_SUSPENDED;
+		rpm->usage--;
+		rpm->errors++;
+		pthread_cond_broadcast(&rpm->cond);
+		return ret;
+	}
+	wake_us = (t1 - t0) / 1000;
+	rpm->state = UGPU_RPM_ACTIVE;
+	rpm->resumes++;
+	rpm->wake_last_us = wake_us;
+	rpm->wake_total_us += wake_us;
+	if (wake_us > rpm->wake_max_us)
+		rpm->wake_max_us = wake_us;
+	rpm->resume_last_us = (t2 - t0) / 1000;
+	rpm->suspended_ns += t1 - rpm->suspended_since_ns;
+	if (from == UGPU_POWER_D3COLD && rpm->n_restore) {
+		rpm->restore_pending = true;
+		pthread_cond_signal(&rpm->timer_cond);
+	}
+	pthread_cond_broadcast(&rpm->cond);
+	log_dbg(rpm->ctx, "%s: runtime resumed from %s in %llu us", dev->vdev->name,
+		pstate_name(from), (unsigned long long)wake_us);
+	return 0;
+}
+
+int rpm_get(struct rpm *rpm)
+{
+	uint64_t deadline = now_ns() + RPM_WAIT_TIMEOUT_MS * 1000000ull;
+	int ret = 0;
+
+	pthread_mutex_lock(&rpm->lock);
+	for (;;) {
+		if (rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm)) {
+			rpm->usage++;
+			break;
+		}
+		if (rpm->state == UGPU_RPM_SUSPENDING && !rpm->committed) {
+			/* Still in D0: take the reference, the suspend aborts. */
+			rpm->usage++;
+			rpm->abort = true;
+			break;
+		}
+		if (rpm->state == UGPU_RPM_SUSPENDED) {
+			ret = do_resume(rpm);
+			break;
+		}
+		/* Another thread is changing the power state: wait for it. */
+		if (now_ns() >= deadline) {
+			log_err(rpm->ctx, "%s: runtime PM transition did not finish in %d ms",
+				rpm->dev->vdev->name, RPM_WAIT_TIMEOUT_MS);
+			ret = -ETIMEDOUT;
+			break;
+		}
+		struct timespec ts = ns_to_ts(deadline);
+
+		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
+	}
+	pthread_mutex_unlock(&rpm->lock);
+	return ret;
+}
+
+bool rpm_get_if_active(struct rpm *rpm)
+{
+	bool ok;
+
+	pthread_mutex_lock(&rpm->lock);
+	ok = rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm);
+	if (ok)
+		rpm->usage++;
+	pthread_mutex_unlock(&rpm->lock);
+	return ok;
+}
+
+/* Called with rpm->lock held. */
+static void put_locked(struct rpm *rpm)
+{
+	if (!rpm->usage) {
+		log_err(rpm->ctx, "%s: runtime PM put without a get (ignored)",
+			rpm->dev->vdev->name);
+		return;
+	}
+	if (--rpm->usage == 0) {
+		rpm->armed = true;
+		rpm->last_busy_ns = now_ns();
+		pthread_cond_signal(&rpm->timer_cond);
+	}
+}
+
+void rpm_put(struct rpm *rpm)
+{
+	pthread_mutex_lock(&rpm->lock);
+	put_locked(rpm);
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+int rpm_suspend_now(struct rpm *rpm)
+{
+	int ret;
+
+	pthread_mutex_lock(&rpm->lock);
+	if (rpm->state == UGPU_RPM_SUSPENDED)
+		ret = 0;
+	else if (!rpm->allowed)
+		ret = -EPERM;
+	else if (rpm->state != UGPU_RPM_ACTIVE || rpm->usage)
+		ret = -EBUSY;
+	else
+		ret = do_suspend(rpm);
+	pthread_mutex_unlock(&rpm->lock);
+	return ret;
+}
+
+bool rpm_is_suspended(struct rpm *rpm)
+{
+	bool s;
+
+	pthread_mutex_lock(&rpm->lock);
+	s = rpm->state == UGPU_RPM_SUSPENDED;
+	pthread_mutex_unlock(&rpm->lock);
+	return s;
+}
+
+/* --- the rpm thread ----------------------------------------------------- */
+
+static void run_restore(struct rpm *rpm)
+{
+	struct rpm_hook *h;
+
+	pthread_mutex_lock(&rpm->hooks_lock);
+	for (h = rpm->hooks_tail; h; h = h->prev)
+		if (h->ops->restore)
+			h->ops->restore(h->arg);
+	pthread_mutex_unlock(&rpm->hooks_lock);
+}
+
+/*
+ * Runs the autosuspend timer and deferred restores. Every wait is bounded
+ * (1 s at most) so a missed signal costs at most that, never a hang.
+ */
+static void *rpm_thread(void *arg)
+{
+	struct rpm *rpm = arg;
+
+	pthread_mutex_lock(&rpm->lock);
+	while (!rpm->stop) {
+		uint64_t now = now_ns(), wake_at = now + 1000000000ull;
+
+		if (rpm->restore_pending && rpm->state == UGPU_RPM_ACTIVE) {
+			rpm->restore_pending = false;
+			rpm->usage++;
+			pthread_mutex_unlock(&rpm->lock);
+			run_restore(rpm);
+			pthread_mutex_lock(&rpm->lock);
+			put_locked(rpm);
+			continue;
+		}
+		if (rpm->state == UGPU_RPM_ACTIVE && rpm->armed && !rpm->usage && rpm->allowed &&
+		    rpm->delay_ms >= 0) {
+			uint64_t due = rpm->last_busy_ns + (uint64_t)rpm->delay_ms * 1000000ull;
+
+			if (rpm->vetoed && due < rpm->last_busy_ns + 50000000ull)
+				due = rpm->last_busy_ns + 50000000ull;
+			if (now >= due) {
+				rpm->armed = false;
+				do_suspend(rpm);
+				continue;
+			}
+			if (due < wake_at)
+				wake_at = due;
+		}
+		struct timespec ts = ns_to_ts(wake_at);
+
+		pthread_cond_timedwait(&rpm->timer_cond, &rpm->lock, &ts);
+	}
+	pthread_mutex_unlock(&rpm->lock);
+	return NULL;
+}
+
+/* --- setup -------------------------------------------------------------- */
+
+static int cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t a;
+	int ret;
+
+	ret = pthread_condattr_init(&a);
+	if (ret)
+		return -ret;
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	ret = pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+	return -ret;
+}
+
+int rpm_init(struct ugpu_device *dev, struct rpm **out)
+{
+	struct rpm *rpm;
+	int ret;
+
+	rpm = calloc(1, sizeof(*rpm));
+	if (!rpm)
+		return -ENOMEM;
+	rpm->dev = dev;
+	rpm->ctx = dev->ctx;
+	rpm->state = UGPU_RPM_ACTIVE;
+	rpm->usage = 1; /* "not allowed" holds one */
+	rpm->delay_ms = RPM_DEFAULT_AUTOSUSPEND_MS;
+	rpm->threshold = RPM_DEFAULT_D3COLD_THRESHOLD;
+	rpm->sleep_state = UGPU_POWER_D0;
+	pthread_mutex_init(&rpm->allow_lock, NULL);
+	pthread_mutex_init(&rpm->hooks_lock, NULL);
+	pthread_mutex_init(&rpm->lock, NULL);
+	ret = cond_init_mono(&rpm->cond);
+	if (ret)
+		goto out_mutexes;
+	ret = cond_init_mono(&rpm->timer_cond);
+	if (ret)
+		goto out_cond;
+	ret = -pthread_create(&rpm->thread, NULL, rpm_thread, rpm);
+	if (ret) {
+		log_err(dev->ctx, "%s: cannot start the runtime PM thread: %s", dev->vdev->name,
+			ugpu_strerror(ret));
+		goto out_timer_cond;
+	}
+	rpm->thread_started = true;
+	*out = rpm;
+	return 0;
+
+out_timer_cond:
+	pthread_cond_destroy(&rpm->timer_cond);
+out_cond:
+	pthread_cond_destroy(&rpm->cond);
+out_mutexes:
+	pthread_mutex_destroy(&rpm->lock);
+	pthread_mutex_destroy(&rpm->hooks_lock);
+	pthread_mutex_destroy(&rpm->allow_lock);
+	free(rpm);
+	return ret;
+}
+
+void rpm_fini(struct rpm *rpm)
+{
+	struct rpm_hook *h, *next;
+	int ret;
+
+	if (!rpm)
+		return;
+	pthread_mutex_lock(&rpm->lock);
+	rpm->stop = true;
+	pthread_cond_signal(&rpm->timer_cond);
+	pthread_mutex_unlock(&rpm->lock);
+	if (rpm->thread_started)
+		pthread_join(rpm->thread, NULL);
+
+	/* Leave the device awake for whoever opens it next (xe:
+	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
+	 * not answer is only logged: teardown never depends on it. */
+	if (rpm_is_suspended(rpm)) {
+		ret = rpm_get(rpm);
+		if (ret)
+			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
+				 ugpu_strerror(ret));
+	}
+	for (h = rpm->hooks; h; h = next) {
+		next = h->next;
+		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
+			 rpm->dev->vdev->name, h->ops->name);
+		free(h);
+	}
+	pthread_cond_destroy(&rpm->timer_cond);
+	pthread_cond_destroy(&rpm->cond);
+	pthread_mutex_destroy(&rpm->lock);
+	pthread_mutex_destroy(&rpm->hooks_lock);
+	pthread_mutex_destroy(&rpm->allow_lock);
+	free(rpm);
+}
+
+/* --- settings, hooks, stats --------------------------------------------- */
+
+void rpm_set_autosuspend_delay(struct rpm *rpm, int delay_ms)
+{
+	pthread_mutex_lock(&rpm->lock);
+	rpm->delay_ms = delay_ms < 0 ? -1 : delay_ms;
+	pthread_cond_signal(&rpm->timer_cond);
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+void rpm_set_d3cold_threshold(struct rpm *rpm, uint64_t bytes)
+{
+	pthread_mutex_lock(&rpm->lock);
+	rpm->threshold = bytes;
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+int rpm_allow(struct rpm *rpm, bool allow)
+{
+	bool was;
+	int ret = 0;
+
+	pthread_mutex_lock(&rpm->allow_lock);
+	pthread_mutex_lock(&rpm->lock);
+	was = rpm->allowed;
+	pthread_mutex_unlock(&rpm->lock);
+	if (allow && !was) {
+		pthread_mutex_lock(&rpm->lock);
+		rpm->allowed = true;
+		put_locked(rpm);
+		pthread_mutex_unlock(&rpm->lock);
+	} else if (!allow && was) {
+		ret = rpm_get(rpm);
+		if (!ret) {
+			pthread_mutex_lock(&rpm->lock);
+			rpm->allowed = false;
+			pthread_mutex_unlock(&rpm->lock);
+		}
+	}
+	pthread_mutex_unlock(&rpm->allow_lock);
+	return ret;
+}
+
+int rpm_hook_register(struct rpm *rpm, const struct rpm_hook_ops *ops, void *arg,
+		      struct rpm_hook **out)
+{
+	struct rpm_hook *h;
+
+	if (!rpm || !ops || !ops->name || !out)
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->ops = ops;
+	h->arg = arg;
+	pthread_mutex_lock(&rpm->hooks_lock);
+	h->prev = rpm->hooks_tail;
+	if (rpm->hooks_tail)
+		rpm->hooks_tail->next = h;
+	else
+		rpm->hooks = h;
+	rpm->hooks_tail = h;
+	pthread_mutex_lock(&rpm->lock);
+	rpm->n_evicting += ops->evicts_vram;
+	rpm->n_restore += ops->restore != NULL;
+	pthread_mutex_unlock(&rpm->lock);
+	pthread_mutex_unlock(&rpm->hooks_lock);
+	*out = h;
+	return 0;
+}
+
+void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
+{
+	if (!rpm || !h)
+		return;
+	pthread_mutex_lock(&rpm->hooks_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		rpm->hooks = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	else
+		rpm->hooks_tail = h->prev;
+	pthread_mutex_lock(&rpm->lock);
+	rpm->n_evicting -= h->ops->evicts_vram;
+	rpm->n_restore -= h->ops->restore != NULL;
+	pthread_mutex_unlock(&rpm->lock);
+	pthread_mutex_unlock(&rpm->hooks_lock);
+	free(h);
+}
+
+void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
+{
+	uint64_t susp_ns;
+
+	memset(o, 0, sizeof(*o));
+	o->size = sizeof(*o);
+	pthread_mutex_lock(&rpm->lock);
+	o->state = rpm->state;
+	o->allowed = rpm->allowed;
+	o->autosuspend_delay_ms = rpm->delay_ms;
+	o->d3cold_threshold = rpm->threshold;
+	o->usage = rpm->usage - !rpm->allowed;
+	o->suspends = rpm->suspends;
+	o->suspends_d3cold = rpm->suspends_d3cold;
+	o->resumes = rpm->resumes;
+	o->aborted = rpm->aborted;
+	o->errors = rpm->errors;
+	o->wake_last_us = rpm->wake_last_us;
+	o->wake_max_us = rpm->wake_max_us;
+	o->wake_total_us = rpm->wake_total_us;
+	o->resume_last_us = rpm->resume_last_us;
+	o->suspend_last_us = rpm->suspend_last_us;
+	susp_ns = rpm->suspended_ns;
+	if (rpm->state == UGPU_RPM_SUSPENDED)
+		susp_ns += now_ns() - rpm->suspended_since_ns;
+	o->suspended_us = susp_ns / 1000;
+	pthread_mutex_unlock(&rpm->lock);
+	o->power_state = current_power(rpm->dev);
+}
+
+/* --- public API ----------------------------------------------------------- */
+
+UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
+{
+	if (!dev || !dev->rpm)
+		return -EINVAL;
+	return rpm_get(dev->rpm);
+}
+
+UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
+{
+	if (dev && dev->rpm)
+		rpm_put(dev->rpm);
+}
+
+UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
+{
+	if (!dev || !dev->rpm)
+		return -EINVAL;
+	return rpm_allow(dev->rpm, allow);
+}
+
+UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms)
+{
+	if (!dev || !dev->rpm)
+		return -EINVAL;
+	rpm_set_autosuspend_delay(dev->rpm, delay_ms);
+	return 0;
+}
+
+UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes)
+{
+	if (!dev || !dev->rpm)
+		return -EINVAL;
+	rpm_set_d3cold_threshold(dev->rpm, bytes);
+	return 0;
+}
+
+UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
+{
+	if (!dev || !dev->rpm)
+		return -EINVAL;
+	return rpm_suspend_now(dev->rpm);
+}
+
+UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats)
+{
+	struct ugpu_rpm_stats s;
+	size_t n;
+
+	if (!dev || !dev->rpm || !stats || stats->size < sizeof(stats->size))
+		return -EINVAL;
+	rpm_stats(dev->rpm, &s);
+	s.size = stats->size;
+	n = stats->size < sizeof(s) ? stats->size : sizeof(s);
+	memcpy(stats, &s, n);
+	return 0;
+}
+
+UGPU_API const char *ugpu_rpm_state_name(enum ugpu_rpm_state state)
+{
+	switch (state) {
+	case UGPU_RPM_ACTIVE:
+		return "active";
+	case UGPU_RPM_SUSPENDING:
+		return "suspending";
+	case UGPU_RPM_SUSPENDED:
+		return "suspended";
+	case UGPU_RPM_RESUMING:
+		return "resuming";
+	}
+	return "?";
+}
