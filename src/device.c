@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "mm/bo.h"
 #include "src/context.h"
 #include "src/device.h"
 #include "src/log.h"
@@ -234,8 +235,8 @@ static void engines_teardown(struct ugpu_device *dev)
 	for (i = DEVICE_MAX_ENGINES - 1; i >= 0; i--) {
 		engine_destroy(dev->copy[i]);
 		dev->copy[i] = NULL;
-		if (!buddy_list_is_empty(&dev->ring_blocks[i]))
-			device_vram_free(dev, &dev->ring_blocks[i], 0);
+		ugpu_bo_put(dev->ring_bo[i]); /* frees ring_blocks[i] */
+		dev->ring_bo[i] = NULL;
 	}
 }
 
@@ -260,9 +261,17 @@ static int engines_setup(struct ugpu_device *dev)
 		n = DEVICE_MAX_ENGINES;
 	for (i = 0; i < n; i++) {
 		struct buddy_list *rb = &dev->ring_blocks[i];
+		/* The ring is a pinned kernel BO: restored early by CPU on resume,
+		 * before the engine is re-initialised on it. */
+		struct ugpu_bo_opts bo_opts = {
+			.size = sizeof(bo_opts),
+			.bytes = engine_sim_vram_bytes(DEVICE_RING_SIZE),
+			.placements = { UGPU_PLACEMENT_VRAM },
+			.flags = UGPU_BO_KERNEL | UGPU_BO_PINNED | UGPU_BO_CONTIGUOUS,
+			.name = i ? "ring1" : "ring0",
+		};
 
-		ret = device_vram_alloc(dev, engine_sim_vram_bytes(DEVICE_RING_SIZE), 4096,
-					BUDDY_CONTIGUOUS_ALLOCATION | BUDDY_TOPDOWN_ALLOCATION, rb);
+		ret = bo_create_kernel(dev, &bo_opts, BUDDY_TOPDOWN_ALLOCATION, rb, &dev->ring_bo[i]);
 		if (ret) {
 			log_err(dev->ctx, "%s: no VRAM for copy engine %u's ring: %s",
 				dev->vdev->name, i, ugpu_strerror(ret));
@@ -401,9 +410,13 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	buddy_set_log(&dev->vram_mm, buddy_log, dev);
 	dev->vram_mm_ready = true;
 
-	ret = engines_setup(dev);
+	ret = bo_mgr_init(dev);
 	if (ret)
 		goto out_vram_mm;
+
+	ret = engines_setup(dev);
+	if (ret)
+		goto out_bo_mgr;
 
 	ret = rpm_init(dev, &dev->rpm);
 	if (ret)
@@ -417,6 +430,8 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 
 out_engines:
 	engines_teardown(dev);
+out_bo_mgr:
+	bo_mgr_fini(dev);
 out_vram_mm:
 	buddy_fini(&dev->vram_mm);
 out_dma:
@@ -444,6 +459,7 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 	rpm_fini(dev->rpm);
 	dev->rpm = NULL;
 	engines_teardown(dev);
+	bo_mgr_fini(dev);
 	if (dev->vram_mm_ready) {
 		leaks = buddy_fini(&dev->vram_mm);
 		if (leaks > 0)

@@ -14,6 +14,8 @@
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 
+struct bo_mgr;
+struct ugpu_bo;
 struct rpm;
 
 #define DEVICE_MAX_ENGINES 2
@@ -95,6 +97,14 @@ struct ugpu_device {
 	struct engine *copy[DEVICE_MAX_ENGINES];
 	struct buddy_list ring_blocks[DEVICE_MAX_ENGINES];
 	struct engine *cpu;
+
+	/* Buffer objects (mm/bo.h): LRU, every live BO (the kernel BOs below
+	 * included), CPU-mapping manager, host-suspend state; its own locks.
+	 * @ring_bo[i] is the pinned KERNEL BO holding copy engine i's ring and
+	 * fence page: its VRAM blocks are kept in @ring_blocks[i]. It is
+	 * restored early, by CPU, on resume. */
+	struct bo_mgr *bo_mgr;
+	struct ugpu_bo *ring_bo[DEVICE_MAX_ENGINES];
 
 	/* Runtime PM (src/rpm.h): refcounted get/put, autosuspend; its own
 	 * locks. Set up last in open, torn down first in close. */

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Buffer objects: device-reachable memory that lives in VRAM or in system
+ * memory and moves between them (eviction, suspend, unplug) without losing a
+ * byte. A BO's CPU mapping follows it: when it moves, the mapping is
+ * invalidated and the next touch maps wherever it lives now.
+ */
+#ifndef UGPU_BO_H
+#define UGPU_BO_H
+
+#include <ugpu/device.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ugpu_bo;
+
+/** Where a BO's pages can live. */
+enum ugpu_placement {
+	UGPU_PLACEMENT_NONE = 0,
+	UGPU_PLACEMENT_VRAM = 1, /**< device memory, through the buddy allocator */
+	UGPU_PLACEMENT_SYSTEM = 2, /**< memfd-backed system memory mapped for device DMA */
+};
+
+/* BO flags (struct ugpu_bo_opts.flags). */
+#define UGPU_BO_PINNED (1u << 0) /**< created pinned: never evicted */
+#define UGPU_BO_CPU_ACCESS (1u << 1) /**< will be mapped by the CPU */
+#define UGPU_BO_CONTIGUOUS (1u << 2) /**< one contiguous VRAM range */
+#define UGPU_BO_KERNEL (1u << 3) /**< a driver object (rings, page tables): restored early, by CPU */
+#define UGPU_BO_NO_RESTORE (1u << 4) /**< contents may be lost over suspend */
+#define UGPU_BO_LATE_RESTORE (1u << 5) /**< restored by the blitter after the engines (with KERNEL) */
+#define UGPU_BO_FLAGS_ALL 0x3fu
+
+#define UGPU_BO_MAX_PLACEMENTS 2
+
+/**
+ * struct ugpu_bo_opts - how to create a BO.
+ * @size: sizeof(struct ugpu_bo_opts) as the caller compiled it.
+ * @bytes: size of the object, > 0; rounded up to the page size.
+ * @placements: allowed placements in order of preference; the first that
+ *              can be satisfied (after evicting, for VRAM) is used. Unused
+ *              entries are UGPU_PLACEMENT_NONE. All NONE means {VRAM, SYSTEM}.
+ * @flags: UGPU_BO_* bits.
+ * @name: for logs and reports (copied); may be NULL.
+ */
+struct ugpu_bo_opts {
+	size_t size;
+	uint64_t bytes;
+	enum ugpu_placement placements[UGPU_BO_MAX_PLACEMENTS];
+	uint32_t flags;
+	const char *name;
+};
+
+/**
+ * struct ugpu_bo_info - what ugpu_bo_query() reports.
+ * @size: set by the caller to sizeof(struct ugpu_bo_info).
+ * @bytes: object size.
+ * @placement: where the pages are now.
+ * @vram_offset: device address in VRAM when @placement is VRAM and the BO is
+ *               contiguous (else the first block's offset).
+ * @flags: UGPU_BO_* bits.
+ * @pin_count: pins held.
+ * @cpu_mapped: a CPU mapping exists.
+ * @lost: the contents were lost and the BO has no backing (a surprise
+ *        removal took the only copy); reads and writes fail with -ENODATA.
+ * @discarded: how many host suspends dropped the contents of this
+ *        NO_RESTORE BO (it keeps its VRAM, which holds whatever the device
+ *        left there; the BO stays usable).
+ * @has_backup: a host-suspend backup is held (prepared or suspended).
+ */
+struct ugpu_bo_info {
+	size_t size;
+	uint64_t bytes;
+	enum ugpu_placement placement;
+	uint64_t vram_offset;
+	uint32_t flags;
+	uint32_t pin_count;
+	bool cpu_mapped;
+	bool lost;
+	uint32_t discarded;
+	bool has_backup;
+};
+
+/**
+ * ugpu_bo_create() - create a BO on @dev.
+ * @dev: the device.
+ * @opts: options.
+ * @out: the BO, holding one reference, on success.
+ *
+ * A BO whose first placement is VRAM evicts unpinned BOs (least recently
+ * used first) to system memory when VRAM is short; contents are zero.
+ *
+ * Returns: 0; -EINVAL (bad size, flags, placements; NULL argument);
+ * -ENOSPC when no allowed placement can hold it even after eviction
+ * (nothing is lost); -ENOMEM; -ENODEV when the device is gone and SYSTEM is
+ * not allowed; -EIO when an eviction copy failed (the victim keeps its data).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+			    struct ugpu_bo **out);
+
+/** ugpu_bo_get() - take a reference. Context: any thread. */
+UGPU_API void ugpu_bo_get(struct ugpu_bo *bo);
+
+/**
+ * ugpu_bo_put() - drop a reference; the last one destroys the BO (its CPU
+ * mapping, if any, is removed; pins are dropped). NULL is a no-op.
+ * Context: any thread; the caller must not use @bo afterwards.
+ */
+UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
+
+/**
+ * ugpu_bo_pin() - keep the BO where it is (moving it to its first
+ * placement first if it was evicted). Pinned BOs are never evicted.
+ * Returns: 0; -ENOSPC / -EIO as ugpu_bo_create() when it had to move;
+ * -EOVERFLOW past 2^31 pins.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo);
+
+/**
+ * ugpu_bo_unpin() - drop one pin. Dropping the last pin also drops a
+ * suspend backup the BO held.
+ * Returns: 0, or -EINVAL when the BO is not pinned.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
+
+/**
+ * ugpu_bo_migrate() - move the BO's contents to @placement with the copy
+ * engine (or the CPU when the device has none). Byte-exact; CPU mappings are
+ * invalidated first and fault to the new place afterwards.
+ * Returns: 0; -EINVAL (placement not allowed for this BO); -EBUSY (pinned
+ * elsewhere); -ENOSPC; -EIO (copy failed: the BO stays where it was, intact);
+ * -ENODEV (VRAM asked of a gone device).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
+
+/**
+ * ugpu_bo_map() - map the BO for the CPU.
+ * @bo: the BO.
+ * @addr: the address of the mapping (the same for every call until unmap).
+ *
+ * The mapping is backed lazily: the first touch (and the first touch after
+ * every move) faults and maps the BO's current pages. Writes are never lost
+ * to a move that races with them.
+ * Returns: 0; -ENOMEM; -ENOSYS when userfaultfd is not available.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
+
+/**
+ * ugpu_bo_unmap() - remove the CPU mapping (the address becomes invalid).
+ * Returns: 0, or -EINVAL when not mapped.
+ * Context: any thread; no thread may touch the mapping during or after.
+ */
+UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo);
+
+/**
+ * ugpu_bo_write() / ugpu_bo_read() - copy bytes into / out of the BO wherever
+ * it lives (by CPU through the VRAM BAR or system memory).
+ * Returns: 0; -EINVAL when [@offset, @offset + @len) is outside the BO;
+ * -ENODATA when the BO's contents were lost; -EBUSY when the BO is in VRAM
+ * and the device is suspended.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_write(struct ugpu_bo *bo, uint64_t offset, const void *buf, size_t len);
+UGPU_API int ugpu_bo_read(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len);
+
+/**
+ * ugpu_bo_query() - describe a BO. Returns: 0 or -EINVAL. Context: any thread.
+ */
+UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_BO_H */

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Host suspend and resume of a device: the userspace counterpart of the
+ * xe/i915 PM notifier + .suspend/.resume with pinned-object backup.
+ * See docs/suspend.md.
+ *
+ * State machine:
+ *
+ *     ACTIVE --prepare--> PREPARED --suspend--> SUSPENDED --resume--> ACTIVE
+ *       |  ^                 |                     (resume failing stays
+ *       |  +----cancel-------+                      SUSPENDED: retry it)
+ *       +-----------suspend (without prepare)-----> SUSPENDED
+ *
+ * - prepare (while the rest of the process still runs): evicts every
+ *   unpinned BO from VRAM to system memory, and allocates AND fills the
+ *   system backup of every VRAM BO that must survive (not NO_RESTORE), so
+ *   the suspend window allocates nothing and writes into memory that is
+ *   already faulted in.
+ * - suspend (the critical window): holds CPU faults on VRAM mappings, quiesces
+ *   the engines, copies user and late-restore BOs into their backups with the
+ *   blitter, copies the early kernel BOs (engine rings) with the CPU,
+ *   allocates any backup prepare missed, and puts the device in D3cold (VRAM
+ *   is lost).
+ * - resume: D0; the early kernel BOs are restored by CPU; the engines are
+ *   re-initialised on their restored rings; late and user BOs are restored by
+ *   the blitter; backups are freed; CPU mappings work again.
+ * - cancel (unprepare) frees every backup of a prepare that is not followed
+ *   by a (successful) suspend.
+ */
+#ifndef UGPU_PM_H
+#define UGPU_PM_H
+
+#include <ugpu/device.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Host-suspend state of a device (struct ugpu_pm_stats.state). */
+enum ugpu_pm_state {
+	UGPU_PM_ACTIVE = 0,
+	UGPU_PM_PREPARED = 1,
+	UGPU_PM_SUSPENDED = 2,
+};
+
+/** Phases reported to the progress callback and timed in the stats. */
+enum ugpu_pm_phase {
+	UGPU_PM_PHASE_PREPARE_EVICT = 0, /**< unpinned BOs VRAM -> system */
+	UGPU_PM_PHASE_PREPARE_BACKUP, /**< backups allocated and filled */
+	UGPU_PM_PHASE_SUSPEND_ALLOC, /**< backups prepare missed */
+	UGPU_PM_PHASE_SUSPEND_QUIESCE, /**< engines idle */
+	UGPU_PM_PHASE_SUSPEND_BLIT, /**< user + late-restore BOs by blitter */
+	UGPU_PM_PHASE_SUSPEND_CPU, /**< early kernel BOs by CPU */
+	UGPU_PM_PHASE_SUSPEND_POWER, /**< D3cold */
+	UGPU_PM_PHASE_RESUME_POWER, /**< D0 */
+	UGPU_PM_PHASE_RESUME_EARLY, /**< early kernel BOs by CPU */
+	UGPU_PM_PHASE_RESUME_ENGINES, /**< engines re-initialised */
+	UGPU_PM_PHASE_RESUME_LATE, /**< late + user BOs by blitter */
+	UGPU_PM_PHASE_RESUME_UNPREPARE, /**< backups freed, mappings released */
+	UGPU_PM_PHASE_COUNT
+};
+
+/**
+ * typedef ugpu_pm_progress_fn - called at the end of each phase.
+ * @user: ugpu_pm_opts.user.
+ * @phase: the phase that ended.
+ * @bos: BOs the phase handled.
+ * @bytes: bytes it copied (or allocated, for the allocation phases).
+ * @ns: how long it took.
+ * @err: 0, or the -errno the phase failed with (the transition then stops).
+ *
+ * Context: called from the thread running the transition with device locks
+ * held: it must be quick and must not call back into ugpu for this device.
+ */
+typedef void (*ugpu_pm_progress_fn)(void *user, enum ugpu_pm_phase phase, uint64_t bos,
+				    uint64_t bytes, uint64_t ns, int err);
+
+/**
+ * struct ugpu_pm_opts - suspend options (ugpu_device_pm_set_opts()).
+ * @size: sizeof(struct ugpu_pm_opts) as the caller compiled it.
+ * @progress: phase callback, or NULL.
+ * @user: passed to @progress.
+ */
+struct ugpu_pm_opts {
+	size_t size;
+	ugpu_pm_progress_fn progress;
+	void *user;
+};
+
+/**
+ * struct ugpu_pm_stats - the last cycle's figures and running totals.
+ * @size: set by the caller to sizeof(struct ugpu_pm_stats).
+ * @state: enum ugpu_pm_state now.
+ * @phase_ns: duration of each phase the last time it ran.
+ * @phase_bos, @phase_bytes: what each phase handled the last time it ran.
+ * @prepare_ns: the last prepare, whole.
+ * @critical_ns: the last suspend, whole (the critical window).
+ * @resume_ns: the last resume, whole.
+ * @backups_prepared: backups the last prepare made.
+ * @backups_missed: backups the last suspend had to allocate itself.
+ * @discarded: NO_RESTORE BOs whose contents the last suspend dropped.
+ * @cycles: completed suspend/resume cycles.
+ * @failures: transitions that failed (and were recovered).
+ */
+struct ugpu_pm_stats {
+	size_t size;
+	uint32_t state;
+	uint64_t phase_ns[UGPU_PM_PHASE_COUNT];
+	uint64_t phase_bos[UGPU_PM_PHASE_COUNT];
+	uint64_t phase_bytes[UGPU_PM_PHASE_COUNT];
+	uint64_t prepare_ns;
+	uint64_t critical_ns;
+	uint64_t resume_ns;
+	uint64_t backups_prepared;
+	uint64_t backups_missed;
+	uint64_t discarded;
+	uint64_t cycles;
+	uint64_t failures;
+};
+
+/**
+ * ugpu_device_pm_set_opts() - set the progress callback.
+ * @dev: the device.
+ * @opts: copied (up to @opts->size); NULL resets to none.
+ * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small).
+ * Context: any thread; not from inside the callback.
+ */
+UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_pm_opts *opts);
+
+/**
+ * ugpu_device_suspend_prepare() - the PM-notifier step: evict unpinned BOs,
+ * pre-allocate and fill the backups of the VRAM BOs that must survive.
+ * @dev: the device, ACTIVE.
+ *
+ * BOs may be unpinned or destroyed concurrently: an unpin drops the backup
+ * prepare made, a destroy frees it.
+ * Returns: 0 (PREPARED); -EBUSY when not ACTIVE; -ENOMEM / -ENOSPC when a
+ * backup or eviction target cannot be allocated, -EIO when an eviction or
+ * populate copy failed: every backup prepare made is freed again, the state
+ * stays ACTIVE, no BO lost (evicted ones stay in system memory).
+ * Context: any thread; serialised with the other transitions.
+ */
+UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
+
+/**
+ * ugpu_device_suspend() - the critical window: back up and power off (D3cold).
+ * @dev: the device, PREPARED (or ACTIVE: everything is allocated now; slow).
+ *
+ * CPU mappings of VRAM BOs are held (a touch waits, see docs/suspend.md)
+ * until resume. Unpin/destroy from other threads wait for the call to end.
+ * Returns: 0 (SUSPENDED); -EBUSY when already SUSPENDED; -ENOMEM when a
+ * missed backup cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
+ * power-off failed. On error the device is back in D0 with its engines
+ * reset, the backups this call allocated are freed (those of prepare are
+ * kept: cancel or suspend again), nothing is lost.
+ * Context: any thread; serialised with the other transitions.
+ */
+UGPU_API int ugpu_device_suspend(struct ugpu_device *dev);
+
+/**
+ * ugpu_device_resume() - power on and restore.
+ * @dev: the device, SUSPENDED.
+ *
+ * Returns: 0 (ACTIVE: every BO except NO_RESTORE ones holds its contents,
+ * mappings and engines work); -EBUSY when not SUSPENDED; -EIO when the
+ * device does not wake (state stays SUSPENDED, every backup kept: call
+ * again); a restore copy failing on the blitter is redone by the CPU.
+ * Context: any thread; serialised with the other transitions.
+ */
+UGPU_API int ugpu_device_resume(struct ugpu_device *dev);
+
+/**
+ * ugpu_device_suspend_cancel() - unprepare: free every backup after a prepare
+ * (or a failed suspend) that will not be followed by a suspend.
+ * Returns: 0 (ACTIVE; also when already ACTIVE); -EBUSY when SUSPENDED.
+ * Context: any thread; serialised with the other transitions.
+ */
+UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev);
+
+/**
+ * ugpu_device_pm_stats() - the state and the last phases' figures.
+ * Returns: 0, or -EINVAL (NULL, @st->size too small).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_device_pm_stats(struct ugpu_device *dev, struct ugpu_pm_stats *st);
+
+/** ugpu_pm_phase_name() - "prepare-evict", ... for logs. Context: any thread. */
+UGPU_API const char *ugpu_pm_phase_name(enum ugpu_pm_phase phase);
+
+struct ugpu_logind;
+
+/**
+ * ugpu_logind_start() - follow systemd-logind's PrepareForSleep signal:
+ * take a "delay" sleep inhibitor; on PrepareForSleep(true) run prepare +
+ * suspend, then release the inhibitor so the host sleeps; on
+ * PrepareForSleep(false) resume (or cancel) and take the inhibitor again.
+ * A thread of its own serves the bus.
+ * @dev: the device.
+ * @out: the notifier on success.
+ * Returns: 0; -ENOTSUP when libugpu was built without libsystemd; -ENOENT
+ * when there is no system bus or no logind on it (use the API calls then);
+ * other -errno from sd-bus.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out);
+
+/** ugpu_logind_stop() - stop the notifier (bounded); NULL is a no-op. */
+UGPU_API void ugpu_logind_stop(struct ugpu_logind *ln);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_PM_H */

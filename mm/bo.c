@@ -1,0 +1,1013 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Buffer objects: placement, pinning, moves with the copy engine, LRU
+ * eviction, and CPU mappings that follow the object (mm/cpu_map). The design
+ * and its invariants are in docs/bo.md; the locking rule next to struct
+ * bo_mgr (mm/bo.h).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "engines/engine.h"
+#include "mm/bo.h"
+#include "mm/cpu_map.h"
+#include "src/device.h"
+#include "src/log.h"
+
+#define PAGE_SIZE_BO 4096u
+/* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
+#define COPY_CHUNK (256ull << 20)
+
+/* ---- lists ---------------------------------------------------------------- */
+
+static void link_init(struct bo_link *l)
+{
+	l->next = l->prev = l;
+}
+
+static bool link_linked(const struct bo_link *l)
+{
+	return l->next != l;
+}
+
+static void link_del(struct bo_link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	link_init(l);
+}
+
+static void link_add_tail(struct bo_link *head, struct bo_link *l)
+{
+	l->prev = head->prev;
+	l->next = head;
+	head->prev->next = l;
+	head->prev = l;
+}
+
+#define bo_of_lru(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, lru)))
+
+static struct bo_mgr *mgr_of(struct ugpu_device *dev)
+{
+	return dev->bo_mgr;
+}
+
+void bo_lru_del_locked(struct ugpu_bo *bo)
+{
+	if (link_linked(&bo->lru)) {
+		link_del(&bo->lru);
+		mgr_of(bo->dev)->nr_lru--;
+	}
+}
+
+/* Put @bo at the most-recently-used end if it belongs on the LRU at all. */
+void bo_lru_update_locked(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	bo_lru_del_locked(bo);
+	if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count) {
+		link_add_tail(&m->lru, &bo->lru);
+		m->nr_lru++;
+	}
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static uint64_t blocks_bytes(struct ugpu_device *dev, const struct buddy_list *l)
+{
+	struct buddy_block *b;
+	uint64_t n = 0;
+
+	buddy_list_for_each(b, l)
+		n += buddy_block_size(&dev->vram_mm, b);
+	return n;
+}
+
+uint64_t bo_vram_offset(const struct ugpu_bo *bo)
+{
+	struct buddy_block *b = buddy_list_first(bo->vram);
+
+	return b ? buddy_block_offset(b) : 0;
+}
+
+static bool placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)
+{
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++)
+		if (bo->placements[i] == p)
+			return true;
+	return false;
+}
+
+int bo_copy_timeout_ms(uint64_t bytes)
+{
+	return 5000 + (int)(bytes >> 28) * 1000;
+}
+
+int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
+		  bool to_vram, uint64_t *fence)
+{
+	struct buddy_block *b;
+	uint64_t done = 0;
+	int ret = 0;
+
+	engine_plug(e);
+	buddy_list_for_each(b, blocks) {
+		/* Block sizes are chunk << order; the list does not carry the mm,
+		 * so derive the size from the order with the 4 KiB chunk all
+		 * device VRAM managers use. */
+		uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
+		uint64_t off = buddy_block_offset(b), pos = 0;
+
+		while (pos < bsz && done < size) {
+			uint64_t n = bsz - pos;
+
+			if (n > size - done)
+				n = size - done;
+			if (n > COPY_CHUNK)
+				n = COPY_CHUNK;
+			if (to_vram)
+				ret = engine_copy(e, engine_vram(off + pos), engine_iova(iova + done), n,
+						  fence);
+			else
+				ret = engine_copy(e, engine_iova(iova + done), engine_vram(off + pos), n,
+						  fence);
+			if (ret)
+				goto out;
+			pos += n;
+			done += n;
+		}
+	}
+out:
+	{
+		int r = engine_unplug(e);
+
+		if (!ret)
+			ret = r;
+	}
+	return ret;
+}
+
+int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
+			struct bo_sys *out)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	int ret;
+
+	out->mem.fd = -1;
+	out->mem.vaddr = NULL;
+	out->iova = 0;
+	if (backup && m->fail_backup_at) {
+		if (m->fail_backup_at == 1) {
+			if (!m->fail_backup_always)
+				m->fail_backup_at = 0;
+			log_err(dev->ctx, "%s: backup of BO '%s' (%" PRIu64 " bytes): injected allocation failure",
+				dev->vdev->name, name, size);
+			return -ENOMEM;
+		}
+		m->fail_backup_at--;
+	}
+	ret = sysmem_create(dev->ctx, size, name, &out->mem);
+	if (ret)
+		return ret;
+	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
+	if (ret) {
+		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
+			dev->vdev->name, size, name, ugpu_strerror(ret));
+		sysmem_destroy(&out->mem);
+		return ret;
+	}
+	if (backup) {
+		/* A backup is written in the suspend window: fault its pages in
+		 * now so the copy there runs at memcpy speed. */
+		if (madvise(out->mem.vaddr, out->mem.size, MADV_POPULATE_WRITE))
+			memset(out->mem.vaddr, 0, out->mem.size);
+	}
+	return 0;
+}
+
+void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
+{
+	int ret;
+
+	if (s->mem.fd < 0)
+		return;
+	ret = dma_unmap(&dev->dma, s->iova, s->mem.size);
+	if (ret && ret != -ENODEV)
+		log_warn(dev->ctx, "%s: DMA unmap of a BO's system memory failed: %s",
+			 dev->vdev->name, ugpu_strerror(ret));
+	sysmem_destroy(&s->mem);
+	s->mem.fd = -1;
+	s->iova = 0;
+}
+
+/* ---- eviction and moves ---------------------------------------------------- */
+
+/*
+ * The least recently used BO that can go to system memory, other than
+ * @except. Second chance: a BO touched through its CPU mapping since the
+ * last look (the fault path cannot take the manager lock to bump it) goes
+ * to the MRU end once instead.
+ */
+static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
+{
+	uint64_t budget = 2 * m->nr_lru + 1;
+	struct bo_link *l = m->lru.next;
+
+	while (l != &m->lru && budget--) {
+		struct ugpu_bo *bo = bo_of_lru(l);
+		struct bo_link *next = l->next;
+
+		if (bo != except && placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
+			if (!__atomic_exchange_n(&bo->touched, 0, __ATOMIC_RELAXED))
+				return bo;
+			link_del(&bo->lru);
+			link_add_tail(&m->lru, &bo->lru);
+			if (next == &m->lru)
+				next = m->lru.next;
+		}
+		l = next;
+	}
+	/* Everything was touched: take the first candidate anyway. */
+	for (l = m->lru.next; l != &m->lru; l = l->next) {
+		struct ugpu_bo *bo = bo_of_lru(l);
+
+		if (bo != except && placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
+			return bo;
+	}
+	return NULL;
+}
+
+/* VRAM for @bo, evicting unpinned BOs in LRU order until it fits. */
+static int vram_alloc_evict(struct ugpu_bo *bo, struct buddy_list *out)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	unsigned int flags = bo->buddy_flags;
+	int ret;
+
+	if (bo->flags & UGPU_BO_CONTIGUOUS)
+		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
+	if (bo->size > dev->vram_mm.size)
+		return -ENOSPC;
+	for (;;) {
+		struct ugpu_bo *victim;
+
+		ret = device_vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+		if (ret != -ENOSPC)
+			return ret;
+		victim = lru_pick(m, bo);
+		if (!victim)
+			return -ENOSPC;
+		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
+			dev->vdev->name, victim->name, victim->size, bo->name);
+		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+		if (ret)
+			return ret;
+		m->evictions++;
+		m->evicted_bytes += victim->size;
+	}
+}
+
+int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	enum ugpu_placement from = bo->placement;
+	struct buddy_list new_blocks;
+	struct bo_sys new_sys = { .mem = { .fd = -1 } };
+	struct engine *e;
+	uint64_t fence = 0;
+	int ret;
+
+	if (from == to)
+		return 0;
+	if (!placement_allowed(bo, to)) {
+		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->vdev->name, bo->name,
+			to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory");
+		return -EINVAL;
+	}
+	if (from == UGPU_PLACEMENT_NONE)
+		return -ENODATA;
+	if (m->pm_state == BO_PM_SUSPENDED)
+		return -EBUSY;
+
+	/* Destination first: the map is blocked only for the copy itself. */
+	buddy_list_init(&new_blocks);
+	if (to == UGPU_PLACEMENT_VRAM)
+		ret = vram_alloc_evict(bo, &new_blocks);
+	else
+		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &new_sys);
+	if (ret)
+		return ret;
+
+	if (bo->map) {
+		ret = cpu_map_block(bo->map);
+		if (ret) {
+			log_err(dev->ctx, "%s: cannot invalidate the CPU mapping of BO '%s': %s",
+				dev->vdev->name, bo->name, ugpu_strerror(ret));
+			goto out_free_dest;
+		}
+	}
+
+	e = device_copy_engine(dev);
+	if (to == UGPU_PLACEMENT_SYSTEM)
+		ret = bo_copy_queue(e, bo->vram, bo->size, new_sys.iova, false, &fence);
+	else
+		ret = bo_copy_queue(e, &new_blocks, bo->size, bo->sys.iova, true, &fence);
+	if (!ret)
+		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
+	if (ret) {
+		log_err(dev->ctx, "%s: moving BO '%s' to %s failed (%s); it stays where it was",
+			dev->vdev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
+			ugpu_strerror(ret));
+		engine_reset(e);
+		m->copy_failures++;
+		ret = -EIO;
+		goto out_unblock;
+	}
+
+	/* Switch: resolve() sees the new backing once the map is unblocked. */
+	if (to == UGPU_PLACEMENT_SYSTEM) {
+		bo_lru_del_locked(bo);
+		bo->sys = new_sys;
+		new_sys.mem.fd = -1;
+		bo->placement = UGPU_PLACEMENT_SYSTEM;
+		device_vram_free(dev, bo->vram, 0);
+		m->vram_bytes -= bo->size;
+		m->sys_bytes += bo->size;
+		/* System memory survives suspend: a backup is no longer needed. */
+		bo_sys_free(dev, &bo->backup);
+		bo->backup_prepared = bo->backup_valid = false;
+	} else {
+		buddy_list_splice_tail(bo->vram, &new_blocks);
+		bo->placement = UGPU_PLACEMENT_VRAM;
+		bo_sys_free(dev, &bo->sys);
+		m->sys_bytes -= bo->size;
+		m->vram_bytes += bo->size;
+		bo_lru_update_locked(bo);
+	}
+	m->moves++;
+	m->moved_bytes += bo->size;
+
+out_unblock:
+	if (bo->map) {
+		int r = cpu_map_unblock(bo->map);
+
+		if (r)
+			log_err(dev->ctx, "%s: unblocking the CPU mapping of BO '%s' failed: %s",
+				dev->vdev->name, bo->name, ugpu_strerror(r));
+	}
+out_free_dest:
+	if (!buddy_list_is_empty(&new_blocks))
+		device_vram_free(dev, &new_blocks, 0);
+	bo_sys_free(dev, &new_sys);
+	return ret;
+}
+
+/* ---- CPU mappings ---------------------------------------------------------- */
+
+/* Runs on the cpu_map handler thread under the map lock: no manager lock. */
+static int bo_resolve(void *owner, uint64_t offset, struct cpu_map_extent *ext)
+{
+	struct ugpu_bo *bo = owner;
+	struct bo_mgr *m = mgr_of(bo->dev);
+	struct buddy_block *b;
+	uint64_t pos = 0;
+
+	__atomic_store_n(&bo->touched, 1, __ATOMIC_RELAXED);
+	switch (bo->placement) {
+	case UGPU_PLACEMENT_VRAM:
+		buddy_list_for_each(b, bo->vram) {
+			uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
+
+			if (offset < pos + bsz) {
+				ext->fd = m->vram_fd;
+				ext->fd_offset = m->vram_fd_off + buddy_block_offset(b) + (offset - pos);
+				ext->len = bsz - (offset - pos);
+				return 0;
+			}
+			pos += bsz;
+		}
+		return -EFAULT;
+	case UGPU_PLACEMENT_SYSTEM:
+		ext->fd = bo->sys.mem.fd;
+		ext->fd_offset = offset;
+		ext->len = bo->size - offset;
+		return 0;
+	default:
+		return -ENODEV;
+	}
+}
+
+static const struct cpu_map_owner_ops bo_map_ops = {
+	.resolve = bo_resolve,
+};
+
+/* ---- manager ---------------------------------------------------------------- */
+
+int bo_mgr_init(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->pm_lock, NULL);
+	pthread_mutex_init(&m->lock, NULL);
+	link_init(&m->all);
+	link_init(&m->lru);
+	m->vram_fd = -1;
+	m->pm_state = BO_PM_ACTIVE;
+	m->pm_stats.size = sizeof(m->pm_stats);
+	dev->bo_mgr = m;
+	return 0;
+}
+
+static void bo_release_locked(struct ugpu_bo *bo)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+
+	if (bo->map) {
+		/* Never called on the handler thread, so this cannot -EDEADLK;
+		 * a blocked map (suspend) is destroyed all the same. */
+		cpu_map_destroy(bo->map);
+		bo->map = NULL;
+		bo->map_addr = NULL;
+	}
+	bo_lru_del_locked(bo);
+	if (link_linked(&bo->all)) {
+		link_del(&bo->all);
+		m->nr_bos--;
+	}
+	if (bo->placement == UGPU_PLACEMENT_VRAM) {
+		device_vram_free(dev, bo->vram, 0);
+		m->vram_bytes -= bo->size;
+	} else if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+		bo_sys_free(dev, &bo->sys);
+		m->sys_bytes -= bo->size;
+	}
+	bo_sys_free(dev, &bo->backup);
+	bo->placement = UGPU_PLACEMENT_NONE;
+}
+
+void bo_mgr_fini(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	while (link_linked(&m->all)) {
+		struct ugpu_bo *bo = bo_of_all(m->all.next);
+
+		log_warn(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: released",
+			 dev->vdev->name, bo->name, bo->size);
+		bo_release_locked(bo);
+		free(bo);
+	}
+	pthread_mutex_unlock(&m->lock);
+	cpu_map_mgr_destroy(m->maps);
+	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->pm_lock);
+	free(m);
+	dev->bo_mgr = NULL;
+}
+
+void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	pthread_mutex_lock(&m->lock);
+	m->fail_backup_at = n;
+	m->fail_backup_always = always;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&m->lock);
+	st->bos = m->nr_bos;
+	st->lru = m->nr_lru;
+	st->vram_bytes = m->vram_bytes;
+	st->sys_bytes = m->sys_bytes;
+	st->evictions = m->evictions;
+	st->evicted_bytes = m->evicted_bytes;
+	st->moves = m->moves;
+	st->moved_bytes = m->moved_bytes;
+	st->copy_failures = m->copy_failures;
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->backup.mem.fd >= 0) {
+			st->backups++;
+			st->backup_bytes += bo->backup.mem.size;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+#define CHECK(cond, ...)                                                 \
+	do {                                                             \
+		if (!(cond)) {                                           \
+			log_err(dev->ctx, "bo check: " __VA_ARGS__);     \
+			ret = -EINVAL;                                   \
+			goto out;                                        \
+		}                                                        \
+	} while (0)
+
+int bo_mgr_check(struct ugpu_device *dev, bool strict)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	uint64_t vram = 0, sys = 0, nbos = 0, nlru = 0, used;
+	int ret = 0;
+
+	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&dev->vram_lock);
+	CHECK(buddy_check(&dev->vram_mm) == 0, "buddy allocator inconsistent");
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+		struct buddy_block *b;
+
+		nbos++;
+		CHECK(!(bo->lost && bo->placement != UGPU_PLACEMENT_NONE),
+		      "BO '%s' is lost but has a backing", bo->name);
+		CHECK(bo->placement != UGPU_PLACEMENT_NONE || bo->lost,
+		      "BO '%s' has no backing but is not lost", bo->name);
+		if (bo->placement == UGPU_PLACEMENT_VRAM) {
+			CHECK(!buddy_list_is_empty(bo->vram), "VRAM BO '%s' has no blocks", bo->name);
+			buddy_list_for_each(b, bo->vram)
+				CHECK(buddy_block_is_allocated(b),
+				      "VRAM BO '%s': block at 0x%" PRIx64 " not allocated", bo->name,
+				      buddy_block_offset(b));
+			CHECK(blocks_bytes(dev, bo->vram) == bo->size,
+			      "VRAM BO '%s': blocks hold %" PRIu64 " bytes, BO is %" PRIu64, bo->name,
+			      blocks_bytes(dev, bo->vram), bo->size);
+			CHECK(bo->sys.mem.fd < 0, "VRAM BO '%s' also has system memory", bo->name);
+			vram += bo->size;
+		} else {
+			CHECK(buddy_list_is_empty(bo->vram), "BO '%s' outside VRAM holds blocks",
+			      bo->name);
+			CHECK(bo->backup.mem.fd < 0, "BO '%s' outside VRAM has a backup", bo->name);
+		}
+		if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+			CHECK(bo->sys.mem.fd >= 0 && bo->sys.iova && bo->sys.mem.size >= bo->size,
+			      "SYSTEM BO '%s' has no mapped system memory", bo->name);
+			sys += bo->size;
+		}
+		CHECK(link_linked(&bo->lru) ==
+			      (bo->placement == UGPU_PLACEMENT_VRAM && bo->pin_count == 0),
+		      "BO '%s' (%s, %u pins) is %son the LRU", bo->name,
+		      bo->placement == UGPU_PLACEMENT_VRAM ? "VRAM" : "not VRAM", bo->pin_count,
+		      link_linked(&bo->lru) ? "" : "not ");
+		if (bo->backup.mem.fd >= 0) {
+			CHECK(m->pm_state != BO_PM_ACTIVE, "BO '%s' has a backup while active",
+			      bo->name);
+			CHECK(!(bo->flags & UGPU_BO_NO_RESTORE), "NO_RESTORE BO '%s' has a backup",
+			      bo->name);
+		}
+	}
+	bo_for_each(l, &m->lru)
+		nlru++;
+	CHECK(nbos == m->nr_bos, "%" PRIu64 " BOs listed, %" PRIu64 " counted", nbos, m->nr_bos);
+	CHECK(nlru == m->nr_lru, "%" PRIu64 " BOs on the LRU, %" PRIu64 " counted", nlru, m->nr_lru);
+	CHECK(vram == m->vram_bytes, "BOs hold %" PRIu64 " VRAM bytes, counter says %" PRIu64, vram,
+	      m->vram_bytes);
+	CHECK(sys == m->sys_bytes, "BOs hold %" PRIu64 " system bytes, counter says %" PRIu64, sys,
+	      m->sys_bytes);
+	used = dev->vram_mm.size - dev->vram_mm.avail;
+	CHECK(used >= vram, "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64, used, vram);
+	CHECK(!strict || used == vram,
+	      "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64 " (strict)", used, vram);
+out:
+	pthread_mutex_unlock(&dev->vram_lock);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* ---- creation and the public API ------------------------------------------- */
+
+static int opts_check(struct ugpu_device *dev, const struct ugpu_bo_opts *o, struct ugpu_bo *bo)
+{
+	unsigned int i, n = 0;
+	bool seen_none = false;
+
+	if (o->size < offsetof(struct ugpu_bo_opts, name)) {
+		log_err(dev->ctx, "ugpu_bo_create: opts.size %zu is too small", o->size);
+		return -EINVAL;
+	}
+	if (!o->bytes || o->bytes > (UINT64_MAX >> 1)) {
+		log_err(dev->ctx, "ugpu_bo_create: bad size %" PRIu64, o->bytes);
+		return -EINVAL;
+	}
+	if (o->flags & ~UGPU_BO_FLAGS_ALL) {
+		log_err(dev->ctx, "ugpu_bo_create: unknown flags 0x%x", o->flags & ~UGPU_BO_FLAGS_ALL);
+		return -EINVAL;
+	}
+	if ((o->flags & UGPU_BO_NO_RESTORE) && (o->flags & UGPU_BO_LATE_RESTORE)) {
+		log_err(dev->ctx, "ugpu_bo_create: NO_RESTORE and LATE_RESTORE exclude each other");
+		return -EINVAL;
+	}
+	if ((o->flags & UGPU_BO_LATE_RESTORE) && !(o->flags & UGPU_BO_KERNEL)) {
+		log_err(dev->ctx, "ugpu_bo_create: LATE_RESTORE is for KERNEL BOs (user BOs are always restored by the blitter)");
+		return -EINVAL;
+	}
+	for (i = 0; i < UGPU_BO_MAX_PLACEMENTS; i++) {
+		enum ugpu_placement p = o->placements[i];
+
+		if (p == UGPU_PLACEMENT_NONE) {
+			seen_none = true;
+			continue;
+		}
+		if ((p != UGPU_PLACEMENT_VRAM && p != UGPU_PLACEMENT_SYSTEM) || seen_none) {
+			log_err(dev->ctx, "ugpu_bo_create: placement %u is %s", i,
+				seen_none ? "after an empty one" : "unknown");
+			return -EINVAL;
+		}
+		if (n && bo->placements[0] == p) {
+			log_err(dev->ctx, "ugpu_bo_create: placement %u repeats an earlier one", i);
+			return -EINVAL;
+		}
+		bo->placements[n++] = p;
+	}
+	if (!n) {
+		bo->placements[n++] = UGPU_PLACEMENT_VRAM;
+		bo->placements[n++] = UGPU_PLACEMENT_SYSTEM;
+	}
+	bo->nplacements = n;
+	return 0;
+}
+
+/* Place a new BO in the first placement that works. Manager lock held. */
+static int bo_place_locked(struct ugpu_bo *bo)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	int ret = -ENOSPC;
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++) {
+		if (bo->placements[i] == UGPU_PLACEMENT_VRAM) {
+			struct buddy_block *b;
+
+			if (m->pm_state == BO_PM_SUSPENDED) {
+				ret = -EBUSY;
+				continue;
+			}
+			ret = vram_alloc_evict(bo, bo->vram);
+			if (ret == -ENOSPC)
+				continue;
+			if (ret)
+				return ret;
+			/* Contents are zero: clear through the BAR (the blocks
+			 * may hold a previous owner's bytes). */
+			buddy_list_for_each(b, bo->vram)
+				memset((char *)dev->vram + buddy_block_offset(b), 0,
+				       buddy_block_size(&dev->vram_mm, b));
+			bo->placement = UGPU_PLACEMENT_VRAM;
+			m->vram_bytes += bo->size;
+			return 0;
+		}
+		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &bo->sys);
+		if (ret)
+			return ret;
+		bo->placement = UGPU_PLACEMENT_SYSTEM;
+		m->sys_bytes += bo->size;
+		return 0;
+	}
+	return ret;
+}
+
+static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+			    unsigned int buddy_flags, struct buddy_list *blocks,
+			    struct ugpu_bo **out)
+{
+	struct bo_mgr *m;
+	struct ugpu_bo *bo;
+	int ret;
+
+	if (!dev || !opts || !out)
+		return -EINVAL;
+	m = mgr_of(dev);
+	bo = calloc(1, sizeof(*bo));
+	if (!bo)
+		return -ENOMEM;
+	ret = opts_check(dev, opts, bo);
+	if (ret) {
+		free(bo);
+		return ret;
+	}
+	bo->refcount = 1;
+	bo->dev = dev;
+	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
+	bo->flags = opts->flags;
+	bo->buddy_flags = buddy_flags;
+	snprintf(bo->name, sizeof(bo->name), "%s",
+		 opts->size >= offsetof(struct ugpu_bo_opts, name) + sizeof(opts->name) && opts->name
+			 ? opts->name
+			 : "bo");
+	buddy_list_init(&bo->own_blocks);
+	bo->vram = blocks ? blocks : &bo->own_blocks;
+	bo->sys.mem.fd = -1;
+	bo->backup.mem.fd = -1;
+	link_init(&bo->all);
+	link_init(&bo->lru);
+	if (opts->flags & UGPU_BO_PINNED)
+		bo->pin_count = 1;
+
+	pthread_mutex_lock(&m->lock);
+	ret = bo_place_locked(bo);
+	if (ret) {
+		pthread_mutex_unlock(&m->lock);
+		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->vdev->name, bo->name,
+			bo->size, ugpu_strerror(ret));
+		free(bo);
+		return ret;
+	}
+	link_add_tail(&m->all, &bo->all);
+	m->nr_bos++;
+	bo_lru_update_locked(bo);
+	pthread_mutex_unlock(&m->lock);
+	*out = bo;
+	return 0;
+}
+
+int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out)
+{
+	return bo_create_common(dev, opts, buddy_flags, blocks, out);
+}
+
+UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+			    struct ugpu_bo **out)
+{
+	return bo_create_common(dev, opts, 0, NULL, out);
+}
+
+UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
+{
+	if (bo)
+		__atomic_add_fetch(&bo->refcount, 1, __ATOMIC_RELAXED);
+}
+
+UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m;
+
+	if (!bo || __atomic_sub_fetch(&bo->refcount, 1, __ATOMIC_ACQ_REL))
+		return;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	bo_release_locked(bo);
+	pthread_mutex_unlock(&m->lock);
+	free(bo);
+}
+
+UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m;
+	int ret = 0;
+
+	if (!bo)
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	if (bo->pin_count >= INT32_MAX) {
+		ret = -EOVERFLOW;
+	} else {
+		if (!bo->pin_count && bo->placement != bo->placements[0])
+			ret = bo_move_locked(bo, bo->placements[0]);
+		if (!ret) {
+			bo->pin_count++;
+			bo_lru_del_locked(bo);
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m;
+	int ret = 0;
+
+	if (!bo)
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	if (!bo->pin_count) {
+		ret = -EINVAL;
+	} else if (!--bo->pin_count) {
+		bo_lru_update_locked(bo);
+		/* A prepared backup is no longer wanted (an unpinned BO is
+		 * evicted or backed up at suspend). While suspended the backup
+		 * is the only copy: it stays until resume restores it. */
+		if (bo->backup.mem.fd >= 0 && m->pm_state != BO_PM_SUSPENDED) {
+			bo_sys_free(bo->dev, &bo->backup);
+			bo->backup_prepared = bo->backup_valid = false;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
+{
+	struct bo_mgr *m;
+	int ret;
+
+	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	if (!placement_allowed(bo, placement))
+		ret = -EINVAL;
+	else if (bo->pin_count && bo->placement != placement)
+		ret = -EBUSY;
+	else
+		ret = bo_move_locked(bo, placement);
+	if (!ret)
+		bo_lru_update_locked(bo);
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
+{
+	struct ugpu_device *dev;
+	struct bo_mgr *m;
+	int ret = 0;
+
+	if (!bo || !addr)
+		return -EINVAL;
+	dev = bo->dev;
+	m = mgr_of(dev);
+	pthread_mutex_lock(&m->lock);
+	if (bo->map) {
+		*addr = bo->map_addr;
+		goto out;
+	}
+	if (!m->maps) {
+		struct cpu_map_mgr_opts o = { .size = sizeof(o) };
+
+		ret = dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region, &m->vram_fd,
+						&m->vram_fd_off);
+		if (ret) {
+			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->vdev->name,
+				ugpu_strerror(ret));
+			goto out;
+		}
+		ret = cpu_map_mgr_create(dev->ctx, &o, &m->maps);
+		if (ret) {
+			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->vdev->name,
+				ugpu_strerror(ret));
+			if (ret == -EPERM)
+				ret = -ENOSYS;
+			goto out;
+		}
+	}
+	ret = cpu_map_create(m->maps, &bo_map_ops, bo, bo->size, bo->name, &bo->map, &bo->map_addr);
+	if (ret)
+		goto out;
+	/* A VRAM BO of a suspended device: hold faults until resume. */
+	if (m->pm_state == BO_PM_SUSPENDED && bo->placement == UGPU_PLACEMENT_VRAM) {
+		ret = cpu_map_block(bo->map);
+		if (ret) {
+			cpu_map_destroy(bo->map);
+			bo->map = NULL;
+			bo->map_addr = NULL;
+			goto out;
+		}
+		bo->map_blocked = true;
+	}
+	*addr = bo->map_addr;
+out:
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m;
+	int ret = 0;
+
+	if (!bo)
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	if (!bo->map) {
+		ret = -EINVAL;
+	} else {
+		cpu_map_destroy(bo->map);
+		bo->map = NULL;
+		bo->map_addr = NULL;
+		bo->map_blocked = false;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* CPU copy between @buf and the BO's bytes [off, off+len). Lock held. */
+static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len, bool write)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	struct buddy_block *b;
+	uint64_t pos = 0;
+	char *p = buf;
+
+	if (bo->placement == UGPU_PLACEMENT_NONE)
+		return -ENODATA;
+	if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+		if (write)
+			memcpy((char *)bo->sys.mem.vaddr + off, buf, len);
+		else
+			memcpy(buf, (char *)bo->sys.mem.vaddr + off, len);
+		return 0;
+	}
+	if (m->pm_state == BO_PM_SUSPENDED)
+		return -EBUSY;
+	buddy_list_for_each(b, bo->vram) {
+		uint64_t bsz = buddy_block_size(&dev->vram_mm, b);
+
+		if (len && off < pos + bsz) {
+			uint64_t in = off - pos, n = bsz - in;
+			char *v = (char *)dev->vram + buddy_block_offset(b) + in;
+
+			if (n > len)
+				n = len;
+			if (write)
+				memcpy(v, p, n);
+			else
+				memcpy(p, v, n);
+			p += n;
+			off += n;
+			len -= n;
+		}
+		pos += bsz;
+	}
+	return 0;
+}
+
+static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write)
+{
+	struct bo_mgr *m;
+	int ret;
+
+	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	pthread_mutex_lock(&m->lock);
+	ret = bo_rw_locked(bo, offset, buf, len, write);
+	if (!ret && link_linked(&bo->lru)) {
+		link_del(&bo->lru);
+		link_add_tail(&m->lru, &bo->lru);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+UGPU_API int ugpu_bo_write(struct ugpu_bo *bo, uint64_t offset, const void *buf, size_t len)
+{
+	return bo_rw(bo, offset, (void *)buf, len, true);
+}
+
+UGPU_API int ugpu_bo_read(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len)
+{
+	return bo_rw(bo, offset, buf, len, false);
+}
+
+UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
+{
+	struct ugpu_bo_info i = { 0 };
+	struct bo_mgr *m;
+	size_t n;
+
+	if (!bo || !info || info->size < sizeof(info->size))
+		return -EINVAL;
+	m = mgr_of(bo->dev);
+	i.size = info->size;
+	pthread_mutex_lock(&m->lock);
+	i.bytes = bo->size;
+	i.placement = bo->placement;
+	i.vram_offset = bo->placement == UGPU_PLACEMENT_VRAM ? bo_vram_offset(bo) : 0;
+	i.flags = bo->flags;
+	i.pin_count = bo->pin_count;
+	i.cpu_mapped = bo->map != NULL;
+	i.lost = bo->lost;
+	i.discarded = bo->discarded;
+	i.has_backup = bo->backup.mem.fd >= 0;
+	pthread_mutex_unlock(&m->lock);
+	n = info->size < sizeof(i) ? info->size : sizeof(i);
+	memcpy(info, &i, n);
+	return 0;
+}

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Buffer objects, internal side (the public API is include/ugpu/bo.h; the
+ * design, locking and invariants are in docs/bo.md).
+ *
+ * One BO manager per device (dev->bo_mgr) owns the LRU of evictable BOs, the
+ * list of every live BO (kernel and user), the CPU-mapping manager and the
+ * host-suspend state (src/suspend.c works on the same structures).
+ */
+#ifndef UGPU_MM_BO_H
+#define UGPU_MM_BO_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/pm.h>
+
+#include "mm/buddy.h"
+#include "src/sysmem.h"
+
+struct ugpu_device;
+struct cpu_map;
+struct cpu_map_mgr;
+struct engine;
+
+/* Intrusive list used for the LRU and the all-BOs list. */
+struct bo_link {
+	struct bo_link *next, *prev;
+};
+
+/*
+ * struct bo_sys - system memory the device reaches by DMA: a sysmem memfd and
+ * its IOVA in dev->dma. Used for a BO's SYSTEM placement and for suspend
+ * backups. @mem.fd is -1 when empty.
+ */
+struct bo_sys {
+	struct sysmem mem;
+	uint64_t iova;
+};
+
+/*
+ * struct ugpu_bo - one buffer object.
+ *
+ * Locking: @refcount is atomic. @touched is atomic (set by the CPU-fault path,
+ * which may not take the manager lock). Everything else that changes after
+ * creation (@placement, @vram, @sys, @backup, @pin_count, @lru, @lost,
+ * @discarded, @map/@map_addr, @map_blocked, @backup_prepared) is protected by
+ * the manager's @lock. The CPU-map resolve() callback reads @placement,
+ * @vram and @sys without that lock: they change only between cpu_map_block()
+ * and cpu_map_unblock() of the BO's map, which orders them (cpu_map.h).
+ */
+struct ugpu_bo {
+	int refcount;
+	struct ugpu_device *dev;
+	uint64_t size; /* page rounded */
+	uint32_t flags; /* UGPU_BO_* */
+	enum ugpu_placement placements[UGPU_BO_MAX_PLACEMENTS];
+	unsigned int nplacements;
+	unsigned int buddy_flags; /* extra buddy flags for VRAM (kernel: top-down) */
+	char name[32];
+
+	enum ugpu_placement placement; /* where the bytes are now; NONE = lost */
+	/* VRAM blocks while placement == VRAM. Points to @own_blocks, or to a
+	 * list the device owns (engine rings, kept where test and device code
+	 * already look for them); either way the BO allocates and frees them. */
+	struct buddy_list *vram;
+	struct buddy_list own_blocks;
+	struct bo_sys sys; /* while placement == SYSTEM */
+
+	uint32_t pin_count;
+	struct bo_link all; /* mgr->all: every live BO */
+	struct bo_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
+	int touched; /* atomic: used since last looked at by eviction (second chance) */
+	bool lost;
+	uint32_t discarded; /* suspends that discarded a NO_RESTORE BO's contents */
+
+	/* CPU mapping, created by ugpu_bo_map(); NULL when none. */
+	struct cpu_map *map;
+	void *map_addr;
+	bool map_blocked; /* suspend holds a cpu_map_block() */
+
+	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
+	struct bo_sys backup;
+	bool backup_prepared; /* made by prepare (else by suspend itself) */
+	bool backup_valid; /* holds the contents from the suspend copy */
+};
+
+/* Host-suspend states (ugpu_pm_stats.state). */
+enum bo_pm_state {
+	BO_PM_ACTIVE = UGPU_PM_ACTIVE,
+	BO_PM_PREPARED = UGPU_PM_PREPARED,
+	BO_PM_SUSPENDED = UGPU_PM_SUSPENDED,
+};
+
+/*
+ * struct bo_mgr - the device's BO manager.
+ *
+ * Locking (outermost first): @pm_lock serialises the host-suspend
+ * transitions (prepare, suspend, resume, cancel) and is held across each;
+ * @lock protects the lists, every BO's placement state (see struct
+ * ugpu_bo), @pm_state, the counters and the injection countdown. @lock is
+ * held across a whole move, copy included, so a BO never changes under a
+ * copy; it is never taken by the CPU-map handler thread (resolve() does not
+ * take it), so holding it across cpu_map_block() cannot deadlock. Inside
+ * @lock: dev->vram_lock (device_vram_alloc), the DMA space lock, dev->lock
+ * (device_set_power), engine locks.
+ */
+struct bo_mgr {
+	pthread_mutex_t pm_lock;
+	pthread_mutex_t lock;
+	struct bo_link all;
+	struct bo_link lru; /* head = least recently used */
+	uint64_t nr_bos;
+	uint64_t nr_lru;
+	uint64_t vram_bytes; /* bytes of VRAM held by BOs */
+	uint64_t sys_bytes; /* bytes of SYSTEM placements */
+
+	/* CPU mappings: created on the first ugpu_bo_map(). */
+	struct cpu_map_mgr *maps;
+	int vram_fd; /* VRAM region fd for mappings, with its offset */
+	uint64_t vram_fd_off;
+
+	/* counters (ugpu_bo_mgr_stats) */
+	uint64_t evictions, evicted_bytes, moves, moved_bytes, copy_failures;
+
+	/* fault injection: fail the Nth backup allocation (countdown; 0 = off) */
+	unsigned long fail_backup_at;
+	bool fail_backup_always;
+
+	/* host suspend (src/suspend.c) */
+	enum bo_pm_state pm_state;
+	struct ugpu_pm_opts pm_opts;
+	struct ugpu_pm_stats pm_stats;
+};
+
+/* Counters for tests and tools. */
+struct bo_mgr_stats {
+	uint64_t bos, lru, vram_bytes, sys_bytes;
+	uint64_t evictions, evicted_bytes, moves, moved_bytes, copy_failures;
+	uint64_t backups, backup_bytes;
+};
+
+/* bo_mgr_init()/bo_mgr_fini() - from ugpu_device_open()/close(). fini logs
+ * and releases BOs still alive (a caller leak). */
+int bo_mgr_init(struct ugpu_device *dev);
+void bo_mgr_fini(struct ugpu_device *dev);
+
+/*
+ * bo_create_kernel() - a driver BO: like ugpu_bo_create() with extra
+ * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION) and, optionally, @blocks: a
+ * list the caller owns where the BO keeps its VRAM blocks (it must stay
+ * valid for the BO's life; the BO never moves while pinned, so the list only
+ * changes at create and destroy).
+ * Context: any thread.
+ */
+int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out);
+
+/* VRAM offset of the first block (the whole BO when contiguous). */
+uint64_t bo_vram_offset(const struct ugpu_bo *bo);
+
+/*
+ * bo_mgr_check() - verify the manager's invariants (tests): every VRAM BO's
+ * blocks are allocated in the buddy and sum to its size; SYSTEM BOs have a
+ * mapped sysmem; lost BOs have no backing; the LRU holds exactly the
+ * unpinned VRAM BOs; the byte counters match; backups exist only while
+ * prepared/suspended and never for NO_RESTORE BOs; the buddy allocator's own
+ * check passes. @strict: also VRAM used in the buddy == VRAM held by BOs.
+ * Returns: 0, or -EINVAL after logging the first violation.
+ * Context: any thread; takes the manager lock.
+ */
+int bo_mgr_check(struct ugpu_device *dev, bool strict);
+
+void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st);
+
+/* Fault injection: the @n-th backup allocation from now fails with -ENOMEM
+ * (@always: that one and every later one); n == 0 clears. */
+void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always);
+
+/* ---- for src/suspend.c (manager lock held unless said otherwise) ---------- */
+
+#define bo_for_each(pos, head) \
+	for (struct bo_link *pos = (head)->next; pos != (head); pos = pos->next)
+#define bo_of_all(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, all)))
+
+/* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
+int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+/* Allocate (and DMA-map) system memory; counts against the injection hook
+ * when @backup. */
+int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
+			struct bo_sys *out);
+void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s);
+/*
+ * Queue copies of the first @size bytes of the VRAM @blocks to (@to_vram
+ * false) or from (@to_vram true) the IOVA @iova on engine @e, block by block
+ * (chunks of at most 256 MiB); *@fence gets the last fence.
+ * Returns 0 or the engine's -errno.
+ */
+int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
+		  bool to_vram, uint64_t *fence);
+/* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
+int bo_copy_timeout_ms(uint64_t bytes);
+void bo_lru_del_locked(struct ugpu_bo *bo);
+void bo_lru_update_locked(struct ugpu_bo *bo);
+
+#endif

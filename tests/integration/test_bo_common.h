@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared fixture for the BO and suspend tests: an in-process reference
+ * device, a context, an open device, pattern helpers. Header-only (each test
+ * file is its own executable). */
+#ifndef UGPU_TEST_BO_COMMON_H
+#define UGPU_TEST_BO_COMMON_H
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+#include <ugpu/pm.h>
+
+#include "mm/bo.h"
+#include "src/device.h"
+#include "tools/ugpu-sim/sim.h"
+
+struct fx {
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	char uri[256];
+};
+
+static inline int fx_setup_vram(void **state, uint64_t vram)
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct sim_opts o;
+	struct fx *f = calloc(1, sizeof(*f));
+
+	if (getenv("UGPU_TEST_LOG"))
+		copts.log_level = UGPU_LOG_INFO;
+	sim_opts_init(&o);
+	o.vram_size = vram;
+	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+		return -1;
+	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
+	if (ugpu_device_open(f->ctx, f->uri, &f->dev))
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static inline int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ugpu_device_close(f->dev);
+	ugpu_context_destroy(f->ctx);
+	sim_stop(f->sim);
+	free(f);
+	return 0;
+}
+
+/* A byte pattern unique to (@seed, offset). */
+static inline uint8_t pat(uint32_t seed, uint64_t i)
+{
+	uint64_t x = (i >> 3) * 0x9e3779b97f4a7c15ull + seed * 0xbf58476d1ce4e5b9ull;
+
+	x ^= x >> 29;
+	return (uint8_t)(x >> (8 * (i & 7)));
+}
+
+static inline void pat_fill(void *p, uint64_t len, uint32_t seed)
+{
+	uint8_t *b = p;
+	uint64_t i;
+
+	for (i = 0; i < len; i++)
+		b[i] = pat(seed, i);
+}
+
+/* Offset of the first mismatch, or -1 when all of [0, len) matches. */
+static inline int64_t pat_check(const void *p, uint64_t len, uint32_t seed)
+{
+	const uint8_t *b = p;
+	uint64_t i;
+
+	for (i = 0; i < len; i++)
+		if (b[i] != pat(seed, i))
+			return (int64_t)i;
+	return -1;
+}
+
+static inline struct ugpu_bo *bo_new(struct ugpu_device *dev, uint64_t bytes, uint32_t flags,
+				     enum ugpu_placement p0, enum ugpu_placement p1,
+				     const char *name)
+{
+	struct ugpu_bo_opts o = {
+		.size = sizeof(o),
+		.bytes = bytes,
+		.placements = { p0, p1 },
+		.flags = flags,
+		.name = name,
+	};
+	struct ugpu_bo *bo = NULL;
+	int ret = ugpu_bo_create(dev, &o, &bo);
+
+	if (ret)
+		fprintf(stderr, "bo_new(%s, %llu): %s\n", name, (unsigned long long)bytes,
+			ugpu_strerror(ret));
+	return bo;
+}
+
+/* Write pattern @seed into the whole BO through ugpu_bo_write. */
+static inline int bo_fill(struct ugpu_bo *bo, uint64_t bytes, uint32_t seed)
+{
+	void *buf = malloc(bytes);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	pat_fill(buf, bytes, seed);
+	ret = ugpu_bo_write(bo, 0, buf, bytes);
+	free(buf);
+	return ret;
+}
+
+/* -1 when the BO holds pattern @seed, else the first bad offset (or -2 on a
+ * read error). */
+static inline int64_t bo_verify(struct ugpu_bo *bo, uint64_t bytes, uint32_t seed)
+{
+	void *buf = malloc(bytes);
+	int64_t r;
+
+	if (!buf)
+		return -2;
+	if (ugpu_bo_read(bo, 0, buf, bytes)) {
+		free(buf);
+		return -2;
+	}
+	r = pat_check(buf, bytes, seed);
+	free(buf);
+	return r;
+}
+
+static inline enum ugpu_placement bo_where(struct ugpu_bo *bo)
+{
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+
+	if (ugpu_bo_query(bo, &i))
+		return UGPU_PLACEMENT_NONE;
+	return i.placement;
+}
+
+#define V UGPU_PLACEMENT_VRAM
+#define S UGPU_PLACEMENT_SYSTEM
+#define N UGPU_PLACEMENT_NONE
+
+#endif
