@@ -1390,8 +1390,6 @@ void buddy_set_log(struct buddy_mm *mm, void (*fn)(void *arg, const char *msg), 
 
 int buddy_init(struct buddy_mm *mm, uint64_t size, uint64_t chunk_size)
 {
-	void (*log)(void *, const char *);
-	void *log_arg;
 	uint64_t off = 0;
 	unsigned int c, o;
 
@@ -1399,12 +1397,8 @@ int buddy_init(struct buddy_mm *mm, uint64_t size, uint64_t chunk_size)
 		buddy_log(NULL, "init: NULL allocator");
 		return -EINVAL;
 	}
-	/* Keep a hook set before init (so init errors go there too). */
-	log = mm->log;
-	log_arg = mm->log_arg;
+	/* Nothing in *mm is trusted: it may be uninitialised memory. */
 	memset(mm, 0, sizeof(*mm));
-	mm->log = log;
-	mm->log_arg = log_arg;
 	if (!is_pow2(chunk_size) || chunk_size < BUDDY_MIN_CHUNK || size < chunk_size) {
 		buddy_log(mm, "init: chunk size 0x%llx must be a power of two >= 4096 and <= size 0x%llx",
 			  (unsigned long long)chunk_size, (unsigned long long)size);
@@ -1456,8 +1450,6 @@ static void leaks_rec(const struct buddy_mm *mm, struct buddy_block *b, uint64_t
 
 int buddy_fini(struct buddy_mm *mm)
 {
-	void (*log)(void *, const char *);
-	void *log_arg;
 	uint64_t leaks = 0;
 	unsigned int i;
 
@@ -1471,11 +1463,7 @@ int buddy_fini(struct buddy_mm *mm)
 			  (unsigned long long)mm->size);
 	}
 	pool_destroy(&mm->pool);
-	log = mm->log;
-	log_arg = mm->log_arg;
 	memset(mm, 0, sizeof(*mm));
-	mm->log = log;
-	mm->log_arg = log_arg;
 	return leaks > INT32_MAX ? INT32_MAX : (int)leaks;
 }
 

@@ -271,7 +271,9 @@ static inline struct buddy_block *buddy_block_parent(const struct buddy_block *b
 
 /*
  * buddy_init() - manage [0, size) in blocks of at least @chunk_size bytes.
- * @mm: the allocator to set up (caller-owned memory; must not move after).
+ * @mm: the allocator to set up (caller-owned memory, need not be zeroed;
+ *      must not move after). Errors here go to stderr: set a log hook with
+ *      buddy_set_log() after init.
  * @size: bytes; rounded down to a multiple of @chunk_size. A size that is not
  *        a power of two becomes one root per set bit, largest first.
  * @chunk_size: a power of two >= BUDDY_MIN_CHUNK (4096).
@@ -285,8 +287,8 @@ int buddy_init(struct buddy_mm *mm, uint64_t size, uint64_t chunk_size);
  * buddy_fini() - release everything @mm holds.
  * Blocks still allocated are leaks: each is logged (offset, size; the first
  * 16, then a count) and the memory behind them is released too, so the
- * caller's lists must not be used afterwards. Safe on a zeroed or already
- * finalised mm.
+ * caller's lists must not be used afterwards. The mm ends up zeroed (log
+ * hook included). Safe on a zeroed or already finalised mm.
  *
  * Returns: the number of blocks that were still allocated (0 when clean).
  */
