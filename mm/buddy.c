@@ -3,6 +3,9 @@
  * VRAM buddy allocator. Design notes: docs/buddy.md. Locking: none inside;
  * the caller serialises every call on one struct buddy_mm (see buddy.h).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mmap flags, madvise, getpid, clock_gettime without the build's -D */
+#endif
 #include "mm/buddy.h"
 
 #include <assert.h>

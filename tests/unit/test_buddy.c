@@ -10,6 +10,9 @@
  * Random tests draw from one seed: printed at start, replayed with
  * UGPU_TEST_SEED=<n>.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mmap flags, madvise, getpid, clock_gettime without the build's -D */
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>

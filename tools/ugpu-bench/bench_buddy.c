@@ -25,6 +25,9 @@
  *
  * Usage: ugpu-bench buddy [--workload NAME] [--reps N] [--seed N]
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* mmap flags, madvise, getpid, clock_gettime without the build's -D */
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
