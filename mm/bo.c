@@ -14,6 +14,7 @@
 
 #include "engines/engine.h"
 #include "mm/bo.h"
+#include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
 #include "src/log.h"
@@ -336,6 +337,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 	/* Switch: resolve() sees the new backing once the map is unblocked. */
 	if (to == UGPU_PLACEMENT_SYSTEM) {
 		bo_lru_del_locked(bo);
+		bo_rpm_forget(bo); /* left VRAM: not released at runtime suspend */
 		bo->sys = new_sys;
 		new_sys.mem.fd = -1;
 		bo->placement = UGPU_PLACEMENT_SYSTEM;
@@ -408,6 +410,9 @@ static int bo_resolve(void *owner, uint64_t offset, struct cpu_map_extent *ext)
 
 static const struct cpu_map_owner_ops bo_map_ops = {
 	.resolve = bo_resolve,
+	/* runtime PM: a VRAM fault wakes the device (mm/bo_rpm.c) */
+	.fault_begin = bo_rpm_fault_begin,
+	.fault_end = bo_rpm_fault_end,
 };
 
 /* ---- manager ---------------------------------------------------------------- */
@@ -441,6 +446,8 @@ static void bo_release_locked(struct ugpu_bo *bo)
 		bo->map = NULL;
 		bo->map_addr = NULL;
 	}
+	/* After the map is gone: no fault can list it again. */
+	bo_rpm_forget(bo);
 	bo_lru_del_locked(bo);
 	if (link_linked(&bo->all)) {
 		link_del(&bo->all);
@@ -908,6 +915,7 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 		ret = -EINVAL;
 	} else {
 		cpu_map_destroy(bo->map);
+		bo_rpm_forget(bo); /* no fault can list it again */
 		bo->map = NULL;
 		bo->map_addr = NULL;
 		bo->map_blocked = false;

@@ -80,6 +80,9 @@ struct ugpu_bo {
 	struct cpu_map *map;
 	void *map_addr;
 	bool map_blocked; /* suspend holds a cpu_map_block() */
+	/* Runtime PM (mm/bo_rpm.c): on its VRAM-mapped list or its list of BOs
+	 * evicted for D3cold, under its lock; all-zero = on neither. */
+	struct bo_link rpm_link;
 
 	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
 	struct bo_sys backup;
@@ -133,6 +136,9 @@ struct bo_mgr {
 	enum bo_pm_state pm_state;
 	struct ugpu_pm_opts pm_opts;
 	struct ugpu_pm_stats pm_stats;
+
+	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached */
+	struct bo_rpm *rpm;
 };
 
 /* Counters for tests and tools. */

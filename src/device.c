@@ -19,6 +19,7 @@
 #include "src/pci_cfg.h"
 #include "src/refdev.h"
 #include "src/rpm.h"
+#include "mm/bo_rpm.h"
 
 int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val)
 {
@@ -421,6 +422,9 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	ret = rpm_init(dev, &dev->rpm);
 	if (ret)
 		goto out_engines;
+	ret = bo_rpm_attach(dev);
+	if (ret)
+		goto out_rpm;
 
 	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->vdev->name,
 		 dev->profile->name, dev->vendor_id, dev->device_id,
@@ -428,6 +432,9 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	*out = dev;
 	return 0;
 
+out_rpm:
+	rpm_fini(dev->rpm);
+	dev->rpm = NULL;
 out_engines:
 	engines_teardown(dev);
 out_bo_mgr:
@@ -456,6 +463,7 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 	if (!dev)
 		return;
 	/* Reverse of ugpu_device_open()'s bring-up. */
+	bo_rpm_detach(dev);
 	rpm_fini(dev->rpm);
 	dev->rpm = NULL;
 	engines_teardown(dev);

@@ -219,6 +219,9 @@ static int do_suspend(struct rpm *rpm)
 		pthread_mutex_unlock(&rpm->lock);
 		if (stop)
 			break;
+		/* A failing hook is undone too: it may have done part of
+		 * its work (evicted some objects). */
+		ran_last = h;
 		if (h->ops->suspend) {
 			ret = h->ops->suspend(h->arg, target);
 			if (ret) {
@@ -228,7 +231,6 @@ static int do_suspend(struct rpm *rpm)
 				break;
 			}
 		}
-		ran_last = h;
 	}
 	if (!ret)
 		ret = engines_quiesce(rpm);
@@ -327,11 +329,13 @@ static int do_resume(struct rpm *rpm)
 	ret = device_set_power(dev, UGPU_POWER_D0);
 	t1 = now_ns();
 	if (!ret) {
-		if (from == UGPU_POWER_D3COLD)
-			engines_reinit(rpm);
+		/* Memory first (kernel objects such as the rings), then the
+		 * engines on it: xe's restore_kernel before gt_resume. */
 		for (h = rpm->hooks_tail; h; h = h->prev)
 			if (h->ops->resume)
 				h->ops->resume(h->arg, from);
+		if (from == UGPU_POWER_D3COLD)
+			engines_reinit(rpm);
 	}
 	t2 = now_ns();
 	pthread_mutex_lock(&rpm->lock);

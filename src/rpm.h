@@ -60,8 +60,9 @@ struct rpm_hook;
  *           UGPU_POWER_D3COLD (VRAM will be lost: move it to system memory).
  *           Returns 0, or -EBUSY to veto (retried after the autosuspend
  *           delay), or another -errno (suspend abandoned until the next put).
- *           On failure, the hooks that already ran get @resume with
- *           UGPU_POWER_D0 ("nothing was lost").
+ *           On failure, the hooks that already ran, and the failing one
+ *           (it may have done part of its work), get @resume with
+ *           UGPU_POWER_D0 ("nothing was lost"), in reverse order.
  * @resume:  may be NULL. Called after the device is back in D0 (in reverse
  *           registration order) with the state it came from, on the thread
  *           that woke it, WHICH MAY BE THE cpu_map HANDLER THREAD: it must be

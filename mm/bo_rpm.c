@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Runtime PM of buffer objects (see mm/bo_rpm.h and docs/runtime-pm.md).
+ *
+ * Why releasing is race-free: cpu_map_invalidate() swaps a registered
+ * placeholder over the range atomically (docs/cpu-mappings.md), so a store
+ * racing the release lands in VRAM before the swap, or faults after it. The
+ * fault then runs bo_rpm_fault_begin(), whose rpm_get() either wakes the
+ * device (after the suspend) or, during the suspend hooks, marks the suspend
+ * aborted (device still in D0) - it never lands on a throw-away page and
+ * never waits for the hook that is waiting for the handler thread.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm/bo.h"
+#include "mm/bo_rpm.h"
+#include "mm/cpu_map.h"
+#include "src/device.h"
+#include "src/log.h"
+#include "src/rpm.h"
+
+/* A CPU copy of one VRAM block of a BO that cannot leave VRAM. */
+struct bo_rpm_backup {
+	struct ugpu_bo *bo;
+	uint64_t offset;
+	uint64_t len;
+	void *data;
+};
+
+/*
+ * struct bo_rpm - per device. Locking: see mm/bo_rpm.h. @fault_ref is only
+ * touched by the cpu_map handler thread (faults are served one at a time).
+ */
+struct bo_rpm {
+	struct ugpu_device *dev;
+	struct rpm_hook *hook;
+	pthread_mutex_t lock;
+	struct bo_link mapped; /* VRAM BOs a fault mapped since the last release */
+	struct bo_link evicted; /* BOs moved to system for D3cold, to move back */
+	struct bo_rpm_backup *backups;
+	size_t nbackups, cap_backups;
+	bool fault_ref;
+	struct bo_rpm_stats st;
+};
+
+#define bo_of_rpm(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_link)))
+
+static void rl_init(struct bo_link *h)
+{
+	h->next = h->prev = h;
+}
+
+/* A BO's rpm_link is all-zero (calloc) when on no list. */
+static bool rl_linked(const struct bo_link *l)
+{
+	return l->next != NULL;
+}
+
+static void rl_del(struct bo_link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	l->next = l->prev = NULL;
+}
+
+static void rl_add_tail(struct bo_link *h, struct bo_link *l)
+{
+	l->prev = h->prev;
+	l->next = h;
+	h->prev->next = l;
+	h->prev = l;
+}
+
+static struct bo_rpm *rpm_of(struct ugpu_device *dev)
+{
+	return dev->bo_mgr ? __atomic_load_n(&dev->bo_mgr->rpm, __ATOMIC_ACQUIRE) : NULL;
+}
+
+static bool may_live_in_system(const struct ugpu_bo *bo)
+{
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++)
+		if (bo->placements[i] == UGPU_PLACEMENT_SYSTEM)
+			return true;
+	return false;
+}
+
+/* ---- CPU faults (handler thread) ----------------------------------------- */
+
+int bo_rpm_fault_begin(void *owner)
+{
+	struct ugpu_bo *bo = owner;
+	struct bo_rpm *r = rpm_of(bo->dev);
+	int ret;
+
+	/* The placement cannot change under a fault: moves block the map
+	 * first (see struct ugpu_bo). A system-memory BO needs no device. */
+	if (!r || __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) != UGPU_PLACEMENT_VRAM)
+		return 0;
+	ret = rpm_get(bo->dev->rpm);
+	if (ret) {
+		log_err(bo->dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
+			bo->dev->vdev->name, bo->name, ugpu_strerror(ret));
+		return ret;
+	}
+	r->fault_ref = true;
+	pthread_mutex_lock(&r->lock);
+	if (!rl_linked(&bo->rpm_link))
+		rl_add_tail(&r->mapped, &bo->rpm_link);
+	r->st.wake_faults++;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+void bo_rpm_fault_end(void *owner)
+{
+	struct ugpu_bo *bo = owner;
+	struct bo_rpm *r = rpm_of(bo->dev);
+
+	if (r && r->fault_ref) {
+		r->fault_ref = false;
+		rpm_put(bo->dev->rpm);
+	}
+}
+
+/* ---- bookkeeping (manager lock held) ------------------------------------- */
+
+static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo)
+{
+	size_t i = 0;
+
+	while (i < r->nbackups) {
+		if (bo && r->backups[i].bo != bo) {
+			i++;
+			continue;
+		}
+		free(r->backups[i].data);
+		r->backups[i] = r->backups[--r->nbackups];
+	}
+}
+
+void bo_rpm_forget(struct ugpu_bo *bo)
+{
+	struct bo_rpm *r = rpm_of(bo->dev);
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (rl_linked(&bo->rpm_link))
+		rl_del(&bo->rpm_link);
+	drop_backups_locked(r, bo);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- suspend / resume / restore ------------------------------------------ */
+
+static int backup_bo_locked(struct bo_rpm *r, struct ugpu_bo *bo)
+{
+	struct ugpu_device *dev = r->dev;
+	struct buddy_block *b;
+
+	buddy_list_for_each(b, bo->vram) {
+		struct bo_rpm_backup k = {
+			.bo = bo,
+			.offset = buddy_block_offset(b),
+			.len = buddy_block_size(&dev->vram_mm, b),
+		};
+
+		if (r->nbackups == r->cap_backups) {
+			size_t cap = r->cap_backups ? 2 * r->cap_backups : 16;
+			void *p = realloc(r->backups, cap * sizeof(*r->backups));
+
+			if (!p)
+				return -ENOMEM;
+			r->backups = p;
+			r->cap_backups = cap;
+		}
+		k.data = malloc(k.len);
+		if (!k.data)
+			return -ENOMEM;
+		memcpy(k.data, (char *)dev->vram + k.offset, k.len);
+		r->backups[r->nbackups++] = k;
+	}
+	r->st.backed_up++;
+	return 0;
+}
+
+/* D3cold loses VRAM: evict what may live in system, back up the rest. */
+static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
+{
+	struct ugpu_device *dev = r->dev;
+	int ret;
+
+	bo_for_each(pos, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(pos);
+
+		if (bo->placement != UGPU_PLACEMENT_VRAM)
+			continue;
+		if (!bo->pin_count && may_live_in_system(bo)) {
+			ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
+			if (ret) {
+				log_warn(dev->ctx, "%s: D3cold: cannot evict BO '%s': %s",
+					 dev->vdev->name, bo->name, ugpu_strerror(ret));
+				return -EBUSY;
+			}
+			pthread_mutex_lock(&r->lock);
+			if (rl_linked(&bo->rpm_link))
+				rl_del(&bo->rpm_link);
+			rl_add_tail(&r->evicted, &bo->rpm_link);
+			r->st.evicted++;
+			pthread_mutex_unlock(&r->lock);
+			continue;
+		}
+		pthread_mutex_lock(&r->lock);
+		ret = backup_bo_locked(r, bo);
+		pthread_mutex_unlock(&r->lock);
+		if (ret) {
+			log_warn(dev->ctx, "%s: D3cold: no memory to back up BO '%s'",
+				 dev->vdev->name, bo->name);
+			return -EBUSY;
+		}
+	}
+	return 0;
+}
+
+static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
+{
+	struct bo_rpm *r = arg;
+	struct ugpu_device *dev = r->dev;
+	struct bo_mgr *m = dev->bo_mgr;
+	int ret = 0;
+
+	/* The manager lock keeps every listed BO alive and in place while its
+	 * mapping is released; faults do not need it (only the list lock). */
+	pthread_mutex_lock(&m->lock);
+	if (target == UGPU_POWER_D3COLD) {
+		ret = evict_all_locked(r, m);
+		if (ret)
+			goto out;
+	}
+	for (;;) {
+		struct ugpu_bo *bo;
+
+		pthread_mutex_lock(&r->lock);
+		if (r->mapped.next == &r->mapped) {
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		bo = bo_of_rpm(r->mapped.next);
+		rl_del(&bo->rpm_link);
+		pthread_mutex_unlock(&r->lock);
+		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
+			continue;
+		/* Not under the list lock: this waits for the handler thread. */
+		ret = cpu_map_invalidate(bo->map);
+		if (ret) {
+			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
+				dev->vdev->name, bo->name, ugpu_strerror(ret));
+			pthread_mutex_lock(&r->lock);
+			rl_add_tail(&r->mapped, &bo->rpm_link);
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		pthread_mutex_lock(&r->lock);
+		r->st.released++;
+		pthread_mutex_unlock(&r->lock);
+	}
+out:
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* May run on the cpu_map handler thread: CPU copies only, no manager lock.
+ * Pinned BOs never move and a destroyed one dropped its backups, so each
+ * backup's VRAM range still belongs to its BO. */
+static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
+{
+	struct bo_rpm *r = arg;
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	if (from == UGPU_POWER_D3COLD)
+		for (i = 0; i < r->nbackups; i++)
+			memcpy((char *)r->dev->vram + r->backups[i].offset, r->backups[i].data,
+			       r->backups[i].len);
+	drop_backups_locked(r, NULL);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* rpm thread, reference held: move the D3cold evictees back to VRAM. */
+static void bo_rpm_restore(void *arg)
+{
+	struct bo_rpm *r = arg;
+	struct bo_mgr *m = r->dev->bo_mgr;
+
+	pthread_mutex_lock(&m->lock);
+	for (;;) {
+		struct ugpu_bo *bo;
+
+		pthread_mutex_lock(&r->lock);
+		if (r->evicted.next == &r->evicted) {
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		bo = bo_of_rpm(r->evicted.next);
+		rl_del(&bo->rpm_link);
+		pthread_mutex_unlock(&r->lock);
+		if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count ||
+		    bo->placements[0] != UGPU_PLACEMENT_VRAM)
+			continue;
+		/* Best effort: a BO that does not fit stays in system memory,
+		 * as an evicted BO does until it is next validated. */
+		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0) {
+			pthread_mutex_lock(&r->lock);
+			r->st.restored++;
+			pthread_mutex_unlock(&r->lock);
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+static const struct rpm_hook_ops bo_rpm_ops = {
+	.name = "bo",
+	.suspend = bo_rpm_suspend,
+	.resume = bo_rpm_resume,
+	.restore = bo_rpm_restore,
+	.evicts_vram = true,
+};
+
+/* ---- setup ----------------------------------------------------------------- */
+
+int bo_rpm_attach(struct ugpu_device *dev)
+{
+	struct bo_rpm *r;
+	int ret;
+
+	if (!dev->bo_mgr || !dev->rpm)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->dev = dev;
+	pthread_mutex_init(&r->lock, NULL);
+	rl_init(&r->mapped);
+	rl_init(&r->evicted);
+	ret = rpm_hook_register(dev->rpm, &bo_rpm_ops, r, &r->hook);
+	if (ret) {
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		return ret;
+	}
+	__atomic_store_n(&dev->bo_mgr->rpm, r, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void bo_rpm_detach(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_rpm *r;
+
+	if (!m || !(r = m->rpm))
+		return;
+	rpm_hook_unregister(dev->rpm, r->hook);
+	/* Under the manager lock: BO code calls bo_rpm_forget() under it. */
+	pthread_mutex_lock(&m->lock);
+	__atomic_store_n(&m->rpm, NULL, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&r->lock);
+	while (r->mapped.next != &r->mapped)
+		rl_del(r->mapped.next);
+	while (r->evicted.next != &r->evicted)
+		rl_del(r->evicted.next);
+	drop_backups_locked(r, NULL);
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&m->lock);
+	free(r->backups);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
+{
+	struct bo_rpm *r = rpm_of(dev);
+
+	memset(out, 0, sizeof(*out));
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	*out = r->st;
+	for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
+		out->listed++;
+	pthread_mutex_unlock(&r->lock);
+}
