@@ -18,7 +18,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/pm.h>
 #include <ugpu/ugpu.h>
 
 #include "src/device.h"
@@ -183,39 +185,141 @@ out:
 	device_vram_free(dev, &vb, 0);
 }
 
-/* Power states: D3hot keeps VRAM, D3cold loses it. */
-static void demo_power(struct ugpu_device *dev)
+static const char *placement_name(enum ugpu_placement p)
 {
-	struct buddy_list vb;
-	unsigned char *vram = dev->vram;
-	uint64_t voff, poison;
+	return p == UGPU_PLACEMENT_VRAM ? "VRAM" : p == UGPU_PLACEMENT_SYSTEM ? "system" : "none";
+}
+
+static enum ugpu_placement bo_where(struct ugpu_bo *bo)
+{
+	struct ugpu_bo_info bi = { .size = sizeof(bi) };
+
+	return ugpu_bo_query(bo, &bi) ? UGPU_PLACEMENT_NONE : bi.placement;
+}
+
+static int bo_pattern_ok(struct ugpu_bo *bo, uint64_t len, unsigned seed, unsigned char *tmp)
+{
+	return !ugpu_bo_read(bo, 0, tmp, len) && pattern_ok(tmp, len, seed);
+}
+
+#define DEMO_BO_LEN (8ull << 20)
+#define DEMO_NBO 40
+
+/*
+ * Buffer objects: more than VRAM holds, so the oldest unpinned ones are
+ * evicted to system memory by the blitter; a CPU mapping follows its object.
+ */
+static void demo_bos(struct ugpu_device *dev, uint64_t vram_size, struct ugpu_bo **bos, int *nbos,
+		     unsigned char *tmp)
+{
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = DEMO_BO_LEN,
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
+				  .flags = UGPU_BO_CPU_ACCESS };
+	int i, n = (int)(vram_size / DEMO_BO_LEN) + 8, in_vram = 0, ok = 1, ret;
+	unsigned char *map = NULL;
 	double t0;
-	int ret;
 
-	step("Power states");
-	buddy_list_init(&vb);
-	if (device_vram_alloc(dev, 1 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &vb)) {
-		result(0, "VRAM for the power demo");
-		return;
-	}
-	voff = buddy_block_offset(buddy_list_first(&vb));
-	pattern(vram + voff, 1 << 20, 3);
-	ret = device_set_power(dev, UGPU_POWER_D3HOT);
-	result(ret == 0, "device in %s", power_name(dev->power_state));
+	step("Buffer objects and eviction");
+	if (n > DEMO_NBO)
+		n = DEMO_NBO;
 	t0 = now_ms();
-	ret = device_set_power(dev, UGPU_POWER_D0);
-	result(!ret && pattern_ok(vram + voff, 1 << 20, 3),
-	       "back to D0 in %.2f ms: VRAM kept its contents (D3hot keeps power to VRAM)",
-	       now_ms() - t0);
+	for (i = 0; i < n; i++) {
+		o.flags = UGPU_BO_CPU_ACCESS | (i == 0 ? UGPU_BO_PINNED : 0);
+		o.name = i == 0 ? "pinned" : "user";
+		ret = ugpu_bo_create(dev, &o, &bos[i]);
+		if (ret) {
+			result(0, "create BO %d: %s", i, ugpu_strerror(ret));
+			break;
+		}
+		pattern(tmp, DEMO_BO_LEN, (unsigned)i);
+		if (ugpu_bo_write(bos[i], 0, tmp, DEMO_BO_LEN))
+			ok = 0;
+	}
+	*nbos = i;
+	for (i = 0; i < *nbos; i++)
+		in_vram += bo_where(bos[i]) == UGPU_PLACEMENT_VRAM;
+	result(ok && *nbos == n, "%d BOs of %llu MiB (%llu MiB) in %.0f ms on %llu MiB of VRAM: %d in VRAM, %d evicted to system",
+	       *nbos, DEMO_BO_LEN >> 20, (unsigned long long)(*nbos * DEMO_BO_LEN) >> 20, now_ms() - t0,
+	       (unsigned long long)vram_size >> 20, in_vram, *nbos - in_vram);
+	ok = 1;
+	for (i = 0; i < *nbos; i++)
+		ok &= bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
+	result(ok, "every BO reads back byte-exact, wherever it lives");
+	result(*nbos && bo_where(bos[0]) == UGPU_PLACEMENT_VRAM, "the pinned BO was never evicted");
 
-	ret = device_set_power(dev, UGPU_POWER_D3COLD);
-	result(ret == 0, "device in %s: main power cut", power_name(dev->power_state));
-	ret = device_set_power(dev, UGPU_POWER_D0);
-	memcpy(&poison, vram + voff, 8);
-	result(!ret && !pattern_ok(vram + voff, 1 << 20, 3) && poison == 0xDEADBEEFDEADBEEFull,
-	       "back to D0: VRAM reads the poison 0x%016" PRIx64 " — its contents are gone.", poison);
-	printf("    (this is why host suspend must back VRAM up first: not implemented yet, see docs/STATUS.md)\n");
-	device_vram_free(dev, &vb, 0);
+	/* A CPU mapping of an evicted BO, then the BO moves back to VRAM: the
+	 * mapping follows it. */
+	if (*nbos > 1 && !ugpu_bo_map(bos[1], (void **)&map)) {
+		enum ugpu_placement before = bo_where(bos[1]);
+
+		map[0] ^= 0xff;
+		map[0] ^= 0xff; /* a write through the mapping, where it lives now */
+		ret = ugpu_bo_migrate(bos[1], before == UGPU_PLACEMENT_VRAM ? UGPU_PLACEMENT_SYSTEM
+									  : UGPU_PLACEMENT_VRAM);
+		result(!ret && pattern_ok(map, DEMO_BO_LEN, 1),
+		       "a mapped BO moved %s -> %s: its CPU mapping follows it, byte-exact",
+		       placement_name(before), placement_name(bo_where(bos[1])));
+		map[4096] = 0x5a;
+		ret = ugpu_bo_read(bos[1], 4096, tmp, 1);
+		result(!ret && tmp[0] == 0x5a, "a CPU write after the move lands in the BO's new home");
+		tmp[0] = (unsigned char)(4096 * 131 + 1);
+		ugpu_bo_write(bos[1], 4096, tmp, 1);
+		ugpu_bo_unmap(bos[1]);
+	}
+}
+
+static void pm_progress(void *user, enum ugpu_pm_phase phase, uint64_t bos, uint64_t bytes,
+			uint64_t ns, int err)
+{
+	(void)user;
+	printf("      %-18s %4llu BOs %8.1f MiB %8.2f ms%s%s\n", ugpu_pm_phase_name(phase),
+	       (unsigned long long)bos, (double)bytes / (1 << 20), (double)ns / 1e6,
+	       err ? "  error: " : "", err ? ugpu_strerror(err) : "");
+}
+
+/* Host suspend: the device loses VRAM (D3cold); nothing else is lost. */
+static void demo_suspend(struct ugpu_device *dev, struct ugpu_bo **bos, int nbos, unsigned char *tmp)
+{
+	struct ugpu_pm_opts po = { .size = sizeof(po), .progress = pm_progress };
+	struct ugpu_pm_stats st = { .size = sizeof(st) };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
+				  .placements = { UGPU_PLACEMENT_VRAM },
+				  .flags = UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, .name = "scratch" };
+	struct ugpu_bo *scratch = NULL;
+	int i, ok = 1, ret;
+
+	step("Host suspend and resume (the device really loses VRAM in D3cold)");
+	if (!ugpu_bo_create(dev, &o, &scratch)) {
+		pattern(tmp, 1 << 20, 77);
+		ugpu_bo_write(scratch, 0, tmp, 1 << 20);
+	}
+	ugpu_device_pm_set_opts(dev, &po);
+	printf("    prepare (userspace still runs):\n");
+	ret = ugpu_device_suspend_prepare(dev);
+	result(ret == 0, "prepared: %s", ugpu_strerror(ret));
+	printf("    suspend (the critical window):\n");
+	ret = ugpu_device_suspend(dev);
+	result(ret == 0, "suspended: device in D3cold");
+	printf("    resume:\n");
+	ret = ugpu_device_resume(dev);
+	result(ret == 0, "resumed");
+	ugpu_device_pm_stats(dev, &st);
+	printf("    prepare %.2f ms, critical window %.2f ms, resume %.2f ms\n", st.prepare_ns / 1e6,
+	       st.critical_ns / 1e6, st.resume_ns / 1e6);
+	for (i = 0; i < nbos; i++)
+		ok &= bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
+	result(ok, "all %d BOs byte-exact after the cycle", nbos);
+	if (scratch) {
+		struct ugpu_bo_info bi = { .size = sizeof(bi) };
+
+		ugpu_bo_query(scratch, &bi);
+		ret = ugpu_bo_read(scratch, 0, tmp, 1 << 20);
+		result(ret == -ENODATA || (!ret && !pattern_ok(tmp, 1 << 20, 77)),
+		       "a NO_RESTORE BO lost its contents, as it allowed (%s)",
+		       ret ? ugpu_strerror(ret) : "it reads the device's poison");
+		ugpu_bo_put(scratch);
+	}
+	ugpu_device_pm_set_opts(dev, NULL);
 }
 
 int main(int argc, char **argv)
@@ -227,7 +331,10 @@ int main(int argc, char **argv)
 	struct ugpu_device *dev = NULL;
 	struct sim *sim = NULL;
 	const char *uri = NULL;
-	uint64_t vram_mib = 256;
+	uint64_t vram_mib = 128;
+	struct ugpu_bo *bos[DEMO_NBO];
+	unsigned char *tmp = NULL;
+	int nbos = 0;
 	char buf[512];
 	double t0;
 	int i, ret;
@@ -285,8 +392,17 @@ int main(int argc, char **argv)
 
 	demo_allocator(dev);
 	demo_copy(dev);
+	tmp = malloc(DEMO_BO_LEN);
+	if (!tmp) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
-		demo_power(dev);
+		demo_suspend(dev, bos, nbos, tmp);
+	for (i = 0; i < nbos; i++)
+		ugpu_bo_put(bos[i]);
+	nbos = 0;
 
 	step("Close the device");
 	ugpu_device_close(dev);
@@ -306,6 +422,9 @@ int main(int argc, char **argv)
 	}
 
 out:
+	for (i = 0; i < nbos; i++)
+		ugpu_bo_put(bos[i]);
+	free(tmp);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 	sim_stop(sim);
