@@ -218,6 +218,8 @@ int bench_rpm(int argc, char **argv)
 	if (rpm_hook_register(dev->rpm, &rb_hook_ops, &b, &hook))
 		goto out_maps;
 	rpm_set_autosuspend_delay(dev->rpm, -1); /* suspends are forced below */
+	/* D3hot: the ranges here are raw VRAM, not BOs the D3cold hook saves. */
+	rpm_set_d3cold_threshold(dev->rpm, 0);
 	if (rpm_allow(dev->rpm, true))
 		goto out_maps;
 
