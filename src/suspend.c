@@ -108,9 +108,18 @@ static int snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n)
 	if (!v)
 		return -ENOMEM;
 	bo_for_each(l, &m->all) {
-		v[i] = bo_of_all(l);
-		ugpu_bo_get(v[i]);
-		i++;
+		struct ugpu_bo *bo = bo_of_all(l);
+		int rc = __atomic_load_n(&bo->refcount, __ATOMIC_RELAXED);
+
+		/* A BO whose last reference is being dropped is still listed
+		 * until its put gets the lock: never take a reference from 0. */
+		do {
+			if (!rc)
+				break;
+		} while (!__atomic_compare_exchange_n(&bo->refcount, &rc, rc + 1, false,
+						      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
+		if (rc)
+			v[i++] = bo;
 	}
 	*out = v;
 	*n = i;
@@ -497,6 +506,13 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 
 	t0 = now_ns();
 	ret = device_set_power(dev, UGPU_POWER_D3COLD);
+	if (ret == -EOPNOTSUPP) {
+		/* The device cannot cut its own power (no platform power block:
+		 * e.g. ivshmem on vfio-pci). Put it in the deepest state it has;
+		 * the host's sleep removes power anyway, so resume restores as if
+		 * VRAM was lost. */
+		ret = device_set_power(dev, UGPU_POWER_D3HOT);
+	}
 	phase_end(dev, UGPU_PM_PHASE_SUSPEND_POWER, 0, 0, t0, ret);
 	if (ret) {
 		/* D3hot keeps VRAM: come back up and carry on as before. */
