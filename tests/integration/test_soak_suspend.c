@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Soak: UGPU_SOAK_CYCLES (default 1000) suspend/resume cycles with a random
+ * BO population (every kind, created, rewritten, unpinned and destroyed
+ * between cycles) and random injected faults (a blitter descriptor failing
+ * in suspend or resume, a backup allocation failing in prepare or suspend,
+ * a failed wake). After every cycle every BO except NO_RESTORE ones must
+ * hold its last pattern: 0 bytes lost. Prints its seed; UGPU_SOAK_SEED
+ * replays one.
+ */
+#include <time.h>
+
+#include "integration/test_bo_common.h"
+
+#define MiB (1ull << 20)
+#define MAXB 24
+
+static int setup(void **state)
+{
+	return fx_setup_vram(state, 16 * MiB);
+}
+
+struct sbo {
+	struct ugpu_bo *bo;
+	uint64_t size;
+	uint32_t seed;
+	uint32_t flags;
+	uint8_t *map;
+};
+
+static uint64_t rng;
+static uint32_t rnd(uint32_t n)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng % n);
+}
+
+static const uint32_t kind_flags[] = {
+	UGPU_BO_KERNEL | UGPU_BO_PINNED,
+	UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_PINNED,
+	UGPU_BO_PINNED,
+	UGPU_BO_PINNED | UGPU_BO_NO_RESTORE,
+	0,
+	UGPU_BO_CPU_ACCESS,
+	UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS | UGPU_BO_CONTIGUOUS,
+};
+
+static void rewrite(struct sbo *b, uint32_t seed)
+{
+	b->seed = seed;
+	if (b->map && rnd(2))
+		pat_fill(b->map, b->size, seed);
+	else
+		assert_int_equal(bo_fill(b->bo, b->size, seed), 0);
+}
+
+static uint64_t lost_bytes(struct sbo *b)
+{
+	uint8_t *buf;
+	uint64_t i, lost = 0;
+
+	if (b->flags & UGPU_BO_NO_RESTORE)
+		return 0;
+	buf = malloc(b->size);
+	assert_non_null(buf);
+	assert_int_equal(ugpu_bo_read(b->bo, 0, buf, b->size), 0);
+	for (i = 0; i < b->size; i++)
+		lost += buf[i] != pat(b->seed, i);
+	free(buf);
+	return lost;
+}
+
+static void test_soak(void **state)
+{
+	struct fx *f = *state;
+	struct sbo b[MAXB];
+	const char *e;
+	unsigned long cycles = 1000, c;
+	uint64_t seed, lost = 0, faults = 0, ok_cycles = 0;
+	uint32_t next_seed = 1;
+	int i;
+
+	e = getenv("UGPU_SOAK_CYCLES");
+	if (e)
+		cycles = strtoul(e, NULL, 0);
+	e = getenv("UGPU_SOAK_SEED");
+	seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
+	printf("soak: seed %llu (UGPU_SOAK_SEED to replay), %lu cycles\n", (unsigned long long)seed,
+	       cycles);
+	rng = seed * 2654435761u + 1;
+	memset(b, 0, sizeof(b));
+
+	for (c = 0; c < cycles; c++) {
+		int fault = (int)rnd(8), ret;
+		bool prepared = rnd(3) != 0;
+
+		/* mutate the population */
+		for (i = 0; i < MAXB; i++) {
+			uint32_t r = rnd(10);
+
+			if (!b[i].bo && r < 4) {
+				uint32_t fl = kind_flags[rnd(sizeof(kind_flags) / sizeof(kind_flags[0]))];
+				enum ugpu_placement p1 =
+					(fl & (UGPU_BO_KERNEL | UGPU_BO_NO_RESTORE)) || rnd(4) == 0 ? N : S;
+
+				b[i].size = (uint64_t)(1 + rnd(64)) * 4096;
+				b[i].flags = fl;
+				b[i].map = NULL;
+				b[i].bo = bo_new(f->dev, b[i].size, fl, V, p1, "soak");
+				if (!b[i].bo)
+					continue; /* VRAM full of pinned BOs: fine */
+				if (fl & UGPU_BO_CPU_ACCESS)
+					assert_int_equal(ugpu_bo_map(b[i].bo, (void **)&b[i].map), 0);
+				rewrite(&b[i], next_seed++);
+			} else if (b[i].bo && r == 0) {
+				ugpu_bo_put(b[i].bo);
+				b[i].bo = NULL;
+			} else if (b[i].bo && r == 1) {
+				rewrite(&b[i], next_seed++);
+			} else if (b[i].bo && r == 2 && (b[i].flags & UGPU_BO_PINNED)) {
+				assert_int_equal(ugpu_bo_unpin(b[i].bo), 0);
+				b[i].flags &= ~UGPU_BO_PINNED;
+			}
+		}
+
+		if (prepared) {
+			if (fault == 1)
+				bo_mgr_inject_backup_failure(f->dev, 1 + rnd(4), false);
+			ret = ugpu_device_suspend_prepare(f->dev);
+			bo_mgr_inject_backup_failure(f->dev, 0, false);
+			if (ret) {
+				assert_int_equal(ret, -ENOMEM);
+				faults++;
+				prepared = false;
+			}
+		}
+		if (fault == 2)
+			sim_inject(f->sim, 0, SIM_INJECT_CMD, 1 + rnd(6), false);
+		if (fault == 3 && !prepared)
+			bo_mgr_inject_backup_failure(f->dev, 1 + rnd(4), false);
+		ret = ugpu_device_suspend(f->dev);
+		sim_inject_clear(f->sim, 0);
+		bo_mgr_inject_backup_failure(f->dev, 0, false);
+		if (ret) {
+			faults++;
+			assert_int_equal(bo_mgr_check(f->dev, true), 0);
+			/* half the time cancel, half retry */
+			if (rnd(2)) {
+				assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
+			} else {
+				assert_int_equal(ugpu_device_suspend(f->dev), 0);
+				assert_int_equal(ugpu_device_resume(f->dev), 0);
+			}
+		} else {
+			if (fault == 4)
+				sim_inject(f->sim, 0, SIM_INJECT_WAKE, 1, false);
+			if (fault == 5)
+				sim_inject(f->sim, 0, SIM_INJECT_CMD, 1 + rnd(4), false);
+			ret = ugpu_device_resume(f->dev);
+			if (ret) {
+				faults++;
+				assert_int_equal(fault, 4);
+				sim_inject_clear(f->sim, 0);
+				assert_int_equal(ugpu_device_resume(f->dev), 0);
+			}
+			sim_inject_clear(f->sim, 0);
+			ok_cycles++;
+		}
+		assert_int_equal(bo_mgr_check(f->dev, true), 0);
+		for (i = 0; i < MAXB; i++)
+			if (b[i].bo)
+				lost += lost_bytes(&b[i]);
+		if (lost)
+			fail_msg("cycle %lu: %llu bytes lost (seed %llu)", c, (unsigned long long)lost,
+				 (unsigned long long)seed);
+	}
+	printf("soak: %lu cycles, %llu completed suspends, %llu injected faults hit, 0 bytes lost\n",
+	       cycles, (unsigned long long)ok_cycles, (unsigned long long)faults);
+	assert_true(faults > 0);
+	for (i = 0; i < MAXB; i++)
+		ugpu_bo_put(b[i].bo);
+	assert_int_equal(bo_mgr_check(f->dev, true), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_soak, setup, fx_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
