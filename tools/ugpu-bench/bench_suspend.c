@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-bench suspend: host suspend/resume of N pinned BOs totalling S MiB,
+ * in several shapes, against an in-process reference device (which really
+ * loses VRAM in D3cold).
+ *
+ * Per shape, best of --reps runs of each:
+ *   prepare_ms          ugpu_device_suspend_prepare (backups allocated + filled)
+ *   critical_ms         ugpu_device_suspend after prepare (the critical window)
+ *   resume_ms           ugpu_device_resume
+ *   noprep_critical_ms  ugpu_device_suspend without prepare
+ *   memcpy_ms           memcpy of the same bytes, VRAM BAR -> prefaulted
+ *                       system memory, BO by BO, in the same run
+ * gbps = bytes / critical time (10^9 B/s). Every BO is checked byte-exact
+ * after each resume. One JSON line per shape:
+ *   {"bench":"suspend","shape":NAME,"bos":N,"bytes":B,"prepare_ms":..,
+ *    "critical_ms":..,"resume_ms":..,"gbps":..,"memcpy_ms":..,
+ *    "noprep_critical_ms":..,"critical_over_memcpy":..,"noprep_over_critical":..}
+ * Targets (issue 4): critical_over_memcpy <= 1.2; noprep_over_critical >= 3.
+ *
+ * Options: --total-mib S (default 128), --vram-mib V (default 512),
+ * --reps R (default 3), --shape NxSIZE (e.g. 16x8M; repeatable, replaces
+ * the default shapes 1x128M 16x8M 128x1M 2048x64K scaled to S).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/pm.h>
+
+#include "mm/bo.h"
+#include "src/device.h"
+#include "src/sysmem.h"
+#include "tools/ugpu-bench/bench.h"
+#include "tools/ugpu-sim/sim.h"
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+struct shape {
+	unsigned int n;
+	uint64_t size;
+};
+
+static void fill(uint8_t *p, uint64_t len, uint32_t seed)
+{
+	uint64_t i, *q = (uint64_t *)p;
+
+	for (i = 0; i < len / 8; i++)
+		q[i] = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+}
+
+static int check(const uint8_t *p, uint64_t len, uint32_t seed)
+{
+	const uint64_t *q = (const uint64_t *)p;
+	uint64_t i;
+
+	for (i = 0; i < len / 8; i++)
+		if (q[i] != ((i + 1) * 0x9e3779b97f4a7c15ull ^ seed))
+			return -1;
+	return 0;
+}
+
+static double min_d(double a, double b)
+{
+	return a < b ? a : b;
+}
+
+static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps)
+{
+	struct ugpu_bo **bo = calloc(sh->n, sizeof(*bo));
+	uint8_t *buf = malloc(sh->size);
+	uint64_t bytes = (uint64_t)sh->n * sh->size;
+	double prep = 1e30, crit = 1e30, res = 1e30, noprep = 1e30, mc = 1e30, t;
+	struct sysmem dst = { .fd = -1 };
+	char name[64];
+	unsigned int i;
+	int r, ret = 0;
+
+	if (!bo || !buf)
+		return -ENOMEM;
+	for (i = 0; i < sh->n; i++) {
+		struct ugpu_bo_opts o = {
+			.size = sizeof(o),
+			.bytes = sh->size,
+			.placements = { UGPU_PLACEMENT_VRAM },
+			.flags = UGPU_BO_PINNED,
+			.name = "bench",
+		};
+
+		ret = ugpu_bo_create(dev, &o, &bo[i]);
+		if (ret) {
+			fprintf(stderr, "bench suspend: BO %u of %" PRIu64 " bytes: %s\n", i, sh->size,
+				ugpu_strerror(ret));
+			goto out;
+		}
+		fill(buf, sh->size, i);
+		ugpu_bo_write(bo[i], 0, buf, sh->size);
+	}
+
+	/* memcpy baseline: the same bytes from the VRAM BAR into prefaulted
+	 * system memory, BO by BO. */
+	ret = sysmem_create(NULL, bytes, "bench-memcpy", &dst);
+	if (ret)
+		goto out;
+	memset(dst.vaddr, 1, dst.size);
+	for (r = 0; r < reps; r++) {
+		t = now_ms();
+		for (i = 0; i < sh->n; i++) {
+			struct buddy_block *b;
+			uint64_t off = 0;
+
+			buddy_list_for_each(b, bo[i]->vram) {
+				uint64_t len = buddy_block_size(&dev->vram_mm, b);
+
+				memcpy((char *)dst.vaddr + (uint64_t)i * sh->size + off,
+				       (char *)dev->vram + buddy_block_offset(b), len);
+				off += len;
+			}
+		}
+		mc = min_d(mc, now_ms() - t);
+	}
+
+	for (r = 0; r < reps * 2; r++) {
+		bool with_prep = !(r & 1);
+
+		if (with_prep) {
+			t = now_ms();
+			ret = ugpu_device_suspend_prepare(dev);
+			if (ret)
+				goto out;
+			prep = min_d(prep, now_ms() - t);
+		}
+		t = now_ms();
+		ret = ugpu_device_suspend(dev);
+		if (ret)
+			goto out;
+		t = now_ms() - t;
+		if (with_prep)
+			crit = min_d(crit, t);
+		else
+			noprep = min_d(noprep, t);
+		t = now_ms();
+		ret = ugpu_device_resume(dev);
+		if (ret)
+			goto out;
+		res = min_d(res, now_ms() - t);
+		for (i = 0; i < sh->n; i++) {
+			ugpu_bo_read(bo[i], 0, buf, sh->size);
+			if (check(buf, sh->size, i)) {
+				fprintf(stderr, "bench suspend: BO %u lost bytes over suspend\n", i);
+				ret = -EIO;
+				goto out;
+			}
+		}
+	}
+	if (sh->size >= (1u << 20))
+		snprintf(name, sizeof(name), "%ux%" PRIu64 "MiB", sh->n, sh->size >> 20);
+	else
+		snprintf(name, sizeof(name), "%ux%" PRIu64 "KiB", sh->n, sh->size >> 10);
+	printf("{\"bench\":\"suspend\",\"shape\":\"%s\",\"bos\":%u,\"bytes\":%" PRIu64
+	       ",\"prepare_ms\":%.3f,\"critical_ms\":%.3f,\"resume_ms\":%.3f,\"gbps\":%.2f"
+	       ",\"memcpy_ms\":%.3f,\"noprep_critical_ms\":%.3f,\"critical_over_memcpy\":%.2f"
+	       ",\"noprep_over_critical\":%.2f}\n",
+	       name, sh->n, bytes, prep, crit, res, (double)bytes / (crit * 1e6), mc, noprep,
+	       crit / mc, noprep / crit);
+	fflush(stdout);
+out:
+	sysmem_destroy(&dst);
+	for (i = 0; i < sh->n; i++)
+		ugpu_bo_put(bo[i]);
+	free(bo);
+	free(buf);
+	return ret;
+}
+
+static uint64_t parse_size(const char *s)
+{
+	char *end;
+	uint64_t v = strtoull(s, &end, 0);
+
+	if (*end == 'K' || *end == 'k')
+		v <<= 10;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20;
+	else if (*end == 'G' || *end == 'g')
+		v <<= 30;
+	return v;
+}
+
+int bench_suspend(int argc, char **argv)
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct shape shapes[16];
+	unsigned int nshapes = 0, i;
+	uint64_t total = 128ull << 20, vram = 512ull << 20;
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	struct sim *sim = NULL;
+	struct sim_opts so;
+	char uri[256];
+	int reps = 3, ret = 0, a;
+
+	for (a = 1; a < argc; a++) {
+		if (!strcmp(argv[a], "--total-mib") && a + 1 < argc)
+			total = strtoull(argv[++a], NULL, 0) << 20;
+		else if (!strcmp(argv[a], "--vram-mib") && a + 1 < argc)
+			vram = strtoull(argv[++a], NULL, 0) << 20;
+		else if (!strcmp(argv[a], "--reps") && a + 1 < argc)
+			reps = atoi(argv[++a]);
+		else if (!strcmp(argv[a], "--shape") && a + 1 < argc && nshapes < 16) {
+			char *x = strchr(argv[++a], 'x');
+
+			if (!x)
+				goto usage;
+			shapes[nshapes].n = (unsigned int)strtoul(argv[a], NULL, 0);
+			shapes[nshapes].size = parse_size(x + 1);
+			if (!shapes[nshapes].n || shapes[nshapes].size < 4096)
+				goto usage;
+			nshapes++;
+		} else {
+			goto usage;
+		}
+	}
+	if (reps < 1 || total < (1u << 20) || vram < total + (4u << 20))
+		goto usage;
+	if (!nshapes) {
+		static const uint64_t sizes[] = { 0, 8ull << 20, 1ull << 20, 64ull << 10 };
+
+		for (i = 0; i < 4; i++) {
+			uint64_t sz = sizes[i] ? sizes[i] : total;
+
+			shapes[nshapes].size = sz;
+			shapes[nshapes].n = (unsigned int)(total / sz);
+			nshapes++;
+		}
+	}
+
+	sim_opts_init(&so);
+	so.vram_size = vram;
+	ret = sim_start(&so, &sim);
+	if (ret)
+		goto fail;
+	ret = ugpu_context_create(&copts, &ctx);
+	if (ret)
+		goto fail;
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
+	ret = ugpu_device_open(ctx, uri, &dev);
+	if (ret)
+		goto fail;
+	for (i = 0; i < nshapes && !ret; i++)
+		ret = run_shape(dev, &shapes[i], reps);
+fail:
+	if (ret)
+		fprintf(stderr, "bench suspend: %s\n", ugpu_strerror(ret));
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	sim_stop(sim);
+	return ret ? 1 : 0;
+usage:
+	fprintf(stderr, "usage: ugpu-bench suspend [--total-mib S] [--vram-mib V] [--reps R] "
+			"[--shape NxSIZE]...\n");
+	return 2;
+}
