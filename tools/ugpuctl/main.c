@@ -15,6 +15,8 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_list,
 	&ugpuctl_cmd_bind,
 	&ugpuctl_cmd_unbind,
+	&ugpuctl_cmd_suspend,
+	&ugpuctl_cmd_resume,
 };
 
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -28,5 +28,7 @@ const struct pci_paths *ugpuctl_paths(void);
 extern const struct ugpuctl_cmd ugpuctl_cmd_list;
 extern const struct ugpuctl_cmd ugpuctl_cmd_bind;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unbind;
+extern const struct ugpuctl_cmd ugpuctl_cmd_suspend;
+extern const struct ugpuctl_cmd ugpuctl_cmd_resume;
 
 #endif
