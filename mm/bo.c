@@ -177,6 +177,8 @@ int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name
 	ret = sysmem_create(dev->ctx, size, name, &out->mem);
 	if (ret)
 		return ret;
+	if (device_is_removed(dev))
+		return 0; /* unplug: no device to map it for (iova 0) */
 	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
 	if (ret) {
 		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
@@ -199,7 +201,8 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 
 	if (s->mem.fd < 0)
 		return;
-	ret = dma_unmap(&dev->dma, s->iova, s->mem.size);
+	/* iova 0: never mapped, or unmapped by the removal (src/unplug.c) */
+	ret = s->iova ? dma_unmap(&dev->dma, s->iova, s->mem.size) : 0;
 	if (ret && ret != -ENODEV)
 		log_warn(dev->ctx, "%s: DMA unmap of a BO's system memory failed: %s",
 			 dev->vdev->name, ugpu_strerror(ret));
@@ -289,6 +292,8 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 
 	if (from == to)
 		return 0;
+	if (to == UGPU_PLACEMENT_VRAM && device_is_removed(dev))
+		return -ENODEV; /* unplugged: src/unplug.c */
 	if (!placement_allowed(bo, to)) {
 		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->vdev->name, bo->name,
 			to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory");
@@ -540,7 +545,8 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 
 	pthread_mutex_lock(&m->lock);
 	pthread_mutex_lock(&dev->vram_lock);
-	CHECK(buddy_check(&dev->vram_mm) == 0, "buddy allocator inconsistent");
+	CHECK(device_is_removed(dev) || buddy_check(&dev->vram_mm) == 0,
+	      "buddy allocator inconsistent");
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 		struct buddy_block *b;
@@ -567,7 +573,8 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 			CHECK(bo->backup.mem.fd < 0, "BO '%s' outside VRAM has a backup", bo->name);
 		}
 		if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
-			CHECK(bo->sys.mem.fd >= 0 && bo->sys.iova && bo->sys.mem.size >= bo->size,
+			CHECK(bo->sys.mem.fd >= 0 && (bo->sys.iova || device_is_removed(dev)) &&
+				      bo->sys.mem.size >= bo->size,
 			      "SYSTEM BO '%s' has no mapped system memory", bo->name);
 			sys += bo->size;
 		}
@@ -668,6 +675,10 @@ static int bo_place_locked(struct ugpu_bo *bo)
 
 			if (m->pm_state == BO_PM_SUSPENDED) {
 				ret = -EBUSY;
+				continue;
+			}
+			if (device_is_removed(dev)) {
+				ret = -ENODEV; /* unplugged: SYSTEM next, if allowed */
 				continue;
 			}
 			ret = vram_alloc_evict(bo, bo->vram);
@@ -868,6 +879,8 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 
 		ret = dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region, &m->vram_fd,
 						&m->vram_fd_off);
+		if (ret == -ENODEV && device_is_removed(dev))
+			ret = 0; /* unplugged: every BO is in system memory */
 		if (ret) {
 			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->vdev->name,
 				ugpu_strerror(ret));

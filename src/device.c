@@ -19,6 +19,7 @@
 #include "src/pci_cfg.h"
 #include "src/refdev.h"
 #include "src/rpm.h"
+#include "src/unplug.h"
 #include "mm/bo_rpm.h"
 
 int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val)
@@ -298,31 +299,28 @@ out_teardown:
 	return ret;
 }
 
-UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out)
+/* ---- bring-up steps ----------------------------------------------------------
+ *
+ * The device is brought up by the steps of device_steps[] in order and torn
+ * down in the reverse order by device_teardown(), the one place that order
+ * is written down: ugpu_device_close() undoes everything, the removal path
+ * (src/unplug.c) only the steps whose resources belong to the device. Each
+ * step's up() cleans up after itself when it fails; its down() never needs
+ * the device to answer.
+ */
+
+/* Open the transport, identify the device, put it in D0, size its VRAM. */
+static int transport_up(struct ugpu_device *dev, const char *uri)
 {
+	struct ugpu_context *ctx = dev->ctx;
 	struct vfio_dev_region_info vram_info;
-	struct ugpu_device *dev;
 	uint32_t classrev;
 	uint16_t cmd;
-	int ret, i;
-
-	if (!ctx || !uri || !out)
-		return -EINVAL;
-	dev = calloc(1, sizeof(*dev));
-	if (!dev)
-		return -ENOMEM;
-	dev->ctx = ctx;
-	dev->req_fd = -1;
-	for (i = 0; i < 8; i++)
-		dev->msix_fds[i] = -1;
-	for (i = 0; i < DEVICE_MAX_ENGINES; i++)
-		buddy_list_init(&dev->ring_blocks[i]);
-	pthread_mutex_init(&dev->lock, NULL);
-	pthread_mutex_init(&dev->vram_lock, NULL);
+	int ret;
 
 	ret = open_transport(ctx, uri, &dev->vdev);
 	if (ret)
-		goto out_free;
+		return ret;
 
 	if ((ret = pci_cfg_read16(dev->vdev, PCI_CFG_VENDOR_ID, &dev->vendor_id)) ||
 	    (ret = pci_cfg_read16(dev->vdev, PCI_CFG_DEVICE_ID, &dev->device_id)) ||
@@ -383,48 +381,222 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 			goto out_close;
 		}
 	}
+	return 0;
+
+out_close:
+	dev->vdev->ops->close(dev->vdev);
+	dev->vdev = NULL;
+	return ret;
+}
+
+/*
+ * Close the transport. dev->vdev then points to a tombstone that answers
+ * -ENODEV and keeps the name for log lines: BOs outlive the device and
+ * still name it. The swap is made under the BO manager lock (when the
+ * manager still exists) because BO paths read dev->vdev under it.
+ */
+static void transport_down(struct ugpu_device *dev)
+{
+	struct vfio_dev *old = dev->vdev;
+
+	unplug_tombstone_init(&dev->gone_vdev, old);
+	if (dev->bo_mgr)
+		pthread_mutex_lock(&dev->bo_mgr->lock);
+	dev->vdev = &dev->gone_vdev;
+	if (dev->bo_mgr)
+		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	old->ops->close(old);
+}
+
+static int vram_map_up(struct ugpu_device *dev, const char *uri)
+{
+	int ret;
 
 	ret = dev->vdev->ops->region_mmap(dev->vdev, dev->profile->vram_region, 0, dev->vram_size,
 					  PROT_READ | PROT_WRITE, &dev->vram);
-	if (ret) {
-		log_err(ctx, "%s: cannot map VRAM: %s", uri, ugpu_strerror(ret));
-		goto out_close;
-	}
-
-	ret = irqs_setup(dev);
 	if (ret)
-		goto out_unmap_vram;
+		log_err(dev->ctx, "%s: cannot map VRAM: %s", uri, ugpu_strerror(ret));
+	return ret;
+}
 
-	ret = dma_space_init(ctx, dev->vdev, &dev->dma);
+static void vram_map_down(struct ugpu_device *dev)
+{
+	if (dev->vram)
+		dev->vdev->ops->region_munmap(dev->vdev, dev->vram, dev->vram_size);
+	dev->vram = NULL;
+}
+
+static int irqs_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return irqs_setup(dev);
+}
+
+static int dma_up(struct ugpu_device *dev, const char *uri)
+{
+	int ret;
+
+	ret = dma_space_init(dev->ctx, dev->vdev, &dev->dma);
 	if (ret) {
-		log_err(ctx, "%s: cannot set up DMA: %s", uri, ugpu_strerror(ret));
-		goto out_irqs;
+		log_err(dev->ctx, "%s: cannot set up DMA: %s", uri, ugpu_strerror(ret));
+		return ret;
 	}
 	dev->dma_ready = true;
+	return 0;
+}
+
+static void dma_down(struct ugpu_device *dev)
+{
+	int leaks;
+
+	if (!dev->dma_ready)
+		return;
+	leaks = dma_space_fini(&dev->dma);
+	if (leaks > 0)
+		log_warn(dev->ctx, "%s: %d DMA buffers were still mapped at close", dev->vdev->name,
+			 leaks);
+	dev->dma_ready = false;
+}
+
+static int vram_mm_up(struct ugpu_device *dev, const char *uri)
+{
+	int ret;
 
 	ret = buddy_init(&dev->vram_mm, dev->vram_size, 4096);
 	if (ret) {
-		log_err(ctx, "%s: cannot manage %llu bytes of VRAM: %s", uri,
+		log_err(dev->ctx, "%s: cannot manage %llu bytes of VRAM: %s", uri,
 			(unsigned long long)dev->vram_size, ugpu_strerror(ret));
-		goto out_dma;
+		return ret;
 	}
 	buddy_set_log(&dev->vram_mm, buddy_log, dev);
 	dev->vram_mm_ready = true;
+	return 0;
+}
 
-	ret = bo_mgr_init(dev);
-	if (ret)
-		goto out_vram_mm;
+static void vram_mm_down(struct ugpu_device *dev)
+{
+	int leaks;
 
-	ret = engines_setup(dev);
-	if (ret)
-		goto out_bo_mgr;
+	if (!dev->vram_mm_ready)
+		return;
+	pthread_mutex_lock(&dev->vram_lock);
+	leaks = buddy_fini(&dev->vram_mm);
+	dev->vram_mm_ready = false;
+	pthread_mutex_unlock(&dev->vram_lock);
+	if (leaks > 0)
+		log_warn(dev->ctx, "%s: %d VRAM blocks were still allocated at close",
+			 dev->vdev->name, leaks);
+}
 
-	ret = rpm_init(dev, &dev->rpm);
-	if (ret)
-		goto out_engines;
-	ret = bo_rpm_attach(dev);
-	if (ret)
-		goto out_rpm;
+static int bo_mgr_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return bo_mgr_init(dev);
+}
+
+static int engines_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return engines_setup(dev);
+}
+
+static int rpm_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return rpm_init(dev, &dev->rpm);
+}
+
+static void rpm_down(struct ugpu_device *dev)
+{
+	rpm_fini(dev->rpm);
+	dev->rpm = NULL;
+}
+
+static int bo_rpm_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return bo_rpm_attach(dev);
+}
+
+static int unplug_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return unplug_init(dev);
+}
+
+/*
+ * struct device_step - one bring-up step.
+ * @name: for logs and the teardown observer (unplug_step_note()).
+ * @up: bring it up; cleans up after itself on failure.
+ * @down: undo it; never needs the device to answer.
+ * @life: DEVICE_LIFE_DEVICE when what it holds dies with the device (the
+ *        removal path undoes it), DEVICE_LIFE_CONTEXT when it outlives the
+ *        device until ugpu_device_close() (the BO manager and the BOs it
+ *        owns; the removal watcher, which runs the removal itself).
+ */
+struct device_step {
+	const char *name;
+	int (*up)(struct ugpu_device *dev, const char *uri);
+	void (*down)(struct ugpu_device *dev);
+	enum device_lifetime life;
+};
+
+static const struct device_step device_steps[] = {
+	{ "transport", transport_up, transport_down, DEVICE_LIFE_DEVICE },
+	{ "vram-map", vram_map_up, vram_map_down, DEVICE_LIFE_DEVICE },
+	{ "irqs", irqs_up, irqs_teardown, DEVICE_LIFE_DEVICE },
+	{ "dma", dma_up, dma_down, DEVICE_LIFE_DEVICE },
+	{ "vram-mm", vram_mm_up, vram_mm_down, DEVICE_LIFE_DEVICE },
+	{ "bo-mgr", bo_mgr_up, bo_mgr_fini, DEVICE_LIFE_CONTEXT },
+	{ "engines", engines_up, engines_teardown, DEVICE_LIFE_DEVICE },
+	{ "rpm", rpm_up, rpm_down, DEVICE_LIFE_DEVICE },
+	{ "bo-rpm", bo_rpm_up, bo_rpm_detach, DEVICE_LIFE_DEVICE },
+	{ "unplug", unplug_up, unplug_fini, DEVICE_LIFE_CONTEXT },
+};
+
+#define DEVICE_NR_STEPS (sizeof(device_steps) / sizeof(device_steps[0]))
+
+void device_teardown(struct ugpu_device *dev, unsigned int which)
+{
+	size_t i;
+
+	for (i = DEVICE_NR_STEPS; i-- > 0;) {
+		const struct device_step *st = &device_steps[i];
+
+		if (!(dev->steps_up & (1u << i)) || !(st->life & which))
+			continue;
+		unplug_step_note(dev, st->name);
+		st->down(dev);
+		dev->steps_up &= ~(1u << i);
+	}
+}
+
+UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out)
+{
+	struct ugpu_device *dev;
+	size_t s;
+	int ret, i;
+
+	if (!ctx || !uri || !out)
+		return -EINVAL;
+	dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return -ENOMEM;
+	dev->ctx = ctx;
+	dev->req_fd = -1;
+	for (i = 0; i < 8; i++)
+		dev->msix_fds[i] = -1;
+	for (i = 0; i < DEVICE_MAX_ENGINES; i++)
+		buddy_list_init(&dev->ring_blocks[i]);
+	pthread_mutex_init(&dev->lock, NULL);
+	pthread_mutex_init(&dev->vram_lock, NULL);
+
+	for (s = 0; s < DEVICE_NR_STEPS; s++) {
+		ret = device_steps[s].up(dev, uri);
+		if (ret)
+			goto out_teardown;
+		dev->steps_up |= 1u << s;
+	}
 
 	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->vdev->name,
 		 dev->profile->name, dev->vendor_id, dev->device_id,
@@ -432,24 +604,8 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	*out = dev;
 	return 0;
 
-out_rpm:
-	rpm_fini(dev->rpm);
-	dev->rpm = NULL;
-out_engines:
-	engines_teardown(dev);
-out_bo_mgr:
-	bo_mgr_fini(dev);
-out_vram_mm:
-	buddy_fini(&dev->vram_mm);
-out_dma:
-	dma_space_fini(&dev->dma);
-out_irqs:
-	irqs_teardown(dev);
-out_unmap_vram:
-	dev->vdev->ops->region_munmap(dev->vdev, dev->vram, dev->vram_size);
-out_close:
-	dev->vdev->ops->close(dev->vdev);
-out_free:
+out_teardown:
+	device_teardown(dev, DEVICE_LIFE_ALL);
 	pthread_mutex_destroy(&dev->vram_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
@@ -458,32 +614,11 @@ out_free:
 
 UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 {
-	int leaks;
-
 	if (!dev)
 		return;
-	/* Reverse of ugpu_device_open()'s bring-up. */
-	bo_rpm_detach(dev);
-	rpm_fini(dev->rpm);
-	dev->rpm = NULL;
-	engines_teardown(dev);
-	bo_mgr_fini(dev);
-	if (dev->vram_mm_ready) {
-		leaks = buddy_fini(&dev->vram_mm);
-		if (leaks > 0)
-			log_warn(dev->ctx, "%s: %d VRAM blocks were still allocated at close",
-				 dev->vdev->name, leaks);
-	}
-	if (dev->dma_ready) {
-		leaks = dma_space_fini(&dev->dma);
-		if (leaks > 0)
-			log_warn(dev->ctx, "%s: %d DMA buffers were still mapped at close",
-				 dev->vdev->name, leaks);
-	}
-	irqs_teardown(dev);
-	if (dev->vram)
-		dev->vdev->ops->region_munmap(dev->vdev, dev->vram, dev->vram_size);
-	dev->vdev->ops->close(dev->vdev);
+	/* Reverse of ugpu_device_open()'s bring-up; after a removal only the
+	 * context steps are left. */
+	device_teardown(dev, DEVICE_LIFE_ALL);
 	pthread_mutex_destroy(&dev->vram_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);

@@ -17,6 +17,7 @@
 struct bo_mgr;
 struct ugpu_bo;
 struct rpm;
+struct unplug;
 
 #define DEVICE_MAX_ENGINES 2
 /* Ring size of each copy engine: 64 KiB = 1024 descriptors. */
@@ -109,7 +110,46 @@ struct ugpu_device {
 	/* Runtime PM (src/rpm.h): refcounted get/put, autosuspend; its own
 	 * locks. Set up last in open, torn down first in close. */
 	struct rpm *rpm;
+
+	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
+	 * lock. @steps_up: bit i set while bring-up step i of device.c's
+	 * step table is up (written by open, close and the removal path, which
+	 * never run concurrently: close joins the watcher first). @removed:
+	 * atomic, set (never cleared) under the BO manager lock once the
+	 * device's own resources are released or being released: from then on
+	 * only context resources (BOs in system memory) may be used.
+	 * @gone_vdev: what dev->vdev points to after the transport is closed,
+	 * so late log lines and calls get -ENODEV instead of a dangling
+	 * pointer. */
+	struct unplug *unplug;
+	uint32_t steps_up;
+	int removed;
+	struct vfio_dev gone_vdev;
 };
+
+/* Lifetimes of the bring-up steps (device.c): DEVICE resources die with
+ * the device (removal releases them), CONTEXT ones outlive it until
+ * ugpu_device_close(). */
+enum device_lifetime {
+	DEVICE_LIFE_DEVICE = 1,
+	DEVICE_LIFE_CONTEXT = 2,
+	DEVICE_LIFE_ALL = 3,
+};
+
+/*
+ * device_teardown() - undo, in the reverse order of bring-up, every step
+ * that is up and whose lifetime is in @which (a DEVICE_LIFE_* mask). The
+ * one teardown order shared by ugpu_device_close() (ALL) and the removal
+ * path (DEVICE). Calls unplug_step_note() before each step.
+ * Context: not concurrently with open/close/another teardown of @dev.
+ */
+void device_teardown(struct ugpu_device *dev, unsigned int which);
+
+/* True once removal has started releasing the device's resources. */
+static inline bool device_is_removed(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->removed, __ATOMIC_ACQUIRE) != 0;
+}
 
 /*
  * device_vram_alloc() / device_vram_free() - the VRAM manager under

@@ -217,6 +217,10 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 		return -EINVAL;
 	m = dev->bo_mgr;
 	pthread_mutex_lock(&m->pm_lock);
+	if (device_is_removed(dev)) { /* unplugged (src/unplug.c) */
+		pthread_mutex_unlock(&m->pm_lock);
+		return -ENODEV;
+	}
 	pthread_mutex_lock(&m->lock);
 	if (m->pm_state != BO_PM_ACTIVE) {
 		pthread_mutex_unlock(&m->lock);
@@ -430,6 +434,10 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 	pthread_mutex_lock(&m->pm_lock);
 	pthread_mutex_lock(&m->lock);
 	was = m->pm_state;
+	if (device_is_removed(dev)) { /* unplugged (src/unplug.c) */
+		ret = -ENODEV;
+		goto out_unlock;
+	}
 	if (was == BO_PM_SUSPENDED) {
 		ret = -EBUSY;
 		goto out_unlock;
