@@ -508,8 +508,17 @@ static int rpm_up(struct ugpu_device *dev, const char *uri)
 
 static void rpm_down(struct ugpu_device *dev)
 {
-	rpm_fini(dev->rpm);
+	struct rpm *rpm = dev->rpm;
+
+	/* BO paths and host suspend take and drop their runtime-PM references
+	 * under the BO manager lock: unpublish the pointer under it, so none of
+	 * them is inside rpm_get()/rpm_put() when it is freed. */
+	if (dev->bo_mgr)
+		pthread_mutex_lock(&dev->bo_mgr->lock);
 	dev->rpm = NULL;
+	if (dev->bo_mgr)
+		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	rpm_fini(rpm);
 }
 
 static int bo_rpm_up(struct ugpu_device *dev, const char *uri)
@@ -563,11 +572,14 @@ void device_teardown(struct ugpu_device *dev, unsigned int which)
 	for (i = DEVICE_NR_STEPS; i-- > 0;) {
 		const struct device_step *st = &device_steps[i];
 
-		if (!(dev->steps_up & (1u << i)) || !(st->life & which))
+		/* Atomic: close reads the word while the watcher's removal may
+		 * still clear device bits (close stops the watcher first). */
+		if (!(__atomic_load_n(&dev->steps_up, __ATOMIC_ACQUIRE) & (1u << i)) ||
+		    !(st->life & which))
 			continue;
 		unplug_step_note(dev, st->name);
 		st->down(dev);
-		dev->steps_up &= ~(1u << i);
+		__atomic_fetch_and(&dev->steps_up, ~(1u << i), __ATOMIC_RELEASE);
 	}
 }
 
@@ -595,7 +607,7 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 		ret = device_steps[s].up(dev, uri);
 		if (ret)
 			goto out_teardown;
-		dev->steps_up |= 1u << s;
+		__atomic_fetch_or(&dev->steps_up, 1u << s, __ATOMIC_RELEASE);
 	}
 
 	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->vdev->name,

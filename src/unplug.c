@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -372,6 +373,81 @@ static void dma_release_locked(struct ugpu_device *dev)
 	}
 }
 
+/*
+ * CPU faults and the runtime-PM teardown. The BO fault hooks (mm/bo_rpm.c)
+ * run on the cpu_map handler thread and use the BO runtime-PM state that
+ * the "bo-rpm" teardown step frees, while the application's threads keep
+ * touching their mappings through the removal. So, before the device
+ * teardown: block every mapping (a fault then parks without calling the
+ * hooks) and make the handler thread finish whatever fault it is handling
+ * (a barrier: an invalidation returns only once the handler has read its
+ * event, i.e. after every earlier fault was handled, hooks included).
+ * After the teardown the mappings are unblocked and fault to system memory.
+ */
+static int barrier_resolve(void *owner, uint64_t offset, struct cpu_map_extent *ext)
+{
+	ext->fd = (int)(intptr_t)owner;
+	ext->fd_offset = offset;
+	ext->len = 4096 - offset;
+	return 0;
+}
+
+static const struct cpu_map_owner_ops barrier_ops = { .resolve = barrier_resolve };
+
+static void handler_barrier(struct ugpu_device *dev, struct cpu_map_mgr *maps)
+{
+	struct cpu_map *map;
+	void *addr;
+	int fd;
+
+	fd = memfd_create("ugpu-unplug-barrier", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, 4096)) {
+		log_warn(dev->ctx, "%s: removal: no memfd for the fault barrier", dev->vdev->name);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (!cpu_map_create(maps, &barrier_ops, (void *)(intptr_t)fd, 4096, "unplug-barrier", &map,
+			    &addr)) {
+		(void)*(volatile char *)addr; /* mapped by the handler */
+		if (cpu_map_invalidate(map))
+			log_warn(dev->ctx, "%s: removal: fault barrier failed", dev->vdev->name);
+		cpu_map_destroy(map);
+	}
+	close(fd);
+}
+
+/* Manager lock held. */
+static void maps_hold_locked(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	if (!m->maps)
+		return;
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->map && !bo->map_blocked && !cpu_map_block(bo->map))
+			bo->map_blocked = true;
+	}
+	handler_barrier(dev, m->maps);
+}
+
+static void maps_release(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	pthread_mutex_lock(&m->lock);
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->map && bo->map_blocked)
+			cpu_map_unblock(bo->map);
+		bo->map_blocked = false;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
 /* ---- the removal ------------------------------------------------------------- */
 
 static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t healthy_us)
@@ -462,10 +538,12 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	m->pm_state = BO_PM_ACTIVE;
 	m->vram_fd = -1; /* the transport's fd: closed below */
 	__atomic_store_n(&dev->removed, 1, __ATOMIC_RELEASE);
+	maps_hold_locked(dev);
 	pthread_mutex_unlock(&m->lock);
 	if (held_rpm)
 		rpm_put(dev->rpm);
 	device_teardown(dev, DEVICE_LIFE_DEVICE);
+	maps_release(dev);
 	pthread_mutex_unlock(&m->pm_lock);
 
 	status = r.surprise ? -ENODEV : r.st.bos_lost ? -EIO : 0;

@@ -17,6 +17,7 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_unbind,
 	&ugpuctl_cmd_suspend,
 	&ugpuctl_cmd_resume,
+	&ugpuctl_cmd_unplug,
 };
 
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))
