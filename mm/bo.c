@@ -15,6 +15,7 @@
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
+#include "src/rpm.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
 #include "src/log.h"
@@ -705,12 +706,57 @@ static int bo_place_locked(struct ugpu_bo *bo)
 	return ret;
 }
 
+/*
+ * Runtime PM: every public path that may touch the device (a copy, the BAR)
+ * holds a runtime-PM reference while it does, so the device is awake and
+ * cannot autosuspend under it. The reference is taken and dropped with the
+ * manager lock held (rpm_get() is safe there: no runtime-resume hook takes
+ * that lock), because removal unpublishes dev->rpm under the same lock
+ * before freeing it (src/device.c, rpm_down). Internal helpers
+ * (bo_move_locked() and friends) take none: their callers hold one, or are
+ * the runtime-suspend hook itself, which runs while the device is still in
+ * D0. A device that is gone gives no reference and needs none: its BOs live
+ * in system memory, and VRAM paths fail with -ENODEV on their own.
+ * Manager lock held for both.
+ */
+static int bo_rpm_hold(struct ugpu_device *dev, bool *held)
+{
+	int ret;
+
+	*held = false;
+	if (!dev->rpm)
+		return 0; /* device bring-up: runtime PM starts after the ring BOs */
+	ret = rpm_get(dev->rpm);
+	if (ret == -ENODEV)
+		return 0;
+	if (!ret)
+		*held = true;
+	return ret;
+}
+
+static void bo_rpm_release(struct ugpu_device *dev, bool held)
+{
+	if (held)
+		rpm_put(dev->rpm);
+}
+
+static bool placements_have_vram(const struct ugpu_bo *bo)
+{
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++)
+		if (bo->placements[i] == UGPU_PLACEMENT_VRAM)
+			return true;
+	return false;
+}
+
 static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 			    unsigned int buddy_flags, struct buddy_list *blocks,
 			    struct ugpu_bo **out)
 {
 	struct bo_mgr *m;
 	struct ugpu_bo *bo;
+	bool held = false;
 	int ret;
 
 	if (!dev || !opts || !out)
@@ -743,7 +789,10 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 		bo->pin_count = 1;
 
 	pthread_mutex_lock(&m->lock);
-	ret = bo_place_locked(bo);
+	ret = placements_have_vram(bo) ? bo_rpm_hold(dev, &held) : 0;
+	if (!ret)
+		ret = bo_place_locked(bo);
+	bo_rpm_release(dev, held);
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
 		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->vdev->name, bo->name,
@@ -793,12 +842,19 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m;
+	bool held;
 	int ret = 0;
 
 	if (!bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
+	/* Pinning may move the BO back to its first placement. */
+	ret = bo_rpm_hold(bo->dev, &held);
+	if (ret) {
+		pthread_mutex_unlock(&m->lock);
+		return ret;
+	}
 	if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
@@ -809,6 +865,7 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 			bo_lru_del_locked(bo);
 		}
 	}
+	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -841,6 +898,7 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 {
 	struct bo_mgr *m;
+	bool held = false;
 	int ret;
 
 	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
@@ -851,10 +909,11 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = -EINVAL;
 	else if (bo->pin_count && bo->placement != placement)
 		ret = -EBUSY;
-	else
+	else if (!(ret = bo_rpm_hold(bo->dev, &held)))
 		ret = bo_move_locked(bo, placement);
 	if (!ret)
 		bo_lru_update_locked(bo);
+	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -982,17 +1041,22 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write)
 {
 	struct bo_mgr *m;
+	bool held = false;
 	int ret;
 
 	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	ret = bo_rw_locked(bo, offset, buf, len, write);
+	/* A BO in VRAM is read and written through the BAR. */
+	ret = bo->placement == UGPU_PLACEMENT_VRAM ? bo_rpm_hold(bo->dev, &held) : 0;
+	if (!ret)
+		ret = bo_rw_locked(bo, offset, buf, len, write);
 	if (!ret && link_linked(&bo->lru)) {
 		link_del(&bo->lru);
 		link_add_tail(&m->lru, &bo->lru);
 	}
+	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }

@@ -29,6 +29,7 @@
 #include "mm/cpu_map.h"
 #include "src/device.h"
 #include "src/log.h"
+#include "src/rpm.h"
 
 static const char *const phase_names[UGPU_PM_PHASE_COUNT] = {
 	[UGPU_PM_PHASE_PREPARE_EVICT] = "prepare-evict",
@@ -205,6 +206,31 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	return 0;
 }
 
+/*
+ * The runtime-PM reference a host-suspend cycle holds (see prepare). Taken
+ * and dropped under the manager lock: removal unpublishes dev->rpm under it
+ * (src/device.c, rpm_down), so a cycle that outlives the device drops
+ * nothing.
+ */
+static int host_pm_get(struct ugpu_device *dev)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&dev->bo_mgr->lock);
+	if (dev->rpm)
+		ret = rpm_get(dev->rpm);
+	pthread_mutex_unlock(&dev->bo_mgr->lock);
+	return ret;
+}
+
+static void host_pm_put(struct ugpu_device *dev)
+{
+	pthread_mutex_lock(&dev->bo_mgr->lock);
+	if (dev->rpm)
+		rpm_put(dev->rpm);
+	pthread_mutex_unlock(&dev->bo_mgr->lock);
+}
+
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 {
 	struct ugpu_bo **v = NULL;
@@ -216,15 +242,26 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 	if (!dev)
 		return -EINVAL;
 	m = dev->bo_mgr;
+	/*
+	 * Host suspend owns the device's power from prepare until resume (or
+	 * cancel): it holds a runtime-PM reference all that time, so runtime
+	 * PM neither sleeps the device under it nor disagrees with it about the
+	 * power state afterwards. prepare also needs the device awake to evict.
+	 */
+	ret = host_pm_get(dev);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&m->pm_lock);
 	if (device_is_removed(dev)) { /* unplugged (src/unplug.c) */
 		pthread_mutex_unlock(&m->pm_lock);
+		host_pm_put(dev);
 		return -ENODEV;
 	}
 	pthread_mutex_lock(&m->lock);
 	if (m->pm_state != BO_PM_ACTIVE) {
 		pthread_mutex_unlock(&m->lock);
 		pthread_mutex_unlock(&m->pm_lock);
+		host_pm_put(dev); /* the reference the earlier prepare took stays */
 		return -EBUSY;
 	}
 	ret = snapshot_locked(m, &v, &n);
@@ -296,12 +333,14 @@ out_fail:
 	snapshot_put(v, n);
 out_unlock_pm:
 	pthread_mutex_unlock(&m->pm_lock);
+	host_pm_put(dev);
 	return ret;
 }
 
 UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev)
 {
 	struct bo_mgr *m;
+	bool held;
 	int ret = 0;
 
 	if (!dev)
@@ -309,12 +348,15 @@ UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev)
 	m = dev->bo_mgr;
 	pthread_mutex_lock(&m->pm_lock);
 	pthread_mutex_lock(&m->lock);
+	held = m->pm_state == BO_PM_PREPARED;
 	if (m->pm_state == BO_PM_SUSPENDED)
 		ret = -EBUSY;
 	else
 		unprepare_locked(dev);
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&m->pm_lock);
+	if (!ret && held)
+		host_pm_put(dev);
 	if (!ret)
 		log_info(dev->ctx, "%s: suspend cancelled; backups freed", dev->vdev->name);
 	return ret;
@@ -627,7 +669,10 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	m->pm_stats.resume_ns = now_ns() - t_all;
 	m->pm_stats.cycles++;
 	log_info(dev->ctx, "%s: resumed in %.3f ms", dev->vdev->name, m->pm_stats.resume_ns / 1e6);
-	goto out_unlock;
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&m->pm_lock);
+	host_pm_put(dev); /* taken by prepare */
+	return 0;
 
 out_fail:
 	/* Backups are intact and still valid: a later resume starts over. */
