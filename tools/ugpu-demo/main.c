@@ -3,12 +3,19 @@
  * ugpu-demo: the project's main job (`make run`). It starts the reference
  * device in-process (the embedded default), drives it through the driver
  * exactly as a real GPU would be driven — over the vfio-user transport — and
- * prints what happens at each step. Every step checks its result; the demo
- * exits non-zero when anything did not do what it says.
+ * prints what happens at each step: bring-up, the VRAM allocator, the
+ * blitter, buffer objects past VRAM capacity (eviction, a CPU mapping that
+ * follows its BO), a host suspend/resume cycle in which the device really
+ * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), and a
+ * hot-unplug that keeps every object's data. Every step checks its result;
+ * the demo exits non-zero when anything did not do what it says. ctest runs
+ * it too (test "demo").
  *
  * usage: ugpu-demo [--device URI] [--vram MiB]
  *   --device URI   use this device instead of the embedded reference device
- *                  (vfio-user:PATH or pci:DDDD:BB:DD.F)
+ *                  (vfio-user:PATH or pci:DDDD:BB:DD.F); the unplug step
+ *                  needs the embedded device and is skipped otherwise
+ *   --vram MiB     VRAM of the embedded device (default 128)
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -21,7 +28,9 @@
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
+#include <ugpu/rpm.h>
 #include <ugpu/ugpu.h>
+#include <ugpu/unplug.h>
 
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
@@ -322,6 +331,104 @@ static void demo_suspend(struct ugpu_device *dev, struct ugpu_bo **bos, int nbos
 	ugpu_device_pm_set_opts(dev, NULL);
 }
 
+static int rpm_wait_state(struct ugpu_device *dev, enum ugpu_rpm_state want, double ms)
+{
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	double end = now_ms() + ms;
+
+	do {
+		if (!ugpu_device_rpm_stats(dev, &st) && st.state == want)
+			return 1;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	} while (now_ms() < end);
+	return 0;
+}
+
+/* Runtime PM: the device sleeps when idle; a CPU touch wakes it. */
+static void demo_rpm(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned seed)
+{
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	volatile unsigned char *map = NULL;
+	double t0;
+	int ret, ok;
+
+	step("Runtime power management: sleep when idle, wake on a touch");
+	ret = ugpu_bo_map(bo, (void **)&map);
+	if (ret) {
+		result(0, "map a VRAM BO: %s", ugpu_strerror(ret));
+		return;
+	}
+	ok = map[0] == (unsigned char)seed; /* mapped to VRAM now */
+	ugpu_device_rpm_set_autosuspend_delay(dev, 100);
+	ugpu_device_rpm_allow(dev, true);
+	t0 = now_ms();
+	ret = rpm_wait_state(dev, UGPU_RPM_SUSPENDED, 5000);
+	ugpu_device_query(dev, &info);
+	result(ok && ret, "idle: the device went to %s %.0f ms later (autosuspend delay 100 ms); its CPU mappings were released first%s",
+	       power_name(info.power_state), now_ms() - t0,
+	       info.power_state == UGPU_POWER_D3COLD ? " and, VRAM use being low, its BOs saved" : "");
+	t0 = now_ms();
+	ok = map[1] == (unsigned char)(131 + seed); /* a read through the released mapping */
+	map[4096] = 0xa5;
+	ugpu_device_rpm_stats(dev, &st);
+	result(ok && st.resumes >= 1, "a CPU read through the mapping faulted, woke the device (wake %llu us) and returned the BO's bytes in %.2f ms",
+	       (unsigned long long)st.wake_last_us, now_ms() - t0);
+	ugpu_device_rpm_allow(dev, false); /* keep it awake for what follows */
+	ok = map[4096] == 0xa5;
+	map[4096] = (unsigned char)(4096 * 131 + seed);
+	result(ok, "the write made right after the wake is in VRAM; %llu sleeps, %llu wakes so far",
+	       (unsigned long long)st.suspends, (unsigned long long)st.resumes);
+	ugpu_bo_unmap(bo);
+}
+
+/* Unplug: the device asks to be released; every object keeps its data. */
+static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo **bos, int nbos,
+			unsigned char *tmp)
+{
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
+				  .placements = { UGPU_PLACEMENT_VRAM } };
+	struct ugpu_bo *late = NULL;
+	unsigned char *map = NULL;
+	double t0, end;
+	int i, ok = 1, ret;
+
+	step("Hot-unplug: the device asks to be released (REQ irq)");
+	/* Bring BOs back into VRAM (the newest ones win) so the removal has
+	 * work to do. */
+	for (i = 1; i < nbos; i++)
+		ugpu_bo_migrate(bos[i], UGPU_PLACEMENT_VRAM);
+	for (i = 0, ret = 0; i < nbos; i++)
+		ret += bo_where(bos[i]) == UGPU_PLACEMENT_VRAM;
+	printf("    %d of %d BOs in VRAM before the request\n", ret, nbos);
+	if (nbos > 1 && ugpu_bo_map(bos[1], (void **)&map))
+		map = NULL;
+	t0 = now_ms();
+	ret = sim_unplug_request(sim, 0);
+	end = t0 + 10000;
+	/* The driver's removal thread does the work; wait (bounded) for it. */
+	while (!ret && !ugpu_device_unplug_info(dev, &ui) && ui.state != UGPU_UNPLUG_REMOVED &&
+	       now_ms() < end)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	result(!ret && ugpu_device_is_gone(dev) && ui.state == UGPU_UNPLUG_REMOVED,
+	       "removal request -> device released in %.1f ms: %llu BOs (%.0f MiB) moved to system memory by the blitter, %llu driver BOs released, %llu lost",
+	       now_ms() - t0, (unsigned long long)ui.bos_moved, (double)ui.bytes_moved / (1 << 20),
+	       (unsigned long long)ui.kernel_bos, (unsigned long long)ui.bos_lost);
+	for (i = 0; i < nbos; i++)
+		ok &= bo_where(bos[i]) == UGPU_PLACEMENT_SYSTEM &&
+		      bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
+	result(ok, "all %d BOs (the pinned one included) are in system memory, byte-exact", nbos);
+	if (map) {
+		result(pattern_ok(map, DEMO_BO_LEN, 1), "a CPU mapping made before the unplug now reads the system copy");
+		ugpu_bo_unmap(bos[1]);
+	}
+	ret = ugpu_bo_create(dev, &o, &late);
+	result(ret == -ENODEV, "a new VRAM-only BO: %s", ugpu_strerror(ret));
+	if (!ret)
+		ugpu_bo_put(late);
+}
+
 int main(int argc, char **argv)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_fn = log_hook,
@@ -400,6 +507,10 @@ int main(int argc, char **argv)
 	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
 		demo_suspend(dev, bos, nbos, tmp);
+	if (nbos)
+		demo_rpm(dev, bos[0], 0);
+	if (sim && nbos)
+		demo_unplug(sim, dev, bos, nbos, tmp);
 	for (i = 0; i < nbos; i++)
 		ugpu_bo_put(bos[i]);
 	nbos = 0;
@@ -416,7 +527,7 @@ int main(int argc, char **argv)
 		while (!(ret = sim_state(sim, 0, &st)) && st.client && now_ms() < t_end)
 			nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 		result(ret == 0 && !st.client && st.dma_maps == 0,
-		       "the device holds no client and no DMA mapping any more");
+		       "the reference device holds no client and no DMA mapping any more");
 	} else {
 		result(1, "closed");
 	}
