@@ -4,20 +4,27 @@
 the guest test programs (tests/vm/guest/vm_*.c) in it.
 
 Guest: Debian's linux-image 6.1 (uncompressed vmlinux, PVH boot) under TCG,
-q35 + intel-iommu (intremap, caching-mode) with intel_iommu=on, an
-ivshmem-plain whose 64 MiB BAR2 is a host file (memory-backend-file, on a
-pcie-root-port so it can be hot-unplugged) and QEMU's edu DMA device. The
-initramfs holds busybox, the six VFIO modules, tests/vm/init and the test
-programs.
+q35 + intel-iommu (intremap, caching-mode) with intel_iommu=on, two
+ivshmem-plain devices whose BAR2 is a host file (memory-backend-file), each on
+its own pcie-root-port so each can be hot-unplugged on its own (shm0, 64 MiB,
+shared by the guest tests in slices; shm1, 32 MiB, for the driver's own
+hot-unplug test), and QEMU's edu DMA device. The initramfs holds busybox, the
+six VFIO modules, tests/vm/init and the test programs. The kernel command line
+tells init which root port holds which ivshmem (ugpu_shm_ports=), so it can
+export their BDFs by role (UGPU_VM_SHM, UGPU_VM_SHM1) whatever bus numbers the
+guest assigns.
 
 Host side, driven by "@@" lines on the guest console (see tests/vm/init):
-  @@HOST unplug ivshmem             QMP device_del; DEVICE_DELETED must follow;
+  @@HOST unplug <role>              role ivshmem (shm0), ivshmem1 (shm1) or edu:
+                                    QMP device_del; DEVICE_DELETED must follow;
                                     the outcome is sent back on the guest's
                                     ttyS1 ("deleted <id> <secs>" / "timeout <id>")
-  @@HOST check-vram <off> <len> <seed>
-                                    after QEMU exits, the memory-backend file
-                                    must hold vm_pattern(seed) at [off, off+len)
-Before boot the host writes vm_pattern(VM_SHM_HOST_SEED) at VM_SHM_HOST_OFF.
+  @@HOST check-vram <off> <len> <seed> [<role>]
+                                    after QEMU exits, the memory-backend file of
+                                    <role> (default ivshmem) must hold
+                                    vm_pattern(seed) at [off, off+len)
+Before boot the host writes vm_pattern(VM_SHM_HOST_SEED) at VM_SHM_HOST_OFF of
+shm0's file.
 
 Prints progress as it goes and ends with "vm: N passed, N failed"; exits
 non-zero on any failure, including when QEMU cannot be installed or booted.
@@ -52,11 +59,25 @@ SHM_HOST_LEN = 1 << 20
 SHM_HOST_SEED = 0x484F5354
 MASK = (1 << 64) - 1
 
-# QEMU device ids the guest refers to by role in @@HOST requests.
-DEVICE_IDS = {"ivshmem": "shm0", "edu": "edu0"}
+SHM1_SIZE = 32 << 20     # VM_SHM1_SIZE in vm_test.h
 
-BOOT_BOUND = 90          # seconds from QEMU start to @@INIT
+# QEMU device ids the guest refers to by role in @@HOST requests.
+DEVICE_IDS = {"ivshmem": "shm0", "ivshmem1": "shm1", "edu": "edu0"}
+
+# The ivshmem devices: role -> (QEMU id, memory-backend id, file in the work
+# dir, size, root port id, root port address on pcie.0). The order is the
+# order of ugpu_shm_ports= on the kernel command line, which tests/vm/init
+# maps to UGPU_VM_SHM and UGPU_VM_SHM1.
+SHM_DEVICES = {
+    "ivshmem": ("shm0", "vram0", "vram.bin", SHM_SIZE, "rp1", "01.0"),
+    "ivshmem1": ("shm1", "vram1", "vram1.bin", SHM1_SIZE, "rp2", "02.0"),
+}
+
+BOOT_BOUND = 60          # seconds from QEMU start to @@INIT (it takes ~3 s)
 UNPLUG_BOUND = 15        # seconds from device_del to DEVICE_DELETED
+RUN_MARGIN = 15          # poweroff and slack on top of boot + the tests' bounds
+RUN_BOUND_MAX = 285      # the QEMU run, even when every test hangs: the stage
+                         # must end within 5 minutes
 
 
 def ts():
@@ -65,6 +86,13 @@ def ts():
 
 def say(msg):
     print(f"vm: {ts()} {msg}", flush=True)
+
+
+def loud_fail(msg):
+    """A failure of the stage itself (no QEMU, no kernel): never a skip."""
+    bar = "vm: " + "!" * 72
+    print(f"{bar}\nvm: [{time.monotonic() - T0:6.1f}s] FAIL: {msg}\n"
+          f"vm: the VM stage cannot run, so it FAILS (it never skips)\n{bar}", flush=True)
 
 
 def pattern_words(seed, n):
@@ -315,7 +343,15 @@ def read_tests(selected, path):
     return tests
 
 
-def qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append):
+def qemu_cmd(qemu, kdir, initrd, work_dir, qmp_path, chan_path, append):
+    shm = []
+    for n, (dev, mem, fname, size, port, addr) in enumerate(SHM_DEVICES.values(), 1):
+        shm += [
+            "-object", f"memory-backend-file,id={mem},size={size},share=on,"
+                       f"mem-path={os.path.join(work_dir, fname)}",
+            "-device", f"pcie-root-port,id={port},slot={n},chassis={n},addr={addr}",
+            "-device", f"ivshmem-plain,id={dev},memdev={mem},bus={port}",
+        ]
     return [
         qemu, "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "512",
         "-machine", "q35,kernel-irqchip=split",
@@ -324,9 +360,7 @@ def qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append):
         "-serial", "stdio", "-serial", f"unix:{chan_path},server=on,wait=off",
         "-qmp", f"unix:{qmp_path},server=on,wait=off",
         "-device", "intel-iommu,intremap=on,caching-mode=on",
-        "-object", f"memory-backend-file,id=vram,size={SHM_SIZE},share=on,mem-path={vram}",
-        "-device", "pcie-root-port,id=rp1,slot=1,chassis=1,addr=01.0",
-        "-device", f"ivshmem-plain,id={DEVICE_IDS['ivshmem']},memdev=vram,bus=rp1",
+        *shm,
         "-device", f"edu,id={DEVICE_IDS['edu']},addr=04.0",
         "-kernel", os.path.join(kdir, "vmlinux"),
         "-initrd", initrd,
@@ -334,39 +368,51 @@ def qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append):
     ]
 
 
-def prepare_vram(path):
-    with open(path, "wb") as f:
-        f.truncate(SHM_SIZE)
-        f.seek(SHM_HOST_OFF)
-        f.write(pattern_words(SHM_HOST_SEED, SHM_HOST_LEN // 8).tobytes())
+def prepare_vram(work_dir):
+    """Fresh memory-backend files: zeros, plus the host's pattern in shm0's."""
+    for role, (_, _, fname, size, _, _) in SHM_DEVICES.items():
+        with open(os.path.join(work_dir, fname), "wb") as f:
+            f.truncate(size)
+            if role == "ivshmem":
+                f.seek(SHM_HOST_OFF)
+                f.write(pattern_words(SHM_HOST_SEED, SHM_HOST_LEN // 8).tobytes())
 
 
-def check_vram(path, res):
-    for off, length, seed in res.vram_checks:
-        if off % 8 or length % 8 or off + length > SHM_SIZE:
-            res.host_fail(f"check-vram {off:#x}+{length:#x}: bad range")
+def check_vram(work_dir, res):
+    for role, off, length, seed in res.vram_checks:
+        dev, _, fname, size, _, _ = SHM_DEVICES[role]
+        if off % 8 or length % 8 or off + length > size:
+            res.host_fail(f"check-vram {dev} {off:#x}+{length:#x}: bad range")
             continue
-        with open(path, "rb") as f:
+        with open(os.path.join(work_dir, fname), "rb") as f:
             f.seek(off)
             got = array.array("Q", f.read(length))
         want = pattern_words(seed, length // 8)
         if got == want:
-            say(f"[{res.name}] host: memory-backend file holds the guest's pattern at "
+            say(f"[{res.name}] host: {dev}'s memory-backend file holds the guest's pattern at "
                 f"{off:#x}+{length:#x} ({length >> 10} KiB)")
         else:
             bad = [i for i in range(len(want)) if i >= len(got) or got[i] != want[i]]
-            res.host_fail(f"memory-backend file at {off:#x}+{length:#x}: {len(bad)} of "
+            res.host_fail(f"{dev}'s memory-backend file at {off:#x}+{length:#x}: {len(bad)} of "
                           f"{len(want)} words differ (first at word {bad[0]})")
 
 
 def run(args):
     tests = read_tests(args.tests, args.list)
+    bound = args.timeout or (BOOT_BOUND + sum(t for _, t in tests) + RUN_MARGIN)
+    if not args.timeout and bound > RUN_BOUND_MAX:
+        say(f"FAIL: {args.list}: boot bound {BOOT_BOUND}s + the tests' timeouts "
+            f"{sum(t for _, t in tests)}s + {RUN_MARGIN}s = {bound}s, over the stage's "
+            f"{RUN_BOUND_MAX}s: shorten the timeouts (tests take about a second each)")
+        print(f"vm: 0 passed, {len(tests)} failed", flush=True)
+        return 1
     os.makedirs(args.work_dir, exist_ok=True)
+    say("checking QEMU, busybox and the cached guest kernel")
     try:
         qemu, _ = vmfetch.ensure_host_tools()
         kdir = vmfetch.ensure_kernel()
     except (vmfetch.FetchError, subprocess.CalledProcessError, OSError) as e:
-        say(f"FAIL: cannot set up the VM: {e}")
+        loud_fail(f"cannot set up the VM: {e}")
         print(f"vm: 0 passed, {len(tests)} failed", flush=True)
         return 1
     say(f"kernel {os.path.basename(kdir)}, {qemu}")
@@ -377,18 +423,17 @@ def run(args):
         + (f"; shared libs copied: {' '.join(libs)}" if libs else "; all static"))
     for m in missing:
         say(f"[{m}] vm_{m} not built in {args.bin_dir} (it will FAIL)")
-    vram = os.path.join(args.work_dir, "vram.bin")
-    prepare_vram(vram)
+    prepare_vram(args.work_dir)
     qmp_path = os.path.join(args.work_dir, "qmp.sock")
     chan_path = os.path.join(args.work_dir, "guest.sock")
     for sock in (qmp_path, chan_path):
         if os.path.exists(sock):
             os.unlink(sock)
-    append = "console=ttyS0 intel_iommu=on iommu=pt quiet panic=-1"
+    ports = ",".join(f"0000:00:{p[5]}" for p in SHM_DEVICES.values())
+    append = f"console=ttyS0 intel_iommu=on iommu=pt quiet panic=-1 ugpu_shm_ports={ports}"
     if args.tests:
         append += " ugpu_tests=" + args.tests
-    cmd = qemu_cmd(qemu, kdir, initrd, vram, qmp_path, chan_path, append)
-    bound = args.timeout or (BOOT_BOUND + sum(t for _, t in tests) + 15)
+    cmd = qemu_cmd(qemu, kdir, initrd, args.work_dir, qmp_path, chan_path, append)
     console = open(os.path.join(args.work_dir, "console.log"), "w")
     console.write(" ".join(cmd) + "\n")
 
@@ -398,8 +443,14 @@ def run(args):
     marks = {}
     say(f"booting QEMU (TCG), whole-run bound {bound}s; console log {console.name}")
     t_start = time.monotonic()
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+    except OSError as e:
+        console.close()
+        loud_fail(f"cannot start {qemu}: {e}")
+        print(f"vm: 0 passed, {len(tests)} failed", flush=True)
+        return 1
     qmp = None
     chan = None
     setup_fail = None
@@ -455,7 +506,7 @@ def run(args):
         say(f"FAIL: guest setup: {setup_fail}")
 
     for name in order:
-        check_vram(vram, results[name])
+        check_vram(args.work_dir, results[name])
 
     passed = failed = 0
     print("vm: ---- results ----", flush=True)
@@ -543,9 +594,13 @@ def host_request(words, r, qmp, chan):
         t = threading.Thread(target=unplug, args=(dev, r, qmp, chan), daemon=True)
         r.unplugs.append(t)
         t.start()
-    elif words[0] == "check-vram" and len(words) == 4:
+    elif words[0] == "check-vram" and len(words) in (4, 5):
+        role = words[4] if len(words) == 5 else "ivshmem"
+        if role not in SHM_DEVICES:
+            r.host_fail(f"check-vram: {role} is not an ivshmem role ({' '.join(SHM_DEVICES)})")
+            return
         try:
-            r.vram_checks.append(tuple(int(w, 0) for w in words[1:]))
+            r.vram_checks.append((role, *(int(w, 0) for w in words[1:4])))
         except ValueError:
             r.host_fail(f"bad check-vram request {words}")
     else:

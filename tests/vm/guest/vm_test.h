@@ -10,11 +10,17 @@
  *
  * Devices come from the environment, so the same binaries run in the VM
  * (tests/vm/init sets them) and on a real machine:
- *   UGPU_VM_SHM   BDF of an ivshmem-plain device bound to vfio-pci
+ *   UGPU_VM_SHM   BDF of an ivshmem-plain device bound to vfio-pci (shared
+ *                 by the tests in slices, see the layout below)
+ *   UGPU_VM_SHM1  BDF of a second ivshmem-plain device bound to vfio-pci,
+ *                 used whole by one test (unplug_bo) so that both hot-unplug
+ *                 tests run in one boot
  *   UGPU_VM_EDU   BDF of a QEMU edu device bound to vfio-pci
  *   UGPU_VM_HOST  set when the VM runner (tests/vm/run.py) watches the
  *                 console and serves "@@HOST" requests (unplug, memfd checks);
- *                 its replies come on the guest's /dev/ttyS1
+ *                 its replies come on the guest's /dev/ttyS1. "manual": a
+ *                 person does what the requests ask (e.g. removes the device
+ *                 on a real machine) and nobody answers on ttyS1
  */
 #ifndef UGPU_TESTS_VM_GUEST_VM_TEST_H
 #define UGPU_TESTS_VM_GUEST_VM_TEST_H
@@ -44,6 +50,8 @@
 #define VM_SHM_LOWPOWER_OFF (40ull << 20)
 #define VM_SHM_P2P_OFF (48ull << 20) /* 2 MiB window mapped for edu */
 #define VM_SHM_UNPLUG_OFF (60ull << 20)
+/* The second ivshmem's BAR2 in the VM (tests/vm/run.py: SHM1_SIZE). */
+#define VM_SHM1_SIZE (32ull << 20)
 
 static int vm_failures;
 
@@ -153,6 +161,14 @@ static inline bool vm_has_host(void)
 	return v && *v;
 }
 
+/* True when a person, not the runner, acts on the requests (no replies). */
+static inline bool vm_host_manual(void)
+{
+	const char *v = getenv("UGPU_VM_HOST");
+
+	return v && !strcmp(v, "manual");
+}
+
 /* Send one request line to the host side (only meaningful under the runner). */
 __attribute__((format(printf, 1, 2))) static inline void vm_host(const char *fmt, ...)
 {
@@ -170,7 +186,9 @@ __attribute__((format(printf, 1, 2))) static inline void vm_host(const char *fmt
  * A request that needs the host's answer: the reply is one line on the
  * guest's ttyS1 (tests/vm/run.py writes it). Anything stale on the channel is
  * dropped first. @reply gets the line without its newline.
- * Returns 0, -ETIMEDOUT when no full line came within @timeout_ms, or -errno.
+ * Returns 0, -ETIMEDOUT when no full line came within @timeout_ms, -ENOTCONN
+ * at once under UGPU_VM_HOST=manual (the request is printed for a person), or
+ * -errno.
  */
 __attribute__((format(printf, 4, 5))) static inline int
 vm_host_call(char *reply, size_t len, int timeout_ms, const char *fmt, ...)
@@ -179,8 +197,18 @@ vm_host_call(char *reply, size_t len, int timeout_ms, const char *fmt, ...)
 	size_t got = 0;
 	double end = vm_now() + timeout_ms / 1e3;
 	va_list ap;
-	int fd = open("/dev/ttyS1", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	int fd;
 
+	if (vm_host_manual()) {
+		fputs("@@HOST ", stdout);
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+		puts("\n  ..   UGPU_VM_HOST=manual: do what the line above asks, now");
+		fflush(stdout);
+		return -ENOTCONN;
+	}
+	fd = open("/dev/ttyS1", O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	while (read(fd, junk, sizeof(junk)) > 0)
