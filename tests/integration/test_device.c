@@ -4,56 +4,11 @@
  * power states (D3hot keeps VRAM, D3cold loses it), engines usable after
  * open, nothing left on the device after close, bad URIs refused.
  */
-#include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
-
-#include <ugpu/device.h>
-
-#include "src/device.h"
-#include "tools/ugpu-sim/sim.h"
-
-struct fx {
-	struct sim *sim;
-	struct ugpu_context *ctx;
-	struct ugpu_device *dev;
-	char uri[256];
-};
+#include "test_bo_common.h"
 
 static int setup(void **state)
 {
-	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct sim_opts o;
-	struct fx *f = calloc(1, sizeof(*f));
-
-	sim_opts_init(&o);
-	o.vram_size = 16u << 20;
-	o.wake_latency_us = 2000;
-	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
-		return -1;
-	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
-	if (ugpu_device_open(f->ctx, f->uri, &f->dev))
-		return -1;
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	ugpu_device_close(f->dev);
-	ugpu_context_destroy(f->ctx);
-	sim_stop(f->sim);
-	free(f);
-	return 0;
+	return fx_setup_vram(state, 16u << 20);
 }
 
 static void test_identity(void **state)
@@ -204,12 +159,12 @@ static void test_close_after_surprise_removal(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_engines_up, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_power_states, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_uris, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_close_reopen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_close_after_surprise_removal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_identity, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_engines_up, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_power_states, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_uris, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_close_reopen, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_close_after_surprise_removal, setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,59 +6,21 @@
  * and work — and the device goes back to sleep afterwards (no reference
  * leaks). Paths that need no device (a system-only BO) do not wake it.
  */
-#include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#include <cmocka.h>
-
-#include <ugpu/bo.h>
-#include <ugpu/pm.h>
 #include <ugpu/rpm.h>
 
-#include "src/device.h"
-#include "tools/ugpu-sim/sim.h"
-
-struct fx {
-	struct sim *sim;
-	struct ugpu_context *ctx;
-	struct ugpu_device *dev;
-};
+#include "test_bo_common.h"
 
 static int setup(void **state)
 {
-	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct sim_opts o;
-	struct fx *f = calloc(1, sizeof(*f));
-	char uri[256];
+	struct fx *f;
 
-	sim_opts_init(&o);
-	o.vram_size = 32u << 20;
-	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+	if (fx_setup_vram(state, 32u << 20))
 		return -1;
-	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
-	if (ugpu_device_open(f->ctx, uri, &f->dev))
-		return -1;
+	f = *state;
 	ugpu_device_rpm_set_d3cold_threshold(f->dev, 0); /* D3hot */
 	ugpu_device_rpm_set_autosuspend_delay(f->dev, 20);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-
-	ugpu_device_close(f->dev);
-	ugpu_context_destroy(f->ctx);
-	sim_stop(f->sim);
-	free(f);
 	return 0;
 }
 
@@ -183,7 +145,7 @@ static void test_paths_wake(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_paths_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_paths_wake, setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
