@@ -374,6 +374,34 @@ static unsigned int nr_copy_engines(struct ugpu_device *dev)
 }
 
 /*
+ * copy_all_locked() rings an engine's doorbell after this many BOs or bytes
+ * queued to it: early enough that the engine starts while the rest is being
+ * queued, rarely enough that doorbells (a register write each, a socket round
+ * trip over vfio-user) cost little next to the copies.
+ */
+#define COPY_BATCH_BOS 128
+#define COPY_BATCH_BYTES (8ull << 20)
+
+/* The BOs one copy_all_locked() pass handles. */
+static bool copy_selected(const struct ugpu_bo *bo, bool early, bool restore)
+{
+	if (bo->placement != UGPU_PLACEMENT_VRAM || bo->backup.mem.fd < 0 || is_early(bo) != early)
+		return false;
+	return !restore || bo->backup_valid;
+}
+
+/* The engine the next BO goes to: the least loaded by bytes. */
+static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
+{
+	unsigned int k, best = 0;
+
+	for (k = 1; k < ne; k++)
+		if (load[k] < load[best])
+			best = k;
+	return best;
+}
+
+/*
  * Copy every selected BO between VRAM and its backup, spread over the copy
  * engines by bytes, and wait for all (bounded). @early: the early kernel
  * BOs, copied by the CPU engine; else the rest, by the blitters (the CPU
@@ -385,7 +413,9 @@ static int copy_all_locked(struct ugpu_device *dev, bool early, bool restore, bo
 {
 	struct bo_mgr *m = dev->bo_mgr;
 	struct engine *es[DEVICE_MAX_ENGINES];
+	const struct ugpu_bo *last[DEVICE_MAX_ENGINES] = { NULL };
 	uint64_t fence[DEVICE_MAX_ENGINES] = { 0 }, load[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t pend[DEVICE_MAX_ENGINES] = { 0 }, pend_bos[DEVICE_MAX_ENGINES] = { 0 };
 	uint64_t total = 0;
 	unsigned int ne, k;
 	int ret = 0, r;
@@ -399,27 +429,49 @@ static int copy_all_locked(struct ugpu_device *dev, bool early, bool restore, bo
 			es[k] = dev->copy[k];
 	}
 	*nbo = *nbytes = 0;
+	/*
+	 * Only each engine's last copy asks for a fence: an engine runs its
+	 * ring in order, so that fence covers every copy before it. A fence
+	 * per BO would double the descriptors (a ring holds 1023), raise an
+	 * interrupt per BO and wake the waiter for each. A dry run of the
+	 * (deterministic) assignment finds each engine's last BO.
+	 */
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (!copy_selected(bo, early, restore))
+			continue;
+		k = least_loaded(load, ne);
+		load[k] += bo->size;
+		last[k] = bo;
+	}
+	memset(load, 0, sizeof(load));
 	for (k = 0; k < ne; k++)
 		engine_plug(es[k]);
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
-		unsigned int best = 0;
 
-		if (bo->placement != UGPU_PLACEMENT_VRAM || bo->backup.mem.fd < 0 ||
-		    is_early(bo) != early)
+		if (!copy_selected(bo, early, restore))
 			continue;
-		if (restore && !bo->backup_valid)
-			continue;
-		for (k = 1; k < ne; k++)
-			if (load[k] < load[best])
-				best = k;
-		ret = bo_copy_queue(es[best], bo->vram, bo->size, bo->backup.iova, restore,
-				    &fence[best]);
+		k = least_loaded(load, ne);
+		ret = bo_copy_queue(es[k], bo->vram, bo->size, bo->backup.iova, restore,
+				    bo == last[k] ? &fence[k] : NULL);
 		if (ret)
 			break;
-		load[best] += bo->size;
+		load[k] += bo->size;
 		total += bo->size;
 		(*nbo)++;
+		/* Short batches: a plugged engine starts nothing, so one batch
+		 * for the whole pass would leave the engines idle while we
+		 * queue. A doorbell per COPY_BATCH_* costs a register write. */
+		pend[k] += bo->size;
+		if (++pend_bos[k] >= COPY_BATCH_BOS || pend[k] >= COPY_BATCH_BYTES) {
+			ret = engine_unplug(es[k]);
+			engine_plug(es[k]);
+			if (ret)
+				break;
+			pend[k] = pend_bos[k] = 0;
+		}
 	}
 	for (k = 0; k < ne; k++) {
 		r = engine_unplug(es[k]);
@@ -427,7 +479,12 @@ static int copy_all_locked(struct ugpu_device *dev, bool early, bool restore, bo
 			ret = r;
 	}
 	for (k = 0; k < ne; k++) {
-		r = fence[k] ? engine_wait(es[k], fence[k], bo_copy_timeout_ms(load[k])) : 0;
+		/* On an early failure the last BO was never queued: idle the
+		 * engine instead, so nothing still runs into the backups. */
+		if (fence[k])
+			r = engine_wait(es[k], fence[k], bo_copy_timeout_ms(load[k]));
+		else
+			r = load[k] ? engine_idle(es[k], bo_copy_timeout_ms(load[k])) : 0;
 		if (r) {
 			engine_reset(es[k]);
 			if (!ret)
@@ -466,6 +523,7 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 {
 	uint64_t t_all, t0, nbo = 0, bytes = 0;
 	enum bo_pm_state was;
+	bool keep_ref = false;
 	struct bo_mgr *m;
 	unsigned int k;
 	int ret = 0;
@@ -473,6 +531,16 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 	if (!dev)
 		return -EINVAL;
 	m = dev->bo_mgr;
+	/*
+	 * Without prepare, suspend starts the host-suspend cycle itself: it
+	 * takes the runtime-PM reference that resume drops (see prepare), and
+	 * the device must be awake for the copies. Taken before the locks, as
+	 * prepare does; dropped below when prepare already holds one or the
+	 * suspend fails.
+	 */
+	ret = host_pm_get(dev);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&m->pm_lock);
 	pthread_mutex_lock(&m->lock);
 	was = m->pm_state;
@@ -572,6 +640,7 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 		goto out_recover;
 	}
 	m->pm_state = BO_PM_SUSPENDED;
+	keep_ref = was == BO_PM_ACTIVE;
 	m->pm_stats.critical_ns = now_ns() - t_all;
 	log_info(dev->ctx, "%s: suspended in %.3f ms", dev->vdev->name,
 		 m->pm_stats.critical_ns / 1e6);
@@ -582,6 +651,8 @@ out_recover:
 out_unlock:
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&m->pm_lock);
+	if (!keep_ref)
+		host_pm_put(dev);
 	return ret;
 }
 

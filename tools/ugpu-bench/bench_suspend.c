@@ -20,7 +20,8 @@
  *
  * Options: --total-mib S (default 128), --vram-mib V (default 512),
  * --reps R (default 3), --shape NxSIZE (e.g. 16x8M; repeatable, replaces
- * the default shapes 1x128M 16x8M 128x1M 2048x64K scaled to S).
+ * the default shapes 1x128M 16x8M 128x1M 2048x64K scaled to S), --phases
+ * (each transition's phase breakdown to stderr).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -76,7 +77,22 @@ static double min_d(double a, double b)
 	return a < b ? a : b;
 }
 
-static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps)
+/* --phases: the phase breakdown of the transition that just ran, to stderr. */
+static void print_phases(struct ugpu_device *dev, const char *what, int from, int to)
+{
+	struct ugpu_pm_stats st = { .size = sizeof(st) };
+	int p;
+
+	if (ugpu_device_pm_stats(dev, &st))
+		return;
+	fprintf(stderr, "  %-8s", what);
+	for (p = from; p <= to; p++)
+		fprintf(stderr, " %s %.3f", ugpu_pm_phase_name((enum ugpu_pm_phase)p),
+			st.phase_ns[p] / 1e6);
+	fprintf(stderr, " (ms)\n");
+}
+
+static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, bool phases)
 {
 	struct ugpu_bo **bo = calloc(sh->n, sizeof(*bo));
 	uint8_t *buf = malloc(sh->size);
@@ -140,6 +156,9 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps)
 			if (ret)
 				goto out;
 			prep = min_d(prep, now_ms() - t);
+			if (phases)
+				print_phases(dev, "prepare", UGPU_PM_PHASE_PREPARE_EVICT,
+					     UGPU_PM_PHASE_PREPARE_BACKUP);
 		}
 		t = now_ms();
 		ret = ugpu_device_suspend(dev);
@@ -150,11 +169,17 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps)
 			crit = min_d(crit, t);
 		else
 			noprep = min_d(noprep, t);
+		if (phases)
+			print_phases(dev, with_prep ? "suspend" : "noprep", UGPU_PM_PHASE_SUSPEND_ALLOC,
+				     UGPU_PM_PHASE_SUSPEND_POWER);
 		t = now_ms();
 		ret = ugpu_device_resume(dev);
 		if (ret)
 			goto out;
 		res = min_d(res, now_ms() - t);
+		if (phases)
+			print_phases(dev, "resume", UGPU_PM_PHASE_RESUME_POWER,
+				     UGPU_PM_PHASE_RESUME_UNPREPARE);
 		for (i = 0; i < sh->n; i++) {
 			ugpu_bo_read(bo[i], 0, buf, sh->size);
 			if (check(buf, sh->size, i)) {
@@ -210,6 +235,7 @@ int bench_suspend(int argc, char **argv)
 	struct sim_opts so;
 	char uri[256];
 	int reps = 3, ret = 0, a;
+	bool phases = false;
 
 	for (a = 1; a < argc; a++) {
 		if (!strcmp(argv[a], "--total-mib") && a + 1 < argc)
@@ -218,6 +244,8 @@ int bench_suspend(int argc, char **argv)
 			vram = strtoull(argv[++a], NULL, 0) << 20;
 		else if (!strcmp(argv[a], "--reps") && a + 1 < argc)
 			reps = atoi(argv[++a]);
+		else if (!strcmp(argv[a], "--phases"))
+			phases = true;
 		else if (!strcmp(argv[a], "--shape") && a + 1 < argc && nshapes < 16) {
 			char *x = strchr(argv[++a], 'x');
 
@@ -259,7 +287,7 @@ int bench_suspend(int argc, char **argv)
 	if (ret)
 		goto fail;
 	for (i = 0; i < nshapes && !ret; i++)
-		ret = run_shape(dev, &shapes[i], reps);
+		ret = run_shape(dev, &shapes[i], reps, phases);
 fail:
 	if (ret)
 		fprintf(stderr, "bench suspend: %s\n", ugpu_strerror(ret));
@@ -269,6 +297,6 @@ fail:
 	return ret ? 1 : 0;
 usage:
 	fprintf(stderr, "usage: ugpu-bench suspend [--total-mib S] [--vram-mib V] [--reps R] "
-			"[--shape NxSIZE]...\n");
+			"[--shape NxSIZE]... [--phases]\n");
 	return 2;
 }
