@@ -12,7 +12,14 @@
  * All kernel calls are plain ioctls/pread/pwrite on fds that are valid for
  * the device's whole life, and the kernel serialises them itself; the only
  * shared state of our own is the list of mmaps and the mapped-bytes counter
- * (struct vp_dev.lock).
+ * (struct vp_dev.lock), and the gone flag (atomic, transport.h).
+ *
+ * A device removed under us: the kernel answers ENODEV. The first such
+ * answer marks the device gone (vfio_pci_kernel_err()), so the core's removal
+ * watcher sees it at once instead of at its next config-space probe, and
+ * from then on the calls that would reach the device fail with -ENODEV
+ * without asking the kernel (transport.h's contract); the ones that release
+ * our own resources (munmap, DMA unmap, disabling interrupts) still run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -222,6 +229,19 @@ int vfio_pci_locate(const struct pci_paths *p, const char *bdf_in, char *group_p
 	return 0;
 }
 
+/* ---- errors ---------------------------------------------------------------- */
+
+int vfio_pci_kernel_err(struct vfio_dev *dev, int err)
+{
+	if (err <= 0)
+		err = EIO; /* a caller bug; never report success for a failure */
+	if (err == ENODEV && !vfio_dev_is_gone(dev)) {
+		log_err(dev->ctx, "%s: the kernel says the device is gone (ENODEV)", dev->name);
+		vfio_dev_set_gone(dev);
+	}
+	return -err;
+}
+
 /* ---- ops ------------------------------------------------------------------ */
 
 static int vp_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_region_info *info)
@@ -258,6 +278,8 @@ static int vp_rw(struct vp_dev *vp, uint32_t index, uint64_t off, void *buf, siz
 
 	if (ret)
 		return ret;
+	if (vfio_dev_is_gone(&vp->dev))
+		return -ENODEV;
 	while (done < len) {
 		off_t pos = (off_t)(vp->region_off[index] + off + done);
 		ssize_t n = wr ? pwrite(vp->device, (const uint8_t *)buf + done, len - done, pos)
@@ -266,7 +288,7 @@ static int vp_rw(struct vp_dev *vp, uint32_t index, uint64_t off, void *buf, siz
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ret = errno == ENODEV ? -ENODEV : -errno;
+			ret = vfio_pci_kernel_err(&vp->dev, errno);
 			log_err(vp->dev.ctx, "%s: %s region %u at 0x%" PRIx64 " (%zu bytes) failed: %s",
 				vp->dev.name, wr ? "write to" : "read of", index, off + done, len - done,
 				strerror(-ret));
@@ -318,6 +340,8 @@ static int vp_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 	if (!(ri->flags & VFIO_REGION_F_MMAP) || off % (uint64_t)sysconf(_SC_PAGESIZE) ||
 	    off > ri->size || len > ri->size - off)
 		return -EINVAL;
+	if (vfio_dev_is_gone(dev))
+		return -ENODEV;
 	if (ri->nr_sparse) {
 		for (i = 0; i < ri->nr_sparse; i++)
 			if (off >= ri->sparse[i].offset && off - ri->sparse[i].offset <= ri->sparse[i].size &&
@@ -334,7 +358,7 @@ static int vp_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 		return -ENOMEM;
 	p = mmap(NULL, len, prot, MAP_SHARED, vp->device, (off_t)(vp->region_off[index] + off));
 	if (p == MAP_FAILED) {
-		int err = -errno;
+		int err = vfio_pci_kernel_err(dev, errno);
 
 		log_err(dev->ctx, "%s: mmap of region %u failed: %s", dev->name, index, strerror(-err));
 		free(m);
@@ -396,6 +420,8 @@ static int vp_set_irqs(struct vfio_dev *dev, uint32_t index, uint32_t start, uin
 		return -EINVAL;
 	if (count && (!fds || start > vp->irqs[index].count || count > vp->irqs[index].count - start))
 		return -EINVAL;
+	if (count && vfio_dev_is_gone(dev))
+		return -ENODEV; /* disabling still goes to the kernel */
 	s = calloc(1, sz);
 	if (!s)
 		return -ENOMEM;
@@ -409,7 +435,7 @@ static int vp_set_irqs(struct vfio_dev *dev, uint32_t index, uint32_t start, uin
 	if (count)
 		memcpy(s->data, fds, sizeof(int32_t) * count);
 	if (ioctl(vp->device, VFIO_DEVICE_SET_IRQS, s)) {
-		ret = -errno;
+		ret = vfio_pci_kernel_err(dev, errno);
 		log_err(dev->ctx, "%s: SET_IRQS index %u [%u+%u] failed: %s", dev->name, index, start,
 			count, strerror(-ret));
 	}
@@ -462,6 +488,8 @@ static int vp_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *
 			dev->name, iova, size);
 		return -EINVAL;
 	}
+	if (vfio_dev_is_gone(dev))
+		return -ENODEV;
 	pthread_mutex_lock(&vp->lock);
 	ret = vfio_check_memlock(vp->mapped_bytes + size, why, sizeof(why));
 	pthread_mutex_unlock(&vp->lock);
@@ -470,7 +498,7 @@ static int vp_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *
 		return ret;
 	}
 	if (ioctl(vp->container, VFIO_IOMMU_MAP_DMA, &m)) {
-		ret = -errno;
+		ret = vfio_pci_kernel_err(dev, errno);
 		if (ret == -ENOSPC)
 			log_err(dev->ctx, "%s: MAP_DMA: no DMA mappings left (DMA_AVAIL, %u at open); merge mappings",
 				dev->name, vp->iommu.max_mappings);
@@ -495,7 +523,7 @@ static int vp_dma_unmap(struct vfio_dev *dev, uint64_t iova, uint64_t size, uint
 		return -EINVAL;
 	*unmapped = 0;
 	if (ioctl(vp->container, VFIO_IOMMU_UNMAP_DMA, &u)) {
-		ret = -errno;
+		ret = vfio_pci_kernel_err(dev, errno);
 		log_err(dev->ctx, "%s: UNMAP_DMA iova 0x%" PRIx64 "+0x%" PRIx64 " failed: %s", dev->name,
 			iova, size, strerror(-ret));
 		return ret;
@@ -514,7 +542,9 @@ static int vp_reset(struct vfio_dev *dev)
 
 	if (!(vp->flags & VFIO_DEVICE_FLAGS_RESET))
 		return -ENOTSUP;
-	return ioctl(vp->device, VFIO_DEVICE_RESET) ? -errno : 0;
+	if (vfio_dev_is_gone(dev))
+		return -ENODEV;
+	return ioctl(vp->device, VFIO_DEVICE_RESET) ? vfio_pci_kernel_err(dev, errno) : 0;
 }
 
 static int vp_feature(struct vp_dev *vp, uint32_t flags, const void *data, size_t len)
@@ -527,7 +557,9 @@ static int vp_feature(struct vp_dev *vp, uint32_t flags, const void *data, size_
 	f->flags = flags;
 	if (len)
 		memcpy(f->data, data, len);
-	return ioctl(vp->device, VFIO_DEVICE_FEATURE, f) ? -errno : 0;
+	if (vfio_dev_is_gone(&vp->dev))
+		return -ENODEV;
+	return ioctl(vp->device, VFIO_DEVICE_FEATURE, f) ? vfio_pci_kernel_err(&vp->dev, errno) : 0;
 }
 
 static int vp_low_power_enter(struct vfio_dev *dev, int wake_fd)

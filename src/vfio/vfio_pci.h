@@ -37,4 +37,13 @@ int vfio_pci_parse_region(const void *buf, size_t len, struct vfio_dev_region_in
  * Returns: 0, -EPROTO. */
 int vfio_pci_parse_iommu(const void *buf, size_t len, struct vfio_iommu_info *info);
 
+/*
+ * vfio_pci_kernel_err() - the -errno an op returns for a kernel call that
+ * failed with @err (errno, positive). ENODEV means the device was removed
+ * under us: @dev is marked gone (vfio_dev_set_gone(), logged once), so the
+ * core's removal watcher sees it on the first failing call. A non-positive
+ * @err (a caller bug) becomes -EIO.
+ */
+int vfio_pci_kernel_err(struct vfio_dev *dev, int err);
+
 #endif

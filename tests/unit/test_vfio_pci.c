@@ -227,6 +227,55 @@ static void test_parse_iommu(void **state)
 	assert_int_equal(vfio_pci_parse_iommu(buf, sizeof(buf), &io), -EPROTO);
 }
 
+/*
+ * A kernel call that fails with ENODEV (the device was removed under us)
+ * marks the device gone on that first failure, logged once; other errors
+ * are passed through as -errno and leave it alone.
+ */
+static void test_kernel_err_marks_gone(void **state)
+{
+	struct ugpu_context_opts o = { .size = sizeof(o), .log_level = UGPU_LOG_ERROR,
+				       .log_fn = log_hook };
+	struct ugpu_context *ctx;
+	struct vfio_dev d;
+
+	(void)state;
+	assert_int_equal(ugpu_context_create(&o, &ctx), 0);
+	memset(&d, 0, sizeof(d));
+	d.ctx = ctx;
+	snprintf(d.name, sizeof(d.name), "0000:03:00.0");
+	pthread_mutex_lock(&log_mu);
+	last_log[0] = '\0';
+	pthread_mutex_unlock(&log_mu);
+
+	assert_int_equal(vfio_pci_kernel_err(&d, EINVAL), -EINVAL);
+	assert_int_equal(vfio_pci_kernel_err(&d, EIO), -EIO);
+	assert_int_equal(vfio_pci_kernel_err(&d, ENOSPC), -ENOSPC);
+	assert_int_equal(vfio_pci_kernel_err(&d, EBUSY), -EBUSY);
+	assert_false(vfio_dev_is_gone(&d));
+	pthread_mutex_lock(&log_mu);
+	assert_string_equal(last_log, "");
+	pthread_mutex_unlock(&log_mu);
+
+	assert_int_equal(vfio_pci_kernel_err(&d, ENODEV), -ENODEV);
+	assert_true(vfio_dev_is_gone(&d));
+	pthread_mutex_lock(&log_mu);
+	assert_non_null(strstr(last_log, "0000:03:00.0"));
+	assert_non_null(strstr(last_log, "gone"));
+	last_log[0] = '\0';
+	pthread_mutex_unlock(&log_mu);
+	/* Once gone, it stays gone and is not logged again. */
+	assert_int_equal(vfio_pci_kernel_err(&d, ENODEV), -ENODEV);
+	assert_int_equal(vfio_pci_kernel_err(&d, EINVAL), -EINVAL);
+	assert_true(vfio_dev_is_gone(&d));
+	pthread_mutex_lock(&log_mu);
+	assert_string_equal(last_log, "");
+	pthread_mutex_unlock(&log_mu);
+	/* A caller that lost errno still reports a failure. */
+	assert_int_equal(vfio_pci_kernel_err(&d, 0), -EIO);
+	ugpu_context_destroy(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +283,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_logs_and_refuses_non_container, setup, teardown),
 		cmocka_unit_test(test_parse_region_sparse),
 		cmocka_unit_test(test_parse_iommu),
+		cmocka_unit_test(test_kernel_err_marks_gone),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
