@@ -137,8 +137,12 @@ struct bo_mgr {
 	struct ugpu_pm_opts pm_opts;
 	struct ugpu_pm_stats pm_stats;
 
-	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached */
+	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
+	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm
+	 * and their last use of it (atomic); bo_rpm_detach() waits for it to
+	 * reach 0 before freeing what @rpm pointed to. */
 	struct bo_rpm *rpm;
+	unsigned int rpm_hooks;
 };
 
 /* Counters for tests and tools. */

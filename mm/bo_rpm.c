@@ -9,10 +9,13 @@
  * device (after the suspend) or, during the suspend hooks, marks the suspend
  * aborted (device still in D0) - it never lands on a throw-away page and
  * never waits for the hook that is waiting for the handler thread.
+ *
+ * Why detach is safe against the fault hooks: see "lifetime" below.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
@@ -31,7 +34,8 @@ struct bo_rpm_backup {
 
 /*
  * struct bo_rpm - per device. Locking: see mm/bo_rpm.h. @fault_ref is only
- * touched by the cpu_map handler thread (faults are served one at a time).
+ * touched by the cpu_map handler thread (faults are served one at a time),
+ * and by bo_rpm_detach() once no hook can reach it any more.
  */
 struct bo_rpm {
 	struct ugpu_device *dev;
@@ -73,9 +77,118 @@ static void rl_add_tail(struct bo_link *h, struct bo_link *l)
 	h->prev = l;
 }
 
+/* Manager lock held (it orders this read against attach and detach). */
 static struct bo_rpm *rpm_of(struct ugpu_device *dev)
 {
 	return dev->bo_mgr ? __atomic_load_n(&dev->bo_mgr->rpm, __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* ---- lifetime of the state against the fault hooks ------------------------
+ *
+ * The fault hooks run on the cpu_map handler thread, which never takes the
+ * manager lock (its holders wait for the handler), so detach cannot keep
+ * them out with it. Instead a hook counts itself in m->rpm_hooks before it
+ * reads m->rpm, and stays counted until its last use of what it read;
+ * detach unpublishes m->rpm, then waits for the count to reach 0. Both sides
+ * store then load with sequentially consistent atomics, so either the hook
+ * reads NULL (and touches nothing of ours: the device is being released) or
+ * detach sees it counted and waits for it. The wait is on one process-wide
+ * condvar: a hook signals it only when it leaves a detached manager while a
+ * detach waits (@detach_waiters, same store-then-load argument), never in
+ * the steady state.
+ */
+static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t detach_cond = PTHREAD_COND_INITIALIZER;
+static unsigned int detach_waiters; /* atomic; written under detach_lock */
+
+static struct bo_rpm *hook_enter(struct bo_mgr *m)
+{
+	__atomic_add_fetch(&m->rpm_hooks, 1, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST);
+}
+
+static void hook_leave(struct bo_mgr *m)
+{
+	if (__atomic_sub_fetch(&m->rpm_hooks, 1, __ATOMIC_SEQ_CST) == 0 &&
+	    !__atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST) &&
+	    __atomic_load_n(&detach_waiters, __ATOMIC_SEQ_CST)) {
+		/* Under the lock: detach checks the count under it before it
+		 * sleeps, so this wake-up cannot fall between the two. */
+		pthread_mutex_lock(&detach_lock);
+		pthread_cond_broadcast(&detach_cond);
+		pthread_mutex_unlock(&detach_lock);
+	}
+}
+
+/* m->rpm already NULL. Returns true once no hook uses the old state, false
+ * after BO_RPM_DETACH_TIMEOUT_MS (a hook broke its bound). */
+static bool hooks_drain(struct bo_mgr *m)
+{
+	struct timespec ts;
+	bool idle;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += BO_RPM_DETACH_TIMEOUT_MS / 1000;
+	ts.tv_nsec += (long)(BO_RPM_DETACH_TIMEOUT_MS % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&detach_lock);
+	__atomic_add_fetch(&detach_waiters, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST) &&
+	       pthread_cond_timedwait(&detach_cond, &detach_lock, &ts) != ETIMEDOUT)
+		;
+	idle = __atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST) == 0;
+	__atomic_sub_fetch(&detach_waiters, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&detach_lock);
+	return idle;
+}
+
+/* ---- test fault injection: a gate in bo_rpm_fault_begin() ---------------- */
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int closed; /* atomic: read without the lock by every fault */
+	unsigned int parked; /* under @lock */
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+
+void bo_rpm_test_gate(bool closed)
+{
+	pthread_mutex_lock(&gate.lock);
+	__atomic_store_n(&gate.closed, closed, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&gate.cond);
+	pthread_mutex_unlock(&gate.lock);
+}
+
+unsigned int bo_rpm_test_parked(void)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&gate.lock);
+	n = gate.parked;
+	pthread_mutex_unlock(&gate.lock);
+	return n;
+}
+
+/* Where a slow wake would keep the hook: park while the gate is closed
+ * (bounded: a test that forgets to open it gets its faults back). */
+static void gate_pass(void)
+{
+	struct timespec ts;
+
+	if (!__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE))
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += BO_RPM_TEST_GATE_TIMEOUT_MS / 1000;
+	pthread_mutex_lock(&gate.lock);
+	gate.parked++;
+	while (__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE) &&
+	       pthread_cond_timedwait(&gate.cond, &gate.lock, &ts) != ETIMEDOUT)
+		;
+	gate.parked--;
+	pthread_mutex_unlock(&gate.lock);
 }
 
 static bool may_live_in_system(const struct ugpu_bo *bo)
@@ -93,18 +206,32 @@ static bool may_live_in_system(const struct ugpu_bo *bo)
 int bo_rpm_fault_begin(void *owner)
 {
 	struct ugpu_bo *bo = owner;
-	struct bo_rpm *r = rpm_of(bo->dev);
-	int ret;
-
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_rpm *r = hook_enter(m);
 	/* The placement cannot change under a fault: moves block the map
 	 * first (see struct ugpu_bo). A system-memory BO needs no device. */
-	if (!r || __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) != UGPU_PLACEMENT_VRAM)
-		return 0;
-	ret = rpm_get(bo->dev->rpm);
+	bool vram = __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM;
+	int ret = 0;
+
+	if (!r) {
+		/* Not attached: bring-up or close (the device is held awake), or
+		 * detached by a removal, which left nothing in VRAM: a BO that
+		 * still says VRAM has nothing to map. */
+		if (vram && device_is_removed(dev))
+			ret = -ENODEV;
+		goto out_leave;
+	}
+	if (!vram)
+		goto out_leave;
+	gate_pass();
+	/* dev->rpm outlives r: rpm_down() runs after bo_rpm_detach(), which
+	 * waits for this hook. */
+	ret = rpm_get(dev->rpm);
 	if (ret) {
-		log_err(bo->dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
-			bo->dev->vdev->name, bo->name, ugpu_strerror(ret));
-		return ret;
+		log_err(dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
+			dev->vdev->name, bo->name, ugpu_strerror(ret));
+		goto out_leave;
 	}
 	r->fault_ref = true;
 	pthread_mutex_lock(&r->lock);
@@ -112,18 +239,23 @@ int bo_rpm_fault_begin(void *owner)
 		rl_add_tail(&r->mapped, &bo->rpm_link);
 	r->st.wake_faults++;
 	pthread_mutex_unlock(&r->lock);
-	return 0;
+out_leave:
+	hook_leave(m);
+	return ret;
 }
 
 void bo_rpm_fault_end(void *owner)
 {
 	struct ugpu_bo *bo = owner;
-	struct bo_rpm *r = rpm_of(bo->dev);
+	struct bo_mgr *m = bo->dev->bo_mgr;
+	struct bo_rpm *r = hook_enter(m);
 
+	/* Detached since fault_begin: detach dropped the reference. */
 	if (r && r->fault_ref) {
 		r->fault_ref = false;
 		rpm_put(bo->dev->rpm);
 	}
+	hook_leave(m);
 }
 
 /* ---- bookkeeping (manager lock held) ------------------------------------- */
@@ -361,12 +493,31 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	struct bo_mgr *m = dev->bo_mgr;
 	struct bo_rpm *r;
 
-	if (!m || !(r = m->rpm))
+	if (!m || !(r = __atomic_load_n(&m->rpm, __ATOMIC_ACQUIRE)))
 		return;
+	/* No suspend/resume/restore hook runs after this (it waits for one
+	 * that is running). */
 	rpm_hook_unregister(dev->rpm, r->hook);
-	/* Under the manager lock: BO code calls bo_rpm_forget() under it. */
+	/* Under the manager lock: BO code calls bo_rpm_forget() under it, so
+	 * no BO leaves the lists unseen between the unpublish and the emptying
+	 * below. Waiting for the fault hooks under it is safe: they never take
+	 * it, and with our rpm hook gone their rpm_get() waits for nothing that
+	 * does (a holder of this lock may wait for the handler thread anyway). */
 	pthread_mutex_lock(&m->lock);
-	__atomic_store_n(&m->rpm, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
+	if (!hooks_drain(m)) {
+		/* Freeing it under a running hook would be worse than the leak. */
+		pthread_mutex_unlock(&m->lock);
+		log_err(dev->ctx, "%s: a CPU fault hook still runs after %d ms: BO runtime-PM state leaked",
+			dev->vdev->name, BO_RPM_DETACH_TIMEOUT_MS);
+		return;
+	}
+	/* A fault that took its reference before the unpublish and ends after
+	 * it: its fault_end finds nothing, so the reference is dropped here. */
+	if (r->fault_ref) {
+		r->fault_ref = false;
+		rpm_put(dev->rpm);
+	}
 	pthread_mutex_lock(&r->lock);
 	while (r->mapped.next != &r->mapped)
 		rl_del(r->mapped.next);
@@ -382,14 +533,20 @@ void bo_rpm_detach(struct ugpu_device *dev)
 
 void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 {
-	struct bo_rpm *r = rpm_of(dev);
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_rpm *r;
 
 	memset(out, 0, sizeof(*out));
-	if (!r)
+	if (!m)
 		return;
-	pthread_mutex_lock(&r->lock);
-	*out = r->st;
-	for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
-		out->listed++;
-	pthread_mutex_unlock(&r->lock);
+	/* Counted like a hook: any thread may ask, even during a detach. */
+	r = hook_enter(m);
+	if (r) {
+		pthread_mutex_lock(&r->lock);
+		*out = r->st;
+		for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
+			out->listed++;
+		pthread_mutex_unlock(&r->lock);
+	}
+	hook_leave(m);
 }

@@ -21,7 +21,10 @@
 #ifndef UGPU_MM_BO_RPM_H
 #define UGPU_MM_BO_RPM_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+#include "src/rpm.h"
 
 struct ugpu_device;
 struct ugpu_bo;
@@ -29,11 +32,23 @@ struct ugpu_bo;
 /* bo_rpm_attach() - register the BO runtime-PM hooks with dev->rpm (after
  * rpm_init() and bo_mgr_init()). Returns 0, -ENOMEM. */
 int bo_rpm_attach(struct ugpu_device *dev);
-/* bo_rpm_detach() - unregister and free (before rpm_fini()). NULL-safe. */
+/*
+ * bo_rpm_detach() - unregister and free (before rpm_fini()). NULL-safe.
+ * Safe while the application touches its mappings: the state is unpublished
+ * first, then the fault hooks already using it are waited for (bounded by
+ * BO_RPM_DETACH_TIMEOUT_MS; past it the state is leaked, never freed under
+ * a hook); hooks that start later find no state and map nothing from VRAM.
+ * A reference a fault took before and would drop after is dropped here.
+ * Context: not on the cpu_map handler thread; takes the manager lock (not
+ * held by the caller).
+ */
 void bo_rpm_detach(struct ugpu_device *dev);
+/* A fault hook is bounded by rpm_get() (RPM_WAIT_TIMEOUT_MS) and a wake. */
+#define BO_RPM_DETACH_TIMEOUT_MS (2 * RPM_WAIT_TIMEOUT_MS)
 
 /* cpu_map owner hooks for BO maps (mm/bo.c's bo_map_ops). Run on the
- * cpu_map handler thread; never take the manager lock. */
+ * cpu_map handler thread; never take the manager lock. fault_begin fails
+ * with -ENODEV for a BO still in VRAM once the device has been removed. */
 int bo_rpm_fault_begin(void *bo);
 void bo_rpm_fault_end(void *bo);
 
@@ -51,5 +66,16 @@ struct bo_rpm_stats {
 	uint64_t backed_up; /* BOs copied by CPU for D3cold (pinned, VRAM-only) */
 };
 void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out);
+
+/*
+ * Test fault injection (process-wide): while the gate is closed, every
+ * bo_rpm_fault_begin() that is about to take a runtime-PM reference parks
+ * where a slow wake would keep it, holding the BO runtime-PM state, until
+ * the gate opens (or BO_RPM_TEST_GATE_TIMEOUT_MS pass).
+ * bo_rpm_test_parked() - how many hooks are parked there now.
+ */
+#define BO_RPM_TEST_GATE_TIMEOUT_MS 10000
+void bo_rpm_test_gate(bool closed);
+unsigned int bo_rpm_test_parked(void);
 
 #endif

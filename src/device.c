@@ -644,8 +644,16 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
 	if (!dev || !info || info->size < sizeof(info->size))
 		return -EINVAL;
 	i.size = info->size;
+	/* A removal swaps dev->vdev for the tombstone under the BO manager
+	 * lock and then frees the transport (transport_down()): under that
+	 * lock, dev->vdev is either still the live transport or the tombstone
+	 * ("removed", same name). */
+	if (dev->bo_mgr)
+		pthread_mutex_lock(&dev->bo_mgr->lock);
 	snprintf(i.name, sizeof(i.name), "%s", dev->vdev->name);
 	snprintf(i.transport, sizeof(i.transport), "%s", dev->vdev->ops->name);
+	if (dev->bo_mgr)
+		pthread_mutex_unlock(&dev->bo_mgr->lock);
 	snprintf(i.profile, sizeof(i.profile), "%s", dev->profile->name);
 	i.vendor_id = dev->vendor_id;
 	i.device_id = dev->device_id;

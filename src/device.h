@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <ugpu/device.h>
+#include <ugpu/rpm.h>
 
 #include "engines/engine.h"
 #include "mm/buddy.h"
@@ -110,6 +111,11 @@ struct ugpu_device {
 	/* Runtime PM (src/rpm.h): refcounted get/put, autosuspend; its own
 	 * locks. Set up last in open, torn down first in close. */
 	struct rpm *rpm;
+	/* The runtime-PM stats as they were when @rpm was torn down
+	 * (rpm_fini()), so that ugpu_device_rpm_stats() still answers after a
+	 * removal; @rpm_last.size is 0 until then. Written and read under the
+	 * BO manager lock, like @rpm is unpublished. */
+	struct ugpu_rpm_stats rpm_last;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
 	 * lock. @steps_up: bit i set while bring-up step i of device.c's

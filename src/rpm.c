@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mm/bo.h"
 #include "src/device.h"
 #include "src/log.h"
 #include "src/rpm.h"
@@ -47,6 +48,11 @@ struct rpm_hook {
  * and dev->vram_lock (leaves). @cond signals state changes to waiting
  * getters; @timer_cond wakes the rpm thread. @allow_lock serialises
  * rpm_allow() only.
+ *
+ * Lifetime against removal: the public calls find the rpm through dev->rpm
+ * under the BO manager lock (where removal unpublishes it) and count
+ * themselves in @api_users (under @lock) before letting go of that lock;
+ * rpm_fini() waits for @api_users to reach 0 (@cond) before freeing.
  */
 struct rpm {
 	struct ugpu_device *dev;
@@ -61,6 +67,7 @@ struct rpm {
 	pthread_t thread;
 	bool thread_started;
 	bool stop;
+	unsigned int api_users; /* public calls inside (see above) */
 
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
@@ -584,9 +591,45 @@ out_mutexes:
 	return ret;
 }
 
+/*
+ * Wait for the public calls that found @rpm before it was unpublished. Each
+ * is bounded by its own waits (RPM_WAIT_TIMEOUT_MS for a transition), so
+ * this bound is only passed by a bug. Returns false then.
+ */
+static bool api_users_drain(struct rpm *rpm)
+{
+	uint64_t deadline = now_ns() + RPM_FINI_USERS_TIMEOUT_MS * 1000000ull;
+	bool drained;
+
+	pthread_mutex_lock(&rpm->lock);
+	while (rpm->api_users && now_ns() < deadline) {
+		struct timespec ts = ns_to_ts(deadline);
+
+		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
+	}
+	drained = rpm->api_users == 0;
+	pthread_mutex_unlock(&rpm->lock);
+	return drained;
+}
+
+/* Keep the last stats in the device: they outlive the rpm (a removal). */
+static void stats_keep(struct rpm *rpm)
+{
+	struct ugpu_device *dev = rpm->dev;
+	struct ugpu_rpm_stats s;
+
+	rpm_stats(rpm, &s);
+	if (dev->bo_mgr)
+		pthread_mutex_lock(&dev->bo_mgr->lock);
+	dev->rpm_last = s;
+	if (dev->bo_mgr)
+		pthread_mutex_unlock(&dev->bo_mgr->lock);
+}
+
 void rpm_fini(struct rpm *rpm)
 {
 	struct rpm_hook *h, *next;
+	bool drained;
 	int ret;
 
 	if (!rpm)
@@ -597,6 +640,7 @@ void rpm_fini(struct rpm *rpm)
 	pthread_mutex_unlock(&rpm->lock);
 	if (rpm->thread_started)
 		pthread_join(rpm->thread, NULL);
+	drained = api_users_drain(rpm);
 
 	/* Leave the device awake for whoever opens it next (xe:
 	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
@@ -606,6 +650,13 @@ void rpm_fini(struct rpm *rpm)
 		if (ret)
 			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
 				 ugpu_strerror(ret));
+	}
+	stats_keep(rpm);
+	if (!drained) {
+		/* Freeing it under a caller would be worse than the leak. */
+		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; its state is leaked",
+			rpm->dev->vdev->name, RPM_FINI_USERS_TIMEOUT_MS);
+		return;
 	}
 	for (h = rpm->hooks; h; h = next) {
 		next = h->next;
@@ -743,59 +794,162 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 	o->power_state = current_power(rpm->dev);
 }
 
-/* --- public API ----------------------------------------------------------- */
+/* --- public API -----------------------------------------------------------
+ *
+ * dev->rpm is unpublished under the BO manager lock by the removal (and by
+ * close) before rpm_fini(): a public call looks it up under that lock and
+ * counts itself in @api_users before letting go, so the rpm cannot be freed
+ * under it (rpm_fini() drains them). The lock is never held across the
+ * call itself: a runtime suspend's hooks take it.
+ */
+
+/* The device's rpm with a user reference (api_leave() drops it).
+ * Returns 0, -EINVAL (no device, or one being closed), -ENODEV (removed). */
+static int api_enter(struct ugpu_device *dev, struct rpm **out)
+{
+	struct bo_mgr *m;
+	struct rpm *rpm;
+
+	if (!dev || !(m = dev->bo_mgr))
+		return -EINVAL;
+	pthread_mutex_lock(&m->lock);
+	rpm = dev->rpm;
+	if (rpm) {
+		pthread_mutex_lock(&rpm->lock);
+		rpm->api_users++;
+		pthread_mutex_unlock(&rpm->lock);
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (!rpm)
+		return device_is_removed(dev) ? -ENODEV : -EINVAL;
+	*out = rpm;
+	return 0;
+}
+
+static void api_leave(struct rpm *rpm)
+{
+	pthread_mutex_lock(&rpm->lock);
+	if (!--rpm->api_users)
+		pthread_cond_broadcast(&rpm->cond);
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+/*
+ * The stats rpm_fini() kept in the device. Between the removal unpublishing
+ * dev->rpm and rpm_fini() keeping them there is a short gap (the rpm thread
+ * is joined, public calls drain): wait for them, bounded by what rpm_fini()
+ * itself may wait.
+ */
+static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
+{
+	uint64_t deadline = now_ns() + (RPM_FINI_USERS_TIMEOUT_MS + RPM_WAIT_TIMEOUT_MS) * 1000000ull;
+	struct bo_mgr *m = dev->bo_mgr;
+
+	for (;;) {
+		bool kept;
+
+		pthread_mutex_lock(&m->lock);
+		kept = dev->rpm_last.size != 0;
+		if (kept)
+			*out = dev->rpm_last;
+		pthread_mutex_unlock(&m->lock);
+		if (kept)
+			return 0;
+		if (now_ns() >= deadline)
+			return -ETIMEDOUT;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+}
 
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 {
-	if (!dev || !dev->rpm)
-		return -EINVAL;
-	return rpm_get(dev->rpm);
+	struct rpm *rpm;
+	int ret = api_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	ret = rpm_get(rpm);
+	api_leave(rpm);
+	return ret;
 }
 
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 {
-	if (dev && dev->rpm)
-		rpm_put(dev->rpm);
+	struct rpm *rpm;
+
+	/* After a removal the reference died with the device: nothing to do. */
+	if (api_enter(dev, &rpm))
+		return;
+	rpm_put(rpm);
+	api_leave(rpm);
 }
 
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 {
-	if (!dev || !dev->rpm)
-		return -EINVAL;
-	return rpm_allow(dev->rpm, allow);
+	struct rpm *rpm;
+	int ret = api_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	ret = rpm_allow(rpm, allow);
+	api_leave(rpm);
+	return ret;
 }
 
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms)
 {
-	if (!dev || !dev->rpm)
-		return -EINVAL;
-	rpm_set_autosuspend_delay(dev->rpm, delay_ms);
+	struct rpm *rpm;
+	int ret = api_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	rpm_set_autosuspend_delay(rpm, delay_ms);
+	api_leave(rpm);
 	return 0;
 }
 
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes)
 {
-	if (!dev || !dev->rpm)
-		return -EINVAL;
-	rpm_set_d3cold_threshold(dev->rpm, bytes);
+	struct rpm *rpm;
+	int ret = api_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	rpm_set_d3cold_threshold(rpm, bytes);
+	api_leave(rpm);
 	return 0;
 }
 
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 {
-	if (!dev || !dev->rpm)
-		return -EINVAL;
-	return rpm_suspend_now(dev->rpm);
+	struct rpm *rpm;
+	int ret = api_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	ret = rpm_suspend_now(rpm);
+	api_leave(rpm);
+	return ret;
 }
 
 UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats)
 {
 	struct ugpu_rpm_stats s;
+	struct rpm *rpm;
 	size_t n;
+	int ret;
 
-	if (!dev || !dev->rpm || !stats || stats->size < sizeof(stats->size))
+	if (!dev || !stats || stats->size < sizeof(stats->size))
 		return -EINVAL;
-	rpm_stats(dev->rpm, &s);
+	ret = api_enter(dev, &rpm);
+	if (!ret) {
+		rpm_stats(rpm, &s);
+		api_leave(rpm);
+	} else if (ret == -ENODEV) {
+		ret = last_stats(dev, &s);
+	}
+	if (ret)
+		return ret;
 	s.size = stats->size;
 	n = stats->size < sizeof(s) ? stats->size : sizeof(s);
 	memcpy(stats, &s, n);

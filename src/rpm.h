@@ -47,6 +47,9 @@ struct rpm_hook;
 #define RPM_WAIT_TIMEOUT_MS 10000
 /* Bound for the engines to go idle before the device sleeps. */
 #define RPM_IDLE_TIMEOUT_MS 1000
+/* Bound for rpm_fini() to wait for public calls still inside (each is
+ * bounded by RPM_WAIT_TIMEOUT_MS and the hooks' own bounds). */
+#define RPM_FINI_USERS_TIMEOUT_MS (3 * RPM_WAIT_TIMEOUT_MS)
 
 /*
  * struct rpm_hook_ops - what a module does around runtime suspend.
@@ -96,9 +99,16 @@ struct rpm_hook_ops {
  * Returns 0, -ENOMEM, or -errno of pthread_create. */
 int rpm_init(struct ugpu_device *dev, struct rpm **out);
 
-/* rpm_fini() - stop the rpm thread (joined, bounded by a running transition)
- * and leave the device in D0 if it can be woken. Safe with NULL. No other
- * call may run concurrently or after. */
+/*
+ * rpm_fini() - stop the rpm thread (joined, bounded by a running transition),
+ * wait (bounded) for the public ugpu_device_rpm_*() calls still inside, leave
+ * the device in D0 if it can be woken, and keep the last stats in
+ * dev->rpm_last (under the BO manager lock) for ugpu_device_rpm_stats()
+ * after a removal. Safe with NULL.
+ * Context: dev->rpm already unpublished (under the BO manager lock, which
+ * the caller does not hold); no internal rpm_*() call may run concurrently
+ * or after.
+ */
 void rpm_fini(struct rpm *rpm);
 
 /*

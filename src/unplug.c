@@ -383,6 +383,9 @@ static void dma_release_locked(struct ugpu_device *dev)
  * (a barrier: an invalidation returns only once the handler has read its
  * event, i.e. after every earlier fault was handled, hooks included).
  * After the teardown the mappings are unblocked and fault to system memory.
+ * bo_rpm_detach() is itself safe against running hooks now (it unpublishes
+ * its state and waits for them); the hold and barrier stay as belt and
+ * braces, and keep every fault parked for the whole device teardown.
  */
 static int barrier_resolve(void *owner, uint64_t offset, struct cpu_map_extent *ext)
 {

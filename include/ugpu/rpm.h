@@ -72,14 +72,22 @@ struct ugpu_rpm_stats {
  *
  * Each successful call must be paired with ugpu_device_rpm_put().
  * Returns: 0; -EINVAL (NULL); -EIO (the device did not wake, nothing held);
- * -ETIMEDOUT (another thread's power transition did not finish in time).
+ * -ETIMEDOUT (another thread's power transition did not finish in time);
+ * -ENODEV (the device is gone, see below).
  * Context: any thread; concurrent callers wake the device once.
+ *
+ * After a removal (ugpu_device_is_gone(), include/ugpu/unplug.h) runtime PM
+ * goes with the device: every ugpu_device_rpm_*() call that acts returns
+ * -ENODEV, ugpu_device_rpm_put() does nothing (the references died with the
+ * device), and ugpu_device_rpm_stats() keeps reporting the stats as they
+ * were when the device was released. A call racing the removal either
+ * completes on the device or returns -ENODEV; it never touches freed state.
  */
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev);
 
 /**
  * ugpu_device_rpm_put() - drop what ugpu_device_rpm_get() took; the last
- * reference arms the autosuspend timer.
+ * reference arms the autosuspend timer. Does nothing once the device is gone.
  * Context: any thread.
  */
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev);
@@ -88,7 +96,8 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev);
  * ugpu_device_rpm_allow() - allow runtime suspend, or forbid it (the device
  * is woken and kept in D0). Forbidden after ugpu_device_open(), as the PCI
  * core's power/control defaults to "on".
- * Returns: 0; -EINVAL; the wake's error when forbidding a sleeping device.
+ * Returns: 0; -EINVAL; -ENODEV (the device is gone); the wake's error when
+ * forbidding a sleeping device.
  * Context: any thread.
  */
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow);
@@ -96,7 +105,8 @@ UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow);
 /**
  * ugpu_device_rpm_set_autosuspend_delay() - idle time before the device
  * sleeps. Default 1000 ms (as xe). Negative disables autosuspend.
- * Returns: 0 or -EINVAL. Context: any thread; applies to the next expiry.
+ * Returns: 0, -EINVAL, or -ENODEV (the device is gone).
+ * Context: any thread; applies to the next expiry.
  */
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms);
 
@@ -105,14 +115,15 @@ UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int 
  * system memory first, restored after the wake) when fewer than @bytes of
  * VRAM are in use; 0 never uses D3cold. Default 300 MiB (as xe). D3cold
  * also needs a device that can cut main power (UGPU_DEVICE_CAP_D3COLD).
- * Returns: 0 or -EINVAL. Context: any thread.
+ * Returns: 0, -EINVAL, or -ENODEV (the device is gone). Context: any thread.
  */
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes);
 
 /**
  * ugpu_device_rpm_suspend() - suspend now if nothing holds the device.
  * Returns: 0 (asleep); -EBUSY (in use, or a transition is running);
- * -EPERM (runtime suspend not allowed); -EIO (the device refused).
+ * -EPERM (runtime suspend not allowed); -EIO (the device refused); -ENODEV
+ * (the device is gone).
  * Context: any thread except from a ugpu callback.
  */
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev);
@@ -120,7 +131,13 @@ UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev);
 /**
  * ugpu_device_rpm_stats() - runtime-PM state and counters.
  * @stats: filled up to @stats->size bytes.
- * Returns: 0 or -EINVAL. Context: any thread.
+ *
+ * Stats survive a removal: once the device is gone this reports, unchanged
+ * from then on, the state and counters as they were when runtime PM was
+ * torn down with the device (while that teardown is in progress it waits
+ * for it, bounded).
+ * Returns: 0; -EINVAL; -ETIMEDOUT (a removal's teardown of runtime PM did
+ * not finish in time). Context: any thread.
  */
 UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats);
 
