@@ -709,35 +709,42 @@ static int bo_place_locked(struct ugpu_bo *bo)
 /*
  * Runtime PM: every public path that may touch the device (a copy, the BAR)
  * holds a runtime-PM reference while it does, so the device is awake and
- * cannot autosuspend under it. The reference is taken and dropped with the
- * manager lock held (rpm_get() is safe there: no runtime-resume hook takes
- * that lock), because removal unpublishes dev->rpm under the same lock
- * before freeing it (src/device.c, rpm_down). Internal helpers
- * (bo_move_locked() and friends) take none: their callers hold one, or are
- * the runtime-suspend hook itself, which runs while the device is still in
- * D0. A device that is gone gives no reference and needs none: its BOs live
- * in system memory, and VRAM paths fail with -ENODEV on their own.
- * Manager lock held for both.
+ * cannot autosuspend under it. The reference is taken BEFORE the manager
+ * lock and dropped after it: a runtime suspend runs its hooks with the hook
+ * lock held and they take the manager lock, so rpm_get() (which may run the
+ * resume hooks) must never be called with the manager lock held. The rpm
+ * object is pinned between the two with rpm_user_enter()/leave(), which
+ * keeps it valid through a concurrent removal. Internal helpers
+ * (bo_move_locked() and friends) take no reference: their callers hold one,
+ * or are the runtime-suspend hook itself, which runs while the device is
+ * still in D0. No runtime PM (device bring-up) or a removed device gives no
+ * reference and needs none: a removed device's BOs live in system memory,
+ * and VRAM paths fail with -ENODEV on their own.
+ * Manager lock NOT held.
  */
-static int bo_rpm_hold(struct ugpu_device *dev, bool *held)
+static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 {
+	struct rpm *rpm;
 	int ret;
 
-	*held = false;
-	if (!dev->rpm)
-		return 0; /* device bring-up: runtime PM starts after the ring BOs */
-	ret = rpm_get(dev->rpm);
-	if (ret == -ENODEV)
-		return 0;
-	if (!ret)
-		*held = true;
-	return ret;
+	*held = NULL;
+	if (rpm_user_enter(dev, &rpm))
+		return 0; /* -EINVAL: no runtime PM (yet); -ENODEV: removed */
+	ret = rpm_get(rpm);
+	if (ret) {
+		rpm_user_leave(rpm);
+		return ret == -ENODEV ? 0 : ret;
+	}
+	*held = rpm;
+	return 0;
 }
 
-static void bo_rpm_release(struct ugpu_device *dev, bool held)
+static void bo_rpm_release(struct rpm *held)
 {
-	if (held)
-		rpm_put(dev->rpm);
+	if (held) {
+		rpm_put(held);
+		rpm_user_leave(held);
+	}
 }
 
 static bool placements_have_vram(const struct ugpu_bo *bo)
@@ -756,7 +763,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 {
 	struct bo_mgr *m;
 	struct ugpu_bo *bo;
-	bool held = false;
+	struct rpm *held = NULL;
 	int ret;
 
 	if (!dev || !opts || !out)
@@ -788,13 +795,16 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	if (opts->flags & UGPU_BO_PINNED)
 		bo->pin_count = 1;
 
-	pthread_mutex_lock(&m->lock);
 	ret = placements_have_vram(bo) ? bo_rpm_hold(dev, &held) : 0;
-	if (!ret)
-		ret = bo_place_locked(bo);
-	bo_rpm_release(dev, held);
+	if (ret) {
+		free(bo);
+		return ret;
+	}
+	pthread_mutex_lock(&m->lock);
+	ret = bo_place_locked(bo);
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
+		bo_rpm_release(held);
 		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->vdev->name, bo->name,
 			bo->size, ugpu_strerror(ret));
 		free(bo);
@@ -804,6 +814,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	m->nr_bos++;
 	bo_lru_update_locked(bo);
 	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
 	*out = bo;
 	return 0;
 }
@@ -842,19 +853,17 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m;
-	bool held;
+	struct rpm *held;
 	int ret = 0;
 
 	if (!bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
 	/* Pinning may move the BO back to its first placement. */
 	ret = bo_rpm_hold(bo->dev, &held);
-	if (ret) {
-		pthread_mutex_unlock(&m->lock);
+	if (ret)
 		return ret;
-	}
+	pthread_mutex_lock(&m->lock);
 	if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
@@ -865,8 +874,8 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 			bo_lru_del_locked(bo);
 		}
 	}
-	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
 	return ret;
 }
 
@@ -898,23 +907,26 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 {
 	struct bo_mgr *m;
-	bool held = false;
+	struct rpm *held;
 	int ret;
 
 	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
 		return -EINVAL;
 	m = mgr_of(bo->dev);
+	ret = bo_rpm_hold(bo->dev, &held);
+	if (ret)
+		return ret;
 	pthread_mutex_lock(&m->lock);
 	if (!placement_allowed(bo, placement))
 		ret = -EINVAL;
 	else if (bo->pin_count && bo->placement != placement)
 		ret = -EBUSY;
-	else if (!(ret = bo_rpm_hold(bo->dev, &held)))
+	else
 		ret = bo_move_locked(bo, placement);
 	if (!ret)
 		bo_lru_update_locked(bo);
-	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
 	return ret;
 }
 
@@ -1041,23 +1053,31 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write)
 {
 	struct bo_mgr *m;
-	bool held = false;
+	struct rpm *held = NULL;
 	int ret;
 
 	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	/* A BO in VRAM is read and written through the BAR. */
-	ret = bo->placement == UGPU_PLACEMENT_VRAM ? bo_rpm_hold(bo->dev, &held) : 0;
-	if (!ret)
-		ret = bo_rw_locked(bo, offset, buf, len, write);
+	/* A BO in VRAM is read and written through the BAR: hold the device
+	 * awake. The reference cannot be taken under the lock, so let go, take
+	 * it, and look again (the BO may have moved meanwhile; a reference held
+	 * for a BO that left VRAM is merely unneeded). */
+	if (bo->placement == UGPU_PLACEMENT_VRAM) {
+		pthread_mutex_unlock(&m->lock);
+		ret = bo_rpm_hold(bo->dev, &held);
+		if (ret)
+			return ret;
+		pthread_mutex_lock(&m->lock);
+	}
+	ret = bo_rw_locked(bo, offset, buf, len, write);
 	if (!ret && link_linked(&bo->lru)) {
 		link_del(&bo->lru);
 		link_add_tail(&m->lru, &bo->lru);
 	}
-	bo_rpm_release(bo->dev, held);
 	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
 	return ret;
 }
 

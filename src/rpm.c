@@ -803,9 +803,9 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
  * call itself: a runtime suspend's hooks take it.
  */
 
-/* The device's rpm with a user reference (api_leave() drops it).
+/* The device's rpm with a user reference (rpm_user_leave() drops it).
  * Returns 0, -EINVAL (no device, or one being closed), -ENODEV (removed). */
-static int api_enter(struct ugpu_device *dev, struct rpm **out)
+int rpm_user_enter(struct ugpu_device *dev, struct rpm **out)
 {
 	struct bo_mgr *m;
 	struct rpm *rpm;
@@ -826,7 +826,7 @@ static int api_enter(struct ugpu_device *dev, struct rpm **out)
 	return 0;
 }
 
-static void api_leave(struct rpm *rpm)
+void rpm_user_leave(struct rpm *rpm)
 {
 	pthread_mutex_lock(&rpm->lock);
 	if (!--rpm->api_users)
@@ -864,12 +864,12 @@ static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
-	int ret = api_enter(dev, &rpm);
+	int ret = rpm_user_enter(dev, &rpm);
 
 	if (ret)
 		return ret;
 	ret = rpm_get(rpm);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 	return ret;
 }
 
@@ -878,57 +878,57 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 	struct rpm *rpm;
 
 	/* After a removal the reference died with the device: nothing to do. */
-	if (api_enter(dev, &rpm))
+	if (rpm_user_enter(dev, &rpm))
 		return;
 	rpm_put(rpm);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 }
 
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 {
 	struct rpm *rpm;
-	int ret = api_enter(dev, &rpm);
+	int ret = rpm_user_enter(dev, &rpm);
 
 	if (ret)
 		return ret;
 	ret = rpm_allow(rpm, allow);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 	return ret;
 }
 
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms)
 {
 	struct rpm *rpm;
-	int ret = api_enter(dev, &rpm);
+	int ret = rpm_user_enter(dev, &rpm);
 
 	if (ret)
 		return ret;
 	rpm_set_autosuspend_delay(rpm, delay_ms);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 	return 0;
 }
 
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes)
 {
 	struct rpm *rpm;
-	int ret = api_enter(dev, &rpm);
+	int ret = rpm_user_enter(dev, &rpm);
 
 	if (ret)
 		return ret;
 	rpm_set_d3cold_threshold(rpm, bytes);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 	return 0;
 }
 
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
-	int ret = api_enter(dev, &rpm);
+	int ret = rpm_user_enter(dev, &rpm);
 
 	if (ret)
 		return ret;
 	ret = rpm_suspend_now(rpm);
-	api_leave(rpm);
+	rpm_user_leave(rpm);
 	return ret;
 }
 
@@ -941,10 +941,10 @@ UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stat
 
 	if (!dev || !stats || stats->size < sizeof(stats->size))
 		return -EINVAL;
-	ret = api_enter(dev, &rpm);
+	ret = rpm_user_enter(dev, &rpm);
 	if (!ret) {
 		rpm_stats(rpm, &s);
-		api_leave(rpm);
+		rpm_user_leave(rpm);
 	} else if (ret == -ENODEV) {
 		ret = last_stats(dev, &s);
 	}

@@ -126,6 +126,21 @@ int rpm_get(struct rpm *rpm);
  * suspend has started; never wakes or waits. */
 bool rpm_get_if_active(struct rpm *rpm);
 
+/*
+ * rpm_user_enter() / rpm_user_leave() - pin the device's rpm object for a
+ * call made without the BO manager lock. The removal unpublishes dev->rpm
+ * under that lock and rpm_fini() waits (bounded) for every user to leave, so
+ * the object stays valid between enter and leave even if the device is
+ * removed meanwhile (rpm_get() then answers -ENODEV; rpm_put() is harmless).
+ * Never hold the BO manager lock across rpm_get(): a runtime suspend's hooks
+ * take it with the hook lock held.
+ * rpm_user_enter() takes the BO manager lock briefly: not with it held.
+ * Returns: 0 with *@out set; -ENODEV (removed); -EINVAL (no runtime PM yet:
+ * device bring-up, or being closed).
+ */
+int rpm_user_enter(struct ugpu_device *dev, struct rpm **out);
+void rpm_user_leave(struct rpm *rpm);
+
 /* rpm_put() - drop a reference; the last one arms the autosuspend timer.
  * An unbalanced put is logged and ignored. */
 void rpm_put(struct rpm *rpm);

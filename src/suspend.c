@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include <ugpu/pm.h>
+#include <ugpu/rpm.h>
 
 #include "engines/engine.h"
 #include "mm/bo.h"
@@ -207,28 +208,22 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 }
 
 /*
- * The runtime-PM reference a host-suspend cycle holds (see prepare). Taken
- * and dropped under the manager lock: removal unpublishes dev->rpm under it
- * (src/device.c, rpm_down), so a cycle that outlives the device drops
- * nothing.
+ * The runtime-PM reference a host-suspend cycle holds from prepare until
+ * resume or cancel (see prepare). Through the public calls: they never hold
+ * the manager lock across rpm_get() (a runtime suspend's hooks take it) and
+ * tolerate a removal (-ENODEV, and a put that does nothing). Called without
+ * the manager lock.
  */
 static int host_pm_get(struct ugpu_device *dev)
 {
-	int ret = 0;
+	int ret = ugpu_device_rpm_get(dev);
 
-	pthread_mutex_lock(&dev->bo_mgr->lock);
-	if (dev->rpm)
-		ret = rpm_get(dev->rpm);
-	pthread_mutex_unlock(&dev->bo_mgr->lock);
-	return ret;
+	return ret == -ENODEV ? 0 : ret;
 }
 
 static void host_pm_put(struct ugpu_device *dev)
 {
-	pthread_mutex_lock(&dev->bo_mgr->lock);
-	if (dev->rpm)
-		rpm_put(dev->rpm);
-	pthread_mutex_unlock(&dev->bo_mgr->lock);
+	ugpu_device_rpm_put(dev);
 }
 
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
