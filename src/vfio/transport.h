@@ -16,6 +16,7 @@
 #ifndef UGPU_VFIO_TRANSPORT_H
 #define UGPU_VFIO_TRANSPORT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -164,6 +165,35 @@ static inline void vfio_dev_set_gone(struct vfio_dev *dev)
 {
 	__atomic_store_n(&dev->gone, 1, __ATOMIC_RELEASE);
 }
+
+/*
+ * Common region-mmap bookkeeping (src/vfio/transport.c), shared by the
+ * transports so the rules and the cleanup are written once.
+ *
+ * vfio_region_mmap_check() - may [@off, @off + @len) of the region @ri
+ * describes be mmap'd? Page-aligned, inside the region, mappable, and inside
+ * one sparse-mmap area when the region has them. Logs why not.
+ * Returns: 0 or -EINVAL.
+ *
+ * struct vfio_mmap_rec - one mapping a transport handed out, so close() can
+ * undo what the caller left. The list is protected by the transport's lock,
+ * passed in.
+ */
+struct vfio_mmap_rec {
+	void *addr;
+	size_t len;
+	struct vfio_mmap_rec *next;
+};
+
+int vfio_region_mmap_check(struct vfio_dev *dev, const struct vfio_dev_region_info *ri,
+			   uint64_t off, size_t len);
+/* Record a mapping. Returns 0 or -ENOMEM (the caller then unmaps it). */
+int vfio_mmap_track(struct vfio_mmap_rec **head, pthread_mutex_t *lock, void *addr, size_t len);
+/* Forget and munmap a recorded mapping. Returns 0, or -EINVAL when @addr and
+ * @len are not one the transport handed out (nothing is unmapped). */
+int vfio_mmap_untrack(struct vfio_mmap_rec **head, pthread_mutex_t *lock, void *addr, size_t len);
+/* munmap every recorded mapping (close: no other thread uses the device). */
+void vfio_mmap_release_all(struct vfio_mmap_rec **head);
 
 /* Open helpers, one per transport. */
 int vfio_user_open(struct ugpu_context *ctx, const char *socket_path, struct vfio_dev **out);

@@ -47,12 +47,6 @@ _Static_assert((int)VFIO_REGION_CONFIG == (int)VFIO_PCI_CONFIG_REGION_INDEX, "co
 _Static_assert((int)VFIO_IRQ_MSIX == (int)VFIO_PCI_MSIX_IRQ_INDEX, "msix index");
 _Static_assert((int)VFIO_IRQ_REQ == (int)VFIO_PCI_REQ_IRQ_INDEX, "req index");
 
-struct vp_mmap {
-	void *addr;
-	size_t len;
-	struct vp_mmap *next;
-};
-
 /*
  * struct vp_dev - one device opened through vfio-pci.
  * Locking: @lock protects @mmaps and @mapped_bytes. Everything else is set
@@ -71,7 +65,7 @@ struct vp_dev {
 	struct vfio_iommu_info iommu;
 	bool lp_entry, lp_wakeup, lp_exit; /* probed low-power features */
 	pthread_mutex_t lock;
-	struct vp_mmap *mmaps;
+	struct vfio_mmap_rec *mmaps;
 	uint64_t mapped_bytes;
 };
 
@@ -329,47 +323,28 @@ static int vp_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 			  void **addr)
 {
 	struct vp_dev *vp = to_vp(dev);
-	const struct vfio_dev_region_info *ri;
-	struct vp_mmap *m;
 	void *p;
-	uint32_t i;
+	int ret;
 
-	if (!addr || !len || index >= dev->num_regions)
+	if (!addr || index >= dev->num_regions || index >= VP_MAX_REGIONS)
 		return -EINVAL;
-	ri = &vp->regions[index];
-	if (!(ri->flags & VFIO_REGION_F_MMAP) || off % (uint64_t)sysconf(_SC_PAGESIZE) ||
-	    off > ri->size || len > ri->size - off)
-		return -EINVAL;
+	ret = vfio_region_mmap_check(dev, &vp->regions[index], off, len);
+	if (ret)
+		return ret;
 	if (vfio_dev_is_gone(dev))
 		return -ENODEV;
-	if (ri->nr_sparse) {
-		for (i = 0; i < ri->nr_sparse; i++)
-			if (off >= ri->sparse[i].offset && off - ri->sparse[i].offset <= ri->sparse[i].size &&
-			    len <= ri->sparse[i].size - (off - ri->sparse[i].offset))
-				break;
-		if (i == ri->nr_sparse) {
-			log_err(dev->ctx, "%s: region %u [0x%" PRIx64 "+0x%zx] is not inside one sparse-mmap area",
-				dev->name, index, off, len);
-			return -EINVAL;
-		}
-	}
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
 	p = mmap(NULL, len, prot, MAP_SHARED, vp->device, (off_t)(vp->region_off[index] + off));
 	if (p == MAP_FAILED) {
 		int err = vfio_pci_kernel_err(dev, errno);
 
 		log_err(dev->ctx, "%s: mmap of region %u failed: %s", dev->name, index, strerror(-err));
-		free(m);
 		return err;
 	}
-	m->addr = p;
-	m->len = len;
-	pthread_mutex_lock(&vp->lock);
-	m->next = vp->mmaps;
-	vp->mmaps = m;
-	pthread_mutex_unlock(&vp->lock);
+	ret = vfio_mmap_track(&vp->mmaps, &vp->lock, p, len);
+	if (ret) {
+		munmap(p, len);
+		return ret;
+	}
 	*addr = p;
 	return 0;
 }
@@ -377,22 +352,8 @@ static int vp_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 static int vp_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
 {
 	struct vp_dev *vp = to_vp(dev);
-	struct vp_mmap **mp, *m = NULL;
 
-	pthread_mutex_lock(&vp->lock);
-	for (mp = &vp->mmaps; *mp; mp = &(*mp)->next) {
-		if ((*mp)->addr == addr && (*mp)->len == len) {
-			m = *mp;
-			*mp = m->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&vp->lock);
-	if (!m)
-		return -EINVAL;
-	munmap(m->addr, m->len);
-	free(m);
-	return 0;
+	return vfio_mmap_untrack(&vp->mmaps, &vp->lock, addr, len);
 }
 
 static int vp_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info)
@@ -596,15 +557,10 @@ static int vp_low_power_exit(struct vfio_dev *dev)
 static void vp_close(struct vfio_dev *dev)
 {
 	struct vp_dev *vp = to_vp(dev);
-	struct vp_mmap *m;
 
 	if (!dev)
 		return;
-	while ((m = vp->mmaps)) {
-		vp->mmaps = m->next;
-		munmap(m->addr, m->len);
-		free(m);
-	}
+	vfio_mmap_release_all(&vp->mmaps);
 	/* closing the device and group fds drops the DMA mappings with the
 	 * container; the kernel needs nothing from the device for that */
 	if (vp->device >= 0)

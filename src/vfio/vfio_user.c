@@ -73,12 +73,6 @@ struct vu_pending {
 	struct vu_pending *next;
 };
 
-struct vu_mmap {
-	void *addr;
-	size_t len;
-	struct vu_mmap *next;
-};
-
 /* A DMA window as the client told the server about it. */
 struct vu_dma {
 	uint64_t iova;
@@ -126,7 +120,7 @@ struct vu_dev {
 	struct vu_dma *dma;
 	uint32_t nr_dma;
 	uint32_t cap_dma;
-	struct vu_mmap *mmaps;
+	struct vfio_mmap_rec *mmaps;
 
 	/* negotiated */
 	uint32_t max_msg_fds; /* the server accepts this many fds per message */
@@ -1382,53 +1376,34 @@ static int vu_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 {
 	struct vu_dev *vu = to_vu(dev);
 	const struct vu_region *reg;
-	struct vu_mmap *m;
-	long page = sysconf(_SC_PAGESIZE);
 	void *p;
-	uint32_t i;
+	int ret;
 
-	if (!addr || !len || index >= dev->num_regions)
+	if (!addr || index >= dev->num_regions)
 		return -EINVAL;
 	reg = &vu->regions[index];
-	if (!(reg->info.flags & VFIO_REGION_F_MMAP) || reg->fd < 0) {
-		log_err(dev->ctx, "%s: region %u is not mappable", dev->name, index);
+	ret = vfio_region_mmap_check(dev, &reg->info, off, len);
+	if (ret)
+		return ret;
+	if (reg->fd < 0) {
+		log_err(dev->ctx, "%s: region %u came without an fd to map", dev->name, index);
 		return -EINVAL;
-	}
-	if (off % (uint64_t)page || off > reg->info.size || len > reg->info.size - off)
-		return -EINVAL;
-	if (reg->info.nr_sparse) {
-		for (i = 0; i < reg->info.nr_sparse; i++) {
-			const struct vfio_sparse_area *a = &reg->info.sparse[i];
-
-			if (off >= a->offset && off - a->offset <= a->size && len <= a->size - (off - a->offset))
-				break;
-		}
-		if (i == reg->info.nr_sparse) {
-			log_err(dev->ctx, "%s: region %u [0x%" PRIx64 "+0x%zx] is not inside one sparse-mmap area",
-				dev->name, index, off, len);
-			return -EINVAL;
-		}
 	}
 	if (vu_is_dead(vu))
 		return -ENODEV;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
 	p = mmap(NULL, len, prot, MAP_SHARED, reg->fd, (off_t)(reg->mmap_offset + off));
 	if (p == MAP_FAILED) {
 		int err = -errno;
 
 		log_err(dev->ctx, "%s: mmap of region %u [0x%" PRIx64 "+0x%zx] failed: %s", dev->name,
 			index, off, len, strerror(-err));
-		free(m);
 		return err;
 	}
-	m->addr = p;
-	m->len = len;
-	pthread_mutex_lock(&vu->lock);
-	m->next = vu->mmaps;
-	vu->mmaps = m;
-	pthread_mutex_unlock(&vu->lock);
+	ret = vfio_mmap_track(&vu->mmaps, &vu->lock, p, len);
+	if (ret) {
+		munmap(p, len);
+		return ret;
+	}
 	*addr = p;
 	return 0;
 }
@@ -1436,22 +1411,8 @@ static int vu_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, si
 static int vu_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
 {
 	struct vu_dev *vu = to_vu(dev);
-	struct vu_mmap **mp, *m = NULL;
 
-	pthread_mutex_lock(&vu->lock);
-	for (mp = &vu->mmaps; *mp; mp = &(*mp)->next) {
-		if ((*mp)->addr == addr && (*mp)->len == len) {
-			m = *mp;
-			*mp = m->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&vu->lock);
-	if (!m)
-		return -EINVAL;
-	munmap(m->addr, m->len);
-	free(m);
-	return 0;
+	return vfio_mmap_untrack(&vu->mmaps, &vu->lock, addr, len);
 }
 
 static int vu_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info)
@@ -1744,7 +1705,6 @@ static const struct vfio_transport_ops vu_ops = {
 static void vu_close(struct vfio_dev *dev)
 {
 	struct vu_dev *vu = to_vu(dev);
-	struct vu_mmap *m;
 	uint64_t one = 1;
 	ssize_t wr;
 
@@ -1758,11 +1718,7 @@ static void vu_close(struct vfio_dev *dev)
 		pthread_join(vu->reader, NULL);
 	}
 	vu_mark_dead(vu, -ENODEV, NULL);
-	while ((m = vu->mmaps)) {
-		vu->mmaps = m->next;
-		munmap(m->addr, m->len);
-		free(m);
-	}
+	vfio_mmap_release_all(&vu->mmaps);
 	for (uint32_t i = 0; i < VU_MAX_REGIONS; i++)
 		if (vu->regions[i].fd >= 0)
 			close(vu->regions[i].fd);
