@@ -10,12 +10,20 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?= --output-on-failure
 CMAKE_ARGS ?=
 
-.PHONY: all deps build run test test-release test-asan test-tsan bench clean
+.PHONY: all deps deps-test build run test test-release test-asan test-tsan bench clean
+
+# The VM stage (tests/vm) boots a QEMU guest: make test installs QEMU and
+# busybox up front (the stage would otherwise install them itself, and fails
+# loudly when it cannot).
+VM_PKGS = qemu-system-x86 busybox-static
 
 all: build
 
 deps:
 	@./scripts/install-deps.sh
+
+deps-test:
+	@./scripts/install-deps.sh $(VM_PKGS)
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
@@ -24,7 +32,7 @@ build: deps
 run: build
 	./$(BUILD)/ugpu-demo
 
-test-release: build
+test-release: deps-test build
 	ctest --test-dir $(BUILD) $(CTEST_ARGS)
 
 # TSan over the whole suite (the threaded tests are what it is for; the rest
