@@ -9,8 +9,8 @@
  *          InhibitDelayMaxSec, before sleeping), subscribe to the signal.
  *   PrepareForSleep(true):  prepare + suspend the device, then close the
  *          inhibitor fd: logind goes on with the sleep.
- *   PrepareForSleep(false): resume (or cancel a prepare that did not reach
- *          suspend), take a new inhibitor.
+ *   PrepareForSleep(false): resume the device if that suspend was ours,
+ *          take a new inhibitor (unless one is still held).
  *
  * Without libsystemd at build time, or without a system bus / logind at run
  * time, ugpu_logind_start() says so (-ENOTSUP / -ENOENT) and the API calls
@@ -43,6 +43,7 @@ struct ugpu_logind {
 	sd_bus *bus;
 	sd_bus_slot *slot;
 	int inhibit_fd;
+	int ours; /* the device is SUSPENDED by our PrepareForSleep(true) */
 	pthread_t thread;
 	int stop;
 };
@@ -82,35 +83,50 @@ static int on_prepare_for_sleep(sd_bus_message *m, void *user, sd_bus_error *err
 {
 	struct ugpu_logind *ln = user;
 	struct ugpu_pm_stats st = { .size = sizeof(st) };
-	int start = 0, ret;
+	int start = 0, ret = 0;
 
 	(void)err;
 	if (sd_bus_message_read(m, "b", &start) < 0)
 		return 0;
+	ugpu_device_pm_stats(ln->dev, &st);
 	if (start) {
+		/*
+		 * VRAM is lost over the sleep, so the device must be SUSPENDED
+		 * whatever state the application left it in: a prepare of its
+		 * own is completed, a suspend of its own is left alone (and so
+		 * is not undone at wake-up: @ours stays 0).
+		 */
 		log_info(ln->dev->ctx, "logind: PrepareForSleep(true): suspending the device");
-		ret = ugpu_device_suspend_prepare(ln->dev);
-		if (!ret)
+		if (st.state == UGPU_PM_ACTIVE)
+			ret = ugpu_device_suspend_prepare(ln->dev);
+		if (!ret && st.state != UGPU_PM_SUSPENDED)
 			ret = ugpu_device_suspend(ln->dev);
 		if (ret) {
 			log_err(ln->dev->ctx, "logind: device suspend failed (%s); the host sleeps with the device on",
 				ugpu_strerror(ret));
 			ugpu_device_suspend_cancel(ln->dev);
 		}
+		ln->ours = !ret && st.state != UGPU_PM_SUSPENDED;
 		inhibit_drop(ln); /* let the host sleep either way */
 	} else {
 		log_info(ln->dev->ctx, "logind: PrepareForSleep(false): resuming the device");
-		ugpu_device_pm_stats(ln->dev, &st);
-		if (st.state == UGPU_PM_SUSPENDED) {
+		if (ln->ours && st.state == UGPU_PM_SUSPENDED) {
 			ret = ugpu_device_resume(ln->dev);
 			if (ret)
 				ret = ugpu_device_resume(ln->dev); /* a failed wake is retried once */
 			if (ret)
 				log_err(ln->dev->ctx, "logind: resume failed: %s", ugpu_strerror(ret));
-		} else {
-			ugpu_device_suspend_cancel(ln->dev);
 		}
-		inhibit_take(ln);
+		ln->ours = 0;
+		/*
+		 * Re-arm for the next sleep, after the resume. A false with no
+		 * true before it (the notifier started while logind was
+		 * already sleeping, or the sleep was aborted) finds the
+		 * inhibitor still held: a second one would never be closed and
+		 * logind would wait InhibitDelayMaxSec on every later sleep.
+		 */
+		if (ln->inhibit_fd < 0)
+			inhibit_take(ln);
 	}
 	return 0;
 }
@@ -152,27 +168,30 @@ UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out
 		goto out_free;
 	}
 	sd_bus_set_method_call_timeout(ln->bus, 2 * 1000 * 1000);
-	ret = inhibit_take(ln);
-	if (ret < 0) {
-		ret = -ENOENT; /* no logind on this bus */
-		goto out_bus;
-	}
+	/* Subscribe before taking the inhibitor: a PrepareForSleep(true)
+	 * sent in between is then handled (the device suspends) instead of
+	 * missed with an inhibitor held that logind waits on for nothing. */
 	ret = sd_bus_match_signal(ln->bus, &ln->slot, "org.freedesktop.login1",
 				  "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
 				  "PrepareForSleep", on_prepare_for_sleep, ln);
 	if (ret < 0)
-		goto out_inhibit;
+		goto out_bus;
+	ret = inhibit_take(ln);
+	if (ret < 0) {
+		ret = -ENOENT; /* no logind on this bus */
+		goto out_slot;
+	}
 	ret = -pthread_create(&ln->thread, NULL, bus_thread, ln);
 	if (ret)
-		goto out_slot;
+		goto out_inhibit;
 	log_info(dev->ctx, "logind: following PrepareForSleep with a delay inhibitor");
 	*out = ln;
 	return 0;
 
-out_slot:
-	sd_bus_slot_unref(ln->slot);
 out_inhibit:
 	inhibit_drop(ln);
+out_slot:
+	sd_bus_slot_unref(ln->slot);
 out_bus:
 	sd_bus_flush_close_unref(ln->bus);
 out_free:
