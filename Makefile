@@ -12,10 +12,11 @@ CMAKE_ARGS ?=
 
 .PHONY: all deps deps-test build run test test-release test-asan test-tsan bench clean
 
-# The VM stage (tests/vm) boots a QEMU guest: make test installs QEMU and
-# busybox up front (the stage would otherwise install them itself, and fails
-# loudly when it cannot).
-VM_PKGS = qemu-system-x86 busybox-static
+# Test-only packages, installed by make test (not make run): the VM stage
+# (tests/vm) boots a QEMU guest with busybox (it would otherwise install them
+# itself, and fails loudly when it cannot); test_logind_bus runs a private
+# dbus-daemon as a fake system bus.
+VM_PKGS = qemu-system-x86 busybox-static dbus-daemon
 
 all: build
 

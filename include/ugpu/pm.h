@@ -191,9 +191,11 @@ struct ugpu_logind;
 
 /**
  * ugpu_logind_start() - follow systemd-logind's PrepareForSleep signal:
- * take a "delay" sleep inhibitor; on PrepareForSleep(true) run prepare +
- * suspend, then release the inhibitor so the host sleeps; on
- * PrepareForSleep(false) resume (or cancel) and take the inhibitor again.
+ * take a "delay" sleep inhibitor; on PrepareForSleep(true) bring the device
+ * to SUSPENDED (prepare + suspend; a device the application already
+ * suspended is left as it is), then release the inhibitor so the host
+ * sleeps; on PrepareForSleep(false) resume the device if that suspend was
+ * the notifier's own, and take an inhibitor again unless one is still held.
  * A thread of its own serves the bus.
  * @dev: the device.
  * @out: the notifier on success.
