@@ -490,6 +490,7 @@ static void *handler_main(void *arg)
 {
 	struct cpu_map_mgr *mgr = arg;
 	int tick = CPU_MAP_TICK_MS;
+	uint64_t next_check_ns = 0;
 
 	tls_handler_of = mgr;
 	if ((unsigned int)tick > mgr->block_timeout_ms / 4)
@@ -514,7 +515,13 @@ static void *handler_main(void *arg)
 				pfd[0].revents);
 			break;
 		}
-		check_block_timeouts(mgr);
+		/* Once a tick, not after every fault: the scan locks every
+		 * map, and right after a fault's wake it delayed the woken
+		 * thread when both share a CPU (~10 us with 256 maps). */
+		if (now_ns() >= next_check_ns) {
+			check_block_timeouts(mgr);
+			next_check_ns = now_ns() + (uint64_t)tick * 1000000ull;
+		}
 	}
 	return NULL;
 }

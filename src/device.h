@@ -50,7 +50,8 @@ struct device_profile {
  * Lifetimes: everything here belongs to the device and is released by
  * ugpu_device_close() in the reverse order of device_open()'s bring-up.
  *
- * Locking: @lock protects @power_state and serialises power transitions.
+ * Locking: @lock protects @power_state and @pmcsr and serialises power
+ * transitions.
  * @vram_lock protects @vram_mm (the buddy allocator is not thread-safe) and
  * is a leaf lock. The identity fields, @dma, the engines and @vram are set
  * up during open, read-only after, and torn down by close.
@@ -82,6 +83,9 @@ struct ugpu_device {
 	int req_fd;
 
 	enum ugpu_power_state power_state;
+	/* PMCSR as last read (under @lock): the bits a transition writes back
+	 * around the state field, so a wake needs no read before its write. */
+	uint16_t pmcsr;
 
 	/* DMA: the device's IOVA space (has its own lock) */
 	struct dma_space dma;

@@ -24,6 +24,7 @@ struct vfio_dev;
 
 #define PCI_PM_CTRL 4 /* PMCSR, from the PM capability */
 #define PCI_PM_CTRL_STATE_MASK 0x3u
+#define PCI_PM_CTRL_PME_STATUS 0x8000u /* write 1 to clear */
 
 int pci_cfg_read8(struct vfio_dev *dev, uint32_t off, uint8_t *val);
 int pci_cfg_read16(struct vfio_dev *dev, uint32_t off, uint16_t *val);

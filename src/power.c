@@ -42,6 +42,7 @@ int device_power_probe(struct ugpu_device *dev)
 		ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
 		if (ret)
 			return ret;
+		dev->pmcsr = pmcsr;
 		if ((pmcsr & PCI_PM_CTRL_STATE_MASK) == 3)
 			dev->power_state = UGPU_POWER_D3HOT;
 	}
@@ -57,21 +58,30 @@ int device_power_probe(struct ugpu_device *dev)
 	return 0;
 }
 
+/*
+ * One write and one read-back per transition. The bits around the state
+ * field come from the PMCSR value last read (dev->pmcsr) instead of a fresh
+ * read: over vfio-user every config access is a socket round trip through
+ * two threads, and on a wake that read sat on the CPU-touch path. Only this
+ * file writes PMCSR, and the other fields do not change on their own except
+ * PME_Status, which is write-1-to-clear and so is written as 0 (left alone),
+ * as Linux's pci_power_up() does. The read-back stays: it is what tells a
+ * wake the device ignored from a good one. dev->lock held.
+ */
 static int pmcsr_set(struct ugpu_device *dev, unsigned int dstate)
 {
 	uint16_t pmcsr;
 	int ret;
 
-	ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
-	if (ret)
-		return ret;
-	pmcsr = (uint16_t)((pmcsr & ~PCI_PM_CTRL_STATE_MASK) | dstate);
+	pmcsr = (uint16_t)((dev->pmcsr & ~(PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_STATUS)) |
+			   dstate);
 	ret = pci_cfg_write16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, pmcsr);
 	if (ret)
 		return ret;
 	ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
 	if (ret)
 		return ret;
+	dev->pmcsr = pmcsr;
 	if ((pmcsr & PCI_PM_CTRL_STATE_MASK) != dstate) {
 		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->vdev->name,
 			dstate, pmcsr & PCI_PM_CTRL_STATE_MASK);

@@ -82,6 +82,7 @@ struct rpm {
 	unsigned int n_restore; /* hooks with a restore callback */
 	bool armed; /* usage dropped to 0 since the last suspend */
 	uint64_t last_busy_ns;
+	uint64_t timer_at_ns; /* when the rpm thread's wait ends; 0: not waiting */
 	bool vetoed; /* the last attempt was vetoed: retry >= 50 ms later */
 	bool restore_pending;
 	enum ugpu_power_state sleep_state;
@@ -435,7 +436,16 @@ static void put_locked(struct rpm *rpm)
 	if (--rpm->usage == 0) {
 		rpm->armed = true;
 		rpm->last_busy_ns = now_ns();
-		pthread_cond_signal(&rpm->timer_cond);
+		/* Wake the rpm thread only if it would otherwise sleep past the
+		 * new due time (as the kernel re-arms its autosuspend timer only
+		 * when it would fire too late): a waiting thread wakes by
+		 * @timer_at_ns and recomputes, a running one recomputes before
+		 * it waits. This put is the last step of a CPU fault before the
+		 * faulting thread is woken; a futex wake of another thread there
+		 * cost ~10 us a fault. */
+		if (rpm->allowed && rpm->delay_ms >= 0 && rpm->timer_at_ns &&
+		    rpm->timer_at_ns > rpm->last_busy_ns + (uint64_t)rpm->delay_ms * 1000000ull)
+			pthread_cond_signal(&rpm->timer_cond);
 	}
 }
 
@@ -523,7 +533,9 @@ static void *rpm_thread(void *arg)
 		}
 		struct timespec ts = ns_to_ts(wake_at);
 
+		rpm->timer_at_ns = wake_at;
 		pthread_cond_timedwait(&rpm->timer_cond, &rpm->lock, &ts);
+		rpm->timer_at_ns = 0;
 	}
 	pthread_mutex_unlock(&rpm->lock);
 	return NULL;
