@@ -31,7 +31,9 @@ struct fx {
 	char uri[256];
 };
 
-static inline int fx_setup_vram(void **state, uint64_t vram)
+/* The fixture with a reference device of @vram bytes whose D3 -> D0
+ * transition takes @wake_latency_us. */
+static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_latency_us)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
 	struct sim_opts o;
@@ -41,6 +43,7 @@ static inline int fx_setup_vram(void **state, uint64_t vram)
 		copts.log_level = UGPU_LOG_INFO;
 	sim_opts_init(&o);
 	o.vram_size = vram;
+	o.wake_latency_us = wake_latency_us;
 	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
 		return -1;
 	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
@@ -48,6 +51,11 @@ static inline int fx_setup_vram(void **state, uint64_t vram)
 		return -1;
 	*state = f;
 	return 0;
+}
+
+static inline int fx_setup_vram(void **state, uint64_t vram)
+{
+	return fx_setup_dev(state, vram, 0);
 }
 
 static inline int fx_teardown(void **state)

@@ -28,48 +28,25 @@
 #include "src/device.h"
 #include "src/rpm.h"
 #include "tools/ugpu-sim/sim.h"
+#include "test_bo_common.h"
 
 #define WAKE_LAT_US 1000
 
-struct fx {
-	struct sim *sim;
-	struct ugpu_context *ctx;
-	struct ugpu_device *dev;
-};
-
 static int setup(void **state)
 {
-	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct sim_opts o;
-	struct fx *f = calloc(1, sizeof(*f));
-	char uri[256];
+	struct fx *f;
 
-	sim_opts_init(&o);
-	o.vram_size = 16u << 20;
-	o.wake_latency_us = WAKE_LAT_US;
-	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+	if (fx_setup_dev(state, 16u << 20, WAKE_LAT_US))
 		return -1;
-	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
-	if (ugpu_device_open(f->ctx, uri, &f->dev))
-		return -1;
+	f = *state;
 	/* The BO layer's hook can evict, so the default threshold (300 MiB,
 	 * more than this VRAM) would pick D3cold: these tests want D3hot
 	 * unless they say otherwise. */
 	ugpu_device_rpm_set_d3cold_threshold(f->dev, 0);
-	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
 
-	ugpu_device_close(f->dev);
-	ugpu_context_destroy(f->ctx);
-	sim_stop(f->sim);
-	free(f);
-	return 0;
-}
 
 static uint64_t ms_now(void)
 {
@@ -631,16 +608,16 @@ static void test_close_while_suspended(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_autosuspend_after_delay, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_get_wakes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refcount, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hooks_order_and_veto, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_get_during_hooks_aborts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_concurrent_get_put, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_d3cold_below_threshold, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_wake_failure, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_close_while_suspended, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defaults, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_autosuspend_after_delay, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_get_wakes, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_refcount, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_hooks_order_and_veto, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_get_during_hooks_aborts, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_get_put, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_d3cold_below_threshold, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_wake_failure, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_close_while_suspended, setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,44 +31,21 @@
 #include "src/device.h"
 #include "src/rpm.h"
 #include "tools/ugpu-sim/sim.h"
-
-struct fx {
-	struct sim *sim;
-	struct ugpu_context *ctx;
-	struct ugpu_device *dev;
-};
+#include "test_bo_common.h"
 
 static int setup(void **state)
 {
-	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct sim_opts o;
-	struct fx *f = calloc(1, sizeof(*f));
-	char uri[256];
+	struct fx *f;
 
-	sim_opts_init(&o);
-	o.vram_size = 32u << 20;
-	o.wake_latency_us = 0;
-	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+	if (fx_setup_dev(state, 32u << 20, 0))
 		return -1;
-	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
-	if (ugpu_device_open(f->ctx, uri, &f->dev))
-		return -1;
+	f = *state;
 	ugpu_device_rpm_set_d3cold_threshold(f->dev, 0); /* D3hot unless a test says */
 	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1); /* suspends are explicit */
-	*state = f;
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct fx *f = *state;
 
-	ugpu_device_close(f->dev);
-	ugpu_context_destroy(f->ctx);
-	sim_stop(f->sim);
-	free(f);
-	return 0;
-}
 
 static uint64_t ms_now(void)
 {
@@ -94,7 +71,7 @@ static enum sim_power_state sim_power(struct fx *f)
 	return st.power;
 }
 
-static struct ugpu_bo *bo_new(struct fx *f, uint64_t bytes, uint32_t flags)
+static struct ugpu_bo *cpu_bo_new(struct fx *f, uint64_t bytes, uint32_t flags)
 {
 	struct ugpu_bo_opts o = {
 		.size = sizeof(o),
@@ -148,7 +125,7 @@ static void test_map_write_autosuspend_touch(void **state)
 	int i;
 
 	for (i = 0; i < 4; i++) {
-		bo[i] = bo_new(f, 256u << 10, 0);
+		bo[i] = cpu_bo_new(f, 256u << 10, 0);
 		assert_int_equal(ugpu_bo_map(bo[i], (void **)&p[i]), 0);
 		fill(p[i], words, (uint32_t)i + 1);
 		assert_int_equal(map_state(bo[i]), CPU_MAP_MAPPED);
@@ -207,10 +184,10 @@ static void test_list_bookkeeping(void **state)
 	struct cpu_map_info mi;
 	struct bo_rpm_stats bs;
 
-	moved = bo_new(f, 64u << 10, 0);
-	gone = bo_new(f, 64u << 10, 0);
-	unmapped = bo_new(f, 64u << 10, 0);
-	kept = bo_new(f, 64u << 10, 0);
+	moved = cpu_bo_new(f, 64u << 10, 0);
+	gone = cpu_bo_new(f, 64u << 10, 0);
+	unmapped = cpu_bo_new(f, 64u << 10, 0);
+	kept = cpu_bo_new(f, 64u << 10, 0);
 	assert_int_equal(ugpu_bo_map(moved, (void **)&pm), 0);
 	assert_int_equal(ugpu_bo_map(gone, (void **)&pg), 0);
 	assert_int_equal(ugpu_bo_map(unmapped, (void **)&pu), 0);
@@ -265,8 +242,8 @@ static void test_d3cold_evict_restore(void **state)
 	size_t words = (128u << 10) / 4;
 	int k;
 
-	a = bo_new(f, 128u << 10, 0);
-	pinned = bo_new(f, 128u << 10, UGPU_BO_PINNED);
+	a = cpu_bo_new(f, 128u << 10, 0);
+	pinned = cpu_bo_new(f, 128u << 10, UGPU_BO_PINNED);
 	assert_int_equal(ugpu_bo_map(a, (void **)&pa), 0);
 	assert_int_equal(ugpu_bo_map(pinned, (void **)&pp), 0);
 	fill(pa, words, 21);
@@ -310,8 +287,8 @@ static void test_destroy_while_asleep(void **state)
 	struct ugpu_bo *a, *b;
 	uint32_t *pa, *pb;
 
-	a = bo_new(f, 64u << 10, 0);
-	b = bo_new(f, 64u << 10, 0);
+	a = cpu_bo_new(f, 64u << 10, 0);
+	b = cpu_bo_new(f, 64u << 10, 0);
 	assert_int_equal(ugpu_bo_map(a, (void **)&pa), 0);
 	assert_int_equal(ugpu_bo_map(b, (void **)&pb), 0);
 	pa[0] = pb[0] = 5;
@@ -377,7 +354,7 @@ static void test_stress_writers_vs_cycles(void **state)
 		w[t].stop = &stop;
 		w[t].slot = t * 64; /* own cache line in every BO */
 		for (j = 0; j < ST_BOS_PER_THREAD; j++) {
-			w[t].bo[j] = bo_new(f, 16u << 10, 0);
+			w[t].bo[j] = cpu_bo_new(f, 16u << 10, 0);
 			assert_int_equal(ugpu_bo_map(w[t].bo[j], (void **)&w[t].p[j]), 0);
 		}
 	}
@@ -442,11 +419,11 @@ static void test_stress_writers_vs_cycles(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_map_write_autosuspend_touch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_bookkeeping, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_d3cold_evict_restore, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_destroy_while_asleep, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_stress_writers_vs_cycles, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_write_autosuspend_touch, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_list_bookkeeping, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_d3cold_evict_restore, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_while_asleep, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_stress_writers_vs_cycles, setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
