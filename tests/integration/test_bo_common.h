@@ -164,4 +164,100 @@ static inline enum ugpu_placement bo_where(struct ugpu_bo *bo)
 #define S UGPU_PLACEMENT_SYSTEM
 #define N UGPU_PLACEMENT_NONE
 
+/* What the reference device reads back after D3cold (docs/reference-device.md). */
+#define POISON 0xDEADBEEFDEADBEEFull
+
+/* ---- a population of BOs of every kind (suspend and logind tests) ------ */
+
+enum kind { K_KERNEL, K_USER_PINNED, K_LATE, K_NORESTORE, K_UNPINNED, K_VRAM_ONLY, K_MAPPED_PINNED,
+	    K_MAPPED_UNPINNED, K_SYSTEM_PINNED, K_NKINDS };
+
+static const struct {
+	uint32_t flags;
+	enum ugpu_placement p0, p1;
+	const char *name;
+} kinds[K_NKINDS] = {
+	[K_KERNEL] = { UGPU_BO_KERNEL | UGPU_BO_PINNED, V, N, "kernel" },
+	[K_USER_PINNED] = { UGPU_BO_PINNED, V, S, "user-pinned" },
+	[K_LATE] = { UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_PINNED, V, N, "late" },
+	[K_NORESTORE] = { UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, N, "no-restore" },
+	[K_UNPINNED] = { 0, V, S, "unpinned" },
+	[K_VRAM_ONLY] = { 0, V, N, "vram-only" },
+	[K_MAPPED_PINNED] = { UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS, V, S, "mapped-pinned" },
+	[K_MAPPED_UNPINNED] = { UGPU_BO_CPU_ACCESS, V, S, "mapped" },
+	[K_SYSTEM_PINNED] = { UGPU_BO_PINNED, S, N, "system-pinned" },
+};
+
+struct obj {
+	struct ugpu_bo *bo;
+	enum kind kind;
+	uint64_t size;
+	uint32_t seed;
+	uint8_t *map;
+};
+
+/*
+ * pop_make() - @n BOs cycling through every kind, sizes 256..768 KiB (odd
+ * ones @odd_pages pages longer), each filled with its own pattern — through
+ * its CPU mapping for the mapped kinds.
+ */
+static inline void pop_make(struct fx *f, struct obj *o, int n, uint32_t seed_base,
+			    unsigned int odd_pages)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		enum kind k = (enum kind)(i % K_NKINDS);
+
+		o[i].kind = k;
+		o[i].size = (uint64_t)(1 + i % 3) * 256 * 1024 + (i & 1 ? 4096ull * odd_pages : 0);
+		o[i].seed = seed_base + (uint32_t)i;
+		o[i].map = NULL;
+		o[i].bo = bo_new(f->dev, o[i].size, kinds[k].flags, kinds[k].p0, kinds[k].p1,
+				 kinds[k].name);
+		assert_non_null(o[i].bo);
+		if (k == K_MAPPED_PINNED || k == K_MAPPED_UNPINNED) {
+			assert_int_equal(ugpu_bo_map(o[i].bo, (void **)&o[i].map), 0);
+			pat_fill(o[i].map, o[i].size, o[i].seed);
+		} else {
+			assert_int_equal(bo_fill(o[i].bo, o[i].size, o[i].seed), 0);
+		}
+	}
+}
+
+/*
+ * pop_verify() - every BO (NULL entries skipped) holds its pattern, through
+ * read and through its mapping. NO_RESTORE BOs: with @min_discarded >= 1
+ * (after that many suspends) they must have been discarded and read the
+ * device's poison — proof that VRAM really was lost; with 0 they are not
+ * checked. Ends with the BO manager's invariant checker.
+ */
+static inline void pop_verify(struct fx *f, struct obj *o, int n, uint64_t min_discarded)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (!o[i].bo)
+			continue;
+		if (o[i].kind == K_NORESTORE) {
+			if (min_discarded) {
+				struct ugpu_bo_info info = { .size = sizeof(info) };
+				uint64_t w = 0;
+
+				assert_int_equal(ugpu_bo_query(o[i].bo, &info), 0);
+				assert_true(info.discarded >= min_discarded);
+				assert_int_equal(ugpu_bo_read(o[i].bo, 0, &w, 8), 0);
+				assert_int_equal(w, POISON);
+			}
+			continue;
+		}
+		if (bo_verify(o[i].bo, o[i].size, o[i].seed) != -1)
+			fail_msg("BO %d (%s) lost bytes at offset %lld", i, kinds[o[i].kind].name,
+				 (long long)bo_verify(o[i].bo, o[i].size, o[i].seed));
+		if (o[i].map && pat_check(o[i].map, o[i].size, o[i].seed) != -1)
+			fail_msg("BO %d (%s) mapping lost bytes", i, kinds[o[i].kind].name);
+	}
+	assert_int_equal(bo_mgr_check(f->dev, true), 0);
+}
+
 #endif

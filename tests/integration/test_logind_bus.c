@@ -49,7 +49,6 @@
 extern char **environ;
 
 #define MiB (1ull << 20)
-#define POISON 0xDEADBEEFDEADBEEFull
 #define DBUS_DAEMON "/usr/bin/dbus-daemon"
 #define WAIT_MS 10000 /* any one step: generous for the sanitizer builds */
 
@@ -598,84 +597,9 @@ static void pm_now(struct fx *f, struct ugpu_pm_stats *st, enum sim_power_state 
 	*power = ss.power;
 }
 
-/* ---- the BO population (every kind, as in test_suspend) ----------------- */
-
-enum kind { K_KERNEL, K_USER_PINNED, K_LATE, K_NORESTORE, K_UNPINNED, K_VRAM_ONLY, K_MAPPED_PINNED,
-	    K_MAPPED_UNPINNED, K_SYSTEM_PINNED, K_NKINDS };
-
-static const struct {
-	uint32_t flags;
-	enum ugpu_placement p0, p1;
-	const char *name;
-} kinds[K_NKINDS] = {
-	[K_KERNEL] = { UGPU_BO_KERNEL | UGPU_BO_PINNED, V, N, "kernel" },
-	[K_USER_PINNED] = { UGPU_BO_PINNED, V, S, "user-pinned" },
-	[K_LATE] = { UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_PINNED, V, N, "late" },
-	[K_NORESTORE] = { UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, N, "no-restore" },
-	[K_UNPINNED] = { 0, V, S, "unpinned" },
-	[K_VRAM_ONLY] = { 0, V, N, "vram-only" },
-	[K_MAPPED_PINNED] = { UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS, V, S, "mapped-pinned" },
-	[K_MAPPED_UNPINNED] = { UGPU_BO_CPU_ACCESS, V, S, "mapped" },
-	[K_SYSTEM_PINNED] = { UGPU_BO_PINNED, S, N, "system-pinned" },
-};
+/* ---- the BO population: every kind (pop_make/pop_verify, test_bo_common.h) */
 
 #define NOBJ (2 * K_NKINDS)
-
-struct obj {
-	struct ugpu_bo *bo;
-	enum kind kind;
-	uint64_t size;
-	uint32_t seed;
-	uint8_t *map;
-};
-
-static void make_population(struct fx *f, struct obj *o)
-{
-	int i;
-
-	for (i = 0; i < NOBJ; i++) {
-		enum kind k = (enum kind)(i % K_NKINDS);
-
-		o[i].kind = k;
-		o[i].size = (uint64_t)(1 + i % 3) * 256 * 1024 + (i & 1 ? 4096 * 5 : 0);
-		o[i].seed = 9100 + (uint32_t)i;
-		o[i].map = NULL;
-		o[i].bo = bo_new(f->dev, o[i].size, kinds[k].flags, kinds[k].p0, kinds[k].p1,
-				 kinds[k].name);
-		assert_non_null(o[i].bo);
-		if (k == K_MAPPED_PINNED || k == K_MAPPED_UNPINNED) {
-			assert_int_equal(ugpu_bo_map(o[i].bo, (void **)&o[i].map), 0);
-			pat_fill(o[i].map, o[i].size, o[i].seed);
-		} else {
-			assert_int_equal(bo_fill(o[i].bo, o[i].size, o[i].seed), 0);
-		}
-	}
-}
-
-static void verify_population(struct fx *f, struct obj *o, int cycles)
-{
-	int i;
-
-	for (i = 0; i < NOBJ; i++) {
-		if (o[i].kind == K_NORESTORE) {
-			struct ugpu_bo_info info = { .size = sizeof(info) };
-			uint64_t w = 0;
-
-			/* Proof that VRAM really was lost in D3cold. */
-			assert_int_equal(ugpu_bo_query(o[i].bo, &info), 0);
-			assert_true(info.discarded >= (uint64_t)cycles);
-			assert_int_equal(ugpu_bo_read(o[i].bo, 0, &w, 8), 0);
-			assert_int_equal(w, POISON);
-			continue;
-		}
-		if (bo_verify(o[i].bo, o[i].size, o[i].seed) != -1)
-			fail_msg("BO %d (%s) lost bytes at offset %lld", i, kinds[o[i].kind].name,
-				 (long long)bo_verify(o[i].bo, o[i].size, o[i].seed));
-		if (o[i].map && pat_check(o[i].map, o[i].size, o[i].seed) != -1)
-			fail_msg("BO %d (%s) mapping lost bytes", i, kinds[o[i].kind].name);
-	}
-	assert_int_equal(bo_mgr_check(f->dev, true), 0);
-}
 
 /* ---- tests -------------------------------------------------------------- */
 
@@ -704,7 +628,7 @@ static void test_sleep_cycles(void **state)
 	uint64_t cycles0;
 	int fds0, cyc, i;
 
-	make_population(f, o);
+	pop_make(f, o, NOBJ, 9100, 5);
 	pm_now(f, &st, &power);
 	assert_int_equal(st.state, UGPU_PM_ACTIVE);
 	assert_int_equal(power, SIM_POWER_D0);
@@ -759,7 +683,7 @@ static void test_sleep_cycles(void **state)
 		assert_int_equal(power, SIM_POWER_D0);
 		assert_int_equal(st.cycles, cycles0 + (uint64_t)cyc + 1);
 		assert_int_equal(st.failures, 0);
-		verify_population(f, o, cyc + 1);
+		pop_verify(f, o, NOBJ, cyc + 1);
 		assert_int_equal(held(fk), 1);
 	}
 
@@ -778,7 +702,7 @@ static void test_sleep_cycles(void **state)
 		fail_msg("%d fds open, %d before ugpu_logind_start()", count_fds(false), fds0);
 	}
 	/* The device still works with the notifier gone. */
-	verify_population(f, o, 2);
+	pop_verify(f, o, NOBJ, 2);
 	for (i = 0; i < NOBJ; i++)
 		ugpu_bo_put(o[i].bo);
 }

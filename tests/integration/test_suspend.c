@@ -13,94 +13,14 @@
 #include "integration/test_bo_common.h"
 
 #define MiB (1ull << 20)
-#define POISON 0xDEADBEEFDEADBEEFull
 
 static int setup(void **state)
 {
 	return fx_setup_vram(state, 32 * MiB);
 }
 
-enum kind { K_KERNEL, K_USER_PINNED, K_LATE, K_NORESTORE, K_UNPINNED, K_VRAM_ONLY, K_MAPPED_PINNED,
-	    K_MAPPED_UNPINNED, K_SYSTEM_PINNED, K_NKINDS };
-
-struct obj {
-	struct ugpu_bo *bo;
-	enum kind kind;
-	uint64_t size;
-	uint32_t seed;
-	uint8_t *map;
-};
-
-static const struct {
-	uint32_t flags;
-	enum ugpu_placement p0, p1;
-	const char *name;
-} kinds[K_NKINDS] = {
-	[K_KERNEL] = { UGPU_BO_KERNEL | UGPU_BO_PINNED, V, N, "kernel" },
-	[K_USER_PINNED] = { UGPU_BO_PINNED, V, S, "user-pinned" },
-	[K_LATE] = { UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_PINNED, V, N, "late" },
-	[K_NORESTORE] = { UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, N, "no-restore" },
-	[K_UNPINNED] = { 0, V, S, "unpinned" },
-	[K_VRAM_ONLY] = { 0, V, N, "vram-only" },
-	[K_MAPPED_PINNED] = { UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS, V, S, "mapped-pinned" },
-	[K_MAPPED_UNPINNED] = { UGPU_BO_CPU_ACCESS, V, S, "mapped" },
-	[K_SYSTEM_PINNED] = { UGPU_BO_PINNED, S, N, "system-pinned" },
-};
-
 #define NOBJ 27 /* 3 of each kind */
 
-static void make_population(struct fx *f, struct obj *o, int n)
-{
-	int i;
-
-	for (i = 0; i < n; i++) {
-		enum kind k = (enum kind)(i % K_NKINDS);
-
-		o[i].kind = k;
-		o[i].size = (uint64_t)(1 + i % 3) * 256 * 1024 + (i & 1 ? 4096 * 3 : 0);
-		o[i].seed = 7000 + (uint32_t)i;
-		o[i].map = NULL;
-		o[i].bo = bo_new(f->dev, o[i].size, kinds[k].flags, kinds[k].p0, kinds[k].p1,
-				 kinds[k].name);
-		assert_non_null(o[i].bo);
-		if (k == K_MAPPED_PINNED || k == K_MAPPED_UNPINNED) {
-			assert_int_equal(ugpu_bo_map(o[i].bo, (void **)&o[i].map), 0);
-			pat_fill(o[i].map, o[i].size, o[i].seed); /* through the mapping */
-		} else {
-			assert_int_equal(bo_fill(o[i].bo, o[i].size, o[i].seed), 0);
-		}
-	}
-}
-
-/* Every BO except NO_RESTORE ones holds its pattern; NO_RESTORE ones in
- * VRAM hold the device's poison (proof that VRAM really was lost). */
-static void verify_population(struct fx *f, struct obj *o, int n, bool after_resume)
-{
-	int i;
-
-	for (i = 0; i < n; i++) {
-		if (!o[i].bo)
-			continue;
-		if (o[i].kind == K_NORESTORE) {
-			if (after_resume) {
-				struct ugpu_bo_info info = { .size = sizeof(info) };
-				uint64_t w = 0;
-
-				assert_int_equal(ugpu_bo_query(o[i].bo, &info), 0);
-				assert_true(info.discarded >= 1);
-				assert_int_equal(ugpu_bo_read(o[i].bo, 0, &w, 8), 0);
-				assert_int_equal(w, POISON);
-			}
-			continue;
-		}
-		if (bo_verify(o[i].bo, o[i].size, o[i].seed) != -1)
-			fail_msg("BO %d (%s) lost bytes at offset %lld", i, kinds[o[i].kind].name,
-				 (long long)bo_verify(o[i].bo, o[i].size, o[i].seed));
-		if (o[i].map)
-			assert_int_equal(pat_check(o[i].map, o[i].size, o[i].seed), -1);
-	}
-	assert_int_equal(bo_mgr_check(f->dev, true), 0);
-}
 
 static void free_population(struct obj *o, int n)
 {
@@ -184,8 +104,8 @@ static void test_full_cycle(void **state)
 
 	memset(phases_seen, 0, sizeof(phases_seen));
 	assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
-	make_population(f, o, NOBJ);
-	verify_population(f, o, NOBJ, false);
+	pop_make(f, o, NOBJ, 7000, 3);
+	pop_verify(f, o, NOBJ, 0);
 
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	assert_state(f, UGPU_PM_PREPARED);
@@ -223,7 +143,7 @@ static void test_full_cycle(void **state)
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
 	assert_state(f, UGPU_PM_ACTIVE);
 	assert_power(f, SIM_POWER_D0);
-	verify_population(f, o, NOBJ, true);
+	pop_verify(f, o, NOBJ, 1);
 	bo_mgr_get_stats(f->dev, &ms);
 	assert_int_equal(ms.backups, 0);
 	/* Mappings still work both ways, and follow moves. */
@@ -245,7 +165,7 @@ static void test_full_cycle(void **state)
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	assert_power(f, SIM_POWER_D3COLD);
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
-	verify_population(f, o, NOBJ, true);
+	pop_verify(f, o, NOBJ, 1);
 	check_engines(f);
 	free_population(o, NOBJ);
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);
@@ -333,7 +253,7 @@ static void race_one(struct fx *f, bool during_suspend)
 	pthread_t th;
 	int i;
 
-	make_population(f, keep, 9);
+	pop_make(f, keep, 9, 7000, 3);
 	for (i = 0; i < NRACE; i++) {
 		r.bo[i] = bo_new(f->dev, 128 * 1024, UGPU_BO_PINNED, V, S, "racer");
 		assert_non_null(r.bo[i]);
@@ -358,7 +278,7 @@ static void race_one(struct fx *f, bool during_suspend)
 		assert_false(info.has_backup);
 		ugpu_bo_put(r.bo[i]);
 	}
-	verify_population(f, keep, 9, true);
+	pop_verify(f, keep, 9, 1);
 	free_population(keep, 9);
 	{
 		struct bo_mgr_stats ms;
@@ -394,7 +314,7 @@ static void test_copy_failure_in_suspend(void **state)
 	struct obj o[NOBJ];
 	int n;
 
-	make_population(f, o, NOBJ);
+	pop_make(f, o, NOBJ, 7000, 3);
 	for (n = 1; n <= 3; n++) {
 		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 		/* the n-th blitter descriptor of the suspend fails */
@@ -404,12 +324,12 @@ static void test_copy_failure_in_suspend(void **state)
 		assert_state(f, UGPU_PM_PREPARED);
 		assert_power(f, SIM_POWER_D0);
 		assert_int_equal(bo_mgr_check(f->dev, true), 0);
-		verify_population(f, o, NOBJ, false);
+		pop_verify(f, o, NOBJ, 0);
 		check_engines(f);
 		/* retry works */
 		assert_int_equal(ugpu_device_suspend(f->dev), 0);
 		assert_int_equal(ugpu_device_resume(f->dev), 0);
-		verify_population(f, o, NOBJ, true);
+		pop_verify(f, o, NOBJ, 1);
 	}
 	/* without prepare too; cancel then frees nothing more */
 	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, 2, false), 0);
@@ -422,7 +342,7 @@ static void test_copy_failure_in_suspend(void **state)
 		bo_mgr_get_stats(f->dev, &ms);
 		assert_int_equal(ms.backups, 0);
 	}
-	verify_population(f, o, NOBJ, false);
+	pop_verify(f, o, NOBJ, 0);
 	check_engines(f);
 	free_population(o, NOBJ);
 }
@@ -434,14 +354,14 @@ static void test_alloc_failure(void **state)
 	struct obj o[NOBJ];
 	int n;
 
-	make_population(f, o, NOBJ);
+	pop_make(f, o, NOBJ, 7000, 3);
 	for (n = 1; n <= 4; n++) {
 		bo_mgr_inject_backup_failure(f->dev, (unsigned long)n, false);
 		assert_int_equal(ugpu_device_suspend_prepare(f->dev), -ENOMEM);
 		assert_state(f, UGPU_PM_ACTIVE);
 		bo_mgr_get_stats(f->dev, &ms);
 		assert_int_equal(ms.backups, 0);
-		verify_population(f, o, NOBJ, false);
+		pop_verify(f, o, NOBJ, 0);
 	}
 	/* in the suspend window (no prepare) */
 	bo_mgr_inject_backup_failure(f->dev, 3, false);
@@ -450,7 +370,7 @@ static void test_alloc_failure(void **state)
 	assert_power(f, SIM_POWER_D0);
 	bo_mgr_get_stats(f->dev, &ms);
 	assert_int_equal(ms.backups, 0);
-	verify_population(f, o, NOBJ, false);
+	pop_verify(f, o, NOBJ, 0);
 	/* after a prepare that succeeded, a BO pinned later misses its backup
 	 * and its allocation fails in the window: prepared backups stay */
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
@@ -474,7 +394,7 @@ static void test_alloc_failure(void **state)
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
-	verify_population(f, o, NOBJ, true);
+	pop_verify(f, o, NOBJ, 1);
 	free_population(o, NOBJ);
 }
 
@@ -483,7 +403,7 @@ static void test_wake_failure(void **state)
 	struct fx *f = *state;
 	struct obj o[NOBJ];
 
-	make_population(f, o, NOBJ);
+	pop_make(f, o, NOBJ, 7000, 3);
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_WAKE, 1, false), 0);
@@ -491,14 +411,14 @@ static void test_wake_failure(void **state)
 	assert_state(f, UGPU_PM_SUSPENDED);
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
-	verify_population(f, o, NOBJ, true);
+	pop_verify(f, o, NOBJ, 1);
 	check_engines(f);
 	/* a blitter failure during restore falls back to the CPU */
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, 1, false), 0);
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
 	sim_inject_clear(f->sim, 0);
-	verify_population(f, o, NOBJ, true);
+	pop_verify(f, o, NOBJ, 1);
 	check_engines(f);
 	free_population(o, NOBJ);
 }
