@@ -3,7 +3,8 @@
  * CPU mappings that follow a buffer object (see cpu_map.h and
  * docs/cpu-mappings.md). The invariant everything rests on: the range of a
  * map is, at every instant, either a mapping of the backing the owner last
- * resolved, or an anonymous placeholder registered with our userfaultfd. It
+ * resolved (possibly registered with our userfaultfd and emptied: released
+ * in place), or an anonymous placeholder registered with our userfaultfd. It
  * is never an unregistered anonymous mapping, because a store into one of
  * those lands on a throw-away page and is silently lost.
  */
@@ -94,6 +95,8 @@ struct cpu_map {
  * Locking: @lock protects the map list (@maps) and @nmaps. The counters are
  * atomics (relaxed: they are statistics, not synchronisation). Everything
  * else is immutable between create and destroy.
+ * @release_in_place: the kernel has UFFD_FEATURE_MINOR_SHMEM and the
+ *           options did not ask for release by invalidation.
  */
 struct cpu_map_mgr {
 	struct ugpu_context *ctx;
@@ -103,13 +106,14 @@ struct cpu_map_mgr {
 	uint64_t features;
 	unsigned int block_timeout_ms;
 	size_t page;
+	bool release_in_place;
 
 	pthread_mutex_t lock;
 	struct cpu_map *maps;
 	uint64_t nmaps;
 
 	atomic_uint_fast64_t fault_events, faults, stale_faults, parked_faults;
-	atomic_uint_fast64_t invalidations, errors, block_timeouts, remap_events;
+	atomic_uint_fast64_t invalidations, errors, block_timeouts, remap_events, releases;
 	atomic_uint_fast64_t mapped_bytes;
 };
 
@@ -147,6 +151,7 @@ const char *cpu_map_state_name(enum cpu_map_state state)
 	case CPU_MAP_INVALIDATING: return "invalidating";
 	case CPU_MAP_ERROR: return "error";
 	case CPU_MAP_DEAD: return "dead";
+	case CPU_MAP_RELEASED: return "released";
 	}
 	return "?";
 }
@@ -187,11 +192,11 @@ static int uffd_probe_features(uint64_t *avail)
 	return ret;
 }
 
-static int uffd_register(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
+static int uffd_register(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len, uint64_t mode)
 {
 	struct uffdio_register reg = {
 		.range = { .start = addr, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = mode,
 	};
 
 	return ioctl(mgr->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
@@ -225,7 +230,7 @@ static uintptr_t placeholder_new(struct cpu_map_mgr *mgr, size_t size, int *err)
 		*err = -errno;
 		goto out_unmap;
 	}
-	*err = uffd_register(mgr, (uintptr_t)p, size);
+	*err = uffd_register(mgr, (uintptr_t)p, size, UFFDIO_REGISTER_MODE_MISSING);
 	if (*err < 0)
 		goto out_unmap;
 	return (uintptr_t)p;
@@ -335,6 +340,34 @@ static void map_backing(struct cpu_map *map)
 	stat_add(&mgr->faults, 1);
 }
 
+/*
+ * Give a range released in place back to the CPU. Unregistering wakes the
+ * threads waiting in a fault on it (the kernel does so for missing-mode
+ * ranges, so that nobody hangs on a range that stopped being tracked); they
+ * retry on the backing's own mapping, which never went away. Should the
+ * unregister fail, the backing is mapped over the range instead (the
+ * caller's wake then does the waking). Map lock held, state RELEASED.
+ * Returns whether the waiters were woken.
+ */
+static bool map_unrelease(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr = map->mgr;
+	struct uffdio_range r = { .start = map->addr, .len = map->size };
+
+	if (ioctl(mgr->uffd, UFFDIO_UNREGISTER, &r) == 0) {
+		map->state = CPU_MAP_MAPPED;
+		map->faults++;
+		stat_add(&mgr->faults, 1);
+		return true;
+	}
+	log_warn(mgr->ctx, "cpu_map: object '%s': unregistering the released range failed: %d; mapping it again",
+		 map->name, -errno);
+	stat_sub(&mgr->mapped_bytes, map->mapped);
+	map->mapped = 0;
+	map_backing(map);
+	return false;
+}
+
 static void map_park(struct cpu_map *map)
 {
 	if (!map->parked++)
@@ -348,7 +381,7 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	uintptr_t addr;
 	size_t size;
 	struct cpu_map *map;
-	bool begun = false, stale = false;
+	bool begun = false, stale = false, woken = false;
 	int begin_err = 0;
 
 	stat_add(&mgr->fault_events, 1);
@@ -379,7 +412,7 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			map_park(map);
 			break;
 		}
-		if (map->state != CPU_MAP_UNMAPPED) {
+		if (map->state != CPU_MAP_UNMAPPED && map->state != CPU_MAP_RELEASED) {
 			/* MAPPED: several threads faulted at once and an earlier
 			 * message mapped it. ERROR: the range is poisoned and the
 			 * retry gets SIGBUS. DEAD: SIGSEGV after destroy. */
@@ -409,7 +442,24 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			}
 			continue; /* the state may have changed meanwhile */
 		}
-		map_backing(map);
+		if (map->state == CPU_MAP_RELEASED) {
+			/* Unregistering wakes the faulting thread, and it must
+			 * not run before fault_end (a test that touches, then
+			 * suspends, would find the device still referenced). So
+			 * fault_end runs first, under the map lock: a suspend
+			 * that starts now releases this map again, which waits
+			 * for this lock, so the thread's access lands before
+			 * that release or faults again. */
+			if (begun) {
+				map->ops->fault_end(map->owner);
+				begun = false;
+				if (!--map->inflight)
+					pthread_cond_broadcast(&map->idle);
+			}
+			woken = map_unrelease(map);
+		} else {
+			map_backing(map);
+		}
 		break;
 	}
 	if (begun) {
@@ -423,7 +473,8 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	/* @map may be freed from here on; only the copies are used. */
 	if (stale)
 		stat_add(&mgr->stale_faults, 1);
-	uffd_wake(mgr, addr, size);
+	if (!woken)
+		uffd_wake(mgr, addr, size);
 }
 
 /* A fault waiting on a blocked map for too long gets SIGBUS: the owner's
@@ -537,7 +588,8 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 	long page = sysconf(_SC_PAGESIZE);
 	int ret;
 
-	if (!out || (opts && opts->size < sizeof(size_t) + sizeof(unsigned int))) {
+	if (!out || (opts && opts->size < offsetof(struct cpu_map_mgr_opts, block_timeout_ms) +
+					      sizeof(opts->block_timeout_ms))) {
 		log_err(ctx, "cpu_map: bad manager arguments (out %p, opts size %zu)", (void *)out,
 			opts ? opts->size : 0);
 		return -EINVAL;
@@ -566,6 +618,14 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 	 * would wait for the handler to read the event - a self-deadlock. */
 	mgr->features = UFFD_FEATURE_EVENT_REMAP |
 			(avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON));
+	/* MINOR_SHMEM: release in place (cpu_map_release()). */
+	if ((avail & UFFD_FEATURE_MINOR_SHMEM) &&
+	    !(opts && opts->size >= offsetof(struct cpu_map_mgr_opts, release_by_invalidate) +
+					    sizeof(opts->release_by_invalidate) &&
+	      opts->release_by_invalidate)) {
+		mgr->features |= UFFD_FEATURE_MINOR_SHMEM;
+		mgr->release_in_place = true;
+	}
 	mgr->uffd = uffd_open();
 	if (mgr->uffd < 0) {
 		ret = mgr->uffd;
@@ -654,6 +714,7 @@ void cpu_map_mgr_stats(struct cpu_map_mgr *mgr, struct cpu_map_stats *out)
 	out->errors = atomic_load(&mgr->errors);
 	out->block_timeouts = atomic_load(&mgr->block_timeouts);
 	out->remap_events = atomic_load(&mgr->remap_events);
+	out->releases = atomic_load(&mgr->releases);
 	out->mapped_bytes = atomic_load(&mgr->mapped_bytes);
 	out->features = mgr->features;
 }
@@ -787,6 +848,69 @@ int cpu_map_invalidate(struct cpu_map *map)
 		return -EDEADLK;
 	pthread_mutex_lock(&map->op_lock);
 	ret = map_invalidate_locked(map);
+	pthread_mutex_unlock(&map->op_lock);
+	return ret;
+}
+
+/*
+ * Register the backing's own mapping in missing + minor mode, then zap its
+ * page-table entries: from the registration on, an access to a page that is
+ * not mapped faults to the handler (present shmem pages as minor faults,
+ * holes as missing ones), which waits for the map lock we hold; stores before
+ * the zap are in the backing. MADV_DONTNEED does not wait for the handler:
+ * EVENT_REMOVE is off. Map lock held, state MAPPED. Returns 0, or -errno with
+ * the range still MAPPED and unregistered (-EINVAL: a backing userfaultfd
+ * cannot register, such as a vfio-pci BAR).
+ */
+static int map_release_in_place(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr = map->mgr;
+	struct uffdio_range r = { .start = map->addr, .len = map->size };
+	int ret;
+
+	ret = uffd_register(mgr, map->addr, map->size,
+			    UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
+	if (ret < 0)
+		return ret;
+	if (madvise((void *)map->addr, map->size, MADV_DONTNEED) < 0) {
+		ret = -errno;
+		if (ioctl(mgr->uffd, UFFDIO_UNREGISTER, &r) < 0)
+			log_err(mgr->ctx, "cpu_map: object '%s': unregistering after a failed release failed: %d",
+				map->name, -errno);
+		return ret;
+	}
+	map->state = CPU_MAP_RELEASED;
+	return 0;
+}
+
+int cpu_map_release(struct cpu_map *map)
+{
+	struct cpu_map_mgr *mgr;
+	int ret = -EOPNOTSUPP;
+
+	if (!map)
+		return -EINVAL;
+	mgr = map->mgr;
+	if (on_handler_thread(mgr))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&map->lock);
+	if (map->state == CPU_MAP_UNMAPPED || map->state == CPU_MAP_RELEASED) {
+		pthread_mutex_unlock(&map->lock);
+		pthread_mutex_unlock(&map->op_lock);
+		return 0;
+	}
+	if (map->state == CPU_MAP_MAPPED && mgr->release_in_place) {
+		ret = map_release_in_place(map);
+		if (ret < 0 && ret != -EINVAL)
+			log_warn(mgr->ctx, "cpu_map: object '%s': release in place failed: %d; invalidating",
+				 map->name, ret);
+	}
+	pthread_mutex_unlock(&map->lock);
+	if (ret == 0)
+		stat_add(&mgr->releases, 1);
+	else
+		ret = map_invalidate_locked(map);
 	pthread_mutex_unlock(&map->op_lock);
 	return ret;
 }

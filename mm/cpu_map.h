@@ -21,6 +21,15 @@
  * thread has read the REMAP event; that is why the handler thread itself may
  * never invalidate).
  *
+ * Release (cpu_map_release()) is the lighter step runtime PM needs: the
+ * object stays where it is, only the CPU must stop reaching it until the next
+ * fault has woken the device. When the backing is a shmem file (a memfd, the
+ * reference device's VRAM BAR), the backing's own mapping is registered in
+ * missing + minor mode and its page-table entries are zapped: the next access
+ * faults, the handler calls fault_begin and unregisters the range, and the
+ * faulting thread continues on the same mapping - no mmap() on the fault path.
+ * Other backings (a vfio-pci BAR cannot be registered) are invalidated.
+ *
  * Threading: every function may be called from any thread EXCEPT the
  * manager's handler thread (i.e. from inside an owner callback), where the
  * calls that change mappings return -EDEADLK instead of deadlocking.
@@ -76,8 +85,12 @@ struct cpu_map_extent {
  *           takes a device-awake reference here (and may wake the device,
  *           bounded). A negative return is handled like a @resolve failure.
  * @fault_end: may be NULL. Called once after every @fault_begin that
- *           returned 0, when the mapping is in place (or failed); drops what
- *           @fault_begin took. No cpu_map lock held.
+ *           returned 0, when the mapping is in place (or failed), before the
+ *           faulting thread is woken; drops what @fault_begin took. No
+ *           cpu_map lock held, except for a range released in place
+ *           (cpu_map_release()), where it runs under the map's lock just
+ *           before the range is given back: it must not wait for anything
+ *           that a caller of cpu_map_release() may hold.
  */
 struct cpu_map_owner_ops {
 	int (*resolve)(void *owner, uint64_t offset, struct cpu_map_extent *ext);
@@ -91,16 +104,23 @@ struct cpu_map_owner_ops {
  * @block_timeout_ms: how long a fault may wait for a blocked map
  *           (cpu_map_block()) before the faulting thread gets SIGBUS and an
  *           error naming the object is logged; 0 means 10000.
+ * @release_by_invalidate: make cpu_map_release() always invalidate, as it
+ *           must for backings userfaultfd cannot register (tests use it to
+ *           run that path on memfds).
  */
 struct cpu_map_mgr_opts {
 	size_t size;
 	unsigned int block_timeout_ms;
+	bool release_by_invalidate;
 };
 
 /*
  * enum cpu_map_state - what a map's range currently is (cpu_map_query()).
  * @CPU_MAP_UNMAPPED: a registered placeholder: the next access faults.
  * @CPU_MAP_MAPPED: the backing the owner last resolved is mapped.
+ * @CPU_MAP_RELEASED: released in place (cpu_map_release()): the backing's
+ *           mapping is there but registered and empty, so the next access
+ *           faults; the backing has not changed since it was mapped.
  * @CPU_MAP_INVALIDATING: a placeholder is being swapped in; faults wait.
  * @CPU_MAP_ERROR: resolving failed (or a blocked fault timed out): accesses
  *           outside what was mapped get SIGBUS until the next invalidate or
@@ -113,6 +133,7 @@ enum cpu_map_state {
 	CPU_MAP_INVALIDATING,
 	CPU_MAP_ERROR,
 	CPU_MAP_DEAD,
+	CPU_MAP_RELEASED,
 };
 
 /*
@@ -127,6 +148,8 @@ enum cpu_map_state {
  * @errors: failed resolves, failed mmaps and block timeouts.
  * @block_timeouts: the subset of @errors that were block timeouts.
  * @remap_events: REMAP messages read (one per invalidation).
+ * @releases: cpu_map_release() calls that released a mapping in place
+ *           (the others invalidated and count in @invalidations).
  * @mapped_bytes: bytes of backing currently mapped, all maps.
  * @features: the userfaultfd features in use (UFFD_FEATURE_*).
  */
@@ -140,6 +163,7 @@ struct cpu_map_stats {
 	uint64_t errors;
 	uint64_t block_timeouts;
 	uint64_t remap_events;
+	uint64_t releases;
 	uint64_t mapped_bytes;
 	uint64_t features;
 };
@@ -217,6 +241,25 @@ int cpu_map_create(struct cpu_map_mgr *mgr, const struct cpu_map_owner_ops *ops,
  * for as long as an owner callback runs.
  */
 int cpu_map_invalidate(struct cpu_map *map);
+
+/*
+ * cpu_map_release() - stop CPU accesses to the current backing until the next
+ * fault, without changing the backing (runtime PM before the device sleeps).
+ *
+ * When this returns 0, every store made through the range before or during
+ * the call is in the backing, and the next access faults and runs
+ * @fault_begin before it continues. For a shmem backing the mapping is
+ * released in place (missing + minor registration, MADV_DONTNEED) and the
+ * fault only unregisters it; otherwise, or with
+ * cpu_map_mgr_opts.release_by_invalidate, this is cpu_map_invalidate(). The
+ * owner must not change the placement without cpu_map_block() (which replaces
+ * a released mapping like a mapped one). A no-op when nothing is mapped.
+ *
+ * Returns: as cpu_map_invalidate().
+ * Context: as cpu_map_invalidate(); the in-place release does not wait for
+ * the handler thread.
+ */
+int cpu_map_release(struct cpu_map *map);
 
 /*
  * cpu_map_block() - invalidate, and hold faults on the range until

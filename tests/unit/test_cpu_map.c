@@ -15,7 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/userfaultfd.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,9 +130,13 @@ static uint64_t ms_since(const struct timespec *t0)
 	       (uint64_t)((t1.tv_nsec - t0->tv_nsec) / 1000000);
 }
 
-static struct cpu_map_mgr *mgr_new(unsigned int block_timeout_ms)
+static struct cpu_map_mgr *mgr_new_opts(unsigned int block_timeout_ms, bool release_by_invalidate)
 {
-	struct cpu_map_mgr_opts opts = { .size = sizeof(opts), .block_timeout_ms = block_timeout_ms };
+	struct cpu_map_mgr_opts opts = {
+		.size = sizeof(opts),
+		.block_timeout_ms = block_timeout_ms,
+		.release_by_invalidate = release_by_invalidate,
+	};
 	struct cpu_map_mgr *mgr = NULL;
 	int ret = cpu_map_mgr_create(NULL, &opts, &mgr);
 
@@ -138,6 +146,11 @@ static struct cpu_map_mgr *mgr_new(unsigned int block_timeout_ms)
 	}
 	assert_int_equal(ret, 0);
 	return mgr;
+}
+
+static struct cpu_map_mgr *mgr_new(unsigned int block_timeout_ms)
+{
+	return mgr_new_opts(block_timeout_ms, false);
 }
 
 static void test_args(void **state)
@@ -155,8 +168,10 @@ static void test_args(void **state)
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, 0, "x", &map, &addr), -EINVAL);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, 100, "x", &map, &addr), 0);
 	assert_int_equal(cpu_map_unblock(map), -EINVAL);
-	/* nothing mapped yet: invalidate is a no-op */
+	/* nothing mapped yet: invalidate and release are no-ops */
 	assert_int_equal(cpu_map_invalidate(map), 0);
+	assert_int_equal(cpu_map_release(map), 0);
+	assert_int_equal(cpu_map_release(NULL), -EINVAL);
 	assert_int_equal(cpu_map_destroy(map), 0);
 	cpu_map_mgr_destroy(mgr);
 }
@@ -309,6 +324,39 @@ static void *race_writer_main(void *arg)
 	return NULL;
 }
 
+/* Start RACE_WRITERS writers, each on its own slot of the range at @p. */
+static void race_writers_start(struct race_writer *w, uint8_t *p, atomic_bool *stop)
+{
+	unsigned int i;
+
+	for (i = 0; i < RACE_WRITERS; i++) {
+		w[i] = (struct race_writer){ .stop = stop };
+		w[i].slot = (volatile uint64_t *)(p + (i % RACE_PAGES) * PAGE + (i / RACE_PAGES) * 64);
+		assert_int_equal(pthread_create(&w[i].thread, NULL, race_writer_main, &w[i]), 0);
+	}
+}
+
+/* Stop them; every writer's last store must be in @fd, none lost on the way. */
+static void race_writers_stop_check(struct race_writer *w, atomic_bool *stop, int fd)
+{
+	unsigned int i;
+
+	atomic_store(stop, true);
+	for (i = 0; i < RACE_WRITERS; i++)
+		assert_int_equal(pthread_join(w[i].thread, NULL), 0);
+	for (i = 0; i < RACE_WRITERS; i++) {
+		uint64_t final;
+		off_t off = (off_t)((i % RACE_PAGES) * PAGE + (i / RACE_PAGES) * 64);
+
+		assert_int_equal(pread(fd, &final, sizeof(final), off), (ssize_t)sizeof(final));
+		if (w[i].bad || final != w[i].last)
+			fail_msg("writer %u: %llu lost stores (first re-read %llu), last %llu, backing has %llu",
+				 i, (unsigned long long)w[i].bad, (unsigned long long)w[i].bad_seen,
+				 (unsigned long long)w[i].last, (unsigned long long)final);
+		assert_true(w[i].last > 0);
+	}
+}
+
 static void test_race_move_vs_writes(void **state)
 {
 	const size_t size = RACE_PAGES * PAGE;
@@ -320,16 +368,12 @@ static void test_race_move_vs_writes(void **state)
 	struct timespec t0;
 	atomic_bool stop = false;
 	uint8_t *p;
-	unsigned int cycles = 0, i;
+	unsigned int cycles = 0;
 
 	(void)state;
 	ow.fd = memfd_new(size);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-race", &map, (void **)&p), 0);
-	for (i = 0; i < RACE_WRITERS; i++) {
-		w[i] = (struct race_writer){ .stop = &stop };
-		w[i].slot = (volatile uint64_t *)(p + (i % RACE_PAGES) * PAGE + (i / RACE_PAGES) * 64);
-		assert_int_equal(pthread_create(&w[i].thread, NULL, race_writer_main, &w[i]), 0);
-	}
+	race_writers_start(w, p, &stop);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* thousands of moves, capped in time for slow (sanitizer) builds */
 	while (cycles < 3000 && ms_since(&t0) < 6000) {
@@ -352,21 +396,7 @@ static void test_race_move_vs_writes(void **state)
 		close(old);
 		cycles++;
 	}
-	atomic_store(&stop, true);
-	for (i = 0; i < RACE_WRITERS; i++)
-		assert_int_equal(pthread_join(w[i].thread, NULL), 0);
-
-	for (i = 0; i < RACE_WRITERS; i++) {
-		uint64_t final;
-		off_t off = (off_t)((i % RACE_PAGES) * PAGE + (i / RACE_PAGES) * 64);
-
-		assert_int_equal(pread(ow.fd, &final, sizeof(final), off), (ssize_t)sizeof(final));
-		if (w[i].bad || final != w[i].last)
-			fail_msg("writer %u: %llu lost stores (first re-read %llu), last %llu, backing has %llu",
-				 i, (unsigned long long)w[i].bad, (unsigned long long)w[i].bad_seen,
-				 (unsigned long long)w[i].last, (unsigned long long)final);
-		assert_true(w[i].last > 0);
-	}
+	race_writers_stop_check(w, &stop, ow.fd);
 	cpu_map_mgr_stats(mgr, &st);
 	print_message("race: %u moves, %llu faults, %llu parked, %llu stale\n", cycles,
 		      (unsigned long long)st.faults, (unsigned long long)st.parked_faults,
@@ -788,6 +818,249 @@ static void test_invalidate_while_handler_busy(void **state)
 	cpu_map_mgr_destroy(mgr);
 }
 
+/* --- release (runtime PM) ------------------------------------------------ */
+
+static enum cpu_map_state map_state(struct cpu_map *map)
+{
+	struct cpu_map_info info;
+
+	cpu_map_query(map, &info);
+	return info.state;
+}
+
+/*
+ * Release in place on a memfd: the mapping stays, every access faults once
+ * (fault_begin runs: the device would wake) and continues on the same
+ * backing - for a present page and for a hole alike. A move after a release
+ * replaces the released mapping like a mapped one.
+ */
+static void test_release_in_place(void **state)
+{
+	const size_t size = 4 * PAGE;
+	struct cpu_map_mgr *mgr = mgr_new(0);
+	struct owner ow = { 0 };
+	struct cpu_map_stats st;
+	struct cpu_map *map;
+	uint8_t *p, v;
+	int nfd, old;
+
+	(void)state;
+	ow.fd = memfd_new(size);
+	fd_fill(ow.fd, 3 * PAGE, 5); /* the last page stays a hole */
+	assert_int_equal(cpu_map_create(mgr, &hooked_ops, &ow, size, "bo-rel", &map, (void **)&p), 0);
+	assert_mem_eq_fd(p, ow.fd, size);
+	assert_int_equal(atomic_load(&ow.begins), 1);
+
+	assert_int_equal(cpu_map_release(map), 0);
+	assert_int_equal(map_state(map), CPU_MAP_RELEASED);
+	assert_int_equal(cpu_map_release(map), 0); /* no-op */
+	cpu_map_mgr_stats(mgr, &st);
+	assert_true(st.features & UFFD_FEATURE_MINOR_SHMEM);
+	assert_int_equal(st.releases, 1);
+	assert_int_equal(st.invalidations, 0);
+	assert_int_equal(st.mapped_bytes, size); /* the mapping is still there */
+
+	/* A read of a present page faults, wakes, and sees the backing. */
+	assert_mem_eq_fd(p, ow.fd, size);
+	assert_int_equal(atomic_load(&ow.begins), 2);
+	assert_int_equal(atomic_load(&ow.ends), 2);
+	assert_int_equal(map_state(map), CPU_MAP_MAPPED);
+
+	/* A store into the hole faults too and lands in the backing. */
+	assert_int_equal(cpu_map_release(map), 0);
+	p[3 * PAGE + 5] = 0xa7;
+	assert_int_equal(atomic_load(&ow.begins), 3);
+	assert_int_equal(pread(ow.fd, &v, 1, 3 * PAGE + 5), 1);
+	assert_int_equal(v, 0xa7);
+
+	/* Released, then moved: the next touch maps the new backing. */
+	assert_int_equal(cpu_map_release(map), 0);
+	nfd = memfd_new(size);
+	old = ow.fd;
+	assert_int_equal(cpu_map_block(map), 0);
+	assert_int_equal(map_state(map), CPU_MAP_UNMAPPED);
+	fd_copy(nfd, old, size);
+	ow.fd = nfd;
+	assert_int_equal(cpu_map_unblock(map), 0);
+	p[PAGE] = (uint8_t)~p[PAGE];
+	assert_mem_eq_fd(p, nfd, size);
+	assert_int_equal(pread(old, &v, 1, PAGE), 1);
+	assert_int_not_equal(v, p[PAGE]); /* the old backing is left alone */
+	cpu_map_mgr_stats(mgr, &st);
+	assert_int_equal(st.releases, 3);
+	assert_int_equal(st.invalidations, 1);
+	assert_int_equal(st.errors, 0);
+
+	/* Destroyed while released: nothing leaks (ASan). */
+	assert_int_equal(cpu_map_release(map), 0);
+	assert_int_equal(cpu_map_destroy(map), 0);
+	cpu_map_mgr_stats(mgr, &st);
+	assert_int_equal(st.mapped_bytes, 0);
+	close(old);
+	close(nfd);
+	cpu_map_mgr_destroy(mgr);
+}
+
+/* Release where the backing cannot be registered in place (forced by the
+ * option, and with a file on a disk file system when the working directory
+ * is on one): the mapping is invalidated instead, with the same outcome for
+ * the CPU. */
+static void release_by_invalidation(struct cpu_map_mgr *mgr, int fd, size_t size)
+{
+	struct owner ow = { .fd = fd };
+	struct cpu_map_stats st;
+	struct cpu_map *map;
+	uint8_t *p;
+
+	fd_fill(fd, size, 9);
+	assert_int_equal(cpu_map_create(mgr, &hooked_ops, &ow, size, "bo-inv", &map, (void **)&p), 0);
+	assert_mem_eq_fd(p, fd, size);
+	assert_int_equal(cpu_map_release(map), 0);
+	assert_int_equal(map_state(map), CPU_MAP_UNMAPPED);
+	cpu_map_mgr_stats(mgr, &st);
+	assert_int_equal(st.releases, 0);
+	assert_int_equal(st.invalidations, 1);
+	p[7] = 0x3c;
+	assert_int_equal(atomic_load(&ow.begins), 2);
+	assert_mem_eq_fd(p, fd, size);
+	assert_int_equal(cpu_map_destroy(map), 0);
+}
+
+static void test_release_by_invalidation_option(void **state)
+{
+	struct cpu_map_mgr *mgr = mgr_new_opts(0, true);
+	struct cpu_map_stats st;
+	int fd = memfd_new(2 * PAGE);
+
+	(void)state;
+	cpu_map_mgr_stats(mgr, &st);
+	assert_false(st.features & UFFD_FEATURE_MINOR_SHMEM);
+	release_by_invalidation(mgr, fd, 2 * PAGE);
+	close(fd);
+	cpu_map_mgr_destroy(mgr);
+}
+
+static void test_release_non_shmem_falls_back(void **state)
+{
+	struct cpu_map_mgr *mgr;
+	struct statfs sfs;
+	int fd;
+
+	(void)state;
+	fd = open(".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 || fstatfs(fd, &sfs) || sfs.f_type == TMPFS_MAGIC) {
+		if (fd >= 0)
+			close(fd);
+		skip(); /* needs a working directory on a disk file system */
+	}
+	assert_int_equal(ftruncate(fd, 2 * PAGE), 0);
+	mgr = mgr_new(0);
+	release_by_invalidation(mgr, fd, 2 * PAGE);
+	close(fd);
+	cpu_map_mgr_destroy(mgr);
+}
+
+/*
+ * Writers store into a mapping while the main thread releases it and plays
+ * a sleeping device: fault_begin waits until it "wakes". While it sleeps,
+ * nothing may reach the backing; afterwards every store must be there.
+ */
+struct sleepy {
+	struct owner base; /* first: the ops get a struct owner * */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool asleep;
+	unsigned int waits;
+};
+
+static int sleepy_begin(void *o)
+{
+	struct sleepy *s = o;
+	struct timespec dl;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 5;
+	pthread_mutex_lock(&s->lock);
+	if (s->asleep)
+		s->waits++;
+	while (s->asleep && pthread_cond_timedwait(&s->cond, &s->lock, &dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add(&s->base.begins, 1);
+	return 0;
+}
+
+static const struct cpu_map_owner_ops sleepy_ops = {
+	.resolve = owner_resolve, .fault_begin = sleepy_begin, .fault_end = owner_end,
+};
+
+static uint64_t slots_sum(int fd)
+{
+	uint64_t buf[RACE_PAGES * PAGE / 8], h = 0;
+	size_t i;
+
+	assert_int_equal(pread(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	for (i = 0; i < sizeof(buf) / 8; i++)
+		h = h * 31 + buf[i];
+	return h;
+}
+
+static void test_race_release_vs_writes(void **state)
+{
+	const size_t size = RACE_PAGES * PAGE;
+	struct cpu_map_mgr *mgr = mgr_new(0);
+	struct race_writer w[RACE_WRITERS];
+	struct sleepy sl = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	struct cpu_map_stats st;
+	struct cpu_map *map;
+	struct timespec t0;
+	atomic_bool stop = false;
+	uint8_t *p;
+	unsigned int cycles = 0;
+
+	(void)state;
+	sl.base.fd = memfd_new(size);
+	assert_int_equal(cpu_map_create(mgr, &sleepy_ops, &sl, size, "bo-sleepy", &map, (void **)&p), 0);
+	race_writers_start(w, p, &stop);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (cycles < 400 && ms_since(&t0) < 3000) {
+		uint64_t before, after;
+		unsigned int spins;
+
+		/* Let the writers map and store again (bounded: 50 ms). */
+		for (spins = 0; spins < 50000; spins++) {
+			if (map_state(map) == CPU_MAP_MAPPED && slots_sum(sl.base.fd) != 0)
+				break;
+			sched_yield();
+		}
+		/* Asleep before the release: a fault right after it waits. */
+		pthread_mutex_lock(&sl.lock);
+		sl.asleep = true;
+		pthread_mutex_unlock(&sl.lock);
+		assert_int_equal(cpu_map_release(map), 0);
+		before = slots_sum(sl.base.fd);
+		usleep(200);
+		after = slots_sum(sl.base.fd);
+		if (before != after)
+			fail_msg("cycle %u: a store reached the backing while the device slept", cycles);
+		pthread_mutex_lock(&sl.lock);
+		sl.asleep = false;
+		pthread_cond_broadcast(&sl.cond);
+		pthread_mutex_unlock(&sl.lock);
+		cycles++;
+	}
+	race_writers_stop_check(w, &stop, sl.base.fd);
+	cpu_map_mgr_stats(mgr, &st);
+	print_message("release race: %u releases, %u faults waited for a wake, %llu stale\n",
+		      cycles, sl.waits, (unsigned long long)st.stale_faults);
+	assert_true(cycles >= 100);
+	assert_true(sl.waits >= cycles / 2); /* the writers did touch while asleep */
+	assert_int_equal(st.errors, 0);
+	assert_int_equal(cpu_map_destroy(map), 0);
+	close(sl.base.fd);
+	cpu_map_mgr_destroy(mgr);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -802,6 +1075,10 @@ int main(void)
 		cmocka_unit_test(test_resolve_failure_recovers),
 		cmocka_unit_test(test_block_timeout),
 		cmocka_unit_test(test_invalidate_while_handler_busy),
+		cmocka_unit_test(test_release_in_place),
+		cmocka_unit_test(test_release_by_invalidation_option),
+		cmocka_unit_test(test_release_non_shmem_falls_back),
+		cmocka_unit_test(test_race_release_vs_writes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
