@@ -503,6 +503,15 @@ void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* Read when a device's cpu_map manager is created (atomic: tests may set it
+ * from any thread). */
+static bool test_release_by_invalidate;
+
+void bo_test_release_by_invalidate(bool on)
+{
+	__atomic_store_n(&test_release_by_invalidate, on, __ATOMIC_RELAXED);
+}
+
 void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 {
 	struct bo_mgr *m = mgr_of(dev);
@@ -946,7 +955,11 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 		goto out;
 	}
 	if (!m->maps) {
-		struct cpu_map_mgr_opts o = { .size = sizeof(o) };
+		struct cpu_map_mgr_opts o = {
+			.size = sizeof(o),
+			.release_by_invalidate = __atomic_load_n(&test_release_by_invalidate,
+								 __ATOMIC_RELAXED),
+		};
 
 		ret = dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region, &m->vram_fd,
 						&m->vram_fd_off);

@@ -189,6 +189,15 @@ void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st);
  * (@always: that one and every later one); n == 0 clears. */
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always);
 
+/*
+ * bo_test_release_by_invalidate() - CPU-mapping managers created after this
+ * call (one per device, at the first ugpu_bo_map()) release mappings for
+ * runtime PM by invalidation instead of in place: the path a backing that
+ * userfaultfd cannot register takes (a vfio-pci BAR), run on the reference
+ * device. Process-wide; for tests.
+ */
+void bo_test_release_by_invalidate(bool on);
+
 /* ---- for src/suspend.c (manager lock held unless said otherwise) ---------- */
 
 #define bo_for_each(pos, head) \

@@ -2,9 +2,11 @@
 /*
  * Runtime PM of buffer objects (see mm/bo_rpm.h and docs/runtime-pm.md).
  *
- * Why releasing is race-free: cpu_map_invalidate() swaps a registered
- * placeholder over the range atomically (docs/cpu-mappings.md), so a store
- * racing the release lands in VRAM before the swap, or faults after it. The
+ * Why releasing is race-free: cpu_map_release() registers the mapping with
+ * the userfaultfd before it zaps it (or, for a backing that cannot be
+ * registered, swaps a registered placeholder over it atomically; see
+ * docs/cpu-mappings.md), so a store racing the release lands in VRAM before
+ * the zap, or faults after it. The
  * fault then runs bo_rpm_fault_begin(), whose rpm_get() either wakes the
  * device (after the suspend) or, during the suspend hooks, marks the suspend
  * aborted (device still in D0) - it never lands on a throw-away page and
@@ -386,8 +388,8 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 		pthread_mutex_unlock(&r->lock);
 		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
-		/* Not under the list lock: this waits for the handler thread. */
-		ret = cpu_map_invalidate(bo->map);
+		/* Not under the list lock: this may wait for the handler thread. */
+		ret = cpu_map_release(bo->map);
 		if (ret) {
 			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
 				dev->vdev->name, bo->name, ugpu_strerror(ret));

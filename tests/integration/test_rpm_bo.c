@@ -45,6 +45,31 @@ static int setup(void **state)
 	return 0;
 }
 
+/* The same, releasing CPU mappings by invalidation: the path of a backing
+ * userfaultfd cannot register in place (a vfio-pci BAR). */
+static bool by_invalidate;
+
+static int setup_invalidate(void **state)
+{
+	by_invalidate = true;
+	bo_test_release_by_invalidate(true);
+	return setup(state);
+}
+
+static int teardown_invalidate(void **state)
+{
+	by_invalidate = false;
+	bo_test_release_by_invalidate(false);
+	return fx_teardown(state);
+}
+
+/* What a released mapping looks like: kept and emptied in place (the
+ * reference device's VRAM is a memfd), or replaced by a placeholder. */
+static enum cpu_map_state released_state(void)
+{
+	return by_invalidate ? CPU_MAP_UNMAPPED : CPU_MAP_RELEASED;
+}
+
 
 
 static uint64_t ms_now(void)
@@ -141,7 +166,7 @@ static void test_map_write_autosuspend_touch(void **state)
 	assert_int_equal(stats(f).state, UGPU_RPM_SUSPENDED);
 	assert_int_equal(sim_power(f), SIM_POWER_D3HOT);
 	for (i = 0; i < 4; i++)
-		assert_int_equal(map_state(bo[i]), CPU_MAP_UNMAPPED);
+		assert_int_equal(map_state(bo[i]), released_state());
 	bo_rpm_get_stats(f->dev, &bs);
 	assert_int_equal(bs.released, 4);
 	assert_int_equal(bs.listed, 0);
@@ -217,7 +242,7 @@ static void test_list_bookkeeping(void **state)
 	cpu_map_query(moved->map, &mi);
 	assert_int_equal(mi.invalidations, moved_inval); /* untouched */
 	assert_int_equal(mi.state, CPU_MAP_MAPPED);
-	assert_int_equal(map_state(kept), CPU_MAP_UNMAPPED);
+	assert_int_equal(map_state(kept), released_state());
 	/* A system-memory BO is usable while the device sleeps. */
 	pm[1] = 11;
 	assert_int_equal(stats(f).state, UGPU_RPM_SUSPENDED);
@@ -339,6 +364,73 @@ static void *writer_thread(void *arg)
 	return NULL;
 }
 
+/* The writers' slots as VRAM holds them, read behind the driver's back
+ * (its own BAR mapping, which the test may read in D3hot). */
+static uint64_t slots_hash(struct fx *f, const struct writer *w)
+{
+	uint64_t h = 1469598103934665603ull;
+	int t, j;
+
+	for (t = 0; t < ST_THREADS; t++)
+		for (j = 0; j < ST_BOS_PER_THREAD; j++) {
+			const volatile uint32_t *v = (const volatile uint32_t *)
+				((const char *)f->dev->vram + bo_vram_offset(w[t].bo[j]));
+
+			h = (h ^ v[w[t].slot]) * 1099511628211ull;
+		}
+	return h;
+}
+
+/*
+ * After a suspend, no store may reach VRAM until the device is awake again.
+ * The fault gate holds the first writer that touches a released mapping
+ * where a slow wake would (the device stays in D3hot), and VRAM must not
+ * change meanwhile although all writers keep storing. A release that let
+ * stores through - one that zapped before registering, say - fails here;
+ * with VRAM kept in D3hot the data itself would survive, so the final check
+ * alone could not tell. The gate closes after the suspend (while closed it
+ * would also hold the handler thread that an invalidating release waits
+ * for), so a writer may wake the device first: then the device is not
+ * suspended when the check starts, or the resume count moved, and there is
+ * nothing to check. Returns 1 when a writer was caught waiting
+ * (the check had something to check), 0 when not, -EBUSY when the suspend
+ * was refused.
+ */
+static int gated_suspend_check(struct fx *f, const struct writer *w)
+{
+	uint64_t resumes, before, after, until;
+	struct ugpu_rpm_stats st;
+	bool caught;
+	int r;
+
+	r = ugpu_device_rpm_suspend(f->dev);
+	if (r)
+		return r;
+	bo_rpm_test_gate(true);
+	st = stats(f);
+	if (st.state != UGPU_RPM_SUSPENDED) {
+		/* A writer passed the gate before it closed and woke it. */
+		bo_rpm_test_gate(false);
+		return 0;
+	}
+	/* From here a store needs a resume to start and finish first. */
+	resumes = st.resumes;
+	before = slots_hash(f, w);
+	until = ms_now() + 20;
+	while (!bo_rpm_test_parked() && ms_now() < until)
+		usleep(100);
+	caught = bo_rpm_test_parked() > 0;
+	usleep(2000); /* writers store every 0.5-1.5 ms */
+	after = slots_hash(f, w);
+	if (stats(f).resumes != resumes)
+		caught = false; /* woken before the gate closed */
+	else if (before != after)
+		fail_msg("a store reached VRAM while the device slept (release %s)",
+			 by_invalidate ? "by invalidation" : "in place");
+	bo_rpm_test_gate(false);
+	return caught;
+}
+
 static void test_stress_writers_vs_cycles(void **state)
 {
 	struct fx *f = *state;
@@ -346,7 +438,7 @@ static void test_stress_writers_vs_cycles(void **state)
 	pthread_t th[ST_THREADS];
 	atomic_int stop = 0;
 	struct bo_rpm_stats bs;
-	uint64_t end, done = 0, busy = 0;
+	uint64_t end, done = 0, busy = 0, caught = 0;
 	int t, j;
 
 	memset(w, 0, sizeof(w));
@@ -363,8 +455,12 @@ static void test_stress_writers_vs_cycles(void **state)
 		assert_int_equal(pthread_create(&th[t], NULL, writer_thread, &w[t]), 0);
 	end = ms_now() + 25000;
 	while ((done = stats(f).suspends) < ST_CYCLES && ms_now() < end) {
-		int r = ugpu_device_rpm_suspend(f->dev);
+		int r = done % 32 == 0 ? gated_suspend_check(f, w) : ugpu_device_rpm_suspend(f->dev);
 
+		if (r > 0) {
+			caught++;
+			r = 0;
+		}
 		if (r == -EBUSY) { /* a writer is faulting, or raced the release */
 			busy++;
 			usleep(50);
@@ -387,11 +483,16 @@ static void test_stress_writers_vs_cycles(void **state)
 	for (t = 0; t < ST_THREADS; t++)
 		pthread_join(th[t], NULL);
 	bo_rpm_get_stats(f->dev, &bs);
-	print_message("stress: %llu suspend/resume cycles (%llu aborted/busy), %llu mappings released, "
+	print_message("stress (release %s): %llu suspend/resume cycles (%llu aborted/busy), %llu mappings released, "
 		      "%llu waking faults\n",
-		      (unsigned long long)done, (unsigned long long)busy,
+		      by_invalidate ? "by invalidation" : "in place", (unsigned long long)done,
+		      (unsigned long long)busy,
 		      (unsigned long long)bs.released, (unsigned long long)bs.wake_faults);
 	assert_int_equal(done, ST_CYCLES);
+	/* The gated checks saw writers waiting (out of ~ST_CYCLES / 32). */
+	print_message("stress: %llu gated suspends caught a writer waiting\n",
+		      (unsigned long long)caught);
+	assert_true(caught >= 20);
 	assert_int_equal(stats(f).errors, 0);
 
 	/* Every write landed: each thread's last values, read through the BAR
@@ -424,6 +525,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_d3cold_evict_restore, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_while_asleep, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_stress_writers_vs_cycles, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_map_write_autosuspend_touch, setup_invalidate,
+						teardown_invalidate),
+		cmocka_unit_test_setup_teardown(test_stress_writers_vs_cycles, setup_invalidate,
+						teardown_invalidate),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
