@@ -2,11 +2,26 @@
 #ifndef UGPU_BENCH_H
 #define UGPU_BENCH_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 /* Each benchmark: argv[0] is its name; returns 0 or non-zero on failure. */
 int bench_buddy(int argc, char **argv);
 int bench_copy(int argc, char **argv);
 int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
+
+/*
+ * The raw userfaultfd round trip (bench_uffd.c): @n fresh pages of an
+ * anonymous area registered for missing faults, and a handler thread (created
+ * here, so it inherits the caller's CPU affinity) that answers each fault
+ * with UFFDIO_COPY. uffd_raw_touch() reads the next fresh page and returns
+ * the fault's round trip in *ns: 0, -ENOSPC (all @n used), -EIO (wrong data).
+ */
+struct uffd_raw;
+int uffd_raw_create(size_t n, struct uffd_raw **out);
+int uffd_raw_touch(struct uffd_raw *r, uint64_t *ns);
+void uffd_raw_destroy(struct uffd_raw *r);
 
 #endif

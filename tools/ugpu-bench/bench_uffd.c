@@ -7,6 +7,9 @@
  *                         resolve, mmap of the backing, wake, data visible
  *   cpu_map_invalidate    one invalidation (placeholder swap by mremap, REMAP
  *                         round trip through the handler thread)
+ *   cpu_map_release       one release in place (register missing + minor,
+ *                         MADV_DONTNEED), as runtime PM does it on a memfd
+ *   cpu_map_release_fault first touch after it: message, unregister (wakes)
  * One JSON object per line; latencies in microseconds.
  */
 #include <errno.h>
@@ -26,10 +29,9 @@
 #include <unistd.h>
 
 #include "mm/cpu_map.h"
+#include "tools/ugpu-bench/bench.h"
 
 #define BENCH_PAGE 4096u
-
-int bench_uffd(int argc, char **argv);
 
 static uint64_t bench_ns(void)
 {
@@ -55,15 +57,26 @@ static void print_lat(const char *name, uint64_t *ns, size_t n, const char *extr
 
 /* --- raw round trip ------------------------------------------------------ */
 
-struct raw {
+/*
+ * struct uffd_raw - an anonymous area registered for missing faults and a
+ * handler thread that answers each with UFFDIO_COPY of one page: the least a
+ * userfaultfd fault costs. Each touch uses a fresh page. Also used by
+ * `ugpu-bench rpm` to measure the baseline in its own process, interleaved
+ * with what it compares (see bench.h).
+ */
+struct uffd_raw {
 	int uffd;
 	atomic_bool stop;
 	uint8_t *src;
+	uint8_t *area;
+	size_t n, next;
+	pthread_t th;
+	bool started;
 };
 
 static void *raw_handler(void *arg)
 {
-	struct raw *r = arg;
+	struct uffd_raw *r = arg;
 
 	while (!atomic_load(&r->stop)) {
 		struct pollfd pfd = { .fd = r->uffd, .events = POLLIN };
@@ -85,60 +98,103 @@ static void *raw_handler(void *arg)
 	return NULL;
 }
 
-static int bench_raw(size_t n)
+void uffd_raw_destroy(struct uffd_raw *r)
+{
+	if (!r)
+		return;
+	if (r->started) {
+		atomic_store(&r->stop, true);
+		pthread_join(r->th, NULL);
+	}
+	if (r->area && r->area != MAP_FAILED)
+		munmap(r->area, r->n * BENCH_PAGE);
+	free(r->src);
+	if (r->uffd >= 0)
+		close(r->uffd);
+	free(r);
+}
+
+int uffd_raw_create(size_t n, struct uffd_raw **out)
 {
 	struct uffdio_api api = { .api = UFFD_API };
-	struct raw r = { .uffd = -1 };
-	uint64_t *lat = calloc(n, sizeof(*lat));
-	uint8_t *area = MAP_FAILED;
-	pthread_t th;
-	size_t i;
-	int ret = 1, dev;
+	struct uffd_raw *r = calloc(1, sizeof(*r));
+	int dev, ret;
 
+	if (!r)
+		return -ENOMEM;
+	r->n = n;
+	r->uffd = -1;
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (dev >= 0) {
-		r.uffd = ioctl(dev, _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK);
+		r->uffd = ioctl(dev, _IO(0xAA, 0x00), O_CLOEXEC | O_NONBLOCK);
 		close(dev);
 	}
-	if (r.uffd < 0)
-		r.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (!lat || r.uffd < 0 || ioctl(r.uffd, UFFDIO_API, &api) < 0) {
+	if (r->uffd < 0)
+		r->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (r->uffd < 0 || ioctl(r->uffd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
 		fprintf(stderr, "bench uffd: no userfaultfd: %s\n", strerror(errno));
-		goto out;
+		goto fail;
 	}
-	r.src = aligned_alloc(BENCH_PAGE, BENCH_PAGE);
-	area = mmap(NULL, n * BENCH_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (!r.src || area == MAP_FAILED)
-		goto out;
-	memset(r.src, 0x5a, BENCH_PAGE);
+	r->src = aligned_alloc(BENCH_PAGE, BENCH_PAGE);
+	r->area = mmap(NULL, n * BENCH_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	if (!r->src || r->area == MAP_FAILED) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	memset(r->src, 0x5a, BENCH_PAGE);
 	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)area, .len = n * BENCH_PAGE },
+		.range = { .start = (uintptr_t)r->area, .len = n * BENCH_PAGE },
 		.mode = UFFDIO_REGISTER_MODE_MISSING,
 	};
-	if (ioctl(r.uffd, UFFDIO_REGISTER, &reg) < 0)
-		goto out;
-	if (pthread_create(&th, NULL, raw_handler, &r))
+	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = -pthread_create(&r->th, NULL, raw_handler, r);
+	if (ret)
+		goto fail;
+	r->started = true;
+	*out = r;
+	return 0;
+fail:
+	uffd_raw_destroy(r);
+	return ret;
+}
+
+int uffd_raw_touch(struct uffd_raw *r, uint64_t *ns)
+{
+	uint64_t t0;
+	uint8_t v;
+
+	if (r->next >= r->n)
+		return -ENOSPC;
+	t0 = bench_ns();
+	v = ((volatile uint8_t *)r->area)[r->next++ * BENCH_PAGE];
+	*ns = bench_ns() - t0;
+	return v == 0x5a ? 0 : -EIO;
+}
+
+static int bench_raw(size_t n)
+{
+	struct uffd_raw *r = NULL;
+	uint64_t *lat = calloc(n, sizeof(*lat));
+	size_t i;
+	int ret = 1;
+
+	if (!lat || uffd_raw_create(n, &r))
 		goto out;
 	ret = 0;
-	for (i = 0; i < n; i++) {
-		uint64_t t0 = bench_ns();
-
-		if (((volatile uint8_t *)area)[i * BENCH_PAGE] != 0x5a)
+	for (i = 0; i < n && !ret; i++)
+		if (uffd_raw_touch(r, &lat[i]))
 			ret = 1;
-		lat[i] = bench_ns() - t0;
-	}
-	atomic_store(&r.stop, true);
-	pthread_join(th, NULL);
 	if (ret)
 		fprintf(stderr, "bench uffd: raw fault returned wrong data\n");
 	else
 		print_lat("raw_missing_copy_4k", lat, n, NULL);
 out:
-	if (area != MAP_FAILED)
-		munmap(area, n * BENCH_PAGE);
-	free(r.src);
-	if (r.uffd >= 0)
-		close(r.uffd);
+	uffd_raw_destroy(r);
 	free(lat);
 	return ret;
 }
@@ -170,12 +226,14 @@ static int bench_cpu_map(size_t nmaps, size_t map_size, unsigned int rounds)
 	uint8_t **addr = calloc(nmaps, sizeof(*addr));
 	uint64_t *flat = calloc(nmaps * rounds, sizeof(uint64_t));
 	uint64_t *ilat = calloc(nmaps * rounds, sizeof(uint64_t));
-	size_t i, nf = 0, ni = 0;
+	uint64_t *rlat = calloc(nmaps * rounds, sizeof(uint64_t));
+	uint64_t *rflat = calloc(nmaps * rounds, sizeof(uint64_t));
+	size_t i, nf = 0, ni = 0, nr = 0, nrf = 0;
 	unsigned int k;
 	int fd = -1, ret = 1;
 	char extra[96];
 
-	if (!ow || !maps || !addr || !flat || !ilat)
+	if (!ow || !maps || !addr || !flat || !ilat || !rlat || !rflat)
 		goto out;
 	fd = memfd_create("bench-cpu-map", MFD_CLOEXEC);
 	if (fd < 0 || ftruncate(fd, (off_t)(nmaps * map_size)) < 0)
@@ -213,13 +271,35 @@ static int bench_cpu_map(size_t nmaps, size_t map_size, unsigned int rounds)
 			ilat[ni++] = bench_ns() - t0;
 		}
 	}
+	/* Release in place (runtime PM): map, release, touch again. */
+	for (k = 0; k < rounds && !ret; k++) {
+		for (i = 0; i < nmaps; i++)
+			if (((volatile uint8_t *)addr[i])[0] != (uint8_t)(i + 1))
+				ret = 1;
+		for (i = 0; i < nmaps; i++) {
+			uint64_t t0 = bench_ns();
+
+			if (cpu_map_release(maps[i]))
+				ret = 1;
+			rlat[nr++] = bench_ns() - t0;
+		}
+		for (i = 0; i < nmaps; i++) {
+			uint64_t t0 = bench_ns();
+
+			if (((volatile uint8_t *)addr[i])[0] != (uint8_t)(i + 1))
+				ret = 1;
+			rflat[nrf++] = bench_ns() - t0;
+		}
+	}
 	if (ret) {
-		fprintf(stderr, "bench uffd: cpu_map returned wrong data or failed to invalidate\n");
+		fprintf(stderr, "bench uffd: cpu_map returned wrong data or failed to invalidate/release\n");
 		goto out_maps;
 	}
 	snprintf(extra, sizeof(extra), ",\"maps\":%zu,\"map_bytes\":%zu", nmaps, map_size);
 	print_lat("cpu_map_fault", flat, nf, extra);
 	print_lat("cpu_map_invalidate", ilat, ni, extra);
+	print_lat("cpu_map_release", rlat, nr, extra);
+	print_lat("cpu_map_release_fault", rflat, nrf, extra);
 out_maps:
 	for (i = 0; i < nmaps; i++)
 		if (maps[i])
@@ -233,6 +313,8 @@ out:
 	free(addr);
 	free(flat);
 	free(ilat);
+	free(rlat);
+	free(rflat);
 	return ret;
 }
 
