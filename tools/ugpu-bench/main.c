@@ -17,8 +17,8 @@ static const struct bench_cmd {
 	{ "buddy", bench_buddy, "VRAM buddy allocator: frag, frag-reverse, churn, range" },
 	{ "copy", bench_copy, "copy engine throughput vs memcpy (reference device)" },
 	{ "suspend", bench_suspend, "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy" },
-	{ "rpm", bench_rpm, "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd" },
-	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate" },
+	{ "rpm", bench_rpm, "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd, per CPU placement" },
+	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate/release" },
 };
 
 #define NBENCH (sizeof(benches) / sizeof(benches[0]))
