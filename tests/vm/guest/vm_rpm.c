@@ -7,7 +7,9 @@
  * of a zapped mapping raises SIGBUS without waking the device — so the
  * driver releases the CPU mappings of VRAM BOs before entry, and a CPU touch
  * then faults into the driver (userfaultfd), which wakes the device (low-power
- * exit) and maps the BO again.
+ * exit) and maps the BO again. (A BAR mapping is VM_PFNMAP: userfaultfd
+ * cannot register it, so the release is the placeholder swap, not the
+ * in-place release the reference device's memfd VRAM gets.)
  *
  *  - map a VRAM BO, write it, let the device autosuspend: it is in low power;
  *  - read and write through the same mapping: no SIGBUS, the device wakes
@@ -23,6 +25,8 @@
 #include <ugpu/device.h>
 #include <ugpu/rpm.h>
 
+#include "mm/bo.h"
+#include "mm/cpu_map.h"
 #include "src/device.h"
 
 #define RPM_SEED 0x52504d31ull /* "RPM1" */
@@ -105,6 +109,16 @@ int main(void)
 		VM_CHECK_RC(ugpu_device_query(dev, &info), "query");
 		if (info.power_state != UGPU_POWER_D3HOT)
 			ok = 0;
+		if (!cycle) {
+			struct cpu_map_info mi;
+
+			/* A vfio-pci BAR mapping cannot be registered with
+			 * userfaultfd: the release replaced it by a placeholder. */
+			cpu_map_query(bo->map, &mi);
+			VM_CHECK(mi.state == CPU_MAP_UNMAPPED,
+				 "the BAR mapping was released by invalidation (map state %s)",
+				 cpu_map_state_name(mi.state));
+		}
 		/* Touch while asleep: a read, then a write of this cycle's mark. */
 		if (map[cycle] != (cycle ? (uint64_t)(cycle - 1) * 3 + 1 : vm_pattern(RPM_SEED, 0)))
 			ok = 0;
