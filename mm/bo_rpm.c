@@ -255,6 +255,21 @@ void bo_rpm_fault_end(void *owner)
 	/* Detached since fault_begin: detach dropped the reference. */
 	if (r && r->fault_ref) {
 		r->fault_ref = false;
+		/*
+		 * The mapping is in place now (or failed). List the BO again
+		 * if a suspend's hook took it off since fault_begin: that
+		 * suspend released a mapping that was not there yet and is
+		 * aborted by our reference, and without this the next
+		 * suspend, which can start as soon as we put it, would leave
+		 * the new mapping live while the device sleeps. A hook that
+		 * takes it off after this releases it: that waits for the map
+		 * lock (held around an in-place give-back) or finds it mapped.
+		 */
+		pthread_mutex_lock(&r->lock);
+		if (!rl_linked(&bo->rpm_link) &&
+		    __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM)
+			rl_add_tail(&r->mapped, &bo->rpm_link);
+		pthread_mutex_unlock(&r->lock);
 		rpm_put(bo->dev->rpm);
 	}
 	hook_leave(m);

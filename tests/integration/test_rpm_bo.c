@@ -340,6 +340,7 @@ struct writer {
 	struct ugpu_bo *bo[ST_BOS_PER_THREAD];
 	atomic_int *stop;
 	uint32_t last;
+	uint32_t seq_now; /* the store being made (atomic; for failure reports) */
 	int bad;
 	int slot;
 };
@@ -353,6 +354,7 @@ static void *writer_thread(void *arg)
 		int j = (int)(seq % ST_BOS_PER_THREAD);
 
 		seq++;
+		__atomic_store_n(&w->seq_now, seq, __ATOMIC_RELAXED);
 		w->p[j][w->slot] = seq;
 		if (w->p[j][w->slot] != seq)
 			w->bad++;
@@ -422,11 +424,21 @@ static int gated_suspend_check(struct fx *f, const struct writer *w)
 	caught = bo_rpm_test_parked() > 0;
 	usleep(2000); /* writers store every 0.5-1.5 ms */
 	after = slots_hash(f, w);
-	if (stats(f).resumes != resumes)
+	if (stats(f).resumes != resumes) {
 		caught = false; /* woken before the gate closed */
-	else if (before != after)
+	} else if (before != after) {
+		int t, j;
+
+		for (t = 0; t < ST_THREADS; t++)
+			for (j = 0; j < ST_BOS_PER_THREAD; j++)
+				print_message("writer %d BO %d: map %s, slot %u (last seq %u)\n", t, j,
+					      cpu_map_state_name(map_state(w[t].bo[j])),
+					      ((const volatile uint32_t *)((const char *)f->dev->vram +
+						bo_vram_offset(w[t].bo[j])))[w[t].slot],
+					      __atomic_load_n(&w[t].seq_now, __ATOMIC_RELAXED));
 		fail_msg("a store reached VRAM while the device slept (release %s)",
 			 by_invalidate ? "by invalidation" : "in place");
+	}
 	bo_rpm_test_gate(false);
 	return caught;
 }
