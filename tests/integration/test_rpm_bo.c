@@ -4,8 +4,12 @@
  * before the device sleeps and a touch wakes it (data intact); only BOs
  * still mapped in VRAM are released (moved/destroyed ones are not touched);
  * D3cold evicts to system and restores after the wake; unmap/destroy/close
- * while asleep; and a stress: writer threads on many mapped BOs while the
- * device cycles suspend/resume 10,000 times, every write landing.
+ * while asleep; many threads touching many BOs wake it once; a process
+ * exiting while it sleeps; and a stress: writer threads on many mapped BOs
+ * while the device cycles suspend/resume 10,000 times, every write landing
+ * and none reaching the sleeping device. Mappings are released in place
+ * (the reference device's VRAM is a memfd) and, in a second run of the
+ * tests that depend on it, by invalidation (the vfio-pci BAR path).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,8 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include <cmocka.h>
 
@@ -304,6 +312,82 @@ static void test_d3cold_evict_restore(void **state)
 	ugpu_bo_put(pinned);
 }
 
+/* Many threads touching many released BOs at once wake the device once. */
+#define CT_THREADS 8
+
+struct toucher {
+	pthread_barrier_t *go;
+	uint32_t *p[CT_THREADS];
+	size_t words;
+	int me;
+	int bad;
+};
+
+static void *toucher_thread(void *arg)
+{
+	struct toucher *t = arg;
+	int i;
+
+	pthread_barrier_wait(t->go);
+	for (i = 0; i < CT_THREADS; i++) {
+		int k = (t->me + i) % CT_THREADS; /* everyone starts on a different BO */
+
+		if (t->p[k][t->me] != (uint32_t)(k + 1) * 2654435761u + (uint32_t)t->me)
+			t->bad++;
+	}
+	t->p[t->me][t->words - 1] = 0xc0ffee00u + (uint32_t)t->me;
+	return NULL;
+}
+
+static void test_concurrent_touches_wake_once(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo[CT_THREADS];
+	struct toucher t[CT_THREADS];
+	pthread_t th[CT_THREADS];
+	pthread_barrier_t go;
+	size_t words = (64u << 10) / 4;
+	struct ugpu_rpm_stats st;
+	int i, k;
+
+	memset(t, 0, sizeof(t));
+	for (i = 0; i < CT_THREADS; i++) {
+		bo[i] = cpu_bo_new(f, 64u << 10, 0);
+		assert_int_equal(ugpu_bo_map(bo[i], (void **)&t[0].p[i]), 0);
+		fill(t[0].p[i], words, (uint32_t)i + 1);
+	}
+	assert_int_equal(pthread_barrier_init(&go, NULL, CT_THREADS), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	st = stats(f);
+	assert_int_equal(st.state, UGPU_RPM_SUSPENDED);
+	for (i = 0; i < CT_THREADS; i++) {
+		t[i].go = &go;
+		t[i].words = words;
+		t[i].me = i;
+		for (k = 0; k < CT_THREADS; k++)
+			t[i].p[k] = t[0].p[k];
+		assert_int_equal(map_state(bo[i]), released_state());
+	}
+	for (i = 0; i < CT_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, toucher_thread, &t[i]), 0);
+	for (i = 0; i < CT_THREADS; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	for (i = 0; i < CT_THREADS; i++)
+		assert_int_equal(t[i].bad, 0);
+	assert_int_equal(stats(f).resumes, st.resumes + 1);
+	assert_int_equal(stats(f).suspends, st.suspends);
+	assert_int_equal(stats(f).state, UGPU_RPM_ACTIVE);
+	for (i = 0; i < CT_THREADS; i++) {
+		uint32_t v = 0;
+
+		assert_int_equal(ugpu_bo_read(bo[i], (words - 1) * 4, &v, 4), 0);
+		assert_int_equal(v, 0xc0ffee00u + (uint32_t)i);
+		ugpu_bo_put(bo[i]);
+	}
+	pthread_barrier_destroy(&go);
+}
+
 /* Unmapping, destroying and closing while asleep need no wake and leak
  * nothing (ASan checks the leaks). */
 static void test_destroy_while_asleep(void **state)
@@ -529,13 +613,94 @@ static void test_stress_writers_vs_cycles(void **state)
 			ugpu_bo_put(w[t].bo[j]);
 }
 
-int main(void)
+/*
+ * A process that exits while the device sleeps, with a BO still mapped and
+ * its mapping released: nothing of it outlives it, and the next process
+ * opens the device (waking it) and works. The exiting process is this test
+ * binary run again (a fresh exec: no fork of a threaded process).
+ */
+static int child_exit_while_asleep(const char *uri)
 {
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct ugpu_bo_opts o = {
+		.size = sizeof(o),
+		.bytes = 64u << 10,
+		.placements = { UGPU_PLACEMENT_VRAM },
+		.flags = UGPU_BO_CPU_ACCESS,
+		.name = "exit-asleep",
+	};
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	uint32_t *p;
+
+	if (ugpu_context_create(&copts, &ctx) || ugpu_device_open(ctx, uri, &dev))
+		return 2;
+	if (ugpu_bo_create(dev, &o, &bo) || ugpu_bo_map(bo, (void **)&p))
+		return 3;
+	p[0] = 0x5eed5eed;
+	if (ugpu_device_rpm_allow(dev, true) || ugpu_device_rpm_suspend(dev) ||
+	    ugpu_device_rpm_stats(dev, &st) || st.state != UGPU_RPM_SUSPENDED)
+		return 4;
+	_exit(0); /* no close, no unmap: the process just ends */
+}
+
+static void test_exit_while_asleep(void **state)
+{
+	struct fx *f = *state;
+	char *argv[] = { "/proc/self/exe", "--exit-while-asleep", f->uri, NULL };
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	struct sim_state ss;
+	uint64_t end;
+	pid_t pid;
+	int status;
+
+	/* The reference device serves one client at a time: hand it over. */
+	ugpu_device_close(f->dev);
+	f->dev = NULL;
+	assert_int_equal(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(sim_state(f->sim, 0, &ss), 0);
+	/* It did go to sleep: D3cold, the default for so little VRAM in use. */
+	assert_int_equal(ss.power, SIM_POWER_D3COLD);
+
+	/* The next user: the device answers (bounded: the model notices the
+	 * old client's socket closing), wakes on open and works. */
+	end = ms_now() + 3000;
+	while (ugpu_device_open(f->ctx, f->uri, &f->dev) && ms_now() < end)
+		usleep(10000);
+	assert_non_null(f->dev);
+	assert_int_equal(sim_power(f), SIM_POWER_D0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev, &st), 0);
+	assert_int_equal(st.state, UGPU_RPM_ACTIVE);
+	{
+		struct ugpu_bo *bo = cpu_bo_new(f, 64u << 10, 0);
+		uint32_t *p;
+
+		assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+		p[1] = 77;
+		assert_int_equal(p[1], 77u);
+		ugpu_bo_put(bo);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "--exit-while-asleep"))
+		return child_exit_while_asleep(argv[2]);
+
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_map_write_autosuspend_touch, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_list_bookkeeping, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_d3cold_evict_restore, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_while_asleep, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_touches_wake_once, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_touches_wake_once, setup_invalidate,
+						teardown_invalidate),
+		cmocka_unit_test_setup_teardown(test_exit_while_asleep, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_stress_writers_vs_cycles, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_map_write_autosuspend_touch, setup_invalidate,
 						teardown_invalidate),
