@@ -343,7 +343,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 	/* Switch: resolve() sees the new backing once the map is unblocked. */
 	if (to == UGPU_PLACEMENT_SYSTEM) {
 		bo_lru_del_locked(bo);
-		bo_rpm_forget(bo); /* left VRAM: not released at runtime suspend */
+		bo_rpm_unmapped(bo); /* left VRAM: not released at runtime suspend */
 		bo->sys = new_sys;
 		new_sys.mem.fd = -1;
 		bo->placement = UGPU_PLACEMENT_SYSTEM;
@@ -470,9 +470,17 @@ static void bo_release_locked(struct ugpu_bo *bo)
 	bo->placement = UGPU_PLACEMENT_NONE;
 }
 
+/*
+ * ugpu_device_close(): every BO still alive loses its memory and mapping
+ * now; its handle stays until its last put (which then only frees it) and
+ * every other BO call answers -ENODEV (include/ugpu/device.h). The manager
+ * itself lives on with the device object until the last handle is put
+ * (bo_mgr_free(), from device_put()).
+ */
 void bo_mgr_fini(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);
+	uint64_t n = 0;
 
 	if (!m)
 		return;
@@ -480,13 +488,26 @@ void bo_mgr_fini(struct ugpu_device *dev)
 	while (link_linked(&m->all)) {
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
 
-		log_warn(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: released",
-			 dev->vdev->name, bo->name, bo->size);
+		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: memory freed, the handle answers -ENODEV",
+			dev->vdev->name, bo->name, bo->size);
 		bo_release_locked(bo);
-		free(bo);
+		n++;
 	}
+	m->closed = true;
 	pthread_mutex_unlock(&m->lock);
+	if (n)
+		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
+			 dev->vdev->name, n);
 	cpu_map_mgr_destroy(m->maps);
+	m->maps = NULL;
+}
+
+void bo_mgr_free(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	if (!m)
+		return;
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->pm_lock);
 	free(m);
@@ -625,10 +646,6 @@ static int opts_check(struct ugpu_device *dev, const struct ugpu_bo_opts *o, str
 	unsigned int i, n = 0;
 	bool seen_none = false;
 
-	if (o->size < offsetof(struct ugpu_bo_opts, name)) {
-		log_err(dev->ctx, "ugpu_bo_create: opts.size %zu is too small", o->size);
-		return -EINVAL;
-	}
 	if (!o->bytes || o->bytes > (UINT64_MAX >> 1)) {
 		log_err(dev->ctx, "ugpu_bo_create: bad size %" PRIu64, o->bytes);
 		return -EINVAL;
@@ -767,9 +784,10 @@ static bool placements_have_vram(const struct ugpu_bo *bo)
 }
 
 static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-			    unsigned int buddy_flags, struct buddy_list *blocks,
+			    unsigned int buddy_flags, struct buddy_list *blocks, bool driver,
 			    struct ugpu_bo **out)
 {
+	struct ugpu_bo_opts o = { 0 };
 	struct bo_mgr *m;
 	struct ugpu_bo *bo;
 	struct rpm *held = NULL;
@@ -777,6 +795,14 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 
 	if (!dev || !opts || !out)
 		return -EINVAL;
+	/* Grown structs (ugpu.h): what the caller knows, zero past it. */
+	if (opts->size < offsetof(struct ugpu_bo_opts, bytes) + sizeof(opts->bytes)) {
+		log_err(dev->ctx, "ugpu_bo_create: opts.size %zu does not reach the bytes field",
+			opts->size);
+		return -EINVAL;
+	}
+	memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	opts = &o;
 	m = mgr_of(dev);
 	bo = calloc(1, sizeof(*bo));
 	if (!bo)
@@ -790,11 +816,9 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->dev = dev;
 	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
 	bo->flags = opts->flags;
+	bo->driver_owned = driver;
 	bo->buddy_flags = buddy_flags;
-	snprintf(bo->name, sizeof(bo->name), "%s",
-		 opts->size >= offsetof(struct ugpu_bo_opts, name) + sizeof(opts->name) && opts->name
-			 ? opts->name
-			 : "bo");
+	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
 	bo->vram = blocks ? blocks : &bo->own_blocks;
 	bo->sys.mem.fd = -1;
@@ -824,6 +848,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo_lru_update_locked(bo);
 	pthread_mutex_unlock(&m->lock);
 	bo_rpm_release(held);
+	device_get(dev); /* the handle keeps the device object (not the device) */
 	*out = bo;
 	return 0;
 }
@@ -831,13 +856,13 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, buddy_flags, blocks, out);
+	return bo_create_common(dev, opts, buddy_flags, blocks, true, out);
 }
 
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 			    struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, 0, NULL, out);
+	return bo_create_common(dev, opts, 0, NULL, false, out);
 }
 
 UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
@@ -848,15 +873,19 @@ UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
 
 UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 {
+	struct ugpu_device *dev;
 	struct bo_mgr *m;
 
 	if (!bo || __atomic_sub_fetch(&bo->refcount, 1, __ATOMIC_ACQ_REL))
 		return;
-	m = mgr_of(bo->dev);
+	dev = bo->dev;
+	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
-	bo_release_locked(bo);
+	if (!m->closed) /* else close released it already */
+		bo_release_locked(bo);
 	pthread_mutex_unlock(&m->lock);
 	free(bo);
+	device_put(dev); /* the BO's reference; may free a closed device */
 }
 
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
@@ -873,7 +902,9 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&m->lock);
-	if (bo->pin_count >= INT32_MAX) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
 		if (!bo->pin_count && bo->placement != bo->placements[0])
@@ -897,7 +928,9 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	if (!bo->pin_count) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (!bo->pin_count) {
 		ret = -EINVAL;
 	} else if (!--bo->pin_count) {
 		bo_lru_update_locked(bo);
@@ -926,7 +959,9 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&m->lock);
-	if (!placement_allowed(bo, placement))
+	if (m->closed)
+		ret = -ENODEV;
+	else if (!placement_allowed(bo, placement))
 		ret = -EINVAL;
 	else if (bo->pin_count && bo->placement != placement)
 		ret = -EBUSY;
@@ -950,6 +985,10 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		ret = -ENODEV;
+		goto out;
+	}
 	if (bo->map) {
 		*addr = bo->map_addr;
 		goto out;
@@ -982,6 +1021,10 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	ret = cpu_map_create(m->maps, &bo_map_ops, bo, bo->size, bo->name, &bo->map, &bo->map_addr);
 	if (ret)
 		goto out;
+	/* A touch during a move waits for it: never less than the move may
+	 * legitimately take (a slow but in-bound copy is not a failure). */
+	cpu_map_set_block_timeout(bo->map, (unsigned int)bo_copy_timeout_ms(bo->size) +
+						   BO_BLOCK_SLACK_MS);
 	/* A VRAM BO of a suspended device: hold faults until resume. */
 	if (m->pm_state == BO_PM_SUSPENDED && bo->placement == UGPU_PLACEMENT_VRAM) {
 		ret = cpu_map_block(bo->map);
@@ -1008,11 +1051,15 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	if (!bo->map) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (!bo->map) {
 		ret = -EINVAL;
 	} else {
 		cpu_map_destroy(bo->map);
-		bo_rpm_forget(bo); /* no fault can list it again */
+		/* No fault can list it again. Only the mapping goes: a D3cold
+		 * backup may hold the BO's only copy while the device sleeps. */
+		bo_rpm_unmapped(bo);
 		bo->map = NULL;
 		bo->map_addr = NULL;
 		bo->map_blocked = false;
@@ -1073,6 +1120,10 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENODEV;
+	}
 	/* A BO in VRAM is read and written through the BAR: hold the device
 	 * awake. The reference cannot be taken under the lock, so let go, take
 	 * it, and look again (the BO may have moved meanwhile; a reference held
@@ -1084,7 +1135,7 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 			return ret;
 		pthread_mutex_lock(&m->lock);
 	}
-	ret = bo_rw_locked(bo, offset, buf, len, write);
+	ret = m->closed ? -ENODEV : bo_rw_locked(bo, offset, buf, len, write);
 	if (!ret && link_linked(&bo->lru)) {
 		link_del(&bo->lru);
 		link_add_tail(&m->lru, &bo->lru);
@@ -1115,6 +1166,10 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	m = mgr_of(bo->dev);
 	i.size = info->size;
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENODEV;
+	}
 	i.bytes = bo->size;
 	i.placement = bo->placement;
 	i.vram_offset = bo->placement == UGPU_PLACEMENT_VRAM ? bo_vram_offset(bo) : 0;
@@ -1127,5 +1182,57 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	pthread_mutex_unlock(&m->lock);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
+	return 0;
+}
+
+UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st)
+{
+	struct ugpu_device_mem s = { 0 };
+	struct bo_mgr *m;
+	size_t n;
+
+	if (!dev || !st || st->size < sizeof(st->size))
+		return -EINVAL;
+	m = mgr_of(dev);
+	s.size = st->size;
+	s.vram_size = dev->vram_size;
+	pthread_mutex_lock(&m->lock);
+	/* The buddy allocator goes with a removed device (vram_mm_ready is
+	 * cleared under vram_lock), so ask it under that lock. */
+	pthread_mutex_lock(&dev->vram_lock);
+	if (dev->vram_mm_ready) {
+		s.vram_used = dev->vram_mm.size - buddy_avail(&dev->vram_mm);
+		s.vram_free = buddy_avail(&dev->vram_mm);
+	}
+	pthread_mutex_unlock(&dev->vram_lock);
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->backup.mem.fd >= 0)
+			s.backup_bytes += bo->backup.mem.size;
+		if (bo->driver_owned) {
+			if (bo->placement == UGPU_PLACEMENT_VRAM)
+				s.vram_kernel += bo->size;
+			continue;
+		}
+		s.bos++;
+		if (bo->placement == UGPU_PLACEMENT_VRAM) {
+			s.bos_vram++;
+			s.vram_bos += bo->size;
+		} else if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+			s.bos_system++;
+		} else if (bo->lost) {
+			s.bos_lost++;
+		}
+	}
+	s.system_bytes = m->sys_bytes;
+	s.evictions = m->evictions;
+	s.evicted_bytes = m->evicted_bytes;
+	s.moves = m->moves;
+	s.moved_bytes = m->moved_bytes;
+	s.copy_failures = m->copy_failures;
+	pthread_mutex_unlock(&m->lock);
+	n = st->size < sizeof(s) ? st->size : sizeof(s);
+	memcpy(st, &s, n);
 	return 0;
 }

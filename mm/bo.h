@@ -69,6 +69,8 @@ struct ugpu_bo {
 	struct buddy_list own_blocks;
 	struct bo_sys sys; /* while placement == SYSTEM */
 
+	bool driver_owned; /* made by the driver (bo_create_kernel): a device
+			    * resource, not the program's (removal drops it) */
 	uint32_t pin_count;
 	struct bo_link all; /* mgr->all: every live BO */
 	struct bo_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
@@ -80,9 +82,13 @@ struct ugpu_bo {
 	struct cpu_map *map;
 	void *map_addr;
 	bool map_blocked; /* suspend holds a cpu_map_block() */
-	/* Runtime PM (mm/bo_rpm.c): on its VRAM-mapped list or its list of BOs
-	 * evicted for D3cold, under its lock; all-zero = on neither. */
-	struct bo_link rpm_link;
+	/* Runtime PM (mm/bo_rpm.c), under its lock; all-zero = not listed.
+	 * @rpm_mapped: on its list of VRAM BOs a fault mapped since the last
+	 * release. @rpm_evicted: on its list of BOs D3cold evicted, to move
+	 * back after the wake. Two links: a BO can be on both (evicted, then
+	 * pinned back into VRAM and touched). */
+	struct bo_link rpm_mapped;
+	struct bo_link rpm_evicted;
 
 	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
 	struct bo_sys backup;
@@ -139,10 +145,15 @@ struct bo_mgr {
 
 	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
 	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm
-	 * and their last use of it (atomic); bo_rpm_detach() waits for it to
-	 * reach 0 before freeing what @rpm pointed to. */
+	 * and their last use of it (atomic). @rpm_zombie: the state a detach
+	 * unpublished while hooks still used it; whoever finds the count at 0
+	 * with @rpm NULL frees it (counted, never freed under a hook). */
 	struct bo_rpm *rpm;
 	unsigned int rpm_hooks;
+	struct bo_rpm *rpm_zombie;
+	/* ugpu_device_close() released every BO's memory: BO calls answer
+	 * -ENODEV, the last put frees the handle (under @lock). */
+	bool closed;
 };
 
 /* Counters for tests and tools. */
@@ -152,10 +163,13 @@ struct bo_mgr_stats {
 	uint64_t backups, backup_bytes;
 };
 
-/* bo_mgr_init()/bo_mgr_fini() - from ugpu_device_open()/close(). fini logs
- * and releases BOs still alive (a caller leak). */
+/* bo_mgr_init()/bo_mgr_fini() - from ugpu_device_open()/close(). fini
+ * releases the memory and mappings of BOs still alive and marks the manager
+ * closed (their handles answer -ENODEV); bo_mgr_free() frees the manager
+ * when the last handle is gone (device_put()). */
 int bo_mgr_init(struct ugpu_device *dev);
 void bo_mgr_fini(struct ugpu_device *dev);
+void bo_mgr_free(struct ugpu_device *dev);
 
 /*
  * bo_create_kernel() - a driver BO: like ugpu_bo_create() with extra
@@ -221,6 +235,9 @@ int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t si
 		  bool to_vram, uint64_t *fence);
 /* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
 int bo_copy_timeout_ms(uint64_t bytes);
+/* How much longer than its copy bound a CPU touch may wait for a BO's move
+ * (cpu_map_set_block_timeout()): the rest of the move and scheduling. */
+#define BO_BLOCK_SLACK_MS 5000
 void bo_lru_del_locked(struct ugpu_bo *bo);
 void bo_lru_update_locked(struct ugpu_bo *bo);
 

@@ -25,6 +25,7 @@
 #include "src/device.h"
 #include "src/log.h"
 #include "src/rpm.h"
+#include "src/test_point.h"
 
 /* A CPU copy of one VRAM block of a BO that cannot leave VRAM. */
 struct bo_rpm_backup {
@@ -37,10 +38,12 @@ struct bo_rpm_backup {
 /*
  * struct bo_rpm - per device. Locking: see mm/bo_rpm.h. @fault_ref is only
  * touched by the cpu_map handler thread (faults are served one at a time),
- * and by bo_rpm_detach() once no hook can reach it any more.
+ * and by bo_rpm_free() once no hook can reach it any more. @rpm: the
+ * device's runtime PM, with a reference of ours (it outlives us).
  */
 struct bo_rpm {
 	struct ugpu_device *dev;
+	struct rpm *rpm;
 	struct rpm_hook *hook;
 	pthread_mutex_t lock;
 	struct bo_link mapped; /* VRAM BOs a fault mapped since the last release */
@@ -51,14 +54,17 @@ struct bo_rpm {
 	struct bo_rpm_stats st;
 };
 
-#define bo_of_rpm(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_link)))
+#define bo_of_mapped(link) \
+	((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_mapped)))
+#define bo_of_evicted(link) \
+	((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_evicted)))
 
 static void rl_init(struct bo_link *h)
 {
 	h->next = h->prev = h;
 }
 
-/* A BO's rpm_link is all-zero (calloc) when on no list. */
+/* A BO's links are all-zero (calloc) when on no list. */
 static bool rl_linked(const struct bo_link *l)
 {
 	return l->next != NULL;
@@ -79,10 +85,31 @@ static void rl_add_tail(struct bo_link *h, struct bo_link *l)
 	h->prev = l;
 }
 
+static bool rl_empty(const struct bo_link *h)
+{
+	return h->next == h;
+}
+
 /* Manager lock held (it orders this read against attach and detach). */
 static struct bo_rpm *rpm_of(struct ugpu_device *dev)
 {
 	return dev->bo_mgr ? __atomic_load_n(&dev->bo_mgr->rpm, __ATOMIC_ACQUIRE) : NULL;
+}
+
+static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo);
+
+/* The last user of a detached state frees it (see "lifetime" below). */
+static void bo_rpm_free(struct bo_rpm *r)
+{
+	/* A fault that took its reference and whose fault_end found the
+	 * state unpublished: the reference is dropped here. */
+	if (r->fault_ref)
+		rpm_put(r->rpm);
+	drop_backups_locked(r, NULL);
+	free(r->backups);
+	rpm_unref(r->rpm);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
 }
 
 /* ---- lifetime of the state against the fault hooks ------------------------
@@ -90,18 +117,28 @@ static struct bo_rpm *rpm_of(struct ugpu_device *dev)
  * The fault hooks run on the cpu_map handler thread, which never takes the
  * manager lock (its holders wait for the handler), so detach cannot keep
  * them out with it. Instead a hook counts itself in m->rpm_hooks before it
- * reads m->rpm, and stays counted until its last use of what it read;
- * detach unpublishes m->rpm, then waits for the count to reach 0. Both sides
- * store then load with sequentially consistent atomics, so either the hook
- * reads NULL (and touches nothing of ours: the device is being released) or
- * detach sees it counted and waits for it. The wait is on one process-wide
- * condvar: a hook signals it only when it leaves a detached manager while a
- * detach waits (@detach_waiters, same store-then-load argument), never in
- * the steady state.
+ * reads m->rpm, and stays counted until its last use of what it read.
+ * Detach parks the state in m->rpm_zombie, unpublishes m->rpm, and frees the
+ * state only if it then finds no hook counted; otherwise the last hook to
+ * leave frees it. Both sides store then load with sequentially consistent
+ * atomics, so either the hook read NULL (and touches nothing of ours), or
+ * detach sees it counted, or the hook, leaving, sees m->rpm NULL. An atomic
+ * exchange on m->rpm_zombie makes exactly one of them the freer. Counted,
+ * not timed: a hook that takes long (a slow wake) never finds its state
+ * freed under it. Detach still waits for the hooks a while (bounded) so that
+ * the device teardown after it does not race a wake in progress.
  */
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t detach_cond = PTHREAD_COND_INITIALIZER;
 static unsigned int detach_waiters; /* atomic; written under detach_lock */
+
+static void zombie_reap(struct bo_mgr *m)
+{
+	struct bo_rpm *z = __atomic_exchange_n(&m->rpm_zombie, NULL, __ATOMIC_SEQ_CST);
+
+	if (z)
+		bo_rpm_free(z);
+}
 
 static struct bo_rpm *hook_enter(struct bo_mgr *m)
 {
@@ -112,26 +149,40 @@ static struct bo_rpm *hook_enter(struct bo_mgr *m)
 static void hook_leave(struct bo_mgr *m)
 {
 	if (__atomic_sub_fetch(&m->rpm_hooks, 1, __ATOMIC_SEQ_CST) == 0 &&
-	    !__atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST) &&
-	    __atomic_load_n(&detach_waiters, __ATOMIC_SEQ_CST)) {
-		/* Under the lock: detach checks the count under it before it
-		 * sleeps, so this wake-up cannot fall between the two. */
-		pthread_mutex_lock(&detach_lock);
-		pthread_cond_broadcast(&detach_cond);
-		pthread_mutex_unlock(&detach_lock);
+	    !__atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST)) {
+		if (__atomic_load_n(&detach_waiters, __ATOMIC_SEQ_CST)) {
+			/* Under the lock: detach checks the count under it
+			 * before it sleeps, so this wake-up cannot fall
+			 * between the two. */
+			pthread_mutex_lock(&detach_lock);
+			pthread_cond_broadcast(&detach_cond);
+			pthread_mutex_unlock(&detach_lock);
+		}
+		zombie_reap(m);
 	}
 }
 
-/* m->rpm already NULL. Returns true once no hook uses the old state, false
- * after BO_RPM_DETACH_TIMEOUT_MS (a hook broke its bound). */
+/* bo_rpm_test_set_detach_wait(): 0 = BO_RPM_DETACH_WAIT_MS (atomic). */
+static unsigned int test_detach_wait_ms;
+
+void bo_rpm_test_set_detach_wait(unsigned int ms)
+{
+	__atomic_store_n(&test_detach_wait_ms, ms, __ATOMIC_RELAXED);
+}
+
+/* m->rpm already NULL. Returns true once no hook is counted, false after
+ * BO_RPM_DETACH_WAIT_MS (the hook then frees the state when it leaves). */
 static bool hooks_drain(struct bo_mgr *m)
 {
+	unsigned int ms = __atomic_load_n(&test_detach_wait_ms, __ATOMIC_RELAXED);
 	struct timespec ts;
 	bool idle;
 
+	if (!ms)
+		ms = BO_RPM_DETACH_WAIT_MS;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BO_RPM_DETACH_TIMEOUT_MS / 1000;
-	ts.tv_nsec += (long)(BO_RPM_DETACH_TIMEOUT_MS % 1000) * 1000000L;
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
@@ -205,17 +256,23 @@ static bool may_live_in_system(const struct ugpu_bo *bo)
 
 /* ---- CPU faults (handler thread) ----------------------------------------- */
 
+/*
+ * The decision "VRAM: take a reference and list the BO" is made from the
+ * placement now. It can change before the handler maps (a move blocks and
+ * unblocks the map while this runs); cpu_map sees that (the map's
+ * generation moved), calls fault_end and this again, so the decision and
+ * the mapping always see the same placement (cpu_map.h, @fault_begin).
+ */
 int bo_rpm_fault_begin(void *owner)
 {
 	struct ugpu_bo *bo = owner;
 	struct ugpu_device *dev = bo->dev;
 	struct bo_mgr *m = dev->bo_mgr;
 	struct bo_rpm *r = hook_enter(m);
-	/* The placement cannot change under a fault: moves block the map
-	 * first (see struct ugpu_bo). A system-memory BO needs no device. */
 	bool vram = __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM;
 	int ret = 0;
 
+	test_point_obj(TEST_POINT_BO_FAULT_DECIDED, bo);
 	if (!r) {
 		/* Not attached: bring-up or close (the device is held awake), or
 		 * detached by a removal, which left nothing in VRAM: a BO that
@@ -227,9 +284,7 @@ int bo_rpm_fault_begin(void *owner)
 	if (!vram)
 		goto out_leave;
 	gate_pass();
-	/* dev->rpm outlives r: rpm_down() runs after bo_rpm_detach(), which
-	 * waits for this hook. */
-	ret = rpm_get(dev->rpm);
+	ret = rpm_get(r->rpm);
 	if (ret) {
 		log_err(dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
 			dev->vdev->name, bo->name, ugpu_strerror(ret));
@@ -237,8 +292,8 @@ int bo_rpm_fault_begin(void *owner)
 	}
 	r->fault_ref = true;
 	pthread_mutex_lock(&r->lock);
-	if (!rl_linked(&bo->rpm_link))
-		rl_add_tail(&r->mapped, &bo->rpm_link);
+	if (!rl_linked(&bo->rpm_mapped))
+		rl_add_tail(&r->mapped, &bo->rpm_mapped);
 	r->st.wake_faults++;
 	pthread_mutex_unlock(&r->lock);
 out_leave:
@@ -252,7 +307,7 @@ void bo_rpm_fault_end(void *owner)
 	struct bo_mgr *m = bo->dev->bo_mgr;
 	struct bo_rpm *r = hook_enter(m);
 
-	/* Detached since fault_begin: detach dropped the reference. */
+	/* Detached since fault_begin: the freer drops the reference. */
 	if (r && r->fault_ref) {
 		r->fault_ref = false;
 		/*
@@ -266,11 +321,11 @@ void bo_rpm_fault_end(void *owner)
 		 * lock (held around an in-place give-back) or finds it mapped.
 		 */
 		pthread_mutex_lock(&r->lock);
-		if (!rl_linked(&bo->rpm_link) &&
+		if (!rl_linked(&bo->rpm_mapped) &&
 		    __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM)
-			rl_add_tail(&r->mapped, &bo->rpm_link);
+			rl_add_tail(&r->mapped, &bo->rpm_mapped);
 		pthread_mutex_unlock(&r->lock);
-		rpm_put(bo->dev->rpm);
+		rpm_put(r->rpm);
 	}
 	hook_leave(m);
 }
@@ -291,17 +346,64 @@ static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo)
 	}
 }
 
-void bo_rpm_forget(struct ugpu_bo *bo)
+/* Off the mapped list; @destroy: off every list, backups dropped. */
+static void unlist(struct ugpu_bo *bo, bool destroy)
 {
 	struct bo_rpm *r = rpm_of(bo->dev);
 
 	if (!r)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (rl_linked(&bo->rpm_link))
-		rl_del(&bo->rpm_link);
-	drop_backups_locked(r, bo);
+	if (rl_linked(&bo->rpm_mapped))
+		rl_del(&bo->rpm_mapped);
+	if (destroy) {
+		if (rl_linked(&bo->rpm_evicted))
+			rl_del(&bo->rpm_evicted);
+		drop_backups_locked(r, bo);
+	}
 	pthread_mutex_unlock(&r->lock);
+}
+
+void bo_rpm_unmapped(struct ugpu_bo *bo)
+{
+	unlist(bo, false);
+}
+
+void bo_rpm_forget(struct ugpu_bo *bo)
+{
+	unlist(bo, true);
+}
+
+bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
+{
+	struct bo_rpm *r = rpm_of(bo->dev);
+	struct buddy_block *b;
+	uint64_t pos = 0;
+	bool whole = true;
+
+	if (!r)
+		return false;
+	pthread_mutex_lock(&r->lock);
+	buddy_list_for_each(b, bo->vram) {
+		uint64_t len = buddy_block_size(&bo->dev->vram_mm, b);
+		size_t i;
+
+		for (i = 0; i < r->nbackups; i++)
+			if (r->backups[i].bo == bo && r->backups[i].offset == buddy_block_offset(b))
+				break;
+		if (i == r->nbackups || r->backups[i].len != len) {
+			whole = false;
+			break;
+		}
+		if (dst)
+			memcpy((char *)dst + pos, r->backups[i].data, len);
+		pos += len;
+	}
+	whole = whole && pos >= bo->size;
+	if (whole && dst)
+		drop_backups_locked(r, bo);
+	pthread_mutex_unlock(&r->lock);
+	return whole;
 }
 
 /* ---- suspend / resume / restore ------------------------------------------ */
@@ -337,7 +439,12 @@ static int backup_bo_locked(struct bo_rpm *r, struct ugpu_bo *bo)
 	return 0;
 }
 
-/* D3cold loses VRAM: evict what may live in system, back up the rest. */
+/*
+ * D3cold loses VRAM: evict what may live in system, back up the rest. Runs
+ * after every CPU mapping of a VRAM BO was released: from then on a store
+ * through one faults first, takes a reference and so aborts this suspend
+ * (rpm.c), instead of landing in VRAM behind the backup's back.
+ */
 static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 {
 	struct ugpu_device *dev = r->dev;
@@ -356,9 +463,8 @@ static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 				return -EBUSY;
 			}
 			pthread_mutex_lock(&r->lock);
-			if (rl_linked(&bo->rpm_link))
-				rl_del(&bo->rpm_link);
-			rl_add_tail(&r->evicted, &bo->rpm_link);
+			if (!rl_linked(&bo->rpm_evicted))
+				rl_add_tail(&r->evicted, &bo->rpm_evicted);
 			r->st.evicted++;
 			pthread_mutex_unlock(&r->lock);
 			continue;
@@ -371,35 +477,28 @@ static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 				 dev->vdev->name, bo->name);
 			return -EBUSY;
 		}
+		test_point_obj(TEST_POINT_BO_D3COLD_BACKUP, bo);
 	}
 	return 0;
 }
 
-static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
+/* Release the CPU mapping of every BO a fault mapped in VRAM since the last
+ * release. Manager lock held. */
+static int release_all_locked(struct bo_rpm *r)
 {
-	struct bo_rpm *r = arg;
 	struct ugpu_device *dev = r->dev;
-	struct bo_mgr *m = dev->bo_mgr;
 	int ret = 0;
 
-	/* The manager lock keeps every listed BO alive and in place while its
-	 * mapping is released; faults do not need it (only the list lock). */
-	pthread_mutex_lock(&m->lock);
-	if (target == UGPU_POWER_D3COLD) {
-		ret = evict_all_locked(r, m);
-		if (ret)
-			goto out;
-	}
 	for (;;) {
 		struct ugpu_bo *bo;
 
 		pthread_mutex_lock(&r->lock);
-		if (r->mapped.next == &r->mapped) {
+		if (rl_empty(&r->mapped)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		bo = bo_of_rpm(r->mapped.next);
-		rl_del(&bo->rpm_link);
+		bo = bo_of_mapped(r->mapped.next);
+		rl_del(&bo->rpm_mapped);
 		pthread_mutex_unlock(&r->lock);
 		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
@@ -409,7 +508,7 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
 				dev->vdev->name, bo->name, ugpu_strerror(ret));
 			pthread_mutex_lock(&r->lock);
-			rl_add_tail(&r->mapped, &bo->rpm_link);
+			rl_add_tail(&r->mapped, &bo->rpm_mapped);
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
@@ -417,7 +516,24 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 		r->st.released++;
 		pthread_mutex_unlock(&r->lock);
 	}
-out:
+	return ret;
+}
+
+static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
+{
+	struct bo_rpm *r = arg;
+	struct ugpu_device *dev = r->dev;
+	struct bo_mgr *m = dev->bo_mgr;
+	int ret;
+
+	/* The manager lock keeps every listed BO alive and in place while its
+	 * mapping is released; faults do not need it (only the list lock).
+	 * Mappings first: a D3cold backup must be taken when no CPU store
+	 * can reach VRAM without waking (or keeping) the device. */
+	pthread_mutex_lock(&m->lock);
+	ret = release_all_locked(r);
+	if (!ret && target == UGPU_POWER_D3COLD)
+		ret = evict_all_locked(r, m);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -450,12 +566,12 @@ static void bo_rpm_restore(void *arg)
 		struct ugpu_bo *bo;
 
 		pthread_mutex_lock(&r->lock);
-		if (r->evicted.next == &r->evicted) {
+		if (rl_empty(&r->evicted)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		bo = bo_of_rpm(r->evicted.next);
-		rl_del(&bo->rpm_link);
+		bo = bo_of_evicted(r->evicted.next);
+		rl_del(&bo->rpm_evicted);
 		pthread_mutex_unlock(&r->lock);
 		if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count ||
 		    bo->placements[0] != UGPU_PLACEMENT_VRAM)
@@ -471,11 +587,29 @@ static void bo_rpm_restore(void *arg)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* Adds our counters into @st (the BO side of ugpu_rpm_stats). Called under
+ * the rpm lock: takes only our leaf lock. */
+static void bo_rpm_stats(void *arg, struct ugpu_rpm_stats *st)
+{
+	struct bo_rpm *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
+		st->bo_mappings_listed++;
+	st->bo_mappings_released += r->st.released;
+	st->bo_wake_faults += r->st.wake_faults;
+	st->bo_evicted += r->st.evicted;
+	st->bo_restored += r->st.restored;
+	st->bo_backed_up += r->st.backed_up;
+	pthread_mutex_unlock(&r->lock);
+}
+
 static const struct rpm_hook_ops bo_rpm_ops = {
 	.name = "bo",
 	.suspend = bo_rpm_suspend,
 	.resume = bo_rpm_resume,
 	.restore = bo_rpm_restore,
+	.stats = bo_rpm_stats,
 	.evicts_vram = true,
 };
 
@@ -492,11 +626,14 @@ int bo_rpm_attach(struct ugpu_device *dev)
 	if (!r)
 		return -ENOMEM;
 	r->dev = dev;
+	r->rpm = dev->rpm;
+	rpm_ref(r->rpm);
 	pthread_mutex_init(&r->lock, NULL);
 	rl_init(&r->mapped);
 	rl_init(&r->evicted);
-	ret = rpm_hook_register(dev->rpm, &bo_rpm_ops, r, &r->hook);
+	ret = rpm_hook_register(r->rpm, &bo_rpm_ops, r, &r->hook);
 	if (ret) {
+		rpm_unref(r->rpm);
 		pthread_mutex_destroy(&r->lock);
 		free(r);
 		return ret;
@@ -513,39 +650,29 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	if (!m || !(r = __atomic_load_n(&m->rpm, __ATOMIC_ACQUIRE)))
 		return;
 	/* No suspend/resume/restore hook runs after this (it waits for one
-	 * that is running). */
-	rpm_hook_unregister(dev->rpm, r->hook);
+	 * that is running); our counters go into the rpm's kept totals. */
+	rpm_hook_unregister(r->rpm, r->hook);
 	/* Under the manager lock: BO code calls bo_rpm_forget() under it, so
 	 * no BO leaves the lists unseen between the unpublish and the emptying
 	 * below. Waiting for the fault hooks under it is safe: they never take
 	 * it, and with our rpm hook gone their rpm_get() waits for nothing that
 	 * does (a holder of this lock may wait for the handler thread anyway). */
 	pthread_mutex_lock(&m->lock);
-	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
-	if (!hooks_drain(m)) {
-		/* Freeing it under a running hook would be worse than the leak. */
-		pthread_mutex_unlock(&m->lock);
-		log_err(dev->ctx, "%s: a CPU fault hook still runs after %d ms: BO runtime-PM state leaked",
-			dev->vdev->name, BO_RPM_DETACH_TIMEOUT_MS);
-		return;
-	}
-	/* A fault that took its reference before the unpublish and ends after
-	 * it: its fault_end finds nothing, so the reference is dropped here. */
-	if (r->fault_ref) {
-		r->fault_ref = false;
-		rpm_put(dev->rpm);
-	}
 	pthread_mutex_lock(&r->lock);
-	while (r->mapped.next != &r->mapped)
+	while (!rl_empty(&r->mapped))
 		rl_del(r->mapped.next);
-	while (r->evicted.next != &r->evicted)
+	while (!rl_empty(&r->evicted))
 		rl_del(r->evicted.next);
-	drop_backups_locked(r, NULL);
 	pthread_mutex_unlock(&r->lock);
+	__atomic_store_n(&m->rpm_zombie, r, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
+	if (!hooks_drain(m))
+		log_warn(dev->ctx, "%s: a CPU fault hook still runs after %d ms; it frees the BO runtime-PM state when it ends",
+			 dev->vdev->name, BO_RPM_DETACH_WAIT_MS);
 	pthread_mutex_unlock(&m->lock);
-	free(r->backups);
-	pthread_mutex_destroy(&r->lock);
-	free(r);
+	/* Free it here unless a hook is still counted (then it does). */
+	if (!__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST))
+		zombie_reap(m);
 }
 
 void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)

@@ -57,8 +57,9 @@ struct uffdio_poison {
  * - @op_lock serialises the calls that change the range from owner threads
  *   (invalidate, block, unblock, destroy). It is held across mremap(), which
  *   waits for the handler thread; the handler never takes it.
- * - @lock protects @state, @blocked, @parked, @parked_since_ns, @inflight,
- *   @mapped, @faults, @invalidations, and the owner's placement as seen by
+ * - @lock protects @state, @blocked, @gen, @parked, @parked_since_ns,
+ *   @inflight, @mapped, @faults, @invalidations, @block_timeout_ms, and the
+ *   owner's placement as seen by
  *   ops->resolve (called under it). The handler holds it while it maps the
  *   backing, so a state change by an owner thread is ordered against a fault
  *   being served. It is never held across mremap() or an owner hook other
@@ -81,6 +82,10 @@ struct cpu_map {
 	pthread_cond_t idle; /* signalled when @inflight drops to 0 */
 	enum cpu_map_state state;
 	unsigned int blocked;
+	/* Bumped by every block and unblock: the owner may have changed the
+	 * backing in between, so a fault_begin decided before is stale. */
+	uint64_t gen;
+	unsigned int block_timeout_ms; /* 0: the manager's */
 	unsigned int parked;
 	uint64_t parked_since_ns;
 	unsigned int inflight; /* handler between fault_begin and fault_end */
@@ -382,6 +387,7 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	size_t size;
 	struct cpu_map *map;
 	bool begun = false, stale = false, woken = false;
+	uint64_t begun_gen = 0;
 	int begin_err = 0;
 
 	stat_add(&mgr->fault_events, 1);
@@ -426,10 +432,25 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			map_fail_range(map, 0);
 			break;
 		}
+		if (begun && map->gen != begun_gen) {
+			/* The owner blocked and unblocked the map while
+			 * fault_begin ran: it decided on a backing that may
+			 * not be the one resolve() would map now (a move in
+			 * between). End it and decide again, so the decision
+			 * and the mapping see the same backing. */
+			pthread_mutex_unlock(&map->lock);
+			map->ops->fault_end(map->owner);
+			pthread_mutex_lock(&map->lock);
+			begun = false;
+			if (!--map->inflight)
+				pthread_cond_broadcast(&map->idle);
+			continue;
+		}
 		if (map->ops->fault_begin && !begun) {
 			int ret;
 
 			map->inflight++;
+			begun_gen = map->gen;
 			pthread_mutex_unlock(&map->lock);
 			ret = map->ops->fault_begin(map->owner);
 			pthread_mutex_lock(&map->lock);
@@ -481,17 +502,20 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
  * move is stuck, and a hang would be worse than a loud error. */
 static void check_block_timeouts(struct cpu_map_mgr *mgr)
 {
-	uint64_t now = now_ns(), limit = (uint64_t)mgr->block_timeout_ms * 1000000ull;
+	uint64_t now = now_ns();
 	struct cpu_map *map;
 
 	pthread_mutex_lock(&mgr->lock);
 	for (map = mgr->maps; map; map = map->next) {
+		unsigned int ms;
+
 		pthread_mutex_lock(&map->lock);
+		ms = map->block_timeout_ms ? map->block_timeout_ms : mgr->block_timeout_ms;
 		if (map->blocked && map->parked && map->state == CPU_MAP_UNMAPPED &&
-		    now - map->parked_since_ns >= limit) {
+		    now - map->parked_since_ns >= (uint64_t)ms * 1000000ull) {
 			log_err(mgr->ctx,
 				"cpu_map: object '%s': a CPU access waited %u ms for a move that did not finish; it gets SIGBUS",
-				map->name, mgr->block_timeout_ms);
+				map->name, ms);
 			stat_add(&mgr->block_timeouts, 1);
 			map->parked = 0;
 			map_fail_range(map, 0); /* poison wakes the waiters */
@@ -928,6 +952,7 @@ int cpu_map_block(struct cpu_map *map)
 	/* Blocked before the swap, so a fault right after it waits. */
 	pthread_mutex_lock(&map->lock);
 	map->blocked++;
+	map->gen++;
 	pthread_mutex_unlock(&map->lock);
 	ret = map_invalidate_locked(map);
 	if (ret < 0) {
@@ -962,6 +987,7 @@ int cpu_map_unblock(struct cpu_map *map)
 		return -EINVAL;
 	}
 	last = !--map->blocked;
+	map->gen++;
 	failed = map->state == CPU_MAP_ERROR;
 	if (last)
 		map->parked = 0;
@@ -1033,6 +1059,13 @@ int cpu_map_destroy(struct cpu_map *map)
 	return 0;
 }
 
+void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms)
+{
+	pthread_mutex_lock(&map->lock);
+	map->block_timeout_ms = ms;
+	pthread_mutex_unlock(&map->lock);
+}
+
 void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -1044,5 +1077,7 @@ void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out)
 	out->parked = map->parked;
 	out->faults = map->faults;
 	out->invalidations = map->invalidations;
+	out->block_timeout_ms = map->block_timeout_ms ? map->block_timeout_ms
+						      : map->mgr->block_timeout_ms;
 	pthread_mutex_unlock(&map->lock);
 }

@@ -351,7 +351,7 @@ static int transport_up(struct ugpu_device *dev, const char *uri)
 	ret = device_power_probe(dev);
 	if (ret)
 		goto out_close;
-	if (dev->power_state != UGPU_POWER_D0) {
+	if (device_power_state(dev) != UGPU_POWER_D0) {
 		ret = device_set_power(dev, UGPU_POWER_D0);
 		if (ret) {
 			log_err(ctx, "%s: cannot wake the device to D0: %s", uri, ugpu_strerror(ret));
@@ -595,6 +595,7 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	if (!dev)
 		return -ENOMEM;
 	dev->ctx = ctx;
+	dev->refs = 1;
 	dev->req_fd = -1;
 	for (i = 0; i < 8; i++)
 		dev->msix_fds[i] = -1;
@@ -618,10 +619,23 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 
 out_teardown:
 	device_teardown(dev, DEVICE_LIFE_ALL);
+	device_put(dev);
+	return ret;
+}
+
+void device_get(struct ugpu_device *dev)
+{
+	__atomic_add_fetch(&dev->refs, 1, __ATOMIC_RELAXED);
+}
+
+void device_put(struct ugpu_device *dev)
+{
+	if (__atomic_sub_fetch(&dev->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	bo_mgr_free(dev);
 	pthread_mutex_destroy(&dev->vram_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
-	return ret;
 }
 
 UGPU_API void ugpu_device_close(struct ugpu_device *dev)
@@ -629,11 +643,9 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 	if (!dev)
 		return;
 	/* Reverse of ugpu_device_open()'s bring-up; after a removal only the
-	 * context steps are left. */
+	 * context steps are left. BO handles still alive keep the object. */
 	device_teardown(dev, DEVICE_LIFE_ALL);
-	pthread_mutex_destroy(&dev->vram_lock);
-	pthread_mutex_destroy(&dev->lock);
-	free(dev);
+	device_put(dev);
 }
 
 UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info *info)
@@ -662,9 +674,7 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
 	i.num_copy_engines = dev->num_copy_engines;
 	i.caps = dev->caps;
 	i.fabric_id = dev->fabric_id;
-	pthread_mutex_lock(&dev->lock);
-	i.power_state = dev->power_state;
-	pthread_mutex_unlock(&dev->lock);
+	i.power_state = device_power_state(dev);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
 	return 0;

@@ -50,8 +50,9 @@ struct device_profile {
  * Lifetimes: everything here belongs to the device and is released by
  * ugpu_device_close() in the reverse order of device_open()'s bring-up.
  *
- * Locking: @lock protects @power_state and @pmcsr and serialises power
- * transitions.
+ * Locking: @lock protects @pmcsr and serialises power transitions;
+ * @power_state is written under it with atomic stores and read without it
+ * (device_power_state()), so a query never waits for a transition.
  * @vram_lock protects @vram_mm (the buddy allocator is not thread-safe) and
  * is a leaf lock. The identity fields, @dma, the engines and @vram are set
  * up during open, read-only after, and torn down by close.
@@ -135,7 +136,18 @@ struct ugpu_device {
 	uint32_t steps_up;
 	int removed;
 	struct vfio_dev gone_vdev;
+
+	/* References to this object (atomic): one for the open device, one per
+	 * live BO handle (BOs outlive ugpu_device_close(), include/ugpu/
+	 * device.h). The last device_put() frees what close left: the BO
+	 * manager's shell and this struct. */
+	unsigned int refs;
 };
+
+/* device_get()/device_put() - keep the device object (not the device: close
+ * still releases every resource) alive for a BO handle. */
+void device_get(struct ugpu_device *dev);
+void device_put(struct ugpu_device *dev);
 
 /* Lifetimes of the bring-up steps (device.c): DEVICE resources die with
  * the device (removal releases them), CONTEXT ones outlive it until
@@ -154,6 +166,12 @@ enum device_lifetime {
  * Context: not concurrently with open/close/another teardown of @dev.
  */
 void device_teardown(struct ugpu_device *dev, unsigned int which);
+
+/* The power state now (the last one a transition reached); never blocks. */
+static inline enum ugpu_power_state device_power_state(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->power_state, __ATOMIC_ACQUIRE);
+}
 
 /* True once removal has started releasing the device's resources. */
 static inline bool device_is_removed(struct ugpu_device *dev)

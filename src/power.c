@@ -13,6 +13,13 @@
 #include "src/pci_cfg.h"
 #include "src/refdev.h"
 
+/* Written under dev->lock, read without it (device_power_state()): a
+ * query must not wait for a transition that takes a while (D3cold). */
+static void power_state_set(struct ugpu_device *dev, enum ugpu_power_state s)
+{
+	__atomic_store_n(&dev->power_state, s, __ATOMIC_RELEASE);
+}
+
 int device_power_probe(struct ugpu_device *dev)
 {
 	uint16_t pmcsr;
@@ -37,14 +44,14 @@ int device_power_probe(struct ugpu_device *dev)
 			dev->caps |= UGPU_DEVICE_CAP_D3COLD;
 		}
 	}
-	dev->power_state = UGPU_POWER_D0;
+	power_state_set(dev, UGPU_POWER_D0);
 	if (dev->pm_cap) {
 		ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
 		if (ret)
 			return ret;
 		dev->pmcsr = pmcsr;
 		if ((pmcsr & PCI_PM_CTRL_STATE_MASK) == 3)
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 	}
 	if (dev->pwr_cap) {
 		uint32_t st;
@@ -53,7 +60,7 @@ int device_power_probe(struct ugpu_device *dev)
 		if (ret)
 			return ret;
 		if (st == 4)
-			dev->power_state = UGPU_POWER_D3COLD;
+			power_state_set(dev, UGPU_POWER_D3COLD);
 	}
 	return 0;
 }
@@ -124,7 +131,7 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 		ret = to == UGPU_POWER_D0 ? dev->vdev->ops->low_power_exit(dev->vdev)
 					  : dev->vdev->ops->low_power_enter(dev->vdev, -1);
 		if (!ret)
-			dev->power_state = to;
+			power_state_set(dev, to);
 		return ret;
 	}
 	if (to == UGPU_POWER_D3COLD && !dev->pwr_cap)
@@ -136,18 +143,18 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 			ret = pmcsr_set(dev, 3);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 		}
 		if (to == UGPU_POWER_D3COLD) {
 			ret = main_power_set(dev, true);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3COLD;
+			power_state_set(dev, UGPU_POWER_D3COLD);
 		} else if (from == UGPU_POWER_D3COLD) {
 			ret = main_power_set(dev, false);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 		}
 		return 0;
 	}
@@ -157,12 +164,12 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 		ret = main_power_set(dev, false);
 		if (ret)
 			return ret;
-		dev->power_state = UGPU_POWER_D3HOT;
+		power_state_set(dev, UGPU_POWER_D3HOT);
 	}
 	ret = pmcsr_set(dev, 0);
 	if (ret)
 		return ret;
-	dev->power_state = UGPU_POWER_D0;
+	power_state_set(dev, UGPU_POWER_D0);
 	return 0;
 }
 

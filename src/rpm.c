@@ -31,6 +31,7 @@
 #include "src/device.h"
 #include "src/log.h"
 #include "src/rpm.h"
+#include "src/test_point.h"
 
 struct rpm_hook {
 	const struct rpm_hook_ops *ops;
@@ -52,7 +53,14 @@ struct rpm_hook {
  * Lifetime against removal: the public calls find the rpm through dev->rpm
  * under the BO manager lock (where removal unpublishes it) and count
  * themselves in @api_users (under @lock) before letting go of that lock;
- * rpm_fini() waits for @api_users to reach 0 (@cond) before freeing.
+ * rpm_fini() waits (bounded) for @api_users to reach 0 (@cond) so that no
+ * call is still using the device when its teardown goes on. Freeing is
+ * counted, not timed: @refs (under @lock) counts the owner, each public call
+ * inside and each module holding a pointer (rpm_ref()); the last
+ * rpm_unref() frees. @dead (under @lock): rpm_fini() ran; gets answer
+ * -ENODEV, puts do nothing. The hook list is changed with both @hooks_lock
+ * and @lock held, so either one keeps it stable (rpm_stats() walks it under
+ * @lock, never waiting for a transition).
  */
 struct rpm {
 	struct ugpu_device *dev;
@@ -68,6 +76,9 @@ struct rpm {
 	bool thread_started;
 	bool stop;
 	unsigned int api_users; /* public calls inside (see above) */
+	unsigned int refs;
+	bool dead;
+	struct ugpu_rpm_stats retired; /* BO fields of unregistered hooks */
 
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
@@ -177,12 +188,7 @@ static uint64_t vram_used(struct ugpu_device *dev)
 
 static enum ugpu_power_state current_power(struct ugpu_device *dev)
 {
-	enum ugpu_power_state s;
-
-	pthread_mutex_lock(&dev->lock);
-	s = dev->power_state;
-	pthread_mutex_unlock(&dev->lock);
-	return s;
+	return device_power_state(dev);
 }
 
 /* D3cold when the device can, some hook evicts, and little VRAM is used
@@ -240,8 +246,10 @@ static int do_suspend(struct rpm *rpm)
 			}
 		}
 	}
-	if (!ret)
+	if (!ret) {
+		test_point(TEST_POINT_RPM_HOOKS_DONE);
 		ret = engines_quiesce(rpm);
+	}
 
 	pthread_mutex_lock(&rpm->lock);
 	if (!ret && (rpm->usage || rpm->abort))
@@ -286,6 +294,7 @@ static int do_suspend(struct rpm *rpm)
 	}
 
 	/* Abandoned: the hooks that ran undo what they did. */
+	test_point(TEST_POINT_RPM_ABANDONED);
 	pthread_mutex_unlock(&rpm->lock);
 	for (h = ran_last; h; h = h->prev)
 		if (h->ops->resume)
@@ -384,6 +393,10 @@ int rpm_get(struct rpm *rpm)
 
 	pthread_mutex_lock(&rpm->lock);
 	for (;;) {
+		if (rpm->dead) {
+			ret = -ENODEV;
+			break;
+		}
 		if (rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm)) {
 			rpm->usage++;
 			break;
@@ -418,17 +431,21 @@ bool rpm_get_if_active(struct rpm *rpm)
 	bool ok;
 
 	pthread_mutex_lock(&rpm->lock);
-	ok = rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm);
+	ok = !rpm->dead && (rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm));
 	if (ok)
 		rpm->usage++;
 	pthread_mutex_unlock(&rpm->lock);
 	return ok;
 }
 
-/* Called with rpm->lock held. */
+/*
+ * Called with rpm->lock held. While runtime suspend is not allowed, one
+ * reference is the "not allowed" hold (rpm_allow()), not a caller's: a put
+ * that would take it is unbalanced too.
+ */
 static void put_locked(struct rpm *rpm)
 {
-	if (!rpm->usage) {
+	if (rpm->usage <= (uint32_t)!rpm->allowed) {
 		log_err(rpm->ctx, "%s: runtime PM put without a get (ignored)",
 			rpm->dev->vdev->name);
 		return;
@@ -452,7 +469,8 @@ static void put_locked(struct rpm *rpm)
 void rpm_put(struct rpm *rpm)
 {
 	pthread_mutex_lock(&rpm->lock);
-	put_locked(rpm);
+	if (!rpm->dead) /* the references died with rpm_fini() */
+		put_locked(rpm);
 	pthread_mutex_unlock(&rpm->lock);
 }
 
@@ -489,6 +507,7 @@ static void run_restore(struct rpm *rpm)
 {
 	struct rpm_hook *h;
 
+	test_point(TEST_POINT_RPM_RESTORE);
 	pthread_mutex_lock(&rpm->hooks_lock);
 	for (h = rpm->hooks_tail; h; h = h->prev)
 		if (h->ops->restore)
@@ -572,6 +591,7 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out)
 	rpm->delay_ms = RPM_DEFAULT_AUTOSUSPEND_MS;
 	rpm->threshold = RPM_DEFAULT_D3COLD_THRESHOLD;
 	rpm->sleep_state = UGPU_POWER_D0;
+	rpm->refs = 1; /* the owner's, dropped by rpm_fini() */
 	pthread_mutex_init(&rpm->allow_lock, NULL);
 	pthread_mutex_init(&rpm->hooks_lock, NULL);
 	pthread_mutex_init(&rpm->lock, NULL);
@@ -638,38 +658,10 @@ static void stats_keep(struct rpm *rpm)
 		pthread_mutex_unlock(&dev->bo_mgr->lock);
 }
 
-void rpm_fini(struct rpm *rpm)
+static void rpm_free(struct rpm *rpm)
 {
 	struct rpm_hook *h, *next;
-	bool drained;
-	int ret;
 
-	if (!rpm)
-		return;
-	pthread_mutex_lock(&rpm->lock);
-	rpm->stop = true;
-	pthread_cond_signal(&rpm->timer_cond);
-	pthread_mutex_unlock(&rpm->lock);
-	if (rpm->thread_started)
-		pthread_join(rpm->thread, NULL);
-	drained = api_users_drain(rpm);
-
-	/* Leave the device awake for whoever opens it next (xe:
-	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
-	 * not answer is only logged: teardown never depends on it. */
-	if (rpm_is_suspended(rpm)) {
-		ret = rpm_get(rpm);
-		if (ret)
-			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
-				 ugpu_strerror(ret));
-	}
-	stats_keep(rpm);
-	if (!drained) {
-		/* Freeing it under a caller would be worse than the leak. */
-		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; its state is leaked",
-			rpm->dev->vdev->name, RPM_FINI_USERS_TIMEOUT_MS);
-		return;
-	}
 	for (h = rpm->hooks; h; h = next) {
 		next = h->next;
 		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
@@ -682,6 +674,58 @@ void rpm_fini(struct rpm *rpm)
 	pthread_mutex_destroy(&rpm->hooks_lock);
 	pthread_mutex_destroy(&rpm->allow_lock);
 	free(rpm);
+}
+
+void rpm_ref(struct rpm *rpm)
+{
+	pthread_mutex_lock(&rpm->lock);
+	rpm->refs++;
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+void rpm_unref(struct rpm *rpm)
+{
+	unsigned int left;
+
+	pthread_mutex_lock(&rpm->lock);
+	left = --rpm->refs;
+	pthread_mutex_unlock(&rpm->lock);
+	/* Unpublished and nobody else holds it: nobody can lock it now. */
+	if (!left)
+		rpm_free(rpm);
+}
+
+void rpm_fini(struct rpm *rpm)
+{
+	int ret;
+
+	if (!rpm)
+		return;
+	pthread_mutex_lock(&rpm->lock);
+	rpm->stop = true;
+	pthread_cond_signal(&rpm->timer_cond);
+	pthread_mutex_unlock(&rpm->lock);
+	if (rpm->thread_started)
+		pthread_join(rpm->thread, NULL);
+	if (!api_users_drain(rpm))
+		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; it frees the runtime-PM state when it leaves",
+			rpm->dev->vdev->name, RPM_FINI_USERS_TIMEOUT_MS);
+
+	/* Leave the device awake for whoever opens it next (xe:
+	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
+	 * not answer is only logged: teardown never depends on it. */
+	if (rpm_is_suspended(rpm)) {
+		ret = rpm_get(rpm);
+		if (ret)
+			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
+				 ugpu_strerror(ret));
+	}
+	stats_keep(rpm);
+	pthread_mutex_lock(&rpm->lock);
+	rpm->dead = true;
+	pthread_cond_broadcast(&rpm->cond); /* waiters in rpm_get() see it */
+	pthread_mutex_unlock(&rpm->lock);
+	rpm_unref(rpm);
 }
 
 /* --- settings, hooks, stats --------------------------------------------- */
@@ -740,13 +784,13 @@ int rpm_hook_register(struct rpm *rpm, const struct rpm_hook_ops *ops, void *arg
 	h->ops = ops;
 	h->arg = arg;
 	pthread_mutex_lock(&rpm->hooks_lock);
+	pthread_mutex_lock(&rpm->lock);
 	h->prev = rpm->hooks_tail;
 	if (rpm->hooks_tail)
 		rpm->hooks_tail->next = h;
 	else
 		rpm->hooks = h;
 	rpm->hooks_tail = h;
-	pthread_mutex_lock(&rpm->lock);
 	rpm->n_evicting += ops->evicts_vram;
 	rpm->n_restore += ops->restore != NULL;
 	pthread_mutex_unlock(&rpm->lock);
@@ -760,6 +804,7 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 	if (!rpm || !h)
 		return;
 	pthread_mutex_lock(&rpm->hooks_lock);
+	pthread_mutex_lock(&rpm->lock);
 	if (h->prev)
 		h->prev->next = h->next;
 	else
@@ -768,9 +813,14 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 		h->next->prev = h->prev;
 	else
 		rpm->hooks_tail = h->prev;
-	pthread_mutex_lock(&rpm->lock);
 	rpm->n_evicting -= h->ops->evicts_vram;
 	rpm->n_restore -= h->ops->restore != NULL;
+	if (h->ops->stats) {
+		uint64_t listed = rpm->retired.bo_mappings_listed;
+
+		h->ops->stats(h->arg, &rpm->retired);
+		rpm->retired.bo_mappings_listed = listed; /* a gauge, not a total */
+	}
 	pthread_mutex_unlock(&rpm->lock);
 	pthread_mutex_unlock(&rpm->hooks_lock);
 	free(h);
@@ -778,6 +828,7 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 
 void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 {
+	struct rpm_hook *h;
 	uint64_t susp_ns;
 
 	memset(o, 0, sizeof(*o));
@@ -802,6 +853,14 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 	if (rpm->state == UGPU_RPM_SUSPENDED)
 		susp_ns += now_ns() - rpm->suspended_since_ns;
 	o->suspended_us = susp_ns / 1000;
+	o->bo_mappings_released = rpm->retired.bo_mappings_released;
+	o->bo_wake_faults = rpm->retired.bo_wake_faults;
+	o->bo_evicted = rpm->retired.bo_evicted;
+	o->bo_restored = rpm->retired.bo_restored;
+	o->bo_backed_up = rpm->retired.bo_backed_up;
+	for (h = rpm->hooks; h; h = h->next)
+		if (h->ops->stats)
+			h->ops->stats(h->arg, o);
 	pthread_mutex_unlock(&rpm->lock);
 	o->power_state = current_power(rpm->dev);
 }
@@ -829,6 +888,7 @@ int rpm_user_enter(struct ugpu_device *dev, struct rpm **out)
 	if (rpm) {
 		pthread_mutex_lock(&rpm->lock);
 		rpm->api_users++;
+		rpm->refs++;
 		pthread_mutex_unlock(&rpm->lock);
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -844,6 +904,7 @@ void rpm_user_leave(struct rpm *rpm)
 	if (!--rpm->api_users)
 		pthread_cond_broadcast(&rpm->cond);
 	pthread_mutex_unlock(&rpm->lock);
+	rpm_unref(rpm);
 }
 
 /*

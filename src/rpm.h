@@ -45,6 +45,9 @@ struct rpm_hook;
 #define RPM_DEFAULT_D3COLD_THRESHOLD (300ull << 20)
 /* Bound for a waiter of a power transition another thread is making. */
 #define RPM_WAIT_TIMEOUT_MS 10000
+/* Bound for a wake made by the caller itself: a few config accesses, each
+ * bounded by the transport's request timeout, and the quick resume hooks. */
+#define RPM_WAKE_BOUND_MS 15000
 /* Bound for the engines to go idle before the device sleeps. */
 #define RPM_IDLE_TIMEOUT_MS 1000
 /* Bound for rpm_fini() to wait for public calls still inside (each is
@@ -77,6 +80,11 @@ struct rpm_hook;
  *           block/unblock allowed). The device may have been touched before
  *           it runs: objects evicted by @suspend are then still in system
  *           memory and used from there.
+ * @stats: may be NULL. Adds the module's counters into the BO fields of
+ *           @st (ugpu_device_rpm_stats()). Called with the rpm lock held,
+ *           also while a transition runs: it must only take leaf locks of
+ *           its own. Called once more by rpm_hook_unregister(), into the
+ *           totals the rpm keeps, so counters survive the hook.
  * @evicts_vram: this hook's @suspend moves every VRAM object of its module
  *           to system memory when @target is D3cold. D3cold is chosen only
  *           when at least one registered hook says so (otherwise a device with
@@ -91,6 +99,7 @@ struct rpm_hook_ops {
 	int (*suspend)(void *arg, enum ugpu_power_state target);
 	void (*resume)(void *arg, enum ugpu_power_state from);
 	void (*restore)(void *arg);
+	void (*stats)(void *arg, struct ugpu_rpm_stats *st);
 	bool evicts_vram;
 };
 
@@ -102,14 +111,20 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out);
 /*
  * rpm_fini() - stop the rpm thread (joined, bounded by a running transition),
  * wait (bounded) for the public ugpu_device_rpm_*() calls still inside, leave
- * the device in D0 if it can be woken, and keep the last stats in
- * dev->rpm_last (under the BO manager lock) for ugpu_device_rpm_stats()
- * after a removal. Safe with NULL.
+ * the device in D0 if it can be woken, keep the last stats in dev->rpm_last
+ * (under the BO manager lock) for ugpu_device_rpm_stats() after a removal,
+ * and drop the owner's reference. From then on rpm_get() answers -ENODEV and
+ * rpm_put() does nothing; the object is freed by the last rpm_unref() (a
+ * caller still inside, or a module holding it). Safe with NULL.
  * Context: dev->rpm already unpublished (under the BO manager lock, which
- * the caller does not hold); no internal rpm_*() call may run concurrently
- * or after.
+ * the caller does not hold).
  */
 void rpm_fini(struct rpm *rpm);
+
+/* rpm_ref() / rpm_unref() - keep the rpm object (not the device) alive:
+ * a module that keeps a pointer to it holds a reference. */
+void rpm_ref(struct rpm *rpm);
+void rpm_unref(struct rpm *rpm);
 
 /*
  * rpm_get() - take a reference; returns with the device in D0.

@@ -31,6 +31,7 @@
 #include "src/device.h"
 #include "src/log.h"
 #include "src/rpm.h"
+#include "src/test_point.h"
 
 static const char *const phase_names[UGPU_PM_PHASE_COUNT] = {
 	[UGPU_PM_PHASE_PREPARE_EVICT] = "prepare-evict",
@@ -247,6 +248,7 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&m->pm_lock);
+	test_point(TEST_POINT_PM_PREPARE);
 	if (device_is_removed(dev)) { /* unplugged (src/unplug.c) */
 		pthread_mutex_unlock(&m->pm_lock);
 		host_pm_put(dev);

@@ -249,13 +249,22 @@ static void only_system(struct ugpu_bo *bo)
 	bo->nplacements = 2;
 }
 
+/* Where a BO's contents go when its VRAM cannot be copied from. */
+enum drop_to {
+	DROP_LOST, /* nowhere: the contents are lost */
+	DROP_TO_BACKUP, /* its valid host-suspend backup becomes its system copy */
+	DROP_TO_SYS, /* @sys (filled by the caller) becomes its system copy */
+};
+
 /*
- * Change @bo's backing away from VRAM without a copy: to its valid backup
- * (@adopt) or to nothing (lost). The CPU mapping is blocked across the
- * change like any move, so a fault maps the new backing, or gets SIGBUS for
- * a lost BO (bo_resolve() answers -ENODEV for no backing).
+ * Change @bo's backing away from VRAM without a copy from the device: to its
+ * valid host-suspend backup, to system memory the caller filled, or to
+ * nothing (lost). The CPU mapping is blocked across the change like any
+ * move, so a fault maps the new backing, or gets SIGBUS for a lost BO
+ * (bo_resolve() answers -ENODEV for no backing).
  */
-static void vram_drop_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool adopt)
+static void vram_drop_locked(struct ugpu_device *dev, struct ugpu_bo *bo, enum drop_to to,
+			     struct sysmem *sys)
 {
 	struct bo_mgr *m = dev->bo_mgr;
 	bool blocked = false;
@@ -272,11 +281,17 @@ static void vram_drop_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool a
 	bo_rpm_forget(bo);
 	device_vram_free(dev, bo->vram, 0);
 	m->vram_bytes -= bo->size;
-	if (adopt) {
-		bo->sys = bo->backup;
-		bo->backup.mem.fd = -1;
-		bo->backup.mem.vaddr = NULL;
-		bo->backup.iova = 0;
+	if (to != DROP_LOST) {
+		if (to == DROP_TO_BACKUP) {
+			bo->sys = bo->backup;
+			bo->backup.mem.fd = -1;
+			bo->backup.mem.vaddr = NULL;
+			bo->backup.iova = 0;
+		} else {
+			bo->sys.mem = *sys; /* not mapped for a device: iova 0 */
+			bo->sys.iova = 0;
+			sys->fd = -1;
+		}
 		bo->placement = UGPU_PLACEMENT_SYSTEM;
 		m->sys_bytes += bo->size;
 		only_system(bo);
@@ -305,12 +320,14 @@ static void evacuate_one(struct removal *r, struct ugpu_bo *bo)
 
 	if (bo->placement != UGPU_PLACEMENT_VRAM)
 		return; /* system memory is kept; a lost BO stays lost */
-	if (bo->flags & UGPU_BO_KERNEL) {
+	if (bo->driver_owned) {
 		/* Rings, page tables: device resources. The rings go with their
-		 * engines; anything else of the driver's is dropped here. */
+		 * engines; anything else of the driver's is dropped here. A BO
+		 * the program created with UGPU_BO_KERNEL is the program's and
+		 * is kept like any other (below). */
 		r->st.kernel_bos++;
 		if (!is_ring(dev, bo))
-			vram_drop_locked(dev, bo, false);
+			vram_drop_locked(dev, bo, DROP_LOST, NULL);
 		return;
 	}
 	if (!r->surprise && !r->suspended) {
@@ -336,13 +353,29 @@ static void evacuate_one(struct removal *r, struct ugpu_bo *bo)
 		}
 	}
 	if (has_backup) {
-		vram_drop_locked(dev, bo, true);
+		vram_drop_locked(dev, bo, DROP_TO_BACKUP, NULL);
 		r->st.bos_adopted++;
 		log_warn(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) kept from its suspend backup",
 			 dev->vdev->name, bo->name, bo->size);
 		return;
 	}
-	vram_drop_locked(dev, bo, false);
+	/* The device sleeps in runtime D3cold (or its wake failed): the
+	 * runtime-PM backup holds what VRAM lost. */
+	if (bo_rpm_take_backup(bo, NULL)) {
+		struct sysmem sys;
+
+		if (!sysmem_create(dev->ctx, bo->size, bo->name, &sys)) {
+			bo_rpm_take_backup(bo, sys.vaddr);
+			vram_drop_locked(dev, bo, DROP_TO_SYS, &sys);
+			r->st.bos_adopted++;
+			log_warn(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) kept from its runtime-PM (D3cold) backup",
+				 dev->vdev->name, bo->name, bo->size);
+			return;
+		}
+		log_err(dev->ctx, "%s: removal: no system memory to keep BO '%s' from its runtime-PM backup",
+			dev->vdev->name, bo->name);
+	}
+	vram_drop_locked(dev, bo, DROP_LOST, NULL);
 	r->st.bos_lost++;
 	r->st.bytes_lost += bo->size;
 	log_err(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) was only in VRAM: its contents are LOST (reads fail with -ENODATA, CPU touches raise SIGBUS)",
@@ -591,9 +624,7 @@ static bool probe_dead(struct ugpu_device *dev)
 	uint16_t vendor = 0;
 	int ret;
 
-	pthread_mutex_lock(&dev->lock);
-	ps = dev->power_state;
-	pthread_mutex_unlock(&dev->lock);
+	ps = device_power_state(dev);
 	if (ps == UGPU_POWER_D3COLD)
 		return false;
 	ret = pci_cfg_read16(dev->vdev, PCI_CFG_VENDOR_ID, &vendor);
@@ -861,7 +892,7 @@ UGPU_API int ugpu_device_lost_bos(struct ugpu_device *dev, struct ugpu_bo **bos,
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (!bo->lost || (bo->flags & UGPU_BO_KERNEL))
+		if (!bo->lost || bo->driver_owned)
 			continue;
 		if (n < max) {
 			ugpu_bo_get(bo);

@@ -71,8 +71,12 @@ struct ugpu_device_info {
  * engines.
  *
  * Returns: 0; -EINVAL for a malformed @uri or NULL arguments; -ENOENT when
- * nothing is at @uri; -ENODEV when the device is not one ugpu supports or
- * stops answering; -EPROTO for a malformed reply; other -errno from the
+ * nothing is at @uri; -ENOTSOCK when a vfio-user path is not a socket;
+ * -ECONNREFUSED when nobody listens on the socket; -ETIMEDOUT when the peer
+ * does not answer the vfio-user handshake within 5 s (a socket that does not
+ * speak vfio-user); -EPROTO for a malformed reply; -ENODEV when the device is
+ * not one ugpu supports or stops answering; -EBUSY when another process holds
+ * it; -EACCES / -EPERM without the rights to open it; other -errno from the
  * transport (each failure is also logged with what to do about it).
  * Context: any thread; devices are independent of each other.
  */
