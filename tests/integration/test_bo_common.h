@@ -6,6 +6,7 @@
 #define UGPU_TEST_BO_COMMON_H
 
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,16 +14,59 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
+#include <ugpu/unplug.h>
 
 #include "mm/bo.h"
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
+
+/*
+ * Watchdog: a test that hangs fails with a line saying so, instead of
+ * sitting silently until ctest's timeout. The usual cause is an assertion
+ * that failed while the test held a lock (a callback runs with the BO
+ * manager lock held) or parked a driver thread: the teardown then waits for
+ * it forever. Each test gets FX_TEST_BOUND_S (UGPU_TEST_BOUND_S overrides),
+ * its teardown FX_TEARDOWN_BOUND_S.
+ */
+#define FX_TEST_BOUND_S 150
+#define FX_TEARDOWN_BOUND_S 30
+
+static const char *fx_watchdog_msg = "";
+
+static void fx_watchdog_fire(int sig)
+{
+	static const char head[] = "\n[  FAILED  ] watchdog: ";
+
+	(void)sig;
+	if (write(2, head, sizeof(head) - 1) < 0 ||
+	    write(2, fx_watchdog_msg, strlen(fx_watchdog_msg)) < 0) {
+		/* nothing else to do from a signal handler */
+	}
+	_exit(1);
+}
+
+static inline void fx_watchdog_arm(unsigned int seconds, const char *msg)
+{
+	fx_watchdog_msg = msg;
+	signal(SIGALRM, fx_watchdog_fire);
+	alarm(seconds);
+}
+
+static inline unsigned int fx_test_bound_s(void)
+{
+	const char *e = getenv("UGPU_TEST_BOUND_S");
+	long v = e ? strtol(e, NULL, 10) : 0;
+
+	return v > 0 ? (unsigned int)v : FX_TEST_BOUND_S;
+}
 
 struct fx {
 	struct sim *sim;
@@ -44,6 +88,8 @@ static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_la
 	sim_opts_init(&o);
 	o.vram_size = vram;
 	o.wake_latency_us = wake_latency_us;
+	fx_watchdog_arm(fx_test_bound_s(),
+			"the test running (the last [ RUN ] line above) did not finish within its bound (UGPU_TEST_BOUND_S): a wait hung\n");
 	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
 		return -1;
 	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
@@ -62,11 +108,40 @@ static inline int fx_teardown(void **state)
 {
 	struct fx *f = *state;
 
+	fx_watchdog_arm(FX_TEARDOWN_BOUND_S,
+			"the teardown of the test above did not finish in 30 s: did the test fail with a lock held or a driver thread parked?\n");
+
 	ugpu_device_close(f->dev);
 	ugpu_context_destroy(f->ctx);
 	sim_stop(f->sim);
 	free(f);
+	alarm(0);
 	return 0;
+}
+
+static inline uint64_t fx_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wait (bounded by @bound_ms) for @dev's removal to finish; its info. */
+static inline struct ugpu_unplug_info fx_wait_removed(struct ugpu_device *dev, uint64_t bound_ms)
+{
+	struct ugpu_unplug_info i = { .size = sizeof(i) };
+	uint64_t t0 = fx_now_ms();
+
+	for (;;) {
+		assert_int_equal(ugpu_device_unplug_info(dev, &i), 0);
+		if (i.state == UGPU_UNPLUG_REMOVED)
+			return i;
+		if (fx_now_ms() - t0 > bound_ms)
+			fail_msg("removal not finished within %llu ms (state %s)",
+				 (unsigned long long)bound_ms, ugpu_unplug_state_name(i.state));
+		usleep(1000);
+	}
 }
 
 /* A byte pattern unique to (@seed, offset). */

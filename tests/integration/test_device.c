@@ -4,6 +4,11 @@
  * power states (D3hot keeps VRAM, D3cold loses it), engines usable after
  * open, nothing left on the device after close, bad URIs refused.
  */
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include "test_bo_common.h"
 
 static int setup(void **state)
@@ -129,6 +134,28 @@ static void test_bad_uris(void **state)
 	assert_int_equal(ugpu_device_open(f->ctx, "pci:00:03.0", &dev), -EINVAL);
 	assert_int_equal(ugpu_device_open(f->ctx, "vfio-user:/nonexistent/sock", &dev), -ENOENT);
 	assert_int_equal(ugpu_device_open(NULL, f->uri, &dev), -EINVAL);
+	{
+		/* A plain file is not a socket; a socket nobody listens on
+		 * refuses; each says so (header: ugpu_device_open). */
+		char path[64], uri[80];
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd;
+
+		snprintf(path, sizeof(path), "/tmp/ugpu-test-notsock-%d", (int)getpid());
+		fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+		snprintf(uri, sizeof(uri), "vfio-user:%s", path);
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &dev), -ENOTSOCK);
+		unlink(path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		assert_true(fd >= 0);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		close(fd); /* bound, never listening */
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &dev), -ECONNREFUSED);
+		unlink(path);
+	}
 	assert_ptr_equal(dev, (void *)0x1);
 }
 

@@ -837,7 +837,7 @@ static void test_range_bias(void **state)
 	assert_int_equal(bias_start, 0);
 	assert_int_equal(bias_end, mm_size);
 	assert_int_equal(buddy_avail(&mm), 0);
-	assert_int_not_equal(alloc_in(&mm, 0, mm_size, ps, ps, &allocated), 0);
+	assert_int_equal(alloc_in(&mm, 0, mm_size, ps, ps, &allocated), -ENOSPC);
 	check_mm(&mm);
 	assert_int_equal(buddy_free_list(&mm, &allocated, 0), 0);
 	check_mm(&mm);
