@@ -18,7 +18,7 @@
 #include "src/rpm.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/log.h"
 
 #define PAGE_SIZE_BO 4096u
 /* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
@@ -26,32 +26,7 @@
 
 /* ---- lists ---------------------------------------------------------------- */
 
-static void link_init(struct bo_link *l)
-{
-	l->next = l->prev = l;
-}
-
-static bool link_linked(const struct bo_link *l)
-{
-	return l->next != l;
-}
-
-static void link_del(struct bo_link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	link_init(l);
-}
-
-static void link_add_tail(struct bo_link *head, struct bo_link *l)
-{
-	l->prev = head->prev;
-	l->next = head;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-#define bo_of_lru(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, lru)))
+#define bo_of_lru(link) list_entry(link, struct ugpu_bo, lru)
 
 static struct bo_mgr *mgr_of(struct ugpu_device *dev)
 {
@@ -60,8 +35,8 @@ static struct bo_mgr *mgr_of(struct ugpu_device *dev)
 
 void bo_lru_del_locked(struct ugpu_bo *bo)
 {
-	if (link_linked(&bo->lru)) {
-		link_del(&bo->lru);
+	if (list_linked(&bo->lru)) {
+		list_del(&bo->lru);
 		mgr_of(bo->dev)->nr_lru--;
 	}
 }
@@ -73,7 +48,7 @@ void bo_lru_update_locked(struct ugpu_bo *bo)
 
 	bo_lru_del_locked(bo);
 	if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count) {
-		link_add_tail(&m->lru, &bo->lru);
+		list_add_tail(&m->lru, &bo->lru);
 		m->nr_lru++;
 	}
 }
@@ -223,17 +198,17 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
 {
 	uint64_t budget = 2 * m->nr_lru + 1;
-	struct bo_link *l = m->lru.next;
+	struct list_link *l = m->lru.next;
 
 	while (l != &m->lru && budget--) {
 		struct ugpu_bo *bo = bo_of_lru(l);
-		struct bo_link *next = l->next;
+		struct list_link *next = l->next;
 
 		if (bo != except && placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
 			if (!__atomic_exchange_n(&bo->touched, 0, __ATOMIC_RELAXED))
 				return bo;
-			link_del(&bo->lru);
-			link_add_tail(&m->lru, &bo->lru);
+			list_del(&bo->lru);
+			list_add_tail(&m->lru, &bo->lru);
 			if (next == &m->lru)
 				next = m->lru.next;
 		}
@@ -431,8 +406,8 @@ int bo_mgr_init(struct ugpu_device *dev)
 		return -ENOMEM;
 	pthread_mutex_init(&m->pm_lock, NULL);
 	pthread_mutex_init(&m->lock, NULL);
-	link_init(&m->all);
-	link_init(&m->lru);
+	list_init(&m->all);
+	list_init(&m->lru);
 	m->vram_fd = -1;
 	m->pm_state = BO_PM_ACTIVE;
 	m->pm_stats.size = sizeof(m->pm_stats);
@@ -455,8 +430,8 @@ static void bo_release_locked(struct ugpu_bo *bo)
 	/* After the map is gone: no fault can list it again. */
 	bo_rpm_forget(bo);
 	bo_lru_del_locked(bo);
-	if (link_linked(&bo->all)) {
-		link_del(&bo->all);
+	if (list_linked(&bo->all)) {
+		list_del(&bo->all);
 		m->nr_bos--;
 	}
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
@@ -485,7 +460,7 @@ void bo_mgr_fini(struct ugpu_device *dev)
 	if (!m)
 		return;
 	pthread_mutex_lock(&m->lock);
-	while (link_linked(&m->all)) {
+	while (list_linked(&m->all)) {
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
 
 		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: memory freed, the handle answers -ENODEV",
@@ -609,11 +584,11 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 			      "SYSTEM BO '%s' has no mapped system memory", bo->name);
 			sys += bo->size;
 		}
-		CHECK(link_linked(&bo->lru) ==
+		CHECK(list_linked(&bo->lru) ==
 			      (bo->placement == UGPU_PLACEMENT_VRAM && bo->pin_count == 0),
 		      "BO '%s' (%s, %u pins) is %son the LRU", bo->name,
 		      bo->placement == UGPU_PLACEMENT_VRAM ? "VRAM" : "not VRAM", bo->pin_count,
-		      link_linked(&bo->lru) ? "" : "not ");
+		      list_linked(&bo->lru) ? "" : "not ");
 		if (bo->backup.mem.fd >= 0) {
 			CHECK(m->pm_state != BO_PM_ACTIVE, "BO '%s' has a backup while active",
 			      bo->name);
@@ -823,8 +798,8 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->vram = blocks ? blocks : &bo->own_blocks;
 	bo->sys.mem.fd = -1;
 	bo->backup.mem.fd = -1;
-	link_init(&bo->all);
-	link_init(&bo->lru);
+	list_init(&bo->all);
+	list_init(&bo->lru);
 	if (opts->flags & UGPU_BO_PINNED)
 		bo->pin_count = 1;
 
@@ -843,7 +818,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 		free(bo);
 		return ret;
 	}
-	link_add_tail(&m->all, &bo->all);
+	list_add_tail(&m->all, &bo->all);
 	m->nr_bos++;
 	bo_lru_update_locked(bo);
 	pthread_mutex_unlock(&m->lock);
@@ -1136,9 +1111,9 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 		pthread_mutex_lock(&m->lock);
 	}
 	ret = m->closed ? -ENODEV : bo_rw_locked(bo, offset, buf, len, write);
-	if (!ret && link_linked(&bo->lru)) {
-		link_del(&bo->lru);
-		link_add_tail(&m->lru, &bo->lru);
+	if (!ret && list_linked(&bo->lru)) {
+		list_del(&bo->lru);
+		list_add_tail(&m->lru, &bo->lru);
 	}
 	pthread_mutex_unlock(&m->lock);
 	bo_rpm_release(held);

@@ -18,17 +18,13 @@
 #include <ugpu/pm.h>
 
 #include "mm/buddy.h"
-#include "src/sysmem.h"
+#include "src/base/list.h"
+#include "src/base/sysmem.h"
 
 struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
 struct engine;
-
-/* Intrusive list used for the LRU and the all-BOs list. */
-struct bo_link {
-	struct bo_link *next, *prev;
-};
 
 /*
  * struct bo_sys - system memory the device reaches by DMA: a sysmem memfd and
@@ -72,8 +68,8 @@ struct ugpu_bo {
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
 	uint32_t pin_count;
-	struct bo_link all; /* mgr->all: every live BO */
-	struct bo_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
+	struct list_link all; /* mgr->all: every live BO */
+	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
 	int touched; /* atomic: used since last looked at by eviction (second chance) */
 	bool lost;
 	uint32_t discarded; /* suspends that discarded a NO_RESTORE BO's contents */
@@ -87,8 +83,8 @@ struct ugpu_bo {
 	 * release. @rpm_evicted: on its list of BOs D3cold evicted, to move
 	 * back after the wake. Two links: a BO can be on both (evicted, then
 	 * pinned back into VRAM and touched). */
-	struct bo_link rpm_mapped;
-	struct bo_link rpm_evicted;
+	struct list_link rpm_mapped;
+	struct list_link rpm_evicted;
 
 	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
 	struct bo_sys backup;
@@ -119,8 +115,8 @@ enum bo_pm_state {
 struct bo_mgr {
 	pthread_mutex_t pm_lock;
 	pthread_mutex_t lock;
-	struct bo_link all;
-	struct bo_link lru; /* head = least recently used */
+	struct list_link all;
+	struct list_link lru; /* head = least recently used */
 	uint64_t nr_bos;
 	uint64_t nr_lru;
 	uint64_t vram_bytes; /* bytes of VRAM held by BOs */
@@ -214,9 +210,8 @@ void bo_test_release_by_invalidate(bool on);
 
 /* ---- for src/suspend.c (manager lock held unless said otherwise) ---------- */
 
-#define bo_for_each(pos, head) \
-	for (struct bo_link *pos = (head)->next; pos != (head); pos = pos->next)
-#define bo_of_all(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, all)))
+#define bo_for_each(pos, head) list_for_each(pos, head)
+#define bo_of_all(link) list_entry(link, struct ugpu_bo, all)
 
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);

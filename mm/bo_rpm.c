@@ -23,9 +23,10 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
 #include "src/rpm.h"
-#include "src/test_point.h"
+#include "src/base/test_point.h"
 
 /* A CPU copy of one VRAM block of a BO that cannot leave VRAM. */
 struct bo_rpm_backup {
@@ -46,49 +47,16 @@ struct bo_rpm {
 	struct rpm *rpm;
 	struct rpm_hook *hook;
 	pthread_mutex_t lock;
-	struct bo_link mapped; /* VRAM BOs a fault mapped since the last release */
-	struct bo_link evicted; /* BOs moved to system for D3cold, to move back */
+	struct list_link mapped; /* VRAM BOs a fault mapped since the last release */
+	struct list_link evicted; /* BOs moved to system for D3cold, to move back */
 	struct bo_rpm_backup *backups;
 	size_t nbackups, cap_backups;
 	bool fault_ref;
 	struct bo_rpm_stats st;
 };
 
-#define bo_of_mapped(link) \
-	((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_mapped)))
-#define bo_of_evicted(link) \
-	((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_evicted)))
-
-static void rl_init(struct bo_link *h)
-{
-	h->next = h->prev = h;
-}
-
-/* A BO's links are all-zero (calloc) when on no list. */
-static bool rl_linked(const struct bo_link *l)
-{
-	return l->next != NULL;
-}
-
-static void rl_del(struct bo_link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	l->next = l->prev = NULL;
-}
-
-static void rl_add_tail(struct bo_link *h, struct bo_link *l)
-{
-	l->prev = h->prev;
-	l->next = h;
-	h->prev->next = l;
-	h->prev = l;
-}
-
-static bool rl_empty(const struct bo_link *h)
-{
-	return h->next == h;
-}
+#define bo_of_mapped(link) list_entry(link, struct ugpu_bo, rpm_mapped)
+#define bo_of_evicted(link) list_entry(link, struct ugpu_bo, rpm_evicted)
 
 /* Manager lock held (it orders this read against attach and detach). */
 static struct bo_rpm *rpm_of(struct ugpu_device *dev)
@@ -180,13 +148,7 @@ static bool hooks_drain(struct bo_mgr *m)
 
 	if (!ms)
 		ms = BO_RPM_DETACH_WAIT_MS;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	ts = deadline_after_ms(ms);
 	pthread_mutex_lock(&detach_lock);
 	__atomic_add_fetch(&detach_waiters, 1, __ATOMIC_SEQ_CST);
 	while (__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST) &&
@@ -233,8 +195,7 @@ static void gate_pass(void)
 
 	if (!__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE))
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BO_RPM_TEST_GATE_TIMEOUT_MS / 1000;
+	ts = deadline_after_ms(BO_RPM_TEST_GATE_TIMEOUT_MS);
 	pthread_mutex_lock(&gate.lock);
 	gate.parked++;
 	while (__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE) &&
@@ -292,8 +253,8 @@ int bo_rpm_fault_begin(void *owner)
 	}
 	r->fault_ref = true;
 	pthread_mutex_lock(&r->lock);
-	if (!rl_linked(&bo->rpm_mapped))
-		rl_add_tail(&r->mapped, &bo->rpm_mapped);
+	if (!list_linked(&bo->rpm_mapped))
+		list_add_tail(&r->mapped, &bo->rpm_mapped);
 	r->st.wake_faults++;
 	pthread_mutex_unlock(&r->lock);
 out_leave:
@@ -321,9 +282,9 @@ void bo_rpm_fault_end(void *owner)
 		 * lock (held around an in-place give-back) or finds it mapped.
 		 */
 		pthread_mutex_lock(&r->lock);
-		if (!rl_linked(&bo->rpm_mapped) &&
+		if (!list_linked(&bo->rpm_mapped) &&
 		    __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM)
-			rl_add_tail(&r->mapped, &bo->rpm_mapped);
+			list_add_tail(&r->mapped, &bo->rpm_mapped);
 		pthread_mutex_unlock(&r->lock);
 		rpm_put(r->rpm);
 	}
@@ -354,11 +315,11 @@ static void unlist(struct ugpu_bo *bo, bool destroy)
 	if (!r)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (rl_linked(&bo->rpm_mapped))
-		rl_del(&bo->rpm_mapped);
+	if (list_linked(&bo->rpm_mapped))
+		list_del(&bo->rpm_mapped);
 	if (destroy) {
-		if (rl_linked(&bo->rpm_evicted))
-			rl_del(&bo->rpm_evicted);
+		if (list_linked(&bo->rpm_evicted))
+			list_del(&bo->rpm_evicted);
 		drop_backups_locked(r, bo);
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -463,8 +424,8 @@ static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 				return -EBUSY;
 			}
 			pthread_mutex_lock(&r->lock);
-			if (!rl_linked(&bo->rpm_evicted))
-				rl_add_tail(&r->evicted, &bo->rpm_evicted);
+			if (!list_linked(&bo->rpm_evicted))
+				list_add_tail(&r->evicted, &bo->rpm_evicted);
 			r->st.evicted++;
 			pthread_mutex_unlock(&r->lock);
 			continue;
@@ -493,12 +454,12 @@ static int release_all_locked(struct bo_rpm *r)
 		struct ugpu_bo *bo;
 
 		pthread_mutex_lock(&r->lock);
-		if (rl_empty(&r->mapped)) {
+		if (list_empty(&r->mapped)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
 		bo = bo_of_mapped(r->mapped.next);
-		rl_del(&bo->rpm_mapped);
+		list_del(&bo->rpm_mapped);
 		pthread_mutex_unlock(&r->lock);
 		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
@@ -508,7 +469,7 @@ static int release_all_locked(struct bo_rpm *r)
 			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
 				dev->vdev->name, bo->name, ugpu_strerror(ret));
 			pthread_mutex_lock(&r->lock);
-			rl_add_tail(&r->mapped, &bo->rpm_mapped);
+			list_add_tail(&r->mapped, &bo->rpm_mapped);
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
@@ -566,12 +527,12 @@ static void bo_rpm_restore(void *arg)
 		struct ugpu_bo *bo;
 
 		pthread_mutex_lock(&r->lock);
-		if (rl_empty(&r->evicted)) {
+		if (list_empty(&r->evicted)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
 		bo = bo_of_evicted(r->evicted.next);
-		rl_del(&bo->rpm_evicted);
+		list_del(&bo->rpm_evicted);
 		pthread_mutex_unlock(&r->lock);
 		if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count ||
 		    bo->placements[0] != UGPU_PLACEMENT_VRAM)
@@ -594,7 +555,7 @@ static void bo_rpm_stats(void *arg, struct ugpu_rpm_stats *st)
 	struct bo_rpm *r = arg;
 
 	pthread_mutex_lock(&r->lock);
-	for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
+	list_for_each(l, &r->mapped)
 		st->bo_mappings_listed++;
 	st->bo_mappings_released += r->st.released;
 	st->bo_wake_faults += r->st.wake_faults;
@@ -629,8 +590,8 @@ int bo_rpm_attach(struct ugpu_device *dev)
 	r->rpm = dev->rpm;
 	rpm_ref(r->rpm);
 	pthread_mutex_init(&r->lock, NULL);
-	rl_init(&r->mapped);
-	rl_init(&r->evicted);
+	list_init(&r->mapped);
+	list_init(&r->evicted);
 	ret = rpm_hook_register(r->rpm, &bo_rpm_ops, r, &r->hook);
 	if (ret) {
 		rpm_unref(r->rpm);
@@ -659,10 +620,10 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	 * does (a holder of this lock may wait for the handler thread anyway). */
 	pthread_mutex_lock(&m->lock);
 	pthread_mutex_lock(&r->lock);
-	while (!rl_empty(&r->mapped))
-		rl_del(r->mapped.next);
-	while (!rl_empty(&r->evicted))
-		rl_del(r->evicted.next);
+	while (!list_empty(&r->mapped))
+		list_del(r->mapped.next);
+	while (!list_empty(&r->evicted))
+		list_del(r->evicted.next);
 	pthread_mutex_unlock(&r->lock);
 	__atomic_store_n(&m->rpm_zombie, r, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
@@ -688,7 +649,7 @@ void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 	if (r) {
 		pthread_mutex_lock(&r->lock);
 		*out = r->st;
-		for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
+		list_for_each(l, &r->mapped)
 			out->listed++;
 		pthread_mutex_unlock(&r->lock);
 	}

@@ -26,7 +26,9 @@
 #include <unistd.h>
 
 #include "mm/cpu_map.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
 
 /* Debian 12's uapi headers predate these (Linux 6.1 / 6.6); the ABI is fixed. */
 #ifndef USERFAULTFD_IOC_NEW
@@ -64,9 +66,11 @@ struct uffdio_poison {
  *   backing, so a state change by an owner thread is ordered against a fault
  *   being served. It is never held across mremap() or an owner hook other
  *   than resolve.
- * - @next/@prev belong to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
+ * - @link belongs to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
  *   are immutable after creation.
  */
+#define map_of(l) list_entry(l, struct cpu_map, link)
+
 struct cpu_map {
 	struct cpu_map_mgr *mgr;
 	const struct cpu_map_owner_ops *ops;
@@ -75,7 +79,7 @@ struct cpu_map {
 	size_t size;
 	char name[48];
 
-	struct cpu_map *next, *prev;
+	struct list_link link; /* on mgr->maps */
 
 	pthread_mutex_t op_lock;
 	pthread_mutex_t lock;
@@ -114,7 +118,7 @@ struct cpu_map_mgr {
 	bool release_in_place;
 
 	pthread_mutex_t lock;
-	struct cpu_map *maps;
+	struct list_link maps; /* struct cpu_map */
 	uint64_t nmaps;
 
 	atomic_uint_fast64_t fault_events, faults, stale_faults, parked_faults;
@@ -128,14 +132,6 @@ static _Thread_local struct cpu_map_mgr *tls_handler_of;
 static bool on_handler_thread(const struct cpu_map_mgr *mgr)
 {
 	return tls_handler_of == mgr;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void stat_add(atomic_uint_fast64_t *c, uint64_t v)
@@ -392,9 +388,15 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 
 	stat_add(&mgr->fault_events, 1);
 	pthread_mutex_lock(&mgr->lock);
-	for (map = mgr->maps; map; map = map->next)
-		if (page_addr >= map->addr && page_addr - map->addr < map->size)
+	map = NULL;
+	list_for_each(l, &mgr->maps) {
+		struct cpu_map *m = map_of(l);
+
+		if (page_addr >= m->addr && page_addr - m->addr < m->size) {
+			map = m;
 			break;
+		}
+	}
 	if (!map) {
 		/* Destroyed meanwhile: the woken thread finds PROT_NONE or
 		 * nothing and gets SIGSEGV, which is the documented outcome. */
@@ -506,7 +508,8 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 	struct cpu_map *map;
 
 	pthread_mutex_lock(&mgr->lock);
-	for (map = mgr->maps; map; map = map->next) {
+	list_for_each(l, &mgr->maps) {
+		map = map_of(l);
 		unsigned int ms;
 
 		pthread_mutex_lock(&map->lock);
@@ -669,6 +672,7 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 		log_err(ctx, "cpu_map: eventfd failed: %d", ret);
 		goto out_close_uffd;
 	}
+	list_init(&mgr->maps);
 	ret = pthread_mutex_init(&mgr->lock, NULL);
 	if (ret) {
 		ret = -ret;
@@ -708,7 +712,7 @@ void cpu_map_mgr_destroy(struct cpu_map_mgr *mgr)
 		struct cpu_map *map;
 
 		pthread_mutex_lock(&mgr->lock);
-		map = mgr->maps;
+		map = list_empty(&mgr->maps) ? NULL : map_of(list_first(&mgr->maps));
 		pthread_mutex_unlock(&mgr->lock);
 		if (!map)
 			break;
@@ -782,10 +786,7 @@ int cpu_map_create(struct cpu_map_mgr *mgr, const struct cpu_map_owner_ops *ops,
 		goto out_free_map;
 	}
 	pthread_mutex_lock(&mgr->lock);
-	map->next = mgr->maps;
-	if (mgr->maps)
-		mgr->maps->prev = map;
-	mgr->maps = map;
+	list_add(&mgr->maps, &map->link);
 	mgr->nmaps++;
 	pthread_mutex_unlock(&mgr->lock);
 	*out_map = map;
@@ -1012,12 +1013,7 @@ int cpu_map_destroy(struct cpu_map *map)
 		return -EDEADLK;
 	pthread_mutex_lock(&map->op_lock);
 	pthread_mutex_lock(&mgr->lock);
-	if (map->prev)
-		map->prev->next = map->next;
-	else
-		mgr->maps = map->next;
-	if (map->next)
-		map->next->prev = map->prev;
+	list_del(&map->link);
 	mgr->nmaps--;
 	pthread_mutex_unlock(&mgr->lock);
 

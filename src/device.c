@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 #include "mm/bo.h"
-#include "src/context.h"
+#include "src/base/context.h"
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
-#include "src/refdev.h"
+#include "src/base/log.h"
+#include "src/vfio/pci_cfg.h"
+#include "src/base/refdev.h"
 #include "src/rpm.h"
 #include "src/unplug.h"
 #include "mm/bo_rpm.h"

@@ -9,9 +9,9 @@
 #include <time.h>
 
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
-#include "src/refdev.h"
+#include "src/base/log.h"
+#include "src/vfio/pci_cfg.h"
+#include "src/base/refdev.h"
 
 /* Written under dev->lock, read without it (device_power_state()): a
  * query must not wait for a transition that takes a while (D3cold). */

@@ -29,15 +29,19 @@
 
 #include "mm/bo.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
+#include "src/base/list.h"
 #include "src/rpm.h"
-#include "src/test_point.h"
+#include "src/base/test_point.h"
 
 struct rpm_hook {
 	const struct rpm_hook_ops *ops;
 	void *arg;
-	struct rpm_hook *prev, *next;
+	struct list_link link; /* on rpm->hooks */
 };
+
+#define hook_of(l) list_entry(l, struct rpm_hook, link)
 
 /*
  * struct rpm - runtime PM of one device.
@@ -67,7 +71,7 @@ struct rpm {
 	struct ugpu_context *ctx;
 	pthread_mutex_t allow_lock;
 	pthread_mutex_t hooks_lock;
-	struct rpm_hook *hooks, *hooks_tail;
+	struct list_link hooks; /* struct rpm_hook, registration order */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -104,20 +108,6 @@ struct rpm {
 	uint64_t wake_last_us, wake_max_us, wake_total_us, resume_last_us, suspend_last_us;
 	uint64_t suspended_ns;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static struct timespec ns_to_ts(uint64_t ns)
-{
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
-				  .tv_nsec = (long)(ns % 1000000000ull) };
-}
 
 static bool is_cb_thread(const struct rpm *rpm)
 {
@@ -225,8 +215,10 @@ static int do_suspend(struct rpm *rpm)
 	pthread_mutex_unlock(&rpm->lock);
 
 	pthread_mutex_lock(&rpm->hooks_lock);
-	for (h = rpm->hooks; h; h = h->next) {
+	list_for_each(l, &rpm->hooks) {
 		bool stop;
+
+		h = hook_of(l);
 
 		pthread_mutex_lock(&rpm->lock);
 		stop = rpm->abort;
@@ -296,8 +288,9 @@ static int do_suspend(struct rpm *rpm)
 	/* Abandoned: the hooks that ran undo what they did. */
 	test_point(TEST_POINT_RPM_ABANDONED);
 	pthread_mutex_unlock(&rpm->lock);
-	for (h = ran_last; h; h = h->prev)
-		if (h->ops->resume)
+	for (struct list_link *l = ran_last ? &ran_last->link : &rpm->hooks; l != &rpm->hooks;
+	     l = l->prev)
+		if ((h = hook_of(l))->ops->resume)
 			h->ops->resume(h->arg, reached == UGPU_POWER_D3COLD ? UGPU_POWER_D3COLD
 									    : UGPU_POWER_D0);
 	pthread_mutex_lock(&rpm->lock);
@@ -348,8 +341,8 @@ static int do_resume(struct rpm *rpm)
 	if (!ret) {
 		/* Memory first (kernel objects such as the rings), then the
 		 * engines on it: xe's restore_kernel before gt_resume. */
-		for (h = rpm->hooks_tail; h; h = h->prev)
-			if (h->ops->resume)
+		for (struct list_link *l = rpm->hooks.prev; l != &rpm->hooks; l = l->prev)
+			if ((h = hook_of(l))->ops->resume)
 				h->ops->resume(h->arg, from);
 		if (from == UGPU_POWER_D3COLD)
 			engines_reinit(rpm);
@@ -418,7 +411,7 @@ int rpm_get(struct rpm *rpm)
 			ret = -ETIMEDOUT;
 			break;
 		}
-		struct timespec ts = ns_to_ts(deadline);
+		struct timespec ts = ns_to_timespec(deadline);
 
 		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
 	}
@@ -509,8 +502,8 @@ static void run_restore(struct rpm *rpm)
 
 	test_point(TEST_POINT_RPM_RESTORE);
 	pthread_mutex_lock(&rpm->hooks_lock);
-	for (h = rpm->hooks_tail; h; h = h->prev)
-		if (h->ops->restore)
+	for (struct list_link *l = rpm->hooks.prev; l != &rpm->hooks; l = l->prev)
+		if ((h = hook_of(l))->ops->restore)
 			h->ops->restore(h->arg);
 	pthread_mutex_unlock(&rpm->hooks_lock);
 }
@@ -550,7 +543,7 @@ static void *rpm_thread(void *arg)
 			if (due < wake_at)
 				wake_at = due;
 		}
-		struct timespec ts = ns_to_ts(wake_at);
+		struct timespec ts = ns_to_timespec(wake_at);
 
 		rpm->timer_at_ns = wake_at;
 		pthread_cond_timedwait(&rpm->timer_cond, &rpm->lock, &ts);
@@ -588,6 +581,7 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out)
 	rpm->ctx = dev->ctx;
 	rpm->state = UGPU_RPM_ACTIVE;
 	rpm->usage = 1; /* "not allowed" holds one */
+	list_init(&rpm->hooks);
 	rpm->delay_ms = RPM_DEFAULT_AUTOSUSPEND_MS;
 	rpm->threshold = RPM_DEFAULT_D3COLD_THRESHOLD;
 	rpm->sleep_state = UGPU_POWER_D0;
@@ -635,7 +629,7 @@ static bool api_users_drain(struct rpm *rpm)
 
 	pthread_mutex_lock(&rpm->lock);
 	while (rpm->api_users && now_ns() < deadline) {
-		struct timespec ts = ns_to_ts(deadline);
+		struct timespec ts = ns_to_timespec(deadline);
 
 		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
 	}
@@ -660,10 +654,9 @@ static void stats_keep(struct rpm *rpm)
 
 static void rpm_free(struct rpm *rpm)
 {
-	struct rpm_hook *h, *next;
+	list_for_each_safe(l, &rpm->hooks) {
+		struct rpm_hook *h = hook_of(l);
 
-	for (h = rpm->hooks; h; h = next) {
-		next = h->next;
 		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
 			 rpm->dev->vdev->name, h->ops->name);
 		free(h);
@@ -785,12 +778,7 @@ int rpm_hook_register(struct rpm *rpm, const struct rpm_hook_ops *ops, void *arg
 	h->arg = arg;
 	pthread_mutex_lock(&rpm->hooks_lock);
 	pthread_mutex_lock(&rpm->lock);
-	h->prev = rpm->hooks_tail;
-	if (rpm->hooks_tail)
-		rpm->hooks_tail->next = h;
-	else
-		rpm->hooks = h;
-	rpm->hooks_tail = h;
+	list_add_tail(&rpm->hooks, &h->link);
 	rpm->n_evicting += ops->evicts_vram;
 	rpm->n_restore += ops->restore != NULL;
 	pthread_mutex_unlock(&rpm->lock);
@@ -805,14 +793,7 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 		return;
 	pthread_mutex_lock(&rpm->hooks_lock);
 	pthread_mutex_lock(&rpm->lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		rpm->hooks = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	else
-		rpm->hooks_tail = h->prev;
+	list_del(&h->link);
 	rpm->n_evicting -= h->ops->evicts_vram;
 	rpm->n_restore -= h->ops->restore != NULL;
 	if (h->ops->stats) {
@@ -858,8 +839,8 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 	o->bo_evicted = rpm->retired.bo_evicted;
 	o->bo_restored = rpm->retired.bo_restored;
 	o->bo_backed_up = rpm->retired.bo_backed_up;
-	for (h = rpm->hooks; h; h = h->next)
-		if (h->ops->stats)
+	list_for_each(l, &rpm->hooks)
+		if ((h = hook_of(l))->ops->stats)
 			h->ops->stats(h->arg, o);
 	pthread_mutex_unlock(&rpm->lock);
 	o->power_state = current_power(rpm->dev);

@@ -29,9 +29,10 @@
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
 #include "src/rpm.h"
-#include "src/test_point.h"
+#include "src/base/test_point.h"
 
 static const char *const phase_names[UGPU_PM_PHASE_COUNT] = {
 	[UGPU_PM_PHASE_PREPARE_EVICT] = "prepare-evict",
@@ -53,14 +54,6 @@ UGPU_API const char *ugpu_pm_phase_name(enum ugpu_pm_phase phase)
 	if ((unsigned int)phase >= UGPU_PM_PHASE_COUNT)
 		return "?";
 	return phase_names[phase];
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* End of a phase: stats, log, callback. Manager lock held. */

@@ -38,8 +38,9 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
+#include "src/vfio/pci_cfg.h"
 #include "src/rpm.h"
 #include "src/unplug.h"
 
@@ -70,30 +71,11 @@ struct unplug {
 	void *obs_arg;
 };
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static int lock_bounded(pthread_mutex_t *m, int ms)
 {
 	struct timespec ts;
 
-	deadline_in(&ts, ms);
+	ts = deadline_after_ms((uint64_t)ms);
 	return -pthread_mutex_timedlock(m, &ts);
 }
 
@@ -840,7 +822,7 @@ UGPU_API int ugpu_device_unplug(struct ugpu_device *dev)
 		u->api_request = true;
 		wake(u);
 	}
-	deadline_in(&ts, UNPLUG_API_TIMEOUT_MS);
+	ts = deadline_after_ms(UNPLUG_API_TIMEOUT_MS);
 	while (state_get(u) != UGPU_UNPLUG_REMOVED && ret == 0) {
 		ret = -pthread_cond_timedwait(&u->cond, &u->lock, &ts);
 		/* The removal was given up on (and will be retried). */

@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
 #include "src/vfio/vfio_user_proto.h"

@@ -25,8 +25,8 @@
 #include <cmocka.h>
 
 #include "engines/engine.h"
-#include "src/context.h"
-#include "src/sysmem.h"
+#include "src/base/context.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 #include "tools/ugpu-sim/sim.h"

@@ -15,7 +15,7 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 
 static void test_version(void **state)
 {

@@ -36,7 +36,7 @@
 
 #include "mm/bo.h"
 #include "src/device.h"
-#include "src/sysmem.h"
+#include "src/base/sysmem.h"
 #include "tools/ugpu-bench/bench.h"
 #include "tools/ugpu-sim/sim.h"
 

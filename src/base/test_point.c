@@ -3,7 +3,7 @@
 #include <pthread.h>
 #include <stddef.h>
 
-#include "src/test_point.h"
+#include "src/base/test_point.h"
 
 int test_points_armed;
 
