@@ -15,10 +15,12 @@
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
-#include "src/rpm.h"
 #include "mm/cpu_map.h"
-#include "src/device.h"
+#include "mm/vram.h"
 #include "src/base/log.h"
+#include "src/device.h"
+#include "src/rpm.h"
+#include "src/unplug.h"
 
 #define PAGE_SIZE_BO 4096u
 /* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
@@ -55,13 +57,13 @@ void bo_lru_update_locked(struct ugpu_bo *bo)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static uint64_t blocks_bytes(struct ugpu_device *dev, const struct buddy_list *l)
+static uint64_t blocks_bytes(const struct buddy_list *l)
 {
 	struct buddy_block *b;
 	uint64_t n = 0;
 
 	buddy_list_for_each(b, l)
-		n += buddy_block_size(&dev->vram_mm, b);
+		n += vram_block_size(b);
 	return n;
 }
 
@@ -145,7 +147,7 @@ int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name
 			if (!m->fail_backup_always)
 				m->fail_backup_at = 0;
 			log_err(dev->ctx, "%s: backup of BO '%s' (%" PRIu64 " bytes): injected allocation failure",
-				dev->vdev->name, name, size);
+				dev->name, name, size);
 			return -ENOMEM;
 		}
 		m->fail_backup_at--;
@@ -158,7 +160,7 @@ int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name
 	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
 	if (ret) {
 		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
-			dev->vdev->name, size, name, ugpu_strerror(ret));
+			dev->name, size, name, ugpu_strerror(ret));
 		sysmem_destroy(&out->mem);
 		return ret;
 	}
@@ -181,7 +183,7 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 	ret = s->iova ? dma_unmap(&dev->dma, s->iova, s->mem.size) : 0;
 	if (ret && ret != -ENODEV)
 		log_warn(dev->ctx, "%s: DMA unmap of a BO's system memory failed: %s",
-			 dev->vdev->name, ugpu_strerror(ret));
+			 dev->name, ugpu_strerror(ret));
 	sysmem_destroy(&s->mem);
 	s->mem.fd = -1;
 	s->iova = 0;
@@ -234,19 +236,19 @@ static int vram_alloc_evict(struct ugpu_bo *bo, struct buddy_list *out)
 
 	if (bo->flags & UGPU_BO_CONTIGUOUS)
 		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
-	if (bo->size > dev->vram_mm.size)
+	if (bo->size > dev->vram_size)
 		return -ENOSPC;
 	for (;;) {
 		struct ugpu_bo *victim;
 
-		ret = device_vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 		if (ret != -ENOSPC)
 			return ret;
 		victim = lru_pick(m, bo);
 		if (!victim)
 			return -ENOSPC;
 		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
-			dev->vdev->name, victim->name, victim->size, bo->name);
+			dev->name, victim->name, victim->size, bo->name);
 		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
 		if (ret)
 			return ret;
@@ -271,7 +273,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 	if (to == UGPU_PLACEMENT_VRAM && device_is_removed(dev))
 		return -ENODEV; /* unplugged: src/unplug.c */
 	if (!placement_allowed(bo, to)) {
-		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->vdev->name, bo->name,
+		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->name, bo->name,
 			to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory");
 		return -EINVAL;
 	}
@@ -293,7 +295,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		ret = cpu_map_block(bo->map);
 		if (ret) {
 			log_err(dev->ctx, "%s: cannot invalidate the CPU mapping of BO '%s': %s",
-				dev->vdev->name, bo->name, ugpu_strerror(ret));
+				dev->name, bo->name, ugpu_strerror(ret));
 			goto out_free_dest;
 		}
 	}
@@ -307,7 +309,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
 	if (ret) {
 		log_err(dev->ctx, "%s: moving BO '%s' to %s failed (%s); it stays where it was",
-			dev->vdev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
+			dev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
 			ugpu_strerror(ret));
 		engine_reset(e);
 		m->copy_failures++;
@@ -321,8 +323,8 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		bo_rpm_unmapped(bo); /* left VRAM: not released at runtime suspend */
 		bo->sys = new_sys;
 		new_sys.mem.fd = -1;
-		bo->placement = UGPU_PLACEMENT_SYSTEM;
-		device_vram_free(dev, bo->vram, 0);
+		bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM);
+		vram_free(dev, bo->vram, 0);
 		m->vram_bytes -= bo->size;
 		m->sys_bytes += bo->size;
 		/* System memory survives suspend: a backup is no longer needed. */
@@ -330,7 +332,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		bo->backup_prepared = bo->backup_valid = false;
 	} else {
 		buddy_list_splice_tail(bo->vram, &new_blocks);
-		bo->placement = UGPU_PLACEMENT_VRAM;
+		bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
 		bo_sys_free(dev, &bo->sys);
 		m->sys_bytes -= bo->size;
 		m->vram_bytes += bo->size;
@@ -345,11 +347,11 @@ out_unblock:
 
 		if (r)
 			log_err(dev->ctx, "%s: unblocking the CPU mapping of BO '%s' failed: %s",
-				dev->vdev->name, bo->name, ugpu_strerror(r));
+				dev->name, bo->name, ugpu_strerror(r));
 	}
 out_free_dest:
 	if (!buddy_list_is_empty(&new_blocks))
-		device_vram_free(dev, &new_blocks, 0);
+		vram_free(dev, &new_blocks, 0);
 	bo_sys_free(dev, &new_sys);
 	return ret;
 }
@@ -398,20 +400,62 @@ static const struct cpu_map_owner_ops bo_map_ops = {
 
 /* ---- manager ---------------------------------------------------------------- */
 
-int bo_mgr_init(struct ugpu_device *dev)
+/* ---- kernel memory for the device's own structures (dev->kmem) ---------------- */
+
+static int kmem_alloc(struct ugpu_device *dev, uint64_t size, const char *name, void **obj,
+		      uint64_t *vram_offset)
+{
+	struct ugpu_bo_opts o = {
+		.size = sizeof(o),
+		.bytes = size,
+		.placements = { UGPU_PLACEMENT_VRAM },
+		.flags = UGPU_BO_KERNEL | UGPU_BO_PINNED | UGPU_BO_CONTIGUOUS,
+		.name = name,
+	};
+	struct ugpu_bo *bo;
+	int ret;
+
+	/* Top-down: the end of VRAM holds the driver's own structures,
+	 * objects grow from the start. */
+	ret = bo_create_kernel(dev, &o, BUDDY_TOPDOWN_ALLOCATION, &bo);
+	if (ret)
+		return ret;
+	*obj = bo;
+	*vram_offset = bo_vram_offset(bo);
+	return 0;
+}
+
+static void kmem_free(struct ugpu_device *dev, void *obj)
+{
+	(void)dev;
+	ugpu_bo_put(obj);
+}
+
+static const struct device_kmem_ops bo_kmem_ops = {
+	.alloc = kmem_alloc,
+	.free = kmem_free,
+};
+
+/* ---- manager ---------------------------------------------------------------- */
+
+static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 {
 	struct bo_mgr *m = calloc(1, sizeof(*m));
 
+	(void)uri;
 	if (!m)
 		return -ENOMEM;
-	pthread_mutex_init(&m->pm_lock, NULL);
+	m->dev = dev;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->vram_lock, NULL);
 	list_init(&m->all);
 	list_init(&m->lru);
 	m->vram_fd = -1;
 	m->pm_state = BO_PM_ACTIVE;
-	m->pm_stats.size = sizeof(m->pm_stats);
 	dev->bo_mgr = m;
+	dev->kmem = &bo_kmem_ops;
+	backup_register(dev);
+	evacuate_register(dev);
 	return 0;
 }
 
@@ -435,14 +479,14 @@ static void bo_release_locked(struct ugpu_bo *bo)
 		m->nr_bos--;
 	}
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
-		device_vram_free(dev, bo->vram, 0);
+		vram_free(dev, bo->vram, 0);
 		m->vram_bytes -= bo->size;
 	} else if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
 		bo_sys_free(dev, &bo->sys);
 		m->sys_bytes -= bo->size;
 	}
 	bo_sys_free(dev, &bo->backup);
-	bo->placement = UGPU_PLACEMENT_NONE;
+	bo_set_placement(bo, UGPU_PLACEMENT_NONE);
 }
 
 /*
@@ -452,7 +496,7 @@ static void bo_release_locked(struct ugpu_bo *bo)
  * itself lives on with the device object until the last handle is put
  * (bo_mgr_free(), from device_put()).
  */
-void bo_mgr_fini(struct ugpu_device *dev)
+static void bo_mgr_fini(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);
 	uint64_t n = 0;
@@ -464,7 +508,7 @@ void bo_mgr_fini(struct ugpu_device *dev)
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
 
 		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: memory freed, the handle answers -ENODEV",
-			dev->vdev->name, bo->name, bo->size);
+			dev->name, bo->name, bo->size);
 		bo_release_locked(bo);
 		n++;
 	}
@@ -472,22 +516,32 @@ void bo_mgr_fini(struct ugpu_device *dev)
 	pthread_mutex_unlock(&m->lock);
 	if (n)
 		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
-			 dev->vdev->name, n);
+			 dev->name, n);
 	cpu_map_mgr_destroy(m->maps);
 	m->maps = NULL;
 }
 
-void bo_mgr_free(struct ugpu_device *dev)
+static void bo_mgr_free(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);
 
 	if (!m)
 		return;
+	pthread_mutex_destroy(&m->vram_lock);
 	pthread_mutex_destroy(&m->lock);
-	pthread_mutex_destroy(&m->pm_lock);
 	free(m);
 	dev->bo_mgr = NULL;
 }
+
+static struct device_component bo_mgr_component = {
+	.name = "bo-mgr",
+	.order = DEVICE_STEP_BO_MGR,
+	.life = DEVICE_LIFE_CONTEXT,
+	.up = bo_mgr_init,
+	.down = bo_mgr_fini,
+	.release = bo_mgr_free,
+};
+DEVICE_COMPONENT(bo_mgr_component)
 
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always)
 {
@@ -550,9 +604,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	int ret = 0;
 
 	pthread_mutex_lock(&m->lock);
-	pthread_mutex_lock(&dev->vram_lock);
-	CHECK(device_is_removed(dev) || buddy_check(&dev->vram_mm) == 0,
-	      "buddy allocator inconsistent");
+	CHECK(vram_check(dev) == 0, "buddy allocator inconsistent");
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 		struct buddy_block *b;
@@ -568,9 +620,9 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 				CHECK(buddy_block_is_allocated(b),
 				      "VRAM BO '%s': block at 0x%" PRIx64 " not allocated", bo->name,
 				      buddy_block_offset(b));
-			CHECK(blocks_bytes(dev, bo->vram) == bo->size,
+			CHECK(blocks_bytes(bo->vram) == bo->size,
 			      "VRAM BO '%s': blocks hold %" PRIu64 " bytes, BO is %" PRIu64, bo->name,
-			      blocks_bytes(dev, bo->vram), bo->size);
+			      blocks_bytes(bo->vram), bo->size);
 			CHECK(bo->sys.mem.fd < 0, "VRAM BO '%s' also has system memory", bo->name);
 			vram += bo->size;
 		} else {
@@ -604,14 +656,55 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	      m->vram_bytes);
 	CHECK(sys == m->sys_bytes, "BOs hold %" PRIu64 " system bytes, counter says %" PRIu64, sys,
 	      m->sys_bytes);
-	used = dev->vram_mm.size - dev->vram_mm.avail;
+	{
+		uint64_t avail;
+
+		vram_usage(dev, &used, &avail);
+	}
 	CHECK(used >= vram, "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64, used, vram);
 	CHECK(!strict || used == vram,
 	      "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64 " (strict)", used, vram);
 out:
-	pthread_mutex_unlock(&dev->vram_lock);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
+}
+
+/* ---- snapshots ---------------------------------------------------------------- */
+
+int bo_snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n)
+{
+	struct ugpu_bo **v;
+	size_t i = 0;
+
+	v = calloc(m->nr_bos ? m->nr_bos : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+		int rc = __atomic_load_n(&bo->refcount, __ATOMIC_RELAXED);
+
+		/* A BO whose last reference is being dropped is still listed
+		 * until its put gets the lock: never take a reference from 0. */
+		do {
+			if (!rc)
+				break;
+		} while (!__atomic_compare_exchange_n(&bo->refcount, &rc, rc + 1, false,
+						      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
+		if (rc)
+			v[i++] = bo;
+	}
+	*out = v;
+	*n = i;
+	return 0;
+}
+
+void bo_snapshot_put(struct ugpu_bo **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ugpu_bo_put(v[i]);
+	free(v);
 }
 
 /* ---- creation and the public API ------------------------------------------- */
@@ -692,15 +785,15 @@ static int bo_place_locked(struct ugpu_bo *bo)
 			 * may hold a previous owner's bytes). */
 			buddy_list_for_each(b, bo->vram)
 				memset((char *)dev->vram + buddy_block_offset(b), 0,
-				       buddy_block_size(&dev->vram_mm, b));
-			bo->placement = UGPU_PLACEMENT_VRAM;
+				       vram_block_size(b));
+			bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
 			m->vram_bytes += bo->size;
 			return 0;
 		}
 		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &bo->sys);
 		if (ret)
 			return ret;
-		bo->placement = UGPU_PLACEMENT_SYSTEM;
+		bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM);
 		m->sys_bytes += bo->size;
 		return 0;
 	}
@@ -732,12 +825,22 @@ static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	if (rpm_user_enter(dev, &rpm))
 		return 0; /* -EINVAL: no runtime PM (yet); -ENODEV: removed */
 	ret = rpm_get(rpm);
-	if (ret) {
-		rpm_user_leave(rpm);
-		return ret == -ENODEV ? 0 : ret;
+	if (!ret) {
+		*held = rpm; /* pinned until bo_rpm_release() */
+		return 0;
 	}
-	*held = rpm;
-	return 0;
+	rpm_user_leave(rpm);
+	if (ret != -ENODEV)
+		return ret;
+	if (device_is_removed(dev))
+		return 0; /* BOs live in system memory now: no reference needed */
+	/*
+	 * The device went away (asleep, or while waking) and its removal has
+	 * not run yet: VRAM cannot be reached, and going on would read or
+	 * write a dead BAR. Once the removal is done the BO is in system
+	 * memory (or reported lost): the caller looks again under the lock.
+	 */
+	return unplug_wait_removed(dev, UNPLUG_API_TIMEOUT_MS) ? -ENODEV : 0;
 }
 
 static void bo_rpm_release(struct rpm *held)
@@ -759,8 +862,7 @@ static bool placements_have_vram(const struct ugpu_bo *bo)
 }
 
 static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-			    unsigned int buddy_flags, struct buddy_list *blocks, bool driver,
-			    struct ugpu_bo **out)
+			    unsigned int buddy_flags, bool driver, struct ugpu_bo **out)
 {
 	struct ugpu_bo_opts o = { 0 };
 	struct bo_mgr *m;
@@ -777,6 +879,16 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 		return -EINVAL;
 	}
 	memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	/* A field the caller's size covers only in part is absent too. */
+#define OPT_WHOLE(f)                                                              \
+	do {                                                                      \
+		if (opts->size < offsetof(struct ugpu_bo_opts, f) + sizeof(o.f))  \
+			memset(&o.f, 0, sizeof(o.f));                             \
+	} while (0)
+	OPT_WHOLE(placements);
+	OPT_WHOLE(flags);
+	OPT_WHOLE(name);
+#undef OPT_WHOLE
 	opts = &o;
 	m = mgr_of(dev);
 	bo = calloc(1, sizeof(*bo));
@@ -795,7 +907,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->buddy_flags = buddy_flags;
 	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
-	bo->vram = blocks ? blocks : &bo->own_blocks;
+	bo->vram = &bo->own_blocks;
 	bo->sys.mem.fd = -1;
 	bo->backup.mem.fd = -1;
 	list_init(&bo->all);
@@ -813,7 +925,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
 		bo_rpm_release(held);
-		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->vdev->name, bo->name,
+		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->name, bo->name,
 			bo->size, ugpu_strerror(ret));
 		free(bo);
 		return ret;
@@ -829,15 +941,15 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 }
 
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out)
+		     unsigned int buddy_flags, struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, buddy_flags, blocks, true, out);
+	return bo_create_common(dev, opts, buddy_flags, true, out);
 }
 
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 			    struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, 0, NULL, false, out);
+	return bo_create_common(dev, opts, 0, false, out);
 }
 
 UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
@@ -975,18 +1087,21 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 								 __ATOMIC_RELAXED),
 		};
 
-		ret = dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region, &m->vram_fd,
-						&m->vram_fd_off);
-		if (ret == -ENODEV && device_is_removed(dev))
-			ret = 0; /* unplugged: every BO is in system memory */
+		/* The transport is only reached while the device is not
+		 * removed: dev->removed is set under this lock before the
+		 * transport closes. Removed: every BO is in system memory. */
+		ret = device_is_removed(dev) ? 0
+					     : dev->vdev->ops->region_fd(dev->vdev,
+									dev->profile->vram_region,
+									&m->vram_fd, &m->vram_fd_off);
 		if (ret) {
-			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->vdev->name,
+			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->name,
 				ugpu_strerror(ret));
 			goto out;
 		}
 		ret = cpu_map_mgr_create(dev->ctx, &o, &m->maps);
 		if (ret) {
-			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->vdev->name,
+			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->name,
 				ugpu_strerror(ret));
 			if (ret == -EPERM)
 				ret = -ENOSYS;
@@ -1064,7 +1179,7 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 	if (m->pm_state == BO_PM_SUSPENDED)
 		return -EBUSY;
 	buddy_list_for_each(b, bo->vram) {
-		uint64_t bsz = buddy_block_size(&dev->vram_mm, b);
+		uint64_t bsz = vram_block_size(b);
 
 		if (len && off < pos + bsz) {
 			uint64_t in = off - pos, n = bsz - in;
@@ -1172,14 +1287,8 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	s.size = st->size;
 	s.vram_size = dev->vram_size;
 	pthread_mutex_lock(&m->lock);
-	/* The buddy allocator goes with a removed device (vram_mm_ready is
-	 * cleared under vram_lock), so ask it under that lock. */
-	pthread_mutex_lock(&dev->vram_lock);
-	if (dev->vram_mm_ready) {
-		s.vram_used = dev->vram_mm.size - buddy_avail(&dev->vram_mm);
-		s.vram_free = buddy_avail(&dev->vram_mm);
-	}
-	pthread_mutex_unlock(&dev->vram_lock);
+	/* 0 and 0 once removed: the allocator went with the device. */
+	vram_usage(dev, &s.vram_used, &s.vram_free);
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 

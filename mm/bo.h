@@ -58,9 +58,7 @@ struct ugpu_bo {
 	char name[32];
 
 	enum ugpu_placement placement; /* where the bytes are now; NONE = lost */
-	/* VRAM blocks while placement == VRAM. Points to @own_blocks, or to a
-	 * list the device owns (engine rings, kept where test and device code
-	 * already look for them); either way the BO allocates and frees them. */
+	/* VRAM blocks while placement == VRAM (points to @own_blocks). */
 	struct buddy_list *vram;
 	struct buddy_list own_blocks;
 	struct bo_sys sys; /* while placement == SYSTEM */
@@ -100,20 +98,20 @@ enum bo_pm_state {
 };
 
 /*
- * struct bo_mgr - the device's BO manager.
+ * struct bo_mgr - the device's memory layer: the BO manager, the VRAM
+ * manager, the host-suspend and removal state of the BOs.
  *
- * Locking (outermost first): @pm_lock serialises the host-suspend
- * transitions (prepare, suspend, resume, cancel) and is held across each;
- * @lock protects the lists, every BO's placement state (see struct
- * ugpu_bo), @pm_state, the counters and the injection countdown. @lock is
- * held across a whole move, copy included, so a BO never changes under a
- * copy; it is never taken by the CPU-map handler thread (resolve() does not
- * take it), so holding it across cpu_map_block() cannot deadlock. Inside
- * @lock: dev->vram_lock (device_vram_alloc), the DMA space lock, dev->lock
- * (device_set_power), engine locks.
+ * Locking: the host-suspend lock (src/suspend.h) is taken outside @lock by
+ * every transition and the removal. @lock protects the lists, every BO's
+ * placement state (see struct ugpu_bo), @pm_state, @prep_*, the counters and
+ * the injection countdown. @lock is held across a whole move, copy included,
+ * so a BO never changes under a copy; it is never taken by the CPU-map
+ * handler thread (resolve() does not take it), so holding it across
+ * cpu_map_block() cannot deadlock. Inside @lock: @vram_lock (mm/vram.h,
+ * a leaf), the DMA space lock, dev->lock (device_set_power), engine locks.
  */
 struct bo_mgr {
-	pthread_mutex_t pm_lock;
+	struct ugpu_device *dev;
 	pthread_mutex_t lock;
 	struct list_link all;
 	struct list_link lru; /* head = least recently used */
@@ -134,10 +132,17 @@ struct bo_mgr {
 	unsigned long fail_backup_at;
 	bool fail_backup_always;
 
-	/* host suspend (src/suspend.c) */
+	/* host suspend (mm/backup.c): the state, and the BOs a prepare works
+	 * on (each with a reference, between prepare_begin and prepare_end) */
 	enum bo_pm_state pm_state;
-	struct ugpu_pm_opts pm_opts;
-	struct ugpu_pm_stats pm_stats;
+	struct ugpu_bo **prep_bos;
+	size_t prep_n;
+
+	/* the VRAM manager (mm/vram.h): @vram_ready while the "vram-mm" step
+	 * is up; all three under @vram_lock */
+	pthread_mutex_t vram_lock;
+	struct buddy_mm vram_mm;
+	bool vram_ready;
 
 	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
 	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm
@@ -159,24 +164,37 @@ struct bo_mgr_stats {
 	uint64_t backups, backup_bytes;
 };
 
-/* bo_mgr_init()/bo_mgr_fini() - from ugpu_device_open()/close(). fini
- * releases the memory and mappings of BOs still alive and marks the manager
- * closed (their handles answer -ENODEV); bo_mgr_free() frees the manager
- * when the last handle is gone (device_put()). */
-int bo_mgr_init(struct ugpu_device *dev);
-void bo_mgr_fini(struct ugpu_device *dev);
-void bo_mgr_free(struct ugpu_device *dev);
+/*
+ * The "bo-mgr" bring-up step (context lifetime), registered by mm/bo.c: its
+ * up creates the manager and installs the memory layer's ops in the device
+ * (kernel memory, host suspend: mm/backup.c, removal: mm/evacuate.c); its
+ * down (ugpu_device_close()) releases the memory and mappings of BOs still
+ * alive and marks the manager closed (their handles answer -ENODEV); its
+ * release frees the manager when the last handle is gone (device_put()).
+ */
+void backup_register(struct ugpu_device *dev);
+void evacuate_register(struct ugpu_device *dev);
+
+/* bo_snapshot_locked() - every live BO, each with a reference (never taken
+ * from 0). bo_snapshot_put() drops them and frees the array. */
+int bo_snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n);
+void bo_snapshot_put(struct ugpu_bo **v, size_t n);
 
 /*
  * bo_create_kernel() - a driver BO: like ugpu_bo_create() with extra
- * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION) and, optionally, @blocks: a
- * list the caller owns where the BO keeps its VRAM blocks (it must stay
- * valid for the BO's life; the BO never moves while pinned, so the list only
- * changes at create and destroy).
+ * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION). It is the driver's, not
+ * the program's (driver_owned): a removal leaves it to its owner.
  * Context: any thread.
  */
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out);
+		     unsigned int buddy_flags, struct ugpu_bo **out);
+
+/* Placement writes are atomic stores (under the manager lock, between
+ * cpu_map_block() and unblock): the fault hooks read it without the lock. */
+static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
+{
+	__atomic_store_n(&bo->placement, p, __ATOMIC_RELAXED);
+}
 
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);

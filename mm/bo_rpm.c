@@ -22,6 +22,7 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/vram.h"
 #include "src/device.h"
 #include "src/base/clock.h"
 #include "src/base/log.h"
@@ -52,8 +53,34 @@ struct bo_rpm {
 	struct bo_rpm_backup *backups;
 	size_t nbackups, cap_backups;
 	bool fault_ref;
+	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
+	 * the stats op, which runs under the rpm lock and must never wait for
+	 * a copy. @listed mirrors the length of @mapped. */
 	struct bo_rpm_stats st;
 };
+
+static void st_add(uint64_t *c, int64_t v)
+{
+	__atomic_add_fetch(c, (uint64_t)v, __ATOMIC_RELAXED);
+}
+
+static uint64_t st_get(const uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* List @bo as mapped / take it off, keeping the count. Under r->lock. */
+static void mapped_add(struct bo_rpm *r, struct ugpu_bo *bo)
+{
+	list_add_tail(&r->mapped, &bo->rpm_mapped);
+	st_add(&r->st.listed, 1);
+}
+
+static void mapped_del(struct bo_rpm *r, struct ugpu_bo *bo)
+{
+	list_del(&bo->rpm_mapped);
+	st_add(&r->st.listed, -1);
+}
 
 #define bo_of_mapped(link) list_entry(link, struct ugpu_bo, rpm_mapped)
 #define bo_of_evicted(link) list_entry(link, struct ugpu_bo, rpm_evicted)
@@ -248,15 +275,15 @@ int bo_rpm_fault_begin(void *owner)
 	ret = rpm_get(r->rpm);
 	if (ret) {
 		log_err(dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
-			dev->vdev->name, bo->name, ugpu_strerror(ret));
+			dev->name, bo->name, ugpu_strerror(ret));
 		goto out_leave;
 	}
 	r->fault_ref = true;
 	pthread_mutex_lock(&r->lock);
 	if (!list_linked(&bo->rpm_mapped))
-		list_add_tail(&r->mapped, &bo->rpm_mapped);
-	r->st.wake_faults++;
+		mapped_add(r, bo);
 	pthread_mutex_unlock(&r->lock);
+	st_add(&r->st.wake_faults, 1);
 out_leave:
 	hook_leave(m);
 	return ret;
@@ -284,7 +311,7 @@ void bo_rpm_fault_end(void *owner)
 		pthread_mutex_lock(&r->lock);
 		if (!list_linked(&bo->rpm_mapped) &&
 		    __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM)
-			list_add_tail(&r->mapped, &bo->rpm_mapped);
+			mapped_add(r, bo);
 		pthread_mutex_unlock(&r->lock);
 		rpm_put(r->rpm);
 	}
@@ -316,7 +343,7 @@ static void unlist(struct ugpu_bo *bo, bool destroy)
 		return;
 	pthread_mutex_lock(&r->lock);
 	if (list_linked(&bo->rpm_mapped))
-		list_del(&bo->rpm_mapped);
+		mapped_del(r, bo);
 	if (destroy) {
 		if (list_linked(&bo->rpm_evicted))
 			list_del(&bo->rpm_evicted);
@@ -342,11 +369,14 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
 	uint64_t pos = 0;
 	bool whole = true;
 
-	if (!r)
+	/* Only while VRAM really is gone (the device sleeps in D3cold or a
+	 * D3cold suspend is past its point of no return): a suspend still in
+	 * its hooks, or one abandoned, left VRAM intact and maybe newer. */
+	if (!r || !rpm_vram_lost(r->rpm))
 		return false;
 	pthread_mutex_lock(&r->lock);
 	buddy_list_for_each(b, bo->vram) {
-		uint64_t len = buddy_block_size(&bo->dev->vram_mm, b);
+		uint64_t len = vram_block_size(b);
 		size_t i;
 
 		for (i = 0; i < r->nbackups; i++)
@@ -369,35 +399,64 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
 
 /* ---- suspend / resume / restore ------------------------------------------ */
 
-static int backup_bo_locked(struct bo_rpm *r, struct ugpu_bo *bo)
+/*
+ * Copy @bo's VRAM blocks by CPU into new backups. The copies are made
+ * without the list lock (a fault on another BO takes it, and must not wait
+ * for a copy); only the insertion takes it. Manager lock held.
+ */
+static int backup_bo(struct bo_rpm *r, struct ugpu_bo *bo)
 {
 	struct ugpu_device *dev = r->dev;
+	struct bo_rpm_backup *k;
 	struct buddy_block *b;
+	size_t n = 0, i;
+	int ret = 0;
 
+	buddy_list_for_each(b, bo->vram)
+		n++;
+	k = calloc(n ? n : 1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	i = 0;
 	buddy_list_for_each(b, bo->vram) {
-		struct bo_rpm_backup k = {
-			.bo = bo,
-			.offset = buddy_block_offset(b),
-			.len = buddy_block_size(&dev->vram_mm, b),
-		};
-
-		if (r->nbackups == r->cap_backups) {
-			size_t cap = r->cap_backups ? 2 * r->cap_backups : 16;
-			void *p = realloc(r->backups, cap * sizeof(*r->backups));
-
-			if (!p)
-				return -ENOMEM;
-			r->backups = p;
-			r->cap_backups = cap;
+		k[i] = (struct bo_rpm_backup){ .bo = bo, .offset = buddy_block_offset(b),
+					       .len = vram_block_size(b) };
+		k[i].data = malloc(k[i].len);
+		if (!k[i].data) {
+			ret = -ENOMEM;
+			goto out_free;
 		}
-		k.data = malloc(k.len);
-		if (!k.data)
-			return -ENOMEM;
-		memcpy(k.data, (char *)dev->vram + k.offset, k.len);
-		r->backups[r->nbackups++] = k;
+		memcpy(k[i].data, (char *)dev->vram + k[i].offset, k[i].len);
+		i++;
 	}
-	r->st.backed_up++;
+	pthread_mutex_lock(&r->lock);
+	if (r->nbackups + n > r->cap_backups) {
+		size_t cap = r->cap_backups ? r->cap_backups : 16;
+		void *p;
+
+		while (cap < r->nbackups + n)
+			cap *= 2;
+		p = realloc(r->backups, cap * sizeof(*r->backups));
+		if (!p) {
+			pthread_mutex_unlock(&r->lock);
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		r->backups = p;
+		r->cap_backups = cap;
+	}
+	memcpy(r->backups + r->nbackups, k, n * sizeof(*k));
+	r->nbackups += n;
+	pthread_mutex_unlock(&r->lock);
+	free(k);
+	st_add(&r->st.backed_up, 1);
 	return 0;
+
+out_free:
+	while (i--)
+		free(k[i].data);
+	free(k);
+	return ret;
 }
 
 /*
@@ -414,28 +473,31 @@ static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 	bo_for_each(pos, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(pos);
 
+		/* Someone needs the device: this suspend is abandoned, stop
+		 * paying for it (what was evicted comes back, as after any
+		 * aborted D3cold). */
+		if (rpm_suspend_aborted(r->rpm))
+			return -EAGAIN;
 		if (bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
 		if (!bo->pin_count && may_live_in_system(bo)) {
 			ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
 			if (ret) {
 				log_warn(dev->ctx, "%s: D3cold: cannot evict BO '%s': %s",
-					 dev->vdev->name, bo->name, ugpu_strerror(ret));
+					 dev->name, bo->name, ugpu_strerror(ret));
 				return -EBUSY;
 			}
 			pthread_mutex_lock(&r->lock);
 			if (!list_linked(&bo->rpm_evicted))
 				list_add_tail(&r->evicted, &bo->rpm_evicted);
-			r->st.evicted++;
 			pthread_mutex_unlock(&r->lock);
+			st_add(&r->st.evicted, 1);
 			continue;
 		}
-		pthread_mutex_lock(&r->lock);
-		ret = backup_bo_locked(r, bo);
-		pthread_mutex_unlock(&r->lock);
+		ret = backup_bo(r, bo);
 		if (ret) {
 			log_warn(dev->ctx, "%s: D3cold: no memory to back up BO '%s'",
-				 dev->vdev->name, bo->name);
+				 dev->name, bo->name);
 			return -EBUSY;
 		}
 		test_point_obj(TEST_POINT_BO_D3COLD_BACKUP, bo);
@@ -453,13 +515,15 @@ static int release_all_locked(struct bo_rpm *r)
 	for (;;) {
 		struct ugpu_bo *bo;
 
+		if (rpm_suspend_aborted(r->rpm))
+			return -EAGAIN; /* abandoned: the rest stays mapped */
 		pthread_mutex_lock(&r->lock);
 		if (list_empty(&r->mapped)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
 		bo = bo_of_mapped(r->mapped.next);
-		list_del(&bo->rpm_mapped);
+		mapped_del(r, bo);
 		pthread_mutex_unlock(&r->lock);
 		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
@@ -467,15 +531,13 @@ static int release_all_locked(struct bo_rpm *r)
 		ret = cpu_map_release(bo->map);
 		if (ret) {
 			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
-				dev->vdev->name, bo->name, ugpu_strerror(ret));
+				dev->name, bo->name, ugpu_strerror(ret));
 			pthread_mutex_lock(&r->lock);
-			list_add_tail(&r->mapped, &bo->rpm_mapped);
+			mapped_add(r, bo);
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		pthread_mutex_lock(&r->lock);
-		r->st.released++;
-		pthread_mutex_unlock(&r->lock);
+		st_add(&r->st.released, 1);
 	}
 	return ret;
 }
@@ -539,30 +601,24 @@ static void bo_rpm_restore(void *arg)
 			continue;
 		/* Best effort: a BO that does not fit stays in system memory,
 		 * as an evicted BO does until it is next validated. */
-		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0) {
-			pthread_mutex_lock(&r->lock);
-			r->st.restored++;
-			pthread_mutex_unlock(&r->lock);
-		}
+		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0)
+			st_add(&r->st.restored, 1);
 	}
 	pthread_mutex_unlock(&m->lock);
 }
 
 /* Adds our counters into @st (the BO side of ugpu_rpm_stats). Called under
- * the rpm lock: takes only our leaf lock. */
+ * the rpm lock, also during a transition: reads atomics only. */
 static void bo_rpm_stats(void *arg, struct ugpu_rpm_stats *st)
 {
 	struct bo_rpm *r = arg;
 
-	pthread_mutex_lock(&r->lock);
-	list_for_each(l, &r->mapped)
-		st->bo_mappings_listed++;
-	st->bo_mappings_released += r->st.released;
-	st->bo_wake_faults += r->st.wake_faults;
-	st->bo_evicted += r->st.evicted;
-	st->bo_restored += r->st.restored;
-	st->bo_backed_up += r->st.backed_up;
-	pthread_mutex_unlock(&r->lock);
+	st->bo_mappings_listed += st_get(&r->st.listed);
+	st->bo_mappings_released += st_get(&r->st.released);
+	st->bo_wake_faults += st_get(&r->st.wake_faults);
+	st->bo_evicted += st_get(&r->st.evicted);
+	st->bo_restored += st_get(&r->st.restored);
+	st->bo_backed_up += st_get(&r->st.backed_up);
 }
 
 static const struct rpm_hook_ops bo_rpm_ops = {
@@ -610,6 +666,12 @@ void bo_rpm_detach(struct ugpu_device *dev)
 
 	if (!m || !(r = __atomic_load_n(&m->rpm, __ATOMIC_ACQUIRE)))
 		return;
+	/* From here until rpm_fini() the device must not sleep: without our
+	 * hook nothing would release the CPU mappings first. A reference we
+	 * never drop holds it awake (rpm_fini() ends them all). A removed
+	 * device is not woken: it is gone, and its data was evacuated. */
+	if (!device_is_removed(dev) && rpm_get(r->rpm))
+		log_warn(dev->ctx, "%s: the device did not wake for its teardown", dev->name);
 	/* No suspend/resume/restore hook runs after this (it waits for one
 	 * that is running); our counters go into the rpm's kept totals. */
 	rpm_hook_unregister(r->rpm, r->hook);
@@ -621,7 +683,7 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	pthread_mutex_lock(&m->lock);
 	pthread_mutex_lock(&r->lock);
 	while (!list_empty(&r->mapped))
-		list_del(r->mapped.next);
+		mapped_del(r, bo_of_mapped(r->mapped.next));
 	while (!list_empty(&r->evicted))
 		list_del(r->evicted.next);
 	pthread_mutex_unlock(&r->lock);
@@ -629,12 +691,27 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
 	if (!hooks_drain(m))
 		log_warn(dev->ctx, "%s: a CPU fault hook still runs after %d ms; it frees the BO runtime-PM state when it ends",
-			 dev->vdev->name, BO_RPM_DETACH_WAIT_MS);
+			 dev->name, BO_RPM_DETACH_WAIT_MS);
 	pthread_mutex_unlock(&m->lock);
 	/* Free it here unless a hook is still counted (then it does). */
 	if (!__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST))
 		zombie_reap(m);
 }
+
+static int bo_rpm_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return bo_rpm_attach(dev);
+}
+
+static struct device_component bo_rpm_component = {
+	.name = "bo-rpm",
+	.order = DEVICE_STEP_BO_RPM,
+	.life = DEVICE_LIFE_DEVICE,
+	.up = bo_rpm_up,
+	.down = bo_rpm_detach,
+};
+DEVICE_COMPONENT(bo_rpm_component)
 
 void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 {
@@ -647,11 +724,12 @@ void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 	/* Counted like a hook: any thread may ask, even during a detach. */
 	r = hook_enter(m);
 	if (r) {
-		pthread_mutex_lock(&r->lock);
-		*out = r->st;
-		list_for_each(l, &r->mapped)
-			out->listed++;
-		pthread_mutex_unlock(&r->lock);
+		out->listed = st_get(&r->st.listed);
+		out->released = st_get(&r->st.released);
+		out->wake_faults = st_get(&r->st.wake_faults);
+		out->evicted = st_get(&r->st.evicted);
+		out->restored = st_get(&r->st.restored);
+		out->backed_up = st_get(&r->st.backed_up);
 	}
 	hook_leave(m);
 }

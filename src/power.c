@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <time.h>
 
+#include "src/base/test_point.h"
 #include "src/device.h"
 #include "src/base/log.h"
 #include "src/vfio/pci_cfg.h"
@@ -90,7 +91,7 @@ static int pmcsr_set(struct ugpu_device *dev, unsigned int dstate)
 		return ret;
 	dev->pmcsr = pmcsr;
 	if ((pmcsr & PCI_PM_CTRL_STATE_MASK) != dstate) {
-		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->vdev->name,
+		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->name,
 			dstate, pmcsr & PCI_PM_CTRL_STATE_MASK);
 		return -EIO;
 	}
@@ -109,7 +110,7 @@ static int main_power_set(struct ugpu_device *dev, bool off)
 	if (ret)
 		return ret;
 	if (off != (st == 4)) {
-		log_err(dev->ctx, "%s: main power did not turn %s (power state %u)", dev->vdev->name,
+		log_err(dev->ctx, "%s: main power did not turn %s (power state %u)", dev->name,
 			off ? "off" : "on", st);
 		return -EIO;
 	}
@@ -149,6 +150,7 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 			ret = main_power_set(dev, true);
 			if (ret)
 				return ret;
+			test_point(TEST_POINT_POWER_OFF);
 			power_state_set(dev, UGPU_POWER_D3COLD);
 		} else if (from == UGPU_POWER_D3COLD) {
 			ret = main_power_set(dev, false);
@@ -183,7 +185,7 @@ int device_set_power(struct ugpu_device *dev, enum ugpu_power_state state)
 	ret = set_power_locked(dev, state);
 	pthread_mutex_unlock(&dev->lock);
 	if (!ret)
-		log_info(dev->ctx, "%s: power state D%d%s", dev->vdev->name, state == 4 ? 3 : (int)state,
+		log_info(dev->ctx, "%s: power state D%d%s", dev->name, state == 4 ? 3 : (int)state,
 			 state == UGPU_POWER_D3COLD ? "cold" : state == UGPU_POWER_D3HOT ? "hot" : "");
 	return ret;
 }

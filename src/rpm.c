@@ -27,7 +27,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "mm/bo.h"
 #include "src/device.h"
 #include "src/base/clock.h"
 #include "src/base/log.h"
@@ -50,12 +49,12 @@ struct rpm_hook {
  * never held across a power transition or a hook. @hooks_lock protects the
  * hook list and is held while hooks run (so unregister waits for them);
  * order: hooks_lock -> lock (a hook may call rpm_get()), lock -> dev->lock
- * and dev->vram_lock (leaves). @cond signals state changes to waiting
+ * (a leaf); dev->pub_lock -> lock (rpm_user_enter()). @cond signals state changes to waiting
  * getters; @timer_cond wakes the rpm thread. @allow_lock serialises
  * rpm_allow() only.
  *
  * Lifetime against removal: the public calls find the rpm through dev->rpm
- * under the BO manager lock (where removal unpublishes it) and count
+ * under the device's publication lock (where removal unpublishes it) and count
  * themselves in @api_users (under @lock) before letting go of that lock;
  * rpm_fini() waits (bounded) for @api_users to reach 0 (@cond) so that no
  * call is still using the device when its teardown goes on. Freeing is
@@ -86,6 +85,7 @@ struct rpm {
 
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
+	enum ugpu_power_state target; /* of the suspend in progress (SUSPENDING) */
 	bool abort; /* a get arrived while the suspend hooks ran */
 	bool has_cb; /* @cb_thread is making the current transition */
 	pthread_t cb_thread;
@@ -139,7 +139,7 @@ static int engines_quiesce(struct rpm *rpm)
 		ret = engine_idle(dev->copy[i], RPM_IDLE_TIMEOUT_MS);
 		if (ret == -ETIMEDOUT) {
 			log_warn(rpm->ctx, "%s: runtime suspend: engine %s still busy after %d ms",
-				 dev->vdev->name, dev->copy[i]->name, RPM_IDLE_TIMEOUT_MS);
+				 dev->name, dev->copy[i]->name, RPM_IDLE_TIMEOUT_MS);
 			return -EBUSY;
 		}
 		/* An engine stopped on an error is idle enough to sleep; its
@@ -160,20 +160,13 @@ static void engines_reinit(struct rpm *rpm)
 		ret = engine_reset(dev->copy[i]);
 		if (ret)
 			log_err(rpm->ctx, "%s: engine %s did not come back after D3cold: %s",
-				dev->vdev->name, dev->copy[i]->name, ugpu_strerror(ret));
+				dev->name, dev->copy[i]->name, ugpu_strerror(ret));
 	}
 }
 
 static uint64_t vram_used(struct ugpu_device *dev)
 {
-	uint64_t used = 0;
-
-	if (!dev->vram_mm_ready)
-		return 0;
-	pthread_mutex_lock(&dev->vram_lock);
-	used = dev->vram_mm.size - buddy_avail(&dev->vram_mm);
-	pthread_mutex_unlock(&dev->vram_lock);
-	return used;
+	return __atomic_load_n(&dev->vram_used, __ATOMIC_RELAXED);
 }
 
 static enum ugpu_power_state current_power(struct ugpu_device *dev)
@@ -211,6 +204,7 @@ static int do_suspend(struct rpm *rpm)
 	rpm->state = UGPU_RPM_SUSPENDING;
 	rpm->committed = false;
 	rpm->abort = false;
+	rpm->target = target;
 	cb_set(rpm);
 	pthread_mutex_unlock(&rpm->lock);
 
@@ -231,9 +225,9 @@ static int do_suspend(struct rpm *rpm)
 		if (h->ops->suspend) {
 			ret = h->ops->suspend(h->arg, target);
 			if (ret) {
-				if (ret != -EBUSY)
+				if (ret != -EBUSY && ret != -EAGAIN)
 					log_err(rpm->ctx, "%s: runtime suspend hook %s failed: %s",
-						dev->vdev->name, h->ops->name, ugpu_strerror(ret));
+						dev->name, h->ops->name, ugpu_strerror(ret));
 				break;
 			}
 		}
@@ -253,12 +247,12 @@ static int do_suspend(struct rpm *rpm)
 		ret = device_set_power(dev, target);
 		reached = current_power(dev);
 		if (ret) {
-			log_err(rpm->ctx, "%s: runtime suspend to %s failed: %s", dev->vdev->name,
+			log_err(rpm->ctx, "%s: runtime suspend to %s failed: %s", dev->name,
 				pstate_name(target), ugpu_strerror(ret));
 			wret = device_set_power(dev, UGPU_POWER_D0);
 			if (wret)
 				log_err(rpm->ctx, "%s: cannot wake the device after a failed suspend: %s",
-					dev->vdev->name, ugpu_strerror(wret));
+					dev->name, ugpu_strerror(wret));
 			else if (reached == UGPU_POWER_D3COLD)
 				engines_reinit(rpm);
 		}
@@ -280,14 +274,14 @@ static int do_suspend(struct rpm *rpm)
 		rpm->has_cb = false;
 		pthread_cond_broadcast(&rpm->cond);
 		pthread_mutex_unlock(&rpm->hooks_lock);
-		log_dbg(rpm->ctx, "%s: runtime suspended to %s", dev->vdev->name,
+		log_dbg(rpm->ctx, "%s: runtime suspended to %s", dev->name,
 			pstate_name(target));
 		return 0;
 	}
 
 	/* Abandoned: the hooks that ran undo what they did. */
-	test_point(TEST_POINT_RPM_ABANDONED);
 	pthread_mutex_unlock(&rpm->lock);
+	test_point(TEST_POINT_RPM_ABANDONED);
 	for (struct list_link *l = ran_last ? &ran_last->link : &rpm->hooks; l != &rpm->hooks;
 	     l = l->prev)
 		if ((h = hook_of(l))->ops->resume)
@@ -352,7 +346,7 @@ static int do_resume(struct rpm *rpm)
 	pthread_mutex_unlock(&rpm->hooks_lock);
 	rpm->has_cb = false;
 	if (ret) {
-		log_err(rpm->ctx, "%s: runtime resume from %s failed: %s", dev->vdev->name,
+		log_err(rpm->ctx, "%s: runtime resume from %s failed: %s", dev->name,
 			pstate_name(from), ugpu_strerror(ret));
 		rpm->state = UGPU_RPM_SUSPENDED;
 		rpm->usage--;
@@ -374,7 +368,7 @@ static int do_resume(struct rpm *rpm)
 		pthread_cond_signal(&rpm->timer_cond);
 	}
 	pthread_cond_broadcast(&rpm->cond);
-	log_dbg(rpm->ctx, "%s: runtime resumed from %s in %llu us", dev->vdev->name,
+	log_dbg(rpm->ctx, "%s: runtime resumed from %s in %llu us", dev->name,
 		pstate_name(from), (unsigned long long)wake_us);
 	return 0;
 }
@@ -407,7 +401,7 @@ int rpm_get(struct rpm *rpm)
 		/* Another thread is changing the power state: wait for it. */
 		if (now_ns() >= deadline) {
 			log_err(rpm->ctx, "%s: runtime PM transition did not finish in %d ms",
-				rpm->dev->vdev->name, RPM_WAIT_TIMEOUT_MS);
+				rpm->dev->name, RPM_WAIT_TIMEOUT_MS);
 			ret = -ETIMEDOUT;
 			break;
 		}
@@ -417,6 +411,36 @@ int rpm_get(struct rpm *rpm)
 	}
 	pthread_mutex_unlock(&rpm->lock);
 	return ret;
+}
+
+bool rpm_suspend_aborted(struct rpm *rpm)
+{
+	bool a;
+
+	pthread_mutex_lock(&rpm->lock);
+	a = rpm->state == UGPU_RPM_SUSPENDING && rpm->abort;
+	pthread_mutex_unlock(&rpm->lock);
+	return a;
+}
+
+bool rpm_vram_lost(struct rpm *rpm)
+{
+	bool lost;
+
+	pthread_mutex_lock(&rpm->lock);
+	switch (rpm->state) {
+	case UGPU_RPM_SUSPENDED:
+	case UGPU_RPM_RESUMING:
+		lost = rpm->sleep_state == UGPU_POWER_D3COLD;
+		break;
+	case UGPU_RPM_SUSPENDING:
+		lost = rpm->committed && rpm->target == UGPU_POWER_D3COLD;
+		break;
+	default:
+		lost = false;
+	}
+	pthread_mutex_unlock(&rpm->lock);
+	return lost;
 }
 
 bool rpm_get_if_active(struct rpm *rpm)
@@ -440,7 +464,7 @@ static void put_locked(struct rpm *rpm)
 {
 	if (rpm->usage <= (uint32_t)!rpm->allowed) {
 		log_err(rpm->ctx, "%s: runtime PM put without a get (ignored)",
-			rpm->dev->vdev->name);
+			rpm->dev->name);
 		return;
 	}
 	if (--rpm->usage == 0) {
@@ -597,7 +621,7 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out)
 		goto out_cond;
 	ret = -pthread_create(&rpm->thread, NULL, rpm_thread, rpm);
 	if (ret) {
-		log_err(dev->ctx, "%s: cannot start the runtime PM thread: %s", dev->vdev->name,
+		log_err(dev->ctx, "%s: cannot start the runtime PM thread: %s", dev->name,
 			ugpu_strerror(ret));
 		goto out_timer_cond;
 	}
@@ -645,11 +669,9 @@ static void stats_keep(struct rpm *rpm)
 	struct ugpu_rpm_stats s;
 
 	rpm_stats(rpm, &s);
-	if (dev->bo_mgr)
-		pthread_mutex_lock(&dev->bo_mgr->lock);
+	pthread_mutex_lock(&dev->pub_lock);
 	dev->rpm_last = s;
-	if (dev->bo_mgr)
-		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 }
 
 static void rpm_free(struct rpm *rpm)
@@ -658,7 +680,7 @@ static void rpm_free(struct rpm *rpm)
 		struct rpm_hook *h = hook_of(l);
 
 		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
-			 rpm->dev->vdev->name, h->ops->name);
+			 rpm->dev->name, h->ops->name);
 		free(h);
 	}
 	pthread_cond_destroy(&rpm->timer_cond);
@@ -702,7 +724,7 @@ void rpm_fini(struct rpm *rpm)
 		pthread_join(rpm->thread, NULL);
 	if (!api_users_drain(rpm))
 		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; it frees the runtime-PM state when it leaves",
-			rpm->dev->vdev->name, RPM_FINI_USERS_TIMEOUT_MS);
+			rpm->dev->name, RPM_FINI_USERS_TIMEOUT_MS);
 
 	/* Leave the device awake for whoever opens it next (xe:
 	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
@@ -710,7 +732,7 @@ void rpm_fini(struct rpm *rpm)
 	if (rpm_is_suspended(rpm)) {
 		ret = rpm_get(rpm);
 		if (ret)
-			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
+			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->name,
 				 ugpu_strerror(ret));
 	}
 	stats_keep(rpm);
@@ -848,23 +870,22 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 
 /* --- public API -----------------------------------------------------------
  *
- * dev->rpm is unpublished under the BO manager lock by the removal (and by
- * close) before rpm_fini(): a public call looks it up under that lock and
- * counts itself in @api_users before letting go, so the rpm cannot be freed
- * under it (rpm_fini() drains them). The lock is never held across the
- * call itself: a runtime suspend's hooks take it.
+ * dev->rpm is unpublished under the device's publication lock by the
+ * removal (and by close) before rpm_fini(): a public call looks it up under
+ * that lock and counts itself in @api_users (and @refs) before letting go,
+ * so the rpm cannot be freed under it (rpm_fini() drains them, the last
+ * rpm_unref() frees). The lock is never held across the call itself.
  */
 
 /* The device's rpm with a user reference (rpm_user_leave() drops it).
  * Returns 0, -EINVAL (no device, or one being closed), -ENODEV (removed). */
 int rpm_user_enter(struct ugpu_device *dev, struct rpm **out)
 {
-	struct bo_mgr *m;
 	struct rpm *rpm;
 
-	if (!dev || !(m = dev->bo_mgr))
+	if (!dev)
 		return -EINVAL;
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&dev->pub_lock);
 	rpm = dev->rpm;
 	if (rpm) {
 		pthread_mutex_lock(&rpm->lock);
@@ -872,7 +893,7 @@ int rpm_user_enter(struct ugpu_device *dev, struct rpm **out)
 		rpm->refs++;
 		pthread_mutex_unlock(&rpm->lock);
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 	if (!rpm)
 		return device_is_removed(dev) ? -ENODEV : -EINVAL;
 	*out = rpm;
@@ -897,16 +918,15 @@ void rpm_user_leave(struct rpm *rpm)
 static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
 {
 	uint64_t deadline = now_ns() + (RPM_FINI_USERS_TIMEOUT_MS + RPM_WAIT_TIMEOUT_MS) * 1000000ull;
-	struct bo_mgr *m = dev->bo_mgr;
 
 	for (;;) {
 		bool kept;
 
-		pthread_mutex_lock(&m->lock);
+		pthread_mutex_lock(&dev->pub_lock);
 		kept = dev->rpm_last.size != 0;
 		if (kept)
 			*out = dev->rpm_last;
-		pthread_mutex_unlock(&m->lock);
+		pthread_mutex_unlock(&dev->pub_lock);
 		if (kept)
 			return 0;
 		if (now_ns() >= deadline)

@@ -137,6 +137,24 @@ void rpm_unref(struct rpm *rpm);
  */
 int rpm_get(struct rpm *rpm);
 
+/*
+ * rpm_suspend_aborted() - a suspend is running its hooks and someone took a
+ * reference meanwhile: it will be abandoned, so a hook may stop early
+ * (return -EAGAIN). Context: any thread; takes the rpm lock (so not with it
+ * held; the BO manager lock may be held).
+ */
+bool rpm_suspend_aborted(struct rpm *rpm);
+
+/*
+ * rpm_vram_lost() - is VRAM's content gone with the power: the device sleeps
+ * in D3cold (or is being woken from it, before the resume hooks restored
+ * it), or a D3cold suspend is past its point of no return? Then, and only
+ * then, what the suspend hooks backed up is the only copy. A suspend still
+ * running its hooks (VRAM intact and possibly written since the backups)
+ * says false. Context: as rpm_suspend_aborted().
+ */
+bool rpm_vram_lost(struct rpm *rpm);
+
 /* rpm_get_if_active() - take a reference only if the device is in D0 and no
  * suspend has started; never wakes or waits. */
 bool rpm_get_if_active(struct rpm *rpm);

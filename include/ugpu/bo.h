@@ -4,6 +4,13 @@
  * memory and moves between them (eviction, suspend, unplug) without losing a
  * byte. A BO's CPU mapping follows it: when it moves, the mapping is
  * invalidated and the next touch maps wherever it lives now.
+ *
+ * Calls that may touch the device (create, pin and migrate that move, read
+ * and write of a VRAM BO) first wake it if it sleeps (runtime PM). A wake
+ * that fails gives -EIO or -ETIMEDOUT, or another -errno the transport
+ * reported; a device found gone makes the call wait (bounded) for its
+ * removal and then use the BO's system copy (or say -ENODATA if the removal
+ * lost it), or -ENODEV when the removal did not finish in time.
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H

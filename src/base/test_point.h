@@ -36,6 +36,9 @@ enum test_point_id {
 	 * (not the manager lock): the lock was just taken; the state is still
 	 * what it was (ACTIVE for a prepare that will succeed). */
 	TEST_POINT_PM_PREPARE,
+	/* src/power.c, device lock held: main power was just cut on the way
+	 * to D3cold; the state published is still D3hot. */
+	TEST_POINT_POWER_OFF,
 	TEST_POINT_COUNT
 };
 

@@ -7,6 +7,7 @@
  * invariant checker after every operation.
  */
 #include "integration/test_bo_common.h"
+#include "mm/vram.h"
 
 #define MiB (1ull << 20)
 
@@ -178,7 +179,7 @@ static void test_migrate_byte_exact(void **state)
 
 		buddy_list_for_each(b, cbo->vram) {
 			assert_int_equal(buddy_block_offset(b), next);
-			next += buddy_block_size(&f->dev->vram_mm, b);
+			next += vram_block_size(b);
 		}
 		assert_int_equal(next - info.vram_offset, 2 * MiB);
 	}

@@ -763,6 +763,45 @@ static void test_opts_size_prefix(void **state)
 	assert_int_equal(ugpu_bo_create(f->dev, &o, &bo), -EINVAL);
 }
 
+/* While host-suspended a pinned BO's backup is its only copy: unpinning it
+ * then must keep the backup (it is restored at resume). */
+static void test_unpin_while_host_suspended(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, N, "pinned");
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 121), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	assert_int_equal(ugpu_bo_unpin(bo), 0);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	assert_int_equal(bo_verify(bo, MIB, 121), -1);
+	ugpu_bo_put(bo);
+}
+
+/* A prepared (not yet suspended) backup is a snapshot that writes since
+ * may have outdated: a surprise removal must not adopt it as the BO's
+ * contents; the BO is reported lost. */
+static void test_surprise_after_prepare_adopts_nothing(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, N, "pinned");
+	struct ugpu_unplug_info info;
+	uint8_t byte;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 131), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(bo_fill(bo, MIB, 132), 0); /* the backup is stale now */
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	assert_int_equal(info.bos_adopted, 0);
+	assert_int_equal(info.bos_lost, 1);
+	assert_int_equal(ugpu_bo_read(bo, 0, &byte, 1), -ENODATA);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -788,6 +827,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_block_bound_follows_copy_bound, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_opts_size_prefix, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unpin_while_host_suspended, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_after_prepare_adopts_nothing, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "test_bo_common.h"
+#include "mm/vram.h"
 
 static int setup(void **state)
 {
@@ -57,10 +58,10 @@ static void test_engines_up(void **state)
 	assert_ptr_equal(e, d->copy[0]);
 	assert_non_null(d->copy[1]);
 	assert_non_null(d->cpu);
-	assert_true(buddy_block_offset(buddy_list_first(&d->ring_blocks[0])) >= d->vram_size / 2);
+	assert_true(d->ring_offset[0] >= d->vram_size / 2);
 
 	buddy_list_init(&l);
-	assert_int_equal(device_vram_alloc(d, 2 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
+	assert_int_equal(vram_alloc(d, 2 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
 	a = buddy_block_offset(buddy_list_first(&l));
 	b = a + (1 << 20);
 	for (i = 0; i < (1 << 20); i++)
@@ -68,7 +69,7 @@ static void test_engines_up(void **state)
 	assert_int_equal(engine_copy(e, engine_vram(b), engine_vram(a), 1 << 20, &fence), 0);
 	assert_int_equal(engine_wait(e, fence, 5000), 0);
 	assert_memory_equal(v + a, v + b, 1 << 20);
-	device_vram_free(d, &l, 0);
+	vram_free(d, &l, 0);
 }
 
 static void fill_vram(struct ugpu_device *d, uint64_t off, size_t len, unsigned char seed)

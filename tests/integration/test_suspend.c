@@ -11,6 +11,7 @@
 
 #include "engines/engine.h"
 #include "integration/test_bo_common.h"
+#include "mm/vram.h"
 
 #define MiB (1ull << 20)
 
@@ -52,7 +53,7 @@ static void check_engines(struct fx *f)
 		/* bo may be scattered: copy its first block only */
 		{
 			struct buddy_block *b = buddy_list_first(bo->vram);
-			uint64_t len = buddy_block_size(&f->dev->vram_mm, b);
+			uint64_t len = vram_block_size(b);
 
 			assert_int_equal(engine_copy(e, engine_vram(dst), engine_vram(src), len, &fence),
 					 0);

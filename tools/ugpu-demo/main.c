@@ -32,6 +32,8 @@
 #include <ugpu/ugpu.h>
 #include <ugpu/unplug.h>
 
+#include "mm/vram.h"
+#include "src/base/sysmem.h"
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
 
@@ -49,6 +51,14 @@ static double now_ms(void)
 static void step(const char *title)
 {
 	printf("\n[%d] %s\n", ++step_no, title);
+}
+
+static uint64_t vram_avail(struct ugpu_device *dev)
+{
+	uint64_t used, avail;
+
+	vram_usage(dev, &used, &avail);
+	return avail;
 }
 
 static void result(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -98,29 +108,29 @@ static const char *power_name(enum ugpu_power_state s)
 static void demo_allocator(struct ugpu_device *dev)
 {
 	struct buddy_list small, big;
-	uint64_t avail0 = dev->vram_mm.avail;
+	uint64_t avail0 = vram_avail(dev);
 	int ret, n = 0;
 
 	step("VRAM buddy allocator");
 	buddy_list_init(&small);
 	buddy_list_init(&big);
-	while (n < 64 && !(ret = device_vram_alloc(dev, 64 << 10, 64 << 10, 0, &small)))
+	while (n < 64 && !(ret = vram_alloc(dev, 64 << 10, 64 << 10, 0, &small)))
 		n++;
 	result(n == 64, "64 allocations of 64 KiB: %d succeeded, %" PRIu64 " KiB left", n,
-	       dev->vram_mm.avail >> 10);
-	ret = device_vram_alloc(dev, 4 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &big);
+	       vram_avail(dev) >> 10);
+	ret = vram_alloc(dev, 4 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &big);
 	result(ret == 0, "one contiguous 4 MiB allocation at VRAM offset 0x%" PRIx64,
 	       ret ? 0 : buddy_block_offset(buddy_list_first(&big)));
 	if (!ret)
-		device_vram_free(dev, &big, 0);
-	ret = device_vram_alloc(dev, dev->vram_size, 4096, 0, &big);
+		vram_free(dev, &big, 0);
+	ret = vram_alloc(dev, dev->vram_size, 4096, 0, &big);
 	result(ret == -ENOSPC, "asking for all of VRAM while some is used: %s",
 	       ugpu_strerror(ret));
 	if (!ret)
-		device_vram_free(dev, &big, 0);
-	device_vram_free(dev, &small, 0);
-	result(dev->vram_mm.avail == avail0, "everything freed: %" PRIu64 " KiB available again",
-	       dev->vram_mm.avail >> 10);
+		vram_free(dev, &big, 0);
+	vram_free(dev, &small, 0);
+	result(vram_avail(dev) == avail0, "everything freed: %" PRIu64 " KiB available again",
+	       vram_avail(dev) >> 10);
 }
 
 /* The blitter moves bytes between VRAM and system memory. */
@@ -137,7 +147,7 @@ static void demo_copy(struct ugpu_device *dev)
 
 	step("Copy engine: VRAM <-> system memory");
 	buddy_list_init(&vb);
-	ret = device_vram_alloc(dev, len, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &vb);
+	ret = vram_alloc(dev, len, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &vb);
 	if (ret) {
 		result(0, "VRAM for the copy: %s", ugpu_strerror(ret));
 		return;
@@ -191,7 +201,7 @@ static void demo_copy(struct ugpu_device *dev)
 	dma_unmap(&dev->dma, iova, sm.size);
 out:
 	sysmem_destroy(&sm);
-	device_vram_free(dev, &vb, 0);
+	vram_free(dev, &vb, 0);
 }
 
 static const char *placement_name(enum ugpu_placement p)

@@ -41,6 +41,10 @@ struct sim_opts {
 	/* slow_links[a] bit b: the link between nodes a and b is slow (the
 	 * relation is made symmetric by sim_start). */
 	uint32_t slow_links[SIM_MAX_DEVICES];
+	/* Config space reads all-ones in D3cold (its identity dwords), as some
+	 * hardware does once main power is off: what a driver's "is it dead?"
+	 * probe must not mistake for a removal. */
+	bool cfg_dead_in_d3cold;
 };
 
 /* Fill @opts with the defaults above (size set). */

@@ -123,6 +123,8 @@ int pci_cfg_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 		return -EINVAL;
 	pthread_mutex_lock(&dev->lock);
 	memcpy(buf, &dev->cfg[off], len);
+	if (dev->sim->opts.cfg_dead_in_d3cold && dev->power == SIM_POWER_D3COLD && off < 8)
+		memset(buf, 0xff, len);
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }

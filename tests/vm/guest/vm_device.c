@@ -18,6 +18,7 @@
 
 #include <ugpu/device.h>
 
+#include "mm/vram.h"
 #include "src/device.h"
 
 #define DEV_SEED 0x44455631ull /* "DEV1" */
@@ -71,10 +72,8 @@ int main(void)
 
 	/* VRAM from the allocator, inside this test's slice. */
 	buddy_list_init(&blocks);
-	pthread_mutex_lock(&dev->vram_lock);
-	rc = buddy_alloc_blocks(&dev->vram_mm, DEV_OFF, DEV_END, DEV_LEN, 4096, &blocks,
-				BUDDY_RANGE_ALLOCATION | BUDDY_CONTIGUOUS_ALLOCATION);
-	pthread_mutex_unlock(&dev->vram_lock);
+	rc = vram_alloc_range(dev, DEV_OFF, DEV_END, DEV_LEN, 4096,
+			      BUDDY_RANGE_ALLOCATION | BUDDY_CONTIGUOUS_ALLOCATION, &blocks);
 	VM_REQUIRE(rc == 0, "buddy range allocation in [16, 32) MiB -> %d", rc);
 	voff = buddy_block_offset(buddy_list_first(&blocks));
 	VM_CHECK(voff >= DEV_OFF && voff + DEV_LEN <= DEV_END, "VRAM block at 0x%llx",
@@ -116,9 +115,7 @@ int main(void)
 	VM_CHECK_RC(dma_unmap(&dev->dma, iova, sm.size), "dma_unmap");
 	VM_CHECK(dma_space_count(&dev->dma) == 0, "no IOMMU mapping left");
 	sysmem_destroy(&sm);
-	pthread_mutex_lock(&dev->vram_lock);
-	buddy_free_list(&dev->vram_mm, &blocks, 0);
-	pthread_mutex_unlock(&dev->vram_lock);
+	vram_free(dev, &blocks, 0);
 	ugpu_device_close(dev);
 
 	/* The device was fully released: it opens again. */
