@@ -231,8 +231,25 @@ void bo_test_release_by_invalidate(bool on);
 #define bo_for_each(pos, head) list_for_each(pos, head)
 #define bo_of_all(link) list_entry(link, struct ugpu_bo, all)
 
+/* ---- mm/move.c: moves, eviction, the LRU, system memory ------------------ */
+
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+/* VRAM blocks for @bo's size into @out, evicting unpinned BOs (LRU order,
+ * second chance for touched ones) until they fit. -ENOSPC when nothing is
+ * left to evict; -EIO when an eviction copy failed (the victim is intact). */
+int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out);
+
+/* May @bo be placed in @p? */
+static inline bool bo_placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)
+{
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++)
+		if (bo->placements[i] == p)
+			return true;
+	return false;
+}
 /* Allocate (and DMA-map) system memory; counts against the injection hook
  * when @backup. */
 int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,

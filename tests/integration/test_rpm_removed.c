@@ -430,9 +430,9 @@ static void *querier_main(void *arg)
 			break;
 		}
 		if (!strcmp(di.transport, "vfio-user")) {
-			q->live++;
+			__atomic_add_fetch(&q->live, 1, __ATOMIC_RELAXED);
 		} else if (!strcmp(di.transport, "removed")) {
-			q->removed++;
+			__atomic_add_fetch(&q->removed, 1, __ATOMIC_RELAXED);
 		} else {
 			snprintf(q->bad, sizeof(q->bad), "transport '%s'", di.transport);
 			break;
@@ -456,10 +456,18 @@ static void test_query_during_removal(void **state)
 		snprintf(q[i].name, sizeof(q[i].name), "%s", di.name);
 		assert_int_equal(pthread_create(&th[i], NULL, querier_main, &q[i]), 0);
 	}
-	usleep(20000);
+	/* Each querier sees the live device, then the removed one (bounded
+	 * waits, not sleeps: a loaded machine may not run them for a while). */
+	for (i = 0; i < 2; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&q[i].live, __ATOMIC_RELAXED) && fx_now_ms() - t0 < BOUND_MS;)
+			usleep(1000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
 	fx_wait_removed(f->dev, BOUND_MS);
-	usleep(20000);
+	for (i = 0; i < 2; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&q[i].removed, __ATOMIC_RELAXED) && fx_now_ms() - t0 < BOUND_MS;)
+			usleep(1000);
 	for (i = 0; i < 2; i++)
 		__atomic_store_n(&q[i].stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < 2; i++) {

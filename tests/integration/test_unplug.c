@@ -339,7 +339,7 @@ static void *writer_fn(void *arg)
 		w->p[slot] = w->seq + 1;
 		w->seq++;
 		if (ugpu_device_is_gone(w->dev))
-			w->after_gone++;
+			__atomic_add_fetch(&w->after_gone, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -364,8 +364,14 @@ static void test_writers_on_mapped_bos(void **state)
 	usleep(100000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
 	(void)fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
-	/* Let them run on system memory for a while. */
+	/* Let them run on system memory for a while: until each wrote there
+	 * (bounded; a loaded machine may not schedule them at once). */
 	usleep(100000);
+	for (i = 0; i < NWRITERS; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&w[i].after_gone, __ATOMIC_RELAXED) &&
+		     fx_now_ms() - t0 < REMOVAL_BOUND_MS;)
+			usleep(1000);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < NWRITERS; i++) {
 		uint64_t *buf = malloc(WSLOTS * 8), s, bad = 0;
