@@ -36,7 +36,7 @@
  * it forever. Each test gets FX_TEST_BOUND_S (UGPU_TEST_BOUND_S overrides),
  * its teardown FX_TEARDOWN_BOUND_S.
  */
-#define FX_TEST_BOUND_S 150
+#define FX_TEST_BOUND_S 270
 #define FX_TEARDOWN_BOUND_S 30
 
 static const char *fx_watchdog_msg = "";
