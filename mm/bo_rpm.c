@@ -284,6 +284,7 @@ int bo_rpm_fault_begin(void *owner)
 		mapped_add(r, bo);
 	pthread_mutex_unlock(&r->lock);
 	st_add(&r->st.wake_faults, 1);
+	test_point_obj(TEST_POINT_BO_FAULT_LISTED, bo);
 out_leave:
 	hook_leave(m);
 	return ret;
@@ -517,6 +518,7 @@ static int release_all_locked(struct bo_rpm *r)
 
 		if (rpm_suspend_aborted(r->rpm))
 			return -EAGAIN; /* abandoned: the rest stays mapped */
+		test_point(TEST_POINT_BO_RELEASE_NEXT);
 		pthread_mutex_lock(&r->lock);
 		if (list_empty(&r->mapped)) {
 			pthread_mutex_unlock(&r->lock);

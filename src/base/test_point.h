@@ -36,6 +36,12 @@ enum test_point_id {
 	 * (not the manager lock): the lock was just taken; the state is still
 	 * what it was (ACTIVE for a prepare that will succeed). */
 	TEST_POINT_PM_PREPARE,
+	/* mm/bo_rpm.c, cpu_map handler thread, no lock: a fault on a VRAM BO
+	 * took its reference and listed the BO, before the mapping is made. */
+	TEST_POINT_BO_FAULT_LISTED,
+	/* mm/bo_rpm.c, runtime-suspend hook, manager lock held: about to take
+	 * the next BO off the mapped list to release its mapping. */
+	TEST_POINT_BO_RELEASE_NEXT,
 	/* src/power.c, device lock held: main power was just cut on the way
 	 * to D3cold; the state published is still D3hot. */
 	TEST_POINT_POWER_OFF,

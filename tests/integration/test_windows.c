@@ -640,6 +640,98 @@ static void test_no_false_removal_during_d3cold_entry(void **state)
 	ugpu_bo_put(bo);
 }
 
+/* ---- 6. a fault listed while a suspend's release ran ------------------------ */
+
+/*
+ * A fault on BO X takes its reference (aborting a suspend whose hook is
+ * running) and lists X; the hook, already past its abort check, takes X off
+ * the list and "releases" a mapping that is not there yet; then the fault
+ * maps VRAM. fault_end must list X again: else the next suspend leaves X's
+ * mapping live while the device sleeps.
+ */
+struct relist {
+	struct ugpu_bo *x;
+	volatile uint64_t *p;
+	pthread_t toucher;
+	atomic_int fired;
+	atomic_int listed; /* the fault parked after listing X */
+	atomic_int go; /* let the fault map */
+};
+
+static void *relist_touch(void *arg)
+{
+	struct relist *r = arg;
+
+	r->p[0] = 0x7171717171717171ull;
+	return NULL;
+}
+
+/* The hook is about to pop the next listed BO: make X's fault list it now. */
+static void relist_before_pop(void *arg, enum test_point_id id, void *obj)
+{
+	struct relist *r = arg;
+	uint64_t t0 = fx_now_ms();
+
+	(void)id, (void)obj;
+	if (atomic_fetch_add(&r->fired, 1))
+		return;
+	if (pthread_create(&r->toucher, NULL, relist_touch, r))
+		return;
+	while (!atomic_load(&r->listed) && fx_now_ms() - t0 < BOUND_MS)
+		usleep(200);
+}
+
+/* X is listed, its mapping not made yet: hold the fault here. */
+static void relist_hold_fault(void *arg, enum test_point_id id, void *obj)
+{
+	struct relist *r = arg;
+	uint64_t t0 = fx_now_ms();
+
+	(void)id;
+	if (obj != r->x)
+		return;
+	atomic_store(&r->listed, 1);
+	while (!atomic_load(&r->go) && fx_now_ms() - t0 < BOUND_MS)
+		usleep(200);
+}
+
+static void test_fault_listed_during_release_is_listed_again(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *x = bo_new(f->dev, MIB, 0, V, S, "x");
+	struct relist r = { .x = x };
+	struct cpu_map_info mi;
+	uint64_t t0;
+	void *p;
+	int ret;
+
+	assert_non_null(x);
+	assert_int_equal(ugpu_bo_map(x, &p), 0); /* never touched: placeholder */
+	r.p = p;
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	test_point_set(TEST_POINT_BO_FAULT_LISTED, relist_hold_fault, &r);
+	test_point_set(TEST_POINT_BO_RELEASE_NEXT, relist_before_pop, &r);
+	/* Nothing is listed when the hook looks first: X's fault lists it
+	 * then, and the hook pops X. */
+	ret = rpm_sleep(f, false); /* aborted by X's fault */
+	test_point_set(TEST_POINT_BO_RELEASE_NEXT, NULL, NULL);
+	assert_true(atomic_load(&r.listed));
+	atomic_store(&r.go, 1);
+	pthread_join(r.toucher, NULL);
+	test_point_set(TEST_POINT_BO_FAULT_LISTED, NULL, NULL);
+	assert_int_equal(ret, -EBUSY);
+	cpu_map_query(x->map, &mi);
+	assert_int_equal(mi.state, CPU_MAP_MAPPED);
+	/* The next suspend must release X's mapping before the device sleeps. */
+	for (t0 = fx_now_ms(); (ret = rpm_sleep(f, false)) == -EBUSY && fx_now_ms() - t0 < BOUND_MS;)
+		usleep(1000);
+	assert_int_equal(ret, 0);
+	cpu_map_query(x->map, &mi);
+	assert_int_not_equal(mi.state, CPU_MAP_MAPPED);
+	assert_int_equal(((volatile uint64_t *)p)[0], 0x7171717171717171ull);
+	ugpu_bo_put(x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -655,6 +747,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_after_failed_wake_enodev, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_false_removal_during_d3cold_entry,
 						setup_cfg_dead, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_listed_during_release_is_listed_again,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
