@@ -4,6 +4,7 @@
 #    exports a symbol of ours without the ugpu_ prefix;
 #  - libugpu.so.0 (SONAME) exports exactly the UGPU_API functions of the
 #    installed headers, each in its node of src/libugpu.map (abi.sh);
+#  - the installed ugpu-demo loads the installed libugpu.so.0;
 #  - an outside program builds against it twice — through pkg-config
 #    (--static too: it must not ask for an archive) and through
 #    find_package(ugpu) — and runs.
@@ -51,6 +52,16 @@ for f in $(find "$prefix" -type f | sort); do
 done
 [ -z "$bad" ] || { echo "FAIL: the installed tree exposes internal symbols:$bad"; exit 1; }
 sh "$src/tests/install/abi.sh" "$lib" "$src/src/libugpu.map" "$prefix/include"
+
+# The installed demo (linked against libugpu.so.0, public API only) finds
+# the library of its own prefix ($ORIGIN RUNPATH), wherever that is.
+if [ -x "$prefix/bin/ugpu-demo" ]; then
+	found=$(ldd "$prefix/bin/ugpu-demo" | awk '$1 == "libugpu.so.0" { print $3 }')
+	[ "$(readlink -f "$found")" = "$(readlink -f "$lib")" ] || {
+		echo "FAIL: the installed ugpu-demo loads libugpu.so.0 from '$found', not $lib"
+		exit 1
+	}
+fi
 
 # 1. pkg-config
 PKG_CONFIG_PATH=$libdir/pkgconfig
