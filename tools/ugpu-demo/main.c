@@ -11,6 +11,11 @@
  * the demo exits non-zero when anything did not do what it says. ctest runs
  * it too (test "demo").
  *
+ * It uses only the public API (the ugpu/ headers; linked against
+ * libugpu.so.0), as a user's program would, plus tools/ugpu-sim/sim.h to
+ * start the reference device and inject its faults: that is the hardware,
+ * not the driver. The build checks the includes (cmake/demo_includes.cmake).
+ *
  * usage: ugpu-demo [--device URI] [--vram MiB]
  *   --device URI   use this device instead of the embedded reference device
  *                  (vfio-user:PATH or pci:DDDD:BB:DD.F); the unplug step
@@ -32,9 +37,6 @@
 #include <ugpu/ugpu.h>
 #include <ugpu/unplug.h>
 
-#include "mm/vram.h"
-#include "src/base/sysmem.h"
-#include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
 
 static int step_no;
@@ -51,14 +53,6 @@ static double now_ms(void)
 static void step(const char *title)
 {
 	printf("\n[%d] %s\n", ++step_no, title);
-}
-
-static uint64_t vram_avail(struct ugpu_device *dev)
-{
-	uint64_t used, avail;
-
-	vram_usage(dev, &used, &avail);
-	return avail;
 }
 
 static void result(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -104,104 +98,13 @@ static const char *power_name(enum ugpu_power_state s)
 	return s == UGPU_POWER_D0 ? "D0" : s == UGPU_POWER_D3HOT ? "D3hot" : "D3cold";
 }
 
-/* The VRAM allocator: every VRAM placement goes through it. */
-static void demo_allocator(struct ugpu_device *dev)
+static struct ugpu_device_mem mem_stats(struct ugpu_device *dev)
 {
-	struct buddy_list small, big;
-	uint64_t avail0 = vram_avail(dev);
-	int ret, n = 0;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
 
-	step("VRAM buddy allocator");
-	buddy_list_init(&small);
-	buddy_list_init(&big);
-	while (n < 64 && !(ret = vram_alloc(dev, 64 << 10, 64 << 10, 0, &small)))
-		n++;
-	result(n == 64, "64 allocations of 64 KiB: %d succeeded, %" PRIu64 " KiB left", n,
-	       vram_avail(dev) >> 10);
-	ret = vram_alloc(dev, 4 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &big);
-	result(ret == 0, "one contiguous 4 MiB allocation at VRAM offset 0x%" PRIx64,
-	       ret ? 0 : buddy_block_offset(buddy_list_first(&big)));
-	if (!ret)
-		vram_free(dev, &big, 0);
-	ret = vram_alloc(dev, dev->vram_size, 4096, 0, &big);
-	result(ret == -ENOSPC, "asking for all of VRAM while some is used: %s",
-	       ugpu_strerror(ret));
-	if (!ret)
-		vram_free(dev, &big, 0);
-	vram_free(dev, &small, 0);
-	result(vram_avail(dev) == avail0, "everything freed: %" PRIu64 " KiB available again",
-	       vram_avail(dev) >> 10);
-}
-
-/* The blitter moves bytes between VRAM and system memory. */
-static void demo_copy(struct ugpu_device *dev)
-{
-	const uint64_t len = 8 << 20;
-	struct engine *e = device_copy_engine(dev);
-	struct buddy_list vb;
-	struct sysmem sm = { .fd = -1 };
-	uint64_t iova = 0, fence, voff;
-	unsigned char *vram = dev->vram;
-	double t0, ms;
-	int ret;
-
-	step("Copy engine: VRAM <-> system memory");
-	buddy_list_init(&vb);
-	ret = vram_alloc(dev, len, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &vb);
-	if (ret) {
-		result(0, "VRAM for the copy: %s", ugpu_strerror(ret));
-		return;
-	}
-	voff = buddy_block_offset(buddy_list_first(&vb));
-	ret = sysmem_create(dev->ctx, len, "demo", &sm);
-	if (!ret)
-		ret = dma_map_sysmem(&dev->dma, &sm, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova);
-	if (ret) {
-		result(0, "system memory for the copy: %s", ugpu_strerror(ret));
-		goto out;
-	}
-	printf("    engine '%s', %" PRIu64 " MiB of system memory at IOVA 0x%" PRIx64 "\n", e->name,
-	       len >> 20, iova);
-
-	pattern(vram + voff, len, 7);
-	/* The first pass also faults in the pages on both sides; time the second. */
-	ret = engine_copy(e, engine_iova(iova), engine_vram(voff), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	memset(sm.vaddr, 0, len);
-	t0 = now_ms();
-	ret = engine_copy(e, engine_iova(iova), engine_vram(voff), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	ms = now_ms() - t0;
-	result(!ret && pattern_ok(sm.vaddr, len, 7), "VRAM -> system, %" PRIu64 " MiB in %.2f ms (%.1f GB/s), byte-exact",
-	       len >> 20, ms, (double)len / ms / 1e6);
-
-	memset(vram + voff, 0, len);
-	pattern(sm.vaddr, len, 9);
-	t0 = now_ms();
-	ret = engine_copy(e, engine_vram(voff), engine_iova(iova), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	ms = now_ms() - t0;
-	result(!ret && pattern_ok(vram + voff, len, 9), "system -> VRAM, %" PRIu64 " MiB in %.2f ms (%.1f GB/s), byte-exact",
-	       len >> 20, ms, (double)len / ms / 1e6);
-
-	/* A bad command: the engine stops, names it, and recovers after reset. */
-	ret = engine_copy(e, engine_iova(0x7f0000000000ull), engine_vram(voff), 4096, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	result(ret == -EIO, "a copy to an unmapped IOVA fails: %s", ugpu_strerror(ret));
-	ret = engine_reset(e);
-	if (!ret)
-		ret = engine_copy(e, engine_vram(voff + 4096), engine_vram(voff), 4096, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	result(ret == 0, "after reset the engine works again");
-	dma_unmap(&dev->dma, iova, sm.size);
-out:
-	sysmem_destroy(&sm);
-	vram_free(dev, &vb, 0);
+	if (ugpu_device_mem_stats(dev, &m))
+		memset(&m, 0, sizeof(m));
+	return m;
 }
 
 static const char *placement_name(enum ugpu_placement p)
@@ -221,6 +124,161 @@ static int bo_pattern_ok(struct ugpu_bo *bo, uint64_t len, unsigned seed, unsign
 	return !ugpu_bo_read(bo, 0, tmp, len) && pattern_ok(tmp, len, seed);
 }
 
+/* A BO allowed in @where only (NONE: VRAM, then system), or NULL. */
+static struct ugpu_bo *bo_new(struct ugpu_device *dev, uint64_t bytes, enum ugpu_placement where,
+			      uint32_t flags, const char *name, int *err)
+{
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = bytes, .flags = flags, .name = name,
+				  .placements = { where } };
+	struct ugpu_bo *bo = NULL;
+
+	*err = ugpu_bo_create(dev, &o, &bo);
+	return *err ? NULL : bo;
+}
+
+#define DEMO_NSMALL 64
+
+/*
+ * The VRAM allocator, through buffer objects: every VRAM placement comes from
+ * the driver's buddy allocator, and ugpu_device_mem_stats() shows its use.
+ */
+static void demo_allocator(struct ugpu_device *dev, uint64_t vram_size)
+{
+	static const uint64_t sizes[] = { 4 << 10, 12 << 10, (1 << 20) + (4 << 10), 3 << 20 };
+	struct ugpu_bo *small[DEMO_NSMALL], *sized[4], *big, *sys, *all;
+	struct ugpu_device_mem m0 = mem_stats(dev), m;
+	struct ugpu_bo_info bi = { .size = sizeof(bi) };
+	uint64_t want = 0;
+	int i, n = 0, nsized = 0, ok = 1, ret;
+
+	step("VRAM allocator, through buffer objects");
+	printf("    %" PRIu64 " MiB of VRAM: %" PRIu64 " KiB used by the driver's own objects (engine rings), %" PRIu64 " KiB free\n",
+	       m0.vram_size >> 20, m0.vram_used >> 10, m0.vram_free >> 10);
+	while (n < DEMO_NSMALL &&
+	       (small[n] = bo_new(dev, 64 << 10, UGPU_PLACEMENT_VRAM, 0, "small", &ret)))
+		ok &= bo_where(small[n++]) == UGPU_PLACEMENT_VRAM;
+	m = mem_stats(dev);
+	result(ok && n == DEMO_NSMALL && m.vram_used == m0.vram_used + n * (64 << 10),
+	       "%d VRAM BOs of 64 KiB: %d created, VRAM used +%" PRIu64 " KiB, %" PRIu64 " KiB free",
+	       DEMO_NSMALL, n, (m.vram_used - m0.vram_used) >> 10, m.vram_free >> 10);
+
+	m0 = m;
+	for (i = 0; i < 4; i++) {
+		sized[nsized] = bo_new(dev, sizes[i], UGPU_PLACEMENT_VRAM, 0, "sized", &ret);
+		if (sized[nsized]) {
+			want += sizes[i];
+			nsized++;
+		}
+	}
+	m = mem_stats(dev);
+	result(nsized == 4 && m.vram_used - m0.vram_used == want,
+	       "sizes 4 KiB, 12 KiB, 1 MiB + 4 KiB, 3 MiB: VRAM use grew by exactly their %" PRIu64 " KiB (split into power-of-two blocks)",
+	       (m.vram_used - m0.vram_used) >> 10);
+
+	big = bo_new(dev, 4 << 20, UGPU_PLACEMENT_VRAM, UGPU_BO_CONTIGUOUS, "contiguous", &ret);
+	if (big)
+		ret = ugpu_bo_query(big, &bi);
+	result(!ret && (bi.flags & UGPU_BO_CONTIGUOUS), "one contiguous 4 MiB BO at VRAM offset 0x%" PRIx64,
+	       ret ? 0 : bi.vram_offset);
+
+	m0 = mem_stats(dev);
+	sys = bo_new(dev, 1 << 20, UGPU_PLACEMENT_SYSTEM, 0, "system", &ret);
+	m = mem_stats(dev);
+	result(sys && bo_where(sys) == UGPU_PLACEMENT_SYSTEM && m.vram_used == m0.vram_used &&
+		       m.system_bytes == m0.system_bytes + (1 << 20),
+	       "a SYSTEM-only BO of 1 MiB takes system memory (%" PRIu64 " KiB now) and no VRAM",
+	       m.system_bytes >> 10);
+
+	/* VRAM-only BOs cannot be evicted: nothing can make room. */
+	all = bo_new(dev, vram_size, UGPU_PLACEMENT_VRAM, 0, "all", &ret);
+	ok = 1;
+	for (i = 0; i < n; i++)
+		ok &= bo_where(small[i]) == UGPU_PLACEMENT_VRAM;
+	result(ret == -ENOSPC && ok, "asking for all of VRAM while some is used: %s; every BO still in VRAM",
+	       ugpu_strerror(ret));
+	ugpu_bo_put(all);
+
+	for (i = 0; i < n; i++)
+		ugpu_bo_put(small[i]);
+	for (i = 0; i < nsized; i++)
+		ugpu_bo_put(sized[i]);
+	ugpu_bo_put(big);
+	ugpu_bo_put(sys);
+	m0 = m;
+	m = mem_stats(dev);
+	result(m.bos == m0.bos - (uint64_t)(n + nsized + !!big + !!sys) && m.vram_bos == 0 &&
+		       m.vram_used == m.vram_kernel,
+	       "everything freed: %" PRIu64 " KiB free again (the driver's %" PRIu64 " KiB stay)",
+	       m.vram_free >> 10, m.vram_kernel >> 10);
+}
+
+#define DEMO_COPY_LEN (8ull << 20)
+
+/* Time one migration of @bo to @to; check it arrived byte-exact (@seed). */
+static void timed_migrate(const char *what, struct ugpu_bo *bo, enum ugpu_placement to, unsigned seed,
+			  unsigned char *tmp)
+{
+	enum ugpu_placement from = bo_where(bo);
+	double t0 = now_ms(), ms;
+	int ret;
+
+	ret = ugpu_bo_migrate(bo, to);
+	ms = now_ms() - t0;
+	result(!ret && bo_where(bo) == to && bo_pattern_ok(bo, DEMO_COPY_LEN, seed, tmp),
+	       "%s%s -> %s, %llu MiB in %.2f ms (%.1f GB/s), byte-exact%s%s", what, placement_name(from),
+	       placement_name(to), DEMO_COPY_LEN >> 20, ms, (double)DEMO_COPY_LEN / ms / 1e6,
+	       ret ? ": " : "", ret ? ugpu_strerror(ret) : "");
+}
+
+/*
+ * The blitter moves a BO between VRAM and system memory (ugpu_bo_migrate);
+ * when a copy fails the BO stays where it was and the engine is reset.
+ */
+static void demo_copy(struct sim *sim, struct ugpu_device *dev, unsigned char *tmp)
+{
+	struct ugpu_device_mem m0 = mem_stats(dev), m;
+	struct ugpu_bo *bo;
+	int ret;
+
+	step("Copy engine: a BO migrated VRAM <-> system memory");
+	bo = bo_new(dev, DEMO_COPY_LEN, UGPU_PLACEMENT_NONE, 0, "copy", &ret);
+	if (!bo) {
+		result(0, "a BO for the copy: %s", ugpu_strerror(ret));
+		return;
+	}
+	pattern(tmp, DEMO_COPY_LEN, 7);
+	ret = ugpu_bo_write(bo, 0, tmp, DEMO_COPY_LEN);
+	result(!ret && bo_where(bo) == UGPU_PLACEMENT_VRAM,
+	       "%llu MiB BO in VRAM, pattern written (each move below is timed whole: new backing, DMA mapping, copy)",
+	       DEMO_COPY_LEN >> 20);
+	timed_migrate("", bo, UGPU_PLACEMENT_SYSTEM, 7, tmp);
+	pattern(tmp, DEMO_COPY_LEN, 9);
+	ugpu_bo_write(bo, 0, tmp, DEMO_COPY_LEN); /* new contents, written in system memory */
+	timed_migrate("", bo, UGPU_PLACEMENT_VRAM, 9, tmp);
+	m = mem_stats(dev);
+	printf("    %" PRIu64 " moves, %" PRIu64 " MiB moved\n", m.moves - m0.moves,
+	       (m.moved_bytes - m0.moved_bytes) >> 20);
+
+	/* A failed copy: the engine stops, the driver names it, the BO keeps
+	 * its place and bytes, and the engine works again after a reset. */
+	if (!sim) {
+		printf("    (a failed copy needs the embedded reference device's fault injection)\n");
+		goto out;
+	}
+	ret = sim_inject(sim, 0, SIM_INJECT_DMA, 1, false);
+	if (!ret)
+		ret = ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM);
+	m = mem_stats(dev);
+	result(ret == -EIO && bo_where(bo) == UGPU_PLACEMENT_VRAM &&
+		       bo_pattern_ok(bo, DEMO_COPY_LEN, 9, tmp) && m.copy_failures == m0.copy_failures + 1,
+	       "a migration whose DMA the device fails: %s; the BO stays in VRAM, byte-exact",
+	       ugpu_strerror(ret));
+	sim_inject_clear(sim, 0);
+	timed_migrate("the driver reset the engine; again: ", bo, UGPU_PLACEMENT_SYSTEM, 9, tmp);
+out:
+	ugpu_bo_put(bo);
+}
+
 #define DEMO_BO_LEN (8ull << 20)
 #define DEMO_NBO 40
 
@@ -235,6 +293,7 @@ static void demo_bos(struct ugpu_device *dev, uint64_t vram_size, struct ugpu_bo
 				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
 				  .flags = UGPU_BO_CPU_ACCESS };
 	int i, n = (int)(vram_size / DEMO_BO_LEN) + 8, in_vram = 0, ok = 1, ret;
+	struct ugpu_device_mem m;
 	unsigned char *map = NULL;
 	double t0;
 
@@ -260,6 +319,10 @@ static void demo_bos(struct ugpu_device *dev, uint64_t vram_size, struct ugpu_bo
 	result(ok && *nbos == n, "%d BOs of %llu MiB (%llu MiB) in %.0f ms on %llu MiB of VRAM: %d in VRAM, %d evicted to system",
 	       *nbos, DEMO_BO_LEN >> 20, (unsigned long long)(*nbos * DEMO_BO_LEN) >> 20, now_ms() - t0,
 	       (unsigned long long)vram_size >> 20, in_vram, *nbos - in_vram);
+	m = mem_stats(dev);
+	printf("    VRAM %" PRIu64 " MiB used, %" PRIu64 " KiB free; %" PRIu64 " BOs in VRAM, %" PRIu64 " in system memory (%" PRIu64 " MiB); %" PRIu64 " evictions so far\n",
+	       m.vram_used >> 20, m.vram_free >> 10, m.bos_vram, m.bos_system, m.system_bytes >> 20,
+	       m.evictions);
 	ok = 1;
 	for (i = 0; i < *nbos; i++)
 		ok &= bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
@@ -397,6 +460,7 @@ static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo
 			unsigned char *tmp)
 {
 	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_mem m;
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
 				  .placements = { UGPU_PLACEMENT_VRAM } };
 	struct ugpu_bo *late = NULL;
@@ -429,6 +493,10 @@ static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo
 		ok &= bo_where(bos[i]) == UGPU_PLACEMENT_SYSTEM &&
 		      bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
 	result(ok, "all %d BOs (the pinned one included) are in system memory, byte-exact", nbos);
+	m = mem_stats(dev);
+	result(m.vram_used == 0 && m.vram_free == 0 && m.bos_system == (uint64_t)nbos && !m.bos_lost,
+	       "the device's VRAM is gone (0 used, 0 free); %" PRIu64 " BOs, %" PRIu64 " MiB, live in system memory",
+	       m.bos_system, m.system_bytes >> 20);
 	if (map) {
 		result(pattern_ok(map, DEMO_BO_LEN, 1), "a CPU mapping made before the unplug now reads the system copy");
 		ugpu_bo_unmap(bos[1]);
@@ -507,13 +575,13 @@ int main(int argc, char **argv)
 	       info.caps & UGPU_DEVICE_CAP_FABRIC ? " fabric" : "",
 	       info.caps & UGPU_DEVICE_CAP_D3COLD ? " d3cold" : "", power_name(info.power_state));
 
-	demo_allocator(dev);
-	demo_copy(dev);
 	tmp = malloc(DEMO_BO_LEN);
 	if (!tmp) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	demo_allocator(dev, info.vram_size);
+	demo_copy(sim, dev, tmp);
 	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
 		demo_suspend(dev, bos, nbos, tmp);
