@@ -236,6 +236,7 @@ static struct device_component bo_mgr_component = {
 };
 DEVICE_COMPONENT(bo_mgr_component)
 
+#ifdef UGPU_TEST_HOOKS
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always)
 {
 	struct bo_mgr *m = mgr_of(dev);
@@ -254,6 +255,9 @@ void bo_test_release_by_invalidate(bool on)
 {
 	__atomic_store_n(&test_release_by_invalidate, on, __ATOMIC_RELAXED);
 }
+#else
+static const bool test_release_by_invalidate;
+#endif
 
 void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 {

@@ -213,6 +213,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict);
 
 void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st);
 
+#ifdef UGPU_TEST_HOOKS
 /* Fault injection: the @n-th backup allocation from now fails with -ENOMEM
  * (@always: that one and every later one); n == 0 clears. */
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always);
@@ -225,6 +226,7 @@ void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool
  * device. Process-wide; for tests.
  */
 void bo_test_release_by_invalidate(bool on);
+#endif
 
 /* ---- for src/suspend.c (manager lock held unless said otherwise) ---------- */
 

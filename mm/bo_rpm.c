@@ -157,6 +157,7 @@ static void hook_leave(struct bo_mgr *m)
 	}
 }
 
+#ifdef UGPU_TEST_HOOKS
 /* bo_rpm_test_set_detach_wait(): 0 = BO_RPM_DETACH_WAIT_MS (atomic). */
 static unsigned int test_detach_wait_ms;
 
@@ -165,11 +166,22 @@ void bo_rpm_test_set_detach_wait(unsigned int ms)
 	__atomic_store_n(&test_detach_wait_ms, ms, __ATOMIC_RELAXED);
 }
 
+static unsigned int detach_wait_ms(void)
+{
+	return __atomic_load_n(&test_detach_wait_ms, __ATOMIC_RELAXED);
+}
+#else
+static unsigned int detach_wait_ms(void)
+{
+	return 0;
+}
+#endif
+
 /* m->rpm already NULL. Returns true once no hook is counted, false after
  * BO_RPM_DETACH_WAIT_MS (the hook then frees the state when it leaves). */
 static bool hooks_drain(struct bo_mgr *m)
 {
-	unsigned int ms = __atomic_load_n(&test_detach_wait_ms, __ATOMIC_RELAXED);
+	unsigned int ms = detach_wait_ms();
 	struct timespec ts;
 	bool idle;
 
@@ -187,6 +199,7 @@ static bool hooks_drain(struct bo_mgr *m)
 	return idle;
 }
 
+#ifdef UGPU_TEST_HOOKS
 /* ---- test fault injection: a gate in bo_rpm_fault_begin() ---------------- */
 
 static struct {
@@ -231,6 +244,11 @@ static void gate_pass(void)
 	gate.parked--;
 	pthread_mutex_unlock(&gate.lock);
 }
+#else
+static void gate_pass(void)
+{
+}
+#endif
 
 static bool may_live_in_system(const struct ugpu_bo *bo)
 {

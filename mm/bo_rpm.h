@@ -94,10 +94,12 @@ void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out);
  * bo_rpm_test_parked() - how many hooks are parked there now.
  */
 #define BO_RPM_TEST_GATE_TIMEOUT_MS 10000
+#ifdef UGPU_TEST_HOOKS
 void bo_rpm_test_gate(bool closed);
 unsigned int bo_rpm_test_parked(void);
 /* Tests: how long bo_rpm_detach() waits for fault hooks (0: the default),
  * to show that a hook outliving the wait still finds its state. */
 void bo_rpm_test_set_detach_wait(unsigned int ms);
+#endif
 
 #endif

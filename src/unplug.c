@@ -386,6 +386,7 @@ void unplug_step_note(struct ugpu_device *dev, const char *step)
 		fn(arg, dev, step);
 }
 
+#ifdef UGPU_TEST_HOOKS
 void unplug_set_step_observer(struct ugpu_device *dev,
 			      void (*fn)(void *arg, struct ugpu_device *dev, const char *step),
 			      void *arg)
@@ -410,6 +411,7 @@ int unplug_inject_surprise(struct ugpu_device *dev)
 	wake(u);
 	return 0;
 }
+#endif
 
 /* ---- public API -------------------------------------------------------------- */
 

@@ -82,11 +82,13 @@ void unplug_fini(struct ugpu_device *dev);
  * the test observer set with unplug_set_step_observer(). */
 void unplug_step_note(struct ugpu_device *dev, const char *step);
 
+#ifdef UGPU_TEST_HOOKS
 /* Tests: @fn(arg, dev, step) is called before each teardown step (on the
  * thread running the teardown: the watcher for a removal). */
 void unplug_set_step_observer(struct ugpu_device *dev,
 			      void (*fn)(void *arg, struct ugpu_device *dev, const char *step),
 			      void *arg);
+#endif
 
 /*
  * unplug_wait_removed() - the device stopped answering before its removal
@@ -96,8 +98,10 @@ void unplug_set_step_observer(struct ugpu_device *dev,
  */
 int unplug_wait_removed(struct ugpu_device *dev, int ms);
 
+#ifdef UGPU_TEST_HOOKS
 /* Tests: ask the watcher to run a surprise removal now (as if the device had
  * stopped answering). Returns 0 or -EINVAL. */
 int unplug_inject_surprise(struct ugpu_device *dev);
+#endif
 
 #endif

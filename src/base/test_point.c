@@ -5,6 +5,8 @@
 
 #include "src/base/test_point.h"
 
+#ifdef UGPU_TEST_HOOKS
+
 int test_points_armed;
 
 /* @lock protects the table; a callback runs without it (it may block for as
@@ -51,3 +53,5 @@ void test_point_run(enum test_point_id id, void *obj)
 	if (fn)
 		fn(arg, id, obj);
 }
+
+#endif /* UGPU_TEST_HOOKS */

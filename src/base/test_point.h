@@ -3,8 +3,9 @@
  * Test points: named places in the driver where a test can run code of its
  * own (a delay, a wait for another thread) to make a narrow window between a
  * decision and its effect reproducible. Off unless a test arms one; an
- * unarmed point costs one relaxed atomic load. Nothing here is exported from
- * libugpu.so (hidden, like every internal symbol).
+ * unarmed point costs one relaxed atomic load. They exist only in builds
+ * with UGPU_TEST_HOOKS (the internal archive tests and tools link); the
+ * installed libugpu.so.0 is built without them and has none.
  *
  * Context: test_point_set() from any thread; the callback runs on whatever
  * thread reaches the point, with whatever locks that code holds there (see
@@ -49,6 +50,7 @@ enum test_point_id {
 };
 
 /* @obj: what the point is about (the BO for the BO points), or NULL. */
+#ifdef UGPU_TEST_HOOKS
 typedef void (*test_point_fn)(void *arg, enum test_point_id id, void *obj);
 
 extern int test_points_armed; /* number of armed points (atomic) */
@@ -70,5 +72,17 @@ static inline void test_point(enum test_point_id id)
 {
 	test_point_obj(id, NULL);
 }
+
+#else /* the installed library: no test points at all */
+static inline void test_point_obj(enum test_point_id id, void *obj)
+{
+	(void)id, (void)obj;
+}
+
+static inline void test_point(enum test_point_id id)
+{
+	(void)id;
+}
+#endif
 
 #endif
