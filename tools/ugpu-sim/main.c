@@ -4,7 +4,7 @@
  *
  *   ugpu-sim --socket PATH [--vram SIZE] [--control PATH] [--devices N]
  *            [--wake-latency-us N] [--max-dma-maps N] [--req-interval-ms N]
- *            [--slow-link A-B]...
+ *            [--slow-link A-B]... [--exec-queues N]
  *
  * Prints one line when every socket listens, serves until SIGTERM/SIGINT,
  * then stops cleanly and unlinks its sockets.
@@ -26,7 +26,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ugpu-sim --socket PATH [--vram SIZE[K|M|G]] [--control PATH] "
 		   "[--devices N]\n"
 		   "                [--wake-latency-us N] [--max-dma-maps N] "
-		   "[--req-interval-ms N] [--slow-link A-B]...\n");
+		   "[--req-interval-ms N] [--slow-link A-B]...\n"
+		   "                [--exec-queues N (1..64, default 4)]\n");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
 		{ "max-dma-maps", required_argument, NULL, 'm' },
 		{ "req-interval-ms", required_argument, NULL, 'r' },
 		{ "slow-link", required_argument, NULL, 'l' },
+		{ "exec-queues", required_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -122,6 +124,10 @@ int main(int argc, char **argv)
 		case 'r':
 			bad = parse_uint(optarg, &opts.req_interval_ms);
 			break;
+		case 'q':
+			bad = parse_uint(optarg, &opts.exec_queues) || !opts.exec_queues ||
+			      opts.exec_queues > SIM_MAX_EXEC_QUEUES;
+			break;
 		case 'l':
 			if (sscanf(optarg, "%u-%u", &a, &b) != 2 || a >= SIM_MAX_DEVICES ||
 			    b >= SIM_MAX_DEVICES || a == b) {
@@ -140,7 +146,7 @@ int main(int argc, char **argv)
 		if (bad) {
 			fprintf(stderr, "ugpu-sim: bad value for --%s: %s\n",
 				longopts[c == 's' ? 0 : c == 'v' ? 1 : c == 'c' ? 2 : c == 'n' ? 3 :
-					 c == 'w' ? 4 : c == 'm' ? 5 : c == 'r' ? 6 : 7].name,
+					 c == 'w' ? 4 : c == 'm' ? 5 : c == 'r' ? 6 : c == 'l' ? 7 : 8].name,
 				optarg);
 			return 2;
 		}

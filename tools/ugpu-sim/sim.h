@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #define SIM_MAX_DEVICES 16
+#define SIM_MAX_EXEC_QUEUES 64
 
 struct sim;
 
@@ -45,6 +46,7 @@ struct sim_opts {
 	 * hardware does once main power is off: what a driver's "is it dead?"
 	 * probe must not mistake for a removal. */
 	bool cfg_dead_in_d3cold;
+	unsigned exec_queues; /* exec queues per device, 1..SIM_MAX_EXEC_QUEUES; 0 = 4 */
 };
 
 /* Fill @opts with the defaults above (size set). */
@@ -91,7 +93,7 @@ struct sim_state {
 	enum sim_power_state power;
 	uint32_t ce_status[2]; /* the STATUS registers (IDLE/ERROR/ENABLED bits) */
 	uint32_t ce_error[2]; /* the ERROR registers */
-	uint32_t exec_status; /* EXEC_STATUS */
+	uint32_t exec_status; /* queue 0's EXEC_STATUS */
 	bool client; /* a vfio-user client is connected */
 	bool removed; /* unplugged (request completed, or surprise) */
 	uint32_t dma_maps; /* live DMA mappings */
@@ -100,6 +102,11 @@ struct sim_state {
 	uint64_t reqs; /* REQ interrupts raised */
 	uint64_t faults; /* GPU page faults queued */
 	uint64_t inband; /* in-band DMA_READ/DMA_WRITE messages sent */
+	unsigned exec_queues; /* NUM_EXEC_QUEUES */
+	uint32_t queue_status[SIM_MAX_EXEC_QUEUES]; /* every queue's EXEC_STATUS */
+	bool fault_ring; /* the fault ring is on */
+	uint32_t fault_ring_size; /* its entries */
+	uint32_t fault_put, fault_get; /* FAULT_PUT, FAULT_GET */
 };
 
 int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);

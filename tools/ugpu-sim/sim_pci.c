@@ -131,7 +131,7 @@ int pci_cfg_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 
 static bool engines_quiet(struct sim_dev *dev)
 {
-	return !ce_any_busy(dev) && !dev->exec.busy;
+	return !ce_any_busy(dev) && !exec_any_busy(dev);
 }
 
 static void sleep_us(unsigned us)
