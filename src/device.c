@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "engines/exec.h"
 #include "src/base/context.h"
 #include "src/base/log.h"
 #include "src/base/refdev.h"
@@ -437,6 +438,51 @@ static int engines_up(struct ugpu_device *dev, const char *uri)
 	return engines_setup(dev);
 }
 
+/*
+ * The exec queues, when the device has them (a GPU VM, layout 1.1): their
+ * fault ring and fences in kernel memory (restored early, by CPU, like the
+ * rings), their interrupts on vectors 2-4. Without them VMs answer
+ * -EOPNOTSUPP; the device works otherwise.
+ */
+static int exec_up(struct ugpu_device *dev, const char *uri)
+{
+	struct exec_cfg cfg = { .dev = dev->vdev, .vram = dev->vram, .name = dev->name };
+	int ret;
+
+	(void)uri;
+	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM) || !dev->kmem)
+		return 0;
+	if (dev->num_msix <= REFDEV_VEC_EXEC) {
+		log_warn(dev->ctx, "%s: %u MSI-X vectors: no exec queues without vector %d",
+			 dev->name, dev->num_msix, REFDEV_VEC_EXEC);
+		return 0;
+	}
+	ret = dev->kmem->alloc(dev, EXEC_MEM_BYTES, "exec", &dev->exec_obj, &cfg.mem_offset);
+	if (ret) {
+		log_err(dev->ctx, "%s: no VRAM for the fault ring: %s", dev->name, ugpu_strerror(ret));
+		return ret;
+	}
+	cfg.irq_fd[0] = dev->msix_fds[REFDEV_VEC_ERROR];
+	cfg.irq_fd[1] = dev->msix_fds[REFDEV_VEC_FAULT];
+	cfg.irq_fd[2] = dev->msix_fds[REFDEV_VEC_EXEC];
+	ret = exec_create(dev->ctx, &cfg, &dev->exec);
+	if (ret) {
+		dev->kmem->free(dev, dev->exec_obj);
+		dev->exec_obj = NULL;
+		return ret == -EOPNOTSUPP ? 0 : ret;
+	}
+	return 0;
+}
+
+static void exec_down(struct ugpu_device *dev)
+{
+	exec_destroy(dev->exec);
+	dev->exec = NULL;
+	if (dev->exec_obj)
+		dev->kmem->free(dev, dev->exec_obj);
+	dev->exec_obj = NULL;
+}
+
 static int rpm_up(struct ugpu_device *dev, const char *uri)
 {
 	struct rpm *rpm;
@@ -518,6 +564,10 @@ static struct device_component engines_component = {
 	.name = "engines", .order = DEVICE_STEP_ENGINES, .life = DEVICE_LIFE_DEVICE,
 	.up = engines_up, .down = engines_teardown,
 };
+static struct device_component exec_component = {
+	.name = "exec", .order = DEVICE_STEP_EXEC, .life = DEVICE_LIFE_DEVICE,
+	.up = exec_up, .down = exec_down,
+};
 static struct device_component rpm_component = {
 	.name = "rpm", .order = DEVICE_STEP_RPM, .life = DEVICE_LIFE_DEVICE,
 	.up = rpm_up, .down = rpm_down,
@@ -531,6 +581,7 @@ DEVICE_COMPONENT(vram_map_component)
 DEVICE_COMPONENT(irqs_component)
 DEVICE_COMPONENT(dma_component)
 DEVICE_COMPONENT(engines_component)
+DEVICE_COMPONENT(exec_component)
 DEVICE_COMPONENT(rpm_component)
 DEVICE_COMPONENT(unplug_component)
 

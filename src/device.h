@@ -16,10 +16,12 @@
 #include "src/vfio/transport.h"
 
 struct bo_mgr;
+struct exec_engine;
 struct host_pm;
 struct rpm;
 struct unplug;
 struct unplug_mem_ops;
+struct vm_mgr;
 
 #define DEVICE_MAX_ENGINES 2
 /* Ring size of each copy engine: 64 KiB = 1024 descriptors. */
@@ -132,8 +134,15 @@ struct ugpu_device {
 	uint64_t ring_offset[DEVICE_MAX_ENGINES];
 	struct engine *cpu;
 
-	/* The memory layer's per-device state (mm/bo.h), opaque here. */
+	/* The exec queues (engines/exec.h): NULL when the device has none (no
+	 * GPU VM, or a 1.0 layout). Their fault ring and fences live in kernel
+	 * memory @exec_obj. Device lifetime. */
+	struct exec_engine *exec;
+	void *exec_obj;
+
+	/* The memory layer's per-device state (mm/bo.h, mm/vm.h), opaque here. */
 	struct bo_mgr *bo_mgr;
+	struct vm_mgr *vm_mgr;
 
 	/* Host suspend (src/suspend.h): lock, stats, options; context
 	 * lifetime (queries work after a removal). */
@@ -196,10 +205,13 @@ enum device_step_order {
 	DEVICE_STEP_IRQS = 30, /* src: MSI-X and REQ eventfds */
 	DEVICE_STEP_DMA = 40, /* src: the IOVA space */
 	DEVICE_STEP_BO_MGR = 50, /* mm: BO manager (context lifetime); installs dev->kmem */
+	DEVICE_STEP_VM_MGR = 52, /* mm: VM and queue bookkeeping (context lifetime) */
 	DEVICE_STEP_VRAM_MM = 55, /* mm: the VRAM allocator */
 	DEVICE_STEP_ENGINES = 70, /* src: copy engines on rings from dev->kmem */
+	DEVICE_STEP_EXEC = 75, /* src: the exec queues, fault ring from dev->kmem */
 	DEVICE_STEP_RPM = 80, /* src: runtime PM */
 	DEVICE_STEP_BO_RPM = 90, /* mm: the BO runtime-PM hooks */
+	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
 	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
 };
 

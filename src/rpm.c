@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engines/exec.h"
 #include "src/device.h"
 #include "src/base/clock.h"
 #include "src/base/log.h"
@@ -148,12 +149,15 @@ static int engines_quiesce(struct rpm *rpm)
 	return 0;
 }
 
-/* D3cold resets every engine register: re-program the rings. */
+/* D3cold resets every engine register: re-program the rings; the exec
+ * queues are programmed again at their next launch. */
 static void engines_reinit(struct rpm *rpm)
 {
 	struct ugpu_device *dev = rpm->dev;
 	int i, ret;
 
+	if (dev->exec)
+		exec_hw_lost(dev->exec);
 	for (i = 0; i < DEVICE_MAX_ENGINES; i++) {
 		if (!dev->copy[i])
 			continue;

@@ -26,6 +26,7 @@
 #include <ugpu/rpm.h>
 
 #include "engines/engine.h"
+#include "engines/exec.h"
 #include "src/base/clock.h"
 #include "src/base/log.h"
 #include "src/base/test_point.h"
@@ -186,6 +187,49 @@ static void host_rpm_put(struct ugpu_device *dev)
 	ugpu_device_rpm_put(dev);
 }
 
+/*
+ * GPU kernels: a cycle stops new launches and waits for the running kernels
+ * before anything moves (prepare evicts, suspend copies; a kernel writing a
+ * BO being copied would lose its stores). Kernels submitted meanwhile wait
+ * and run after resume. Called with the host-suspend lock held and NOT the
+ * memory layer's: the exec engine's thread may need it to hand over an end.
+ */
+#define PM_EXEC_IDLE_MS 5000
+
+static int exec_hold(struct ugpu_device *dev, bool *took)
+{
+	struct host_pm *pm = dev->pm;
+	int ret;
+
+	*took = false;
+	if (pm->exec_held || !dev->exec)
+		return 0;
+	ret = exec_block(dev->exec, PM_EXEC_IDLE_MS);
+	if (ret) {
+		exec_unblock(dev->exec);
+		log_err(dev->ctx, "%s: GPU kernels still run after %d ms: no suspend", dev->name,
+			PM_EXEC_IDLE_MS);
+		return -ETIMEDOUT;
+	}
+	pm->exec_held = *took = true;
+	return 0;
+}
+
+/* @lost: the exec queues' registers were reset (power was cut). */
+static void exec_release(struct ugpu_device *dev, bool lost)
+{
+	struct host_pm *pm = dev->pm;
+
+	if (!pm->exec_held)
+		return;
+	pm->exec_held = false;
+	if (!dev->exec)
+		return; /* removed meanwhile: the engine is gone */
+	if (lost)
+		exec_hw_lost(dev->exec);
+	exec_unblock(dev->exec);
+}
+
 /* ---- prepare ----------------------------------------------------------------- */
 
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
@@ -194,6 +238,7 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 	struct pm_count c = { 0 };
 	uint64_t t_all, t0;
 	struct host_pm *pm;
+	bool took;
 	void *arg;
 	int ret;
 
@@ -217,8 +262,16 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 		host_rpm_put(dev);
 		return -ENODEV;
 	}
+	ret = exec_hold(dev, &took);
+	if (ret) {
+		pthread_mutex_unlock(&pm->lock);
+		host_rpm_put(dev);
+		return ret;
+	}
 	ret = mem->prepare_begin(arg);
 	if (ret) {
+		if (took)
+			exec_release(dev, false);
 		pthread_mutex_unlock(&pm->lock);
 		host_rpm_put(dev); /* an earlier prepare's reference stays */
 		return ret;
@@ -235,8 +288,10 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 		stat_set(pm, &pm->stats.prepare_ns, now_ns() - t_all);
 	}
 	mem->prepare_end(arg, ret);
-	if (ret)
+	if (ret) {
 		stat_inc(pm, &pm->stats.failures);
+		exec_release(dev, false);
+	}
 	pthread_mutex_unlock(&pm->lock);
 	if (ret)
 		host_rpm_put(dev);
@@ -255,6 +310,8 @@ UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev)
 		return ret == -ENODEV ? 0 : ret;
 	pthread_mutex_lock(&dev->pm->lock);
 	ret = mem->cancel(arg, &held);
+	if (!ret)
+		exec_release(dev, false);
 	pthread_mutex_unlock(&dev->pm->lock);
 	if (!ret && held)
 		host_rpm_put(dev);
@@ -271,7 +328,7 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 	struct pm_count c = { 0 };
 	enum ugpu_pm_state was = UGPU_PM_ACTIVE;
 	uint64_t t_all, t0;
-	bool keep_ref = false;
+	bool keep_ref = false, took = false;
 	struct host_pm *pm;
 	unsigned int k;
 	void *arg;
@@ -296,6 +353,9 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 		ret = -ENODEV;
 		goto out_unlock_pm;
 	}
+	ret = exec_hold(dev, &took);
+	if (ret)
+		goto out_unlock_pm;
 	ret = mem->window_begin(arg, false, &was);
 	if (ret)
 		goto out_unlock_pm;
@@ -372,6 +432,10 @@ out_recover:
 out_window:
 	mem->window_end(arg);
 out_unlock_pm:
+	/* A failed suspend that started the cycle ends it; one that
+	 * followed a prepare leaves the hold to resume or cancel. */
+	if (ret && took)
+		exec_release(dev, false);
 	pthread_mutex_unlock(&pm->lock);
 	if (!keep_ref)
 		host_rpm_put(dev);
@@ -451,6 +515,9 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	stat_inc(pm, &pm->stats.cycles);
 	log_info(dev->ctx, "%s: resumed in %.3f ms", dev->name, (now_ns() - t_all) / 1e6);
 	mem->window_end(arg);
+	/* The exec queues' registers were reset with the power: programmed
+	 * again at the next launch; kernels that waited start now. */
+	exec_release(dev, true);
 	pthread_mutex_unlock(&pm->lock);
 	host_rpm_put(dev); /* taken by prepare */
 	return 0;

@@ -96,6 +96,9 @@ struct host_pm {
 	struct ugpu_pm_stats stats;
 	const struct pm_mem_ops *mem;
 	void *mem_arg;
+	/* Under @lock: the cycle holds the exec queues blocked (no kernel
+	 * starts, none runs) from prepare, or suspend, until resume or cancel. */
+	bool exec_held;
 };
 
 /* host_pm_init()/host_pm_free() - with the device object (device.c). */

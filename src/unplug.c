@@ -32,6 +32,7 @@
 #include <ugpu/unplug.h>
 
 #include "engines/engine.h"
+#include "engines/exec.h"
 #include "src/base/clock.h"
 #include "src/base/log.h"
 #include "src/device.h"
@@ -142,11 +143,25 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		}
 	}
 
-	/* 3. Stop submissions; drain what is in flight. */
+	/* 3. Stop submissions; drain what is in flight. GPU kernels first,
+	 * without the memory layer's lock (the exec engine's thread takes it
+	 * to hand over an end): none may write a BO while it moves. A dead or
+	 * sleeping device runs nothing any more: what it ran is abandoned. */
+	if (dev->exec) {
+		ret = exec_block(dev->exec, surprise || suspended ? 0 : UNPLUG_IDLE_TIMEOUT_MS);
+		if (ret) {
+			if (!surprise && !suspended)
+				log_err(dev->ctx, "%s: removal: GPU kernels still run after %d ms: abandoned",
+					dev->name, UNPLUG_IDLE_TIMEOUT_MS);
+			exec_abandon(dev->exec);
+		}
+	}
 	ret = mem->lock(arg, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
 		log_err(dev->ctx, "%s: removal postponed: BO work holds the device for more than %d ms (%s)",
 			dev->name, UNPLUG_LOCK_TIMEOUT_MS, ugpu_strerror(ret));
+		if (dev->exec)
+			exec_unblock(dev->exec);
 		if (held_rpm)
 			rpm_put(dev->rpm);
 		pthread_mutex_unlock(&dev->pm->lock);

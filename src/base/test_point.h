@@ -46,6 +46,11 @@ enum test_point_id {
 	/* src/power.c, device lock held: main power was just cut on the way
 	 * to D3cold; the state published is still D3hot. */
 	TEST_POINT_POWER_OFF,
+	/* engines/sim/exec_sim.c, the exec engine's thread, no lock: it woke
+	 * up (an interrupt, a poll slice) and is about to look for ended
+	 * kernels and faults. Blocking here keeps ended kernels "running" for
+	 * the driver (their VMs busy) for as long as a test needs. */
+	TEST_POINT_EXEC_SCAN,
 	TEST_POINT_COUNT
 };
 

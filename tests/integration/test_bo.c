@@ -97,7 +97,7 @@ static void test_refcount_and_pin(void **state)
 
 	assert_non_null(bo);
 	bo_mgr_get_stats(f->dev, &st);
-	assert_int_equal(st.vram_bytes, MiB + 2 * (68u << 10)); /* + the two ring BOs */
+	assert_int_equal(st.vram_bytes, MiB + FX_KERNEL_VRAM); /* + the driver's kernel BOs */
 	ugpu_bo_get(bo);
 	ugpu_bo_put(bo);
 	assert_int_equal(bo_where(bo), V); /* still alive */
@@ -130,8 +130,8 @@ static void test_refcount_and_pin(void **state)
 	}
 	ugpu_bo_put(bo);
 	bo_mgr_get_stats(f->dev, &st);
-	assert_int_equal(st.vram_bytes, 2 * (68u << 10));
-	assert_int_equal(st.bos, 2);
+	assert_int_equal(st.vram_bytes, FX_KERNEL_VRAM);
+	assert_int_equal(st.bos, FX_KERNEL_BOS);
 	check(f);
 }
 

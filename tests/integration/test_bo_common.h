@@ -235,6 +235,12 @@ static inline enum ugpu_placement bo_where(struct ugpu_bo *bo)
 	return i.placement;
 }
 
+/* What the driver keeps in VRAM of its own on the reference device: the two
+ * copy engines' rings with their fence pages (68 KiB each) and the exec
+ * queues' fault ring and fences (12 KiB), as kernel BOs. */
+#define FX_KERNEL_BOS 3
+#define FX_KERNEL_VRAM (2 * (68u << 10) + (12u << 10))
+
 #define V UGPU_PLACEMENT_VRAM
 #define S UGPU_PLACEMENT_SYSTEM
 #define N UGPU_PLACEMENT_NONE

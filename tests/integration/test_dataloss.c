@@ -340,7 +340,7 @@ static void test_removal_keeps_kernel_flag_bos(void **state)
 	assert_int_equal(info.status, 0);
 	assert_int_equal(info.bos_lost, 0);
 	assert_int_equal(info.bos_moved, 3);
-	assert_int_equal(info.kernel_bos, 2); /* the engine rings only */
+	assert_int_equal(info.kernel_bos, FX_KERNEL_BOS); /* the driver's own only */
 	assert_int_equal(ugpu_device_lost_bos(f->dev, NULL, 0, &nlost), 0);
 	assert_int_equal(nlost, 0);
 	assert_int_equal(bo_where(k), S);
@@ -698,7 +698,7 @@ static void test_mem_stats(void **state)
 	assert_int_equal(ugpu_device_mem_stats(f->dev, &m1), 0);
 	assert_int_equal(m1.vram_size, 32 * MIB);
 	assert_int_equal(m1.vram_used + m1.vram_free, m1.vram_size);
-	assert_true(m1.vram_kernel > 0); /* the engine rings */
+	assert_int_equal(m1.vram_kernel, FX_KERNEL_VRAM); /* rings, fault ring */
 	assert_int_equal(m1.vram_bos, MIB);
 	assert_int_equal(m1.vram_used, m1.vram_kernel + m1.vram_bos);
 	assert_int_equal(m1.system_bytes, 3 * MIB);

@@ -130,7 +130,7 @@ static void test_full_cycle(void **state)
 	assert_power(f, SIM_POWER_D3COLD);
 	assert_int_equal(ugpu_device_pm_stats(f->dev, &st), 0);
 	assert_int_equal(st.backups_missed, 0); /* prepare made every backup */
-	assert_int_equal(st.backups_prepared, 17); /* 5 kinds x 3 + the two rings */
+	assert_int_equal(st.backups_prepared, 15 + FX_KERNEL_BOS); /* 5 kinds x 3 + the driver's */
 	assert_int_equal(ugpu_device_suspend(f->dev), -EBUSY);
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), -EBUSY);
 	{
@@ -183,7 +183,7 @@ static void test_state_machine(void **state)
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	bo_mgr_get_stats(f->dev, &ms);
-	assert_int_equal(ms.backups, 3); /* bo + the two rings */
+	assert_int_equal(ms.backups, 1 + FX_KERNEL_BOS); /* bo + the driver's */
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
 	assert_state(f, UGPU_PM_ACTIVE);
 	bo_mgr_get_stats(f->dev, &ms);
@@ -285,7 +285,7 @@ static void race_one(struct fx *f, bool during_suspend)
 		struct bo_mgr_stats ms;
 
 		bo_mgr_get_stats(f->dev, &ms);
-		assert_int_equal(ms.bos, 2);
+		assert_int_equal(ms.bos, FX_KERNEL_BOS);
 		assert_int_equal(ms.backups, 0);
 	}
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);
