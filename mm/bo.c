@@ -513,7 +513,7 @@ static int bo_place_locked(struct ugpu_bo *bo)
  * and VRAM paths fail with -ENODEV on their own.
  * Manager lock NOT held.
  */
-static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
+int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 {
 	struct rpm *rpm;
 	int ret;
@@ -540,7 +540,7 @@ static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	return unplug_wait_removed(dev, UNPLUG_API_TIMEOUT_MS) ? -ENODEV : 0;
 }
 
-static void bo_rpm_release(struct rpm *held)
+void bo_rpm_release(struct rpm *held)
 {
 	if (held) {
 		rpm_put(held);
@@ -609,6 +609,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->backup.mem.fd = -1;
 	list_init(&bo->all);
 	list_init(&bo->lru);
+	list_init(&bo->binds);
 	if (opts->flags & UGPU_BO_PINNED)
 		bo->pin_count = 1;
 
@@ -747,7 +748,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = -ENODEV;
 	else if (!bo_placement_allowed(bo, placement))
 		ret = -EINVAL;
-	else if (bo->pin_count && bo->placement != placement)
+	else if ((bo->pin_count || vm_bo_busy_locked(bo)) && bo->placement != placement)
 		ret = -EBUSY;
 	else
 		ret = bo_move_locked(bo, placement);

@@ -18,6 +18,7 @@
 #include <ugpu/pm.h>
 
 #include "mm/buddy.h"
+#include "mm/vm.h"
 #include "src/base/list.h"
 #include "src/base/sysmem.h"
 
@@ -25,6 +26,7 @@ struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
 struct engine;
+struct rpm;
 
 /*
  * struct bo_sys - system memory the device reaches by DMA: a sysmem memfd and
@@ -88,6 +90,12 @@ struct ugpu_bo {
 	struct bo_sys backup;
 	bool backup_prepared; /* made by prepare (else by suspend itself) */
 	bool backup_valid; /* holds the contents from the suspend copy */
+
+	/* GPU VMs (mm/vm.c), under the manager lock: the binds of this BO
+	 * (struct vm_bind.bo_link), and a counter bumped by every change of
+	 * backing (bo_set_placement()) so a bind knows its PTEs are stale. */
+	struct list_link binds;
+	uint64_t backing_gen;
 };
 
 /* Host-suspend states (ugpu_pm_stats.state). */
@@ -190,11 +198,27 @@ int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     unsigned int buddy_flags, struct ugpu_bo **out);
 
 /* Placement writes are atomic stores (under the manager lock, between
- * cpu_map_block() and unblock): the fault hooks read it without the lock. */
+ * cpu_map_block() and unblock): the fault hooks read it without the lock.
+ * Every change of a BO's backing goes through here: the VMs it is bound in
+ * learn that their PTEs for it are stale (rewritten before their next
+ * kernel, mm/vm.c). */
 static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
 {
 	__atomic_store_n(&bo->placement, p, __ATOMIC_RELAXED);
+	bo->backing_gen++;
+	if (list_linked(&bo->binds))
+		vm_bo_moved_locked(bo);
 }
+
+/*
+ * bo_rpm_hold() / bo_rpm_release() - a runtime-PM reference for a public
+ * path that touches the device (copies, the BAR), taken BEFORE the manager
+ * lock and dropped after it; none (and 0) when there is no runtime PM or
+ * the device is removed. Returns 0, or rpm_get()'s -EIO / -ETIMEDOUT, or
+ * -ENODEV (the device went away and its removal did not finish in time).
+ */
+int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held);
+void bo_rpm_release(struct rpm *held);
 
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);

@@ -617,8 +617,8 @@ static void bo_rpm_restore(void *arg)
 		list_del(&bo->rpm_evicted);
 		pthread_mutex_unlock(&r->lock);
 		if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count ||
-		    bo->placements[0] != UGPU_PLACEMENT_VRAM)
-			continue;
+		    bo->placements[0] != UGPU_PLACEMENT_VRAM || vm_bo_busy_locked(bo))
+			continue; /* (a GPU kernel uses it from system memory now) */
 		/* Best effort: a BO that does not fit stays in system memory,
 		 * as an evicted BO does until it is next validated. */
 		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0)

@@ -164,9 +164,16 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 
 /* ---- eviction and moves ---------------------------------------------------- */
 
+/* May go to system memory now: allowed there, and no GPU kernel uses it. */
+static bool evictable(const struct ugpu_bo *bo, const struct ugpu_bo *except)
+{
+	return bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) &&
+	       !vm_bo_busy_locked(bo);
+}
+
 /*
  * The least recently used BO that can go to system memory, other than
- * @except. Second chance: a BO touched through its CPU mapping since the
+ * @except, and not in use by a running GPU kernel. Second chance: a BO touched through its CPU mapping since the
  * last look (the fault path cannot take the manager lock to bump it) goes
  * to the MRU end once instead.
  */
@@ -179,7 +186,7 @@ static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
 		struct ugpu_bo *bo = bo_of_lru(l);
 		struct list_link *next = l->next;
 
-		if (bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
+		if (evictable(bo, except)) {
 			if (!__atomic_exchange_n(&bo->touched, 0, __ATOMIC_RELAXED))
 				return bo;
 			list_del(&bo->lru);
@@ -193,7 +200,7 @@ static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
 	for (l = m->lru.next; l != &m->lru; l = l->next) {
 		struct ugpu_bo *bo = bo_of_lru(l);
 
-		if (bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
+		if (evictable(bo, except))
 			return bo;
 	}
 	return NULL;

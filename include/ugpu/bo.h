@@ -150,7 +150,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
  * engine (or the CPU when the device has none). Byte-exact; CPU mappings are
  * invalidated first and fault to the new place afterwards.
  * Returns: 0; -EINVAL (placement not allowed for this BO, NULL); -EBUSY
- * (pinned elsewhere, or the device is host-suspended); -ENOSPC; -EIO (copy
+ * (pinned elsewhere, bound in a GPU VM on which a kernel runs now
+ * (include/ugpu/vm.h), or the device is host-suspended); -ENOSPC; -EIO (copy
  * failed: the BO stays where it was, intact; or the device did not wake);
  * -ETIMEDOUT (a power transition did not finish in time); -ENODATA (its
  * contents were lost); -ENODEV (VRAM asked of a gone device, or the device

@@ -12,11 +12,14 @@
  *  - device_set_power(D3hot) on a device without a PM capability enters the
  *    kernel's low-power state and D0 leaves it; VRAM is intact;
  *  - close leaves no DMA mapping behind (checked before close through the
- *    space, and by reopening the device).
+ *    space, and by reopening the device);
+ *  - the profile has no GPU VM: GPU VMs and kernels (include/ugpu/vm.h) are
+ *    not tested in the guest, and ugpu_vm_create() says -EOPNOTSUPP.
  */
 #include "vm_dev.h"
 
 #include <ugpu/device.h>
+#include <ugpu/vm.h>
 
 #include "mm/vram.h"
 #include "src/device.h"
@@ -69,6 +72,14 @@ int main(void)
 	VM_CHECK(info.num_copy_engines == 0 && dev->cpu && !dev->copy[0],
 		 "no blitter: copies go through the CPU engine");
 	VM_CHECK(info.power_state == UGPU_POWER_D0, "device in D0");
+	{
+		struct ugpu_vm *vm = NULL;
+
+		rc = ugpu_vm_create(dev, NULL, &vm);
+		VM_CHECK(!(info.caps & UGPU_DEVICE_CAP_GPUVM) && rc == -EOPNOTSUPP && !vm,
+			 "no GPU VM on this profile: ugpu_vm_create -> %d (%s)", rc,
+			 ugpu_strerror(rc));
+	}
 
 	/* VRAM from the allocator, inside this test's slice. */
 	buddy_list_init(&blocks);
