@@ -6,8 +6,9 @@
  * prints what happens at each step: bring-up, the VRAM allocator, the
  * blitter, buffer objects past VRAM capacity (eviction, a CPU mapping that
  * follows its BO), a host suspend/resume cycle in which the device really
- * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), and a
- * hot-unplug that keeps every object's data. Every step checks its result;
+ * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), GPU VMs
+ * with kernels on a bound BO that follows its moves, and a hot-unplug that
+ * keeps every object's data. Every step checks its result;
  * the demo exits non-zero when anything did not do what it says. ctest runs
  * it too (test "demo").
  *
@@ -36,6 +37,7 @@
 #include <ugpu/rpm.h>
 #include <ugpu/ugpu.h>
 #include <ugpu/unplug.h>
+#include <ugpu/vm.h>
 
 #include "tools/ugpu-sim/sim.h"
 
@@ -276,6 +278,119 @@ static void demo_copy(struct sim *sim, struct ugpu_device *dev, unsigned char *t
 	sim_inject_clear(sim, 0);
 	timed_migrate("the driver reset the engine; again: ", bo, UGPU_PLACEMENT_SYSTEM, 9, tmp);
 out:
+	ugpu_bo_put(bo);
+}
+
+#define DEMO_KERNEL_LEN (4ull << 20)
+#define DEMO_VA 0x100000000ull
+
+/* Run one kernel to its end; -errno, or its status. */
+static int kernel(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		  uint64_t value, struct ugpu_kernel_result *r)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	uint64_t fence;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->size = sizeof(*r);
+	ret = ugpu_queue_submit(q, &k, &fence);
+	if (!ret)
+		ret = ugpu_fence_wait(q, fence, 10000, r);
+	return ret ? ret : r->status;
+}
+
+static uint64_t sum_words(const unsigned char *p, uint64_t len)
+{
+	uint64_t s = 0, w, i;
+
+	for (i = 0; i < len; i += 8) {
+		memcpy(&w, p + i, 8);
+		s += w;
+	}
+	return s;
+}
+
+/*
+ * GPU VMs and kernels: a BO bound at a GPU address, kernels that read and
+ * write it through the driver's page tables, a kernel that touches an
+ * unbound address (aborted, the fence says where), and the bound BO moved to
+ * system memory and back: its page-table entries follow it.
+ */
+static void demo_kernels(struct ugpu_device *dev, unsigned char *tmp)
+{
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	struct ugpu_kernel_result r;
+	struct ugpu_queue *q = NULL;
+	struct ugpu_vm *vm = NULL;
+	struct ugpu_bo *bo;
+	uint64_t want;
+	int ret, i;
+	double t0;
+
+	step("GPU VM: a bound BO, kernels, a fault, moves");
+	ret = ugpu_vm_create(dev, NULL, &vm);
+	if (ret == -EOPNOTSUPP) {
+		printf("    (this device has no GPU VM: %s)\n", ugpu_strerror(ret));
+		return;
+	}
+	if (!ret)
+		ret = ugpu_queue_create(vm, NULL, &q);
+	bo = ret ? NULL : bo_new(dev, DEMO_KERNEL_LEN, UGPU_PLACEMENT_NONE, 0, "kernel", &ret);
+	if (bo) {
+		pattern(tmp, DEMO_KERNEL_LEN, 21);
+		ret = ugpu_bo_write(bo, 0, tmp, DEMO_KERNEL_LEN);
+	}
+	if (!ret)
+		ret = ugpu_vm_bind(vm, bo, 0, DEMO_VA, DEMO_KERNEL_LEN, 0);
+	ugpu_vm_query(vm, &vi);
+	result(!ret, "VM created, %llu MiB BO bound at GPU VA 0x%llx (%llu page tables): %s",
+	       DEMO_KERNEL_LEN >> 20, (unsigned long long)DEMO_VA,
+	       (unsigned long long)vi.page_tables, ugpu_strerror(ret));
+	if (ret)
+		goto out;
+	want = sum_words(tmp, DEMO_KERNEL_LEN);
+	t0 = now_ms();
+	ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA, DEMO_KERNEL_LEN, 0, &r);
+	result(!ret && r.sum == want, "read-sum kernel over the BO in %s: sum matches the CPU's (%.2f ms)",
+	       placement_name(bo_where(bo)), now_ms() - t0);
+	ret = kernel(q, UGPU_KERNEL_WRITE, DEMO_VA, DEMO_KERNEL_LEN / 2, 0x0101010101010101ull, &r);
+	if (!ret)
+		ret = kernel(q, UGPU_KERNEL_ATOMIC_ADD, DEMO_VA, DEMO_KERNEL_LEN / 2, 1, &r);
+	for (i = 0; i < (int)(DEMO_KERNEL_LEN / 2); i += 8) {
+		uint64_t w = 0x0101010101010101ull + 1; /* what the two kernels left */
+
+		memcpy(tmp + i, &w, 8);
+	}
+	{
+		unsigned char *back = malloc(DEMO_KERNEL_LEN);
+		int same = back && !ugpu_bo_read(bo, 0, back, DEMO_KERNEL_LEN) &&
+			   !memcmp(back, tmp, DEMO_KERNEL_LEN);
+
+		result(!ret && same, "write + atomic-add kernels over half of it: the CPU reads every byte the GPU wrote");
+		free(back);
+	}
+	want = sum_words(tmp, DEMO_KERNEL_LEN);
+	ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA + (64ull << 20), 4096, 0, &r);
+	result(ret == -EFAULT && r.fault_va == DEMO_VA + (64ull << 20) &&
+		       r.fault_access == UGPU_ACCESS_READ,
+	       "a kernel reading GPU VA 0x%llx, where nothing is bound: aborted, its fence says %s at 0x%llx",
+	       (unsigned long long)(DEMO_VA + (64ull << 20)), ugpu_strerror(ret),
+	       (unsigned long long)r.fault_va);
+	for (i = 0; i < 2; i++) {
+		enum ugpu_placement to = i ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM;
+
+		ret = ugpu_bo_migrate(bo, to);
+		if (!ret)
+			ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA, DEMO_KERNEL_LEN, 0, &r);
+		result(!ret && r.sum == want,
+		       "BO migrated to %s: the next kernel runs on rewritten page-table entries, same sum",
+		       placement_name(bo_where(bo)));
+	}
+out:
+	ugpu_queue_destroy(q);
+	ugpu_vm_destroy(vm);
 	ugpu_bo_put(bo);
 }
 
@@ -582,6 +697,7 @@ int main(int argc, char **argv)
 	}
 	demo_allocator(dev, info.vram_size);
 	demo_copy(sim, dev, tmp);
+	demo_kernels(dev, tmp);
 	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
 		demo_suspend(dev, bos, nbos, tmp);
