@@ -91,6 +91,9 @@ struct rpm {
 	bool has_cb; /* @cb_thread is making the current transition */
 	pthread_t cb_thread;
 	uint32_t usage; /* includes the one reference "not allowed" holds */
+	/* The application's own references (ugpu_device_rpm_get() not yet
+	 * put), within @usage: its put never takes one the driver holds. */
+	uint32_t app_refs;
 	bool allowed;
 	int delay_ms;
 	uint64_t threshold;
@@ -939,7 +942,7 @@ static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
 	}
 }
 
-UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
+int rpm_get_dev(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
@@ -951,7 +954,7 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 	return ret;
 }
 
-UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
+void rpm_put_dev(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
 
@@ -959,6 +962,47 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 	if (rpm_user_enter(dev, &rpm))
 		return;
 	rpm_put(rpm);
+	rpm_user_leave(rpm);
+}
+
+/* The application's references are counted apart (@app_refs): a put
+ * without a get of its own is refused even while the driver holds
+ * references (host suspend, kernels, copies), which it must not drop. */
+UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
+{
+	struct rpm *rpm;
+	int ret = rpm_user_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	ret = rpm_get(rpm);
+	if (!ret) {
+		pthread_mutex_lock(&rpm->lock);
+		rpm->app_refs++;
+		pthread_mutex_unlock(&rpm->lock);
+	}
+	rpm_user_leave(rpm);
+	return ret;
+}
+
+UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
+{
+	struct rpm *rpm;
+
+	/* After a removal the reference died with the device: nothing to do. */
+	if (rpm_user_enter(dev, &rpm))
+		return;
+	pthread_mutex_lock(&rpm->lock);
+	if (!rpm->app_refs) {
+		if (!rpm->dead)
+			log_err(rpm->ctx, "%s: ugpu_device_rpm_put() without a ugpu_device_rpm_get() (ignored)",
+				rpm->dev->name);
+	} else {
+		rpm->app_refs--;
+		if (!rpm->dead)
+			put_locked(rpm);
+	}
+	pthread_mutex_unlock(&rpm->lock);
 	rpm_user_leave(rpm);
 }
 

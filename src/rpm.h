@@ -174,6 +174,14 @@ bool rpm_get_if_active(struct rpm *rpm);
 int rpm_user_enter(struct ugpu_device *dev, struct rpm **out);
 void rpm_user_leave(struct rpm *rpm);
 
+/* rpm_get_dev() / rpm_put_dev() - rpm_get()/rpm_put() of @dev's runtime PM
+ * for a driver path that holds no lock (rpm_user_enter() around each): the
+ * references of host suspend. Not the application's (ugpu_device_rpm_get()),
+ * which are counted apart. rpm_get_dev(): as rpm_get(), and -ENODEV /
+ * -EINVAL as rpm_user_enter(). */
+int rpm_get_dev(struct ugpu_device *dev);
+void rpm_put_dev(struct ugpu_device *dev);
+
 /* rpm_put() - drop a reference; the last one arms the autosuspend timer.
  * An unbalanced put is logged and ignored. */
 void rpm_put(struct rpm *rpm);

@@ -31,6 +31,7 @@
 #include "src/base/log.h"
 #include "src/base/test_point.h"
 #include "src/device.h"
+#include "src/rpm.h"
 #include "src/suspend.h"
 
 static const char *const phase_names[UGPU_PM_PHASE_COUNT] = {
@@ -177,14 +178,14 @@ UGPU_API int ugpu_device_pm_stats(struct ugpu_device *dev, struct ugpu_pm_stats 
  */
 static int host_rpm_get(struct ugpu_device *dev)
 {
-	int ret = ugpu_device_rpm_get(dev);
+	int ret = rpm_get_dev(dev);
 
 	return ret == -ENODEV ? 0 : ret;
 }
 
 static void host_rpm_put(struct ugpu_device *dev)
 {
-	ugpu_device_rpm_put(dev);
+	rpm_put_dev(dev);
 }
 
 /*
