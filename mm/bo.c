@@ -689,6 +689,8 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
 		ret = -ENODEV;
+	} else if (bo->placement == UGPU_PLACEMENT_NONE) {
+		ret = -ENODATA; /* lost: nothing to keep (pinned or not) */
 	} else if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
