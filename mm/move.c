@@ -131,6 +131,16 @@ int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name
 	if (device_is_removed(dev))
 		return 0; /* unplug: no device to map it for (iova 0) */
 	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
+	if (ret == -ENODEV && !backup) {
+		/* The device went away and its removal has not finished: the
+		 * memory is good without a mapping (the removal drops every
+		 * mapping anyway); a copy that needs the IOVA fails on its own.
+		 * A backup without its mapping is useless: that fails. */
+		log_dbg(dev->ctx, "%s: the device is gone: system memory of BO '%s' left unmapped",
+			dev->name, name);
+		out->iova = 0;
+		return 0;
+	}
 	if (ret) {
 		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
 			dev->name, size, name, ugpu_strerror(ret));
