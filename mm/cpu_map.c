@@ -153,9 +153,33 @@ static void *handler_mmap(uintptr_t addr, size_t len, int prot, int flags, int f
 }
 
 /*
+ * UFFDIO_POISON of [addr, +len). One ioctl covers one VMA only (-ENOENT
+ * when the range crosses into another: a mapping made of several backing
+ * extents is several VMAs), so a refused range is halved until each piece
+ * lies in one VMA. Pages already present (-EEXIST) are left: they are the
+ * backing's own. Returns 0 when every page is poisoned or present.
+ */
+static int poison_range(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
+{
+	size_t half;
+	int r = uffd_poison(mgr->u, addr, len);
+
+	if (r == -EEXIST && len == mgr->page)
+		return 0;
+	if ((r != -ENOENT && r != -EEXIST) || len <= mgr->page)
+		return r;
+	half = (len / 2 + mgr->page - 1) & ~(mgr->page - 1);
+	r = poison_range(mgr, addr, half);
+	if (!r)
+		r = poison_range(mgr, addr + half, len - half);
+	return r;
+}
+
+/*
  * Make [off, size) of @map fail loudly: SIGBUS through UFFDIO_POISON, or
- * where the kernel lacks it a read-only zero mapping (reads see zeroes,
- * stores SIGSEGV). Never a writable throw-away page. Map lock held.
+ * where the kernel lacks it (or it fails) an inaccessible mapping (SIGSEGV).
+ * Never a page that reads as something the object does not hold, never a
+ * writable throw-away page. Map lock held.
  */
 static void map_fail_range(struct cpu_map *map, size_t off)
 {
@@ -168,14 +192,14 @@ static void map_fail_range(struct cpu_map *map, size_t off)
 	if (!len)
 		return;
 	if (mgr->features & UFFD_FEATURE_POISON) {
-		int r = uffd_poison(mgr->u, map->addr + off, len);
+		int r = poison_range(mgr, map->addr + off, len);
 
 		done = r == 0;
 		if (!done)
-			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d",
+			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d; accesses get SIGSEGV instead",
 				 map->name, r);
 	}
-	if (!done && handler_mmap(map->addr + off, len, PROT_READ,
+	if (!done && handler_mmap(map->addr + off, len, PROT_NONE,
 				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
 		log_err(mgr->ctx, "cpu_map: object '%s': cannot fence the range after an error: %d",
 			map->name, -errno);
