@@ -164,10 +164,12 @@ static int program_locked(struct exec_engine *x)
 	uint32_t st = 0, q;
 	int ret;
 
+	/* The device sees these stores before the register writes below:
+	 * each of those is a system call (vfio-user) or an uncached MMIO
+	 * write, which x86 does not reorder before earlier stores. */
 	memset(x->mem, 0, EXEC_FAULT_RING_ENTRIES * EXEC_FAULT_ENTRY_BYTES);
 	for (q = 0; q < x->nq; q++)
-		__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		__atomic_store_n(&x->fences[q], 0, __ATOMIC_SEQ_CST);
 	if ((ret = wr32(x, FR_CTRL, 0)) || (ret = wr64(x, FR_BASE, x->mem_offset)) ||
 	    (ret = wr32(x, FR_SIZE, EXEC_FAULT_RING_ENTRIES)) || (ret = wr32(x, FR_CTRL, 1)) ||
 	    (ret = rd32(x, FR_STATUS, &st)))
@@ -243,8 +245,8 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 		x->st.root_switches++;
 	}
 	if (s->inval_gen < l->pt_gen || !s->inval_gen) {
-		/* PTE stores before the invalidation that makes them seen. */
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		/* The PTE stores were made before (under the BO manager
+		 * lock); the register write orders after them (above). */
 		if ((ret = wr32(x, base + Q_TLB_INVAL, 1)))
 			goto fail;
 		s->inval_gen = l->pt_gen ? l->pt_gen : 1;
@@ -260,8 +262,7 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 	    (ret = wr64_cached(x, base + Q_SIZE, &s->bytes, l->bytes, &known)) ||
 	    (ret = wr64_cached(x, base + Q_VALUE, &s->value, l->value, &known)))
 		goto fail;
-	__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	__atomic_store_n(&x->fences[q], 0, __ATOMIC_SEQ_CST);
 	s->running = true;
 	s->tag = l->tag;
 	s->op_running = l->op;
