@@ -99,7 +99,9 @@
 #define MiB (1024ull * 1024)
 #define VRAM_SIZE (8 * MiB)
 #define MAXDEV 64 /* devices one run may open, one after the other */
+#ifndef MAXOPEN
 #define MAXOPEN 3 /* open (not yet closed) at once */
+#endif
 #define MAXBO 40
 #define NWRITERS 3
 #define CHECK_EVERY 16
@@ -153,13 +155,14 @@ static void sleep_us(unsigned us)
 /* Operations.                                                              */
 
 /* kind, weight (relative frequency in generated lists) */
-#define OP_LIST(X)                                                                                  \
-	X(CREATE, 12) X(CREATE_OLD, 1) X(PUT, 4) X(GETPUT, 1) X(WRITE, 8) X(READ, 4) X(MAP, 3) X(STORE, 9)            \
-	X(UNMAP, 3) X(PIN, 4) X(UNPIN, 4) X(MIGRATE, 7) X(PREPARE, 2) X(SUSPEND, 2) X(RESUME, 3)     \
-	X(CANCEL, 1) X(NOTIFY, 3) X(NOTIFY_JOIN, 2) X(RPM_ALLOW, 3) X(RPM_FORBID, 1) X(RPM_GET, 2)   \
-	X(RPM_PUT, 2) X(RPM_PUT_EXTRA, 1) X(RPM_DELAY, 2) X(RPM_THRESH, 2) X(RPM_SUSPEND, 4)         \
-	X(SLEEP, 8) X(INJECT, 2) X(INJECT_CLEAR, 2) X(REMOVE, 2) X(SETTLE, 2) X(CLOSE, 1)            \
-	X(REOPEN, 5) X(QUERY, 3) X(STRERROR, 1) X(WRITERS, 3) X(CHECK, 1) X(BADARGS, 1)
+#define OP_LIST(X)                                                                         \
+	X(CREATE, 12) X(CREATE_OLD, 1) X(PUT, 4) X(GETPUT, 1) X(WRITE, 8) X(READ, 4) X(MAP, 3)  \
+	X(STORE, 9) X(UNMAP, 3) X(PIN, 4) X(UNPIN, 4) X(MIGRATE, 7) X(PREPARE, 2) X(SUSPEND, 2) \
+	X(RESUME, 3) X(CANCEL, 1) X(NOTIFY, 3) X(NOTIFY_JOIN, 2) X(RPM_ALLOW, 4)                \
+	X(RPM_FORBID, 1) X(RPM_GET, 1) X(RPM_PUT, 3) X(RPM_PUT_EXTRA, 1) X(RPM_DELAY, 3)        \
+	X(RPM_THRESH, 2) X(RPM_SUSPEND, 5) X(SLEEP, 10) X(INJECT, 2) X(INJECT_WAKE, 1) X(INJECT_CLEAR, 2)          \
+	X(REMOVE, 2) X(SETTLE, 2) X(CLOSE, 1) X(REOPEN, 10) X(QUERY, 3) X(STRERROR, 1)          \
+	X(WRITERS, 3) X(CHECK, 1) X(BADARGS, 1)
 
 enum op_kind {
 #define X(n, w) OP_##n,
@@ -243,6 +246,7 @@ struct mdev {
 	int rm_kind;
 	bool rm_none; /* surprise while quiesced in runtime D3cold: nothing may be lost */
 	bool rm_thread_live;
+	int rm_puts; /* BOs that may be lost and were put before the removal settled */
 	pthread_t rm_thread;
 	unsigned rm_delay_us;
 	atomic_int rm_ret;
@@ -284,6 +288,8 @@ struct mbo {
 	bool lost; /* confirmed lost by a settled removal */
 	bool may_lose; /* a removal in flight may take it */
 	bool unknown; /* contents undefined (NO_RESTORE discarded) until re-read */
+	bool wake_tainted; /* mapped while wakes failed: a touch may have poisoned the
+			    * mapping (SIGBUS) until it is unmapped (docs say nothing) */
 	uint32_t discarded;
 	atomic_bool sigbus; /* a writer's touch raised SIGBUS */
 };
@@ -416,31 +422,41 @@ static void fail_thread(const char *cls, const char *fmt, ...)
 /* Touching mappings: a SIGBUS is caught and reported, never fatal.          */
 
 static _Thread_local sigjmp_buf *guard_jb;
+static _Thread_local bool on_main_thread;
+static struct sigaction old_bus, old_segv;
 
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
+/* SIGBUS or SIGSEGV: inside a guarded touch, jump back to it; elsewhere give
+ * the signal back to whoever handled it before (a sanitizer, the default). */
+static void on_touch_signal(int sig, siginfo_t *si, void *uc)
 {
-	static const char m[] = "model: SIGBUS outside a guarded touch\n";
 	sigjmp_buf *jb = guard_jb;
 
 	(void)si;
 	(void)uc;
 	if (jb) {
 		guard_jb = NULL;
-		siglongjmp(*jb, 1);
+		siglongjmp(*jb, sig);
 	}
-	if (write(2, m, sizeof(m) - 1) < 0) {
-	}
-	signal(sig, SIG_DFL);
-	raise(sig);
+	sigaction(sig, sig == SIGBUS ? &old_bus : &old_segv, NULL); /* the access faults again */
 }
 
 /* Copy @n bytes between a mapping and memory; false when a touch raised
- * SIGBUS. Volatile accesses: the compiler may not merge or drop them. */
+ * SIGBUS (what a lost BO's mapping does). SIGSEGV on a mapping the model
+ * holds is never right: it fails the run. Volatile accesses: the compiler
+ * may not merge or drop them. */
 static bool touch_copy(volatile uint8_t *dst, const volatile uint8_t *src, size_t n)
 {
 	sigjmp_buf jb;
+	int sig = sigsetjmp(jb, 1);
 
-	if (sigsetjmp(jb, 1))
+	if (sig == SIGSEGV) {
+		if (on_main_thread)
+			fail("sigsegv", "a touch of a BO mapping (%p <- %p, %zu bytes) raised SIGSEGV",
+			     (void *)dst, (const void *)src, n);
+		fail_thread("sigsegv", "a writer's touch of a BO mapping (%p <- %p, %zu bytes) raised "
+			    "SIGSEGV", (void *)dst, (const void *)src, n);
+	}
+	if (sig)
 		return false;
 	guard_jb = &jb;
 	if (((uintptr_t)dst | (uintptr_t)src | n) % 8 == 0) {
@@ -485,7 +501,8 @@ static void install_death_report(void)
 		__sanitizer_set_death_callback(on_death);
 		return;
 	}
-	signal(SIGSEGV, on_fatal);
+	signal(SIGSEGV, on_fatal); /* chained to by on_touch_signal() */
+	signal(SIGBUS, on_fatal);
 	signal(SIGABRT, on_fatal);
 	signal(SIGFPE, on_fatal);
 	signal(SIGILL, on_fatal);
@@ -850,7 +867,7 @@ static void writers_pause(void)
 			continue;
 		b->owner = 0;
 		if (atomic_exchange(&b->sigbus, false)) {
-			if (!b->lost && !b->may_lose && !(bdev(b)->inj & INJ_WAKE))
+			if (!b->lost && !b->may_lose && !(bdev(b)->inj & INJ_WAKE) && !b->wake_tainted)
 				fail("sigbus", "a writer's touch of %s raised SIGBUS; only a lost BO's may [%s]",
 				     bname(b), dstate(bdev(b)));
 			T.sigbus_allowed++;
@@ -875,7 +892,7 @@ static enum touch touch_mode(const struct mbo *b)
 		if (d->pm == PM_UNKNOWN || placement_of(b) != UGPU_PLACEMENT_SYSTEM)
 			return T_NO;
 	}
-	if (b->may_lose || (d->inj & INJ_WAKE))
+	if (b->may_lose || (d->inj & INJ_WAKE) || b->wake_tainted)
 		return T_MAYBE;
 	return T_OK;
 }
@@ -901,6 +918,7 @@ static void writers_resume(void)
 			r = ugpu_bo_map(b->bo, &p);
 			expect(r, &(struct eset){ 1, { 0 } }, bdev(b), "ugpu_bo_map(%s)", bname(b));
 			b->map = p;
+			b->wake_tainted |= (bdev(b)->inj & INJ_WAKE) != 0;
 		}
 		if (touch_mode(b) != T_OK)
 			continue;
@@ -1066,7 +1084,14 @@ static void dev_count(struct mdev *d)
 		T.host_cycles += d->ps.cycles;
 }
 
-static struct mdev *dev_open(unsigned wake_us)
+static uint64_t thresh_choice(uint32_t x)
+{
+	return x % 10 < 4 ? 0 : x % 10 < 9 ? 2 * VRAM_SIZE : VRAM_SIZE / 2;
+}
+
+/* Open a fresh reference device; @cfg (an op parameter) also sets runtime
+ * PM up, most of the time, so that a device spends its life cycling. */
+static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 {
 	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
 	struct ugpu_device_info info = { .size = sizeof(info) };
@@ -1113,6 +1138,20 @@ static struct mdev *dev_open(unsigned wake_us)
 		     "says forbidden, 1000 ms, 300 MiB, 0", rs.allowed, rs.autosuspend_delay_ms,
 		     rs.d3cold_threshold, rs.usage);
 	tr(" -> dev%d (wake %u us)", d->id, wake_us);
+	if (cfg % 4) {
+		struct eset ok = es1(0);
+
+		d->delay = (int)((cfg >> 2) % 21);
+		d->thresh = thresh_choice(cfg >> 8);
+		expect(ugpu_device_rpm_set_autosuspend_delay(d->dev, d->delay), &ok, d,
+		       "ugpu_device_rpm_set_autosuspend_delay");
+		expect(ugpu_device_rpm_set_d3cold_threshold(d->dev, d->thresh), &ok, d,
+		       "ugpu_device_rpm_set_d3cold_threshold");
+		expect(ugpu_device_rpm_allow(d->dev, true), &ok, d, "ugpu_device_rpm_allow");
+		d->allowed = 1;
+		d->d3cold_ever = d->thresh != 0;
+		tr(", rpm allowed, delay %d ms, D3cold threshold %" PRIu64, d->delay, d->thresh);
+	}
 	return d;
 }
 
@@ -1469,20 +1508,24 @@ static void settle(struct mdev *d)
 			fail("unplug", "ugpu_device_lost_bos lists a BO the program does not have");
 		ugpu_bo_put(list[i]);
 	}
-	if (ui.bos_lost != count)
-		fail("unplug", "unplug_info.bos_lost %" PRIu64 " but ugpu_device_lost_bos lists %zu",
-		     ui.bos_lost, count);
-	if (ui.status != (d->rm_kind == RM_SURPRISE ? -ENODEV : count ? -EIO : 0))
-		fail("unplug", "unplug_info.status %s after a %s removal that lost %zu BOs",
-		     ename(ui.status), rm_name(d->rm_kind), count);
+	/* a BO the program put while the removal ran may be counted, not listed */
+	if (ui.bos_lost < count || ui.bos_lost > count + (uint64_t)d->rm_puts)
+		fail("unplug", "unplug_info.bos_lost %" PRIu64 " but ugpu_device_lost_bos lists %zu "
+		     "(%d BOs that might have been lost were put meanwhile)", ui.bos_lost, count, d->rm_puts);
+	if (ui.status != (d->rm_kind == RM_SURPRISE ? -ENODEV : ui.bos_lost ? -EIO : 0))
+		fail("unplug", "unplug_info.status %s after a %s removal that lost %" PRIu64 " BOs",
+		     ename(ui.status), rm_name(d->rm_kind), ui.bos_lost);
 	(void)lost_bytes;
+	/* the callback runs once resources are released: maybe just after */
+	for (t0 = now_s(); atomic_load(&d->cb_calls) == 0 && now_s() - t0 < 5;)
+		sleep_us(1000);
 	if (atomic_load(&d->cb_calls) != 1 || atomic_load(&d->cb_kind) != (int)ui.kind ||
 	    atomic_load(&d->cb_status) != ui.status)
 		fail("unplug", "the removal callback ran %d times (kind %d status %d), expected once "
 		     "with kind %d status %d", atomic_load(&d->cb_calls), atomic_load(&d->cb_kind),
 		     atomic_load(&d->cb_status), ui.kind, ui.status);
 	if (atomic_load(&d->rm_ret_valid))
-		check_rm_ret(d, atomic_load(&d->rm_ret), count > 0);
+		check_rm_ret(d, atomic_load(&d->rm_ret), ui.bos_lost > 0);
 	T.lost_allowed += lost;
 	if (d->rm_kind == RM_SURPRISE)
 		T.removals_surprise++;
@@ -1742,6 +1785,7 @@ static void op_create(const struct op *o, bool old)
 		b->pl[1] = combos[pc][1];
 	}
 	b->pins = flags & UGPU_BO_PINNED ? 1 : 0;
+	b->wake_tainted = (d->inj & INJ_WAKE) != 0;
 	b->shadow = calloc(1, rounded);
 	if (!b->shadow)
 		fail("setup", "out of memory");
@@ -1772,6 +1816,8 @@ static void op_put(const struct op *o, bool closed_only)
 		return;
 	}
 	tr(" %s", bname(b));
+	if (b->may_lose && bdev(b)->life == D_REMOVING)
+		bdev(b)->rm_puts++; /* may still count in bos_lost, no longer listed */
 	ugpu_bo_put(b->bo);
 	free(b->shadow);
 	memset(b, 0, sizeof(*b));
@@ -1848,7 +1894,9 @@ static void op_rw(const struct op *o, bool write)
 	       off, len);
 	if (r == 0 && write) {
 		memcpy(b->shadow + off, buf, len);
-	} else if (r == 0 && main_owned(b) && !b->unknown && memcmp(buf, b->shadow + off, len)) {
+	} else if (r == 0 && main_owned(b) && !b->unknown &&
+		   !((b->flags & UGPU_BO_NO_RESTORE) && d->pm == PM_UNKNOWN) &&
+		   memcmp(buf, b->shadow + off, len)) {
 		uint8_t *whole = calloc(1, b->size);
 
 		if (!whole)
@@ -1891,6 +1939,7 @@ static void op_map(const struct op *o)
 			fail("map", "ugpu_bo_map(%s) gave %p, before %p: the header promises the same "
 			     "address until unmap", bname(b), p, (void *)b->map);
 		b->map = p;
+		b->wake_tainted |= (bdev(b)->inj & INJ_WAKE) != 0;
 	}
 	touched = b;
 }
@@ -1923,6 +1972,7 @@ static void op_store(const struct op *o)
 		if (r)
 			return;
 		b->map = p;
+		b->wake_tainted |= (bdev(b)->inj & INJ_WAKE) != 0;
 	}
 	tm = touch_mode(b);
 	tr(" %s", bname(b));
@@ -1987,8 +2037,10 @@ static void op_unmap(const struct op *o)
 	r = ugpu_bo_unmap(b->bo);
 	tr(" -> %s", ename(r));
 	expect(r, &s, bdev(b), "ugpu_bo_unmap(%s)", bname(b));
-	if (r == 0)
+	if (r == 0) {
 		b->map = NULL;
+		b->wake_tainted = false;
+	}
 	touched = b;
 }
 
@@ -2045,6 +2097,8 @@ static void op_pin(const struct op *o, bool pin)
 			/* it may have to move to its first placement */
 			if (b->pl[0] == UGPU_PLACEMENT_VRAM)
 				es_move_vram(&s, b);
+			else if (host_maybe_suspended(d) || d->main_susp)
+				es_add(&s, -EBUSY); /* to SYSTEM, as migrate would */
 			es_injected(&s, d);
 		}
 		if (d->life == D_REMOVED && b->pl[0] == UGPU_PLACEMENT_VRAM)
@@ -2091,6 +2145,8 @@ static void op_migrate(const struct op *o)
 		es_add(&s, -ENODATA);
 		if (d->life != D_PRESENT && to == UGPU_PLACEMENT_VRAM)
 			es_add(&s, -ENODEV); /* both hold */
+		if (b->pins)
+			es_add(&s, -EBUSY); /* "pinned elsewhere" holds too */
 	} else if (d->life == D_REMOVED && to == UGPU_PLACEMENT_VRAM) {
 		es_add(&s, -ENODEV);
 		if (b->pins)
@@ -2392,7 +2448,7 @@ static void op_rpm(const struct op *o)
 		break;
 	}
 	case OP_RPM_THRESH: {
-		uint64_t v = o->a % 10 < 4 ? 0 : o->a % 10 < 9 ? 2 * VRAM_SIZE : VRAM_SIZE / 2;
+		uint64_t v = thresh_choice(o->a);
 
 		s = es_rpm(d, 0);
 		r = ugpu_device_rpm_set_d3cold_threshold(d->dev, v);
@@ -2443,7 +2499,8 @@ static void op_rpm(const struct op *o)
 static void op_inject(const struct op *o)
 {
 	struct mdev *d = curdev();
-	enum sim_inject_kind k = (enum sim_inject_kind)(o->a % 3);
+	enum sim_inject_kind k = o->kind == OP_INJECT_WAKE ? SIM_INJECT_WAKE
+		: (enum sim_inject_kind)(o->a % 2); /* copy descriptors or DMA */
 	unsigned n = 1 + o->b % 6;
 	bool always = o->c % 4 == 0;
 	int r;
@@ -2461,6 +2518,9 @@ static void op_inject(const struct op *o)
 	if (r)
 		fail("setup", "sim_inject: %s", strerror(-r));
 	d->inj |= 1u << k;
+	for (int i = 0; i < MAXBO && k == SIM_INJECT_WAKE; i++)
+		if (bos[i].used && bos[i].dev == d->id)
+			bos[i].wake_tainted = true; /* mapped now or later while it lasts */
 	if (N.live && N.dev == d->id)
 		N.inj |= 1u << k;
 	T.injections++;
@@ -2659,7 +2719,7 @@ static void op_reopen(const struct op *o)
 			dev_close(&devs[i]);
 			open--;
 		}
-	if (!dev_open(o->a % 300)) {
+	if (!dev_open(o->a % 300, o->b)) {
 		tr(" skip (device limit)");
 		T.skipped++;
 	}
@@ -2796,7 +2856,8 @@ static void run_op(const struct op *o)
 	case OP_RPM_THRESH:
 	case OP_RPM_SUSPEND: op_rpm(o); break;
 	case OP_SLEEP: op_sleep(o); break;
-	case OP_INJECT: op_inject(o); break;
+	case OP_INJECT:
+	case OP_INJECT_WAKE: op_inject(o); break;
 	case OP_INJECT_CLEAR: op_inject_clear(); break;
 	case OP_REMOVE: op_remove(o); break;
 	case OP_SETTLE: op_settle(o); break;
@@ -2887,12 +2948,14 @@ static void run_child(uint64_t seed, int nops, const unsigned char *keep, double
 	struct op *ops;
 	int i, r;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	sigaction(SIGBUS, &sa, NULL);
 	signal(SIGALRM, on_alarm);
 	install_death_report();
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_touch_signal;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGBUS, &sa, &old_bus);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	on_main_thread = true;
 	run_seed = seed;
 	page_size = sysconf(_SC_PAGESIZE);
 	grng.s = seed ^ 0x5eed;
@@ -2911,7 +2974,7 @@ static void run_child(uint64_t seed, int nops, const unsigned char *keep, double
 			fail("setup", "pthread_create");
 	}
 	tr("open");
-	dev_open(0);
+	dev_open(0, (uint32_t)mix64(seed));
 	tr_end(-1);
 	for (i = 0; i < nops; i++) {
 		if (keep && !keep[i])
