@@ -105,7 +105,7 @@
 #define MAXBO 40
 #define NWRITERS 3
 #define CHECK_EVERY 16
-#define DEFAULT_OPS 300
+#define DEFAULT_OPS 400
 #define DEFAULT_SECONDS 20
 #define DEFAULT_SHRINK_SECONDS 90
 #define OP_TIMEOUT_S 60 /* watchdog per op: far above every bound the headers give */
@@ -1911,7 +1911,7 @@ static void op_rw(const struct op *o, bool write)
 
 static void op_map(const struct op *o)
 {
-	struct mbo *b = pick(o->a, 0);
+	struct mbo *b = pick(o->a, P_MAIN);
 	void *p = NULL;
 	int r;
 
@@ -2467,12 +2467,13 @@ static void op_rpm(const struct op *o)
 		} else if (d->allowed == 0) {
 			s = es1(-EPERM);
 			es_add(&s, -EBUSY);
-		} else if (d->gets || d->pm == UGPU_PM_PREPARED || d->pm == UGPU_PM_SUSPENDED ||
-			   d->main_susp) {
+		} else if (d->gets || d->pm == UGPU_PM_SUSPENDED || d->main_susp) {
+			/* host-suspended: suspend took the reference prepare would have */
 			s = es1(-EBUSY);
 			if (d->allowed < 0)
 				es_add(&s, -EPERM);
 		} else {
+			/* (PREPARED included: no header says prepare holds the device) */
 			s = es1(0);
 			es_add(&s, -EBUSY); /* a transient reference, or a transition running */
 			if (d->allowed < 0)
@@ -3323,8 +3324,10 @@ int main(void)
 				printf("model: (this replay passed: the failure is timing-dependent)\n");
 		}
 		print_summary(&all, now_s() - t0);
+		free(keep);
 		return 1;
 	}
 	print_summary(&all, now_s() - t0);
+	free(keep);
 	return 0;
 }
