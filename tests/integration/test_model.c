@@ -3242,6 +3242,21 @@ static void shrink(uint64_t seed, int nops, unsigned char *keep, const char *cls
 	free(idx);
 }
 
+/* The focusing knobs in effect, as they must be given to a replay. */
+static const char *focus_env(void)
+{
+	static const char *const names[] = { "UGPU_MODEL_WEIGHTS", "UGPU_MODEL_FLAGS",
+					     "UGPU_MODEL_MAXOPEN" };
+	static char buf[512];
+	size_t n = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (getenv(names[i]) && n < sizeof(buf))
+			n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s=%s", names[i], getenv(names[i]));
+	return buf;
+}
+
 static long env_long(const char *name, long def)
 {
 	const char *e = getenv(name);
@@ -3313,7 +3328,10 @@ int main(void)
 		totals_add(&all, &r.t);
 		if (!r.failed)
 			continue;
-		printf("model: FAILED seed=%" PRIu64 " at op %d [%s]: %s\n", seed, r.fail_op, r.cls, r.msg);
+		printf("model: FAILED seed=%" PRIu64 " at op %d [%s]: %s\n"
+		       "model: replay the whole run: UGPU_MODEL_SEED=%" PRIu64 " UGPU_MODEL_OPS=%d%s "
+		       "UGPU_MODEL_VERBOSE=1 build/tests/test_model\n",
+		       seed, r.fail_op, r.cls, r.msg, seed, nops, focus_env());
 		if (env_long("UGPU_MODEL_SHRINK", 1) && r.fail_op >= 0) {
 			int f = r.fail_op, runs = 0;
 
@@ -3322,16 +3340,9 @@ int main(void)
 			shrink(seed, nops, keep, r.cls, f, shrink_budget);
 			keep_format(keep, nops, list, sizeof(list));
 			printf("model: shortest failing sequence: %d ops; replay with\n"
-			       "model:   UGPU_MODEL_SEED=%" PRIu64 " UGPU_MODEL_OPS=%d UGPU_MODEL_KEEP=%s "
-			       "%s%s%sUGPU_MODEL_VERBOSE=1 build/tests/test_model\n",
-			       count_kept(keep, nops), seed, nops, list,
-			       getenv("UGPU_MODEL_WEIGHTS") ? "UGPU_MODEL_WEIGHTS=" : "",
-			       getenv("UGPU_MODEL_WEIGHTS") ? getenv("UGPU_MODEL_WEIGHTS") : "",
-			       getenv("UGPU_MODEL_WEIGHTS") ? " " : "");
-			if (getenv("UGPU_MODEL_FLAGS") || getenv("UGPU_MODEL_MAXOPEN"))
-				printf("model:   (with UGPU_MODEL_FLAGS=%s UGPU_MODEL_MAXOPEN=%d)\n",
-				       getenv("UGPU_MODEL_FLAGS") ? getenv("UGPU_MODEL_FLAGS") : "0x7f",
-				       max_open);
+			       "model:   UGPU_MODEL_SEED=%" PRIu64 " UGPU_MODEL_OPS=%d UGPU_MODEL_KEEP=%s%s "
+			       "UGPU_MODEL_VERBOSE=1 build/tests/test_model\n",
+			       count_kept(keep, nops), seed, nops, list, focus_env());
 			printf("model: (threads make a replay inexact: a shrunk sequence fails in most "
 			       "runs, not every run)\nmodel: its trace:\n");
 			r = run_one(seed, nops, keep, 0, false, true, OP_TIMEOUT_S);
