@@ -152,9 +152,10 @@ static void sleep_us(unsigned us)
 	X(CREATE, 12) X(CREATE_OLD, 1) X(PUT, 4) X(GETPUT, 1) X(WRITE, 8) X(READ, 4) X(MAP, 3)  \
 	X(STORE, 9) X(UNMAP, 3) X(PIN, 4) X(UNPIN, 4) X(MIGRATE, 7) X(PREPARE, 2) X(SUSPEND, 2) \
 	X(RESUME, 3) X(CANCEL, 1) X(NOTIFY, 3) X(NOTIFY_JOIN, 2) X(RPM_ALLOW, 4)                \
-	X(RPM_FORBID, 1) X(RPM_GET, 1) X(RPM_PUT, 3) X(RPM_PUT_EXTRA, 1) X(RPM_DELAY, 3)        \
-	X(RPM_THRESH, 2) X(RPM_SUSPEND, 5) X(SLEEP, 10) X(INJECT, 2) X(INJECT_WAKE, 1) X(INJECT_CLEAR, 2)          \
-	X(REMOVE, 2) X(SETTLE, 2) X(CLOSE, 1) X(REOPEN, 10) X(QUERY, 3) X(STRERROR, 1)          \
+	X(RPM_FORBID, 1) X(RPM_GET, 1) X(RPM_PUT, 5) X(RPM_GETPUT, 2) X(RPM_PUT_EXTRA, 1)      \
+	X(RPM_DELAY, 3)        \
+	X(RPM_THRESH, 2) X(RPM_SUSPEND, 5) X(SLEEP, 14) X(INJECT, 2) X(INJECT_WAKE, 1) X(INJECT_CLEAR, 2)          \
+	X(REMOVE, 1) X(SETTLE, 2) X(CLOSE, 1) X(REOPEN, 10) X(QUERY, 3) X(STRERROR, 1)          \
 	X(WRITERS, 3) X(CHECK, 1) X(BADARGS, 1)
 
 enum op_kind {
@@ -2417,6 +2418,21 @@ static void op_rpm(const struct op *o)
 		if (r == 0 && d->life == D_PRESENT)
 			d->gets++;
 		break;
+	case OP_RPM_GETPUT: /* a short hold, as a driver path takes one */
+		s = es_rpm(d, 0);
+		if (d->inj & INJ_WAKE) {
+			es_add(&s, -EIO);
+			es_add(&s, -ETIMEDOUT);
+		}
+		r = ugpu_device_rpm_get(d->dev);
+		tr(" get -> %s", ename(r));
+		expect(r, &s, d, "ugpu_device_rpm_get");
+		if (r == 0) {
+			sleep_us(o->a % 3000);
+			ugpu_device_rpm_put(d->dev);
+			tr(", put");
+		}
+		break;
 	case OP_RPM_PUT:
 		if (!d->gets) {
 			tr(" skip");
@@ -2709,9 +2725,16 @@ static void op_close(const struct op *o)
 		T.skipped++;
 		return;
 	}
-	/* mostly the current device */
-	dev_close(&devs[o->a % 4 ? cur >= 0 && devs[cur].life != D_CLOSED ? cur : open[0]
-				 : open[o->b % (uint32_t)n]]);
+	/* mostly a removed one; the present one now and then */
+	for (int i = 0, k = (int)(o->b % (uint32_t)n); i < n && o->a % 4; i++) {
+		struct mdev *d = &devs[open[(k + i) % n]];
+
+		if (d->life != D_PRESENT) {
+			dev_close(d);
+			return;
+		}
+	}
+	dev_close(&devs[open[o->b % (uint32_t)n]]);
 }
 
 static void op_reopen(const struct op *o)
@@ -2817,10 +2840,17 @@ static void op_badargs(const struct op *o)
 
 static void op_sleep(const struct op *o)
 {
-	unsigned ms = o->a % 10 < 7 ? o->a % 25 : 30 + o->a % 90;
+	unsigned ms = o->a % 10 < 7 ? 2 + o->a % 28 : 30 + o->a % 90;
+
+	struct mdev *d = curdev();
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
 
 	tr(" %u ms", ms);
 	sleep_us(ms * 1000);
+	if (d && d->life == D_PRESENT && ugpu_device_rpm_stats(d->dev, &rs) == 0)
+		tr(" -> dev%d %s %s", d->id, ugpu_rpm_state_name(rs.state),
+		   rs.power_state == UGPU_POWER_D0 ? "D0" : rs.power_state == UGPU_POWER_D3HOT ? "D3hot"
+											: "D3cold");
 }
 
 static void op_writers(void)
@@ -2864,6 +2894,7 @@ static void run_op(const struct op *o)
 	case OP_RPM_ALLOW:
 	case OP_RPM_FORBID:
 	case OP_RPM_GET:
+	case OP_RPM_GETPUT:
 	case OP_RPM_PUT:
 	case OP_RPM_PUT_EXTRA:
 	case OP_RPM_DELAY:
