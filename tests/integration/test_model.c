@@ -1427,10 +1427,13 @@ static void check_rm_ret(struct mdev *d, int r, const struct ugpu_unplug_info *u
 {
 	struct eset s = { 0 };
 
-	if (d->rm_kind == RM_API)
+	if (d->rm_kind == RM_API) {
 		es_add(&s, ui->kind == UGPU_UNPLUG_SURPRISE ? -ENODEV : ui->bos_lost ? -EIO : 0);
-	else
+		if (d->rm_inj & INJ_WAKE)
+			es_add(&s, -ENODEV); /* could not wake it: went on as a surprise */
+	} else {
 		es_add(&s, 0);
+	}
 	expect(r, &s, d, d->rm_kind == RM_API ? "ugpu_device_unplug" : "sim_unplug_%s",
 	       d->rm_kind == RM_REQUEST ? "request" : "surprise");
 }
@@ -1666,6 +1669,14 @@ static void es_move_vram(struct eset *s, const struct mbo *b)
 		es_add(s, -EBUSY);
 	if (d->life != D_PRESENT)
 		es_add(s, -ENODEV);
+}
+
+/* While wakes fail, a call that wakes the device before it looks at the BO's
+ * state may say so first (the headers give no order between the two). */
+static void es_wake_first(struct eset *s)
+{
+	es_add(s, -EIO);
+	es_add(s, -ETIMEDOUT);
 }
 
 /* A copy may fail: injected faults, or a device vanishing under it. */
@@ -2108,6 +2119,8 @@ static void op_pin(const struct op *o, bool pin)
 		if (d->life == D_REMOVED && b->pl[0] == UGPU_PLACEMENT_VRAM)
 			es_add(&s, -ENODEV);
 	}
+	if (pin && !b->closed && (d->inj & INJ_WAKE))
+		es_wake_first(&s);
 	r = pin ? ugpu_bo_pin(b->bo) : ugpu_bo_unpin(b->bo);
 	tr(" (in %s) -> %s", pl_name(p), ename(r));
 	expect(r, &s, d, "ugpu_bo_%s(%s) in %s", pin ? "pin" : "unpin", bname(b), pl_name(p));
@@ -2180,6 +2193,8 @@ static void op_migrate(const struct op *o)
 		    p != UGPU_PLACEMENT_VRAM)
 			s = es1(-EBUSY);
 	}
+	if (!b->closed && (d->inj & INJ_WAKE))
+		es_wake_first(&s);
 	r = ugpu_bo_migrate(b->bo, to);
 	tr(" -> %s", ename(r));
 	expect(r, &s, d, "ugpu_bo_migrate(%s, %s) from %s", bname(b), pl_name(to), pl_name(p));
@@ -2513,8 +2528,12 @@ static void op_rpm(const struct op *o)
 			if (d->allowed < 0)
 				es_add(&s, -EPERM);
 		}
-		if (d->life == D_REMOVING)
+		if (d->life == D_REMOVING) {
 			es_add(&s, -ENODEV);
+			es_add(&s, -EBUSY); /* the removal holds it */
+			if (d->main_susp || d->pm == PM_UNKNOWN)
+				es_add(&s, 0); /* it may have ended the host suspend */
+		}
 		if (d->inj && d->life != D_REMOVED)
 			es_add(&s, -EIO);
 		r = ugpu_device_rpm_suspend(d->dev);
@@ -3195,16 +3214,34 @@ static int count_kept(const unsigned char *keep, int n)
 	return k;
 }
 
+/* What "the same failure" means while shrinking: the class, and for a wrong
+ * return code the call that returned it (so that shrinking does not drift
+ * from one errno to another). */
+static void failure_sig(const struct result *r, char *sig, size_t len)
+{
+	const char *f = strstr(r->msg, "ugpu_");
+
+	if (!strcmp(r->cls, "errno") && f) {
+		size_t n = strspn(f, "abcdefghijklmnopqrstuvwxyz_");
+
+		snprintf(sig, len, "errno:%.*s", (int)n, f);
+	} else {
+		snprintf(sig, len, "%s", r->cls);
+	}
+}
+
 /* Does this op selection still fail the same way? Threads make runs inexact:
  * up to @tries attempts. */
-static bool still_fails(uint64_t seed, int nops, const unsigned char *keep, const char *cls,
+static bool still_fails(uint64_t seed, int nops, const unsigned char *keep, const char *sig,
 			int tries, int *fail_op, int *runs)
 {
 	for (int t = 0; t < tries; t++) {
 		struct result r = run_one(seed, nops, keep, 0, true, false, 20);
+		char rsig[128];
 
 		(*runs)++;
-		if (r.failed && !strcmp(r.cls, cls)) {
+		failure_sig(&r, rsig, sizeof(rsig));
+		if (r.failed && !strcmp(rsig, sig)) {
 			*fail_op = r.fail_op;
 			return true;
 		}
@@ -3364,11 +3401,12 @@ int main(void)
 		       "UGPU_MODEL_VERBOSE=1 build/tests/test_model\n",
 		       seed, r.fail_op, r.cls, r.msg, seed, nops, focus_env());
 		if (env_long("UGPU_MODEL_SHRINK", 1) && r.fail_op >= 0) {
-			int f = r.fail_op, runs = 0;
+			char sig[128];
 
-			printf("model: shrinking (up to %.0f s; UGPU_MODEL_SHRINK=0 skips)\n", shrink_budget);
-			/* the failure must reproduce at all before we shrink it */
-			shrink(seed, nops, keep, r.cls, f, shrink_budget);
+			failure_sig(&r, sig, sizeof(sig));
+			printf("model: shrinking while it fails with [%s] (up to %.0f s; "
+			       "UGPU_MODEL_SHRINK=0 skips)\n", sig, shrink_budget);
+			shrink(seed, nops, keep, sig, r.fail_op, shrink_budget);
 			keep_format(keep, nops, list, sizeof(list));
 			printf("model: shortest failing sequence: %d ops; replay with\n"
 			       "model:   UGPU_MODEL_SEED=%" PRIu64 " UGPU_MODEL_OPS=%d UGPU_MODEL_KEEP=%s%s "
@@ -3377,7 +3415,6 @@ int main(void)
 			printf("model: (threads make a replay inexact: a shrunk sequence fails in most "
 			       "runs, not every run)\nmodel: its trace:\n");
 			r = run_one(seed, nops, keep, 0, false, true, OP_TIMEOUT_S);
-			(void)runs;
 			if (!r.failed)
 				printf("model: (this replay passed: the failure is timing-dependent)\n");
 		}
