@@ -369,17 +369,26 @@ static void print_ring(void)
 		printf("model:   [%d] %s   <-- failing op\n", atomic_load(&shm->cur_op), trbuf);
 }
 
-static void fail_v(bool from_main, const char *cls, const char *fmt, va_list ap)
+static _Thread_local bool on_main_thread;
+
+/* A check failed: record, print (with the trace of the ops when on the main
+ * thread, the only one that writes it), end the child. Any thread. */
+static void fail(const char *cls, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void fail(const char *cls, const char *fmt, ...)
 {
+	va_list ap;
+
 	pthread_mutex_lock(&fail_lock); /* never released: we exit */
+	va_start(ap, fmt);
 	vsnprintf(shm->msg, sizeof(shm->msg), fmt, ap);
+	va_end(ap);
 	snprintf(shm->cls, sizeof(shm->cls), "%s", cls);
 	shm->fail_op = atomic_load(&shm->cur_op);
-	if (from_main)
+	if (on_main_thread)
 		shm->t = T;
 	atomic_store(&shm->failed, 1);
 	if (!quiet) {
-		if (from_main)
+		if (on_main_thread)
 			print_ring();
 		printf("model: FAIL seed=%" PRIu64 " op=%d [%s]: %s\n", run_seed, shm->fail_op, cls,
 		       shm->msg);
@@ -389,36 +398,10 @@ static void fail_v(bool from_main, const char *cls, const char *fmt, va_list ap)
 	_exit(1);
 }
 
-/* A check failed on the main thread: record, print, end the child. */
-static void fail(const char *cls, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-static void fail(const char *cls, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fail_v(true, cls, fmt, ap);
-	va_end(ap);
-	_exit(1);
-}
-
-/* The same from another thread of the test (no access to the main trace). */
-static void fail_thread(const char *cls, const char *fmt, ...)
-	__attribute__((noreturn, format(printf, 2, 3)));
-static void fail_thread(const char *cls, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fail_v(false, cls, fmt, ap);
-	va_end(ap);
-	_exit(1);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Touching mappings: a SIGBUS is caught and reported, never fatal.          */
 
 static _Thread_local sigjmp_buf *guard_jb;
-static _Thread_local bool on_main_thread;
 static struct sigaction old_bus, old_segv;
 
 /* SIGBUS or SIGSEGV: inside a guarded touch, jump back to it; elsewhere give
@@ -445,13 +428,9 @@ static bool touch_copy(volatile uint8_t *dst, const volatile uint8_t *src, size_
 	sigjmp_buf jb;
 	int sig = sigsetjmp(jb, 1);
 
-	if (sig == SIGSEGV) {
-		if (on_main_thread)
-			fail("sigsegv", "a touch of a BO mapping (%p <- %p, %zu bytes) raised SIGSEGV",
-			     (void *)dst, (const void *)src, n);
-		fail_thread("sigsegv", "a writer's touch of a BO mapping (%p <- %p, %zu bytes) raised "
-			    "SIGSEGV", (void *)dst, (const void *)src, n);
-	}
+	if (sig == SIGSEGV)
+		fail("sigsegv", "a touch of a BO mapping (%p <- %p, %zu bytes) raised SIGSEGV%s",
+		     (void *)dst, (const void *)src, n, on_main_thread ? "" : " in a writer");
 	if (sig)
 		return false;
 	guard_jb = &jb;
@@ -812,7 +791,7 @@ static void *writer_main(void *arg)
 				break;
 			}
 			if (got != v[i])
-				fail_thread("bytes",
+				fail("bytes",
 					    "writer %d stored 0x%016" PRIx64 " at bo#%d+0x%" PRIx64
 					    " through the mapping and loaded back 0x%016" PRIx64
 					    " (a store was lost)",
@@ -1652,6 +1631,13 @@ static void pick_range(const struct mbo *b, uint32_t x, uint64_t *off, uint64_t 
 
 static struct mbo *touched;
 
+/* The op means nothing in this state (a sub-list of ops stays valid). */
+static void skip(void)
+{
+	tr(" skip");
+	T.skipped++;
+}
+
 static const uint32_t flag_bits[] = {
 	UGPU_BO_PINNED, UGPU_BO_CPU_ACCESS, UGPU_BO_CONTIGUOUS,
 	UGPU_BO_KERNEL, UGPU_BO_NO_RESTORE, UGPU_BO_LATE_RESTORE,
@@ -1711,8 +1697,7 @@ static void op_create(const struct op *o, bool old)
 	int i, r2;
 
 	if (!d || d->life == D_CLOSED || live_bos() >= MAXBO) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	if (cls < 60)
@@ -1847,8 +1832,7 @@ static void op_put(const struct op *o, bool closed_only)
 	struct mbo *b = pick(o->a, P_MAIN | (closed_only ? P_CLOSED : 0));
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" %s", bname(b));
@@ -1864,8 +1848,7 @@ static void op_getput(const struct op *o)
 	struct mbo *b = pick(o->a, P_OPEN);
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" %s", bname(b));
@@ -1885,8 +1868,7 @@ static void op_rw(const struct op *o, bool write)
 	int r;
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	d = bdev(b);
@@ -1952,8 +1934,7 @@ static void op_map(const struct op *o)
 	int r;
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" %s", bname(b));
@@ -1990,8 +1971,7 @@ static void op_store(const struct op *o)
 	int r;
 
 	if (!b || !have_uffd) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	if (!b->map) {
@@ -2064,8 +2044,7 @@ static void op_unmap(const struct op *o)
 	int r;
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" %s", bname(b));
@@ -2089,8 +2068,7 @@ static void op_pin(const struct op *o, bool pin)
 	int r;
 
 	if (!b || (pin && b->pins >= 3)) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	d = bdev(b);
@@ -2139,8 +2117,7 @@ static void op_migrate(const struct op *o)
 	int r;
 
 	if (!b) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	d = bdev(b);
@@ -2252,8 +2229,7 @@ static void op_host(const struct op *o, const char *what)
 
 	(void)o;
 	if (!d) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	if (susp)
@@ -2334,8 +2310,7 @@ static void op_notify(const struct op *o)
 	struct mdev *d = host_dev();
 
 	if (!d || N.live || d->life != D_PRESENT) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	memset(&N, 0, sizeof(N));
@@ -2378,8 +2353,7 @@ static void op_rpm(const struct op *o)
 	int r = 0;
 
 	if (!d) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" dev%d", d->id);
@@ -2389,10 +2363,8 @@ static void op_rpm(const struct op *o)
 		bool allow = o->kind == OP_RPM_ALLOW;
 
 		s = es_rpm(d, 0);
-		if (!allow && d->life != D_REMOVED && (d->inj & INJ_WAKE)) {
-			es_add(&s, -EIO);
-			es_add(&s, -ETIMEDOUT);
-		}
+		if (!allow && d->life != D_REMOVED && (d->inj & INJ_WAKE))
+			es_wake_first(&s);
 		r = ugpu_device_rpm_allow(d->dev, allow);
 		tr(" %s -> %s", allow ? "allow" : "forbid", ename(r));
 		expect(r, &s, d, "ugpu_device_rpm_allow(%s)", allow ? "true" : "false");
@@ -2417,41 +2389,28 @@ static void op_rpm(const struct op *o)
 		break;
 	}
 	case OP_RPM_GET:
-		if (d->gets >= 3) {
-			tr(" skip");
-			T.skipped++;
+	case OP_RPM_GETPUT: /* a hold kept, or a short one as a driver path takes */
+		if (o->kind == OP_RPM_GET && d->gets >= 3) {
+			skip();
 			return;
 		}
 		s = es_rpm(d, 0);
-		if (d->inj & INJ_WAKE) {
-			es_add(&s, -EIO);
-			es_add(&s, -ETIMEDOUT);
-		}
+		if (d->inj & INJ_WAKE)
+			es_wake_first(&s);
 		r = ugpu_device_rpm_get(d->dev);
 		tr(" get -> %s", ename(r));
 		expect(r, &s, d, "ugpu_device_rpm_get");
-		if (r == 0 && d->life == D_PRESENT)
-			d->gets++;
-		break;
-	case OP_RPM_GETPUT: /* a short hold, as a driver path takes one */
-		s = es_rpm(d, 0);
-		if (d->inj & INJ_WAKE) {
-			es_add(&s, -EIO);
-			es_add(&s, -ETIMEDOUT);
-		}
-		r = ugpu_device_rpm_get(d->dev);
-		tr(" get -> %s", ename(r));
-		expect(r, &s, d, "ugpu_device_rpm_get");
-		if (r == 0) {
+		if (r == 0 && o->kind == OP_RPM_GETPUT) {
 			sleep_us(o->a % 3000);
 			ugpu_device_rpm_put(d->dev);
 			tr(", put");
+		} else if (r == 0 && d->life == D_PRESENT) {
+			d->gets++;
 		}
 		break;
 	case OP_RPM_PUT:
 		if (!d->gets) {
-			tr(" skip");
-			T.skipped++;
+			skip();
 			return;
 		}
 		ugpu_device_rpm_put(d->dev);
@@ -2460,8 +2419,7 @@ static void op_rpm(const struct op *o)
 		break;
 	case OP_RPM_PUT_EXTRA:
 		if (d->gets || d->life != D_PRESENT) {
-			tr(" skip");
-			T.skipped++;
+			skip();
 			return;
 		}
 		/* "A put without a matching get is logged and ignored: it never
@@ -2560,8 +2518,7 @@ static void op_inject(const struct op *o)
 	int r;
 
 	if (!d || d->life != D_PRESENT) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	if (k == SIM_INJECT_WAKE && always && N.live)
@@ -2586,8 +2543,7 @@ static void op_inject_clear(void)
 	int r;
 
 	if (!d || d->life != D_PRESENT || !d->inj) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	r = sim_inject_clear(d->sim, 0);
@@ -2612,8 +2568,7 @@ static void op_remove(const struct op *o)
 	unsigned delay = o->c % 2 ? 0 : (o->c >> 4) % 3000;
 
 	if (!d || d->life != D_PRESENT) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	tr(" dev%d %s%s delay %u us", d->id, rm_name(kind), pre ? " (asleep first)" : "", delay);
@@ -2690,8 +2645,7 @@ static void op_settle(const struct op *o)
 			settle(&devs[i]);
 			return;
 		}
-	tr(" skip");
-	T.skipped++;
+	skip();
 }
 
 static void dev_close(struct mdev *d)
@@ -2740,8 +2694,7 @@ static void op_close(const struct op *o)
 		if (devs[i].life != D_CLOSED)
 			open[n++] = i;
 	if (!n) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	/* mostly a removed one; the present one now and then */
@@ -2762,8 +2715,7 @@ static void op_reopen(const struct op *o)
 	int open = 0;
 
 	if (d && d->life == D_PRESENT) {
-		tr(" skip");
-		T.skipped++;
+		skip();
 		return;
 	}
 	if (d && d->life == D_REMOVING)
@@ -2905,8 +2857,7 @@ static void run_op(const struct op *o)
 	case OP_NOTIFY: op_notify(o); break;
 	case OP_NOTIFY_JOIN:
 		if (!N.live) {
-			tr(" skip");
-			T.skipped++;
+			skip();
 		}
 		notifier_join();
 		break;
