@@ -178,7 +178,8 @@ static unsigned op_weights[] = {
 };
 
 /* UGPU_MODEL_WEIGHTS="CLOSE=0,REMOVE=6": change how often kinds are
- * generated (part of what a seed means: replay with the same setting). */
+ * generated ("*=0,STORE=5,..." sets every kind first); part of what a seed
+ * means: replay with the same setting. */
 static void weights_parse(const char *s)
 {
 	while (s && *s) {
@@ -188,7 +189,8 @@ static void weights_parse(const char *s)
 		if (!eq)
 			return;
 		for (k = 0; k < OP_KINDS; k++)
-			if (strlen(op_names[k]) == (size_t)(eq - s) && !strncasecmp(op_names[k], s, (size_t)(eq - s)))
+			if ((eq - s == 1 && *s == '*') ||
+			    (strlen(op_names[k]) == (size_t)(eq - s) && !strncasecmp(op_names[k], s, (size_t)(eq - s))))
 				op_weights[k] = (unsigned)strtoul(eq + 1, NULL, 10);
 		end = strchr(eq, ',');
 		s = end ? end + 1 : NULL;
@@ -1083,6 +1085,7 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 	sim_opts_init(&so);
 	so.vram_size = VRAM_SIZE;
 	so.wake_latency_us = wake_us;
+	so.cfg_dead_in_d3cold = (cfg >> 16) % 3 == 0; /* must not look like a removal */
 	r = sim_start(&so, &d->sim);
 	if (r)
 		fail("setup", "sim_start: %s", strerror(-r));
@@ -1112,7 +1115,8 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 		fail("rpm", "after open: allowed %d delay %d threshold %" PRIu64 " usage %u; the header "
 		     "says forbidden, 1000 ms, 300 MiB, 0", rs.allowed, rs.autosuspend_delay_ms,
 		     rs.d3cold_threshold, rs.usage);
-	tr(" -> dev%d (wake %u us)", d->id, wake_us);
+	tr(" -> dev%d (wake %u us%s)", d->id, wake_us,
+	   so.cfg_dead_in_d3cold ? ", config space all-ones in D3cold" : "");
 	if (cfg % 4) {
 		struct eset ok = es1(0);
 
@@ -1316,7 +1320,7 @@ static void check_dev(struct mdev *d, bool exact_usage)
 		fail("rpm", "runtime suspends went from %" PRIu64 " to %" PRIu64
 		     " while runtime PM was forbidden [%s]", d->forbid_suspends, rs.suspends, dstate(d));
 	if (d->allowed == 0 && d->pm == UGPU_PM_ACTIVE && !d->main_susp &&
-	    (rs.state != UGPU_RPM_ACTIVE || rs.power_state != UGPU_POWER_D0))
+	    (rs.state == UGPU_RPM_SUSPENDED || rs.power_state != UGPU_POWER_D0))
 		fail("rpm", "runtime PM forbidden but state %s power %d", ugpu_rpm_state_name(rs.state),
 		     rs.power_state);
 	if (exact_usage && !writers_running && !N.live && d->pm == UGPU_PM_ACTIVE) {
@@ -2380,7 +2384,7 @@ static void op_rpm(const struct op *o)
 			if (ugpu_device_rpm_stats(d->dev, &rs) == 0) {
 				d->forbid_snap = true;
 				d->forbid_suspends = rs.suspends;
-				if ((rs.state != UGPU_RPM_ACTIVE || rs.power_state != UGPU_POWER_D0) &&
+				if ((rs.state == UGPU_RPM_SUSPENDED || rs.power_state != UGPU_POWER_D0) &&
 				    d->pm == UGPU_PM_ACTIVE && !d->main_susp)
 					fail("rpm", "ugpu_device_rpm_allow(false) returned 0 and the device "
 					     "is %s, power %d", ugpu_rpm_state_name(rs.state), rs.power_state);
@@ -2473,8 +2477,7 @@ static void op_rpm(const struct op *o)
 		} else if (d->allowed == 0) {
 			s = es1(-EPERM);
 			es_add(&s, -EBUSY);
-		} else if (d->gets || d->pm == UGPU_PM_PREPARED || d->pm == UGPU_PM_SUSPENDED ||
-			   d->main_susp) {
+		} else if (d->gets || d->pm == UGPU_PM_PREPARED || d->pm == UGPU_PM_SUSPENDED) {
 			/* prepare (or a suspend without one) holds a reference until
 			 * resume or cancel (docs/suspend.md) */
 			s = es1(-EBUSY);
