@@ -1948,6 +1948,15 @@ static void op_rw(const struct op *o, bool write)
 	touched = b;
 }
 
+/* CPU mappings need userfaultfd: say so once, go on without them. */
+static void no_uffd(void)
+{
+	if (have_uffd)
+		printf("model: ugpu_bo_map says -ENOSYS (no userfaultfd here): CPU mappings and the "
+		       "writer threads are left out of this run\n");
+	have_uffd = false;
+}
+
 static void op_map(const struct op *o)
 {
 	struct mbo *b = pick(o->a, P_MAIN);
@@ -1962,7 +1971,7 @@ static void op_map(const struct op *o)
 	r = ugpu_bo_map(b->bo, &p);
 	tr(" -> %s", ename(r));
 	if (r == -ENOSYS && !b->closed) {
-		have_uffd = false;
+		no_uffd();
 		return;
 	}
 	{
@@ -2002,7 +2011,7 @@ static void op_store(const struct op *o)
 			es_add(&s, -ENODATA);
 		r = ugpu_bo_map(b->bo, &p);
 		if (r == -ENOSYS) {
-			have_uffd = false;
+			no_uffd();
 			return;
 		}
 		expect(r, &s, bdev(b), "ugpu_bo_map(%s)", bname(b));
