@@ -50,9 +50,11 @@
 #include <ugpu/unplug.h>
 
 #include "bo_util.h"
+#include "log_capture.h"
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/vram.h"
+#include "rng.h"
 #include "src/base/sysmem.h"
 #include "src/device.h"
 #include "src/suspend.h"
@@ -63,51 +65,6 @@
 #define MiB (1024ull * KiB)
 /* Each fake blitter's "ring" (a driver BO at the top of VRAM). */
 #define FAKE_RING_BYTES (8 * KiB)
-
-/* ---- log capture ---- */
-
-/* The driver's log, kept for assertions on what it says. Locking: @log_lock
- * (the CPU-map handler thread may log). */
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char log_text[32768];
-static bool log_echo;
-
-static void log_capture(void *user, enum ugpu_log_level level, const char *msg)
-{
-	size_t used, n = strlen(msg);
-
-	(void)user;
-	(void)level;
-	pthread_mutex_lock(&log_lock);
-	if (log_echo)
-		fprintf(stderr, "    log: %s\n", msg);
-	used = strlen(log_text);
-	if (used + n + 2 > sizeof(log_text))
-		used = 0; /* keep the most recent lines */
-	if (n + 2 <= sizeof(log_text)) {
-		memcpy(log_text + used, msg, n);
-		log_text[used + n] = '\n';
-		log_text[used + n + 1] = 0;
-	}
-	pthread_mutex_unlock(&log_lock);
-}
-
-static bool log_has(const char *s)
-{
-	bool r;
-
-	pthread_mutex_lock(&log_lock);
-	r = strstr(log_text, s) != NULL;
-	pthread_mutex_unlock(&log_lock);
-	return r;
-}
-
-static void log_clear(void)
-{
-	pthread_mutex_lock(&log_lock);
-	log_text[0] = 0;
-	pthread_mutex_unlock(&log_lock);
-}
 
 /* ---- the fake transport ---- */
 
@@ -740,6 +697,30 @@ static void put(struct fx *f, struct ugpu_bo *bo)
 	check(f);
 }
 
+/* @n BOs of @bytes, the i-th filled with pattern @seed + i. */
+static void mk_n(struct fx *f, struct ugpu_bo **v, unsigned int n, uint64_t bytes, uint32_t flags,
+		 enum ugpu_placement p0, enum ugpu_placement p1, uint32_t seed)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		v[i] = mk(f, bytes, flags, p0, p1, "bo");
+		fill(f, v[i], seed + i);
+	}
+}
+
+/* Each of @n BOs (NULL ones skipped) still holds pattern @seed + i; put. */
+static void put_n(struct fx *f, struct ugpu_bo **v, unsigned int n, uint32_t seed)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (v[i]) {
+			expect_pat(v[i], seed + i);
+			put(f, v[i]);
+		}
+}
+
 static unsigned int nblocks(const struct ugpu_bo *bo)
 {
 	struct buddy_block *b;
@@ -764,17 +745,22 @@ static bool is_contiguous(const struct ugpu_bo *bo)
 	return true;
 }
 
-/* The bytes a VRAM BO has in the fake VRAM now (white box: no lock, no LRU
- * bump; for use inside a suspend window, which owns the manager). */
-static void vram_bytes(struct fx *f, const struct ugpu_bo *bo, uint8_t *out)
+/* A copy of the bytes a VRAM BO has in the fake VRAM now (white box: no
+ * lock, no LRU bump; for use inside a suspend window, which owns the
+ * manager). The caller frees it. */
+static uint8_t *vram_copy(struct fx *f, const struct ugpu_bo *bo)
 {
+	uint8_t *out = malloc(bo->size);
 	struct buddy_block *b;
 	uint64_t pos = 0;
 
+	if (!out)
+		abort(); /* not an assertion: the window holds the manager lock */
 	buddy_list_for_each(b, bo->vram) {
 		memcpy(out + pos, (uint8_t *)f->dev->vram + buddy_block_offset(b), vram_block_size(b));
 		pos += vram_block_size(b);
 	}
+	return out;
 }
 
 static bool all_poison(const uint8_t *p, uint64_t n)
@@ -883,14 +869,36 @@ static void backups_match_vram(struct fx *f)
 			continue;
 		if (!bo->backup_valid)
 			window_fail(f, "the backup of BO '%s' is not valid after the save", bo->name);
-		v = malloc(bo->size);
-		if (!v)
-			abort();
-		vram_bytes(f, bo, v);
+		v = vram_copy(f, bo);
 		if (memcmp(v, bo->backup.mem.vaddr, bo->size))
 			window_fail(f, "the backup of BO '%s' does not hold its VRAM bytes", bo->name);
 		free(v);
 	}
+}
+
+/* Open the suspend (@for_resume false) or resume window as src/suspend.c
+ * does: the host-suspend lock, then window_begin. */
+static const struct pm_mem_ops *window_open(struct fx *f, bool for_resume, void **arg,
+					    enum ugpu_pm_state *was, int *ret)
+{
+	const struct pm_mem_ops *mem = pm_ops(f, arg);
+
+	f->window_err[0] = 0;
+	pthread_mutex_lock(&f->dev->pm->lock);
+	*ret = mem->window_begin(*arg, for_resume, was);
+	if (*ret)
+		pthread_mutex_unlock(&f->dev->pm->lock);
+	return mem;
+}
+
+/* Close it; then report what went wrong inside, and check. */
+static void window_close(struct fx *f, const struct pm_mem_ops *mem, void *arg)
+{
+	mem->window_end(arg);
+	pthread_mutex_unlock(&f->dev->pm->lock);
+	if (f->window_err[0])
+		fail_check(f, f->window_err);
+	check(f);
 }
 
 /*
@@ -901,17 +909,13 @@ static void backups_match_vram(struct fx *f)
  */
 static int do_suspend(struct fx *f, struct pm_run *r)
 {
-	void *arg;
-	const struct pm_mem_ops *mem = pm_ops(f, &arg);
 	enum ugpu_pm_state was;
+	void *arg;
 	int ret;
+	const struct pm_mem_ops *mem = window_open(f, false, &arg, &was, &ret);
 
-	pthread_mutex_lock(&f->dev->pm->lock);
-	ret = mem->window_begin(arg, false, &was);
-	if (ret) {
-		pthread_mutex_unlock(&f->dev->pm->lock);
+	if (ret)
 		return ret;
-	}
 	ret = mem->alloc_missing(arg, &r->missing);
 	if (!ret)
 		ret = mem->hold_maps(arg);
@@ -929,11 +933,7 @@ static int do_suspend(struct fx *f, struct pm_run *r)
 		engines_quiesce(f);
 		mem->recover(arg, was);
 	}
-	mem->window_end(arg);
-	pthread_mutex_unlock(&f->dev->pm->lock);
-	if (f->window_err[0])
-		fail_check(f, f->window_err);
-	check(f);
+	window_close(f, mem, arg);
 	return ret;
 }
 
@@ -959,10 +959,7 @@ static void only_early_restored(struct fx *f)
 
 		if (bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
-		v = malloc(bo->size);
-		if (!v)
-			abort();
-		vram_bytes(f, bo, v);
+		v = vram_copy(f, bo);
 		if (early && memcmp(v, bo->backup.mem.vaddr, bo->size))
 			window_fail(f, "early BO '%s' not restored by the early (CPU) restore", bo->name);
 		if (!early && !all_poison(v, bo->size))
@@ -975,19 +972,15 @@ static void only_early_restored(struct fx *f)
  * restore (redone by CPU when it fails), finish. */
 static int do_resume(struct fx *f, struct pm_run *r)
 {
-	void *arg;
-	const struct pm_mem_ops *mem = pm_ops(f, &arg);
-	enum ugpu_pm_state was;
 	struct pm_count fin = { 0 };
+	enum ugpu_pm_state was;
 	unsigned int k;
+	void *arg;
 	int ret;
+	const struct pm_mem_ops *mem = window_open(f, true, &arg, &was, &ret);
 
-	pthread_mutex_lock(&f->dev->pm->lock);
-	ret = mem->window_begin(arg, true, &was);
-	if (ret) {
-		pthread_mutex_unlock(&f->dev->pm->lock);
+	if (ret)
 		return ret;
-	}
 	if (was != UGPU_PM_SUSPENDED)
 		window_fail(f, "%s", "resume window opened on a device not suspended");
 	ret = mem->restore(arg, true, false, &r->restore_early);
@@ -1004,11 +997,7 @@ static int do_resume(struct fx *f, struct pm_run *r)
 	}
 	if (!ret)
 		mem->finish(arg, &fin, &r->discarded);
-	mem->window_end(arg);
-	pthread_mutex_unlock(&f->dev->pm->lock);
-	if (f->window_err[0])
-		fail_check(f, f->window_err);
-	check(f);
+	window_close(f, mem, arg);
 	if (!ret)
 		rings_expect(f);
 	return ret;
@@ -1262,10 +1251,7 @@ static struct ugpu_bo **fragment(struct fx *f, unsigned int *n, uint32_t flags,
 	struct ugpu_bo **v = calloc(cnt, sizeof(*v));
 
 	assert_non_null(v);
-	for (i = 0; i < cnt; i++) {
-		v[i] = mk(f, 4096, flags | UGPU_BO_PINNED, V, p1, "filler");
-		fill(f, v[i], 0x1000 + i);
-	}
+	mk_n(f, v, cnt, 4096, flags | UGPU_BO_PINNED, V, p1, 0x1000);
 	assert_int_equal(stats_of(f).vram_free, 0);
 	for (i = 0; i < cnt; i++)
 		if ((info_of(v[i]).vram_offset / 4096) & 1) {
@@ -1278,13 +1264,7 @@ static struct ugpu_bo **fragment(struct fx *f, unsigned int *n, uint32_t flags,
 
 static void fragment_put(struct fx *f, struct ugpu_bo **v, unsigned int n)
 {
-	unsigned int i;
-
-	for (i = 0; i < n; i++)
-		if (v[i]) {
-			expect_pat(v[i], 0x1000 + i);
-			put(f, v[i]);
-		}
+	put_n(f, v, n, 0x1000);
 	free(v);
 }
 
@@ -1572,21 +1552,14 @@ static void test_evict_vram_only_stay(void **state)
 	struct fx *f = *state;
 	struct ugpu_bo *v[4], *x, *y = NULL;
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096, .placements = { V } };
-	unsigned int i;
 
-	for (i = 0; i < 4; i++) {
-		v[i] = mk(f, 256 * KiB, 0, V, N, "v-only");
-		fill(f, v[i], 20 + i);
-	}
+	mk_n(f, v, 4, 256 * KiB, 0, V, N, 20);
 	assert_int_equal(ugpu_bo_create(f->dev, &o, &y), -ENOSPC);
 	check(f);
 	x = mk(f, 4096, 0, V, S, "x");
 	assert_int_equal(bo_where(x), S);
 	assert_int_equal(stats_of(f).evictions, 0);
-	for (i = 0; i < 4; i++) {
-		expect_pat(v[i], 20 + i);
-		put(f, v[i]);
-	}
+	put_n(f, v, 4, 20);
 	put(f, x);
 }
 
@@ -1596,17 +1569,14 @@ static void test_evict_copy_failure(void **state)
 {
 	struct fx *f = *state;
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 256 * KiB, .placements = { V } };
+	unsigned long fired = fault_fired();
 	struct ugpu_bo *v[4], *x = NULL;
-	unsigned int i;
 
-	for (i = 0; i < 4; i++) {
-		v[i] = mk(f, 256 * KiB, 0, V, S, "victim");
-		fill(f, v[i], 30 + i);
-	}
+	mk_n(f, v, 4, 256 * KiB, 0, V, S, 30);
 	fault_arm(1, false, FAULT_EXEC, false);
 	assert_int_equal(ugpu_bo_create(f->dev, &o, &x), -EIO);
 	check(f);
-	assert_int_equal(fault_fired(), 1);
+	assert_int_equal(fault_fired(), fired + 1);
 	assert_null(x);
 	assert_int_equal(stats_of(f).copy_failures, 1);
 	assert_int_equal(stats_of(f).evictions, 0);
@@ -1616,10 +1586,7 @@ static void test_evict_copy_failure(void **state)
 	assert_int_equal(ugpu_bo_create(f->dev, &o, &x), 0);
 	check(f);
 	assert_int_equal(bo_where(v[0]), S);
-	for (i = 0; i < 4; i++) {
-		expect_pat(v[i], 30 + i);
-		put(f, v[i]);
-	}
+	put_n(f, v, 4, 30);
 	put(f, x);
 }
 
@@ -2402,24 +2369,6 @@ static void test_cpu_engine_only(void **state)
 #define R_SECONDS 10 /* a bound: a slow build stops early and says so */
 
 static uint64_t g_seed;
-
-struct rng {
-	uint64_t s;
-};
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rng_below(struct rng *r, uint64_t n)
-{
-	return rng_next(r) % n;
-}
 
 /* What the program knows about one BO: the model's side. */
 struct rbo {
