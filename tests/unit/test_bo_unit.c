@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The BO layer (mm/bo.c, mm/vram.c, mm/backup.c, mm/evacuate.c) on a fake
+ * The BO layer (mm/bo.c, move.c, vram.c, backup.c, evacuate.c) on a fake
  * device: no ugpu-sim, no socket, no kernel VFIO.
  *
  * The fake device: the test is the transport (struct fake_vdev: "VRAM" is a
