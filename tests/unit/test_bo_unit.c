@@ -21,7 +21,7 @@
  * After every step bo_mgr_check(dev, strict) must pass, and check() adds
  * what the manager cannot see by itself: the fake IOMMU holds exactly the
  * BOs' system memory and backups, VRAM used is exactly what BOs hold, no
- * engine is left plugged or with queued work.
+ * engine is left plugged or with queued work, no copy used an unmapped IOVA.
  *
  * test_random drives a seeded random sequence of all of it against a model
  * with a shadow copy of every BO; it prints its seed, and UGPU_SEED=N (or
@@ -50,8 +50,8 @@
 #include <ugpu/unplug.h>
 
 #include "bo_util.h"
-#include "log_capture.h"
 #include "engines/engine.h"
+#include "log_capture.h"
 #include "mm/bo.h"
 #include "mm/vram.h"
 #include "rng.h"
