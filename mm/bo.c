@@ -870,6 +870,8 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 	if (bo->placement == UGPU_PLACEMENT_NONE)
 		return -ENODATA;
 	if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+		if (!len)
+			return 0; /* @buf may be NULL then: no memcpy(NULL) */
 		if (write)
 			memcpy((char *)bo->sys.mem.vaddr + off, buf, len);
 		else

@@ -623,14 +623,12 @@ void device_put(struct ugpu_device *dev)
 	free(dev);
 }
 
-UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out)
+int device_new(struct ugpu_context *ctx, const char *name, struct ugpu_device **out)
 {
 	struct ugpu_device *dev;
-	unsigned int i = 0;
+	unsigned int i;
 	int ret;
 
-	if (!ctx || !uri || !out)
-		return -EINVAL;
 	dev = calloc(1, sizeof(*dev));
 	if (!dev)
 		return -ENOMEM;
@@ -639,35 +637,78 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	dev->req_fd = -1;
 	for (i = 0; i < 8; i++)
 		dev->msix_fds[i] = -1;
-	snprintf(dev->name, sizeof(dev->name), "%s", uri);
+	snprintf(dev->name, sizeof(dev->name), "%s", name);
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->pub_lock, NULL);
 	ret = host_pm_init(dev);
-	if (ret)
-		goto out_put;
+	if (ret) {
+		device_put(dev);
+		return ret;
+	}
+	*out = dev;
+	return 0;
+}
 
-	i = 0;
+static bool name_listed(const char *name, const char *const *list)
+{
+	for (; *list; list++)
+		if (!strcmp(name, *list))
+			return true;
+	return false;
+}
+
+int device_steps_up(struct ugpu_device *dev, const char *uri, const char *const *only)
+{
+	unsigned int i = 0, found = 0, want = 0;
+	int ret;
+
+	/* Every name must be a step: a typo would leave a test without the
+	 * step it thinks it has. Checked before anything comes up. */
+	while (only && only[want])
+		want++;
+	list_for_each(l, &components)
+		found += only && name_listed(component_of(l)->name, only);
+	if (found != want) {
+		log_err(dev->ctx, "%s: %u of the %u steps asked for are not registered", dev->name,
+			want - found, want);
+		return -ENOENT;
+	}
 	list_for_each(l, &components) {
 		const struct device_component *c = component_of(l);
 
-		ret = c->up ? c->up(dev, uri) : 0;
-		if (ret)
-			goto out_teardown;
-		__atomic_fetch_or(&dev->steps_up, 1u << i, __ATOMIC_RELEASE);
+		if (!only || name_listed(c->name, only)) {
+			ret = c->up ? c->up(dev, uri) : 0;
+			if (ret) {
+				device_teardown(dev, DEVICE_LIFE_ALL);
+				return ret;
+			}
+			__atomic_fetch_or(&dev->steps_up, 1u << i, __ATOMIC_RELEASE);
+		}
 		i++;
 	}
+	return 0;
+}
 
+UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out)
+{
+	struct ugpu_device *dev;
+	int ret;
+
+	if (!ctx || !uri || !out)
+		return -EINVAL;
+	ret = device_new(ctx, uri, &dev);
+	if (ret)
+		return ret;
+	ret = device_steps_up(dev, uri, NULL);
+	if (ret) {
+		device_put(dev);
+		return ret;
+	}
 	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->name,
 		 dev->profile->name, dev->vendor_id, dev->device_id,
 		 (unsigned long long)(dev->vram_size >> 20), dev->num_copy_engines);
 	*out = dev;
 	return 0;
-
-out_teardown:
-	device_teardown(dev, DEVICE_LIFE_ALL);
-out_put:
-	device_put(dev);
-	return ret;
 }
 
 UGPU_API void ugpu_device_close(struct ugpu_device *dev)

@@ -252,6 +252,30 @@ void device_component_register(struct device_component *c);
 	}
 
 /*
+ * device_new() - a device object with no step up: @ctx, @name (for logs),
+ * its locks and host-suspend state, one reference (the open device's).
+ * ugpu_device_open() starts from it; so do unit tests that build a device
+ * by hand (tests/unit/test_bo_unit.c fills in what the transport step would
+ * have: vdev, profile, vram_size). The last device_put() frees it.
+ * Returns: 0 or -ENOMEM.
+ * Context: any thread.
+ */
+int device_new(struct ugpu_context *ctx, const char *name, struct ugpu_device **out);
+
+/*
+ * device_steps_up() - bring up the registered steps named in @only (a
+ * NULL-terminated list; NULL: every step), in the registered order, each
+ * marked up so that device_teardown() undoes exactly those. ugpu_device_open()
+ * brings up every step; a unit test brings up a subset on a hand-built device
+ * (e.g. the memory layer over a fake transport, without "transport").
+ * @uri: passed to each step's up (for its logs).
+ * Returns: 0; -ENOENT when a name in @only is not a registered step; or the
+ * failing step's -errno. On failure every step brought up is torn down again.
+ * Context: not concurrently with another open/close/teardown of @dev.
+ */
+int device_steps_up(struct ugpu_device *dev, const char *uri, const char *const *only);
+
+/*
  * device_teardown() - undo, in the reverse order of bring-up, every step
  * that is up and whose lifetime is in @which (a DEVICE_LIFE_* mask). The
  * one teardown order shared by ugpu_device_close() (ALL) and the removal
