@@ -231,6 +231,14 @@ static void exec_release(struct ugpu_device *dev, bool lost)
 	exec_unblock(dev->exec);
 }
 
+/* A transition that failed because the device vanished under it says so
+ * (-ENODEV), whatever step noticed first. Host-suspend lock held: the
+ * removal, which swaps the transport, cannot run. */
+static int gone_or(struct ugpu_device *dev, int ret)
+{
+	return ret && vfio_dev_is_gone(dev->vdev) ? -ENODEV : ret;
+}
+
 /* ---- prepare ----------------------------------------------------------------- */
 
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
@@ -292,6 +300,7 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 	if (ret) {
 		stat_inc(pm, &pm->stats.failures);
 		exec_release(dev, false);
+		ret = gone_or(dev, ret);
 	}
 	pthread_mutex_unlock(&pm->lock);
 	if (ret)
@@ -437,6 +446,7 @@ out_unlock_pm:
 	 * followed a prepare leaves the hold to resume or cancel. */
 	if (ret && took)
 		exec_release(dev, false);
+	ret = gone_or(dev, ret);
 	pthread_mutex_unlock(&pm->lock);
 	if (!keep_ref)
 		host_rpm_put(dev);
