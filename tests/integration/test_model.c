@@ -2627,7 +2627,10 @@ static void op_remove(const struct op *o)
 			}
 		}
 	}
-	racing_suspend = follow == 1 || follow == 2;
+	/* a prepare, suspend or resume racing the removal: the host-suspend
+	 * state the removal finds is either side's (a resume that wins frees
+	 * the backups: VRAM-only BOs may then be lost by a surprise) */
+	racing_suspend = follow == 1 || follow == 2 || follow == 3;
 	if (delay == 0 && follow)
 		follow = 0; /* nothing to race with an immediate removal */
 	for (int i = 0; i < MAXBO; i++)
