@@ -2598,18 +2598,18 @@ static enum r_moves r_pin(struct rnd *R, int i)
 	R->ret = ugpu_bo_pin(b->bo);
 	check(R->f);
 	fired = fault_fired() - fired;
-	if (b->pins || (!b->lost && b->was == b->first))
+	if (b->lost) /* nothing to keep: before every other reason (bo.h) */
+		R_EXPECT(R, R->ret == -ENODATA);
+	else if (b->pins || b->was == b->first)
 		R_EXPECT(R, R->ret == 0);
 	else if (b->first == V && R->removed)
 		R_EXPECT(R, R->ret == -ENODEV);
-	else if (b->lost)
-		R_EXPECT(R, R->ret == -ENODATA);
 	else if (R->pm == UGPU_PM_SUSPENDED)
 		R_EXPECT(R, R->ret == -EBUSY);
 	else
 		r_expect_move(R, fired, stats_of(R->f).copy_failures - cf, b->first == V);
 	if (!R->ret) {
-		R_EXPECT(R, bo_where(b->bo) == (b->pins || b->lost ? b->was : b->first));
+		R_EXPECT(R, bo_where(b->bo) == (b->pins ? b->was : b->first));
 		b->pins++;
 	}
 	return b->first == V ? R_MOVES_EVICT : R_MOVES_NONE;
