@@ -143,6 +143,32 @@ static int wr64(struct exec_engine *x, uint32_t off, uint64_t v)
 	return x->dev->ops->region_write(x->dev, VFIO_REGION_BAR0, off, &v, 8);
 }
 
+/*
+ * CPU stores to VRAM (PTEs, fence words, the zeroed ring) before the register
+ * write that makes the device look at them. GCC's ThreadSanitizer refuses
+ * __atomic_thread_fence() (-Werror=tsan); under it a sequentially consistent
+ * read-modify-write stands in (a full barrier on every target we build for,
+ * and the register write itself is a system call).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define UGPU_EXEC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UGPU_EXEC_TSAN 1
+#endif
+#endif
+
+static void stores_before_mmio(void)
+{
+#ifdef UGPU_EXEC_TSAN
+	static unsigned long word;
+
+	__atomic_fetch_add(&word, 0, __ATOMIC_SEQ_CST);
+#else
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 static void wake_thread(struct exec_engine *x)
 {
 	uint64_t one = 1;
@@ -167,7 +193,7 @@ static int program_locked(struct exec_engine *x)
 	memset(x->mem, 0, EXEC_FAULT_RING_ENTRIES * EXEC_FAULT_ENTRY_BYTES);
 	for (q = 0; q < x->nq; q++)
 		__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	stores_before_mmio();
 	if ((ret = wr32(x, FR_CTRL, 0)) || (ret = wr64(x, FR_BASE, x->mem_offset)) ||
 	    (ret = wr32(x, FR_SIZE, EXEC_FAULT_RING_ENTRIES)) || (ret = wr32(x, FR_CTRL, 1)) ||
 	    (ret = rd32(x, FR_STATUS, &st)))
@@ -244,7 +270,7 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 	}
 	if (s->inval_gen < l->pt_gen || !s->inval_gen) {
 		/* PTE stores before the invalidation that makes them seen. */
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		stores_before_mmio();
 		if ((ret = wr32(x, base + Q_TLB_INVAL, 1)))
 			goto fail;
 		s->inval_gen = l->pt_gen ? l->pt_gen : 1;
@@ -261,7 +287,7 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 	    (ret = wr64_cached(x, base + Q_VALUE, &s->value, l->value, &known)))
 		goto fail;
 	__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	stores_before_mmio();
 	s->running = true;
 	s->tag = l->tag;
 	s->op_running = l->op;
