@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Experiments from the review of GPU VMs and submission (mm/vm.c,
+ * mm/submit.c, engines/sim/exec_sim.c): each test pins down one interleaving
+ * that broke an invariant of mm/vm.h ("no BO moves under a running kernel;
+ * every kernel runs on current PTEs") or an accounting rule, and passes once
+ * it is fixed.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/pm.h>
+#include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
+#include <ugpu/vm.h>
+
+#include "src/base/test_point.h"
+#include "tools/ugpu-sim/sim.h"
+#include "test_bo_common.h"
+
+#define MIB (1ull << 20)
+#define KIB (1ull << 10)
+#define VA0 0x100000000ull
+#define WAIT_MS 10000
+
+static int setup(void **state)
+{
+	struct fx *f;
+
+	if (fx_setup_vram(state, 64 * MIB))
+		return -1;
+	f = *state;
+	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1);
+	return 0;
+}
+
+struct gate;
+static struct gate *open_at_teardown;
+static void gate_open(struct gate *g);
+
+static int teardown(void **state)
+{
+	test_point_clear_all();
+	if (open_at_teardown) /* a failed assertion left a driver thread parked */
+		gate_open(open_at_teardown);
+	open_at_teardown = NULL;
+	return fx_teardown(state);
+}
+
+static struct ugpu_vm *vm_new(struct ugpu_device *dev, const char *name)
+{
+	struct ugpu_vm_opts o = { .size = sizeof(o), .name = name };
+	struct ugpu_vm *vm = NULL;
+
+	assert_int_equal(ugpu_vm_create(dev, &o, &vm), 0);
+	return vm;
+}
+
+static struct ugpu_queue *queue_new(struct ugpu_vm *vm, const char *name)
+{
+	struct ugpu_queue_opts o = { .size = sizeof(o), .name = name };
+	struct ugpu_queue *q = NULL;
+
+	assert_int_equal(ugpu_queue_create(vm, &o, &q), 0);
+	return q;
+}
+
+static int submit(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		  uint64_t value, uint64_t *fence)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+
+	return ugpu_queue_submit(q, &k, fence);
+}
+
+static void run(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		uint64_t value, struct ugpu_kernel_result *r)
+{
+	uint64_t fence = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->size = sizeof(*r);
+	assert_int_equal(submit(q, op, va, bytes, value, &fence), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, r), 0);
+}
+
+static uint64_t words_sum(const void *buf, uint64_t bytes)
+{
+	const uint64_t *w = buf;
+	uint64_t s = 0, i;
+
+	for (i = 0; i < bytes / 8; i++)
+		s += w[i];
+	return s;
+}
+
+static void words_add(void *buf, uint64_t bytes, uint64_t v)
+{
+	uint64_t *w = buf, i;
+
+	for (i = 0; i < bytes / 8; i++)
+		w[i] += v;
+}
+
+static void bo_equals(struct ugpu_bo *bo, const void *model, uint64_t bytes)
+{
+	void *buf = malloc(bytes);
+
+	assert_non_null(buf);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, bytes), 0);
+	if (memcmp(buf, model, bytes)) {
+		uint64_t i = 0;
+
+		while (((char *)buf)[i] == ((const char *)model)[i])
+			i++;
+		free(buf);
+		fail_msg("BO differs from the model at byte %llu", (unsigned long long)i);
+	}
+	free(buf);
+}
+
+static struct ugpu_bo *bo_pat(struct fx *f, uint64_t bytes, uint32_t flags, enum ugpu_placement p0,
+			      enum ugpu_placement p1, uint32_t seed, void **model)
+{
+	struct ugpu_bo *bo = bo_new(f->dev, bytes, flags, p0, p1, "bound");
+
+	assert_non_null(bo);
+	*model = malloc(bytes);
+	assert_non_null(*model);
+	pat_fill(*model, bytes, seed);
+	assert_int_equal(ugpu_bo_write(bo, 0, *model, bytes), 0);
+	return bo;
+}
+
+/* Held at a test point until opened. */
+struct gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool closed;
+	int waiting;
+};
+
+#define GATE_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, true, 0 }
+
+static void gate_fn(void *arg, enum test_point_id id, void *obj)
+{
+	struct gate *g = arg;
+
+	(void)id, (void)obj;
+	pthread_mutex_lock(&g->lock);
+	g->waiting++;
+	pthread_cond_broadcast(&g->cond);
+	while (g->closed)
+		pthread_cond_wait(&g->cond, &g->lock);
+	g->waiting--;
+	pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->closed = false;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* ---- 1. ugpu_bo_pin() moves a BO under a running kernel ------------------------ */
+
+/*
+ * A BO bound in a VM with a running kernel must not move (mm/vm.h):
+ * migration answers -EBUSY. Pinning moves a BO back to its first placement,
+ * so it must answer the same (or not move it).
+ */
+static void test_pin_does_not_move_busy_bo(void **state)
+{
+	struct fx *f = *state;
+	static struct gate g;
+	struct ugpu_vm *vm = vm_new(f->dev, "pin");
+	struct ugpu_queue *q = queue_new(vm, "pin");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_queue_info qi = { .size = sizeof(qi) };
+	uint64_t fence;
+	void *model;
+	struct ugpu_bo *bo = bo_pat(f, 1 * MIB, 0, V, S, 5, &model);
+	int ret;
+
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 1 * MIB, 0), 0);
+	g = (struct gate)GATE_INIT;
+	open_at_teardown = &g;
+	test_point_set(TEST_POINT_EXEC_SCAN, gate_fn, &g);
+	assert_int_equal(submit(q, UGPU_KERNEL_ATOMIC_ADD, VA0, 1 * MIB, 1, &fence), 0);
+	words_add(model, 1 * MIB, 1);
+	assert_int_equal(ugpu_queue_query(q, &qi), 0);
+	assert_true(qi.running);
+
+	assert_int_equal(ugpu_bo_migrate(bo, V), -EBUSY); /* the rule */
+	ret = ugpu_bo_pin(bo);
+	fprintf(stderr, "ugpu_bo_pin() under a running kernel: %d, BO now in %s\n", ret,
+		bo_where(bo) == V ? "VRAM" : "system memory");
+	assert_int_equal(bo_where(bo), S); /* did not move */
+	assert_int_equal(ret, -EBUSY);
+
+	test_point_set(TEST_POINT_EXEC_SCAN, NULL, NULL);
+	gate_open(&g);
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
+	assert_int_equal(r.status, 0);
+	bo_equals(bo, model, 1 * MIB);
+	assert_int_equal(ugpu_bo_pin(bo), 0); /* idle now: moves */
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_bo_unpin(bo), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	free(model);
+}
+
+/*
+ * The same with a kernel really running on the device (a long atomic add
+ * over many binds of one BO): the pin's move copies the BO while the kernel
+ * adds to it, and frees the system pages the kernel's PTEs still point at.
+ * Every word must end with exactly the kernel's additions.
+ */
+static void test_pin_under_real_kernel(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "pin-real");
+	struct ugpu_queue *q = queue_new(vm, "pin-real");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_queue_info qi = { .size = sizeof(qi) };
+	const uint64_t bytes = 4 * MIB;
+	const unsigned int reps = 64; /* 256 MiB of VA over one 4 MiB BO */
+	uint64_t fence, *buf;
+	unsigned int i;
+	int ret;
+	void *model;
+	struct ugpu_bo *bo = bo_pat(f, bytes, 0, V, S, 6, &model);
+
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	for (i = 0; i < reps; i++)
+		assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 + i * bytes, bytes, 0), 0);
+	/* how long does it run? */
+	run(q, UGPU_KERNEL_READ_SUM, VA0, reps * bytes, 0, &r);
+	assert_int_equal(r.status, 0);
+	fprintf(stderr, "a %u MiB kernel runs %.1f ms\n", (unsigned)(reps * bytes / MIB),
+		r.run_ns / 1e6);
+
+	assert_int_equal(submit(q, UGPU_KERNEL_ATOMIC_ADD, VA0, reps * bytes, 1, &fence), 0);
+	assert_int_equal(ugpu_queue_query(q, &qi), 0);
+	assert_true(qi.running);
+	usleep(2000);
+	ret = ugpu_bo_pin(bo);
+	fprintf(stderr, "ugpu_bo_pin() during the kernel: %d (BO in %s)\n", ret,
+		bo_where(bo) == V ? "VRAM" : "system memory");
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
+	buf = malloc(bytes);
+	assert_non_null(buf);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, bytes), 0);
+	{
+		const uint64_t *m = model;
+		uint64_t k, bad = 0, first = ~0ull;
+
+		for (k = 0; k < bytes / 8; k++)
+			if (buf[k] != m[k] + reps) {
+				bad++;
+				if (first == ~0ull)
+					first = k;
+			}
+		fprintf(stderr, "kernel status %d; %llu of %llu words without their %u additions\n",
+			r.status, (unsigned long long)bad, (unsigned long long)(bytes / 8), reps);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(bad, 0);
+	}
+	free(buf);
+	if (!ret)
+		assert_int_equal(ugpu_bo_unpin(bo), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	free(model);
+}
+
+/* ---- 2. a submission while host-suspended -------------------------------------- */
+
+/*
+ * prepare evicts a bound BO (its VM is dirty); while the device is
+ * host-suspended (D3cold) a kernel is submitted: it waits for resume. It
+ * must run on PTEs that point at the BO's new place.
+ */
+static void test_submit_while_host_suspended(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "susp");
+	struct ugpu_queue *q = queue_new(vm, "susp");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	uint64_t fence_add, fence_sum;
+	void *model;
+	struct ugpu_bo *bo = bo_pat(f, 1 * MIB, 0, V, S, 7, &model);
+
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 1 * MIB, 0), 0);
+	run(q, UGPU_KERNEL_READ_SUM, VA0, 1 * MIB, 0, &r); /* PTEs to VRAM, cached */
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == words_sum(model, 1 * MIB));
+
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(bo_where(bo), S); /* evicted by prepare */
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	/* Host-suspended: these wait for resume. */
+	assert_int_equal(submit(q, UGPU_KERNEL_ATOMIC_ADD, VA0, 1 * MIB, 3, &fence_add), 0);
+	words_add(model, 1 * MIB, 3);
+	assert_int_equal(submit(q, UGPU_KERNEL_READ_SUM, VA0, 1 * MIB, 0, &fence_sum), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence_sum, 20, &r), -ETIMEDOUT);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+
+	assert_int_equal(ugpu_fence_wait(q, fence_add, WAIT_MS, &r), 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_fence_wait(q, fence_sum, WAIT_MS, &r), 0);
+	assert_int_equal(r.status, 0);
+	fprintf(stderr, "sum after resume 0x%llx, expected 0x%llx\n", (unsigned long long)r.sum,
+		(unsigned long long)words_sum(model, 1 * MIB));
+	assert_true(r.sum == words_sum(model, 1 * MIB));
+	bo_equals(bo, model, 1 * MIB);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	free(model);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pin_does_not_move_busy_bo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pin_under_real_kernel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_submit_while_host_suspended, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
