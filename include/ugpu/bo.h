@@ -128,7 +128,8 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
  * placement first if it was evicted). Pinned BOs are never evicted.
  * Returns: 0; -EINVAL (NULL); -ENOSPC / -EIO / -ETIMEDOUT as
  * ugpu_bo_create() when it had to move; -EBUSY when it had to move into
- * VRAM while the device is host-suspended; -ENODATA when its contents were
+ * VRAM while the device is host-suspended, or had to move while it is bound
+ * in a GPU VM on which a kernel runs now (include/ugpu/vm.h); -ENODATA when its contents were
  * lost; -ENODEV when it had to move into VRAM of a removed device, or the
  * device was closed; -EOVERFLOW past 2^31 pins.
  * Context: any thread.
