@@ -186,7 +186,13 @@ void sched_kick(struct vm_mgr *vmm)
 	 * VM's PTEs and the launch (mm/vm.h). */
 	pthread_mutex_lock(&m->lock);
 	pthread_mutex_lock(&vmm->lock);
-	while (vmm->attached && !list_empty(&vmm->runnable)) {
+	/*
+	 * Host-suspended: the device sleeps (VRAM must not be touched) and
+	 * resume puts the page tables back from their backups, so PTEs
+	 * rewritten now would be lost while their binds count as current.
+	 * Nothing could launch anyway (exec_hold()); resume kicks again.
+	 */
+	while (vmm->attached && !list_empty(&vmm->runnable) && m->pm_state != BO_PM_SUSPENDED) {
 		struct ugpu_queue *q = list_entry(list_first(&vmm->runnable), struct ugpu_queue,
 						  runnable);
 		struct q_kernel *k = &q->pend[q->pend_head];
