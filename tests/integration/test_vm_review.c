@@ -339,12 +339,103 @@ static void test_submit_while_host_suspended(void **state)
 	free(model);
 }
 
+/* ---- 3. ugpu_device_close() with a kernel on the device ------------------------- */
+
+static int setup_one_queue(void **state)
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct sim_opts o;
+	struct fx *f = calloc(1, sizeof(*f));
+
+	fx_watchdog_arm(fx_test_bound_s(), "a test of test_vm_review hung\n");
+	sim_opts_init(&o);
+	o.vram_size = 64 * MIB;
+	o.exec_queues = 1; /* every launch on exec queue 0 */
+	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+		return -1;
+	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
+	if (ugpu_device_open(f->ctx, f->uri, &f->dev))
+		return -1;
+	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1);
+	*state = f;
+	return 0;
+}
+
+/*
+ * A program closes the device while its kernel still runs; the kernel then
+ * faults (its last page is not bound) after the driver's exec thread is
+ * gone. The next program that opens the device must be able to run kernels:
+ * the exec queue must not stay stalled on the old kernel.
+ */
+static void test_close_with_kernel_then_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "old");
+	struct ugpu_queue *q = queue_new(vm, "old");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	const uint64_t bytes = 4 * MIB;
+	const unsigned int reps = 256; /* 1 GiB of VA, then one unbound page */
+	struct ugpu_bo *bo = bo_new(f->dev, bytes, 0, V, N, "old");
+	struct sim_state ss;
+	uint64_t fence, t0;
+	unsigned int i;
+	int ret;
+
+	assert_non_null(bo);
+	for (i = 0; i < reps; i++)
+		assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 + i * bytes, bytes, 0), 0);
+	run(q, UGPU_KERNEL_READ_SUM, VA0, reps * bytes, 0, &r);
+	fprintf(stderr, "a %u MiB kernel runs %.1f ms\n", (unsigned)(reps * bytes / MIB),
+		r.run_ns / 1e6);
+	assert_int_equal(submit(q, UGPU_KERNEL_ATOMIC_ADD, VA0, reps * bytes + 4096, 1, &fence), 0);
+	ugpu_device_close(f->dev); /* the kernel is still running */
+	f->dev = NULL;
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+
+	/* What the device does with it now. */
+	t0 = fx_now_ms();
+	do {
+		usleep(5000);
+		assert_int_equal(sim_state(f->sim, 0, &ss), 0);
+	} while (ss.queue_status[0] == 1 && fx_now_ms() - t0 < 5000);
+	fprintf(stderr, "after close: exec queue 0 status %u (2 = stalled on a fault)\n",
+		ss.queue_status[0]);
+
+	/* The next program. */
+	assert_int_equal(ugpu_device_open(f->ctx, f->uri, &f->dev), 0);
+	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1);
+	vm = vm_new(f->dev, "new");
+	q = queue_new(vm, "new");
+	bo = bo_new(f->dev, 64 * KIB, 0, V, S, "new");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 64 * KIB, 0), 0);
+	assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 0x55, &fence), 0);
+	ret = ugpu_fence_wait(q, fence, 3000, &r);
+	fprintf(stderr, "new program's kernel: wait %d, status %d\n", ret, r.status);
+	assert_int_equal(ret, 0);
+	assert_int_equal(r.status, 0);
+	{
+		uint64_t w[8192], k;
+
+		assert_int_equal(ugpu_bo_read(bo, 0, w, sizeof(w)), 0);
+		for (k = 0; k < 8192; k++)
+			assert_true(w[k] == 0x55);
+	}
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pin_does_not_move_busy_bo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pin_under_real_kernel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_submit_while_host_suspended, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_with_kernel_then_reopen, setup_one_queue,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
