@@ -45,10 +45,13 @@
 #define FR_GET 0x3018
 #define FR_REPLAY 0x3020
 #define FR_ABORT 0x3028
+#define REG_EXEC_BUSY 0x3038
 #define Q_BASE(n) (0x4000u + (n) * 0x100u)
 #define Q_VM_CTRL 0x00
 #define Q_VM_ROOT 0x08
 #define Q_TLB_INVAL 0x10
+#define Q_FAULT_REPLY 0x14
+#define Q_FAULT_REPLY_ABORT 2u
 #define Q_OP 0x40
 #define Q_VA 0x48
 #define Q_SIZE 0x50
@@ -525,6 +528,42 @@ static void *exec_thread(void *arg)
 
 /* ---- lifetime, blocking ---------------------------------------------------------- */
 
+/*
+ * Bounds for kernels the driver does not own any more: left on the device
+ * by a previous owner (a program that closed or died with kernels on it: the
+ * device keeps its state across clients), or still there when the engine
+ * goes.
+ */
+#define QUIESCE_CREATE_MS 2000
+#define QUIESCE_DESTROY_MS 1000
+
+/*
+ * Wait (at most @timeout_ms) until no exec queue runs or is stalled, aborting
+ * every busy queue on the way: a stalled kernel ends at the abort, a running
+ * one at its next fault or by itself (an abort of a queue with no fault is
+ * ignored, so it is sent again each round). No lock needed: the thread is
+ * not running. Returns the queues still busy (0: none), or 0 when the device
+ * does not answer (it runs nothing for us any more).
+ */
+static uint64_t quiesce_queues(struct exec_engine *x, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t all = x->nq >= 64 ? ~0ull : (1ull << x->nq) - 1, busy = 0;
+	uint32_t q;
+
+	for (;;) {
+		if (rd64(x, REG_EXEC_BUSY, &busy))
+			return 0;
+		busy &= all;
+		if (!busy || now_ns() >= deadline)
+			return busy;
+		for (q = 0; q < x->nq; q++)
+			if ((busy >> q) & 1 && wr32(x, Q_BASE(q) + Q_FAULT_REPLY, Q_FAULT_REPLY_ABORT))
+				return 0;
+		usleep(1000);
+	}
+}
+
 int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exec_engine **out)
 {
 	struct exec_engine *x;
@@ -559,6 +598,14 @@ int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exe
 		goto out_free;
 	}
 	x->nq = nq;
+	/* The fault ring can only be (re)enabled, and a queue started, while
+	 * no queue is busy: end what a previous owner left running. */
+	if (quiesce_queues(x, QUIESCE_CREATE_MS)) {
+		log_err(ctx, "%s: exec queues still busy with a previous owner's kernels after %d ms",
+			x->name, QUIESCE_CREATE_MS);
+		ret = -EBUSY;
+		goto out_free;
+	}
 	x->fbuf = calloc(EXEC_FAULT_RING_ENTRIES, sizeof(*x->fbuf));
 	if (!x->fbuf) {
 		ret = -ENOMEM;
@@ -625,7 +672,12 @@ void exec_destroy(struct exec_engine *x)
 	pthread_mutex_unlock(&x->lock);
 	if (n)
 		deliver(x, NULL, 0, e, n, false);
-	/* The fault ring off, if the device still answers. */
+	/* Nothing of ours may stay on the device: nobody would answer its
+	 * faults any more, and a stalled queue refuses the next owner's
+	 * kernels and ring. Then the fault ring off (ignored while busy). */
+	if (quiesce_queues(x, QUIESCE_DESTROY_MS))
+		log_warn(x->ctx, "%s: exec queues still busy after %d ms", x->name,
+			 QUIESCE_DESTROY_MS);
 	wr32(x, FR_CTRL, 0);
 	close(x->stop_fd);
 	pthread_cond_destroy(&x->cond);
