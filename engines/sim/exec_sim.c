@@ -516,6 +516,7 @@ static void *exec_thread(void *arg)
 			x->inflight++;
 		pthread_mutex_unlock(&x->lock);
 		if (nf || ne || kick) {
+			test_point_obj(TEST_POINT_EXEC_DELIVER, nf ? f : NULL);
 			deliver(x, f, nf, e, ne, kick);
 			pthread_mutex_lock(&x->lock);
 			x->inflight--;

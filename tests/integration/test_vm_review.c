@@ -27,6 +27,7 @@
 #include <ugpu/vm.h>
 
 #include "src/base/test_point.h"
+#include "src/unplug.h"
 #include "tools/ugpu-sim/sim.h"
 #include "test_bo_common.h"
 
@@ -49,6 +50,9 @@ static int setup(void **state)
 struct gate;
 static struct gate *open_at_teardown;
 static void gate_open(struct gate *g);
+struct hold;
+static struct hold *release_at_teardown;
+static void hold_release_all(struct hold *h);
 
 static int teardown(void **state)
 {
@@ -56,6 +60,9 @@ static int teardown(void **state)
 	if (open_at_teardown) /* a failed assertion left a driver thread parked */
 		gate_open(open_at_teardown);
 	open_at_teardown = NULL;
+	if (release_at_teardown)
+		hold_release_all(release_at_teardown);
+	release_at_teardown = NULL;
 	return fx_teardown(state);
 }
 
@@ -428,6 +435,143 @@ static void test_close_with_kernel_then_reopen(void **state)
 	ugpu_bo_put(bo);
 }
 
+/* ---- 4. a fault batch outlives its queue --------------------------------------- */
+
+/* Parks the exec thread with a fault batch, and the removal before vm-exec. */
+struct hold {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool at_deliver, go_deliver, at_vm_exec, go_vm_exec;
+};
+
+static void hold_release_all(struct hold *h)
+{
+	pthread_mutex_lock(&h->lock);
+	h->go_deliver = h->go_vm_exec = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static bool hold_wait(struct hold *h, bool *flag, int ms)
+{
+	uint64_t t0 = fx_now_ms();
+	bool ok;
+
+	pthread_mutex_lock(&h->lock);
+	while (!*flag && fx_now_ms() - t0 < (uint64_t)ms) {
+		pthread_mutex_unlock(&h->lock);
+		usleep(1000);
+		pthread_mutex_lock(&h->lock);
+	}
+	ok = *flag;
+	pthread_mutex_unlock(&h->lock);
+	return ok;
+}
+
+static void hold_set(struct hold *h, bool *flag)
+{
+	pthread_mutex_lock(&h->lock);
+	*flag = true;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void deliver_fn(void *arg, enum test_point_id id, void *obj)
+{
+	struct hold *h = arg;
+
+	(void)id;
+	if (!obj)
+		return; /* only the batch with the fault */
+	pthread_mutex_lock(&h->lock);
+	if (!h->at_deliver) {
+		h->at_deliver = true;
+		pthread_cond_broadcast(&h->cond);
+		while (!h->go_deliver)
+			pthread_cond_wait(&h->cond, &h->lock);
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void step_fn(void *arg, struct ugpu_device *dev, const char *step)
+{
+	struct hold *h = arg;
+
+	(void)dev;
+	if (strcmp(step, "vm-exec"))
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->at_vm_exec = true;
+	pthread_cond_broadcast(&h->cond);
+	while (!h->go_vm_exec)
+		pthread_cond_wait(&h->cond, &h->lock);
+	pthread_mutex_unlock(&h->lock);
+}
+
+struct destroyer {
+	struct ugpu_queue *q;
+	int ret;
+};
+
+static void *destroy_run(void *arg)
+{
+	struct destroyer *d = arg;
+
+	d->ret = ugpu_queue_destroy(d->q);
+	return NULL;
+}
+
+/* ugpu_device_unplug() waits for the removal, which the test holds. */
+static void *unplug_run(void *arg)
+{
+	ugpu_device_unplug(arg);
+	return NULL;
+}
+
+/*
+ * The exec thread collected a fault of queue Q's kernel and is about to
+ * hand it over; meanwhile a removal abandons that kernel (it ran past the
+ * removal's idle bound) and the ended callback lets ugpu_queue_destroy(Q)
+ * free Q. The fault batch still names Q: its delivery must not touch it
+ * (AddressSanitizer: heap-use-after-free in on_faults()).
+ */
+static void test_fault_batch_outlives_queue(void **state)
+{
+	struct fx *f = *state;
+	static struct hold h = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false,
+				 false, false };
+	struct ugpu_vm *vm = vm_new(f->dev, "uaf");
+	struct destroyer d = { .q = queue_new(vm, "uaf"), .ret = 1 };
+	struct ugpu_unplug_info ui;
+	pthread_t t, tu;
+	uint64_t fence;
+
+	release_at_teardown = &h;
+	test_point_set(TEST_POINT_EXEC_DELIVER, deliver_fn, &h);
+	unplug_set_step_observer(f->dev, step_fn, &h);
+	/* Nothing is bound: the kernel faults and stalls. */
+	assert_int_equal(submit(d.q, UGPU_KERNEL_READ_SUM, VA0, 4096, 0, &fence), 0);
+	assert_true(hold_wait(&h, &h.at_deliver, 5000));
+
+	assert_int_equal(pthread_create(&t, NULL, destroy_run, &d), 0);
+	assert_int_equal(pthread_create(&tu, NULL, unplug_run, f->dev), 0);
+	pthread_join(t, NULL); /* the removal abandoned the kernel: Q is freed */
+	fprintf(stderr, "ugpu_queue_destroy() returned %d: the queue is freed\n", d.ret);
+	assert_int_equal(d.ret, 0);
+	assert_true(hold_wait(&h, &h.at_vm_exec, 20000));
+
+	hold_set(&h, &h.go_deliver); /* the fault batch is handed over now */
+	usleep(200 * 1000);
+	test_point_set(TEST_POINT_EXEC_DELIVER, NULL, NULL);
+	hold_set(&h, &h.go_vm_exec);
+	ui = fx_wait_removed(f->dev, 30000);
+	(void)ui;
+	pthread_join(tu, NULL);
+	unplug_set_step_observer(f->dev, NULL, NULL);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	release_at_teardown = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -436,6 +580,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_submit_while_host_suspended, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_with_kernel_then_reopen, setup_one_queue,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_fault_batch_outlives_queue, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
