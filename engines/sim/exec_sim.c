@@ -117,6 +117,7 @@ struct exec_engine {
 	uint32_t fault_get;
 	struct exec_stats st;
 	struct exec_fault *fbuf; /* the thread's batch */
+	uint32_t *flaunch; /* LAUNCH of each fault's kernel in @fbuf */
 	unsigned int inflight; /* batches collected and not yet delivered */
 	struct exec_end stash[EXEC_MAX_QUEUES]; /* abandoned by exec_hw_lost() */
 	size_t nstash;
@@ -336,8 +337,10 @@ int exec_fault_reply(struct exec_engine *x, uint64_t replay, uint64_t abort)
 
 /* ---- the thread ------------------------------------------------------------- */
 
-/* New fault entries, up to @max, into @f. @lock held. */
-static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f, size_t max)
+/* New fault entries, up to @max, into @f (their kernels' LAUNCH into
+ * @launch). @lock held. */
+static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f, uint32_t *launch_of,
+				    size_t max)
 {
 	size_t n = 0;
 	uint32_t c = x->fault_get, start = c;
@@ -359,6 +362,7 @@ static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f,
 		x->st.faults++;
 		if (q >= x->nq || !x->slot[q].running || x->slot[q].launch != launch)
 			continue; /* of a kernel that ended */
+		launch_of[n] = launch;
 		f[n++] = (struct exec_fault){ .tag = x->slot[q].tag, .slot = q,
 					      .access = (enum exec_access)acc, .va = va };
 	}
@@ -443,12 +447,39 @@ static size_t abandon_locked(struct exec_engine *x, struct exec_end *e, bool mar
 	return n;
 }
 
-static void deliver(struct exec_engine *x, const struct exec_fault *f, size_t nf,
+/*
+ * Keep the faults of @f whose kernel still runs on its slot (same tag, same
+ * LAUNCH). The batch was collected under @lock and handed over after it was
+ * dropped: meanwhile the kernel may have ended (its end collected in the
+ * same pass, or abandoned by another thread, whose ended callback may have
+ * let the client free the tag), and its slot may even run another kernel
+ * (an abort sent for the old one would end the new one). Called with
+ * @cb_lock held: an end reported from now on waits for this batch.
+ */
+static size_t faults_still_current(struct exec_engine *x, struct exec_fault *f,
+				   const uint32_t *launch_of, size_t nf)
+{
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&x->lock);
+	for (i = 0; i < nf; i++) {
+		const struct exec_slot *s = &x->slot[f[i].slot];
+
+		if (s->running && s->tag == f[i].tag && s->launch == launch_of[i])
+			f[n++] = f[i];
+	}
+	pthread_mutex_unlock(&x->lock);
+	return n;
+}
+
+static void deliver(struct exec_engine *x, struct exec_fault *f, size_t nf,
 		    const struct exec_end *e, size_t ne, bool kick)
 {
 	size_t i;
 
 	pthread_mutex_lock(&x->cb_lock);
+	if (nf)
+		nf = faults_still_current(x, f, x->flaunch, nf);
 	if (x->has_client) {
 		if (nf && x->client.faults)
 			x->client.faults(x->client.arg, f, nf);
@@ -503,7 +534,7 @@ static void *exec_thread(void *arg)
 			pthread_mutex_unlock(&x->lock);
 			break;
 		}
-		nf = faults_collect_locked(x, f, EXEC_FAULT_RING_ENTRIES);
+		nf = faults_collect_locked(x, f, x->flaunch, EXEC_FAULT_RING_ENTRIES);
 		ne = ends_collect_locked(x, e);
 		if (x->nstash) {
 			memcpy(&e[ne], x->stash, x->nstash * sizeof(*e));
@@ -608,7 +639,8 @@ int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exe
 		goto out_free;
 	}
 	x->fbuf = calloc(EXEC_FAULT_RING_ENTRIES, sizeof(*x->fbuf));
-	if (!x->fbuf) {
+	x->flaunch = calloc(EXEC_FAULT_RING_ENTRIES, sizeof(*x->flaunch));
+	if (!x->fbuf || !x->flaunch) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
@@ -649,6 +681,7 @@ out_locks:
 	pthread_mutex_destroy(&x->cb_lock);
 	pthread_mutex_destroy(&x->lock);
 out_free:
+	free(x->flaunch);
 	free(x->fbuf);
 	free(x);
 	return ret;
@@ -684,6 +717,7 @@ void exec_destroy(struct exec_engine *x)
 	pthread_cond_destroy(&x->cond);
 	pthread_mutex_destroy(&x->cb_lock);
 	pthread_mutex_destroy(&x->lock);
+	free(x->flaunch);
 	free(x->fbuf);
 	free(x);
 }
