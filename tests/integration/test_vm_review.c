@@ -572,6 +572,107 @@ static void test_fault_batch_outlives_queue(void **state)
 	release_at_teardown = NULL;
 }
 
+/* ---- 5. fences complete in order --------------------------------------------- */
+
+static bool fd_readable(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void *destroy_run2(void *arg)
+{
+	struct destroyer *d = arg;
+
+	d->ret = ugpu_queue_destroy(d->q);
+	return NULL;
+}
+
+/*
+ * ugpu_queue_destroy() cancels the waiting kernels and waits for the running
+ * one. The running kernel's fence (here: its eventfd) must not complete
+ * before that kernel ended: the caller's event loop would read a BO the
+ * kernel still writes.
+ */
+static void test_destroy_keeps_fence_order(void **state)
+{
+	struct fx *f = *state;
+	static struct gate g;
+	struct ugpu_vm *vm = vm_new(f->dev, "order");
+	struct destroyer d = { .q = queue_new(vm, "order"), .ret = 1 };
+	struct ugpu_bo *bo = bo_new(f->dev, 64 * KIB, 0, V, S, "order");
+	uint64_t f1, f2;
+	pthread_t t;
+	bool early;
+	int efd;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 64 * KIB, 0), 0);
+	g = (struct gate)GATE_INIT;
+	open_at_teardown = &g;
+	test_point_set(TEST_POINT_EXEC_SCAN, gate_fn, &g); /* kernel 1 stays "running" */
+	assert_int_equal(submit(d.q, UGPU_KERNEL_ATOMIC_ADD, VA0, 64 * KIB, 1, &f1), 0);
+	assert_int_equal(submit(d.q, UGPU_KERNEL_ATOMIC_ADD, VA0, 64 * KIB, 1, &f2), 0);
+	assert_int_equal(ugpu_fence_eventfd(d.q, f1, &efd), 0);
+	assert_false(fd_readable(efd, 20));
+
+	assert_int_equal(pthread_create(&t, NULL, destroy_run2, &d), 0);
+	early = fd_readable(efd, 300); /* kernel 1 has not ended for the driver */
+	fprintf(stderr, "fence %llu of the running kernel %s while it runs\n",
+		(unsigned long long)f1, early ? "COMPLETED" : "did not complete");
+	test_point_set(TEST_POINT_EXEC_SCAN, NULL, NULL);
+	gate_open(&g);
+	pthread_join(t, NULL);
+	open_at_teardown = NULL;
+	assert_int_equal(d.ret, 0);
+	assert_true(fd_readable(efd, 0));
+	close(efd);
+	assert_false(early);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+}
+
+/* The same with a kernel that really runs: when the eventfd says "done", the
+ * device still runs it and the BO does not hold its result yet. */
+static void test_destroy_keeps_fence_order_real(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "order-real");
+	struct destroyer d = { .q = queue_new(vm, "order-real"), .ret = 1 };
+	const uint64_t bytes = 4 * MIB;
+	const unsigned int reps = 256; /* 1 GiB of VA */
+	struct ugpu_bo *bo = bo_new(f->dev, bytes, 0, V, N, "order-real");
+	struct sim_state ss;
+	uint64_t f1, f2, w = 0;
+	unsigned int i, running = 0;
+	pthread_t t;
+	int efd;
+
+	assert_non_null(bo);
+	for (i = 0; i < reps; i++)
+		assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 + i * bytes, bytes, 0), 0);
+	assert_int_equal(submit(d.q, UGPU_KERNEL_ATOMIC_ADD, VA0, reps * bytes, 1, &f1), 0);
+	assert_int_equal(submit(d.q, UGPU_KERNEL_ATOMIC_ADD, VA0, 8, 1, &f2), 0);
+	assert_int_equal(ugpu_fence_eventfd(d.q, f1, &efd), 0);
+	assert_int_equal(pthread_create(&t, NULL, destroy_run2, &d), 0);
+	assert_true(fd_readable(efd, WAIT_MS));
+	/* "Kernel 1 ended": look at the device and at the last word. */
+	assert_int_equal(sim_state(f->sim, 0, &ss), 0);
+	for (i = 0; i < ss.exec_queues; i++)
+		running += ss.queue_status[i] == 1;
+	assert_int_equal(ugpu_bo_read(bo, bytes - 8, &w, 8), 0);
+	fprintf(stderr, "at fence %llu's eventfd: %u exec queues running, last word %llu of %u\n",
+		(unsigned long long)f1, running, (unsigned long long)w, reps);
+	pthread_join(t, NULL);
+	close(efd);
+	assert_int_equal(d.ret, 0);
+	assert_int_equal(running, 0);
+	assert_true(w == reps);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -581,6 +682,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_with_kernel_then_reopen, setup_one_queue,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fault_batch_outlives_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order_real, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
