@@ -390,8 +390,13 @@ UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q)
 	vmm = q->vmm;
 	dl = monotonic_deadline_after_ms(QUEUE_DESTROY_TIMEOUT_MS);
 	pthread_mutex_lock(&vmm->lock);
+	/* Nothing more starts; what waits is cancelled after the running
+	 * kernel ended: fences complete in order (completing a later one
+	 * first would complete the running kernel's fence, and signal its
+	 * eventfds, while it still runs). */
 	q->destroying = true;
-	cancel_pending_locked(q);
+	if (list_linked(&q->runnable))
+		list_del(&q->runnable);
 	while (q->running)
 		if (pthread_cond_timedwait(&q->cond, &vmm->lock, &dl) == ETIMEDOUT)
 			break;
@@ -400,8 +405,9 @@ UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q)
 		pthread_mutex_unlock(&vmm->lock);
 		log_err(q->dev->ctx, "%s: queue '%s': its kernel still runs after %d ms; the queue goes when it ends",
 			q->dev->name, q->name, QUEUE_DESTROY_TIMEOUT_MS);
-		return -ETIMEDOUT;
+		return -ETIMEDOUT; /* on_ended() cancels the rest */
 	}
+	cancel_pending_locked(q);
 	list_del(&q->link);
 	q->vm->nqueues--;
 	pthread_mutex_unlock(&vmm->lock);
