@@ -673,6 +673,47 @@ static void test_destroy_keeps_fence_order_real(void **state)
 	ugpu_bo_put(bo);
 }
 
+/* ---- 6. the second program on a device ------------------------------------------ */
+
+/*
+ * A program ran kernels and closed the device (cleanly: nothing left on
+ * it). The next program's kernel that faults must be reported, not hang:
+ * the device's LAUNCH counters (the tag of fault entries) kept counting
+ * across the two programs.
+ */
+static void test_reopen_then_fault(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "first");
+	struct ugpu_queue *q = queue_new(vm, "first");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_bo *bo = bo_new(f->dev, 64 * KIB, 0, V, S, "first");
+	uint64_t fence;
+	int ret;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 64 * KIB, 0), 0);
+	run(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 1, &r);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	ugpu_device_close(f->dev);
+
+	assert_int_equal(ugpu_device_open(f->ctx, f->uri, &f->dev), 0);
+	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1);
+	vm = vm_new(f->dev, "second");
+	q = queue_new(vm, "second");
+	assert_int_equal(submit(q, UGPU_KERNEL_READ_SUM, VA0, 4096, 0, &fence), 0); /* unbound */
+	ret = ugpu_fence_wait(q, fence, 3000, &r);
+	fprintf(stderr, "second program's faulting kernel: wait %d, status %d\n", ret, r.status);
+	assert_int_equal(ret, 0);
+	assert_int_equal(r.status, -EFAULT);
+	assert_true(r.fault_va == VA0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -684,6 +725,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_batch_outlives_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order_real, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_then_fault, setup_one_queue, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
