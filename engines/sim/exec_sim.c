@@ -61,6 +61,7 @@
 #define Q_RESULT 0x68
 #define Q_FENCE_ADDR 0x78
 #define Q_FENCE_VALUE 0x80
+#define Q_LAUNCH 0x90
 enum { ST_IDLE = 0, ST_RUNNING = 1, ST_STALLED = 2, ST_DONE = 3, ST_ABORTED = 4, ST_ERROR = 5 };
 
 #define NO_ROOT (~0ull)
@@ -210,11 +211,16 @@ static int program_locked(struct exec_engine *x)
 	for (q = 0; q < x->nq; q++) {
 		struct exec_slot *s = &x->slot[q];
 
+		uint32_t launch = 0;
+
+		/* LAUNCH (the tag of fault entries) is 0 after a reset only: a
+		 * previous owner of the device left it counting. */
 		if ((ret = wr64(x, Q_BASE(q) + Q_FENCE_ADDR, fence_off(x, q))) ||
 		    (ret = wr64(x, Q_BASE(q) + Q_FENCE_VALUE, 1)) ||
-		    (ret = wr32(x, Q_BASE(q) + Q_VM_CTRL, 1)))
+		    (ret = wr32(x, Q_BASE(q) + Q_VM_CTRL, 1)) ||
+		    (ret = rd32(x, Q_BASE(q) + Q_LAUNCH, &launch)))
 			return ret;
-		*s = (struct exec_slot){ .root = NO_ROOT };
+		*s = (struct exec_slot){ .root = NO_ROOT, .launch = launch };
 	}
 	x->need_program = false;
 	x->st.reprograms++;
