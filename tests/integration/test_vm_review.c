@@ -714,6 +714,73 @@ static void test_reopen_then_fault(void **state)
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
 }
 
+/* ---- checked sound: one runtime-PM reference per kernel ------------------------ */
+
+/*
+ * Every kernel holds a reference from submission to its end, whatever the
+ * end: done, faulted (aborted), cancelled by a queue destroy, cancelled
+ * after waiting through a suspend prepare. After each, the device can
+ * runtime-suspend (no reference left), and with one queued it cannot.
+ */
+static void test_rpm_one_reference_per_kernel(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "rpm");
+	struct ugpu_queue *q = queue_new(vm, "rpm");
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bo = bo_new(f->dev, 64 * KIB, 0, V, S, "rpm");
+	uint64_t fence;
+	int i;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 64 * KIB, 0), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	run(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 1, &r); /* done */
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	run(q, UGPU_KERNEL_READ_SUM, VA0 + MIB, 4096, 0, &r); /* faulted */
+	assert_int_equal(r.status, -EFAULT);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+
+	/* Cancelled by a destroy, after waiting at a prepare. */
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 2, &fence), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+
+	/* Queued at a prepare, run after its cancel. */
+	q = queue_new(vm, "rpm2");
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 3, &fence), 0);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
+	memset(&r, 0, sizeof(r));
+	r.size = sizeof(r);
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+
+	/* Running (its end held back): no runtime suspend under it. */
+	{
+		static struct gate g;
+
+		g = (struct gate)GATE_INIT;
+		open_at_teardown = &g;
+		test_point_set(TEST_POINT_EXEC_SCAN, gate_fn, &g);
+		assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 4, &fence), 0);
+		assert_int_equal(ugpu_device_rpm_suspend(f->dev), -EBUSY);
+		test_point_set(TEST_POINT_EXEC_SCAN, NULL, NULL);
+		gate_open(&g);
+		open_at_teardown = NULL;
+	}
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -726,6 +793,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order_real, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_then_fault, setup_one_queue, teardown),
+		cmocka_unit_test_setup_teardown(test_rpm_one_reference_per_kernel, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
