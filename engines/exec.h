@@ -133,13 +133,17 @@ struct exec_cfg {
 
 /*
  * exec_create() - probe the exec queues (VERSION 1.1 and CAPS bit 3, else
- * -EOPNOTSUPP), enable the fault ring and start the engine's thread.
- * Returns: 0; -EOPNOTSUPP; -ENOMEM; -EIO / -ENODEV (register access).
+ * -EOPNOTSUPP), end kernels a previous owner of the device left on it
+ * (aborted; bounded wait), enable the fault ring and start the engine's
+ * thread.
+ * Returns: 0; -EOPNOTSUPP; -ENOMEM; -EBUSY (a previous owner's kernels
+ * still run); -EIO / -ENODEV (register access).
  */
 int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exec_engine **out);
 
 /* exec_destroy() - stop the thread; kernels still running are reported
- * abandoned (EXEC_END_CANCELLED) to the client first. NULL: no-op. */
+ * abandoned (EXEC_END_CANCELLED) to the client first, then aborted on the
+ * device (bounded wait) so that none stays there. NULL: no-op. */
 void exec_destroy(struct exec_engine *x);
 
 /* exec_set_client() - install (or, with NULL, remove) the client. Removing

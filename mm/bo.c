@@ -694,8 +694,10 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 	} else if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
+		/* A move under a running GPU kernel would leave it on stale
+		 * PTEs (mm/vm.h): refused, as ugpu_bo_migrate() does. */
 		if (!bo->pin_count && bo->placement != bo->placements[0])
-			ret = bo_move_locked(bo, bo->placements[0]);
+			ret = vm_bo_busy_locked(bo) ? -EBUSY : bo_move_locked(bo, bo->placements[0]);
 		if (!ret) {
 			bo->pin_count++;
 			bo_lru_del_locked(bo);

@@ -186,7 +186,13 @@ void sched_kick(struct vm_mgr *vmm)
 	 * VM's PTEs and the launch (mm/vm.h). */
 	pthread_mutex_lock(&m->lock);
 	pthread_mutex_lock(&vmm->lock);
-	while (vmm->attached && !list_empty(&vmm->runnable)) {
+	/*
+	 * Host-suspended: the device sleeps (VRAM must not be touched) and
+	 * resume puts the page tables back from their backups, so PTEs
+	 * rewritten now would be lost while their binds count as current.
+	 * Nothing could launch anyway (exec_hold()); resume kicks again.
+	 */
+	while (vmm->attached && !list_empty(&vmm->runnable) && m->pm_state != BO_PM_SUSPENDED) {
 		struct ugpu_queue *q = list_entry(list_first(&vmm->runnable), struct ugpu_queue,
 						  runnable);
 		struct q_kernel *k = &q->pend[q->pend_head];
@@ -384,8 +390,13 @@ UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q)
 	vmm = q->vmm;
 	dl = monotonic_deadline_after_ms(QUEUE_DESTROY_TIMEOUT_MS);
 	pthread_mutex_lock(&vmm->lock);
+	/* Nothing more starts; what waits is cancelled after the running
+	 * kernel ended: fences complete in order (completing a later one
+	 * first would complete the running kernel's fence, and signal its
+	 * eventfds, while it still runs). */
 	q->destroying = true;
-	cancel_pending_locked(q);
+	if (list_linked(&q->runnable))
+		list_del(&q->runnable);
 	while (q->running)
 		if (pthread_cond_timedwait(&q->cond, &vmm->lock, &dl) == ETIMEDOUT)
 			break;
@@ -394,8 +405,9 @@ UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q)
 		pthread_mutex_unlock(&vmm->lock);
 		log_err(q->dev->ctx, "%s: queue '%s': its kernel still runs after %d ms; the queue goes when it ends",
 			q->dev->name, q->name, QUEUE_DESTROY_TIMEOUT_MS);
-		return -ETIMEDOUT;
+		return -ETIMEDOUT; /* on_ended() cancels the rest */
 	}
+	cancel_pending_locked(q);
 	list_del(&q->link);
 	q->vm->nqueues--;
 	pthread_mutex_unlock(&vmm->lock);

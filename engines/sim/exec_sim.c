@@ -45,10 +45,13 @@
 #define FR_GET 0x3018
 #define FR_REPLAY 0x3020
 #define FR_ABORT 0x3028
+#define REG_EXEC_BUSY 0x3038
 #define Q_BASE(n) (0x4000u + (n) * 0x100u)
 #define Q_VM_CTRL 0x00
 #define Q_VM_ROOT 0x08
 #define Q_TLB_INVAL 0x10
+#define Q_FAULT_REPLY 0x14
+#define Q_FAULT_REPLY_ABORT 2u
 #define Q_OP 0x40
 #define Q_VA 0x48
 #define Q_SIZE 0x50
@@ -58,6 +61,7 @@
 #define Q_RESULT 0x68
 #define Q_FENCE_ADDR 0x78
 #define Q_FENCE_VALUE 0x80
+#define Q_LAUNCH 0x90
 enum { ST_IDLE = 0, ST_RUNNING = 1, ST_STALLED = 2, ST_DONE = 3, ST_ABORTED = 4, ST_ERROR = 5 };
 
 #define NO_ROOT (~0ull)
@@ -114,6 +118,7 @@ struct exec_engine {
 	uint32_t fault_get;
 	struct exec_stats st;
 	struct exec_fault *fbuf; /* the thread's batch */
+	uint32_t *flaunch; /* LAUNCH of each fault's kernel in @fbuf */
 	unsigned int inflight; /* batches collected and not yet delivered */
 	struct exec_end stash[EXEC_MAX_QUEUES]; /* abandoned by exec_hw_lost() */
 	size_t nstash;
@@ -143,6 +148,32 @@ static int wr64(struct exec_engine *x, uint32_t off, uint64_t v)
 	return x->dev->ops->region_write(x->dev, VFIO_REGION_BAR0, off, &v, 8);
 }
 
+/*
+ * CPU stores to VRAM (PTEs, fence words, the zeroed ring) before the register
+ * write that makes the device look at them. GCC's ThreadSanitizer refuses
+ * __atomic_thread_fence() (-Werror=tsan); under it a sequentially consistent
+ * read-modify-write stands in (a full barrier on every target we build for,
+ * and the register write itself is a system call).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define UGPU_EXEC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UGPU_EXEC_TSAN 1
+#endif
+#endif
+
+static void stores_before_mmio(void)
+{
+#ifdef UGPU_EXEC_TSAN
+	static unsigned long word;
+
+	__atomic_fetch_add(&word, 0, __ATOMIC_SEQ_CST);
+#else
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 static void wake_thread(struct exec_engine *x)
 {
 	uint64_t one = 1;
@@ -164,12 +195,10 @@ static int program_locked(struct exec_engine *x)
 	uint32_t st = 0, q;
 	int ret;
 
-	/* The device sees these stores before the register writes below:
-	 * each of those is a system call (vfio-user) or an uncached MMIO
-	 * write, which x86 does not reorder before earlier stores. */
 	memset(x->mem, 0, EXEC_FAULT_RING_ENTRIES * EXEC_FAULT_ENTRY_BYTES);
 	for (q = 0; q < x->nq; q++)
-		__atomic_store_n(&x->fences[q], 0, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
+	stores_before_mmio();
 	if ((ret = wr32(x, FR_CTRL, 0)) || (ret = wr64(x, FR_BASE, x->mem_offset)) ||
 	    (ret = wr32(x, FR_SIZE, EXEC_FAULT_RING_ENTRIES)) || (ret = wr32(x, FR_CTRL, 1)) ||
 	    (ret = rd32(x, FR_STATUS, &st)))
@@ -182,11 +211,16 @@ static int program_locked(struct exec_engine *x)
 	for (q = 0; q < x->nq; q++) {
 		struct exec_slot *s = &x->slot[q];
 
+		uint32_t launch = 0;
+
+		/* LAUNCH (the tag of fault entries) is 0 after a reset only: a
+		 * previous owner of the device left it counting. */
 		if ((ret = wr64(x, Q_BASE(q) + Q_FENCE_ADDR, fence_off(x, q))) ||
 		    (ret = wr64(x, Q_BASE(q) + Q_FENCE_VALUE, 1)) ||
-		    (ret = wr32(x, Q_BASE(q) + Q_VM_CTRL, 1)))
+		    (ret = wr32(x, Q_BASE(q) + Q_VM_CTRL, 1)) ||
+		    (ret = rd32(x, Q_BASE(q) + Q_LAUNCH, &launch)))
 			return ret;
-		*s = (struct exec_slot){ .root = NO_ROOT };
+		*s = (struct exec_slot){ .root = NO_ROOT, .launch = launch };
 	}
 	x->need_program = false;
 	x->st.reprograms++;
@@ -245,8 +279,8 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 		x->st.root_switches++;
 	}
 	if (s->inval_gen < l->pt_gen || !s->inval_gen) {
-		/* The PTE stores were made before (under the BO manager
-		 * lock); the register write orders after them (above). */
+		/* PTE stores before the invalidation that makes them seen. */
+		stores_before_mmio();
 		if ((ret = wr32(x, base + Q_TLB_INVAL, 1)))
 			goto fail;
 		s->inval_gen = l->pt_gen ? l->pt_gen : 1;
@@ -262,7 +296,8 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 	    (ret = wr64_cached(x, base + Q_SIZE, &s->bytes, l->bytes, &known)) ||
 	    (ret = wr64_cached(x, base + Q_VALUE, &s->value, l->value, &known)))
 		goto fail;
-	__atomic_store_n(&x->fences[q], 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&x->fences[q], 0, __ATOMIC_RELAXED);
+	stores_before_mmio();
 	s->running = true;
 	s->tag = l->tag;
 	s->op_running = l->op;
@@ -308,8 +343,10 @@ int exec_fault_reply(struct exec_engine *x, uint64_t replay, uint64_t abort)
 
 /* ---- the thread ------------------------------------------------------------- */
 
-/* New fault entries, up to @max, into @f. @lock held. */
-static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f, size_t max)
+/* New fault entries, up to @max, into @f (their kernels' LAUNCH into
+ * @launch). @lock held. */
+static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f, uint32_t *launch_of,
+				    size_t max)
 {
 	size_t n = 0;
 	uint32_t c = x->fault_get, start = c;
@@ -331,6 +368,7 @@ static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f,
 		x->st.faults++;
 		if (q >= x->nq || !x->slot[q].running || x->slot[q].launch != launch)
 			continue; /* of a kernel that ended */
+		launch_of[n] = launch;
 		f[n++] = (struct exec_fault){ .tag = x->slot[q].tag, .slot = q,
 					      .access = (enum exec_access)acc, .va = va };
 	}
@@ -415,12 +453,39 @@ static size_t abandon_locked(struct exec_engine *x, struct exec_end *e, bool mar
 	return n;
 }
 
-static void deliver(struct exec_engine *x, const struct exec_fault *f, size_t nf,
+/*
+ * Keep the faults of @f whose kernel still runs on its slot (same tag, same
+ * LAUNCH). The batch was collected under @lock and handed over after it was
+ * dropped: meanwhile the kernel may have ended (its end collected in the
+ * same pass, or abandoned by another thread, whose ended callback may have
+ * let the client free the tag), and its slot may even run another kernel
+ * (an abort sent for the old one would end the new one). Called with
+ * @cb_lock held: an end reported from now on waits for this batch.
+ */
+static size_t faults_still_current(struct exec_engine *x, struct exec_fault *f,
+				   const uint32_t *launch_of, size_t nf)
+{
+	size_t i, n = 0;
+
+	pthread_mutex_lock(&x->lock);
+	for (i = 0; i < nf; i++) {
+		const struct exec_slot *s = &x->slot[f[i].slot];
+
+		if (s->running && s->tag == f[i].tag && s->launch == launch_of[i])
+			f[n++] = f[i];
+	}
+	pthread_mutex_unlock(&x->lock);
+	return n;
+}
+
+static void deliver(struct exec_engine *x, struct exec_fault *f, size_t nf,
 		    const struct exec_end *e, size_t ne, bool kick)
 {
 	size_t i;
 
 	pthread_mutex_lock(&x->cb_lock);
+	if (nf)
+		nf = faults_still_current(x, f, x->flaunch, nf);
 	if (x->has_client) {
 		if (nf && x->client.faults)
 			x->client.faults(x->client.arg, f, nf);
@@ -475,7 +540,7 @@ static void *exec_thread(void *arg)
 			pthread_mutex_unlock(&x->lock);
 			break;
 		}
-		nf = faults_collect_locked(x, f, EXEC_FAULT_RING_ENTRIES);
+		nf = faults_collect_locked(x, f, x->flaunch, EXEC_FAULT_RING_ENTRIES);
 		ne = ends_collect_locked(x, e);
 		if (x->nstash) {
 			memcpy(&e[ne], x->stash, x->nstash * sizeof(*e));
@@ -488,6 +553,7 @@ static void *exec_thread(void *arg)
 			x->inflight++;
 		pthread_mutex_unlock(&x->lock);
 		if (nf || ne || kick) {
+			test_point_obj(TEST_POINT_EXEC_DELIVER, nf ? f : NULL);
 			deliver(x, f, nf, e, ne, kick);
 			pthread_mutex_lock(&x->lock);
 			x->inflight--;
@@ -499,6 +565,42 @@ static void *exec_thread(void *arg)
 }
 
 /* ---- lifetime, blocking ---------------------------------------------------------- */
+
+/*
+ * Bounds for kernels the driver does not own any more: left on the device
+ * by a previous owner (a program that closed or died with kernels on it: the
+ * device keeps its state across clients), or still there when the engine
+ * goes.
+ */
+#define QUIESCE_CREATE_MS 2000
+#define QUIESCE_DESTROY_MS 1000
+
+/*
+ * Wait (at most @timeout_ms) until no exec queue runs or is stalled, aborting
+ * every busy queue on the way: a stalled kernel ends at the abort, a running
+ * one at its next fault or by itself (an abort of a queue with no fault is
+ * ignored, so it is sent again each round). No lock needed: the thread is
+ * not running. Returns the queues still busy (0: none), or 0 when the device
+ * does not answer (it runs nothing for us any more).
+ */
+static uint64_t quiesce_queues(struct exec_engine *x, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t all = x->nq >= 64 ? ~0ull : (1ull << x->nq) - 1, busy = 0;
+	uint32_t q;
+
+	for (;;) {
+		if (rd64(x, REG_EXEC_BUSY, &busy))
+			return 0;
+		busy &= all;
+		if (!busy || now_ns() >= deadline)
+			return busy;
+		for (q = 0; q < x->nq; q++)
+			if ((busy >> q) & 1 && wr32(x, Q_BASE(q) + Q_FAULT_REPLY, Q_FAULT_REPLY_ABORT))
+				return 0;
+		usleep(1000);
+	}
+}
 
 int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exec_engine **out)
 {
@@ -534,8 +636,17 @@ int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exe
 		goto out_free;
 	}
 	x->nq = nq;
+	/* The fault ring can only be (re)enabled, and a queue started, while
+	 * no queue is busy: end what a previous owner left running. */
+	if (quiesce_queues(x, QUIESCE_CREATE_MS)) {
+		log_err(ctx, "%s: exec queues still busy with a previous owner's kernels after %d ms",
+			x->name, QUIESCE_CREATE_MS);
+		ret = -EBUSY;
+		goto out_free;
+	}
 	x->fbuf = calloc(EXEC_FAULT_RING_ENTRIES, sizeof(*x->fbuf));
-	if (!x->fbuf) {
+	x->flaunch = calloc(EXEC_FAULT_RING_ENTRIES, sizeof(*x->flaunch));
+	if (!x->fbuf || !x->flaunch) {
 		ret = -ENOMEM;
 		goto out_free;
 	}
@@ -576,6 +687,7 @@ out_locks:
 	pthread_mutex_destroy(&x->cb_lock);
 	pthread_mutex_destroy(&x->lock);
 out_free:
+	free(x->flaunch);
 	free(x->fbuf);
 	free(x);
 	return ret;
@@ -600,12 +712,18 @@ void exec_destroy(struct exec_engine *x)
 	pthread_mutex_unlock(&x->lock);
 	if (n)
 		deliver(x, NULL, 0, e, n, false);
-	/* The fault ring off, if the device still answers. */
+	/* Nothing of ours may stay on the device: nobody would answer its
+	 * faults any more, and a stalled queue refuses the next owner's
+	 * kernels and ring. Then the fault ring off (ignored while busy). */
+	if (quiesce_queues(x, QUIESCE_DESTROY_MS))
+		log_warn(x->ctx, "%s: exec queues still busy after %d ms", x->name,
+			 QUIESCE_DESTROY_MS);
 	wr32(x, FR_CTRL, 0);
 	close(x->stop_fd);
 	pthread_cond_destroy(&x->cond);
 	pthread_mutex_destroy(&x->cb_lock);
 	pthread_mutex_destroy(&x->lock);
+	free(x->flaunch);
 	free(x->fbuf);
 	free(x);
 }

@@ -128,10 +128,11 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
  * placement first if it was evicted). Pinned BOs are never evicted.
  * Returns: 0; -EINVAL (NULL); -ENOSPC / -EIO / -ETIMEDOUT as
  * ugpu_bo_create() when it had to move; -EBUSY when it had to move into
- * VRAM while the device is host-suspended; -ENODATA when its contents were
- * lost (pinned already or not; before the other reasons below); -ENODEV
- * when it had to move into VRAM of a removed device, or the device was
- * closed; -EOVERFLOW past 2^31 pins.
+ * VRAM while the device is host-suspended, or had to move while it is
+ * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h);
+ * -ENODATA when its contents were lost (pinned already or not; before the
+ * other reasons below); -ENODEV when it had to move into VRAM of a removed
+ * device, or the device was closed; -EOVERFLOW past 2^31 pins.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo);

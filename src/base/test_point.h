@@ -51,6 +51,11 @@ enum test_point_id {
 	 * kernels and faults. Blocking here keeps ended kernels "running" for
 	 * the driver (their VMs busy) for as long as a test needs. */
 	TEST_POINT_EXEC_SCAN,
+	/* engines/sim/exec_sim.c, the exec engine's thread, no lock: it
+	 * collected a batch of faults and/or ends and is about to hand it to
+	 * the client. @obj: the batch's faults (struct exec_fault *), NULL
+	 * when it has none. */
+	TEST_POINT_EXEC_DELIVER,
 	TEST_POINT_COUNT
 };
 
