@@ -540,7 +540,12 @@ static void *exec_thread(void *arg)
 			pthread_mutex_unlock(&x->lock);
 			break;
 		}
-		nf = faults_collect_locked(x, f, x->flaunch, EXEC_FAULT_RING_ENTRIES);
+		/* Faults come only from running kernels, and only while one
+		 * runs is the device surely in D0 with its memory ours to read
+		 * (a D3cold restore may be rewriting the ring otherwise). */
+		nf = running_locked(x) && !x->need_program
+			     ? faults_collect_locked(x, f, x->flaunch, EXEC_FAULT_RING_ENTRIES)
+			     : 0;
 		ne = ends_collect_locked(x, e);
 		if (x->nstash) {
 			memcpy(&e[ne], x->stash, x->nstash * sizeof(*e));
