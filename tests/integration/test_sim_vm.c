@@ -221,9 +221,20 @@ static void test_tlb_inval_waits_for_the_page(void **state)
 			 0);
 	leaf(f, 7, 0x20000000 | V | W | S);
 	assert_int_equal(tc_wr32(&f->c, R_TLB_INVAL, 1), 0);
-	kernel(f, 2, VA_BASE + 7 * 4096, 4096, 0x77); /* WRITE: DMA_READ, then DMA_WRITE */
+	/* WRITE: DMA_READ, then DMA_WRITE. Its DMA_READ stays unanswered
+	 * (held, also if it comes while we wait for a register reply). */
+	r = calloc(1, sizeof(*r)); /* tc_r()'s buffer is reused by every call */
+	assert_non_null(r);
+	f->c.held = r;
+	f->c.have_held = false;
+	f->c.inband_hold = true;
+	kernel(f, 2, VA_BASE + 7 * 4096, 4096, 0x77);
+	if (!f->c.have_held) {
+		assert_int_equal(tc_recv(&f->c, r, 5000), 0);
+		f->c.have_held = true;
+	}
+	f->c.inband_hold = false;
 	/* The queue is on the page now, waiting for our answer to its DMA_READ. */
-	assert_int_equal(tc_recv(&f->c, r, 5000), 0);
 	assert_int_equal(r->hdr.cmd, VFU_CMD_DMA_READ);
 	/* The invalidation is sent while the page is in flight: no reply yet. */
 	id = f->c.next_id++;
@@ -237,6 +248,8 @@ static void test_tlb_inval_waits_for_the_page(void **state)
 	}
 	/* Answer the page's accesses; only then does the invalidation end. */
 	assert_int_equal(tc_serve(&f->c, r), 0);
+	free(r);
+	f->c.held = NULL;
 	for (;;) {
 		r = tc_r();
 		assert_int_equal(tc_recv(&f->c, r, 5000), 0);
