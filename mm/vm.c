@@ -116,10 +116,12 @@ static int pool_grow(struct ugpu_vm *vm)
 		vm->chunks = nc;
 		vm->cap_chunks = cap;
 	}
-	if (vm->nfree + PT_CHUNK_TABLES > vm->cap_free) {
+	/* Room for every table of every chunk: the ones in use come back to
+	 * the free list when their binds go (pt_give() never grows it). */
+	if ((vm->nchunks + 1) * PT_CHUNK_TABLES > vm->cap_free) {
 		size_t cap = vm->cap_free ? 2 * vm->cap_free : 32;
 
-		while (cap < vm->nfree + PT_CHUNK_TABLES)
+		while (cap < (vm->nchunks + 1) * PT_CHUNK_TABLES)
 			cap *= 2;
 		nf = realloc(vm->free_pt, cap * sizeof(*nf));
 		if (!nf) {

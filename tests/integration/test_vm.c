@@ -993,6 +993,39 @@ static void test_bad_input(void **state)
  * holes in it (the BO's bytes, not the process's); elsewhere in the span
  * kernels use the process's memory (shared virtual memory, test_svm.c),
  * and an address the process has not mapped faults, named. */
+/* Page tables come back to the VM's pool when their binds go: a VM that
+ * grew its pool several times and then unbinds everything must have room
+ * for every table (the free list once held only what was free when it last
+ * grew: an ASan build saw the write past its end). */
+static void test_tables_come_back(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "tables");
+	struct ugpu_queue *q = queue_new(vm, "tables");
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	void *model;
+	struct ugpu_bo *bo = bo_pat(f, 4096, 0, V, S, 17, &model);
+	const int n = 40; /* one leaf and one middle table each: 5 chunks */
+	uint64_t sum;
+
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < n; i++)
+			assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 + ((uint64_t)i << 30), 4096, 0), 0);
+		assert_int_equal(ugpu_vm_query(vm, &vi), 0);
+		assert_true(vi.page_tables >= (uint64_t)(2 * n));
+		sum = run_ok(q, UGPU_KERNEL_READ_SUM, VA0 + ((uint64_t)(n - 1) << 30), 4096, 0);
+		assert_true(sum == run_ok(q, UGPU_KERNEL_READ_SUM, VA0, 4096, 0));
+		for (int i = 0; i < n; i++)
+			assert_int_equal(ugpu_vm_unbind(vm, VA0 + ((uint64_t)i << 30), 4096), 0);
+		assert_int_equal(ugpu_vm_query(vm, &vi), 0);
+		assert_true(vi.page_tables <= 2); /* the root and what it keeps */
+	}
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	free(model);
+}
+
 static void test_mirror_vm(void **state)
 {
 	struct fx *f = *state;
@@ -1048,6 +1081,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_several_vms_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_on_one_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fences, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tables_come_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mirror_vm, setup, teardown),
 	};
 
