@@ -354,22 +354,50 @@ static void on_faults(void *arg, const struct exec_fault *f, size_t n)
 	free(sv);
 }
 
+static bool same_kernel(const struct vm_fault *a, const struct vm_fault *b)
+{
+	return a->vmm == b->vmm && a->slot == b->slot && a->launch == b->launch;
+}
+
+void vm_faults_done(const struct vm_fault *f, const int *status, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct vm_mgr *vmm = f[i].vmm;
+		struct exec_engine *x;
+		bool seen = false, current;
+		int st = 0;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = same_kernel(&f[j], &f[i]);
+		if (seen)
+			continue; /* answered with the first of its kernel's faults */
+		pthread_mutex_lock(&vmm->lock);
+		current = f[i].slot < 64 && vmm->on_slot[f[i].slot] &&
+			  vmm->slot_launch[f[i].slot] == f[i].launch;
+		for (size_t k = i; k < n; k++) {
+			if (!status[k] || !same_kernel(&f[k], &f[i]))
+				continue;
+			if (!st)
+				st = status[k];
+			if (current)
+				fault_note_locked(vmm, vmm->on_slot[f[k].slot], f[k].va,
+						  (uint32_t)f[k].access, status[k],
+						  status[k] == -EACCES ? "the memory's policy refuses this access"
+								       : "no memory there");
+		}
+		x = vmm->attached ? vmm->exec : NULL;
+		/* One answer per kernel: a replay (one TLB drop) for all its
+		 * faults, or the abort. Under the lock: the engine outlives it
+		 * (vm-exec down). */
+		if (current && x)
+			exec_fault_resolve(x, f[i].slot, f[i].launch, st == 0);
+		pthread_mutex_unlock(&vmm->lock);
+	}
+}
+
 void vm_fault_done(const struct vm_fault *f, int status)
 {
-	struct vm_mgr *vmm = f->vmm;
-	struct exec_engine *x;
-	bool current;
-
-	pthread_mutex_lock(&vmm->lock);
-	current = f->slot < 64 && vmm->on_slot[f->slot] && vmm->slot_launch[f->slot] == f->launch;
-	if (current && status)
-		fault_note_locked(vmm, vmm->on_slot[f->slot], f->va, (uint32_t)f->access, status,
-				  status == -EACCES ? "the memory's policy refuses this access"
-						    : "no memory there");
-	x = vmm->attached ? vmm->exec : NULL;
-	if (current && x) /* under the lock: the engine outlives it (vm-exec down) */
-		exec_fault_resolve(x, f->slot, f->launch, status == 0);
-	pthread_mutex_unlock(&vmm->lock);
+	vm_faults_done(f, &status, 1);
 }
 
 static void on_kick(void *arg)

@@ -214,6 +214,11 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
  */
 void vm_fault_done(const struct vm_fault *f, int status);
 
+/* vm_faults_done() - the answers to @n faults at once (@status[i] for
+ * @f[i]): each kernel among them gets one answer, a replay when all its
+ * faults were served, else the abort with its first failed fault. */
+void vm_faults_done(const struct vm_fault *f, const int *status, size_t n);
+
 /* ---- mm/submit.c --------------------------------------------------------------- */
 
 /* Launch what can run now. Takes the manager lock and vmm->lock: call with

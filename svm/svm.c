@@ -1112,11 +1112,13 @@ static void *worker_main(void *arg)
 		s->cur_vm = w->kind == W_FAULTS ? w->f[0].vm : NULL;
 		pthread_mutex_unlock(&s->lock);
 		switch (w->kind) {
-		case W_FAULTS:
-			for (size_t i = 0; i < w->n; i++) {
-				int st = serve_fault(s, &w->f[i]);
+		case W_FAULTS: {
+			int *st = calloc(w->n, sizeof(*st));
 
-				if (st) {
+			for (size_t i = 0; i < w->n; i++) {
+				int ret = serve_fault(s, &w->f[i]);
+
+				if (ret) {
 					struct svm_dev *sd;
 
 					pthread_mutex_lock(&s->lock);
@@ -1125,10 +1127,19 @@ static void *worker_main(void *arg)
 						sd->st.svm_abort_count++;
 					pthread_mutex_unlock(&s->lock);
 				}
-				vm_fault_done(&w->f[i], st);
+				if (st)
+					st[i] = ret;
+				else
+					vm_fault_done(&w->f[i], ret); /* no memory to batch */
 			}
+			/* One replay per kernel for the whole batch: each costs
+			 * the device a TLB drop. */
+			if (st)
+				vm_faults_done(w->f, st, w->n);
+			free(st);
 			free(w->f);
 			break;
+		}
 		case W_BACK:
 			do_back(s, w->start);
 			break;
