@@ -1029,10 +1029,22 @@ again:
 			ret = range_to_vram(s, r, sd);
 		else
 			ret = -EAGAIN;
+		/* Atomics: VRAM may free up (or the fork end): try again
+		 * after a doubling timeslice, a bounded number of times. */
+		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && r->writable &&
+				k < SVM_ATOMIC_RETRIES; k++) {
+			sleep_until_ns(now_ns() + ms_to_ns((uint64_t)SVM_TIMESLICE_MS << k));
+			pthread_mutex_lock(&s->lock);
+			forking = s->forking;
+			pthread_mutex_unlock(&s->lock);
+			ret = forking ? -EAGAIN : range_to_vram(s, r, sd);
+		}
 		if (ret) {
 			if (f->access == UGPU_ACCESS_ATOMIC) {
-				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s): atomics need it there",
-					f->va, r->start, r->size, ugpu_strerror(ret));
+				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
+					f->va, r->start, r->size, ugpu_strerror(ret),
+					r->writable ? SVM_ATOMIC_RETRIES + 1 : 1,
+					r->writable ? SVM_TIMESLICE_MS * ((1 << SVM_ATOMIC_RETRIES) - 1) : 0);
 				ret = -EACCES;
 				goto out;
 			}

@@ -31,4 +31,9 @@
  * ping-pong. */
 #define SVM_TIMESLICE_MS 5
 
+/* A GPU atomic needs its range in VRAM: a move that fails is tried again
+ * this many times, after 1, 2, 4 timeslices (xe's policy), before the
+ * kernel is aborted. */
+#define SVM_ATOMIC_RETRIES 3
+
 #endif

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -38,6 +39,14 @@ struct svm_fx {
 };
 
 static bool no_move;
+
+static uint64_t now_ns_test(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static int setup_common(void **state)
 {
@@ -317,6 +326,77 @@ static void test_cpu_stores_race_migration(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
+
+struct filler {
+	struct ugpu_bo *bo[128];
+	int n;
+	int delay_ms; /* the freeing thread frees 4 of them after this */
+};
+
+/* Pinned VRAM-only BOs of 1 MiB until VRAM is full. */
+static void vram_fill(struct svm_fx *s, struct filler *fl)
+{
+	fl->n = 0;
+	while (fl->n < 128) {
+		struct ugpu_bo *bo = bo_new(s->f->dev, MIB, UGPU_BO_PINNED, V, N, "fill");
+
+		if (!bo)
+			break;
+		fl->bo[fl->n++] = bo;
+	}
+	assert_true(fl->n > 0 && fl->n < 128);
+}
+
+static void *free_later(void *arg)
+{
+	struct filler *fl = arg;
+
+	usleep((useconds_t)fl->delay_ms * 1000);
+	for (int i = 0; i < 4 && fl->n; i++)
+		ugpu_bo_put(fl->bo[--fl->n]);
+	return NULL;
+}
+
+static void test_atomic_retries_then_aborts(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct filler fl;
+	pthread_t t;
+	uint64_t t0, i;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i;
+	/* Its page tables exist before VRAM fills up (the pool keeps them). */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(buf[1] == 1); /* back in process memory */
+	vram_fill(s, &fl);
+
+	/* No VRAM and nobody frees any: an atomic is tried 1 + 3 times over
+	 * 5 + 10 + 20 ms, then aborted with its address. */
+	t0 = now_ns_test();
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r), -EACCES);
+	assert_true(now_ns_test() - t0 >= 35ull * 1000000);
+	assert_true(r.fault_va == ((uintptr_t)(buf + 8) & ~(uintptr_t)4095)); /* its page */
+	assert_true(buf[8] == 8); /* nothing added */
+	assert_true(stats(s).svm_abort_count >= 1);
+
+	/* VRAM frees up while it retries: the atomic lands. */
+	fl.delay_ms = 8;
+	assert_int_equal(pthread_create(&t, NULL, free_later, &fl), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r), 0);
+	pthread_join(t, NULL);
+	assert_true(buf[8] == 9);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (i != 8 && buf[i] != i)
+			fail_msg("word %llu: %llx", (unsigned long long)i, (unsigned long long)buf[i]);
+	while (fl.n)
+		ugpu_bo_put(fl.bo[--fl.n]);
+	munmap(buf, 2 * MIB);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +406,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_retries_then_aborts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup_wp, teardown),
