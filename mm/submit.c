@@ -349,8 +349,18 @@ static void on_faults(void *arg, const struct exec_fault *f, size_t n)
 	pthread_mutex_unlock(&vmm->lock);
 	if (abort)
 		exec_fault_reply(vmm->exec, 0, abort);
-	if (nsv)
-		vmm->svm->faults(vmm->svm_arg, sv, nsv);
+	if (nsv) {
+		void *sarg;
+		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+
+		if (sops) {
+			sops->faults(sarg, sv, nsv);
+			vm_svm_leave(vmm);
+		} else {
+			for (i = 0; i < nsv; i++) /* svm let go meanwhile */
+				vm_fault_done(&sv[i], -EFAULT);
+		}
+	}
 	free(sv);
 }
 
@@ -533,8 +543,15 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	if (ret)
 		return ret;
 	vmm = q->vmm;
-	if ((q->vm->flags & UGPU_VM_MIRROR) && vmm->svm)
-		vmm->svm->sync(vmm->svm_arg); /* frees and moves before it count */
+	if (q->vm->flags & UGPU_VM_MIRROR) {
+		void *sarg;
+		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+
+		if (sops) {
+			sops->sync(sarg); /* frees and moves before it count */
+			vm_svm_leave(vmm);
+		}
+	}
 	/* The kernel's runtime-PM reference, taken with no lock held: it may
 	 * wake the device (the resume hooks take the BO manager lock). */
 	ret = rpm_user_enter(q->dev, &rpm);

@@ -448,6 +448,19 @@ void vm_release_tables_all(struct vm_mgr *vmm)
 
 /* ---- the public API ----------------------------------------------------------------- */
 
+/* Shared virtual memory lets go of mirror VM @vm (when it still serves the
+ * device: its teardown already let go of every VM). */
+static void svm_vm_gone(struct vm_mgr *vmm, struct ugpu_vm *vm)
+{
+	void *sarg;
+	const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+
+	if (sops) {
+		sops->vm_gone(sarg, vm);
+		vm_svm_leave(vmm);
+	}
+}
+
 /* The VM manager of @dev, with the reason when there is no usable one. */
 static int vmm_usable(struct ugpu_device *dev, struct vm_mgr **out)
 {
@@ -542,7 +555,12 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 	list_init(&vm->link);
 
 	if (vm->flags & UGPU_VM_MIRROR) {
-		ret = vmm->svm ? vmm->svm->vm_new(vmm->svm_arg, vm) : -EOPNOTSUPP;
+		void *sarg;
+		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+
+		ret = sops ? sops->vm_new(sarg, vm) : -EOPNOTSUPP;
+		if (sops)
+			vm_svm_leave(vmm);
 		if (ret) {
 			vm_free(vm);
 			return ret;
@@ -589,7 +607,7 @@ out_free:
 	}
 	chunks_free(chunks, nchunks);
 	if (vm->flags & UGPU_VM_MIRROR)
-		vmm->svm->vm_gone(vmm->svm_arg, vm);
+		svm_vm_gone(vmm, vm);
 	vm_free(vm);
 	return ret;
 }
@@ -630,8 +648,8 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 	}
 	pthread_mutex_unlock(&vmm->lock);
 	/* Shared virtual memory lets go of it first (its work may use it). */
-	if ((vm->flags & UGPU_VM_MIRROR) && vmm->svm)
-		vmm->svm->vm_gone(vmm->svm_arg, vm);
+	if (vm->flags & UGPU_VM_MIRROR)
+		svm_vm_gone(vmm, vm);
 
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
@@ -754,7 +772,14 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		/* Shared virtual memory maps some of it: the bind punches a
 		 * hole in the mirror, so those ranges go first. */
 		pthread_mutex_unlock(&vm->lock);
-		ret = vm->vmm->svm ? vm->vmm->svm->punch(vm->vmm->svm_arg, vm, va, bytes) : -EINVAL;
+		{
+			void *sarg;
+			const struct vm_svm_ops *sops = vm_svm_enter(vm->vmm, &sarg);
+
+			ret = sops ? sops->punch(sarg, vm, va, bytes) : -ENODEV;
+			if (sops)
+				vm_svm_leave(vm->vmm);
+		}
 		if (ret) {
 			bo_rpm_release(held);
 			free(b);
@@ -907,6 +932,30 @@ void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void
 	pthread_mutex_lock(&vmm->lock);
 	vmm->svm = ops;
 	vmm->svm_arg = arg;
+	while (!ops && vmm->svm_users)
+		pthread_cond_wait(&vmm->svm_cond, &vmm->lock);
+	pthread_mutex_unlock(&vmm->lock);
+}
+
+const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg)
+{
+	const struct vm_svm_ops *ops;
+
+	pthread_mutex_lock(&vmm->lock);
+	ops = vmm->svm;
+	if (ops) {
+		vmm->svm_users++;
+		*arg = vmm->svm_arg;
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	return ops;
+}
+
+void vm_svm_leave(struct vm_mgr *vmm)
+{
+	pthread_mutex_lock(&vmm->lock);
+	if (!--vmm->svm_users)
+		pthread_cond_broadcast(&vmm->svm_cond);
 	pthread_mutex_unlock(&vmm->lock);
 }
 
@@ -1023,6 +1072,7 @@ static int vm_mgr_up(struct ugpu_device *dev, const char *uri)
 		return -ENOMEM;
 	vmm->dev = dev;
 	pthread_mutex_init(&vmm->lock, NULL);
+	pthread_cond_init(&vmm->svm_cond, NULL);
 	list_init(&vmm->vms);
 	list_init(&vmm->queues);
 	list_init(&vmm->runnable);
@@ -1049,6 +1099,7 @@ static void vm_mgr_release(struct ugpu_device *dev)
 
 	if (!vmm)
 		return;
+	pthread_cond_destroy(&vmm->svm_cond);
 	pthread_mutex_destroy(&vmm->lock);
 	free(vmm);
 	dev->vm_mgr = NULL;

@@ -114,9 +114,14 @@ struct vm_mgr {
 	/* counters (vmm->lock) */
 	uint64_t submitted, completed, faulted, cancelled, revalidations, ptes_rewritten;
 	/* Shared virtual memory's handling of mirror VMs (vm_svm_register()),
-	 * set once before any VM exists. */
+	 * set before any VM exists, cleared when svm/ lets go of the device
+	 * (its step goes down before the VMs do). Under @lock; a call into
+	 * the ops is counted in @svm_users (vm_svm_enter()/vm_svm_leave()) and
+	 * clearing waits on @svm_cond until no call is inside. */
 	const struct vm_svm_ops *svm;
 	void *svm_arg;
+	unsigned int svm_users;
+	pthread_cond_t svm_cond;
 	/* The queue running on each hardware queue and its kernel's LAUNCH
 	 * tag (under @lock): how a fault's answer finds its kernel. */
 	struct ugpu_queue *on_slot[64];
@@ -176,8 +181,13 @@ uint64_t vm_root_offset(const struct ugpu_vm *vm);
 void vm_release_tables_all(struct vm_mgr *vmm);
 
 /* Install shared virtual memory's ops for @dev's mirror VMs (svm/'s
- * bring-up step, before any VM exists). */
+ * bring-up step, before any VM exists), or with @ops NULL remove them (its
+ * teardown): returns once no call is inside them; later calls find none. */
 void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg);
+/* The ops with a call counted (and their @arg), or NULL when there are none;
+ * vm_svm_leave() after the call. No lock held. */
+const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg);
+void vm_svm_leave(struct vm_mgr *vmm);
 
 /*
  * vm_svm_map() - map [va, +len) of mirror VM @vm for shared virtual memory:

@@ -1645,6 +1645,11 @@ static void svm_down(struct ugpu_device *dev)
 	struct svm *s;
 	struct svm_dev *sd;
 
+	/* First the VM manager stops calling us (and waits for the calls
+	 * inside, some of which take g_svm_lock): it outlives this step and
+	 * what we free below. */
+	if (dev->vm_mgr)
+		vm_svm_register(dev, NULL, NULL);
 	pthread_mutex_lock(&g_svm_lock);
 	s = g_svm;
 	sd = s ? sd_of(s, dev) : NULL;
