@@ -1207,7 +1207,8 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 #define MAXPEND 40 /* kernels not reaped yet, per queue */
 #define NHIST 8 /* results kept per queue, to read again */
 #define PG 4096ull
-#define VA_BASE (1ull << 32) /* the model's VA window... */
+#define VA_BASE ((1ull << 39) - 4 * MiB) /* the model's VA window, across a 512 GiB (and so a
+					      * 1 GiB and a 2 MiB) boundary of the page tables... */
 #define VA_PAGES 2048u /* ...of 8 MiB, */
 #define VA_TOP_PAGES 64u /* and a small one at the very top of the 48-bit range */
 #define VA_TOP ((1ull << UGPU_VM_VA_BITS) - VA_TOP_PAGES * PG)
@@ -1260,6 +1261,7 @@ struct mvm {
 	int nq;
 	struct mbind b[MAXBIND];
 	int nb;
+	uint64_t unbound_va; /* where the last unbind was (a bind there tests the TLB drop) */
 };
 
 static struct mvm vms[MAXVM];
@@ -1925,7 +1927,10 @@ static void vm_check(struct mvm *v, struct ugpu_vm_info *out)
 	if (vi.dead && (vi.page_tables || vi.page_table_bytes))
 		fail("vm", "ugpu_vm_query(VM#%d): dead with %" PRIu64 " page tables in %" PRIu64 " bytes",
 		     v->id, vi.page_tables, vi.page_table_bytes);
-	if (!vi.dead && (vi.page_tables != vm_tables(v) || vi.page_table_bytes < vi.page_tables * PG))
+	/* exact while present: an unbind while the device is being removed
+	 * writes nothing (vm.h), and the tables go with the removal */
+	if (!vi.dead && d->life == D_PRESENT &&
+	    (vi.page_tables != vm_tables(v) || vi.page_table_bytes < vi.page_tables * PG))
 		fail("vm", "ugpu_vm_query(VM#%d): %" PRIu64 " page tables in %" PRIu64 " bytes; its %d binds "
 		     "need %" PRIu64 " tables (docs/vm.md: emptied tables go back, the root stays)", v->id,
 		     vi.page_tables, vi.page_table_bytes, v->nb, vm_tables(v));
@@ -3341,13 +3346,13 @@ static void op_vm_create(const struct op *o)
 /* Destroy queue @qi of @v. Kernels not ended are cancelled (those waiting),
  * or waited for (the one running): with launches stopped none has run, so
  * none did anything; otherwise what they may have written is unknown. */
-static void q_drop(struct mvm *v, int qi)
+static void q_drop(struct mvm *v, int qi, bool reap_first)
 {
 	struct mq *q = &v->q[qi];
 	struct mdev *d = &devs[v->dev];
 	int r;
 
-	if (!reap_q(v, q, dev_can_wait(d), 0)) {
+	if (!reap_q(v, q, reap_first && dev_can_wait(d), 0)) {
 		if (!dev_frozen(d))
 			for (int k = 0; k < q->npend; k++) {
 				struct kwalk w;
@@ -3380,7 +3385,7 @@ static void vm_destroy(struct mvm *v, bool busy_first)
 		vm_check(v, NULL);
 	}
 	while (v->nq)
-		q_drop(v, v->nq - 1);
+		q_drop(v, v->nq - 1, true);
 	r = ugpu_vm_destroy(v->vm);
 	tr(" VM#%d destroyed -> %s", v->id, ename(r));
 	expect(r, &(struct eset){ 1, { 0 } }, d, "ugpu_vm_destroy(VM#%d)", v->id);
@@ -3419,7 +3424,7 @@ static void op_queue(const struct op *o, bool create)
 	if (create)
 		vm_q_create(v, o->b);
 	else
-		q_drop(v, (int)(o->b % (uint32_t)v->nq));
+		q_drop(v, (int)(o->b % (uint32_t)v->nq), o->c % 2); /* or destroy it with kernels in flight */
 	vm_check(v, NULL);
 }
 
@@ -3497,6 +3502,13 @@ static void op_bind(const struct op *o)
 	off *= PG;
 	flags = (x >> 24) % 6 == 0 ? UGPU_BIND_READONLY : 0;
 	switch (y % 20) {
+	case 10: /* where a bind was just removed: the device must not use the old translations */
+		if (v->unbound_va && v->unbound_va + bytes <= VA_BASE + VA_PAGES * PG) {
+			va = v->unbound_va;
+			break;
+		}
+		va = VA_BASE + PG * ((y >> 5) % (VA_PAGES - pages + 1));
+		break;
 	case 11: case 12: case 13: case 14: case 15: /* right after a bind: kernels span both */
 		if (v->nb) {
 			const struct mbind *n = &v->b[(y >> 5) % (uint32_t)v->nb];
@@ -3735,6 +3747,7 @@ static void op_unbind(const struct op *o)
 	       shape_bad ? ": unaligned or empty" : partial ? ": covers part of a bind" :
 	       first < 0 ? ": nothing bound there" : "");
 	if (r == 0) {
+		v->unbound_va = v->b[first].va;
 		for (int k = first; k <= last; k++)
 			bind_dropped(v->b[k].bo);
 		memmove(v->b + first, v->b + last + 1, (size_t)(v->nb - last - 1) * sizeof(v->b[0]));
@@ -3829,6 +3842,20 @@ static bool kern_race(struct mvm *v, struct mq *q, enum ugpu_kernel_op op, uint6
 		}
 	}
 	return false;
+}
+
+/* The parameter pick(a, 0) turns into @t. */
+static uint32_t pick_pos(const struct mbo *t)
+{
+	uint32_t n = 0;
+
+	for (int i = 0; i < MAXBO; i++)
+		if (bos[i].used && !bos[i].orphan) {
+			if (&bos[i] == t)
+				return n;
+			n++;
+		}
+	return 0;
 }
 
 static void op_kernel(const struct op *o, bool faulty)
@@ -3931,6 +3958,30 @@ static void op_kernel(const struct op *o, bool faulty)
 	}
 	tr(" VM#%d q%d [0x%" PRIx64 ", +%" PRIu64 ")%s%s", v->id, q->id, k.va, k.bytes, *bad ? " bad: " : "",
 	   bad);
+	if (!faulty && o->d % 16 == 5 && !*bad && k.bytes) {
+		/* a read first (the device caches the translations), then one of
+		 * the BOs moves, then the kernel: it must not use what was cached */
+		struct ugpu_kernel r0 = k;
+		struct kwalk w;
+
+		r0.op = UGPU_KERNEL_READ_SUM;
+		tr(" read-sum first");
+		if (kern_submit(v, q, &r0, "") == 0 && reap_q(v, q, dev_can_wait(d), 0)) {
+			kern_walk(v, UGPU_KERNEL_READ_SUM, k.va, k.bytes, &w);
+			if (w.n) {
+				struct mbo *b = &bos[w.s[(o->d >> 4) % (uint32_t)w.n].bo];
+
+				if (!b->orphan && b->npl == 2) {
+					struct op f = { .kind = OP_MIGRATE, .a = pick_pos(b),
+							.b = placement_of(b) == UGPU_PLACEMENT_VRAM ? 9 : 0 };
+
+					tr(", then MIGRATE");
+					op_migrate(&f);
+					tr(", then");
+				}
+			}
+		}
+	}
 	for (int i = 0; i < n; i++) {
 		k.op = op;
 		k.value = op == UGPU_KERNEL_WRITE ? mix64(o->c ^ ((uint64_t)o->d << 32) ^ (uint64_t)i)
@@ -4046,6 +4097,13 @@ static void op_fence(const struct op *o)
 				     h->fence);
 			close(fd);
 		}
+	}
+	for (int i = 0; i < q->npend && i < 4; i++) {
+		/* an eventfd closed before its fence completes: "harmless" */
+		expect(ugpu_fence_eventfd(q->q, q->pend[i].fence, &fd), &(struct eset){ 1, { 0 } }, d,
+		       "ugpu_fence_eventfd(VM#%d q%d, fence %" PRIu64 " not reaped)", v->id, q->id,
+		       q->pend[i].fence);
+		close(fd);
 	}
 	memset(&res, 0, sizeof(res));
 	res.size = sizeof(res);
