@@ -4614,11 +4614,14 @@ static void op_remove(const struct op *o)
 			expect(r, &s, d, "ugpu_device_rpm_suspend");
 			tr(" rpm_suspend %s", ename(r));
 		}
-		if (kind == RM_SURPRISE && d->pm == UGPU_PM_ACTIVE && !d->inj) {
+		if (kind == RM_SURPRISE && d->pm == UGPU_PM_ACTIVE && !d->inj && delay == 0) {
 			struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
 
 			/* nothing runs that could wake it: if it sleeps in D3cold now,
-			 * every byte is in system memory (evicted or backed up) */
+			 * every byte is in system memory (evicted or backed up). Only
+			 * for a removal at once: a delayed one may find the device
+			 * woken by the ops that follow (a racing prepare, a touch) and
+			 * a VRAM-only BO restored from its backup, which then goes */
 			if (ugpu_device_rpm_stats(d->dev, &rs) == 0 && rs.state == UGPU_RPM_SUSPENDED &&
 			    rs.power_state == UGPU_POWER_D3COLD) {
 				d->rm_none = true;
