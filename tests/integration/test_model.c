@@ -4396,6 +4396,8 @@ static void op_rpm(const struct op *o)
 		r = ugpu_device_rpm_allow(d->dev, allow);
 		tr(" %s -> %s", allow ? "allow" : "forbid", ename(r));
 		expect(r, &s, d, "ugpu_device_rpm_allow(%s)", allow ? "true" : "false");
+		if (d->life == D_REMOVING && r == 0)
+			d->allowed = allow; /* it acted before the removal: a runtime suspend may follow */
 		if (d->life != D_PRESENT)
 			break;
 		d->allowed = r == 0 ? allow : -1;
