@@ -3469,9 +3469,10 @@ static uint64_t vm_gen(struct mvm *v)
 	return vi.pt_gen;
 }
 
-static void op_bind(const struct op *o)
+/* @into: this VM (NULL: picked by the op's parameter). */
+static void op_bind_in(const struct op *o, struct mvm *into)
 {
-	struct mvm *v = vm_pick(o->a, true, false);
+	struct mvm *v = into ? into : vm_pick(o->a, true, false);
 	struct mdev *d;
 	struct mbo *b;
 	uint32_t variant = o->d % 40, x = o->c, y = o->d >> 6; /* variants 0-8: bad inputs */
@@ -3484,7 +3485,7 @@ static void op_bind(const struct op *o)
 	struct eset s = { 0 };
 	int r, npend0;
 
-	if ((!v || devs[v->dev].life != D_PRESENT) && curdev() && curdev()->life == D_PRESENT &&
+	if (!into && (!v || devs[v->dev].life != D_PRESENT) && curdev() && curdev()->life == D_PRESENT &&
 	    !dev_nvms(curdev()) && o->a % 8) {
 		/* the current device has no VM: make one first */
 		struct op f = { .kind = OP_VM_CREATE, .a = 13 + (o->a >> 3) % 7, .b = o->b >> 4, .c = o->c };
@@ -3648,6 +3649,11 @@ static void op_bind(const struct op *o)
 		     " (\"nothing is changed\")", v->id, ename(r), gen0, gen1);
 	if (b->dev == v->dev && !b->closed)
 		touched = b;
+}
+
+static void op_bind(const struct op *o)
+{
+	op_bind_in(o, NULL);
 }
 
 static void op_unbind(const struct op *o)
@@ -3901,6 +3907,15 @@ static void op_kernel(const struct op *o, bool faulty)
 	}
 	memset(&k, 0, sizeof(k));
 	k.size = sizeof(k);
+	if (!v->nb && variant == 8 && devs[v->dev].life == D_PRESENT && o->d % 4) {
+		/* nothing bound: bind something first (a valid bind) */
+		struct op f = { .kind = OP_BIND, .b = o->b >> 5, .c = o->c >> 3,
+				.d = 9 + (o->d >> 2) % 31 + 40 * (o->d >> 12) };
+
+		tr(" (BIND first:");
+		op_bind_in(&f, v);
+		tr(")");
+	}
 	if (!v->nb && (variant == 8 || variant == 0))
 		variant = 1; /* nothing bound: everything faults */
 	if (variant == 8 || variant == 0) {
