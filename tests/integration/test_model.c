@@ -4411,11 +4411,10 @@ static void op_rpm(const struct op *o)
 		r = ugpu_device_rpm_allow(d->dev, allow);
 		tr(" %s -> %s", allow ? "allow" : "forbid", ename(r));
 		expect(r, &s, d, "ugpu_device_rpm_allow(%s)", allow ? "true" : "false");
-		if (d->life == D_REMOVING && r == 0)
-			d->allowed = allow; /* it acted before the removal: a runtime suspend may follow */
+		/* it took effect (0), or may have (a removal under way) */
+		d->allowed = r == 0 ? allow : -1;
 		if (d->life != D_PRESENT)
 			break;
-		d->allowed = r == 0 ? allow : -1;
 		if (allow && r == 0 && d->thresh)
 			d->d3cold_ever = true;
 		d->forbid_snap = false;

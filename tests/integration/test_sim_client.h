@@ -36,6 +36,10 @@ struct tc {
 	uint64_t inband_iova, inband_size;
 	unsigned inband_served;
 	bool inband_fail; /* answer in-band requests with an error */
+	/* keep the first in-band request unanswered in @held (a test that
+	 * holds a device access in flight) */
+	bool inband_hold, have_held;
+	struct tc_reply *held;
 };
 
 struct tc_reply {
@@ -226,6 +230,11 @@ static inline int tc_wait_reply(struct tc *c, uint16_t id, uint16_t cmd, struct 
 		if (ret)
 			return ret;
 		if ((r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND) {
+			if (c->inband_hold && !c->have_held && c->held) {
+				memcpy(c->held, r, sizeof(*r));
+				c->have_held = true;
+				continue;
+			}
 			ret = tc_serve(c, r);
 			if (ret)
 				return ret;

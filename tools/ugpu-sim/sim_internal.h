@@ -375,6 +375,7 @@ struct sim_dev {
 	bool versioned;
 	bool client_dead; /* read failed inside srv_wait; disconnect pending */
 	uint64_t wait_start, wait_end; /* range srv_wait's unmap predicate checks */
+	uint64_t tlb_wait; /* queues whose TLB_INVAL waits for their page (lock) */
 	struct sim_msg *backlog_head, *backlog_tail;
 
 	/* Removal. */
