@@ -1449,8 +1449,12 @@ static void bind_dropped(int bo)
 
 	if (b->nbinds)
 		b->nbinds--;
-	if (b->orphan && !b->nbinds)
+	if (b->orphan && !b->nbinds) {
+		/* freed now: like a put, it may count in bos_lost, no longer listed */
+		if (b->may_lose && bdev(b)->life == D_REMOVING)
+			bdev(b)->rm_puts++;
 		mbo_free(b);
+	}
 }
 
 /* ---- what a kernel touches ---- */
@@ -2744,7 +2748,8 @@ static void op_put(const struct op *o, bool closed_only)
 		return;
 	}
 	tr(" %s", bname(b));
-	if (b->may_lose && bdev(b)->life == D_REMOVING)
+	/* freed now (not when its binds hold it: bind_dropped() counts it then) */
+	if (b->may_lose && bdev(b)->life == D_REMOVING && !b->nbinds)
 		bdev(b)->rm_puts++; /* may still count in bos_lost, no longer listed */
 	ugpu_bo_put(b->bo);
 	if (b->nbinds) {
