@@ -4324,13 +4324,14 @@ static void op_host(const struct op *o, const char *what)
 		/* raced a removal and won: the state is whatever it did to it */
 		d->pm = PM_UNKNOWN;
 		d->main_susp |= susp;
-		/* a resume (or cancel) that won freed the backups: a surprise
-		 * removal that lands after it may lose what it put back in VRAM,
-		 * as for one that follows the removal at once (op_remove) */
-		if (res || !(prep || susp))
-			for (int i = 0; i < MAXBO; i++)
-				if (bos[i].used && bos[i].dev == d->id)
-					bos[i].may_lose |= may_lose_now(d, &bos[i], d->rm_kind, true);
+		/* the removal finds either side's host-suspend state, as for a
+		 * transition that follows the removal at once (op_remove): a
+		 * resume or cancel that won freed the backups (a surprise may
+		 * lose what is back in VRAM), a prepare or suspend that won
+		 * leaves NO_RESTORE BOs without one (an orderly removal too) */
+		for (int i = 0; i < MAXBO; i++)
+			if (bos[i].used && bos[i].dev == d->id)
+				bos[i].may_lose |= may_lose_now(d, &bos[i], d->rm_kind, true);
 	}
 	if (d->life != D_PRESENT)
 		return;
