@@ -1244,7 +1244,8 @@ struct mbind {
 
 struct mkern {
 	uint64_t fence;
-	uint32_t n; /* > 1: a flood of n identical kernels, fences fence .. fence + n - 1 */
+	uint32_t n; /* kernels: fences fence .. fence + n - 1 (> 1 only for a flood) */
+	bool flood; /* n identical reads (KFLOOD); reaped in parts as they end */
 	enum ugpu_kernel_op op;
 	uint64_t va, bytes, value;
 	unsigned inj; /* injections armed at some point of its life */
@@ -1724,6 +1725,73 @@ static int wait_efd(struct mvm *v, struct mq *q, uint64_t fence, int ms,
 	return r == -EAGAIN ? -ETIMEDOUT : r;
 }
 
+/* Check the results of fences @from..@to of the flood @k (each ended) */
+static void flood_results(struct mvm *v, struct mq *q, const struct mkern *k, uint64_t from,
+			  uint64_t to)
+{
+	struct mdev *d = &devs[v->dev];
+	struct ugpu_kernel_result res;
+	struct kwalk w;
+	struct eset fs;
+	uint64_t f;
+	int r;
+
+	kern_walk(v, k->op, k->va, k->bytes, &w);
+	fs = es1(w.fault ? -EFAULT : 0);
+	if (k->inj)
+		es_add(&fs, -EIO);
+	if (k->rm || d->life != D_PRESENT) {
+		es_add(&fs, -ECANCELED);
+		es_add(&fs, -EIO);
+	}
+	for (f = from; f <= to; f++) {
+		struct eset ws = es1(0);
+
+		memset(&res, 0, sizeof(res));
+		res.size = sizeof(res);
+		r = ugpu_fence_wait(q->q, f, 0, &res);
+		if (q->submitted - f >= UGPU_QUEUE_RESULTS)
+			es_add(&ws, -ESTALE);
+		expect(r, &ws, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 " of a flood, 0 ms)",
+		       v->id, q->id, f);
+		if (r == 0)
+			expect(res.status, &fs, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64
+			       "): status of a flood kernel", v->id, q->id, f);
+	}
+}
+
+/*
+ * A flood whose last kernel has not ended may have ended its first ones (it
+ * ran before launches stopped, or between a notifier's cancel and the next
+ * suspend): reap those, so that the kernels counted as not ended
+ * (q_unreaped(), "-EAGAIN: UGPU_QUEUE_DEPTH kernels have not ended") are
+ * the ones that have not.
+ */
+static void reap_flood_part(struct mvm *v, struct mq *q)
+{
+	struct mdev *d = &devs[v->dev];
+	struct mkern *k = &q->pend[0];
+	uint64_t last = k->fence + k->n - 1, f;
+
+	for (f = k->fence; f < last; f++) {
+		struct ugpu_kernel_result res = { .size = sizeof(res) };
+
+		if (ugpu_fence_wait(q->q, f, 0, &res) == -EAGAIN)
+			break;
+	}
+	if (f == k->fence)
+		return;
+	if (k->held && dev_frozen(d))
+		fail("pm", "a flood kernel on VM#%d (fence %" PRIu64 ") ended while the device is "
+		     "host-%s: vm.h says it waits and runs after resume [%s]", v->id, k->fence,
+		     pm_name(d->pm), dstate(d));
+	flood_results(v, q, k, k->fence, f - 1);
+	tr(" [q%d flood #%" PRIu64 "-%" PRIu64 " ended]", q->id, k->fence, f - 1);
+	k->n -= (uint32_t)(f - k->fence);
+	k->fence = f;
+	q->reaped = f - 1;
+}
+
 /* Reap what ended of @q's kernels, in order: poll each, or wait for it
  * (bounded) when @wait; @how 1: through an eventfd. True when none is left. */
 static bool reap_q(struct mvm *v, struct mq *q, bool wait, int how)
@@ -1743,8 +1811,11 @@ static bool reap_q(struct mvm *v, struct mq *q, bool wait, int how)
 			r = wait_efd(v, q, last, ms, &res);
 		else
 			r = ugpu_fence_wait(q->q, last, ms, &res);
-		if (!ms && r == -EAGAIN)
+		if (!ms && r == -EAGAIN) {
+			if (k.flood)
+				reap_flood_part(v, q);
 			return false;
+		}
 		if (ms && r == -ETIMEDOUT)
 			fail("hang", "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 "): a %s kernel on [0x%" PRIx64
 			     ", +%" PRIu64 ") did not end within %d ms [%s]", v->id, q->id, last,
@@ -1758,34 +1829,9 @@ static bool reap_q(struct mvm *v, struct mq *q, bool wait, int how)
 			     last, pm_name(d->pm), dstate(d));
 		memmove(q->pend, q->pend + 1, (size_t)(q->npend - 1) * sizeof(q->pend[0]));
 		q->npend--;
-		if (k.n > 1) {
+		if (k.flood) {
 			/* a flood of identical reads: each result */
-			struct kwalk w;
-			struct eset fs = es1(0);
-			uint64_t f;
-
-			kern_walk(v, k.op, k.va, k.bytes, &w);
-			fs = es1(w.fault ? -EFAULT : 0);
-			if (k.inj)
-				es_add(&fs, -EIO);
-			if (k.rm || d->life != D_PRESENT) {
-				es_add(&fs, -ECANCELED);
-				es_add(&fs, -EIO);
-			}
-			for (f = k.fence; f <= last; f++) {
-				struct eset ws = es1(0);
-
-				memset(&res, 0, sizeof(res));
-				res.size = sizeof(res);
-				r = ugpu_fence_wait(q->q, f, 0, &res);
-				if (q->submitted - f >= UGPU_QUEUE_RESULTS)
-					es_add(&ws, -ESTALE);
-				expect(r, &ws, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 " of a flood, 0 ms)",
-				       v->id, q->id, f);
-				if (r == 0)
-					expect(res.status, &fs, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64
-					       "): status of a flood kernel", v->id, q->id, f);
-			}
+			flood_results(v, q, &k, k.fence, last);
 			tr(" [q%d flood #%" PRIu64 "-%" PRIu64 " ended]", q->id, k.fence, last);
 		} else {
 			kern_end(v, q, &k, last, r == 0 ? &res : NULL);
@@ -4220,7 +4266,7 @@ static void op_kflood(const struct op *o)
 	if (want) {
 		q->pend[q->npend++] = (struct mkern){ .fence = first, .n = (uint32_t)want, .op = k.op,
 						      .va = k.va, .bytes = k.bytes, .inj = d->inj,
-						      .host = true, .held = true };
+						      .host = true, .held = true, .flood = true };
 		T.kernels += want;
 		T.floods++;
 	}
