@@ -3979,8 +3979,11 @@ static void op_kernel(const struct op *o, bool faulty)
 			j++;
 		start = v->b[i].va;
 		end = v->b[j].va + v->b[j].bytes;
-		if (variant == 0) /* and on past its end, where nothing is bound */
+		if (variant == 0) { /* and on past its end, where nothing is bound */
 			end += PG * (1 + x % 3);
+			if (end > 1ull << UGPU_VM_VA_BITS) /* not past the VA range: -EINVAL */
+				end = 1ull << UGPU_VM_VA_BITS;
+		}
 		if (x % 4) {
 			words = (end - start) / 8;
 			start += 8 * ((x >> 4) % words);
