@@ -141,17 +141,22 @@ out_unlock:
 	return ret;
 }
 
-/* Enough free tables for @need more. vm->lock held; manager lock not. */
+/* Enough free tables for @need more; -ENODEV once the VM is dead. vm->lock
+ * held; manager lock not. */
 static int pool_reserve(struct ugpu_vm *vm, size_t need)
 {
 	struct bo_mgr *m = mgr_of(vm->dev);
 	size_t have;
+	bool dead;
 	int ret;
 
 	for (;;) {
 		pthread_mutex_lock(&m->lock);
 		have = vm->nfree;
+		dead = vm->dead;
 		pthread_mutex_unlock(&m->lock);
+		if (dead)
+			return -ENODEV;
 		if (have >= need)
 			return 0;
 		ret = pool_grow(vm);
@@ -688,7 +693,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		ret = -EINVAL;
 		goto out_unlock_vm;
 	}
-	ret = vm->dead ? -ENODEV : pool_reserve(vm, tables_needed(va, bytes));
+	ret = pool_reserve(vm, tables_needed(va, bytes)); /* -ENODEV when dead */
 	if (ret)
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);
