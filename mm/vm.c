@@ -481,6 +481,7 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 	struct bo_mgr *m;
 	struct ugpu_vm *vm;
 	size_t nchunks = 0;
+	uint64_t root_off = 0;
 	int ret;
 
 	if (!dev || !out)
@@ -562,6 +563,9 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 		tables_steal_locked(vm, &chunks, &nchunks);
 	} else {
 		list_add_tail(&vmm->vms, &vm->link);
+		/* read now: once the locks are dropped a removal may take
+		 * the tables away (vm->root becomes NULL) */
+		root_off = vm->root->off;
 	}
 	pthread_mutex_unlock(&vmm->lock);
 	pthread_mutex_unlock(&m->lock);
@@ -569,7 +573,7 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 		goto out_free;
 	device_get(dev);
 	log_dbg(dev->ctx, "%s: VM '%s' created (root table at VRAM 0x%" PRIx64 "%s)", dev->name,
-		vm->name, vm->root->off, (vm->flags & UGPU_VM_MIRROR) ? ", mirror" : "");
+		vm->name, root_off, (vm->flags & UGPU_VM_MIRROR) ? ", mirror" : "");
 	*out = vm;
 	return 0;
 
