@@ -213,6 +213,7 @@ enum device_step_order {
 	DEVICE_STEP_RPM = 80, /* src: runtime PM */
 	DEVICE_STEP_BO_RPM = 90, /* mm: the BO runtime-PM hooks */
 	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
+	DEVICE_STEP_SVM = 97, /* svm: shared virtual memory for mirror VMs */
 	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
 };
 

@@ -267,6 +267,10 @@ struct sim_queue {
 	bool start_req;
 	uint64_t gen; /* bumped by resets: a running kernel that sees it change ends */
 	bool busy; /* working on a page with the lock dropped */
+	uint64_t pages_done; /* pages ended (busy cleared): counts up */
+	/* TLB_INVAL waits for the page in flight when it was written, the
+	 * one whose pages_done was this, not for the pages after it. */
+	uint64_t tlb_page;
 };
 
 /* The fault ring in VRAM (reference-device.md "Page faults"). */

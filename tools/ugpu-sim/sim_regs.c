@@ -103,6 +103,7 @@ static void queue_write32(struct sim_queue *q, unsigned reg, uint32_t v)
 			/* The write completes once no access through a dropped
 			 * translation is in flight (regs_write waits). */
 			q->dev->tlb_wait |= 1ull << q->idx;
+			q->tlb_page = q->pages_done;
 		}
 		break;
 	case Q_FAULT_REPLY:
@@ -440,11 +441,13 @@ int regs_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 	return 0;
 }
 
-/* The queues a TLB_INVAL named are not on a page any more. Lock held. */
+/* The queues a TLB_INVAL named are done with the page they were on when it
+ * was written (later pages use the new translations). Lock held. */
 static bool tlb_quiet(struct sim_dev *dev)
 {
 	for (unsigned i = 0; i < dev->nq; i++)
-		if ((dev->tlb_wait & (1ull << i)) && dev->q[i].busy)
+		if ((dev->tlb_wait & (1ull << i)) && dev->q[i].busy &&
+		    dev->q[i].pages_done == dev->q[i].tlb_page)
 			return false;
 	return true;
 }
