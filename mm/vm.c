@@ -144,17 +144,22 @@ out_unlock:
 	return ret;
 }
 
-/* Enough free tables for @need more. vm->lock held; manager lock not. */
+/* Enough free tables for @need more; -ENODEV once the VM is dead. vm->lock
+ * held; manager lock not. */
 static int pool_reserve(struct ugpu_vm *vm, size_t need)
 {
 	struct bo_mgr *m = mgr_of(vm->dev);
 	size_t have;
+	bool dead;
 	int ret;
 
 	for (;;) {
 		pthread_mutex_lock(&m->lock);
 		have = vm->nfree;
+		dead = vm->dead;
 		pthread_mutex_unlock(&m->lock);
+		if (dead)
+			return -ENODEV;
 		if (have >= need)
 			return 0;
 		ret = pool_grow(vm);
@@ -495,6 +500,7 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 	struct bo_mgr *m;
 	struct ugpu_vm *vm;
 	size_t nchunks = 0;
+	uint64_t root_off = 0;
 	int ret;
 
 	if (!dev || !out)
@@ -588,6 +594,9 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 		tables_steal_locked(vm, &chunks, &nchunks);
 	} else {
 		list_add_tail(&vmm->vms, &vm->link);
+		/* read now: once the locks are dropped a removal may take
+		 * the tables away (vm->root becomes NULL) */
+		root_off = vm->root->off;
 	}
 	pthread_mutex_unlock(&vmm->lock);
 	pthread_mutex_unlock(&m->lock);
@@ -595,7 +604,7 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 		goto out_free;
 	device_get(dev);
 	log_dbg(dev->ctx, "%s: VM '%s' created (root table at VRAM 0x%" PRIx64 "%s)", dev->name,
-		vm->name, vm->root->off, (vm->flags & UGPU_VM_MIRROR) ? ", mirror" : "");
+		vm->name, root_off, (vm->flags & UGPU_VM_MIRROR) ? ", mirror" : "");
 	*out = vm;
 	return 0;
 
@@ -786,7 +795,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 			return ret;
 		}
 	}
-	ret = vm->dead ? -ENODEV : pool_reserve(vm, tables_needed(va, bytes));
+	ret = pool_reserve(vm, tables_needed(va, bytes)); /* -ENODEV when dead */
 	if (ret)
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);

@@ -92,7 +92,10 @@ struct ugpu_vm {
 	/* Under vmm->lock. */
 	struct list_link link; /* vmm->vms */
 	unsigned int nqueues;
-	bool dead; /* the device is gone: no page tables any more */
+	/* the device is gone: no page tables any more. Set under the BO
+	 * manager lock and vmm->lock: read under either (vm->lock is not
+	 * enough: the removal's teardown does not take it) */
+	bool dead;
 };
 
 /*

@@ -196,18 +196,38 @@ static void host_rpm_put(struct ugpu_device *dev)
  * memory layer's: the exec engine's thread may need it to hand over an end.
  */
 #define PM_EXEC_IDLE_MS 5000
+#define PM_EXEC_SLICE_MS 20
 
+/*
+ * The wait goes in slices, so that a device that vanished is noticed: a
+ * kernel on it never ends, and the removal that would abandon it waits for
+ * the host-suspend lock this caller holds (so the transition answers
+ * -ENODEV at once, as pm.h says, instead of -ETIMEDOUT after 5 s; found by
+ * the model test: a notifier's prepare, a kernel, a surprise removal). The
+ * block stays raised across the slices (each is a nested block and
+ * unblock), so nothing launches in between.
+ */
 static int exec_hold(struct ugpu_device *dev, bool *took)
 {
 	struct host_pm *pm = dev->pm;
-	int ret;
+	int ret, waited = PM_EXEC_SLICE_MS;
 
 	*took = false;
 	if (pm->exec_held || !dev->exec)
 		return 0;
-	ret = exec_block(dev->exec, PM_EXEC_IDLE_MS);
+	ret = exec_block(dev->exec, PM_EXEC_SLICE_MS);
+	while (ret && waited < PM_EXEC_IDLE_MS && !vfio_dev_is_gone(dev->vdev)) {
+		ret = exec_block(dev->exec, PM_EXEC_SLICE_MS);
+		exec_unblock(dev->exec);
+		waited += PM_EXEC_SLICE_MS;
+	}
 	if (ret) {
 		exec_unblock(dev->exec);
+		if (vfio_dev_is_gone(dev->vdev)) {
+			log_err(dev->ctx, "%s: the device vanished with GPU kernels on it: no suspend",
+				dev->name);
+			return -ENODEV;
+		}
 		log_err(dev->ctx, "%s: GPU kernels still run after %d ms: no suspend", dev->name,
 			PM_EXEC_IDLE_MS);
 		return -ETIMEDOUT;

@@ -29,7 +29,14 @@
  * device to sleep, optionally followed at once by a host transition, a
  * runtime suspend, a migration or a create that race it), settling a removal,
  * close, reopen (a fresh reference device), queries of every stats call,
- * ugpu_strerror of odd codes, NULL/short arguments, writer threads on/off.
+ * ugpu_strerror of odd codes, NULL/short arguments, writer threads on/off;
+ * and GPU VMs (include/ugpu/vm.h): VM create/destroy (plain, mirror, short
+ * and bad options), queue create/destroy (also with kernels in flight),
+ * bind/unbind (good, overlapping, bad), kernels (write, atomic-add,
+ * read-sum) over runs of binds, waited for at once or left pending across
+ * the ops that follow, faulting ones, bad submissions, fence waits (also by
+ * eventfd), results read again, a flood to the queue depth while launches
+ * are stopped.
  *
  * Threads. Besides the main thread: NWRITERS writer threads, each owning some
  * mapped BOs and storing sequence numbers through the mappings (then loading
@@ -40,7 +47,11 @@
  * oracle stays exact: writers record what they stored in the BO's shadow and
  * park at a barrier whenever the main thread checks everything.
  *
- * Oracle. A shadow copy of every byte of every BO. After every op the BO it
+ * Oracle. A shadow copy of every byte of every BO (a kernel's effect goes
+ * into the shadow of the BOs its range maps to when its fence is reaped:
+ * the section "GPU VMs, binds, queues and kernels" says why that is exact;
+ * a read-sum must match it, -EFAULT must name the first page that faults).
+ * After every op the BO it
  * touched is checked byte-exact (ugpu_bo_read, and through the mapping when
  * mapped), every CHECK_EVERY ops and after every power transition, removal,
  * injected fault and notifier cycle every BO is. Every return code must be in
@@ -64,6 +75,15 @@
  * UGPU_MODEL_SHRINK_SECONDS and prints a replay command and the short trace.
  * UGPU_MODEL_SECONDS / _OPS size a run; _WEIGHTS, _FLAGS, _MAXOPEN focus it.
  *
+ * vm.h lists no -EBUSY for ugpu_vm_create(); while host-suspended it gets
+ * one (the root table is VRAM, "no VRAM until resume" as for a VRAM-only
+ * BO, and as ugpu_vm_bind() says): accepted. A zero-byte kernel "completes at
+ * once": also while host-suspended, or after resume? Either. ugpu_fence_wait()
+ * with a @res->size too small: -EINVAL (as every other call with a size
+ * field) or not (vm.h lists no such -EINVAL)? Either. ugpu_vm_unbind() after
+ * close ("after the device is gone unbinding still works" says removal): 0
+ * or -ENODEV.
+ *
  * Where the headers leave the outcome open, the model accepts each reading
  * (look for "both hold" and the comments at each): which error wins when two
  * apply (lost and gone, pinned and gone, a failing wake before a state error);
@@ -82,6 +102,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -105,6 +126,7 @@
 #include <ugpu/rpm.h>
 #include <ugpu/ugpu.h>
 #include <ugpu/unplug.h>
+#include <ugpu/vm.h>
 
 #include "tools/ugpu-sim/sim.h"
 
@@ -173,7 +195,9 @@ static void sleep_us(unsigned us)
 	X(RPM_DELAY, 3)        \
 	X(RPM_THRESH, 2) X(RPM_SUSPEND, 5) X(SLEEP, 14) X(INJECT, 2) X(INJECT_WAKE, 1) X(INJECT_CLEAR, 2)          \
 	X(REMOVE, 1) X(SETTLE, 2) X(CLOSE, 1) X(REOPEN, 10) X(QUERY, 3) X(STRERROR, 1)          \
-	X(WRITERS, 3) X(CHECK, 1) X(BADARGS, 1)
+	X(WRITERS, 3) X(CHECK, 1) X(BADARGS, 1)                                                 \
+	X(VM_CREATE, 4) X(VM_DESTROY, 1) X(QUEUE_CREATE, 1) X(QUEUE_DESTROY, 1) X(BIND, 14)      \
+	X(UNBIND, 4) X(KERNEL, 24) X(KERNEL_FAULT, 4) X(KWAIT, 4) X(FENCE, 2) X(KFLOOD, 1)
 
 enum op_kind {
 #define X(n, w) OP_##n,
@@ -306,13 +330,20 @@ struct mbo {
 			    * mapping (SIGBUS) until it is unmapped (docs say nothing) */
 	uint32_t discarded;
 	atomic_bool sigbus; /* a writer's touch raised SIGBUS */
+	/* GPU VMs */
+	uint32_t nbinds; /* binds of it in the model's VMs (each holds a reference) */
+	bool orphan; /* the test put it while bound: only binds hold it now, no BO call may name it */
+	uint8_t *unk; /* per u64 word: its value is unknown (a kernel that ended early may have
+		       * written it); NULL until needed */
+	uint64_t nunk; /* words marked in @unk */
 };
 
 struct totals {
 	uint64_t seeds, ops, skipped, host_cycles, notifier_cycles, rpm_suspends, rpm_d3cold,
 		rpm_resumes, rpm_released, rpm_wake_faults, removals_orderly, removals_surprise,
 		injections, bytes_verified, writer_stores, lost_allowed, sigbus_allowed, devices,
-		bos_created;
+		bos_created, vms, binds, kernels, kernels_done, kernels_faulted, kernels_other,
+		sums_checked, kernel_bytes, floods;
 };
 
 /* Shared with the parent (MAP_SHARED, set up before fork). */
@@ -341,6 +372,17 @@ static struct rng grng; /* main-thread choices that are not op parameters */
 static int since_check;
 static int op_timeout_s = OP_TIMEOUT_S;
 static int max_open = 3; /* devices open at once; a reopen closes the oldest (UGPU_MODEL_MAXOPEN) */
+/*
+ * Valid mirror VMs (UGPU_MODEL_MIRROR=1). Off by default while a known bug
+ * in svm/ is pending: when the last device goes (close or removal),
+ * svm_down() frees the shared-virtual-memory state, but the device's VM
+ * manager (context lifetime) still hands it to svm's ops, so a submission
+ * on a mirror VM's queue, or the VM's destroy, afterwards uses freed
+ * memory (ASan: heap-use-after-free in ops_sync, svm/svm.c; a Release run
+ * hangs in it). Off, those creations make plain VMs; refused mirror spans
+ * are still tried. Part of a seed's meaning, like the weights.
+ */
+static bool mirror_on;
 
 /* ------------------------------------------------------------------------ */
 /* Trace and failure.                                                       */
@@ -573,6 +615,11 @@ static const char *ename(int e)
 	case EOVERFLOW: return "-EOVERFLOW";
 	case EPROTO: return "-EPROTO";
 	case EAGAIN: return "-EAGAIN";
+	case EFAULT: return "-EFAULT";
+	case ECANCELED: return "-ECANCELED";
+	case ESTALE: return "-ESTALE";
+	case EOPNOTSUPP: return "-EOPNOTSUPP";
+	case EACCES: return "-EACCES";
 	default: break;
 	}
 	b = buf[k++ % 4];
@@ -708,24 +755,28 @@ static bool host_maybe_suspended(const struct mdev *d)
 	return d->pm == UGPU_PM_SUSPENDED || d->pm == PM_UNKNOWN;
 }
 
-/* Bytes of VRAM nothing can evict: pinned or VRAM-only BOs, plus the
- * driver's own (rings: a generous guess). Above half of VRAM, -ENOSPC for a
- * VRAM placement is believable; below it, eviction must make room. */
+static bool gpu_may_run(const struct mbo *b);
+static uint64_t vm_pt_bytes(const struct mdev *d);
+
+/* Bytes of VRAM nothing can evict: pinned or VRAM-only BOs, BOs bound in a
+ * VM a kernel may run on, the page tables of VMs, plus the driver's own
+ * (rings: a generous guess). Above half of VRAM, -ENOSPC for a VRAM
+ * placement is believable; below it, eviction must make room. */
 static bool vram_pressure(const struct mdev *d, uint64_t extra, bool contiguous)
 {
-	uint64_t fixed = 2 * MiB;
+	uint64_t fixed = 2 * MiB, pt = vm_pt_bytes(d);
 
 	for (int i = 0; i < MAXBO; i++) {
 		const struct mbo *b = &bos[i];
 
 		if (!b->used || b->closed || b->lost || &devs[b->dev] != d || !has_pl(b, UGPU_PLACEMENT_VRAM))
 			continue;
-		if (b->pins || !has_pl(b, UGPU_PLACEMENT_SYSTEM))
+		if (b->pins || !has_pl(b, UGPU_PLACEMENT_SYSTEM) || gpu_may_run(b))
 			fixed += b->size;
 	}
 	if (contiguous && fixed > 2 * MiB)
 		return true; /* pinned blocks may fragment VRAM below any aligned run */
-	return fixed + extra > VRAM_SIZE / 2;
+	return fixed + pt + extra > VRAM_SIZE / 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -904,8 +955,9 @@ static void writers_resume(void)
 		int r;
 
 		if (!b->used || b->closed || b->lost || b->may_lose || b->unknown ||
-		    (b->flags & UGPU_BO_NO_RESTORE) || bdev(b)->life == D_CLOSED || rnd(&grng, 2))
-			continue;
+		    (b->flags & UGPU_BO_NO_RESTORE) || bdev(b)->life == D_CLOSED || b->orphan ||
+		    b->nbinds || b->nunk || rnd(&grng, 2))
+			continue; /* a bound BO is the kernels': never a writer's */
 		if (bdev(b)->main_susp || bdev(b)->pm == UGPU_PM_SUSPENDED)
 			continue;
 		if (!b->map) {
@@ -985,6 +1037,9 @@ static void *notifier_main(void *arg)
 }
 
 static void check_all(const char *why);
+struct mdev;
+static bool dev_frozen(const struct mdev *d);
+static void kern_freeze(struct mdev *d);
 
 static void notifier_join(void)
 {
@@ -1028,6 +1083,8 @@ static void notifier_join(void)
 		       "ugpu_device_pm_stats");
 		d->pm = (int)ps.state;
 		d->main_susp = d->pm == UGPU_PM_SUSPENDED;
+		if (dev_frozen(d))
+			kern_freeze(d); /* its resume failed: launches stay stopped */
 	}
 	check_all("after a notifier cycle");
 }
@@ -1103,6 +1160,7 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 	so.vram_size = VRAM_SIZE;
 	so.wake_latency_us = wake_us;
 	so.cfg_dead_in_d3cold = (cfg >> 16) % 3 == 0; /* must not look like a removal */
+	so.exec_queues = 1 + (cfg >> 20) % 4; /* fewer hardware queues than the model's queues, often */
 	r = sim_start(&so, &d->sim);
 	if (r)
 		fail("setup", "sim_start: %s", strerror(-r));
@@ -1132,8 +1190,8 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 		fail("rpm", "after open: allowed %d delay %d threshold %" PRIu64 " usage %u; the header "
 		     "says forbidden, 1000 ms, 300 MiB, 0", rs.allowed, rs.autosuspend_delay_ms,
 		     rs.d3cold_threshold, rs.usage);
-	tr(" -> dev%d (wake %u us%s)", d->id, wake_us,
-	   so.cfg_dead_in_d3cold ? ", config space all-ones in D3cold" : "");
+	tr(" -> dev%d (wake %u us%s, %u exec queues)", d->id, wake_us,
+	   so.cfg_dead_in_d3cold ? ", config space all-ones in D3cold" : "", so.exec_queues);
 	if (cfg % 4) {
 		struct eset ok = es1(0);
 
@@ -1149,6 +1207,836 @@ static struct mdev *dev_open(unsigned wake_us, uint32_t cfg)
 		tr(", rpm allowed, delay %d ms, D3cold threshold %" PRIu64, d->delay, d->thresh);
 	}
 	return d;
+}
+
+/* ------------------------------------------------------------------------ */
+/* GPU VMs, binds, queues and kernels (include/ugpu/vm.h): the model.       */
+/*
+ * Per device up to VM_PER_DEV VMs, each with up to MAXQ queues and MAXBIND
+ * binds (kept sorted by VA) in the model's VA windows. A kernel submitted is
+ * pending until the model reaps its fence (in order, per queue); what it did
+ * to the shadow is worked out when it is reaped, from the binds and shadow
+ * bytes then. That is exact because nothing a kernel sees changes between its
+ * run and its reap:
+ *  - before the main thread changes (or adopts, or compares) the bytes of a
+ *    BO bound in a VM, or binds over the range of a pending kernel, it reaps
+ *    the VM's kernels (waiting for them); unless the device is host-prepared
+ *    or suspended by the main thread: launches are stopped then ("waits and
+ *    runs after resume"), so what did not end before has not run, and runs
+ *    after resume on what the model has by then;
+ *  - two queues never have pending kernels on the same bytes when one of
+ *    them writes: such a submission waits for the other queue, or is skipped;
+ *  - writer threads never own a bound BO.
+ * A kernel that ends other than completed (-EFAULT, -EIO, -ECANCELED) may have
+ * done part of its work: each u64 word it could have written becomes
+ * unknown, and the next check reads it back (the rest is still checked).
+ */
+#define MAXVM 12 /* VMs at once, every device */
+#define VM_PER_DEV 3
+#define MAXQ 3 /* queues per VM */
+#define MAXBIND 24 /* binds per VM */
+#define MAXPEND 40 /* kernels not reaped yet, per queue */
+#define NHIST 8 /* results kept per queue, to read again */
+#define PG 4096ull
+#define VA_BASE ((1ull << 39) - 4 * MiB) /* the model's VA window, across a 512 GiB (and so a
+					      * 1 GiB and a 2 MiB) boundary of the page tables... */
+#define VA_PAGES 2048u /* ...of 8 MiB, */
+#define VA_TOP_PAGES 64u /* and a small one at the very top of the 48-bit range */
+#define VA_TOP ((1ull << UGPU_VM_VA_BITS) - VA_TOP_PAGES * PG)
+#define KMAX_BYTES (256 * 1024ull) /* longest kernel */
+#define KWAIT_MS 10000 /* a kernel that can run ends within this */
+#define KWAIT_RM_MS 30000 /* ...or the removal in flight cancels it within this */
+
+struct mbind {
+	uint64_t va, bytes, off;
+	int bo; /* slot in bos[] */
+	uint32_t flags;
+};
+
+struct mkern {
+	uint64_t fence;
+	uint32_t n; /* kernels: fences fence .. fence + n - 1 (> 1 only for a flood) */
+	bool flood; /* n identical reads (KFLOOD); reaped in parts as they end */
+	enum ugpu_kernel_op op;
+	uint64_t va, bytes, value;
+	unsigned inj; /* injections armed at some point of its life */
+	bool rm; /* its device was removed (or closed) at some point of its life */
+	bool host; /* a host-suspend transition at some point of its life */
+	bool held; /* not ended while launches were stopped by a host suspend the model
+		    * knows of: it must not end before resume or cancel */
+};
+
+struct mhist {
+	uint64_t fence;
+	int status;
+	uint64_t sum;
+};
+
+struct mq {
+	struct ugpu_queue *q;
+	int id;
+	uint64_t submitted; /* fences handed out */
+	uint64_t reaped; /* every fence up to it was reaped */
+	struct mkern pend[MAXPEND];
+	int npend;
+	struct mhist hist[NHIST];
+	int nhist;
+};
+
+struct mvm {
+	bool used;
+	int id, dev;
+	struct ugpu_vm *vm;
+	uint32_t flags;
+	uint64_t mstart, msize;
+	struct mq q[MAXQ];
+	int nq;
+	struct mbind b[MAXBIND];
+	int nb;
+	uint64_t unbound_va; /* where the last unbind was (a bind there tests the TLB drop) */
+};
+
+static struct mvm vms[MAXVM];
+static int next_vm_id, next_q_id;
+
+static const char *kop_name(int op)
+{
+	return op == UGPU_KERNEL_READ_SUM ? "read-sum" : op == UGPU_KERNEL_WRITE ? "write"
+		: op == UGPU_KERNEL_ATOMIC_ADD ? "atomic-add" : "bad-op";
+}
+
+static const char *acc_name(int a)
+{
+	return a == UGPU_ACCESS_READ ? "read" : a == UGPU_ACCESS_WRITE ? "write"
+		: a == UGPU_ACCESS_ATOMIC ? "atomic" : "?";
+}
+
+/* Launches are stopped: the main thread host-prepared or suspended the
+ * device (a kernel not ended then waits for resume or cancel). */
+static bool dev_frozen(const struct mdev *d)
+{
+	return d->life == D_PRESENT && (d->pm == UGPU_PM_PREPARED || d->pm == UGPU_PM_SUSPENDED);
+}
+
+/* May the main thread wait for @d's kernels (bounded)? Not while launches
+ * are stopped (only the main thread resumes) or a notifier cycle may stop
+ * them; a removal in flight cancels what has not ended; after removal or
+ * close every kernel has ended. */
+static bool dev_can_wait(const struct mdev *d)
+{
+	if (d->life == D_PRESENT)
+		return !dev_frozen(d) && d->pm != PM_UNKNOWN;
+	return true;
+}
+
+static int vm_pend(const struct mvm *v)
+{
+	int n = 0;
+
+	for (int i = 0; i < v->nq; i++)
+		n += v->q[i].npend;
+	return n;
+}
+
+/* Kernels submitted on @d and not reaped (each holds a runtime-PM reference
+ * until it ends). */
+static uint64_t dev_unreaped(const struct mdev *d)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < MAXVM; i++) {
+		const struct mvm *v = &vms[i];
+
+		if (!v->used || v->dev != d->id)
+			continue;
+		for (int j = 0; j < v->nq; j++)
+			for (int k = 0; k < v->q[j].npend; k++)
+				n += v->q[j].pend[k].n;
+	}
+	return n;
+}
+
+static uint64_t q_unreaped(const struct mq *q)
+{
+	uint64_t n = 0;
+
+	for (int k = 0; k < q->npend; k++)
+		n += q->pend[k].n;
+	return n;
+}
+
+static bool vm_has_bo(const struct mvm *v, int bo)
+{
+	for (int i = 0; i < v->nb; i++)
+		if (v->b[i].bo == bo)
+			return true;
+	return false;
+}
+
+/* Does [va, +bytes) overlap a bind of @v? */
+static bool va_overlap(const struct mvm *v, uint64_t va, uint64_t bytes)
+{
+	for (int i = 0; i < v->nb; i++)
+		if (v->b[i].va < va + bytes && va < v->b[i].va + v->b[i].bytes)
+			return true;
+	return false;
+}
+
+/* ---- unknown words ---- */
+
+static void unk_set(struct mbo *b, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return;
+	if (!b->unk) {
+		b->unk = calloc(b->size / 8, 1);
+		if (!b->unk)
+			fail("setup", "out of memory");
+	}
+	for (uint64_t w = off / 8; w < (off + len + 7) / 8 && w < b->size / 8; w++)
+		if (!b->unk[w]) {
+			b->unk[w] = 1;
+			b->nunk++;
+		}
+}
+
+/* Words wholly inside [off, +len) are known again. */
+static void unk_clear(struct mbo *b, uint64_t off, uint64_t len)
+{
+	if (!b->nunk)
+		return;
+	for (uint64_t w = (off + 7) / 8; (w + 1) * 8 <= off + len; w++)
+		if (b->unk[w]) {
+			b->unk[w] = 0;
+			b->nunk--;
+		}
+}
+
+static bool unk_any(const struct mbo *b, uint64_t off, uint64_t len)
+{
+	if (b->unknown)
+		return true;
+	if (!b->nunk || !len)
+		return false;
+	for (uint64_t w = off / 8; w < (off + len + 7) / 8 && w < b->size / 8; w++)
+		if (b->unk[w])
+			return true;
+	return false;
+}
+
+/* A whole-BO "unknown" as per-word marks, so that a kernel can make part of
+ * it known again. */
+static void unk_expand(struct mbo *b)
+{
+	if (!b->unknown)
+		return;
+	unk_set(b, 0, b->size);
+	b->unknown = false;
+}
+
+/* Adopt what was read back (@got: the whole BO) for every unknown word. */
+static void unk_adopt(struct mbo *b, const uint8_t *got)
+{
+	if (!b->nunk)
+		return;
+	for (uint64_t w = 0; w < b->size / 8; w++)
+		if (b->unk[w]) {
+			memcpy(b->shadow + 8 * w, got + 8 * w, 8);
+			b->unk[w] = 0;
+		}
+	b->nunk = 0;
+}
+
+static void mbo_free(struct mbo *b)
+{
+	free(b->shadow);
+	free(b->unk);
+	memset(b, 0, sizeof(*b));
+}
+
+/* A bind of @bo went (unbind, VM destroyed): an orphan goes with its last. */
+static void bind_dropped(int bo)
+{
+	struct mbo *b = &bos[bo];
+
+	if (b->nbinds)
+		b->nbinds--;
+	if (b->orphan && !b->nbinds) {
+		/* freed now: like a put, it may count in bos_lost, no longer listed */
+		if (b->may_lose && bdev(b)->life == D_REMOVING)
+			bdev(b)->rm_puts++;
+		mbo_free(b);
+	}
+}
+
+/* ---- what a kernel touches ---- */
+
+struct seg {
+	int bo;
+	uint64_t off, len;
+	bool ro;
+};
+
+struct kwalk {
+	struct seg s[MAXBIND];
+	int n;
+	bool fault;
+	uint64_t fault_va; /* the first page that faults (unbound; or read-only for a write) */
+};
+
+static void kern_walk(const struct mvm *v, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		      struct kwalk *w)
+{
+	uint64_t pos = va, end = va + bytes;
+	bool wr = op != UGPU_KERNEL_READ_SUM;
+
+	w->n = 0;
+	w->fault = false;
+	w->fault_va = 0;
+	while (pos < end) {
+		const struct mbind *bd = NULL;
+		uint64_t next = end, e;
+
+		for (int i = 0; i < v->nb; i++) {
+			const struct mbind *x = &v->b[i];
+
+			if (x->va <= pos && pos < x->va + x->bytes) {
+				bd = x;
+				break;
+			}
+			if (x->va > pos && x->va < next)
+				next = x->va;
+		}
+		if (!bd) {
+			if (!w->fault) {
+				w->fault = true;
+				w->fault_va = pos & ~(PG - 1);
+			}
+			pos = next;
+			continue;
+		}
+		e = bd->va + bd->bytes < end ? bd->va + bd->bytes : end;
+		if (wr && (bd->flags & UGPU_BIND_READONLY) && !w->fault) {
+			w->fault = true;
+			w->fault_va = pos & ~(PG - 1);
+		}
+		if (w->n < MAXBIND)
+			w->s[w->n++] = (struct seg){ bd->bo, bd->off + (pos - bd->va), e - pos,
+						     (bd->flags & UGPU_BIND_READONLY) != 0 };
+		pos = e;
+	}
+}
+
+static bool walks_overlap(const struct kwalk *a, const struct kwalk *b)
+{
+	for (int i = 0; i < a->n; i++)
+		for (int j = 0; j < b->n; j++)
+			if (a->s[i].bo == b->s[j].bo && a->s[i].off < b->s[j].off + b->s[j].len &&
+			    b->s[j].off < a->s[i].off + a->s[i].len)
+				return true;
+	return false;
+}
+
+/* Every word a write kernel could have written is unknown now. */
+static void walk_unknown(const struct kwalk *w)
+{
+	for (int i = 0; i < w->n; i++)
+		if (!w->s[i].ro)
+			unk_set(&bos[w->s[i].bo], w->s[i].off, w->s[i].len);
+}
+
+static uint64_t sh64(const struct mbo *b, uint64_t off)
+{
+	uint64_t x;
+
+	memcpy(&x, b->shadow + off, 8);
+	return x;
+}
+
+/* A read-sum answered another sum: say what the CPU reads there too, so the
+ * report tells a stale translation from bytes that changed. */
+static void sum_mismatch(const struct mvm *v, const struct mkern *k, const struct kwalk *w, uint64_t got,
+			 uint64_t want)
+{
+	char m[1200];
+	size_t n = 0;
+
+	for (int i = 0; i < w->n && n < sizeof(m) - 200; i++) {
+		struct mbo *b = &bos[w->s[i].bo];
+		uint64_t shs = 0, cpus = 0;
+		uint8_t *buf = malloc(w->s[i].len);
+		int r = -ENOMEM;
+
+		for (uint64_t o = 0; o < w->s[i].len; o += 8)
+			shs += sh64(b, w->s[i].off + o);
+		if (buf && !b->orphan && !b->closed)
+			r = ugpu_bo_read(b->bo, w->s[i].off, buf, w->s[i].len);
+		if (r == 0)
+			for (uint64_t o = 0; o < w->s[i].len; o += 8) {
+				uint64_t x;
+
+				memcpy(&x, buf + o, 8);
+				cpus += x;
+			}
+		free(buf);
+		n += (size_t)snprintf(m + n, sizeof(m) - n, "; %s [0x%" PRIx64 ", +%" PRIu64
+				      "): model sum 0x%" PRIx64 ", CPU reads %s0x%" PRIx64 " (in %s)",
+				      bname(b), w->s[i].off, w->s[i].len, shs, r ? "(read failed) " : "",
+				      cpus, b->orphan ? "?" : pl_name(placement_of(b)));
+	}
+	fail("bytes", "a read-sum kernel on VM#%d [0x%" PRIx64 ", +%" PRIu64 ") returned sum 0x%" PRIx64
+	     ", the model says 0x%" PRIx64 "%s [%s]", v->id, k->va, k->bytes, got, want, m,
+	     dstate(&devs[v->dev]));
+}
+
+static void hist_add(struct mq *q, uint64_t fence, int status, uint64_t sum)
+{
+	if (q->nhist == NHIST) {
+		memmove(q->hist, q->hist + 1, (NHIST - 1) * sizeof(q->hist[0]));
+		q->nhist--;
+	}
+	q->hist[q->nhist++] = (struct mhist){ fence, status, sum };
+}
+
+/* Kernel @k of @q ended (@res), or its result is gone (@res NULL: -ESTALE):
+ * check it against the model and apply it to the shadow. */
+static void kern_end(struct mvm *v, struct mq *q, const struct mkern *k, uint64_t fence,
+		     const struct ugpu_kernel_result *res)
+{
+	struct mdev *d = &devs[v->dev];
+	enum ugpu_access acc = k->op == UGPU_KERNEL_READ_SUM ? UGPU_ACCESS_READ
+		: k->op == UGPU_KERNEL_WRITE ? UGPU_ACCESS_WRITE : UGPU_ACCESS_ATOMIC;
+	bool wr = k->op != UGPU_KERNEL_READ_SUM, nr = false;
+	bool dropped[MAXBIND] = { false };
+	struct eset s = { 0 };
+	struct kwalk w;
+	int st;
+
+	kern_walk(v, k->op, k->va, k->bytes, &w);
+	/* NO_RESTORE bytes may have gone with a host suspend in its life */
+	for (int i = 0; i < w.n; i++) {
+		struct mbo *b = &bos[w.s[i].bo];
+
+		if (!(b->flags & UGPU_BO_NO_RESTORE))
+			continue;
+		if (k->host || d->pm == PM_UNKNOWN)
+			nr = true;
+		if (!b->orphan && !b->closed) {
+			struct ugpu_bo_info info = { .size = sizeof(info) };
+
+			if (ugpu_bo_query(b->bo, &info) == 0 && info.discarded != b->discarded) {
+				b->discarded = info.discarded;
+				dropped[i] = true;
+				nr = true;
+			}
+		}
+	}
+	if (!res) {
+		tr(" [q%d #%" PRIu64 " stale]", q->id, fence);
+		if (wr)
+			walk_unknown(&w);
+		goto out;
+	}
+	st = res->status;
+	es_add(&s, w.fault ? -EFAULT : 0);
+	if (k->inj)
+		es_add(&s, -EIO); /* "the device reported an error" */
+	if (k->rm || d->life != D_PRESENT) {
+		es_add(&s, -ECANCELED);
+		es_add(&s, -EIO);
+	}
+	tr(" [q%d #%" PRIu64 " %s %s]", q->id, fence, kop_name(k->op), ename(st));
+	expect(st, &s, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 "): status of a %s kernel on "
+	       "[0x%" PRIx64 ", +%" PRIu64 ")%s", v->id, q->id, fence, kop_name(k->op), k->va, k->bytes,
+	       w.fault ? " (faults)" : "");
+	if (st == -EFAULT && (res->fault_va != w.fault_va || (int)res->fault_access != (int)acc))
+		fail("kernel", "a %s kernel on VM#%d [0x%" PRIx64 ", +%" PRIu64 ") faulted at 0x%" PRIx64
+		     " (%s); the binds say the first page that faults is 0x%" PRIx64 " (%s) [%s]",
+		     kop_name(k->op), v->id, k->va, k->bytes, res->fault_va,
+		     acc_name((int)res->fault_access), w.fault_va, acc_name((int)acc), dstate(d));
+	if (st == 0)
+		T.kernels_done++;
+	else if (st == -EFAULT)
+		T.kernels_faulted++;
+	else
+		T.kernels_other++;
+	if (st == 0) {
+		T.kernel_bytes += k->bytes;
+		if (k->op == UGPU_KERNEL_READ_SUM) {
+			uint64_t sum = 0;
+			bool known = !nr;
+
+			for (int i = 0; i < w.n; i++) {
+				const struct mbo *b = &bos[w.s[i].bo];
+
+				known = known && !unk_any(b, w.s[i].off, w.s[i].len);
+				for (uint64_t o = 0; o < w.s[i].len; o += 8)
+					sum += sh64(b, w.s[i].off + o);
+			}
+			if (known) {
+				T.sums_checked++;
+				if (sum != res->sum)
+					sum_mismatch(v, k, &w, res->sum, sum);
+			} else {
+				tr(" (sum unchecked: unknown words)");
+			}
+		} else {
+			for (int i = 0; i < w.n; i++) {
+				struct mbo *b = &bos[w.s[i].bo];
+
+				if (k->op == UGPU_KERNEL_WRITE)
+					unk_expand(b);
+				for (uint64_t o = 0; o < w.s[i].len; o += 8) {
+					uint64_t x = k->op == UGPU_KERNEL_WRITE ? k->value
+						: sh64(b, w.s[i].off + o) + k->value;
+
+					memcpy(b->shadow + w.s[i].off + o, &x, 8);
+				}
+				if (k->op == UGPU_KERNEL_WRITE)
+					unk_clear(b, w.s[i].off, w.s[i].len);
+			}
+		}
+	} else if (wr) {
+		walk_unknown(&w);
+	}
+	hist_add(q, fence, st, k->op == UGPU_KERNEL_READ_SUM && st == 0 ? res->sum : 0);
+out:
+	for (int i = 0; i < w.n; i++) {
+		struct mbo *b = &bos[w.s[i].bo];
+
+		if (dropped[i])
+			b->unknown = true; /* the drop may have come after the kernel */
+		else if (nr && wr && (b->flags & UGPU_BO_NO_RESTORE))
+			unk_set(b, w.s[i].off, w.s[i].len);
+	}
+}
+
+/* Wait for @fence through an eventfd; then the fence must poll complete. */
+static int wait_efd(struct mvm *v, struct mq *q, uint64_t fence, int ms,
+		    struct ugpu_kernel_result *res)
+{
+	struct pollfd p = { .events = POLLIN };
+	int fd = -1, r, n;
+
+	r = ugpu_fence_eventfd(q->q, fence, &fd);
+	expect(r, &(struct eset){ 1, { 0 } }, &devs[v->dev], "ugpu_fence_eventfd(VM#%d q%d, %" PRIu64 ")",
+	       v->id, q->id, fence);
+	p.fd = fd;
+	do
+		n = poll(&p, 1, ms);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	r = ugpu_fence_wait(q->q, fence, 0, res);
+	if (n > 0 && r == -EAGAIN)
+		fail("fence", "the eventfd of fence %" PRIu64 " (VM#%d q%d) became readable and the fence "
+		     "polls -EAGAIN", fence, v->id, q->id);
+	if (n == 0 && r == 0)
+		fail("fence", "fence %" PRIu64 " (VM#%d q%d) completed and its eventfd stayed unreadable "
+		     "for %d ms", fence, v->id, q->id, ms);
+	return r == -EAGAIN ? -ETIMEDOUT : r;
+}
+
+/* Check the results of fences @from..@to of the flood @k (each ended) */
+static void flood_results(struct mvm *v, struct mq *q, const struct mkern *k, uint64_t from,
+			  uint64_t to)
+{
+	struct mdev *d = &devs[v->dev];
+	struct ugpu_kernel_result res;
+	struct kwalk w;
+	struct eset fs;
+	uint64_t f;
+	int r;
+
+	kern_walk(v, k->op, k->va, k->bytes, &w);
+	fs = es1(w.fault ? -EFAULT : 0);
+	if (k->inj)
+		es_add(&fs, -EIO);
+	if (k->rm || d->life != D_PRESENT) {
+		es_add(&fs, -ECANCELED);
+		es_add(&fs, -EIO);
+	}
+	for (f = from; f <= to; f++) {
+		struct eset ws = es1(0);
+
+		memset(&res, 0, sizeof(res));
+		res.size = sizeof(res);
+		r = ugpu_fence_wait(q->q, f, 0, &res);
+		if (q->submitted - f >= UGPU_QUEUE_RESULTS)
+			es_add(&ws, -ESTALE);
+		expect(r, &ws, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 " of a flood, 0 ms)",
+		       v->id, q->id, f);
+		if (r == 0)
+			expect(res.status, &fs, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64
+			       "): status of a flood kernel", v->id, q->id, f);
+	}
+}
+
+/*
+ * A flood whose last kernel has not ended may have ended its first ones (it
+ * ran before launches stopped, or between a notifier's cancel and the next
+ * suspend): reap those, so that the kernels counted as not ended
+ * (q_unreaped(), "-EAGAIN: UGPU_QUEUE_DEPTH kernels have not ended") are
+ * the ones that have not.
+ */
+static void reap_flood_part(struct mvm *v, struct mq *q)
+{
+	struct mdev *d = &devs[v->dev];
+	struct mkern *k = &q->pend[0];
+	uint64_t last = k->fence + k->n - 1, f;
+
+	for (f = k->fence; f < last; f++) {
+		struct ugpu_kernel_result res = { .size = sizeof(res) };
+
+		if (ugpu_fence_wait(q->q, f, 0, &res) == -EAGAIN)
+			break;
+	}
+	if (f == k->fence)
+		return;
+	if (k->held && dev_frozen(d))
+		fail("pm", "a flood kernel on VM#%d (fence %" PRIu64 ") ended while the device is "
+		     "host-%s: vm.h says it waits and runs after resume [%s]", v->id, k->fence,
+		     pm_name(d->pm), dstate(d));
+	flood_results(v, q, k, k->fence, f - 1);
+	tr(" [q%d flood #%" PRIu64 "-%" PRIu64 " ended]", q->id, k->fence, f - 1);
+	k->n -= (uint32_t)(f - k->fence);
+	k->fence = f;
+	q->reaped = f - 1;
+}
+
+/* Reap what ended of @q's kernels, in order: poll each, or wait for it
+ * (bounded) when @wait; @how 1: through an eventfd. True when none is left. */
+static bool reap_q(struct mvm *v, struct mq *q, bool wait, int how)
+{
+	struct mdev *d = &devs[v->dev];
+
+	while (q->npend) {
+		struct mkern k = q->pend[0];
+		uint64_t last = k.fence + k.n - 1;
+		struct ugpu_kernel_result res;
+		int ms = !wait ? 0 : d->life == D_PRESENT ? KWAIT_MS : KWAIT_RM_MS, r;
+		struct eset s = es1(0);
+
+		memset(&res, 0, sizeof(res));
+		res.size = sizeof(res);
+		if (how == 1 && ms)
+			r = wait_efd(v, q, last, ms, &res);
+		else
+			r = ugpu_fence_wait(q->q, last, ms, &res);
+		if (!ms && r == -EAGAIN) {
+			if (k.flood)
+				reap_flood_part(v, q);
+			return false;
+		}
+		if (ms && r == -ETIMEDOUT)
+			fail("hang", "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 "): a %s kernel on [0x%" PRIx64
+			     ", +%" PRIu64 ") did not end within %d ms [%s]", v->id, q->id, last,
+			     kop_name(k.op), k.va, k.bytes, ms, dstate(d));
+		if (q->submitted - last >= UGPU_QUEUE_RESULTS)
+			es_add(&s, -ESTALE);
+		expect(r, &s, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 ", %d ms)", v->id, q->id, last, ms);
+		if (k.held && dev_frozen(d) && k.bytes)
+			fail("pm", "a %s kernel on VM#%d (fence %" PRIu64 ") ended while the device is "
+			     "host-%s: vm.h says it waits and runs after resume [%s]", kop_name(k.op), v->id,
+			     last, pm_name(d->pm), dstate(d));
+		memmove(q->pend, q->pend + 1, (size_t)(q->npend - 1) * sizeof(q->pend[0]));
+		q->npend--;
+		if (k.flood) {
+			/* a flood of identical reads: each result */
+			flood_results(v, q, &k, k.fence, last);
+			tr(" [q%d flood #%" PRIu64 "-%" PRIu64 " ended]", q->id, k.fence, last);
+		} else {
+			kern_end(v, q, &k, last, r == 0 ? &res : NULL);
+		}
+		q->reaped = last;
+	}
+	return true;
+}
+
+static bool reap_vm(struct mvm *v, bool wait)
+{
+	bool all = true;
+
+	for (int i = 0; i < v->nq; i++)
+		all &= reap_q(v, &v->q[i], wait, 0);
+	return all;
+}
+
+static void reap_dev(struct mdev *d)
+{
+	for (int i = 0; i < MAXVM; i++)
+		if (vms[i].used && vms[i].dev == d->id && vm_pend(&vms[i]))
+			reap_vm(&vms[i], dev_can_wait(d));
+}
+
+/* The bytes of @b are the model's to check or change: no kernel that may
+ * have touched them is left unreaped, unless launches are stopped (then
+ * those left have not run). False if a kernel may be running on it. */
+static bool bo_gpu_settle(struct mbo *b)
+{
+	struct mdev *d = bdev(b);
+	bool quiet = true;
+
+	if (!b->nbinds)
+		return true;
+	for (int i = 0; i < MAXVM; i++) {
+		struct mvm *v = &vms[i];
+
+		if (!v->used || !vm_pend(v) || !vm_has_bo(v, (int)(b - bos)))
+			continue;
+		if (!reap_vm(v, dev_can_wait(d)) && !dev_frozen(d))
+			quiet = false;
+	}
+	return quiet;
+}
+
+/* A kernel may run now on a VM @b is bound in: the BO does not move then
+ * (migrate and pin answer -EBUSY, eviction skips it). */
+static bool gpu_may_run(const struct mbo *b)
+{
+	if (!b->nbinds || dev_frozen(bdev(b)))
+		return false;
+	for (int i = 0; i < MAXVM; i++)
+		if (vms[i].used && vms[i].dev == b->dev && vm_pend(&vms[i]) &&
+		    vm_has_bo(&vms[i], (int)(b - bos)))
+			return true;
+	return false;
+}
+
+/* VRAM the page tables of @d's VMs hold (pinned, contiguous). */
+static uint64_t vm_pt_bytes(const struct mdev *d)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < MAXVM; i++) {
+		struct ugpu_vm_info vi = { .size = sizeof(vi) };
+
+		if (vms[i].used && vms[i].dev == d->id && ugpu_vm_query(vms[i].vm, &vi) == 0)
+			n += vi.page_table_bytes;
+	}
+	return n;
+}
+
+/* Something happened to @d during the life of its pending kernels. */
+static void kern_mark(struct mdev *d, unsigned inj, bool rm, bool host, bool unhold)
+{
+	for (int i = 0; i < MAXVM; i++) {
+		struct mvm *v = &vms[i];
+
+		if (!v->used || v->dev != d->id)
+			continue;
+		for (int j = 0; j < v->nq; j++)
+			for (int k = 0; k < v->q[j].npend; k++) {
+				struct mkern *kk = &v->q[j].pend[k];
+
+				kk->inj |= inj;
+				kk->rm |= rm;
+				kk->host |= host;
+				if (unhold)
+					kk->held = false;
+			}
+	}
+	if (host) /* an orphan cannot be asked whether its NO_RESTORE bytes went */
+		for (int i = 0; i < MAXBO; i++)
+			if (bos[i].used && bos[i].orphan && bos[i].dev == d->id &&
+			    (bos[i].flags & UGPU_BO_NO_RESTORE))
+				bos[i].unknown = true;
+}
+
+/* Launches were just stopped by a host suspend: what ended before is
+ * reaped; the rest must not end until resume or cancel. */
+static void kern_freeze(struct mdev *d)
+{
+	reap_dev(d);
+	for (int i = 0; i < MAXVM; i++) {
+		struct mvm *v = &vms[i];
+
+		if (!v->used || v->dev != d->id)
+			continue;
+		for (int j = 0; j < v->nq; j++)
+			for (int k = 0; k < v->q[j].npend; k++)
+				v->q[j].pend[k].held = true;
+	}
+}
+
+/* Tables a VM needs for the model's binds: the root, and one per distinct
+ * 512 GiB, 1 GiB and 2 MiB region touched (docs/vm.md: emptied tables are
+ * given back, the root stays). */
+static uint64_t vm_tables(const struct mvm *v)
+{
+	uint64_t keys[3][MAXBIND * 3];
+	int nk[3] = { 0, 0, 0 };
+	static const int sh[3] = { 21, 30, 39 };
+
+	for (int i = 0; i < v->nb; i++)
+		for (int l = 0; l < 3; l++)
+			for (uint64_t x = v->b[i].va >> sh[l]; x <= (v->b[i].va + v->b[i].bytes - 1) >> sh[l];
+			     x++) {
+				bool have = false;
+
+				for (int j = 0; j < nk[l]; j++)
+					have |= keys[l][j] == x;
+				if (!have && nk[l] < MAXBIND * 3)
+					keys[l][nk[l]++] = x;
+			}
+	return 1 + (uint64_t)nk[0] + (uint64_t)nk[1] + (uint64_t)nk[2];
+}
+
+/* ugpu_vm_query() against the model. */
+static void vm_check(struct mvm *v, struct ugpu_vm_info *out)
+{
+	struct ugpu_vm_info vi;
+	struct mdev *d = &devs[v->dev];
+	uint64_t bytes = 0;
+
+	memset(&vi, 0, sizeof(vi));
+	vi.size = sizeof(vi);
+	expect(ugpu_vm_query(v->vm, &vi), &(struct eset){ 1, { 0 } }, d, "ugpu_vm_query(VM#%d)", v->id);
+	for (int i = 0; i < v->nb; i++)
+		bytes += v->b[i].bytes;
+	if (vi.binds != (uint64_t)v->nb || vi.bound_bytes != bytes || vi.queues != (uint32_t)v->nq ||
+	    vi.flags != v->flags || vi.mirror_start != v->mstart || vi.mirror_size != v->msize)
+		fail("vm", "ugpu_vm_query(VM#%d): %" PRIu64 " binds of %" PRIu64 " bytes, %u queues, flags 0x%x, "
+		     "mirror [0x%" PRIx64 ", +0x%" PRIx64 "); the model has %d binds of %" PRIu64 " bytes, %d "
+		     "queues, flags 0x%x, mirror [0x%" PRIx64 ", +0x%" PRIx64 ") [%s]", v->id, vi.binds,
+		     vi.bound_bytes, vi.queues, vi.flags, vi.mirror_start, vi.mirror_size, v->nb, bytes,
+		     v->nq, v->flags, v->mstart, v->msize, dstate(d));
+	if ((d->life == D_REMOVED || d->life == D_CLOSED) && !vi.dead)
+		fail("vm", "ugpu_vm_query(VM#%d): not dead after its device was %s", v->id,
+		     life_name(d->life));
+	if (d->life == D_PRESENT && vi.dead)
+		fail("vm", "ugpu_vm_query(VM#%d): dead, and its device is present [%s]", v->id, dstate(d));
+	if (vi.dead && (vi.page_tables || vi.page_table_bytes))
+		fail("vm", "ugpu_vm_query(VM#%d): dead with %" PRIu64 " page tables in %" PRIu64 " bytes",
+		     v->id, vi.page_tables, vi.page_table_bytes);
+	/* exact while present: an unbind while the device is being removed
+	 * writes nothing (vm.h), and the tables go with the removal */
+	if (!vi.dead && d->life == D_PRESENT &&
+	    (vi.page_tables != vm_tables(v) || vi.page_table_bytes < vi.page_tables * PG))
+		fail("vm", "ugpu_vm_query(VM#%d): %" PRIu64 " page tables in %" PRIu64 " bytes; its %d binds "
+		     "need %" PRIu64 " tables (docs/vm.md: emptied tables go back, the root stays)", v->id,
+		     vi.page_tables, vi.page_table_bytes, v->nb, vm_tables(v));
+	if (out)
+		*out = vi;
+}
+
+/* ugpu_queue_query() against the model. */
+static void q_check(struct mvm *v, struct mq *q)
+{
+	struct ugpu_queue_info qi = { .size = sizeof(qi) };
+	struct mdev *d = &devs[v->dev];
+
+	expect(ugpu_queue_query(q->q, &qi), &(struct eset){ 1, { 0 } }, d, "ugpu_queue_query(VM#%d q%d)",
+	       v->id, q->id);
+	if (qi.submitted != q->submitted || qi.completed < q->reaped || qi.completed > qi.submitted ||
+	    (!q->npend && (qi.completed != qi.submitted || qi.waiting || qi.running)) ||
+	    qi.waiting + (qi.running ? 1u : 0u) > qi.submitted - qi.completed)
+		fail("queue", "ugpu_queue_query(VM#%d q%d): submitted %" PRIu64 " completed %" PRIu64
+		     " waiting %u running %d; the model submitted %" PRIu64 ", reaped up to %" PRIu64
+		     " (%d pending) [%s]", v->id, q->id, qi.submitted, qi.completed, qi.waiting, qi.running,
+		     q->submitted, q->reaped, q->npend, dstate(d));
+	if (dev_frozen(d) && qi.running)
+		fail("queue", "ugpu_queue_query(VM#%d q%d): a kernel runs while the device is host-%s [%s]",
+		     v->id, q->id, pm_name(d->pm), dstate(d));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1213,7 +2101,7 @@ static void check_bo(struct mbo *b, const char *why)
 	bool adopt = false;
 	int r;
 
-	if (!b->used)
+	if (!b->used || b->orphan)
 		return;
 	memset(&info, 0, sizeof(info));
 	info.size = sizeof(info);
@@ -1249,6 +2137,8 @@ static void check_bo(struct mbo *b, const char *why)
 	}
 	if (!main_owned(b) || ((b->flags & UGPU_BO_NO_RESTORE) && d->pm == PM_UNKNOWN))
 		return; /* bytes change under a writer / may be discarded right now */
+	if (!bo_gpu_settle(b))
+		return; /* a kernel may be running on it (a notifier cycle may hold it) */
 	adopt = b->unknown;
 	tmp = malloc(b->size);
 	if (!tmp)
@@ -1261,13 +2151,14 @@ static void check_bo(struct mbo *b, const char *why)
 			memcpy(b->shadow, tmp, b->size);
 			b->unknown = false;
 			adopt = false;
-		} else if (memcmp(tmp, b->shadow, b->size)) {
+			unk_adopt(b, tmp);
+		} else if (unk_adopt(b, tmp), memcmp(tmp, b->shadow, b->size)) {
 			report_mismatch(b, tmp, "ugpu_bo_read", why, placement_of(b));
 		}
 		T.bytes_verified += b->size;
 	}
 	tm = touch_mode(b);
-	if (!adopt && !b->unknown && (tm == T_OK || tm == T_MAYBE)) {
+	if (!adopt && !b->unknown && !b->nunk && (tm == T_OK || tm == T_MAYBE)) {
 		if (!touch_copy(tmp, b->map, b->size)) {
 			if (tm != T_MAYBE)
 				fail("sigbus", "%s: reading %s through its mapping raised SIGBUS [%s]", why,
@@ -1330,7 +2221,7 @@ static void check_dev(struct mdev *d, bool exact_usage)
 		     "; the model set allowed %d delay %d threshold %" PRIu64,
 		     rs.allowed, rs.autosuspend_delay_ms, rs.d3cold_threshold, d->allowed, d->delay,
 		     d->thresh);
-	if (rs.usage < usage_floor(d) || rs.usage > 1000)
+	if (rs.usage < usage_floor(d) || rs.usage > 1000 + dev_unreaped(d))
 		fail("rpm", "ugpu_device_rpm_stats: usage %u while the test holds %d references%s",
 		     rs.usage, d->gets, usage_floor(d) > (uint32_t)d->gets ? " and host suspend one" : "");
 	if (d->allowed == 0 && d->forbid_snap && rs.suspends != d->forbid_suspends)
@@ -1340,7 +2231,9 @@ static void check_dev(struct mdev *d, bool exact_usage)
 	    (rs.state == UGPU_RPM_SUSPENDED || rs.power_state != UGPU_POWER_D0))
 		fail("rpm", "runtime PM forbidden but state %s power %d", ugpu_rpm_state_name(rs.state),
 		     rs.power_state);
-	if (exact_usage && !writers_running && !N.live && d->pm == UGPU_PM_ACTIVE) {
+	if (exact_usage)
+		reap_dev(d); /* each kernel holds a reference until it ends */
+	if (exact_usage && !writers_running && !N.live && d->pm == UGPU_PM_ACTIVE && !dev_unreaped(d)) {
 		/* quiet: only transient driver references may remain, briefly */
 		double t0 = now_s();
 
@@ -1373,10 +2266,18 @@ static void check_all(const char *why)
 	int i;
 
 	writers_pause();
+	for (i = 0; i < ndevs; i++)
+		reap_dev(&devs[i]);
 	for (i = 0; i < MAXBO; i++)
 		check_bo(&bos[i], why);
 	for (i = 0; i < ndevs; i++)
 		check_dev(&devs[i], false);
+	for (i = 0; i < MAXVM; i++)
+		if (vms[i].used) {
+			vm_check(&vms[i], NULL);
+			for (int j = 0; j < vms[i].nq; j++)
+				q_check(&vms[i], &vms[i].q[j]);
+		}
 	since_check = 0;
 	if (was)
 		writers_resume();
@@ -1438,6 +2339,49 @@ static void check_rm_ret(struct mdev *d, int r, const struct ugpu_unplug_info *u
 	       d->rm_kind == RM_REQUEST ? "request" : "surprise");
 }
 
+static int kern_submit(struct mvm *v, struct mq *q, const struct ugpu_kernel *k, const char *bad);
+
+/* After @d is gone (removed or closed): every kernel has ended, its VMs are
+ * dead, and "binds, submits and VM creation answer -ENODEV" (docs/vm.md). */
+static void vm_gone_checks(struct mdev *d)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .va = VA_BASE, .bytes = 8 };
+	struct eset nodev = es1(-ENODEV);
+
+	for (int i = 0; i < MAXVM; i++) {
+		struct mvm *v = &vms[i];
+		struct mbo *b = NULL;
+		struct ugpu_queue *q = NULL;
+		struct eset s = nodev;
+		uint64_t va = VA_TOP;
+
+		if (!v->used || v->dev != d->id)
+			continue;
+		reap_vm(v, true);
+		vm_check(v, NULL);
+		if (v->nq)
+			kern_submit(v, &v->q[0], &k, "");
+		for (int j = 0; j < MAXBO && !b; j++)
+			if (bos[j].used && bos[j].dev == d->id && !bos[j].orphan)
+				b = &bos[j];
+		if (b) {
+			if (b->lost)
+				es_add(&s, -ENODATA); /* both hold */
+			if (va_overlap(v, va, PG))
+				es_add(&s, -EINVAL);
+			expect(ugpu_vm_bind(v->vm, b->bo, 0, va, PG, 0), &s, d, "ugpu_vm_bind(VM#%d, %s) after "
+			       "its device was %s", v->id, bname(b), life_name(d->life));
+		}
+		expect(ugpu_queue_create(v->vm, NULL, &q), &nodev, d, "ugpu_queue_create(VM#%d) after its "
+		       "device was %s", v->id, life_name(d->life));
+	}
+	if (d->life == D_REMOVED) {
+		struct ugpu_vm *vm = NULL;
+
+		expect(ugpu_vm_create(d->dev, NULL, &vm), &nodev, d, "ugpu_vm_create after removal");
+	}
+}
+
 /* Wait for a removal in flight to finish and check what it did. */
 static void settle(struct mdev *d)
 {
@@ -1492,7 +2436,10 @@ static void settle(struct mdev *d)
 			continue;
 		for (i = 0; i < count; i++)
 			listed |= list[i] == b->bo;
-		expect(ugpu_bo_query(b->bo, &info), &ok, d, "ugpu_bo_query(%s) after removal", bname(b));
+		if (b->orphan) /* only its binds hold it: no call may name it (the list's does) */
+			info.lost = listed;
+		else
+			expect(ugpu_bo_query(b->bo, &info), &ok, d, "ugpu_bo_query(%s) after removal", bname(b));
 		if (info.lost != listed)
 			fail("unplug", "%s: info.lost %d but %slisted by ugpu_device_lost_bos", bname(b),
 			     info.lost, listed ? "" : "not ");
@@ -1568,6 +2515,7 @@ static void settle(struct mdev *d)
 			     m.vram_used, m.vram_free, m.bos_lost);
 	}
 	dev_snap(d);
+	vm_gone_checks(d);
 	check_all("after the removal");
 	if (was)
 		writers_resume();
@@ -1588,7 +2536,7 @@ static struct mbo *pick(uint32_t a, unsigned what)
 	for (int i = 0; i < MAXBO; i++) {
 		const struct mbo *b = &bos[i];
 
-		if (!b->used)
+		if (!b->used || b->orphan)
 			continue;
 		if ((what & P_OPEN) && b->closed)
 			continue;
@@ -1857,11 +2805,20 @@ static void op_put(const struct op *o, bool closed_only)
 		return;
 	}
 	tr(" %s", bname(b));
-	if (b->may_lose && bdev(b)->life == D_REMOVING)
+	/* freed now (not when its binds hold it: bind_dropped() counts it then) */
+	if (b->may_lose && bdev(b)->life == D_REMOVING && !b->nbinds)
 		bdev(b)->rm_puts++; /* may still count in bos_lost, no longer listed */
 	ugpu_bo_put(b->bo);
-	free(b->shadow);
-	memset(b, 0, sizeof(*b));
+	if (b->nbinds) {
+		/* its binds hold it: kernels still see it (read-sums check it) */
+		b->orphan = true;
+		if (b->map)
+			tr(" (bound: kept by its binds, mapping left)");
+		else
+			tr(" (bound: kept by its binds)");
+		return;
+	}
+	mbo_free(b);
 }
 
 static void op_getput(const struct op *o)
@@ -1885,7 +2842,7 @@ static void op_rw(const struct op *o, bool write)
 	struct eset s;
 	uint64_t off, len;
 	uint8_t *buf;
-	bool bad = false;
+	bool bad = false, quiet;
 	int r;
 
 	if (!b) {
@@ -1893,6 +2850,12 @@ static void op_rw(const struct op *o, bool write)
 		return;
 	}
 	d = bdev(b);
+	quiet = bo_gpu_settle(b); /* no kernel may be touching it now */
+	if (write && !quiet) {
+		tr(" %s: skip (a kernel may be running on it)", bname(b));
+		T.skipped++;
+		return;
+	}
 	pick_range(b, o->b, &off, &len);
 	switch (o->c % 24) {
 	case 0: /* past the end */
@@ -1933,7 +2896,8 @@ static void op_rw(const struct op *o, bool write)
 	       off, len);
 	if (r == 0 && write) {
 		memcpy(b->shadow + off, buf, len);
-	} else if (r == 0 && main_owned(b) && !b->unknown &&
+		unk_clear(b, off, len);
+	} else if (r == 0 && main_owned(b) && !unk_any(b, off, len) && quiet &&
 		   !((b->flags & UGPU_BO_NO_RESTORE) && d->pm == PM_UNKNOWN) &&
 		   memcmp(buf, b->shadow + off, len)) {
 		uint8_t *whole = calloc(1, b->size);
@@ -2022,6 +2986,10 @@ static void op_store(const struct op *o)
 	}
 	tm = touch_mode(b);
 	tr(" %s", bname(b));
+	if (!bo_gpu_settle(b)) {
+		tr(" (not now: a kernel may be running on it)");
+		return;
+	}
 	if (tm == T_NO) {
 		tr(" (not now: host-suspended in VRAM)");
 		return;
@@ -2052,6 +3020,7 @@ static void op_store(const struct op *o)
 		goto out;
 	}
 	memcpy(b->shadow + off, buf, len);
+	unk_clear(b, off, len);
 	if (!touch_copy(back, b->map + off, len)) {
 		if (tm != T_MAYBE)
 			fail("sigbus", "loading back through the mapping of %s raised SIGBUS", bname(b));
@@ -2135,6 +3104,8 @@ static void op_pin(const struct op *o, bool pin)
 		if (d->life == D_REMOVED && b->pl[0] == UGPU_PLACEMENT_VRAM)
 			es_add(&s, -ENODEV);
 	}
+	if (pin && !b->closed && !b->lost && gpu_may_run(b))
+		es_add(&s, -EBUSY); /* it may have to move while a kernel runs on a VM it is bound in */
 	if (pin && !b->closed && (d->inj & INJ_WAKE))
 		es_wake_first(&s);
 	r = pin ? ugpu_bo_pin(b->bo) : ugpu_bo_unpin(b->bo);
@@ -2208,6 +3179,8 @@ static void op_migrate(const struct op *o)
 		    p != UGPU_PLACEMENT_VRAM)
 			s = es1(-EBUSY);
 	}
+	if (!b->closed && !b->lost && has_pl(b, to) && gpu_may_run(b))
+		es_add(&s, -EBUSY); /* a kernel may run on a VM it is bound in */
 	if (!b->closed && (d->inj & INJ_WAKE))
 		es_wake_first(&s);
 	r = ugpu_bo_migrate(b->bo, to);
@@ -2221,6 +3194,1101 @@ static void op_migrate(const struct op *o)
 			     pl_name(to), pl_name(now));
 	}
 	touched = b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* GPU VMs, binds, queues and kernels: the operations.                     */
+
+static int dev_nvms(const struct mdev *d)
+{
+	int n = 0;
+
+	for (int i = 0; i < MAXVM; i++)
+		n += vms[i].used && vms[i].dev == d->id;
+	return n;
+}
+
+/* A VM: parameter modulo the candidates; @usable: mostly one whose device
+ * is present (VMs of removed or closed devices answer -ENODEV to most), and
+ * with binds if @binds. */
+static struct mvm *vm_pick_b(uint32_t a, bool usable, bool need_q, bool binds)
+{
+	int idx[3][MAXVM], n[3] = { 0, 0, 0 };
+
+	for (int i = 0; i < MAXVM; i++) {
+		const struct mvm *v = &vms[i];
+		int tier;
+
+		if (!v->used || (need_q && !v->nq))
+			continue;
+		tier = devs[v->dev].life != D_PRESENT ? 2 : binds && !v->nb ? 1 : 0;
+		idx[tier][n[tier]++] = i;
+	}
+	if (usable && a % 8)
+		for (int t = 0; t < 3; t++)
+			if (n[t])
+				return &vms[idx[t][(a >> 3) % (uint32_t)n[t]]];
+	for (int t = 1; t < 3; t++)
+		for (int i = 0; i < n[t]; i++)
+			idx[0][n[0]++] = idx[t][i];
+	return n[0] ? &vms[idx[0][(a >> 3) % (uint32_t)n[0]]] : NULL;
+}
+
+static struct mvm *vm_pick(uint32_t a, bool usable, bool need_q)
+{
+	return vm_pick_b(a, usable, need_q, false);
+}
+
+/* A BO to bind into a VM of device @dev (@other: of another device). */
+static struct mbo *bind_bo_pick(uint32_t a, int dev, bool other)
+{
+	int idx[MAXBO], n = 0;
+
+	for (int i = 0; i < MAXBO; i++) {
+		const struct mbo *b = &bos[i];
+
+		if (!b->used || b->orphan || (b->dev == dev) == other)
+			continue;
+		if (!other && (!main_owned(b) || b->closed))
+			continue;
+		idx[n++] = i;
+	}
+	return n ? &bos[idx[a % (uint32_t)n]] : NULL;
+}
+
+static void vm_q_create(struct mvm *v, uint32_t x)
+{
+	struct mdev *d = &devs[v->dev];
+	struct ugpu_queue_opts qo = { .size = sizeof(qo), .name = "model-q" };
+	struct ugpu_queue *q = NULL;
+	struct eset s = { 0 };
+	bool valid = true;
+	int r;
+
+	switch (x % 8) {
+	case 0:
+		break;
+	case 1: /* an older caller: @name past @size must be ignored */
+		qo.size = sizeof(qo.size);
+		qo.name = (const char *)1;
+		break;
+	case 2:
+		qo.size = 0;
+		valid = false;
+		break;
+	default:
+		break;
+	}
+	if (!valid)
+		es_add(&s, -EINVAL);
+	else if (d->life == D_REMOVED || d->life == D_CLOSED)
+		es_add(&s, -ENODEV);
+	else {
+		es_add(&s, 0);
+		if (d->life == D_REMOVING)
+			es_add(&s, -ENODEV);
+	}
+	r = ugpu_queue_create(v->vm, x % 8 == 0 ? NULL : &qo, &q);
+	tr(" queue%s -> %s", x % 8 == 1 ? " (short opts)" : x % 8 == 2 ? " (opts.size 0)" : "", ename(r));
+	expect(r, &s, d, "ugpu_queue_create(VM#%d%s)", v->id, x % 8 == 1 ? ", short opts" : x % 8 == 2 ?
+	       ", opts.size 0" : "");
+	if (r)
+		return;
+	v->q[v->nq] = (struct mq){ .q = q, .id = next_q_id++ };
+	v->nq++;
+}
+
+static void op_vm_create(const struct op *o)
+{
+	struct mdev *d = curdev();
+	struct ugpu_vm_opts opts;
+	struct ugpu_vm *vm = NULL;
+	struct eset s = { 0 };
+	struct mvm *v = NULL;
+	uint32_t x = o->b, variant = o->a % 24; /* 7-12: refused */
+	bool valid = true, nul = false;
+	const char *what = "plain";
+	int r;
+
+	for (int i = 0; i < MAXVM && !v; i++)
+		if (!vms[i].used)
+			v = &vms[i];
+	if (!d || d->life == D_CLOSED || dev_nvms(d) >= VM_PER_DEV || !v) {
+		skip();
+		return;
+	}
+	memset(&opts, 0, sizeof(opts));
+	opts.size = sizeof(opts);
+	opts.name = "model-vm";
+	switch (variant) {
+	case 0: case 1: case 2:
+		nul = true;
+		break;
+	case 3: case 4: case 5: /* mirror: binds in the window punch holes in it */
+		if (!mirror_on) {
+			what = "plain (mirror with UGPU_MODEL_MIRROR=1)";
+			break;
+		}
+		opts.flags = UGPU_VM_MIRROR;
+		opts.mirror_start = VA_BASE - PG * (x % 1024);
+		opts.mirror_size = PG * (1 + (x >> 10) % (2 * VA_PAGES));
+		what = "mirror";
+		break;
+	case 6: /* an older caller: fields past @flags must be ignored */
+		opts.size = offsetof(struct ugpu_vm_opts, flags) + sizeof(opts.flags);
+		opts.mirror_start = 0x123;
+		opts.mirror_size = 77;
+		opts.name = (const char *)1;
+		what = "short opts";
+		break;
+	case 7:
+		opts.size = offsetof(struct ugpu_vm_opts, flags);
+		valid = false;
+		what = "opts not reaching flags";
+		break;
+	case 8:
+		opts.flags = 0x2;
+		valid = false;
+		what = "unknown flag";
+		break;
+	case 9:
+		opts.flags = UGPU_VM_MIRROR;
+		opts.mirror_start = VA_BASE;
+		valid = false;
+		what = "empty mirror";
+		break;
+	case 10:
+		opts.flags = UGPU_VM_MIRROR;
+		opts.mirror_start = VA_BASE + 8;
+		opts.mirror_size = PG;
+		valid = false;
+		what = "unaligned mirror";
+		break;
+	case 11:
+		opts.flags = UGPU_VM_MIRROR;
+		opts.mirror_start = (1ull << UGPU_VM_VA_BITS) - PG;
+		opts.mirror_size = 2 * PG;
+		valid = false;
+		what = "mirror past 48 bits";
+		break;
+	case 12:
+		opts.mirror_start = VA_BASE;
+		opts.mirror_size = PG;
+		valid = false;
+		what = "mirror span without the flag";
+		break;
+	default:
+		break;
+	}
+	if (!valid) {
+		es_add(&s, -EINVAL);
+	} else if (d->life == D_REMOVED) {
+		es_add(&s, -ENODEV);
+	} else {
+		es_add(&s, 0);
+		if (d->life == D_REMOVING) {
+			es_add(&s, -ENODEV);
+			es_add(&s, -EIO);
+			es_add(&s, -ETIMEDOUT);
+		}
+		if (vram_pressure(d, 16 * PG, true))
+			es_add(&s, -ENOSPC); /* a chunk of tables: pinned, contiguous */
+		/* Header gap: vm.h does not list -EBUSY for ugpu_vm_create(), but
+		 * the root table is VRAM, which a host-suspended device cannot
+		 * give (bo.h's -EBUSY "no VRAM until resume"; ugpu_vm_bind() lists
+		 * it for the same reason). Accepted while host-suspended. */
+		if (host_maybe_suspended(d) || d->life == D_REMOVING)
+			es_add(&s, -EBUSY);
+		if (d->inj & INJ_WAKE)
+			es_wake_first(&s);
+		es_injected(&s, d);
+	}
+	r = ugpu_vm_create(d->dev, nul ? NULL : &opts, &vm);
+	tr(" dev%d %s -> %s", d->id, what, ename(r));
+	expect(r, &s, d, "ugpu_vm_create(dev%d, %s)", d->id, what);
+	if (r) {
+		if (vm)
+			fail("vm", "ugpu_vm_create failed and set *out");
+		return;
+	}
+	memset(v, 0, sizeof(*v));
+	v->used = true;
+	v->id = next_vm_id++;
+	v->dev = d->id;
+	v->vm = vm;
+	v->flags = opts.size > offsetof(struct ugpu_vm_opts, flags) && !nul ? opts.flags : 0;
+	if (v->flags & UGPU_VM_MIRROR) {
+		v->mstart = opts.mirror_start;
+		v->msize = opts.mirror_size;
+	}
+	T.vms++;
+	tr(" VM#%d", v->id);
+	vm_q_create(v, o->c);
+	if (o->c % 4 == 0 && v->nq)
+		vm_q_create(v, o->c >> 8);
+	vm_check(v, NULL);
+}
+
+/* Destroy queue @qi of @v. Kernels not ended are cancelled (those waiting),
+ * or waited for (the one running): with launches stopped none has run, so
+ * none did anything; otherwise what they may have written is unknown. */
+static void q_drop(struct mvm *v, int qi, bool reap_first)
+{
+	struct mq *q = &v->q[qi];
+	struct mdev *d = &devs[v->dev];
+	int r;
+
+	if (!reap_q(v, q, reap_first && dev_can_wait(d), 0)) {
+		if (!dev_frozen(d))
+			for (int k = 0; k < q->npend; k++) {
+				struct kwalk w;
+
+				if (q->pend[k].op == UGPU_KERNEL_READ_SUM)
+					continue;
+				kern_walk(v, q->pend[k].op, q->pend[k].va, q->pend[k].bytes, &w);
+				walk_unknown(&w);
+			}
+		tr(" (q%d: %" PRIu64 " kernels not ended%s)", q->id, q_unreaped(q),
+		   dev_frozen(d) ? ", never run" : "");
+	}
+	r = ugpu_queue_destroy(q->q);
+	tr(" q%d destroyed -> %s", q->id, ename(r));
+	expect(r, &(struct eset){ 1, { 0 } }, d, "ugpu_queue_destroy(VM#%d q%d)", v->id, q->id);
+	memmove(v->q + qi, v->q + qi + 1, (size_t)(v->nq - qi - 1) * sizeof(v->q[0]));
+	v->nq--;
+}
+
+static void vm_destroy(struct mvm *v, bool busy_first)
+{
+	struct mdev *d = &devs[v->dev];
+	int r;
+
+	if (v->nq && busy_first) {
+		r = ugpu_vm_destroy(v->vm);
+		tr(" VM#%d with %d queues -> %s", v->id, v->nq, ename(r));
+		expect(r, &(struct eset){ 1, { -EBUSY } }, d, "ugpu_vm_destroy(VM#%d) with %d queues",
+		       v->id, v->nq);
+		vm_check(v, NULL);
+	}
+	while (v->nq)
+		q_drop(v, v->nq - 1, true);
+	r = ugpu_vm_destroy(v->vm);
+	tr(" VM#%d destroyed -> %s", v->id, ename(r));
+	expect(r, &(struct eset){ 1, { 0 } }, d, "ugpu_vm_destroy(VM#%d)", v->id);
+	for (int i = 0; i < v->nb; i++)
+		bind_dropped(v->b[i].bo);
+	memset(v, 0, sizeof(*v));
+}
+
+static void vm_destroy_dev(struct mdev *d)
+{
+	for (int i = 0; i < MAXVM; i++)
+		if (vms[i].used && vms[i].dev == d->id)
+			vm_destroy(&vms[i], false);
+}
+
+static void op_vm_destroy(const struct op *o)
+{
+	struct mvm *v = vm_pick(o->a, false, false);
+
+	if (!v) {
+		skip();
+		return;
+	}
+	vm_destroy(v, o->b % 3 == 0);
+}
+
+static void op_queue(const struct op *o, bool create)
+{
+	struct mvm *v = vm_pick(o->a, true, !create);
+
+	if (!v || (create && v->nq >= MAXQ)) {
+		skip();
+		return;
+	}
+	tr(" VM#%d", v->id);
+	if (create)
+		vm_q_create(v, o->b);
+	else
+		q_drop(v, (int)(o->b % (uint32_t)v->nq), o->c % 2); /* or destroy it with kernels in flight */
+	vm_check(v, NULL);
+}
+
+/* A pending kernel of @v covers part of [va, +bytes)? */
+static bool pend_overlap(const struct mvm *v, uint64_t va, uint64_t bytes)
+{
+	for (int i = 0; i < v->nq; i++)
+		for (int k = 0; k < v->q[i].npend; k++) {
+			const struct mkern *kk = &v->q[i].pend[k];
+
+			if (kk->va < va + bytes && va < kk->va + kk->bytes)
+				return true;
+		}
+	return false;
+}
+
+static uint64_t vm_gen(struct mvm *v)
+{
+	struct ugpu_vm_info vi;
+
+	vm_check(v, &vi);
+	return vi.pt_gen;
+}
+
+/* @into: this VM (NULL: picked by the op's parameter). */
+static void op_bind_in(const struct op *o, struct mvm *into)
+{
+	struct mvm *v = into ? into : vm_pick(o->a, true, false);
+	struct mdev *d;
+	struct mbo *b;
+	uint32_t variant = o->d % 40, x = o->c, y = o->d >> 6; /* variants 0-8: bad inputs */
+	uint64_t off, bytes, va, pages, bo_pages, gen0, gen1;
+	uint32_t flags;
+	bool valid = true, overlap, late = false; /* late: refused after waking the device */
+	struct ugpu_vm *vh;
+	struct ugpu_bo *bh;
+	const char *bad = "";
+	struct eset s = { 0 };
+	int r, npend0;
+
+	if (!into && (!v || devs[v->dev].life != D_PRESENT) && curdev() && curdev()->life == D_PRESENT &&
+	    !dev_nvms(curdev()) && o->a % 8) {
+		/* the current device has no VM: make one first */
+		struct op f = { .kind = OP_VM_CREATE, .a = 13 + (o->a >> 3) % 7, .b = o->b >> 4, .c = o->c };
+
+		tr(" (VM_CREATE first:");
+		op_vm_create(&f);
+		tr(")");
+		v = vm_pick(o->a, true, false);
+	}
+	if (!v || v->nb >= MAXBIND) {
+		tr(v ? " (VM full)" : " (no VM)");
+		skip();
+		return;
+	}
+	d = &devs[v->dev];
+	b = bind_bo_pick(o->b, v->dev, variant == 7);
+	if (!b && variant == 7) {
+		variant = 39;
+		b = bind_bo_pick(o->b, v->dev, false);
+	}
+	if (!b) {
+		tr(" (no BO for VM#%d)", v->id);
+		skip();
+		return;
+	}
+	bo_pages = b->size / PG;
+	if (x % 4 == 0) {
+		off = 0;
+		pages = bo_pages;
+	} else {
+		off = (x >> 2) % bo_pages;
+		pages = 1 + (x >> 12) % (bo_pages - off);
+	}
+	bytes = pages * PG;
+	off *= PG;
+	flags = (x >> 24) % 6 == 0 ? UGPU_BIND_READONLY : 0;
+	switch (y % 20) {
+	case 10: /* where a bind was just removed: the device must not use the old translations */
+		if (v->unbound_va && v->unbound_va + bytes <= VA_BASE + VA_PAGES * PG) {
+			va = v->unbound_va;
+			break;
+		}
+		va = VA_BASE + PG * ((y >> 5) % (VA_PAGES - pages + 1));
+		break;
+	case 11: case 12: case 13: case 14: case 15: /* right after a bind: kernels span both */
+		if (v->nb) {
+			const struct mbind *n = &v->b[(y >> 5) % (uint32_t)v->nb];
+
+			va = n->va + n->bytes;
+			break;
+		}
+		/* fall through */
+	default:
+		va = VA_BASE + PG * ((y >> 5) % (VA_PAGES - pages + 1));
+		break;
+	case 16: /* at the top of the VA range */
+		va = pages <= VA_TOP_PAGES ? VA_TOP + PG * ((y >> 5) % (VA_TOP_PAGES - pages + 1))
+					   : VA_BASE + PG * ((y >> 5) % (VA_PAGES - pages + 1));
+		break;
+	case 17: case 18: case 19: /* over a bind */
+		if (v->nb) {
+			const struct mbind *n = &v->b[(y >> 5) % (uint32_t)v->nb];
+
+			va = n->va + PG * ((y >> 10) % (n->bytes / PG));
+		} else {
+			va = VA_BASE + PG * ((y >> 5) % (VA_PAGES - pages + 1));
+		}
+		break;
+	}
+	vh = v->vm;
+	bh = b->bo;
+	switch (variant) {
+	case 0: va += 8 * (1 + x % 511); bad = "unaligned va"; break;
+	case 1: off += 8; bad = "unaligned BO offset"; break;
+	case 2: bytes = 0; bad = "no bytes"; break;
+	case 3: bytes -= 8; bad = "unaligned size"; break;
+	case 4: bytes = b->size - off + PG; bad = "past the BO"; break;
+	case 5: va = (1ull << UGPU_VM_VA_BITS) - PG; bytes = 2 * PG; bad = "past 48 bits";
+		if (bytes > b->size - off) { off = 0; }
+		if (b->size < 2 * PG) bad = "past 48 bits and the BO";
+		break;
+	case 6: flags |= 1u << 7; bad = "unknown flag"; break;
+	case 7: bad = "a BO of another device"; break;
+	case 8:
+		if (x & 1)
+			vh = NULL;
+		else
+			bh = NULL;
+		bad = x & 1 ? "NULL vm" : "NULL bo";
+		break;
+	default: break;
+	}
+	valid = !*bad && va + bytes <= (1ull << UGPU_VM_VA_BITS);
+	if (!*bad && !valid)
+		bad = "past 48 bits";
+	overlap = valid && va_overlap(v, va, bytes);
+	if (valid && !overlap && pend_overlap(v, va, bytes) && !reap_vm(v, dev_can_wait(d))) {
+		tr(" VM#%d %s at 0x%" PRIx64 ": skip (kernels not ended cover it)", v->id, bname(b), va);
+		T.skipped++;
+		return;
+	}
+	tr(" VM#%d %s [0x%" PRIx64 ", +%" PRIu64 ") at 0x%" PRIx64 "%s%s%s", v->id, bname(b), off, bytes, va,
+	   flags & UGPU_BIND_READONLY ? " ro" : "", *bad ? " bad: " : overlap ? " overlapping" : "", bad);
+	late = overlap; /* the overlap is found after the runtime-PM reference is taken */
+	if (!valid || overlap) {
+		es_add(&s, -EINVAL);
+		if (d->life == D_CLOSED || d->life == D_REMOVED || d->life == D_REMOVING)
+			es_add(&s, -ENODEV); /* both hold */
+		if (late && (d->inj & INJ_WAKE))
+			es_wake_first(&s);
+	} else if (d->life == D_CLOSED || d->life == D_REMOVED) {
+		es_add(&s, -ENODEV);
+		if (b->lost)
+			es_add(&s, -ENODATA); /* both hold */
+	} else {
+		if (d->pm == UGPU_PM_SUSPENDED && d->life == D_PRESENT) {
+			es_add(&s, -EBUSY);
+		} else {
+			es_add(&s, 0);
+			if (host_maybe_suspended(d))
+				es_add(&s, -EBUSY);
+		}
+		if (vram_pressure(d, 16 * PG, true))
+			es_add(&s, -ENOSPC); /* a chunk of tables */
+		if (b->lost || b->may_lose)
+			es_add(&s, -ENODATA);
+		if (d->life == D_REMOVING) {
+			es_add(&s, -ENODEV);
+			es_add(&s, -EIO);
+			es_add(&s, -ETIMEDOUT);
+			es_add(&s, -EBUSY);
+		}
+		if (d->inj & INJ_WAKE)
+			es_wake_first(&s);
+		es_injected(&s, d);
+	}
+	npend0 = vm_pend(v);
+	gen0 = vm_gen(v);
+	r = ugpu_vm_bind(vh, bh, off, va, bytes, flags);
+	tr(" -> %s", ename(r));
+	expect(r, &s, d, "ugpu_vm_bind(VM#%d, %s, off 0x%" PRIx64 ", va 0x%" PRIx64 ", %" PRIu64 "%s%s%s)",
+	       v->id, bname(b), off, va, bytes, flags & UGPU_BIND_READONLY ? ", ro" : "",
+	       *bad ? ": " : overlap ? ": overlapping" : "", bad);
+	if (r == 0) {
+		int at = 0;
+
+		while (at < v->nb && v->b[at].va < va)
+			at++;
+		memmove(v->b + at + 1, v->b + at, (size_t)(v->nb - at) * sizeof(v->b[0]));
+		v->b[at] = (struct mbind){ va, bytes, off, (int)(b - bos), flags };
+		v->nb++;
+		b->nbinds++;
+		T.binds++;
+	}
+	gen1 = vm_gen(v);
+	if (r == 0 && d->life == D_PRESENT && gen1 <= gen0)
+		fail("vm", "ugpu_vm_bind(VM#%d) returned 0 and pt_gen stayed %" PRIu64 " (vm.h: it changes "
+		     "with every bind)", v->id, gen1);
+	if (r && !npend0 && gen1 != gen0)
+		fail("vm", "ugpu_vm_bind(VM#%d) returned %s and pt_gen went from %" PRIu64 " to %" PRIu64
+		     " (\"nothing is changed\")", v->id, ename(r), gen0, gen1);
+	if (b->dev == v->dev && !b->closed)
+		touched = b;
+}
+
+static void op_bind(const struct op *o)
+{
+	op_bind_in(o, NULL);
+}
+
+static void op_unbind(const struct op *o)
+{
+	struct mvm *v = vm_pick(o->a, false, false);
+	struct mdev *d;
+	uint32_t variant = o->c % 14;
+	uint64_t va = VA_BASE, bytes = PG, end, gen0, gen1;
+	int first = -1, last = -1, i, r, npend0;
+	bool valid, partial = false, shape_bad = false;
+	struct eset s = { 0 };
+
+	if (!v) {
+		skip();
+		return;
+	}
+	d = &devs[v->dev];
+	if (!v->nb && variant < 10)
+		variant = 10;
+	i = v->nb ? (int)(o->b % (uint32_t)v->nb) : 0;
+	switch (variant) {
+	default: /* one bind */
+		va = v->b[i].va;
+		bytes = v->b[i].bytes;
+		break;
+	case 6: case 7: { /* from bind i to bind j, whole, gaps included */
+		int j = i + (int)(o->d % 3);
+
+		if (j >= v->nb)
+			j = v->nb - 1;
+		va = v->b[i].va;
+		bytes = v->b[j].va + v->b[j].bytes - va;
+		break;
+	}
+	case 8: /* part of a bind */
+		va = v->b[i].va + (v->b[i].bytes > PG && o->d % 2 ? PG : 0);
+		bytes = v->b[i].bytes > PG ? v->b[i].bytes - PG : 2 * PG;
+		break;
+	case 9: /* a bind and some room around it */
+		va = v->b[i].va >= PG ? v->b[i].va - PG : 0;
+		bytes = v->b[i].bytes + 2 * PG;
+		break;
+	case 10: case 11: /* anywhere in the window */
+		va = VA_BASE + PG * (o->d % VA_PAGES);
+		bytes = PG * (1 + (o->d >> 12) % 64);
+		break;
+	case 12:
+		va = (v->nb ? v->b[i].va : VA_BASE) + 8;
+		shape_bad = true;
+		break;
+	case 13:
+		va = v->nb ? v->b[i].va : VA_BASE;
+		bytes = 0;
+		shape_bad = true;
+		break;
+	}
+	if (va >= (1ull << UGPU_VM_VA_BITS) || bytes > (1ull << UGPU_VM_VA_BITS) - va)
+		shape_bad = true; /* past the VA range */
+	end = va + bytes;
+	/* whole binds only, at least one */
+	for (int k = 0; k < v->nb && !shape_bad; k++) {
+		const struct mbind *bd = &v->b[k];
+
+		if (bd->va + bd->bytes <= va || bd->va >= end)
+			continue;
+		if (bd->va < va || bd->va + bd->bytes > end)
+			partial = true;
+		if (first < 0)
+			first = k;
+		last = k;
+	}
+	valid = !shape_bad && !partial && first >= 0;
+	if (valid && vm_pend(v) && !reap_vm(v, dev_can_wait(d)) && !dev_frozen(d)) {
+		/* a kernel may run on the VM: -EBUSY or not, by timing */
+		tr(" VM#%d [0x%" PRIx64 ", +%" PRIu64 "): skip (kernels not ended)", v->id, va, bytes);
+		T.skipped++;
+		return;
+	}
+	tr(" VM#%d [0x%" PRIx64 ", +%" PRIu64 ")%s", v->id, va, bytes,
+	   shape_bad ? " unaligned or empty" : partial ? " partial" : first < 0 ? " nothing bound" : "");
+	if (valid)
+		tr(" (%d binds)", last - first + 1);
+	if (!valid) {
+		es_add(&s, -EINVAL);
+		if (!shape_bad) {
+			if (d->inj & INJ_WAKE)
+				es_wake_first(&s); /* the device is woken before the binds are looked at */
+			if (d->life == D_CLOSED)
+				es_add(&s, -ENODEV);
+		}
+	} else if (d->life == D_CLOSED) {
+		es_add(&s, 0);
+		es_add(&s, -ENODEV); /* vm.h: "after the device is gone unbinding still works"; closed? */
+	} else if (d->life == D_REMOVED) {
+		es_add(&s, 0);
+	} else {
+		if (d->pm == UGPU_PM_SUSPENDED && d->life == D_PRESENT) {
+			es_add(&s, -EBUSY);
+		} else {
+			es_add(&s, 0);
+			if (host_maybe_suspended(d) || d->life == D_REMOVING)
+				es_add(&s, -EBUSY);
+		}
+		if (d->life == D_REMOVING) {
+			es_add(&s, -EIO);
+			es_add(&s, -ETIMEDOUT);
+			es_add(&s, -ENODEV);
+		}
+		if (d->inj & INJ_WAKE)
+			es_wake_first(&s);
+	}
+	npend0 = vm_pend(v);
+	gen0 = vm_gen(v);
+	r = ugpu_vm_unbind(v->vm, va, bytes);
+	tr(" -> %s", ename(r));
+	expect(r, &s, d, "ugpu_vm_unbind(VM#%d, 0x%" PRIx64 ", %" PRIu64 ")%s", v->id, va, bytes,
+	       shape_bad ? ": unaligned or empty" : partial ? ": covers part of a bind" :
+	       first < 0 ? ": nothing bound there" : "");
+	if (r == 0) {
+		v->unbound_va = v->b[first].va;
+		for (int k = first; k <= last; k++)
+			bind_dropped(v->b[k].bo);
+		memmove(v->b + first, v->b + last + 1, (size_t)(v->nb - last - 1) * sizeof(v->b[0]));
+		v->nb -= last - first + 1;
+	}
+	gen1 = vm_gen(v);
+	if (r == 0 && d->life == D_PRESENT && gen1 <= gen0)
+		fail("vm", "ugpu_vm_unbind(VM#%d) returned 0 and pt_gen stayed %" PRIu64, v->id, gen1);
+	if (r && !npend0 && gen1 != gen0)
+		fail("vm", "ugpu_vm_unbind(VM#%d) returned %s and pt_gen went from %" PRIu64 " to %" PRIu64
+		     " (\"nothing is changed\")", v->id, ename(r), gen0, gen1);
+}
+
+/* Submit one kernel on @q; on success it is pending. */
+static int kern_submit(struct mvm *v, struct mq *q, const struct ugpu_kernel *k, const char *bad)
+{
+	struct mdev *d = &devs[v->dev];
+	struct eset s = { 0 };
+	uint64_t fence = 0;
+	bool full = q_unreaped(q) >= UGPU_QUEUE_DEPTH;
+	int r;
+
+	if (*bad) {
+		es_add(&s, -EINVAL);
+		if (d->life != D_PRESENT)
+			es_add(&s, -ENODEV); /* both hold */
+	} else if (d->life == D_REMOVED || d->life == D_CLOSED) {
+		es_add(&s, -ENODEV);
+	} else if (full && dev_frozen(d)) {
+		es_add(&s, -EAGAIN); /* nothing can end while launches are stopped */
+	} else {
+		es_add(&s, 0);
+		if (full)
+			es_add(&s, -EAGAIN);
+		if (d->life == D_REMOVING) {
+			es_add(&s, -ENODEV);
+			es_add(&s, -EIO);
+			es_add(&s, -ETIMEDOUT);
+		}
+		if (d->inj & INJ_WAKE)
+			es_wake_first(&s); /* its runtime-PM reference wakes the device */
+	}
+	r = ugpu_queue_submit(q->q, k, !strcmp(bad, "NULL fence") ? NULL : &fence);
+	expect(r, &s, d, "ugpu_queue_submit(VM#%d q%d, %s [0x%" PRIx64 ", +%" PRIu64 ")%s%s)", v->id, q->id,
+	       kop_name(k->op), k->va, k->bytes, *bad ? ": " : "", bad);
+	if (r)
+		return r;
+	if (fence != q->submitted + 1)
+		fail("fence", "ugpu_queue_submit(VM#%d q%d) gave fence %" PRIu64 " after %" PRIu64
+		     " submissions (vm.h: increasing by one from 1)", v->id, q->id, fence, q->submitted);
+	q->submitted = fence;
+	q->pend[q->npend++] = (struct mkern){
+		.fence = fence, .n = 1, .op = k->op, .va = k->va, .bytes = k->bytes, .value = k->value,
+		.inj = d->inj, .rm = d->life != D_PRESENT,
+		.host = d->pm != UGPU_PM_ACTIVE || d->main_susp || (N.live && N.dev == d->id),
+		.held = dev_frozen(d),
+	};
+	T.kernels++;
+	return 0;
+}
+
+/* Would a kernel of @op on [va, +bytes) on @q race a pending kernel of
+ * another queue on the same bytes (one of them writing)? Those queues are
+ * reaped first; true if that cannot be done now. */
+static bool kern_race(struct mvm *v, struct mq *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes)
+{
+	struct mdev *d = &devs[v->dev];
+	struct kwalk w, w2;
+
+	kern_walk(v, op, va, bytes, &w);
+	for (int i = 0; i < MAXVM; i++) {
+		struct mvm *v2 = &vms[i];
+
+		if (!v2->used || v2->dev != v->dev)
+			continue;
+		for (int j = 0; j < v2->nq; j++) {
+			struct mq *q2 = &v2->q[j];
+			bool race = false;
+
+			if (q2 == q)
+				continue;
+			for (int k = 0; k < q2->npend && !race; k++) {
+				const struct mkern *k2 = &q2->pend[k];
+
+				if (op == UGPU_KERNEL_READ_SUM && k2->op == UGPU_KERNEL_READ_SUM)
+					continue;
+				kern_walk(v2, k2->op, k2->va, k2->bytes, &w2);
+				race = walks_overlap(&w, &w2);
+			}
+			if (race && !reap_q(v2, q2, dev_can_wait(d), 0))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* The parameter pick(a, 0) turns into @t. */
+static uint32_t pick_pos(const struct mbo *t)
+{
+	uint32_t n = 0;
+
+	for (int i = 0; i < MAXBO; i++)
+		if (bos[i].used && !bos[i].orphan) {
+			if (&bos[i] == t)
+				return n;
+			n++;
+		}
+	return 0;
+}
+
+static void op_kernel(const struct op *o, bool faulty)
+{
+	struct mvm *v = vm_pick_b(o->a, true, true, !faulty);
+	struct mdev *d;
+	struct mq *q;
+	struct ugpu_kernel k;
+	uint32_t x = o->b >> 3, variant = faulty ? o->c % 8 : 8;
+	enum ugpu_kernel_op op = (enum ugpu_kernel_op)(1 + o->c % 3);
+	const char *bad = "";
+	int n = 1, sub = 0;
+
+	if (!v) {
+		skip();
+		return;
+	}
+	d = &devs[v->dev];
+	q = &v->q[(o->a >> 16) % (uint32_t)v->nq];
+	if (q->npend >= MAXPEND - 4 && !reap_q(v, q, dev_can_wait(d), 0)) {
+		skip();
+		return;
+	}
+	memset(&k, 0, sizeof(k));
+	k.size = sizeof(k);
+	if (!v->nb && variant == 8 && devs[v->dev].life == D_PRESENT && o->d % 4) {
+		/* nothing bound: bind something first (a valid bind) */
+		struct op f = { .kind = OP_BIND, .b = o->b >> 5, .c = o->c >> 3,
+				.d = 9 + (o->d >> 2) % 31 + 40 * (o->d >> 12) };
+
+		tr(" (BIND first:");
+		op_bind_in(&f, v);
+		tr(")");
+	}
+	if (!v->nb && (variant == 8 || variant == 0))
+		variant = 1; /* nothing bound: everything faults */
+	if (variant == 8 || variant == 0) {
+		/* a run of binds that follow each other, and a range in it */
+		int i = (int)(o->b % (uint32_t)v->nb), j = i;
+		uint64_t start, end, words;
+
+		while (j + 1 < v->nb && v->b[j + 1].va == v->b[j].va + v->b[j].bytes && j - i < 2 &&
+		       (x >> (j - i)) & 1)
+			j++;
+		start = v->b[i].va;
+		end = v->b[j].va + v->b[j].bytes;
+		if (variant == 0) { /* and on past its end, where nothing is bound */
+			end += PG * (1 + x % 3);
+			if (end > 1ull << UGPU_VM_VA_BITS) /* not past the VA range: -EINVAL */
+				end = 1ull << UGPU_VM_VA_BITS;
+		}
+		if (x % 4) {
+			words = (end - start) / 8;
+			start += 8 * ((x >> 4) % words);
+			words = (end - start) / 8;
+			end = start + 8 * (1 + (x >> 16) % words);
+		}
+		if (end - start > KMAX_BYTES)
+			end = start + KMAX_BYTES;
+		k.va = start;
+		k.bytes = end - start;
+	} else {
+		switch (variant) {
+		case 1: case 2: /* anywhere in the window: faults where nothing is bound */
+			k.va = VA_BASE + 8 * (x % (VA_PAGES * 512));
+			k.bytes = 8 * (1 + (x >> 20) % 2048);
+			break;
+		case 3: { /* a write to a read-only bind (or a read of it) */
+			int i, c = 0;
+
+			for (i = 0; i < v->nb; i++)
+				if (v->b[i].flags & UGPU_BIND_READONLY && c++ == (int)(x % 4))
+					break;
+			if (i == v->nb)
+				i = (int)(x % (uint32_t)(v->nb ? v->nb : 1));
+			k.va = v->nb ? v->b[i].va : VA_BASE;
+			k.bytes = v->nb ? (v->b[i].bytes > KMAX_BYTES ? KMAX_BYTES : v->b[i].bytes) : PG;
+			break;
+		}
+		case 4: /* bad arguments: nothing is queued */
+			k.va = VA_BASE;
+			k.bytes = 64;
+			switch (x % 7) {
+			case 0: k.va += 4; bad = "unaligned va"; break;
+			case 1: k.bytes = 12; bad = "unaligned size"; break;
+			case 2: op = (enum ugpu_kernel_op)7; bad = "unknown op"; break;
+			case 3: k.size = offsetof(struct ugpu_kernel, value); bad = "kernel.size short of value"; break;
+			case 4: k.va = (1ull << UGPU_VM_VA_BITS) - 8; k.bytes = 16; bad = "past 48 bits"; break;
+			case 5: bad = "NULL fence"; break;
+			default: k.va = 1ull << UGPU_VM_VA_BITS; bad = "va past 48 bits"; break;
+			}
+			break;
+		case 5: /* nothing to do */
+			k.va = v->nb ? v->b[x % (uint32_t)v->nb].va : VA_BASE;
+			k.bytes = 0;
+			break;
+		default: /* the top window */
+			k.va = VA_TOP + 8 * (x % (VA_TOP_PAGES * 512));
+			k.bytes = 8 * (1 + (x >> 20) % 1024);
+			if (k.va + k.bytes > (1ull << UGPU_VM_VA_BITS))
+				k.bytes = (1ull << UGPU_VM_VA_BITS) - k.va;
+			break;
+		}
+	}
+	if (!faulty && o->d % 8 == 0)
+		n = 2 + (int)((o->d >> 3) % 3); /* a chain on one queue: in order */
+	if (!*bad && kern_race(v, q, op == UGPU_KERNEL_READ_SUM && n == 1 ? op : UGPU_KERNEL_WRITE, k.va,
+			       k.bytes)) {
+		tr(" VM#%d q%d: skip (another queue's kernels on the same bytes have not ended)", v->id, q->id);
+		T.skipped++;
+		return;
+	}
+	tr(" VM#%d q%d [0x%" PRIx64 ", +%" PRIu64 ")%s%s", v->id, q->id, k.va, k.bytes, *bad ? " bad: " : "",
+	   bad);
+	if (!faulty && o->d % 16 == 5 && !*bad && k.bytes) {
+		/* a read first (the device caches the translations), then one of
+		 * the BOs moves, then the kernel: it must not use what was cached */
+		struct ugpu_kernel r0 = k;
+		struct kwalk w;
+
+		r0.op = UGPU_KERNEL_READ_SUM;
+		tr(" read-sum first");
+		if (kern_submit(v, q, &r0, "") == 0 && reap_q(v, q, dev_can_wait(d), 0)) {
+			kern_walk(v, UGPU_KERNEL_READ_SUM, k.va, k.bytes, &w);
+			if (w.n) {
+				struct mbo *b = &bos[w.s[(o->d >> 4) % (uint32_t)w.n].bo];
+
+				if (!b->orphan && b->npl == 2) {
+					struct op f = { .kind = OP_MIGRATE, .a = pick_pos(b),
+							.b = placement_of(b) == UGPU_PLACEMENT_VRAM ? 9 : 0 };
+
+					tr(", then MIGRATE");
+					op_migrate(&f);
+					tr(", then");
+				}
+			}
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		k.op = op;
+		k.value = op == UGPU_KERNEL_WRITE ? mix64(o->c ^ ((uint64_t)o->d << 32) ^ (uint64_t)i)
+			: (o->c >> 4) % 4 == 0 ? mix64(o->d + (uint64_t)i) : 1 + (o->c >> 8) % 1000;
+		tr(" %s", kop_name(op));
+		if (kern_submit(v, q, &k, bad))
+			break;
+		sub++;
+		op = (enum ugpu_kernel_op)(1 + (op + (o->d >> 6)) % 3);
+	}
+	tr(" (%d submitted%s)", sub, dev_frozen(d) ? ", launches stopped" : "");
+	if (!sub)
+		return;
+	if (o->d % 10 < 6 || faulty) {
+		if (reap_q(v, q, dev_can_wait(d), (int)((o->d >> 8) % 2))) {
+			struct kwalk w;
+
+			/* check the BO it touched now */
+			kern_walk(v, UGPU_KERNEL_READ_SUM, k.va, k.bytes, &w);
+			if (w.n && !bos[w.s[0].bo].orphan && main_owned(&bos[w.s[0].bo]))
+				touched = &bos[w.s[0].bo];
+		}
+	}
+	q_check(v, q);
+}
+
+static void op_kwait(const struct op *o)
+{
+	struct mvm *v = NULL;
+	struct mdev *d;
+	int idx[MAXVM], n = 0;
+
+	for (int i = 0; i < MAXVM; i++)
+		if (vms[i].used && vm_pend(&vms[i]))
+			idx[n++] = i;
+	if (!n) {
+		skip();
+		return;
+	}
+	v = &vms[idx[o->a % (uint32_t)n]];
+	d = &devs[v->dev];
+	tr(" VM#%d (%d pending%s)", v->id, vm_pend(v), dev_can_wait(d) ? "" : ", poll only");
+	for (int i = 0; i < v->nq; i++) {
+		struct mq *q = &v->q[i];
+
+		if (!q->npend)
+			continue;
+		if (o->b % 3 == 2 && dev_can_wait(d)) {
+			/* the last first: fences complete in order, so then every
+			 * earlier one polls complete */
+			struct mkern *last = &q->pend[q->npend - 1];
+			struct ugpu_kernel_result res = { .size = sizeof(res) };
+			uint64_t f = last->fence + last->n - 1;
+			int r = ugpu_fence_wait(q->q, f, d->life == D_PRESENT ? KWAIT_MS : KWAIT_RM_MS, &res);
+
+			if (r == -ETIMEDOUT)
+				fail("hang", "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 "): did not end within %d ms "
+				     "[%s]", v->id, q->id, f, KWAIT_MS, dstate(d));
+			if (!reap_q(v, q, false, 0))
+				fail("fence", "fence %" PRIu64 " of VM#%d q%d completed and an earlier one polls "
+				     "-EAGAIN (queues run in order)", f, v->id, q->id);
+		} else {
+			reap_q(v, q, dev_can_wait(d), (int)(o->b % 3));
+		}
+		q_check(v, q);
+	}
+}
+
+/* Results read again, fences not handed out, bad arguments, queue query. */
+static void op_fence(const struct op *o)
+{
+	struct mvm *v = vm_pick(o->a, false, true);
+	struct ugpu_kernel_result res;
+	struct eset inv = es1(-EINVAL);
+	struct mdev *d;
+	struct mq *q;
+	int fd = -1, r;
+
+	if (!v) {
+		skip();
+		return;
+	}
+	d = &devs[v->dev];
+	q = &v->q[o->b % (uint32_t)v->nq];
+	tr(" VM#%d q%d (%" PRIu64 " submitted, %d results kept)", v->id, q->id, q->submitted, q->nhist);
+	for (int i = 0; i < q->nhist; i++) {
+		const struct mhist *h = &q->hist[i];
+		struct eset s = es1(0);
+
+		memset(&res, 0, sizeof(res));
+		res.size = o->c % 2 ? sizeof(res) : offsetof(struct ugpu_kernel_result, sum);
+		if (q->submitted - h->fence >= UGPU_QUEUE_RESULTS)
+			es_add(&s, -ESTALE);
+		if (q->reaped - h->fence >= UGPU_QUEUE_RESULTS)
+			s = es1(-ESTALE);
+		r = ugpu_fence_wait(q->q, h->fence, o->c % 3 ? 0 : 5, &res);
+		expect(r, &s, d, "ugpu_fence_wait(VM#%d q%d, fence %" PRIu64 ") read again", v->id, q->id,
+		       h->fence);
+		if (r == 0 && (res.status != h->status ||
+			       (res.size == sizeof(res) && res.sum != h->sum) ||
+			       (res.size < sizeof(res) && res.sum != 0)))
+			fail("fence", "fence %" PRIu64 " of VM#%d q%d read again: status %s sum 0x%" PRIx64
+			     " (res.size %zu); first read: status %s sum 0x%" PRIx64, h->fence, v->id, q->id,
+			     ename(res.status), res.sum, res.size, ename(h->status), h->sum);
+		if (r == 0 && o->d % 4 == 0) {
+			struct pollfd p = { .events = POLLIN };
+
+			expect(ugpu_fence_eventfd(q->q, h->fence, &fd), &(struct eset){ 1, { 0 } }, d,
+			       "ugpu_fence_eventfd(VM#%d q%d, completed fence %" PRIu64 ")", v->id, q->id, h->fence);
+			p.fd = fd;
+			if (poll(&p, 1, 0) != 1)
+				fail("fence", "the eventfd of completed fence %" PRIu64 " is not readable at once",
+				     h->fence);
+			close(fd);
+		}
+	}
+	for (int i = 0; i < q->npend && i < 4; i++) {
+		/* an eventfd closed before its fence completes: "harmless" */
+		expect(ugpu_fence_eventfd(q->q, q->pend[i].fence, &fd), &(struct eset){ 1, { 0 } }, d,
+		       "ugpu_fence_eventfd(VM#%d q%d, fence %" PRIu64 " not reaped)", v->id, q->id,
+		       q->pend[i].fence);
+		close(fd);
+	}
+	memset(&res, 0, sizeof(res));
+	res.size = sizeof(res);
+	expect(ugpu_fence_wait(q->q, 0, 0, &res), &inv, d, "ugpu_fence_wait(fence 0)");
+	expect(ugpu_fence_wait(q->q, q->submitted + 1 + o->d % 5, 0, &res), &inv, d,
+	       "ugpu_fence_wait(a fence not handed out)");
+	expect(ugpu_fence_wait(NULL, 1, 0, &res), &inv, d, "ugpu_fence_wait(NULL)");
+	if (q->submitted) {
+		expect(ugpu_fence_wait(q->q, q->submitted, -1 - (int)(o->d % 100), &res), &inv, d,
+		       "ugpu_fence_wait(a negative timeout)");
+		struct eset s0 = inv;
+
+		/* vm.h lists no -EINVAL for a @res->size too small (its other
+		 * structs' calls do): either */
+		res.size = 0;
+		es_add(&s0, 0);
+		es_add(&s0, -EAGAIN);
+		es_add(&s0, -ESTALE);
+		expect(ugpu_fence_wait(q->q, q->submitted, 0, &res), &s0, d, "ugpu_fence_wait(res.size 0)");
+	}
+	expect(ugpu_fence_eventfd(q->q, q->submitted + 1, &fd), &inv, d,
+	       "ugpu_fence_eventfd(a fence not handed out)");
+	expect(ugpu_fence_eventfd(q->q, 0, &fd), &inv, d, "ugpu_fence_eventfd(fence 0)");
+	expect(ugpu_queue_query(q->q, &(struct ugpu_queue_info){ .size = 0 }), &inv, d,
+	       "ugpu_queue_query(info.size 0)");
+	expect(ugpu_queue_query(NULL, &(struct ugpu_queue_info){ .size = sizeof(struct ugpu_queue_info) }),
+	       &inv, d, "ugpu_queue_query(NULL)");
+	q_check(v, q);
+}
+
+/* While launches are stopped: fill a queue to UGPU_QUEUE_DEPTH with small
+ * reads; the next submission is -EAGAIN. They all run after resume. */
+static void op_kflood(const struct op *o)
+{
+	struct mvm *v = vm_pick(o->a, true, true);
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .bytes = 8 };
+	struct mdev *d;
+	struct mq *q;
+	uint64_t want, first = 0, i;
+	int r;
+
+	if (!v || !dev_frozen(&devs[v->dev])) {
+		skip();
+		return;
+	}
+	d = &devs[v->dev];
+	q = &v->q[o->b % (uint32_t)v->nq];
+	reap_q(v, q, false, 0); /* what ended before launches stopped */
+	if (q->npend >= MAXPEND) {
+		skip();
+		return;
+	}
+	k.va = v->nb ? v->b[o->c % (uint32_t)v->nb].va : VA_BASE;
+	want = UGPU_QUEUE_DEPTH - q_unreaped(q);
+	tr(" VM#%d q%d: %" PRIu64 " reads at 0x%" PRIx64, v->id, q->id, want, k.va);
+	for (i = 0; i < want; i++) {
+		uint64_t f = 0;
+
+		r = ugpu_queue_submit(q->q, &k, &f);
+		if (r)
+			fail("errno", "ugpu_queue_submit(VM#%d q%d) returned %s after %" PRIu64 " of the %" PRIu64
+			     " submissions the queue still has room for [%s]", v->id, q->id, ename(r), i, want,
+			     dstate(d));
+		if (f != q->submitted + 1)
+			fail("fence", "ugpu_queue_submit gave fence %" PRIu64 " after %" PRIu64, f, q->submitted);
+		q->submitted = f;
+		if (!first)
+			first = f;
+	}
+	r = ugpu_queue_submit(q->q, &k, &(uint64_t){ 0 });
+	tr(" then -> %s", ename(r));
+	expect(r, &(struct eset){ 1, { -EAGAIN } }, d, "ugpu_queue_submit(VM#%d q%d) with %d kernels not "
+	       "ended", v->id, q->id, UGPU_QUEUE_DEPTH);
+	if (want) {
+		q->pend[q->npend++] = (struct mkern){ .fence = first, .n = (uint32_t)want, .op = k.op,
+						      .va = k.va, .bytes = k.bytes, .inj = d->inj,
+						      .host = true, .held = true, .flood = true };
+		T.kernels += want;
+		T.floods++;
+	}
+	q_check(v, q);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2310,6 +4378,7 @@ static void op_host(const struct op *o, const char *what)
 			}
 		}
 	}
+	kern_mark(d, 0, false, true, false); /* NO_RESTORE bytes may go under its kernels */
 	r = prep ? ugpu_device_suspend_prepare(d->dev) : susp ? ugpu_device_suspend(d->dev)
 		: res ? ugpu_device_resume(d->dev) : ugpu_device_suspend_cancel(d->dev);
 	tr(" dev%d (%s) -> %s", d->id, pm_name(d->pm), ename(r));
@@ -2319,6 +4388,14 @@ static void op_host(const struct op *o, const char *what)
 		/* raced a removal and won: the state is whatever it did to it */
 		d->pm = PM_UNKNOWN;
 		d->main_susp |= susp;
+		/* the removal finds either side's host-suspend state, as for a
+		 * transition that follows the removal at once (op_remove): a
+		 * resume or cancel that won freed the backups (a surprise may
+		 * lose what is back in VRAM), a prepare or suspend that won
+		 * leaves NO_RESTORE BOs without one (an orderly removal too) */
+		for (int i = 0; i < MAXBO; i++)
+			if (bos[i].used && bos[i].dev == d->id)
+				bos[i].may_lose |= may_lose_now(d, &bos[i], d->rm_kind, true);
 	}
 	if (d->life != D_PRESENT)
 		return;
@@ -2332,6 +4409,10 @@ static void op_host(const struct op *o, const char *what)
 	if (r == 0) {
 		d->pm = prep ? UGPU_PM_PREPARED : susp ? UGPU_PM_SUSPENDED : UGPU_PM_ACTIVE;
 		d->main_susp = susp;
+		if (dev_frozen(d))
+			kern_freeze(d); /* launches stopped: what has not ended waits for resume */
+		else
+			kern_mark(d, 0, false, false, true);
 	}
 	if (r == 0 && prep)
 		check_prepared(d, "prepare");
@@ -2362,6 +4443,7 @@ static void op_notify(const struct op *o)
 		fail("setup", "pthread_create");
 	N.live = true;
 	d->pm = PM_UNKNOWN;
+	kern_mark(d, 0, false, true, true);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2567,6 +4649,7 @@ static void op_inject(const struct op *o)
 	if (r)
 		fail("setup", "sim_inject: %s", strerror(-r));
 	d->inj |= 1u << k;
+	kern_mark(d, 1u << k, false, false, false);
 	for (int i = 0; i < MAXBO && k == SIM_INJECT_WAKE; i++)
 		if (bos[i].used && bos[i].dev == d->id)
 			bos[i].wake_tainted = true; /* mapped now or later while it lasts */
@@ -2624,11 +4707,14 @@ static void op_remove(const struct op *o)
 			expect(r, &s, d, "ugpu_device_rpm_suspend");
 			tr(" rpm_suspend %s", ename(r));
 		}
-		if (kind == RM_SURPRISE && d->pm == UGPU_PM_ACTIVE && !d->inj) {
+		if (kind == RM_SURPRISE && d->pm == UGPU_PM_ACTIVE && !d->inj && delay == 0) {
 			struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
 
 			/* nothing runs that could wake it: if it sleeps in D3cold now,
-			 * every byte is in system memory (evicted or backed up) */
+			 * every byte is in system memory (evicted or backed up). Only
+			 * for a removal at once: a delayed one may find the device
+			 * woken by the ops that follow (a racing prepare, a touch) and
+			 * a VRAM-only BO restored from its backup, which then goes */
 			if (ugpu_device_rpm_stats(d->dev, &rs) == 0 && rs.state == UGPU_RPM_SUSPENDED &&
 			    rs.power_state == UGPU_POWER_D3COLD) {
 				d->rm_none = true;
@@ -2649,6 +4735,7 @@ static void op_remove(const struct op *o)
 	d->rm_inj = d->inj;
 	d->rm_delay_us = delay;
 	d->life = D_REMOVING;
+	kern_mark(d, 0, true, false, true); /* cancelled, or they end first */
 	if (delay == 0 && kind == RM_API) {
 		int r = ugpu_device_unplug(d->dev); /* checked when it settles */
 
@@ -2700,7 +4787,12 @@ static void dev_close(struct mdev *d)
 	check_dev(d, false);
 	dev_snap(d);
 	dev_count(d);
+	if (dev_nvms(d) && rnd(&grng, 2))
+		vm_destroy_dev(d); /* or keep them: their handles outlive the close */
+	kern_mark(d, 0, true, false, true);
 	tr(" close dev%d", d->id);
+	if (dev_nvms(d))
+		tr(" (%d VMs kept, %" PRIu64 " kernels not reaped)", dev_nvms(d), dev_unreaped(d));
 	ugpu_device_close(d->dev);
 	sim_stop(d->sim);
 	d->sim = NULL;
@@ -2716,6 +4808,8 @@ static void dev_close(struct mdev *d)
 		b->closed = true;
 		b->map = NULL; /* removed by the close */
 		b->may_lose = false;
+		if (b->orphan)
+			continue;
 		/* "every other BO call on them returns -ENODEV" */
 		check_bo(b, "after close");
 		expect(ugpu_bo_read(b->bo, 0, &x, 1), &nodev, d, "ugpu_bo_read after close");
@@ -2723,6 +4817,7 @@ static void dev_close(struct mdev *d)
 		expect(ugpu_bo_map(b->bo, &p), &nodev, d, "ugpu_bo_map after close");
 		expect(ugpu_bo_pin(b->bo), &nodev, d, "ugpu_bo_pin after close");
 	}
+	vm_gone_checks(d);
 	if (was)
 		writers_resume();
 }
@@ -2771,6 +4866,13 @@ static void op_reopen(const struct op *o)
 	if (!dev_open(o->a % 300, o->b)) {
 		tr(" skip (device limit)");
 		T.skipped++;
+	} else if (o->c % 2) {
+		/* half the time a GPU VM with its queue at once */
+		struct op f = { .kind = OP_VM_CREATE, .a = 13 + (o->c >> 1) % 7, .b = o->c >> 4,
+				.c = o->d };
+
+		tr(", then VM_CREATE:");
+		op_vm_create(&f);
 	}
 }
 
@@ -2847,6 +4949,41 @@ static void op_badargs(const struct op *o)
 		expect(ugpu_bo_write(b->bo, 0, NULL, 1), &inv, bdev(b), "ugpu_bo_write(%s, NULL buf)", bname(b));
 		expect(ugpu_bo_read(b->bo, 0, NULL, 1), &inv, bdev(b), "ugpu_bo_read(%s, NULL buf)", bname(b));
 		tr(" with %s", bname(b));
+	}
+	{
+		struct ugpu_vm_info vi = { .size = sizeof(vi) };
+		struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .va = VA_BASE, .bytes = 8 };
+		struct eset zero = es1(0);
+		struct ugpu_vm *nv = NULL;
+		struct ugpu_queue *nq = NULL;
+		struct mvm *v = vm_pick(o->b, false, false);
+		uint64_t f;
+		int fd;
+
+		expect(ugpu_vm_create(NULL, NULL, &nv), &inv, NULL, "ugpu_vm_create(NULL dev)");
+		expect(ugpu_vm_destroy(NULL), &zero, NULL, "ugpu_vm_destroy(NULL)");
+		expect(ugpu_vm_bind(NULL, NULL, 0, VA_BASE, PG, 0), &inv, NULL, "ugpu_vm_bind(NULL)");
+		expect(ugpu_vm_unbind(NULL, VA_BASE, PG), &inv, NULL, "ugpu_vm_unbind(NULL)");
+		expect(ugpu_vm_query(NULL, &vi), &inv, NULL, "ugpu_vm_query(NULL)");
+		expect(ugpu_queue_create(NULL, NULL, &nq), &inv, NULL, "ugpu_queue_create(NULL)");
+		expect(ugpu_queue_destroy(NULL), &zero, NULL, "ugpu_queue_destroy(NULL)");
+		expect(ugpu_queue_submit(NULL, &k, &f), &inv, NULL, "ugpu_queue_submit(NULL)");
+		expect(ugpu_fence_eventfd(NULL, 1, &fd), &inv, NULL, "ugpu_fence_eventfd(NULL)");
+		if (d && d->life != D_CLOSED)
+			expect(ugpu_vm_create(d->dev, NULL, NULL), &inv, d, "ugpu_vm_create(NULL out)");
+		if (v) {
+			expect(ugpu_vm_query(v->vm, &(struct ugpu_vm_info){ .size = 0 }), &inv, NULL,
+			       "ugpu_vm_query(info.size 0)");
+			expect(ugpu_vm_query(v->vm, NULL), &inv, NULL, "ugpu_vm_query(VM, NULL)");
+			expect(ugpu_queue_create(v->vm, NULL, NULL), &inv, NULL, "ugpu_queue_create(NULL out)");
+			if (v->nq) {
+				expect(ugpu_queue_submit(v->q[0].q, NULL, &f), &inv, NULL,
+				       "ugpu_queue_submit(NULL kernel)");
+				expect(ugpu_fence_eventfd(v->q[0].q, 1, NULL), &inv, NULL,
+				       "ugpu_fence_eventfd(NULL fd)");
+			}
+			tr(" VM#%d", v->id);
+		}
 	}
 }
 
@@ -2927,6 +5064,17 @@ static void run_op(const struct op *o)
 	case OP_WRITERS: op_writers(); break;
 	case OP_CHECK: check_all("full check"); break;
 	case OP_BADARGS: op_badargs(o); break;
+	case OP_VM_CREATE: op_vm_create(o); break;
+	case OP_VM_DESTROY: op_vm_destroy(o); break;
+	case OP_QUEUE_CREATE: op_queue(o, true); break;
+	case OP_QUEUE_DESTROY: op_queue(o, false); break;
+	case OP_BIND: op_bind(o); break;
+	case OP_UNBIND: op_unbind(o); break;
+	case OP_KERNEL: op_kernel(o, false); break;
+	case OP_KERNEL_FAULT: op_kernel(o, true); break;
+	case OP_KWAIT: op_kwait(o); break;
+	case OP_FENCE: op_fence(o); break;
+	case OP_KFLOOD: op_kflood(o); break;
 	default: break;
 	}
 }
@@ -2971,6 +5119,7 @@ static void finish(void)
 			       "ugpu_device_suspend_cancel at the end");
 			d->pm = UGPU_PM_ACTIVE;
 		}
+		kern_mark(d, 0, false, false, true);
 		while (d->gets) {
 			ugpu_device_rpm_put(d->dev);
 			d->gets--;
@@ -2979,11 +5128,29 @@ static void finish(void)
 	check_all("at the end of the run");
 	for (i = 0; i < ndevs; i++)
 		check_dev(&devs[i], true);
+	/* every bound byte read by a kernel once more, then every VM goes */
+	for (i = 0; i < MAXVM; i++) {
+		struct mvm *v = &vms[i];
+
+		if (!v->used || !v->nq || devs[v->dev].life != D_PRESENT)
+			continue;
+		for (int j = 0; j < v->nb; j++) {
+			struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM,
+						 .va = v->b[j].va, .bytes = v->b[j].bytes };
+
+			if (v->q[0].npend >= MAXPEND)
+				reap_q(v, &v->q[0], true, 0);
+			kern_submit(v, &v->q[0], &k, "");
+		}
+		reap_vm(v, true);
+	}
+	for (i = 0; i < MAXVM; i++)
+		if (vms[i].used)
+			vm_destroy(&vms[i], false);
 	for (i = 0; i < MAXBO; i++)
 		if (bos[i].used) {
 			ugpu_bo_put(bos[i].bo);
-			free(bos[i].shadow);
-			bos[i].used = false;
+			mbo_free(&bos[i]);
 		}
 	for (i = 0; i < ndevs; i++)
 		if (devs[i].life != D_CLOSED) {
@@ -3308,7 +5475,7 @@ static void shrink(uint64_t seed, int nops, unsigned char *keep, const char *cls
 static const char *focus_env(void)
 {
 	static const char *const names[] = { "UGPU_MODEL_WEIGHTS", "UGPU_MODEL_FLAGS",
-					     "UGPU_MODEL_MAXOPEN" };
+					     "UGPU_MODEL_MAXOPEN", "UGPU_MODEL_MIRROR" };
 	static char buf[512];
 	size_t n = 0;
 
@@ -3339,14 +5506,18 @@ static void print_summary(const struct totals *t, double secs, const char *faile
 	       " mappings released, %" PRIu64 " waking faults; %" PRIu64 " removals (orderly %" PRIu64
 	       ", surprise %" PRIu64 "); %" PRIu64 " injected faults; %.1f MiB verified in %.1f s; "
 	       "lost: %s (%" PRIu64 " BOs lost where the header allows it, %" PRIu64
-	       " SIGBUS on such BOs)\n",
+	       " SIGBUS on such BOs); GPU: %" PRIu64 " VMs, %" PRIu64 " binds, %" PRIu64 " kernels "
+	       "(%" PRIu64 " completed, %" PRIu64 " faulted as the binds say, %" PRIu64 " cancelled or "
+	       "failed where allowed; %" PRIu64 " floods to the queue depth), %" PRIu64
+	       " read-sums checked, %.1f MiB through kernels\n",
 	       t->seeds, t->ops, t->skipped, t->devices, t->bos_created, t->writer_stores, t->host_cycles,
 	       t->notifier_cycles, t->rpm_suspends, t->rpm_suspends - t->rpm_d3cold, t->rpm_d3cold,
 	       t->rpm_resumes, t->rpm_released, t->rpm_wake_faults, t->removals_orderly + t->removals_surprise,
 	       t->removals_orderly, t->removals_surprise, t->injections,
 	       (double)t->bytes_verified / (double)MiB, secs,
 	       loss ? "DATA LOST OR MISREPORTED (the failure above)" : "0 unexpected", t->lost_allowed,
-	       t->sigbus_allowed);
+	       t->sigbus_allowed, t->vms, t->binds, t->kernels, t->kernels_done, t->kernels_faulted,
+	       t->kernels_other, t->floods, t->sums_checked, (double)t->kernel_bytes / (double)MiB);
 }
 
 int main(void)
@@ -3366,6 +5537,7 @@ int main(void)
 	weights_parse(getenv("UGPU_MODEL_WEIGHTS"));
 	flags_allowed = (uint32_t)env_long("UGPU_MODEL_FLAGS", (long)flags_allowed);
 	max_open = (int)env_long("UGPU_MODEL_MAXOPEN", max_open);
+	mirror_on = env_long("UGPU_MODEL_MIRROR", 0) != 0;
 	if (nops < 1)
 		nops = 1;
 	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -717,6 +717,23 @@ static void test_reopen_then_fault(void **state)
 /* ---- checked sound: one runtime-PM reference per kernel ------------------------ */
 
 /*
+ * ugpu_device_rpm_suspend(), once the driver's own work after a wake is
+ * done. A wake from D3cold leaves the rpm thread restoring what the hooks
+ * had evicted, holding a reference meanwhile: a suspend asked for at once
+ * answers -EBUSY ("a transition is running", rpm.h) until the restore ends
+ * (test_dataloss meets the same window). A reference a kernel left behind
+ * keeps it -EBUSY past the bound.
+ */
+static int rpm_suspend_settled(struct ugpu_device *dev)
+{
+	int ret, ms;
+
+	for (ms = 0; (ret = ugpu_device_rpm_suspend(dev)) == -EBUSY && ms < WAIT_MS; ms++)
+		usleep(1000);
+	return ret;
+}
+
+/*
  * Every kernel holds a reference from submission to its end, whatever the
  * end: done, faulted (aborted), cancelled by a queue destroy, cancelled
  * after waiting through a suspend prepare. After each, the device can
@@ -737,10 +754,10 @@ static void test_rpm_one_reference_per_kernel(void **state)
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	run(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 1, &r); /* done */
 	assert_int_equal(r.status, 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(rpm_suspend_settled(f->dev), 0);
 	run(q, UGPU_KERNEL_READ_SUM, VA0 + MIB, 4096, 0, &r); /* faulted */
 	assert_int_equal(r.status, -EFAULT);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(rpm_suspend_settled(f->dev), 0);
 
 	/* Cancelled by a destroy, after waiting at a prepare. */
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
@@ -748,7 +765,7 @@ static void test_rpm_one_reference_per_kernel(void **state)
 		assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 2, &fence), 0);
 	assert_int_equal(ugpu_queue_destroy(q), 0);
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(rpm_suspend_settled(f->dev), 0);
 
 	/* Queued at a prepare, run after its cancel. */
 	q = queue_new(vm, "rpm2");
@@ -759,7 +776,7 @@ static void test_rpm_one_reference_per_kernel(void **state)
 	r.size = sizeof(r);
 	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
 	assert_int_equal(r.status, 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(rpm_suspend_settled(f->dev), 0);
 
 	/* Running (its end held back): no runtime suspend under it. */
 	{
@@ -776,7 +793,75 @@ static void test_rpm_one_reference_per_kernel(void **state)
 	}
 	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
 	assert_int_equal(ugpu_queue_destroy(q), 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(rpm_suspend_settled(f->dev), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+}
+
+/* ---- 10. a host-suspend transition waiting for a kernel on a vanished device ---- */
+
+/*
+ * prepare (and suspend) wait up to 5 s for running kernels, holding the
+ * host-suspend lock. When the device vanishes meanwhile, the kernel never
+ * ends, and the removal that would abandon it waits for that lock: the
+ * transition must answer -ENODEV once it can tell ("also when it vanished
+ * during the call", pm.h), not -ETIMEDOUT after 5 s. Found by the model
+ * test (a notifier's prepare, a kernel, a surprise removal). The kernel's
+ * end is held back at the exec thread's scan, so it is still running.
+ */
+struct preparer {
+	struct ugpu_device *dev;
+	int ret;
+	double ms;
+};
+
+static void *prepare_run(void *arg)
+{
+	struct preparer *p = arg;
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	p->ret = ugpu_device_suspend_prepare(p->dev);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	p->ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+	return NULL;
+}
+
+static void test_prepare_kernel_device_vanishes(void **state)
+{
+	struct fx *f = *state;
+	static struct gate g;
+	struct ugpu_vm *vm = vm_new(f->dev, "vanish");
+	struct ugpu_queue *q = queue_new(vm, "vanish");
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct preparer p = { .dev = f->dev, .ret = 1 };
+	struct ugpu_bo *bo = bo_new(f->dev, 64 * KIB, 0, V, S, "vanish");
+	struct ugpu_unplug_info ui;
+	pthread_t t;
+	uint64_t fence;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0, 64 * KIB, 0), 0);
+	g = (struct gate)GATE_INIT;
+	open_at_teardown = &g;
+	test_point_set(TEST_POINT_EXEC_SCAN, gate_fn, &g);
+	assert_int_equal(submit(q, UGPU_KERNEL_WRITE, VA0, 64 * KIB, 1, &fence), 0);
+	assert_int_equal(pthread_create(&t, NULL, prepare_run, &p), 0);
+	usleep(50 * 1000); /* prepare waits for the kernel */
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	pthread_join(t, NULL);
+	fprintf(stderr, "prepare returned %d after %.0f ms\n", p.ret, p.ms);
+	test_point_set(TEST_POINT_EXEC_SCAN, NULL, NULL);
+	gate_open(&g);
+	open_at_teardown = NULL;
+	assert_int_equal(p.ret, -ENODEV);
+	assert_true(p.ms < 2000);
+	ui = fx_wait_removed(f->dev, 30000);
+	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
+	assert_int_equal(ugpu_fence_wait(q, fence, WAIT_MS, &r), 0);
+	/* cancelled by the removal, or its end read from the dead device */
+	assert_true(r.status == -ECANCELED || r.status == -EIO || r.status == 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
 	ugpu_bo_put(bo);
 }
@@ -794,6 +879,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_destroy_keeps_fence_order_real, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_then_fault, setup_one_queue, teardown),
 		cmocka_unit_test_setup_teardown(test_rpm_one_reference_per_kernel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prepare_kernel_device_vanishes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
