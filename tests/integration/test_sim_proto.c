@@ -301,6 +301,51 @@ static void test_malformed(void **state)
 	close(efd);
 }
 
+/*
+ * Regression (issue 12, find 1): a REGION_READ/WRITE of count 0 on VRAM or
+ * config space reached memcpy with a NULL buffer and aborted the server under
+ * UBSan. A zero-byte access inside a region is a no-op that succeeds; BAR0
+ * still takes only 4- and 8-byte accesses.
+ */
+static void test_region_zero_count(void **state)
+{
+	static const uint8_t raw[] = { 0x02, 0x00, 0x09, 0x00, 0x20, 0x00, 0x00, 0x00, /* hdr */
+				       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+				       0, 0, 0, 0, 0, 0, 0, 0, /* offset 0 */
+				       0x02, 0, 0, 0, 0, 0, 0, 0 }; /* region 2, count 0 */
+	struct fx *f = *state;
+	struct tc_reply *r = tc_r();
+	uint32_t regions[] = { 2, 7 };
+
+	assert_int_equal(tc_send_raw(&f->c, raw, sizeof(raw), NULL, 0), 0);
+	assert_int_equal(tc_wait_reply(&f->c, 2, VFU_CMD_REGION_READ, r), 0);
+	assert_int_equal(r->len, sizeof(struct vfu_region_access));
+	for (unsigned i = 0; i < 2; i++) {
+		struct vfu_region_access a = { .offset = 4, .region = regions[i], .count = 0 };
+
+		r = tc_r();
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0, r),
+				 0);
+		assert_int_equal(r->len, sizeof(a));
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_WRITE, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 0);
+		/* still bounds-checked */
+		a.offset = regions[i] == 2 ? VRAM + 1 : 257;
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 -EINVAL);
+	}
+	{
+		struct vfu_region_access a = { .offset = 0, .region = 0, .count = 0 };
+
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 -EINVAL);
+	}
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+}
+
 static void test_command_before_version(void **state)
 {
 	struct fx *f = *state;
@@ -482,6 +527,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_registers_and_config, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_irq_info, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_region_zero_count, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_before_version, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_rules, fx_setup_small_maps, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_client, fx_setup, fx_teardown),

@@ -810,6 +810,8 @@ static int vram_access(struct sim_dev *dev, uint64_t off, void *buf, size_t len,
 	pthread_mutex_unlock(&dev->lock);
 	if (!ok)
 		return -EIO;
+	if (!len)
+		return 0; /* a zero-byte access is a no-op (and buf may be NULL) */
 	if (write)
 		memcpy(dev->vram + off, buf, len);
 	else
