@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <cmocka.h>
@@ -346,6 +347,73 @@ static void test_region_zero_count(void **state)
 	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
 }
 
+/* Raise vector @vec of @index through SET_IRQS (DATA_NONE | ACTION_TRIGGER). */
+static int tc_trigger(struct tc *c, uint32_t index, uint32_t vec)
+{
+	struct vfu_irq_set s = { .argsz = sizeof(s),
+				 .flags = VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_TRIGGER,
+				 .index = index,
+				 .start = vec,
+				 .count = 1 };
+
+	return tc_call(c, VFU_CMD_DEVICE_SET_IRQS, &s, sizeof(s), NULL, 0, NULL, 0, tc_r());
+}
+
+/*
+ * Regression (issue 12, find 3): an interrupt fd that cannot take a write (an
+ * eventfd whose counter is one below the maximum, a full pipe) blocked the
+ * server thread in write() under the device lock for good. Delivery never
+ * blocks now: the interrupt is dropped and counted, the device goes on; a pipe
+ * without a reader gives EPIPE, not a SIGPIPE that kills the process; fds
+ * whose write could sleep on I/O are refused.
+ */
+static void test_irq_fd_never_blocks(void **state)
+{
+	struct fx *f = *state;
+	uint64_t big = 0xfffffffffffffffeull, v = 0, t0;
+	int efd = eventfd(0, EFD_CLOEXEC); /* blocking, as a hostile client passes it */
+	int good = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int mfd = memfd_create("irq", MFD_CLOEXEC);
+	struct sim_state st;
+	char junk[4096] = { 0 };
+	int pfd[2], fl;
+
+	assert_true(efd >= 0 && good >= 0 && mfd >= 0);
+	assert_int_equal(write(efd, &big, sizeof(big)), sizeof(big));
+	assert_int_equal(tc_set_irq(&f->c, 2, 0, efd), 0);
+	t0 = tc_now_ms();
+	assert_int_equal(tc_trigger(&f->c, 2, 0), 0);
+	assert_true(tc_now_ms() - t0 < 2000);
+
+	/* A full pipe (its reader still open), then the same pipe unread. */
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fl = fcntl(pfd[1], F_GETFL);
+	assert_int_equal(fcntl(pfd[1], F_SETFL, fl | O_NONBLOCK), 0);
+	while (write(pfd[1], junk, sizeof(junk)) > 0)
+		;
+	assert_int_equal(fcntl(pfd[1], F_SETFL, fl), 0);
+	assert_int_equal(tc_set_irq(&f->c, 2, 1, pfd[1]), 0);
+	assert_int_equal(tc_trigger(&f->c, 2, 1), 0);
+	close(pfd[0]);
+	assert_int_equal(tc_trigger(&f->c, 2, 1), 0);
+
+	/* The other vectors are still delivered, and the drops are counted. */
+	assert_int_equal(tc_set_irq(&f->c, 2, 2, good), 0);
+	assert_int_equal(tc_trigger(&f->c, 2, 2), 0);
+	assert_int_equal(read(good, &v, sizeof(v)), sizeof(v));
+	assert_int_equal(v, 1);
+	assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	assert_true(st.irq_drops >= 3);
+
+	/* A regular file (or anything whose write may sleep) is refused. */
+	assert_int_equal(tc_set_irq(&f->c, 2, 3, mfd), -EINVAL);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+	close(efd);
+	close(good);
+	close(mfd);
+	close(pfd[1]);
+}
+
 static void test_command_before_version(void **state)
 {
 	struct fx *f = *state;
@@ -528,6 +596,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_irq_info, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_region_zero_count, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_irq_fd_never_blocks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_before_version, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_rules, fx_setup_small_maps, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_client, fx_setup, fx_teardown),

@@ -96,6 +96,7 @@ struct sim_state {
 	uint64_t reqs; /* REQ interrupts raised */
 	uint64_t faults; /* GPU page faults queued */
 	uint64_t inband; /* in-band DMA_READ/DMA_WRITE messages sent */
+	uint64_t irq_drops; /* interrupts dropped: the client's fd was full or broken */
 };
 
 int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,19 @@ void sim_cond_init(pthread_cond_t *c)
 	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
 	pthread_cond_init(c, &a);
 	pthread_condattr_destroy(&a);
+}
+
+int sim_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t pipe_set, old;
+	int ret;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	ret = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -ret;
 }
 
 void sim_opts_init(struct sim_opts *opts)
@@ -425,6 +439,7 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 	st->reqs = dev->cnt_reqs;
 	st->faults = dev->cnt_faults;
 	st->inband = dev->cnt_inband;
+	st->irq_drops = dev->cnt_irq_drops;
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }
@@ -450,11 +465,12 @@ int sim_state_line(struct sim *sim, unsigned idx, char *buf, size_t len)
 		return ret;
 	ret = snprintf(buf, len,
 		       "power=%s ce0=%s ce1=%s exec=%s client=%s removed=%s dma_maps=%u descs=%" PRIu64
-		       " irqs=%" PRIu64 " reqs=%" PRIu64 " faults=%" PRIu64 " inband=%" PRIu64,
+		       " irqs=%" PRIu64 " reqs=%" PRIu64 " faults=%" PRIu64 " inband=%" PRIu64
+		       " irq_drops=%" PRIu64,
 		       st.power == SIM_POWER_D0 ? "D0" : st.power == SIM_POWER_D3HOT ? "D3hot" : "D3cold",
 		       ce_word(st.ce_status[0]), ce_word(st.ce_status[1]),
 		       st.exec_status < 6 ? exec_words[st.exec_status] : "?", st.client ? "yes" : "no",
 		       st.removed ? "yes" : "no", st.dma_maps, st.descs, st.irqs, st.reqs, st.faults,
-		       st.inband);
+		       st.inband, st.irq_drops);
 	return ret < 0 || (size_t)ret >= len ? -ENOSPC : 0;
 }

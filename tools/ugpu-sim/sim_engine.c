@@ -12,8 +12,12 @@
  * retakes the lock to retire the descriptor (HEAD, SEQNO, interrupts).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,11 +42,52 @@ void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
 	}
 	fd = dev->irq_fd[index][vec];
 	/* Under dev->lock so the fd cannot be closed (and its number reused)
-	 * by SET_IRQS or a disconnect while we write. An eventfd write of 1
-	 * never blocks short of counter overflow. */
-	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: counter saturated; the consumer still sees it signalled. */
+	 * by SET_IRQS or a disconnect while we write. The fd is non-blocking
+	 * (irq_fd_adopt) and our threads block SIGPIPE, so this write returns
+	 * at once whatever the client did to its end: a full eventfd counter
+	 * or pipe (EAGAIN), a pipe without a reader (EPIPE). That interrupt is
+	 * the client's loss; the device goes on. */
+	if (fd >= 0 && write(fd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+		int err = errno;
+
+		dev->cnt_irq_drops++;
+		if ((dev->cnt_irq_drops & (dev->cnt_irq_drops - 1)) == 0) /* 1, 2, 4, ... */
+			fprintf(stderr,
+				"ugpu-sim[%u]: interrupt %u/%u dropped: write to the client's fd failed (%s); %" PRIu64
+				" dropped so far\n",
+				dev->id, index, vec, strerror(err), dev->cnt_irq_drops);
 	}
+}
+
+int irq_fd_adopt(struct sim_dev *dev, int fd)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0) {
+		fprintf(stderr, "ugpu-sim[%u]: SET_IRQS: cannot fstat the fd: %s\n", dev->id,
+			strerror(errno));
+		return -EINVAL;
+	}
+	/* Anonymous inodes (eventfd; the others refuse writes at once), pipes
+	 * and sockets honour O_NONBLOCK. A regular file or a device could
+	 * sleep in write() whatever its flags (a FUSE file, for one). */
+	if ((st.st_mode & S_IFMT) != 0 && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+		fprintf(stderr,
+			"ugpu-sim[%u]: SET_IRQS: the fd is not an eventfd, pipe or socket (mode 0%o)\n",
+			dev->id, (unsigned)st.st_mode);
+		return -EINVAL;
+	}
+	/* The flag is shared with the client's copy of the fd (one open file
+	 * description): harmless for a client that polls its eventfd, as a
+	 * client must. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		fprintf(stderr, "ugpu-sim[%u]: SET_IRQS: cannot make the fd non-blocking: %s\n",
+			dev->id, strerror(errno));
+		return -EINVAL;
+	}
+	return 0;
 }
 
 uint32_t ce_status(const struct sim_ce *ce)
@@ -515,10 +560,10 @@ static void *ce_thread(void *arg)
 int ce_start_threads(struct sim_dev *dev)
 {
 	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
-		int ret = pthread_create(&dev->ce[i].thread, NULL, ce_thread, &dev->ce[i]);
+		int ret = sim_thread_create(&dev->ce[i].thread, ce_thread, &dev->ce[i]);
 
 		if (ret)
-			return -ret;
+			return ret;
 		dev->ce[i].thread_started = true;
 	}
 	return 0;

@@ -298,6 +298,7 @@ struct sim_dev {
 
 	/* Counters. */
 	uint64_t cnt_descs, cnt_irqs, cnt_reqs, cnt_faults, cnt_inband;
+	uint64_t cnt_irq_drops; /* interrupts whose fd write failed (full, closed) */
 };
 
 struct sim {
@@ -308,6 +309,11 @@ struct sim {
 	uint32_t slow[SIM_MAX_DEVICES]; /* symmetric slow-link matrix, immutable */
 	struct sim_control *control;
 };
+
+/* Threads of the device: created with SIGPIPE blocked, so an interrupt write
+ * into a pipe whose reader is gone fails with EPIPE instead of killing the
+ * process (sim_core.c). Returns 0 or -errno. */
+int sim_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Time. */
 uint64_t sim_now_ns(void);
@@ -338,8 +344,13 @@ void ce_kick(struct sim_dev *dev); /* lock held: re-check run conditions */
 uint32_t ce_status(const struct sim_ce *ce); /* lock held */
 /* Injection countdown (lock held): true when this event must fail. */
 bool sim_inject_hit(struct sim_dev *dev, enum sim_inject_kind kind);
-/* Raise interrupt @index/@vec (lock held). */
+/* Raise interrupt @index/@vec (lock held). Never blocks: the fds are
+ * non-blocking (irq_fd_adopt); a write that fails is counted and dropped. */
 void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec);
+/* Check that @fd may carry interrupts (an eventfd or other anonymous inode, a
+ * pipe or a socket: nothing whose write can sleep on I/O) and make it
+ * non-blocking. Returns 0 or -EINVAL (logged). */
+int irq_fd_adopt(struct sim_dev *dev, int fd);
 /* DMA windows (lock held). */
 struct sim_dma_map *dma_find(struct sim_dev *dev, uint64_t iova);
 int dma_check(struct sim_dev *dev, uint64_t iova, uint64_t len, uint32_t prot);

@@ -752,6 +752,9 @@ static void cmd_set_irqs(struct sim_dev *dev, struct sim_msg *m)
 				s.count);
 			goto out_inval;
 		}
+		for (int i = 0; i < m->nfds; i++)
+			if (irq_fd_adopt(dev, m->fds[i]))
+				goto out_inval;
 		pthread_mutex_lock(&dev->lock);
 		used = 0;
 		for (uint32_t i = 0; i < s.count; i++) {
@@ -1397,10 +1400,10 @@ int srv_start(struct sim_dev *dev)
 	ret = listen_on(dev);
 	if (ret)
 		return ret;
-	ret = pthread_create(&dev->srv_thread, NULL, srv_thread, dev);
+	ret = sim_thread_create(&dev->srv_thread, srv_thread, dev);
 	if (ret) {
 		close_listener(dev);
-		return -ret;
+		return ret;
 	}
 	dev->srv_started = true;
 	return 0;

@@ -261,10 +261,10 @@ static void *exec_thread(void *arg)
 
 int exec_start_thread(struct sim_dev *dev)
 {
-	int ret = pthread_create(&dev->exec.thread, NULL, exec_thread, dev);
+	int ret = sim_thread_create(&dev->exec.thread, exec_thread, dev);
 
 	if (ret)
-		return -ret;
+		return ret;
 	dev->exec.thread_started = true;
 	return 0;
 }
