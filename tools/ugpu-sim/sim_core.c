@@ -4,6 +4,7 @@
  * fabric (several devices in one process that reach each other's VRAM).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -154,12 +155,17 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	}
 
 	snprintf(name, sizeof(name), "ugpu-sim-vram%u", id);
-	dev->vram_fd = memfd_create(name, MFD_CLOEXEC);
+	dev->vram_fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (dev->vram_fd < 0) {
 		ret = -errno;
 		goto out_free;
 	}
-	if (ftruncate(dev->vram_fd, (off_t)dev->vram_size) < 0) {
+	/* Clients get this fd (GET_REGION_INFO) with write access: seal its
+	 * size so none can truncate VRAM under the device (SIGBUS in every
+	 * engine) or under another client's mapping; F_SEAL_SEAL keeps a client
+	 * from adding seals that would refuse the next client's mapping. */
+	if (ftruncate(dev->vram_fd, (off_t)dev->vram_size) < 0 ||
+	    fcntl(dev->vram_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
 		ret = -errno;
 		goto out_free;
 	}
@@ -225,6 +231,11 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 
 	if (!uopts || !out || uopts->size < offsetof(struct sim_opts, slow_links))
 		return -EINVAL;
+	ret = sim_guard_init();
+	if (ret) {
+		fprintf(stderr, "ugpu-sim: cannot install the SIGBUS guard: %s\n", strerror(-ret));
+		return ret;
+	}
 	sim = calloc(1, sizeof(*sim));
 	if (!sim)
 		return -ENOMEM;

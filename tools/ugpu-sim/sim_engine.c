@@ -239,10 +239,9 @@ int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool wri
 		if (ret)
 			return ret;
 		if (p) {
-			if (write)
-				memcpy(p, b, n);
-			else
-				memcpy(b, p, n);
+			ret = write ? sim_guarded_memmove(dev, p, b, n) : sim_guarded_memmove(dev, b, p, n);
+			if (ret)
+				return ret;
 		} else {
 			ret = srv_dma_inband(dev, iova, b, n, write);
 			if (ret)
@@ -398,6 +397,27 @@ static void fill64(uint8_t *p, uint64_t n, uint64_t value)
 		w[i] = value;
 }
 
+struct fill_args {
+	uint8_t *p;
+	uint64_t n, value;
+};
+
+static void fill_fn(void *arg)
+{
+	struct fill_args *a = arg;
+
+	fill64(a->p, a->n, a->value);
+}
+
+/* FILL into VRAM or a window's memory, under the guard (a client may have
+ * truncated the window's file). */
+static int fill_guarded(struct sim_dev *dev, uint8_t *p, uint64_t n, uint64_t value)
+{
+	struct fill_args a = { .p = p, .n = n, .value = value };
+
+	return sim_guard_run(dev, fill_fn, &a);
+}
+
 static void throttle_wait(uint64_t t0, uint64_t bytes)
 {
 	uint64_t due = t0 + bytes * 1000000000ull / SIM_SLOW_LINK_BPS;
@@ -439,7 +459,10 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 			dn = sn;
 		if (d->opcode == SIM_OP_FILL) {
 			if (dp) {
-				fill64(dp, dn, d->value);
+				if (fill_guarded(dev, dp, dn, d->value)) {
+					code = SIM_ERR_DMA;
+					break;
+				}
 			} else {
 				if (dn > CE_CHUNK)
 					dn = CE_CHUNK;
@@ -454,7 +477,10 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 				}
 			}
 		} else if (sp && dp) {
-			memmove(dp, sp, dn);
+			if (sim_guarded_memmove(dev, dp, sp, dn)) {
+				code = SIM_ERR_DMA;
+				break;
+			}
 		} else if (sp) {
 			if (srv_dma_inband(dev, j->dst.addr + off, sp, dn, true)) {
 				code = SIM_ERR_DMA;

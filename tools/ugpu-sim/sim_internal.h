@@ -362,6 +362,15 @@ bool inflight_any(struct sim_dev *dev);
  * with inflight_add by the caller). Lock not held. */
 int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write);
 
+/* sim_guard.c: client memory accesses that survive a truncated file. */
+/* Install the process-wide SIGBUS handler (once). Returns 0 or -errno. */
+int sim_guard_init(void);
+/* Run @fn(@arg); a SIGBUS inside it ends it early and returns -EFAULT
+ * (logged for @dev). @fn must take no lock and allocate nothing. */
+int sim_guard_run(struct sim_dev *dev, void (*fn)(void *arg), void *arg);
+/* memmove under the guard: 0 or -EFAULT. */
+int sim_guarded_memmove(struct sim_dev *dev, void *dst, const void *src, size_t n);
+
 /* sim_vm.c: VM and exec engine. */
 int exec_start_thread(struct sim_dev *dev);
 void exec_stop_thread(struct sim_dev *dev);

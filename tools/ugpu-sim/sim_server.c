@@ -24,7 +24,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -426,8 +429,8 @@ static void route_reply(struct sim_dev *dev, struct sim_msg *m)
 			memcpy(&acc, m->body, sizeof(acc));
 			if (acc.addr != p->addr || acc.count != p->len)
 				err = EPROTO;
-			else
-				memcpy(p->buf, m->body + sizeof(acc), p->len);
+			else if (sim_guarded_memmove(dev, p->buf, m->body + sizeof(acc), p->len))
+				err = EFAULT; /* p->buf is another window's memory, truncated */
 		}
 	} else if (m->len < 12) {
 		/* DMA_WRITE reply: address + count (the spec's table says a 4-byte
@@ -877,6 +880,36 @@ static void cmd_region_rw(struct sim_dev *dev, struct sim_msg *m, bool write)
 		free(data);
 }
 
+/*
+ * The fd of a DMA window must be memory that cannot stall an engine: a memfd,
+ * tmpfs or hugetlbfs file (a file on a disk or FUSE file system could block a
+ * page fault for as long as its server likes), and it must cover
+ * [@off, @off + @size) now. A client can still truncate it later: the engines
+ * reach it under the SIGBUS guard (sim_guard.c). Returns 0 or -EINVAL (logged).
+ */
+static int dma_fd_check(struct sim_dev *dev, int fd, uint64_t off, uint64_t size)
+{
+	struct statfs fs;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || fstatfs(fd, &fs) < 0) {
+		srv_log(dev, "DMA_MAP: cannot stat the fd: %s", strerror(errno));
+		return -EINVAL;
+	}
+	if (!S_ISREG(st.st_mode) ||
+	    (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)) {
+		srv_log(dev, "DMA_MAP: the fd is not a memfd, tmpfs or hugetlbfs file (mode 0%o, "
+			"file system 0x%lx)", (unsigned)st.st_mode, (unsigned long)fs.f_type);
+		return -EINVAL;
+	}
+	if (off > UINT64_MAX - size || (uint64_t)st.st_size < off + size) {
+		srv_log(dev, "DMA_MAP: the fd holds %lld bytes; the window needs [0x%" PRIx64
+			", 0x%" PRIx64 ")", (long long)st.st_size, off, off + size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
 {
 	struct vfu_dma_map r;
@@ -904,6 +937,8 @@ static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
 	nm.iova = r.addr;
 	nm.size = r.size;
 	nm.prot = r.flags;
+	if (m->nfds && dma_fd_check(dev, m->fds[0], r.offset, r.size))
+		goto out_err;
 	if (m->nfds) {
 		int prot = PROT_READ | ((r.flags & VFU_DMA_F_WRITE) ? PROT_WRITE : 0);
 		void *p = mmap(NULL, r.size, prot, MAP_SHARED, m->fds[0], (off_t)r.offset);

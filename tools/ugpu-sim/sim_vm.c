@@ -104,6 +104,33 @@ static void exec_on(uint8_t *p, uint64_t n, uint32_t op, uint64_t value, uint64_
 	}
 }
 
+struct exec_args {
+	uint8_t *p;
+	uint64_t n;
+	uint32_t op;
+	uint64_t value;
+	uint64_t sum;
+};
+
+static void exec_fn(void *arg)
+{
+	struct exec_args *a = arg;
+
+	exec_on(a->p, a->n, a->op, a->value, &a->sum);
+}
+
+/* exec_on() under the guard: a SYSTEM leaf reaches a client's window, whose
+ * file the client may have truncated. 0 or -EFAULT. */
+static int exec_guarded(struct sim_dev *dev, uint8_t *p, uint64_t n, uint32_t op, uint64_t value,
+			uint64_t *sum)
+{
+	struct exec_args a = { .p = p, .n = n, .op = op, .value = value };
+	int ret = sim_guard_run(dev, exec_fn, &a);
+
+	*sum += a.sum;
+	return ret;
+}
+
 static void exec_finish(struct sim_dev *dev, uint32_t status)
 {
 	dev->exec.status = status;
@@ -193,7 +220,7 @@ static bool exec_step(struct sim_dev *dev, uint64_t gen)
 	}
 	x->busy = true;
 	pthread_mutex_unlock(&dev->lock);
-	exec_on(p, n, op, value, &sum);
+	ret = exec_guarded(dev, p, n, op, value, &sum);
 	pthread_mutex_lock(&dev->lock);
 out_retire:
 	x->busy = false;
