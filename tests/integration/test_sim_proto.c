@@ -414,6 +414,31 @@ static void test_irq_fd_never_blocks(void **state)
 	close(pfd[1]);
 }
 
+/* A client that sends but never reads its replies is dropped once a reply
+ * cannot be sent within the server's send bound; the device then serves the
+ * next client. */
+static void test_client_not_reading(void **state)
+{
+	struct fx *f = *state;
+	struct vfu_region_access a = { .offset = 0, .region = 2, .count = VFU_MAX_DATA_XFER };
+	struct sim_state st = { 0 };
+	uint64_t t0;
+
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tc_send(&f->c, VFU_CMD_REGION_READ, (uint16_t)(100 + i),
+					 VFU_F_TYPE_COMMAND, &a, sizeof(a), NULL, 0, NULL, 0),
+				 0);
+	t0 = tc_now_ms();
+	do {
+		usleep(20000);
+		assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	} while (st.client && tc_now_ms() - t0 < 15000);
+	assert_false(st.client);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+}
+
 static void test_command_before_version(void **state)
 {
 	struct fx *f = *state;
@@ -597,6 +622,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_region_zero_count, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_irq_fd_never_blocks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_client_not_reading, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_before_version, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_rules, fx_setup_small_maps, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_client, fx_setup, fx_teardown),

@@ -278,6 +278,7 @@ struct sim_dev {
 	int wake_fd;
 	pthread_mutex_t send_lock;
 	int client_fd;
+	bool client_broken; /* under send_lock: a send failed, client_fd is shut down */
 	bool connected; /* under lock: a client is attached */
 	uint32_t peer_max_xfer; /* client's max_data_xfer_size (under lock) */
 	uint16_t next_msg_id;

@@ -273,6 +273,16 @@ static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, si
 	}
 	pthread_mutex_lock(&dev->send_lock);
 	ret = dev->client_fd >= 0 ? send_locked(dev->client_fd, iov, cnt, fds, nfds) : -ENOTCONN;
+	if (ret && ret != -ENOTCONN && !dev->client_broken) {
+		/* A client that stops reading for SIM_IO_TIMEOUT_MS, or a send cut
+		 * mid-message, leaves the stream unusable: drop the client (the
+		 * server thread sees EOF and disconnects it) rather than send the
+		 * rest of a message it would misparse. */
+		srv_log(dev, "sending a message of command %u failed (%s): dropping the client",
+			hdr->cmd, strerror(-ret));
+		shutdown(dev->client_fd, SHUT_RDWR);
+		dev->client_broken = true;
+	}
 	pthread_mutex_unlock(&dev->send_lock);
 	return ret;
 }
@@ -1274,6 +1284,7 @@ static void srv_accept(struct sim_dev *dev)
 	}
 	pthread_mutex_lock(&dev->send_lock);
 	dev->client_fd = fd;
+	dev->client_broken = false;
 	pthread_mutex_unlock(&dev->send_lock);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = true;
