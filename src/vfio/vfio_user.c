@@ -40,20 +40,9 @@
 #include "src/log.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
+#include "src/vfio/vfio_user_msg.h"
 #include "src/vfio/vfio_user_proto.h"
 
-/* Regions and irq indexes we cache at open; a server announcing more gets
- * the rest reported as absent. */
-#define VU_MAX_REGIONS 16
-#define VU_MAX_IRQS 8
-/* Sanity bounds on what DEVICE_GET_INFO may claim. */
-#define VU_SANE_REGIONS 64
-#define VU_SANE_IRQS 64
-/* fds the reader can receive in one message: more than any reply may carry,
- * so "too many fds" is seen and reported rather than silently truncated. */
-#define VU_RECV_FDS 16
-/* Largest GET_REGION_INFO reply we accept (region info + capabilities). */
-#define VU_REGION_INFO_MAX 4096
 /* How often the idle reader re-checks for close (it is also woken by
  * @stop_fd, so this only bounds the wait). */
 #define VU_READER_TICK_MS 1000
@@ -133,34 +122,15 @@ struct vu_dev {
 	struct vfio_dev_irq_info irqs[VU_MAX_IRQS];
 };
 
-static const char *const vu_cmd_names[VFU_CMD_MAX] = {
-	[VFU_CMD_VERSION] = "VERSION",
-	[VFU_CMD_DMA_MAP] = "DMA_MAP",
-	[VFU_CMD_DMA_UNMAP] = "DMA_UNMAP",
-	[VFU_CMD_DEVICE_GET_INFO] = "DEVICE_GET_INFO",
-	[VFU_CMD_DEVICE_GET_REGION_INFO] = "GET_REGION_INFO",
-	[VFU_CMD_DEVICE_GET_REGION_IO_FDS] = "GET_REGION_IO_FDS",
-	[VFU_CMD_DEVICE_GET_IRQ_INFO] = "GET_IRQ_INFO",
-	[VFU_CMD_DEVICE_SET_IRQS] = "SET_IRQS",
-	[VFU_CMD_REGION_READ] = "REGION_READ",
-	[VFU_CMD_REGION_WRITE] = "REGION_WRITE",
-	[VFU_CMD_DMA_READ] = "DMA_READ",
-	[VFU_CMD_DMA_WRITE] = "DMA_WRITE",
-	[VFU_CMD_DEVICE_RESET] = "DEVICE_RESET",
-	[VFU_CMD_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
-	[VFU_CMD_DEVICE_FEATURE] = "DEVICE_FEATURE",
-};
-
-static const char *vu_cmd_name(unsigned int cmd)
-{
-	if (cmd < VFU_CMD_MAX && vu_cmd_names[cmd])
-		return vu_cmd_names[cmd];
-	return "unknown command";
-}
-
 static struct vu_dev *to_vu(struct vfio_dev *dev)
 {
 	return (struct vu_dev *)dev;
+}
+
+/* Log target for the message checks of vfio_user_msg.c. */
+static struct vu_log vu_log_of(struct vu_dev *vu)
+{
+	return (struct vu_log){ .ctx = vu->dev.ctx, .name = vu->dev.name };
 }
 
 static int vu_timeout(struct vu_dev *vu)
@@ -448,27 +418,16 @@ static struct vu_dma *vu_dma_find_locked(struct vu_dev *vu, uint64_t addr, uint6
 static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8_t *body,
 			 size_t len)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_dma_access acc;
 	struct vu_dma *d;
 	uint8_t *out = NULL;
 	size_t out_len = 0;
-	int err = 0;
+	int err;
 
-	if (len < sizeof(acc)) {
-		log_err(vu->dev.ctx, "%s: server %s of %zu bytes is shorter than its header",
-			vu->dev.name, vu_cmd_name(h->cmd), len);
-		vu_reply(vu, h, EINVAL, NULL, 0);
-		return;
-	}
-	memcpy(&acc, body, sizeof(acc));
-	if (acc.count == 0 || acc.count > VFU_MAX_DATA_XFER ||
-	    (h->cmd == VFU_CMD_DMA_WRITE && len - sizeof(acc) != acc.count) ||
-	    (h->cmd == VFU_CMD_DMA_READ && len != sizeof(acc))) {
-		log_err(vu->dev.ctx,
-			"%s: server %s at iova 0x%" PRIx64 " count %" PRIu64
-			" has a bad size (message payload %zu)",
-			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count, len);
-		vu_reply(vu, h, EINVAL, NULL, 0);
+	err = vu_dma_request_parse(&l, h, body, len, &acc);
+	if (err) {
+		vu_reply(vu, h, err, NULL, 0);
 		return;
 	}
 	if (h->cmd == VFU_CMD_DMA_READ) {
@@ -515,6 +474,7 @@ static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8
 static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *body, size_t len,
 			   int *fds, int nfds, bool ctrunc)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vu_pending *p;
 
 	pthread_mutex_lock(&vu->lock);
@@ -530,31 +490,8 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
 		return;
 	}
 	p->done = true;
-	if (h->cmd != p->cmd) {
-		log_err(vu->dev.ctx, "%s: reply to %s (msg_id %u) says command %u",
-			vu->dev.name, vu_cmd_name(p->cmd), h->msg_id, h->cmd);
-		p->err = -EPROTO;
-	} else if (h->flags & ~(VFU_F_TYPE_MASK | VFU_F_ERROR)) {
-		log_err(vu->dev.ctx, "%s: reply to %s has unknown flags 0x%x", vu->dev.name,
-			vu_cmd_name(p->cmd), h->flags);
-		p->err = -EPROTO;
-	} else if (ctrunc || nfds > VU_RECV_FDS) {
-		log_err(vu->dev.ctx, "%s: reply to %s carried more than %d fds", vu->dev.name,
-			vu_cmd_name(p->cmd), VU_RECV_FDS);
-		p->err = -EPROTO;
-	} else if (h->flags & VFU_F_ERROR) {
-		if (len) {
-			log_err(vu->dev.ctx, "%s: error reply to %s carries %zu payload bytes",
-				vu->dev.name, vu_cmd_name(p->cmd), len);
-			p->err = -EPROTO;
-		} else if (h->error == 0 || h->error >= 4096) {
-			/* The spec allows error 0 with the flag: failed, reason unknown. */
-			p->err = -EIO;
-		} else {
-			p->err = -(int)h->error;
-		}
-	} else {
-		p->err = 0;
+	p->err = vu_reply_status(&l, p->cmd, h, len, ctrunc || nfds > VU_RECV_FDS);
+	if (p->err == 0) {
 		p->reply = body;
 		p->reply_len = len;
 		body = NULL;
@@ -761,258 +698,15 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 	return 0;
 }
 
-/* ---- VERSION capabilities (a small JSON reader) ----------------------- */
-
-struct vu_caps {
-	uint64_t max_msg_fds;
-	uint64_t max_data_xfer_size;
-	uint64_t max_dma_maps;
-	uint64_t pgsizes;
-};
-
-struct js {
-	const char *p;
-	const char *end;
-};
-
-static void js_ws(struct js *j)
-{
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
-
-/* Parse a string; the first @cap-1 bytes land in @out (escapes kept raw:
- * we only compare plain keys). */
-static int js_string(struct js *j, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '"')
-		return -EPROTO;
-	j->p++;
-	while (j->p < j->end && *j->p != '"') {
-		if (*j->p == '\\') {
-			if (++j->p >= j->end)
-				return -EPROTO;
-		} else if ((unsigned char)*j->p < 0x20) {
-			return -EPROTO;
-		}
-		if (out && n + 1 < cap)
-			out[n++] = *j->p;
-		j->p++;
-	}
-	if (j->p >= j->end)
-		return -EPROTO;
-	j->p++;
-	if (out)
-		out[n] = '\0';
-	return 0;
-}
-
-/* A JSON number; *@v gets it if it is a non-negative integer that fits. */
-static int js_number(struct js *j, uint64_t *v, bool *is_uint)
-{
-	const char *s = j->p;
-	uint64_t acc = 0;
-	bool ok = true, digits = false;
-
-	if (j->p < j->end && *j->p == '-') {
-		ok = false;
-		j->p++;
-	}
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-		unsigned d = (unsigned)(*j->p - '0');
-
-		digits = true;
-		if (acc > (UINT64_MAX - d) / 10)
-			ok = false;
-		else
-			acc = acc * 10 + d;
-		j->p++;
-	}
-	if (!digits)
-		return -EPROTO;
-	while (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E' || *j->p == '+' ||
-				 *j->p == '-' || (*j->p >= '0' && *j->p <= '9'))) {
-		ok = false;
-		j->p++;
-	}
-	(void)s;
-	*v = acc;
-	*is_uint = ok;
-	return 0;
-}
-
-static int js_skip(struct js *j, int depth);
-
-static int js_object(struct js *j, int depth, int (*member)(struct js *, const char *, int, void *),
-		     void *arg)
-{
-	char key[64];
-	int ret;
-
-	if (depth > 16)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '{')
-		return -EPROTO;
-	j->p++;
-	js_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
-		return 0;
-	}
-	for (;;) {
-		ret = js_string(j, key, sizeof(key));
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p >= j->end || *j->p != ':')
-			return -EPROTO;
-		j->p++;
-		ret = member ? member(j, key, depth + 1, arg) : js_skip(j, depth + 1);
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		return -EPROTO;
-	}
-}
-
-static int js_skip(struct js *j, int depth)
-{
-	uint64_t v;
-	bool u;
-
-	if (depth > 16)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end)
-		return -EPROTO;
-	switch (*j->p) {
-	case '{':
-		return js_object(j, depth, NULL, NULL);
-	case '[':
-		j->p++;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ']') {
-			j->p++;
-			return 0;
-		}
-		for (;;) {
-			int ret = js_skip(j, depth + 1);
-
-			if (ret)
-				return ret;
-			js_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == ']') {
-				j->p++;
-				return 0;
-			}
-			return -EPROTO;
-		}
-	case '"':
-		return js_string(j, NULL, 0);
-	case 't':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "true", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	case 'f':
-		if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
-			j->p += 5;
-			return 0;
-		}
-		return -EPROTO;
-	case 'n':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "null", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	default:
-		return js_number(j, &v, &u);
-	}
-}
-
-static int vu_caps_member(struct js *j, const char *key, int depth, void *arg)
-{
-	struct vu_caps *caps = arg;
-	uint64_t *dst = NULL, v;
-	bool is_uint;
-	int ret;
-
-	if (!strcmp(key, "max_msg_fds"))
-		dst = &caps->max_msg_fds;
-	else if (!strcmp(key, "max_data_xfer_size"))
-		dst = &caps->max_data_xfer_size;
-	else if (!strcmp(key, "max_dma_maps"))
-		dst = &caps->max_dma_maps;
-	else if (!strcmp(key, "pgsizes"))
-		dst = &caps->pgsizes;
-	if (!dst)
-		return js_skip(j, depth);
-	js_ws(j);
-	ret = js_number(j, &v, &is_uint);
-	if (ret || !is_uint)
-		return -EPROTO;
-	*dst = v;
-	return 0;
-}
-
-static int vu_top_member(struct js *j, const char *key, int depth, void *arg)
-{
-	if (!strcmp(key, "capabilities"))
-		return js_object(j, depth, vu_caps_member, arg);
-	return js_skip(j, depth);
-}
-
-/* Parse the VERSION JSON in [s, s+len) (NUL included in len, or not). */
-static int vu_parse_caps(const char *s, size_t len, struct vu_caps *caps)
-{
-	struct js j = { .p = s, .end = s + len };
-	int ret;
-
-	while (j.end > j.p && j.end[-1] == '\0')
-		j.end--;
-	if (memchr(s, '\0', (size_t)(j.end - j.p)))
-		return -EPROTO;
-	js_ws(&j);
-	if (j.p == j.end)
-		return 0;
-	ret = js_object(&j, 0, vu_top_member, caps);
-	if (ret)
-		return ret;
-	js_ws(&j);
-	return j.p == j.end ? 0 : -EPROTO;
-}
-
 /* ---- open-time negotiation -------------------------------------------- */
 
 static int vu_negotiate(struct vu_dev *vu)
 {
+	struct vu_log l = vu_log_of(vu);
 	char json[160];
 	uint8_t buf[sizeof(struct vfu_version) + sizeof(json)];
 	struct vfu_version ver = { .major = VFU_VERSION_MAJOR, .minor = VFU_VERSION_MINOR };
-	struct vu_caps caps = {
-		.max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS,
-		.max_data_xfer_size = VFU_DEFAULT_MAX_DATA_XFER,
-		.max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS,
-		.pgsizes = VFU_DEFAULT_PGSIZES,
-	};
+	struct vu_negotiated neg;
 	struct vu_reply r;
 	int n, ret;
 
@@ -1024,44 +718,15 @@ static int vu_negotiate(struct vu_dev *vu)
 	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, 0, &r);
 	if (ret)
 		return ret;
-	if (r.len < sizeof(ver)) {
-		log_err(vu->dev.ctx, "%s: VERSION reply of %zu bytes is too short", vu->dev.name, r.len);
-		ret = -EPROTO;
+	ret = vu_version_parse(&l, r.data, r.len, r.nfds, false, &neg);
+	if (ret)
 		goto out_release;
-	}
-	memcpy(&ver, r.data, sizeof(ver));
-	if (ver.major != VFU_VERSION_MAJOR) {
-		log_err(vu->dev.ctx, "%s: server speaks vfio-user %u.%u, we need major %u",
-			vu->dev.name, ver.major, ver.minor, VFU_VERSION_MAJOR);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	if (ver.minor > VFU_VERSION_MINOR) {
-		log_err(vu->dev.ctx, "%s: server answered minor %u above the %u we proposed",
-			vu->dev.name, ver.minor, VFU_VERSION_MINOR);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	ret = vu_parse_caps((const char *)r.data + sizeof(ver), r.len - sizeof(ver), &caps);
-	if (ret) {
-		log_err(vu->dev.ctx, "%s: VERSION capabilities are not valid JSON of the expected shape",
-			vu->dev.name);
-		goto out_release;
-	}
-	if (caps.max_data_xfer_size == 0 || caps.pgsizes == 0 || caps.max_dma_maps == 0) {
-		log_err(vu->dev.ctx,
-			"%s: VERSION capabilities give a zero max_data_xfer_size, pgsizes or max_dma_maps",
-			vu->dev.name);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->max_msg_fds = caps.max_msg_fds > VFU_MAX_FDS ? VFU_MAX_FDS : (uint32_t)caps.max_msg_fds;
-	vu->max_xfer = caps.max_data_xfer_size > VFU_MAX_DATA_XFER ? VFU_MAX_DATA_XFER
-								    : (uint32_t)caps.max_data_xfer_size;
-	vu->max_dma_maps = caps.max_dma_maps > UINT32_MAX ? UINT32_MAX : (uint32_t)caps.max_dma_maps;
-	vu->pgsizes = caps.pgsizes;
+	vu->max_msg_fds = neg.max_msg_fds;
+	vu->max_xfer = neg.max_xfer;
+	vu->max_dma_maps = neg.max_dma_maps;
+	vu->pgsizes = neg.pgsizes;
 	log_dbg(vu->dev.ctx, "%s: vfio-user %u.%u, max_msg_fds %u, max_xfer %u, max_dma_maps %u, pgsizes 0x%" PRIx64,
-		vu->dev.name, ver.major, ver.minor, vu->max_msg_fds, vu->max_xfer, vu->max_dma_maps,
+		vu->dev.name, neg.major, neg.minor, vu->max_msg_fds, vu->max_xfer, vu->max_dma_maps,
 		vu->pgsizes);
 out_release:
 	vu_reply_release(&r);
@@ -1070,6 +735,7 @@ out_release:
 
 static int vu_get_device_info(struct vu_dev *vu)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_device_info di = { .argsz = sizeof(di) };
 	struct vu_reply r;
 	int ret;
@@ -1077,148 +743,44 @@ static int vu_get_device_info(struct vu_dev *vu)
 	ret = vu_call(vu, VFU_CMD_DEVICE_GET_INFO, &di, sizeof(di), NULL, 0, 0, &r);
 	if (ret)
 		return ret;
-	if (r.len != sizeof(di)) {
-		log_err(vu->dev.ctx, "%s: DEVICE_GET_INFO reply is %zu bytes, expected %zu",
-			vu->dev.name, r.len, sizeof(di));
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memcpy(&di, r.data, sizeof(di));
-	if (di.num_regions > VU_SANE_REGIONS || di.num_irqs > VU_SANE_IRQS) {
-		log_err(vu->dev.ctx, "%s: device claims %u regions and %u irq types", vu->dev.name,
-			di.num_regions, di.num_irqs);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->flags = di.flags;
-	vu->dev.num_regions = di.num_regions < VU_MAX_REGIONS ? di.num_regions : VU_MAX_REGIONS;
-	vu->dev.num_irqs = di.num_irqs < VU_MAX_IRQS ? di.num_irqs : VU_MAX_IRQS;
-out_release:
+	ret = vu_device_info_parse(&l, r.data, r.len, &vu->flags, &vu->dev.num_regions,
+				   &vu->dev.num_irqs);
 	vu_reply_release(&r);
 	return ret;
 }
 
-/* Walk the capability chain of a region info reply. */
-static int vu_parse_region_caps(struct vu_dev *vu, const uint8_t *data, size_t len,
-				uint32_t cap_offset, struct vfio_dev_region_info *info)
-{
-	uint32_t off = cap_offset;
-	int hops = 0;
-
-	while (off) {
-		struct vfu_cap_hdr ch;
-
-		if (++hops > 16 || off < sizeof(struct vfu_region_info) || off > len ||
-		    len - off < sizeof(ch)) {
-			log_err(vu->dev.ctx, "%s: region %u capability at offset %u is outside the reply (%zu bytes) or loops",
-				vu->dev.name, info->index, off, len);
-			return -EPROTO;
-		}
-		memcpy(&ch, data + off, sizeof(ch));
-		if (ch.id == VFU_REGION_CAP_SPARSE_MMAP) {
-			struct vfu_sparse_mmap sm;
-			uint32_t i;
-
-			if (len - off < sizeof(sm)) {
-				log_err(vu->dev.ctx, "%s: region %u sparse-mmap capability is truncated",
-					vu->dev.name, info->index);
-				return -EPROTO;
-			}
-			memcpy(&sm, data + off, sizeof(sm));
-			if (sm.nr_areas > (len - off - sizeof(sm)) / 16) {
-				log_err(vu->dev.ctx, "%s: region %u sparse-mmap claims %u areas beyond the reply",
-					vu->dev.name, info->index, sm.nr_areas);
-				return -EPROTO;
-			}
-			if (sm.nr_areas > VFIO_SPARSE_MAX) {
-				log_err(vu->dev.ctx, "%s: region %u has %u sparse-mmap areas, we keep %d",
-					vu->dev.name, info->index, sm.nr_areas, VFIO_SPARSE_MAX);
-				return -E2BIG;
-			}
-			for (i = 0; i < sm.nr_areas; i++) {
-				struct vfio_sparse_area *a = &info->sparse[i];
-
-				memcpy(a, data + off + sizeof(sm) + i * 16, 16);
-				if (a->size == 0 || a->offset > info->size ||
-				    a->size > info->size - a->offset) {
-					log_err(vu->dev.ctx, "%s: region %u sparse area %u [0x%" PRIx64 "+0x%" PRIx64 "] is outside the region",
-						vu->dev.name, info->index, i, a->offset, a->size);
-					return -EPROTO;
-				}
-			}
-			info->nr_sparse = sm.nr_areas;
-		}
-		off = ch.next;
-	}
-	return 0;
-}
-
 static int vu_get_region_info(struct vu_dev *vu, uint32_t index)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vu_region *reg = &vu->regions[index];
 	struct vfu_region_info ri;
 	uint32_t argsz = 512;
 	struct vu_reply r;
-	int ret, attempt;
+	int ret;
 
-	for (attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0;; attempt++) {
 		ri = (struct vfu_region_info){ .argsz = argsz, .index = index };
 		ret = vu_call(vu, VFU_CMD_DEVICE_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, 1, &r);
 		if (ret)
 			return ret;
-		if (r.len < sizeof(ri)) {
-			log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply is %zu bytes, expected at least %zu",
-				vu->dev.name, index, r.len, sizeof(ri));
-			ret = -EPROTO;
-			goto out_release;
-		}
-		memcpy(&ri, r.data, sizeof(ri));
-		if (ri.argsz > argsz && ri.argsz <= VU_REGION_INFO_MAX && attempt == 0) {
-			/* the capabilities did not fit: ask again with room for them */
-			argsz = ri.argsz;
-			vu_reply_release(&r);
-			continue;
-		}
-		break;
+		ret = vu_region_info_parse(&l, index, argsz, attempt == 0, r.data, r.len, r.nfds,
+					   &reg->info, &reg->mmap_offset);
+		if (ret <= 0)
+			break;
+		argsz = (uint32_t)ret; /* ask again with room for the capabilities */
+		vu_reply_release(&r);
 	}
-	if (ri.index != index || r.len > argsz) {
-		log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply names region %u in %zu bytes (asked for at most %u)",
-			vu->dev.name, index, ri.index, r.len, argsz);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memset(&reg->info, 0, sizeof(reg->info));
-	reg->info.index = index;
-	reg->info.size = ri.size;
-	reg->info.flags = ri.flags & (VFIO_REGION_F_READ | VFIO_REGION_F_WRITE | VFIO_REGION_F_MMAP);
-	if ((ri.flags & VFU_REGION_F_CAPS) && ri.cap_offset) {
-		ret = vu_parse_region_caps(vu, r.data, r.len, ri.cap_offset, &reg->info);
-		if (ret)
-			goto out_release;
-	}
-	if ((ri.flags & VFU_REGION_F_MMAP) && ri.size) {
-		if (r.nfds != 1) {
-			log_err(vu->dev.ctx, "%s: region %u is mappable but the reply carries %d fds",
-				vu->dev.name, index, r.nfds);
-			ret = -EPROTO;
-			goto out_release;
-		}
+	if (ret == 0 && (reg->info.flags & VFIO_REGION_F_MMAP) && reg->info.size) {
 		reg->fd = r.fds[0];
-		reg->mmap_offset = ri.offset;
 		r.nfds = 0;
-	} else if (r.nfds) {
-		log_err(vu->dev.ctx, "%s: region %u is not mappable but the reply carries %d fds",
-			vu->dev.name, index, r.nfds);
-		ret = -EPROTO;
-		goto out_release;
 	}
-out_release:
 	vu_reply_release(&r);
 	return ret;
 }
 
 static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_irq_info ii = { .argsz = sizeof(ii), .index = index };
 	struct vu_reply r;
 	int ret;
@@ -1226,21 +788,7 @@ static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
 	ret = vu_call(vu, VFU_CMD_DEVICE_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, 0, &r);
 	if (ret)
 		return ret;
-	if (r.len != sizeof(ii)) {
-		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply is %zu bytes, expected %zu",
-			vu->dev.name, index, r.len, sizeof(ii));
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memcpy(&ii, r.data, sizeof(ii));
-	if (ii.index != index) {
-		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply names index %u", vu->dev.name, index,
-			ii.index);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->irqs[index] = (struct vfio_dev_irq_info){ .index = index, .count = ii.count, .flags = ii.flags };
-out_release:
+	ret = vu_irq_info_parse(&l, index, r.data, r.len, &vu->irqs[index]);
 	vu_reply_release(&r);
 	return ret;
 }
@@ -1279,6 +827,7 @@ static int vu_region_check(struct vu_dev *vu, uint32_t index, uint64_t off, size
 static int vu_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf, size_t len)
 {
 	struct vu_dev *vu = to_vu(dev);
+	struct vu_log l = vu_log_of(vu);
 	size_t done = 0;
 	int ret;
 
@@ -1290,24 +839,15 @@ static int vu_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, vo
 	while (done < len) {
 		uint32_t chunk = (uint32_t)(len - done > vu->max_xfer ? vu->max_xfer : len - done);
 		struct vfu_region_access ra = { .offset = off + done, .region = index, .count = chunk };
-		struct vfu_region_access got;
 		struct vu_reply r;
 
 		ret = vu_call(vu, VFU_CMD_REGION_READ, &ra, sizeof(ra), NULL, 0, 0, &r);
 		if (ret)
 			return ret;
-		if (r.len != sizeof(ra) + chunk) {
-			log_err(vu->dev.ctx, "%s: REGION_READ(%u, 0x%" PRIx64 ", %u) reply is %zu bytes, expected %zu",
-				dev->name, index, ra.offset, chunk, r.len, sizeof(ra) + chunk);
+		ret = vu_region_read_check(&l, index, ra.offset, chunk, r.data, r.len);
+		if (ret) {
 			vu_reply_release(&r);
-			return -EPROTO;
-		}
-		memcpy(&got, r.data, sizeof(got));
-		if (got.offset != ra.offset || got.region != index || got.count != chunk) {
-			log_err(vu->dev.ctx, "%s: REGION_READ reply is for region %u offset 0x%" PRIx64 " count %u, asked %u 0x%" PRIx64 " %u",
-				dev->name, got.region, got.offset, got.count, index, ra.offset, chunk);
-			vu_reply_release(&r);
-			return -EPROTO;
+			return ret;
 		}
 		memcpy((uint8_t *)buf + done, (uint8_t *)r.data + sizeof(ra), chunk);
 		vu_reply_release(&r);
@@ -1320,6 +860,7 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 			   size_t len)
 {
 	struct vu_dev *vu = to_vu(dev);
+	struct vu_log l = vu_log_of(vu);
 	uint8_t *msg;
 	size_t done = 0;
 	int ret;
@@ -1342,14 +883,10 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 		ret = vu_call(vu, VFU_CMD_REGION_WRITE, msg, sizeof(ra) + chunk, NULL, 0, 0, &r);
 		if (ret)
 			break;
-		if (r.len != sizeof(ra) || memcmp(r.data, &ra, sizeof(ra))) {
-			log_err(vu->dev.ctx, "%s: REGION_WRITE(%u, 0x%" PRIx64 ", %u) reply (%zu bytes) does not echo the request",
-				dev->name, index, ra.offset, chunk, r.len);
-			vu_reply_release(&r);
-			ret = -EPROTO;
-			break;
-		}
+		ret = vu_region_write_check(&l, &ra, r.data, r.len);
 		vu_reply_release(&r);
+		if (ret)
+			break;
 		done += chunk;
 	}
 	free(msg);
@@ -1588,27 +1125,17 @@ static int vu_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *
 static int vu_dma_unmap_one(struct vu_dev *vu, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
 	struct vfu_dma_unmap du = { .argsz = sizeof(du), .addr = iova, .size = size };
-	struct vfu_dma_unmap got;
+	struct vu_log l = vu_log_of(vu);
 	struct vu_reply r;
+	uint64_t got;
 	uint32_t i;
 	int ret;
 
 	ret = vu_call(vu, VFU_CMD_DMA_UNMAP, &du, sizeof(du), NULL, 0, 0, &r);
 	if (ret == 0) {
-		if (r.len != sizeof(du)) {
-			log_err(vu->dev.ctx, "%s: DMA_UNMAP reply is %zu bytes, expected the %zu-byte echo",
-				vu->dev.name, r.len, sizeof(du));
-			ret = -EPROTO;
-		} else {
-			memcpy(&got, r.data, sizeof(got));
-			if (got.addr != iova || got.size > size) {
-				log_err(vu->dev.ctx, "%s: DMA_UNMAP reply names 0x%" PRIx64 "+0x%" PRIx64 ", asked 0x%" PRIx64 "+0x%" PRIx64,
-					vu->dev.name, got.addr, got.size, iova, size);
-				ret = -EPROTO;
-			} else {
-				*unmapped += got.size;
-			}
-		}
+		ret = vu_dma_unmap_check(&l, iova, size, r.data, r.len, &got);
+		if (ret == 0)
+			*unmapped += got;
 		vu_reply_release(&r);
 	}
 	pthread_mutex_lock(&vu->lock);
