@@ -771,8 +771,13 @@ static int vu_get_region_info(struct vu_dev *vu, uint32_t index)
 		vu_reply_release(&r);
 	}
 	if (ret == 0 && (reg->info.flags & VFIO_REGION_F_MMAP) && reg->info.size) {
-		reg->fd = r.fds[0];
-		r.nfds = 0;
+		/* Before anything maps it: a file shorter than the region would
+		 * SIGBUS the first touch (the ring set-up's memset). */
+		ret = vu_region_fd_check(&l, r.fds[0], &reg->info, reg->mmap_offset);
+		if (ret == 0) {
+			reg->fd = r.fds[0];
+			r.nfds = 0;
+		}
 	}
 	vu_reply_release(&r);
 	return ret;

@@ -3,8 +3,10 @@
  * vfio-user client: judging what the server sent (see vfio_user_msg.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "src/log.h"
 #include "src/vfio/vfio_user_caps.h"
@@ -255,6 +257,54 @@ int vu_region_info_parse(const struct vu_log *l, uint32_t index, uint32_t argsz,
 			index, nfds);
 		return -EPROTO;
 	}
+	return 0;
+}
+
+int vu_region_fd_check(const struct vu_log *l, int fd, const struct vfio_dev_region_info *info,
+		       uint64_t mmap_off)
+{
+	uint64_t end = info->size;
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) < 0) {
+		int err = -errno;
+
+		log_err(l->ctx, "%s: region %u: cannot fstat the fd the server passed: %s", l->name,
+			info->index, strerror(-err));
+		return err;
+	}
+	if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+		return 0; /* a device's mmap refuses what it cannot back */
+	if (!S_ISREG(st.st_mode)) {
+		log_err(l->ctx, "%s: region %u: the server passed an fd that cannot be mapped (mode 0%o)",
+			l->name, info->index, (unsigned)st.st_mode);
+		return -EPROTO;
+	}
+	if (info->nr_sparse) {
+		end = 0;
+		for (uint32_t i = 0; i < info->nr_sparse; i++)
+			if (info->sparse[i].offset + info->sparse[i].size > end)
+				end = info->sparse[i].offset + info->sparse[i].size;
+	}
+	if (mmap_off > UINT64_MAX - end || st.st_size < 0 || (uint64_t)st.st_size < mmap_off + end) {
+		log_err(l->ctx,
+			"%s: region %u: the server's fd holds %lld bytes but the region maps [0x%" PRIx64
+			", 0x%" PRIx64 ") of it; refusing the device (a touch past the end would be SIGBUS)",
+			l->name, info->index, (long long)st.st_size, mmap_off,
+			mmap_off > UINT64_MAX - end ? UINT64_MAX : mmap_off + end);
+		return -EPROTO;
+	}
+	/* Checked now; freeze it so the server cannot truncate it under our
+	 * mappings later (a memfd created with sealing allowed). */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals >= 0 && (seals & F_SEAL_SHRINK))
+		return 0;
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
+		return 0;
+	log_dbg(l->ctx,
+		"%s: region %u: the server's fd cannot be sealed against shrinking (%s): a server that truncates it later would crash this process",
+		l->name, info->index, strerror(errno));
 	return 0;
 }
 

@@ -8,6 +8,7 @@
  * max_dma_maps (-ENOSPC). Nothing may hang or crash.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -112,6 +113,8 @@ struct fake {
 	uint8_t cfg[256];
 	int vram_fd;
 	uint8_t *vram;
+	int region2_fd; /* the fd GET_REGION_INFO(2) passes: vram_fd unless a test swaps it */
+	uint64_t region2_off; /* and its mmap offset */
 	int irq_fds[5]; /* MSI-X vectors */
 	uint16_t next_id;
 	/* results, read by the test after fake_stop() (join) */
@@ -268,7 +271,8 @@ static void fake_region_info(struct fake *f, const struct vfu_hdr *h, const uint
 		ri.argsz = sizeof(buf);
 		memcpy(buf + sizeof(ri), &sm, sizeof(sm));
 		memcpy(buf + sizeof(ri) + sizeof(sm), areas, sizeof(areas));
-		fd = f->vram_fd;
+		fd = f->region2_fd;
+		ri.offset = f->region2_off;
 		/* honour argsz: a short buffer gets the head and the needed size */
 		len = req.argsz >= sizeof(buf) ? sizeof(buf) : sizeof(ri);
 		if (len == sizeof(ri))
@@ -548,6 +552,7 @@ static struct fake *fake_start(enum fake_mode mode, int *client_fd)
 	f->vram_fd = memfd_create("fake-vram", MFD_CLOEXEC);
 	assert_true(f->vram_fd >= 0);
 	assert_int_equal(ftruncate(f->vram_fd, FAKE_VRAM_SIZE), 0);
+	f->region2_fd = f->vram_fd;
 	f->vram = mmap(NULL, FAKE_VRAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->vram_fd, 0);
 	assert_true(f->vram != MAP_FAILED);
 	for (uint32_t i = 0; i < FAKE_VRAM_SIZE; i++)
@@ -579,6 +584,8 @@ static void fake_stop(struct fake *f)
 	if (f->fd >= 0)
 		close(f->fd);
 	munmap(f->vram, FAKE_VRAM_SIZE);
+	if (f->region2_fd != f->vram_fd)
+		close(f->region2_fd);
 	close(f->vram_fd);
 	free(f);
 }
@@ -1010,6 +1017,64 @@ static void test_late_reply_dropped(void **s)
 	close_all(&t);
 }
 
+/* ---- region fds that do not cover their region ---------------------------- */
+
+static void vram_empty_memfd(struct fake *f)
+{
+	f->region2_fd = memfd_create("empty", MFD_CLOEXEC);
+}
+
+static void vram_far_offset(struct fake *f)
+{
+	f->region2_off = 1ull << 40;
+}
+
+static void vram_pipe(struct fake *f)
+{
+	int p[2];
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	close(p[1]);
+	f->region2_fd = p[0];
+}
+
+static void vram_sealable(struct fake *f)
+{
+	f->region2_fd = memfd_create("sealable", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_int_equal(ftruncate(f->region2_fd, FAKE_VRAM_SIZE), 0);
+}
+
+/*
+ * Regression (issue 12, find 4): a GET_REGION_INFO reply whose fd does not
+ * cover the region (an empty memfd, an mmap offset far past the end) let the
+ * driver map it and die of SIGBUS at the first touch. The fd is checked at
+ * open and the device refused with a line that says why; a file that allows
+ * it is sealed against shrinking so the server cannot truncate it later.
+ */
+static void test_region_fd_must_cover(void **s)
+{
+	static void (*const bad[])(struct fake *) = { vram_empty_memfd, vram_far_offset, vram_pipe };
+	static const char *const why[] = { "holds 0 bytes", "refusing the device",
+					   "cannot be mapped" };
+	struct t t = { 0 };
+	int seals;
+
+	(void)s;
+	for (unsigned i = 0; i < 3; i++) {
+		t = (struct t){ 0 };
+		assert_int_equal(open_fake(&t, FAKE_GOOD, bad[i]), -EPROTO);
+		assert_null(t.dev);
+		assert_true(log_has(why[i]));
+		close_all(&t);
+	}
+	t = (struct t){ 0 };
+	assert_int_equal(open_fake(&t, FAKE_GOOD, vram_sealable), 0);
+	seals = fcntl(t.f->region2_fd, F_GET_SEALS);
+	assert_true(seals >= 0 && (seals & F_SEAL_SHRINK));
+	assert_int_equal(ftruncate(t.f->region2_fd, 4096), -1);
+	close_all(&t);
+}
+
 /* ---- negotiation -------------------------------------------------------- */
 
 static void major_1(struct fake *f)
@@ -1148,6 +1213,7 @@ int main(void)
 		cmocka_unit_test(test_server_dies),
 		cmocka_unit_test(test_server_silent),
 		cmocka_unit_test(test_late_reply_dropped),
+		cmocka_unit_test(test_region_fd_must_cover),
 		cmocka_unit_test(test_version_major),
 		cmocka_unit_test(test_version_bad_json),
 		cmocka_unit_test(test_version_defaults),
