@@ -61,12 +61,14 @@ int vu_reply_status(const struct vu_log *l, uint16_t req_cmd, const struct vfu_h
 	}
 	if (!(h->flags & VFU_F_ERROR))
 		return 0;
-	if (len) {
-		log_err(l->ctx, "%s: error reply to %s carries %zu payload bytes", l->name,
-			vu_cmd_name(req_cmd), len);
-		return -EPROTO;
-	}
-	/* The spec allows error 0 with the flag: failed, reason unknown. */
+	/* The specification forbids payload in an error reply, but some
+	 * servers send one: the errno they give is still the best answer.
+	 * Error 0 with the flag is allowed (failed, reason unknown); an errno no
+	 * kernel has is as good as none. */
+	if (len)
+		log_err(l->ctx,
+			"%s: error reply to %s carries %zu payload bytes, which the specification forbids; keeping its errno %u",
+			l->name, vu_cmd_name(req_cmd), len, h->error);
 	if (h->error == 0 || h->error >= 4096)
 		return -EIO;
 	return -(int)h->error;

@@ -41,8 +41,9 @@ const char *vu_cmd_name(unsigned int cmd);
 /*
  * vu_reply_status() - judge the header of the reply to @req_cmd (its msg_id
  * already matched): the command it names, its flags, whether the kernel had
- * to drop fds (@fds_cut), and the error field. An error reply must carry no
- * payload.
+ * to drop fds (@fds_cut), and the error field. An error reply that carries
+ * payload breaks the specification; some servers send one, so its errno is
+ * kept (the violation is logged).
  * Returns: 0 (a success reply: the payload is the caller's), the reply's
  * -errno (-EIO when it gives none or an impossible one), or -EPROTO.
  */
