@@ -91,6 +91,20 @@ static void test_version(void **state)
 	memcpy(&v, r->body, sizeof(v));
 	assert_int_equal(v.major, 0);
 	assert_int_equal(v.minor, 1);
+	/* The capabilities are JSON, read as JSON: a key inside a string is
+	 * text, broken JSON is refused. */
+	{
+		static const char quoted[] = "{\"capabilities\":{\"note\":\"\\\"max_data_xfer_size\\\":4\"}}";
+		static const char broken[] = "{\"capabilities\":{\"max_data_xfer_size\":";
+
+		v.minor = 1;
+		assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), quoted, sizeof(quoted),
+					 NULL, 0, tc_r()),
+				 0);
+		assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), broken, sizeof(broken),
+					 NULL, 0, tc_r()),
+				 -EINVAL);
+	}
 	v.major = 1;
 	assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), NULL, 0, NULL, 0, tc_r()),
 			 -ENOTSUP);

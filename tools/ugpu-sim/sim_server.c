@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "sim_internal.h"
+#include "src/vfio/vfio_user_caps.h"
 
 #define srv_log(dev, fmt, ...) \
 	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
@@ -534,24 +535,11 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 
 /* ---- commands ----------------------------------------------------------------- */
 
-static uint64_t json_uint(const char *json, const char *key, uint64_t dflt)
-{
-	const char *p = strstr(json, key);
-
-	if (!p)
-		return dflt;
-	p += strlen(key);
-	while (*p == '"' || *p == ' ' || *p == ':' || *p == '\t' || *p == '\n')
-		p++;
-	if (*p < '0' || *p > '9')
-		return dflt;
-	return strtoull(p, NULL, 10);
-}
-
 static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 {
+	struct vfu_caps caps;
 	struct vfu_version v;
-	char caps[256];
+	char mine[256];
 	int n;
 
 	if (m->len < sizeof(v)) {
@@ -565,8 +553,8 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 		reply_err(dev, m, ENOTSUP);
 		return;
 	}
+	vfu_caps_init(&caps);
 	if (m->len > sizeof(v)) {
-		const char *json = (const char *)m->body + sizeof(v);
 		uint64_t xfer;
 
 		if (m->body[m->len - 1] != '\0') {
@@ -574,7 +562,12 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 			reply_err(dev, m, EINVAL);
 			return;
 		}
-		xfer = json_uint(json, "\"max_data_xfer_size\"", VFU_MAX_DATA_XFER);
+		if (vfu_caps_parse((const char *)m->body + sizeof(v), m->len - sizeof(v), &caps)) {
+			srv_log(dev, "VERSION: capabilities are not JSON of the expected shape");
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+		xfer = caps.max_data_xfer_size;
 		if (xfer < 8) {
 			srv_log(dev, "VERSION: max_data_xfer_size %" PRIu64 " too small", xfer);
 			reply_err(dev, m, EINVAL);
@@ -586,12 +579,12 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	if (v.minor > VFU_VERSION_MINOR)
 		v.minor = VFU_VERSION_MINOR;
-	n = snprintf(caps, sizeof(caps),
+	n = snprintf(mine, sizeof(mine),
 		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
 		     "\"max_dma_maps\":%u,\"pgsizes\":%u}}",
 		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE);
 	dev->versioned = true;
-	reply(dev, m, &v, sizeof(v), caps, (size_t)n + 1, NULL, 0);
+	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, NULL, 0);
 }
 
 static void cmd_device_info(struct sim_dev *dev, struct sim_msg *m)
