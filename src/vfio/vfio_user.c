@@ -3,11 +3,17 @@
  * vfio-user client transport (qemu docs/interop/vfio-user.rst, 0.1).
  *
  * Threading model:
- *  - One reader thread owns the receive side of the socket. It reads whole
+ *  - One reader thread owns the receive side of the socket(s). It reads whole
  *    messages, routes replies to the caller waiting for that msg_id, and
  *    serves the server's own requests (DMA_READ / DMA_WRITE for windows
  *    mapped without an fd) itself, so a caller blocked in DMA_UNMAP while the
  *    server drains in-band DMA cannot deadlock.
+ *  - Twin-socket mode (offered in VERSION unless turned off; the server
+ *    decides): the server's requests and our replies to them travel on a
+ *    second socket the server passes with its VERSION reply. The reader
+ *    watches both; replies to server requests go back on the socket the
+ *    request came from, under that socket's own send lock, so serving
+ *    in-band DMA never queues behind a caller's large REGION_WRITE.
  *  - Callers send under @send_lock (one whole message at a time, so
  *    messages never interleave on the stream) and wait for their reply on
  *    @cond with a bound (@timeout_ms). A reply that comes after its caller
@@ -17,9 +23,10 @@
  *    pending calls complete at once (-ENODEV, or -EPROTO for a broken
  *    stream), later calls fail with -ENODEV without touching the socket.
  *
- * Lock order: @lock and @send_lock are never held together (each path drops
- * one before taking the other), so they cannot deadlock. Neither is held
- * across a wait on the peer, except @send_lock around one bounded send.
+ * Lock order: @lock, @send_lock and @twin_send_lock are never held together
+ * (each path drops one before taking another), so they cannot deadlock. None
+ * is held across a wait on the peer, except a send lock around one bounded
+ * send.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +39,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -44,7 +52,7 @@
 #include "src/vfio/vfio_user_proto.h"
 
 /* How often the idle reader re-checks for close (it is also woken by
- * @stop_fd, so this only bounds the wait). */
+ * @wake_fd, so this only bounds the wait). */
 #define VU_READER_TICK_MS 1000
 #define VU_IOVA_LIMIT (1ull << 48)
 
@@ -84,7 +92,10 @@ struct vu_region {
  *  - @lock protects @pending, @next_id, @dead, @dead_err, @dma*, @mmaps.
  *    The reader holds it while copying in-band DMA data, so a window removed
  *    from @dma is never touched again.
- *  - @send_lock serialises writes to @sock.
+ *  - @send_lock serialises writes to @sock, @twin_send_lock to @twin.
+ *  - @twin is set once, under @lock, when VERSION turns twin-socket mode on;
+ *    the reader reads it under @lock; close() closes it after the reader is
+ *    joined.
  *  - @regions, @irqs, @caps and @flags are written during open, before any
  *    other thread sees the device, and read-only after.
  *  - @timeout_ms is read/written atomically.
@@ -92,13 +103,16 @@ struct vu_region {
 struct vu_dev {
 	struct vfio_dev dev; /* must be first */
 	int sock;
-	int stop_fd; /* eventfd: close() wakes the reader */
+	int twin; /* twin socket (server requests), or -1 */
+	bool offer_twin; /* propose twin-socket mode in VERSION */
+	int wake_fd; /* eventfd: wakes the reader (close, or a new twin to watch) */
 	bool stopping; /* under @lock */
 	pthread_t reader;
 	bool reader_started;
 	int timeout_ms;
 
 	pthread_mutex_t send_lock;
+	pthread_mutex_t twin_send_lock;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled when a pending completes */
 	struct vu_pending *pending;
@@ -200,9 +214,11 @@ static bool vu_is_dead(struct vu_dev *vu)
  * leaves the stream unusable: the device is then marked dead.
  * Returns 0, -ENODEV (peer gone), -ETIMEDOUT (peer not reading).
  */
-static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *payload,
+static int vu_send(struct vu_dev *vu, bool twin, const struct vfu_hdr *hdr, const void *payload,
 		   size_t len, const int *fds, int nfds)
 {
+	pthread_mutex_t *lock = twin ? &vu->twin_send_lock : &vu->send_lock;
+	int fd = twin ? vu->twin : vu->sock;
 	struct iovec iov[2] = {
 		{ .iov_base = (void *)hdr, .iov_len = sizeof(*hdr) },
 		{ .iov_base = (void *)payload, .iov_len = len },
@@ -231,9 +247,9 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 
-	pthread_mutex_lock(&vu->send_lock);
+	pthread_mutex_lock(lock);
 	while (sent < total) {
-		ssize_t n = sendmsg(vu->sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n > 0) {
 			sent += (size_t)n;
@@ -257,7 +273,7 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			int64_t left = deadline - now_ms();
-			struct pollfd pfd = { .fd = vu->sock, .events = POLLOUT };
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 
 			if (left <= 0) {
 				ret = -ETIMEDOUT;
@@ -273,7 +289,7 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 											       : -ENODEV;
 		break;
 	}
-	pthread_mutex_unlock(&vu->send_lock);
+	pthread_mutex_unlock(lock);
 
 	if (ret == -ENODEV) {
 		vu_mark_dead(vu, -ENODEV, "server hung up (send failed)");
@@ -292,27 +308,36 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 
 /* ---- receiving (reader thread only) ---------------------------------- */
 
+/* True once close() asked the reader to stop. */
+static bool vu_stopping(struct vu_dev *vu)
+{
+	bool stop;
+
+	pthread_mutex_lock(&vu->lock);
+	stop = vu->stopping;
+	pthread_mutex_unlock(&vu->lock);
+	return stop;
+}
+
 /*
- * Read exactly @len bytes; wait at most @timeout_ms for each chunk. Collects
- * SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if the
- * kernel had to drop some. @first: waiting for the start of a message (the
- * wait then repeats while nothing arrives and close is not requested).
+ * Read exactly @len bytes of a message that has started on @fd: the rest
+ * must follow within half the call bound, so a stalled message is reported
+ * as a broken stream (-EPROTO) before the waiting caller's own timeout fires.
+ * Collects SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if
+ * the kernel had to drop some.
  * Returns 0, -ENODEV (EOF / reset), -ETIMEDOUT (stalled mid-message),
  * -ECANCELED (close requested), -errno.
  */
-static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int *nfds,
-			 bool *ctrunc, bool first)
+static int vu_recv_exact(struct vu_dev *vu, int fd, void *buf, size_t len, int *fds, int *nfds,
+			 bool *ctrunc)
 {
-	size_t got = 0;
-	/* Once a message has started, the rest must follow within half the
-	 * call bound, so a stalled message is reported as a broken stream
-	 * (-EPROTO) before the waiting caller's own timeout fires. */
 	int64_t deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
+	size_t got = 0;
 
 	while (got < len) {
 		struct pollfd pfd[2] = {
-			{ .fd = vu->sock, .events = POLLIN },
-			{ .fd = vu->stop_fd, .events = POLLIN },
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = vu->wake_fd, .events = POLLIN },
 		};
 		union {
 			char b[CMSG_SPACE(sizeof(int) * VU_RECV_FDS)];
@@ -325,32 +350,33 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 			.msg_control = cm.b,
 			.msg_controllen = sizeof(cm.b),
 		};
+		int64_t left = deadline - now_ms();
 		struct cmsghdr *c;
-		int wait = VU_READER_TICK_MS;
 		ssize_t n;
 		int pr;
 
-		if (first && got == 0) {
-			deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
-		} else {
-			int64_t left = deadline - now_ms();
-
-			if (left <= 0)
-				return -ETIMEDOUT;
-			wait = (int)left;
-		}
-		pr = poll(pfd, 2, wait);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		pr = poll(pfd, 2, (int)left);
 		if (pr < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
-		if (pfd[1].revents)
-			return -ECANCELED;
-		if (pr == 0)
+		if (pfd[1].revents) {
+			uint64_t v;
+
+			if (vu_stopping(vu))
+				return -ECANCELED;
+			/* a poke (a twin socket to watch): seen after this message */
+			if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: drained already */
+			}
+		}
+		if (!pfd[0].revents)
 			continue;
 
-		n = recvmsg(vu->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
 				continue;
@@ -367,13 +393,13 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 				continue;
 			cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 			for (k = 0; k < cnt; k++) {
-				int fd;
+				int cfd;
 
-				memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				memcpy(&cfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
 				if (*nfds < VU_RECV_FDS)
-					fds[(*nfds)++] = fd;
+					fds[(*nfds)++] = cfd;
 				else {
-					close(fd);
+					close(cfd);
 					*ctrunc = true;
 				}
 			}
@@ -385,9 +411,10 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 	return 0;
 }
 
-/* Reply header-only to a server request (error or empty success). */
-static void vu_reply(struct vu_dev *vu, const struct vfu_hdr *req, int err, const void *payload,
-		     size_t len)
+/* Answer a server request on the socket it came by (@twin): an error
+ * (header only) or a success with @payload. */
+static void vu_reply(struct vu_dev *vu, bool twin, const struct vfu_hdr *req, int err,
+		     const void *payload, size_t len)
 {
 	struct vfu_hdr h = {
 		.msg_id = req->msg_id,
@@ -399,7 +426,7 @@ static void vu_reply(struct vu_dev *vu, const struct vfu_hdr *req, int err, cons
 
 	if (req->flags & VFU_F_NO_REPLY)
 		return;
-	vu_send(vu, &h, err ? NULL : payload, err ? 0 : len, NULL, 0);
+	vu_send(vu, twin, &h, err ? NULL : payload, err ? 0 : len, NULL, 0);
 }
 
 /* Find the window holding [addr, addr+count) whole. Caller holds @lock. */
@@ -415,8 +442,8 @@ static struct vu_dma *vu_dma_find_locked(struct vu_dev *vu, uint64_t addr, uint6
 }
 
 /* Serve DMA_READ / DMA_WRITE from the server against our own memory. */
-static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8_t *body,
-			 size_t len)
+static void vu_serve_dma(struct vu_dev *vu, bool twin, const struct vfu_hdr *h,
+			 const uint8_t *body, size_t len)
 {
 	struct vu_log l = vu_log_of(vu);
 	struct vfu_dma_access acc;
@@ -427,14 +454,14 @@ static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8
 
 	err = vu_dma_request_parse(&l, h, body, len, &acc);
 	if (err) {
-		vu_reply(vu, h, err, NULL, 0);
+		vu_reply(vu, twin, h, err, NULL, 0);
 		return;
 	}
 	if (h->cmd == VFU_CMD_DMA_READ) {
 		out_len = sizeof(acc) + acc.count;
 		out = malloc(out_len);
 		if (!out) {
-			vu_reply(vu, h, ENOMEM, NULL, 0);
+			vu_reply(vu, twin, h, ENOMEM, NULL, 0);
 			return;
 		}
 		memcpy(out, &acc, sizeof(acc));
@@ -461,11 +488,11 @@ static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8
 		log_err(vu->dev.ctx, "%s: server %s iova 0x%" PRIx64 "+%" PRIu64 ": %s",
 			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count,
 			err == EFAULT ? "not inside one mapped window" : "window lacks that permission");
-		vu_reply(vu, h, err, NULL, 0);
+		vu_reply(vu, twin, h, err, NULL, 0);
 	} else if (h->cmd == VFU_CMD_DMA_READ) {
-		vu_reply(vu, h, 0, out, out_len);
+		vu_reply(vu, twin, h, 0, out, out_len);
 	} else {
-		vu_reply(vu, h, 0, &acc, sizeof(acc));
+		vu_reply(vu, twin, h, 0, &acc, sizeof(acc));
 	}
 	free(out);
 }
@@ -505,79 +532,132 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
 	free(body);
 }
 
+/*
+ * Read one whole message from @fd (its start is ready) and act on it.
+ * Returns 0, or -1 once the device is dead (the reader then ends).
+ */
+static int vu_read_one(struct vu_dev *vu, int fd, bool twin)
+{
+	struct vfu_hdr h;
+	int fds[VU_RECV_FDS];
+	int nfds = 0;
+	bool ctrunc = false;
+	uint8_t *body = NULL;
+	size_t len = 0;
+	char why[160];
+	int ret;
+
+	ret = vu_recv_exact(vu, fd, &h, sizeof(h), fds, &nfds, &ctrunc);
+	if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
+		snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
+			 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
+		close_fds(fds, nfds);
+		vu_mark_dead(vu, -EPROTO, why);
+		return -1;
+	}
+	if (ret == 0) {
+		len = h.size - sizeof(h);
+		if (len) {
+			body = malloc(len);
+			if (!body) {
+				close_fds(fds, nfds);
+				vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
+				return -1;
+			}
+			ret = vu_recv_exact(vu, fd, body, len, fds, &nfds, &ctrunc);
+		}
+	}
+	if (ret) {
+		close_fds(fds, nfds);
+		free(body);
+		if (ret == -ECANCELED) {
+			vu_mark_dead(vu, -ENODEV, NULL);
+		} else if (ret == -ENODEV) {
+			vu_mark_dead(vu, -ENODEV, twin ? "server hung up (twin socket)" : "server hung up");
+		} else if (ret == -ETIMEDOUT) {
+			vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
+		} else {
+			snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
+			vu_mark_dead(vu, -ENODEV, why);
+		}
+		return -1;
+	}
+
+	switch (h.flags & VFU_F_TYPE_MASK) {
+	case VFU_F_TYPE_REPLY:
+		/* Replies to our calls come on the main socket; the twin socket
+		 * carries only the server's requests (our replies go out on it). */
+		if (twin) {
+			log_err(vu->dev.ctx, "%s: reply %s (msg_id %u) on the twin socket, which carries only the server's requests; dropped",
+				vu->dev.name, vu_cmd_name(h.cmd), h.msg_id);
+			close_fds(fds, nfds);
+			free(body);
+			break;
+		}
+		vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
+		break;
+	case VFU_F_TYPE_COMMAND:
+		close_fds(fds, nfds);
+		if (h.cmd == VFU_CMD_DMA_READ || h.cmd == VFU_CMD_DMA_WRITE) {
+			vu_serve_dma(vu, twin, &h, body, len);
+		} else {
+			log_err(vu->dev.ctx, "%s: server sent command %u (%s), which a client does not serve",
+				vu->dev.name, h.cmd, vu_cmd_name(h.cmd));
+			vu_reply(vu, twin, &h, ENOSYS, NULL, 0);
+		}
+		free(body);
+		break;
+	default:
+		log_err(vu->dev.ctx, "%s: message msg_id %u has bad type %u in flags 0x%x; dropped",
+			vu->dev.name, h.msg_id, h.flags & VFU_F_TYPE_MASK, h.flags);
+		close_fds(fds, nfds);
+		free(body);
+		break;
+	}
+	return vu_is_dead(vu) ? -1 : 0;
+}
+
 static void *vu_reader(void *arg)
 {
 	struct vu_dev *vu = arg;
 
 	for (;;) {
-		struct vfu_hdr h;
-		int fds[VU_RECV_FDS];
-		int nfds = 0;
-		bool ctrunc = false;
-		uint8_t *body = NULL;
-		size_t len;
-		char why[160];
-		int ret;
+		struct pollfd pfd[3];
+		bool stop;
+		int twin, pr;
 
-		ret = vu_recv_exact(vu, &h, sizeof(h), fds, &nfds, &ctrunc, true);
-		if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
-			snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
-				 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
-			close_fds(fds, nfds);
-			vu_mark_dead(vu, -EPROTO, why);
+		pthread_mutex_lock(&vu->lock);
+		stop = vu->stopping;
+		twin = vu->twin;
+		pthread_mutex_unlock(&vu->lock);
+		if (stop) {
+			vu_mark_dead(vu, -ENODEV, NULL);
 			break;
 		}
-		if (ret == 0) {
-			len = h.size - sizeof(h);
-			if (len) {
-				body = malloc(len);
-				if (!body) {
-					close_fds(fds, nfds);
-					vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
-					break;
-				}
-				ret = vu_recv_exact(vu, body, len, fds, &nfds, &ctrunc, false);
-			}
-		}
-		if (ret) {
-			close_fds(fds, nfds);
-			free(body);
-			if (ret == -ECANCELED) {
-				vu_mark_dead(vu, -ENODEV, NULL);
-			} else if (ret == -ENODEV) {
-				vu_mark_dead(vu, -ENODEV, "server hung up");
-			} else if (ret == -ETIMEDOUT) {
-				vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
-			} else {
-				snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
-				vu_mark_dead(vu, -ENODEV, why);
-			}
-			break;
-		}
+		pfd[0] = (struct pollfd){ .fd = vu->wake_fd, .events = POLLIN };
+		pfd[1] = (struct pollfd){ .fd = vu->sock, .events = POLLIN };
+		pfd[2] = (struct pollfd){ .fd = twin, .events = POLLIN };
+		pr = poll(pfd, twin >= 0 ? 3 : 2, VU_READER_TICK_MS);
+		if (pr < 0 && errno != EINTR) {
+			char why[96];
 
-		switch (h.flags & VFU_F_TYPE_MASK) {
-		case VFU_F_TYPE_REPLY:
-			vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
-			break;
-		case VFU_F_TYPE_COMMAND:
-			close_fds(fds, nfds);
-			if (h.cmd == VFU_CMD_DMA_READ || h.cmd == VFU_CMD_DMA_WRITE) {
-				vu_serve_dma(vu, &h, body, len);
-			} else {
-				log_err(vu->dev.ctx, "%s: server sent command %u (%s), which a client does not serve",
-					vu->dev.name, h.cmd, vu_cmd_name(h.cmd));
-				vu_reply(vu, &h, ENOSYS, NULL, 0);
-			}
-			free(body);
-			break;
-		default:
-			log_err(vu->dev.ctx, "%s: message msg_id %u has bad type %u in flags 0x%x; dropped",
-				vu->dev.name, h.msg_id, h.flags & VFU_F_TYPE_MASK, h.flags);
-			close_fds(fds, nfds);
-			free(body);
+			snprintf(why, sizeof(why), "poll on the socket failed: %s", strerror(errno));
+			vu_mark_dead(vu, -ENODEV, why);
 			break;
 		}
-		if (vu_is_dead(vu))
+		if (pr <= 0)
+			continue;
+		if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: drained already */
+			}
+			continue; /* re-read stopping and twin */
+		}
+		if (twin >= 0 && pfd[2].revents && vu_read_one(vu, twin, true))
+			break;
+		if (pfd[1].revents && vu_read_one(vu, vu->sock, false))
 			break;
 	}
 	return NULL;
@@ -649,7 +729,7 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 		.size = (uint32_t)(sizeof(h) + len),
 		.flags = VFU_F_TYPE_COMMAND,
 	};
-	ret = vu_send(vu, &h, payload, len, fds, nfds);
+	ret = vu_send(vu, false, &h, payload, len, fds, nfds);
 
 	pthread_mutex_lock(&vu->lock);
 	if (ret == 0) {
@@ -700,6 +780,38 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 
 /* ---- open-time negotiation -------------------------------------------- */
 
+/* The server turned twin-socket mode on and passed @fd: it must be a stream
+ * socket; the reader watches it from now on. Returns 0 or -EPROTO. */
+static int vu_twin_adopt(struct vu_dev *vu, int fd)
+{
+	uint64_t one = 1;
+	struct stat st;
+	int type = 0, fl;
+	socklen_t tl = sizeof(type);
+
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+		log_err(vu->dev.ctx, "%s: the twin socket the server passed is not a stream socket",
+			vu->dev.name);
+		return -EPROTO;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		log_err(vu->dev.ctx, "%s: cannot make the twin socket non-blocking: %s", vu->dev.name,
+			strerror(errno));
+		return -EPROTO;
+	}
+	pthread_mutex_lock(&vu->lock);
+	vu->twin = fd;
+	pthread_mutex_unlock(&vu->lock);
+	if (write(vu->wake_fd, &one, sizeof(one)) < 0) {
+		/* the counter is not near saturation: cannot fail */
+	}
+	log_dbg(vu->dev.ctx, "%s: twin-socket mode: the server's requests come on their own socket",
+		vu->dev.name);
+	return 0;
+}
+
 static int vu_negotiate(struct vu_dev *vu)
 {
 	struct vu_log l = vu_log_of(vu);
@@ -711,16 +823,24 @@ static int vu_negotiate(struct vu_dev *vu)
 	int n, ret;
 
 	n = snprintf(json, sizeof(json),
-		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u}}", VU_RECV_FDS,
-		     (unsigned)VFU_MAX_DATA_XFER);
+		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u%s}}", VU_RECV_FDS,
+		     (unsigned)VFU_MAX_DATA_XFER,
+		     vu->offer_twin ? ",\"twin_socket\":{\"supported\":true}" : "");
 	memcpy(buf, &ver, sizeof(ver));
 	memcpy(buf + sizeof(ver), json, (size_t)n + 1);
-	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, 0, &r);
+	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, VU_RECV_FDS,
+		      &r);
 	if (ret)
 		return ret;
-	ret = vu_version_parse(&l, r.data, r.len, r.nfds, false, &neg);
+	ret = vu_version_parse(&l, r.data, r.len, r.nfds, vu->offer_twin, &neg);
 	if (ret)
 		goto out_release;
+	if (neg.twin_fd_index >= 0) {
+		ret = vu_twin_adopt(vu, r.fds[neg.twin_fd_index]);
+		if (ret)
+			goto out_release;
+		r.fds[neg.twin_fd_index] = -1; /* ours now */
+	}
 	vu->max_msg_fds = neg.max_msg_fds;
 	vu->max_xfer = neg.max_xfer;
 	vu->max_dma_maps = neg.max_dma_maps;
@@ -1244,9 +1364,14 @@ static void vu_close(struct vfio_dev *dev)
 		return;
 	if (vu->reader_started) {
 		/* Wake the reader, then make sure it never waits on a live peer. */
-		wr = write(vu->stop_fd, &one, sizeof(one));
+		pthread_mutex_lock(&vu->lock);
+		vu->stopping = true;
+		pthread_mutex_unlock(&vu->lock);
+		wr = write(vu->wake_fd, &one, sizeof(one));
 		(void)wr;
 		shutdown(vu->sock, SHUT_RDWR);
+		if (vu->twin >= 0)
+			shutdown(vu->twin, SHUT_RDWR);
 		pthread_join(vu->reader, NULL);
 	}
 	vu_mark_dead(vu, -ENODEV, NULL);
@@ -1256,12 +1381,15 @@ static void vu_close(struct vfio_dev *dev)
 			close(vu->regions[i].fd);
 	if (vu->sock >= 0)
 		close(vu->sock);
-	if (vu->stop_fd >= 0)
-		close(vu->stop_fd);
+	if (vu->twin >= 0)
+		close(vu->twin);
+	if (vu->wake_fd >= 0)
+		close(vu->wake_fd);
 	free(vu->dma);
 	pthread_cond_destroy(&vu->cond);
 	pthread_mutex_destroy(&vu->lock);
 	pthread_mutex_destroy(&vu->send_lock);
+	pthread_mutex_destroy(&vu->twin_send_lock);
 	free(vu);
 }
 
@@ -1276,6 +1404,19 @@ static int vu_timeout_from(const struct vfio_user_opts *opts)
 	if (env && atoi(env) > 0)
 		return atoi(env);
 	return VFIO_USER_DEFAULT_TIMEOUT_MS;
+}
+
+/* Offer twin-socket mode unless the options or UGPU_VFIO_USER_TWIN_SOCKET=0
+ * say no. */
+static bool vu_twin_from(const struct vfio_user_opts *opts)
+{
+	const char *env;
+
+	if (opts && opts->size >= offsetof(struct vfio_user_opts, flags) + sizeof(uint32_t) &&
+	    (opts->flags & VFIO_USER_NO_TWIN_SOCKET))
+		return false;
+	env = getenv("UGPU_VFIO_USER_TWIN_SOCKET");
+	return !(env && !strcmp(env, "0"));
 }
 
 int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
@@ -1299,6 +1440,9 @@ int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
 	vu->dev.ctx = ctx;
 	snprintf(vu->dev.name, sizeof(vu->dev.name), "vfio-user:%s", name ? name : "?");
 	vu->sock = fd;
+	vu->twin = -1;
+	vu->wake_fd = -1;
+	vu->offer_twin = vu_twin_from(opts);
 	vu->timeout_ms = vu_timeout_from(opts);
 	vu->max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS;
 	vu->max_xfer = VFU_DEFAULT_MAX_DATA_XFER;
@@ -1308,13 +1452,14 @@ int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
 		vu->regions[i].fd = -1;
 	pthread_mutex_init(&vu->lock, NULL);
 	pthread_mutex_init(&vu->send_lock, NULL);
+	pthread_mutex_init(&vu->twin_send_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vu->cond, &ca);
 	pthread_condattr_destroy(&ca);
 
-	vu->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vu->stop_fd < 0) {
+	vu->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vu->wake_fd < 0) {
 		ret = -errno;
 		goto out_close;
 	}

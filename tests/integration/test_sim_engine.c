@@ -40,13 +40,21 @@ struct fx {
 	unsigned n;
 };
 
+/* Set by fx_setup_twin: the test client offers twin-socket mode. */
+static bool tdev_twin;
+
 static void tdev_open(struct tdev *d, const char *path)
 {
 	struct vfu_region_info ri = { 0 };
 	int fd;
 
 	memset(d, 0, sizeof(*d));
-	assert_int_equal(tc_connect(path, &d->c), 0);
+	if (tdev_twin) {
+		assert_int_equal(tc_connect_raw(path, &d->c), 0);
+		assert_int_equal(tc_version_twin(&d->c), 0);
+	} else {
+		assert_int_equal(tc_connect(path, &d->c), 0);
+	}
 	assert_int_equal(tc_region_info(&d->c, 2, &ri, &fd), 0);
 	d->vram = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	assert_true(d->vram != MAP_FAILED);
@@ -95,6 +103,16 @@ static int fx_setup_n(void **state, unsigned n, uint32_t slow01)
 static int fx_setup(void **state)
 {
 	return fx_setup_n(state, 1, 0);
+}
+
+static int fx_setup_twin(void **state)
+{
+	int ret;
+
+	tdev_twin = true;
+	ret = fx_setup_n(state, 1, 0);
+	tdev_twin = false;
+	return ret;
 }
 
 static int fx_setup_fabric(void **state)
@@ -307,6 +325,14 @@ static void test_copy_dma_inband(void **state)
 	assert_true(d->c.inband_served >= 4);
 	sim_state(f->sim, 0, &st);
 	assert_true(st.inband >= 4);
+	/* Twin-socket mode: every request on the twin socket, none on the main
+	 * one; without it, all on the main one. */
+	if (d->c.twin >= 0) {
+		assert_int_equal(d->c.inband_on_main, 0);
+		assert_int_equal(d->c.inband_on_twin, d->c.inband_served);
+	} else {
+		assert_int_equal(d->c.inband_on_twin, 0);
+	}
 	/* The client refusing a transfer fails the descriptor with ERR_DMA. */
 	d->c.inband_fail = true;
 	ds[0] = d_fill(0x20000000, 1, 4096, 1);
@@ -348,6 +374,18 @@ static void test_unmap_while_busy(void **state)
 	       (st & ST_ERROR) ? "descriptor refused" : "copy completed first", d->c.inband_served);
 	d->c.inband_mem = NULL;
 	free(mem);
+}
+
+/* The same two in twin-socket mode: the device's requests on their own socket
+ * (the DMA_UNMAP wait serves them from there). */
+static void test_copy_dma_inband_twin(void **state)
+{
+	test_copy_dma_inband(state);
+}
+
+static void test_unmap_while_busy_twin(void **state)
+{
+	test_unmap_while_busy(state);
 }
 
 static void test_bad_descriptors(void **state)
@@ -582,7 +620,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_dma_fd, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_window_fd_checks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_inband, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_dma_inband_twin, fx_setup_twin, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_unmap_while_busy, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unmap_while_busy_twin, fx_setup_twin, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_descriptors, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_permissions, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_injection, fx_setup, fx_teardown),

@@ -453,6 +453,51 @@ static void test_client_not_reading(void **state)
 	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
 }
 
+/* Twin-socket mode: taken when the client offers it, once per session; the
+ * twin socket carries only the device's requests; closing it is leaving. */
+static void test_twin_socket(void **state)
+{
+	static const char offer[] = "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}";
+	struct fx *f = *state;
+	struct vfu_version v = { .major = 0, .minor = 1 };
+	struct vfu_region_access a = { .offset = 0, .region = 0, .count = 4 };
+	struct tc_reply *r;
+	struct sim_state st;
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	/* Without the offer there is no twin (fx_setup's VERSION). */
+	assert_int_equal(f->c.twin, -1);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect_raw(f->path, &f->c), 0);
+	assert_int_equal(tc_version_twin(&f->c), 0);
+	assert_int_equal(getsockopt(f->c.twin, SOL_SOCKET, SO_TYPE, &type, &tl), 0);
+	assert_int_equal(type, SOCK_STREAM);
+	/* A second VERSION asking again is refused; the session goes on. */
+	assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), offer, sizeof(offer), NULL,
+				 0, tc_r()),
+			 -EINVAL);
+	/* A command on the twin socket is not served. */
+	assert_int_equal(tc_send_on(f->c.twin, VFU_CMD_REGION_READ, 9, VFU_F_TYPE_COMMAND, &a,
+				    sizeof(a), NULL, 0, NULL, 0),
+			 0);
+	r = tc_r();
+	assert_int_equal(tc_recv_on(f->c.twin, r, 300), -ETIMEDOUT);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+	/* Closing the twin socket ends the session. */
+	close(f->c.twin);
+	f->c.twin = -1;
+	for (int i = 0; i < 200; i++) {
+		sim_state(f->sim, 0, &st);
+		if (!st.client)
+			break;
+		usleep(5000);
+	}
+	assert_false(st.client);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
+}
+
 static void test_command_before_version(void **state)
 {
 	struct fx *f = *state;
@@ -637,6 +682,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_region_zero_count, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_irq_fd_never_blocks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_client_not_reading, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_twin_socket, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_before_version, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_rules, fx_setup_small_maps, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_client, fx_setup, fx_teardown),

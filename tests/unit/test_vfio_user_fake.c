@@ -94,6 +94,16 @@ enum fake_mode {
 	FAKE_LATE, /* answer the trigger read after 3x the client timeout */
 };
 
+/* How the fake answers a VERSION that offers twin-socket mode. */
+enum fake_twin {
+	TWIN_OFF, /* ignores the offer */
+	TWIN_ON, /* takes it: a socket pair, its end passed with fd_index 0 */
+	TWIN_ON_UNASKED, /* as TWIN_ON even when the client did not offer */
+	TWIN_NO_FD, /* says supported, passes no fd */
+	TWIN_PIPE, /* says supported, passes a pipe */
+	TWIN_FD_ONLY, /* passes an fd without saying twin_socket */
+};
+
 #define FAKE_SCRATCH 0x40 /* BAR0 offset whose read triggers the mode */
 #define FAKE_DMA_DOORBELL 0x100 /* BAR0: 16-byte write {iova, len}: in-band DMA test */
 #define FAKE_DMA_BAD 0x110 /* BAR0: 8-byte write iova: DMA_READ of it, status at 0x118 */
@@ -104,6 +114,9 @@ struct fake {
 	int fd;
 	pthread_t thr;
 	enum fake_mode mode;
+	enum fake_twin twin;
+	int twin_fd; /* our end of the twin socket, or -1 */
+	int twin_requests; /* in-band requests sent on it */
 	uint16_t major;
 	const char *json;
 	uint32_t max_xfer; /* advertised max_data_xfer_size; requests above it fail */
@@ -208,8 +221,25 @@ static void fake_error(struct fake *f, const struct vfu_hdr *req, int err)
 		  NULL, 0);
 }
 
-/* The fake's own in-band DMA request; returns the client's reply. */
+static int fake_dma_on(struct fake *f, uint16_t cmd, uint64_t iova, void *data, uint64_t count);
+
+/* The fake's own in-band DMA request; returns the client's reply. In
+ * twin-socket mode it travels on the twin socket (fake_send/fake_recv work on
+ * f->fd, so it is swapped in for the exchange; the fake is single-threaded). */
 static int fake_dma(struct fake *f, uint16_t cmd, uint64_t iova, void *data, uint64_t count)
+{
+	int main_fd = f->fd, ret;
+
+	if (f->twin_fd < 0)
+		return fake_dma_on(f, cmd, iova, data, count);
+	f->fd = f->twin_fd;
+	f->twin_requests++;
+	ret = fake_dma_on(f, cmd, iova, data, count);
+	f->fd = main_fd;
+	return ret;
+}
+
+static int fake_dma_on(struct fake *f, uint16_t cmd, uint64_t iova, void *data, uint64_t count)
 {
 	struct vfu_dma_access acc = { .addr = iova, .count = count };
 	uint8_t *msg = malloc(sizeof(acc) + count);
@@ -374,22 +404,47 @@ static void *fake_main(void *arg)
 
 		switch (h.cmd) {
 		case VFU_CMD_VERSION: {
-			char json[256];
+			char json[320];
 			uint8_t buf[4 + sizeof(json)];
 			struct vfu_version v = { .major = f->major, .minor = 1 };
-			int n;
+			bool offered = h.size > sizeof(h) + 4 &&
+				       memmem(body + 4, h.size - sizeof(h) - 4, "twin_socket", 11);
+			int n, pass = -1;
+			const char *twin_json = "";
 
 			if (f->json)
 				n = snprintf(json, sizeof(json), "%s", f->json);
 			else
+				n = 0;
+			if ((offered && f->twin != TWIN_OFF) || f->twin == TWIN_ON_UNASKED ||
+			    f->twin == TWIN_FD_ONLY) {
+				int sv[2];
+
+				twin_json = ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}";
+				if (f->twin == TWIN_PIPE) {
+					assert_int_equal(pipe2(sv, O_CLOEXEC), 0);
+					close(sv[0]);
+					pass = sv[1];
+				} else if (f->twin != TWIN_NO_FD) {
+					assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+					f->twin_fd = sv[0];
+					pass = sv[1];
+				}
+				if (f->twin == TWIN_FD_ONLY)
+					twin_json = "";
+			}
+			if (!f->json)
 				n = snprintf(json, sizeof(json),
 					     "{\"capabilities\":{\"max_msg_fds\":2,\"max_data_xfer_size\":%u,"
-					     "\"max_dma_maps\":%u,\"pgsizes\":4096,"
+					     "\"max_dma_maps\":%u,\"pgsizes\":4096%s,"
 					     "\"migration\":{\"pgsize\":4096,\"x\":[1,true,null,\"s\\\"\"]}}}",
-					     f->max_xfer, f->max_dma_maps);
+					     f->max_xfer, f->max_dma_maps, twin_json);
 			memcpy(buf, &v, sizeof(v));
 			memcpy(buf + 4, json, (size_t)n + 1);
-			fake_reply(f, &h, buf, 4 + (size_t)n + 1);
+			fake_send(f, h.msg_id, h.cmd, VFU_F_TYPE_REPLY, 0, buf, 4 + (size_t)n + 1,
+				  pass >= 0 ? &pass : NULL, pass >= 0 ? 1 : 0);
+			if (pass >= 0)
+				close(pass);
 			break;
 		}
 		case VFU_CMD_DEVICE_GET_INFO: {
@@ -542,6 +597,7 @@ static struct fake *fake_start(enum fake_mode mode, int *client_fd)
 	f->fd = sv[1];
 	*client_fd = sv[0];
 	f->mode = mode;
+	f->twin_fd = -1;
 	f->major = VFU_VERSION_MAJOR;
 	f->max_xfer = 64 * 1024;
 	f->max_dma_maps = 65535;
@@ -583,6 +639,8 @@ static void fake_stop(struct fake *f)
 		close(f->trigger_fds[i]);
 	if (f->fd >= 0)
 		close(f->fd);
+	if (f->twin_fd >= 0)
+		close(f->twin_fd);
 	munmap(f->vram, FAKE_VRAM_SIZE);
 	if (f->region2_fd != f->vram_fd)
 		close(f->region2_fd);
@@ -786,7 +844,9 @@ static void test_irqs_eventfd(void **state)
 		close(efd[i]);
 }
 
-static void test_inband_dma(void **state)
+/* In-band DMA both ways, with the fake's requests on the main socket or, in
+ * twin-socket mode (@tweak), on the twin socket. */
+static void run_inband_dma(void (*tweak)(struct fake *))
 {
 	struct t t = { 0 };
 	size_t half = 200 * 1024;
@@ -795,8 +855,7 @@ static void test_inband_dma(void **state)
 	uint64_t unmapped = 0, bad = 0x900000;
 	uint32_t status;
 
-	(void)state;
-	assert_int_equal(open_fake(&t, FAKE_GOOD, NULL), 0);
+	assert_int_equal(open_fake(&t, FAKE_GOOD, tweak), 0);
 	for (size_t i = 0; i < half; i++)
 		mem[i] = (uint8_t)(i * 13 + 1);
 	memset(mem + half, 0, half);
@@ -821,8 +880,26 @@ static void test_inband_dma(void **state)
 	t.dev = NULL;
 	fake_join(t.f);
 	assert_int_equal(t.f->dma_bad_status, -EFAULT);
+	assert_int_equal(t.f->twin_requests, tweak ? 4 : 0);
 	close_all(&t);
 	free(mem);
+}
+
+static void test_inband_dma(void **state)
+{
+	(void)state;
+	run_inband_dma(NULL);
+}
+
+static void twin_on(struct fake *f)
+{
+	f->twin = TWIN_ON;
+}
+
+static void test_inband_dma_twin(void **state)
+{
+	(void)state;
+	run_inband_dma(twin_on);
 }
 
 static void test_dma_windows(void **state)
@@ -1077,6 +1154,85 @@ static void test_region_fd_must_cover(void **s)
 	close_all(&t);
 }
 
+/* ---- twin-socket negotiation ---------------------------------------------- */
+
+static void twin_unasked(struct fake *f)
+{
+	f->twin = TWIN_ON_UNASKED;
+}
+
+static void twin_no_fd(struct fake *f)
+{
+	f->twin = TWIN_NO_FD;
+}
+
+static void twin_pipe(struct fake *f)
+{
+	f->twin = TWIN_PIPE;
+}
+
+static void twin_fd_only(struct fake *f)
+{
+	f->twin = TWIN_FD_ONLY;
+}
+
+/* A server that gets twin-socket mode wrong is refused at open: the client
+ * could miss the server's requests otherwise. */
+static void test_twin_inconsistent(void **s)
+{
+	static void (*const bad[])(struct fake *) = { twin_no_fd, twin_pipe, twin_fd_only };
+	static const char *const why[] = { "names none of the 0 fds", "not a stream socket",
+					   "1 fds without twin-socket mode" };
+	struct vfio_user_opts o = { .size = sizeof(o), .timeout_ms = FAKE_TIMEOUT_MS,
+				    .flags = VFIO_USER_NO_TWIN_SOCKET };
+	struct t t = { 0 };
+	int cfd;
+
+	(void)s;
+	for (unsigned i = 0; i < 3; i++) {
+		t = (struct t){ 0 };
+		assert_int_equal(open_fake(&t, FAKE_GOOD, bad[i]), -EPROTO);
+		assert_true(log_has(why[i]));
+		close_all(&t);
+	}
+	/* Turned on although the client did not offer it. */
+	t = (struct t){ 0 };
+	t.ctx = make_ctx();
+	t.f = fake_start(FAKE_GOOD, &cfd);
+	twin_unasked(t.f);
+	fake_run(t.f);
+	assert_int_equal(vfio_user_open_fd(t.ctx, cfd, "fake", &o, &t.dev), -EPROTO);
+	assert_true(log_has("which we did not offer"));
+	close_all(&t);
+	/* Not offered, not used: the fake's requests come on the main socket. */
+	t = (struct t){ 0 };
+	t.ctx = make_ctx();
+	t.f = fake_start(FAKE_GOOD, &cfd);
+	twin_on(t.f);
+	fake_run(t.f);
+	assert_int_equal(vfio_user_open_fd(t.ctx, cfd, "fake", &o, &t.dev), 0);
+	assert_int_equal(t.f->twin_fd, -1);
+	close_all(&t);
+}
+
+/* The server closing its twin socket is the server going away. */
+static void test_twin_hangup(void **s)
+{
+	struct t t = { 0 };
+	uint32_t v;
+
+	(void)s;
+	assert_int_equal(open_fake(&t, FAKE_GOOD, twin_on), 0);
+	assert_true(t.f->twin_fd >= 0);
+	shutdown(t.f->twin_fd, SHUT_RDWR);
+	for (int i = 0; i < 200 && !vfio_user_is_dead(t.dev); i++)
+		usleep(5000);
+	assert_true(vfio_user_is_dead(t.dev));
+	assert_int_equal(vfio_read32(t.dev, 0, 0x44, &v), -ENODEV);
+	assert_true(log_has("server hung up (twin socket)"));
+	close_all(&t);
+}
+
 /* ---- negotiation -------------------------------------------------------- */
 
 static void major_1(struct fake *f)
@@ -1201,6 +1357,9 @@ int main(void)
 		cmocka_unit_test(test_mmap_sparse),
 		cmocka_unit_test(test_irqs_eventfd),
 		cmocka_unit_test(test_inband_dma),
+		cmocka_unit_test(test_inband_dma_twin),
+		cmocka_unit_test(test_twin_inconsistent),
+		cmocka_unit_test(test_twin_hangup),
 		cmocka_unit_test(test_dma_windows),
 		cmocka_unit_test(test_max_dma_maps),
 		cmocka_unit_test(test_bad_size),

@@ -89,6 +89,7 @@ struct sim_state {
 	uint32_t ce_error[2]; /* the ERROR registers */
 	uint32_t exec_status; /* EXEC_STATUS */
 	bool client; /* a vfio-user client is connected */
+	bool twin; /* ... in twin-socket mode (its DMA requests on a second socket) */
 	bool removed; /* unplugged (request completed, or surprise) */
 	uint32_t dma_maps; /* live DMA mappings */
 	uint64_t descs; /* descriptors completed, both engines */

@@ -109,6 +109,7 @@ static void dev_free(struct sim_dev *dev)
 	pthread_cond_destroy(&dev->exec.cond);
 	pthread_cond_destroy(&dev->inband_cond);
 	pthread_mutex_destroy(&dev->send_lock);
+	pthread_mutex_destroy(&dev->twin_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 }
@@ -128,8 +129,10 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	dev->listen_fd = -1;
 	dev->wake_fd = -1;
 	dev->client_fd = -1;
+	dev->twin_fd = -1;
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->send_lock, NULL);
+	pthread_mutex_init(&dev->twin_lock, NULL);
 	sim_cond_init(&dev->inband_cond);
 	sim_cond_init(&dev->exec.cond);
 	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
@@ -379,10 +382,7 @@ int sim_unplug_surprise(struct sim *sim, unsigned idx)
 	pthread_mutex_unlock(&dev->lock);
 	/* Shut the connection down before returning so the caller observes the
 	 * removal at once; the server thread closes and cleans up. */
-	pthread_mutex_lock(&dev->send_lock);
-	if (dev->client_fd >= 0)
-		shutdown(dev->client_fd, SHUT_RDWR);
-	pthread_mutex_unlock(&dev->send_lock);
+	srv_shutdown_client(dev);
 	srv_wake(dev);
 	return 0;
 }
@@ -443,6 +443,9 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 	}
 	st->exec_status = dev->exec.status;
 	st->client = dev->connected;
+	pthread_mutex_lock(&dev->twin_lock); /* lock order: never two at once */
+	st->twin = dev->twin_fd >= 0;
+	pthread_mutex_unlock(&dev->twin_lock);
 	st->removed = dev->removed;
 	st->dma_maps = (uint32_t)dev->nmaps;
 	st->descs = dev->cnt_descs;

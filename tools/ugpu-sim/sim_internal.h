@@ -17,9 +17,11 @@
  * never while moving data. VRAM bytes themselves are unlocked, like real
  * memory: ordering between the driver and the engines comes from the doorbell
  * and the fence/interrupt. dev->send_lock serialises writes to the client
- * socket (replies from the server thread, DMA_READ/WRITE from engines) and
- * guards client_fd against close. Lock order: never hold two devices' locks;
- * send_lock is never taken with dev->lock held and vice versa.
+ * socket (replies from the server thread, DMA_READ/WRITE from engines when
+ * there is no twin socket) and guards client_fd against close; dev->twin_lock
+ * does the same for the twin socket (DMA_READ/WRITE in twin-socket mode).
+ * Lock order: never hold two devices' locks; send_lock and twin_lock are
+ * never held together, nor with dev->lock.
  */
 #ifndef UGPU_SIM_INTERNAL_H
 #define UGPU_SIM_INTERNAL_H
@@ -279,6 +281,12 @@ struct sim_dev {
 	pthread_mutex_t send_lock;
 	int client_fd;
 	bool client_broken; /* under send_lock: a send failed, client_fd is shut down */
+	/* Twin-socket mode (the client offered it in VERSION): our end of the
+	 * socket pair for server-to-client requests (in-band DMA) and their
+	 * replies, or -1. Written under twin_lock (set by the server thread in
+	 * VERSION, closed by it on disconnect); read by the server thread. */
+	pthread_mutex_t twin_lock;
+	int twin_fd;
 	bool connected; /* under lock: a client is attached */
 	uint32_t peer_max_xfer; /* client's max_data_xfer_size (under lock) */
 	uint16_t next_msg_id;
@@ -383,6 +391,9 @@ void exec_kick(struct sim_dev *dev); /* lock held */
 int srv_start(struct sim_dev *dev);
 void srv_stop(struct sim_dev *dev); /* joins; dev->stop already set */
 void srv_wake(struct sim_dev *dev);
+/* Any thread: shut the client's sockets down (main and twin); the server
+ * thread then sees EOF and disconnects it. */
+void srv_shutdown_client(struct sim_dev *dev);
 /* Server thread only: wait (bounded by @ms) until @pred holds, routing the
  * client's replies meanwhile. Returns 0 or -ETIMEDOUT. */
 int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms);

@@ -255,11 +255,33 @@ static int send_locked(int fd, struct iovec *iov, int iovcnt, const int *fds, in
 	return 0;
 }
 
-static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, size_t l1,
-		    const void *b2, size_t l2, const int *fds, int nfds)
+void srv_shutdown_client(struct sim_dev *dev)
+{
+	pthread_mutex_lock(&dev->send_lock);
+	if (dev->client_fd >= 0)
+		shutdown(dev->client_fd, SHUT_RDWR);
+	dev->client_broken = true;
+	pthread_mutex_unlock(&dev->send_lock);
+	pthread_mutex_lock(&dev->twin_lock);
+	if (dev->twin_fd >= 0)
+		shutdown(dev->twin_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&dev->twin_lock);
+}
+
+/*
+ * Send one message. Replies go on the main socket; our own requests
+ * (@request: in-band DMA) go on the twin socket when there is one. A send that
+ * fails, or that the client does not let through within SIM_IO_TIMEOUT_MS,
+ * leaves that stream cut mid-message: the client is dropped (its sockets shut
+ * down; the server thread sees EOF and disconnects it) rather than sent the
+ * rest of a message it would misparse.
+ */
+static int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, const void *b1,
+		    size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
 {
 	struct iovec iov[3];
-	int cnt = 0, ret;
+	bool on_twin = false, first_failure = false;
+	int cnt = 0, ret = -ENOTCONN;
 
 	hdr->size = (uint32_t)(sizeof(*hdr) + l1 + l2);
 	iov[cnt].iov_base = hdr;
@@ -272,19 +294,30 @@ static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, si
 		iov[cnt].iov_base = (void *)b2;
 		iov[cnt++].iov_len = l2;
 	}
-	pthread_mutex_lock(&dev->send_lock);
-	ret = dev->client_fd >= 0 ? send_locked(dev->client_fd, iov, cnt, fds, nfds) : -ENOTCONN;
-	if (ret && ret != -ENOTCONN && !dev->client_broken) {
-		/* A client that stops reading for SIM_IO_TIMEOUT_MS, or a send cut
-		 * mid-message, leaves the stream unusable: drop the client (the
-		 * server thread sees EOF and disconnects it) rather than send the
-		 * rest of a message it would misparse. */
-		srv_log(dev, "sending a message of command %u failed (%s): dropping the client",
-			hdr->cmd, strerror(-ret));
-		shutdown(dev->client_fd, SHUT_RDWR);
-		dev->client_broken = true;
+	if (request) {
+		pthread_mutex_lock(&dev->twin_lock);
+		if (dev->twin_fd >= 0) {
+			on_twin = true;
+			ret = send_locked(dev->twin_fd, iov, cnt, fds, nfds);
+		}
+		pthread_mutex_unlock(&dev->twin_lock);
 	}
-	pthread_mutex_unlock(&dev->send_lock);
+	if (!on_twin) {
+		pthread_mutex_lock(&dev->send_lock);
+		if (dev->client_fd >= 0)
+			ret = send_locked(dev->client_fd, iov, cnt, fds, nfds);
+		pthread_mutex_unlock(&dev->send_lock);
+	}
+	if (ret && ret != -ENOTCONN) {
+		pthread_mutex_lock(&dev->send_lock);
+		first_failure = !dev->client_broken;
+		pthread_mutex_unlock(&dev->send_lock);
+	}
+	if (first_failure) {
+		srv_log(dev, "sending a message of command %u on the %s socket failed (%s): dropping the client",
+			hdr->cmd, on_twin ? "twin" : "main", strerror(-ret));
+		srv_shutdown_client(dev);
+	}
 	return ret;
 }
 
@@ -295,7 +328,7 @@ static void reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, 
 
 	if (m->hdr.flags & VFU_F_NO_REPLY)
 		return;
-	srv_send(dev, &h, b1, l1, b2, l2, fds, nfds);
+	srv_send(dev, false, &h, b1, l1, b2, l2, fds, nfds);
 }
 
 static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
@@ -307,7 +340,7 @@ static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
 
 	if (m->hdr.flags & VFU_F_NO_REPLY)
 		return;
-	srv_send(dev, &h, NULL, 0, NULL, 0, NULL, 0);
+	srv_send(dev, false, &h, NULL, 0, NULL, 0, NULL, 0);
 }
 
 /* ---- in-band DMA (engine threads) ------------------------------------------ */
@@ -359,7 +392,7 @@ static int inband_one(struct sim_dev *dev, uint64_t iova, uint8_t *buf, size_t n
 
 	h.msg_id = p.msg_id;
 	h.cmd = p.cmd;
-	ret = srv_send(dev, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
+	ret = srv_send(dev, true, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
 
 	pthread_mutex_lock(&dev->lock);
 	if (ret && p.queued) {
@@ -482,6 +515,15 @@ static struct sim_msg *backlog_pop(struct sim_dev *dev)
 	return m;
 }
 
+/* A command on the twin socket, which carries only our requests and the
+ * client's replies: the client broke the protocol. */
+static void twin_command(struct sim_dev *dev, struct sim_msg *m)
+{
+	srv_log(dev, "command %u on the twin socket (it carries only the server's requests); dropped",
+		m->hdr.cmd);
+	msg_free(m);
+}
+
 /* The connection broke: fail in-band requests so engines move on. */
 static void mark_client_dead(struct sim_dev *dev)
 {
@@ -497,7 +539,7 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 	uint64_t deadline = sim_now_ns() + (uint64_t)ms * 1000000ull;
 
 	for (;;) {
-		struct pollfd p;
+		struct pollfd p[2];
 		bool ok;
 
 		pthread_mutex_lock(&dev->lock);
@@ -513,21 +555,26 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 			usleep(1000);
 			continue;
 		}
-		p.fd = dev->client_fd;
-		p.events = POLLIN;
-		p.revents = 0;
-		if (poll(&p, 1, 1) > 0) {
-			struct sim_msg *m;
+		p[0] = (struct pollfd){ .fd = dev->client_fd, .events = POLLIN };
+		p[1] = (struct pollfd){ .fd = dev->twin_fd, .events = POLLIN };
+		if (poll(p, dev->twin_fd >= 0 ? 2 : 1, 1) > 0) {
+			for (int i = 0; i < 2; i++) {
+				struct sim_msg *m;
 
-			if (recv_msg(dev->client_fd, &m)) {
-				mark_client_dead(dev);
-				continue;
-			}
-			if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
-				route_reply(dev, m);
-				msg_free(m);
-			} else {
-				backlog_push(dev, m);
+				if (!p[i].revents)
+					continue;
+				if (recv_msg(p[i].fd, &m)) {
+					mark_client_dead(dev);
+					break;
+				}
+				if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+					route_reply(dev, m);
+					msg_free(m);
+				} else if (i == 0) {
+					backlog_push(dev, m); /* a command: served after the wait */
+				} else {
+					twin_command(dev, m);
+				}
 			}
 		}
 	}
@@ -535,12 +582,41 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 
 /* ---- commands ----------------------------------------------------------------- */
 
+/*
+ * Twin-socket mode: a fresh socket pair; our end becomes dev->twin_fd (in-band
+ * DMA requests go there from now on), the other goes to the client with the
+ * VERSION reply. Once per session: a second VERSION that asks again is
+ * refused (the client's twin socket would no longer be ours).
+ */
+static int twin_start(struct sim_dev *dev, int *peer_end)
+{
+	int sv[2];
+
+	pthread_mutex_lock(&dev->twin_lock);
+	if (dev->twin_fd >= 0) {
+		pthread_mutex_unlock(&dev->twin_lock);
+		srv_log(dev, "VERSION: twin-socket mode is already set up in this session");
+		return -EINVAL;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		int err = -errno;
+
+		pthread_mutex_unlock(&dev->twin_lock);
+		srv_log(dev, "VERSION: cannot create the twin socket pair: %s", strerror(-err));
+		return err;
+	}
+	dev->twin_fd = sv[0];
+	pthread_mutex_unlock(&dev->twin_lock);
+	*peer_end = sv[1];
+	return 0;
+}
+
 static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 {
 	struct vfu_caps caps;
 	struct vfu_version v;
 	char mine[256];
-	int n;
+	int n, peer_end = -1;
 
 	if (m->len < sizeof(v)) {
 		srv_log(dev, "VERSION: %zu-byte payload, need %zu", m->len, sizeof(v));
@@ -579,12 +655,22 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	if (v.minor > VFU_VERSION_MINOR)
 		v.minor = VFU_VERSION_MINOR;
+	if (caps.twin_supported && twin_start(dev, &peer_end)) {
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	/* Our capabilities; twin_socket only when the client offered it (the
+	 * reply's list must be a subset of the proposal), and then we take it. */
 	n = snprintf(mine, sizeof(mine),
 		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
-		     "\"max_dma_maps\":%u,\"pgsizes\":%u}}",
-		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE);
+		     "\"max_dma_maps\":%u,\"pgsizes\":%u%s}}",
+		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE,
+		     peer_end >= 0 ? ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}" : "");
 	dev->versioned = true;
-	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, NULL, 0);
+	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, peer_end >= 0 ? &peer_end : NULL,
+	      peer_end >= 0 ? 1 : 0);
+	if (peer_end >= 0)
+		close(peer_end); /* the client has its copy (or the send failed and it is dropped) */
 }
 
 static void cmd_device_info(struct sim_dev *dev, struct sim_msg *m)
@@ -1228,6 +1314,13 @@ static void srv_disconnect(struct sim_dev *dev)
 		dev->client_fd = -1;
 	}
 	pthread_mutex_unlock(&dev->send_lock);
+	pthread_mutex_lock(&dev->twin_lock);
+	if (dev->twin_fd >= 0) {
+		shutdown(dev->twin_fd, SHUT_RDWR);
+		close(dev->twin_fd);
+		dev->twin_fd = -1;
+	}
+	pthread_mutex_unlock(&dev->twin_lock);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = false;
 	pending_fail_all(dev, ENODEV);
@@ -1293,9 +1386,9 @@ static void *srv_thread(void *arg)
 	bool surprise_done = false;
 
 	for (;;) {
-		struct pollfd p[3];
+		struct pollfd p[4];
 		int np = 0, timeout = 1000, ret;
-		int ci = -1, li = -1;
+		int ci = -1, ti = -1, li = -1;
 		bool stop, surprise;
 		struct sim_msg *m;
 
@@ -1350,6 +1443,11 @@ static void *srv_thread(void *arg)
 			p[np].fd = dev->client_fd;
 			p[np++].events = POLLIN;
 		}
+		if (dev->twin_fd >= 0) {
+			ti = np;
+			p[np].fd = dev->twin_fd;
+			p[np++].events = POLLIN;
+		}
 		if (dev->listen_fd >= 0) {
 			li = np;
 			p[np].fd = dev->listen_fd;
@@ -1373,6 +1471,19 @@ static void *srv_thread(void *arg)
 				msg_free(m);
 			}
 			continue; /* serve the client before a new connection */
+		}
+		if (ti >= 0 && p[ti].revents) {
+			/* Only replies to our in-band requests come this way (they
+			 * normally arrive while an engine waits, outside srv_wait). */
+			if (recv_msg(dev->twin_fd, &m)) {
+				srv_disconnect(dev);
+			} else if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+				route_reply(dev, m);
+				msg_free(m);
+			} else {
+				twin_command(dev, m);
+			}
+			continue;
 		}
 		if (li >= 0 && (p[li].revents & POLLIN))
 			srv_accept(dev);
