@@ -830,6 +830,12 @@ static int vu_negotiate(struct vu_dev *vu)
 	memcpy(buf + sizeof(ver), json, (size_t)n + 1);
 	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, VU_RECV_FDS,
 		      &r);
+	if (ret == -EBUSY)
+		log_err(vu->dev.ctx, "%s: the device is held by another client (the server answered EBUSY)",
+			vu->dev.name);
+	else if (ret == -ENODEV)
+		log_err(vu->dev.ctx, "%s: the server closed the connection instead of answering VERSION: it does not speak vfio-user %u.%u, or refuses this client",
+			vu->dev.name, VFU_VERSION_MAJOR, VFU_VERSION_MINOR);
 	if (ret)
 		return ret;
 	ret = vu_version_parse(&l, r.data, r.len, r.nfds, vu->offer_twin, &neg);

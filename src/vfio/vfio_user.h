@@ -42,8 +42,8 @@ struct vfio_user_opts {
  * the device (VERSION, DEVICE_GET_INFO, every region and irq info).
  *
  * Returns: 0, -ENOENT/-ECONNREFUSED (no server there), -ETIMEDOUT, -EPROTO
- * (the server answered nonsense or an incompatible version), -ENODEV (it hung
- * up), -ENOMEM.
+ * (the server answered nonsense or an incompatible version), -EBUSY (the
+ * server serves another client), -ENODEV (it hung up), -ENOMEM.
  */
 int vfio_user_open_opts(struct ugpu_context *ctx, const char *socket_path,
 			const struct vfio_user_opts *opts, struct vfio_dev **out);

@@ -105,9 +105,13 @@ static void test_version(void **state)
 					 NULL, 0, tc_r()),
 				 -EINVAL);
 	}
+	/* Another major: the specification has the server close the
+	 * connection (no reply). */
 	v.major = 1;
 	assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), NULL, 0, NULL, 0, tc_r()),
-			 -ENOTSUP);
+			 -ECONNRESET);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
 }
 
 static void test_device_and_regions(void **state)
@@ -560,10 +564,24 @@ static void test_one_client(void **state)
 	struct tc c2;
 	struct vfu_version v = { .major = 0, .minor = 1 };
 
+	struct tc_reply *r;
+
 	assert_int_equal(tc_connect_raw(f->path, &c2), 0);
-	/* The second client is closed at once: its VERSION gets no reply. */
-	tc_send(&c2, VFU_CMD_VERSION, 1, VFU_F_TYPE_COMMAND, &v, sizeof(v), NULL, 0, NULL, 0);
+	/* The second client's first message gets EBUSY, then the connection
+	 * is closed: it can tell "in use" from "gone". */
+	tc_send(&c2, VFU_CMD_VERSION, 7, VFU_F_TYPE_COMMAND, &v, sizeof(v), NULL, 0, NULL, 0);
+	r = tc_r();
+	assert_int_equal(tc_recv(&c2, r, 2000), 0);
+	assert_int_equal(r->hdr.msg_id, 7);
+	assert_int_equal(r->hdr.cmd, VFU_CMD_VERSION);
+	assert_int_equal(r->hdr.flags, VFU_F_TYPE_REPLY | VFU_F_ERROR);
+	assert_int_equal(r->hdr.error, EBUSY);
+	assert_int_equal(r->len, 0);
 	assert_int_equal(tc_recv(&c2, tc_r(), 2000), -ECONNRESET);
+	tc_close(&c2);
+	/* One that never says anything is closed after its grace period. */
+	assert_int_equal(tc_connect_raw(f->path, &c2), 0);
+	assert_int_equal(tc_recv(&c2, tc_r(), 3000), -ECONNRESET);
 	tc_close(&c2);
 	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
 }

@@ -130,6 +130,8 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	dev->wake_fd = -1;
 	dev->client_fd = -1;
 	dev->twin_fd = -1;
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++)
+		dev->refused[i].fd = -1;
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->send_lock, NULL);
 	pthread_mutex_init(&dev->twin_lock, NULL);

@@ -47,6 +47,8 @@
 #define SIM_IO_TIMEOUT_MS 5000
 #define SIM_TLB_ENTRIES 64
 #define SIM_MAX_INFLIGHT 8
+#define SIM_MAX_REFUSED 4 /* second clients waiting for their EBUSY answer */
+#define SIM_REFUSE_MS 1000 /* how long one may take to send its first header */
 #define SIM_SLOW_LINK_BPS (1ull << 30) /* bytes/s over a slow fabric link */
 
 /* IRQ indexes (the VFIO PCI ones). */
@@ -297,6 +299,12 @@ struct sim_dev {
 	bool client_dead; /* read failed inside srv_wait; disconnect pending */
 	uint64_t wait_start, wait_end; /* range srv_wait's unmap predicate checks */
 	struct sim_msg *backlog_head, *backlog_tail;
+	/* Connections refused while a client is attached: each gets an EBUSY
+	 * error reply to its first message, then is closed (fd -1: free). */
+	struct {
+		int fd;
+		uint64_t deadline_ns;
+	} refused[SIM_MAX_REFUSED];
 
 	/* Removal. */
 	bool req_active;

@@ -625,8 +625,11 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	memcpy(&v, m->body, sizeof(v));
 	if (v.major != VFU_VERSION_MAJOR) {
-		srv_log(dev, "VERSION: major %u not supported (want %u)", v.major, VFU_VERSION_MAJOR);
-		reply_err(dev, m, ENOTSUP);
+		/* The specification: a server that cannot support the proposed
+		 * version closes the connection. */
+		srv_log(dev, "VERSION: major %u not supported (we speak %u): closing the connection",
+			v.major, VFU_VERSION_MAJOR);
+		srv_shutdown_client(dev);
 		return;
 	}
 	vfu_caps_init(&caps);
@@ -1357,6 +1360,71 @@ static void srv_disconnect(struct sim_dev *dev)
 		close_listener(dev);
 }
 
+/*
+ * A connection while a client is attached: one client at a time. Rather than
+ * close it blind (which its client reads as "device gone"), answer its first
+ * message with an EBUSY error reply, then close it. It is parked here until
+ * that message comes, at most SIM_REFUSE_MS; with every slot taken, the oldest
+ * is closed without an answer.
+ */
+static void refuse_park(struct sim_dev *dev, int fd)
+{
+	unsigned slot = 0;
+
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+		if (dev->refused[i].fd < 0) {
+			slot = i;
+			break;
+		}
+		if (dev->refused[i].deadline_ns < dev->refused[slot].deadline_ns)
+			slot = i;
+	}
+	if (dev->refused[slot].fd >= 0)
+		close(dev->refused[slot].fd);
+	dev->refused[slot].fd = fd;
+	dev->refused[slot].deadline_ns = sim_now_ns() + SIM_REFUSE_MS * 1000000ull;
+}
+
+/* Slot @i's connection sent something (or hung up): answer EBUSY, close. */
+static void refuse_answer(struct sim_dev *dev, unsigned i)
+{
+	struct vfu_hdr h;
+	ssize_t n = recv(dev->refused[i].fd, &h, sizeof(h), MSG_DONTWAIT);
+
+	if (n == (ssize_t)sizeof(h)) {
+		struct vfu_hdr e = { .msg_id = h.msg_id, .cmd = h.cmd, .size = sizeof(e),
+				     .flags = VFU_F_TYPE_REPLY | VFU_F_ERROR, .error = EBUSY };
+
+		if (send(dev->refused[i].fd, &e, sizeof(e), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			/* its loss: it is closed either way */
+		}
+		srv_log(dev, "second client refused (EBUSY): one client at a time");
+	} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		return; /* a header cut in pieces: wait for the rest, until the deadline */
+	}
+	close(dev->refused[i].fd);
+	dev->refused[i].fd = -1;
+}
+
+/* Close parked connections past their deadline (all with @all). Returns the
+ * poll timeout (ms) until the next deadline, at most @cap. */
+static int refuse_expire(struct sim_dev *dev, bool all, int cap)
+{
+	uint64_t now = sim_now_ns();
+
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+		if (dev->refused[i].fd < 0)
+			continue;
+		if (all || now >= dev->refused[i].deadline_ns) {
+			close(dev->refused[i].fd);
+			dev->refused[i].fd = -1;
+		} else if ((dev->refused[i].deadline_ns - now) / 1000000ull + 1 < (uint64_t)cap) {
+			cap = (int)((dev->refused[i].deadline_ns - now) / 1000000ull + 1);
+		}
+	}
+	return cap;
+}
+
 static void srv_accept(struct sim_dev *dev)
 {
 	int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -1364,8 +1432,7 @@ static void srv_accept(struct sim_dev *dev)
 	if (fd < 0)
 		return;
 	if (dev->client_fd >= 0) {
-		srv_log(dev, "second client refused: one client at a time");
-		close(fd);
+		refuse_park(dev, fd);
 		return;
 	}
 	pthread_mutex_lock(&dev->send_lock);
@@ -1386,9 +1453,9 @@ static void *srv_thread(void *arg)
 	bool surprise_done = false;
 
 	for (;;) {
-		struct pollfd p[4];
+		struct pollfd p[4 + SIM_MAX_REFUSED];
 		int np = 0, timeout = 1000, ret;
-		int ci = -1, ti = -1, li = -1;
+		int ci = -1, ti = -1, li = -1, ri = -1;
 		bool stop, surprise;
 		struct sim_msg *m;
 
@@ -1453,6 +1520,12 @@ static void *srv_thread(void *arg)
 			p[np].fd = dev->listen_fd;
 			p[np++].events = POLLIN;
 		}
+		timeout = refuse_expire(dev, false, timeout);
+		ri = np;
+		for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+			p[np].fd = dev->refused[i].fd; /* -1: poll skips it */
+			p[np++].events = POLLIN;
+		}
 		ret = poll(p, (nfds_t)np, timeout);
 		if (ret <= 0)
 			continue;
@@ -1463,6 +1536,9 @@ static void *srv_thread(void *arg)
 				/* EAGAIN: someone else drained it */
 			}
 		}
+		for (unsigned i = 0; i < SIM_MAX_REFUSED; i++)
+			if (dev->refused[i].fd >= 0 && p[ri + (int)i].revents)
+				refuse_answer(dev, i);
 		if (ci >= 0 && p[ci].revents) {
 			if (recv_msg(dev->client_fd, &m)) {
 				srv_disconnect(dev);
@@ -1488,6 +1564,7 @@ static void *srv_thread(void *arg)
 		if (li >= 0 && (p[li].revents & POLLIN))
 			srv_accept(dev);
 	}
+	refuse_expire(dev, true, 0);
 	if (dev->client_fd >= 0)
 		srv_disconnect(dev);
 	return NULL;
