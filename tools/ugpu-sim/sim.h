@@ -35,15 +35,23 @@ struct sim_opts {
 	uint64_t vram_size; /* bytes, power of two >= 1 MiB; 0 = 256 MiB */
 	unsigned devices; /* 1..SIM_MAX_DEVICES; 0 = 1 */
 	unsigned wake_latency_us; /* D3 -> D0 latency (WAKE_LAT_US) */
-	unsigned max_dma_maps; /* 0 = 65535 */
+	/* 0 = 65535, the most a DMA_MAP client may expect: it is the
+	 * specification's default and the kernel's (vfio type1 dma_entry_limit),
+	 * and QEMU's client takes no more. Larger is refused (-EINVAL). */
+	unsigned max_dma_maps;
 	unsigned req_interval_ms; /* REQ repeat period; 0 = 10000 */
 	const char *control_path; /* control socket, or NULL for none */
 	/* slow_links[a] bit b: the link between nodes a and b is slow (the
 	 * relation is made symmetric by sim_start). */
 	uint32_t slow_links[SIM_MAX_DEVICES];
+	/* A connected AF_UNIX stream socket to serve instead of listening on a
+	 * path (the vfio-user backend convention --fd=N); -1 = listen. One device
+	 * only; the device takes the fd over. When that client disconnects there
+	 * is nobody left to serve: sim_state().client turns false for good. */
+	int client_fd;
 };
 
-/* Fill @opts with the defaults above (size set). */
+/* Fill @opts with the defaults above (size set, client_fd -1). */
 void sim_opts_init(struct sim_opts *opts);
 
 /*

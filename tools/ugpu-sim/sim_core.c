@@ -67,6 +67,7 @@ void sim_opts_init(struct sim_opts *opts)
 	opts->devices = 1;
 	opts->max_dma_maps = 65535;
 	opts->req_interval_ms = 10000;
+	opts->client_fd = -1;
 }
 
 struct sim_dev *fabric_peer(struct sim_dev *dev, uint32_t node)
@@ -259,6 +260,18 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 	    sim->opts.vram_size > (1ull << 40)) {
 		fprintf(stderr, "ugpu-sim: vram size %" PRIu64 " is not a power of two in [1 MiB, 1 TiB]\n",
 			sim->opts.vram_size);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.max_dma_maps > 65535) {
+		fprintf(stderr, "ugpu-sim: max_dma_maps %u: at most 65535 (the specification's default, "
+			"vfio type1's limit, and what QEMU's vfio-user client takes)\n",
+			sim->opts.max_dma_maps);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.client_fd >= 0 && (sim->opts.devices != 1 || sim->opts.socket_path)) {
+		fprintf(stderr, "ugpu-sim: a client fd serves one device and no socket path\n");
 		ret = -EINVAL;
 		goto out_free;
 	}

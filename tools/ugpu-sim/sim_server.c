@@ -17,6 +17,7 @@
  * disconnects loses its DMA windows and irq eventfds.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -1425,6 +1426,8 @@ static int refuse_expire(struct sim_dev *dev, bool all, int cap)
 	return cap;
 }
 
+static void client_attach(struct sim_dev *dev, int fd);
+
 static void srv_accept(struct sim_dev *dev)
 {
 	int fd = accept4(dev->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -1435,6 +1438,12 @@ static void srv_accept(struct sim_dev *dev)
 		refuse_park(dev, fd);
 		return;
 	}
+	client_attach(dev, fd);
+}
+
+/* @fd is our client from now on. */
+static void client_attach(struct sim_dev *dev, int fd)
+{
 	pthread_mutex_lock(&dev->send_lock);
 	dev->client_fd = fd;
 	dev->client_broken = false;
@@ -1617,6 +1626,21 @@ out_listen:
 	return 0;
 }
 
+/* --fd=N: serve a connected stream socket; there is no listener. */
+static int adopt_client(struct sim_dev *dev, int fd)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+		fprintf(stderr, "ugpu-sim: fd %d is not a connected stream socket\n", fd);
+		return -ENOTSOCK;
+	}
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	client_attach(dev, fd);
+	return 0;
+}
+
 int srv_start(struct sim_dev *dev)
 {
 	int ret;
@@ -1624,7 +1648,10 @@ int srv_start(struct sim_dev *dev)
 	dev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dev->wake_fd < 0)
 		return -errno;
-	ret = listen_on(dev);
+	if (dev->sim->opts.client_fd >= 0)
+		ret = adopt_client(dev, dev->sim->opts.client_fd);
+	else
+		ret = listen_on(dev);
 	if (ret)
 		return ret;
 	ret = sim_thread_create(&dev->srv_thread, srv_thread, dev);
