@@ -39,7 +39,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -784,17 +783,12 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
  * socket; the reader watches it from now on. Returns 0 or -EPROTO. */
 static int vu_twin_adopt(struct vu_dev *vu, int fd)
 {
+	struct vu_log l = vu_log_of(vu);
 	uint64_t one = 1;
-	struct stat st;
-	int type = 0, fl;
-	socklen_t tl = sizeof(type);
+	int fl;
 
-	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
-		log_err(vu->dev.ctx, "%s: the twin socket the server passed is not a stream socket",
-			vu->dev.name);
+	if (vu_twin_fd_check(&l, fd))
 		return -EPROTO;
-	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		log_err(vu->dev.ctx, "%s: cannot make the twin socket non-blocking: %s", vu->dev.name,

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "src/log.h"
@@ -137,6 +138,18 @@ int vu_version_parse(const struct vu_log *l, const void *data, size_t len, int n
 				(uint32_t)caps.max_data_xfer_size;
 	out->max_dma_maps = caps.max_dma_maps > UINT32_MAX ? UINT32_MAX : (uint32_t)caps.max_dma_maps;
 	out->pgsizes = caps.pgsizes;
+	return 0;
+}
+
+int vu_twin_fd_check(const struct vu_log *l, int fd)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+		log_err(l->ctx, "%s: the twin socket the server passed is not a stream socket", l->name);
+		return -EPROTO;
+	}
 	return 0;
 }
 

@@ -71,6 +71,10 @@ struct vu_negotiated {
 int vu_version_parse(const struct vu_log *l, const void *data, size_t len, int nfds,
 		     bool twin_offered, struct vu_negotiated *out);
 
+/* The twin socket a VERSION reply passed must be a stream socket.
+ * Returns: 0 or -EPROTO. */
+int vu_twin_fd_check(const struct vu_log *l, int fd);
+
 /* DEVICE_GET_INFO reply: flags, region and irq counts (clamped to what we
  * keep). Returns: 0 or -EPROTO. */
 int vu_device_info_parse(const struct vu_log *l, const void *data, size_t len, uint32_t *flags,

@@ -101,6 +101,8 @@ static void dev_free(struct sim_dev *dev)
 		for (unsigned v = 0; v < SIM_MSIX_VECTORS; v++)
 			if (dev->irq_fd[i][v] >= 0)
 				close(dev->irq_fd[i][v]);
+	if (dev->twin_fd >= 0)
+		close(dev->twin_fd);
 	if (dev->vram && dev->vram != MAP_FAILED)
 		munmap(dev->vram, dev->vram_size);
 	if (dev->vram_fd >= 0)
@@ -228,7 +230,9 @@ static bool is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
-int sim_start(const struct sim_opts *uopts, struct sim **out)
+/* sim_start(), or with @serve false the devices alone: no threads, no
+ * sockets (sim_create_detached). */
+static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out)
 {
 	static unsigned auto_seq;
 	const char *ctl_path;
@@ -311,7 +315,7 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 			goto out_stop;
 		sim->ndev = i + 1;
 	}
-	for (unsigned i = 0; i < sim->ndev; i++) {
+	for (unsigned i = 0; serve && i < sim->ndev; i++) {
 		struct sim_dev *dev = sim->devs[i];
 
 		ret = ce_start_threads(dev);
@@ -324,7 +328,7 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 		if (ret)
 			goto out_stop;
 	}
-	if (ctl_path) {
+	if (serve && ctl_path) {
 		ret = control_start(sim, ctl_path, &sim->control);
 		if (ret)
 			goto out_stop;
@@ -338,6 +342,16 @@ out_stop:
 out_free:
 	free(sim);
 	return ret;
+}
+
+int sim_start(const struct sim_opts *opts, struct sim **out)
+{
+	return sim_create(opts, true, out);
+}
+
+int sim_create_detached(const struct sim_opts *opts, struct sim **out)
+{
+	return sim_create(opts, false, out);
 }
 
 unsigned sim_num_devices(const struct sim *sim)

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include "sim.h"
@@ -283,6 +284,11 @@ struct sim_dev {
 	pthread_mutex_t send_lock;
 	int client_fd;
 	bool client_broken; /* under send_lock: a send failed, client_fd is shut down */
+	/* Test seam: when set (before any message, by the fuzz target on a
+	 * detached device), every message the server sends goes here instead of
+	 * a socket. Returns 0 or -errno as a send would. */
+	int (*tx_hook)(struct sim_dev *dev, bool request, const struct iovec *iov, int cnt,
+		       const int *fds, int nfds);
 	/* Twin-socket mode (the client offered it in VERSION): our end of the
 	 * socket pair for server-to-client requests (in-band DMA) and their
 	 * replies, or -1. Written under twin_lock (set by the server thread in
@@ -395,8 +401,25 @@ void exec_reset_locked(struct sim_dev *dev); /* lock held; exec not busy */
 void vm_tlb_invalidate(struct sim_dev *dev); /* lock held */
 void exec_kick(struct sim_dev *dev); /* lock held */
 
+/* sim_core.c: the devices of sim_start() without their threads and sockets,
+ * for the fuzz target (tests/fuzz/fuzz_sim_request.c), which drives
+ * srv_handle_msg() itself. sim_stop() frees it. */
+int sim_create_detached(const struct sim_opts *opts, struct sim **out);
+
 /* sim_server.c. */
 int srv_start(struct sim_dev *dev);
+/* The framing rules for a received header (m->hdr): sets m->len (body bytes
+ * kept) and m->bad (EINVAL: size below a header; E2BIG: above VFU_MAX_MSG).
+ * Returns how many bytes follow the header on the stream (kept or drained). */
+size_t srv_msg_frame(struct sim_msg *m);
+/* Run one received message: a client command (replied to through
+ * srv_send), or a reply to one of our in-band requests. Server thread (or a
+ * detached device's only thread). */
+void srv_handle_msg(struct sim_dev *dev, struct sim_msg *m);
+void srv_msg_free(struct sim_msg *m);
+/* End the client's session: close its sockets, drop its DMA windows and irq
+ * fds, forget VERSION. Server thread. */
+void srv_disconnect(struct sim_dev *dev);
 void srv_stop(struct sim_dev *dev); /* joins; dev->stop already set */
 void srv_wake(struct sim_dev *dev);
 /* Any thread: shut the client's sockets down (main and twin); the server

@@ -87,7 +87,7 @@ static int read_full(int fd, void *buf, size_t len, uint64_t deadline)
 	return 0;
 }
 
-static void msg_free(struct sim_msg *m)
+void srv_msg_free(struct sim_msg *m)
 {
 	if (!m)
 		return;
@@ -96,6 +96,21 @@ static void msg_free(struct sim_msg *m)
 			close(m->fds[i]);
 	free(m->body);
 	free(m);
+}
+
+size_t srv_msg_frame(struct sim_msg *m)
+{
+	m->len = 0;
+	if (m->hdr.size < sizeof(m->hdr)) {
+		m->bad = EINVAL;
+		return 0;
+	}
+	if (m->hdr.size > VFU_MAX_MSG) {
+		m->bad = E2BIG;
+		return m->hdr.size - sizeof(m->hdr);
+	}
+	m->len = m->hdr.size - sizeof(m->hdr);
+	return m->len;
 }
 
 /* Read one message. Returns 0 with *out, or -errno (connection unusable). */
@@ -110,6 +125,7 @@ static int recv_msg(int fd, struct sim_msg **out)
 	struct msghdr mh;
 	struct cmsghdr *c;
 	struct sim_msg *m;
+	size_t follow;
 	ssize_t n;
 	int ret;
 
@@ -161,16 +177,11 @@ static int recv_msg(int fd, struct sim_msg **out)
 		if (ret)
 			goto out_free;
 	}
-	if (m->hdr.size < sizeof(m->hdr)) {
-		m->bad = EINVAL;
-		*out = m;
-		return 0;
-	}
-	m->len = m->hdr.size - sizeof(m->hdr);
-	if (m->hdr.size > VFU_MAX_MSG) {
+	follow = srv_msg_frame(m);
+	if (m->bad == E2BIG) {
 		/* Too big to hold: drain it to stay in sync, answer E2BIG. */
 		uint8_t sink[4096];
-		size_t left = m->len;
+		size_t left = follow;
 
 		while (left) {
 			size_t k = left < sizeof(sink) ? left : sizeof(sink);
@@ -180,10 +191,6 @@ static int recv_msg(int fd, struct sim_msg **out)
 				goto out_free;
 			left -= k;
 		}
-		m->len = 0;
-		m->bad = E2BIG;
-		*out = m;
-		return 0;
 	}
 	if (m->len) {
 		m->body = malloc(m->len);
@@ -199,7 +206,7 @@ static int recv_msg(int fd, struct sim_msg **out)
 	return 0;
 
 out_free:
-	msg_free(m);
+	srv_msg_free(m);
 	return ret;
 }
 
@@ -295,6 +302,8 @@ static int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, cons
 		iov[cnt].iov_base = (void *)b2;
 		iov[cnt++].iov_len = l2;
 	}
+	if (dev->tx_hook)
+		return dev->tx_hook(dev, request, iov, cnt, fds, nfds);
 	if (request) {
 		pthread_mutex_lock(&dev->twin_lock);
 		if (dev->twin_fd >= 0) {
@@ -522,7 +531,7 @@ static void twin_command(struct sim_dev *dev, struct sim_msg *m)
 {
 	srv_log(dev, "command %u on the twin socket (it carries only the server's requests); dropped",
 		m->hdr.cmd);
-	msg_free(m);
+	srv_msg_free(m);
 }
 
 /* The connection broke: fail in-band requests so engines move on. */
@@ -570,7 +579,7 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 				}
 				if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
 					route_reply(dev, m);
-					msg_free(m);
+					srv_msg_free(m);
 				} else if (i == 0) {
 					backlog_push(dev, m); /* a command: served after the wait */
 				} else {
@@ -1223,7 +1232,7 @@ int sim_device_reset(struct sim_dev *dev)
 	return 0;
 }
 
-static void handle_cmd(struct sim_dev *dev, struct sim_msg *m)
+void srv_handle_msg(struct sim_dev *dev, struct sim_msg *m)
 {
 	if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
 		route_reply(dev, m);
@@ -1305,7 +1314,7 @@ static void close_listener(struct sim_dev *dev)
 	}
 }
 
-static void srv_disconnect(struct sim_dev *dev)
+void srv_disconnect(struct sim_dev *dev)
 {
 	uint64_t deadline = sim_now_ns() + 10000ull * 1000000ull;
 	struct sim_msg *m;
@@ -1354,7 +1363,7 @@ static void srv_disconnect(struct sim_dev *dev)
 		usleep(1000);
 	}
 	while ((m = backlog_pop(dev)))
-		msg_free(m);
+		srv_msg_free(m);
 	dev->versioned = false;
 	dev->client_dead = false;
 	if (gone)
@@ -1507,8 +1516,8 @@ static void *srv_thread(void *arg)
 		}
 		m = backlog_pop(dev);
 		if (m) {
-			handle_cmd(dev, m);
-			msg_free(m);
+			srv_handle_msg(dev, m);
+			srv_msg_free(m);
 			continue;
 		}
 
@@ -1552,8 +1561,8 @@ static void *srv_thread(void *arg)
 			if (recv_msg(dev->client_fd, &m)) {
 				srv_disconnect(dev);
 			} else {
-				handle_cmd(dev, m);
-				msg_free(m);
+				srv_handle_msg(dev, m);
+				srv_msg_free(m);
 			}
 			continue; /* serve the client before a new connection */
 		}
@@ -1564,7 +1573,7 @@ static void *srv_thread(void *arg)
 				srv_disconnect(dev);
 			} else if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
 				route_reply(dev, m);
-				msg_free(m);
+				srv_msg_free(m);
 			} else {
 				twin_command(dev, m);
 			}
@@ -1673,7 +1682,7 @@ void srv_stop(struct sim_dev *dev)
 	}
 	close_listener(dev);
 	while ((m = backlog_pop(dev)))
-		msg_free(m);
+		srv_msg_free(m);
 	if (dev->wake_fd >= 0) {
 		close(dev->wake_fd);
 		dev->wake_fd = -1;
