@@ -37,6 +37,12 @@
 
 /* The guard the current thread is inside, or NULL. */
 static __thread sigjmp_buf *guard_env;
+/* The thread's signal mask outside any handler, restored after a jump out
+ * of one: the handler may run with SIGBUS (and more) blocked whatever we ask
+ * (ThreadSanitizer's wrapper blocks every signal), and a SIGBUS that hits a
+ * thread where it is blocked kills the process. */
+static __thread sigset_t guard_mask;
+static __thread bool guard_mask_saved;
 /* The handler ours replaced (under guard_lock; read racily by the handler,
  * which uses it only for faults outside a guard: crashes anyway). */
 static struct sigaction guard_prev;
@@ -81,7 +87,8 @@ int sim_guard_init(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = guard_handler;
 	/* NODEFER: the jump leaves the handler without sigreturn, so SIGBUS
-	 * must not stay blocked in that thread. */
+	 * must not stay blocked in that thread (sim_guard_run restores the
+	 * mask too, for wrappers that block it anyway). */
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
 	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&guard_lock);
@@ -102,8 +109,13 @@ int sim_guard_run(struct sim_dev *dev, void (*fn)(void *arg), void *arg)
 	 * theirs for faults that are not ours. One sigaction() per access of
 	 * client memory. */
 	sim_guard_init();
+	if (!guard_mask_saved) {
+		pthread_sigmask(SIG_SETMASK, NULL, &guard_mask);
+		guard_mask_saved = true;
+	}
 	if (sigsetjmp(env, 0)) {
 		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		pthread_sigmask(SIG_SETMASK, &guard_mask, NULL);
 		fprintf(stderr,
 			"ugpu-sim[%u]: SIGBUS on client memory: a DMA window's file was truncated under "
 			"it; the access fails (ERR_DMA)\n",
