@@ -64,13 +64,19 @@ int vu_reply_status(const struct vu_log *l, uint16_t req_cmd, const struct vfu_h
 		return 0;
 	/* The specification forbids payload in an error reply, but some
 	 * servers send one: the errno they give is still the best answer.
-	 * Error 0 with the flag is allowed (failed, reason unknown); an errno no
-	 * kernel has is as good as none. */
+	 * Error 0 with the flag is allowed (failed, reason unknown); an errno
+	 * Linux does not have is as good as none (the caller would pass a
+	 * meaningless number up). */
 	if (len)
 		log_err(l->ctx,
 			"%s: error reply to %s carries %zu payload bytes, which the specification forbids; keeping its errno %u",
 			l->name, vu_cmd_name(req_cmd), len, h->error);
-	if (h->error == 0 || h->error >= 4096)
+	if (h->error > EHWPOISON) {
+		log_err(l->ctx, "%s: error reply to %s gives errno %u, which Linux does not have; -EIO",
+			l->name, vu_cmd_name(req_cmd), h->error);
+		return -EIO;
+	}
+	if (h->error == 0)
 		return -EIO;
 	return -(int)h->error;
 }

@@ -45,7 +45,7 @@ const char *vu_cmd_name(unsigned int cmd);
  * payload breaks the specification; some servers send one, so its errno is
  * kept (the violation is logged).
  * Returns: 0 (a success reply: the payload is the caller's), the reply's
- * -errno (-EIO when it gives none or an impossible one), or -EPROTO.
+ * -errno (-EIO when it gives none, or one Linux does not have), or -EPROTO.
  */
 int vu_reply_status(const struct vu_log *l, uint16_t req_cmd, const struct vfu_hdr *h,
 		    size_t len, bool fds_cut);

@@ -87,6 +87,7 @@ enum fake_mode {
 	FAKE_TOO_MANY_FDS, /* ... carrying 3 fds */
 	FAKE_ERR_PAYLOAD, /* ... an error reply (EACCES) with a payload */
 	FAKE_ERR, /* ... an error reply (EACCES) */
+	FAKE_ERR_ODD, /* ... an error reply with an errno Linux does not have */
 	FAKE_TRUNCATED, /* ... a header promising more than is ever sent */
 	FAKE_BAD_FRAME, /* ... a size field below the header size */
 	FAKE_DIE, /* close the socket after reading the trigger read */
@@ -366,6 +367,9 @@ static bool fake_trigger(struct fake *f, const struct vfu_hdr *h, const struct v
 		return true;
 	case FAKE_ERR:
 		fake_error(f, h, EACCES);
+		return true;
+	case FAKE_ERR_ODD:
+		fake_error(f, h, 2929);
 		return true;
 	case FAKE_TRUNCATED:
 		bad = (struct vfu_hdr){ .msg_id = h->msg_id, .cmd = h->cmd, .size = 200,
@@ -1054,6 +1058,13 @@ static void test_error_reply(void **s)
 	run_bad(&(struct bad_case){ FAKE_ERR, -EACCES, NULL, false });
 }
 
+static void test_error_reply_odd_errno(void **s)
+{
+	(void)s;
+	/* a number that means nothing is not passed up as if it did */
+	run_bad(&(struct bad_case){ FAKE_ERR_ODD, -EIO, "errno 2929, which Linux does not have", false });
+}
+
 static void test_truncated(void **s)
 {
 	(void)s;
@@ -1369,6 +1380,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_fds),
 		cmocka_unit_test(test_error_with_payload),
 		cmocka_unit_test(test_error_reply),
+		cmocka_unit_test(test_error_reply_odd_errno),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_bad_frame),
 		cmocka_unit_test(test_server_dies),
