@@ -8,10 +8,11 @@
  * hostile. The driver must return an error that says what was wrong and never
  * crash or hang.
  *
- * UGPU_BLACKBOX_SEED=N replays a black-box run; UGPU_BLACKBOX_ITERS=N sets
- * its length (default 40).
+ * UGPU_BLACKBOX_SEED=N replays a black-box run (it prints its seed);
+ * UGPU_BLACKBOX_ITERS=N sets its length (default 40 opens).
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -211,12 +212,205 @@ static void test_vram_fd_short(void **state)
 	assert_true(log_has("region 2: the server's fd holds 0 bytes"));
 }
 
+/* ---- black box: a server whose replies are mutated at random ------------- */
+
+struct bb {
+	uint64_t s; /* xorshift64* state */
+	unsigned pct; /* how often a reply is mutated */
+	unsigned mutated; /* how many were (under bb_mu: the proxy thread writes) */
+};
+
+static pthread_mutex_t bb_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t bb_rnd(struct bb *b)
+{
+	b->s ^= b->s >> 12;
+	b->s ^= b->s << 25;
+	b->s ^= b->s >> 27;
+	return b->s * 0x2545f4914f6cdd1dull;
+}
+
+/* An fd a hostile server might pass instead of the right one. */
+static int bb_fd(struct bb *b)
+{
+	int p[2], fd;
+
+	switch (bb_rnd(b) % 6) {
+	case 0:
+		return memfd_create("bb-empty", MFD_CLOEXEC);
+	case 1:
+		fd = memfd_create("bb-small", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fd >= 0 && ftruncate(fd, (off_t)(bb_rnd(b) % (8u << 20))) < 0) {
+			close(fd);
+			fd = -1;
+		}
+		return fd;
+	case 2:
+		if (pipe2(p, O_CLOEXEC))
+			return -1;
+		close(p[1]);
+		return p[0];
+	case 3:
+		return open("/dev/null", O_RDWR | O_CLOEXEC);
+	case 4:
+		return eventfd(0, EFD_CLOEXEC);
+	default:
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+			return -1;
+		close(p[1]);
+		return p[0];
+	}
+}
+
+static void bb_mutate(void *arg, bool to_client, struct vp_msg *m)
+{
+	struct bb *b = arg;
+	size_t total = sizeof(m->hdr) + m->len;
+
+	if (!to_client)
+		return;
+	pthread_mutex_lock(&bb_mu);
+	if (bb_rnd(b) % 100 >= b->pct) {
+		pthread_mutex_unlock(&bb_mu);
+		return;
+	}
+	b->mutated++;
+	switch (bb_rnd(b) % 10) {
+	case 0: /* bits in the header */
+		((uint8_t *)&m->hdr)[bb_rnd(b) % sizeof(m->hdr)] ^= (uint8_t)(1u << (bb_rnd(b) % 8));
+		break;
+	case 1: /* bits in the payload */
+		for (int i = 0, n = 1 + (int)(bb_rnd(b) % 8); m->len && i < n; i++)
+			m->body[bb_rnd(b) % m->len] ^= (uint8_t)(1u << (bb_rnd(b) % 8));
+		break;
+	case 2: /* payload cut, size kept consistent */
+		m->len = m->len ? bb_rnd(b) % m->len : 0;
+		m->hdr.size = (uint32_t)(sizeof(m->hdr) + m->len);
+		break;
+	case 3: /* an error reply, with or without payload */
+		m->hdr.flags |= VFU_F_ERROR;
+		m->hdr.error = (uint32_t)(bb_rnd(b) % 5000);
+		if (bb_rnd(b) % 2) {
+			m->len = 0;
+			m->hdr.size = sizeof(m->hdr);
+		}
+		break;
+	case 4: /* dropped: the caller times out */
+		m->drop = true;
+		break;
+	case 5: /* another msg_id or command */
+		if (bb_rnd(b) % 2)
+			m->hdr.msg_id = (uint16_t)bb_rnd(b);
+		else
+			m->hdr.cmd = (uint16_t)(bb_rnd(b) % 20);
+		break;
+	case 6: /* a size that lies: the stream breaks */
+		m->raw = malloc(total);
+		if (m->raw) {
+			memcpy(m->raw, &m->hdr, sizeof(m->hdr));
+			memcpy(m->raw + sizeof(m->hdr), m->body, m->len);
+			m->raw_len = bb_rnd(b) % total;
+			((struct vfu_hdr *)m->raw)->size = (uint32_t)(bb_rnd(b) % 2 ? bb_rnd(b) : total + 64);
+			if (m->raw_len < sizeof(m->hdr))
+				m->raw_len = sizeof(m->hdr);
+		}
+		break;
+	default: { /* the fds: swapped, dropped or one too many */
+		int fd = bb_fd(b);
+
+		if (m->nfds && bb_rnd(b) % 3) {
+			close(m->fds[0]);
+			m->fds[0] = fd;
+		} else if (m->nfds && bb_rnd(b) % 2) {
+			close(m->fds[--m->nfds]);
+			if (fd >= 0)
+				close(fd);
+		} else if (fd >= 0 && m->nfds < VP_MAX_FDS) {
+			m->fds[m->nfds++] = fd;
+		} else if (fd >= 0) {
+			close(fd);
+		}
+		break;
+	}
+	}
+	pthread_mutex_unlock(&bb_mu);
+}
+
+/*
+ * The driver opens the reference device through a server whose replies are
+ * mutated at random (seeded). Every open returns 0 or an -errno within its
+ * bounds, never crashes; a device that opened anyway is usable and closes;
+ * and the unmutated device opens fine afterwards.
+ */
+static void test_blackbox_server(void **state)
+{
+	const char *env_seed = getenv("UGPU_BLACKBOX_SEED");
+	const char *env_iters = getenv("UGPU_BLACKBOX_ITERS");
+	uint64_t seed = env_seed ? strtoull(env_seed, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+	unsigned iters = env_iters ? (unsigned)atoi(env_iters) : 40, opened = 0, failed = 0;
+	unsigned by_errno[4096] = { 0 };
+	struct fx *f = *state;
+	struct bb b = { .s = seed ? seed : 1 };
+	char direct[128];
+
+	printf("# hostile server: seed %" PRIu64 " (UGPU_BLACKBOX_SEED=%" PRIu64 " replays), %u opens\n",
+	       seed, seed, iters);
+	fflush(stdout);
+	/* Short bounds: a dropped reply costs one timeout, not five seconds. */
+	setenv("UGPU_VFIO_USER_TIMEOUT_MS", "300", 1);
+	proxy_on(f, bb_mutate, &b);
+	for (unsigned i = 0; i < iters; i++) {
+		struct ugpu_device *d = NULL;
+		uint64_t t0 = vp_now_ms();
+		int ret;
+
+		pthread_mutex_lock(&bb_mu);
+		b.pct = 1 + (unsigned)(bb_rnd(&b) % 12);
+		pthread_mutex_unlock(&bb_mu);
+		/* half the opens offer twin-socket mode, half do not */
+		setenv("UGPU_VFIO_USER_TWIN_SOCKET", i % 2 ? "0" : "1", 1);
+		ret = ugpu_device_open(f->ctx, f->uri, &d);
+		if (ret == 0) {
+			struct ugpu_device_info info = { .size = sizeof(info) };
+
+			assert_int_equal(ugpu_device_query(d, &info), 0);
+			ugpu_device_close(d);
+			opened++;
+		} else {
+			assert_true(ret < 0 && ret > -4096);
+			assert_null(d);
+			by_errno[-ret]++;
+			failed++;
+		}
+		/* Bounded: every wait of the open is (a few timeouts at most). */
+		assert_true(vp_now_ms() - t0 < 30000);
+		wait_no_client(f);
+	}
+	unsetenv("UGPU_VFIO_USER_TWIN_SOCKET");
+	unsetenv("UGPU_VFIO_USER_TIMEOUT_MS");
+	printf("# hostile server: %u opened anyway, %u refused with an error, %u replies mutated; errors:",
+	       opened, failed, b.mutated);
+	for (int e = 1; e < 4096; e++)
+		if (by_errno[e])
+			printf(" %s %u,", strerror(e), by_errno[e]);
+	printf("\n");
+	/* The device itself is fine: a direct open works. */
+	snprintf(direct, sizeof(direct), "vfio-user:%s", sim_socket_path(f->sim, 0));
+	{
+		struct ugpu_device *d = NULL;
+
+		assert_int_equal(ugpu_device_open(f->ctx, direct, &d), 0);
+		ugpu_device_close(d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_held_by_another_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_profile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vram_fd_short, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blackbox_server, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
