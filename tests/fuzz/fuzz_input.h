@@ -82,6 +82,14 @@ struct fz_keep {
 	int n;
 };
 
+static inline void fz_keep_add(struct fz_keep *k, int fd)
+{
+	if (k->n < FZ_MAX_FDS)
+		k->fds[k->n++] = fd;
+	else
+		close(fd);
+}
+
 static inline void fz_keep_close(struct fz_keep *k)
 {
 	for (int i = 0; i < k->n; i++)
@@ -130,19 +138,14 @@ static inline int fz_make_fds(uint8_t spec, int *fds, struct fz_keep *keep)
 		fcntl(p[1], F_SETFL, 0); /* as a hostile peer passes it: blocking */
 		if (arg & 2)
 			close(p[0]);
-		else if (keep->n < FZ_MAX_FDS)
-			keep->fds[keep->n++] = p[0];
 		else
-			close(p[0]);
+			fz_keep_add(keep, p[0]);
 		fds[0] = p[1];
 		return 1;
 	case FZ_SOCKET:
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
 			return 0;
-		if (keep->n < FZ_MAX_FDS)
-			keep->fds[keep->n++] = p[1];
-		else
-			close(p[1]);
+		fz_keep_add(keep, p[1]);
 		fds[0] = p[0];
 		return 1;
 	case FZ_DEVNULL:

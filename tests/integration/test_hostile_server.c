@@ -25,46 +25,11 @@
 #include <ugpu/device.h>
 #include <ugpu/ugpu.h>
 
+#include "test_log.h"
 #include "tools/ugpu-sim/sim.h"
 #include "vu_proxy.h"
 
 #define VRAM (16u << 20)
-
-/* ---- log capture -------------------------------------------------------- */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[16384];
-
-static void log_hook(void *user, enum ugpu_log_level level, const char *msg)
-{
-	(void)user;
-	(void)level;
-	pthread_mutex_lock(&log_mu);
-	if (strlen(log_buf) + strlen(msg) + 2 < sizeof(log_buf)) {
-		strcat(log_buf, msg);
-		strcat(log_buf, "\n");
-	}
-	pthread_mutex_unlock(&log_mu);
-}
-
-static bool log_has(const char *needle)
-{
-	bool r;
-
-	pthread_mutex_lock(&log_mu);
-	r = strstr(log_buf, needle) != NULL;
-	if (!r)
-		fprintf(stderr, "log lacks \"%s\"; log was:\n%s", needle, log_buf);
-	pthread_mutex_unlock(&log_mu);
-	return r;
-}
-
-static void log_clear(void)
-{
-	pthread_mutex_lock(&log_mu);
-	log_buf[0] = '\0';
-	pthread_mutex_unlock(&log_mu);
-}
 
 /* ---- fixture: ugpu-sim, a proxy in front of it, a context ----------------- */
 
@@ -361,7 +326,7 @@ static void test_blackbox_server(void **state)
 	proxy_on(f, bb_mutate, &b);
 	for (unsigned i = 0; i < iters; i++) {
 		struct ugpu_device *d = NULL;
-		uint64_t t0 = vp_now_ms();
+		uint64_t t0 = tc_now_ms();
 		int ret;
 
 		pthread_mutex_lock(&bb_mu);
@@ -383,7 +348,7 @@ static void test_blackbox_server(void **state)
 			failed++;
 		}
 		/* Bounded: every wait of the open is (a few timeouts at most). */
-		assert_true(vp_now_ms() - t0 < 30000);
+		assert_true(tc_now_ms() - t0 < 30000);
 		wait_no_client(f);
 	}
 	unsetenv("UGPU_VFIO_USER_TWIN_SOCKET");

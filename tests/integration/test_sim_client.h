@@ -128,11 +128,22 @@ static inline int tc_send(struct tc *c, uint16_t cmd, uint16_t id, uint32_t flag
 	return tc_send_on(c->fd, cmd, id, flags, b1, l1, b2, l2, fds, nfds);
 }
 
-static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
+/* Read exactly @len bytes from @fd by @deadline (ms); fds that come along go
+ * into @fds (up to @max, counted in *@nfds; the rest are closed), or are
+ * closed when @fds is NULL. */
+static inline int tc_read_fds(int fd, void *buf, size_t len, uint64_t deadline, int *fds, int *nfds,
+			      int max)
 {
 	uint8_t *b = buf;
 
 	while (len) {
+		union {
+			char b[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr a;
+		} cb;
+		struct iovec iov = { .iov_base = b, .iov_len = len };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+				     .msg_controllen = sizeof(cb.b) };
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		uint64_t now = tc_now_ms();
 		ssize_t n;
@@ -141,7 +152,7 @@ static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
 			return -ETIMEDOUT;
 		if (poll(&p, 1, (int)(deadline - now)) <= 0)
 			continue;
-		n = recv(fd, b, len, MSG_DONTWAIT);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n == 0)
 			return -ECONNRESET;
 		if (n < 0) {
@@ -149,10 +160,28 @@ static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
 				continue;
 			return -errno;
 		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+			for (int i = 0; i < k; i++) {
+				int f;
+
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (fds && *nfds < max)
+					fds[(*nfds)++] = f;
+				else
+					close(f);
+			}
+		}
 		b += n;
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
+{
+	return tc_read_fds(fd, buf, len, deadline, NULL, NULL, 0);
 }
 
 /* Receive one message (any type) from @fd. */

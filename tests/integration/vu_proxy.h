@@ -23,11 +23,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "src/vfio/vfio_user_proto.h"
+#include "test_sim_client.h"
 
 #define VP_MAX_FDS 16
 #define VP_IO_MS 1000
@@ -59,14 +61,6 @@ struct vp {
 	unsigned sessions; /* atomic: connections forwarded so far */
 };
 
-static inline uint64_t vp_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static inline bool vp_stopping(struct vp *p)
 {
 	return __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE);
@@ -75,91 +69,14 @@ static inline bool vp_stopping(struct vp *p)
 /* Read exactly @len bytes (fds collected into @m) within @deadline. */
 static inline int vp_read(int fd, void *buf, size_t len, struct vp_msg *m, uint64_t deadline)
 {
-	size_t got = 0;
-
-	while (got < len) {
-		union {
-			char b[CMSG_SPACE(sizeof(int) * VP_MAX_FDS)];
-			struct cmsghdr a;
-		} cb;
-		struct iovec iov = { .iov_base = (uint8_t *)buf + got, .iov_len = len - got };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
-				     .msg_controllen = sizeof(cb.b) };
-		struct pollfd pf = { .fd = fd, .events = POLLIN };
-		uint64_t now = vp_now_ms();
-		ssize_t n;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		if (poll(&pf, 1, (int)(deadline - now)) <= 0)
-			continue;
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-
-			for (int i = 0; i < k; i++) {
-				int f;
-
-				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (m->nfds < VP_MAX_FDS)
-					m->fds[m->nfds++] = f;
-				else
-					close(f);
-			}
-		}
-		got += (size_t)n;
-	}
-	return 0;
+	return tc_read_fds(fd, buf, len, deadline, m->fds, &m->nfds, VP_MAX_FDS);
 }
 
-/* Send @len bytes, @fds with the first one, within VP_IO_MS. */
+/* Send @len bytes, @fds with the first one; the socket's send timeout
+ * (VP_IO_MS, vp_session) bounds every wait. */
 static inline int vp_write(int fd, const uint8_t *buf, size_t len, const int *fds, int nfds)
 {
-	uint64_t deadline = vp_now_ms() + VP_IO_MS;
-	size_t sent = 0;
-
-	while (sent < len) {
-		union {
-			char b[CMSG_SPACE(sizeof(int) * VP_MAX_FDS)];
-			struct cmsghdr a;
-		} cb;
-		struct iovec iov = { .iov_base = (void *)(buf + sent), .iov_len = len - sent };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		struct pollfd pf = { .fd = fd, .events = POLLOUT };
-		uint64_t now = vp_now_ms();
-		ssize_t n;
-
-		if (nfds && sent == 0) {
-			struct cmsghdr *c;
-
-			memset(&cb, 0, sizeof(cb));
-			mh.msg_control = cb.b;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-			c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-			memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-		}
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		n = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				return -errno;
-			poll(&pf, 1, (int)(deadline - now));
-			continue;
-		}
-		sent += (size_t)n;
-	}
-	return 0;
+	return tc_send_raw_on(fd, buf, len, fds, nfds);
 }
 
 static inline void vp_msg_release(struct vp_msg *m)
@@ -175,7 +92,7 @@ static inline void vp_msg_release(struct vp_msg *m)
 /* Forward one message from @from to @to. Returns 0 or -errno (session over). */
 static inline int vp_forward(struct vp *p, int from, int to, bool to_client)
 {
-	uint64_t deadline = vp_now_ms() + VP_IO_MS;
+	uint64_t deadline = tc_now_ms() + VP_IO_MS;
 	struct vp_msg m;
 	uint8_t *out;
 	size_t out_len;
@@ -222,12 +139,17 @@ static inline void vp_session(struct vp *p, int cfd)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+	struct timeval tv = { .tv_sec = VP_IO_MS / 1000, .tv_usec = (VP_IO_MS % 1000) * 1000 };
+
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", p->upstream);
 	if (sfd < 0 || connect(sfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (sfd >= 0)
 			close(sfd);
 		return;
 	}
+	/* No send may wait longer than VP_IO_MS. */
+	setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	__atomic_add_fetch(&p->sessions, 1, __ATOMIC_RELEASE);
 	while (!vp_stopping(p)) {
 		struct pollfd pf[2] = { { .fd = cfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };

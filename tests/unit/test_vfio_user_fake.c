@@ -31,42 +31,7 @@
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
 #include "src/vfio/vfio_user_proto.h"
-
-/* ---- log capture: the client must name what was wrong ------------------ */
-
-static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[8192];
-
-static void log_hook(void *user, enum ugpu_log_level level, const char *msg)
-{
-	(void)user;
-	(void)level;
-	pthread_mutex_lock(&log_mu);
-	if (strlen(log_buf) + strlen(msg) + 2 < sizeof(log_buf)) {
-		strcat(log_buf, msg);
-		strcat(log_buf, "\n");
-	}
-	pthread_mutex_unlock(&log_mu);
-}
-
-static bool log_has(const char *needle)
-{
-	bool r;
-
-	pthread_mutex_lock(&log_mu);
-	r = strstr(log_buf, needle) != NULL;
-	pthread_mutex_unlock(&log_mu);
-	if (!r)
-		fprintf(stderr, "log lacks \"%s\"; log was:\n%s", needle, log_buf);
-	return r;
-}
-
-static void log_clear(void)
-{
-	pthread_mutex_lock(&log_mu);
-	log_buf[0] = '\0';
-	pthread_mutex_unlock(&log_mu);
-}
+#include "test_log.h"
 
 static int64_t mono_ms(void)
 {

@@ -1314,26 +1314,26 @@ static void close_listener(struct sim_dev *dev)
 	}
 }
 
+/* Close a client socket under the lock that guards its sends. */
+static void sock_close(pthread_mutex_t *lock, int *fd)
+{
+	pthread_mutex_lock(lock);
+	if (*fd >= 0) {
+		shutdown(*fd, SHUT_RDWR);
+		close(*fd);
+		*fd = -1;
+	}
+	pthread_mutex_unlock(lock);
+}
+
 void srv_disconnect(struct sim_dev *dev)
 {
 	uint64_t deadline = sim_now_ns() + 10000ull * 1000000ull;
 	struct sim_msg *m;
 	bool gone = false;
 
-	pthread_mutex_lock(&dev->send_lock);
-	if (dev->client_fd >= 0) {
-		shutdown(dev->client_fd, SHUT_RDWR);
-		close(dev->client_fd);
-		dev->client_fd = -1;
-	}
-	pthread_mutex_unlock(&dev->send_lock);
-	pthread_mutex_lock(&dev->twin_lock);
-	if (dev->twin_fd >= 0) {
-		shutdown(dev->twin_fd, SHUT_RDWR);
-		close(dev->twin_fd);
-		dev->twin_fd = -1;
-	}
-	pthread_mutex_unlock(&dev->twin_lock);
+	sock_close(&dev->send_lock, &dev->client_fd);
+	sock_close(&dev->twin_lock, &dev->twin_fd);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = false;
 	pending_fail_all(dev, ENODEV);
