@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,63 @@
 #define CE_MAX_SIZE (1ull << 30)
 #define CE_CHUNK (1ull << 20)
 
+/*
+ * The backstop for interrupt writes. irq_fd_adopt() makes each fd
+ * non-blocking, but the flag lives in the file description the client shares:
+ * a client can clear it again on its copy, saturate its eventfd and wait.
+ * Nothing per call makes an eventfd write non-blocking (no MSG_DONTWAIT, no
+ * RWF_NOWAIT on Linux 6.1's eventfd), so each write runs under a one-shot
+ * timer aimed at the writing thread: if the write sleeps, the signal
+ * interrupts it (the handler has no SA_RESTART) and it fails with EINTR after
+ * at most SIM_IRQ_WRITE_MS. The signal is one real-time signal of the
+ * process, taken once (documented in docs/reference-device.md).
+ */
+#define SIM_IRQ_ALARM_SIG (SIGRTMAX - 3)
+#define SIM_IRQ_WRITE_MS 20
+
+static void irq_alarm(int sig)
+{
+	(void)sig; /* only there to interrupt a write */
+}
+
+static void irq_alarm_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = irq_alarm;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIM_IRQ_ALARM_SIG, &sa, NULL);
+}
+
+static ssize_t irq_write(int fd)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	struct itimerspec its = { .it_value = { .tv_nsec = SIM_IRQ_WRITE_MS * 1000000L } };
+	struct sigevent sev;
+	uint64_t one = 1;
+	bool timed;
+	timer_t t;
+	ssize_t n;
+
+	pthread_once(&once, irq_alarm_install);
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIM_IRQ_ALARM_SIG;
+	sev._sigev_un._tid = gettid();
+	timed = timer_create(CLOCK_MONOTONIC, &sev, &t) == 0;
+	if (timed && timer_settime(t, 0, &its, NULL) < 0) {
+		timer_delete(t);
+		timed = false;
+	}
+	n = write(fd, &one, sizeof(one));
+	if (timed)
+		timer_delete(t); /* a signal already sent just finds no write to stop */
+	return n;
+}
+
 void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
 {
-	uint64_t one = 1;
 	int fd;
 
 	if (index >= SIM_NUM_IRQS || vec >= SIM_MSIX_VECTORS)
@@ -43,11 +98,12 @@ void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
 	fd = dev->irq_fd[index][vec];
 	/* Under dev->lock so the fd cannot be closed (and its number reused)
 	 * by SET_IRQS or a disconnect while we write. The fd is non-blocking
-	 * (irq_fd_adopt) and our threads block SIGPIPE, so this write returns
-	 * at once whatever the client did to its end: a full eventfd counter
-	 * or pipe (EAGAIN), a pipe without a reader (EPIPE). That interrupt is
-	 * the client's loss; the device goes on. */
-	if (fd >= 0 && write(fd, &one, sizeof(one)) != (ssize_t)sizeof(one)) {
+	 * (irq_fd_adopt), our threads block SIGPIPE, and irq_write() bounds the
+	 * write should the client have made it blocking again: it returns
+	 * whatever the client did to its end (a full eventfd counter or pipe:
+	 * EAGAIN or, past the backstop, EINTR; a pipe without a reader: EPIPE).
+	 * That interrupt is the client's loss; the device goes on. */
+	if (fd >= 0 && irq_write(fd) != (ssize_t)sizeof(uint64_t)) {
 		int err = errno;
 
 		dev->cnt_irq_drops++;
