@@ -286,6 +286,7 @@ int vu_region_fd_check(const struct vu_log *l, int fd, const struct vfio_dev_reg
 {
 	uint64_t end = info->size;
 	struct stat st;
+	bool sealed;
 	int seals;
 
 	if (fstat(fd, &st) < 0) {
@@ -302,6 +303,21 @@ int vu_region_fd_check(const struct vu_log *l, int fd, const struct vfio_dev_reg
 			l->name, info->index, (unsigned)st.st_mode);
 		return -EPROTO;
 	}
+	/* Freeze the size first, then check it: checked first, the server
+	 * could truncate the file between the check and the seal. A memfd
+	 * created with sealing allowed takes F_SEAL_SHRINK from any writer. */
+	seals = fcntl(fd, F_GET_SEALS);
+	sealed = seals >= 0 && (seals & F_SEAL_SHRINK);
+	if (!sealed && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0) {
+		sealed = true;
+		if (fstat(fd, &st) < 0) {
+			int err = -errno;
+
+			log_err(l->ctx, "%s: region %u: cannot fstat the fd the server passed: %s",
+				l->name, info->index, strerror(-err));
+			return err;
+		}
+	}
 	if (info->nr_sparse) {
 		end = 0;
 		for (uint32_t i = 0; i < info->nr_sparse; i++)
@@ -316,16 +332,10 @@ int vu_region_fd_check(const struct vu_log *l, int fd, const struct vfio_dev_reg
 			mmap_off > UINT64_MAX - end ? UINT64_MAX : mmap_off + end);
 		return -EPROTO;
 	}
-	/* Checked now; freeze it so the server cannot truncate it under our
-	 * mappings later (a memfd created with sealing allowed). */
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals >= 0 && (seals & F_SEAL_SHRINK))
-		return 0;
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
-		return 0;
-	log_dbg(l->ctx,
-		"%s: region %u: the server's fd cannot be sealed against shrinking (%s): a server that truncates it later would crash this process",
-		l->name, info->index, strerror(errno));
+	if (!sealed)
+		log_dbg(l->ctx,
+			"%s: region %u: the server's fd cannot be sealed against shrinking: a server that truncates it later would crash this process",
+			l->name, info->index);
 	return 0;
 }
 

@@ -95,9 +95,10 @@ int vu_region_info_parse(const struct vu_log *l, uint32_t index, uint32_t argsz,
  * vu_region_fd_check() - may the driver mmap @fd for region @info at
  * @mmap_off? A regular file (a memfd) must hold every byte the region (or its
  * sparse areas) maps: a shorter file would SIGBUS the driver on first touch.
- * The file is then sealed against shrinking when it allows (F_SEAL_SHRINK),
- * so the server cannot truncate it under our mappings later; when it cannot
- * be sealed that remaining risk is logged (debug). A character or block
+ * The file is sealed against shrinking first when it allows (F_SEAL_SHRINK),
+ * then checked, so the server cannot truncate it under our mappings later
+ * (nor between the check and the seal); when it cannot be sealed that
+ * remaining risk is logged (debug). A character or block
  * device is left to its own mmap, which refuses ranges it cannot back; any
  * other kind of fd cannot be mapped and is refused.
  * Returns: 0, -EPROTO, or -errno from fstat.
