@@ -20,6 +20,7 @@ arts=$bld/fuzz-artifacts
 mkdir -p "$arts"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM
 status=0
 
 for t in fuzz_sim_request fuzz_client_reply; do
