@@ -45,7 +45,9 @@ for t in fuzz_sim_request fuzz_client_reply; do
 		-artifact_prefix="$arts/$t-" "$work/$t" "$here/corpus/$t" >"$work/$t.log" 2>&1; then
 		execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log")
 		rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/$t.log")
-		echo "fuzz: $t: seed $seed, $execs executions ($rate/s), no finding"
+		cov=$(grep -E '^#[0-9]+.*(DONE|pulse)' "$work/$t.log" | tail -n 1 |
+			sed -n 's/.*cov: \([0-9]*\) ft: \([0-9]*\) corp: \([^ ]*\).*/\1 edges, \2 features, corpus \3/p')
+		echo "fuzz: $t: seed $seed, $execs executions ($rate/s), ${cov:-?}, no finding"
 	else
 		echo "fuzz: $t: FINDING (seed $seed); last lines:"
 		tail -n 40 "$work/$t.log"
