@@ -312,7 +312,7 @@ static void test_blackbox_server(void **state)
 	const char *env_seed = getenv("UGPU_BLACKBOX_SEED");
 	const char *env_iters = getenv("UGPU_BLACKBOX_ITERS");
 	uint64_t seed = env_seed ? strtoull(env_seed, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-	unsigned iters = env_iters ? (unsigned)atoi(env_iters) : 40, opened = 0, failed = 0;
+	unsigned iters = env_iters ? (unsigned)atoi(env_iters) : 40, opened = 0, failed = 0, mutated;
 	unsigned by_errno[4096] = { 0 };
 	struct fx *f = *state;
 	struct bb b = { .s = seed ? seed : 1 };
@@ -353,8 +353,11 @@ static void test_blackbox_server(void **state)
 	}
 	unsetenv("UGPU_VFIO_USER_TWIN_SOCKET");
 	unsetenv("UGPU_VFIO_USER_TIMEOUT_MS");
+	pthread_mutex_lock(&bb_mu); /* the proxy thread may still forward */
+	mutated = b.mutated;
+	pthread_mutex_unlock(&bb_mu);
 	printf("# hostile server: %u opened anyway, %u refused with an error, %u replies mutated; errors:",
-	       opened, failed, b.mutated);
+	       opened, failed, mutated);
 	for (int e = 1; e < 4096; e++)
 		if (by_errno[e])
 			printf(" %s %u,", strerror(e), by_errno[e]);
