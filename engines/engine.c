@@ -7,7 +7,8 @@
 #include <time.h>
 
 #include "engines/engine.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
 
 const char *engine_space_name(enum engine_space space)
 {
@@ -22,17 +23,9 @@ const char *engine_space_name(enum engine_space space)
 	return "?";
 }
 
-uint64_t engine_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int engine_ms_left(uint64_t deadline_ms)
 {
-	uint64_t now = engine_now_ms();
+	uint64_t now = now_ms();
 
 	if (now >= deadline_ms)
 		return 0;

@@ -194,7 +194,6 @@ bool engine_fence_is_done(struct engine *e, uint64_t fence);
 const char *engine_space_name(enum engine_space space);
 
 /* Bounded wall-clock helpers shared by backends. */
-uint64_t engine_now_ms(void);
 /* Milliseconds left until @deadline_ms (0 when past), capped to INT32_MAX. */
 int engine_ms_left(uint64_t deadline_ms);
 

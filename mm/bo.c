@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Buffer objects: placement, pinning, moves with the copy engine, LRU
- * eviction, and CPU mappings that follow the object (mm/cpu_map). The design
+ * Buffer objects: the manager, creation and placement, pinning, the public
+ * API, and CPU mappings that follow the object (mm/cpu_map); moves and
+ * eviction are mm/move.c. The design
  * and its invariants are in docs/bo.md; the locking rule next to struct
  * bo_mgr (mm/bo.h).
  */
@@ -15,78 +16,29 @@
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
-#include "src/rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/vram.h"
+#include "src/base/log.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/rpm.h"
+#include "src/unplug.h"
 
 #define PAGE_SIZE_BO 4096u
-/* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
-#define COPY_CHUNK (256ull << 20)
 
-/* ---- lists ---------------------------------------------------------------- */
-
-static void link_init(struct bo_link *l)
-{
-	l->next = l->prev = l;
-}
-
-static bool link_linked(const struct bo_link *l)
-{
-	return l->next != l;
-}
-
-static void link_del(struct bo_link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	link_init(l);
-}
-
-static void link_add_tail(struct bo_link *head, struct bo_link *l)
-{
-	l->prev = head->prev;
-	l->next = head;
-	head->prev->next = l;
-	head->prev = l;
-}
-
-#define bo_of_lru(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, lru)))
+/* ---- helpers -------------------------------------------------------------- */
 
 static struct bo_mgr *mgr_of(struct ugpu_device *dev)
 {
 	return dev->bo_mgr;
 }
 
-void bo_lru_del_locked(struct ugpu_bo *bo)
-{
-	if (link_linked(&bo->lru)) {
-		link_del(&bo->lru);
-		mgr_of(bo->dev)->nr_lru--;
-	}
-}
-
-/* Put @bo at the most-recently-used end if it belongs on the LRU at all. */
-void bo_lru_update_locked(struct ugpu_bo *bo)
-{
-	struct bo_mgr *m = mgr_of(bo->dev);
-
-	bo_lru_del_locked(bo);
-	if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count) {
-		link_add_tail(&m->lru, &bo->lru);
-		m->nr_lru++;
-	}
-}
-
-/* ---- helpers -------------------------------------------------------------- */
-
-static uint64_t blocks_bytes(struct ugpu_device *dev, const struct buddy_list *l)
+static uint64_t blocks_bytes(const struct buddy_list *l)
 {
 	struct buddy_block *b;
 	uint64_t n = 0;
 
 	buddy_list_for_each(b, l)
-		n += buddy_block_size(&dev->vram_mm, b);
+		n += vram_block_size(b);
 	return n;
 }
 
@@ -95,288 +47,6 @@ uint64_t bo_vram_offset(const struct ugpu_bo *bo)
 	struct buddy_block *b = buddy_list_first(bo->vram);
 
 	return b ? buddy_block_offset(b) : 0;
-}
-
-static bool placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)
-{
-	unsigned int i;
-
-	for (i = 0; i < bo->nplacements; i++)
-		if (bo->placements[i] == p)
-			return true;
-	return false;
-}
-
-int bo_copy_timeout_ms(uint64_t bytes)
-{
-	return 5000 + (int)(bytes >> 28) * 1000;
-}
-
-int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
-		  bool to_vram, uint64_t *fence)
-{
-	struct buddy_block *b;
-	uint64_t done = 0;
-	int ret = 0;
-
-	engine_plug(e);
-	buddy_list_for_each(b, blocks) {
-		/* Block sizes are chunk << order; the list does not carry the mm,
-		 * so derive the size from the order with the 4 KiB chunk all
-		 * device VRAM managers use. */
-		uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
-		uint64_t off = buddy_block_offset(b), pos = 0;
-
-		while (pos < bsz && done < size) {
-			uint64_t n = bsz - pos;
-
-			if (n > size - done)
-				n = size - done;
-			if (n > COPY_CHUNK)
-				n = COPY_CHUNK;
-			if (to_vram)
-				ret = engine_copy(e, engine_vram(off + pos), engine_iova(iova + done), n,
-						  fence);
-			else
-				ret = engine_copy(e, engine_iova(iova + done), engine_vram(off + pos), n,
-						  fence);
-			if (ret)
-				goto out;
-			pos += n;
-			done += n;
-		}
-	}
-out:
-	{
-		int r = engine_unplug(e);
-
-		if (!ret)
-			ret = r;
-	}
-	return ret;
-}
-
-int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
-			struct bo_sys *out)
-{
-	struct bo_mgr *m = mgr_of(dev);
-	int ret;
-
-	out->mem.fd = -1;
-	out->mem.vaddr = NULL;
-	out->iova = 0;
-	if (backup && m->fail_backup_at) {
-		if (m->fail_backup_at == 1) {
-			if (!m->fail_backup_always)
-				m->fail_backup_at = 0;
-			log_err(dev->ctx, "%s: backup of BO '%s' (%" PRIu64 " bytes): injected allocation failure",
-				dev->vdev->name, name, size);
-			return -ENOMEM;
-		}
-		m->fail_backup_at--;
-	}
-	ret = sysmem_create(dev->ctx, size, name, &out->mem);
-	if (ret)
-		return ret;
-	if (device_is_removed(dev))
-		return 0; /* unplug: no device to map it for (iova 0) */
-	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
-	if (ret) {
-		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
-			dev->vdev->name, size, name, ugpu_strerror(ret));
-		sysmem_destroy(&out->mem);
-		return ret;
-	}
-	if (backup) {
-		/* A backup is written in the suspend window: fault its pages in
-		 * now so the copy there runs at memcpy speed. */
-		if (madvise(out->mem.vaddr, out->mem.size, MADV_POPULATE_WRITE))
-			memset(out->mem.vaddr, 0, out->mem.size);
-	}
-	return 0;
-}
-
-void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
-{
-	int ret;
-
-	if (s->mem.fd < 0)
-		return;
-	/* iova 0: never mapped, or unmapped by the removal (src/unplug.c) */
-	ret = s->iova ? dma_unmap(&dev->dma, s->iova, s->mem.size) : 0;
-	if (ret && ret != -ENODEV)
-		log_warn(dev->ctx, "%s: DMA unmap of a BO's system memory failed: %s",
-			 dev->vdev->name, ugpu_strerror(ret));
-	sysmem_destroy(&s->mem);
-	s->mem.fd = -1;
-	s->iova = 0;
-}
-
-/* ---- eviction and moves ---------------------------------------------------- */
-
-/*
- * The least recently used BO that can go to system memory, other than
- * @except. Second chance: a BO touched through its CPU mapping since the
- * last look (the fault path cannot take the manager lock to bump it) goes
- * to the MRU end once instead.
- */
-static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
-{
-	uint64_t budget = 2 * m->nr_lru + 1;
-	struct bo_link *l = m->lru.next;
-
-	while (l != &m->lru && budget--) {
-		struct ugpu_bo *bo = bo_of_lru(l);
-		struct bo_link *next = l->next;
-
-		if (bo != except && placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
-			if (!__atomic_exchange_n(&bo->touched, 0, __ATOMIC_RELAXED))
-				return bo;
-			link_del(&bo->lru);
-			link_add_tail(&m->lru, &bo->lru);
-			if (next == &m->lru)
-				next = m->lru.next;
-		}
-		l = next;
-	}
-	/* Everything was touched: take the first candidate anyway. */
-	for (l = m->lru.next; l != &m->lru; l = l->next) {
-		struct ugpu_bo *bo = bo_of_lru(l);
-
-		if (bo != except && placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
-			return bo;
-	}
-	return NULL;
-}
-
-/* VRAM for @bo, evicting unpinned BOs in LRU order until it fits. */
-static int vram_alloc_evict(struct ugpu_bo *bo, struct buddy_list *out)
-{
-	struct ugpu_device *dev = bo->dev;
-	struct bo_mgr *m = mgr_of(dev);
-	unsigned int flags = bo->buddy_flags;
-	int ret;
-
-	if (bo->flags & UGPU_BO_CONTIGUOUS)
-		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
-	if (bo->size > dev->vram_mm.size)
-		return -ENOSPC;
-	for (;;) {
-		struct ugpu_bo *victim;
-
-		ret = device_vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
-		if (ret != -ENOSPC)
-			return ret;
-		victim = lru_pick(m, bo);
-		if (!victim)
-			return -ENOSPC;
-		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
-			dev->vdev->name, victim->name, victim->size, bo->name);
-		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
-		if (ret)
-			return ret;
-		m->evictions++;
-		m->evicted_bytes += victim->size;
-	}
-}
-
-int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
-{
-	struct ugpu_device *dev = bo->dev;
-	struct bo_mgr *m = mgr_of(dev);
-	enum ugpu_placement from = bo->placement;
-	struct buddy_list new_blocks;
-	struct bo_sys new_sys = { .mem = { .fd = -1 } };
-	struct engine *e;
-	uint64_t fence = 0;
-	int ret;
-
-	if (from == to)
-		return 0;
-	if (to == UGPU_PLACEMENT_VRAM && device_is_removed(dev))
-		return -ENODEV; /* unplugged: src/unplug.c */
-	if (!placement_allowed(bo, to)) {
-		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->vdev->name, bo->name,
-			to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory");
-		return -EINVAL;
-	}
-	if (from == UGPU_PLACEMENT_NONE)
-		return -ENODATA;
-	if (m->pm_state == BO_PM_SUSPENDED)
-		return -EBUSY;
-
-	/* Destination first: the map is blocked only for the copy itself. */
-	buddy_list_init(&new_blocks);
-	if (to == UGPU_PLACEMENT_VRAM)
-		ret = vram_alloc_evict(bo, &new_blocks);
-	else
-		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &new_sys);
-	if (ret)
-		return ret;
-
-	if (bo->map) {
-		ret = cpu_map_block(bo->map);
-		if (ret) {
-			log_err(dev->ctx, "%s: cannot invalidate the CPU mapping of BO '%s': %s",
-				dev->vdev->name, bo->name, ugpu_strerror(ret));
-			goto out_free_dest;
-		}
-	}
-
-	e = device_copy_engine(dev);
-	if (to == UGPU_PLACEMENT_SYSTEM)
-		ret = bo_copy_queue(e, bo->vram, bo->size, new_sys.iova, false, &fence);
-	else
-		ret = bo_copy_queue(e, &new_blocks, bo->size, bo->sys.iova, true, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
-	if (ret) {
-		log_err(dev->ctx, "%s: moving BO '%s' to %s failed (%s); it stays where it was",
-			dev->vdev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
-			ugpu_strerror(ret));
-		engine_reset(e);
-		m->copy_failures++;
-		ret = -EIO;
-		goto out_unblock;
-	}
-
-	/* Switch: resolve() sees the new backing once the map is unblocked. */
-	if (to == UGPU_PLACEMENT_SYSTEM) {
-		bo_lru_del_locked(bo);
-		bo_rpm_forget(bo); /* left VRAM: not released at runtime suspend */
-		bo->sys = new_sys;
-		new_sys.mem.fd = -1;
-		bo->placement = UGPU_PLACEMENT_SYSTEM;
-		device_vram_free(dev, bo->vram, 0);
-		m->vram_bytes -= bo->size;
-		m->sys_bytes += bo->size;
-		/* System memory survives suspend: a backup is no longer needed. */
-		bo_sys_free(dev, &bo->backup);
-		bo->backup_prepared = bo->backup_valid = false;
-	} else {
-		buddy_list_splice_tail(bo->vram, &new_blocks);
-		bo->placement = UGPU_PLACEMENT_VRAM;
-		bo_sys_free(dev, &bo->sys);
-		m->sys_bytes -= bo->size;
-		m->vram_bytes += bo->size;
-		bo_lru_update_locked(bo);
-	}
-	m->moves++;
-	m->moved_bytes += bo->size;
-
-out_unblock:
-	if (bo->map) {
-		int r = cpu_map_unblock(bo->map);
-
-		if (r)
-			log_err(dev->ctx, "%s: unblocking the CPU mapping of BO '%s' failed: %s",
-				dev->vdev->name, bo->name, ugpu_strerror(r));
-	}
-out_free_dest:
-	if (!buddy_list_is_empty(&new_blocks))
-		device_vram_free(dev, &new_blocks, 0);
-	bo_sys_free(dev, &new_sys);
-	return ret;
 }
 
 /* ---- CPU mappings ---------------------------------------------------------- */
@@ -423,20 +93,62 @@ static const struct cpu_map_owner_ops bo_map_ops = {
 
 /* ---- manager ---------------------------------------------------------------- */
 
-int bo_mgr_init(struct ugpu_device *dev)
+/* ---- kernel memory for the device's own structures (dev->kmem) ---------------- */
+
+static int kmem_alloc(struct ugpu_device *dev, uint64_t size, const char *name, void **obj,
+		      uint64_t *vram_offset)
+{
+	struct ugpu_bo_opts o = {
+		.size = sizeof(o),
+		.bytes = size,
+		.placements = { UGPU_PLACEMENT_VRAM },
+		.flags = UGPU_BO_KERNEL | UGPU_BO_PINNED | UGPU_BO_CONTIGUOUS,
+		.name = name,
+	};
+	struct ugpu_bo *bo;
+	int ret;
+
+	/* Top-down: the end of VRAM holds the driver's own structures,
+	 * objects grow from the start. */
+	ret = bo_create_kernel(dev, &o, BUDDY_TOPDOWN_ALLOCATION, &bo);
+	if (ret)
+		return ret;
+	*obj = bo;
+	*vram_offset = bo_vram_offset(bo);
+	return 0;
+}
+
+static void kmem_free(struct ugpu_device *dev, void *obj)
+{
+	(void)dev;
+	ugpu_bo_put(obj);
+}
+
+static const struct device_kmem_ops bo_kmem_ops = {
+	.alloc = kmem_alloc,
+	.free = kmem_free,
+};
+
+/* ---- manager ---------------------------------------------------------------- */
+
+static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 {
 	struct bo_mgr *m = calloc(1, sizeof(*m));
 
+	(void)uri;
 	if (!m)
 		return -ENOMEM;
-	pthread_mutex_init(&m->pm_lock, NULL);
+	m->dev = dev;
 	pthread_mutex_init(&m->lock, NULL);
-	link_init(&m->all);
-	link_init(&m->lru);
+	pthread_mutex_init(&m->vram_lock, NULL);
+	list_init(&m->all);
+	list_init(&m->lru);
 	m->vram_fd = -1;
 	m->pm_state = BO_PM_ACTIVE;
-	m->pm_stats.size = sizeof(m->pm_stats);
 	dev->bo_mgr = m;
+	dev->kmem = &bo_kmem_ops;
+	backup_register(dev);
+	evacuate_register(dev);
 	return 0;
 }
 
@@ -455,44 +167,76 @@ static void bo_release_locked(struct ugpu_bo *bo)
 	/* After the map is gone: no fault can list it again. */
 	bo_rpm_forget(bo);
 	bo_lru_del_locked(bo);
-	if (link_linked(&bo->all)) {
-		link_del(&bo->all);
+	if (list_linked(&bo->all)) {
+		list_del(&bo->all);
 		m->nr_bos--;
 	}
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
-		device_vram_free(dev, bo->vram, 0);
+		vram_free(dev, bo->vram, 0);
 		m->vram_bytes -= bo->size;
 	} else if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
 		bo_sys_free(dev, &bo->sys);
 		m->sys_bytes -= bo->size;
 	}
 	bo_sys_free(dev, &bo->backup);
-	bo->placement = UGPU_PLACEMENT_NONE;
+	bo_set_placement(bo, UGPU_PLACEMENT_NONE);
 }
 
-void bo_mgr_fini(struct ugpu_device *dev)
+/*
+ * ugpu_device_close(): every BO still alive loses its memory and mapping
+ * now; its handle stays until its last put (which then only frees it) and
+ * every other BO call answers -ENODEV (include/ugpu/device.h). The manager
+ * itself lives on with the device object until the last handle is put
+ * (bo_mgr_free(), from device_put()).
+ */
+static void bo_mgr_fini(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	uint64_t n = 0;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	while (list_linked(&m->all)) {
+		struct ugpu_bo *bo = bo_of_all(m->all.next);
+
+		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: memory freed, the handle answers -ENODEV",
+			dev->name, bo->name, bo->size);
+		bo_release_locked(bo);
+		n++;
+	}
+	m->closed = true;
+	pthread_mutex_unlock(&m->lock);
+	if (n)
+		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
+			 dev->name, n);
+	cpu_map_mgr_destroy(m->maps);
+	m->maps = NULL;
+}
+
+static void bo_mgr_free(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);
 
 	if (!m)
 		return;
-	pthread_mutex_lock(&m->lock);
-	while (link_linked(&m->all)) {
-		struct ugpu_bo *bo = bo_of_all(m->all.next);
-
-		log_warn(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes) still alive at close: released",
-			 dev->vdev->name, bo->name, bo->size);
-		bo_release_locked(bo);
-		free(bo);
-	}
-	pthread_mutex_unlock(&m->lock);
-	cpu_map_mgr_destroy(m->maps);
+	pthread_mutex_destroy(&m->vram_lock);
 	pthread_mutex_destroy(&m->lock);
-	pthread_mutex_destroy(&m->pm_lock);
 	free(m);
 	dev->bo_mgr = NULL;
 }
 
+static struct device_component bo_mgr_component = {
+	.name = "bo-mgr",
+	.order = DEVICE_STEP_BO_MGR,
+	.life = DEVICE_LIFE_CONTEXT,
+	.up = bo_mgr_init,
+	.down = bo_mgr_fini,
+	.release = bo_mgr_free,
+};
+DEVICE_COMPONENT(bo_mgr_component)
+
+#ifdef UGPU_TEST_HOOKS
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always)
 {
 	struct bo_mgr *m = mgr_of(dev);
@@ -511,6 +255,9 @@ void bo_test_release_by_invalidate(bool on)
 {
 	__atomic_store_n(&test_release_by_invalidate, on, __ATOMIC_RELAXED);
 }
+#else
+static const bool test_release_by_invalidate;
+#endif
 
 void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 {
@@ -554,9 +301,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	int ret = 0;
 
 	pthread_mutex_lock(&m->lock);
-	pthread_mutex_lock(&dev->vram_lock);
-	CHECK(device_is_removed(dev) || buddy_check(&dev->vram_mm) == 0,
-	      "buddy allocator inconsistent");
+	CHECK(vram_check(dev) == 0, "buddy allocator inconsistent");
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 		struct buddy_block *b;
@@ -572,9 +317,9 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 				CHECK(buddy_block_is_allocated(b),
 				      "VRAM BO '%s': block at 0x%" PRIx64 " not allocated", bo->name,
 				      buddy_block_offset(b));
-			CHECK(blocks_bytes(dev, bo->vram) == bo->size,
+			CHECK(blocks_bytes(bo->vram) == bo->size,
 			      "VRAM BO '%s': blocks hold %" PRIu64 " bytes, BO is %" PRIu64, bo->name,
-			      blocks_bytes(dev, bo->vram), bo->size);
+			      blocks_bytes(bo->vram), bo->size);
 			CHECK(bo->sys.mem.fd < 0, "VRAM BO '%s' also has system memory", bo->name);
 			vram += bo->size;
 		} else {
@@ -588,11 +333,11 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 			      "SYSTEM BO '%s' has no mapped system memory", bo->name);
 			sys += bo->size;
 		}
-		CHECK(link_linked(&bo->lru) ==
+		CHECK(list_linked(&bo->lru) ==
 			      (bo->placement == UGPU_PLACEMENT_VRAM && bo->pin_count == 0),
 		      "BO '%s' (%s, %u pins) is %son the LRU", bo->name,
 		      bo->placement == UGPU_PLACEMENT_VRAM ? "VRAM" : "not VRAM", bo->pin_count,
-		      link_linked(&bo->lru) ? "" : "not ");
+		      list_linked(&bo->lru) ? "" : "not ");
 		if (bo->backup.mem.fd >= 0) {
 			CHECK(m->pm_state != BO_PM_ACTIVE, "BO '%s' has a backup while active",
 			      bo->name);
@@ -608,14 +353,55 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	      m->vram_bytes);
 	CHECK(sys == m->sys_bytes, "BOs hold %" PRIu64 " system bytes, counter says %" PRIu64, sys,
 	      m->sys_bytes);
-	used = dev->vram_mm.size - dev->vram_mm.avail;
+	{
+		uint64_t avail;
+
+		vram_usage(dev, &used, &avail);
+	}
 	CHECK(used >= vram, "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64, used, vram);
 	CHECK(!strict || used == vram,
 	      "buddy has %" PRIu64 " bytes allocated, BOs hold %" PRIu64 " (strict)", used, vram);
 out:
-	pthread_mutex_unlock(&dev->vram_lock);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
+}
+
+/* ---- snapshots ---------------------------------------------------------------- */
+
+int bo_snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n)
+{
+	struct ugpu_bo **v;
+	size_t i = 0;
+
+	v = calloc(m->nr_bos ? m->nr_bos : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+		int rc = __atomic_load_n(&bo->refcount, __ATOMIC_RELAXED);
+
+		/* A BO whose last reference is being dropped is still listed
+		 * until its put gets the lock: never take a reference from 0. */
+		do {
+			if (!rc)
+				break;
+		} while (!__atomic_compare_exchange_n(&bo->refcount, &rc, rc + 1, false,
+						      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
+		if (rc)
+			v[i++] = bo;
+	}
+	*out = v;
+	*n = i;
+	return 0;
+}
+
+void bo_snapshot_put(struct ugpu_bo **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ugpu_bo_put(v[i]);
+	free(v);
 }
 
 /* ---- creation and the public API ------------------------------------------- */
@@ -625,10 +411,6 @@ static int opts_check(struct ugpu_device *dev, const struct ugpu_bo_opts *o, str
 	unsigned int i, n = 0;
 	bool seen_none = false;
 
-	if (o->size < offsetof(struct ugpu_bo_opts, name)) {
-		log_err(dev->ctx, "ugpu_bo_create: opts.size %zu is too small", o->size);
-		return -EINVAL;
-	}
 	if (!o->bytes || o->bytes > (UINT64_MAX >> 1)) {
 		log_err(dev->ctx, "ugpu_bo_create: bad size %" PRIu64, o->bytes);
 		return -EINVAL;
@@ -691,7 +473,7 @@ static int bo_place_locked(struct ugpu_bo *bo)
 				ret = -ENODEV; /* unplugged: SYSTEM next, if allowed */
 				continue;
 			}
-			ret = vram_alloc_evict(bo, bo->vram);
+			ret = bo_vram_alloc_evict_locked(bo, bo->vram);
 			if (ret == -ENOSPC)
 				continue;
 			if (ret)
@@ -700,15 +482,15 @@ static int bo_place_locked(struct ugpu_bo *bo)
 			 * may hold a previous owner's bytes). */
 			buddy_list_for_each(b, bo->vram)
 				memset((char *)dev->vram + buddy_block_offset(b), 0,
-				       buddy_block_size(&dev->vram_mm, b));
-			bo->placement = UGPU_PLACEMENT_VRAM;
+				       vram_block_size(b));
+			bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
 			m->vram_bytes += bo->size;
 			return 0;
 		}
 		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &bo->sys);
 		if (ret)
 			return ret;
-		bo->placement = UGPU_PLACEMENT_SYSTEM;
+		bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM);
 		m->sys_bytes += bo->size;
 		return 0;
 	}
@@ -731,7 +513,7 @@ static int bo_place_locked(struct ugpu_bo *bo)
  * and VRAM paths fail with -ENODEV on their own.
  * Manager lock NOT held.
  */
-static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
+int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 {
 	struct rpm *rpm;
 	int ret;
@@ -740,15 +522,25 @@ static int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	if (rpm_user_enter(dev, &rpm))
 		return 0; /* -EINVAL: no runtime PM (yet); -ENODEV: removed */
 	ret = rpm_get(rpm);
-	if (ret) {
-		rpm_user_leave(rpm);
-		return ret == -ENODEV ? 0 : ret;
+	if (!ret) {
+		*held = rpm; /* pinned until bo_rpm_release() */
+		return 0;
 	}
-	*held = rpm;
-	return 0;
+	rpm_user_leave(rpm);
+	if (ret != -ENODEV)
+		return ret;
+	if (device_is_removed(dev))
+		return 0; /* BOs live in system memory now: no reference needed */
+	/*
+	 * The device went away (asleep, or while waking) and its removal has
+	 * not run yet: VRAM cannot be reached, and going on would read or
+	 * write a dead BAR. Once the removal is done the BO is in system
+	 * memory (or reported lost): the caller looks again under the lock.
+	 */
+	return unplug_wait_removed(dev, UNPLUG_API_TIMEOUT_MS) ? -ENODEV : 0;
 }
 
-static void bo_rpm_release(struct rpm *held)
+void bo_rpm_release(struct rpm *held)
 {
 	if (held) {
 		rpm_put(held);
@@ -767,9 +559,9 @@ static bool placements_have_vram(const struct ugpu_bo *bo)
 }
 
 static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-			    unsigned int buddy_flags, struct buddy_list *blocks,
-			    struct ugpu_bo **out)
+			    unsigned int buddy_flags, bool driver, struct ugpu_bo **out)
 {
+	struct ugpu_bo_opts o = { 0 };
 	struct bo_mgr *m;
 	struct ugpu_bo *bo;
 	struct rpm *held = NULL;
@@ -777,6 +569,24 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 
 	if (!dev || !opts || !out)
 		return -EINVAL;
+	/* Grown structs (ugpu.h): what the caller knows, zero past it. */
+	if (opts->size < offsetof(struct ugpu_bo_opts, bytes) + sizeof(opts->bytes)) {
+		log_err(dev->ctx, "ugpu_bo_create: opts.size %zu does not reach the bytes field",
+			opts->size);
+		return -EINVAL;
+	}
+	memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	/* A field the caller's size covers only in part is absent too. */
+#define OPT_WHOLE(f)                                                              \
+	do {                                                                      \
+		if (opts->size < offsetof(struct ugpu_bo_opts, f) + sizeof(o.f))  \
+			memset(&o.f, 0, sizeof(o.f));                             \
+	} while (0)
+	OPT_WHOLE(placements);
+	OPT_WHOLE(flags);
+	OPT_WHOLE(name);
+#undef OPT_WHOLE
+	opts = &o;
 	m = mgr_of(dev);
 	bo = calloc(1, sizeof(*bo));
 	if (!bo)
@@ -790,17 +600,16 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->dev = dev;
 	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
 	bo->flags = opts->flags;
+	bo->driver_owned = driver;
 	bo->buddy_flags = buddy_flags;
-	snprintf(bo->name, sizeof(bo->name), "%s",
-		 opts->size >= offsetof(struct ugpu_bo_opts, name) + sizeof(opts->name) && opts->name
-			 ? opts->name
-			 : "bo");
+	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
-	bo->vram = blocks ? blocks : &bo->own_blocks;
+	bo->vram = &bo->own_blocks;
 	bo->sys.mem.fd = -1;
 	bo->backup.mem.fd = -1;
-	link_init(&bo->all);
-	link_init(&bo->lru);
+	list_init(&bo->all);
+	list_init(&bo->lru);
+	list_init(&bo->binds);
 	if (opts->flags & UGPU_BO_PINNED)
 		bo->pin_count = 1;
 
@@ -814,30 +623,31 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
 		bo_rpm_release(held);
-		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->vdev->name, bo->name,
+		log_dbg(dev->ctx, "%s: BO '%s' (%" PRIu64 " bytes): %s", dev->name, bo->name,
 			bo->size, ugpu_strerror(ret));
 		free(bo);
 		return ret;
 	}
-	link_add_tail(&m->all, &bo->all);
+	list_add_tail(&m->all, &bo->all);
 	m->nr_bos++;
 	bo_lru_update_locked(bo);
 	pthread_mutex_unlock(&m->lock);
 	bo_rpm_release(held);
+	device_get(dev); /* the handle keeps the device object (not the device) */
 	*out = bo;
 	return 0;
 }
 
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out)
+		     unsigned int buddy_flags, struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, buddy_flags, blocks, out);
+	return bo_create_common(dev, opts, buddy_flags, true, out);
 }
 
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 			    struct ugpu_bo **out)
 {
-	return bo_create_common(dev, opts, 0, NULL, out);
+	return bo_create_common(dev, opts, 0, false, out);
 }
 
 UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
@@ -848,15 +658,19 @@ UGPU_API void ugpu_bo_get(struct ugpu_bo *bo)
 
 UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 {
+	struct ugpu_device *dev;
 	struct bo_mgr *m;
 
 	if (!bo || __atomic_sub_fetch(&bo->refcount, 1, __ATOMIC_ACQ_REL))
 		return;
-	m = mgr_of(bo->dev);
+	dev = bo->dev;
+	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
-	bo_release_locked(bo);
+	if (!m->closed) /* else close released it already */
+		bo_release_locked(bo);
 	pthread_mutex_unlock(&m->lock);
 	free(bo);
+	device_put(dev); /* the BO's reference; may free a closed device */
 }
 
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
@@ -873,11 +687,17 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&m->lock);
-	if (bo->pin_count >= INT32_MAX) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (bo->placement == UGPU_PLACEMENT_NONE) {
+		ret = -ENODATA; /* lost: nothing to keep (pinned or not) */
+	} else if (bo->pin_count >= INT32_MAX) {
 		ret = -EOVERFLOW;
 	} else {
+		/* A move under a running GPU kernel would leave it on stale
+		 * PTEs (mm/vm.h): refused, as ugpu_bo_migrate() does. */
 		if (!bo->pin_count && bo->placement != bo->placements[0])
-			ret = bo_move_locked(bo, bo->placements[0]);
+			ret = vm_bo_busy_locked(bo) ? -EBUSY : bo_move_locked(bo, bo->placements[0]);
 		if (!ret) {
 			bo->pin_count++;
 			bo_lru_del_locked(bo);
@@ -897,7 +717,9 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	if (!bo->pin_count) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (!bo->pin_count) {
 		ret = -EINVAL;
 	} else if (!--bo->pin_count) {
 		bo_lru_update_locked(bo);
@@ -926,9 +748,11 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&m->lock);
-	if (!placement_allowed(bo, placement))
+	if (m->closed)
+		ret = -ENODEV;
+	else if (!bo_placement_allowed(bo, placement))
 		ret = -EINVAL;
-	else if (bo->pin_count && bo->placement != placement)
+	else if ((bo->pin_count || vm_bo_busy_locked(bo)) && bo->placement != placement)
 		ret = -EBUSY;
 	else
 		ret = bo_move_locked(bo, placement);
@@ -950,6 +774,10 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		ret = -ENODEV;
+		goto out;
+	}
 	if (bo->map) {
 		*addr = bo->map_addr;
 		goto out;
@@ -961,18 +789,21 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 								 __ATOMIC_RELAXED),
 		};
 
-		ret = dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region, &m->vram_fd,
-						&m->vram_fd_off);
-		if (ret == -ENODEV && device_is_removed(dev))
-			ret = 0; /* unplugged: every BO is in system memory */
+		/* The transport is only reached while the device is not
+		 * removed: dev->removed is set under this lock before the
+		 * transport closes. Removed: every BO is in system memory. */
+		ret = device_is_removed(dev) ? 0
+					     : dev->vdev->ops->region_fd(dev->vdev,
+									dev->profile->vram_region,
+									&m->vram_fd, &m->vram_fd_off);
 		if (ret) {
-			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->vdev->name,
+			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->name,
 				ugpu_strerror(ret));
 			goto out;
 		}
 		ret = cpu_map_mgr_create(dev->ctx, &o, &m->maps);
 		if (ret) {
-			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->vdev->name,
+			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->name,
 				ugpu_strerror(ret));
 			if (ret == -EPERM)
 				ret = -ENOSYS;
@@ -982,6 +813,10 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	ret = cpu_map_create(m->maps, &bo_map_ops, bo, bo->size, bo->name, &bo->map, &bo->map_addr);
 	if (ret)
 		goto out;
+	/* A touch during a move waits for it: never less than the move may
+	 * legitimately take (a slow but in-bound copy is not a failure). */
+	cpu_map_set_block_timeout(bo->map, (unsigned int)bo_copy_timeout_ms(bo->size) +
+						   BO_BLOCK_SLACK_MS);
 	/* A VRAM BO of a suspended device: hold faults until resume. */
 	if (m->pm_state == BO_PM_SUSPENDED && bo->placement == UGPU_PLACEMENT_VRAM) {
 		ret = cpu_map_block(bo->map);
@@ -1008,11 +843,15 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
-	if (!bo->map) {
+	if (m->closed) {
+		ret = -ENODEV;
+	} else if (!bo->map) {
 		ret = -EINVAL;
 	} else {
 		cpu_map_destroy(bo->map);
-		bo_rpm_forget(bo); /* no fault can list it again */
+		/* No fault can list it again. Only the mapping goes: a D3cold
+		 * backup may hold the BO's only copy while the device sleeps. */
+		bo_rpm_unmapped(bo);
 		bo->map = NULL;
 		bo->map_addr = NULL;
 		bo->map_blocked = false;
@@ -1033,6 +872,8 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 	if (bo->placement == UGPU_PLACEMENT_NONE)
 		return -ENODATA;
 	if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+		if (!len)
+			return 0; /* @buf may be NULL then: no memcpy(NULL) */
 		if (write)
 			memcpy((char *)bo->sys.mem.vaddr + off, buf, len);
 		else
@@ -1042,7 +883,7 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 	if (m->pm_state == BO_PM_SUSPENDED)
 		return -EBUSY;
 	buddy_list_for_each(b, bo->vram) {
-		uint64_t bsz = buddy_block_size(&dev->vram_mm, b);
+		uint64_t bsz = vram_block_size(b);
 
 		if (len && off < pos + bsz) {
 			uint64_t in = off - pos, n = bsz - in;
@@ -1073,6 +914,10 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 		return -EINVAL;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENODEV;
+	}
 	/* A BO in VRAM is read and written through the BAR: hold the device
 	 * awake. The reference cannot be taken under the lock, so let go, take
 	 * it, and look again (the BO may have moved meanwhile; a reference held
@@ -1084,10 +929,10 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 			return ret;
 		pthread_mutex_lock(&m->lock);
 	}
-	ret = bo_rw_locked(bo, offset, buf, len, write);
-	if (!ret && link_linked(&bo->lru)) {
-		link_del(&bo->lru);
-		link_add_tail(&m->lru, &bo->lru);
+	ret = m->closed ? -ENODEV : bo_rw_locked(bo, offset, buf, len, write);
+	if (!ret && list_linked(&bo->lru)) {
+		list_del(&bo->lru);
+		list_add_tail(&m->lru, &bo->lru);
 	}
 	pthread_mutex_unlock(&m->lock);
 	bo_rpm_release(held);
@@ -1115,6 +960,10 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	m = mgr_of(bo->dev);
 	i.size = info->size;
 	pthread_mutex_lock(&m->lock);
+	if (m->closed) {
+		pthread_mutex_unlock(&m->lock);
+		return -ENODEV;
+	}
 	i.bytes = bo->size;
 	i.placement = bo->placement;
 	i.vram_offset = bo->placement == UGPU_PLACEMENT_VRAM ? bo_vram_offset(bo) : 0;
@@ -1127,5 +976,51 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	pthread_mutex_unlock(&m->lock);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
+	return 0;
+}
+
+UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st)
+{
+	struct ugpu_device_mem s = { 0 };
+	struct bo_mgr *m;
+	size_t n;
+
+	if (!dev || !st || st->size < sizeof(st->size))
+		return -EINVAL;
+	m = mgr_of(dev);
+	s.size = st->size;
+	s.vram_size = dev->vram_size;
+	pthread_mutex_lock(&m->lock);
+	/* 0 and 0 once removed: the allocator went with the device. */
+	vram_usage(dev, &s.vram_used, &s.vram_free);
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->backup.mem.fd >= 0)
+			s.backup_bytes += bo->backup.mem.size;
+		if (bo->driver_owned) {
+			if (bo->placement == UGPU_PLACEMENT_VRAM)
+				s.vram_kernel += bo->size;
+			continue;
+		}
+		s.bos++;
+		if (bo->placement == UGPU_PLACEMENT_VRAM) {
+			s.bos_vram++;
+			s.vram_bos += bo->size;
+		} else if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+			s.bos_system++;
+		} else if (bo->lost) {
+			s.bos_lost++;
+		}
+	}
+	s.system_bytes = m->sys_bytes;
+	s.evictions = m->evictions;
+	s.evicted_bytes = m->evicted_bytes;
+	s.moves = m->moves;
+	s.moved_bytes = m->moved_bytes;
+	s.copy_failures = m->copy_failures;
+	pthread_mutex_unlock(&m->lock);
+	n = st->size < sizeof(s) ? st->size : sizeof(s);
+	memcpy(st, &s, n);
 	return 0;
 }

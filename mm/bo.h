@@ -18,17 +18,15 @@
 #include <ugpu/pm.h>
 
 #include "mm/buddy.h"
-#include "src/sysmem.h"
+#include "mm/vm.h"
+#include "src/base/list.h"
+#include "src/base/sysmem.h"
 
 struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
 struct engine;
-
-/* Intrusive list used for the LRU and the all-BOs list. */
-struct bo_link {
-	struct bo_link *next, *prev;
-};
+struct rpm;
 
 /*
  * struct bo_sys - system memory the device reaches by DMA: a sysmem memfd and
@@ -62,16 +60,16 @@ struct ugpu_bo {
 	char name[32];
 
 	enum ugpu_placement placement; /* where the bytes are now; NONE = lost */
-	/* VRAM blocks while placement == VRAM. Points to @own_blocks, or to a
-	 * list the device owns (engine rings, kept where test and device code
-	 * already look for them); either way the BO allocates and frees them. */
+	/* VRAM blocks while placement == VRAM (points to @own_blocks). */
 	struct buddy_list *vram;
 	struct buddy_list own_blocks;
 	struct bo_sys sys; /* while placement == SYSTEM */
 
+	bool driver_owned; /* made by the driver (bo_create_kernel): a device
+			    * resource, not the program's (removal drops it) */
 	uint32_t pin_count;
-	struct bo_link all; /* mgr->all: every live BO */
-	struct bo_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
+	struct list_link all; /* mgr->all: every live BO */
+	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
 	int touched; /* atomic: used since last looked at by eviction (second chance) */
 	bool lost;
 	uint32_t discarded; /* suspends that discarded a NO_RESTORE BO's contents */
@@ -80,14 +78,24 @@ struct ugpu_bo {
 	struct cpu_map *map;
 	void *map_addr;
 	bool map_blocked; /* suspend holds a cpu_map_block() */
-	/* Runtime PM (mm/bo_rpm.c): on its VRAM-mapped list or its list of BOs
-	 * evicted for D3cold, under its lock; all-zero = on neither. */
-	struct bo_link rpm_link;
+	/* Runtime PM (mm/bo_rpm.c), under its lock; all-zero = not listed.
+	 * @rpm_mapped: on its list of VRAM BOs a fault mapped since the last
+	 * release. @rpm_evicted: on its list of BOs D3cold evicted, to move
+	 * back after the wake. Two links: a BO can be on both (evicted, then
+	 * pinned back into VRAM and touched). */
+	struct list_link rpm_mapped;
+	struct list_link rpm_evicted;
 
 	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
 	struct bo_sys backup;
 	bool backup_prepared; /* made by prepare (else by suspend itself) */
 	bool backup_valid; /* holds the contents from the suspend copy */
+
+	/* GPU VMs (mm/vm.c), under the manager lock: the binds of this BO
+	 * (struct vm_bind.bo_link), and a counter bumped by every change of
+	 * backing (bo_set_placement()) so a bind knows its PTEs are stale. */
+	struct list_link binds;
+	uint64_t backing_gen;
 };
 
 /* Host-suspend states (ugpu_pm_stats.state). */
@@ -98,23 +106,23 @@ enum bo_pm_state {
 };
 
 /*
- * struct bo_mgr - the device's BO manager.
+ * struct bo_mgr - the device's memory layer: the BO manager, the VRAM
+ * manager, the host-suspend and removal state of the BOs.
  *
- * Locking (outermost first): @pm_lock serialises the host-suspend
- * transitions (prepare, suspend, resume, cancel) and is held across each;
- * @lock protects the lists, every BO's placement state (see struct
- * ugpu_bo), @pm_state, the counters and the injection countdown. @lock is
- * held across a whole move, copy included, so a BO never changes under a
- * copy; it is never taken by the CPU-map handler thread (resolve() does not
- * take it), so holding it across cpu_map_block() cannot deadlock. Inside
- * @lock: dev->vram_lock (device_vram_alloc), the DMA space lock, dev->lock
- * (device_set_power), engine locks.
+ * Locking: the host-suspend lock (src/suspend.h) is taken outside @lock by
+ * every transition and the removal. @lock protects the lists, every BO's
+ * placement state (see struct ugpu_bo), @pm_state, @prep_*, the counters and
+ * the injection countdown. @lock is held across a whole move, copy included,
+ * so a BO never changes under a copy; it is never taken by the CPU-map
+ * handler thread (resolve() does not take it), so holding it across
+ * cpu_map_block() cannot deadlock. Inside @lock: @vram_lock (mm/vram.h,
+ * a leaf), the DMA space lock, dev->lock (device_set_power), engine locks.
  */
 struct bo_mgr {
-	pthread_mutex_t pm_lock;
+	struct ugpu_device *dev;
 	pthread_mutex_t lock;
-	struct bo_link all;
-	struct bo_link lru; /* head = least recently used */
+	struct list_link all;
+	struct list_link lru; /* head = least recently used */
 	uint64_t nr_bos;
 	uint64_t nr_lru;
 	uint64_t vram_bytes; /* bytes of VRAM held by BOs */
@@ -132,17 +140,29 @@ struct bo_mgr {
 	unsigned long fail_backup_at;
 	bool fail_backup_always;
 
-	/* host suspend (src/suspend.c) */
+	/* host suspend (mm/backup.c): the state, and the BOs a prepare works
+	 * on (each with a reference, between prepare_begin and prepare_end) */
 	enum bo_pm_state pm_state;
-	struct ugpu_pm_opts pm_opts;
-	struct ugpu_pm_stats pm_stats;
+	struct ugpu_bo **prep_bos;
+	size_t prep_n;
+
+	/* the VRAM manager (mm/vram.h): @vram_ready while the "vram-mm" step
+	 * is up; all three under @vram_lock */
+	pthread_mutex_t vram_lock;
+	struct buddy_mm vram_mm;
+	bool vram_ready;
 
 	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
 	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm
-	 * and their last use of it (atomic); bo_rpm_detach() waits for it to
-	 * reach 0 before freeing what @rpm pointed to. */
+	 * and their last use of it (atomic). @rpm_zombie: the state a detach
+	 * unpublished while hooks still used it; whoever finds the count at 0
+	 * with @rpm NULL frees it (counted, never freed under a hook). */
 	struct bo_rpm *rpm;
 	unsigned int rpm_hooks;
+	struct bo_rpm *rpm_zombie;
+	/* ugpu_device_close() released every BO's memory: BO calls answer
+	 * -ENODEV, the last put frees the handle (under @lock). */
+	bool closed;
 };
 
 /* Counters for tests and tools. */
@@ -152,21 +172,53 @@ struct bo_mgr_stats {
 	uint64_t backups, backup_bytes;
 };
 
-/* bo_mgr_init()/bo_mgr_fini() - from ugpu_device_open()/close(). fini logs
- * and releases BOs still alive (a caller leak). */
-int bo_mgr_init(struct ugpu_device *dev);
-void bo_mgr_fini(struct ugpu_device *dev);
+/*
+ * The "bo-mgr" bring-up step (context lifetime), registered by mm/bo.c: its
+ * up creates the manager and installs the memory layer's ops in the device
+ * (kernel memory, host suspend: mm/backup.c, removal: mm/evacuate.c); its
+ * down (ugpu_device_close()) releases the memory and mappings of BOs still
+ * alive and marks the manager closed (their handles answer -ENODEV); its
+ * release frees the manager when the last handle is gone (device_put()).
+ */
+void backup_register(struct ugpu_device *dev);
+void evacuate_register(struct ugpu_device *dev);
+
+/* bo_snapshot_locked() - every live BO, each with a reference (never taken
+ * from 0). bo_snapshot_put() drops them and frees the array. */
+int bo_snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n);
+void bo_snapshot_put(struct ugpu_bo **v, size_t n);
 
 /*
  * bo_create_kernel() - a driver BO: like ugpu_bo_create() with extra
- * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION) and, optionally, @blocks: a
- * list the caller owns where the BO keeps its VRAM blocks (it must stay
- * valid for the BO's life; the BO never moves while pinned, so the list only
- * changes at create and destroy).
+ * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION). It is the driver's, not
+ * the program's (driver_owned): a removal leaves it to its owner.
  * Context: any thread.
  */
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
-		     unsigned int buddy_flags, struct buddy_list *blocks, struct ugpu_bo **out);
+		     unsigned int buddy_flags, struct ugpu_bo **out);
+
+/* Placement writes are atomic stores (under the manager lock, between
+ * cpu_map_block() and unblock): the fault hooks read it without the lock.
+ * Every change of a BO's backing goes through here: the VMs it is bound in
+ * learn that their PTEs for it are stale (rewritten before their next
+ * kernel, mm/vm.c). */
+static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
+{
+	__atomic_store_n(&bo->placement, p, __ATOMIC_RELAXED);
+	bo->backing_gen++;
+	if (list_linked(&bo->binds))
+		vm_bo_moved_locked(bo);
+}
+
+/*
+ * bo_rpm_hold() / bo_rpm_release() - a runtime-PM reference for a public
+ * path that touches the device (copies, the BAR), taken BEFORE the manager
+ * lock and dropped after it; none (and 0) when there is no runtime PM or
+ * the device is removed. Returns 0, or rpm_get()'s -EIO / -ETIMEDOUT, or
+ * -ENODEV (the device went away and its removal did not finish in time).
+ */
+int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held);
+void bo_rpm_release(struct rpm *held);
 
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);
@@ -185,6 +237,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict);
 
 void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st);
 
+#ifdef UGPU_TEST_HOOKS
 /* Fault injection: the @n-th backup allocation from now fails with -ENOMEM
  * (@always: that one and every later one); n == 0 clears. */
 void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool always);
@@ -197,15 +250,32 @@ void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool
  * device. Process-wide; for tests.
  */
 void bo_test_release_by_invalidate(bool on);
+#endif
 
 /* ---- for src/suspend.c (manager lock held unless said otherwise) ---------- */
 
-#define bo_for_each(pos, head) \
-	for (struct bo_link *pos = (head)->next; pos != (head); pos = pos->next)
-#define bo_of_all(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, all)))
+#define bo_for_each(pos, head) list_for_each(pos, head)
+#define bo_of_all(link) list_entry(link, struct ugpu_bo, all)
+
+/* ---- mm/move.c: moves, eviction, the LRU, system memory ------------------ */
 
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+/* VRAM blocks for @bo's size into @out, evicting unpinned BOs (LRU order,
+ * second chance for touched ones) until they fit. -ENOSPC when nothing is
+ * left to evict; -EIO when an eviction copy failed (the victim is intact). */
+int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out);
+
+/* May @bo be placed in @p? */
+static inline bool bo_placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)
+{
+	unsigned int i;
+
+	for (i = 0; i < bo->nplacements; i++)
+		if (bo->placements[i] == p)
+			return true;
+	return false;
+}
 /* Allocate (and DMA-map) system memory; counts against the injection hook
  * when @backup. */
 int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
@@ -221,6 +291,9 @@ int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t si
 		  bool to_vram, uint64_t *fence);
 /* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
 int bo_copy_timeout_ms(uint64_t bytes);
+/* How much longer than its copy bound a CPU touch may wait for a BO's move
+ * (cpu_map_set_block_timeout()): the rest of the move and scheduling. */
+#define BO_BLOCK_SLACK_MS 5000
 void bo_lru_del_locked(struct ugpu_bo *bo);
 void bo_lru_update_locked(struct ugpu_bo *bo);
 

@@ -22,9 +22,12 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/vram.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
 #include "src/rpm.h"
+#include "src/base/test_point.h"
 
 /* A CPU copy of one VRAM block of a BO that cannot leave VRAM. */
 struct bo_rpm_backup {
@@ -37,47 +40,50 @@ struct bo_rpm_backup {
 /*
  * struct bo_rpm - per device. Locking: see mm/bo_rpm.h. @fault_ref is only
  * touched by the cpu_map handler thread (faults are served one at a time),
- * and by bo_rpm_detach() once no hook can reach it any more.
+ * and by bo_rpm_free() once no hook can reach it any more. @rpm: the
+ * device's runtime PM, with a reference of ours (it outlives us).
  */
 struct bo_rpm {
 	struct ugpu_device *dev;
+	struct rpm *rpm;
 	struct rpm_hook *hook;
 	pthread_mutex_t lock;
-	struct bo_link mapped; /* VRAM BOs a fault mapped since the last release */
-	struct bo_link evicted; /* BOs moved to system for D3cold, to move back */
+	struct list_link mapped; /* VRAM BOs a fault mapped since the last release */
+	struct list_link evicted; /* BOs moved to system for D3cold, to move back */
 	struct bo_rpm_backup *backups;
 	size_t nbackups, cap_backups;
 	bool fault_ref;
+	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
+	 * the stats op, which runs under the rpm lock and must never wait for
+	 * a copy. @listed mirrors the length of @mapped. */
 	struct bo_rpm_stats st;
 };
 
-#define bo_of_rpm(link) ((struct ugpu_bo *)((char *)(link) - offsetof(struct ugpu_bo, rpm_link)))
-
-static void rl_init(struct bo_link *h)
+static void st_add(uint64_t *c, int64_t v)
 {
-	h->next = h->prev = h;
+	__atomic_add_fetch(c, (uint64_t)v, __ATOMIC_RELAXED);
 }
 
-/* A BO's rpm_link is all-zero (calloc) when on no list. */
-static bool rl_linked(const struct bo_link *l)
+static uint64_t st_get(const uint64_t *c)
 {
-	return l->next != NULL;
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
 
-static void rl_del(struct bo_link *l)
+/* List @bo as mapped / take it off, keeping the count. Under r->lock. */
+static void mapped_add(struct bo_rpm *r, struct ugpu_bo *bo)
 {
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	l->next = l->prev = NULL;
+	list_add_tail(&r->mapped, &bo->rpm_mapped);
+	st_add(&r->st.listed, 1);
 }
 
-static void rl_add_tail(struct bo_link *h, struct bo_link *l)
+static void mapped_del(struct bo_rpm *r, struct ugpu_bo *bo)
 {
-	l->prev = h->prev;
-	l->next = h;
-	h->prev->next = l;
-	h->prev = l;
+	list_del(&bo->rpm_mapped);
+	st_add(&r->st.listed, -1);
 }
+
+#define bo_of_mapped(link) list_entry(link, struct ugpu_bo, rpm_mapped)
+#define bo_of_evicted(link) list_entry(link, struct ugpu_bo, rpm_evicted)
 
 /* Manager lock held (it orders this read against attach and detach). */
 static struct bo_rpm *rpm_of(struct ugpu_device *dev)
@@ -85,23 +91,49 @@ static struct bo_rpm *rpm_of(struct ugpu_device *dev)
 	return dev->bo_mgr ? __atomic_load_n(&dev->bo_mgr->rpm, __ATOMIC_ACQUIRE) : NULL;
 }
 
+static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo);
+
+/* The last user of a detached state frees it (see "lifetime" below). */
+static void bo_rpm_free(struct bo_rpm *r)
+{
+	/* A fault that took its reference and whose fault_end found the
+	 * state unpublished: the reference is dropped here. */
+	if (r->fault_ref)
+		rpm_put(r->rpm);
+	drop_backups_locked(r, NULL);
+	free(r->backups);
+	rpm_unref(r->rpm);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
 /* ---- lifetime of the state against the fault hooks ------------------------
  *
  * The fault hooks run on the cpu_map handler thread, which never takes the
  * manager lock (its holders wait for the handler), so detach cannot keep
  * them out with it. Instead a hook counts itself in m->rpm_hooks before it
- * reads m->rpm, and stays counted until its last use of what it read;
- * detach unpublishes m->rpm, then waits for the count to reach 0. Both sides
- * store then load with sequentially consistent atomics, so either the hook
- * reads NULL (and touches nothing of ours: the device is being released) or
- * detach sees it counted and waits for it. The wait is on one process-wide
- * condvar: a hook signals it only when it leaves a detached manager while a
- * detach waits (@detach_waiters, same store-then-load argument), never in
- * the steady state.
+ * reads m->rpm, and stays counted until its last use of what it read.
+ * Detach parks the state in m->rpm_zombie, unpublishes m->rpm, and frees the
+ * state only if it then finds no hook counted; otherwise the last hook to
+ * leave frees it. Both sides store then load with sequentially consistent
+ * atomics, so either the hook read NULL (and touches nothing of ours), or
+ * detach sees it counted, or the hook, leaving, sees m->rpm NULL. An atomic
+ * exchange on m->rpm_zombie makes exactly one of them the freer. Counted,
+ * not timed: a hook that takes long (a slow wake) never finds its state
+ * freed under it. Detach still waits for the hooks a while (bounded) so that
+ * the device teardown after it does not race a wake in progress.
  */
 static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t detach_cond = PTHREAD_COND_INITIALIZER;
 static unsigned int detach_waiters; /* atomic; written under detach_lock */
+
+static void zombie_reap(struct bo_mgr *m)
+{
+	struct bo_rpm *z = __atomic_exchange_n(&m->rpm_zombie, NULL, __ATOMIC_SEQ_CST);
+
+	if (z)
+		bo_rpm_free(z);
+}
 
 static struct bo_rpm *hook_enter(struct bo_mgr *m)
 {
@@ -112,30 +144,50 @@ static struct bo_rpm *hook_enter(struct bo_mgr *m)
 static void hook_leave(struct bo_mgr *m)
 {
 	if (__atomic_sub_fetch(&m->rpm_hooks, 1, __ATOMIC_SEQ_CST) == 0 &&
-	    !__atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST) &&
-	    __atomic_load_n(&detach_waiters, __ATOMIC_SEQ_CST)) {
-		/* Under the lock: detach checks the count under it before it
-		 * sleeps, so this wake-up cannot fall between the two. */
-		pthread_mutex_lock(&detach_lock);
-		pthread_cond_broadcast(&detach_cond);
-		pthread_mutex_unlock(&detach_lock);
+	    !__atomic_load_n(&m->rpm, __ATOMIC_SEQ_CST)) {
+		if (__atomic_load_n(&detach_waiters, __ATOMIC_SEQ_CST)) {
+			/* Under the lock: detach checks the count under it
+			 * before it sleeps, so this wake-up cannot fall
+			 * between the two. */
+			pthread_mutex_lock(&detach_lock);
+			pthread_cond_broadcast(&detach_cond);
+			pthread_mutex_unlock(&detach_lock);
+		}
+		zombie_reap(m);
 	}
 }
 
-/* m->rpm already NULL. Returns true once no hook uses the old state, false
- * after BO_RPM_DETACH_TIMEOUT_MS (a hook broke its bound). */
+#ifdef UGPU_TEST_HOOKS
+/* bo_rpm_test_set_detach_wait(): 0 = BO_RPM_DETACH_WAIT_MS (atomic). */
+static unsigned int test_detach_wait_ms;
+
+void bo_rpm_test_set_detach_wait(unsigned int ms)
+{
+	__atomic_store_n(&test_detach_wait_ms, ms, __ATOMIC_RELAXED);
+}
+
+static unsigned int detach_wait_ms(void)
+{
+	return __atomic_load_n(&test_detach_wait_ms, __ATOMIC_RELAXED);
+}
+#else
+static unsigned int detach_wait_ms(void)
+{
+	return 0;
+}
+#endif
+
+/* m->rpm already NULL. Returns true once no hook is counted, false after
+ * BO_RPM_DETACH_WAIT_MS (the hook then frees the state when it leaves). */
 static bool hooks_drain(struct bo_mgr *m)
 {
+	unsigned int ms = detach_wait_ms();
 	struct timespec ts;
 	bool idle;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BO_RPM_DETACH_TIMEOUT_MS / 1000;
-	ts.tv_nsec += (long)(BO_RPM_DETACH_TIMEOUT_MS % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	if (!ms)
+		ms = BO_RPM_DETACH_WAIT_MS;
+	ts = deadline_after_ms(ms);
 	pthread_mutex_lock(&detach_lock);
 	__atomic_add_fetch(&detach_waiters, 1, __ATOMIC_SEQ_CST);
 	while (__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST) &&
@@ -147,6 +199,7 @@ static bool hooks_drain(struct bo_mgr *m)
 	return idle;
 }
 
+#ifdef UGPU_TEST_HOOKS
 /* ---- test fault injection: a gate in bo_rpm_fault_begin() ---------------- */
 
 static struct {
@@ -182,8 +235,7 @@ static void gate_pass(void)
 
 	if (!__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE))
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += BO_RPM_TEST_GATE_TIMEOUT_MS / 1000;
+	ts = deadline_after_ms(BO_RPM_TEST_GATE_TIMEOUT_MS);
 	pthread_mutex_lock(&gate.lock);
 	gate.parked++;
 	while (__atomic_load_n(&gate.closed, __ATOMIC_ACQUIRE) &&
@@ -192,6 +244,11 @@ static void gate_pass(void)
 	gate.parked--;
 	pthread_mutex_unlock(&gate.lock);
 }
+#else
+static void gate_pass(void)
+{
+}
+#endif
 
 static bool may_live_in_system(const struct ugpu_bo *bo)
 {
@@ -205,17 +262,23 @@ static bool may_live_in_system(const struct ugpu_bo *bo)
 
 /* ---- CPU faults (handler thread) ----------------------------------------- */
 
+/*
+ * The decision "VRAM: take a reference and list the BO" is made from the
+ * placement now. It can change before the handler maps (a move blocks and
+ * unblocks the map while this runs); cpu_map sees that (the map's
+ * generation moved), calls fault_end and this again, so the decision and
+ * the mapping always see the same placement (cpu_map.h, @fault_begin).
+ */
 int bo_rpm_fault_begin(void *owner)
 {
 	struct ugpu_bo *bo = owner;
 	struct ugpu_device *dev = bo->dev;
 	struct bo_mgr *m = dev->bo_mgr;
 	struct bo_rpm *r = hook_enter(m);
-	/* The placement cannot change under a fault: moves block the map
-	 * first (see struct ugpu_bo). A system-memory BO needs no device. */
 	bool vram = __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM;
 	int ret = 0;
 
+	test_point_obj(TEST_POINT_BO_FAULT_DECIDED, bo);
 	if (!r) {
 		/* Not attached: bring-up or close (the device is held awake), or
 		 * detached by a removal, which left nothing in VRAM: a BO that
@@ -227,20 +290,19 @@ int bo_rpm_fault_begin(void *owner)
 	if (!vram)
 		goto out_leave;
 	gate_pass();
-	/* dev->rpm outlives r: rpm_down() runs after bo_rpm_detach(), which
-	 * waits for this hook. */
-	ret = rpm_get(dev->rpm);
+	ret = rpm_get(r->rpm);
 	if (ret) {
 		log_err(dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
-			dev->vdev->name, bo->name, ugpu_strerror(ret));
+			dev->name, bo->name, ugpu_strerror(ret));
 		goto out_leave;
 	}
 	r->fault_ref = true;
 	pthread_mutex_lock(&r->lock);
-	if (!rl_linked(&bo->rpm_link))
-		rl_add_tail(&r->mapped, &bo->rpm_link);
-	r->st.wake_faults++;
+	if (!list_linked(&bo->rpm_mapped))
+		mapped_add(r, bo);
 	pthread_mutex_unlock(&r->lock);
+	st_add(&r->st.wake_faults, 1);
+	test_point_obj(TEST_POINT_BO_FAULT_LISTED, bo);
 out_leave:
 	hook_leave(m);
 	return ret;
@@ -252,7 +314,7 @@ void bo_rpm_fault_end(void *owner)
 	struct bo_mgr *m = bo->dev->bo_mgr;
 	struct bo_rpm *r = hook_enter(m);
 
-	/* Detached since fault_begin: detach dropped the reference. */
+	/* Detached since fault_begin: the freer drops the reference. */
 	if (r && r->fault_ref) {
 		r->fault_ref = false;
 		/*
@@ -266,11 +328,11 @@ void bo_rpm_fault_end(void *owner)
 		 * lock (held around an in-place give-back) or finds it mapped.
 		 */
 		pthread_mutex_lock(&r->lock);
-		if (!rl_linked(&bo->rpm_link) &&
+		if (!list_linked(&bo->rpm_mapped) &&
 		    __atomic_load_n(&bo->placement, __ATOMIC_RELAXED) == UGPU_PLACEMENT_VRAM)
-			rl_add_tail(&r->mapped, &bo->rpm_link);
+			mapped_add(r, bo);
 		pthread_mutex_unlock(&r->lock);
-		rpm_put(bo->dev->rpm);
+		rpm_put(r->rpm);
 	}
 	hook_leave(m);
 }
@@ -291,53 +353,137 @@ static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo)
 	}
 }
 
-void bo_rpm_forget(struct ugpu_bo *bo)
+/* Off the mapped list; @destroy: off every list, backups dropped. */
+static void unlist(struct ugpu_bo *bo, bool destroy)
 {
 	struct bo_rpm *r = rpm_of(bo->dev);
 
 	if (!r)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (rl_linked(&bo->rpm_link))
-		rl_del(&bo->rpm_link);
-	drop_backups_locked(r, bo);
+	if (list_linked(&bo->rpm_mapped))
+		mapped_del(r, bo);
+	if (destroy) {
+		if (list_linked(&bo->rpm_evicted))
+			list_del(&bo->rpm_evicted);
+		drop_backups_locked(r, bo);
+	}
 	pthread_mutex_unlock(&r->lock);
+}
+
+void bo_rpm_unmapped(struct ugpu_bo *bo)
+{
+	unlist(bo, false);
+}
+
+void bo_rpm_forget(struct ugpu_bo *bo)
+{
+	unlist(bo, true);
+}
+
+bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
+{
+	struct bo_rpm *r = rpm_of(bo->dev);
+	struct buddy_block *b;
+	uint64_t pos = 0;
+	bool whole = true;
+
+	/* Only while VRAM really is gone (the device sleeps in D3cold or a
+	 * D3cold suspend is past its point of no return): a suspend still in
+	 * its hooks, or one abandoned, left VRAM intact and maybe newer. */
+	if (!r || !rpm_vram_lost(r->rpm))
+		return false;
+	pthread_mutex_lock(&r->lock);
+	buddy_list_for_each(b, bo->vram) {
+		uint64_t len = vram_block_size(b);
+		size_t i;
+
+		for (i = 0; i < r->nbackups; i++)
+			if (r->backups[i].bo == bo && r->backups[i].offset == buddy_block_offset(b))
+				break;
+		if (i == r->nbackups || r->backups[i].len != len) {
+			whole = false;
+			break;
+		}
+		if (dst)
+			memcpy((char *)dst + pos, r->backups[i].data, len);
+		pos += len;
+	}
+	whole = whole && pos >= bo->size;
+	if (whole && dst)
+		drop_backups_locked(r, bo);
+	pthread_mutex_unlock(&r->lock);
+	return whole;
 }
 
 /* ---- suspend / resume / restore ------------------------------------------ */
 
-static int backup_bo_locked(struct bo_rpm *r, struct ugpu_bo *bo)
+/*
+ * Copy @bo's VRAM blocks by CPU into new backups. The copies are made
+ * without the list lock (a fault on another BO takes it, and must not wait
+ * for a copy); only the insertion takes it. Manager lock held.
+ */
+static int backup_bo(struct bo_rpm *r, struct ugpu_bo *bo)
 {
 	struct ugpu_device *dev = r->dev;
+	struct bo_rpm_backup *k;
 	struct buddy_block *b;
+	size_t n = 0, i;
+	int ret = 0;
 
+	buddy_list_for_each(b, bo->vram)
+		n++;
+	k = calloc(n ? n : 1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	i = 0;
 	buddy_list_for_each(b, bo->vram) {
-		struct bo_rpm_backup k = {
-			.bo = bo,
-			.offset = buddy_block_offset(b),
-			.len = buddy_block_size(&dev->vram_mm, b),
-		};
-
-		if (r->nbackups == r->cap_backups) {
-			size_t cap = r->cap_backups ? 2 * r->cap_backups : 16;
-			void *p = realloc(r->backups, cap * sizeof(*r->backups));
-
-			if (!p)
-				return -ENOMEM;
-			r->backups = p;
-			r->cap_backups = cap;
+		k[i] = (struct bo_rpm_backup){ .bo = bo, .offset = buddy_block_offset(b),
+					       .len = vram_block_size(b) };
+		k[i].data = malloc(k[i].len);
+		if (!k[i].data) {
+			ret = -ENOMEM;
+			goto out_free;
 		}
-		k.data = malloc(k.len);
-		if (!k.data)
-			return -ENOMEM;
-		memcpy(k.data, (char *)dev->vram + k.offset, k.len);
-		r->backups[r->nbackups++] = k;
+		memcpy(k[i].data, (char *)dev->vram + k[i].offset, k[i].len);
+		i++;
 	}
-	r->st.backed_up++;
+	pthread_mutex_lock(&r->lock);
+	if (r->nbackups + n > r->cap_backups) {
+		size_t cap = r->cap_backups ? r->cap_backups : 16;
+		void *p;
+
+		while (cap < r->nbackups + n)
+			cap *= 2;
+		p = realloc(r->backups, cap * sizeof(*r->backups));
+		if (!p) {
+			pthread_mutex_unlock(&r->lock);
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		r->backups = p;
+		r->cap_backups = cap;
+	}
+	memcpy(r->backups + r->nbackups, k, n * sizeof(*k));
+	r->nbackups += n;
+	pthread_mutex_unlock(&r->lock);
+	free(k);
+	st_add(&r->st.backed_up, 1);
 	return 0;
+
+out_free:
+	while (i--)
+		free(k[i].data);
+	free(k);
+	return ret;
 }
 
-/* D3cold loses VRAM: evict what may live in system, back up the rest. */
+/*
+ * D3cold loses VRAM: evict what may live in system, back up the rest. Runs
+ * after every CPU mapping of a VRAM BO was released: from then on a store
+ * through one faults first, takes a reference and so aborts this suspend
+ * (rpm.c), instead of landing in VRAM behind the backup's back.
+ */
 static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 {
 	struct ugpu_device *dev = r->dev;
@@ -346,60 +492,58 @@ static int evict_all_locked(struct bo_rpm *r, struct bo_mgr *m)
 	bo_for_each(pos, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(pos);
 
+		/* Someone needs the device: this suspend is abandoned, stop
+		 * paying for it (what was evicted comes back, as after any
+		 * aborted D3cold). */
+		if (rpm_suspend_aborted(r->rpm))
+			return -EAGAIN;
 		if (bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
 		if (!bo->pin_count && may_live_in_system(bo)) {
 			ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
 			if (ret) {
 				log_warn(dev->ctx, "%s: D3cold: cannot evict BO '%s': %s",
-					 dev->vdev->name, bo->name, ugpu_strerror(ret));
+					 dev->name, bo->name, ugpu_strerror(ret));
 				return -EBUSY;
 			}
 			pthread_mutex_lock(&r->lock);
-			if (rl_linked(&bo->rpm_link))
-				rl_del(&bo->rpm_link);
-			rl_add_tail(&r->evicted, &bo->rpm_link);
-			r->st.evicted++;
+			if (!list_linked(&bo->rpm_evicted))
+				list_add_tail(&r->evicted, &bo->rpm_evicted);
 			pthread_mutex_unlock(&r->lock);
+			st_add(&r->st.evicted, 1);
 			continue;
 		}
-		pthread_mutex_lock(&r->lock);
-		ret = backup_bo_locked(r, bo);
-		pthread_mutex_unlock(&r->lock);
+		ret = backup_bo(r, bo);
 		if (ret) {
 			log_warn(dev->ctx, "%s: D3cold: no memory to back up BO '%s'",
-				 dev->vdev->name, bo->name);
+				 dev->name, bo->name);
 			return -EBUSY;
 		}
+		test_point_obj(TEST_POINT_BO_D3COLD_BACKUP, bo);
 	}
 	return 0;
 }
 
-static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
+/* Release the CPU mapping of every BO a fault mapped in VRAM since the last
+ * release. Manager lock held. */
+static int release_all_locked(struct bo_rpm *r)
 {
-	struct bo_rpm *r = arg;
 	struct ugpu_device *dev = r->dev;
-	struct bo_mgr *m = dev->bo_mgr;
 	int ret = 0;
 
-	/* The manager lock keeps every listed BO alive and in place while its
-	 * mapping is released; faults do not need it (only the list lock). */
-	pthread_mutex_lock(&m->lock);
-	if (target == UGPU_POWER_D3COLD) {
-		ret = evict_all_locked(r, m);
-		if (ret)
-			goto out;
-	}
 	for (;;) {
 		struct ugpu_bo *bo;
 
+		if (rpm_suspend_aborted(r->rpm))
+			return -EAGAIN; /* abandoned: the rest stays mapped */
+		test_point(TEST_POINT_BO_RELEASE_NEXT);
 		pthread_mutex_lock(&r->lock);
-		if (r->mapped.next == &r->mapped) {
+		if (list_empty(&r->mapped)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		bo = bo_of_rpm(r->mapped.next);
-		rl_del(&bo->rpm_link);
+		bo = bo_of_mapped(r->mapped.next);
+		mapped_del(r, bo);
 		pthread_mutex_unlock(&r->lock);
 		if (!bo->map || bo->placement != UGPU_PLACEMENT_VRAM)
 			continue;
@@ -407,17 +551,32 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 		ret = cpu_map_release(bo->map);
 		if (ret) {
 			log_err(dev->ctx, "%s: cannot release the CPU mapping of BO '%s': %s",
-				dev->vdev->name, bo->name, ugpu_strerror(ret));
+				dev->name, bo->name, ugpu_strerror(ret));
 			pthread_mutex_lock(&r->lock);
-			rl_add_tail(&r->mapped, &bo->rpm_link);
+			mapped_add(r, bo);
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		pthread_mutex_lock(&r->lock);
-		r->st.released++;
-		pthread_mutex_unlock(&r->lock);
+		st_add(&r->st.released, 1);
 	}
-out:
+	return ret;
+}
+
+static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
+{
+	struct bo_rpm *r = arg;
+	struct ugpu_device *dev = r->dev;
+	struct bo_mgr *m = dev->bo_mgr;
+	int ret;
+
+	/* The manager lock keeps every listed BO alive and in place while its
+	 * mapping is released; faults do not need it (only the list lock).
+	 * Mappings first: a D3cold backup must be taken when no CPU store
+	 * can reach VRAM without waking (or keeping) the device. */
+	pthread_mutex_lock(&m->lock);
+	ret = release_all_locked(r);
+	if (!ret && target == UGPU_POWER_D3COLD)
+		ret = evict_all_locked(r, m);
 	pthread_mutex_unlock(&m->lock);
 	return ret;
 }
@@ -450,25 +609,36 @@ static void bo_rpm_restore(void *arg)
 		struct ugpu_bo *bo;
 
 		pthread_mutex_lock(&r->lock);
-		if (r->evicted.next == &r->evicted) {
+		if (list_empty(&r->evicted)) {
 			pthread_mutex_unlock(&r->lock);
 			break;
 		}
-		bo = bo_of_rpm(r->evicted.next);
-		rl_del(&bo->rpm_link);
+		bo = bo_of_evicted(r->evicted.next);
+		list_del(&bo->rpm_evicted);
 		pthread_mutex_unlock(&r->lock);
 		if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count ||
-		    bo->placements[0] != UGPU_PLACEMENT_VRAM)
-			continue;
+		    bo->placements[0] != UGPU_PLACEMENT_VRAM || vm_bo_busy_locked(bo))
+			continue; /* (a GPU kernel uses it from system memory now) */
 		/* Best effort: a BO that does not fit stays in system memory,
 		 * as an evicted BO does until it is next validated. */
-		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0) {
-			pthread_mutex_lock(&r->lock);
-			r->st.restored++;
-			pthread_mutex_unlock(&r->lock);
-		}
+		if (bo_move_locked(bo, UGPU_PLACEMENT_VRAM) == 0)
+			st_add(&r->st.restored, 1);
 	}
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* Adds our counters into @st (the BO side of ugpu_rpm_stats). Called under
+ * the rpm lock, also during a transition: reads atomics only. */
+static void bo_rpm_stats(void *arg, struct ugpu_rpm_stats *st)
+{
+	struct bo_rpm *r = arg;
+
+	st->bo_mappings_listed += st_get(&r->st.listed);
+	st->bo_mappings_released += st_get(&r->st.released);
+	st->bo_wake_faults += st_get(&r->st.wake_faults);
+	st->bo_evicted += st_get(&r->st.evicted);
+	st->bo_restored += st_get(&r->st.restored);
+	st->bo_backed_up += st_get(&r->st.backed_up);
 }
 
 static const struct rpm_hook_ops bo_rpm_ops = {
@@ -476,6 +646,7 @@ static const struct rpm_hook_ops bo_rpm_ops = {
 	.suspend = bo_rpm_suspend,
 	.resume = bo_rpm_resume,
 	.restore = bo_rpm_restore,
+	.stats = bo_rpm_stats,
 	.evicts_vram = true,
 };
 
@@ -492,11 +663,14 @@ int bo_rpm_attach(struct ugpu_device *dev)
 	if (!r)
 		return -ENOMEM;
 	r->dev = dev;
+	r->rpm = dev->rpm;
+	rpm_ref(r->rpm);
 	pthread_mutex_init(&r->lock, NULL);
-	rl_init(&r->mapped);
-	rl_init(&r->evicted);
-	ret = rpm_hook_register(dev->rpm, &bo_rpm_ops, r, &r->hook);
+	list_init(&r->mapped);
+	list_init(&r->evicted);
+	ret = rpm_hook_register(r->rpm, &bo_rpm_ops, r, &r->hook);
 	if (ret) {
+		rpm_unref(r->rpm);
 		pthread_mutex_destroy(&r->lock);
 		free(r);
 		return ret;
@@ -512,41 +686,52 @@ void bo_rpm_detach(struct ugpu_device *dev)
 
 	if (!m || !(r = __atomic_load_n(&m->rpm, __ATOMIC_ACQUIRE)))
 		return;
+	/* From here until rpm_fini() the device must not sleep: without our
+	 * hook nothing would release the CPU mappings first. A reference we
+	 * never drop holds it awake (rpm_fini() ends them all). A removed
+	 * device is not woken: it is gone, and its data was evacuated. */
+	if (!device_is_removed(dev) && rpm_get(r->rpm))
+		log_warn(dev->ctx, "%s: the device did not wake for its teardown", dev->name);
 	/* No suspend/resume/restore hook runs after this (it waits for one
-	 * that is running). */
-	rpm_hook_unregister(dev->rpm, r->hook);
+	 * that is running); our counters go into the rpm's kept totals. */
+	rpm_hook_unregister(r->rpm, r->hook);
 	/* Under the manager lock: BO code calls bo_rpm_forget() under it, so
 	 * no BO leaves the lists unseen between the unpublish and the emptying
 	 * below. Waiting for the fault hooks under it is safe: they never take
 	 * it, and with our rpm hook gone their rpm_get() waits for nothing that
 	 * does (a holder of this lock may wait for the handler thread anyway). */
 	pthread_mutex_lock(&m->lock);
-	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
-	if (!hooks_drain(m)) {
-		/* Freeing it under a running hook would be worse than the leak. */
-		pthread_mutex_unlock(&m->lock);
-		log_err(dev->ctx, "%s: a CPU fault hook still runs after %d ms: BO runtime-PM state leaked",
-			dev->vdev->name, BO_RPM_DETACH_TIMEOUT_MS);
-		return;
-	}
-	/* A fault that took its reference before the unpublish and ends after
-	 * it: its fault_end finds nothing, so the reference is dropped here. */
-	if (r->fault_ref) {
-		r->fault_ref = false;
-		rpm_put(dev->rpm);
-	}
 	pthread_mutex_lock(&r->lock);
-	while (r->mapped.next != &r->mapped)
-		rl_del(r->mapped.next);
-	while (r->evicted.next != &r->evicted)
-		rl_del(r->evicted.next);
-	drop_backups_locked(r, NULL);
+	while (!list_empty(&r->mapped))
+		mapped_del(r, bo_of_mapped(r->mapped.next));
+	while (!list_empty(&r->evicted))
+		list_del(r->evicted.next);
 	pthread_mutex_unlock(&r->lock);
+	__atomic_store_n(&m->rpm_zombie, r, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&m->rpm, NULL, __ATOMIC_SEQ_CST);
+	if (!hooks_drain(m))
+		log_warn(dev->ctx, "%s: a CPU fault hook still runs after %d ms; it frees the BO runtime-PM state when it ends",
+			 dev->name, BO_RPM_DETACH_WAIT_MS);
 	pthread_mutex_unlock(&m->lock);
-	free(r->backups);
-	pthread_mutex_destroy(&r->lock);
-	free(r);
+	/* Free it here unless a hook is still counted (then it does). */
+	if (!__atomic_load_n(&m->rpm_hooks, __ATOMIC_SEQ_CST))
+		zombie_reap(m);
 }
+
+static int bo_rpm_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	return bo_rpm_attach(dev);
+}
+
+static struct device_component bo_rpm_component = {
+	.name = "bo-rpm",
+	.order = DEVICE_STEP_BO_RPM,
+	.life = DEVICE_LIFE_DEVICE,
+	.up = bo_rpm_up,
+	.down = bo_rpm_detach,
+};
+DEVICE_COMPONENT(bo_rpm_component)
 
 void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 {
@@ -559,11 +744,12 @@ void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out)
 	/* Counted like a hook: any thread may ask, even during a detach. */
 	r = hook_enter(m);
 	if (r) {
-		pthread_mutex_lock(&r->lock);
-		*out = r->st;
-		for (struct bo_link *l = r->mapped.next; l != &r->mapped; l = l->next)
-			out->listed++;
-		pthread_mutex_unlock(&r->lock);
+		out->listed = st_get(&r->st.listed);
+		out->released = st_get(&r->st.released);
+		out->wake_faults = st_get(&r->st.wake_faults);
+		out->evicted = st_get(&r->st.evicted);
+		out->restored = st_get(&r->st.restored);
+		out->backed_up = st_get(&r->st.backed_up);
 	}
 	hook_leave(m);
 }

@@ -5,18 +5,24 @@
  *
  *  - A BO joins the "VRAM-mapped" list when a CPU fault is about to map it in
  *    VRAM (bo_rpm_fault_begin, which also takes a runtime-PM reference and so
- *    wakes a sleeping device); it leaves it when it moves out of VRAM, is
- *    unmapped or destroyed (bo_rpm_forget, called by mm/bo.c under the
- *    manager lock), or when runtime suspend releases its mapping.
- *  - Runtime suspend releases (cpu_map_invalidate) the mapping of every BO
- *    on the list; for D3cold it first evicts every unpinned VRAM BO that may
- *    live in system memory (moved back by the rpm thread after the wake) and
- *    backs up the rest (pinned, VRAM-only) by CPU, restored right after the
- *    wake, before anyone else runs on the device.
+ *    wakes a sleeping device); it leaves it when it moves out of VRAM or is
+ *    unmapped (bo_rpm_unmapped), destroyed (bo_rpm_forget), both called by
+ *    mm/bo.c under the manager lock, or when runtime suspend releases its
+ *    mapping.
+ *  - Runtime suspend first releases (cpu_map_release) the mapping of every BO
+ *    on the list, so that from then on a CPU store faults and takes a
+ *    reference (which aborts the suspend) instead of reaching VRAM; then, for
+ *    D3cold, it evicts every unpinned VRAM BO that may live in system memory
+ *    (put on the "evicted" list, moved back by the rpm thread after the wake)
+ *    and backs up the rest (pinned, VRAM-only) by CPU, restored right after
+ *    the wake, before anyone else runs on the device. Those backups are the
+ *    only copy while the device sleeps: only destroying the BO drops them
+ *    (bo_rpm_forget), and a removal adopts them (bo_rpm_take_backup).
  *
- * Locking: struct bo_rpm's lock protects both lists (every BO's rpm_link),
- * the backups and the counters; it is a leaf, taken inside the manager lock
- * and on the cpu_map handler thread (which never takes the manager lock).
+ * Locking: struct bo_rpm's lock protects both lists (every BO's rpm_mapped
+ * and rpm_evicted links), the backups and the counters; it is a leaf, taken
+ * inside the manager lock and on the cpu_map handler thread (which never
+ * takes the manager lock), and inside the rpm lock (stats).
  */
 #ifndef UGPU_MM_BO_RPM_H
 #define UGPU_MM_BO_RPM_H
@@ -35,16 +41,18 @@ int bo_rpm_attach(struct ugpu_device *dev);
 /*
  * bo_rpm_detach() - unregister and free (before rpm_fini()). NULL-safe.
  * Safe while the application touches its mappings: the state is unpublished
- * first, then the fault hooks already using it are waited for (bounded by
- * BO_RPM_DETACH_TIMEOUT_MS; past it the state is leaked, never freed under
- * a hook); hooks that start later find no state and map nothing from VRAM.
- * A reference a fault took before and would drop after is dropped here.
+ * first; hooks that start later find no state and map nothing from VRAM.
+ * The state is freed by the last of detach and the fault hooks already
+ * using it (counted: never freed under a hook), together with a reference
+ * a fault took and had not dropped yet. Detach waits for such hooks up to
+ * BO_RPM_DETACH_WAIT_MS so that the teardown after it does not race a wake.
  * Context: not on the cpu_map handler thread; takes the manager lock (not
  * held by the caller).
  */
 void bo_rpm_detach(struct ugpu_device *dev);
-/* A fault hook is bounded by rpm_get() (RPM_WAIT_TIMEOUT_MS) and a wake. */
-#define BO_RPM_DETACH_TIMEOUT_MS (2 * RPM_WAIT_TIMEOUT_MS)
+/* A fault hook waits up to RPM_WAIT_TIMEOUT_MS for another thread's
+ * transition, then may wake the device itself (RPM_WAKE_BOUND_MS). */
+#define BO_RPM_DETACH_WAIT_MS (RPM_WAIT_TIMEOUT_MS + RPM_WAKE_BOUND_MS)
 
 /* cpu_map owner hooks for BO maps (mm/bo.c's bo_map_ops). Run on the
  * cpu_map handler thread; never take the manager lock. fault_begin fails
@@ -52,9 +60,20 @@ void bo_rpm_detach(struct ugpu_device *dev);
 int bo_rpm_fault_begin(void *bo);
 void bo_rpm_fault_end(void *bo);
 
-/* bo_rpm_forget() - @bo left VRAM, lost its mapping or is being destroyed:
- * take it off the lists and drop its D3cold backups. Manager lock held. */
+/* bo_rpm_unmapped() - @bo left VRAM or lost its CPU mapping: no suspend
+ * has a mapping of it to release. Its D3cold backups stay (they may be the
+ * only copy). Manager lock held. */
+void bo_rpm_unmapped(struct ugpu_bo *bo);
+/* bo_rpm_forget() - @bo is being destroyed: off every list, its D3cold
+ * backups dropped. Manager lock held. */
 void bo_rpm_forget(struct ugpu_bo *bo);
+/*
+ * bo_rpm_take_backup() - does a D3cold backup hold all of @bo's VRAM
+ * contents (the device sleeps in D3cold, or is being woken)? With @dst
+ * (@bo->size bytes), copy it there in BO order and drop it: the caller
+ * adopts it (a removal that cannot read VRAM). Manager lock held.
+ */
+bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
 
 /* Counters for tests and tools. */
 struct bo_rpm_stats {
@@ -75,7 +94,12 @@ void bo_rpm_get_stats(struct ugpu_device *dev, struct bo_rpm_stats *out);
  * bo_rpm_test_parked() - how many hooks are parked there now.
  */
 #define BO_RPM_TEST_GATE_TIMEOUT_MS 10000
+#ifdef UGPU_TEST_HOOKS
 void bo_rpm_test_gate(bool closed);
 unsigned int bo_rpm_test_parked(void);
+/* Tests: how long bo_rpm_detach() waits for fault hooks (0: the default),
+ * to show that a hook outliving the wait still finds its state. */
+void bo_rpm_test_set_detach_wait(unsigned int ms);
+#endif
 
 #endif

@@ -241,7 +241,7 @@ static void pool_destroy(struct buddy_pool *p)
 static inline void fl_push(struct buddy_mm *mm, struct buddy_block *b)
 {
 	unsigned int c = hdr_clear(b), o = buddy_block_order(b);
-	struct buddy_link *head = &mm->free_list[c][o];
+	struct list_link *head = &mm->free_list[c][o];
 
 	b->link.next = head->next;
 	b->link.prev = head;
@@ -253,7 +253,7 @@ static inline void fl_push(struct buddy_mm *mm, struct buddy_block *b)
 static inline void fl_remove(struct buddy_mm *mm, struct buddy_block *b)
 {
 	unsigned int c = hdr_clear(b), o = buddy_block_order(b);
-	struct buddy_link *head = &mm->free_list[c][o];
+	struct list_link *head = &mm->free_list[c][o];
 
 	b->link.prev->next = b->link.next;
 	b->link.next->prev = b->link.prev;
@@ -686,7 +686,7 @@ static struct buddy_block *find_fully_free(struct buddy_mm *mm, unsigned int k)
 
 	for (j = k; j-- > 0;) {
 		for (c = 0; c < 2; c++) {
-			struct buddy_link *head = &mm->free_list[c][j], *l = head->next;
+			struct list_link *head = &mm->free_list[c][j], *l = head->next;
 			unsigned int tries;
 
 			for (tries = 0; l != head && tries < FORCE_TRIES; tries++, l = l->next) {
@@ -1366,7 +1366,7 @@ int buddy_reset_clear(struct buddy_mm *mm, bool is_clear)
 	for (i = 0; i < mm->n_roots; i++)
 		collapse_all_rec(mm, &mm->roots[i]);
 	for (o = 0; o <= mm->max_order; o++) {
-		struct buddy_link *head = &mm->free_list[from][o];
+		struct list_link *head = &mm->free_list[from][o];
 
 		while (head->next != head) {
 			struct buddy_block *b = buddy_link_block(head->next);
@@ -1601,7 +1601,7 @@ int buddy_check(const struct buddy_mm *mm)
 	}
 	for (c = 0; c < 2 && !err; c++) {
 		for (o = 0; o <= BUDDY_MAX_ORDER; o++) {
-			const struct buddy_link *head = &mm->free_list[c][o], *l;
+			const struct list_link *head = &mm->free_list[c][o], *l;
 			uint64_t n = 0;
 
 			for (l = head->next; l != head; l = l->next) {

@@ -35,6 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "src/base/list.h"
+
 /* Largest order a block can have: offsets live in header bits 63..12. */
 #define BUDDY_MAX_ORDER 51
 /* Smallest chunk size (one CPU page; offsets need 12 free low bits). */
@@ -51,14 +53,9 @@
 /* buddy_free_list()/buddy_free_block() flags. */
 #define BUDDY_CLEARED (1u << 0) /* the caller knows the blocks hold zeroes */
 
-/* Intrusive circular doubly linked list; a head is a link with no block. */
-struct buddy_link {
-	struct buddy_link *next, *prev;
-};
-
 /* A list of blocks (allocation results). Must not be copied once in use. */
 struct buddy_list {
-	struct buddy_link head;
+	struct list_link head;
 };
 
 #define BUDDY_LIST_INIT(name) { { &(name).head, &(name).head } }
@@ -77,7 +74,7 @@ struct buddy_block {
 	uint64_t header;
 	struct buddy_block *parent; /* NULL for a root */
 	union {
-		struct buddy_link link; /* FREE: free list; ALLOCATED: caller list */
+		struct list_link link; /* FREE: free list; ALLOCATED: caller list */
 		struct {
 			struct buddy_block *children; /* SPLIT: the [left, right] pair */
 			uint32_t aug; /* SPLIT: cached subtree summary, see buddy.c */
@@ -121,7 +118,7 @@ struct buddy_mm {
 
 	/* Private. */
 	uint64_t nonempty[2]; /* [clear] bit k: free_list[clear][k] not empty */
-	struct buddy_link free_list[2][BUDDY_MAX_ORDER + 1];
+	struct list_link free_list[2][BUDDY_MAX_ORDER + 1];
 	struct buddy_block roots[BUDDY_MAX_ORDER + 1];
 	struct buddy_pool pool;
 	/*
@@ -138,17 +135,17 @@ struct buddy_mm {
 
 static inline void buddy_list_init(struct buddy_list *l)
 {
-	l->head.next = l->head.prev = &l->head;
+	list_init(&l->head);
 }
 
 static inline bool buddy_list_is_empty(const struct buddy_list *l)
 {
-	return l->head.next == &l->head;
+	return list_empty(&l->head);
 }
 
-static inline struct buddy_block *buddy_link_block(const struct buddy_link *link)
+static inline struct buddy_block *buddy_link_block(const struct list_link *link)
 {
-	return (struct buddy_block *)((char *)link - offsetof(struct buddy_block, link));
+	return list_entry(link, struct buddy_block, link);
 }
 
 /* First/last block, or NULL if the list is empty. */
@@ -172,17 +169,12 @@ static inline struct buddy_block *buddy_list_next(const struct buddy_list *l,
 /* Unlink @b from whatever list holds it (leaves it self-linked). */
 static inline void buddy_list_del(struct buddy_block *b)
 {
-	b->link.prev->next = b->link.next;
-	b->link.next->prev = b->link.prev;
-	b->link.next = b->link.prev = &b->link;
+	list_del(&b->link);
 }
 
 static inline void buddy_list_add_tail(struct buddy_list *l, struct buddy_block *b)
 {
-	b->link.prev = l->head.prev;
-	b->link.next = &l->head;
-	l->head.prev->next = &b->link;
-	l->head.prev = &b->link;
+	list_add_tail(&l->head, &b->link);
 }
 
 /* Move @b from its current list to the tail of @l. */
@@ -195,13 +187,7 @@ static inline void buddy_list_move_tail(struct buddy_list *l, struct buddy_block
 /* Append all of @from to @to; @from becomes empty. */
 static inline void buddy_list_splice_tail(struct buddy_list *to, struct buddy_list *from)
 {
-	if (buddy_list_is_empty(from))
-		return;
-	from->head.next->prev = to->head.prev;
-	to->head.prev->next = from->head.next;
-	from->head.prev->next = &to->head;
-	to->head.prev = from->head.prev;
-	buddy_list_init(from);
+	list_splice_tail(&to->head, &from->head);
 }
 
 /* Iterate; @b may not be removed in the body (use _safe for that). */

@@ -9,38 +9,23 @@
  * those lands on a throw-away page and is silently lost.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mm/cpu_map.h"
-#include "src/log.h"
-
-/* Debian 12's uapi headers predate these (Linux 6.1 / 6.6); the ABI is fixed. */
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
-#endif
-#ifndef UFFD_FEATURE_POISON
-#define UFFD_FEATURE_POISON (1 << 14)
-struct uffdio_poison {
-	struct uffdio_range range;
-	__u64 mode;
-	__s64 updated;
-};
-#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
-#endif
+#include "mm/uffd.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
 
 #define CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS 10000u
 /* The handler's poll period: how late a stop request or a block timeout is
@@ -48,7 +33,6 @@ struct uffdio_poison {
 #define CPU_MAP_TICK_MS 50
 /* Destroy waits for an owner callback in slices of this, warning each time. */
 #define CPU_MAP_DESTROY_WARN_MS 2000
-#define CPU_MAP_MSG_BATCH 32
 
 /*
  * struct cpu_map - one object's range.
@@ -57,15 +41,18 @@ struct uffdio_poison {
  * - @op_lock serialises the calls that change the range from owner threads
  *   (invalidate, block, unblock, destroy). It is held across mremap(), which
  *   waits for the handler thread; the handler never takes it.
- * - @lock protects @state, @blocked, @parked, @parked_since_ns, @inflight,
- *   @mapped, @faults, @invalidations, and the owner's placement as seen by
+ * - @lock protects @state, @blocked, @gen, @parked, @parked_since_ns,
+ *   @inflight, @mapped, @faults, @invalidations, @block_timeout_ms, and the
+ *   owner's placement as seen by
  *   ops->resolve (called under it). The handler holds it while it maps the
  *   backing, so a state change by an owner thread is ordered against a fault
  *   being served. It is never held across mremap() or an owner hook other
  *   than resolve.
- * - @next/@prev belong to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
+ * - @link belongs to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
  *   are immutable after creation.
  */
+#define map_of(l) list_entry(l, struct cpu_map, link)
+
 struct cpu_map {
 	struct cpu_map_mgr *mgr;
 	const struct cpu_map_owner_ops *ops;
@@ -74,13 +61,17 @@ struct cpu_map {
 	size_t size;
 	char name[48];
 
-	struct cpu_map *next, *prev;
+	struct list_link link; /* on mgr->maps */
 
 	pthread_mutex_t op_lock;
 	pthread_mutex_t lock;
 	pthread_cond_t idle; /* signalled when @inflight drops to 0 */
 	enum cpu_map_state state;
 	unsigned int blocked;
+	/* Bumped by every block and unblock: the owner may have changed the
+	 * backing in between, so a fault_begin decided before is stale. */
+	uint64_t gen;
+	unsigned int block_timeout_ms; /* 0: the manager's */
 	unsigned int parked;
 	uint64_t parked_since_ns;
 	unsigned int inflight; /* handler between fault_begin and fault_end */
@@ -100,16 +91,14 @@ struct cpu_map {
  */
 struct cpu_map_mgr {
 	struct ugpu_context *ctx;
-	int uffd;
-	int stopfd;
-	pthread_t thread;
+	struct uffd *u; /* the fd and its handler thread (mm/uffd.h) */
 	uint64_t features;
 	unsigned int block_timeout_ms;
 	size_t page;
 	bool release_in_place;
 
 	pthread_mutex_t lock;
-	struct cpu_map *maps;
+	struct list_link maps; /* struct cpu_map */
 	uint64_t nmaps;
 
 	atomic_uint_fast64_t fault_events, faults, stale_faults, parked_faults;
@@ -117,20 +106,10 @@ struct cpu_map_mgr {
 	atomic_uint_fast64_t mapped_bytes;
 };
 
-/* Set on the handler thread: the calls that would wait for it refuse. */
-static _Thread_local struct cpu_map_mgr *tls_handler_of;
-
+/* The calls that would wait for the handler thread refuse on it. */
 static bool on_handler_thread(const struct cpu_map_mgr *mgr)
 {
-	return tls_handler_of == mgr;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return uffd_on_handler(mgr->u);
 }
 
 static void stat_add(atomic_uint_fast64_t *c, uint64_t v)
@@ -156,90 +135,6 @@ const char *cpu_map_state_name(enum cpu_map_state state)
 	return "?";
 }
 
-/* --- userfaultfd plumbing ------------------------------------------------ */
-
-static int uffd_open(void)
-{
-	int dev, fd;
-
-	/* /dev/userfaultfd is the access-controlled way in (kernel >= 6.1);
-	 * without it the syscall needs CAP_SYS_PTRACE or the sysctl. */
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	return fd < 0 ? -errno : fd;
-}
-
-/* The features this kernel offers: UFFDIO_API can be done once per fd, so
- * ask on a throw-away one. */
-static int uffd_probe_features(uint64_t *avail)
-{
-	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
-	int fd = uffd_open(), ret = 0;
-
-	if (fd < 0)
-		return fd;
-	if (ioctl(fd, UFFDIO_API, &api) < 0)
-		ret = -errno;
-	else
-		*avail = api.features;
-	close(fd);
-	return ret;
-}
-
-static int uffd_register(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len, uint64_t mode)
-{
-	struct uffdio_register reg = {
-		.range = { .start = addr, .len = len },
-		.mode = mode,
-	};
-
-	return ioctl(mgr->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
-}
-
-/* Wake threads waiting on [addr, addr+len). Harmless when none wait or the
- * range is no longer registered (they retry the access and fault afresh). */
-static void uffd_wake(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
-{
-	struct uffdio_range r = { .start = addr, .len = len };
-
-	if (ioctl(mgr->uffd, UFFDIO_WAKE, &r) < 0 && errno != ENOENT)
-		log_warn(mgr->ctx, "cpu_map: UFFDIO_WAKE of %#lx+%zu failed: %d",
-			 (unsigned long)addr, len, -errno);
-}
-
-/* A fresh anonymous range registered for missing faults, not DONTFORK'd
- * into children. Returns its address or 0 with *err set. */
-static uintptr_t placeholder_new(struct cpu_map_mgr *mgr, size_t size, int *err)
-{
-	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		       -1, 0);
-
-	if (p == MAP_FAILED) {
-		*err = -errno;
-		return 0;
-	}
-	/* MADV_DONTFORK before registering: a fork in between must not
-	 * give the child a registered range nobody serves. */
-	if (madvise(p, size, MADV_DONTFORK) < 0) {
-		*err = -errno;
-		goto out_unmap;
-	}
-	*err = uffd_register(mgr, (uintptr_t)p, size, UFFDIO_REGISTER_MODE_MISSING);
-	if (*err < 0)
-		goto out_unmap;
-	return (uintptr_t)p;
-
-out_unmap:
-	munmap(p, size);
-	return 0;
-}
-
 /* --- fault side (handler thread) ---------------------------------------- */
 
 /*
@@ -258,9 +153,33 @@ static void *handler_mmap(uintptr_t addr, size_t len, int prot, int flags, int f
 }
 
 /*
+ * UFFDIO_POISON of [addr, +len). One ioctl covers one VMA only (-ENOENT
+ * when the range crosses into another: a mapping made of several backing
+ * extents is several VMAs), so a refused range is halved until each piece
+ * lies in one VMA. Pages already present (-EEXIST) are left: they are the
+ * backing's own. Returns 0 when every page is poisoned or present.
+ */
+static int poison_range(struct cpu_map_mgr *mgr, uintptr_t addr, size_t len)
+{
+	size_t half;
+	int r = uffd_poison(mgr->u, addr, len);
+
+	if (r == -EEXIST && len == mgr->page)
+		return 0;
+	if ((r != -ENOENT && r != -EEXIST) || len <= mgr->page)
+		return r;
+	half = (len / 2 + mgr->page - 1) & ~(mgr->page - 1);
+	r = poison_range(mgr, addr, half);
+	if (!r)
+		r = poison_range(mgr, addr + half, len - half);
+	return r;
+}
+
+/*
  * Make [off, size) of @map fail loudly: SIGBUS through UFFDIO_POISON, or
- * where the kernel lacks it a read-only zero mapping (reads see zeroes,
- * stores SIGSEGV). Never a writable throw-away page. Map lock held.
+ * where the kernel lacks it (or it fails) an inaccessible mapping (SIGSEGV).
+ * Never a page that reads as something the object does not hold, never a
+ * writable throw-away page. Map lock held.
  */
 static void map_fail_range(struct cpu_map *map, size_t off)
 {
@@ -273,14 +192,14 @@ static void map_fail_range(struct cpu_map *map, size_t off)
 	if (!len)
 		return;
 	if (mgr->features & UFFD_FEATURE_POISON) {
-		struct uffdio_poison p = { .range = { .start = map->addr + off, .len = len } };
+		int r = poison_range(mgr, map->addr + off, len);
 
-		done = ioctl(mgr->uffd, UFFDIO_POISON, &p) == 0;
+		done = r == 0;
 		if (!done)
-			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d",
-				 map->name, -errno);
+			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d; accesses get SIGSEGV instead",
+				 map->name, r);
 	}
-	if (!done && handler_mmap(map->addr + off, len, PROT_READ,
+	if (!done && handler_mmap(map->addr + off, len, PROT_NONE,
 				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
 		log_err(mgr->ctx, "cpu_map: object '%s': cannot fence the range after an error: %d",
 			map->name, -errno);
@@ -352,16 +271,16 @@ static void map_backing(struct cpu_map *map)
 static bool map_unrelease(struct cpu_map *map)
 {
 	struct cpu_map_mgr *mgr = map->mgr;
-	struct uffdio_range r = { .start = map->addr, .len = map->size };
+	int r = uffd_unregister(mgr->u, map->addr, map->size);
 
-	if (ioctl(mgr->uffd, UFFDIO_UNREGISTER, &r) == 0) {
+	if (r == 0) {
 		map->state = CPU_MAP_MAPPED;
 		map->faults++;
 		stat_add(&mgr->faults, 1);
 		return true;
 	}
 	log_warn(mgr->ctx, "cpu_map: object '%s': unregistering the released range failed: %d; mapping it again",
-		 map->name, -errno);
+		 map->name, r);
 	stat_sub(&mgr->mapped_bytes, map->mapped);
 	map->mapped = 0;
 	map_backing(map);
@@ -382,19 +301,26 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	size_t size;
 	struct cpu_map *map;
 	bool begun = false, stale = false, woken = false;
+	uint64_t begun_gen = 0;
 	int begin_err = 0;
 
 	stat_add(&mgr->fault_events, 1);
 	pthread_mutex_lock(&mgr->lock);
-	for (map = mgr->maps; map; map = map->next)
-		if (page_addr >= map->addr && page_addr - map->addr < map->size)
+	map = NULL;
+	list_for_each(l, &mgr->maps) {
+		struct cpu_map *m = map_of(l);
+
+		if (page_addr >= m->addr && page_addr - m->addr < m->size) {
+			map = m;
 			break;
+		}
+	}
 	if (!map) {
 		/* Destroyed meanwhile: the woken thread finds PROT_NONE or
 		 * nothing and gets SIGSEGV, which is the documented outcome. */
 		pthread_mutex_unlock(&mgr->lock);
 		stat_add(&mgr->stale_faults, 1);
-		uffd_wake(mgr, page_addr, mgr->page);
+		uffd_wake(mgr->u, page_addr, mgr->page);
 		return;
 	}
 	/* Taken before the list lock is dropped: destroy unlinks under the
@@ -426,10 +352,25 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			map_fail_range(map, 0);
 			break;
 		}
+		if (begun && map->gen != begun_gen) {
+			/* The owner blocked and unblocked the map while
+			 * fault_begin ran: it decided on a backing that may
+			 * not be the one resolve() would map now (a move in
+			 * between). End it and decide again, so the decision
+			 * and the mapping see the same backing. */
+			pthread_mutex_unlock(&map->lock);
+			map->ops->fault_end(map->owner);
+			pthread_mutex_lock(&map->lock);
+			begun = false;
+			if (!--map->inflight)
+				pthread_cond_broadcast(&map->idle);
+			continue;
+		}
 		if (map->ops->fault_begin && !begun) {
 			int ret;
 
 			map->inflight++;
+			begun_gen = map->gen;
 			pthread_mutex_unlock(&map->lock);
 			ret = map->ops->fault_begin(map->owner);
 			pthread_mutex_lock(&map->lock);
@@ -474,24 +415,28 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	if (stale)
 		stat_add(&mgr->stale_faults, 1);
 	if (!woken)
-		uffd_wake(mgr, addr, size);
+		uffd_wake(mgr->u, addr, size);
 }
 
 /* A fault waiting on a blocked map for too long gets SIGBUS: the owner's
  * move is stuck, and a hang would be worse than a loud error. */
 static void check_block_timeouts(struct cpu_map_mgr *mgr)
 {
-	uint64_t now = now_ns(), limit = (uint64_t)mgr->block_timeout_ms * 1000000ull;
+	uint64_t now = now_ns();
 	struct cpu_map *map;
 
 	pthread_mutex_lock(&mgr->lock);
-	for (map = mgr->maps; map; map = map->next) {
+	list_for_each(l, &mgr->maps) {
+		map = map_of(l);
+		unsigned int ms;
+
 		pthread_mutex_lock(&map->lock);
+		ms = map->block_timeout_ms ? map->block_timeout_ms : mgr->block_timeout_ms;
 		if (map->blocked && map->parked && map->state == CPU_MAP_UNMAPPED &&
-		    now - map->parked_since_ns >= limit) {
+		    now - map->parked_since_ns >= (uint64_t)ms * 1000000ull) {
 			log_err(mgr->ctx,
 				"cpu_map: object '%s': a CPU access waited %u ms for a move that did not finish; it gets SIGBUS",
-				map->name, mgr->block_timeout_ms);
+				map->name, ms);
 			stat_add(&mgr->block_timeouts, 1);
 			map->parked = 0;
 			map_fail_range(map, 0); /* poison wakes the waiters */
@@ -501,91 +446,45 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 	pthread_mutex_unlock(&mgr->lock);
 }
 
-static void drain_events(struct cpu_map_mgr *mgr)
+/* The handler thread's entry points (mm/uffd.h). */
+static void on_msg(void *owner, const struct uffd_msg *m)
 {
-	struct uffd_msg msgs[CPU_MAP_MSG_BATCH];
+	struct cpu_map_mgr *mgr = owner;
 
-	for (;;) {
-		ssize_t n = read(mgr->uffd, msgs, sizeof(msgs));
-		size_t i;
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				log_err(mgr->ctx, "cpu_map: reading the userfaultfd failed: %d", -errno);
-			return;
-		}
-		for (i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
-			switch (msgs[i].event) {
-			case UFFD_EVENT_PAGEFAULT:
-				handle_fault(mgr, (uintptr_t)msgs[i].arg.pagefault.address);
-				break;
-			case UFFD_EVENT_REMAP:
-				/* Reading it is the answer: the invalidating
-				 * thread's mremap() returns. */
-				stat_add(&mgr->remap_events, 1);
-				break;
-			default:
-				log_warn(mgr->ctx, "cpu_map: unexpected userfaultfd event %#x",
-					 msgs[i].event);
-				break;
-			}
-		}
-		if ((size_t)n < sizeof(msgs))
-			return;
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		handle_fault(mgr, (uintptr_t)m->arg.pagefault.address);
+		break;
+	case UFFD_EVENT_REMAP:
+		/* Reading it is the answer: the invalidating thread's
+		 * mremap() returns. */
+		stat_add(&mgr->remap_events, 1);
+		break;
+	default:
+		log_warn(mgr->ctx, "cpu_map: unexpected userfaultfd event %#x", m->event);
+		break;
 	}
 }
 
-static void *handler_main(void *arg)
+static void on_tick(void *owner)
 {
-	struct cpu_map_mgr *mgr = arg;
-	int tick = CPU_MAP_TICK_MS;
-	uint64_t next_check_ns = 0;
-
-	tls_handler_of = mgr;
-	if ((unsigned int)tick > mgr->block_timeout_ms / 4)
-		tick = (int)(mgr->block_timeout_ms / 4) + 1;
-	for (;;) {
-		struct pollfd pfd[2] = {
-			{ .fd = mgr->uffd, .events = POLLIN },
-			{ .fd = mgr->stopfd, .events = POLLIN },
-		};
-		int n = poll(pfd, 2, tick);
-
-		if (n < 0 && errno != EINTR) {
-			log_err(mgr->ctx, "cpu_map: poll on the userfaultfd failed: %d", -errno);
-			break;
-		}
-		if (n > 0 && pfd[1].revents)
-			break;
-		if (n > 0 && (pfd[0].revents & POLLIN))
-			drain_events(mgr);
-		if (n > 0 && (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
-			log_err(mgr->ctx, "cpu_map: userfaultfd reported an error (revents %#x)",
-				pfd[0].revents);
-			break;
-		}
-		/* Once a tick, not after every fault: the scan locks every
-		 * map, and right after a fault's wake it delayed the woken
-		 * thread when both share a CPU (~10 us with 256 maps). */
-		if (now_ns() >= next_check_ns) {
-			check_block_timeouts(mgr);
-			next_check_ns = now_ns() + (uint64_t)tick * 1000000ull;
-		}
-	}
-	return NULL;
+	check_block_timeouts(owner);
 }
+
+static const struct uffd_owner_ops cpu_map_uffd_ops = {
+	.msg = on_msg,
+	.tick = on_tick,
+};
 
 /* --- manager ------------------------------------------------------------- */
 
 int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *opts,
 		       struct cpu_map_mgr **out)
 {
-	struct uffdio_api api = { .api = UFFD_API };
 	struct cpu_map_mgr *mgr;
-	uint64_t avail = 0;
+	uint64_t want;
 	long page = sysconf(_SC_PAGESIZE);
+	unsigned int tick = CPU_MAP_TICK_MS;
 	int ret;
 
 	if (!out || (opts && opts->size < offsetof(struct cpu_map_mgr_opts, block_timeout_ms) +
@@ -594,17 +493,6 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 			opts ? opts->size : 0);
 		return -EINVAL;
 	}
-	ret = uffd_probe_features(&avail);
-	if (ret < 0) {
-		log_err(ctx, "cpu_map: no usable userfaultfd (%d): need /dev/userfaultfd access or vm.unprivileged_userfaultfd", ret);
-		return ret;
-	}
-	if (!(avail & UFFD_FEATURE_EVENT_REMAP)) {
-		log_err(ctx, "cpu_map: the kernel's userfaultfd lacks EVENT_REMAP (features %#llx)",
-			(unsigned long long)avail);
-		return -EOPNOTSUPP;
-	}
-
 	mgr = calloc(1, sizeof(*mgr));
 	if (!mgr)
 		return -ENOMEM;
@@ -612,68 +500,39 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 	mgr->page = page > 0 ? (size_t)page : 4096;
 	mgr->block_timeout_ms = opts && opts->block_timeout_ms ? opts->block_timeout_ms
 							      : CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS;
+	if (tick > mgr->block_timeout_ms / 4)
+		tick = mgr->block_timeout_ms / 4 + 1;
+	list_init(&mgr->maps);
+	ret = pthread_mutex_init(&mgr->lock, NULL);
+	if (ret) {
+		free(mgr);
+		return -ret;
+	}
 	/* EVENT_REMAP keeps a placeholder registered across mremap (the
 	 * race-free invalidation). EVENT_UNMAP/REMOVE stay off on purpose:
 	 * with them, the handler's own mmap(MAP_FIXED) over a placeholder
-	 * would wait for the handler to read the event - a self-deadlock. */
-	mgr->features = UFFD_FEATURE_EVENT_REMAP |
-			(avail & (UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON));
-	/* MINOR_SHMEM: release in place (cpu_map_release()). */
-	if ((avail & UFFD_FEATURE_MINOR_SHMEM) &&
-	    !(opts && opts->size >= offsetof(struct cpu_map_mgr_opts, release_by_invalidate) +
+	 * would wait for the handler to read the event - a self-deadlock.
+	 * MINOR_SHMEM: release in place (cpu_map_release()). */
+	want = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+	if (!(opts && opts->size >= offsetof(struct cpu_map_mgr_opts, release_by_invalidate) +
 					    sizeof(opts->release_by_invalidate) &&
-	      opts->release_by_invalidate)) {
-		mgr->features |= UFFD_FEATURE_MINOR_SHMEM;
-		mgr->release_in_place = true;
-	}
-	mgr->uffd = uffd_open();
-	if (mgr->uffd < 0) {
-		ret = mgr->uffd;
-		log_err(ctx, "cpu_map: opening a userfaultfd failed: %d", ret);
-		goto out_free_mgr;
-	}
-	api.features = mgr->features;
-	if (ioctl(mgr->uffd, UFFDIO_API, &api) < 0) {
-		ret = -errno;
-		log_err(ctx, "cpu_map: UFFDIO_API with features %#llx failed: %d",
-			(unsigned long long)mgr->features, ret);
-		goto out_close_uffd;
-	}
-	mgr->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (mgr->stopfd < 0) {
-		ret = -errno;
-		log_err(ctx, "cpu_map: eventfd failed: %d", ret);
-		goto out_close_uffd;
-	}
-	ret = pthread_mutex_init(&mgr->lock, NULL);
+	      opts->release_by_invalidate))
+		want |= UFFD_FEATURE_MINOR_SHMEM;
+	ret = uffd_create(ctx, "cpu_map", UFFD_FEATURE_EVENT_REMAP, want, &cpu_map_uffd_ops, mgr,
+			  tick, &mgr->u);
 	if (ret) {
-		ret = -ret;
-		goto out_close_stopfd;
+		pthread_mutex_destroy(&mgr->lock);
+		free(mgr);
+		return ret;
 	}
-	ret = pthread_create(&mgr->thread, NULL, handler_main, mgr);
-	if (ret) {
-		ret = -ret;
-		log_err(ctx, "cpu_map: starting the fault handler thread failed: %d", ret);
-		goto out_destroy_lock;
-	}
+	mgr->features = uffd_features(mgr->u);
+	mgr->release_in_place = mgr->features & UFFD_FEATURE_MINOR_SHMEM;
 	*out = mgr;
 	return 0;
-
-out_destroy_lock:
-	pthread_mutex_destroy(&mgr->lock);
-out_close_stopfd:
-	close(mgr->stopfd);
-out_close_uffd:
-	close(mgr->uffd);
-out_free_mgr:
-	free(mgr);
-	return ret;
 }
 
 void cpu_map_mgr_destroy(struct cpu_map_mgr *mgr)
 {
-	uint64_t one = 1;
-
 	if (!mgr)
 		return;
 	if (on_handler_thread(mgr)) {
@@ -684,19 +543,15 @@ void cpu_map_mgr_destroy(struct cpu_map_mgr *mgr)
 		struct cpu_map *map;
 
 		pthread_mutex_lock(&mgr->lock);
-		map = mgr->maps;
+		map = list_empty(&mgr->maps) ? NULL : map_of(list_first(&mgr->maps));
 		pthread_mutex_unlock(&mgr->lock);
 		if (!map)
 			break;
 		log_warn(mgr->ctx, "cpu_map: object '%s' still mapped when its manager goes", map->name);
 		cpu_map_destroy(map);
 	}
-	if (write(mgr->stopfd, &one, sizeof(one)) != sizeof(one))
-		log_err(mgr->ctx, "cpu_map: waking the handler thread to stop failed: %d", -errno);
-	pthread_join(mgr->thread, NULL);
+	uffd_destroy(mgr->u);
 	pthread_mutex_destroy(&mgr->lock);
-	close(mgr->stopfd);
-	close(mgr->uffd);
 	free(mgr);
 }
 
@@ -751,17 +606,14 @@ int cpu_map_create(struct cpu_map_mgr *mgr, const struct cpu_map_owner_ops *ops,
 		free(map);
 		return -ENOMEM;
 	}
-	map->addr = placeholder_new(mgr, rounded, &ret);
+	map->addr = uffd_placeholder(mgr->u, rounded, &ret);
 	if (!map->addr) {
 		log_err(mgr->ctx, "cpu_map: reserving %zu bytes for object '%s' failed: %d", rounded,
 			map->name, ret);
 		goto out_free_map;
 	}
 	pthread_mutex_lock(&mgr->lock);
-	map->next = mgr->maps;
-	if (mgr->maps)
-		mgr->maps->prev = map;
-	mgr->maps = map;
+	list_add(&mgr->maps, &map->link);
 	mgr->nmaps++;
 	pthread_mutex_unlock(&mgr->lock);
 	*out_map = map;
@@ -799,7 +651,7 @@ static int map_invalidate_locked(struct cpu_map *map)
 	map->state = CPU_MAP_INVALIDATING;
 	pthread_mutex_unlock(&map->lock);
 
-	ph = placeholder_new(mgr, map->size, &ret);
+	ph = uffd_placeholder(mgr->u, map->size, &ret);
 	if (ph) {
 		/*
 		 * The atomic step: the old mapping and the registered
@@ -834,7 +686,7 @@ static int map_invalidate_locked(struct cpu_map *map)
 		map->parked = 0;
 	pthread_mutex_unlock(&map->lock);
 	if (wake)
-		uffd_wake(mgr, map->addr, map->size);
+		uffd_wake(mgr->u, map->addr, map->size);
 	return ret;
 }
 
@@ -865,18 +717,19 @@ int cpu_map_invalidate(struct cpu_map *map)
 static int map_release_in_place(struct cpu_map *map)
 {
 	struct cpu_map_mgr *mgr = map->mgr;
-	struct uffdio_range r = { .start = map->addr, .len = map->size };
 	int ret;
 
-	ret = uffd_register(mgr, map->addr, map->size,
+	ret = uffd_register(mgr->u, map->addr, map->size,
 			    UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
 	if (ret < 0)
 		return ret;
 	if (madvise((void *)map->addr, map->size, MADV_DONTNEED) < 0) {
 		ret = -errno;
-		if (ioctl(mgr->uffd, UFFDIO_UNREGISTER, &r) < 0)
+		int r = uffd_unregister(mgr->u, map->addr, map->size);
+
+		if (r)
 			log_err(mgr->ctx, "cpu_map: object '%s': unregistering after a failed release failed: %d",
-				map->name, -errno);
+				map->name, r);
 		return ret;
 	}
 	map->state = CPU_MAP_RELEASED;
@@ -928,6 +781,7 @@ int cpu_map_block(struct cpu_map *map)
 	/* Blocked before the swap, so a fault right after it waits. */
 	pthread_mutex_lock(&map->lock);
 	map->blocked++;
+	map->gen++;
 	pthread_mutex_unlock(&map->lock);
 	ret = map_invalidate_locked(map);
 	if (ret < 0) {
@@ -938,7 +792,7 @@ int cpu_map_block(struct cpu_map *map)
 		}
 		pthread_mutex_unlock(&map->lock);
 		if (wake)
-			uffd_wake(map->mgr, map->addr, map->size);
+			uffd_wake(map->mgr->u, map->addr, map->size);
 	}
 	pthread_mutex_unlock(&map->op_lock);
 	return ret;
@@ -962,6 +816,7 @@ int cpu_map_unblock(struct cpu_map *map)
 		return -EINVAL;
 	}
 	last = !--map->blocked;
+	map->gen++;
 	failed = map->state == CPU_MAP_ERROR;
 	if (last)
 		map->parked = 0;
@@ -969,7 +824,7 @@ int cpu_map_unblock(struct cpu_map *map)
 	if (last && failed)
 		ret = map_invalidate_locked(map); /* wakes the range */
 	else if (last)
-		uffd_wake(map->mgr, map->addr, map->size);
+		uffd_wake(map->mgr->u, map->addr, map->size);
 	pthread_mutex_unlock(&map->op_lock);
 	return ret;
 }
@@ -986,12 +841,7 @@ int cpu_map_destroy(struct cpu_map *map)
 		return -EDEADLK;
 	pthread_mutex_lock(&map->op_lock);
 	pthread_mutex_lock(&mgr->lock);
-	if (map->prev)
-		map->prev->next = map->next;
-	else
-		mgr->maps = map->next;
-	if (map->next)
-		map->next->prev = map->prev;
+	list_del(&map->link);
 	mgr->nmaps--;
 	pthread_mutex_unlock(&mgr->lock);
 
@@ -1022,7 +872,7 @@ int cpu_map_destroy(struct cpu_map *map)
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
 		log_err(mgr->ctx, "cpu_map: fencing object '%s' before unmapping failed: %d", map->name,
 			-errno);
-	uffd_wake(mgr, map->addr, map->size);
+	uffd_wake(mgr->u, map->addr, map->size);
 	munmap((void *)map->addr, map->size);
 	pthread_mutex_unlock(&map->op_lock);
 
@@ -1031,6 +881,13 @@ int cpu_map_destroy(struct cpu_map *map)
 	pthread_mutex_destroy(&map->op_lock);
 	free(map);
 	return 0;
+}
+
+void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms)
+{
+	pthread_mutex_lock(&map->lock);
+	map->block_timeout_ms = ms;
+	pthread_mutex_unlock(&map->lock);
 }
 
 void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out)
@@ -1044,5 +901,7 @@ void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out)
 	out->parked = map->parked;
 	out->faults = map->faults;
 	out->invalidations = map->invalidations;
+	out->block_timeout_ms = map->block_timeout_ms ? map->block_timeout_ms
+						      : map->mgr->block_timeout_ms;
 	pthread_mutex_unlock(&map->lock);
 }

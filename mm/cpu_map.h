@@ -84,6 +84,10 @@ struct cpu_map_extent {
  *           the object, without any cpu_map lock held; the runtime-PM layer
  *           takes a device-awake reference here (and may wake the device,
  *           bounded). A negative return is handled like a @resolve failure.
+ *           It may decide from the backing as it is now: if the owner
+ *           blocks the map (to change the backing) while it runs, the
+ *           manager calls @fault_end and then @fault_begin again before it
+ *           maps, so the decision and the mapping see the same backing.
  * @fault_end: may be NULL. Called once after every @fault_begin that
  *           returned 0, when the mapping is in place (or failed), before the
  *           faulting thread is woken; drops what @fault_begin took. No
@@ -179,6 +183,7 @@ struct cpu_map_info {
 	unsigned int parked;       /* faults waiting for the unblock */
 	uint64_t faults;           /* faults that mapped a backing */
 	uint64_t invalidations;    /* invalidations that replaced a mapping */
+	unsigned int block_timeout_ms; /* how long a fault waits for a block */
 };
 
 /*
@@ -296,6 +301,11 @@ int cpu_map_unblock(struct cpu_map *map);
  * Returns: 0 or -EDEADLK (handler thread; nothing done).
  */
 int cpu_map_destroy(struct cpu_map *map);
+
+/* cpu_map_set_block_timeout() - how long a fault may wait for this map's
+ * block (cpu_map_block()) before it gets SIGBUS; 0: the manager's
+ * block_timeout_ms. The owner derives it from how long its moves may take. */
+void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms);
 
 /* cpu_map_query() - a snapshot of @map's state into @out. */
 void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out);

@@ -12,15 +12,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "mm/bo.h"
-#include "src/context.h"
+#include "engines/exec.h"
+#include "src/base/context.h"
+#include "src/base/log.h"
+#include "src/base/refdev.h"
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
-#include "src/refdev.h"
 #include "src/rpm.h"
+#include "src/suspend.h"
 #include "src/unplug.h"
-#include "mm/bo_rpm.h"
+#include "src/vfio/pci_cfg.h"
+#include "src/vfio/tombstone.h"
 
 int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val)
 {
@@ -56,7 +57,7 @@ static int refdev_probe(struct ugpu_device *dev)
 		return ret;
 	if (id != REFDEV_ID_MAGIC) {
 		log_err(dev->ctx, "%s: ID register reads 0x%08x, not the reference device's 0x%08x",
-			dev->vdev->name, id, REFDEV_ID_MAGIC);
+			dev->name, id, REFDEV_ID_MAGIC);
 		return -ENODEV;
 	}
 	if ((ret = device_reg_read32(dev, REFDEV_REG_CAPS, &caps)) ||
@@ -175,7 +176,7 @@ static int irqs_setup(struct ugpu_device *dev)
 		ret = dev->vdev->ops->set_irqs(dev->vdev, VFIO_IRQ_MSIX, 0, dev->num_msix,
 					       dev->msix_fds);
 		if (ret) {
-			log_err(dev->ctx, "%s: cannot route %u MSI-X vectors: %s", dev->vdev->name,
+			log_err(dev->ctx, "%s: cannot route %u MSI-X vectors: %s", dev->name,
 				dev->num_msix, ugpu_strerror(ret));
 			goto out_teardown;
 		}
@@ -198,31 +199,6 @@ out_teardown:
 	return ret;
 }
 
-static void buddy_log(void *arg, const char *msg)
-{
-	struct ugpu_device *dev = arg;
-
-	log_err(dev->ctx, "%s: VRAM: %s", dev->vdev->name, msg);
-}
-
-int device_vram_alloc(struct ugpu_device *dev, uint64_t size, uint64_t min_block,
-		      unsigned int flags, struct buddy_list *out)
-{
-	int ret;
-
-	pthread_mutex_lock(&dev->vram_lock);
-	ret = buddy_alloc_blocks(&dev->vram_mm, 0, dev->vram_mm.size, size, min_block, out, flags);
-	pthread_mutex_unlock(&dev->vram_lock);
-	return ret;
-}
-
-void device_vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int flags)
-{
-	pthread_mutex_lock(&dev->vram_lock);
-	buddy_free_list(&dev->vram_mm, blocks, flags);
-	pthread_mutex_unlock(&dev->vram_lock);
-}
-
 struct engine *device_copy_engine(struct ugpu_device *dev)
 {
 	return dev->copy[0] ? dev->copy[0] : dev->cpu;
@@ -237,8 +213,9 @@ static void engines_teardown(struct ugpu_device *dev)
 	for (i = DEVICE_MAX_ENGINES - 1; i >= 0; i--) {
 		engine_destroy(dev->copy[i]);
 		dev->copy[i] = NULL;
-		ugpu_bo_put(dev->ring_bo[i]); /* frees ring_blocks[i] */
-		dev->ring_bo[i] = NULL;
+		if (dev->ring_obj[i])
+			dev->kmem->free(dev, dev->ring_obj[i]);
+		dev->ring_obj[i] = NULL;
 	}
 }
 
@@ -261,26 +238,22 @@ static int engines_setup(struct ugpu_device *dev)
 
 	if (n > DEVICE_MAX_ENGINES)
 		n = DEVICE_MAX_ENGINES;
+	if (n && !dev->kmem) {
+		log_err(dev->ctx, "%s: no memory layer for the engine rings", dev->name);
+		return -EINVAL;
+	}
 	for (i = 0; i < n; i++) {
-		struct buddy_list *rb = &dev->ring_blocks[i];
-		/* The ring is a pinned kernel BO: restored early by CPU on resume,
-		 * before the engine is re-initialised on it. */
-		struct ugpu_bo_opts bo_opts = {
-			.size = sizeof(bo_opts),
-			.bytes = engine_sim_vram_bytes(DEVICE_RING_SIZE),
-			.placements = { UGPU_PLACEMENT_VRAM },
-			.flags = UGPU_BO_KERNEL | UGPU_BO_PINNED | UGPU_BO_CONTIGUOUS,
-			.name = i ? "ring1" : "ring0",
-		};
-
-		ret = bo_create_kernel(dev, &bo_opts, BUDDY_TOPDOWN_ALLOCATION, rb, &dev->ring_bo[i]);
+		/* Kernel memory: restored early by CPU on resume, before the
+		 * engine is re-initialised on it. */
+		ret = dev->kmem->alloc(dev, engine_sim_vram_bytes(DEVICE_RING_SIZE),
+				       i ? "ring1" : "ring0", &dev->ring_obj[i], &dev->ring_offset[i]);
 		if (ret) {
-			log_err(dev->ctx, "%s: no VRAM for copy engine %u's ring: %s",
-				dev->vdev->name, i, ugpu_strerror(ret));
+			log_err(dev->ctx, "%s: no VRAM for copy engine %u's ring: %s", dev->name, i,
+				ugpu_strerror(ret));
 			goto out_teardown;
 		}
 		cfg.index = i;
-		cfg.ring_offset = buddy_block_offset(buddy_list_first(rb));
+		cfg.ring_offset = dev->ring_offset[i];
 		cfg.ring_size = DEVICE_RING_SIZE;
 		ret = engine_create(dev->ctx, &engine_sim_ops, &cfg, &dev->copy[i]);
 		if (ret)
@@ -321,6 +294,7 @@ static int transport_up(struct ugpu_device *dev, const char *uri)
 	ret = open_transport(ctx, uri, &dev->vdev);
 	if (ret)
 		return ret;
+	snprintf(dev->name, sizeof(dev->name), "%s", dev->vdev->name);
 
 	if ((ret = pci_cfg_read16(dev->vdev, PCI_CFG_VENDOR_ID, &dev->vendor_id)) ||
 	    (ret = pci_cfg_read16(dev->vdev, PCI_CFG_DEVICE_ID, &dev->device_id)) ||
@@ -354,7 +328,7 @@ static int transport_up(struct ugpu_device *dev, const char *uri)
 	ret = device_power_probe(dev);
 	if (ret)
 		goto out_close;
-	if (dev->power_state != UGPU_POWER_D0) {
+	if (device_power_state(dev) != UGPU_POWER_D0) {
 		ret = device_set_power(dev, UGPU_POWER_D0);
 		if (ret) {
 			log_err(ctx, "%s: cannot wake the device to D0: %s", uri, ugpu_strerror(ret));
@@ -394,20 +368,20 @@ out_close:
 
 /*
  * Close the transport. dev->vdev then points to a tombstone that answers
- * -ENODEV and keeps the name for log lines: BOs outlive the device and
- * still name it. The swap is made under the BO manager lock (when the
- * manager still exists) because BO paths read dev->vdev under it.
+ * -ENODEV (src/vfio/tombstone.h): late calls fail cleanly instead of using
+ * a freed transport. The swap is published under the device's publication
+ * lock; layers above reach the transport only while they know the device is
+ * not removed (they check under their own lock, which the removal holds when
+ * it sets dev->removed, before this runs).
  */
 static void transport_down(struct ugpu_device *dev)
 {
 	struct vfio_dev *old = dev->vdev;
 
-	unplug_tombstone_init(&dev->gone_vdev, old);
-	if (dev->bo_mgr)
-		pthread_mutex_lock(&dev->bo_mgr->lock);
+	tombstone_init(&dev->gone_vdev, old);
+	pthread_mutex_lock(&dev->pub_lock);
 	dev->vdev = &dev->gone_vdev;
-	if (dev->bo_mgr)
-		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 	old->ops->close(old);
 }
 
@@ -456,45 +430,9 @@ static void dma_down(struct ugpu_device *dev)
 		return;
 	leaks = dma_space_fini(&dev->dma);
 	if (leaks > 0)
-		log_warn(dev->ctx, "%s: %d DMA buffers were still mapped at close", dev->vdev->name,
+		log_warn(dev->ctx, "%s: %d DMA buffers were still mapped at close", dev->name,
 			 leaks);
 	dev->dma_ready = false;
-}
-
-static int vram_mm_up(struct ugpu_device *dev, const char *uri)
-{
-	int ret;
-
-	ret = buddy_init(&dev->vram_mm, dev->vram_size, 4096);
-	if (ret) {
-		log_err(dev->ctx, "%s: cannot manage %llu bytes of VRAM: %s", uri,
-			(unsigned long long)dev->vram_size, ugpu_strerror(ret));
-		return ret;
-	}
-	buddy_set_log(&dev->vram_mm, buddy_log, dev);
-	dev->vram_mm_ready = true;
-	return 0;
-}
-
-static void vram_mm_down(struct ugpu_device *dev)
-{
-	int leaks;
-
-	if (!dev->vram_mm_ready)
-		return;
-	pthread_mutex_lock(&dev->vram_lock);
-	leaks = buddy_fini(&dev->vram_mm);
-	dev->vram_mm_ready = false;
-	pthread_mutex_unlock(&dev->vram_lock);
-	if (leaks > 0)
-		log_warn(dev->ctx, "%s: %d VRAM blocks were still allocated at close",
-			 dev->vdev->name, leaks);
-}
-
-static int bo_mgr_up(struct ugpu_device *dev, const char *uri)
-{
-	(void)uri;
-	return bo_mgr_init(dev);
 }
 
 static int engines_up(struct ugpu_device *dev, const char *uri)
@@ -503,31 +441,77 @@ static int engines_up(struct ugpu_device *dev, const char *uri)
 	return engines_setup(dev);
 }
 
+/*
+ * The exec queues, when the device has them (a GPU VM, layout 1.1): their
+ * fault ring and fences in kernel memory (restored early, by CPU, like the
+ * rings), their interrupts on vectors 2-4. Without them VMs answer
+ * -EOPNOTSUPP; the device works otherwise.
+ */
+static int exec_up(struct ugpu_device *dev, const char *uri)
+{
+	struct exec_cfg cfg = { .dev = dev->vdev, .vram = dev->vram, .name = dev->name };
+	int ret;
+
+	(void)uri;
+	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM) || !dev->kmem)
+		return 0;
+	if (dev->num_msix <= REFDEV_VEC_EXEC) {
+		log_warn(dev->ctx, "%s: %u MSI-X vectors: no exec queues without vector %d",
+			 dev->name, dev->num_msix, REFDEV_VEC_EXEC);
+		return 0;
+	}
+	ret = dev->kmem->alloc(dev, EXEC_MEM_BYTES, "exec", &dev->exec_obj, &cfg.mem_offset);
+	if (ret) {
+		log_err(dev->ctx, "%s: no VRAM for the fault ring: %s", dev->name, ugpu_strerror(ret));
+		return ret;
+	}
+	cfg.irq_fd[0] = dev->msix_fds[REFDEV_VEC_ERROR];
+	cfg.irq_fd[1] = dev->msix_fds[REFDEV_VEC_FAULT];
+	cfg.irq_fd[2] = dev->msix_fds[REFDEV_VEC_EXEC];
+	ret = exec_create(dev->ctx, &cfg, &dev->exec);
+	if (ret) {
+		dev->kmem->free(dev, dev->exec_obj);
+		dev->exec_obj = NULL;
+		return ret == -EOPNOTSUPP ? 0 : ret;
+	}
+	return 0;
+}
+
+static void exec_down(struct ugpu_device *dev)
+{
+	exec_destroy(dev->exec);
+	dev->exec = NULL;
+	if (dev->exec_obj)
+		dev->kmem->free(dev, dev->exec_obj);
+	dev->exec_obj = NULL;
+}
+
 static int rpm_up(struct ugpu_device *dev, const char *uri)
 {
+	struct rpm *rpm;
+	int ret;
+
 	(void)uri;
-	return rpm_init(dev, &dev->rpm);
+	ret = rpm_init(dev, &rpm);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&dev->pub_lock);
+	dev->rpm = rpm;
+	pthread_mutex_unlock(&dev->pub_lock);
+	return 0;
 }
 
 static void rpm_down(struct ugpu_device *dev)
 {
 	struct rpm *rpm = dev->rpm;
 
-	/* BO paths and host suspend take and drop their runtime-PM references
-	 * under the BO manager lock: unpublish the pointer under it, so none of
-	 * them is inside rpm_get()/rpm_put() when it is freed. */
-	if (dev->bo_mgr)
-		pthread_mutex_lock(&dev->bo_mgr->lock);
+	/* Callers find the rpm under the publication lock and pin it
+	 * (rpm_user_enter()): unpublish it under that lock, then let rpm_fini()
+	 * drain the callers already inside. */
+	pthread_mutex_lock(&dev->pub_lock);
 	dev->rpm = NULL;
-	if (dev->bo_mgr)
-		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 	rpm_fini(rpm);
-}
-
-static int bo_rpm_up(struct ugpu_device *dev, const char *uri)
-{
-	(void)uri;
-	return bo_rpm_attach(dev);
 }
 
 static int unplug_up(struct ugpu_device *dev, const char *uri)
@@ -536,95 +520,198 @@ static int unplug_up(struct ugpu_device *dev, const char *uri)
 	return unplug_init(dev);
 }
 
-/*
- * struct device_step - one bring-up step.
- * @name: for logs and the teardown observer (unplug_step_note()).
- * @up: bring it up; cleans up after itself on failure.
- * @down: undo it; never needs the device to answer.
- * @life: DEVICE_LIFE_DEVICE when what it holds dies with the device (the
- *        removal path undoes it), DEVICE_LIFE_CONTEXT when it outlives the
- *        device until ugpu_device_close() (the BO manager and the BOs it
- *        owns; the removal watcher, which runs the removal itself).
+/* ---- the component registry ----------------------------------------------
+ *
+ * Every layer registers its bring-up steps (DEVICE_COMPONENT()) at load
+ * time; the list is sorted by enum device_step_order (src/device.h), the one
+ * place the order is written. Registration happens before main(), on one
+ * thread; afterwards the list is only read.
  */
-struct device_step {
-	const char *name;
-	int (*up)(struct ugpu_device *dev, const char *uri);
-	void (*down)(struct ugpu_device *dev);
-	enum device_lifetime life;
-};
+static struct list_link components = LIST_HEAD_INIT(components);
+static unsigned int n_components;
 
-static const struct device_step device_steps[] = {
-	{ "transport", transport_up, transport_down, DEVICE_LIFE_DEVICE },
-	{ "vram-map", vram_map_up, vram_map_down, DEVICE_LIFE_DEVICE },
-	{ "irqs", irqs_up, irqs_teardown, DEVICE_LIFE_DEVICE },
-	{ "dma", dma_up, dma_down, DEVICE_LIFE_DEVICE },
-	{ "vram-mm", vram_mm_up, vram_mm_down, DEVICE_LIFE_DEVICE },
-	{ "bo-mgr", bo_mgr_up, bo_mgr_fini, DEVICE_LIFE_CONTEXT },
-	{ "engines", engines_up, engines_teardown, DEVICE_LIFE_DEVICE },
-	{ "rpm", rpm_up, rpm_down, DEVICE_LIFE_DEVICE },
-	{ "bo-rpm", bo_rpm_up, bo_rpm_detach, DEVICE_LIFE_DEVICE },
-	{ "unplug", unplug_up, unplug_fini, DEVICE_LIFE_CONTEXT },
-};
+#define component_of(l) list_entry(l, struct device_component, link)
 
-#define DEVICE_NR_STEPS (sizeof(device_steps) / sizeof(device_steps[0]))
+void device_component_register(struct device_component *c)
+{
+	struct list_link *pos = &components;
+
+	if (n_components >= DEVICE_MAX_COMPONENTS)
+		abort(); /* a build with too many steps: caught by any test */
+	list_for_each(l, &components) {
+		if (component_of(l)->order > c->order)
+			break;
+		pos = l;
+	}
+	list_add(pos, &c->link);
+	n_components++;
+}
+
+static struct device_component transport_component = {
+	.name = "transport", .order = DEVICE_STEP_TRANSPORT, .life = DEVICE_LIFE_DEVICE,
+	.up = transport_up, .down = transport_down,
+};
+static struct device_component vram_map_component = {
+	.name = "vram-map", .order = DEVICE_STEP_VRAM_MAP, .life = DEVICE_LIFE_DEVICE,
+	.up = vram_map_up, .down = vram_map_down,
+};
+static struct device_component irqs_component = {
+	.name = "irqs", .order = DEVICE_STEP_IRQS, .life = DEVICE_LIFE_DEVICE,
+	.up = irqs_up, .down = irqs_teardown,
+};
+static struct device_component dma_component = {
+	.name = "dma", .order = DEVICE_STEP_DMA, .life = DEVICE_LIFE_DEVICE,
+	.up = dma_up, .down = dma_down,
+};
+static struct device_component engines_component = {
+	.name = "engines", .order = DEVICE_STEP_ENGINES, .life = DEVICE_LIFE_DEVICE,
+	.up = engines_up, .down = engines_teardown,
+};
+static struct device_component exec_component = {
+	.name = "exec", .order = DEVICE_STEP_EXEC, .life = DEVICE_LIFE_DEVICE,
+	.up = exec_up, .down = exec_down,
+};
+static struct device_component rpm_component = {
+	.name = "rpm", .order = DEVICE_STEP_RPM, .life = DEVICE_LIFE_DEVICE,
+	.up = rpm_up, .down = rpm_down,
+};
+static struct device_component unplug_component = {
+	.name = "unplug", .order = DEVICE_STEP_UNPLUG, .life = DEVICE_LIFE_CONTEXT,
+	.up = unplug_up, .down = unplug_fini,
+};
+DEVICE_COMPONENT(transport_component)
+DEVICE_COMPONENT(vram_map_component)
+DEVICE_COMPONENT(irqs_component)
+DEVICE_COMPONENT(dma_component)
+DEVICE_COMPONENT(engines_component)
+DEVICE_COMPONENT(exec_component)
+DEVICE_COMPONENT(rpm_component)
+DEVICE_COMPONENT(unplug_component)
 
 void device_teardown(struct ugpu_device *dev, unsigned int which)
 {
-	size_t i;
+	unsigned int i = n_components;
 
-	for (i = DEVICE_NR_STEPS; i-- > 0;) {
-		const struct device_step *st = &device_steps[i];
+	for (struct list_link *l = components.prev; l != &components; l = l->prev) {
+		const struct device_component *c = component_of(l);
 
+		i--;
 		/* Atomic: close reads the word while the watcher's removal may
 		 * still clear device bits (close stops the watcher first). */
 		if (!(__atomic_load_n(&dev->steps_up, __ATOMIC_ACQUIRE) & (1u << i)) ||
-		    !(st->life & which))
+		    !(c->life & which))
 			continue;
-		unplug_step_note(dev, st->name);
-		st->down(dev);
+		unplug_step_note(dev, c->name);
+		if (c->down)
+			c->down(dev);
 		__atomic_fetch_and(&dev->steps_up, ~(1u << i), __ATOMIC_RELEASE);
 	}
+}
+
+void device_get(struct ugpu_device *dev)
+{
+	__atomic_add_fetch(&dev->refs, 1, __ATOMIC_RELAXED);
+}
+
+void device_put(struct ugpu_device *dev)
+{
+	if (__atomic_sub_fetch(&dev->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (struct list_link *l = components.prev; l != &components; l = l->prev)
+		if (component_of(l)->release)
+			component_of(l)->release(dev);
+	host_pm_free(dev);
+	pthread_mutex_destroy(&dev->pub_lock);
+	pthread_mutex_destroy(&dev->lock);
+	free(dev);
+}
+
+int device_new(struct ugpu_context *ctx, const char *name, struct ugpu_device **out)
+{
+	struct ugpu_device *dev;
+	unsigned int i;
+	int ret;
+
+	dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return -ENOMEM;
+	dev->ctx = ctx;
+	dev->refs = 1;
+	dev->req_fd = -1;
+	for (i = 0; i < 8; i++)
+		dev->msix_fds[i] = -1;
+	snprintf(dev->name, sizeof(dev->name), "%s", name);
+	pthread_mutex_init(&dev->lock, NULL);
+	pthread_mutex_init(&dev->pub_lock, NULL);
+	ret = host_pm_init(dev);
+	if (ret) {
+		device_put(dev);
+		return ret;
+	}
+	*out = dev;
+	return 0;
+}
+
+static bool name_listed(const char *name, const char *const *list)
+{
+	for (; *list; list++)
+		if (!strcmp(name, *list))
+			return true;
+	return false;
+}
+
+int device_steps_up(struct ugpu_device *dev, const char *uri, const char *const *only)
+{
+	unsigned int i = 0, found = 0, want = 0;
+	int ret;
+
+	/* Every name must be a step: a typo would leave a test without the
+	 * step it thinks it has. Checked before anything comes up. */
+	while (only && only[want])
+		want++;
+	list_for_each(l, &components)
+		found += only && name_listed(component_of(l)->name, only);
+	if (found != want) {
+		log_err(dev->ctx, "%s: %u of the %u steps asked for are not registered", dev->name,
+			want - found, want);
+		return -ENOENT;
+	}
+	list_for_each(l, &components) {
+		const struct device_component *c = component_of(l);
+
+		if (!only || name_listed(c->name, only)) {
+			ret = c->up ? c->up(dev, uri) : 0;
+			if (ret) {
+				device_teardown(dev, DEVICE_LIFE_ALL);
+				return ret;
+			}
+			__atomic_fetch_or(&dev->steps_up, 1u << i, __ATOMIC_RELEASE);
+		}
+		i++;
+	}
+	return 0;
 }
 
 UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out)
 {
 	struct ugpu_device *dev;
-	size_t s;
-	int ret, i;
+	int ret;
 
 	if (!ctx || !uri || !out)
 		return -EINVAL;
-	dev = calloc(1, sizeof(*dev));
-	if (!dev)
-		return -ENOMEM;
-	dev->ctx = ctx;
-	dev->req_fd = -1;
-	for (i = 0; i < 8; i++)
-		dev->msix_fds[i] = -1;
-	for (i = 0; i < DEVICE_MAX_ENGINES; i++)
-		buddy_list_init(&dev->ring_blocks[i]);
-	pthread_mutex_init(&dev->lock, NULL);
-	pthread_mutex_init(&dev->vram_lock, NULL);
-
-	for (s = 0; s < DEVICE_NR_STEPS; s++) {
-		ret = device_steps[s].up(dev, uri);
-		if (ret)
-			goto out_teardown;
-		__atomic_fetch_or(&dev->steps_up, 1u << s, __ATOMIC_RELEASE);
+	ret = device_new(ctx, uri, &dev);
+	if (ret)
+		return ret;
+	ret = device_steps_up(dev, uri, NULL);
+	if (ret) {
+		device_put(dev);
+		return ret;
 	}
-
-	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->vdev->name,
+	log_info(ctx, "%s: %s %04x:%04x, %llu MiB VRAM, %u copy engines", dev->name,
 		 dev->profile->name, dev->vendor_id, dev->device_id,
 		 (unsigned long long)(dev->vram_size >> 20), dev->num_copy_engines);
 	*out = dev;
 	return 0;
-
-out_teardown:
-	device_teardown(dev, DEVICE_LIFE_ALL);
-	pthread_mutex_destroy(&dev->vram_lock);
-	pthread_mutex_destroy(&dev->lock);
-	free(dev);
-	return ret;
 }
 
 UGPU_API void ugpu_device_close(struct ugpu_device *dev)
@@ -632,11 +719,9 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 	if (!dev)
 		return;
 	/* Reverse of ugpu_device_open()'s bring-up; after a removal only the
-	 * context steps are left. */
+	 * context steps are left. BO handles still alive keep the object. */
 	device_teardown(dev, DEVICE_LIFE_ALL);
-	pthread_mutex_destroy(&dev->vram_lock);
-	pthread_mutex_destroy(&dev->lock);
-	free(dev);
+	device_put(dev);
 }
 
 UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info *info)
@@ -647,16 +732,14 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
 	if (!dev || !info || info->size < sizeof(info->size))
 		return -EINVAL;
 	i.size = info->size;
-	/* A removal swaps dev->vdev for the tombstone under the BO manager
+	/* A removal swaps dev->vdev for the tombstone under the publication
 	 * lock and then frees the transport (transport_down()): under that
 	 * lock, dev->vdev is either still the live transport or the tombstone
-	 * ("removed", same name). */
-	if (dev->bo_mgr)
-		pthread_mutex_lock(&dev->bo_mgr->lock);
-	snprintf(i.name, sizeof(i.name), "%s", dev->vdev->name);
+	 * ("removed"). */
+	snprintf(i.name, sizeof(i.name), "%s", dev->name);
+	pthread_mutex_lock(&dev->pub_lock);
 	snprintf(i.transport, sizeof(i.transport), "%s", dev->vdev->ops->name);
-	if (dev->bo_mgr)
-		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 	snprintf(i.profile, sizeof(i.profile), "%s", dev->profile->name);
 	i.vendor_id = dev->vendor_id;
 	i.device_id = dev->device_id;
@@ -665,9 +748,7 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
 	i.num_copy_engines = dev->num_copy_engines;
 	i.caps = dev->caps;
 	i.fabric_id = dev->fabric_id;
-	pthread_mutex_lock(&dev->lock);
-	i.power_state = dev->power_state;
-	pthread_mutex_unlock(&dev->lock);
+	i.power_state = device_power_state(dev);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
 	return 0;

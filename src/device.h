@@ -11,14 +11,17 @@
 #include <ugpu/rpm.h>
 
 #include "engines/engine.h"
-#include "mm/buddy.h"
+#include "src/base/list.h"
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 
 struct bo_mgr;
-struct ugpu_bo;
+struct exec_engine;
+struct host_pm;
 struct rpm;
 struct unplug;
+struct unplug_mem_ops;
+struct vm_mgr;
 
 #define DEVICE_MAX_ENGINES 2
 /* Ring size of each copy engine: 64 KiB = 1024 descriptors. */
@@ -45,22 +48,47 @@ struct device_profile {
 };
 
 /*
+ * struct device_kmem_ops - memory for the device's own structures (engine
+ * rings and fence pages): pinned, contiguous VRAM saved and restored by the
+ * CPU around power loss, before the engines exist. The memory layer (mm/)
+ * installs it in its bring-up step (dev->kmem), before the engines step
+ * uses it; the device layer never allocates VRAM itself.
+ * @alloc: @size bytes named @name, placed top-down (away from where objects
+ *         go); returns 0 with *@obj (to free) and its VRAM offset and CPU
+ *         address, or -errno. Called from bring-up only.
+ * @free:  release what @alloc returned; never needs the device to answer.
+ */
+struct device_kmem_ops {
+	int (*alloc)(struct ugpu_device *dev, uint64_t size, const char *name, void **obj,
+		     uint64_t *vram_offset);
+	void (*free)(struct ugpu_device *dev, void *obj);
+};
+
+/*
  * struct ugpu_device - one claimed device.
  *
  * Lifetimes: everything here belongs to the device and is released by
- * ugpu_device_close() in the reverse order of device_open()'s bring-up.
+ * ugpu_device_close() in the reverse order of device_open()'s bring-up; the
+ * struct itself lives on while BO handles hold it (@refs).
  *
- * Locking: @lock protects @power_state and @pmcsr and serialises power
- * transitions.
- * @vram_lock protects @vram_mm (the buddy allocator is not thread-safe) and
- * is a leaf lock. The identity fields, @dma, the engines and @vram are set
- * up during open, read-only after, and torn down by close.
+ * Locking: @lock serialises power transitions and protects @pmcsr;
+ * @power_state is written under it with atomic stores and read without it
+ * (device_power_state()), so a query never waits for a transition.
+ * @pub_lock is the device's publication lock, a leaf: it protects the swap
+ * of @vdev to the tombstone when the transport closes, the publication of
+ * @rpm (set at bring-up, unpublished by the teardown) and @rpm_last; take it
+ * to read those two pointers from a thread that may race a removal. The
+ * identity fields, @name, @dma, the engines and @vram are set up during
+ * open, read-only after, and torn down by close or removal.
  */
 struct ugpu_device {
 	struct ugpu_context *ctx;
 	struct vfio_dev *vdev;
 	const struct device_profile *profile;
 	pthread_mutex_t lock;
+	pthread_mutex_t pub_lock;
+	/* for log lines: the transport's name, kept after it closes */
+	char name[128];
 
 	/* identity, read-only after open */
 	uint16_t vendor_id;
@@ -76,6 +104,9 @@ struct ugpu_device {
 
 	/* the VRAM BAR mapping */
 	void *vram;
+	/* bytes of VRAM allocated now (atomic; kept by the memory layer, read
+	 * by runtime PM to choose D3cold) */
+	uint64_t vram_used;
 
 	/* interrupts: one eventfd per MSI-X vector (-1 unused), and REQ */
 	int msix_fds[8];
@@ -91,60 +122,158 @@ struct ugpu_device {
 	struct dma_space dma;
 	bool dma_ready;
 
-	/* VRAM manager: every VRAM placement goes through it */
-	pthread_mutex_t vram_lock;
-	struct buddy_mm vram_mm;
-	bool vram_mm_ready;
+	/* Memory for the device's own structures (installed by mm/). */
+	const struct device_kmem_ops *kmem;
 
 	/* copy engines: @copy[i] drives the device's engine i; its ring and
-	 * fence page live in VRAM blocks @ring_blocks[i] (reserved top-down,
-	 * away from where objects go). @cpu copies through the BAR mapping and
-	 * always exists. */
+	 * fence page live in kernel memory @ring_obj[i] at VRAM offset
+	 * @ring_offset[i] (dev->kmem: restored early, by CPU, on resume). @cpu
+	 * copies through the BAR mapping and always exists. */
 	struct engine *copy[DEVICE_MAX_ENGINES];
-	struct buddy_list ring_blocks[DEVICE_MAX_ENGINES];
+	void *ring_obj[DEVICE_MAX_ENGINES];
+	uint64_t ring_offset[DEVICE_MAX_ENGINES];
 	struct engine *cpu;
 
-	/* Buffer objects (mm/bo.h): LRU, every live BO (the kernel BOs below
-	 * included), CPU-mapping manager, host-suspend state; its own locks.
-	 * @ring_bo[i] is the pinned KERNEL BO holding copy engine i's ring and
-	 * fence page: its VRAM blocks are kept in @ring_blocks[i]. It is
-	 * restored early, by CPU, on resume. */
+	/* The exec queues (engines/exec.h): NULL when the device has none (no
+	 * GPU VM, or a 1.0 layout). Their fault ring and fences live in kernel
+	 * memory @exec_obj. Device lifetime. */
+	struct exec_engine *exec;
+	void *exec_obj;
+
+	/* The memory layer's per-device state (mm/bo.h, mm/vm.h), opaque here. */
 	struct bo_mgr *bo_mgr;
-	struct ugpu_bo *ring_bo[DEVICE_MAX_ENGINES];
+	struct vm_mgr *vm_mgr;
+
+	/* Host suspend (src/suspend.h): lock, stats, options; context
+	 * lifetime (queries work after a removal). */
+	struct host_pm *pm;
 
 	/* Runtime PM (src/rpm.h): refcounted get/put, autosuspend; its own
-	 * locks. Set up last in open, torn down first in close. */
+	 * locks. Published under @pub_lock. */
 	struct rpm *rpm;
 	/* The runtime-PM stats as they were when @rpm was torn down
 	 * (rpm_fini()), so that ugpu_device_rpm_stats() still answers after a
-	 * removal; @rpm_last.size is 0 until then. Written and read under the
-	 * BO manager lock, like @rpm is unpublished. */
+	 * removal; @rpm_last.size is 0 until then. Under @pub_lock. */
 	struct ugpu_rpm_stats rpm_last;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
-	 * lock. @steps_up: bit i set while bring-up step i of device.c's
-	 * step table is up (written by open, close and the removal path, which
-	 * never run concurrently: close joins the watcher first). @removed:
-	 * atomic, set (never cleared) under the BO manager lock once the
-	 * device's own resources are released or being released: from then on
-	 * only context resources (BOs in system memory) may be used.
-	 * @gone_vdev: what dev->vdev points to after the transport is closed,
-	 * so late log lines and calls get -ENODEV instead of a dangling
-	 * pointer. */
+	 * lock. @steps_up: bit i set while the i-th bring-up component is up
+	 * (written by open, close and the removal path, which never run
+	 * concurrently: close joins the watcher first). @removed: atomic, set
+	 * (never cleared) once the device's own resources are released or
+	 * being released, under the memory layer's lock (the removal holds it
+	 * through its ops): from then on only context resources (BOs in system
+	 * memory) may be used. @gone_vdev: what @vdev points to after the
+	 * transport is closed, so late calls get -ENODEV. */
 	struct unplug *unplug;
+	const struct unplug_mem_ops *unplug_mem; /* set once by mm at bring-up */
+	void *unplug_mem_arg;
 	uint32_t steps_up;
 	int removed;
 	struct vfio_dev gone_vdev;
+
+	/* References to this object (atomic): one for the open device, one per
+	 * live BO handle (BOs outlive ugpu_device_close(), include/ugpu/
+	 * device.h). The last device_put() frees the struct and what close left
+	 * of the components (their free hooks). */
+	unsigned int refs;
 };
 
-/* Lifetimes of the bring-up steps (device.c): DEVICE resources die with
- * the device (removal releases them), CONTEXT ones outlive it until
+/* device_get()/device_put() - keep the device object (not the device: close
+ * still releases every resource) alive for a BO handle. */
+void device_get(struct ugpu_device *dev);
+void device_put(struct ugpu_device *dev);
+
+/* Lifetimes of the bring-up steps: DEVICE resources die with the device
+ * (removal releases them), CONTEXT ones outlive it until
  * ugpu_device_close(). */
 enum device_lifetime {
 	DEVICE_LIFE_DEVICE = 1,
 	DEVICE_LIFE_CONTEXT = 2,
 	DEVICE_LIFE_ALL = 3,
 };
+
+/*
+ * The bring-up order: the one place it is written. Each layer contributes
+ * its steps as components (below), and the device brings them up in this
+ * order and tears them down in the reverse. A layer above the device layer
+ * (mm/) registers its own steps: the device never calls up into it.
+ */
+enum device_step_order {
+	DEVICE_STEP_TRANSPORT = 10, /* src: open, identify, D0 */
+	DEVICE_STEP_VRAM_MAP = 20, /* src: the VRAM BAR mapping */
+	DEVICE_STEP_IRQS = 30, /* src: MSI-X and REQ eventfds */
+	DEVICE_STEP_DMA = 40, /* src: the IOVA space */
+	DEVICE_STEP_BO_MGR = 50, /* mm: BO manager (context lifetime); installs dev->kmem */
+	DEVICE_STEP_VM_MGR = 52, /* mm: VM and queue bookkeeping (context lifetime) */
+	DEVICE_STEP_VRAM_MM = 55, /* mm: the VRAM allocator */
+	DEVICE_STEP_ENGINES = 70, /* src: copy engines on rings from dev->kmem */
+	DEVICE_STEP_EXEC = 75, /* src: the exec queues, fault ring from dev->kmem */
+	DEVICE_STEP_RPM = 80, /* src: runtime PM */
+	DEVICE_STEP_BO_RPM = 90, /* mm: the BO runtime-PM hooks */
+	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
+	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
+};
+
+/*
+ * struct device_component - one bring-up step.
+ * @name: for logs and the teardown observer (unplug_step_note()).
+ * @order: enum device_step_order.
+ * @life: DEVICE_LIFE_DEVICE when what it holds dies with the device (the
+ *        removal undoes it), DEVICE_LIFE_CONTEXT when it outlives the device
+ *        until ugpu_device_close().
+ * @up: bring it up; cleans up after itself on failure. May be NULL.
+ * @down: undo it; never needs the device to answer. May be NULL.
+ * @release: may be NULL. Free what @down left for BO handles that outlive
+ *        close: called when the device object itself goes (device_put()).
+ * @link: the registry's (device.c), sorted by @order.
+ */
+struct device_component {
+	const char *name;
+	unsigned int order;
+	enum device_lifetime life;
+	int (*up)(struct ugpu_device *dev, const char *uri);
+	void (*down)(struct ugpu_device *dev);
+	void (*release)(struct ugpu_device *dev);
+	struct list_link link;
+};
+
+/*
+ * device_component_register() - add @c to the bring-up sequence (at load
+ * time, through DEVICE_COMPONENT(); the registry is not locked: registration
+ * happens before any device is opened). At most DEVICE_MAX_COMPONENTS.
+ */
+#define DEVICE_MAX_COMPONENTS 32
+void device_component_register(struct device_component *c);
+#define DEVICE_COMPONENT(c)                                                          \
+	static void __attribute__((constructor)) c##_register(void)                 \
+	{                                                                            \
+		device_component_register(&(c));                                     \
+	}
+
+/*
+ * device_new() - a device object with no step up: @ctx, @name (for logs),
+ * its locks and host-suspend state, one reference (the open device's).
+ * ugpu_device_open() starts from it; so do unit tests that build a device
+ * by hand (tests/unit/test_bo_unit.c fills in what the transport step would
+ * have: vdev, profile, vram_size). The last device_put() frees it.
+ * Returns: 0 or -ENOMEM.
+ * Context: any thread.
+ */
+int device_new(struct ugpu_context *ctx, const char *name, struct ugpu_device **out);
+
+/*
+ * device_steps_up() - bring up the registered steps named in @only (a
+ * NULL-terminated list; NULL: every step), in the registered order, each
+ * marked up so that device_teardown() undoes exactly those. ugpu_device_open()
+ * brings up every step; a unit test brings up a subset on a hand-built device
+ * (e.g. the memory layer over a fake transport, without "transport").
+ * @uri: passed to each step's up (for its logs).
+ * Returns: 0; -ENOENT when a name in @only is not a registered step; or the
+ * failing step's -errno. On failure every step brought up is torn down again.
+ * Context: not concurrently with another open/close/teardown of @dev.
+ */
+int device_steps_up(struct ugpu_device *dev, const char *uri, const char *const *only);
 
 /*
  * device_teardown() - undo, in the reverse order of bring-up, every step
@@ -155,19 +284,17 @@ enum device_lifetime {
  */
 void device_teardown(struct ugpu_device *dev, unsigned int which);
 
+/* The power state now (the last one a transition reached); never blocks. */
+static inline enum ugpu_power_state device_power_state(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->power_state, __ATOMIC_ACQUIRE);
+}
+
 /* True once removal has started releasing the device's resources. */
 static inline bool device_is_removed(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->removed, __ATOMIC_ACQUIRE) != 0;
 }
-
-/*
- * device_vram_alloc() / device_vram_free() - the VRAM manager under
- * vram_lock. Arguments as buddy_alloc_blocks() / buddy_free_list().
- */
-int device_vram_alloc(struct ugpu_device *dev, uint64_t size, uint64_t min_block,
-		      unsigned int flags, struct buddy_list *out);
-void device_vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int flags);
 
 /* The engine to use for bulk copies: a blitter when there is one, else the
  * CPU engine. */

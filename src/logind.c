@@ -25,7 +25,7 @@
 #include <ugpu/pm.h>
 
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/log.h"
 
 #ifdef UGPU_HAVE_SYSTEMD
 #include <pthread.h>
@@ -90,23 +90,45 @@ static int on_prepare_for_sleep(sd_bus_message *m, void *user, sd_bus_error *err
 		return 0;
 	ugpu_device_pm_stats(ln->dev, &st);
 	if (start) {
+		bool prepared_here = false;
+
 		/*
 		 * VRAM is lost over the sleep, so the device must be SUSPENDED
 		 * whatever state the application left it in: a prepare of its
 		 * own is completed, a suspend of its own is left alone (and so
-		 * is not undone at wake-up: @ours stays 0).
+		 * is not undone at wake-up: @ours stays 0). The application may
+		 * be in the middle of a transition of its own when the signal
+		 * comes: ours then waits for it and finds the device PREPARED or
+		 * SUSPENDED (-EBUSY), which is where we were going, not a
+		 * failure. Only a prepare of our own is ever cancelled.
 		 */
 		log_info(ln->dev->ctx, "logind: PrepareForSleep(true): suspending the device");
-		if (st.state == UGPU_PM_ACTIVE)
+		ln->ours = 0;
+		if (st.state == UGPU_PM_ACTIVE) {
 			ret = ugpu_device_suspend_prepare(ln->dev);
-		if (!ret && st.state != UGPU_PM_SUSPENDED)
+			prepared_here = !ret;
+			if (ret == -EBUSY) {
+				ugpu_device_pm_stats(ln->dev, &st);
+				ret = st.state == UGPU_PM_ACTIVE ? -EBUSY : 0;
+			}
+		}
+		if (!ret && st.state != UGPU_PM_SUSPENDED) {
 			ret = ugpu_device_suspend(ln->dev);
+			if (ret == -EBUSY) {
+				/* The application suspended it meanwhile. */
+				ugpu_device_pm_stats(ln->dev, &st);
+				ret = st.state == UGPU_PM_SUSPENDED ? 0 : -EBUSY;
+			} else if (!ret) {
+				ln->ours = 1;
+			}
+		}
 		if (ret) {
 			log_err(ln->dev->ctx, "logind: device suspend failed (%s); the host sleeps with the device on",
 				ugpu_strerror(ret));
-			ugpu_device_suspend_cancel(ln->dev);
+			if (prepared_here)
+				ugpu_device_suspend_cancel(ln->dev);
+			ln->ours = 0;
 		}
-		ln->ours = !ret && st.state != UGPU_PM_SUSPENDED;
 		inhibit_drop(ln); /* let the host sleep either way */
 	} else {
 		log_info(ln->dev->ctx, "logind: PrepareForSleep(false): resuming the device");

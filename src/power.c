@@ -8,10 +8,18 @@
 #include <errno.h>
 #include <time.h>
 
+#include "src/base/test_point.h"
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
-#include "src/refdev.h"
+#include "src/base/log.h"
+#include "src/vfio/pci_cfg.h"
+#include "src/base/refdev.h"
+
+/* Written under dev->lock, read without it (device_power_state()): a
+ * query must not wait for a transition that takes a while (D3cold). */
+static void power_state_set(struct ugpu_device *dev, enum ugpu_power_state s)
+{
+	__atomic_store_n(&dev->power_state, s, __ATOMIC_RELEASE);
+}
 
 int device_power_probe(struct ugpu_device *dev)
 {
@@ -37,14 +45,14 @@ int device_power_probe(struct ugpu_device *dev)
 			dev->caps |= UGPU_DEVICE_CAP_D3COLD;
 		}
 	}
-	dev->power_state = UGPU_POWER_D0;
+	power_state_set(dev, UGPU_POWER_D0);
 	if (dev->pm_cap) {
 		ret = pci_cfg_read16(dev->vdev, dev->pm_cap + PCI_PM_CTRL, &pmcsr);
 		if (ret)
 			return ret;
 		dev->pmcsr = pmcsr;
 		if ((pmcsr & PCI_PM_CTRL_STATE_MASK) == 3)
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 	}
 	if (dev->pwr_cap) {
 		uint32_t st;
@@ -53,7 +61,7 @@ int device_power_probe(struct ugpu_device *dev)
 		if (ret)
 			return ret;
 		if (st == 4)
-			dev->power_state = UGPU_POWER_D3COLD;
+			power_state_set(dev, UGPU_POWER_D3COLD);
 	}
 	return 0;
 }
@@ -83,7 +91,7 @@ static int pmcsr_set(struct ugpu_device *dev, unsigned int dstate)
 		return ret;
 	dev->pmcsr = pmcsr;
 	if ((pmcsr & PCI_PM_CTRL_STATE_MASK) != dstate) {
-		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->vdev->name,
+		log_err(dev->ctx, "%s: device did not enter D%u (PMCSR reads D%u)", dev->name,
 			dstate, pmcsr & PCI_PM_CTRL_STATE_MASK);
 		return -EIO;
 	}
@@ -102,7 +110,7 @@ static int main_power_set(struct ugpu_device *dev, bool off)
 	if (ret)
 		return ret;
 	if (off != (st == 4)) {
-		log_err(dev->ctx, "%s: main power did not turn %s (power state %u)", dev->vdev->name,
+		log_err(dev->ctx, "%s: main power did not turn %s (power state %u)", dev->name,
 			off ? "off" : "on", st);
 		return -EIO;
 	}
@@ -124,7 +132,7 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 		ret = to == UGPU_POWER_D0 ? dev->vdev->ops->low_power_exit(dev->vdev)
 					  : dev->vdev->ops->low_power_enter(dev->vdev, -1);
 		if (!ret)
-			dev->power_state = to;
+			power_state_set(dev, to);
 		return ret;
 	}
 	if (to == UGPU_POWER_D3COLD && !dev->pwr_cap)
@@ -136,18 +144,19 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 			ret = pmcsr_set(dev, 3);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 		}
 		if (to == UGPU_POWER_D3COLD) {
 			ret = main_power_set(dev, true);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3COLD;
+			test_point(TEST_POINT_POWER_OFF);
+			power_state_set(dev, UGPU_POWER_D3COLD);
 		} else if (from == UGPU_POWER_D3COLD) {
 			ret = main_power_set(dev, false);
 			if (ret)
 				return ret;
-			dev->power_state = UGPU_POWER_D3HOT;
+			power_state_set(dev, UGPU_POWER_D3HOT);
 		}
 		return 0;
 	}
@@ -157,12 +166,12 @@ static int set_power_locked(struct ugpu_device *dev, enum ugpu_power_state to)
 		ret = main_power_set(dev, false);
 		if (ret)
 			return ret;
-		dev->power_state = UGPU_POWER_D3HOT;
+		power_state_set(dev, UGPU_POWER_D3HOT);
 	}
 	ret = pmcsr_set(dev, 0);
 	if (ret)
 		return ret;
-	dev->power_state = UGPU_POWER_D0;
+	power_state_set(dev, UGPU_POWER_D0);
 	return 0;
 }
 
@@ -176,7 +185,7 @@ int device_set_power(struct ugpu_device *dev, enum ugpu_power_state state)
 	ret = set_power_locked(dev, state);
 	pthread_mutex_unlock(&dev->lock);
 	if (!ret)
-		log_info(dev->ctx, "%s: power state D%d%s", dev->vdev->name, state == 4 ? 3 : (int)state,
+		log_info(dev->ctx, "%s: power state D%d%s", dev->name, state == 4 ? 3 : (int)state,
 			 state == UGPU_POWER_D3COLD ? "cold" : state == UGPU_POWER_D3HOT ? "hot" : "");
 	return ret;
 }

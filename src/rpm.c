@@ -27,16 +27,21 @@
 #include <string.h>
 #include <time.h>
 
-#include "mm/bo.h"
+#include "engines/exec.h"
 #include "src/device.h"
-#include "src/log.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
+#include "src/base/list.h"
 #include "src/rpm.h"
+#include "src/base/test_point.h"
 
 struct rpm_hook {
 	const struct rpm_hook_ops *ops;
 	void *arg;
-	struct rpm_hook *prev, *next;
+	struct list_link link; /* on rpm->hooks */
 };
+
+#define hook_of(l) list_entry(l, struct rpm_hook, link)
 
 /*
  * struct rpm - runtime PM of one device.
@@ -45,21 +50,28 @@ struct rpm_hook {
  * never held across a power transition or a hook. @hooks_lock protects the
  * hook list and is held while hooks run (so unregister waits for them);
  * order: hooks_lock -> lock (a hook may call rpm_get()), lock -> dev->lock
- * and dev->vram_lock (leaves). @cond signals state changes to waiting
+ * (a leaf); dev->pub_lock -> lock (rpm_user_enter()). @cond signals state changes to waiting
  * getters; @timer_cond wakes the rpm thread. @allow_lock serialises
  * rpm_allow() only.
  *
  * Lifetime against removal: the public calls find the rpm through dev->rpm
- * under the BO manager lock (where removal unpublishes it) and count
+ * under the device's publication lock (where removal unpublishes it) and count
  * themselves in @api_users (under @lock) before letting go of that lock;
- * rpm_fini() waits for @api_users to reach 0 (@cond) before freeing.
+ * rpm_fini() waits (bounded) for @api_users to reach 0 (@cond) so that no
+ * call is still using the device when its teardown goes on. Freeing is
+ * counted, not timed: @refs (under @lock) counts the owner, each public call
+ * inside and each module holding a pointer (rpm_ref()); the last
+ * rpm_unref() frees. @dead (under @lock): rpm_fini() ran; gets answer
+ * -ENODEV, puts do nothing. The hook list is changed with both @hooks_lock
+ * and @lock held, so either one keeps it stable (rpm_stats() walks it under
+ * @lock, never waiting for a transition).
  */
 struct rpm {
 	struct ugpu_device *dev;
 	struct ugpu_context *ctx;
 	pthread_mutex_t allow_lock;
 	pthread_mutex_t hooks_lock;
-	struct rpm_hook *hooks, *hooks_tail;
+	struct list_link hooks; /* struct rpm_hook, registration order */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -68,13 +80,20 @@ struct rpm {
 	bool thread_started;
 	bool stop;
 	unsigned int api_users; /* public calls inside (see above) */
+	unsigned int refs;
+	bool dead;
+	struct ugpu_rpm_stats retired; /* BO fields of unregistered hooks */
 
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
+	enum ugpu_power_state target; /* of the suspend in progress (SUSPENDING) */
 	bool abort; /* a get arrived while the suspend hooks ran */
 	bool has_cb; /* @cb_thread is making the current transition */
 	pthread_t cb_thread;
 	uint32_t usage; /* includes the one reference "not allowed" holds */
+	/* The application's own references (ugpu_device_rpm_get() not yet
+	 * put), within @usage: its put never takes one the driver holds. */
+	uint32_t app_refs;
 	bool allowed;
 	int delay_ms;
 	uint64_t threshold;
@@ -93,20 +112,6 @@ struct rpm {
 	uint64_t wake_last_us, wake_max_us, wake_total_us, resume_last_us, suspend_last_us;
 	uint64_t suspended_ns;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static struct timespec ns_to_ts(uint64_t ns)
-{
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
-				  .tv_nsec = (long)(ns % 1000000000ull) };
-}
 
 static bool is_cb_thread(const struct rpm *rpm)
 {
@@ -138,7 +143,7 @@ static int engines_quiesce(struct rpm *rpm)
 		ret = engine_idle(dev->copy[i], RPM_IDLE_TIMEOUT_MS);
 		if (ret == -ETIMEDOUT) {
 			log_warn(rpm->ctx, "%s: runtime suspend: engine %s still busy after %d ms",
-				 dev->vdev->name, dev->copy[i]->name, RPM_IDLE_TIMEOUT_MS);
+				 dev->name, dev->copy[i]->name, RPM_IDLE_TIMEOUT_MS);
 			return -EBUSY;
 		}
 		/* An engine stopped on an error is idle enough to sleep; its
@@ -147,42 +152,33 @@ static int engines_quiesce(struct rpm *rpm)
 	return 0;
 }
 
-/* D3cold resets every engine register: re-program the rings. */
+/* D3cold resets every engine register: re-program the rings; the exec
+ * queues are programmed again at their next launch. */
 static void engines_reinit(struct rpm *rpm)
 {
 	struct ugpu_device *dev = rpm->dev;
 	int i, ret;
 
+	if (dev->exec)
+		exec_hw_lost(dev->exec);
 	for (i = 0; i < DEVICE_MAX_ENGINES; i++) {
 		if (!dev->copy[i])
 			continue;
 		ret = engine_reset(dev->copy[i]);
 		if (ret)
 			log_err(rpm->ctx, "%s: engine %s did not come back after D3cold: %s",
-				dev->vdev->name, dev->copy[i]->name, ugpu_strerror(ret));
+				dev->name, dev->copy[i]->name, ugpu_strerror(ret));
 	}
 }
 
 static uint64_t vram_used(struct ugpu_device *dev)
 {
-	uint64_t used = 0;
-
-	if (!dev->vram_mm_ready)
-		return 0;
-	pthread_mutex_lock(&dev->vram_lock);
-	used = dev->vram_mm.size - buddy_avail(&dev->vram_mm);
-	pthread_mutex_unlock(&dev->vram_lock);
-	return used;
+	return __atomic_load_n(&dev->vram_used, __ATOMIC_RELAXED);
 }
 
 static enum ugpu_power_state current_power(struct ugpu_device *dev)
 {
-	enum ugpu_power_state s;
-
-	pthread_mutex_lock(&dev->lock);
-	s = dev->power_state;
-	pthread_mutex_unlock(&dev->lock);
-	return s;
+	return device_power_state(dev);
 }
 
 /* D3cold when the device can, some hook evicts, and little VRAM is used
@@ -215,12 +211,15 @@ static int do_suspend(struct rpm *rpm)
 	rpm->state = UGPU_RPM_SUSPENDING;
 	rpm->committed = false;
 	rpm->abort = false;
+	rpm->target = target;
 	cb_set(rpm);
 	pthread_mutex_unlock(&rpm->lock);
 
 	pthread_mutex_lock(&rpm->hooks_lock);
-	for (h = rpm->hooks; h; h = h->next) {
+	list_for_each(l, &rpm->hooks) {
 		bool stop;
+
+		h = hook_of(l);
 
 		pthread_mutex_lock(&rpm->lock);
 		stop = rpm->abort;
@@ -233,15 +232,17 @@ static int do_suspend(struct rpm *rpm)
 		if (h->ops->suspend) {
 			ret = h->ops->suspend(h->arg, target);
 			if (ret) {
-				if (ret != -EBUSY)
+				if (ret != -EBUSY && ret != -EAGAIN)
 					log_err(rpm->ctx, "%s: runtime suspend hook %s failed: %s",
-						dev->vdev->name, h->ops->name, ugpu_strerror(ret));
+						dev->name, h->ops->name, ugpu_strerror(ret));
 				break;
 			}
 		}
 	}
-	if (!ret)
+	if (!ret) {
+		test_point(TEST_POINT_RPM_HOOKS_DONE);
 		ret = engines_quiesce(rpm);
+	}
 
 	pthread_mutex_lock(&rpm->lock);
 	if (!ret && (rpm->usage || rpm->abort))
@@ -253,12 +254,12 @@ static int do_suspend(struct rpm *rpm)
 		ret = device_set_power(dev, target);
 		reached = current_power(dev);
 		if (ret) {
-			log_err(rpm->ctx, "%s: runtime suspend to %s failed: %s", dev->vdev->name,
+			log_err(rpm->ctx, "%s: runtime suspend to %s failed: %s", dev->name,
 				pstate_name(target), ugpu_strerror(ret));
 			wret = device_set_power(dev, UGPU_POWER_D0);
 			if (wret)
 				log_err(rpm->ctx, "%s: cannot wake the device after a failed suspend: %s",
-					dev->vdev->name, ugpu_strerror(wret));
+					dev->name, ugpu_strerror(wret));
 			else if (reached == UGPU_POWER_D3COLD)
 				engines_reinit(rpm);
 		}
@@ -280,15 +281,17 @@ static int do_suspend(struct rpm *rpm)
 		rpm->has_cb = false;
 		pthread_cond_broadcast(&rpm->cond);
 		pthread_mutex_unlock(&rpm->hooks_lock);
-		log_dbg(rpm->ctx, "%s: runtime suspended to %s", dev->vdev->name,
+		log_dbg(rpm->ctx, "%s: runtime suspended to %s", dev->name,
 			pstate_name(target));
 		return 0;
 	}
 
 	/* Abandoned: the hooks that ran undo what they did. */
 	pthread_mutex_unlock(&rpm->lock);
-	for (h = ran_last; h; h = h->prev)
-		if (h->ops->resume)
+	test_point(TEST_POINT_RPM_ABANDONED);
+	for (struct list_link *l = ran_last ? &ran_last->link : &rpm->hooks; l != &rpm->hooks;
+	     l = l->prev)
+		if ((h = hook_of(l))->ops->resume)
 			h->ops->resume(h->arg, reached == UGPU_POWER_D3COLD ? UGPU_POWER_D3COLD
 									    : UGPU_POWER_D0);
 	pthread_mutex_lock(&rpm->lock);
@@ -339,8 +342,8 @@ static int do_resume(struct rpm *rpm)
 	if (!ret) {
 		/* Memory first (kernel objects such as the rings), then the
 		 * engines on it: xe's restore_kernel before gt_resume. */
-		for (h = rpm->hooks_tail; h; h = h->prev)
-			if (h->ops->resume)
+		for (struct list_link *l = rpm->hooks.prev; l != &rpm->hooks; l = l->prev)
+			if ((h = hook_of(l))->ops->resume)
 				h->ops->resume(h->arg, from);
 		if (from == UGPU_POWER_D3COLD)
 			engines_reinit(rpm);
@@ -350,7 +353,7 @@ static int do_resume(struct rpm *rpm)
 	pthread_mutex_unlock(&rpm->hooks_lock);
 	rpm->has_cb = false;
 	if (ret) {
-		log_err(rpm->ctx, "%s: runtime resume from %s failed: %s", dev->vdev->name,
+		log_err(rpm->ctx, "%s: runtime resume from %s failed: %s", dev->name,
 			pstate_name(from), ugpu_strerror(ret));
 		rpm->state = UGPU_RPM_SUSPENDED;
 		rpm->usage--;
@@ -372,7 +375,7 @@ static int do_resume(struct rpm *rpm)
 		pthread_cond_signal(&rpm->timer_cond);
 	}
 	pthread_cond_broadcast(&rpm->cond);
-	log_dbg(rpm->ctx, "%s: runtime resumed from %s in %llu us", dev->vdev->name,
+	log_dbg(rpm->ctx, "%s: runtime resumed from %s in %llu us", dev->name,
 		pstate_name(from), (unsigned long long)wake_us);
 	return 0;
 }
@@ -384,6 +387,10 @@ int rpm_get(struct rpm *rpm)
 
 	pthread_mutex_lock(&rpm->lock);
 	for (;;) {
+		if (rpm->dead) {
+			ret = -ENODEV;
+			break;
+		}
 		if (rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm)) {
 			rpm->usage++;
 			break;
@@ -401,11 +408,11 @@ int rpm_get(struct rpm *rpm)
 		/* Another thread is changing the power state: wait for it. */
 		if (now_ns() >= deadline) {
 			log_err(rpm->ctx, "%s: runtime PM transition did not finish in %d ms",
-				rpm->dev->vdev->name, RPM_WAIT_TIMEOUT_MS);
+				rpm->dev->name, RPM_WAIT_TIMEOUT_MS);
 			ret = -ETIMEDOUT;
 			break;
 		}
-		struct timespec ts = ns_to_ts(deadline);
+		struct timespec ts = ns_to_timespec(deadline);
 
 		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
 	}
@@ -413,24 +420,58 @@ int rpm_get(struct rpm *rpm)
 	return ret;
 }
 
+bool rpm_suspend_aborted(struct rpm *rpm)
+{
+	bool a;
+
+	pthread_mutex_lock(&rpm->lock);
+	a = rpm->state == UGPU_RPM_SUSPENDING && rpm->abort;
+	pthread_mutex_unlock(&rpm->lock);
+	return a;
+}
+
+bool rpm_vram_lost(struct rpm *rpm)
+{
+	bool lost;
+
+	pthread_mutex_lock(&rpm->lock);
+	switch (rpm->state) {
+	case UGPU_RPM_SUSPENDED:
+	case UGPU_RPM_RESUMING:
+		lost = rpm->sleep_state == UGPU_POWER_D3COLD;
+		break;
+	case UGPU_RPM_SUSPENDING:
+		lost = rpm->committed && rpm->target == UGPU_POWER_D3COLD;
+		break;
+	default:
+		lost = false;
+	}
+	pthread_mutex_unlock(&rpm->lock);
+	return lost;
+}
+
 bool rpm_get_if_active(struct rpm *rpm)
 {
 	bool ok;
 
 	pthread_mutex_lock(&rpm->lock);
-	ok = rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm);
+	ok = !rpm->dead && (rpm->state == UGPU_RPM_ACTIVE || is_cb_thread(rpm));
 	if (ok)
 		rpm->usage++;
 	pthread_mutex_unlock(&rpm->lock);
 	return ok;
 }
 
-/* Called with rpm->lock held. */
+/*
+ * Called with rpm->lock held. While runtime suspend is not allowed, one
+ * reference is the "not allowed" hold (rpm_allow()), not a caller's: a put
+ * that would take it is unbalanced too.
+ */
 static void put_locked(struct rpm *rpm)
 {
-	if (!rpm->usage) {
+	if (rpm->usage <= (uint32_t)!rpm->allowed) {
 		log_err(rpm->ctx, "%s: runtime PM put without a get (ignored)",
-			rpm->dev->vdev->name);
+			rpm->dev->name);
 		return;
 	}
 	if (--rpm->usage == 0) {
@@ -452,7 +493,8 @@ static void put_locked(struct rpm *rpm)
 void rpm_put(struct rpm *rpm)
 {
 	pthread_mutex_lock(&rpm->lock);
-	put_locked(rpm);
+	if (!rpm->dead) /* the references died with rpm_fini() */
+		put_locked(rpm);
 	pthread_mutex_unlock(&rpm->lock);
 }
 
@@ -489,9 +531,10 @@ static void run_restore(struct rpm *rpm)
 {
 	struct rpm_hook *h;
 
+	test_point(TEST_POINT_RPM_RESTORE);
 	pthread_mutex_lock(&rpm->hooks_lock);
-	for (h = rpm->hooks_tail; h; h = h->prev)
-		if (h->ops->restore)
+	for (struct list_link *l = rpm->hooks.prev; l != &rpm->hooks; l = l->prev)
+		if ((h = hook_of(l))->ops->restore)
 			h->ops->restore(h->arg);
 	pthread_mutex_unlock(&rpm->hooks_lock);
 }
@@ -531,7 +574,7 @@ static void *rpm_thread(void *arg)
 			if (due < wake_at)
 				wake_at = due;
 		}
-		struct timespec ts = ns_to_ts(wake_at);
+		struct timespec ts = ns_to_timespec(wake_at);
 
 		rpm->timer_at_ns = wake_at;
 		pthread_cond_timedwait(&rpm->timer_cond, &rpm->lock, &ts);
@@ -569,9 +612,11 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out)
 	rpm->ctx = dev->ctx;
 	rpm->state = UGPU_RPM_ACTIVE;
 	rpm->usage = 1; /* "not allowed" holds one */
+	list_init(&rpm->hooks);
 	rpm->delay_ms = RPM_DEFAULT_AUTOSUSPEND_MS;
 	rpm->threshold = RPM_DEFAULT_D3COLD_THRESHOLD;
 	rpm->sleep_state = UGPU_POWER_D0;
+	rpm->refs = 1; /* the owner's, dropped by rpm_fini() */
 	pthread_mutex_init(&rpm->allow_lock, NULL);
 	pthread_mutex_init(&rpm->hooks_lock, NULL);
 	pthread_mutex_init(&rpm->lock, NULL);
@@ -583,7 +628,7 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out)
 		goto out_cond;
 	ret = -pthread_create(&rpm->thread, NULL, rpm_thread, rpm);
 	if (ret) {
-		log_err(dev->ctx, "%s: cannot start the runtime PM thread: %s", dev->vdev->name,
+		log_err(dev->ctx, "%s: cannot start the runtime PM thread: %s", dev->name,
 			ugpu_strerror(ret));
 		goto out_timer_cond;
 	}
@@ -615,7 +660,7 @@ static bool api_users_drain(struct rpm *rpm)
 
 	pthread_mutex_lock(&rpm->lock);
 	while (rpm->api_users && now_ns() < deadline) {
-		struct timespec ts = ns_to_ts(deadline);
+		struct timespec ts = ns_to_timespec(deadline);
 
 		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
 	}
@@ -631,17 +676,49 @@ static void stats_keep(struct rpm *rpm)
 	struct ugpu_rpm_stats s;
 
 	rpm_stats(rpm, &s);
-	if (dev->bo_mgr)
-		pthread_mutex_lock(&dev->bo_mgr->lock);
+	pthread_mutex_lock(&dev->pub_lock);
 	dev->rpm_last = s;
-	if (dev->bo_mgr)
-		pthread_mutex_unlock(&dev->bo_mgr->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
+}
+
+static void rpm_free(struct rpm *rpm)
+{
+	list_for_each_safe(l, &rpm->hooks) {
+		struct rpm_hook *h = hook_of(l);
+
+		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
+			 rpm->dev->name, h->ops->name);
+		free(h);
+	}
+	pthread_cond_destroy(&rpm->timer_cond);
+	pthread_cond_destroy(&rpm->cond);
+	pthread_mutex_destroy(&rpm->lock);
+	pthread_mutex_destroy(&rpm->hooks_lock);
+	pthread_mutex_destroy(&rpm->allow_lock);
+	free(rpm);
+}
+
+void rpm_ref(struct rpm *rpm)
+{
+	pthread_mutex_lock(&rpm->lock);
+	rpm->refs++;
+	pthread_mutex_unlock(&rpm->lock);
+}
+
+void rpm_unref(struct rpm *rpm)
+{
+	unsigned int left;
+
+	pthread_mutex_lock(&rpm->lock);
+	left = --rpm->refs;
+	pthread_mutex_unlock(&rpm->lock);
+	/* Unpublished and nobody else holds it: nobody can lock it now. */
+	if (!left)
+		rpm_free(rpm);
 }
 
 void rpm_fini(struct rpm *rpm)
 {
-	struct rpm_hook *h, *next;
-	bool drained;
 	int ret;
 
 	if (!rpm)
@@ -652,7 +729,9 @@ void rpm_fini(struct rpm *rpm)
 	pthread_mutex_unlock(&rpm->lock);
 	if (rpm->thread_started)
 		pthread_join(rpm->thread, NULL);
-	drained = api_users_drain(rpm);
+	if (!api_users_drain(rpm))
+		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; it frees the runtime-PM state when it leaves",
+			rpm->dev->name, RPM_FINI_USERS_TIMEOUT_MS);
 
 	/* Leave the device awake for whoever opens it next (xe:
 	 * xe_pm_runtime_fini() does pm_runtime_get_sync()). A device that does
@@ -660,28 +739,15 @@ void rpm_fini(struct rpm *rpm)
 	if (rpm_is_suspended(rpm)) {
 		ret = rpm_get(rpm);
 		if (ret)
-			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->vdev->name,
+			log_warn(rpm->ctx, "%s: left asleep at close: %s", rpm->dev->name,
 				 ugpu_strerror(ret));
 	}
 	stats_keep(rpm);
-	if (!drained) {
-		/* Freeing it under a caller would be worse than the leak. */
-		log_err(rpm->ctx, "%s: runtime PM: a public call is still inside after %d ms; its state is leaked",
-			rpm->dev->vdev->name, RPM_FINI_USERS_TIMEOUT_MS);
-		return;
-	}
-	for (h = rpm->hooks; h; h = next) {
-		next = h->next;
-		log_warn(rpm->ctx, "%s: runtime PM hook %s still registered at close",
-			 rpm->dev->vdev->name, h->ops->name);
-		free(h);
-	}
-	pthread_cond_destroy(&rpm->timer_cond);
-	pthread_cond_destroy(&rpm->cond);
-	pthread_mutex_destroy(&rpm->lock);
-	pthread_mutex_destroy(&rpm->hooks_lock);
-	pthread_mutex_destroy(&rpm->allow_lock);
-	free(rpm);
+	pthread_mutex_lock(&rpm->lock);
+	rpm->dead = true;
+	pthread_cond_broadcast(&rpm->cond); /* waiters in rpm_get() see it */
+	pthread_mutex_unlock(&rpm->lock);
+	rpm_unref(rpm);
 }
 
 /* --- settings, hooks, stats --------------------------------------------- */
@@ -740,13 +806,8 @@ int rpm_hook_register(struct rpm *rpm, const struct rpm_hook_ops *ops, void *arg
 	h->ops = ops;
 	h->arg = arg;
 	pthread_mutex_lock(&rpm->hooks_lock);
-	h->prev = rpm->hooks_tail;
-	if (rpm->hooks_tail)
-		rpm->hooks_tail->next = h;
-	else
-		rpm->hooks = h;
-	rpm->hooks_tail = h;
 	pthread_mutex_lock(&rpm->lock);
+	list_add_tail(&rpm->hooks, &h->link);
 	rpm->n_evicting += ops->evicts_vram;
 	rpm->n_restore += ops->restore != NULL;
 	pthread_mutex_unlock(&rpm->lock);
@@ -760,17 +821,16 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 	if (!rpm || !h)
 		return;
 	pthread_mutex_lock(&rpm->hooks_lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		rpm->hooks = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	else
-		rpm->hooks_tail = h->prev;
 	pthread_mutex_lock(&rpm->lock);
+	list_del(&h->link);
 	rpm->n_evicting -= h->ops->evicts_vram;
 	rpm->n_restore -= h->ops->restore != NULL;
+	if (h->ops->stats) {
+		uint64_t listed = rpm->retired.bo_mappings_listed;
+
+		h->ops->stats(h->arg, &rpm->retired);
+		rpm->retired.bo_mappings_listed = listed; /* a gauge, not a total */
+	}
 	pthread_mutex_unlock(&rpm->lock);
 	pthread_mutex_unlock(&rpm->hooks_lock);
 	free(h);
@@ -778,6 +838,7 @@ void rpm_hook_unregister(struct rpm *rpm, struct rpm_hook *h)
 
 void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 {
+	struct rpm_hook *h;
 	uint64_t susp_ns;
 
 	memset(o, 0, sizeof(*o));
@@ -802,36 +863,44 @@ void rpm_stats(struct rpm *rpm, struct ugpu_rpm_stats *o)
 	if (rpm->state == UGPU_RPM_SUSPENDED)
 		susp_ns += now_ns() - rpm->suspended_since_ns;
 	o->suspended_us = susp_ns / 1000;
+	o->bo_mappings_released = rpm->retired.bo_mappings_released;
+	o->bo_wake_faults = rpm->retired.bo_wake_faults;
+	o->bo_evicted = rpm->retired.bo_evicted;
+	o->bo_restored = rpm->retired.bo_restored;
+	o->bo_backed_up = rpm->retired.bo_backed_up;
+	list_for_each(l, &rpm->hooks)
+		if ((h = hook_of(l))->ops->stats)
+			h->ops->stats(h->arg, o);
 	pthread_mutex_unlock(&rpm->lock);
 	o->power_state = current_power(rpm->dev);
 }
 
 /* --- public API -----------------------------------------------------------
  *
- * dev->rpm is unpublished under the BO manager lock by the removal (and by
- * close) before rpm_fini(): a public call looks it up under that lock and
- * counts itself in @api_users before letting go, so the rpm cannot be freed
- * under it (rpm_fini() drains them). The lock is never held across the
- * call itself: a runtime suspend's hooks take it.
+ * dev->rpm is unpublished under the device's publication lock by the
+ * removal (and by close) before rpm_fini(): a public call looks it up under
+ * that lock and counts itself in @api_users (and @refs) before letting go,
+ * so the rpm cannot be freed under it (rpm_fini() drains them, the last
+ * rpm_unref() frees). The lock is never held across the call itself.
  */
 
 /* The device's rpm with a user reference (rpm_user_leave() drops it).
  * Returns 0, -EINVAL (no device, or one being closed), -ENODEV (removed). */
 int rpm_user_enter(struct ugpu_device *dev, struct rpm **out)
 {
-	struct bo_mgr *m;
 	struct rpm *rpm;
 
-	if (!dev || !(m = dev->bo_mgr))
+	if (!dev)
 		return -EINVAL;
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&dev->pub_lock);
 	rpm = dev->rpm;
 	if (rpm) {
 		pthread_mutex_lock(&rpm->lock);
 		rpm->api_users++;
+		rpm->refs++;
 		pthread_mutex_unlock(&rpm->lock);
 	}
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&dev->pub_lock);
 	if (!rpm)
 		return device_is_removed(dev) ? -ENODEV : -EINVAL;
 	*out = rpm;
@@ -844,6 +913,7 @@ void rpm_user_leave(struct rpm *rpm)
 	if (!--rpm->api_users)
 		pthread_cond_broadcast(&rpm->cond);
 	pthread_mutex_unlock(&rpm->lock);
+	rpm_unref(rpm);
 }
 
 /*
@@ -855,16 +925,15 @@ void rpm_user_leave(struct rpm *rpm)
 static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
 {
 	uint64_t deadline = now_ns() + (RPM_FINI_USERS_TIMEOUT_MS + RPM_WAIT_TIMEOUT_MS) * 1000000ull;
-	struct bo_mgr *m = dev->bo_mgr;
 
 	for (;;) {
 		bool kept;
 
-		pthread_mutex_lock(&m->lock);
+		pthread_mutex_lock(&dev->pub_lock);
 		kept = dev->rpm_last.size != 0;
 		if (kept)
 			*out = dev->rpm_last;
-		pthread_mutex_unlock(&m->lock);
+		pthread_mutex_unlock(&dev->pub_lock);
 		if (kept)
 			return 0;
 		if (now_ns() >= deadline)
@@ -873,7 +942,7 @@ static int last_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *out)
 	}
 }
 
-UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
+int rpm_get_dev(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
@@ -885,7 +954,7 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 	return ret;
 }
 
-UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
+void rpm_put_dev(struct ugpu_device *dev)
 {
 	struct rpm *rpm;
 
@@ -893,6 +962,47 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 	if (rpm_user_enter(dev, &rpm))
 		return;
 	rpm_put(rpm);
+	rpm_user_leave(rpm);
+}
+
+/* The application's references are counted apart (@app_refs): a put
+ * without a get of its own is refused even while the driver holds
+ * references (host suspend, kernels, copies), which it must not drop. */
+UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
+{
+	struct rpm *rpm;
+	int ret = rpm_user_enter(dev, &rpm);
+
+	if (ret)
+		return ret;
+	ret = rpm_get(rpm);
+	if (!ret) {
+		pthread_mutex_lock(&rpm->lock);
+		rpm->app_refs++;
+		pthread_mutex_unlock(&rpm->lock);
+	}
+	rpm_user_leave(rpm);
+	return ret;
+}
+
+UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
+{
+	struct rpm *rpm;
+
+	/* After a removal the reference died with the device: nothing to do. */
+	if (rpm_user_enter(dev, &rpm))
+		return;
+	pthread_mutex_lock(&rpm->lock);
+	if (!rpm->app_refs) {
+		if (!rpm->dead)
+			log_err(rpm->ctx, "%s: ugpu_device_rpm_put() without a ugpu_device_rpm_get() (ignored)",
+				rpm->dev->name);
+	} else {
+		rpm->app_refs--;
+		if (!rpm->dead)
+			put_locked(rpm);
+	}
+	pthread_mutex_unlock(&rpm->lock);
 	rpm_user_leave(rpm);
 }
 

@@ -45,6 +45,9 @@ struct rpm_hook;
 #define RPM_DEFAULT_D3COLD_THRESHOLD (300ull << 20)
 /* Bound for a waiter of a power transition another thread is making. */
 #define RPM_WAIT_TIMEOUT_MS 10000
+/* Bound for a wake made by the caller itself: a few config accesses, each
+ * bounded by the transport's request timeout, and the quick resume hooks. */
+#define RPM_WAKE_BOUND_MS 15000
 /* Bound for the engines to go idle before the device sleeps. */
 #define RPM_IDLE_TIMEOUT_MS 1000
 /* Bound for rpm_fini() to wait for public calls still inside (each is
@@ -77,6 +80,11 @@ struct rpm_hook;
  *           block/unblock allowed). The device may have been touched before
  *           it runs: objects evicted by @suspend are then still in system
  *           memory and used from there.
+ * @stats: may be NULL. Adds the module's counters into the BO fields of
+ *           @st (ugpu_device_rpm_stats()). Called with the rpm lock held,
+ *           also while a transition runs: it must only take leaf locks of
+ *           its own. Called once more by rpm_hook_unregister(), into the
+ *           totals the rpm keeps, so counters survive the hook.
  * @evicts_vram: this hook's @suspend moves every VRAM object of its module
  *           to system memory when @target is D3cold. D3cold is chosen only
  *           when at least one registered hook says so (otherwise a device with
@@ -91,6 +99,7 @@ struct rpm_hook_ops {
 	int (*suspend)(void *arg, enum ugpu_power_state target);
 	void (*resume)(void *arg, enum ugpu_power_state from);
 	void (*restore)(void *arg);
+	void (*stats)(void *arg, struct ugpu_rpm_stats *st);
 	bool evicts_vram;
 };
 
@@ -102,14 +111,20 @@ int rpm_init(struct ugpu_device *dev, struct rpm **out);
 /*
  * rpm_fini() - stop the rpm thread (joined, bounded by a running transition),
  * wait (bounded) for the public ugpu_device_rpm_*() calls still inside, leave
- * the device in D0 if it can be woken, and keep the last stats in
- * dev->rpm_last (under the BO manager lock) for ugpu_device_rpm_stats()
- * after a removal. Safe with NULL.
+ * the device in D0 if it can be woken, keep the last stats in dev->rpm_last
+ * (under the BO manager lock) for ugpu_device_rpm_stats() after a removal,
+ * and drop the owner's reference. From then on rpm_get() answers -ENODEV and
+ * rpm_put() does nothing; the object is freed by the last rpm_unref() (a
+ * caller still inside, or a module holding it). Safe with NULL.
  * Context: dev->rpm already unpublished (under the BO manager lock, which
- * the caller does not hold); no internal rpm_*() call may run concurrently
- * or after.
+ * the caller does not hold).
  */
 void rpm_fini(struct rpm *rpm);
+
+/* rpm_ref() / rpm_unref() - keep the rpm object (not the device) alive:
+ * a module that keeps a pointer to it holds a reference. */
+void rpm_ref(struct rpm *rpm);
+void rpm_unref(struct rpm *rpm);
 
 /*
  * rpm_get() - take a reference; returns with the device in D0.
@@ -121,6 +136,24 @@ void rpm_fini(struct rpm *rpm);
  * RPM_WAIT_TIMEOUT_MS); -ENODEV (the device is gone).
  */
 int rpm_get(struct rpm *rpm);
+
+/*
+ * rpm_suspend_aborted() - a suspend is running its hooks and someone took a
+ * reference meanwhile: it will be abandoned, so a hook may stop early
+ * (return -EAGAIN). Context: any thread; takes the rpm lock (so not with it
+ * held; the BO manager lock may be held).
+ */
+bool rpm_suspend_aborted(struct rpm *rpm);
+
+/*
+ * rpm_vram_lost() - is VRAM's content gone with the power: the device sleeps
+ * in D3cold (or is being woken from it, before the resume hooks restored
+ * it), or a D3cold suspend is past its point of no return? Then, and only
+ * then, what the suspend hooks backed up is the only copy. A suspend still
+ * running its hooks (VRAM intact and possibly written since the backups)
+ * says false. Context: as rpm_suspend_aborted().
+ */
+bool rpm_vram_lost(struct rpm *rpm);
 
 /* rpm_get_if_active() - take a reference only if the device is in D0 and no
  * suspend has started; never wakes or waits. */
@@ -140,6 +173,14 @@ bool rpm_get_if_active(struct rpm *rpm);
  */
 int rpm_user_enter(struct ugpu_device *dev, struct rpm **out);
 void rpm_user_leave(struct rpm *rpm);
+
+/* rpm_get_dev() / rpm_put_dev() - rpm_get()/rpm_put() of @dev's runtime PM
+ * for a driver path that holds no lock (rpm_user_enter() around each): the
+ * references of host suspend. Not the application's (ugpu_device_rpm_get()),
+ * which are counted apart. rpm_get_dev(): as rpm_get(), and -ENODEV /
+ * -EINVAL as rpm_user_enter(). */
+int rpm_get_dev(struct ugpu_device *dev);
+void rpm_put_dev(struct ugpu_device *dev);
 
 /* rpm_put() - drop a reference; the last one arms the autosuspend timer.
  * An unbalanced put is logged and ignored. */

@@ -7,19 +7,17 @@
  *   1. take the host-suspend lock (bounded): no suspend/resume transition
  *      runs during a removal, and one in progress finishes first;
  *   2. orderly removal only: wake the device through runtime PM (bounded);
- *   3. take the BO manager lock (bounded): no new submission, no BO changes
+ *   3. lock the memory layer (bounded): no new submission, no BO changes
  *      place; every submission path runs under it and waits for its own
  *      fences, so what remains in flight is drained by engine_idle();
- *   4. every user BO in VRAM goes to system memory with the blitter (pinned
- *      ones too: they become system BOs, still pinned); on a surprise
- *      removal, or when a copy fails, a BO with a valid host-suspend backup
- *      adopts it, any other VRAM BO is marked lost; driver (KERNEL) BOs are
- *      device resources and die;
+ *   4. the memory layer moves every BO of the program out of VRAM
+ *      (struct unplug_mem_ops, mm/evacuate.c): with the engines, or adopted
+ *      from a host-suspend or D3cold backup, or marked lost and counted;
  *   5. every DMA mapping a BO holds is removed from the transport;
- *   6. dev->removed is set (BO paths now refuse VRAM and map nothing), the
- *      manager lock is dropped, and device_teardown(DEVICE) releases the
- *      device's resources in the reverse order of bring-up, closing the
- *      transport last.
+ *   6. dev->removed is set (BO paths now refuse VRAM and map nothing), CPU
+ *      mappings are held, the lock is dropped, and device_teardown(DEVICE)
+ *      releases the device's resources in the reverse order of bring-up,
+ *      closing the transport last; then the mappings fault to system memory.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,14 +32,14 @@
 #include <ugpu/unplug.h>
 
 #include "engines/engine.h"
-#include "mm/bo.h"
-#include "mm/bo_rpm.h"
-#include "mm/cpu_map.h"
+#include "engines/exec.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
 #include "src/device.h"
-#include "src/log.h"
-#include "src/pci_cfg.h"
 #include "src/rpm.h"
+#include "src/suspend.h"
 #include "src/unplug.h"
+#include "src/vfio/pci_cfg.h"
 
 /*
  * struct unplug - per device, context lifetime (freed by ugpu_device_close).
@@ -70,30 +68,11 @@ struct unplug {
 	void *obs_arg;
 };
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static int lock_bounded(pthread_mutex_t *m, int ms)
 {
 	struct timespec ts;
 
-	deadline_in(&ts, ms);
+	ts = deadline_after_ms((uint64_t)ms);
 	return -pthread_mutex_timedlock(m, &ts);
 }
 
@@ -102,364 +81,22 @@ static enum ugpu_unplug_state state_get(struct unplug *u)
 	return (enum ugpu_unplug_state)__atomic_load_n(&u->state, __ATOMIC_ACQUIRE);
 }
 
-/* ---- the transport's tombstone ---------------------------------------------- */
-
-static void tomb_close(struct vfio_dev *dev)
-{
-	(void)dev;
-}
-
-static int tomb_region_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_region_info *info)
-{
-	(void)dev, (void)index, (void)info;
-	return -ENODEV;
-}
-
-static int tomb_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf,
-			    size_t len)
-{
-	(void)dev, (void)index, (void)off, (void)buf, (void)len;
-	return -ENODEV;
-}
-
-static int tomb_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, const void *buf,
-			     size_t len)
-{
-	(void)dev, (void)index, (void)off, (void)buf, (void)len;
-	return -ENODEV;
-}
-
-static int tomb_region_mmap(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
-			    void **addr)
-{
-	(void)dev, (void)index, (void)off, (void)len, (void)prot, (void)addr;
-	return -ENODEV;
-}
-
-static int tomb_region_munmap(struct vfio_dev *dev, void *addr, size_t len)
-{
-	(void)dev, (void)addr, (void)len;
-	return -ENODEV;
-}
-
-static int tomb_region_fd(struct vfio_dev *dev, uint32_t index, int *fd, uint64_t *fd_off)
-{
-	(void)dev, (void)index, (void)fd, (void)fd_off;
-	return -ENODEV;
-}
-
-static int tomb_irq_info(struct vfio_dev *dev, uint32_t index, struct vfio_dev_irq_info *info)
-{
-	(void)dev, (void)index, (void)info;
-	return -ENODEV;
-}
-
-static int tomb_set_irqs(struct vfio_dev *dev, uint32_t index, uint32_t start, uint32_t count,
-			 const int *fds)
-{
-	(void)dev, (void)index, (void)start, (void)count, (void)fds;
-	return -ENODEV;
-}
-
-static int tomb_iommu_info(struct vfio_dev *dev, struct vfio_iommu_info *info)
-{
-	(void)dev, (void)info;
-	return -ENODEV;
-}
-
-static int tomb_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *vaddr, int fd,
-			uint64_t fd_off, uint32_t prot)
-{
-	(void)dev, (void)iova, (void)size, (void)vaddr, (void)fd, (void)fd_off, (void)prot;
-	return -ENODEV;
-}
-
-static int tomb_dma_unmap(struct vfio_dev *dev, uint64_t iova, uint64_t size, uint64_t *unmapped)
-{
-	(void)dev, (void)iova, (void)size, (void)unmapped;
-	return -ENODEV;
-}
-
-static int tomb_reset(struct vfio_dev *dev)
-{
-	(void)dev;
-	return -ENODEV;
-}
-
-/* Every op answers -ENODEV: the device is gone and so is its transport. */
-static const struct vfio_transport_ops tomb_ops = {
-	.name = "removed",
-	.close = tomb_close,
-	.region_info = tomb_region_info,
-	.region_read = tomb_region_read,
-	.region_write = tomb_region_write,
-	.region_mmap = tomb_region_mmap,
-	.region_munmap = tomb_region_munmap,
-	.region_fd = tomb_region_fd,
-	.irq_info = tomb_irq_info,
-	.set_irqs = tomb_set_irqs,
-	.iommu_info = tomb_iommu_info,
-	.dma_map = tomb_dma_map,
-	.dma_unmap = tomb_dma_unmap,
-	.reset = tomb_reset,
-	.low_power_enter = NULL,
-	.low_power_exit = NULL,
-};
-
-void unplug_tombstone_init(struct vfio_dev *t, const struct vfio_dev *from)
-{
-	memset(t, 0, sizeof(*t));
-	t->ops = &tomb_ops;
-	t->gone = 1;
-	if (from) {
-		t->ctx = from->ctx;
-		memcpy(t->name, from->name, sizeof(t->name));
-		t->name[sizeof(t->name) - 1] = '\0';
-	}
-}
-
-/* ---- evacuation (BO manager lock held) --------------------------------------- */
-
-struct removal {
-	struct unplug *u;
-	bool surprise; /* the device cannot be reached: nothing is copied from it */
-	bool suspended; /* host-suspended: VRAM is powered off, backups hold it */
-	struct ugpu_unplug_info st; /* counters being gathered */
-};
-
-static bool is_ring(struct ugpu_device *dev, struct ugpu_bo *bo)
-{
-	unsigned int i;
-
-	for (i = 0; i < DEVICE_MAX_ENGINES; i++)
-		if (dev->ring_bo[i] == bo)
-			return true;
-	return false;
-}
-
-/*
- * From now on @bo prefers system memory (pin keeps it there); VRAM stays in
- * its list so that asking for VRAM says -ENODEV ("the device is gone")
- * rather than -EINVAL ("never allowed").
- */
-static void only_system(struct ugpu_bo *bo)
-{
-	bo->placements[0] = UGPU_PLACEMENT_SYSTEM;
-	bo->placements[1] = UGPU_PLACEMENT_VRAM;
-	bo->nplacements = 2;
-}
-
-/*
- * Change @bo's backing away from VRAM without a copy: to its valid backup
- * (@adopt) or to nothing (lost). The CPU mapping is blocked across the
- * change like any move, so a fault maps the new backing, or gets SIGBUS for
- * a lost BO (bo_resolve() answers -ENODEV for no backing).
- */
-static void vram_drop_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool adopt)
-{
-	struct bo_mgr *m = dev->bo_mgr;
-	bool blocked = false;
-
-	if (bo->map) {
-		int r = cpu_map_block(bo->map);
-
-		if (r)
-			log_err(dev->ctx, "%s: cannot block the CPU mapping of BO '%s': %s",
-				dev->vdev->name, bo->name, ugpu_strerror(r));
-		blocked = !r;
-	}
-	bo_lru_del_locked(bo);
-	bo_rpm_forget(bo);
-	device_vram_free(dev, bo->vram, 0);
-	m->vram_bytes -= bo->size;
-	if (adopt) {
-		bo->sys = bo->backup;
-		bo->backup.mem.fd = -1;
-		bo->backup.mem.vaddr = NULL;
-		bo->backup.iova = 0;
-		bo->placement = UGPU_PLACEMENT_SYSTEM;
-		m->sys_bytes += bo->size;
-		only_system(bo);
-	} else {
-		bo_sys_free(dev, &bo->backup);
-		bo->placement = UGPU_PLACEMENT_NONE;
-		bo->lost = true;
-	}
-	bo->backup_prepared = bo->backup_valid = false;
-	if (bo->map) {
-		if (blocked)
-			cpu_map_unblock(bo->map);
-		/* A host suspend held faults on it until resume, which will not
-		 * come for this device: let them through now. */
-		if (bo->map_blocked)
-			cpu_map_unblock(bo->map);
-		bo->map_blocked = false;
-	}
-}
-
-static void evacuate_one(struct removal *r, struct ugpu_bo *bo)
-{
-	struct ugpu_device *dev = r->u->dev;
-	bool has_backup = bo->backup.mem.fd >= 0 && bo->backup_valid;
-	int ret;
-
-	if (bo->placement != UGPU_PLACEMENT_VRAM)
-		return; /* system memory is kept; a lost BO stays lost */
-	if (bo->flags & UGPU_BO_KERNEL) {
-		/* Rings, page tables: device resources. The rings go with their
-		 * engines; anything else of the driver's is dropped here. */
-		r->st.kernel_bos++;
-		if (!is_ring(dev, bo))
-			vram_drop_locked(dev, bo, false);
-		return;
-	}
-	if (!r->surprise && !r->suspended) {
-		enum ugpu_placement saved[UGPU_BO_MAX_PLACEMENTS];
-		unsigned int n = bo->nplacements;
-
-		memcpy(saved, bo->placements, sizeof(saved));
-		only_system(bo);
-		ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
-		if (!ret) {
-			r->st.bos_moved++;
-			r->st.bytes_moved += bo->size;
-			return;
-		}
-		memcpy(bo->placements, saved, sizeof(saved));
-		bo->nplacements = n;
-		log_err(dev->ctx, "%s: removal: BO '%s' could not be moved to system memory: %s",
-			dev->vdev->name, bo->name, ugpu_strerror(ret));
-		if (vfio_dev_is_gone(dev->vdev)) {
-			log_err(dev->ctx, "%s: removal: the device stopped answering; what is still in VRAM is lost",
-				dev->vdev->name);
-			r->surprise = true;
-		}
-	}
-	if (has_backup) {
-		vram_drop_locked(dev, bo, true);
-		r->st.bos_adopted++;
-		log_warn(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) kept from its suspend backup",
-			 dev->vdev->name, bo->name, bo->size);
-		return;
-	}
-	vram_drop_locked(dev, bo, false);
-	r->st.bos_lost++;
-	r->st.bytes_lost += bo->size;
-	log_err(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) was only in VRAM: its contents are LOST (reads fail with -ENODATA, CPU touches raise SIGBUS)",
-		dev->vdev->name, bo->name, bo->size);
-}
-
-/* Remove every DMA mapping the BOs hold: the device must not reach memory
- * that lives on, and the transport must be left with nothing mapped. */
-static void dma_release_locked(struct ugpu_device *dev)
-{
-	struct bo_mgr *m = dev->bo_mgr;
-
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
-
-		if (bo->sys.mem.fd >= 0 && bo->sys.iova) {
-			int ret = dma_unmap(&dev->dma, bo->sys.iova, bo->sys.mem.size);
-
-			if (ret && ret != -ENODEV)
-				log_warn(dev->ctx, "%s: removal: DMA unmap of BO '%s' failed: %s",
-					 dev->vdev->name, bo->name, ugpu_strerror(ret));
-			bo->sys.iova = 0;
-		}
-		/* Backups (a prepared host suspend; rings' backups) have no use
-		 * past the device. */
-		bo_sys_free(dev, &bo->backup);
-		bo->backup_prepared = bo->backup_valid = false;
-	}
-}
-
-/*
- * CPU faults and the runtime-PM teardown. The BO fault hooks (mm/bo_rpm.c)
- * run on the cpu_map handler thread and use the BO runtime-PM state that
- * the "bo-rpm" teardown step frees, while the application's threads keep
- * touching their mappings through the removal. So, before the device
- * teardown: block every mapping (a fault then parks without calling the
- * hooks) and make the handler thread finish whatever fault it is handling
- * (a barrier: an invalidation returns only once the handler has read its
- * event, i.e. after every earlier fault was handled, hooks included).
- * After the teardown the mappings are unblocked and fault to system memory.
- * bo_rpm_detach() is itself safe against running hooks now (it unpublishes
- * its state and waits for them); the hold and barrier stay as belt and
- * braces, and keep every fault parked for the whole device teardown.
- */
-static int barrier_resolve(void *owner, uint64_t offset, struct cpu_map_extent *ext)
-{
-	ext->fd = (int)(intptr_t)owner;
-	ext->fd_offset = offset;
-	ext->len = 4096 - offset;
-	return 0;
-}
-
-static const struct cpu_map_owner_ops barrier_ops = { .resolve = barrier_resolve };
-
-static void handler_barrier(struct ugpu_device *dev, struct cpu_map_mgr *maps)
-{
-	struct cpu_map *map;
-	void *addr;
-	int fd;
-
-	fd = memfd_create("ugpu-unplug-barrier", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, 4096)) {
-		log_warn(dev->ctx, "%s: removal: no memfd for the fault barrier", dev->vdev->name);
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	if (!cpu_map_create(maps, &barrier_ops, (void *)(intptr_t)fd, 4096, "unplug-barrier", &map,
-			    &addr)) {
-		(void)*(volatile char *)addr; /* mapped by the handler */
-		if (cpu_map_invalidate(map))
-			log_warn(dev->ctx, "%s: removal: fault barrier failed", dev->vdev->name);
-		cpu_map_destroy(map);
-	}
-	close(fd);
-}
-
-/* Manager lock held. */
-static void maps_hold_locked(struct ugpu_device *dev)
-{
-	struct bo_mgr *m = dev->bo_mgr;
-
-	if (!m->maps)
-		return;
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
-
-		if (bo->map && !bo->map_blocked && !cpu_map_block(bo->map))
-			bo->map_blocked = true;
-	}
-	handler_barrier(dev, m->maps);
-}
-
-static void maps_release(struct ugpu_device *dev)
-{
-	struct bo_mgr *m = dev->bo_mgr;
-
-	pthread_mutex_lock(&m->lock);
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
-
-		if (bo->map && bo->map_blocked)
-			cpu_map_unblock(bo->map);
-		bo->map_blocked = false;
-	}
-	pthread_mutex_unlock(&m->lock);
-}
-
 /* ---- the removal ------------------------------------------------------------- */
+
+void unplug_mem_register(struct ugpu_device *dev, const struct unplug_mem_ops *ops, void *arg)
+{
+	dev->unplug_mem = ops;
+	dev->unplug_mem_arg = arg;
+}
 
 static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t healthy_us)
 {
 	struct ugpu_device *dev = u->dev;
-	struct bo_mgr *m = dev->bo_mgr;
-	struct removal r = { .u = u, .surprise = kind == UGPU_UNPLUG_SURPRISE };
+	const struct unplug_mem_ops *mem = dev->unplug_mem;
+	void *arg = dev->unplug_mem_arg;
+	struct unplug_counts c = { 0 };
+	bool surprise = kind == UGPU_UNPLUG_SURPRISE, suspended, held_rpm = false;
 	uint64_t t0 = now_us();
-	bool held_rpm = false;
 	ugpu_removal_fn fn;
 	void *user;
 	unsigned int i;
@@ -468,106 +105,118 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	pthread_mutex_lock(&u->lock);
 	__atomic_store_n(&u->state, UGPU_UNPLUG_REMOVING, __ATOMIC_RELEASE);
 	u->info.kind = kind;
-	if (r.surprise)
+	if (surprise)
 		u->info.detect_us = t0 - healthy_us;
 	pthread_mutex_unlock(&u->lock);
-	if (r.surprise)
+	if (surprise)
 		log_err(dev->ctx, "%s: the device is gone (surprise removal): releasing it; BOs only in VRAM are lost",
-			dev->vdev->name);
+			dev->name);
 	else
 		log_warn(dev->ctx, "%s: removal %s: moving every BO to system memory and releasing the device",
-			 dev->vdev->name, kind == UGPU_UNPLUG_API ? "asked by the application" : "requested");
+			 dev->name, kind == UGPU_UNPLUG_API ? "asked by the application" : "requested");
 
 	/* 1. No host-suspend transition during the removal. */
-	ret = lock_bounded(&m->pm_lock, UNPLUG_LOCK_TIMEOUT_MS);
+	ret = lock_bounded(&dev->pm->lock, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
 		log_err(dev->ctx, "%s: removal postponed: a host suspend transition holds the device for more than %d ms (%s); retried on the next request",
-			dev->vdev->name, UNPLUG_LOCK_TIMEOUT_MS, ugpu_strerror(ret));
+			dev->name, UNPLUG_LOCK_TIMEOUT_MS, ugpu_strerror(ret));
 		goto out_postpone;
 	}
-	ret = lock_bounded(&m->lock, UNPLUG_LOCK_TIMEOUT_MS);
+	ret = mem->lock(arg, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
-		pthread_mutex_unlock(&m->pm_lock);
+		pthread_mutex_unlock(&dev->pm->lock);
 		goto out_postpone;
 	}
-	r.suspended = m->pm_state == BO_PM_SUSPENDED;
-	pthread_mutex_unlock(&m->lock);
+	suspended = mem->host_suspended(arg);
+	mem->unlock(arg);
 
 	/* 2. Awake for the copies (not while host-suspended: the backups
 	 * hold VRAM then, and the host is asleep). */
-	if (!r.surprise && !r.suspended && dev->rpm) {
+	if (!surprise && !suspended && dev->rpm) {
 		ret = rpm_get(dev->rpm);
 		if (ret) {
 			log_err(dev->ctx, "%s: removal: the device did not wake (%s); what is only in VRAM is lost",
-				dev->vdev->name, ugpu_strerror(ret));
-			r.surprise = true;
+				dev->name, ugpu_strerror(ret));
+			surprise = true;
 		} else {
 			held_rpm = true;
 		}
 	}
 
-	/* 3. Stop submissions; drain what is in flight. */
-	ret = lock_bounded(&m->lock, UNPLUG_LOCK_TIMEOUT_MS);
+	/* 3. Stop submissions; drain what is in flight. GPU kernels first,
+	 * without the memory layer's lock (the exec engine's thread takes it
+	 * to hand over an end): none may write a BO while it moves. A dead or
+	 * sleeping device runs nothing any more: what it ran is abandoned. */
+	if (dev->exec) {
+		ret = exec_block(dev->exec, surprise || suspended ? 0 : UNPLUG_IDLE_TIMEOUT_MS);
+		if (ret) {
+			if (!surprise && !suspended)
+				log_err(dev->ctx, "%s: removal: GPU kernels still run after %d ms: abandoned",
+					dev->name, UNPLUG_IDLE_TIMEOUT_MS);
+			exec_abandon(dev->exec);
+		}
+	}
+	ret = mem->lock(arg, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
 		log_err(dev->ctx, "%s: removal postponed: BO work holds the device for more than %d ms (%s)",
-			dev->vdev->name, UNPLUG_LOCK_TIMEOUT_MS, ugpu_strerror(ret));
+			dev->name, UNPLUG_LOCK_TIMEOUT_MS, ugpu_strerror(ret));
+		if (dev->exec)
+			exec_unblock(dev->exec);
 		if (held_rpm)
 			rpm_put(dev->rpm);
-		pthread_mutex_unlock(&m->pm_lock);
+		pthread_mutex_unlock(&dev->pm->lock);
 		goto out_postpone;
 	}
-	if (!r.surprise && !r.suspended) {
+	if (!surprise && !suspended) {
 		for (i = 0; i < DEVICE_MAX_ENGINES; i++) {
 			if (!dev->copy[i])
 				continue;
 			ret = engine_idle(dev->copy[i], UNPLUG_IDLE_TIMEOUT_MS);
 			if (ret) {
 				log_err(dev->ctx, "%s: removal: engine %s did not finish its work in %d ms (%s): cancelled",
-					dev->vdev->name, dev->copy[i]->name, UNPLUG_IDLE_TIMEOUT_MS,
+					dev->name, dev->copy[i]->name, UNPLUG_IDLE_TIMEOUT_MS,
 					ugpu_strerror(ret));
 				engine_reset(dev->copy[i]);
 			}
 		}
 	}
 
-	/* 4. Every user BO out of VRAM. */
-	bo_for_each(l, &m->all)
-		evacuate_one(&r, bo_of_all(l));
+	/* 4. Every BO of the program out of VRAM. */
+	mem->evacuate(arg, &surprise, &c);
 
 	/* 5. Nothing mapped for the device any more. */
-	dma_release_locked(dev);
+	mem->dma_release(arg);
 
-	/* 6. From here BO paths refuse VRAM and DMA-map nothing. */
-	m->pm_state = BO_PM_ACTIVE;
-	m->vram_fd = -1; /* the transport's fd: closed below */
+	/* 6. From here BO paths refuse VRAM and map nothing for the device
+	 * (they check dev->removed under the memory layer's lock). */
 	__atomic_store_n(&dev->removed, 1, __ATOMIC_RELEASE);
-	maps_hold_locked(dev);
-	pthread_mutex_unlock(&m->lock);
+	mem->detach(arg);
+	mem->unlock(arg);
 	if (held_rpm)
 		rpm_put(dev->rpm);
 	device_teardown(dev, DEVICE_LIFE_DEVICE);
-	maps_release(dev);
-	pthread_mutex_unlock(&m->pm_lock);
+	mem->maps_release(arg);
+	pthread_mutex_unlock(&dev->pm->lock);
 
-	status = r.surprise ? -ENODEV : r.st.bos_lost ? -EIO : 0;
+	status = surprise ? -ENODEV : c.bos_lost ? -EIO : 0;
 	pthread_mutex_lock(&u->lock);
 	u->info.status = status;
 	u->info.removal_us = now_us() - t0;
-	u->info.bos_moved = r.st.bos_moved;
-	u->info.bytes_moved = r.st.bytes_moved;
-	u->info.bos_adopted = r.st.bos_adopted;
-	u->info.bos_lost = r.st.bos_lost;
-	u->info.bytes_lost = r.st.bytes_lost;
-	u->info.kernel_bos = r.st.kernel_bos;
+	u->info.bos_moved = c.bos_moved;
+	u->info.bytes_moved = c.bytes_moved;
+	u->info.bos_adopted = c.bos_adopted;
+	u->info.bos_lost = c.bos_lost;
+	u->info.bytes_lost = c.bytes_lost;
+	u->info.kernel_bos = c.kernel_bos;
 	__atomic_store_n(&u->state, UGPU_UNPLUG_REMOVED, __ATOMIC_RELEASE);
 	fn = u->fn;
 	user = u->user;
 	pthread_cond_broadcast(&u->cond);
 	pthread_mutex_unlock(&u->lock);
 
-	log_warn(dev->ctx, "%s: removed (%s) in %" PRIu64 " ms: %" PRIu64 " BOs (%" PRIu64 " bytes) moved to system memory, %" PRIu64 " kept from suspend backups, %" PRIu64 " lost (%" PRIu64 " bytes)",
-		 dev->vdev->name, ugpu_unplug_kind_name(kind), (now_us() - t0) / 1000, r.st.bos_moved,
-		 r.st.bytes_moved, r.st.bos_adopted, r.st.bos_lost, r.st.bytes_lost);
+	log_warn(dev->ctx, "%s: removed (%s) in %" PRIu64 " ms: %" PRIu64 " BOs (%" PRIu64 " bytes) moved to system memory, %" PRIu64 " kept from backups, %" PRIu64 " lost (%" PRIu64 " bytes)",
+		 dev->name, ugpu_unplug_kind_name(kind), (now_us() - t0) / 1000, c.bos_moved,
+		 c.bytes_moved, c.bos_adopted, c.bos_lost, c.bytes_lost);
 	if (fn)
 		fn(user, dev, kind, status);
 	return;
@@ -591,14 +240,17 @@ static bool probe_dead(struct ugpu_device *dev)
 	uint16_t vendor = 0;
 	int ret;
 
+	/* Under the power lock: a transition publishes D3hot before it cuts
+	 * main power, and a probe between the two would read a powered-off
+	 * device's all-ones as death. The watcher may wait for a transition. */
 	pthread_mutex_lock(&dev->lock);
-	ps = dev->power_state;
+	ps = device_power_state(dev);
+	ret = ps == UGPU_POWER_D3COLD ? 0 : pci_cfg_read16(dev->vdev, PCI_CFG_VENDOR_ID, &vendor);
 	pthread_mutex_unlock(&dev->lock);
 	if (ps == UGPU_POWER_D3COLD)
 		return false;
-	ret = pci_cfg_read16(dev->vdev, PCI_CFG_VENDOR_ID, &vendor);
 	if (ret == -ENODEV || (!ret && vendor == 0xffff)) {
-		log_err(dev->ctx, "%s: config space %s: the device is gone", dev->vdev->name,
+		log_err(dev->ctx, "%s: config space %s: the device is gone", dev->name,
 			ret ? "is unreachable" : "reads all-ones");
 		vfio_dev_set_gone(dev->vdev);
 		return true;
@@ -697,7 +349,7 @@ int unplug_init(struct ugpu_device *dev)
 	dev->unplug = u;
 	ret = -pthread_create(&u->thread, NULL, watcher, u);
 	if (ret) {
-		log_err(dev->ctx, "%s: cannot start the removal watcher: %s", dev->vdev->name,
+		log_err(dev->ctx, "%s: cannot start the removal watcher: %s", dev->name,
 			ugpu_strerror(ret));
 		goto out_destroy;
 	}
@@ -744,11 +396,12 @@ void unplug_step_note(struct ugpu_device *dev, const char *step)
 	fn = u->obs;
 	arg = u->obs_arg;
 	pthread_mutex_unlock(&u->lock);
-	log_dbg(dev->ctx, "%s: teardown: %s", dev->vdev->name, step);
+	log_dbg(dev->ctx, "%s: teardown: %s", dev->name, step);
 	if (fn)
 		fn(arg, dev, step);
 }
 
+#ifdef UGPU_TEST_HOOKS
 void unplug_set_step_observer(struct ugpu_device *dev,
 			      void (*fn)(void *arg, struct ugpu_device *dev, const char *step),
 			      void *arg)
@@ -773,6 +426,7 @@ int unplug_inject_surprise(struct ugpu_device *dev)
 	wake(u);
 	return 0;
 }
+#endif
 
 /* ---- public API -------------------------------------------------------------- */
 
@@ -809,7 +463,7 @@ UGPU_API int ugpu_device_unplug(struct ugpu_device *dev)
 		u->api_request = true;
 		wake(u);
 	}
-	deadline_in(&ts, UNPLUG_API_TIMEOUT_MS);
+	ts = deadline_after_ms(UNPLUG_API_TIMEOUT_MS);
 	while (state_get(u) != UGPU_UNPLUG_REMOVED && ret == 0) {
 		ret = -pthread_cond_timedwait(&u->cond, &u->lock, &ts);
 		/* The removal was given up on (and will be retried). */
@@ -820,6 +474,26 @@ UGPU_API int ugpu_device_unplug(struct ugpu_device *dev)
 		ret = u->info.status;
 	pthread_mutex_unlock(&u->lock);
 	return ret;
+}
+
+int unplug_wait_removed(struct ugpu_device *dev, int ms)
+{
+	struct unplug *u = dev->unplug;
+	struct timespec ts;
+	int ret = 0;
+
+	if (!u)
+		return device_is_removed(dev) ? 0 : -ETIMEDOUT;
+	if (pthread_equal(pthread_self(), u->thread))
+		return -EDEADLK;
+	ts = deadline_after_ms((uint64_t)ms);
+	pthread_mutex_lock(&u->lock);
+	/* The watcher notices a dead transport within UNPLUG_POLL_MS. */
+	wake(u);
+	while (state_get(u) != UGPU_UNPLUG_REMOVED && !ret)
+		ret = -pthread_cond_timedwait(&u->cond, &u->lock, &ts);
+	pthread_mutex_unlock(&u->lock);
+	return state_get(u) == UGPU_UNPLUG_REMOVED ? 0 : -ETIMEDOUT;
 }
 
 UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev)
@@ -845,32 +519,6 @@ UGPU_API int ugpu_device_unplug_info(struct ugpu_device *dev, struct ugpu_unplug
 	i.size = info->size;
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
-	return 0;
-}
-
-UGPU_API int ugpu_device_lost_bos(struct ugpu_device *dev, struct ugpu_bo **bos, size_t max,
-				  size_t *count)
-{
-	struct bo_mgr *m;
-	size_t n = 0;
-
-	if (!dev || !dev->bo_mgr || !count || (max && !bos))
-		return -EINVAL;
-	m = dev->bo_mgr;
-	pthread_mutex_lock(&m->lock);
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
-
-		if (!bo->lost || (bo->flags & UGPU_BO_KERNEL))
-			continue;
-		if (n < max) {
-			ugpu_bo_get(bo);
-			bos[n] = bo;
-		}
-		n++;
-	}
-	pthread_mutex_unlock(&m->lock);
-	*count = n;
 	return 0;
 }
 

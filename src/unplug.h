@@ -30,6 +30,48 @@
 /* Bound for ugpu_device_unplug() to see the removal finish. */
 #define UNPLUG_API_TIMEOUT_MS 60000
 
+/* What the memory layer's part of a removal did (struct ugpu_unplug_info). */
+struct unplug_counts {
+	uint64_t bos_moved, bytes_moved;
+	uint64_t bos_adopted;
+	uint64_t bos_lost, bytes_lost;
+	uint64_t kernel_bos;
+};
+
+/*
+ * struct unplug_mem_ops - the memory layer's part of a removal (mm/evacuate.c),
+ * registered at bring-up with unplug_mem_register(). Called on the watcher
+ * thread with the host-suspend lock held.
+ * @lock: lock the memory layer, waiting at most @timeout_ms (-ETIMEDOUT):
+ *        no BO changes place until @unlock.
+ * Under it:
+ * @host_suspended: VRAM is powered off and host-suspend backups hold it.
+ * @evacuate: every BO of the program out of VRAM: moved by the engines
+ *        unless *@surprise (the device cannot be reached), else adopted from
+ *        a backup, else lost; sets *@surprise when the device stops
+ *        answering meanwhile. The driver's own objects are counted and left
+ *        to their owners.
+ * @dma_release: every DMA mapping BOs hold is removed.
+ * @detach: the device goes: from now on BO paths refuse VRAM and map
+ *        nothing for the device; every CPU mapping is held and the fault
+ *        handler flushed, so no fault runs a device hook during the teardown.
+ * Without it:
+ * @maps_release: after the teardown, the held mappings fault to system
+ *        memory again.
+ */
+struct unplug_mem_ops {
+	int (*lock)(void *arg, int timeout_ms);
+	void (*unlock)(void *arg);
+	bool (*host_suspended)(void *arg);
+	void (*evacuate)(void *arg, bool *surprise, struct unplug_counts *c);
+	void (*dma_release)(void *arg);
+	void (*detach)(void *arg);
+	void (*maps_release)(void *arg);
+};
+
+/* unplug_mem_register() - at bring-up, before the watcher starts. */
+void unplug_mem_register(struct ugpu_device *dev, const struct unplug_mem_ops *ops, void *arg);
+
 /* unplug_init()/unplug_fini() - the "unplug" bring-up step (context
  * lifetime): start the watcher; stop and join it (waits for a removal in
  * progress, which is bounded). */
@@ -40,18 +82,26 @@ void unplug_fini(struct ugpu_device *dev);
  * the test observer set with unplug_set_step_observer(). */
 void unplug_step_note(struct ugpu_device *dev, const char *step);
 
+#ifdef UGPU_TEST_HOOKS
 /* Tests: @fn(arg, dev, step) is called before each teardown step (on the
  * thread running the teardown: the watcher for a removal). */
 void unplug_set_step_observer(struct ugpu_device *dev,
 			      void (*fn)(void *arg, struct ugpu_device *dev, const char *step),
 			      void *arg);
+#endif
 
-/* unplug_tombstone_init() - make @t a stand-in for the closed transport
- * @from: same name and context, every op -ENODEV, gone flag set. */
-void unplug_tombstone_init(struct vfio_dev *t, const struct vfio_dev *from);
+/*
+ * unplug_wait_removed() - the device stopped answering before its removal
+ * ran (a wake failed with -ENODEV): wait for the watcher to finish the
+ * removal, at most @ms. Returns 0 once removed, -ETIMEDOUT. Not from the
+ * watcher thread (-EDEADLK) or with locks the removal takes.
+ */
+int unplug_wait_removed(struct ugpu_device *dev, int ms);
 
+#ifdef UGPU_TEST_HOOKS
 /* Tests: ask the watcher to run a surprise removal now (as if the device had
  * stopped answering). Returns 0 or -EINVAL. */
 int unplug_inject_surprise(struct ugpu_device *dev);
+#endif
 
 #endif

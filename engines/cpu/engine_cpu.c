@@ -14,7 +14,7 @@
 #include <sys/mman.h>
 
 #include "engines/engine.h"
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 

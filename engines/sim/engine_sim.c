@@ -30,8 +30,9 @@
 #include <unistd.h>
 
 #include "engines/engine.h"
-#include "src/log.h"
-#include "src/refdev.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
+#include "src/base/refdev.h"
 #include "src/vfio/transport.h"
 
 /* Copy engine registers (BAR0), docs/reference-device.md. */
@@ -315,7 +316,7 @@ static int fence_state(struct sim_engine *s, uint64_t fence, uint64_t limit)
 static int sim_wait(struct engine *e, uint64_t fence, int timeout_ms)
 {
 	struct sim_engine *s = se(e);
-	uint64_t deadline = engine_now_ms() + (uint64_t)timeout_ms, limit;
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms, limit;
 	int st, ret;
 
 	if (fence == 0)
@@ -472,7 +473,7 @@ static int ring_room(struct engine *e)
 			return -EIO;
 		}
 		if (!deadline)
-			deadline = engine_now_ms() + (uint64_t)e->cfg.timeout_ms;
+			deadline = now_ms() + (uint64_t)e->cfg.timeout_ms;
 		else if (!engine_ms_left(deadline)) {
 			log_err(e->ctx, "engine %s: ring full for %d ms (head 0x%x, tail 0x%x)", e->name,
 				e->cfg.timeout_ms, hw_head,
@@ -620,7 +621,7 @@ static int sim_idle(struct engine *e, int timeout_ms)
 static int hw_restart(struct engine *e)
 {
 	struct sim_engine *s = se(e);
-	uint64_t deadline = engine_now_ms() + (uint64_t)e->cfg.timeout_ms;
+	uint64_t deadline = now_ms() + (uint64_t)e->cfg.timeout_ms;
 	uint32_t ctrl = 0, status = 0;
 	int ret;
 

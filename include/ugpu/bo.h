@@ -4,6 +4,13 @@
  * memory and moves between them (eviction, suspend, unplug) without losing a
  * byte. A BO's CPU mapping follows it: when it moves, the mapping is
  * invalidated and the next touch maps wherever it lives now.
+ *
+ * Calls that may touch the device (create, pin and migrate that move, read
+ * and write of a VRAM BO) first wake it if it sleeps (runtime PM). A wake
+ * that fails gives -EIO or -ETIMEDOUT, or another -errno the transport
+ * reported; a device found gone makes the call wait (bounded) for its
+ * removal and then use the BO's system copy (or say -ENODATA if the removal
+ * lost it), or -ENODEV when the removal did not finish in time.
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H
@@ -36,7 +43,8 @@ enum ugpu_placement {
 
 /**
  * struct ugpu_bo_opts - how to create a BO.
- * @size: sizeof(struct ugpu_bo_opts) as the caller compiled it.
+ * @size: sizeof(struct ugpu_bo_opts) as the caller compiled it; it must
+ *        reach past @bytes, and fields past it read as zero.
  * @bytes: size of the object, > 0; rounded up to the page size.
  * @placements: allowed placements in order of preference; the first that
  *              can be satisfied (after evicting, for VRAM) is used. Unused
@@ -94,7 +102,10 @@ struct ugpu_bo_info {
  * Returns: 0; -EINVAL (bad size, flags, placements; NULL argument);
  * -ENOSPC when no allowed placement can hold it even after eviction
  * (nothing is lost); -ENOMEM; -ENODEV when the device is gone and SYSTEM is
- * not allowed; -EIO when an eviction copy failed (the victim keeps its data).
+ * not allowed; -EBUSY when the device is host-suspended (no VRAM until
+ * resume) and SYSTEM is not allowed; -EIO when an eviction copy failed (the
+ * victim keeps its data) or the device did not wake from runtime suspend;
+ * -ETIMEDOUT when another thread's power transition did not finish in time.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
@@ -105,7 +116,9 @@ UGPU_API void ugpu_bo_get(struct ugpu_bo *bo);
 
 /**
  * ugpu_bo_put() - drop a reference; the last one destroys the BO (its CPU
- * mapping, if any, is removed; pins are dropped). NULL is a no-op.
+ * mapping, if any, is removed; pins are dropped). NULL is a no-op. Also
+ * valid after ugpu_device_close() of the BO's device (the last put then
+ * frees the handle).
  * Context: any thread; the caller must not use @bo afterwards.
  */
 UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
@@ -113,16 +126,23 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
 /**
  * ugpu_bo_pin() - keep the BO where it is (moving it to its first
  * placement first if it was evicted). Pinned BOs are never evicted.
- * Returns: 0; -ENOSPC / -EIO as ugpu_bo_create() when it had to move;
- * -EOVERFLOW past 2^31 pins.
+ * Returns: 0; -EINVAL (NULL); -ENOSPC / -EIO / -ETIMEDOUT as
+ * ugpu_bo_create() when it had to move; -EBUSY when it had to move into
+ * VRAM while the device is host-suspended, or had to move while it is
+ * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h);
+ * -ENODATA when its contents were lost (pinned already or not; before the
+ * other reasons below); -ENODEV when it had to move into VRAM of a removed
+ * device, or the device was closed; -EOVERFLOW past 2^31 pins.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo);
 
 /**
  * ugpu_bo_unpin() - drop one pin. Dropping the last pin also drops a
- * suspend backup the BO held.
- * Returns: 0, or -EINVAL when the BO is not pinned.
+ * host-suspend backup prepare made (not while the device is suspended: the
+ * backup then holds the only copy until resume).
+ * Returns: 0; -EINVAL when the BO is not pinned (or NULL); -ENODEV after
+ * the device was closed.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
@@ -131,9 +151,13 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
  * ugpu_bo_migrate() - move the BO's contents to @placement with the copy
  * engine (or the CPU when the device has none). Byte-exact; CPU mappings are
  * invalidated first and fault to the new place afterwards.
- * Returns: 0; -EINVAL (placement not allowed for this BO); -EBUSY (pinned
- * elsewhere); -ENOSPC; -EIO (copy failed: the BO stays where it was, intact);
- * -ENODEV (VRAM asked of a gone device).
+ * Returns: 0; -EINVAL (placement not allowed for this BO, NULL); -EBUSY
+ * (pinned elsewhere, bound in a GPU VM on which a kernel runs now
+ * (include/ugpu/vm.h), or the device is host-suspended); -ENOSPC; -EIO (copy
+ * failed: the BO stays where it was, intact; or the device did not wake);
+ * -ETIMEDOUT (a power transition did not finish in time); -ENODATA (its
+ * contents were lost); -ENODEV (VRAM asked of a gone device, or the device
+ * was closed).
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
@@ -146,14 +170,17 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * The mapping is backed lazily: the first touch (and the first touch after
  * every move) faults and maps the BO's current pages. Writes are never lost
  * to a move that races with them.
- * Returns: 0; -ENOMEM; -ENOSYS when userfaultfd is not available.
+ * Returns: 0; -EINVAL (NULL); -ENOMEM; -ENOSYS when userfaultfd is not
+ * available; -ENODEV after the device was closed.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 
 /**
  * ugpu_bo_unmap() - remove the CPU mapping (the address becomes invalid).
- * Returns: 0, or -EINVAL when not mapped.
+ * The BO and its contents are unaffected, also while the device sleeps.
+ * Returns: 0; -EINVAL when not mapped (or NULL); -ENODEV after the device
+ * was closed (which removed the mapping already).
  * Context: any thread; no thread may touch the mapping during or after.
  */
 UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo);
@@ -161,16 +188,21 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo);
 /**
  * ugpu_bo_write() / ugpu_bo_read() - copy bytes into / out of the BO wherever
  * it lives (by CPU through the VRAM BAR or system memory).
- * Returns: 0; -EINVAL when [@offset, @offset + @len) is outside the BO;
- * -ENODATA when the BO's contents were lost; -EBUSY when the BO is in VRAM
- * and the device is suspended.
+ * Returns: 0; -EINVAL when [@offset, @offset + @len) is outside the BO (or
+ * NULL arguments); -ENODATA when the BO's contents were lost; -EBUSY when the
+ * BO is in VRAM and the device is host-suspended; -EIO / -ETIMEDOUT when the
+ * device did not wake from runtime suspend; -ENODEV after the device was
+ * closed.
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_write(struct ugpu_bo *bo, uint64_t offset, const void *buf, size_t len);
 UGPU_API int ugpu_bo_read(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len);
 
 /**
- * ugpu_bo_query() - describe a BO. Returns: 0 or -EINVAL. Context: any thread.
+ * ugpu_bo_query() - describe a BO.
+ * Returns: 0; -EINVAL (NULL, or @info->size too small to hold the size
+ * field); -ENODEV after the device was closed.
+ * Context: any thread.
  */
 UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info);
 

@@ -71,8 +71,12 @@ struct ugpu_device_info {
  * engines.
  *
  * Returns: 0; -EINVAL for a malformed @uri or NULL arguments; -ENOENT when
- * nothing is at @uri; -ENODEV when the device is not one ugpu supports or
- * stops answering; -EPROTO for a malformed reply; other -errno from the
+ * nothing is at @uri; -ENOTSOCK when a vfio-user path is not a socket;
+ * -ECONNREFUSED when nobody listens on the socket; -ETIMEDOUT when the peer
+ * does not answer the vfio-user handshake within 5 s (a socket that does not
+ * speak vfio-user); -EPROTO for a malformed reply; -ENODEV when the device is
+ * not one ugpu supports or stops answering; -EBUSY when another process holds
+ * it; -EACCES / -EPERM without the rights to open it; other -errno from the
  * transport (each failure is also logged with what to do about it).
  * Context: any thread; devices are independent of each other.
  */
@@ -83,7 +87,16 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
  * @dev: the device, or NULL (no-op).
  *
  * Never needs the device to answer: a removed or dead device still closes.
- * Context: no other thread may use @dev during or after the call.
+ *
+ * Buffer objects still alive lose their memory here: their CPU mappings are
+ * removed (a later touch of the old address is an ordinary SIGSEGV) and their
+ * VRAM and system memory are freed. The handles stay valid until their last
+ * ugpu_bo_put(): every other BO call on them returns -ENODEV from then on, and
+ * ugpu_bo_put() frees the handle. So drop or copy out what you need first;
+ * a BO used after close fails cleanly instead of touching freed memory.
+ * Context: no other thread may use @dev during or after the call; other
+ * threads may still hold (and put) BO handles of @dev, but must not be inside
+ * a BO call during the close.
  */
 UGPU_API void ugpu_device_close(struct ugpu_device *dev);
 
@@ -97,6 +110,55 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev);
  * Context: any thread.
  */
 UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info *info);
+
+/**
+ * struct ugpu_device_mem - device memory use (ugpu_device_mem_stats()).
+ * @size: set by the caller to sizeof(struct ugpu_device_mem).
+ * @vram_size: bytes of VRAM the driver manages.
+ * @vram_used: bytes of VRAM allocated (every BO, the driver's own included).
+ * @vram_free: @vram_size - @vram_used (0 once the device is removed).
+ * @vram_kernel: bytes of VRAM held by the driver's own objects (engine rings).
+ * @vram_bos: bytes of VRAM held by the program's BOs.
+ * @system_bytes: bytes of system memory held by BOs placed there.
+ * @backup_bytes: bytes of host-suspend backups held now.
+ * @bos: live BOs of the program; @bos_vram, @bos_system, @bos_lost split them
+ *       by where their contents are now.
+ * @evictions: BOs evicted from VRAM to make room; @evicted_bytes their bytes.
+ * @moves: BO moves (evictions, migrations, pins, suspend, removal).
+ * @moved_bytes: their bytes.
+ * @copy_failures: moves whose copy failed (the BO stayed where it was).
+ */
+struct ugpu_device_mem {
+	size_t size;
+	uint64_t vram_size;
+	uint64_t vram_used;
+	uint64_t vram_free;
+	uint64_t vram_kernel;
+	uint64_t vram_bos;
+	uint64_t system_bytes;
+	uint64_t backup_bytes;
+	uint64_t bos;
+	uint64_t bos_vram;
+	uint64_t bos_system;
+	uint64_t bos_lost;
+	uint64_t evictions;
+	uint64_t evicted_bytes;
+	uint64_t moves;
+	uint64_t moved_bytes;
+	uint64_t copy_failures;
+};
+
+/**
+ * ugpu_device_mem_stats() - how much VRAM is used and free, and where the
+ * program's BOs are.
+ * @dev: the device (also after a removal: VRAM then reads 0 used, 0 free).
+ * @st: filled up to @st->size bytes.
+ *
+ * Returns: 0, or -EINVAL for NULL arguments or @st->size too small to hold
+ * the size field.
+ * Context: any thread; a snapshot (never wakes a sleeping device).
+ */
+UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st);
 
 #ifdef __cplusplus
 }

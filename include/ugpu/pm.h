@@ -137,7 +137,10 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
  * Returns: 0 (PREPARED); -EBUSY when not ACTIVE; -ENOMEM / -ENOSPC when a
  * backup or eviction target cannot be allocated, -EIO when an eviction or
  * populate copy failed: every backup prepare made is freed again, the state
- * stays ACTIVE, no BO lost (evicted ones stay in system memory).
+ * stays ACTIVE, no BO lost (evicted ones stay in system memory); -ENODEV
+ * when the device is gone, also when it vanished during the call (then its
+ * removal follows: include/ugpu/unplug.h); -ETIMEDOUT when GPU kernels
+ * still run after 5 s (include/ugpu/vm.h).
  * Context: any thread; serialised with the other transitions.
  */
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
@@ -150,7 +153,9 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
  * until resume. Unpin/destroy from other threads wait for the call to end.
  * Returns: 0 (SUSPENDED); -EBUSY when already SUSPENDED; -ENOMEM when a
  * missed backup cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
- * power-off failed. On error the device is back in D0 with its engines
+ * power-off failed, or GPU kernels still ran after 5 s; -ENODEV when the
+ * device is gone (also when it vanished during the call). On error the
+ * device is back in D0 with its engines
  * reset, the backups this call allocated are freed (those of prepare are
  * kept: cancel or suspend again), nothing is lost.
  * Context: any thread; serialised with the other transitions.

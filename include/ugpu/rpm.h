@@ -44,6 +44,17 @@ enum ugpu_rpm_state {
  * @resume_last_us: the whole last wake including resume hooks.
  * @suspend_last_us: the whole last suspend including hooks.
  * @suspended_us: total time spent suspended, including the current stretch.
+ *
+ * The BO side (what runtime PM did with buffer objects):
+ * @bo_mappings_listed: CPU mappings of VRAM BOs that the next suspend
+ *           releases (the ones touched since the last suspend).
+ * @bo_mappings_released: CPU mappings released by suspends so far.
+ * @bo_wake_faults: CPU touches of released mappings (each took a reference;
+ *           those that found the device asleep woke it).
+ * @bo_evicted: BOs moved to system memory for D3cold.
+ * @bo_restored: of those, BOs moved back to VRAM after the wake.
+ * @bo_backed_up: BOs that may not leave VRAM (pinned, VRAM-only) copied to
+ *           system memory for D3cold and copied back on the wake.
  */
 struct ugpu_rpm_stats {
 	size_t size;
@@ -64,6 +75,12 @@ struct ugpu_rpm_stats {
 	uint64_t resume_last_us;
 	uint64_t suspend_last_us;
 	uint64_t suspended_us;
+	uint64_t bo_mappings_listed;
+	uint64_t bo_mappings_released;
+	uint64_t bo_wake_faults;
+	uint64_t bo_evicted;
+	uint64_t bo_restored;
+	uint64_t bo_backed_up;
 };
 
 /**
@@ -88,6 +105,8 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev);
 /**
  * ugpu_device_rpm_put() - drop what ugpu_device_rpm_get() took; the last
  * reference arms the autosuspend timer. Does nothing once the device is gone.
+ * A put without a matching get is logged and ignored: it never takes a
+ * reference the driver holds (the usage count never goes below 0).
  * Context: any thread.
  */
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev);
@@ -135,7 +154,7 @@ UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev);
  * Stats survive a removal: once the device is gone this reports, unchanged
  * from then on, the state and counters as they were when runtime PM was
  * torn down with the device (while that teardown is in progress it waits
- * for it, bounded).
+ * for it, bounded). It never waits for a power transition in progress.
  * Returns: 0; -EINVAL; -ETIMEDOUT (a removal's teardown of runtime PM did
  * not finish in time). Context: any thread.
  */

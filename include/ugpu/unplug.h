@@ -50,7 +50,9 @@ enum ugpu_unplug_kind {
  * @bos_lost: BOs whose contents were only in VRAM and are lost (their
  *          ugpu_bo_info.lost is set; list them with ugpu_device_lost_bos()).
  * @bytes_lost: their bytes.
- * @kernel_bos: driver BOs (engine rings) released with the device.
+ * @kernel_bos: the driver's own BOs (engine rings) released with the
+ *          device. BOs a program created (UGPU_BO_KERNEL ones included) are
+ *          the program's: they are moved, adopted or counted lost above.
  * @reqs: removal requests (REQ irqs) seen.
  */
 struct ugpu_unplug_info {

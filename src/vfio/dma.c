@@ -9,7 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/dma.h"
 
 /* One IOMMU mapping held by the transport. */

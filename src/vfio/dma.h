@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/sysmem.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/transport.h"
 
 struct ugpu_context;

@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 
 #include "src/vfio/transport.h"
 

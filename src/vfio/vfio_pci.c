@@ -35,7 +35,7 @@
 
 #include <linux/vfio.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/vfio_pci.h"
 
 #define VP_MAX_REGIONS VFIO_PCI_NUM_REGIONS

@@ -39,12 +39,13 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
 #include "src/vfio/vfio_user_msg.h"
@@ -1516,6 +1517,17 @@ int vfio_user_open_opts(struct ugpu_context *ctx, const char *socket_path,
 		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+	{
+		struct stat stb;
+
+		/* connect() says "connection refused" for a file that is not a
+		 * socket: say what is wrong instead. */
+		if (stat(socket_path, &stb) == 0 && !S_ISSOCK(stb.st_mode)) {
+			log_err(ctx, "vfio-user: %s is not a socket (a vfio-user server listens on a UNIX socket)",
+				socket_path);
+			return -ENOTSOCK;
+		}
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;

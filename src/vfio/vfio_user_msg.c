@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 #include "src/vfio/vfio_user_caps.h"
 #include "src/vfio/vfio_user_msg.h"
 

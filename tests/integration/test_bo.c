@@ -7,6 +7,7 @@
  * invariant checker after every operation.
  */
 #include "integration/test_bo_common.h"
+#include "mm/vram.h"
 
 #define MiB (1ull << 20)
 
@@ -96,7 +97,7 @@ static void test_refcount_and_pin(void **state)
 
 	assert_non_null(bo);
 	bo_mgr_get_stats(f->dev, &st);
-	assert_int_equal(st.vram_bytes, MiB + 2 * (68u << 10)); /* + the two ring BOs */
+	assert_int_equal(st.vram_bytes, MiB + FX_KERNEL_VRAM); /* + the driver's kernel BOs */
 	ugpu_bo_get(bo);
 	ugpu_bo_put(bo);
 	assert_int_equal(bo_where(bo), V); /* still alive */
@@ -129,8 +130,8 @@ static void test_refcount_and_pin(void **state)
 	}
 	ugpu_bo_put(bo);
 	bo_mgr_get_stats(f->dev, &st);
-	assert_int_equal(st.vram_bytes, 2 * (68u << 10));
-	assert_int_equal(st.bos, 2);
+	assert_int_equal(st.vram_bytes, FX_KERNEL_VRAM);
+	assert_int_equal(st.bos, FX_KERNEL_BOS);
 	check(f);
 }
 
@@ -178,7 +179,7 @@ static void test_migrate_byte_exact(void **state)
 
 		buddy_list_for_each(b, cbo->vram) {
 			assert_int_equal(buddy_block_offset(b), next);
-			next += buddy_block_size(&f->dev->vram_mm, b);
+			next += vram_block_size(b);
 		}
 		assert_int_equal(next - info.vram_offset, 2 * MiB);
 	}

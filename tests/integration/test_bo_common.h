@@ -6,6 +6,7 @@
 #define UGPU_TEST_BO_COMMON_H
 
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,16 +14,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
+#include <ugpu/unplug.h>
 
 #include "mm/bo.h"
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
+
+#include "bo_util.h"
+
+/*
+ * Watchdog: a test that hangs fails with a line saying so, instead of
+ * sitting silently until ctest's timeout. The usual cause is an assertion
+ * that failed while the test held a lock (a callback runs with the BO
+ * manager lock held) or parked a driver thread: the teardown then waits for
+ * it forever. Each test gets FX_TEST_BOUND_S (UGPU_TEST_BOUND_S overrides),
+ * its teardown FX_TEARDOWN_BOUND_S.
+ */
+#define FX_TEST_BOUND_S 270
+#define FX_TEARDOWN_BOUND_S 30
+
+static const char *fx_watchdog_msg = "";
+
+static void fx_watchdog_fire(int sig)
+{
+	static const char head[] = "\n[  FAILED  ] watchdog: ";
+
+	(void)sig;
+	if (write(2, head, sizeof(head) - 1) < 0 ||
+	    write(2, fx_watchdog_msg, strlen(fx_watchdog_msg)) < 0) {
+		/* nothing else to do from a signal handler */
+	}
+	_exit(1);
+}
+
+static inline void fx_watchdog_arm(unsigned int seconds, const char *msg)
+{
+	fx_watchdog_msg = msg;
+	signal(SIGALRM, fx_watchdog_fire);
+	alarm(seconds);
+}
+
+static inline unsigned int fx_test_bound_s(void)
+{
+	const char *e = getenv("UGPU_TEST_BOUND_S");
+	long v = e ? strtol(e, NULL, 10) : 0;
+
+	return v > 0 ? (unsigned int)v : FX_TEST_BOUND_S;
+}
 
 struct fx {
 	struct sim *sim;
@@ -44,6 +90,8 @@ static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_la
 	sim_opts_init(&o);
 	o.vram_size = vram;
 	o.wake_latency_us = wake_latency_us;
+	fx_watchdog_arm(fx_test_bound_s(),
+			"the test running (the last [ RUN ] line above) did not finish within its bound (UGPU_TEST_BOUND_S): a wait hung\n");
 	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
 		return -1;
 	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
@@ -62,139 +110,47 @@ static inline int fx_teardown(void **state)
 {
 	struct fx *f = *state;
 
+	fx_watchdog_arm(FX_TEARDOWN_BOUND_S,
+			"the teardown of the test above did not finish in 30 s: did the test fail with a lock held or a driver thread parked?\n");
+
 	ugpu_device_close(f->dev);
 	ugpu_context_destroy(f->ctx);
 	sim_stop(f->sim);
 	free(f);
+	alarm(0);
 	return 0;
 }
 
-/* A byte pattern unique to (@seed, offset). */
-static inline uint8_t pat(uint32_t seed, uint64_t i)
+static inline uint64_t fx_now_ms(void)
 {
-	uint64_t x = (i >> 3) * 0x9e3779b97f4a7c15ull + seed * 0xbf58476d1ce4e5b9ull;
+	struct timespec ts;
 
-	x ^= x >> 29;
-	return (uint8_t)(x >> (8 * (i & 7)));
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static inline void pat_fill(void *p, uint64_t len, uint32_t seed)
+/* Wait (bounded by @bound_ms) for @dev's removal to finish; its info. */
+static inline struct ugpu_unplug_info fx_wait_removed(struct ugpu_device *dev, uint64_t bound_ms)
 {
-	uint8_t *b = p;
-	uint64_t i;
+	struct ugpu_unplug_info i = { .size = sizeof(i) };
+	uint64_t t0 = fx_now_ms();
 
-	for (i = 0; i < len; i++)
-		b[i] = pat(seed, i);
-}
-
-/* Offset of the first mismatch, or -1 when all of [0, len) matches. */
-static inline int64_t pat_check(const void *p, uint64_t len, uint32_t seed)
-{
-	const uint8_t *b = p;
-	uint64_t i;
-
-	for (i = 0; i < len; i++)
-		if (b[i] != pat(seed, i))
-			return (int64_t)i;
-	return -1;
-}
-
-static inline struct ugpu_bo *bo_new(struct ugpu_device *dev, uint64_t bytes, uint32_t flags,
-				     enum ugpu_placement p0, enum ugpu_placement p1,
-				     const char *name)
-{
-	struct ugpu_bo_opts o = {
-		.size = sizeof(o),
-		.bytes = bytes,
-		.placements = { p0, p1 },
-		.flags = flags,
-		.name = name,
-	};
-	struct ugpu_bo *bo = NULL;
-	int ret = ugpu_bo_create(dev, &o, &bo);
-
-	if (ret)
-		fprintf(stderr, "bo_new(%s, %llu): %s\n", name, (unsigned long long)bytes,
-			ugpu_strerror(ret));
-	return bo;
-}
-
-/* Write pattern @seed into the whole BO through ugpu_bo_write. */
-static inline int bo_fill(struct ugpu_bo *bo, uint64_t bytes, uint32_t seed)
-{
-	void *buf = malloc(bytes);
-	int ret;
-
-	if (!buf)
-		return -ENOMEM;
-	pat_fill(buf, bytes, seed);
-	ret = ugpu_bo_write(bo, 0, buf, bytes);
-	free(buf);
-	return ret;
-}
-
-/* -1 when the BO holds pattern @seed, else the first bad offset (or -2 on a
- * read error). */
-static inline int64_t bo_verify(struct ugpu_bo *bo, uint64_t bytes, uint32_t seed)
-{
-	void *buf = malloc(bytes);
-	int64_t r;
-
-	if (!buf)
-		return -2;
-	if (ugpu_bo_read(bo, 0, buf, bytes)) {
-		free(buf);
-		return -2;
+	for (;;) {
+		assert_int_equal(ugpu_device_unplug_info(dev, &i), 0);
+		if (i.state == UGPU_UNPLUG_REMOVED)
+			return i;
+		if (fx_now_ms() - t0 > bound_ms)
+			fail_msg("removal not finished within %llu ms (state %s)",
+				 (unsigned long long)bound_ms, ugpu_unplug_state_name(i.state));
+		usleep(1000);
 	}
-	r = pat_check(buf, bytes, seed);
-	free(buf);
-	return r;
 }
 
-static inline enum ugpu_placement bo_where(struct ugpu_bo *bo)
-{
-	struct ugpu_bo_info i = { .size = sizeof(i) };
-
-	if (ugpu_bo_query(bo, &i))
-		return UGPU_PLACEMENT_NONE;
-	return i.placement;
-}
-
-#define V UGPU_PLACEMENT_VRAM
-#define S UGPU_PLACEMENT_SYSTEM
-#define N UGPU_PLACEMENT_NONE
-
-/* What the reference device reads back after D3cold (docs/reference-device.md). */
-#define POISON 0xDEADBEEFDEADBEEFull
-
-/* ---- a population of BOs of every kind (suspend and logind tests) ------ */
-
-enum kind { K_KERNEL, K_USER_PINNED, K_LATE, K_NORESTORE, K_UNPINNED, K_VRAM_ONLY, K_MAPPED_PINNED,
-	    K_MAPPED_UNPINNED, K_SYSTEM_PINNED, K_NKINDS };
-
-static const struct {
-	uint32_t flags;
-	enum ugpu_placement p0, p1;
-	const char *name;
-} kinds[K_NKINDS] = {
-	[K_KERNEL] = { UGPU_BO_KERNEL | UGPU_BO_PINNED, V, N, "kernel" },
-	[K_USER_PINNED] = { UGPU_BO_PINNED, V, S, "user-pinned" },
-	[K_LATE] = { UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_PINNED, V, N, "late" },
-	[K_NORESTORE] = { UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, N, "no-restore" },
-	[K_UNPINNED] = { 0, V, S, "unpinned" },
-	[K_VRAM_ONLY] = { 0, V, N, "vram-only" },
-	[K_MAPPED_PINNED] = { UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS, V, S, "mapped-pinned" },
-	[K_MAPPED_UNPINNED] = { UGPU_BO_CPU_ACCESS, V, S, "mapped" },
-	[K_SYSTEM_PINNED] = { UGPU_BO_PINNED, S, N, "system-pinned" },
-};
-
-struct obj {
-	struct ugpu_bo *bo;
-	enum kind kind;
-	uint64_t size;
-	uint32_t seed;
-	uint8_t *map;
-};
+/* What the driver keeps in VRAM of its own on the reference device: the two
+ * copy engines' rings with their fence pages (68 KiB each) and the exec
+ * queues' fault ring and fences (12 KiB), as kernel BOs. */
+#define FX_KERNEL_BOS 3
+#define FX_KERNEL_VRAM (2 * (68u << 10) + (12u << 10))
 
 /*
  * pop_make() - @n BOs cycling through every kind, sizes 256..768 KiB (odd

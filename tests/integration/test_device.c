@@ -4,7 +4,13 @@
  * power states (D3hot keeps VRAM, D3cold loses it), engines usable after
  * open, nothing left on the device after close, bad URIs refused.
  */
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include "test_bo_common.h"
+#include "mm/vram.h"
 
 static int setup(void **state)
 {
@@ -52,10 +58,10 @@ static void test_engines_up(void **state)
 	assert_ptr_equal(e, d->copy[0]);
 	assert_non_null(d->copy[1]);
 	assert_non_null(d->cpu);
-	assert_true(buddy_block_offset(buddy_list_first(&d->ring_blocks[0])) >= d->vram_size / 2);
+	assert_true(d->ring_offset[0] >= d->vram_size / 2);
 
 	buddy_list_init(&l);
-	assert_int_equal(device_vram_alloc(d, 2 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
+	assert_int_equal(vram_alloc(d, 2 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
 	a = buddy_block_offset(buddy_list_first(&l));
 	b = a + (1 << 20);
 	for (i = 0; i < (1 << 20); i++)
@@ -63,7 +69,7 @@ static void test_engines_up(void **state)
 	assert_int_equal(engine_copy(e, engine_vram(b), engine_vram(a), 1 << 20, &fence), 0);
 	assert_int_equal(engine_wait(e, fence, 5000), 0);
 	assert_memory_equal(v + a, v + b, 1 << 20);
-	device_vram_free(d, &l, 0);
+	vram_free(d, &l, 0);
 }
 
 static void fill_vram(struct ugpu_device *d, uint64_t off, size_t len, unsigned char seed)
@@ -129,6 +135,28 @@ static void test_bad_uris(void **state)
 	assert_int_equal(ugpu_device_open(f->ctx, "pci:00:03.0", &dev), -EINVAL);
 	assert_int_equal(ugpu_device_open(f->ctx, "vfio-user:/nonexistent/sock", &dev), -ENOENT);
 	assert_int_equal(ugpu_device_open(NULL, f->uri, &dev), -EINVAL);
+	{
+		/* A plain file is not a socket; a socket nobody listens on
+		 * refuses; each says so (header: ugpu_device_open). */
+		char path[64], uri[80];
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd;
+
+		snprintf(path, sizeof(path), "/tmp/ugpu-test-notsock-%d", (int)getpid());
+		fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+		snprintf(uri, sizeof(uri), "vfio-user:%s", path);
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &dev), -ENOTSOCK);
+		unlink(path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		assert_true(fd >= 0);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		close(fd); /* bound, never listening */
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &dev), -ECONNREFUSED);
+		unlink(path);
+	}
 	assert_ptr_equal(dev, (void *)0x1);
 }
 

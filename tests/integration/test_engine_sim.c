@@ -25,11 +25,13 @@
 #include <cmocka.h>
 
 #include "engines/engine.h"
-#include "src/context.h"
-#include "src/sysmem.h"
+#include "src/base/context.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 #include "tools/ugpu-sim/sim.h"
+
+#include "log_capture.h"
 
 #define VRAM_SIZE (64ull << 20)
 #define RING0 0x000000ull
@@ -38,40 +40,6 @@
 #define DATA 0x100000ull
 #define SYS_SIZE (8ull << 20)
 #define WAIT_MS 5000
-
-/* --- log capture ----------------------------------------------------------- */
-
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char log_text[32768];
-
-static void capture(void *user, enum ugpu_log_level level, const char *msg)
-{
-	(void)user;
-	(void)level;
-	pthread_mutex_lock(&log_lock);
-	if (strlen(log_text) + strlen(msg) + 2 < sizeof(log_text)) {
-		strcat(log_text, msg);
-		strcat(log_text, "\n");
-	}
-	pthread_mutex_unlock(&log_lock);
-}
-
-static bool logged(const char *needle)
-{
-	bool r;
-
-	pthread_mutex_lock(&log_lock);
-	r = strstr(log_text, needle) != NULL;
-	pthread_mutex_unlock(&log_lock);
-	return r;
-}
-
-static void log_clear(void)
-{
-	pthread_mutex_lock(&log_lock);
-	log_text[0] = 0;
-	pthread_mutex_unlock(&log_lock);
-}
 
 /* --- fixture ------------------------------------------------------------------- */
 
@@ -114,7 +82,7 @@ static int make_engine(struct fx *f, uint32_t index, uint64_t ring, uint32_t rin
 
 static int setup(void **state)
 {
-	struct ugpu_context_opts o = { .size = sizeof(o), .log_fn = capture,
+	struct ugpu_context_opts o = { .size = sizeof(o), .log_fn = log_capture,
 				       .log_level = UGPU_LOG_INFO };
 	struct sim_opts so;
 	struct fx *f = calloc(1, sizeof(*f));
@@ -381,8 +349,8 @@ static void test_error_and_reset(void **state)
 	assert_memory_equal(f->vram + DATA + (1 << 20), f->vram + DATA, 65536);
 	assert_int_equal(engine_wait(f->ce0, failing, WAIT_MS), -EIO);
 	snprintf(want, sizeof(want), "dst=IOVA 0x%" PRIx64 " size=0x1000 failed: ERR_DMA (3)", bad);
-	assert_true(logged("engine sim0: COPY src=VRAM 0x"));
-	assert_true(logged(want));
+	assert_true(log_has("engine sim0: COPY src=VRAM 0x"));
+	assert_true(log_has(want));
 	assert_int_equal(engine_wait(f->ce0, after, WAIT_MS), -EIO); /* dropped */
 	assert_int_equal(engine_copy(f->ce0, engine_vram(DATA), engine_vram(DATA + 8), 8, NULL), -EIO);
 	assert_int_equal(engine_idle(f->ce0, 100), -EIO);
@@ -412,8 +380,8 @@ static void test_injected_fault(void **state)
 	assert_int_equal(engine_copy(f->ce1, engine_vram(DATA + 8192), engine_vram(DATA), 4096, &b), 0);
 	assert_int_equal(engine_wait(f->ce1, a, WAIT_MS), 0);
 	assert_int_equal(engine_wait(f->ce1, b, WAIT_MS), -EIO);
-	assert_true(logged("engine sim1: COPY src=VRAM"));
-	assert_true(logged("ERR_INJECTED (5)"));
+	assert_true(log_has("engine sim1: COPY src=VRAM"));
+	assert_true(log_has("ERR_INJECTED (5)"));
 	assert_int_equal(engine_reset(f->ce1), 0);
 	assert_int_equal(engine_copy(f->ce1, engine_vram(DATA + 8192), engine_vram(DATA), 4096, &b), 0);
 	assert_int_equal(engine_wait(f->ce1, b, WAIT_MS), 0);
@@ -424,7 +392,7 @@ static void test_injected_fault(void **state)
 	assert_int_equal(engine_copy(f->ce1, engine_iova(f->sys_iova), engine_vram(DATA), 4096, &b),
 			 0);
 	assert_int_equal(engine_wait(f->ce1, b, WAIT_MS), -EIO);
-	assert_true(logged("ERR_DMA (3)"));
+	assert_true(log_has("ERR_DMA (3)"));
 	assert_int_equal(engine_reset(f->ce1), 0);
 	assert_int_equal(sim_inject_clear(f->sim, 0), 0);
 }
@@ -524,7 +492,7 @@ static void test_bad_config(void **state)
 	assert_int_equal(make_engine(f, 0, RING_SMALL, 3000, &e), -EINVAL);
 	assert_int_equal(make_engine(f, 0, RING_SMALL + 8, 4096, &e), -EINVAL);
 	assert_int_equal(make_engine(f, 0, VRAM_SIZE - 4096, 4096, &e), -EINVAL);
-	assert_true(logged("past VRAM"));
+	assert_true(log_has("past VRAM"));
 	assert_null(e);
 	/* A copy past VRAM is refused before it reaches the device. */
 	assert_int_equal(engine_copy(f->ce0, engine_vram(VRAM_SIZE - 8), engine_vram(DATA), 16, NULL),

@@ -35,6 +35,7 @@
 #include <ugpu/device.h>
 
 #include "engines/engine.h"
+#include "mm/vram.h"
 #include "src/device.h"
 #include "test_sim_client.h"
 
@@ -458,7 +459,7 @@ static void well_behaved(struct sim *sim)
 	/* The blitter works: a VRAM to VRAM copy, byte-exact. */
 	e = device_copy_engine(dev);
 	buddy_list_init(&l);
-	assert_int_equal(device_vram_alloc(dev, 128 << 10, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
+	assert_int_equal(vram_alloc(dev, 128 << 10, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &l), 0);
 	a = buddy_block_offset(buddy_list_first(&l));
 	for (int i = 0; i < (64 << 10); i++)
 		((uint8_t *)dev->vram)[a + i] = (uint8_t)(i * 13 + 1);
@@ -466,7 +467,7 @@ static void well_behaved(struct sim *sim)
 			 0);
 	assert_int_equal(engine_wait(e, fence, 5000), 0);
 	assert_memory_equal((uint8_t *)dev->vram + a, (uint8_t *)dev->vram + a + (64 << 10), 64 << 10);
-	device_vram_free(dev, &l, 0);
+	vram_free(dev, &l, 0);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 }

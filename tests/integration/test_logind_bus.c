@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "integration/test_bo_common.h"
+#include "src/base/test_point.h"
 
 #if defined(__has_include)
 #if __has_include(<systemd/sd-bus.h>)
@@ -55,14 +56,6 @@ extern char **environ;
 #define LOGIND_NAME "org.freedesktop.login1"
 #define LOGIND_PATH "/org/freedesktop/login1"
 #define LOGIND_IFACE "org.freedesktop.login1.Manager"
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- the private bus ---------------------------------------------------- */
 
@@ -90,12 +83,12 @@ static int write_file(const char *path, const char *text)
 
 static void bus_daemon_stop(void)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = fx_now_ms();
 
 	if (bus_d.pid > 0) {
 		kill(bus_d.pid, SIGTERM);
 		while (waitpid(bus_d.pid, NULL, WNOHANG) == 0) {
-			if (now_ms() - t0 > 5000) {
+			if (fx_now_ms() - t0 > 5000) {
 				kill(bus_d.pid, SIGKILL);
 				waitpid(bus_d.pid, NULL, 0); /* SIGKILL: immediate */
 				break;
@@ -185,10 +178,10 @@ static int bus_daemon_start(void)
 		return ret;
 	}
 	/* One line: the address, then a newline. */
-	t0 = now_ms();
+	t0 = fx_now_ms();
 	while (!memchr(bus_d.address, '\n', len)) {
 		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
-		int left = WAIT_MS - (int)(now_ms() - t0);
+		int left = WAIT_MS - (int)(fx_now_ms() - t0);
 
 		if (left <= 0 || poll(&p, 1, left) <= 0) {
 			fprintf(stderr, "logind-bus: dbus-daemon printed no address within %d ms\n",
@@ -875,6 +868,77 @@ static void test_application_states(void **state)
 	ugpu_bo_put(bo);
 }
 
+/*
+ * The application's own prepare is running when PrepareForSleep(true)
+ * arrives: the notifier's prepare queues behind it and then finds the device
+ * PREPARED (-EBUSY). That is where it was going, not a failure: it completes
+ * the suspend, the application's backups and runtime-PM reference survive,
+ * the host sleeps with the device in D3cold, and the wake resumes it. (A
+ * notifier that took -EBUSY as a failure cancelled the application's prepare
+ * and let the host sleep with the device in D0.)
+ */
+struct during_prepare {
+	struct fake *fk;
+	int hits;
+};
+
+static void emit_during_prepare(void *arg, enum test_point_id id, void *obj)
+{
+	struct during_prepare *d = arg;
+
+	(void)id, (void)obj;
+	if (d->hits++)
+		return;
+	fake_cmd(d->fk, 'T');
+	/* The notifier's thread gets the signal and queues on the PM lock
+	 * that this prepare holds. */
+	usleep(300 * 1000);
+}
+
+static void test_application_prepare_in_flight(void **state)
+{
+	struct tfx *t = *state;
+	struct fx *f = t->f;
+	struct fake *fk = &t->fk;
+	struct ugpu_logind **ln = &t->ln;
+	struct during_prepare d = { .fk = fk };
+	struct ugpu_pm_stats st;
+	enum sim_power_state power;
+	struct ugpu_bo *bo = bo_new(f->dev, MiB, UGPU_BO_PINNED, V, S, "p");
+	uint64_t cycles0;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MiB, 88), 0);
+	pm_now(f, &st, &power);
+	cycles0 = st.cycles;
+	assert_int_equal(ugpu_logind_start(f->dev, ln), 0);
+	test_point_set(TEST_POINT_PM_PREPARE, emit_during_prepare, &d);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	test_point_set(TEST_POINT_PM_PREPARE, NULL, NULL);
+	assert_true(d.hits >= 1); /* the notifier's own prepare may pass it too */
+	if (!fake_wait(fk, c_hup, 0, WAIT_MS))
+		fail_msg("inhibitor not released at PrepareForSleep(true)");
+	assert_int_equal(inh_get(fk, 0).state_at_hup, UGPU_PM_SUSPENDED);
+	assert_int_equal(inh_get(fk, 0).power_at_hup, SIM_POWER_D3COLD);
+	pm_now(f, &st, &power);
+	assert_int_equal(st.state, UGPU_PM_SUSPENDED);
+	assert_int_equal(st.failures, 0);
+	assert_true(st.backups_prepared > 0);
+	fake_cmd(fk, 'F');
+	if (!fake_wait(fk, c_taken, 2, WAIT_MS))
+		fail_msg("no inhibitor retaken after resume");
+	pm_now(f, &st, &power);
+	assert_int_equal(st.state, UGPU_PM_ACTIVE);
+	assert_int_equal(power, SIM_POWER_D0);
+	assert_int_equal(st.cycles, cycles0 + 1);
+	assert_int_equal(bo_verify(bo, MiB, 88), -1);
+	ugpu_logind_stop(*ln);
+	*ln = NULL;
+	if (!fake_wait(fk, c_all_hup, 0, WAIT_MS))
+		fail_msg("ugpu_logind_stop() left an inhibitor held");
+	ugpu_bo_put(bo);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -899,6 +963,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_false_without_true, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spoofed_signal_ignored, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_application_states, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_application_prepare_in_flight, setup, teardown),
 	};
 	int ret;
 

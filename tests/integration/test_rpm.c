@@ -25,6 +25,7 @@
 
 #include <ugpu/rpm.h>
 
+#include "mm/vram.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "tools/ugpu-sim/sim.h"
@@ -516,7 +517,7 @@ static void test_d3cold_below_threshold(void **state)
 	s.copy = malloc(s.len);
 	assert_non_null(s.copy);
 	buddy_list_init(&s.blocks);
-	assert_int_equal(device_vram_alloc(d, 2 * s.len, 4096, BUDDY_CONTIGUOUS_ALLOCATION,
+	assert_int_equal(vram_alloc(d, 2 * s.len, 4096, BUDDY_CONTIGUOUS_ALLOCATION,
 					   &s.blocks), 0);
 	s.off = buddy_block_offset(buddy_list_first(&s.blocks));
 	dst = s.off + s.len;
@@ -571,7 +572,7 @@ static void test_d3cold_below_threshold(void **state)
 	rpm_put(rpm);
 
 	rpm_hook_unregister(rpm, h);
-	device_vram_free(d, &s.blocks, 0);
+	vram_free(d, &s.blocks, 0);
 	free(s.copy);
 }
 

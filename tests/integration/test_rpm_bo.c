@@ -407,10 +407,13 @@ static void test_destroy_while_asleep(void **state)
 	ugpu_bo_put(a);
 	assert_int_equal(stats(f).state, UGPU_RPM_SUSPENDED);
 	assert_int_equal(stats(f).resumes, 0);
-	/* b stays mapped and alive: close releases it (a caller leak, logged). */
+	/* b stays mapped and alive: close frees its memory and mapping, and
+	 * the handle answers -ENODEV until its last put frees it. */
 	ugpu_device_close(f->dev);
 	f->dev = NULL;
 	assert_int_equal(sim_power(f), SIM_POWER_D0);
+	assert_int_equal(ugpu_bo_unmap(b), -ENODEV);
+	ugpu_bo_put(b);
 }
 
 /* --- stress ------------------------------------------------------------- */

@@ -32,30 +32,6 @@
 #define MIB (1ull << 20)
 #define BOUND_MS 15000
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void wait_removed(struct ugpu_device *dev)
-{
-	struct ugpu_unplug_info i = { .size = sizeof(i) };
-	uint64_t t0 = now_ms();
-
-	for (;;) {
-		assert_int_equal(ugpu_device_unplug_info(dev, &i), 0);
-		if (i.state == UGPU_UNPLUG_REMOVED)
-			return;
-		if (now_ms() - t0 > BOUND_MS)
-			fail_msg("removal not finished within %d ms (state %s)", BOUND_MS,
-				 ugpu_unplug_state_name(i.state));
-		usleep(2000);
-	}
-}
-
 static int setup(void **state)
 {
 	return fx_setup_vram(state, 32 * MIB);
@@ -93,7 +69,7 @@ static void test_api_after_removal(void **state)
 	assert_int_equal(before.autosuspend_delay_ms, -1);
 
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	wait_removed(f->dev);
+	fx_wait_removed(f->dev, BOUND_MS);
 
 	/* Acting on runtime PM: the device is gone. */
 	assert_int_equal(ugpu_device_rpm_get(f->dev), -ENODEV);
@@ -198,8 +174,8 @@ static void *racer_main(void *arg)
 			break;
 		}
 		if (!stop_at && __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
-			stop_at = now_ms();
-		if (stop_at && (r->gone || now_ms() - stop_at > 2000))
+			stop_at = fx_now_ms();
+		if (stop_at && (r->gone || fx_now_ms() - stop_at > 2000))
 			break;
 	}
 	return NULL;
@@ -228,7 +204,7 @@ static void test_api_races_removal(void **state)
 	}
 	usleep(50000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	wait_removed(f->dev);
+	fx_wait_removed(f->dev, BOUND_MS);
 	usleep(20000);
 	for (i = 0; i < 8; i++)
 		__atomic_store_n(&rs[i].stop, 1, __ATOMIC_RELEASE);
@@ -283,14 +259,47 @@ static void *detacher_main(void *arg)
 
 static bool wait_flag(int *flag, int ms)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = fx_now_ms();
 
 	while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
-		if (now_ms() - t0 > (uint64_t)ms)
+		if (fx_now_ms() - t0 > (uint64_t)ms)
 			return false;
 		usleep(1000);
 	}
 	return true;
+}
+
+/*
+ * A mapped VRAM BO holding a known pattern, the device runtime-suspended (its
+ * mapping released), and a thread whose touch of it is parked in
+ * bo_rpm_fault_begin() by the test gate, holding the BO runtime-PM state.
+ */
+static struct ugpu_bo *park_a_fault(struct fx *f, const char *name, struct toucher *t,
+				    pthread_t *tt)
+{
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_CPU_ACCESS, V, S, name);
+	uint32_t *p;
+	uint64_t t0;
+	size_t i;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	for (i = 0; i < MIB / 4; i++)
+		p[i] = 0x5eed0000u + (uint32_t)i;
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev, -1), 0);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev, 0), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0); /* releases the mapping */
+	bo_rpm_test_gate(true);
+	t->p = p;
+	assert_int_equal(pthread_create(tt, NULL, toucher_main, t), 0);
+	for (t0 = fx_now_ms(); bo_rpm_test_parked() == 0; usleep(1000))
+		if (fx_now_ms() - t0 > 5000) {
+			bo_rpm_test_gate(false);
+			fail_msg("the fault never reached bo_rpm_fault_begin()");
+		}
+	return bo;
 }
 
 static void test_detach_waits_for_fault_hook(void **state)
@@ -302,29 +311,10 @@ static void test_detach_waits_for_fault_hook(void **state)
 	pthread_t tt, dt;
 	struct ugpu_bo *bo;
 	uint32_t *p;
-	uint64_t t0;
 	size_t i;
 
-	bo = bo_new(f->dev, MIB, UGPU_BO_CPU_ACCESS, V, S, "fault-vs-detach");
-	assert_non_null(bo);
-	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
-	for (i = 0; i < MIB / 4; i++)
-		p[i] = 0x5eed0000u + (uint32_t)i;
-	assert_int_equal(bo_where(bo), V);
-	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev, -1), 0);
-	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev, 0), 0);
-	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0); /* releases the mapping */
-
-	/* The touch's fault parks in fault_begin holding the state. */
-	bo_rpm_test_gate(true);
-	t.p = p;
-	assert_int_equal(pthread_create(&tt, NULL, toucher_main, &t), 0);
-	for (t0 = now_ms(); bo_rpm_test_parked() == 0; usleep(1000))
-		if (now_ms() - t0 > 5000) {
-			bo_rpm_test_gate(false);
-			fail_msg("the fault never reached bo_rpm_fault_begin()");
-		}
+	bo = park_a_fault(f, "fault-vs-detach", &t, &tt);
+	p = (uint32_t *)t.p;
 
 	/* Detach must wait for it: not done while the hook is parked. */
 	assert_int_equal(pthread_create(&dt, NULL, detacher_main, &d), 0);
@@ -347,7 +337,7 @@ static void test_detach_waits_for_fault_hook(void **state)
 	{
 		struct ugpu_rpm_stats s = rpm_stats_of(f->dev);
 
-		assert_int_equal(s.usage, 0);
+		assert_int_equal(s.usage, 1); /* detach holds the device awake until rpm_fini() */
 		assert_int_equal(s.resumes, 1);
 		assert_int_equal(s.state, UGPU_RPM_ACTIVE);
 	}
@@ -368,6 +358,47 @@ static void test_detach_waits_for_fault_hook(void **state)
 		assert_int_equal(ugpu_bo_read(bo, 7 * 4, &w, 4), 0);
 		assert_int_equal(w, 0xabcdef01u);
 	}
+	ugpu_bo_put(bo);
+}
+
+/*
+ * A fault hook that outlives detach's wait (a wake slower than the bound)
+ * must still find its state: freeing is counted, not timed. Detach returns
+ * after its (here shortened) wait with the hook parked; the hook then goes
+ * on, and its state is freed by whichever of the two leaves last, with the
+ * reference the fault took (ASan would see a use after free).
+ */
+static void test_slow_hook_outlives_detach(void **state)
+{
+	struct fx *f = *state;
+	struct toucher t = { 0 };
+	struct detacher d = { .dev = f->dev };
+	pthread_t tt, dt;
+	struct ugpu_bo *bo;
+
+	bo = park_a_fault(f, "slow-hook", &t, &tt);
+	bo_rpm_test_set_detach_wait(100);
+	assert_int_equal(pthread_create(&dt, NULL, detacher_main, &d), 0);
+	if (!wait_flag(&d.done, 5000)) {
+		bo_rpm_test_gate(false);
+		bo_rpm_test_set_detach_wait(0);
+		fail_msg("bo_rpm_detach() did not return after its wait");
+	}
+	bo_rpm_test_set_detach_wait(0);
+	assert_false(__atomic_load_n(&t.done, __ATOMIC_ACQUIRE)); /* still parked */
+	bo_rpm_test_gate(false);
+	assert_true(wait_flag(&t.done, BOUND_MS));
+	assert_int_equal(pthread_join(dt, NULL), 0);
+	assert_int_equal(pthread_join(tt, NULL), 0);
+	assert_int_equal(t.seen, 0x5eed0000u);
+	{
+		struct ugpu_rpm_stats s = rpm_stats_of(f->dev);
+
+		assert_int_equal(s.usage, 1); /* only detach's: the fault's was dropped */
+		assert_int_equal(s.state, UGPU_RPM_ACTIVE);
+	}
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, false), 0);
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
 	ugpu_bo_put(bo);
 }
 
@@ -399,9 +430,9 @@ static void *querier_main(void *arg)
 			break;
 		}
 		if (!strcmp(di.transport, "vfio-user")) {
-			q->live++;
+			__atomic_add_fetch(&q->live, 1, __ATOMIC_RELAXED);
 		} else if (!strcmp(di.transport, "removed")) {
-			q->removed++;
+			__atomic_add_fetch(&q->removed, 1, __ATOMIC_RELAXED);
 		} else {
 			snprintf(q->bad, sizeof(q->bad), "transport '%s'", di.transport);
 			break;
@@ -425,10 +456,18 @@ static void test_query_during_removal(void **state)
 		snprintf(q[i].name, sizeof(q[i].name), "%s", di.name);
 		assert_int_equal(pthread_create(&th[i], NULL, querier_main, &q[i]), 0);
 	}
-	usleep(20000);
+	/* Each querier sees the live device, then the removed one (bounded
+	 * waits, not sleeps: a loaded machine may not run them for a while). */
+	for (i = 0; i < 2; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&q[i].live, __ATOMIC_RELAXED) && fx_now_ms() - t0 < BOUND_MS;)
+			usleep(1000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	wait_removed(f->dev);
-	usleep(20000);
+	fx_wait_removed(f->dev, BOUND_MS);
+	for (i = 0; i < 2; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&q[i].removed, __ATOMIC_RELAXED) && fx_now_ms() - t0 < BOUND_MS;)
+			usleep(1000);
 	for (i = 0; i < 2; i++)
 		__atomic_store_n(&q[i].stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < 2; i++) {
@@ -449,6 +488,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_api_after_removal, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_api_races_removal, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_slow_hook_outlives_detach, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_detach_waits_for_fault_hook, setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_query_during_removal, setup, fx_teardown),

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -587,6 +588,60 @@ static inline uint64_t tc_efd_take(int efd)
 static inline void tc_sock_path(char *buf, size_t len, const char *tag)
 {
 	snprintf(buf, len, "/tmp/ugpu-test-%s-%d.sock", tag, (int)getpid());
+}
+
+/*
+ * Start an in-process device with @o (its socket path made from @tag),
+ * connect to it and map its VRAM (o->vram_size bytes) at *@vram. Returns 0
+ * or -errno, with nothing left running on failure.
+ */
+static inline int tc_sim_open(struct sim_opts *o, const char *tag, struct sim **sim, struct tc *c,
+			      uint8_t **vram)
+{
+	struct vfu_region_info ri = { 0 };
+	char path[108];
+	int fd = -1, ret;
+
+	tc_sock_path(path, sizeof(path), tag);
+	o->socket_path = path;
+	ret = sim_start(o, sim);
+	o->socket_path = NULL; /* not kept by sim_start */
+	if (ret)
+		return ret;
+	ret = tc_connect(path, c);
+	if (!ret)
+		ret = tc_region_info(c, 2, &ri, &fd);
+	if (!ret && fd < 0)
+		ret = -EPROTO;
+	if (!ret) {
+		*vram = mmap(NULL, o->vram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (*vram == MAP_FAILED)
+			ret = -errno;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (ret) {
+		tc_close(c);
+		sim_stop(*sim);
+		*sim = NULL;
+	}
+	return ret;
+}
+
+/* Route MSI-X vectors 0..@n-1 to new eventfds in @efd. Returns 0 or -errno. */
+static inline int tc_msix_eventfds(struct tc *c, int *efd, unsigned n)
+{
+	for (unsigned v = 0; v < n; v++) {
+		int ret;
+
+		efd[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (efd[v] < 0)
+			return -errno;
+		ret = tc_set_irq(c, 2, v, efd[v]);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 #endif

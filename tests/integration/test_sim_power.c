@@ -30,22 +30,12 @@ struct fx {
 static int fx_setup_lat(void **state, unsigned lat)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct vfu_region_info ri = { 0 };
 	struct sim_opts o;
-	char path[108];
-	int fd;
 
 	sim_opts_init(&o);
-	tc_sock_path(path, sizeof(path), "power");
-	o.socket_path = path;
 	o.vram_size = VRAM;
 	o.wake_latency_us = lat;
-	assert_int_equal(sim_start(&o, &f->sim), 0);
-	assert_int_equal(tc_connect(path, &f->c), 0);
-	assert_int_equal(tc_region_info(&f->c, 2, &ri, &fd), 0);
-	f->vram = mmap(NULL, VRAM, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(f->vram != MAP_FAILED);
-	close(fd);
+	assert_int_equal(tc_sim_open(&o, "power", &f->sim, &f->c, &f->vram), 0);
 	*state = f;
 	return 0;
 }

@@ -57,25 +57,12 @@ static void leaf(struct fx *f, unsigned idx, uint64_t pte)
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct vfu_region_info ri = { 0 };
 	struct sim_opts o;
-	char path[108];
-	int fd;
 
 	sim_opts_init(&o);
-	tc_sock_path(path, sizeof(path), "vm");
-	o.socket_path = path;
 	o.vram_size = VRAM;
-	assert_int_equal(sim_start(&o, &f->sim), 0);
-	assert_int_equal(tc_connect(path, &f->c), 0);
-	assert_int_equal(tc_region_info(&f->c, 2, &ri, &fd), 0);
-	f->vram = mmap(NULL, VRAM, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(f->vram != MAP_FAILED);
-	close(fd);
-	for (int v = 0; v < 5; v++) {
-		f->efd[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		assert_int_equal(tc_set_irq(&f->c, 2, (uint32_t)v, f->efd[v]), 0);
-	}
+	assert_int_equal(tc_sim_open(&o, "vm", &f->sim, &f->c, &f->vram), 0);
+	assert_int_equal(tc_msix_eventfds(&f->c, f->efd, 5), 0);
 	memset(f->vram + T_ROOT, 0, 0x4000);
 	put64(f->vram + T_ROOT + 0 * 8, T_L3 | V);
 	put64(f->vram + T_L3 + 1 * 8, T_L2 | V);

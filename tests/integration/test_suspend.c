@@ -11,6 +11,7 @@
 
 #include "engines/engine.h"
 #include "integration/test_bo_common.h"
+#include "mm/vram.h"
 
 #define MiB (1ull << 20)
 
@@ -52,7 +53,7 @@ static void check_engines(struct fx *f)
 		/* bo may be scattered: copy its first block only */
 		{
 			struct buddy_block *b = buddy_list_first(bo->vram);
-			uint64_t len = buddy_block_size(&f->dev->vram_mm, b);
+			uint64_t len = vram_block_size(b);
 
 			assert_int_equal(engine_copy(e, engine_vram(dst), engine_vram(src), len, &fence),
 					 0);
@@ -129,7 +130,7 @@ static void test_full_cycle(void **state)
 	assert_power(f, SIM_POWER_D3COLD);
 	assert_int_equal(ugpu_device_pm_stats(f->dev, &st), 0);
 	assert_int_equal(st.backups_missed, 0); /* prepare made every backup */
-	assert_int_equal(st.backups_prepared, 17); /* 5 kinds x 3 + the two rings */
+	assert_int_equal(st.backups_prepared, 15 + FX_KERNEL_BOS); /* 5 kinds x 3 + the driver's */
 	assert_int_equal(ugpu_device_suspend(f->dev), -EBUSY);
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), -EBUSY);
 	{
@@ -182,7 +183,7 @@ static void test_state_machine(void **state)
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	bo_mgr_get_stats(f->dev, &ms);
-	assert_int_equal(ms.backups, 3); /* bo + the two rings */
+	assert_int_equal(ms.backups, 1 + FX_KERNEL_BOS); /* bo + the driver's */
 	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
 	assert_state(f, UGPU_PM_ACTIVE);
 	bo_mgr_get_stats(f->dev, &ms);
@@ -284,7 +285,7 @@ static void race_one(struct fx *f, bool during_suspend)
 		struct bo_mgr_stats ms;
 
 		bo_mgr_get_stats(f->dev, &ms);
-		assert_int_equal(ms.bos, 2);
+		assert_int_equal(ms.bos, FX_KERNEL_BOS);
 		assert_int_equal(ms.backups, 0);
 	}
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);
@@ -319,7 +320,7 @@ static void test_copy_failure_in_suspend(void **state)
 		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 		/* the n-th blitter descriptor of the suspend fails */
 		assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, (unsigned)n, false), 0);
-		assert_int_not_equal(ugpu_device_suspend(f->dev), 0);
+		assert_int_equal(ugpu_device_suspend(f->dev), -EIO); /* pm.h: a copy failed */
 		sim_inject_clear(f->sim, 0);
 		assert_state(f, UGPU_PM_PREPARED);
 		assert_power(f, SIM_POWER_D0);
@@ -333,7 +334,7 @@ static void test_copy_failure_in_suspend(void **state)
 	}
 	/* without prepare too; cancel then frees nothing more */
 	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, 2, false), 0);
-	assert_int_not_equal(ugpu_device_suspend(f->dev), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev), -EIO); /* pm.h: a copy failed */
 	sim_inject_clear(f->sim, 0);
 	assert_state(f, UGPU_PM_ACTIVE);
 	{

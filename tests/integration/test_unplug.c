@@ -24,31 +24,6 @@
 #define MIB (1ull << 20)
 #define REMOVAL_BOUND_MS 15000
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Wait (bounded) for the removal to finish; returns its info. */
-static struct ugpu_unplug_info wait_removed(struct ugpu_device *dev)
-{
-	struct ugpu_unplug_info i = { .size = sizeof(i) };
-	uint64_t t0 = now_ms();
-
-	for (;;) {
-		assert_int_equal(ugpu_device_unplug_info(dev, &i), 0);
-		if (i.state == UGPU_UNPLUG_REMOVED)
-			return i;
-		if (now_ms() - t0 > REMOVAL_BOUND_MS)
-			fail_msg("removal not finished within %d ms (state %s)", REMOVAL_BOUND_MS,
-				 ugpu_unplug_state_name(i.state));
-		usleep(2000);
-	}
-}
-
 static int setup(void **state)
 {
 	return fx_setup_vram(state, 64 * MIB);
@@ -143,21 +118,21 @@ static void test_request_keeps_everything(void **state)
 	assert_int_equal(ugpu_device_set_removal_callback(f->dev, on_removed, &cb), 0);
 	assert_false(ugpu_device_is_gone(f->dev));
 
-	t0 = now_ms();
+	t0 = fx_now_ms();
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	print_message("removal after REQ: %" PRIu64 " ms (removal itself %" PRIu64 " us), %" PRIu64
 		      " BOs / %" PRIu64 " bytes moved, %" PRIu64 " kernel BOs\n",
-		      now_ms() - t0, info.removal_us, info.bos_moved, info.bytes_moved,
+		      fx_now_ms() - t0, info.removal_us, info.bos_moved, info.bytes_moved,
 		      info.kernel_bos);
 	assert_int_equal(info.kind, UGPU_UNPLUG_REQUEST);
 	assert_int_equal(info.status, 0);
 	assert_int_equal(info.bos_moved, 4);
 	assert_int_equal(info.bos_lost, 0);
 	assert_true(info.reqs >= 1);
-	assert_int_equal(info.kernel_bos, 2);
+	assert_int_equal(info.kernel_bos, FX_KERNEL_BOS);
 	/* The device let go: the server saw its client leave. */
-	for (t0 = now_ms(); now_ms() - t0 < 5000;) {
+	for (t0 = fx_now_ms(); fx_now_ms() - t0 < 5000;) {
 		if (sim_state(f->sim, 0, &ss) != 0 || (!ss.client && ss.removed))
 			break;
 		usleep(2000);
@@ -236,8 +211,9 @@ static void observe(void *arg, struct ugpu_device *dev, const char *step)
 
 static void test_teardown_order(void **state)
 {
-	static const char *const want[] = { "bo-rpm", "rpm",	  "engines",  "vram-mm",
-					     "dma",    "irqs",	  "vram-map", "transport" };
+	static const char *const want[] = { "vm-exec", "bo-rpm", "rpm",	     "exec",
+					     "engines", "vram-mm", "dma",    "irqs",
+					     "vram-map", "transport" };
 	struct fx *f = *state;
 	struct order o = { .f = f, .dma_at_dma_step = 999, .maps_at_transport = -1 };
 	struct ugpu_bo *bos[6];
@@ -254,8 +230,8 @@ static void test_teardown_order(void **state)
 	unplug_set_step_observer(f->dev, observe, &o);
 	assert_int_equal(ugpu_device_unplug(f->dev), 0);
 	unplug_set_step_observer(f->dev, NULL, NULL); /* @o goes out of scope */
-	assert_int_equal(o.n, 8);
-	for (i = 0; i < 8; i++)
+	assert_int_equal(o.n, 10);
+	for (i = 0; i < 10; i++)
 		assert_string_equal(o.steps[i], want[i]);
 	assert_int_equal(o.dma_at_dma_step, 0);
 	assert_true(o.client_at_transport);
@@ -317,7 +293,7 @@ static void test_copies_in_flight(void **state)
 	}
 	usleep(50000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	usleep(20000);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < NCOPIERS; i++) {
@@ -364,7 +340,7 @@ static void *writer_fn(void *arg)
 		w->p[slot] = w->seq + 1;
 		w->seq++;
 		if (ugpu_device_is_gone(w->dev))
-			w->after_gone++;
+			__atomic_add_fetch(&w->after_gone, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -388,9 +364,15 @@ static void test_writers_on_mapped_bos(void **state)
 	}
 	usleep(100000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	(void)wait_removed(f->dev);
-	/* Let them run on system memory for a while. */
+	(void)fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
+	/* Let them run on system memory for a while: until each wrote there
+	 * (bounded; a loaded machine may not schedule them at once). */
 	usleep(100000);
+	for (i = 0; i < NWRITERS; i++)
+		for (uint64_t t0 = fx_now_ms();
+		     !__atomic_load_n(&w[i].after_gone, __ATOMIC_RELAXED) &&
+		     fx_now_ms() - t0 < REMOVAL_BOUND_MS;)
+			usleep(1000);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < NWRITERS; i++) {
 		uint64_t *buf = malloc(WSLOTS * 8), s, bad = 0;
@@ -444,7 +426,7 @@ static void removal_while_rpm_suspended(struct fx *f, uint64_t d3cold_threshold)
 		      rs.power_state == UGPU_POWER_D3COLD ? "D3cold" : "D3hot");
 
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	assert_int_equal(info.status, 0);
 	assert_int_equal(info.bos_lost, 0);
 	assert_int_equal(bo_where(a), S);
@@ -501,7 +483,7 @@ static void test_during_host_suspend_prepare(void **state)
 	}
 	assert_int_equal(pthread_create(&t, NULL, prepare_fn, &pr), 0);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	pthread_join(t, NULL);
 	print_message("prepare returned %d (%s); removal moved %" PRIu64 " BOs\n", pr.ret,
 		      ugpu_strerror(pr.ret), info.bos_moved);
@@ -544,7 +526,7 @@ static void test_while_host_suspended(void **state)
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	/* The host sleeps; the device is removed meanwhile. */
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	print_message("removed while host-suspended: %" PRIu64 " adopted backups, %" PRIu64
 		      " moved, %" PRIu64 " lost\n",
 		      info.bos_adopted, info.bos_moved, info.bos_lost);
@@ -608,7 +590,7 @@ static void test_during_large_eviction(void **state)
 	assert_int_equal(pthread_create(&t, NULL, evict_fn, &e), 0);
 	usleep(30000);
 	assert_int_equal(sim_unplug_request(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	pthread_join(t, NULL);
 	print_message("evictor created %d BOs (last %d); removal moved %" PRIu64 "\n", e.n, e.last,
 		      info.bos_moved);
@@ -654,23 +636,24 @@ static void test_surprise(void **state)
 	p = pv;
 	assert_int_equal(p[0], (char)pat(62, 0));
 
-	t0 = now_ms();
+	t0 = fx_now_ms();
 	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
 	while (!ugpu_device_is_gone(f->dev)) {
-		if (now_ms() - t0 > REMOVAL_BOUND_MS)
+		if (fx_now_ms() - t0 > REMOVAL_BOUND_MS)
 			fail_msg("surprise removal not detected within %d ms", REMOVAL_BOUND_MS);
 		usleep(200);
 	}
-	detect_ms = now_ms() - t0;
-	info = wait_removed(f->dev);
+	detect_ms = fx_now_ms() - t0;
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	print_message("surprise removal detected in %" PRIu64 " ms (watcher bound %" PRIu64
 		      " us), removed in %" PRIu64 " ms total; %" PRIu64 " BOs lost (%" PRIu64
 		      " bytes)\n",
-		      detect_ms, info.detect_us, now_ms() - t0, info.bos_lost, info.bytes_lost);
+		      detect_ms, info.detect_us, fx_now_ms() - t0, info.bos_lost, info.bytes_lost);
 	assert_true(detect_ms < 1000);
 	assert_int_equal(info.kind, UGPU_UNPLUG_SURPRISE);
 	assert_int_equal(info.status, -ENODEV);
 	assert_int_equal(info.bos_lost, 3);
+	assert_int_equal(info.bytes_lost, 3 * MIB);
 	assert_int_equal(ugpu_device_unplug(f->dev), -ENODEV);
 	/* What had a system copy is intact. */
 	assert_int_equal(bo_verify(sys, MIB, 61), -1);
@@ -730,15 +713,15 @@ static void test_surprise_with_copies_in_flight(void **state)
 		assert_int_equal(pthread_create(&t[i], NULL, copier_fn, &c[i]), 0);
 	}
 	usleep(50000);
-	t0 = now_ms();
+	t0 = fx_now_ms();
 	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
-	info = wait_removed(f->dev);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < NCOPIERS; i++)
 		pthread_join(t[i], NULL);
 	print_message("surprise under copies: removed in %" PRIu64 " ms, %" PRIu64 " lost\n",
-		      now_ms() - t0, info.bos_lost);
-	assert_true(now_ms() - t0 < 10000);
+		      fx_now_ms() - t0, info.bos_lost);
+	assert_true(fx_now_ms() - t0 < 10000);
 	for (i = 0; i < NCOPIERS; i++) {
 		struct ugpu_bo_info bi = { .size = sizeof(bi) };
 

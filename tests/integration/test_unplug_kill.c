@@ -24,14 +24,6 @@
 #define MIB (1ull << 20)
 #define BOUND_MS 10000
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 struct child {
 	pid_t pid;
 	char sock[108], ctl[108];
@@ -66,7 +58,7 @@ static int child_start(struct child *c)
 		_exit(127);
 	}
 	close(pfd[1]);
-	for (t0 = now_ms(); now_ms() - t0 < BOUND_MS && !strstr(buf, "listening");) {
+	for (t0 = fx_now_ms(); fx_now_ms() - t0 < BOUND_MS && !strstr(buf, "listening");) {
 		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
 		ssize_t r;
 
@@ -119,21 +111,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct ugpu_unplug_info wait_removed(struct ugpu_device *dev)
-{
-	struct ugpu_unplug_info i = { .size = sizeof(i) };
-	uint64_t t0 = now_ms();
-
-	for (;;) {
-		assert_int_equal(ugpu_device_unplug_info(dev, &i), 0);
-		if (i.state == UGPU_UNPLUG_REMOVED)
-			return i;
-		if (now_ms() - t0 > BOUND_MS)
-			fail_msg("removal not finished within %d ms", BOUND_MS);
-		usleep(1000);
-	}
-}
-
 static void test_sigkill(void **state)
 {
 	struct child *c = *state;
@@ -157,18 +134,18 @@ static void test_sigkill(void **state)
 	assert_int_equal(bo_fill(migrated, MIB, 5), 0);
 	assert_int_equal(ugpu_bo_migrate(migrated, S), 0); /* by the blitter, before the kill */
 
-	t0 = now_ms();
+	t0 = fx_now_ms();
 	assert_int_equal(kill(c->pid, SIGKILL), 0);
 	while (!ugpu_device_is_gone(c->dev)) {
-		if (now_ms() - t0 > BOUND_MS)
+		if (fx_now_ms() - t0 > BOUND_MS)
 			fail_msg("SIGKILL of ugpu-sim not detected within %d ms", BOUND_MS);
 		usleep(100);
 	}
-	detect = now_ms() - t0;
-	info = wait_removed(c->dev);
+	detect = fx_now_ms() - t0;
+	info = fx_wait_removed(c->dev, BOUND_MS);
 	print_message("ugpu-sim SIGKILLed: detected in %" PRIu64 " ms, removed in %" PRIu64
 		      " ms, %" PRIu64 " BOs lost (%" PRIu64 " bytes)\n",
-		      detect, now_ms() - t0, info.bos_lost, info.bytes_lost);
+		      detect, fx_now_ms() - t0, info.bos_lost, info.bytes_lost);
 	assert_true(detect < 1000);
 	waitpid(c->pid, &st, 0);
 	c->pid = -1;
@@ -176,6 +153,7 @@ static void test_sigkill(void **state)
 	assert_int_equal(info.kind, UGPU_UNPLUG_SURPRISE);
 	assert_int_equal(info.status, -ENODEV);
 	assert_int_equal(info.bos_lost, 3);
+	assert_int_equal(info.bytes_lost, 3 * MIB);
 	assert_int_equal(ugpu_device_unplug(c->dev), -ENODEV);
 	assert_int_equal(bo_verify(sys, 2 * MIB, 1), -1);
 	assert_int_equal(bo_verify(migrated, MIB, 5), -1);
@@ -226,7 +204,7 @@ static void test_ugpuctl_request(void **state)
 	assert_int_equal(bo_fill(pin, MIB, 12), 0);
 	snprintf(cmd, sizeof(cmd), "%s/ugpuctl unplug request --control %s", bd, c->ctl);
 	assert_int_equal(system(cmd), 0);
-	info = wait_removed(c->dev);
+	info = fx_wait_removed(c->dev, BOUND_MS);
 	assert_int_equal(info.kind, UGPU_UNPLUG_REQUEST);
 	assert_int_equal(info.status, 0);
 	assert_int_equal(pat_check(p, 4 * MIB, 11), -1);

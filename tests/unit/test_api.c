@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The public API skeleton: version, errors, contexts, the log hook. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +15,7 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/log.h"
+#include "src/base/log.h"
 
 static void test_version(void **state)
 {
@@ -38,6 +39,9 @@ static void test_strerror(void **state)
 	/* ...and the C library's text for the rest. */
 	assert_string_equal(ugpu_strerror(-EINVAL), "Invalid argument");
 	assert_string_equal(ugpu_strerror(-123456), "unknown error");
+	/* Every int is a valid argument: INT_MIN has no negation. */
+	assert_string_equal(ugpu_strerror(INT_MIN), "unknown error");
+	assert_string_equal(ugpu_strerror(INT_MAX), "unknown error");
 }
 
 static void test_context_args(void **state)

@@ -702,6 +702,22 @@ static void *pwrite_main(void *arg)
 	return NULL;
 }
 
+/* Block @map, then have another thread pwrite(2) from it (a kernel access
+ * of the blocked range) into a fresh memfd; the milliseconds it took. */
+static uint64_t pwrite_while_blocked(struct cpu_map *map, uint8_t *p, size_t size,
+				     struct pwrite_job *job)
+{
+	struct timespec t0;
+	pthread_t th;
+
+	assert_int_equal(cpu_map_block(map), 0);
+	*job = (struct pwrite_job){ .fd = memfd_new(size), .src = p, .len = size };
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(pthread_create(&th, NULL, pwrite_main, job), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	return ms_since(&t0);
+}
+
 static void test_block_timeout(void **state)
 {
 	const size_t size = 2 * PAGE;
@@ -710,8 +726,6 @@ static void test_block_timeout(void **state)
 	struct pwrite_job job = { 0 };
 	struct cpu_map_stats st;
 	struct cpu_map *map;
-	struct timespec t0;
-	pthread_t th;
 	uint64_t ms;
 	uint8_t *p;
 
@@ -719,18 +733,47 @@ static void test_block_timeout(void **state)
 	ow.fd = memfd_new(size);
 	fd_fill(ow.fd, size, 5);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-stuck", &map, (void **)&p), 0);
-	assert_int_equal(cpu_map_block(map), 0);
-	job = (struct pwrite_job){ .fd = memfd_new(size), .src = p, .len = size };
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_int_equal(pthread_create(&th, NULL, pwrite_main, &job), 0);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	ms = ms_since(&t0);
+	ms = pwrite_while_blocked(map, p, size, &job);
 	assert_int_equal(job.ret, -1);
 	assert_int_equal(job.err, EFAULT);
 	assert_true(ms >= 190 && ms < 5000);
 	cpu_map_mgr_stats(mgr, &st);
 	assert_int_equal(st.block_timeouts, 1);
 
+	assert_int_equal(cpu_map_unblock(map), 0);
+	assert_mem_eq_fd(p, ow.fd, size);
+	assert_int_equal(cpu_map_destroy(map), 0);
+	close(job.fd);
+	close(ow.fd);
+	cpu_map_mgr_destroy(mgr);
+}
+
+/* A map's own bound overrides the manager's: its owner knows how long its
+ * moves may take (a BO: its copy bound), the manager does not. */
+static void test_block_timeout_per_map(void **state)
+{
+	const size_t size = 2 * PAGE;
+	struct cpu_map_mgr *mgr = mgr_new(10000);
+	struct owner ow = { 0 };
+	struct pwrite_job job = { 0 };
+	struct cpu_map_info mi;
+	struct cpu_map *map;
+	uint64_t ms;
+	uint8_t *p;
+
+	(void)state;
+	ow.fd = memfd_new(size);
+	fd_fill(ow.fd, size, 6);
+	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-own-bound", &map,
+					(void **)&p), 0);
+	cpu_map_query(map, &mi);
+	assert_int_equal(mi.block_timeout_ms, 10000);
+	cpu_map_set_block_timeout(map, 300);
+	cpu_map_query(map, &mi);
+	assert_int_equal(mi.block_timeout_ms, 300);
+	ms = pwrite_while_blocked(map, p, size, &job);
+	assert_int_equal(job.err, EFAULT);
+	assert_true(ms >= 290 && ms < 5000);
 	assert_int_equal(cpu_map_unblock(map), 0);
 	assert_mem_eq_fd(p, ow.fd, size);
 	assert_int_equal(cpu_map_destroy(map), 0);
@@ -1074,6 +1117,7 @@ int main(void)
 		cmocka_unit_test(test_resolve_failure_sigbus),
 		cmocka_unit_test(test_resolve_failure_recovers),
 		cmocka_unit_test(test_block_timeout),
+		cmocka_unit_test(test_block_timeout_per_map),
 		cmocka_unit_test(test_invalidate_while_handler_busy),
 		cmocka_unit_test(test_release_in_place),
 		cmocka_unit_test(test_release_by_invalidation_option),

@@ -24,8 +24,8 @@
 
 #include <cmocka.h>
 
-#include "src/context.h"
-#include "src/sysmem.h"
+#include "src/base/context.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/dma.h"
 
 #define PAGE 4096ull

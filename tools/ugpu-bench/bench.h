@@ -4,10 +4,29 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
+
+/* CLOCK_MONOTONIC in nanoseconds: what every benchmark times with. */
+static inline uint64_t bench_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* qsort() comparator of uint64_t, for percentiles. */
+static inline int bench_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
 
 /* Each benchmark: argv[0] is its name; returns 0 or non-zero on failure. */
 int bench_buddy(int argc, char **argv);
 int bench_copy(int argc, char **argv);
+int bench_exec(int argc, char **argv);
 int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_uffd(int argc, char **argv);

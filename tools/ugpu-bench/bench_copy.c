@@ -28,7 +28,7 @@
 #include <ugpu/ugpu.h>
 
 #include "engines/engine.h"
-#include "src/sysmem.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/dma.h"
 #include "src/vfio/transport.h"
 #include "tools/ugpu-bench/bench.h"

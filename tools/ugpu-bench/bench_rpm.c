@@ -52,21 +52,6 @@ enum rb_placement { RB_ONE_CPU, RB_TWO_CPU, RB_FREE, RB_NPLACEMENTS };
 
 static const char *const rb_placement_names[RB_NPLACEMENTS] = { "one-cpu", "two-cpu", "free" };
 
-static uint64_t rpm_bench_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 struct rb_map {
 	struct ugpu_device *dev;
 	struct cpu_map *map;
@@ -117,7 +102,7 @@ static const struct cpu_map_owner_ops rb_map_ops = {
 static int rb_suspend(void *arg, enum ugpu_power_state target)
 {
 	struct rb *b = arg;
-	uint64_t t0 = rpm_bench_ns();
+	uint64_t t0 = bench_ns();
 	size_t i;
 	int ret;
 
@@ -129,7 +114,7 @@ static int rb_suspend(void *arg, enum ugpu_power_state target)
 			return ret;
 		}
 	}
-	b->release_ns = rpm_bench_ns() - t0;
+	b->release_ns = bench_ns() - t0;
 	return 0;
 }
 
@@ -248,10 +233,10 @@ static int rb_run(const struct rb_cfg *c, enum rb_placement pl, struct rb_result
 		rel[r] = b.release_ns;
 		if (uffd_raw_touch(raw, &rawl[r]))
 			ret = 1;
-		t0 = rpm_bench_ns();
+		t0 = bench_ns();
 		if (b.maps[k].addr[0] != (uint32_t)(0xa5000000u + k))
 			ret = 1;
-		touch[r] = rpm_bench_ns() - t0;
+		touch[r] = bench_ns() - t0;
 		rpm_stats(dev->rpm, &st);
 		wake[r] = st.wake_last_us;
 		if (st.state != UGPU_RPM_ACTIVE)
@@ -261,11 +246,11 @@ static int rb_run(const struct rb_cfg *c, enum rb_placement pl, struct rb_result
 		fprintf(stderr, "bench rpm: wrong data after a wake, or the device did not wake\n");
 		goto out_maps;
 	}
-	qsort(touch, c->rounds, sizeof(*touch), cmp_u64);
-	qsort(wake, c->rounds, sizeof(*wake), cmp_u64);
-	qsort(rel, c->rounds, sizeof(*rel), cmp_u64);
-	qsort(rawl, c->rounds, sizeof(*rawl), cmp_u64);
-	qsort(loopl, RB_LOOP, sizeof(*loopl), cmp_u64);
+	qsort(touch, c->rounds, sizeof(*touch), bench_cmp_u64);
+	qsort(wake, c->rounds, sizeof(*wake), bench_cmp_u64);
+	qsort(rel, c->rounds, sizeof(*rel), bench_cmp_u64);
+	qsort(rawl, c->rounds, sizeof(*rawl), bench_cmp_u64);
+	qsort(loopl, RB_LOOP, sizeof(*loopl), bench_cmp_u64);
 	res->release_ms = rel[c->rounds / 2] / 1e6;
 	res->touch_p50 = touch[c->rounds / 2] / 1000.0;
 	res->touch_p99 = touch[c->rounds * 99 / 100] / 1000.0;

@@ -35,8 +35,9 @@
 #include <ugpu/pm.h>
 
 #include "mm/bo.h"
+#include "mm/vram.h"
 #include "src/device.h"
-#include "src/sysmem.h"
+#include "src/base/sysmem.h"
 #include "tools/ugpu-bench/bench.h"
 #include "tools/ugpu-sim/sim.h"
 
@@ -137,7 +138,7 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, 
 			uint64_t off = 0;
 
 			buddy_list_for_each(b, bo[i]->vram) {
-				uint64_t len = buddy_block_size(&dev->vram_mm, b);
+				uint64_t len = vram_block_size(b);
 
 				memcpy((char *)dst.vaddr + (uint64_t)i * sh->size + off,
 				       (char *)dev->vram + buddy_block_offset(b), len);

@@ -33,24 +33,9 @@
 
 #define BENCH_PAGE 4096u
 
-static uint64_t bench_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static void print_lat(const char *name, uint64_t *ns, size_t n, const char *extra)
 {
-	qsort(ns, n, sizeof(*ns), cmp_u64);
+	qsort(ns, n, sizeof(*ns), bench_cmp_u64);
 	printf("{\"bench\":\"uffd\",\"case\":\"%s\",\"n\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f%s}\n",
 	       name, n, ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0, extra ? extra : "");
 }

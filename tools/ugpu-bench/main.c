@@ -16,6 +16,7 @@ static const struct bench_cmd {
 } benches[] = {
 	{ "buddy", bench_buddy, "VRAM buddy allocator: frag, frag-reverse, churn, range" },
 	{ "copy", bench_copy, "copy engine throughput vs memcpy (reference device)" },
+	{ "exec", bench_exec, "kernel submit-to-fence latency (empty, 4 KiB write) vs socket and register round trips" },
 	{ "suspend", bench_suspend, "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy" },
 	{ "rpm", bench_rpm, "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd, per CPU placement" },
 	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate/release" },

@@ -6,10 +6,16 @@
  * prints what happens at each step: bring-up, the VRAM allocator, the
  * blitter, buffer objects past VRAM capacity (eviction, a CPU mapping that
  * follows its BO), a host suspend/resume cycle in which the device really
- * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), and a
- * hot-unplug that keeps every object's data. Every step checks its result;
+ * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), GPU VMs
+ * with kernels on a bound BO that follows its moves, and a hot-unplug that
+ * keeps every object's data. Every step checks its result;
  * the demo exits non-zero when anything did not do what it says. ctest runs
  * it too (test "demo").
+ *
+ * It uses only the public API (the ugpu/ headers; linked against
+ * libugpu.so.0), as a user's program would, plus tools/ugpu-sim/sim.h to
+ * start the reference device and inject its faults: that is the hardware,
+ * not the driver. The build checks the includes (cmake/demo_includes.cmake).
  *
  * usage: ugpu-demo [--device URI] [--vram MiB]
  *   --device URI   use this device instead of the embedded reference device
@@ -31,8 +37,8 @@
 #include <ugpu/rpm.h>
 #include <ugpu/ugpu.h>
 #include <ugpu/unplug.h>
+#include <ugpu/vm.h>
 
-#include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
 
 static int step_no;
@@ -94,104 +100,13 @@ static const char *power_name(enum ugpu_power_state s)
 	return s == UGPU_POWER_D0 ? "D0" : s == UGPU_POWER_D3HOT ? "D3hot" : "D3cold";
 }
 
-/* The VRAM allocator: every VRAM placement goes through it. */
-static void demo_allocator(struct ugpu_device *dev)
+static struct ugpu_device_mem mem_stats(struct ugpu_device *dev)
 {
-	struct buddy_list small, big;
-	uint64_t avail0 = dev->vram_mm.avail;
-	int ret, n = 0;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
 
-	step("VRAM buddy allocator");
-	buddy_list_init(&small);
-	buddy_list_init(&big);
-	while (n < 64 && !(ret = device_vram_alloc(dev, 64 << 10, 64 << 10, 0, &small)))
-		n++;
-	result(n == 64, "64 allocations of 64 KiB: %d succeeded, %" PRIu64 " KiB left", n,
-	       dev->vram_mm.avail >> 10);
-	ret = device_vram_alloc(dev, 4 << 20, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &big);
-	result(ret == 0, "one contiguous 4 MiB allocation at VRAM offset 0x%" PRIx64,
-	       ret ? 0 : buddy_block_offset(buddy_list_first(&big)));
-	if (!ret)
-		device_vram_free(dev, &big, 0);
-	ret = device_vram_alloc(dev, dev->vram_size, 4096, 0, &big);
-	result(ret == -ENOSPC, "asking for all of VRAM while some is used: %s",
-	       ugpu_strerror(ret));
-	if (!ret)
-		device_vram_free(dev, &big, 0);
-	device_vram_free(dev, &small, 0);
-	result(dev->vram_mm.avail == avail0, "everything freed: %" PRIu64 " KiB available again",
-	       dev->vram_mm.avail >> 10);
-}
-
-/* The blitter moves bytes between VRAM and system memory. */
-static void demo_copy(struct ugpu_device *dev)
-{
-	const uint64_t len = 8 << 20;
-	struct engine *e = device_copy_engine(dev);
-	struct buddy_list vb;
-	struct sysmem sm = { .fd = -1 };
-	uint64_t iova = 0, fence, voff;
-	unsigned char *vram = dev->vram;
-	double t0, ms;
-	int ret;
-
-	step("Copy engine: VRAM <-> system memory");
-	buddy_list_init(&vb);
-	ret = device_vram_alloc(dev, len, 4096, BUDDY_CONTIGUOUS_ALLOCATION, &vb);
-	if (ret) {
-		result(0, "VRAM for the copy: %s", ugpu_strerror(ret));
-		return;
-	}
-	voff = buddy_block_offset(buddy_list_first(&vb));
-	ret = sysmem_create(dev->ctx, len, "demo", &sm);
-	if (!ret)
-		ret = dma_map_sysmem(&dev->dma, &sm, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova);
-	if (ret) {
-		result(0, "system memory for the copy: %s", ugpu_strerror(ret));
-		goto out;
-	}
-	printf("    engine '%s', %" PRIu64 " MiB of system memory at IOVA 0x%" PRIx64 "\n", e->name,
-	       len >> 20, iova);
-
-	pattern(vram + voff, len, 7);
-	/* The first pass also faults in the pages on both sides; time the second. */
-	ret = engine_copy(e, engine_iova(iova), engine_vram(voff), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	memset(sm.vaddr, 0, len);
-	t0 = now_ms();
-	ret = engine_copy(e, engine_iova(iova), engine_vram(voff), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	ms = now_ms() - t0;
-	result(!ret && pattern_ok(sm.vaddr, len, 7), "VRAM -> system, %" PRIu64 " MiB in %.2f ms (%.1f GB/s), byte-exact",
-	       len >> 20, ms, (double)len / ms / 1e6);
-
-	memset(vram + voff, 0, len);
-	pattern(sm.vaddr, len, 9);
-	t0 = now_ms();
-	ret = engine_copy(e, engine_vram(voff), engine_iova(iova), len, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	ms = now_ms() - t0;
-	result(!ret && pattern_ok(vram + voff, len, 9), "system -> VRAM, %" PRIu64 " MiB in %.2f ms (%.1f GB/s), byte-exact",
-	       len >> 20, ms, (double)len / ms / 1e6);
-
-	/* A bad command: the engine stops, names it, and recovers after reset. */
-	ret = engine_copy(e, engine_iova(0x7f0000000000ull), engine_vram(voff), 4096, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	result(ret == -EIO, "a copy to an unmapped IOVA fails: %s", ugpu_strerror(ret));
-	ret = engine_reset(e);
-	if (!ret)
-		ret = engine_copy(e, engine_vram(voff + 4096), engine_vram(voff), 4096, &fence);
-	if (!ret)
-		ret = engine_wait(e, fence, 5000);
-	result(ret == 0, "after reset the engine works again");
-	dma_unmap(&dev->dma, iova, sm.size);
-out:
-	sysmem_destroy(&sm);
-	device_vram_free(dev, &vb, 0);
+	if (ugpu_device_mem_stats(dev, &m))
+		memset(&m, 0, sizeof(m));
+	return m;
 }
 
 static const char *placement_name(enum ugpu_placement p)
@@ -211,6 +126,274 @@ static int bo_pattern_ok(struct ugpu_bo *bo, uint64_t len, unsigned seed, unsign
 	return !ugpu_bo_read(bo, 0, tmp, len) && pattern_ok(tmp, len, seed);
 }
 
+/* A BO allowed in @where only (NONE: VRAM, then system), or NULL. */
+static struct ugpu_bo *bo_new(struct ugpu_device *dev, uint64_t bytes, enum ugpu_placement where,
+			      uint32_t flags, const char *name, int *err)
+{
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = bytes, .flags = flags, .name = name,
+				  .placements = { where } };
+	struct ugpu_bo *bo = NULL;
+
+	*err = ugpu_bo_create(dev, &o, &bo);
+	return *err ? NULL : bo;
+}
+
+#define DEMO_NSMALL 64
+
+/*
+ * The VRAM allocator, through buffer objects: every VRAM placement comes from
+ * the driver's buddy allocator, and ugpu_device_mem_stats() shows its use.
+ */
+static void demo_allocator(struct ugpu_device *dev, uint64_t vram_size)
+{
+	static const uint64_t sizes[] = { 4 << 10, 12 << 10, (1 << 20) + (4 << 10), 3 << 20 };
+	struct ugpu_bo *small[DEMO_NSMALL], *sized[4], *big, *sys, *all;
+	struct ugpu_device_mem m0 = mem_stats(dev), m;
+	struct ugpu_bo_info bi = { .size = sizeof(bi) };
+	uint64_t want = 0;
+	int i, n = 0, nsized = 0, ok = 1, ret;
+
+	step("VRAM allocator, through buffer objects");
+	printf("    %" PRIu64 " MiB of VRAM: %" PRIu64 " KiB used by the driver's own objects (engine rings), %" PRIu64 " KiB free\n",
+	       m0.vram_size >> 20, m0.vram_used >> 10, m0.vram_free >> 10);
+	while (n < DEMO_NSMALL &&
+	       (small[n] = bo_new(dev, 64 << 10, UGPU_PLACEMENT_VRAM, 0, "small", &ret)))
+		ok &= bo_where(small[n++]) == UGPU_PLACEMENT_VRAM;
+	m = mem_stats(dev);
+	result(ok && n == DEMO_NSMALL && m.vram_used == m0.vram_used + n * (64 << 10),
+	       "%d VRAM BOs of 64 KiB: %d created, VRAM used +%" PRIu64 " KiB, %" PRIu64 " KiB free",
+	       DEMO_NSMALL, n, (m.vram_used - m0.vram_used) >> 10, m.vram_free >> 10);
+
+	m0 = m;
+	for (i = 0; i < 4; i++) {
+		sized[nsized] = bo_new(dev, sizes[i], UGPU_PLACEMENT_VRAM, 0, "sized", &ret);
+		if (sized[nsized]) {
+			want += sizes[i];
+			nsized++;
+		}
+	}
+	m = mem_stats(dev);
+	result(nsized == 4 && m.vram_used - m0.vram_used == want,
+	       "sizes 4 KiB, 12 KiB, 1 MiB + 4 KiB, 3 MiB: VRAM use grew by exactly their %" PRIu64 " KiB (split into power-of-two blocks)",
+	       (m.vram_used - m0.vram_used) >> 10);
+
+	big = bo_new(dev, 4 << 20, UGPU_PLACEMENT_VRAM, UGPU_BO_CONTIGUOUS, "contiguous", &ret);
+	if (big)
+		ret = ugpu_bo_query(big, &bi);
+	result(!ret && (bi.flags & UGPU_BO_CONTIGUOUS), "one contiguous 4 MiB BO at VRAM offset 0x%" PRIx64,
+	       ret ? 0 : bi.vram_offset);
+
+	m0 = mem_stats(dev);
+	sys = bo_new(dev, 1 << 20, UGPU_PLACEMENT_SYSTEM, 0, "system", &ret);
+	m = mem_stats(dev);
+	result(sys && bo_where(sys) == UGPU_PLACEMENT_SYSTEM && m.vram_used == m0.vram_used &&
+		       m.system_bytes == m0.system_bytes + (1 << 20),
+	       "a SYSTEM-only BO of 1 MiB takes system memory (%" PRIu64 " KiB now) and no VRAM",
+	       m.system_bytes >> 10);
+
+	/* VRAM-only BOs cannot be evicted: nothing can make room. */
+	all = bo_new(dev, vram_size, UGPU_PLACEMENT_VRAM, 0, "all", &ret);
+	ok = 1;
+	for (i = 0; i < n; i++)
+		ok &= bo_where(small[i]) == UGPU_PLACEMENT_VRAM;
+	result(ret == -ENOSPC && ok, "asking for all of VRAM while some is used: %s; every BO still in VRAM",
+	       ugpu_strerror(ret));
+	ugpu_bo_put(all);
+
+	for (i = 0; i < n; i++)
+		ugpu_bo_put(small[i]);
+	for (i = 0; i < nsized; i++)
+		ugpu_bo_put(sized[i]);
+	ugpu_bo_put(big);
+	ugpu_bo_put(sys);
+	m0 = m;
+	m = mem_stats(dev);
+	result(m.bos == m0.bos - (uint64_t)(n + nsized + !!big + !!sys) && m.vram_bos == 0 &&
+		       m.vram_used == m.vram_kernel,
+	       "everything freed: %" PRIu64 " KiB free again (the driver's %" PRIu64 " KiB stay)",
+	       m.vram_free >> 10, m.vram_kernel >> 10);
+}
+
+#define DEMO_COPY_LEN (8ull << 20)
+
+/* Time one migration of @bo to @to; check it arrived byte-exact (@seed). */
+static void timed_migrate(const char *what, struct ugpu_bo *bo, enum ugpu_placement to, unsigned seed,
+			  unsigned char *tmp)
+{
+	enum ugpu_placement from = bo_where(bo);
+	double t0 = now_ms(), ms;
+	int ret;
+
+	ret = ugpu_bo_migrate(bo, to);
+	ms = now_ms() - t0;
+	result(!ret && bo_where(bo) == to && bo_pattern_ok(bo, DEMO_COPY_LEN, seed, tmp),
+	       "%s%s -> %s, %llu MiB in %.2f ms (%.1f GB/s), byte-exact%s%s", what, placement_name(from),
+	       placement_name(to), DEMO_COPY_LEN >> 20, ms, (double)DEMO_COPY_LEN / ms / 1e6,
+	       ret ? ": " : "", ret ? ugpu_strerror(ret) : "");
+}
+
+/*
+ * The blitter moves a BO between VRAM and system memory (ugpu_bo_migrate);
+ * when a copy fails the BO stays where it was and the engine is reset.
+ */
+static void demo_copy(struct sim *sim, struct ugpu_device *dev, unsigned char *tmp)
+{
+	struct ugpu_device_mem m0 = mem_stats(dev), m;
+	struct ugpu_bo *bo;
+	int ret;
+
+	step("Copy engine: a BO migrated VRAM <-> system memory");
+	bo = bo_new(dev, DEMO_COPY_LEN, UGPU_PLACEMENT_NONE, 0, "copy", &ret);
+	if (!bo) {
+		result(0, "a BO for the copy: %s", ugpu_strerror(ret));
+		return;
+	}
+	pattern(tmp, DEMO_COPY_LEN, 7);
+	ret = ugpu_bo_write(bo, 0, tmp, DEMO_COPY_LEN);
+	result(!ret && bo_where(bo) == UGPU_PLACEMENT_VRAM,
+	       "%llu MiB BO in VRAM, pattern written (each move below is timed whole: new backing, DMA mapping, copy)",
+	       DEMO_COPY_LEN >> 20);
+	timed_migrate("", bo, UGPU_PLACEMENT_SYSTEM, 7, tmp);
+	pattern(tmp, DEMO_COPY_LEN, 9);
+	ugpu_bo_write(bo, 0, tmp, DEMO_COPY_LEN); /* new contents, written in system memory */
+	timed_migrate("", bo, UGPU_PLACEMENT_VRAM, 9, tmp);
+	m = mem_stats(dev);
+	printf("    %" PRIu64 " moves, %" PRIu64 " MiB moved\n", m.moves - m0.moves,
+	       (m.moved_bytes - m0.moved_bytes) >> 20);
+
+	/* A failed copy: the engine stops, the driver names it, the BO keeps
+	 * its place and bytes, and the engine works again after a reset. */
+	if (!sim) {
+		printf("    (a failed copy needs the embedded reference device's fault injection)\n");
+		goto out;
+	}
+	ret = sim_inject(sim, 0, SIM_INJECT_DMA, 1, false);
+	if (!ret)
+		ret = ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM);
+	m = mem_stats(dev);
+	result(ret == -EIO && bo_where(bo) == UGPU_PLACEMENT_VRAM &&
+		       bo_pattern_ok(bo, DEMO_COPY_LEN, 9, tmp) && m.copy_failures == m0.copy_failures + 1,
+	       "a migration whose DMA the device fails: %s; the BO stays in VRAM, byte-exact",
+	       ugpu_strerror(ret));
+	sim_inject_clear(sim, 0);
+	timed_migrate("the driver reset the engine; again: ", bo, UGPU_PLACEMENT_SYSTEM, 9, tmp);
+out:
+	ugpu_bo_put(bo);
+}
+
+#define DEMO_KERNEL_LEN (4ull << 20)
+#define DEMO_VA 0x100000000ull
+
+/* Run one kernel to its end; -errno, or its status. */
+static int kernel(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		  uint64_t value, struct ugpu_kernel_result *r)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	uint64_t fence;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->size = sizeof(*r);
+	ret = ugpu_queue_submit(q, &k, &fence);
+	if (!ret)
+		ret = ugpu_fence_wait(q, fence, 10000, r);
+	return ret ? ret : r->status;
+}
+
+static uint64_t sum_words(const unsigned char *p, uint64_t len)
+{
+	uint64_t s = 0, w, i;
+
+	for (i = 0; i < len; i += 8) {
+		memcpy(&w, p + i, 8);
+		s += w;
+	}
+	return s;
+}
+
+/*
+ * GPU VMs and kernels: a BO bound at a GPU address, kernels that read and
+ * write it through the driver's page tables, a kernel that touches an
+ * unbound address (aborted, the fence says where), and the bound BO moved to
+ * system memory and back: its page-table entries follow it.
+ */
+static void demo_kernels(struct ugpu_device *dev, unsigned char *tmp)
+{
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	struct ugpu_kernel_result r;
+	struct ugpu_queue *q = NULL;
+	struct ugpu_vm *vm = NULL;
+	struct ugpu_bo *bo;
+	uint64_t want;
+	int ret, i;
+	double t0;
+
+	step("GPU VM: a bound BO, kernels, a fault, moves");
+	ret = ugpu_vm_create(dev, NULL, &vm);
+	if (ret == -EOPNOTSUPP) {
+		printf("    (this device has no GPU VM: %s)\n", ugpu_strerror(ret));
+		return;
+	}
+	if (!ret)
+		ret = ugpu_queue_create(vm, NULL, &q);
+	bo = ret ? NULL : bo_new(dev, DEMO_KERNEL_LEN, UGPU_PLACEMENT_NONE, 0, "kernel", &ret);
+	if (bo) {
+		pattern(tmp, DEMO_KERNEL_LEN, 21);
+		ret = ugpu_bo_write(bo, 0, tmp, DEMO_KERNEL_LEN);
+	}
+	if (!ret)
+		ret = ugpu_vm_bind(vm, bo, 0, DEMO_VA, DEMO_KERNEL_LEN, 0);
+	ugpu_vm_query(vm, &vi);
+	result(!ret, "VM created, %llu MiB BO bound at GPU VA 0x%llx (%llu page tables): %s",
+	       DEMO_KERNEL_LEN >> 20, (unsigned long long)DEMO_VA,
+	       (unsigned long long)vi.page_tables, ugpu_strerror(ret));
+	if (ret)
+		goto out;
+	want = sum_words(tmp, DEMO_KERNEL_LEN);
+	t0 = now_ms();
+	ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA, DEMO_KERNEL_LEN, 0, &r);
+	result(!ret && r.sum == want, "read-sum kernel over the BO in %s: sum matches the CPU's (%.2f ms)",
+	       placement_name(bo_where(bo)), now_ms() - t0);
+	ret = kernel(q, UGPU_KERNEL_WRITE, DEMO_VA, DEMO_KERNEL_LEN / 2, 0x0101010101010101ull, &r);
+	if (!ret)
+		ret = kernel(q, UGPU_KERNEL_ATOMIC_ADD, DEMO_VA, DEMO_KERNEL_LEN / 2, 1, &r);
+	for (i = 0; i < (int)(DEMO_KERNEL_LEN / 2); i += 8) {
+		uint64_t w = 0x0101010101010101ull + 1; /* what the two kernels left */
+
+		memcpy(tmp + i, &w, 8);
+	}
+	{
+		unsigned char *back = malloc(DEMO_KERNEL_LEN);
+		int same = back && !ugpu_bo_read(bo, 0, back, DEMO_KERNEL_LEN) &&
+			   !memcmp(back, tmp, DEMO_KERNEL_LEN);
+
+		result(!ret && same, "write + atomic-add kernels over half of it: the CPU reads every byte the GPU wrote");
+		free(back);
+	}
+	want = sum_words(tmp, DEMO_KERNEL_LEN);
+	ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA + (64ull << 20), 4096, 0, &r);
+	result(ret == -EFAULT && r.fault_va == DEMO_VA + (64ull << 20) &&
+		       r.fault_access == UGPU_ACCESS_READ,
+	       "a kernel reading GPU VA 0x%llx, where nothing is bound: aborted, its fence says %s at 0x%llx",
+	       (unsigned long long)(DEMO_VA + (64ull << 20)), ugpu_strerror(ret),
+	       (unsigned long long)r.fault_va);
+	for (i = 0; i < 2; i++) {
+		enum ugpu_placement to = i ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM;
+
+		ret = ugpu_bo_migrate(bo, to);
+		if (!ret)
+			ret = kernel(q, UGPU_KERNEL_READ_SUM, DEMO_VA, DEMO_KERNEL_LEN, 0, &r);
+		result(!ret && r.sum == want,
+		       "BO migrated to %s: the next kernel runs on rewritten page-table entries, same sum",
+		       placement_name(bo_where(bo)));
+	}
+out:
+	ugpu_queue_destroy(q);
+	ugpu_vm_destroy(vm);
+	ugpu_bo_put(bo);
+}
+
 #define DEMO_BO_LEN (8ull << 20)
 #define DEMO_NBO 40
 
@@ -225,6 +408,7 @@ static void demo_bos(struct ugpu_device *dev, uint64_t vram_size, struct ugpu_bo
 				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
 				  .flags = UGPU_BO_CPU_ACCESS };
 	int i, n = (int)(vram_size / DEMO_BO_LEN) + 8, in_vram = 0, ok = 1, ret;
+	struct ugpu_device_mem m;
 	unsigned char *map = NULL;
 	double t0;
 
@@ -250,6 +434,10 @@ static void demo_bos(struct ugpu_device *dev, uint64_t vram_size, struct ugpu_bo
 	result(ok && *nbos == n, "%d BOs of %llu MiB (%llu MiB) in %.0f ms on %llu MiB of VRAM: %d in VRAM, %d evicted to system",
 	       *nbos, DEMO_BO_LEN >> 20, (unsigned long long)(*nbos * DEMO_BO_LEN) >> 20, now_ms() - t0,
 	       (unsigned long long)vram_size >> 20, in_vram, *nbos - in_vram);
+	m = mem_stats(dev);
+	printf("    VRAM %" PRIu64 " MiB used, %" PRIu64 " KiB free; %" PRIu64 " BOs in VRAM, %" PRIu64 " in system memory (%" PRIu64 " MiB); %" PRIu64 " evictions so far\n",
+	       m.vram_used >> 20, m.vram_free >> 10, m.bos_vram, m.bos_system, m.system_bytes >> 20,
+	       m.evictions);
 	ok = 1;
 	for (i = 0; i < *nbos; i++)
 		ok &= bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
@@ -387,6 +575,7 @@ static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo
 			unsigned char *tmp)
 {
 	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_mem m;
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
 				  .placements = { UGPU_PLACEMENT_VRAM } };
 	struct ugpu_bo *late = NULL;
@@ -419,6 +608,10 @@ static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo
 		ok &= bo_where(bos[i]) == UGPU_PLACEMENT_SYSTEM &&
 		      bo_pattern_ok(bos[i], DEMO_BO_LEN, (unsigned)i, tmp);
 	result(ok, "all %d BOs (the pinned one included) are in system memory, byte-exact", nbos);
+	m = mem_stats(dev);
+	result(m.vram_used == 0 && m.vram_free == 0 && m.bos_system == (uint64_t)nbos && !m.bos_lost,
+	       "the device's VRAM is gone (0 used, 0 free); %" PRIu64 " BOs, %" PRIu64 " MiB, live in system memory",
+	       m.bos_system, m.system_bytes >> 20);
 	if (map) {
 		result(pattern_ok(map, DEMO_BO_LEN, 1), "a CPU mapping made before the unplug now reads the system copy");
 		ugpu_bo_unmap(bos[1]);
@@ -497,13 +690,14 @@ int main(int argc, char **argv)
 	       info.caps & UGPU_DEVICE_CAP_FABRIC ? " fabric" : "",
 	       info.caps & UGPU_DEVICE_CAP_D3COLD ? " d3cold" : "", power_name(info.power_state));
 
-	demo_allocator(dev);
-	demo_copy(dev);
 	tmp = malloc(DEMO_BO_LEN);
 	if (!tmp) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	demo_allocator(dev, info.vram_size);
+	demo_copy(sim, dev, tmp);
+	demo_kernels(dev, tmp);
 	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
 		demo_suspend(dev, bos, nbos, tmp);

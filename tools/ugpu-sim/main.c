@@ -4,7 +4,7 @@
  *
  *   ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE] [--control PATH]
  *            [--devices N] [--wake-latency-us N] [--max-dma-maps N]
- *            [--req-interval-ms N] [--slow-link A-B]...
+ *            [--req-interval-ms N] [--slow-link A-B]... [--exec-queues N]
  *
  * The vfio-user backend-program conventions (qemu docs/interop/vfio-user.rst):
  * --socket-path=PATH listens on a UNIX socket (--socket PATH is the older
@@ -32,7 +32,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE[K|M|G]] "
 		   "[--control PATH] [--devices N]\n"
 		   "                [--wake-latency-us N] [--max-dma-maps N (<= 65535)] "
-		   "[--req-interval-ms N] [--slow-link A-B]...\n");
+		   "[--req-interval-ms N] [--slow-link A-B]...\n"
+		   "                [--exec-queues N (1..64, default 4)]\n");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -95,6 +96,7 @@ int main(int argc, char **argv)
 		{ "max-dma-maps", required_argument, NULL, 'm' },
 		{ "req-interval-ms", required_argument, NULL, 'r' },
 		{ "slow-link", required_argument, NULL, 'l' },
+		{ "exec-queues", required_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -134,6 +136,10 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			bad = parse_uint(optarg, &opts.req_interval_ms);
+			break;
+		case 'q':
+			bad = parse_uint(optarg, &opts.exec_queues) || !opts.exec_queues ||
+			      opts.exec_queues > SIM_MAX_EXEC_QUEUES;
 			break;
 		case 'l':
 			if (sscanf(optarg, "%u-%u", &a, &b) != 2 || a >= SIM_MAX_DEVICES ||

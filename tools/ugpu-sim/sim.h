@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #define SIM_MAX_DEVICES 16
+#define SIM_MAX_EXEC_QUEUES 64
 
 struct sim;
 
@@ -44,6 +45,11 @@ struct sim_opts {
 	/* slow_links[a] bit b: the link between nodes a and b is slow (the
 	 * relation is made symmetric by sim_start). */
 	uint32_t slow_links[SIM_MAX_DEVICES];
+	/* Config space reads all-ones in D3cold (its identity dwords), as some
+	 * hardware does once main power is off: what a driver's "is it dead?"
+	 * probe must not mistake for a removal. */
+	bool cfg_dead_in_d3cold;
+	unsigned exec_queues; /* exec queues per device, 1..SIM_MAX_EXEC_QUEUES; 0 = 4 */
 	/* A connected AF_UNIX stream socket to serve instead of listening on a
 	 * path (the vfio-user backend convention --fd=N); -1 = listen. One device
 	 * only; the device takes the fd over. When that client disconnects there
@@ -95,7 +101,7 @@ struct sim_state {
 	enum sim_power_state power;
 	uint32_t ce_status[2]; /* the STATUS registers (IDLE/ERROR/ENABLED bits) */
 	uint32_t ce_error[2]; /* the ERROR registers */
-	uint32_t exec_status; /* EXEC_STATUS */
+	uint32_t exec_status; /* queue 0's EXEC_STATUS */
 	bool client; /* a vfio-user client is connected */
 	bool twin; /* ... in twin-socket mode (its DMA requests on a second socket) */
 	bool removed; /* unplugged (request completed, or surprise) */
@@ -105,6 +111,11 @@ struct sim_state {
 	uint64_t reqs; /* REQ interrupts raised */
 	uint64_t faults; /* GPU page faults queued */
 	uint64_t inband; /* in-band DMA_READ/DMA_WRITE messages sent */
+	unsigned exec_queues; /* NUM_EXEC_QUEUES */
+	uint32_t queue_status[SIM_MAX_EXEC_QUEUES]; /* every queue's EXEC_STATUS */
+	bool fault_ring; /* the fault ring is on */
+	uint32_t fault_ring_size; /* its entries */
+	uint32_t fault_put, fault_get; /* FAULT_PUT, FAULT_GET */
 	uint64_t irq_drops; /* interrupts dropped: the client's fd was full or broken */
 };
 

@@ -61,7 +61,7 @@ int sim_control_exec(struct sim *sim, const char *line, char *reply, size_t len)
 		return -EINVAL;
 	}
 	if (!strcmp(w[i], "state") && n == 1) {
-		char s[256];
+		char s[1024]; /* 64 queues' status words fit */
 
 		ret = sim_state_line(sim, dev, s, sizeof(s));
 		if (!ret) {
@@ -141,7 +141,7 @@ static void conn_input(struct sim_control *ctl, struct ctl_conn *c)
 	c->len += (size_t)n;
 	c->buf[c->len] = '\0';
 	while ((nl = strchr(c->buf, '\n'))) {
-		char reply[512];
+		char reply[1152];
 		size_t rl;
 
 		*nl = '\0';

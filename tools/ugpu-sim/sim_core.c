@@ -68,6 +68,7 @@ void sim_opts_init(struct sim_opts *opts)
 	opts->max_dma_maps = 65535;
 	opts->req_interval_ms = 10000;
 	opts->client_fd = -1;
+	opts->exec_queues = 4;
 }
 
 struct sim_dev *fabric_peer(struct sim_dev *dev, uint32_t node)
@@ -109,7 +110,7 @@ static void dev_free(struct sim_dev *dev)
 		close(dev->vram_fd);
 	for (unsigned i = 0; i < SIM_NUM_CE; i++)
 		pthread_cond_destroy(&dev->ce[i].cond);
-	pthread_cond_destroy(&dev->exec.cond);
+	exec_fini(dev);
 	pthread_cond_destroy(&dev->inband_cond);
 	pthread_mutex_destroy(&dev->send_lock);
 	pthread_mutex_destroy(&dev->twin_lock);
@@ -139,7 +140,6 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	pthread_mutex_init(&dev->send_lock, NULL);
 	pthread_mutex_init(&dev->twin_lock, NULL);
 	sim_cond_init(&dev->inband_cond);
-	sim_cond_init(&dev->exec.cond);
 	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
 		dev->ce[i].dev = dev;
 		dev->ce[i].idx = i;
@@ -151,6 +151,10 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	dev->max_dma_maps = sim->opts.max_dma_maps;
 	dev->vram_size = sim->opts.vram_size;
 	dev->next_msg_id = 0x8000; /* distinct from typical client ids, for logs */
+	dev->nq = sim->opts.exec_queues;
+	ret = exec_init(dev);
+	if (ret)
+		goto out_free;
 
 	if (sim->ndev > 1 || sim->opts.devices > 1)
 		ret = snprintf(dev->path, sizeof(dev->path), "%s.%u", sim->base_path, id);
@@ -198,7 +202,7 @@ static void dev_stop_threads(struct sim_dev *dev)
 	dev->stop = true;
 	for (unsigned i = 0; i < SIM_NUM_CE; i++)
 		pthread_cond_broadcast(&dev->ce[i].cond);
-	pthread_cond_broadcast(&dev->exec.cond);
+	exec_kick(dev);
 	pthread_cond_broadcast(&dev->inband_cond);
 	pthread_mutex_unlock(&dev->lock);
 	srv_wake(dev);
@@ -218,7 +222,7 @@ void sim_stop(struct sim *sim)
 		srv_stop(sim->devs[i]);
 	for (unsigned i = 0; i < sim->ndev; i++) {
 		ce_stop_threads(sim->devs[i]);
-		exec_stop_thread(sim->devs[i]);
+		exec_stop_threads(sim->devs[i]);
 	}
 	for (unsigned i = 0; i < sim->ndev; i++)
 		dev_free(sim->devs[i]);
@@ -260,6 +264,8 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 		sim->opts.max_dma_maps = 65535;
 	if (!sim->opts.req_interval_ms)
 		sim->opts.req_interval_ms = 10000;
+	if (!sim->opts.exec_queues)
+		sim->opts.exec_queues = 4;
 	if (!is_pow2(sim->opts.vram_size) || sim->opts.vram_size < (1ull << 20) ||
 	    sim->opts.vram_size > (1ull << 40)) {
 		fprintf(stderr, "ugpu-sim: vram size %" PRIu64 " is not a power of two in [1 MiB, 1 TiB]\n",
@@ -282,6 +288,12 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 	if (sim->opts.devices > SIM_MAX_DEVICES) {
 		fprintf(stderr, "ugpu-sim: %u devices, at most %d\n", sim->opts.devices,
 			SIM_MAX_DEVICES);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.exec_queues > SIM_MAX_EXEC_QUEUES) {
+		fprintf(stderr, "ugpu-sim: %u exec queues, at most %d\n", sim->opts.exec_queues,
+			SIM_MAX_EXEC_QUEUES);
 		ret = -EINVAL;
 		goto out_free;
 	}
@@ -321,7 +333,7 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 		ret = ce_start_threads(dev);
 		if (ret)
 			goto out_stop;
-		ret = exec_start_thread(dev);
+		ret = exec_start_threads(dev);
 		if (ret)
 			goto out_stop;
 		ret = srv_start(dev);
@@ -407,7 +419,7 @@ int sim_unplug_surprise(struct sim *sim, unsigned idx)
 	dev->surprise = true;
 	for (unsigned i = 0; i < SIM_NUM_CE; i++)
 		pthread_cond_broadcast(&dev->ce[i].cond);
-	pthread_cond_broadcast(&dev->exec.cond);
+	exec_kick(dev);
 	pthread_mutex_unlock(&dev->lock);
 	/* Shut the connection down before returning so the caller observes the
 	 * removal at once; the server thread closes and cleans up. */
@@ -470,7 +482,14 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 		st->ce_status[i] = ce_status(&dev->ce[i]);
 		st->ce_error[i] = dev->ce[i].error_code;
 	}
-	st->exec_status = dev->exec.status;
+	st->exec_status = dev->q[0].status;
+	st->exec_queues = dev->nq;
+	for (unsigned i = 0; i < dev->nq; i++)
+		st->queue_status[i] = dev->q[i].status;
+	st->fault_ring = dev->fring.enabled;
+	st->fault_ring_size = dev->fring.l_size;
+	st->fault_put = dev->fring.put;
+	st->fault_get = dev->fring.get;
 	st->client = dev->connected;
 	pthread_mutex_lock(&dev->twin_lock); /* lock order: never two at once */
 	st->twin = dev->twin_fd >= 0;
@@ -496,11 +515,18 @@ static const char *ce_word(uint32_t status)
 	return (status & CE_STATUS_IDLE) ? "idle" : "busy";
 }
 
+static const char *exec_word(uint32_t status)
+{
+	static const char *const words[] = { "idle", "running", "stalled", "done", "aborted",
+					     "error" };
+
+	return status < sizeof(words) / sizeof(words[0]) ? words[status] : "?";
+}
+
 int sim_state_line(struct sim *sim, unsigned idx, char *buf, size_t len)
 {
-	static const char *const exec_words[] = { "idle", "running", "stalled", "done", "aborted",
-						  "error" };
 	struct sim_state st;
+	size_t at;
 	int ret;
 
 	ret = sim_state(sim, idx, &st);
@@ -508,12 +534,33 @@ int sim_state_line(struct sim *sim, unsigned idx, char *buf, size_t len)
 		return ret;
 	ret = snprintf(buf, len,
 		       "power=%s ce0=%s ce1=%s exec=%s client=%s removed=%s dma_maps=%u descs=%" PRIu64
-		       " irqs=%" PRIu64 " reqs=%" PRIu64 " faults=%" PRIu64 " inband=%" PRIu64
-		       " irq_drops=%" PRIu64,
+		       " irqs=%" PRIu64 " reqs=%" PRIu64 " faults=%" PRIu64 " inband=%" PRIu64 " queues=",
 		       st.power == SIM_POWER_D0 ? "D0" : st.power == SIM_POWER_D3HOT ? "D3hot" : "D3cold",
-		       ce_word(st.ce_status[0]), ce_word(st.ce_status[1]),
-		       st.exec_status < 6 ? exec_words[st.exec_status] : "?", st.client ? "yes" : "no",
-		       st.removed ? "yes" : "no", st.dma_maps, st.descs, st.irqs, st.reqs, st.faults,
-		       st.inband, st.irq_drops);
+		       ce_word(st.ce_status[0]), ce_word(st.ce_status[1]), exec_word(st.exec_status),
+		       st.client ? "yes" : "no", st.removed ? "yes" : "no", st.dma_maps, st.descs,
+		       st.irqs, st.reqs, st.faults, st.inband);
+	for (unsigned i = 0; i < st.exec_queues && ret >= 0 && (size_t)ret < len; i++) {
+		at = (size_t)ret;
+		ret = snprintf(buf + at, len - at, "%s%s", i ? "," : "",
+			       exec_word(st.queue_status[i]));
+		if (ret >= 0)
+			ret += (int)at;
+	}
+	if (ret >= 0 && (size_t)ret < len) {
+		at = (size_t)ret;
+		if (st.fault_ring)
+			ret = snprintf(buf + at, len - at, " faultq=%u/%u", st.fault_put - st.fault_get,
+				       st.fault_ring_size);
+		else
+			ret = snprintf(buf + at, len - at, " faultq=off");
+		if (ret >= 0)
+			ret += (int)at;
+	}
+	if (ret >= 0 && (size_t)ret < len) {
+		at = (size_t)ret;
+		ret = snprintf(buf + at, len - at, " irq_drops=%" PRIu64, st.irq_drops);
+		if (ret >= 0)
+			ret += (int)at;
+	}
 	return ret < 0 || (size_t)ret >= len ? -ENOSPC : 0;
 }

@@ -237,7 +237,7 @@ int inflight_add(struct sim_dev *dev, uint64_t start, uint64_t len)
 			return i;
 		}
 	}
-	return -EBUSY; /* cannot happen: 2 per engine + 1 for exec */
+	return -EBUSY; /* cannot happen: 2 per engine + 1 per exec queue */
 }
 
 void inflight_del(struct sim_dev *dev, int slot)

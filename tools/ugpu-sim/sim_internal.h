@@ -8,7 +8,7 @@
  *     irq set-up, reset), raises REQ on its timer, and routes the client's
  *     replies to in-band DMA requests back to the thread that asked;
  *   - two copy-engine threads (sim_engine.c);
- *   - one exec-engine thread (sim_vm.c).
+ *   - one thread per exec queue (sim_vm.c).
  * Plus, per struct sim, an optional control-socket thread (sim_control.c).
  *
  * Locking (see struct sim_dev): all device state (config space, registers,
@@ -47,7 +47,13 @@
 #define SIM_INBAND_TIMEOUT_MS 5000
 #define SIM_IO_TIMEOUT_MS 5000
 #define SIM_TLB_ENTRIES 64
-#define SIM_MAX_INFLIGHT 8
+/* IOVA ranges in use at once: two per copy engine (source and destination),
+ * one per exec queue. */
+#define SIM_MAX_INFLIGHT (2 * SIM_NUM_CE + SIM_MAX_EXEC_QUEUES)
+#define SIM_FAULT_DEPTH 64 /* pages of one kernel waiting for a reply, ring on */
+#define SIM_FAULT_ENTRY 32 /* bytes per fault-ring entry */
+#define SIM_FAULT_RING_MIN 64u /* entries */
+#define SIM_FAULT_RING_MAX 65536u
 #define SIM_MAX_REFUSED 4 /* second clients waiting for their EBUSY answer */
 #define SIM_REFUSE_MS 1000 /* how long one may take to send its first header */
 #define SIM_SLOW_LINK_BPS (1ull << 30) /* bytes/s over a slow fabric link */
@@ -79,26 +85,56 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define CE_ERROR 0x1c
 #define CE_ERROR_HEAD 0x20
 #define CE_SEQNO 0x28
-#define REG_VM_CTRL 0x2000
-#define REG_VM_ROOT 0x2008
-#define REG_TLB_INVAL 0x2010
-#define REG_EXEC_OP 0x2100
-#define REG_EXEC_VA 0x2108
-#define REG_EXEC_SIZE 0x2110
-#define REG_EXEC_VALUE 0x2118
-#define REG_EXEC_START 0x2120
-#define REG_EXEC_STATUS 0x2124
-#define REG_EXEC_RESULT 0x2128
-#define REG_EXEC_PROGRESS 0x2130
+#define REG_NUM_EXEC_QUEUES 0x0024
+/* The 1.0 exec block: windows onto queue 0's registers. */
+#define REG_Q0_VM_ALIAS 0x2000 /* 0x2000-0x203f: queue 0 +0x00-+0x3f */
+#define REG_Q0_VM_ALIAS_END 0x2040
+#define REG_Q0_EXEC_ALIAS 0x2100 /* 0x2100-0x217f: queue 0 +0x40-+0xbf */
+#define REG_Q0_EXEC_ALIAS_END 0x2180
+/* The fault slot (the ring off). */
 #define REG_FAULT_STATUS 0x2200
 #define REG_FAULT_VA 0x2208
 #define REG_FAULT_ACCESS 0x2210
 #define REG_FAULT_REPLY 0x2214
+#define REG_FAULT_QUEUE 0x2218
+/* The fault ring and the queue-wide registers. */
+#define REG_FAULT_RING_BASE 0x3000
+#define REG_FAULT_RING_SIZE 0x3008
+#define REG_FAULT_RING_CTRL 0x300c
+#define REG_FAULT_RING_STATUS 0x3010
+#define REG_FAULT_PUT 0x3014
+#define REG_FAULT_GET 0x3018
+#define REG_FAULT_DEPTH 0x301c
+#define REG_FAULT_REPLAY 0x3020
+#define REG_FAULT_ABORT 0x3028
+#define REG_EXEC_DONE 0x3030
+#define REG_EXEC_BUSY 0x3038
+/* Exec queue n at REG_Q_BASE + n * REG_Q_STRIDE. */
+#define REG_Q_BASE 0x4000
+#define REG_Q_STRIDE 0x100
+#define Q_VM_CTRL 0x00
+#define Q_VM_ROOT 0x08
+#define Q_TLB_INVAL 0x10
+#define Q_FAULT_REPLY 0x14
+#define Q_EXEC_OP 0x40
+#define Q_EXEC_VA 0x48
+#define Q_EXEC_SIZE 0x50
+#define Q_EXEC_VALUE 0x58
+#define Q_EXEC_START 0x60
+#define Q_EXEC_STATUS 0x64
+#define Q_EXEC_RESULT 0x68
+#define Q_EXEC_PROGRESS 0x70
+#define Q_FENCE_ADDR 0x78
+#define Q_FENCE_VALUE 0x80
+#define Q_SEQNO 0x88
+#define Q_LAUNCH 0x90
+#define Q_FAULT_PAGES 0x94
 #define REG_MSIX_TABLE 0x8000
 #define REG_MSIX_PBA 0x9000
 
 #define SIM_ID 0x55475055u
-#define SIM_VERSION 0x00010000u
+#define SIM_VERSION 0x00010001u /* 1.1: exec queues, fault ring, fences */
+#define SIM_CAPS_QUEUES (1u << 3)
 
 #define CE_CTRL_ENABLE (1u << 0)
 #define CE_CTRL_RESET (1u << 1)
@@ -113,6 +149,12 @@ enum { SIM_SPACE_VRAM = 0, SIM_SPACE_IOVA = 1, SIM_SPACE_PEER = 2 };
 enum { EXEC_IDLE = 0, EXEC_RUNNING = 1, EXEC_STALLED = 2, EXEC_DONE = 3, EXEC_ABORTED = 4,
        EXEC_ERROR = 5 };
 enum { EXEC_OP_READ = 1, EXEC_OP_WRITE = 2, EXEC_OP_ATOMIC = 3 };
+enum { ACC_READ = 0, ACC_WRITE = 1, ACC_ATOMIC = 2 };
+enum { FAULT_REPLY_NONE = 0, FAULT_REPLY_REPLAY = 1, FAULT_REPLY_ABORT = 2 };
+#define FRING_CTRL_ENABLE (1u << 0)
+#define FRING_STATUS_ENABLED (1u << 0)
+#define FRING_STATUS_ERROR (1u << 1)
+#define FENCE_NONE (~0ull)
 
 #define PTE_VALID (1ull << 0)
 #define PTE_WRITABLE (1ull << 1)
@@ -189,25 +231,66 @@ struct sim_tlb_entry {
 	uint64_t pte;
 };
 
-/* GPU VM + exec engine + fault queue, under dev->lock. */
-struct sim_exec {
+/* A kernel as EXEC_START latched it. */
+struct sim_kernel {
+	uint32_t op;
+	uint64_t va, size, value;
+	uint64_t fence_addr, fence_value;
+};
+
+/* One exec queue: a VM, a kernel, and where that kernel stands. Under
+ * dev->lock; the queue's thread owns "working on a page" (busy) and drops the
+ * lock while it touches the page. */
+struct sim_queue {
+	struct sim_dev *dev;
+	unsigned idx;
 	pthread_t thread;
 	bool thread_started;
-	pthread_cond_t cond; /* start, fault reply, power, stop */
+	pthread_cond_t cond; /* start, fault reply, room in the fault queue, power, stop */
+	/* Registers. */
 	uint32_t vm_ctrl;
 	uint64_t vm_root;
 	struct sim_tlb_entry tlb[SIM_TLB_ENTRIES];
 	uint32_t op;
 	uint64_t va, size, value;
+	uint64_t fence_addr, fence_value;
 	uint32_t status;
-	uint64_t result, progress;
+	uint64_t result, progress, seqno;
+	uint32_t launch;
+	/* The running kernel. Its pages are work items: next is the first page
+	 * never tried; aside[] the pages whose faults are queued, in fault
+	 * order; retry[rhead..nretry) those a REPLAY released, tried first. The
+	 * two lists together never hold more than SIM_FAULT_DEPTH pages. */
+	struct sim_kernel k;
+	uint64_t next;
+	uint64_t aside[SIM_FAULT_DEPTH];
+	unsigned naside;
+	uint64_t retry[SIM_FAULT_DEPTH];
+	unsigned rhead, nretry;
+	bool wait_room; /* a fault found the ring (or the slot) full */
+	uint32_t reply; /* FAULT_REPLY_*, taken by the thread between pages */
 	bool start_req;
 	uint64_t gen; /* bumped by resets: a running kernel that sees it change ends */
 	bool busy; /* working on a page with the lock dropped */
-	bool fault_pending;
-	uint64_t fault_va;
-	uint32_t fault_access;
-	uint32_t fault_reply; /* 0 none, 1 replay, 2 abort */
+};
+
+/* The fault ring in VRAM (reference-device.md "Page faults"). */
+struct sim_fault_ring {
+	uint64_t base; /* as written */
+	uint32_t size;
+	uint64_t l_base; /* latched on ENABLE 0->1 */
+	uint32_t l_size;
+	bool enabled;
+	bool error;
+	uint32_t put, get; /* free-running */
+};
+
+/* The 1.0 fault slot, used while the ring is off. */
+struct sim_fault_slot {
+	bool busy;
+	unsigned queue;
+	uint64_t va;
+	uint32_t access;
 };
 
 /* A received message. */
@@ -270,7 +353,12 @@ struct sim_dev {
 	struct sim_inflight inflight[SIM_MAX_INFLIGHT];
 
 	struct sim_ce ce[SIM_NUM_CE];
-	struct sim_exec exec;
+	struct sim_queue *q; /* nq exec queues; the array lives as long as the device */
+	unsigned nq;
+	uint64_t exec_done; /* EXEC_DONE */
+	bool exec_held; /* exec_hold(): queues pause between pages until the reset */
+	struct sim_fault_ring fring;
+	struct sim_fault_slot fslot;
 
 	struct sim_inject inj[SIM_INJECT_KINDS];
 
@@ -394,12 +482,35 @@ int sim_guard_run(struct sim_dev *dev, void (*fn)(void *arg), void *arg);
 /* memmove under the guard: 0 or -EFAULT. */
 int sim_guarded_memmove(struct sim_dev *dev, void *dst, const void *src, size_t n);
 
-/* sim_vm.c: VM and exec engine. */
-int exec_start_thread(struct sim_dev *dev);
-void exec_stop_thread(struct sim_dev *dev);
-void exec_reset_locked(struct sim_dev *dev); /* lock held; exec not busy */
-void vm_tlb_invalidate(struct sim_dev *dev); /* lock held */
-void exec_kick(struct sim_dev *dev); /* lock held */
+/* sim_vm.c: VMs and exec queues. Lock held unless said otherwise. */
+int exec_init(struct sim_dev *dev); /* lock not held: dev->nq queues; 0 or -ENOMEM */
+void exec_fini(struct sim_dev *dev); /* threads joined */
+int exec_start_threads(struct sim_dev *dev); /* lock not held */
+void exec_stop_threads(struct sim_dev *dev); /* lock not held; dev->stop set */
+/* No queue busy: every queue, the ring and the slot to reset values. */
+void exec_reset_locked(struct sim_dev *dev);
+/* Take no new kernel and pause the running ones between pages: a reset
+ * follows (exec_reset_locked ends the hold). */
+void exec_hold(struct sim_dev *dev);
+bool exec_any_busy(struct sim_dev *dev); /* a queue is on a page */
+bool exec_any_active(struct sim_dev *dev); /* a queue is running or stalled */
+uint64_t exec_busy_mask(struct sim_dev *dev); /* EXEC_BUSY */
+void exec_kick(struct sim_dev *dev); /* every queue re-checks its conditions */
+void exec_start(struct sim_queue *q); /* EXEC_START written with 1 */
+void vm_tlb_invalidate(struct sim_queue *q);
+
+/* sim_fault.c: the fault queue, a ring in VRAM or the 1.0 slot. Lock held. */
+void fault_reset_locked(struct sim_dev *dev);
+/* Pages one kernel may have waiting for a reply: SIM_FAULT_DEPTH with the
+ * ring on, 1 with the slot. */
+unsigned fault_depth(struct sim_dev *dev);
+bool fault_has_room(struct sim_dev *dev);
+/* Queue @q's fault at @va for access @acc (ACC_*): true when it was queued
+ * (vector 3 raised), false when the ring or the slot is full. */
+bool fault_post(struct sim_queue *q, uint64_t va, uint32_t acc);
+void fault_reply(struct sim_queue *q, uint32_t v); /* FAULT_REPLY_* for @q */
+void fault_ring_ctrl(struct sim_dev *dev, uint32_t v); /* FAULT_RING_CTRL written */
+void fault_ring_get(struct sim_dev *dev, uint32_t v); /* FAULT_GET written */
 
 /* sim_core.c: the devices of sim_start() without their threads and sockets,
  * for the fuzz target (tests/fuzz/fuzz_sim_request.c), which drives

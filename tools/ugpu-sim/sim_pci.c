@@ -125,13 +125,15 @@ int pci_cfg_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 		return 0; /* a zero-byte access is a no-op (and buf may be NULL) */
 	pthread_mutex_lock(&dev->lock);
 	memcpy(buf, &dev->cfg[off], len);
+	if (dev->sim->opts.cfg_dead_in_d3cold && dev->power == SIM_POWER_D3COLD && off < 8)
+		memset(buf, 0xff, len);
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }
 
 static bool engines_quiet(struct sim_dev *dev)
 {
-	return !ce_any_busy(dev) && !dev->exec.busy;
+	return !ce_any_busy(dev) && !exec_any_busy(dev);
 }
 
 static void sleep_us(unsigned us)

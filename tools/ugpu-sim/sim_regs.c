@@ -2,9 +2,9 @@
 /*
  * ugpu-sim: BAR0, the register file (reference-device.md "BAR0 registers").
  *
- * Runs on the server thread. Register state lives in the engine/exec structs
- * under dev->lock; writes that must wait for an engine (CTRL.RESET) drop the
- * lock and wait with srv_wait(). 64-bit registers take one 8-byte access or
+ * Runs on the server thread. Register state lives in the engine, queue and
+ * fault-queue structs under dev->lock; writes that must wait for an engine
+ * (CTRL.RESET) drop the lock and wait with srv_wait(). 64-bit registers take one 8-byte access or
  * two 4-byte accesses to their halves; an 8-byte access elsewhere is two
  * 4-byte accesses.
  */
@@ -13,9 +13,125 @@
 
 #include "sim_internal.h"
 
+/* The exec queue register @off belongs to, with its offset in the queue's
+ * block in *reg (the 1.0 block is a window onto queue 0); NULL when @off is
+ * no queue register, or one of a queue the device does not have. */
+static struct sim_queue *queue_of(struct sim_dev *dev, uint64_t off, unsigned *reg)
+{
+	if (off >= REG_Q0_VM_ALIAS && off < REG_Q0_VM_ALIAS_END) {
+		*reg = (unsigned)(off - REG_Q0_VM_ALIAS);
+		return &dev->q[0];
+	}
+	if (off >= REG_Q0_EXEC_ALIAS && off < REG_Q0_EXEC_ALIAS_END) {
+		*reg = (unsigned)(off - REG_Q0_EXEC_ALIAS) + Q_EXEC_OP;
+		return &dev->q[0];
+	}
+	if (off < REG_Q_BASE || off >= REG_Q_BASE + (uint64_t)dev->nq * REG_Q_STRIDE)
+		return NULL;
+	*reg = (unsigned)((off - REG_Q_BASE) % REG_Q_STRIDE);
+	return &dev->q[(off - REG_Q_BASE) / REG_Q_STRIDE];
+}
+
+/* Storage of queue @q's writable 64-bit register @reg, or NULL. */
+static uint64_t *queue_reg64_rw(struct sim_queue *q, unsigned reg)
+{
+	switch (reg) {
+	case Q_VM_ROOT:
+		return &q->vm_root;
+	case Q_EXEC_VA:
+		return &q->va;
+	case Q_EXEC_SIZE:
+		return &q->size;
+	case Q_EXEC_VALUE:
+		return &q->value;
+	case Q_FENCE_ADDR:
+		return &q->fence_addr;
+	case Q_FENCE_VALUE:
+		return &q->fence_value;
+	}
+	return NULL;
+}
+
+static bool queue_reg64_get(struct sim_queue *q, unsigned reg, uint64_t *v)
+{
+	uint64_t *rw = queue_reg64_rw(q, reg);
+
+	if (rw) {
+		*v = *rw;
+		return true;
+	}
+	switch (reg) {
+	case Q_EXEC_RESULT:
+		*v = q->result;
+		return true;
+	case Q_EXEC_PROGRESS:
+		*v = q->progress;
+		return true;
+	case Q_SEQNO:
+		*v = q->seqno;
+		return true;
+	}
+	return false;
+}
+
+static uint32_t queue_read32(struct sim_queue *q, unsigned reg)
+{
+	switch (reg) {
+	case Q_VM_CTRL:
+		return q->vm_ctrl;
+	case Q_EXEC_OP:
+		return q->op;
+	case Q_EXEC_STATUS:
+		return q->status;
+	case Q_LAUNCH:
+		return q->launch;
+	case Q_FAULT_PAGES:
+		return q->naside;
+	}
+	return 0;
+}
+
+static void queue_write32(struct sim_queue *q, unsigned reg, uint32_t v)
+{
+	switch (reg) {
+	case Q_VM_CTRL:
+		q->vm_ctrl = v & 1u;
+		break;
+	case Q_TLB_INVAL:
+		if (v & 1u)
+			vm_tlb_invalidate(q);
+		break;
+	case Q_FAULT_REPLY:
+		fault_reply(q, v);
+		break;
+	case Q_EXEC_OP:
+		q->op = v;
+		break;
+	case Q_EXEC_START:
+		if (v & 1u)
+			exec_start(q);
+		break;
+	}
+}
+
+/* A 4-byte write of @v to half @hi of FAULT_REPLAY or FAULT_ABORT: @reply
+ * to every queue whose bit is set. */
+static void queue_mask_write(struct sim_dev *dev, bool hi, uint32_t v, uint32_t reply)
+{
+	for (unsigned b = 0; b < 32; b++) {
+		unsigned n = b + (hi ? 32u : 0u);
+
+		if ((v >> b) & 1u && n < dev->nq)
+			fault_reply(&dev->q[n], reply);
+	}
+}
+
 /* Value of the 64-bit register at @off (8-aligned), if there is one. */
 static bool reg64_get(struct sim_dev *dev, uint64_t off, uint64_t *v)
 {
+	struct sim_queue *q;
+	unsigned reg;
+
 	if (off >= REG_CE_BASE && off < REG_CE_BASE + SIM_NUM_CE * REG_CE_STRIDE) {
 		struct sim_ce *ce = &dev->ce[(off - REG_CE_BASE) / REG_CE_STRIDE];
 
@@ -29,30 +145,24 @@ static bool reg64_get(struct sim_dev *dev, uint64_t off, uint64_t *v)
 		}
 		return false;
 	}
+	q = queue_of(dev, off, &reg);
+	if (q)
+		return queue_reg64_get(q, reg, v);
 	switch (off) {
 	case REG_VRAM_SIZE:
 		*v = dev->vram_size;
 		return true;
-	case REG_VM_ROOT:
-		*v = dev->exec.vm_root;
-		return true;
-	case REG_EXEC_VA:
-		*v = dev->exec.va;
-		return true;
-	case REG_EXEC_SIZE:
-		*v = dev->exec.size;
-		return true;
-	case REG_EXEC_VALUE:
-		*v = dev->exec.value;
-		return true;
-	case REG_EXEC_RESULT:
-		*v = dev->exec.result;
-		return true;
-	case REG_EXEC_PROGRESS:
-		*v = dev->exec.progress;
-		return true;
 	case REG_FAULT_VA:
-		*v = dev->exec.fault_va;
+		*v = dev->fslot.va;
+		return true;
+	case REG_FAULT_RING_BASE:
+		*v = dev->fring.base;
+		return true;
+	case REG_EXEC_DONE:
+		*v = dev->exec_done;
+		return true;
+	case REG_EXEC_BUSY:
+		*v = exec_busy_mask(dev);
 		return true;
 	}
 	return false;
@@ -61,22 +171,18 @@ static bool reg64_get(struct sim_dev *dev, uint64_t off, uint64_t *v)
 /* Storage of a writable 64-bit register at @off (8-aligned), or NULL. */
 static uint64_t *reg64_rw(struct sim_dev *dev, uint64_t off)
 {
+	struct sim_queue *q;
+	unsigned reg;
+
 	if (off >= REG_CE_BASE && off < REG_CE_BASE + SIM_NUM_CE * REG_CE_STRIDE) {
 		struct sim_ce *ce = &dev->ce[(off - REG_CE_BASE) / REG_CE_STRIDE];
 
 		return (off - REG_CE_BASE) % REG_CE_STRIDE == CE_RING_BASE ? &ce->ring_base : NULL;
 	}
-	switch (off) {
-	case REG_VM_ROOT:
-		return &dev->exec.vm_root;
-	case REG_EXEC_VA:
-		return &dev->exec.va;
-	case REG_EXEC_SIZE:
-		return &dev->exec.size;
-	case REG_EXEC_VALUE:
-		return &dev->exec.value;
-	}
-	return NULL;
+	q = queue_of(dev, off, &reg);
+	if (q)
+		return queue_reg64_rw(q, reg);
+	return off == REG_FAULT_RING_BASE ? &dev->fring.base : NULL;
 }
 
 static uint32_t fabric_mask(struct sim_dev *dev, bool fast_only)
@@ -95,6 +201,8 @@ static uint32_t fabric_mask(struct sim_dev *dev, bool fast_only)
 
 static uint32_t read32(struct sim_dev *dev, uint64_t off)
 {
+	struct sim_queue *q;
+	unsigned reg;
 	uint64_t v64;
 
 	if (reg64_get(dev, off & ~7ull, &v64))
@@ -120,6 +228,9 @@ static uint32_t read32(struct sim_dev *dev, uint64_t off)
 		}
 		return 0;
 	}
+	q = queue_of(dev, off, &reg);
+	if (q)
+		return queue_read32(q, reg);
 	if (off >= REG_MSIX_TABLE && off < REG_MSIX_TABLE + sizeof(dev->msix_table)) {
 		uint32_t v;
 
@@ -140,7 +251,7 @@ static uint32_t read32(struct sim_dev *dev, uint64_t off)
 	case REG_VERSION:
 		return SIM_VERSION;
 	case REG_CAPS:
-		return 0x3u | (dev->sim->ndev > 1 ? 0x4u : 0);
+		return 0x3u | SIM_CAPS_QUEUES | (dev->sim->ndev > 1 ? 0x4u : 0);
 	case REG_NUM_ENGINES:
 		return SIM_NUM_CE;
 	case REG_FABRIC_ID:
@@ -151,16 +262,27 @@ static uint32_t read32(struct sim_dev *dev, uint64_t off)
 		return fabric_mask(dev, true);
 	case REG_SCRATCH:
 		return dev->scratch;
-	case REG_VM_CTRL:
-		return dev->exec.vm_ctrl;
-	case REG_EXEC_OP:
-		return dev->exec.op;
-	case REG_EXEC_STATUS:
-		return dev->exec.status;
+	case REG_NUM_EXEC_QUEUES:
+		return dev->nq;
 	case REG_FAULT_STATUS:
-		return dev->exec.fault_pending ? 1u : 0u;
+		return dev->fslot.busy ? 1u : 0u;
 	case REG_FAULT_ACCESS:
-		return dev->exec.fault_access;
+		return dev->fslot.access;
+	case REG_FAULT_QUEUE:
+		return dev->fslot.queue;
+	case REG_FAULT_RING_SIZE:
+		return dev->fring.size;
+	case REG_FAULT_RING_CTRL:
+		return dev->fring.enabled ? FRING_CTRL_ENABLE : 0;
+	case REG_FAULT_RING_STATUS:
+		return (dev->fring.enabled ? FRING_STATUS_ENABLED : 0) |
+		       (dev->fring.error ? FRING_STATUS_ERROR : 0);
+	case REG_FAULT_PUT:
+		return dev->fring.put;
+	case REG_FAULT_GET:
+		return dev->fring.get;
+	case REG_FAULT_DEPTH:
+		return SIM_FAULT_DEPTH;
 	}
 	return 0;
 }
@@ -230,6 +352,8 @@ static bool ce_write32(struct sim_dev *dev, struct sim_ce *ce, uint64_t reg, uin
 static void write32(struct sim_dev *dev, uint64_t off, uint32_t v, int *reset_ce)
 {
 	uint64_t *r64 = reg64_rw(dev, off & ~7ull);
+	struct sim_queue *q;
+	unsigned reg;
 
 	if (r64) {
 		if (off & 4)
@@ -245,6 +369,11 @@ static void write32(struct sim_dev *dev, uint64_t off, uint32_t v, int *reset_ce
 			*reset_ce |= 1 << idx;
 		return;
 	}
+	q = queue_of(dev, off, &reg);
+	if (q) {
+		queue_write32(q, reg, v);
+		return;
+	}
 	if (off >= REG_MSIX_TABLE && off < REG_MSIX_TABLE + sizeof(dev->msix_table)) {
 		memcpy(&dev->msix_table[off - REG_MSIX_TABLE], &v, 4);
 		return;
@@ -253,31 +382,30 @@ static void write32(struct sim_dev *dev, uint64_t off, uint32_t v, int *reset_ce
 	case REG_SCRATCH:
 		dev->scratch = v;
 		break;
-	case REG_VM_CTRL:
-		dev->exec.vm_ctrl = v & 1u;
-		break;
-	case REG_TLB_INVAL:
-		if (v & 1u)
-			vm_tlb_invalidate(dev);
-		break;
-	case REG_EXEC_OP:
-		dev->exec.op = v;
-		break;
-	case REG_EXEC_START:
-		if ((v & 1u) && dev->exec.status != EXEC_RUNNING && dev->exec.status != EXEC_STALLED) {
-			dev->exec.status = EXEC_RUNNING;
-			dev->exec.progress = 0;
-			dev->exec.result = 0;
-			dev->exec.start_req = true;
-			pthread_cond_broadcast(&dev->exec.cond);
-		}
-		break;
 	case REG_FAULT_REPLY:
-		if (dev->exec.fault_pending && (v == 1 || v == 2)) {
-			dev->exec.fault_reply = v;
-			dev->exec.fault_pending = false;
-			pthread_cond_broadcast(&dev->exec.cond);
-		}
+		if (dev->fslot.busy)
+			fault_reply(&dev->q[dev->fslot.queue], v);
+		break;
+	case REG_FAULT_RING_SIZE:
+		dev->fring.size = v;
+		break;
+	case REG_FAULT_RING_CTRL:
+		fault_ring_ctrl(dev, v);
+		break;
+	case REG_FAULT_GET:
+		fault_ring_get(dev, v);
+		break;
+	case REG_FAULT_REPLAY:
+	case REG_FAULT_REPLAY + 4:
+		queue_mask_write(dev, off & 4, v, FAULT_REPLY_REPLAY);
+		break;
+	case REG_FAULT_ABORT:
+	case REG_FAULT_ABORT + 4:
+		queue_mask_write(dev, off & 4, v, FAULT_REPLY_ABORT);
+		break;
+	case REG_EXEC_DONE:
+	case REG_EXEC_DONE + 4:
+		dev->exec_done &= ~((uint64_t)v << ((off & 4) ? 32 : 0));
 		break;
 	}
 }

@@ -1206,7 +1206,7 @@ out_partial:
 
 static bool all_quiet(struct sim_dev *dev)
 {
-	return !ce_any_busy(dev) && !dev->exec.busy;
+	return !ce_any_busy(dev) && !exec_any_busy(dev);
 }
 
 int sim_device_reset(struct sim_dev *dev)
@@ -1218,7 +1218,7 @@ int sim_device_reset(struct sim_dev *dev)
 	}
 	for (unsigned i = 0; i < SIM_NUM_CE; i++)
 		dev->ce[i].enabled = false;
-	dev->exec.start_req = false;
+	exec_hold(dev);
 	pthread_mutex_unlock(&dev->lock);
 	srv_wait(dev, all_quiet, 10000);
 	pthread_mutex_lock(&dev->lock);

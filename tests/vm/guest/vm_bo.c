@@ -20,6 +20,7 @@
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
 
+#include "mm/vram.h"
 #include "src/device.h"
 
 #define BO_SEED 0x424f3031ull /* "BO01" */
@@ -61,10 +62,7 @@ static void reserve(struct ugpu_device *dev, struct buddy_list *l, uint64_t star
 {
 	int rc;
 
-	pthread_mutex_lock(&dev->vram_lock);
-	rc = buddy_alloc_blocks(&dev->vram_mm, start, end, end - start, 4096, l,
-				BUDDY_RANGE_ALLOCATION);
-	pthread_mutex_unlock(&dev->vram_lock);
+	rc = vram_alloc_range(dev, start, end, end - start, 4096, BUDDY_RANGE_ALLOCATION, l);
 	VM_REQUIRE(rc == 0, "reserve VRAM [%llu, %llu) MiB -> %d", (unsigned long long)(start >> 20),
 		   (unsigned long long)(end >> 20), rc);
 }
@@ -146,10 +144,8 @@ int main(void)
 	VM_CHECK_RC(ugpu_bo_unmap(bos[NBO - 1]), "unmap");
 	for (i = 0; i < NBO; i++)
 		ugpu_bo_put(bos[i]);
-	pthread_mutex_lock(&dev->vram_lock);
-	buddy_free_list(&dev->vram_mm, &low, 0);
-	buddy_free_list(&dev->vram_mm, &high, 0);
-	pthread_mutex_unlock(&dev->vram_lock);
+	vram_free(dev, &low, 0);
+	vram_free(dev, &high, 0);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 	return vm_finish();

@@ -12,12 +12,16 @@
  *  - device_set_power(D3hot) on a device without a PM capability enters the
  *    kernel's low-power state and D0 leaves it; VRAM is intact;
  *  - close leaves no DMA mapping behind (checked before close through the
- *    space, and by reopening the device).
+ *    space, and by reopening the device);
+ *  - the profile has no GPU VM: GPU VMs and kernels (include/ugpu/vm.h) are
+ *    not tested in the guest, and ugpu_vm_create() says -EOPNOTSUPP.
  */
 #include "vm_dev.h"
 
 #include <ugpu/device.h>
+#include <ugpu/vm.h>
 
+#include "mm/vram.h"
 #include "src/device.h"
 
 #define DEV_SEED 0x44455631ull /* "DEV1" */
@@ -68,13 +72,19 @@ int main(void)
 	VM_CHECK(info.num_copy_engines == 0 && dev->cpu && !dev->copy[0],
 		 "no blitter: copies go through the CPU engine");
 	VM_CHECK(info.power_state == UGPU_POWER_D0, "device in D0");
+	{
+		struct ugpu_vm *vm = NULL;
+
+		rc = ugpu_vm_create(dev, NULL, &vm);
+		VM_CHECK(!(info.caps & UGPU_DEVICE_CAP_GPUVM) && rc == -EOPNOTSUPP && !vm,
+			 "no GPU VM on this profile: ugpu_vm_create -> %d (%s)", rc,
+			 ugpu_strerror(rc));
+	}
 
 	/* VRAM from the allocator, inside this test's slice. */
 	buddy_list_init(&blocks);
-	pthread_mutex_lock(&dev->vram_lock);
-	rc = buddy_alloc_blocks(&dev->vram_mm, DEV_OFF, DEV_END, DEV_LEN, 4096, &blocks,
-				BUDDY_RANGE_ALLOCATION | BUDDY_CONTIGUOUS_ALLOCATION);
-	pthread_mutex_unlock(&dev->vram_lock);
+	rc = vram_alloc_range(dev, DEV_OFF, DEV_END, DEV_LEN, 4096,
+			      BUDDY_RANGE_ALLOCATION | BUDDY_CONTIGUOUS_ALLOCATION, &blocks);
 	VM_REQUIRE(rc == 0, "buddy range allocation in [16, 32) MiB -> %d", rc);
 	voff = buddy_block_offset(buddy_list_first(&blocks));
 	VM_CHECK(voff >= DEV_OFF && voff + DEV_LEN <= DEV_END, "VRAM block at 0x%llx",
@@ -116,9 +126,7 @@ int main(void)
 	VM_CHECK_RC(dma_unmap(&dev->dma, iova, sm.size), "dma_unmap");
 	VM_CHECK(dma_space_count(&dev->dma) == 0, "no IOMMU mapping left");
 	sysmem_destroy(&sm);
-	pthread_mutex_lock(&dev->vram_lock);
-	buddy_free_list(&dev->vram_mm, &blocks, 0);
-	pthread_mutex_unlock(&dev->vram_lock);
+	vram_free(dev, &blocks, 0);
 	ugpu_device_close(dev);
 
 	/* The device was fully released: it opens again. */

@@ -19,7 +19,7 @@
  *    nothing left mapped at fini;
  *  - reset of a device without one (edu) is -ENOTSUP.
  */
-#include "src/sysmem.h"
+#include "src/base/sysmem.h"
 #include "src/vfio/dma.h"
 #include "vm_dev.h"
 

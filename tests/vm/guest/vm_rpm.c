@@ -27,6 +27,7 @@
 
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
+#include "mm/vram.h"
 #include "src/device.h"
 
 #define RPM_SEED 0x52504d31ull /* "RPM1" */
@@ -81,13 +82,10 @@ int main(void)
 	/* Keep BOs in this test's slice of the shared BAR. */
 	buddy_list_init(&low);
 	buddy_list_init(&high);
-	pthread_mutex_lock(&dev->vram_lock);
-	rc = buddy_alloc_blocks(&dev->vram_mm, 0, FREE_OFF, FREE_OFF, 4096, &low,
-				BUDDY_RANGE_ALLOCATION);
+	rc = vram_alloc_range(dev, 0, FREE_OFF, FREE_OFF, 4096, BUDDY_RANGE_ALLOCATION, &low);
 	if (!rc)
-		rc = buddy_alloc_blocks(&dev->vram_mm, FREE_END, dev->vram_size,
-					dev->vram_size - FREE_END, 4096, &high, BUDDY_RANGE_ALLOCATION);
-	pthread_mutex_unlock(&dev->vram_lock);
+		rc = vram_alloc_range(dev, FREE_END, dev->vram_size,
+					dev->vram_size - FREE_END, 4096, BUDDY_RANGE_ALLOCATION, &high);
 	VM_REQUIRE(rc == 0, "reserve VRAM outside [16, 32) MiB -> %d", rc);
 
 	rc = ugpu_bo_create(dev, &o, &bo);
@@ -141,10 +139,8 @@ int main(void)
 
 	VM_CHECK_RC(ugpu_bo_unmap(bo), "unmap");
 	ugpu_bo_put(bo);
-	pthread_mutex_lock(&dev->vram_lock);
-	buddy_free_list(&dev->vram_mm, &low, 0);
-	buddy_free_list(&dev->vram_mm, &high, 0);
-	pthread_mutex_unlock(&dev->vram_lock);
+	vram_free(dev, &low, 0);
+	vram_free(dev, &high, 0);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 	return vm_finish();

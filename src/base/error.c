@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include <ugpu/ugpu.h>
@@ -29,6 +30,8 @@ UGPU_API const char *ugpu_strerror(int err)
 
 	if (err == 0)
 		return "success";
+	if (err == INT_MIN)
+		return "unknown error"; /* -INT_MIN does not exist */
 	if (err < 0)
 		err = -err;
 	for (i = 0; i < sizeof(ugpu_errors) / sizeof(ugpu_errors[0]); i++)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 
-#include "src/pci_cfg.h"
+#include "src/vfio/pci_cfg.h"
 #include "src/vfio/transport.h"
 
 static int cfg_read(struct vfio_dev *dev, uint32_t off, void *val, size_t len)

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * GPU virtual memory and submission: address spaces whose page tables the
+ * driver builds, buffer objects bound into them, and kernels submitted
+ * against them with fences. The userspace counterpart of a GPU driver's
+ * VM_CREATE / VM_BIND / EXEC_QUEUE_CREATE / EXEC ioctls (xe's), on the
+ * reference device's GPU VM and exec queues (docs/reference-device.md).
+ * See docs/vm.md.
+ *
+ * A VM's page tables live in pinned kernel BOs in VRAM: restored early, by
+ * CPU, after host suspend and runtime D3cold, like xe's. A bound BO keeps
+ * working when it moves (eviction, migration, host suspend, D3cold, orderly
+ * removal): its page-table entries are rewritten and the translations cached
+ * by the device dropped before the device runs another kernel on the VM. A
+ * BO bound in a VM is not moved while a kernel runs on that VM.
+ *
+ * Devices without a GPU VM (UGPU_DEVICE_CAP_GPUVM clear, e.g. the ivshmem
+ * profile) answer -EOPNOTSUPP to ugpu_vm_create().
+ */
+#ifndef UGPU_VM_H
+#define UGPU_VM_H
+
+#include <stdbool.h>
+
+#include <ugpu/bo.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ugpu_vm;
+struct ugpu_queue;
+
+/* GPU virtual addresses are 48 bits wide and mapped in 4 KiB pages. */
+#define UGPU_VM_VA_BITS 48
+#define UGPU_VM_PAGE_SIZE 4096u
+
+/* VM flags (struct ugpu_vm_opts.flags). */
+#define UGPU_VM_MIRROR (1u << 0) /**< shared virtual memory: GPU VA == CPU VA over a span */
+#define UGPU_VM_FLAGS_ALL 0x1u
+
+/**
+ * struct ugpu_vm_opts - how to create a VM.
+ * @size: sizeof(struct ugpu_vm_opts) as the caller compiled it (fields past
+ *        it read as zero; it must reach past @flags).
+ * @flags: UGPU_VM_* bits.
+ * @mirror_start: with UGPU_VM_MIRROR: the first address of the process's CPU
+ *        address space that the GPU sees at the same address; page aligned.
+ * @mirror_size: its length in bytes; page aligned, > 0, within the 48-bit
+ *        range. BOs bound inside the span punch holes in it (xe's
+ *        CPU-address-mirror binds).
+ * @name: for logs (copied); may be NULL.
+ */
+struct ugpu_vm_opts {
+	size_t size;
+	uint32_t flags;
+	uint64_t mirror_start;
+	uint64_t mirror_size;
+	const char *name;
+};
+
+/**
+ * ugpu_vm_create() - create a GPU address space on @dev.
+ * @dev: the device.
+ * @opts: options (NULL: a plain VM).
+ * @out: the VM on success.
+ *
+ * Returns: 0; -EINVAL (NULL, bad flags, a mirror span that is empty,
+ * unaligned or past the 48-bit range, @opts->size too small); -EOPNOTSUPP
+ * (the device has no GPU VM); -ENOSPC / -ENOMEM (no VRAM or memory for the
+ * page tables); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the device
+ * did not wake).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+			    struct ugpu_vm **out);
+
+/**
+ * ugpu_vm_destroy() - unbind everything and free the VM and its page tables.
+ * @vm: the VM, or NULL (no-op).
+ * Returns: 0; -EBUSY while queues of the VM exist (destroy them first).
+ * Context: any thread; no other thread may use @vm during or after.
+ */
+UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm);
+
+/* Bind flags. */
+#define UGPU_BIND_READONLY (1u << 0) /**< kernels may read, a write faults */
+#define UGPU_BIND_FLAGS_ALL 0x1u
+
+/**
+ * ugpu_vm_bind() - map [@bo_offset, +@bytes) of @bo at GPU address @va.
+ * @vm: the VM.
+ * @bo: the BO (the bind holds a reference until unbound); a BO of @vm's
+ *      device.
+ * @bo_offset: offset in the BO; page aligned.
+ * @va: GPU virtual address; page aligned.
+ * @bytes: length; page aligned, > 0, within the BO and the 48-bit range.
+ * @flags: UGPU_BIND_* bits.
+ *
+ * The pages are mapped wherever the BO lives (VRAM, or system memory through
+ * the IOMMU) and follow it when it moves. A bind inside a mirror VM's span
+ * takes precedence over the mirror there.
+ * Returns: 0; -EINVAL (NULL, unaligned, empty, past the BO or the VA range,
+ * unknown flags, overlapping another bind, a BO of another device):
+ * nothing is changed; -ENODATA (the BO's contents were lost); -EBUSY (the
+ * device is host-suspended: its page tables cannot be written until
+ * resume); -ENOSPC / -ENOMEM (page tables); -ENODEV (the device is gone);
+ * -EIO / -ETIMEDOUT (the device did not wake).
+ * Context: any thread; binds and unbinds of one VM are serialised.
+ */
+UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset,
+			  uint64_t va, uint64_t bytes, uint32_t flags);
+
+/**
+ * ugpu_vm_unbind() - remove the binds that [@va, +@bytes) covers.
+ * The range must cover whole binds (at least one).
+ * The BOs' references are dropped. After the device is gone unbinding still
+ * works (nothing is written to the device).
+ * Returns: 0; -EINVAL (NULL, unaligned, a bind only partly covered, no bind
+ * in the range): nothing is changed; -EBUSY (a kernel is running on the VM:
+ * wait for its fence first; or the device is host-suspended); -EIO /
+ * -ETIMEDOUT (the device did not wake).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes);
+
+/**
+ * struct ugpu_vm_info - what ugpu_vm_query() reports.
+ * @size: set by the caller to sizeof(struct ugpu_vm_info).
+ * @flags, @mirror_start, @mirror_size: as created.
+ * @binds, @bound_bytes: binds now and the bytes they cover.
+ * @page_tables: 4 KiB tables in use (the root included); @page_table_bytes:
+ *          VRAM held for tables (used and free).
+ * @pt_gen: page-table generation: changes with every bind, unbind and
+ *          rewrite of entries after a bound BO moved.
+ * @queues: queues on the VM.
+ * @dead: the device is gone: the VM has no page tables any more; only
+ *          ugpu_vm_destroy() and ugpu_vm_query() remain useful.
+ */
+struct ugpu_vm_info {
+	size_t size;
+	uint32_t flags;
+	uint64_t mirror_start, mirror_size;
+	uint64_t binds, bound_bytes;
+	uint64_t page_tables, page_table_bytes;
+	uint64_t pt_gen;
+	uint32_t queues;
+	bool dead;
+};
+
+/**
+ * ugpu_vm_query() - describe @vm.
+ * Returns: 0, or -EINVAL (NULL, @info->size too small).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_vm_query(struct ugpu_vm *vm, struct ugpu_vm_info *info);
+
+/**
+ * struct ugpu_queue_opts - how to create a queue.
+ * @size: sizeof(struct ugpu_queue_opts) as the caller compiled it.
+ * @name: for logs (copied); may be NULL.
+ */
+struct ugpu_queue_opts {
+	size_t size;
+	const char *name;
+};
+
+/**
+ * ugpu_queue_create() - a submission queue that runs kernels on @vm, one at
+ * a time and in order. Queues share the device's hardware exec queues
+ * round-robin (docs/vm.md): any number of queues, on any number of VMs,
+ * may exist; as many kernels run at once as the device has exec queues.
+ * @vm: the VM (it cannot be destroyed while it has queues).
+ * @opts: options, or NULL.
+ * @out: the queue on success.
+ * Returns: 0; -EINVAL (NULL, @opts->size too small); -ENOMEM; -ENODEV (the
+ * device is gone).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_queue_create(struct ugpu_vm *vm, const struct ugpu_queue_opts *opts,
+			       struct ugpu_queue **out);
+
+/**
+ * ugpu_queue_destroy() - cancel the queue's waiting kernels (their fences
+ * complete with -ECANCELED), wait up to 10 s for the running one, then free
+ * the queue.
+ * @q: the queue, or NULL (no-op).
+ * Returns: 0; -ETIMEDOUT (the running kernel did not end in time: the queue
+ * is freed when it does, and its VM cannot be destroyed until then).
+ * Context: any thread; no other thread may use @q during or after.
+ */
+UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q);
+
+/** What a kernel does over [va, va + bytes) (reference-device kernels). */
+enum ugpu_kernel_op {
+	UGPU_KERNEL_READ_SUM = 1, /**< sum the u64 words (ugpu_kernel_result.sum) */
+	UGPU_KERNEL_WRITE = 2, /**< store @value to every u64 word */
+	UGPU_KERNEL_ATOMIC_ADD = 3, /**< add @value to every u64 word, atomically */
+};
+
+/**
+ * struct ugpu_kernel - one kernel.
+ * @size: sizeof(struct ugpu_kernel) as the caller compiled it.
+ * @op: enum ugpu_kernel_op.
+ * @va: first GPU address; 8-byte aligned.
+ * @bytes: length; a multiple of 8 (0 completes at once).
+ * @value: WRITE / ATOMIC_ADD operand.
+ */
+struct ugpu_kernel {
+	size_t size;
+	enum ugpu_kernel_op op;
+	uint64_t va;
+	uint64_t bytes;
+	uint64_t value;
+};
+
+/** How a kernel touched memory (ugpu_kernel_result.fault_access). */
+enum ugpu_access {
+	UGPU_ACCESS_READ = 0,
+	UGPU_ACCESS_WRITE = 1,
+	UGPU_ACCESS_ATOMIC = 2,
+};
+
+/**
+ * ugpu_queue_submit() - queue @k on @q; returns at once.
+ * @q: the queue.
+ * @k: the kernel (copied).
+ * @fence: its fence on success: the queue's sequence number for it,
+ *         increasing by one per submission from 1.
+ * A kernel submitted while the device is host-suspended (from prepare to
+ * resume) waits and runs after resume.
+ * Returns: 0; -EINVAL (NULL, unknown op, unaligned @va or @bytes, a range
+ * past the VA range, @k->size not reaching @value, a queue being
+ * destroyed); -EAGAIN (UGPU_QUEUE_DEPTH kernels of @q have not ended);
+ * -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the device did not
+ * wake).
+ * Context: any thread; submissions to one queue are ordered by the calls.
+ */
+#define UGPU_QUEUE_DEPTH 1024
+UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k,
+			       uint64_t *fence);
+
+/**
+ * struct ugpu_kernel_result - how a kernel ended.
+ * @size: set by the caller to sizeof(struct ugpu_kernel_result).
+ * @status: 0 completed; -EFAULT: it touched a GPU address no bind covers, or
+ *          wrote through a read-only bind, and was aborted (@fault_va,
+ *          @fault_access say where and how; other queues ran on); -EACCES:
+ *          an atomic on memory whose policy refuses device atomics;
+ *          -ECANCELED: its queue was destroyed, or the device removed, before
+ *          it ran to the end; -EIO: the device reported an error.
+ * @sum: UGPU_KERNEL_READ_SUM: the sum of the words read.
+ * @fault_va: the faulting GPU address (page aligned), when @status is
+ *          -EFAULT or -EACCES.
+ * @fault_access: how it was touched.
+ * @run_ns: from the kernel's start on the device to its end.
+ */
+struct ugpu_kernel_result {
+	size_t size;
+	int status;
+	uint64_t sum;
+	uint64_t fault_va;
+	enum ugpu_access fault_access;
+	uint64_t run_ns;
+};
+
+/**
+ * ugpu_fence_wait() - wait until @fence of @q completes, at most @timeout_ms.
+ * @q: the queue.
+ * @fence: a fence ugpu_queue_submit() returned on @q.
+ * @timeout_ms: bound; 0 polls; negative is -EINVAL.
+ * @res: filled (up to @res->size) when it completed; may be NULL.
+ * Returns: 0 (completed: @res->status says how the kernel ended);
+ * -ETIMEDOUT (still pending); -EAGAIN (pending, with @timeout_ms 0);
+ * -EINVAL (NULL @q, a fence not yet returned, a bad @timeout_ms); -ESTALE
+ * (completed so long ago that its result is no longer kept:
+ * UGPU_QUEUE_RESULTS are).
+ * Context: any thread; several may wait on one queue.
+ */
+#define UGPU_QUEUE_RESULTS 1024
+UGPU_API int ugpu_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
+			     struct ugpu_kernel_result *res);
+
+/**
+ * ugpu_fence_eventfd() - an eventfd that becomes readable when @fence of @q
+ * completes (at once if it already has). The caller closes it; completions
+ * after the close are harmless.
+ * Returns: 0 with *@fd set; -EINVAL (NULL, a fence not yet returned);
+ * -EMFILE / -ENFILE / -ENOMEM.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd);
+
+/**
+ * struct ugpu_queue_info - what ugpu_queue_query() reports.
+ * @submitted: the last fence handed out; @completed: every fence up to it
+ * has completed; @waiting: kernels not started yet; @running: one runs now.
+ */
+struct ugpu_queue_info {
+	size_t size;
+	uint64_t submitted, completed;
+	uint32_t waiting;
+	bool running;
+};
+
+/**
+ * ugpu_queue_query() - describe @q.
+ * Returns: 0, or -EINVAL (NULL, @info->size too small).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_VM_H */

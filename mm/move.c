@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Moving buffer objects: the LRU, eviction to make room in VRAM, byte-exact
+ * moves between VRAM and system memory by the copy engine, and the system
+ * memory BOs and backups live in. Locking: the manager lock (mm/bo.h) is
+ * held by every caller, across a whole move, copy included.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "engines/engine.h"
+#include "mm/bo.h"
+#include "mm/bo_rpm.h"
+#include "mm/cpu_map.h"
+#include "mm/vram.h"
+#include "src/base/log.h"
+#include "src/device.h"
+
+#define PAGE_SIZE_BO 4096u
+/* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
+#define COPY_CHUNK (256ull << 20)
+
+static struct bo_mgr *mgr_of(struct ugpu_device *dev)
+{
+	return dev->bo_mgr;
+}
+
+/* ---- the LRU ---------------------------------------------------------------- */
+
+#define bo_of_lru(link) list_entry(link, struct ugpu_bo, lru)
+
+void bo_lru_del_locked(struct ugpu_bo *bo)
+{
+	if (list_linked(&bo->lru)) {
+		list_del(&bo->lru);
+		mgr_of(bo->dev)->nr_lru--;
+	}
+}
+
+/* Put @bo at the most-recently-used end if it belongs on the LRU at all. */
+void bo_lru_update_locked(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	bo_lru_del_locked(bo);
+	if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count) {
+		list_add_tail(&m->lru, &bo->lru);
+		m->nr_lru++;
+	}
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+int bo_copy_timeout_ms(uint64_t bytes)
+{
+	return 5000 + (int)(bytes >> 28) * 1000;
+}
+
+int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
+		  bool to_vram, uint64_t *fence)
+{
+	struct buddy_block *b;
+	uint64_t done = 0;
+	int ret = 0;
+
+	engine_plug(e);
+	buddy_list_for_each(b, blocks) {
+		/* Block sizes are chunk << order; the list does not carry the mm,
+		 * so derive the size from the order with the 4 KiB chunk all
+		 * device VRAM managers use. */
+		uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
+		uint64_t off = buddy_block_offset(b), pos = 0;
+
+		while (pos < bsz && done < size) {
+			uint64_t n = bsz - pos;
+
+			if (n > size - done)
+				n = size - done;
+			if (n > COPY_CHUNK)
+				n = COPY_CHUNK;
+			if (to_vram)
+				ret = engine_copy(e, engine_vram(off + pos), engine_iova(iova + done), n,
+						  fence);
+			else
+				ret = engine_copy(e, engine_iova(iova + done), engine_vram(off + pos), n,
+						  fence);
+			if (ret)
+				goto out;
+			pos += n;
+			done += n;
+		}
+	}
+out:
+	{
+		int r = engine_unplug(e);
+
+		if (!ret)
+			ret = r;
+	}
+	return ret;
+}
+
+int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
+			struct bo_sys *out)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	int ret;
+
+	out->mem.fd = -1;
+	out->mem.vaddr = NULL;
+	out->iova = 0;
+#ifdef UGPU_TEST_HOOKS
+	if (backup && m->fail_backup_at) {
+		if (m->fail_backup_at == 1) {
+			if (!m->fail_backup_always)
+				m->fail_backup_at = 0;
+			log_err(dev->ctx, "%s: backup of BO '%s' (%" PRIu64 " bytes): injected allocation failure",
+				dev->name, name, size);
+			return -ENOMEM;
+		}
+		m->fail_backup_at--;
+	}
+#else
+	(void)m;
+#endif
+	ret = sysmem_create(dev->ctx, size, name, &out->mem);
+	if (ret)
+		return ret;
+	if (device_is_removed(dev))
+		return 0; /* unplug: no device to map it for (iova 0) */
+	ret = dma_map_sysmem(&dev->dma, &out->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &out->iova);
+	if (ret == -ENODEV && !backup) {
+		/* The device went away and its removal has not finished: the
+		 * memory is good without a mapping (the removal drops every
+		 * mapping anyway); a copy that needs the IOVA fails on its own.
+		 * A backup without its mapping is useless: that fails. */
+		log_dbg(dev->ctx, "%s: the device is gone: system memory of BO '%s' left unmapped",
+			dev->name, name);
+		out->iova = 0;
+		return 0;
+	}
+	if (ret) {
+		log_err(dev->ctx, "%s: cannot map %" PRIu64 " bytes of system memory for BO '%s': %s",
+			dev->name, size, name, ugpu_strerror(ret));
+		sysmem_destroy(&out->mem);
+		return ret;
+	}
+	if (backup) {
+		/* A backup is written in the suspend window: fault its pages in
+		 * now so the copy there runs at memcpy speed. */
+		if (madvise(out->mem.vaddr, out->mem.size, MADV_POPULATE_WRITE))
+			memset(out->mem.vaddr, 0, out->mem.size);
+	}
+	return 0;
+}
+
+void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
+{
+	int ret;
+
+	if (s->mem.fd < 0)
+		return;
+	/* iova 0: never mapped, or unmapped by the removal (src/unplug.c) */
+	ret = s->iova ? dma_unmap(&dev->dma, s->iova, s->mem.size) : 0;
+	if (ret && ret != -ENODEV)
+		log_warn(dev->ctx, "%s: DMA unmap of a BO's system memory failed: %s",
+			 dev->name, ugpu_strerror(ret));
+	sysmem_destroy(&s->mem);
+	s->mem.fd = -1;
+	s->iova = 0;
+}
+
+/* ---- eviction and moves ---------------------------------------------------- */
+
+/* May go to system memory now: allowed there, and no GPU kernel uses it. */
+static bool evictable(const struct ugpu_bo *bo, const struct ugpu_bo *except)
+{
+	return bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) &&
+	       !vm_bo_busy_locked(bo);
+}
+
+/*
+ * The least recently used BO that can go to system memory, other than
+ * @except, and not in use by a running GPU kernel. Second chance: a BO touched through its CPU mapping since the
+ * last look (the fault path cannot take the manager lock to bump it) goes
+ * to the MRU end once instead.
+ */
+static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
+{
+	uint64_t budget = 2 * m->nr_lru + 1;
+	struct list_link *l = m->lru.next;
+
+	while (l != &m->lru && budget--) {
+		struct ugpu_bo *bo = bo_of_lru(l);
+		struct list_link *next = l->next;
+
+		if (evictable(bo, except)) {
+			if (!__atomic_exchange_n(&bo->touched, 0, __ATOMIC_RELAXED))
+				return bo;
+			list_del(&bo->lru);
+			list_add_tail(&m->lru, &bo->lru);
+			if (next == &m->lru)
+				next = m->lru.next;
+		}
+		l = next;
+	}
+	/* Everything was touched: take the first candidate anyway. */
+	for (l = m->lru.next; l != &m->lru; l = l->next) {
+		struct ugpu_bo *bo = bo_of_lru(l);
+
+		if (evictable(bo, except))
+			return bo;
+	}
+	return NULL;
+}
+
+/* VRAM for @bo, evicting unpinned BOs in LRU order until it fits. */
+int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	unsigned int flags = bo->buddy_flags;
+	int ret;
+
+	if (bo->flags & UGPU_BO_CONTIGUOUS)
+		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
+	if (bo->size > dev->vram_size)
+		return -ENOSPC;
+	for (;;) {
+		struct ugpu_bo *victim;
+
+		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+		if (ret != -ENOSPC)
+			return ret;
+		victim = lru_pick(m, bo);
+		if (!victim)
+			return -ENOSPC;
+		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
+			dev->name, victim->name, victim->size, bo->name);
+		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+		if (ret)
+			return ret;
+		m->evictions++;
+		m->evicted_bytes += victim->size;
+	}
+}
+
+int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
+{
+	struct ugpu_device *dev = bo->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	enum ugpu_placement from = bo->placement;
+	struct buddy_list new_blocks;
+	struct bo_sys new_sys = { .mem = { .fd = -1 } };
+	struct engine *e;
+	uint64_t fence = 0;
+	int ret;
+
+	if (from == to)
+		return 0;
+	if (to == UGPU_PLACEMENT_VRAM && device_is_removed(dev))
+		return -ENODEV; /* unplugged: src/unplug.c */
+	if (!bo_placement_allowed(bo, to)) {
+		log_err(dev->ctx, "%s: BO '%s' may not be placed in %s", dev->name, bo->name,
+			to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory");
+		return -EINVAL;
+	}
+	if (from == UGPU_PLACEMENT_NONE)
+		return -ENODATA;
+	if (m->pm_state == BO_PM_SUSPENDED)
+		return -EBUSY;
+
+	/* Destination first: the map is blocked only for the copy itself. */
+	buddy_list_init(&new_blocks);
+	if (to == UGPU_PLACEMENT_VRAM)
+		ret = bo_vram_alloc_evict_locked(bo, &new_blocks);
+	else
+		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &new_sys);
+	if (ret)
+		return ret;
+
+	if (bo->map) {
+		ret = cpu_map_block(bo->map);
+		if (ret) {
+			log_err(dev->ctx, "%s: cannot invalidate the CPU mapping of BO '%s': %s",
+				dev->name, bo->name, ugpu_strerror(ret));
+			goto out_free_dest;
+		}
+	}
+
+	e = device_copy_engine(dev);
+	if (to == UGPU_PLACEMENT_SYSTEM)
+		ret = bo_copy_queue(e, bo->vram, bo->size, new_sys.iova, false, &fence);
+	else
+		ret = bo_copy_queue(e, &new_blocks, bo->size, bo->sys.iova, true, &fence);
+	if (!ret)
+		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
+	if (ret) {
+		log_err(dev->ctx, "%s: moving BO '%s' to %s failed (%s); it stays where it was",
+			dev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
+			ugpu_strerror(ret));
+		engine_reset(e);
+		m->copy_failures++;
+		ret = -EIO;
+		goto out_unblock;
+	}
+
+	/* Switch: resolve() sees the new backing once the map is unblocked. */
+	if (to == UGPU_PLACEMENT_SYSTEM) {
+		bo_lru_del_locked(bo);
+		bo_rpm_unmapped(bo); /* left VRAM: not released at runtime suspend */
+		bo->sys = new_sys;
+		new_sys.mem.fd = -1;
+		bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM);
+		vram_free(dev, bo->vram, 0);
+		m->vram_bytes -= bo->size;
+		m->sys_bytes += bo->size;
+		/* System memory survives suspend: a backup is no longer needed. */
+		bo_sys_free(dev, &bo->backup);
+		bo->backup_prepared = bo->backup_valid = false;
+	} else {
+		buddy_list_splice_tail(bo->vram, &new_blocks);
+		bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
+		bo_sys_free(dev, &bo->sys);
+		m->sys_bytes -= bo->size;
+		m->vram_bytes += bo->size;
+		bo_lru_update_locked(bo);
+	}
+	m->moves++;
+	m->moved_bytes += bo->size;
+
+out_unblock:
+	if (bo->map) {
+		int r = cpu_map_unblock(bo->map);
+
+		if (r)
+			log_err(dev->ctx, "%s: unblocking the CPU mapping of BO '%s' failed: %s",
+				dev->name, bo->name, ugpu_strerror(r));
+	}
+out_free_dest:
+	if (!buddy_list_is_empty(&new_blocks))
+		vram_free(dev, &new_blocks, 0);
+	bo_sys_free(dev, &new_sys);
+	return ret;
+}
+

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/* One userfaultfd and its handler thread (see uffd.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "mm/uffd.h"
+#include "src/base/clock.h"
+#include "src/base/log.h"
+
+#define UFFD_MSG_BATCH 32
+
+/*
+ * struct uffd - immutable between create and destroy, apart from the
+ * handler thread's own state.
+ */
+struct uffd {
+	struct ugpu_context *ctx;
+	char who[32];
+	int fd;
+	int stopfd;
+	pthread_t thread;
+	uint64_t features;
+	unsigned int tick_ms;
+	const struct uffd_owner_ops *ops;
+	void *owner;
+};
+
+/* Set on a handler thread: the calls that would wait for it can refuse. */
+static _Thread_local const struct uffd *tls_handler;
+
+bool uffd_on_handler(const struct uffd *u)
+{
+	return tls_handler == u;
+}
+
+static int uffd_open(void)
+{
+	int dev, fd;
+
+	/* /dev/userfaultfd is the access-controlled way in (kernel >= 6.1);
+	 * without it the syscall needs CAP_SYS_PTRACE or the sysctl. */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+/* UFFDIO_API can be done once per fd, so ask on a throw-away one. */
+int uffd_probe(uint64_t *features)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+	int fd = uffd_open(), ret = 0;
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		ret = -errno;
+	else
+		*features = api.features;
+	close(fd);
+	return ret;
+}
+
+uint64_t uffd_features(const struct uffd *u)
+{
+	return u->features;
+}
+
+int uffd_register(struct uffd *u, uintptr_t addr, size_t len, uint64_t mode)
+{
+	struct uffdio_register reg = {
+		.range = { .start = addr, .len = len },
+		.mode = mode,
+	};
+
+	return ioctl(u->fd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+int uffd_unregister(struct uffd *u, uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	return ioctl(u->fd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+void uffd_wake(struct uffd *u, uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	if (ioctl(u->fd, UFFDIO_WAKE, &r) < 0 && errno != ENOENT)
+		log_warn(u->ctx, "%s: UFFDIO_WAKE of %#lx+%zu failed: %d", u->who,
+			 (unsigned long)addr, len, -errno);
+}
+
+int uffd_poison(struct uffd *u, uintptr_t addr, size_t len)
+{
+	struct uffdio_poison p = { .range = { .start = addr, .len = len } };
+
+	if (!(u->features & UFFD_FEATURE_POISON))
+		return -EOPNOTSUPP;
+	return ioctl(u->fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}
+
+uintptr_t uffd_placeholder(struct uffd *u, size_t size, int *err)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+
+	if (p == MAP_FAILED) {
+		*err = -errno;
+		return 0;
+	}
+	/* MADV_DONTFORK before registering: a fork in between must not
+	 * give the child a registered range nobody serves. */
+	if (madvise(p, size, MADV_DONTFORK) < 0) {
+		*err = -errno;
+		goto out_unmap;
+	}
+	*err = uffd_register(u, (uintptr_t)p, size, UFFDIO_REGISTER_MODE_MISSING);
+	if (*err < 0)
+		goto out_unmap;
+	return (uintptr_t)p;
+
+out_unmap:
+	munmap(p, size);
+	return 0;
+}
+
+/* ---- the handler thread ------------------------------------------------------ */
+
+static void drain(struct uffd *u)
+{
+	struct uffd_msg msgs[UFFD_MSG_BATCH];
+
+	for (;;) {
+		ssize_t n = read(u->fd, msgs, sizeof(msgs));
+		size_t i;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				log_err(u->ctx, "%s: reading the userfaultfd failed: %d", u->who, -errno);
+			return;
+		}
+		for (i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
+			u->ops->msg(u->owner, &msgs[i]);
+		if ((size_t)n < sizeof(msgs))
+			return;
+	}
+}
+
+static void *handler_main(void *arg)
+{
+	struct uffd *u = arg;
+	uint64_t next_tick = 0;
+
+	tls_handler = u;
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = u->fd, .events = POLLIN },
+			{ .fd = u->stopfd, .events = POLLIN },
+		};
+		int n = poll(pfd, 2, (int)u->tick_ms);
+
+		if (n < 0 && errno != EINTR) {
+			log_err(u->ctx, "%s: poll on the userfaultfd failed: %d", u->who, -errno);
+			break;
+		}
+		if (n > 0 && pfd[1].revents)
+			break;
+		if (n > 0 && (pfd[0].revents & POLLIN))
+			drain(u);
+		if (n > 0 && (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
+			log_err(u->ctx, "%s: userfaultfd reported an error (revents %#x)", u->who,
+				pfd[0].revents);
+			break;
+		}
+		/* Once a tick, not after every message: a tick may lock every
+		 * object, and right after a fault's wake that delays the woken
+		 * thread when both share a CPU. */
+		if (u->ops->tick && now_ns() >= next_tick) {
+			u->ops->tick(u->owner);
+			next_tick = now_ns() + (uint64_t)u->tick_ms * 1000000ull;
+		}
+	}
+	return NULL;
+}
+
+int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64_t want,
+		const struct uffd_owner_ops *ops, void *owner, unsigned int tick_ms,
+		struct uffd **out)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	uint64_t avail = 0;
+	struct uffd *u;
+	int ret;
+
+	ret = uffd_probe(&avail);
+	if (ret < 0) {
+		log_err(ctx, "%s: no usable userfaultfd (%d): need /dev/userfaultfd access or vm.unprivileged_userfaultfd",
+			who, ret);
+		return ret;
+	}
+	if ((avail & need) != need) {
+		log_err(ctx, "%s: the kernel's userfaultfd lacks features %#llx (has %#llx)", who,
+			(unsigned long long)(need & ~avail), (unsigned long long)avail);
+		return -EOPNOTSUPP;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->ctx = ctx;
+	snprintf(u->who, sizeof(u->who), "%s", who);
+	u->features = need | (want & avail);
+	u->tick_ms = tick_ms ? tick_ms : 1000;
+	u->ops = ops;
+	u->owner = owner;
+	u->fd = uffd_open();
+	if (u->fd < 0) {
+		ret = u->fd;
+		log_err(ctx, "%s: opening a userfaultfd failed: %d", who, ret);
+		goto out_free;
+	}
+	api.features = u->features;
+	if (ioctl(u->fd, UFFDIO_API, &api) < 0) {
+		ret = -errno;
+		log_err(ctx, "%s: UFFDIO_API with features %#llx failed: %d", who,
+			(unsigned long long)u->features, ret);
+		goto out_close_fd;
+	}
+	u->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (u->stopfd < 0) {
+		ret = -errno;
+		goto out_close_fd;
+	}
+	ret = -pthread_create(&u->thread, NULL, handler_main, u);
+	if (ret) {
+		log_err(ctx, "%s: starting the fault handler thread failed: %d", who, ret);
+		goto out_close_stop;
+	}
+	*out = u;
+	return 0;
+
+out_close_stop:
+	close(u->stopfd);
+out_close_fd:
+	close(u->fd);
+out_free:
+	free(u);
+	return ret;
+}
+
+void uffd_destroy(struct uffd *u)
+{
+	uint64_t one = 1;
+
+	if (!u)
+		return;
+	if (uffd_on_handler(u)) {
+		log_err(u->ctx, "%s: destroyed from its own handler thread; leaked", u->who);
+		return;
+	}
+	if (write(u->stopfd, &one, sizeof(one)) != sizeof(one))
+		log_err(u->ctx, "%s: waking the handler thread to stop failed: %d", u->who, -errno);
+	pthread_join(u->thread, NULL);
+	close(u->stopfd);
+	close(u->fd);
+	free(u);
+}

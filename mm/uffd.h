@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One userfaultfd and the thread that reads it: the plumbing CPU mappings
+ * (mm/cpu_map.c) and shared virtual memory build on. It opens the fd
+ * (/dev/userfaultfd, else the syscall), negotiates features, and runs a
+ * handler thread that hands every message to its owner and calls it once a
+ * tick; the owner decides what a fault means. The registration and
+ * resolution ioctls are thin wrappers that keep -errno end to end.
+ * docs/cpu-mappings.md has the userfaultfd facts this is written against.
+ *
+ * Threading: every function may be called from any thread. The owner's
+ * callbacks run on the handler thread only (uffd_on_handler() is true
+ * there): an owner must never wait on that thread for something only the
+ * handler can do (reading an event).
+ */
+#ifndef UGPU_MM_UFFD_H
+#define UGPU_MM_UFFD_H
+
+#include <linux/userfaultfd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Debian 12's uapi headers predate these (Linux 6.1 / 6.6); the ABI is fixed. */
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+
+struct ugpu_context;
+struct uffd;
+
+/*
+ * struct uffd_owner_ops - what the handler thread calls.
+ * @msg: one message read from the fd (UFFD_EVENT_PAGEFAULT, _REMAP, ...).
+ *       Messages are handled one at a time, in order.
+ * @tick: may be NULL. Called once per tick (uffd_create()'s @tick_ms) and
+ *       after a batch of messages when a tick is due.
+ */
+struct uffd_owner_ops {
+	void (*msg)(void *owner, const struct uffd_msg *m);
+	void (*tick)(void *owner);
+};
+
+/*
+ * uffd_create() - open a userfaultfd with the features @need (every one
+ * required) and those of @want the kernel offers, and start its handler.
+ * Returns: 0 with *@out set; -EPERM/-ENOSYS (no usable userfaultfd: not
+ * root, no /dev/userfaultfd access and vm.unprivileged_userfaultfd=0;
+ * logged with what to enable); -EOPNOTSUPP (a feature of @need is missing);
+ * -ENOMEM; another -errno.
+ */
+int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64_t want,
+		const struct uffd_owner_ops *ops, void *owner, unsigned int tick_ms,
+		struct uffd **out);
+
+/* uffd_destroy() - stop and join the handler, close the fd. NULL-safe. Not
+ * from the handler thread (logged and leaked). */
+void uffd_destroy(struct uffd *u);
+
+/* What the kernel offers (uffd_probe()) and what an fd was opened with. */
+int uffd_probe(uint64_t *features);
+uint64_t uffd_features(const struct uffd *u);
+
+/* True on @u's handler thread. */
+bool uffd_on_handler(const struct uffd *u);
+
+/* The ioctls, as 0 or -errno. */
+int uffd_register(struct uffd *u, uintptr_t addr, size_t len, uint64_t mode);
+int uffd_unregister(struct uffd *u, uintptr_t addr, size_t len);
+/* Wake the threads waiting on [@addr, +@len); harmless when none wait or the
+ * range is no longer registered (they retry and fault afresh). */
+void uffd_wake(struct uffd *u, uintptr_t addr, size_t len);
+/* Make [@addr, +@len) raise SIGBUS (needs UFFD_FEATURE_POISON). */
+int uffd_poison(struct uffd *u, uintptr_t addr, size_t len);
+
+/*
+ * uffd_placeholder() - a fresh anonymous range of @size bytes registered
+ * for missing faults, MADV_DONTFORK (a child does not inherit a registered
+ * range nobody serves). Returns its address, or 0 with *@err set.
+ */
+uintptr_t uffd_placeholder(struct uffd *u, size_t size, int *err);
+
+#endif

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device's VRAM manager: the buddy allocator (mm/buddy.h) over the VRAM
+ * BAR in 4 KiB chunks, with its own lock. Every VRAM placement goes through
+ * it. It is the "vram-mm" bring-up step (device lifetime: a removal frees
+ * it; afterwards allocations fail with -ENODEV and usage reads 0).
+ *
+ * Locking: the VRAM lock (inside struct bo_mgr) is a leaf, taken inside the
+ * BO manager lock. dev->vram_used mirrors the allocated bytes for readers
+ * that may not take it (runtime PM choosing D3cold).
+ */
+#ifndef UGPU_MM_VRAM_H
+#define UGPU_MM_VRAM_H
+
+#include <stdint.h>
+
+#include "mm/buddy.h"
+
+struct ugpu_device;
+
+/* Allocate @size bytes (blocks of at least @min_block; BUDDY_* @flags) into
+ * @out. Returns 0, -ENOSPC, -ENOMEM, -EINVAL, or -ENODEV once removed. */
+int vram_alloc(struct ugpu_device *dev, uint64_t size, uint64_t min_block, unsigned int flags,
+	       struct buddy_list *out);
+/* The same inside [@start, @end) (tests and guest programs that reserve a
+ * window of VRAM). */
+int vram_alloc_range(struct ugpu_device *dev, uint64_t start, uint64_t end, uint64_t size,
+		     uint64_t min_block, unsigned int flags, struct buddy_list *out);
+/* Free every block of @blocks (BUDDY_CLEARED @flags); @blocks ends empty. */
+void vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int flags);
+/* Bytes allocated and free now (0 and 0 once removed). */
+void vram_usage(struct ugpu_device *dev, uint64_t *used, uint64_t *avail);
+/* The allocator's own consistency check (0 or -EINVAL; 0 once removed). */
+int vram_check(struct ugpu_device *dev);
+
+/* A VRAM block's size (the manager's chunk is BUDDY_MIN_CHUNK). */
+static inline uint64_t vram_block_size(const struct buddy_block *b)
+{
+	return (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
+}
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test points: named places in the driver where a test can run code of its
+ * own (a delay, a wait for another thread) to make a narrow window between a
+ * decision and its effect reproducible. Off unless a test arms one; an
+ * unarmed point costs one relaxed atomic load. They exist only in builds
+ * with UGPU_TEST_HOOKS (the internal archive tests and tools link); the
+ * installed libugpu.so.0 is built without them and has none.
+ *
+ * Context: test_point_set() from any thread; the callback runs on whatever
+ * thread reaches the point, with whatever locks that code holds there (see
+ * each point), so it must not call back into the driver.
+ */
+#ifndef UGPU_SRC_TEST_POINT_H
+#define UGPU_SRC_TEST_POINT_H
+
+enum test_point_id {
+	/* mm/bo_rpm.c, cpu_map handler thread, no lock: a CPU fault on a BO
+	 * read its placement (VRAM: it will take a runtime-PM reference and
+	 * list the BO; else neither), before it acts on it. */
+	TEST_POINT_BO_FAULT_DECIDED,
+	/* mm/bo_rpm.c, runtime-suspend hook, manager lock held: a D3cold
+	 * backup of a BO that may not leave VRAM was just copied. */
+	TEST_POINT_BO_D3COLD_BACKUP,
+	/* src/rpm.c, the rpm thread, no lock: a deferred restore after a
+	 * D3cold (or an abandoned D3cold suspend) is about to run. */
+	TEST_POINT_RPM_RESTORE,
+	/* src/rpm.c, the suspending thread, no lock: every suspend hook ran
+	 * and succeeded, before the engines are quiesced and the suspend is
+	 * committed (or aborted because someone took a reference). */
+	TEST_POINT_RPM_HOOKS_DONE,
+	/* src/rpm.c, the suspending thread, hook lock held: a suspend was
+	 * vetoed, aborted or failed, before the hooks that ran are undone
+	 * (their resume hooks called). */
+	TEST_POINT_RPM_ABANDONED,
+	/* src/suspend.c, ugpu_device_suspend_prepare(), host-suspend lock held
+	 * (not the manager lock): the lock was just taken; the state is still
+	 * what it was (ACTIVE for a prepare that will succeed). */
+	TEST_POINT_PM_PREPARE,
+	/* mm/bo_rpm.c, cpu_map handler thread, no lock: a fault on a VRAM BO
+	 * took its reference and listed the BO, before the mapping is made. */
+	TEST_POINT_BO_FAULT_LISTED,
+	/* mm/bo_rpm.c, runtime-suspend hook, manager lock held: about to take
+	 * the next BO off the mapped list to release its mapping. */
+	TEST_POINT_BO_RELEASE_NEXT,
+	/* src/power.c, device lock held: main power was just cut on the way
+	 * to D3cold; the state published is still D3hot. */
+	TEST_POINT_POWER_OFF,
+	/* engines/sim/exec_sim.c, the exec engine's thread, no lock: it woke
+	 * up (an interrupt, a poll slice) and is about to look for ended
+	 * kernels and faults. Blocking here keeps ended kernels "running" for
+	 * the driver (their VMs busy) for as long as a test needs. */
+	TEST_POINT_EXEC_SCAN,
+	/* engines/sim/exec_sim.c, the exec engine's thread, no lock: it
+	 * collected a batch of faults and/or ends and is about to hand it to
+	 * the client. @obj: the batch's faults (struct exec_fault *), NULL
+	 * when it has none. */
+	TEST_POINT_EXEC_DELIVER,
+	TEST_POINT_COUNT
+};
+
+/* @obj: what the point is about (the BO for the BO points), or NULL. */
+#ifdef UGPU_TEST_HOOKS
+typedef void (*test_point_fn)(void *arg, enum test_point_id id, void *obj);
+
+extern int test_points_armed; /* number of armed points (atomic) */
+
+/* Arm @id with @fn(@arg), or disarm it with @fn NULL. */
+void test_point_set(enum test_point_id id, test_point_fn fn, void *arg);
+void test_point_run(enum test_point_id id, void *obj);
+/* Disarm every point (a test's teardown: its callbacks' arguments may have
+ * lived on a stack that a failed assertion left). */
+void test_point_clear_all(void);
+
+static inline void test_point_obj(enum test_point_id id, void *obj)
+{
+	if (__builtin_expect(__atomic_load_n(&test_points_armed, __ATOMIC_RELAXED), 0))
+		test_point_run(id, obj);
+}
+
+static inline void test_point(enum test_point_id id)
+{
+	test_point_obj(id, NULL);
+}
+
+#else /* the installed library: no test points at all */
+static inline void test_point_obj(enum test_point_id id, void *obj)
+{
+	(void)id, (void)obj;
+}
+
+static inline void test_point(enum test_point_id id)
+{
+	(void)id;
+}
+#endif
+
+#endif
