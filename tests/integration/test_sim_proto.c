@@ -407,9 +407,13 @@ static void test_irq_fd_never_blocks(void **state)
 	 * device's write is bounded all the same. */
 	assert_true(fcntl(efd, F_GETFL) & O_NONBLOCK);
 	assert_int_equal(fcntl(efd, F_SETFL, fcntl(efd, F_GETFL) & ~O_NONBLOCK), 0);
-	t0 = tc_now_ms();
-	assert_int_equal(tc_trigger(&f->c, 2, 0), 0);
-	assert_true(tc_now_ms() - t0 < 2000);
+	/* Again and again: the writing thread's backstop timer is made once
+	 * and armed for each write. */
+	for (int i = 0; i < 3; i++) {
+		t0 = tc_now_ms();
+		assert_int_equal(tc_trigger(&f->c, 2, 0), 0);
+		assert_true(tc_now_ms() - t0 < 2000);
+	}
 
 	/* A full pipe (its reader still open), then the same pipe unread. */
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);

@@ -56,29 +56,73 @@ static void irq_alarm_install(void)
 	sigaction(SIM_IRQ_ALARM_SIG, &sa, NULL);
 }
 
-static ssize_t irq_write(int fd)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	struct itimerspec its = { .it_value = { .tv_nsec = SIM_IRQ_WRITE_MS * 1000000L } };
-	struct sigevent sev;
-	uint64_t one = 1;
-	bool timed;
-	timer_t t;
-	ssize_t n;
+/* The writing thread's backstop timer, made on its first interrupt and kept
+ * (a destructor deletes it when the thread ends): a write costs two
+ * timer_settime() calls, no allocation. */
+static pthread_key_t irq_timer_key;
+static bool irq_key_ok;
+static pthread_once_t irq_once = PTHREAD_ONCE_INIT;
 
-	pthread_once(&once, irq_alarm_install);
+static void irq_timer_free(void *p)
+{
+	timer_delete(*(timer_t *)p);
+	free(p);
+}
+
+static void irq_init_once(void)
+{
+	irq_alarm_install();
+	irq_key_ok = pthread_key_create(&irq_timer_key, irq_timer_free) == 0;
+}
+
+static timer_t *irq_timer(void)
+{
+	timer_t *t;
+	struct sigevent sev;
+
+	pthread_once(&irq_once, irq_init_once);
+	if (!irq_key_ok)
+		return NULL; /* no backstop: the fd's O_NONBLOCK alone */
+	t = pthread_getspecific(irq_timer_key);
+	if (t)
+		return t;
+	t = malloc(sizeof(*t));
+	if (!t)
+		return NULL;
 	memset(&sev, 0, sizeof(sev));
 	sev.sigev_notify = SIGEV_THREAD_ID;
 	sev.sigev_signo = SIM_IRQ_ALARM_SIG;
 	sev._sigev_un._tid = gettid();
-	timed = timer_create(CLOCK_MONOTONIC, &sev, &t) == 0;
-	if (timed && timer_settime(t, 0, &its, NULL) < 0) {
-		timer_delete(t);
-		timed = false;
+	if (timer_create(CLOCK_MONOTONIC, &sev, t) < 0) {
+		free(t);
+		return NULL;
 	}
+	if (pthread_setspecific(irq_timer_key, t)) {
+		/* not kept: made again at every write, it would pile up */
+		timer_delete(*t);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static ssize_t irq_write(int fd)
+{
+	struct itimerspec arm = { .it_value = { .tv_nsec = SIM_IRQ_WRITE_MS * 1000000L } };
+	struct itimerspec disarm = { 0 };
+	timer_t *t = irq_timer();
+	uint64_t one = 1;
+	ssize_t n;
+
+	if (t && timer_settime(*t, 0, &arm, NULL) < 0)
+		t = NULL;
 	n = write(fd, &one, sizeof(one));
-	if (timed)
-		timer_delete(t); /* a signal already sent just finds no write to stop */
+	if (t) {
+		int err = errno; /* the caller reports the write's */
+
+		timer_settime(*t, 0, &disarm, NULL); /* a signal already sent finds no write */
+		errno = err;
+	}
 	return n;
 }
 
@@ -465,8 +509,8 @@ static void fill_fn(void *arg)
 	fill64(a->p, a->n, a->value);
 }
 
-/* FILL into VRAM or a window's memory, under the guard (a client may have
- * truncated the window's file). */
+/* FILL into a window's memory, under the guard (a client may have truncated
+ * the window's file). */
 static int fill_guarded(struct sim_dev *dev, uint8_t *p, uint64_t n, uint64_t value)
 {
 	struct fill_args a = { .p = p, .n = n, .value = value };
@@ -514,7 +558,9 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 		if (d->opcode == SIM_OP_COPY && sn < dn)
 			dn = sn;
 		if (d->opcode == SIM_OP_FILL) {
-			if (dp) {
+			if (dp && j->dst.base) {
+				fill64(dp, dn, d->value); /* VRAM: ours, sealed */
+			} else if (dp) {
 				if (fill_guarded(dev, dp, dn, d->value)) {
 					code = SIM_ERR_DMA;
 					break;
@@ -532,6 +578,8 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 					break;
 				}
 			}
+		} else if (sp && dp && j->src.base && j->dst.base) {
+			memmove(dp, sp, dn); /* VRAM and peer VRAM: sealed memfds */
 		} else if (sp && dp) {
 			if (sim_guarded_memmove(dev, dp, sp, dn)) {
 				code = SIM_ERR_DMA;
