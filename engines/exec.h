@@ -92,6 +92,7 @@ struct exec_end {
 struct exec_fault {
 	void *tag; /* the kernel's (exec_launch.tag) */
 	uint32_t slot;
+	uint32_t launch; /* the kernel's LAUNCH tag (exec_fault_resolve()) */
 	enum exec_access access;
 	uint64_t va;
 };
@@ -155,19 +156,42 @@ uint32_t exec_num_queues(const struct exec_engine *x);
 /*
  * exec_launch() - start @l on a free hardware queue (one whose cached root
  * is @l->root first), programming its VM root and dropping its TLB as
- * needed. *@slot: the queue.
+ * needed. *@slot: the queue; *@launch: the kernel's LAUNCH tag there (what
+ * its faults carry, and exec_fault_resolve() takes).
  * Returns: 0; -EBUSY (every queue runs a kernel); -EAGAIN (launches are
  * blocked: exec_block()); -ENODEV / -EIO (register access failed: nothing
  * was started).
  * Context: any thread; the device must be in D0.
  */
-int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *slot);
+int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *slot,
+		uint32_t *launch);
 
 /*
  * exec_fault_reply() - REPLAY the queues in @replay (bit n: queue n) and
  * ABORT those in @abort, in one register write each.
  */
 int exec_fault_reply(struct exec_engine *x, uint64_t replay, uint64_t abort);
+
+/*
+ * exec_fault_resolve() - answer the faults of the kernel that runs on @slot
+ * with LAUNCH tag @launch, if it still does (a reply meant for an ended
+ * kernel must not reach the next one): @replay: drop the queue's TLB, then
+ * REPLAY (the pages it set aside are tried again); else ABORT it.
+ * Returns: 0 (also when that kernel ended: nothing to do); -errno of the
+ * register access.
+ */
+int exec_fault_resolve(struct exec_engine *x, uint32_t slot, uint32_t launch, bool replay);
+
+/*
+ * exec_tlb_flush() - page-table entries of the VM at @root changed (its
+ * generation is now @pt_gen): every queue running on it drops its TLB now.
+ * Each TLB_INVAL returns only when no access through a dropped translation
+ * is in flight (docs/reference-device.md), so when this returns no kernel
+ * can reach what the old entries pointed at. Queues not running drop theirs
+ * at their next launch (exec_launch.pt_gen).
+ * Returns: 0; -errno of the register access.
+ */
+int exec_tlb_flush(struct exec_engine *x, uint64_t root, uint64_t pt_gen);
 
 /*
  * exec_block() - no new launch (exec_launch() answers -EAGAIN) until the

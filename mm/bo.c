@@ -185,11 +185,14 @@ static void bo_release_locked(struct ugpu_bo *bo)
 /*
  * ugpu_device_close(): every BO still alive loses its memory and mapping
  * now; its handle stays until its last put (which then only frees it) and
- * every other BO call answers -ENODEV (include/ugpu/device.h). The manager
- * itself lives on with the device object until the last handle is put
- * (bo_mgr_free(), from device_put()).
+ * every other BO call answers -ENODEV (include/ugpu/device.h). This is its
+ * own step, above the VRAM allocator's, so the VRAM goes back before the
+ * allocator is finished (which reports whatever is still allocated as a
+ * leak). A removal does not run it: the removal evacuates or loses each BO
+ * itself and the handles stay usable. The manager lives on with the device
+ * object until the last handle is put (bo_mgr_free(), from device_put()).
  */
-static void bo_mgr_fini(struct ugpu_device *dev)
+static void bo_close_release(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);
 	uint64_t n = 0;
@@ -210,6 +213,24 @@ static void bo_mgr_fini(struct ugpu_device *dev)
 	if (n)
 		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
 			 dev->name, n);
+}
+
+static struct device_component bo_close_component = {
+	.name = "bo-close",
+	.order = DEVICE_STEP_BO_CLOSE,
+	.life = DEVICE_LIFE_CONTEXT,
+	.down = bo_close_release,
+};
+DEVICE_COMPONENT(bo_close_component)
+
+/* After bo-close: nothing is left to release; the fault handler goes. */
+static void bo_mgr_fini(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	if (!m)
+		return;
+	bo_close_release(dev); /* a close that failed before bo-close was up */
 	cpu_map_mgr_destroy(m->maps);
 	m->maps = NULL;
 }

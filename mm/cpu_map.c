@@ -75,6 +75,11 @@ struct cpu_map {
 	unsigned int parked;
 	uint64_t parked_since_ns;
 	unsigned int inflight; /* handler between fault_begin and fault_end */
+	/* CPU_MAP_ERROR: [@fail_off, size) fails loudly once @fenced; until
+	 * then (the kernel said -EAGAIN: a non-cooperative event pending) the
+	 * next fault fences it. */
+	bool fenced;
+	size_t fail_off;
 	uint64_t mapped;
 	uint64_t faults;
 	uint64_t invalidations;
@@ -187,13 +192,23 @@ static void map_fail_range(struct cpu_map *map, size_t off)
 	size_t len = map->size - off;
 	bool done = false;
 
+	if (map->state != CPU_MAP_ERROR)
+		stat_add(&mgr->errors, 1);
 	map->state = CPU_MAP_ERROR;
-	stat_add(&mgr->errors, 1);
+	map->fail_off = off;
+	map->fenced = true;
 	if (!len)
 		return;
 	if (mgr->features & UFFD_FEATURE_POISON) {
 		int r = poison_range(mgr, map->addr + off, len);
 
+		if (r == -EAGAIN) {
+			/* The mm is changing (an mremap or unmap whose event
+			 * this thread has not read yet): try again at the next
+			 * fault, after the event; the woken thread faults again. */
+			map->fenced = false;
+			return;
+		}
 		done = r == 0;
 		if (!done)
 			log_warn(mgr->ctx, "cpu_map: object '%s': UFFDIO_POISON failed: %d; accesses get SIGSEGV instead",
@@ -338,6 +353,10 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			map_park(map);
 			break;
 		}
+		if (map->state == CPU_MAP_ERROR && !map->fenced) {
+			map_fail_range(map, map->fail_off); /* the last try said -EAGAIN */
+			break;
+		}
 		if (map->state != CPU_MAP_UNMAPPED && map->state != CPU_MAP_RELEASED) {
 			/* MAPPED: several threads faulted at once and an earlier
 			 * message mapped it. ERROR: the range is poisoned and the
@@ -440,6 +459,8 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 			stat_add(&mgr->block_timeouts, 1);
 			map->parked = 0;
 			map_fail_range(map, 0); /* poison wakes the waiters */
+			if (!map->fenced) /* -EAGAIN: they fault again, and fence it */
+				uffd_wake(mgr->u, map->addr, map->size);
 		}
 		pthread_mutex_unlock(&map->lock);
 	}

@@ -74,8 +74,9 @@ struct ugpu_queue {
 	uint64_t submitted, completed;
 	bool running;
 	struct q_kernel run;
-	uint32_t slot;
+	uint32_t slot, launch; /* where it runs, and its LAUNCH tag there */
 	bool faulted;
+	int fault_status; /* what the fence says when it was aborted (-EFAULT) */
 	uint64_t fault_va;
 	uint32_t fault_access;
 	struct q_result *res; /* UGPU_QUEUE_RESULTS, by seqno */
@@ -198,7 +199,7 @@ void sched_kick(struct vm_mgr *vmm)
 		struct q_kernel *k = &q->pend[q->pend_head];
 		struct ugpu_vm *vm = q->vm;
 		struct exec_launch l;
-		uint32_t slot;
+		uint32_t slot, launch;
 		int ret;
 
 		if (vm->dead) {
@@ -209,7 +210,7 @@ void sched_kick(struct vm_mgr *vmm)
 		l = (struct exec_launch){ .op = (enum exec_op)k->op, .va = k->va, .bytes = k->bytes,
 					  .value = k->value, .root = vm_root_offset(vm),
 					  .pt_gen = vm->pt_gen, .tag = q };
-		ret = exec_launch(vmm->exec, &l, &slot);
+		ret = exec_launch(vmm->exec, &l, &slot, &launch);
 		if (ret == -EBUSY || ret == -EAGAIN)
 			break; /* every hardware queue busy, or launches stopped */
 		list_del(&q->runnable);
@@ -225,7 +226,13 @@ void sched_kick(struct vm_mgr *vmm)
 		q->run = pend_pop(q);
 		q->running = true;
 		q->slot = slot;
+		q->launch = launch;
 		q->faulted = false;
+		q->fault_status = 0;
+		if (slot < 64) {
+			vmm->on_slot[slot] = q;
+			vmm->slot_launch[slot] = launch;
+		}
 		__atomic_add_fetch(&vm->active, 1, __ATOMIC_ACQ_REL);
 	}
 	pthread_mutex_unlock(&vmm->lock);
@@ -249,7 +256,7 @@ static void on_ended(void *arg, const struct exec_end *e)
 				r.sum = e->result;
 			break;
 		case EXEC_END_ABORTED:
-			r.status = q->faulted ? -EFAULT : -EIO;
+			r.status = q->faulted ? (q->fault_status ? q->fault_status : -EFAULT) : -EIO;
 			break;
 		case EXEC_END_ERROR:
 			r.status = -EIO;
@@ -263,6 +270,8 @@ static void on_ended(void *arg, const struct exec_end *e)
 			r.access = q->fault_access;
 		}
 		q->running = false;
+		if (q->slot < 64 && vmm->on_slot[q->slot] == q)
+			vmm->on_slot[q->slot] = NULL;
 		__atomic_sub_fetch(&q->vm->active, 1, __ATOMIC_ACQ_REL);
 		complete_locked(q, q->run.seqno, &r);
 		if (q->zombie) {
@@ -280,15 +289,41 @@ static void on_ended(void *arg, const struct exec_end *e)
 		queue_free(q);
 }
 
-/* Faults of running kernels (the exec engine's thread): nothing is bound
- * there, or a write hit a read-only bind. Until shared virtual memory
- * services mirror VMs, every fault aborts its kernel; the first one is what
- * the fence reports. */
+/* Record the first reason @q's kernel is aborted. vmm->lock held. */
+static void fault_note_locked(struct vm_mgr *vmm, struct ugpu_queue *q, uint64_t va, uint32_t access,
+			      int status, const char *why)
+{
+	if (q->faulted)
+		return;
+	q->faulted = true;
+	q->fault_status = status;
+	q->fault_va = va;
+	q->fault_access = access;
+	vmm->faulted++;
+	log_warn(vmm->dev->ctx, "%s: queue '%s' (VM '%s'): kernel %" PRIu64 " faulted: %s at GPU VA 0x%" PRIx64 " (%s): aborted",
+		 vmm->dev->name, q->name, q->vm->name, q->run.seqno, access_name(access), va, why);
+}
+
+/* Is @va (a fault of @vm) shared virtual memory's to serve? */
+static bool svm_serves(const struct vm_mgr *vmm, const struct ugpu_vm *vm, uint64_t va)
+{
+	return vmm->svm && (vm->flags & UGPU_VM_MIRROR) && va >= vm->mirror_start &&
+	       va - vm->mirror_start < vm->mirror_size;
+}
+
+/*
+ * Faults of running kernels (the exec engine's thread). In a mirror VM's
+ * span they go to shared virtual memory (svm/), which answers each with
+ * vm_fault_done(). Elsewhere nothing is bound, or a write hit a read-only
+ * bind: the kernel is aborted, and the first fault is what its fence
+ * reports.
+ */
 static void on_faults(void *arg, const struct exec_fault *f, size_t n)
 {
 	struct vm_mgr *vmm = arg;
+	struct vm_fault *sv = NULL;
 	uint64_t abort = 0;
-	size_t i;
+	size_t i, nsv = 0;
 
 	pthread_mutex_lock(&vmm->lock);
 	for (i = 0; i < n; i++) {
@@ -296,23 +331,73 @@ static void on_faults(void *arg, const struct exec_fault *f, size_t n)
 
 		if (!q->running || q->slot != f[i].slot)
 			continue;
-		if (!q->faulted) {
-			q->faulted = true;
-			q->fault_va = f[i].va;
-			q->fault_access = (uint32_t)f[i].access;
-			vmm->faulted++;
-			log_warn(vmm->dev->ctx,
-				 "%s: queue '%s' (VM '%s'): kernel %" PRIu64 " faulted: %s at GPU VA 0x%" PRIx64 " (%s): aborted",
-				 vmm->dev->name, q->name, q->vm->name, q->run.seqno,
-				 access_name(q->fault_access), f[i].va,
-				 q->fault_access == UGPU_ACCESS_READ ? "nothing bound there"
-								     : "nothing bound there, or bound read-only");
+		if (svm_serves(vmm, q->vm, f[i].va)) {
+			if (!sv)
+				sv = calloc(n, sizeof(*sv));
+			if (sv) {
+				sv[nsv++] = (struct vm_fault){ .vm = q->vm, .vmm = vmm, .slot = f[i].slot,
+							       .launch = f[i].launch, .va = f[i].va,
+							       .access = (enum ugpu_access)f[i].access };
+				continue;
+			}
 		}
+		fault_note_locked(vmm, q, f[i].va, (uint32_t)f[i].access, -EFAULT,
+				  f[i].access == EXEC_ACCESS_READ ? "nothing bound there"
+								  : "nothing bound there, or bound read-only");
 		abort |= 1ull << f[i].slot;
 	}
 	pthread_mutex_unlock(&vmm->lock);
 	if (abort)
 		exec_fault_reply(vmm->exec, 0, abort);
+	if (nsv)
+		vmm->svm->faults(vmm->svm_arg, sv, nsv);
+	free(sv);
+}
+
+static bool same_kernel(const struct vm_fault *a, const struct vm_fault *b)
+{
+	return a->vmm == b->vmm && a->slot == b->slot && a->launch == b->launch;
+}
+
+void vm_faults_done(const struct vm_fault *f, const int *status, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct vm_mgr *vmm = f[i].vmm;
+		struct exec_engine *x;
+		bool seen = false, current;
+		int st = 0;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = same_kernel(&f[j], &f[i]);
+		if (seen)
+			continue; /* answered with the first of its kernel's faults */
+		pthread_mutex_lock(&vmm->lock);
+		current = f[i].slot < 64 && vmm->on_slot[f[i].slot] &&
+			  vmm->slot_launch[f[i].slot] == f[i].launch;
+		for (size_t k = i; k < n; k++) {
+			if (!status[k] || !same_kernel(&f[k], &f[i]))
+				continue;
+			if (!st)
+				st = status[k];
+			if (current)
+				fault_note_locked(vmm, vmm->on_slot[f[k].slot], f[k].va,
+						  (uint32_t)f[k].access, status[k],
+						  status[k] == -EACCES ? "the memory's policy refuses this access"
+								       : "no memory there");
+		}
+		x = vmm->attached ? vmm->exec : NULL;
+		/* One answer per kernel: a replay (one TLB drop) for all its
+		 * faults, or the abort. Under the lock: the engine outlives it
+		 * (vm-exec down). */
+		if (current && x)
+			exec_fault_resolve(x, f[i].slot, f[i].launch, st == 0);
+		pthread_mutex_unlock(&vmm->lock);
+	}
+}
+
+void vm_fault_done(const struct vm_fault *f, int status)
+{
+	vm_faults_done(f, &status, 1);
 }
 
 static void on_kick(void *arg)
@@ -448,6 +533,8 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	if (ret)
 		return ret;
 	vmm = q->vmm;
+	if ((q->vm->flags & UGPU_VM_MIRROR) && vmm->svm)
+		vmm->svm->sync(vmm->svm_arg); /* frees and moves before it count */
 	/* The kernel's runtime-PM reference, taken with no lock held: it may
 	 * wake the device (the resume hooks take the BO manager lock). */
 	ret = rpm_user_enter(q->dev, &rpm);
@@ -644,6 +731,8 @@ static void vm_exec_down(struct ugpu_device *dev)
 
 		if (q->running) {
 			q->running = false;
+			if (q->slot < 64 && vmm->on_slot[q->slot] == q)
+				vmm->on_slot[q->slot] = NULL;
 			__atomic_sub_fetch(&q->vm->active, 1, __ATOMIC_ACQ_REL);
 			complete_locked(q, q->run.seqno, &cancelled);
 			ncancelled++;

@@ -33,6 +33,12 @@ struct uffd {
 	unsigned int tick_ms;
 	const struct uffd_owner_ops *ops;
 	void *owner;
+	/* Reads started and reads whose messages were all handled (under
+	 * @seq_lock): uffd_sync() waits for the second to catch up. */
+	pthread_mutex_t seq_lock;
+	pthread_cond_t seq_cond;
+	uint64_t reads_started, reads_done;
+	bool stopped;
 };
 
 /* Set on a handler thread: the calls that would wait for it can refuse. */
@@ -116,6 +122,71 @@ int uffd_poison(struct uffd *u, uintptr_t addr, size_t len)
 	return ioctl(u->fd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 }
 
+int uffd_copy(struct uffd *u, uintptr_t dst, const void *src, size_t len, bool wake)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len,
+				 .mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE };
+
+	while (ioctl(u->fd, UFFDIO_COPY, &c) < 0) {
+		int err = -errno;
+
+		/* A partial copy says how far it got: go on from there. */
+		if (c.copy > 0 && (size_t)c.copy < c.len) {
+			c.dst += (uint64_t)c.copy;
+			c.src += (uint64_t)c.copy;
+			c.len -= (uint64_t)c.copy;
+			c.copy = 0;
+			continue;
+		}
+		return err;
+	}
+	return 0;
+}
+
+int uffd_zeropage(struct uffd *u, uintptr_t dst, size_t len)
+{
+	struct uffdio_zeropage z = { .range = { .start = dst, .len = len } };
+
+	return ioctl(u->fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+}
+
+int uffd_wp(struct uffd *u, uintptr_t addr, size_t len, bool on)
+{
+	struct uffdio_writeprotect w = { .range = { .start = addr, .len = len },
+					 .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+
+	return ioctl(u->fd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
+}
+
+int uffd_move(struct uffd *u, uintptr_t dst, uintptr_t src, size_t len, bool holes, size_t *moved)
+{
+	struct uffdio_move m = { .dst = dst, .src = src, .len = len,
+				 .mode = UFFDIO_MOVE_MODE_DONTWAKE |
+					 (holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0) };
+	int ret = 0;
+
+	if (!(u->features & UFFD_FEATURE_MOVE))
+		return -EOPNOTSUPP;
+	while (ioctl(u->fd, UFFDIO_MOVE, &m) < 0) {
+		ret = -errno;
+		if (m.move > 0 && (size_t)m.move < m.len) {
+			/* Part of it moved: go on with the rest. */
+			if (moved)
+				*moved += (size_t)m.move;
+			m.dst += (uint64_t)m.move;
+			m.src += (uint64_t)m.move;
+			m.len -= (uint64_t)m.move;
+			m.move = 0;
+			ret = 0;
+			continue;
+		}
+		return ret;
+	}
+	if (moved)
+		*moved += (size_t)m.move;
+	return 0;
+}
+
 uintptr_t uffd_placeholder(struct uffd *u, size_t size, int *err)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -143,15 +214,33 @@ out_unmap:
 
 /* ---- the handler thread ------------------------------------------------------ */
 
+/* One read's messages are all handled (or none came). */
+static void read_done(struct uffd *u, uint64_t seq)
+{
+	pthread_mutex_lock(&u->seq_lock);
+	u->reads_done = seq;
+	pthread_cond_broadcast(&u->seq_cond);
+	pthread_mutex_unlock(&u->seq_lock);
+}
+
 static void drain(struct uffd *u)
 {
 	struct uffd_msg msgs[UFFD_MSG_BATCH];
 
 	for (;;) {
-		ssize_t n = read(u->fd, msgs, sizeof(msgs));
+		ssize_t n;
+		uint64_t seq;
 		size_t i;
 
+		/* Counted before the read: a thread the read releases (an
+		 * unmapping thread waits for its event to be read) and that
+		 * then calls uffd_sync() waits for these messages' handling. */
+		pthread_mutex_lock(&u->seq_lock);
+		seq = ++u->reads_started;
+		pthread_mutex_unlock(&u->seq_lock);
+		n = read(u->fd, msgs, sizeof(msgs));
 		if (n < 0) {
+			read_done(u, seq);
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN)
@@ -160,9 +249,23 @@ static void drain(struct uffd *u)
 		}
 		for (i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
 			u->ops->msg(u->owner, &msgs[i]);
+		read_done(u, seq);
 		if ((size_t)n < sizeof(msgs))
 			return;
 	}
+}
+
+void uffd_sync(struct uffd *u)
+{
+	uint64_t seq;
+
+	if (!u || uffd_on_handler(u))
+		return;
+	pthread_mutex_lock(&u->seq_lock);
+	seq = u->reads_started;
+	while (u->reads_done < seq && !u->stopped)
+		pthread_cond_wait(&u->seq_cond, &u->seq_lock);
+	pthread_mutex_unlock(&u->seq_lock);
 }
 
 static void *handler_main(void *arg)
@@ -231,6 +334,8 @@ int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64
 	u->tick_ms = tick_ms ? tick_ms : 1000;
 	u->ops = ops;
 	u->owner = owner;
+	pthread_mutex_init(&u->seq_lock, NULL);
+	pthread_cond_init(&u->seq_cond, NULL);
 	u->fd = uffd_open();
 	if (u->fd < 0) {
 		ret = u->fd;
@@ -262,6 +367,8 @@ out_close_stop:
 out_close_fd:
 	close(u->fd);
 out_free:
+	pthread_cond_destroy(&u->seq_cond);
+	pthread_mutex_destroy(&u->seq_lock);
 	free(u);
 	return ret;
 }
@@ -279,7 +386,13 @@ void uffd_destroy(struct uffd *u)
 	if (write(u->stopfd, &one, sizeof(one)) != sizeof(one))
 		log_err(u->ctx, "%s: waking the handler thread to stop failed: %d", u->who, -errno);
 	pthread_join(u->thread, NULL);
+	pthread_mutex_lock(&u->seq_lock);
+	u->stopped = true;
+	pthread_cond_broadcast(&u->seq_cond);
+	pthread_mutex_unlock(&u->seq_lock);
 	close(u->stopfd);
 	close(u->fd);
+	pthread_cond_destroy(&u->seq_cond);
+	pthread_mutex_destroy(&u->seq_lock);
 	free(u);
 }

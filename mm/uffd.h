@@ -35,6 +35,22 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
 #endif
 
+/* ... and these (Linux 6.8): moving anonymous pages between registered
+ * ranges. */
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+struct uffdio_move {
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+	__u64 mode;
+	__s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
+#endif
+
 struct ugpu_context;
 struct uffd;
 
@@ -70,6 +86,14 @@ void uffd_destroy(struct uffd *u);
 int uffd_probe(uint64_t *features);
 uint64_t uffd_features(const struct uffd *u);
 
+/*
+ * uffd_sync() - return once every message read from @u so far has been
+ * handled. A thread that an unmap, free or move released (the kernel lets
+ * it go once its event is read) calls this to know its event was acted on.
+ * No-op on the handler thread or with NULL.
+ */
+void uffd_sync(struct uffd *u);
+
 /* True on @u's handler thread. */
 bool uffd_on_handler(const struct uffd *u);
 
@@ -81,6 +105,22 @@ int uffd_unregister(struct uffd *u, uintptr_t addr, size_t len);
 void uffd_wake(struct uffd *u, uintptr_t addr, size_t len);
 /* Make [@addr, +@len) raise SIGBUS (needs UFFD_FEATURE_POISON). */
 int uffd_poison(struct uffd *u, uintptr_t addr, size_t len);
+
+/*
+ * Filling and protecting, for shared virtual memory (svm/). Each returns 0
+ * or -errno (-EEXIST: a page is there already; -EAGAIN: the mm is changing,
+ * try again after the pending event; -ENOENT: not registered any more).
+ * uffd_copy(): [@dst, +@len) from @src (any readable user memory, e.g. a
+ *   BAR mapping); @wake false leaves the waiters asleep.
+ * uffd_zeropage(): map the zero page (a read fault's answer).
+ * uffd_wp(): write-protect (@on) or unprotect (and wake) the range.
+ * uffd_move(): move the pages of [@src, +@len) to @dst (Linux 6.8,
+ *   UFFD_FEATURE_MOVE); @holes: pages @src lacks are skipped. *@moved: bytes.
+ */
+int uffd_copy(struct uffd *u, uintptr_t dst, const void *src, size_t len, bool wake);
+int uffd_zeropage(struct uffd *u, uintptr_t dst, size_t len);
+int uffd_wp(struct uffd *u, uintptr_t addr, size_t len, bool on);
+int uffd_move(struct uffd *u, uintptr_t dst, uintptr_t src, size_t len, bool holes, size_t *moved);
 
 /*
  * uffd_placeholder() - a fresh anonymous range of @size bytes registered

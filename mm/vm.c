@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/vm.h"
 #include "mm/vram.h"
@@ -115,10 +116,12 @@ static int pool_grow(struct ugpu_vm *vm)
 		vm->chunks = nc;
 		vm->cap_chunks = cap;
 	}
-	if (vm->nfree + PT_CHUNK_TABLES > vm->cap_free) {
+	/* Room for every table of every chunk: the ones in use come back to
+	 * the free list when their binds go (pt_give() never grows it). */
+	if ((vm->nchunks + 1) * PT_CHUNK_TABLES > vm->cap_free) {
 		size_t cap = vm->cap_free ? 2 * vm->cap_free : 32;
 
-		while (cap < vm->nfree + PT_CHUNK_TABLES)
+		while (cap < (vm->nchunks + 1) * PT_CHUNK_TABLES)
 			cap *= 2;
 		nf = realloc(vm->free_pt, cap * sizeof(*nf));
 		if (!nf) {
@@ -240,7 +243,7 @@ struct backing_it {
 static void backing_init(struct backing_it *it, const struct ugpu_bo *bo)
 {
 	it->bo = bo;
-	it->placement = bo->placement;
+	it->placement = bo ? bo->placement : UGPU_PLACEMENT_NONE;
 	it->b = it->placement == UGPU_PLACEMENT_VRAM ? buddy_list_first(bo->vram) : NULL;
 	it->bstart = 0;
 	it->bsize = it->b ? vram_block_size(it->b) : 0;
@@ -298,14 +301,17 @@ static void bind_write_locked(struct ugpu_vm *vm, struct vm_bind *b, bool fresh)
 
 		if (leaf) {
 			for (i = 0; i < n; i++)
-				pte_store(&leaf->cpu[idx + i], backing_pte(&it, off + i * VM_PAGE, wr));
+				pte_store(&leaf->cpu[idx + i],
+					  b->bo ? backing_pte(&it, off + i * VM_PAGE, wr)
+						: ((b->iova + off + i * VM_PAGE) & PTE_ADDR_MASK) |
+							  PTE_VALID | PTE_SYSTEM | wr);
 			if (fresh)
 				leaf->used += n;
 		}
 		va += n * VM_PAGE;
 		off += n * VM_PAGE;
 	}
-	b->gen = b->bo->backing_gen;
+	b->gen = b->bo ? b->bo->backing_gen : 0;
 }
 
 /* Clear @b's entries and give back the tables it empties. Manager lock. */
@@ -360,7 +366,7 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	list_for_each(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		if (b->gen != b->bo->backing_gen) {
+		if (b->bo && b->gen != b->bo->backing_gen) {
 			bind_write_locked(vm, b, false);
 			n += b->bytes / VM_PAGE;
 		}
@@ -535,6 +541,13 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 	list_init(&vm->binds);
 	list_init(&vm->link);
 
+	if (vm->flags & UGPU_VM_MIRROR) {
+		ret = vmm->svm ? vmm->svm->vm_new(vmm->svm_arg, vm) : -EOPNOTSUPP;
+		if (ret) {
+			vm_free(vm);
+			return ret;
+		}
+	}
 	m = mgr_of(dev);
 	pthread_mutex_lock(&vm->lock);
 	ret = pool_reserve(vm, 1);
@@ -575,8 +588,23 @@ out_free:
 		pthread_mutex_unlock(&m->lock);
 	}
 	chunks_free(chunks, nchunks);
+	if (vm->flags & UGPU_VM_MIRROR)
+		vmm->svm->vm_gone(vmm->svm_arg, vm);
 	vm_free(vm);
 	return ret;
+}
+
+/* Free binds taken off their lists (linked on @gone by vm_link), dropping
+ * their BOs' references. No lock held (a last put takes the manager's). */
+static void binds_free(struct list_link *gone)
+{
+	list_for_each_safe(l, gone) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
+
+		if (b->bo)
+			ugpu_bo_put(b->bo);
+		free(b);
+	}
 }
 
 UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
@@ -601,6 +629,9 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 		return -EBUSY;
 	}
 	pthread_mutex_unlock(&vmm->lock);
+	/* Shared virtual memory lets go of it first (its work may use it). */
+	if ((vm->flags & UGPU_VM_MIRROR) && vmm->svm)
+		vmm->svm->vm_gone(vmm->svm_arg, vm);
 
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
@@ -611,7 +642,8 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 	list_for_each_safe(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		list_del(&b->bo_link);
+		if (b->bo)
+			list_del(&b->bo_link);
 		list_del(&b->vm_link);
 		list_add_tail(&gone, &b->vm_link);
 	}
@@ -619,16 +651,35 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 
-	list_for_each_safe(l, &gone) {
-		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
-
-		ugpu_bo_put(b->bo);
-		free(b);
-	}
+	binds_free(&gone);
 	chunks_free(chunks, nchunks);
 	vm_free(vm);
 	device_put(dev);
 	return 0;
+}
+
+/* Whether a bind may go in now. vm->lock and m->lock held. */
+static int bind_allowed_locked(struct ugpu_vm *vm, struct bo_mgr *m)
+{
+	if (m->closed || device_is_removed(vm->dev) || vm->dead)
+		return -ENODEV;
+	if (m->pm_state == BO_PM_SUSPENDED)
+		return -EBUSY;
+	return 0;
+}
+
+/* Put @b (its BO, range and flags set) in @vm's sorted list before @at and
+ * write its entries. vm->lock and m->lock held. */
+static void bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct vm_bind *b)
+{
+	b->vm = vm;
+	if (b->bo) {
+		ugpu_bo_get(b->bo);
+		list_add_tail(&b->bo->binds, &b->bo_link);
+	}
+	list_add_tail(at, &b->vm_link); /* before @at: sorted */
+	bind_write_locked(vm, b, true);
+	next_gen_locked(vm);
 }
 
 /* The first bind that ends after @va (binds are sorted and disjoint), or
@@ -678,38 +729,52 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		free(b);
 		return ret;
 	}
-	pthread_mutex_lock(&vm->lock);
-	at = bind_after(vm, va);
-	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + bytes) {
-		struct vm_bind *o = list_entry(at, struct vm_bind, vm_link);
+	for (;;) {
+		bool svm_there = false;
+		struct list_link *l;
 
-		log_err(dev->ctx, "ugpu_vm_bind: [0x%" PRIx64 ", +0x%" PRIx64 ") overlaps the bind at [0x%" PRIx64 ", +0x%" PRIx64 ") of VM '%s'",
-			va, bytes, o->va, o->bytes, vm->name);
-		ret = -EINVAL;
-		goto out_unlock_vm;
+		pthread_mutex_lock(&vm->lock);
+		at = bind_after(vm, va);
+		for (l = at; l != &vm->binds; l = l->next) {
+			struct vm_bind *o = list_entry(l, struct vm_bind, vm_link);
+
+			if (o->va >= va + bytes)
+				break;
+			if (o->flags & VM_BIND_SVM) {
+				svm_there = true;
+				continue;
+			}
+			log_err(dev->ctx, "ugpu_vm_bind: [0x%" PRIx64 ", +0x%" PRIx64 ") overlaps the bind at [0x%" PRIx64 ", +0x%" PRIx64 ") of VM '%s'",
+				va, bytes, o->va, o->bytes, vm->name);
+			ret = -EINVAL;
+			goto out_unlock_vm;
+		}
+		if (!svm_there)
+			break;
+		/* Shared virtual memory maps some of it: the bind punches a
+		 * hole in the mirror, so those ranges go first. */
+		pthread_mutex_unlock(&vm->lock);
+		ret = vm->vmm->svm ? vm->vmm->svm->punch(vm->vmm->svm_arg, vm, va, bytes) : -EINVAL;
+		if (ret) {
+			bo_rpm_release(held);
+			free(b);
+			return ret;
+		}
 	}
 	ret = vm->dead ? -ENODEV : pool_reserve(vm, tables_needed(va, bytes));
 	if (ret)
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);
-	if (m->closed || device_is_removed(dev) || vm->dead)
-		ret = -ENODEV;
-	else if (m->pm_state == BO_PM_SUSPENDED)
-		ret = -EBUSY;
-	else if (bo->placement == UGPU_PLACEMENT_NONE)
+	ret = bind_allowed_locked(vm, m);
+	if (!ret && bo->placement == UGPU_PLACEMENT_NONE)
 		ret = -ENODATA;
 	if (!ret) {
-		b->vm = vm;
 		b->bo = bo;
 		b->va = va;
 		b->bytes = bytes;
 		b->bo_offset = bo_offset;
 		b->flags = flags;
-		ugpu_bo_get(bo);
-		list_add_tail(at, &b->vm_link); /* before @at: sorted */
-		list_add_tail(&bo->binds, &b->bo_link);
-		bind_write_locked(vm, b, true);
-		next_gen_locked(vm);
+		bind_insert_locked(vm, at, b);
 		vm->nbinds++;
 		vm->bound_bytes += bytes;
 		b = NULL;
@@ -758,6 +823,8 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 
 			if (b->va >= end)
 				break;
+			if (b->flags & VM_BIND_SVM)
+				continue; /* not the program's */
 			if (b->va < va || b->va + b->bytes > end) {
 				log_err(dev->ctx, "ugpu_vm_unbind: [0x%" PRIx64 ", +0x%" PRIx64 ") covers only part of the bind at [0x%" PRIx64 ", +0x%" PRIx64 ")",
 					va, bytes, b->va, b->bytes);
@@ -783,6 +850,9 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 
 			if (b->va >= end)
 				break;
+			at = next;
+			if (b->flags & VM_BIND_SVM)
+				continue;
 			if (!vm->dead && !device_is_removed(dev))
 				bind_clear_locked(vm, b);
 			list_del(&b->vm_link);
@@ -790,7 +860,6 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 			list_add_tail(&gone, &b->vm_link);
 			vm->nbinds--;
 			vm->bound_bytes -= b->bytes;
-			at = next;
 		}
 		if (!vm->dead)
 			next_gen_locked(vm);
@@ -798,12 +867,7 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 	bo_rpm_release(held);
-	list_for_each_safe(l, &gone) {
-		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
-
-		ugpu_bo_put(b->bo);
-		free(b);
-	}
+	binds_free(&gone);
 	return ret;
 }
 
@@ -832,6 +896,120 @@ UGPU_API int ugpu_vm_query(struct ugpu_vm *vm, struct ugpu_vm_info *info)
 	i.size = info->size;
 	memcpy(info, &i, info->size < sizeof(i) ? info->size : sizeof(i));
 	return 0;
+}
+
+/* ---- shared virtual memory's maps (svm/) ------------------------------------------------ */
+
+void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg)
+{
+	struct vm_mgr *vmm = dev->vm_mgr;
+
+	pthread_mutex_lock(&vmm->lock);
+	vmm->svm = ops;
+	vmm->svm_arg = arg;
+	pthread_mutex_unlock(&vmm->lock);
+}
+
+int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo, uint64_t iova,
+	       bool writable)
+{
+	struct ugpu_device *dev = vm->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	struct vm_bind *b = calloc(1, sizeof(*b));
+	struct list_link *at;
+	int ret;
+
+	if (!b)
+		return -ENOMEM;
+	pthread_mutex_lock(&vm->lock);
+	at = bind_after(vm, va);
+	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + len) {
+		ret = -EEXIST;
+		goto out_unlock_vm;
+	}
+	ret = vm->dead ? -ENODEV : pool_reserve(vm, tables_needed(va, len));
+	if (ret)
+		goto out_unlock_vm;
+	pthread_mutex_lock(&m->lock);
+	ret = bind_allowed_locked(vm, m);
+	if (!ret && bo && bo->placement != UGPU_PLACEMENT_VRAM)
+		ret = -EINVAL;
+	if (!ret) {
+		b->bo = bo;
+		b->iova = iova;
+		b->va = va;
+		b->bytes = len;
+		b->flags = VM_BIND_SVM | (writable ? 0 : UGPU_BIND_READONLY);
+		bind_insert_locked(vm, at, b);
+		vm->svm_maps++;
+		vm->svm_bytes += len;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&m->lock);
+out_unlock_vm:
+	pthread_mutex_unlock(&vm->lock);
+	free(b);
+	return ret;
+}
+
+bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct list_link *at;
+	bool free_ = true;
+
+	pthread_mutex_lock(&vm->lock);
+	at = bind_after(vm, va);
+	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + len)
+		free_ = false;
+	pthread_mutex_unlock(&vm->lock);
+	return free_;
+}
+
+int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct ugpu_device *dev = vm->dev;
+	struct bo_mgr *m = mgr_of(dev);
+	struct vm_mgr *vmm = vm->vmm;
+	struct list_link gone, *at;
+	uint64_t end = va + len, gen = 0, root = 0;
+	int n = 0;
+
+	list_init(&gone);
+	pthread_mutex_lock(&vm->lock);
+	pthread_mutex_lock(&m->lock);
+	at = bind_after(vm, va);
+	while (at != &vm->binds) {
+		struct vm_bind *b = list_entry(at, struct vm_bind, vm_link);
+
+		at = at->next;
+		if (b->va >= end)
+			break;
+		if (!(b->flags & VM_BIND_SVM) || b->va < va || b->va + b->bytes > end)
+			continue;
+		if (!vm->dead && !device_is_removed(dev))
+			bind_clear_locked(vm, b);
+		list_del(&b->vm_link);
+		if (b->bo)
+			list_del(&b->bo_link);
+		list_add_tail(&gone, &b->vm_link);
+		vm->svm_maps--;
+		vm->svm_bytes -= b->bytes;
+		n++;
+	}
+	if (n && !vm->dead) {
+		gen = next_gen_locked(vm);
+		root = vm->root->off;
+	}
+	/* Still under the manager lock: no launch picks the old entries up
+	 * between the clear and the flush (a launch takes this lock and
+	 * drops a stale TLB by generation). */
+	if (gen && !device_is_removed(dev) && vmm->exec &&
+	    __atomic_load_n(&vm->active, __ATOMIC_ACQUIRE))
+		exec_tlb_flush(vmm->exec, root, gen);
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&vm->lock);
+	binds_free(&gone);
+	return n;
 }
 
 /* ---- the manager ------------------------------------------------------------------- */

@@ -47,14 +47,23 @@ struct pt_chunk;
 #define PTE_SYSTEM (1ull << 2)
 #define PTE_ADDR_MASK 0x000ffffffffff000ull
 
-/* One bind: [va, va + bytes) of the VM maps [bo_offset, +bytes) of @bo. */
+/* vm_bind.flags beyond UGPU_BIND_*: made by shared virtual memory (svm/),
+ * not by the program: invisible to ugpu_vm_unbind() and ugpu_vm_query(). */
+#define VM_BIND_SVM (1u << 31)
+
+/*
+ * One bind: [va, va + bytes) of the VM maps [bo_offset, +bytes) of @bo; or,
+ * with @bo NULL (shared virtual memory using process memory in place), the
+ * contiguous device addresses [iova, +bytes) of the process's pages.
+ */
 struct vm_bind {
 	struct list_link vm_link; /* vm->binds, sorted by @va */
-	struct list_link bo_link; /* bo->binds */
+	struct list_link bo_link; /* bo->binds (when @bo) */
 	struct ugpu_vm *vm;
-	struct ugpu_bo *bo; /* holds a reference */
+	struct ugpu_bo *bo; /* holds a reference; or NULL */
+	uint64_t iova; /* when !@bo */
 	uint64_t va, bytes, bo_offset;
-	uint32_t flags; /* UGPU_BIND_* */
+	uint32_t flags; /* UGPU_BIND_*, VM_BIND_SVM */
 	uint64_t gen; /* bo->backing_gen its PTEs were written for */
 };
 
@@ -76,6 +85,7 @@ struct ugpu_vm {
 	uint64_t pt_gen;
 	bool dirty; /* a bound BO moved since its PTEs were written */
 	uint64_t nbinds, bound_bytes, tables;
+	uint64_t svm_maps, svm_bytes; /* shared virtual memory's (VM_BIND_SVM) */
 
 	unsigned int active; /* atomic: kernels running on it */
 
@@ -103,6 +113,51 @@ struct vm_mgr {
 	bool closed;
 	/* counters (vmm->lock) */
 	uint64_t submitted, completed, faulted, cancelled, revalidations, ptes_rewritten;
+	/* Shared virtual memory's handling of mirror VMs (vm_svm_register()),
+	 * set once before any VM exists. */
+	const struct vm_svm_ops *svm;
+	void *svm_arg;
+	/* The queue running on each hardware queue and its kernel's LAUNCH
+	 * tag (under @lock): how a fault's answer finds its kernel. */
+	struct ugpu_queue *on_slot[64];
+	uint32_t slot_launch[64];
+};
+
+/*
+ * A GPU fault of a kernel on a mirror VM, inside the mirror span and
+ * outside every bind: shared virtual memory's to serve (svm/). @vm stays
+ * valid until svm's vm_gone() for it returns.
+ */
+struct vm_fault {
+	struct ugpu_vm *vm;
+	struct vm_mgr *vmm;
+	uint32_t slot, launch;
+	uint64_t va;
+	enum ugpu_access access;
+};
+
+/*
+ * struct vm_svm_ops - what shared virtual memory does for mirror VMs.
+ * @vm_new: a mirror VM is being created: 0, or why it cannot be served
+ *          (-EPERM / -ENOSYS: no usable userfaultfd, logged with what to
+ *          enable). No lock held.
+ * @sync:   a kernel is being submitted on a mirror VM: return once what
+ *          the process unmapped, freed or moved before is out of the GPU's
+ *          view. No lock held.
+ * @faults: a batch of faults (exec thread, no lock held): queue the work
+ *          and answer each with vm_fault_done(), from any thread.
+ * @punch:  a bind of the program's is about to cover [va, +len) of a
+ *          mirror VM's span: the ranges there leave it first (their bytes
+ *          back in process memory). No lock held. Returns 0 or -errno.
+ * @vm_gone: @vm is being destroyed: forget it, and return only when no
+ *          work in progress uses it. No lock held.
+ */
+struct vm_svm_ops {
+	int (*vm_new)(void *arg, struct ugpu_vm *vm);
+	void (*sync)(void *arg);
+	void (*faults)(void *arg, const struct vm_fault *f, size_t n);
+	int (*punch)(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len);
+	void (*vm_gone)(void *arg, struct ugpu_vm *vm);
 };
 
 /* ---- mm/vm.c ----------------------------------------------------------------- */
@@ -119,6 +174,50 @@ uint64_t vm_root_offset(const struct ugpu_vm *vm);
 /* The device is gone (vm-exec step down): free every VM's page tables;
  * VMs answer -ENODEV from now on. vmm->lock not held. */
 void vm_release_tables_all(struct vm_mgr *vmm);
+
+/* Install shared virtual memory's ops for @dev's mirror VMs (svm/'s
+ * bring-up step, before any VM exists). */
+void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg);
+
+/*
+ * vm_svm_map() - map [va, +len) of mirror VM @vm for shared virtual memory:
+ * to @bo (its VRAM, from offset 0) or, with @bo NULL, to the device
+ * addresses [iova, +len) (the process's pages in place). Read-only unless
+ * @writable. The span must not overlap a bind (the program's or SVM's).
+ * Takes @vm's lock and the BO manager lock; the device must be awake.
+ * Returns: 0; -EEXIST (something is bound there); -ENODEV (the device is
+ * gone); -EBUSY (host-suspended); -ENOSPC / -ENOMEM (page tables).
+ */
+int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo, uint64_t iova,
+	       bool writable);
+
+/* No bind of @vm (the program's or SVM's) overlaps [va, +len). Takes
+ * @vm's lock. */
+bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+
+/*
+ * vm_svm_unmap() - remove shared virtual memory's maps inside [va, +len)
+ * of @vm and drop the TLB of every hardware queue running on it: when this
+ * returns, no kernel reaches what they pointed at (the device waits for
+ * in-flight accesses). Returns the number of maps removed.
+ */
+int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+
+/* ---- mm/submit.c --------------------------------------------------------------- */
+
+/*
+ * vm_fault_done() - shared virtual memory's answer to @f: 0: the pages are
+ * mapped now, the kernel tries again; -EFAULT / -EACCES: the kernel is
+ * aborted and its fence reports that status with @f's address and access
+ * (the first such answer wins). An answer for a kernel that already ended
+ * does nothing. Any thread, no lock held.
+ */
+void vm_fault_done(const struct vm_fault *f, int status);
+
+/* vm_faults_done() - the answers to @n faults at once (@status[i] for
+ * @f[i]): each kernel among them gets one answer, a replay when all its
+ * faults were served, else the abort with its first failed fault. */
+void vm_faults_done(const struct vm_fault *f, const int *status, size_t n);
 
 /* ---- mm/submit.c --------------------------------------------------------------- */
 

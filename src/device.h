@@ -207,11 +207,13 @@ enum device_step_order {
 	DEVICE_STEP_BO_MGR = 50, /* mm: BO manager (context lifetime); installs dev->kmem */
 	DEVICE_STEP_VM_MGR = 52, /* mm: VM and queue bookkeeping (context lifetime) */
 	DEVICE_STEP_VRAM_MM = 55, /* mm: the VRAM allocator */
+	DEVICE_STEP_BO_CLOSE = 57, /* mm: at close, live BOs give their memory back (context lifetime) */
 	DEVICE_STEP_ENGINES = 70, /* src: copy engines on rings from dev->kmem */
 	DEVICE_STEP_EXEC = 75, /* src: the exec queues, fault ring from dev->kmem */
 	DEVICE_STEP_RPM = 80, /* src: runtime PM */
 	DEVICE_STEP_BO_RPM = 90, /* mm: the BO runtime-PM hooks */
 	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
+	DEVICE_STEP_SVM = 97, /* svm: shared virtual memory for mirror VMs */
 	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
 };
 

@@ -240,7 +240,8 @@ static int wr64_cached(struct exec_engine *x, uint32_t reg, uint64_t *cache, uin
 	return ret;
 }
 
-int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *slot_out)
+int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *slot_out,
+		uint32_t *launch_out)
 {
 	struct exec_slot *s = NULL;
 	uint32_t q, base;
@@ -310,6 +311,7 @@ int exec_launch(struct exec_engine *x, const struct exec_launch *l, uint32_t *sl
 		goto fail;
 	}
 	x->st.launches++;
+	*launch_out = s->launch;
 	pthread_mutex_unlock(&x->lock);
 	*slot_out = q;
 	return 0;
@@ -320,6 +322,50 @@ fail:
 	s->op = 0;
 	pthread_mutex_unlock(&x->lock);
 	log_err(x->ctx, "%s: launch on queue %u failed: %s", x->name, q, ugpu_strerror(ret));
+	return ret;
+}
+
+int exec_fault_resolve(struct exec_engine *x, uint32_t slot, uint32_t launch, bool replay)
+{
+	struct exec_slot *s;
+	int ret = 0;
+
+	if (slot >= x->nq)
+		return -EINVAL;
+	pthread_mutex_lock(&x->lock);
+	s = &x->slot[slot];
+	if (s->running && s->launch == launch) {
+		if (replay) {
+			ret = wr32(x, Q_BASE(slot) + Q_TLB_INVAL, 1);
+			x->st.tlb_invals++;
+			if (!ret)
+				ret = wr64(x, FR_REPLAY, 1ull << slot);
+		} else {
+			ret = wr64(x, FR_ABORT, 1ull << slot);
+			x->st.aborts++;
+		}
+	}
+	pthread_mutex_unlock(&x->lock);
+	return ret;
+}
+
+int exec_tlb_flush(struct exec_engine *x, uint64_t root, uint64_t pt_gen)
+{
+	uint32_t q;
+	int ret = 0;
+
+	pthread_mutex_lock(&x->lock);
+	for (q = 0; q < x->nq && !ret; q++) {
+		struct exec_slot *s = &x->slot[q];
+
+		if (!s->running || s->root != root)
+			continue;
+		ret = wr32(x, Q_BASE(q) + Q_TLB_INVAL, 1);
+		if (!ret && s->inval_gen < pt_gen)
+			s->inval_gen = pt_gen;
+		x->st.tlb_invals++;
+	}
+	pthread_mutex_unlock(&x->lock);
 	return ret;
 }
 
@@ -369,7 +415,7 @@ static size_t faults_collect_locked(struct exec_engine *x, struct exec_fault *f,
 		if (q >= x->nq || !x->slot[q].running || x->slot[q].launch != launch)
 			continue; /* of a kernel that ended */
 		launch_of[n] = launch;
-		f[n++] = (struct exec_fault){ .tag = x->slot[q].tag, .slot = q,
+		f[n++] = (struct exec_fault){ .tag = x->slot[q].tag, .slot = q, .launch = launch,
 					      .access = (enum exec_access)acc, .va = va };
 	}
 	if (c != start) {

@@ -76,7 +76,8 @@ struct ugpu_device_info {
  * does not answer the vfio-user handshake within 5 s (a socket that does not
  * speak vfio-user); -EPROTO for a malformed reply; -ENODEV when the device is
  * not one ugpu supports or stops answering; -EBUSY when another process holds
- * it; -EACCES / -EPERM without the rights to open it; other -errno from the
+ * it, or a previous owner's GPU kernels still run on it after 2 s; -EACCES /
+ * -EPERM without the rights to open it; other -errno from the
  * transport (each failure is also logged with what to do about it).
  * Context: any thread; devices are independent of each other.
  */

@@ -65,11 +65,16 @@ struct ugpu_vm_opts {
  * @opts: options (NULL: a plain VM).
  * @out: the VM on success.
  *
+ * A mirror VM's kernels use the process's memory in the span directly:
+ * GPU faults there move it into VRAM (or map it where it is) and CPU
+ * touches bring it back (shared virtual memory, docs/svm.md).
  * Returns: 0; -EINVAL (NULL, bad flags, a mirror span that is empty,
  * unaligned or past the 48-bit range, @opts->size too small); -EOPNOTSUPP
- * (the device has no GPU VM); -ENOSPC / -ENOMEM (no VRAM or memory for the
- * page tables); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the device
- * did not wake).
+ * (the device has no GPU VM); -EPERM / -ENOSYS (a mirror VM, and no usable
+ * userfaultfd: the log line says what to enable — access to
+ * /dev/userfaultfd, or vm.unprivileged_userfaultfd=1); -ENOSPC / -ENOMEM
+ * (no VRAM or memory for the page tables); -ENODEV (the device is gone);
+ * -EIO / -ETIMEDOUT (the device did not wake).
  * Context: any thread.
  */
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
@@ -309,6 +314,48 @@ struct ugpu_queue_info {
  * Context: any thread.
  */
 UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info);
+
+/**
+ * struct ugpu_svm_stats - shared virtual memory on one device (mirror VMs;
+ * docs/svm.md), under xe's names. Counters since the device was opened.
+ * @size: set by the caller to sizeof(struct ugpu_svm_stats).
+ * @svm_pagefault_count: GPU faults served (each entry of a fault batch).
+ * @svm_4K_pagefault_count, @svm_64K_pagefault_count, @svm_2M_pagefault_count:
+ *          of those, by the size of the range that served them.
+ * @svm_4K_migrate_count, ...: ranges moved to VRAM, by size;
+ * @svm_4K_migrate_us, ...: the time those moves took (fault to mapped).
+ * @svm_device_copy_kb: bytes copied into VRAM; @svm_cpu_copy_kb: back.
+ * @svm_tlb_inval_count: device TLB drops for shared virtual memory.
+ * @svm_cpu_fault_count: CPU touches that brought a range back from VRAM.
+ * @svm_in_place_count: ranges the GPU used where they are (smaller than
+ *          64 KiB, or no VRAM left).
+ * @svm_gc_count: ranges dropped because the process unmapped or freed
+ *          their memory.
+ * @svm_abort_count: faults answered with an error (the kernel aborted).
+ * @svm_ranges: ranges alive now; @svm_vram_bytes: of them in VRAM now.
+ */
+struct ugpu_svm_stats {
+	size_t size;
+	uint64_t svm_pagefault_count;
+	uint64_t svm_4K_pagefault_count, svm_64K_pagefault_count, svm_2M_pagefault_count;
+	uint64_t svm_4K_migrate_count, svm_64K_migrate_count, svm_2M_migrate_count;
+	uint64_t svm_4K_migrate_us, svm_64K_migrate_us, svm_2M_migrate_us;
+	uint64_t svm_device_copy_kb, svm_cpu_copy_kb;
+	uint64_t svm_tlb_inval_count;
+	uint64_t svm_cpu_fault_count;
+	uint64_t svm_in_place_count;
+	uint64_t svm_gc_count;
+	uint64_t svm_abort_count;
+	uint64_t svm_ranges, svm_vram_bytes;
+};
+
+/**
+ * ugpu_device_svm_stats() - shared virtual memory's counters for @dev.
+ * Returns: 0; -EINVAL (NULL, @st->size too small); -EOPNOTSUPP (the device
+ * has no GPU VM).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st);
 
 #ifdef __cplusplus
 }

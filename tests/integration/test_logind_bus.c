@@ -168,6 +168,11 @@ static int bus_daemon_start(void)
 	argv[5] = NULL;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 3);
+	/* Not our stdout/stderr: if this test dies before it stops the daemon
+	 * (a sanitizer's abort), a daemon holding them would keep ctest
+	 * waiting for their end until its timeout. */
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	ret = -posix_spawn(&bus_d.pid, DBUS_DAEMON, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
@@ -887,7 +892,9 @@ static void emit_during_prepare(void *arg, enum test_point_id id, void *obj)
 	struct during_prepare *d = arg;
 
 	(void)id, (void)obj;
-	if (d->hits++)
+	/* Atomic: the notifier thread's own prepare may pass here while the
+	 * test thread reads the count. */
+	if (__atomic_fetch_add(&d->hits, 1, __ATOMIC_RELAXED))
 		return;
 	fake_cmd(d->fk, 'T');
 	/* The notifier's thread gets the signal and queues on the PM lock
@@ -915,7 +922,7 @@ static void test_application_prepare_in_flight(void **state)
 	test_point_set(TEST_POINT_PM_PREPARE, emit_during_prepare, &d);
 	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
 	test_point_set(TEST_POINT_PM_PREPARE, NULL, NULL);
-	assert_true(d.hits >= 1); /* the notifier's own prepare may pass it too */
+	assert_true(__atomic_load_n(&d.hits, __ATOMIC_RELAXED) >= 1); /* the notifier's own prepare may pass it too */
 	if (!fake_wait(fk, c_hup, 0, WAIT_MS))
 		fail_msg("inhibitor not released at PrepareForSleep(true)");
 	assert_int_equal(inh_get(fk, 0).state_at_hup, UGPU_PM_SUSPENDED);

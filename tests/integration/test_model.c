@@ -2406,9 +2406,10 @@ static void op_rpm(const struct op *o)
 		r = ugpu_device_rpm_allow(d->dev, allow);
 		tr(" %s -> %s", allow ? "allow" : "forbid", ename(r));
 		expect(r, &s, d, "ugpu_device_rpm_allow(%s)", allow ? "true" : "false");
+		/* it took effect (0), or may have (a removal under way) */
+		d->allowed = r == 0 ? allow : -1;
 		if (d->life != D_PRESENT)
 			break;
-		d->allowed = r == 0 ? allow : -1;
 		if (allow && r == 0 && d->thresh)
 			d->d3cold_ever = true;
 		d->forbid_snap = false;

@@ -39,6 +39,11 @@ struct tc {
 	unsigned inband_served;
 	unsigned inband_on_main, inband_on_twin; /* where the requests came */
 	bool inband_fail; /* answer in-band requests with an error */
+	/* keep the first in-band request that comes on the main socket while
+	 * waiting for a reply unanswered in @held (a test that holds a device
+	 * access in flight; answer it with tc_serve()) */
+	bool inband_hold, have_held;
+	struct tc_reply *held;
 };
 
 struct tc_reply {
@@ -262,6 +267,12 @@ static inline int tc_serve_on(struct tc *c, int fd, struct tc_reply *r)
 			  NULL, 0);
 }
 
+/* Answer a request that came on the main socket (one tc_recv() read). */
+static inline int tc_serve(struct tc *c, struct tc_reply *r)
+{
+	return tc_serve_on(c, c->fd, r);
+}
+
 /* Serve in-band requests waiting on the twin socket, without blocking. */
 static inline int tc_serve_twin(struct tc *c)
 {
@@ -314,6 +325,11 @@ static inline int tc_wait_reply(struct tc *c, uint16_t id, uint16_t cmd, struct 
 		if (ret)
 			return ret;
 		if ((r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND) {
+			if (c->inband_hold && !c->have_held && c->held) {
+				memcpy(c->held, r, sizeof(*r));
+				c->have_held = true;
+				continue;
+			}
 			ret = tc_serve_on(c, c->fd, r);
 			if (ret)
 				return ret;

@@ -197,6 +197,77 @@ static void test_tlb(void **state)
 	assert_int_equal(run(f, 1, VA_BASE, 4096, 0), 1024);
 }
 
+/*
+ * TLB_INVAL completes only when no access through a dropped translation is
+ * in flight: a queue on a page of an in-band window (its DMA_READ waits for
+ * this client) holds the invalidation's reply back until that page is done.
+ * What a driver relies on before it copies a page the GPU may be writing.
+ */
+static void test_tlb_inval_waits_for_the_page(void **state)
+{
+	struct fx *f = *state;
+	struct vfu_region_access a = { .offset = R_TLB_INVAL, .region = 0, .count = 4 };
+	uint8_t mem[4096];
+	uint32_t one = 1;
+	struct tc_reply *r = tc_r();
+	uint16_t id;
+	bool page_done = false;
+
+	memset(mem, 0, sizeof(mem));
+	f->c.inband_mem = mem;
+	f->c.inband_iova = 0x20000000;
+	f->c.inband_size = sizeof(mem);
+	assert_int_equal(tc_dma_map(&f->c, 0x20000000, 4096, -1, 0, VFU_DMA_F_READ | VFU_DMA_F_WRITE),
+			 0);
+	leaf(f, 7, 0x20000000 | V | W | S);
+	assert_int_equal(tc_wr32(&f->c, R_TLB_INVAL, 1), 0);
+	/* WRITE: DMA_READ, then DMA_WRITE. Its DMA_READ stays unanswered
+	 * (held, also if it comes while we wait for a register reply). */
+	r = calloc(1, sizeof(*r)); /* tc_r()'s buffer is reused by every call */
+	assert_non_null(r);
+	f->c.held = r;
+	f->c.have_held = false;
+	f->c.inband_hold = true;
+	kernel(f, 2, VA_BASE + 7 * 4096, 4096, 0x77);
+	if (!f->c.have_held) {
+		assert_int_equal(tc_recv(&f->c, r, 5000), 0);
+		f->c.have_held = true;
+	}
+	f->c.inband_hold = false;
+	/* The queue is on the page now, waiting for our answer to its DMA_READ. */
+	assert_int_equal(r->hdr.cmd, VFU_CMD_DMA_READ);
+	/* The invalidation is sent while the page is in flight: no reply yet. */
+	id = f->c.next_id++;
+	assert_int_equal(tc_send(&f->c, VFU_CMD_REGION_WRITE, id, VFU_F_TYPE_COMMAND, &a, sizeof(a),
+				 &one, 4, NULL, 0),
+			 0);
+	{
+		struct tc_reply r2;
+
+		assert_int_equal(tc_recv(&f->c, &r2, 300), -ETIMEDOUT);
+	}
+	/* Answer the page's accesses; only then does the invalidation end. */
+	assert_int_equal(tc_serve(&f->c, r), 0);
+	free(r);
+	f->c.held = NULL;
+	for (;;) {
+		r = tc_r();
+		assert_int_equal(tc_recv(&f->c, r, 5000), 0);
+		if ((r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND) {
+			page_done = r->hdr.cmd == VFU_CMD_DMA_WRITE;
+			assert_int_equal(tc_serve(&f->c, r), 0);
+			continue;
+		}
+		assert_int_equal(r->hdr.msg_id, id); /* the TLB_INVAL reply */
+		break;
+	}
+	assert_true(page_done); /* its store landed before the reply */
+	assert_true(get64(mem) == 0x77);
+	assert_true(tc_wait_irq(&f->c, f->efd[4], 5000) >= 1);
+	assert_int_equal(tc_rd32(&f->c, R_STATUS), 3);
+	f->c.inband_mem = NULL;
+}
+
 static void test_system_leaf(void **state)
 {
 	struct fx *f = *state;
@@ -287,6 +358,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_replay, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fault_abort, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tlb, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_tlb_inval_waits_for_the_page, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_system_leaf, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_system_leaf_truncated, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_exec_errors, fx_setup, fx_teardown),

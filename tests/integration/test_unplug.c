@@ -226,9 +226,9 @@ static void observe(void *arg, struct ugpu_device *dev, const char *step)
 
 static void test_teardown_order(void **state)
 {
-	static const char *const want[] = { "vm-exec", "bo-rpm", "rpm",	     "exec",
-					     "engines", "vram-mm", "dma",    "irqs",
-					     "vram-map", "transport" };
+	static const char *const want[] = { "svm",	 "vm-exec", "bo-rpm", "rpm",
+					     "exec",	 "engines", "vram-mm", "dma",
+					     "irqs",	 "vram-map", "transport" };
 	struct fx *f = *state;
 	struct order o = { .f = f, .dma_at_dma_step = 999, .maps_at_transport = -1 };
 	struct ugpu_bo *bos[6];
@@ -245,8 +245,8 @@ static void test_teardown_order(void **state)
 	unplug_set_step_observer(f->dev, observe, &o);
 	assert_int_equal(ugpu_device_unplug(f->dev), 0);
 	unplug_set_step_observer(f->dev, NULL, NULL); /* @o goes out of scope */
-	assert_int_equal(o.n, 10);
-	for (i = 0; i < 10; i++)
+	assert_int_equal(o.n, 11);
+	for (i = 0; i < 11; i++)
 		assert_string_equal(o.steps[i], want[i]);
 	assert_int_equal(o.dma_at_dma_step, 0);
 	assert_true(o.client_at_transport);

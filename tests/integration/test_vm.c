@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -989,13 +990,47 @@ static void test_bad_input(void **state)
 }
 
 /* The CPU-address-mirror mode: its span is recorded; binds inside punch
- * holes in it; a kernel outside them faults (shared virtual memory fills
- * the span later). */
+ * holes in it (the BO's bytes, not the process's); elsewhere in the span
+ * kernels use the process's memory (shared virtual memory, test_svm.c),
+ * and an address the process has not mapped faults, named. */
+/* Page tables come back to the VM's pool when their binds go: a VM that
+ * grew its pool several times and then unbinds everything must have room
+ * for every table (the free list once held only what was free when it last
+ * grew: an ASan build saw the write past its end). */
+static void test_tables_come_back(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_vm *vm = vm_new(f->dev, "tables");
+	struct ugpu_queue *q = queue_new(vm, "tables");
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	void *model;
+	struct ugpu_bo *bo = bo_pat(f, 4096, 0, V, S, 17, &model);
+	const int n = 40; /* one leaf and one middle table each: 5 chunks */
+	uint64_t sum;
+
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < n; i++)
+			assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 + ((uint64_t)i << 30), 4096, 0), 0);
+		assert_int_equal(ugpu_vm_query(vm, &vi), 0);
+		assert_true(vi.page_tables >= (uint64_t)(2 * n));
+		sum = run_ok(q, UGPU_KERNEL_READ_SUM, VA0 + ((uint64_t)(n - 1) << 30), 4096, 0);
+		assert_true(sum == run_ok(q, UGPU_KERNEL_READ_SUM, VA0, 4096, 0));
+		for (int i = 0; i < n; i++)
+			assert_int_equal(ugpu_vm_unbind(vm, VA0 + ((uint64_t)i << 30), 4096), 0);
+		assert_int_equal(ugpu_vm_query(vm, &vi), 0);
+		assert_true(vi.page_tables <= 2); /* the root and what it keeps */
+	}
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	free(model);
+}
+
 static void test_mirror_vm(void **state)
 {
 	struct fx *f = *state;
-	size_t span = 4 * MIB;
-	char *cpu = aligned_alloc(4096, span);
+	size_t span = 8 * MIB;
+	char *cpu = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
 				   .mirror_start = (uintptr_t)cpu, .mirror_size = span,
 				   .name = "mirror" };
@@ -1006,7 +1041,9 @@ static void test_mirror_vm(void **state)
 	void *model;
 	struct ugpu_bo *bo;
 
-	assert_non_null(cpu);
+	assert_true(cpu != MAP_FAILED);
+	assert_int_equal(munmap(cpu + 4 * MIB, 4 * MIB), 0); /* the second half: nothing */
+	memset(cpu, 1, 4 * MIB);
 	assert_int_equal(ugpu_vm_create(f->dev, &vo, &vm), 0);
 	assert_int_equal(ugpu_vm_query(vm, &vi), 0);
 	assert_int_equal(vi.flags, UGPU_VM_MIRROR);
@@ -1015,14 +1052,18 @@ static void test_mirror_vm(void **state)
 	bo = bo_pat(f, 64 * KIB, 0, V, S, 91, &model);
 	assert_int_equal(ugpu_vm_bind(vm, bo, 0, (uintptr_t)cpu + MIB, 64 * KIB, 0), 0);
 	exercise(q, bo, model, (uintptr_t)cpu + MIB, 64 * KIB, 9);
-	run(q, UGPU_KERNEL_READ_SUM, (uintptr_t)cpu, 4096, 0, &r);
+	/* process memory around the bind */
+	assert_true(run_ok(q, UGPU_KERNEL_READ_SUM, (uintptr_t)cpu, 4096, 0) ==
+		    512 * 0x0101010101010101ull);
+	assert_true(((unsigned char *)cpu)[MIB] == 1); /* the bind did not touch it */
+	run(q, UGPU_KERNEL_READ_SUM, (uintptr_t)cpu + 5 * MIB, 4096, 0, &r);
 	assert_int_equal(r.status, -EFAULT);
-	assert_true(r.fault_va == (uintptr_t)cpu);
+	assert_true(r.fault_va == (uintptr_t)cpu + 5 * MIB);
 	assert_int_equal(ugpu_queue_destroy(q), 0);
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
 	ugpu_bo_put(bo);
 	free(model);
-	free(cpu);
+	munmap(cpu, 4 * MIB);
 }
 
 int main(void)
@@ -1040,6 +1081,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_several_vms_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_on_one_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fences, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tables_come_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mirror_vm, setup, teardown),
 	};
 

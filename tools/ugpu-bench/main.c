@@ -19,6 +19,7 @@ static const struct bench_cmd {
 	{ "exec", bench_exec, "kernel submit-to-fence latency (empty, 4 KiB write) vs socket and register round trips" },
 	{ "suspend", bench_suspend, "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy" },
 	{ "rpm", bench_rpm, "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd, per CPU placement" },
+	{ "svm", bench_svm, "shared virtual memory: GPU faults into VRAM, CPU touches back (2 MiB, 4 KiB) vs memcpy and raw uffd" },
 	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate/release" },
 };
 

@@ -7,7 +7,8 @@
  * blitter, buffer objects past VRAM capacity (eviction, a CPU mapping that
  * follows its BO), a host suspend/resume cycle in which the device really
  * loses VRAM, runtime PM (sleep when idle, wake on a CPU touch), GPU VMs
- * with kernels on a bound BO that follows its moves, and a hot-unplug that
+ * with kernels on a bound BO that follows its moves, kernels on malloc'd
+ * memory (shared virtual memory), and a hot-unplug that
  * keeps every object's data. Every step checks its result;
  * the demo exits non-zero when anything did not do what it says. ctest runs
  * it too (test "demo").
@@ -394,6 +395,88 @@ out:
 	ugpu_bo_put(bo);
 }
 
+#define DEMO_SVM_LEN (16ull << 20)
+
+static struct ugpu_svm_stats svm_now(struct ugpu_device *dev)
+{
+	struct ugpu_svm_stats st = { .size = sizeof(st) };
+
+	ugpu_device_svm_stats(dev, &st);
+	return st;
+}
+
+/*
+ * Shared virtual memory: kernels on plain malloc'd memory. A mirror VM sees
+ * the process's address space at the same addresses; the GPU's first touch
+ * of a range faults and moves it into VRAM, and the CPU's next touch brings
+ * it back, byte-exact (docs/svm.md).
+ */
+static void demo_svm(struct ugpu_device *dev)
+{
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
+				   .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
+				   .name = "svm" };
+	struct ugpu_svm_stats s0, s1;
+	struct ugpu_kernel_result r;
+	struct ugpu_queue *q = NULL;
+	struct ugpu_vm *vm = NULL;
+	uint64_t *mem, want, i;
+	int ret, ok;
+	double t0;
+
+	step("Shared virtual memory: kernels on malloc'd memory");
+	mem = malloc(DEMO_SVM_LEN);
+	if (!mem) {
+		result(0, "malloc of %llu MiB failed", DEMO_SVM_LEN >> 20);
+		return;
+	}
+	ret = ugpu_vm_create(dev, &vo, &vm);
+	if (ret == -EOPNOTSUPP || ret == -EPERM || ret == -ENOSYS) {
+		printf("    (no shared virtual memory here: %s; the log says why)\n", ugpu_strerror(ret));
+		free(mem);
+		return;
+	}
+	if (!ret)
+		ret = ugpu_queue_create(vm, NULL, &q);
+	result(!ret, "mirror VM: GPU addresses are the process's addresses: %s", ugpu_strerror(ret));
+	if (ret)
+		goto out;
+	for (i = 0, want = 0; i < DEMO_SVM_LEN / 8; i++) {
+		mem[i] = i * 0x9e3779b97f4a7c15ull;
+		want += mem[i];
+	}
+	s0 = svm_now(dev);
+	t0 = now_ms();
+	ret = kernel(q, UGPU_KERNEL_READ_SUM, (uintptr_t)mem, DEMO_SVM_LEN, 0, &r);
+	s1 = svm_now(dev);
+	result(!ret && r.sum == want,
+	       "read-sum kernel on %llu MiB of malloc'd memory at %p: sum matches (%.1f ms); %llu GPU faults, %llu ranges moved into VRAM (%llu KiB), %llu MiB there now",
+	       DEMO_SVM_LEN >> 20, (void *)mem, now_ms() - t0,
+	       (unsigned long long)(s1.svm_pagefault_count - s0.svm_pagefault_count),
+	       (unsigned long long)(s1.svm_2M_migrate_count + s1.svm_64K_migrate_count +
+				    s1.svm_4K_migrate_count - s0.svm_2M_migrate_count -
+				    s0.svm_64K_migrate_count - s0.svm_4K_migrate_count),
+	       (unsigned long long)(s1.svm_device_copy_kb - s0.svm_device_copy_kb),
+	       (unsigned long long)(s1.svm_vram_bytes >> 20));
+	if (!ret)
+		ret = kernel(q, UGPU_KERNEL_ATOMIC_ADD, (uintptr_t)mem, DEMO_SVM_LEN / 2, 7, &r);
+	result(!ret, "atomic-add kernel over the first half, in VRAM: %s", ugpu_strerror(ret));
+	s0 = svm_now(dev);
+	t0 = now_ms();
+	for (i = 0, ok = 1; i < DEMO_SVM_LEN / 8; i++)
+		if (mem[i] != i * 0x9e3779b97f4a7c15ull + (i < DEMO_SVM_LEN / 16 ? 7 : 0))
+			ok = 0;
+	s1 = svm_now(dev);
+	result(!ret && ok,
+	       "the CPU reads it all back: every byte is what the GPU left (%.1f ms); %llu CPU touches brought ranges home (%llu KiB)",
+	       now_ms() - t0, (unsigned long long)(s1.svm_cpu_fault_count - s0.svm_cpu_fault_count),
+	       (unsigned long long)(s1.svm_cpu_copy_kb - s0.svm_cpu_copy_kb));
+out:
+	ugpu_queue_destroy(q);
+	ugpu_vm_destroy(vm);
+	free(mem);
+}
+
 #define DEMO_BO_LEN (8ull << 20)
 #define DEMO_NBO 40
 
@@ -698,6 +781,8 @@ int main(int argc, char **argv)
 	demo_allocator(dev, info.vram_size);
 	demo_copy(sim, dev, tmp);
 	demo_kernels(dev, tmp);
+	if (info.caps & UGPU_DEVICE_CAP_GPUVM)
+		demo_svm(dev);
 	demo_bos(dev, info.vram_size, bos, &nbos, tmp);
 	if (info.caps & UGPU_DEVICE_CAP_D3COLD)
 		demo_suspend(dev, bos, nbos, tmp);

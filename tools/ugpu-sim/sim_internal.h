@@ -272,6 +272,10 @@ struct sim_queue {
 	bool start_req;
 	uint64_t gen; /* bumped by resets: a running kernel that sees it change ends */
 	bool busy; /* working on a page with the lock dropped */
+	uint64_t pages_done; /* pages ended (busy cleared): counts up */
+	/* TLB_INVAL waits for the page in flight when it was written, the
+	 * one whose pages_done was this, not for the pages after it. */
+	uint64_t tlb_page;
 };
 
 /* The fault ring in VRAM (reference-device.md "Page faults"). */
@@ -392,6 +396,7 @@ struct sim_dev {
 	bool versioned;
 	bool client_dead; /* read failed inside srv_wait; disconnect pending */
 	uint64_t wait_start, wait_end; /* range srv_wait's unmap predicate checks */
+	uint64_t tlb_wait; /* queues whose TLB_INVAL waits for their page (lock) */
 	struct sim_msg *backlog_head, *backlog_tail;
 	/* Connections refused while a client is attached: each gets an EBUSY
 	 * error reply to its first message, then is closed (fd -1: free). */

@@ -98,8 +98,13 @@ static void queue_write32(struct sim_queue *q, unsigned reg, uint32_t v)
 		q->vm_ctrl = v & 1u;
 		break;
 	case Q_TLB_INVAL:
-		if (v & 1u)
+		if (v & 1u) {
 			vm_tlb_invalidate(q);
+			/* The write completes once no access through a dropped
+			 * translation is in flight (regs_write waits). */
+			q->dev->tlb_wait |= 1ull << q->idx;
+			q->tlb_page = q->pages_done;
+		}
 		break;
 	case Q_FAULT_REPLY:
 		fault_reply(q, v);
@@ -436,6 +441,17 @@ int regs_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 	return 0;
 }
 
+/* The queues a TLB_INVAL named are done with the page they were on when it
+ * was written (later pages use the new translations). Lock held. */
+static bool tlb_quiet(struct sim_dev *dev)
+{
+	for (unsigned i = 0; i < dev->nq; i++)
+		if ((dev->tlb_wait & (1ull << i)) && dev->q[i].busy &&
+		    dev->q[i].pages_done == dev->q[i].tlb_page)
+			return false;
+	return true;
+}
+
 int regs_write(struct sim_dev *dev, uint64_t off, const void *buf, size_t len)
 {
 	uint64_t v = 0;
@@ -463,6 +479,14 @@ int regs_write(struct sim_dev *dev, uint64_t off, const void *buf, size_t len)
 	}
 	pthread_mutex_unlock(&dev->lock);
 
+	if (dev->tlb_wait) {
+		/* TLB_INVAL: the page a queue is on may use a dropped
+		 * translation; the invalidation is done when it is not. */
+		srv_wait(dev, tlb_quiet, 10000);
+		pthread_mutex_lock(&dev->lock);
+		dev->tlb_wait = 0;
+		pthread_mutex_unlock(&dev->lock);
+	}
 	if (reset_ce) {
 		/* RESET stops the engine: let the descriptor it is on finish (ENABLE
 		 * is already clear, so it picks up no other), then clear it. */

@@ -314,6 +314,7 @@ static int exec_page(struct sim_queue *q, uint64_t va, uint64_t n, uint64_t pte,
 out_retire:
 	pthread_mutex_lock(&dev->lock);
 	q->busy = false;
+	q->pages_done++;
 	inflight_del(dev, slot);
 	return ret;
 }

@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared virtual memory (docs/svm.md): kernels of a mirror VM on plain
+ * process memory. GPU faults move ranges of 64 KiB and more into VRAM and
+ * map smaller ones in place; CPU touches bring them back, byte-exact; frees
+ * and unmaps drop them; a kernel on freed memory is aborted with the
+ * address. Each case runs twice: with UFFDIO_MOVE (this kernel has it) and
+ * with the write-protection path Linux 6.1 has (UGPU_SVM_NO_MOVE).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <ugpu/vm.h>
+
+#include "tools/ugpu-sim/sim.h"
+#include "test_bo_common.h"
+
+#define MIB (1ull << 20)
+#define KIB (1ull << 10)
+#define WAIT_MS 20000
+
+struct svm_fx {
+	struct fx *f;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+};
+
+static bool no_move;
+
+static uint64_t now_ns_test(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int setup_common(void **state)
+{
+	struct svm_fx *s = calloc(1, sizeof(*s));
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
+				  .name = "svm" };
+	void *fx_state;
+
+	if (no_move)
+		setenv("UGPU_SVM_NO_MOVE", "1", 1);
+	else
+		unsetenv("UGPU_SVM_NO_MOVE");
+	if (!s || fx_setup_vram(&fx_state, 64 * MIB))
+		return -1;
+	s->f = fx_state;
+	ugpu_device_rpm_set_autosuspend_delay(s->f->dev, -1);
+	if (ugpu_vm_create(s->f->dev, &o, &s->vm) || ugpu_queue_create(s->vm, NULL, &s->q))
+		return -1;
+	*state = s;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	no_move = false;
+	return setup_common(state);
+}
+
+static int setup_wp(void **state)
+{
+	no_move = true;
+	return setup_common(state);
+}
+
+static int teardown(void **state)
+{
+	struct svm_fx *s = *state;
+	void *fx_state = s->f;
+
+	ugpu_queue_destroy(s->q);
+	ugpu_vm_destroy(s->vm);
+	free(s);
+	return fx_teardown(&fx_state);
+}
+
+static int kernel(struct svm_fx *s, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
+		  uint64_t value, struct ugpu_kernel_result *r)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = (uintptr_t)p, .bytes = bytes,
+				 .value = value };
+	uint64_t fence;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->size = sizeof(*r);
+	ret = ugpu_queue_submit(s->q, &k, &fence);
+	if (!ret)
+		ret = ugpu_fence_wait(s->q, fence, WAIT_MS, r);
+	return ret ? ret : r->status;
+}
+
+static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
+{
+	uint64_t x = 0, i;
+
+	for (i = 0; i < bytes / 8; i++)
+		x += w[i];
+	return x;
+}
+
+static struct ugpu_svm_stats stats(struct svm_fx *s)
+{
+	struct ugpu_svm_stats st = { .size = sizeof(st) };
+
+	assert_int_equal(ugpu_device_svm_stats(s->f->dev, &st), 0);
+	return st;
+}
+
+static void *map_anon(size_t bytes, size_t align)
+{
+	size_t len = bytes + align;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	assert_true(p != MAP_FAILED);
+	a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+	/* trim to exactly [a, a + bytes) */
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	if ((uintptr_t)p + len > a + bytes)
+		munmap((void *)(a + bytes), (uintptr_t)p + len - (a + bytes));
+	return (void *)a;
+}
+
+/* 4 MiB of malloc-like memory: two 2 MiB ranges go to VRAM on the GPU's
+ * first touch; the CPU reads them back byte-exact; GPU writes land. */
+static void test_gpu_reads_and_writes_process_memory(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 4 * MIB, i;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i * 0x9e3779b97f4a7c15ull;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum_of(buf, bytes)); /* (this read brings it back) */
+	st = stats(s);
+	assert_true(st.svm_2M_migrate_count >= 2);
+	assert_true(st.svm_cpu_fault_count >= 1);
+	assert_true(st.svm_device_copy_kb >= bytes >> 10);
+
+	/* GPU writes, then the CPU reads every word. */
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf + 1024, 1 * MIB, 0x5555, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 3, &r), 0);
+	for (i = 0; i < bytes / 8; i++) {
+		uint64_t want = (i >= 1024 && i < 1024 + MIB / 8 ? 0x5555 : i * 0x9e3779b97f4a7c15ull) + 3;
+
+		if (buf[i] != want)
+			fail_msg("word %llu: %llx, want %llx", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)want);
+	}
+	st = stats(s);
+	assert_true(st.svm_cpu_copy_kb >= bytes >> 10);
+	munmap(buf, bytes);
+}
+
+/* Small memory (16 KiB between guard pages) is used in place: 4 KiB
+ * ranges, mapped for the device; both sides see each other's stores. */
+static void test_small_ranges_in_place(void **state)
+{
+	struct svm_fx *s = *state;
+	char *area = mmap(NULL, 6 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *buf = (uint64_t *)(area + 4096), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	assert_true(area != MAP_FAILED);
+	assert_int_equal(mprotect(area, 4096, PROT_NONE), 0); /* separate mappings */
+	assert_int_equal(mprotect(area + 5 * 4096, 4096, PROT_NONE), 0);
+	for (i = 0; i < 2048; i++)
+		buf[i] = i;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 16 * KIB, 0, &r), 0);
+	assert_true(r.sum == sum_of(buf, 16 * KIB));
+	st = stats(s);
+	assert_true(st.svm_in_place_count >= 4);
+	assert_true(st.svm_4K_pagefault_count >= 4);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 16 * KIB, 7, &r), 0);
+	for (i = 0; i < 2048; i++)
+		assert_true(buf[i] == i + 7);
+	buf[5] = 1000; /* a CPU store the GPU sees */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf + 5, 8, 0, &r), 0);
+	assert_true(r.sum == 1000);
+	munmap(area, 6 * 4096);
+}
+
+/* Memory the CPU never touched reads as zero on the GPU, and back. */
+static void test_untouched_memory(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_kernel_result r;
+
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf, 64 * KIB, 9, &r), 0);
+	assert_true(buf[0] == 9 && buf[8191] == 9 && buf[8192] == 0);
+	munmap(buf, 2 * MIB);
+}
+
+/* Freed memory: its ranges go (garbage collection); a kernel on it is
+ * aborted with the address; freed-then-reused memory starts from zero. */
+static void test_free_and_unmap(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	uint64_t i;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = 1;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	st0 = stats(s);
+	/* MADV_DONTNEED of the second 2 MiB while in VRAM: it reads zero. */
+	assert_int_equal(madvise(buf + 2 * MIB / 8, 2 * MIB, MADV_DONTNEED), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	if (r.sum != 2 * (2 * MIB / 8))
+		fail_msg("sum %llu, want %llu (buf[0]=%llu, buf[256K]=%llu)", (unsigned long long)r.sum, (unsigned long long)(2 * (2 * MIB / 8)), (unsigned long long)buf[0], (unsigned long long)buf[2 * MIB / 8]); /* first half 2s, second zeros */
+	assert_true(buf[0] == 2 && buf[2 * MIB / 8] == 0);
+	/* munmap the first half: a kernel there is aborted, naming it. */
+	assert_int_equal(munmap(buf, 2 * MIB), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4096, 0, &r), -EFAULT);
+	assert_true(r.fault_va == (uintptr_t)buf);
+	st = stats(s);
+	assert_true(st.svm_gc_count > st0.svm_gc_count);
+	assert_true(st.svm_abort_count >= 1);
+	munmap(buf + 2 * MIB / 8, 2 * MIB);
+}
+
+/* A partial munmap in the middle of a range in VRAM: the rest keeps its
+ * bytes. */
+static void test_partial_munmap(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_kernel_result r;
+	uint64_t i;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 10, &r), 0);
+	assert_int_equal(munmap(buf + 64 * KIB / 8, 64 * KIB), 0); /* a hole at 64 KiB */
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		if (i >= 64 * KIB / 8 && i < 128 * KIB / 8)
+			continue;
+		if (buf[i] != i + 10)
+			fail_msg("word %llu lost its value", (unsigned long long)i);
+	}
+	munmap(buf, 64 * KIB);
+	munmap(buf + 128 * KIB / 8, 2 * MIB - 128 * KIB);
+}
+
+/* CPU stores racing the GPU's migration of the same memory: none is lost
+ * (each lands before the copy or after the range came back). */
+struct racer {
+	uint64_t *p;
+	size_t n;
+	int stop;
+	uint64_t stores;
+};
+
+static void *race_main(void *arg)
+{
+	struct racer *x = arg;
+	uint64_t v = 0;
+
+	while (!__atomic_load_n(&x->stop, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&x->p[v % x->n], v + 1, __ATOMIC_RELAXED);
+		v++;
+	}
+	x->stores = v;
+	return NULL;
+}
+
+static void test_cpu_stores_race_migration(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB);
+	struct racer x = { .p = buf, .n = 512 };
+	struct ugpu_kernel_result r;
+	pthread_t t;
+	uint64_t i;
+	int k;
+
+	memset(buf, 0, 2 * MIB);
+	assert_int_equal(pthread_create(&t, NULL, race_main, &x), 0);
+	while (!__atomic_load_n(&buf[0], __ATOMIC_RELAXED))
+		sched_yield(); /* it stores */
+	/* Kernels until the racer's touches brought the range back a few
+	 * times (each: its stores raced a move to VRAM), bounded. */
+	for (k = 0; k < 2000 && (k < 20 || stats(s).svm_cpu_fault_count < 3); k++)
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf + 4096, 64 * KIB, 0, &r), 0);
+	__atomic_store_n(&x.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(t, NULL);
+	/* the last store of each word is there: v % 512 wrote v + 1 */
+	for (i = 0; i < 512; i++) {
+		uint64_t last = x.stores - 1 - ((x.stores - 1 - i) % 512);
+
+		if (x.stores > i && buf[i] != last + 1)
+			fail_msg("word %llu: %llu, the last store was %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(last + 1));
+	}
+	assert_true(stats(s).svm_cpu_fault_count >= 3);
+	munmap(buf, 2 * MIB);
+}
+
+/* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
+
+struct filler {
+	struct ugpu_bo *bo[128];
+	int n;
+	int delay_ms; /* the freeing thread frees 4 of them after this */
+};
+
+/* Pinned VRAM-only BOs of 1 MiB until VRAM is full. */
+static void vram_fill(struct svm_fx *s, struct filler *fl)
+{
+	fl->n = 0;
+	while (fl->n < 128) {
+		struct ugpu_bo *bo = bo_new(s->f->dev, MIB, UGPU_BO_PINNED, V, N, "fill");
+
+		if (!bo)
+			break;
+		fl->bo[fl->n++] = bo;
+	}
+	assert_true(fl->n > 0 && fl->n < 128);
+}
+
+static void *free_later(void *arg)
+{
+	struct filler *fl = arg;
+
+	usleep((useconds_t)fl->delay_ms * 1000);
+	for (int i = 0; i < 4 && fl->n; i++)
+		ugpu_bo_put(fl->bo[--fl->n]);
+	return NULL;
+}
+
+static void test_atomic_retries_then_aborts(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct filler fl;
+	pthread_t t;
+	uint64_t t0, i;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i;
+	/* Its page tables exist before VRAM fills up (the pool keeps them). */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(buf[1] == 1); /* back in process memory */
+	vram_fill(s, &fl);
+
+	/* No VRAM and nobody frees any: an atomic is tried 1 + 3 times over
+	 * 5 + 10 + 20 ms, then aborted with its address. */
+	t0 = now_ns_test();
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r), -EACCES);
+	assert_true(now_ns_test() - t0 >= 35ull * 1000000);
+	assert_true(r.fault_va == ((uintptr_t)(buf + 8) & ~(uintptr_t)4095)); /* its page */
+	assert_true(buf[8] == 8); /* nothing added */
+	assert_true(stats(s).svm_abort_count >= 1);
+
+	/* VRAM frees up while it retries: the atomic lands. */
+	fl.delay_ms = 8;
+	assert_int_equal(pthread_create(&t, NULL, free_later, &fl), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r), 0);
+	pthread_join(t, NULL);
+	assert_true(buf[8] == 9);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (i != 8 && buf[i] != i)
+			fail_msg("word %llu: %llx", (unsigned long long)i, (unsigned long long)buf[i]);
+	while (fl.n)
+		ugpu_bo_put(fl.bo[--fl.n]);
+	munmap(buf, 2 * MIB);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_small_ranges_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_retries_then_aborts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_untouched_memory, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_munmap, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup_wp, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-bench svm [--mib N] [--n N]: shared virtual memory (docs/svm.md) on
+ * the reference device, against baselines measured in the same run. One JSON
+ * object per line:
+ *   {"bench":"svm","case":"gpu_fault_2m","mib":M,"gbps":A,"migrate_gbps":C,"memcpy_gbps":B}
+ *       one READ_SUM kernel over M MiB of process memory (2 MiB ranges), each
+ *       range faulted into VRAM on the way: A is bytes over the kernel's
+ *       submit-to-fence time (faults, copies and the kernel's own reads), C
+ *       bytes over the fault-to-mapped time SVM counted (svm_2M_migrate_us);
+ *       B is memcpy of the same bytes between two populated buffers.
+ *   {"bench":"svm","case":"cpu_fault_2m","mib":M,"gbps":A,"memcpy_gbps":B}
+ *       the CPU reads one word of each of those ranges (now in VRAM), each
+ *       touch bringing its 2 MiB back before it returns.
+ *   {"bench":"svm","case":"gpu_fault_64m","gbps":A,"memcpy_gbps":B}
+ *       the same as gpu_fault_2m over 64 MiB (IGT's size).
+ *   {"bench":"svm","case":"cpu_fault_4k","n":N,"p50_us":A,"p99_us":B,"uffd_p50_us":C}
+ *       a CPU read of a 4 KiB range that a GPU atomic moved into VRAM, until
+ *       its data is there; C is the raw userfaultfd round trip (a handler
+ *       thread answering with UFFDIO_COPY) in the same run.
+ *   {"bench":"svm","case":"gpu_fault_4k","n":N,"p50_us":A,"p99_us":B,"exec_p50_us":C}
+ *       submit-to-fence of a READ_SUM kernel whose 4 KiB range is not mapped
+ *       yet (used in place); C the same kernel once mapped.
+ * Every measured pass runs after a warm-up pass over the same memory (VRAM
+ * pages of the device model allocated, page tables built), and every result
+ * is checked byte-exact. The device's engines are threads of this process:
+ * run it on a quiet machine.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ugpu/device.h>
+#include <ugpu/rpm.h>
+#include <ugpu/vm.h>
+
+#include "tools/ugpu-bench/bench.h"
+#include "tools/ugpu-sim/sim.h"
+
+#define MIB (1ull << 20)
+#define PAGE 4096ull
+#define SVM_WAIT_MS 60000
+/* Longer than SVM's timeslice (5 ms): a CPU touch sooner would wait it out. */
+#define AFTER_TIMESLICE_NS 20000000ull
+
+struct sb {
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+};
+
+static double gbps(uint64_t bytes, uint64_t ns)
+{
+	return ns ? (double)bytes / (double)ns : 0.0; /* bytes per ns == GB/s */
+}
+
+static int run_kernel(struct sb *b, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
+		      uint64_t value, uint64_t *sum, uint64_t *ns)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = (uintptr_t)p, .bytes = bytes,
+				 .value = value };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	uint64_t fence, t0 = bench_ns();
+	int ret;
+
+	ret = ugpu_queue_submit(b->q, &k, &fence);
+	if (!ret)
+		ret = ugpu_fence_wait(b->q, fence, SVM_WAIT_MS, &r);
+	if (ns)
+		*ns = bench_ns() - t0;
+	if (!ret && r.status)
+		ret = r.status;
+	if (sum)
+		*sum = r.sum;
+	return ret;
+}
+
+static int svm_stats(struct sb *b, struct ugpu_svm_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = sizeof(*st);
+	return ugpu_device_svm_stats(b->dev, st);
+}
+
+/* @bytes of anonymous memory aligned to 2 MiB, or NULL. */
+static void *map_aligned(size_t bytes)
+{
+	size_t len = bytes + 2 * MIB;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = ((uintptr_t)p + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	if ((uintptr_t)p + len > a + bytes)
+		munmap((void *)(a + bytes), (uintptr_t)p + len - (a + bytes));
+	return (void *)a;
+}
+
+static uint64_t fill(uint64_t *w, size_t bytes, uint64_t seed)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < bytes / 8; i++) {
+		w[i] = seed * 0x9e3779b97f4a7c15ull + i;
+		sum += w[i];
+	}
+	return sum;
+}
+
+static uint64_t memcpy_ns(size_t bytes)
+{
+	char *src = malloc(bytes), *dst = malloc(bytes);
+	uint64_t best = UINT64_MAX;
+
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return 0;
+	}
+	memset(src, 1, bytes);
+	memset(dst, 2, bytes);
+	for (int i = 0; i < 3; i++) {
+		uint64_t t0 = bench_ns();
+
+		memcpy(dst, src, bytes);
+		t0 = bench_ns() - t0;
+		if (t0 < best)
+			best = t0;
+	}
+	if (memcmp(dst, src, bytes))
+		best = 0;
+	free(src);
+	free(dst);
+	return best;
+}
+
+/*
+ * GPU faults over @bytes of fresh data, then CPU touches bringing it back;
+ * @pass_ns[0] the kernel, [1] the touches, @migrate_us what SVM counted for
+ * the 2 MiB moves.
+ */
+static int fault_pass(struct sb *b, uint64_t *w, size_t bytes, uint64_t seed, uint64_t pass_ns[2],
+		      uint64_t *migrate_us)
+{
+	struct ugpu_svm_stats s0, s1;
+	uint64_t want = fill(w, bytes, seed), sum = 0, x = 0;
+	int ret;
+
+	ret = svm_stats(b, &s0);
+	if (!ret)
+		ret = run_kernel(b, UGPU_KERNEL_READ_SUM, w, bytes, 0, &sum, &pass_ns[0]);
+	if (!ret)
+		ret = svm_stats(b, &s1);
+	if (ret)
+		return ret;
+	if (sum != want) {
+		fprintf(stderr, "ugpu-bench svm: the kernel summed 0x%llx, the data sums to 0x%llx\n",
+			(unsigned long long)sum, (unsigned long long)want);
+		return -EIO;
+	}
+	if (s1.svm_2M_migrate_count - s0.svm_2M_migrate_count != bytes / (2 * MIB)) {
+		fprintf(stderr, "ugpu-bench svm: %llu of %zu ranges moved to VRAM (is VRAM too small?)\n",
+			(unsigned long long)(s1.svm_2M_migrate_count - s0.svm_2M_migrate_count),
+			(size_t)(bytes / (2 * MIB)));
+		return -ENOSPC;
+	}
+	*migrate_us = s1.svm_2M_migrate_us - s0.svm_2M_migrate_us;
+	{
+		struct timespec ts = { 0, (long)AFTER_TIMESLICE_NS };
+
+		nanosleep(&ts, NULL);
+	}
+	{
+		uint64_t t0 = bench_ns();
+
+		for (size_t off = 0; off < bytes; off += 2 * MIB)
+			x += __atomic_load_n(&w[off / 8], __ATOMIC_RELAXED);
+		pass_ns[1] = bench_ns() - t0;
+	}
+	(void)x;
+	/* The last touch returns once its data is back; SVM's bookkeeping of
+	 * that range (VRAM freed) ends just after. */
+	for (int i = 0; (ret = svm_stats(b, &s0)) == 0 && s0.svm_vram_bytes && i < 2000; i++)
+		usleep(1000);
+	if (!ret && s0.svm_vram_bytes) {
+		fprintf(stderr, "ugpu-bench svm: %llu bytes still in VRAM after the CPU read them\n",
+			(unsigned long long)s0.svm_vram_bytes);
+		return -EIO;
+	}
+	for (size_t i = 0; !ret && i < bytes / 8; i++)
+		if (w[i] != seed * 0x9e3779b97f4a7c15ull + i) {
+			fprintf(stderr, "ugpu-bench svm: word %zu came back wrong\n", i);
+			ret = -EIO;
+		}
+	return ret;
+}
+
+static int bench_big(struct sb *b, size_t mib, const char *gpu_case, const char *cpu_case)
+{
+	size_t bytes = mib * MIB;
+	uint64_t *w = map_aligned(bytes);
+	uint64_t ns[2], mig_us, copy_ns;
+	int ret;
+
+	if (!w)
+		return -ENOMEM;
+	ret = fault_pass(b, w, bytes, 1, ns, &mig_us); /* warm-up */
+	if (!ret)
+		ret = fault_pass(b, w, bytes, 2, ns, &mig_us);
+	copy_ns = ret ? 0 : memcpy_ns(bytes);
+	if (!ret) {
+		printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"migrate_gbps\":%.2f,\"memcpy_gbps\":%.2f}\n",
+		       gpu_case, mib, gbps(bytes, ns[0]), gbps(bytes, mig_us * 1000), gbps(bytes, copy_ns));
+		if (cpu_case)
+			printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"memcpy_gbps\":%.2f}\n",
+			       cpu_case, mib, gbps(bytes, ns[1]), gbps(bytes, copy_ns));
+		fflush(stdout);
+	}
+	munmap(w, bytes);
+	return ret;
+}
+
+/* @n pages, each its own mapping (a PROT_NONE page between two keeps them
+ * from merging), so each is a 4 KiB range. */
+static char *map_4k_ranges(size_t n)
+{
+	char *p = mmap(NULL, 2 * n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (mprotect(p + (2 * i + 1) * PAGE, PAGE, PROT_NONE)) {
+			munmap(p, 2 * n * PAGE);
+			return NULL;
+		}
+	return p;
+}
+
+static void report_lat(const char *name, uint64_t *ns, size_t n, const char *extra_name,
+		       double extra)
+{
+	qsort(ns, n, sizeof(*ns), bench_cmp_u64);
+	printf("{\"bench\":\"svm\",\"case\":\"%s\",\"n\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f,\"%s\":%.2f}\n",
+	       name, n, ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0, extra_name, extra);
+	fflush(stdout);
+}
+
+/* A GPU atomic moves each 4 KiB range into VRAM; then one CPU read each. */
+static int bench_cpu_4k(struct sb *b, size_t n)
+{
+	char *p = map_4k_ranges(n);
+	uint64_t *ns = calloc(n, sizeof(*ns)), *raw_ns = calloc(n, sizeof(*raw_ns));
+	struct uffd_raw *raw = NULL;
+	int ret = 0;
+
+	if (!p || !ns || !raw_ns) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && !ret; pass++) { /* warm-up, then measured */
+		struct ugpu_svm_stats st;
+
+		for (size_t i = 0; i < n && !ret; i++) {
+			uint64_t *w = (uint64_t *)(p + 2 * i * PAGE);
+
+			w[0] = i;
+			ret = run_kernel(b, UGPU_KERNEL_ATOMIC_ADD, w, PAGE, 1000, NULL, NULL);
+		}
+		if (!ret)
+			ret = svm_stats(b, &st);
+		if (!ret && st.svm_vram_bytes != n * PAGE) {
+			fprintf(stderr, "ugpu-bench svm: %llu of %zu bytes of 4 KiB ranges in VRAM\n",
+				(unsigned long long)st.svm_vram_bytes, (size_t)(n * PAGE));
+			ret = -EIO;
+		}
+		if (ret)
+			break;
+		{
+			struct timespec ts = { 0, (long)AFTER_TIMESLICE_NS };
+
+			nanosleep(&ts, NULL);
+		}
+		for (size_t i = 0; i < n; i++) {
+			volatile uint64_t *w = (volatile uint64_t *)(p + 2 * i * PAGE);
+			uint64_t t0 = bench_ns(), v = w[0];
+
+			ns[i] = bench_ns() - t0;
+			if (v != i + 1000) {
+				fprintf(stderr, "ugpu-bench svm: 4 KiB range %zu read 0x%llx\n", i,
+					(unsigned long long)v);
+				ret = -EIO;
+				break;
+			}
+		}
+	}
+	if (!ret)
+		ret = uffd_raw_create(n, &raw);
+	for (size_t i = 0; !ret && i < n; i++)
+		ret = uffd_raw_touch(raw, &raw_ns[i]);
+	if (!ret) {
+		qsort(raw_ns, n, sizeof(*raw_ns), bench_cmp_u64);
+		report_lat("cpu_fault_4k", ns, n, "uffd_p50_us", raw_ns[n / 2] / 1000.0);
+	}
+out:
+	if (raw)
+		uffd_raw_destroy(raw);
+	if (p)
+		munmap(p, 2 * n * PAGE);
+	free(ns);
+	free(raw_ns);
+	return ret;
+}
+
+/* READ_SUM of a 4 KiB range the GPU has not mapped yet, then once mapped. */
+static int bench_gpu_4k(struct sb *b, size_t n)
+{
+	uint64_t *ns = calloc(n, sizeof(*ns)), *mapped = calloc(n, sizeof(*mapped));
+	char *p = NULL;
+	int ret = 0;
+
+	if (!ns || !mapped) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && !ret; pass++) {
+		p = map_4k_ranges(n);
+		if (!p) {
+			ret = -ENOMEM;
+			break;
+		}
+		for (size_t i = 0; i < n && !ret; i++) {
+			uint64_t *w = (uint64_t *)(p + 2 * i * PAGE), sum = 0;
+
+			memset(w, 0, PAGE);
+			w[7] = i + 1;
+			ret = run_kernel(b, UGPU_KERNEL_READ_SUM, w, PAGE, 0, &sum, &ns[i]);
+			if (!ret)
+				ret = run_kernel(b, UGPU_KERNEL_READ_SUM, w, PAGE, 0, NULL, &mapped[i]);
+			if (!ret && sum != i + 1)
+				ret = -EIO;
+		}
+		munmap(p, 2 * n * PAGE); /* the ranges go with it */
+	}
+	if (!ret) {
+		qsort(mapped, n, sizeof(*mapped), bench_cmp_u64);
+		report_lat("gpu_fault_4k", ns, n, "exec_p50_us", mapped[n / 2] / 1000.0);
+	}
+out:
+	free(ns);
+	free(mapped);
+	return ret;
+}
+
+int bench_svm(int argc, char **argv)
+{
+	struct ugpu_context_opts co = { .size = sizeof(co), .log_level = UGPU_LOG_ERROR };
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
+				   .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
+				   .name = "bench-svm" };
+	struct ugpu_context *ctx = NULL;
+	struct sim *sim = NULL;
+	struct sb b = { 0 };
+	struct sim_opts so;
+	size_t mib = 256, n = 1000;
+	char uri[256];
+	int i, ret;
+
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--mib") && i + 1 < argc) {
+			mib = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
+			n = strtoul(argv[++i], NULL, 0);
+		} else {
+			fprintf(stderr, "usage: ugpu-bench svm [--mib N (>= 64, even)] [--n N]\n");
+			return 2;
+		}
+	}
+	if (mib < 64)
+		mib = 64;
+	mib &= ~(size_t)1;
+	if (n < 100)
+		n = 100;
+	sim_opts_init(&so);
+	/* VRAM for every range at once, plus the driver's own objects. */
+	so.vram_size = 64 * MIB;
+	while (so.vram_size < mib * MIB + 64 * MIB)
+		so.vram_size *= 2;
+	ret = sim_start(&so, &sim);
+	if (!ret)
+		ret = ugpu_context_create(&co, &ctx);
+	if (!ret) {
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
+		ret = ugpu_device_open(ctx, uri, &b.dev);
+	}
+	/* The device stays awake: this measures SVM, not wakes. */
+	if (!ret)
+		ret = ugpu_device_rpm_get(b.dev);
+	if (!ret)
+		ret = ugpu_vm_create(b.dev, &vo, &b.vm);
+	if (!ret)
+		ret = ugpu_queue_create(b.vm, NULL, &b.q);
+	if (ret) {
+		fprintf(stderr, "ugpu-bench svm: setup failed: %s\n", ugpu_strerror(ret));
+		goto out;
+	}
+	ret = bench_big(&b, mib, "gpu_fault_2m", "cpu_fault_2m");
+	if (!ret)
+		ret = bench_big(&b, 64, "gpu_fault_64m", NULL);
+	if (!ret)
+		ret = bench_cpu_4k(&b, n);
+	if (!ret)
+		ret = bench_gpu_4k(&b, n);
+	if (ret)
+		fprintf(stderr, "ugpu-bench svm: %s\n", ugpu_strerror(ret));
+out:
+	ugpu_queue_destroy(b.q);
+	ugpu_vm_destroy(b.vm);
+	if (b.dev)
+		ugpu_device_rpm_put(b.dev);
+	ugpu_device_close(b.dev);
+	ugpu_context_destroy(ctx);
+	sim_stop(sim);
+	return ret ? 1 : 0;
+}
