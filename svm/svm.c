@@ -1390,19 +1390,21 @@ static void svm_free(struct svm *s)
 		pthread_mutex_unlock(&s->lock);
 		pthread_join(s->worker, NULL);
 	}
+	/* Ranges left are in process memory (the devices took theirs back):
+	 * unregister the memory so the process's touches are its own again,
+	 * then stop the handler thread, which reads the ranges and may still
+	 * be queueing work; only then free both. */
+	for (i = 0; i < s->nreg; i++)
+		uffd_unregister(s->u, s->reg[i].start, s->reg[i].end - s->reg[i].start);
+	uffd_destroy(s->u);
 	list_for_each_safe(l, &s->work) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
 
 		free(w->f);
 		free(w);
 	}
-	/* Ranges left are in process memory (the devices took theirs back):
-	 * unregister the memory so the process's touches are its own again. */
-	for (i = 0; i < s->nreg; i++)
-		uffd_unregister(s->u, s->reg[i].start, s->reg[i].end - s->reg[i].start);
 	for (i = 0; i < s->n; i++)
 		free(s->r[i]);
-	uffd_destroy(s->u);
 	if (s->staging)
 		munmap((void *)s->staging, SVM_2M);
 	if (s->pagemap_fd >= 0)
