@@ -2,21 +2,27 @@
 #   make run   - install missing packages, build, run the main job (the demo on
 #                the embedded reference device)
 #   make test  - install missing packages, build, run the whole ctest suite,
-#                then again under TSan and under ASan+UBSan
+#                a short run of each fuzz target, then the suite again under
+#                TSan and under ASan+UBSan
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
+BUILD_FUZZ ?= build-fuzz
+# Seconds each fuzz target runs in make test (the long run: docs/testing.md).
+FUZZ_SECONDS ?= 20
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?= --output-on-failure
 CMAKE_ARGS ?=
 
-.PHONY: all deps deps-test build run test test-release test-asan test-tsan bench clean
+.PHONY: all deps deps-test build run test test-release test-asan test-tsan test-fuzz bench clean
 
 # Test-only packages, installed by make test (not make run): the VM stage
 # (tests/vm) boots a QEMU guest with busybox (it would otherwise install them
 # itself, and fails loudly when it cannot); test_logind_bus runs a private
 # dbus-daemon as a fake system bus.
 VM_PKGS = qemu-system-x86 busybox-static dbus-daemon
+# The fuzz targets (tests/fuzz) are built with clang's libFuzzer.
+FUZZ_PKGS = clang libclang-rt-14-dev libfuzzer-14-dev
 
 all: build
 
@@ -50,12 +56,21 @@ test-asan: deps
 	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
 		ctest --test-dir $(BUILD_ASAN) $(CTEST_ARGS)
 
-# Release first (fast feedback), then the sanitizers; ASan+UBSan is last so
-# the final line is its ctest summary.
-test: test-release test-tsan test-asan
+# The vfio-user fuzz targets, built with clang (libFuzzer, ASan+UBSan) in their
+# own directory: every crash reproducer replayed, then FUZZ_SECONDS of fuzzing
+# each from the checked-in corpus.
+test-fuzz:
+	@./scripts/install-deps.sh $(FUZZ_PKGS)
+	CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DUGPU_FUZZ=ON -DUGPU_BUILD_TESTS=OFF $(CMAKE_ARGS)
+	cmake --build $(BUILD_FUZZ) -j$(JOBS)
+	./tests/fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+# Release first (fast feedback), then the fuzz targets and the sanitizers;
+# ASan+UBSan is last so the final line is its ctest summary.
+test: test-release test-fuzz test-tsan test-asan
 
 bench: build
 	./$(BUILD)/ugpu-bench all
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ)

@@ -308,8 +308,11 @@ static int transport_up(struct ugpu_device *dev, const char *uri)
 	dev->class_code = classrev >> 8;
 	dev->profile = profile_find(dev->vendor_id, dev->device_id);
 	if (!dev->profile) {
-		log_err(ctx, "%s: PCI device %04x:%04x is not a device ugpu supports", uri,
-			dev->vendor_id, dev->device_id);
+		/* Its own line: the device answered fine, ugpu just cannot drive
+		 * it (not "gone", which -ENODEV alone would suggest). */
+		log_err(ctx, "%s: PCI device %04x:%04x (class %06x) has no ugpu profile: ugpu drives the reference device %04x:%04x and ivshmem-plain 1af4:1110",
+			uri, dev->vendor_id, dev->device_id, dev->class_code, REFDEV_VENDOR_ID,
+			REFDEV_DEVICE_ID);
 		ret = -ENODEV;
 		goto out_close;
 	}

@@ -3,11 +3,17 @@
  * vfio-user client transport (qemu docs/interop/vfio-user.rst, 0.1).
  *
  * Threading model:
- *  - One reader thread owns the receive side of the socket. It reads whole
+ *  - One reader thread owns the receive side of the socket(s). It reads whole
  *    messages, routes replies to the caller waiting for that msg_id, and
  *    serves the server's own requests (DMA_READ / DMA_WRITE for windows
  *    mapped without an fd) itself, so a caller blocked in DMA_UNMAP while the
  *    server drains in-band DMA cannot deadlock.
+ *  - Twin-socket mode (offered in VERSION unless turned off; the server
+ *    decides): the server's requests and our replies to them travel on a
+ *    second socket the server passes with its VERSION reply. The reader
+ *    watches both; replies to server requests go back on the socket the
+ *    request came from, under that socket's own send lock, so serving
+ *    in-band DMA never queues behind a caller's large REGION_WRITE.
  *  - Callers send under @send_lock (one whole message at a time, so
  *    messages never interleave on the stream) and wait for their reply on
  *    @cond with a bound (@timeout_ms). A reply that comes after its caller
@@ -17,9 +23,10 @@
  *    pending calls complete at once (-ENODEV, or -EPROTO for a broken
  *    stream), later calls fail with -ENODEV without touching the socket.
  *
- * Lock order: @lock and @send_lock are never held together (each path drops
- * one before taking the other), so they cannot deadlock. Neither is held
- * across a wait on the peer, except @send_lock around one bounded send.
+ * Lock order: @lock, @send_lock and @twin_send_lock are never held together
+ * (each path drops one before taking another), so they cannot deadlock. None
+ * is held across a wait on the peer, except a send lock around one bounded
+ * send.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,22 +48,11 @@
 #include "src/base/log.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
+#include "src/vfio/vfio_user_msg.h"
 #include "src/vfio/vfio_user_proto.h"
 
-/* Regions and irq indexes we cache at open; a server announcing more gets
- * the rest reported as absent. */
-#define VU_MAX_REGIONS 16
-#define VU_MAX_IRQS 8
-/* Sanity bounds on what DEVICE_GET_INFO may claim. */
-#define VU_SANE_REGIONS 64
-#define VU_SANE_IRQS 64
-/* fds the reader can receive in one message: more than any reply may carry,
- * so "too many fds" is seen and reported rather than silently truncated. */
-#define VU_RECV_FDS 16
-/* Largest GET_REGION_INFO reply we accept (region info + capabilities). */
-#define VU_REGION_INFO_MAX 4096
 /* How often the idle reader re-checks for close (it is also woken by
- * @stop_fd, so this only bounds the wait). */
+ * @wake_fd, so this only bounds the wait). */
 #define VU_READER_TICK_MS 1000
 #define VU_IOVA_LIMIT (1ull << 48)
 
@@ -96,7 +92,10 @@ struct vu_region {
  *  - @lock protects @pending, @next_id, @dead, @dead_err, @dma*, @mmaps.
  *    The reader holds it while copying in-band DMA data, so a window removed
  *    from @dma is never touched again.
- *  - @send_lock serialises writes to @sock.
+ *  - @send_lock serialises writes to @sock, @twin_send_lock to @twin.
+ *  - @twin is set once, under @lock, when VERSION turns twin-socket mode on;
+ *    the reader reads it under @lock; close() closes it after the reader is
+ *    joined.
  *  - @regions, @irqs, @caps and @flags are written during open, before any
  *    other thread sees the device, and read-only after.
  *  - @timeout_ms is read/written atomically.
@@ -104,13 +103,16 @@ struct vu_region {
 struct vu_dev {
 	struct vfio_dev dev; /* must be first */
 	int sock;
-	int stop_fd; /* eventfd: close() wakes the reader */
+	int twin; /* twin socket (server requests), or -1 */
+	bool offer_twin; /* propose twin-socket mode in VERSION */
+	int wake_fd; /* eventfd: wakes the reader (close, or a new twin to watch) */
 	bool stopping; /* under @lock */
 	pthread_t reader;
 	bool reader_started;
 	int timeout_ms;
 
 	pthread_mutex_t send_lock;
+	pthread_mutex_t twin_send_lock;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled when a pending completes */
 	struct vu_pending *pending;
@@ -134,34 +136,15 @@ struct vu_dev {
 	struct vfio_dev_irq_info irqs[VU_MAX_IRQS];
 };
 
-static const char *const vu_cmd_names[VFU_CMD_MAX] = {
-	[VFU_CMD_VERSION] = "VERSION",
-	[VFU_CMD_DMA_MAP] = "DMA_MAP",
-	[VFU_CMD_DMA_UNMAP] = "DMA_UNMAP",
-	[VFU_CMD_DEVICE_GET_INFO] = "DEVICE_GET_INFO",
-	[VFU_CMD_DEVICE_GET_REGION_INFO] = "GET_REGION_INFO",
-	[VFU_CMD_DEVICE_GET_REGION_IO_FDS] = "GET_REGION_IO_FDS",
-	[VFU_CMD_DEVICE_GET_IRQ_INFO] = "GET_IRQ_INFO",
-	[VFU_CMD_DEVICE_SET_IRQS] = "SET_IRQS",
-	[VFU_CMD_REGION_READ] = "REGION_READ",
-	[VFU_CMD_REGION_WRITE] = "REGION_WRITE",
-	[VFU_CMD_DMA_READ] = "DMA_READ",
-	[VFU_CMD_DMA_WRITE] = "DMA_WRITE",
-	[VFU_CMD_DEVICE_RESET] = "DEVICE_RESET",
-	[VFU_CMD_REGION_WRITE_MULTI] = "REGION_WRITE_MULTI",
-	[VFU_CMD_DEVICE_FEATURE] = "DEVICE_FEATURE",
-};
-
-static const char *vu_cmd_name(unsigned int cmd)
-{
-	if (cmd < VFU_CMD_MAX && vu_cmd_names[cmd])
-		return vu_cmd_names[cmd];
-	return "unknown command";
-}
-
 static struct vu_dev *to_vu(struct vfio_dev *dev)
 {
 	return (struct vu_dev *)dev;
+}
+
+/* Log target for the message checks of vfio_user_msg.c. */
+static struct vu_log vu_log_of(struct vu_dev *vu)
+{
+	return (struct vu_log){ .ctx = vu->dev.ctx, .name = vu->dev.name };
 }
 
 static int vu_timeout(struct vu_dev *vu)
@@ -231,9 +214,11 @@ static bool vu_is_dead(struct vu_dev *vu)
  * leaves the stream unusable: the device is then marked dead.
  * Returns 0, -ENODEV (peer gone), -ETIMEDOUT (peer not reading).
  */
-static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *payload,
+static int vu_send(struct vu_dev *vu, bool twin, const struct vfu_hdr *hdr, const void *payload,
 		   size_t len, const int *fds, int nfds)
 {
+	pthread_mutex_t *lock = twin ? &vu->twin_send_lock : &vu->send_lock;
+	int fd = twin ? vu->twin : vu->sock;
 	struct iovec iov[2] = {
 		{ .iov_base = (void *)hdr, .iov_len = sizeof(*hdr) },
 		{ .iov_base = (void *)payload, .iov_len = len },
@@ -262,9 +247,9 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 
-	pthread_mutex_lock(&vu->send_lock);
+	pthread_mutex_lock(lock);
 	while (sent < total) {
-		ssize_t n = sendmsg(vu->sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n > 0) {
 			sent += (size_t)n;
@@ -288,7 +273,7 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			int64_t left = deadline - now_ms();
-			struct pollfd pfd = { .fd = vu->sock, .events = POLLOUT };
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 
 			if (left <= 0) {
 				ret = -ETIMEDOUT;
@@ -304,7 +289,7 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 											       : -ENODEV;
 		break;
 	}
-	pthread_mutex_unlock(&vu->send_lock);
+	pthread_mutex_unlock(lock);
 
 	if (ret == -ENODEV) {
 		vu_mark_dead(vu, -ENODEV, "server hung up (send failed)");
@@ -323,27 +308,36 @@ static int vu_send(struct vu_dev *vu, const struct vfu_hdr *hdr, const void *pay
 
 /* ---- receiving (reader thread only) ---------------------------------- */
 
+/* True once close() asked the reader to stop. */
+static bool vu_stopping(struct vu_dev *vu)
+{
+	bool stop;
+
+	pthread_mutex_lock(&vu->lock);
+	stop = vu->stopping;
+	pthread_mutex_unlock(&vu->lock);
+	return stop;
+}
+
 /*
- * Read exactly @len bytes; wait at most @timeout_ms for each chunk. Collects
- * SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if the
- * kernel had to drop some. @first: waiting for the start of a message (the
- * wait then repeats while nothing arrives and close is not requested).
+ * Read exactly @len bytes of a message that has started on @fd: the rest
+ * must follow within half the call bound, so a stalled message is reported
+ * as a broken stream (-EPROTO) before the waiting caller's own timeout fires.
+ * Collects SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if
+ * the kernel had to drop some.
  * Returns 0, -ENODEV (EOF / reset), -ETIMEDOUT (stalled mid-message),
  * -ECANCELED (close requested), -errno.
  */
-static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int *nfds,
-			 bool *ctrunc, bool first)
+static int vu_recv_exact(struct vu_dev *vu, int fd, void *buf, size_t len, int *fds, int *nfds,
+			 bool *ctrunc)
 {
-	size_t got = 0;
-	/* Once a message has started, the rest must follow within half the
-	 * call bound, so a stalled message is reported as a broken stream
-	 * (-EPROTO) before the waiting caller's own timeout fires. */
 	int64_t deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
+	size_t got = 0;
 
 	while (got < len) {
 		struct pollfd pfd[2] = {
-			{ .fd = vu->sock, .events = POLLIN },
-			{ .fd = vu->stop_fd, .events = POLLIN },
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = vu->wake_fd, .events = POLLIN },
 		};
 		union {
 			char b[CMSG_SPACE(sizeof(int) * VU_RECV_FDS)];
@@ -356,32 +350,33 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 			.msg_control = cm.b,
 			.msg_controllen = sizeof(cm.b),
 		};
+		int64_t left = deadline - now_ms();
 		struct cmsghdr *c;
-		int wait = VU_READER_TICK_MS;
 		ssize_t n;
 		int pr;
 
-		if (first && got == 0) {
-			deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
-		} else {
-			int64_t left = deadline - now_ms();
-
-			if (left <= 0)
-				return -ETIMEDOUT;
-			wait = (int)left;
-		}
-		pr = poll(pfd, 2, wait);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		pr = poll(pfd, 2, (int)left);
 		if (pr < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
-		if (pfd[1].revents)
-			return -ECANCELED;
-		if (pr == 0)
+		if (pfd[1].revents) {
+			uint64_t v;
+
+			if (vu_stopping(vu))
+				return -ECANCELED;
+			/* a poke (a twin socket to watch): seen after this message */
+			if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: drained already */
+			}
+		}
+		if (!pfd[0].revents)
 			continue;
 
-		n = recvmsg(vu->sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
 				continue;
@@ -398,13 +393,13 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 				continue;
 			cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 			for (k = 0; k < cnt; k++) {
-				int fd;
+				int cfd;
 
-				memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+				memcpy(&cfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
 				if (*nfds < VU_RECV_FDS)
-					fds[(*nfds)++] = fd;
+					fds[(*nfds)++] = cfd;
 				else {
-					close(fd);
+					close(cfd);
 					*ctrunc = true;
 				}
 			}
@@ -416,9 +411,10 @@ static int vu_recv_exact(struct vu_dev *vu, void *buf, size_t len, int *fds, int
 	return 0;
 }
 
-/* Reply header-only to a server request (error or empty success). */
-static void vu_reply(struct vu_dev *vu, const struct vfu_hdr *req, int err, const void *payload,
-		     size_t len)
+/* Answer a server request on the socket it came by (@twin): an error
+ * (header only) or a success with @payload. */
+static void vu_reply(struct vu_dev *vu, bool twin, const struct vfu_hdr *req, int err,
+		     const void *payload, size_t len)
 {
 	struct vfu_hdr h = {
 		.msg_id = req->msg_id,
@@ -430,7 +426,7 @@ static void vu_reply(struct vu_dev *vu, const struct vfu_hdr *req, int err, cons
 
 	if (req->flags & VFU_F_NO_REPLY)
 		return;
-	vu_send(vu, &h, err ? NULL : payload, err ? 0 : len, NULL, 0);
+	vu_send(vu, twin, &h, err ? NULL : payload, err ? 0 : len, NULL, 0);
 }
 
 /* Find the window holding [addr, addr+count) whole. Caller holds @lock. */
@@ -446,37 +442,26 @@ static struct vu_dma *vu_dma_find_locked(struct vu_dev *vu, uint64_t addr, uint6
 }
 
 /* Serve DMA_READ / DMA_WRITE from the server against our own memory. */
-static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8_t *body,
-			 size_t len)
+static void vu_serve_dma(struct vu_dev *vu, bool twin, const struct vfu_hdr *h,
+			 const uint8_t *body, size_t len)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_dma_access acc;
 	struct vu_dma *d;
 	uint8_t *out = NULL;
 	size_t out_len = 0;
-	int err = 0;
+	int err;
 
-	if (len < sizeof(acc)) {
-		log_err(vu->dev.ctx, "%s: server %s of %zu bytes is shorter than its header",
-			vu->dev.name, vu_cmd_name(h->cmd), len);
-		vu_reply(vu, h, EINVAL, NULL, 0);
-		return;
-	}
-	memcpy(&acc, body, sizeof(acc));
-	if (acc.count == 0 || acc.count > VFU_MAX_DATA_XFER ||
-	    (h->cmd == VFU_CMD_DMA_WRITE && len - sizeof(acc) != acc.count) ||
-	    (h->cmd == VFU_CMD_DMA_READ && len != sizeof(acc))) {
-		log_err(vu->dev.ctx,
-			"%s: server %s at iova 0x%" PRIx64 " count %" PRIu64
-			" has a bad size (message payload %zu)",
-			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count, len);
-		vu_reply(vu, h, EINVAL, NULL, 0);
+	err = vu_dma_request_parse(&l, h, body, len, &acc);
+	if (err) {
+		vu_reply(vu, twin, h, err, NULL, 0);
 		return;
 	}
 	if (h->cmd == VFU_CMD_DMA_READ) {
 		out_len = sizeof(acc) + acc.count;
 		out = malloc(out_len);
 		if (!out) {
-			vu_reply(vu, h, ENOMEM, NULL, 0);
+			vu_reply(vu, twin, h, ENOMEM, NULL, 0);
 			return;
 		}
 		memcpy(out, &acc, sizeof(acc));
@@ -503,11 +488,11 @@ static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8
 		log_err(vu->dev.ctx, "%s: server %s iova 0x%" PRIx64 "+%" PRIu64 ": %s",
 			vu->dev.name, vu_cmd_name(h->cmd), acc.addr, acc.count,
 			err == EFAULT ? "not inside one mapped window" : "window lacks that permission");
-		vu_reply(vu, h, err, NULL, 0);
+		vu_reply(vu, twin, h, err, NULL, 0);
 	} else if (h->cmd == VFU_CMD_DMA_READ) {
-		vu_reply(vu, h, 0, out, out_len);
+		vu_reply(vu, twin, h, 0, out, out_len);
 	} else {
-		vu_reply(vu, h, 0, &acc, sizeof(acc));
+		vu_reply(vu, twin, h, 0, &acc, sizeof(acc));
 	}
 	free(out);
 }
@@ -516,6 +501,7 @@ static void vu_serve_dma(struct vu_dev *vu, const struct vfu_hdr *h, const uint8
 static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *body, size_t len,
 			   int *fds, int nfds, bool ctrunc)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vu_pending *p;
 
 	pthread_mutex_lock(&vu->lock);
@@ -531,31 +517,8 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
 		return;
 	}
 	p->done = true;
-	if (h->cmd != p->cmd) {
-		log_err(vu->dev.ctx, "%s: reply to %s (msg_id %u) says command %u",
-			vu->dev.name, vu_cmd_name(p->cmd), h->msg_id, h->cmd);
-		p->err = -EPROTO;
-	} else if (h->flags & ~(VFU_F_TYPE_MASK | VFU_F_ERROR)) {
-		log_err(vu->dev.ctx, "%s: reply to %s has unknown flags 0x%x", vu->dev.name,
-			vu_cmd_name(p->cmd), h->flags);
-		p->err = -EPROTO;
-	} else if (ctrunc || nfds > VU_RECV_FDS) {
-		log_err(vu->dev.ctx, "%s: reply to %s carried more than %d fds", vu->dev.name,
-			vu_cmd_name(p->cmd), VU_RECV_FDS);
-		p->err = -EPROTO;
-	} else if (h->flags & VFU_F_ERROR) {
-		if (len) {
-			log_err(vu->dev.ctx, "%s: error reply to %s carries %zu payload bytes",
-				vu->dev.name, vu_cmd_name(p->cmd), len);
-			p->err = -EPROTO;
-		} else if (h->error == 0 || h->error >= 4096) {
-			/* The spec allows error 0 with the flag: failed, reason unknown. */
-			p->err = -EIO;
-		} else {
-			p->err = -(int)h->error;
-		}
-	} else {
-		p->err = 0;
+	p->err = vu_reply_status(&l, p->cmd, h, len, ctrunc || nfds > VU_RECV_FDS);
+	if (p->err == 0) {
 		p->reply = body;
 		p->reply_len = len;
 		body = NULL;
@@ -569,79 +532,132 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
 	free(body);
 }
 
+/*
+ * Read one whole message from @fd (its start is ready) and act on it.
+ * Returns 0, or -1 once the device is dead (the reader then ends).
+ */
+static int vu_read_one(struct vu_dev *vu, int fd, bool twin)
+{
+	struct vfu_hdr h;
+	int fds[VU_RECV_FDS];
+	int nfds = 0;
+	bool ctrunc = false;
+	uint8_t *body = NULL;
+	size_t len = 0;
+	char why[160];
+	int ret;
+
+	ret = vu_recv_exact(vu, fd, &h, sizeof(h), fds, &nfds, &ctrunc);
+	if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
+		snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
+			 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
+		close_fds(fds, nfds);
+		vu_mark_dead(vu, -EPROTO, why);
+		return -1;
+	}
+	if (ret == 0) {
+		len = h.size - sizeof(h);
+		if (len) {
+			body = malloc(len);
+			if (!body) {
+				close_fds(fds, nfds);
+				vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
+				return -1;
+			}
+			ret = vu_recv_exact(vu, fd, body, len, fds, &nfds, &ctrunc);
+		}
+	}
+	if (ret) {
+		close_fds(fds, nfds);
+		free(body);
+		if (ret == -ECANCELED) {
+			vu_mark_dead(vu, -ENODEV, NULL);
+		} else if (ret == -ENODEV) {
+			vu_mark_dead(vu, -ENODEV, twin ? "server hung up (twin socket)" : "server hung up");
+		} else if (ret == -ETIMEDOUT) {
+			vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
+		} else {
+			snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
+			vu_mark_dead(vu, -ENODEV, why);
+		}
+		return -1;
+	}
+
+	switch (h.flags & VFU_F_TYPE_MASK) {
+	case VFU_F_TYPE_REPLY:
+		/* Replies to our calls come on the main socket; the twin socket
+		 * carries only the server's requests (our replies go out on it). */
+		if (twin) {
+			log_err(vu->dev.ctx, "%s: reply %s (msg_id %u) on the twin socket, which carries only the server's requests; dropped",
+				vu->dev.name, vu_cmd_name(h.cmd), h.msg_id);
+			close_fds(fds, nfds);
+			free(body);
+			break;
+		}
+		vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
+		break;
+	case VFU_F_TYPE_COMMAND:
+		close_fds(fds, nfds);
+		if (h.cmd == VFU_CMD_DMA_READ || h.cmd == VFU_CMD_DMA_WRITE) {
+			vu_serve_dma(vu, twin, &h, body, len);
+		} else {
+			log_err(vu->dev.ctx, "%s: server sent command %u (%s), which a client does not serve",
+				vu->dev.name, h.cmd, vu_cmd_name(h.cmd));
+			vu_reply(vu, twin, &h, ENOSYS, NULL, 0);
+		}
+		free(body);
+		break;
+	default:
+		log_err(vu->dev.ctx, "%s: message msg_id %u has bad type %u in flags 0x%x; dropped",
+			vu->dev.name, h.msg_id, h.flags & VFU_F_TYPE_MASK, h.flags);
+		close_fds(fds, nfds);
+		free(body);
+		break;
+	}
+	return vu_is_dead(vu) ? -1 : 0;
+}
+
 static void *vu_reader(void *arg)
 {
 	struct vu_dev *vu = arg;
 
 	for (;;) {
-		struct vfu_hdr h;
-		int fds[VU_RECV_FDS];
-		int nfds = 0;
-		bool ctrunc = false;
-		uint8_t *body = NULL;
-		size_t len;
-		char why[160];
-		int ret;
+		struct pollfd pfd[3];
+		bool stop;
+		int twin, pr;
 
-		ret = vu_recv_exact(vu, &h, sizeof(h), fds, &nfds, &ctrunc, true);
-		if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
-			snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
-				 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
-			close_fds(fds, nfds);
-			vu_mark_dead(vu, -EPROTO, why);
+		pthread_mutex_lock(&vu->lock);
+		stop = vu->stopping;
+		twin = vu->twin;
+		pthread_mutex_unlock(&vu->lock);
+		if (stop) {
+			vu_mark_dead(vu, -ENODEV, NULL);
 			break;
 		}
-		if (ret == 0) {
-			len = h.size - sizeof(h);
-			if (len) {
-				body = malloc(len);
-				if (!body) {
-					close_fds(fds, nfds);
-					vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
-					break;
-				}
-				ret = vu_recv_exact(vu, body, len, fds, &nfds, &ctrunc, false);
-			}
-		}
-		if (ret) {
-			close_fds(fds, nfds);
-			free(body);
-			if (ret == -ECANCELED) {
-				vu_mark_dead(vu, -ENODEV, NULL);
-			} else if (ret == -ENODEV) {
-				vu_mark_dead(vu, -ENODEV, "server hung up");
-			} else if (ret == -ETIMEDOUT) {
-				vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
-			} else {
-				snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
-				vu_mark_dead(vu, -ENODEV, why);
-			}
-			break;
-		}
+		pfd[0] = (struct pollfd){ .fd = vu->wake_fd, .events = POLLIN };
+		pfd[1] = (struct pollfd){ .fd = vu->sock, .events = POLLIN };
+		pfd[2] = (struct pollfd){ .fd = twin, .events = POLLIN };
+		pr = poll(pfd, twin >= 0 ? 3 : 2, VU_READER_TICK_MS);
+		if (pr < 0 && errno != EINTR) {
+			char why[96];
 
-		switch (h.flags & VFU_F_TYPE_MASK) {
-		case VFU_F_TYPE_REPLY:
-			vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
-			break;
-		case VFU_F_TYPE_COMMAND:
-			close_fds(fds, nfds);
-			if (h.cmd == VFU_CMD_DMA_READ || h.cmd == VFU_CMD_DMA_WRITE) {
-				vu_serve_dma(vu, &h, body, len);
-			} else {
-				log_err(vu->dev.ctx, "%s: server sent command %u (%s), which a client does not serve",
-					vu->dev.name, h.cmd, vu_cmd_name(h.cmd));
-				vu_reply(vu, &h, ENOSYS, NULL, 0);
-			}
-			free(body);
-			break;
-		default:
-			log_err(vu->dev.ctx, "%s: message msg_id %u has bad type %u in flags 0x%x; dropped",
-				vu->dev.name, h.msg_id, h.flags & VFU_F_TYPE_MASK, h.flags);
-			close_fds(fds, nfds);
-			free(body);
+			snprintf(why, sizeof(why), "poll on the socket failed: %s", strerror(errno));
+			vu_mark_dead(vu, -ENODEV, why);
 			break;
 		}
-		if (vu_is_dead(vu))
+		if (pr <= 0)
+			continue;
+		if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
+				/* EAGAIN: drained already */
+			}
+			continue; /* re-read stopping and twin */
+		}
+		if (twin >= 0 && pfd[2].revents && vu_read_one(vu, twin, true))
+			break;
+		if (pfd[1].revents && vu_read_one(vu, vu->sock, false))
 			break;
 	}
 	return NULL;
@@ -713,7 +729,7 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 		.size = (uint32_t)(sizeof(h) + len),
 		.flags = VFU_F_TYPE_COMMAND,
 	};
-	ret = vu_send(vu, &h, payload, len, fds, nfds);
+	ret = vu_send(vu, false, &h, payload, len, fds, nfds);
 
 	pthread_mutex_lock(&vu->lock);
 	if (ret == 0) {
@@ -762,307 +778,76 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 	return 0;
 }
 
-/* ---- VERSION capabilities (a small JSON reader) ----------------------- */
-
-struct vu_caps {
-	uint64_t max_msg_fds;
-	uint64_t max_data_xfer_size;
-	uint64_t max_dma_maps;
-	uint64_t pgsizes;
-};
-
-struct js {
-	const char *p;
-	const char *end;
-};
-
-static void js_ws(struct js *j)
-{
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
-
-/* Parse a string; the first @cap-1 bytes land in @out (escapes kept raw:
- * we only compare plain keys). */
-static int js_string(struct js *j, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '"')
-		return -EPROTO;
-	j->p++;
-	while (j->p < j->end && *j->p != '"') {
-		if (*j->p == '\\') {
-			if (++j->p >= j->end)
-				return -EPROTO;
-		} else if ((unsigned char)*j->p < 0x20) {
-			return -EPROTO;
-		}
-		if (out && n + 1 < cap)
-			out[n++] = *j->p;
-		j->p++;
-	}
-	if (j->p >= j->end)
-		return -EPROTO;
-	j->p++;
-	if (out)
-		out[n] = '\0';
-	return 0;
-}
-
-/* A JSON number; *@v gets it if it is a non-negative integer that fits. */
-static int js_number(struct js *j, uint64_t *v, bool *is_uint)
-{
-	const char *s = j->p;
-	uint64_t acc = 0;
-	bool ok = true, digits = false;
-
-	if (j->p < j->end && *j->p == '-') {
-		ok = false;
-		j->p++;
-	}
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-		unsigned d = (unsigned)(*j->p - '0');
-
-		digits = true;
-		if (acc > (UINT64_MAX - d) / 10)
-			ok = false;
-		else
-			acc = acc * 10 + d;
-		j->p++;
-	}
-	if (!digits)
-		return -EPROTO;
-	while (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E' || *j->p == '+' ||
-				 *j->p == '-' || (*j->p >= '0' && *j->p <= '9'))) {
-		ok = false;
-		j->p++;
-	}
-	(void)s;
-	*v = acc;
-	*is_uint = ok;
-	return 0;
-}
-
-static int js_skip(struct js *j, int depth);
-
-static int js_object(struct js *j, int depth, int (*member)(struct js *, const char *, int, void *),
-		     void *arg)
-{
-	char key[64];
-	int ret;
-
-	if (depth > 16)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '{')
-		return -EPROTO;
-	j->p++;
-	js_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
-		return 0;
-	}
-	for (;;) {
-		ret = js_string(j, key, sizeof(key));
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p >= j->end || *j->p != ':')
-			return -EPROTO;
-		j->p++;
-		ret = member ? member(j, key, depth + 1, arg) : js_skip(j, depth + 1);
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		return -EPROTO;
-	}
-}
-
-static int js_skip(struct js *j, int depth)
-{
-	uint64_t v;
-	bool u;
-
-	if (depth > 16)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end)
-		return -EPROTO;
-	switch (*j->p) {
-	case '{':
-		return js_object(j, depth, NULL, NULL);
-	case '[':
-		j->p++;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ']') {
-			j->p++;
-			return 0;
-		}
-		for (;;) {
-			int ret = js_skip(j, depth + 1);
-
-			if (ret)
-				return ret;
-			js_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == ']') {
-				j->p++;
-				return 0;
-			}
-			return -EPROTO;
-		}
-	case '"':
-		return js_string(j, NULL, 0);
-	case 't':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "true", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	case 'f':
-		if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
-			j->p += 5;
-			return 0;
-		}
-		return -EPROTO;
-	case 'n':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "null", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	default:
-		return js_number(j, &v, &u);
-	}
-}
-
-static int vu_caps_member(struct js *j, const char *key, int depth, void *arg)
-{
-	struct vu_caps *caps = arg;
-	uint64_t *dst = NULL, v;
-	bool is_uint;
-	int ret;
-
-	if (!strcmp(key, "max_msg_fds"))
-		dst = &caps->max_msg_fds;
-	else if (!strcmp(key, "max_data_xfer_size"))
-		dst = &caps->max_data_xfer_size;
-	else if (!strcmp(key, "max_dma_maps"))
-		dst = &caps->max_dma_maps;
-	else if (!strcmp(key, "pgsizes"))
-		dst = &caps->pgsizes;
-	if (!dst)
-		return js_skip(j, depth);
-	js_ws(j);
-	ret = js_number(j, &v, &is_uint);
-	if (ret || !is_uint)
-		return -EPROTO;
-	*dst = v;
-	return 0;
-}
-
-static int vu_top_member(struct js *j, const char *key, int depth, void *arg)
-{
-	if (!strcmp(key, "capabilities"))
-		return js_object(j, depth, vu_caps_member, arg);
-	return js_skip(j, depth);
-}
-
-/* Parse the VERSION JSON in [s, s+len) (NUL included in len, or not). */
-static int vu_parse_caps(const char *s, size_t len, struct vu_caps *caps)
-{
-	struct js j = { .p = s, .end = s + len };
-	int ret;
-
-	while (j.end > j.p && j.end[-1] == '\0')
-		j.end--;
-	if (memchr(s, '\0', (size_t)(j.end - j.p)))
-		return -EPROTO;
-	js_ws(&j);
-	if (j.p == j.end)
-		return 0;
-	ret = js_object(&j, 0, vu_top_member, caps);
-	if (ret)
-		return ret;
-	js_ws(&j);
-	return j.p == j.end ? 0 : -EPROTO;
-}
-
 /* ---- open-time negotiation -------------------------------------------- */
+
+/* The server turned twin-socket mode on and passed @fd: it must be a stream
+ * socket; the reader watches it from now on. Returns 0 or -EPROTO. */
+static int vu_twin_adopt(struct vu_dev *vu, int fd)
+{
+	struct vu_log l = vu_log_of(vu);
+	uint64_t one = 1;
+	int fl;
+
+	if (vu_twin_fd_check(&l, fd))
+		return -EPROTO;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		log_err(vu->dev.ctx, "%s: cannot make the twin socket non-blocking: %s", vu->dev.name,
+			strerror(errno));
+		return -EPROTO;
+	}
+	pthread_mutex_lock(&vu->lock);
+	vu->twin = fd;
+	pthread_mutex_unlock(&vu->lock);
+	if (write(vu->wake_fd, &one, sizeof(one)) < 0) {
+		/* the counter is not near saturation: cannot fail */
+	}
+	log_dbg(vu->dev.ctx, "%s: twin-socket mode: the server's requests come on their own socket",
+		vu->dev.name);
+	return 0;
+}
 
 static int vu_negotiate(struct vu_dev *vu)
 {
+	struct vu_log l = vu_log_of(vu);
 	char json[160];
 	uint8_t buf[sizeof(struct vfu_version) + sizeof(json)];
 	struct vfu_version ver = { .major = VFU_VERSION_MAJOR, .minor = VFU_VERSION_MINOR };
-	struct vu_caps caps = {
-		.max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS,
-		.max_data_xfer_size = VFU_DEFAULT_MAX_DATA_XFER,
-		.max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS,
-		.pgsizes = VFU_DEFAULT_PGSIZES,
-	};
+	struct vu_negotiated neg;
 	struct vu_reply r;
 	int n, ret;
 
 	n = snprintf(json, sizeof(json),
-		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u}}", VU_RECV_FDS,
-		     (unsigned)VFU_MAX_DATA_XFER);
+		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u%s}}", VU_RECV_FDS,
+		     (unsigned)VFU_MAX_DATA_XFER,
+		     vu->offer_twin ? ",\"twin_socket\":{\"supported\":true}" : "");
 	memcpy(buf, &ver, sizeof(ver));
 	memcpy(buf + sizeof(ver), json, (size_t)n + 1);
-	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, 0, &r);
+	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, VU_RECV_FDS,
+		      &r);
+	if (ret == -EBUSY)
+		log_err(vu->dev.ctx, "%s: the device is held by another client (the server answered EBUSY)",
+			vu->dev.name);
+	else if (ret == -ENODEV)
+		log_err(vu->dev.ctx, "%s: the server closed the connection instead of answering VERSION: it does not speak vfio-user %u.%u, or refuses this client",
+			vu->dev.name, VFU_VERSION_MAJOR, VFU_VERSION_MINOR);
 	if (ret)
 		return ret;
-	if (r.len < sizeof(ver)) {
-		log_err(vu->dev.ctx, "%s: VERSION reply of %zu bytes is too short", vu->dev.name, r.len);
-		ret = -EPROTO;
+	ret = vu_version_parse(&l, r.data, r.len, r.nfds, vu->offer_twin, &neg);
+	if (ret)
 		goto out_release;
+	if (neg.twin_fd_index >= 0) {
+		ret = vu_twin_adopt(vu, r.fds[neg.twin_fd_index]);
+		if (ret)
+			goto out_release;
+		r.fds[neg.twin_fd_index] = -1; /* ours now */
 	}
-	memcpy(&ver, r.data, sizeof(ver));
-	if (ver.major != VFU_VERSION_MAJOR) {
-		log_err(vu->dev.ctx, "%s: server speaks vfio-user %u.%u, we need major %u",
-			vu->dev.name, ver.major, ver.minor, VFU_VERSION_MAJOR);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	if (ver.minor > VFU_VERSION_MINOR) {
-		log_err(vu->dev.ctx, "%s: server answered minor %u above the %u we proposed",
-			vu->dev.name, ver.minor, VFU_VERSION_MINOR);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	ret = vu_parse_caps((const char *)r.data + sizeof(ver), r.len - sizeof(ver), &caps);
-	if (ret) {
-		log_err(vu->dev.ctx, "%s: VERSION capabilities are not valid JSON of the expected shape",
-			vu->dev.name);
-		goto out_release;
-	}
-	if (caps.max_data_xfer_size == 0 || caps.pgsizes == 0 || caps.max_dma_maps == 0) {
-		log_err(vu->dev.ctx,
-			"%s: VERSION capabilities give a zero max_data_xfer_size, pgsizes or max_dma_maps",
-			vu->dev.name);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->max_msg_fds = caps.max_msg_fds > VFU_MAX_FDS ? VFU_MAX_FDS : (uint32_t)caps.max_msg_fds;
-	vu->max_xfer = caps.max_data_xfer_size > VFU_MAX_DATA_XFER ? VFU_MAX_DATA_XFER
-								    : (uint32_t)caps.max_data_xfer_size;
-	vu->max_dma_maps = caps.max_dma_maps > UINT32_MAX ? UINT32_MAX : (uint32_t)caps.max_dma_maps;
-	vu->pgsizes = caps.pgsizes;
+	vu->max_msg_fds = neg.max_msg_fds;
+	vu->max_xfer = neg.max_xfer;
+	vu->max_dma_maps = neg.max_dma_maps;
+	vu->pgsizes = neg.pgsizes;
 	log_dbg(vu->dev.ctx, "%s: vfio-user %u.%u, max_msg_fds %u, max_xfer %u, max_dma_maps %u, pgsizes 0x%" PRIx64,
-		vu->dev.name, ver.major, ver.minor, vu->max_msg_fds, vu->max_xfer, vu->max_dma_maps,
+		vu->dev.name, neg.major, neg.minor, vu->max_msg_fds, vu->max_xfer, vu->max_dma_maps,
 		vu->pgsizes);
 out_release:
 	vu_reply_release(&r);
@@ -1071,6 +856,7 @@ out_release:
 
 static int vu_get_device_info(struct vu_dev *vu)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_device_info di = { .argsz = sizeof(di) };
 	struct vu_reply r;
 	int ret;
@@ -1078,148 +864,49 @@ static int vu_get_device_info(struct vu_dev *vu)
 	ret = vu_call(vu, VFU_CMD_DEVICE_GET_INFO, &di, sizeof(di), NULL, 0, 0, &r);
 	if (ret)
 		return ret;
-	if (r.len != sizeof(di)) {
-		log_err(vu->dev.ctx, "%s: DEVICE_GET_INFO reply is %zu bytes, expected %zu",
-			vu->dev.name, r.len, sizeof(di));
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memcpy(&di, r.data, sizeof(di));
-	if (di.num_regions > VU_SANE_REGIONS || di.num_irqs > VU_SANE_IRQS) {
-		log_err(vu->dev.ctx, "%s: device claims %u regions and %u irq types", vu->dev.name,
-			di.num_regions, di.num_irqs);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->flags = di.flags;
-	vu->dev.num_regions = di.num_regions < VU_MAX_REGIONS ? di.num_regions : VU_MAX_REGIONS;
-	vu->dev.num_irqs = di.num_irqs < VU_MAX_IRQS ? di.num_irqs : VU_MAX_IRQS;
-out_release:
+	ret = vu_device_info_parse(&l, r.data, r.len, &vu->flags, &vu->dev.num_regions,
+				   &vu->dev.num_irqs);
 	vu_reply_release(&r);
 	return ret;
 }
 
-/* Walk the capability chain of a region info reply. */
-static int vu_parse_region_caps(struct vu_dev *vu, const uint8_t *data, size_t len,
-				uint32_t cap_offset, struct vfio_dev_region_info *info)
-{
-	uint32_t off = cap_offset;
-	int hops = 0;
-
-	while (off) {
-		struct vfu_cap_hdr ch;
-
-		if (++hops > 16 || off < sizeof(struct vfu_region_info) || off > len ||
-		    len - off < sizeof(ch)) {
-			log_err(vu->dev.ctx, "%s: region %u capability at offset %u is outside the reply (%zu bytes) or loops",
-				vu->dev.name, info->index, off, len);
-			return -EPROTO;
-		}
-		memcpy(&ch, data + off, sizeof(ch));
-		if (ch.id == VFU_REGION_CAP_SPARSE_MMAP) {
-			struct vfu_sparse_mmap sm;
-			uint32_t i;
-
-			if (len - off < sizeof(sm)) {
-				log_err(vu->dev.ctx, "%s: region %u sparse-mmap capability is truncated",
-					vu->dev.name, info->index);
-				return -EPROTO;
-			}
-			memcpy(&sm, data + off, sizeof(sm));
-			if (sm.nr_areas > (len - off - sizeof(sm)) / 16) {
-				log_err(vu->dev.ctx, "%s: region %u sparse-mmap claims %u areas beyond the reply",
-					vu->dev.name, info->index, sm.nr_areas);
-				return -EPROTO;
-			}
-			if (sm.nr_areas > VFIO_SPARSE_MAX) {
-				log_err(vu->dev.ctx, "%s: region %u has %u sparse-mmap areas, we keep %d",
-					vu->dev.name, info->index, sm.nr_areas, VFIO_SPARSE_MAX);
-				return -E2BIG;
-			}
-			for (i = 0; i < sm.nr_areas; i++) {
-				struct vfio_sparse_area *a = &info->sparse[i];
-
-				memcpy(a, data + off + sizeof(sm) + i * 16, 16);
-				if (a->size == 0 || a->offset > info->size ||
-				    a->size > info->size - a->offset) {
-					log_err(vu->dev.ctx, "%s: region %u sparse area %u [0x%" PRIx64 "+0x%" PRIx64 "] is outside the region",
-						vu->dev.name, info->index, i, a->offset, a->size);
-					return -EPROTO;
-				}
-			}
-			info->nr_sparse = sm.nr_areas;
-		}
-		off = ch.next;
-	}
-	return 0;
-}
-
 static int vu_get_region_info(struct vu_dev *vu, uint32_t index)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vu_region *reg = &vu->regions[index];
 	struct vfu_region_info ri;
 	uint32_t argsz = 512;
 	struct vu_reply r;
-	int ret, attempt;
+	int ret;
 
-	for (attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0;; attempt++) {
 		ri = (struct vfu_region_info){ .argsz = argsz, .index = index };
 		ret = vu_call(vu, VFU_CMD_DEVICE_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, 1, &r);
 		if (ret)
 			return ret;
-		if (r.len < sizeof(ri)) {
-			log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply is %zu bytes, expected at least %zu",
-				vu->dev.name, index, r.len, sizeof(ri));
-			ret = -EPROTO;
-			goto out_release;
+		ret = vu_region_info_parse(&l, index, argsz, attempt == 0, r.data, r.len, r.nfds,
+					   &reg->info, &reg->mmap_offset);
+		if (ret <= 0)
+			break;
+		argsz = (uint32_t)ret; /* ask again with room for the capabilities */
+		vu_reply_release(&r);
+	}
+	if (ret == 0 && (reg->info.flags & VFIO_REGION_F_MMAP) && reg->info.size) {
+		/* Before anything maps it: a file shorter than the region would
+		 * SIGBUS the first touch (the ring set-up's memset). */
+		ret = vu_region_fd_check(&l, r.fds[0], &reg->info, reg->mmap_offset);
+		if (ret == 0) {
+			reg->fd = r.fds[0];
+			r.nfds = 0;
 		}
-		memcpy(&ri, r.data, sizeof(ri));
-		if (ri.argsz > argsz && ri.argsz <= VU_REGION_INFO_MAX && attempt == 0) {
-			/* the capabilities did not fit: ask again with room for them */
-			argsz = ri.argsz;
-			vu_reply_release(&r);
-			continue;
-		}
-		break;
 	}
-	if (ri.index != index || r.len > argsz) {
-		log_err(vu->dev.ctx, "%s: GET_REGION_INFO(%u) reply names region %u in %zu bytes (asked for at most %u)",
-			vu->dev.name, index, ri.index, r.len, argsz);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memset(&reg->info, 0, sizeof(reg->info));
-	reg->info.index = index;
-	reg->info.size = ri.size;
-	reg->info.flags = ri.flags & (VFIO_REGION_F_READ | VFIO_REGION_F_WRITE | VFIO_REGION_F_MMAP);
-	if ((ri.flags & VFU_REGION_F_CAPS) && ri.cap_offset) {
-		ret = vu_parse_region_caps(vu, r.data, r.len, ri.cap_offset, &reg->info);
-		if (ret)
-			goto out_release;
-	}
-	if ((ri.flags & VFU_REGION_F_MMAP) && ri.size) {
-		if (r.nfds != 1) {
-			log_err(vu->dev.ctx, "%s: region %u is mappable but the reply carries %d fds",
-				vu->dev.name, index, r.nfds);
-			ret = -EPROTO;
-			goto out_release;
-		}
-		reg->fd = r.fds[0];
-		reg->mmap_offset = ri.offset;
-		r.nfds = 0;
-	} else if (r.nfds) {
-		log_err(vu->dev.ctx, "%s: region %u is not mappable but the reply carries %d fds",
-			vu->dev.name, index, r.nfds);
-		ret = -EPROTO;
-		goto out_release;
-	}
-out_release:
 	vu_reply_release(&r);
 	return ret;
 }
 
 static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
 {
+	struct vu_log l = vu_log_of(vu);
 	struct vfu_irq_info ii = { .argsz = sizeof(ii), .index = index };
 	struct vu_reply r;
 	int ret;
@@ -1227,21 +914,7 @@ static int vu_get_irq_info(struct vu_dev *vu, uint32_t index)
 	ret = vu_call(vu, VFU_CMD_DEVICE_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, 0, &r);
 	if (ret)
 		return ret;
-	if (r.len != sizeof(ii)) {
-		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply is %zu bytes, expected %zu",
-			vu->dev.name, index, r.len, sizeof(ii));
-		ret = -EPROTO;
-		goto out_release;
-	}
-	memcpy(&ii, r.data, sizeof(ii));
-	if (ii.index != index) {
-		log_err(vu->dev.ctx, "%s: GET_IRQ_INFO(%u) reply names index %u", vu->dev.name, index,
-			ii.index);
-		ret = -EPROTO;
-		goto out_release;
-	}
-	vu->irqs[index] = (struct vfio_dev_irq_info){ .index = index, .count = ii.count, .flags = ii.flags };
-out_release:
+	ret = vu_irq_info_parse(&l, index, r.data, r.len, &vu->irqs[index]);
 	vu_reply_release(&r);
 	return ret;
 }
@@ -1280,6 +953,7 @@ static int vu_region_check(struct vu_dev *vu, uint32_t index, uint64_t off, size
 static int vu_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf, size_t len)
 {
 	struct vu_dev *vu = to_vu(dev);
+	struct vu_log l = vu_log_of(vu);
 	size_t done = 0;
 	int ret;
 
@@ -1291,24 +965,15 @@ static int vu_region_read(struct vfio_dev *dev, uint32_t index, uint64_t off, vo
 	while (done < len) {
 		uint32_t chunk = (uint32_t)(len - done > vu->max_xfer ? vu->max_xfer : len - done);
 		struct vfu_region_access ra = { .offset = off + done, .region = index, .count = chunk };
-		struct vfu_region_access got;
 		struct vu_reply r;
 
 		ret = vu_call(vu, VFU_CMD_REGION_READ, &ra, sizeof(ra), NULL, 0, 0, &r);
 		if (ret)
 			return ret;
-		if (r.len != sizeof(ra) + chunk) {
-			log_err(vu->dev.ctx, "%s: REGION_READ(%u, 0x%" PRIx64 ", %u) reply is %zu bytes, expected %zu",
-				dev->name, index, ra.offset, chunk, r.len, sizeof(ra) + chunk);
+		ret = vu_region_read_check(&l, index, ra.offset, chunk, r.data, r.len);
+		if (ret) {
 			vu_reply_release(&r);
-			return -EPROTO;
-		}
-		memcpy(&got, r.data, sizeof(got));
-		if (got.offset != ra.offset || got.region != index || got.count != chunk) {
-			log_err(vu->dev.ctx, "%s: REGION_READ reply is for region %u offset 0x%" PRIx64 " count %u, asked %u 0x%" PRIx64 " %u",
-				dev->name, got.region, got.offset, got.count, index, ra.offset, chunk);
-			vu_reply_release(&r);
-			return -EPROTO;
+			return ret;
 		}
 		memcpy((uint8_t *)buf + done, (uint8_t *)r.data + sizeof(ra), chunk);
 		vu_reply_release(&r);
@@ -1321,6 +986,7 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 			   size_t len)
 {
 	struct vu_dev *vu = to_vu(dev);
+	struct vu_log l = vu_log_of(vu);
 	uint8_t *msg;
 	size_t done = 0;
 	int ret;
@@ -1343,14 +1009,10 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 		ret = vu_call(vu, VFU_CMD_REGION_WRITE, msg, sizeof(ra) + chunk, NULL, 0, 0, &r);
 		if (ret)
 			break;
-		if (r.len != sizeof(ra) || memcmp(r.data, &ra, sizeof(ra))) {
-			log_err(vu->dev.ctx, "%s: REGION_WRITE(%u, 0x%" PRIx64 ", %u) reply (%zu bytes) does not echo the request",
-				dev->name, index, ra.offset, chunk, r.len);
-			vu_reply_release(&r);
-			ret = -EPROTO;
-			break;
-		}
+		ret = vu_region_write_check(&l, &ra, r.data, r.len);
 		vu_reply_release(&r);
+		if (ret)
+			break;
 		done += chunk;
 	}
 	free(msg);
@@ -1589,27 +1251,17 @@ static int vu_dma_map(struct vfio_dev *dev, uint64_t iova, uint64_t size, void *
 static int vu_dma_unmap_one(struct vu_dev *vu, uint64_t iova, uint64_t size, uint64_t *unmapped)
 {
 	struct vfu_dma_unmap du = { .argsz = sizeof(du), .addr = iova, .size = size };
-	struct vfu_dma_unmap got;
+	struct vu_log l = vu_log_of(vu);
 	struct vu_reply r;
+	uint64_t got;
 	uint32_t i;
 	int ret;
 
 	ret = vu_call(vu, VFU_CMD_DMA_UNMAP, &du, sizeof(du), NULL, 0, 0, &r);
 	if (ret == 0) {
-		if (r.len != sizeof(du)) {
-			log_err(vu->dev.ctx, "%s: DMA_UNMAP reply is %zu bytes, expected the %zu-byte echo",
-				vu->dev.name, r.len, sizeof(du));
-			ret = -EPROTO;
-		} else {
-			memcpy(&got, r.data, sizeof(got));
-			if (got.addr != iova || got.size > size) {
-				log_err(vu->dev.ctx, "%s: DMA_UNMAP reply names 0x%" PRIx64 "+0x%" PRIx64 ", asked 0x%" PRIx64 "+0x%" PRIx64,
-					vu->dev.name, got.addr, got.size, iova, size);
-				ret = -EPROTO;
-			} else {
-				*unmapped += got.size;
-			}
-		}
+		ret = vu_dma_unmap_check(&l, iova, size, r.data, r.len, &got);
+		if (ret == 0)
+			*unmapped += got;
 		vu_reply_release(&r);
 	}
 	pthread_mutex_lock(&vu->lock);
@@ -1713,9 +1365,14 @@ static void vu_close(struct vfio_dev *dev)
 		return;
 	if (vu->reader_started) {
 		/* Wake the reader, then make sure it never waits on a live peer. */
-		wr = write(vu->stop_fd, &one, sizeof(one));
+		pthread_mutex_lock(&vu->lock);
+		vu->stopping = true;
+		pthread_mutex_unlock(&vu->lock);
+		wr = write(vu->wake_fd, &one, sizeof(one));
 		(void)wr;
 		shutdown(vu->sock, SHUT_RDWR);
+		if (vu->twin >= 0)
+			shutdown(vu->twin, SHUT_RDWR);
 		pthread_join(vu->reader, NULL);
 	}
 	vu_mark_dead(vu, -ENODEV, NULL);
@@ -1725,12 +1382,15 @@ static void vu_close(struct vfio_dev *dev)
 			close(vu->regions[i].fd);
 	if (vu->sock >= 0)
 		close(vu->sock);
-	if (vu->stop_fd >= 0)
-		close(vu->stop_fd);
+	if (vu->twin >= 0)
+		close(vu->twin);
+	if (vu->wake_fd >= 0)
+		close(vu->wake_fd);
 	free(vu->dma);
 	pthread_cond_destroy(&vu->cond);
 	pthread_mutex_destroy(&vu->lock);
 	pthread_mutex_destroy(&vu->send_lock);
+	pthread_mutex_destroy(&vu->twin_send_lock);
 	free(vu);
 }
 
@@ -1745,6 +1405,19 @@ static int vu_timeout_from(const struct vfio_user_opts *opts)
 	if (env && atoi(env) > 0)
 		return atoi(env);
 	return VFIO_USER_DEFAULT_TIMEOUT_MS;
+}
+
+/* Offer twin-socket mode unless the options or UGPU_VFIO_USER_TWIN_SOCKET=0
+ * say no. */
+static bool vu_twin_from(const struct vfio_user_opts *opts)
+{
+	const char *env;
+
+	if (opts && opts->size >= offsetof(struct vfio_user_opts, flags) + sizeof(uint32_t) &&
+	    (opts->flags & VFIO_USER_NO_TWIN_SOCKET))
+		return false;
+	env = getenv("UGPU_VFIO_USER_TWIN_SOCKET");
+	return !(env && !strcmp(env, "0"));
 }
 
 int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
@@ -1768,6 +1441,9 @@ int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
 	vu->dev.ctx = ctx;
 	snprintf(vu->dev.name, sizeof(vu->dev.name), "vfio-user:%s", name ? name : "?");
 	vu->sock = fd;
+	vu->twin = -1;
+	vu->wake_fd = -1;
+	vu->offer_twin = vu_twin_from(opts);
 	vu->timeout_ms = vu_timeout_from(opts);
 	vu->max_msg_fds = VFU_DEFAULT_MAX_MSG_FDS;
 	vu->max_xfer = VFU_DEFAULT_MAX_DATA_XFER;
@@ -1777,13 +1453,14 @@ int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
 		vu->regions[i].fd = -1;
 	pthread_mutex_init(&vu->lock, NULL);
 	pthread_mutex_init(&vu->send_lock, NULL);
+	pthread_mutex_init(&vu->twin_send_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&vu->cond, &ca);
 	pthread_condattr_destroy(&ca);
 
-	vu->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vu->stop_fd < 0) {
+	vu->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vu->wake_fd < 0) {
 		ret = -errno;
 		goto out_close;
 	}

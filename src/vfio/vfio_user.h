@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "src/vfio/transport.h"
 
@@ -17,15 +18,23 @@
  * UGPU_VFIO_USER_TIMEOUT_MS overrides it when no option is given. */
 #define VFIO_USER_DEFAULT_TIMEOUT_MS 5000
 
+/* Do not offer twin-socket mode (see vfio_user_opts.flags). */
+#define VFIO_USER_NO_TWIN_SOCKET (1u << 0)
+
 /*
  * struct vfio_user_opts - options for vfio_user_open_opts().
  * @size: sizeof(struct vfio_user_opts) as the caller compiled it.
  * @timeout_ms: bound on each round trip (and on sending one message); 0 takes
  *              the default.
+ * @flags: VFIO_USER_NO_TWIN_SOCKET: propose a single socket only. By default
+ *         the client offers twin-socket mode (the server's DMA requests on a
+ *         socket of their own) and the server decides; the environment
+ *         variable UGPU_VFIO_USER_TWIN_SOCKET=0 turns the offer off too.
  */
 struct vfio_user_opts {
 	size_t size;
 	int timeout_ms;
+	uint32_t flags;
 };
 
 /*
@@ -33,8 +42,8 @@ struct vfio_user_opts {
  * the device (VERSION, DEVICE_GET_INFO, every region and irq info).
  *
  * Returns: 0, -ENOENT/-ECONNREFUSED (no server there), -ETIMEDOUT, -EPROTO
- * (the server answered nonsense or an incompatible version), -ENODEV (it hung
- * up), -ENOMEM.
+ * (the server answered nonsense or an incompatible version), -EBUSY (the
+ * server serves another client), -ENODEV (it hung up), -ENOMEM.
  */
 int vfio_user_open_opts(struct ugpu_context *ctx, const char *socket_path,
 			const struct vfio_user_opts *opts, struct vfio_dev **out);

@@ -6,7 +6,8 @@
  *
  * While it waits for a reply (tc_call) or an eventfd (tc_wait_irq) it serves
  * the device's in-band DMA_READ/DMA_WRITE requests from tc.inband_mem, the
- * memory the test mapped without an fd at tc.inband_iova.
+ * memory the test mapped without an fd at tc.inband_iova. In twin-socket mode
+ * (tc_version_twin) those requests come, and are answered, on tc.twin.
  */
 #ifndef TEST_SIM_CLIENT_H
 #define TEST_SIM_CLIENT_H
@@ -31,13 +32,16 @@
 
 struct tc {
 	int fd;
+	int twin; /* twin socket, or -1 */
 	uint16_t next_id;
 	uint8_t *inband_mem;
 	uint64_t inband_iova, inband_size;
 	unsigned inband_served;
+	unsigned inband_on_main, inband_on_twin; /* where the requests came */
 	bool inband_fail; /* answer in-band requests with an error */
-	/* keep the first in-band request unanswered in @held (a test that
-	 * holds a device access in flight) */
+	/* keep the first in-band request that comes on the main socket while
+	 * waiting for a reply unanswered in @held (a test that holds a device
+	 * access in flight; answer it with tc_serve()) */
 	bool inband_hold, have_held;
 	struct tc_reply *held;
 };
@@ -58,7 +62,7 @@ static inline uint64_t tc_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const int *fds, int nfds)
+static inline int tc_send_raw_on(int fd, const void *buf, size_t len, const int *fds, int nfds)
 {
 	union {
 		char b[CMSG_SPACE(sizeof(int) * 16)];
@@ -80,7 +84,7 @@ static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const i
 		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
 		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
 	}
-	n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 	if (n < 0)
 		return -errno;
 	if ((size_t)n != len) {
@@ -89,7 +93,7 @@ static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const i
 		size_t left = len - (size_t)n;
 
 		while (left) {
-			n = send(c->fd, b, left, MSG_NOSIGNAL);
+			n = send(fd, b, left, MSG_NOSIGNAL);
 			if (n < 0)
 				return -errno;
 			b += n;
@@ -99,8 +103,13 @@ static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const i
 	return 0;
 }
 
-static inline int tc_send(struct tc *c, uint16_t cmd, uint16_t id, uint32_t flags, const void *b1,
-			  size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
+static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const int *fds, int nfds)
+{
+	return tc_send_raw_on(c->fd, buf, len, fds, nfds);
+}
+
+static inline int tc_send_on(int fd, uint16_t cmd, uint16_t id, uint32_t flags, const void *b1,
+			     size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
 {
 	size_t len = sizeof(struct vfu_hdr) + l1 + l2;
 	uint8_t *buf = malloc(len);
@@ -114,16 +123,33 @@ static inline int tc_send(struct tc *c, uint16_t cmd, uint16_t id, uint32_t flag
 		memcpy(buf + sizeof(h), b1, l1);
 	if (l2)
 		memcpy(buf + sizeof(h) + l1, b2, l2);
-	ret = tc_send_raw(c, buf, len, fds, nfds);
+	ret = tc_send_raw_on(fd, buf, len, fds, nfds);
 	free(buf);
 	return ret;
 }
 
-static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
+static inline int tc_send(struct tc *c, uint16_t cmd, uint16_t id, uint32_t flags, const void *b1,
+			  size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
+{
+	return tc_send_on(c->fd, cmd, id, flags, b1, l1, b2, l2, fds, nfds);
+}
+
+/* Read exactly @len bytes from @fd by @deadline (ms); fds that come along go
+ * into @fds (up to @max, counted in *@nfds; the rest are closed), or are
+ * closed when @fds is NULL. */
+static inline int tc_read_fds(int fd, void *buf, size_t len, uint64_t deadline, int *fds, int *nfds,
+			      int max)
 {
 	uint8_t *b = buf;
 
 	while (len) {
+		union {
+			char b[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr a;
+		} cb;
+		struct iovec iov = { .iov_base = b, .iov_len = len };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+				     .msg_controllen = sizeof(cb.b) };
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		uint64_t now = tc_now_ms();
 		ssize_t n;
@@ -132,7 +158,7 @@ static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
 			return -ETIMEDOUT;
 		if (poll(&p, 1, (int)(deadline - now)) <= 0)
 			continue;
-		n = recv(fd, b, len, MSG_DONTWAIT);
+		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n == 0)
 			return -ECONNRESET;
 		if (n < 0) {
@@ -140,14 +166,32 @@ static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
 				continue;
 			return -errno;
 		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+			for (int i = 0; i < k; i++) {
+				int f;
+
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (fds && *nfds < max)
+					fds[(*nfds)++] = f;
+				else
+					close(f);
+			}
+		}
 		b += n;
 		len -= (size_t)n;
 	}
 	return 0;
 }
 
-/* Receive one message (any type). */
-static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
+static inline int tc_read_full(int fd, void *buf, size_t len, uint64_t deadline)
+{
+	return tc_read_fds(fd, buf, len, deadline, NULL, NULL, 0);
+}
+
+/* Receive one message (any type) from @fd. */
+static inline int tc_recv_on(int fd, struct tc_reply *r, int timeout_ms)
 {
 	uint64_t deadline = tc_now_ms() + (uint64_t)timeout_ms;
 	union {
@@ -157,7 +201,7 @@ static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
 	struct iovec iov = { .iov_base = &r->hdr, .iov_len = sizeof(r->hdr) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
 			     .msg_controllen = sizeof(cb.b) };
-	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	struct pollfd p = { .fd = fd, .events = POLLIN };
 	ssize_t n;
 	int ret;
 
@@ -165,7 +209,7 @@ static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
 	r->len = 0;
 	if (poll(&p, 1, timeout_ms) <= 0)
 		return -ETIMEDOUT;
-	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
 	if (n == 0)
 		return -ECONNRESET;
 	if (n < 0)
@@ -178,23 +222,32 @@ static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
 			r->nfds += k;
 		}
 	if (n < (ssize_t)sizeof(r->hdr)) {
-		ret = tc_read_full(c->fd, (uint8_t *)&r->hdr + n, sizeof(r->hdr) - (size_t)n,
-				   deadline);
+		ret = tc_read_full(fd, (uint8_t *)&r->hdr + n, sizeof(r->hdr) - (size_t)n, deadline);
 		if (ret)
 			return ret;
 	}
 	if (r->hdr.size < sizeof(r->hdr) || r->hdr.size > VFU_MAX_MSG)
 		return -EPROTO;
 	r->len = r->hdr.size - sizeof(r->hdr);
-	return tc_read_full(c->fd, r->body, r->len, deadline);
+	return tc_read_full(fd, r->body, r->len, deadline);
 }
 
-/* Answer a DMA_READ/DMA_WRITE request from the device. */
-static inline int tc_serve(struct tc *c, struct tc_reply *r)
+static inline int tc_recv(struct tc *c, struct tc_reply *r, int timeout_ms)
+{
+	return tc_recv_on(c->fd, r, timeout_ms);
+}
+
+/* Answer a DMA_READ/DMA_WRITE request from the device, on the socket @fd it
+ * came by. */
+static inline int tc_serve_on(struct tc *c, int fd, struct tc_reply *r)
 {
 	struct vfu_dma_access a;
 	bool ok;
 
+	if (fd == c->twin)
+		c->inband_on_twin++;
+	else
+		c->inband_on_main++;
 	if (r->len < sizeof(a))
 		return -EPROTO;
 	memcpy(&a, r->body, sizeof(a));
@@ -202,16 +255,48 @@ static inline int tc_serve(struct tc *c, struct tc_reply *r)
 	     a.count <= c->inband_size && a.addr - c->inband_iova <= c->inband_size - a.count;
 	c->inband_served++;
 	if (!ok)
-		return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY | VFU_F_ERROR, NULL, 0,
-			       NULL, 0, NULL, 0);
+		return tc_send_on(fd, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY | VFU_F_ERROR, NULL,
+				  0, NULL, 0, NULL, 0);
 	if (r->hdr.cmd == VFU_CMD_DMA_READ)
-		return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a),
-			       c->inband_mem + (a.addr - c->inband_iova), a.count, NULL, 0);
+		return tc_send_on(fd, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a),
+				  c->inband_mem + (a.addr - c->inband_iova), a.count, NULL, 0);
 	if (r->len != sizeof(a) + a.count)
 		return -EPROTO;
 	memcpy(c->inband_mem + (a.addr - c->inband_iova), r->body + sizeof(a), a.count);
-	return tc_send(c, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a), NULL, 0, NULL,
-		       0);
+	return tc_send_on(fd, r->hdr.cmd, r->hdr.msg_id, VFU_F_TYPE_REPLY, &a, sizeof(a), NULL, 0,
+			  NULL, 0);
+}
+
+/* Answer a request that came on the main socket (one tc_recv() read). */
+static inline int tc_serve(struct tc *c, struct tc_reply *r)
+{
+	return tc_serve_on(c, c->fd, r);
+}
+
+/* Serve in-band requests waiting on the twin socket, without blocking. */
+static inline int tc_serve_twin(struct tc *c)
+{
+	for (;;) {
+		struct pollfd p = { .fd = c->twin, .events = POLLIN };
+		struct tc_reply *r;
+		int ret;
+
+		if (c->twin < 0 || poll(&p, 1, 0) <= 0)
+			return 0;
+		r = malloc(sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		ret = tc_recv_on(c->twin, r, 1000);
+		if (!ret && (r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND)
+			ret = tc_serve_on(c, c->twin, r);
+		else if (!ret)
+			ret = -EPROTO; /* nothing else may come this way */
+		for (int i = 0; i < r->nfds; i++)
+			close(r->fds[i]);
+		free(r);
+		if (ret)
+			return ret;
+	}
 }
 
 /* Wait for the reply to @id, serving device requests meanwhile. Returns 0,
@@ -221,11 +306,21 @@ static inline int tc_wait_reply(struct tc *c, uint16_t id, uint16_t cmd, struct 
 	uint64_t deadline = tc_now_ms() + TC_TIMEOUT_MS;
 
 	for (;;) {
+		struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN },
+				       { .fd = c->twin, .events = POLLIN } };
 		uint64_t now = tc_now_ms();
 		int ret;
 
 		if (now >= deadline)
 			return -ETIMEDOUT;
+		if (poll(p, c->twin >= 0 ? 2 : 1, (int)(deadline - now)) <= 0)
+			continue;
+		if (c->twin >= 0 && p[1].revents) {
+			ret = tc_serve_twin(c);
+			if (ret)
+				return ret;
+			continue;
+		}
 		ret = tc_recv(c, r, (int)(deadline - now));
 		if (ret)
 			return ret;
@@ -235,7 +330,7 @@ static inline int tc_wait_reply(struct tc *c, uint16_t id, uint16_t cmd, struct 
 				c->have_held = true;
 				continue;
 			}
-			ret = tc_serve(c, r);
+			ret = tc_serve_on(c, c->fd, r);
 			if (ret)
 				return ret;
 			continue;
@@ -291,11 +386,32 @@ static inline int tc_version(struct tc *c, char *caps, size_t capslen)
 	return 0;
 }
 
+/* VERSION offering twin-socket mode; on success c->twin is the socket the
+ * device passed (it must pass one: ugpu-sim accepts the offer). */
+static inline int tc_version_twin(struct tc *c)
+{
+	static const char mine[] = "{\"capabilities\":{\"max_msg_fds\":8,"
+				   "\"twin_socket\":{\"supported\":true}}}";
+	struct vfu_version v = { .major = 0, .minor = 1 };
+	struct tc_reply *r = tc_r();
+	int ret = tc_call(c, VFU_CMD_VERSION, &v, sizeof(v), mine, sizeof(mine), NULL, 0, r);
+
+	if (ret)
+		return ret;
+	if (r->nfds != 1 || r->len < sizeof(v) + 1 ||
+	    !strstr((const char *)r->body + sizeof(v), "\"twin_socket\":{\"supported\":true,\"fd_index\":0}"))
+		return -EPROTO;
+	c->twin = r->fds[0];
+	r->nfds = 0;
+	return 0;
+}
+
 static inline int tc_connect_raw(const char *path, struct tc *c)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
 	memset(c, 0, sizeof(*c));
+	c->twin = -1;
 	c->next_id = 1;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -329,7 +445,10 @@ static inline void tc_close(struct tc *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->twin >= 0)
+		close(c->twin);
 	c->fd = -1;
+	c->twin = -1;
 }
 
 static inline int tc_region_rw(struct tc *c, uint32_t region, uint64_t off, void *buf, uint32_t len,
@@ -450,21 +569,24 @@ static inline uint64_t tc_wait_irq(struct tc *c, int efd, int timeout_ms)
 	uint64_t deadline = tc_now_ms() + (uint64_t)timeout_ms;
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = efd, .events = POLLIN }, { .fd = c->fd, .events = POLLIN } };
+		struct pollfd p[3] = { { .fd = efd, .events = POLLIN }, { .fd = c->fd, .events = POLLIN },
+				       { .fd = c->twin, .events = POLLIN } };
 		uint64_t now = tc_now_ms(), v;
 
 		if (now >= deadline)
 			return 0;
-		if (poll(p, c->fd >= 0 ? 2 : 1, (int)(deadline - now)) <= 0)
+		if (poll(p, c->fd < 0 ? 1 : c->twin >= 0 ? 3 : 2, (int)(deadline - now)) <= 0)
 			continue;
 		if ((p[0].revents & POLLIN) && read(efd, &v, sizeof(v)) == sizeof(v))
 			return v;
+		if (c->twin >= 0 && (p[2].revents & POLLIN))
+			tc_serve_twin(c);
 		if (p[1].revents & POLLIN) {
 			struct tc_reply *r = tc_r();
 
 			if (tc_recv(c, r, 100) == 0 &&
 			    (r->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND)
-				tc_serve(c, r);
+				tc_serve_on(c, c->fd, r);
 		}
 	}
 }

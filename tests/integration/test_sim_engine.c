@@ -40,13 +40,21 @@ struct fx {
 	unsigned n;
 };
 
+/* Set by fx_setup_twin: the test client offers twin-socket mode. */
+static bool tdev_twin;
+
 static void tdev_open(struct tdev *d, const char *path)
 {
 	struct vfu_region_info ri = { 0 };
 	int fd;
 
 	memset(d, 0, sizeof(*d));
-	assert_int_equal(tc_connect(path, &d->c), 0);
+	if (tdev_twin) {
+		assert_int_equal(tc_connect_raw(path, &d->c), 0);
+		assert_int_equal(tc_version_twin(&d->c), 0);
+	} else {
+		assert_int_equal(tc_connect(path, &d->c), 0);
+	}
 	assert_int_equal(tc_region_info(&d->c, 2, &ri, &fd), 0);
 	d->vram = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	assert_true(d->vram != MAP_FAILED);
@@ -95,6 +103,16 @@ static int fx_setup_n(void **state, unsigned n, uint32_t slow01)
 static int fx_setup(void **state)
 {
 	return fx_setup_n(state, 1, 0);
+}
+
+static int fx_setup_twin(void **state)
+{
+	int ret;
+
+	tdev_twin = true;
+	ret = fx_setup_n(state, 1, 0);
+	tdev_twin = false;
+	return ret;
 }
 
 static int fx_setup_fabric(void **state)
@@ -225,6 +243,72 @@ static void test_copy_dma_fd(void **state)
 	close(mfd);
 }
 
+/*
+ * Regression (issue 12, find 2): a DMA window whose fd is smaller than the
+ * window killed the server with SIGBUS on the first engine access past the
+ * file's end. DMA_MAP now checks the fd's size, and a file truncated after
+ * the check fails the access with ERR_DMA instead of the process.
+ */
+static void test_dma_window_fd_checks(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	int mfd = memfd_create("sys", MFD_CLOEXEC);
+	int efd = eventfd(0, EFD_CLOEXEC);
+	struct tdesc ds[2];
+	uint8_t *sys;
+
+	/* The issue's case: a 4 KiB memfd behind an 8 KiB window. */
+	assert_int_equal(ftruncate(mfd, 4096), 0);
+	assert_int_equal(tc_dma_map(&d->c, 0x100000, 0x2000, mfd, 0,
+				    VFU_DMA_F_READ | VFU_DMA_F_WRITE), -EINVAL);
+	/* An offset that leaves less than the window; something not memory. */
+	assert_int_equal(ftruncate(mfd, 0x2000), 0);
+	assert_int_equal(tc_dma_map(&d->c, 0x100000, 0x2000, mfd, 0x1000, VFU_DMA_F_READ), -EINVAL);
+	assert_int_equal(tc_dma_map(&d->c, 0x100000, 0x1000, efd, 0, VFU_DMA_F_READ), -EINVAL);
+
+	/* Mapped whole, then truncated under the window by the client. */
+	sys = mmap(NULL, 0x2000, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	assert_true(sys != MAP_FAILED);
+	memset(sys, 0x5a, 0x2000);
+	assert_int_equal(tc_dma_map(&d->c, 0x100000, 0x2000, mfd, 0,
+				    VFU_DMA_F_READ | VFU_DMA_F_WRITE), 0);
+	munmap(sys, 0x2000);
+	assert_int_equal(ftruncate(mfd, 4096), 0);
+	ds[0] = d_copy(0x101000, 1, 0x300000, 0, 4096); /* IOVA past the file -> VRAM */
+	submit(d, 0, ds, 1);
+	assert_int_equal(wait_engine(d, 0) & ST_ERROR, ST_ERROR);
+	assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), 3); /* ERR_DMA */
+	ds[0] = d_fill(0x101000, 1, 4096, 7); /* and a write there */
+	submit(d, 1, ds, 1);
+	assert_int_equal(wait_engine(d, 1) & ST_ERROR, ST_ERROR);
+	assert_int_equal(tc_rd32(&d->c, CE(1, 0x1c)), 3);
+
+	/* A second fault on the same engine thread after RESET: the guard
+	 * leaves the thread able to take it (found by the black-box test). */
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(tc_wr32(&d->c, CE(0, 0x14), 2), 0);
+		d->tail[0] = 0;
+		assert_int_equal(tc_wr32(&d->c, CE(0, 0x14), 1), 0);
+		if (round)
+			break;
+		ds[0] = d_copy(0x101000, 1, 0x300000, 0, 4096);
+		submit(d, 0, ds, 1);
+		assert_int_equal(wait_engine(d, 0) & ST_ERROR, ST_ERROR);
+		assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), 3);
+	}
+	/* The device lives on: the page still backed copies. */
+	ds[0] = d_copy(0x100000, 1, 0x300000, 0, 4096);
+	ds[1] = d_fence(~0ull, 1, true);
+	submit(d, 0, ds, 2);
+	assert_true(tc_wait_irq(&d->c, d->efd[0], 5000) >= 1);
+	for (int i = 0; i < 4096; i++)
+		assert_int_equal(d->vram[0x300000 + i], 0x5a);
+	assert_int_equal(tc_dma_unmap(&d->c, 0x100000, 0x2000), 0);
+	close(mfd);
+	close(efd);
+}
+
 static void test_copy_dma_inband(void **state)
 {
 	struct fx *f = *state;
@@ -251,6 +335,14 @@ static void test_copy_dma_inband(void **state)
 	assert_true(d->c.inband_served >= 4);
 	sim_state(f->sim, 0, &st);
 	assert_true(st.inband >= 4);
+	/* Twin-socket mode: every request on the twin socket, none on the main
+	 * one; without it, all on the main one. */
+	if (d->c.twin >= 0) {
+		assert_int_equal(d->c.inband_on_main, 0);
+		assert_int_equal(d->c.inband_on_twin, d->c.inband_served);
+	} else {
+		assert_int_equal(d->c.inband_on_twin, 0);
+	}
 	/* The client refusing a transfer fails the descriptor with ERR_DMA. */
 	d->c.inband_fail = true;
 	ds[0] = d_fill(0x20000000, 1, 4096, 1);
@@ -292,6 +384,18 @@ static void test_unmap_while_busy(void **state)
 	       (st & ST_ERROR) ? "descriptor refused" : "copy completed first", d->c.inband_served);
 	d->c.inband_mem = NULL;
 	free(mem);
+}
+
+/* The same two in twin-socket mode: the device's requests on their own socket
+ * (the DMA_UNMAP wait serves them from there). */
+static void test_copy_dma_inband_twin(void **state)
+{
+	test_copy_dma_inband(state);
+}
+
+static void test_unmap_while_busy_twin(void **state)
+{
+	test_unmap_while_busy(state);
 }
 
 static void test_bad_descriptors(void **state)
@@ -524,8 +628,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_copy_fill_fence, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_fd, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_dma_window_fd_checks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_inband, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_dma_inband_twin, fx_setup_twin, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_unmap_while_busy, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_unmap_while_busy_twin, fx_setup_twin, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_descriptors, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_permissions, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_injection, fx_setup, fx_teardown),

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <cmocka.h>
@@ -90,9 +91,27 @@ static void test_version(void **state)
 	memcpy(&v, r->body, sizeof(v));
 	assert_int_equal(v.major, 0);
 	assert_int_equal(v.minor, 1);
+	/* The capabilities are JSON, read as JSON: a key inside a string is
+	 * text, broken JSON is refused. */
+	{
+		static const char quoted[] = "{\"capabilities\":{\"note\":\"\\\"max_data_xfer_size\\\":4\"}}";
+		static const char broken[] = "{\"capabilities\":{\"max_data_xfer_size\":";
+
+		v.minor = 1;
+		assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), quoted, sizeof(quoted),
+					 NULL, 0, tc_r()),
+				 0);
+		assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), broken, sizeof(broken),
+					 NULL, 0, tc_r()),
+				 -EINVAL);
+	}
+	/* Another major: the specification has the server close the
+	 * connection (no reply). */
 	v.major = 1;
 	assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), NULL, 0, NULL, 0, tc_r()),
-			 -ENOTSUP);
+			 -ECONNRESET);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
 }
 
 static void test_device_and_regions(void **state)
@@ -301,6 +320,200 @@ static void test_malformed(void **state)
 	close(efd);
 }
 
+/*
+ * Regression (issue 12, find 1): a REGION_READ/WRITE of count 0 on VRAM or
+ * config space reached memcpy with a NULL buffer and aborted the server under
+ * UBSan. A zero-byte access inside a region is a no-op that succeeds; BAR0
+ * still takes only 4- and 8-byte accesses.
+ */
+static void test_region_zero_count(void **state)
+{
+	static const uint8_t raw[] = { 0x02, 0x00, 0x09, 0x00, 0x20, 0x00, 0x00, 0x00, /* hdr */
+				       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+				       0, 0, 0, 0, 0, 0, 0, 0, /* offset 0 */
+				       0x02, 0, 0, 0, 0, 0, 0, 0 }; /* region 2, count 0 */
+	struct fx *f = *state;
+	struct tc_reply *r = tc_r();
+	uint32_t regions[] = { 2, 7 };
+
+	assert_int_equal(tc_send_raw(&f->c, raw, sizeof(raw), NULL, 0), 0);
+	assert_int_equal(tc_wait_reply(&f->c, 2, VFU_CMD_REGION_READ, r), 0);
+	assert_int_equal(r->len, sizeof(struct vfu_region_access));
+	for (unsigned i = 0; i < 2; i++) {
+		struct vfu_region_access a = { .offset = 4, .region = regions[i], .count = 0 };
+
+		r = tc_r();
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0, r),
+				 0);
+		assert_int_equal(r->len, sizeof(a));
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_WRITE, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 0);
+		/* still bounds-checked */
+		a.offset = regions[i] == 2 ? VRAM + 1 : 257;
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 -EINVAL);
+	}
+	{
+		struct vfu_region_access a = { .offset = 0, .region = 0, .count = 0 };
+
+		assert_int_equal(tc_call(&f->c, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL, 0,
+					 tc_r()),
+				 -EINVAL);
+	}
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+}
+
+/* Raise vector @vec of @index through SET_IRQS (DATA_NONE | ACTION_TRIGGER). */
+static int tc_trigger(struct tc *c, uint32_t index, uint32_t vec)
+{
+	struct vfu_irq_set s = { .argsz = sizeof(s),
+				 .flags = VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_TRIGGER,
+				 .index = index,
+				 .start = vec,
+				 .count = 1 };
+
+	return tc_call(c, VFU_CMD_DEVICE_SET_IRQS, &s, sizeof(s), NULL, 0, NULL, 0, tc_r());
+}
+
+/*
+ * Regression (issue 12, find 3): an interrupt fd that cannot take a write (an
+ * eventfd whose counter is one below the maximum, a full pipe) blocked the
+ * server thread in write() under the device lock for good. Delivery never
+ * blocks now: the interrupt is dropped and counted, the device goes on; a pipe
+ * without a reader gives EPIPE, not a SIGPIPE that kills the process; fds
+ * whose write could sleep on I/O are refused.
+ */
+static void test_irq_fd_never_blocks(void **state)
+{
+	struct fx *f = *state;
+	uint64_t big = 0xfffffffffffffffeull, v = 0, t0;
+	int efd = eventfd(0, EFD_CLOEXEC); /* blocking, as a hostile client passes it */
+	int good = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	int mfd = memfd_create("irq", MFD_CLOEXEC);
+	struct sim_state st;
+	char junk[4096] = { 0 };
+	int pfd[2], fl;
+
+	assert_true(efd >= 0 && good >= 0 && mfd >= 0);
+	assert_int_equal(write(efd, &big, sizeof(big)), sizeof(big));
+	assert_int_equal(tc_set_irq(&f->c, 2, 0, efd), 0);
+	t0 = tc_now_ms();
+	assert_int_equal(tc_trigger(&f->c, 2, 0), 0);
+	assert_true(tc_now_ms() - t0 < 2000);
+	/* The device made the fd non-blocking, but the flag is shared with our
+	 * copy: clear it again (a hostile client would) and trigger. The
+	 * device's write is bounded all the same. */
+	assert_true(fcntl(efd, F_GETFL) & O_NONBLOCK);
+	assert_int_equal(fcntl(efd, F_SETFL, fcntl(efd, F_GETFL) & ~O_NONBLOCK), 0);
+	/* Again and again: the writing thread's backstop timer is made once
+	 * and armed for each write. */
+	for (int i = 0; i < 3; i++) {
+		t0 = tc_now_ms();
+		assert_int_equal(tc_trigger(&f->c, 2, 0), 0);
+		assert_true(tc_now_ms() - t0 < 2000);
+	}
+
+	/* A full pipe (its reader still open), then the same pipe unread. */
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fl = fcntl(pfd[1], F_GETFL);
+	assert_int_equal(fcntl(pfd[1], F_SETFL, fl | O_NONBLOCK), 0);
+	while (write(pfd[1], junk, sizeof(junk)) > 0)
+		;
+	assert_int_equal(fcntl(pfd[1], F_SETFL, fl), 0);
+	assert_int_equal(tc_set_irq(&f->c, 2, 1, pfd[1]), 0);
+	assert_int_equal(tc_trigger(&f->c, 2, 1), 0);
+	close(pfd[0]);
+	assert_int_equal(tc_trigger(&f->c, 2, 1), 0);
+
+	/* The other vectors are still delivered, and the drops are counted. */
+	assert_int_equal(tc_set_irq(&f->c, 2, 2, good), 0);
+	assert_int_equal(tc_trigger(&f->c, 2, 2), 0);
+	assert_int_equal(read(good, &v, sizeof(v)), sizeof(v));
+	assert_int_equal(v, 1);
+	assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	assert_true(st.irq_drops >= 4);
+
+	/* A regular file (or anything whose write may sleep) is refused. */
+	assert_int_equal(tc_set_irq(&f->c, 2, 3, mfd), -EINVAL);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+	close(efd);
+	close(good);
+	close(mfd);
+	close(pfd[1]);
+}
+
+/* A client that sends but never reads its replies is dropped once a reply
+ * cannot be sent within the server's send bound; the device then serves the
+ * next client. */
+static void test_client_not_reading(void **state)
+{
+	struct fx *f = *state;
+	struct vfu_region_access a = { .offset = 0, .region = 2, .count = VFU_MAX_DATA_XFER };
+	struct sim_state st = { 0 };
+	uint64_t t0;
+
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(tc_send(&f->c, VFU_CMD_REGION_READ, (uint16_t)(100 + i),
+					 VFU_F_TYPE_COMMAND, &a, sizeof(a), NULL, 0, NULL, 0),
+				 0);
+	t0 = tc_now_ms();
+	do {
+		usleep(20000);
+		assert_int_equal(sim_state(f->sim, 0, &st), 0);
+	} while (st.client && tc_now_ms() - t0 < 15000);
+	assert_false(st.client);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+}
+
+/* Twin-socket mode: taken when the client offers it, once per session; the
+ * twin socket carries only the device's requests; closing it is leaving. */
+static void test_twin_socket(void **state)
+{
+	static const char offer[] = "{\"capabilities\":{\"twin_socket\":{\"supported\":true}}}";
+	struct fx *f = *state;
+	struct vfu_version v = { .major = 0, .minor = 1 };
+	struct vfu_region_access a = { .offset = 0, .region = 0, .count = 4 };
+	struct tc_reply *r;
+	struct sim_state st;
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	/* Without the offer there is no twin (fx_setup's VERSION). */
+	assert_int_equal(f->c.twin, -1);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect_raw(f->path, &f->c), 0);
+	assert_int_equal(tc_version_twin(&f->c), 0);
+	assert_int_equal(getsockopt(f->c.twin, SOL_SOCKET, SO_TYPE, &type, &tl), 0);
+	assert_int_equal(type, SOCK_STREAM);
+	/* A second VERSION asking again is refused; the session goes on. */
+	assert_int_equal(tc_call(&f->c, VFU_CMD_VERSION, &v, sizeof(v), offer, sizeof(offer), NULL,
+				 0, tc_r()),
+			 -EINVAL);
+	/* A command on the twin socket is not served. */
+	assert_int_equal(tc_send_on(f->c.twin, VFU_CMD_REGION_READ, 9, VFU_F_TYPE_COMMAND, &a,
+				    sizeof(a), NULL, 0, NULL, 0),
+			 0);
+	r = tc_r();
+	assert_int_equal(tc_recv_on(f->c.twin, r, 300), -ETIMEDOUT);
+	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
+	/* Closing the twin socket ends the session. */
+	close(f->c.twin);
+	f->c.twin = -1;
+	for (int i = 0; i < 200; i++) {
+		sim_state(f->sim, 0, &st);
+		if (!st.client)
+			break;
+		usleep(5000);
+	}
+	assert_false(st.client);
+	tc_close(&f->c);
+	assert_int_equal(tc_connect(f->path, &f->c), 0);
+}
+
 static void test_command_before_version(void **state)
 {
 	struct fx *f = *state;
@@ -363,10 +576,24 @@ static void test_one_client(void **state)
 	struct tc c2;
 	struct vfu_version v = { .major = 0, .minor = 1 };
 
+	struct tc_reply *r;
+
 	assert_int_equal(tc_connect_raw(f->path, &c2), 0);
-	/* The second client is closed at once: its VERSION gets no reply. */
-	tc_send(&c2, VFU_CMD_VERSION, 1, VFU_F_TYPE_COMMAND, &v, sizeof(v), NULL, 0, NULL, 0);
+	/* The second client's first message gets EBUSY, then the connection
+	 * is closed: it can tell "in use" from "gone". */
+	tc_send(&c2, VFU_CMD_VERSION, 7, VFU_F_TYPE_COMMAND, &v, sizeof(v), NULL, 0, NULL, 0);
+	r = tc_r();
+	assert_int_equal(tc_recv(&c2, r, 2000), 0);
+	assert_int_equal(r->hdr.msg_id, 7);
+	assert_int_equal(r->hdr.cmd, VFU_CMD_VERSION);
+	assert_int_equal(r->hdr.flags, VFU_F_TYPE_REPLY | VFU_F_ERROR);
+	assert_int_equal(r->hdr.error, EBUSY);
+	assert_int_equal(r->len, 0);
 	assert_int_equal(tc_recv(&c2, tc_r(), 2000), -ECONNRESET);
+	tc_close(&c2);
+	/* One that never says anything is closed after its grace period. */
+	assert_int_equal(tc_connect_raw(f->path, &c2), 0);
+	assert_int_equal(tc_recv(&c2, tc_r(), 3000), -ECONNRESET);
 	tc_close(&c2);
 	assert_int_equal(tc_rd32(&f->c, 0), 0x55475055);
 }
@@ -482,6 +709,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_registers_and_config, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_irq_info, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_region_zero_count, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_irq_fd_never_blocks, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_client_not_reading, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_twin_socket, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_command_before_version, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_map_rules, fx_setup_small_maps, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_one_client, fx_setup, fx_teardown),

@@ -138,11 +138,26 @@ static void test_request_keeps_everything(void **state)
 		usleep(2000);
 	}
 	assert_int_equal(ugpu_device_unplug(f->dev), 0); /* already removed: no-op */
-	pthread_mutex_lock(&cb.lock);
-	assert_int_equal(cb.calls, 1);
-	assert_int_equal(cb.kind, UGPU_UNPLUG_REQUEST);
-	assert_int_equal(cb.status, 0);
-	pthread_mutex_unlock(&cb.lock);
+	/* The removal thread calls the callback just after the state turns
+	 * REMOVED: wait for it (bounded), and assert outside the lock, which a
+	 * failed assertion would otherwise leave held for that thread (the
+	 * teardown then hung joining it). */
+	{
+		struct cb_seen seen = { .calls = 0 };
+
+		for (t0 = fx_now_ms(); fx_now_ms() - t0 < 5000; usleep(1000)) {
+			pthread_mutex_lock(&cb.lock);
+			seen.calls = cb.calls;
+			seen.kind = cb.kind;
+			seen.status = cb.status;
+			pthread_mutex_unlock(&cb.lock);
+			if (seen.calls)
+				break;
+		}
+		assert_int_equal(seen.calls, 1);
+		assert_int_equal(seen.kind, UGPU_UNPLUG_REQUEST);
+		assert_int_equal(seen.status, 0);
+	}
 
 	assert_int_equal(bo_where(vonly), S);
 	assert_int_equal(bo_where(vany), S);

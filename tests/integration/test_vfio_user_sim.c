@@ -30,10 +30,12 @@
 struct fix {
 	struct sim *sim;
 	struct vfio_dev *dev;
+	bool single_socket; /* VFIO_USER_NO_TWIN_SOCKET */
 };
 
-static int setup(void **state)
+static int setup_opts(void **state, uint32_t flags)
 {
+	struct vfio_user_opts vo = { .size = sizeof(vo), .flags = flags };
 	struct fix *f = calloc(1, sizeof(*f));
 	struct sim_opts o;
 	int ret;
@@ -48,15 +50,26 @@ static int setup(void **state)
 		free(f);
 		return -1;
 	}
-	ret = vfio_user_open(NULL, sim_socket_path(f->sim, 0), &f->dev);
+	ret = vfio_user_open_opts(NULL, sim_socket_path(f->sim, 0), &vo, &f->dev);
 	if (ret) {
 		fprintf(stderr, "vfio_user_open: %s\n", strerror(-ret));
 		sim_stop(f->sim);
 		free(f);
 		return -1;
 	}
+	f->single_socket = flags & VFIO_USER_NO_TWIN_SOCKET;
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_opts(state, 0);
+}
+
+static int setup_single_socket(void **state)
+{
+	return setup_opts(state, VFIO_USER_NO_TWIN_SOCKET);
 }
 
 static int teardown(void **state)
@@ -212,11 +225,25 @@ static void test_dma_fd_and_inband(void **state)
 	assert_int_equal(f->dev->ops->dma_unmap(f->dev, 0x50000000, 1 << 20, &unmapped), 0);
 	assert_int_equal(unmapped, 1 << 20);
 	(void)v;
+	/* The client offers twin-socket mode unless told not to, and ugpu-sim
+	 * takes it: the DMA_WRITEs above came on the twin socket. */
+	{
+		struct sim_state st;
+
+		assert_int_equal(sim_state(f->sim, 0, &st), 0);
+		assert_true(st.inband > 0);
+		assert_int_equal(st.twin, !f->single_socket);
+	}
 	for (int i = 0; i < 5; i++)
 		close(efd[i]);
 	munmap(sys, 2 << 20);
 	close(memfd);
 	free(plain);
+}
+
+static void test_dma_fd_and_inband_single_socket(void **state)
+{
+	test_dma_fd_and_inband(state);
 }
 
 static void test_max_dma_maps(void **state)
@@ -270,6 +297,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identity_and_regions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vram_mmap_and_region_io, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_fd_and_inband, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dma_fd_and_inband_single_socket,
+						setup_single_socket, teardown),
 		cmocka_unit_test_setup_teardown(test_max_dma_maps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_req_and_surprise, setup, teardown),
 	};

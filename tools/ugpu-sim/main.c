@@ -2,12 +2,18 @@
 /*
  * ugpu-sim: the reference device as a standalone vfio-user server.
  *
- *   ugpu-sim --socket PATH [--vram SIZE] [--control PATH] [--devices N]
- *            [--wake-latency-us N] [--max-dma-maps N] [--req-interval-ms N]
- *            [--slow-link A-B]... [--exec-queues N]
+ *   ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE] [--control PATH]
+ *            [--devices N] [--wake-latency-us N] [--max-dma-maps N]
+ *            [--req-interval-ms N] [--slow-link A-B]... [--exec-queues N]
  *
- * Prints one line when every socket listens, serves until SIGTERM/SIGINT,
- * then stops cleanly and unlinks its sockets.
+ * The vfio-user backend-program conventions (qemu docs/interop/vfio-user.rst):
+ * --socket-path=PATH listens on a UNIX socket (--socket PATH is the older
+ * spelling); --fd=N serves the connected stream socket N instead and exits
+ * when that client leaves. It never daemonizes and honours SIGTERM.
+ *
+ * Prints one line when it serves (every socket listens, or the fd is
+ * adopted), serves until SIGTERM/SIGINT, then stops cleanly and unlinks its
+ * sockets.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,9 +29,9 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ugpu-sim --socket PATH [--vram SIZE[K|M|G]] [--control PATH] "
-		   "[--devices N]\n"
-		   "                [--wake-latency-us N] [--max-dma-maps N] "
+	fprintf(f, "usage: ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE[K|M|G]] "
+		   "[--control PATH] [--devices N]\n"
+		   "                [--wake-latency-us N] [--max-dma-maps N (<= 65535)] "
 		   "[--req-interval-ms N] [--slow-link A-B]...\n"
 		   "                [--exec-queues N (1..64, default 4)]\n");
 }
@@ -81,6 +87,8 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "socket-path", required_argument, NULL, 's' },
+		{ "fd", required_argument, NULL, 'f' },
 		{ "vram", required_argument, NULL, 'v' },
 		{ "control", required_argument, NULL, 'c' },
 		{ "devices", required_argument, NULL, 'n' },
@@ -95,16 +103,21 @@ int main(int argc, char **argv)
 	struct sim_opts opts;
 	struct sim *sim;
 	sigset_t set;
-	int c, ret;
+	unsigned fdnum;
+	int c, ret, li;
 
 	sim_opts_init(&opts);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, &li)) != -1) {
 		unsigned a, b;
 		int bad = 0;
 
 		switch (c) {
 		case 's':
 			opts.socket_path = optarg;
+			break;
+		case 'f':
+			bad = parse_uint(optarg, &fdnum) || fdnum > 0x7fffffff;
+			opts.client_fd = bad ? -1 : (int)fdnum;
 			break;
 		case 'v':
 			bad = parse_size(optarg, &opts.vram_size);
@@ -144,14 +157,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (bad) {
-			fprintf(stderr, "ugpu-sim: bad value for --%s: %s\n",
-				longopts[c == 's' ? 0 : c == 'v' ? 1 : c == 'c' ? 2 : c == 'n' ? 3 :
-					 c == 'w' ? 4 : c == 'm' ? 5 : c == 'r' ? 6 : c == 'l' ? 7 : 8].name,
-				optarg);
+			fprintf(stderr, "ugpu-sim: bad value for --%s: %s\n", longopts[li].name, optarg);
 			return 2;
 		}
 	}
-	if (!opts.socket_path || optind != argc) {
+	if ((!opts.socket_path) == (opts.client_fd < 0) || optind != argc) {
+		fprintf(stderr, "ugpu-sim: give one of --socket-path and --fd\n");
 		usage(stderr);
 		return 2;
 	}
@@ -169,7 +180,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ugpu-sim: cannot start: %s\n", strerror(-ret));
 		return 1;
 	}
-	if (sim_num_devices(sim) == 1) {
+	if (opts.client_fd >= 0) {
+		printf("ugpu-sim: serving fd %d (vram %" PRIu64 " MiB)\n", opts.client_fd,
+		       opts.vram_size >> 20);
+	} else if (sim_num_devices(sim) == 1) {
 		printf("ugpu-sim: listening on %s (vram %" PRIu64 " MiB)\n", sim_socket_path(sim, 0),
 		       opts.vram_size >> 20);
 	} else {
@@ -181,10 +195,14 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	for (;;) {
-		struct timespec ts = { .tv_sec = 1 };
+		struct timespec ts = { .tv_nsec = 100000000 };
+		struct sim_state st;
 		int sig = sigtimedwait(&set, NULL, &ts);
 
 		if (sig == SIGTERM || sig == SIGINT)
+			break;
+		/* --fd: the one client we were given is gone, nobody can follow. */
+		if (opts.client_fd >= 0 && sim_state(sim, 0, &st) == 0 && !st.client)
 			break;
 	}
 	sim_stop(sim);

@@ -36,7 +36,10 @@ struct sim_opts {
 	uint64_t vram_size; /* bytes, power of two >= 1 MiB; 0 = 256 MiB */
 	unsigned devices; /* 1..SIM_MAX_DEVICES; 0 = 1 */
 	unsigned wake_latency_us; /* D3 -> D0 latency (WAKE_LAT_US) */
-	unsigned max_dma_maps; /* 0 = 65535 */
+	/* 0 = 65535, the most a DMA_MAP client may expect: it is the
+	 * specification's default and the kernel's (vfio type1 dma_entry_limit),
+	 * and QEMU's client takes no more. Larger is refused (-EINVAL). */
+	unsigned max_dma_maps;
 	unsigned req_interval_ms; /* REQ repeat period; 0 = 10000 */
 	const char *control_path; /* control socket, or NULL for none */
 	/* slow_links[a] bit b: the link between nodes a and b is slow (the
@@ -47,9 +50,14 @@ struct sim_opts {
 	 * probe must not mistake for a removal. */
 	bool cfg_dead_in_d3cold;
 	unsigned exec_queues; /* exec queues per device, 1..SIM_MAX_EXEC_QUEUES; 0 = 4 */
+	/* A connected AF_UNIX stream socket to serve instead of listening on a
+	 * path (the vfio-user backend convention --fd=N); -1 = listen. One device
+	 * only; the device takes the fd over. When that client disconnects there
+	 * is nobody left to serve: sim_state().client turns false for good. */
+	int client_fd;
 };
 
-/* Fill @opts with the defaults above (size set). */
+/* Fill @opts with the defaults above (size set, client_fd -1). */
 void sim_opts_init(struct sim_opts *opts);
 
 /*
@@ -95,6 +103,7 @@ struct sim_state {
 	uint32_t ce_error[2]; /* the ERROR registers */
 	uint32_t exec_status; /* queue 0's EXEC_STATUS */
 	bool client; /* a vfio-user client is connected */
+	bool twin; /* ... in twin-socket mode (its DMA requests on a second socket) */
 	bool removed; /* unplugged (request completed, or surprise) */
 	uint32_t dma_maps; /* live DMA mappings */
 	uint64_t descs; /* descriptors completed, both engines */
@@ -107,6 +116,7 @@ struct sim_state {
 	bool fault_ring; /* the fault ring is on */
 	uint32_t fault_ring_size; /* its entries */
 	uint32_t fault_put, fault_get; /* FAULT_PUT, FAULT_GET */
+	uint64_t irq_drops; /* interrupts dropped: the client's fd was full or broken */
 };
 
 int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);

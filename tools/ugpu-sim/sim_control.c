@@ -253,11 +253,9 @@ int control_start(struct sim *sim, const char *path, struct sim_control **out)
 		fprintf(stderr, "ugpu-sim: cannot listen on %s: %s\n", path, strerror(errno));
 		goto out_close_listen;
 	}
-	ret = pthread_create(&ctl->thread, NULL, control_thread, ctl);
-	if (ret) {
-		ret = -ret;
+	ret = sim_thread_create(&ctl->thread, control_thread, ctl);
+	if (ret)
 		goto out_unlink;
-	}
 	*out = ctl;
 	return 0;
 

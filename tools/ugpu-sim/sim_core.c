@@ -4,7 +4,9 @@
  * fabric (several devices in one process that reach each other's VRAM).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,19 @@ void sim_cond_init(pthread_cond_t *c)
 	pthread_condattr_destroy(&a);
 }
 
+int sim_thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t pipe_set, old;
+	int ret;
+
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	ret = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -ret;
+}
+
 void sim_opts_init(struct sim_opts *opts)
 {
 	memset(opts, 0, sizeof(*opts));
@@ -52,6 +67,7 @@ void sim_opts_init(struct sim_opts *opts)
 	opts->devices = 1;
 	opts->max_dma_maps = 65535;
 	opts->req_interval_ms = 10000;
+	opts->client_fd = -1;
 	opts->exec_queues = 4;
 }
 
@@ -86,6 +102,8 @@ static void dev_free(struct sim_dev *dev)
 		for (unsigned v = 0; v < SIM_MSIX_VECTORS; v++)
 			if (dev->irq_fd[i][v] >= 0)
 				close(dev->irq_fd[i][v]);
+	if (dev->twin_fd >= 0)
+		close(dev->twin_fd);
 	if (dev->vram && dev->vram != MAP_FAILED)
 		munmap(dev->vram, dev->vram_size);
 	if (dev->vram_fd >= 0)
@@ -95,6 +113,7 @@ static void dev_free(struct sim_dev *dev)
 	exec_fini(dev);
 	pthread_cond_destroy(&dev->inband_cond);
 	pthread_mutex_destroy(&dev->send_lock);
+	pthread_mutex_destroy(&dev->twin_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 }
@@ -114,8 +133,12 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	dev->listen_fd = -1;
 	dev->wake_fd = -1;
 	dev->client_fd = -1;
+	dev->twin_fd = -1;
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++)
+		dev->refused[i].fd = -1;
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->send_lock, NULL);
+	pthread_mutex_init(&dev->twin_lock, NULL);
 	sim_cond_init(&dev->inband_cond);
 	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
 		dev->ce[i].dev = dev;
@@ -144,12 +167,17 @@ static int dev_create(struct sim *sim, unsigned id, struct sim_dev **out)
 	}
 
 	snprintf(name, sizeof(name), "ugpu-sim-vram%u", id);
-	dev->vram_fd = memfd_create(name, MFD_CLOEXEC);
+	dev->vram_fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (dev->vram_fd < 0) {
 		ret = -errno;
 		goto out_free;
 	}
-	if (ftruncate(dev->vram_fd, (off_t)dev->vram_size) < 0) {
+	/* Clients get this fd (GET_REGION_INFO) with write access: seal its
+	 * size so none can truncate VRAM under the device (SIGBUS in every
+	 * engine) or under another client's mapping; F_SEAL_SEAL keeps a client
+	 * from adding seals that would refuse the next client's mapping. */
+	if (ftruncate(dev->vram_fd, (off_t)dev->vram_size) < 0 ||
+	    fcntl(dev->vram_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
 		ret = -errno;
 		goto out_free;
 	}
@@ -206,7 +234,9 @@ static bool is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
-int sim_start(const struct sim_opts *uopts, struct sim **out)
+/* sim_start(), or with @serve false the devices alone: no threads, no
+ * sockets (sim_create_detached). */
+static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out)
 {
 	static unsigned auto_seq;
 	const char *ctl_path;
@@ -215,6 +245,11 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 
 	if (!uopts || !out || uopts->size < offsetof(struct sim_opts, slow_links))
 		return -EINVAL;
+	ret = sim_guard_init();
+	if (ret) {
+		fprintf(stderr, "ugpu-sim: cannot install the SIGBUS guard: %s\n", strerror(-ret));
+		return ret;
+	}
 	sim = calloc(1, sizeof(*sim));
 	if (!sim)
 		return -ENOMEM;
@@ -235,6 +270,18 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 	    sim->opts.vram_size > (1ull << 40)) {
 		fprintf(stderr, "ugpu-sim: vram size %" PRIu64 " is not a power of two in [1 MiB, 1 TiB]\n",
 			sim->opts.vram_size);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.max_dma_maps > 65535) {
+		fprintf(stderr, "ugpu-sim: max_dma_maps %u: at most 65535 (the specification's default, "
+			"vfio type1's limit, and what QEMU's vfio-user client takes)\n",
+			sim->opts.max_dma_maps);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.client_fd >= 0 && (sim->opts.devices != 1 || sim->opts.socket_path)) {
+		fprintf(stderr, "ugpu-sim: a client fd serves one device and no socket path\n");
 		ret = -EINVAL;
 		goto out_free;
 	}
@@ -280,7 +327,7 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 			goto out_stop;
 		sim->ndev = i + 1;
 	}
-	for (unsigned i = 0; i < sim->ndev; i++) {
+	for (unsigned i = 0; serve && i < sim->ndev; i++) {
 		struct sim_dev *dev = sim->devs[i];
 
 		ret = ce_start_threads(dev);
@@ -293,7 +340,7 @@ int sim_start(const struct sim_opts *uopts, struct sim **out)
 		if (ret)
 			goto out_stop;
 	}
-	if (ctl_path) {
+	if (serve && ctl_path) {
 		ret = control_start(sim, ctl_path, &sim->control);
 		if (ret)
 			goto out_stop;
@@ -307,6 +354,16 @@ out_stop:
 out_free:
 	free(sim);
 	return ret;
+}
+
+int sim_start(const struct sim_opts *opts, struct sim **out)
+{
+	return sim_create(opts, true, out);
+}
+
+int sim_create_detached(const struct sim_opts *opts, struct sim **out)
+{
+	return sim_create(opts, false, out);
 }
 
 unsigned sim_num_devices(const struct sim *sim)
@@ -366,10 +423,7 @@ int sim_unplug_surprise(struct sim *sim, unsigned idx)
 	pthread_mutex_unlock(&dev->lock);
 	/* Shut the connection down before returning so the caller observes the
 	 * removal at once; the server thread closes and cleans up. */
-	pthread_mutex_lock(&dev->send_lock);
-	if (dev->client_fd >= 0)
-		shutdown(dev->client_fd, SHUT_RDWR);
-	pthread_mutex_unlock(&dev->send_lock);
+	srv_shutdown_client(dev);
 	srv_wake(dev);
 	return 0;
 }
@@ -437,6 +491,9 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 	st->fault_put = dev->fring.put;
 	st->fault_get = dev->fring.get;
 	st->client = dev->connected;
+	pthread_mutex_lock(&dev->twin_lock); /* lock order: never two at once */
+	st->twin = dev->twin_fd >= 0;
+	pthread_mutex_unlock(&dev->twin_lock);
 	st->removed = dev->removed;
 	st->dma_maps = (uint32_t)dev->nmaps;
 	st->descs = dev->cnt_descs;
@@ -444,6 +501,7 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 	st->reqs = dev->cnt_reqs;
 	st->faults = dev->cnt_faults;
 	st->inband = dev->cnt_inband;
+	st->irq_drops = dev->cnt_irq_drops;
 	pthread_mutex_unlock(&dev->lock);
 	return 0;
 }
@@ -495,6 +553,12 @@ int sim_state_line(struct sim *sim, unsigned idx, char *buf, size_t len)
 				       st.fault_ring_size);
 		else
 			ret = snprintf(buf + at, len - at, " faultq=off");
+		if (ret >= 0)
+			ret += (int)at;
+	}
+	if (ret >= 0 && (size_t)ret < len) {
+		at = (size_t)ret;
+		ret = snprintf(buf + at, len - at, " irq_drops=%" PRIu64, st.irq_drops);
 		if (ret >= 0)
 			ret += (int)at;
 	}

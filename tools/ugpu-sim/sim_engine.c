@@ -12,8 +12,13 @@
  * retakes the lock to retire the descriptor (HEAD, SEQNO, interrupts).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,9 +27,107 @@
 #define CE_MAX_SIZE (1ull << 30)
 #define CE_CHUNK (1ull << 20)
 
+/*
+ * The backstop for interrupt writes. irq_fd_adopt() makes each fd
+ * non-blocking, but the flag lives in the file description the client shares:
+ * a client can clear it again on its copy, saturate its eventfd and wait.
+ * Nothing per call makes an eventfd write non-blocking (no MSG_DONTWAIT, no
+ * RWF_NOWAIT on Linux 6.1's eventfd), so each write runs under a one-shot
+ * timer aimed at the writing thread: if the write sleeps, the signal
+ * interrupts it (the handler has no SA_RESTART) and it fails with EINTR after
+ * at most SIM_IRQ_WRITE_MS. The signal is one real-time signal of the
+ * process, taken once (documented in docs/reference-device.md).
+ */
+#define SIM_IRQ_ALARM_SIG (SIGRTMAX - 3)
+#define SIM_IRQ_WRITE_MS 20
+
+static void irq_alarm(int sig)
+{
+	(void)sig; /* only there to interrupt a write */
+}
+
+static void irq_alarm_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = irq_alarm;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIM_IRQ_ALARM_SIG, &sa, NULL);
+}
+
+/* The writing thread's backstop timer, made on its first interrupt and kept
+ * (a destructor deletes it when the thread ends): a write costs two
+ * timer_settime() calls, no allocation. */
+static pthread_key_t irq_timer_key;
+static bool irq_key_ok;
+static pthread_once_t irq_once = PTHREAD_ONCE_INIT;
+
+static void irq_timer_free(void *p)
+{
+	timer_delete(*(timer_t *)p);
+	free(p);
+}
+
+static void irq_init_once(void)
+{
+	irq_alarm_install();
+	irq_key_ok = pthread_key_create(&irq_timer_key, irq_timer_free) == 0;
+}
+
+static timer_t *irq_timer(void)
+{
+	timer_t *t;
+	struct sigevent sev;
+
+	pthread_once(&irq_once, irq_init_once);
+	if (!irq_key_ok)
+		return NULL; /* no backstop: the fd's O_NONBLOCK alone */
+	t = pthread_getspecific(irq_timer_key);
+	if (t)
+		return t;
+	t = malloc(sizeof(*t));
+	if (!t)
+		return NULL;
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIM_IRQ_ALARM_SIG;
+	sev._sigev_un._tid = gettid();
+	if (timer_create(CLOCK_MONOTONIC, &sev, t) < 0) {
+		free(t);
+		return NULL;
+	}
+	if (pthread_setspecific(irq_timer_key, t)) {
+		/* not kept: made again at every write, it would pile up */
+		timer_delete(*t);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static ssize_t irq_write(int fd)
+{
+	struct itimerspec arm = { .it_value = { .tv_nsec = SIM_IRQ_WRITE_MS * 1000000L } };
+	struct itimerspec disarm = { 0 };
+	timer_t *t = irq_timer();
+	uint64_t one = 1;
+	ssize_t n;
+
+	if (t && timer_settime(*t, 0, &arm, NULL) < 0)
+		t = NULL;
+	n = write(fd, &one, sizeof(one));
+	if (t) {
+		int err = errno; /* the caller reports the write's */
+
+		timer_settime(*t, 0, &disarm, NULL); /* a signal already sent finds no write */
+		errno = err;
+	}
+	return n;
+}
+
 void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
 {
-	uint64_t one = 1;
 	int fd;
 
 	if (index >= SIM_NUM_IRQS || vec >= SIM_MSIX_VECTORS)
@@ -38,11 +141,53 @@ void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec)
 	}
 	fd = dev->irq_fd[index][vec];
 	/* Under dev->lock so the fd cannot be closed (and its number reused)
-	 * by SET_IRQS or a disconnect while we write. An eventfd write of 1
-	 * never blocks short of counter overflow. */
-	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: counter saturated; the consumer still sees it signalled. */
+	 * by SET_IRQS or a disconnect while we write. The fd is non-blocking
+	 * (irq_fd_adopt), our threads block SIGPIPE, and irq_write() bounds the
+	 * write should the client have made it blocking again: it returns
+	 * whatever the client did to its end (a full eventfd counter or pipe:
+	 * EAGAIN or, past the backstop, EINTR; a pipe without a reader: EPIPE).
+	 * That interrupt is the client's loss; the device goes on. */
+	if (fd >= 0 && irq_write(fd) != (ssize_t)sizeof(uint64_t)) {
+		int err = errno;
+
+		dev->cnt_irq_drops++;
+		if ((dev->cnt_irq_drops & (dev->cnt_irq_drops - 1)) == 0) /* 1, 2, 4, ... */
+			fprintf(stderr,
+				"ugpu-sim[%u]: interrupt %u/%u dropped: write to the client's fd failed (%s); %" PRIu64
+				" dropped so far\n",
+				dev->id, index, vec, strerror(err), dev->cnt_irq_drops);
 	}
+}
+
+int irq_fd_adopt(struct sim_dev *dev, int fd)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0) {
+		fprintf(stderr, "ugpu-sim[%u]: SET_IRQS: cannot fstat the fd: %s\n", dev->id,
+			strerror(errno));
+		return -EINVAL;
+	}
+	/* Anonymous inodes (eventfd; the others refuse writes at once), pipes
+	 * and sockets honour O_NONBLOCK. A regular file or a device could
+	 * sleep in write() whatever its flags (a FUSE file, for one). */
+	if ((st.st_mode & S_IFMT) != 0 && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
+		fprintf(stderr,
+			"ugpu-sim[%u]: SET_IRQS: the fd is not an eventfd, pipe or socket (mode 0%o)\n",
+			dev->id, (unsigned)st.st_mode);
+		return -EINVAL;
+	}
+	/* The flag is shared with the client's copy of the fd (one open file
+	 * description): harmless for a client that polls its eventfd, as a
+	 * client must. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		fprintf(stderr, "ugpu-sim[%u]: SET_IRQS: cannot make the fd non-blocking: %s\n",
+			dev->id, strerror(errno));
+		return -EINVAL;
+	}
+	return 0;
 }
 
 uint32_t ce_status(const struct sim_ce *ce)
@@ -194,10 +339,9 @@ int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool wri
 		if (ret)
 			return ret;
 		if (p) {
-			if (write)
-				memcpy(p, b, n);
-			else
-				memcpy(b, p, n);
+			ret = write ? sim_guarded_memmove(dev, p, b, n) : sim_guarded_memmove(dev, b, p, n);
+			if (ret)
+				return ret;
 		} else {
 			ret = srv_dma_inband(dev, iova, b, n, write);
 			if (ret)
@@ -353,6 +497,27 @@ static void fill64(uint8_t *p, uint64_t n, uint64_t value)
 		w[i] = value;
 }
 
+struct fill_args {
+	uint8_t *p;
+	uint64_t n, value;
+};
+
+static void fill_fn(void *arg)
+{
+	struct fill_args *a = arg;
+
+	fill64(a->p, a->n, a->value);
+}
+
+/* FILL into a window's memory, under the guard (a client may have truncated
+ * the window's file). */
+static int fill_guarded(struct sim_dev *dev, uint8_t *p, uint64_t n, uint64_t value)
+{
+	struct fill_args a = { .p = p, .n = n, .value = value };
+
+	return sim_guard_run(dev, fill_fn, &a);
+}
+
 static void throttle_wait(uint64_t t0, uint64_t bytes)
 {
 	uint64_t due = t0 + bytes * 1000000000ull / SIM_SLOW_LINK_BPS;
@@ -393,8 +558,13 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 		if (d->opcode == SIM_OP_COPY && sn < dn)
 			dn = sn;
 		if (d->opcode == SIM_OP_FILL) {
-			if (dp) {
-				fill64(dp, dn, d->value);
+			if (dp && j->dst.base) {
+				fill64(dp, dn, d->value); /* VRAM: ours, sealed */
+			} else if (dp) {
+				if (fill_guarded(dev, dp, dn, d->value)) {
+					code = SIM_ERR_DMA;
+					break;
+				}
 			} else {
 				if (dn > CE_CHUNK)
 					dn = CE_CHUNK;
@@ -408,8 +578,13 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 					break;
 				}
 			}
+		} else if (sp && dp && j->src.base && j->dst.base) {
+			memmove(dp, sp, dn); /* VRAM and peer VRAM: sealed memfds */
 		} else if (sp && dp) {
-			memmove(dp, sp, dn);
+			if (sim_guarded_memmove(dev, dp, sp, dn)) {
+				code = SIM_ERR_DMA;
+				break;
+			}
 		} else if (sp) {
 			if (srv_dma_inband(dev, j->dst.addr + off, sp, dn, true)) {
 				code = SIM_ERR_DMA;
@@ -515,10 +690,10 @@ static void *ce_thread(void *arg)
 int ce_start_threads(struct sim_dev *dev)
 {
 	for (unsigned i = 0; i < SIM_NUM_CE; i++) {
-		int ret = pthread_create(&dev->ce[i].thread, NULL, ce_thread, &dev->ce[i]);
+		int ret = sim_thread_create(&dev->ce[i].thread, ce_thread, &dev->ce[i]);
 
 		if (ret)
-			return -ret;
+			return ret;
 		dev->ce[i].thread_started = true;
 	}
 	return 0;

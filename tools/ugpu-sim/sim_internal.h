@@ -17,9 +17,11 @@
  * never while moving data. VRAM bytes themselves are unlocked, like real
  * memory: ordering between the driver and the engines comes from the doorbell
  * and the fence/interrupt. dev->send_lock serialises writes to the client
- * socket (replies from the server thread, DMA_READ/WRITE from engines) and
- * guards client_fd against close. Lock order: never hold two devices' locks;
- * send_lock is never taken with dev->lock held and vice versa.
+ * socket (replies from the server thread, DMA_READ/WRITE from engines when
+ * there is no twin socket) and guards client_fd against close; dev->twin_lock
+ * does the same for the twin socket (DMA_READ/WRITE in twin-socket mode).
+ * Lock order: never hold two devices' locks; send_lock and twin_lock are
+ * never held together, nor with dev->lock.
  */
 #ifndef UGPU_SIM_INTERNAL_H
 #define UGPU_SIM_INTERNAL_H
@@ -28,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include "sim.h"
@@ -51,6 +54,8 @@
 #define SIM_FAULT_ENTRY 32 /* bytes per fault-ring entry */
 #define SIM_FAULT_RING_MIN 64u /* entries */
 #define SIM_FAULT_RING_MAX 65536u
+#define SIM_MAX_REFUSED 4 /* second clients waiting for their EBUSY answer */
+#define SIM_REFUSE_MS 1000 /* how long one may take to send its first header */
 #define SIM_SLOW_LINK_BPS (1ull << 30) /* bytes/s over a slow fabric link */
 
 /* IRQ indexes (the VFIO PCI ones). */
@@ -370,6 +375,18 @@ struct sim_dev {
 	int wake_fd;
 	pthread_mutex_t send_lock;
 	int client_fd;
+	bool client_broken; /* under send_lock: a send failed, client_fd is shut down */
+	/* Test seam: when set (before any message, by the fuzz target on a
+	 * detached device), every message the server sends goes here instead of
+	 * a socket. Returns 0 or -errno as a send would. */
+	int (*tx_hook)(struct sim_dev *dev, bool request, const struct iovec *iov, int cnt,
+		       const int *fds, int nfds);
+	/* Twin-socket mode (the client offered it in VERSION): our end of the
+	 * socket pair for server-to-client requests (in-band DMA) and their
+	 * replies, or -1. Written under twin_lock (set by the server thread in
+	 * VERSION, closed by it on disconnect); read by the server thread. */
+	pthread_mutex_t twin_lock;
+	int twin_fd;
 	bool connected; /* under lock: a client is attached */
 	uint32_t peer_max_xfer; /* client's max_data_xfer_size (under lock) */
 	uint16_t next_msg_id;
@@ -381,6 +398,12 @@ struct sim_dev {
 	uint64_t wait_start, wait_end; /* range srv_wait's unmap predicate checks */
 	uint64_t tlb_wait; /* queues whose TLB_INVAL waits for their page (lock) */
 	struct sim_msg *backlog_head, *backlog_tail;
+	/* Connections refused while a client is attached: each gets an EBUSY
+	 * error reply to its first message, then is closed (fd -1: free). */
+	struct {
+		int fd;
+		uint64_t deadline_ns;
+	} refused[SIM_MAX_REFUSED];
 
 	/* Removal. */
 	bool req_active;
@@ -391,6 +414,7 @@ struct sim_dev {
 
 	/* Counters. */
 	uint64_t cnt_descs, cnt_irqs, cnt_reqs, cnt_faults, cnt_inband;
+	uint64_t cnt_irq_drops; /* interrupts whose fd write failed (full, closed) */
 };
 
 struct sim {
@@ -401,6 +425,11 @@ struct sim {
 	uint32_t slow[SIM_MAX_DEVICES]; /* symmetric slow-link matrix, immutable */
 	struct sim_control *control;
 };
+
+/* Threads of the device: created with SIGPIPE blocked, so an interrupt write
+ * into a pipe whose reader is gone fails with EPIPE instead of killing the
+ * process (sim_core.c). Returns 0 or -errno. */
+int sim_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Time. */
 uint64_t sim_now_ns(void);
@@ -431,8 +460,13 @@ void ce_kick(struct sim_dev *dev); /* lock held: re-check run conditions */
 uint32_t ce_status(const struct sim_ce *ce); /* lock held */
 /* Injection countdown (lock held): true when this event must fail. */
 bool sim_inject_hit(struct sim_dev *dev, enum sim_inject_kind kind);
-/* Raise interrupt @index/@vec (lock held). */
+/* Raise interrupt @index/@vec (lock held). Never blocks: the fds are
+ * non-blocking (irq_fd_adopt); a write that fails is counted and dropped. */
 void sim_irq_raise(struct sim_dev *dev, unsigned index, unsigned vec);
+/* Check that @fd may carry interrupts (an eventfd or other anonymous inode, a
+ * pipe or a socket: nothing whose write can sleep on I/O) and make it
+ * non-blocking. Returns 0 or -EINVAL (logged). */
+int irq_fd_adopt(struct sim_dev *dev, int fd);
 /* DMA windows (lock held). */
 struct sim_dma_map *dma_find(struct sim_dev *dev, uint64_t iova);
 int dma_check(struct sim_dev *dev, uint64_t iova, uint64_t len, uint32_t prot);
@@ -443,6 +477,15 @@ bool inflight_any(struct sim_dev *dev);
 /* Move @len bytes between @buf and IOVA @iova (range checked and pinned
  * with inflight_add by the caller). Lock not held. */
 int dma_rw(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write);
+
+/* sim_guard.c: client memory accesses that survive a truncated file. */
+/* Install the process-wide SIGBUS handler (once). Returns 0 or -errno. */
+int sim_guard_init(void);
+/* Run @fn(@arg); a SIGBUS inside it ends it early and returns -EFAULT
+ * (logged for @dev). @fn must take no lock and allocate nothing. */
+int sim_guard_run(struct sim_dev *dev, void (*fn)(void *arg), void *arg);
+/* memmove under the guard: 0 or -EFAULT. */
+int sim_guarded_memmove(struct sim_dev *dev, void *dst, const void *src, size_t n);
 
 /* sim_vm.c: VMs and exec queues. Lock held unless said otherwise. */
 int exec_init(struct sim_dev *dev); /* lock not held: dev->nq queues; 0 or -ENOMEM */
@@ -474,10 +517,30 @@ void fault_reply(struct sim_queue *q, uint32_t v); /* FAULT_REPLY_* for @q */
 void fault_ring_ctrl(struct sim_dev *dev, uint32_t v); /* FAULT_RING_CTRL written */
 void fault_ring_get(struct sim_dev *dev, uint32_t v); /* FAULT_GET written */
 
+/* sim_core.c: the devices of sim_start() without their threads and sockets,
+ * for the fuzz target (tests/fuzz/fuzz_sim_request.c), which drives
+ * srv_handle_msg() itself. sim_stop() frees it. */
+int sim_create_detached(const struct sim_opts *opts, struct sim **out);
+
 /* sim_server.c. */
 int srv_start(struct sim_dev *dev);
+/* The framing rules for a received header (m->hdr): sets m->len (body bytes
+ * kept) and m->bad (EINVAL: size below a header; E2BIG: above VFU_MAX_MSG).
+ * Returns how many bytes follow the header on the stream (kept or drained). */
+size_t srv_msg_frame(struct sim_msg *m);
+/* Run one received message: a client command (replied to through
+ * srv_send), or a reply to one of our in-band requests. Server thread (or a
+ * detached device's only thread). */
+void srv_handle_msg(struct sim_dev *dev, struct sim_msg *m);
+void srv_msg_free(struct sim_msg *m);
+/* End the client's session: close its sockets, drop its DMA windows and irq
+ * fds, forget VERSION. Server thread. */
+void srv_disconnect(struct sim_dev *dev);
 void srv_stop(struct sim_dev *dev); /* joins; dev->stop already set */
 void srv_wake(struct sim_dev *dev);
+/* Any thread: shut the client's sockets down (main and twin); the server
+ * thread then sees EOF and disconnects it. */
+void srv_shutdown_client(struct sim_dev *dev);
 /* Server thread only: wait (bounded by @ms) until @pred holds, routing the
  * client's replies meanwhile. Returns 0 or -ETIMEDOUT. */
 int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms);

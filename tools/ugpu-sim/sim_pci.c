@@ -121,6 +121,8 @@ int pci_cfg_read(struct sim_dev *dev, uint64_t off, void *buf, size_t len)
 {
 	if (off > SIM_CFG_SIZE || len > SIM_CFG_SIZE - off)
 		return -EINVAL;
+	if (!len)
+		return 0; /* a zero-byte access is a no-op (and buf may be NULL) */
 	pthread_mutex_lock(&dev->lock);
 	memcpy(buf, &dev->cfg[off], len);
 	if (dev->sim->opts.cfg_dead_in_d3cold && dev->power == SIM_POWER_D3COLD && off < 8)

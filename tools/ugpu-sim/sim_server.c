@@ -17,6 +17,7 @@
  * disconnects loses its DMA windows and irq eventfds.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -24,11 +25,15 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "sim_internal.h"
+#include "src/vfio/vfio_user_caps.h"
 
 #define srv_log(dev, fmt, ...) \
 	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
@@ -82,7 +87,7 @@ static int read_full(int fd, void *buf, size_t len, uint64_t deadline)
 	return 0;
 }
 
-static void msg_free(struct sim_msg *m)
+void srv_msg_free(struct sim_msg *m)
 {
 	if (!m)
 		return;
@@ -91,6 +96,21 @@ static void msg_free(struct sim_msg *m)
 			close(m->fds[i]);
 	free(m->body);
 	free(m);
+}
+
+size_t srv_msg_frame(struct sim_msg *m)
+{
+	m->len = 0;
+	if (m->hdr.size < sizeof(m->hdr)) {
+		m->bad = EINVAL;
+		return 0;
+	}
+	if (m->hdr.size > VFU_MAX_MSG) {
+		m->bad = E2BIG;
+		return m->hdr.size - sizeof(m->hdr);
+	}
+	m->len = m->hdr.size - sizeof(m->hdr);
+	return m->len;
 }
 
 /* Read one message. Returns 0 with *out, or -errno (connection unusable). */
@@ -105,6 +125,7 @@ static int recv_msg(int fd, struct sim_msg **out)
 	struct msghdr mh;
 	struct cmsghdr *c;
 	struct sim_msg *m;
+	size_t follow;
 	ssize_t n;
 	int ret;
 
@@ -156,16 +177,11 @@ static int recv_msg(int fd, struct sim_msg **out)
 		if (ret)
 			goto out_free;
 	}
-	if (m->hdr.size < sizeof(m->hdr)) {
-		m->bad = EINVAL;
-		*out = m;
-		return 0;
-	}
-	m->len = m->hdr.size - sizeof(m->hdr);
-	if (m->hdr.size > VFU_MAX_MSG) {
+	follow = srv_msg_frame(m);
+	if (m->bad == E2BIG) {
 		/* Too big to hold: drain it to stay in sync, answer E2BIG. */
 		uint8_t sink[4096];
-		size_t left = m->len;
+		size_t left = follow;
 
 		while (left) {
 			size_t k = left < sizeof(sink) ? left : sizeof(sink);
@@ -175,10 +191,6 @@ static int recv_msg(int fd, struct sim_msg **out)
 				goto out_free;
 			left -= k;
 		}
-		m->len = 0;
-		m->bad = E2BIG;
-		*out = m;
-		return 0;
 	}
 	if (m->len) {
 		m->body = malloc(m->len);
@@ -194,7 +206,7 @@ static int recv_msg(int fd, struct sim_msg **out)
 	return 0;
 
 out_free:
-	msg_free(m);
+	srv_msg_free(m);
 	return ret;
 }
 
@@ -251,11 +263,33 @@ static int send_locked(int fd, struct iovec *iov, int iovcnt, const int *fds, in
 	return 0;
 }
 
-static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, size_t l1,
-		    const void *b2, size_t l2, const int *fds, int nfds)
+void srv_shutdown_client(struct sim_dev *dev)
+{
+	pthread_mutex_lock(&dev->send_lock);
+	if (dev->client_fd >= 0)
+		shutdown(dev->client_fd, SHUT_RDWR);
+	dev->client_broken = true;
+	pthread_mutex_unlock(&dev->send_lock);
+	pthread_mutex_lock(&dev->twin_lock);
+	if (dev->twin_fd >= 0)
+		shutdown(dev->twin_fd, SHUT_RDWR);
+	pthread_mutex_unlock(&dev->twin_lock);
+}
+
+/*
+ * Send one message. Replies go on the main socket; our own requests
+ * (@request: in-band DMA) go on the twin socket when there is one. A send that
+ * fails, or that the client does not let through within SIM_IO_TIMEOUT_MS,
+ * leaves that stream cut mid-message: the client is dropped (its sockets shut
+ * down; the server thread sees EOF and disconnects it) rather than sent the
+ * rest of a message it would misparse.
+ */
+static int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, const void *b1,
+		    size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
 {
 	struct iovec iov[3];
-	int cnt = 0, ret;
+	bool on_twin = false, first_failure = false;
+	int cnt = 0, ret = -ENOTCONN;
 
 	hdr->size = (uint32_t)(sizeof(*hdr) + l1 + l2);
 	iov[cnt].iov_base = hdr;
@@ -268,9 +302,32 @@ static int srv_send(struct sim_dev *dev, struct vfu_hdr *hdr, const void *b1, si
 		iov[cnt].iov_base = (void *)b2;
 		iov[cnt++].iov_len = l2;
 	}
-	pthread_mutex_lock(&dev->send_lock);
-	ret = dev->client_fd >= 0 ? send_locked(dev->client_fd, iov, cnt, fds, nfds) : -ENOTCONN;
-	pthread_mutex_unlock(&dev->send_lock);
+	if (dev->tx_hook)
+		return dev->tx_hook(dev, request, iov, cnt, fds, nfds);
+	if (request) {
+		pthread_mutex_lock(&dev->twin_lock);
+		if (dev->twin_fd >= 0) {
+			on_twin = true;
+			ret = send_locked(dev->twin_fd, iov, cnt, fds, nfds);
+		}
+		pthread_mutex_unlock(&dev->twin_lock);
+	}
+	if (!on_twin) {
+		pthread_mutex_lock(&dev->send_lock);
+		if (dev->client_fd >= 0)
+			ret = send_locked(dev->client_fd, iov, cnt, fds, nfds);
+		pthread_mutex_unlock(&dev->send_lock);
+	}
+	if (ret && ret != -ENOTCONN) {
+		pthread_mutex_lock(&dev->send_lock);
+		first_failure = !dev->client_broken;
+		pthread_mutex_unlock(&dev->send_lock);
+	}
+	if (first_failure) {
+		srv_log(dev, "sending a message of command %u on the %s socket failed (%s): dropping the client",
+			hdr->cmd, on_twin ? "twin" : "main", strerror(-ret));
+		srv_shutdown_client(dev);
+	}
 	return ret;
 }
 
@@ -281,7 +338,7 @@ static void reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, 
 
 	if (m->hdr.flags & VFU_F_NO_REPLY)
 		return;
-	srv_send(dev, &h, b1, l1, b2, l2, fds, nfds);
+	srv_send(dev, false, &h, b1, l1, b2, l2, fds, nfds);
 }
 
 static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
@@ -293,7 +350,7 @@ static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
 
 	if (m->hdr.flags & VFU_F_NO_REPLY)
 		return;
-	srv_send(dev, &h, NULL, 0, NULL, 0, NULL, 0);
+	srv_send(dev, false, &h, NULL, 0, NULL, 0, NULL, 0);
 }
 
 /* ---- in-band DMA (engine threads) ------------------------------------------ */
@@ -345,7 +402,7 @@ static int inband_one(struct sim_dev *dev, uint64_t iova, uint8_t *buf, size_t n
 
 	h.msg_id = p.msg_id;
 	h.cmd = p.cmd;
-	ret = srv_send(dev, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
+	ret = srv_send(dev, true, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
 
 	pthread_mutex_lock(&dev->lock);
 	if (ret && p.queued) {
@@ -426,8 +483,8 @@ static void route_reply(struct sim_dev *dev, struct sim_msg *m)
 			memcpy(&acc, m->body, sizeof(acc));
 			if (acc.addr != p->addr || acc.count != p->len)
 				err = EPROTO;
-			else
-				memcpy(p->buf, m->body + sizeof(acc), p->len);
+			else if (sim_guarded_memmove(dev, p->buf, m->body + sizeof(acc), p->len))
+				err = EFAULT; /* p->buf is another window's memory, truncated */
 		}
 	} else if (m->len < 12) {
 		/* DMA_WRITE reply: address + count (the spec's table says a 4-byte
@@ -468,6 +525,15 @@ static struct sim_msg *backlog_pop(struct sim_dev *dev)
 	return m;
 }
 
+/* A command on the twin socket, which carries only our requests and the
+ * client's replies: the client broke the protocol. */
+static void twin_command(struct sim_dev *dev, struct sim_msg *m)
+{
+	srv_log(dev, "command %u on the twin socket (it carries only the server's requests); dropped",
+		m->hdr.cmd);
+	srv_msg_free(m);
+}
+
 /* The connection broke: fail in-band requests so engines move on. */
 static void mark_client_dead(struct sim_dev *dev)
 {
@@ -483,7 +549,7 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 	uint64_t deadline = sim_now_ns() + (uint64_t)ms * 1000000ull;
 
 	for (;;) {
-		struct pollfd p;
+		struct pollfd p[2];
 		bool ok;
 
 		pthread_mutex_lock(&dev->lock);
@@ -499,21 +565,26 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 			usleep(1000);
 			continue;
 		}
-		p.fd = dev->client_fd;
-		p.events = POLLIN;
-		p.revents = 0;
-		if (poll(&p, 1, 1) > 0) {
-			struct sim_msg *m;
+		p[0] = (struct pollfd){ .fd = dev->client_fd, .events = POLLIN };
+		p[1] = (struct pollfd){ .fd = dev->twin_fd, .events = POLLIN };
+		if (poll(p, dev->twin_fd >= 0 ? 2 : 1, 1) > 0) {
+			for (int i = 0; i < 2; i++) {
+				struct sim_msg *m;
 
-			if (recv_msg(dev->client_fd, &m)) {
-				mark_client_dead(dev);
-				continue;
-			}
-			if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
-				route_reply(dev, m);
-				msg_free(m);
-			} else {
-				backlog_push(dev, m);
+				if (!p[i].revents)
+					continue;
+				if (recv_msg(p[i].fd, &m)) {
+					mark_client_dead(dev);
+					break;
+				}
+				if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+					route_reply(dev, m);
+					srv_msg_free(m);
+				} else if (i == 0) {
+					backlog_push(dev, m); /* a command: served after the wait */
+				} else {
+					twin_command(dev, m);
+				}
 			}
 		}
 	}
@@ -521,25 +592,41 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 
 /* ---- commands ----------------------------------------------------------------- */
 
-static uint64_t json_uint(const char *json, const char *key, uint64_t dflt)
+/*
+ * Twin-socket mode: a fresh socket pair; our end becomes dev->twin_fd (in-band
+ * DMA requests go there from now on), the other goes to the client with the
+ * VERSION reply. Once per session: a second VERSION that asks again is
+ * refused (the client's twin socket would no longer be ours).
+ */
+static int twin_start(struct sim_dev *dev, int *peer_end)
 {
-	const char *p = strstr(json, key);
+	int sv[2];
 
-	if (!p)
-		return dflt;
-	p += strlen(key);
-	while (*p == '"' || *p == ' ' || *p == ':' || *p == '\t' || *p == '\n')
-		p++;
-	if (*p < '0' || *p > '9')
-		return dflt;
-	return strtoull(p, NULL, 10);
+	pthread_mutex_lock(&dev->twin_lock);
+	if (dev->twin_fd >= 0) {
+		pthread_mutex_unlock(&dev->twin_lock);
+		srv_log(dev, "VERSION: twin-socket mode is already set up in this session");
+		return -EINVAL;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		int err = -errno;
+
+		pthread_mutex_unlock(&dev->twin_lock);
+		srv_log(dev, "VERSION: cannot create the twin socket pair: %s", strerror(-err));
+		return err;
+	}
+	dev->twin_fd = sv[0];
+	pthread_mutex_unlock(&dev->twin_lock);
+	*peer_end = sv[1];
+	return 0;
 }
 
 static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 {
+	struct vfu_caps caps;
 	struct vfu_version v;
-	char caps[256];
-	int n;
+	char mine[256];
+	int n, peer_end = -1;
 
 	if (m->len < sizeof(v)) {
 		srv_log(dev, "VERSION: %zu-byte payload, need %zu", m->len, sizeof(v));
@@ -548,12 +635,15 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	memcpy(&v, m->body, sizeof(v));
 	if (v.major != VFU_VERSION_MAJOR) {
-		srv_log(dev, "VERSION: major %u not supported (want %u)", v.major, VFU_VERSION_MAJOR);
-		reply_err(dev, m, ENOTSUP);
+		/* The specification: a server that cannot support the proposed
+		 * version closes the connection. */
+		srv_log(dev, "VERSION: major %u not supported (we speak %u): closing the connection",
+			v.major, VFU_VERSION_MAJOR);
+		srv_shutdown_client(dev);
 		return;
 	}
+	vfu_caps_init(&caps);
 	if (m->len > sizeof(v)) {
-		const char *json = (const char *)m->body + sizeof(v);
 		uint64_t xfer;
 
 		if (m->body[m->len - 1] != '\0') {
@@ -561,7 +651,12 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 			reply_err(dev, m, EINVAL);
 			return;
 		}
-		xfer = json_uint(json, "\"max_data_xfer_size\"", VFU_MAX_DATA_XFER);
+		if (vfu_caps_parse((const char *)m->body + sizeof(v), m->len - sizeof(v), &caps)) {
+			srv_log(dev, "VERSION: capabilities are not JSON of the expected shape");
+			reply_err(dev, m, EINVAL);
+			return;
+		}
+		xfer = caps.max_data_xfer_size;
 		if (xfer < 8) {
 			srv_log(dev, "VERSION: max_data_xfer_size %" PRIu64 " too small", xfer);
 			reply_err(dev, m, EINVAL);
@@ -573,12 +668,22 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	if (v.minor > VFU_VERSION_MINOR)
 		v.minor = VFU_VERSION_MINOR;
-	n = snprintf(caps, sizeof(caps),
+	if (caps.twin_supported && twin_start(dev, &peer_end)) {
+		reply_err(dev, m, EINVAL);
+		return;
+	}
+	/* Our capabilities; twin_socket only when the client offered it (the
+	 * reply's list must be a subset of the proposal), and then we take it. */
+	n = snprintf(mine, sizeof(mine),
 		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
-		     "\"max_dma_maps\":%u,\"pgsizes\":%u}}",
-		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE);
+		     "\"max_dma_maps\":%u,\"pgsizes\":%u%s}}",
+		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE,
+		     peer_end >= 0 ? ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}" : "");
 	dev->versioned = true;
-	reply(dev, m, &v, sizeof(v), caps, (size_t)n + 1, NULL, 0);
+	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, peer_end >= 0 ? &peer_end : NULL,
+	      peer_end >= 0 ? 1 : 0);
+	if (peer_end >= 0)
+		close(peer_end); /* the client has its copy (or the send failed and it is dropped) */
 }
 
 static void cmd_device_info(struct sim_dev *dev, struct sim_msg *m)
@@ -752,6 +857,9 @@ static void cmd_set_irqs(struct sim_dev *dev, struct sim_msg *m)
 				s.count);
 			goto out_inval;
 		}
+		for (int i = 0; i < m->nfds; i++)
+			if (irq_fd_adopt(dev, m->fds[i]))
+				goto out_inval;
 		pthread_mutex_lock(&dev->lock);
 		used = 0;
 		for (uint32_t i = 0; i < s.count; i++) {
@@ -810,6 +918,8 @@ static int vram_access(struct sim_dev *dev, uint64_t off, void *buf, size_t len,
 	pthread_mutex_unlock(&dev->lock);
 	if (!ok)
 		return -EIO;
+	if (!len)
+		return 0; /* a zero-byte access is a no-op (and buf may be NULL) */
 	if (write)
 		memcpy(dev->vram + off, buf, len);
 	else
@@ -872,6 +982,36 @@ static void cmd_region_rw(struct sim_dev *dev, struct sim_msg *m, bool write)
 		free(data);
 }
 
+/*
+ * The fd of a DMA window must be memory that cannot stall an engine: a memfd,
+ * tmpfs or hugetlbfs file (a file on a disk or FUSE file system could block a
+ * page fault for as long as its server likes), and it must cover
+ * [@off, @off + @size) now. A client can still truncate it later: the engines
+ * reach it under the SIGBUS guard (sim_guard.c). Returns 0 or -EINVAL (logged).
+ */
+static int dma_fd_check(struct sim_dev *dev, int fd, uint64_t off, uint64_t size)
+{
+	struct statfs fs;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || fstatfs(fd, &fs) < 0) {
+		srv_log(dev, "DMA_MAP: cannot stat the fd: %s", strerror(errno));
+		return -EINVAL;
+	}
+	if (!S_ISREG(st.st_mode) ||
+	    (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)) {
+		srv_log(dev, "DMA_MAP: the fd is not a memfd, tmpfs or hugetlbfs file (mode 0%o, "
+			"file system 0x%lx)", (unsigned)st.st_mode, (unsigned long)fs.f_type);
+		return -EINVAL;
+	}
+	if (off > UINT64_MAX - size || (uint64_t)st.st_size < off + size) {
+		srv_log(dev, "DMA_MAP: the fd holds %lld bytes; the window needs [0x%" PRIx64
+			", 0x%" PRIx64 ")", (long long)st.st_size, off, off + size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
 {
 	struct vfu_dma_map r;
@@ -899,6 +1039,8 @@ static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
 	nm.iova = r.addr;
 	nm.size = r.size;
 	nm.prot = r.flags;
+	if (m->nfds && dma_fd_check(dev, m->fds[0], r.offset, r.size))
+		goto out_err;
 	if (m->nfds) {
 		int prot = PROT_READ | ((r.flags & VFU_DMA_F_WRITE) ? PROT_WRITE : 0);
 		void *p = mmap(NULL, r.size, prot, MAP_SHARED, m->fds[0], (off_t)r.offset);
@@ -1090,7 +1232,7 @@ int sim_device_reset(struct sim_dev *dev)
 	return 0;
 }
 
-static void handle_cmd(struct sim_dev *dev, struct sim_msg *m)
+void srv_handle_msg(struct sim_dev *dev, struct sim_msg *m)
 {
 	if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
 		route_reply(dev, m);
@@ -1172,19 +1314,26 @@ static void close_listener(struct sim_dev *dev)
 	}
 }
 
-static void srv_disconnect(struct sim_dev *dev)
+/* Close a client socket under the lock that guards its sends. */
+static void sock_close(pthread_mutex_t *lock, int *fd)
+{
+	pthread_mutex_lock(lock);
+	if (*fd >= 0) {
+		shutdown(*fd, SHUT_RDWR);
+		close(*fd);
+		*fd = -1;
+	}
+	pthread_mutex_unlock(lock);
+}
+
+void srv_disconnect(struct sim_dev *dev)
 {
 	uint64_t deadline = sim_now_ns() + 10000ull * 1000000ull;
 	struct sim_msg *m;
 	bool gone = false;
 
-	pthread_mutex_lock(&dev->send_lock);
-	if (dev->client_fd >= 0) {
-		shutdown(dev->client_fd, SHUT_RDWR);
-		close(dev->client_fd);
-		dev->client_fd = -1;
-	}
-	pthread_mutex_unlock(&dev->send_lock);
+	sock_close(&dev->send_lock, &dev->client_fd);
+	sock_close(&dev->twin_lock, &dev->twin_fd);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = false;
 	pending_fail_all(dev, ENODEV);
@@ -1214,12 +1363,79 @@ static void srv_disconnect(struct sim_dev *dev)
 		usleep(1000);
 	}
 	while ((m = backlog_pop(dev)))
-		msg_free(m);
+		srv_msg_free(m);
 	dev->versioned = false;
 	dev->client_dead = false;
 	if (gone)
 		close_listener(dev);
 }
+
+/*
+ * A connection while a client is attached: one client at a time. Rather than
+ * close it blind (which its client reads as "device gone"), answer its first
+ * message with an EBUSY error reply, then close it. It is parked here until
+ * that message comes, at most SIM_REFUSE_MS; with every slot taken, the oldest
+ * is closed without an answer.
+ */
+static void refuse_park(struct sim_dev *dev, int fd)
+{
+	unsigned slot = 0;
+
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+		if (dev->refused[i].fd < 0) {
+			slot = i;
+			break;
+		}
+		if (dev->refused[i].deadline_ns < dev->refused[slot].deadline_ns)
+			slot = i;
+	}
+	if (dev->refused[slot].fd >= 0)
+		close(dev->refused[slot].fd);
+	dev->refused[slot].fd = fd;
+	dev->refused[slot].deadline_ns = sim_now_ns() + SIM_REFUSE_MS * 1000000ull;
+}
+
+/* Slot @i's connection sent something (or hung up): answer EBUSY, close. */
+static void refuse_answer(struct sim_dev *dev, unsigned i)
+{
+	struct vfu_hdr h;
+	ssize_t n = recv(dev->refused[i].fd, &h, sizeof(h), MSG_DONTWAIT);
+
+	if (n == (ssize_t)sizeof(h)) {
+		struct vfu_hdr e = { .msg_id = h.msg_id, .cmd = h.cmd, .size = sizeof(e),
+				     .flags = VFU_F_TYPE_REPLY | VFU_F_ERROR, .error = EBUSY };
+
+		if (send(dev->refused[i].fd, &e, sizeof(e), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			/* its loss: it is closed either way */
+		}
+		srv_log(dev, "second client refused (EBUSY): one client at a time");
+	} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		return; /* a header cut in pieces: wait for the rest, until the deadline */
+	}
+	close(dev->refused[i].fd);
+	dev->refused[i].fd = -1;
+}
+
+/* Close parked connections past their deadline (all with @all). Returns the
+ * poll timeout (ms) until the next deadline, at most @cap. */
+static int refuse_expire(struct sim_dev *dev, bool all, int cap)
+{
+	uint64_t now = sim_now_ns();
+
+	for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+		if (dev->refused[i].fd < 0)
+			continue;
+		if (all || now >= dev->refused[i].deadline_ns) {
+			close(dev->refused[i].fd);
+			dev->refused[i].fd = -1;
+		} else if ((dev->refused[i].deadline_ns - now) / 1000000ull + 1 < (uint64_t)cap) {
+			cap = (int)((dev->refused[i].deadline_ns - now) / 1000000ull + 1);
+		}
+	}
+	return cap;
+}
+
+static void client_attach(struct sim_dev *dev, int fd);
 
 static void srv_accept(struct sim_dev *dev)
 {
@@ -1228,12 +1444,18 @@ static void srv_accept(struct sim_dev *dev)
 	if (fd < 0)
 		return;
 	if (dev->client_fd >= 0) {
-		srv_log(dev, "second client refused: one client at a time");
-		close(fd);
+		refuse_park(dev, fd);
 		return;
 	}
+	client_attach(dev, fd);
+}
+
+/* @fd is our client from now on. */
+static void client_attach(struct sim_dev *dev, int fd)
+{
 	pthread_mutex_lock(&dev->send_lock);
 	dev->client_fd = fd;
+	dev->client_broken = false;
 	pthread_mutex_unlock(&dev->send_lock);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = true;
@@ -1249,9 +1471,9 @@ static void *srv_thread(void *arg)
 	bool surprise_done = false;
 
 	for (;;) {
-		struct pollfd p[3];
+		struct pollfd p[4 + SIM_MAX_REFUSED];
 		int np = 0, timeout = 1000, ret;
-		int ci = -1, li = -1;
+		int ci = -1, ti = -1, li = -1, ri = -1;
 		bool stop, surprise;
 		struct sim_msg *m;
 
@@ -1294,8 +1516,8 @@ static void *srv_thread(void *arg)
 		}
 		m = backlog_pop(dev);
 		if (m) {
-			handle_cmd(dev, m);
-			msg_free(m);
+			srv_handle_msg(dev, m);
+			srv_msg_free(m);
 			continue;
 		}
 
@@ -1306,9 +1528,20 @@ static void *srv_thread(void *arg)
 			p[np].fd = dev->client_fd;
 			p[np++].events = POLLIN;
 		}
+		if (dev->twin_fd >= 0) {
+			ti = np;
+			p[np].fd = dev->twin_fd;
+			p[np++].events = POLLIN;
+		}
 		if (dev->listen_fd >= 0) {
 			li = np;
 			p[np].fd = dev->listen_fd;
+			p[np++].events = POLLIN;
+		}
+		timeout = refuse_expire(dev, false, timeout);
+		ri = np;
+		for (unsigned i = 0; i < SIM_MAX_REFUSED; i++) {
+			p[np].fd = dev->refused[i].fd; /* -1: poll skips it */
 			p[np++].events = POLLIN;
 		}
 		ret = poll(p, (nfds_t)np, timeout);
@@ -1321,18 +1554,35 @@ static void *srv_thread(void *arg)
 				/* EAGAIN: someone else drained it */
 			}
 		}
+		for (unsigned i = 0; i < SIM_MAX_REFUSED; i++)
+			if (dev->refused[i].fd >= 0 && p[ri + (int)i].revents)
+				refuse_answer(dev, i);
 		if (ci >= 0 && p[ci].revents) {
 			if (recv_msg(dev->client_fd, &m)) {
 				srv_disconnect(dev);
 			} else {
-				handle_cmd(dev, m);
-				msg_free(m);
+				srv_handle_msg(dev, m);
+				srv_msg_free(m);
 			}
 			continue; /* serve the client before a new connection */
+		}
+		if (ti >= 0 && p[ti].revents) {
+			/* Only replies to our in-band requests come this way (they
+			 * normally arrive while an engine waits, outside srv_wait). */
+			if (recv_msg(dev->twin_fd, &m)) {
+				srv_disconnect(dev);
+			} else if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
+				route_reply(dev, m);
+				srv_msg_free(m);
+			} else {
+				twin_command(dev, m);
+			}
+			continue;
 		}
 		if (li >= 0 && (p[li].revents & POLLIN))
 			srv_accept(dev);
 	}
+	refuse_expire(dev, true, 0);
 	if (dev->client_fd >= 0)
 		srv_disconnect(dev);
 	return NULL;
@@ -1385,6 +1635,21 @@ out_listen:
 	return 0;
 }
 
+/* --fd=N: serve a connected stream socket; there is no listener. */
+static int adopt_client(struct sim_dev *dev, int fd)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM) {
+		fprintf(stderr, "ugpu-sim: fd %d is not a connected stream socket\n", fd);
+		return -ENOTSOCK;
+	}
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	client_attach(dev, fd);
+	return 0;
+}
+
 int srv_start(struct sim_dev *dev)
 {
 	int ret;
@@ -1392,13 +1657,16 @@ int srv_start(struct sim_dev *dev)
 	dev->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (dev->wake_fd < 0)
 		return -errno;
-	ret = listen_on(dev);
+	if (dev->sim->opts.client_fd >= 0)
+		ret = adopt_client(dev, dev->sim->opts.client_fd);
+	else
+		ret = listen_on(dev);
 	if (ret)
 		return ret;
-	ret = pthread_create(&dev->srv_thread, NULL, srv_thread, dev);
+	ret = sim_thread_create(&dev->srv_thread, srv_thread, dev);
 	if (ret) {
 		close_listener(dev);
-		return -ret;
+		return ret;
 	}
 	dev->srv_started = true;
 	return 0;
@@ -1414,7 +1682,7 @@ void srv_stop(struct sim_dev *dev)
 	}
 	close_listener(dev);
 	while ((m = backlog_pop(dev)))
-		msg_free(m);
+		srv_msg_free(m);
 	if (dev->wake_fd >= 0) {
 		close(dev->wake_fd);
 		dev->wake_fd = -1;

@@ -176,6 +176,33 @@ static void exec_on(uint8_t *p, uint64_t n, uint32_t op, uint64_t value, uint64_
 	}
 }
 
+struct exec_args {
+	uint8_t *p;
+	uint64_t n;
+	uint32_t op;
+	uint64_t value;
+	uint64_t sum;
+};
+
+static void exec_fn(void *arg)
+{
+	struct exec_args *a = arg;
+
+	exec_on(a->p, a->n, a->op, a->value, &a->sum);
+}
+
+/* exec_on() under the guard: a SYSTEM leaf reaches a client's window, whose
+ * file the client may have truncated. 0 or -EFAULT. */
+static int exec_guarded(struct sim_dev *dev, uint8_t *p, uint64_t n, uint32_t op, uint64_t value,
+			uint64_t *sum)
+{
+	struct exec_args a = { .p = p, .n = n, .op = op, .value = value };
+	int ret = sim_guard_run(dev, exec_fn, &a);
+
+	*sum += a.sum;
+	return ret;
+}
+
 /* The kernel ended with @status: the fence (unless @fence is false: its
  * address was bad), EXEC_DONE, the interrupt. */
 static void exec_finish(struct sim_queue *q, uint32_t status, bool fence)
@@ -280,7 +307,10 @@ static int exec_page(struct sim_queue *q, uint64_t va, uint64_t n, uint64_t pte,
 	}
 	q->busy = true;
 	pthread_mutex_unlock(&dev->lock);
-	exec_on(p, n, op, value, sum);
+	if (pte & PTE_SYSTEM)
+		ret = exec_guarded(dev, p, n, op, value, sum); /* a client's window */
+	else
+		exec_on(p, n, op, value, sum); /* VRAM: ours, sealed */
 out_retire:
 	pthread_mutex_lock(&dev->lock);
 	q->busy = false;
@@ -442,10 +472,10 @@ void exec_fini(struct sim_dev *dev)
 int exec_start_threads(struct sim_dev *dev)
 {
 	for (unsigned i = 0; i < dev->nq; i++) {
-		int ret = pthread_create(&dev->q[i].thread, NULL, exec_thread, &dev->q[i]);
+		int ret = sim_thread_create(&dev->q[i].thread, exec_thread, &dev->q[i]);
 
 		if (ret)
-			return -ret;
+			return ret;
 		dev->q[i].thread_started = true;
 	}
 	return 0;

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vfio-user VERSION capabilities: the JSON object both ends send after the
+ * version numbers. One parser for both sides of this project (the client,
+ * src/vfio/vfio_user.c, and the reference device, tools/ugpu-sim/), so what
+ * one accepts the other accepts too, and both are fuzzed through it.
+ *
+ * Pure: no logging, no allocation, no global state; bounded recursion.
+ */
+#ifndef UGPU_VFIO_USER_CAPS_H
+#define UGPU_VFIO_USER_CAPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * struct vfu_caps - what a VERSION message's capabilities say. Members that
+ * are absent keep the values vfu_caps_init() gave them (the specification's
+ * defaults).
+ * @twin_supported: "twin_socket": {"supported": true}
+ * @twin_fd_index: "twin_socket": {"fd_index": N}, or -1 when absent (only a
+ *                 server's reply carries it)
+ */
+struct vfu_caps {
+	uint64_t max_msg_fds;
+	uint64_t max_data_xfer_size;
+	uint64_t max_dma_maps;
+	uint64_t pgsizes;
+	bool twin_supported;
+	int64_t twin_fd_index;
+};
+
+/* The specification's defaults; twin mode off, no fd index. */
+void vfu_caps_init(struct vfu_caps *caps);
+
+/*
+ * vfu_caps_parse() - parse the capabilities string in [@s, @s + @len): NUL
+ * bytes at its end are allowed, none inside. Empty (or only white space)
+ * means "no capabilities". Unknown members are skipped; a known one of the
+ * wrong type (a negative or fractional number, "supported" not a boolean,
+ * "twin_socket" not an object) is an error.
+ * Returns: 0, or -EPROTO (@caps then partly filled).
+ */
+int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps);
+
+#endif
