@@ -373,14 +373,9 @@ static int since_check;
 static int op_timeout_s = OP_TIMEOUT_S;
 static int max_open = 3; /* devices open at once; a reopen closes the oldest (UGPU_MODEL_MAXOPEN) */
 /*
- * Valid mirror VMs (UGPU_MODEL_MIRROR=1). Off by default while a known bug
- * in svm/ is pending: when the last device goes (close or removal),
- * svm_down() frees the shared-virtual-memory state, but the device's VM
- * manager (context lifetime) still hands it to svm's ops, so a submission
- * on a mirror VM's queue, or the VM's destroy, afterwards uses freed
- * memory (ASan: heap-use-after-free in ops_sync, svm/svm.c; a Release run
- * hangs in it). Off, those creations make plain VMs; refused mirror spans
- * are still tried. Part of a seed's meaning, like the weights.
+ * Valid mirror VMs (shared virtual memory), on by default; UGPU_MODEL_MIRROR=0
+ * makes those creations plain VMs (refused mirror spans are still tried).
+ * Part of a seed's meaning, like the weights.
  */
 static bool mirror_on;
 
@@ -3326,7 +3321,7 @@ static void op_vm_create(const struct op *o)
 		break;
 	case 3: case 4: case 5: /* mirror: binds in the window punch holes in it */
 		if (!mirror_on) {
-			what = "plain (mirror with UGPU_MODEL_MIRROR=1)";
+			what = "plain (UGPU_MODEL_MIRROR=0)";
 			break;
 		}
 		opts.flags = UGPU_VM_MIRROR;
@@ -5537,7 +5532,7 @@ int main(void)
 	weights_parse(getenv("UGPU_MODEL_WEIGHTS"));
 	flags_allowed = (uint32_t)env_long("UGPU_MODEL_FLAGS", (long)flags_allowed);
 	max_open = (int)env_long("UGPU_MODEL_MAXOPEN", max_open);
-	mirror_on = env_long("UGPU_MODEL_MIRROR", 0) != 0;
+	mirror_on = env_long("UGPU_MODEL_MIRROR", 1) != 0;
 	if (nops < 1)
 		nops = 1;
 	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
