@@ -113,6 +113,8 @@ struct region {
  * (struct svm_dev, also under @lock); @cond signals a range no longer busy,
  * new work, and the worker going idle.
  */
+#define SVM_REMAP_PENDING 64
+
 struct svm {
 	struct ugpu_context *ctx;
 	pthread_mutex_t lock;
@@ -138,6 +140,11 @@ struct svm {
 	struct ugpu_vm *cur_vm; /* the VM the worker's current item serves */
 	unsigned int gc_inflight; /* GC items queued or running */
 	bool forking;
+	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
+	 * there must wait for the data (the kernel released the mremapping
+	 * thread as soon as the event was read), not get a fresh page. */
+	struct { uint64_t start, end; } remap[SVM_REMAP_PENDING];
+	unsigned int nremap;
 };
 
 static struct svm *g_svm;
@@ -808,6 +815,29 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 		uffd_wake(s->u, to, end - start);
 }
 
+/* A GC item ended: count it, and let CPU touches of the addresses an
+ * mremap moved data to go on (the data is there now). Lock held. */
+static void gc_item_done_locked(struct svm *s, const struct svm_work *w)
+{
+	s->gc_inflight--;
+	if (w->gc != GC_REMAP)
+		return;
+	for (unsigned int i = 0; i < s->nremap; i++)
+		if (s->remap[i].start == w->to && s->remap[i].end == w->to + (w->end - w->start)) {
+			s->remap[i] = s->remap[--s->nremap];
+			break;
+		}
+	uffd_wake(s->u, w->to, w->end - w->start);
+}
+
+static bool remap_pending_locked(struct svm *s, uint64_t addr)
+{
+	for (unsigned int i = 0; i < s->nremap; i++)
+		if (addr >= s->remap[i].start && addr < s->remap[i].end)
+			return true;
+	return false;
+}
+
 /* The first range starting in [lo, hi) for which @want(r, @arg) holds,
  * owned (after waiting for its owner if it had one), or NULL when none is
  * left. */
@@ -880,9 +910,9 @@ static void gc_drain_locked(struct svm *s)
 		list_del(&w->link);
 		pthread_mutex_unlock(&s->lock);
 		gc_run(s, w->start, w->end, w->gc, w->to);
-		free(w);
 		pthread_mutex_lock(&s->lock);
-		s->gc_inflight--;
+		gc_item_done_locked(s, w);
+		free(w);
 		pthread_cond_broadcast(&s->cond);
 	}
 }
@@ -1161,7 +1191,7 @@ static void *worker_main(void *arg)
 		}
 		pthread_mutex_lock(&s->lock);
 		if (w->kind == W_GC)
-			s->gc_inflight--;
+			gc_item_done_locked(s, w);
 		free(w);
 		s->cur_vm = NULL;
 		pthread_cond_broadcast(&s->cond);
@@ -1180,9 +1210,10 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 
 	pthread_mutex_lock(&s->lock);
 	r = range_find(s, page);
-	if (r && (r->busy || r->gc_pending)) {
-		/* moving, or waiting to be dropped: whoever owns it wakes the
-		 * range when done, and the thread faults again */
+	if ((r && (r->busy || r->gc_pending)) || (!r && remap_pending_locked(s, page))) {
+		/* moving, waiting to be dropped, or where an mremap's data is
+		 * still to arrive: whoever owns it wakes the addresses when
+		 * done, and the thread faults again */
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
@@ -1246,6 +1277,14 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		if (w) {
 			*w = (struct svm_work){ .kind = W_GC, .start = start, .end = end, .gc = gc,
 						.to = to };
+			if (gc == GC_REMAP && s->nremap < SVM_REMAP_PENDING) {
+				s->remap[s->nremap].start = to;
+				s->remap[s->nremap].end = to + (end - start);
+				s->nremap++;
+			} else if (gc == GC_REMAP) {
+				log_warn(s->ctx, "svm: more than %d mremaps of shared memory in flight: a touch of [0x%" PRIx64 ", +0x%" PRIx64 ") before its data arrives may see zeroes",
+					 SVM_REMAP_PENDING, to, end - start);
+			}
 			work_queue(s, w);
 		} else {
 			log_err(s->ctx, "svm: out of memory for a garbage-collection item");
@@ -1575,9 +1614,16 @@ static void ops_vm_gone(void *arg, struct ugpu_vm *vm)
 				k++;
 			}
 		}
-		pthread_mutex_lock(&s->lock);
-		range_release(s, r);
-		pthread_mutex_unlock(&s->lock);
+		{
+			uint64_t start = r->start, size = r->size;
+
+			pthread_mutex_lock(&s->lock);
+			range_release(s, r);
+			pthread_mutex_unlock(&s->lock);
+			/* CPU touches parked while we owned it go on (review:
+			 * without this they waited until the device closed). */
+			uffd_wake(s->u, start, size);
+		}
 	}
 }
 
