@@ -694,8 +694,10 @@ static void test_sleep_cycles(void **state)
 	pm_now(f, &st, &power);
 	assert_int_equal(st.state, UGPU_PM_ACTIVE);
 
-	/* The notifier's socket and inhibitor dups: all gone. */
-	if (count_fds(false) != fds0) {
+	/* The notifier's socket and inhibitor dups: all gone. More fds than
+	 * before is a leak; fewer is another thread of the process (the
+	 * device's own) closing one of its fds meanwhile (seen once in CI). */
+	if (count_fds(false) > fds0) {
 		count_fds(true);
 		fail_msg("%d fds open, %d before ugpu_logind_start()", count_fds(false), fds0);
 	}
