@@ -362,23 +362,27 @@ static void test_mremap_then_touch_at_once(void **state)
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
 
 struct filler {
-	struct ugpu_bo *bo[128];
+	struct ugpu_bo *bo[2048];
 	int n;
-	int delay_ms; /* the freeing thread frees 4 of them after this */
+	int delay_ms; /* the freeing thread frees the last 64 after this */
 };
 
-/* Pinned VRAM-only BOs of 1 MiB until VRAM is full. */
+/* Pinned VRAM-only BOs until VRAM is full: 1 MiB ones, then 64 KiB ones
+ * for the fragments (a range's VRAM need not be one block). */
 static void vram_fill(struct svm_fx *s, struct filler *fl)
 {
-	fl->n = 0;
-	while (fl->n < 128) {
-		struct ugpu_bo *bo = bo_new(s->f->dev, MIB, UGPU_BO_PINNED, V, N, "fill");
+	static const uint64_t sizes[] = { MIB, 64 * KIB };
 
-		if (!bo)
-			break;
-		fl->bo[fl->n++] = bo;
-	}
-	assert_true(fl->n > 0 && fl->n < 128);
+	fl->n = 0;
+	for (unsigned int k = 0; k < 2; k++)
+		while (fl->n < 2048) {
+			struct ugpu_bo *bo = bo_new(s->f->dev, sizes[k], UGPU_BO_PINNED, V, N, "fill");
+
+			if (!bo)
+				break;
+			fl->bo[fl->n++] = bo;
+		}
+	assert_true(fl->n > 0 && fl->n < 2048);
 }
 
 static void *free_later(void *arg)
@@ -386,7 +390,7 @@ static void *free_later(void *arg)
 	struct filler *fl = arg;
 
 	usleep((useconds_t)fl->delay_ms * 1000);
-	for (int i = 0; i < 4 && fl->n; i++)
+	for (int i = 0; i < 64 && fl->n; i++) /* 4 MiB at least */
 		ugpu_bo_put(fl->bo[--fl->n]);
 	return NULL;
 }
