@@ -985,7 +985,7 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 		ret = -EEXIST;
 		goto out_unlock_vm;
 	}
-	ret = vm->dead ? -ENODEV : pool_reserve(vm, tables_needed(va, len));
+	ret = pool_reserve(vm, tables_needed(va, len)); /* -ENODEV when dead (read under m->lock) */
 	if (ret)
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);
