@@ -36,6 +36,7 @@
 #include "src/base/clock.h"
 #include "src/base/list.h"
 #include "src/base/log.h"
+#include "src/base/test_point.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "src/vfio/dma.h"
@@ -145,6 +146,10 @@ struct svm {
 	 * thread as soon as the event was read), not get a fresh page. */
 	struct { uint64_t start, end; } remap[SVM_REMAP_PENDING];
 	unsigned int nremap;
+	/* Counts the unmap/free/move events handled: what was decided from
+	 * the process's mappings with the lock dropped is decided again when
+	 * it changed meanwhile (mmu_interval_read_retry's rule). */
+	uint64_t event_seq;
 };
 
 static struct svm *g_svm;
@@ -280,6 +285,35 @@ static void range_release(struct svm *s, struct svm_range *r)
 	pthread_cond_broadcast(&s->cond);
 }
 
+/* The owner lets @r go (it may be freed by others from here on); the CPU
+ * touches parked on it while it was owned fault again. No lock held. */
+static void range_done(struct svm *s, struct svm_range *r)
+{
+	uint64_t start = r->start, size = r->size;
+
+	pthread_mutex_lock(&s->lock);
+	range_release(s, r);
+	pthread_mutex_unlock(&s->lock);
+	uffd_wake(s->u, start, size);
+}
+
+/* Remove @r's maps in the VMs @match picks (PTEs zapped, TLB dropped).
+ * @r owned. */
+static void range_unmap_vms(struct svm *s, struct svm_range *r,
+			    bool (*match)(const struct ugpu_vm *, const void *), const void *arg)
+{
+	for (unsigned int k = 0; k < r->nmaps;) {
+		if (match(r->maps[k].vm, arg)) {
+			vm_svm_unmap(r->maps[k].vm, r->maps[k].gpu_va, r->size);
+			pthread_mutex_lock(&s->lock);
+			r->maps[k] = r->maps[--r->nmaps];
+			pthread_mutex_unlock(&s->lock);
+		} else {
+			k++;
+		}
+	}
+}
+
 /* The owner says where @r is now. */
 static void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd)
 {
@@ -413,9 +447,11 @@ static int region_add(struct svm *s, uint64_t start, uint64_t end)
  * Register [start, end) (inside one CPU mapping) with our userfaultfd, for
  * missing faults (and write protection, where the kernel has it): from now
  * on a touch of a page that is not there comes to us, and so do its unmap,
- * free and move events. Not from the handler thread.
+ * free and move events. -EAGAIN when an event came after @seq (the mapping
+ * this was decided from may be gone: the caller looks again). Not from the
+ * handler thread.
  */
-static int region_register(struct svm *s, uint64_t start, uint64_t end)
+static int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
 {
 	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING | (s->have_wp ? UFFDIO_REGISTER_MODE_WP : 0);
 	int ret;
@@ -432,7 +468,9 @@ static int region_register(struct svm *s, uint64_t start, uint64_t end)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&s->lock);
-	ret = region_add(s, start, end);
+	/* not recorded as ours when an event may have unmapped it since:
+	 * a later mapping there would go unregistered */
+	ret = s->event_seq != seq ? -EAGAIN : region_add(s, start, end);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -594,6 +632,46 @@ static void fill_vram(char *vram, const char *src, const bool *present, size_t n
 }
 
 /*
+ * The first @moved bytes of @r moved to the staging area and the rest was
+ * refused (a page shared with a forked child, a pinned one): each goes back
+ * before anything else happens to the range. Moved back first (their
+ * places are empty: a touch there waits for us); a page that cannot be is
+ * copied back; only a page whose place the process unmapped meanwhile is
+ * dropped. The staging area is empty afterwards. @r owned; @present is
+ * scratch space for @npages.
+ */
+static void staging_put_back(struct svm *s, struct svm_range *r, size_t moved, bool *present,
+			     size_t npages)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	size_t back = 0, k, lost = 0;
+	int ret = 0;
+
+	while (back < moved &&
+	       (ret = uffd_move(s->u, r->start + back, s->staging + back, moved - back, true,
+				&back)) == -EAGAIN &&
+	       now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+	if (ret && !pages_present(s, s->staging, npages, present)) {
+		for (k = 0; k < npages; k++) {
+			uint64_t off = k * SVM_4K;
+
+			if (!present[k])
+				continue;
+			while ((ret = uffd_copy(s->u, r->start + off, (const void *)(s->staging + off),
+						SVM_4K, false)) == -EAGAIN &&
+			       now_ns() < deadline)
+				sleep_until_ns(now_ns() + 100000);
+			lost += ret && ret != -EEXIST;
+		}
+	}
+	madvise((void *)s->staging, r->size, MADV_DONTNEED);
+	if (lost)
+		log_err(s->ctx, "svm: %zu pages of [0x%" PRIx64 ", +0x%" PRIx64 ") could not go back after a refused move (the process unmapped them?)",
+			lost, r->start, r->size);
+}
+
+/*
  * Take @r's pages away from the CPU and put their bytes into @bo's VRAM,
  * with no moment where a CPU store could be lost: either the pages are
  * moved out atomically (UFFDIO_MOVE, Linux 6.8) and a touch meanwhile faults
@@ -614,8 +692,10 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		while ((ret = uffd_move(s->u, s->staging, r->start, r->size, true, &moved)) == -EAGAIN &&
 		       !moved && now_ns() < deadline)
 			sleep_until_ns(now_ns() + 100000);
-		if (!ret)
+		if (!ret) {
+			test_point(TEST_POINT_SVM_TAKEN);
 			ret = pages_present(s, s->staging, npages, present);
+		}
 		if (!ret) {
 			size_t k, np = 0;
 
@@ -627,12 +707,8 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			madvise((void *)s->staging, r->size, MADV_DONTNEED);
 			goto out;
 		}
-		if (moved) {
-			/* Part of it moved and the rest refused: put it back. */
-			size_t back = 0;
-
-			uffd_move(s->u, r->start, s->staging, r->size, true, &back);
-		}
+		if (moved)
+			staging_put_back(s, r, moved, present, npages);
 		log_dbg(s->ctx, "svm: UFFDIO_MOVE of [0x%" PRIx64 ", +0x%" PRIx64 ") refused (%s): write protection instead",
 			r->start, r->size, ugpu_strerror(ret));
 	}
@@ -648,6 +724,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 	}
 	if (ret)
 		goto out;
+	test_point(TEST_POINT_SVM_TAKEN);
 	ret = pages_present(s, r->start, npages, present);
 	if (!ret) {
 		size_t k, np = 0;
@@ -880,9 +957,19 @@ static void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc,
 static void work_queue(struct svm *s, struct svm_work *w)
 {
 	/* GC first: a fault or a touch must see memory the process freed as
-	 * freed. */
+	 * freed. Among themselves in the order the events came: an mremap
+	 * reports the move and then the unmap of the old place, and the move
+	 * must copy the data out before the unmap drops it (run newest first,
+	 * the unmap dropped every byte). */
 	if (w->kind == W_GC) {
-		list_add(&s->work, &w->link);
+		struct list_link *before = &s->work;
+
+		list_for_each(l, &s->work)
+			if (list_entry(l, struct svm_work, link)->kind != W_GC) {
+				before = l;
+				break;
+			}
+		list_add_tail(before, &w->link);
 		s->gc_inflight++;
 	} else {
 		list_add_tail(&s->work, &w->link);
@@ -975,7 +1062,7 @@ again:
 		goto again;
 	}
 	if (!r) {
-		uint64_t size;
+		uint64_t size, seq = s->event_seq;
 
 		pthread_mutex_unlock(&s->lock);
 		ret = vma_lookup(va, &v);
@@ -1003,7 +1090,11 @@ again:
 					      ? v.end
 					      : f->vm->mirror_start + f->vm->mirror_size;
 
-			ret = region_register(s, lo, hi);
+			ret = region_register(s, lo, hi, seq);
+		}
+		if (ret == -EAGAIN) {
+			pthread_mutex_lock(&s->lock);
+			goto again;
 		}
 		if (ret) {
 			log_err(s->ctx, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
@@ -1014,7 +1105,10 @@ again:
 			unsigned int fitting = sizes_fitting(va, &v, f->vm);
 
 			pthread_mutex_lock(&s->lock);
-			if (range_find(s, va))
+			/* another fault made it, or the mapping changed since
+			 * the lookup (a range of memory no longer mapped would
+			 * stay, and a later mapping there would inherit it) */
+			if (range_find(s, va) || s->event_seq != seq)
 				goto again;
 			size = pick_size(s, va, fitting);
 		}
@@ -1089,15 +1183,7 @@ again:
 		ret = -EFAULT;
 	}
 out:
-	{
-		uint64_t start = r->start, size = r->size;
-
-		pthread_mutex_lock(&s->lock);
-		range_release(s, r); /* @r may go from here on */
-		pthread_mutex_unlock(&s->lock);
-		/* CPU touches parked while it moved try again now. */
-		uffd_wake(s->u, start, size);
-	}
+	range_done(s, r);
 	return ret;
 }
 
@@ -1127,14 +1213,7 @@ static void do_back(struct svm *s, uint64_t start)
 		sd->st.svm_cpu_fault_count++;
 		pthread_mutex_unlock(&s->lock);
 	}
-	{
-		uint64_t size = r->size;
-
-		pthread_mutex_lock(&s->lock);
-		range_release(s, r); /* @r may go from here on */
-		pthread_mutex_unlock(&s->lock);
-		uffd_wake(s->u, start, size);
-	}
+	range_done(s, r);
 }
 
 static void *worker_main(void *arg)
@@ -1226,6 +1305,13 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 				w->kind = W_BACK;
 				w->start = r->start;
 				work_queue(s, w);
+			} else {
+				/* no memory for the item: the thread faults
+				 * again (and asks again) rather than sleep on
+				 * work nobody queued */
+				pthread_mutex_unlock(&s->lock);
+				uffd_wake(s->u, page, SVM_4K);
+				return;
 			}
 		}
 		pthread_mutex_unlock(&s->lock);
@@ -1259,11 +1345,14 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 	size_t i;
 
 	pthread_mutex_lock(&s->lock);
+	s->event_seq++;
 	for (i = range_lower(s, start); i < s->n && s->r[i]->start < end; i++) {
 		struct svm_range *r = s->r[i];
 
-		if (gc == GC_REMOVE && r->self_zap)
-			continue; /* our own MADV_DONTNEED of a range we moved */
+		/* our own MADV_DONTNEED of a range we moved, exactly its span
+		 * (the process's free of more, or of a part, is the process's) */
+		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size)
+			continue;
 		r->gc_pending = true;
 		any = true;
 	}
@@ -1433,8 +1522,21 @@ static void svm_free(struct svm *s)
 	 * unregister the memory so the process's touches are its own again,
 	 * then stop the handler thread, which reads the ranges and may still
 	 * be queueing work; only then free both. */
-	for (i = 0; i < s->nreg; i++)
-		uffd_unregister(s->u, s->reg[i].start, s->reg[i].end - s->reg[i].start);
+	for (i = 0;; i++) {
+		struct region g;
+
+		/* the handler thread still changes the list (events): one at a
+		 * time under the lock; what it adds meanwhile goes with the
+		 * userfaultfd's close */
+		pthread_mutex_lock(&s->lock);
+		if (i >= s->nreg) {
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		g = s->reg[i];
+		pthread_mutex_unlock(&s->lock);
+		uffd_unregister(s->u, g.start, g.end - g.start);
+	}
 	uffd_destroy(s->u);
 	list_for_each_safe(l, &s->work) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
@@ -1457,42 +1559,49 @@ static void svm_free(struct svm *s)
 
 /* ---- fork: the child must not find zeroes where the parent's pages were in VRAM --------- */
 
-/* Every range in VRAM comes back before fork() copies the address space;
- * none goes there again until it returned. The child does not use the
- * device (docs/svm.md, "fork"). */
+/*
+ * Every range in VRAM comes back before fork() copies the address space,
+ * and no range is half-way anywhere (a migration or a copy back in flight
+ * has its pages in the staging area, which the child does not get, or half
+ * copied): one pass in address order waits for each busy range. None goes
+ * to VRAM again until fork returned (@forking, read by a fault after it
+ * owns its range: one that read it unset owns a range this pass waits for).
+ * The child does not use the device (docs/svm.md, "fork").
+ *
+ * g_svm_lock and s->lock stay held across fork(): in the child no other
+ * thread exists to release a lock it held, so the child must not take one;
+ * fork_done() (parent and child) only releases them.
+ */
 static void fork_prepare(void)
 {
 	struct svm *s;
+	uint64_t next = 0;
 
 	pthread_mutex_lock(&g_svm_lock);
 	s = g_svm;
-	if (!s || !s->u) {
-		pthread_mutex_unlock(&g_svm_lock);
+	if (!s || !s->u)
 		return;
-	}
 	pthread_mutex_lock(&s->lock);
 	s->forking = true;
 	for (;;) {
 		struct svm_range *r = NULL;
 		size_t i;
 
-		for (i = 0; i < s->n; i++)
-			if (s->r[i]->where == R_VRAM) {
+		for (i = range_lower(s, next); i < s->n && !r; i++)
+			if (s->r[i]->where == R_VRAM || s->r[i]->busy)
 				r = s->r[i];
-				break;
-			}
 		if (!r)
 			break;
 		if (!range_own(s, r))
-			continue;
-		pthread_mutex_unlock(&s->lock);
-		if (r->where == R_VRAM)
+			continue; /* it went: look again from the same place */
+		next = r->start + r->size;
+		if (r->where == R_VRAM) {
+			pthread_mutex_unlock(&s->lock);
 			range_to_cpu(s, r);
-		pthread_mutex_lock(&s->lock);
+			pthread_mutex_lock(&s->lock);
+		}
 		range_release(s, r);
 	}
-	pthread_mutex_unlock(&s->lock);
-	/* g_svm_lock stays held across fork(): released by fork_done() */
 }
 
 static void fork_done(void)
@@ -1500,7 +1609,6 @@ static void fork_done(void)
 	struct svm *s = g_svm;
 
 	if (s && s->u) {
-		pthread_mutex_lock(&s->lock);
 		s->forking = false;
 		pthread_mutex_unlock(&s->lock);
 	}
@@ -1521,28 +1629,58 @@ static int ops_vm_new(void *arg, struct ugpu_vm *vm)
 	return ret;
 }
 
+/* A batch of faults: one work item per VM among them (a VM that goes, or a
+ * device that closes, takes its own items out of the queue). */
 static void ops_faults(void *arg, const struct vm_fault *f, size_t n)
 {
 	struct svm *s = arg;
-	struct svm_work *w = calloc(1, sizeof(*w));
-	struct vm_fault *copy = calloc(n, sizeof(*copy));
+	bool *taken = calloc(n, sizeof(*taken));
+	size_t i, j;
 
-	if (!w || !copy) {
-		size_t i;
+	for (i = 0; i < n; i++) {
+		struct svm_work *w;
+		struct vm_fault *copy;
+		size_t k = 0;
 
-		free(w);
-		free(copy);
-		for (i = 0; i < n; i++)
-			vm_fault_done(&f[i], -EFAULT);
-		return;
+		if (taken && taken[i])
+			continue;
+		w = taken ? calloc(1, sizeof(*w)) : NULL;
+		copy = w ? calloc(n - i, sizeof(*copy)) : NULL;
+		if (!copy) {
+			free(w);
+			/* no memory: its kernel is aborted (it may run again) */
+			for (j = i; j < n; j++)
+				if (!taken || !taken[j]) {
+					vm_fault_done(&f[j], -EFAULT);
+					if (!taken)
+						break;
+					taken[j] = true;
+				}
+			continue;
+		}
+		for (j = i; j < n; j++)
+			if (!taken[j] && f[j].vm == f[i].vm) {
+				copy[k++] = f[j];
+				taken[j] = true;
+			}
+		w->kind = W_FAULTS;
+		w->f = copy;
+		w->n = k;
+		pthread_mutex_lock(&s->lock);
+		work_queue(s, w);
+		pthread_mutex_unlock(&s->lock);
 	}
-	memcpy(copy, f, n * sizeof(*f));
-	w->kind = W_FAULTS;
-	w->f = copy;
-	w->n = n;
-	pthread_mutex_lock(&s->lock);
-	work_queue(s, w);
-	pthread_mutex_unlock(&s->lock);
+	free(taken);
+}
+
+static bool is_vm(const struct ugpu_vm *vm, const void *arg)
+{
+	return vm == arg;
+}
+
+static bool on_dev(const struct ugpu_vm *vm, const void *dev)
+{
+	return vm->dev == dev;
 }
 
 static bool maps_vm(const struct svm_range *r, const void *vm)
@@ -1553,8 +1691,8 @@ static bool maps_vm(const struct svm_range *r, const void *vm)
 	return false;
 }
 
-/* The ranges of [va, +len) leave @vm (some of them, their process memory
- * stays the process's): for a bind there. */
+/* The ranges of [va, +len) that @vm maps go (their bytes back in process
+ * memory, which stays the process's): for a bind there. */
 static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 {
 	struct svm *s = arg;
@@ -1564,18 +1702,17 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 
 		if (!r)
 			return 0;
+		uint64_t start = r->start, size = r->size;
+
+		/* Gone, not just unmapped: a range is never split, and one
+		 * that stayed would keep the size it had before the bind, so
+		 * the next fault beside the bind would find a range that
+		 * overlaps it and could not be mapped. The next fault makes
+		 * one that fits around the bind. */
 		if (r->where == R_VRAM)
 			range_to_cpu(s, r);
-		else
-			range_unmap_gpu(s, r);
-		{
-			uint64_t start = r->start, size = r->size;
-
-			pthread_mutex_lock(&s->lock);
-			range_release(s, r);
-			pthread_mutex_unlock(&s->lock);
-			uffd_wake(s->u, start, size);
-		}
+		range_destroy(s, r);
+		uffd_wake(s->u, start, size);
 	}
 }
 
@@ -1600,30 +1737,13 @@ static void ops_vm_gone(void *arg, struct ugpu_vm *vm)
 	pthread_mutex_unlock(&s->lock);
 	for (;;) {
 		struct svm_range *r = own_first(s, 0, UINT64_MAX, maps_vm, vm);
-		unsigned int k;
 
 		if (!r)
 			return;
-		for (k = 0; k < r->nmaps;) {
-			if (r->maps[k].vm == vm) {
-				vm_svm_unmap(vm, r->maps[k].gpu_va, r->size);
-				pthread_mutex_lock(&s->lock);
-				r->maps[k] = r->maps[--r->nmaps];
-				pthread_mutex_unlock(&s->lock);
-			} else {
-				k++;
-			}
-		}
-		{
-			uint64_t start = r->start, size = r->size;
-
-			pthread_mutex_lock(&s->lock);
-			range_release(s, r);
-			pthread_mutex_unlock(&s->lock);
-			/* CPU touches parked while we owned it go on (review:
-			 * without this they waited until the device closed). */
-			uffd_wake(s->u, start, size);
-		}
+		range_unmap_vms(s, r, is_vm, vm);
+		/* CPU touches parked while we owned it go on (review: without
+		 * this they waited until the device closed). */
+		range_done(s, r);
 	}
 }
 
@@ -1680,6 +1800,52 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 	return 0;
 }
 
+/* @r is in @sd's VRAM or DMA space, or mapped in one of its VMs. */
+static bool held_by(const struct svm_range *r, const void *arg)
+{
+	const struct svm_dev *sd = arg;
+
+	if (r->sd == sd)
+		return true;
+	for (unsigned int k = 0; k < r->nmaps; k++)
+		if (r->maps[k].vm->dev == sd->dev)
+			return true;
+	return false;
+}
+
+/*
+ * No work for @dev is left once this returns: its faults still queued are
+ * answered (their kernels aborted: the device closes) and the worker is not
+ * serving one of its VMs. Its ops are unregistered already (no new faults).
+ */
+static void svm_dev_quiesce(struct svm *s, struct ugpu_device *dev)
+{
+	struct list_link mine;
+
+	list_init(&mine);
+	pthread_mutex_lock(&s->lock);
+	list_for_each_safe(l, &s->work) {
+		struct svm_work *w = list_entry(l, struct svm_work, link);
+
+		if (w->kind == W_FAULTS && w->f[0].vm->dev == dev) {
+			list_del(&w->link);
+			list_add_tail(&mine, &w->link);
+		}
+	}
+	while (s->cur_vm && s->cur_vm->dev == dev)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	list_for_each_safe(l, &mine) {
+		struct svm_work *w = list_entry(l, struct svm_work, link);
+
+		for (size_t i = 0; i < w->n; i++)
+			vm_fault_done(&w->f[i], -EFAULT);
+		list_del(&w->link);
+		free(w->f);
+		free(w);
+	}
+}
+
 /*
  * The device goes (close or removal): every range it holds comes back into
  * process memory first (an orderly removal still reads VRAM; after a
@@ -1703,48 +1869,18 @@ static void svm_down(struct ugpu_device *dev)
 		pthread_mutex_unlock(&g_svm_lock);
 		return;
 	}
+	svm_dev_quiesce(s, dev);
 	for (;;) {
-		struct svm_range *r = NULL;
-		size_t i;
-		unsigned int k;
+		struct svm_range *r = own_first(s, 0, UINT64_MAX, held_by, sd);
 
-		pthread_mutex_lock(&s->lock);
-		for (i = 0; i < s->n && !r; i++) {
-			if (s->r[i]->sd == sd)
-				r = s->r[i];
-			for (k = 0; k < s->r[i]->nmaps && !r; k++)
-				if (s->r[i]->maps[k].vm->dev == dev)
-					r = s->r[i];
-		}
-		if (r && !range_own(s, r)) {
-			pthread_mutex_unlock(&s->lock);
-			continue;
-		}
-		pthread_mutex_unlock(&s->lock);
 		if (!r)
 			break;
-		for (k = 0; k < r->nmaps;) {
-			if (r->maps[k].vm->dev == dev) {
-				vm_svm_unmap(r->maps[k].vm, r->maps[k].gpu_va, r->size);
-				pthread_mutex_lock(&s->lock);
-				r->maps[k] = r->maps[--r->nmaps];
-				pthread_mutex_unlock(&s->lock);
-			} else {
-				k++;
-			}
-		}
+		range_unmap_vms(s, r, on_dev, dev);
 		if (r->where == R_VRAM && r->sd == sd)
 			range_to_cpu(s, r);
 		else if (r->sd == sd)
 			range_unmap_dma(s, r);
-		{
-			uint64_t start = r->start, size = r->size;
-
-			pthread_mutex_lock(&s->lock);
-			range_release(s, r);
-			pthread_mutex_unlock(&s->lock);
-			uffd_wake(s->u, start, size);
-		}
+		range_done(s, r);
 	}
 	pthread_mutex_lock(&s->lock);
 	{

@@ -56,6 +56,10 @@ enum test_point_id {
 	 * the client. @obj: the batch's faults (struct exec_fault *), NULL
 	 * when it has none. */
 	TEST_POINT_EXEC_DELIVER,
+	/* svm/svm.c, the worker thread, no lock, the range owned: a range's
+	 * pages were just taken from the process (moved to the staging area,
+	 * or write-protected) and are not in VRAM yet. */
+	TEST_POINT_SVM_TAKEN,
 	TEST_POINT_COUNT
 };
 
