@@ -3,10 +3,15 @@
  * Shared virtual memory, internal side (the public face is the mirror mode
  * of include/ugpu/vm.h and ugpu_device_svm_stats(); design: docs/svm.md).
  *
- * One process-wide state (struct svm, in svm/svm.c) owns a userfaultfd, the
- * ranges of process memory the GPU has touched, and a worker thread; every
- * device with exec queues attaches to it at bring-up (the "svm" step) and
- * hands it the GPU faults of its mirror VMs (mm/vm.h, struct vm_svm_ops).
+ * One process-wide state (struct svm) owns a userfaultfd, the ranges of
+ * process memory the GPU has touched, and a worker thread; every device
+ * with exec queues attaches to it at bring-up (the "svm" step) and hands it
+ * the GPU faults of its mirror VMs (mm/vm.h, struct vm_svm_ops).
+ *
+ * Files: svm.c the process-wide state, fork, the ops mm/ calls, the
+ * device's step and the public API; range.c the ranges and the process's
+ * memory; migrate.c moving a range and collecting dropped ones; fault.c
+ * the worker thread; handler.c the userfaultfd handler thread.
  *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
  * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
@@ -17,7 +22,14 @@
 #ifndef UGPU_SVM_SVM_H
 #define UGPU_SVM_SVM_H
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "mm/uffd.h"
+#include "mm/vm.h"
+#include "src/base/list.h"
 
 /* Range sizes, largest first (xe's default: 2 MiB, 64 KiB, 4 KiB). */
 #define SVM_2M (2ull << 20)
@@ -35,5 +47,170 @@
  * this many times, after 1, 2, 4 timeslices (xe's policy), before the
  * kernel is aborted. */
 #define SVM_ATOMIC_RETRIES 3
+
+#define SVM_MAX_MAPS 8
+
+enum where {
+	R_CPU = 0, /* in process memory; the GPU maps nothing */
+	R_INPLACE, /* in process memory, mapped for the device (DMA) */
+	R_VRAM, /* in a device's VRAM; the CPU's pages are gone */
+};
+
+/* One device attached (the "svm" bring-up step), with its counters. */
+struct svm_dev {
+	struct list_link link; /* svm->devs */
+	struct ugpu_device *dev;
+	struct ugpu_svm_stats st;
+	uint64_t vram_ranges; /* ranges in its VRAM: a runtime-PM reference while > 0 */
+	bool rpm_held;
+};
+
+/* Where a range is mapped in a VM (its PTEs). */
+struct svm_map {
+	struct ugpu_vm *vm;
+	uint64_t gpu_va;
+};
+
+/*
+ * struct svm_range - [start, start + size) of the process, aligned to size.
+ * Locking: every field under svm->lock; @busy (a migration, a map or a drop
+ * works on it with the lock dropped) is waited for on svm->cond, and only
+ * its owner changes @where, @bo, @iova, @sd and @maps/@nmaps: @bo and
+ * @iova without the lock (only the owner reads them), the others under it
+ * (others look for a device or a VM in them).
+ */
+struct svm_range {
+	uint64_t start, size;
+	enum where where;
+	bool busy;
+	bool self_zap; /* its owner is zapping its pages: the REMOVE event is ours */
+	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
+	bool back_queued; /* a CPU touch asked for it back */
+	bool writable; /* the CPU mapping is */
+	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
+	struct svm_dev *first; /* the device whose fault made it (counters) */
+	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */
+	uint64_t iova; /* R_INPLACE: its DMA address on sd's device */
+	uint64_t vram_at_ns;
+	struct svm_map maps[SVM_MAX_MAPS];
+	unsigned int nmaps;
+};
+
+enum work_kind { W_FAULTS, W_BACK, W_GC };
+enum gc_kind { GC_UNMAP, GC_REMOVE, GC_REMAP };
+
+struct svm_work {
+	struct list_link link;
+	enum work_kind kind;
+	struct vm_fault *f; /* W_FAULTS */
+	size_t n;
+	uint64_t start, end; /* W_BACK: the range; W_GC: the span */
+	enum gc_kind gc;
+	uint64_t to; /* GC_REMAP: where [start, end) went */
+};
+
+/* A span of process memory registered with our userfaultfd. */
+struct region {
+	uint64_t start, end;
+};
+
+/*
+ * struct svm - the process's shared virtual memory (one per process).
+ * Locking: @lock protects everything below it except the counters' owners
+ * (struct svm_dev, also under @lock); @cond signals a range no longer busy,
+ * new work, and the worker going idle.
+ */
+#define SVM_REMAP_PENDING 64
+
+struct svm {
+	struct ugpu_context *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct list_link devs;
+	unsigned int ndevs;
+
+	struct svm_range **r; /* sorted by start, disjoint */
+	size_t n, cap;
+	struct region *reg;
+	size_t nreg, capreg;
+
+	struct uffd *u; /* opened by the first mirror VM */
+	int uffd_err; /* why it could not be (sticky) */
+	uint64_t features;
+	bool have_move, have_wp;
+	uintptr_t staging; /* SVM_2M, registered: where UFFDIO_MOVE puts pages */
+	int pagemap_fd;
+
+	struct list_link work; /* GC items first */
+	pthread_t worker;
+	bool worker_up, stop;
+	struct ugpu_vm *cur_vm; /* the VM the worker's current item serves */
+	unsigned int gc_inflight; /* GC items queued or running */
+	bool forking;
+	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
+	 * there must wait for the data (the kernel released the mremapping
+	 * thread as soon as the event was read), not get a fresh page. */
+	struct { uint64_t start, end; } remap[SVM_REMAP_PENDING];
+	unsigned int nremap;
+	/* Counts the unmap/free/move events handled: what was decided from
+	 * the process's mappings with the lock dropped is decided again when
+	 * it changed meanwhile (mmu_interval_read_retry's rule). */
+	uint64_t event_seq;
+};
+
+/* One line of /proc/self/maps. */
+struct vma {
+	uint64_t start, end;
+	bool readable, writable, shared, anon;
+	char what[64]; /* the path or [tag], for messages */
+};
+
+/* The process's state (svm/svm.c): created by the first device's step,
+ * freed with the last; g_svm_lock guards the pointer and the bring-up. */
+extern struct svm *g_svm;
+extern pthread_mutex_t g_svm_lock;
+/* A page of zeroes: a write fault's answer where nothing moved. */
+extern void *zero_page;
+
+/* svm/range.c */
+uint64_t ms_to_ns(uint64_t ms);
+void sleep_until_ns(uint64_t when);
+struct svm_dev *sd_of(struct svm *s, struct ugpu_device *dev);
+void size_count(struct ugpu_svm_stats *st, uint64_t size, int what, uint64_t us);
+size_t range_lower(struct svm *s, uint64_t addr);
+struct svm_range *range_find(struct svm *s, uint64_t addr);
+bool range_overlaps(struct svm *s, uint64_t start, uint64_t end);
+int range_insert(struct svm *s, struct svm_range *r);
+void range_remove(struct svm *s, struct svm_range *r);
+bool range_own(struct svm *s, struct svm_range *r);
+void range_release(struct svm *s, struct svm_range *r);
+void range_done(struct svm *s, struct svm_range *r);
+void range_unmap_vms(struct svm *s, struct svm_range *r, bool (*match)(const struct ugpu_vm *, const void *), const void *arg);
+void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd);
+int vma_lookup(uint64_t addr, struct vma *out);
+int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
+void region_drop(struct svm *s, uint64_t start, uint64_t end);
+int region_add(struct svm *s, uint64_t start, uint64_t end);
+int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq);
+struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want)(const struct svm_range *, const void *), const void *arg);
+
+/* svm/migrate.c */
+void range_unmap_gpu(struct svm *s, struct svm_range *r);
+int range_to_cpu(struct svm *s, struct svm_range *r);
+int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+void range_unmap_dma(struct svm *s, struct svm_range *r);
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm);
+void range_destroy(struct svm *s, struct svm_range *r);
+void gc_item_done_locked(struct svm *s, const struct svm_work *w);
+bool remap_pending_locked(struct svm *s, uint64_t addr);
+void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to);
+
+/* svm/handler.c: what the userfaultfd handler thread does with each message */
+extern const struct uffd_owner_ops svm_uffd_ops;
+
+/* svm/fault.c */
+void work_queue(struct svm *s, struct svm_work *w);
+void *worker_main(void *arg);
 
 #endif

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared virtual memory: the worker thread. It serves the GPU's faults (find
+ * or make the range, move it or map it in place, map it in the VM), brings
+ * ranges back for CPU touches, and runs the garbage collection the handler
+ * thread queued, in the order the events came.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ugpu/vm.h>
+
+#include "mm/bo.h"
+#include "mm/uffd.h"
+#include "mm/vm.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
+#include "src/base/test_point.h"
+#include "src/device.h"
+#include "src/rpm.h"
+#include "src/vfio/dma.h"
+#include "svm/svm.h"
+
+/* ---- the worker -------------------------------------------------------------------- */
+
+void work_queue(struct svm *s, struct svm_work *w)
+{
+	/* GC first: a fault or a touch must see memory the process freed as
+	 * freed. Among themselves in the order the events came: an mremap
+	 * reports the move and then the unmap of the old place, and the move
+	 * must copy the data out before the unmap drops it (run newest first,
+	 * the unmap dropped every byte). */
+	if (w->kind == W_GC) {
+		struct list_link *before = &s->work;
+
+		list_for_each(l, &s->work)
+			if (list_entry(l, struct svm_work, link)->kind != W_GC) {
+				before = l;
+				break;
+			}
+		list_add_tail(before, &w->link);
+		s->gc_inflight++;
+	} else {
+		list_add_tail(&s->work, &w->link);
+	}
+	pthread_cond_broadcast(&s->cond);
+}
+
+/* Run the queued GC items now (the worker, before serving a fault that
+ * found a range waiting for one). Lock held; dropped meanwhile. */
+static void gc_drain_locked(struct svm *s)
+{
+	for (;;) {
+		struct svm_work *w = NULL;
+
+		list_for_each(l, &s->work) {
+			struct svm_work *c = list_entry(l, struct svm_work, link);
+
+			if (c->kind == W_GC) {
+				w = c;
+				break;
+			}
+		}
+		if (!w)
+			return;
+		list_del(&w->link);
+		pthread_mutex_unlock(&s->lock);
+		gc_run(s, w->start, w->end, w->gc, w->to);
+		pthread_mutex_lock(&s->lock);
+		gc_item_done_locked(s, w);
+		free(w);
+		pthread_cond_broadcast(&s->cond);
+	}
+}
+
+static const uint64_t range_sizes[] = { SVM_2M, SVM_64K, SVM_4K };
+
+/* The sizes around @va that fit its CPU mapping, the VM's mirror span and
+ * the VM's binds (a bind punches a hole in the mirror): bit i for
+ * range_sizes[i]. No lock held (asks mm/). */
+static unsigned int sizes_fitting(uint64_t va, const struct vma *v, struct ugpu_vm *vm)
+{
+	uint64_t lo = v->start > vm->mirror_start ? v->start : vm->mirror_start;
+	uint64_t hi = v->end < vm->mirror_start + vm->mirror_size ? v->end
+								    : vm->mirror_start + vm->mirror_size;
+	unsigned int ok = 0, i;
+
+	for (i = 0; i < 3; i++) {
+		uint64_t a = va & ~(range_sizes[i] - 1);
+
+		if (a >= lo && a + range_sizes[i] <= hi && vm_span_unbound(vm, a, range_sizes[i]))
+			ok |= 1u << i;
+	}
+	return ok;
+}
+
+/* The largest of @fitting that overlaps no range. Lock held. */
+static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
+{
+	unsigned int i;
+
+	for (i = 0; i < 3; i++) {
+		uint64_t a = va & ~(range_sizes[i] - 1);
+
+		if ((fitting & (1u << i)) && !range_overlaps(s, a, a + range_sizes[i]))
+			return range_sizes[i];
+	}
+	return 0;
+}
+
+/* Serve one GPU fault: 0, or the status its kernel is aborted with. */
+static int serve_fault(struct svm *s, const struct vm_fault *f)
+{
+	uint64_t va = f->va & ~(SVM_4K - 1);
+	struct svm_dev *sd;
+	struct svm_range *r;
+	struct vma v;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, f->vm->dev);
+	if (!sd) {
+		pthread_mutex_unlock(&s->lock);
+		return -EFAULT;
+	}
+	sd->st.svm_pagefault_count++;
+again:
+	r = range_find(s, va);
+	if (r && r->gc_pending) {
+		gc_drain_locked(s);
+		goto again;
+	}
+	if (!r) {
+		uint64_t size, seq = s->event_seq;
+
+		pthread_mutex_unlock(&s->lock);
+		ret = vma_lookup(va, &v);
+		if (ret) {
+			log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": nothing is mapped there in the process",
+				f->access == UGPU_ACCESS_READ ? "read" : f->access == UGPU_ACCESS_WRITE ? "write" : "atomic",
+				f->va);
+			return -EFAULT;
+		}
+		if ((f->access != UGPU_ACCESS_READ && !v.writable) || !v.readable) {
+			log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping (%s) does not allow it",
+				f->access == UGPU_ACCESS_READ ? "read" : "write", f->va, v.what);
+			return -EFAULT;
+		}
+		if (!v.anon || v.shared) {
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": %s %s memory is not supported yet (private anonymous memory is: malloc, mmap MAP_PRIVATE|MAP_ANONYMOUS, the stack)",
+				f->va, v.shared ? "shared" : "file-backed", v.what);
+			return -EFAULT;
+		}
+		/* Registered over the whole mapping (inside the span): its
+		 * touches, frees and moves come to us from now on. */
+		{
+			uint64_t lo = v.start > f->vm->mirror_start ? v.start : f->vm->mirror_start;
+			uint64_t hi = v.end < f->vm->mirror_start + f->vm->mirror_size
+					      ? v.end
+					      : f->vm->mirror_start + f->vm->mirror_size;
+
+			ret = region_register(s, lo, hi, seq);
+		}
+		if (ret == -EAGAIN) {
+			pthread_mutex_lock(&s->lock);
+			goto again;
+		}
+		if (ret) {
+			log_err(s->ctx, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
+				v.start, v.end, v.what, ugpu_strerror(ret));
+			return -EFAULT;
+		}
+		{
+			unsigned int fitting = sizes_fitting(va, &v, f->vm);
+
+			pthread_mutex_lock(&s->lock);
+			/* another fault made it, or the mapping changed since
+			 * the lookup (a range of memory no longer mapped would
+			 * stay, and a later mapping there would inherit it) */
+			if (range_find(s, va) || s->event_seq != seq)
+				goto again;
+			size = pick_size(s, va, fitting);
+		}
+		r = size ? calloc(1, sizeof(*r)) : NULL;
+		if (r) {
+			r->start = va & ~(size - 1);
+			r->size = size;
+			r->writable = v.writable;
+			r->where = R_CPU;
+			r->first = sd;
+		}
+		if (!r || range_insert(s, r)) {
+			pthread_mutex_unlock(&s->lock);
+			free(r);
+			return -EFAULT;
+		}
+	}
+	if (!range_own(s, r))
+		goto again;
+	size_count(&sd->st, r->size, 0, 0);
+	pthread_mutex_unlock(&s->lock);
+
+	ret = 0;
+	if (r->where != R_CPU && r->sd != sd) {
+		/* in another device's VRAM or DMA space: back to the CPU first
+		 * (peer access and migration are not built yet) */
+		if (r->where == R_VRAM)
+			ret = range_to_cpu(s, r);
+		else {
+			range_unmap_gpu(s, r);
+			range_unmap_dma(s, r);
+		}
+	}
+	if (!ret && r->where == R_CPU) {
+		bool forking;
+
+		pthread_mutex_lock(&s->lock);
+		forking = s->forking;
+		pthread_mutex_unlock(&s->lock);
+		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC) && r->writable &&
+		    !forking)
+			ret = range_to_vram(s, r, sd);
+		else
+			ret = -EAGAIN;
+		/* Atomics: VRAM may free up (or the fork end): try again
+		 * after a doubling timeslice, a bounded number of times. */
+		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && r->writable &&
+				k < SVM_ATOMIC_RETRIES; k++) {
+			sleep_until_ns(now_ns() + ms_to_ns((uint64_t)SVM_TIMESLICE_MS << k));
+			pthread_mutex_lock(&s->lock);
+			forking = s->forking;
+			pthread_mutex_unlock(&s->lock);
+			ret = forking ? -EAGAIN : range_to_vram(s, r, sd);
+		}
+		if (ret) {
+			if (f->access == UGPU_ACCESS_ATOMIC) {
+				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
+					f->va, r->start, r->size, ugpu_strerror(ret),
+					r->writable ? SVM_ATOMIC_RETRIES + 1 : 1,
+					r->writable ? SVM_TIMESLICE_MS * ((1 << SVM_ATOMIC_RETRIES) - 1) : 0);
+				ret = -EACCES;
+				goto out;
+			}
+			ret = range_in_place(s, r, sd);
+		}
+	}
+	if (!ret)
+		ret = range_map_vm(s, r, f->vm);
+	if (ret && ret != -EACCES) {
+		log_err(s->ctx, "svm: GPU fault at 0x%" PRIx64 " could not be served: %s", f->va,
+			ugpu_strerror(ret));
+		ret = -EFAULT;
+	}
+out:
+	range_done(s, r);
+	return ret;
+}
+
+static void do_back(struct svm *s, uint64_t start)
+{
+	struct svm_range *r;
+
+	pthread_mutex_lock(&s->lock);
+	r = range_find(s, start);
+	if (!r) {
+		pthread_mutex_unlock(&s->lock);
+		uffd_wake(s->u, start, SVM_4K);
+		return;
+	}
+	if (!range_own(s, r)) {
+		pthread_mutex_unlock(&s->lock);
+		uffd_wake(s->u, start, SVM_4K);
+		return;
+	}
+	r->back_queued = false;
+	pthread_mutex_unlock(&s->lock);
+	if (r->where == R_VRAM && !r->gc_pending) {
+		struct svm_dev *sd = r->sd;
+
+		range_to_cpu(s, r);
+		pthread_mutex_lock(&s->lock);
+		sd->st.svm_cpu_fault_count++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	range_done(s, r);
+}
+
+void *worker_main(void *arg)
+{
+	struct svm *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		struct svm_work *w;
+
+		while (!s->stop && list_empty(&s->work))
+			pthread_cond_wait(&s->cond, &s->lock);
+		if (s->stop && list_empty(&s->work))
+			break;
+		w = list_entry(list_first(&s->work), struct svm_work, link);
+		list_del(&w->link);
+		s->cur_vm = w->kind == W_FAULTS ? w->f[0].vm : NULL;
+		pthread_mutex_unlock(&s->lock);
+		switch (w->kind) {
+		case W_FAULTS: {
+			int *st = calloc(w->n, sizeof(*st));
+
+			for (size_t i = 0; i < w->n; i++) {
+				int ret = serve_fault(s, &w->f[i]);
+
+				if (ret) {
+					struct svm_dev *sd;
+
+					pthread_mutex_lock(&s->lock);
+					sd = sd_of(s, w->f[i].vm->dev);
+					if (sd)
+						sd->st.svm_abort_count++;
+					pthread_mutex_unlock(&s->lock);
+				}
+				if (st)
+					st[i] = ret;
+				else
+					vm_fault_done(&w->f[i], ret); /* no memory to batch */
+			}
+			/* One replay per kernel for the whole batch: each costs
+			 * the device a TLB drop. */
+			if (st)
+				vm_faults_done(w->f, st, w->n);
+			free(st);
+			free(w->f);
+			break;
+		}
+		case W_BACK:
+			do_back(s, w->start);
+			break;
+		case W_GC:
+			gc_run(s, w->start, w->end, w->gc, w->to);
+			break;
+		}
+		pthread_mutex_lock(&s->lock);
+		if (w->kind == W_GC)
+			gc_item_done_locked(s, w);
+		free(w);
+		s->cur_vm = NULL;
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}

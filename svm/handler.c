@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared virtual memory: the userfaultfd handler thread (mm/uffd.c runs it).
+ * It never waits: a CPU touch is answered at once, parked (no wake) until
+ * the range's owner wakes it, or queued for the worker; unmap, free and
+ * move events mark the ranges and queue their collection.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ugpu/vm.h>
+
+#include "mm/bo.h"
+#include "mm/uffd.h"
+#include "mm/vm.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
+#include "src/base/test_point.h"
+#include "src/device.h"
+#include "src/rpm.h"
+#include "src/vfio/dma.h"
+#include "svm/svm.h"
+
+/* ---- the userfaultfd handler thread: answer at once, never wait ----------------------- */
+
+static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
+{
+	uint64_t page = addr & ~(SVM_4K - 1);
+	struct svm_range *r;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	r = range_find(s, page);
+	if ((r && (r->busy || r->gc_pending)) || (!r && remap_pending_locked(s, page))) {
+		/* moving, waiting to be dropped, or where an mremap's data is
+		 * still to arrive: whoever owns it wakes the addresses when
+		 * done, and the thread faults again */
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	if (r && r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) {
+		if (!r->back_queued) {
+			struct svm_work *w = calloc(1, sizeof(*w));
+
+			if (w) {
+				r->back_queued = true;
+				w->kind = W_BACK;
+				w->start = r->start;
+				work_queue(s, w);
+			} else {
+				/* no memory for the item: the thread faults
+				 * again (and asks again) rather than sleep on
+				 * work nobody queued */
+				pthread_mutex_unlock(&s->lock);
+				uffd_wake(s->u, page, SVM_4K);
+				return;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		/* a stale protection (its range is not moving): lift it */
+		uffd_wp(s->u, page, SVM_4K, false);
+		return;
+	}
+	/* Not ours to serve (no range, or one in process memory): the page
+	 * the kernel would have given it. */
+	if (flags & UFFD_PAGEFAULT_FLAG_WRITE)
+		ret = uffd_copy(s->u, page, zero_page, SVM_4K, true);
+	else
+		ret = uffd_zeropage(s->u, page, SVM_4K);
+	if (ret == -EEXIST || ret == -EAGAIN)
+		uffd_wake(s->u, page, SVM_4K);
+	else if (ret && ret != -ENOENT)
+		log_warn(s->ctx, "svm: resolving a CPU fault at 0x%" PRIx64 " failed: %s", addr,
+			 ugpu_strerror(ret));
+}
+
+/* The process unmapped (@gc GC_UNMAP), freed (GC_REMOVE) or moved
+ * (GC_REMAP, to @to) [start, end): mark the ranges, queue the work. The
+ * unmapping thread continues when we return (it waited for the read). */
+static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
+{
+	bool any = false;
+	size_t i;
+
+	pthread_mutex_lock(&s->lock);
+	s->event_seq++;
+	for (i = range_lower(s, start); i < s->n && s->r[i]->start < end; i++) {
+		struct svm_range *r = s->r[i];
+
+		/* our own MADV_DONTNEED of a range we moved, exactly its span
+		 * (the process's free of more, or of a part, is the process's) */
+		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size)
+			continue;
+		r->gc_pending = true;
+		any = true;
+	}
+	if (gc != GC_REMOVE)
+		region_drop(s, start, end);
+	if (gc == GC_REMAP)
+		region_add(s, to, to + (end - start));
+	if (any) {
+		struct svm_work *w = calloc(1, sizeof(*w));
+
+		if (w) {
+			*w = (struct svm_work){ .kind = W_GC, .start = start, .end = end, .gc = gc,
+						.to = to };
+			if (gc == GC_REMAP && s->nremap < SVM_REMAP_PENDING) {
+				s->remap[s->nremap].start = to;
+				s->remap[s->nremap].end = to + (end - start);
+				s->nremap++;
+			} else if (gc == GC_REMAP) {
+				log_warn(s->ctx, "svm: more than %d mremaps of shared memory in flight: a touch of [0x%" PRIx64 ", +0x%" PRIx64 ") before its data arrives may see zeroes",
+					 SVM_REMAP_PENDING, to, end - start);
+			}
+			work_queue(s, w);
+		} else {
+			log_err(s->ctx, "svm: out of memory for a garbage-collection item");
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void on_msg(void *owner, const struct uffd_msg *m)
+{
+	struct svm *s = owner;
+
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		on_cpu_fault(s, m->arg.pagefault.address, m->arg.pagefault.flags);
+		break;
+	case UFFD_EVENT_UNMAP:
+		on_event(s, m->arg.remove.start, m->arg.remove.end, GC_UNMAP, 0);
+		break;
+	case UFFD_EVENT_REMOVE:
+		on_event(s, m->arg.remove.start, m->arg.remove.end, GC_REMOVE, 0);
+		break;
+	case UFFD_EVENT_REMAP:
+		on_event(s, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, GC_REMAP,
+			 m->arg.remap.to);
+		break;
+	default:
+		break;
+	}
+}
+
+const struct uffd_owner_ops svm_uffd_ops = { .msg = on_msg };

@@ -1,0 +1,487 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared virtual memory: moving a range. Into VRAM without losing a CPU
+ * store (UFFDIO_MOVE or write protection), back with UFFDIO_COPY, mapped in
+ * place for DMA, into and out of VMs; and the garbage collection of ranges
+ * whose memory the process unmapped, freed or moved. Every function here
+ * works on a range its caller owns (svm/svm.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ugpu/vm.h>
+
+#include "mm/bo.h"
+#include "mm/uffd.h"
+#include "mm/vm.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
+#include "src/base/test_point.h"
+#include "src/device.h"
+#include "src/rpm.h"
+#include "src/vfio/dma.h"
+#include "svm/svm.h"
+
+/* ---- the runtime-PM reference held while a device's VRAM holds ranges ---------------- */
+
+static void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
+{
+	bool get;
+
+	pthread_mutex_lock(&s->lock);
+	get = !sd->vram_ranges++ && !sd->rpm_held;
+	if (get)
+		sd->rpm_held = true;
+	pthread_mutex_unlock(&s->lock);
+	/* The device is awake (a kernel runs): this only keeps it so. D3cold
+	 * would lose the ranges (docs/svm.md, "Power"). */
+	if (get && rpm_get_dev(sd->dev)) {
+		pthread_mutex_lock(&s->lock);
+		sd->rpm_held = false;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+static void vram_ranges_dec(struct svm *s, struct svm_dev *sd)
+{
+	bool put;
+
+	pthread_mutex_lock(&s->lock);
+	put = !--sd->vram_ranges && sd->rpm_held;
+	if (put)
+		sd->rpm_held = false;
+	pthread_mutex_unlock(&s->lock);
+	if (put)
+		rpm_put_dev(sd->dev);
+}
+
+/* ---- moving a range ------------------------------------------------------------------ */
+
+/* Remove every GPU map of @r (PTEs zapped, TLBs dropped: no kernel reaches
+ * what they pointed at afterwards). @r owned. */
+void range_unmap_gpu(struct svm *s, struct svm_range *r)
+{
+	unsigned int i, n = r->nmaps;
+
+	for (i = 0; i < n; i++) {
+		struct svm_map *m = &r->maps[i];
+
+		vm_svm_unmap(m->vm, m->gpu_va, r->size);
+		if (r->sd) {
+			pthread_mutex_lock(&s->lock);
+			r->sd->st.svm_tlb_inval_count++;
+			pthread_mutex_unlock(&s->lock);
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	r->nmaps = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
+ * have no pages there: the range is registered and its pages were taken).
+ * UFFDIO_COPY reads the VRAM mapping and maps fresh pages atomically; the
+ * threads waiting on them wake.
+ */
+static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			   uint64_t dst)
+{
+	const char *src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
+	uint64_t i, deadline = now_ns() + ms_to_ns(2000);
+	int ret;
+
+	/* -EAGAIN: an unmap or move of the process is being reported; the
+	 * handler thread reads it and the ioctl works again. */
+	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+
+	if (ret == -EEXIST) {
+		/* Some pages are there after all: page by page, keeping them. */
+		ret = 0;
+		for (i = 0; i < len && !ret; i += SVM_4K) {
+			ret = uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
+			if (ret == -EEXIST)
+				ret = 0;
+		}
+	}
+	if (!ret) {
+		pthread_mutex_lock(&s->lock);
+		r->sd->st.svm_cpu_copy_kb += len >> 10;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return ret;
+}
+
+static void range_free_vram(struct svm *s, struct svm_range *r)
+{
+	struct svm_dev *sd = r->sd;
+
+	ugpu_bo_put(r->bo);
+	r->bo = NULL;
+	pthread_mutex_lock(&s->lock);
+	sd->st.svm_vram_bytes -= r->size;
+	pthread_mutex_unlock(&s->lock);
+	vram_ranges_dec(s, sd);
+}
+
+/* Bring @r (owned, in VRAM) back into process memory. */
+int range_to_cpu(struct svm *s, struct svm_range *r)
+{
+	int ret;
+
+	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
+	range_unmap_gpu(s, r);
+	ret = range_copy_back(s, r, 0, r->size, r->start);
+	if (ret && ret != -ENOENT)
+		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s",
+			r->start, r->size, ugpu_strerror(ret));
+	range_free_vram(s, r);
+	range_set(s, r, R_CPU, NULL);
+	return ret;
+}
+
+/*
+ * Copy one page the CPU can no longer store to (moved away, or
+ * write-protected). For write protection, what orders the CPU's last stores
+ * before our reads is the kernel (UFFDIO_WRITEPROTECT returns after the TLB
+ * flush; a later store faults and waits for us), which ThreadSanitizer cannot
+ * see: in a TSan build, read with relaxed atomic loads, which it does not
+ * report against the process's own atomic stores (the tests' racers). The
+ * bytes copied are the same.
+ */
+static void copy_page(char *dst, const char *src)
+{
+#ifdef __SANITIZE_THREAD__
+	for (size_t i = 0; i < SVM_4K; i += sizeof(uint64_t)) {
+		uint64_t v = __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED);
+
+		memcpy(dst + i, &v, sizeof(v));
+	}
+#else
+	memcpy(dst, src, SVM_4K);
+#endif
+}
+
+/* The process's pages of @r are gone (moved or zapped): which of them held
+ * data is in @present. Copy them from @src into VRAM at @vram, zero the
+ * holes. */
+static void fill_vram(char *vram, const char *src, const bool *present, size_t npages)
+{
+	size_t i;
+
+	for (i = 0; i < npages; i++) {
+		if (present[i])
+			copy_page(vram + i * SVM_4K, src + i * SVM_4K);
+		else
+			memset(vram + i * SVM_4K, 0, SVM_4K);
+	}
+}
+
+static size_t count_present(const bool *present, size_t npages)
+{
+	size_t k, n = 0;
+
+	for (k = 0; k < npages; k++)
+		n += present[k];
+	return n;
+}
+
+/*
+ * The first @moved bytes of @r moved to the staging area and the rest was
+ * refused (a page shared with a forked child, a pinned one): each goes back
+ * before anything else happens to the range. Moved back first (their
+ * places are empty: a touch there waits for us); a page that cannot be is
+ * copied back; only a page whose place the process unmapped meanwhile is
+ * dropped. The staging area is empty afterwards. @r owned; @present is
+ * scratch space for @npages.
+ */
+static void staging_put_back(struct svm *s, struct svm_range *r, size_t moved, bool *present,
+			     size_t npages)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	size_t back = 0, k, lost = 0;
+	int ret = 0;
+
+	while (back < moved &&
+	       (ret = uffd_move(s->u, r->start + back, s->staging + back, moved - back, true,
+				&back)) == -EAGAIN &&
+	       now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+	if (ret && !pages_present(s, s->staging, npages, present)) {
+		for (k = 0; k < npages; k++) {
+			uint64_t off = k * SVM_4K;
+
+			if (!present[k])
+				continue;
+			while ((ret = uffd_copy(s->u, r->start + off, (const void *)(s->staging + off),
+						SVM_4K, false)) == -EAGAIN &&
+			       now_ns() < deadline)
+				sleep_until_ns(now_ns() + 100000);
+			lost += ret && ret != -EEXIST;
+		}
+	}
+	madvise((void *)s->staging, r->size, MADV_DONTNEED);
+	if (lost)
+		log_err(s->ctx, "svm: %zu pages of [0x%" PRIx64 ", +0x%" PRIx64 ") could not go back after a refused move (the process unmapped them?)",
+			lost, r->start, r->size);
+}
+
+/*
+ * Take @r's pages away from the CPU and put their bytes into @bo's VRAM,
+ * with no moment where a CPU store could be lost: either the pages are
+ * moved out atomically (UFFDIO_MOVE, Linux 6.8) and a touch meanwhile faults
+ * to us and waits, or they are write-protected first (a store waits), copied
+ * and then zapped. @r owned.
+ */
+static int take_pages(struct svm *s, struct svm_range *r, char *vram)
+{
+	size_t npages = r->size / SVM_4K, moved = 0;
+	bool *present = calloc(npages, sizeof(*present));
+	int ret = -EOPNOTSUPP;
+
+	if (!present)
+		return -ENOMEM;
+	if (s->have_move && s->staging && r->size <= SVM_2M) {
+		uint64_t deadline = now_ns() + ms_to_ns(2000);
+
+		while ((ret = uffd_move(s->u, s->staging, r->start, r->size, true, &moved)) == -EAGAIN &&
+		       !moved && now_ns() < deadline)
+			sleep_until_ns(now_ns() + 100000);
+		if (!ret) {
+			test_point(TEST_POINT_SVM_TAKEN);
+			ret = pages_present(s, s->staging, npages, present);
+		}
+		if (!ret) {
+			log_dbg(s->ctx, "svm: moved [0x%" PRIx64 ", +0x%" PRIx64 "): %zu bytes moved, %zu of %zu pages present",
+				r->start, r->size, moved, count_present(present, npages), npages);
+			fill_vram(vram, (const char *)s->staging, present, npages);
+			madvise((void *)s->staging, r->size, MADV_DONTNEED);
+			goto out;
+		}
+		if (moved)
+			staging_put_back(s, r, moved, present, npages);
+		log_dbg(s->ctx, "svm: UFFDIO_MOVE of [0x%" PRIx64 ", +0x%" PRIx64 ") refused (%s): write protection instead",
+			r->start, r->size, ugpu_strerror(ret));
+	}
+	if (!s->have_wp) {
+		ret = -EOPNOTSUPP;
+		goto out;
+	}
+	{
+		uint64_t deadline = now_ns() + ms_to_ns(2000);
+
+		while ((ret = uffd_wp(s->u, r->start, r->size, true)) == -EAGAIN && now_ns() < deadline)
+			sleep_until_ns(now_ns() + 100000);
+	}
+	if (ret)
+		goto out;
+	test_point(TEST_POINT_SVM_TAKEN);
+	ret = pages_present(s, r->start, npages, present);
+	if (!ret) {
+		log_dbg(s->ctx, "svm: write-protected [0x%" PRIx64 ", +0x%" PRIx64 "): %zu of %zu pages present",
+			r->start, r->size, count_present(present, npages), npages);
+		fill_vram(vram, (const char *)r->start, present, npages);
+		pthread_mutex_lock(&s->lock);
+		r->self_zap = true;
+		pthread_mutex_unlock(&s->lock);
+		madvise((void *)r->start, r->size, MADV_DONTNEED);
+		/* madvise returned once the handler read the REMOVE event, not
+		 * once it acted on it: it must see @self_zap when it does. */
+		uffd_sync(s->u);
+		pthread_mutex_lock(&s->lock);
+		r->self_zap = false;
+		pthread_mutex_unlock(&s->lock);
+	} else {
+		uffd_wp(s->u, r->start, r->size, false);
+	}
+out:
+	free(present);
+	return ret;
+}
+
+/* Move @r (owned, R_CPU) into @sd's VRAM. */
+int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+{
+	struct ugpu_bo_opts o = {
+		.size = sizeof(o),
+		.bytes = r->size,
+		.placements = { UGPU_PLACEMENT_VRAM },
+		.flags = UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_CONTIGUOUS,
+		.name = "svm",
+	};
+	uint64_t t0 = now_ns();
+	struct ugpu_bo *bo;
+	int ret;
+
+	ret = bo_create_kernel(sd->dev, &o, 0, &bo);
+	if (ret)
+		return ret;
+	ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
+	if (ret) {
+		ugpu_bo_put(bo);
+		return ret;
+	}
+	r->bo = bo;
+	r->vram_at_ns = now_ns();
+	range_set(s, r, R_VRAM, sd);
+	vram_ranges_inc(s, sd);
+	pthread_mutex_lock(&s->lock);
+	sd->st.svm_device_copy_kb += r->size >> 10;
+	sd->st.svm_vram_bytes += r->size;
+	size_count(&sd->st, r->size, 1, (now_ns() - t0) / 1000);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* Map @r (owned, R_CPU) for @sd's device where it is. */
+int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+{
+	uint64_t iova;
+	int ret;
+
+	/* Every page present before the device may reach it: a DMA access
+	 * must never be the first touch of a page (it would fault into us). */
+	if (madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
+		return -errno;
+	ret = dma_map(&sd->dev->dma, (void *)r->start, r->size, -1, 0,
+		      VFIO_DMA_READ | (r->writable ? VFIO_DMA_WRITE : 0), &iova);
+	if (ret)
+		return ret;
+	r->iova = iova;
+	range_set(s, r, R_INPLACE, sd);
+	pthread_mutex_lock(&s->lock);
+	sd->st.svm_in_place_count++;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+void range_unmap_dma(struct svm *s, struct svm_range *r)
+{
+	if (r->where == R_INPLACE) {
+		dma_unmap(&r->sd->dev->dma, r->iova, r->size);
+		range_set(s, r, R_CPU, NULL);
+	}
+}
+
+/* Map @r (owned, VRAM or in place) in @vm at its address. */
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < r->nmaps; i++)
+		if (r->maps[i].vm == vm && r->maps[i].gpu_va == r->start)
+			return 0;
+	if (r->nmaps == SVM_MAX_MAPS)
+		return -ENOSPC;
+	ret = vm_svm_map(vm, r->start, r->size, r->where == R_VRAM ? r->bo : NULL,
+			 r->where == R_VRAM ? 0 : r->iova, r->writable);
+	if (!ret) {
+		pthread_mutex_lock(&s->lock);
+		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start };
+		pthread_mutex_unlock(&s->lock);
+	}
+	return ret;
+}
+
+/* Drop @r (owned) for good: GPU maps, DMA map, VRAM (its bytes with it). */
+void range_destroy(struct svm *s, struct svm_range *r)
+{
+	range_unmap_gpu(s, r);
+	range_unmap_dma(s, r);
+	if (r->where == R_VRAM)
+		range_free_vram(s, r);
+	pthread_mutex_lock(&s->lock);
+	range_remove(s, r);
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	free(r);
+}
+
+/* ---- garbage collection: the process unmapped, freed or moved memory ----------------- */
+
+/*
+ * @r (owned, gc_pending) lost [start, end) of its memory (@gc), or saw it
+ * move to @to (GC_REMAP). What is still the process's goes back there (from
+ * VRAM), then the range goes. The CPU touches parked on it wake after.
+ */
+static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_t end,
+		     enum gc_kind gc, uint64_t to)
+{
+	uint64_t rs = r->start, re = r->start + r->size;
+
+	range_unmap_gpu(s, r);
+	if (r->where == R_VRAM) {
+		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
+
+		int e1 = 0, e2 = 0, e3 = 0;
+
+		/* the part outside the event stays where it was */
+		if (rs < a)
+			e1 = range_copy_back(s, r, 0, a - rs, rs);
+		if (b < re)
+			e2 = range_copy_back(s, r, b - rs, re - b, b);
+		/* a moved part goes with its mapping */
+		if (gc == GC_REMAP && a < b)
+			e3 = range_copy_back(s, r, a - rs, b - a, to + (a - start));
+		if ((e1 && e1 != -ENOENT) || (e2 && e2 != -ENOENT) || (e3 && e3 != -ENOENT))
+			log_err(s->ctx, "svm: keeping the bytes of [0x%" PRIx64 ", +0x%" PRIx64 ") around a %s failed: %s",
+				rs, r->size, gc == GC_REMAP ? "move" : "free",
+				ugpu_strerror(e1 ? e1 : e2 ? e2 : e3));
+	}
+	pthread_mutex_lock(&s->lock);
+	if (r->first)
+		r->first->st.svm_gc_count++;
+	pthread_mutex_unlock(&s->lock);
+	range_destroy(s, r);
+	uffd_wake(s->u, rs, re - rs);
+	if (gc == GC_REMAP)
+		uffd_wake(s->u, to, end - start);
+}
+
+/* A GC item ended: count it, and let CPU touches of the addresses an
+ * mremap moved data to go on (the data is there now). Lock held. */
+void gc_item_done_locked(struct svm *s, const struct svm_work *w)
+{
+	s->gc_inflight--;
+	if (w->gc != GC_REMAP)
+		return;
+	for (unsigned int i = 0; i < s->nremap; i++)
+		if (s->remap[i].start == w->to && s->remap[i].end == w->to + (w->end - w->start)) {
+			s->remap[i] = s->remap[--s->nremap];
+			break;
+		}
+	uffd_wake(s->u, w->to, w->end - w->start);
+}
+
+bool remap_pending_locked(struct svm *s, uint64_t addr)
+{
+	for (unsigned int i = 0; i < s->nremap; i++)
+		if (addr >= s->remap[i].start && addr < s->remap[i].end)
+			return true;
+	return false;
+}
+
+static bool gc_wanted(const struct svm_range *r, const void *arg)
+{
+	(void)arg;
+	return r->gc_pending;
+}
+
+void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
+{
+	struct svm_range *r;
+
+	while ((r = own_first(s, start, end, gc_wanted, NULL)))
+		gc_range(s, r, start, end, gc, to);
+}

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared virtual memory: the ranges (sorted, disjoint, never split), the
+ * process's memory as /proc/self/maps and /proc/self/pagemap show it, and
+ * the spans registered with our userfaultfd. svm/svm.h has the structures
+ * and the locks; docs/svm.md the design.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ugpu/vm.h>
+
+#include "mm/bo.h"
+#include "mm/uffd.h"
+#include "mm/vm.h"
+#include "src/base/clock.h"
+#include "src/base/list.h"
+#include "src/base/log.h"
+#include "src/base/test_point.h"
+#include "src/device.h"
+#include "src/rpm.h"
+#include "src/vfio/dma.h"
+#include "svm/svm.h"
+
+/* ---- small helpers ------------------------------------------------------------- */
+
+uint64_t ms_to_ns(uint64_t ms)
+{
+	return ms * 1000000ull;
+}
+
+void sleep_until_ns(uint64_t when)
+{
+	uint64_t now = now_ns();
+
+	if (when > now) {
+		struct timespec ts = ns_to_timespec(when - now);
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+struct svm_dev *sd_of(struct svm *s, struct ugpu_device *dev)
+{
+	list_for_each(l, &s->devs) {
+		struct svm_dev *sd = list_entry(l, struct svm_dev, link);
+
+		if (sd->dev == dev)
+			return sd;
+	}
+	return NULL;
+}
+
+void size_count(struct ugpu_svm_stats *st, uint64_t size, int what, uint64_t us)
+{
+	uint64_t *c[3][3] = {
+		{ &st->svm_4K_pagefault_count, &st->svm_64K_pagefault_count, &st->svm_2M_pagefault_count },
+		{ &st->svm_4K_migrate_count, &st->svm_64K_migrate_count, &st->svm_2M_migrate_count },
+		{ &st->svm_4K_migrate_us, &st->svm_64K_migrate_us, &st->svm_2M_migrate_us },
+	};
+	int i = size >= SVM_2M ? 2 : size >= SVM_64K ? 1 : 0;
+
+	if (what == 0)
+		(*c[0][i])++;
+	else {
+		(*c[1][i])++;
+		*c[2][i] += us;
+	}
+}
+
+/* ---- ranges ---------------------------------------------------------------------- */
+
+/* Index of the first range that ends after @addr. Lock held. */
+size_t range_lower(struct svm *s, uint64_t addr)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (s->r[mid]->start + s->r[mid]->size <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct svm_range *range_find(struct svm *s, uint64_t addr)
+{
+	size_t i = range_lower(s, addr);
+
+	return i < s->n && s->r[i]->start <= addr ? s->r[i] : NULL;
+}
+
+bool range_overlaps(struct svm *s, uint64_t start, uint64_t end)
+{
+	size_t i = range_lower(s, start);
+
+	return i < s->n && s->r[i]->start < end;
+}
+
+int range_insert(struct svm *s, struct svm_range *r)
+{
+	size_t i = range_lower(s, r->start);
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 64;
+		struct svm_range **nr = realloc(s->r, cap * sizeof(*nr));
+
+		if (!nr)
+			return -ENOMEM;
+		s->r = nr;
+		s->cap = cap;
+	}
+	memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
+	s->r[i] = r;
+	s->n++;
+	return 0;
+}
+
+void range_remove(struct svm *s, struct svm_range *r)
+{
+	size_t i = range_lower(s, r->start);
+
+	if (i < s->n && s->r[i] == r) {
+		memmove(&s->r[i], &s->r[i + 1], (s->n - i - 1) * sizeof(*s->r));
+		s->n--;
+	}
+}
+
+/* Wait until @r is not busy, then own it. Returns false when it went
+ * away meanwhile (the caller looks it up again). Lock held. */
+bool range_own(struct svm *s, struct svm_range *r)
+{
+	uint64_t start = r->start;
+
+	while (r->busy) {
+		pthread_cond_wait(&s->cond, &s->lock);
+		if (range_find(s, start) != r)
+			return false;
+	}
+	r->busy = true;
+	return true;
+}
+
+void range_release(struct svm *s, struct svm_range *r)
+{
+	r->busy = false;
+	pthread_cond_broadcast(&s->cond);
+}
+
+/* The owner lets @r go (it may be freed by others from here on); the CPU
+ * touches parked on it while it was owned fault again. No lock held. */
+void range_done(struct svm *s, struct svm_range *r)
+{
+	uint64_t start = r->start, size = r->size;
+
+	pthread_mutex_lock(&s->lock);
+	range_release(s, r);
+	pthread_mutex_unlock(&s->lock);
+	uffd_wake(s->u, start, size);
+}
+
+/* Remove @r's maps in the VMs @match picks (PTEs zapped, TLB dropped).
+ * @r owned. */
+void range_unmap_vms(struct svm *s, struct svm_range *r,
+			    bool (*match)(const struct ugpu_vm *, const void *), const void *arg)
+{
+	for (unsigned int k = 0; k < r->nmaps;) {
+		if (match(r->maps[k].vm, arg)) {
+			vm_svm_unmap(r->maps[k].vm, r->maps[k].gpu_va, r->size);
+			pthread_mutex_lock(&s->lock);
+			r->maps[k] = r->maps[--r->nmaps];
+			pthread_mutex_unlock(&s->lock);
+		} else {
+			k++;
+		}
+	}
+}
+
+/* The owner says where @r is now. */
+void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd)
+{
+	pthread_mutex_lock(&s->lock);
+	r->where = w;
+	r->sd = sd;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the process's memory ----------------------------------------------------------- */
+
+/* The CPU mapping holding @addr, from /proc/self/maps: 0, or -ENOENT. */
+int vma_lookup(uint64_t addr, struct vma *out)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	int ret = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b, off, ino;
+		char perms[8], devs[16], path[256] = "";
+
+		if (sscanf(line, "%llx-%llx %7s %llx %15s %llu %255[^\n]", &a, &b, perms, &off, devs,
+			   &ino, path) < 6)
+			continue;
+		if (addr < a || addr >= b)
+			continue;
+		out->start = a;
+		out->end = b;
+		out->readable = perms[0] == 'r';
+		out->writable = perms[1] == 'w';
+		out->shared = perms[3] == 's';
+		/* Anonymous: no inode, and not a special mapping. */
+		out->anon = ino == 0 && (!path[0] || !strcmp(path, "[heap]") ||
+					 !strncmp(path, "[stack", 6) || !strncmp(path, "[anon:", 6));
+		/* for messages: the path's first characters are enough */
+		strncpy(out->what, path[0] ? path : "anonymous", sizeof(out->what) - 1);
+		out->what[sizeof(out->what) - 1] = 0;
+		ret = 0;
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+/* Which of the @n pages from @addr hold data (present or swapped), from
+ * /proc/self/pagemap; the others are holes (never touched, or dropped). */
+int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present)
+{
+	uint64_t buf[512];
+	size_t done = 0;
+
+	while (done < n) {
+		size_t k = n - done > 512 ? 512 : n - done, i;
+		ssize_t r = pread(s->pagemap_fd, buf, k * 8, (off_t)((addr / SVM_4K + done) * 8));
+
+		if (r != (ssize_t)(k * 8))
+			return r < 0 ? -errno : -EIO;
+		for (i = 0; i < k; i++)
+			present[done + i] = (buf[i] >> 62) & 3; /* bit 63 present, 62 swapped */
+		done += k;
+	}
+	return 0;
+}
+
+/* Is [start, end) inside what we registered? Lock held. */
+static bool region_covers(struct svm *s, uint64_t start, uint64_t end)
+{
+	size_t i;
+
+	for (i = 0; i < s->nreg; i++)
+		if (s->reg[i].start <= start && end <= s->reg[i].end)
+			return true;
+	return false;
+}
+
+void region_drop(struct svm *s, uint64_t start, uint64_t end)
+{
+	size_t i = 0;
+
+	while (i < s->nreg) {
+		struct region *g = &s->reg[i];
+
+		if (g->end <= start || g->start >= end) {
+			i++;
+		} else if (g->start >= start && g->end <= end) {
+			*g = s->reg[--s->nreg];
+		} else if (g->start < start && g->end > end) {
+			/* the middle goes: keep the left, add the right */
+			uint64_t right = g->end;
+
+			g->end = start;
+			if (s->nreg < s->capreg)
+				s->reg[s->nreg++] = (struct region){ end, right };
+			i++;
+		} else if (g->start < start) {
+			g->end = start;
+			i++;
+		} else {
+			g->start = end;
+			i++;
+		}
+	}
+}
+
+int region_add(struct svm *s, uint64_t start, uint64_t end)
+{
+	if (s->nreg == s->capreg) {
+		size_t cap = s->capreg ? 2 * s->capreg : 16;
+		struct region *nr = realloc(s->reg, cap * sizeof(*nr));
+
+		if (!nr)
+			return -ENOMEM;
+		s->reg = nr;
+		s->capreg = cap;
+	}
+	s->reg[s->nreg++] = (struct region){ start, end };
+	return 0;
+}
+
+/*
+ * Register [start, end) (inside one CPU mapping) with our userfaultfd, for
+ * missing faults (and write protection, where the kernel has it): from now
+ * on a touch of a page that is not there comes to us, and so do its unmap,
+ * free and move events. -EAGAIN when an event came after @seq (the mapping
+ * this was decided from may be gone: the caller looks again). Not from the
+ * handler thread.
+ */
+int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
+{
+	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING | (s->have_wp ? UFFDIO_REGISTER_MODE_WP : 0);
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	if (region_covers(s, start, end)) {
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	ret = uffd_register(s->u, start, end - start, mode);
+	if (ret == -EINVAL && s->have_wp) /* this memory cannot be write-protected */
+		ret = uffd_register(s->u, start, end - start, UFFDIO_REGISTER_MODE_MISSING);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&s->lock);
+	/* not recorded as ours when an event may have unmapped it since:
+	 * a later mapping there would go unregistered */
+	ret = s->event_seq != seq ? -EAGAIN : region_add(s, start, end);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* The first range starting in [lo, hi) for which @want(r, @arg) holds,
+ * owned (after waiting for its owner if it had one), or NULL when none is
+ * left. */
+struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi,
+				   bool (*want)(const struct svm_range *, const void *), const void *arg)
+{
+	for (;;) {
+		struct svm_range *r = NULL;
+		size_t i;
+
+		pthread_mutex_lock(&s->lock);
+		for (i = range_lower(s, lo); i < s->n && s->r[i]->start < hi && !r; i++)
+			if (want(s->r[i], arg))
+				r = s->r[i];
+		if (r && !range_own(s, r)) {
+			pthread_mutex_unlock(&s->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+}
