@@ -48,6 +48,7 @@
 #include "src/base/log.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
+#include "src/vfio/vfio_user_caps.h"
 #include "src/vfio/vfio_user_msg.h"
 #include "src/vfio/vfio_user_proto.h"
 
@@ -817,10 +818,14 @@ static int vu_negotiate(struct vu_dev *vu)
 	struct vu_reply r;
 	int n, ret;
 
-	n = snprintf(json, sizeof(json),
-		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u%s}}", VU_RECV_FDS,
-		     (unsigned)VFU_MAX_DATA_XFER,
-		     vu->offer_twin ? ",\"twin_socket\":{\"supported\":true}" : "");
+	struct vfu_caps mine = { .max_msg_fds = VU_RECV_FDS,
+				 .max_data_xfer_size = VFU_MAX_DATA_XFER,
+				 .twin_supported = vu->offer_twin,
+				 .twin_fd_index = -1 }; /* the limits of DMA are the server's to say */
+
+	n = vfu_caps_format(&mine, json, sizeof(json));
+	if (n < 0)
+		return n;
 	memcpy(buf, &ver, sizeof(ver));
 	memcpy(buf + sizeof(ver), json, (size_t)n + 1);
 	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, VU_RECV_FDS,

@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vfio-user VERSION capabilities: a small JSON reader for the one object the
- * protocol sends (see vfio_user_caps.h). It reads what JSON allows and skips
- * what it does not know; only the members below are interpreted.
+ * vfio-user VERSION capabilities (see vfio_user_caps.h): json-c reads and
+ * writes the JSON; this file says which members mean what.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "src/vfio/vfio_user_caps.h"
 #include "src/vfio/vfio_user_proto.h"
 
-#define JS_MAX_DEPTH 16
+/* Nesting the tokenizer accepts (objects and arrays, the outer object is 1):
+ * a bound on its recursion, far above the 2 levels the protocol uses. */
+#define CAPS_MAX_DEPTH 17
 
 void vfu_caps_init(struct vfu_caps *caps)
 {
@@ -22,270 +26,164 @@ void vfu_caps_init(struct vfu_caps *caps)
 	caps->twin_fd_index = -1;
 }
 
-struct js {
-	const char *p;
-	const char *end;
-};
-
-static void js_ws(struct js *j)
+static int caps_fail(const char **why, const char *what)
 {
-	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-		j->p++;
-}
-
-/* Parse a string; the first @cap-1 bytes land in @out (escapes kept raw:
- * we only compare plain keys). */
-static int js_string(struct js *j, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '"')
-		return -EPROTO;
-	j->p++;
-	while (j->p < j->end && *j->p != '"') {
-		if (*j->p == '\\') {
-			if (++j->p >= j->end)
-				return -EPROTO;
-		} else if ((unsigned char)*j->p < 0x20) {
-			return -EPROTO;
-		}
-		if (out && n + 1 < cap)
-			out[n++] = *j->p;
-		j->p++;
-	}
-	if (j->p >= j->end)
-		return -EPROTO;
-	j->p++;
-	if (out)
-		out[n] = '\0';
-	return 0;
-}
-
-/* A JSON number; *@v gets it if it is a non-negative integer that fits. */
-static int js_number(struct js *j, uint64_t *v, bool *is_uint)
-{
-	uint64_t acc = 0;
-	bool ok = true, digits = false;
-
-	if (j->p < j->end && *j->p == '-') {
-		ok = false;
-		j->p++;
-	}
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
-		unsigned d = (unsigned)(*j->p - '0');
-
-		digits = true;
-		if (acc > (UINT64_MAX - d) / 10)
-			ok = false;
-		else
-			acc = acc * 10 + d;
-		j->p++;
-	}
-	if (!digits)
-		return -EPROTO;
-	while (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E' || *j->p == '+' ||
-				 *j->p == '-' || (*j->p >= '0' && *j->p <= '9'))) {
-		ok = false;
-		j->p++;
-	}
-	*v = acc;
-	*is_uint = ok;
-	return 0;
-}
-
-static int js_skip(struct js *j, int depth);
-
-static int js_object(struct js *j, int depth, int (*member)(struct js *, const char *, int, void *),
-		     void *arg)
-{
-	char key[64];
-	int ret;
-
-	if (depth > JS_MAX_DEPTH)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end || *j->p != '{')
-		return -EPROTO;
-	j->p++;
-	js_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
-		return 0;
-	}
-	for (;;) {
-		ret = js_string(j, key, sizeof(key));
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p >= j->end || *j->p != ':')
-			return -EPROTO;
-		j->p++;
-		ret = member ? member(j, key, depth + 1, arg) : js_skip(j, depth + 1);
-		if (ret)
-			return ret;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		return -EPROTO;
-	}
-}
-
-static int js_skip(struct js *j, int depth)
-{
-	uint64_t v;
-	bool u;
-
-	if (depth > JS_MAX_DEPTH)
-		return -EPROTO;
-	js_ws(j);
-	if (j->p >= j->end)
-		return -EPROTO;
-	switch (*j->p) {
-	case '{':
-		return js_object(j, depth, NULL, NULL);
-	case '[':
-		j->p++;
-		js_ws(j);
-		if (j->p < j->end && *j->p == ']') {
-			j->p++;
-			return 0;
-		}
-		for (;;) {
-			int ret = js_skip(j, depth + 1);
-
-			if (ret)
-				return ret;
-			js_ws(j);
-			if (j->p < j->end && *j->p == ',') {
-				j->p++;
-				continue;
-			}
-			if (j->p < j->end && *j->p == ']') {
-				j->p++;
-				return 0;
-			}
-			return -EPROTO;
-		}
-	case '"':
-		return js_string(j, NULL, 0);
-	case 't':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "true", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	case 'f':
-		if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
-			j->p += 5;
-			return 0;
-		}
-		return -EPROTO;
-	case 'n':
-		if (j->end - j->p >= 4 && !memcmp(j->p, "null", 4)) {
-			j->p += 4;
-			return 0;
-		}
-		return -EPROTO;
-	default:
-		return js_number(j, &v, &u);
-	}
-}
-
-/* "true" or "false". */
-static int js_bool(struct js *j, bool *v)
-{
-	js_ws(j);
-	if (j->end - j->p >= 4 && !memcmp(j->p, "true", 4)) {
-		j->p += 4;
-		*v = true;
-		return 0;
-	}
-	if (j->end - j->p >= 5 && !memcmp(j->p, "false", 5)) {
-		j->p += 5;
-		*v = false;
-		return 0;
-	}
+	if (why)
+		*why = what;
 	return -EPROTO;
 }
 
-/* A non-negative integer member. */
-static int js_uint(struct js *j, uint64_t *v)
+/* A non-negative integer (json-c saturates a larger one at UINT64_MAX). */
+static int caps_uint(struct json_object *v, uint64_t *out)
 {
-	bool is_uint;
-	int ret;
-
-	js_ws(j);
-	ret = js_number(j, v, &is_uint);
-	return ret ? ret : is_uint ? 0 : -EPROTO;
-}
-
-static int twin_member(struct js *j, const char *key, int depth, void *arg)
-{
-	struct vfu_caps *caps = arg;
-	uint64_t v;
-	int ret;
-
-	if (!strcmp(key, "supported"))
-		return js_bool(j, &caps->twin_supported);
-	if (!strcmp(key, "fd_index")) {
-		ret = js_uint(j, &v);
-		if (ret || v > INT64_MAX)
-			return -EPROTO;
-		caps->twin_fd_index = (int64_t)v;
-		return 0;
-	}
-	return js_skip(j, depth);
-}
-
-static int caps_member(struct js *j, const char *key, int depth, void *arg)
-{
-	struct vfu_caps *caps = arg;
-	uint64_t *dst = NULL;
-
-	if (!strcmp(key, "max_msg_fds"))
-		dst = &caps->max_msg_fds;
-	else if (!strcmp(key, "max_data_xfer_size"))
-		dst = &caps->max_data_xfer_size;
-	else if (!strcmp(key, "max_dma_maps"))
-		dst = &caps->max_dma_maps;
-	else if (!strcmp(key, "pgsizes"))
-		dst = &caps->pgsizes;
-	else if (!strcmp(key, "twin_socket"))
-		return js_object(j, depth, twin_member, arg);
-	if (!dst)
-		return js_skip(j, depth);
-	return js_uint(j, dst);
-}
-
-static int top_member(struct js *j, const char *key, int depth, void *arg)
-{
-	if (!strcmp(key, "capabilities"))
-		return js_object(j, depth, caps_member, arg);
-	return js_skip(j, depth);
-}
-
-int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps)
-{
-	struct js j = { .p = s, .end = s + len };
-	int ret;
-
-	while (j.end > j.p && j.end[-1] == '\0')
-		j.end--;
-	if (memchr(s, '\0', (size_t)(j.end - j.p)))
+	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
 		return -EPROTO;
-	js_ws(&j);
-	if (j.p == j.end)
+	*out = json_object_get_uint64(v);
+	return 0;
+}
+
+static int caps_twin(struct json_object *twin, struct vfu_caps *caps, const char **why)
+{
+	struct json_object *v;
+	uint64_t idx;
+
+	if (!json_object_is_type(twin, json_type_object))
+		return caps_fail(why, "\"twin_socket\" is not an object");
+	if (json_object_object_get_ex(twin, "supported", &v)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return caps_fail(why, "\"twin_socket\".\"supported\" is not a boolean");
+		caps->twin_supported = json_object_get_boolean(v);
+	}
+	if (json_object_object_get_ex(twin, "fd_index", &v)) {
+		if (caps_uint(v, &idx) || idx > INT64_MAX)
+			return caps_fail(why, "\"twin_socket\".\"fd_index\" is not a non-negative integer");
+		caps->twin_fd_index = (int64_t)idx;
+	}
+	return 0;
+}
+
+static int caps_read(struct json_object *top, struct vfu_caps *caps, const char **why)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} nums[] = {
+		{ "max_msg_fds", offsetof(struct vfu_caps, max_msg_fds) },
+		{ "max_data_xfer_size", offsetof(struct vfu_caps, max_data_xfer_size) },
+		{ "max_dma_maps", offsetof(struct vfu_caps, max_dma_maps) },
+		{ "pgsizes", offsetof(struct vfu_caps, pgsizes) },
+	};
+	struct json_object *obj, *v;
+
+	if (!json_object_is_type(top, json_type_object))
+		return caps_fail(why, "the top level is not an object");
+	if (!json_object_object_get_ex(top, "capabilities", &obj))
 		return 0;
-	ret = js_object(&j, 0, top_member, caps);
-	if (ret)
-		return ret;
-	js_ws(&j);
-	return j.p == j.end ? 0 : -EPROTO;
+	if (!json_object_is_type(obj, json_type_object))
+		return caps_fail(why, "\"capabilities\" is not an object");
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		if (!json_object_object_get_ex(obj, nums[i].key, &v))
+			continue;
+		if (caps_uint(v, (uint64_t *)((char *)caps + nums[i].off))) {
+			if (why)
+				*why = nums[i].key; /* names the member that is not a count */
+			return -EPROTO;
+		}
+	}
+	if (json_object_object_get_ex(obj, "twin_socket", &v))
+		return caps_twin(v, caps, why);
+	return 0;
+}
+
+int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps, const char **why)
+{
+	struct json_tokener *tok;
+	struct json_object *top;
+	size_t end;
+	int ret;
+
+	while (len && s[len - 1] == '\0')
+		len--;
+	if (memchr(s, '\0', len))
+		return caps_fail(why, "a NUL byte inside the string");
+	if (strspn(s, " \t\r\n") >= len)
+		return 0; /* nothing (or only white space): no capabilities */
+	if (len > INT32_MAX)
+		return caps_fail(why, "too long");
+	tok = json_tokener_new_ex(CAPS_MAX_DEPTH);
+	if (!tok)
+		return -ENOMEM;
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	top = json_tokener_parse_ex(tok, s, (int)len);
+	end = json_tokener_get_parse_end(tok);
+	if (!top) {
+		enum json_tokener_error e = json_tokener_get_error(tok);
+
+		ret = caps_fail(why, e == json_tokener_continue ? "the JSON ends early" :
+				     e == json_tokener_error_depth ? "nested too deeply" :
+								     "not valid JSON");
+	} else if (end != len) {
+		/* strict mode already refuses all but white space after the
+		 * object: a safety net should a tokenizer stop short */
+		ret = caps_fail(why, "text after the JSON object");
+	} else {
+		ret = caps_read(top, caps, why);
+	}
+	json_object_put(top);
+	json_tokener_free(tok);
+	return ret;
+}
+
+/* Add @v (NULL: its allocation failed) as @obj's member @key; @v is @obj's
+ * from then on, or freed. */
+static int caps_add(struct json_object *obj, const char *key, struct json_object *v)
+{
+	if (!v || json_object_object_add(obj, key, v)) {
+		json_object_put(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int vfu_caps_format(const struct vfu_caps *caps, char *buf, size_t cap)
+{
+	struct json_object *top = json_object_new_object();
+	struct json_object *obj = json_object_new_object();
+	struct json_object *twin;
+	const char *s;
+	size_t n;
+	int ret = -ENOMEM;
+
+	if (!top) {
+		json_object_put(obj);
+		return -ENOMEM;
+	}
+	if (caps_add(top, "capabilities", obj))
+		goto out_put;
+	if (caps_add(obj, "max_msg_fds", json_object_new_uint64(caps->max_msg_fds)) ||
+	    caps_add(obj, "max_data_xfer_size", json_object_new_uint64(caps->max_data_xfer_size)) ||
+	    (caps->max_dma_maps &&
+	     caps_add(obj, "max_dma_maps", json_object_new_uint64(caps->max_dma_maps))) ||
+	    (caps->pgsizes && caps_add(obj, "pgsizes", json_object_new_uint64(caps->pgsizes))))
+		goto out_put;
+	if (caps->twin_supported) {
+		twin = json_object_new_object();
+		if (caps_add(obj, "twin_socket", twin) ||
+		    caps_add(twin, "supported", json_object_new_boolean(1)) ||
+		    (caps->twin_fd_index >= 0 &&
+		     caps_add(twin, "fd_index", json_object_new_uint64((uint64_t)caps->twin_fd_index))))
+			goto out_put;
+	}
+	s = json_object_to_json_string_length(top, JSON_C_TO_STRING_PLAIN, &n);
+	if (!s)
+		goto out_put;
+	if (n + 1 > cap || n > INT32_MAX) {
+		ret = -ENOSPC;
+		goto out_put;
+	}
+	memcpy(buf, s, n + 1);
+	ret = (int)n;
+out_put:
+	json_object_put(top);
+	return ret;
 }

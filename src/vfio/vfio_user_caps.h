@@ -3,9 +3,10 @@
  * vfio-user VERSION capabilities: the JSON object both ends send after the
  * version numbers. One parser for both sides of this project (the client,
  * src/vfio/vfio_user.c, and the reference device, tools/ugpu-sim/), so what
- * one accepts the other accepts too, and both are fuzzed through it.
+ * one accepts the other accepts too, and both are fuzzed through it; one
+ * writer, so both send what the other reads. json-c does the JSON.
  *
- * Pure: no logging, no allocation, no global state; bounded recursion.
+ * No logging and no global state: callers log with the reason returned.
  */
 #ifndef UGPU_VFIO_USER_CAPS_H
 #define UGPU_VFIO_USER_CAPS_H
@@ -37,11 +38,26 @@ void vfu_caps_init(struct vfu_caps *caps);
 /*
  * vfu_caps_parse() - parse the capabilities string in [@s, @s + @len): NUL
  * bytes at its end are allowed, none inside. Empty (or only white space)
- * means "no capabilities". Unknown members are skipped; a known one of the
- * wrong type (a negative or fractional number, "supported" not a boolean,
- * "twin_socket" not an object) is an error.
- * Returns: 0, or -EPROTO (@caps then partly filled).
+ * means "no capabilities". Strict JSON (json-c's JSON_TOKENER_STRICT),
+ * nested at most 17 deep, nothing but white space after the object.
+ * Unknown members are skipped; a known one of the wrong type (a negative or
+ * fractional number, "supported" not a boolean, "twin_socket" not an object)
+ * is an error. A count past 2^64 - 1 reads as 2^64 - 1 (json-c saturates).
+ * @why: if not NULL, gets a short static phrase naming what was wrong (the
+ *       member's name when a count is not one) on -EPROTO.
+ * Returns: 0, -EPROTO (@caps then partly filled), or -ENOMEM.
  */
-int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps);
+int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps, const char **why);
+
+/*
+ * vfu_caps_format() - write @caps as a VERSION capabilities string into
+ * @buf (NUL-terminated): max_msg_fds and max_data_xfer_size always,
+ * max_dma_maps and pgsizes when not 0 (a client leaves them 0: they are the
+ * server's to say), "twin_socket" when @caps->twin_supported, with
+ * "fd_index" when @caps->twin_fd_index >= 0 (a server's reply).
+ * Returns: the string's length without the NUL, -ENOSPC if @cap is too
+ * small, or -ENOMEM.
+ */
+int vfu_caps_format(const struct vfu_caps *caps, char *buf, size_t cap);
 
 #endif

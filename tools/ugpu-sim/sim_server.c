@@ -623,8 +623,9 @@ static int twin_start(struct sim_dev *dev, int *peer_end)
 
 static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 {
-	struct vfu_caps caps;
+	struct vfu_caps caps, ours;
 	struct vfu_version v;
+	const char *why;
 	char mine[256];
 	int n, peer_end = -1;
 
@@ -651,9 +652,11 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 			reply_err(dev, m, EINVAL);
 			return;
 		}
-		if (vfu_caps_parse((const char *)m->body + sizeof(v), m->len - sizeof(v), &caps)) {
-			srv_log(dev, "VERSION: capabilities are not JSON of the expected shape");
-			reply_err(dev, m, EINVAL);
+		n = vfu_caps_parse((const char *)m->body + sizeof(v), m->len - sizeof(v), &caps, &why);
+		if (n) {
+			srv_log(dev, "VERSION: capabilities are not JSON of the expected shape: %s",
+				n == -ENOMEM ? "out of memory" : why);
+			reply_err(dev, m, n == -ENOMEM ? ENOMEM : EINVAL);
 			return;
 		}
 		xfer = caps.max_data_xfer_size;
@@ -668,17 +671,24 @@ static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
 	}
 	if (v.minor > VFU_VERSION_MINOR)
 		v.minor = VFU_VERSION_MINOR;
+	/* Our capabilities; twin_socket only when the client offered it (the
+	 * reply's list must be a subset of the proposal), and then we take it. */
+	ours = (struct vfu_caps){ .max_msg_fds = VFU_MAX_FDS,
+				  .max_data_xfer_size = VFU_MAX_DATA_XFER,
+				  .max_dma_maps = dev->max_dma_maps,
+				  .pgsizes = SIM_PAGE,
+				  .twin_supported = caps.twin_supported,
+				  .twin_fd_index = caps.twin_supported ? 0 : -1 };
+	n = vfu_caps_format(&ours, mine, sizeof(mine));
+	if (n < 0) {
+		srv_log(dev, "VERSION: cannot write our capabilities: %s", strerror(-n));
+		reply_err(dev, m, -n);
+		return;
+	}
 	if (caps.twin_supported && twin_start(dev, &peer_end)) {
 		reply_err(dev, m, EINVAL);
 		return;
 	}
-	/* Our capabilities; twin_socket only when the client offered it (the
-	 * reply's list must be a subset of the proposal), and then we take it. */
-	n = snprintf(mine, sizeof(mine),
-		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
-		     "\"max_dma_maps\":%u,\"pgsizes\":%u%s}}",
-		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE,
-		     peer_end >= 0 ? ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}" : "");
 	dev->versioned = true;
 	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, peer_end >= 0 ? &peer_end : NULL,
 	      peer_end >= 0 ? 1 : 0);
