@@ -95,6 +95,15 @@ static int caps_read(struct json_object *top, struct vfu_caps *caps, const char 
 	return 0;
 }
 
+/* Only JSON white space in [@s, @s + @len) (which need not end in a NUL). */
+static bool caps_is_blank(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!memchr(" \t\r\n", s[i], 4))
+			return false;
+	return true;
+}
+
 int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps, const char **why)
 {
 	struct json_tokener *tok;
@@ -106,7 +115,7 @@ int vfu_caps_parse(const char *s, size_t len, struct vfu_caps *caps, const char 
 		len--;
 	if (memchr(s, '\0', len))
 		return caps_fail(why, "a NUL byte inside the string");
-	if (strspn(s, " \t\r\n") >= len)
+	if (caps_is_blank(s, len))
 		return 0; /* nothing (or only white space): no capabilities */
 	if (len > INT32_MAX)
 		return caps_fail(why, "too long");

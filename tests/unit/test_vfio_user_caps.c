@@ -60,7 +60,18 @@ static void test_members(void **state)
 	assert_int_equal(c.twin_fd_index, 0);
 	/* Several NULs at the end are allowed. */
 	vfu_caps_init(&c);
-	assert_int_equal(vfu_caps_parse("{\"capabilities\":{\"max_msg_fds\":3}}\0\0", 38, &c, NULL), 0);
+	{
+		static const char nuls[] = "{\"capabilities\":{\"max_msg_fds\":3}}\0\0";
+
+		assert_int_equal(vfu_caps_parse(nuls, sizeof(nuls), &c, NULL), 0);
+	}
+	/* ... and none at all (the string's bytes end where the JSON does) */
+	{
+		static const char tight[3] = { ' ', '{', '}' };
+
+		assert_int_equal(vfu_caps_parse(tight, sizeof(tight), &c, NULL), 0);
+		assert_int_equal(vfu_caps_parse(tight, 1, &c, NULL), 0);
+	}
 	assert_int_equal(c.max_msg_fds, 3);
 }
 
