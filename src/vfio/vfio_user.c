@@ -45,7 +45,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/base/clock.h"
 #include "src/base/log.h"
+#include "src/base/sock.h"
 #include "src/vfio/transport.h"
 #include "src/vfio/vfio_user.h"
 #include "src/vfio/vfio_user_caps.h"
@@ -153,14 +155,6 @@ static int vu_timeout(struct vu_dev *vu)
 	return __atomic_load_n(&vu->timeout_ms, __ATOMIC_RELAXED);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void close_fds(int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -224,73 +218,16 @@ static int vu_send(struct vu_dev *vu, bool twin, const struct vfu_hdr *hdr, cons
 		{ .iov_base = (void *)hdr, .iov_len = sizeof(*hdr) },
 		{ .iov_base = (void *)payload, .iov_len = len },
 	};
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
-		struct cmsghdr align;
-	} cm;
-	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
-	size_t total = sizeof(*hdr) + len, sent = 0;
-	int64_t deadline = now_ms() + vu_timeout(vu);
-	int ret = 0;
+	size_t total = sizeof(*hdr) + len, sent;
+	int ret;
 
 	if (nfds > VFU_MAX_FDS)
 		return -EINVAL;
-	if (nfds > 0) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		msg.msg_control = cm.buf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
-
 	pthread_mutex_lock(lock);
-	while (sent < total) {
-		ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n > 0) {
-			sent += (size_t)n;
-			/* fds go with the first byte only */
-			msg.msg_control = NULL;
-			msg.msg_controllen = 0;
-			while (n > 0 && msg.msg_iovlen > 0) {
-				if ((size_t)n >= msg.msg_iov[0].iov_len) {
-					n -= (ssize_t)msg.msg_iov[0].iov_len;
-					msg.msg_iov++;
-					msg.msg_iovlen--;
-				} else {
-					msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + n;
-					msg.msg_iov[0].iov_len -= (size_t)n;
-					n = 0;
-				}
-			}
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int64_t left = deadline - now_ms();
-			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-
-			if (left <= 0) {
-				ret = -ETIMEDOUT;
-				break;
-			}
-			if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
-				ret = -errno;
-				break;
-			}
-			continue;
-		}
-		ret = (n < 0 && errno != EPIPE && errno != ECONNRESET && errno != ENOTCONN) ? -errno
-											       : -ENODEV;
-		break;
-	}
+	ret = sock_send(fd, iov, 2, fds, nfds, now_ns() + (uint64_t)vu_timeout(vu) * 1000000u, &sent);
 	pthread_mutex_unlock(lock);
+	if (ret == -ECONNRESET)
+		ret = -ENODEV;
 
 	if (ret == -ENODEV) {
 		vu_mark_dead(vu, -ENODEV, "server hung up (send failed)");
@@ -320,96 +257,31 @@ static bool vu_stopping(struct vu_dev *vu)
 	return stop;
 }
 
-/*
- * Read exactly @len bytes of a message that has started on @fd: the rest
- * must follow within half the call bound, so a stalled message is reported
- * as a broken stream (-EPROTO) before the waiting caller's own timeout fires.
- * Collects SCM_RIGHTS fds into @fds (up to VU_RECV_FDS); *@ctrunc is set if
- * the kernel had to drop some.
- * Returns 0, -ENODEV (EOF / reset), -ETIMEDOUT (stalled mid-message),
- * -ECANCELED (close requested), -errno.
- */
-static int vu_recv_exact(struct vu_dev *vu, int fd, void *buf, size_t len, int *fds, int *nfds,
-			 bool *ctrunc)
+/* The reader's wake fd is readable (sock_wait.woken): close() asked it to
+ * stop, or a twin socket is there to watch (seen after this message). */
+static int vu_woken(void *arg)
 {
-	int64_t deadline = now_ms() + (vu_timeout(vu) + 1) / 2;
-	size_t got = 0;
+	struct vu_dev *vu = arg;
+	uint64_t v;
 
-	while (got < len) {
-		struct pollfd pfd[2] = {
-			{ .fd = fd, .events = POLLIN },
-			{ .fd = vu->wake_fd, .events = POLLIN },
-		};
-		union {
-			char b[CMSG_SPACE(sizeof(int) * VU_RECV_FDS)];
-			struct cmsghdr align;
-		} cm;
-		struct iovec iov = { .iov_base = (char *)buf + got, .iov_len = len - got };
-		struct msghdr msg = {
-			.msg_iov = &iov,
-			.msg_iovlen = 1,
-			.msg_control = cm.b,
-			.msg_controllen = sizeof(cm.b),
-		};
-		int64_t left = deadline - now_ms();
-		struct cmsghdr *c;
-		ssize_t n;
-		int pr;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		pr = poll(pfd, 2, (int)left);
-		if (pr < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (pfd[1].revents) {
-			uint64_t v;
-
-			if (vu_stopping(vu))
-				return -ECANCELED;
-			/* a poke (a twin socket to watch): seen after this message */
-			if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
-				/* EAGAIN: drained already */
-			}
-		}
-		if (!pfd[0].revents)
-			continue;
-
-		n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-				continue;
-			if (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE)
-				return -ENODEV;
-			return -errno;
-		}
-		if (msg.msg_flags & MSG_CTRUNC)
-			*ctrunc = true;
-		for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			int k, cnt;
-
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			for (k = 0; k < cnt; k++) {
-				int cfd;
-
-				memcpy(&cfd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-				if (*nfds < VU_RECV_FDS)
-					fds[(*nfds)++] = cfd;
-				else {
-					close(cfd);
-					*ctrunc = true;
-				}
-			}
-		}
-		if (n == 0)
-			return -ENODEV;
-		got += (size_t)n;
+	if (vu_stopping(vu))
+		return -ECANCELED;
+	if (read(vu->wake_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: drained already */
 	}
 	return 0;
+}
+
+/* The body length a vfio-user header gives (sock_body_len_fn): -EPROTO for
+ * a size that cannot be framed. */
+static int64_t vu_body_len(const void *hdr, void *arg)
+{
+	const struct vfu_hdr *h = hdr;
+
+	(void)arg;
+	if (h->size < sizeof(*h) || h->size > VFU_MAX_MSG)
+		return -EPROTO;
+	return (int64_t)(h->size - sizeof(*h));
 }
 
 /* Answer a server request on the socket it came by (@twin): an error
@@ -539,50 +411,49 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
  */
 static int vu_read_one(struct vu_dev *vu, int fd, bool twin)
 {
+	/* The message has started: the rest must follow within half the call
+	 * bound, so a stalled message is reported as a broken stream (-EPROTO)
+	 * before the waiting caller's own timeout fires. */
+	struct sock_wait w = {
+		.deadline_ns = now_ns() + (uint64_t)(vu_timeout(vu) + 1) / 2 * 1000000u,
+		.wake_fd = vu->wake_fd,
+		.woken = vu_woken,
+		.arg = vu,
+	};
+	struct sock_msg m = { .in.max = VU_RECV_FDS };
 	struct vfu_hdr h;
-	int fds[VU_RECV_FDS];
-	int nfds = 0;
-	bool ctrunc = false;
-	uint8_t *body = NULL;
-	size_t len = 0;
+	int *fds = m.in.fds;
+	int nfds;
+	uint8_t *body;
+	size_t len;
 	char why[160];
 	int ret;
 
-	ret = vu_recv_exact(vu, fd, &h, sizeof(h), fds, &nfds, &ctrunc);
-	if (ret == 0 && (h.size < sizeof(h) || h.size > VFU_MAX_MSG)) {
+	ret = sock_recv_msg(fd, &h, sizeof(h), vu_body_len, NULL, VFU_MAX_MSG - sizeof(h), &w, &m);
+	if (ret == -EPROTO) {
 		snprintf(why, sizeof(why), "message %s claims size %u (must be %zu..%u): stream broken",
 			 vu_cmd_name(h.cmd), h.size, sizeof(h), (unsigned)VFU_MAX_MSG);
-		close_fds(fds, nfds);
 		vu_mark_dead(vu, -EPROTO, why);
 		return -1;
 	}
-	if (ret == 0) {
-		len = h.size - sizeof(h);
-		if (len) {
-			body = malloc(len);
-			if (!body) {
-				close_fds(fds, nfds);
-				vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
-				return -1;
-			}
-			ret = vu_recv_exact(vu, fd, body, len, fds, &nfds, &ctrunc);
-		}
-	}
 	if (ret) {
-		close_fds(fds, nfds);
-		free(body);
 		if (ret == -ECANCELED) {
 			vu_mark_dead(vu, -ENODEV, NULL);
-		} else if (ret == -ENODEV) {
+		} else if (ret == -ECONNRESET) {
 			vu_mark_dead(vu, -ENODEV, twin ? "server hung up (twin socket)" : "server hung up");
 		} else if (ret == -ETIMEDOUT) {
 			vu_mark_dead(vu, -EPROTO, "message cut short (stalled mid-message)");
+		} else if (ret == -ENOMEM) {
+			vu_mark_dead(vu, -ENOMEM, "out of memory for a message");
 		} else {
 			snprintf(why, sizeof(why), "socket read failed: %s", strerror(-ret));
 			vu_mark_dead(vu, -ENODEV, why);
 		}
 		return -1;
 	}
+	body = m.body;
+	len = m.len;
+	nfds = m.in.n;
 
 	switch (h.flags & VFU_F_TYPE_MASK) {
 	case VFU_F_TYPE_REPLY:
@@ -595,7 +466,7 @@ static int vu_read_one(struct vu_dev *vu, int fd, bool twin)
 			free(body);
 			break;
 		}
-		vu_route_reply(vu, &h, body, len, fds, nfds, ctrunc);
+		vu_route_reply(vu, &h, body, len, fds, nfds, m.in.ctrunc);
 		break;
 	case VFU_F_TYPE_COMMAND:
 		close_fds(fds, nfds);
@@ -696,7 +567,6 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 	struct vu_pending **pp;
 	struct vfu_hdr h;
 	struct timespec ts;
-	int64_t deadline;
 	int ret;
 
 	if (rep)
@@ -734,9 +604,7 @@ static int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t 
 
 	pthread_mutex_lock(&vu->lock);
 	if (ret == 0) {
-		deadline = now_ms() + vu_timeout(vu);
-		ts.tv_sec = deadline / 1000;
-		ts.tv_nsec = (deadline % 1000) * 1000000;
+		ts = monotonic_deadline_after_ms((uint64_t)vu_timeout(vu));
 		while (!p.done) {
 			if (pthread_cond_timedwait(&vu->cond, &vu->lock, &ts) == ETIMEDOUT && !p.done) {
 				ret = -ETIMEDOUT;
@@ -1538,14 +1406,14 @@ int vfio_user_open_opts(struct ugpu_context *ctx, const char *socket_path,
 		return -errno;
 	/* A non-blocking AF_UNIX connect fails with EAGAIN while the server's
 	 * backlog is full: retry until the bound. */
-	deadline = now_ms() + vu_timeout_from(opts);
+	deadline = (int64_t)now_ms() + vu_timeout_from(opts);
 	for (;;) {
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 			break;
 		ret = -errno;
 		if (ret == -EINTR)
 			continue;
-		if (ret == -EAGAIN && now_ms() < deadline) {
+		if (ret == -EAGAIN && (int64_t)now_ms() < deadline) {
 			usleep(1000);
 			continue;
 		}

@@ -33,59 +33,13 @@
 #include <unistd.h>
 
 #include "sim_internal.h"
+#include "src/base/sock.h"
 #include "src/vfio/vfio_user_caps.h"
 
 #define srv_log(dev, fmt, ...) \
 	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
 
-/* ---- socket I/O ------------------------------------------------------------ */
-
-static int wait_fd(int fd, short ev, uint64_t deadline_ns)
-{
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = ev };
-		uint64_t now = sim_now_ns();
-		int ret;
-
-		if (now >= deadline_ns)
-			return -ETIMEDOUT;
-		ret = poll(&p, 1, (int)((deadline_ns - now) / 1000000ull) + 1);
-		if (ret < 0 && errno != EINTR)
-			return -errno;
-		if (ret > 0) {
-			if (p.revents & (POLLERR | POLLNVAL))
-				return -ECONNRESET;
-			return 0;
-		}
-	}
-}
-
-static int read_full(int fd, void *buf, size_t len, uint64_t deadline)
-{
-	uint8_t *b = buf;
-
-	while (len) {
-		ssize_t n = recv(fd, b, len, MSG_DONTWAIT);
-
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			int ret;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = wait_fd(fd, POLLIN, deadline);
-			if (ret)
-				return ret;
-			continue;
-		}
-		b += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
+/* ---- socket I/O (framing: src/base/sock.c) ---------------------------------- */
 
 void srv_msg_free(struct sim_msg *m)
 {
@@ -113,154 +67,48 @@ size_t srv_msg_frame(struct sim_msg *m)
 	return m->len;
 }
 
+/* How long the body after @m's header is (sock_body_len_fn); a header that
+ * cannot be answered normally marks @m bad (srv_msg_frame). */
+static int64_t recv_body_len(const void *hdr, void *arg)
+{
+	(void)hdr; /* it is the header of @arg */
+	return (int64_t)srv_msg_frame(arg);
+}
+
 /* Read one message. Returns 0 with *out, or -errno (connection unusable). */
 static int recv_msg(int fd, struct sim_msg **out)
 {
-	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov;
-	struct msghdr mh;
-	struct cmsghdr *c;
+	struct sock_wait w = { .deadline_ns = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull,
+			       .wake_fd = -1 };
+	struct sock_msg in = { .in.max = VFU_MAX_FDS };
 	struct sim_msg *m;
-	size_t follow;
-	ssize_t n;
 	int ret;
 
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	for (;;) {
-		memset(&mh, 0, sizeof(mh));
-		iov.iov_base = &m->hdr;
-		iov.iov_len = sizeof(m->hdr);
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = sizeof(cbuf.buf);
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n > 0)
-			break;
-		if (n == 0) {
-			ret = -ECONNRESET;
-			goto out_free;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN) {
-			ret = -errno;
-			goto out_free;
-		}
-		ret = wait_fd(fd, POLLIN, deadline);
-		if (ret)
-			goto out_free;
+	/* A body over VFU_MAX_MSG is read and dropped to stay in step, and
+	 * answered E2BIG (srv_msg_frame set m->bad). */
+	ret = sock_recv_msg(fd, &m->hdr, sizeof(m->hdr), recv_body_len, m,
+			    VFU_MAX_MSG - sizeof(m->hdr), &w, &in);
+	if (ret) {
+		free(m);
+		return ret;
 	}
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			int *fds = (int *)CMSG_DATA(c);
-
-			for (int i = 0; i < cnt; i++) {
-				if (m->nfds < VFU_MAX_FDS)
-					m->fds[m->nfds++] = fds[i];
-				else
-					close(fds[i]);
-			}
-		}
-	}
-	if (mh.msg_flags & MSG_CTRUNC)
+	if (in.in.ctrunc && !m->bad)
 		m->bad = EINVAL; /* more fds than max_msg_fds */
-	if (n < (ssize_t)sizeof(m->hdr)) {
-		ret = read_full(fd, (uint8_t *)&m->hdr + n, sizeof(m->hdr) - (size_t)n, deadline);
-		if (ret)
-			goto out_free;
-	}
-	follow = srv_msg_frame(m);
-	if (m->bad == E2BIG) {
-		/* Too big to hold: drain it to stay in sync, answer E2BIG. */
-		uint8_t sink[4096];
-		size_t left = follow;
-
-		while (left) {
-			size_t k = left < sizeof(sink) ? left : sizeof(sink);
-
-			ret = read_full(fd, sink, k, deadline);
-			if (ret)
-				goto out_free;
-			left -= k;
-		}
-	}
-	if (m->len) {
-		m->body = malloc(m->len);
-		if (!m->body) {
-			ret = -ENOMEM;
-			goto out_free;
-		}
-		ret = read_full(fd, m->body, m->len, deadline);
-		if (ret)
-			goto out_free;
-	}
+	m->body = in.body;
+	memcpy(m->fds, in.in.fds, sizeof(int) * (size_t)in.in.n);
+	m->nfds = in.in.n;
 	*out = m;
 	return 0;
-
-out_free:
-	srv_msg_free(m);
-	return ret;
 }
 
 /* Send a message (fds on its first byte). send_lock held. */
 static int send_locked(int fd, struct iovec *iov, int iovcnt, const int *fds, int nfds)
 {
-	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
-		struct cmsghdr align;
-	} cbuf;
-	bool first = true;
-
-	while (iovcnt) {
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-		ssize_t n;
-
-		if (first && nfds) {
-			struct cmsghdr *c;
-
-			memset(&cbuf, 0, sizeof(cbuf));
-			mh.msg_control = cbuf.buf;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-			c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-			memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-		}
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			int ret;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = wait_fd(fd, POLLOUT, deadline);
-			if (ret)
-				return ret;
-			continue;
-		}
-		first = false;
-		while (iovcnt && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			iovcnt--;
-		}
-		if (iovcnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
+	return sock_send(fd, iov, iovcnt, fds, nfds,
+			 sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull, NULL);
 }
 
 void srv_shutdown_client(struct sim_dev *dev)
