@@ -33,12 +33,12 @@
 #include "mm/bo.h"
 #include "mm/uffd.h"
 #include "mm/vm.h"
-#include "src/base/clock.h"
-#include "src/base/list.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/list.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/rpm.h"
-#include "src/vfio/dma.h"
+#include "vfio/dma.h"
 #include "svm/svm.h"
 
 #define SVM_MAX_MAPS 8

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A tiny raw vfio-user client for the ugpu-sim device-model tests. It is
- * deliberately independent of the driver's transport (src/vfio/vfio_user.c):
+ * deliberately independent of the driver's transport (vfio/vfio_user.c):
  * these tests check the device against the protocol, not against our client.
  *
  * While it waits for a reply (tc_call) or an eventfd (tc_wait_irq) it serves
@@ -25,8 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/base/sock.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "base/sock.h"
+#include "vfio/vfio_user_proto.h"
 #include "tools/ugpu-sim/sim.h"
 
 #define TC_TIMEOUT_MS 5000

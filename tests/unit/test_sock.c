@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Message framing with fd passing (src/base/sock.c), over socketpairs: whole
+ * Message framing with fd passing (base/sock.c), over socketpairs: whole
  * messages out of short reads, fds kept or closed, truncated control data,
  * too many fds, signals in the middle of a wait, a peer that goes, a peer
  * that stalls, a body too long to keep, a wake-up that cancels.
@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "src/base/clock.h"
-#include "src/base/sock.h"
+#include "base/clock.h"
+#include "base/sock.h"
 
 /* The test's own framing: a length and a tag, then the body. */
 struct thdr {

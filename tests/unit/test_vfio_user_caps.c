@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The vfio-user VERSION capabilities (src/vfio/vfio_user_caps.c): what both
+ * The vfio-user VERSION capabilities (vfio/vfio_user_caps.c): what both
  * ends accept, what they refuse and why, and that what one end writes the
  * other reads back.
  */
@@ -13,8 +13,8 @@
 
 #include <cmocka.h>
 
-#include "src/vfio/vfio_user_caps.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_proto.h"
 
 static int parse(const char *s, struct vfu_caps *caps, const char **why)
 {

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "sim_internal.h"
-#include "src/vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_caps.h"
 
 /* ---- commands ----------------------------------------------------------------- */
 

@@ -35,7 +35,7 @@
 #include <sys/un.h>
 
 #include "sim.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_proto.h"
 
 #define SIM_NUM_CE 2
 #define SIM_MSIX_VECTORS 5

@@ -13,7 +13,7 @@
  *
  * One client at a time: a second connection is accepted, answered EBUSY and
  * closed. A client that disconnects loses its DMA windows and irq eventfds.
- * This file: the sockets, the server thread, framing (src/base/sock.c),
+ * This file: the sockets, the server thread, framing (base/sock.c),
  * srv_wait() and the backlog. The commands are in sim_commands.c, DMA (the
  * client's windows and in-band requests) in sim_dma.c.
  */
@@ -35,9 +35,9 @@
 #include <unistd.h>
 
 #include "sim_internal.h"
-#include "src/base/sock.h"
+#include "base/sock.h"
 
-/* ---- socket I/O (framing: src/base/sock.c) ---------------------------------- */
+/* ---- socket I/O (framing: base/sock.c) ---------------------------------- */
 
 void srv_msg_free(struct sim_msg *m)
 {

@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "src/base/clock.h"
-#include "src/base/sock.h"
+#include "base/clock.h"
+#include "base/sock.h"
 
 /* The errors that mean the peer is gone. */
 static int sock_err(int err)

@@ -9,8 +9,8 @@
 
 #include <json-c/json.h>
 
-#include "src/vfio/vfio_user_caps.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_proto.h"
 
 /* Nesting the tokenizer accepts (objects and arrays, the outer object is 1):
  * a bound on its recursion, far above the 2 levels the protocol uses. */

@@ -45,10 +45,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/base/sock.h"
-#include "src/vfio/vfio_user_internal.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/sock.h"
+#include "vfio/vfio_user_internal.h"
 
 void vu_close_fds(int *fds, int n)
 {

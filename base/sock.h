@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Whole messages with fds over a stream socket (base layer): the one piece of
- * framing the vfio-user client (src/vfio/), ugpu-sim's server and the daemon
+ * framing the vfio-user client (vfio/), ugpu-sim's server and the daemon
  * use. A message is a fixed-size header that says how long its body is, then
  * the body; fds ride SCM_RIGHTS on its first byte.
  *
  * Everything is bounded by an absolute CLOCK_MONOTONIC deadline (now_ns(),
- * src/base/clock.h) and works on blocking and non-blocking sockets alike (it
+ * base/clock.h) and works on blocking and non-blocking sockets alike (it
  * never blocks outside poll()). EINTR is retried. No logging, no global
  * state; thread-safe as long as one thread reads and one thread writes a
  * socket at a time (callers hold their own send lock).

@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include "src/base/log.h"
-#include "src/vfio/vfio_user_caps.h"
-#include "src/vfio/vfio_user_msg.h"
+#include "base/log.h"
+#include "vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_msg.h"
 
 /* Sanity bounds on what DEVICE_GET_INFO may claim. */
 #define VU_SANE_REGIONS 64

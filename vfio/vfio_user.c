@@ -23,11 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/vfio/vfio_user.h"
-#include "src/vfio/vfio_user_caps.h"
-#include "src/vfio/vfio_user_internal.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "vfio/vfio_user.h"
+#include "vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_internal.h"
 
 /* ---- open-time negotiation -------------------------------------------- */
 

@@ -2,7 +2,7 @@
 /*
  * vfio-user VERSION capabilities: the JSON object both ends send after the
  * version numbers. One parser for both sides of this project (the client,
- * src/vfio/vfio_user.c, and the reference device, tools/ugpu-sim/), so what
+ * vfio/vfio_user.c, and the reference device, tools/ugpu-sim/), so what
  * one accepts the other accepts too, and both are fuzzed through it; one
  * writer, so both send what the other reads. json-c does the JSON.
  *

@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/base/log.h"
-#include "src/vfio/vfio_user_internal.h"
+#include "base/log.h"
+#include "vfio/vfio_user_internal.h"
 
 /* Find the window holding [addr, addr+count) whole. Caller holds @lock. */
 static struct vu_dma *vu_dma_find_locked(struct vu_dev *vu, uint64_t addr, uint64_t count)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The vfio-user client's own header, private to src/vfio/: the connection
+ * The vfio-user client's own header, private to vfio/: the connection
  * object and what its three files call across.
  *   vfio_user.c       the transport: open (negotiation, device, region and
  *                     irq info), the region/irq/reset ops, close
@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/vfio/transport.h"
-#include "src/vfio/vfio_user_msg.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/transport.h"
+#include "vfio/vfio_user_msg.h"
+#include "vfio/vfio_user_proto.h"
 
 /* How often the idle reader re-checks for close (it is also woken by
  * @wake_fd, so this only bounds the wait). */
