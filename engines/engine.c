@@ -7,8 +7,8 @@
 #include <time.h>
 
 #include "engines/engine.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 const char *engine_space_name(enum engine_space space)
 {

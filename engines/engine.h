@@ -3,7 +3,7 @@
  * Copy engines: one ops table, several backends (engines/<name>/).
  *
  * An engine moves bytes between VRAM offsets, IOVAs (system memory mapped
- * through the device's DMA space, src/vfio/dma.h) and peer VRAM, and orders
+ * through the device's DMA space, vfio/dma.h) and peer VRAM, and orders
  * its work with fences. A fence is a 64-bit sequence number per engine,
  * strictly increasing from 1; waiting for fence F waits for every command
  * submitted before F. Fence 0 is always complete.

@@ -19,7 +19,7 @@
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
-#include "src/base/log.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/suspend.h"
 

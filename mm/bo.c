@@ -18,7 +18,7 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
-#include "src/base/log.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "src/unplug.h"

@@ -19,8 +19,8 @@
 
 #include "mm/buddy.h"
 #include "mm/vm.h"
-#include "src/base/list.h"
-#include "src/base/sysmem.h"
+#include "base/list.h"
+#include "base/sysmem.h"
 
 struct ugpu_device;
 struct cpu_map;

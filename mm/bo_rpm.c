@@ -24,10 +24,10 @@
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
 #include "src/device.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/rpm.h"
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 
 /* A CPU copy of one VRAM block of a BO that cannot leave VRAM. */
 struct bo_rpm_backup {

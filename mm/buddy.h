@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/base/list.h"
+#include "base/list.h"
 
 /* Largest order a block can have: offsets live in header bits 63..12. */
 #define BUDDY_MAX_ORDER 51

@@ -23,9 +23,9 @@
 
 #include "mm/cpu_map.h"
 #include "mm/uffd.h"
-#include "src/base/clock.h"
-#include "src/base/list.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/list.h"
+#include "base/log.h"
 
 #define CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS 10000u
 /* The handler's poll period: how late a stop request or a block timeout is

@@ -24,8 +24,8 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/unplug.h"
 

@@ -15,7 +15,7 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
-#include "src/base/log.h"
+#include "base/log.h"
 #include "src/device.h"
 
 #define PAGE_SIZE_BO 4096u

@@ -29,8 +29,8 @@
 #include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/vm.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/rpm.h"
 

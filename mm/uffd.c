@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "mm/uffd.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 #define UFFD_MSG_BATCH 32
 

@@ -28,7 +28,7 @@
 #include "mm/bo.h"
 #include "mm/vm.h"
 #include "mm/vram.h"
-#include "src/base/log.h"
+#include "base/log.h"
 #include "src/device.h"
 
 #define PT_ENTRIES 512u

@@ -32,7 +32,7 @@
 
 #include <ugpu/vm.h>
 
-#include "src/base/list.h"
+#include "base/list.h"
 
 struct ugpu_device;
 struct ugpu_bo;

@@ -5,7 +5,7 @@
 
 #include "mm/bo.h"
 #include "mm/vram.h"
-#include "src/base/log.h"
+#include "base/log.h"
 #include "src/device.h"
 
 static void buddy_log(void *arg, const char *msg)

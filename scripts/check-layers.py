@@ -3,7 +3,7 @@
 """The layering check: library code includes only headers of its own layer or
 of the layers below it (docs/ARCHITECTURE.md, "Layers").
 
-    svm/ > mm/ > src/ > engines/ > src/vfio/ > src/base/
+    svm/ > mm/ > src/ > engines/ > vfio/ > base/
 
 Public headers (<ugpu/...>) may be included by every layer; library code may
 not include anything from tools/ or tests/. Where a lower layer must reach a
@@ -17,8 +17,8 @@ import re
 import sys
 
 LAYERS = [  # (folder, rank): the longest matching folder wins
-    ("src/base", 0),
-    ("src/vfio", 1),
+    ("base", 0),
+    ("vfio", 1),
     ("engines", 2),
     ("src", 3),
     ("mm", 4),

@@ -13,15 +13,15 @@
 #include <unistd.h>
 
 #include "engines/exec.h"
-#include "src/base/context.h"
-#include "src/base/log.h"
-#include "src/base/refdev.h"
+#include "base/context.h"
+#include "base/log.h"
+#include "base/refdev.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
-#include "src/vfio/pci_cfg.h"
-#include "src/vfio/tombstone.h"
+#include "vfio/pci_cfg.h"
+#include "vfio/tombstone.h"
 
 int device_reg_read32(struct ugpu_device *dev, uint32_t off, uint32_t *val)
 {
@@ -368,7 +368,7 @@ out_close:
 
 /*
  * Close the transport. dev->vdev then points to a tombstone that answers
- * -ENODEV (src/vfio/tombstone.h): late calls fail cleanly instead of using
+ * -ENODEV (vfio/tombstone.h): late calls fail cleanly instead of using
  * a freed transport. The swap is published under the device's publication
  * lock; layers above reach the transport only while they know the device is
  * not removed (they check under their own lock, which the removal holds when

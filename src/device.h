@@ -11,9 +11,9 @@
 #include <ugpu/rpm.h>
 
 #include "engines/engine.h"
-#include "src/base/list.h"
-#include "src/vfio/dma.h"
-#include "src/vfio/transport.h"
+#include "base/list.h"
+#include "vfio/dma.h"
+#include "vfio/transport.h"
 
 struct bo_mgr;
 struct exec_engine;

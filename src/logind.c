@@ -25,7 +25,7 @@
 #include <ugpu/pm.h>
 
 #include "src/device.h"
-#include "src/base/log.h"
+#include "base/log.h"
 
 #ifdef UGPU_HAVE_SYSTEMD
 #include <pthread.h>

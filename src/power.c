@@ -8,11 +8,11 @@
 #include <errno.h>
 #include <time.h>
 
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 #include "src/device.h"
-#include "src/base/log.h"
-#include "src/vfio/pci_cfg.h"
-#include "src/base/refdev.h"
+#include "base/log.h"
+#include "vfio/pci_cfg.h"
+#include "base/refdev.h"
 
 /* Written under dev->lock, read without it (device_power_state()): a
  * query must not wait for a transition that takes a while (D3cold). */

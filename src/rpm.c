@@ -29,11 +29,11 @@
 
 #include "engines/exec.h"
 #include "src/device.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/base/list.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/list.h"
 #include "src/rpm.h"
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 
 struct rpm_hook {
 	const struct rpm_hook_ops *ops;

@@ -27,9 +27,9 @@
 
 #include "engines/engine.h"
 #include "engines/exec.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/base/test_point.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/test_point.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "src/suspend.h"

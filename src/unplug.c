@@ -33,13 +33,13 @@
 
 #include "engines/engine.h"
 #include "engines/exec.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "src/device.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
-#include "src/vfio/pci_cfg.h"
+#include "vfio/pci_cfg.h"
 
 /*
  * struct unplug - per device, context lifetime (freed by ugpu_device_close).

@@ -18,17 +18,17 @@
 
 #include <ugpu/vm.h>
 
+#include "base/clock.h"
+#include "base/list.h"
+#include "base/log.h"
+#include "base/test_point.h"
 #include "mm/bo.h"
 #include "mm/uffd.h"
 #include "mm/vm.h"
-#include "src/base/clock.h"
-#include "src/base/list.h"
-#include "src/base/log.h"
-#include "src/base/test_point.h"
 #include "src/device.h"
 #include "src/rpm.h"
-#include "src/vfio/dma.h"
 #include "svm/svm.h"
+#include "vfio/dma.h"
 
 /* ---- the userfaultfd handler thread: answer at once, never wait ----------------------- */
 

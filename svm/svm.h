@@ -27,9 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/list.h"
 #include "mm/uffd.h"
 #include "mm/vm.h"
-#include "src/base/list.h"
 
 /* Range sizes, largest first (xe's default: 2 MiB, 64 KiB, 4 KiB). */
 #define SVM_2M (2ull << 20)

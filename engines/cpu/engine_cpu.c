@@ -14,9 +14,9 @@
 #include <sys/mman.h>
 
 #include "engines/engine.h"
-#include "src/base/log.h"
-#include "src/vfio/dma.h"
-#include "src/vfio/transport.h"
+#include "base/log.h"
+#include "vfio/dma.h"
+#include "vfio/transport.h"
 
 /*
  * Locking: @vram, @vram_owned are set at init and read-only after. @seqno is

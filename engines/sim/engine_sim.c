@@ -30,10 +30,10 @@
 #include <unistd.h>
 
 #include "engines/engine.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/base/refdev.h"
-#include "src/vfio/transport.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/refdev.h"
+#include "vfio/transport.h"
 
 /* Copy engine registers (BAR0), docs/reference-device.md. */
 #define CE_BASE(n) (0x1000u + (n) * 0x100u)

@@ -25,11 +25,11 @@
 #include <unistd.h>
 
 #include "engines/exec.h"
-#include "src/base/clock.h"
-#include "src/base/log.h"
-#include "src/base/refdev.h"
-#include "src/base/test_point.h"
-#include "src/vfio/transport.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/refdev.h"
+#include "base/test_point.h"
+#include "vfio/transport.h"
 
 /* BAR0, docs/reference-device.md */
 #define REG_VERSION 0x0004

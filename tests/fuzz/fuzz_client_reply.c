@@ -3,8 +3,8 @@
  * libFuzzer target: the driver's handling of what a vfio-user server sends.
  *
  * Each input (format: fuzz_input.h) is the server's side of one session; the
- * target plays the client's side the way src/vfio/vfio_user.c does, calling
- * the same checks (src/vfio/vfio_user_msg.c) on each message in the same
+ * target plays the client's side the way vfio/vfio_user.c does, calling
+ * the same checks (vfio/vfio_user_msg.c) on each message in the same
  * order: the VERSION reply (twin-socket mode offered), DEVICE_GET_INFO, every
  * region's info with its fd checked before use (asked again once when the
  * capabilities did not fit), every irq's info, then replies to REGION_READ,
@@ -23,7 +23,7 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/vfio/vfio_user_msg.h"
+#include "vfio/vfio_user_msg.h"
 #include "tests/fuzz/fuzz_input.h"
 
 /* What the client asks after open, in turn (the corpus answers these). */

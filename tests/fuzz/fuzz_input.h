@@ -32,7 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_proto.h"
 
 enum { FZ_NONE = 0, FZ_MEMFD_4K = 1, FZ_MEMFD_64K = 2, FZ_EVENTFD = 3, FZ_PIPE = 4,
        FZ_SOCKET = 5, FZ_DEVNULL = 6, FZ_EVENTFDS = 7 };

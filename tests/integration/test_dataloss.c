@@ -36,7 +36,7 @@
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "src/rpm.h"
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 #include "src/unplug.h"
 
 #define MIB (1ull << 20)

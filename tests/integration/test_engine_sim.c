@@ -25,10 +25,10 @@
 #include <cmocka.h>
 
 #include "engines/engine.h"
-#include "src/base/context.h"
-#include "src/base/sysmem.h"
-#include "src/vfio/dma.h"
-#include "src/vfio/transport.h"
+#include "base/context.h"
+#include "base/sysmem.h"
+#include "vfio/dma.h"
+#include "vfio/transport.h"
 #include "tools/ugpu-sim/sim.h"
 
 #include "log_capture.h"

@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "integration/test_bo_common.h"
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 
 #if defined(__has_include)
 #if __has_include(<systemd/sd-bus.h>)

@@ -23,8 +23,8 @@
 
 #include <cmocka.h>
 
-#include "src/vfio/transport.h"
-#include "src/vfio/vfio_user.h"
+#include "vfio/transport.h"
+#include "vfio/vfio_user.h"
 
 #define BOUND_MS 10000
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A tiny raw vfio-user client for the ugpu-sim device-model tests. It is
- * deliberately independent of the driver's transport (src/vfio/vfio_user.c):
+ * deliberately independent of the driver's transport (vfio/vfio_user.c):
  * these tests check the device against the protocol, not against our client.
  *
  * While it waits for a reply (tc_call) or an eventfd (tc_wait_irq) it serves
@@ -25,7 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/vfio/vfio_user_proto.h"
+#include "base/sock.h"
+#include "vfio/vfio_user_proto.h"
 #include "tools/ugpu-sim/sim.h"
 
 #define TC_TIMEOUT_MS 5000
@@ -62,45 +63,13 @@ static inline uint64_t tc_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Send @len raw bytes, @fds on the first (the library's framing, bounded at
+ * a minute: a peer that stops reading fails the test, it does not hang it). */
 static inline int tc_send_raw_on(int fd, const void *buf, size_t len, const int *fds, int nfds)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(int) * 16)];
-		struct cmsghdr a;
-	} cb;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	ssize_t n;
 
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		memset(&cb, 0, sizeof(cb));
-		mh.msg_control = cb.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	if (n < 0)
-		return -errno;
-	if ((size_t)n != len) {
-		/* finish the rest without fds */
-		const uint8_t *b = (const uint8_t *)buf + n;
-		size_t left = len - (size_t)n;
-
-		while (left) {
-			n = send(fd, b, left, MSG_NOSIGNAL);
-			if (n < 0)
-				return -errno;
-			b += n;
-			left -= (size_t)n;
-		}
-	}
-	return 0;
+	return sock_send(fd, &iov, 1, fds, nfds, tc_now_ms() * 1000000ull + 60000000000ull, NULL);
 }
 
 static inline int tc_send_raw(struct tc *c, const void *buf, size_t len, const int *fds, int nfds)

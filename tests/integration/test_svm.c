@@ -27,7 +27,7 @@
 
 #include <ugpu/vm.h>
 
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 #include "tools/ugpu-sim/sim.h"
 #include "test_bo_common.h"
 

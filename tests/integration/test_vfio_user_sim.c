@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "src/vfio/transport.h"
-#include "src/vfio/vfio_user.h"
+#include "vfio/transport.h"
+#include "vfio/vfio_user.h"
 #include "tools/ugpu-sim/sim.h"
 
 #define VRAM (4u << 20)

@@ -29,7 +29,7 @@
 #include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 #include "tools/ugpu-sim/sim.h"
 #include "test_bo_common.h"
 

@@ -41,11 +41,11 @@
 #include "test_bo_common.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
-#include "src/vfio/transport.h"
+#include "vfio/transport.h"
 
 #define MIB (1ull << 20)
 #define BOUND_MS 15000

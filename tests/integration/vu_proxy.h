@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_proto.h"
 #include "test_sim_client.h"
 
 #define VP_MAX_FDS 16

@@ -15,7 +15,7 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/base/log.h"
+#include "base/log.h"
 
 static void test_version(void **state)
 {

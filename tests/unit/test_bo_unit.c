@@ -55,11 +55,11 @@
 #include "mm/bo.h"
 #include "mm/vram.h"
 #include "rng.h"
-#include "src/base/sysmem.h"
+#include "base/sysmem.h"
 #include "src/device.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
-#include "src/vfio/dma.h"
+#include "vfio/dma.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * KiB)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The DMA space (src/vfio/dma.c) against an in-memory fake transport that
+ * The DMA space (vfio/dma.c) against an in-memory fake transport that
  * behaves like an IOMMU: it records mappings, refuses overlaps and mappings
  * past its limit, checks every map lies in its IOVA ranges, and can be told to
  * unmap short or to fail.
@@ -24,9 +24,9 @@
 
 #include <cmocka.h>
 
-#include "src/base/context.h"
-#include "src/base/sysmem.h"
-#include "src/vfio/dma.h"
+#include "base/context.h"
+#include "base/sysmem.h"
+#include "vfio/dma.h"
 
 #define PAGE 4096ull
 #define FAKE_MAX_MAPS 4096

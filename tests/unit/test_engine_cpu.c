@@ -19,9 +19,9 @@
 #include <cmocka.h>
 
 #include "engines/engine.h"
-#include "src/base/context.h"
-#include "src/base/sysmem.h"
-#include "src/vfio/dma.h"
+#include "base/context.h"
+#include "base/sysmem.h"
+#include "vfio/dma.h"
 
 #define PAGE 4096ull
 #define VRAM_SIZE (1ull << 20)

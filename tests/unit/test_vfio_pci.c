@@ -24,7 +24,7 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/vfio/vfio_pci.h"
+#include "vfio/vfio_pci.h"
 #include "unit/vfio_fake_sysfs.h"
 
 static struct fake_sysfs fs;

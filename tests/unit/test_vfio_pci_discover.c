@@ -21,7 +21,7 @@
 
 #include <cmocka.h>
 
-#include "src/vfio/pci_discover.h"
+#include "vfio/pci_discover.h"
 #include "unit/vfio_fake_sysfs.h"
 
 static struct fake_sysfs fs;

@@ -28,9 +28,9 @@
 
 #include <ugpu/ugpu.h>
 
-#include "src/vfio/transport.h"
-#include "src/vfio/vfio_user.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/transport.h"
+#include "vfio/vfio_user.h"
+#include "vfio/vfio_user_proto.h"
 #include "test_log.h"
 
 static int64_t mono_ms(void)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A fake sysfs + /dev tree in a temporary directory, shaped like the kernel's
- * for what src/vfio/ reads: bus/pci/devices/BDF/{vendor,device,class,
+ * for what vfio/ reads: bus/pci/devices/BDF/{vendor,device,class,
  * driver_override, driver -> drivers/X, iommu_group -> kernel/iommu_groups/N},
  * bus/pci/drivers/X/unbind, bus/pci/drivers_probe,
  * kernel/iommu_groups/N/devices/BDF. Used by the test_vfio_* unit tests.

@@ -28,9 +28,9 @@
 #include <ugpu/ugpu.h>
 
 #include "engines/engine.h"
-#include "src/base/sysmem.h"
-#include "src/vfio/dma.h"
-#include "src/vfio/transport.h"
+#include "base/sysmem.h"
+#include "vfio/dma.h"
+#include "vfio/transport.h"
 #include "tools/ugpu-bench/bench.h"
 #include "tools/ugpu-sim/sim.h"
 

@@ -37,7 +37,7 @@
 #include "mm/bo.h"
 #include "mm/vram.h"
 #include "src/device.h"
-#include "src/base/sysmem.h"
+#include "base/sysmem.h"
 #include "tools/ugpu-bench/bench.h"
 #include "tools/ugpu-sim/sim.h"
 

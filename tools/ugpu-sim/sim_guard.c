@@ -4,7 +4,7 @@
  * away.
  *
  * A DMA window with an fd is the server's mmap of the client's file. The
- * size is checked at DMA_MAP (sim_server.c), but the client still owns the
+ * size is checked at DMA_MAP (sim_dma.c), but the client still owns the
  * file and may truncate it later; the next engine access past the new end
  * raises SIGBUS. The reference device must survive that, so every access to
  * a window's memory runs under a guard: a process-wide SIGBUS handler that,

@@ -4,9 +4,10 @@
  *
  * Threads of one device:
  *   - the server thread (sim_server.c): owns the listening and client sockets
- *     for reading, runs every client command (config/BAR accesses, DMA map,
- *     irq set-up, reset), raises REQ on its timer, and routes the client's
- *     replies to in-band DMA requests back to the thread that asked;
+ *     for reading, runs every client command (sim_commands.c: config/BAR
+ *     accesses, irq set-up, reset; sim_dma.c: DMA map), raises REQ on its
+ *     timer, and routes the client's replies to in-band DMA requests back to
+ *     the thread that asked (sim_dma.c);
  *   - two copy-engine threads (sim_engine.c);
  *   - one thread per exec queue (sim_vm.c).
  * Plus, per struct sim, an optional control-socket thread (sim_control.c).
@@ -34,7 +35,7 @@
 #include <sys/un.h>
 
 #include "sim.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/vfio_user_proto.h"
 
 #define SIM_NUM_CE 2
 #define SIM_MSIX_VECTORS 5
@@ -522,7 +523,7 @@ void fault_ring_get(struct sim_dev *dev, uint32_t v); /* FAULT_GET written */
  * srv_handle_msg() itself. sim_stop() frees it. */
 int sim_create_detached(const struct sim_opts *opts, struct sim **out);
 
-/* sim_server.c. */
+/* sim_server.c (srv_handle_msg and sim_device_reset: sim_commands.c). */
 int srv_start(struct sim_dev *dev);
 /* The framing rules for a received header (m->hdr): sets m->len (body bytes
  * kept) and m->bad (EINVAL: size below a header; E2BIG: above VFU_MAX_MSG).
@@ -544,8 +545,36 @@ void srv_shutdown_client(struct sim_dev *dev);
 /* Server thread only: wait (bounded by @ms) until @pred holds, routing the
  * client's replies meanwhile. Returns 0 or -ETIMEDOUT. */
 int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms);
+/* Send one message: a reply, or (@request) our own request, which goes on the
+ * twin socket when there is one; b1/b2 follow the header (either may be
+ * empty). A failed send drops the client. Returns 0 or -errno. */
+int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, const void *b1, size_t l1,
+	     const void *b2, size_t l2, const int *fds, int nfds);
+/* Reply to @m (nothing when it asked for no reply): a success with b1/b2
+ * and @fds, or an error reply with @err. */
+void srv_reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, size_t l1,
+	       const void *b2, size_t l2, const int *fds, int nfds);
+void srv_reply_err(struct sim_dev *dev, const struct sim_msg *m, int err);
+/* A line on stderr naming the device. */
+#define srv_log(dev, fmt, ...) \
+	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
+
+/* sim_dma.c. */
 /* Engine threads: in-band DMA to the client. Lock not held. */
 int srv_dma_inband(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write);
+/* Server thread: hand the client's reply @m to the engine waiting for it
+ * (the caller still frees @m). */
+void srv_route_reply(struct sim_dev *dev, struct sim_msg *m);
+/* Fail every in-band request still waiting with @err (the client went).
+ * dev->lock held. */
+void srv_pending_fail_all(struct sim_dev *dev, int err);
+void srv_cmd_dma_map(struct sim_dev *dev, struct sim_msg *m);
+void srv_cmd_dma_unmap(struct sim_dev *dev, struct sim_msg *m);
+
+/* sim_commands.c. */
+/* Point irq @index, vector @vec at eventfd @fd (-1: none, which also clears
+ * its mask and pending bits), closing the old one. dev->lock held. */
+void srv_irq_set_fd(struct sim_dev *dev, uint32_t index, uint32_t vec, int fd);
 /* Server thread: the device state must change as for a reset (lock not held). */
 int sim_device_reset(struct sim_dev *dev);
 

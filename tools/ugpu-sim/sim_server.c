@@ -11,11 +11,13 @@
  * command that arrives meanwhile on a backlog, so an engine blocked on an
  * in-band transfer can always finish.
  *
- * Every request is validated (sizes, argsz, indexes, fd counts); a bad one
- * gets an error reply with an errno and a line on stderr. One client at a
- * time: a second connection is accepted and closed at once. A client that
- * disconnects loses its DMA windows and irq eventfds.
+ * One client at a time: a second connection is accepted, answered EBUSY and
+ * closed. A client that disconnects loses its DMA windows and irq eventfds.
+ * This file: the sockets, the server thread, framing (base/sock.c),
+ * srv_wait() and the backlog. The commands are in sim_commands.c, DMA (the
+ * client's windows and in-band requests) in sim_dma.c.
  */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -33,59 +35,9 @@
 #include <unistd.h>
 
 #include "sim_internal.h"
-#include "src/vfio/vfio_user_caps.h"
+#include "base/sock.h"
 
-#define srv_log(dev, fmt, ...) \
-	fprintf(stderr, "ugpu-sim[%u]: " fmt "\n", (dev)->id, ##__VA_ARGS__)
-
-/* ---- socket I/O ------------------------------------------------------------ */
-
-static int wait_fd(int fd, short ev, uint64_t deadline_ns)
-{
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = ev };
-		uint64_t now = sim_now_ns();
-		int ret;
-
-		if (now >= deadline_ns)
-			return -ETIMEDOUT;
-		ret = poll(&p, 1, (int)((deadline_ns - now) / 1000000ull) + 1);
-		if (ret < 0 && errno != EINTR)
-			return -errno;
-		if (ret > 0) {
-			if (p.revents & (POLLERR | POLLNVAL))
-				return -ECONNRESET;
-			return 0;
-		}
-	}
-}
-
-static int read_full(int fd, void *buf, size_t len, uint64_t deadline)
-{
-	uint8_t *b = buf;
-
-	while (len) {
-		ssize_t n = recv(fd, b, len, MSG_DONTWAIT);
-
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			int ret;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = wait_fd(fd, POLLIN, deadline);
-			if (ret)
-				return ret;
-			continue;
-		}
-		b += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
+/* ---- socket I/O (framing: base/sock.c) ---------------------------------- */
 
 void srv_msg_free(struct sim_msg *m)
 {
@@ -113,154 +65,48 @@ size_t srv_msg_frame(struct sim_msg *m)
 	return m->len;
 }
 
+/* How long the body after @m's header is (sock_body_len_fn); a header that
+ * cannot be answered normally marks @m bad (srv_msg_frame). */
+static int64_t recv_body_len(const void *hdr, void *arg)
+{
+	(void)hdr; /* it is the header of @arg */
+	return (int64_t)srv_msg_frame(arg);
+}
+
 /* Read one message. Returns 0 with *out, or -errno (connection unusable). */
 static int recv_msg(int fd, struct sim_msg **out)
 {
-	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov;
-	struct msghdr mh;
-	struct cmsghdr *c;
+	struct sock_wait w = { .deadline_ns = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull,
+			       .wake_fd = -1 };
+	struct sock_msg in = { .in.max = VFU_MAX_FDS };
 	struct sim_msg *m;
-	size_t follow;
-	ssize_t n;
 	int ret;
 
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	for (;;) {
-		memset(&mh, 0, sizeof(mh));
-		iov.iov_base = &m->hdr;
-		iov.iov_len = sizeof(m->hdr);
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = sizeof(cbuf.buf);
-		n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n > 0)
-			break;
-		if (n == 0) {
-			ret = -ECONNRESET;
-			goto out_free;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN) {
-			ret = -errno;
-			goto out_free;
-		}
-		ret = wait_fd(fd, POLLIN, deadline);
-		if (ret)
-			goto out_free;
+	/* A body over VFU_MAX_MSG is read and dropped to stay in step, and
+	 * answered E2BIG (srv_msg_frame set m->bad). */
+	ret = sock_recv_msg(fd, &m->hdr, sizeof(m->hdr), recv_body_len, m,
+			    VFU_MAX_MSG - sizeof(m->hdr), &w, &in);
+	if (ret) {
+		free(m);
+		return ret;
 	}
-	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			int cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			int *fds = (int *)CMSG_DATA(c);
-
-			for (int i = 0; i < cnt; i++) {
-				if (m->nfds < VFU_MAX_FDS)
-					m->fds[m->nfds++] = fds[i];
-				else
-					close(fds[i]);
-			}
-		}
-	}
-	if (mh.msg_flags & MSG_CTRUNC)
+	if (in.in.ctrunc && !m->bad)
 		m->bad = EINVAL; /* more fds than max_msg_fds */
-	if (n < (ssize_t)sizeof(m->hdr)) {
-		ret = read_full(fd, (uint8_t *)&m->hdr + n, sizeof(m->hdr) - (size_t)n, deadline);
-		if (ret)
-			goto out_free;
-	}
-	follow = srv_msg_frame(m);
-	if (m->bad == E2BIG) {
-		/* Too big to hold: drain it to stay in sync, answer E2BIG. */
-		uint8_t sink[4096];
-		size_t left = follow;
-
-		while (left) {
-			size_t k = left < sizeof(sink) ? left : sizeof(sink);
-
-			ret = read_full(fd, sink, k, deadline);
-			if (ret)
-				goto out_free;
-			left -= k;
-		}
-	}
-	if (m->len) {
-		m->body = malloc(m->len);
-		if (!m->body) {
-			ret = -ENOMEM;
-			goto out_free;
-		}
-		ret = read_full(fd, m->body, m->len, deadline);
-		if (ret)
-			goto out_free;
-	}
+	m->body = in.body;
+	memcpy(m->fds, in.in.fds, sizeof(int) * (size_t)in.in.n);
+	m->nfds = in.in.n;
 	*out = m;
 	return 0;
-
-out_free:
-	srv_msg_free(m);
-	return ret;
 }
 
 /* Send a message (fds on its first byte). send_lock held. */
 static int send_locked(int fd, struct iovec *iov, int iovcnt, const int *fds, int nfds)
 {
-	uint64_t deadline = sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * VFU_MAX_FDS)];
-		struct cmsghdr align;
-	} cbuf;
-	bool first = true;
-
-	while (iovcnt) {
-		struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-		ssize_t n;
-
-		if (first && nfds) {
-			struct cmsghdr *c;
-
-			memset(&cbuf, 0, sizeof(cbuf));
-			mh.msg_control = cbuf.buf;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-			c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-			memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-		}
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			int ret;
-
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			ret = wait_fd(fd, POLLOUT, deadline);
-			if (ret)
-				return ret;
-			continue;
-		}
-		first = false;
-		while (iovcnt && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			iovcnt--;
-		}
-		if (iovcnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
+	return sock_send(fd, iov, iovcnt, fds, nfds,
+			 sim_now_ns() + SIM_IO_TIMEOUT_MS * 1000000ull, NULL);
 }
 
 void srv_shutdown_client(struct sim_dev *dev)
@@ -284,7 +130,7 @@ void srv_shutdown_client(struct sim_dev *dev)
  * down; the server thread sees EOF and disconnects it) rather than sent the
  * rest of a message it would misparse.
  */
-static int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, const void *b1,
+int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, const void *b1,
 		    size_t l1, const void *b2, size_t l2, const int *fds, int nfds)
 {
 	struct iovec iov[3];
@@ -331,7 +177,7 @@ static int srv_send(struct sim_dev *dev, bool request, struct vfu_hdr *hdr, cons
 	return ret;
 }
 
-static void reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, size_t l1,
+void srv_reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, size_t l1,
 		  const void *b2, size_t l2, const int *fds, int nfds)
 {
 	struct vfu_hdr h = { .msg_id = m->hdr.msg_id, .cmd = m->hdr.cmd, .flags = VFU_F_TYPE_REPLY };
@@ -341,7 +187,7 @@ static void reply(struct sim_dev *dev, const struct sim_msg *m, const void *b1, 
 	srv_send(dev, false, &h, b1, l1, b2, l2, fds, nfds);
 }
 
-static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
+void srv_reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
 {
 	struct vfu_hdr h = { .msg_id = m->hdr.msg_id,
 			     .cmd = m->hdr.cmd,
@@ -351,154 +197,6 @@ static void reply_err(struct sim_dev *dev, const struct sim_msg *m, int err)
 	if (m->hdr.flags & VFU_F_NO_REPLY)
 		return;
 	srv_send(dev, false, &h, NULL, 0, NULL, 0, NULL, 0);
-}
-
-/* ---- in-band DMA (engine threads) ------------------------------------------ */
-
-static void pending_unlink(struct sim_dev *dev, struct sim_pending *p)
-{
-	for (struct sim_pending **pp = &dev->pending; *pp; pp = &(*pp)->next) {
-		if (*pp == p) {
-			*pp = p->next;
-			break;
-		}
-	}
-	p->queued = false;
-}
-
-static void pending_fail_all(struct sim_dev *dev, int err)
-{
-	while (dev->pending) {
-		struct sim_pending *p = dev->pending;
-
-		dev->pending = p->next;
-		p->queued = false;
-		p->done = true;
-		p->err = err;
-	}
-	pthread_cond_broadcast(&dev->inband_cond);
-}
-
-static int inband_one(struct sim_dev *dev, uint64_t iova, uint8_t *buf, size_t n, bool write)
-{
-	struct sim_pending p = { .addr = iova, .buf = buf, .len = n };
-	struct vfu_dma_access acc = { .addr = iova, .count = n };
-	struct vfu_hdr h = { .flags = VFU_F_TYPE_COMMAND };
-	struct timespec ts;
-	int ret;
-
-	pthread_mutex_lock(&dev->lock);
-	if (!dev->connected || dev->stop) {
-		pthread_mutex_unlock(&dev->lock);
-		return -ENODEV;
-	}
-	p.msg_id = dev->next_msg_id++;
-	p.cmd = write ? VFU_CMD_DMA_WRITE : VFU_CMD_DMA_READ;
-	p.queued = true;
-	p.next = dev->pending;
-	dev->pending = &p;
-	dev->cnt_inband++;
-	pthread_mutex_unlock(&dev->lock);
-
-	h.msg_id = p.msg_id;
-	h.cmd = p.cmd;
-	ret = srv_send(dev, true, &h, &acc, sizeof(acc), write ? buf : NULL, write ? n : 0, NULL, 0);
-
-	pthread_mutex_lock(&dev->lock);
-	if (ret && p.queued) {
-		pending_unlink(dev, &p);
-		pthread_mutex_unlock(&dev->lock);
-		return ret;
-	}
-	sim_deadline(&ts, SIM_INBAND_TIMEOUT_MS);
-	while (!p.done) {
-		if (p.queued && pthread_cond_timedwait(&dev->inband_cond, &dev->lock, &ts) == ETIMEDOUT &&
-		    p.queued) {
-			pending_unlink(dev, &p);
-			p.done = true;
-			p.err = ETIMEDOUT;
-			srv_log(dev, "client did not answer DMA_%s of 0x%" PRIx64 " within %d ms",
-				write ? "WRITE" : "READ", iova, SIM_INBAND_TIMEOUT_MS);
-		} else if (!p.queued && !p.done) {
-			/* Claimed by the server thread: it is copying the data
-			 * now and will mark it done shortly. */
-			sim_deadline(&ts, 1000);
-			pthread_cond_timedwait(&dev->inband_cond, &dev->lock, &ts);
-		}
-	}
-	pthread_mutex_unlock(&dev->lock);
-	return -p.err;
-}
-
-int srv_dma_inband(struct sim_dev *dev, uint64_t iova, void *buf, uint64_t len, bool write)
-{
-	uint8_t *b = buf;
-	size_t max;
-
-	pthread_mutex_lock(&dev->lock);
-	max = dev->peer_max_xfer ? dev->peer_max_xfer : VFU_MAX_DATA_XFER;
-	pthread_mutex_unlock(&dev->lock);
-	if (max > VFU_MAX_DATA_XFER)
-		max = VFU_MAX_DATA_XFER;
-	while (len) {
-		size_t n = len < max ? (size_t)len : max;
-		int ret = inband_one(dev, iova, b, n, write);
-
-		if (ret)
-			return ret;
-		iova += n;
-		b += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* Server thread: a reply to one of our DMA_READ/WRITE requests. */
-static void route_reply(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct sim_pending *p;
-	int err = 0;
-
-	pthread_mutex_lock(&dev->lock);
-	for (p = dev->pending; p; p = p->next)
-		if (p->msg_id == m->hdr.msg_id && p->cmd == m->hdr.cmd)
-			break;
-	if (!p) {
-		pthread_mutex_unlock(&dev->lock);
-		srv_log(dev, "reply to unknown request (msg_id %u cmd %u) dropped", m->hdr.msg_id,
-			m->hdr.cmd);
-		return;
-	}
-	pending_unlink(dev, p); /* claimed: the engine waits for done */
-	pthread_mutex_unlock(&dev->lock);
-
-	if (m->hdr.flags & VFU_F_ERROR) {
-		err = m->hdr.error ? (int)m->hdr.error : EIO;
-	} else if (p->cmd == VFU_CMD_DMA_READ) {
-		struct vfu_dma_access acc;
-
-		if (m->len < sizeof(acc) + p->len) {
-			err = EPROTO;
-		} else {
-			memcpy(&acc, m->body, sizeof(acc));
-			if (acc.addr != p->addr || acc.count != p->len)
-				err = EPROTO;
-			else if (sim_guarded_memmove(dev, p->buf, m->body + sizeof(acc), p->len))
-				err = EFAULT; /* p->buf is another window's memory, truncated */
-		}
-	} else if (m->len < 12) {
-		/* DMA_WRITE reply: address + count (the spec's table says a 4-byte
-		 * count; accept both). */
-		err = EPROTO;
-	}
-	if (err == EPROTO)
-		srv_log(dev, "malformed reply to DMA_%s (msg_id %u)",
-			p->cmd == VFU_CMD_DMA_READ ? "READ" : "WRITE", m->hdr.msg_id);
-	pthread_mutex_lock(&dev->lock);
-	p->err = err;
-	p->done = true;
-	pthread_cond_broadcast(&dev->inband_cond);
-	pthread_mutex_unlock(&dev->lock);
 }
 
 /* ---- waiting on the server thread ------------------------------------------ */
@@ -540,7 +238,7 @@ static void mark_client_dead(struct sim_dev *dev)
 	dev->client_dead = true;
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = false;
-	pending_fail_all(dev, ENODEV);
+	srv_pending_fail_all(dev, ENODEV);
 	pthread_mutex_unlock(&dev->lock);
 }
 
@@ -578,7 +276,7 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 					break;
 				}
 				if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
-					route_reply(dev, m);
+					srv_route_reply(dev, m);
 					srv_msg_free(m);
 				} else if (i == 0) {
 					backlog_push(dev, m); /* a command: served after the wait */
@@ -587,719 +285,6 @@ int srv_wait(struct sim_dev *dev, bool (*pred)(struct sim_dev *dev), unsigned ms
 				}
 			}
 		}
-	}
-}
-
-/* ---- commands ----------------------------------------------------------------- */
-
-/*
- * Twin-socket mode: a fresh socket pair; our end becomes dev->twin_fd (in-band
- * DMA requests go there from now on), the other goes to the client with the
- * VERSION reply. Once per session: a second VERSION that asks again is
- * refused (the client's twin socket would no longer be ours).
- */
-static int twin_start(struct sim_dev *dev, int *peer_end)
-{
-	int sv[2];
-
-	pthread_mutex_lock(&dev->twin_lock);
-	if (dev->twin_fd >= 0) {
-		pthread_mutex_unlock(&dev->twin_lock);
-		srv_log(dev, "VERSION: twin-socket mode is already set up in this session");
-		return -EINVAL;
-	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		int err = -errno;
-
-		pthread_mutex_unlock(&dev->twin_lock);
-		srv_log(dev, "VERSION: cannot create the twin socket pair: %s", strerror(-err));
-		return err;
-	}
-	dev->twin_fd = sv[0];
-	pthread_mutex_unlock(&dev->twin_lock);
-	*peer_end = sv[1];
-	return 0;
-}
-
-static void cmd_version(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_caps caps;
-	struct vfu_version v;
-	char mine[256];
-	int n, peer_end = -1;
-
-	if (m->len < sizeof(v)) {
-		srv_log(dev, "VERSION: %zu-byte payload, need %zu", m->len, sizeof(v));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&v, m->body, sizeof(v));
-	if (v.major != VFU_VERSION_MAJOR) {
-		/* The specification: a server that cannot support the proposed
-		 * version closes the connection. */
-		srv_log(dev, "VERSION: major %u not supported (we speak %u): closing the connection",
-			v.major, VFU_VERSION_MAJOR);
-		srv_shutdown_client(dev);
-		return;
-	}
-	vfu_caps_init(&caps);
-	if (m->len > sizeof(v)) {
-		uint64_t xfer;
-
-		if (m->body[m->len - 1] != '\0') {
-			srv_log(dev, "VERSION: capabilities string not NUL-terminated");
-			reply_err(dev, m, EINVAL);
-			return;
-		}
-		if (vfu_caps_parse((const char *)m->body + sizeof(v), m->len - sizeof(v), &caps)) {
-			srv_log(dev, "VERSION: capabilities are not JSON of the expected shape");
-			reply_err(dev, m, EINVAL);
-			return;
-		}
-		xfer = caps.max_data_xfer_size;
-		if (xfer < 8) {
-			srv_log(dev, "VERSION: max_data_xfer_size %" PRIu64 " too small", xfer);
-			reply_err(dev, m, EINVAL);
-			return;
-		}
-		pthread_mutex_lock(&dev->lock);
-		dev->peer_max_xfer = xfer > VFU_MAX_DATA_XFER ? VFU_MAX_DATA_XFER : (uint32_t)xfer;
-		pthread_mutex_unlock(&dev->lock);
-	}
-	if (v.minor > VFU_VERSION_MINOR)
-		v.minor = VFU_VERSION_MINOR;
-	if (caps.twin_supported && twin_start(dev, &peer_end)) {
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	/* Our capabilities; twin_socket only when the client offered it (the
-	 * reply's list must be a subset of the proposal), and then we take it. */
-	n = snprintf(mine, sizeof(mine),
-		     "{\"capabilities\":{\"max_msg_fds\":%d,\"max_data_xfer_size\":%u,"
-		     "\"max_dma_maps\":%u,\"pgsizes\":%u%s}}",
-		     VFU_MAX_FDS, VFU_MAX_DATA_XFER, dev->max_dma_maps, SIM_PAGE,
-		     peer_end >= 0 ? ",\"twin_socket\":{\"supported\":true,\"fd_index\":0}" : "");
-	dev->versioned = true;
-	reply(dev, m, &v, sizeof(v), mine, (size_t)n + 1, peer_end >= 0 ? &peer_end : NULL,
-	      peer_end >= 0 ? 1 : 0);
-	if (peer_end >= 0)
-		close(peer_end); /* the client has its copy (or the send failed and it is dropped) */
-}
-
-static void cmd_device_info(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_device_info in, out = { .argsz = sizeof(out),
-					   .flags = VFU_DEV_F_RESET | VFU_DEV_F_PCI,
-					   .num_regions = SIM_NUM_REGIONS,
-					   .num_irqs = SIM_NUM_IRQS };
-
-	if (m->len < sizeof(in)) {
-		srv_log(dev, "DEVICE_GET_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&in, m->body, sizeof(in));
-	if (in.argsz < sizeof(out)) {
-		srv_log(dev, "DEVICE_GET_INFO: argsz %u < %zu", in.argsz, sizeof(out));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
-}
-
-static uint64_t region_size(struct sim_dev *dev, uint32_t index)
-{
-	switch (index) {
-	case 0:
-		return SIM_BAR0_SIZE;
-	case 2:
-		return dev->vram_size;
-	case 7:
-		return SIM_CFG_SIZE;
-	}
-	return 0;
-}
-
-static void cmd_region_info(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_region_info in, out;
-
-	if (m->len < sizeof(in)) {
-		srv_log(dev, "GET_REGION_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&in, m->body, sizeof(in));
-	if (in.argsz < sizeof(out) || in.index >= SIM_NUM_REGIONS) {
-		srv_log(dev, "GET_REGION_INFO: bad argsz %u or index %u", in.argsz, in.index);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memset(&out, 0, sizeof(out));
-	out.argsz = sizeof(out);
-	out.index = in.index;
-	out.size = region_size(dev, in.index);
-	if (out.size)
-		out.flags = VFU_REGION_F_READ | VFU_REGION_F_WRITE;
-	if (in.index == 2) {
-		out.flags |= VFU_REGION_F_MMAP;
-		reply(dev, m, &out, sizeof(out), NULL, 0, &dev->vram_fd, 1);
-		return;
-	}
-	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
-}
-
-static const uint32_t irq_counts[SIM_NUM_IRQS] = { 1, 0, SIM_MSIX_VECTORS, 1, 1 };
-
-static void cmd_irq_info(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_irq_info in, out;
-
-	if (m->len < sizeof(in)) {
-		srv_log(dev, "GET_IRQ_INFO: %zu-byte payload, need %zu", m->len, sizeof(in));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&in, m->body, sizeof(in));
-	if (in.argsz < sizeof(out) || in.index >= SIM_NUM_IRQS) {
-		srv_log(dev, "GET_IRQ_INFO: bad argsz %u or index %u", in.argsz, in.index);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	out.argsz = sizeof(out);
-	out.index = in.index;
-	out.count = irq_counts[in.index];
-	out.flags = out.count ? (1u << 0) | (1u << 1) : 0; /* EVENTFD | MASKABLE */
-	reply(dev, m, &out, sizeof(out), NULL, 0, NULL, 0);
-}
-
-static void irq_set_fd(struct sim_dev *dev, uint32_t index, uint32_t vec, int fd)
-{
-	/* Lock held: engines signal under the lock, so the old fd is not in
-	 * use while it is closed. */
-	if (dev->irq_fd[index][vec] >= 0)
-		close(dev->irq_fd[index][vec]);
-	dev->irq_fd[index][vec] = fd;
-	if (fd < 0) {
-		dev->irq_masked[index][vec] = false;
-		dev->irq_pending[index][vec] = false;
-	}
-}
-
-static void cmd_set_irqs(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_irq_set s;
-	uint32_t dtype, atype, max;
-	const uint8_t *data;
-	size_t dlen;
-
-	if (m->len < sizeof(s)) {
-		srv_log(dev, "SET_IRQS: %zu-byte payload, need %zu", m->len, sizeof(s));
-		goto out_inval;
-	}
-	memcpy(&s, m->body, sizeof(s));
-	dtype = s.flags & (VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_DATA_BOOL | VFU_IRQ_SET_DATA_EVENTFD);
-	atype = s.flags & (VFU_IRQ_SET_ACTION_MASK | VFU_IRQ_SET_ACTION_UNMASK |
-			   VFU_IRQ_SET_ACTION_TRIGGER);
-	if (s.argsz < sizeof(s) || s.argsz > m->len || s.index >= SIM_NUM_IRQS ||
-	    __builtin_popcount(dtype) != 1 || __builtin_popcount(atype) != 1 ||
-	    (s.flags & ~(dtype | atype))) {
-		srv_log(dev, "SET_IRQS: bad argsz %u, index %u or flags 0x%x", s.argsz, s.index,
-			s.flags);
-		goto out_inval;
-	}
-	max = irq_counts[s.index];
-	data = m->body + sizeof(s);
-	dlen = s.argsz - sizeof(s);
-	if (dtype == VFU_IRQ_SET_DATA_NONE && atype == VFU_IRQ_SET_ACTION_TRIGGER && s.count == 0) {
-		if (s.start || m->nfds || dlen) {
-			srv_log(dev, "SET_IRQS: disable with start %u, %d fds, %zu data bytes", s.start,
-				m->nfds, dlen);
-			goto out_inval;
-		}
-		pthread_mutex_lock(&dev->lock);
-		for (uint32_t v = 0; v < SIM_MSIX_VECTORS; v++)
-			irq_set_fd(dev, s.index, v, -1);
-		pthread_mutex_unlock(&dev->lock);
-		reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
-		return;
-	}
-	if (!s.count || s.start >= max || s.count > max - s.start) {
-		srv_log(dev, "SET_IRQS: vectors [%u, +%u) outside index %u's %u", s.start, s.count,
-			s.index, max);
-		goto out_inval;
-	}
-	if (dtype == VFU_IRQ_SET_DATA_EVENTFD) {
-		int32_t want[SIM_MSIX_VECTORS];
-		int used = 0;
-
-		if (atype != VFU_IRQ_SET_ACTION_TRIGGER) {
-			srv_log(dev, "SET_IRQS: mask/unmask eventfds are not supported");
-			reply_err(dev, m, ENOTSUP);
-			return;
-		}
-		if (dlen == 4ull * s.count) {
-			/* Optional int32 per vector (as the kernel ioctl): >= 0
-			 * takes the next passed fd in order, -1 de-assigns. */
-			memcpy(want, data, dlen);
-			for (uint32_t i = 0; i < s.count; i++)
-				if (want[i] >= 0)
-					used++;
-			if (used != m->nfds) {
-				srv_log(dev, "SET_IRQS: %d fds for %d non-negative entries", m->nfds, used);
-				goto out_inval;
-			}
-		} else if (dlen == 0 && (m->nfds == (int)s.count || m->nfds == 0)) {
-			for (uint32_t i = 0; i < s.count; i++)
-				want[i] = m->nfds ? 0 : -1;
-		} else {
-			srv_log(dev, "SET_IRQS: %d fds and %zu data bytes for %u vectors", m->nfds, dlen,
-				s.count);
-			goto out_inval;
-		}
-		for (int i = 0; i < m->nfds; i++)
-			if (irq_fd_adopt(dev, m->fds[i]))
-				goto out_inval;
-		pthread_mutex_lock(&dev->lock);
-		used = 0;
-		for (uint32_t i = 0; i < s.count; i++) {
-			int fd = -1;
-
-			if (want[i] >= 0) {
-				fd = m->fds[used];
-				m->fds[used++] = -1; /* ours now */
-			}
-			irq_set_fd(dev, s.index, s.start + i, fd);
-		}
-		pthread_mutex_unlock(&dev->lock);
-		reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
-		return;
-	}
-	if (m->nfds || (dtype == VFU_IRQ_SET_DATA_BOOL ? dlen != s.count : dlen != 0)) {
-		srv_log(dev, "SET_IRQS: %d fds / %zu data bytes do not match the data type", m->nfds,
-			dlen);
-		goto out_inval;
-	}
-	pthread_mutex_lock(&dev->lock);
-	for (uint32_t i = 0; i < s.count; i++) {
-		uint32_t v = s.start + i;
-
-		if (dtype == VFU_IRQ_SET_DATA_BOOL && !data[i])
-			continue;
-		if (atype == VFU_IRQ_SET_ACTION_TRIGGER) {
-			sim_irq_raise(dev, s.index, v);
-		} else if (atype == VFU_IRQ_SET_ACTION_MASK) {
-			dev->irq_masked[s.index][v] = true;
-		} else {
-			dev->irq_masked[s.index][v] = false;
-			if (dev->irq_pending[s.index][v]) {
-				dev->irq_pending[s.index][v] = false;
-				dev->cnt_irqs--; /* counted when first raised */
-				sim_irq_raise(dev, s.index, v);
-			}
-		}
-	}
-	pthread_mutex_unlock(&dev->lock);
-	reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
-	return;
-
-out_inval:
-	reply_err(dev, m, EINVAL);
-}
-
-static int vram_access(struct sim_dev *dev, uint64_t off, void *buf, size_t len, bool write)
-{
-	bool ok;
-
-	if (off > dev->vram_size || len > dev->vram_size - off)
-		return -EINVAL;
-	pthread_mutex_lock(&dev->lock);
-	ok = dev->power == SIM_POWER_D0 && pci_mem_enabled(dev);
-	pthread_mutex_unlock(&dev->lock);
-	if (!ok)
-		return -EIO;
-	if (!len)
-		return 0; /* a zero-byte access is a no-op (and buf may be NULL) */
-	if (write)
-		memcpy(dev->vram + off, buf, len);
-	else
-		memcpy(buf, dev->vram + off, len);
-	return 0;
-}
-
-static void cmd_region_rw(struct sim_dev *dev, struct sim_msg *m, bool write)
-{
-	struct vfu_region_access a;
-	uint8_t *data = NULL;
-	int ret;
-
-	if (m->len < sizeof(a)) {
-		srv_log(dev, "REGION_%s: %zu-byte payload, need %zu", write ? "WRITE" : "READ",
-			m->len, sizeof(a));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&a, m->body, sizeof(a));
-	if (a.count > VFU_MAX_DATA_XFER || m->len != sizeof(a) + (write ? a.count : 0)) {
-		srv_log(dev, "REGION_%s: count %u does not fit the %zu-byte payload (max %u)",
-			write ? "WRITE" : "READ", a.count, m->len, VFU_MAX_DATA_XFER);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	if (write) {
-		data = m->body + sizeof(a);
-	} else if (a.count) {
-		data = malloc(a.count);
-		if (!data) {
-			reply_err(dev, m, ENOMEM);
-			return;
-		}
-	}
-	switch (a.region) {
-	case 0:
-		ret = write ? regs_write(dev, a.offset, data, a.count) :
-			      regs_read(dev, a.offset, data, a.count);
-		break;
-	case 2:
-		ret = vram_access(dev, a.offset, data, a.count, write);
-		break;
-	case 7:
-		ret = write ? pci_cfg_write(dev, a.offset, data, a.count) :
-			      pci_cfg_read(dev, a.offset, data, a.count);
-		break;
-	default:
-		ret = -EINVAL;
-	}
-	if (ret) {
-		if (ret == -EINVAL)
-			srv_log(dev, "REGION_%s: bad access region %u offset 0x%" PRIx64 " count %u",
-				write ? "WRITE" : "READ", a.region, a.offset, a.count);
-		reply_err(dev, m, -ret);
-	} else {
-		reply(dev, m, &a, sizeof(a), write ? NULL : data, write ? 0 : a.count, NULL, 0);
-	}
-	if (!write)
-		free(data);
-}
-
-/*
- * The fd of a DMA window must be memory that cannot stall an engine: a memfd,
- * tmpfs or hugetlbfs file (a file on a disk or FUSE file system could block a
- * page fault for as long as its server likes), and it must cover
- * [@off, @off + @size) now. A client can still truncate it later: the engines
- * reach it under the SIGBUS guard (sim_guard.c). Returns 0 or -EINVAL (logged).
- */
-static int dma_fd_check(struct sim_dev *dev, int fd, uint64_t off, uint64_t size)
-{
-	struct statfs fs;
-	struct stat st;
-
-	if (fstat(fd, &st) < 0 || fstatfs(fd, &fs) < 0) {
-		srv_log(dev, "DMA_MAP: cannot stat the fd: %s", strerror(errno));
-		return -EINVAL;
-	}
-	if (!S_ISREG(st.st_mode) ||
-	    (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)) {
-		srv_log(dev, "DMA_MAP: the fd is not a memfd, tmpfs or hugetlbfs file (mode 0%o, "
-			"file system 0x%lx)", (unsigned)st.st_mode, (unsigned long)fs.f_type);
-		return -EINVAL;
-	}
-	if (off > UINT64_MAX - size || (uint64_t)st.st_size < off + size) {
-		srv_log(dev, "DMA_MAP: the fd holds %lld bytes; the window needs [0x%" PRIx64
-			", 0x%" PRIx64 ")", (long long)st.st_size, off, off + size);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static void cmd_dma_map(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_dma_map r;
-	struct sim_dma_map nm = { 0 };
-	size_t pos;
-	int err = EINVAL;
-
-	if (m->len < sizeof(r)) {
-		srv_log(dev, "DMA_MAP: %zu-byte payload, need %zu", m->len, sizeof(r));
-		goto out_err;
-	}
-	memcpy(&r, m->body, sizeof(r));
-	if (r.argsz < sizeof(r) || (r.flags & ~(VFU_DMA_F_READ | VFU_DMA_F_WRITE)) || !r.flags ||
-	    m->nfds > 1) {
-		srv_log(dev, "DMA_MAP: bad argsz %u, flags 0x%x or %d fds", r.argsz, r.flags, m->nfds);
-		goto out_err;
-	}
-	if (!r.size || (r.addr | r.size) & (SIM_PAGE - 1) || r.addr + r.size < r.addr ||
-	    r.addr + r.size > SIM_IOVA_LIMIT || (m->nfds && (r.offset & (SIM_PAGE - 1)))) {
-		srv_log(dev, "DMA_MAP: bad window iova 0x%" PRIx64 " size 0x%" PRIx64
-			" offset 0x%" PRIx64 " (4 KiB aligned, inside [0, 2^48))",
-			r.addr, r.size, r.offset);
-		goto out_err;
-	}
-	nm.iova = r.addr;
-	nm.size = r.size;
-	nm.prot = r.flags;
-	if (m->nfds && dma_fd_check(dev, m->fds[0], r.offset, r.size))
-		goto out_err;
-	if (m->nfds) {
-		int prot = PROT_READ | ((r.flags & VFU_DMA_F_WRITE) ? PROT_WRITE : 0);
-		void *p = mmap(NULL, r.size, prot, MAP_SHARED, m->fds[0], (off_t)r.offset);
-
-		if (p == MAP_FAILED) {
-			err = errno;
-			srv_log(dev, "DMA_MAP: mmap of the fd (size 0x%" PRIx64 " offset 0x%" PRIx64
-				") failed: %s", r.size, r.offset, strerror(err));
-			goto out_err;
-		}
-		nm.host = p;
-	}
-	pthread_mutex_lock(&dev->lock);
-	if (dev->nmaps >= dev->max_dma_maps) {
-		pthread_mutex_unlock(&dev->lock);
-		srv_log(dev, "DMA_MAP: %zu windows, max_dma_maps reached", dev->nmaps);
-		err = ENOSPC;
-		goto out_unmap;
-	}
-	for (pos = 0; pos < dev->nmaps && dev->maps[pos].iova < nm.iova; pos++)
-		;
-	if ((pos < dev->nmaps && dev->maps[pos].iova < nm.iova + nm.size) ||
-	    (pos > 0 && dev->maps[pos - 1].iova + dev->maps[pos - 1].size > nm.iova)) {
-		pthread_mutex_unlock(&dev->lock);
-		srv_log(dev, "DMA_MAP: iova 0x%" PRIx64 " size 0x%" PRIx64 " overlaps a window",
-			r.addr, r.size);
-		err = EEXIST;
-		goto out_unmap;
-	}
-	if (dev->nmaps == dev->maps_cap) {
-		size_t cap = dev->maps_cap ? dev->maps_cap * 2 : 16;
-		struct sim_dma_map *n = realloc(dev->maps, cap * sizeof(*n));
-
-		if (!n) {
-			pthread_mutex_unlock(&dev->lock);
-			err = ENOMEM;
-			goto out_unmap;
-		}
-		dev->maps = n;
-		dev->maps_cap = cap;
-	}
-	memmove(&dev->maps[pos + 1], &dev->maps[pos], (dev->nmaps - pos) * sizeof(nm));
-	dev->maps[pos] = nm;
-	dev->nmaps++;
-	pthread_mutex_unlock(&dev->lock);
-	reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
-	return;
-
-out_unmap:
-	if (nm.host)
-		munmap(nm.host, nm.size);
-out_err:
-	reply_err(dev, m, err);
-}
-
-static bool unmap_range_quiet(struct sim_dev *dev)
-{
-	return !inflight_overlaps(dev, dev->wait_start, dev->wait_end);
-}
-
-static void cmd_dma_unmap(struct sim_dev *dev, struct sim_msg *m)
-{
-	struct vfu_dma_unmap r;
-	uint64_t start, end, unmapped = 0;
-	struct sim_dma_map *gone = NULL;
-	size_t first, cnt = 0;
-
-	if (m->len < sizeof(r)) {
-		srv_log(dev, "DMA_UNMAP: %zu-byte payload, need %zu", m->len, sizeof(r));
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	memcpy(&r, m->body, sizeof(r));
-	if (r.argsz < sizeof(r) || (r.flags & ~VFU_DMA_UNMAP_F_ALL) || m->nfds) {
-		srv_log(dev, "DMA_UNMAP: bad argsz %u, flags 0x%x or %d fds", r.argsz, r.flags,
-			m->nfds);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	if (r.flags & VFU_DMA_UNMAP_F_ALL) {
-		if (r.addr || r.size) {
-			srv_log(dev, "DMA_UNMAP: ALL with a range");
-			reply_err(dev, m, EINVAL);
-			return;
-		}
-		start = 0;
-		end = UINT64_MAX;
-	} else {
-		start = r.addr;
-		end = r.addr + r.size;
-		if (!r.size || end < start) {
-			srv_log(dev, "DMA_UNMAP: bad range 0x%" PRIx64 " + 0x%" PRIx64, r.addr, r.size);
-			reply_err(dev, m, EINVAL);
-			return;
-		}
-	}
-	dev->wait_start = start;
-	dev->wait_end = end;
-	for (;;) {
-		pthread_mutex_lock(&dev->lock);
-		/* Windows must lie wholly inside the range: no partial unmap. */
-		for (first = 0; first < dev->nmaps && dev->maps[first].iova + dev->maps[first].size <= start;
-		     first++)
-			;
-		if (first < dev->nmaps && dev->maps[first].iova < start) {
-			pthread_mutex_unlock(&dev->lock);
-			goto out_partial;
-		}
-		for (cnt = 0; first + cnt < dev->nmaps && dev->maps[first + cnt].iova < end; cnt++) {
-			struct sim_dma_map *mm = &dev->maps[first + cnt];
-
-			if (end - mm->iova < mm->size) {
-				pthread_mutex_unlock(&dev->lock);
-				goto out_partial;
-			}
-		}
-		if (!cnt) {
-			pthread_mutex_unlock(&dev->lock);
-			if (r.flags & VFU_DMA_UNMAP_F_ALL)
-				break;
-			srv_log(dev, "DMA_UNMAP: no window at 0x%" PRIx64 " + 0x%" PRIx64, r.addr,
-				r.size);
-			reply_err(dev, m, ENOENT);
-			return;
-		}
-		if (!inflight_overlaps(dev, start, end)) {
-			gone = malloc(cnt * sizeof(*gone));
-			if (!gone) {
-				pthread_mutex_unlock(&dev->lock);
-				reply_err(dev, m, ENOMEM);
-				return;
-			}
-			memcpy(gone, &dev->maps[first], cnt * sizeof(*gone));
-			memmove(&dev->maps[first], &dev->maps[first + cnt],
-				(dev->nmaps - first - cnt) * sizeof(*gone));
-			dev->nmaps -= cnt;
-			pthread_mutex_unlock(&dev->lock);
-			break;
-		}
-		pthread_mutex_unlock(&dev->lock);
-		/* An engine is on this range: wait for it, serving its in-band
-		 * requests meanwhile. */
-		if (srv_wait(dev, unmap_range_quiet, 10000)) {
-			reply_err(dev, m, EBUSY);
-			return;
-		}
-	}
-	for (size_t i = 0; gone && i < cnt; i++) {
-		if (gone[i].host)
-			munmap(gone[i].host, gone[i].size);
-		unmapped += gone[i].size;
-	}
-	free(gone);
-	if (!(r.flags & VFU_DMA_UNMAP_F_ALL))
-		r.size = unmapped;
-	reply(dev, m, &r, sizeof(r), NULL, 0, NULL, 0);
-	return;
-
-out_partial:
-	srv_log(dev, "DMA_UNMAP: 0x%" PRIx64 " + 0x%" PRIx64 " splits a window", r.addr, r.size);
-	reply_err(dev, m, EINVAL);
-}
-
-static bool all_quiet(struct sim_dev *dev)
-{
-	return !ce_any_busy(dev) && !exec_any_busy(dev);
-}
-
-int sim_device_reset(struct sim_dev *dev)
-{
-	pthread_mutex_lock(&dev->lock);
-	if (dev->power == SIM_POWER_D3COLD) {
-		pthread_mutex_unlock(&dev->lock);
-		return -EIO; /* no main power: nothing to reset */
-	}
-	for (unsigned i = 0; i < SIM_NUM_CE; i++)
-		dev->ce[i].enabled = false;
-	exec_hold(dev);
-	pthread_mutex_unlock(&dev->lock);
-	srv_wait(dev, all_quiet, 10000);
-	pthread_mutex_lock(&dev->lock);
-	for (unsigned i = 0; i < SIM_NUM_CE; i++)
-		ce_reset_locked(&dev->ce[i], true);
-	exec_reset_locked(dev);
-	pci_reset(dev);
-	dev->scratch = 0;
-	memset(dev->msix_table, 0, sizeof(dev->msix_table));
-	pthread_mutex_unlock(&dev->lock);
-	return 0;
-}
-
-void srv_handle_msg(struct sim_dev *dev, struct sim_msg *m)
-{
-	if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
-		route_reply(dev, m);
-		return;
-	}
-	if ((m->hdr.flags & VFU_F_TYPE_MASK) != VFU_F_TYPE_COMMAND) {
-		srv_log(dev, "message type %u unknown", m->hdr.flags & VFU_F_TYPE_MASK);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	if (m->bad) {
-		srv_log(dev, "malformed message (cmd %u, size %u, %d fds)", m->hdr.cmd, m->hdr.size,
-			m->nfds);
-		reply_err(dev, m, m->bad);
-		return;
-	}
-	if (!dev->versioned && m->hdr.cmd != VFU_CMD_VERSION) {
-		srv_log(dev, "command %u before VERSION", m->hdr.cmd);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	/* Only these commands carry fds. */
-	if (m->nfds && m->hdr.cmd != VFU_CMD_DMA_MAP && m->hdr.cmd != VFU_CMD_DEVICE_SET_IRQS) {
-		srv_log(dev, "command %u with %d unexpected fds", m->hdr.cmd, m->nfds);
-		reply_err(dev, m, EINVAL);
-		return;
-	}
-	switch (m->hdr.cmd) {
-	case VFU_CMD_VERSION:
-		cmd_version(dev, m);
-		break;
-	case VFU_CMD_DMA_MAP:
-		cmd_dma_map(dev, m);
-		break;
-	case VFU_CMD_DMA_UNMAP:
-		cmd_dma_unmap(dev, m);
-		break;
-	case VFU_CMD_DEVICE_GET_INFO:
-		cmd_device_info(dev, m);
-		break;
-	case VFU_CMD_DEVICE_GET_REGION_INFO:
-		cmd_region_info(dev, m);
-		break;
-	case VFU_CMD_DEVICE_GET_IRQ_INFO:
-		cmd_irq_info(dev, m);
-		break;
-	case VFU_CMD_DEVICE_SET_IRQS:
-		cmd_set_irqs(dev, m);
-		break;
-	case VFU_CMD_REGION_READ:
-		cmd_region_rw(dev, m, false);
-		break;
-	case VFU_CMD_REGION_WRITE:
-		cmd_region_rw(dev, m, true);
-		break;
-	case VFU_CMD_DEVICE_RESET: {
-		int ret = sim_device_reset(dev);
-
-		if (ret)
-			reply_err(dev, m, -ret);
-		else
-			reply(dev, m, NULL, 0, NULL, 0, NULL, 0);
-		break;
-	}
-	default:
-		srv_log(dev, "command %u not supported", m->hdr.cmd);
-		reply_err(dev, m, ENOSYS);
 	}
 }
 
@@ -1336,7 +321,7 @@ void srv_disconnect(struct sim_dev *dev)
 	sock_close(&dev->twin_lock, &dev->twin_fd);
 	pthread_mutex_lock(&dev->lock);
 	dev->connected = false;
-	pending_fail_all(dev, ENODEV);
+	srv_pending_fail_all(dev, ENODEV);
 	pthread_mutex_unlock(&dev->lock);
 
 	/* Drop the client's DMA windows once no engine is inside one (their
@@ -1352,7 +337,7 @@ void srv_disconnect(struct sim_dev *dev)
 			dev->nmaps = 0;
 			for (unsigned i = 0; i < SIM_NUM_IRQS; i++)
 				for (unsigned v = 0; v < SIM_MSIX_VECTORS; v++)
-					irq_set_fd(dev, i, v, -1);
+					srv_irq_set_fd(dev, i, v, -1);
 			if (dev->req_active && !dev->removed)
 				dev->removed = true;
 			gone = dev->removed;
@@ -1572,7 +557,7 @@ static void *srv_thread(void *arg)
 			if (recv_msg(dev->twin_fd, &m)) {
 				srv_disconnect(dev);
 			} else if ((m->hdr.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_REPLY) {
-				route_reply(dev, m);
+				srv_route_reply(dev, m);
 				srv_msg_free(m);
 			} else {
 				twin_command(dev, m);

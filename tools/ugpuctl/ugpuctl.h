@@ -4,7 +4,7 @@
 #ifndef UGPU_TOOLS_UGPUCTL_H
 #define UGPU_TOOLS_UGPUCTL_H
 
-#include "src/vfio/pci_discover.h"
+#include "vfio/pci_discover.h"
 
 /*
  * struct ugpuctl_cmd - one subcommand.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Device helpers for the guest tests, all through the driver's transport
- * (src/vfio/transport.h): opening, config space, and QEMU's edu device.
+ * (vfio/transport.h): opening, config space, and QEMU's edu device.
  */
 #ifndef UGPU_TESTS_VM_GUEST_VM_DEV_H
 #define UGPU_TESTS_VM_GUEST_VM_DEV_H
@@ -9,7 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
-#include "src/vfio/transport.h"
+#include "vfio/transport.h"
 #include "vm_test.h"
 
 #define VM_IVSHMEM_ID 0x11101af4u /* device << 16 | vendor */

@@ -14,13 +14,13 @@
  *    the memory behind it does not change;
  *  - peer to peer: the ivshmem BAR2 mmap is dma_map'ed for edu, which reads
  *    it and writes it; the host checks the written part in its file;
- *  - the driver's DMA space (src/vfio/dma.h) on top of this transport: an
+ *  - the driver's DMA space (vfio/dma.h) on top of this transport: an
  *    allocated IOVA edu can reach, a round trip through it, a clean unmap and
  *    nothing left mapped at fini;
  *  - reset of a device without one (edu) is -ENOTSUP.
  */
-#include "src/base/sysmem.h"
-#include "src/vfio/dma.h"
+#include "base/sysmem.h"
+#include "vfio/dma.h"
 #include "vm_dev.h"
 
 #define BUF_IOVA (1ull << 20)

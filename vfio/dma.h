@@ -33,8 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/base/sysmem.h"
-#include "src/vfio/transport.h"
+#include "base/sysmem.h"
+#include "vfio/transport.h"
 
 struct ugpu_context;
 

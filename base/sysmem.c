@@ -4,8 +4,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "src/base/log.h"
-#include "src/base/sysmem.h"
+#include "base/log.h"
+#include "base/sysmem.h"
 
 int sysmem_create(struct ugpu_context *ctx, size_t size, const char *name, struct sysmem *out)
 {

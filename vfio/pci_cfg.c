@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 
-#include "src/vfio/pci_cfg.h"
-#include "src/vfio/transport.h"
+#include "vfio/pci_cfg.h"
+#include "vfio/transport.h"
 
 static int cfg_read(struct vfio_dev *dev, uint32_t off, void *val, size_t len)
 {

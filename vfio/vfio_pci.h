@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Kernel vfio-pci transport: extras beyond src/vfio/transport.h. The sysfs
+ * Kernel vfio-pci transport: extras beyond vfio/transport.h. The sysfs
  * root and /dev are injectable so the discovery half of the open sequence
  * (and the parsers of the kernel's capability chains) can be tested without
  * VFIO; the ioctls themselves are only ever issued to the real kernel.
@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#include "src/vfio/pci_discover.h"
-#include "src/vfio/transport.h"
+#include "vfio/pci_discover.h"
+#include "vfio/transport.h"
 
 /* vfio_pci_open() with explicit paths (vfio_pci_open uses /sys and /dev). */
 int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, const char *bdf,

@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include "src/base/log.h"
-#include "src/vfio/vfio_user_caps.h"
-#include "src/vfio/vfio_user_msg.h"
+#include "base/log.h"
+#include "vfio/vfio_user_caps.h"
+#include "vfio/vfio_user_msg.h"
 
 /* Sanity bounds on what DEVICE_GET_INFO may claim. */
 #define VU_SANE_REGIONS 64
@@ -86,6 +86,8 @@ int vu_version_parse(const struct vu_log *l, const void *data, size_t len, int n
 {
 	struct vfu_version ver;
 	struct vfu_caps caps;
+	const char *why;
+	int ret;
 
 	if (len < sizeof(ver)) {
 		log_err(l->ctx, "%s: VERSION reply of %zu bytes is too short", l->name, len);
@@ -103,10 +105,11 @@ int vu_version_parse(const struct vu_log *l, const void *data, size_t len, int n
 		return -EPROTO;
 	}
 	vfu_caps_init(&caps);
-	if (vfu_caps_parse((const char *)data + sizeof(ver), len - sizeof(ver), &caps)) {
-		log_err(l->ctx, "%s: VERSION capabilities are not valid JSON of the expected shape",
-			l->name);
-		return -EPROTO;
+	ret = vfu_caps_parse((const char *)data + sizeof(ver), len - sizeof(ver), &caps, &why);
+	if (ret) {
+		log_err(l->ctx, "%s: VERSION capabilities are not valid JSON of the expected shape: %s",
+			l->name, ret == -ENOMEM ? "out of memory" : why);
+		return ret;
 	}
 	if (caps.max_data_xfer_size == 0 || caps.pgsizes == 0 || caps.max_dma_maps == 0) {
 		log_err(l->ctx,

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/base/context.h"
-#include "src/base/log.h"
+#include "base/context.h"
+#include "base/log.h"
 
 UGPU_API int ugpu_context_create(const struct ugpu_context_opts *opts,
 				 struct ugpu_context **out)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vfio-user client: extras beyond the transport table (src/vfio/transport.h).
+ * vfio-user client: extras beyond the transport table (vfio/transport.h).
  * vfio_user_open() there is the plain entry point; these let tests and the
  * in-process reference device choose the reply timeout or hand over an
  * already-connected socket.
@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/vfio/transport.h"
+#include "vfio/transport.h"
 
 /* Default bound on every request/reply round trip; the environment variable
  * UGPU_VFIO_USER_TIMEOUT_MS overrides it when no option is given. */

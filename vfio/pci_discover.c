@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/vfio/pci_discover.h"
+#include "vfio/pci_discover.h"
 
 const struct pci_paths pci_default_paths = { .sysfs = "/sys", .dev = "/dev" };
 

@@ -18,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "src/vfio/transport.h"
-#include "src/vfio/vfio_user_proto.h"
+#include "vfio/transport.h"
+#include "vfio/vfio_user_proto.h"
 
 /* Where log lines go and what they call the device. */
 struct vu_log {

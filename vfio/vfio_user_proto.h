@@ -2,7 +2,7 @@
 /*
  * vfio-user wire format (qemu docs/interop/vfio-user.rst, version 0.1), as
  * both sides of this project use it: the client transport
- * (src/vfio/vfio_user.c) and the reference device (tools/ugpu-sim/).
+ * (vfio/vfio_user.c) and the reference device (tools/ugpu-sim/).
  * Written from the specification; only what the project uses. Checked field
  * by field against the specification text (sizes are asserted at the end).
  *

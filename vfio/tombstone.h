@@ -8,7 +8,7 @@
 #ifndef UGPU_VFIO_TOMBSTONE_H
 #define UGPU_VFIO_TOMBSTONE_H
 
-#include "src/vfio/transport.h"
+#include "vfio/transport.h"
 
 /* tombstone_init() - make @t a stand-in for the closed transport @from
  * (may be NULL): same name and context, every op -ENODEV, gone. */

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "src/vfio/tombstone.h"
+#include "vfio/tombstone.h"
 
 static void tomb_close(struct vfio_dev *dev)
 {

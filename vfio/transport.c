@@ -15,9 +15,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "src/base/log.h"
+#include "base/log.h"
 
-#include "src/vfio/transport.h"
+#include "vfio/transport.h"
 
 static int vfio_check(struct vfio_dev *dev, uint32_t index)
 {

@@ -35,8 +35,8 @@
 
 #include <linux/vfio.h>
 
-#include "src/base/log.h"
-#include "src/vfio/vfio_pci.h"
+#include "base/log.h"
+#include "vfio/vfio_pci.h"
 
 #define VP_MAX_REGIONS VFIO_PCI_NUM_REGIONS
 #define VP_MAX_IRQS VFIO_PCI_NUM_IRQS

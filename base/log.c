@@ -5,8 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "src/base/context.h"
-#include "src/base/log.h"
+#include "base/context.h"
+#include "base/log.h"
 
 static const char *const level_names[] = {
 	[UGPU_LOG_ERROR] = "error",

@@ -2,10 +2,10 @@
 /*
  * The VFIO transport table: how the driver speaks to one PCI device.
  *
- * Two implementations fill it: kernel vfio-pci (src/vfio/vfio_pci.c, legacy
+ * Two implementations fill it: kernel vfio-pci (vfio/vfio_pci.c, legacy
  * container/group + type1; an iommufd/cdev variant can be added as a third
- * table) and the vfio-user client (src/vfio/vfio_user.c). Nothing above
- * src/vfio/ knows which one it is talking to: it holds a struct vfio_dev and
+ * table) and the vfio-user client (vfio/vfio_user.c). Nothing above
+ * vfio/ knows which one it is talking to: it holds a struct vfio_dev and
  * calls through dev->ops.
  *
  * Every call returns 0 or a negative errno. -ENODEV means the device is gone
@@ -167,7 +167,7 @@ static inline void vfio_dev_set_gone(struct vfio_dev *dev)
 }
 
 /*
- * Common region-mmap bookkeeping (src/vfio/transport.c), shared by the
+ * Common region-mmap bookkeeping (vfio/transport.c), shared by the
  * transports so the rules and the cleanup are written once.
  *
  * vfio_region_mmap_check() - may [@off, @off + @len) of the region @ri

@@ -5,7 +5,7 @@
  * Backed by a sealable memfd mapped MAP_SHARED, so both transports can hand
  * it to a device: vfio-user passes the fd (the device process mmaps the same
  * pages), kernel vfio-pci pins the pages behind @vaddr. Mapping it for DMA is
- * the DMA space's business (src/vfio/dma.h); this module only owns memory.
+ * the DMA space's business (vfio/dma.h); this module only owns memory.
  */
 #ifndef UGPU_SRC_SYSMEM_H
 #define UGPU_SRC_SYSMEM_H

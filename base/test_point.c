@@ -3,7 +3,7 @@
 #include <pthread.h>
 #include <stddef.h>
 
-#include "src/base/test_point.h"
+#include "base/test_point.h"
 
 #ifdef UGPU_TEST_HOOKS
 

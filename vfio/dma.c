@@ -9,8 +9,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "src/base/log.h"
-#include "src/vfio/dma.h"
+#include "base/log.h"
+#include "vfio/dma.h"
 
 /* One IOMMU mapping held by the transport. */
 struct dma_seg {
