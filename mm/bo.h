@@ -67,6 +67,8 @@ struct ugpu_bo {
 
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
+	bool svm; /* a shared-virtual-memory range's VRAM (bo_mark_svm()):
+		   * evicted by handing it back to svm/ (struct bo_svm_ops) */
 	uint32_t pin_count;
 	struct list_link all; /* mgr->all: every live BO */
 	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
@@ -163,7 +165,33 @@ struct bo_mgr {
 	/* ugpu_device_close() released every BO's memory: BO calls answer
 	 * -ENODEV, the last put frees the handle (under @lock). */
 	bool closed;
+	/* shared virtual memory's eviction of its ranges (bo_svm_register());
+	 * under @lock */
+	const struct bo_svm_ops *svm_ops;
+	void *svm_arg;
 };
+
+/*
+ * struct bo_svm_ops - shared virtual memory's part in eviction: its ranges'
+ * VRAM (BOs marked with bo_mark_svm()) sits on the same LRU as the
+ * program's BOs, and eviction picks from both in LRU order.
+ * @evict: @bo was picked: bring its range's bytes back into process memory
+ *         and unmap it from the GPU, then return 0: the manager frees the
+ *         VRAM, and svm/ puts its reference on @bo later (never here).
+ *         -EBUSY: not now (the range is busy, a VM lock is taken): the next
+ *         victim is tried. Called with the manager lock held: it must not
+ *         take it, nor wait for anything that takes it (VM locks only with
+ *         trylock).
+ */
+struct bo_svm_ops {
+	int (*evict)(void *arg, struct ugpu_bo *bo);
+};
+
+/* Install (or with @ops NULL remove) shared virtual memory's eviction for
+ * @dev's BOs. Takes the manager lock: when it returns no @evict runs. */
+void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg);
+/* @bo (a kernel BO in VRAM) holds a shared-virtual-memory range. */
+void bo_mark_svm(struct ugpu_bo *bo);
 
 /* Counters for tests and tools. */
 struct bo_mgr_stats {

@@ -174,11 +174,59 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 
 /* ---- eviction and moves ---------------------------------------------------- */
 
-/* May go to system memory now: allowed there, and no GPU kernel uses it. */
+/* May leave VRAM now: allowed in system memory (or a shared-virtual-memory
+ * range, which goes back to the process), and no GPU kernel uses it. */
 static bool evictable(const struct ugpu_bo *bo, const struct ugpu_bo *except)
 {
-	return bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) &&
+	const struct bo_mgr *m = mgr_of(bo->dev);
+
+	return bo != except &&
+	       (bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) || (bo->svm && m->svm_ops)) &&
 	       !vm_bo_busy_locked(bo);
+}
+
+void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	pthread_mutex_lock(&m->lock);
+	m->svm_ops = ops;
+	m->svm_arg = arg;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void bo_mark_svm(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	pthread_mutex_lock(&m->lock);
+	bo->svm = true;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * Evict @victim: to system memory, or for a shared-virtual-memory range
+ * back into the process (svm/ copies it; its VRAM is freed here and the BO
+ * is left with no backing until svm/ puts it). -EBUSY: svm/ cannot now.
+ */
+static int evict_locked(struct bo_mgr *m, struct ugpu_bo *victim)
+{
+	int ret;
+
+	if (!victim->svm)
+		return bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+	ret = m->svm_ops->evict(m->svm_arg, victim);
+	if (ret)
+		return ret;
+	bo_rpm_forget(victim);
+	bo_lru_del_locked(victim);
+	vram_free(m->dev, victim->vram, 0);
+	m->vram_bytes -= victim->size;
+	/* a host-suspend backup of it has nothing left to restore */
+	bo_sys_free(m->dev, &victim->backup);
+	victim->backup_prepared = victim->backup_valid = false;
+	bo_set_placement(victim, UGPU_PLACEMENT_NONE);
+	return 0;
 }
 
 /*
@@ -228,7 +276,7 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
 	if (bo->size > dev->vram_size)
 		return -ENOSPC;
-	for (;;) {
+	for (uint64_t refused = 0;;) {
 		struct ugpu_bo *victim;
 
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
@@ -239,7 +287,15 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 			return -ENOSPC;
 		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
 			dev->name, victim->name, victim->size, bo->name);
-		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+		ret = evict_locked(m, victim);
+		if (ret == -EBUSY && victim->svm) {
+			/* its range is busy: the next one (each refusal sends
+			 * it to the MRU end; bounded by the LRU's length) */
+			if (++refused > m->nr_lru)
+				return -ENOSPC;
+			bo_lru_update_locked(victim);
+			continue;
+		}
 		if (ret)
 			return ret;
 		m->evictions++;

@@ -1023,18 +1023,16 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	return free_;
 }
 
-int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+/* vm_svm_unmap()'s work: @vm->lock and the manager lock held; the binds
+ * removed go to @gone (freed by the caller). */
+static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct list_link *gone)
 {
 	struct ugpu_device *dev = vm->dev;
-	struct bo_mgr *m = mgr_of(dev);
 	struct vm_mgr *vmm = vm->vmm;
-	struct list_link gone, *at;
+	struct list_link *at;
 	uint64_t end = va + len, gen = 0, root = 0;
 	int n = 0;
 
-	list_init(&gone);
-	pthread_mutex_lock(&vm->lock);
-	pthread_mutex_lock(&m->lock);
 	at = bind_after(vm, va);
 	while (at != &vm->binds) {
 		struct vm_bind *b = list_entry(at, struct vm_bind, vm_link);
@@ -1049,7 +1047,7 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 		list_del(&b->vm_link);
 		if (b->bo)
 			list_del(&b->bo_link);
-		list_add_tail(&gone, &b->vm_link);
+		list_add_tail(gone, &b->vm_link);
 		vm->svm_maps--;
 		vm->svm_bytes -= b->bytes;
 		n++;
@@ -1064,9 +1062,36 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	if (gen && !device_is_removed(dev) && vmm->exec &&
 	    __atomic_load_n(&vm->active, __ATOMIC_ACQUIRE))
 		exec_tlb_flush(vmm->exec, root, gen);
+	return n;
+}
+
+int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct bo_mgr *m = mgr_of(vm->dev);
+	struct list_link gone;
+	int n;
+
+	list_init(&gone);
+	pthread_mutex_lock(&vm->lock);
+	pthread_mutex_lock(&m->lock);
+	n = svm_unmap_locked(vm, va, len, &gone);
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 	binds_free(&gone);
+	return n;
+}
+
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct list_link gone;
+	int n;
+
+	if (pthread_mutex_trylock(&vm->lock))
+		return -EBUSY;
+	list_init(&gone);
+	n = svm_unmap_locked(vm, va, len, &gone);
+	pthread_mutex_unlock(&vm->lock);
+	binds_free(&gone); /* not the BOs' last references: the ranges hold theirs */
 	return n;
 }
 

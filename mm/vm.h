@@ -215,6 +215,9 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len);
  * in-flight accesses). Returns the number of maps removed.
  */
 int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+/* The same from an eviction (struct bo_svm_ops): the manager lock is held,
+ * @vm's lock is only tried (-EBUSY when taken: try another victim). */
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len);
 
 /* ---- mm/submit.c --------------------------------------------------------------- */
 

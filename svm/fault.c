@@ -207,6 +207,8 @@ again:
 	if (!range_own(s, r))
 		goto again;
 	size_count(&sd->st, r->size, 0, 0);
+	if (r->bo) /* used: a second chance on the eviction LRU */
+		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
 
 	ret = 0;
@@ -309,6 +311,7 @@ void *worker_main(void *arg)
 		w = list_entry(list_first(&s->work), struct svm_work, link);
 		list_del(&w->link);
 		s->cur_vm = w->kind == W_FAULTS ? w->f[0].vm : NULL;
+		s->cur_sd = w->kind == W_PUT ? w->sd : NULL;
 		pthread_mutex_unlock(&s->lock);
 		switch (w->kind) {
 		case W_FAULTS: {
@@ -345,12 +348,16 @@ void *worker_main(void *arg)
 		case W_GC:
 			gc_run(s, w->start, w->end, w->gc, w->to);
 			break;
+		case W_PUT:
+			evicted_put(s, w);
+			break;
 		}
 		pthread_mutex_lock(&s->lock);
 		if (w->kind == W_GC)
 			gc_item_done_locked(s, w);
 		free(w);
 		s->cur_vm = NULL;
+		s->cur_sd = NULL;
 		pthread_cond_broadcast(&s->cond);
 	}
 	pthread_mutex_unlock(&s->lock);

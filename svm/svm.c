@@ -57,7 +57,8 @@ static void fork_done(void);
 static int svm_start(struct svm *s)
 {
 	uint64_t want = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP |
-			UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_THREAD_ID;
+			UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_THREAD_ID |
+			UFFD_FEATURE_POISON;
 	uint64_t need = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP;
 	int ret, err = 0;
 
@@ -401,6 +402,10 @@ static void ops_sync(void *arg)
 	pthread_mutex_unlock(&s->lock);
 }
 
+static const struct bo_svm_ops svm_bo_ops = {
+	.evict = svm_evict,
+};
+
 static const struct vm_svm_ops svm_vm_ops = {
 	.vm_new = ops_vm_new,
 	.sync = ops_sync,
@@ -436,6 +441,7 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 	g_svm->ndevs++;
 	pthread_mutex_unlock(&g_svm->lock);
 	vm_svm_register(dev, &svm_vm_ops, g_svm);
+	bo_svm_register(dev, &svm_bo_ops, g_svm);
 	pthread_mutex_unlock(&g_svm_lock);
 	return 0;
 }
@@ -467,18 +473,21 @@ static void svm_dev_quiesce(struct svm *s, struct ugpu_device *dev)
 	list_for_each_safe(l, &s->work) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
 
-		if (w->kind == W_FAULTS && w->f[0].vm->dev == dev) {
+		if ((w->kind == W_FAULTS && w->f[0].vm->dev == dev) ||
+		    (w->kind == W_PUT && w->sd->dev == dev)) {
 			list_del(&w->link);
 			list_add_tail(&mine, &w->link);
 		}
 	}
-	while (s->cur_vm && s->cur_vm->dev == dev)
+	while ((s->cur_vm && s->cur_vm->dev == dev) || (s->cur_sd && s->cur_sd->dev == dev))
 		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	list_for_each_safe(l, &mine) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
 
-		for (size_t i = 0; i < w->n; i++)
+		if (w->kind == W_PUT)
+			evicted_put(s, w); /* what its evictions left */
+		for (size_t i = 0; w->kind == W_FAULTS && i < w->n; i++)
 			vm_fault_done(&w->f[i], -EFAULT);
 		list_del(&w->link);
 		free(w->f);
@@ -509,6 +518,7 @@ static void svm_down(struct ugpu_device *dev)
 		pthread_mutex_unlock(&g_svm_lock);
 		return;
 	}
+	bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
 	svm_dev_quiesce(s, dev);
 	for (;;) {
 		struct svm_range *r = own_first(s, 0, UINT64_MAX, held_by, sd);
@@ -535,6 +545,10 @@ static void svm_down(struct ugpu_device *dev)
 	pthread_mutex_unlock(&s->lock);
 	if (sd->rpm_held)
 		rpm_put_dev(dev);
+	sd->st.svm_ranges = sd->st.svm_vram_bytes = 0;
+	pthread_mutex_lock(&dev->pub_lock);
+	dev->svm_last = sd->st; /* what ugpu_device_svm_stats() answers from now on */
+	pthread_mutex_unlock(&dev->pub_lock);
 	free(sd);
 	if (!s->ndevs) {
 		g_svm = NULL;
@@ -577,6 +591,13 @@ UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stat
 		pthread_mutex_unlock(&g_svm->lock);
 	}
 	pthread_mutex_unlock(&g_svm_lock);
+	if (!o.svm_pagefault_count) {
+		/* the step went (close, removal): its last counters */
+		pthread_mutex_lock(&dev->pub_lock);
+		if (dev->svm_last.size)
+			o = dev->svm_last;
+		pthread_mutex_unlock(&dev->pub_lock);
+	}
 	o.size = st->size;
 	memcpy(st, &o, st->size < sizeof(o) ? st->size : sizeof(o));
 	return 0;

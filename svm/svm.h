@@ -96,7 +96,7 @@ struct svm_range {
 	unsigned int nmaps;
 };
 
-enum work_kind { W_FAULTS, W_BACK, W_GC };
+enum work_kind { W_FAULTS, W_BACK, W_GC, W_PUT };
 enum gc_kind { GC_UNMAP, GC_REMOVE, GC_REMAP };
 
 struct svm_work {
@@ -107,6 +107,8 @@ struct svm_work {
 	uint64_t start, end; /* W_BACK: the range; W_GC: the span */
 	enum gc_kind gc;
 	uint64_t to; /* GC_REMAP: where [start, end) went */
+	struct ugpu_bo *bo; /* W_PUT: an evicted range's BO, to put */
+	struct svm_dev *sd; /* W_PUT: whose VRAM it was */
 };
 
 /* A span of process memory registered with our userfaultfd. */
@@ -145,6 +147,7 @@ struct svm {
 	pthread_t worker;
 	bool worker_up, stop;
 	struct ugpu_vm *cur_vm; /* the VM the worker's current item serves */
+	struct svm_dev *cur_sd; /* the device whose W_PUT the worker runs */
 	unsigned int gc_inflight; /* GC items queued or running */
 	bool forking;
 	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
@@ -208,6 +211,9 @@ void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64
 
 /* svm/handler.c: what the userfaultfd handler thread does with each message */
 extern const struct uffd_owner_ops svm_uffd_ops;
+
+int svm_evict(void *arg, struct ugpu_bo *bo);
+void evicted_put(struct svm *s, struct svm_work *w);
 
 /* svm/fault.c */
 void work_queue(struct svm *s, struct svm_work *w);

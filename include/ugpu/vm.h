@@ -333,6 +333,14 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  *          their memory.
  * @svm_abort_count: faults answered with an error (the kernel aborted).
  * @svm_ranges: ranges alive now; @svm_vram_bytes: of them in VRAM now.
+ * @svm_lost_count, @svm_lost_bytes: ranges (and their bytes) whose only
+ *          copy was in this device's VRAM when it went away by surprise:
+ *          their memory raises SIGBUS on a CPU touch from then on (SIGSEGV
+ *          on a kernel without UFFDIO_POISON, Linux 6.6), and each is logged
+ *          with its address and size. Still answered after the removal.
+ * @svm_evict_count: ranges evicted from VRAM to make room (for a BO or
+ *          another range: one LRU for both), their bytes back in process
+ *          memory.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -347,6 +355,8 @@ struct ugpu_svm_stats {
 	uint64_t svm_gc_count;
 	uint64_t svm_abort_count;
 	uint64_t svm_ranges, svm_vram_bytes;
+	uint64_t svm_lost_count, svm_lost_bytes;
+	uint64_t svm_evict_count;
 };
 
 /**

@@ -521,6 +521,135 @@ static void test_move_refused_half_way(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/* ---- one LRU for ranges and BOs ---- */
+
+/* Ranges fill VRAM; BOs that want VRAM evict the least recently used
+ * ranges (their bytes back in process memory, byte-exact); then a kernel
+ * on the ranges evicts the BOs (to system memory, byte-exact). */
+static void test_ranges_and_bos_evict_each_other(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 48 * MIB, bo_bytes = 8 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, vram0;
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bo[4];
+	struct ugpu_svm_stats st;
+	int k, in_sys = 0;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i * 0x9e3779b97f4a7c15ull;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	vram0 = stats(s).svm_vram_bytes;
+	assert_true(vram0 >= 32 * MIB);
+	for (k = 0; k < 4; k++) {
+		bo[k] = bo_new(s->f->dev, bo_bytes, 0, V, S, "evictor");
+		assert_non_null(bo[k]);
+		assert_int_equal(bo_where(bo[k]), V); /* room was made */
+		assert_int_equal(bo_fill(bo[k], bo_bytes, 70 + k), 0);
+	}
+	st = stats(s);
+	assert_true(st.svm_evict_count >= 1);
+	assert_true(st.svm_vram_bytes < vram0);
+	print_message("ranges in VRAM: %llu MiB, then %llu MiB after 4 x 8 MiB BOs (%llu evicted)\n",
+		      (unsigned long long)(vram0 >> 20), (unsigned long long)(st.svm_vram_bytes >> 20),
+		      (unsigned long long)st.svm_evict_count);
+	/* the ranges now want VRAM again: the BOs go to system memory */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
+	for (k = 0; k < 4; k++) {
+		in_sys += bo_where(bo[k]) == S;
+		assert_int_equal(bo_verify(bo[k], bo_bytes, 70 + k), -1);
+		ugpu_bo_put(bo[k]);
+	}
+	assert_true(in_sys >= 1);
+	for (i = 0; i < bytes / 8; i++)
+		if (buf[i] != i * 0x9e3779b97f4a7c15ull + 1)
+			fail_msg("word %llu: %llx, want %llx", (unsigned long long)i,
+				 (unsigned long long)buf[i],
+				 (unsigned long long)(i * 0x9e3779b97f4a7c15ull + 1));
+	munmap(buf, bytes);
+}
+
+/* ---- removal: an orderly one brings every range back, a surprise loses
+ * what was only in VRAM, loudly ---- */
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Whether reading *@p raises SIGBUS. */
+static bool read_faults(const volatile uint64_t *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool got = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*p;
+	else
+		got = true;
+	sigaction(SIGBUS, &old, NULL);
+	return got;
+}
+
+static void test_orderly_removal_keeps_ranges(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_unplug_info info;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i ^ 0xa5a5;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 2, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
+	info = fx_wait_removed(s->f->dev, 10000);
+	assert_int_equal(info.status, 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != (i ^ 0xa5a5) + 2)
+			fail_msg("word %llu: %llx after the removal", (unsigned long long)i,
+				 (unsigned long long)buf[i]);
+	st = stats(s); /* still answered after the removal */
+	assert_true(st.svm_2M_migrate_count >= 2);
+	assert_int_equal(st.svm_lost_count, 0);
+	munmap(buf, 4 * MIB);
+}
+
+static void test_surprise_removal_loses_ranges_loudly(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *kept = map_anon(16 * KIB, 4 * KIB), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i;
+	for (i = 0; i < 16 * KIB / 8; i++)
+		kept[i] = ~i;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, kept, 16 * KIB, 0, &r), 0); /* in place */
+	assert_true(stats(s).svm_vram_bytes >= 2 * MIB);
+	assert_int_equal(sim_unplug_surprise(s->f->sim, 0), 0);
+	fx_wait_removed(s->f->dev, 10000);
+	st = stats(s);
+	assert_int_equal(st.svm_lost_count, 1);
+	assert_int_equal(st.svm_lost_bytes, 2 * MIB);
+	/* the lost range: SIGBUS, not zeroes nor what the dead BAR reads */
+	assert_true(read_faults(&buf[0]));
+	assert_true(read_faults(&buf[2 * MIB / 8 - 1]));
+	/* memory used in place had its only copy in the process: intact */
+	for (i = 0; i < 16 * KIB / 8; i++)
+		assert_true(kept[i] == ~i);
+	munmap(buf, 2 * MIB);
+	munmap(kept, 16 * KIB);
+}
+
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
 
 struct filler {
@@ -609,6 +738,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_removal_loses_ranges_loudly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_refused_half_way, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup_wp, teardown),
