@@ -95,8 +95,9 @@ static int prepare_begin(void *arg)
 	return ret;
 }
 
-/* Evict what is not pinned; BOs that may only live in VRAM stay and get a
- * backup. One BO per lock hold: unpin/destroy interleave. */
+/* Evict what is not pinned, shared-virtual-memory ranges included (back into
+ * the process); BOs that may only live in VRAM stay and get a backup (and a
+ * range that is busy now). One BO per lock hold: unpin/destroy interleave. */
 static int prepare_evict(void *arg, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
@@ -114,6 +115,9 @@ static int prepare_evict(void *arg, struct pm_count *c)
 				c->bos++;
 				c->bytes += bo->size;
 			}
+		} else if (bo_svm_evictable_locked(bo) && !bo_evict_locked(bo)) {
+			c->bos++;
+			c->bytes += bo->size;
 		}
 		pthread_mutex_unlock(&m->lock);
 	}

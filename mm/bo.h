@@ -192,6 +192,11 @@ struct bo_svm_ops {
 void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg);
 /* @bo (a kernel BO in VRAM) holds a shared-virtual-memory range. */
 void bo_mark_svm(struct ugpu_bo *bo);
+/* Evict @bo (in VRAM, evictable): to system memory, or a shared-virtual-
+ * memory range back into the process (-EBUSY: not now). Manager lock. */
+int bo_evict_locked(struct ugpu_bo *bo);
+/* @bo is a shared-virtual-memory range that svm/ can take back now. */
+bool bo_svm_evictable_locked(const struct ugpu_bo *bo);
 
 /* Counters for tests and tools. */
 struct bo_mgr_stats {

@@ -178,10 +178,8 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
  * range, which goes back to the process), and no GPU kernel uses it. */
 static bool evictable(const struct ugpu_bo *bo, const struct ugpu_bo *except)
 {
-	const struct bo_mgr *m = mgr_of(bo->dev);
-
 	return bo != except &&
-	       (bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) || (bo->svm && m->svm_ops)) &&
+	       (bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) || bo_svm_evictable_locked(bo)) &&
 	       !vm_bo_busy_locked(bo);
 }
 
@@ -209,8 +207,14 @@ void bo_mark_svm(struct ugpu_bo *bo)
  * back into the process (svm/ copies it; its VRAM is freed here and the BO
  * is left with no backing until svm/ puts it). -EBUSY: svm/ cannot now.
  */
-static int evict_locked(struct bo_mgr *m, struct ugpu_bo *victim)
+bool bo_svm_evictable_locked(const struct ugpu_bo *bo)
 {
+	return bo->svm && mgr_of(bo->dev)->svm_ops && bo->placement == UGPU_PLACEMENT_VRAM;
+}
+
+int bo_evict_locked(struct ugpu_bo *victim)
+{
+	struct bo_mgr *m = mgr_of(victim->dev);
 	int ret;
 
 	if (!victim->svm)
@@ -287,7 +291,7 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 			return -ENOSPC;
 		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
 			dev->name, victim->name, victim->size, bo->name);
-		ret = evict_locked(m, victim);
+		ret = bo_evict_locked(victim);
 		if (ret == -EBUSY && victim->svm) {
 			/* its range is busy: the next one (each refusal sends
 			 * it to the MRU end; bounded by the LRU's length) */

@@ -48,6 +48,11 @@
  * kernel is aborted. */
 #define SVM_ATOMIC_RETRIES 3
 
+/* While ranges hold a device awake, the worker looks this often whether
+ * the device is otherwise idle past its autosuspend delay: the ranges then
+ * go back into the process so that runtime PM can put it to sleep. */
+#define SVM_IDLE_POLL_MS 20
+
 #define SVM_MAX_MAPS 8
 
 enum where {
@@ -63,6 +68,7 @@ struct svm_dev {
 	struct ugpu_svm_stats st;
 	uint64_t vram_ranges; /* ranges in its VRAM: a runtime-PM reference while > 0 */
 	bool rpm_held;
+	uint64_t active_ns; /* the last GPU fault served for it */
 };
 
 /* Where a range is mapped in a VM (its PTEs). */
@@ -87,6 +93,7 @@ struct svm_range {
 	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
 	bool back_queued; /* a CPU touch asked for it back */
 	bool writable; /* the CPU mapping is */
+	bool in_place_only; /* shared memory: other mappings see these pages */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
 	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */
@@ -191,6 +198,7 @@ void range_done(struct svm *s, struct svm_range *r);
 void range_unmap_vms(struct svm *s, struct svm_range *r, bool (*match)(const struct ugpu_vm *, const void *), const void *arg);
 void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd);
 int vma_lookup(uint64_t addr, struct vma *out);
+unsigned int vma_page_kb(uint64_t start);
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
 int region_add(struct svm *s, uint64_t start, uint64_t end);

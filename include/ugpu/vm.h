@@ -341,6 +341,9 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  * @svm_evict_count: ranges evicted from VRAM to make room (for a BO or
  *          another range: one LRU for both), their bytes back in process
  *          memory.
+ * @svm_idle_release_count: ranges brought back into the process because
+ *          they alone kept the device awake past its autosuspend delay
+ *          (runtime PM allowed): the device may then sleep, D3cold included.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -357,6 +360,7 @@ struct ugpu_svm_stats {
 	uint64_t svm_ranges, svm_vram_bytes;
 	uint64_t svm_lost_count, svm_lost_bytes;
 	uint64_t svm_evict_count;
+	uint64_t svm_idle_release_count;
 };
 
 /**

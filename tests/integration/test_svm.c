@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include <ugpu/rpm.h>
 #include <ugpu/vm.h>
 
 #include "base/test_point.h"
@@ -521,6 +522,69 @@ static void test_move_refused_half_way(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/* ---- memory kinds ---- */
+
+/* Shared memory (a memfd mapped twice, and MAP_SHARED anonymous) is used
+ * where it is: the GPU's stores are seen through the other mapping, nothing
+ * moves to VRAM, an atomic fault (it needs VRAM) is refused with -EACCES, and
+ * an unmap still reaches us (a kernel there afterwards is aborted). A
+ * regular file mapping, which userfaultfd cannot watch, is refused. */
+static void test_shared_memory_in_place(void **state)
+{
+	struct svm_fx *s = *state;
+	int fd = memfd_create("svm-test", MFD_CLOEXEC);
+	uint64_t *a, *b, *anon, i, want = 0, vram0;
+	struct ugpu_kernel_result r;
+	char path[] = "/var/tmp/ugpu-svm-XXXXXX";
+	int ffd;
+	void *fm;
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 * MIB), 0);
+	a = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	b = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(a != MAP_FAILED && b != MAP_FAILED);
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		a[i] = i * 7;
+		want += i * 7;
+	}
+	vram0 = stats(s).svm_vram_bytes;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, a + 1024, 64 * KIB, 0x77, &r), 0);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		assert_true(b[i] == (i >= 1024 && i < 1024 + 64 * KIB / 8 ? 0x77 : i * 7));
+	assert_true(stats(s).svm_vram_bytes == vram0); /* nothing moved */
+	assert_true(stats(s).svm_in_place_count >= 1);
+	munmap(a, 2 * MIB);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 4096, 0, &r), -EFAULT);
+	assert_true(b[1] == 7); /* the other mapping is untouched */
+	munmap(b, 2 * MIB);
+	close(fd);
+
+	anon = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	for (i = 0; i < MIB / 8; i++)
+		anon[i] = 1;
+	/* a first touch by an atomic: it needs VRAM, shared memory stays */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, anon, 8, 1, &r), -EACCES);
+	assert_true(anon[0] == 1); /* nothing added */
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, anon, MIB, 5, &r), 0);
+	for (i = 0; i < MIB / 8; i++)
+		assert_true(anon[i] == 5);
+	munmap(anon, MIB);
+
+	ffd = mkstemp(path);
+	assert_true(ffd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(ffd, 64 * KIB), 0);
+	fm = mmap(NULL, 64 * KIB, PROT_READ | PROT_WRITE, MAP_SHARED, ffd, 0);
+	assert_true(fm != MAP_FAILED);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, fm, 64 * KIB, 0, &r), -EFAULT);
+	munmap(fm, 64 * KIB);
+	close(ffd);
+}
+
 /* ---- one LRU for ranges and BOs ---- */
 
 /* Ranges fill VRAM; BOs that want VRAM evict the least recently used
@@ -567,6 +631,84 @@ static void test_ranges_and_bos_evict_each_other(void **state)
 				 (unsigned long long)buf[i],
 				 (unsigned long long)(i * 0x9e3779b97f4a7c15ull + 1));
 	munmap(buf, bytes);
+}
+
+/* Host suspend: prepare moves every range back into the process (the
+ * device's VRAM holds none across the sleep); a range the CPU touches
+ * meanwhile is simply in process memory; after resume the GPU faults them
+ * in again. Byte-exact all along. */
+static void test_host_suspend_moves_ranges_home(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(8 * MIB, 2 * MIB), i, ev0;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 8 * MIB / 8; i++)
+		buf[i] = i * 3;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB, 5, &r), 0);
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= 8 * MIB);
+	ev0 = st.svm_evict_count;
+	assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+	st = stats(s);
+	assert_int_equal(st.svm_vram_bytes, 0);
+	assert_true(st.svm_evict_count >= ev0 + 4);
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	for (i = 0; i < 8 * MIB / 8; i += 4096 / 8) /* in the process: no device needed */
+		assert_true(buf[i] == i * 3 + 5);
+	assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB, 1, &r), 0);
+	for (i = 0; i < 8 * MIB / 8; i++)
+		if (buf[i] != i * 3 + 6)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i * 3 + 6));
+	munmap(buf, 8 * MIB);
+}
+
+/* Runtime PM allowed: once nothing but its ranges keeps the device awake
+ * past the autosuspend delay, they go back into the process and the device
+ * sleeps (here into D3cold: the threshold is 0); the next kernel wakes it
+ * and faults them in again. Byte-exact all along. */
+static void test_idle_device_sleeps_after_ranges_go_home(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_device *dev = s->f->dev;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i, t0;
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i + 11;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(dev, UINT64_MAX), 0);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(dev, 30), 0);
+	assert_int_equal(ugpu_device_rpm_allow(dev, true), 0);
+	t0 = now_ns_test();
+	do {
+		usleep(5000);
+		assert_int_equal(ugpu_device_rpm_stats(dev, &rs), 0);
+		if (now_ns_test() - t0 > 5000ull * 1000000)
+			fail_msg("the device did not sleep within 5 s (state %s, usage %u)",
+				 ugpu_rpm_state_name(rs.state), rs.usage);
+	} while (rs.state != UGPU_RPM_SUSPENDED);
+	st = stats(s);
+	assert_int_equal(st.svm_vram_bytes, 0);
+	assert_true(st.svm_idle_release_count >= 2);
+	for (i = 0; i < 4 * MIB / 8; i += 512) /* in the process: the device sleeps on */
+		assert_true(buf[i] == i + 12);
+	assert_int_equal(ugpu_device_rpm_stats(dev, &rs), 0);
+	assert_int_equal(rs.state, UGPU_RPM_SUSPENDED);
+	assert_true(rs.suspends_d3cold >= 1); /* VRAM was really lost meanwhile */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 13)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i + 13));
+	assert_int_equal(ugpu_device_rpm_allow(dev, false), 0);
+	munmap(buf, 4 * MIB);
 }
 
 /* ---- removal: an orderly one brings every range back, a surprise loses
@@ -738,6 +880,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup, teardown),
