@@ -249,9 +249,14 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
  * struct ugpu_kernel_result - how a kernel ended.
  * @size: set by the caller to sizeof(struct ugpu_kernel_result).
  * @status: 0 completed; -EFAULT: it touched a GPU address no bind covers, or
- *          wrote through a read-only bind, and was aborted (@fault_va,
+ *          wrote through a read-only bind, or (mirror VMs) process memory
+ *          that is not mapped, not accessible that way, or of a kind shared
+ *          virtual memory cannot use (regular file mappings, hugetlbfs:
+ *          docs/svm.md, "Memory kinds"), and was aborted (@fault_va,
  *          @fault_access say where and how; other queues ran on); -EACCES:
- *          an atomic on memory whose policy refuses device atomics;
+ *          an atomic on memory whose policy refuses device atomics, or
+ *          (mirror VMs) one that cannot get the VRAM atomics need (VRAM
+ *          full after the retries, or shared memory, which stays in place);
  *          -ECANCELED: its queue was destroyed, or the device removed, before
  *          it ran to the end; -EIO: the device reported an error.
  * @sum: UGPU_KERNEL_READ_SUM: the sum of the words read.
