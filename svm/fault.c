@@ -356,6 +356,7 @@ out:
 static void do_back(struct svm *s, uint64_t start)
 {
 	struct svm_range *r;
+	bool back;
 
 	pthread_mutex_lock(&s->lock);
 	r = range_find(s, start);
@@ -370,15 +371,14 @@ static void do_back(struct svm *s, uint64_t start)
 		return;
 	}
 	r->back_queued = false;
+	back = r->where == R_VRAM && !r->gc_pending;
+	/* counted before the copy wakes the touching thread: what it reads
+	 * next is consistent with the counters */
+	if (back)
+		r->sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
-	if (r->where == R_VRAM && !r->gc_pending) {
-		struct svm_dev *sd = r->sd;
-
+	if (back)
 		range_to_cpu(s, r);
-		pthread_mutex_lock(&s->lock);
-		sd->st.svm_cpu_fault_count++;
-		pthread_mutex_unlock(&s->lock);
-	}
 	range_done(s, r);
 }
 

@@ -128,6 +128,11 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	if (device_vram_lost(r->sd->dev))
 		return range_lost(s, r, len, dst);
 
+	/* Counted before the copy wakes the threads waiting for it (what they
+	 * read next is consistent with the counters); taken back if it fails. */
+	pthread_mutex_lock(&s->lock);
+	r->sd->st.svm_cpu_copy_kb += len >> 10;
+	pthread_mutex_unlock(&s->lock);
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
 	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
@@ -142,9 +147,9 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 				ret = 0;
 		}
 	}
-	if (!ret) {
+	if (ret) {
 		pthread_mutex_lock(&s->lock);
-		r->sd->st.svm_cpu_copy_kb += len >> 10;
+		r->sd->st.svm_cpu_copy_kb -= len >> 10;
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;
@@ -379,9 +384,20 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	int ret;
 
 	/* Every page present before the device may reach it: a DMA access
-	 * must never be the first touch of a page (it would fault into us). */
-	if (madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
-		return -errno;
+	 * must never be the first touch of a page (it would fault into us).
+	 * Populating memory never touched faults into our handler, which
+	 * must answer (a fresh page) instead of parking the fault on this
+	 * range we own: @populating says so. */
+	pthread_mutex_lock(&s->lock);
+	r->populating = true;
+	pthread_mutex_unlock(&s->lock);
+	ret = madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)
+		      ? -errno : 0;
+	pthread_mutex_lock(&s->lock);
+	r->populating = false;
+	pthread_mutex_unlock(&s->lock);
+	if (ret)
+		return ret;
 	ret = dma_map(&sd->dev->dma, (void *)r->start, r->size, -1, 0,
 		      VFIO_DMA_READ | (r->writable ? VFIO_DMA_WRITE : 0), &iova);
 	if (ret)

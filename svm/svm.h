@@ -94,6 +94,8 @@ struct svm_range {
 	bool back_queued; /* a CPU touch asked for it back */
 	bool writable; /* the CPU mapping is */
 	bool in_place_only; /* shared memory: other mappings see these pages */
+	bool populating; /* its owner makes its pages present (R_CPU): a
+			  * fault there gets a fresh page, it is not parked */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
 	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */

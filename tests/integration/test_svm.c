@@ -30,6 +30,7 @@
 
 #include "base/test_point.h"
 #include "tools/ugpu-sim/sim.h"
+#include "kernel_util.h"
 #include "test_bo_common.h"
 
 #define MIB (1ull << 20)
@@ -101,17 +102,7 @@ static int teardown(void **state)
 static int kernel(struct svm_fx *s, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
 		  uint64_t value, struct ugpu_kernel_result *r)
 {
-	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = (uintptr_t)p, .bytes = bytes,
-				 .value = value };
-	uint64_t fence;
-	int ret;
-
-	memset(r, 0, sizeof(*r));
-	r->size = sizeof(*r);
-	ret = ugpu_queue_submit(s->q, &k, &fence);
-	if (!ret)
-		ret = ugpu_fence_wait(s->q, fence, WAIT_MS, r);
-	return ret ? ret : r->status;
+	return run_kernel(s->q, op, p, bytes, value, WAIT_MS, r);
 }
 
 static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
@@ -573,6 +564,29 @@ static void test_shared_memory_in_place(void **state)
 	for (i = 0; i < MIB / 8; i++)
 		assert_true(anon[i] == 5);
 	munmap(anon, MIB);
+
+	/* Memory never touched, used in place: making its pages present
+	 * faults into the driver's own handler, which must answer (found by
+	 * the guest test: the kernel hung) */
+	anon = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, anon, MIB, 6, &r), 0);
+	for (i = 0; i < MIB / 8; i++)
+		assert_true(anon[i] == 6);
+	munmap(anon, MIB);
+	{
+		char *area = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint64_t *small = (uint64_t *)(area + 4096);
+
+		assert_true(area != MAP_FAILED);
+		assert_int_equal(mprotect(area, 4096, PROT_NONE), 0);
+		assert_int_equal(mprotect(area + 3 * 4096, 4096, PROT_NONE), 0);
+		assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, small, 8 * KIB, 8, &r), 0);
+		for (i = 0; i < 8 * KIB / 8; i++)
+			assert_true(small[i] == 8);
+		munmap(area, 4 * 4096);
+	}
 
 	ffd = mkstemp(path);
 	assert_true(ffd >= 0);
