@@ -87,8 +87,11 @@ static void idle_release(struct svm *s)
 		uint64_t n = 0;
 
 		while ((r = own_first(s, 0, UINT64_MAX, in_vram_of, sd))) {
-			range_to_cpu(s, r);
+			bool failed = range_to_cpu(s, r) && r->where == R_VRAM;
+
 			range_done(s, r);
+			if (failed)
+				break; /* stays (logged); the device stays awake */
 			n++;
 		}
 		log_dbg(s->ctx, "svm: %s idle for %d ms: %" PRIu64 " ranges back in the process, so that it may sleep",
@@ -377,8 +380,10 @@ static void do_back(struct svm *s, uint64_t start)
 	if (back)
 		r->sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
-	if (back)
-		range_to_cpu(s, r);
+	if (back && range_to_cpu(s, r) && r->where == R_VRAM)
+		/* the copy failed, the range stays in VRAM (logged): the
+		 * woken thread faults again and asks again, not at once */
+		sleep_until_ns(now_ns() + ms_to_ns(1));
 	range_done(s, r);
 }
 

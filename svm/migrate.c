@@ -88,13 +88,15 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 }
 
 /*
- * @r's only copy was in the VRAM of a device that went away by surprise:
- * [dst, +len) of the process can never hold its data again. It must fail
+ * @r's only copy was in the VRAM of a device that went away by surprise, or
+ * that could not be copied back when it had to leave (@why): [dst, +len) of
+ * the process can never hold its data again. It must fail
  * loudly (SIGBUS through UFFDIO_POISON; an inaccessible mapping, SIGSEGV,
  * where the kernel lacks it), never read as zeroes or as what the dead
  * device's BAR returns. Logged with the address and counted. -ENODATA.
  */
-static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t dst)
+static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t dst,
+		      const char *why)
 {
 	int ret = (s->features & UFFD_FEATURE_POISON) ? uffd_poison(s->u, dst, len) : -EOPNOTSUPP;
 
@@ -103,8 +105,8 @@ static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t
 		 -1, 0) == MAP_FAILED)
 		log_err(s->ctx, "svm: cannot fence [0x%" PRIx64 ", +0x%" PRIx64 ") after its loss: %s", dst,
 			len, ugpu_strerror(-errno));
-	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") was only in the VRAM of %s, which went away by surprise: its contents are LOST (CPU touches raise %s)",
-		dst, len, r->sd->dev->name, ret ? "SIGSEGV" : "SIGBUS");
+	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") was only in the VRAM of %s, and %s: its contents are LOST (CPU touches raise %s)",
+		dst, len, r->sd->dev->name, why, ret ? "SIGSEGV" : "SIGBUS");
 	pthread_mutex_lock(&s->lock);
 	r->sd->st.svm_lost_count++;
 	r->sd->st.svm_lost_bytes += len;
@@ -126,7 +128,14 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	int ret;
 
 	if (device_vram_lost(r->sd->dev))
-		return range_lost(s, r, len, dst);
+		return range_lost(s, r, len, dst, "the device went away by surprise");
+	{
+		int inject = 0;
+
+		test_point_obj(TEST_POINT_SVM_COPY_BACK, &inject);
+		if (inject)
+			return inject;
+	}
 
 	/* Counted before the copy wakes the threads waiting for it (what they
 	 * read next is consistent with the counters); taken back if it fails. */
@@ -167,7 +176,32 @@ static void range_free_vram(struct svm *s, struct svm_range *r)
 	vram_ranges_dec(s, sd);
 }
 
-/* Bring @r (owned, in VRAM) back into process memory. */
+/*
+ * Copy [off, +len) of @r back to @dst, trying SVM_COPY_TRIES times; then
+ * the bytes are lost (poisoned, logged, counted). For what must leave VRAM
+ * now. 0, -ENOENT (the process unmapped @dst) or -ENODATA (lost).
+ */
+static int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			  uint64_t dst)
+{
+	int ret = 0;
+
+	for (int k = 0; k < SVM_COPY_TRIES; k++) {
+		if (k)
+			sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
+		ret = range_copy_back(s, r, off, len, dst);
+		if (!ret || ret == -ENOENT || ret == -ENODATA)
+			return ret;
+	}
+	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be copied back from VRAM in %d tries (%s), and must leave it",
+		dst, len, SVM_COPY_TRIES, ugpu_strerror(ret));
+	return range_lost(s, r, len, dst, "the copy back kept failing");
+}
+
+/* Bring @r (owned, in VRAM) back into process memory. On a failed copy it
+ * stays in VRAM, nothing lost, and the error is returned (the next touch
+ * tries again); -ENOENT (unmapped meanwhile) and -ENODATA (lost with the
+ * device, logged) leave it out of VRAM. */
 int range_to_cpu(struct svm *s, struct svm_range *r)
 {
 	int ret;
@@ -175,12 +209,25 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
 	ret = range_copy_back(s, r, 0, r->size, r->start);
-	if (ret && ret != -ENOENT && ret != -ENODATA) /* gone; lost (logged) */
-		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s",
+	if (ret && ret != -ENOENT && ret != -ENODATA) {
+		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s: it stays there, nothing lost (the next touch tries again)",
 			r->start, r->size, ugpu_strerror(ret));
+		return ret;
+	}
 	range_free_vram(s, r);
 	range_set(s, r, R_CPU, NULL);
 	return ret;
+}
+
+/* The same where @r must leave VRAM now (the device goes, a bind covers
+ * it): a copy that keeps failing loses the bytes, loudly. */
+void range_to_cpu_must(struct svm *s, struct svm_range *r)
+{
+	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
+	range_unmap_gpu(s, r);
+	copy_back_must(s, r, 0, r->size, r->start);
+	range_free_vram(s, r);
+	range_set(s, r, R_CPU, NULL);
 }
 
 /*
@@ -455,12 +502,6 @@ void range_destroy(struct svm *s, struct svm_range *r)
 
 /* ---- garbage collection: the process unmapped, freed or moved memory ----------------- */
 
-/* A copy back that failed for another reason than the process having
- * unmapped the place (-ENOENT) or the device's loss (-ENODATA, logged). */
-static bool copy_back_failed(int err)
-{
-	return err && err != -ENOENT && err != -ENODATA;
-}
 
 /*
  * @r (owned, gc_pending) lost [start, end) of its memory (@gc), or saw it
@@ -476,20 +517,15 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 	if (r->where == R_VRAM) {
 		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
 
-		int e1 = 0, e2 = 0, e3 = 0;
-
-		/* the part outside the event stays where it was */
+		/* the part outside the event stays where it was; a moved part
+		 * goes with its mapping (the range goes: copies that keep
+		 * failing lose their bytes, loudly) */
 		if (rs < a)
-			e1 = range_copy_back(s, r, 0, a - rs, rs);
+			copy_back_must(s, r, 0, a - rs, rs);
 		if (b < re)
-			e2 = range_copy_back(s, r, b - rs, re - b, b);
-		/* a moved part goes with its mapping */
+			copy_back_must(s, r, b - rs, re - b, b);
 		if (gc == GC_REMAP && a < b)
-			e3 = range_copy_back(s, r, a - rs, b - a, to + (a - start));
-		if (copy_back_failed(e1) || copy_back_failed(e2) || copy_back_failed(e3))
-			log_err(s->ctx, "svm: keeping the bytes of [0x%" PRIx64 ", +0x%" PRIx64 ") around a %s failed: %s",
-				rs, r->size, gc == GC_REMAP ? "move" : "free",
-				ugpu_strerror(e1 ? e1 : e2 ? e2 : e3));
+			copy_back_must(s, r, a - rs, b - a, to + (a - start));
 	}
 	pthread_mutex_lock(&s->lock);
 	if (r->first)

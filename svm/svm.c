@@ -238,7 +238,11 @@ static void fork_prepare(void)
 		next = r->start + r->size;
 		if (r->where == R_VRAM) {
 			pthread_mutex_unlock(&s->lock);
-			range_to_cpu(s, r);
+			for (int k = 0; k < SVM_COPY_TRIES && range_to_cpu(s, r) && r->where == R_VRAM; k++)
+				sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
+			if (r->where == R_VRAM)
+				log_err(s->ctx, "svm: fork: [0x%" PRIx64 ", +0x%" PRIx64 ") could not come back from VRAM: the child reads zeroes there (the parent keeps its data)",
+					r->start, r->size);
 			pthread_mutex_lock(&s->lock);
 		}
 		range_release(s, r);
@@ -351,7 +355,7 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 		 * overlaps it and could not be mapped. The next fault makes
 		 * one that fits around the bind. */
 		if (r->where == R_VRAM)
-			range_to_cpu(s, r);
+			range_to_cpu_must(s, r);
 		range_destroy(s, r);
 		uffd_wake(s->u, start, size);
 	}
@@ -527,7 +531,7 @@ static void svm_down(struct ugpu_device *dev)
 			break;
 		range_unmap_vms(s, r, on_dev, dev);
 		if (r->where == R_VRAM && r->sd == sd)
-			range_to_cpu(s, r);
+			range_to_cpu_must(s, r);
 		else if (r->sd == sd)
 			range_unmap_dma(s, r);
 		range_done(s, r);

@@ -53,6 +53,14 @@
  * go back into the process so that runtime PM can put it to sleep. */
 #define SVM_IDLE_POLL_MS 20
 
+/* A copy back from VRAM that fails leaves the range in VRAM (nothing is
+ * lost; the next touch tries again). Where the range must leave VRAM (the
+ * device goes, a bind covers it, the process unmapped part of it) it is
+ * tried this many times, SVM_COPY_RETRY_MS apart, before the bytes are
+ * declared lost (poisoned, logged, counted). */
+#define SVM_COPY_TRIES 5
+#define SVM_COPY_RETRY_MS 10
+
 #define SVM_MAX_MAPS 8
 
 enum where {
@@ -210,6 +218,7 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want
 /* svm/migrate.c */
 void range_unmap_gpu(struct svm *s, struct svm_range *r);
 int range_to_cpu(struct svm *s, struct svm_range *r);
+void range_to_cpu_must(struct svm *s, struct svm_range *r);
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void range_unmap_dma(struct svm *s, struct svm_range *r);

@@ -339,7 +339,9 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  * @svm_abort_count: faults answered with an error (the kernel aborted).
  * @svm_ranges: ranges alive now; @svm_vram_bytes: of them in VRAM now.
  * @svm_lost_count, @svm_lost_bytes: ranges (and their bytes) whose only
- *          copy was in this device's VRAM when it went away by surprise:
+ *          copy was in this device's VRAM when it went away by surprise, or
+ *          could not be copied back (five failed tries) when they had to
+ *          leave it (the device closed or was removed, a bind covered them):
  *          their memory raises SIGBUS on a CPU touch from then on (SIGSEGV
  *          on a kernel without UFFDIO_POISON, Linux 6.6), and each is logged
  *          with its address and size. Still answered after the removal.

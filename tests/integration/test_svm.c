@@ -806,6 +806,67 @@ static void test_surprise_removal_loses_ranges_loudly(void **state)
 	munmap(kept, 16 * KIB);
 }
 
+/* ---- fault injection: a copy back from VRAM that fails loses nothing ---- */
+
+struct copy_fault {
+	int fail_left; /* copies still to fail; -1: every one */
+	int err;
+	int hits;
+};
+
+static void fail_copy_back(void *arg, enum test_point_id id, void *obj)
+{
+	struct copy_fault *c = arg;
+	int *ret = obj;
+
+	(void)id;
+	__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) < 0) {
+		*ret = c->err;
+	} else if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) > 0) {
+		__atomic_sub_fetch(&c->fail_left, 1, __ATOMIC_ACQ_REL);
+		*ret = c->err;
+	}
+}
+
+/* A CPU touch whose copy back fails (three times): the range stays in VRAM,
+ * the touch waits and asks again, and reads every byte. Where the range must
+ * leave VRAM (an orderly removal) and every copy fails, its bytes are lost
+ * loudly: counted, logged, SIGBUS on a touch; never zeroes. */
+static void test_copy_back_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *two = map_anon(2 * MIB, 2 * MIB), i;
+	struct copy_fault c = { .fail_left = 3, .err = -ENOMEM };
+	struct ugpu_kernel_result r;
+	struct ugpu_unplug_info info;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = two[i] = i ^ 0x1234;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy_back, &c);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != (i ^ 0x1234) + 1)
+			fail_msg("word %llu: %llx after 3 failed copies", (unsigned long long)i,
+				 (unsigned long long)buf[i]);
+	assert_int_equal(c.fail_left, 0);
+	assert_true(c.hits >= 4);
+	assert_int_equal(stats(s).svm_lost_count, 0);
+
+	__atomic_store_n(&c.fail_left, -1, __ATOMIC_RELEASE); /* every copy fails from now on */
+	c.err = -EIO;
+	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
+	info = fx_wait_removed(s->f->dev, 10000);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	assert_int_equal(info.status, 0); /* the BOs moved; the range is SVM's to report */
+	assert_int_equal(stats(s).svm_lost_count, 1);
+	assert_int_equal(stats(s).svm_lost_bytes, 2 * MIB);
+	assert_true(read_faults(&two[5]));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+}
+
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
 
 struct filler {
@@ -894,6 +955,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup, teardown),
