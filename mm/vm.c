@@ -821,6 +821,37 @@ out_unlock_vm:
 	return ret;
 }
 
+UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
+			      enum ugpu_placement to)
+{
+	const struct vm_svm_ops *sops;
+	struct ugpu_device *dev;
+	struct rpm *held;
+	void *sarg;
+	int ret;
+
+	if (!vm)
+		return -EINVAL;
+	dev = vm->dev;
+	if (!(vm->flags & UGPU_VM_MIRROR) || !bytes || ((va | bytes) & (VM_PAGE - 1)) ||
+	    va < vm->mirror_start || va - vm->mirror_start >= vm->mirror_size ||
+	    bytes > vm->mirror_size - (va - vm->mirror_start) ||
+	    (to != UGPU_PLACEMENT_VRAM && to != UGPU_PLACEMENT_SYSTEM)) {
+		log_err(dev->ctx, "ugpu_vm_prefetch: [0x%" PRIx64 ", +0x%" PRIx64 ") to %d: not a mirror VM, empty, not page aligned, outside the mirror span, or not VRAM/SYSTEM",
+			va, bytes, (int)to);
+		return -EINVAL;
+	}
+	ret = bo_rpm_hold(dev, &held); /* awake while ranges move */
+	if (ret)
+		return ret;
+	sops = vm_svm_enter(vm->vmm, &sarg);
+	ret = sops ? sops->prefetch(sarg, vm, va, bytes, to == UGPU_PLACEMENT_VRAM) : -ENODEV;
+	if (sops)
+		vm_svm_leave(vm->vmm);
+	bo_rpm_release(held);
+	return ret;
+}
+
 UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 {
 	struct ugpu_device *dev;

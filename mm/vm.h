@@ -159,6 +159,9 @@ struct vm_fault {
  *          back in process memory). No lock held. Returns 0 or -errno.
  * @vm_gone: @vm is being destroyed: forget it, and return only when no
  *          work in progress uses it. No lock held.
+ * @prefetch: ugpu_vm_prefetch() of [va, +len) of @vm's span (checked):
+ *          into VRAM (@to_vram) or back into the process, on the caller's
+ *          thread. No lock held; the device held awake.
  */
 struct vm_svm_ops {
 	int (*vm_new)(void *arg, struct ugpu_vm *vm);
@@ -166,6 +169,7 @@ struct vm_svm_ops {
 	void (*faults)(void *arg, const struct vm_fault *f, size_t n);
 	int (*punch)(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len);
 	void (*vm_gone)(void *arg, struct ugpu_vm *vm);
+	int (*prefetch)(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram);
 };
 
 /* ---- mm/vm.c ----------------------------------------------------------------- */

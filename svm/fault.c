@@ -192,7 +192,13 @@ static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
 }
 
 /* Serve one GPU fault: 0, or the status its kernel is aborted with. */
-static int serve_fault(struct svm *s, const struct vm_fault *f)
+/*
+ * Serve one GPU fault: 0, or the status its kernel is aborted with. With
+ * @prefetch (ugpu_vm_prefetch(), on the caller's thread) the same work
+ * without a fault: VRAM is wanted whatever the range's size, not counted
+ * as a fault; *@end (may be NULL) says where the range ends, 0 if none.
+ */
+int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
 {
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
@@ -200,13 +206,18 @@ static int serve_fault(struct svm *s, const struct vm_fault *f)
 	struct vma v;
 	int ret;
 
+	if (end)
+		*end = 0;
 	pthread_mutex_lock(&s->lock);
 	sd = sd_of(s, f->vm->dev);
 	if (!sd) {
 		pthread_mutex_unlock(&s->lock);
 		return -EFAULT;
 	}
-	sd->st.svm_pagefault_count++;
+	if (prefetch)
+		sd->st.svm_prefetch_count++;
+	else
+		sd->st.svm_pagefault_count++;
 again:
 	r = range_find(s, va);
 	if (r && r->gc_pending) {
@@ -291,7 +302,8 @@ again:
 	}
 	if (!range_own(s, r))
 		goto again;
-	size_count(&sd->st, r->size, 0, 0);
+	if (!prefetch)
+		size_count(&sd->st, r->size, 0, 0);
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
@@ -316,8 +328,8 @@ again:
 		pthread_mutex_unlock(&s->lock);
 		bool movable = r->writable && !r->in_place_only;
 
-		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC) && movable &&
-		    !forking)
+		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC || prefetch) &&
+		    movable && !forking)
 			ret = range_to_vram(s, r, sd);
 		else
 			ret = -EAGAIN;
@@ -352,6 +364,8 @@ again:
 		ret = -EFAULT;
 	}
 out:
+	if (end)
+		*end = r->start + r->size;
 	range_done(s, r);
 	return ret;
 }
@@ -421,7 +435,7 @@ void *worker_main(void *arg)
 			int *st = calloc(w->n, sizeof(*st));
 
 			for (size_t i = 0; i < w->n; i++) {
-				int ret = serve_fault(s, &w->f[i]);
+				int ret = serve(s, &w->f[i], false, NULL);
 
 				if (ret) {
 					struct svm_dev *sd;

@@ -361,7 +361,57 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	}
 }
 
-/* @vm goes: no range keeps a map in it, no work serves it. */
+static bool in_vram(const struct svm_range *r, const void *arg)
+{
+	(void)arg;
+	return r->where == R_VRAM;
+}
+
+/* ugpu_vm_prefetch(): [va, +len) of @vm's span (checked by mm/) into VRAM,
+ * range by range as faults would make them, or every range in VRAM there
+ * back into the process. On the caller's thread. */
+static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram)
+{
+	struct svm *s = arg;
+	uint64_t start = va, end = va + len, note = SVM_PREFETCH_NOTE;
+	bool short_of_vram = false;
+	int ret = 0;
+
+	if (!to_vram) {
+		struct svm_range *r;
+
+		while (va < end && (r = own_first(s, va, end, in_vram, NULL))) {
+			va = r->start + r->size;
+			if (range_to_cpu(s, r) && r->where == R_VRAM)
+				ret = -EAGAIN; /* stays, nothing lost (logged) */
+			range_done(s, r);
+		}
+		return ret;
+	}
+	while (va < end && !ret) {
+		struct vm_fault f = { .vm = vm, .vmm = vm->vmm, .slot = UINT32_MAX, .va = va,
+				      .access = UGPU_ACCESS_READ };
+		uint64_t next;
+		struct svm_range *r;
+
+		ret = serve(s, &f, true, &next);
+		if (ret)
+			break;
+		pthread_mutex_lock(&s->lock);
+		r = range_find(s, va);
+		short_of_vram |= r && r->where != R_VRAM && r->writable && !r->in_place_only;
+		pthread_mutex_unlock(&s->lock);
+		va = next > va ? next : va + SVM_4K;
+		if (va - start >= note && end - start > SVM_PREFETCH_NOTE) {
+			log_info(s->ctx, "svm: prefetch to VRAM: %" PRIu64 " of %" PRIu64 " MiB",
+				 (va - start) >> 20, len >> 20);
+			note += SVM_PREFETCH_NOTE;
+		}
+	}
+	return ret ? ret : short_of_vram ? -ENOSPC : 0;
+}
+
+/* @vm goes: no range keeps a map in it, no work serves it. *//* @vm goes: no range keeps a map in it, no work serves it. */
 static void ops_vm_gone(void *arg, struct ugpu_vm *vm)
 {
 	struct svm *s = arg;
@@ -416,6 +466,7 @@ static const struct vm_svm_ops svm_vm_ops = {
 	.faults = ops_faults,
 	.punch = ops_punch,
 	.vm_gone = ops_vm_gone,
+	.prefetch = ops_prefetch,
 };
 
 /* ---- the device's step ------------------------------------------------------------------ */

@@ -61,6 +61,9 @@
 #define SVM_COPY_TRIES 5
 #define SVM_COPY_RETRY_MS 10
 
+/* ugpu_vm_prefetch() logs its progress every this many bytes. */
+#define SVM_PREFETCH_NOTE (64ull << 20)
+
 #define SVM_MAX_MAPS 8
 
 enum where {
@@ -235,6 +238,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo);
 void evicted_put(struct svm *s, struct svm_work *w);
 
 /* svm/fault.c */
+int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end);
 void work_queue(struct svm *s, struct svm_work *w);
 void *worker_main(void *arg);
 

@@ -117,6 +117,26 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 			  uint64_t va, uint64_t bytes, uint32_t flags);
 
 /**
+ * ugpu_vm_prefetch() - move [@va, +@bytes) of mirror VM @vm's span where
+ * kernels will want it, now, instead of on their faults (xe's prefetch
+ * bind, cudaMemPrefetchAsync): @to UGPU_PLACEMENT_VRAM makes the ranges
+ * there (docs/svm.md), moves each into VRAM whatever its size, and maps it
+ * in @vm; UGPU_PLACEMENT_SYSTEM brings every range in VRAM there back into
+ * the process. Synchronous; large spans log their progress every 64 MiB.
+ * Returns: 0; -EINVAL (NULL, not a mirror VM, empty, not 4 KiB aligned,
+ * outside the mirror span, another @to); -EFAULT (part of the span is not
+ * mapped in the process, or is memory shared virtual memory cannot use:
+ * what came before it was moved, nothing after); -ENOSPC (VRAM was full
+ * even after eviction: those ranges are used in place, as on a fault);
+ * -EAGAIN (SYSTEM: a copy back failed, logged; its range stays in VRAM,
+ * nothing lost); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the
+ * device did not wake).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
+			      enum ugpu_placement to);
+
+/**
  * ugpu_vm_unbind() - remove the binds that [@va, +@bytes) covers.
  * The range must cover whole binds (at least one).
  * The BOs' references are dropped. After the device is gone unbinding still
@@ -348,6 +368,7 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  * @svm_evict_count: ranges evicted from VRAM to make room (for a BO or
  *          another range: one LRU for both), their bytes back in process
  *          memory.
+ * @svm_prefetch_count: ranges ugpu_vm_prefetch() made or moved to VRAM.
  * @svm_idle_release_count: ranges brought back into the process because
  *          they alone kept the device awake past its autosuspend delay
  *          (runtime PM allowed): the device may then sleep, D3cold included.
@@ -368,6 +389,7 @@ struct ugpu_svm_stats {
 	uint64_t svm_lost_count, svm_lost_bytes;
 	uint64_t svm_evict_count;
 	uint64_t svm_idle_release_count;
+	uint64_t svm_prefetch_count;
 };
 
 /**

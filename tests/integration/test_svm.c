@@ -599,6 +599,48 @@ static void test_shared_memory_in_place(void **state)
 	close(ffd);
 }
 
+/* ---- prefetch ---- */
+
+/* Prefetch to VRAM: every range is made and moved before the kernel, which
+ * then runs without a fault; prefetch to system memory: every range comes
+ * back with no CPU fault. Bad spans are refused. */
+static void test_prefetch(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(8 * MIB + 64 * KIB, 2 * MIB), i, words = (8 * MIB + 64 * KIB) / 8;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	uint64_t sum = 0;
+
+	for (i = 0; i < words; i++) {
+		buf[i] = i * 5;
+		sum += i * 5;
+	}
+	st0 = stats(s);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 8 * MIB + 64 * KIB, V), 0);
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= st0.svm_vram_bytes + 8 * MIB + 64 * KIB);
+	assert_true(st.svm_prefetch_count >= 5); /* four 2 MiB ranges and a 64 KiB one */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 8 * MIB + 64 * KIB, 0, &r), 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(stats(s).svm_pagefault_count, st.svm_pagefault_count); /* no fault */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB + 64 * KIB, 2, &r), 0);
+	st = stats(s);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 8 * MIB + 64 * KIB, S), 0);
+	assert_int_equal(stats(s).svm_vram_bytes, st0.svm_vram_bytes);
+	for (i = 0; i < words; i++)
+		assert_true(buf[i] == i * 5 + 2);
+	assert_int_equal(stats(s).svm_cpu_fault_count, st.svm_cpu_fault_count); /* no CPU fault */
+
+	assert_int_equal(ugpu_vm_prefetch(NULL, (uintptr_t)buf, 4096, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + 1, 4096, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 0, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, N), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, 0x1000, 4096, V), -EINVAL); /* below the span */
+	munmap(buf, 8 * MIB + 64 * KIB);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, V), -EFAULT);
+}
+
 /* ---- one LRU for ranges and BOs ---- */
 
 /* Ranges fill VRAM; BOs that want VRAM evict the least recently used
@@ -955,6 +997,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
