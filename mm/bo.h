@@ -289,6 +289,10 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s);
  */
 int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
 		  bool to_vram, uint64_t *fence);
+/* The same for bytes [@off, @off+@len) of the blocks; @iova is where byte
+ * @off goes (or comes from). */
+int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
+			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence);
 /* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
 int bo_copy_timeout_ms(uint64_t bytes);
 /* How much longer than its copy bound a CPU touch may wait for a BO's move
