@@ -38,6 +38,9 @@ static bool is_early(const struct ugpu_bo *bo)
 
 void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo)
 {
+	/* CPU stores need no tracking any more: lift the protection. */
+	if (bo->track && bo->map)
+		cpu_map_wp_stop(bo->map, NULL, NULL);
 	bo_sys_free(dev, &bo->backup);
 	track_free(bo->track);
 	bo->track = NULL;
@@ -80,6 +83,12 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	bo->track->whole = !populate;
 	if (!populate)
 		return 0;
+	/* CPU stores are tracked from before the copy: one racing with it is
+	 * seen and copied again. Where the mapping cannot be tracked (not
+	 * mapped now, a backing userfaultfd cannot protect), hold_maps()
+	 * finds out and the BO is copied whole. */
+	if (bo->map)
+		cpu_map_wp_start(bo->map, BACKUP_CHUNK);
 	ret = bo_copy_queue(e, bo->vram, bo->size, bo->backup.iova, false, &fence);
 	if (!ret)
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
@@ -236,8 +245,17 @@ static int alloc_missing(void *arg, struct pm_count *c)
 	return 0;
 }
 
-/* The stores made until here are in VRAM and get copied; a touch from now
- * on waits for resume. */
+static void cpu_wrote(void *arg, uint64_t off, uint64_t len)
+{
+	track_mark(arg, off, len);
+}
+
+/*
+ * The stores made until here are in VRAM and get copied; a touch from now
+ * on waits for resume. Then the chunks CPU stores dirtied since prepare go
+ * to the track (the block ended the write tracking with every store seen);
+ * a mapping whose stores were not all seen makes its BO whole.
+ */
 static int hold_maps(void *arg)
 {
 	struct bo_mgr *m = arg;
@@ -254,6 +272,8 @@ static int hold_maps(void *arg)
 				return ret;
 			}
 			bo->map_blocked = true;
+			if (bo->track && !cpu_map_wp_stop(bo->map, cpu_wrote, bo->track))
+				bo->track->whole = true;
 		}
 	}
 	return 0;
@@ -291,14 +311,14 @@ static bool copy_selected(const struct ugpu_bo *bo, bool early, bool restore)
  * Must the save copy @bo whole? Yes unless every writer since the backup was
  * filled was tracked: kernel BOs (rings, page tables: written by the driver
  * through the BAR, never tracked), backups suspend allocated itself (empty),
- * a BO whose backing changed, one that is CPU-mapped (CPU stores into a
- * mapping are not tracked: docs/suspend.md), or one a writer marked whole.
+ * a BO whose backing changed, or one marked whole (a CPU mapping whose
+ * stores were not all seen: hold_maps()).
  */
 static bool save_whole(const struct ugpu_bo *bo)
 {
 	const struct backup_track *t = bo->track;
 
-	return (bo->flags & UGPU_BO_KERNEL) || t->whole || t->gen != bo->backing_gen || bo->map;
+	return (bo->flags & UGPU_BO_KERNEL) || t->whole || t->gen != bo->backing_gen;
 }
 
 /* The engine the next copy goes to: the least loaded by bytes. */

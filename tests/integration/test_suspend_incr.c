@@ -9,7 +9,8 @@
  *  - what each kind of writer stores after prepare (the API's writes, GPU
  *    kernels on writable binds, CPU stores into a mapping, a migration into
  *    VRAM by the copy engine) is in VRAM after resume, byte for byte, and the
- *    window copies only what those writers touched (64 KiB chunks);
+ *    window copies only what those writers touched (64 KiB chunks); a
+ *    mapping that could not be tracked gets its BO copied whole;
  *  - nothing can write a BO while the device is suspended: the writes wait
  *    (a CPU store, a kernel) or are refused (-EBUSY), and every backup
  *    checks clean at resume.
@@ -233,6 +234,8 @@ static void incr_setup(struct fx *f, struct incr *s)
 	s->m_clean = model_new(s->clean, 34);
 	s->m_moved = model_new(s->moved, 35);
 	assert_int_equal(ugpu_bo_map(s->mapped, &s->map), 0);
+	/* Mapped now (a first touch): prepare can track its stores. */
+	assert_memory_equal(s->map, s->m_mapped, BO_BYTES);
 	s->q = queue_on(f, &s->vm);
 	/* 1 MiB of "kern" bound writable, the rest read-only: a kernel marks
 	 * what it may write, no more. */
@@ -272,7 +275,8 @@ static void incr_free(struct incr *s)
  * Each writer after prepare, then suspend/resume: every byte is back. The
  * window's blitter bytes, against a cycle with no writes after prepare, grow
  * by exactly what the tracked writers touched: the chunk of the API write,
- * the writable MiB of the kernel's VM, the BO migrated into VRAM whole.
+ * the writable MiB of the kernel's VM, the two chunks the CPU stores span,
+ * the BO migrated into VRAM whole.
  */
 static void test_writers_after_prepare(void **state)
 {
@@ -302,9 +306,10 @@ static void test_writers_after_prepare(void **state)
 	/* a kernel (launches run on: UGPU_PM_KERNELS_RUN) */
 	kernel_write(s.q, VA0 + 64 * KiB, 128 * KiB, v);
 	words_set(s.m_kern + 64 * KiB, 128 * KiB, v);
-	/* the CPU, through the mapping */
-	memset((uint8_t *)s.map + 3 * MiB, 0x3c, 5000);
-	memset(s.m_mapped + 3 * MiB, 0x3c, 5000);
+	/* the CPU, through the mapping (write-protect faults), across a chunk
+	 * boundary */
+	memset((uint8_t *)s.map + 3 * MiB - 100, 0x3c, 5000);
+	memset(s.m_mapped + 3 * MiB - 100, 0x3c, 5000);
 	/* the copy engine: a migration into VRAM, then a write */
 	assert_int_equal(ugpu_bo_migrate(s.moved, V), 0);
 	assert_int_equal(ugpu_bo_pin(s.moved), 0);
@@ -314,11 +319,48 @@ static void test_writers_after_prepare(void **state)
 
 	assert_int_equal(ugpu_device_suspend(f->dev), 0);
 	assert_int_equal(pm_stats(f).backups_missed, 1); /* "moved" */
-	assert_int_equal(blit_bytes - base, BACKUP_CHUNK + 1 * MiB + BO_BYTES);
+	assert_int_equal(blit_bytes - base, BACKUP_CHUNK + 1 * MiB + 2 * BACKUP_CHUNK + BO_BYTES);
 	assert_int_equal(ugpu_device_resume(f->dev), 0);
 	incr_check(&s);
 	assert_int_equal(ugpu_bo_unpin(s.moved), 0);
 	incr_free(&s);
+}
+
+/* A mapping that was not mapped at prepare (no backing to protect yet) is
+ * not tracked: its BO is copied whole, and a store after prepare is kept. */
+static void test_untracked_map_whole(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_pm_opts po = { .size = sizeof(po), .progress = on_phase };
+	struct ugpu_bo *bo = bo_new(f->dev, BO_BYTES, UGPU_BO_PINNED, V, N, "late-map");
+	uint8_t *model = model_new(bo, 41);
+	uint64_t base;
+	void *map;
+
+	assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
+	assert_int_equal(ugpu_bo_map(bo, &map), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	base = blit_bytes;
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	/* Mapped now, and tracked by the next prepare: nothing to copy. */
+	assert_memory_equal(map, model, BO_BYTES);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	assert_int_equal(base - blit_bytes, BO_BYTES);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	/* A new mapping first touched after prepare: untracked, whole. */
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	assert_int_equal(ugpu_bo_map(bo, &map), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	((uint8_t *)map)[12345] = 0x99;
+	model[12345] = 0x99;
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	assert_int_equal(blit_bytes, base);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	bo_equals(bo, model, BO_BYTES);
+	ugpu_bo_put(bo);
+	free(model);
 }
 
 /* Without UGPU_PM_KERNELS_RUN a kernel submitted after prepare waits for
@@ -410,6 +452,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damaged_in_window, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_after_prepare, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_writers_after_prepare, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_untracked_map_whole, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_kernels_wait_by_default, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_write_in_window, setup, fx_teardown),
 	};
