@@ -6,7 +6,9 @@
  *
  * Per shape, best of --reps runs of each:
  *   prepare_ms          ugpu_device_suspend_prepare (backups allocated + filled)
- *   critical_ms         ugpu_device_suspend after prepare (the critical window)
+ *   critical_ms         ugpu_device_suspend after prepare (the critical window),
+ *                       every BO written again after prepare so that the
+ *                       window copies all of it (as before dirty tracking)
  *   resume_ms           ugpu_device_resume
  *   noprep_critical_ms  ugpu_device_suspend without prepare
  *   memcpy_ms           memcpy of the same bytes, VRAM BAR -> prefaulted
@@ -174,6 +176,12 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, 
 			if (phases)
 				print_phases(dev, "prepare", UGPU_PM_PHASE_PREPARE_EVICT,
 					     UGPU_PM_PHASE_PREPARE_BACKUP);
+			/* Every chunk dirty: the window copies every byte (the
+			 * incremental case measures less). */
+			for (i = 0; i < sh->n; i++) {
+				fill(buf, sh->size, i);
+				ugpu_bo_write(bo[i], 0, buf, sh->size);
+			}
 		}
 		t = now_ms();
 		ret = ugpu_device_suspend(dev);
