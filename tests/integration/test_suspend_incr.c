@@ -387,6 +387,75 @@ static void test_kernels_wait_by_default(void **state)
 	incr_free(&s);
 }
 
+/* ---- CPU stores racing prepare's copy and the window ------------------------------ */
+
+struct racer {
+	uint8_t *map, *model;
+	uint64_t seed;
+	int stop; /* atomic */
+	uint64_t stores;
+};
+
+/* Store words at random offsets until told to stop: model first, then the
+ * mapping, so that after the join the model is what the BO must hold. */
+static void *race_thread(void *arg)
+{
+	struct racer *r = arg;
+	uint64_t x = r->seed;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t off, v;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		off = (x % (BO_BYTES / 8)) * 8;
+		v = x * 0x9e3779b97f4a7c15ull;
+		memcpy(r->model + off, &v, 8);
+		memcpy(r->map + off, &v, 8);
+		r->stores++;
+	}
+	return NULL;
+}
+
+/*
+ * A thread stores into a tracked mapping all through prepare (racing the
+ * copy into the backup), between prepare and suspend, into the window
+ * (where its store waits) and after resume: whatever it stored is there.
+ */
+static void test_cpu_stores_race(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, BO_BYTES, UGPU_BO_PINNED, V, N, "raced");
+	struct racer r = { .seed = 0x1234567 };
+	pthread_t t;
+	int cycle;
+
+	assert_non_null(bo);
+	r.model = model_new(bo, 51);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&r.map), 0);
+	assert_memory_equal(r.map, r.model, BO_BYTES); /* mapped: trackable */
+	assert_int_equal(pthread_create(&t, NULL, race_thread, &r), 0);
+	for (cycle = 0; cycle < 5; cycle++) {
+		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+		usleep(20 * 1000);
+		assert_int_equal(ugpu_device_suspend(f->dev), 0);
+		/* The last time, the thread stops in the window (its store
+		 * waits for resume): the stores since prepare are only in the
+		 * backup's dirty chunks, none written again after resume. */
+		if (cycle == 4)
+			__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+		usleep(20 * 1000);
+		assert_int_equal(ugpu_device_resume(f->dev), 0);
+		usleep(20 * 1000);
+	}
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_true(r.stores > 0);
+	bo_equals(bo, r.model, BO_BYTES);
+	ugpu_bo_put(bo);
+	free(r.model);
+}
+
 /* ---- nothing writes in the window --------------------------------------------- */
 
 struct storer {
@@ -453,6 +522,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damaged_after_prepare, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_writers_after_prepare, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_untracked_map_whole, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_stores_race, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_kernels_wait_by_default, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_write_in_window, setup, fx_teardown),
 	};
