@@ -186,7 +186,8 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
  * CPU mappings of VRAM BOs are held (a touch waits, see docs/suspend.md)
  * until resume. Unpin/destroy from other threads wait for the call to end.
  * Returns: 0 (SUSPENDED); -EBUSY when already SUSPENDED; -ENOMEM when a
- * missed backup cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
+ * missed backup, or the window's list of copies (a few bytes per run of
+ * dirty chunks), cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
  * power-off failed, or GPU kernels still ran after 5 s; -ENODEV when the
  * device is gone (also when it vanished during the call). On error the
  * device is back in D0 with its engines
