@@ -25,6 +25,7 @@
 struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
+struct backup_track;
 struct engine;
 struct rpm;
 
@@ -44,8 +45,9 @@ struct bo_sys {
  * Locking: @refcount is atomic. @touched is atomic (set by the CPU-fault path,
  * which may not take the manager lock). Everything else that changes after
  * creation (@placement, @vram, @sys, @backup, @pin_count, @lru, @lost,
- * @discarded, @map/@map_addr, @map_blocked, @backup_prepared) is protected by
- * the manager's @lock. The CPU-map resolve() callback reads @placement,
+ * @discarded, @map/@map_addr, @map_blocked, @backup_prepared, @track and the
+ * track's sums, @corrupt) is protected by the manager's @lock (the track's
+ * dirty bits are atomic: mm/backup_track.h). The CPU-map resolve() callback reads @placement,
  * @vram and @sys without that lock: they change only between cpu_map_block()
  * and cpu_map_unblock() of the BO's map, which orders them (cpu_map.h).
  */
@@ -88,10 +90,14 @@ struct ugpu_bo {
 	struct list_link rpm_mapped;
 	struct list_link rpm_evicted;
 
-	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
+	/* Host-suspend backup of a VRAM BO (mm/backup.c); mem.fd -1 when none. */
 	struct bo_sys backup;
 	bool backup_prepared; /* made by prepare (else by suspend itself) */
 	bool backup_valid; /* holds the contents from the suspend copy */
+	/* The backup's chunk checksums and dirty bits (mm/backup_track.h);
+	 * non-NULL exactly when the backup exists. */
+	struct backup_track *track;
+	uint32_t corrupt; /* resumes that found this BO's backup damaged */
 
 	/* GPU VMs (mm/vm.c), under the manager lock: the binds of this BO
 	 * (struct vm_bind.bo_link), and a counter bumped by every change of
@@ -216,6 +222,12 @@ struct bo_mgr_stats {
 void backup_register(struct ugpu_device *dev);
 void evacuate_register(struct ugpu_device *dev);
 
+/* Free @bo's host-suspend backup (if any) with its track; manager lock held. */
+void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo);
+/* A tracked writer wrote [off, off+len) of @bo (in VRAM): the next suspend
+ * copies those chunks again. Manager lock held. */
+void bo_backup_dirty_locked(struct ugpu_bo *bo, uint64_t off, uint64_t len);
+
 /* bo_snapshot_locked() - every live BO, each with a reference (never taken
  * from 0). bo_snapshot_put() drops them and frees the array. */
 int bo_snapshot_locked(struct bo_mgr *m, struct ugpu_bo ***out, size_t *n);
@@ -261,8 +273,9 @@ uint64_t bo_vram_offset(const struct ugpu_bo *bo);
  * blocks are allocated in the buddy and sum to its size; SYSTEM BOs have a
  * mapped sysmem; lost BOs have no backing; the LRU holds exactly the
  * unpinned VRAM BOs; the byte counters match; backups exist only while
- * prepared/suspended and never for NO_RESTORE BOs; the buddy allocator's own
- * check passes. @strict: also VRAM used in the buddy == VRAM held by BOs.
+ * prepared/suspended, never for NO_RESTORE BOs, always with a write track;
+ * the buddy allocator's own check passes. @strict: also VRAM used in the
+ * buddy == VRAM held by BOs.
  * Returns: 0, or -EINVAL after logging the first violation.
  * Context: any thread; takes the manager lock.
  */
@@ -322,6 +335,10 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s);
  */
 int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
 		  bool to_vram, uint64_t *fence);
+/* The same for bytes [@off, @off+@len) of the blocks; @iova is where byte
+ * @off goes (or comes from). */
+int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
+			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence);
 /* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
 int bo_copy_timeout_ms(uint64_t bytes);
 /* How much longer than its copy bound a CPU touch may wait for a BO's move

@@ -58,11 +58,11 @@ int bo_copy_timeout_ms(uint64_t bytes)
 	return 5000 + (int)(bytes >> 28) * 1000;
 }
 
-int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
-		  bool to_vram, uint64_t *fence)
+int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
+			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence)
 {
 	struct buddy_block *b;
-	uint64_t done = 0;
+	uint64_t start = 0, done = 0;
 	int ret = 0;
 
 	engine_plug(e);
@@ -71,26 +71,34 @@ int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t si
 		 * so derive the size from the order with the 4 KiB chunk all
 		 * device VRAM managers use. */
 		uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
-		uint64_t off = buddy_block_offset(b), pos = 0;
+		uint64_t boff = buddy_block_offset(b), pos;
 
-		while (pos < bsz && done < size) {
+		if (done >= len)
+			break;
+		if (off + done >= start + bsz) {
+			start += bsz;
+			continue;
+		}
+		pos = off + done - start;
+		while (pos < bsz && done < len) {
 			uint64_t n = bsz - pos;
 
-			if (n > size - done)
-				n = size - done;
+			if (n > len - done)
+				n = len - done;
 			if (n > COPY_CHUNK)
 				n = COPY_CHUNK;
 			if (to_vram)
-				ret = engine_copy(e, engine_vram(off + pos), engine_iova(iova + done), n,
+				ret = engine_copy(e, engine_vram(boff + pos), engine_iova(iova + done), n,
 						  fence);
 			else
-				ret = engine_copy(e, engine_iova(iova + done), engine_vram(off + pos), n,
+				ret = engine_copy(e, engine_iova(iova + done), engine_vram(boff + pos), n,
 						  fence);
 			if (ret)
 				goto out;
 			pos += n;
 			done += n;
 		}
+		start += bsz;
 	}
 out:
 	{
@@ -100,6 +108,12 @@ out:
 			ret = r;
 	}
 	return ret;
+}
+
+int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
+		  bool to_vram, uint64_t *fence)
+{
+	return bo_copy_range_queue(e, blocks, 0, size, iova, to_vram, fence);
 }
 
 int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,

@@ -386,6 +386,16 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	}
 }
 
+void vm_launch_writes_locked(struct ugpu_vm *vm)
+{
+	list_for_each(l, &vm->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
+
+		if (b->bo && !(b->flags & UGPU_BIND_READONLY))
+			bo_backup_dirty_locked(b->bo, b->bo_offset, b->bytes);
+	}
+}
+
 uint64_t vm_root_offset(const struct ugpu_vm *vm)
 {
 	return vm->root->off;

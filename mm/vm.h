@@ -181,6 +181,12 @@ bool vm_bo_busy_locked(const struct ugpu_bo *bo);
 void vm_bo_moved_locked(struct ugpu_bo *bo);
 /* Rewrite the PTEs of binds whose BO moved. Manager lock; device in D0. */
 void vm_revalidate_locked(struct ugpu_vm *vm);
+/*
+ * A kernel is about to launch on @vm: what it writes is not known, so every
+ * range of a BO bound writable in @vm counts as written for the host-suspend
+ * backups (bo_backup_dirty_locked()). Manager lock.
+ */
+void vm_launch_writes_locked(struct ugpu_vm *vm);
 /* VRAM offset of @vm's root table. */
 uint64_t vm_root_offset(const struct ugpu_vm *vm);
 /* The device is gone (vm-exec step down): free every VM's page tables;

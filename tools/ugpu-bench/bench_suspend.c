@@ -6,7 +6,9 @@
  *
  * Per shape, best of --reps runs of each:
  *   prepare_ms          ugpu_device_suspend_prepare (backups allocated + filled)
- *   critical_ms         ugpu_device_suspend after prepare (the critical window)
+ *   critical_ms         ugpu_device_suspend after prepare (the critical window),
+ *                       every BO written again after prepare so that the
+ *                       window copies all of it (as before dirty tracking)
  *   resume_ms           ugpu_device_resume
  *   noprep_critical_ms  ugpu_device_suspend without prepare
  *   memcpy_ms           memcpy of the same bytes, VRAM BAR -> prefaulted
@@ -22,6 +24,20 @@
  * --reps R (default 3), --shape NxSIZE (e.g. 16x8M; repeatable, replaces
  * the default shapes 1x128M 16x8M 128x1M 2048x64K scaled to S), --phases
  * (each transition's phase breakdown to stderr).
+ *
+ * --incremental [--incr-vram-mib V,V..] [--dirty-pct P,P..]: instead of the
+ * shapes, the incremental case (issue 20). For each V (default 256,1024,4096;
+ * V MiB of pinned 64 MiB BOs on a device of the next power of two above
+ * V + 64 MiB) and each P
+ * (default 1,10,50): prepare, then dirty P % of the 64 KiB chunks, spread
+ * evenly (one word written in each through ugpu_bo_write), and time the
+ * window (best of R). full_critical_ms is the window when every chunk was
+ * written after prepare (what each suspend cost before dirty tracking).
+ * Every written word is read back after resume, and resume checks every
+ * backup's checksums (a mismatch fails the run). One JSON line per (V, P):
+ *   {"bench":"suspend","case":"incremental","vram_mib":V,"dirty_pct":P,
+ *    "critical_ms":A,"full_critical_ms":B}
+ * Target: A <= (P/100 + 0.05) x B.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -160,6 +176,12 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, 
 			if (phases)
 				print_phases(dev, "prepare", UGPU_PM_PHASE_PREPARE_EVICT,
 					     UGPU_PM_PHASE_PREPARE_BACKUP);
+			/* Every chunk dirty: the window copies every byte (the
+			 * incremental case measures less). */
+			for (i = 0; i < sh->n; i++) {
+				fill(buf, sh->size, i);
+				ugpu_bo_write(bo[i], 0, buf, sh->size);
+			}
 		}
 		t = now_ms();
 		ret = ugpu_device_suspend(dev);
@@ -210,6 +232,161 @@ out:
 	return ret;
 }
 
+/* ---- --incremental -------------------------------------------------------- */
+
+#define INCR_BO (64ull << 20)
+#define INCR_CHUNK (64ull << 10)
+
+/* The word written into chunk @c of BO @i in round @round. */
+static uint64_t incr_word(unsigned int i, uint64_t c, unsigned int round)
+{
+	return ((uint64_t)i << 48 | c << 8 | round) * 0x9e3779b97f4a7c15ull;
+}
+
+/* Is chunk @c among the @pct % dirtied (spread evenly)? 100: all. */
+static bool incr_dirty(uint64_t c, unsigned int pct)
+{
+	return (c * pct) % 100 < pct;
+}
+
+/* Dirty @pct % of the chunks of every BO (round @round), or check them. */
+static int incr_touch(struct ugpu_bo **bo, unsigned int n, unsigned int pct, unsigned int round,
+		      bool check)
+{
+	uint64_t c, w;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		for (c = 0; c < INCR_BO / INCR_CHUNK; c++) {
+			if (!incr_dirty(c, pct))
+				continue;
+			if (!check) {
+				w = incr_word(i, c, round);
+				ret = ugpu_bo_write(bo[i], c * INCR_CHUNK + 8 * (c % 64), &w, 8);
+			} else {
+				ret = ugpu_bo_read(bo[i], c * INCR_CHUNK + 8 * (c % 64), &w, 8);
+				if (!ret && w != incr_word(i, c, round))
+					ret = -EIO;
+			}
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* One prepare, @pct % dirtied, suspend (timed into *@ms), resume, check. */
+static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int n,
+		      unsigned int pct, unsigned int round, double *ms)
+{
+	double t;
+	int ret;
+
+	ret = ugpu_device_suspend_prepare(dev);
+	if (ret)
+		return ret;
+	ret = incr_touch(bo, n, pct, round, false);
+	if (ret) {
+		ugpu_device_suspend_cancel(dev);
+		return ret;
+	}
+	t = now_ms();
+	ret = ugpu_device_suspend(dev);
+	if (ret) {
+		ugpu_device_suspend_cancel(dev);
+		return ret;
+	}
+	*ms = min_d(*ms, now_ms() - t);
+	ret = ugpu_device_resume(dev); /* -EBADMSG: a backup failed its check */
+	if (!ret)
+		ret = incr_touch(bo, n, pct, round, true);
+	if (ret == -EIO)
+		fprintf(stderr, "bench suspend: a word written before the suspend was lost\n");
+	return ret;
+}
+
+static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const unsigned int *pcts,
+			   unsigned int npct, int reps)
+{
+	unsigned int n = (unsigned int)((vram_mib << 20) / INCR_BO), i, k, round = 0;
+	struct ugpu_device *dev = NULL;
+	struct ugpu_bo **bo = NULL;
+	struct sim *sim = NULL;
+	struct sim_opts so;
+	double full = 1e30, a;
+	char uri[256];
+	int r, ret;
+
+	sim_opts_init(&so);
+	/* A power of two (the device's rule) with room for the kernel BOs. */
+	so.vram_size = 1ull << 20;
+	while (so.vram_size < (vram_mib + 64) << 20)
+		so.vram_size <<= 1;
+	ret = sim_start(&so, &sim);
+	if (ret)
+		return ret;
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
+	ret = ugpu_device_open(ctx, uri, &dev);
+	bo = calloc(n ? n : 1, sizeof(*bo));
+	if (!ret && !bo)
+		ret = -ENOMEM;
+	for (i = 0; i < n && !ret; i++) {
+		struct ugpu_bo_opts o = {
+			.size = sizeof(o),
+			.bytes = INCR_BO,
+			.placements = { UGPU_PLACEMENT_VRAM },
+			.flags = UGPU_BO_PINNED,
+			.name = "bench-incr",
+		};
+
+		ret = ugpu_bo_create(dev, &o, &bo[i]);
+	}
+	for (r = 0; r < reps && !ret; r++)
+		ret = incr_cycle(dev, bo, n, 100, ++round, &full);
+	for (k = 0; k < npct && !ret; k++) {
+		a = 1e30;
+		for (r = 0; r < reps && !ret; r++)
+			ret = incr_cycle(dev, bo, n, pcts[k], ++round, &a);
+		if (ret)
+			break;
+		printf("{\"bench\":\"suspend\",\"case\":\"incremental\",\"vram_mib\":%" PRIu64
+		       ",\"dirty_pct\":%u,\"critical_ms\":%.3f,\"full_critical_ms\":%.3f}\n",
+		       vram_mib, pcts[k], a, full);
+		fflush(stdout);
+		fprintf(stderr, "  %" PRIu64 " MiB, %u %% dirty: %.3f ms against a target of %.3f ms: %s\n",
+			vram_mib, pcts[k], a, (pcts[k] / 100.0 + 0.05) * full,
+			a <= (pcts[k] / 100.0 + 0.05) * full ? "met" : "missed");
+	}
+	if (ret)
+		fprintf(stderr, "bench suspend: incremental, %" PRIu64 " MiB: %s\n", vram_mib,
+			ugpu_strerror(ret));
+	for (i = 0; bo && i < n; i++)
+		ugpu_bo_put(bo[i]);
+	free(bo);
+	ugpu_device_close(dev);
+	sim_stop(sim);
+	return ret;
+}
+
+/* "1,10,50" -> @v (at most @max); the count, or 0 when malformed. */
+static unsigned int parse_list(const char *s, uint64_t *v, unsigned int max)
+{
+	unsigned int n = 0;
+	char *end;
+
+	while (*s && n < max) {
+		v[n] = strtoull(s, &end, 0);
+		if (end == s || !v[n])
+			return 0;
+		n++;
+		if (*end != ',')
+			return *end ? 0 : n;
+		s = end + 1;
+	}
+	return *s ? 0 : n;
+}
+
 static uint64_t parse_size(const char *s)
 {
 	char *end;
@@ -236,7 +413,9 @@ int bench_suspend(int argc, char **argv)
 	struct sim_opts so;
 	char uri[256];
 	int reps = 3, ret = 0, a;
-	bool phases = false;
+	bool phases = false, incremental = false;
+	uint64_t incr_v[8] = { 256, 1024, 4096 }, incr_p[8] = { 1, 10, 50 };
+	unsigned int n_v = 3, n_p = 3;
 
 	for (a = 1; a < argc; a++) {
 		if (!strcmp(argv[a], "--total-mib") && a + 1 < argc)
@@ -247,6 +426,23 @@ int bench_suspend(int argc, char **argv)
 			reps = atoi(argv[++a]);
 		else if (!strcmp(argv[a], "--phases"))
 			phases = true;
+		else if (!strcmp(argv[a], "--incremental"))
+			incremental = true;
+		else if (!strcmp(argv[a], "--incr-vram-mib") && a + 1 < argc) {
+			n_v = parse_list(argv[++a], incr_v, 8);
+			for (i = 0; i < n_v; i++)
+				if (incr_v[i] % (INCR_BO >> 20))
+					n_v = 0; /* whole 64 MiB BOs */
+			if (!n_v)
+				goto usage;
+		} else if (!strcmp(argv[a], "--dirty-pct") && a + 1 < argc) {
+			n_p = parse_list(argv[++a], incr_p, 8);
+			for (i = 0; i < n_p; i++)
+				if (incr_p[i] > 100)
+					n_p = 0;
+			if (!n_p)
+				goto usage;
+		}
 		else if (!strcmp(argv[a], "--shape") && a + 1 < argc && nshapes < 16) {
 			char *x = strchr(argv[++a], 'x');
 
@@ -263,6 +459,17 @@ int bench_suspend(int argc, char **argv)
 	}
 	if (reps < 1 || total < (1u << 20) || vram < total + (4u << 20))
 		goto usage;
+	if (incremental) {
+		unsigned int pcts[8];
+
+		for (i = 0; i < n_p; i++)
+			pcts[i] = (unsigned int)incr_p[i];
+		ret = ugpu_context_create(&copts, &ctx);
+		for (i = 0; i < n_v && !ret; i++)
+			ret = run_incremental(ctx, incr_v[i], pcts, n_p, reps);
+		ugpu_context_destroy(ctx);
+		return ret ? 1 : 0;
+	}
 	if (!nshapes) {
 		static const uint64_t sizes[] = { 0, 8ull << 20, 1ull << 20, 64ull << 10 };
 
@@ -298,6 +505,9 @@ fail:
 	return ret ? 1 : 0;
 usage:
 	fprintf(stderr, "usage: ugpu-bench suspend [--total-mib S] [--vram-mib V] [--reps R] "
-			"[--shape NxSIZE]... [--phases]\n");
+			"[--shape NxSIZE]... [--phases]\n"
+			"       ugpu-bench suspend --incremental [--incr-vram-mib V,V..] "
+			"[--dirty-pct P,P..] [--reps R]\n"
+			"       (V: multiples of 64, default 256,1024,4096; P: 1..100, default 1,10,50)\n");
 	return 2;
 }
