@@ -864,10 +864,10 @@ static void fail_copy_back(void *arg, enum test_point_id id, void *obj)
 	(void)id;
 	__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
 	if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) < 0) {
-		*ret = c->err;
+		*ret = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
 	} else if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) > 0) {
 		__atomic_sub_fetch(&c->fail_left, 1, __ATOMIC_ACQ_REL);
-		*ret = c->err;
+		*ret = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
 	}
 }
 
@@ -892,12 +892,12 @@ static void test_copy_back_failures(void **state)
 		if (buf[i] != (i ^ 0x1234) + 1)
 			fail_msg("word %llu: %llx after 3 failed copies", (unsigned long long)i,
 				 (unsigned long long)buf[i]);
-	assert_int_equal(c.fail_left, 0);
-	assert_true(c.hits >= 4);
+	assert_int_equal(__atomic_load_n(&c.fail_left, __ATOMIC_ACQUIRE), 0);
+	assert_true(__atomic_load_n(&c.hits, __ATOMIC_RELAXED) >= 4);
 	assert_int_equal(stats(s).svm_lost_count, 0);
 
+	__atomic_store_n(&c.err, -EIO, __ATOMIC_RELAXED);
 	__atomic_store_n(&c.fail_left, -1, __ATOMIC_RELEASE); /* every copy fails from now on */
-	c.err = -EIO;
 	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
 	info = fx_wait_removed(s->f->dev, 10000);
 	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
