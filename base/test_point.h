@@ -60,6 +60,19 @@ enum test_point_id {
 	 * pages were just taken from the process (moved to the staging area,
 	 * or write-protected) and are not in VRAM yet. */
 	TEST_POINT_SVM_TAKEN,
+	/* svm/migrate.c svm_evict(), the evicting thread, manager lock held:
+	 * the range (@obj) is owned, its maps and bytes not yet moved. */
+	TEST_POINT_SVM_EVICT,
+	/* svm/fault.c idle_release(), the worker, no lock: it picked the
+	 * device (@obj, struct svm_dev) and marked it as its own. */
+	TEST_POINT_SVM_IDLE,
+	/* svm/svm.c svm_down(), g_svm_lock held: the device's (@obj) queued
+	 * work is done, its ranges not yet brought home. */
+	TEST_POINT_SVM_QUIESCED,
+	/* src/suspend.c resume, host-suspend lock held, the window begun
+	 * (manager lock held): the device was just set to D0, nothing is
+	 * restored yet (the reference device poisons VRAM on leaving D3cold). */
+	TEST_POINT_PM_RESUMED_D0,
 	/* svm/migrate.c, any thread bringing a range back, no lock, the range
 	 * owned: about to copy a range's bytes back from VRAM. @obj: an int
 	 * the callback may set to a -errno to make this copy fail (fault

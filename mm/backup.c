@@ -124,6 +124,8 @@ static int prepare_begin(void *arg)
 	return ret;
 }
 
+static void svm_suspend_prepare(struct bo_mgr *m);
+
 /* Evict what is not pinned, shared-virtual-memory ranges included (back into
  * the process); BOs that may only live in VRAM stay and get a backup (and a
  * range that is busy now). One BO per lock hold: unpin/destroy interleave. */
@@ -133,6 +135,7 @@ static int prepare_evict(void *arg, struct pm_count *c)
 	int ret = 0;
 	size_t i;
 
+	svm_suspend_prepare(m);
 	for (i = 0; i < m->prep_n && !ret; i++) {
 		struct ugpu_bo *bo = m->prep_bos[i];
 
@@ -210,10 +213,28 @@ static int cancel(void *arg, bool *prepared)
 
 /* ---- the window -------------------------------------------------------------- */
 
+/* Shared virtual memory's ranges go home before a host suspend (their VRAM
+ * would otherwise be a kernel BO backed up behind the back of the svm
+ * worker, which may touch it while the device sleeps). */
+static void svm_suspend_prepare(struct bo_mgr *m)
+{
+	const struct bo_svm_ops *sops;
+	void *sarg;
+
+	pthread_mutex_lock(&m->lock);
+	sops = m->svm_ops;
+	sarg = m->svm_arg;
+	pthread_mutex_unlock(&m->lock);
+	if (sops && sops->suspend_prepare)
+		sops->suspend_prepare(sarg, m->dev);
+}
+
 static int window_begin(void *arg, bool for_resume, enum ugpu_pm_state *was)
 {
 	struct bo_mgr *m = arg;
 
+	if (!for_resume)
+		svm_suspend_prepare(m); /* a suspend without prepare, or ranges since */
 	pthread_mutex_lock(&m->lock);
 	*was = (enum ugpu_pm_state)m->pm_state;
 	if (for_resume != (m->pm_state == BO_PM_SUSPENDED)) {
@@ -588,6 +609,7 @@ static void recover(void *arg, enum ugpu_pm_state was)
 		bo->backup_valid = false;
 	}
 	m->pm_state = (enum bo_pm_state)was;
+	pthread_cond_broadcast(&m->pm_cond);
 }
 
 /*
@@ -644,6 +666,7 @@ static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
 	}
 	maps_release_locked(m);
 	m->pm_state = BO_PM_ACTIVE;
+	pthread_cond_broadcast(&m->pm_cond);
 }
 
 /* Not from inside a window (it takes the manager lock). */

@@ -141,6 +141,7 @@ static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 	m->dev = dev;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->vram_lock, NULL);
+	pthread_cond_init(&m->pm_cond, NULL);
 	list_init(&m->all);
 	list_init(&m->lru);
 	m->vram_fd = -1;
@@ -209,6 +210,7 @@ static void bo_close_release(struct ugpu_device *dev)
 		n++;
 	}
 	m->closed = true;
+	pthread_cond_broadcast(&m->pm_cond);
 	pthread_mutex_unlock(&m->lock);
 	if (n)
 		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
@@ -242,6 +244,7 @@ static void bo_mgr_free(struct ugpu_device *dev)
 	if (!m)
 		return;
 	pthread_mutex_destroy(&m->vram_lock);
+	pthread_cond_destroy(&m->pm_cond);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 	dev->bo_mgr = NULL;

@@ -175,6 +175,9 @@ struct bo_mgr {
 	 * under @lock */
 	const struct bo_svm_ops *svm_ops;
 	void *svm_arg;
+	/* broadcast (under @lock) when @pm_state leaves SUSPENDED, and on
+	 * removal and close: bo_pm_wait_awake() waits on it */
+	pthread_cond_t pm_cond;
 };
 
 /*
@@ -191,7 +194,19 @@ struct bo_mgr {
  */
 struct bo_svm_ops {
 	int (*evict)(void *arg, struct ugpu_bo *bo);
+	/* Host suspend is starting (prepare, or a suspend without one), the
+	 * kernels held: every range in @dev's VRAM goes back into the process,
+	 * each owner waited for. No manager lock held. */
+	void (*suspend_prepare)(void *arg, struct ugpu_device *dev);
 };
+
+/* No host-suspend cycle is open on @dev (prepare .. resume): shared virtual
+ * memory may move ranges into its VRAM. Takes the manager lock. */
+bool bo_pm_active(struct ugpu_device *dev);
+/* Wait while @dev is host-suspended (its VRAM and page tables unreachable
+ * until resume); returns at once once it is removed or closed. Takes the
+ * manager lock; call with no lock held. */
+void bo_pm_wait_awake(struct ugpu_device *dev);
 
 /* Install (or with @ops NULL remove) shared virtual memory's eviction for
  * @dev's BOs. Takes the manager lock: when it returns no @evict runs. */

@@ -297,6 +297,7 @@ static void detach(void *arg)
 	struct bo_mgr *m = arg;
 
 	m->pm_state = BO_PM_ACTIVE;
+	pthread_cond_broadcast(&m->pm_cond); /* removed: nobody waits for a resume */
 	m->vram_fd = -1; /* the transport's fd: closed by the teardown */
 	if (!m->maps)
 		return;

@@ -221,6 +221,27 @@ void bo_mark_svm(struct ugpu_bo *bo)
  * back into the process (svm/ copies it; its VRAM is freed here and the BO
  * is left with no backing until svm/ puts it). -EBUSY: svm/ cannot now.
  */
+bool bo_pm_active(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	bool active;
+
+	pthread_mutex_lock(&m->lock);
+	active = m->pm_state == BO_PM_ACTIVE;
+	pthread_mutex_unlock(&m->lock);
+	return active;
+}
+
+void bo_pm_wait_awake(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	pthread_mutex_lock(&m->lock);
+	while (m->pm_state == BO_PM_SUSPENDED && !m->closed && !device_is_removed(dev))
+		pthread_cond_wait(&m->pm_cond, &m->lock);
+	pthread_mutex_unlock(&m->lock);
+}
+
 bool bo_svm_evictable_locked(const struct ugpu_bo *bo)
 {
 	return bo->svm && mgr_of(bo->dev)->svm_ops && bo->placement == UGPU_PLACEMENT_VRAM;

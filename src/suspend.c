@@ -528,6 +528,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	t_all = t0 = now_ns();
 	ret = device_set_power(dev, UGPU_POWER_D0);
 	phase_end(dev, UGPU_PM_PHASE_RESUME_POWER, NULL, t0, ret);
+	test_point(TEST_POINT_PM_RESUMED_D0);
 	if (ret) {
 		log_err(dev->ctx, "%s: the device did not wake: %s; every backup is kept, resume again",
 			dev->name, ugpu_strerror(ret));

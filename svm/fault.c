@@ -45,10 +45,6 @@ static struct svm_dev *idle_candidate_locked(struct svm *s)
 	return NULL;
 }
 
-static bool in_vram_of(const struct svm_range *r, const void *sd)
-{
-	return r->where == R_VRAM && r->sd == sd;
-}
 
 /*
  * Runtime PM and shared virtual memory: ranges in a device's VRAM hold a
@@ -75,6 +71,7 @@ static void idle_release(struct svm *s)
 	pthread_mutex_unlock(&s->lock);
 	if (!sd)
 		return;
+	test_point_obj(TEST_POINT_SVM_IDLE, sd);
 	go = !rpm_user_enter(sd->dev, &rpm);
 	if (go) {
 		rpm_stats(rpm, &st);
@@ -326,7 +323,9 @@ again:
 		pthread_mutex_lock(&s->lock);
 		forking = s->forking;
 		pthread_mutex_unlock(&s->lock);
-		bool movable = r->writable && !r->in_place_only;
+		/* no VRAM while a host-suspend cycle is open: prepare brought
+		 * the ranges home and they stay there until resume */
+		bool movable = r->writable && !r->in_place_only && bo_pm_active(sd->dev);
 
 		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC || prefetch) &&
 		    movable && !forking)

@@ -75,6 +75,9 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 	for (i = 0; i < n; i++) {
 		struct svm_map *m = &r->maps[i];
 
+		/* its page tables are unreachable while host-suspended (resume
+		 * would bring back what we cleared): after resume */
+		bo_pm_wait_awake(m->vm->dev);
 		vm_svm_unmap(m->vm, m->gpu_va, r->size);
 		if (r->sd) {
 			pthread_mutex_lock(&s->lock);
@@ -118,7 +121,9 @@ static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
  * have no pages there: the range is registered and its pages were taken).
  * UFFDIO_COPY reads the VRAM mapping and maps fresh pages atomically; the
- * threads waiting on them wake.
+ * threads waiting on them wake. The device must be awake and not
+ * host-suspended (the callers wait: bo_pm_wait_awake(); svm_evict() runs
+ * where no suspend can be).
  */
 static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
 			   uint64_t dst)
@@ -198,6 +203,17 @@ static int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint
 	return range_lost(s, r, len, dst, "the copy back kept failing");
 }
 
+/* An unmap, free or move of the process marked @r since it was owned. */
+static bool gc_pending(struct svm *s, struct svm_range *r)
+{
+	bool pending;
+
+	pthread_mutex_lock(&s->lock);
+	pending = r->gc_pending;
+	pthread_mutex_unlock(&s->lock);
+	return pending;
+}
+
 /* Bring @r (owned, in VRAM) back into process memory. On a failed copy it
  * stays in VRAM, nothing lost, and the error is returned (the next touch
  * tries again); -ENOENT (unmapped meanwhile) and -ENODATA (lost with the
@@ -206,9 +222,12 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 {
 	int ret;
 
+	bo_pm_wait_awake(r->sd->dev); /* its VRAM is unreachable while host-suspended */
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
 	ret = range_copy_back(s, r, 0, r->size, r->start);
+	if (ret == -ENOENT && gc_pending(s, r))
+		return -EAGAIN; /* stays: the collection copies it where it went */
 	if (ret && ret != -ENOENT && ret != -ENODATA) {
 		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s: it stays there, nothing lost (the next touch tries again)",
 			r->start, r->size, ugpu_strerror(ret));
@@ -221,13 +240,16 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 
 /* The same where @r must leave VRAM now (the device goes, a bind covers
  * it): a copy that keeps failing loses the bytes, loudly. */
-void range_to_cpu_must(struct svm *s, struct svm_range *r)
+int range_to_cpu_must(struct svm *s, struct svm_range *r)
 {
+	bo_pm_wait_awake(r->sd->dev);
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
-	copy_back_must(s, r, 0, r->size, r->start);
+	if (copy_back_must(s, r, 0, r->size, r->start) == -ENOENT && gc_pending(s, r))
+		return -EAGAIN; /* stays: the collection copies it where it went */
 	range_free_vram(s, r);
 	range_set(s, r, R_CPU, NULL);
+	return 0;
 }
 
 /*
@@ -517,6 +539,7 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 	if (r->where == R_VRAM) {
 		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
 
+		bo_pm_wait_awake(r->sd->dev);
 		/* the part outside the event stays where it was; a moved part
 		 * goes with its mapping (the range goes: copies that keep
 		 * failing lose their bytes, loudly) */
@@ -592,6 +615,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	struct svm_work *w = calloc(1, sizeof(*w));
 	struct svm_range *r = NULL;
 	struct svm_dev *sd;
+	uint64_t start, size;
 	size_t i;
 	int ret;
 
@@ -608,6 +632,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	}
 	r->busy = true;
 	pthread_mutex_unlock(&s->lock);
+	test_point_obj(TEST_POINT_SVM_EVICT, r);
 
 	for (unsigned int k = 0; k < r->nmaps;) {
 		if (vm_svm_unmap_evicting(r->maps[k].vm, r->maps[k].gpu_va, r->size) < 0)
@@ -618,15 +643,22 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 		pthread_mutex_unlock(&s->lock);
 	}
 	ret = r->nmaps ? -EBUSY : range_copy_back(s, r, 0, r->size, r->start);
-	if (ret && ret != -ENOENT && ret != -ENODATA) {
-		/* stays in VRAM; the VMs whose maps went fault it in again */
-		pthread_mutex_lock(&s->lock);
+	start = r->start;
+	size = r->size;
+	pthread_mutex_lock(&s->lock);
+	/* Stays in VRAM when the copy failed, and when an unmap, free or
+	 * move of the process came meanwhile (-ENOENT: the old place is
+	 * gone): the collection copies the bytes to where the process has
+	 * them now (review: an mremap during an eviction lost the range). The
+	 * VMs whose maps went fault it in again; CPU touches parked while we
+	 * owned it fault again (review: they slept until the device closed). */
+	if ((ret && ret != -ENOENT && ret != -ENODATA) || r->gc_pending) {
 		range_release(s, r);
 		pthread_mutex_unlock(&s->lock);
+		uffd_wake(s->u, start, size);
 		free(w);
 		return -EBUSY;
 	}
-	pthread_mutex_lock(&s->lock);
 	sd = r->sd;
 	sd->st.svm_vram_bytes -= r->size;
 	sd->st.svm_evict_count++;
@@ -639,6 +671,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	work_queue(s, w);
 	range_release(s, r);
 	pthread_mutex_unlock(&s->lock);
+	uffd_wake(s->u, start, size);
 	return 0;
 }
 

@@ -389,3 +389,9 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi,
 		return r;
 	}
 }
+
+/* own_first() filter: @r is in @sd's VRAM. */
+bool in_vram_of(const struct svm_range *r, const void *sd)
+{
+	return r->where == R_VRAM && r->sd == sd;
+}

@@ -198,6 +198,15 @@ static void svm_free(struct svm *s)
 	free(s);
 }
 
+/* Until the collections queued so far ran. No lock held. */
+static void gc_wait(struct svm *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->gc_inflight && s->worker_up)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* ---- fork: the child must not find zeroes where the parent's pages were in VRAM --------- */
 
 /*
@@ -354,8 +363,11 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 		 * the next fault beside the bind would find a range that
 		 * overlaps it and could not be mapped. The next fault makes
 		 * one that fits around the bind. */
-		if (r->where == R_VRAM)
-			range_to_cpu_must(s, r);
+		if (r->where == R_VRAM && range_to_cpu_must(s, r) == -EAGAIN) {
+			range_done(s, r); /* its collection takes it out of VRAM */
+			gc_wait(s);
+			continue;
+		}
 		range_destroy(s, r);
 		uffd_wake(s->u, start, size);
 	}
@@ -450,14 +462,52 @@ static void ops_sync(void *arg)
 	struct svm *s = arg;
 
 	uffd_sync(s->u); /* events already read are marked and queued */
+	gc_wait(s);
+}
+
+/* Host suspend starts (struct bo_svm_ops): every range in @dev's VRAM
+ * comes back into the process, its owner waited for (an eviction under the
+ * manager lock could only skip a busy one; review: a range left there was
+ * touched by the worker while the device slept). Kernels are held, and
+ * serve() moves nothing into VRAM until resume. */
+static void svm_suspend_prepare(void *arg, struct ugpu_device *dev)
+{
+	struct svm *s = arg;
+	struct svm_range *r;
+	struct svm_dev *sd;
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&g_svm_lock);
 	pthread_mutex_lock(&s->lock);
-	while (s->gc_inflight && s->worker_up)
-		pthread_cond_wait(&s->cond, &s->lock);
+	sd = sd_of(s, dev);
 	pthread_mutex_unlock(&s->lock);
+	while (sd && (r = own_first(s, 0, UINT64_MAX, in_vram_of, sd))) {
+		int ret = range_to_cpu(s, r);
+		bool stays = ret && r->where == R_VRAM;
+
+		range_done(s, r);
+		if (ret == -EAGAIN && stays) {
+			gc_wait(s); /* moved or freed meanwhile: collected */
+			continue;
+		}
+		if (stays) {
+			log_err(s->ctx, "svm: %s: a range could not leave VRAM before the host suspend: it is backed up with the device's memory",
+				dev->name);
+			break;
+		}
+		n++;
+	}
+	if (sd) {
+		pthread_mutex_lock(&s->lock);
+		sd->st.svm_evict_count += n;
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_unlock(&g_svm_lock);
 }
 
 static const struct bo_svm_ops svm_bo_ops = {
 	.evict = svm_evict,
+	.suspend_prepare = svm_suspend_prepare,
 };
 
 static const struct vm_svm_ops svm_vm_ops = {
@@ -575,15 +625,21 @@ static void svm_down(struct ugpu_device *dev)
 	}
 	bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
 	svm_dev_quiesce(s, dev);
+	test_point_obj(TEST_POINT_SVM_QUIESCED, sd);
 	for (;;) {
 		struct svm_range *r = own_first(s, 0, UINT64_MAX, held_by, sd);
 
 		if (!r)
 			break;
 		range_unmap_vms(s, r, on_dev, dev);
-		if (r->where == R_VRAM && r->sd == sd)
-			range_to_cpu_must(s, r);
-		else if (r->sd == sd)
+		if (r->where == R_VRAM && r->sd == sd && range_to_cpu_must(s, r) == -EAGAIN) {
+			/* the process moved or freed it meanwhile: its
+			 * collection takes it out of VRAM, then look again */
+			range_done(s, r);
+			gc_wait(s);
+			continue;
+		}
+		if (r->sd == sd && r->where == R_INPLACE)
 			range_unmap_dma(s, r);
 		range_done(s, r);
 	}
@@ -597,6 +653,11 @@ static void svm_down(struct ugpu_device *dev)
 	}
 	list_del(&sd->link);
 	s->ndevs--;
+	/* the worker's idle release may have picked it after the quiesce (it
+	 * was still listed, holding the device): it is not findable now; wait
+	 * for the one in flight (review: a use after free) */
+	while (s->cur_sd == sd)
+		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	if (sd->rpm_held)
 		rpm_put_dev(dev);

@@ -216,12 +216,13 @@ int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
 int region_add(struct svm *s, uint64_t start, uint64_t end);
 int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq);
+bool in_vram_of(const struct svm_range *r, const void *sd);
 struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want)(const struct svm_range *, const void *), const void *arg);
 
 /* svm/migrate.c */
 void range_unmap_gpu(struct svm *s, struct svm_range *r);
 int range_to_cpu(struct svm *s, struct svm_range *r);
-void range_to_cpu_must(struct svm *s, struct svm_range *r);
+int range_to_cpu_must(struct svm *s, struct svm_range *r);
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void range_unmap_dma(struct svm *s, struct svm_range *r);

@@ -8,6 +8,7 @@
  * with the write-protection path Linux 6.1 has (UGPU_SVM_NO_MOVE).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -29,6 +30,8 @@
 #include <ugpu/vm.h>
 
 #include "base/test_point.h"
+#include "mm/vm.h"
+#include "svm/svm.h"
 #include "tools/ugpu-sim/sim.h"
 #include "kernel_util.h"
 #include "test_bo_common.h"
@@ -638,7 +641,22 @@ static void test_prefetch(void **state)
 	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, N), -EINVAL);
 	assert_int_equal(ugpu_vm_prefetch(s->vm, 0x1000, 4096, V), -EINVAL); /* below the span */
 	munmap(buf, 8 * MIB + 64 * KIB);
-	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, V), -EFAULT);
+	{
+		/* memory SVM cannot use: refused (not an address just
+		 * unmapped: another thread's mapping may be there by now) */
+		char path[] = "/var/tmp/ugpu-svm-XXXXXX";
+		int fd = mkstemp(path);
+		void *fm;
+
+		assert_true(fd >= 0);
+		unlink(path);
+		assert_int_equal(ftruncate(fd, 64 * KIB), 0);
+		fm = mmap(NULL, 64 * KIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		assert_true(fm != MAP_FAILED);
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)fm, 64 * KIB, V), -EFAULT);
+		munmap(fm, 64 * KIB);
+		close(fd);
+	}
 }
 
 /* ---- one LRU for ranges and BOs ---- */
@@ -984,6 +1002,477 @@ static void test_atomic_retries_then_aborts(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/* ==== the second review's interleavings, each held open with a test point:
+ * an eviction refused with a CPU touch parked (hang), an mremap during an
+ * eviction (data loss), idle release racing device close (use after free),
+ * CPU touches while host-suspended and during resume, a stale PTE after
+ * suspend (data corruption), a shmem hole punch (documented limit) ==== */
+
+struct rev {
+	struct svm_fx *s;
+	int fired;
+	uint64_t start, size;
+	volatile uint64_t *touch;
+	volatile int touched, holder_locked, release;
+	volatile uint64_t seen;
+	void *to;
+	int mremap_ret;
+	volatile int down_started, idle_slept;
+};
+static struct rev rv;
+
+static void *toucher_main(void *a)
+{
+	(void)a;
+	rv.seen = *rv.touch;
+	__atomic_store_n(&rv.touched, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int holder_max_ms; /* 0: until rv.release */
+
+static void *holder_main(void *a)
+{
+	int ms = 0;
+
+	(void)a;
+	pthread_mutex_lock(&rv.s->vm->lock); /* what the worker's vm_svm_map holds while it waits for the manager lock */
+	__atomic_store_n(&rv.holder_locked, 1, __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&rv.release, __ATOMIC_SEQ_CST) && (!holder_max_ms || ms++ < holder_max_ms))
+		usleep(1000);
+	pthread_mutex_unlock(&rv.s->vm->lock);
+	return NULL;
+}
+
+/* svm_evict, range owned, manager lock held: a CPU thread touches the range
+ * (it parks: busy), then the VM's lock is taken elsewhere, so the trylock
+ * fails and the eviction is refused. */
+static void on_evict_refused(void *arg, enum test_point_id id, void *obj)
+{
+	struct svm_range *r = obj;
+	pthread_t t;
+
+	(void)arg, (void)id;
+	if (rv.fired++)
+		return;
+	rv.start = r->start;
+	rv.size = r->size;
+	rv.touch = (volatile uint64_t *)(uintptr_t)r->start;
+	pthread_create(&t, NULL, toucher_main, NULL);
+	pthread_detach(t);
+	usleep(100000);
+	pthread_create(&t, NULL, holder_main, NULL);
+	pthread_detach(t);
+	while (!__atomic_load_n(&rv.holder_locked, __ATOMIC_SEQ_CST))
+		usleep(1000);
+}
+
+/* 8 MiB BOs that want VRAM until an eviction of a range reaches the test
+ * point @fn (each BO after the first evicts ranges): the last BO is kept
+ * (returned), the others put. */
+static struct ugpu_bo *evict_with(struct svm_fx *s, test_point_fn fn)
+{
+	struct ugpu_bo *extra[8], *bo;
+	int n = 0;
+
+	test_point_set(TEST_POINT_SVM_EVICT, fn, NULL);
+	while (n < 8 && !__atomic_load_n(&rv.fired, __ATOMIC_ACQUIRE)) {
+		extra[n] = bo_new(s->f->dev, 8 * MIB, 0, V, S, "filler");
+		assert_non_null(extra[n]);
+		n++;
+	}
+	test_point_set(TEST_POINT_SVM_EVICT, NULL, NULL);
+	bo = extra[--n];
+	while (n--)
+		ugpu_bo_put(extra[n]);
+	return bo;
+}
+
+/* The review cases' start: their state reset, @buf's 2 MiB (word i = 3i,
+ * then 5 added by a GPU atomic) a range in VRAM. */
+static void rev_range_in_vram(struct svm_fx *s, uint64_t *buf)
+{
+	struct ugpu_kernel_result r;
+
+	memset(&rv, 0, sizeof(rv));
+	holder_max_ms = 0;
+	rv.s = s;
+	for (uint64_t i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i * 3;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 5, &r), 0);
+}
+
+static void rev_fill_vram(struct svm_fx *s, uint64_t **pbuf, uint64_t bytes)
+{
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i;
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i * 0x9e3779b97f4a7c15ull;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 32 * MIB);
+	*pbuf = buf;
+}
+
+static void test_rev_evict_refused_hangs_touch(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf, i, t0;
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bo;
+
+	memset(&rv, 0, sizeof(rv));
+	holder_max_ms = 0;
+	rv.s = s;
+	rev_fill_vram(s, &buf, 48 * MIB);
+	bo = evict_with(s, on_evict_refused);
+	assert_non_null(bo);
+	__atomic_store_n(&rv.release, 1, __ATOMIC_SEQ_CST);
+	print_message("eviction test point fired %d times; BO in %s; range [0x%llx,+0x%llx)\n", rv.fired,
+		      bo_where(bo) == V ? "VRAM" : "system", (unsigned long long)rv.start,
+		      (unsigned long long)rv.size);
+	assert_true(rv.fired > 0);
+	t0 = now_ns_test();
+	while (!__atomic_load_n(&rv.touched, __ATOMIC_SEQ_CST) && now_ns_test() - t0 < 3000ull * 1000000)
+		usleep(1000);
+	print_message("CPU touch of the range %s after 3 s\n",
+		      rv.touched ? "returned" : "is STILL PARKED (no wake)");
+	{
+		int hung = !rv.touched;
+
+		/* unstick it: a GPU fault on the range owns it and wakes on release */
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)rv.start, rv.size, 0, &r), 0);
+		t0 = now_ns_test();
+		while (!__atomic_load_n(&rv.touched, __ATOMIC_SEQ_CST) && now_ns_test() - t0 < 3000ull * 1000000)
+			usleep(1000);
+		print_message("after a GPU kernel on the range: touch %s (value %s)\n",
+			      rv.touched ? "returned" : "still parked",
+			      rv.seen == ((rv.start - (uintptr_t)buf) / 8) * 0x9e3779b97f4a7c15ull ? "right" : "WRONG");
+		ugpu_bo_put(bo);
+		for (i = 0; i < 48 * MIB / 8; i++)
+			if (buf[i] != i * 0x9e3779b97f4a7c15ull)
+				fail_msg("word %llu wrong", (unsigned long long)i);
+		munmap(buf, 48 * MIB);
+		if (hung)
+			fail_msg("HANG: a CPU touch parked during a refused eviction was never woken");
+	}
+}
+
+/* svm_evict, range owned, manager lock held: the process mremaps the range
+ * being evicted (the eviction's copy back then finds the old place unmapped). */
+static void on_evict_mremap(void *arg, enum test_point_id id, void *obj)
+{
+	struct svm_range *r = obj;
+	void *p;
+
+	(void)arg, (void)id;
+	if (rv.fired++)
+		return;
+	rv.start = r->start;
+	rv.size = r->size;
+	p = mremap((void *)(uintptr_t)r->start, r->size, r->size, MREMAP_MAYMOVE | MREMAP_FIXED, rv.to);
+	rv.mremap_ret = p == MAP_FAILED ? -errno : 0;
+}
+
+static void test_rev_mremap_during_eviction(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf, i, base, bad = 0, zero = 0;
+	struct ugpu_bo *bo;
+	const uint64_t *to;
+
+	memset(&rv, 0, sizeof(rv));
+	holder_max_ms = 0;
+	rv.s = s;
+	rev_fill_vram(s, &buf, 48 * MIB);
+	rv.to = map_anon(2 * MIB, 2 * MIB);
+	bo = evict_with(s, on_evict_mremap);
+	assert_non_null(bo);
+	assert_true(rv.fired > 0);
+	assert_int_equal(rv.mremap_ret, 0);
+	base = (rv.start - (uintptr_t)buf) / 8;
+	to = rv.to;
+	for (i = 0; i < rv.size / 8; i++) {
+		bad += to[i] != (base + i) * 0x9e3779b97f4a7c15ull;
+		zero += to[i] == 0;
+	}
+	print_message("mremap of [0x%llx,+0x%llx) during its eviction: %llu of %llu words wrong at the new place (%llu zero); evictions %llu\n",
+		      (unsigned long long)rv.start, (unsigned long long)rv.size, (unsigned long long)bad,
+		      (unsigned long long)(rv.size / 8), (unsigned long long)zero,
+		      (unsigned long long)stats(s).svm_evict_count);
+	ugpu_bo_put(bo);
+	if (bad)
+		fail_msg("DATA LOSS: %llu words of the moved range lost", (unsigned long long)bad);
+}
+
+/* svm_down after its quiesce: give the worker's idle poll time to start an
+ * idle_release on the device that is going; idle_release then sleeps while
+ * svm_down finishes and frees the svm_dev. */
+static void on_quiesced(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg, (void)id, (void)obj;
+	__atomic_store_n(&rv.down_started, 1, __ATOMIC_SEQ_CST);
+	usleep(150000);
+}
+
+static void on_idle(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg, (void)id, (void)obj;
+	if (__atomic_load_n(&rv.down_started, __ATOMIC_SEQ_CST) && !rv.idle_slept++) {
+		fprintf(stderr, "idle_release started on sd %p after svm_down's quiesce: sleeping 400 ms\n", obj);
+		usleep(400000);
+		fprintf(stderr, "idle_release goes on with sd %p\n", obj);
+	}
+}
+
+static void test_rev_idle_release_vs_down(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_unplug_info info;
+
+	memset(&rv, 0, sizeof(rv));
+	holder_max_ms = 0;
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	test_point_set(TEST_POINT_SVM_QUIESCED, on_quiesced, NULL);
+	test_point_set(TEST_POINT_SVM_IDLE, on_idle, NULL);
+	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
+	info = fx_wait_removed(s->f->dev, 10000);
+	assert_int_equal(info.status, 0);
+	usleep(600000); /* let idle_release finish */
+	print_message("idle_release ran after quiesce: %s\n", rv.idle_slept ? "yes" : "no");
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 1)
+			fail_msg("word %llu wrong", (unsigned long long)i);
+	munmap(buf, 4 * MIB);
+}
+
+/* Host suspend: a range that prepare could not evict (its VM's lock was
+ * taken at that moment: a bind, or the worker mapping another range) stays
+ * in VRAM; the CPU touches it while the device is suspended. */
+static void test_rev_touch_while_suspended(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), i, bad = 0, t0;
+	struct ugpu_svm_stats st;
+	pthread_t t;
+
+	rev_range_in_vram(s, buf);
+	assert_true(stats(s).svm_vram_bytes >= 2 * MIB);
+	holder_max_ms = 300;
+	pthread_create(&t, NULL, holder_main, NULL);
+	while (!__atomic_load_n(&rv.holder_locked, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+	__atomic_store_n(&rv.release, 1, __ATOMIC_SEQ_CST);
+	pthread_join(t, NULL);
+	st = stats(s);
+	print_message("after prepare: %llu bytes of ranges still in VRAM\n", (unsigned long long)st.svm_vram_bytes);
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	rv.touch = buf;
+	pthread_create(&t, NULL, toucher_main, NULL);
+	t0 = now_ns_test();
+	while (!__atomic_load_n(&rv.touched, __ATOMIC_SEQ_CST) && now_ns_test() - t0 < 5000ull * 1000000)
+		usleep(1000);
+	print_message("CPU touch while suspended: %s\n", rv.touched ? "returned" : "STILL WAITING after 5 s");
+	if (rv.touched) {
+		pthread_join(t, NULL);
+		for (i = 0; i < 2 * MIB / 8; i++)
+			bad += buf[i] != i * 3 + 5;
+		print_message("while suspended: %llu of %llu words wrong (word 1 = 0x%llx)\n", (unsigned long long)bad,
+			      (unsigned long long)(2 * MIB / 8), (unsigned long long)buf[1]);
+	}
+	assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+	if (!rv.touched) {
+		pthread_join(t, NULL);
+		for (i = 0; i < 2 * MIB / 8; i++)
+			bad += buf[i] != i * 3 + 5;
+		print_message("after resume: %llu words wrong\n", (unsigned long long)bad);
+	}
+	if (bad)
+		fail_msg("DATA LOSS: %llu words of a range in VRAM over a host suspend", (unsigned long long)bad);
+	munmap(buf, 2 * MIB);
+}
+
+/* the emulated owner lets the range go after 300 ms */
+static void *owner_main(void *a)
+{
+	usleep(300000);
+	pthread_mutex_lock(&g_svm->lock);
+	range_release(g_svm, a);
+	pthread_mutex_unlock(&g_svm->lock);
+	return NULL;
+}
+
+static void on_resumed_d0(void *arg, enum test_point_id id, void *obj)
+{
+	pthread_t t;
+
+	(void)arg, (void)id, (void)obj;
+	pthread_create(&t, NULL, toucher_main, NULL);
+	pthread_detach(t);
+	usleep(300000);
+}
+
+/* Host suspend: a range busy when prepare evicts (here its owner is
+ * emulated: busy set by hand; in the driver: ops_vm_gone, a GC, a fault)
+ * stays in VRAM, with no GPU map (its VM went). The docs say it is backed up
+ * and restored like a LATE_RESTORE BO. The CPU touches it during resume,
+ * after the power came back (VRAM poisoned) and before the restore. */
+static void test_rev_touch_during_resume(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
+				  .name = "svm2" };
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), i, bad = 0;
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm2;
+	struct ugpu_queue *q2, *q1 = s->q;
+	struct svm_range *rg;
+
+	memset(&rv, 0, sizeof(rv));
+	holder_max_ms = 0;
+	rv.s = s;
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i * 3;
+	assert_int_equal(ugpu_vm_create(s->f->dev, &o, &vm2), 0);
+	assert_int_equal(ugpu_queue_create(vm2, NULL, &q2), 0);
+	s->q = q2;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 5, &r), 0);
+	s->q = q1;
+	ugpu_queue_destroy(q2);
+	assert_int_equal(ugpu_vm_destroy(vm2), 0); /* the range stays in VRAM, unmapped */
+	assert_true(stats(s).svm_vram_bytes >= 2 * MIB);
+	pthread_mutex_lock(&g_svm->lock);
+	rg = range_find(g_svm, (uintptr_t)buf);
+	assert_non_null(rg);
+	assert_int_equal(rg->where, R_VRAM);
+	assert_int_equal(rg->nmaps, 0);
+	rg->busy = true; /* an owner at prepare's moment */
+	pthread_mutex_unlock(&g_svm->lock);
+	{
+		pthread_t owner;
+
+		pthread_create(&owner, NULL, owner_main, rg);
+		assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+		pthread_join(owner, NULL);
+	}
+	print_message("after prepare: %llu bytes of ranges still in VRAM\n",
+		      (unsigned long long)stats(s).svm_vram_bytes);
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	rv.touch = buf;
+	test_point_set(TEST_POINT_PM_RESUMED_D0, on_resumed_d0, NULL);
+	assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+	test_point_set(TEST_POINT_PM_RESUMED_D0, NULL, NULL);
+	while (!__atomic_load_n(&rv.touched, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		bad += buf[i] != i * 3 + 5;
+	print_message("touch during resume: %llu of %llu words wrong (word 1 = 0x%llx, want 0x8)\n",
+		      (unsigned long long)bad, (unsigned long long)(2 * MIB / 8), (unsigned long long)buf[1]);
+	if (bad)
+		fail_msg("DATA LOSS: %llu words of a range left in VRAM over a host suspend", (unsigned long long)bad);
+	munmap(buf, 2 * MIB);
+}
+
+/* Shared memory in place: the file is punched (fallocate PUNCH_HOLE) or
+ * truncated; no userfaultfd event reports that. */
+static void test_rev_shmem_punch_hole(void **state)
+{
+	struct svm_fx *s = *state;
+	int fd = memfd_create("svm-rev", MFD_CLOEXEC);
+	uint64_t *a, i, want = 0;
+	struct ugpu_kernel_result r;
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 * MIB), 0);
+	a = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(a != MAP_FAILED);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		a[i] = 1;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == 2 * MIB / 8);
+	assert_int_equal(fallocate(fd, 3 /* KEEP_SIZE|PUNCH_HOLE */, 0, 2 * MIB), 0);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		a[i] = 2, want += 2;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 2 * MIB, 0, &r), 0);
+	print_message("after a hole punch and CPU stores of 2: GPU sum %llu, CPU sum %llu\n",
+		      (unsigned long long)r.sum, (unsigned long long)want);
+	uint64_t gsum = r.sum;
+
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, a, 64 * KIB, 9, &r), 0);
+	print_message("GPU wrote 9 to the first 64 KiB: the CPU reads %llu\n", (unsigned long long)a[0]);
+	munmap(a, 2 * MIB);
+	close(fd);
+	if (gsum != want)
+		fail_msg("GPU and CPU see different memory after a hole punch");
+}
+
+/* As test_rev_touch_while_suspended, then after resume: the VM's PTEs for
+ * the range were cleared while the device slept, and the resume restored
+ * the page tables from their backup. Fill VRAM with BOs and let a kernel
+ * write the range. */
+static void test_rev_stale_pte_after_suspend(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), i, bad = 0;
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bos[40];
+	int n = 0, k, hit = 0;
+	pthread_t t;
+
+	rev_range_in_vram(s, buf);
+	holder_max_ms = 300;
+	pthread_create(&t, NULL, holder_main, NULL);
+	while (!__atomic_load_n(&rv.holder_locked, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+	__atomic_store_n(&rv.release, 1, __ATOMIC_SEQ_CST);
+	pthread_join(t, NULL);
+	print_message("after prepare: %llu bytes of ranges still in VRAM\n", (unsigned long long)stats(s).svm_vram_bytes);
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	for (i = 0; i < 2 * MIB / 8; i++) /* the touch: the range comes back while the device sleeps */
+		bad += buf[i] != i * 3 + 5;
+	print_message("while suspended: %llu words wrong; ranges in VRAM now %llu bytes\n", (unsigned long long)bad,
+		      (unsigned long long)stats(s).svm_vram_bytes);
+	assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+	while (n < 40) {
+		bos[n] = bo_new(s->f->dev, 2 * MIB, 0, V, S, "victim");
+		if (!bos[n])
+			break;
+		if (bo_where(bos[n]) != V) {
+			ugpu_bo_put(bos[n]);
+			break;
+		}
+		assert_int_equal(bo_fill(bos[n], 2 * MIB, 100 + n), 0);
+		n++;
+	}
+	print_message("%d BOs of 2 MiB fill VRAM\n", n);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf, 2 * MIB, 0x55, &r), 0);
+	for (k = 0; k < n; k++) {
+		if (bo_verify(bos[k], 2 * MIB, 100 + k) != -1) {
+			print_message("BO %d (not the kernel's) was overwritten at byte %lld\n", k,
+				      (long long)bo_verify(bos[k], 2 * MIB, 100 + k));
+			hit++;
+		}
+	}
+	bad = 0;
+	for (i = 0; i < 2 * MIB / 8; i++)
+		bad += buf[i] != 0x55;
+	print_message("the kernel's write: %llu of %llu words of the range missing in the process; %d BOs corrupted\n",
+		      (unsigned long long)bad, (unsigned long long)(2 * MIB / 8), hit);
+	for (k = 0; k < n; k++)
+		ugpu_bo_put(bos[k]);
+	munmap(buf, 2 * MIB);
+	if (hit || bad)
+		fail_msg("a stale GPU PTE survived the suspend: GPU writes went to freed VRAM");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1022,5 +1511,27 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup_wp, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	const struct CMUnitTest rev_tests[] = {
+		cmocka_unit_test_setup_teardown(test_rev_evict_refused_hangs_touch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_mremap_during_eviction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_mremap_during_eviction, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_idle_release_vs_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_touch_while_suspended, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_touch_during_resume, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_shmem_punch_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_stale_pte_after_suspend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_touch_during_resume, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_rev_touch_while_suspended, setup_wp, teardown),
+	};
+
+	int failed;
+
+	/* SVMREV=1 runs only the review's cases (SVMREV_FILTER picks some) */
+	if (getenv("SVMREV")) {
+		if (getenv("SVMREV_FILTER"))
+			cmocka_set_test_filter(getenv("SVMREV_FILTER"));
+		return cmocka_run_group_tests(rev_tests, NULL, NULL);
+	}
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	return failed + cmocka_run_group_tests(rev_tests, NULL, NULL);
 }
