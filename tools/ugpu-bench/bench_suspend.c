@@ -210,59 +210,76 @@ out:
 	return ret;
 }
 
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	uint64_t v = strtoull(s, &end, 0);
+struct shapes {
+	struct shape v[16];
+	unsigned int n;
+};
 
-	if (*end == 'K' || *end == 'k')
-		v <<= 10;
-	else if (*end == 'M' || *end == 'm')
-		v <<= 20;
-	else if (*end == 'G' || *end == 'g')
-		v <<= 30;
-	return v;
+/* --shape NxSIZE: N BOs of SIZE bytes (K, M, G suffixes), repeatable. */
+static int parse_shape(const char *val, void *dst)
+{
+	struct shapes *s = dst;
+	char num[24];
+	const char *x = strchr(val, 'x');
+	uint64_t n, size;
+
+	if (!x || s->n >= 16 || (size_t)(x - val) >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, val, (size_t)(x - val));
+	num[x - val] = '\0';
+	if (cli_strtou64(num, &n) || !n || n > UINT32_MAX || cli_strtosize(x + 1, 1, &size) ||
+	    size < 4096)
+		return -EINVAL;
+	s->v[s->n].n = (unsigned int)n;
+	s->v[s->n].size = size;
+	s->n++;
+	return 0;
 }
 
 int bench_suspend(int argc, char **argv)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct shape shapes[16];
-	unsigned int nshapes = 0, i;
-	uint64_t total = 128ull << 20, vram = 512ull << 20;
+	struct shapes sh = { .n = 0 };
+	struct shape *shapes = sh.v;
+	unsigned int nshapes, i;
+	uint64_t total_mib = 128, vram_mib = 512, reps_opt = 3, total, vram;
+	bool phases = false;
+	const struct cli_opt opts[] = {
+		{ .name = "total-mib", .kind = CLI_UINT, .dst = &total_mib, .arg = "S",
+		  .help = "MiB of pinned BOs", .min = 1, .max = 65536 },
+		{ .name = "vram-mib", .kind = CLI_UINT, .dst = &vram_mib, .arg = "V",
+		  .help = "VRAM of the reference device, MiB (at least S + 4)", .min = 16,
+		  .max = 1u << 20 },
+		{ .name = "reps", .kind = CLI_UINT, .dst = &reps_opt, .arg = "R",
+		  .help = "cycles per shape", .min = 1, .max = 1000 },
+		{ .name = "shape", .kind = CLI_CALL, .dst = &sh, .arg = "NxSIZE", .call = parse_shape,
+		  .help = "N BOs of SIZE each; repeatable, replaces the default shapes",
+		  .range = "NxSIZE with N >= 1, SIZE >= 4K (e.g. 16x8M), at most 16 of them" },
+		{ .name = "phases", .kind = CLI_FLAG, .dst = &phases,
+		  .help = "each transition's phase breakdown to stderr" },
+		{ 0 },
+	};
+	const struct cli_cmd cli = {
+		.prog = "ugpu-bench suspend", .args = "",
+		.summary = "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy",
+		.about = "Default shapes: 1xS, S/8M x 8M, S/1M x 1M, S/64K x 64K.", .opts = opts };
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
 	struct sim *sim = NULL;
 	struct sim_opts so;
 	char uri[256];
-	int reps = 3, ret = 0, a;
-	bool phases = false;
+	int reps, ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
-	for (a = 1; a < argc; a++) {
-		if (!strcmp(argv[a], "--total-mib") && a + 1 < argc)
-			total = strtoull(argv[++a], NULL, 0) << 20;
-		else if (!strcmp(argv[a], "--vram-mib") && a + 1 < argc)
-			vram = strtoull(argv[++a], NULL, 0) << 20;
-		else if (!strcmp(argv[a], "--reps") && a + 1 < argc)
-			reps = atoi(argv[++a]);
-		else if (!strcmp(argv[a], "--phases"))
-			phases = true;
-		else if (!strcmp(argv[a], "--shape") && a + 1 < argc && nshapes < 16) {
-			char *x = strchr(argv[++a], 'x');
-
-			if (!x)
-				goto usage;
-			shapes[nshapes].n = (unsigned int)strtoul(argv[a], NULL, 0);
-			shapes[nshapes].size = parse_size(x + 1);
-			if (!shapes[nshapes].n || shapes[nshapes].size < 4096)
-				goto usage;
-			nshapes++;
-		} else {
-			goto usage;
-		}
-	}
-	if (reps < 1 || total < (1u << 20) || vram < total + (4u << 20))
-		goto usage;
+	if (ret != CLI_CONTINUE)
+		return ret;
+	total = total_mib << 20;
+	vram = vram_mib << 20;
+	reps = (int)reps_opt;
+	nshapes = sh.n;
+	if (vram < total + (4u << 20))
+		return cli_usage_error(cli.prog, "--vram-mib %" PRIu64 " is too small for --total-mib %" PRIu64
+				       ": expected at least %" PRIu64, vram_mib, total_mib, total_mib + 4);
+	ret = 0;
 	if (!nshapes) {
 		static const uint64_t sizes[] = { 0, 8ull << 20, 1ull << 20, 64ull << 10 };
 
@@ -296,8 +313,4 @@ fail:
 	ugpu_context_destroy(ctx);
 	sim_stop(sim);
 	return ret ? 1 : 0;
-usage:
-	fprintf(stderr, "usage: ugpu-bench suspend [--total-mib S] [--vram-mib V] [--reps R] "
-			"[--shape NxSIZE]... [--phases]\n");
-	return 2;
 }
