@@ -499,8 +499,11 @@ int pci_unbind_vfio(const struct pci_paths *p, const char *bdf_in, unsigned flag
 	if (ret)
 		return ret;
 	have_rec = recorded_driver(p, bdf, rec, sizeof(rec)) == 0;
-	if (!have_rec || strcmp(d.driver, "vfio-pci"))
-		rec[0] = '\0'; /* no record, or a foreign driver: no give-back to aim at */
+	/* no record, or a foreign driver (--force): no give-back to aim at. A
+	 * device without a driver and with a record (a bind that failed after
+	 * the unbind) goes back to the recorded driver. */
+	if (!have_rec || (d.driver[0] && strcmp(d.driver, "vfio-pci")))
+		rec[0] = '\0';
 	pci_dev_path(p, bdf, "driver_override", path, sizeof(path));
 	/* a lone newline clears the override */
 	ret = write_checked(path, rec[0] ? rec : "\n", bdf, why, len);

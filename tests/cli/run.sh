@@ -99,6 +99,7 @@ bad_number "--shape: '0x4K' is not accepted" "$B/ugpu-bench" suspend --shape 0x4
 bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer in 1\.\.4096" \
 	"$B/ugpu-bench" rpm 0
 bad_number "ROUNDS: 'many' is not a number" "$B/ugpu-bench" rpm 8 many
+bad_number "unknown placement .sideways." "$B/ugpu-bench" rpm 8 2 0 sideways
 bad_number "--mib: 65 is odd" "$B/ugpu-bench" svm --mib 65
 bad_number "N \(mappings\): '1' is too small" "$B/ugpu-bench" uffd 1
 

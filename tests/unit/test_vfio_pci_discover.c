@@ -368,6 +368,20 @@ static void test_unbind_gives_back_the_recorded_driver(void **state)
 	assert_string_equal(back, "");
 	assert_false(kernel_saw("probe 0000:05:00.0->none;"));
 
+	/* a bind that failed after the unbind left the device without a driver,
+	 * and the record: unbind still gives it back */
+	{
+		char rp[PATH_MAX + 64];
+
+		fake_sysfs_set_driver(&fs, "0000:02:00.0", "");
+		snprintf(rp, sizeof(rp), "%s/0000:02:00.0.driver", fs.state);
+		fs_write(rp, "pci-stub");
+		assert_int_equal(pci_unbind_vfio(&paths, "0000:02:00.0", 0, back, sizeof(back), why,
+						 sizeof(why)), 0);
+		assert_string_equal(back, "pci-stub");
+		assert_int_equal(access(rp, F_OK), -1);
+	}
+
 	/* no record (bound by another tool): the kernel's choice, nvme */
 	fake_sysfs_set_driver(&fs, "0000:02:00.0", "vfio-pci");
 	assert_int_equal(pci_unbind_vfio(&paths, "0000:02:00.0", 0, back, sizeof(back), why,

@@ -296,7 +296,6 @@ int bench_rpm(int argc, char **argv)
 	char *pos[4];
 	unsigned npos;
 	int p, cpu, ret = cli_parse(&cli, argc, argv, pos, &npos);
-	bool any = false;
 
 	if (ret != CLI_CONTINUE)
 		return ret;
@@ -306,6 +305,12 @@ int bench_rpm(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	if (npos > 3)
 		only = pos[3];
+	for (p = 0; p < RB_NPLACEMENTS && strcmp(only, "all") && strcmp(only, rb_placement_names[p]);
+	     p++)
+		;
+	if (p == RB_NPLACEMENTS)
+		return cli_usage_error(cli.prog, "unknown placement '%s'; expected one-cpu, two-cpu, free or all",
+				       only);
 	c.n = (size_t)n;
 	c.rounds = (unsigned int)rounds;
 	c.wake_lat = (unsigned int)wake;
@@ -328,7 +333,6 @@ int bench_rpm(int argc, char **argv)
 
 		if (strcmp(only, "all") && strcmp(only, rb_placement_names[p]))
 			continue;
-		any = true;
 		if (p == RB_TWO_CPU && c.cpu_b < 0) {
 			fprintf(stderr, "bench rpm: two-cpu skipped: this process may use one CPU\n");
 			continue;
@@ -355,11 +359,6 @@ int bench_rpm(int argc, char **argv)
 		       res.touch_p99, base, res.uffd_p50, res.uffd_loop_p50, res.wake, c.wake_lat, target,
 		       res.touch_p50 <= target ? "true" : "false");
 		fflush(stdout);
-	}
-	if (!any) {
-		fprintf(stderr, "bench rpm: unknown placement '%s' (one-cpu, two-cpu, free, all)\n",
-			only);
-		return 1;
 	}
 	return ret;
 }
