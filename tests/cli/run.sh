@@ -59,7 +59,7 @@ done
 for c in list bind unbind suspend resume unplug; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
-for c in buddy copy exec suspend rpm svm uffd; do
+for c in all buddy copy exec suspend rpm svm uffd; do
 	help_version "ugpu-bench $c" "$B/ugpu-bench" $c
 done
 # defaults are in the usage
@@ -122,6 +122,7 @@ expect 2 "unexpected argument 'b'" "$B/ugpuctl" resume a b
 expect 2 "neither request nor surprise" "$B/ugpuctl" unplug sideways --control /x
 expect 2 "--control PATH is required" "$B/ugpuctl" unplug request
 expect 2 "unknown benchmark 'frob'" "$B/ugpu-bench" frob
+expect 2 "unexpected argument .x." "$B/ugpu-bench" all x
 expect 2 "give one of --socket-path and --fd" "$B/ugpu-sim"
 expect 1 "^ugpuctl resume: cannot open vfio-user:$tmp/none: " "$B/ugpuctl" resume "vfio-user:$tmp/none"
 n=$(wc -l <"$tmp/err")

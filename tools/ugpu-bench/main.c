@@ -62,6 +62,15 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "all")) {
+		static const struct cli_cmd all_cli = {
+			.prog = "ugpu-bench all",
+			.args = "",
+			.summary = "every benchmark with its defaults, in the order of 'ugpu-bench --help'",
+		};
+		int rc = cli_parse(&all_cli, argc - 1, argv + 1, NULL, NULL);
+
+		if (rc != CLI_CONTINUE)
+			return rc;
 		for (i = 0; i < NBENCH; i++) {
 			char *args[] = { (char *)benches[i].name, NULL };
 
