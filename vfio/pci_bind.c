@@ -355,6 +355,64 @@ static void forget_driver(const struct pci_paths *p, const char *bdf)
 	unlink(path);
 }
 
+/*
+ * Take @bdf off its driver @cur ("" for none) and give it to @rec, the driver
+ * it had before bind ("": none; NULL: no record, the kernel's probe decides).
+ * A @cur other than vfio-pci (unbind --force) is taken off and left off.
+ * @back receives the driver the device ends on (may be NULL).
+ */
+static int give_back(const struct pci_paths *p, const char *bdf, const char *cur,
+		     const char *rec, char *back, size_t back_len, char *why, size_t len)
+{
+	bool foreign = cur[0] && strcmp(cur, "vfio-pci");
+	const char *aim = rec && rec[0] && !foreign ? rec : NULL;
+	char path[PATH_MAX], probe[PATH_MAX];
+	int ret;
+
+	if (back && back_len)
+		back[0] = '\0';
+	pci_dev_path(p, bdf, "driver_override", path, sizeof(path));
+	/* a lone newline clears the override */
+	ret = write_checked(path, aim ? aim : "\n", bdf, why, len);
+	if (ret)
+		return ret;
+	if (cur[0]) {
+		char unbind[PATH_MAX];
+
+		pci_dev_path(p, bdf, "driver/unbind", unbind, sizeof(unbind));
+		ret = write_checked(unbind, bdf, bdf, why, len);
+		if (!ret)
+			ret = wait_unbound(p, bdf, cur, why, len);
+		if (ret)
+			return ret;
+	}
+	if (foreign)
+		return 0; /* --force on a foreign driver: off, and left off */
+	if (rec && !rec[0]) {
+		forget_driver(p, bdf); /* it had no driver before bind: none now */
+		return 0;
+	}
+	snprintf(probe, sizeof(probe), "%s/bus/pci/drivers_probe", p->sysfs);
+	ret = write_checked(probe, bdf, bdf, why, len);
+	if (ret)
+		return ret;
+	ret = wait_driver(p, bdf, aim, BIND_WAIT_MS, back, back_len);
+	if (aim) {
+		/* the override did its job (or failed): future probes are the kernel's */
+		int r2 = write_checked(path, "\n", bdf, why, len);
+
+		if (ret) {
+			pci_say(why, len, "%s is off vfio-pci, but %s did not take it back (see dmesg; echo %s > %s/bus/pci/drivers/%s/bind)",
+				bdf, aim, bdf, p->sysfs, aim);
+			return -EIO;
+		}
+		if (r2)
+			return r2;
+	}
+	forget_driver(p, bdf);
+	return 0; /* without a record, no driver taking it is an answer too: back = "" */
+}
+
 /* Every check of one device before a bind; fills @d. */
 static int bind_check(const struct pci_paths *p, const char *bdf_in, const char *const *set,
 		      size_t nset, unsigned flags, struct pci_dev_desc *d, char *why, size_t len)
@@ -391,6 +449,33 @@ static int bind_check(const struct pci_paths *p, const char *bdf_in, const char 
 	return check_override_writable(p, d->bdf, why, len);
 }
 
+/*
+ * A bind that failed after its first change puts back what it changed:
+ * the override only while the old driver still has the device, else the
+ * whole give-back to the old driver. @why already says what failed; what the
+ * undoing did is added to it.
+ */
+static void bind_undo(const struct pci_paths *p, const struct pci_dev_desc *d, char *why,
+		      size_t len)
+{
+	char path[PATH_MAX], back[64], undo[512] = "";
+	struct pci_dev_desc now;
+
+	if (pci_describe(p, d->bdf, &now))
+		return;
+	if (d->driver[0] && !strcmp(now.driver, d->driver)) {
+		pci_dev_path(p, d->bdf, "driver_override", path, sizeof(path));
+		pci_write_attr(path, "\n");
+		forget_driver(p, d->bdf);
+		append(why, len, "nothing was changed (the override is cleared)");
+		return;
+	}
+	if (give_back(p, d->bdf, now.driver, d->driver, back, sizeof(back), undo, sizeof(undo)))
+		append(why, len, "giving it back failed too: %s", undo);
+	else
+		append(why, len, "it is back on %s", back[0] ? back : "no driver, as before");
+}
+
 static int bind_one(const struct pci_paths *p, const struct pci_dev_desc *d, char *why, size_t len)
 {
 	char path[PATH_MAX];
@@ -409,18 +494,23 @@ static int bind_one(const struct pci_paths *p, const struct pci_dev_desc *d, cha
 		if (!ret)
 			ret = wait_unbound(p, d->bdf, d->driver, why, len);
 		if (ret)
-			return ret;
+			goto out_undo;
 	}
 	snprintf(path, sizeof(path), "%s/bus/pci/drivers_probe", p->sysfs);
 	ret = write_checked(path, d->bdf, d->bdf, why, len);
 	if (ret)
-		return ret;
+		goto out_undo;
 	if (wait_driver(p, d->bdf, "vfio-pci", BIND_WAIT_MS, NULL, 0)) {
-		pci_say(why, len, "%s did not bind to vfio-pci (see dmesg: no IOMMU group, or vfio-pci refused it); ugpuctl unbind %s gives it back to %s",
-			d->bdf, d->bdf, d->driver[0] ? d->driver : "no driver");
-		return -EIO;
+		pci_say(why, len, "%s did not bind to vfio-pci (see dmesg: no IOMMU group, or vfio-pci refused it)",
+			d->bdf);
+		ret = -EIO;
+		goto out_undo;
 	}
 	return 0;
+
+out_undo:
+	bind_undo(p, d, why, len);
+	return ret;
 }
 
 int pci_bind_vfio(const struct pci_paths *p, const char *const *bdfs, size_t n, unsigned flags,
@@ -467,7 +557,7 @@ out_free:
 int pci_unbind_vfio(const struct pci_paths *p, const char *bdf_in, unsigned flags, char *back,
 		    size_t back_len, char *why, size_t len)
 {
-	char bdf[PCI_BDF_LEN], path[PATH_MAX], probe[PATH_MAX], rec[64], who[512];
+	char bdf[PCI_BDF_LEN], rec[64], who[512];
 	struct pci_dev_desc d;
 	bool have_rec;
 	int ret, held;
@@ -499,49 +589,5 @@ int pci_unbind_vfio(const struct pci_paths *p, const char *bdf_in, unsigned flag
 	if (ret)
 		return ret;
 	have_rec = recorded_driver(p, bdf, rec, sizeof(rec)) == 0;
-	/* no record, or a foreign driver (--force): no give-back to aim at. A
-	 * device without a driver and with a record (a bind that failed after
-	 * the unbind) goes back to the recorded driver. */
-	if (!have_rec || (d.driver[0] && strcmp(d.driver, "vfio-pci")))
-		rec[0] = '\0';
-	pci_dev_path(p, bdf, "driver_override", path, sizeof(path));
-	/* a lone newline clears the override */
-	ret = write_checked(path, rec[0] ? rec : "\n", bdf, why, len);
-	if (ret)
-		return ret;
-	if (d.driver[0]) {
-		char unbind[PATH_MAX];
-
-		pci_dev_path(p, bdf, "driver/unbind", unbind, sizeof(unbind));
-		ret = write_checked(unbind, bdf, bdf, why, len);
-		if (!ret)
-			ret = wait_unbound(p, bdf, d.driver, why, len);
-		if (ret)
-			return ret;
-	}
-	if (strcmp(d.driver, "vfio-pci") && d.driver[0])
-		return 0; /* --force on a foreign driver: off, and left off */
-	if (have_rec && !rec[0]) {
-		forget_driver(p, bdf); /* it had no driver before bind: none now */
-		return 0;
-	}
-	snprintf(probe, sizeof(probe), "%s/bus/pci/drivers_probe", p->sysfs);
-	ret = write_checked(probe, bdf, bdf, why, len);
-	if (ret)
-		return ret;
-	ret = wait_driver(p, bdf, rec[0] ? rec : NULL, BIND_WAIT_MS, back, back_len);
-	if (rec[0]) {
-		/* the override did its job (or failed): future probes are the kernel's */
-		int r2 = write_checked(path, "\n", bdf, why, len);
-
-		if (ret) {
-			pci_say(why, len, "%s is off vfio-pci, but %s did not take it back (see dmesg; echo %s > %s/bus/pci/drivers/%s/bind)",
-				bdf, rec, bdf, p->sysfs, rec);
-			return -EIO;
-		}
-		if (r2)
-			return r2;
-	}
-	forget_driver(p, bdf);
-	return 0; /* without a record, no driver taking it is an answer too: back = "" */
+	return give_back(p, bdf, d.driver, have_rec ? rec : NULL, back, back_len, why, len);
 }

@@ -9,7 +9,8 @@
  * or a device-mapper/RAID holder; a network interface that is up), and
  * driver_override is writable. Only then does it record the driver the
  * device had in <state>/<BDF>.driver (/run/ugpu: gone at reboot, as the
- * binding is), set driver_override, unbind, and probe.
+ * binding is), set driver_override, unbind, and probe. A step failing after
+ * the first change is undone (the device goes back to its driver).
  *
  * unbind gives the device back: it refuses a device not on vfio-pci, and a
  * device some process holds open through VFIO (both unless forced); then it

@@ -142,7 +142,7 @@ static void test_group_viability(void **state)
 struct fake_kernel {
 	pthread_t th;
 	int stop;
-	const char *refuse; /* a BDF no driver takes */
+	const char *refuse; /* a BDF vfio-pci refuses */
 	pthread_mutex_t lock;
 	char log[2048]; /* "probe BDF->DRIVER;" per probe, under @lock */
 };
@@ -217,7 +217,7 @@ static void *kernel_main(void *arg)
 		fs_read(p, ovr, sizeof(ovr));
 		ovr[strcspn(ovr, "\n")] = '\0';
 		want = ovr[0] && strcmp(ovr, "(null)") ? ovr : natural_driver(probe);
-		if (k->refuse && !strcmp(k->refuse, probe))
+		if (k->refuse && !strcmp(k->refuse, probe) && !strcmp(want, "vfio-pci"))
 			want = "";
 		if (want[0])
 			fake_sysfs_set_driver(&fs, probe, want);
@@ -531,7 +531,34 @@ static void test_bind_kernel_refuses(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	assert_true(b.tv_sec - a.tv_sec < 5);
 	assert_non_null(strstr(why, "did not bind to vfio-pci"));
+	assert_non_null(strstr(why, "it is back on no driver, as before"));
 	kernel_stop();
+}
+
+/* The kernel's refusal comes after the old driver let go: the bind puts the
+ * device back on it, and says so. */
+static void test_bind_refused_gives_back(void **state)
+{
+	char why[1024], p[PATH_MAX + 64], val[64];
+	struct pci_dev_desc d;
+
+	(void)state;
+	fake_sysfs_driver(&fs, "vfio-pci");
+	fake_sysfs_device(&fs, "0000:03:00.0", 0x1af4, 0x1000, 0x020000, 4, "virtio-pci");
+	kernel_start("0000:03:00.0");
+	assert_int_equal(bind1("0000:03:00.0", 0, why, sizeof(why)), -EIO);
+	assert_non_null(strstr(why, "did not bind to vfio-pci"));
+	assert_non_null(strstr(why, "it is back on virtio-pci"));
+	assert_true(kernel_saw("unbind 0000:03:00.0 from virtio-pci;probe 0000:03:00.0->none;"
+			       "probe 0000:03:00.0->virtio-pci;"));
+	kernel_stop();
+	assert_int_equal(pci_describe(&paths, "0000:03:00.0", &d), 0);
+	assert_string_equal(d.driver, "virtio-pci");
+	snprintf(p, sizeof(p), "%s/bus/pci/devices/0000:03:00.0/driver_override", fs.sys);
+	fs_read(p, val, sizeof(val));
+	assert_string_equal(val, "\n");
+	snprintf(p, sizeof(p), "%s/0000:03:00.0.driver", fs.state);
+	assert_int_equal(access(p, F_OK), -1);
 }
 
 static void test_memlock(void **state)
@@ -614,6 +641,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_needs_vfio_module, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_sequence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_kernel_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind_refused_gives_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unbind_gives_back_the_recorded_driver, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unbind_refuses_a_foreign_driver, setup, teardown),
