@@ -280,6 +280,21 @@ static void assert_unchanged(const char *bdf, const struct dev_snapshot *before)
 	assert_int_equal(now.recorded, before->recorded);
 }
 
+/* @bdf is on @drv, its driver_override cleared and its bind record gone. */
+static void assert_given_back(const char *bdf, const char *drv)
+{
+	char p[PATH_MAX + 64], val[64];
+	struct pci_dev_desc d;
+
+	assert_int_equal(pci_describe(&paths, bdf, &d), 0);
+	assert_string_equal(d.driver, drv);
+	snprintf(p, sizeof(p), "%s/bus/pci/devices/%s/driver_override", fs.sys, bdf);
+	fs_read(p, val, sizeof(val));
+	assert_string_equal(val, "\n"); /* a lone newline clears the override */
+	snprintf(p, sizeof(p), "%s/%s.driver", fs.state, bdf);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
 static int bind1(const char *bdf, unsigned flags, char *why, size_t len)
 {
 	const char *v[] = { bdf };
@@ -331,13 +346,7 @@ static void test_bind_sequence(void **state)
 					 sizeof(why)), 0);
 	assert_string_equal(back, "nvme");
 	assert_true(kernel_saw("unbind 0000:02:00.0 from vfio-pci;probe 0000:02:00.0->nvme;"));
-	assert_int_equal(pci_describe(&paths, "0000:02:00.0", &d), 0);
-	assert_string_equal(d.driver, "nvme");
-	snprintf(p, sizeof(p), "%s/bus/pci/devices/0000:02:00.0/driver_override", fs.sys);
-	fs_read(p, val, sizeof(val));
-	assert_string_equal(val, "\n");
-	snprintf(p, sizeof(p), "%s/0000:02:00.0.driver", fs.state);
-	assert_int_equal(access(p, F_OK), -1);
+	assert_given_back("0000:02:00.0", "nvme");
 	assert_int_equal(pci_unbind_vfio(&paths, "0000:09:00.0", 0, back, sizeof(back), why,
 					 sizeof(why)), -ENODEV);
 	kernel_stop();
@@ -539,8 +548,7 @@ static void test_bind_kernel_refuses(void **state)
  * device back on it, and says so. */
 static void test_bind_refused_gives_back(void **state)
 {
-	char why[1024], p[PATH_MAX + 64], val[64];
-	struct pci_dev_desc d;
+	char why[1024];
 
 	(void)state;
 	fake_sysfs_driver(&fs, "vfio-pci");
@@ -552,13 +560,7 @@ static void test_bind_refused_gives_back(void **state)
 	assert_true(kernel_saw("unbind 0000:03:00.0 from virtio-pci;probe 0000:03:00.0->none;"
 			       "probe 0000:03:00.0->virtio-pci;"));
 	kernel_stop();
-	assert_int_equal(pci_describe(&paths, "0000:03:00.0", &d), 0);
-	assert_string_equal(d.driver, "virtio-pci");
-	snprintf(p, sizeof(p), "%s/bus/pci/devices/0000:03:00.0/driver_override", fs.sys);
-	fs_read(p, val, sizeof(val));
-	assert_string_equal(val, "\n");
-	snprintf(p, sizeof(p), "%s/0000:03:00.0.driver", fs.state);
-	assert_int_equal(access(p, F_OK), -1);
+	assert_given_back("0000:03:00.0", "virtio-pci");
 }
 
 static void test_memlock(void **state)
