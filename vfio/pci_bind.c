@@ -25,14 +25,17 @@
 #define LONG_PATH (PATH_MAX + 512)
 #define IFF_UP_BIT 0x1 /* <linux/if.h> IFF_UP */
 
-/* Append ", text" (or "text" first) to @buf. */
+/* Append ", text" (or "text" first) to @buf; NULL is fine. */
 static void append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void append(char *buf, size_t len, const char *fmt, ...)
 {
-	size_t used = strnlen(buf, len);
+	size_t used;
 	va_list ap;
 
+	if (!buf || !len)
+		return; /* @why may be NULL */
+	used = strnlen(buf, len);
 	if (used + 3 >= len)
 		return;
 	if (used) {

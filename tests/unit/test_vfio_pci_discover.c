@@ -465,6 +465,7 @@ static void test_bind_refuses_a_group_that_would_not_be_viable(void **state)
 	assert_int_equal(bind1("0000:01:00.0", 0, why, sizeof(why)), -EBUSY);
 	assert_non_null(strstr(why, "0000:01:00.1 (bound to snd_hda_intel)"));
 	assert_non_null(strstr(why, "bind them together"));
+	assert_int_equal(bind1("0000:01:00.0", 0, NULL, 0), -EBUSY); /* @why may be NULL */
 	assert_unchanged("0000:01:00.0", &a);
 	assert_unchanged("0000:01:00.1", &b);
 	/* the group together is fine */
