@@ -60,6 +60,11 @@ enum test_point_id {
 	 * pages were just taken from the process (moved to the staging area,
 	 * or write-protected) and are not in VRAM yet. */
 	TEST_POINT_SVM_TAKEN,
+	/* svm/migrate.c, any thread bringing a range back, no lock, the range
+	 * owned: about to copy a range's bytes back from VRAM. @obj: an int
+	 * the callback may set to a -errno to make this copy fail (fault
+	 * injection: the copy back must never lose the bytes). */
+	TEST_POINT_SVM_COPY_BACK,
 	TEST_POINT_COUNT
 };
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "engines/engine.h"
+#include "mm/backup_track.h"
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
 #include "base/log.h"
@@ -35,22 +36,36 @@ static bool is_early(const struct ugpu_bo *bo)
 	return (bo->flags & UGPU_BO_KERNEL) && !(bo->flags & UGPU_BO_LATE_RESTORE);
 }
 
-static void backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo)
+void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo)
 {
+	/* CPU stores need no tracking any more: lift the protection. */
+	if (bo->track && bo->map)
+		cpu_map_wp_stop(bo->map, NULL, NULL);
 	bo_sys_free(dev, &bo->backup);
+	track_free(bo->track);
+	bo->track = NULL;
 	bo->backup_prepared = bo->backup_valid = false;
+}
+
+void bo_backup_dirty_locked(struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	if (bo->track)
+		track_mark(bo->track, off, len);
 }
 
 /* Free every backup; the state goes back to ACTIVE. Manager lock held. */
 static void unprepare_locked(struct bo_mgr *m)
 {
 	bo_for_each(l, &m->all)
-		backup_drop(m->dev, bo_of_all(l));
+		bo_backup_drop(m->dev, bo_of_all(l));
 	m->pm_state = BO_PM_ACTIVE;
 }
 
-/* Allocate @bo's backup and, with @populate, fill it with the blitter.
- * Manager lock held. */
+/*
+ * Allocate @bo's backup and its track and, with @populate, fill it with the
+ * blitter and hash it (outside the window: prepare). Without @populate the
+ * track asks for a whole copy. Manager lock held.
+ */
 static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool populate)
 {
 	struct engine *e = device_copy_engine(dev);
@@ -60,8 +75,20 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
 	if (ret)
 		return ret;
+	bo->track = track_new(bo->size);
+	if (!bo->track) {
+		bo_backup_drop(dev, bo);
+		return -ENOMEM;
+	}
+	bo->track->whole = !populate;
 	if (!populate)
 		return 0;
+	/* CPU stores are tracked from before the copy: one racing with it is
+	 * seen and copied again. Where the mapping cannot be tracked (not
+	 * mapped now, a backing userfaultfd cannot protect), hold_maps()
+	 * finds out and the BO is copied whole. */
+	if (bo->map)
+		cpu_map_wp_start(bo->map, BACKUP_CHUNK);
 	ret = bo_copy_queue(e, bo->vram, bo->size, bo->backup.iova, false, &fence);
 	if (!ret)
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
@@ -69,9 +96,11 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 		log_err(dev->ctx, "%s: filling the backup of BO '%s' failed: %s", dev->name,
 			bo->name, ugpu_strerror(ret));
 		engine_reset(e);
-		backup_drop(dev, bo);
+		bo_backup_drop(dev, bo);
 		return -EIO;
 	}
+	track_hash(bo->track, bo->backup.mem.vaddr, 0, bo->size);
+	bo->track->gen = bo->backing_gen;
 	return 0;
 }
 
@@ -95,8 +124,9 @@ static int prepare_begin(void *arg)
 	return ret;
 }
 
-/* Evict what is not pinned; BOs that may only live in VRAM stay and get a
- * backup. One BO per lock hold: unpin/destroy interleave. */
+/* Evict what is not pinned, shared-virtual-memory ranges included (back into
+ * the process); BOs that may only live in VRAM stay and get a backup (and a
+ * range that is busy now). One BO per lock hold: unpin/destroy interleave. */
 static int prepare_evict(void *arg, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
@@ -114,6 +144,9 @@ static int prepare_evict(void *arg, struct pm_count *c)
 				c->bos++;
 				c->bytes += bo->size;
 			}
+		} else if (bo_svm_evictable_locked(bo) && !bo_evict_locked(bo)) {
+			c->bos++;
+			c->bytes += bo->size;
 		}
 		pthread_mutex_unlock(&m->lock);
 	}
@@ -216,8 +249,17 @@ static int alloc_missing(void *arg, struct pm_count *c)
 	return 0;
 }
 
-/* The stores made until here are in VRAM and get copied; a touch from now
- * on waits for resume. */
+static void cpu_wrote(void *arg, uint64_t off, uint64_t len)
+{
+	track_mark(arg, off, len);
+}
+
+/*
+ * The stores made until here are in VRAM and get copied; a touch from now
+ * on waits for resume. Then the chunks CPU stores dirtied since prepare go
+ * to the track (the block ended the write tracking with every store seen);
+ * a mapping whose stores were not all seen makes its BO whole.
+ */
 static int hold_maps(void *arg)
 {
 	struct bo_mgr *m = arg;
@@ -234,6 +276,8 @@ static int hold_maps(void *arg)
 				return ret;
 			}
 			bo->map_blocked = true;
+			if (bo->track && !cpu_map_wp_stop(bo->map, cpu_wrote, bo->track))
+				bo->track->whole = true;
 		}
 	}
 	return 0;
@@ -249,10 +293,12 @@ static unsigned int nr_copy_engines(struct ugpu_device *dev)
 }
 
 /*
- * copy_all_locked() rings an engine's doorbell after this many BOs or bytes
- * queued to it: early enough that the engine starts while the rest is being
- * queued, rarely enough that doorbells (a register write each, a socket round
- * trip over vfio-user) cost little next to the copies.
+ * copy_all_locked() rings an engine's doorbell after this many copies or
+ * bytes queued to it: early enough that the engine starts while the rest is
+ * being queued, rarely enough that doorbells (a register write each, a
+ * socket round trip over vfio-user) cost little next to the copies. The last
+ * copy of each such batch carries a fence, so the CPU can hash what an
+ * engine finished while the engine goes on with the next batch.
  */
 #define COPY_BATCH_BOS 128
 #define COPY_BATCH_BYTES (8ull << 20)
@@ -265,7 +311,21 @@ static bool copy_selected(const struct ugpu_bo *bo, bool early, bool restore)
 	return !restore || bo->backup_valid;
 }
 
-/* The engine the next BO goes to: the least loaded by bytes. */
+/*
+ * Must the save copy @bo whole? Yes unless every writer since the backup was
+ * filled was tracked: kernel BOs (rings, page tables: written by the driver
+ * through the BAR, never tracked), backups suspend allocated itself (empty),
+ * a BO whose backing changed, or one marked whole (a CPU mapping whose
+ * stores were not all seen: hold_maps()).
+ */
+static bool save_whole(const struct ugpu_bo *bo)
+{
+	const struct backup_track *t = bo->track;
+
+	return (bo->flags & UGPU_BO_KERNEL) || t->whole || t->gen != bo->backing_gen;
+}
+
+/* The engine the next copy goes to: the least loaded by bytes. */
 static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
 {
 	unsigned int k, best = 0;
@@ -277,10 +337,103 @@ static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
 }
 
 /*
- * Copy every selected BO between VRAM and its backup, spread over the copy
- * engines by bytes, and wait for all (bounded). @early: the early kernel
- * BOs, copied by the CPU engine; else the rest, by the blitters (the CPU
- * engine when the device has none, or @force_cpu).
+ * struct copy_run - one copy of a pass: bytes [@off, @off+@len) of @bo, on
+ * engine @k; @fence: the fence of the batch it ends (0 inside a batch),
+ * @wait: the fence that covers it (of the first batch end at or after it on
+ * its engine). Local to one pass (the window's thread).
+ */
+struct copy_run {
+	struct ugpu_bo *bo;
+	uint64_t off, len;
+	unsigned int k;
+	uint64_t fence, wait;
+	bool batch_end;
+};
+
+struct copy_runs {
+	struct copy_run *v;
+	size_t n, cap;
+};
+
+static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 256;
+		struct copy_run *v = realloc(r->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		r->v = v;
+		r->cap = cap;
+	}
+	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len };
+	return 0;
+}
+
+/* The copies of one pass: whole BOs, or (save of a tracked BO) its runs of
+ * dirty chunks (none for a clean one). *@nbos: the BOs of the pass. */
+static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_runs *r,
+			uint64_t *nbos)
+{
+	uint64_t off, len, from;
+	int ret = 0;
+
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (!copy_selected(bo, early, restore))
+			continue;
+		(*nbos)++;
+		if (restore || save_whole(bo)) {
+			ret = runs_add(r, bo, 0, bo->size);
+		} else {
+			for (from = 0; !ret && track_next_dirty(bo->track, from, &off, &len);
+			     from = off + len)
+				ret = runs_add(r, bo, off, len);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Assign engines (least loaded by bytes) and cut the batches. */
+static void runs_plan(struct copy_runs *r, unsigned int ne)
+{
+	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 };
+	size_t last[DEVICE_MAX_ENGINES];
+	unsigned int k;
+	size_t i;
+
+	for (k = 0; k < ne; k++)
+		last[k] = SIZE_MAX;
+	for (i = 0; i < r->n; i++) {
+		struct copy_run *c = &r->v[i];
+
+		k = least_loaded(load, ne);
+		c->k = k;
+		load[k] += c->len;
+		pend[k] += c->len;
+		last[k] = i;
+		if (++pend_n[k] >= COPY_BATCH_BOS || pend[k] >= COPY_BATCH_BYTES) {
+			c->batch_end = true;
+			pend[k] = pend_n[k] = 0;
+		}
+	}
+	for (k = 0; k < ne; k++)
+		if (last[k] != SIZE_MAX)
+			r->v[last[k]].batch_end = true;
+}
+
+/*
+ * Copy every selected BO (or, for a save, its dirty chunks) between VRAM and
+ * its backup, spread over the copy engines by bytes, and wait for all
+ * (bounded). @early: the early kernel BOs, copied by the CPU engine; else
+ * the rest, by the blitters (the CPU engine when the device has none, or
+ * @force_cpu). A save hashes each copy into the backup's checksums as soon
+ * as its batch is done, while the engines run the next batches, and marks
+ * the copied BOs clean.
  * Returns 0 or the first -errno; engines that failed are reset.
  */
 static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool force_cpu,
@@ -288,11 +441,13 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 {
 	struct ugpu_device *dev = m->dev;
 	struct engine *es[DEVICE_MAX_ENGINES];
-	const struct ugpu_bo *last[DEVICE_MAX_ENGINES] = { NULL };
-	uint64_t fence[DEVICE_MAX_ENGINES] = { 0 }, load[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t pend[DEVICE_MAX_ENGINES] = { 0 }, pend_bos[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, waited[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t next_wait[DEVICE_MAX_ENGINES] = { 0 };
+	bool failed[DEVICE_MAX_ENGINES] = { false };
+	struct copy_runs r = { 0 };
 	unsigned int ne, k;
-	int ret = 0, r;
+	size_t i, queued = 0;
+	int ret, rr;
 
 	ne = early || force_cpu ? 0 : nr_copy_engines(dev);
 	if (!ne) {
@@ -302,68 +457,85 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 		for (k = 0; k < ne; k++)
 			es[k] = dev->copy[k];
 	}
-	/*
-	 * Only each engine's last copy asks for a fence: an engine runs its
-	 * ring in order, so that fence covers every copy before it. A fence
-	 * per BO would double the descriptors (a ring holds 1023), raise an
-	 * interrupt per BO and wake the waiter for each. A dry run of the
-	 * (deterministic) assignment finds each engine's last BO.
-	 */
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
-
-		if (!copy_selected(bo, early, restore))
-			continue;
-		k = least_loaded(load, ne);
-		load[k] += bo->size;
-		last[k] = bo;
-	}
-	memset(load, 0, sizeof(load));
+	/* @c->bos: the BOs whose backup (or VRAM) the pass brings up to date,
+	 * clean ones included; @c->bytes: the bytes it copies. */
+	ret = runs_collect(m, early, restore, &r, &c->bos);
+	if (ret)
+		goto out;
+	runs_plan(&r, ne);
 	for (k = 0; k < ne; k++)
 		engine_plug(es[k]);
-	bo_for_each(l, &m->all) {
-		struct ugpu_bo *bo = bo_of_all(l);
+	for (i = 0; i < r.n; i++) {
+		struct copy_run *cr = &r.v[i];
+		struct ugpu_bo *bo = cr->bo;
 
-		if (!copy_selected(bo, early, restore))
-			continue;
-		k = least_loaded(load, ne);
-		ret = bo_copy_queue(es[k], bo->vram, bo->size, bo->backup.iova, restore,
-				    bo == last[k] ? &fence[k] : NULL);
+		k = cr->k;
+		ret = bo_copy_range_queue(es[k], bo->vram, cr->off, cr->len, bo->backup.iova + cr->off,
+					  restore, cr->batch_end ? &cr->fence : NULL);
 		if (ret)
 			break;
-		load[k] += bo->size;
-		c->bytes += bo->size;
-		c->bos++;
+		queued++;
+		load[k] += cr->len;
+		c->bytes += cr->len;
 		/* Short batches: a plugged engine starts nothing, so one batch
 		 * for the whole pass would leave the engines idle while we
 		 * queue. A doorbell per COPY_BATCH_* costs a register write. */
-		pend[k] += bo->size;
-		if (++pend_bos[k] >= COPY_BATCH_BOS || pend[k] >= COPY_BATCH_BYTES) {
+		if (cr->batch_end) {
 			ret = engine_unplug(es[k]);
 			engine_plug(es[k]);
 			if (ret)
 				break;
-			pend[k] = pend_bos[k] = 0;
 		}
 	}
 	for (k = 0; k < ne; k++) {
-		r = engine_unplug(es[k]);
+		rr = engine_unplug(es[k]);
 		if (!ret)
-			ret = r;
+			ret = rr;
 	}
+	/* Each copy's covering fence: the next batch end on its engine. */
+	for (i = queued; i-- > 0;) {
+		struct copy_run *cr = &r.v[i];
+
+		if (cr->batch_end)
+			next_wait[cr->k] = cr->fence;
+		cr->wait = next_wait[cr->k];
+	}
+	/* Wait in queue order (hashing each finished copy of a save) while
+	 * the engines go on. */
+	for (i = 0; i < queued && !ret; i++) {
+		struct copy_run *cr = &r.v[i];
+
+		k = cr->k;
+		if (cr->wait != waited[k]) {
+			rr = engine_wait(es[k], cr->wait, bo_copy_timeout_ms(load[k]));
+			if (rr) {
+				failed[k] = true;
+				ret = rr;
+				break;
+			}
+			waited[k] = cr->wait;
+		}
+		if (!restore)
+			track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
+	}
+	/* On a failure, nothing may still run into the backups (or VRAM). */
 	for (k = 0; k < ne; k++) {
-		/* On an early failure the last BO was never queued: idle the
-		 * engine instead, so nothing still runs into the backups. */
-		if (fence[k])
-			r = engine_wait(es[k], fence[k], bo_copy_timeout_ms(load[k]));
-		else
-			r = load[k] ? engine_idle(es[k], bo_copy_timeout_ms(load[k])) : 0;
-		if (r) {
+		rr = ret && load[k] && !failed[k] ? engine_idle(es[k], bo_copy_timeout_ms(load[k]))
+						  : 0;
+		if (failed[k] || rr) {
 			engine_reset(es[k]);
 			if (!ret)
-				ret = r;
+				ret = rr;
 		}
 	}
+	if (!ret && !restore) {
+		for (i = 0; i < r.n; i++) {
+			track_clean(r.v[i].bo->track);
+			r.v[i].bo->track->gen = r.v[i].bo->backing_gen;
+		}
+	}
+out:
+	free(r.v);
 	return ret;
 }
 
@@ -412,10 +584,31 @@ static void recover(void *arg, enum ugpu_pm_state was)
 		struct ugpu_bo *bo = bo_of_all(l);
 
 		if (!bo->backup_prepared)
-			backup_drop(m->dev, bo);
+			bo_backup_drop(m->dev, bo);
 		bo->backup_valid = false;
 	}
 	m->pm_state = (enum bo_pm_state)was;
+}
+
+/*
+ * Check each backup of the pass against its checksums before its bytes go
+ * back to VRAM. A damaged backup is restored all the same (it is all there
+ * is), reported by name and counted (c->corrupt, bo->corrupt).
+ */
+static void verify_locked(struct bo_mgr *m, bool early, struct pm_count *c)
+{
+	uint64_t bad;
+
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (!copy_selected(bo, early, true) ||
+		    !track_verify(bo->track, bo->backup.mem.vaddr, &bad))
+			continue;
+		bo->corrupt++;
+		c->corrupt++;
+		pm_report_corrupt(m->dev, bo->name, bad, bo->size);
+	}
 }
 
 static int restore(void *arg, bool early, bool force_cpu, struct pm_count *c)
@@ -423,6 +616,9 @@ static int restore(void *arg, bool early, bool force_cpu, struct pm_count *c)
 	struct bo_mgr *m = arg;
 
 	memset(c, 0, sizeof(*c));
+	/* A CPU redo follows a blitter pass that verified already. */
+	if (!force_cpu)
+		verify_locked(m, early, c);
 	return copy_all_locked(m, early, true, force_cpu, c);
 }
 
@@ -444,7 +640,7 @@ static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
 		}
 		if (bo->backup.mem.fd >= 0)
 			c->bos++;
-		backup_drop(m->dev, bo);
+		bo_backup_drop(m->dev, bo);
 	}
 	maps_release_locked(m);
 	m->pm_state = BO_PM_ACTIVE;

@@ -178,7 +178,7 @@ static void bo_release_locked(struct ugpu_bo *bo)
 		bo_sys_free(dev, &bo->sys);
 		m->sys_bytes -= bo->size;
 	}
-	bo_sys_free(dev, &bo->backup);
+	bo_backup_drop(dev, bo);
 	bo_set_placement(bo, UGPU_PLACEMENT_NONE);
 }
 
@@ -365,6 +365,9 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 			CHECK(!(bo->flags & UGPU_BO_NO_RESTORE), "NO_RESTORE BO '%s' has a backup",
 			      bo->name);
 		}
+		CHECK((bo->backup.mem.fd >= 0) == (bo->track != NULL),
+		      "BO '%s': a backup %s a write track", bo->name,
+		      bo->track ? "missing, with" : "without");
 	}
 	bo_for_each(l, &m->lru)
 		nlru++;
@@ -747,10 +750,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 		/* A prepared backup is no longer wanted (an unpinned BO is
 		 * evicted or backed up at suspend). While suspended the backup
 		 * is the only copy: it stays until resume restores it. */
-		if (bo->backup.mem.fd >= 0 && m->pm_state != BO_PM_SUSPENDED) {
-			bo_sys_free(bo->dev, &bo->backup);
-			bo->backup_prepared = bo->backup_valid = false;
-		}
+		if (bo->backup.mem.fd >= 0 && m->pm_state != BO_PM_SUSPENDED)
+			bo_backup_drop(bo->dev, bo);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return ret;
@@ -903,6 +904,8 @@ static int bo_rw_locked(struct ugpu_bo *bo, uint64_t off, void *buf, size_t len,
 	}
 	if (m->pm_state == BO_PM_SUSPENDED)
 		return -EBUSY;
+	if (write)
+		bo_backup_dirty_locked(bo, off, len);
 	buddy_list_for_each(b, bo->vram) {
 		uint64_t bsz = vram_block_size(b);
 
@@ -994,6 +997,7 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	i.lost = bo->lost;
 	i.discarded = bo->discarded;
 	i.has_backup = bo->backup.mem.fd >= 0;
+	i.corrupt = bo->corrupt;
 	pthread_mutex_unlock(&m->lock);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);

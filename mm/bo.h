@@ -25,6 +25,7 @@
 struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
+struct backup_track;
 struct engine;
 struct rpm;
 
@@ -44,8 +45,9 @@ struct bo_sys {
  * Locking: @refcount is atomic. @touched is atomic (set by the CPU-fault path,
  * which may not take the manager lock). Everything else that changes after
  * creation (@placement, @vram, @sys, @backup, @pin_count, @lru, @lost,
- * @discarded, @map/@map_addr, @map_blocked, @backup_prepared) is protected by
- * the manager's @lock. The CPU-map resolve() callback reads @placement,
+ * @discarded, @map/@map_addr, @map_blocked, @backup_prepared, @track and the
+ * track's sums, @corrupt) is protected by the manager's @lock (the track's
+ * dirty bits are atomic: mm/backup_track.h). The CPU-map resolve() callback reads @placement,
  * @vram and @sys without that lock: they change only between cpu_map_block()
  * and cpu_map_unblock() of the BO's map, which orders them (cpu_map.h).
  */
@@ -67,6 +69,8 @@ struct ugpu_bo {
 
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
+	bool svm; /* a shared-virtual-memory range's VRAM (bo_mark_svm()):
+		   * evicted by handing it back to svm/ (struct bo_svm_ops) */
 	uint32_t pin_count;
 	struct list_link all; /* mgr->all: every live BO */
 	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
@@ -86,10 +90,14 @@ struct ugpu_bo {
 	struct list_link rpm_mapped;
 	struct list_link rpm_evicted;
 
-	/* Host-suspend backup of a VRAM BO (src/suspend.c); mem.fd -1 when none. */
+	/* Host-suspend backup of a VRAM BO (mm/backup.c); mem.fd -1 when none. */
 	struct bo_sys backup;
 	bool backup_prepared; /* made by prepare (else by suspend itself) */
 	bool backup_valid; /* holds the contents from the suspend copy */
+	/* The backup's chunk checksums and dirty bits (mm/backup_track.h);
+	 * non-NULL exactly when the backup exists. */
+	struct backup_track *track;
+	uint32_t corrupt; /* resumes that found this BO's backup damaged */
 
 	/* GPU VMs (mm/vm.c), under the manager lock: the binds of this BO
 	 * (struct vm_bind.bo_link), and a counter bumped by every change of
@@ -163,7 +171,38 @@ struct bo_mgr {
 	/* ugpu_device_close() released every BO's memory: BO calls answer
 	 * -ENODEV, the last put frees the handle (under @lock). */
 	bool closed;
+	/* shared virtual memory's eviction of its ranges (bo_svm_register());
+	 * under @lock */
+	const struct bo_svm_ops *svm_ops;
+	void *svm_arg;
 };
+
+/*
+ * struct bo_svm_ops - shared virtual memory's part in eviction: its ranges'
+ * VRAM (BOs marked with bo_mark_svm()) sits on the same LRU as the
+ * program's BOs, and eviction picks from both in LRU order.
+ * @evict: @bo was picked: bring its range's bytes back into process memory
+ *         and unmap it from the GPU, then return 0: the manager frees the
+ *         VRAM, and svm/ puts its reference on @bo later (never here).
+ *         -EBUSY: not now (the range is busy, a VM lock is taken): the next
+ *         victim is tried. Called with the manager lock held: it must not
+ *         take it, nor wait for anything that takes it (VM locks only with
+ *         trylock).
+ */
+struct bo_svm_ops {
+	int (*evict)(void *arg, struct ugpu_bo *bo);
+};
+
+/* Install (or with @ops NULL remove) shared virtual memory's eviction for
+ * @dev's BOs. Takes the manager lock: when it returns no @evict runs. */
+void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg);
+/* @bo (a kernel BO in VRAM) holds a shared-virtual-memory range. */
+void bo_mark_svm(struct ugpu_bo *bo);
+/* Evict @bo (in VRAM, evictable): to system memory, or a shared-virtual-
+ * memory range back into the process (-EBUSY: not now). Manager lock. */
+int bo_evict_locked(struct ugpu_bo *bo);
+/* @bo is a shared-virtual-memory range that svm/ can take back now. */
+bool bo_svm_evictable_locked(const struct ugpu_bo *bo);
 
 /* Counters for tests and tools. */
 struct bo_mgr_stats {
@@ -182,6 +221,12 @@ struct bo_mgr_stats {
  */
 void backup_register(struct ugpu_device *dev);
 void evacuate_register(struct ugpu_device *dev);
+
+/* Free @bo's host-suspend backup (if any) with its track; manager lock held. */
+void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo);
+/* A tracked writer wrote [off, off+len) of @bo (in VRAM): the next suspend
+ * copies those chunks again. Manager lock held. */
+void bo_backup_dirty_locked(struct ugpu_bo *bo, uint64_t off, uint64_t len);
 
 /* bo_snapshot_locked() - every live BO, each with a reference (never taken
  * from 0). bo_snapshot_put() drops them and frees the array. */
@@ -228,8 +273,9 @@ uint64_t bo_vram_offset(const struct ugpu_bo *bo);
  * blocks are allocated in the buddy and sum to its size; SYSTEM BOs have a
  * mapped sysmem; lost BOs have no backing; the LRU holds exactly the
  * unpinned VRAM BOs; the byte counters match; backups exist only while
- * prepared/suspended and never for NO_RESTORE BOs; the buddy allocator's own
- * check passes. @strict: also VRAM used in the buddy == VRAM held by BOs.
+ * prepared/suspended, never for NO_RESTORE BOs, always with a write track;
+ * the buddy allocator's own check passes. @strict: also VRAM used in the
+ * buddy == VRAM held by BOs.
  * Returns: 0, or -EINVAL after logging the first violation.
  * Context: any thread; takes the manager lock.
  */
@@ -289,6 +335,10 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s);
  */
 int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
 		  bool to_vram, uint64_t *fence);
+/* The same for bytes [@off, @off+@len) of the blocks; @iova is where byte
+ * @off goes (or comes from). */
+int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
+			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence);
 /* Copy bound for @bytes: 5 s plus 1 s per 256 MiB. */
 int bo_copy_timeout_ms(uint64_t bytes);
 /* How much longer than its copy bound a CPU touch may wait for a BO's move

@@ -42,7 +42,8 @@
  *   (invalidate, block, unblock, destroy). It is held across mremap(), which
  *   waits for the handler thread; the handler never takes it.
  * - @lock protects @state, @blocked, @gen, @parked, @parked_since_ns,
- *   @inflight, @mapped, @faults, @invalidations, @block_timeout_ms, and the
+ *   @inflight, @mapped, @faults, @invalidations, @block_timeout_ms, the
+ *   write tracking (@wp, @wp_chunk, @wp_dirty), and the
  *   owner's placement as seen by
  *   ops->resolve (called under it). The handler holds it while it maps the
  *   backing, so a state change by an owner thread is ordered against a fault
@@ -83,6 +84,11 @@ struct cpu_map {
 	uint64_t mapped;
 	uint64_t faults;
 	uint64_t invalidations;
+	/* Write tracking (cpu_map_wp_start()): one bit per @wp_chunk bytes
+	 * written since the start. */
+	enum { WP_OFF, WP_ON, WP_ENDED, WP_LOST } wp;
+	uint64_t wp_chunk;
+	uint64_t *wp_dirty;
 };
 
 /*
@@ -419,6 +425,8 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			woken = map_unrelease(map);
 		} else {
 			map_backing(map);
+			if (map->wp == WP_ENDED)
+				map->wp = WP_LOST; /* a fresh, untracked mapping */
 		}
 		break;
 	}
@@ -467,6 +475,47 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 	pthread_mutex_unlock(&mgr->lock);
 }
 
+/*
+ * A store into a write-protected page of a tracked map: note its chunk,
+ * lift the protection of the whole chunk (so the next stores there cost
+ * nothing) and let the thread go. A map whose tracking stopped meanwhile
+ * only lifts the page's protection, if any is left (its waker retries).
+ */
+static void handle_wp_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
+{
+	uintptr_t page_addr = fault_addr & ~(uintptr_t)(mgr->page - 1);
+	uintptr_t start = page_addr;
+	size_t len = mgr->page;
+	struct cpu_map *map = NULL;
+
+	stat_add(&mgr->fault_events, 1);
+	pthread_mutex_lock(&mgr->lock);
+	list_for_each(l, &mgr->maps) {
+		struct cpu_map *m = map_of(l);
+
+		if (page_addr >= m->addr && page_addr - m->addr < m->size) {
+			map = m;
+			break;
+		}
+	}
+	if (map)
+		pthread_mutex_lock(&map->lock);
+	pthread_mutex_unlock(&mgr->lock);
+	if (map && map->wp == WP_ON) {
+		uint64_t c = (page_addr - map->addr) / map->wp_chunk;
+
+		__atomic_fetch_or(&map->wp_dirty[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
+		start = map->addr + c * map->wp_chunk;
+		len = map->size - c * map->wp_chunk < map->wp_chunk ? map->size - c * map->wp_chunk
+								   : map->wp_chunk;
+	}
+	/* Under the map lock: stop cannot unregister the range meanwhile. */
+	if (uffd_wp(mgr->u, start, len, false))
+		uffd_wake(mgr->u, page_addr, mgr->page);
+	if (map)
+		pthread_mutex_unlock(&map->lock);
+}
+
 /* The handler thread's entry points (mm/uffd.h). */
 static void on_msg(void *owner, const struct uffd_msg *m)
 {
@@ -474,7 +523,10 @@ static void on_msg(void *owner, const struct uffd_msg *m)
 
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
-		handle_fault(mgr, (uintptr_t)m->arg.pagefault.address);
+		if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			handle_wp_fault(mgr, (uintptr_t)m->arg.pagefault.address);
+		else
+			handle_fault(mgr, (uintptr_t)m->arg.pagefault.address);
 		break;
 	case UFFD_EVENT_REMAP:
 		/* Reading it is the answer: the invalidating thread's
@@ -534,7 +586,7 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 	 * with them, the handler's own mmap(MAP_FIXED) over a placeholder
 	 * would wait for the handler to read the event - a self-deadlock.
 	 * MINOR_SHMEM: release in place (cpu_map_release()). */
-	want = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+	want = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 	if (!(opts && opts->size >= offsetof(struct cpu_map_mgr_opts, release_by_invalidate) +
 					    sizeof(opts->release_by_invalidate) &&
 	      opts->release_by_invalidate))
@@ -669,8 +721,12 @@ static int map_invalidate_locked(struct cpu_map *map)
 		return 0;
 	}
 	/* From here faults on the range wait: the handler must neither map
-	 * the backing nor poison while the VMAs change under us. */
+	 * the backing nor poison while the VMAs change under us. Every store
+	 * so far faulted (tracking is complete up to here); the swap takes the
+	 * protected mapping away. */
 	map->state = CPU_MAP_INVALIDATING;
+	if (map->wp == WP_ON)
+		map->wp = WP_ENDED;
 	pthread_mutex_unlock(&map->lock);
 
 	ph = uffd_placeholder(mgr->u, map->size, &ret);
@@ -740,6 +796,13 @@ static int map_release_in_place(struct cpu_map *map)
 {
 	struct cpu_map_mgr *mgr = map->mgr;
 	int ret;
+
+	/* The registration below replaces the write protection: tracking
+	 * stops here, incomplete from now on. */
+	if (map->wp == WP_ON) {
+		uffd_wp(mgr->u, map->addr, map->size, false);
+		map->wp = WP_LOST;
+	}
 
 	ret = uffd_register(mgr->u, map->addr, map->size,
 			    UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR);
@@ -886,6 +949,9 @@ int cpu_map_destroy(struct cpu_map *map)
 	}
 	stat_sub(&mgr->mapped_bytes, map->mapped);
 	map->mapped = 0;
+	free(map->wp_dirty);
+	map->wp_dirty = NULL;
+	map->wp = WP_OFF;
 	pthread_mutex_unlock(&map->lock);
 
 	/* PROT_NONE first, then wake: a thread parked on the range retries and
@@ -903,6 +969,89 @@ int cpu_map_destroy(struct cpu_map *map)
 	pthread_mutex_destroy(&map->op_lock);
 	free(map);
 	return 0;
+}
+
+int cpu_map_wp_start(struct cpu_map *map, uint64_t chunk)
+{
+	struct cpu_map_mgr *mgr;
+	uint64_t n;
+	int ret;
+
+	if (!map || !chunk || chunk % map->mgr->page)
+		return -EINVAL;
+	mgr = map->mgr;
+	if (on_handler_thread(mgr))
+		return -EDEADLK;
+	if (!(mgr->features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM))
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&map->lock);
+	if (map->state != CPU_MAP_MAPPED || map->wp != WP_OFF) {
+		ret = map->wp != WP_OFF ? -EBUSY : -EAGAIN;
+		goto out;
+	}
+	n = (map->size + chunk - 1) / chunk;
+	map->wp_dirty = calloc((n + 63) / 64, sizeof(*map->wp_dirty));
+	if (!map->wp_dirty) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* Registering adds write-protect faults to the backing's own mapping
+	 * (missing pages are still served by the kernel from the file); the
+	 * protection then covers present pages and, through the kernel's
+	 * markers, absent ones. Fails on a backing that cannot register (a
+	 * vfio-pci BAR): not tracked. */
+	ret = uffd_register(mgr->u, map->addr, map->size, UFFDIO_REGISTER_MODE_WP);
+	if (!ret) {
+		ret = uffd_wp(mgr->u, map->addr, map->size, true);
+		if (ret)
+			uffd_unregister(mgr->u, map->addr, map->size);
+	}
+	if (ret) {
+		free(map->wp_dirty);
+		map->wp_dirty = NULL;
+		goto out;
+	}
+	map->wp_chunk = chunk;
+	map->wp = WP_ON;
+out:
+	pthread_mutex_unlock(&map->lock);
+	pthread_mutex_unlock(&map->op_lock);
+	return ret;
+}
+
+bool cpu_map_wp_stop(struct cpu_map *map, void (*wrote)(void *arg, uint64_t off, uint64_t len),
+		     void *arg)
+{
+	struct cpu_map_mgr *mgr;
+	bool complete;
+	uint64_t c, n;
+
+	if (!map)
+		return false;
+	mgr = map->mgr;
+	if (on_handler_thread(mgr))
+		return false;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&map->lock);
+	complete = map->wp == WP_ON || map->wp == WP_ENDED;
+	if (map->wp == WP_ON) {
+		/* Still the protected mapping: give the CPU its stores back. */
+		uffd_wp(mgr->u, map->addr, map->size, false);
+		uffd_unregister(mgr->u, map->addr, map->size);
+	}
+	if (complete && wrote) {
+		n = (map->size + map->wp_chunk - 1) / map->wp_chunk;
+		for (c = 0; c < n; c++)
+			if (__atomic_load_n(&map->wp_dirty[c / 64], __ATOMIC_RELAXED) >> (c % 64) & 1)
+				wrote(arg, c * map->wp_chunk, map->wp_chunk);
+	}
+	free(map->wp_dirty);
+	map->wp_dirty = NULL;
+	map->wp = WP_OFF;
+	pthread_mutex_unlock(&map->lock);
+	pthread_mutex_unlock(&map->op_lock);
+	return complete;
 }
 
 void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms)

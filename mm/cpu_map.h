@@ -306,6 +306,30 @@ int cpu_map_unblock(struct cpu_map *map);
  */
 int cpu_map_destroy(struct cpu_map *map);
 
+/*
+ * cpu_map_wp_start() - track CPU stores into the range, per @chunk bytes (a
+ * multiple of the page size): the mapping is write-protected, the first
+ * store into each chunk faults to the handler, which notes the chunk and
+ * lifts the protection of that chunk. The map must be MAPPED (the backing is
+ * there); tracking stays complete until the range is invalidated or
+ * blocked (the protected mapping goes; later stores fault anyway), and is
+ * lost if the map is released in place or mapped afresh after that.
+ * Returns: 0; -EAGAIN (not MAPPED now); -EBUSY (already tracking);
+ * -EOPNOTSUPP (the kernel cannot write-protect shmem); another -errno from
+ * the registration (a backing userfaultfd cannot register). Untracked on
+ * error.
+ */
+int cpu_map_wp_start(struct cpu_map *map, uint64_t chunk);
+/*
+ * cpu_map_wp_stop() - end the tracking: lift any protection left and, when
+ * every store since cpu_map_wp_start() was seen, call @wrote (may be NULL)
+ * for each chunk written ([@off, +@len), @len may pass the end) and return
+ * true. False: not tracking, or tracking was lost (the caller must assume
+ * anything was written). Not from the handler thread (returns false).
+ */
+bool cpu_map_wp_stop(struct cpu_map *map, void (*wrote)(void *arg, uint64_t off, uint64_t len),
+		     void *arg);
+
 /* cpu_map_set_block_timeout() - how long a fault may wait for this map's
  * block (cpu_map_block()) before it gets SIGBUS; 0: the manager's
  * block_timeout_ms. The owner derives it from how long its moves may take. */

@@ -20,6 +20,7 @@
 #include <ugpu/unplug.h>
 
 #include "engines/engine.h"
+#include "mm/backup_track.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
@@ -27,6 +28,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
+#include "src/suspend.h"
 #include "src/unplug.h"
 
 /*
@@ -75,6 +77,14 @@ static void vram_drop_locked(struct bo_mgr *m, struct ugpu_bo *bo, enum drop_to 
 	m->vram_bytes -= bo->size;
 	if (to != DROP_LOST) {
 		if (to == DROP_TO_BACKUP) {
+			uint64_t bad;
+
+			/* The backup becomes the BO's only copy: check it as a
+			 * resume would. */
+			if (bo->track && track_verify(bo->track, bo->backup.mem.vaddr, &bad)) {
+				bo->corrupt++;
+				pm_report_corrupt(dev, bo->name, bad, bo->size);
+			}
 			bo->sys = bo->backup;
 			bo->backup.mem.fd = -1;
 			bo->backup.mem.vaddr = NULL;
@@ -88,11 +98,10 @@ static void vram_drop_locked(struct bo_mgr *m, struct ugpu_bo *bo, enum drop_to 
 		m->sys_bytes += bo->size;
 		only_system(bo);
 	} else {
-		bo_sys_free(dev, &bo->backup);
 		bo_set_placement(bo, UGPU_PLACEMENT_NONE);
 		bo->lost = true;
 	}
-	bo->backup_prepared = bo->backup_valid = false;
+	bo_backup_drop(dev, bo);
 	if (bo->map) {
 		if (blocked)
 			cpu_map_unblock(bo->map);
@@ -232,8 +241,7 @@ static void dma_release(void *arg)
 		}
 		/* Backups (a prepared host suspend; rings' backups) have no use
 		 * past the device. */
-		bo_sys_free(dev, &bo->backup);
-		bo->backup_prepared = bo->backup_valid = false;
+		bo_backup_drop(dev, bo);
 	}
 }
 

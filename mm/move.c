@@ -58,11 +58,11 @@ int bo_copy_timeout_ms(uint64_t bytes)
 	return 5000 + (int)(bytes >> 28) * 1000;
 }
 
-int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
-		  bool to_vram, uint64_t *fence)
+int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
+			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence)
 {
 	struct buddy_block *b;
-	uint64_t done = 0;
+	uint64_t start = 0, done = 0;
 	int ret = 0;
 
 	engine_plug(e);
@@ -71,26 +71,34 @@ int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t si
 		 * so derive the size from the order with the 4 KiB chunk all
 		 * device VRAM managers use. */
 		uint64_t bsz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
-		uint64_t off = buddy_block_offset(b), pos = 0;
+		uint64_t boff = buddy_block_offset(b), pos;
 
-		while (pos < bsz && done < size) {
+		if (done >= len)
+			break;
+		if (off + done >= start + bsz) {
+			start += bsz;
+			continue;
+		}
+		pos = off + done - start;
+		while (pos < bsz && done < len) {
 			uint64_t n = bsz - pos;
 
-			if (n > size - done)
-				n = size - done;
+			if (n > len - done)
+				n = len - done;
 			if (n > COPY_CHUNK)
 				n = COPY_CHUNK;
 			if (to_vram)
-				ret = engine_copy(e, engine_vram(off + pos), engine_iova(iova + done), n,
+				ret = engine_copy(e, engine_vram(boff + pos), engine_iova(iova + done), n,
 						  fence);
 			else
-				ret = engine_copy(e, engine_iova(iova + done), engine_vram(off + pos), n,
+				ret = engine_copy(e, engine_iova(iova + done), engine_vram(boff + pos), n,
 						  fence);
 			if (ret)
 				goto out;
 			pos += n;
 			done += n;
 		}
+		start += bsz;
 	}
 out:
 	{
@@ -100,6 +108,12 @@ out:
 			ret = r;
 	}
 	return ret;
+}
+
+int bo_copy_queue(struct engine *e, const struct buddy_list *blocks, uint64_t size, uint64_t iova,
+		  bool to_vram, uint64_t *fence)
+{
+	return bo_copy_range_queue(e, blocks, 0, size, iova, to_vram, fence);
 }
 
 int bo_sys_alloc_locked(struct ugpu_device *dev, uint64_t size, const char *name, bool backup,
@@ -174,11 +188,63 @@ void bo_sys_free(struct ugpu_device *dev, struct bo_sys *s)
 
 /* ---- eviction and moves ---------------------------------------------------- */
 
-/* May go to system memory now: allowed there, and no GPU kernel uses it. */
+/* May leave VRAM now: allowed in system memory (or a shared-virtual-memory
+ * range, which goes back to the process), and no GPU kernel uses it. */
 static bool evictable(const struct ugpu_bo *bo, const struct ugpu_bo *except)
 {
-	return bo != except && bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) &&
+	return bo != except &&
+	       (bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM) || bo_svm_evictable_locked(bo)) &&
 	       !vm_bo_busy_locked(bo);
+}
+
+void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg)
+{
+	struct bo_mgr *m = mgr_of(dev);
+
+	pthread_mutex_lock(&m->lock);
+	m->svm_ops = ops;
+	m->svm_arg = arg;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void bo_mark_svm(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	pthread_mutex_lock(&m->lock);
+	bo->svm = true;
+	pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * Evict @victim: to system memory, or for a shared-virtual-memory range
+ * back into the process (svm/ copies it; its VRAM is freed here and the BO
+ * is left with no backing until svm/ puts it). -EBUSY: svm/ cannot now.
+ */
+bool bo_svm_evictable_locked(const struct ugpu_bo *bo)
+{
+	return bo->svm && mgr_of(bo->dev)->svm_ops && bo->placement == UGPU_PLACEMENT_VRAM;
+}
+
+int bo_evict_locked(struct ugpu_bo *victim)
+{
+	struct bo_mgr *m = mgr_of(victim->dev);
+	int ret;
+
+	if (!victim->svm)
+		return bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+	ret = m->svm_ops->evict(m->svm_arg, victim);
+	if (ret)
+		return ret;
+	bo_rpm_forget(victim);
+	bo_lru_del_locked(victim);
+	vram_free(m->dev, victim->vram, 0);
+	m->vram_bytes -= victim->size;
+	/* a host-suspend backup of it has nothing left to restore */
+	bo_sys_free(m->dev, &victim->backup);
+	victim->backup_prepared = victim->backup_valid = false;
+	bo_set_placement(victim, UGPU_PLACEMENT_NONE);
+	return 0;
 }
 
 /*
@@ -228,7 +294,7 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
 	if (bo->size > dev->vram_size)
 		return -ENOSPC;
-	for (;;) {
+	for (uint64_t refused = 0;;) {
 		struct ugpu_bo *victim;
 
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
@@ -239,7 +305,15 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 			return -ENOSPC;
 		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
 			dev->name, victim->name, victim->size, bo->name);
-		ret = bo_move_locked(victim, UGPU_PLACEMENT_SYSTEM);
+		ret = bo_evict_locked(victim);
+		if (ret == -EBUSY && victim->svm) {
+			/* its range is busy: the next one (each refusal sends
+			 * it to the MRU end; bounded by the LRU's length) */
+			if (++refused > m->nr_lru)
+				return -ENOSPC;
+			bo_lru_update_locked(victim);
+			continue;
+		}
 		if (ret)
 			return ret;
 		m->evictions++;

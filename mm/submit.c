@@ -207,6 +207,10 @@ void sched_kick(struct vm_mgr *vmm)
 			continue;
 		}
 		vm_revalidate_locked(vm);
+		/* Between prepare and suspend (UGPU_PM_KERNELS_RUN): the
+		 * backups of what it may write are stale. */
+		if (m->pm_state == BO_PM_PREPARED)
+			vm_launch_writes_locked(vm);
 		l = (struct exec_launch){ .op = (enum exec_op)k->op, .va = k->va, .bytes = k->bytes,
 					  .value = k->value, .root = vm_root_offset(vm),
 					  .pt_gen = vm->pt_gen, .tag = q };

@@ -386,6 +386,16 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	}
 }
 
+void vm_launch_writes_locked(struct ugpu_vm *vm)
+{
+	list_for_each(l, &vm->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
+
+		if (b->bo && !(b->flags & UGPU_BIND_READONLY))
+			bo_backup_dirty_locked(b->bo, b->bo_offset, b->bytes);
+	}
+}
+
 uint64_t vm_root_offset(const struct ugpu_vm *vm)
 {
 	return vm->root->off;
@@ -821,6 +831,37 @@ out_unlock_vm:
 	return ret;
 }
 
+UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
+			      enum ugpu_placement to)
+{
+	const struct vm_svm_ops *sops;
+	struct ugpu_device *dev;
+	struct rpm *held;
+	void *sarg;
+	int ret;
+
+	if (!vm)
+		return -EINVAL;
+	dev = vm->dev;
+	if (!(vm->flags & UGPU_VM_MIRROR) || !bytes || ((va | bytes) & (VM_PAGE - 1)) ||
+	    va < vm->mirror_start || va - vm->mirror_start >= vm->mirror_size ||
+	    bytes > vm->mirror_size - (va - vm->mirror_start) ||
+	    (to != UGPU_PLACEMENT_VRAM && to != UGPU_PLACEMENT_SYSTEM)) {
+		log_err(dev->ctx, "ugpu_vm_prefetch: [0x%" PRIx64 ", +0x%" PRIx64 ") to %d: not a mirror VM, empty, not page aligned, outside the mirror span, or not VRAM/SYSTEM",
+			va, bytes, (int)to);
+		return -EINVAL;
+	}
+	ret = bo_rpm_hold(dev, &held); /* awake while ranges move */
+	if (ret)
+		return ret;
+	sops = vm_svm_enter(vm->vmm, &sarg);
+	ret = sops ? sops->prefetch(sarg, vm, va, bytes, to == UGPU_PLACEMENT_VRAM) : -ENODEV;
+	if (sops)
+		vm_svm_leave(vm->vmm);
+	bo_rpm_release(held);
+	return ret;
+}
+
 UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 {
 	struct ugpu_device *dev;
@@ -1023,18 +1064,16 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	return free_;
 }
 
-int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+/* vm_svm_unmap()'s work: @vm->lock and the manager lock held; the binds
+ * removed go to @gone (freed by the caller). */
+static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct list_link *gone)
 {
 	struct ugpu_device *dev = vm->dev;
-	struct bo_mgr *m = mgr_of(dev);
 	struct vm_mgr *vmm = vm->vmm;
-	struct list_link gone, *at;
+	struct list_link *at;
 	uint64_t end = va + len, gen = 0, root = 0;
 	int n = 0;
 
-	list_init(&gone);
-	pthread_mutex_lock(&vm->lock);
-	pthread_mutex_lock(&m->lock);
 	at = bind_after(vm, va);
 	while (at != &vm->binds) {
 		struct vm_bind *b = list_entry(at, struct vm_bind, vm_link);
@@ -1049,7 +1088,7 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 		list_del(&b->vm_link);
 		if (b->bo)
 			list_del(&b->bo_link);
-		list_add_tail(&gone, &b->vm_link);
+		list_add_tail(gone, &b->vm_link);
 		vm->svm_maps--;
 		vm->svm_bytes -= b->bytes;
 		n++;
@@ -1064,9 +1103,36 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	if (gen && !device_is_removed(dev) && vmm->exec &&
 	    __atomic_load_n(&vm->active, __ATOMIC_ACQUIRE))
 		exec_tlb_flush(vmm->exec, root, gen);
+	return n;
+}
+
+int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct bo_mgr *m = mgr_of(vm->dev);
+	struct list_link gone;
+	int n;
+
+	list_init(&gone);
+	pthread_mutex_lock(&vm->lock);
+	pthread_mutex_lock(&m->lock);
+	n = svm_unmap_locked(vm, va, len, &gone);
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 	binds_free(&gone);
+	return n;
+}
+
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct list_link gone;
+	int n;
+
+	if (pthread_mutex_trylock(&vm->lock))
+		return -EBUSY;
+	list_init(&gone);
+	n = svm_unmap_locked(vm, va, len, &gone);
+	pthread_mutex_unlock(&vm->lock);
+	binds_free(&gone); /* not the BOs' last references: the ranges hold theirs */
 	return n;
 }
 

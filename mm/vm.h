@@ -159,6 +159,9 @@ struct vm_fault {
  *          back in process memory). No lock held. Returns 0 or -errno.
  * @vm_gone: @vm is being destroyed: forget it, and return only when no
  *          work in progress uses it. No lock held.
+ * @prefetch: ugpu_vm_prefetch() of [va, +len) of @vm's span (checked):
+ *          into VRAM (@to_vram) or back into the process, on the caller's
+ *          thread. No lock held; the device held awake.
  */
 struct vm_svm_ops {
 	int (*vm_new)(void *arg, struct ugpu_vm *vm);
@@ -166,6 +169,7 @@ struct vm_svm_ops {
 	void (*faults)(void *arg, const struct vm_fault *f, size_t n);
 	int (*punch)(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len);
 	void (*vm_gone)(void *arg, struct ugpu_vm *vm);
+	int (*prefetch)(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram);
 };
 
 /* ---- mm/vm.c ----------------------------------------------------------------- */
@@ -177,6 +181,12 @@ bool vm_bo_busy_locked(const struct ugpu_bo *bo);
 void vm_bo_moved_locked(struct ugpu_bo *bo);
 /* Rewrite the PTEs of binds whose BO moved. Manager lock; device in D0. */
 void vm_revalidate_locked(struct ugpu_vm *vm);
+/*
+ * A kernel is about to launch on @vm: what it writes is not known, so every
+ * range of a BO bound writable in @vm counts as written for the host-suspend
+ * backups (bo_backup_dirty_locked()). Manager lock.
+ */
+void vm_launch_writes_locked(struct ugpu_vm *vm);
 /* VRAM offset of @vm's root table. */
 uint64_t vm_root_offset(const struct ugpu_vm *vm);
 /* The device is gone (vm-exec step down): free every VM's page tables;
@@ -215,6 +225,9 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len);
  * in-flight accesses). Returns the number of maps removed.
  */
 int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+/* The same from an eviction (struct bo_svm_ops): the manager lock is held,
+ * @vm's lock is only tried (-EBUSY when taken: try another victim). */
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len);
 
 /* ---- mm/submit.c --------------------------------------------------------------- */
 

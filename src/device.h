@@ -9,6 +9,7 @@
 
 #include <ugpu/device.h>
 #include <ugpu/rpm.h>
+#include <ugpu/vm.h>
 
 #include "engines/engine.h"
 #include "base/list.h"
@@ -155,6 +156,10 @@ struct ugpu_device {
 	 * (rpm_fini()), so that ugpu_device_rpm_stats() still answers after a
 	 * removal; @rpm_last.size is 0 until then. Under @pub_lock. */
 	struct ugpu_rpm_stats rpm_last;
+	/* Shared virtual memory's counters when its step went (svm/), so that
+	 * ugpu_device_svm_stats() still answers after a removal (what was
+	 * lost); @svm_last.size is 0 until then. Under @pub_lock. */
+	struct ugpu_svm_stats svm_last;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
 	 * lock. @steps_up: bit i set while the i-th bring-up component is up
@@ -170,6 +175,10 @@ struct ugpu_device {
 	void *unplug_mem_arg;
 	uint32_t steps_up;
 	int removed;
+	/* atomic, set (never cleared) as soon as a removal knows the device
+	 * cannot be read any more (a surprise, or a wake that failed): what
+	 * was only in its VRAM is lost, and nothing is copied from it. */
+	int vram_lost;
 	struct vfio_dev gone_vdev;
 
 	/* References to this object (atomic): one for the open device, one per
@@ -290,6 +299,12 @@ void device_teardown(struct ugpu_device *dev, unsigned int which);
 static inline enum ugpu_power_state device_power_state(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->power_state, __ATOMIC_ACQUIRE);
+}
+
+/* True once a removal found the device unreadable (its VRAM is lost). */
+static inline bool device_vram_lost(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->vram_lost, __ATOMIC_ACQUIRE) != 0;
 }
 
 /* True once removal has started releasing the device's resources. */

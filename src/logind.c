@@ -134,8 +134,10 @@ static int on_prepare_for_sleep(sd_bus_message *m, void *user, sd_bus_error *err
 		log_info(ln->dev->ctx, "logind: PrepareForSleep(false): resuming the device");
 		if (ln->ours && st.state == UGPU_PM_SUSPENDED) {
 			ret = ugpu_device_resume(ln->dev);
-			if (ret)
-				ret = ugpu_device_resume(ln->dev); /* a failed wake is retried once */
+			/* A failed wake is retried once; -EBADMSG resumed (the
+			 * damaged backups were reported). */
+			if (ret && ret != -EBADMSG)
+				ret = ugpu_device_resume(ln->dev);
 			if (ret)
 				log_err(ln->dev->ctx, "logind: resume failed: %s", ugpu_strerror(ret));
 		}

@@ -113,6 +113,31 @@ static void phase_end(struct ugpu_device *dev, enum ugpu_pm_phase ph, const stru
 		o.progress(o.user, ph, c ? c->bos : 0, c ? c->bytes : 0, ns, err);
 }
 
+void pm_report_corrupt(struct ugpu_device *dev, const char *bo_name, uint64_t off, uint64_t size)
+{
+	struct host_pm *pm = dev->pm;
+	struct ugpu_pm_opts o;
+
+	pthread_mutex_lock(&pm->stats_lock);
+	o = pm->opts;
+	pthread_mutex_unlock(&pm->stats_lock);
+	log_err(dev->ctx, "%s: the suspend backup of BO '%s' (%" PRIu64 " bytes) is damaged from byte %" PRIu64 " on (checksum mismatch); restored from it anyway",
+		dev->name, bo_name, size, off);
+	if (o.corrupt)
+		o.corrupt(o.user, bo_name, off, size);
+}
+
+/* Do kernels run between prepare and suspend (UGPU_PM_KERNELS_RUN)? */
+static bool pm_kernels_run(struct host_pm *pm)
+{
+	bool on;
+
+	pthread_mutex_lock(&pm->stats_lock);
+	on = pm->opts.flags & UGPU_PM_KERNELS_RUN;
+	pthread_mutex_unlock(&pm->stats_lock);
+	return on;
+}
+
 static void stat_set(struct host_pm *pm, uint64_t *field, uint64_t v)
 {
 	pthread_mutex_lock(&pm->stats_lock);
@@ -146,6 +171,8 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
 		return -EINVAL;
 	if (opts)
 		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	if (o.flags & ~UGPU_PM_FLAGS_ALL)
+		return -EINVAL;
 	pthread_mutex_lock(&dev->pm->stats_lock);
 	dev->pm->opts = o;
 	pthread_mutex_unlock(&dev->pm->stats_lock);
@@ -321,6 +348,10 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 		stat_inc(pm, &pm->stats.failures);
 		exec_release(dev, false);
 		ret = gone_or(dev, ret);
+	} else if (pm_kernels_run(pm)) {
+		/* Kernels run on until suspend; the BOs they may write are
+		 * marked at each launch (mm/submit.c) and copied again. */
+		exec_release(dev, false);
 	}
 	pthread_mutex_unlock(&pm->lock);
 	if (ret)
@@ -480,7 +511,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	const struct pm_mem_ops *mem;
 	struct pm_count c = { 0 };
 	enum ugpu_pm_state was;
-	uint64_t t_all, t0, discarded = 0;
+	uint64_t t_all, t0, discarded = 0, corrupt = 0;
 	struct host_pm *pm;
 	unsigned int k;
 	void *arg;
@@ -506,6 +537,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	/* The engines' rings and fence pages first, by CPU. */
 	t0 = now_ns();
 	ret = mem->restore(arg, true, false, &c);
+	corrupt += c.corrupt;
 	phase_end(dev, UGPU_PM_PHASE_RESUME_EARLY, &c, t0, ret);
 	if (ret)
 		goto out_fail;
@@ -526,6 +558,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 
 	t0 = now_ns();
 	ret = mem->restore(arg, false, false, &c);
+	corrupt += c.corrupt;
 	if (ret) {
 		log_warn(dev->ctx, "%s: blitter restore failed (%s); restoring by CPU", dev->name,
 			 ugpu_strerror(ret));
@@ -543,6 +576,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	c.bytes = 0;
 	phase_end(dev, UGPU_PM_PHASE_RESUME_UNPREPARE, &c, t0, 0);
 	stat_set(pm, &pm->stats.resume_ns, now_ns() - t_all);
+	stat_set(pm, &pm->stats.corrupt, corrupt);
 	stat_inc(pm, &pm->stats.cycles);
 	log_info(dev->ctx, "%s: resumed in %.3f ms", dev->name, (now_ns() - t_all) / 1e6);
 	mem->window_end(arg);
@@ -551,7 +585,8 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 	exec_release(dev, true);
 	pthread_mutex_unlock(&pm->lock);
 	host_rpm_put(dev); /* taken by prepare */
-	return 0;
+	/* Resumed; the damaged backups were reported one by one. */
+	return corrupt ? -EBADMSG : 0;
 
 out_fail:
 	/* Backups are intact and still valid: a later resume starts over. */

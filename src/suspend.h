@@ -20,10 +20,12 @@
 
 struct ugpu_device;
 
-/* What one phase of the memory layer handled. */
+/* What one phase of the memory layer handled; @corrupt: backups a restore
+ * found damaged (each reported with pm_report_corrupt()). */
 struct pm_count {
 	uint64_t bos;
 	uint64_t bytes;
+	uint64_t corrupt;
 };
 
 /*
@@ -56,8 +58,11 @@ struct pm_count {
  * @suspended: the device is off: state SUSPENDED, backups hold VRAM.
  * @recover: a suspend failed before power-off: release the maps, drop the
  *           backups this window allocated, state back to @was.
- * @restore: copy the backups back (@early: by CPU; else by the blitters, or
- *           the CPU engine with @force_cpu).
+ * @restore: check each backup against its checksums (not with @force_cpu:
+ *           that redoes a pass that checked), then copy the backups back
+ *           (@early: by CPU; else by the blitters, or the CPU engine with
+ *           @force_cpu). A damaged backup is restored anyway, reported
+ *           (pm_report_corrupt()) and counted in @c->corrupt.
  * @finish: resume is done: free the backups, count NO_RESTORE BOs whose
  *           contents are gone (@c->bos: backups freed; *@discarded), release
  *           the maps, state ACTIVE.
@@ -104,6 +109,13 @@ struct host_pm {
 /* host_pm_init()/host_pm_free() - with the device object (device.c). */
 int host_pm_init(struct ugpu_device *dev);
 void host_pm_free(struct ugpu_device *dev);
+
+/*
+ * pm_report_corrupt() - a backup failed its check at resume: log it and tell
+ * the application (ugpu_pm_opts.corrupt). @off: the first damaged byte of
+ * the BO @bo_name, of @size bytes. Called by @restore, window held.
+ */
+void pm_report_corrupt(struct ugpu_device *dev, const char *bo_name, uint64_t off, uint64_t size);
 
 /* pm_mem_register() - the memory layer's ops (mm/backup.c), at bring-up. */
 void pm_mem_register(struct ugpu_device *dev, const struct pm_mem_ops *ops, void *arg);

@@ -108,9 +108,11 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	if (surprise)
 		u->info.detect_us = t0 - healthy_us;
 	pthread_mutex_unlock(&u->lock);
-	if (surprise)
+	if (surprise) {
+		__atomic_store_n(&dev->vram_lost, 1, __ATOMIC_RELEASE);
 		log_err(dev->ctx, "%s: the device is gone (surprise removal): releasing it; BOs only in VRAM are lost",
 			dev->name);
+	}
 	else
 		log_warn(dev->ctx, "%s: removal %s: moving every BO to system memory and releasing the device",
 			 dev->name, kind == UGPU_UNPLUG_API ? "asked by the application" : "requested");
@@ -138,6 +140,7 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 			log_err(dev->ctx, "%s: removal: the device did not wake (%s); what is only in VRAM is lost",
 				dev->name, ugpu_strerror(ret));
 			surprise = true;
+			__atomic_store_n(&dev->vram_lost, 1, __ATOMIC_RELEASE);
 		} else {
 			held_rpm = true;
 		}

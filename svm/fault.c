@@ -32,6 +32,80 @@
 
 /* ---- the worker -------------------------------------------------------------------- */
 
+/* A device whose ranges hold it awake (runtime PM would find nothing else
+ * keeping it up). Lock held. */
+static struct svm_dev *idle_candidate_locked(struct svm *s)
+{
+	list_for_each(l, &s->devs) {
+		struct svm_dev *sd = list_entry(l, struct svm_dev, link);
+
+		if (sd->rpm_held)
+			return sd;
+	}
+	return NULL;
+}
+
+static bool in_vram_of(const struct svm_range *r, const void *sd)
+{
+	return r->where == R_VRAM && r->sd == sd;
+}
+
+/*
+ * Runtime PM and shared virtual memory: ranges in a device's VRAM hold a
+ * runtime-PM reference (D3cold would lose them). When that reference is the
+ * only one left (runtime PM allowed, nothing else using the device) and no
+ * GPU fault was served for the autosuspend delay, the ranges go back into
+ * the process, the reference with the last of them, and runtime PM may put
+ * the device to sleep, D3cold included. The next kernel faults them in
+ * again. Lock not held; the device is marked as the worker's (@cur_sd), so
+ * a closing device waits for this.
+ */
+static void idle_release(struct svm *s)
+{
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	struct svm_dev *sd;
+	struct svm_range *r;
+	struct rpm *rpm;
+	bool go;
+
+	pthread_mutex_lock(&s->lock);
+	sd = idle_candidate_locked(s);
+	if (sd)
+		s->cur_sd = sd;
+	pthread_mutex_unlock(&s->lock);
+	if (!sd)
+		return;
+	go = !rpm_user_enter(sd->dev, &rpm);
+	if (go) {
+		rpm_stats(rpm, &st);
+		rpm_user_leave(rpm);
+		go = st.allowed && st.autosuspend_delay_ms >= 0 && st.usage <= 1 &&
+		     st.state == UGPU_RPM_ACTIVE &&
+		     now_ns() - sd->active_ns >= ms_to_ns((uint64_t)st.autosuspend_delay_ms);
+	}
+	if (go) {
+		uint64_t n = 0;
+
+		while ((r = own_first(s, 0, UINT64_MAX, in_vram_of, sd))) {
+			bool failed = range_to_cpu(s, r) && r->where == R_VRAM;
+
+			range_done(s, r);
+			if (failed)
+				break; /* stays (logged); the device stays awake */
+			n++;
+		}
+		log_dbg(s->ctx, "svm: %s idle for %d ms: %" PRIu64 " ranges back in the process, so that it may sleep",
+			sd->dev->name, st.autosuspend_delay_ms, n);
+		pthread_mutex_lock(&s->lock);
+		sd->st.svm_idle_release_count += n;
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_lock(&s->lock);
+	s->cur_sd = NULL;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
 void work_queue(struct svm *s, struct svm_work *w)
 {
 	/* GC first: a fault or a touch must see memory the process freed as
@@ -118,7 +192,13 @@ static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
 }
 
 /* Serve one GPU fault: 0, or the status its kernel is aborted with. */
-static int serve_fault(struct svm *s, const struct vm_fault *f)
+/*
+ * Serve one GPU fault: 0, or the status its kernel is aborted with. With
+ * @prefetch (ugpu_vm_prefetch(), on the caller's thread) the same work
+ * without a fault: VRAM is wanted whatever the range's size, not counted
+ * as a fault; *@end (may be NULL) says where the range ends, 0 if none.
+ */
+int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
 {
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
@@ -126,13 +206,18 @@ static int serve_fault(struct svm *s, const struct vm_fault *f)
 	struct vma v;
 	int ret;
 
+	if (end)
+		*end = 0;
 	pthread_mutex_lock(&s->lock);
 	sd = sd_of(s, f->vm->dev);
 	if (!sd) {
 		pthread_mutex_unlock(&s->lock);
 		return -EFAULT;
 	}
-	sd->st.svm_pagefault_count++;
+	if (prefetch)
+		sd->st.svm_prefetch_count++;
+	else
+		sd->st.svm_pagefault_count++;
 again:
 	r = range_find(s, va);
 	if (r && r->gc_pending) {
@@ -155,9 +240,14 @@ again:
 				f->access == UGPU_ACCESS_READ ? "read" : "write", f->va, v.what);
 			return -EFAULT;
 		}
-		if (!v.anon || v.shared) {
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": %s %s memory is not supported yet (private anonymous memory is: malloc, mmap MAP_PRIVATE|MAP_ANONYMOUS, the stack)",
-				f->va, v.shared ? "shared" : "file-backed", v.what);
+		/* Shared or file-backed memory is used where it is (other
+		 * mappings see the same pages: it never moves), provided our
+		 * userfaultfd can watch it (shmem: memfd, MAP_SHARED anonymous,
+		 * tmpfs): its unmap and free events must reach us, or the
+		 * device could keep a mapping of pages the process let go. */
+		if ((!v.anon || v.shared) && vma_page_kb(v.start) > 4) {
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": huge-page memory (%s) is not supported yet",
+				f->va, v.what);
 			return -EFAULT;
 		}
 		/* Registered over the whole mapping (inside the span): its
@@ -173,6 +263,11 @@ again:
 		if (ret == -EAGAIN) {
 			pthread_mutex_lock(&s->lock);
 			goto again;
+		}
+		if (ret == -EINVAL && (!v.anon || v.shared)) {
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": %s is a file mapping userfaultfd cannot watch (only shmem: memfd, tmpfs, MAP_SHARED anonymous), so the device may not map it; use a BO, or private or shmem memory",
+				f->va, v.what);
+			return -EFAULT;
 		}
 		if (ret) {
 			log_err(s->ctx, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
@@ -195,6 +290,7 @@ again:
 			r->start = va & ~(size - 1);
 			r->size = size;
 			r->writable = v.writable;
+			r->in_place_only = !v.anon || v.shared;
 			r->where = R_CPU;
 			r->first = sd;
 		}
@@ -206,7 +302,11 @@ again:
 	}
 	if (!range_own(s, r))
 		goto again;
-	size_count(&sd->st, r->size, 0, 0);
+	if (!prefetch)
+		size_count(&sd->st, r->size, 0, 0);
+	sd->active_ns = now_ns();
+	if (r->bo) /* used: a second chance on the eviction LRU */
+		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&s->lock);
 
 	ret = 0;
@@ -226,14 +326,16 @@ again:
 		pthread_mutex_lock(&s->lock);
 		forking = s->forking;
 		pthread_mutex_unlock(&s->lock);
-		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC) && r->writable &&
-		    !forking)
+		bool movable = r->writable && !r->in_place_only;
+
+		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC || prefetch) &&
+		    movable && !forking)
 			ret = range_to_vram(s, r, sd);
 		else
 			ret = -EAGAIN;
 		/* Atomics: VRAM may free up (or the fork end): try again
 		 * after a doubling timeslice, a bounded number of times. */
-		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && r->writable &&
+		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && movable &&
 				k < SVM_ATOMIC_RETRIES; k++) {
 			sleep_until_ns(now_ns() + ms_to_ns((uint64_t)SVM_TIMESLICE_MS << k));
 			pthread_mutex_lock(&s->lock);
@@ -244,9 +346,10 @@ again:
 		if (ret) {
 			if (f->access == UGPU_ACCESS_ATOMIC) {
 				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
-					f->va, r->start, r->size, ugpu_strerror(ret),
-					r->writable ? SVM_ATOMIC_RETRIES + 1 : 1,
-					r->writable ? SVM_TIMESLICE_MS * ((1 << SVM_ATOMIC_RETRIES) - 1) : 0);
+					f->va, r->start, r->size,
+					r->in_place_only ? "shared memory stays where it is" : ugpu_strerror(ret),
+					movable ? SVM_ATOMIC_RETRIES + 1 : 1,
+					movable ? SVM_TIMESLICE_MS * ((1 << SVM_ATOMIC_RETRIES) - 1) : 0);
 				ret = -EACCES;
 				goto out;
 			}
@@ -261,6 +364,8 @@ again:
 		ret = -EFAULT;
 	}
 out:
+	if (end)
+		*end = r->start + r->size;
 	range_done(s, r);
 	return ret;
 }
@@ -268,6 +373,7 @@ out:
 static void do_back(struct svm *s, uint64_t start)
 {
 	struct svm_range *r;
+	bool back;
 
 	pthread_mutex_lock(&s->lock);
 	r = range_find(s, start);
@@ -282,15 +388,16 @@ static void do_back(struct svm *s, uint64_t start)
 		return;
 	}
 	r->back_queued = false;
+	back = r->where == R_VRAM && !r->gc_pending;
+	/* counted before the copy wakes the touching thread: what it reads
+	 * next is consistent with the counters */
+	if (back)
+		r->sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
-	if (r->where == R_VRAM && !r->gc_pending) {
-		struct svm_dev *sd = r->sd;
-
-		range_to_cpu(s, r);
-		pthread_mutex_lock(&s->lock);
-		sd->st.svm_cpu_fault_count++;
-		pthread_mutex_unlock(&s->lock);
-	}
+	if (back && range_to_cpu(s, r) && r->where == R_VRAM)
+		/* the copy failed, the range stays in VRAM (logged): the
+		 * woken thread faults again and asks again, not at once */
+		sleep_until_ns(now_ns() + ms_to_ns(1));
 	range_done(s, r);
 }
 
@@ -302,20 +409,33 @@ void *worker_main(void *arg)
 	for (;;) {
 		struct svm_work *w;
 
-		while (!s->stop && list_empty(&s->work))
-			pthread_cond_wait(&s->cond, &s->lock);
+		while (!s->stop && list_empty(&s->work)) {
+			if (!idle_candidate_locked(s)) {
+				pthread_cond_wait(&s->cond, &s->lock);
+				continue;
+			}
+			struct timespec ts = monotonic_deadline_after_ms(SVM_IDLE_POLL_MS);
+
+			if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT &&
+			    list_empty(&s->work) && !s->stop) {
+				pthread_mutex_unlock(&s->lock);
+				idle_release(s);
+				pthread_mutex_lock(&s->lock);
+			}
+		}
 		if (s->stop && list_empty(&s->work))
 			break;
 		w = list_entry(list_first(&s->work), struct svm_work, link);
 		list_del(&w->link);
 		s->cur_vm = w->kind == W_FAULTS ? w->f[0].vm : NULL;
+		s->cur_sd = w->kind == W_PUT ? w->sd : NULL;
 		pthread_mutex_unlock(&s->lock);
 		switch (w->kind) {
 		case W_FAULTS: {
 			int *st = calloc(w->n, sizeof(*st));
 
 			for (size_t i = 0; i < w->n; i++) {
-				int ret = serve_fault(s, &w->f[i]);
+				int ret = serve(s, &w->f[i], false, NULL);
 
 				if (ret) {
 					struct svm_dev *sd;
@@ -345,12 +465,16 @@ void *worker_main(void *arg)
 		case W_GC:
 			gc_run(s, w->start, w->end, w->gc, w->to);
 			break;
+		case W_PUT:
+			evicted_put(s, w);
+			break;
 		}
 		pthread_mutex_lock(&s->lock);
 		if (w->kind == W_GC)
 			gc_item_done_locked(s, w);
 		free(w);
 		s->cur_vm = NULL;
+		s->cur_sd = NULL;
 		pthread_cond_broadcast(&s->cond);
 	}
 	pthread_mutex_unlock(&s->lock);

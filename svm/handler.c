@@ -40,7 +40,8 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 
 	pthread_mutex_lock(&s->lock);
 	r = range_find(s, page);
-	if ((r && (r->busy || r->gc_pending)) || (!r && remap_pending_locked(s, page))) {
+	if ((r && ((r->busy && !r->populating) || r->gc_pending)) ||
+	    (!r && remap_pending_locked(s, page))) {
 		/* moving, waiting to be dropped, or where an mremap's data is
 		 * still to arrive: whoever owns it wakes the addresses when
 		 * done, and the thread faults again */

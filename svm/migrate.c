@@ -88,6 +88,33 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 }
 
 /*
+ * @r's only copy was in the VRAM of a device that went away by surprise, or
+ * that could not be copied back when it had to leave (@why): [dst, +len) of
+ * the process can never hold its data again. It must fail
+ * loudly (SIGBUS through UFFDIO_POISON; an inaccessible mapping, SIGSEGV,
+ * where the kernel lacks it), never read as zeroes or as what the dead
+ * device's BAR returns. Logged with the address and counted. -ENODATA.
+ */
+static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t dst,
+		      const char *why)
+{
+	int ret = (s->features & UFFD_FEATURE_POISON) ? uffd_poison(s->u, dst, len) : -EOPNOTSUPP;
+
+	if (ret && ret != -ENOENT &&
+	    mmap((void *)dst, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+		 -1, 0) == MAP_FAILED)
+		log_err(s->ctx, "svm: cannot fence [0x%" PRIx64 ", +0x%" PRIx64 ") after its loss: %s", dst,
+			len, ugpu_strerror(-errno));
+	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") was only in the VRAM of %s, and %s: its contents are LOST (CPU touches raise %s)",
+		dst, len, r->sd->dev->name, why, ret ? "SIGSEGV" : "SIGBUS");
+	pthread_mutex_lock(&s->lock);
+	r->sd->st.svm_lost_count++;
+	r->sd->st.svm_lost_bytes += len;
+	pthread_mutex_unlock(&s->lock);
+	return -ENODATA;
+}
+
+/*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
  * have no pages there: the range is registered and its pages were taken).
  * UFFDIO_COPY reads the VRAM mapping and maps fresh pages atomically; the
@@ -100,6 +127,21 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	uint64_t i, deadline = now_ns() + ms_to_ns(2000);
 	int ret;
 
+	if (device_vram_lost(r->sd->dev))
+		return range_lost(s, r, len, dst, "the device went away by surprise");
+	{
+		int inject = 0;
+
+		test_point_obj(TEST_POINT_SVM_COPY_BACK, &inject);
+		if (inject)
+			return inject;
+	}
+
+	/* Counted before the copy wakes the threads waiting for it (what they
+	 * read next is consistent with the counters); taken back if it fails. */
+	pthread_mutex_lock(&s->lock);
+	r->sd->st.svm_cpu_copy_kb += len >> 10;
+	pthread_mutex_unlock(&s->lock);
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
 	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
@@ -114,9 +156,9 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 				ret = 0;
 		}
 	}
-	if (!ret) {
+	if (ret) {
 		pthread_mutex_lock(&s->lock);
-		r->sd->st.svm_cpu_copy_kb += len >> 10;
+		r->sd->st.svm_cpu_copy_kb -= len >> 10;
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;
@@ -134,7 +176,32 @@ static void range_free_vram(struct svm *s, struct svm_range *r)
 	vram_ranges_dec(s, sd);
 }
 
-/* Bring @r (owned, in VRAM) back into process memory. */
+/*
+ * Copy [off, +len) of @r back to @dst, trying SVM_COPY_TRIES times; then
+ * the bytes are lost (poisoned, logged, counted). For what must leave VRAM
+ * now. 0, -ENOENT (the process unmapped @dst) or -ENODATA (lost).
+ */
+static int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			  uint64_t dst)
+{
+	int ret = 0;
+
+	for (int k = 0; k < SVM_COPY_TRIES; k++) {
+		if (k)
+			sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
+		ret = range_copy_back(s, r, off, len, dst);
+		if (!ret || ret == -ENOENT || ret == -ENODATA)
+			return ret;
+	}
+	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be copied back from VRAM in %d tries (%s), and must leave it",
+		dst, len, SVM_COPY_TRIES, ugpu_strerror(ret));
+	return range_lost(s, r, len, dst, "the copy back kept failing");
+}
+
+/* Bring @r (owned, in VRAM) back into process memory. On a failed copy it
+ * stays in VRAM, nothing lost, and the error is returned (the next touch
+ * tries again); -ENOENT (unmapped meanwhile) and -ENODATA (lost with the
+ * device, logged) leave it out of VRAM. */
 int range_to_cpu(struct svm *s, struct svm_range *r)
 {
 	int ret;
@@ -142,12 +209,25 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
 	ret = range_copy_back(s, r, 0, r->size, r->start);
-	if (ret && ret != -ENOENT)
-		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s",
+	if (ret && ret != -ENOENT && ret != -ENODATA) {
+		log_err(s->ctx, "svm: bringing [0x%" PRIx64 ", +0x%" PRIx64 ") back from VRAM failed: %s: it stays there, nothing lost (the next touch tries again)",
 			r->start, r->size, ugpu_strerror(ret));
+		return ret;
+	}
 	range_free_vram(s, r);
 	range_set(s, r, R_CPU, NULL);
 	return ret;
+}
+
+/* The same where @r must leave VRAM now (the device goes, a bind covers
+ * it): a copy that keeps failing loses the bytes, loudly. */
+void range_to_cpu_must(struct svm *s, struct svm_range *r)
+{
+	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
+	range_unmap_gpu(s, r);
+	copy_back_must(s, r, 0, r->size, r->start);
+	range_free_vram(s, r);
+	range_set(s, r, R_CPU, NULL);
 }
 
 /*
@@ -335,6 +415,7 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	r->vram_at_ns = now_ns();
 	range_set(s, r, R_VRAM, sd);
 	vram_ranges_inc(s, sd);
+	bo_mark_svm(bo); /* on the eviction LRU with the BOs from now on */
 	pthread_mutex_lock(&s->lock);
 	sd->st.svm_device_copy_kb += r->size >> 10;
 	sd->st.svm_vram_bytes += r->size;
@@ -350,9 +431,20 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	int ret;
 
 	/* Every page present before the device may reach it: a DMA access
-	 * must never be the first touch of a page (it would fault into us). */
-	if (madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ))
-		return -errno;
+	 * must never be the first touch of a page (it would fault into us).
+	 * Populating memory never touched faults into our handler, which
+	 * must answer (a fresh page) instead of parking the fault on this
+	 * range we own: @populating says so. */
+	pthread_mutex_lock(&s->lock);
+	r->populating = true;
+	pthread_mutex_unlock(&s->lock);
+	ret = madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)
+		      ? -errno : 0;
+	pthread_mutex_lock(&s->lock);
+	r->populating = false;
+	pthread_mutex_unlock(&s->lock);
+	if (ret)
+		return ret;
 	ret = dma_map(&sd->dev->dma, (void *)r->start, r->size, -1, 0,
 		      VFIO_DMA_READ | (r->writable ? VFIO_DMA_WRITE : 0), &iova);
 	if (ret)
@@ -410,6 +502,7 @@ void range_destroy(struct svm *s, struct svm_range *r)
 
 /* ---- garbage collection: the process unmapped, freed or moved memory ----------------- */
 
+
 /*
  * @r (owned, gc_pending) lost [start, end) of its memory (@gc), or saw it
  * move to @to (GC_REMAP). What is still the process's goes back there (from
@@ -424,20 +517,15 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 	if (r->where == R_VRAM) {
 		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
 
-		int e1 = 0, e2 = 0, e3 = 0;
-
-		/* the part outside the event stays where it was */
+		/* the part outside the event stays where it was; a moved part
+		 * goes with its mapping (the range goes: copies that keep
+		 * failing lose their bytes, loudly) */
 		if (rs < a)
-			e1 = range_copy_back(s, r, 0, a - rs, rs);
+			copy_back_must(s, r, 0, a - rs, rs);
 		if (b < re)
-			e2 = range_copy_back(s, r, b - rs, re - b, b);
-		/* a moved part goes with its mapping */
+			copy_back_must(s, r, b - rs, re - b, b);
 		if (gc == GC_REMAP && a < b)
-			e3 = range_copy_back(s, r, a - rs, b - a, to + (a - start));
-		if ((e1 && e1 != -ENOENT) || (e2 && e2 != -ENOENT) || (e3 && e3 != -ENOENT))
-			log_err(s->ctx, "svm: keeping the bytes of [0x%" PRIx64 ", +0x%" PRIx64 ") around a %s failed: %s",
-				rs, r->size, gc == GC_REMAP ? "move" : "free",
-				ugpu_strerror(e1 ? e1 : e2 ? e2 : e3));
+			copy_back_must(s, r, a - rs, b - a, to + (a - start));
 	}
 	pthread_mutex_lock(&s->lock);
 	if (r->first)
@@ -484,4 +572,80 @@ void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64
 
 	while ((r = own_first(s, start, end, gc_wanted, NULL)))
 		gc_range(s, r, start, end, gc, to);
+}
+
+/* ---- eviction: the BO manager picked a range's VRAM (struct bo_svm_ops) ---- */
+
+/*
+ * @bo is the VRAM of one of our ranges, picked by the BO manager's LRU to
+ * make room (for a BO or another range). The manager lock is held: the
+ * range's GPU maps are removed with their VMs' locks only tried, its bytes
+ * go back into the process (UFFDIO_COPY from VRAM, no manager lock needed),
+ * and the BO's reference and the runtime-PM count are dropped later by the
+ * worker (W_PUT: both take locks we may not take here). -EBUSY when the
+ * range cannot go now (busy, collected, a fork, a VM lock taken, the copy
+ * refused): the manager tries its next victim.
+ */
+int svm_evict(void *arg, struct ugpu_bo *bo)
+{
+	struct svm *s = arg;
+	struct svm_work *w = calloc(1, sizeof(*w));
+	struct svm_range *r = NULL;
+	struct svm_dev *sd;
+	size_t i;
+	int ret;
+
+	if (!w)
+		return -EBUSY;
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->n && !r; i++)
+		if (s->r[i]->bo == bo && s->r[i]->where == R_VRAM)
+			r = s->r[i];
+	if (!r || r->busy || r->gc_pending || s->forking) {
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		return -EBUSY;
+	}
+	r->busy = true;
+	pthread_mutex_unlock(&s->lock);
+
+	for (unsigned int k = 0; k < r->nmaps;) {
+		if (vm_svm_unmap_evicting(r->maps[k].vm, r->maps[k].gpu_va, r->size) < 0)
+			break; /* that VM's lock is taken: the maps left stay */
+		pthread_mutex_lock(&s->lock);
+		r->maps[k] = r->maps[--r->nmaps];
+		r->sd->st.svm_tlb_inval_count++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	ret = r->nmaps ? -EBUSY : range_copy_back(s, r, 0, r->size, r->start);
+	if (ret && ret != -ENOENT && ret != -ENODATA) {
+		/* stays in VRAM; the VMs whose maps went fault it in again */
+		pthread_mutex_lock(&s->lock);
+		range_release(s, r);
+		pthread_mutex_unlock(&s->lock);
+		free(w);
+		return -EBUSY;
+	}
+	pthread_mutex_lock(&s->lock);
+	sd = r->sd;
+	sd->st.svm_vram_bytes -= r->size;
+	sd->st.svm_evict_count++;
+	r->where = R_CPU;
+	r->sd = NULL;
+	r->bo = NULL;
+	w->kind = W_PUT;
+	w->bo = bo;
+	w->sd = sd;
+	work_queue(s, w);
+	range_release(s, r);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* The worker's half of an eviction: the BO reference and the runtime-PM
+ * count the range held. */
+void evicted_put(struct svm *s, struct svm_work *w)
+{
+	ugpu_bo_put(w->bo);
+	vram_ranges_dec(s, w->sd);
 }

@@ -234,6 +234,32 @@ int vma_lookup(uint64_t addr, struct vma *out)
 	return ret;
 }
 
+/* The kernel page size of the mapping starting at @start, in KiB
+ * (/proc/self/smaps): 4, or more for hugetlbfs; 0 when not found. */
+unsigned int vma_page_kb(uint64_t start)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool in = false;
+	unsigned int kb = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long a, b;
+
+		if (sscanf(line, "%llx-%llx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			if (in)
+				break;
+			in = a == start;
+		} else if (in && sscanf(line, "KernelPageSize: %u kB", &kb) == 1) {
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
 /* Which of the @n pages from @addr hold data (present or swapped), from
  * /proc/self/pagemap; the others are holes (never touched, or dropped). */
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present)

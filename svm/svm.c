@@ -57,7 +57,8 @@ static void fork_done(void);
 static int svm_start(struct svm *s)
 {
 	uint64_t want = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP |
-			UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_THREAD_ID;
+			UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_MOVE | UFFD_FEATURE_THREAD_ID |
+			UFFD_FEATURE_POISON;
 	uint64_t need = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP;
 	int ret, err = 0;
 
@@ -237,7 +238,11 @@ static void fork_prepare(void)
 		next = r->start + r->size;
 		if (r->where == R_VRAM) {
 			pthread_mutex_unlock(&s->lock);
-			range_to_cpu(s, r);
+			for (int k = 0; k < SVM_COPY_TRIES && range_to_cpu(s, r) && r->where == R_VRAM; k++)
+				sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
+			if (r->where == R_VRAM)
+				log_err(s->ctx, "svm: fork: [0x%" PRIx64 ", +0x%" PRIx64 ") could not come back from VRAM: the child reads zeroes there (the parent keeps its data)",
+					r->start, r->size);
 			pthread_mutex_lock(&s->lock);
 		}
 		range_release(s, r);
@@ -350,13 +355,63 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 		 * overlaps it and could not be mapped. The next fault makes
 		 * one that fits around the bind. */
 		if (r->where == R_VRAM)
-			range_to_cpu(s, r);
+			range_to_cpu_must(s, r);
 		range_destroy(s, r);
 		uffd_wake(s->u, start, size);
 	}
 }
 
-/* @vm goes: no range keeps a map in it, no work serves it. */
+static bool in_vram(const struct svm_range *r, const void *arg)
+{
+	(void)arg;
+	return r->where == R_VRAM;
+}
+
+/* ugpu_vm_prefetch(): [va, +len) of @vm's span (checked by mm/) into VRAM,
+ * range by range as faults would make them, or every range in VRAM there
+ * back into the process. On the caller's thread. */
+static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram)
+{
+	struct svm *s = arg;
+	uint64_t start = va, end = va + len, note = SVM_PREFETCH_NOTE;
+	bool short_of_vram = false;
+	int ret = 0;
+
+	if (!to_vram) {
+		struct svm_range *r;
+
+		while (va < end && (r = own_first(s, va, end, in_vram, NULL))) {
+			va = r->start + r->size;
+			if (range_to_cpu(s, r) && r->where == R_VRAM)
+				ret = -EAGAIN; /* stays, nothing lost (logged) */
+			range_done(s, r);
+		}
+		return ret;
+	}
+	while (va < end && !ret) {
+		struct vm_fault f = { .vm = vm, .vmm = vm->vmm, .slot = UINT32_MAX, .va = va,
+				      .access = UGPU_ACCESS_READ };
+		uint64_t next;
+		struct svm_range *r;
+
+		ret = serve(s, &f, true, &next);
+		if (ret)
+			break;
+		pthread_mutex_lock(&s->lock);
+		r = range_find(s, va);
+		short_of_vram |= r && r->where != R_VRAM && r->writable && !r->in_place_only;
+		pthread_mutex_unlock(&s->lock);
+		va = next > va ? next : va + SVM_4K;
+		if (va - start >= note && end - start > SVM_PREFETCH_NOTE) {
+			log_info(s->ctx, "svm: prefetch to VRAM: %" PRIu64 " of %" PRIu64 " MiB",
+				 (va - start) >> 20, len >> 20);
+			note += SVM_PREFETCH_NOTE;
+		}
+	}
+	return ret ? ret : short_of_vram ? -ENOSPC : 0;
+}
+
+/* @vm goes: no range keeps a map in it, no work serves it. *//* @vm goes: no range keeps a map in it, no work serves it. */
 static void ops_vm_gone(void *arg, struct ugpu_vm *vm)
 {
 	struct svm *s = arg;
@@ -401,12 +456,17 @@ static void ops_sync(void *arg)
 	pthread_mutex_unlock(&s->lock);
 }
 
+static const struct bo_svm_ops svm_bo_ops = {
+	.evict = svm_evict,
+};
+
 static const struct vm_svm_ops svm_vm_ops = {
 	.vm_new = ops_vm_new,
 	.sync = ops_sync,
 	.faults = ops_faults,
 	.punch = ops_punch,
 	.vm_gone = ops_vm_gone,
+	.prefetch = ops_prefetch,
 };
 
 /* ---- the device's step ------------------------------------------------------------------ */
@@ -436,6 +496,7 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 	g_svm->ndevs++;
 	pthread_mutex_unlock(&g_svm->lock);
 	vm_svm_register(dev, &svm_vm_ops, g_svm);
+	bo_svm_register(dev, &svm_bo_ops, g_svm);
 	pthread_mutex_unlock(&g_svm_lock);
 	return 0;
 }
@@ -467,18 +528,21 @@ static void svm_dev_quiesce(struct svm *s, struct ugpu_device *dev)
 	list_for_each_safe(l, &s->work) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
 
-		if (w->kind == W_FAULTS && w->f[0].vm->dev == dev) {
+		if ((w->kind == W_FAULTS && w->f[0].vm->dev == dev) ||
+		    (w->kind == W_PUT && w->sd->dev == dev)) {
 			list_del(&w->link);
 			list_add_tail(&mine, &w->link);
 		}
 	}
-	while (s->cur_vm && s->cur_vm->dev == dev)
+	while ((s->cur_vm && s->cur_vm->dev == dev) || (s->cur_sd && s->cur_sd->dev == dev))
 		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	list_for_each_safe(l, &mine) {
 		struct svm_work *w = list_entry(l, struct svm_work, link);
 
-		for (size_t i = 0; i < w->n; i++)
+		if (w->kind == W_PUT)
+			evicted_put(s, w); /* what its evictions left */
+		for (size_t i = 0; w->kind == W_FAULTS && i < w->n; i++)
 			vm_fault_done(&w->f[i], -EFAULT);
 		list_del(&w->link);
 		free(w->f);
@@ -509,6 +573,7 @@ static void svm_down(struct ugpu_device *dev)
 		pthread_mutex_unlock(&g_svm_lock);
 		return;
 	}
+	bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
 	svm_dev_quiesce(s, dev);
 	for (;;) {
 		struct svm_range *r = own_first(s, 0, UINT64_MAX, held_by, sd);
@@ -517,7 +582,7 @@ static void svm_down(struct ugpu_device *dev)
 			break;
 		range_unmap_vms(s, r, on_dev, dev);
 		if (r->where == R_VRAM && r->sd == sd)
-			range_to_cpu(s, r);
+			range_to_cpu_must(s, r);
 		else if (r->sd == sd)
 			range_unmap_dma(s, r);
 		range_done(s, r);
@@ -535,6 +600,10 @@ static void svm_down(struct ugpu_device *dev)
 	pthread_mutex_unlock(&s->lock);
 	if (sd->rpm_held)
 		rpm_put_dev(dev);
+	sd->st.svm_ranges = sd->st.svm_vram_bytes = 0;
+	pthread_mutex_lock(&dev->pub_lock);
+	dev->svm_last = sd->st; /* what ugpu_device_svm_stats() answers from now on */
+	pthread_mutex_unlock(&dev->pub_lock);
 	free(sd);
 	if (!s->ndevs) {
 		g_svm = NULL;
@@ -577,6 +646,13 @@ UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stat
 		pthread_mutex_unlock(&g_svm->lock);
 	}
 	pthread_mutex_unlock(&g_svm_lock);
+	if (!o.svm_pagefault_count) {
+		/* the step went (close, removal): its last counters */
+		pthread_mutex_lock(&dev->pub_lock);
+		if (dev->svm_last.size)
+			o = dev->svm_last;
+		pthread_mutex_unlock(&dev->pub_lock);
+	}
 	o.size = st->size;
 	memcpy(st, &o, st->size < sizeof(o) ? st->size : sizeof(o));
 	return 0;

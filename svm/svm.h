@@ -48,6 +48,22 @@
  * kernel is aborted. */
 #define SVM_ATOMIC_RETRIES 3
 
+/* While ranges hold a device awake, the worker looks this often whether
+ * the device is otherwise idle past its autosuspend delay: the ranges then
+ * go back into the process so that runtime PM can put it to sleep. */
+#define SVM_IDLE_POLL_MS 20
+
+/* A copy back from VRAM that fails leaves the range in VRAM (nothing is
+ * lost; the next touch tries again). Where the range must leave VRAM (the
+ * device goes, a bind covers it, the process unmapped part of it) it is
+ * tried this many times, SVM_COPY_RETRY_MS apart, before the bytes are
+ * declared lost (poisoned, logged, counted). */
+#define SVM_COPY_TRIES 5
+#define SVM_COPY_RETRY_MS 10
+
+/* ugpu_vm_prefetch() logs its progress every this many bytes. */
+#define SVM_PREFETCH_NOTE (64ull << 20)
+
 #define SVM_MAX_MAPS 8
 
 enum where {
@@ -63,6 +79,7 @@ struct svm_dev {
 	struct ugpu_svm_stats st;
 	uint64_t vram_ranges; /* ranges in its VRAM: a runtime-PM reference while > 0 */
 	bool rpm_held;
+	uint64_t active_ns; /* the last GPU fault served for it */
 };
 
 /* Where a range is mapped in a VM (its PTEs). */
@@ -87,6 +104,9 @@ struct svm_range {
 	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
 	bool back_queued; /* a CPU touch asked for it back */
 	bool writable; /* the CPU mapping is */
+	bool in_place_only; /* shared memory: other mappings see these pages */
+	bool populating; /* its owner makes its pages present (R_CPU): a
+			  * fault there gets a fresh page, it is not parked */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
 	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */
@@ -96,7 +116,7 @@ struct svm_range {
 	unsigned int nmaps;
 };
 
-enum work_kind { W_FAULTS, W_BACK, W_GC };
+enum work_kind { W_FAULTS, W_BACK, W_GC, W_PUT };
 enum gc_kind { GC_UNMAP, GC_REMOVE, GC_REMAP };
 
 struct svm_work {
@@ -107,6 +127,8 @@ struct svm_work {
 	uint64_t start, end; /* W_BACK: the range; W_GC: the span */
 	enum gc_kind gc;
 	uint64_t to; /* GC_REMAP: where [start, end) went */
+	struct ugpu_bo *bo; /* W_PUT: an evicted range's BO, to put */
+	struct svm_dev *sd; /* W_PUT: whose VRAM it was */
 };
 
 /* A span of process memory registered with our userfaultfd. */
@@ -145,6 +167,7 @@ struct svm {
 	pthread_t worker;
 	bool worker_up, stop;
 	struct ugpu_vm *cur_vm; /* the VM the worker's current item serves */
+	struct svm_dev *cur_sd; /* the device whose W_PUT the worker runs */
 	unsigned int gc_inflight; /* GC items queued or running */
 	bool forking;
 	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
@@ -188,6 +211,7 @@ void range_done(struct svm *s, struct svm_range *r);
 void range_unmap_vms(struct svm *s, struct svm_range *r, bool (*match)(const struct ugpu_vm *, const void *), const void *arg);
 void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd);
 int vma_lookup(uint64_t addr, struct vma *out);
+unsigned int vma_page_kb(uint64_t start);
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
 int region_add(struct svm *s, uint64_t start, uint64_t end);
@@ -197,6 +221,7 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want
 /* svm/migrate.c */
 void range_unmap_gpu(struct svm *s, struct svm_range *r);
 int range_to_cpu(struct svm *s, struct svm_range *r);
+void range_to_cpu_must(struct svm *s, struct svm_range *r);
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void range_unmap_dma(struct svm *s, struct svm_range *r);
@@ -209,7 +234,11 @@ void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64
 /* svm/handler.c: what the userfaultfd handler thread does with each message */
 extern const struct uffd_owner_ops svm_uffd_ops;
 
+int svm_evict(void *arg, struct ugpu_bo *bo);
+void evicted_put(struct svm *s, struct svm_work *w);
+
 /* svm/fault.c */
+int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end);
 void work_queue(struct svm *s, struct svm_work *w);
 void *worker_main(void *arg);
 

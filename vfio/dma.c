@@ -313,8 +313,13 @@ static int seg_unmap_hw(struct dma_space *s, const struct dma_seg *g)
 
 	ret = s->dev->ops->dma_unmap(s->dev, g->iova, g->size, &unmapped);
 	if (ret < 0) {
-		log_err(s->ctx, "dma: %s: unmap of iova 0x%" PRIx64 " size 0x%" PRIx64 " failed: %d",
-			s->dev->name, g->iova, g->size, ret);
+		/* -ENODEV: the device is gone, and its mappings with it */
+		if (ret == -ENODEV)
+			log_dbg(s->ctx, "dma: %s: unmap of iova 0x%" PRIx64 ": the device is gone",
+				s->dev->name, g->iova);
+		else
+			log_err(s->ctx, "dma: %s: unmap of iova 0x%" PRIx64 " size 0x%" PRIx64 " failed: %d",
+				s->dev->name, g->iova, g->size, ret);
 		return ret;
 	}
 	if (unmapped != g->size) {

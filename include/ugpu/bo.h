@@ -76,6 +76,9 @@ struct ugpu_bo_opts {
  *        NO_RESTORE BO (it keeps its VRAM, which holds whatever the device
  *        left there; the BO stays usable).
  * @has_backup: a host-suspend backup is held (prepared or suspended).
+ * @corrupt: how many resumes found this BO's backup damaged (its checksum
+ *        did not match) and restored it anyway (ugpu_device_resume()
+ *        returned -EBADMSG).
  */
 struct ugpu_bo_info {
 	size_t size;
@@ -88,6 +91,7 @@ struct ugpu_bo_info {
 	bool lost;
 	uint32_t discarded;
 	bool has_backup;
+	uint32_t corrupt;
 };
 
 /**

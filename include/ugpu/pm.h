@@ -76,15 +76,46 @@ typedef void (*ugpu_pm_progress_fn)(void *user, enum ugpu_pm_phase phase, uint64
 				    uint64_t bytes, uint64_t ns, int err);
 
 /**
+ * typedef ugpu_pm_corrupt_fn - resume found a damaged backup.
+ * @user: ugpu_pm_opts.user.
+ * @bo_name: the BO's name (ugpu_bo_opts.name).
+ * @offset: the first damaged byte: the start of the first 64 KiB chunk of
+ *          the backup whose checksum did not match.
+ * @size: the BO's size.
+ *
+ * The BO was restored from that backup all the same (it is the only copy):
+ * its contents are damaged from @offset on, somewhere. ugpu_device_resume()
+ * then returns -EBADMSG.
+ * Context: as ugpu_pm_progress_fn.
+ */
+typedef void (*ugpu_pm_corrupt_fn)(void *user, const char *bo_name, uint64_t offset,
+				   uint64_t size);
+
+/*
+ * Kernels keep running between prepare and suspend (ugpu_pm_opts.flags).
+ * Without it, prepare stops launches until resume or cancel (a kernel
+ * submitted meanwhile waits). With it, prepare stops them only while it
+ * copies, suspend stops them again (waiting for running ones), and a kernel
+ * launched in between marks the ranges of the BOs it has writable binds on
+ * to be copied again in the window.
+ */
+#define UGPU_PM_KERNELS_RUN (1u << 0)
+#define UGPU_PM_FLAGS_ALL 0x1u
+
+/**
  * struct ugpu_pm_opts - suspend options (ugpu_device_pm_set_opts()).
  * @size: sizeof(struct ugpu_pm_opts) as the caller compiled it.
  * @progress: phase callback, or NULL.
- * @user: passed to @progress.
+ * @user: passed to @progress and @corrupt.
+ * @corrupt: damaged-backup report, or NULL (the log names the BO anyway).
+ * @flags: UGPU_PM_* bits.
  */
 struct ugpu_pm_opts {
 	size_t size;
 	ugpu_pm_progress_fn progress;
 	void *user;
+	ugpu_pm_corrupt_fn corrupt;
+	uint32_t flags;
 };
 
 /**
@@ -101,6 +132,7 @@ struct ugpu_pm_opts {
  * @discarded: NO_RESTORE BOs whose contents the last suspend dropped.
  * @cycles: completed suspend/resume cycles.
  * @failures: transitions that failed (and were recovered).
+ * @corrupt: backups the last resume found damaged (checksum mismatch).
  */
 struct ugpu_pm_stats {
 	size_t size;
@@ -116,13 +148,15 @@ struct ugpu_pm_stats {
 	uint64_t discarded;
 	uint64_t cycles;
 	uint64_t failures;
+	uint64_t corrupt;
 };
 
 /**
- * ugpu_device_pm_set_opts() - set the progress callback.
+ * ugpu_device_pm_set_opts() - set the callbacks and flags.
  * @dev: the device.
- * @opts: copied (up to @opts->size); NULL resets to none.
- * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small).
+ * @opts: copied (up to @opts->size); NULL resets to none. @flags take
+ *        effect at the next prepare.
+ * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small, unknown flags).
  * Context: any thread; not from inside the callback.
  */
 UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_pm_opts *opts);
@@ -152,7 +186,8 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
  * CPU mappings of VRAM BOs are held (a touch waits, see docs/suspend.md)
  * until resume. Unpin/destroy from other threads wait for the call to end.
  * Returns: 0 (SUSPENDED); -EBUSY when already SUSPENDED; -ENOMEM when a
- * missed backup cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
+ * missed backup, or the window's list of copies (a few bytes per run of
+ * dirty chunks), cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
  * power-off failed, or GPU kernels still ran after 5 s; -ENODEV when the
  * device is gone (also when it vanished during the call). On error the
  * device is back in D0 with its engines
@@ -166,10 +201,16 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev);
  * ugpu_device_resume() - power on and restore.
  * @dev: the device, SUSPENDED.
  *
+ * Every backup is checked against the checksums taken when it was written
+ * (XXH3 per 64 KiB chunk) before its bytes go back to VRAM.
  * Returns: 0 (ACTIVE: every BO except NO_RESTORE ones holds its contents,
  * mappings and engines work); -EBUSY when not SUSPENDED; -EIO when the
  * device does not wake (state stays SUSPENDED, every backup kept: call
- * again); a restore copy failing on the blitter is redone by the CPU.
+ * again); -EBADMSG when resumed (ACTIVE, as for 0) but at least one backup
+ * failed its check: each such BO was restored from its damaged backup and is
+ * named in the log and to ugpu_pm_opts.corrupt, counted in
+ * ugpu_pm_stats.corrupt and ugpu_bo_info.corrupt. A restore copy failing
+ * on the blitter is redone by the CPU.
  * Context: any thread; serialised with the other transitions.
  */
 UGPU_API int ugpu_device_resume(struct ugpu_device *dev);

@@ -117,6 +117,26 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 			  uint64_t va, uint64_t bytes, uint32_t flags);
 
 /**
+ * ugpu_vm_prefetch() - move [@va, +@bytes) of mirror VM @vm's span where
+ * kernels will want it, now, instead of on their faults (xe's prefetch
+ * bind, cudaMemPrefetchAsync): @to UGPU_PLACEMENT_VRAM makes the ranges
+ * there (docs/svm.md), moves each into VRAM whatever its size, and maps it
+ * in @vm; UGPU_PLACEMENT_SYSTEM brings every range in VRAM there back into
+ * the process. Synchronous; large spans log their progress every 64 MiB.
+ * Returns: 0; -EINVAL (NULL, not a mirror VM, empty, not 4 KiB aligned,
+ * outside the mirror span, another @to); -EFAULT (part of the span is not
+ * mapped in the process, or is memory shared virtual memory cannot use:
+ * what came before it was moved, nothing after); -ENOSPC (VRAM was full
+ * even after eviction: those ranges are used in place, as on a fault);
+ * -EAGAIN (SYSTEM: a copy back failed, logged; its range stays in VRAM,
+ * nothing lost); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the
+ * device did not wake).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
+			      enum ugpu_placement to);
+
+/**
  * ugpu_vm_unbind() - remove the binds that [@va, +@bytes) covers.
  * The range must cover whole binds (at least one).
  * The BOs' references are dropped. After the device is gone unbinding still
@@ -249,9 +269,14 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
  * struct ugpu_kernel_result - how a kernel ended.
  * @size: set by the caller to sizeof(struct ugpu_kernel_result).
  * @status: 0 completed; -EFAULT: it touched a GPU address no bind covers, or
- *          wrote through a read-only bind, and was aborted (@fault_va,
+ *          wrote through a read-only bind, or (mirror VMs) process memory
+ *          that is not mapped, not accessible that way, or of a kind shared
+ *          virtual memory cannot use (regular file mappings, hugetlbfs:
+ *          docs/svm.md, "Memory kinds"), and was aborted (@fault_va,
  *          @fault_access say where and how; other queues ran on); -EACCES:
- *          an atomic on memory whose policy refuses device atomics;
+ *          an atomic on memory whose policy refuses device atomics, or
+ *          (mirror VMs) one that cannot get the VRAM atomics need (VRAM
+ *          full after the retries, or shared memory, which stays in place);
  *          -ECANCELED: its queue was destroyed, or the device removed, before
  *          it ran to the end; -EIO: the device reported an error.
  * @sum: UGPU_KERNEL_READ_SUM: the sum of the words read.
@@ -333,6 +358,20 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  *          their memory.
  * @svm_abort_count: faults answered with an error (the kernel aborted).
  * @svm_ranges: ranges alive now; @svm_vram_bytes: of them in VRAM now.
+ * @svm_lost_count, @svm_lost_bytes: ranges (and their bytes) whose only
+ *          copy was in this device's VRAM when it went away by surprise, or
+ *          could not be copied back (five failed tries) when they had to
+ *          leave it (the device closed or was removed, a bind covered them):
+ *          their memory raises SIGBUS on a CPU touch from then on (SIGSEGV
+ *          on a kernel without UFFDIO_POISON, Linux 6.6), and each is logged
+ *          with its address and size. Still answered after the removal.
+ * @svm_evict_count: ranges evicted from VRAM to make room (for a BO or
+ *          another range: one LRU for both), their bytes back in process
+ *          memory.
+ * @svm_prefetch_count: ranges ugpu_vm_prefetch() made or moved to VRAM.
+ * @svm_idle_release_count: ranges brought back into the process because
+ *          they alone kept the device awake past its autosuspend delay
+ *          (runtime PM allowed): the device may then sleep, D3cold included.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -347,6 +386,10 @@ struct ugpu_svm_stats {
 	uint64_t svm_gc_count;
 	uint64_t svm_abort_count;
 	uint64_t svm_ranges, svm_vram_bytes;
+	uint64_t svm_lost_count, svm_lost_bytes;
+	uint64_t svm_evict_count;
+	uint64_t svm_idle_release_count;
+	uint64_t svm_prefetch_count;
 };
 
 /**

@@ -96,6 +96,10 @@ bad_number "--max-bytes: 4097 is not a multiple of 4096" "$B/ugpu-bench" copy --
 bad_number "--n: '5' is too small \(at least 100\)" "$B/ugpu-bench" exec --n 5
 bad_number "--total-mib: '-3' is not a number" "$B/ugpu-bench" suspend --total-mib -3
 bad_number "--shape: '0x4K' is not accepted" "$B/ugpu-bench" suspend --shape 0x4K
+bad_number "--dirty-pct: '1,0' is not accepted; expected up to 8 numbers in 1\.\.100" \
+	"$B/ugpu-bench" suspend --incremental --dirty-pct 1,0
+bad_number "--incr-vram-mib: '100' is not accepted; expected up to 8 multiples of 64" \
+	"$B/ugpu-bench" suspend --incremental --incr-vram-mib 100
 bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer in 1\.\.4096" \
 	"$B/ugpu-bench" rpm 0
 bad_number "ROUNDS: 'many' is not a number" "$B/ugpu-bench" rpm 8 many

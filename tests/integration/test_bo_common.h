@@ -22,6 +22,7 @@
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
+#include <ugpu/rpm.h>
 #include <ugpu/unplug.h>
 
 #include "mm/bo.h"
@@ -104,6 +105,15 @@ static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_la
 static inline int fx_setup_vram(void **state, uint64_t vram)
 {
 	return fx_setup_dev(state, vram, 0);
+}
+
+/* The same with runtime PM's autosuspend off: the test's suspends are the
+ * only ones. */
+static inline int fx_setup_vram_no_autosuspend(void **state, uint64_t vram)
+{
+	if (fx_setup_vram(state, vram))
+		return -1;
+	return ugpu_device_rpm_set_autosuspend_delay(((struct fx *)*state)->dev, -1);
 }
 
 static inline int fx_teardown(void **state)

@@ -4,8 +4,11 @@
  * BO population (every kind, created, rewritten, unpinned and destroyed
  * between cycles) and random injected faults (a blitter descriptor failing
  * in suspend or resume, a backup allocation failing in prepare or suspend,
- * a failed wake). After every cycle every BO except NO_RESTORE ones must
- * hold its last pattern: 0 bytes lost. Prints its seed; UGPU_SOAK_SEED
+ * a failed wake), and writes between prepare and suspend (through the API
+ * and mappings, over random ranges: the window copies only the chunks the
+ * dirty tracking marked, and every backup's checksums are checked at
+ * resume). After every cycle every BO except NO_RESTORE ones must hold what
+ * was last written to it: 0 bytes lost. Prints its seed; UGPU_SOAK_SEED
  * replays one.
  */
 #include <time.h>
@@ -23,9 +26,9 @@ static int setup(void **state)
 struct sbo {
 	struct ugpu_bo *bo;
 	uint64_t size;
-	uint32_t seed;
 	uint32_t flags;
 	uint8_t *map;
+	uint8_t *model; /* what the BO must hold */
 };
 
 static uint64_t rng;
@@ -47,13 +50,31 @@ static const uint32_t kind_flags[] = {
 	UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS | UGPU_BO_CONTIGUOUS,
 };
 
+/* Write pattern @seed over [off, off+len) of the BO (through its mapping
+ * or the API) and of its model. */
+static void write_range(struct sbo *b, uint64_t off, uint64_t len, uint32_t seed)
+{
+	uint64_t i;
+
+	for (i = 0; i < len; i++)
+		b->model[off + i] = pat(seed, i);
+	if (b->map && rnd(2))
+		memcpy(b->map + off, b->model + off, len);
+	else
+		assert_int_equal(ugpu_bo_write(b->bo, off, b->model + off, len), 0);
+}
+
 static void rewrite(struct sbo *b, uint32_t seed)
 {
-	b->seed = seed;
-	if (b->map && rnd(2))
-		pat_fill(b->map, b->size, seed);
-	else
-		assert_int_equal(bo_fill(b->bo, b->size, seed), 0);
+	write_range(b, 0, b->size, seed);
+}
+
+static void sbo_put(struct sbo *b)
+{
+	ugpu_bo_put(b->bo);
+	free(b->model);
+	b->bo = NULL;
+	b->model = NULL;
 }
 
 static uint64_t lost_bytes(struct sbo *b)
@@ -67,7 +88,7 @@ static uint64_t lost_bytes(struct sbo *b)
 	assert_non_null(buf);
 	assert_int_equal(ugpu_bo_read(b->bo, 0, buf, b->size), 0);
 	for (i = 0; i < b->size; i++)
-		lost += buf[i] != pat(b->seed, i);
+		lost += buf[i] != b->model[i];
 	free(buf);
 	return lost;
 }
@@ -113,10 +134,11 @@ static void test_soak(void **state)
 					continue; /* VRAM full of pinned BOs: fine */
 				if (fl & UGPU_BO_CPU_ACCESS)
 					assert_int_equal(ugpu_bo_map(b[i].bo, (void **)&b[i].map), 0);
+				b[i].model = malloc(b[i].size);
+				assert_non_null(b[i].model);
 				rewrite(&b[i], next_seed++);
 			} else if (b[i].bo && r == 0) {
-				ugpu_bo_put(b[i].bo);
-				b[i].bo = NULL;
+				sbo_put(&b[i]);
 			} else if (b[i].bo && r == 1) {
 				rewrite(&b[i], next_seed++);
 			} else if (b[i].bo && r == 2 && (b[i].flags & UGPU_BO_PINNED)) {
@@ -134,6 +156,15 @@ static void test_soak(void **state)
 				assert_int_equal(ret, -ENOMEM);
 				faults++;
 				prepared = false;
+			}
+		}
+		/* Writes after prepare: only what they touch is copied again. */
+		for (i = 0; prepared && i < MAXB; i++) {
+			if (b[i].bo && !rnd(3)) {
+				uint64_t off = rnd((uint32_t)b[i].size);
+
+				write_range(&b[i], off, 1 + rnd((uint32_t)(b[i].size - off)),
+					    next_seed++);
 			}
 		}
 		if (fault == 2)
@@ -180,7 +211,7 @@ static void test_soak(void **state)
 	       cycles, (unsigned long long)ok_cycles, (unsigned long long)faults);
 	assert_true(faults > 0);
 	for (i = 0; i < MAXB; i++)
-		ugpu_bo_put(b[i].bo);
+		sbo_put(&b[i]);
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);
 }
 

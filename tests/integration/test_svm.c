@@ -25,10 +25,12 @@
 
 #include <cmocka.h>
 
+#include <ugpu/rpm.h>
 #include <ugpu/vm.h>
 
 #include "base/test_point.h"
 #include "tools/ugpu-sim/sim.h"
+#include "kernel_util.h"
 #include "test_bo_common.h"
 
 #define MIB (1ull << 20)
@@ -100,17 +102,7 @@ static int teardown(void **state)
 static int kernel(struct svm_fx *s, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
 		  uint64_t value, struct ugpu_kernel_result *r)
 {
-	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = (uintptr_t)p, .bytes = bytes,
-				 .value = value };
-	uint64_t fence;
-	int ret;
-
-	memset(r, 0, sizeof(*r));
-	r->size = sizeof(*r);
-	ret = ugpu_queue_submit(s->q, &k, &fence);
-	if (!ret)
-		ret = ugpu_fence_wait(s->q, fence, WAIT_MS, r);
-	return ret ? ret : r->status;
+	return run_kernel(s->q, op, p, bytes, value, WAIT_MS, r);
 }
 
 static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
@@ -521,6 +513,402 @@ static void test_move_refused_half_way(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/* ---- memory kinds ---- */
+
+/* Shared memory (a memfd mapped twice, and MAP_SHARED anonymous) is used
+ * where it is: the GPU's stores are seen through the other mapping, nothing
+ * moves to VRAM, an atomic fault (it needs VRAM) is refused with -EACCES, and
+ * an unmap still reaches us (a kernel there afterwards is aborted). A
+ * regular file mapping, which userfaultfd cannot watch, is refused. */
+static void test_shared_memory_in_place(void **state)
+{
+	struct svm_fx *s = *state;
+	int fd = memfd_create("svm-test", MFD_CLOEXEC);
+	uint64_t *a, *b, *anon, i, want = 0, vram0;
+	struct ugpu_kernel_result r;
+	char path[] = "/var/tmp/ugpu-svm-XXXXXX";
+	int ffd;
+	void *fm;
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 * MIB), 0);
+	a = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	b = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(a != MAP_FAILED && b != MAP_FAILED);
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		a[i] = i * 7;
+		want += i * 7;
+	}
+	vram0 = stats(s).svm_vram_bytes;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, a + 1024, 64 * KIB, 0x77, &r), 0);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		assert_true(b[i] == (i >= 1024 && i < 1024 + 64 * KIB / 8 ? 0x77 : i * 7));
+	assert_true(stats(s).svm_vram_bytes == vram0); /* nothing moved */
+	assert_true(stats(s).svm_in_place_count >= 1);
+	munmap(a, 2 * MIB);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, a, 4096, 0, &r), -EFAULT);
+	assert_true(b[1] == 7); /* the other mapping is untouched */
+	munmap(b, 2 * MIB);
+	close(fd);
+
+	anon = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	for (i = 0; i < MIB / 8; i++)
+		anon[i] = 1;
+	/* a first touch by an atomic: it needs VRAM, shared memory stays */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, anon, 8, 1, &r), -EACCES);
+	assert_true(anon[0] == 1); /* nothing added */
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, anon, MIB, 5, &r), 0);
+	for (i = 0; i < MIB / 8; i++)
+		assert_true(anon[i] == 5);
+	munmap(anon, MIB);
+
+	/* Memory never touched, used in place: making its pages present
+	 * faults into the driver's own handler, which must answer (found by
+	 * the guest test: the kernel hung) */
+	anon = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, anon, MIB, 6, &r), 0);
+	for (i = 0; i < MIB / 8; i++)
+		assert_true(anon[i] == 6);
+	munmap(anon, MIB);
+	{
+		char *area = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint64_t *small = (uint64_t *)(area + 4096);
+
+		assert_true(area != MAP_FAILED);
+		assert_int_equal(mprotect(area, 4096, PROT_NONE), 0);
+		assert_int_equal(mprotect(area + 3 * 4096, 4096, PROT_NONE), 0);
+		assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, small, 8 * KIB, 8, &r), 0);
+		for (i = 0; i < 8 * KIB / 8; i++)
+			assert_true(small[i] == 8);
+		munmap(area, 4 * 4096);
+	}
+
+	ffd = mkstemp(path);
+	assert_true(ffd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(ffd, 64 * KIB), 0);
+	fm = mmap(NULL, 64 * KIB, PROT_READ | PROT_WRITE, MAP_SHARED, ffd, 0);
+	assert_true(fm != MAP_FAILED);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, fm, 64 * KIB, 0, &r), -EFAULT);
+	munmap(fm, 64 * KIB);
+	close(ffd);
+}
+
+/* ---- prefetch ---- */
+
+/* Prefetch to VRAM: every range is made and moved before the kernel, which
+ * then runs without a fault; prefetch to system memory: every range comes
+ * back with no CPU fault. Bad spans are refused. */
+static void test_prefetch(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(8 * MIB + 64 * KIB, 2 * MIB), i, words = (8 * MIB + 64 * KIB) / 8;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	uint64_t sum = 0;
+
+	for (i = 0; i < words; i++) {
+		buf[i] = i * 5;
+		sum += i * 5;
+	}
+	st0 = stats(s);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 8 * MIB + 64 * KIB, V), 0);
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= st0.svm_vram_bytes + 8 * MIB + 64 * KIB);
+	assert_true(st.svm_prefetch_count >= 5); /* four 2 MiB ranges and a 64 KiB one */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 8 * MIB + 64 * KIB, 0, &r), 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(stats(s).svm_pagefault_count, st.svm_pagefault_count); /* no fault */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB + 64 * KIB, 2, &r), 0);
+	st = stats(s);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 8 * MIB + 64 * KIB, S), 0);
+	assert_int_equal(stats(s).svm_vram_bytes, st0.svm_vram_bytes);
+	for (i = 0; i < words; i++)
+		assert_true(buf[i] == i * 5 + 2);
+	assert_int_equal(stats(s).svm_cpu_fault_count, st.svm_cpu_fault_count); /* no CPU fault */
+
+	assert_int_equal(ugpu_vm_prefetch(NULL, (uintptr_t)buf, 4096, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + 1, 4096, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 0, V), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, N), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, 0x1000, 4096, V), -EINVAL); /* below the span */
+	munmap(buf, 8 * MIB + 64 * KIB);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4096, V), -EFAULT);
+}
+
+/* ---- one LRU for ranges and BOs ---- */
+
+/* Ranges fill VRAM; BOs that want VRAM evict the least recently used
+ * ranges (their bytes back in process memory, byte-exact); then a kernel
+ * on the ranges evicts the BOs (to system memory, byte-exact). */
+static void test_ranges_and_bos_evict_each_other(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 48 * MIB, bo_bytes = 8 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, vram0;
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bo[4];
+	struct ugpu_svm_stats st;
+	int k, in_sys = 0;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i * 0x9e3779b97f4a7c15ull;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	vram0 = stats(s).svm_vram_bytes;
+	assert_true(vram0 >= 32 * MIB);
+	for (k = 0; k < 4; k++) {
+		bo[k] = bo_new(s->f->dev, bo_bytes, 0, V, S, "evictor");
+		assert_non_null(bo[k]);
+		assert_int_equal(bo_where(bo[k]), V); /* room was made */
+		assert_int_equal(bo_fill(bo[k], bo_bytes, 70 + k), 0);
+	}
+	st = stats(s);
+	assert_true(st.svm_evict_count >= 1);
+	assert_true(st.svm_vram_bytes < vram0);
+	print_message("ranges in VRAM: %llu MiB, then %llu MiB after 4 x 8 MiB BOs (%llu evicted)\n",
+		      (unsigned long long)(vram0 >> 20), (unsigned long long)(st.svm_vram_bytes >> 20),
+		      (unsigned long long)st.svm_evict_count);
+	/* the ranges now want VRAM again: the BOs go to system memory */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
+	for (k = 0; k < 4; k++) {
+		in_sys += bo_where(bo[k]) == S;
+		assert_int_equal(bo_verify(bo[k], bo_bytes, 70 + k), -1);
+		ugpu_bo_put(bo[k]);
+	}
+	assert_true(in_sys >= 1);
+	for (i = 0; i < bytes / 8; i++)
+		if (buf[i] != i * 0x9e3779b97f4a7c15ull + 1)
+			fail_msg("word %llu: %llx, want %llx", (unsigned long long)i,
+				 (unsigned long long)buf[i],
+				 (unsigned long long)(i * 0x9e3779b97f4a7c15ull + 1));
+	munmap(buf, bytes);
+}
+
+/* Host suspend: prepare moves every range back into the process (the
+ * device's VRAM holds none across the sleep); a range the CPU touches
+ * meanwhile is simply in process memory; after resume the GPU faults them
+ * in again. Byte-exact all along. */
+static void test_host_suspend_moves_ranges_home(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(8 * MIB, 2 * MIB), i, ev0;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 8 * MIB / 8; i++)
+		buf[i] = i * 3;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB, 5, &r), 0);
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= 8 * MIB);
+	ev0 = st.svm_evict_count;
+	assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+	st = stats(s);
+	assert_int_equal(st.svm_vram_bytes, 0);
+	assert_true(st.svm_evict_count >= ev0 + 4);
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	for (i = 0; i < 8 * MIB / 8; i += 4096 / 8) /* in the process: no device needed */
+		assert_true(buf[i] == i * 3 + 5);
+	assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 8 * MIB, 1, &r), 0);
+	for (i = 0; i < 8 * MIB / 8; i++)
+		if (buf[i] != i * 3 + 6)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i * 3 + 6));
+	munmap(buf, 8 * MIB);
+}
+
+/* Runtime PM allowed: once nothing but its ranges keeps the device awake
+ * past the autosuspend delay, they go back into the process and the device
+ * sleeps (here into D3cold: the threshold is 0); the next kernel wakes it
+ * and faults them in again. Byte-exact all along. */
+static void test_idle_device_sleeps_after_ranges_go_home(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_device *dev = s->f->dev;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i, t0;
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i + 11;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(dev, UINT64_MAX), 0);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(dev, 30), 0);
+	assert_int_equal(ugpu_device_rpm_allow(dev, true), 0);
+	t0 = now_ns_test();
+	do {
+		usleep(5000);
+		assert_int_equal(ugpu_device_rpm_stats(dev, &rs), 0);
+		if (now_ns_test() - t0 > 5000ull * 1000000)
+			fail_msg("the device did not sleep within 5 s (state %s, usage %u)",
+				 ugpu_rpm_state_name(rs.state), rs.usage);
+	} while (rs.state != UGPU_RPM_SUSPENDED);
+	st = stats(s);
+	assert_int_equal(st.svm_vram_bytes, 0);
+	assert_true(st.svm_idle_release_count >= 2);
+	for (i = 0; i < 4 * MIB / 8; i += 512) /* in the process: the device sleeps on */
+		assert_true(buf[i] == i + 12);
+	assert_int_equal(ugpu_device_rpm_stats(dev, &rs), 0);
+	assert_int_equal(rs.state, UGPU_RPM_SUSPENDED);
+	assert_true(rs.suspends_d3cold >= 1); /* VRAM was really lost meanwhile */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 13)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i + 13));
+	assert_int_equal(ugpu_device_rpm_allow(dev, false), 0);
+	munmap(buf, 4 * MIB);
+}
+
+/* ---- removal: an orderly one brings every range back, a surprise loses
+ * what was only in VRAM, loudly ---- */
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Whether reading *@p raises SIGBUS. */
+static bool read_faults(const volatile uint64_t *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool got = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)*p;
+	else
+		got = true;
+	sigaction(SIGBUS, &old, NULL);
+	return got;
+}
+
+static void test_orderly_removal_keeps_ranges(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_unplug_info info;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i ^ 0xa5a5;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 2, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
+	info = fx_wait_removed(s->f->dev, 10000);
+	assert_int_equal(info.status, 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != (i ^ 0xa5a5) + 2)
+			fail_msg("word %llu: %llx after the removal", (unsigned long long)i,
+				 (unsigned long long)buf[i]);
+	st = stats(s); /* still answered after the removal */
+	assert_true(st.svm_2M_migrate_count >= 2);
+	assert_int_equal(st.svm_lost_count, 0);
+	munmap(buf, 4 * MIB);
+}
+
+static void test_surprise_removal_loses_ranges_loudly(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *kept = map_anon(16 * KIB, 4 * KIB), i;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i;
+	for (i = 0; i < 16 * KIB / 8; i++)
+		kept[i] = ~i;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, kept, 16 * KIB, 0, &r), 0); /* in place */
+	assert_true(stats(s).svm_vram_bytes >= 2 * MIB);
+	assert_int_equal(sim_unplug_surprise(s->f->sim, 0), 0);
+	fx_wait_removed(s->f->dev, 10000);
+	st = stats(s);
+	assert_int_equal(st.svm_lost_count, 1);
+	assert_int_equal(st.svm_lost_bytes, 2 * MIB);
+	/* the lost range: SIGBUS, not zeroes nor what the dead BAR reads */
+	assert_true(read_faults(&buf[0]));
+	assert_true(read_faults(&buf[2 * MIB / 8 - 1]));
+	/* memory used in place had its only copy in the process: intact */
+	for (i = 0; i < 16 * KIB / 8; i++)
+		assert_true(kept[i] == ~i);
+	munmap(buf, 2 * MIB);
+	munmap(kept, 16 * KIB);
+}
+
+/* ---- fault injection: a copy back from VRAM that fails loses nothing ---- */
+
+struct copy_fault {
+	int fail_left; /* copies still to fail; -1: every one */
+	int err;
+	int hits;
+};
+
+static void fail_copy_back(void *arg, enum test_point_id id, void *obj)
+{
+	struct copy_fault *c = arg;
+	int *ret = obj;
+
+	(void)id;
+	__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) < 0) {
+		*ret = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
+	} else if (__atomic_load_n(&c->fail_left, __ATOMIC_ACQUIRE) > 0) {
+		__atomic_sub_fetch(&c->fail_left, 1, __ATOMIC_ACQ_REL);
+		*ret = __atomic_load_n(&c->err, __ATOMIC_RELAXED);
+	}
+}
+
+/* A CPU touch whose copy back fails (three times): the range stays in VRAM,
+ * the touch waits and asks again, and reads every byte. Where the range must
+ * leave VRAM (an orderly removal) and every copy fails, its bytes are lost
+ * loudly: counted, logged, SIGBUS on a touch; never zeroes. */
+static void test_copy_back_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *two = map_anon(2 * MIB, 2 * MIB), i;
+	struct copy_fault c = { .fail_left = 3, .err = -ENOMEM };
+	struct ugpu_kernel_result r;
+	struct ugpu_unplug_info info;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = two[i] = i ^ 0x1234;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy_back, &c);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != (i ^ 0x1234) + 1)
+			fail_msg("word %llu: %llx after 3 failed copies", (unsigned long long)i,
+				 (unsigned long long)buf[i]);
+	assert_int_equal(__atomic_load_n(&c.fail_left, __ATOMIC_ACQUIRE), 0);
+	assert_true(__atomic_load_n(&c.hits, __ATOMIC_RELAXED) >= 4);
+	assert_int_equal(stats(s).svm_lost_count, 0);
+
+	__atomic_store_n(&c.err, -EIO, __ATOMIC_RELAXED);
+	__atomic_store_n(&c.fail_left, -1, __ATOMIC_RELEASE); /* every copy fails from now on */
+	assert_int_equal(ugpu_device_unplug(s->f->dev), 0);
+	info = fx_wait_removed(s->f->dev, 10000);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	assert_int_equal(info.status, 0); /* the BOs moved; the range is SVM's to report */
+	assert_int_equal(stats(s).svm_lost_count, 1);
+	assert_int_equal(stats(s).svm_lost_bytes, 2 * MIB);
+	assert_true(read_faults(&two[5]));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+}
+
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
 
 struct filler {
@@ -609,6 +997,21 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mremap_then_touch_at_once, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_removal_loses_ranges_loudly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_refused_half_way, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup_wp, teardown),

@@ -6,7 +6,9 @@
  *
  * Per shape, best of --reps runs of each:
  *   prepare_ms          ugpu_device_suspend_prepare (backups allocated + filled)
- *   critical_ms         ugpu_device_suspend after prepare (the critical window)
+ *   critical_ms         ugpu_device_suspend after prepare (the critical window),
+ *                       every BO written again after prepare so that the
+ *                       window copies all of it (as before dirty tracking)
  *   resume_ms           ugpu_device_resume
  *   noprep_critical_ms  ugpu_device_suspend without prepare
  *   memcpy_ms           memcpy of the same bytes, VRAM BAR -> prefaulted
@@ -22,6 +24,20 @@
  * --reps R (default 3), --shape NxSIZE (e.g. 16x8M; repeatable, replaces
  * the default shapes 1x128M 16x8M 128x1M 2048x64K scaled to S), --phases
  * (each transition's phase breakdown to stderr).
+ *
+ * --incremental [--incr-vram-mib V,V..] [--dirty-pct P,P..]: instead of the
+ * shapes, the incremental case (issue 20). For each V (default 256,1024,4096;
+ * V MiB of pinned 64 MiB BOs on a device of the next power of two above
+ * V + 64 MiB) and each P
+ * (default 1,10,50): prepare, then dirty P % of the 64 KiB chunks, spread
+ * evenly (one word written in each through ugpu_bo_write), and time the
+ * window (best of R). full_critical_ms is the window when every chunk was
+ * written after prepare (what each suspend cost before dirty tracking).
+ * Every written word is read back after resume, and resume checks every
+ * backup's checksums (a mismatch fails the run). One JSON line per (V, P):
+ *   {"bench":"suspend","case":"incremental","vram_mib":V,"dirty_pct":P,
+ *    "critical_ms":A,"full_critical_ms":B}
+ * Target: A <= (P/100 + 0.05) x B.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -160,6 +176,12 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, 
 			if (phases)
 				print_phases(dev, "prepare", UGPU_PM_PHASE_PREPARE_EVICT,
 					     UGPU_PM_PHASE_PREPARE_BACKUP);
+			/* Every chunk dirty: the window copies every byte (the
+			 * incremental case measures less). */
+			for (i = 0; i < sh->n; i++) {
+				fill(buf, sh->size, i);
+				ugpu_bo_write(bo[i], 0, buf, sh->size);
+			}
 		}
 		t = now_ms();
 		ret = ugpu_device_suspend(dev);
@@ -210,6 +232,189 @@ out:
 	return ret;
 }
 
+/* ---- --incremental -------------------------------------------------------- */
+
+#define INCR_BO (64ull << 20)
+#define INCR_CHUNK (64ull << 10)
+
+/* The word written into chunk @c of BO @i in round @round. */
+static uint64_t incr_word(unsigned int i, uint64_t c, unsigned int round)
+{
+	return ((uint64_t)i << 48 | c << 8 | round) * 0x9e3779b97f4a7c15ull;
+}
+
+/* Is chunk @c among the @pct % dirtied (spread evenly)? 100: all. */
+static bool incr_dirty(uint64_t c, unsigned int pct)
+{
+	return (c * pct) % 100 < pct;
+}
+
+/* Dirty @pct % of the chunks of every BO (round @round), or check them. */
+static int incr_touch(struct ugpu_bo **bo, unsigned int n, unsigned int pct, unsigned int round,
+		      bool check)
+{
+	uint64_t c, w;
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		for (c = 0; c < INCR_BO / INCR_CHUNK; c++) {
+			if (!incr_dirty(c, pct))
+				continue;
+			if (!check) {
+				w = incr_word(i, c, round);
+				ret = ugpu_bo_write(bo[i], c * INCR_CHUNK + 8 * (c % 64), &w, 8);
+			} else {
+				ret = ugpu_bo_read(bo[i], c * INCR_CHUNK + 8 * (c % 64), &w, 8);
+				if (!ret && w != incr_word(i, c, round))
+					ret = -EIO;
+			}
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* One prepare, @pct % dirtied, suspend (timed into *@ms), resume, check. */
+static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int n,
+		      unsigned int pct, unsigned int round, double *ms)
+{
+	double t;
+	int ret;
+
+	ret = ugpu_device_suspend_prepare(dev);
+	if (ret)
+		return ret;
+	ret = incr_touch(bo, n, pct, round, false);
+	if (ret) {
+		ugpu_device_suspend_cancel(dev);
+		return ret;
+	}
+	t = now_ms();
+	ret = ugpu_device_suspend(dev);
+	if (ret) {
+		ugpu_device_suspend_cancel(dev);
+		return ret;
+	}
+	*ms = min_d(*ms, now_ms() - t);
+	ret = ugpu_device_resume(dev); /* -EBADMSG: a backup failed its check */
+	if (!ret)
+		ret = incr_touch(bo, n, pct, round, true);
+	if (ret == -EIO)
+		fprintf(stderr, "bench suspend: a word written before the suspend was lost\n");
+	return ret;
+}
+
+static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const unsigned int *pcts,
+			   unsigned int npct, int reps)
+{
+	unsigned int n = (unsigned int)((vram_mib << 20) / INCR_BO), i, k, round = 0;
+	struct ugpu_device *dev = NULL;
+	struct ugpu_bo **bo = NULL;
+	struct sim *sim = NULL;
+	struct sim_opts so;
+	double full = 1e30, a;
+	char uri[256];
+	int r, ret;
+
+	sim_opts_init(&so);
+	/* A power of two (the device's rule) with room for the kernel BOs. */
+	so.vram_size = 1ull << 20;
+	while (so.vram_size < (vram_mib + 64) << 20)
+		so.vram_size <<= 1;
+	ret = sim_start(&so, &sim);
+	if (ret)
+		return ret;
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
+	ret = ugpu_device_open(ctx, uri, &dev);
+	bo = calloc(n ? n : 1, sizeof(*bo));
+	if (!ret && !bo)
+		ret = -ENOMEM;
+	for (i = 0; i < n && !ret; i++) {
+		struct ugpu_bo_opts o = {
+			.size = sizeof(o),
+			.bytes = INCR_BO,
+			.placements = { UGPU_PLACEMENT_VRAM },
+			.flags = UGPU_BO_PINNED,
+			.name = "bench-incr",
+		};
+
+		ret = ugpu_bo_create(dev, &o, &bo[i]);
+	}
+	for (r = 0; r < reps && !ret; r++)
+		ret = incr_cycle(dev, bo, n, 100, ++round, &full);
+	for (k = 0; k < npct && !ret; k++) {
+		a = 1e30;
+		for (r = 0; r < reps && !ret; r++)
+			ret = incr_cycle(dev, bo, n, pcts[k], ++round, &a);
+		if (ret)
+			break;
+		printf("{\"bench\":\"suspend\",\"case\":\"incremental\",\"vram_mib\":%" PRIu64
+		       ",\"dirty_pct\":%u,\"critical_ms\":%.3f,\"full_critical_ms\":%.3f}\n",
+		       vram_mib, pcts[k], a, full);
+		fflush(stdout);
+		fprintf(stderr, "  %" PRIu64 " MiB, %u %% dirty: %.3f ms against a target of %.3f ms: %s\n",
+			vram_mib, pcts[k], a, (pcts[k] / 100.0 + 0.05) * full,
+			a <= (pcts[k] / 100.0 + 0.05) * full ? "met" : "missed");
+	}
+	if (ret)
+		fprintf(stderr, "bench suspend: incremental, %" PRIu64 " MiB: %s\n", vram_mib,
+			ugpu_strerror(ret));
+	for (i = 0; bo && i < n; i++)
+		ugpu_bo_put(bo[i]);
+	free(bo);
+	ugpu_device_close(dev);
+	sim_stop(sim);
+	return ret;
+}
+
+/* A comma-separated list of numbers ("1,10,50"), as --incr-vram-mib and
+ * --dirty-pct take it; @ok says what each may be. */
+struct num_list {
+	uint64_t v[8];
+	unsigned int n;
+	bool (*ok)(uint64_t v);
+};
+
+static int parse_list(const char *val, void *dst)
+{
+	struct num_list *l = dst;
+	char item[24];
+	unsigned int n = 0;
+
+	while (n < 8) {
+		size_t len = strcspn(val, ",");
+
+		if (!len || len >= sizeof(item))
+			return -EINVAL;
+		memcpy(item, val, len);
+		item[len] = '\0';
+		if (cli_strtou64(item, &l->v[n]) || !l->ok(l->v[n]))
+			return -EINVAL;
+		n++;
+		val += len;
+		if (!*val)
+			break;
+		val++;
+	}
+	if (*val)
+		return -EINVAL; /* more than 8 */
+	l->n = n;
+	return 0;
+}
+
+/* whole 64 MiB BOs */
+static bool vram_mib_ok(uint64_t v)
+{
+	return v && v <= (1u << 20) && !(v % (INCR_BO >> 20));
+}
+
+static bool pct_ok(uint64_t v)
+{
+	return v >= 1 && v <= 100;
+}
+
 struct shapes {
 	struct shape v[16];
 	unsigned int n;
@@ -243,7 +448,9 @@ int bench_suspend(int argc, char **argv)
 	struct shape *shapes = sh.v;
 	unsigned int nshapes, i;
 	uint64_t total_mib = 128, vram_mib = 512, reps_opt = 3, total, vram;
-	bool phases = false;
+	bool phases = false, incremental = false;
+	struct num_list vram_list = { .v = { 256, 1024, 4096 }, .n = 3, .ok = vram_mib_ok };
+	struct num_list pcts_list = { .v = { 1, 10, 50 }, .n = 3, .ok = pct_ok };
 	const struct cli_opt opts[] = {
 		{ .name = "total-mib", .kind = CLI_UINT, .dst = &total_mib, .arg = "S",
 		  .help = "MiB of pinned BOs", .min = 1, .max = 65536 },
@@ -257,6 +464,16 @@ int bench_suspend(int argc, char **argv)
 		  .range = "NxSIZE with N >= 1, SIZE >= 4K (e.g. 16x8M), at most 16 of them" },
 		{ .name = "phases", .kind = CLI_FLAG, .dst = &phases,
 		  .help = "each transition's phase breakdown to stderr" },
+		{ .name = "incremental", .kind = CLI_FLAG, .dst = &incremental,
+		  .help = "the incremental case instead of the shapes (issue 20)" },
+		{ .name = "incr-vram-mib", .kind = CLI_CALL, .dst = &vram_list, .arg = "V,V..",
+		  .call = parse_list,
+		  .help = "--incremental: MiB of pinned 64 MiB BOs, per run; default 256,1024,4096",
+		  .range = "up to 8 multiples of 64 in 64..1048576" },
+		{ .name = "dirty-pct", .kind = CLI_CALL, .dst = &pcts_list, .arg = "P,P..",
+		  .call = parse_list,
+		  .help = "--incremental: % of the 64 KiB chunks written after prepare; default 1,10,50",
+		  .range = "up to 8 numbers in 1..100" },
 		{ 0 },
 	};
 	const struct cli_cmd cli = {
@@ -276,6 +493,17 @@ int bench_suspend(int argc, char **argv)
 	vram = vram_mib << 20;
 	reps = (int)reps_opt;
 	nshapes = sh.n;
+	if (incremental) {
+		unsigned int pcts[8];
+
+		for (i = 0; i < pcts_list.n; i++)
+			pcts[i] = (unsigned int)pcts_list.v[i];
+		ret = ugpu_context_create(&copts, &ctx);
+		for (i = 0; i < vram_list.n && !ret; i++)
+			ret = run_incremental(ctx, vram_list.v[i], pcts, pcts_list.n, reps);
+		ugpu_context_destroy(ctx);
+		return ret ? 1 : 0;
+	}
 	if (vram < total + (4u << 20))
 		return cli_usage_error(cli.prog, "--vram-mib %" PRIu64 " is too small for --total-mib %" PRIu64
 				       ": expected at least %" PRIu64, vram_mib, total_mib, total_mib + 4);
