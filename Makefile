@@ -14,7 +14,12 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?= --output-on-failure
 CMAKE_ARGS ?=
 
-.PHONY: all deps deps-test build run test test-release test-asan test-tsan test-fuzz bench clean
+# make install: the library, headers, pkg-config and CMake files, the tools,
+# man pages, bash completion and the udev rule (README, Install).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+
+.PHONY: all deps deps-test build run test test-release test-asan test-tsan test-fuzz bench install clean
 
 # Test-only packages, installed by make test (not make run): the VM stage
 # (tests/vm) boots a QEMU guest with busybox (it would otherwise install them
@@ -71,6 +76,9 @@ test: test-release test-fuzz test-tsan test-asan
 
 bench: build
 	./$(BUILD)/ugpu-bench all
+
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) $(BUILD_FUZZ)

@@ -645,6 +645,7 @@ void cpu_map_mgr_stats(struct cpu_map_mgr *mgr, struct cpu_map_stats *out)
 	out->releases = atomic_load(&mgr->releases);
 	out->mapped_bytes = atomic_load(&mgr->mapped_bytes);
 	out->features = mgr->features;
+	out->user_mode_only = uffd_is_user_mode_only(mgr->u);
 }
 
 /* --- maps ---------------------------------------------------------------- */

@@ -170,6 +170,10 @@ struct cpu_map_stats {
 	uint64_t releases;
 	uint64_t mapped_bytes;
 	uint64_t features;
+	/* the userfaultfd traps user-mode faults only: the kernel's accesses to
+	 * a map (read(2) into it, pwrite(2) from it) fail with EFAULT instead of
+	 * faulting (mm/uffd.h) */
+	bool user_mode_only;
 };
 
 /*

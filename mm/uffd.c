@@ -30,6 +30,7 @@ struct uffd {
 	int stopfd;
 	pthread_t thread;
 	uint64_t features;
+	bool user_mode_only; /* UFFD_USER_MODE_ONLY: kernel-mode accesses EFAULT */
 	unsigned int tick_ms;
 	const struct uffd_owner_ops *ops;
 	void *owner;
@@ -49,12 +50,21 @@ bool uffd_on_handler(const struct uffd *u)
 	return tls_handler == u;
 }
 
-static int uffd_open(void)
+/*
+ * A userfaultfd, the best this process may have: /dev/userfaultfd is the
+ * access-controlled way in (kernel >= 6.1); without it the syscall needs
+ * CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1 for full faults; anyone
+ * may have one that traps user-mode faults only (UFFD_USER_MODE_ONLY, Linux
+ * 5.11). *@user_only says which.
+ */
+static int uffd_open(bool *user_only)
 {
 	int dev, fd;
 
-	/* /dev/userfaultfd is the access-controlled way in (kernel >= 6.1);
-	 * without it the syscall needs CAP_SYS_PTRACE or the sysctl. */
+	*user_only = false;
+	/* what an ordinary user gets, on request (tests; trying it as root) */
+	if (getenv("UGPU_UFFD_USER_MODE_ONLY"))
+		goto user_mode_only;
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (dev >= 0) {
 		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
@@ -63,14 +73,37 @@ static int uffd_open(void)
 			return fd;
 	}
 	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	return fd < 0 ? -errno : fd;
+	if (fd >= 0 || (errno != EPERM && errno != EACCES))
+		return fd < 0 ? -errno : fd;
+user_mode_only:
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0)
+		return -errno;
+	*user_only = true;
+	return fd;
+}
+
+/* Said once per process: what a user-mode-only userfaultfd costs, and how
+ * an administrator grants the full one. */
+static void warn_user_mode_only(struct ugpu_context *ctx)
+{
+	static bool said;
+
+	if (__atomic_exchange_n(&said, true, __ATOMIC_ACQ_REL))
+		return;
+	log_warn(ctx, "userfaultfd: user-mode faults only (no access to /dev/userfaultfd, vm.unprivileged_userfaultfd=0): "
+		      "this program's own accesses to CPU mappings and shared virtual memory work, but the kernel's fail with EFAULT "
+		      "(read(2)/write(2) with such memory as the buffer, another process's process_vm_readv as MPI shared-memory transports do). "
+		      "Full access: add the user to group " UFFD_GROUP " (udev rule 70-ugpu-userfaultfd.rules; docs/cpu-mappings.md), "
+		      "or sysctl vm.unprivileged_userfaultfd=1");
 }
 
 /* UFFDIO_API can be done once per fd, so ask on a throw-away one. */
 int uffd_probe(uint64_t *features)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
-	int fd = uffd_open(), ret = 0;
+	bool user_only;
+	int fd = uffd_open(&user_only), ret = 0;
 
 	if (fd < 0)
 		return fd;
@@ -85,6 +118,11 @@ int uffd_probe(uint64_t *features)
 uint64_t uffd_features(const struct uffd *u)
 {
 	return u->features;
+}
+
+bool uffd_is_user_mode_only(const struct uffd *u)
+{
+	return u->user_mode_only;
 }
 
 int uffd_register(struct uffd *u, uintptr_t addr, size_t len, uint64_t mode)
@@ -316,7 +354,7 @@ int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64
 
 	ret = uffd_probe(&avail);
 	if (ret < 0) {
-		log_err(ctx, "%s: no usable userfaultfd (%d): need /dev/userfaultfd access or vm.unprivileged_userfaultfd",
+		log_err(ctx, "%s: no usable userfaultfd (%d), not even one for user-mode faults (Linux >= 5.11): need access to /dev/userfaultfd (group " UFFD_GROUP ") or vm.unprivileged_userfaultfd=1",
 			who, ret);
 		return ret;
 	}
@@ -336,12 +374,14 @@ int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64
 	u->owner = owner;
 	pthread_mutex_init(&u->seq_lock, NULL);
 	pthread_cond_init(&u->seq_cond, NULL);
-	u->fd = uffd_open();
+	u->fd = uffd_open(&u->user_mode_only);
 	if (u->fd < 0) {
 		ret = u->fd;
 		log_err(ctx, "%s: opening a userfaultfd failed: %d", who, ret);
 		goto out_free;
 	}
+	if (u->user_mode_only)
+		warn_user_mode_only(ctx);
 	api.features = u->features;
 	if (ioctl(u->fd, UFFDIO_API, &api) < 0) {
 		ret = -errno;

@@ -25,6 +25,13 @@
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1 /* Linux 5.11 */
+#endif
+
+/* The group the shipped udev rule (dist/udev/70-ugpu-userfaultfd.rules) lets open
+ * /dev/userfaultfd, as kvm does for /dev/kvm. */
+#define UFFD_GROUP "userfaultfd"
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
 struct uffdio_poison {
@@ -69,10 +76,16 @@ struct uffd_owner_ops {
 /*
  * uffd_create() - open a userfaultfd with the features @need (every one
  * required) and those of @want the kernel offers, and start its handler.
- * Returns: 0 with *@out set; -EPERM/-ENOSYS (no usable userfaultfd: not
- * root, no /dev/userfaultfd access and vm.unprivileged_userfaultfd=0;
- * logged with what to enable); -EOPNOTSUPP (a feature of @need is missing);
- * -ENOMEM; another -errno.
+ * Without /dev/userfaultfd access, CAP_SYS_PTRACE or
+ * vm.unprivileged_userfaultfd=1 it falls back to a userfaultfd that traps
+ * user-mode faults only (UFFD_USER_MODE_ONLY), and logs once per process
+ * what that costs (kernel-mode accesses to registered memory fail with
+ * EFAULT) and how to grant full access. With UGPU_UFFD_USER_MODE_ONLY set in
+ * the environment it takes the user-mode-only one at once (tests; trying as
+ * root what an ordinary user gets).
+ * Returns: 0 with *@out set; -EPERM/-ENOSYS (no usable userfaultfd, not even
+ * a user-mode one; logged with what to enable); -EOPNOTSUPP (a feature of
+ * @need is missing); -ENOMEM; another -errno.
  */
 int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64_t want,
 		const struct uffd_owner_ops *ops, void *owner, unsigned int tick_ms,
@@ -85,6 +98,8 @@ void uffd_destroy(struct uffd *u);
 /* What the kernel offers (uffd_probe()) and what an fd was opened with. */
 int uffd_probe(uint64_t *features);
 uint64_t uffd_features(const struct uffd *u);
+/* True when @u traps user-mode faults only (see uffd_create()). */
+bool uffd_is_user_mode_only(const struct uffd *u);
 
 /*
  * uffd_sync() - return once every message read from @u so far has been

@@ -22,11 +22,20 @@
 
 #include "vfio/pci_discover.h"
 
-const struct pci_paths pci_default_paths = { .sysfs = "/sys", .dev = "/dev" };
+const struct pci_paths pci_default_paths = { .sysfs = "/sys", .dev = "/dev", .proc = "/proc",
+					    .state = "/run/ugpu" };
 
-static void say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *pci_proc_dir(const struct pci_paths *p)
+{
+	return p->proc ? p->proc : pci_default_paths.proc;
+}
 
-static void say(char *why, size_t len, const char *fmt, ...)
+const char *pci_state_dir(const struct pci_paths *p)
+{
+	return p->state ? p->state : pci_default_paths.state;
+}
+
+void pci_say(char *why, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -58,7 +67,7 @@ int pci_bdf_normalize(const char *in, char out[PCI_BDF_LEN])
 	return 0;
 }
 
-static int dev_path(const struct pci_paths *p, const char *bdf, const char *leaf, char *buf,
+int pci_dev_path(const struct pci_paths *p, const char *bdf, const char *leaf, char *buf,
 		    size_t len)
 {
 	int n = snprintf(buf, len, "%s/bus/pci/devices/%s%s%s", p->sysfs, bdf, leaf ? "/" : "",
@@ -68,7 +77,7 @@ static int dev_path(const struct pci_paths *p, const char *bdf, const char *leaf
 }
 
 /* Read a small sysfs attribute, trailing newline stripped. */
-static int read_attr(const char *path, char *buf, size_t len)
+int pci_read_attr(const char *path, char *buf, size_t len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
@@ -85,7 +94,7 @@ static int read_attr(const char *path, char *buf, size_t len)
 	return 0;
 }
 
-static int write_attr(const char *path, const char *val)
+int pci_write_attr(const char *path, const char *val)
 {
 	/* O_TRUNC as a shell redirect does: harmless on sysfs, right on a fake tree */
 	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
@@ -104,12 +113,12 @@ static uint64_t read_hex(const char *path, bool *ok)
 {
 	char buf[32];
 
-	*ok = read_attr(path, buf, sizeof(buf)) == 0;
+	*ok = pci_read_attr(path, buf, sizeof(buf)) == 0;
 	return *ok ? strtoull(buf, NULL, 16) : 0;
 }
 
 /* Last path component of the symlink @path points to, or "" if none. */
-static void link_name(const char *path, char *out, size_t len)
+void pci_link_name(const char *path, char *out, size_t len)
 {
 	char buf[PATH_MAX];
 	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
@@ -134,11 +143,11 @@ int pci_iommu_group(const struct pci_paths *p, const char *bdf)
 	char *end;
 	long g;
 
-	if (dev_path(p, bdf, NULL, path, sizeof(path)) || stat(path, &st))
+	if (pci_dev_path(p, bdf, NULL, path, sizeof(path)) || stat(path, &st))
 		return -ENODEV;
-	if (dev_path(p, bdf, "iommu_group", path, sizeof(path)))
+	if (pci_dev_path(p, bdf, "iommu_group", path, sizeof(path)))
 		return -ENAMETOOLONG;
-	link_name(path, name, sizeof(name));
+	pci_link_name(path, name, sizeof(name));
 	if (!name[0])
 		return -ENOENT;
 	g = strtol(name, &end, 10);
@@ -157,18 +166,18 @@ int pci_describe(const struct pci_paths *p, const char *bdf, struct pci_dev_desc
 	memset(d, 0, sizeof(*d));
 	if (pci_bdf_normalize(bdf, d->bdf))
 		return -EINVAL;
-	if (dev_path(p, d->bdf, NULL, path, sizeof(path)) || stat(path, &st))
+	if (pci_dev_path(p, d->bdf, NULL, path, sizeof(path)) || stat(path, &st))
 		return -ENODEV;
-	dev_path(p, d->bdf, "vendor", path, sizeof(path));
+	pci_dev_path(p, d->bdf, "vendor", path, sizeof(path));
 	d->vendor = (uint16_t)read_hex(path, &ok);
-	dev_path(p, d->bdf, "device", path, sizeof(path));
+	pci_dev_path(p, d->bdf, "device", path, sizeof(path));
 	d->device = (uint16_t)read_hex(path, &ok);
-	dev_path(p, d->bdf, "class", path, sizeof(path));
+	pci_dev_path(p, d->bdf, "class", path, sizeof(path));
 	d->class_code = (uint32_t)read_hex(path, &ok) & 0xffffff;
 	g = pci_iommu_group(p, d->bdf);
 	d->iommu_group = g >= 0 ? g : -1;
-	dev_path(p, d->bdf, "driver", path, sizeof(path));
-	link_name(path, d->driver, sizeof(d->driver));
+	pci_dev_path(p, d->bdf, "driver", path, sizeof(path));
+	pci_link_name(path, d->driver, sizeof(d->driver));
 	return 0;
 }
 
@@ -285,7 +294,21 @@ static bool driver_is_vfio_ok(const char *drv)
 	       !strcmp(drv, "pcieport");
 }
 
+static bool in_set(const char *bdf, const char *const *with, size_t nwith)
+{
+	for (size_t i = 0; i < nwith; i++)
+		if (!strcmp(bdf, with[i]))
+			return true;
+	return false;
+}
+
 int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_t len)
+{
+	return pci_group_check_with(p, bdf, NULL, 0, why, len);
+}
+
+int pci_group_check_with(const struct pci_paths *p, const char *bdf, const char *const *with,
+			 size_t nwith, char *why, size_t len)
 {
 	char dir[PATH_MAX], others[512] = "";
 	struct pci_dev_desc *v;
@@ -294,12 +317,12 @@ int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_
 
 	g = pci_iommu_group(p, bdf);
 	if (g == -ENOENT) {
-		say(why, len, "%s has no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line)",
+		pci_say(why, len, "%s has no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line)",
 		    bdf);
 		return g;
 	}
 	if (g < 0) {
-		say(why, len, "no PCI device %s", bdf);
+		pci_say(why, len, "no PCI device %s", bdf);
 		return g;
 	}
 	snprintf(dir, sizeof(dir), "%s/kernel/iommu_groups/%d/devices", p->sysfs, g);
@@ -309,7 +332,8 @@ int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_
 	for (i = 0; i < n; i++) {
 		size_t used = strlen(others);
 
-		if (!strcmp(v[i].bdf, bdf) || driver_is_vfio_ok(v[i].driver))
+		if (!strcmp(v[i].bdf, bdf) || driver_is_vfio_ok(v[i].driver) ||
+		    in_set(v[i].bdf, with, nwith))
 			continue;
 		bad++;
 		snprintf(others + used, sizeof(others) - used, "%s%s (bound to %s)", used ? ", " : "",
@@ -317,7 +341,7 @@ int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_
 	}
 	free(v);
 	if (bad) {
-		say(why, len,
+		pci_say(why, len,
 		    "IOMMU group %d of %s is not viable: %s; bind every device of the group to vfio-pci (ugpuctl bind BDF) or unbind it",
 		    g, bdf, others);
 		return -EBUSY;
@@ -325,117 +349,11 @@ int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_
 	return 0;
 }
 
-static int wait_driver(const struct pci_paths *p, const char *bdf, const char *want, int ms)
-{
-	char path[PATH_MAX], drv[64];
-	struct timespec ts = { 0, 10 * 1000 * 1000 };
-
-	dev_path(p, bdf, "driver", path, sizeof(path));
-	for (int i = 0; i <= ms / 10; i++) {
-		link_name(path, drv, sizeof(drv));
-		if (!strcmp(drv, want))
-			return 0;
-		nanosleep(&ts, NULL);
-	}
-	return -EIO;
-}
-
-static int write_checked(const char *path, const char *val, const char *bdf, char *why, size_t len)
-{
-	int ret = write_attr(path, val);
-
-	if (ret == -EACCES || ret == -EPERM || ret == -EROFS)
-		say(why, len, "cannot write %s: %s; run as root", path, strerror(-ret));
-	else if (ret)
-		say(why, len, "writing %s for %s failed: %s", path, bdf, strerror(-ret));
-	return ret == -EACCES || ret == -EROFS ? -EPERM : ret;
-}
-
-int pci_bind_vfio(const struct pci_paths *p, const char *bdf_in, char *why, size_t len)
-{
-	char bdf[PCI_BDF_LEN], path[PATH_MAX];
-	struct pci_dev_desc d;
-	struct stat st;
-	int ret;
-
-	if (pci_bdf_normalize(bdf_in, bdf)) {
-		say(why, len, "'%s' is not a PCI address (expected DDDD:BB:DD.F)", bdf_in);
-		return -EINVAL;
-	}
-	if (pci_describe(p, bdf, &d)) {
-		say(why, len, "no PCI device %s", bdf);
-		return -ENODEV;
-	}
-	if (!strcmp(d.driver, "vfio-pci"))
-		return 0;
-	snprintf(path, sizeof(path), "%s/bus/pci/drivers/vfio-pci", p->sysfs);
-	if (stat(path, &st)) {
-		say(why, len, "the vfio-pci driver is not loaded: modprobe vfio-pci");
-		return -ENOENT;
-	}
-	dev_path(p, bdf, "driver_override", path, sizeof(path));
-	if (access(path, W_OK)) {
-		say(why, len, "cannot write %s: %s; run as root", path, strerror(errno));
-		return -EPERM;
-	}
-	ret = write_checked(path, "vfio-pci", bdf, why, len);
-	if (ret)
-		return ret;
-	if (d.driver[0]) {
-		dev_path(p, bdf, "driver/unbind", path, sizeof(path));
-		ret = write_checked(path, bdf, bdf, why, len);
-		if (ret)
-			return ret;
-	}
-	snprintf(path, sizeof(path), "%s/bus/pci/drivers_probe", p->sysfs);
-	ret = write_checked(path, bdf, bdf, why, len);
-	if (ret)
-		return ret;
-	if (wait_driver(p, bdf, "vfio-pci", 2000)) {
-		say(why, len, "%s did not bind to vfio-pci (see dmesg: no IOMMU group, or vfio-pci refused it)",
-		    bdf);
-		return -EIO;
-	}
-	return 0;
-}
-
-int pci_unbind_vfio(const struct pci_paths *p, const char *bdf_in, char *why, size_t len)
-{
-	char bdf[PCI_BDF_LEN], path[PATH_MAX];
-	struct pci_dev_desc d;
-	int ret;
-
-	if (pci_bdf_normalize(bdf_in, bdf)) {
-		say(why, len, "'%s' is not a PCI address (expected DDDD:BB:DD.F)", bdf_in);
-		return -EINVAL;
-	}
-	if (pci_describe(p, bdf, &d)) {
-		say(why, len, "no PCI device %s", bdf);
-		return -ENODEV;
-	}
-	dev_path(p, bdf, "driver_override", path, sizeof(path));
-	if (access(path, W_OK)) {
-		say(why, len, "cannot write %s: %s; run as root", path, strerror(errno));
-		return -EPERM;
-	}
-	/* a lone newline clears the override */
-	ret = write_checked(path, "\n", bdf, why, len);
-	if (ret)
-		return ret;
-	if (!d.driver[0])
-		return 0;
-	dev_path(p, bdf, "driver/unbind", path, sizeof(path));
-	ret = write_checked(path, bdf, bdf, why, len);
-	if (ret)
-		return ret;
-	return 0;
-}
-
 int vfio_memlock_decide(uint64_t need, uint64_t limit, bool cap_ipc_lock, char *why, size_t len)
 {
 	if (cap_ipc_lock || limit == UINT64_MAX || limit >= need)
 		return 0;
-	say(why, len,
+	pci_say(why, len,
 	    "RLIMIT_MEMLOCK is %" PRIu64 " KiB but DMA needs %" PRIu64
 	    " KiB pinned: raise it (ulimit -l %" PRIu64 ", LimitMEMLOCK= in the systemd unit, or memlock in /etc/security/limits.conf), or grant CAP_IPC_LOCK",
 	    limit / 1024, (need + 1023) / 1024, (need + 1023) / 1024);

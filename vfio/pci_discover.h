@@ -14,11 +14,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Where the kernel's interfaces live: "/sys" and "/dev" normally. */
+/*
+ * Where the kernel's interfaces live: "/sys", "/dev" and "/proc" normally,
+ * and where ugpuctl bind records the driver a device had ("/run/ugpu"; see
+ * pci_bind.h). @proc and @state may be NULL: the defaults.
+ */
 struct pci_paths {
 	const char *sysfs;
 	const char *dev;
+	const char *proc;
+	const char *state;
 };
+
+/* @p's proc and state directories, defaults filled in. */
+const char *pci_proc_dir(const struct pci_paths *p);
+const char *pci_state_dir(const struct pci_paths *p);
 
 extern const struct pci_paths pci_default_paths;
 
@@ -71,19 +81,12 @@ int pci_iommu_group(const struct pci_paths *p, const char *bdf);
 int pci_group_check(const struct pci_paths *p, const char *bdf, char *why, size_t len);
 
 /*
- * pci_bind_vfio() - hand @bdf to vfio-pci: driver_override, unbind from the
- * current driver, drivers_probe; then wait (bounded, 2 s) for the bind.
- * Returns: 0 (also when already bound), -ENODEV no such device, -EPERM not
- * allowed (not root), -ENOENT vfio-pci not loaded, -EIO the kernel did not
- * bind it, -errno.
+ * pci_group_check_with() - as pci_group_check(), counting the devices of
+ * @with (@nwith normalized BDFs about to be bound to vfio-pci together with
+ * @bdf) as bound to vfio-pci already.
  */
-int pci_bind_vfio(const struct pci_paths *p, const char *bdf, char *why, size_t len);
-
-/*
- * pci_unbind_vfio() - clear driver_override and unbind @bdf from its driver.
- * Returns: 0 (also when not bound), -ENODEV, -EPERM, -errno.
- */
-int pci_unbind_vfio(const struct pci_paths *p, const char *bdf, char *why, size_t len);
+int pci_group_check_with(const struct pci_paths *p, const char *bdf, const char *const *with,
+			 size_t nwith, char *why, size_t len);
 
 /*
  * vfio_check_memlock() - can this process pin @need bytes for DMA?
@@ -96,5 +99,19 @@ int vfio_check_memlock(uint64_t need, char *why, size_t len);
 /* The decision itself, for tests: @limit is RLIMIT_MEMLOCK's soft value
  * (UINT64_MAX = unlimited). */
 int vfio_memlock_decide(uint64_t need, uint64_t limit, bool cap_ipc_lock, char *why, size_t len);
+
+/* ---- sysfs helpers shared with pci_bind.c ---------------------------- */
+
+/* One line for a person into @why (may be NULL), printf-style. */
+void pci_say(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* <sysfs>/bus/pci/devices/@bdf[/@leaf] into @buf: 0, -ENAMETOOLONG. */
+int pci_dev_path(const struct pci_paths *p, const char *bdf, const char *leaf, char *buf,
+		 size_t len);
+/* A small attribute, trailing newline and spaces stripped: 0, -errno. */
+int pci_read_attr(const char *path, char *buf, size_t len);
+/* Write @val (O_TRUNC, as a shell redirect): 0, -errno. */
+int pci_write_attr(const char *path, const char *val);
+/* The last component of the symlink @path points to, "" when none. */
+void pci_link_name(const char *path, char *out, size_t len);
 
 #endif

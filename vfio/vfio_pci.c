@@ -36,6 +36,7 @@
 #include <linux/vfio.h>
 
 #include "base/log.h"
+#include "vfio/pci_bind.h"
 #include "vfio/vfio_pci.h"
 
 #define VP_MAX_REGIONS VFIO_PCI_NUM_REGIONS
@@ -632,8 +633,10 @@ static int vp_info_ioctl(int fd, unsigned long req, void *head, size_t head_len,
 	return -EPROTO;
 }
 
-static int vp_open_fd(struct ugpu_context *ctx, const char *path, int *fd)
+static int vp_open_fd(struct ugpu_context *ctx, const struct pci_paths *p, const char *path, int *fd)
 {
+	char who[256];
+
 	*fd = open(path, O_RDWR | O_CLOEXEC);
 	if (*fd >= 0)
 		return 0;
@@ -643,7 +646,12 @@ static int vp_open_fd(struct ugpu_context *ctx, const char *path, int *fd)
 		return -EPERM;
 	}
 	if (errno == EBUSY) {
-		log_err(ctx, "vfio-pci: %s is busy: another process has the group open", path);
+		if (pci_path_holders(p, path, who, sizeof(who)) > 0)
+			log_err(ctx, "vfio-pci: %s is in use by %s: one process owns a device (stop it, or use the daemon)",
+				path, who);
+		else
+			log_err(ctx, "vfio-pci: %s is in use by another process: one process owns a device (stop it, or use the daemon)",
+				path);
 		return -EBUSY;
 	}
 	log_err(ctx, "vfio-pci: cannot open %s: %s", path, strerror(errno));
@@ -690,7 +698,7 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 	pthread_mutex_init(&vp->lock, NULL);
 
 	snprintf(cpath, sizeof(cpath), "%s/vfio/vfio", p->dev);
-	ret = vp_open_fd(ctx, cpath, &vp->container);
+	ret = vp_open_fd(ctx, p, cpath, &vp->container);
 	if (ret)
 		goto out_close;
 	ret = ioctl(vp->container, VFIO_GET_API_VERSION);
@@ -705,7 +713,7 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 		ret = -ENOTSUP;
 		goto out_close;
 	}
-	ret = vp_open_fd(ctx, gpath, &vp->group);
+	ret = vp_open_fd(ctx, p, gpath, &vp->group);
 	if (ret)
 		goto out_close;
 	if (ioctl(vp->group, VFIO_GROUP_GET_STATUS, &gs)) {

@@ -81,7 +81,7 @@ static int vu_negotiate(struct vu_dev *vu)
 	ret = vu_call(vu, VFU_CMD_VERSION, buf, sizeof(ver) + (size_t)n + 1, NULL, 0, VU_RECV_FDS,
 		      &r);
 	if (ret == -EBUSY)
-		log_err(vu->dev.ctx, "%s: the device is held by another client (the server answered EBUSY)",
+		log_err(vu->dev.ctx, "%s: in use: the device is held by another client (the server answered EBUSY; its log names the holder)",
 			vu->dev.name);
 	else if (ret == -ENODEV)
 		log_err(vu->dev.ctx, "%s: the server closed the connection instead of answering VERSION: it does not speak vfio-user %u.%u, or refuses this client",
@@ -557,6 +557,7 @@ int vfio_user_open_fd(struct ugpu_context *ctx, int fd, const char *name,
 	ret = vu_negotiate(vu);
 	if (ret)
 		goto out_close;
+	__atomic_store_n(&vu->negotiated, true, __ATOMIC_RELEASE);
 	ret = vu_get_device_info(vu);
 	if (ret)
 		goto out_close;

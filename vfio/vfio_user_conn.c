@@ -65,8 +65,10 @@ void vu_mark_dead_locked(struct vu_dev *vu, int err, const char *why)
 			 struct vu_pending *p;
 			 
 			 if (!vu->dead) {
-			 if (why)
+			 if (why && __atomic_load_n(&vu->negotiated, __ATOMIC_ACQUIRE))
 			log_err(vu->dev.ctx, "%s: %s; device is gone", vu->dev.name, why);
+		else if (why) /* open reports a refusal itself */
+			log_dbg(vu->dev.ctx, "%s: %s before VERSION was answered", vu->dev.name, why);
 		vu->dead = true;
 		vu->dead_err = err;
 		vfio_dev_set_gone(&vu->dev);

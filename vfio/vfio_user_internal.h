@@ -90,6 +90,9 @@ struct vu_dev {
 	uint16_t next_id;
 	bool dead;
 	int dead_err;
+	/* VERSION succeeded (atomic): a hang-up before it is a refusal that
+	 * open reports itself, not a device that went away */
+	bool negotiated;
 
 	struct vu_dma *dma;
 	uint32_t nr_dma;

@@ -7,7 +7,12 @@
 #  - the installed ugpu-demo loads the installed libugpu.so.0;
 #  - an outside program builds against it twice — through pkg-config
 #    (--static too: it must not ask for an archive) and through
-#    find_package(ugpu) — and runs.
+#    find_package(ugpu) — and runs;
+#  - the tools (ugpu-sim included) run from the prefix; the man pages of
+#    ugpuctl, ugpu-sim and libugpu are there with the version filled in and
+#    format without a warning; the bash completion of ugpuctl completes; the
+#    udev rule and the sysusers file are there;
+#  - with DESTDIR everything lands below DESTDIR/PREFIX.
 # Usage: run.sh SOURCE_DIR BUILD_DIR
 set -eu
 src=$1
@@ -83,4 +88,44 @@ cmake -S "$src/tests/install/consumer" -B "$work/cbuild" -DCMAKE_PREFIX_PATH="$p
 cmake --build "$work/cbuild" >/dev/null
 LD_LIBRARY_PATH=$libdir "$work/cbuild/consumer"
 
-echo "install: ok (SONAME $soname, no archive, no unprefixed export, pkg-config (--static too) and find_package)"
+# 3. tools, man pages, completion, udev rule
+ver=$(sed -n 's/^project(ugpu VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
+for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
+	[ -x "$prefix/bin/$t" ] || { echo "FAIL: bin/$t is not installed"; exit 1; }
+	out=$("$prefix/bin/$t" --version)
+	[ "$out" = "$t (ugpu) $ver" ] || { echo "FAIL: installed $t --version says '$out'"; exit 1; }
+done
+for page in man1/ugpuctl.1 man1/ugpu-sim.1 man7/libugpu.7; do
+	f=$prefix/share/man/$page
+	[ -f "$f" ] || { echo "FAIL: share/man/$page is not installed"; exit 1; }
+	grep -q "ugpu $ver" "$f" || { echo "FAIL: $page does not carry version $ver"; exit 1; }
+	if command -v groff >/dev/null 2>&1; then
+		warn=$(groff -man -ww -z "$f" 2>&1)
+		[ -z "$warn" ] || { echo "FAIL: $page: $warn"; exit 1; }
+	fi
+done
+comp=$prefix/share/bash-completion/completions/ugpuctl
+[ -f "$comp" ] || { echo "FAIL: the bash completion of ugpuctl is not installed"; exit 1; }
+# bash-completion's helpers stubbed: the script's own logic is what is checked
+got=$(bash -c '
+	_init_completion() { cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]};
+		words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD; }
+	_filedir() { :; }
+	. "$1"
+	COMP_WORDS=(ugpuctl su); COMP_CWORD=1; _ugpuctl; echo "${COMPREPLY[*]}"
+	COMP_WORDS=(ugpuctl unplug r); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
+	COMP_WORDS=(ugpuctl suspend --h); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
+' sh "$comp")
+[ "$got" = "suspend
+request
+--hold-ms --help" ] || { echo "FAIL: the bash completion of ugpuctl completes to: $got"; exit 1; }
+[ -f "$prefix/lib/udev/rules.d/70-ugpu-userfaultfd.rules" ] ||
+	{ echo "FAIL: lib/udev/rules.d/70-ugpu-userfaultfd.rules is not installed"; exit 1; }
+[ -f "$prefix/lib/sysusers.d/ugpu.conf" ] || { echo "FAIL: lib/sysusers.d/ugpu.conf is not installed"; exit 1; }
+
+# 4. DESTDIR: staged below DESTDIR, nothing in the prefix itself
+DESTDIR=$work/stage cmake --install "$bld" --prefix "$work/opt" >/dev/null
+[ -x "$work/stage$work/opt/bin/ugpuctl" ] && [ ! -e "$work/opt" ] ||
+	{ echo "FAIL: DESTDIR=$work/stage did not stage the install below it"; exit 1; }
+
+echo "install: ok (SONAME $soname, no archive, no unprefixed export, pkg-config (--static too) and find_package, tools, man pages, completion, udev rule, DESTDIR)"

@@ -153,6 +153,25 @@ static struct cpu_map_mgr *mgr_new(unsigned int block_timeout_ms)
 	return mgr_new_opts(block_timeout_ms, false);
 }
 
+/*
+ * A test of what a syscall touching a map does (the kernel's access faults
+ * and waits like the CPU's) needs the full userfaultfd. An ordinary user's
+ * process has the user-mode-only one (mm/uffd.h), where such a syscall gets
+ * EFAULT at once: test_user_mode_only specifies that. Skips (destroying
+ * @mgr) when @mgr has the user-mode-only one.
+ */
+static void need_kernel_faults(struct cpu_map_mgr *mgr)
+{
+	struct cpu_map_stats st;
+
+	cpu_map_mgr_stats(mgr, &st);
+	if (!st.user_mode_only)
+		return;
+	print_message("skipped: kernel-mode faults need the full userfaultfd; this process has the user-mode-only one (not root, no /dev/userfaultfd access)\n");
+	cpu_map_mgr_destroy(mgr);
+	skip();
+}
+
 static void test_args(void **state)
 {
 	struct cpu_map_mgr *mgr = mgr_new(0);
@@ -661,6 +680,7 @@ static void test_resolve_failure_recovers(void **state)
 	int sink = memfd_new(size);
 
 	(void)state;
+	need_kernel_faults(mgr);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-lost", &map, (void **)&p), 0);
 	errno = 0;
 	assert_int_equal(pwrite(sink, p, size, 0), -1);
@@ -677,6 +697,53 @@ static void test_resolve_failure_recovers(void **state)
 	cpu_map_query(map, &info);
 	assert_int_equal(info.state, CPU_MAP_UNMAPPED);
 	assert_mem_eq_fd(p, ow.fd, size);
+	assert_int_equal(cpu_map_destroy(map), 0);
+	close(ow.fd);
+	close(sink);
+	cpu_map_mgr_destroy(mgr);
+}
+
+/*
+ * What an ordinary user gets (UGPU_UFFD_USER_MODE_ONLY asks for it as root
+ * too): the program's own accesses fault in the backing as always, while a
+ * syscall reading a map that is not mapped yet gets EFAULT at once, no fault
+ * and no error state; once the program has touched the map, the kernel's
+ * accesses work.
+ */
+static void test_user_mode_only(void **state)
+{
+	const size_t size = 2 * PAGE;
+	struct cpu_map_mgr *mgr;
+	struct owner ow = { 0 };
+	struct cpu_map_info info;
+	struct cpu_map_stats st;
+	struct cpu_map *map;
+	uint8_t *p;
+	int sink = memfd_new(size);
+
+	(void)state;
+	assert_int_equal(setenv("UGPU_UFFD_USER_MODE_ONLY", "1", 1), 0);
+	mgr = mgr_new(200);
+	assert_int_equal(unsetenv("UGPU_UFFD_USER_MODE_ONLY"), 0);
+	cpu_map_mgr_stats(mgr, &st);
+	assert_true(st.user_mode_only);
+	ow.fd = memfd_new(size);
+	fd_fill(ow.fd, size, 9);
+	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-user", &map, (void **)&p), 0);
+	errno = 0;
+	assert_int_equal(pwrite(sink, p, size, 0), -1);
+	assert_int_equal(errno, EFAULT);
+	cpu_map_query(map, &info);
+	assert_int_equal(info.state, CPU_MAP_UNMAPPED);
+	assert_int_equal(info.faults, 0);
+	cpu_map_mgr_stats(mgr, &st);
+	assert_int_equal(st.errors, 0);
+	/* the program's own read faults the backing in */
+	assert_mem_eq_fd(p, ow.fd, size);
+	cpu_map_query(map, &info);
+	assert_int_equal(info.state, CPU_MAP_MAPPED);
+	assert_int_equal(pwrite(sink, p, size, 0), (ssize_t)size);
+	assert_mem_eq_fd(p, sink, size);
 	assert_int_equal(cpu_map_destroy(map), 0);
 	close(ow.fd);
 	close(sink);
@@ -730,6 +797,7 @@ static void test_block_timeout(void **state)
 	uint8_t *p;
 
 	(void)state;
+	need_kernel_faults(mgr);
 	ow.fd = memfd_new(size);
 	fd_fill(ow.fd, size, 5);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-stuck", &map, (void **)&p), 0);
@@ -762,6 +830,7 @@ static void test_block_timeout_per_map(void **state)
 	uint8_t *p;
 
 	(void)state;
+	need_kernel_faults(mgr);
 	ow.fd = memfd_new(size);
 	fd_fill(ow.fd, size, 6);
 	assert_int_equal(cpu_map_create(mgr, &plain_ops, &ow, size, "bo-own-bound", &map,
@@ -1116,6 +1185,7 @@ int main(void)
 		cmocka_unit_test(test_destroy_with_inflight_fault),
 		cmocka_unit_test(test_resolve_failure_sigbus),
 		cmocka_unit_test(test_resolve_failure_recovers),
+		cmocka_unit_test(test_user_mode_only),
 		cmocka_unit_test(test_block_timeout),
 		cmocka_unit_test(test_block_timeout_per_map),
 		cmocka_unit_test(test_invalidate_while_handler_busy),

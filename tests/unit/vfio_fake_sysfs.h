@@ -4,7 +4,9 @@
  * for what vfio/ reads: bus/pci/devices/BDF/{vendor,device,class,
  * driver_override, driver -> drivers/X, iommu_group -> kernel/iommu_groups/N},
  * bus/pci/drivers/X/unbind, bus/pci/drivers_probe,
- * kernel/iommu_groups/N/devices/BDF. Used by the test_vfio_* unit tests.
+ * kernel/iommu_groups/N/devices/BDF, class devices below a device (a disk, a
+ * network interface), and a /proc with mountinfo, swaps and processes' fds.
+ * Used by the test_vfio_* unit tests.
  */
 #ifndef UGPU_TESTS_VFIO_FAKE_SYSFS_H
 #define UGPU_TESTS_VFIO_FAKE_SYSFS_H
@@ -21,6 +23,8 @@ struct fake_sysfs {
 	char root[256]; /* the tmpdir */
 	char sys[300]; /* root/sys */
 	char dev[300]; /* root/dev */
+	char proc[300]; /* root/proc: self/mountinfo, swaps, PID/{comm,fd/N} */
+	char state[300]; /* root/run/ugpu: ugpuctl bind's records */
 };
 
 static inline void fs_mkdirs(const char *path)
@@ -73,6 +77,16 @@ static inline void fake_sysfs_init(struct fake_sysfs *fs)
 		abort();
 	snprintf(fs->sys, sizeof(fs->sys), "%s/sys", fs->root);
 	snprintf(fs->dev, sizeof(fs->dev), "%s/dev", fs->root);
+	snprintf(fs->proc, sizeof(fs->proc), "%s/proc", fs->root);
+	snprintf(fs->state, sizeof(fs->state), "%s/run/ugpu", fs->root);
+	snprintf(p, sizeof(p), "%s/self", fs->proc);
+	fs_mkdirs(p);
+	snprintf(p, sizeof(p), "%s/self/mountinfo", fs->proc);
+	fs_write(p, "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n");
+	snprintf(p, sizeof(p), "%s/swaps", fs->proc);
+	fs_write(p, "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+	snprintf(p, sizeof(p), "%s/run", fs->root);
+	fs_mkdirs(p); /* run/ugpu itself is made by the first bind */
 	snprintf(p, sizeof(p), "%s/bus/pci/devices", fs->sys);
 	fs_mkdirs(p);
 	snprintf(p, sizeof(p), "%s/bus/pci/drivers", fs->sys);
@@ -143,6 +157,45 @@ static inline void fake_sysfs_device(struct fake_sysfs *fs, const char *bdf, uns
 			abort();
 	}
 	fake_sysfs_set_driver(fs, bdf, drv);
+}
+
+/*
+ * A class device below @bdf at @rel (e.g. "nvme/nvme0/nvme0n1"), of
+ * @subsystem ("block", "net"), with attribute @attr = @val (NULL: none).
+ * Returns nothing; aborts on failure as the rest does.
+ */
+static inline void fake_sysfs_class_dev(struct fake_sysfs *fs, const char *bdf, const char *rel,
+					const char *subsystem, const char *attr, const char *val)
+{
+	char d[PATH_MAX + 64], p[PATH_MAX + 128], t[128];
+
+	snprintf(d, sizeof(d), "%s/bus/pci/devices/%s/%s", fs->sys, bdf, rel);
+	fs_mkdirs(d);
+	snprintf(p, sizeof(p), "%s/subsystem", d);
+	snprintf(t, sizeof(t), "../../../../class/%s", subsystem);
+	unlink(p);
+	if (symlink(t, p))
+		abort();
+	if (attr) {
+		snprintf(p, sizeof(p), "%s/%s", d, attr);
+		fs_write(p, val);
+	}
+}
+
+/* A process @pid named @comm with fd @fd open on @target. */
+static inline void fake_proc_fd(struct fake_sysfs *fs, int pid, const char *comm, int fd,
+				const char *target)
+{
+	char p[PATH_MAX + 64];
+
+	snprintf(p, sizeof(p), "%s/%d/fd", fs->proc, pid);
+	fs_mkdirs(p);
+	snprintf(p, sizeof(p), "%s/%d/comm", fs->proc, pid);
+	fs_write(p, comm);
+	snprintf(p, sizeof(p), "%s/%d/fd/%d", fs->proc, pid, fd);
+	unlink(p);
+	if (symlink(target, p))
+		abort();
 }
 
 static inline void fake_sysfs_destroy(struct fake_sysfs *fs)

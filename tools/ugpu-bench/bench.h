@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "tools/common/cli.h"
+
 /* CLOCK_MONOTONIC in nanoseconds: what every benchmark times with. */
 static inline uint64_t bench_ns(void)
 {

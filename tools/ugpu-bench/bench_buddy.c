@@ -398,28 +398,26 @@ static int run_one(const char *name, unsigned int reps, uint64_t seed)
 int bench_buddy(int argc, char **argv)
 {
 	static const char *const defaults[] = { "frag", "frag-reverse", "churn", "range" };
-	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	uint64_t seed = 0x9e3779b97f4a7c15ull, reps = 5;
 	const char *only = NULL;
-	unsigned long reps = 5;
+	const struct cli_opt opts[] = {
+		{ .name = "workload", .kind = CLI_STR, .dst = &only, .arg = "NAME",
+		  .help = "one of frag, frag-reverse, churn, range (default: all four)" },
+		{ .name = "reps", .kind = CLI_UINT, .dst = &reps, .arg = "N",
+		  .help = "runs per workload, the median is reported", .min = 1, .max = 64 },
+		{ .name = "seed", .kind = CLI_UINT, .dst = &seed, .arg = "N",
+		  .help = "random seed (made odd)", .max = UINT64_MAX },
+		{ 0 },
+	};
+	const struct cli_cmd cli = { .prog = "ugpu-bench buddy", .args = "",
+				     .summary = "VRAM buddy allocator: frag, frag-reverse, churn, range",
+				     .opts = opts };
 	size_t i;
-	int a, ret = 0;
+	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
-	for (a = 1; a < argc; a++) {
-		if (!strcmp(argv[a], "--workload") && a + 1 < argc) {
-			only = argv[++a];
-		} else if (!strcmp(argv[a], "--seed") && a + 1 < argc) {
-			seed = strtoull(argv[++a], NULL, 0) | 1;
-		} else if (!strcmp(argv[a], "--reps") && a + 1 < argc) {
-			reps = strtoul(argv[++a], NULL, 0);
-			if (reps < 1 || reps > 64) {
-				fprintf(stderr, "bench buddy: --reps must be 1..64\n");
-				return 2;
-			}
-		} else {
-			fprintf(stderr, "usage: ugpu-bench buddy [--workload NAME] [--reps N] [--seed N]\n");
-			return 2;
-		}
-	}
+	if (ret != CLI_CONTINUE)
+		return ret;
+	seed |= 1;
 	if (only)
 		return run_one(only, (unsigned int)reps, seed) ? 1 : 0;
 	for (i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)

@@ -284,31 +284,34 @@ static void teardown(struct bench *b)
 int bench_copy(int argc, char **argv)
 {
 	struct bench b;
-	uint64_t vram_mib = 256, size;
-	int i, ret;
+	uint64_t vram_mib = 256, max = 64ull << 20, min_ms = 100, size;
+	const struct cli_opt opts[] = {
+		{ .name = "vram-mib", .kind = CLI_UINT, .dst = &vram_mib, .arg = "N",
+		  .help = "VRAM of the reference device, MiB (at least 2 x --max-bytes)", .min = 1,
+		  .max = 1u << 20 },
+		{ .name = "max-bytes", .kind = CLI_SIZE, .dst = &max, .arg = "SIZE",
+		  .help = "largest copy, a multiple of 4096; a bare number is bytes", .min = 4096,
+		  .max = 1ull << 30, .unit = 1 },
+		{ .name = "min-ms", .kind = CLI_UINT, .dst = &min_ms, .arg = "MS",
+		  .help = "least time per measurement (best of the runs in it)", .min = 1,
+		  .max = 60000 },
+		{ 0 },
+	};
+	const struct cli_cmd cli = { .prog = "ugpu-bench copy", .args = "",
+				     .summary = "copy engine throughput vs memcpy (reference device)",
+				     .opts = opts };
+	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
 	enum dir d;
 
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (max & 4095)
+		return cli_usage_error(cli.prog, "--max-bytes: %" PRIu64 " is not a multiple of 4096",
+				       max);
 	memset(&b, 0, sizeof(b));
 	b.sys.fd = -1;
-	b.max = 64ull << 20;
-	b.min_ms = 100;
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--vram-mib") && i + 1 < argc)
-			vram_mib = strtoull(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc)
-			b.max = strtoull(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--min-ms") && i + 1 < argc)
-			b.min_ms = atoi(argv[++i]);
-		else {
-			fprintf(stderr,
-				"usage: ugpu-bench copy [--vram-mib N] [--max-bytes N] [--min-ms N]\n");
-			return 2;
-		}
-	}
-	if (b.max < 4096 || (b.max & 4095)) {
-		fprintf(stderr, "ugpu-bench copy: --max-bytes must be a multiple of 4096\n");
-		return 2;
-	}
+	b.max = max;
+	b.min_ms = (int)min_ms;
 
 	ret = setup(&b, vram_mib);
 	if (ret) {

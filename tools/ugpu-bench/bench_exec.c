@@ -117,20 +117,23 @@ int bench_exec(int argc, char **argv)
 	struct sim *sim = NULL;
 	struct sim_opts so;
 	uint64_t *ns;
-	size_t n = 2000, i;
+	uint64_t nopt = 2000;
+	const struct cli_opt opts[] = {
+		{ .name = "n", .kind = CLI_UINT, .dst = &nopt, .arg = "N",
+		  .help = "submissions measured", .min = 100, .max = 10000000 },
+		{ 0 },
+	};
+	const struct cli_cmd cli = {
+		.prog = "ugpu-bench exec", .args = "",
+		.summary = "kernel submit-to-fence latency (empty, 4 KiB write) vs socket and register round trips",
+		.opts = opts };
+	size_t n, i;
 	char uri[256];
-	int ret;
+	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
-	for (i = 1; i < (size_t)argc; i++) {
-		if (!strcmp(argv[i], "--n") && i + 1 < (size_t)argc) {
-			n = strtoul(argv[++i], NULL, 0);
-		} else {
-			fprintf(stderr, "usage: ugpu-bench exec [--n N]\n");
-			return 2;
-		}
-	}
-	if (n < 100)
-		n = 100;
+	if (ret != CLI_CONTINUE)
+		return ret;
+	n = (size_t)nopt;
 	ns = calloc(n, sizeof(*ns));
 	if (!ns)
 		return 1;

@@ -283,22 +283,37 @@ out_affinity:
 
 int bench_rpm(int argc, char **argv)
 {
-	struct rb_cfg c = {
-		.n = argc > 1 ? strtoul(argv[1], NULL, 0) : 256,
-		.rounds = argc > 2 ? (unsigned int)strtoul(argv[2], NULL, 0) : 200,
-		.wake_lat = argc > 3 ? (unsigned int)strtoul(argv[3], NULL, 0) : 100,
-		.cpu_a = -1,
-		.cpu_b = -1,
-	};
-	const char *only = argc > 4 ? argv[4] : "all";
-	int p, cpu, ret = 0;
-	bool any = false;
+	const struct cli_cmd cli = {
+		.prog = "ugpu-bench rpm", .args = "[N [ROUNDS [WAKE_US [one-cpu|two-cpu|free|all]]]]",
+		.summary = "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd, per CPU placement",
+		.about = "N: mappings, 1..4096 (default 256); ROUNDS: 1..100000 (default 200);\n"
+			 "WAKE_US: the device's wake latency, 0..10000000 (default 100);\n"
+			 "the CPU placement to run (default all)",
+		.max_pos = 4 };
+	struct rb_cfg c = { .cpu_a = -1, .cpu_b = -1 };
+	uint64_t n = 256, rounds = 200, wake = 100;
+	const char *only = "all";
+	char *pos[4];
+	unsigned npos;
+	int p, cpu, ret = cli_parse(&cli, argc, argv, pos, &npos);
 
-	if (c.n < 1 || c.n > 4096 || c.rounds < 1 || c.rounds > 100000) {
-		fprintf(stderr, "usage: ugpu-bench rpm [N mappings 1..4096] [rounds] [wake us] "
-				"[one-cpu|two-cpu|free|all]\n");
-		return 1;
-	}
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if ((npos > 0 && cli_uint(cli.prog, "N (mappings)", pos[0], 1, 4096, &n)) ||
+	    (npos > 1 && cli_uint(cli.prog, "ROUNDS", pos[1], 1, 100000, &rounds)) ||
+	    (npos > 2 && cli_uint(cli.prog, "WAKE_US", pos[2], 0, 10000000, &wake)))
+		return CLI_EXIT_USAGE;
+	if (npos > 3)
+		only = pos[3];
+	for (p = 0; p < RB_NPLACEMENTS && strcmp(only, "all") && strcmp(only, rb_placement_names[p]);
+	     p++)
+		;
+	if (p == RB_NPLACEMENTS)
+		return cli_usage_error(cli.prog, "unknown placement '%s'; expected one-cpu, two-cpu, free or all",
+				       only);
+	c.n = (size_t)n;
+	c.rounds = (unsigned int)rounds;
+	c.wake_lat = (unsigned int)wake;
 	if (pthread_getaffinity_np(pthread_self(), sizeof(c.all), &c.all)) {
 		fprintf(stderr, "bench rpm: cannot read the CPU affinity\n");
 		return 1;
@@ -318,7 +333,6 @@ int bench_rpm(int argc, char **argv)
 
 		if (strcmp(only, "all") && strcmp(only, rb_placement_names[p]))
 			continue;
-		any = true;
 		if (p == RB_TWO_CPU && c.cpu_b < 0) {
 			fprintf(stderr, "bench rpm: two-cpu skipped: this process may use one CPU\n");
 			continue;
@@ -345,11 +359,6 @@ int bench_rpm(int argc, char **argv)
 		       res.touch_p99, base, res.uffd_p50, res.uffd_loop_p50, res.wake, c.wake_lat, target,
 		       res.touch_p50 <= target ? "true" : "false");
 		fflush(stdout);
-	}
-	if (!any) {
-		fprintf(stderr, "bench rpm: unknown placement '%s' (one-cpu, two-cpu, free, all)\n",
-			only);
-		return 1;
 	}
 	return ret;
 }

@@ -369,107 +369,145 @@ static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const un
 	return ret;
 }
 
-/* "1,10,50" -> @v (at most @max); the count, or 0 when malformed. */
-static unsigned int parse_list(const char *s, uint64_t *v, unsigned int max)
-{
-	unsigned int n = 0;
-	char *end;
+/* A comma-separated list of numbers ("1,10,50"), as --incr-vram-mib and
+ * --dirty-pct take it; @ok says what each may be. */
+struct num_list {
+	uint64_t v[8];
+	unsigned int n;
+	bool (*ok)(uint64_t v);
+};
 
-	while (*s && n < max) {
-		v[n] = strtoull(s, &end, 0);
-		if (end == s || !v[n])
-			return 0;
+static int parse_list(const char *val, void *dst)
+{
+	struct num_list *l = dst;
+	char item[24];
+	unsigned int n = 0;
+
+	while (n < 8) {
+		size_t len = strcspn(val, ",");
+
+		if (!len || len >= sizeof(item))
+			return -EINVAL;
+		memcpy(item, val, len);
+		item[len] = '\0';
+		if (cli_strtou64(item, &l->v[n]) || !l->ok(l->v[n]))
+			return -EINVAL;
 		n++;
-		if (*end != ',')
-			return *end ? 0 : n;
-		s = end + 1;
+		val += len;
+		if (!*val)
+			break;
+		val++;
 	}
-	return *s ? 0 : n;
+	if (*val)
+		return -EINVAL; /* more than 8 */
+	l->n = n;
+	return 0;
 }
 
-static uint64_t parse_size(const char *s)
+/* whole 64 MiB BOs */
+static bool vram_mib_ok(uint64_t v)
 {
-	char *end;
-	uint64_t v = strtoull(s, &end, 0);
+	return v && v <= (1u << 20) && !(v % (INCR_BO >> 20));
+}
 
-	if (*end == 'K' || *end == 'k')
-		v <<= 10;
-	else if (*end == 'M' || *end == 'm')
-		v <<= 20;
-	else if (*end == 'G' || *end == 'g')
-		v <<= 30;
-	return v;
+static bool pct_ok(uint64_t v)
+{
+	return v >= 1 && v <= 100;
+}
+
+struct shapes {
+	struct shape v[16];
+	unsigned int n;
+};
+
+/* --shape NxSIZE: N BOs of SIZE bytes (K, M, G suffixes), repeatable. */
+static int parse_shape(const char *val, void *dst)
+{
+	struct shapes *s = dst;
+	char num[24];
+	const char *x = strchr(val, 'x');
+	uint64_t n, size;
+
+	if (!x || s->n >= 16 || (size_t)(x - val) >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, val, (size_t)(x - val));
+	num[x - val] = '\0';
+	if (cli_strtou64(num, &n) || !n || n > UINT32_MAX || cli_strtosize(x + 1, 1, &size) ||
+	    size < 4096)
+		return -EINVAL;
+	s->v[s->n].n = (unsigned int)n;
+	s->v[s->n].size = size;
+	s->n++;
+	return 0;
 }
 
 int bench_suspend(int argc, char **argv)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct shape shapes[16];
-	unsigned int nshapes = 0, i;
-	uint64_t total = 128ull << 20, vram = 512ull << 20;
+	struct shapes sh = { .n = 0 };
+	struct shape *shapes = sh.v;
+	unsigned int nshapes, i;
+	uint64_t total_mib = 128, vram_mib = 512, reps_opt = 3, total, vram;
+	bool phases = false, incremental = false;
+	struct num_list vram_list = { .v = { 256, 1024, 4096 }, .n = 3, .ok = vram_mib_ok };
+	struct num_list pcts_list = { .v = { 1, 10, 50 }, .n = 3, .ok = pct_ok };
+	const struct cli_opt opts[] = {
+		{ .name = "total-mib", .kind = CLI_UINT, .dst = &total_mib, .arg = "S",
+		  .help = "MiB of pinned BOs", .min = 1, .max = 65536 },
+		{ .name = "vram-mib", .kind = CLI_UINT, .dst = &vram_mib, .arg = "V",
+		  .help = "VRAM of the reference device, MiB (at least S + 4)", .min = 16,
+		  .max = 1u << 20 },
+		{ .name = "reps", .kind = CLI_UINT, .dst = &reps_opt, .arg = "R",
+		  .help = "cycles per shape", .min = 1, .max = 1000 },
+		{ .name = "shape", .kind = CLI_CALL, .dst = &sh, .arg = "NxSIZE", .call = parse_shape,
+		  .help = "N BOs of SIZE each; repeatable, replaces the default shapes",
+		  .range = "NxSIZE with N >= 1, SIZE >= 4K (e.g. 16x8M), at most 16 of them" },
+		{ .name = "phases", .kind = CLI_FLAG, .dst = &phases,
+		  .help = "each transition's phase breakdown to stderr" },
+		{ .name = "incremental", .kind = CLI_FLAG, .dst = &incremental,
+		  .help = "the incremental case instead of the shapes (issue 20)" },
+		{ .name = "incr-vram-mib", .kind = CLI_CALL, .dst = &vram_list, .arg = "V,V..",
+		  .call = parse_list,
+		  .help = "--incremental: MiB of pinned 64 MiB BOs, per run; default 256,1024,4096",
+		  .range = "up to 8 multiples of 64 in 64..1048576" },
+		{ .name = "dirty-pct", .kind = CLI_CALL, .dst = &pcts_list, .arg = "P,P..",
+		  .call = parse_list,
+		  .help = "--incremental: % of the 64 KiB chunks written after prepare; default 1,10,50",
+		  .range = "up to 8 numbers in 1..100" },
+		{ 0 },
+	};
+	const struct cli_cmd cli = {
+		.prog = "ugpu-bench suspend", .args = "",
+		.summary = "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy",
+		.about = "Default shapes: 1xS, S/8M x 8M, S/1M x 1M, S/64K x 64K.", .opts = opts };
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
 	struct sim *sim = NULL;
 	struct sim_opts so;
 	char uri[256];
-	int reps = 3, ret = 0, a;
-	bool phases = false, incremental = false;
-	uint64_t incr_v[8] = { 256, 1024, 4096 }, incr_p[8] = { 1, 10, 50 };
-	unsigned int n_v = 3, n_p = 3;
+	int reps, ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
-	for (a = 1; a < argc; a++) {
-		if (!strcmp(argv[a], "--total-mib") && a + 1 < argc)
-			total = strtoull(argv[++a], NULL, 0) << 20;
-		else if (!strcmp(argv[a], "--vram-mib") && a + 1 < argc)
-			vram = strtoull(argv[++a], NULL, 0) << 20;
-		else if (!strcmp(argv[a], "--reps") && a + 1 < argc)
-			reps = atoi(argv[++a]);
-		else if (!strcmp(argv[a], "--phases"))
-			phases = true;
-		else if (!strcmp(argv[a], "--incremental"))
-			incremental = true;
-		else if (!strcmp(argv[a], "--incr-vram-mib") && a + 1 < argc) {
-			n_v = parse_list(argv[++a], incr_v, 8);
-			for (i = 0; i < n_v; i++)
-				if (incr_v[i] % (INCR_BO >> 20))
-					n_v = 0; /* whole 64 MiB BOs */
-			if (!n_v)
-				goto usage;
-		} else if (!strcmp(argv[a], "--dirty-pct") && a + 1 < argc) {
-			n_p = parse_list(argv[++a], incr_p, 8);
-			for (i = 0; i < n_p; i++)
-				if (incr_p[i] > 100)
-					n_p = 0;
-			if (!n_p)
-				goto usage;
-		}
-		else if (!strcmp(argv[a], "--shape") && a + 1 < argc && nshapes < 16) {
-			char *x = strchr(argv[++a], 'x');
-
-			if (!x)
-				goto usage;
-			shapes[nshapes].n = (unsigned int)strtoul(argv[a], NULL, 0);
-			shapes[nshapes].size = parse_size(x + 1);
-			if (!shapes[nshapes].n || shapes[nshapes].size < 4096)
-				goto usage;
-			nshapes++;
-		} else {
-			goto usage;
-		}
-	}
-	if (reps < 1 || total < (1u << 20) || vram < total + (4u << 20))
-		goto usage;
+	if (ret != CLI_CONTINUE)
+		return ret;
+	total = total_mib << 20;
+	vram = vram_mib << 20;
+	reps = (int)reps_opt;
+	nshapes = sh.n;
 	if (incremental) {
 		unsigned int pcts[8];
 
-		for (i = 0; i < n_p; i++)
-			pcts[i] = (unsigned int)incr_p[i];
+		for (i = 0; i < pcts_list.n; i++)
+			pcts[i] = (unsigned int)pcts_list.v[i];
 		ret = ugpu_context_create(&copts, &ctx);
-		for (i = 0; i < n_v && !ret; i++)
-			ret = run_incremental(ctx, incr_v[i], pcts, n_p, reps);
+		for (i = 0; i < vram_list.n && !ret; i++)
+			ret = run_incremental(ctx, vram_list.v[i], pcts, pcts_list.n, reps);
 		ugpu_context_destroy(ctx);
 		return ret ? 1 : 0;
 	}
+	if (vram < total + (4u << 20))
+		return cli_usage_error(cli.prog, "--vram-mib %" PRIu64 " is too small for --total-mib %" PRIu64
+				       ": expected at least %" PRIu64, vram_mib, total_mib, total_mib + 4);
+	ret = 0;
 	if (!nshapes) {
 		static const uint64_t sizes[] = { 0, 8ull << 20, 1ull << 20, 64ull << 10 };
 
@@ -503,11 +541,4 @@ fail:
 	ugpu_context_destroy(ctx);
 	sim_stop(sim);
 	return ret ? 1 : 0;
-usage:
-	fprintf(stderr, "usage: ugpu-bench suspend [--total-mib S] [--vram-mib V] [--reps R] "
-			"[--shape NxSIZE]... [--phases]\n"
-			"       ugpu-bench suspend --incremental [--incr-vram-mib V,V..] "
-			"[--dirty-pct P,P..] [--reps R]\n"
-			"       (V: multiples of 64, default 256,1024,4096; P: 1..100, default 1,10,50)\n");
-	return 2;
 }

@@ -27,6 +27,7 @@
  * run it on a quiet machine.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,25 +369,29 @@ int bench_svm(int argc, char **argv)
 	struct sim *sim = NULL;
 	struct sb b = { 0 };
 	struct sim_opts so;
-	size_t mib = 256, n = 1000;
+	uint64_t mib_opt = 256, n_opt = 1000;
+	const struct cli_opt opts[] = {
+		{ .name = "mib", .kind = CLI_UINT, .dst = &mib_opt, .arg = "N",
+		  .help = "MiB of malloc'd memory moved (even)", .min = 64, .max = 65536 },
+		{ .name = "n", .kind = CLI_UINT, .dst = &n_opt, .arg = "N",
+		  .help = "4 KiB faults measured", .min = 100, .max = 10000000 },
+		{ 0 },
+	};
+	const struct cli_cmd cli = {
+		.prog = "ugpu-bench svm", .args = "",
+		.summary = "shared virtual memory: GPU faults into VRAM, CPU touches back vs memcpy and raw uffd",
+		.opts = opts };
+	size_t mib, n;
 	char uri[256];
-	int i, ret;
+	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--mib") && i + 1 < argc) {
-			mib = strtoul(argv[++i], NULL, 0);
-		} else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
-			n = strtoul(argv[++i], NULL, 0);
-		} else {
-			fprintf(stderr, "usage: ugpu-bench svm [--mib N (>= 64, even)] [--n N]\n");
-			return 2;
-		}
-	}
-	if (mib < 64)
-		mib = 64;
-	mib &= ~(size_t)1;
-	if (n < 100)
-		n = 100;
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (mib_opt & 1)
+		return cli_usage_error(cli.prog, "--mib: %" PRIu64 " is odd; expected an even number",
+				       mib_opt);
+	mib = (size_t)mib_opt;
+	n = (size_t)n_opt;
 	sim_opts_init(&so);
 	/* VRAM for every range at once, plus the driver's own objects. */
 	so.vram_size = 64 * MIB;

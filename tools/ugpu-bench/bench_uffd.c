@@ -305,13 +305,20 @@ out:
 
 int bench_uffd(int argc, char **argv)
 {
-	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : 256;
-	int ret = 0;
+	const struct cli_cmd cli = { .prog = "ugpu-bench uffd", .args = "[N]",
+				     .summary = "userfaultfd round trip vs cpu_map fault/invalidate/release",
+				     .about = "N: mappings of 64 KiB, 2..1048576 (default 256)",
+				     .max_pos = 1 };
+	uint64_t n = 256;
+	char *pos[1];
+	unsigned npos;
+	int ret = cli_parse(&cli, argc, argv, pos, &npos);
 
-	if (n < 2 || n > 1u << 20) {
-		fprintf(stderr, "usage: ugpu-bench uffd [N mappings, 2..1048576]\n");
-		return 1;
-	}
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (npos && cli_uint(cli.prog, "N (mappings)", pos[0], 2, 1u << 20, &n))
+		return CLI_EXIT_USAGE;
+	ret = 0;
 	ret |= bench_raw(n * 16);
 	ret |= bench_cpu_map(n, 64 * 1024, 8);
 	return ret;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tools/ugpu-bench/bench.h"
+#include "tools/common/cli.h"
 
 static const struct bench_cmd {
 	const char *name;
@@ -29,9 +30,20 @@ static void usage(FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "usage: ugpu-bench all | NAME [args]\n");
+	fprintf(f, "usage: ugpu-bench all | NAME [OPTIONS]\n"
+		   "performance checks, each against its own baseline; one JSON object per line\n\n"
+		   "benchmarks:\n");
 	for (i = 0; i < NBENCH; i++)
 		fprintf(f, "  %-8s %s\n", benches[i].name, benches[i].help);
+	fprintf(f, "\n'ugpu-bench NAME --help' gives a benchmark's options, ranges and defaults.\n"
+		   "  %-24s %s\n  %-24s %s\n", "-h, --help", "print this help and exit", "--version",
+		"print the version and exit");
+}
+
+/* A benchmark's answer as an exit code: 0, 1 failed, 2 usage error. */
+static int exit_code(int r)
+{
+	return r == 0 || r == CLI_EXIT_USAGE ? r : 1;
 }
 
 int main(int argc, char **argv)
@@ -39,11 +51,26 @@ int main(int argc, char **argv)
 	size_t i;
 	int ret = 0;
 
-	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		usage(argc < 2 ? stderr : stdout);
-		return argc < 2 ? 2 : 0;
+	if (argc < 2)
+		return cli_usage_error("ugpu-bench", "missing benchmark NAME (or all)");
+	if (cli_is_help(argv[1])) {
+		usage(stdout);
+		return 0;
+	}
+	if (cli_is_version(argv[1])) {
+		cli_version("ugpu-bench", stdout);
+		return 0;
 	}
 	if (!strcmp(argv[1], "all")) {
+		static const struct cli_cmd all_cli = {
+			.prog = "ugpu-bench all",
+			.args = "",
+			.summary = "every benchmark with its defaults, in the order of 'ugpu-bench --help'",
+		};
+		int rc = cli_parse(&all_cli, argc - 1, argv + 1, NULL, NULL);
+
+		if (rc != CLI_CONTINUE)
+			return rc;
 		for (i = 0; i < NBENCH; i++) {
 			char *args[] = { (char *)benches[i].name, NULL };
 
@@ -54,8 +81,6 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < NBENCH; i++)
 		if (!strcmp(argv[1], benches[i].name))
-			return benches[i].fn(argc - 1, argv + 1) ? 1 : 0;
-	fprintf(stderr, "ugpu-bench: unknown benchmark '%s'\n", argv[1]);
-	usage(stderr);
-	return 2;
+			return exit_code(benches[i].fn(argc - 1, argv + 1));
+	return cli_usage_error("ugpu-bench", "unknown benchmark '%s'", argv[1]);
 }

@@ -18,11 +18,12 @@
  * start the reference device and inject its faults: that is the hardware,
  * not the driver. The build checks the includes (cmake/demo_includes.cmake).
  *
- * usage: ugpu-demo [--device URI] [--vram MiB]
+ * usage: ugpu-demo [--device URI] [--vram SIZE]
  *   --device URI   use this device instead of the embedded reference device
  *                  (vfio-user:PATH or pci:DDDD:BB:DD.F); the unplug step
  *                  needs the embedded device and is skipped otherwise
- *   --vram MiB     VRAM of the embedded device (default 128)
+ *   --vram SIZE    VRAM of the embedded device: a power of two, 16M..1T; a
+ *                  bare number is MiB (default 128)
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -40,6 +41,7 @@
 #include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
+#include "tools/common/cli.h"
 #include "tools/ugpu-sim/sim.h"
 
 static int step_no;
@@ -705,6 +707,27 @@ static void demo_unplug(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo
 		ugpu_bo_put(late);
 }
 
+static const char *uri;
+static uint64_t vram = 128ull << 20;
+
+static const struct cli_opt demo_opts[] = {
+	{ .name = "device", .kind = CLI_STR, .dst = &uri, .arg = "URI",
+	  .help = "use this device (vfio-user:PATH or pci:DDDD:BB:DD.F) instead of the embedded "
+		  "reference device; the unplug step is skipped" },
+	{ .name = "vram", .kind = CLI_SIZE, .dst = &vram, .arg = "SIZE",
+	  .help = "VRAM of the embedded device; a bare number is MiB", .min = 16ull << 20,
+	  .max = 1ull << 40, .unit = 1ull << 20, .pow2 = true },
+	{ 0 },
+};
+
+static const struct cli_cmd demo_cli = {
+	.prog = "ugpu-demo",
+	.args = "",
+	.summary = "the driver's tour, every step checked: bring-up, allocator, blitter, kernels,\n"
+		   "shared virtual memory, BOs and eviction, suspend, runtime PM, hot-unplug",
+	.opts = demo_opts,
+};
+
 int main(int argc, char **argv)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_fn = log_hook,
@@ -713,8 +736,6 @@ int main(int argc, char **argv)
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
 	struct sim *sim = NULL;
-	const char *uri = NULL;
-	uint64_t vram_mib = 128;
 	struct ugpu_bo *bos[DEMO_NBO];
 	unsigned char *tmp = NULL;
 	int nbos = 0;
@@ -722,16 +743,9 @@ int main(int argc, char **argv)
 	double t0;
 	int i, ret;
 
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--device") && i + 1 < argc)
-			uri = argv[++i];
-		else if (!strcmp(argv[i], "--vram") && i + 1 < argc)
-			vram_mib = strtoull(argv[++i], NULL, 0);
-		else {
-			fprintf(stderr, "usage: %s [--device URI] [--vram MiB]\n", argv[0]);
-			return 2;
-		}
-	}
+	ret = cli_parse(&demo_cli, argc, argv, NULL, NULL);
+	if (ret != CLI_CONTINUE)
+		return ret;
 
 	printf("ugpu %s demo: a userspace GPU driver over VFIO\n", ugpu_version_string());
 	ret = ugpu_context_create(&copts, &ctx);
@@ -745,10 +759,10 @@ int main(int argc, char **argv)
 
 		step("Start the reference device (ugpu-sim, in-process, over vfio-user)");
 		sim_opts_init(&so);
-		so.vram_size = vram_mib << 20;
+		so.vram_size = vram;
 		so.wake_latency_us = 500;
 		ret = sim_start(&so, &sim);
-		result(ret == 0, "ugpu-sim serving %" PRIu64 " MiB of VRAM at %s", vram_mib,
+		result(ret == 0, "ugpu-sim serving %" PRIu64 " MiB of VRAM at %s", vram >> 20,
 		       ret ? "-" : sim_socket_path(sim, 0));
 		if (ret)
 			goto out;

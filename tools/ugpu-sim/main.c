@@ -6,6 +6,9 @@
  *            [--devices N] [--wake-latency-us N] [--max-dma-maps N]
  *            [--req-interval-ms N] [--slow-link A-B]... [--exec-queues N]
  *
+ * ugpu-sim --help gives each option's range and default (tools/common/cli.h
+ * parses them).
+ *
  * The vfio-user backend-program conventions (qemu docs/interop/vfio-user.rst):
  * --socket-path=PATH listens on a UNIX socket (--socket PATH is the older
  * spelling); --fd=N serves the connected stream socket N instead and exits
@@ -16,7 +19,6 @@
  * sockets.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,146 +28,104 @@
 #include <time.h>
 
 #include "sim.h"
+#include "tools/common/cli.h"
 
-static void usage(FILE *f)
+#define MAX_WAKE_LATENCY_US 10000000u /* 10 s */
+#define MAX_REQ_INTERVAL_MS 3600000u /* an hour */
+
+/* The command line, parsed into these, then into struct sim_opts. */
+static const char *socket_path, *control_path;
+static uint64_t vram = 256ull << 20, devices = 1, wake_latency_us, max_dma_maps = 65535,
+		req_interval_ms = 10000, exec_queues = 4;
+static int client_fd = -1;
+static uint32_t slow_links[SIM_MAX_DEVICES];
+
+static int parse_fd(const char *val, void *dst)
 {
-	fprintf(f, "usage: ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE[K|M|G]] "
-		   "[--control PATH] [--devices N]\n"
-		   "                [--wake-latency-us N] [--max-dma-maps N (<= 65535)] "
-		   "[--req-interval-ms N] [--slow-link A-B]...\n"
-		   "                [--exec-queues N (1..64, default 4)]\n");
-}
+	uint64_t v;
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s)
+	if (cli_strtou64(val, &v) || v > 0x7fffffff)
 		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		v <<= 10;
-		end++;
-		break;
-	case 'm':
-	case 'M':
-		v <<= 20;
-		end++;
-		break;
-	case 'g':
-	case 'G':
-		v <<= 30;
-		end++;
-		break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end)
-		return -EINVAL;
-	*out = v;
+	*(int *)dst = (int)v;
 	return 0;
 }
 
-static int parse_uint(const char *s, unsigned *out)
+static int parse_link(const char *val, void *dst)
 {
-	char *end;
-	unsigned long v;
+	uint32_t *links = dst;
+	char a_s[16], b_s[16];
+	uint64_t a, b;
+	int n = 0;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > 0xffffffffu)
+	if (sscanf(val, "%15[0-9]-%15[0-9]%n", a_s, b_s, &n) != 2 || val[n] || cli_strtou64(a_s, &a) ||
+	    cli_strtou64(b_s, &b) || a >= SIM_MAX_DEVICES || b >= SIM_MAX_DEVICES || a == b)
 		return -EINVAL;
-	*out = (unsigned)v;
+	links[a] |= 1u << b;
 	return 0;
 }
+
+static const struct cli_opt opts_table[] = {
+	{ .name = "socket-path", .kind = CLI_STR, .dst = &socket_path, .arg = "PATH",
+	  .help = "listen on this UNIX socket (device i of N: PATH.i)" },
+	{ .name = "socket", .kind = CLI_STR, .dst = &socket_path, .arg = "PATH",
+	  .help = "the older spelling of --socket-path" },
+	{ .name = "fd", .kind = CLI_CALL, .dst = &client_fd, .arg = "N", .call = parse_fd,
+	  .help = "serve this connected stream socket, exit when its client leaves",
+	  .range = "a file descriptor, 0..2147483647" },
+	{ .name = "vram", .kind = CLI_SIZE, .dst = &vram, .arg = "SIZE", .help = "VRAM per device",
+	  .min = 1ull << 20, .max = 1ull << 40, .unit = 1, .pow2 = true },
+	{ .name = "control", .kind = CLI_STR, .dst = &control_path, .arg = "PATH",
+	  .help = "control socket (removal, fault injection; docs/reference-device.md)" },
+	{ .name = "devices", .kind = CLI_UINT, .dst = &devices, .arg = "N",
+	  .help = "devices on one fabric", .min = 1, .max = SIM_MAX_DEVICES },
+	{ .name = "wake-latency-us", .kind = CLI_UINT, .dst = &wake_latency_us, .arg = "US",
+	  .help = "D3 -> D0 latency", .max = MAX_WAKE_LATENCY_US },
+	{ .name = "max-dma-maps", .kind = CLI_UINT, .dst = &max_dma_maps, .arg = "N",
+	  .help = "DMA mappings a client may hold", .min = 1, .max = 65535 },
+	{ .name = "req-interval-ms", .kind = CLI_UINT, .dst = &req_interval_ms, .arg = "MS",
+	  .help = "how often a removal request repeats", .min = 1, .max = MAX_REQ_INTERVAL_MS },
+	{ .name = "slow-link", .kind = CLI_CALL, .dst = slow_links, .arg = "A-B", .call = parse_link,
+	  .help = "the fabric link between devices A and B is slow; repeatable",
+	  .range = "A-B, device numbers 0..15, A != B" },
+	{ .name = "exec-queues", .kind = CLI_UINT, .dst = &exec_queues, .arg = "N",
+	  .help = "exec queues per device", .min = 1, .max = SIM_MAX_EXEC_QUEUES },
+	{ 0 },
+};
+
+static const struct cli_cmd sim_cli = {
+	.prog = "ugpu-sim",
+	.args = "",
+	.summary = "the reference device, served over vfio-user",
+	.about = "Give one of --socket-path and --fd. Prints one line when it serves, serves until\n"
+		 "SIGTERM/SIGINT, then stops and unlinks its sockets. Sizes take K, M, G, T\n"
+		 "(powers of 1024); a bare number is bytes.",
+	.opts = opts_table,
+};
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "socket-path", required_argument, NULL, 's' },
-		{ "fd", required_argument, NULL, 'f' },
-		{ "vram", required_argument, NULL, 'v' },
-		{ "control", required_argument, NULL, 'c' },
-		{ "devices", required_argument, NULL, 'n' },
-		{ "wake-latency-us", required_argument, NULL, 'w' },
-		{ "max-dma-maps", required_argument, NULL, 'm' },
-		{ "req-interval-ms", required_argument, NULL, 'r' },
-		{ "slow-link", required_argument, NULL, 'l' },
-		{ "exec-queues", required_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct sim_opts opts;
 	struct sim *sim;
 	sigset_t set;
-	unsigned fdnum;
-	int c, ret, li;
+	int ret = cli_parse(&sim_cli, argc, argv, NULL, NULL);
 
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (!socket_path == (client_fd < 0))
+		return cli_usage_error(sim_cli.prog, "give one of --socket-path and --fd");
+	if (client_fd >= 0 && devices != 1)
+		return cli_usage_error(sim_cli.prog, "--fd serves one device: --devices must be 1");
 	sim_opts_init(&opts);
-	while ((c = getopt_long(argc, argv, "", longopts, &li)) != -1) {
-		unsigned a, b;
-		int bad = 0;
-
-		switch (c) {
-		case 's':
-			opts.socket_path = optarg;
-			break;
-		case 'f':
-			bad = parse_uint(optarg, &fdnum) || fdnum > 0x7fffffff;
-			opts.client_fd = bad ? -1 : (int)fdnum;
-			break;
-		case 'v':
-			bad = parse_size(optarg, &opts.vram_size);
-			break;
-		case 'c':
-			opts.control_path = optarg;
-			break;
-		case 'n':
-			bad = parse_uint(optarg, &opts.devices);
-			break;
-		case 'w':
-			bad = parse_uint(optarg, &opts.wake_latency_us);
-			break;
-		case 'm':
-			bad = parse_uint(optarg, &opts.max_dma_maps);
-			break;
-		case 'r':
-			bad = parse_uint(optarg, &opts.req_interval_ms);
-			break;
-		case 'q':
-			bad = parse_uint(optarg, &opts.exec_queues) || !opts.exec_queues ||
-			      opts.exec_queues > SIM_MAX_EXEC_QUEUES;
-			break;
-		case 'l':
-			if (sscanf(optarg, "%u-%u", &a, &b) != 2 || a >= SIM_MAX_DEVICES ||
-			    b >= SIM_MAX_DEVICES || a == b) {
-				bad = 1;
-				break;
-			}
-			opts.slow_links[a] |= 1u << b;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-		if (bad) {
-			fprintf(stderr, "ugpu-sim: bad value for --%s: %s\n", longopts[li].name, optarg);
-			return 2;
-		}
-	}
-	if ((!opts.socket_path) == (opts.client_fd < 0) || optind != argc) {
-		fprintf(stderr, "ugpu-sim: give one of --socket-path and --fd\n");
-		usage(stderr);
-		return 2;
-	}
+	opts.socket_path = socket_path;
+	opts.client_fd = client_fd;
+	opts.vram_size = vram;
+	opts.control_path = control_path;
+	opts.devices = (unsigned)devices;
+	opts.wake_latency_us = (unsigned)wake_latency_us;
+	opts.max_dma_maps = (unsigned)max_dma_maps;
+	opts.req_interval_ms = (unsigned)req_interval_ms;
+	opts.exec_queues = (unsigned)exec_queues;
+	memcpy(opts.slow_links, slow_links, sizeof(slow_links));
 
 	/* Block the stop signals before any thread exists so only sigtimedwait
 	 * below sees them; the device threads inherit the mask. */

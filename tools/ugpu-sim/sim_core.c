@@ -302,8 +302,11 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 	} else {
 		const char *tmp = getenv("TMPDIR");
 
-		ret = snprintf(sim->base_path, sizeof(sim->base_path), "%s/ugpu-sim-%d-%u.sock",
-			       tmp && *tmp ? tmp : "/tmp", (int)getpid(),
+		/* The uid in the name: a stale socket left in the shared /tmp by a
+		 * process of another user whose pid this one reuses cannot be
+		 * replaced (sticky /tmp), and would refuse this one's bind. */
+		ret = snprintf(sim->base_path, sizeof(sim->base_path), "%s/ugpu-sim-%u-%d-%u.sock",
+			       tmp && *tmp ? tmp : "/tmp", (unsigned)getuid(), (int)getpid(),
 			       __atomic_fetch_add(&auto_seq, 1, __ATOMIC_RELAXED));
 	}
 	if (ret < 0 || (size_t)ret >= sizeof(sim->base_path) - 4) {

@@ -393,7 +393,15 @@ static void refuse_answer(struct sim_dev *dev, unsigned i)
 		if (send(dev->refused[i].fd, &e, sizeof(e), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
 			/* its loss: it is closed either way */
 		}
-		srv_log(dev, "second client refused (EBUSY): one client at a time");
+		struct ucred in = { 0 }, held = { 0 };
+		socklen_t l1 = sizeof(in), l2 = sizeof(held);
+
+		/* name both ends: whoever was refused asks who has the device */
+		getsockopt(dev->refused[i].fd, SOL_SOCKET, SO_PEERCRED, &in, &l1);
+		if (dev->client_fd >= 0)
+			getsockopt(dev->client_fd, SOL_SOCKET, SO_PEERCRED, &held, &l2);
+		srv_log(dev, "second client (pid %d) refused (EBUSY): the device is in use by pid %d; one client at a time",
+			(int)in.pid, (int)held.pid);
 	} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 		return; /* a header cut in pieces: wait for the rest, until the deadline */
 	}

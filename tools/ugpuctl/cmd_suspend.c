@@ -6,7 +6,7 @@
  * separate CLI process cannot suspend someone else's device. What these do,
  * honestly (docs/suspend.md):
  *
- *   ugpuctl suspend URI [--fill-mib N] [--hold-ms MS] [--no-prepare]
+ *   ugpuctl suspend [--fill-mib N] [--hold-ms MS] [--no-prepare] URI
  *       opens the device itself and runs one full, self-contained cycle:
  *       N MiB of pinned BOs with a known pattern (default 16) plus the
  *       driver's own kernel BOs, prepare, suspend (the device goes to D3cold
@@ -36,17 +36,33 @@ static void progress(void *user, enum ugpu_pm_phase ph, uint64_t bos, uint64_t b
 	       err ? ugpu_strerror(err) : "");
 }
 
-static int open_dev(const char *uri, struct ugpu_context **ctx, struct ugpu_device **dev)
-{
-	struct ugpu_context_opts co = { .size = sizeof(co) };
-	int ret = ugpu_context_create(&co, ctx);
+#define MAX_FILL_MIB 65536 /* 64 GiB: more than any device this runs on */
+#define MAX_HOLD_MS 3600000 /* an hour */
 
-	if (!ret)
-		ret = ugpu_device_open(*ctx, uri, dev);
-	if (ret)
-		fprintf(stderr, "ugpuctl: cannot open %s: %s\n", uri, ugpu_strerror(ret));
-	return ret;
-}
+static uint64_t fill_mib = 16, hold_ms;
+static bool no_prepare;
+
+static const struct cli_opt suspend_opts[] = {
+	{ .name = "fill-mib", .kind = CLI_UINT, .dst = &fill_mib, .arg = "N",
+	  .help = "MiB of pinned BOs with a known pattern", .max = MAX_FILL_MIB },
+	{ .name = "hold-ms", .kind = CLI_UINT, .dst = &hold_ms, .arg = "MS",
+	  .help = "time spent suspended", .max = MAX_HOLD_MS },
+	{ .name = "no-prepare", .kind = CLI_FLAG, .dst = &no_prepare,
+	  .help = "skip the prepare phase (backups allocated inside the window)" },
+	{ 0 },
+};
+
+static const struct cli_cmd suspend_cli = {
+	.prog = "ugpuctl suspend",
+	.args = "URI",
+	.summary = "run one suspend/resume cycle (own pinned BOs) and print its phases",
+	.about = "Opens the device (vfio-user:PATH or pci:BDF), fills pinned BOs, then prepare,\n"
+		 "suspend (D3cold: VRAM is lost), hold, resume and a byte check; every phase\n"
+		 "with its timing (docs/suspend.md).",
+	.opts = suspend_opts,
+	.min_pos = 1,
+	.max_pos = 1,
+};
 
 static int run_suspend(int argc, char **argv)
 {
@@ -55,30 +71,22 @@ static int run_suspend(int argc, char **argv)
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
 	struct ugpu_bo **bo = NULL;
-	unsigned long fill = 16, hold = 0, i, n;
-	bool prepare = true;
+	unsigned long hold, i, n = 0;
+	bool prepare;
 	uint64_t *buf = NULL, w;
-	const char *uri = NULL;
-	int a, ret, rc = 1;
+	char *uri;
+	unsigned npos;
+	int ret, rc = 1;
 
-	for (a = 1; a < argc; a++) {
-		if (!strcmp(argv[a], "--fill-mib") && a + 1 < argc)
-			fill = strtoul(argv[++a], NULL, 0);
-		else if (!strcmp(argv[a], "--hold-ms") && a + 1 < argc)
-			hold = strtoul(argv[++a], NULL, 0);
-		else if (!strcmp(argv[a], "--no-prepare"))
-			prepare = false;
-		else if (!uri && argv[a][0] != '-')
-			uri = argv[a];
-		else
-			goto usage;
-	}
-	if (!uri)
-		goto usage;
-	if (open_dev(uri, &ctx, &dev))
+	ret = cli_parse(&suspend_cli, argc, argv, &uri, &npos);
+	if (ret != CLI_CONTINUE)
+		return ret;
+	hold = (unsigned long)hold_ms;
+	prepare = !no_prepare;
+	if (ugpuctl_open(suspend_cli.prog, uri, &ctx, &dev))
 		goto out;
 	ugpu_device_pm_set_opts(dev, &po);
-	n = fill;
+	n = (unsigned long)fill_mib;
 	bo = calloc(n ? n : 1, sizeof(*bo));
 	buf = malloc(1u << 20);
 	if (!bo || !buf)
@@ -141,24 +149,30 @@ out:
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 	return rc;
-usage:
-	fprintf(stderr, "usage: ugpuctl suspend URI [--fill-mib N] [--hold-ms MS] [--no-prepare]\n");
-	return 2;
 }
+
+static const struct cli_cmd resume_cli = {
+	.prog = "ugpuctl resume",
+	.args = "URI",
+	.summary = "wake a device left in D3 (opening it brings it to D0)",
+	.min_pos = 1,
+	.max_pos = 1,
+};
 
 static int run_resume(int argc, char **argv)
 {
 	struct ugpu_device_info info = { .size = sizeof(info) };
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
-	int rc = 1;
+	char *uri;
+	unsigned npos;
+	int rc = cli_parse(&resume_cli, argc, argv, &uri, &npos);
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: ugpuctl resume URI\n");
-		return 2;
-	}
-	if (!open_dev(argv[1], &ctx, &dev) && !ugpu_device_query(dev, &info)) {
-		printf("%s: power state D%s\n", argv[1],
+	if (rc != CLI_CONTINUE)
+		return rc;
+	rc = 1;
+	if (!ugpuctl_open(resume_cli.prog, uri, &ctx, &dev) && !ugpu_device_query(dev, &info)) {
+		printf("%s: power state D%s\n", uri,
 		       info.power_state == UGPU_POWER_D0 ? "0" : "3");
 		rc = info.power_state == UGPU_POWER_D0 ? 0 : 1;
 	}
@@ -167,16 +181,7 @@ static int run_resume(int argc, char **argv)
 	return rc;
 }
 
-const struct ugpuctl_cmd ugpuctl_cmd_suspend = {
-	.name = "suspend",
-	.args = "URI [--fill-mib N] [--hold-ms MS] [--no-prepare]",
-	.help = "run one suspend/resume cycle (own pinned BOs) and print its phases",
-	.run = run_suspend,
-};
-
-const struct ugpuctl_cmd ugpuctl_cmd_resume = {
-	.name = "resume",
-	.args = "URI",
-	.help = "wake a device left in D3 (opening it brings it to D0)",
-	.run = run_resume,
-};
+const struct ugpuctl_cmd ugpuctl_cmd_suspend = { .cli = &suspend_cli, .name = "suspend",
+						 .run = run_suspend };
+const struct ugpuctl_cmd ugpuctl_cmd_resume = { .cli = &resume_cli, .name = "resume",
+						.run = run_resume };

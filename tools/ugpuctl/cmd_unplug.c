@@ -90,40 +90,39 @@ out:
 	return ret;
 }
 
-static int usage(void)
-{
-	fprintf(stderr, "usage: ugpuctl unplug request|surprise --control PATH [--dev N]\n");
-	return 2;
-}
+static const char *control;
+static uint64_t devn;
+
+static const struct cli_opt unplug_opts[] = {
+	{ .name = "control", .kind = CLI_STR, .dst = &control, .arg = "PATH",
+	  .help = "the device's control socket (ugpu-sim --control PATH); required" },
+	{ .name = "dev", .kind = CLI_UINT, .dst = &devn, .arg = "N",
+	  .help = "which device of a multi-device ugpu-sim", .max = 15 },
+	{ 0 },
+};
+
+static const struct cli_cmd unplug_cli = {
+	.prog = "ugpuctl unplug",
+	.args = "request|surprise",
+	.summary = "remove a reference device (REQ irq or surprise) through its control socket",
+	.opts = unplug_opts,
+	.min_pos = 1,
+	.max_pos = 1,
+};
 
 static int run_unplug(int argc, char **argv)
 {
-	const char *kind = NULL, *control = NULL;
-	char line[64], reply[512];
-	unsigned long devn = 0;
-	int i, ret;
+	char line[64], reply[512], *kind;
+	unsigned npos;
+	int ret = cli_parse(&unplug_cli, argc, argv, &kind, &npos);
 
-	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--control") && i + 1 < argc) {
-			control = argv[++i];
-		} else if (!strcmp(argv[i], "--dev") && i + 1 < argc) {
-			char *end;
-
-			devn = strtoul(argv[++i], &end, 10);
-			if (*end || devn > 15) {
-				fprintf(stderr, "ugpuctl unplug: bad device index '%s'\n", argv[i]);
-				return 2;
-			}
-		} else if (!kind && (!strcmp(argv[i], "request") || !strcmp(argv[i], "surprise"))) {
-			kind = argv[i];
-		} else {
-			fprintf(stderr, "ugpuctl unplug: unexpected argument '%s'\n", argv[i]);
-			return usage();
-		}
-	}
-	if (!kind || !control)
-		return usage();
-	snprintf(line, sizeof(line), "dev %lu unplug %s", devn, kind);
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (strcmp(kind, "request") && strcmp(kind, "surprise"))
+		return cli_usage_error(unplug_cli.prog, "'%s' is neither request nor surprise", kind);
+	if (!control)
+		return cli_usage_error(unplug_cli.prog, "--control PATH is required");
+	snprintf(line, sizeof(line), "dev %llu unplug %s", (unsigned long long)devn, kind);
 	ret = control_call(control, line, reply, sizeof(reply));
 	if (ret == -EIO) {
 		fprintf(stderr, "ugpuctl unplug %s: the device refused: %s\n", kind, reply);
@@ -135,9 +134,5 @@ static int run_unplug(int argc, char **argv)
 	return 0;
 }
 
-const struct ugpuctl_cmd ugpuctl_cmd_unplug = {
-	.name = "unplug",
-	.args = "request|surprise --control PATH [--dev N]",
-	.help = "remove a reference device (REQ irq or surprise) through its control socket",
-	.run = run_unplug,
-};
+const struct ugpuctl_cmd ugpuctl_cmd_unplug = { .cli = &unplug_cli, .name = "unplug",
+						.run = run_unplug };

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ugpu/device.h>
+#include <ugpu/ugpu.h>
+
 #include "tools/ugpuctl/ugpuctl.h"
 
 /*
@@ -28,35 +31,72 @@ const struct pci_paths *ugpuctl_paths(void)
 
 	p.sysfs = getenv("UGPU_SYSFS_ROOT") ? getenv("UGPU_SYSFS_ROOT") : pci_default_paths.sysfs;
 	p.dev = getenv("UGPU_DEV_ROOT") ? getenv("UGPU_DEV_ROOT") : pci_default_paths.dev;
+	p.proc = getenv("UGPU_PROC_ROOT") ? getenv("UGPU_PROC_ROOT") : pci_default_paths.proc;
+	p.state = getenv("UGPU_STATE_DIR") ? getenv("UGPU_STATE_DIR") : pci_default_paths.state;
 	return &p;
+}
+
+/* The driver's first error: the most specific one (what follows it is the
+ * same failure seen from further up). */
+static void first_error(void *user, enum ugpu_log_level level, const char *msg)
+{
+	char *buf = user;
+
+	if (level == UGPU_LOG_ERROR && !buf[0])
+		snprintf(buf, 512, "%s", msg);
+}
+
+int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
+		 struct ugpu_device **dev)
+{
+	static char err[512];
+	struct ugpu_context_opts co = { .size = sizeof(co), .log_fn = first_error, .log_user = err,
+					.log_level = UGPU_LOG_ERROR };
+	int ret;
+
+	err[0] = '\0';
+	ret = ugpu_context_create(&co, ctx);
+	if (!ret)
+		ret = ugpu_device_open(*ctx, uri, dev);
+	if (ret)
+		fprintf(stderr, "%s: cannot open %s: %s (%s)\n", prog, uri,
+			err[0] ? err : ugpu_strerror(ret), ugpu_strerror(ret));
+	else /* opened: what the driver says from now on goes to stderr */
+		ugpu_context_set_log(*ctx, NULL, NULL, UGPU_LOG_DEFAULT);
+	return ret;
 }
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: ugpuctl COMMAND [ARGS]\n\ncommands:\n");
+	fprintf(out, "usage: ugpuctl COMMAND [ARGS]\n"
+		     "ugpu's control tool: PCI devices and vfio-pci, suspend, unplug\n\ncommands:\n");
 	for (size_t i = 0; i < NR_CMDS; i++) {
 		char syn[64];
 
-		snprintf(syn, sizeof(syn), "%s %s", cmds[i]->name, cmds[i]->args);
-		fprintf(out, "  %-24s %s\n", syn, cmds[i]->help);
+		snprintf(syn, sizeof(syn), "%s %s", cmds[i]->name, cmds[i]->cli->args);
+		fprintf(out, "  %-24s %s\n", syn, cmds[i]->cli->summary);
 	}
-	fprintf(out, "\nenvironment: UGPU_SYSFS_ROOT, UGPU_DEV_ROOT override /sys and /dev\n");
+	fprintf(out, "\n'ugpuctl COMMAND --help' describes a command and its options.\n"
+		     "  %-24s %s\n  %-24s %s\n"
+		     "\nenvironment: UGPU_SYSFS_ROOT, UGPU_DEV_ROOT, UGPU_PROC_ROOT override /sys, /dev\n"
+		     "and /proc; UGPU_STATE_DIR the bind records (default /run/ugpu)\n",
+		"-h, --help", "print this help and exit", "--version", "print the version and exit");
 }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+	if (argc < 2)
+		return cli_usage_error("ugpuctl", "missing COMMAND");
+	if (cli_is_help(argv[1]) || !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (cli_is_version(argv[1])) {
+		cli_version("ugpuctl", stdout);
 		return 0;
 	}
 	for (size_t i = 0; i < NR_CMDS; i++)
 		if (!strcmp(argv[1], cmds[i]->name))
 			return cmds[i]->run(argc - 1, argv + 1);
-	fprintf(stderr, "ugpuctl: unknown command '%s'\n", argv[1]);
-	usage(stderr);
-	return 2;
+	return cli_usage_error("ugpuctl", "unknown command '%s'", argv[1]);
 }
