@@ -446,6 +446,28 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	return 0;
 }
 
+/*
+ * Make every page of @r present (writable ones for writing), @r populating.
+ * MADV_POPULATE_* is a kernel-mode access, which a user-mode-only
+ * userfaultfd (an ordinary user's, docs/cpu-mappings.md) answers with
+ * EFAULT: there each page is touched from here, a user-mode access our
+ * handler serves: a read, or for a writable page an atomic add of 0 (a
+ * write fault that changes no byte, whatever the process stores meanwhile).
+ */
+static int populate(struct svm *s, struct svm_range *r)
+{
+	if (!uffd_is_user_mode_only(s->u))
+		return madvise((void *)r->start, r->size,
+			       r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) ? -errno : 0;
+	for (uint64_t a = r->start; a < r->start + r->size; a += SVM_4K) {
+		if (r->writable)
+			__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
+		else
+			(void)__atomic_load_n((const uint64_t *)a, __ATOMIC_RELAXED);
+	}
+	return 0;
+}
+
 /* Map @r (owned, R_CPU) for @sd's device where it is. */
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 {
@@ -460,8 +482,7 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	pthread_mutex_lock(&s->lock);
 	r->populating = true;
 	pthread_mutex_unlock(&s->lock);
-	ret = madvise((void *)r->start, r->size, r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)
-		      ? -errno : 0;
+	ret = populate(s, r);
 	pthread_mutex_lock(&s->lock);
 	r->populating = false;
 	pthread_mutex_unlock(&s->lock);
