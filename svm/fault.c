@@ -287,7 +287,7 @@ again:
 			r->start = va & ~(size - 1);
 			r->size = size;
 			r->writable = v.writable;
-			r->in_place_only = !v.anon || v.shared;
+			r->in_place_only = !v.anon || v.shared || v.driver_too;
 			r->where = R_CPU;
 			r->first = sd;
 		}
@@ -301,6 +301,15 @@ again:
 		goto again;
 	if (!prefetch)
 		size_count(&sd->st, r->size, 0, 0);
+	if (f->access != UGPU_ACCESS_READ && !r->writable) {
+		/* a read made it where the mapping was read-only: a write is
+		 * aborted, not replayed forever on the read-only entries (found
+		 * by the scenario matrix: the kernel never ended) */
+		log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping was read-only when the GPU first used it",
+			f->access == UGPU_ACCESS_WRITE ? "write" : "atomic", f->va);
+		ret = -EFAULT;
+		goto out;
+	}
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
