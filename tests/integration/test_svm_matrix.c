@@ -1390,11 +1390,17 @@ static void pat_many_faults(struct mx *m)
 	check_bytes(m, "after many faults", b.p, s, len);
 	y = stats(m);
 	if (m->c->kind == MK_MMAP) {
-		/* the atomic moved the 4 KiB ranges (used in place until then)
-		 * to VRAM; the CPU brought all back */
-		CHECK(m, D(z, y, svm_cpu_fault_count) == mo.n2m + mo.n64k + mo.n4k,
-		      "CPU faults %llu, want %llu", (unsigned long long)D(z, y, svm_cpu_fault_count),
-		      (unsigned long long)(mo.n2m + mo.n64k + mo.n4k));
+		/* the 4 KiB ranges stay in place (mapped by the read, an atomic
+		 * does not fault there: docs/svm.md), the others came back */
+		for (int i = 0; i < 200 && D(z, y, svm_cpu_fault_count) < mo.n2m + mo.n64k; i++) {
+			usleep(1000);
+			y = stats(m);
+		}
+		CHECK(m, D(z, y, svm_cpu_fault_count) == mo.n2m + mo.n64k,
+		      "CPU faults %llu, want %llu (%llu 2M + %llu 64K ranges)",
+		      (unsigned long long)D(z, y, svm_cpu_fault_count),
+		      (unsigned long long)(mo.n2m + mo.n64k), (unsigned long long)mo.n2m,
+		      (unsigned long long)mo.n64k);
 		CHECK(m, y.svm_vram_bytes == a.svm_vram_bytes, "VRAM %llu after, %llu before",
 		      (unsigned long long)y.svm_vram_bytes, (unsigned long long)a.svm_vram_bytes);
 	}
@@ -1732,6 +1738,7 @@ static const char *const findings[] = {
 	 * heap's layout: seen after the other kinds' "once"/"twice" cases ran. */
 	"malloc-twice",
 	"malloc-many",
+	"malloc-fork-read-after-gpu", /* the same hang, same stacks */
 	/* FINDING: mlock'd private memory (malloc, mmap, the stack, .bss): the
 	 * GPU's stores never reach the CPU. The kernels' own reads see them (the
 	 * sums match), but once the kernels are done the CPU reads the bytes as
@@ -1753,6 +1760,19 @@ static const char *const findings[] = {
 	 * cases on mmap, malloc, .bss and shared memory pass. */
 	"stack-fork-read-before-gpu",
 	"stack-fork-read-after-gpu",
+	/* FINDING: a GPU write to read-only private anonymous memory (mprotect
+	 * PROT_READ before any GPU touch; the read was served in place) is not
+	 * aborted with -EFAULT as docs/svm.md's table says ("in place,
+	 * read-only (a GPU write aborts the kernel)"): the kernel never
+	 * completes (fence wait -ETIMEDOUT after 30 s). */
+	"mmap-mremap-read-only",
+	/* FINDING: the .bss array's untouched last 2 MiB: the first GPU read
+	 * never completes (fence wait -ETIMEDOUT) and the teardown hangs. The
+	 * array is only page aligned and the library is linked into this
+	 * executable: the range at its end (inside the .bss mapping, as
+	 * docs/svm.md chooses them) presumably holds the library's own globals,
+	 * the same self-deadlock as malloc's heap above. */
+	"bss-cpu-untouched",
 };
 
 static bool is_finding(const struct mcase *c)
