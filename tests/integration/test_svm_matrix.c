@@ -20,7 +20,8 @@
  * (anonymous mmap between PROT_NONE guard pages), inequalities elsewhere.
  *
  * Random choices come from one seed, printed first: UGPU_TEST_SEED=<seed>
- * replays a run, UGPU_MATRIX_FILTER=<cmocka pattern> runs some cases only.
+ * replays a run, UGPU_MATRIX_FILTER=<cmocka pattern> runs some cases only,
+ * UGPU_MATRIX_SKIP=<pattern> leaves some out.
  * Each case's own seed derives from the run's seed and the case's name, so
  * a filtered run replays the same values.
  */
@@ -1302,7 +1303,11 @@ static void pat_fork(struct mx *m, int how)
 		/* the child reads before and after the parent's kernels; its
 		 * private memory keeps what it had at fork, shared memory
 		 * shows the parent's (GPU's) stores */
-		int bad = child_check(b.p, pre, len);
+		int bad;
+
+		close(go[1]); /* a parent that dies lets the child go */
+		close(done[0]);
+		bad = child_check(b.p, pre, len);
 
 		if (write(done[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
 			_exit(3);
@@ -1782,12 +1787,28 @@ static const char *const findings[] = {
 	"memfd-cpu-untouched",
 };
 
+#if defined(__SANITIZE_THREAD__)
+/* FINDING (ThreadSanitizer build only): four threads, each with its buffer
+ * on its own stack and its own queue: a kernel never completes and the run
+ * hangs (gdb cannot even attach: a thread is parked in a userfaultfd fault
+ * on its own stack). Passes in the Release and ASan builds. */
+/* FINDING (ThreadSanitizer build): malloc-free-each hangs the same way as
+ * the malloc cases above (the sanitizer's allocator puts the library's
+ * objects beside the test's buffers). */
+static const char *const findings_tsan[] = { "stack-threads-many", "malloc-free-each" };
+#endif
+
 static bool is_finding(const struct mcase *c)
 {
 	const char *e = getenv("UGPU_MATRIX_RUN_FINDINGS");
 
 	if (e && *e == '1')
 		return false;
+#if defined(__SANITIZE_THREAD__)
+	for (unsigned int i = 0; i < sizeof(findings_tsan) / sizeof(findings_tsan[0]); i++)
+		if (!strcmp(c->name, findings_tsan[i]))
+			return true;
+#endif
 	for (unsigned int i = 0; i < sizeof(findings) / sizeof(findings[0]); i++)
 		if (!strcmp(c->name, findings[i]))
 			return true;
@@ -1917,5 +1938,7 @@ int main(void)
 	}
 	if (filter)
 		cmocka_set_test_filter(filter);
+	if (getenv("UGPU_MATRIX_SKIP")) /* a cmocka pattern of cases to leave out */
+		cmocka_set_skip_filter(getenv("UGPU_MATRIX_SKIP"));
 	return _cmocka_run_group_tests("svm_matrix", tests, (size_t)ncases, NULL, NULL);
 }
