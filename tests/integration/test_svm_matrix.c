@@ -1792,10 +1792,15 @@ static const char *const findings[] = {
  * on its own stack and its own queue: a kernel never completes and the run
  * hangs (gdb cannot even attach: a thread is parked in a userfaultfd fault
  * on its own stack). Passes in the Release and ASan builds. */
-/* FINDING (ThreadSanitizer build): malloc-free-each hangs the same way as
- * the malloc cases above (the sanitizer's allocator puts the library's
- * objects beside the test's buffers). */
-static const char *const findings_tsan[] = { "stack-threads-many", "malloc-free-each" };
+static const char *const findings_tsan[] = { "stack-threads-many" };
+#endif
+#if UNDER_SAN
+/* FINDING (sanitizer builds): more malloc cases hang the same way as those
+ * above, the sanitizer's allocator putting the library's objects beside the
+ * test's buffers: malloc-free-each (TSan), malloc-stride (ASan, "page 20:
+ * -110" then the teardown hang). Run the sanitizer builds with
+ * UGPU_MATRIX_SKIP='malloc-*' to see the rest of the matrix. */
+static const char *const findings_san[] = { "malloc-free-each", "malloc-stride" };
 #endif
 
 static bool is_finding(const struct mcase *c)
@@ -1807,6 +1812,11 @@ static bool is_finding(const struct mcase *c)
 #if defined(__SANITIZE_THREAD__)
 	for (unsigned int i = 0; i < sizeof(findings_tsan) / sizeof(findings_tsan[0]); i++)
 		if (!strcmp(c->name, findings_tsan[i]))
+			return true;
+#endif
+#if UNDER_SAN
+	for (unsigned int i = 0; i < sizeof(findings_san) / sizeof(findings_san[0]); i++)
+		if (!strcmp(c->name, findings_san[i]))
 			return true;
 #endif
 	for (unsigned int i = 0; i < sizeof(findings) / sizeof(findings[0]); i++)
