@@ -1745,6 +1745,9 @@ static const char *const findings[] = {
 	"malloc-many",
 	"malloc-fork-read-after-gpu", /* the same hang, same stacks */
 	"malloc-unaligned-malloc", /* small mallocs: the heap, the same hang */
+	/* seed 0x0006b14bcc305a50: the whole case hung (the 270 s watchdog),
+	 * not one kernel: a CPU touch of the heap parked for good */
+	"malloc-fork-read-before-gpu",
 	/* FINDING: mlock'd private memory (malloc, mmap, the stack, .bss): the
 	 * GPU's stores never reach the CPU. The kernels' own reads see them (the
 	 * sums match), but once the kernels are done the CPU reads the bytes as
