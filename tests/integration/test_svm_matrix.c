@@ -1817,9 +1817,10 @@ static const char *const findings_san[] = { "malloc-free-each", "malloc-stride" 
  * 0x0006b14be2407493), without the ASan report. */
 /* bss-fork-read-before-gpu (seed 0x0006b14be5d00208): the same ASan
  * global-buffer-overflow in the worker's copy_page, past 'run_seed': any
- * .bss range that holds an instrumented global's redzone can trip it. */
+ * .bss range that holds an instrumented global's redzone can trip it
+ * (bss-fork-read-after-gpu, seed 0x0006b14be73005a8, past 'cases'). */
 static const char *const findings_asan[] = { "memfd-threads-many", "shared-anon-threads-many",
-					      "bss-fork-read-before-gpu" };
+					      "bss-fork-read-before-gpu", "bss-fork-read-after-gpu" };
 #endif
 
 static bool is_finding(const struct mcase *c)
