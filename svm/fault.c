@@ -287,7 +287,7 @@ again:
 			r->start = va & ~(size - 1);
 			r->size = size;
 			r->writable = v.writable;
-			r->in_place_only = !v.anon || v.shared || v.driver_too;
+			r->in_place_only = !v.anon || v.shared;
 			r->where = R_CPU;
 			r->first = sd;
 		}

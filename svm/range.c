@@ -224,10 +224,8 @@ int vma_lookup(uint64_t addr, struct vma *out)
 			continue;
 		/* The brk heap, and an unnamed mapping right after a file's (a
 		 * program's or library's .bss): the driver's own objects and
-		 * globals live there too, beside the process's; a range there
-		 * in VRAM would leave a driver thread faulting on its own data
-		 * (found by the scenario matrix: a self-deadlock). Used in place
-		 * only. */
+		 * globals live there too, beside the process's (for messages;
+		 * docs/svm.md, "Memory kinds": an open problem). */
 		out->driver_too = !strcmp(path, "[heap]") || (after_file && !path[0] && ino == 0);
 		out->start = a;
 		out->end = b;
