@@ -1397,7 +1397,8 @@ static void pat_many_faults(struct mx *m)
 	if (m->c->kind == MK_MMAP) {
 		/* the 4 KiB ranges stay in place (mapped by the read, an atomic
 		 * does not fault there: docs/svm.md), the others came back */
-		for (int i = 0; i < 200 && D(z, y, svm_cpu_fault_count) < mo.n2m + mo.n64k; i++) {
+		for (int i = 0; i < 200 && (D(z, y, svm_cpu_fault_count) < mo.n2m + mo.n64k ||
+					   y.svm_vram_bytes != a.svm_vram_bytes); i++) {
 			usleep(1000);
 			y = stats(m);
 		}
