@@ -113,7 +113,13 @@ bad_number "N \(mappings\): '1' is too small" "$B/ugpu-bench" uffd 1
 sim=$!
 i=0
 while [ $i -lt 50 ] && ! grep -q "listening" "$tmp/sim"; do sleep 0.1; i=$((i + 1)); done
-grep -q "vram 1048576 MiB" "$tmp/sim" || fail "ugpu-sim --vram 1T: $(cat "$tmp/sim")"
+# (a sanitizer's runtime cannot map 1 TiB: there the size must still parse,
+# and the start fail only for memory)
+if [ -n "${UGPU_SANITIZER:-}" ] && grep -q "Cannot allocate memory" "$tmp/sim"; then
+	echo "ugpu-sim --vram 1T: parsed; not mappable under $UGPU_SANITIZER"
+else
+	grep -q "vram 1048576 MiB" "$tmp/sim" || fail "ugpu-sim --vram 1T: $(cat "$tmp/sim")"
+fi
 kill "$sim" 2>/dev/null
 wait "$sim"
 
