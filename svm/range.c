@@ -204,29 +204,18 @@ int vma_lookup(uint64_t addr, struct vma *out)
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512];
 	int ret = -ENOENT;
-	unsigned long long prev_end = 0;
-	bool prev_file = false;
 
 	if (!f)
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long a, b, off, ino;
 		char perms[8], devs[16], path[256] = "";
-		bool after_file;
 
 		if (sscanf(line, "%llx-%llx %7s %llx %15s %llu %255[^\n]", &a, &b, perms, &off, devs,
 			   &ino, path) < 6)
 			continue;
-		after_file = prev_file && prev_end == a;
-		prev_end = b;
-		prev_file = ino != 0 && path[0] == '/';
 		if (addr < a || addr >= b)
 			continue;
-		/* The brk heap, and an unnamed mapping right after a file's (a
-		 * program's or library's .bss): the driver's own objects and
-		 * globals live there too, beside the process's (for messages;
-		 * docs/svm.md, "Memory kinds": an open problem). */
-		out->driver_too = !strcmp(path, "[heap]") || (after_file && !path[0] && ino == 0);
 		out->start = a;
 		out->end = b;
 		out->readable = perms[0] == 'r';

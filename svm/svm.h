@@ -185,7 +185,6 @@ struct svm {
 struct vma {
 	uint64_t start, end;
 	bool readable, writable, shared, anon;
-	bool driver_too; /* the heap or a .bss: the driver's data may be there */
 	char what[64]; /* the path or [tag], for messages */
 };
 

@@ -48,6 +48,7 @@
 #include <ugpu/vm.h>
 
 #include "rng.h"
+#include "kernel_util.h"
 #include "test_bo_common.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -214,19 +215,11 @@ static int teardown(void **state)
 static int kern_q(struct ugpu_queue *q, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
 		  uint64_t value, struct ugpu_kernel_result *r)
 {
-	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = (uintptr_t)p, .bytes = bytes,
-				 .value = value };
-	uint64_t fence;
-	int ret;
+	int ret = run_kernel(q, op, p, bytes, value, WAIT_MS, r);
 
-	memset(r, 0, sizeof(*r));
-	r->size = sizeof(*r);
-	ret = ugpu_queue_submit(q, &k, &fence);
-	if (!ret)
-		ret = ugpu_fence_wait(q, fence, WAIT_MS, r);
 	if (ret) /* submit or wait failed: messages print r->status */
 		r->status = ret;
-	return ret ? ret : r->status;
+	return ret;
 }
 
 static int kern(struct mx *m, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
