@@ -10,6 +10,9 @@ BUILD_TSAN ?= build-tsan
 BUILD_FUZZ ?= build-fuzz
 # Seconds each fuzz target runs in make test (the long run: docs/testing.md).
 FUZZ_SECONDS ?= 20
+# cmake --build runs make below this one: without this, every one of its
+# lines comes wrapped in "Entering directory" / "Leaving directory".
+MAKEFLAGS  += --no-print-directory
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?= --output-on-failure
 CMAKE_ARGS ?=
@@ -26,6 +29,8 @@ DESTDIR    ?=
 # itself, and fails loudly when it cannot); test_logind_bus runs a private
 # dbus-daemon as a fake system bus.
 VM_PKGS = qemu-system-x86 busybox-static dbus-daemon
+# The test framework: only make test needs it (make run builds no test).
+TEST_PKGS = libcmocka-dev $(VM_PKGS)
 # The fuzz targets (tests/fuzz) are built with clang's libFuzzer.
 FUZZ_PKGS = clang libclang-rt-14-dev libfuzzer-14-dev
 
@@ -35,13 +40,17 @@ deps:
 	@./scripts/install-deps.sh
 
 deps-test:
-	@./scripts/install-deps.sh $(VM_PKGS)
+	@./scripts/install-deps.sh $(TEST_PKGS)
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
-run: build
+# make run builds the demo and what it links (the library and the embedded
+# reference device), not the tests.
+run: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j$(JOBS) --target ugpu-demo
 	./$(BUILD)/ugpu-demo
 
 test-release: deps-test build
@@ -49,13 +58,13 @@ test-release: deps-test build
 
 # TSan over the whole suite (the threaded tests are what it is for; the rest
 # are cheap).
-test-tsan: deps
+test-tsan: deps-test
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_TSAN=ON $(CMAKE_ARGS)
 	cmake --build $(BUILD_TSAN) -j$(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 		ctest --test-dir $(BUILD_TSAN) $(CTEST_ARGS)
 
-test-asan: deps
+test-asan: deps-test
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_ASAN=ON $(CMAKE_ARGS)
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \

@@ -138,6 +138,25 @@ expect 1 "^ugpuctl resume: cannot open vfio-user:$tmp/none: " "$B/ugpuctl" resum
 n=$(wc -l <"$tmp/err")
 [ "$n" -eq 1 ] || fail "ugpuctl resume on a missing device: $n lines on stderr, expected 1: $(cat "$tmp/err")"
 
+# The demo stopped by SIGINT or SIGTERM removes its device's socket: wait
+# for the socket to appear, stop the demo, the socket must be gone (TMPDIR
+# is the scratch directory, so nothing else's socket is looked at).
+for sig in INT TERM; do
+	# (a shell starts background jobs with SIGINT ignored: env gives it back)
+	TMPDIR=$tmp env --default-signal=INT,TERM "$B/ugpu-demo" >"$tmp/demo" 2>&1 &
+	demo=$!
+	i=0
+	while [ $i -lt 500 ] && ! ls "$tmp"/ugpu-sim-*.sock >/dev/null 2>&1; do
+		sleep 0.01
+		i=$((i + 1))
+	done
+	kill -$sig "$demo" 2>/dev/null
+	wait "$demo"
+	ls "$tmp"/ugpu-sim-*.sock >/dev/null 2>&1 &&
+		fail "ugpu-demo stopped by SIG$sig left its socket: $(ls "$tmp"/ugpu-sim-*.sock)"
+	rm -f "$tmp"/ugpu-sim-*.sock
+done
+
 if [ $fails -ne 0 ]; then
 	echo "$fails failure(s)"
 	exit 1

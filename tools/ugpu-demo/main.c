@@ -26,12 +26,14 @@
  *                  bare number is MiB (default 128)
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
@@ -728,6 +730,22 @@ static const struct cli_cmd demo_cli = {
 	.opts = demo_opts,
 };
 
+/*
+ * The embedded device's socket, removed if the demo is stopped by SIGINT or
+ * SIGTERM (a normal exit removes it in sim_stop()). Written before the
+ * handlers are installed and never again, so the handler reads a stable
+ * string; unlink() is async-signal-safe.
+ */
+static char demo_sock_path[256];
+
+static void demo_stop_signal(int sig)
+{
+	if (demo_sock_path[0])
+		unlink(demo_sock_path);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 int main(int argc, char **argv)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_fn = log_hook,
@@ -768,6 +786,9 @@ int main(int argc, char **argv)
 			goto out;
 		snprintf(buf, sizeof(buf), "vfio-user:%s", sim_socket_path(sim, 0));
 		uri = buf;
+		snprintf(demo_sock_path, sizeof(demo_sock_path), "%s", sim_socket_path(sim, 0));
+		signal(SIGINT, demo_stop_signal);
+		signal(SIGTERM, demo_stop_signal);
 	}
 
 	step("Open the device through the driver");
