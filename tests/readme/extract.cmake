@@ -1,0 +1,20 @@
+# Write the README's library example (the first ```c block after
+# "## Using the library") to OUT, so the test builds exactly what the README
+# shows. Run as: cmake -DREADME=... -DOUT=... -P extract.cmake
+file(READ "${README}" text)
+string(FIND "${text}" "## Using the library" at)
+if(at LESS 0)
+  message(FATAL_ERROR "README: no '## Using the library' section")
+endif()
+string(SUBSTRING "${text}" ${at} -1 text)
+string(FIND "${text}" "```c\n" begin)
+if(begin LESS 0)
+  message(FATAL_ERROR "README: no C example in 'Using the library'")
+endif()
+math(EXPR begin "${begin} + 5")
+string(SUBSTRING "${text}" ${begin} -1 text)
+string(FIND "${text}" "```" end)
+string(SUBSTRING "${text}" 0 ${end} code)
+file(WRITE "${OUT}.tmp" "${code}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")
