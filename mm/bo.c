@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "base/stats.h"
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
@@ -1052,3 +1053,53 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	memcpy(st, &s, n);
 	return 0;
 }
+
+/* Counters of this module in the stats registry (base/stats.h). */
+static int mem_stats_snapshot(struct ugpu_device *dev, void *buf)
+{
+	return ugpu_device_mem_stats(dev, buf);
+}
+
+static const struct stat_desc mem_stats_descs[] = {
+	STAT_NAMED("vram_size_bytes", struct ugpu_device_mem, vram_size, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM the driver manages"),
+	STAT_NAMED("vram_used_bytes", struct ugpu_device_mem, vram_used, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM allocated, the driver's own objects included"),
+	STAT_NAMED("vram_free_bytes", struct ugpu_device_mem, vram_free, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM not allocated"),
+	STAT_NAMED("vram_kernel_bytes", struct ugpu_device_mem, vram_kernel, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM held by the driver's own objects"),
+	STAT_NAMED("vram_bo_bytes", struct ugpu_device_mem, vram_bos, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM held by the program's BOs"),
+	STAT_NAMED("system_bo_bytes", struct ugpu_device_mem, system_bytes, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "system memory held by BOs placed there"),
+	STAT_NAMED("backup_bytes", struct ugpu_device_mem, backup_bytes, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "system memory held by host-suspend backups"),
+	STAT_NAMED("bo_count", struct ugpu_device_mem, bos, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "live BOs"),
+	STAT_NAMED("bo_vram_count", struct ugpu_device_mem, bos_vram, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "live BOs whose contents are in VRAM"),
+	STAT_NAMED("bo_system_count", struct ugpu_device_mem, bos_system, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "live BOs whose contents are in system memory"),
+	STAT_NAMED("bo_lost_count", struct ugpu_device_mem, bos_lost, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "live BOs whose contents were lost (surprise removal)"),
+	STAT_NAMED("bo_evict_count", struct ugpu_device_mem, evictions, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BOs evicted from VRAM to make room"),
+	STAT_NAMED("bo_evict_bytes", struct ugpu_device_mem, evicted_bytes, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_BYTES,
+		   "bytes of the BOs evicted"),
+	STAT_NAMED("bo_move_count", struct ugpu_device_mem, moves, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BO moves: evictions, migrations, pins, suspend, removal"),
+	STAT_NAMED("bo_move_bytes", struct ugpu_device_mem, moved_bytes, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_BYTES,
+		   "bytes of the BO moves"),
+	STAT_NAMED("bo_copy_failure_count", struct ugpu_device_mem, copy_failures, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BO moves whose copy failed (the BO stayed)"),
+};
+
+static struct stat_group mem_stats_group = {
+	.name = "mem",
+	.snap_size = sizeof(struct ugpu_device_mem),
+	.snapshot = mem_stats_snapshot,
+	.descs = mem_stats_descs,
+	.n = sizeof(mem_stats_descs) / sizeof(mem_stats_descs[0]),
+};
+STATS_GROUP(mem_stats_group)

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/stats.h"
 #include "engines/exec.h"
 #include "src/device.h"
 #include "base/clock.h"
@@ -1092,3 +1093,57 @@ UGPU_API const char *ugpu_rpm_state_name(enum ugpu_rpm_state state)
 	}
 	return "?";
 }
+
+/* Counters of this module in the stats registry (base/stats.h). */
+static int rpm_stats_snapshot(struct ugpu_device *dev, void *buf)
+{
+	return ugpu_device_rpm_stats(dev, buf);
+}
+
+static const struct stat_desc rpm_stats_descs[] = {
+	STAT_NAMED("rpm_state", struct ugpu_rpm_stats, state, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "runtime-PM state (enum ugpu_rpm_state)"),
+	STAT_NAMED("rpm_power_state", struct ugpu_rpm_stats, power_state, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "the device's power state (enum ugpu_power_state)"),
+	STAT_NAMED("rpm_allowed", struct ugpu_rpm_stats, allowed, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "1 when runtime suspend is allowed"),
+	STAT_NAMED("rpm_usage", struct ugpu_rpm_stats, usage, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "runtime-PM references held"),
+	STAT_NAMED("rpm_suspend_count", struct ugpu_rpm_stats, suspends, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "completed runtime suspends"),
+	STAT_NAMED("rpm_suspend_d3cold_count", struct ugpu_rpm_stats, suspends_d3cold, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "runtime suspends that went to D3cold"),
+	STAT_NAMED("rpm_resume_count", struct ugpu_rpm_stats, resumes, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "completed runtime wakes"),
+	STAT_NAMED("rpm_abort_count", struct ugpu_rpm_stats, aborted, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "runtime suspends abandoned"),
+	STAT_NAMED("rpm_error_count", struct ugpu_rpm_stats, errors, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "runtime suspends or wakes the device refused"),
+	STAT_NAMED("rpm_wake_last_us", struct ugpu_rpm_stats, wake_last_us, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_US,
+		   "the last D3 to D0 transition"),
+	STAT_NAMED("rpm_wake_max_us", struct ugpu_rpm_stats, wake_max_us, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_US,
+		   "the longest D3 to D0 transition"),
+	STAT_NAMED("rpm_wake_us", struct ugpu_rpm_stats, wake_total_us, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_US,
+		   "D3 to D0 transitions, summed"),
+	STAT_NAMED("rpm_suspended_us", struct ugpu_rpm_stats, suspended_us, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_US,
+		   "time spent runtime-suspended"),
+	STAT_NAMED("rpm_bo_mappings_released", struct ugpu_rpm_stats, bo_mappings_released, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "CPU mappings released by runtime suspends"),
+	STAT_NAMED("rpm_bo_wake_fault_count", struct ugpu_rpm_stats, bo_wake_faults, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "CPU touches of released mappings that woke the device"),
+	STAT_NAMED("rpm_bo_evict_count", struct ugpu_rpm_stats, bo_evicted, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BOs moved to system memory for D3cold"),
+	STAT_NAMED("rpm_bo_restore_count", struct ugpu_rpm_stats, bo_restored, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BOs moved back to VRAM after a D3cold wake"),
+	STAT_NAMED("rpm_bo_backup_count", struct ugpu_rpm_stats, bo_backed_up, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "BOs that may not leave VRAM copied aside for D3cold"),
+};
+
+static struct stat_group rpm_stats_group = {
+	.name = "rpm",
+	.snap_size = sizeof(struct ugpu_rpm_stats),
+	.snapshot = rpm_stats_snapshot,
+	.descs = rpm_stats_descs,
+	.n = sizeof(rpm_stats_descs) / sizeof(rpm_stats_descs[0]),
+};
+STATS_GROUP(rpm_stats_group)

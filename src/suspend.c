@@ -25,6 +25,7 @@
 #include <ugpu/pm.h>
 #include <ugpu/rpm.h>
 
+#include "base/stats.h"
 #include "engines/engine.h"
 #include "engines/exec.h"
 #include "base/clock.h"
@@ -597,3 +598,41 @@ out_unlock_pm:
 	pthread_mutex_unlock(&pm->lock);
 	return ret;
 }
+
+/* Counters of this module in the stats registry (base/stats.h). */
+static int pm_stats_snapshot(struct ugpu_device *dev, void *buf)
+{
+	return ugpu_device_pm_stats(dev, buf);
+}
+
+static const struct stat_desc pm_stats_descs[] = {
+	STAT_NAMED("pm_state", struct ugpu_pm_stats, state, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "host-suspend state (enum ugpu_pm_state)"),
+	STAT_NAMED("pm_prepare_ns", struct ugpu_pm_stats, prepare_ns, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NS,
+		   "the last host-suspend prepare, whole"),
+	STAT_NAMED("pm_critical_ns", struct ugpu_pm_stats, critical_ns, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NS,
+		   "the last host suspend's critical window"),
+	STAT_NAMED("pm_resume_ns", struct ugpu_pm_stats, resume_ns, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NS,
+		   "the last resume, whole"),
+	STAT_NAMED("pm_backups_prepared", struct ugpu_pm_stats, backups_prepared, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "backups the last prepare made"),
+	STAT_NAMED("pm_backups_missed", struct ugpu_pm_stats, backups_missed, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "backups the last suspend had to allocate itself"),
+	STAT_NAMED("pm_discarded", struct ugpu_pm_stats, discarded, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "NO_RESTORE BOs whose contents the last suspend dropped"),
+	STAT_NAMED("pm_cycle_count", struct ugpu_pm_stats, cycles, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "completed host suspend/resume cycles"),
+	STAT_NAMED("pm_failure_count", struct ugpu_pm_stats, failures, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "host-suspend transitions that failed and were recovered"),
+	STAT_NAMED("pm_corrupt", struct ugpu_pm_stats, corrupt, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "backups the last resume found damaged"),
+};
+
+static struct stat_group pm_stats_group = {
+	.name = "pm",
+	.snap_size = sizeof(struct ugpu_pm_stats),
+	.snapshot = pm_stats_snapshot,
+	.descs = pm_stats_descs,
+	.n = sizeof(pm_stats_descs) / sizeof(pm_stats_descs[0]),
+};
+STATS_GROUP(pm_stats_group)

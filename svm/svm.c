@@ -30,6 +30,7 @@
 
 #include <ugpu/vm.h>
 
+#include "base/stats.h"
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
@@ -718,3 +719,74 @@ UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stat
 	memcpy(st, &o, st->size < sizeof(o) ? st->size : sizeof(o));
 	return 0;
 }
+
+/* Counters of this module in the stats registry (base/stats.h). */
+static int svm_stats_snapshot(struct ugpu_device *dev, void *buf)
+{
+	int ret = ugpu_device_svm_stats(dev, buf);
+
+	/* A device without a GPU VM has no shared virtual memory: its SVM
+	 * counters read 0 (the buffer comes zeroed), so every device lists the
+	 * same names at the same indexes. */
+	return ret == -EOPNOTSUPP ? 0 : ret;
+}
+
+static const struct stat_desc svm_stats_descs[] = {
+	STAT_NAMED("svm_pagefault_count", struct ugpu_svm_stats, svm_pagefault_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU page faults on mirrored memory"),
+	STAT_NAMED("svm_4K_pagefault_count", struct ugpu_svm_stats, svm_4K_pagefault_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU page faults that made or found a 4 KiB range"),
+	STAT_NAMED("svm_64K_pagefault_count", struct ugpu_svm_stats, svm_64K_pagefault_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU page faults that made or found a 64 KiB range"),
+	STAT_NAMED("svm_2M_pagefault_count", struct ugpu_svm_stats, svm_2M_pagefault_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU page faults that made or found a 2 MiB range"),
+	STAT_NAMED("svm_4K_migrate_count", struct ugpu_svm_stats, svm_4K_migrate_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "4 KiB ranges moved"),
+	STAT_NAMED("svm_64K_migrate_count", struct ugpu_svm_stats, svm_64K_migrate_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "64 KiB ranges moved"),
+	STAT_NAMED("svm_2M_migrate_count", struct ugpu_svm_stats, svm_2M_migrate_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "2 MiB ranges moved"),
+	STAT_NAMED("svm_4K_migrate_us", struct ugpu_svm_stats, svm_4K_migrate_us, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_US,
+		   "time moving 4 KiB ranges"),
+	STAT_NAMED("svm_64K_migrate_us", struct ugpu_svm_stats, svm_64K_migrate_us, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_US,
+		   "time moving 64 KiB ranges"),
+	STAT_NAMED("svm_2M_migrate_us", struct ugpu_svm_stats, svm_2M_migrate_us, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_US,
+		   "time moving 2 MiB ranges"),
+	STAT_NAMED("svm_device_copy_kb", struct ugpu_svm_stats, svm_device_copy_kb, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_KIB,
+		   "data moved into VRAM"),
+	STAT_NAMED("svm_cpu_copy_kb", struct ugpu_svm_stats, svm_cpu_copy_kb, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_KIB,
+		   "data moved back to system memory"),
+	STAT_NAMED("svm_tlb_inval_count", struct ugpu_svm_stats, svm_tlb_inval_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU TLB invalidations for shared virtual memory"),
+	STAT_NAMED("svm_cpu_fault_count", struct ugpu_svm_stats, svm_cpu_fault_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "CPU faults on ranges in VRAM"),
+	STAT_NAMED("svm_in_place_count", struct ugpu_svm_stats, svm_in_place_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges used in place (not moved)"),
+	STAT_NAMED("svm_gc_count", struct ugpu_svm_stats, svm_gc_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges collected after munmap, free or mremap"),
+	STAT_NAMED("svm_abort_count", struct ugpu_svm_stats, svm_abort_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "kernels aborted on a fault SVM could not serve"),
+	STAT_NAMED("svm_range_count", struct ugpu_svm_stats, svm_ranges, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+		   "live ranges"),
+	STAT_NAMED("svm_vram_bytes", struct ugpu_svm_stats, svm_vram_bytes, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
+		   "VRAM held by ranges"),
+	STAT_NAMED("svm_lost_count", struct ugpu_svm_stats, svm_lost_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges whose only copy was lost (surprise removal)"),
+	STAT_NAMED("svm_lost_bytes", struct ugpu_svm_stats, svm_lost_bytes, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_BYTES,
+		   "bytes of the ranges lost"),
+	STAT_NAMED("svm_evict_count", struct ugpu_svm_stats, svm_evict_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges evicted from VRAM for room"),
+	STAT_NAMED("svm_idle_release_count", struct ugpu_svm_stats, svm_idle_release_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges sent home so an idle device could sleep"),
+	STAT_NAMED("svm_prefetch_count", struct ugpu_svm_stats, svm_prefetch_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges prefetched to VRAM"),
+};
+
+static struct stat_group svm_stats_group = {
+	.name = "svm",
+	.snap_size = sizeof(struct ugpu_svm_stats),
+	.snapshot = svm_stats_snapshot,
+	.descs = svm_stats_descs,
+	.n = sizeof(svm_stats_descs) / sizeof(svm_stats_descs[0]),
+};
+STATS_GROUP(svm_stats_group)

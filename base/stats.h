@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The stats registry behind include/ugpu/stats.h. Each part of the driver
+ * declares one group: a function that takes a snapshot of its counters into
+ * a struct of its own (usually the public struct its per-area call fills),
+ * and a table naming each counter with its offset in that struct. The group
+ * registers itself when the library is loaded (STATS_GROUP below), so adding
+ * a counter is a line in its module's table and nothing else.
+ *
+ * Locking: the list of groups is built by constructors before main() and
+ * before any thread of ours exists, and only read afterwards: no lock.
+ */
+#ifndef UGPU_BASE_STATS_H
+#define UGPU_BASE_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ugpu/stats.h>
+
+struct ugpu_device;
+
+struct stat_desc {
+	const char *name;
+	const char *help;
+	uint8_t kind; /* enum ugpu_stat_kind */
+	uint8_t unit; /* enum ugpu_stat_unit */
+	uint8_t width; /* 1 (bool), 4 or 8 bytes at @offset */
+	size_t offset;
+};
+
+#define STAT_U64(type, field, kind_, unit_, help_)                                              \
+	{ .name = #field, .help = help_, .kind = kind_, .unit = unit_, .width = 8,             \
+	  .offset = offsetof(type, field) }
+/* The same with a name other than the field's. */
+#define STAT_NAMED(name_, type, field, kind_, unit_, help_)                                     \
+	{ .name = name_, .help = help_, .kind = kind_, .unit = unit_,                           \
+	  .width = sizeof(((type *)0)->field), .offset = offsetof(type, field) }
+
+struct stat_group {
+	const char *name; /* "mem", "svm", ... */
+	size_t snap_size; /* bytes snapshot() fills */
+	/* Fill @buf (snap_size bytes, zeroed, with a leading size_t set to
+	 * snap_size as the public structs expect); 0 or -errno. Must not wake
+	 * the device. */
+	int (*snapshot)(struct ugpu_device *dev, void *buf);
+	const struct stat_desc *descs;
+	unsigned n;
+	struct stat_group *next; /* the registry's list */
+};
+
+void stats_register(struct stat_group *g);
+
+/* Register @g_ (a struct stat_group) when the library is loaded. */
+#define STATS_GROUP(g_)                                                                         \
+	__attribute__((constructor)) static void stats_register_##g_(void)                      \
+	{                                                                                       \
+		stats_register(&g_);                                                            \
+	}
+
+#endif /* UGPU_BASE_STATS_H */

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu/stats.h - every counter of a device, enumerable by name.
+ *
+ * Each part of the driver registers its own counters (memory, shared
+ * virtual memory, host suspend, runtime PM, ...) under its own names (xe's
+ * where xe has one, e.g. svm_pagefault_count). A program lists them by index
+ * or reads one by name, so a counter added in a later release is one more
+ * index, never a changed struct: the ABI stays as it is. The per-area calls
+ * (ugpu_device_mem_stats(), ugpu_device_svm_stats(), ...) read the same
+ * values.
+ */
+#ifndef UGPU_STATS_H
+#define UGPU_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ugpu/ugpu.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ugpu_device;
+
+/* What a value is: a counter only grows (until the device is closed); a
+ * gauge is a current level and goes up and down. */
+enum ugpu_stat_kind {
+	UGPU_STAT_COUNTER = 0,
+	UGPU_STAT_GAUGE = 1,
+};
+
+/* The unit of a value as the driver keeps it. */
+enum ugpu_stat_unit {
+	UGPU_STAT_UNIT_NONE = 0, /* a count of events or objects, or a state number */
+	UGPU_STAT_UNIT_BYTES = 1,
+	UGPU_STAT_UNIT_KIB = 2, /* KiB (xe's *_kb counters) */
+	UGPU_STAT_UNIT_NS = 3,
+	UGPU_STAT_UNIT_US = 4,
+	UGPU_STAT_UNIT_MS = 5,
+};
+
+/**
+ * struct ugpu_stat - one counter (ugpu_device_stat(), ugpu_device_stat_find()).
+ * @size: set by the caller to sizeof(struct ugpu_stat).
+ * @name: its name: [a-zA-Z0-9_], lower case but for sizes as xe spells them
+ *        (svm_2M_migrate_count); unique; a static string, valid while the
+ *        library is loaded.
+ * @help: one line saying what it counts (static, like @name).
+ * @group: the part of the driver that registered it: "mem", "svm", "pm",
+ *         "rpm", ... (static).
+ * @kind: enum ugpu_stat_kind.
+ * @unit: enum ugpu_stat_unit.
+ * @value: its value when read.
+ */
+struct ugpu_stat {
+	size_t size;
+	const char *name;
+	const char *help;
+	const char *group;
+	uint32_t kind;
+	uint32_t unit;
+	uint64_t value;
+};
+
+/**
+ * ugpu_device_stat() - read the @index-th counter of @dev.
+ * @dev: the device.
+ * @index: 0, 1, ... in a fixed order for this library (a program iterates
+ *         from 0 until -ENOENT).
+ * @st: filled in; @st->size set by the caller.
+ *
+ * Counters of one group are read together (one consistent snapshot of that
+ * group per call); different calls are different moments.
+ *
+ * Returns: 0; -ENOENT when @index is past the last counter; -EINVAL for NULL
+ * arguments or @st->size smaller than the first release's struct.
+ * Context: any thread; reads only (never wakes a sleeping device).
+ */
+UGPU_API int ugpu_device_stat(struct ugpu_device *dev, unsigned int index, struct ugpu_stat *st);
+
+/**
+ * ugpu_device_stat_find() - read the counter called @name.
+ * Returns: 0; -ENOENT when @dev has no counter of that name; -EINVAL for
+ * NULL arguments or @st->size too small.
+ * Context: any thread; reads only.
+ */
+UGPU_API int ugpu_device_stat_find(struct ugpu_device *dev, const char *name, struct ugpu_stat *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UGPU_STATS_H */
