@@ -51,11 +51,22 @@ struct stat_group {
 
 void stats_register(struct stat_group *g);
 
-/* Register @g_ (a struct stat_group) when the library is loaded. */
-#define STATS_GROUP(g_)                                                                         \
-	__attribute__((constructor)) static void stats_register_##g_(void)                      \
+/*
+ * Define group @var_ called @name_, whose snapshot is a @type_ filled by
+ * @snapshot_ and whose counters are the array @descs_, and register it when
+ * the library is loaded.
+ */
+#define STATS_GROUP(var_, name_, type_, snapshot_, descs_)                                      \
+	static struct stat_group var_ = {                                                       \
+		.name = name_,                                                                  \
+		.snap_size = sizeof(type_),                                                     \
+		.snapshot = snapshot_,                                                          \
+		.descs = descs_,                                                                \
+		.n = sizeof(descs_) / sizeof((descs_)[0]),                                      \
+	};                                                                                      \
+	__attribute__((constructor)) static void stats_register_##var_(void)                    \
 	{                                                                                       \
-		stats_register(&g_);                                                            \
+		stats_register(&var_);                                                          \
 	}
 
 #endif /* UGPU_BASE_STATS_H */

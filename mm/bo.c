@@ -1095,11 +1095,4 @@ static const struct stat_desc mem_stats_descs[] = {
 		   "BO moves whose copy failed (the BO stayed)"),
 };
 
-static struct stat_group mem_stats_group = {
-	.name = "mem",
-	.snap_size = sizeof(struct ugpu_device_mem),
-	.snapshot = mem_stats_snapshot,
-	.descs = mem_stats_descs,
-	.n = sizeof(mem_stats_descs) / sizeof(mem_stats_descs[0]),
-};
-STATS_GROUP(mem_stats_group)
+STATS_GROUP(mem_stats_group, "mem", struct ugpu_device_mem, mem_stats_snapshot, mem_stats_descs)

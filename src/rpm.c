@@ -1139,11 +1139,4 @@ static const struct stat_desc rpm_stats_descs[] = {
 		   "BOs that may not leave VRAM copied aside for D3cold"),
 };
 
-static struct stat_group rpm_stats_group = {
-	.name = "rpm",
-	.snap_size = sizeof(struct ugpu_rpm_stats),
-	.snapshot = rpm_stats_snapshot,
-	.descs = rpm_stats_descs,
-	.n = sizeof(rpm_stats_descs) / sizeof(rpm_stats_descs[0]),
-};
-STATS_GROUP(rpm_stats_group)
+STATS_GROUP(rpm_stats_group, "rpm", struct ugpu_rpm_stats, rpm_stats_snapshot, rpm_stats_descs)

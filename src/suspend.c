@@ -628,11 +628,4 @@ static const struct stat_desc pm_stats_descs[] = {
 		   "backups the last resume found damaged"),
 };
 
-static struct stat_group pm_stats_group = {
-	.name = "pm",
-	.snap_size = sizeof(struct ugpu_pm_stats),
-	.snapshot = pm_stats_snapshot,
-	.descs = pm_stats_descs,
-	.n = sizeof(pm_stats_descs) / sizeof(pm_stats_descs[0]),
-};
-STATS_GROUP(pm_stats_group)
+STATS_GROUP(pm_stats_group, "pm", struct ugpu_pm_stats, pm_stats_snapshot, pm_stats_descs)

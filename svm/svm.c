@@ -782,11 +782,4 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges prefetched to VRAM"),
 };
 
-static struct stat_group svm_stats_group = {
-	.name = "svm",
-	.snap_size = sizeof(struct ugpu_svm_stats),
-	.snapshot = svm_stats_snapshot,
-	.descs = svm_stats_descs,
-	.n = sizeof(svm_stats_descs) / sizeof(svm_stats_descs[0]),
-};
-STATS_GROUP(svm_stats_group)
+STATS_GROUP(svm_stats_group, "svm", struct ugpu_svm_stats, svm_stats_snapshot, svm_stats_descs)
