@@ -29,8 +29,9 @@ DESTDIR    ?=
 # itself, and fails loudly when it cannot); test_logind_bus runs a private
 # dbus-daemon as a fake system bus.
 VM_PKGS = qemu-system-x86 busybox-static dbus-daemon
-# The test framework: only make test needs it (make run builds no test).
-TEST_PKGS = libcmocka-dev $(VM_PKGS)
+# The test framework: only make test needs it (make run builds no test);
+# promtool (package prometheus) checks ugpuctl's Prometheus output.
+TEST_PKGS = libcmocka-dev prometheus $(VM_PKGS)
 # The fuzz targets (tests/fuzz) are built with clang's libFuzzer.
 FUZZ_PKGS = clang libclang-rt-14-dev libfuzzer-14-dev
 

@@ -766,7 +766,7 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges collected after munmap, free or mremap"),
 	STAT_NAMED("svm_abort_count", struct ugpu_svm_stats, svm_abort_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "kernels aborted on a fault SVM could not serve"),
-	STAT_NAMED("svm_range_count", struct ugpu_svm_stats, svm_ranges, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
+	STAT_NAMED("svm_ranges", struct ugpu_svm_stats, svm_ranges, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_NONE,
 		   "live ranges"),
 	STAT_NAMED("svm_vram_bytes", struct ugpu_svm_stats, svm_vram_bytes, UGPU_STAT_GAUGE, UGPU_STAT_UNIT_BYTES,
 		   "VRAM held by ranges"),

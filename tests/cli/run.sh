@@ -56,7 +56,7 @@ for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
 	[ -x "$B/$t" ] || { echo "skip: $B/$t not built"; exit 77; }
 	help_version "$t" "$B/$t"
 done
-for c in list bind unbind suspend resume unplug; do
+for c in list bind unbind suspend resume unplug stats; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
 for c in all buddy copy exec suspend rpm svm uffd; do

@@ -46,5 +46,6 @@ extern const struct ugpuctl_cmd ugpuctl_cmd_unbind;
 extern const struct ugpuctl_cmd ugpuctl_cmd_suspend;
 extern const struct ugpuctl_cmd ugpuctl_cmd_resume;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unplug;
+extern const struct ugpuctl_cmd ugpuctl_cmd_stats;
 
 #endif

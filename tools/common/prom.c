@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+/* The Prometheus exposition of a device's counters (prom.h). */
+#include "tools/common/prom.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <ugpu/stats.h>
+
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+	size_t k = strlen(suffix);
+
+	return n >= k && !memcmp(s + n - k, suffix, k);
+}
+
+int prom_name(const struct ugpu_stat *st, char *buf, size_t len, double *value)
+{
+	const char *unit_suffix = "";
+	size_t n = strlen(st->name);
+	double v = (double)st->value;
+	int w;
+
+	/* Drop the unit the driver counts in; say the base unit instead. */
+	switch (st->unit) {
+	case UGPU_STAT_UNIT_KIB:
+		if (ends_with(st->name, n, "_kb"))
+			n -= 3;
+		v *= 1024.0;
+		unit_suffix = "_bytes";
+		break;
+	case UGPU_STAT_UNIT_NS:
+	case UGPU_STAT_UNIT_US:
+	case UGPU_STAT_UNIT_MS:
+		if (ends_with(st->name, n, "_ns") || ends_with(st->name, n, "_us") ||
+		    ends_with(st->name, n, "_ms"))
+			n -= 3;
+		v /= st->unit == UGPU_STAT_UNIT_NS ? 1e9 : st->unit == UGPU_STAT_UNIT_US ? 1e6 : 1e3;
+		unit_suffix = "_seconds";
+		break;
+	case UGPU_STAT_UNIT_BYTES:
+		if (ends_with(st->name, n, "_bytes"))
+			n -= 6;
+		unit_suffix = "_bytes";
+		break;
+	default:
+		break;
+	}
+	/* A counter of events is NAME_total, not NAME_count_total. */
+	if (st->kind == UGPU_STAT_COUNTER && !*unit_suffix && ends_with(st->name, n, "_count"))
+		n -= 6;
+	w = snprintf(buf, len, "ugpu_%.*s%s%s", (int)n, st->name, unit_suffix,
+		     st->kind == UGPU_STAT_COUNTER ? "_total" : "");
+	if (w < 0 || (size_t)w >= len)
+		return -ENAMETOOLONG;
+	*value = v;
+	return 0;
+}
+
+int prom_label(char *buf, size_t len, const char *name, const char *value)
+{
+	size_t o;
+	int w = snprintf(buf, len, "%s=\"", name);
+
+	if (w < 0 || (size_t)w >= len)
+		return -ENAMETOOLONG;
+	o = (size_t)w;
+	for (const char *c = value; *c; c++) {
+		const char *esc = *c == '\\' ? "\\\\" : *c == '"' ? "\\\"" : *c == '\n' ? "\\n" : NULL;
+		size_t k = esc ? 2 : 1;
+
+		if (o + k + 2 > len)
+			return -ENAMETOOLONG;
+		memcpy(buf + o, esc ? esc : c, k);
+		o += k;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return 0;
+}
+
+int prom_write(FILE *out, struct ugpu_device *dev, const char *labels)
+{
+	struct ugpu_stat st = { .size = sizeof(st) };
+	unsigned i;
+	int ret;
+
+	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) == 0; i++) {
+		char name[128];
+		double v;
+
+		ret = prom_name(&st, name, sizeof(name), &v);
+		if (ret)
+			return ret;
+		fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, st.help, name,
+			st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
+		if (labels && *labels)
+			fprintf(out, "%s{%s} %.17g\n", name, labels, v);
+		else
+			fprintf(out, "%s %.17g\n", name, v);
+	}
+	return ret == -ENOENT ? 0 : ret;
+}

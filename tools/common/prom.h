@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Prometheus text exposition format (version 0.0.4) of a device's
+ * counters (include/ugpu/stats.h), for `ugpuctl stats --prometheus` and the
+ * daemon's endpoint. Names follow Prometheus practice: the ugpu_ prefix,
+ * base units (KiB become bytes, ns/us/ms become seconds, as fractions),
+ * counters end in _total (a trailing _count becomes _total), bytes end in
+ * _bytes; every sample carries the labels given.
+ */
+#ifndef UGPU_TOOLS_PROM_H
+#define UGPU_TOOLS_PROM_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct ugpu_device;
+struct ugpu_stat;
+
+/*
+ * prom_name() - the Prometheus name of @st into @buf ("ugpu_..."), and its
+ * value in base units into *@value. Returns 0, or -ENAMETOOLONG.
+ */
+int prom_name(const struct ugpu_stat *st, char *buf, size_t len, double *value);
+
+/*
+ * prom_write() - every counter of @dev as exposition text to @out; @labels
+ * is the label set without braces (e.g. `device="vfio-user:/run/gpu.sock"`,
+ * made with prom_label()), or NULL. Returns 0 or the -errno of the first
+ * counter that could not be read (nothing more is written then).
+ */
+int prom_write(FILE *out, struct ugpu_device *dev, const char *labels);
+
+/* prom_label() - `NAME="VALUE"` with VALUE escaped as the format asks
+ * (backslash, double quote, newline) into @buf. Returns 0 or -ENAMETOOLONG. */
+int prom_label(char *buf, size_t len, const char *name, const char *value);
+
+#endif

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpuctl stats [--json | --prometheus] URI: every counter of a device
+ * (include/ugpu/stats.h), as a table, as JSON (one object per counter), or
+ * in the Prometheus text format (tools/common/prom.h).
+ *
+ * It opens the device like any owner: a device another process holds is
+ * refused (-EBUSY, with the holder); the daemon serves its own devices'
+ * counters to clients.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <ugpu/device.h>
+#include <ugpu/stats.h>
+
+#include "tools/common/prom.h"
+#include "tools/ugpuctl/ugpuctl.h"
+
+static bool as_json, as_prom;
+
+static const struct cli_opt stats_opts[] = {
+	{ .name = "json", .kind = CLI_FLAG, .dst = &as_json,
+	  .help = "one JSON object per line: name, value, kind, unit, group, help" },
+	{ .name = "prometheus", .kind = CLI_FLAG, .dst = &as_prom,
+	  .help = "the Prometheus text exposition format 0.0.4" },
+	{ 0 },
+};
+
+static const struct cli_cmd stats_cli = {
+	.prog = "ugpuctl stats",
+	.args = "URI",
+	.summary = "print every counter of a device (table, --json or --prometheus)",
+	.about = "Opens the device (vfio-user:PATH or pci:BDF) and prints its counters: memory,\n"
+		 "shared virtual memory, host suspend, runtime PM (docs/stats.md).",
+	.opts = stats_opts,
+	.min_pos = 1,
+	.max_pos = 1,
+};
+
+static const char *const unit_names[] = { "", "bytes", "KiB", "ns", "us", "ms" };
+
+static const char *unit_name(uint32_t u)
+{
+	return u < sizeof(unit_names) / sizeof(unit_names[0]) ? unit_names[u] : "?";
+}
+
+/* A JSON string (the names and help lines are plain ASCII without quotes or
+ * backslashes, but say so in code rather than trust it). */
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static int print_stats(const char *uri, struct ugpu_device *dev)
+{
+	struct ugpu_stat st = { .size = sizeof(st) };
+	unsigned i;
+	int ret;
+
+	if (as_prom) {
+		char label[512];
+
+		ret = prom_label(label, sizeof(label), "device", uri);
+		return ret ? ret : prom_write(stdout, dev, label);
+	}
+	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) == 0; i++) {
+		if (as_json) {
+			printf("{\"name\":");
+			json_str(st.name);
+			printf(",\"value\":%llu,\"kind\":\"%s\",\"unit\":", (unsigned long long)st.value,
+			       st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
+			json_str(unit_name(st.unit));
+			printf(",\"group\":");
+			json_str(st.group);
+			printf(",\"help\":");
+			json_str(st.help);
+			printf("}\n");
+		} else {
+			printf("%-5s %-28s %20llu %-5s %s\n", st.group, st.name,
+			       (unsigned long long)st.value, unit_name(st.unit), st.help);
+		}
+	}
+	return ret == -ENOENT ? 0 : ret;
+}
+
+static int run_stats(int argc, char **argv)
+{
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	char *uri;
+	unsigned npos;
+	int ret;
+
+	ret = cli_parse(&stats_cli, argc, argv, &uri, &npos);
+	if (ret != CLI_CONTINUE)
+		return ret;
+	if (as_json && as_prom)
+		return cli_usage_error(stats_cli.prog, "give one of --json and --prometheus");
+	if (ugpuctl_open(stats_cli.prog, uri, &ctx, &dev)) {
+		ugpu_context_destroy(ctx);
+		return 1;
+	}
+	ret = print_stats(uri, dev);
+	if (ret)
+		fprintf(stderr, "%s: reading the counters of %s: %s\n", stats_cli.prog, uri,
+			ugpu_strerror(ret));
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	return ret ? 1 : 0;
+}
+
+const struct ugpuctl_cmd ugpuctl_cmd_stats = {
+	.cli = &stats_cli,
+	.name = "stats",
+	.run = run_stats,
+};
