@@ -56,7 +56,7 @@ for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
 	[ -x "$B/$t" ] || { echo "skip: $B/$t not built"; exit 77; }
 	help_version "$t" "$B/$t"
 done
-for c in list bind unbind suspend resume unplug stats; do
+for c in list bind unbind suspend resume unplug status stats; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
 for c in all buddy copy exec suspend rpm svm uffd; do
@@ -137,6 +137,26 @@ expect 2 "give one of --socket-path and --fd" "$B/ugpu-sim"
 expect 1 "^ugpuctl resume: cannot open vfio-user:$tmp/none: " "$B/ugpuctl" resume "vfio-user:$tmp/none"
 n=$(wc -l <"$tmp/err")
 [ "$n" -eq 1 ] || fail "ugpuctl resume on a missing device: $n lines on stderr, expected 1: $(cat "$tmp/err")"
+
+# ugpuctl status --control: the reference device's own view, read-only (a
+# table, or one JSON object), and the usage errors.
+"$B/ugpu-sim" --socket-path="$tmp/st.sock" --control "$tmp/st.ctl" >/dev/null 2>&1 &
+st=$!
+i=0
+while [ $i -lt 500 ] && [ ! -S "$tmp/st.ctl" ]; do
+	sleep 0.01
+	i=$((i + 1))
+done
+expect 0 "^power +D0$" "$B/ugpuctl" status --control "$tmp/st.ctl"
+grep -Eq "^client +no$" "$tmp/out" || fail "status --control: no 'client no' line: $(cat "$tmp/out")"
+expect 0 '"power":"D0"' "$B/ugpuctl" status --json --control "$tmp/st.ctl"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["dma_maps"] == 0, d' "$tmp/out" ||
+	fail "status --json --control is not the JSON expected: $(cat "$tmp/out")"
+expect 1 "cannot connect to control socket" "$B/ugpuctl" status --control "$tmp/none.ctl"
+expect 2 "missing argument" "$B/ugpuctl" status
+expect 2 "seen only through its owner" "$B/ugpuctl" status "vfio-user:$tmp/st.sock"
+kill "$st" 2>/dev/null
+wait "$st"
 
 # The demo stopped by SIGINT or SIGTERM removes its device's socket: wait
 # for the socket to appear, stop the demo, the socket must be gone (TMPDIR

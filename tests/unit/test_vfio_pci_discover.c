@@ -604,7 +604,7 @@ static int run_cli(const char *args, char *out, size_t len)
 
 static void test_cli(void **state)
 {
-	char out[4096];
+	char out[4096], grp[PATH_MAX];
 
 	(void)state;
 	if (run_cli("--help", out, sizeof(out)) < 0)
@@ -632,6 +632,26 @@ static void test_cli(void **state)
 	assert_int_equal(run_cli("unbind 0000:02:00.0", out, sizeof(out)), 0);
 	assert_non_null(strstr(out, "0000:02:00.0 unbound from vfio-pci, back on nvme"));
 	kernel_stop();
+
+	/* status: read-only, from sysfs and /proc */
+	assert_int_equal(run_cli("status 0000:01:00.0", out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "id               10de:2204"));
+	assert_non_null(strstr(out, "driver           nouveau"));
+	assert_non_null(strstr(out, "iommu_group      7"));
+	assert_non_null(strstr(out, "usable           after ugpuctl bind"));
+	assert_int_equal(run_cli("status --json pci:0000:00:1f.0", out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "\"iommu_group\":null"));
+	assert_non_null(strstr(out, "\"usable\":\"no (no IOMMU group)\""));
+	fake_sysfs_set_driver(&fs, "0000:02:00.0", "vfio-pci");
+	snprintf(grp, sizeof(grp), "%s/vfio/3", fs.dev);
+	fake_proc_fd(&fs, 4242, "ugpu-demo\n", 7, grp);
+	assert_int_equal(run_cli("status 02:00.0", out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "held_by          pid 4242 (ugpu-demo)"));
+	assert_non_null(strstr(out, "usable           yes (on vfio-pci)"));
+	assert_int_equal(run_cli("status 0000:09:00.0", out, sizeof(out)), 1);
+	assert_int_equal(run_cli("status vfio-user:/x", out, sizeof(out)), 2);
+	assert_non_null(strstr(out, "seen only through its owner"));
+	assert_int_equal(run_cli("status --control /x 0000:01:00.0", out, sizeof(out)), 2);
 }
 
 int main(void)

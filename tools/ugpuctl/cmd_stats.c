@@ -46,22 +46,6 @@ static const char *unit_name(uint32_t u)
 	return u < sizeof(unit_names) / sizeof(unit_names[0]) ? unit_names[u] : "?";
 }
 
-/* A JSON string (the names and help lines are plain ASCII without quotes or
- * backslashes, but say so in code rather than trust it). */
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 static int print_stats(const char *uri, struct ugpu_device *dev)
 {
 	struct ugpu_stat st = { .size = sizeof(st) };
@@ -77,14 +61,14 @@ static int print_stats(const char *uri, struct ugpu_device *dev)
 	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) == 0; i++) {
 		if (as_json) {
 			printf("{\"name\":");
-			json_str(st.name);
+			ugpuctl_json_str(st.name);
 			printf(",\"value\":%llu,\"kind\":\"%s\",\"unit\":", (unsigned long long)st.value,
 			       st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
-			json_str(unit_name(st.unit));
+			ugpuctl_json_str(unit_name(st.unit));
 			printf(",\"group\":");
-			json_str(st.group);
+			ugpuctl_json_str(st.group);
 			printf(",\"help\":");
-			json_str(st.help);
+			ugpuctl_json_str(st.help);
 			printf("}\n");
 		} else {
 			printf("%-5s %-28s %20llu %-5s %s\n", st.group, st.name,

@@ -33,8 +33,7 @@ static long ms_now(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Send one command line, read one reply line (bounded). */
-static int control_call(const char *path, const char *line, char *reply, size_t len)
+int ugpuctl_control_call(const char *path, const char *line, char *reply, size_t len)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t got = 0, n = strlen(line);
@@ -123,7 +122,7 @@ static int run_unplug(int argc, char **argv)
 	if (!control)
 		return cli_usage_error(unplug_cli.prog, "--control PATH is required");
 	snprintf(line, sizeof(line), "dev %llu unplug %s", (unsigned long long)devn, kind);
-	ret = control_call(control, line, reply, sizeof(reply));
+	ret = ugpuctl_control_call(control, line, reply, sizeof(reply));
 	if (ret == -EIO) {
 		fprintf(stderr, "ugpuctl unplug %s: the device refused: %s\n", kind, reply);
 		return 1;

@@ -21,6 +21,7 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_suspend,
 	&ugpuctl_cmd_resume,
 	&ugpuctl_cmd_unplug,
+	&ugpuctl_cmd_status,
 	&ugpuctl_cmd_stats,
 };
 
@@ -65,6 +66,20 @@ int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
 	else /* opened: what the driver says from now on goes to stderr */
 		ugpu_context_set_log(*ctx, NULL, NULL, UGPU_LOG_DEFAULT);
 	return ret;
+}
+
+void ugpuctl_json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
 }
 
 static void usage(FILE *out)

@@ -40,6 +40,17 @@ const struct pci_paths *ugpuctl_paths(void);
 int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
 		 struct ugpu_device **dev);
 
+/*
+ * ugpuctl_control_call() - send one command line to a reference device's
+ * control socket (ugpu-sim --control PATH) and read its one reply line into
+ * @reply (newline stripped), waiting a bounded time. Failures are printed.
+ * Returns: 0 for an "ok ..." reply, -EIO for "err ...", or -errno.
+ */
+int ugpuctl_control_call(const char *path, const char *line, char *reply, size_t len);
+
+/* @s as a JSON string, quotes and escapes included, to stdout. */
+void ugpuctl_json_str(const char *s);
+
 extern const struct ugpuctl_cmd ugpuctl_cmd_list;
 extern const struct ugpuctl_cmd ugpuctl_cmd_bind;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unbind;
@@ -47,5 +58,6 @@ extern const struct ugpuctl_cmd ugpuctl_cmd_suspend;
 extern const struct ugpuctl_cmd ugpuctl_cmd_resume;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unplug;
 extern const struct ugpuctl_cmd ugpuctl_cmd_stats;
+extern const struct ugpuctl_cmd ugpuctl_cmd_status;
 
 #endif
