@@ -9,6 +9,7 @@
 #    exit 1 with exactly one line.
 # Usage: run.sh BUILD_DIR
 set -u
+. "$(dirname "$0")/../sh_util.sh"
 B=$1
 fails=0
 tmp=$(mktemp -d /tmp/ugpu-cli-test.XXXXXX)
@@ -140,13 +141,9 @@ n=$(wc -l <"$tmp/err")
 
 # ugpuctl status --control: the reference device's own view, read-only (a
 # table, or one JSON object), and the usage errors.
-"$B/ugpu-sim" --socket-path="$tmp/st.sock" --control "$tmp/st.ctl" >/dev/null 2>&1 &
-st=$!
-i=0
-while [ $i -lt 500 ] && [ ! -S "$tmp/st.ctl" ]; do
-	sleep 0.01
-	i=$((i + 1))
-done
+start_sim "$B" "$tmp/st.log" --socket-path="$tmp/st.sock" --control "$tmp/st.ctl"
+st=$sim
+wait_for '[ -S "$tmp/st.ctl" ]' || fail "ugpu-sim made no control socket"
 expect 0 "^power +D0$" "$B/ugpuctl" status --control "$tmp/st.ctl"
 grep -Eq "^client +no$" "$tmp/out" || fail "status --control: no 'client no' line: $(cat "$tmp/out")"
 expect 0 '"power":"D0"' "$B/ugpuctl" status --json --control "$tmp/st.ctl"
@@ -165,11 +162,7 @@ for sig in INT TERM; do
 	# (a shell starts background jobs with SIGINT ignored: env gives it back)
 	TMPDIR=$tmp env --default-signal=INT,TERM "$B/ugpu-demo" >"$tmp/demo" 2>&1 &
 	demo=$!
-	i=0
-	while [ $i -lt 500 ] && ! ls "$tmp"/ugpu-sim-*.sock >/dev/null 2>&1; do
-		sleep 0.01
-		i=$((i + 1))
-	done
+	wait_for 'ls "$tmp"/ugpu-sim-*.sock'
 	kill -$sig "$demo" 2>/dev/null
 	wait "$demo"
 	ls "$tmp"/ugpu-sim-*.sock >/dev/null 2>&1 &&

@@ -9,6 +9,7 @@
 #  - --json with --prometheus is a usage error.
 # Usage: run.sh BUILD_DIR
 set -u
+. "$(dirname "$0")/../sh_util.sh"
 B=$1
 tmp=$(mktemp -d /tmp/ugpu-prom-test.XXXXXX)
 sim=
@@ -21,14 +22,7 @@ fail() {
 
 command -v promtool >/dev/null || { echo "FAIL: promtool missing (make test installs prometheus)"; exit 1; }
 
-"$B/ugpu-sim" --socket-path="$tmp/gpu.sock" --vram 64M >"$tmp/sim" 2>&1 &
-sim=$!
-i=0
-while [ $i -lt 500 ] && [ ! -S "$tmp/gpu.sock" ]; do
-	sleep 0.01
-	i=$((i + 1))
-done
-[ -S "$tmp/gpu.sock" ] || { echo "FAIL: ugpu-sim did not start: $(cat "$tmp/sim")"; exit 1; }
+start_sim "$B" "$tmp/sim" --socket-path="$tmp/gpu.sock" --vram 64M
 uri="vfio-user:$tmp/gpu.sock"
 
 "$B/ugpuctl" stats --prometheus "$uri" >"$tmp/prom" 2>"$tmp/err" || fail "stats --prometheus: $(cat "$tmp/err")"

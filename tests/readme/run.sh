@@ -6,20 +6,14 @@
 # serves it must print one error line naming the URI and exit 1.
 # Usage: run.sh BUILD_DIR EXAMPLE
 set -u
+. "$(dirname "$0")/../sh_util.sh"
 B=$1
 ex=$2
 tmp=$(mktemp -d /tmp/ugpu-readme-test.XXXXXX)
 sim=
 trap '[ -n "$sim" ] && kill "$sim" 2>/dev/null; rm -rf "$tmp"' EXIT
 
-"$B/ugpu-sim" --socket-path="$tmp/gpu.sock" --vram 256M >"$tmp/sim" 2>&1 &
-sim=$!
-i=0
-while [ $i -lt 500 ] && [ ! -S "$tmp/gpu.sock" ]; do
-	sleep 0.01
-	i=$((i + 1))
-done
-[ -S "$tmp/gpu.sock" ] || { echo "FAIL: ugpu-sim did not start: $(cat "$tmp/sim")"; exit 1; }
+start_sim "$B" "$tmp/sim" --socket-path="$tmp/gpu.sock" --vram 256M
 
 "$ex" "vfio-user:$tmp/gpu.sock" >"$tmp/out" 2>&1 ||
 	{ echo "FAIL: the README example failed: $(cat "$tmp/out")"; exit 1; }

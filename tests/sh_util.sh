@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: MIT
+# Helpers for the shell tests (sourced).
+
+# wait_for COMMAND: evaluate the shell COMMAND (a string, evaluated anew each
+# time) every 10 ms until it succeeds, at most 5 s; returns 1 if it never did.
+wait_for() {
+	_i=0
+	while ! eval "$1" >/dev/null 2>&1; do
+		[ $_i -ge 500 ] && return 1
+		sleep 0.01
+		_i=$((_i + 1))
+	done
+	return 0
+}
+
+# start_sim BUILD_DIR LOG ARGS...: start ugpu-sim in the background with ARGS
+# (one of them --socket-path=PATH); sets $sim to its pid and waits until PATH
+# is a socket, else prints why and exits 1.
+start_sim() {
+	_b=$1 _log=$2
+	shift 2
+	_sock=
+	for _a in "$@"; do
+		case $_a in --socket-path=*) _sock=${_a#--socket-path=} ;; esac
+	done
+	"$_b/ugpu-sim" "$@" >"$_log" 2>&1 &
+	sim=$!
+	wait_for '[ -S "$_sock" ]' || { echo "FAIL: ugpu-sim did not start: $(cat "$_log")"; exit 1; }
+}
