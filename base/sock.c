@@ -256,3 +256,8 @@ out_close:
 	sock_fds_close(&out->in);
 	return ret;
 }
+
+void sock_body_free(void *body)
+{
+	free(body);
+}

@@ -89,8 +89,9 @@ typedef int64_t (*sock_body_len_fn)(const void *hdr, void *arg);
 
 /*
  * struct sock_msg - a received message.
- * @body: malloc'd, @len bytes (NULL when @len is 0 or the body was dropped);
- *        free() it
+ * @body: allocated from the driver's heap (base/alloc.h), @len bytes (NULL
+ *        when @len is 0 or the body was dropped); release it with
+ *        sock_body_free() (free() in code built with base/alloc.h)
  * @len: the body's length as the header gives it
  * @dropped: the body was longer than the caller's limit: it was read and
  *           thrown away, so the stream stays in step
@@ -111,5 +112,9 @@ struct sock_msg {
  */
 int sock_recv_msg(int fd, void *hdr, size_t hdr_len, sock_body_len_fn body_len, void *arg,
 		  size_t max_body, const struct sock_wait *w, struct sock_msg *out);
+
+/* sock_body_free() - release a struct sock_msg's @body (NULL is a no-op):
+ * for callers built without the driver's heap (tools, tests). */
+void sock_body_free(void *body);
 
 #endif

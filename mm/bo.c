@@ -127,7 +127,7 @@ static void kmem_free(struct ugpu_device *dev, void *obj)
 
 static const struct device_kmem_ops bo_kmem_ops = {
 	.alloc = kmem_alloc,
-	.free = kmem_free,
+	.release = kmem_free,
 };
 
 /* ---- manager ---------------------------------------------------------------- */

@@ -214,7 +214,7 @@ static void engines_teardown(struct ugpu_device *dev)
 		engine_destroy(dev->copy[i]);
 		dev->copy[i] = NULL;
 		if (dev->ring_obj[i])
-			dev->kmem->free(dev, dev->ring_obj[i]);
+			dev->kmem->release(dev, dev->ring_obj[i]);
 		dev->ring_obj[i] = NULL;
 	}
 }
@@ -470,7 +470,7 @@ static int exec_up(struct ugpu_device *dev, const char *uri)
 	cfg.irq_fd[2] = dev->msix_fds[REFDEV_VEC_EXEC];
 	ret = exec_create(dev->ctx, &cfg, &dev->exec);
 	if (ret) {
-		dev->kmem->free(dev, dev->exec_obj);
+		dev->kmem->release(dev, dev->exec_obj);
 		dev->exec_obj = NULL;
 		return ret == -EOPNOTSUPP ? 0 : ret;
 	}
@@ -482,7 +482,7 @@ static void exec_down(struct ugpu_device *dev)
 	exec_destroy(dev->exec);
 	dev->exec = NULL;
 	if (dev->exec_obj)
-		dev->kmem->free(dev, dev->exec_obj);
+		dev->kmem->release(dev, dev->exec_obj);
 	dev->exec_obj = NULL;
 }
 

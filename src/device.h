@@ -57,12 +57,12 @@ struct device_profile {
  * @alloc: @size bytes named @name, placed top-down (away from where objects
  *         go); returns 0 with *@obj (to free) and its VRAM offset and CPU
  *         address, or -errno. Called from bring-up only.
- * @free:  release what @alloc returned; never needs the device to answer.
+ * @release: release what @alloc returned; never needs the device to answer.
  */
 struct device_kmem_ops {
 	int (*alloc)(struct ugpu_device *dev, uint64_t size, const char *name, void **obj,
 		     uint64_t *vram_offset);
-	void (*free)(struct ugpu_device *dev, void *obj);
+	void (*release)(struct ugpu_device *dev, void *obj);
 };
 
 /*

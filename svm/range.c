@@ -18,6 +18,7 @@
 
 #include <ugpu/vm.h>
 
+#include "base/lines.h"
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
@@ -198,16 +199,19 @@ void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev 
 
 /* ---- the process's memory ----------------------------------------------------------- */
 
-/* The CPU mapping holding @addr, from /proc/self/maps: 0, or -ENOENT. */
+/* The CPU mapping holding @addr, from /proc/self/maps: 0, or -ENOENT.
+ * Read without stdio: this runs on the fault paths, which must not use the C
+ * library's heap (base/lines.h). */
 int vma_lookup(uint64_t addr, struct vma *out)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
-	int ret = -ENOENT;
+	struct lines lr;
+	char *line;
+	int ret = lines_open(&lr, "/proc/self/maps");
 
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
+	if (ret)
+		return ret;
+	ret = -ENOENT;
+	while ((line = lines_next(&lr))) {
 		unsigned long long a, b, off, ino;
 		char perms[8], devs[16], path[256] = "";
 
@@ -230,7 +234,7 @@ int vma_lookup(uint64_t addr, struct vma *out)
 		ret = 0;
 		break;
 	}
-	fclose(f);
+	lines_close(&lr);
 	return ret;
 }
 
@@ -238,14 +242,14 @@ int vma_lookup(uint64_t addr, struct vma *out)
  * (/proc/self/smaps): 4, or more for hugetlbfs; 0 when not found. */
 unsigned int vma_page_kb(uint64_t start)
 {
-	FILE *f = fopen("/proc/self/smaps", "re");
-	char line[512];
+	struct lines lr;
+	char *line;
 	bool in = false;
 	unsigned int kb = 0;
 
-	if (!f)
+	if (lines_open(&lr, "/proc/self/smaps"))
 		return 0;
-	while (fgets(line, sizeof(line), f)) {
+	while ((line = lines_next(&lr))) {
 		unsigned long long a, b;
 
 		if (sscanf(line, "%llx-%llx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
@@ -256,7 +260,7 @@ unsigned int vma_page_kb(uint64_t start)
 			break;
 		}
 	}
-	fclose(f);
+	lines_close(&lr);
 	return kb;
 }
 

@@ -13,16 +13,12 @@ wait_for() {
 	return 0
 }
 
-# start_sim BUILD_DIR LOG ARGS...: start ugpu-sim in the background with ARGS
-# (one of them --socket-path=PATH); sets $sim to its pid and waits until PATH
-# is a socket, else prints why and exits 1.
+# start_sim BUILD_DIR LOG SOCKET ARGS...: start ugpu-sim in the background
+# with ARGS; sets $sim to its pid and waits until SOCKET (the one it is to
+# serve first) is a socket, else prints why and exits 1.
 start_sim() {
-	_b=$1 _log=$2
-	shift 2
-	_sock=
-	for _a in "$@"; do
-		case $_a in --socket-path=*) _sock=${_a#--socket-path=} ;; esac
-	done
+	_b=$1 _log=$2 _sock=$3
+	shift 3
 	"$_b/ugpu-sim" "$@" >"$_log" 2>&1 &
 	sim=$!
 	wait_for '[ -S "$_sock" ]' || { echo "FAIL: ugpu-sim did not start: $(cat "$_log")"; exit 1; }

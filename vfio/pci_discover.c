@@ -208,9 +208,9 @@ static int list_dir(const struct pci_paths *p, const char *dir, struct pci_dev_d
 			struct pci_dev_desc *nv;
 
 			cap = cap ? cap * 2 : 16;
-			nv = realloc(v, cap * sizeof(*v));
+			nv = (realloc)(v, cap * sizeof(*v)); /* the C library's: callers free() it */
 			if (!nv) {
-				free(v);
+				(free)(v);
 				closedir(dp);
 				return -ENOMEM;
 			}
@@ -255,9 +255,9 @@ int pci_list(struct pci_dev_desc **out, size_t *n)
 			struct pci_dev_desc *nv;
 
 			cap = cap ? cap * 2 : 16;
-			nv = realloc(v, cap * sizeof(*v));
+			nv = (realloc)(v, cap * sizeof(*v)); /* the C library's: callers free() it */
 			if (!nv) {
-				free(v);
+				(free)(v);
 				pci_iterator_destroy(it);
 				pci_system_cleanup();
 				return -ENOMEM;
@@ -339,7 +339,7 @@ int pci_group_check_with(const struct pci_paths *p, const char *bdf, const char 
 		snprintf(others + used, sizeof(others) - used, "%s%s (bound to %s)", used ? ", " : "",
 			 v[i].bdf, v[i].driver);
 	}
-	free(v);
+	(free)(v);
 	if (bad) {
 		pci_say(why, len,
 		    "IOMMU group %d of %s is not viable: %s; bind every device of the group to vfio-pci (ugpuctl bind BDF) or unbind it",

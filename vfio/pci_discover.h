@@ -57,7 +57,8 @@ int pci_describe(const struct pci_paths *p, const char *bdf, struct pci_dev_desc
 
 /*
  * pci_list_sysfs() - every device under <sysfs>/bus/pci/devices, sorted by
- * BDF. *@out is malloc'd (free() it); *@n may be 0.
+ * BDF. *@out comes from the C library's malloc (free() it: these are for tools,
+ * not the driver's heap of base/alloc.h); *@n may be 0.
  * Returns: 0, -ENOMEM. A missing bus/pci directory is an empty list.
  */
 int pci_list_sysfs(const struct pci_paths *p, struct pci_dev_desc **out, size_t *n);

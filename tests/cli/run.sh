@@ -141,7 +141,7 @@ n=$(wc -l <"$tmp/err")
 
 # ugpuctl status --control: the reference device's own view, read-only (a
 # table, or one JSON object), and the usage errors.
-start_sim "$B" "$tmp/st.log" --socket-path="$tmp/st.sock" --control "$tmp/st.ctl"
+start_sim "$B" "$tmp/st.log" "$tmp/st.sock" --socket-path="$tmp/st.sock" --control "$tmp/st.ctl"
 st=$sim
 wait_for '[ -S "$tmp/st.ctl" ]' || fail "ugpu-sim made no control socket"
 expect 0 "^power +D0$" "$B/ugpuctl" status --control "$tmp/st.ctl"

@@ -1727,21 +1727,6 @@ static __attribute__((noinline)) void run_on_stack(struct mx *m)
  * with the watchdog). UGPU_MATRIX_RUN_FINDINGS=1 runs them anyway.
  */
 static const char *const findings[] = {
-	/* FINDING: malloc memory from the brk heap: its range (2 MiB inside the
-	 * heap mapping, docs/svm.md) holds the library's own heap objects too;
-	 * once it is in VRAM a driver thread (exec_thread -> on_ended ->
-	 * complete_locked) touches a queue's object there with the queue's lock
-	 * held, faults into the userfaultfd, and the SVM worker that must serve
-	 * the fault waits for that same lock (vm_faults_done): the kernel never
-	 * completes (fence wait -ETIMEDOUT), the teardown hangs. Depends on the
-	 * heap's layout: seen after the other kinds' "once"/"twice" cases ran. */
-	"malloc-twice",
-	"malloc-many",
-	"malloc-fork-read-after-gpu", /* the same hang, same stacks */
-	"malloc-unaligned-malloc", /* small mallocs: the heap, the same hang */
-	/* seed 0x0006b14bcc305a50: the whole case hung (the 270 s watchdog),
-	 * not one kernel: a CPU touch of the heap parked for good */
-	"malloc-fork-read-before-gpu",
 	/* FINDING (fixed, e063883; the expectation left): mlock'd memory is now
 	 * used in place (docs/svm.md), so this case's first atomic is refused
 	 * with -EACCES (atomics need VRAM) where it expects a move. Before the
@@ -1773,14 +1758,6 @@ static const char *const findings[] = {
  * on its own stack). Passes in the Release and ASan builds. */
 static const char *const findings_tsan[] = { "stack-threads-many" };
 #endif
-#if UNDER_SAN
-/* FINDING (sanitizer builds): more malloc cases hang the same way as those
- * above, the sanitizer's allocator putting the library's objects beside the
- * test's buffers: malloc-free-each (TSan), malloc-stride (ASan, "page 20:
- * -110" then the teardown hang). Run the sanitizer builds with
- * UGPU_MATRIX_SKIP='malloc-*' to see the rest of the matrix. */
-static const char *const findings_san[] = { "malloc-free-each", "malloc-stride" };
-#endif
 #if defined(__SANITIZE_ADDRESS__)
 /* FINDING (ASan build): memfd-threads-many, right after bss-threads-many:
  * svm_*_migrate_count grows although the case's kernels only touch shared
@@ -1797,6 +1774,17 @@ static const char *const findings_san[] = { "malloc-free-each", "malloc-stride" 
  * (bss-fork-read-after-gpu, seed 0x0006b14be73005a8, past 'cases'). */
 static const char *const findings_asan[] = { "memfd-threads-many", "shared-anon-threads-many",
 					      "bss-fork-read-before-gpu", "bss-fork-read-after-gpu" };
+/* FINDING (ASan build only since the driver has a heap of its own): the
+ * ASan build keeps the C library's allocator for the driver (so that ASan
+ * sees its use-after-free and leaks; base/alloc.h), and there a malloc'd
+ * buffer's range (2 MiB inside the heap mapping, docs/svm.md) can hold the
+ * library's own objects: once it is in VRAM a driver thread (exec_thread ->
+ * on_ended -> complete_locked) touches a queue's object there with the
+ * queue's lock held, faults into the userfaultfd, and the SVM worker that
+ * must serve the fault waits for that same lock (vm_faults_done): the kernel
+ * never completes. Every malloc case but malloc-large (a mapping of its
+ * own) may hang so, depending on the heap's layout. */
+#define MALLOC_CASES_HANG 1
 #endif
 
 static bool is_finding(const struct mcase *c)
@@ -1810,11 +1798,6 @@ static bool is_finding(const struct mcase *c)
 		if (!strcmp(c->name, findings_tsan[i]))
 			return true;
 #endif
-#if UNDER_SAN
-	for (unsigned int i = 0; i < sizeof(findings_san) / sizeof(findings_san[0]); i++)
-		if (!strcmp(c->name, findings_san[i]))
-			return true;
-#endif
 #if defined(__SANITIZE_ADDRESS__)
 	for (unsigned int i = 0; i < sizeof(findings_asan) / sizeof(findings_asan[0]); i++)
 		if (!strcmp(c->name, findings_asan[i]))
@@ -1823,13 +1806,10 @@ static bool is_finding(const struct mcase *c)
 	for (unsigned int i = 0; i < sizeof(findings) / sizeof(findings[0]); i++)
 		if (!strcmp(c->name, findings[i]))
 			return true;
-	/* FINDING (open, all builds): every malloc case but the large one (its
-	 * buffer is a mapping of its own) may hang on the heap self-deadlock
-	 * above, depending on where the heap put the driver's objects: seen on
-	 * malloc-free-each in a Release run too. Skipped until the driver has an
-	 * allocator of its own (docs/svm.md, "Memory kinds"). */
+#ifdef MALLOC_CASES_HANG
 	if (!strncmp(c->name, "malloc-", 7) && strcmp(c->name, "malloc-large"))
 		return true;
+#endif
 	/* The same self-deadlock on the .bss (the library's globals share it:
 	 * it is linked into this executable): bss-cpu-untouched hung in an ASan
 	 * run; under the sanitizers, whose layout differs, every bss case is

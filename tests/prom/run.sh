@@ -22,7 +22,7 @@ fail() {
 
 command -v promtool >/dev/null || { echo "FAIL: promtool missing (make test installs prometheus)"; exit 1; }
 
-start_sim "$B" "$tmp/sim" --socket-path="$tmp/gpu.sock" --vram 64M
+start_sim "$B" "$tmp/sim" "$tmp/gpu.sock" --socket-path="$tmp/gpu.sock" --vram 64M
 uri="vfio-user:$tmp/gpu.sock"
 
 "$B/ugpuctl" stats --prometheus "$uri" >"$tmp/prom" 2>"$tmp/err" || fail "stats --prometheus: $(cat "$tmp/err")"

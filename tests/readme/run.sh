@@ -13,7 +13,7 @@ tmp=$(mktemp -d /tmp/ugpu-readme-test.XXXXXX)
 sim=
 trap '[ -n "$sim" ] && kill "$sim" 2>/dev/null; rm -rf "$tmp"' EXIT
 
-start_sim "$B" "$tmp/sim" --socket-path="$tmp/gpu.sock" --vram 256M
+start_sim "$B" "$tmp/sim" "$tmp/gpu.sock" --socket-path="$tmp/gpu.sock" --vram 256M
 
 "$ex" "vfio-user:$tmp/gpu.sock" >"$tmp/out" 2>&1 ||
 	{ echo "FAIL: the README example failed: $(cat "$tmp/out")"; exit 1; }

@@ -92,7 +92,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(write(m.in.fds[1], "x", 1), 1);
 	assert_int_equal(read(m.in.fds[0], &c, 1), 1);
 	assert_int_equal(c, 'x');
-	free(m.body);
+	sock_body_free(m.body);
 	sock_fds_close(&m.in);
 	/* an empty body */
 	assert_int_equal(send_msg(sv[0], 8, NULL, 0, NULL, 0), 0);
@@ -151,7 +151,7 @@ static void test_short_reads(void **state)
 	assert_int_equal(m.len, 40);
 	assert_memory_equal(m.body, wire + sizeof(h), 40);
 	assert_int_equal(m.in.n, 0);
-	free(m.body);
+	sock_body_free(m.body);
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -179,7 +179,7 @@ static void test_ctrunc(void **state)
 	assert_int_equal(count_fds(), before + 2);
 	sock_fds_close(&m.in);
 	assert_int_equal(count_fds(), before);
-	free(m.body);
+	sock_body_free(m.body);
 	/* a receiver that takes none */
 	m = (struct sock_msg){ .in.max = 0 };
 	fds[0] = eventfd(0, EFD_CLOEXEC);
@@ -279,7 +279,7 @@ static void test_eintr(void **state)
 	assert_int_equal(r.h.tag, 9);
 	assert_int_equal(r.m.len, 4);
 	assert_memory_equal(r.m.body, "wxyz", 4);
-	free(r.m.body);
+	sock_body_free(r.m.body);
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -381,7 +381,7 @@ static void test_bad_frames(void **state)
 	assert_int_equal(sock_recv_msg(sv[1], &h, sizeof(h), thdr_len, NULL, 64, &w, &m), 0);
 	assert_int_equal(h.tag, 6);
 	assert_memory_equal(m.body, "ok", 2);
-	free(m.body);
+	sock_body_free(m.body);
 	close(sv[0]);
 	close(sv[1]);
 }

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The driver's own heap (base/alloc.h says why).
+ *
+ * One reservation of address space (PROT_NONE, nothing committed) holds every
+ * allocation, so "is this ours" is a range check and no range of shared
+ * virtual memory can cover driver objects: the reservation is a mapping of
+ * its own, marked MADV_NOHUGEPAGE (its VMA flags then differ from a
+ * program's anonymous memory, so the kernel never merges the two into one
+ * mapping) and the SVM code keeps its ranges out of it (ugpu_mem_span()).
+ *
+ * Small blocks (header included, up to 32 KiB) come from power-of-two size
+ * classes, carved out of 256 KiB slabs and kept on a free list per class
+ * when freed. Larger ones are runs of whole pages, with a page of header in
+ * front (so aligned_alloc() up to a page is free), kept on a free list of
+ * runs when freed (their pages returned to the kernel with MADV_DONTNEED);
+ * a run is reused by the first allocation it fits, split when much larger.
+ *
+ * Locking: one mutex (g_lock) over the free lists and the bump pointer. The
+ * driver allocates on control paths (objects, work items), not per byte:
+ * one lock is enough and keeps the code small.
+ */
+#include "base/alloc.h"
+
+/* This file is where the C library's allocator is called: the build
+ * force-includes base/alloc.h, so undo its redirections here. */
+#undef malloc
+#undef calloc
+#undef realloc
+#undef aligned_alloc
+#undef strdup
+#undef free
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef UGPU_LIBC_HEAP
+
+#define RESERVE (64ull << 30) /* address space, not memory */
+#define PAGE 4096ul
+#define SLAB (256ul << 10)
+#define MIN_SHIFT 4 /* 16-byte blocks */
+#define MAX_SHIFT 15 /* 32 KiB blocks */
+#define NCLASS (MAX_SHIFT - MIN_SHIFT + 1)
+#define MAGIC 0x75677075u /* "ugpu" */
+#define LARGE 0xffffffffu
+
+struct hdr { /* 16 bytes before every block: keeps 16-byte alignment */
+	uint32_t magic;
+	uint32_t cls; /* size class, or LARGE */
+	uint64_t size; /* small: the class's usable bytes; large: the run's bytes */
+};
+
+struct run { /* a free large run, stored in its own first page */
+	struct run *next;
+	size_t bytes;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *g_base; /* the reservation; NULL until the first allocation */
+static size_t g_top; /* bytes handed out from g_base (bump); starts past the
+		      * first page, which stays PROT_NONE so that the mapping
+		      * below never merges with ours even where MADV_NOHUGEPAGE
+		      * is not available */
+static size_t g_committed; /* bytes made read-write so far (<= RESERVE) */
+static void *g_free[NCLASS]; /* free blocks per class (next pointer in the block) */
+static struct run *g_runs; /* free large runs */
+
+static int reserve_locked(void)
+{
+	void *p;
+
+	if (g_base)
+		return 0;
+	p = mmap(NULL, RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	/* Its own VMA flags: never merged with a neighbouring mapping. */
+	madvise(p, RESERVE, MADV_NOHUGEPAGE);
+	g_top = g_committed = PAGE;
+	__atomic_store_n(&g_base, (char *)p, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* @bytes (a multiple of PAGE) of fresh read-write memory from the bump. */
+static void *bump_locked(size_t bytes)
+{
+	char *p;
+
+	if (reserve_locked() || bytes > RESERVE - g_top)
+		return NULL;
+	p = g_base + g_top;
+	if (g_top + bytes > g_committed) {
+		if (mprotect(p, bytes, PROT_READ | PROT_WRITE))
+			return NULL;
+		g_committed = g_top + bytes;
+	}
+	g_top += bytes;
+	return p;
+}
+
+static void *small_alloc(unsigned cls)
+{
+	size_t bsz = 1ul << (cls + MIN_SHIFT);
+	struct hdr *h;
+	void *b;
+
+	pthread_mutex_lock(&g_lock);
+	if (!g_free[cls]) {
+		char *slab = bump_locked(SLAB);
+
+		if (!slab) {
+			pthread_mutex_unlock(&g_lock);
+			return NULL;
+		}
+		/* thread the slab's blocks onto the free list */
+		for (size_t off = SLAB; off >= bsz; off -= bsz) {
+			void **blk = (void **)(slab + off - bsz);
+
+			*blk = g_free[cls];
+			g_free[cls] = blk;
+		}
+	}
+	b = g_free[cls];
+	g_free[cls] = *(void **)b;
+	pthread_mutex_unlock(&g_lock);
+	h = b;
+	h->magic = MAGIC;
+	h->cls = cls;
+	h->size = bsz - sizeof(*h);
+	return h + 1;
+}
+
+/* A run of at least @bytes (pages): a free one it fits (split when much
+ * larger), else fresh from the bump; its length in *@got. */
+static char *run_get_locked(size_t bytes, size_t *got)
+{
+	for (struct run **pr = &g_runs; *pr; pr = &(*pr)->next) {
+		struct run *r = *pr;
+
+		if (r->bytes < bytes)
+			continue;
+		if (r->bytes - bytes >= 16 * PAGE) { /* keep the tail free */
+			struct run *t = (struct run *)((char *)r + bytes);
+
+			t->bytes = r->bytes - bytes;
+			t->next = r->next;
+			*pr = t;
+			*got = bytes;
+		} else {
+			*pr = r->next;
+			*got = r->bytes;
+		}
+		return (char *)r;
+	}
+	*got = bytes;
+	return bump_locked(bytes);
+}
+
+/* Page-aligned memory for @size bytes, after a header page. Fresh and
+ * reused runs read as zero past the header page (reused ones were given
+ * back with MADV_DONTNEED). */
+static void *large_alloc(size_t size)
+{
+	size_t bytes, got = 0;
+	struct hdr *h;
+	char *run;
+
+	if (size > RESERVE - PAGE)
+		return NULL;
+	bytes = ((size + PAGE - 1) & ~(PAGE - 1)) + PAGE;
+	pthread_mutex_lock(&g_lock);
+	run = run_get_locked(bytes, &got);
+	pthread_mutex_unlock(&g_lock);
+	if (!run)
+		return NULL;
+	h = (struct hdr *)(run + PAGE) - 1;
+	h->magic = MAGIC;
+	h->cls = LARGE;
+	h->size = got;
+	return run + PAGE;
+}
+
+static unsigned class_of(size_t size)
+{
+	unsigned cls = 0;
+
+	while ((1ul << (cls + MIN_SHIFT)) - sizeof(struct hdr) < size)
+		cls++;
+	return cls;
+}
+
+static struct hdr *hdr_of(void *p)
+{
+	return (struct hdr *)p - 1;
+}
+
+int ugpu_mem_owns(const void *p)
+{
+	const char *b = __atomic_load_n(&g_base, __ATOMIC_ACQUIRE);
+
+	return b && (const char *)p >= b && (const char *)p < b + RESERVE;
+}
+
+void ugpu_mem_span(unsigned long *start, unsigned long *end)
+{
+	const char *b = __atomic_load_n(&g_base, __ATOMIC_ACQUIRE);
+
+	*start = b ? (unsigned long)b : 0;
+	*end = b ? (unsigned long)(b + RESERVE) : 0;
+}
+
+void *ugpu_mem_alloc(size_t size)
+{
+	void *p;
+
+	if (size <= (1ul << MAX_SHIFT) - sizeof(struct hdr))
+		p = small_alloc(class_of(size ? size : 1));
+	else
+		p = large_alloc(size);
+	if (!p)
+		errno = ENOMEM;
+	return p;
+}
+
+void *ugpu_mem_zalloc(size_t n, size_t size)
+{
+	void *p;
+
+	if (size && n > SIZE_MAX / size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	p = ugpu_mem_alloc(n * size);
+	/* small blocks are reused; large runs are fresh or given back, but
+	 * clear both: one rule, and the cost is on allocation paths only */
+	if (p)
+		memset(p, 0, n * size);
+	return p;
+}
+
+void ugpu_mem_free(void *p)
+{
+	struct hdr *h;
+
+	if (!p)
+		return;
+	if (!ugpu_mem_owns(p)) {
+		free(p); /* the C library's (e.g. realpath(NULL, ...)) */
+		return;
+	}
+	h = hdr_of(p);
+	if (h->magic != MAGIC)
+		__builtin_trap(); /* not a block of ours, or freed twice */
+	h->magic = 0;
+	if (h->cls != LARGE) {
+		unsigned cls = h->cls; /* the free-list link overwrites the header */
+
+		if (cls >= NCLASS)
+			__builtin_trap();
+		pthread_mutex_lock(&g_lock);
+		*(void **)h = g_free[cls];
+		g_free[cls] = h;
+		pthread_mutex_unlock(&g_lock);
+	} else {
+		struct run *r = (struct run *)((char *)p - PAGE);
+		size_t bytes = h->size;
+
+		/* the pages go back to the kernel; the run stays reserved */
+		madvise(r, bytes, MADV_DONTNEED);
+		pthread_mutex_lock(&g_lock);
+		r->bytes = bytes;
+		r->next = g_runs;
+		g_runs = r;
+		pthread_mutex_unlock(&g_lock);
+	}
+}
+
+void *ugpu_mem_realloc(void *p, size_t size)
+{
+	void *n;
+	size_t old;
+
+	if (!p)
+		return ugpu_mem_alloc(size);
+	if (!ugpu_mem_owns(p))
+		return realloc(p, size);
+	if (!size) {
+		ugpu_mem_free(p);
+		return NULL;
+	}
+	old = hdr_of(p)->cls == LARGE ? hdr_of(p)->size - PAGE : hdr_of(p)->size;
+	if (size <= old)
+		return p;
+	n = ugpu_mem_alloc(size);
+	if (!n)
+		return NULL;
+	memcpy(n, p, old < size ? old : size);
+	ugpu_mem_free(p);
+	return n;
+}
+
+void *ugpu_mem_aligned(size_t align, size_t size)
+{
+	void *p;
+
+	if (!align || (align & (align - 1)) || align > PAGE) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (align <= sizeof(struct hdr))
+		return ugpu_mem_alloc(size);
+	p = large_alloc(size); /* page aligned */
+	if (!p)
+		errno = ENOMEM;
+	return p;
+}
+
+char *ugpu_mem_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = ugpu_mem_alloc(n);
+
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+#else /* UGPU_LIBC_HEAP: sanitizer builds keep the C library's allocator */
+
+int ugpu_mem_owns(const void *p)
+{
+	(void)p;
+	return 0;
+}
+
+void ugpu_mem_span(unsigned long *start, unsigned long *end)
+{
+	*start = *end = 0;
+}
+
+void *ugpu_mem_alloc(size_t size)
+{
+	return malloc(size);
+}
+
+void *ugpu_mem_zalloc(size_t n, size_t size)
+{
+	return calloc(n, size);
+}
+
+void *ugpu_mem_realloc(void *p, size_t size)
+{
+	return realloc(p, size);
+}
+
+void *ugpu_mem_aligned(size_t align, size_t size)
+{
+	return aligned_alloc(align, size);
+}
+
+char *ugpu_mem_strdup(const char *s)
+{
+	return strdup(s);
+}
+
+void ugpu_mem_free(void *p)
+{
+	free(p);
+}
+
+#endif
