@@ -31,8 +31,8 @@ DESTDIR    ?=
 VM_PKGS = qemu-system-x86 busybox-static dbus-daemon
 # The test framework: only make test needs it (make run builds no test);
 # promtool (package prometheus) checks ugpuctl's Prometheus output; Open MPI
-# builds and runs the MPI example (docs/mpi.md).
-TEST_PKGS = libcmocka-dev prometheus openmpi-bin libopenmpi-dev $(VM_PKGS)
+# builds and runs the MPI example (docs/mpi.md); gnuplot draws ugpu-bench plot.
+TEST_PKGS = libcmocka-dev prometheus openmpi-bin libopenmpi-dev gnuplot-nox $(VM_PKGS)
 # The fuzz targets (tests/fuzz) are built with clang's libFuzzer.
 FUZZ_PKGS = clang libclang-rt-14-dev libfuzzer-14-dev
 

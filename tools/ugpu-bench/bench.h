@@ -33,6 +33,8 @@ int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_svm(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
+/* Not a benchmark: draws one's JSON lines (bench_plot.c). */
+int bench_plot(int argc, char **argv);
 
 /*
  * The raw userfaultfd round trip (bench_uffd.c): @n fresh pages of an

@@ -35,6 +35,7 @@ static void usage(FILE *f)
 		   "benchmarks:\n");
 	for (i = 0; i < NBENCH; i++)
 		fprintf(f, "  %-8s %s\n", benches[i].name, benches[i].help);
+	fprintf(f, "\n  %-8s %s\n", "plot", "draw a benchmark's JSON lines to a PNG: ugpu-bench copy | ugpu-bench plot --out copy.png");
 	fprintf(f, "\n'ugpu-bench NAME --help' gives a benchmark's options, ranges and defaults.\n"
 		   "  %-24s %s\n  %-24s %s\n", "-h, --help", "print this help and exit", "--version",
 		"print the version and exit");
@@ -61,6 +62,8 @@ int main(int argc, char **argv)
 		cli_version("ugpu-bench", stdout);
 		return 0;
 	}
+	if (!strcmp(argv[1], "plot"))
+		return exit_code(bench_plot(argc - 1, argv + 1));
 	if (!strcmp(argv[1], "all")) {
 		static const struct cli_cmd all_cli = {
 			.prog = "ugpu-bench all",
