@@ -15,6 +15,7 @@
 
 #include "engines/engine.h"
 #include "mm/bo.h"
+#include "mm/bo_remote.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
@@ -614,6 +615,8 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	OPT_WHOLE(name);
 #undef OPT_WHOLE
 	opts = &o;
+	if (device_is_remote(dev))
+		return driver ? -EOPNOTSUPP : bo_remote_create(dev, opts, out);
 	m = mgr_of(dev);
 	bo = calloc(1, sizeof(*bo));
 	if (!bo)
@@ -690,6 +693,10 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 
 	if (!bo || __atomic_sub_fetch(&bo->refcount, 1, __ATOMIC_ACQ_REL))
 		return;
+	if (bo_is_remote(bo)) {
+		bo_remote_release(bo);
+		return;
+	}
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
@@ -708,6 +715,8 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_pin(bo, true);
 	m = mgr_of(bo->dev);
 	/* Pinning may move the BO back to its first placement. */
 	ret = bo_rpm_hold(bo->dev, &held);
@@ -742,6 +751,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_pin(bo, false);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -768,6 +779,8 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 
 	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_migrate(bo, placement);
 	m = mgr_of(bo->dev);
 	ret = bo_rpm_hold(bo->dev, &held);
 	if (ret)
@@ -796,6 +809,8 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 
 	if (!bo || !addr)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return -EOPNOTSUPP; /* not served through ugpud yet (docs/daemon.md) */
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
@@ -866,6 +881,8 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return -EOPNOTSUPP;
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -939,6 +956,8 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 
 	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_rw(bo, offset, buf, len, write);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -984,6 +1003,8 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 
 	if (!bo || !info || info->size < sizeof(info->size))
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_query(bo, info);
 	m = mgr_of(bo->dev);
 	i.size = info->size;
 	pthread_mutex_lock(&m->lock);
@@ -1015,6 +1036,8 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 
 	if (!dev || !st || st->size < sizeof(st->size))
 		return -EINVAL;
+	if (device_is_remote(dev))
+		return remote_mem_stats(dev, st);
 	m = mgr_of(dev);
 	s.size = st->size;
 	s.vram_size = dev->vram_size;

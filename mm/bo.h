@@ -104,6 +104,11 @@ struct ugpu_bo {
 	 * backing (bo_set_placement()) so a bind knows its PTEs are stale. */
 	struct list_link binds;
 	uint64_t backing_gen;
+
+	/* A BO of a device served by ugpud (mm/bo_remote.h): its handle on the
+	 * connection; read-only. Nothing above but @refcount, @dev, @size,
+	 * @flags and @name is used then. */
+	uint32_t remote_handle;
 };
 
 /* Host-suspend states (ugpu_pm_stats.state). */

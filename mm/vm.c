@@ -30,6 +30,7 @@
 #include "mm/vram.h"
 #include "base/log.h"
 #include "src/device.h"
+#include "src/remote.h"
 
 #define PT_ENTRIES 512u
 #define PT_CHUNK_TABLES 16u
@@ -504,6 +505,8 @@ static void vm_free(struct ugpu_vm *vm)
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct pt_chunk **chunks = NULL;
 	struct vm_mgr *vmm;

@@ -29,6 +29,7 @@
 
 #include "engines/exec.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/list.h"
@@ -970,6 +971,8 @@ void rpm_put_dev(struct ugpu_device *dev)
  * references (host suspend, kernels, copies), which it must not drop. */
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -987,6 +990,8 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return; /* not served through ugpud yet */
 	struct rpm *rpm;
 
 	/* After a removal the reference died with the device: nothing to do. */
@@ -1008,6 +1013,8 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1020,6 +1027,8 @@ UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1032,6 +1041,8 @@ UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int 
 
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1044,6 +1055,8 @@ UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint6
 
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1056,6 +1069,8 @@ UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_rpm_stats s;
 	struct rpm *rpm;
 	size_t n;

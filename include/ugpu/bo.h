@@ -11,6 +11,16 @@
  * reported; a device found gone makes the call wait (bounded) for its
  * removal and then use the BO's system copy (or say -ENODATA if the removal
  * lost it), or -ENODEV when the removal did not finish in time.
+ *
+ * BOs of a device opened through ugpud ("ugpud:SOCKET", docs/daemon.md) live
+ * in the daemon: each call is a request on the connection, and its errors
+ * are the daemon's answer (the same codes as here) or the connection's:
+ * -ENODEV when the daemon went away or the device was closed, -ETIMEDOUT
+ * when it did not answer within 30 s, -EPROTO for a malformed answer.
+ * ugpu_bo_create() there may also return -EDQUOT (the BO would pass the
+ * connection's VRAM quota: ugpud --vram-quota) or -EMFILE (the connection
+ * holds the most BOs ugpud allows, --max-bos); the KERNEL and LATE_RESTORE
+ * flags are refused (-EINVAL).
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H
@@ -109,7 +119,8 @@ struct ugpu_bo_info {
  * not allowed; -EBUSY when the device is host-suspended (no VRAM until
  * resume) and SYSTEM is not allowed; -EIO when an eviction copy failed (the
  * victim keeps its data) or the device did not wake from runtime suspend;
- * -ETIMEDOUT when another thread's power transition did not finish in time.
+ * -ETIMEDOUT when another thread's power transition did not finish in time;
+ * through ugpud also -EDQUOT, -EMFILE, -EPROTO (see the top of this file).
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
@@ -177,6 +188,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * Returns: 0; -EINVAL (NULL); -ENOMEM; -ENOSYS when userfaultfd is not
  * available; -ENODEV after the device was closed.
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 
@@ -186,6 +198,7 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
  * Returns: 0; -EINVAL when not mapped (or NULL); -ENODEV after the device
  * was closed (which removed the mapping already).
  * Context: any thread; no thread may touch the mapping during or after.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo);
 

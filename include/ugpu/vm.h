@@ -76,6 +76,7 @@ struct ugpu_vm_opts {
  * (no VRAM or memory for the page tables); -ENODEV (the device is gone);
  * -EIO / -ETIMEDOUT (the device did not wake).
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out);
@@ -397,6 +398,7 @@ struct ugpu_svm_stats {
  * Returns: 0; -EINVAL (NULL, @st->size too small); -EOPNOTSUPP (the device
  * has no GPU VM).
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st);
 
