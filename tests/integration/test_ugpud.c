@@ -15,11 +15,14 @@
  *  - a client SIGKILLed in the middle of its calls has every BO released
  *    within a bound (measured, printed), and the others notice nothing;
  *  - the per-client VRAM quota; admin requests (list, kill);
- *  - calls not served through the daemon yet are -EOPNOTSUPP.
+ *  - calls not served through the daemon yet are -EOPNOTSUPP;
+ *  - systemd's protocols, with the test as systemd: socket activation
+ *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -572,6 +575,95 @@ static void not_served_yet(void **state)
 	close_client(ctx, dev);
 }
 
+/* Wait (bounded) for a datagram on @fd containing @want; the text seen. */
+static bool notify_wait(int fd, const char *want, unsigned int ms, char *seen, size_t n)
+{
+	uint64_t t0 = now_ms();
+
+	while (now_ms() - t0 < ms) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		r = recv(fd, seen, n - 1, 0);
+		if (r <= 0)
+			continue;
+		seen[r] = '\0';
+		if (strstr(seen, want))
+			return true;
+	}
+	return false;
+}
+
+/* systemd's side of the protocols, played by the test: a notify socket, a
+ * listening socket handed over as fd 3 with LISTEN_PID/LISTEN_FDS, a
+ * watchdog period. */
+static void socket_activation_and_notify(void **state)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	char bin[512], nuri[160], seen[512];
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	int nfd, lfd, st, dogs = 0;
+	uint64_t t0;
+	pid_t pid;
+
+	(void)state;
+	snprintf(bin, sizeof(bin), "%s/ugpud", dir);
+	snprintf(ns.sun_path, sizeof(ns.sun_path), "/tmp/ugpud-notify-%d", (int)getpid());
+	snprintf(ls.sun_path, sizeof(ls.sun_path), "/tmp/ugpud-act-%d.sock", (int)getpid());
+	unlink(ns.sun_path);
+	unlink(ls.sun_path);
+	nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(nfd, (struct sockaddr *)&ns, sizeof(ns)), 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ls, sizeof(ls)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char p[32];
+
+		if (dup2(lfd, 3) != 3)
+			_exit(126);
+		snprintf(p, sizeof(p), "%d", (int)getpid());
+		setenv("LISTEN_PID", p, 1);
+		setenv("LISTEN_FDS", "1", 1);
+		setenv("NOTIFY_SOCKET", ns.sun_path, 1);
+		setenv("WATCHDOG_USEC", "200000", 1);
+		execl(bin, bin, "--device", "sim:64M", (char *)NULL);
+		_exit(127);
+	}
+	close(lfd);
+	assert_true(notify_wait(nfd, "READY=1", 10000, seen, sizeof(seen)));
+	assert_non_null(strstr(seen, "STATUS=serving 0 clients on 1 devices"));
+	snprintf(nuri, sizeof(nuri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, nuri, &dev), 0);
+	assert_true(notify_wait(nfd, "STATUS=serving 1 clients", 2000, seen, sizeof(seen)));
+	bo = make_bo(dev, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_bo_write(bo, 0, "activated", 9), 0);
+	/* WATCHDOG=1 every half period: at least 3 in 600 ms */
+	for (t0 = now_ms(); now_ms() - t0 < 600;)
+		dogs += notify_wait(nfd, "WATCHDOG=1", 600 - (unsigned int)(now_ms() - t0), seen,
+				    sizeof(seen));
+	assert_true(dogs >= 3);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	kill(pid, SIGTERM);
+	assert_true(notify_wait(nfd, "STOPPING=1", 5000, seen, sizeof(seen)));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* a socket it was handed is systemd's: left where it is */
+	assert_int_equal(access(ls.sun_path, F_OK), 0);
+	unlink(ls.sun_path);
+	unlink(ns.sun_path);
+	close(nfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -583,6 +675,7 @@ int main(void)
 		cmocka_unit_test(vram_quota),
 		cmocka_unit_test(admin_list_and_kill),
 		cmocka_unit_test(not_served_yet),
+		cmocka_unit_test(socket_activation_and_notify),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
