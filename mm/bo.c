@@ -7,11 +7,13 @@
  * bo_mgr (mm/bo.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "engines/engine.h"
 #include "mm/bo.h"
@@ -801,6 +803,52 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 	return ret;
 }
 
+int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+	int ret = 0, dup_fd = -1;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->closed)
+		ret = -ENODEV;
+	else if (!bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
+		ret = -EINVAL;
+	else if (bo->placement != UGPU_PLACEMENT_SYSTEM)
+		ret = (bo->pin_count || vm_bo_busy_locked(bo)) ? -EBUSY
+							       : bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
+	if (!ret) {
+		int seals;
+
+		/* Seals belong to the memory, not the fd: a second export
+		 * finds them set already. */
+		dup_fd = fcntl(bo->sys.mem.fd, F_DUPFD_CLOEXEC, 0);
+		seals = dup_fd < 0 ? -1 : fcntl(dup_fd, F_GET_SEALS);
+		if (seals < 0 || (!(seals & F_SEAL_SEAL) &&
+				  fcntl(dup_fd, F_ADD_SEALS,
+					F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0))
+			ret = -errno;
+	}
+	if (!ret) {
+		bo->sys_holds++;
+		*fd = dup_fd;
+		*size = bo->sys.mem.size;
+	} else if (dup_fd >= 0) {
+		close(dup_fd);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+void bo_sys_release(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	pthread_mutex_lock(&m->lock);
+	if (bo->sys_holds)
+		bo->sys_holds--;
+	pthread_mutex_unlock(&m->lock);
+}
+
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 {
 	struct ugpu_device *dev;
@@ -810,7 +858,7 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	if (!bo || !addr)
 		return -EINVAL;
 	if (bo_is_remote(bo))
-		return -EOPNOTSUPP; /* not served through ugpud yet (docs/daemon.md) */
+		return bo_remote_map(bo, addr);
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
@@ -882,7 +930,7 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 	if (!bo)
 		return -EINVAL;
 	if (bo_is_remote(bo))
-		return -EOPNOTSUPP;
+		return bo_remote_unmap(bo);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {

@@ -4,12 +4,21 @@
  * writes one per UGPUD_MAX_DATA bytes). See bo_remote.h.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "mm/bo_remote.h"
 #include "src/ugpud_proto.h"
+
+/* The CPU mappings of remote BOs (@map_addr of each): taken around a map's
+ * or an unmap's request and the mmap/munmap, so two threads never map one
+ * BO twice. Outer to the connection's lock (remote_call() takes it inside);
+ * nothing else is taken under it. */
+static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     struct ugpu_bo **out)
@@ -56,6 +65,11 @@ static int bo_remote_simple(struct ugpu_bo *bo, uint16_t op, uint32_t arg)
 void bo_remote_release(struct ugpu_bo *bo)
 {
 	struct ugpu_device *dev = bo->dev;
+
+	/* The last reference: no other thread uses the BO, no lock needed. The
+	 * daemon drops its hold with the BO. */
+	if (bo->map_addr)
+		munmap(bo->map_addr, bo->size);
 
 	/* -ENODEV after close or a daemon gone: it let go of the BO already. */
 	(void)bo_remote_simple(bo, UGPUD_BO_DESTROY, 0);
@@ -126,4 +140,59 @@ int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	n = info->size < sizeof(i) ? info->size : sizeof(i);
 	memcpy(info, &i, n);
 	return 0;
+}
+
+int bo_remote_map(struct ugpu_bo *bo, void **addr)
+{
+	struct ugpud_bo_req req = { .handle = bo->remote_handle };
+	struct ugpud_bo_map_rep rep;
+	size_t got = 0;
+	void *p;
+	int fd = -1, ret = 0;
+
+	pthread_mutex_lock(&map_lock);
+	if (bo->map_addr)
+		goto out;
+	ret = remote_call_fd(bo->dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got, &fd);
+	if (ret)
+		goto out_unlock;
+	if (got != sizeof(rep) || rep.size != bo->size) {
+		ret = -EPROTO;
+		goto out_undo;
+	}
+	/* The BO's own pages, shared with the daemon and the device: what a
+	 * kernel writes there is what this mapping reads. */
+	p = mmap(NULL, bo->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		goto out_undo;
+	}
+	close(fd);
+	bo->map_addr = p;
+out:
+	*addr = bo->map_addr;
+out_unlock:
+	pthread_mutex_unlock(&map_lock);
+	return ret;
+
+out_undo:
+	close(fd);
+	(void)remote_call(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+	goto out_unlock;
+}
+
+int bo_remote_unmap(struct ugpu_bo *bo)
+{
+	int ret;
+
+	pthread_mutex_lock(&map_lock);
+	if (!bo->map_addr) {
+		ret = -EINVAL;
+	} else {
+		munmap(bo->map_addr, bo->size);
+		bo->map_addr = NULL;
+		ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
+	}
+	pthread_mutex_unlock(&map_lock);
+	return ret;
 }

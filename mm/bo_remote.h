@@ -2,7 +2,7 @@
 /*
  * BOs of a device served by ugpud (mm layer): the public BO calls of mm/bo.c
  * hand a remote device's BOs here. Such a BO is a struct ugpu_bo with only
- * @refcount, @dev, @size, @flags, @name and @remote_handle in use: its
+ * @refcount, @dev, @size, @flags, @name, @map_addr and @remote_handle in use: its
  * memory lives in the daemon, named by a handle valid on this connection
  * only (docs/daemon.md).
  */
@@ -33,5 +33,13 @@ int bo_remote_pin(struct ugpu_bo *bo, bool pin);
 int bo_remote_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
 int bo_remote_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write);
 int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info);
+/*
+ * ugpu_bo_map() / ugpu_bo_unmap() of a remote BO: the daemon moves the BO to
+ * system memory, holds it there while mapped, and hands over its memfd
+ * (that BO's pages only), which is mapped shared here (docs/daemon.md, "CPU
+ * mappings"). Uses @map_addr.
+ */
+int bo_remote_map(struct ugpu_bo *bo, void **addr);
+int bo_remote_unmap(struct ugpu_bo *bo);
 
 #endif

@@ -98,26 +98,41 @@ static int remote_send(struct remote *r, uint16_t op, uint32_t seq, const void *
  * @h and its body in r->buf + sizeof(*h). A reply to an older request (one
  * that timed out) is skipped.
  */
-static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud_hdr *h)
+static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud_hdr *h,
+		       int *fd)
 {
 	struct sock_wait w = { .deadline_ns = now_ns() + REMOTE_TIMEOUT_MS * 1000000ull,
 			       .wake_fd = -1 };
 
 	for (;;) {
-		struct sock_fds in = { .max = 0 };
+		struct sock_fds in = { .max = 1 };
 		size_t len = 0;
 		int ret = sock_recv_packet(r->fd, r->buf, sizeof(r->buf), &len, &in, &w);
 
-		sock_fds_close(&in); /* no reply carries fds yet */
+		if (!ret && (len < sizeof(*h) || in.ctrunc))
+			ret = -EPROTO;
+		if (!ret) {
+			memcpy(h, r->buf, sizeof(*h));
+			if (h->magic != UGPUD_MAGIC || h->len != len - sizeof(*h) || h->result > 0)
+				ret = -EPROTO;
+		}
+		if (!ret && h->op == op && h->seq == seq) {
+			/* an fd only where the caller takes one (and the call
+			 * succeeded) */
+			if (fd && !h->result) {
+				if (in.n != 1) {
+					sock_fds_close(&in);
+					return -EPROTO;
+				}
+				*fd = in.fds[0];
+				return 0;
+			}
+			sock_fds_close(&in);
+			return 0;
+		}
+		sock_fds_close(&in);
 		if (ret)
 			return ret == -EMSGSIZE ? -EPROTO : ret;
-		if (len < sizeof(*h))
-			return -EPROTO;
-		memcpy(h, r->buf, sizeof(*h));
-		if (h->magic != UGPUD_MAGIC || h->len != len - sizeof(*h) || h->result > 0)
-			return -EPROTO;
-		if (h->op == op && h->seq == seq)
-			return 0;
 		if ((int32_t)(h->seq - seq) > 0)
 			return -EPROTO; /* a reply to something never asked */
 	}
@@ -133,8 +148,10 @@ static const char *reply_msg(struct remote *r, const struct ugpud_hdr *h, char *
 	return buf;
 }
 
-int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
-		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len)
+/* remote_call() and remote_call_fd() in one. */
+static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
+			      size_t req_len, const void *data, size_t data_len, void *rep,
+			      size_t rep_cap, size_t *rep_len, int *rep_fd)
 {
 	struct remote *r = dev->remote;
 	struct ugpud_hdr h;
@@ -149,7 +166,7 @@ int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t re
 	seq = ++r->seq;
 	ret = remote_send(r, op, seq, req, req_len, data, data_len);
 	if (!ret)
-		ret = remote_recv(r, op, seq, &h);
+		ret = remote_recv(r, op, seq, &h, rep_fd);
 	if (ret) {
 		/* A broken or out-of-step stream is not used again. */
 		r->dead = true;
@@ -168,6 +185,8 @@ int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t re
 		goto out;
 	}
 	if (h.len > rep_cap) {
+		if (rep_fd)
+			close(*rep_fd);
 		ret = -EPROTO;
 		goto out;
 	}
@@ -222,11 +241,11 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	/* A refused peer's socket may be closed before the hello goes out
 	 * (the send then fails), with the refusal queued for us: read it. */
 	if (!ret || ret == -ECONNRESET)
-		ret = remote_recv(r, UGPUD_HELLO, 0, &h);
+		ret = remote_recv(r, UGPUD_HELLO, 0, &h, NULL);
 	/* If it closed with our hello unread, the first receive reports the
 	 * reset (and clears it); the refusal is behind it. */
 	if (ret == -ECONNRESET)
-		ret = remote_recv(r, UGPUD_HELLO, 0, &h);
+		ret = remote_recv(r, UGPUD_HELLO, 0, &h, NULL);
 	if (ret) {
 		log_err(dev->ctx, "%s: no hello from the daemon: %s", uri, ugpu_strerror(ret));
 		if (ret == -ECONNRESET)
@@ -295,6 +314,19 @@ void remote_free(struct ugpu_device *dev)
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	dev->remote = NULL;
+}
+
+int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len)
+{
+	return remote_call_common(dev, op, req, req_len, data, data_len, rep, rep_cap, rep_len,
+				  NULL);
+}
+
+int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd)
+{
+	return remote_call_common(dev, op, req, req_len, NULL, 0, rep, rep_cap, rep_len, rep_fd);
 }
 
 int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,

@@ -62,6 +62,12 @@ void remote_free(struct ugpu_device *dev);
 int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
 		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len);
 
+/* remote_call() for a reply that brings one fd (UGPUD_BO_MAP): *@rep_fd
+ * gets it (close-on-exec, the caller's); a successful reply without exactly
+ * one fd is -EPROTO. */
+int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd);
+
 /* remote_call() for a reply of exactly @rep_len bytes (else -EPROTO). */
 int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,
 	       size_t rep_len);

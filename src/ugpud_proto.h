@@ -52,6 +52,8 @@ enum ugpud_op {
 	UGPUD_BO_MIGRATE = 11, /* ugpud_bo_req (arg = placement) -> - */
 	UGPUD_CLIENTS = 12, /* - -> ugpud_clients_rep (admin) */
 	UGPUD_KILL = 13, /* ugpud_kill_req -> - (admin) */
+	UGPUD_BO_MAP = 14, /* ugpud_bo_req -> ugpud_bo_map_rep + the BO's memfd */
+	UGPUD_BO_UNMAP = 15, /* ugpud_bo_req -> - */
 	UGPUD_OP_MAX
 };
 
@@ -159,6 +161,16 @@ struct ugpud_bo_req {
 	uint32_t arg;
 	uint64_t offset;
 	uint64_t len;
+};
+
+/*
+ * struct ugpud_bo_map_rep - UGPUD_BO_MAP's answer, with one fd: the BO's
+ * system memory (the daemon moved it there and holds it there until
+ * UGPUD_BO_UNMAP or the BO's end), sealed against shrink, grow and new seals.
+ * @size: bytes to map (the BO's size).
+ */
+struct ugpud_bo_map_rep {
+	uint64_t size;
 };
 
 /* struct ugpud_bo_info - ugpu_bo_info on the wire. */

@@ -144,7 +144,8 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
  * Returns: 0; -EINVAL (NULL); -ENOSPC / -EIO / -ETIMEDOUT as
  * ugpu_bo_create() when it had to move; -EBUSY when it had to move into
  * VRAM while the device is host-suspended, or had to move while it is
- * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h);
+ * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h), or
+ * through ugpud while mapped (docs/daemon.md);
  * -ENODATA when its contents were lost (pinned already or not; before the
  * other reasons below); -ENODEV when it had to move into VRAM of a removed
  * device, or the device was closed; -EOVERFLOW past 2^31 pins.
@@ -168,7 +169,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
  * invalidated first and fault to the new place afterwards.
  * Returns: 0; -EINVAL (placement not allowed for this BO, NULL); -EBUSY
  * (pinned elsewhere, bound in a GPU VM on which a kernel runs now
- * (include/ugpu/vm.h), or the device is host-suspended); -ENOSPC; -EIO (copy
+ * (include/ugpu/vm.h), the device is host-suspended, or through ugpud a
+ * move out of system memory while mapped); -ENOSPC; -EIO (copy
  * failed: the BO stays where it was, intact; or the device did not wake);
  * -ETIMEDOUT (a power transition did not finish in time); -ENODATA (its
  * contents were lost); -ENODEV (VRAM asked of a gone device, or the device
@@ -188,7 +190,11 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * Returns: 0; -EINVAL (NULL); -ENOMEM; -ENOSYS when userfaultfd is not
  * available; -ENODEV after the device was closed.
  * Context: any thread.
- * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
+ * Through ugpud (docs/daemon.md): the daemon moves the BO to system memory
+ * and holds it there while it is mapped (migrate and pin are -EBUSY until
+ * ugpu_bo_unmap() or the last put), and the mapping is of that BO's memory
+ * alone; -EINVAL when SYSTEM is not an allowed placement, -EBUSY when it is
+ * pinned in VRAM.
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 
@@ -198,7 +204,6 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
  * Returns: 0; -EINVAL when not mapped (or NULL); -ENODEV after the device
  * was closed (which removed the mapping already).
  * Context: any thread; no thread may touch the mapping during or after.
- * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo);
 

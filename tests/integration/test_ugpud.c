@@ -15,6 +15,8 @@
  *  - a client SIGKILLed in the middle of its calls has every BO released
  *    within a bound (measured, printed), and the others notice nothing;
  *  - the per-client VRAM quota; admin requests (list, kill);
+ *  - CPU mappings: the BO's own memfd, sealed, held in system memory while
+ *    mapped, coherent both ways with the daemon's reads and writes;
  *  - calls not served through the daemon yet are -EOPNOTSUPP;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
@@ -31,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -41,6 +45,7 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/pm.h>
 #include <ugpu/rpm.h>
 #include <ugpu/vm.h>
 
@@ -556,8 +561,6 @@ static void not_served_yet(void **state)
 	struct ugpu_device *dev;
 	struct ugpu_device_info info = { .size = sizeof(info) };
 	struct ugpu_vm *vm;
-	struct ugpu_bo *bo;
-	void *addr;
 
 	(void)state;
 	open_client(&ctx, &dev);
@@ -567,11 +570,9 @@ static void not_served_yet(void **state)
 	assert_string_equal(info.name, uri);
 	assert_int_equal(info.vram_size, 128 * MIB);
 	assert_int_equal(info.caps & UGPU_DEVICE_CAP_GPUVM, 0);
-	bo = make_bo(dev, 4096, UGPU_PLACEMENT_NONE, UGPU_PLACEMENT_NONE);
-	assert_int_equal(ugpu_bo_map(bo, &addr), -EOPNOTSUPP);
 	assert_int_equal(ugpu_vm_create(dev, NULL, &vm), -EOPNOTSUPP);
 	assert_int_equal(ugpu_device_rpm_get(dev), -EOPNOTSUPP);
-	ugpu_bo_put(bo);
+	assert_int_equal(ugpu_device_suspend_prepare(dev), -EOPNOTSUPP);
 	close_client(ctx, dev);
 }
 
@@ -664,6 +665,118 @@ static void socket_activation_and_notify(void **state)
 	close(nfd);
 }
 
+/* Read one byte of every page of a fresh mapping: its first-touch cost (us). */
+static uint64_t touch_pages(const unsigned char *p, size_t n)
+{
+	volatile unsigned char sink = 0;
+	uint64_t t0 = now_us();
+
+	for (size_t i = 0; i < n; i += 4096)
+		sink ^= p[i];
+	(void)sink;
+	return now_us() - t0;
+}
+
+/* CPU mappings through the daemon: the BO's own memfd, sealed, in system
+ * memory and held there; coherent both ways with the daemon's view. */
+static void cpu_map_through_daemon(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_info info = { .size = sizeof(info) };
+	struct ugpud_bo_map_rep rep;
+	struct ugpud_bo_req req = { 0 };
+	size_t n = 2 * MIB, got = 0;
+	unsigned char *want = malloc(n), *back = malloc(n);
+	struct ugpu_bo *bo, *vram_only;
+	struct stat st;
+	unsigned char *p;
+	void *addr;
+	uint64_t t0, t_map, t_touch, t_local;
+	int fd, seals;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	bo = make_bo(dev, n, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	fill(want, n, 99);
+	assert_int_equal(ugpu_bo_write(bo, 0, want, n), 0);
+	assert_int_equal(ugpu_bo_query(bo, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_VRAM);
+	t0 = now_us();
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	t_map = now_us() - t0;
+	p = addr;
+	/* the daemon moved it to system memory with its contents */
+	assert_int_equal(ugpu_bo_query(bo, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_SYSTEM);
+	t_touch = touch_pages(p, n);
+	assert_memory_equal(p, want, n);
+	/* mapping -> daemon, daemon -> mapping */
+	memset(p + 4096, 0x5c, 8192);
+	memset(want + 4096, 0x5c, 8192);
+	assert_int_equal(ugpu_bo_read(bo, 0, back, n), 0);
+	assert_memory_equal(back, want, n);
+	assert_int_equal(ugpu_bo_write(bo, 100000, "through the daemon", 18), 0);
+	assert_memory_equal(p + 100000, "through the daemon", 18);
+	memcpy(want + 100000, "through the daemon", 18);
+	/* held in system memory while mapped */
+	assert_int_equal(ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM), -EBUSY);
+	assert_int_equal(ugpu_bo_pin(bo), -EBUSY);
+	/* a second map is the same mapping */
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	assert_ptr_equal(addr, p);
+	/* the fd itself: this BO's size, sealed against shrink, grow, new seals */
+	req.handle = bo->remote_handle;
+	assert_int_equal(remote_call_fd(dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got,
+					&fd),
+			 0);
+	assert_int_equal(rep.size, n);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, (off_t)n);
+	seals = fcntl(fd, F_GET_SEALS);
+	assert_true(seals >= 0);
+	assert_int_equal(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+			 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	assert_int_equal(ftruncate(fd, 0), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(ftruncate(fd, (off_t)(2 * n)), -1);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1);
+	close(fd);
+	/* unmapped: it may move again, with what the mapping wrote */
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	assert_int_equal(ugpu_bo_unmap(bo), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, back, n), 0);
+	assert_memory_equal(back, want, n);
+	/* a VRAM-only BO cannot be handed over without handing VRAM over */
+	vram_only = make_bo(dev, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_bo_map(vram_only, &addr), -EINVAL);
+	ugpu_bo_put(vram_only);
+	/* the cost of a first touch of the same size in this process: a
+	 * private memfd, mapped shared */
+	{
+		int lfd = memfd_create("local", MFD_CLOEXEC);
+		unsigned char *l;
+
+		assert_int_equal(pwrite(lfd, want, n, 0), (ssize_t)n);
+		l = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+		assert_true(l != MAP_FAILED);
+		t_local = touch_pages(l, n);
+		munmap(l, n);
+		close(lfd);
+	}
+	fprintf(stderr, "  map of a 2 MiB BO in VRAM through ugpud: %llu us (move to system "
+		"memory, fd passing, mmap); first touch of its 512 pages %llu us, of a local "
+		"memfd's %llu us\n",
+		(unsigned long long)t_map, (unsigned long long)t_touch, (unsigned long long)t_local);
+	/* mapped at the last put: unmapped with it */
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	ugpu_bo_put(bo);
+	free(want);
+	free(back);
+	close_client(ctx, dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +787,7 @@ int main(void)
 		cmocka_unit_test(killed_client_is_released),
 		cmocka_unit_test(vram_quota),
 		cmocka_unit_test(admin_list_and_kill),
+		cmocka_unit_test(cpu_map_through_daemon),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),
 	};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mm/bo.h"
 #include "tools/ugpud/ugpud.h"
 
 bool client_policy(const struct ugpud *d, const struct ucred *cred, const gid_t *groups,
@@ -110,6 +111,9 @@ int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint6
 
 void client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 {
+	if (s->mapped)
+		bo_sys_release(s->bo);
+	s->mapped = false;
 	ugpu_bo_put(s->bo);
 	s->bo = NULL;
 	c->nbos--;

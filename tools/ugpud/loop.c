@@ -49,6 +49,11 @@ struct client_io {
 	} ctrl;
 	struct iovec tx_iov;
 	struct msghdr tx_msg;
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} tx_ctrl;
+	int tx_fd; /* sent with the reply in flight (UGPUD_BO_MAP), closed after; -1 */
 	unsigned char rx[UGPUD_MAX_MSG];
 	unsigned char tx[UGPUD_MAX_MSG];
 };
@@ -110,13 +115,26 @@ static void arm_recv(struct loop *lp, struct client *c)
 	io->busy = true;
 }
 
-static void arm_send(struct loop *lp, struct client *c, size_t len)
+static void arm_send(struct loop *lp, struct client *c, size_t len, int fd)
 {
 	struct client_io *io = c->io;
 	struct io_uring_sqe *sqe = get_sqe(lp);
 
 	io->tx_iov = (struct iovec){ .iov_base = io->tx, .iov_len = len };
 	io->tx_msg = (struct msghdr){ .msg_iov = &io->tx_iov, .msg_iovlen = 1 };
+	io->tx_fd = fd;
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&io->tx_ctrl, 0, sizeof(io->tx_ctrl));
+		io->tx_msg.msg_control = io->tx_ctrl.b;
+		io->tx_msg.msg_controllen = sizeof(io->tx_ctrl.b);
+		cm = CMSG_FIRSTHDR(&io->tx_msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
 	io_uring_prep_sendmsg(sqe, c->fd, &io->tx_msg, MSG_NOSIGNAL);
 	io_uring_sqe_set_data(sqe, &io->send_op);
 	io->busy = true;
@@ -213,6 +231,7 @@ static void on_accept(struct loop *lp, int fd)
 		refuse(d, fd, -ENOMEM, "ugpud is out of memory");
 		return;
 	}
+	c->io->tx_fd = -1;
 	c->io->recv_op = (struct op){ .kind = OP_RECV, .c = c };
 	c->io->send_op = (struct op){ .kind = OP_SEND, .c = c };
 	list_add_tail(&d->clients, &c->link);
@@ -227,7 +246,7 @@ static void on_recv(struct loop *lp, struct client *c, int res)
 	struct client_io *io = c->io;
 	struct sock_fds in = { .max = SOCK_MAX_FDS };
 	size_t len;
-	int nfds;
+	int nfds, fd;
 
 	io->busy = false;
 	if (res <= 0) {
@@ -238,13 +257,16 @@ static void on_recv(struct loop *lp, struct client *c, int res)
 	nfds = in.n + (in.ctrunc ? 1 : 0);
 	sock_fds_close(&in);
 	len = (size_t)res;
-	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx);
-	arm_send(lp, c, len);
+	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
+	arm_send(lp, c, len, fd);
 }
 
 static void on_send(struct loop *lp, struct client *c, int res)
 {
 	c->io->busy = false;
+	if (c->io->tx_fd >= 0) /* the client has its own now (or never will) */
+		close(c->io->tx_fd);
+	c->io->tx_fd = -1;
 	if (res < 0) {
 		client_drop(lp, c, res == -EPIPE || res == -ECONNRESET ? "gone" : "send error");
 		return;

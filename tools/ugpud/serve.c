@@ -13,6 +13,7 @@
 
 #include <ugpu/ugpu.h>
 
+#include "mm/bo.h"
 #include "tools/ugpud/ugpud.h"
 
 /* BO flags a client may ask for: the driver's own kinds (KERNEL,
@@ -181,7 +182,7 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 
 /* Requests about one BO (struct ugpud_bo_req). */
 static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
-		    const void *body, void *rep)
+		    const void *body, void *rep, int *rep_fd)
 {
 	struct ugpud_bo_req req;
 	struct ugpud_slot *s;
@@ -244,6 +245,29 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		break;
 	case UGPUD_BO_MIGRATE:
 		ret = ugpu_bo_migrate(s->bo, (enum ugpu_placement)req.arg);
+		break;
+	case UGPUD_BO_MAP: {
+		struct ugpud_bo_map_rep m = { 0 };
+		int fd;
+
+		/* The BO's own memfd, in system memory and held there: the
+		 * client maps this BO's pages and nothing else. */
+		ret = bo_sys_export(s->bo, &fd, &m.size);
+		if (ret)
+			break;
+		if (s->mapped)
+			bo_sys_release(s->bo); /* one hold per slot, however often mapped */
+		s->mapped = true;
+		*rep_fd = fd;
+		memcpy(rep_body(rep), &m, sizeof(m));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(m));
+	}
+	case UGPUD_BO_UNMAP:
+		if (!s->mapped)
+			return serve_error(rep, h->op, h->seq, -EINVAL, "BO 0x%x is not mapped",
+					   req.handle);
+		bo_sys_release(s->bo);
+		s->mapped = false;
 		break;
 	}
 	if (ret)
@@ -314,11 +338,12 @@ static size_t do_clients(struct ugpud *d, const struct ugpud_hdr *h, void *rep)
 }
 
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
-		     bool oversized, int nfds, void *rep)
+		     bool oversized, int nfds, void *rep, int *rep_fd)
 {
 	struct ugpud_hdr h;
 	const void *body = (const char *)msg + sizeof(h);
 
+	*rep_fd = -1;
 	c->requests++;
 	if (len < sizeof(h))
 		return serve_error(rep, 0, 0, -EPROTO, "a record of %zu bytes: shorter than the header (%zu)",
@@ -362,7 +387,9 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_BO_PIN:
 	case UGPUD_BO_UNPIN:
 	case UGPUD_BO_MIGRATE:
-		return do_bo(d, c, &h, body, rep);
+	case UGPUD_BO_MAP:
+	case UGPUD_BO_UNMAP:
+		return do_bo(d, c, &h, body, rep, rep_fd);
 	case UGPUD_CLIENTS:
 	case UGPUD_KILL:
 		if (!c->admin)

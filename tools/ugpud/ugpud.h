@@ -51,6 +51,7 @@ struct ugpud_slot {
 	uint16_t gen;
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
+	bool mapped; /* the client has its memfd: the BO is held in system memory */
 };
 
 /* What loop.c keeps per client for io_uring (opaque to serve.c). */
@@ -145,10 +146,12 @@ struct client *client_find(struct ugpud *d, uint32_t id);
  *             length; only the first UGPUD_MAX_MSG bytes are in @msg).
  * @nfds: fds that came with it (already closed by the caller).
  * @rep: room for UGPUD_MAX_MSG bytes: gets the reply record.
+ * @rep_fd: gets an fd to send with the reply (UGPUD_BO_MAP), which the
+ *          caller closes once sent; else -1.
  * Returns: the reply's length (every request gets one).
  */
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
-		     bool oversized, int nfds, void *rep);
+		     bool oversized, int nfds, void *rep, int *rep_fd);
 
 /* An error record (UGPUD_HELLO seq 0 when @op is 0) with a message, into
  * @rep; its length. Used for refusals at accept too. */
