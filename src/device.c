@@ -704,7 +704,7 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	ret = device_new(ctx, uri, &dev);
 	if (ret)
 		return ret;
-	if (!strncmp(uri, "ugpud:", 6)) {
+	if (!strncmp(uri, REMOTE_URI_PREFIX, strlen(REMOTE_URI_PREFIX))) {
 		/* Served by the daemon: no step of our own comes up. */
 		ret = remote_open(dev, uri);
 		if (ret) {

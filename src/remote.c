@@ -38,20 +38,19 @@ struct remote {
 	unsigned char buf[UGPUD_MAX_MSG];
 };
 
-static const char URI_PREFIX[] = "ugpud:";
-static const char URI_DEVICE[] = "?device=";
+#define URI_DEVICE "?device="
 
 /* Split "ugpud:SOCKET[?device=N]" into @path and @index. */
 static int uri_parse(struct ugpu_context *ctx, const char *uri, struct sockaddr_un *sa,
 		     uint32_t *index)
 {
-	const char *path = uri + sizeof(URI_PREFIX) - 1;
+	const char *path = uri + strlen(REMOTE_URI_PREFIX);
 	const char *sel = strstr(path, URI_DEVICE);
 	size_t plen = sel ? (size_t)(sel - path) : strlen(path);
 
 	*index = 0;
 	if (sel) {
-		const char *n = sel + sizeof(URI_DEVICE) - 1;
+		const char *n = sel + strlen(URI_DEVICE);
 		char *end;
 		unsigned long v;
 
@@ -290,6 +289,11 @@ out_free:
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return ret;
+}
+
+uint32_t remote_client_id(struct ugpu_device *dev)
+{
+	return dev->remote->client_id;
 }
 
 void remote_close(struct ugpu_device *dev)

@@ -24,6 +24,9 @@
 
 #include "src/device.h"
 
+/* A device served by ugpud is opened by a URI that starts so. */
+#define REMOTE_URI_PREFIX "ugpud:"
+
 /* Every call waits this long for its reply at most (then -ETIMEDOUT). */
 #define REMOTE_TIMEOUT_MS 30000
 
@@ -41,6 +44,9 @@ static inline bool device_is_remote(const struct ugpu_device *dev)
  * (no such device index); -EPROTO (a malformed reply); -ETIMEDOUT; -ENOMEM.
  */
 int remote_open(struct ugpu_device *dev, const char *uri);
+
+/* The daemon's id of this connection (its client list shows it). */
+uint32_t remote_client_id(struct ugpu_device *dev);
 
 /* Disconnect (the daemon then releases every BO of the connection). Later
  * calls on @dev's BOs return -ENODEV. */

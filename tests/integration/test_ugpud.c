@@ -14,7 +14,8 @@
  *    -EACCES while others are served (as root only; skipped otherwise);
  *  - a client SIGKILLed in the middle of its calls has every BO released
  *    within a bound (measured, printed), and the others notice nothing;
- *  - the per-client VRAM quota; admin requests (list, kill);
+ *  - the per-client VRAM quota; admin requests (list, kill), also through
+ *    ugpuctl clients / kill;
  *  - CPU mappings: the BO's own memfd, sealed, held in system memory while
  *    mapped, coherent both ways with the daemon's reads and writes;
  *  - calls not served through the daemon yet are -EOPNOTSUPP;
@@ -777,6 +778,52 @@ static void cpu_map_through_daemon(void **state)
 	close_client(ctx, dev);
 }
 
+/* Run @cmd, its stdout into @out; returns its exit status. */
+static int run_cmd(const char *cmd, char *out, size_t n)
+{
+	FILE *f = popen(cmd, "r");
+	size_t got;
+	int st;
+
+	assert_non_null(f);
+	got = fread(out, 1, n - 1, f);
+	out[got] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void ugpuctl_clients_and_kill(void **state)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	char cmd[512], out[8192], want[64], *line;
+	uint32_t me;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	me = remote_client_id(dev);
+	bo = make_bo(dev, 12288, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl clients %s", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	fprintf(stderr, "%s", out);
+	/* our line: id, our pid, 1 BO of 12288 bytes, counted against the quota */
+	snprintf(want, sizeof(want), "%6u %8d", me, (int)getpid());
+	line = strstr(out, want);
+	assert_non_null(line);
+	assert_non_null(strstr(line, "12288"));
+	assert_non_null(strstr(out, "(this ugpuctl)"));
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl kill %s 999999 2>&1", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "client 999999"));
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl kill ugpud:%s %u", dir, sock_path, me);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	assert_int_equal(ugpu_bo_write(bo, 0, "x", 1), -ENODEV);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -788,6 +835,7 @@ int main(void)
 		cmocka_unit_test(vram_quota),
 		cmocka_unit_test(admin_list_and_kill),
 		cmocka_unit_test(cpu_map_through_daemon),
+		cmocka_unit_test(ugpuctl_clients_and_kill),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),
 	};

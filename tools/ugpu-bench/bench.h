@@ -33,6 +33,7 @@ int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_svm(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
+int bench_daemon(int argc, char **argv);
 
 /*
  * The raw userfaultfd round trip (bench_uffd.c): @n fresh pages of an

@@ -21,6 +21,8 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_suspend,
 	&ugpuctl_cmd_resume,
 	&ugpuctl_cmd_unplug,
+	&ugpuctl_cmd_clients,
+	&ugpuctl_cmd_kill,
 };
 
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))
@@ -69,7 +71,7 @@ int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ugpuctl COMMAND [ARGS]\n"
-		     "ugpu's control tool: PCI devices and vfio-pci, suspend, unplug\n\ncommands:\n");
+		     "ugpu's control tool: PCI devices and vfio-pci, suspend, unplug, the ugpud daemon\n\ncommands:\n");
 	for (size_t i = 0; i < NR_CMDS; i++) {
 		char syn[64];
 

@@ -46,5 +46,7 @@ extern const struct ugpuctl_cmd ugpuctl_cmd_unbind;
 extern const struct ugpuctl_cmd ugpuctl_cmd_suspend;
 extern const struct ugpuctl_cmd ugpuctl_cmd_resume;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unplug;
+extern const struct ugpuctl_cmd ugpuctl_cmd_clients;
+extern const struct ugpuctl_cmd ugpuctl_cmd_kill;
 
 #endif
