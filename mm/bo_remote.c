@@ -120,7 +120,6 @@ int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	struct ugpud_bo_req req = { .handle = bo->remote_handle };
 	struct ugpu_bo_info i = { 0 };
 	struct ugpud_bo_info w;
-	size_t n;
 	int ret;
 
 	ret = remote_get(bo->dev, UGPUD_BO_QUERY, &req, sizeof(req), &w, sizeof(w));
@@ -137,8 +136,7 @@ int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	i.discarded = w.discarded;
 	i.has_backup = w.has_backup;
 	i.corrupt = w.corrupt;
-	n = info->size < sizeof(i) ? info->size : sizeof(i);
-	memcpy(info, &i, n);
+	remote_fill(info, info->size, &i, sizeof(i));
 	return 0;
 }
 

@@ -274,9 +274,9 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	dev->class_code = rep.info.class_code;
 	dev->vram_size = rep.info.vram_size;
 	dev->num_copy_engines = rep.info.num_copy_engines;
-	/* Only what a client can use through the daemon: no GPU VMs, no
-	 * fabric yet (docs/daemon.md). */
-	dev->caps = rep.info.caps & ~(UGPU_DEVICE_CAP_GPUVM | UGPU_DEVICE_CAP_FABRIC);
+	/* Only what a client can use through the daemon: no fabric (peer
+	 * copies) yet (docs/daemon.md). */
+	dev->caps = rep.info.caps & ~UGPU_DEVICE_CAP_FABRIC;
 	dev->fabric_id = rep.info.fabric_id;
 	dev->remote = r;
 	log_info(dev->ctx, "%s: client %u of ugpud (protocol %u), device %u: %s", uri,
@@ -346,7 +346,6 @@ int remote_query(struct ugpu_device *dev, struct ugpu_device_info *info)
 {
 	struct ugpu_device_info i = { 0 };
 	struct ugpud_dev_info w;
-	size_t n;
 	int ret;
 
 	ret = remote_get(dev, UGPUD_DEV_QUERY, NULL, 0, &w, sizeof(w));
@@ -365,8 +364,7 @@ int remote_query(struct ugpu_device *dev, struct ugpu_device_info *info)
 	i.caps = dev->caps;
 	i.fabric_id = w.fabric_id;
 	i.power_state = (enum ugpu_power_state)w.power_state;
-	n = info->size < sizeof(i) ? info->size : sizeof(i);
-	memcpy(info, &i, n);
+	remote_fill(info, info->size, &i, sizeof(i));
 	return 0;
 }
 
@@ -374,7 +372,6 @@ int remote_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st)
 {
 	struct ugpu_device_mem s = { 0 };
 	struct ugpud_mem w;
-	size_t n;
 	int ret;
 
 	ret = remote_get(dev, UGPUD_MEM_STATS, NULL, 0, &w, sizeof(w));
@@ -397,7 +394,6 @@ int remote_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st)
 	s.moves = w.moves;
 	s.moved_bytes = w.moved_bytes;
 	s.copy_failures = w.copy_failures;
-	n = st->size < sizeof(s) ? st->size : sizeof(s);
-	memcpy(st, &s, n);
+	remote_fill(st, st->size, &s, sizeof(s));
 	return 0;
 }

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <ugpu/device.h>
 
@@ -77,6 +78,13 @@ int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t
 /* remote_call() for a reply of exactly @rep_len bytes (else -EPROTO). */
 int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,
 	       size_t rep_len);
+
+/* Copy @full (the whole public struct a call fills) into the caller's
+ * @out, as far as the caller's @out_size (its size field) reaches. */
+static inline void remote_fill(void *out, size_t out_size, const void *full, size_t full_size)
+{
+	memcpy(out, full, out_size < full_size ? out_size : full_size);
+}
 
 /* ugpu_device_query() and ugpu_device_mem_stats() of a remote device
  * (arguments checked by the caller). */

@@ -54,6 +54,16 @@ enum ugpud_op {
 	UGPUD_KILL = 13, /* ugpud_kill_req -> - (admin) */
 	UGPUD_BO_MAP = 14, /* ugpud_bo_req -> ugpud_bo_map_rep + the BO's memfd */
 	UGPUD_BO_UNMAP = 15, /* ugpud_bo_req -> - */
+	UGPUD_VM_CREATE = 16, /* ugpud_vm_create_req -> ugpud_handle_rep */
+	UGPUD_VM_DESTROY = 17, /* ugpud_obj_req -> - */
+	UGPUD_VM_BIND = 18, /* ugpud_vm_bind_req -> - */
+	UGPUD_VM_UNBIND = 19, /* ugpud_vm_bind_req (bo, bo_offset, flags 0) -> - */
+	UGPUD_VM_QUERY = 20, /* ugpud_obj_req -> ugpud_vm_info */
+	UGPUD_QUEUE_CREATE = 21, /* ugpud_queue_create_req -> ugpud_handle_rep */
+	UGPUD_QUEUE_DESTROY = 22, /* ugpud_obj_req -> - */
+	UGPUD_SUBMIT = 23, /* ugpud_submit_req -> ugpud_fence_rep */
+	UGPUD_FENCE_POLL = 24, /* ugpud_fence_req -> ugpud_kernel_result, or -EAGAIN */
+	UGPUD_QUEUE_QUERY = 25, /* ugpud_obj_req -> ugpud_queue_info */
 	UGPUD_OP_MAX
 };
 
@@ -188,6 +198,95 @@ struct ugpud_bo_info {
 	uint8_t pad;
 };
 
+/*
+ * GPU VMs and queues. Their handles share the connection's table with its
+ * BOs: a handle of one kind given where another is expected is -ENOENT, as
+ * an unknown one is.
+ */
+struct ugpud_obj_req {
+	uint32_t handle;
+	uint32_t pad;
+};
+
+struct ugpud_handle_rep {
+	uint32_t handle;
+	uint32_t pad;
+};
+
+/* @flags: UGPU_VM_* (UGPU_VM_MIRROR is not served: -EOPNOTSUPP). */
+struct ugpud_vm_create_req {
+	uint32_t flags;
+	uint32_t pad;
+	char name[32];
+};
+
+/* UGPUD_VM_BIND: @bo's [@bo_offset, +@bytes) at @va of @vm with @flags
+ * (UGPU_BIND_*); UGPUD_VM_UNBIND: [@va, +@bytes) of @vm (@bo, @bo_offset and
+ * @flags 0). */
+struct ugpud_vm_bind_req {
+	uint32_t vm;
+	uint32_t bo;
+	uint64_t bo_offset;
+	uint64_t va;
+	uint64_t bytes;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+/* ugpu_vm_info on the wire. */
+struct ugpud_vm_info {
+	uint64_t binds, bound_bytes, page_tables, page_table_bytes, pt_gen;
+	uint32_t flags;
+	uint32_t queues;
+	uint8_t dead;
+	uint8_t pad[7];
+};
+
+struct ugpud_queue_create_req {
+	uint32_t vm;
+	uint32_t pad;
+	char name[32];
+};
+
+/* ugpu_kernel on the wire, for queue @queue. */
+struct ugpud_submit_req {
+	uint32_t queue;
+	uint32_t op;
+	uint64_t va;
+	uint64_t bytes;
+	uint64_t value;
+};
+
+struct ugpud_fence_rep {
+	uint64_t fence;
+};
+
+/* UGPUD_FENCE_POLL: has @fence of @queue completed? The daemon never waits
+ * (its one thread serves everyone): -EAGAIN while it runs, and the client
+ * library polls until its own timeout. */
+struct ugpud_fence_req {
+	uint32_t queue;
+	uint32_t pad;
+	uint64_t fence;
+};
+
+/* ugpu_kernel_result on the wire. */
+struct ugpud_kernel_result {
+	int32_t status;
+	uint32_t fault_access;
+	uint64_t sum;
+	uint64_t fault_va;
+	uint64_t run_ns;
+};
+
+/* ugpu_queue_info on the wire. */
+struct ugpud_queue_info {
+	uint64_t submitted, completed;
+	uint32_t waiting;
+	uint8_t running;
+	uint8_t pad[3];
+};
+
 /* struct ugpud_client_info - one line of UGPUD_CLIENTS. */
 struct ugpud_client_info {
 	uint32_t id;
@@ -226,6 +325,11 @@ _Static_assert(sizeof(struct ugpud_bo_create_req) == 56, "ugpud_bo_create_req la
 _Static_assert(sizeof(struct ugpud_bo_req) == 24, "ugpud_bo_req layout");
 _Static_assert(sizeof(struct ugpud_bo_info) == 40, "ugpud_bo_info layout");
 _Static_assert(sizeof(struct ugpud_client_info) == 80, "ugpud_client_info layout");
+_Static_assert(sizeof(struct ugpud_vm_bind_req) == 40, "ugpud_vm_bind_req layout");
+_Static_assert(sizeof(struct ugpud_vm_info) == 56, "ugpud_vm_info layout");
+_Static_assert(sizeof(struct ugpud_submit_req) == 32, "ugpud_submit_req layout");
+_Static_assert(sizeof(struct ugpud_kernel_result) == 32, "ugpud_kernel_result layout");
+_Static_assert(sizeof(struct ugpud_queue_info) == 24, "ugpud_queue_info layout");
 _Static_assert(sizeof(struct ugpud_clients_rep) + UGPUD_MAX_CLIENT_INFO *
 		       sizeof(struct ugpud_client_info) <= UGPUD_MAX_DATA,
 	       "the clients list fits a record");

@@ -69,10 +69,11 @@ struct ugpu_device_info {
  * Through ugpud the daemon owns the device and this process is one of its
  * clients (docs/daemon.md): ugpu_device_query() (transport "ugpud"),
  * ugpu_device_mem_stats() (the device's figures, every client's BOs
- * counted) and the BO calls of <ugpu/bo.h> are served (ugpu_bo_map() maps
- * the BO in system memory, see there); every other call that takes the
- * device or one of its BOs returns -EOPNOTSUPP (each says so). The capabilities leave out
- * what is not served (UGPU_DEVICE_CAP_GPUVM, UGPU_DEVICE_CAP_FABRIC). When
+ * counted), the BO calls of <ugpu/bo.h> (ugpu_bo_map() maps the BO in
+ * system memory, see there) and GPU VMs and submission (<ugpu/vm.h>, but
+ * for mirror VMs) are served; every other call that takes the device or one
+ * of its objects returns -EOPNOTSUPP (each says so). The capabilities leave
+ * out what is not served (UGPU_DEVICE_CAP_FABRIC). When
  * the daemon goes away, calls return -ENODEV.
  *
  * Bring-up: open the transport, identify the device by its PCI ids (an

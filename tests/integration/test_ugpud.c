@@ -18,6 +18,10 @@
  *    ugpuctl clients / kill;
  *  - CPU mappings: the BO's own memfd, sealed, held in system memory while
  *    mapped, coherent both ways with the daemon's reads and writes;
+ *  - GPU VMs and kernels: byte-exact results, a faulting kernel of one
+ *    client reported to it alone while the other's kernels run on, handles
+ *    of another kind or client refused; a client killed with kernels in
+ *    flight released;
  *  - calls not served through the daemon yet are -EOPNOTSUPP;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
@@ -53,6 +57,7 @@
 #include "base/clock.h"
 #include "base/sock.h"
 #include "mm/bo.h"
+#include "mm/vm_remote.h"
 #include "src/remote.h"
 #include "src/ugpud_proto.h"
 
@@ -407,6 +412,78 @@ static void peercred_refusal(void **state)
 	close_client(ctx, dev);
 }
 
+/* Fork a client running @child(ready_fd); returns once it wrote its ready
+ * byte (it then keeps calling until it is killed). */
+static pid_t spawn_ready(void (*child)(int ready_fd))
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		close(ready[0]);
+		child(ready[1]);
+		_exit(0);
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+/* SIGKILL @pid and wait (bounded by @bound_us) until @dev's stats are back
+ * at @base (BOs and VRAM): the time that took, in us. */
+static uint64_t kill_and_wait_release(struct ugpu_device *dev, pid_t pid,
+				      const struct ugpu_device_mem *base, uint64_t bound_us)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	uint64_t t0 = now_us(), dt;
+	int st;
+
+	kill(pid, SIGKILL);
+	for (;;) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		dt = now_us() - t0;
+		if (m.bos == base->bos && m.vram_used == base->vram_used)
+			break;
+		if (dt > bound_us)
+			fail_msg("%llu BOs, %llu VRAM bytes still held %llu us after SIGKILL",
+				 (unsigned long long)(m.bos - base->bos),
+				 (unsigned long long)(m.vram_used - base->vram_used),
+				 (unsigned long long)dt);
+		usleep(200);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st));
+	return dt;
+}
+
+/* A client with 8 BOs of 4 MiB, busy writing to them. */
+static void child_bo_writer(int ready_fd)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	static unsigned char junk[256 << 10];
+	struct ugpu_bo *bos[8];
+
+	if (ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd))
+		_exit(1);
+	for (int i = 0; i < 8; i++) {
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 * MIB };
+
+		if (ugpu_bo_create(cd, &o, &bos[i]))
+			_exit(2);
+	}
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	/* busy in calls when the kill comes: a write per loop */
+	for (unsigned int i = 0;; i++)
+		ugpu_bo_write(bos[i % 8], 0, junk, sizeof(junk));
+}
+
 static void killed_client_is_released(void **state)
 {
 	struct ugpu_context *ctx;
@@ -423,60 +500,15 @@ static void killed_client_is_released(void **state)
 	assert_int_equal(ugpu_bo_write(mine, 0, want, sizeof(want)), 0);
 	assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
 	for (int round = 0; round < 5; round++) {
-		int ready[2], st;
-		uint64_t t0, dt;
-		pid_t pid;
-		char c;
+		uint64_t dt;
+		pid_t pid = spawn_ready(child_bo_writer);
 
-		assert_int_equal(pipe(ready), 0);
-		pid = fork();
-		assert_true(pid >= 0);
-		if (!pid) {
-			struct ugpu_context *cc;
-			struct ugpu_device *cd;
-			static unsigned char junk[256 << 10];
-			struct ugpu_bo *bos[8];
-
-			if (ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd))
-				_exit(1);
-			for (int i = 0; i < 8; i++) {
-				struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 * MIB };
-
-				if (ugpu_bo_create(cd, &o, &bos[i]))
-					_exit(2);
-			}
-			if (write(ready[1], "r", 1) != 1)
-				_exit(3);
-			/* busy in calls when the kill comes: a write per loop */
-			for (unsigned int i = 0;; i++)
-				ugpu_bo_write(bos[i % 8], 0, junk, sizeof(junk));
-		}
-		close(ready[1]);
-		assert_int_equal(read(ready[0], &c, 1), 1);
-		close(ready[0]);
 		usleep(20000 + (useconds_t)round * 7000); /* somewhere in a write */
 		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
 		assert_int_equal(m.bos, base.bos + 8);
-		t0 = now_us();
-		kill(pid, SIGKILL);
-		for (;;) {
-			assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
-			if (m.bos == base.bos && m.vram_used == base.vram_used)
-				break;
-			dt = now_us() - t0;
-			if (dt > RELEASE_BOUND_MS * 1000ull)
-				fail_msg("round %d: %llu BOs, %llu VRAM bytes still held %llu us after "
-					 "SIGKILL",
-					 round, (unsigned long long)(m.bos - base.bos),
-					 (unsigned long long)(m.vram_used - base.vram_used),
-					 (unsigned long long)dt);
-			usleep(200);
-		}
-		dt = now_us() - t0;
+		dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
 		if (dt > worst)
 			worst = dt;
-		waitpid(pid, &st, 0);
-		assert_true(WIFSIGNALED(st));
 		/* ours is untouched */
 		assert_int_equal(ugpu_bo_read(mine, 0, got, sizeof(got)), 0);
 		assert_memory_equal(want, got, sizeof(got));
@@ -561,7 +593,6 @@ static void not_served_yet(void **state)
 	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
 	struct ugpu_device_info info = { .size = sizeof(info) };
-	struct ugpu_vm *vm;
 
 	(void)state;
 	open_client(&ctx, &dev);
@@ -570,8 +601,8 @@ static void not_served_yet(void **state)
 	assert_string_equal(info.profile, "ugpu-sim");
 	assert_string_equal(info.name, uri);
 	assert_int_equal(info.vram_size, 128 * MIB);
-	assert_int_equal(info.caps & UGPU_DEVICE_CAP_GPUVM, 0);
-	assert_int_equal(ugpu_vm_create(dev, NULL, &vm), -EOPNOTSUPP);
+	assert_int_equal(info.caps & UGPU_DEVICE_CAP_GPUVM, UGPU_DEVICE_CAP_GPUVM);
+	assert_int_equal(info.caps & UGPU_DEVICE_CAP_FABRIC, 0);
 	assert_int_equal(ugpu_device_rpm_get(dev), -EOPNOTSUPP);
 	assert_int_equal(ugpu_device_suspend_prepare(dev), -EOPNOTSUPP);
 	close_client(ctx, dev);
@@ -824,6 +855,166 @@ static void ugpuctl_clients_and_kill(void **state)
 	close_client(ctx, dev);
 }
 
+/* Submit @op over [va, +bytes) on @q and wait (bounded); the result. */
+static struct ugpu_kernel_result run_on(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va,
+					uint64_t bytes, uint64_t value)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	uint64_t fence = 0;
+
+	assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 10000, &r), 0);
+	return r;
+}
+
+/* GPU VMs and kernels through the daemon: one client's kernels write and
+ * read its BO through its VM; another client's kernel faults on an address
+ * it never bound, is aborted and reported to that client alone, while the
+ * first client's next kernel runs as before. */
+static void kernels_through_daemon(void **state)
+{
+	const uint64_t va = 0x100000, n = 64 << 10, value = 0x1122334455667788ull;
+	struct ugpu_context *ca, *cb;
+	struct ugpu_device *a, *b;
+	struct ugpu_vm *vma, *vmb;
+	struct ugpu_queue *qa, *qb;
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	struct ugpu_queue_info qi = { .size = sizeof(qi) };
+	struct ugpu_vm_opts mirror = { .size = sizeof(mirror), .flags = UGPU_VM_MIRROR,
+				       .mirror_start = 1ull << 30, .mirror_size = 1ull << 30 };
+	struct ugpu_kernel_result r;
+	struct ugpud_vm_bind_req bind = { 0 };
+	struct ugpu_vm *bad;
+	struct ugpu_bo *bo;
+	uint64_t *words = malloc(n), t0, t_fault;
+	int efd;
+
+	(void)state;
+	open_client(&ca, &a);
+	open_client(&cb, &b);
+	bo = make_bo(a, n, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	assert_int_equal(ugpu_vm_create(a, NULL, &vma), 0);
+	assert_int_equal(ugpu_vm_bind(vma, bo, 0, va, n, 0), 0);
+	assert_int_equal(ugpu_queue_create(vma, NULL, &qa), 0);
+	assert_int_equal(ugpu_vm_create(b, NULL, &vmb), 0);
+	assert_int_equal(ugpu_queue_create(vmb, NULL, &qb), 0);
+	assert_int_equal(ugpu_vm_query(vma, &vi), 0);
+	assert_int_equal(vi.binds, 1);
+	assert_int_equal(vi.bound_bytes, n);
+	assert_int_equal(vi.queues, 1);
+
+	r = run_on(qa, UGPU_KERNEL_WRITE, va, n, value);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, words, n), 0);
+	for (size_t i = 0; i < n / 8; i++)
+		assert_int_equal(words[i], value);
+	r = run_on(qa, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, value * (n / 8));
+
+	/* B: its VM has nothing at va: aborted, reported to B */
+	t0 = now_us();
+	r = run_on(qb, UGPU_KERNEL_READ_SUM, va, 4096, 0);
+	t_fault = now_us() - t0;
+	assert_int_equal(r.status, -EFAULT);
+	assert_int_equal(r.fault_va, va);
+	/* A goes on */
+	r = run_on(qa, UGPU_KERNEL_ATOMIC_ADD, va, n, 1);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, words, 8), 0);
+	assert_int_equal(words[0], value + 1);
+	assert_int_equal(ugpu_queue_query(qa, &qi), 0);
+	assert_int_equal(qi.submitted, 3);
+	assert_int_equal(qi.completed, 3);
+	fprintf(stderr, "  client B's faulting kernel reported to it in %llu us; client A's "
+		"kernels ran on (last ran %llu ns on the device)\n",
+		(unsigned long long)t_fault, (unsigned long long)r.run_ns);
+
+	/* B cannot bind A's BO: a foreign object, and a handle B lacks */
+	assert_int_equal(ugpu_vm_bind(vmb, bo, 0, va, n, 0), -EINVAL);
+	bind.vm = vmb->remote_handle;
+	bind.bo = bo->remote_handle;
+	bind.va = va;
+	bind.bytes = n;
+	assert_int_equal(remote_call(b, UGPUD_VM_BIND, &bind, sizeof(bind), NULL, 0, NULL, 0, NULL),
+			 -ENOENT);
+	/* a queue handle is not a VM handle */
+	bind.vm = queue_remote_handle(qb);
+	assert_int_equal(remote_call(b, UGPUD_VM_UNBIND, &bind, sizeof(bind), NULL, 0, NULL, 0,
+				     NULL),
+			 -ENOENT);
+	/* not served: mirror VMs, fence eventfds */
+	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), -EOPNOTSUPP);
+	assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), -EOPNOTSUPP);
+	/* a VM with a queue stays */
+	assert_int_equal(ugpu_vm_destroy(vma), -EBUSY);
+	assert_int_equal(ugpu_queue_destroy(qa), 0);
+	assert_int_equal(ugpu_vm_unbind(vma, va, n), 0);
+	assert_int_equal(ugpu_vm_destroy(vma), 0);
+	ugpu_bo_put(bo);
+	/* B leaves its VM and queue to the daemon: closing releases them */
+	close_client(cb, b);
+	close_client(ca, a);
+	free(words);
+}
+
+/* A client killed with a VM, a bind, a queue and kernels in flight: the
+ * daemon destroys them (queues, VMs, BOs, in that order) and the device's
+ * VRAM is back where it was. */
+/* A client with a VM, a bind, a queue and kernels in flight. */
+static void child_kernels(int ready_fd)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 * MIB };
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_ATOMIC_ADD, .va = 0x200000,
+				 .bytes = 4 * MIB, .value = 3 };
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo;
+	uint64_t fence;
+
+	if (ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd) ||
+	    ugpu_bo_create(cd, &o, &bo) || ugpu_vm_create(cd, NULL, &vm) ||
+	    ugpu_vm_bind(vm, bo, 0, k.va, k.bytes, 0) || ugpu_queue_create(vm, NULL, &q))
+		_exit(1);
+	for (int i = 0; i < 8; i++)
+		if (ugpu_queue_submit(q, &k, &fence))
+			_exit(2);
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	for (;;)
+		ugpu_queue_submit(q, &k, &fence); /* -EBUSY when full: keep asking */
+}
+
+/* A client killed with kernels in flight: the daemon destroys its queues,
+ * VMs and BOs, in that order, and the device's VRAM is back where it was. */
+static void killed_client_with_kernels(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem base = { .size = sizeof(base) };
+	uint64_t t0, dt;
+	pid_t pid;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	/* earlier tests' connections close asynchronously */
+	for (t0 = now_ms(); now_ms() - t0 < 2000; usleep(1000)) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
+		if (!base.bos)
+			break;
+	}
+	pid = spawn_ready(child_kernels);
+	usleep(10000);
+	dt = kill_and_wait_release(dev, pid, &base, 10 * RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a SIGKILLed client with a VM, a bind, a queue and kernels in flight "
+		"was released within %llu us\n", (unsigned long long)dt);
+	close_client(ctx, dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -835,6 +1026,8 @@ int main(void)
 		cmocka_unit_test(vram_quota),
 		cmocka_unit_test(admin_list_and_kill),
 		cmocka_unit_test(cpu_map_through_daemon),
+		cmocka_unit_test(kernels_through_daemon),
+		cmocka_unit_test(killed_client_with_kernels),
 		cmocka_unit_test(ugpuctl_clients_and_kill),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),

@@ -61,7 +61,7 @@ struct client *client_find(struct ugpud *d, uint32_t id)
 	return NULL;
 }
 
-struct ugpud_slot *client_slot(struct client *c, uint32_t handle)
+struct ugpud_slot *client_slot(struct client *c, uint32_t handle, enum slot_kind kind)
 {
 	uint32_t idx = handle & 0xffffu;
 	struct ugpud_slot *s;
@@ -69,64 +69,110 @@ struct ugpud_slot *client_slot(struct client *c, uint32_t handle)
 	if (!idx || idx > c->nslots)
 		return NULL;
 	s = &c->slots[idx - 1];
-	if (!s->bo || s->gen != (uint16_t)(handle >> 16))
+	if (s->kind != kind || s->gen != (uint16_t)(handle >> 16))
 		return NULL;
 	return s;
 }
 
-int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
-		    uint64_t vram_charge, uint32_t *handle)
+struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_kind kind,
+				   uint32_t *handle, int *err)
 {
 	uint32_t i;
 
-	if (c->nbos >= d->max_bos)
-		return -EMFILE;
-	if (c->nbos == c->nslots) {
+	if (c->nobjs >= d->max_bos) {
+		*err = -EMFILE;
+		return NULL;
+	}
+	if (c->nobjs == c->nslots) {
 		uint32_t n = c->nslots ? c->nslots * 2 : 16;
 		struct ugpud_slot *s;
 
 		if (n > UGPUD_HANDLE_SLOTS)
 			n = UGPUD_HANDLE_SLOTS;
-		if (n <= c->nslots)
-			return -EMFILE;
+		if (n <= c->nslots) {
+			*err = -EMFILE;
+			return NULL;
+		}
 		s = realloc(c->slots, n * sizeof(*s));
-		if (!s)
-			return -ENOMEM;
+		if (!s) {
+			*err = -ENOMEM;
+			return NULL;
+		}
 		memset(s + c->nslots, 0, (n - c->nslots) * sizeof(*s));
 		c->slots = s;
 		c->nslots = n;
 	}
-	for (i = 0; i < c->nslots && c->slots[i].bo; i++)
+	for (i = 0; i < c->nslots && c->slots[i].kind != SLOT_FREE; i++)
 		;
-	c->slots[i].bo = bo;
-	c->slots[i].gen++; /* a handle of the slot's last BO is stale now */
-	c->slots[i].bytes = bytes;
-	c->slots[i].vram_charge = vram_charge;
+	c->slots[i].kind = kind;
+	c->slots[i].gen++; /* a handle of the slot's last object is stale now */
+	c->nobjs++;
+	*handle = ((uint32_t)c->slots[i].gen << 16) | (i + 1);
+	return &c->slots[i];
+}
+
+int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
+		    uint64_t vram_charge, uint32_t *handle)
+{
+	int err = 0;
+	struct ugpud_slot *s = client_slot_new(d, c, SLOT_BO, handle, &err);
+
+	if (!s)
+		return err;
+	s->bo = bo;
+	s->bytes = bytes;
+	s->vram_charge = vram_charge;
 	c->nbos++;
 	c->bytes += bytes;
 	c->vram_charged += vram_charge;
-	*handle = ((uint32_t)c->slots[i].gen << 16) | (i + 1);
 	return 0;
 }
 
-void client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
+int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 {
-	if (s->mapped)
-		bo_sys_release(s->bo);
-	s->mapped = false;
-	ugpu_bo_put(s->bo);
+	int ret = 0;
+
+	switch (s->kind) {
+	case SLOT_BO:
+		if (s->mapped)
+			bo_sys_release(s->bo);
+		s->mapped = false;
+		ugpu_bo_put(s->bo);
+		c->nbos--;
+		c->bytes -= s->bytes;
+		c->vram_charged -= s->vram_charge;
+		d->released_bos++;
+		break;
+	case SLOT_VM:
+		ret = ugpu_vm_destroy(s->vm);
+		break;
+	case SLOT_QUEUE:
+		/* -ETIMEDOUT: its kernel did not end in time; the queue is
+		 * freed when it does (include/ugpu/vm.h): gone for us either way */
+		(void)ugpu_queue_destroy(s->q);
+		break;
+	case SLOT_FREE:
+		return 0;
+	}
+	if (ret)
+		return ret;
+	s->kind = SLOT_FREE;
 	s->bo = NULL;
-	c->nbos--;
-	c->bytes -= s->bytes;
-	c->vram_charged -= s->vram_charge;
-	d->released_bos++;
+	s->vm = NULL;
+	s->q = NULL;
+	c->nobjs--;
+	return 0;
 }
 
 void client_release(struct ugpud *d, struct client *c)
 {
-	for (uint32_t i = 0; i < c->nslots; i++)
-		if (c->slots[i].bo)
-			client_slot_drop(d, c, &c->slots[i]);
+	/* queues before their VMs, VMs (and their binds) before the BOs */
+	static const enum slot_kind order[] = { SLOT_QUEUE, SLOT_VM, SLOT_BO };
+
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+		for (uint32_t i = 0; i < c->nslots; i++)
+			if (c->slots[i].kind == order[k])
+				client_slot_drop(d, c, &c->slots[i]);
 	free(c->slots);
 	c->slots = NULL;
 	c->nslots = 0;

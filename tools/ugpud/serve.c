@@ -154,10 +154,10 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 				   (unsigned long long)charge, c->id,
 				   (unsigned long long)c->vram_charged,
 				   (unsigned long long)d->vram_quota);
-	if (c->nbos >= d->max_bos)
+	if (c->nobjs >= d->max_bos)
 		return serve_error(rep, h->op, h->seq, -EMFILE,
-				   "bo create: client %u holds the most BOs a client may (%u)", c->id,
-				   d->max_bos);
+				   "bo create: client %u holds the most objects a client may (%u)",
+				   c->id, d->max_bos);
 	memcpy(name, req.name, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	o.bytes = req.bytes;
@@ -193,7 +193,7 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return serve_error(rep, h->op, h->seq, -EINVAL, "bo request: %u bytes of body, expected %zu",
 				   h->len, sizeof(req));
 	memcpy(&req, body, sizeof(req));
-	s = client_slot(c, req.handle);
+	s = client_slot(c, req.handle, SLOT_BO);
 	if (!s)
 		return serve_error(rep, h->op, h->seq, -ENOENT,
 				   "client %u has no BO 0x%x (handles belong to their connection)", c->id,
@@ -273,6 +273,203 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "BO 0x%x: %s", req.handle,
 				   ugpu_strerror(ret));
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+/* The body of @h must be exactly @n bytes: else an error reply (returned). */
+#define BODY_IS(n, what)                                                                   \
+	do {                                                                               \
+		if (h->len != (n))                                                         \
+			return serve_error(rep, h->op, h->seq, -EINVAL,                    \
+					   "%s: %u bytes of body, expected %zu", what, h->len, \
+					   (size_t)(n));                                           \
+	} while (0)
+
+/* @handle of @kind, or an error reply (returned). */
+#define SLOT_OR_ENOENT(s, handle, kind, what)                                                \
+	do {                                                                                 \
+		(s) = client_slot(c, (handle), (kind));                                      \
+		if (!(s))                                                                    \
+			return serve_error(rep, h->op, h->seq, -ENOENT,                      \
+					   "client %u has no %s 0x%x (handles belong to their " \
+					   "connection)",                                            \
+					   c->id, what, (handle));                                   \
+	} while (0)
+
+static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			   const void *body, void *rep)
+{
+	struct ugpud_vm_create_req req;
+	struct ugpu_vm_opts o = { .size = sizeof(o) };
+	struct ugpud_handle_rep r = { 0 };
+	struct ugpud_slot *s;
+	char name[sizeof(req.name)];
+	int ret = 0;
+
+	BODY_IS(sizeof(req), "vm create");
+	memcpy(&req, body, sizeof(req));
+	if (req.flags & UGPU_VM_MIRROR)
+		return serve_error(rep, h->op, h->seq, -EOPNOTSUPP,
+				   "vm create: shared virtual memory is not served through ugpud yet");
+	memcpy(name, req.name, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	o.flags = req.flags;
+	o.name = name;
+	s = client_slot_new(d, c, SLOT_VM, &r.handle, &ret);
+	if (s) {
+		ret = ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm);
+		if (ret) {
+			s->kind = SLOT_FREE;
+			c->nobjs--;
+		}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "vm create: %s", ugpu_strerror(ret));
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			      const void *body, void *rep)
+{
+	struct ugpud_queue_create_req req;
+	struct ugpu_queue_opts o = { .size = sizeof(o) };
+	struct ugpud_handle_rep r = { 0 };
+	struct ugpud_slot *vs, *s;
+	char name[sizeof(req.name)];
+	int ret = 0;
+
+	BODY_IS(sizeof(req), "queue create");
+	memcpy(&req, body, sizeof(req));
+	SLOT_OR_ENOENT(vs, req.vm, SLOT_VM, "VM");
+	memcpy(name, req.name, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	o.name = name;
+	s = client_slot_new(d, c, SLOT_QUEUE, &r.handle, &ret);
+	if (s) {
+		ret = ugpu_queue_create(vs->vm, &o, &s->q);
+		if (ret) {
+			s->kind = SLOT_FREE;
+			c->nobjs--;
+		}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "queue create: %s", ugpu_strerror(ret));
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+/* VMs and queues: everything but their creation. */
+static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+		    const void *body, void *rep)
+{
+	struct ugpud_slot *s, *bs;
+	int ret = 0;
+
+	switch (h->op) {
+	case UGPUD_VM_DESTROY:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_DESTROY:
+	case UGPUD_QUEUE_QUERY: {
+		struct ugpud_obj_req req;
+		bool vm = h->op == UGPUD_VM_DESTROY || h->op == UGPUD_VM_QUERY;
+
+		BODY_IS(sizeof(req), "request");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.handle, vm ? SLOT_VM : SLOT_QUEUE, vm ? "VM" : "queue");
+		if (h->op == UGPUD_VM_QUERY) {
+			struct ugpu_vm_info i = { .size = sizeof(i) };
+			struct ugpud_vm_info w = { 0 };
+
+			ret = ugpu_vm_query(s->vm, &i);
+			if (ret)
+				break;
+			w.binds = i.binds;
+			w.bound_bytes = i.bound_bytes;
+			w.page_tables = i.page_tables;
+			w.page_table_bytes = i.page_table_bytes;
+			w.pt_gen = i.pt_gen;
+			w.flags = i.flags;
+			w.queues = i.queues;
+			w.dead = i.dead;
+			memcpy(rep_body(rep), &w, sizeof(w));
+			return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+		}
+		if (h->op == UGPUD_QUEUE_QUERY) {
+			struct ugpu_queue_info i = { .size = sizeof(i) };
+			struct ugpud_queue_info w = { 0 };
+
+			ret = ugpu_queue_query(s->q, &i);
+			if (ret)
+				break;
+			w.submitted = i.submitted;
+			w.completed = i.completed;
+			w.waiting = i.waiting;
+			w.running = i.running;
+			memcpy(rep_body(rep), &w, sizeof(w));
+			return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+		}
+		ret = client_slot_drop(d, c, s);
+		break;
+	}
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND: {
+		struct ugpud_vm_bind_req req;
+
+		BODY_IS(sizeof(req), "bind");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.vm, SLOT_VM, "VM");
+		if (h->op == UGPUD_VM_UNBIND) {
+			ret = ugpu_vm_unbind(s->vm, req.va, req.bytes);
+			break;
+		}
+		SLOT_OR_ENOENT(bs, req.bo, SLOT_BO, "BO");
+		ret = ugpu_vm_bind(s->vm, bs->bo, req.bo_offset, req.va, req.bytes, req.flags);
+		break;
+	}
+	case UGPUD_SUBMIT: {
+		struct ugpud_submit_req req;
+		struct ugpu_kernel k = { .size = sizeof(k) };
+		struct ugpud_fence_rep r = { 0 };
+
+		BODY_IS(sizeof(req), "submit");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
+		k.op = (enum ugpu_kernel_op)req.op;
+		k.va = req.va;
+		k.bytes = req.bytes;
+		k.value = req.value;
+		ret = ugpu_queue_submit(s->q, &k, &r.fence);
+		if (ret)
+			break;
+		memcpy(rep_body(rep), &r, sizeof(r));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+	}
+	case UGPUD_FENCE_POLL: {
+		struct ugpud_fence_req req;
+		struct ugpu_kernel_result res = { .size = sizeof(res) };
+		struct ugpud_kernel_result w = { 0 };
+
+		BODY_IS(sizeof(req), "fence poll");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
+		/* never waits: the loop serves everyone */
+		ret = ugpu_fence_wait(s->q, req.fence, 0, &res);
+		if (ret == -EAGAIN || ret == -ETIMEDOUT)
+			return reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
+		if (ret)
+			break;
+		w.status = res.status;
+		w.fault_access = (uint32_t)res.fault_access;
+		w.sum = res.sum;
+		w.fault_va = res.fault_va;
+		w.run_ns = res.run_ns;
+		memcpy(rep_body(rep), &w, sizeof(w));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+	}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "%s", ugpu_strerror(ret));
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
 }
 
@@ -390,6 +587,19 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_BO_MAP:
 	case UGPUD_BO_UNMAP:
 		return do_bo(d, c, &h, body, rep, rep_fd);
+	case UGPUD_VM_CREATE:
+		return do_vm_create(d, c, &h, body, rep);
+	case UGPUD_QUEUE_CREATE:
+		return do_queue_create(d, c, &h, body, rep);
+	case UGPUD_VM_DESTROY:
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_DESTROY:
+	case UGPUD_SUBMIT:
+	case UGPUD_FENCE_POLL:
+	case UGPUD_QUEUE_QUERY:
+		return do_vm(d, c, &h, body, rep);
 	case UGPUD_CLIENTS:
 	case UGPUD_KILL:
 		if (!c->admin)

@@ -24,6 +24,7 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/vm.h>
 
 #include "base/list.h"
 #include "base/sock.h"
@@ -44,10 +45,17 @@ struct ugpud_dev {
 	struct sim *sim;
 };
 
-/* One BO of a client: @gen is the generation its handle carries (a stale
- * handle of a freed slot finds another generation: -ENOENT). */
+/* What a handle names. */
+enum slot_kind { SLOT_FREE = 0, SLOT_BO, SLOT_VM, SLOT_QUEUE };
+
+/* One object of a client: @gen is the generation its handle carries (a
+ * stale handle of a freed slot finds another generation: -ENOENT). BOs,
+ * VMs and queues share the table; @kind says which pointer is used. */
 struct ugpud_slot {
+	enum slot_kind kind;
 	struct ugpu_bo *bo;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
 	uint16_t gen;
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
@@ -62,7 +70,8 @@ struct client_io;
  * @id: unique in this daemon's life (ugpuctl clients / kill).
  * @pid, @uid, @gid: SO_PEERCRED at accept.
  * @device: the device chosen at hello (valid when @hello).
- * @slots: the handle table, @nslots entries (grown by doubling); @nbos used.
+ * @slots: the handle table, @nslots entries (grown by doubling); @nobjs
+ *         used, @nbos of them BOs.
  * @bytes, @vram_charged: what its BOs hold; @requests served.
  * @admin: may list and kill clients (root, or the daemon's own user).
  */
@@ -79,6 +88,7 @@ struct client {
 	uint32_t device;
 	struct ugpud_slot *slots;
 	uint32_t nslots;
+	uint32_t nobjs;
 	uint32_t nbos;
 	uint64_t bytes;
 	uint64_t vram_charged;
@@ -91,7 +101,8 @@ struct client {
  * @allow_uid/@allow_gid: who may connect besides root and the daemon's own
  *        user (SO_PEERCRED uid; primary or supplementary group).
  * @vram_quota: bytes of VRAM-capable BOs one client may hold; 0: none.
- * @max_clients, @max_bos: bounds per daemon and per client.
+ * @max_clients: clients at once; @max_bos: objects (BOs, VMs, queues) one
+ *        client may hold.
  * @kill: disconnect @victim (serve.c's UGPUD_KILL); loop.c's shuts its
  *        socket down so the loop releases it like any client that went.
  */
@@ -129,13 +140,20 @@ bool client_policy(const struct ugpud *d, const struct ucred *cred, const gid_t 
 struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred);
 /* Put every BO @c holds; its handles are gone. */
 void client_release(struct ugpud *d, struct client *c);
-/* Find @c's BO @handle: NULL when it has none by that handle. */
-struct ugpud_slot *client_slot(struct client *c, uint32_t handle);
-/* Take a free slot for @bo: 0 and the handle, or -EMFILE (max_bos). */
+/* Find @c's object @handle of @kind: NULL when it has none by that handle
+ * (or it names another kind). */
+struct ugpud_slot *client_slot(struct client *c, uint32_t handle, enum slot_kind kind);
+/* Take a free slot for an object of @kind, which the caller fills in:
+ * the slot and its handle, or NULL with -EMFILE (max_bos) or -ENOMEM. */
+struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_kind kind,
+				   uint32_t *handle, int *err);
+/* A BO for a new slot, with its accounting. */
 int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
 		    uint64_t vram_charge, uint32_t *handle);
-/* Drop the BO of @slot (put it) and free the slot. */
-void client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
+/* Let go of @slot's object (put the BO, destroy the VM or queue) and free
+ * the slot. Returns what the destroy returned: -EBUSY for a VM that still
+ * has queues (the slot stays then). */
+int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
 struct client *client_find(struct ugpud *d, uint32_t id);
 
 /* serve.c */
