@@ -38,8 +38,8 @@
 static struct ugpud d;
 static struct client *cl[2];
 static bool killed[2];
-static unsigned char rep[UGPUD_MAX_MSG];
-static unsigned char msg[UGPUD_MAX_MSG];
+static _Alignas(8) unsigned char rep[UGPUD_MAX_MSG];
+static _Alignas(8) unsigned char msg[UGPUD_MAX_MSG];
 
 static void fz_kill(struct ugpud *dd, struct client *victim)
 {

@@ -545,7 +545,7 @@ static void admin_list_and_kill(void **state)
 {
 	struct ugpu_context *ca, *cb;
 	struct ugpu_device *a, *b;
-	static unsigned char buf[UGPUD_MAX_DATA];
+	static _Alignas(8) unsigned char buf[UGPUD_MAX_DATA];
 	struct ugpud_clients_rep *r = (void *)buf;
 	struct ugpu_bo *bo;
 	uint32_t bid = 0;
@@ -954,8 +954,13 @@ static void kernels_through_daemon(void **state)
 	assert_int_equal(ugpu_vm_unbind(vma, va, n), 0);
 	assert_int_equal(ugpu_vm_destroy(vma), 0);
 	ugpu_bo_put(bo);
-	/* B leaves its VM and queue to the daemon: closing releases them */
-	close_client(cb, b);
+	/* B leaves its VM and queue to the daemon: closing releases them there;
+	 * the handles are freed by their destroy, which says nothing more
+	 * (the daemon let go of them already) */
+	ugpu_device_close(b);
+	assert_int_equal(ugpu_queue_destroy(qb), 0);
+	assert_int_equal(ugpu_vm_destroy(vmb), 0);
+	ugpu_context_destroy(cb);
 	close_client(ca, a);
 	free(words);
 }

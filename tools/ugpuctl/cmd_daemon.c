@@ -48,7 +48,7 @@ static const struct cli_cmd clients_cli = {
 
 static int run_clients(int argc, char **argv)
 {
-	static unsigned char buf[UGPUD_MAX_DATA];
+	static _Alignas(8) unsigned char buf[UGPUD_MAX_DATA];
 	struct ugpud_clients_rep *r = (void *)buf;
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;

@@ -54,8 +54,9 @@ struct client_io {
 		struct cmsghdr align;
 	} tx_ctrl;
 	int tx_fd; /* sent with the reply in flight (UGPUD_BO_MAP), closed after; -1 */
-	unsigned char rx[UGPUD_MAX_MSG];
-	unsigned char tx[UGPUD_MAX_MSG];
+	/* aligned for the wire structs that are read and written in them */
+	_Alignas(8) unsigned char rx[UGPUD_MAX_MSG];
+	_Alignas(8) unsigned char tx[UGPUD_MAX_MSG];
 };
 
 struct loop {

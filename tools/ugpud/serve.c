@@ -507,31 +507,33 @@ static size_t do_mem_stats(struct ugpud *d, struct client *c, const struct ugpud
 
 static size_t do_clients(struct ugpud *d, const struct ugpud_hdr *h, void *rep)
 {
-	struct ugpud_clients_rep *r = rep_body(rep);
+	/* the body is written with memcpy: @rep need not be aligned for it */
+	char *body = rep_body(rep);
+	struct ugpud_clients_rep r = { .total = d->nclients };
 	uint32_t n = 0;
 
-	r->total = d->nclients;
 	list_for_each(l, &d->clients) {
 		const struct client *o = list_entry(l, struct client, link);
-		struct ugpud_client_info *ci = &r->c[n];
+		struct ugpud_client_info ci = { 0 };
 
 		if (n == UGPUD_MAX_CLIENT_INFO)
 			break;
-		memset(ci, 0, sizeof(*ci));
-		ci->id = o->id;
-		ci->pid = (uint32_t)o->pid;
-		ci->uid = o->uid;
-		ci->gid = o->gid;
-		ci->device = o->device;
-		ci->bos = o->nbos;
-		ci->bytes = o->bytes;
-		ci->vram_charged = o->vram_charged;
-		ci->requests = o->requests;
-		memcpy(ci->name, o->name, sizeof(ci->name));
+		ci.id = o->id;
+		ci.pid = (uint32_t)o->pid;
+		ci.uid = o->uid;
+		ci.gid = o->gid;
+		ci.device = o->device;
+		ci.bos = o->nbos;
+		ci.bytes = o->bytes;
+		ci.vram_charged = o->vram_charged;
+		ci.requests = o->requests;
+		memcpy(ci.name, o->name, sizeof(ci.name));
+		memcpy(body + sizeof(r) + n * sizeof(ci), &ci, sizeof(ci));
 		n++;
 	}
-	r->count = n;
-	return reply_hdr(rep, h->op, h->seq, 0, sizeof(*r) + n * sizeof(r->c[0]));
+	r.count = n;
+	memcpy(body, &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r) + n * sizeof(struct ugpud_client_info));
 }
 
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
@@ -566,12 +568,14 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return do_hello(d, c, &h, body, rep);
 	case UGPUD_DEV_QUERY: {
 		struct ugpu_device_info info = { .size = sizeof(info) };
+		struct ugpud_dev_info w;
 		int ret = ugpu_device_query(d->devs[c->device].dev, &info);
 
 		if (ret)
 			return serve_error(rep, h.op, h.seq, ret, "query: %s", ugpu_strerror(ret));
-		dev_info_wire(&info, rep_body(rep));
-		return reply_hdr(rep, h.op, h.seq, 0, sizeof(struct ugpud_dev_info));
+		dev_info_wire(&info, &w);
+		memcpy(rep_body(rep), &w, sizeof(w));
+		return reply_hdr(rep, h.op, h.seq, 0, sizeof(w));
 	}
 	case UGPUD_MEM_STATS:
 		return do_mem_stats(d, c, &h, rep);
