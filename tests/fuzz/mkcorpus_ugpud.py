@@ -9,7 +9,8 @@ import sys
 
 MAGIC = 0x64757067
 HELLO, DEV_QUERY, MEM_STATS, BO_CREATE, BO_DESTROY, BO_READ, BO_WRITE, BO_QUERY, BO_PIN, \
-    BO_UNPIN, BO_MIGRATE, CLIENTS, KILL, BO_MAP, BO_UNMAP = range(1, 16)
+    BO_UNPIN, BO_MIGRATE, CLIENTS, KILL, BO_MAP, BO_UNMAP, VM_CREATE, VM_DESTROY, VM_BIND, \
+    VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_POLL, QUEUE_QUERY = range(1, 26)
 seq = 0
 
 
@@ -34,6 +35,25 @@ def bo(who, op, handle, arg=0, off=0, ln=0, data=b""):
 
 
 H1 = (1 << 16) | 1  # the first handle of a connection
+H2 = (1 << 16) | 2
+H3 = (1 << 16) | 3
+
+
+def obj(who, op, handle):
+    return rec(who, op, struct.pack("<II", handle, 0))
+
+
+def kernels(who):
+    va = 0x100000
+    return (hello(who) + create(who, 65536, 1) + rec(who, VM_CREATE, struct.pack("<II32s", 0, 0, b"vm"))
+            + rec(who, VM_BIND, struct.pack("<IIQQQII", H2, H1, 0, va, 65536, 0, 0))
+            + rec(who, QUEUE_CREATE, struct.pack("<II32s", H2, 0, b"q"))
+            + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 2, va, 65536, 7))
+            + rec(who, FENCE_POLL, struct.pack("<IIQ", H3, 0, 1))
+            + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 1, va + (1 << 20), 4096, 0))
+            + obj(who, QUEUE_QUERY, H3) + obj(who, VM_QUERY, H2)
+            + rec(who, VM_UNBIND, struct.pack("<IIQQQII", H2, 0, 0, va, 65536, 0, 0))
+            + obj(who, VM_DESTROY, H2) + obj(who, QUEUE_DESTROY, H3) + obj(who, VM_DESTROY, H2))
 seeds = {
     "hello": hello(0),
     "bad-version": hello(0, version=2),
@@ -48,6 +68,8 @@ seeds = {
     "quota": hello(1) + create(1, 12 << 20) + create(1, 8 << 20) + create(1, 8 << 20, 2),
     "admin": hello(0) + hello(1) + rec(0, CLIENTS) + rec(1, CLIENTS)
     + rec(0, KILL, struct.pack("<II", 2, 0)) + create(1, 4096),
+    "kernels": kernels(0),
+    "kernels-left-behind": kernels(1)[:-40] + hello(0) + obj(0, VM_DESTROY, H2),
     "stats": hello(0) + rec(0, DEV_QUERY) + rec(0, MEM_STATS),
     "fds-and-oversized": hello(0) + rec(0, MEM_STATS, nfds=3) + rec(0, BO_WRITE, oversized=True),
 }

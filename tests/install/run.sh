@@ -95,7 +95,7 @@ for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
 	out=$("$prefix/bin/$t" --version)
 	[ "$out" = "$t (ugpu) $ver" ] || { echo "FAIL: installed $t --version says '$out'"; exit 1; }
 done
-for page in man1/ugpuctl.1 man1/ugpu-sim.1 man7/libugpu.7; do
+for page in man1/ugpuctl.1 man1/ugpu-sim.1 man7/libugpu.7 man8/ugpud.8; do
 	f=$prefix/share/man/$page
 	[ -f "$f" ] || { echo "FAIL: share/man/$page is not installed"; exit 1; }
 	grep -q "ugpu $ver" "$f" || { echo "FAIL: $page does not carry version $ver"; exit 1; }
