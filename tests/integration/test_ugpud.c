@@ -11,7 +11,8 @@
  *    malformed and oversized records, fds where none belong; the
  *    connection goes on after each;
  *  - SO_PEERCRED policy: a client running as nobody is refused with
- *    -EACCES while others are served (as root only; skipped otherwise);
+ *    -EACCES while others are served, and served by a daemon started with
+ *    --allow-user nobody (as root only; skipped otherwise);
  *  - a client SIGKILLed in the middle of its calls has every BO released
  *    within a bound (measured, printed), and the others notice nothing;
  *  - the per-client VRAM quota; admin requests (list, kill), also through
@@ -71,13 +72,18 @@ static pid_t daemon_pid;
 static char sock_path[108];
 static char uri[160];
 
-static int start_daemon(void **state)
+/* ugpud on the embedded reference device at @sock with @extra arguments
+ * (NULL-terminated, at most 6); waits (bounded) until it accepts. Returns
+ * its pid, or -1. */
+static pid_t daemon_spawn(const char *sock, const char *const *extra)
 {
 	const char *dir = getenv("UGPU_BUILD_DIR");
-	char bin[512], quota[32];
+	const char *argv[16];
+	char bin[512];
+	int n = 0;
 	uint64_t t0;
+	pid_t pid;
 
-	(void)state;
 	if (!dir) {
 		fprintf(stderr, "test_ugpud: UGPU_BUILD_DIR is not set (ctest sets it)\n");
 		exit(77);
@@ -87,53 +93,82 @@ static int start_daemon(void **state)
 		fprintf(stderr, "test_ugpud: no ugpud binary at %s\n", bin);
 		exit(77);
 	}
-	snprintf(sock_path, sizeof(sock_path), "/tmp/ugpud-test-%d.sock", (int)getpid());
-	snprintf(uri, sizeof(uri), "ugpud:%s", sock_path);
-	snprintf(quota, sizeof(quota), "%dM", QUOTA_MIB);
-	daemon_pid = fork();
-	if (daemon_pid < 0)
+	argv[n++] = bin;
+	argv[n++] = "--socket";
+	argv[n++] = sock;
+	argv[n++] = "--socket-mode";
+	argv[n++] = "0666";
+	while (*extra && n < 15)
+		argv[n++] = *extra++;
+	argv[n] = NULL;
+	pid = fork();
+	if (pid < 0)
 		return -1;
-	if (!daemon_pid) {
-		execl(bin, bin, "--device", "sim:128M", "--socket", sock_path, "--socket-mode",
-		      "0666", "--vram-quota", quota, (char *)NULL);
+	if (!pid) {
+		execv(bin, (char *const *)argv);
 		_exit(127);
 	}
-	/* ready when it accepts (bounded) */
 	for (t0 = now_ms(); now_ms() - t0 < 10000; usleep(10000)) {
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
 		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 		int ok;
 
-		memcpy(sa.sun_path, sock_path, strlen(sock_path));
+		memcpy(sa.sun_path, sock, strlen(sock));
 		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 		close(fd);
 		if (ok)
-			return 0;
+			return pid;
 	}
-	fprintf(stderr, "test_ugpud: ugpud did not listen on %s within 10 s\n", sock_path);
-	kill(daemon_pid, SIGKILL);
+	fprintf(stderr, "test_ugpud: ugpud did not listen on %s within 10 s\n", sock);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 	return -1;
 }
 
-static int stop_daemon(void **state)
+/* SIGTERM @pid; 0 when it stopped cleanly (exit 0) within 10 s. */
+static int daemon_stop(pid_t pid)
 {
-	int st = 0;
 	uint64_t t0 = now_ms();
+	int st = 0;
 
-	(void)state;
-	kill(daemon_pid, SIGTERM);
-	while (waitpid(daemon_pid, &st, WNOHANG) == 0) {
+	kill(pid, SIGTERM);
+	while (waitpid(pid, &st, WNOHANG) == 0) {
 		if (now_ms() - t0 > 10000) {
 			fprintf(stderr, "test_ugpud: ugpud did not stop within 10 s of SIGTERM\n");
-			kill(daemon_pid, SIGKILL);
-			waitpid(daemon_pid, &st, 0);
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
 			return -1;
 		}
 		usleep(10000);
 	}
-	/* a clean stop: exit 0, socket removed */
-	if (!WIFEXITED(st) || WEXITSTATUS(st) || !access(sock_path, F_OK)) {
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
 		fprintf(stderr, "test_ugpud: ugpud stopped with status 0x%x\n", st);
+		return -1;
+	}
+	return 0;
+}
+
+static int start_daemon(void **state)
+{
+	char quota[32];
+	const char *extra[] = { "--device", "sim:128M", "--vram-quota", quota, NULL };
+
+	(void)state;
+	snprintf(sock_path, sizeof(sock_path), "/tmp/ugpud-test-%d.sock", (int)getpid());
+	snprintf(uri, sizeof(uri), "ugpud:%s", sock_path);
+	snprintf(quota, sizeof(quota), "%dM", QUOTA_MIB);
+	daemon_pid = daemon_spawn(sock_path, extra);
+	return daemon_pid < 0 ? -1 : 0;
+}
+
+static int stop_daemon(void **state)
+{
+	(void)state;
+	if (daemon_stop(daemon_pid))
+		return -1;
+	/* a clean stop removes the socket it made */
+	if (!access(sock_path, F_OK)) {
+		fprintf(stderr, "test_ugpud: ugpud left %s behind\n", sock_path);
 		return -1;
 	}
 	return 0;
@@ -408,6 +443,39 @@ static void peercred_refusal(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 	/* the others are served throughout */
 	assert_int_equal(ugpu_bo_write(bo, 0, "ok", 2), 0);
+	/* a daemon that allows nobody serves it, byte for byte */
+	{
+		char sock2[108], uri2[160];
+		const char *extra[] = { "--device", "sim:64M", "--allow-user", "nobody", NULL };
+		pid_t d2;
+
+		snprintf(sock2, sizeof(sock2), "/tmp/ugpud-test-allow-%d.sock", (int)getpid());
+		snprintf(uri2, sizeof(uri2), "ugpud:%s", sock2);
+		d2 = daemon_spawn(sock2, extra);
+		assert_true(d2 > 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (!pid) {
+			struct ugpu_context *c2;
+			struct ugpu_device *dv;
+			struct ugpu_bo *b2;
+			struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 8192 };
+			char back[6] = "";
+
+			if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+				_exit(2);
+			if (ugpu_context_create(NULL, &c2) || ugpu_device_open(c2, uri2, &dv))
+				_exit(3);
+			if (ugpu_bo_create(dv, &o, &b2) || ugpu_bo_write(b2, 4000, "nobody", 6) ||
+			    ugpu_bo_read(b2, 4000, back, 6) || memcmp(back, "nobody", 6))
+				_exit(4);
+			_exit(0);
+		}
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		assert_int_equal(daemon_stop(d2), 0);
+	}
 	ugpu_bo_put(bo);
 	close_client(ctx, dev);
 }
