@@ -31,6 +31,9 @@
 
 enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL };
 
+/* Room for a control message of @n fds: at least CMSG_SPACE(n ints). */
+#define CTRL_BYTES(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + 8)
+
 /* What a completion's user_data points to. */
 struct op {
 	enum op_kind kind;
@@ -44,14 +47,14 @@ struct client_io {
 	struct iovec rx_iov;
 	struct msghdr rx_msg;
 	union {
-		char b[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
-		struct cmsghdr align;
+		char b[CTRL_BYTES(SOCK_MAX_FDS)];
+		size_t align; /* cmsghdr's alignment (its flexible array makes it no member) */
 	} ctrl;
 	struct iovec tx_iov;
 	struct msghdr tx_msg;
 	union {
-		char b[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
+		char b[CTRL_BYTES(1)];
+		size_t align;
 	} tx_ctrl;
 	int tx_fd; /* sent with the reply in flight (UGPUD_BO_MAP), closed after; -1 */
 	/* aligned for the wire structs that are read and written in them */
@@ -107,7 +110,7 @@ static void arm_recv(struct loop *lp, struct client *c)
 		.msg_iov = &io->rx_iov,
 		.msg_iovlen = 1,
 		.msg_control = io->ctrl.b,
-		.msg_controllen = sizeof(io->ctrl.b),
+		.msg_controllen = CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS),
 	};
 	/* MSG_TRUNC: the result is the record's real length, so an oversized
 	 * one is told apart (and refused) rather than served cut. */
@@ -129,7 +132,7 @@ static void arm_send(struct loop *lp, struct client *c, size_t len, int fd)
 
 		memset(&io->tx_ctrl, 0, sizeof(io->tx_ctrl));
 		io->tx_msg.msg_control = io->tx_ctrl.b;
-		io->tx_msg.msg_controllen = sizeof(io->tx_ctrl.b);
+		io->tx_msg.msg_controllen = CMSG_SPACE(sizeof(int));
 		cm = CMSG_FIRSTHDR(&io->tx_msg);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
