@@ -128,8 +128,7 @@ static int sock_fds_max(const struct sock_fds *in)
 	return in->max < 0 ? 0 : in->max < SOCK_MAX_FDS ? in->max : SOCK_MAX_FDS;
 }
 
-/* Keep the fds of @msg's SCM_RIGHTS messages up to @in->max; close the rest. */
-static void sock_take_fds(struct msghdr *msg, struct sock_fds *in)
+void sock_take_fds(struct msghdr *msg, struct sock_fds *in)
 {
 	int max = sock_fds_max(in);
 
@@ -155,41 +154,65 @@ static void sock_take_fds(struct msghdr *msg, struct sock_fds *in)
 	}
 }
 
-int sock_recv(int fd, void *buf, size_t len, struct sock_fds *in, const struct sock_wait *w)
+/* One recvmsg() of up to @len bytes into @buf with @flags, the fds that
+ * come kept in @in. Returns what recvmsg() returned (errno set when < 0). */
+static ssize_t sock_recvmsg_fds(int fd, void *buf, size_t len, struct sock_fds *in, int flags)
 {
-	size_t got = 0;
+	union {
+		char b[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	int max = sock_fds_max(in);
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = max ? cm.b : NULL,
+		.msg_controllen = max ? CMSG_SPACE(sizeof(int) * (size_t)max) : 0,
+	};
+	ssize_t n = recvmsg(fd, &msg, flags | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
-	while (got < len) {
-		union {
-			char b[CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS)];
-			struct cmsghdr align;
-		} cm;
-		struct iovec iov = { .iov_base = (char *)buf + got, .iov_len = len - got };
-		int max = sock_fds_max(in);
-		struct msghdr msg = {
-			.msg_iov = &iov,
-			.msg_iovlen = 1,
-			.msg_control = max ? cm.b : NULL,
-			.msg_controllen = max ? CMSG_SPACE(sizeof(int) * (size_t)max) : 0,
-		};
-		ssize_t n;
+	if (n >= 0)
+		sock_take_fds(&msg, in);
+	return n;
+}
+
+/* Receive something (a record, or part of a stream) into @buf: waits
+ * (bounded by @w) until data, the peer's end (-ECONNRESET) or an error.
+ * *@n gets what recvmsg() returned. */
+static int sock_recv_some(int fd, void *buf, size_t len, struct sock_fds *in, int flags,
+			  const struct sock_wait *w, size_t *n)
+{
+	for (;;) {
+		ssize_t r = sock_recvmsg_fds(fd, buf, len, in, flags);
 		int ret;
 
-		n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return sock_err(errno);
-			ret = sock_poll(fd, POLLIN, w->deadline_ns, w);
-			if (ret)
-				return ret;
-			continue;
+		if (r > 0) {
+			*n = (size_t)r;
+			return 0;
 		}
-		sock_take_fds(&msg, in);
-		if (n == 0)
+		if (r == 0)
 			return -ECONNRESET;
-		got += (size_t)n;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return sock_err(errno);
+		ret = sock_poll(fd, POLLIN, w->deadline_ns, w);
+		if (ret)
+			return ret;
+	}
+}
+
+int sock_recv(int fd, void *buf, size_t len, struct sock_fds *in, const struct sock_wait *w)
+{
+	size_t got = 0, n = 0;
+
+	while (got < len) {
+		int ret = sock_recv_some(fd, (char *)buf + got, len - got, in, 0, w, &n);
+
+		if (ret)
+			return ret;
+		got += n;
 	}
 	return 0;
 }
@@ -255,6 +278,17 @@ out_free:
 out_close:
 	sock_fds_close(&out->in);
 	return ret;
+}
+
+int sock_recv_packet(int fd, void *buf, size_t cap, size_t *len, struct sock_fds *in,
+		     const struct sock_wait *w)
+{
+	/* MSG_TRUNC: the real length of a longer record, not the part copied */
+	int ret = sock_recv_some(fd, buf, cap, in, MSG_TRUNC, w, len);
+
+	if (ret)
+		return ret;
+	return *len > cap ? -EMSGSIZE : 0;
 }
 
 void sock_body_free(void *body)

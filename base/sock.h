@@ -2,7 +2,8 @@
 /*
  * Whole messages with fds over a stream socket (base layer): the one piece of
  * framing the vfio-user client (vfio/), ugpu-sim's server and the daemon
- * use. A message is a fixed-size header that says how long its body is, then
+ * use. The daemon's SOCK_SEQPACKET records need no framing: sock_send() sends
+ * one, sock_recv_packet() reads one. A message is a fixed-size header that says how long its body is, then
  * the body; fds ride SCM_RIGHTS on its first byte.
  *
  * Everything is bounded by an absolute CLOCK_MONOTONIC deadline (now_ns(),
@@ -21,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 /* Most fds one message carries, either way (the kernel's SCM_MAX_FD is 253). */
@@ -116,5 +118,25 @@ int sock_recv_msg(int fd, void *hdr, size_t hdr_len, sock_body_len_fn body_len, 
 /* sock_body_free() - release a struct sock_msg's @body (NULL is a no-op):
  * for callers built without the driver's heap (tools, tests). */
 void sock_body_free(void *body);
+/*
+ * sock_take_fds() - keep the fds of @msg's SCM_RIGHTS messages in @in (up to
+ * @in->max; the rest are closed and @in->ctrunc set, as it is when the kernel
+ * set MSG_CTRUNC). For callers that receive themselves (ugpud's io_uring
+ * loop reads its clients' records with IORING_OP_RECVMSG).
+ */
+void sock_take_fds(struct msghdr *msg, struct sock_fds *in);
+
+/*
+ * sock_recv_packet() - read one record of a SOCK_SEQPACKET socket (one
+ * message, whatever its length: there is no header to frame it) into @buf,
+ * with its fds into @in.
+ * @len: gets the record's length (also when it was longer than @cap)
+ * Returns: 0; -EMSGSIZE when the record was longer than @cap (it was read
+ * and dropped; the fds that came with it are in @in); -ECONNRESET (peer gone:
+ * an empty record reads as that too); -ETIMEDOUT; what @w->woken returned;
+ * -errno.
+ */
+int sock_recv_packet(int fd, void *buf, size_t cap, size_t *len, struct sock_fds *in,
+		     const struct sock_wait *w);
 
 #endif

@@ -7,15 +7,18 @@
  * bo_mgr (mm/bo.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/stats.h"
 #include "engines/engine.h"
 #include "mm/bo.h"
+#include "mm/bo_remote.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
@@ -615,6 +618,8 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	OPT_WHOLE(name);
 #undef OPT_WHOLE
 	opts = &o;
+	if (device_is_remote(dev))
+		return driver ? -EOPNOTSUPP : bo_remote_create(dev, opts, out);
 	m = mgr_of(dev);
 	bo = calloc(1, sizeof(*bo));
 	if (!bo)
@@ -691,6 +696,10 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 
 	if (!bo || __atomic_sub_fetch(&bo->refcount, 1, __ATOMIC_ACQ_REL))
 		return;
+	if (bo_is_remote(bo)) {
+		bo_remote_release(bo);
+		return;
+	}
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
@@ -709,6 +718,8 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_pin(bo, true);
 	m = mgr_of(bo->dev);
 	/* Pinning may move the BO back to its first placement. */
 	ret = bo_rpm_hold(bo->dev, &held);
@@ -743,6 +754,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_pin(bo, false);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -769,6 +782,8 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 
 	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_migrate(bo, placement);
 	m = mgr_of(bo->dev);
 	ret = bo_rpm_hold(bo->dev, &held);
 	if (ret)
@@ -789,6 +804,52 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 	return ret;
 }
 
+int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+	int ret = 0, dup_fd = -1;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->closed)
+		ret = -ENODEV;
+	else if (!bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
+		ret = -EINVAL;
+	else if (bo->placement != UGPU_PLACEMENT_SYSTEM)
+		ret = (bo->pin_count || vm_bo_busy_locked(bo)) ? -EBUSY
+							       : bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
+	if (!ret) {
+		int seals;
+
+		/* Seals belong to the memory, not the fd: a second export
+		 * finds them set already. */
+		dup_fd = fcntl(bo->sys.mem.fd, F_DUPFD_CLOEXEC, 0);
+		seals = dup_fd < 0 ? -1 : fcntl(dup_fd, F_GET_SEALS);
+		if (seals < 0 || (!(seals & F_SEAL_SEAL) &&
+				  fcntl(dup_fd, F_ADD_SEALS,
+					F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0))
+			ret = -errno;
+	}
+	if (!ret) {
+		bo->sys_holds++;
+		*fd = dup_fd;
+		*size = bo->sys.mem.size;
+	} else if (dup_fd >= 0) {
+		close(dup_fd);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
+void bo_sys_release(struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = mgr_of(bo->dev);
+
+	pthread_mutex_lock(&m->lock);
+	if (bo->sys_holds)
+		bo->sys_holds--;
+	pthread_mutex_unlock(&m->lock);
+}
+
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 {
 	struct ugpu_device *dev;
@@ -797,6 +858,8 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 
 	if (!bo || !addr)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_map(bo, addr);
 	dev = bo->dev;
 	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
@@ -867,6 +930,8 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_unmap(bo);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -940,6 +1005,8 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 
 	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_rw(bo, offset, buf, len, write);
 	m = mgr_of(bo->dev);
 	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
@@ -985,6 +1052,8 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 
 	if (!bo || !info || info->size < sizeof(info->size))
 		return -EINVAL;
+	if (bo_is_remote(bo))
+		return bo_remote_query(bo, info);
 	m = mgr_of(bo->dev);
 	i.size = info->size;
 	pthread_mutex_lock(&m->lock);
@@ -1016,6 +1085,8 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 
 	if (!dev || !st || st->size < sizeof(st->size))
 		return -EINVAL;
+	if (device_is_remote(dev))
+		return remote_mem_stats(dev, st);
 	m = mgr_of(dev);
 	s.size = st->size;
 	s.vram_size = dev->vram_size;

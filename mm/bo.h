@@ -104,6 +104,15 @@ struct ugpu_bo {
 	 * backing (bo_set_placement()) so a bind knows its PTEs are stale. */
 	struct list_link binds;
 	uint64_t backing_gen;
+
+	/* A BO of a device served by ugpud (mm/bo_remote.h): its handle on the
+	 * connection; read-only. Nothing above but @refcount, @dev, @size,
+	 * @flags, @name and @map_addr (under bo_remote.c's map lock) is used
+	 * then. */
+	uint32_t remote_handle;
+	/* Exports of the system memory (bo_sys_export()), under the manager
+	 * lock: while > 0 the BO stays in system memory (moves are -EBUSY). */
+	uint32_t sys_holds;
 };
 
 /* Host-suspend states (ugpu_pm_stats.state). */
@@ -322,6 +331,24 @@ void bo_test_release_by_invalidate(bool on);
 
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+
+/*
+ * bo_sys_export() - hand @bo's memory to another process (ugpud's CPU
+ * mappings for clients): move it to system memory if it is not there, hold
+ * it there until bo_sys_release() (moves are -EBUSY meanwhile), and give a
+ * duplicate of its memfd, sealed so that nobody can shrink or grow it or add
+ * seals (a shrink under the device's DMA mapping would fault the device
+ * model and the daemon): the fd reaches this BO's pages and nothing else.
+ * @fd: gets the new fd (close-on-exec), owned by the caller.
+ * @size: gets the memfd's size (the BO's, page rounded).
+ * Returns: 0; -EINVAL (SYSTEM not an allowed placement); -EBUSY (pinned
+ * elsewhere, or busy under a GPU kernel); -ENODEV; -ENODATA (lost); what the
+ * move returns; -errno of the dup or the seals.
+ */
+int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size);
+/* Drop one hold of bo_sys_export() (the fds handed out stay valid: they pin
+ * the pages they map, not the placement). */
+void bo_sys_release(struct ugpu_bo *bo);
 /* VRAM blocks for @bo's size into @out, evicting unpinned BOs (LRU order,
  * second chance for touched ones) until they fit. -ENOSPC when nothing is
  * left to evict; -EIO when an eviction copy failed (the victim is intact). */

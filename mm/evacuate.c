@@ -28,6 +28,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
 
@@ -343,6 +344,8 @@ void evacuate_register(struct ugpu_device *dev)
 UGPU_API int ugpu_device_lost_bos(struct ugpu_device *dev, struct ugpu_bo **bos, size_t max,
 				  size_t *count)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct bo_mgr *m;
 	size_t n = 0;
 

@@ -366,6 +366,8 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		return -ENODATA;
 	if (m->pm_state == BO_PM_SUSPENDED)
 		return -EBUSY;
+	if (bo->sys_holds)
+		return -EBUSY; /* its memfd is mapped by a ugpud client (bo_sys_export()) */
 
 	/* Destination first: the map is blocked only for the copy itself. */
 	buddy_list_init(&new_blocks);

@@ -29,6 +29,7 @@
 #include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/vm.h"
+#include "mm/vm_remote.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
@@ -83,7 +84,35 @@ struct ugpu_queue {
 	struct q_efd *efds;
 	bool destroying;
 	bool zombie; /* destroy timed out: freed when its kernel ends */
+	uint32_t remote_handle; /* a ugpud client's queue (mm/vm_remote.h); read-only */
 };
+
+struct ugpu_queue *queue_remote_new(struct ugpu_vm *vm, uint32_t handle)
+{
+	struct ugpu_queue *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->vm = vm;
+	q->dev = vm->dev;
+	q->remote_handle = handle;
+	return q;
+}
+
+void queue_remote_free(struct ugpu_queue *q)
+{
+	free(q);
+}
+
+uint32_t queue_remote_handle(const struct ugpu_queue *q)
+{
+	return q->remote_handle;
+}
+
+struct ugpu_vm *queue_vm(const struct ugpu_queue *q)
+{
+	return q->vm;
+}
 
 static const char *access_name(uint32_t a)
 {
@@ -433,6 +462,8 @@ UGPU_API int ugpu_queue_create(struct ugpu_vm *vm, const struct ugpu_queue_opts 
 	if (!vm || !out || (opts && opts->size < sizeof(opts->size)))
 		return -EINVAL;
 	*out = NULL;
+	if (vm_is_remote(vm))
+		return vm_remote_queue_create(vm, opts, out);
 	if (opts) {
 		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
 		if (opts->size < offsetof(struct ugpu_queue_opts, name) + sizeof(o.name))
@@ -486,6 +517,8 @@ UGPU_API int ugpu_queue_destroy(struct ugpu_queue *q)
 
 	if (!q)
 		return 0;
+	if (device_is_remote(q->dev))
+		return vm_remote_queue_destroy(q);
 	vmm = q->vmm;
 	dl = monotonic_deadline_after_ms(QUEUE_DESTROY_TIMEOUT_MS);
 	pthread_mutex_lock(&vmm->lock);
@@ -543,6 +576,8 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 
 	if (!q || !k || !fence)
 		return -EINVAL;
+	if (device_is_remote(q->dev))
+		return vm_remote_submit(q, k, fence);
 	ret = kernel_check(q->dev, k);
 	if (ret)
 		return ret;
@@ -616,6 +651,8 @@ UGPU_API int ugpu_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_m
 
 	if (!q || !fence || timeout_ms < 0 || (res && res->size < sizeof(res->size)))
 		return -EINVAL;
+	if (device_is_remote(q->dev))
+		return vm_remote_fence_wait(q, fence, timeout_ms, res);
 	vmm = q->vmm;
 	dl = monotonic_deadline_after_ms((uint64_t)timeout_ms);
 	pthread_mutex_lock(&vmm->lock);
@@ -648,6 +685,8 @@ UGPU_API int ugpu_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd)
 
 	if (!q || !fence || !fd)
 		return -EINVAL;
+	if (device_is_remote(q->dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	vmm = q->vmm;
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0)
@@ -693,6 +732,8 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
 
 	if (!q || !info || info->size < sizeof(info->size))
 		return -EINVAL;
+	if (device_is_remote(q->dev))
+		return vm_remote_queue_query(q, info);
 	pthread_mutex_lock(&q->vmm->lock);
 	i.submitted = q->submitted;
 	i.completed = q->completed;

@@ -27,9 +27,11 @@
 #include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/vm.h"
+#include "mm/vm_remote.h"
 #include "mm/vram.h"
 #include "base/log.h"
 #include "src/device.h"
+#include "src/remote.h"
 
 #define PT_ENTRIES 512u
 #define PT_CHUNK_TABLES 16u
@@ -504,6 +506,8 @@ static void vm_free(struct ugpu_vm *vm)
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out)
 {
+	if (dev && out && device_is_remote(dev))
+		return vm_remote_create(dev, opts, out);
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct pt_chunk **chunks = NULL;
 	struct vm_mgr *vmm;
@@ -655,6 +659,8 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 
 	if (!vm)
 		return 0;
+	if (vm_is_remote(vm))
+		return vm_remote_destroy(vm);
 	dev = vm->dev;
 	vmm = vm->vmm;
 	m = mgr_of(dev);
@@ -741,6 +747,8 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 
 	if (!vm || !bo)
 		return -EINVAL;
+	if (vm_is_remote(vm))
+		return vm_remote_bind(vm, bo, bo_offset, va, bytes, flags);
 	dev = vm->dev;
 	if (bo->dev != dev) {
 		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another device", bo->name);
@@ -842,6 +850,8 @@ UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 
 	if (!vm)
 		return -EINVAL;
+	if (vm_is_remote(vm))
+		return -EINVAL; /* no mirror VM through ugpud: never one to prefetch in */
 	dev = vm->dev;
 	if (!(vm->flags & UGPU_VM_MIRROR) || !bytes || ((va | bytes) & (VM_PAGE - 1)) ||
 	    va < vm->mirror_start || va - vm->mirror_start >= vm->mirror_size ||
@@ -873,6 +883,8 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 
 	if (!vm)
 		return -EINVAL;
+	if (vm_is_remote(vm))
+		return vm_remote_unbind(vm, va, bytes);
 	dev = vm->dev;
 	if (!bytes || ((va | bytes) & (VM_PAGE - 1)) || va >= VA_LIMIT || bytes > VA_LIMIT - va) {
 		log_err(dev->ctx, "ugpu_vm_unbind: [0x%" PRIx64 ", +0x%" PRIx64 ") is empty, not page aligned or past the VA range",
@@ -953,6 +965,8 @@ UGPU_API int ugpu_vm_query(struct ugpu_vm *vm, struct ugpu_vm_info *info)
 
 	if (!vm || !info || info->size < sizeof(info->size))
 		return -EINVAL;
+	if (vm_is_remote(vm))
+		return vm_remote_query(vm, info);
 	m = mgr_of(vm->dev);
 	pthread_mutex_lock(&m->lock);
 	i.flags = vm->flags;

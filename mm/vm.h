@@ -96,6 +96,10 @@ struct ugpu_vm {
 	 * manager lock and vmm->lock: read under either (vm->lock is not
 	 * enough: the removal's teardown does not take it) */
 	bool dead;
+
+	/* A VM of a device served by ugpud (mm/vm_remote.h): its handle on the
+	 * connection; nothing above but @dev, @name and @flags is used then. */
+	uint32_t remote_handle;
 };
 
 /*

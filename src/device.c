@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/refdev.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
@@ -621,6 +622,7 @@ void device_put(struct ugpu_device *dev)
 		if (component_of(l)->release)
 			component_of(l)->release(dev);
 	host_pm_free(dev);
+	remote_free(dev);
 	pthread_mutex_destroy(&dev->pub_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
@@ -702,6 +704,16 @@ UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct 
 	ret = device_new(ctx, uri, &dev);
 	if (ret)
 		return ret;
+	if (!strncmp(uri, REMOTE_URI_PREFIX, strlen(REMOTE_URI_PREFIX))) {
+		/* Served by the daemon: no step of our own comes up. */
+		ret = remote_open(dev, uri);
+		if (ret) {
+			device_put(dev);
+			return ret;
+		}
+		*out = dev;
+		return 0;
+	}
 	ret = device_steps_up(dev, uri, NULL);
 	if (ret) {
 		device_put(dev);
@@ -718,6 +730,11 @@ UGPU_API void ugpu_device_close(struct ugpu_device *dev)
 {
 	if (!dev)
 		return;
+	if (device_is_remote(dev)) {
+		remote_close(dev); /* the daemon releases what the connection held */
+		device_put(dev);
+		return;
+	}
 	/* Reverse of ugpu_device_open()'s bring-up; after a removal only the
 	 * context steps are left. BO handles still alive keep the object. */
 	device_teardown(dev, DEVICE_LIFE_ALL);
@@ -731,6 +748,8 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
 
 	if (!dev || !info || info->size < sizeof(info->size))
 		return -EINVAL;
+	if (device_is_remote(dev))
+		return remote_query(dev, info);
 	i.size = info->size;
 	/* A removal swaps dev->vdev for the tombstone under the publication
 	 * lock and then frees the transport (transport_down()): under that

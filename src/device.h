@@ -19,6 +19,7 @@
 struct bo_mgr;
 struct exec_engine;
 struct host_pm;
+struct remote;
 struct rpm;
 struct unplug;
 struct unplug_mem_ops;
@@ -186,6 +187,12 @@ struct ugpu_device {
 	 * device.h). The last device_put() frees the struct and what close left
 	 * of the components (their free hooks). */
 	unsigned int refs;
+
+	/* A device served by ugpud (src/remote.h): the connection, set by open
+	 * before the device is handed out and freed by the last device_put();
+	 * NULL for a device this process drives itself. Such a device has no
+	 * bring-up step up, and only the calls src/remote.h lists reach it. */
+	struct remote *remote;
 };
 
 /* device_get()/device_put() - keep the device object (not the device: close

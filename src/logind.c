@@ -25,6 +25,7 @@
 #include <ugpu/pm.h>
 
 #include "src/device.h"
+#include "src/remote.h"
 #include "base/log.h"
 
 #ifdef UGPU_HAVE_SYSTEMD
@@ -174,6 +175,8 @@ static void *bus_thread(void *arg)
 
 UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_logind *ln;
 	int ret;
 
@@ -239,6 +242,8 @@ UGPU_API void ugpu_logind_stop(struct ugpu_logind *ln)
 
 UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	if (!dev || !out)
 		return -EINVAL;
 	log_info(dev->ctx, "logind: libugpu was built without libsystemd: use ugpu_device_suspend*() or ugpuctl");

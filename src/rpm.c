@@ -30,6 +30,7 @@
 #include "base/stats.h"
 #include "engines/exec.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/list.h"
@@ -971,6 +972,8 @@ void rpm_put_dev(struct ugpu_device *dev)
  * references (host suspend, kernels, copies), which it must not drop. */
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -988,6 +991,8 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev)
 
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return; /* not served through ugpud yet */
 	struct rpm *rpm;
 
 	/* After a removal the reference died with the device: nothing to do. */
@@ -1009,6 +1014,8 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1021,6 +1028,8 @@ UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow)
 
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1033,6 +1042,8 @@ UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int 
 
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1045,6 +1056,8 @@ UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint6
 
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct rpm *rpm;
 	int ret = rpm_user_enter(dev, &rpm);
 
@@ -1057,6 +1070,8 @@ UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_rpm_stats s;
 	struct rpm *rpm;
 	size_t n;

@@ -32,6 +32,7 @@
 #include "base/log.h"
 #include "base/test_point.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 
@@ -166,6 +167,8 @@ static int pm_ready(struct ugpu_device *dev, const struct pm_mem_ops **mem, void
 
 UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_pm_opts *opts)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_pm_opts o = { .size = sizeof(o) };
 
 	if (!dev || !dev->pm || (opts && opts->size < sizeof(opts->size)))
@@ -182,6 +185,8 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
 
 UGPU_API int ugpu_device_pm_stats(struct ugpu_device *dev, struct ugpu_pm_stats *st)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	const struct pm_mem_ops *mem;
 	struct ugpu_pm_stats s;
 	void *arg;
@@ -291,6 +296,8 @@ static int gone_or(struct ugpu_device *dev, int ret)
 
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	const struct pm_mem_ops *mem;
 	struct pm_count c = { 0 };
 	uint64_t t_all, t0;
@@ -362,6 +369,8 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	const struct pm_mem_ops *mem;
 	bool held = false;
 	void *arg;
@@ -386,6 +395,8 @@ UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	const struct pm_mem_ops *mem;
 	struct pm_count c = { 0 };
 	enum ugpu_pm_state was = UGPU_PM_ACTIVE;
@@ -509,6 +520,8 @@ out_unlock_pm:
 
 UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	const struct pm_mem_ops *mem;
 	struct pm_count c = { 0 };
 	enum ugpu_pm_state was;

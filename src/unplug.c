@@ -36,6 +36,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
@@ -436,6 +437,8 @@ int unplug_inject_surprise(struct ugpu_device *dev)
 UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn,
 					      void *user)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct unplug *u;
 
 	if (!dev || !dev->unplug)
@@ -450,6 +453,8 @@ UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_remo
 
 UGPU_API int ugpu_device_unplug(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct timespec ts;
 	struct unplug *u;
 	unsigned int postponed;
@@ -501,6 +506,8 @@ int unplug_wait_removed(struct ugpu_device *dev, int ms)
 
 UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev)
 {
+	if (dev && device_is_remote(dev))
+		return false; /* its connection says nothing of removal */ /* not served through ugpud yet */
 	if (!dev || !dev->unplug)
 		return false;
 	return state_get(dev->unplug) != UGPU_UNPLUG_PRESENT;
@@ -508,6 +515,8 @@ UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev)
 
 UGPU_API int ugpu_device_unplug_info(struct ugpu_device *dev, struct ugpu_unplug_info *info)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_unplug_info i;
 	struct unplug *u;
 	size_t n;

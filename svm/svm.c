@@ -39,6 +39,7 @@
 #include "mm/uffd.h"
 #include "mm/vm.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
@@ -687,6 +688,8 @@ DEVICE_COMPONENT(svm_component)
 
 UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st)
 {
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_svm_stats o = { .size = sizeof(o) };
 	struct svm_dev *sd;
 	size_t i;

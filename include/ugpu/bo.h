@@ -11,6 +11,16 @@
  * reported; a device found gone makes the call wait (bounded) for its
  * removal and then use the BO's system copy (or say -ENODATA if the removal
  * lost it), or -ENODEV when the removal did not finish in time.
+ *
+ * BOs of a device opened through ugpud ("ugpud:SOCKET", docs/daemon.md) live
+ * in the daemon: each call is a request on the connection, and its errors
+ * are the daemon's answer (the same codes as here) or the connection's:
+ * -ENODEV when the daemon went away or the device was closed, -ETIMEDOUT
+ * when it did not answer within 30 s, -EPROTO for a malformed answer.
+ * ugpu_bo_create() there may also return -EDQUOT (the BO would pass the
+ * connection's VRAM quota: ugpud --vram-quota) or -EMFILE (the connection
+ * holds the most BOs ugpud allows, --max-bos); the KERNEL and LATE_RESTORE
+ * flags are refused (-EINVAL).
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H
@@ -109,7 +119,8 @@ struct ugpu_bo_info {
  * not allowed; -EBUSY when the device is host-suspended (no VRAM until
  * resume) and SYSTEM is not allowed; -EIO when an eviction copy failed (the
  * victim keeps its data) or the device did not wake from runtime suspend;
- * -ETIMEDOUT when another thread's power transition did not finish in time.
+ * -ETIMEDOUT when another thread's power transition did not finish in time;
+ * through ugpud also -EDQUOT, -EMFILE, -EPROTO (see the top of this file).
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
@@ -133,7 +144,8 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo);
  * Returns: 0; -EINVAL (NULL); -ENOSPC / -EIO / -ETIMEDOUT as
  * ugpu_bo_create() when it had to move; -EBUSY when it had to move into
  * VRAM while the device is host-suspended, or had to move while it is
- * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h);
+ * bound in a GPU VM on which a kernel runs now (include/ugpu/vm.h), or
+ * through ugpud while mapped (docs/daemon.md);
  * -ENODATA when its contents were lost (pinned already or not; before the
  * other reasons below); -ENODEV when it had to move into VRAM of a removed
  * device, or the device was closed; -EOVERFLOW past 2^31 pins.
@@ -157,7 +169,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
  * invalidated first and fault to the new place afterwards.
  * Returns: 0; -EINVAL (placement not allowed for this BO, NULL); -EBUSY
  * (pinned elsewhere, bound in a GPU VM on which a kernel runs now
- * (include/ugpu/vm.h), or the device is host-suspended); -ENOSPC; -EIO (copy
+ * (include/ugpu/vm.h), the device is host-suspended, or through ugpud a
+ * move out of system memory while mapped); -ENOSPC; -EIO (copy
  * failed: the BO stays where it was, intact; or the device did not wake);
  * -ETIMEDOUT (a power transition did not finish in time); -ENODATA (its
  * contents were lost); -ENODEV (VRAM asked of a gone device, or the device
@@ -177,6 +190,11 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * Returns: 0; -EINVAL (NULL); -ENOMEM; -ENOSYS when userfaultfd is not
  * available; -ENODEV after the device was closed.
  * Context: any thread.
+ * Through ugpud (docs/daemon.md): the daemon moves the BO to system memory
+ * and holds it there while it is mapped (migrate and pin are -EBUSY until
+ * ugpu_bo_unmap() or the last put), and the mapping is of that BO's memory
+ * alone; -EINVAL when SYSTEM is not an allowed placement, -EBUSY when it is
+ * pinned in VRAM.
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 

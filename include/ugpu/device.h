@@ -61,9 +61,20 @@ struct ugpu_device_info {
  * ugpu_device_open() - claim a device and bring it up.
  * @ctx: the owning context.
  * @uri: which device: "vfio-user:PATH" (a vfio-user server's socket, e.g. the
- *       reference device ugpu-sim) or "pci:DDDD:BB:DD.F" / "DDDD:BB:DD.F" (a
- *       device bound to vfio-pci).
+ *       reference device ugpu-sim), "pci:DDDD:BB:DD.F" / "DDDD:BB:DD.F" (a
+ *       device bound to vfio-pci), or "ugpud:SOCKET" / "ugpud:SOCKET?device=N"
+ *       (device N, default 0, of the daemon ugpud listening on SOCKET).
  * @out: the device on success.
+ *
+ * Through ugpud the daemon owns the device and this process is one of its
+ * clients (docs/daemon.md): ugpu_device_query() (transport "ugpud"),
+ * ugpu_device_mem_stats() (the device's figures, every client's BOs
+ * counted), the BO calls of <ugpu/bo.h> (ugpu_bo_map() maps the BO in
+ * system memory, see there) and GPU VMs and submission (<ugpu/vm.h>, but
+ * for mirror VMs) are served; every other call that takes the device or one
+ * of its objects returns -EOPNOTSUPP (each says so). The capabilities leave
+ * out what is not served (UGPU_DEVICE_CAP_FABRIC). When
+ * the daemon goes away, calls return -ENODEV.
  *
  * Bring-up: open the transport, identify the device by its PCI ids (an
  * unknown device is refused), enable memory decoding and bus mastering, put
@@ -77,8 +88,10 @@ struct ugpu_device_info {
  * speak vfio-user); -EPROTO for a malformed reply; -ENODEV when the device is
  * not one ugpu supports or stops answering; -EBUSY when another process holds
  * it, or a previous owner's GPU kernels still run on it after 2 s; -EACCES /
- * -EPERM without the rights to open it; other -errno from the
- * transport (each failure is also logged with what to do about it).
+ * -EPERM without the rights to open it; through ugpud also -EACCES (the
+ * daemon's policy does not serve this user), -EPROTONOSUPPORT (it speaks
+ * another protocol version), -ENODEV (it has no device N); other -errno from
+ * the transport (each failure is also logged with what to do about it).
  * Context: any thread; devices are independent of each other.
  */
 UGPU_API int ugpu_device_open(struct ugpu_context *ctx, const char *uri, struct ugpu_device **out);

@@ -158,6 +158,7 @@ struct ugpu_pm_stats {
  *        effect at the next prepare.
  * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small, unknown flags).
  * Context: any thread; not from inside the callback.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_pm_opts *opts);
 
@@ -176,6 +177,7 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
  * removal follows: include/ugpu/unplug.h); -ETIMEDOUT when GPU kernels
  * still run after 5 s (include/ugpu/vm.h).
  * Context: any thread; serialised with the other transitions.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
 
@@ -194,6 +196,7 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
  * reset, the backups this call allocated are freed (those of prepare are
  * kept: cancel or suspend again), nothing is lost.
  * Context: any thread; serialised with the other transitions.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_suspend(struct ugpu_device *dev);
 
@@ -212,6 +215,7 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev);
  * ugpu_pm_stats.corrupt and ugpu_bo_info.corrupt. A restore copy failing
  * on the blitter is redone by the CPU.
  * Context: any thread; serialised with the other transitions.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_resume(struct ugpu_device *dev);
 
@@ -220,6 +224,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev);
  * (or a failed suspend) that will not be followed by a suspend.
  * Returns: 0 (ACTIVE; also when already ACTIVE); -EBUSY when SUSPENDED.
  * Context: any thread; serialised with the other transitions.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev);
 
@@ -227,6 +232,7 @@ UGPU_API int ugpu_device_suspend_cancel(struct ugpu_device *dev);
  * ugpu_device_pm_stats() - the state and the last phases' figures.
  * Returns: 0, or -EINVAL (NULL, @st->size too small).
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_pm_stats(struct ugpu_device *dev, struct ugpu_pm_stats *st);
 
@@ -249,6 +255,7 @@ struct ugpu_logind;
  * when there is no system bus or no logind on it (use the API calls then);
  * other -errno from sd-bus.
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out);
 

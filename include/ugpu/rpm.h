@@ -99,6 +99,7 @@ struct ugpu_rpm_stats {
  * device), and ugpu_device_rpm_stats() keeps reporting the stats as they
  * were when the device was released. A call racing the removal either
  * completes on the device or returns -ENODEV; it never touches freed state.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev);
 
@@ -108,6 +109,7 @@ UGPU_API int ugpu_device_rpm_get(struct ugpu_device *dev);
  * A put without a matching get is logged and ignored: it never takes a
  * reference the driver holds (the usage count never goes below 0).
  * Context: any thread.
+ * On a device opened through "ugpud:" it does nothing (not served by the daemon yet).
  */
 UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev);
 
@@ -118,6 +120,7 @@ UGPU_API void ugpu_device_rpm_put(struct ugpu_device *dev);
  * Returns: 0; -EINVAL; -ENODEV (the device is gone); the wake's error when
  * forbidding a sleeping device.
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow);
 
@@ -126,6 +129,7 @@ UGPU_API int ugpu_device_rpm_allow(struct ugpu_device *dev, bool allow);
  * sleeps. Default 1000 ms (as xe). Negative disables autosuspend.
  * Returns: 0, -EINVAL, or -ENODEV (the device is gone).
  * Context: any thread; applies to the next expiry.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int delay_ms);
 
@@ -135,6 +139,7 @@ UGPU_API int ugpu_device_rpm_set_autosuspend_delay(struct ugpu_device *dev, int 
  * VRAM are in use; 0 never uses D3cold. Default 300 MiB (as xe). D3cold
  * also needs a device that can cut main power (UGPU_DEVICE_CAP_D3COLD).
  * Returns: 0, -EINVAL, or -ENODEV (the device is gone). Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint64_t bytes);
 
@@ -144,6 +149,7 @@ UGPU_API int ugpu_device_rpm_set_d3cold_threshold(struct ugpu_device *dev, uint6
  * -EPERM (runtime suspend not allowed); -EIO (the device refused); -ENODEV
  * (the device is gone).
  * Context: any thread except from a ugpu callback.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev);
 
@@ -157,6 +163,7 @@ UGPU_API int ugpu_device_rpm_suspend(struct ugpu_device *dev);
  * for it, bounded). It never waits for a power transition in progress.
  * Returns: 0; -EINVAL; -ETIMEDOUT (a removal's teardown of runtime PM did
  * not finish in time). Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_rpm_stats(struct ugpu_device *dev, struct ugpu_rpm_stats *stats);
 

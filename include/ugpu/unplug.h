@@ -94,6 +94,7 @@ typedef void (*ugpu_removal_fn)(void *user, struct ugpu_device *dev, enum ugpu_u
  * Returns: 0, or -EINVAL for a NULL @dev.
  * Context: any thread; a removal already under way calls whichever callback
  * was set when it finished.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn,
 					      void *user);
@@ -117,6 +118,7 @@ UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_remo
  * not finish within 60 s (it goes on); -EDEADLK from a removal callback;
  * -EINVAL for NULL.
  * Context: any thread except the removal callback.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_unplug(struct ugpu_device *dev);
 
@@ -125,6 +127,7 @@ UGPU_API int ugpu_device_unplug(struct ugpu_device *dev);
  * Returns: true from the moment removal starts (for a surprise: when it is
  * detected); false for NULL.
  * Context: any thread; never blocks.
+ * On a device opened through "ugpud:" it returns false (not served by the daemon yet).
  */
 UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev);
 
@@ -134,6 +137,7 @@ UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev);
  * @info: filled up to @info->size bytes.
  * Returns: 0, or -EINVAL.
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_unplug_info(struct ugpu_device *dev, struct ugpu_unplug_info *info);
 
@@ -149,6 +153,7 @@ UGPU_API int ugpu_device_unplug_info(struct ugpu_device *dev, struct ugpu_unplug
  * a CPU touch of its mapping raises SIGBUS (see docs/unplug.md).
  * Returns: 0, or -EINVAL.
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_lost_bos(struct ugpu_device *dev, struct ugpu_bo **bos, size_t max,
 				  size_t *count);

@@ -16,6 +16,15 @@
  *
  * Devices without a GPU VM (UGPU_DEVICE_CAP_GPUVM clear, e.g. the ivshmem
  * profile) answer -EOPNOTSUPP to ugpu_vm_create().
+ *
+ * Through ugpud ("ugpud:SOCKET", docs/daemon.md) VMs, binds, queues,
+ * submission, fence waits and queries are served by the daemon, each a
+ * request on the connection (errors as ugpu_bo.h's top says for BOs); a
+ * kernel's fault is reported to its own client only. Not served there:
+ * mirror VMs (UGPU_VM_MIRROR: -EOPNOTSUPP), ugpu_vm_prefetch() (-EINVAL: no
+ * mirror VM), ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() polls
+ * the daemon (which never waits on anyone's behalf), backing off from 20 us
+ * to 1 ms between asks.
  */
 #ifndef UGPU_VM_H
 #define UGPU_VM_H
@@ -76,6 +85,7 @@ struct ugpu_vm_opts {
  * (no VRAM or memory for the page tables); -ENODEV (the device is gone);
  * -EIO / -ETIMEDOUT (the device did not wake).
  * Context: any thread.
+ * Through ugpud: -EOPNOTSUPP for UGPU_VM_MIRROR (see the top of this file).
  */
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out);
@@ -316,7 +326,7 @@ UGPU_API int ugpu_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_m
  * completes (at once if it already has). The caller closes it; completions
  * after the close are harmless.
  * Returns: 0 with *@fd set; -EINVAL (NULL, a fence not yet returned);
- * -EMFILE / -ENFILE / -ENOMEM.
+ * -EMFILE / -ENFILE / -ENOMEM; -EOPNOTSUPP through ugpud.
  * Context: any thread.
  */
 UGPU_API int ugpu_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd);
@@ -397,6 +407,7 @@ struct ugpu_svm_stats {
  * Returns: 0; -EINVAL (NULL, @st->size too small); -EOPNOTSUPP (the device
  * has no GPU VM).
  * Context: any thread.
+ * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st);
 

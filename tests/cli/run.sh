@@ -53,14 +53,14 @@ bad_number() {
 	[ "$n" -eq 1 ] || fail "'$*': $n error lines, expected 1: $(cat "$tmp/err")"
 }
 
-for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
+for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench ugpud; do
 	[ -x "$B/$t" ] || { echo "skip: $B/$t not built"; exit 77; }
 	help_version "$t" "$B/$t"
 done
-for c in list bind unbind suspend resume unplug status stats; do
+for c in list bind unbind suspend resume unplug status stats clients kill; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
-for c in all buddy copy exec suspend rpm svm uffd; do
+for c in all buddy copy exec suspend rpm svm uffd daemon; do
 	help_version "ugpu-bench $c" "$B/ugpu-bench" $c
 done
 # defaults are in the usage
@@ -99,6 +99,12 @@ bad_number "--total-mib: '-3' is not a number" "$B/ugpu-bench" suspend --total-m
 bad_number "--shape: '0x4K' is not accepted" "$B/ugpu-bench" suspend --shape 0x4K
 bad_number "--dirty-pct: '1,0' is not accepted; expected up to 8 numbers in 1\.\.100" \
 	"$B/ugpu-bench" suspend --incremental --dirty-pct 1,0
+bad_number "ID: 'x' is not a number" "$B/ugpuctl" kill /nonexistent/s x
+bad_number "--max-clients: '0' is too small \(at least 1\)" "$B/ugpud" --device sim --max-clients 0
+bad_number "--socket-mode: '0999' is not accepted; expected octal 0000\.\.0777" \
+	"$B/ugpud" --device sim --socket-mode 0999
+bad_number "no --device" "$B/ugpud" --socket /nonexistent/s
+bad_number "--vram-quota: '1Q' is not a size" "$B/ugpud" --device sim --vram-quota 1Q
 bad_number "--incr-vram-mib: '100' is not accepted; expected up to 8 multiples of 64" \
 	"$B/ugpu-bench" suspend --incremental --incr-vram-mib 100
 bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer in 1\.\.4096" \

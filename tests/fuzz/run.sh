@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run the vfio-user fuzz targets of a UGPU_FUZZ build (see docs/testing.md).
+# Run the fuzz targets (vfio-user's two ends, ugpud's requests) of a UGPU_FUZZ build (see docs/testing.md).
 # Usage: tests/fuzz/run.sh BUILD_DIR [SECONDS_PER_TARGET] [RUNS_PER_TARGET]
 #
 # For each target: replay every crash reproducer in tests/fuzz/regressions/
@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM
 status=0
 
-for t in fuzz_sim_request fuzz_client_reply; do
+for t in fuzz_sim_request fuzz_client_reply fuzz_ugpud_request; do
 	bin=$bld/tests/fuzz/$t
 	[ -x "$bin" ] || { echo "fuzz: $bin not built (UGPU_FUZZ=ON, CC=clang)"; exit 1; }
 

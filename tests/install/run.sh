@@ -95,7 +95,7 @@ for t in ugpuctl ugpu-sim ugpu-demo ugpu-bench; do
 	out=$("$prefix/bin/$t" --version)
 	[ "$out" = "$t (ugpu) $ver" ] || { echo "FAIL: installed $t --version says '$out'"; exit 1; }
 done
-for page in man1/ugpuctl.1 man1/ugpu-sim.1 man7/libugpu.7; do
+for page in man1/ugpuctl.1 man1/ugpu-sim.1 man7/libugpu.7 man8/ugpud.8; do
 	f=$prefix/share/man/$page
 	[ -f "$f" ] || { echo "FAIL: share/man/$page is not installed"; exit 1; }
 	grep -q "ugpu $ver" "$f" || { echo "FAIL: $page does not carry version $ver"; exit 1; }
@@ -122,6 +122,13 @@ request
 [ -f "$prefix/lib/udev/rules.d/70-ugpu-userfaultfd.rules" ] ||
 	{ echo "FAIL: lib/udev/rules.d/70-ugpu-userfaultfd.rules is not installed"; exit 1; }
 [ -f "$prefix/lib/sysusers.d/ugpu.conf" ] || { echo "FAIL: lib/sysusers.d/ugpu.conf is not installed"; exit 1; }
+out=$("$prefix/sbin/ugpud" --version) && [ "$out" = "ugpud (ugpu) $ver" ] ||
+	{ echo "FAIL: sbin/ugpud is not installed or its --version says '$out'"; exit 1; }
+for u in ugpud.service ugpud.socket; do
+	[ -f "$prefix/lib/systemd/system/$u" ] || { echo "FAIL: lib/systemd/system/$u is not installed"; exit 1; }
+done
+grep -q "^ExecStart=$prefix/sbin/ugpud " "$prefix/lib/systemd/system/ugpud.service" ||
+	{ echo "FAIL: ugpud.service does not start $prefix/sbin/ugpud"; exit 1; }
 
 # 4. DESTDIR: staged below DESTDIR, nothing in the prefix itself
 DESTDIR=$work/stage cmake --install "$bld" --prefix "$work/opt" >/dev/null

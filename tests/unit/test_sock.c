@@ -3,7 +3,10 @@
  * Message framing with fd passing (base/sock.c), over socketpairs: whole
  * messages out of short reads, fds kept or closed, truncated control data,
  * too many fds, signals in the middle of a wait, a peer that goes, a peer
- * that stalls, a body too long to keep, a wake-up that cancels.
+ * that stalls, a body too long to keep, a wake-up that cancels; and whole
+ * SOCK_SEQPACKET records (sock_recv_packet(), ugpud's protocol): exact
+ * lengths, an oversized record refused and the next one intact, fds kept or
+ * closed, a peer that goes, a deadline.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -437,6 +440,86 @@ static void test_wake(void **state)
 	close(sv[1]);
 }
 
+/* SOCK_SEQPACKET records: one receive is one record, whatever its size. */
+static void test_packets(void **state)
+{
+	unsigned char big[3000], buf[1024];
+	struct sock_wait w = wait_ms(2000);
+	int sv[2], fds[2], before;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	before = count_fds();
+	memset(big, 0xab, sizeof(big));
+	/* a record in three parts arrives as one */
+	{
+		struct iovec iov[3] = { { big, 10 }, { big + 10, 20 }, { big + 30, 5 } };
+
+		assert_int_equal(sock_send(sv[0], iov, 3, NULL, 0, w.deadline_ns, NULL), 0);
+	}
+	{
+		struct sock_fds in = { .max = 0 };
+
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w), 0);
+		assert_int_equal(len, 35);
+		assert_int_equal(in.n, 0);
+	}
+	/* longer than the buffer: refused with its real length, dropped, and
+	 * its fds still handed over (for the caller to close); the next record
+	 * is intact */
+	{
+		struct iovec iov = { big, sizeof(big) };
+		struct iovec iov2 = { "next", 4 };
+		struct sock_fds in = { .max = 2 };
+
+		assert_int_equal(pipe(fds), 0);
+		assert_int_equal(sock_send(sv[0], &iov, 1, fds, 2, w.deadline_ns, NULL), 0);
+		close(fds[0]);
+		close(fds[1]);
+		assert_int_equal(sock_send(sv[0], &iov2, 1, NULL, 0, w.deadline_ns, NULL), 0);
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w), -EMSGSIZE);
+		assert_int_equal(len, sizeof(big));
+		assert_int_equal(in.n, 2);
+		sock_fds_close(&in);
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w), 0);
+		assert_int_equal(len, 4);
+		assert_memory_equal(buf, "next", 4);
+	}
+	/* fds where the caller takes none: closed, and said */
+	{
+		struct iovec iov = { "x", 1 };
+		struct sock_fds in = { .max = 0 };
+
+		assert_int_equal(pipe(fds), 0);
+		assert_int_equal(sock_send(sv[0], &iov, 1, fds, 2, w.deadline_ns, NULL), 0);
+		close(fds[0]);
+		close(fds[1]);
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w), 0);
+		assert_int_equal(in.n, 0);
+		assert_true(in.ctrunc);
+	}
+	assert_int_equal(count_fds(), before);
+	/* nothing comes: the deadline */
+	{
+		struct sock_wait shortw = wait_ms(30);
+		struct sock_fds in = { .max = 0 };
+		uint64_t t0 = now_ms();
+
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &shortw),
+				 -ETIMEDOUT);
+		assert_true(now_ms() - t0 >= 29);
+	}
+	/* the peer goes */
+	close(sv[0]);
+	{
+		struct sock_fds in = { .max = 0 };
+
+		assert_int_equal(sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w), -ECONNRESET);
+	}
+	close(sv[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -449,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_stall),
 		cmocka_unit_test(test_bad_frames),
 		cmocka_unit_test(test_wake),
+		cmocka_unit_test(test_packets),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

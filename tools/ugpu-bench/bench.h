@@ -35,6 +35,7 @@ int bench_svm(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
 /* Not a benchmark: draws one's JSON lines (bench_plot.c). */
 int bench_plot(int argc, char **argv);
+int bench_daemon(int argc, char **argv);
 
 /*
  * The raw userfaultfd round trip (bench_uffd.c): @n fresh pages of an

@@ -23,6 +23,8 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_unplug,
 	&ugpuctl_cmd_status,
 	&ugpuctl_cmd_stats,
+	&ugpuctl_cmd_clients,
+	&ugpuctl_cmd_kill,
 };
 
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))
@@ -85,7 +87,8 @@ void ugpuctl_json_str(const char *s)
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ugpuctl COMMAND [ARGS]\n"
-		     "ugpu's control tool: PCI devices and vfio-pci, suspend, unplug, counters\n\ncommands:\n");
+		     "ugpu's control tool: PCI devices and vfio-pci, suspend, unplug, counters, the ugpud\n"
+		     "daemon\n\ncommands:\n");
 	for (size_t i = 0; i < NR_CMDS; i++) {
 		char syn[64];
 

@@ -59,5 +59,7 @@ extern const struct ugpuctl_cmd ugpuctl_cmd_resume;
 extern const struct ugpuctl_cmd ugpuctl_cmd_unplug;
 extern const struct ugpuctl_cmd ugpuctl_cmd_stats;
 extern const struct ugpuctl_cmd ugpuctl_cmd_status;
+extern const struct ugpuctl_cmd ugpuctl_cmd_clients;
+extern const struct ugpuctl_cmd ugpuctl_cmd_kill;
 
 #endif

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * BOs of a device served by ugpud: each call is one request (reads and
+ * writes one per UGPUD_MAX_DATA bytes). See bo_remote.h.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mm/bo_remote.h"
+#include "src/ugpud_proto.h"
+
+/* The CPU mappings of remote BOs (@map_addr of each): taken around a map's
+ * or an unmap's request and the mmap/munmap, so two threads never map one
+ * BO twice. Outer to the connection's lock (remote_call() takes it inside);
+ * nothing else is taken under it. */
+static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
+		     struct ugpu_bo **out)
+{
+	struct ugpud_bo_create_req req = {
+		.bytes = opts->bytes,
+		.placements = { opts->placements[0], opts->placements[1] },
+		.flags = opts->flags,
+	};
+	struct ugpud_bo_create_rep rep;
+	struct ugpu_bo *bo;
+	int ret;
+
+	snprintf(req.name, sizeof(req.name), "%s", opts->name ? opts->name : "bo");
+	bo = calloc(1, sizeof(*bo));
+	if (!bo)
+		return -ENOMEM;
+	ret = remote_get(dev, UGPUD_BO_CREATE, &req, sizeof(req), &rep, sizeof(rep));
+	if (!ret && !rep.handle)
+		ret = -EPROTO;
+	if (ret) {
+		free(bo);
+		return ret;
+	}
+	bo->refcount = 1;
+	bo->dev = dev;
+	bo->size = rep.bytes;
+	bo->flags = opts->flags;
+	bo->remote_handle = rep.handle;
+	snprintf(bo->name, sizeof(bo->name), "%s", req.name);
+	device_get(dev); /* as a local BO: the handle keeps the device object */
+	*out = bo;
+	return 0;
+}
+
+/* A request about @bo that answers nothing. */
+static int bo_remote_simple(struct ugpu_bo *bo, uint16_t op, uint32_t arg)
+{
+	struct ugpud_bo_req req = { .handle = bo->remote_handle, .arg = arg };
+
+	return remote_call(bo->dev, op, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+}
+
+void bo_remote_release(struct ugpu_bo *bo)
+{
+	struct ugpu_device *dev = bo->dev;
+
+	/* The last reference: no other thread uses the BO, no lock needed. The
+	 * daemon drops its hold with the BO. */
+	if (bo->map_addr)
+		munmap(bo->map_addr, bo->size);
+
+	/* -ENODEV after close or a daemon gone: it let go of the BO already. */
+	(void)bo_remote_simple(bo, UGPUD_BO_DESTROY, 0);
+	free(bo);
+	device_put(dev);
+}
+
+int bo_remote_pin(struct ugpu_bo *bo, bool pin)
+{
+	return bo_remote_simple(bo, pin ? UGPUD_BO_PIN : UGPUD_BO_UNPIN, 0);
+}
+
+int bo_remote_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
+{
+	return bo_remote_simple(bo, UGPUD_BO_MIGRATE, (uint32_t)placement);
+}
+
+int bo_remote_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write)
+{
+	char *p = buf;
+
+	if ((!buf && len) || offset > bo->size || len > bo->size - offset)
+		return -EINVAL;
+	do {
+		size_t n = len < UGPUD_MAX_DATA ? len : UGPUD_MAX_DATA, got = 0;
+		struct ugpud_bo_req req = { .handle = bo->remote_handle, .offset = offset, .len = n };
+		int ret;
+
+		if (write)
+			ret = remote_call(bo->dev, UGPUD_BO_WRITE, &req, sizeof(req), p, n, NULL, 0,
+					  NULL);
+		else
+			ret = remote_call(bo->dev, UGPUD_BO_READ, &req, sizeof(req), NULL, 0, p, n,
+					  &got);
+		if (!ret && !write && got != n)
+			ret = -EPROTO;
+		if (ret)
+			return ret;
+		p += n;
+		offset += n;
+		len -= n;
+	} while (len);
+	return 0;
+}
+
+int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
+{
+	struct ugpud_bo_req req = { .handle = bo->remote_handle };
+	struct ugpu_bo_info i = { 0 };
+	struct ugpud_bo_info w;
+	int ret;
+
+	ret = remote_get(bo->dev, UGPUD_BO_QUERY, &req, sizeof(req), &w, sizeof(w));
+	if (ret)
+		return ret;
+	i.size = info->size;
+	i.bytes = w.bytes;
+	i.placement = (enum ugpu_placement)w.placement;
+	i.vram_offset = w.vram_offset;
+	i.flags = w.flags;
+	i.pin_count = w.pin_count;
+	i.cpu_mapped = w.cpu_mapped;
+	i.lost = w.lost;
+	i.discarded = w.discarded;
+	i.has_backup = w.has_backup;
+	i.corrupt = w.corrupt;
+	remote_fill(info, info->size, &i, sizeof(i));
+	return 0;
+}
+
+int bo_remote_map(struct ugpu_bo *bo, void **addr)
+{
+	struct ugpud_bo_req req = { .handle = bo->remote_handle };
+	struct ugpud_bo_map_rep rep;
+	size_t got = 0;
+	void *p;
+	int fd = -1, ret = 0;
+
+	pthread_mutex_lock(&map_lock);
+	if (bo->map_addr)
+		goto out;
+	ret = remote_call_fd(bo->dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got, &fd);
+	if (ret)
+		goto out_unlock;
+	if (got != sizeof(rep) || rep.size != bo->size) {
+		ret = -EPROTO;
+		goto out_undo;
+	}
+	/* The BO's own pages, shared with the daemon and the device: what a
+	 * kernel writes there is what this mapping reads. */
+	p = mmap(NULL, bo->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		goto out_undo;
+	}
+	close(fd);
+	bo->map_addr = p;
+out:
+	*addr = bo->map_addr;
+out_unlock:
+	pthread_mutex_unlock(&map_lock);
+	return ret;
+
+out_undo:
+	close(fd);
+	(void)remote_call(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+	goto out_unlock;
+}
+
+int bo_remote_unmap(struct ugpu_bo *bo)
+{
+	int ret;
+
+	pthread_mutex_lock(&map_lock);
+	if (!bo->map_addr) {
+		ret = -EINVAL;
+	} else {
+		munmap(bo->map_addr, bo->size);
+		bo->map_addr = NULL;
+		ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
+	}
+	pthread_mutex_unlock(&map_lock);
+	return ret;
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * GPU VMs, queues and kernels of a device served by ugpud (mm layer): the
+ * public calls of mm/vm.c and mm/submit.c hand a remote device's objects
+ * here. Each is a request; the objects live in the daemon, named by handles
+ * of this connection (docs/daemon.md). Fences are polled: the daemon never
+ * waits (one thread serves every client), so ugpu_fence_wait() asks again,
+ * backing off from 20 us to 1 ms, until the kernel ends or the caller's
+ * timeout passes.
+ */
+#ifndef UGPU_MM_VM_REMOTE_H
+#define UGPU_MM_VM_REMOTE_H
+
+#include <stdbool.h>
+
+#include <ugpu/vm.h>
+
+#include "mm/vm.h"
+#include "src/remote.h"
+
+static inline bool vm_is_remote(const struct ugpu_vm *vm)
+{
+	return device_is_remote(vm->dev);
+}
+
+int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+		     struct ugpu_vm **out);
+int vm_remote_destroy(struct ugpu_vm *vm);
+int vm_remote_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, uint64_t va,
+		   uint64_t bytes, uint32_t flags);
+int vm_remote_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes);
+int vm_remote_query(struct ugpu_vm *vm, struct ugpu_vm_info *info);
+int vm_remote_queue_create(struct ugpu_vm *vm, const struct ugpu_queue_opts *opts,
+			   struct ugpu_queue **out);
+int vm_remote_queue_destroy(struct ugpu_queue *q);
+int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t *fence);
+int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
+			 struct ugpu_kernel_result *res);
+int vm_remote_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info);
+
+/* mm/submit.c keeps struct ugpu_queue to itself: a remote queue is made,
+ * read and freed through these. */
+struct ugpu_queue *queue_remote_new(struct ugpu_vm *vm, uint32_t handle);
+void queue_remote_free(struct ugpu_queue *q);
+uint32_t queue_remote_handle(const struct ugpu_queue *q);
+struct ugpu_vm *queue_vm(const struct ugpu_queue *q);
+
+#endif

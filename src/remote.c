@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A device served by ugpud: the client end of the protocol (see remote.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/sock.h"
+#include "src/remote.h"
+#include "src/ugpud_proto.h"
+
+/*
+ * struct remote - the connection of one remote device.
+ * @fd: the socket; -1 once closed. Under @lock.
+ * @dead: the daemon went away (or the stream broke): every call is -ENODEV.
+ *        Under @lock.
+ * @seq: the next request's sequence number. Under @lock.
+ * @info: the device as the hello described it; read-only after open.
+ * @client_id: the daemon's id for this connection; read-only after open.
+ * @buf: the reply being read. Under @lock.
+ */
+struct remote {
+	pthread_mutex_t lock;
+	int fd;
+	bool dead;
+	uint32_t seq;
+	struct ugpud_dev_info info;
+	uint32_t client_id;
+	unsigned char buf[UGPUD_MAX_MSG];
+};
+
+#define URI_DEVICE "?device="
+
+/* Split "ugpud:SOCKET[?device=N]" into @path and @index. */
+static int uri_parse(struct ugpu_context *ctx, const char *uri, struct sockaddr_un *sa,
+		     uint32_t *index)
+{
+	const char *path = uri + strlen(REMOTE_URI_PREFIX);
+	const char *sel = strstr(path, URI_DEVICE);
+	size_t plen = sel ? (size_t)(sel - path) : strlen(path);
+
+	*index = 0;
+	if (sel) {
+		const char *n = sel + strlen(URI_DEVICE);
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(n, &end, 10);
+		if (*n < '0' || *n > '9' || *end || errno || v > UINT32_MAX) {
+			log_err(ctx, "%s: the device selector must be ?device=N (a number)", uri);
+			return -EINVAL;
+		}
+		*index = (uint32_t)v;
+	}
+	if (!plen || plen >= sizeof(sa->sun_path)) {
+		log_err(ctx, "%s: the socket path must be 1..%zu bytes", uri,
+			sizeof(sa->sun_path) - 1);
+		return -EINVAL;
+	}
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, path, plen);
+	return 0;
+}
+
+/* Send one request; lock held. */
+static int remote_send(struct remote *r, uint16_t op, uint32_t seq, const void *req,
+		       size_t req_len, const void *data, size_t data_len)
+{
+	struct ugpud_hdr h = {
+		.magic = UGPUD_MAGIC,
+		.op = op,
+		.seq = seq,
+		.len = (uint32_t)(req_len + data_len),
+	};
+	struct iovec iov[3] = {
+		{ .iov_base = &h, .iov_len = sizeof(h) },
+		{ .iov_base = (void *)req, .iov_len = req_len },
+		{ .iov_base = (void *)data, .iov_len = data_len },
+	};
+
+	return sock_send(r->fd, iov, 3, NULL, 0, now_ns() + REMOTE_TIMEOUT_MS * 1000000ull, NULL);
+}
+
+/*
+ * Read replies until the one for @op/@seq; lock held. Returns its header in
+ * @h and its body in r->buf + sizeof(*h). A reply to an older request (one
+ * that timed out) is skipped.
+ */
+static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud_hdr *h,
+		       int *fd)
+{
+	struct sock_wait w = { .deadline_ns = now_ns() + REMOTE_TIMEOUT_MS * 1000000ull,
+			       .wake_fd = -1 };
+
+	for (;;) {
+		struct sock_fds in = { .max = 1 };
+		size_t len = 0;
+		int ret = sock_recv_packet(r->fd, r->buf, sizeof(r->buf), &len, &in, &w);
+
+		if (!ret && (len < sizeof(*h) || in.ctrunc))
+			ret = -EPROTO;
+		if (!ret) {
+			memcpy(h, r->buf, sizeof(*h));
+			if (h->magic != UGPUD_MAGIC || h->len != len - sizeof(*h) || h->result > 0)
+				ret = -EPROTO;
+		}
+		if (!ret && h->op == op && h->seq == seq) {
+			/* an fd only where the caller takes one (and the call
+			 * succeeded) */
+			if (fd && !h->result) {
+				if (in.n != 1) {
+					sock_fds_close(&in);
+					return -EPROTO;
+				}
+				*fd = in.fds[0];
+				return 0;
+			}
+			sock_fds_close(&in);
+			return 0;
+		}
+		sock_fds_close(&in);
+		if (ret)
+			return ret == -EMSGSIZE ? -EPROTO : ret;
+		if ((int32_t)(h->seq - seq) > 0)
+			return -EPROTO; /* a reply to something never asked */
+	}
+}
+
+/* The message of an error reply (body: NUL-terminated text), or "". */
+static const char *reply_msg(struct remote *r, const struct ugpud_hdr *h, char *buf, size_t n)
+{
+	size_t k = h->len < n - 1 ? h->len : n - 1;
+
+	memcpy(buf, r->buf + sizeof(*h), k);
+	buf[k] = '\0';
+	return buf;
+}
+
+/* remote_call() and remote_call_fd() in one. */
+static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
+			      size_t req_len, const void *data, size_t data_len, void *rep,
+			      size_t rep_cap, size_t *rep_len, int *rep_fd)
+{
+	struct remote *r = dev->remote;
+	struct ugpud_hdr h;
+	uint32_t seq;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->fd < 0 || r->dead) {
+		ret = -ENODEV;
+		goto out;
+	}
+	seq = ++r->seq;
+	ret = remote_send(r, op, seq, req, req_len, data, data_len);
+	if (!ret)
+		ret = remote_recv(r, op, seq, &h, rep_fd);
+	if (ret) {
+		/* A broken or out-of-step stream is not used again. */
+		r->dead = true;
+		log_err(dev->ctx, "%s: %s", dev->name,
+			ret == -ECONNRESET ? "the daemon went away" : ugpu_strerror(ret));
+		if (ret == -ECONNRESET)
+			ret = -ENODEV;
+		goto out;
+	}
+	if (h.result < 0) {
+		char msg[UGPUD_MAX_ERRMSG];
+
+		ret = h.result;
+		if (h.len)
+			log_err(dev->ctx, "%s: %s", dev->name, reply_msg(r, &h, msg, sizeof(msg)));
+		goto out;
+	}
+	if (h.len > rep_cap) {
+		if (rep_fd)
+			close(*rep_fd);
+		ret = -EPROTO;
+		goto out;
+	}
+	if (h.len)
+		memcpy(rep, r->buf + sizeof(h), h.len);
+	if (rep_len)
+		*rep_len = h.len;
+	ret = 0;
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int remote_open(struct ugpu_device *dev, const char *uri)
+{
+	struct ugpud_hello_req hello = { .version = UGPUD_PROTO_VERSION };
+	struct ugpud_hello_rep rep;
+	struct sockaddr_un sa;
+	struct remote *r;
+	struct ugpud_hdr h;
+	struct stat st;
+	uint32_t index;
+	const char *prog = program_invocation_short_name;
+	int ret;
+
+	ret = uri_parse(dev->ctx, uri, &sa, &index);
+	if (ret)
+		return ret;
+	if (stat(sa.sun_path, &st))
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->lock, NULL);
+	r->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (r->fd < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	if (connect(r->fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		ret = -errno;
+		log_err(dev->ctx, "%s: cannot connect to the daemon: %s", uri, ugpu_strerror(ret));
+		goto out_close;
+	}
+	hello.device = index;
+	snprintf(hello.name, sizeof(hello.name), "%s", prog ? prog : "?");
+	/* The hello is seq 0: a refusal the daemon sends before reading it
+	 * (SO_PEERCRED policy) comes as hello seq 0 too. */
+	ret = remote_send(r, UGPUD_HELLO, 0, &hello, sizeof(hello), NULL, 0);
+	/* A refused peer's socket may be closed before the hello goes out
+	 * (the send then fails), with the refusal queued for us: read it. */
+	if (!ret || ret == -ECONNRESET)
+		ret = remote_recv(r, UGPUD_HELLO, 0, &h, NULL);
+	/* If it closed with our hello unread, the first receive reports the
+	 * reset (and clears it); the refusal is behind it. */
+	if (ret == -ECONNRESET)
+		ret = remote_recv(r, UGPUD_HELLO, 0, &h, NULL);
+	if (ret) {
+		log_err(dev->ctx, "%s: no hello from the daemon: %s", uri, ugpu_strerror(ret));
+		if (ret == -ECONNRESET)
+			ret = -EPROTO;
+		goto out_close;
+	}
+	if (h.result < 0) {
+		char msg[UGPUD_MAX_ERRMSG];
+
+		ret = h.result;
+		log_err(dev->ctx, "%s: the daemon refused the connection: %s", uri,
+			h.len ? reply_msg(r, &h, msg, sizeof(msg)) : ugpu_strerror(ret));
+		goto out_close;
+	}
+	if (h.len != sizeof(rep)) {
+		ret = -EPROTO;
+		goto out_close;
+	}
+	memcpy(&rep, r->buf + sizeof(h), sizeof(rep));
+	r->info = rep.info;
+	r->info.name[sizeof(r->info.name) - 1] = '\0';
+	r->info.transport[sizeof(r->info.transport) - 1] = '\0';
+	r->info.profile[sizeof(r->info.profile) - 1] = '\0';
+	r->client_id = rep.client_id;
+	dev->vendor_id = rep.info.vendor_id;
+	dev->device_id = rep.info.device_id;
+	dev->class_code = rep.info.class_code;
+	dev->vram_size = rep.info.vram_size;
+	dev->num_copy_engines = rep.info.num_copy_engines;
+	/* Only what a client can use through the daemon: no fabric (peer
+	 * copies) yet (docs/daemon.md). */
+	dev->caps = rep.info.caps & ~UGPU_DEVICE_CAP_FABRIC;
+	dev->fabric_id = rep.info.fabric_id;
+	dev->remote = r;
+	log_info(dev->ctx, "%s: client %u of ugpud (protocol %u), device %u: %s", uri,
+		 rep.client_id, rep.version, index, r->info.name);
+	return 0;
+
+out_close:
+	close(r->fd);
+out_free:
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return ret;
+}
+
+uint32_t remote_client_id(struct ugpu_device *dev)
+{
+	return dev->remote->client_id;
+}
+
+void remote_close(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	pthread_mutex_unlock(&r->lock);
+}
+
+void remote_free(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	dev->remote = NULL;
+}
+
+int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len)
+{
+	return remote_call_common(dev, op, req, req_len, data, data_len, rep, rep_cap, rep_len,
+				  NULL);
+}
+
+int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd)
+{
+	return remote_call_common(dev, op, req, req_len, NULL, 0, rep, rep_cap, rep_len, rep_fd);
+}
+
+int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,
+	       size_t rep_len)
+{
+	size_t got = 0;
+	int ret = remote_call(dev, op, req, req_len, NULL, 0, rep, rep_len, &got);
+
+	return ret ? ret : got != rep_len ? -EPROTO : 0;
+}
+
+int remote_query(struct ugpu_device *dev, struct ugpu_device_info *info)
+{
+	struct ugpu_device_info i = { 0 };
+	struct ugpud_dev_info w;
+	int ret;
+
+	ret = remote_get(dev, UGPUD_DEV_QUERY, NULL, 0, &w, sizeof(w));
+	if (ret)
+		return ret;
+	i.size = info->size;
+	snprintf(i.name, sizeof(i.name), "%s", dev->name);
+	snprintf(i.transport, sizeof(i.transport), "ugpud");
+	w.profile[sizeof(w.profile) - 1] = '\0';
+	snprintf(i.profile, sizeof(i.profile), "%s", w.profile);
+	i.vendor_id = w.vendor_id;
+	i.device_id = w.device_id;
+	i.class_code = w.class_code;
+	i.vram_size = w.vram_size;
+	i.num_copy_engines = w.num_copy_engines;
+	i.caps = dev->caps;
+	i.fabric_id = w.fabric_id;
+	i.power_state = (enum ugpu_power_state)w.power_state;
+	remote_fill(info, info->size, &i, sizeof(i));
+	return 0;
+}
+
+int remote_mem_stats(struct ugpu_device *dev, struct ugpu_device_mem *st)
+{
+	struct ugpu_device_mem s = { 0 };
+	struct ugpud_mem w;
+	int ret;
+
+	ret = remote_get(dev, UGPUD_MEM_STATS, NULL, 0, &w, sizeof(w));
+	if (ret)
+		return ret;
+	s.size = st->size;
+	s.vram_size = w.vram_size;
+	s.vram_used = w.vram_used;
+	s.vram_free = w.vram_free;
+	s.vram_kernel = w.vram_kernel;
+	s.vram_bos = w.vram_bos;
+	s.system_bytes = w.system_bytes;
+	s.backup_bytes = w.backup_bytes;
+	s.bos = w.bos;
+	s.bos_vram = w.bos_vram;
+	s.bos_system = w.bos_system;
+	s.bos_lost = w.bos_lost;
+	s.evictions = w.evictions;
+	s.evicted_bytes = w.evicted_bytes;
+	s.moves = w.moves;
+	s.moved_bytes = w.moved_bytes;
+	s.copy_failures = w.copy_failures;
+	remote_fill(st, st->size, &s, sizeof(s));
+	return 0;
+}

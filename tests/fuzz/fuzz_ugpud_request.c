@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target: ugpud's request handling (tools/ugpud/serve.c).
+ *
+ * The daemon's state is real: one device (the reference device embedded
+ * in-process, 64 MiB of VRAM) opened through libugpu, as ugpud does, and two
+ * clients on it — A an administrator, B not — so handles of one are tried on
+ * the other. Each input is a session: a sequence of records
+ *
+ *   byte 0  bit 0: the client (A or B); bits 1-4: how many fds the loop saw
+ *           with the record (it closes them before serving); bit 5: the
+ *           record was longer than UGPUD_MAX_MSG (the loop passes its real
+ *           length and the part that fits)
+ *   byte 1-2  the record's length, little-endian (at most UGPUD_MAX_MSG)
+ *   then that many bytes: the record as it came off the socket
+ *
+ * served by serve_request() as the loop serves them. Every reply is checked:
+ * a header with the magic, the request's op (HELLO for records too short to
+ * have one) and seq, a length that matches, a result <= 0, an error's body a
+ * terminated message; an fd only with a successful BO_MAP (it is the BO's
+ * memfd, sealed). A KILL of a client disconnects it as the loop would. At
+ * the end both clients are released and the device must hold no BO: a
+ * request that leaks one is a finding, as is a crash or a sanitizer report.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+
+#include "tools/ugpu-sim/sim.h"
+#include "tools/ugpud/ugpud.h"
+
+static struct ugpud d;
+static struct client *cl[2];
+static bool killed[2];
+static _Alignas(8) unsigned char rep[UGPUD_MAX_MSG];
+static _Alignas(8) unsigned char msg[UGPUD_MAX_MSG];
+
+static void fz_kill(struct ugpud *dd, struct client *victim)
+{
+	(void)dd;
+	for (int i = 0; i < 2; i++)
+		if (cl[i] == victim)
+			killed[i] = true;
+}
+
+static struct client *fz_client(int i)
+{
+	struct ucred cred = { .pid = 1000 + i, .uid = i ? 4242 : 0, .gid = i ? 4242 : 0 };
+	struct client *c = client_new(&d, -1, &cred);
+
+	if (!c)
+		abort();
+	list_add_tail(&d.clients, &c->link);
+	d.nclients++;
+	return c;
+}
+
+static void fz_drop(int i)
+{
+	client_release(&d, cl[i]);
+	list_del(&cl[i]->link);
+	d.nclients--;
+	free(cl[i]);
+	cl[i] = NULL;
+	killed[i] = false;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	struct sim_opts so;
+	struct sim *sim;
+	char uri[160];
+
+	(void)argc;
+	(void)argv;
+	sim_opts_init(&so);
+	so.vram_size = 64ull << 20;
+	if (sim_start(&so, &sim) || ugpu_context_create(NULL, &d.ctx))
+		abort();
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
+	if (ugpu_device_open(d.ctx, uri, &d.devs[0].dev))
+		abort();
+	d.ndevs = 1;
+	list_init(&d.clients);
+	d.self_uid = 0;
+	d.vram_quota = 16ull << 20;
+	d.max_clients = 8;
+	d.max_bos = 64;
+	d.kill = fz_kill;
+	return 0;
+}
+
+static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len, int fd)
+{
+	struct ugpud_hdr h;
+
+	if (len < sizeof(h) || len > sizeof(rep))
+		__builtin_trap();
+	memcpy(&h, rep, sizeof(h));
+	if (h.magic != UGPUD_MAGIC || h.len != len - sizeof(h) || h.result > 0 || h.flags)
+		__builtin_trap();
+	if (req_len >= sizeof(*req) && (h.op != req->op || h.seq != req->seq) && req->op)
+		__builtin_trap();
+	if (h.result < 0 && h.len && (h.len > UGPUD_MAX_ERRMSG || rep[len - 1] != '\0'))
+		__builtin_trap(); /* an error's message is terminated text */
+	if (fd >= 0) {
+		int seals = fcntl(fd, F_GET_SEALS);
+
+		if (h.result || h.op != UGPUD_BO_MAP || seals < 0 ||
+		    (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) !=
+			    (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+			__builtin_trap();
+		close(fd);
+	} else if (!h.result && h.op == UGPUD_BO_MAP && req_len >= sizeof(*req) &&
+		   req->op == UGPUD_BO_MAP) {
+		__builtin_trap(); /* a successful map without its fd */
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	for (int i = 0; i < 2; i++)
+		cl[i] = fz_client(i);
+	while (size >= 3) {
+		uint8_t ctl = data[0];
+		size_t len = (size_t)data[1] | (size_t)data[2] << 8;
+		int who = ctl & 1, nfds = (ctl >> 1) & 15, fd = -1;
+		bool oversized = ctl & 0x20;
+		struct ugpud_hdr req = { 0 };
+		size_t rl;
+
+		data += 3;
+		size -= 3;
+		if (len > size)
+			len = size; /* a record cut short: what the socket had */
+		memcpy(msg, data, len);
+		data += len;
+		size -= len;
+		if (!cl[who])
+			cl[who] = fz_client(who); /* killed: a new connection */
+		memcpy(&req, msg, len < sizeof(req) ? len : sizeof(req));
+		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
+				   oversized, nfds, rep, &fd);
+		check_reply(&req, len, rl, fd);
+		for (int i = 0; i < 2; i++)
+			if (killed[i])
+				fz_drop(i);
+	}
+	for (int i = 0; i < 2; i++)
+		if (cl[i])
+			fz_drop(i);
+	if (!list_empty(&d.clients) || d.nclients)
+		__builtin_trap();
+	if (ugpu_device_mem_stats(d.devs[0].dev, &m) || m.bos)
+		__builtin_trap(); /* a BO outlived its clients */
+	return 0;
+}

@@ -1,0 +1,1111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud end to end: the daemon binary ($UGPU_BUILD_DIR/ugpud) on the
+ * embedded reference device, on a temporary socket, and client processes
+ * that use it through ugpu_device_open("ugpud:...") (docs/daemon.md):
+ *  - two client processes share the device, each with its own data,
+ *    byte-exact through create, write, read, migrate both ways and pin;
+ *  - handles belong to their connection: another client's handle, and a
+ *    destroyed one, are -ENOENT;
+ *  - the protocol's refusals: another version, requests before hello,
+ *    malformed and oversized records, fds where none belong; the
+ *    connection goes on after each;
+ *  - SO_PEERCRED policy: a client running as nobody is refused with
+ *    -EACCES while others are served, and served by a daemon started with
+ *    --allow-user nobody (as root only; skipped otherwise);
+ *  - a client SIGKILLed in the middle of its calls has every BO released
+ *    within a bound (measured, printed), and the others notice nothing;
+ *  - the per-client VRAM quota; admin requests (list, kill), also through
+ *    ugpuctl clients / kill;
+ *  - CPU mappings: the BO's own memfd, sealed, held in system memory while
+ *    mapped, coherent both ways with the daemon's reads and writes;
+ *  - GPU VMs and kernels: byte-exact results, a faulting kernel of one
+ *    client reported to it alone while the other's kernels run on, handles
+ *    of another kind or client refused; a client killed with kernels in
+ *    flight released;
+ *  - calls not served through the daemon yet are -EOPNOTSUPP;
+ *  - systemd's protocols, with the test as systemd: socket activation
+ *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+#include <ugpu/pm.h>
+#include <ugpu/rpm.h>
+#include <ugpu/vm.h>
+
+#include "base/clock.h"
+#include "base/sock.h"
+#include "mm/bo.h"
+#include "mm/vm_remote.h"
+#include "src/remote.h"
+#include "src/ugpud_proto.h"
+
+#define MIB (1ull << 20)
+#define QUOTA_MIB 48
+/* A killed client's BOs must be gone within this (the measured figure is
+ * printed; docs/daemon.md states it). */
+#define RELEASE_BOUND_MS 1000
+
+static pid_t daemon_pid;
+static char sock_path[108];
+static char uri[160];
+
+/* ugpud on the embedded reference device at @sock with @extra arguments
+ * (NULL-terminated, at most 6); waits (bounded) until it accepts. Returns
+ * its pid, or -1. */
+static pid_t daemon_spawn(const char *sock, const char *const *extra)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	const char *argv[16];
+	char bin[512];
+	int n = 0;
+	uint64_t t0;
+	pid_t pid;
+
+	if (!dir) {
+		fprintf(stderr, "test_ugpud: UGPU_BUILD_DIR is not set (ctest sets it)\n");
+		exit(77);
+	}
+	snprintf(bin, sizeof(bin), "%s/ugpud", dir);
+	if (access(bin, X_OK)) {
+		fprintf(stderr, "test_ugpud: no ugpud binary at %s\n", bin);
+		exit(77);
+	}
+	argv[n++] = bin;
+	argv[n++] = "--socket";
+	argv[n++] = sock;
+	argv[n++] = "--socket-mode";
+	argv[n++] = "0666";
+	while (*extra && n < 15)
+		argv[n++] = *extra++;
+	argv[n] = NULL;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	for (t0 = now_ms(); now_ms() - t0 < 10000; usleep(10000)) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		int ok;
+
+		memcpy(sa.sun_path, sock, strlen(sock));
+		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (ok)
+			return pid;
+	}
+	fprintf(stderr, "test_ugpud: ugpud did not listen on %s within 10 s\n", sock);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+/* SIGTERM @pid; 0 when it stopped cleanly (exit 0) within 10 s. */
+static int daemon_stop(pid_t pid)
+{
+	uint64_t t0 = now_ms();
+	int st = 0;
+
+	kill(pid, SIGTERM);
+	while (waitpid(pid, &st, WNOHANG) == 0) {
+		if (now_ms() - t0 > 10000) {
+			fprintf(stderr, "test_ugpud: ugpud did not stop within 10 s of SIGTERM\n");
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		usleep(10000);
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		fprintf(stderr, "test_ugpud: ugpud stopped with status 0x%x\n", st);
+		return -1;
+	}
+	return 0;
+}
+
+static int start_daemon(void **state)
+{
+	char quota[32];
+	const char *extra[] = { "--device", "sim:128M", "--vram-quota", quota, NULL };
+
+	(void)state;
+	snprintf(sock_path, sizeof(sock_path), "/tmp/ugpud-test-%d.sock", (int)getpid());
+	snprintf(uri, sizeof(uri), "ugpud:%s", sock_path);
+	snprintf(quota, sizeof(quota), "%dM", QUOTA_MIB);
+	daemon_pid = daemon_spawn(sock_path, extra);
+	return daemon_pid < 0 ? -1 : 0;
+}
+
+static int stop_daemon(void **state)
+{
+	(void)state;
+	if (daemon_stop(daemon_pid))
+		return -1;
+	/* a clean stop removes the socket it made */
+	if (!access(sock_path, F_OK)) {
+		fprintf(stderr, "test_ugpud: ugpud left %s behind\n", sock_path);
+		return -1;
+	}
+	return 0;
+}
+
+static void open_client(struct ugpu_context **ctx, struct ugpu_device **dev)
+{
+	assert_int_equal(ugpu_context_create(NULL, ctx), 0);
+	assert_int_equal(ugpu_device_open(*ctx, uri, dev), 0);
+}
+
+static void close_client(struct ugpu_context *ctx, struct ugpu_device *dev)
+{
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+}
+
+static void fill(unsigned char *p, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+static struct ugpu_bo *make_bo(struct ugpu_device *dev, uint64_t bytes, enum ugpu_placement p0,
+			       enum ugpu_placement p1)
+{
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = bytes, .placements = { p0, p1 },
+				  .name = "test" };
+	struct ugpu_bo *bo = NULL;
+
+	assert_int_equal(ugpu_bo_create(dev, &o, &bo), 0);
+	return bo;
+}
+
+/* One client process's work: its own pattern through every BO call; 0 when
+ * every byte came back. Waits on @go between writing and checking, so both
+ * clients hold their BOs at once. */
+static int client_work(uint32_t seed, int ready_fd, int go_fd)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 3 * MIB + 123, .name = "share" };
+	struct ugpu_bo_info info = { .size = sizeof(info) };
+	size_t n = (size_t)o.bytes;
+	unsigned char *want = malloc(n), *got = malloc(n);
+	struct ugpu_bo *bo;
+	char c = 1;
+
+	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev))
+		return 10;
+	if (ugpu_bo_create(dev, &o, &bo))
+		return 11;
+	fill(want, n, seed);
+	if (ugpu_bo_write(bo, 0, want, n))
+		return 12;
+	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) != 1)
+		return 13;
+	if (ugpu_bo_read(bo, 0, got, n) || memcmp(want, got, n))
+		return 14;
+	if (ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM) || ugpu_bo_query(bo, &info) ||
+	    info.placement != UGPU_PLACEMENT_SYSTEM)
+		return 15;
+	memset(got, 0, n);
+	if (ugpu_bo_read(bo, 0, got, n) || memcmp(want, got, n))
+		return 16;
+	if (ugpu_bo_pin(bo) || ugpu_bo_query(bo, &info) || info.placement != UGPU_PLACEMENT_VRAM ||
+	    info.pin_count != 1)
+		return 17;
+	/* an unaligned piece in the middle, across the 64 KiB record size */
+	fill(want + 70000, 100000, seed ^ 0x5a5a);
+	if (ugpu_bo_write(bo, 70000, want + 70000, 100000))
+		return 18;
+	memset(got, 0, n);
+	if (ugpu_bo_read(bo, 0, got, n) || memcmp(want, got, n))
+		return 19;
+	if (ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM) != -EBUSY || ugpu_bo_unpin(bo))
+		return 20;
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	free(want);
+	free(got);
+	return 0;
+}
+
+static void two_clients_share_the_device(void **state)
+{
+	int ready[2], go[2], st;
+	pid_t pid[2];
+	char c;
+
+	(void)state;
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	for (int i = 0; i < 2; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (!pid[i])
+			_exit(client_work(0x1234u + (uint32_t)i * 7919u, ready[1], go[0]));
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(read(ready[0], &c, 1), 1);
+	assert_int_equal(write(go[1], "xx", 2), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			fail_msg("client %d failed at step %d (status 0x%x)", i,
+				 WIFEXITED(st) ? WEXITSTATUS(st) : -1, st);
+	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+}
+
+static void handles_are_per_connection(void **state)
+{
+	struct ugpu_context *ca, *cb;
+	struct ugpu_device *a, *b;
+	struct ugpu_bo *bo, *mine;
+	struct ugpud_bo_req req = { 0 };
+	unsigned char buf[64];
+	size_t got = 0;
+
+	(void)state;
+	open_client(&ca, &a);
+	open_client(&cb, &b);
+	bo = make_bo(a, 64 << 10, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	mine = make_bo(b, 64 << 10, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_bo_write(bo, 0, "secret", 6), 0);
+	/* B presents A's handle: B has no BO by that name */
+	req.handle = bo->remote_handle;
+	req.len = 6;
+	if (req.handle == mine->remote_handle) /* same number in both tables: try another */
+		req.handle ^= 0x10000u;
+	assert_int_equal(remote_call(b, UGPUD_BO_READ, &req, sizeof(req), NULL, 0, buf, sizeof(buf),
+				     &got),
+			 -ENOENT);
+	assert_int_equal(remote_call(b, UGPUD_BO_DESTROY, &req, sizeof(req), NULL, 0, NULL, 0, NULL),
+			 -ENOENT);
+	/* A's BO is untouched, and a destroyed handle is stale for A too */
+	assert_int_equal(remote_call(a, UGPUD_BO_READ, &(struct ugpud_bo_req){ .handle = bo->remote_handle, .len = 6 },
+				     sizeof(req), NULL, 0, buf, sizeof(buf), &got),
+			 0);
+	assert_memory_equal(buf, "secret", 6);
+	req.handle = bo->remote_handle;
+	ugpu_bo_put(bo);
+	assert_int_equal(remote_call(a, UGPUD_BO_QUERY, &req, sizeof(req), NULL, 0, buf, sizeof(buf),
+				     NULL),
+			 -ENOENT);
+	/* a new BO in the freed slot gets another handle */
+	bo = make_bo(a, 4096, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_NONE);
+	assert_int_not_equal(bo->remote_handle, req.handle);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(mine);
+	close_client(ca, a);
+	close_client(cb, b);
+}
+
+/* A raw connection, to speak the protocol badly on purpose. */
+static int raw_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	memcpy(sa.sun_path, sock_path, strlen(sock_path));
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Send @body after a header for @op (whose len is @body_len unless
+ * @hdr_len_lie), with @nfds copies of stdin, and read the reply. */
+static int raw_call(int fd, uint16_t op, const void *body, size_t body_len, int nfds,
+		    char *msg, size_t msg_len)
+{
+	static unsigned char buf[UGPUD_MAX_MSG];
+	struct ugpud_hdr h = { .magic = UGPUD_MAGIC, .op = op, .seq = 7, .len = (uint32_t)body_len };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)body, body_len } };
+	int fds[SOCK_MAX_FDS] = { 0 };
+	struct sock_wait w = { .deadline_ns = now_ns() + 5000000000ull, .wake_fd = -1 };
+	struct sock_fds in = { .max = 0 };
+	struct ugpud_hdr r;
+	size_t len = 0;
+
+	assert_int_equal(sock_send(fd, iov, body_len ? 2 : 1, fds, nfds, w.deadline_ns, NULL), 0);
+	assert_int_equal(sock_recv_packet(fd, buf, sizeof(buf), &len, &in, &w), 0);
+	assert_true(len >= sizeof(r));
+	memcpy(&r, buf, sizeof(r));
+	assert_int_equal(r.magic, UGPUD_MAGIC);
+	assert_int_equal(r.len, len - sizeof(r));
+	if (msg) {
+		snprintf(msg, msg_len, "%.*s", (int)r.len, (char *)buf + sizeof(r));
+		fprintf(stderr, "  reply to op %u: %d %s\n", op, r.result, msg);
+	}
+	return r.result;
+}
+
+static void protocol_refusals(void **state)
+{
+	struct ugpud_hello_req hello = { .version = 99 };
+	struct ugpud_bo_create_req cr = { .bytes = 4096 };
+	char msg[UGPUD_MAX_ERRMSG];
+	unsigned char *big;
+	int fd = raw_connect();
+
+	(void)state;
+	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr), 0, msg, sizeof(msg)), -EPROTO);
+	assert_non_null(strstr(msg, "hello first"));
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, msg, sizeof(msg)),
+			 -EPROTONOSUPPORT);
+	assert_non_null(strstr(msg, "protocol version 1"));
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, 3, 0, msg, sizeof(msg)), -EPROTO);
+	hello.version = UGPUD_PROTO_VERSION;
+	hello.device = 5;
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, msg, sizeof(msg)), -ENODEV);
+	hello.device = 0;
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 3, msg, sizeof(msg)), -EINVAL);
+	assert_non_null(strstr(msg, "fds"));
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, NULL, 0), 0);
+	assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, msg, sizeof(msg)), -EPROTO);
+	assert_int_equal(raw_call(fd, 999, NULL, 0, 0, msg, sizeof(msg)), -EOPNOTSUPP);
+	big = calloc(1, UGPUD_MAX_MSG + 100);
+	assert_int_equal(raw_call(fd, UGPUD_BO_WRITE, big, UGPUD_MAX_MSG + 100, 0, msg, sizeof(msg)),
+			 -EMSGSIZE);
+	free(big);
+	cr.flags = UGPU_BO_KERNEL;
+	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr), 0, msg, sizeof(msg)), -EINVAL);
+	cr.flags = 0;
+	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr) - 1, 0, msg, sizeof(msg)), -EINVAL);
+	/* after all that, the connection still serves */
+	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr), 0, NULL, 0), 0);
+	/* not an admin request for... we are root or the daemon's user: allowed */
+	assert_int_equal(raw_call(fd, UGPUD_CLIENTS, NULL, 0, 0, NULL, 0), 0);
+	close(fd);
+}
+
+static void peercred_refusal(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	int st;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "  peercred_refusal: skipped: needs root to run a client as nobody\n");
+		skip();
+	}
+	open_client(&ctx, &dev);
+	bo = make_bo(dev, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	/* The refused client is this test forked and turned into nobody (what
+	 * runuser -u nobody does, without needing the binary to be reachable
+	 * by nobody): SO_PEERCRED says uid 65534. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		struct ugpu_context *c2;
+		struct ugpu_device *d2 = NULL;
+		int ret;
+
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+			_exit(2);
+		if (ugpu_context_create(NULL, &c2))
+			_exit(3);
+		ret = ugpu_device_open(c2, uri, &d2);
+		_exit(ret == -EACCES ? 0 : 4);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* the others are served throughout */
+	assert_int_equal(ugpu_bo_write(bo, 0, "ok", 2), 0);
+	/* a daemon that allows nobody serves it, byte for byte */
+	{
+		char sock2[108], uri2[160];
+		const char *extra[] = { "--device", "sim:64M", "--allow-user", "nobody", NULL };
+		pid_t d2;
+
+		snprintf(sock2, sizeof(sock2), "/tmp/ugpud-test-allow-%d.sock", (int)getpid());
+		snprintf(uri2, sizeof(uri2), "ugpud:%s", sock2);
+		d2 = daemon_spawn(sock2, extra);
+		assert_true(d2 > 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (!pid) {
+			struct ugpu_context *c2;
+			struct ugpu_device *dv;
+			struct ugpu_bo *b2;
+			struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 8192 };
+			char back[6] = "";
+
+			if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+				_exit(2);
+			if (ugpu_context_create(NULL, &c2) || ugpu_device_open(c2, uri2, &dv))
+				_exit(3);
+			if (ugpu_bo_create(dv, &o, &b2) || ugpu_bo_write(b2, 4000, "nobody", 6) ||
+			    ugpu_bo_read(b2, 4000, back, 6) || memcmp(back, "nobody", 6))
+				_exit(4);
+			_exit(0);
+		}
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		assert_int_equal(daemon_stop(d2), 0);
+	}
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+}
+
+/* Fork a client running @child(ready_fd); returns once it wrote its ready
+ * byte (it then keeps calling until it is killed). */
+static pid_t spawn_ready(void (*child)(int ready_fd))
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		close(ready[0]);
+		child(ready[1]);
+		_exit(0);
+	}
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+/* SIGKILL @pid and wait (bounded by @bound_us) until @dev's stats are back
+ * at @base (BOs and VRAM): the time that took, in us. */
+static uint64_t kill_and_wait_release(struct ugpu_device *dev, pid_t pid,
+				      const struct ugpu_device_mem *base, uint64_t bound_us)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	uint64_t t0 = now_us(), dt;
+	int st;
+
+	kill(pid, SIGKILL);
+	for (;;) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		dt = now_us() - t0;
+		if (m.bos == base->bos && m.vram_used == base->vram_used)
+			break;
+		if (dt > bound_us)
+			fail_msg("%llu BOs, %llu VRAM bytes still held %llu us after SIGKILL",
+				 (unsigned long long)(m.bos - base->bos),
+				 (unsigned long long)(m.vram_used - base->vram_used),
+				 (unsigned long long)dt);
+		usleep(200);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st));
+	return dt;
+}
+
+/* A client with 8 BOs of 4 MiB, busy writing to them. */
+static void child_bo_writer(int ready_fd)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	static unsigned char junk[256 << 10];
+	struct ugpu_bo *bos[8];
+
+	if (ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd))
+		_exit(1);
+	for (int i = 0; i < 8; i++) {
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 * MIB };
+
+		if (ugpu_bo_create(cd, &o, &bos[i]))
+			_exit(2);
+	}
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	/* busy in calls when the kill comes: a write per loop */
+	for (unsigned int i = 0;; i++)
+		ugpu_bo_write(bos[i % 8], 0, junk, sizeof(junk));
+}
+
+static void killed_client_is_released(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem base = { .size = sizeof(base) }, m = { .size = sizeof(m) };
+	unsigned char want[4096], got[4096];
+	struct ugpu_bo *mine;
+	uint64_t worst = 0;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	mine = make_bo(dev, sizeof(want), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	fill(want, sizeof(want), 77);
+	assert_int_equal(ugpu_bo_write(mine, 0, want, sizeof(want)), 0);
+	assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
+	for (int round = 0; round < 5; round++) {
+		uint64_t dt;
+		pid_t pid = spawn_ready(child_bo_writer);
+
+		usleep(20000 + (useconds_t)round * 7000); /* somewhere in a write */
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		assert_int_equal(m.bos, base.bos + 8);
+		dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
+		if (dt > worst)
+			worst = dt;
+		/* ours is untouched */
+		assert_int_equal(ugpu_bo_read(mine, 0, got, sizeof(got)), 0);
+		assert_memory_equal(want, got, sizeof(got));
+	}
+	fprintf(stderr, "  a SIGKILLed client's 8 BOs (32 MiB) were released within %llu us "
+		"(worst of 5, from kill to the survivor's stats)\n", (unsigned long long)worst);
+	ugpu_bo_put(mine);
+	close_client(ctx, dev);
+}
+
+static void vram_quota(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 32 * MIB };
+	struct ugpu_bo *a, *b, *sys;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_bo_create(dev, &o, &a), 0);
+	assert_int_equal(ugpu_bo_create(dev, &o, &b), -EDQUOT);
+	/* system memory only: not VRAM, not counted */
+	o.placements[0] = UGPU_PLACEMENT_SYSTEM;
+	assert_int_equal(ugpu_bo_create(dev, &o, &sys), 0);
+	ugpu_bo_put(a);
+	o.placements[0] = UGPU_PLACEMENT_NONE;
+	assert_int_equal(ugpu_bo_create(dev, &o, &b), 0);
+	ugpu_bo_put(b);
+	ugpu_bo_put(sys);
+	close_client(ctx, dev);
+}
+
+static void admin_list_and_kill(void **state)
+{
+	struct ugpu_context *ca, *cb;
+	struct ugpu_device *a, *b;
+	static _Alignas(8) unsigned char buf[UGPUD_MAX_DATA];
+	struct ugpud_clients_rep *r = (void *)buf;
+	struct ugpu_bo *bo;
+	uint32_t bid = 0;
+	size_t got = 0;
+
+	(void)state;
+	open_client(&ca, &a);
+	open_client(&cb, &b);
+	bo = make_bo(b, 8192, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	/* earlier tests' connections close asynchronously: wait (bounded)
+	 * until only these two are left */
+	for (uint64_t t0 = now_ms();; usleep(1000)) {
+		assert_int_equal(remote_call(a, UGPUD_CLIENTS, NULL, 0, NULL, 0, buf, sizeof(buf), &got),
+				 0);
+		if (r->count <= 2 || now_ms() - t0 > 2000)
+			break;
+	}
+	assert_int_equal(r->count, 2);
+	assert_int_equal(r->total, 2);
+	assert_int_equal(got, sizeof(*r) + 2 * sizeof(r->c[0]));
+	for (uint32_t i = 0; i < r->count; i++) {
+		assert_int_equal(r->c[i].pid, getpid());
+		assert_string_equal(r->c[i].name, "test_ugpud");
+		if (r->c[i].bos == 1) {
+			assert_int_equal(r->c[i].bytes, 8192);
+			bid = r->c[i].id;
+		}
+	}
+	assert_int_not_equal(bid, 0);
+	assert_int_equal(remote_call(a, UGPUD_KILL, &(struct ugpud_kill_req){ .id = 9999 },
+				     sizeof(struct ugpud_kill_req), NULL, 0, NULL, 0, NULL),
+			 -ESRCH);
+	assert_int_equal(remote_call(a, UGPUD_KILL, &(struct ugpud_kill_req){ .id = bid },
+				     sizeof(struct ugpud_kill_req), NULL, 0, NULL, 0, NULL),
+			 0);
+	/* B's connection is gone: its calls say so */
+	assert_int_equal(ugpu_bo_write(bo, 0, "x", 1), -ENODEV);
+	ugpu_bo_put(bo);
+	close_client(cb, b);
+	close_client(ca, a);
+}
+
+static void not_served_yet(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_info info = { .size = sizeof(info) };
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	assert_string_equal(info.transport, "ugpud");
+	assert_string_equal(info.profile, "ugpu-sim");
+	assert_string_equal(info.name, uri);
+	assert_int_equal(info.vram_size, 128 * MIB);
+	assert_int_equal(info.caps & UGPU_DEVICE_CAP_GPUVM, UGPU_DEVICE_CAP_GPUVM);
+	assert_int_equal(info.caps & UGPU_DEVICE_CAP_FABRIC, 0);
+	assert_int_equal(ugpu_device_rpm_get(dev), -EOPNOTSUPP);
+	assert_int_equal(ugpu_device_suspend_prepare(dev), -EOPNOTSUPP);
+	close_client(ctx, dev);
+}
+
+/* Wait (bounded) for a datagram on @fd containing @want; the text seen. */
+static bool notify_wait(int fd, const char *want, unsigned int ms, char *seen, size_t n)
+{
+	uint64_t t0 = now_ms();
+
+	while (now_ms() - t0 < ms) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		r = recv(fd, seen, n - 1, 0);
+		if (r <= 0)
+			continue;
+		seen[r] = '\0';
+		if (strstr(seen, want))
+			return true;
+	}
+	return false;
+}
+
+/* systemd's side of the protocols, played by the test: a notify socket, a
+ * listening socket handed over as fd 3 with LISTEN_PID/LISTEN_FDS, a
+ * watchdog period. */
+static void socket_activation_and_notify(void **state)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	char bin[512], nuri[160], seen[512];
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	int nfd, lfd, st, dogs = 0;
+	uint64_t t0;
+	pid_t pid;
+
+	(void)state;
+	snprintf(bin, sizeof(bin), "%s/ugpud", dir);
+	snprintf(ns.sun_path, sizeof(ns.sun_path), "/tmp/ugpud-notify-%d", (int)getpid());
+	snprintf(ls.sun_path, sizeof(ls.sun_path), "/tmp/ugpud-act-%d.sock", (int)getpid());
+	unlink(ns.sun_path);
+	unlink(ls.sun_path);
+	nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(nfd, (struct sockaddr *)&ns, sizeof(ns)), 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ls, sizeof(ls)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char p[32];
+
+		if (dup2(lfd, 3) != 3)
+			_exit(126);
+		snprintf(p, sizeof(p), "%d", (int)getpid());
+		setenv("LISTEN_PID", p, 1);
+		setenv("LISTEN_FDS", "1", 1);
+		setenv("NOTIFY_SOCKET", ns.sun_path, 1);
+		setenv("WATCHDOG_USEC", "200000", 1);
+		execl(bin, bin, "--device", "sim:64M", (char *)NULL);
+		_exit(127);
+	}
+	close(lfd);
+	assert_true(notify_wait(nfd, "READY=1", 10000, seen, sizeof(seen)));
+	assert_non_null(strstr(seen, "STATUS=serving 0 clients on 1 devices"));
+	snprintf(nuri, sizeof(nuri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, nuri, &dev), 0);
+	assert_true(notify_wait(nfd, "STATUS=serving 1 clients", 2000, seen, sizeof(seen)));
+	bo = make_bo(dev, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_bo_write(bo, 0, "activated", 9), 0);
+	/* WATCHDOG=1 every half period: at least 3 in 600 ms */
+	for (t0 = now_ms(); now_ms() - t0 < 600;)
+		dogs += notify_wait(nfd, "WATCHDOG=1", 600 - (unsigned int)(now_ms() - t0), seen,
+				    sizeof(seen));
+	assert_true(dogs >= 3);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	kill(pid, SIGTERM);
+	assert_true(notify_wait(nfd, "STOPPING=1", 5000, seen, sizeof(seen)));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* a socket it was handed is systemd's: left where it is */
+	assert_int_equal(access(ls.sun_path, F_OK), 0);
+	unlink(ls.sun_path);
+	unlink(ns.sun_path);
+	close(nfd);
+}
+
+/* Read one byte of every page of a fresh mapping: its first-touch cost (us). */
+static uint64_t touch_pages(const unsigned char *p, size_t n)
+{
+	volatile unsigned char sink = 0;
+	uint64_t t0 = now_us();
+
+	for (size_t i = 0; i < n; i += 4096)
+		sink ^= p[i];
+	(void)sink;
+	return now_us() - t0;
+}
+
+/* CPU mappings through the daemon: the BO's own memfd, sealed, in system
+ * memory and held there; coherent both ways with the daemon's view. */
+static void cpu_map_through_daemon(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_info info = { .size = sizeof(info) };
+	struct ugpud_bo_map_rep rep;
+	struct ugpud_bo_req req = { 0 };
+	size_t n = 2 * MIB, got = 0;
+	unsigned char *want = malloc(n), *back = malloc(n);
+	struct ugpu_bo *bo, *vram_only;
+	struct stat st;
+	unsigned char *p;
+	void *addr;
+	uint64_t t0, t_map, t_touch, t_local;
+	int fd, seals;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	bo = make_bo(dev, n, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	fill(want, n, 99);
+	assert_int_equal(ugpu_bo_write(bo, 0, want, n), 0);
+	assert_int_equal(ugpu_bo_query(bo, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_VRAM);
+	t0 = now_us();
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	t_map = now_us() - t0;
+	p = addr;
+	/* the daemon moved it to system memory with its contents */
+	assert_int_equal(ugpu_bo_query(bo, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_SYSTEM);
+	t_touch = touch_pages(p, n);
+	assert_memory_equal(p, want, n);
+	/* mapping -> daemon, daemon -> mapping */
+	memset(p + 4096, 0x5c, 8192);
+	memset(want + 4096, 0x5c, 8192);
+	assert_int_equal(ugpu_bo_read(bo, 0, back, n), 0);
+	assert_memory_equal(back, want, n);
+	assert_int_equal(ugpu_bo_write(bo, 100000, "through the daemon", 18), 0);
+	assert_memory_equal(p + 100000, "through the daemon", 18);
+	memcpy(want + 100000, "through the daemon", 18);
+	/* held in system memory while mapped */
+	assert_int_equal(ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM), -EBUSY);
+	assert_int_equal(ugpu_bo_pin(bo), -EBUSY);
+	/* a second map is the same mapping */
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	assert_ptr_equal(addr, p);
+	/* the fd itself: this BO's size, sealed against shrink, grow, new seals */
+	req.handle = bo->remote_handle;
+	assert_int_equal(remote_call_fd(dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got,
+					&fd),
+			 0);
+	assert_int_equal(rep.size, n);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, (off_t)n);
+	seals = fcntl(fd, F_GET_SEALS);
+	assert_true(seals >= 0);
+	assert_int_equal(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+			 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	assert_int_equal(ftruncate(fd, 0), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(ftruncate(fd, (off_t)(2 * n)), -1);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), -1);
+	close(fd);
+	/* unmapped: it may move again, with what the mapping wrote */
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	assert_int_equal(ugpu_bo_unmap(bo), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, back, n), 0);
+	assert_memory_equal(back, want, n);
+	/* a VRAM-only BO cannot be handed over without handing VRAM over */
+	vram_only = make_bo(dev, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_bo_map(vram_only, &addr), -EINVAL);
+	ugpu_bo_put(vram_only);
+	/* the cost of a first touch of the same size in this process: a
+	 * private memfd, mapped shared */
+	{
+		int lfd = memfd_create("local", MFD_CLOEXEC);
+		unsigned char *l;
+
+		assert_int_equal(pwrite(lfd, want, n, 0), (ssize_t)n);
+		l = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+		assert_true(l != MAP_FAILED);
+		t_local = touch_pages(l, n);
+		munmap(l, n);
+		close(lfd);
+	}
+	fprintf(stderr, "  map of a 2 MiB BO in VRAM through ugpud: %llu us (move to system "
+		"memory, fd passing, mmap); first touch of its 512 pages %llu us, of a local "
+		"memfd's %llu us\n",
+		(unsigned long long)t_map, (unsigned long long)t_touch, (unsigned long long)t_local);
+	/* mapped at the last put: unmapped with it */
+	assert_int_equal(ugpu_bo_map(bo, &addr), 0);
+	ugpu_bo_put(bo);
+	free(want);
+	free(back);
+	close_client(ctx, dev);
+}
+
+/* Run @cmd, its stdout into @out; returns its exit status. */
+static int run_cmd(const char *cmd, char *out, size_t n)
+{
+	FILE *f = popen(cmd, "r");
+	size_t got;
+	int st;
+
+	assert_non_null(f);
+	got = fread(out, 1, n - 1, f);
+	out[got] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void ugpuctl_clients_and_kill(void **state)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	char cmd[512], out[8192], want[64], *line;
+	uint32_t me;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	me = remote_client_id(dev);
+	bo = make_bo(dev, 12288, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl clients %s", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	fprintf(stderr, "%s", out);
+	/* our line: id, our pid, 1 BO of 12288 bytes, counted against the quota */
+	snprintf(want, sizeof(want), "%6u %8d", me, (int)getpid());
+	line = strstr(out, want);
+	assert_non_null(line);
+	assert_non_null(strstr(line, "12288"));
+	assert_non_null(strstr(out, "(this ugpuctl)"));
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl kill %s 999999 2>&1", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 1);
+	assert_non_null(strstr(out, "client 999999"));
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl kill ugpud:%s %u", dir, sock_path, me);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	assert_int_equal(ugpu_bo_write(bo, 0, "x", 1), -ENODEV);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+}
+
+/* Submit @op over [va, +bytes) on @q and wait (bounded); the result. */
+static struct ugpu_kernel_result run_on(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va,
+					uint64_t bytes, uint64_t value)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	uint64_t fence = 0;
+
+	assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 10000, &r), 0);
+	return r;
+}
+
+/* GPU VMs and kernels through the daemon: one client's kernels write and
+ * read its BO through its VM; another client's kernel faults on an address
+ * it never bound, is aborted and reported to that client alone, while the
+ * first client's next kernel runs as before. */
+static void kernels_through_daemon(void **state)
+{
+	const uint64_t va = 0x100000, n = 64 << 10, value = 0x1122334455667788ull;
+	struct ugpu_context *ca, *cb;
+	struct ugpu_device *a, *b;
+	struct ugpu_vm *vma, *vmb;
+	struct ugpu_queue *qa, *qb;
+	struct ugpu_vm_info vi = { .size = sizeof(vi) };
+	struct ugpu_queue_info qi = { .size = sizeof(qi) };
+	struct ugpu_vm_opts mirror = { .size = sizeof(mirror), .flags = UGPU_VM_MIRROR,
+				       .mirror_start = 1ull << 30, .mirror_size = 1ull << 30 };
+	struct ugpu_kernel_result r;
+	struct ugpud_vm_bind_req bind = { 0 };
+	struct ugpu_vm *bad;
+	struct ugpu_bo *bo;
+	uint64_t *words = malloc(n), t0, t_fault;
+	int efd;
+
+	(void)state;
+	open_client(&ca, &a);
+	open_client(&cb, &b);
+	bo = make_bo(a, n, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	assert_int_equal(ugpu_vm_create(a, NULL, &vma), 0);
+	assert_int_equal(ugpu_vm_bind(vma, bo, 0, va, n, 0), 0);
+	assert_int_equal(ugpu_queue_create(vma, NULL, &qa), 0);
+	assert_int_equal(ugpu_vm_create(b, NULL, &vmb), 0);
+	assert_int_equal(ugpu_queue_create(vmb, NULL, &qb), 0);
+	assert_int_equal(ugpu_vm_query(vma, &vi), 0);
+	assert_int_equal(vi.binds, 1);
+	assert_int_equal(vi.bound_bytes, n);
+	assert_int_equal(vi.queues, 1);
+
+	r = run_on(qa, UGPU_KERNEL_WRITE, va, n, value);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, words, n), 0);
+	for (size_t i = 0; i < n / 8; i++)
+		assert_int_equal(words[i], value);
+	r = run_on(qa, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, value * (n / 8));
+
+	/* B: its VM has nothing at va: aborted, reported to B */
+	t0 = now_us();
+	r = run_on(qb, UGPU_KERNEL_READ_SUM, va, 4096, 0);
+	t_fault = now_us() - t0;
+	assert_int_equal(r.status, -EFAULT);
+	assert_int_equal(r.fault_va, va);
+	/* A goes on */
+	r = run_on(qa, UGPU_KERNEL_ATOMIC_ADD, va, n, 1);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, words, 8), 0);
+	assert_int_equal(words[0], value + 1);
+	assert_int_equal(ugpu_queue_query(qa, &qi), 0);
+	assert_int_equal(qi.submitted, 3);
+	assert_int_equal(qi.completed, 3);
+	fprintf(stderr, "  client B's faulting kernel reported to it in %llu us; client A's "
+		"kernels ran on (last ran %llu ns on the device)\n",
+		(unsigned long long)t_fault, (unsigned long long)r.run_ns);
+
+	/* B cannot bind A's BO: a foreign object, and a handle B lacks */
+	assert_int_equal(ugpu_vm_bind(vmb, bo, 0, va, n, 0), -EINVAL);
+	bind.vm = vmb->remote_handle;
+	bind.bo = bo->remote_handle;
+	bind.va = va;
+	bind.bytes = n;
+	assert_int_equal(remote_call(b, UGPUD_VM_BIND, &bind, sizeof(bind), NULL, 0, NULL, 0, NULL),
+			 -ENOENT);
+	/* a queue handle is not a VM handle */
+	bind.vm = queue_remote_handle(qb);
+	assert_int_equal(remote_call(b, UGPUD_VM_UNBIND, &bind, sizeof(bind), NULL, 0, NULL, 0,
+				     NULL),
+			 -ENOENT);
+	/* not served: mirror VMs, fence eventfds */
+	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), -EOPNOTSUPP);
+	assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), -EOPNOTSUPP);
+	/* a VM with a queue stays */
+	assert_int_equal(ugpu_vm_destroy(vma), -EBUSY);
+	assert_int_equal(ugpu_queue_destroy(qa), 0);
+	assert_int_equal(ugpu_vm_unbind(vma, va, n), 0);
+	assert_int_equal(ugpu_vm_destroy(vma), 0);
+	ugpu_bo_put(bo);
+	/* B leaves its VM and queue to the daemon: closing releases them there;
+	 * the handles are freed by their destroy, which says nothing more
+	 * (the daemon let go of them already) */
+	ugpu_device_close(b);
+	assert_int_equal(ugpu_queue_destroy(qb), 0);
+	assert_int_equal(ugpu_vm_destroy(vmb), 0);
+	ugpu_context_destroy(cb);
+	close_client(ca, a);
+	free(words);
+}
+
+/* A client killed with a VM, a bind, a queue and kernels in flight: the
+ * daemon destroys them (queues, VMs, BOs, in that order) and the device's
+ * VRAM is back where it was. */
+/* A client with a VM, a bind, a queue and kernels in flight. */
+static void child_kernels(int ready_fd)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 * MIB };
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_ATOMIC_ADD, .va = 0x200000,
+				 .bytes = 4 * MIB, .value = 3 };
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo;
+	uint64_t fence;
+
+	if (ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd) ||
+	    ugpu_bo_create(cd, &o, &bo) || ugpu_vm_create(cd, NULL, &vm) ||
+	    ugpu_vm_bind(vm, bo, 0, k.va, k.bytes, 0) || ugpu_queue_create(vm, NULL, &q))
+		_exit(1);
+	for (int i = 0; i < 8; i++)
+		if (ugpu_queue_submit(q, &k, &fence))
+			_exit(2);
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	for (;;)
+		ugpu_queue_submit(q, &k, &fence); /* -EBUSY when full: keep asking */
+}
+
+/* A client killed with kernels in flight: the daemon destroys its queues,
+ * VMs and BOs, in that order, and the device's VRAM is back where it was. */
+static void killed_client_with_kernels(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem base = { .size = sizeof(base) };
+	uint64_t t0, dt;
+	pid_t pid;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	/* earlier tests' connections close asynchronously */
+	for (t0 = now_ms(); now_ms() - t0 < 2000; usleep(1000)) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
+		if (!base.bos)
+			break;
+	}
+	pid = spawn_ready(child_kernels);
+	usleep(10000);
+	dt = kill_and_wait_release(dev, pid, &base, 10 * RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a SIGKILLed client with a VM, a bind, a queue and kernels in flight "
+		"was released within %llu us\n", (unsigned long long)dt);
+	close_client(ctx, dev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(two_clients_share_the_device),
+		cmocka_unit_test(handles_are_per_connection),
+		cmocka_unit_test(protocol_refusals),
+		cmocka_unit_test(peercred_refusal),
+		cmocka_unit_test(killed_client_is_released),
+		cmocka_unit_test(vram_quota),
+		cmocka_unit_test(admin_list_and_kill),
+		cmocka_unit_test(cpu_map_through_daemon),
+		cmocka_unit_test(kernels_through_daemon),
+		cmocka_unit_test(killed_client_with_kernels),
+		cmocka_unit_test(ugpuctl_clients_and_kill),
+		cmocka_unit_test(not_served_yet),
+		cmocka_unit_test(socket_activation_and_notify),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, start_daemon, stop_daemon);
+}

@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpu-bench daemon: the cost of going through ugpud (docs/daemon.md).
+ *
+ *  bo_cycle  BO create + CPU map + destroy through the daemon, per cycle,
+ *            against the raw SOCK_SEQPACKET round trip of a record of the
+ *            same size to an echo process, measured in the same run with
+ *            the same CPU placement (client on one CPU, daemon and echo
+ *            server on another when there are two). Target: p50 <= 3x raw.
+ *            local_p50_us: the same cycle on a device this process owns
+ *            (in-process reference device), what the driver's own work
+ *            costs without the daemon.
+ *  scale     N client processes (1, 4, 16, 64) each writing 4 KiB to its
+ *            own BO as fast as the daemon answers, for --seconds: the
+ *            daemon's requests per second in total.
+ *
+ * It starts the ugpud binary next to itself on the embedded reference
+ * device and a temporary socket (or uses --socket PATH of a running one).
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+
+#include "base/sock.h"
+#include "src/ugpud_proto.h"
+#include "tools/ugpu-bench/bench.h"
+#include "tools/ugpu-sim/sim.h"
+
+#define RAW_LEN (sizeof(struct ugpud_hdr) + sizeof(struct ugpud_bo_create_req))
+
+static int pin(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return 0;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set) ? -errno : 0;
+}
+
+static uint64_t pct(uint64_t *v, size_t n, unsigned p)
+{
+	qsort(v, n, sizeof(*v), bench_cmp_u64);
+	return v[(n - 1) * p / 100];
+}
+
+/* Start ugpud on the server CPU; wait (bounded) until it accepts. */
+static pid_t daemon_start(const char *sock, int cpu)
+{
+	char exe[PATH_MAX], bin[PATH_MAX + 8];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	pid_t pid;
+
+	if (n <= 0)
+		return -1;
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(bin, sizeof(bin), "%s/ugpud", exe);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		pin(cpu);
+		execl(bin, bin, "--device", "sim:256M", "--socket", sock, "--max-clients", "128",
+		      "--max-bos", "65535", (char *)NULL);
+		fprintf(stderr, "ugpu-bench daemon: cannot run %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	for (uint64_t t0 = bench_ns(); bench_ns() - t0 < 10000000000ull; usleep(10000)) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		bool ok;
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (ok)
+			return pid;
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+/* The baseline: one record to an echo process and back, @n times. */
+static int raw_round_trip(size_t n, int cpu_server, double *p50_us)
+{
+	unsigned char buf[RAW_LEN] = { 0 };
+	uint64_t *t = calloc(n, sizeof(*t));
+	int sv[2], ret = 0;
+	pid_t pid;
+
+	if (!t || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		free(t);
+		return -ENOMEM;
+	}
+	pid = fork();
+	if (!pid) {
+		struct sock_wait w = { .deadline_ns = UINT64_MAX, .wake_fd = -1 };
+
+		close(sv[0]);
+		pin(cpu_server);
+		for (;;) {
+			struct sock_fds in = { .max = 0 };
+			struct iovec iov = { buf, sizeof(buf) };
+			size_t len = 0;
+
+			if (sock_recv_packet(sv[1], buf, sizeof(buf), &len, &in, &w))
+				_exit(0);
+			iov.iov_len = len;
+			if (sock_send(sv[1], &iov, 1, NULL, 0, UINT64_MAX, NULL))
+				_exit(0);
+		}
+	}
+	close(sv[1]);
+	for (size_t i = 0; i < n && !ret; i++) {
+		struct sock_wait w = { .deadline_ns = bench_ns() + 5000000000ull, .wake_fd = -1 };
+		struct sock_fds in = { .max = 0 };
+		struct iovec iov = { buf, sizeof(buf) };
+		uint64_t t0 = bench_ns();
+		size_t len = 0;
+
+		ret = sock_send(sv[0], &iov, 1, NULL, 0, w.deadline_ns, NULL);
+		if (!ret)
+			ret = sock_recv_packet(sv[0], buf, sizeof(buf), &len, &in, &w);
+		t[i] = bench_ns() - t0;
+	}
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	if (!ret)
+		*p50_us = (double)pct(t, n, 50) / 1000.0;
+	free(t);
+	return ret;
+}
+
+/* The same cycle on @uri: a "ugpud:" URI, or the device itself (the local
+ * baseline: what the cycle costs a program that owns the device). */
+static int bo_cycle(const char *uri, size_t n, double *p50_us, double *p99_us)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 64 << 10,
+				  .placements = { UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM } };
+	uint64_t *t = calloc(n, sizeof(*t));
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	ret = ugpu_context_create(NULL, &ctx);
+	if (ret)
+		goto out_free;
+	ret = ugpu_device_open(ctx, uri, &dev);
+	if (ret)
+		goto out_ctx;
+	for (size_t i = 0; i < n && !ret; i++) {
+		uint64_t t0 = bench_ns();
+		struct ugpu_bo *bo;
+		void *p;
+
+		ret = ugpu_bo_create(dev, &o, &bo);
+		if (ret)
+			break;
+		ret = ugpu_bo_map(bo, &p);
+		if (!ret)
+			((volatile char *)p)[0] = 1; /* the mapping is real */
+		ugpu_bo_put(bo);
+		t[i] = bench_ns() - t0;
+	}
+	if (!ret) {
+		*p50_us = (double)pct(t, n, 50) / 1000.0;
+		*p99_us = (double)pct(t, n, 99) / 1000.0;
+	}
+	ugpu_device_close(dev);
+out_ctx:
+	ugpu_context_destroy(ctx);
+out_free:
+	free(t);
+	return ret;
+}
+
+/* One client of the scale case: 4 KiB writes to its own BO until @end_ns;
+ * the count goes to @out_fd. */
+static void scale_client(const char *uri, int go_fd, int out_fd)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096 };
+	static char data[4096];
+	struct ugpu_bo *bo;
+	uint64_t ops = 0, secs_ns, end;
+	char c;
+
+	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev) ||
+	    ugpu_bo_create(dev, &o, &bo))
+		_exit(1);
+	if (read(go_fd, &secs_ns, sizeof(secs_ns)) != sizeof(secs_ns))
+		_exit(2);
+	for (end = bench_ns() + secs_ns; bench_ns() < end; ops++)
+		if (ugpu_bo_write(bo, 0, data, sizeof(data)))
+			_exit(3);
+	if (write(out_fd, &ops, sizeof(ops)) != sizeof(ops))
+		_exit(4);
+	(void)c;
+	ugpu_bo_put(bo);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	_exit(0);
+}
+
+static int scale(const char *uri, unsigned clients, double seconds, double *ops_per_s)
+{
+	int go[2], out[2], ret = 0;
+	uint64_t secs_ns = (uint64_t)(seconds * 1e9), total = 0;
+	pid_t *pids = calloc(clients, sizeof(*pids));
+
+	if (!pids || pipe(go) || pipe(out)) {
+		free(pids);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < clients; i++) {
+		pids[i] = fork();
+		if (!pids[i]) {
+			close(go[1]);
+			close(out[0]);
+			scale_client(uri, go[0], out[1]);
+		}
+	}
+	close(go[0]);
+	close(out[1]);
+	/* every client holds its BO before the clock starts: a connection
+	 * set-up is not an op */
+	usleep(200000 + clients * 20000u);
+	for (unsigned i = 0; i < clients; i++)
+		if (write(go[1], &secs_ns, sizeof(secs_ns)) != sizeof(secs_ns))
+			ret = -EIO;
+	for (unsigned i = 0; i < clients; i++) {
+		uint64_t ops;
+
+		if (read(out[0], &ops, sizeof(ops)) != sizeof(ops))
+			ret = -EIO;
+		else
+			total += ops;
+	}
+	for (unsigned i = 0; i < clients; i++) {
+		int st;
+
+		waitpid(pids[i], &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			ret = -EIO;
+	}
+	close(go[1]);
+	close(out[0]);
+	free(pids);
+	*ops_per_s = (double)total / seconds;
+	return ret;
+}
+
+int bench_daemon(int argc, char **argv)
+{
+	uint64_t n = 2000, seconds_ms = 1000;
+	const char *sock = NULL;
+	bool same_cpu = false;
+	const struct cli_opt opts[] = {
+		{ .name = "n", .kind = CLI_UINT, .dst = &n, .arg = "N",
+		  .help = "bo_cycle: cycles (and raw round trips)", .min = 100, .max = 1000000 },
+		{ .name = "ms", .kind = CLI_UINT, .dst = &seconds_ms, .arg = "MS",
+		  .help = "scale: how long each client count runs", .min = 100, .max = 60000 },
+		{ .name = "socket", .kind = CLI_STR, .dst = &sock, .arg = "PATH",
+		  .help = "use the ugpud serving PATH instead of starting one (the CPU placement "
+			  "is then only the client's)" },
+		{ .name = "same-cpu", .kind = CLI_FLAG, .dst = &same_cpu,
+		  .help = "client, daemon and echo server all on CPU 0 (default: the servers on "
+			  "CPU 1 when there is one)" },
+		{ 0 },
+	};
+	const struct cli_cmd cli = { .prog = "ugpu-bench daemon", .args = "",
+				     .summary = "through ugpud: BO create+map+destroy vs a raw "
+						"SOCK_SEQPACKET round trip; clients scaling",
+				     .opts = opts };
+	static const unsigned counts[] = { 1, 4, 16, 64 };
+	char path[108], uri[128];
+	int ret = cli_parse(&cli, argc, argv, NULL, NULL), cpu_server;
+	double raw = 0, p50 = 0, p99 = 0, local = 0;
+	pid_t pid = 0;
+
+	if (ret != CLI_CONTINUE)
+		return ret;
+	cpu_server = (!same_cpu && sysconf(_SC_NPROCESSORS_ONLN) > 1) ? 1 : 0;
+	if (!sock) {
+		snprintf(path, sizeof(path), "/tmp/ugpu-bench-daemon-%d.sock", (int)getpid());
+		pid = daemon_start(path, cpu_server);
+		if (pid < 0) {
+			fprintf(stderr, "ugpu-bench daemon: ugpud did not start\n");
+			return 1;
+		}
+		sock = path;
+	}
+	snprintf(uri, sizeof(uri), "ugpud:%s", sock);
+	pin(0);
+	ret = raw_round_trip(n, pid ? cpu_server : -1, &raw);
+	if (!ret)
+		ret = bo_cycle(uri, n, &p50, &p99);
+	if (!ret) { /* the baseline of the driver's own work: a device in this process */
+		struct sim_opts so;
+		struct sim *sim;
+		char luri[160];
+		double lp99;
+
+		sim_opts_init(&so);
+		ret = sim_start(&so, &sim);
+		if (!ret) {
+			snprintf(luri, sizeof(luri), "vfio-user:%s", sim_socket_path(sim, 0));
+			ret = bo_cycle(luri, n, &local, &lp99);
+			sim_stop(sim);
+		}
+	}
+	if (!ret)
+		printf("{\"bench\":\"daemon\",\"case\":\"bo_cycle\",\"n\":%llu,\"bo_bytes\":65536,"
+		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"raw_p50_us\":%.1f,\"ratio\":%.2f,"
+		       "\"local_p50_us\":%.1f,\"server_cpu\":%d}\n",
+		       (unsigned long long)n, p50, p99, raw, p50 / raw, local, cpu_server);
+	fflush(stdout);
+	/* the clients spread over the CPUs as the scheduler likes */
+	{
+		cpu_set_t all;
+
+		CPU_ZERO(&all);
+		for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &all);
+		sched_setaffinity(0, sizeof(all), &all);
+	}
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]) && !ret; i++) {
+		double ops = 0;
+
+		ret = scale(uri, counts[i], (double)seconds_ms / 1000.0, &ops);
+		if (!ret)
+			printf("{\"bench\":\"daemon\",\"case\":\"scale\",\"clients\":%u,"
+			       "\"ops_per_s\":%.0f,\"op\":\"4 KiB write\"}\n",
+			       counts[i], ops);
+		fflush(stdout);
+	}
+	if (ret)
+		fprintf(stderr, "ugpu-bench daemon: %s\n", strerror(-ret));
+	if (pid > 0) {
+		kill(pid, SIGTERM);
+		waitpid(pid, NULL, 0);
+	}
+	return ret ? 1 : 0;
+}

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpuctl clients | kill: talk to ugpud (docs/daemon.md).
+ *
+ *   ugpuctl clients SOCKET        the daemon's clients: id, pid, uid, device,
+ *                                 BOs, bytes, VRAM counted against the quota,
+ *                                 requests served, program name
+ *   ugpuctl kill SOCKET ID        disconnect client ID; the daemon releases
+ *                                 everything it held
+ *
+ * Both are administrator requests: root or the daemon's own user (others
+ * get "Operation not permitted" from the daemon). ugpuctl connects as a
+ * client itself, so it appears in the list (marked "(this ugpuctl)").
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ugpu/device.h>
+
+#include "src/remote.h"
+#include "src/ugpud_proto.h"
+#include "tools/ugpuctl/ugpuctl.h"
+
+/* "ugpud:SOCKET" from a socket path (a full ugpud: URI is taken too). */
+static int daemon_open(const char *prog, const char *sock, struct ugpu_context **ctx,
+		       struct ugpu_device **dev)
+{
+	char uri[160];
+
+	if (!strncmp(sock, REMOTE_URI_PREFIX, strlen(REMOTE_URI_PREFIX)))
+		snprintf(uri, sizeof(uri), "%s", sock);
+	else
+		snprintf(uri, sizeof(uri), "%s%s", REMOTE_URI_PREFIX, sock);
+	return ugpuctl_open(prog, uri, ctx, dev);
+}
+
+static const struct cli_cmd clients_cli = {
+	.prog = "ugpuctl clients",
+	.args = "SOCKET",
+	.summary = "list ugpud's clients with their memory and requests",
+	.about = "SOCKET is ugpud's socket (e.g. /run/ugpud/ugpud.sock). Needs root or the\n"
+		 "daemon's user.",
+	.min_pos = 1,
+	.max_pos = 1,
+};
+
+static int run_clients(int argc, char **argv)
+{
+	static _Alignas(8) unsigned char buf[UGPUD_MAX_DATA];
+	struct ugpud_clients_rep *r = (void *)buf;
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	unsigned npos;
+	char *sock;
+	size_t got = 0;
+	int rc = cli_parse(&clients_cli, argc, argv, &sock, &npos), ret;
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (daemon_open(clients_cli.prog, sock, &ctx, &dev))
+		return 1;
+	ret = remote_call(dev, UGPUD_CLIENTS, NULL, 0, NULL, 0, buf, sizeof(buf), &got);
+	if (!ret && (got < sizeof(*r) || got != sizeof(*r) + r->count * sizeof(r->c[0])))
+		ret = -EPROTO;
+	if (ret) {
+		fprintf(stderr, "%s: %s: %s\n", clients_cli.prog, sock, ugpu_strerror(ret));
+		rc = 1;
+		goto out;
+	}
+	printf("%6s %8s %6s %6s %6s %12s %12s %10s  %s\n", "ID", "PID", "UID", "DEVICE", "BOS",
+	       "BYTES", "VRAM-QUOTA", "REQUESTS", "NAME");
+	for (uint32_t i = 0; i < r->count; i++) {
+		const struct ugpud_client_info *c = &r->c[i];
+
+		printf("%6u %8u %6u %6u %6u %12llu %12llu %10llu  %.31s%s\n", c->id, c->pid, c->uid,
+		       c->device, c->bos, (unsigned long long)c->bytes,
+		       (unsigned long long)c->vram_charged, (unsigned long long)c->requests,
+		       c->name, c->id == remote_client_id(dev) ? " (this ugpuctl)" : "");
+	}
+	if (r->total > r->count)
+		printf("(%u more not listed)\n", r->total - r->count);
+	rc = 0;
+out:
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	return rc;
+}
+
+static const struct cli_cmd kill_cli = {
+	.prog = "ugpuctl kill",
+	.args = "SOCKET ID",
+	.summary = "disconnect a ugpud client; the daemon releases all it held",
+	.about = "ID is a client id of 'ugpuctl clients'. Needs root or the daemon's user.",
+	.min_pos = 2,
+	.max_pos = 2,
+};
+
+static int run_kill(int argc, char **argv)
+{
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	struct ugpud_kill_req k = { 0 };
+	char *pos[2];
+	unsigned npos;
+	uint64_t id;
+	int rc = cli_parse(&kill_cli, argc, argv, pos, &npos), ret;
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (cli_uint(kill_cli.prog, "ID", pos[1], 1, UINT32_MAX, &id))
+		return CLI_EXIT_USAGE;
+	if (daemon_open(kill_cli.prog, pos[0], &ctx, &dev))
+		return 1;
+	k.id = (uint32_t)id;
+	ret = remote_call(dev, UGPUD_KILL, &k, sizeof(k), NULL, 0, NULL, 0, NULL);
+	if (ret)
+		fprintf(stderr, "%s: client %u: %s\n", kill_cli.prog, k.id, ugpu_strerror(ret));
+	else
+		printf("client %u disconnected\n", k.id);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	return ret ? 1 : 0;
+}
+
+const struct ugpuctl_cmd ugpuctl_cmd_clients = { .cli = &clients_cli, .name = "clients",
+						 .run = run_clients };
+const struct ugpuctl_cmd ugpuctl_cmd_kill = { .cli = &kill_cli, .name = "kill", .run = run_kill };

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud: a client's life — who may connect, its handle table, and the
+ * release of everything it held when it goes (see ugpud.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm/bo.h"
+#include "tools/ugpud/ugpud.h"
+
+bool client_policy(const struct ugpud *d, const struct ucred *cred, const gid_t *groups,
+		   int ngroups, char *why, size_t n)
+{
+	if (cred->uid == 0 || cred->uid == d->self_uid)
+		return true;
+	for (unsigned int i = 0; i < d->n_allow_uid; i++)
+		if (cred->uid == d->allow_uid[i])
+			return true;
+	for (unsigned int i = 0; i < d->n_allow_gid; i++) {
+		if (cred->gid == d->allow_gid[i])
+			return true;
+		for (int k = 0; k < ngroups; k++)
+			if (groups[k] == d->allow_gid[i])
+				return true;
+	}
+	snprintf(why, n,
+		 "uid %u (pid %d) may not use this ugpud: it serves root, uid %u and the users "
+		 "and groups of its --allow-user/--allow-group options",
+		 (unsigned int)cred->uid, (int)cred->pid, (unsigned int)d->self_uid);
+	return false;
+}
+
+struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred)
+{
+	struct client *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->id = ++d->next_id;
+	c->fd = fd;
+	c->pid = cred->pid;
+	c->uid = cred->uid;
+	c->gid = cred->gid;
+	c->admin = cred->uid == 0 || cred->uid == d->self_uid;
+	snprintf(c->name, sizeof(c->name), "?");
+	list_init(&c->link);
+	return c;
+}
+
+struct client *client_find(struct ugpud *d, uint32_t id)
+{
+	list_for_each(l, &d->clients) {
+		struct client *c = list_entry(l, struct client, link);
+
+		if (c->id == id)
+			return c;
+	}
+	return NULL;
+}
+
+struct ugpud_slot *client_slot(struct client *c, uint32_t handle, enum slot_kind kind)
+{
+	uint32_t idx = handle & 0xffffu;
+	struct ugpud_slot *s;
+
+	if (!idx || idx > c->nslots)
+		return NULL;
+	s = &c->slots[idx - 1];
+	if (s->kind != kind || s->gen != (uint16_t)(handle >> 16))
+		return NULL;
+	return s;
+}
+
+struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_kind kind,
+				   uint32_t *handle, int *err)
+{
+	uint32_t i;
+
+	if (c->nobjs >= d->max_bos) {
+		*err = -EMFILE;
+		return NULL;
+	}
+	if (c->nobjs == c->nslots) {
+		uint32_t n = c->nslots ? c->nslots * 2 : 16;
+		struct ugpud_slot *s;
+
+		if (n > UGPUD_HANDLE_SLOTS)
+			n = UGPUD_HANDLE_SLOTS;
+		if (n <= c->nslots) {
+			*err = -EMFILE;
+			return NULL;
+		}
+		s = realloc(c->slots, n * sizeof(*s));
+		if (!s) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		memset(s + c->nslots, 0, (n - c->nslots) * sizeof(*s));
+		c->slots = s;
+		c->nslots = n;
+	}
+	for (i = 0; i < c->nslots && c->slots[i].kind != SLOT_FREE; i++)
+		;
+	c->slots[i].kind = kind;
+	c->slots[i].gen++; /* a handle of the slot's last object is stale now */
+	c->nobjs++;
+	*handle = ((uint32_t)c->slots[i].gen << 16) | (i + 1);
+	return &c->slots[i];
+}
+
+int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
+		    uint64_t vram_charge, uint32_t *handle)
+{
+	int err = 0;
+	struct ugpud_slot *s = client_slot_new(d, c, SLOT_BO, handle, &err);
+
+	if (!s)
+		return err;
+	s->bo = bo;
+	s->bytes = bytes;
+	s->vram_charge = vram_charge;
+	c->nbos++;
+	c->bytes += bytes;
+	c->vram_charged += vram_charge;
+	return 0;
+}
+
+int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
+{
+	int ret = 0;
+
+	switch (s->kind) {
+	case SLOT_BO:
+		if (s->mapped)
+			bo_sys_release(s->bo);
+		s->mapped = false;
+		ugpu_bo_put(s->bo);
+		c->nbos--;
+		c->bytes -= s->bytes;
+		c->vram_charged -= s->vram_charge;
+		d->released_bos++;
+		break;
+	case SLOT_VM:
+		ret = ugpu_vm_destroy(s->vm);
+		break;
+	case SLOT_QUEUE:
+		/* -ETIMEDOUT: its kernel did not end in time; the queue is
+		 * freed when it does (include/ugpu/vm.h): gone for us either way */
+		(void)ugpu_queue_destroy(s->q);
+		break;
+	case SLOT_FREE:
+		return 0;
+	}
+	if (ret)
+		return ret;
+	s->kind = SLOT_FREE;
+	s->bo = NULL;
+	s->vm = NULL;
+	s->q = NULL;
+	c->nobjs--;
+	return 0;
+}
+
+void client_release(struct ugpud *d, struct client *c)
+{
+	/* queues before their VMs, VMs (and their binds) before the BOs */
+	static const enum slot_kind order[] = { SLOT_QUEUE, SLOT_VM, SLOT_BO };
+
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+		for (uint32_t i = 0; i < c->nslots; i++)
+			if (c->slots[i].kind == order[k])
+				client_slot_drop(d, c, &c->slots[i]);
+	free(c->slots);
+	c->slots = NULL;
+	c->nslots = 0;
+}

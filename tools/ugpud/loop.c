@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud's event loop on io_uring (liburing): the listening socket is read
+ * with IORING_OP_ACCEPT, every client's requests with IORING_OP_RECVMSG and
+ * its replies written with IORING_OP_SENDMSG, the termination signals with
+ * IORING_OP_READ of a signalfd. One thread submits and reaps everything.
+ *
+ * Per client, exactly one operation is in flight: a receive, or the send of
+ * the reply to the request just served. So a client's queue in the daemon
+ * is one record each way, whatever it sends: what it pipelines waits in its
+ * own socket buffer (the kernel's bound), and a client that stops reading
+ * its replies stalls only itself. A refused peer gets its error with a
+ * non-blocking send and is closed at once.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "tools/ugpud/ugpud.h"
+
+#define RING_ENTRIES 256
+/* How long the loop waits for in-flight operations at exit. */
+#define EXIT_DRAIN_MS 2000
+
+enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL };
+
+/* Room for a control message of @n fds: at least CMSG_SPACE(n ints). */
+#define CTRL_BYTES(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + 8)
+
+/* What a completion's user_data points to. */
+struct op {
+	enum op_kind kind;
+	struct client *c;
+};
+
+struct client_io {
+	struct op recv_op;
+	struct op send_op;
+	bool busy; /* an operation is in flight */
+	struct iovec rx_iov;
+	struct msghdr rx_msg;
+	union {
+		char b[CTRL_BYTES(SOCK_MAX_FDS)];
+		size_t align; /* cmsghdr's alignment (its flexible array makes it no member) */
+	} ctrl;
+	struct iovec tx_iov;
+	struct msghdr tx_msg;
+	union {
+		char b[CTRL_BYTES(1)];
+		size_t align;
+	} tx_ctrl;
+	int tx_fd; /* sent with the reply in flight (UGPUD_BO_MAP), closed after; -1 */
+	/* aligned for the wire structs that are read and written in them */
+	_Alignas(8) unsigned char rx[UGPUD_MAX_MSG];
+	_Alignas(8) unsigned char tx[UGPUD_MAX_MSG];
+};
+
+struct loop {
+	struct io_uring ring;
+	struct ugpud *d;
+	int listen_fd;
+	struct op accept_op;
+	int sig_fd;
+	struct op sig_op;
+	struct signalfd_siginfo si;
+	bool stop;
+};
+
+static struct io_uring_sqe *get_sqe(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&lp->ring);
+
+	if (!sqe) { /* the submission queue is full: hand it to the kernel */
+		io_uring_submit(&lp->ring);
+		sqe = io_uring_get_sqe(&lp->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io_uring_prep_accept(sqe, lp->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data(sqe, &lp->accept_op);
+}
+
+static void arm_signal(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io_uring_prep_read(sqe, lp->sig_fd, &lp->si, sizeof(lp->si), 0);
+	io_uring_sqe_set_data(sqe, &lp->sig_op);
+}
+
+static void arm_recv(struct loop *lp, struct client *c)
+{
+	struct client_io *io = c->io;
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io->rx_iov = (struct iovec){ .iov_base = io->rx, .iov_len = sizeof(io->rx) };
+	io->rx_msg = (struct msghdr){
+		.msg_iov = &io->rx_iov,
+		.msg_iovlen = 1,
+		.msg_control = io->ctrl.b,
+		.msg_controllen = CMSG_SPACE(sizeof(int) * SOCK_MAX_FDS),
+	};
+	/* MSG_TRUNC: the result is the record's real length, so an oversized
+	 * one is told apart (and refused) rather than served cut. */
+	io_uring_prep_recvmsg(sqe, c->fd, &io->rx_msg, MSG_TRUNC | MSG_CMSG_CLOEXEC);
+	io_uring_sqe_set_data(sqe, &io->recv_op);
+	io->busy = true;
+}
+
+static void arm_send(struct loop *lp, struct client *c, size_t len, int fd)
+{
+	struct client_io *io = c->io;
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io->tx_iov = (struct iovec){ .iov_base = io->tx, .iov_len = len };
+	io->tx_msg = (struct msghdr){ .msg_iov = &io->tx_iov, .msg_iovlen = 1 };
+	io->tx_fd = fd;
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&io->tx_ctrl, 0, sizeof(io->tx_ctrl));
+		io->tx_msg.msg_control = io->tx_ctrl.b;
+		io->tx_msg.msg_controllen = CMSG_SPACE(sizeof(int));
+		cm = CMSG_FIRSTHDR(&io->tx_msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	io_uring_prep_sendmsg(sqe, c->fd, &io->tx_msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, &io->send_op);
+	io->busy = true;
+}
+
+static void status(struct ugpud *d)
+{
+	char s[160];
+
+	snprintf(s, sizeof(s), "STATUS=serving %u clients on %u devices (%llu refused)",
+		 d->nclients, d->ndevs, (unsigned long long)d->refused);
+	notify_send(s);
+}
+
+/* The client went (EOF, error, killed): release all it held. */
+static void client_drop(struct loop *lp, struct client *c, const char *why)
+{
+	struct ugpud *d = lp->d;
+	uint32_t bos = c->nbos;
+	uint64_t t0 = now_us();
+
+	client_release(d, c);
+	ugpud_log("client %u (pid %d, uid %u, %s) %s: released %u BOs in %llu us", c->id,
+		  (int)c->pid, (unsigned int)c->uid, c->name, why, bos,
+		  (unsigned long long)(now_us() - t0));
+	close(c->fd);
+	list_del(&c->link);
+	d->nclients--;
+	free(c->io);
+	free(c);
+	status(d);
+}
+
+static void loop_kill(struct ugpud *d, struct client *victim)
+{
+	(void)d;
+	/* Its pending receive (or send) ends now; the loop drops it there. */
+	shutdown(victim->fd, SHUT_RDWR);
+	ugpud_log("client %u (pid %d): killed on request", victim->id, (int)victim->pid);
+}
+
+/* A refusal: one error record, never waited for; then the socket closes. */
+static void refuse(struct ugpud *d, int fd, int err, const char *why)
+{
+	unsigned char buf[sizeof(struct ugpud_hdr) + UGPUD_MAX_ERRMSG];
+	size_t len = serve_error(buf, 0, 0, err, "%s", why);
+
+	if (send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		ugpud_log("refusal not delivered: %s", strerror(errno));
+	/* What it sent already is read and dropped (a few records at most):
+	 * closing with unread data would make its next read a reset instead
+	 * of the refusal. */
+	for (int i = 0; i < 8 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC) > 0; i++)
+		;
+	close(fd);
+	d->refused++;
+	ugpud_log("refused: %s", why);
+	status(d);
+}
+
+static void on_accept(struct loop *lp, int fd)
+{
+	struct ugpud *d = lp->d;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	gid_t groups[64];
+	socklen_t glen = sizeof(groups);
+	int ngroups = 0;
+	char why[UGPUD_MAX_ERRMSG];
+	struct client *c;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen)) {
+		ugpud_log("SO_PEERCRED: %s; connection closed", strerror(errno));
+		close(fd);
+		return;
+	}
+	if (!getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen))
+		ngroups = (int)(glen / sizeof(gid_t));
+	if (!client_policy(d, &cred, groups, ngroups, why, sizeof(why))) {
+		refuse(d, fd, -EACCES, why);
+		return;
+	}
+	if (d->nclients >= d->max_clients) {
+		snprintf(why, sizeof(why), "ugpud serves %u clients, its most (--max-clients)",
+			 d->nclients);
+		refuse(d, fd, -EUSERS, why);
+		return;
+	}
+	c = client_new(d, fd, &cred);
+	if (c)
+		c->io = calloc(1, sizeof(*c->io));
+	if (!c || !c->io) {
+		free(c);
+		refuse(d, fd, -ENOMEM, "ugpud is out of memory");
+		return;
+	}
+	c->io->tx_fd = -1;
+	c->io->recv_op = (struct op){ .kind = OP_RECV, .c = c };
+	c->io->send_op = (struct op){ .kind = OP_SEND, .c = c };
+	list_add_tail(&d->clients, &c->link);
+	d->nclients++;
+	d->accepted++;
+	arm_recv(lp, c);
+	status(d);
+}
+
+static void on_recv(struct loop *lp, struct client *c, int res)
+{
+	struct client_io *io = c->io;
+	struct sock_fds in = { .max = SOCK_MAX_FDS };
+	size_t len;
+	int nfds, fd;
+
+	io->busy = false;
+	if (res <= 0) {
+		client_drop(lp, c, res ? "connection error" : "disconnected");
+		return;
+	}
+	sock_take_fds(&io->rx_msg, &in);
+	nfds = in.n + (in.ctrunc ? 1 : 0);
+	sock_fds_close(&in);
+	len = (size_t)res;
+	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
+	arm_send(lp, c, len, fd);
+}
+
+static void on_send(struct loop *lp, struct client *c, int res)
+{
+	c->io->busy = false;
+	if (c->io->tx_fd >= 0) /* the client has its own now (or never will) */
+		close(c->io->tx_fd);
+	c->io->tx_fd = -1;
+	if (res < 0) {
+		client_drop(lp, c, res == -EPIPE || res == -ECONNRESET ? "gone" : "send error");
+		return;
+	}
+	arm_recv(lp, c);
+}
+
+static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
+{
+	struct op *op = io_uring_cqe_get_data(cqe);
+
+	switch (op->kind) {
+	case OP_ACCEPT:
+		if (cqe->res >= 0)
+			on_accept(lp, cqe->res);
+		else if (cqe->res != -EINTR && cqe->res != -ECONNABORTED)
+			ugpud_log("accept: %s", strerror(-cqe->res));
+		if (!lp->stop)
+			arm_accept(lp);
+		break;
+	case OP_RECV:
+		on_recv(lp, op->c, cqe->res);
+		break;
+	case OP_SEND:
+		on_send(lp, op->c, cqe->res);
+		break;
+	case OP_SIGNAL:
+		if (cqe->res == sizeof(lp->si)) {
+			ugpud_log("signal %u: stopping", lp->si.ssi_signo);
+			lp->stop = true;
+		} else {
+			arm_signal(lp);
+		}
+		break;
+	}
+}
+
+/* Wait for completions (at most @timeout_ns) and handle them all. */
+static int reap(struct loop *lp, uint64_t timeout_ns)
+{
+	struct __kernel_timespec ts = { .tv_sec = (long long)(timeout_ns / 1000000000ull),
+					.tv_nsec = (long long)(timeout_ns % 1000000000ull) };
+	struct io_uring_cqe *cqe;
+	unsigned int head, n = 0;
+	int ret;
+
+	ret = io_uring_submit_and_wait_timeout(&lp->ring, &cqe, 1, &ts, NULL);
+	if (ret < 0 && ret != -ETIME && ret != -EINTR)
+		return ret;
+	io_uring_for_each_cqe(&lp->ring, head, cqe) {
+		on_cqe(lp, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&lp->ring, n);
+	return 0;
+}
+
+static bool any_busy(struct ugpud *d)
+{
+	list_for_each(l, &d->clients)
+		if (list_entry(l, struct client, link)->io->busy)
+			return true;
+	return false;
+}
+
+int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
+{
+	/* Static: the kernel writes the signal read's buffer, which must not
+	 * be a stack frame that may be gone before the ring is. */
+	static struct loop lp;
+	uint64_t period_ns = watchdog_usec ? watchdog_usec * 1000 / 2 : 1000000000ull;
+	uint64_t next_dog = now_ns() + period_ns, deadline;
+	sigset_t sigs;
+	int ret;
+
+	lp.d = d;
+	lp.listen_fd = listen_fd;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigprocmask(SIG_BLOCK, &sigs, NULL);
+	lp.sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (lp.sig_fd < 0)
+		return -errno;
+	ret = io_uring_queue_init(RING_ENTRIES, &lp.ring, 0);
+	if (ret) {
+		close(lp.sig_fd);
+		ugpud_log("io_uring: %s", strerror(-ret));
+		return ret;
+	}
+	d->kill = loop_kill;
+	lp.accept_op.kind = OP_ACCEPT;
+	lp.sig_op.kind = OP_SIGNAL;
+	arm_accept(&lp);
+	arm_signal(&lp);
+	while (!lp.stop) {
+		uint64_t now = now_ns();
+
+		if (watchdog_usec && now >= next_dog) {
+			notify_send("WATCHDOG=1");
+			next_dog = now + period_ns;
+		}
+		ret = reap(&lp, next_dog > now ? next_dog - now : 0);
+		if (ret) {
+			ugpud_log("io_uring wait: %s", strerror(-ret));
+			break;
+		}
+	}
+	notify_send("STOPPING=1");
+	/* Every client's pending operation ends once its socket is shut down;
+	 * wait (bounded) for them before their buffers go. */
+	list_for_each(l, &d->clients)
+		shutdown(list_entry(l, struct client, link)->fd, SHUT_RDWR);
+	deadline = now_ns() + EXIT_DRAIN_MS * 1000000ull;
+	while (any_busy(d) && now_ns() < deadline)
+		if (reap(&lp, 100000000ull))
+			break;
+	while (!list_empty(&d->clients)) {
+		struct client *c = list_entry(d->clients.next, struct client, link);
+
+		if (c->io->busy) { /* never drained: its buffer must outlive the ring */
+			list_del(&c->link);
+			client_release(d, c);
+			close(c->fd);
+			continue;
+		}
+		client_drop(&lp, c, "disconnected at exit");
+	}
+	io_uring_queue_exit(&lp.ring);
+	close(lp.sig_fd);
+	return 0;
+}

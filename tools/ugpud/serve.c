@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud: one request in, one reply out (see ugpud.h). No I/O here, so a
+ * fuzz target drives it directly (tests/fuzz/fuzz_ugpud_request.c). Every
+ * request gets a reply; a bad one gets an error and a one-line message that
+ * names what was wrong, and the connection goes on (SOCK_SEQPACKET keeps
+ * the stream in step whatever one record held).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <ugpu/ugpu.h>
+
+#include "mm/bo.h"
+#include "tools/ugpud/ugpud.h"
+
+/* BO flags a client may ask for: the driver's own kinds (KERNEL,
+ * LATE_RESTORE) are not for clients. */
+#define CLIENT_BO_FLAGS (UGPU_BO_PINNED | UGPU_BO_CPU_ACCESS | UGPU_BO_CONTIGUOUS | \
+			 UGPU_BO_NO_RESTORE)
+
+static size_t reply_hdr(void *rep, uint16_t op, uint32_t seq, int result, size_t body)
+{
+	struct ugpud_hdr h = {
+		.magic = UGPUD_MAGIC,
+		.op = op,
+		.seq = seq,
+		.result = result,
+		.len = (uint32_t)body,
+	};
+
+	memcpy(rep, &h, sizeof(h));
+	return sizeof(h) + body;
+}
+
+size_t serve_error(void *rep, uint16_t op, uint32_t seq, int err, const char *fmt, ...)
+{
+	char *msg = (char *)rep + sizeof(struct ugpud_hdr);
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, UGPUD_MAX_ERRMSG, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if (n >= (int)UGPUD_MAX_ERRMSG)
+		n = UGPUD_MAX_ERRMSG - 1;
+	return reply_hdr(rep, op ? op : UGPUD_HELLO, seq, err, (size_t)n + 1);
+}
+
+/* The body of a reply: right after its header. */
+static void *rep_body(void *rep)
+{
+	return (char *)rep + sizeof(struct ugpud_hdr);
+}
+
+static void dev_info_wire(const struct ugpu_device_info *i, struct ugpud_dev_info *w)
+{
+	memset(w, 0, sizeof(*w));
+	snprintf(w->name, sizeof(w->name), "%s", i->name);
+	snprintf(w->transport, sizeof(w->transport), "%s", i->transport);
+	snprintf(w->profile, sizeof(w->profile), "%s", i->profile);
+	w->vendor_id = i->vendor_id;
+	w->device_id = i->device_id;
+	w->class_code = i->class_code;
+	w->vram_size = i->vram_size;
+	w->num_copy_engines = i->num_copy_engines;
+	w->caps = i->caps;
+	w->fabric_id = i->fabric_id;
+	w->power_state = (uint32_t)i->power_state;
+}
+
+static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+		       const void *body, void *rep)
+{
+	struct ugpud_hello_req req;
+	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	int ret;
+
+	if (c->hello)
+		return serve_error(rep, h->op, h->seq, -EPROTO, "hello: this connection said hello already");
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EPROTO,
+				   "hello: %u bytes of body, protocol %u's hello has %zu", h->len,
+				   UGPUD_PROTO_VERSION, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.version != UGPUD_PROTO_VERSION)
+		return serve_error(rep, h->op, h->seq, -EPROTONOSUPPORT,
+				   "ugpud speaks protocol version %u; the client asked for %u",
+				   UGPUD_PROTO_VERSION, req.version);
+	if (req.device >= d->ndevs)
+		return serve_error(rep, h->op, h->seq, -ENODEV,
+				   "no device %u: this ugpud serves %u (numbered from 0)", req.device,
+				   d->ndevs);
+	ret = ugpu_device_query(d->devs[req.device].dev, &info);
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "device %u cannot be queried: %s",
+				   req.device, ugpu_strerror(ret));
+	c->hello = true;
+	c->device = req.device;
+	memcpy(c->name, req.name, sizeof(c->name) - 1);
+	c->name[sizeof(c->name) - 1] = '\0';
+	for (char *p = c->name; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?'; /* printed by ugpuctl: no control characters */
+	r.client_id = c->id;
+	r.devices = d->ndevs;
+	r.vram_quota = d->vram_quota;
+	dev_info_wire(&info, &r.info);
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+static bool placements_have_vram(const struct ugpud_bo_create_req *req)
+{
+	if (!req->placements[0] && !req->placements[1])
+		return true; /* none given: {VRAM, SYSTEM} */
+	return req->placements[0] == UGPU_PLACEMENT_VRAM || req->placements[1] == UGPU_PLACEMENT_VRAM;
+}
+
+static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			   const void *body, void *rep)
+{
+	struct ugpud_bo_create_req req;
+	struct ugpud_bo_create_rep r = { 0 };
+	struct ugpu_bo_info info = { .size = sizeof(info) };
+	struct ugpu_bo_opts o = { .size = sizeof(o) };
+	struct ugpu_bo *bo;
+	char name[sizeof(req.name)];
+	uint64_t bytes, charge;
+	int ret;
+
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EINVAL, "bo create: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.flags & ~(uint32_t)CLIENT_BO_FLAGS)
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "bo create: flags 0x%x are not for clients (allowed: 0x%x)",
+				   req.flags & ~(uint32_t)CLIENT_BO_FLAGS, CLIENT_BO_FLAGS);
+	if (!req.bytes || req.bytes > (1ull << 48))
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "bo create: %llu bytes (1..2^48 allowed)", (unsigned long long)req.bytes);
+	bytes = (req.bytes + 4095) & ~4095ull;
+	charge = placements_have_vram(&req) ? bytes : 0;
+	if (d->vram_quota && charge > d->vram_quota - c->vram_charged)
+		return serve_error(rep, h->op, h->seq, -EDQUOT,
+				   "bo create: %llu more bytes of VRAM-capable BOs pass client %u's quota "
+				   "(%llu of %llu held)",
+				   (unsigned long long)charge, c->id,
+				   (unsigned long long)c->vram_charged,
+				   (unsigned long long)d->vram_quota);
+	if (c->nobjs >= d->max_bos)
+		return serve_error(rep, h->op, h->seq, -EMFILE,
+				   "bo create: client %u holds the most objects a client may (%u)",
+				   c->id, d->max_bos);
+	memcpy(name, req.name, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	o.bytes = req.bytes;
+	o.placements[0] = (enum ugpu_placement)req.placements[0];
+	o.placements[1] = (enum ugpu_placement)req.placements[1];
+	o.flags = req.flags;
+	o.name = name;
+	ret = ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
+	ret = ugpu_bo_query(bo, &info);
+	if (!ret)
+		ret = client_slot_add(d, c, bo, info.bytes, charge ? info.bytes : 0, &r.handle);
+	if (ret) {
+		ugpu_bo_put(bo);
+		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
+	}
+	r.bytes = info.bytes;
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+/* Requests about one BO (struct ugpud_bo_req). */
+static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+		    const void *body, void *rep, int *rep_fd)
+{
+	struct ugpud_bo_req req;
+	struct ugpud_slot *s;
+	size_t data = h->len - sizeof(req);
+	int ret = 0;
+
+	if (h->len < sizeof(req) || (h->op != UGPUD_BO_WRITE && data))
+		return serve_error(rep, h->op, h->seq, -EINVAL, "bo request: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	s = client_slot(c, req.handle, SLOT_BO);
+	if (!s)
+		return serve_error(rep, h->op, h->seq, -ENOENT,
+				   "client %u has no BO 0x%x (handles belong to their connection)", c->id,
+				   req.handle);
+	switch (h->op) {
+	case UGPUD_BO_DESTROY:
+		client_slot_drop(d, c, s);
+		break;
+	case UGPUD_BO_READ:
+		if (req.len > UGPUD_MAX_DATA)
+			return serve_error(rep, h->op, h->seq, -EINVAL, "bo read: %llu bytes, the most is %u",
+					   (unsigned long long)req.len, UGPUD_MAX_DATA);
+		ret = ugpu_bo_read(s->bo, req.offset, rep_body(rep), (size_t)req.len);
+		if (!ret)
+			return reply_hdr(rep, h->op, h->seq, 0, (size_t)req.len);
+		break;
+	case UGPUD_BO_WRITE:
+		if (req.len != data)
+			return serve_error(rep, h->op, h->seq, -EINVAL,
+					   "bo write: says %llu bytes, %zu came",
+					   (unsigned long long)req.len, data);
+		ret = ugpu_bo_write(s->bo, req.offset, (const char *)body + sizeof(req), data);
+		break;
+	case UGPUD_BO_QUERY: {
+		struct ugpu_bo_info i = { .size = sizeof(i) };
+		struct ugpud_bo_info w = { 0 };
+
+		ret = ugpu_bo_query(s->bo, &i);
+		if (ret)
+			break;
+		w.bytes = i.bytes;
+		w.vram_offset = i.vram_offset;
+		w.placement = (uint32_t)i.placement;
+		w.flags = i.flags;
+		w.pin_count = i.pin_count;
+		w.discarded = i.discarded;
+		w.corrupt = i.corrupt;
+		w.cpu_mapped = i.cpu_mapped;
+		w.lost = i.lost;
+		w.has_backup = i.has_backup;
+		memcpy(rep_body(rep), &w, sizeof(w));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+	}
+	case UGPUD_BO_PIN:
+		ret = ugpu_bo_pin(s->bo);
+		break;
+	case UGPUD_BO_UNPIN:
+		ret = ugpu_bo_unpin(s->bo);
+		break;
+	case UGPUD_BO_MIGRATE:
+		ret = ugpu_bo_migrate(s->bo, (enum ugpu_placement)req.arg);
+		break;
+	case UGPUD_BO_MAP: {
+		struct ugpud_bo_map_rep m = { 0 };
+		int fd;
+
+		/* The BO's own memfd, in system memory and held there: the
+		 * client maps this BO's pages and nothing else. */
+		ret = bo_sys_export(s->bo, &fd, &m.size);
+		if (ret)
+			break;
+		if (s->mapped)
+			bo_sys_release(s->bo); /* one hold per slot, however often mapped */
+		s->mapped = true;
+		*rep_fd = fd;
+		memcpy(rep_body(rep), &m, sizeof(m));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(m));
+	}
+	case UGPUD_BO_UNMAP:
+		if (!s->mapped)
+			return serve_error(rep, h->op, h->seq, -EINVAL, "BO 0x%x is not mapped",
+					   req.handle);
+		bo_sys_release(s->bo);
+		s->mapped = false;
+		break;
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "BO 0x%x: %s", req.handle,
+				   ugpu_strerror(ret));
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+/* The body of @h must be exactly @n bytes: else an error reply (returned). */
+#define BODY_IS(n, what)                                                                   \
+	do {                                                                               \
+		if (h->len != (n))                                                         \
+			return serve_error(rep, h->op, h->seq, -EINVAL,                    \
+					   "%s: %u bytes of body, expected %zu", what, h->len, \
+					   (size_t)(n));                                           \
+	} while (0)
+
+/* @handle of @kind, or an error reply (returned). */
+#define SLOT_OR_ENOENT(s, handle, kind, what)                                                \
+	do {                                                                                 \
+		(s) = client_slot(c, (handle), (kind));                                      \
+		if (!(s))                                                                    \
+			return serve_error(rep, h->op, h->seq, -ENOENT,                      \
+					   "client %u has no %s 0x%x (handles belong to their " \
+					   "connection)",                                            \
+					   c->id, what, (handle));                                   \
+	} while (0)
+
+static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			   const void *body, void *rep)
+{
+	struct ugpud_vm_create_req req;
+	struct ugpu_vm_opts o = { .size = sizeof(o) };
+	struct ugpud_handle_rep r = { 0 };
+	struct ugpud_slot *s;
+	char name[sizeof(req.name)];
+	int ret = 0;
+
+	BODY_IS(sizeof(req), "vm create");
+	memcpy(&req, body, sizeof(req));
+	if (req.flags & UGPU_VM_MIRROR)
+		return serve_error(rep, h->op, h->seq, -EOPNOTSUPP,
+				   "vm create: shared virtual memory is not served through ugpud yet");
+	memcpy(name, req.name, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	o.flags = req.flags;
+	o.name = name;
+	s = client_slot_new(d, c, SLOT_VM, &r.handle, &ret);
+	if (s) {
+		ret = ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm);
+		if (ret) {
+			s->kind = SLOT_FREE;
+			c->nobjs--;
+		}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "vm create: %s", ugpu_strerror(ret));
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			      const void *body, void *rep)
+{
+	struct ugpud_queue_create_req req;
+	struct ugpu_queue_opts o = { .size = sizeof(o) };
+	struct ugpud_handle_rep r = { 0 };
+	struct ugpud_slot *vs, *s;
+	char name[sizeof(req.name)];
+	int ret = 0;
+
+	BODY_IS(sizeof(req), "queue create");
+	memcpy(&req, body, sizeof(req));
+	SLOT_OR_ENOENT(vs, req.vm, SLOT_VM, "VM");
+	memcpy(name, req.name, sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	o.name = name;
+	s = client_slot_new(d, c, SLOT_QUEUE, &r.handle, &ret);
+	if (s) {
+		ret = ugpu_queue_create(vs->vm, &o, &s->q);
+		if (ret) {
+			s->kind = SLOT_FREE;
+			c->nobjs--;
+		}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "queue create: %s", ugpu_strerror(ret));
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
+/* VMs and queues: everything but their creation. */
+static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+		    const void *body, void *rep)
+{
+	struct ugpud_slot *s, *bs;
+	int ret = 0;
+
+	switch (h->op) {
+	case UGPUD_VM_DESTROY:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_DESTROY:
+	case UGPUD_QUEUE_QUERY: {
+		struct ugpud_obj_req req;
+		bool vm = h->op == UGPUD_VM_DESTROY || h->op == UGPUD_VM_QUERY;
+
+		BODY_IS(sizeof(req), "request");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.handle, vm ? SLOT_VM : SLOT_QUEUE, vm ? "VM" : "queue");
+		if (h->op == UGPUD_VM_QUERY) {
+			struct ugpu_vm_info i = { .size = sizeof(i) };
+			struct ugpud_vm_info w = { 0 };
+
+			ret = ugpu_vm_query(s->vm, &i);
+			if (ret)
+				break;
+			w.binds = i.binds;
+			w.bound_bytes = i.bound_bytes;
+			w.page_tables = i.page_tables;
+			w.page_table_bytes = i.page_table_bytes;
+			w.pt_gen = i.pt_gen;
+			w.flags = i.flags;
+			w.queues = i.queues;
+			w.dead = i.dead;
+			memcpy(rep_body(rep), &w, sizeof(w));
+			return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+		}
+		if (h->op == UGPUD_QUEUE_QUERY) {
+			struct ugpu_queue_info i = { .size = sizeof(i) };
+			struct ugpud_queue_info w = { 0 };
+
+			ret = ugpu_queue_query(s->q, &i);
+			if (ret)
+				break;
+			w.submitted = i.submitted;
+			w.completed = i.completed;
+			w.waiting = i.waiting;
+			w.running = i.running;
+			memcpy(rep_body(rep), &w, sizeof(w));
+			return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+		}
+		ret = client_slot_drop(d, c, s);
+		break;
+	}
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND: {
+		struct ugpud_vm_bind_req req;
+
+		BODY_IS(sizeof(req), "bind");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.vm, SLOT_VM, "VM");
+		if (h->op == UGPUD_VM_UNBIND) {
+			ret = ugpu_vm_unbind(s->vm, req.va, req.bytes);
+			break;
+		}
+		SLOT_OR_ENOENT(bs, req.bo, SLOT_BO, "BO");
+		ret = ugpu_vm_bind(s->vm, bs->bo, req.bo_offset, req.va, req.bytes, req.flags);
+		break;
+	}
+	case UGPUD_SUBMIT: {
+		struct ugpud_submit_req req;
+		struct ugpu_kernel k = { .size = sizeof(k) };
+		struct ugpud_fence_rep r = { 0 };
+
+		BODY_IS(sizeof(req), "submit");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
+		k.op = (enum ugpu_kernel_op)req.op;
+		k.va = req.va;
+		k.bytes = req.bytes;
+		k.value = req.value;
+		ret = ugpu_queue_submit(s->q, &k, &r.fence);
+		if (ret)
+			break;
+		memcpy(rep_body(rep), &r, sizeof(r));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+	}
+	case UGPUD_FENCE_POLL: {
+		struct ugpud_fence_req req;
+		struct ugpu_kernel_result res = { .size = sizeof(res) };
+		struct ugpud_kernel_result w = { 0 };
+
+		BODY_IS(sizeof(req), "fence poll");
+		memcpy(&req, body, sizeof(req));
+		SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
+		/* never waits: the loop serves everyone */
+		ret = ugpu_fence_wait(s->q, req.fence, 0, &res);
+		if (ret == -EAGAIN || ret == -ETIMEDOUT)
+			return reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
+		if (ret)
+			break;
+		w.status = res.status;
+		w.fault_access = (uint32_t)res.fault_access;
+		w.sum = res.sum;
+		w.fault_va = res.fault_va;
+		w.run_ns = res.run_ns;
+		memcpy(rep_body(rep), &w, sizeof(w));
+		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+	}
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "%s", ugpu_strerror(ret));
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+static size_t do_mem_stats(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, void *rep)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpud_mem w = { 0 };
+	int ret = ugpu_device_mem_stats(d->devs[c->device].dev, &m);
+
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "mem stats: %s", ugpu_strerror(ret));
+	w.vram_size = m.vram_size;
+	w.vram_used = m.vram_used;
+	w.vram_free = m.vram_free;
+	w.vram_kernel = m.vram_kernel;
+	w.vram_bos = m.vram_bos;
+	w.system_bytes = m.system_bytes;
+	w.backup_bytes = m.backup_bytes;
+	w.bos = m.bos;
+	w.bos_vram = m.bos_vram;
+	w.bos_system = m.bos_system;
+	w.bos_lost = m.bos_lost;
+	w.evictions = m.evictions;
+	w.evicted_bytes = m.evicted_bytes;
+	w.moves = m.moves;
+	w.moved_bytes = m.moved_bytes;
+	w.copy_failures = m.copy_failures;
+	w.client_bos = c->nbos;
+	w.client_bytes = c->bytes;
+	w.client_vram_charged = c->vram_charged;
+	w.client_vram_quota = d->vram_quota;
+	memcpy(rep_body(rep), &w, sizeof(w));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+}
+
+static size_t do_clients(struct ugpud *d, const struct ugpud_hdr *h, void *rep)
+{
+	/* the body is written with memcpy: @rep need not be aligned for it */
+	char *body = rep_body(rep);
+	struct ugpud_clients_rep r = { .total = d->nclients };
+	uint32_t n = 0;
+
+	list_for_each(l, &d->clients) {
+		const struct client *o = list_entry(l, struct client, link);
+		struct ugpud_client_info ci = { 0 };
+
+		if (n == UGPUD_MAX_CLIENT_INFO)
+			break;
+		ci.id = o->id;
+		ci.pid = (uint32_t)o->pid;
+		ci.uid = o->uid;
+		ci.gid = o->gid;
+		ci.device = o->device;
+		ci.bos = o->nbos;
+		ci.bytes = o->bytes;
+		ci.vram_charged = o->vram_charged;
+		ci.requests = o->requests;
+		memcpy(ci.name, o->name, sizeof(ci.name));
+		memcpy(body + sizeof(r) + n * sizeof(ci), &ci, sizeof(ci));
+		n++;
+	}
+	r.count = n;
+	memcpy(body, &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r) + n * sizeof(struct ugpud_client_info));
+}
+
+size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
+		     bool oversized, int nfds, void *rep, int *rep_fd)
+{
+	struct ugpud_hdr h;
+	const void *body = (const char *)msg + sizeof(h);
+
+	*rep_fd = -1;
+	c->requests++;
+	if (len < sizeof(h))
+		return serve_error(rep, 0, 0, -EPROTO, "a record of %zu bytes: shorter than the header (%zu)",
+				   len, sizeof(h));
+	memcpy(&h, msg, sizeof(h));
+	if (h.magic != UGPUD_MAGIC)
+		return serve_error(rep, h.op, h.seq, -EPROTO, "bad magic 0x%08x (not a ugpud client?)",
+				   h.magic);
+	if (oversized)
+		return serve_error(rep, h.op, h.seq, -EMSGSIZE, "a record of %zu bytes: the most is %zu",
+				   len, UGPUD_MAX_MSG);
+	if (h.len != len - sizeof(h) || h.flags || h.result)
+		return serve_error(rep, h.op, h.seq, -EPROTO,
+				   "malformed header: len %u for %zu bytes of body, flags 0x%x, result %d",
+				   h.len, len - sizeof(h), h.flags, h.result);
+	if (nfds)
+		return serve_error(rep, h.op, h.seq, -EINVAL,
+				   "%d fds came with a request: no request takes any (closed)", nfds);
+	if (!c->hello && h.op != UGPUD_HELLO)
+		return serve_error(rep, h.op, h.seq, -EPROTO, "op %u before hello: say hello first", h.op);
+	switch (h.op) {
+	case UGPUD_HELLO:
+		return do_hello(d, c, &h, body, rep);
+	case UGPUD_DEV_QUERY: {
+		struct ugpu_device_info info = { .size = sizeof(info) };
+		struct ugpud_dev_info w;
+		int ret = ugpu_device_query(d->devs[c->device].dev, &info);
+
+		if (ret)
+			return serve_error(rep, h.op, h.seq, ret, "query: %s", ugpu_strerror(ret));
+		dev_info_wire(&info, &w);
+		memcpy(rep_body(rep), &w, sizeof(w));
+		return reply_hdr(rep, h.op, h.seq, 0, sizeof(w));
+	}
+	case UGPUD_MEM_STATS:
+		return do_mem_stats(d, c, &h, rep);
+	case UGPUD_BO_CREATE:
+		return do_bo_create(d, c, &h, body, rep);
+	case UGPUD_BO_DESTROY:
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_QUERY:
+	case UGPUD_BO_PIN:
+	case UGPUD_BO_UNPIN:
+	case UGPUD_BO_MIGRATE:
+	case UGPUD_BO_MAP:
+	case UGPUD_BO_UNMAP:
+		return do_bo(d, c, &h, body, rep, rep_fd);
+	case UGPUD_VM_CREATE:
+		return do_vm_create(d, c, &h, body, rep);
+	case UGPUD_QUEUE_CREATE:
+		return do_queue_create(d, c, &h, body, rep);
+	case UGPUD_VM_DESTROY:
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_DESTROY:
+	case UGPUD_SUBMIT:
+	case UGPUD_FENCE_POLL:
+	case UGPUD_QUEUE_QUERY:
+		return do_vm(d, c, &h, body, rep);
+	case UGPUD_CLIENTS:
+	case UGPUD_KILL:
+		if (!c->admin)
+			return serve_error(rep, h.op, h.seq, -EPERM,
+					   "listing and killing clients is for root and ugpud's own user");
+		if (h.op == UGPUD_CLIENTS)
+			return do_clients(d, &h, rep);
+		if (h.len != sizeof(struct ugpud_kill_req))
+			return serve_error(rep, h.op, h.seq, -EINVAL, "kill: %u bytes of body, expected %zu",
+					   h.len, sizeof(struct ugpud_kill_req));
+		{
+			struct ugpud_kill_req k;
+			struct client *victim;
+
+			memcpy(&k, body, sizeof(k));
+			victim = client_find(d, k.id);
+			if (!victim)
+				return serve_error(rep, h.op, h.seq, -ESRCH, "kill: no client %u", k.id);
+			d->kill(d, victim);
+		}
+		return reply_hdr(rep, h.op, h.seq, 0, 0);
+	default:
+		return serve_error(rep, h.op, h.seq, -EOPNOTSUPP,
+				   "op %u is not a request of protocol %u", h.op, UGPUD_PROTO_VERSION);
+	}
+}

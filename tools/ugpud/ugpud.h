@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud: one process owns the node's devices and serves client processes
+ * over a SOCK_SEQPACKET UNIX socket (docs/daemon.md). Its parts:
+ *   main.c    options, devices, the listening socket, systemd's protocols
+ *   notify.c  sd_notify (READY/STATUS/WATCHDOG) and socket activation
+ *             (LISTEN_FDS), written here: no libsystemd needed
+ *   loop.c    the io_uring event loop: accepts, reads requests, sends replies
+ *   client.c  a client's life: SO_PEERCRED policy, handles, release
+ *   serve.c   one request -> one reply, no I/O (what tests/fuzz drives)
+ *
+ * Threading: the daemon is one thread. struct ugpud, every struct client and
+ * their handle tables are touched only by it (libugpu runs its own threads
+ * under the devices, behind its API). No lock is needed, none is taken.
+ */
+#ifndef UGPU_TOOLS_UGPUD_H
+#define UGPU_TOOLS_UGPUD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+#include <ugpu/vm.h>
+
+#include "base/list.h"
+#include "base/sock.h"
+#include "src/ugpud_proto.h"
+
+#define UGPUD_MAX_DEVICES 16
+#define UGPUD_MAX_ALLOW 16
+/* Handles: (generation << 16) | (slot + 1); so at most 65535 BOs a client. */
+#define UGPUD_HANDLE_SLOTS 65535u
+
+struct sim;
+
+/* One device the daemon owns. @sim: the embedded reference device behind
+ * it ("sim" URIs), or NULL. */
+struct ugpud_dev {
+	char uri[128];
+	struct ugpu_device *dev;
+	struct sim *sim;
+};
+
+/* What a handle names. */
+enum slot_kind { SLOT_FREE = 0, SLOT_BO, SLOT_VM, SLOT_QUEUE };
+
+/* One object of a client: @gen is the generation its handle carries (a
+ * stale handle of a freed slot finds another generation: -ENOENT). BOs,
+ * VMs and queues share the table; @kind says which pointer is used. */
+struct ugpud_slot {
+	enum slot_kind kind;
+	struct ugpu_bo *bo;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	uint16_t gen;
+	uint64_t bytes;
+	uint64_t vram_charge; /* counted against the VRAM quota */
+	bool mapped; /* the client has its memfd: the BO is held in system memory */
+};
+
+/* What loop.c keeps per client for io_uring (opaque to serve.c). */
+struct client_io;
+
+/*
+ * struct client - one connection.
+ * @id: unique in this daemon's life (ugpuctl clients / kill).
+ * @pid, @uid, @gid: SO_PEERCRED at accept.
+ * @device: the device chosen at hello (valid when @hello).
+ * @slots: the handle table, @nslots entries (grown by doubling); @nobjs
+ *         used, @nbos of them BOs.
+ * @bytes, @vram_charged: what its BOs hold; @requests served.
+ * @admin: may list and kill clients (root, or the daemon's own user).
+ */
+struct client {
+	struct list_link link; /* ugpud.clients */
+	uint32_t id;
+	int fd;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char name[32];
+	bool hello;
+	bool admin;
+	uint32_t device;
+	struct ugpud_slot *slots;
+	uint32_t nslots;
+	uint32_t nobjs;
+	uint32_t nbos;
+	uint64_t bytes;
+	uint64_t vram_charged;
+	uint64_t requests;
+	struct client_io *io;
+};
+
+/*
+ * struct ugpud - the daemon.
+ * @allow_uid/@allow_gid: who may connect besides root and the daemon's own
+ *        user (SO_PEERCRED uid; primary or supplementary group).
+ * @vram_quota: bytes of VRAM-capable BOs one client may hold; 0: none.
+ * @max_clients: clients at once; @max_bos: objects (BOs, VMs, queues) one
+ *        client may hold.
+ * @kill: disconnect @victim (serve.c's UGPUD_KILL); loop.c's shuts its
+ *        socket down so the loop releases it like any client that went.
+ */
+struct ugpud {
+	struct ugpu_context *ctx;
+	struct ugpud_dev devs[UGPUD_MAX_DEVICES];
+	unsigned int ndevs;
+	struct list_link clients;
+	unsigned int nclients;
+	uint32_t next_id;
+	uid_t self_uid;
+	uid_t allow_uid[UGPUD_MAX_ALLOW];
+	unsigned int n_allow_uid;
+	gid_t allow_gid[UGPUD_MAX_ALLOW];
+	unsigned int n_allow_gid;
+	uint64_t vram_quota;
+	unsigned int max_clients;
+	unsigned int max_bos;
+	void (*kill)(struct ugpud *d, struct client *victim);
+	/* counters */
+	uint64_t accepted;
+	uint64_t refused;
+	uint64_t released_bos;
+};
+
+/* client.c */
+
+/*
+ * client_policy() - may the peer with @cred (and supplementary groups
+ * @groups, @ngroups of them) connect? Writes the reason into @why when not.
+ */
+bool client_policy(const struct ugpud *d, const struct ucred *cred, const gid_t *groups,
+		   int ngroups, char *why, size_t n);
+/* A new client (not linked, no fd yet). NULL: out of memory. */
+struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred);
+/* Put every BO @c holds; its handles are gone. */
+void client_release(struct ugpud *d, struct client *c);
+/* Find @c's object @handle of @kind: NULL when it has none by that handle
+ * (or it names another kind). */
+struct ugpud_slot *client_slot(struct client *c, uint32_t handle, enum slot_kind kind);
+/* Take a free slot for an object of @kind, which the caller fills in:
+ * the slot and its handle, or NULL with -EMFILE (max_bos) or -ENOMEM. */
+struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_kind kind,
+				   uint32_t *handle, int *err);
+/* A BO for a new slot, with its accounting. */
+int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
+		    uint64_t vram_charge, uint32_t *handle);
+/* Let go of @slot's object (put the BO, destroy the VM or queue) and free
+ * the slot. Returns what the destroy returned: -EBUSY for a VM that still
+ * has queues (the slot stays then). */
+int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
+struct client *client_find(struct ugpud *d, uint32_t id);
+
+/* serve.c */
+
+/*
+ * serve_request() - answer one record @msg (@len bytes as received) of @c.
+ * @oversized: the record was longer than UGPUD_MAX_MSG (@len is its real
+ *             length; only the first UGPUD_MAX_MSG bytes are in @msg).
+ * @nfds: fds that came with it (already closed by the caller).
+ * @rep: room for UGPUD_MAX_MSG bytes: gets the reply record.
+ * @rep_fd: gets an fd to send with the reply (UGPUD_BO_MAP), which the
+ *          caller closes once sent; else -1.
+ * Returns: the reply's length (every request gets one).
+ */
+size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
+		     bool oversized, int nfds, void *rep, int *rep_fd);
+
+/* An error record (UGPUD_HELLO seq 0 when @op is 0) with a message, into
+ * @rep; its length. Used for refusals at accept too. */
+size_t serve_error(void *rep, uint16_t op, uint32_t seq, int err, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* notify.c */
+
+/* Send @state ("READY=1", "STATUS=...", "WATCHDOG=1") to $NOTIFY_SOCKET.
+ * Returns 0 (also when it is unset), or -errno. */
+int notify_send(const char *state);
+/* The watchdog period systemd asked for ($WATCHDOG_USEC for this pid), or 0. */
+uint64_t notify_watchdog_usec(void);
+/* Socket activation: the fds systemd passed ($LISTEN_PID/$LISTEN_FDS, from
+ * fd 3), up to @max into @fds; the variables are unset. Returns how many. */
+int notify_listen_fds(int *fds, int max);
+
+/* loop.c */
+
+/*
+ * loop_run() - serve @listen_fd until SIGTERM/SIGINT. @watchdog_usec: send
+ * WATCHDOG=1 every half of it (0: never). Returns 0 or -errno (io_uring
+ * could not be set up).
+ */
+int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec);
+
+/* log lines of the daemon itself (stderr: the journal under systemd) */
+void ugpud_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
