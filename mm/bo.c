@@ -575,6 +575,36 @@ void bo_rpm_release(struct rpm *held)
 	}
 }
 
+int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
+{
+	for (;;) {
+		struct ugpu_device *dev = bo_dev(bo);
+		struct bo_mgr *m = mgr_of(dev);
+		int ret;
+
+		if (held) {
+			ret = bo_rpm_hold(dev, held);
+			if (ret)
+				return ret;
+		}
+		pthread_mutex_lock(&m->lock);
+		if (bo->dev == dev) {
+			*out = m;
+			return 0;
+		}
+		/* moved to another device meanwhile: that one's lock */
+		pthread_mutex_unlock(&m->lock);
+		if (held)
+			bo_rpm_release(*held);
+	}
+}
+
+void bo_unlock(struct bo_mgr *m, struct rpm *held)
+{
+	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
+}
+
 static bool placements_have_vram(const struct ugpu_bo *bo)
 {
 	unsigned int i;
@@ -708,12 +738,10 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
-	m = mgr_of(bo->dev);
 	/* Pinning may move the BO back to its first placement. */
-	ret = bo_rpm_hold(bo->dev, &held);
+	ret = bo_lock(bo, &held, &m);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (bo->placement == UGPU_PLACEMENT_NONE) {
@@ -730,8 +758,7 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 			bo_lru_del_locked(bo);
 		}
 	}
-	pthread_mutex_unlock(&m->lock);
-	bo_rpm_release(held);
+	bo_unlock(m, held);
 	return ret;
 }
 
@@ -742,8 +769,7 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (!bo->pin_count) {
@@ -768,11 +794,9 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 
 	if (!bo || (placement != UGPU_PLACEMENT_VRAM && placement != UGPU_PLACEMENT_SYSTEM))
 		return -EINVAL;
-	m = mgr_of(bo->dev);
-	ret = bo_rpm_hold(bo->dev, &held);
+	ret = bo_lock(bo, &held, &m);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&m->lock);
 	if (m->closed)
 		ret = -ENODEV;
 	else if (!bo_placement_allowed(bo, placement))
@@ -783,8 +807,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = bo_move_locked(bo, placement);
 	if (!ret)
 		bo_lru_update_locked(bo);
-	pthread_mutex_unlock(&m->lock);
-	bo_rpm_release(held);
+	bo_unlock(m, held);
 	return ret;
 }
 
@@ -796,9 +819,8 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 
 	if (!bo || !addr)
 		return -EINVAL;
+	bo_lock(bo, NULL, &m);
 	dev = bo->dev;
-	m = mgr_of(dev);
-	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
 		ret = -ENODEV;
 		goto out;
@@ -866,8 +888,7 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 
 	if (!bo)
 		return -EINVAL;
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (!bo->map) {
@@ -939,22 +960,21 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 
 	if (!bo || (!buf && len) || offset > bo->size || len > bo->size - offset)
 		return -EINVAL;
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;
 	}
 	/* A BO in VRAM is read and written through the BAR: hold the device
 	 * awake. The reference cannot be taken under the lock, so let go, take
-	 * it, and look again (the BO may have moved meanwhile; a reference held
-	 * for a BO that left VRAM is merely unneeded). */
+	 * it, and look again (the BO may have moved meanwhile, to system memory
+	 * or to another device; a reference held for a BO that left VRAM is
+	 * merely unneeded). */
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
 		pthread_mutex_unlock(&m->lock);
-		ret = bo_rpm_hold(bo->dev, &held);
+		ret = bo_lock(bo, &held, &m);
 		if (ret)
 			return ret;
-		pthread_mutex_lock(&m->lock);
 	}
 	ret = m->closed ? -ENODEV : bo_rw_locked(bo, offset, buf, len, write);
 	if (!ret && list_linked(&bo->lru)) {
@@ -984,9 +1004,8 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 
 	if (!bo || !info || info->size < sizeof(info->size))
 		return -EINVAL;
-	m = mgr_of(bo->dev);
 	i.size = info->size;
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;
@@ -1047,6 +1066,11 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	s.moves = m->moves;
 	s.moved_bytes = m->moved_bytes;
 	s.copy_failures = m->copy_failures;
+	s.peer_out = m->peer_out;
+	s.peer_in = m->peer_in;
+	s.peer_direct = m->peer_direct;
+	s.peer_via_system = m->peer_via_system;
+	s.peer_bytes = m->peer_bytes;
 	pthread_mutex_unlock(&m->lock);
 	n = st->size < sizeof(s) ? st->size : sizeof(s);
 	memcpy(st, &s, n);

@@ -53,6 +53,10 @@ struct bo_sys {
  */
 struct ugpu_bo {
 	int refcount;
+	/* The device whose manager holds the BO. Changes only under both
+	 * managers' locks (a move to another device, mm/peer.c), by an atomic
+	 * store: read it under the manager lock, or with bo_dev() and then
+	 * bo_lock() (which checks it again under the lock). */
 	struct ugpu_device *dev;
 	uint64_t size; /* page rounded */
 	uint32_t flags; /* UGPU_BO_* */
@@ -143,6 +147,10 @@ struct bo_mgr {
 
 	/* counters (ugpu_bo_mgr_stats) */
 	uint64_t evictions, evicted_bytes, moves, moved_bytes, copy_failures;
+	/* moves between devices (mm/peer.c): BOs that left for another device,
+	 * that came from one (directly over the fabric, or through system
+	 * memory), and the bytes that came */
+	uint64_t peer_out, peer_in, peer_direct, peer_via_system, peer_bytes;
 
 	/* fault injection: fail the Nth backup allocation (countdown; 0 = off) */
 	unsigned long fail_backup_at;
@@ -280,6 +288,21 @@ static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
 int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held);
 void bo_rpm_release(struct rpm *held);
 
+/* The BO's device, read without a lock (it may change: mm/peer.c). */
+static inline struct ugpu_device *bo_dev(const struct ugpu_bo *bo)
+{
+	return __atomic_load_n(&bo->dev, __ATOMIC_ACQUIRE);
+}
+/*
+ * bo_lock() - lock the manager of @bo's device, whichever device that is
+ * when the lock is held (a move to another device changes it under both
+ * locks). With @held, first take a runtime-PM reference of that device
+ * (bo_rpm_hold(); released by bo_unlock()).
+ * Returns: 0 with *@out locked; bo_rpm_hold()'s -errno.
+ */
+int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out);
+void bo_unlock(struct bo_mgr *m, struct rpm *held);
+
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);
 
@@ -326,6 +349,10 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
  * second chance for touched ones) until they fit. -ENOSPC when nothing is
  * left to evict; -EIO when an eviction copy failed (the victim is intact). */
 int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out);
+/* The same in @dev's VRAM (@dev's manager lock held), for @bo that may
+ * belong to another device (a move between devices, mm/peer.c). */
+int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
+				  struct buddy_list *out);
 
 /* May @bo be placed in @p? */
 static inline bool bo_placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)

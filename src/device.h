@@ -99,6 +99,11 @@ struct ugpu_device {
 	uint32_t num_copy_engines;
 	uint32_t caps; /* UGPU_DEVICE_CAP_* */
 	uint32_t fabric_id;
+	/* the fabric (src/fabric.c): which fabric (FABRIC_UID; 0 alone), and
+	 * the nodes reachable / reachable by a fast link (bit n: node n) */
+	uint64_t fabric_uid;
+	uint32_t fabric_peers;
+	uint32_t fabric_fast;
 	int pm_cap; /* config offset of the PM capability, 0 if none */
 	int pwr_cap; /* config offset of the reference device's power block, 0 if none */
 	uint32_t wake_latency_us;
@@ -181,6 +186,13 @@ struct ugpu_device {
 	int vram_lost;
 	struct vfio_dev gone_vdev;
 
+	/* The context's device list (ctx->devices, under ctx->dev_lock; the
+	 * "fabric" step links it at the end of open and unlinks it first at
+	 * close) and the device's index in its context (set once, before it is
+	 * listed; orders the BO manager locks of two devices: lower first). */
+	struct list_link ctx_link;
+	uint32_t ctx_index;
+
 	/* References to this object (atomic): one for the open device, one per
 	 * live BO handle (BOs outlive ugpu_device_close(), include/ugpu/
 	 * device.h). The last device_put() frees the struct and what close left
@@ -224,6 +236,7 @@ enum device_step_order {
 	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
 	DEVICE_STEP_SVM = 97, /* svm: shared virtual memory for mirror VMs */
 	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
+	DEVICE_STEP_FABRIC = 105, /* src: listed among the context's devices (context lifetime) */
 };
 
 /*
@@ -311,6 +324,24 @@ static inline bool device_vram_lost(struct ugpu_device *dev)
 static inline bool device_is_removed(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->removed, __ATOMIC_ACQUIRE) != 0;
+}
+
+/*
+ * The fabric (src/fabric.c). device_link(): the link between two devices
+ * of one context (enum ugpu_link; NONE when either is removed).
+ * device_peer_for() - the open device of @dev's context, other than @dev,
+ * with the best link to it (fast before slow; none: NULL) that @fits accepts
+ * (may be NULL), with a device reference (device_put() it). Called with no
+ * lock held; @fits runs under the context's device lock (no other lock).
+ * device_lock_first(): of two devices, the one whose BO manager lock is
+ * taken first.
+ */
+int device_link(struct ugpu_device *a, struct ugpu_device *b);
+struct ugpu_device *device_peer_for(struct ugpu_device *dev,
+				    bool (*fits)(struct ugpu_device *peer, void *arg), void *arg);
+static inline bool device_lock_first(const struct ugpu_device *a, const struct ugpu_device *b)
+{
+	return a->ctx_index < b->ctx_index;
 }
 
 /* The engine to use for bulk copies: a blitter when there is one, else the

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Several devices in one context (docs/multi-device.md): links and owner
+ * groups, BO moves between devices directly over the fabric or through
+ * system memory, byte-exact, with eviction on the destination, errors, a
+ * peer woken from runtime suspend for a copy, and a removal that sends the
+ * removed device's BOs to a peer. In-process reference devices on one
+ * fabric (2 or 3 nodes, some links slow).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+#include <ugpu/fabric.h>
+#include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
+
+#include "mm/bo.h"
+#include "src/device.h"
+#include "tools/ugpu-sim/sim.h"
+
+#include "bo_util.h"
+
+#define MAXD 3
+
+struct mfx {
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	unsigned int n;
+	struct ugpu_device *dev[MAXD];
+};
+
+/* @n devices of @vram bytes on one fabric; @slow: pairs (a, b) of slow
+ * links, terminated by a == b. Autosuspend off (tests that want it set it). */
+static struct mfx *mfx_start(unsigned int n, uint64_t vram, const unsigned int (*slow)[2])
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct mfx *f = calloc(1, sizeof(*f));
+	struct sim_opts o;
+	unsigned int i;
+
+	assert_non_null(f);
+	if (getenv("UGPU_TEST_LOG"))
+		copts.log_level = UGPU_LOG_DEBUG;
+	sim_opts_init(&o);
+	o.vram_size = vram;
+	o.devices = n;
+	o.exec_queues = 1;
+	for (; slow && slow[0][0] != slow[0][1]; slow++)
+		o.slow_links[slow[0][0]] |= 1u << slow[0][1];
+	assert_int_equal(sim_start(&o, &f->sim), 0);
+	assert_int_equal(ugpu_context_create(&copts, &f->ctx), 0);
+	f->n = n;
+	for (i = 0; i < n; i++) {
+		char uri[300];
+
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(f->sim, i));
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &f->dev[i]), 0);
+		assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev[i], -1), 0);
+	}
+	return f;
+}
+
+static void mfx_stop(struct mfx *f)
+{
+	unsigned int i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->dev[i])
+			assert_int_equal(bo_mgr_check(f->dev[i], false), 0);
+		ugpu_device_close(f->dev[i]);
+	}
+	ugpu_context_destroy(f->ctx);
+	sim_stop(f->sim);
+	free(f);
+}
+
+static struct ugpu_device_mem mem_of(struct ugpu_device *dev)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	return m;
+}
+
+static enum ugpu_link link_of(struct ugpu_device *a, struct ugpu_device *b)
+{
+	enum ugpu_link l = (enum ugpu_link)-1;
+
+	assert_int_equal(ugpu_device_link(a, b, &l), 0);
+	return l;
+}
+
+static struct ugpu_device_peers peers_of(struct ugpu_device *dev)
+{
+	struct ugpu_device_peers p = { .size = sizeof(p) };
+
+	assert_int_equal(ugpu_device_peers(dev, &p), 0);
+	return p;
+}
+
+/* ---- links and owner groups ------------------------------------------------ */
+
+/* 0-1 fast, 1-2 fast, 0-2 slow: one owner group through node 1. */
+static void test_links_chain(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_device_peers p0, p1, p2;
+	enum ugpu_link l;
+
+	(void)state;
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_FAST);
+	assert_int_equal(link_of(f->dev[1], f->dev[2]), UGPU_LINK_FAST);
+	assert_int_equal(link_of(f->dev[0], f->dev[2]), UGPU_LINK_SLOW);
+	assert_int_equal(link_of(f->dev[2], f->dev[0]), UGPU_LINK_SLOW);
+	p0 = peers_of(f->dev[0]);
+	p1 = peers_of(f->dev[1]);
+	p2 = peers_of(f->dev[2]);
+	assert_int_equal(p0.total, 2);
+	assert_int_equal(p0.count, 2);
+	assert_ptr_equal(p0.peers[0].dev, f->dev[1]);
+	assert_int_equal(p0.peers[0].link, UGPU_LINK_FAST);
+	assert_int_equal(p0.peers[0].fabric_id, 1);
+	assert_ptr_equal(p0.peers[1].dev, f->dev[2]);
+	assert_int_equal(p0.peers[1].link, UGPU_LINK_SLOW);
+	assert_true(p0.peers[1].same_owner); /* joined through node 1 */
+	assert_int_equal(p0.owner, p1.owner);
+	assert_int_equal(p1.owner, p2.owner);
+	/* errors */
+	assert_int_equal(ugpu_device_link(f->dev[0], f->dev[0], &l), -EINVAL);
+	assert_int_equal(ugpu_device_link(NULL, f->dev[0], &l), -EINVAL);
+	assert_int_equal(ugpu_device_link(f->dev[0], f->dev[1], NULL), -EINVAL);
+	assert_int_equal(ugpu_device_peers(f->dev[0], NULL), -EINVAL);
+	{
+		struct ugpu_device_peers small = { .size = 1 };
+
+		assert_int_equal(ugpu_device_peers(f->dev[0], &small), -EINVAL);
+	}
+	mfx_stop(f);
+}
+
+/* 0-1 fast, 2 joined to both by slow links only: two owner groups. A device
+ * of another fabric in the same context has no link; one of another
+ * context is refused. */
+static void test_links_groups(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 1, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_device_peers p0, p1, p2, po;
+	struct ugpu_context *ctx2;
+	struct ugpu_device *other, *alien;
+	struct sim *sim2;
+	struct sim_opts o;
+	char uri[300];
+	enum ugpu_link l;
+
+	(void)state;
+	p0 = peers_of(f->dev[0]);
+	p1 = peers_of(f->dev[1]);
+	p2 = peers_of(f->dev[2]);
+	assert_int_equal(p0.owner, p1.owner);
+	assert_int_not_equal(p0.owner, p2.owner);
+	assert_true(p0.peers[0].same_owner);
+	assert_false(p0.peers[1].same_owner);
+
+	/* a second fabric of two: node ids 0 and 1 again */
+	sim_opts_init(&o);
+	o.vram_size = 16 << 20;
+	o.devices = 2;
+	o.exec_queues = 1;
+	assert_int_equal(sim_start(&o, &sim2), 0);
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim2, 1));
+	assert_int_equal(ugpu_device_open(f->ctx, uri, &other), 0);
+	assert_int_equal(link_of(f->dev[0], other), UGPU_LINK_NONE);
+	assert_int_equal(link_of(other, f->dev[1]), UGPU_LINK_NONE);
+	po = peers_of(other);
+	assert_int_equal(po.total, 3);
+	assert_int_not_equal(po.owner, p0.owner);
+	assert_int_not_equal(po.owner, p2.owner);
+	p0 = peers_of(f->dev[0]);
+	assert_int_equal(p0.total, 3);
+	assert_int_equal(p0.peers[2].link, UGPU_LINK_NONE);
+
+	/* another context */
+	{
+		struct ugpu_context_opts copts = { .size = sizeof(copts),
+						   .log_level = UGPU_LOG_ERROR };
+		struct ugpu_bo *bo;
+
+		assert_int_equal(ugpu_context_create(&copts, &ctx2), 0);
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim2, 0));
+		assert_int_equal(ugpu_device_open(ctx2, uri, &alien), 0);
+		assert_int_equal(ugpu_device_link(f->dev[0], alien, &l), -EXDEV);
+		bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "x");
+		assert_non_null(bo);
+		assert_int_equal(ugpu_bo_migrate_device(bo, alien, 0), -EXDEV);
+		ugpu_bo_put(bo);
+		ugpu_device_close(alien);
+		ugpu_context_destroy(ctx2);
+	}
+	ugpu_device_close(other);
+	sim_stop(sim2);
+	/* closed: no longer listed */
+	assert_int_equal(peers_of(f->dev[0]).total, 2);
+	mfx_stop(f);
+}
+
+/* ---- moves ---------------------------------------------------------------- */
+
+#define BIG (6u << 20)
+
+/* A -> B -> A over a fast link: directly, byte-exact, the BO counted on
+ * whichever device holds it; and the same through system memory. */
+static void test_move_a_b_a(void **state)
+{
+	struct mfx *f = mfx_start(2, 64 << 20, NULL);
+	struct ugpu_device_mem a0 = mem_of(f->dev[0]), b0 = mem_of(f->dev[1]), a, b;
+	struct ugpu_bo *bo;
+
+	(void)state;
+	bo = bo_new(f->dev[0], BIG + 12288, 0, V, S, "abA");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, BIG + 12288, 17), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(bo_where(bo), V);
+	a = mem_of(f->dev[0]);
+	b = mem_of(f->dev[1]);
+	assert_int_equal(a.bos, a0.bos);
+	assert_int_equal(b.bos, b0.bos + 1);
+	assert_int_equal(b.bos_vram, b0.bos_vram + 1);
+	assert_int_equal(a.vram_bos, a0.vram_bos);
+	assert_int_equal(a.peer_out, 1);
+	assert_int_equal(b.peer_in, 1);
+	assert_int_equal(b.peer_direct, 1);
+	assert_int_equal(b.peer_via_system, 0);
+	assert_int_equal(b.peer_bytes, BIG + 12288);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 17), -1);
+	assert_int_equal(bo_mgr_check(f->dev[0], false), 0);
+	assert_int_equal(bo_mgr_check(f->dev[1], false), 0);
+
+	/* B writes, then back to A through system memory */
+	assert_int_equal(bo_fill(bo, BIG + 12288, 18), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_VIA_SYSTEM), 0);
+	a = mem_of(f->dev[0]);
+	assert_int_equal(a.peer_in, 1);
+	assert_int_equal(a.peer_via_system, 1);
+	assert_int_equal(a.bos, a0.bos + 1);
+	assert_int_equal(mem_of(f->dev[1]).bos, b0.bos);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* and once more directly, after the way back */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 2);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* the usual calls work on its new device */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(mem_of(f->dev[1]).bos_system, 1);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* from system memory of B into A: through system memory */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
+	assert_int_equal(mem_of(f->dev[0]).peer_via_system, 2);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	ugpu_bo_put(bo);
+	assert_int_equal(mem_of(f->dev[0]).bos, a0.bos);
+	assert_int_equal(mem_of(f->dev[1]).bos, b0.bos);
+	mfx_stop(f);
+}
+
+/* A slow link: a direct move is refused, the default goes through system
+ * memory. */
+static void test_move_slow_link(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 1 }, { 0, 0 } };
+	struct mfx *f = mfx_start(2, 32 << 20, slow);
+	struct ugpu_bo *bo;
+
+	(void)state;
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_SLOW);
+	bo = bo_new(f->dev[0], 2 << 20, 0, V, S, "slow");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 << 20, 5), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 1);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* The destination evicts its own unpinned BOs to make room (they keep their
+ * bytes); with only pinned BOs there it is -ENOSPC and nothing moves. */
+static void test_move_evicts(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_bo *mine[3], *bo, *pin;
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		mine[i] = bo_new(f->dev[1], 4 << 20, 0, V, S, "b-own");
+		assert_non_null(mine[i]);
+		assert_int_equal(bo_fill(mine[i], 4 << 20, 100 + i), 0);
+	}
+	bo = bo_new(f->dev[0], 8 << 20, 0, V, S, "big");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 8 << 20, 7), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_true(mem_of(f->dev[1]).evictions >= 1);
+	assert_int_equal(bo_verify(bo, 8 << 20, 7), -1);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(bo_verify(mine[i], 4 << 20, 100 + i), -1);
+	assert_int_equal(bo_mgr_check(f->dev[1], false), 0);
+
+	/* back to A; then B full of pinned BOs refuses it */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
+	for (i = 0; i < 3; i++)
+		ugpu_bo_put(mine[i]);
+	pin = bo_new(f->dev[1], 12 << 20, UGPU_BO_PINNED, V, N, "b-pinned");
+	assert_non_null(pin);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -ENOSPC);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[0]).bos, 1);
+	assert_int_equal(bo_verify(bo, 8 << 20, 7), -1);
+	ugpu_bo_put(pin);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* What may not move, and why. */
+static void test_move_errors(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_bo *bo, *sys_only;
+	void *p;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "e");
+	sys_only = bo_new(f->dev[0], 1 << 20, 0, S, N, "sys-only");
+	assert_non_null(bo);
+	assert_non_null(sys_only);
+	assert_int_equal(ugpu_bo_migrate_device(NULL, f->dev[1], 0), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, NULL, 0), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 4), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_FLAGS_ALL), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0); /* its own: VRAM */
+	assert_int_equal(ugpu_bo_migrate_device(sys_only, f->dev[1], 0), -EINVAL);
+	assert_int_equal(ugpu_bo_pin(bo), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_bo_unpin(bo), 0);
+	if (ugpu_bo_map(bo, &p) == 0) {
+		assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+		assert_int_equal(ugpu_bo_unmap(bo), 0);
+	}
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	/* a removed destination */
+	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_NONE);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -ENODEV);
+	assert_int_equal(bo_where(bo), V);
+	ugpu_bo_put(sys_only);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* Three devices, 0-1 fast, 1-2 slow: around the triangle and back,
+ * byte-exact, each hop by the path its link allows. */
+static void test_three_devices(void **state)
+{
+	static const unsigned int slow[][2] = { { 1, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 32 << 20, slow);
+	struct ugpu_bo *bo[2];
+	unsigned int i, round;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		bo[i] = bo_new(f->dev[0], (3 << 20) + i * 4096, 0, V, S, "tri");
+		assert_non_null(bo[i]);
+		assert_int_equal(bo_fill(bo[i], (3 << 20) + i * 4096, 40 + i), 0);
+	}
+	for (round = 0; round < 2; round++)
+		for (i = 0; i < 3; i++) {
+			struct ugpu_device *to = f->dev[(i + 1) % 3];
+
+			assert_int_equal(ugpu_bo_migrate_device(bo[0], to, 0), 0);
+			assert_int_equal(ugpu_bo_migrate_device(bo[1], to, 0), 0);
+			assert_int_equal(bo_verify(bo[0], 3 << 20, 40), -1);
+			assert_int_equal(bo_verify(bo[1], (3 << 20) + 4096, 41), -1);
+		}
+	/* hops 0->1 and 2->0 fast (direct) ... 1->2 slow (system) */
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 4);
+	assert_int_equal(mem_of(f->dev[2]).peer_via_system, 4);
+	assert_int_equal(mem_of(f->dev[0]).peer_direct, 4);
+	for (i = 0; i < 2; i++)
+		ugpu_bo_put(bo[i]);
+	mfx_stop(f);
+}
+
+/* Runtime PM: a destination in D3 is woken before the peer copy reaches its
+ * VRAM (a peer in D3 fails PEER descriptors), and sleeps again after. */
+static void test_move_wakes_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t resumes;
+	struct ugpu_bo *bo;
+	int i;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 2 << 20, 0, V, S, "wake");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 << 20, 9), 0);
+	for (i = 0; i < 2; i++) {
+		/* D3hot: the VRAM stays, so the BO stays in it */
+		assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[i], 0), 0);
+		assert_int_equal(ugpu_device_rpm_allow(f->dev[i], true), 0);
+	}
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[1], &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &rs), 0);
+	resumes = rs.resumes;
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &rs), 0);
+	assert_true(rs.resumes > resumes);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	/* both asleep: the source is woken for its engine, the destination
+	 * for its VRAM */
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	/* the source in D3cold (its VRAM evicted before, restored after the
+	 * wake): the bytes still arrive whole, by whichever path */
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 1ull << 40), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
+	assert_true(info.caps & UGPU_DEVICE_CAP_D3COLD); /* the reference device can */
+	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_links_chain),
+		cmocka_unit_test(test_links_groups),
+		cmocka_unit_test(test_move_a_b_a),
+		cmocka_unit_test(test_move_slow_link),
+		cmocka_unit_test(test_move_evicts),
+		cmocka_unit_test(test_move_errors),
+		cmocka_unit_test(test_three_devices),
+		cmocka_unit_test(test_move_wakes_peer),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
