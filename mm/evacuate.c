@@ -24,6 +24,7 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/peer.h"
 #include "mm/vram.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -325,6 +326,13 @@ static void maps_release(void *arg)
 	pthread_mutex_unlock(&m->lock);
 }
 
+static void to_peers(void *arg, struct unplug_counts *c)
+{
+	struct bo_mgr *m = arg;
+
+	bo_evacuate_to_peers(m->dev, c);
+}
+
 static const struct unplug_mem_ops evacuate_ops = {
 	.lock = evac_lock,
 	.unlock = evac_unlock,
@@ -333,6 +341,7 @@ static const struct unplug_mem_ops evacuate_ops = {
 	.dma_release = dma_release,
 	.detach = detach,
 	.maps_release = maps_release,
+	.to_peers = to_peers,
 };
 
 void evacuate_register(struct ugpu_device *dev)

@@ -26,6 +26,7 @@
 #include "mm/bo_rpm.h"
 #include "mm/peer.h"
 #include "mm/vram.h"
+#include "src/unplug.h"
 #include "base/log.h"
 #include "src/device.h"
 
@@ -175,12 +176,16 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 {
 	struct ugpu_device *src = bo->dev;
 	struct bo_mgr *ms = src->bo_mgr, *md = dst->bo_mgr;
+	bool quiet = flags & BO_PEER_EVACUATE;
 	struct buddy_list blocks;
 	bool direct;
 	int link, ret;
 
 	if (ms->closed || md->closed || device_is_removed(dst))
 		return -ENODEV;
+	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm ||
+		      bo->pin_count || list_linked(&bo->binds) || bo->map))
+		return -EAGAIN; /* not one a removal sends to a peer */
 	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
 		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
 			bo->name, dst->name,
@@ -215,7 +220,16 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 		return -ENODEV; /* its removal is moving it right now */
 
 	buddy_list_init(&blocks);
-	ret = bo_vram_alloc_evict_on_locked(dst, bo, &blocks);
+	if (flags & BO_PEER_EVACUATE) {
+		/* a removal takes only free room: the peer's own BOs stay */
+		unsigned int bf = bo->buddy_flags;
+
+		if (bo->flags & UGPU_BO_CONTIGUOUS)
+			bf |= BUDDY_CONTIGUOUS_ALLOCATION;
+		ret = vram_alloc(dst, bo->size, 4096, bf, &blocks);
+	} else {
+		ret = bo_vram_alloc_evict_on_locked(dst, bo, &blocks);
+	}
 	if (ret)
 		return ret;
 	if (direct) {
@@ -264,17 +278,19 @@ void bo_unlock_pair(struct ugpu_device *a, struct ugpu_device *b)
 	pthread_mutex_unlock(&b->bo_mgr->lock);
 }
 
-UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags)
+/* ugpu_bo_migrate_device() with the internal flags too; @expect: the BO
+ * must still be on that device (else -EAGAIN), or NULL. */
+static int migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags,
+			  struct ugpu_device *expect)
 {
 	struct ugpu_device *src;
 	struct rpm *held_src = NULL, *held_dst = NULL;
 	int ret;
 
-	if (!bo || !dst || (flags & ~UGPU_MIGRATE_FLAGS_ALL) ||
-	    (flags & UGPU_MIGRATE_FLAGS_ALL) == UGPU_MIGRATE_FLAGS_ALL)
-		return -EINVAL;
 	for (;;) {
 		src = bo_dev(bo);
+		if (expect && src != expect)
+			return -EAGAIN;
 		if (src->ctx != dst->ctx) {
 			log_err(dst->ctx, "ugpu_bo_migrate_device: BO '%s' and %s belong to different contexts",
 				bo->name, dst->name);
@@ -310,4 +326,48 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
 	if (!ret)
 		device_put(src); /* the handle now holds @dst (rehome_locked()) */
 	return ret;
+}
+
+UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags)
+{
+	if (!bo || !dst || (flags & ~UGPU_MIGRATE_FLAGS_ALL) ||
+	    (flags & UGPU_MIGRATE_FLAGS_ALL) == UGPU_MIGRATE_FLAGS_ALL)
+		return -EINVAL;
+	return migrate_device(bo, dst, flags, NULL);
+}
+
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
+{
+	struct ugpu_device *peers[UGPU_MAX_PEERS];
+	struct bo_mgr *m = dev->bo_mgr;
+	struct ugpu_bo **v;
+	unsigned int np, i;
+	size_t n, k;
+
+	np = device_peers_get(dev, peers, UGPU_MAX_PEERS);
+	if (!np)
+		return;
+	pthread_mutex_lock(&m->lock);
+	if (bo_snapshot_locked(m, &v, &n))
+		n = 0, v = NULL;
+	pthread_mutex_unlock(&m->lock);
+	for (k = 0; k < n; k++) {
+		for (i = 0; i < np; i++) {
+			int ret = migrate_device(v[k], peers[i], BO_PEER_EVACUATE, dev);
+
+			if (!ret) {
+				c->bos_to_peer++;
+				c->bytes_to_peer += v[k]->size;
+				log_info(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) moved to %s",
+					 dev->name, v[k]->name, v[k]->size, peers[i]->name);
+			}
+			if (ret != -ENOSPC && ret != -ENODEV && ret != -EBUSY && ret != -EIO)
+				break; /* moved, or not one to move: next BO */
+			/* no room there, or that peer cannot now: the next peer */
+		}
+	}
+	if (v)
+		bo_snapshot_put(v, n);
+	for (i = 0; i < np; i++)
+		device_put(peers[i]);
 }

@@ -329,16 +329,15 @@ static inline bool device_is_removed(struct ugpu_device *dev)
 /*
  * The fabric (src/fabric.c). device_link(): the link between two devices
  * of one context (enum ugpu_link; NONE when either is removed).
- * device_peer_for() - the open device of @dev's context, other than @dev,
- * with the best link to it (fast before slow; none: NULL) that @fits accepts
- * (may be NULL), with a device reference (device_put() it). Called with no
- * lock held; @fits runs under the context's device lock (no other lock).
+ * device_peers_get() - the open devices of @dev's context that have a link
+ * to it, fast links first (then in the order they were opened), at most
+ * @max, each with a device reference (device_put() each). Returns how many.
  * device_lock_first(): of two devices, the one whose BO manager lock is
  * taken first.
+ * Context: any thread, no lock held (takes the context's device lock).
  */
 int device_link(struct ugpu_device *a, struct ugpu_device *b);
-struct ugpu_device *device_peer_for(struct ugpu_device *dev,
-				    bool (*fits)(struct ugpu_device *peer, void *arg), void *arg);
+unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
 static inline bool device_lock_first(const struct ugpu_device *a, const struct ugpu_device *b)
 {
 	return a->ctx_index < b->ctx_index;

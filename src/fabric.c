@@ -73,27 +73,25 @@ static struct device_component fabric_component = {
 };
 DEVICE_COMPONENT(fabric_component)
 
-struct ugpu_device *device_peer_for(struct ugpu_device *dev,
-				    bool (*fits)(struct ugpu_device *peer, void *arg), void *arg)
+unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max)
 {
 	struct ugpu_context *ctx = dev->ctx;
-	struct ugpu_device *best = NULL;
-	int best_link = UGPU_LINK_NONE;
+	unsigned int n = 0;
+	int want;
 
 	pthread_mutex_lock(&ctx->dev_lock);
-	list_for_each(l, &ctx->devices) {
-		struct ugpu_device *p = dev_of_ctx(l);
-		int link = device_link(dev, p);
+	for (want = UGPU_LINK_FAST; want > UGPU_LINK_NONE; want--) {
+		list_for_each(l, &ctx->devices) {
+			struct ugpu_device *p = dev_of_ctx(l);
 
-		if (link > best_link && (!fits || fits(p, arg))) {
-			best = p;
-			best_link = link;
+			if (n < max && device_link(dev, p) == want) {
+				device_get(p); /* listed: it holds its open reference */
+				out[n++] = p;
+			}
 		}
 	}
-	if (best)
-		device_get(best); /* listed: it holds its open reference */
 	pthread_mutex_unlock(&ctx->dev_lock);
-	return best;
+	return n;
 }
 
 /*

@@ -8,6 +8,7 @@
  * fabric (2 or 3 nodes, some links slow).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -412,6 +413,21 @@ static void test_three_devices(void **state)
 	mfx_stop(f);
 }
 
+/* Suspend now; -EBUSY while a transition (the last wake) is still
+ * finishing: try again, for at most 5 s. */
+static int rpm_suspend_soon(struct ugpu_device *dev)
+{
+	int ret, i;
+
+	for (i = 0; i < 500; i++) {
+		ret = ugpu_device_rpm_suspend(dev);
+		if (ret != -EBUSY)
+			break;
+		usleep(10000);
+	}
+	return ret;
+}
+
 /* Runtime PM: a destination in D3 is woken before the peer copy reaches its
  * VRAM (a peer in D3 fails PEER descriptors), and sleeps again after. */
 static void test_move_wakes_peer(void **state)
@@ -432,7 +448,7 @@ static void test_move_wakes_peer(void **state)
 		assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[i], 0), 0);
 		assert_int_equal(ugpu_device_rpm_allow(f->dev[i], true), 0);
 	}
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev[1]), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[1]), 0);
 	assert_int_equal(ugpu_device_query(f->dev[1], &info), 0);
 	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
 	assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &rs), 0);
@@ -443,20 +459,219 @@ static void test_move_wakes_peer(void **state)
 	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
 	/* both asleep: the source is woken for its engine, the destination
 	 * for its VRAM */
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev[0]), 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev[1]), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[1]), 0);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0);
 	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
 	/* the source in D3cold (its VRAM evicted before, restored after the
 	 * wake): the bytes still arrive whole, by whichever path */
 	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 1ull << 40), 0);
-	assert_int_equal(ugpu_device_rpm_suspend(f->dev[0]), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
 	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
 	assert_true(info.caps & UGPU_DEVICE_CAP_D3COLD); /* the reference device can */
 	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
 	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
 	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* ---- removal of one device ------------------------------------------------- */
+
+#define NW 4
+#define WBYTES (2u << 20)
+
+struct writer {
+	struct ugpu_bo *bo;
+	uint32_t seed; /* last pattern written whole (atomic) */
+	int *stop;
+	int err;
+};
+
+/* Rewrite the whole BO with a new pattern until told to stop; every write
+ * must succeed, wherever the BO lives meanwhile. */
+static void *writer_fn(void *arg)
+{
+	struct writer *w = arg;
+	uint32_t s = __atomic_load_n(&w->seed, __ATOMIC_RELAXED);
+
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
+		int ret = bo_fill(w->bo, WBYTES, ++s);
+
+		if (ret) {
+			w->err = ret;
+			break;
+		}
+		__atomic_store_n(&w->seed, s, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* An orderly removal under load: BOs written all along move to the peer's
+ * VRAM over the fabric, byte-exact; pinned and CPU-mapped ones go to system
+ * memory as before; the peer's own BOs are untouched. */
+static void test_removal_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 64 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_mem b0 = mem_of(f->dev[1]), b;
+	struct writer w[NW];
+	pthread_t t[NW];
+	struct ugpu_bo *pinned, *mapped, *sys, *own;
+	uint8_t *p;
+	int stop = 0;
+	unsigned int i;
+
+	(void)state;
+	own = bo_new(f->dev[1], 1 << 20, 0, V, S, "b-own");
+	pinned = bo_new(f->dev[0], 1 << 20, UGPU_BO_PINNED, V, S, "pinned");
+	mapped = bo_new(f->dev[0], 1 << 20, 0, V, S, "mapped");
+	sys = bo_new(f->dev[0], 1 << 20, 0, S, V, "sys");
+	assert_true(own && pinned && mapped && sys);
+	assert_int_equal(bo_fill(own, 1 << 20, 201), 0);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 202), 0);
+	assert_int_equal(bo_fill(sys, 1 << 20, 204), 0);
+	assert_int_equal(ugpu_bo_map(mapped, (void **)&p), 0);
+	pat_fill(p, 1 << 20, 203);
+	for (i = 0; i < NW; i++) {
+		w[i] = (struct writer){ .bo = bo_new(f->dev[0], WBYTES, 0, V, S, "loaded"),
+					.seed = 1000 * (i + 1), .stop = &stop };
+		assert_non_null(w[i].bo);
+		assert_int_equal(bo_fill(w[i].bo, WBYTES, w[i].seed), 0);
+		assert_int_equal(pthread_create(&t[i], NULL, writer_fn, &w[i]), 0);
+	}
+	usleep(30000);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	usleep(10000); /* the writers go on after the removal */
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < NW; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].err, 0);
+	}
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, NW);
+	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES);
+	assert_int_equal(ui.bos_moved, 2); /* pinned, mapped */
+	assert_int_equal(ui.bos_lost, 0);
+	b = mem_of(f->dev[1]);
+	assert_int_equal(b.bos, b0.bos + 1 + NW);
+	assert_int_equal(b.peer_in, NW);
+	assert_int_equal(b.peer_direct, NW);
+	for (i = 0; i < NW; i++) {
+		assert_int_equal(bo_where(w[i].bo), V);
+		assert_int_equal(bo_verify(w[i].bo, WBYTES, w[i].seed), -1);
+	}
+	assert_int_equal(bo_where(pinned), S);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	assert_int_equal(pat_check(p, 1 << 20, 203), -1);
+	assert_int_equal(bo_verify(sys, 1 << 20, 204), -1);
+	assert_int_equal(bo_verify(own, 1 << 20, 201), -1);
+	/* a BO that moved keeps working on its new device: and back to system */
+	assert_int_equal(ugpu_bo_migrate(w[0].bo, S), 0);
+	assert_int_equal(bo_verify(w[0].bo, WBYTES, w[0].seed), -1);
+	/* the survivors of the removed device may move to the peer afterwards */
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_bo_unpin(pinned), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	for (i = 0; i < NW; i++)
+		ugpu_bo_put(w[i].bo);
+	ugpu_bo_unmap(mapped);
+	ugpu_bo_put(pinned);
+	ugpu_bo_put(mapped);
+	ugpu_bo_put(sys);
+	ugpu_bo_put(own);
+	mfx_stop(f);
+}
+
+/* Three devices: the removed one's fast peer is full, its other peer (slow
+ * link) has room: the BOs go there through system memory. With no room
+ * anywhere they go to system memory. */
+static void test_removal_peer_room(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_bo *full1, *full2, *bo[2], *kept;
+	unsigned int i;
+
+	(void)state;
+	/* node 1: full of its own BOs (not evicted for the removal) */
+	full1 = bo_new(f->dev[1], 15 << 20, 0, V, S, "full1");
+	assert_non_null(full1);
+	for (i = 0; i < 2; i++) {
+		bo[i] = bo_new(f->dev[0], 3 << 20, 0, V, S, "to-2");
+		assert_non_null(bo[i]);
+		assert_int_equal(bo_fill(bo[i], 3 << 20, 300 + i), 0);
+	}
+	/* node 2 has room for one of them only */
+	full2 = bo_new(f->dev[2], 11 << 20, UGPU_BO_PINNED, V, N, "full2");
+	assert_non_null(full2);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_int_equal(ui.bos_moved, 1);
+	assert_int_equal(mem_of(f->dev[2]).peer_via_system, 1);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	assert_int_equal(bo_where(full1), V);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(bo_verify(bo[i], 3 << 20, 300 + i), -1);
+	kept = bo_where(bo[0]) == S ? bo[0] : bo[1];
+	assert_int_equal(bo_where(kept), S);
+	for (i = 0; i < 2; i++)
+		ugpu_bo_put(bo[i]);
+	ugpu_bo_put(full1);
+	ugpu_bo_put(full2);
+	mfx_stop(f);
+}
+
+/* A surprise removal: nothing can be read from the device any more, so
+ * nothing goes to the peer; what had a copy in system memory survives,
+ * what was only in VRAM is reported lost; the peer is untouched. */
+static void test_removal_surprise(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_bo *vram, *sys, *own;
+	uint64_t t0;
+
+	(void)state;
+	vram = bo_new(f->dev[0], 1 << 20, 0, V, S, "vram");
+	sys = bo_new(f->dev[0], 1 << 20, 0, S, V, "sys");
+	own = bo_new(f->dev[1], 1 << 20, 0, V, S, "own");
+	assert_true(vram && sys && own);
+	assert_int_equal(bo_fill(vram, 1 << 20, 401), 0);
+	assert_int_equal(bo_fill(sys, 1 << 20, 402), 0);
+	assert_int_equal(bo_fill(own, 1 << 20, 403), 0);
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	for (t0 = 0;; t0++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			break;
+		assert_true(t0 < 10000);
+		usleep(1000);
+	}
+	assert_int_equal(ui.status, -ENODEV);
+	assert_int_equal(ui.bos_to_peer, 0);
+	assert_int_equal(ui.bos_lost, 1);
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_NONE);
+	assert_int_equal(bo_verify(sys, 1 << 20, 402), -1);
+	assert_int_equal(bo_verify(own, 1 << 20, 403), -1);
+	{
+		char b;
+
+		assert_int_equal(ugpu_bo_read(vram, 0, &b, 1), -ENODATA);
+	}
+	assert_int_equal(ugpu_bo_migrate_device(vram, f->dev[1], 0), -ENODATA);
+	/* the survivor moves on to the peer */
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(sys, 1 << 20, 402), -1);
+	ugpu_bo_put(vram);
+	ugpu_bo_put(sys);
+	ugpu_bo_put(own);
 	mfx_stop(f);
 }
 
@@ -471,6 +686,9 @@ int main(void)
 		cmocka_unit_test(test_move_errors),
 		cmocka_unit_test(test_three_devices),
 		cmocka_unit_test(test_move_wakes_peer),
+		cmocka_unit_test(test_removal_to_peer),
+		cmocka_unit_test(test_removal_peer_room),
+		cmocka_unit_test(test_removal_surprise),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
