@@ -17,6 +17,7 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/p2p.h"
 #include "mm/vram.h"
 #include "base/log.h"
 #include "src/device.h"
@@ -200,7 +201,10 @@ static void bo_close_release(struct ugpu_device *dev)
 
 	if (!m)
 		return;
+	/* peers stop reaching this VRAM, and this device its peers' */
+	p2p_revoke_exporter(dev);
 	pthread_mutex_lock(&m->lock);
+	p2p_release_importer_locked(dev);
 	while (list_linked(&m->all)) {
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
 

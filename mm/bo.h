@@ -152,6 +152,18 @@ struct bo_mgr {
 	 * memory), and the bytes that came */
 	uint64_t peer_out, peer_in, peer_direct, peer_via_system, peer_bytes;
 
+	/* peer windows (mm/p2p.c): a peer's VRAM BAR mapped into this
+	 * device's DMA space for peer binds, one per peer, under @lock.
+	 * @refs: peer binds using it (each holds the window, and the window
+	 * a device reference of @peer); @revoked: unmapped already (the peer
+	 * is going, or this device is), waiting for its binds to go. */
+	struct p2p_win {
+		struct ugpu_device *peer;
+		uint64_t iova, size;
+		unsigned int refs;
+		bool revoked;
+	} p2p[16];
+
 	/* fault injection: fail the Nth backup allocation (countdown; 0 = off) */
 	unsigned long fail_backup_at;
 	bool fail_backup_always;

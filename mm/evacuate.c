@@ -24,6 +24,7 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/p2p.h"
 #include "mm/peer.h"
 #include "mm/vram.h"
 #include "base/clock.h"
@@ -229,6 +230,8 @@ static void dma_release(void *arg)
 	struct bo_mgr *m = arg;
 	struct ugpu_device *dev = m->dev;
 
+	p2p_release_importer_locked(dev); /* its windows onto peers */
+
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
@@ -333,6 +336,13 @@ static void to_peers(void *arg, struct unplug_counts *c)
 	bo_evacuate_to_peers(m->dev, c);
 }
 
+static void revoke_peers(void *arg)
+{
+	struct bo_mgr *m = arg;
+
+	p2p_revoke_exporter(m->dev);
+}
+
 static const struct unplug_mem_ops evacuate_ops = {
 	.lock = evac_lock,
 	.unlock = evac_unlock,
@@ -342,6 +352,7 @@ static const struct unplug_mem_ops evacuate_ops = {
 	.detach = detach,
 	.maps_release = maps_release,
 	.to_peers = to_peers,
+	.revoke_peers = revoke_peers,
 };
 
 void evacuate_register(struct ugpu_device *dev)

@@ -184,6 +184,10 @@ struct ugpu_device {
 	 * cannot be read any more (a surprise, or a wake that failed): what
 	 * was only in its VRAM is lost, and nothing is copied from it. */
 	int vram_lost;
+	/* atomic, set (never cleared) when peers must stop mapping this
+	 * device's VRAM (its removal or close revokes their windows,
+	 * mm/p2p.c): no new window is made after it */
+	int p2p_gone;
 	struct vfio_dev gone_vdev;
 
 	/* The context's device list (ctx->devices, under ctx->dev_lock; the
@@ -338,6 +342,9 @@ static inline bool device_is_removed(struct ugpu_device *dev)
  */
 int device_link(struct ugpu_device *a, struct ugpu_device *b);
 unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
+/* device_others_get() - the same for every other open device of the
+ * context, linked or not, in the order they were opened. */
+unsigned int device_others_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
 static inline bool device_lock_first(const struct ugpu_device *a, const struct ugpu_device *b)
 {
 	return a->ctx_index < b->ctx_index;

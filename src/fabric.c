@@ -94,6 +94,24 @@ unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out,
 	return n;
 }
 
+unsigned int device_others_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max)
+{
+	struct ugpu_context *ctx = dev->ctx;
+	unsigned int n = 0;
+
+	pthread_mutex_lock(&ctx->dev_lock);
+	list_for_each(l, &ctx->devices) {
+		struct ugpu_device *p = dev_of_ctx(l);
+
+		if (p != dev && n < max) {
+			device_get(p);
+			out[n++] = p;
+		}
+	}
+	pthread_mutex_unlock(&ctx->dev_lock);
+	return n;
+}
+
 /*
  * Owner groups: the connected parts of the fast-link graph over the listed
  * devices; a group is named by the smallest context index in it. Under the

@@ -117,6 +117,10 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		log_warn(dev->ctx, "%s: removal %s: moving every BO to system memory and releasing the device",
 			 dev->name, kind == UGPU_UNPLUG_API ? "asked by the application" : "requested");
 
+	/* 0. Peers stop reaching this device's VRAM before anything moves. */
+	if (mem->revoke_peers)
+		mem->revoke_peers(arg);
+
 	/* 1. No host-suspend transition during the removal. */
 	ret = lock_bounded(&dev->pm->lock, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {

@@ -74,6 +74,10 @@ struct unplug_mem_ops {
 	 * (takes the managers' locks itself); @evacuate then takes the rest to
 	 * system memory. May be NULL. */
 	void (*to_peers)(void *arg, struct unplug_counts *c);
+	/* First of all, no lock held: other devices stop reaching this
+	 * device's VRAM (their peer binds into it revoked, their windows onto
+	 * it unmapped). May be NULL. */
+	void (*revoke_peers)(void *arg);
 };
 
 /* unplug_mem_register() - at bring-up, before the watcher starts. */

@@ -26,12 +26,14 @@
 #include <ugpu/fabric.h>
 #include <ugpu/rpm.h>
 #include <ugpu/unplug.h>
+#include <ugpu/vm.h>
 
 #include "mm/bo.h"
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
 
 #include "bo_util.h"
+#include "kernel_util.h"
 
 #define MAXD 3
 
@@ -675,6 +677,135 @@ static void test_removal_surprise(void **state)
 	mfx_stop(f);
 }
 
+/* ---- peer access in place ---------------------------------------------------- */
+
+static uint64_t word_sum(struct ugpu_bo *bo, uint64_t bytes)
+{
+	uint64_t *w = malloc(bytes), sum = 0;
+
+	assert_non_null(w);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, bytes), 0);
+	for (uint64_t i = 0; i < bytes / 8; i++)
+		sum += w[i];
+	free(w);
+	return sum;
+}
+
+static uint32_t pins_of(struct ugpu_bo *bo)
+{
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+
+	assert_int_equal(ugpu_bo_query(bo, &i), 0);
+	return i.pin_count;
+}
+
+#define PVA 0x10000000ull
+#define PBYTES (2u << 20)
+
+/* A VM on @dev with one queue. */
+static void vm_and_queue(struct ugpu_device *dev, struct ugpu_vm **vm, struct ugpu_queue **q)
+{
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .name = "a" };
+	struct ugpu_queue_opts qo = { .size = sizeof(qo), .name = "a" };
+
+	assert_int_equal(ugpu_vm_create(dev, &vo, vm), 0);
+	assert_int_equal(ugpu_queue_create(*vm, &qo, q), 0);
+}
+
+/* A kernel on device 0 reads and writes a BO living in device 1's VRAM in
+ * place, through device 0's window onto device 1's VRAM BAR: the BO is
+ * pinned there while bound; the unbind lets it go. */
+static void test_peer_bind(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo, *sys_only;
+	uint64_t *w = malloc(PBYTES);
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(w);
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	sys_only = bo_new(f->dev[1], PBYTES, 0, S, N, "peer-sys");
+	assert_true(bo && sys_only);
+	assert_int_equal(bo_fill(bo, PBYTES, 77), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+
+	assert_int_equal(ugpu_vm_bind(vm, sys_only, 0, PVA, PBYTES, 0), -EINVAL);
+	assert_int_equal(pins_of(sys_only), 0);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_true(pins_of(bo) >= 1);
+	assert_int_equal(ugpu_bo_migrate(bo, S), -EBUSY); /* held in place */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), -EBUSY);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_int_equal(r.sum, word_sum(bo, PBYTES));
+	/* a write from device 0 lands in device 1's VRAM */
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)(PVA + 4096), 8192,
+				    0x1122334455667788ull, 5000, &r),
+			 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, PBYTES), 0);
+	assert_int_equal(pat_check(w, 4096, 77), -1);
+	for (i = 0; i < 1024; i++)
+		assert_int_equal(w[512 + i], 0x1122334455667788ull);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[0]).bos, 0); /* nothing moved to device 0 */
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(pins_of(bo), 0);
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	/* in system memory: no in-place bind from there */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0); /* the pin brings it back */
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0); /* the binds go with it */
+	assert_int_equal(pins_of(bo), 0);
+	free(w);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(sys_only);
+	mfx_stop(f);
+}
+
+/* The peer goes away: device 0's binds into its VRAM are revoked before
+ * anything of it moves (a kernel then faults on them instead of reading
+ * VRAM that is no longer the BO's), the BO keeps its bytes (in system
+ * memory: the binds still pin it), and the unbind still works. */
+static void test_peer_bind_revoked(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo;
+
+	(void)state;
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, PBYTES, 78), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, UGPU_BIND_READONLY), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 -EFAULT);
+	assert_int_equal(r.fault_va, PVA);
+	assert_int_equal(bo_where(bo), S);
+	assert_int_equal(bo_verify(bo, PBYTES, 78), -1);
+	/* no new bind into a removed device */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), -ENODEV);
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(pins_of(bo), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -689,6 +820,8 @@ int main(void)
 		cmocka_unit_test(test_removal_to_peer),
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
+		cmocka_unit_test(test_peer_bind),
+		cmocka_unit_test(test_peer_bind_revoked),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
