@@ -146,6 +146,8 @@ static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 	list_init(&m->all);
 	list_init(&m->lru);
 	m->vram_fd = -1;
+	for (size_t i = 0; i < sizeof(m->stage) / sizeof(m->stage[0]); i++)
+		m->stage[i].mem.fd = -1;
 	m->pm_state = BO_PM_ACTIVE;
 	dev->bo_mgr = m;
 	dev->kmem = &bo_kmem_ops;

@@ -163,6 +163,16 @@ struct bo_mgr {
 		unsigned int refs;
 		bool revoked;
 	} p2p[16];
+	/* staging for moves to a peer through system memory (mm/p2p.c): one
+	 * buffer per peer, mapped in this device's DMA space (@iova) and the
+	 * peer's (@peer_iova), made at the first such move; under @lock (and
+	 * the peer's manager lock while a move uses it); dropped when either
+	 * device goes */
+	struct p2p_stage {
+		struct ugpu_device *peer;
+		struct sysmem mem;
+		uint64_t iova, peer_iova;
+	} stage[16];
 
 	/* fault injection: fail the Nth backup allocation (countdown; 0 = off) */
 	unsigned long fail_backup_at;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "mm/bo.h"
+#include "base/sysmem.h"
 #include "mm/p2p.h"
 #include "mm/vm.h"
 #include "base/log.h"
@@ -100,6 +101,62 @@ static void win_revoke_locked(struct ugpu_device *dev, struct p2p_win *w)
 	w->revoked = true;
 }
 
+/* ---- staging for moves through system memory ---------------------------- */
+
+static void stage_drop_locked(struct ugpu_device *dev, struct p2p_stage *st)
+{
+	if (st->iova && !device_is_removed(dev))
+		dma_unmap(&dev->dma, st->iova, st->mem.size);
+	if (st->peer_iova && !device_is_removed(st->peer))
+		dma_unmap(&st->peer->dma, st->peer_iova, st->mem.size);
+	sysmem_destroy(&st->mem);
+	*st = (struct p2p_stage){ .mem = { .fd = -1 } };
+}
+
+int p2p_stage_get_locked(struct ugpu_device *dev, struct ugpu_device *peer, uint64_t *iova,
+			 uint64_t *peer_iova)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	struct p2p_stage *st = NULL;
+	size_t i;
+	int ret;
+
+	/* @dev going is fine (its removal sends BOs to peers through here;
+	 * its own release drops the buffer); @peer going is not: its
+	 * revocation, which takes @dev's lock, must find every buffer mapped
+	 * into it */
+	if (device_is_removed(dev) || device_is_removed(peer) ||
+	    __atomic_load_n(&peer->p2p_gone, __ATOMIC_ACQUIRE))
+		return -ENODEV;
+	for (i = 0; i < NWIN && !st; i++)
+		if (m->stage[i].peer == peer)
+			st = &m->stage[i];
+	if (!st) {
+		for (i = 0; i < NWIN && !st; i++)
+			if (!m->stage[i].peer)
+				st = &m->stage[i];
+		if (!st)
+			return -ENOSPC;
+		ret = sysmem_create(dev->ctx, P2P_STAGE_BYTES, "ugpu-p2p-stage", &st->mem);
+		if (ret)
+			return ret;
+		st->peer = peer;
+		ret = dma_map_sysmem(&dev->dma, &st->mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &st->iova);
+		if (!ret)
+			ret = dma_map_sysmem(&peer->dma, &st->mem, VFIO_DMA_READ | VFIO_DMA_WRITE,
+					     &st->peer_iova);
+		if (ret) {
+			log_err(dev->ctx, "%s: no staging buffer for moves to %s: %s", dev->name,
+				peer->name, ugpu_strerror(ret));
+			stage_drop_locked(dev, st);
+			return ret;
+		}
+	}
+	*iova = st->iova;
+	*peer_iova = st->peer_iova;
+	return 0;
+}
+
 void p2p_revoke_exporter(struct ugpu_device *exporter)
 {
 	struct ugpu_device *v[16];
@@ -119,6 +176,9 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 		if (bo_rpm_hold(dev, &held))
 			held = NULL; /* gone meanwhile: nothing to write */
 		pthread_mutex_lock(&m->lock);
+		for (size_t k = 0; k < NWIN; k++)
+			if (m->stage[k].peer == exporter)
+				stage_drop_locked(dev, &m->stage[k]);
 		w = win_find(m, exporter);
 		if (w && !w->revoked) {
 			binds = device_is_removed(dev) ? 0
@@ -142,7 +202,10 @@ void p2p_release_importer_locked(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = dev->bo_mgr;
 
-	for (size_t i = 0; i < NWIN; i++)
+	for (size_t i = 0; i < NWIN; i++) {
 		if (m->p2p[i].refs)
 			win_revoke_locked(dev, &m->p2p[i]);
+		if (m->stage[i].peer)
+			stage_drop_locked(dev, &m->stage[i]);
+	}
 }

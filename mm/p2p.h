@@ -31,8 +31,21 @@ void p2p_win_put(struct ugpu_device *dev, struct ugpu_device *peer);
  * unmapped. No lock held; wakes each importer for its page tables.
  */
 void p2p_revoke_exporter(struct ugpu_device *exporter);
-/* p2p_release_importer_locked() - @dev's removal: its DMA space goes, so do
- * its windows (unmapped now; freed with their last bind). Manager lock. */
+/* p2p_release_importer_locked() - @dev's removal or close: its DMA space
+ * goes, so do its windows (unmapped now; freed with their last bind) and
+ * its staging buffers. Manager lock. */
 void p2p_release_importer_locked(struct ugpu_device *dev);
+
+/* Bytes of a staging buffer: a move through system memory goes in chunks
+ * of this size. */
+#define P2P_STAGE_BYTES (8ull << 20)
+/*
+ * p2p_stage_get_locked() - @dev's staging buffer for moves to @peer, mapped
+ * in both DMA spaces (made on first use). Both managers locked.
+ * Returns: 0 with *@iova (in @dev's space) and *@peer_iova; -ENODEV (either
+ * is going); -ENOSPC (no free slot); sysmem/DMA errors.
+ */
+int p2p_stage_get_locked(struct ugpu_device *dev, struct ugpu_device *peer, uint64_t *iova,
+			 uint64_t *peer_iova);
 
 #endif

@@ -24,6 +24,7 @@
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
+#include "mm/p2p.h"
 #include "mm/peer.h"
 #include "mm/vram.h"
 #include "src/unplug.h"
@@ -103,39 +104,44 @@ static int copy_in(struct ugpu_device *dev, const struct buddy_list *blocks, uin
 	return copy_wait(e, bo_copy_queue(e, blocks, size, iova, true, &fence), &fence, size);
 }
 
-/* Through system memory: @bo's bytes into @dst's @blocks. Both locks held. */
+/*
+ * Through system memory: @bo's bytes into @dst's @blocks. From VRAM through
+ * the source's staging buffer for @dst (mapped in both DMA spaces, made
+ * once: mm/p2p.c), chunk by chunk, out by the source's engine and in by the
+ * destination's; from system memory straight from the BO's pages, mapped
+ * into @dst's DMA space for the copy. Both locks held.
+ */
 static int copy_via_system(struct ugpu_bo *bo, struct ugpu_device *dst,
 			   const struct buddy_list *blocks)
 {
 	struct ugpu_device *src = bo->dev;
-	struct bo_sys bounce = { .mem = { .fd = -1 } };
-	const struct sysmem *mem = &bo->sys.mem;
 	uint64_t iova_dst = 0;
 	int ret, r;
 
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
-		struct engine *e = device_copy_engine(src);
-		uint64_t fence = 0;
+		struct engine *es = device_copy_engine(src), *ed = device_copy_engine(dst);
+		uint64_t iova_src, off, fence = 0;
 
-		ret = bo_sys_alloc_locked(src, bo->size, bo->name, false, &bounce);
-		if (ret)
-			return ret;
-		ret = copy_wait(e, bo_copy_queue(e, bo->vram, bo->size, bounce.iova, false, &fence),
-				&fence, bo->size);
-		if (ret)
-			goto out_free;
-		mem = &bounce.mem;
+		ret = p2p_stage_get_locked(src, dst, &iova_src, &iova_dst);
+		for (off = 0; !ret && off < bo->size; off += P2P_STAGE_BYTES) {
+			uint64_t n = bo->size - off < P2P_STAGE_BYTES ? bo->size - off : P2P_STAGE_BYTES;
+
+			ret = copy_wait(es, bo_copy_range_queue(es, bo->vram, off, n, iova_src, false,
+								&fence),
+					&fence, n);
+			if (!ret)
+				ret = copy_wait(ed, bo_copy_range_queue(ed, blocks, off, n, iova_dst, true,
+									&fence),
+						&fence, n);
+		}
+		return ret;
 	}
-	ret = dma_map_sysmem(&dst->dma, mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova_dst);
+	ret = dma_map_sysmem(&dst->dma, &bo->sys.mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova_dst);
 	if (ret)
-		goto out_free;
+		return ret;
 	ret = copy_in(dst, blocks, bo->size, iova_dst);
-	r = dma_unmap(&dst->dma, iova_dst, mem->size);
-	if (r && !ret)
-		ret = r;
-out_free:
-	bo_sys_free(src, &bounce);
-	return ret;
+	r = dma_unmap(&dst->dma, iova_dst, bo->sys.mem.size);
+	return ret ? ret : r;
 }
 
 /* Take @bo off @src's manager and give it to @dst's, in @blocks of its

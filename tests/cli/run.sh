@@ -59,7 +59,7 @@ done
 for c in list bind unbind suspend resume unplug; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
-for c in all buddy copy exec suspend rpm svm uffd; do
+for c in all buddy copy exec suspend rpm svm p2p uffd; do
 	help_version "ugpu-bench $c" "$B/ugpu-bench" $c
 done
 # defaults are in the usage
