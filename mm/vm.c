@@ -800,6 +800,13 @@ static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offs
 		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another context", bo->name);
 		return -EXDEV;
 	}
+	/* drm_pagemap's rule: a device uses memory of another in place only
+	 * when they share an owner (here: fast links join them) */
+	if (!device_same_owner(dev, peer)) {
+		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to %s, which is not in the owner group of %s (no fast link joins them, or it is removed)",
+			bo->name, peer->name, dev->name);
+		return -EINVAL;
+	}
 	/* The peer's BO stays where it is while bound (its move would not
 	 * reach this device's page tables): pinned, its device awake. */
 	ret = ugpu_bo_pin(bo);

@@ -344,6 +344,9 @@ int device_link(struct ugpu_device *a, struct ugpu_device *b);
 unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
 /* device_others_get() - the same for every other open device of the
  * context, linked or not, in the order they were opened. */
+/* device_same_owner() - @a and @b are open, not removed, and in one owner
+ * group (joined by fast links, directly or through others). No lock held. */
+bool device_same_owner(struct ugpu_device *a, struct ugpu_device *b);
 unsigned int device_others_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
 static inline bool device_lock_first(const struct ugpu_device *a, const struct ugpu_device *b)
 {

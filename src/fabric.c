@@ -146,6 +146,26 @@ static void owner_groups(struct ugpu_context *ctx, struct ugpu_device **v, uint3
 	*n = k;
 }
 
+bool device_same_owner(struct ugpu_device *a, struct ugpu_device *b)
+{
+	struct ugpu_device *v[GROUP_MAX];
+	uint32_t group[GROUP_MAX], ga = 0, gb = 0;
+	unsigned int n, i;
+
+	if (a == b || a->ctx != b->ctx || device_is_removed(a) || device_is_removed(b))
+		return false;
+	pthread_mutex_lock(&a->ctx->dev_lock);
+	owner_groups(a->ctx, v, group, &n);
+	pthread_mutex_unlock(&a->ctx->dev_lock);
+	for (i = 0; i < n; i++) {
+		if (v[i] == a)
+			ga = group[i];
+		if (v[i] == b)
+			gb = group[i];
+	}
+	return ga && ga == gb;
+}
+
 UGPU_API int ugpu_device_link(struct ugpu_device *a, struct ugpu_device *b, enum ugpu_link *out)
 {
 	if (!a || !b || !out || a == b)

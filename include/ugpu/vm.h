@@ -96,7 +96,8 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm);
  * ugpu_vm_bind() - map [@bo_offset, +@bytes) of @bo at GPU address @va.
  * @vm: the VM.
  * @bo: the BO (the bind holds a reference until unbound); a BO of @vm's
- *      device, or of another device of the same context: a peer's BO is
+ *      device, or of another device of the same context and owner group
+ *      (include/ugpu/fabric.h: joined by fast links): a peer's BO is
  *      used in place (peer access: @vm's device maps the peer's VRAM BAR
  *      into its DMA space, as vfio type1 does peer-to-peer). The bind then
  *      pins the BO where it is (its first placement, which must be VRAM)
@@ -113,7 +114,8 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm);
  * the IOMMU) and follow it when it moves. A bind inside a mirror VM's span
  * takes precedence over the mirror there.
  * Returns: 0; -EINVAL (NULL, unaligned, empty, past the BO or the VA range,
- * unknown flags, overlapping another bind; a peer's BO whose first
+ * unknown flags, overlapping another bind; a BO of a device outside
+ * @vm's device's owner group, or removed; a peer's BO whose first
  * placement is not VRAM): nothing is changed; -EXDEV (a BO of another
  * context); -ENODATA (the BO's contents were lost); -EBUSY (the
  * device is host-suspended: its page tables cannot be written until

@@ -195,6 +195,24 @@ static void test_links_groups(void **state)
 	p0 = peers_of(f->dev[0]);
 	assert_int_equal(p0.total, 3);
 	assert_int_equal(p0.peers[2].link, UGPU_LINK_NONE);
+	/* peer access in place only within an owner group: node 2 (slow
+	 * links) and the other fabric's device are refused */
+	{
+		struct ugpu_vm *vm;
+		struct ugpu_bo *b2 = bo_new(f->dev[2], 1 << 20, 0, V, S, "g2");
+		struct ugpu_bo *bo = bo_new(other, 1 << 20, 0, V, S, "go");
+		struct ugpu_bo *b1 = bo_new(f->dev[1], 1 << 20, 0, V, S, "g1");
+
+		assert_true(b2 && bo && b1);
+		assert_int_equal(ugpu_vm_create(f->dev[0], NULL, &vm), 0);
+		assert_int_equal(ugpu_vm_bind(vm, b2, 0, 1ull << 32, 1 << 20, 0), -EINVAL);
+		assert_int_equal(ugpu_vm_bind(vm, bo, 0, 1ull << 32, 1 << 20, 0), -EINVAL);
+		assert_int_equal(ugpu_vm_bind(vm, b1, 0, 1ull << 32, 1 << 20, 0), 0);
+		assert_int_equal(ugpu_vm_destroy(vm), 0);
+		ugpu_bo_put(b1);
+		ugpu_bo_put(b2);
+		ugpu_bo_put(bo);
+	}
 
 	/* another context */
 	{
@@ -796,8 +814,8 @@ static void test_peer_bind_revoked(void **state)
 	assert_int_equal(r.fault_va, PVA);
 	assert_int_equal(bo_where(bo), S);
 	assert_int_equal(bo_verify(bo, PBYTES, 78), -1);
-	/* no new bind into a removed device */
-	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), -ENODEV);
+	/* no new bind into a removed device (no longer in the owner group) */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), -EINVAL);
 	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
 	assert_int_equal(pins_of(bo), 0);
 	assert_int_equal(ugpu_queue_destroy(q), 0);
