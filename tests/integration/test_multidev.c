@@ -8,6 +8,7 @@
  * fabric (2 or 3 nodes, some links slow).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 
 #include "bo_util.h"
 #include "kernel_util.h"
+#include "rng.h"
 
 #define MAXD 3
 
@@ -824,6 +826,184 @@ static void test_peer_bind_revoked(void **state)
 	mfx_stop(f);
 }
 
+/* ---- a random sequence over two devices, against an oracle ------------------- */
+
+#define RMAX 12
+
+/* What the test knows of each BO: where it must be and what it holds. */
+struct rbo {
+	struct ugpu_bo *bo;
+	uint64_t bytes;
+	uint32_t seed; /* the pattern it holds */
+	int dev; /* the device it belongs to */
+	enum ugpu_placement where;
+	unsigned int pins;
+	uint8_t *map; /* CPU mapping, or NULL */
+};
+
+struct rstate {
+	struct mfx *f;
+	struct rng rng;
+	struct rbo b[RMAX];
+	bool slow;
+	uint32_t next_seed;
+	unsigned long ops, moves_direct, moves_via;
+};
+
+static void r_check(struct rstate *st, struct rbo *o)
+{
+	uint64_t bad;
+
+	assert_int_equal(bo_where(o->bo), o->where);
+	bad = (uint64_t)bo_verify(o->bo, o->bytes, o->seed);
+	if (bad != (uint64_t)-1)
+		fail_msg("op %lu: BO of %" PRIu64 " bytes on device %d differs at %" PRId64, st->ops,
+			 o->bytes, o->dev, (int64_t)bad);
+	if (o->map)
+		assert_int_equal(pat_check(o->map, o->bytes, o->seed), -1);
+}
+
+/* Counts per device and each manager's invariants. */
+static void r_check_all(struct rstate *st)
+{
+	uint64_t n[2] = { 0, 0 }, v[2] = { 0, 0 };
+
+	for (int i = 0; i < RMAX; i++)
+		if (st->b[i].bo) {
+			n[st->b[i].dev]++;
+			v[st->b[i].dev] += st->b[i].where == V;
+		}
+	for (int d = 0; d < 2; d++) {
+		struct ugpu_device_mem m = mem_of(st->f->dev[d]);
+
+		assert_int_equal(m.bos, n[d]);
+		assert_int_equal(m.bos_vram, v[d]);
+		assert_int_equal(bo_mgr_check(st->f->dev[d], false), 0);
+	}
+}
+
+static void r_op(struct rstate *st)
+{
+	struct rbo *o = &st->b[rng_below(&st->rng, RMAX)];
+	unsigned int what = (unsigned int)rng_below(&st->rng, 10);
+	int ret;
+
+	st->ops++;
+	if (!o->bo) { /* create it on either device */
+		o->dev = (int)rng_below(&st->rng, 2);
+		o->bytes = 4096 * (1 + rng_below(&st->rng, 256)) - 8 * rng_below(&st->rng, 2);
+		o->bo = bo_new(st->f->dev[o->dev], o->bytes, 0, V, S, "rnd");
+		assert_non_null(o->bo);
+		o->seed = st->next_seed++;
+		o->where = V;
+		assert_int_equal(bo_fill(o->bo, o->bytes, o->seed), 0);
+		return;
+	}
+	switch (what) {
+	case 0: /* rewrite */
+		o->seed = st->next_seed++;
+		if (o->map)
+			pat_fill(o->map, o->bytes, o->seed);
+		else
+			assert_int_equal(bo_fill(o->bo, o->bytes, o->seed), 0);
+		break;
+	case 1: case 2: case 3: case 4: { /* to the other device, some path */
+		uint32_t flags = (uint32_t)rng_below(&st->rng, 3);
+		int to = 1 - o->dev, want;
+		bool direct_ok = o->where == V && !st->slow;
+
+		want = o->pins || o->map ? -EBUSY
+		       : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
+		ret = ugpu_bo_migrate_device(o->bo, st->f->dev[to], flags);
+		if (ret != want)
+			fail_msg("op %lu: migrate_device(flags %u, %s, %u pins, %smapped) = %d, expected %d",
+				 st->ops, flags, o->where == V ? "VRAM" : "system", o->pins,
+				 o->map ? "" : "not ", ret, want);
+		if (!ret) {
+			if (flags != UGPU_MIGRATE_VIA_SYSTEM && direct_ok)
+				st->moves_direct++;
+			else
+				st->moves_via++;
+			o->dev = to;
+			o->where = V;
+		}
+		break;
+	}
+	case 5: /* within its device */
+		ret = ugpu_bo_migrate(o->bo, o->where == V ? S : V);
+		assert_int_equal(ret, o->pins ? -EBUSY : 0);
+		if (!ret)
+			o->where = o->where == V ? S : V;
+		break;
+	case 6: /* pin / unpin */
+		if (o->pins && rng_below(&st->rng, 2)) {
+			assert_int_equal(ugpu_bo_unpin(o->bo), 0);
+			o->pins--;
+		} else if (o->pins < 3) {
+			assert_int_equal(ugpu_bo_pin(o->bo), 0);
+			if (!o->pins)
+				o->where = V; /* first placement */
+			o->pins++;
+		}
+		break;
+	case 7: /* map / unmap */
+		if (o->map) {
+			assert_int_equal(ugpu_bo_unmap(o->bo), 0);
+			o->map = NULL;
+		} else {
+			assert_int_equal(ugpu_bo_map(o->bo, (void **)&o->map), 0);
+		}
+		break;
+	case 8: /* gone */
+		if (o->map)
+			assert_int_equal(ugpu_bo_unmap(o->bo), 0);
+		ugpu_bo_put(o->bo);
+		memset(o, 0, sizeof(*o));
+		break;
+	default:
+		break;
+	}
+	if (o->bo)
+		r_check(st, o);
+}
+
+/* Seeded random sequences of creates, writes (API and CPU mapping), moves
+ * between the devices by every path, moves within a device, pins, maps and
+ * puts, each checked against the oracle (bytes, placement, device, counts,
+ * both managers' invariants). UGPU_MULTIDEV_SEED=N replays one seed. */
+static void test_random_two_devices(void **state)
+{
+	const char *env = getenv("UGPU_MULTIDEV_SEED");
+	uint64_t seed0 = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003u;
+	unsigned int seeds = env ? 1 : 4, k;
+
+	(void)state;
+	for (k = 0; k < seeds; k++) {
+		static const unsigned int slow[][2] = { { 0, 1 }, { 0, 0 } };
+		struct rstate st = { .rng = { .s = seed0 + k }, .next_seed = 1 };
+		unsigned int i;
+
+		st.slow = rng_below(&st.rng, 2);
+		fprintf(stderr, "multidev random: seed=%" PRIu64 " (%s link); UGPU_MULTIDEV_SEED=%" PRIu64 " replays it\n",
+			seed0 + k, st.slow ? "slow" : "fast", seed0 + k);
+		st.f = mfx_start(2, 32 << 20, st.slow ? slow : NULL);
+		for (i = 0; i < 250; i++) {
+			r_op(&st);
+			if (i % 25 == 24)
+				r_check_all(&st);
+		}
+		r_check_all(&st);
+		for (i = 0; i < RMAX; i++) {
+			if (st.b[i].map)
+				ugpu_bo_unmap(st.b[i].bo);
+			ugpu_bo_put(st.b[i].bo);
+		}
+		fprintf(stderr, "multidev random: %lu ops, %lu moves directly, %lu through system memory\n",
+			st.ops, st.moves_direct, st.moves_via);
+		mfx_stop(st.f);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -840,6 +1020,7 @@ int main(void)
 		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_random_two_devices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
