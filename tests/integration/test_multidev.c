@@ -25,6 +25,7 @@
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/fabric.h>
+#include <ugpu/pm.h>
 #include <ugpu/rpm.h>
 #include <ugpu/unplug.h>
 #include <ugpu/vm.h>
@@ -495,6 +496,50 @@ static void test_move_wakes_peer(void **state)
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
 	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
 	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* Host suspend, each device on its own: no move while a cycle is open on
+ * either end (-EBUSY, nothing moved); a BO that came from a peer is
+ * suspended and restored by its new device like its own. */
+static void test_move_host_suspend(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_bo *bo, *pinned;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 3 << 20, 0, V, S, "hs");
+	pinned = bo_new(f->dev[0], 1 << 20, 0, V, S, "hs-pinned");
+	assert_true(bo && pinned);
+	assert_int_equal(bo_fill(bo, 3 << 20, 61), 0);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 62), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[1]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev[0]), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	/* both move, one is pinned there; device 1 sleeps and wakes with them */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), 0);
+	assert_int_equal(ugpu_bo_pin(pinned), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(bo_verify(bo, 3 << 20, 61), -1);
+	assert_int_equal(bo_where(pinned), V);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 62), -1);
+	/* and the first device's cycle does not touch them */
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_read(pinned, 0, &(char){ 0 }, 1), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_unpin(pinned), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[0], 0), 0);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 62), -1);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(pinned);
 	mfx_stop(f);
 }
 
@@ -1015,6 +1060,7 @@ int main(void)
 		cmocka_unit_test(test_move_errors),
 		cmocka_unit_test(test_three_devices),
 		cmocka_unit_test(test_move_wakes_peer),
+		cmocka_unit_test(test_move_host_suspend),
 		cmocka_unit_test(test_removal_to_peer),
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
