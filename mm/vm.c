@@ -796,6 +796,8 @@ static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offs
 	int ret, fd = -1;
 
 	peer = bo_dev(bo);
+	if (peer == dev) /* it came back meanwhile */
+		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
 	if (peer->ctx != dev->ctx) {
 		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another context", bo->name);
 		return -EXDEV;
@@ -973,6 +975,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 	struct bo_mgr *m;
 	struct list_link *at;
 	struct rpm *held;
+	bool moved = false;
 	int ret;
 
 	if (!vm || !bo)
@@ -1044,6 +1047,11 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);
 	ret = bind_allowed_locked(vm, m);
+	/* moved to another device since it was looked at (mm/peer.c): under
+	 * this lock it cannot leave; if it left, bind it as a peer's */
+	moved = !ret && bo->dev != dev;
+	if (moved)
+		ret = -EAGAIN;
 	if (!ret && bo->placement == UGPU_PLACEMENT_NONE)
 		ret = -ENODATA;
 	if (!ret) {
@@ -1062,6 +1070,8 @@ out_unlock_vm:
 	pthread_mutex_unlock(&vm->lock);
 	bo_rpm_release(held);
 	free(b);
+	if (moved)
+		return vm_bind_peer(vm, bo, bo_offset, va, bytes, flags);
 	return ret;
 }
 
