@@ -818,7 +818,13 @@ static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offs
 	ret = bo_lock(bo, NULL, &pm);
 	if (ret)
 		goto out_unpin;
-	peer = bo->dev;
+	if (bo->dev != peer) {
+		/* it moved before the pin held it: look again from the top
+		 * (pinned now, it stays where it is) */
+		pthread_mutex_unlock(&pm->lock);
+		ugpu_bo_unpin(bo);
+		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
+	}
 	if (pm->closed || device_is_removed(peer)) {
 		ret = -ENODEV;
 	} else if (bo->placement != UGPU_PLACEMENT_VRAM) {
