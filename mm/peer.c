@@ -302,11 +302,8 @@ static int migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t 
 				bo->name, dst->name);
 			return -EXDEV;
 		}
-		if (src == dst) {
-			if (flags)
-				return -EINVAL; /* no path to choose within one device */
+		if (src == dst) /* no path to choose: its own VRAM (the flags are moot) */
 			return ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM);
-		}
 		/* Both awake for the copy (the destination's VRAM is the peer
 		 * address: a peer in D3 fails it). */
 		ret = bo_rpm_hold(src, &held_src);

@@ -176,8 +176,9 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * of the same context; the BO then belongs to @dst (its calls, its VRAM,
  * its eviction, ugpu_device_mem_stats() of @dst count it).
  * @bo: the BO (in VRAM or system memory of its device).
- * @dst: the device to move it to. @dst equal to the BO's device is
- *       ugpu_bo_migrate(@bo, UGPU_PLACEMENT_VRAM).
+ * @dst: the device to move it to. @dst equal to the BO's device (at the
+ *       moment of the call: another thread may have moved it there) is
+ *       ugpu_bo_migrate(@bo, UGPU_PLACEMENT_VRAM), whatever @flags say.
  * @flags: 0, or one UGPU_MIGRATE_* bit.
  *
  * With a fast link (include/ugpu/fabric.h) between the two and the BO in
@@ -189,8 +190,8 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * woken from runtime suspend first. A BO of a removed device (in system
  * memory) may move to a device that is still there.
  *
- * Returns: 0; -EINVAL (NULL, unknown or both flags, a flag with @dst the
- * BO's own device, VRAM not among the BO's placements, a driver object);
+ * Returns: 0; -EINVAL (NULL, unknown or both flags, VRAM not among the
+ * BO's placements, a driver object);
  * -EXDEV (@dst belongs to another context); -EBUSY (the BO is pinned,
  * CPU-mapped (ugpu_bo_unmap() it first), or bound in a GPU VM; or a
  * host-suspend cycle is open on either device); -ENOLINK

@@ -382,8 +382,10 @@ static void test_move_errors(void **state)
 	assert_int_equal(ugpu_bo_migrate_device(bo, NULL, 0), -EINVAL);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 4), -EINVAL);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_FLAGS_ALL), -EINVAL);
-	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), -EINVAL);
-	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0); /* its own: VRAM */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0); /* its own: VRAM */
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
 	assert_int_equal(ugpu_bo_migrate_device(sys_only, f->dev[1], 0), -EINVAL);
 	assert_int_equal(ugpu_bo_pin(bo), 0);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
@@ -541,6 +543,81 @@ static void test_move_host_suspend(void **state)
 	ugpu_bo_put(bo);
 	ugpu_bo_put(pinned);
 	mfx_stop(f);
+}
+
+/* Concurrency: two threads move one BO back and forth between the devices
+ * (one directly, one through system memory) while two others read it whole
+ * and query it: every read sees the whole pattern, every call finds the
+ * BO's manager wherever it is at that moment (bo_lock()). */
+struct conc {
+	struct mfx *f;
+	struct ugpu_bo *bo;
+	int stop;
+	int err;
+	unsigned long moves, reads;
+};
+
+static void *conc_mover(void *arg)
+{
+	struct conc *c = arg;
+	unsigned int i;
+
+	for (i = 0; i < 40; i++) {
+		uint32_t flags = i & 1 ? UGPU_MIGRATE_VIA_SYSTEM : 0;
+		int ret = ugpu_bo_migrate_device(c->bo, c->f->dev[i & 2 ? 0 : 1], flags);
+
+		if (ret) {
+			__atomic_store_n(&c->err, ret, __ATOMIC_RELAXED);
+			break;
+		}
+		__atomic_add_fetch(&c->moves, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *conc_reader(void *arg)
+{
+	struct conc *c = arg;
+	uint8_t *buf = malloc(1 << 20);
+
+	while (buf && !__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+		struct ugpu_bo_info i = { .size = sizeof(i) };
+
+		if (ugpu_bo_read(c->bo, 0, buf, 1 << 20) || pat_check(buf, 1 << 20, 51) != -1 ||
+		    ugpu_bo_query(c->bo, &i) || i.placement != V) {
+			__atomic_store_n(&c->err, -EIO, __ATOMIC_RELAXED);
+			break;
+		}
+		__atomic_add_fetch(&c->reads, 1, __ATOMIC_RELAXED);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_move_concurrent(void **state)
+{
+	struct conc c = { .f = mfx_start(2, 16 << 20, NULL) };
+	pthread_t t[4];
+	int i;
+
+	(void)state;
+	c.bo = bo_new(c.f->dev[0], 1 << 20, 0, V, S, "conc");
+	assert_non_null(c.bo);
+	assert_int_equal(bo_fill(c.bo, 1 << 20, 51), 0);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, i < 2 ? conc_mover : conc_reader, &c), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
+	for (i = 2; i < 4; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(c.err, 0);
+	assert_int_equal(c.moves, 80);
+	assert_true(c.reads > 0);
+	assert_int_equal(bo_verify(c.bo, 1 << 20, 51), -1);
+	assert_int_equal(mem_of(c.f->dev[0]).bos + mem_of(c.f->dev[1]).bos, 1);
+	ugpu_bo_put(c.bo);
+	mfx_stop(c.f);
 }
 
 /* ---- removal of one device ------------------------------------------------- */
@@ -1061,6 +1138,7 @@ int main(void)
 		cmocka_unit_test(test_three_devices),
 		cmocka_unit_test(test_move_wakes_peer),
 		cmocka_unit_test(test_move_host_suspend),
+		cmocka_unit_test(test_move_concurrent),
 		cmocka_unit_test(test_removal_to_peer),
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
