@@ -21,6 +21,8 @@ static const struct {
 	{ EIO, "device or engine error" },
 	{ EBUSY, "object or device is busy (pinned, mapped or in use)" },
 	{ ESHUTDOWN, "the device is suspended" },
+	{ ENOLINK, "no fast fabric link between the devices" },
+	{ EXDEV, "the objects belong to different contexts" },
 };
 
 UGPU_API const char *ugpu_strerror(int err)

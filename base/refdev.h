@@ -25,6 +25,7 @@
 #define REFDEV_REG_FABRIC_ID 0x0018
 #define REFDEV_REG_FABRIC_PEERS 0x001c
 #define REFDEV_REG_FABRIC_FAST 0x0020
+#define REFDEV_REG_FABRIC_UID 0x0028 /* 64-bit; 0 when alone */
 #define REFDEV_REG_SCRATCH 0x0040
 
 /* MSI-X vectors */

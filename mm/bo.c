@@ -21,6 +21,7 @@
 #include "mm/bo_remote.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/p2p.h"
 #include "mm/vram.h"
 #include "base/log.h"
 #include "src/device.h"
@@ -149,6 +150,8 @@ static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 	list_init(&m->all);
 	list_init(&m->lru);
 	m->vram_fd = -1;
+	for (size_t i = 0; i < sizeof(m->stage) / sizeof(m->stage[0]); i++)
+		m->stage[i].mem.fd = -1;
 	m->pm_state = BO_PM_ACTIVE;
 	dev->bo_mgr = m;
 	dev->kmem = &bo_kmem_ops;
@@ -204,7 +207,10 @@ static void bo_close_release(struct ugpu_device *dev)
 
 	if (!m)
 		return;
+	/* peers stop reaching this VRAM, and this device its peers' */
+	p2p_revoke_exporter(dev);
 	pthread_mutex_lock(&m->lock);
+	p2p_release_importer_locked(dev);
 	while (list_linked(&m->all)) {
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
 
@@ -579,6 +585,36 @@ void bo_rpm_release(struct rpm *held)
 	}
 }
 
+int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
+{
+	for (;;) {
+		struct ugpu_device *dev = bo_dev(bo);
+		struct bo_mgr *m = mgr_of(dev);
+		int ret;
+
+		if (held) {
+			ret = bo_rpm_hold(dev, held);
+			if (ret)
+				return ret;
+		}
+		pthread_mutex_lock(&m->lock);
+		if (bo->dev == dev) {
+			*out = m;
+			return 0;
+		}
+		/* moved to another device meanwhile: that one's lock */
+		pthread_mutex_unlock(&m->lock);
+		if (held)
+			bo_rpm_release(*held);
+	}
+}
+
+void bo_unlock(struct bo_mgr *m, struct rpm *held)
+{
+	pthread_mutex_unlock(&m->lock);
+	bo_rpm_release(held);
+}
+
 static bool placements_have_vram(const struct ugpu_bo *bo)
 {
 	unsigned int i;
@@ -720,12 +756,10 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_pin(bo, true);
-	m = mgr_of(bo->dev);
 	/* Pinning may move the BO back to its first placement. */
-	ret = bo_rpm_hold(bo->dev, &held);
+	ret = bo_lock(bo, &held, &m);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (bo->placement == UGPU_PLACEMENT_NONE) {
@@ -742,8 +776,7 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 			bo_lru_del_locked(bo);
 		}
 	}
-	pthread_mutex_unlock(&m->lock);
-	bo_rpm_release(held);
+	bo_unlock(m, held);
 	return ret;
 }
 
@@ -756,8 +789,7 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_pin(bo, false);
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (!bo->pin_count) {
@@ -784,11 +816,9 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_migrate(bo, placement);
-	m = mgr_of(bo->dev);
-	ret = bo_rpm_hold(bo->dev, &held);
+	ret = bo_lock(bo, &held, &m);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&m->lock);
 	if (m->closed)
 		ret = -ENODEV;
 	else if (!bo_placement_allowed(bo, placement))
@@ -799,8 +829,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = bo_move_locked(bo, placement);
 	if (!ret)
 		bo_lru_update_locked(bo);
-	pthread_mutex_unlock(&m->lock);
-	bo_rpm_release(held);
+	bo_unlock(m, held);
 	return ret;
 }
 
@@ -860,9 +889,8 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_map(bo, addr);
+	bo_lock(bo, NULL, &m);
 	dev = bo->dev;
-	m = mgr_of(dev);
-	pthread_mutex_lock(&m->lock);
 	if (m->closed) {
 		ret = -ENODEV;
 		goto out;
@@ -932,8 +960,7 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_unmap(bo);
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		ret = -ENODEV;
 	} else if (!bo->map) {
@@ -1007,22 +1034,21 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_rw(bo, offset, buf, len, write);
-	m = mgr_of(bo->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;
 	}
 	/* A BO in VRAM is read and written through the BAR: hold the device
 	 * awake. The reference cannot be taken under the lock, so let go, take
-	 * it, and look again (the BO may have moved meanwhile; a reference held
-	 * for a BO that left VRAM is merely unneeded). */
+	 * it, and look again (the BO may have moved meanwhile, to system memory
+	 * or to another device; a reference held for a BO that left VRAM is
+	 * merely unneeded). */
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
 		pthread_mutex_unlock(&m->lock);
-		ret = bo_rpm_hold(bo->dev, &held);
+		ret = bo_lock(bo, &held, &m);
 		if (ret)
 			return ret;
-		pthread_mutex_lock(&m->lock);
 	}
 	ret = m->closed ? -ENODEV : bo_rw_locked(bo, offset, buf, len, write);
 	if (!ret && list_linked(&bo->lru)) {
@@ -1054,9 +1080,8 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_query(bo, info);
-	m = mgr_of(bo->dev);
 	i.size = info->size;
-	pthread_mutex_lock(&m->lock);
+	bo_lock(bo, NULL, &m);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;
@@ -1119,6 +1144,11 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	s.moves = m->moves;
 	s.moved_bytes = m->moved_bytes;
 	s.copy_failures = m->copy_failures;
+	s.peer_out = m->peer_out;
+	s.peer_in = m->peer_in;
+	s.peer_direct = m->peer_direct;
+	s.peer_via_system = m->peer_via_system;
+	s.peer_bytes = m->peer_bytes;
 	pthread_mutex_unlock(&m->lock);
 	n = st->size < sizeof(s) ? st->size : sizeof(s);
 	memcpy(st, &s, n);

@@ -53,6 +53,10 @@ struct bo_sys {
  */
 struct ugpu_bo {
 	int refcount;
+	/* The device whose manager holds the BO. Changes only under both
+	 * managers' locks (a move to another device, mm/peer.c), by an atomic
+	 * store: read it under the manager lock, or with bo_dev() and then
+	 * bo_lock() (which checks it again under the lock). */
 	struct ugpu_device *dev;
 	uint64_t size; /* page rounded */
 	uint32_t flags; /* UGPU_BO_* */
@@ -152,6 +156,32 @@ struct bo_mgr {
 
 	/* counters (ugpu_bo_mgr_stats) */
 	uint64_t evictions, evicted_bytes, moves, moved_bytes, copy_failures;
+	/* moves between devices (mm/peer.c): BOs that left for another device,
+	 * that came from one (directly over the fabric, or through system
+	 * memory), and the bytes that came */
+	uint64_t peer_out, peer_in, peer_direct, peer_via_system, peer_bytes;
+
+	/* peer windows (mm/p2p.c): a peer's VRAM BAR mapped into this
+	 * device's DMA space for peer binds, one per peer, under @lock.
+	 * @refs: peer binds using it (each holds the window, and the window
+	 * a device reference of @peer); @revoked: unmapped already (the peer
+	 * is going, or this device is), waiting for its binds to go. */
+	struct p2p_win {
+		struct ugpu_device *peer;
+		uint64_t iova, size;
+		unsigned int refs;
+		bool revoked;
+	} p2p[16];
+	/* staging for moves to a peer through system memory (mm/p2p.c): one
+	 * buffer per peer, mapped in this device's DMA space (@iova) and the
+	 * peer's (@peer_iova), made at the first such move; under @lock (and
+	 * the peer's manager lock while a move uses it); dropped when either
+	 * device goes */
+	struct p2p_stage {
+		struct ugpu_device *peer;
+		struct sysmem mem;
+		uint64_t iova, peer_iova;
+	} stage[16];
 
 	/* fault injection: fail the Nth backup allocation (countdown; 0 = off) */
 	unsigned long fail_backup_at;
@@ -289,6 +319,21 @@ static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
 int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held);
 void bo_rpm_release(struct rpm *held);
 
+/* The BO's device, read without a lock (it may change: mm/peer.c). */
+static inline struct ugpu_device *bo_dev(const struct ugpu_bo *bo)
+{
+	return __atomic_load_n(&bo->dev, __ATOMIC_ACQUIRE);
+}
+/*
+ * bo_lock() - lock the manager of @bo's device, whichever device that is
+ * when the lock is held (a move to another device changes it under both
+ * locks). With @held, first take a runtime-PM reference of that device
+ * (bo_rpm_hold(); released by bo_unlock()).
+ * Returns: 0 with *@out locked; bo_rpm_hold()'s -errno.
+ */
+int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out);
+void bo_unlock(struct bo_mgr *m, struct rpm *held);
+
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);
 
@@ -353,6 +398,10 @@ void bo_sys_release(struct ugpu_bo *bo);
  * second chance for touched ones) until they fit. -ENOSPC when nothing is
  * left to evict; -EIO when an eviction copy failed (the victim is intact). */
 int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out);
+/* The same in @dev's VRAM (@dev's manager lock held), for @bo that may
+ * belong to another device (a move between devices, mm/peer.c). */
+int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
+				  struct buddy_list *out);
 
 /* May @bo be placed in @p? */
 static inline bool bo_placement_allowed(const struct ugpu_bo *bo, enum ugpu_placement p)

@@ -24,6 +24,8 @@
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
+#include "mm/p2p.h"
+#include "mm/peer.h"
 #include "mm/vram.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -229,6 +231,8 @@ static void dma_release(void *arg)
 	struct bo_mgr *m = arg;
 	struct ugpu_device *dev = m->dev;
 
+	p2p_release_importer_locked(dev); /* its windows onto peers */
+
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
@@ -326,6 +330,20 @@ static void maps_release(void *arg)
 	pthread_mutex_unlock(&m->lock);
 }
 
+static void to_peers(void *arg, struct unplug_counts *c)
+{
+	struct bo_mgr *m = arg;
+
+	bo_evacuate_to_peers(m->dev, c);
+}
+
+static void revoke_peers(void *arg)
+{
+	struct bo_mgr *m = arg;
+
+	p2p_revoke_exporter(m->dev);
+}
+
 static const struct unplug_mem_ops evacuate_ops = {
 	.lock = evac_lock,
 	.unlock = evac_unlock,
@@ -334,6 +352,8 @@ static const struct unplug_mem_ops evacuate_ops = {
 	.dma_release = dma_release,
 	.detach = detach,
 	.maps_release = maps_release,
+	.to_peers = to_peers,
+	.revoke_peers = revoke_peers,
 };
 
 void evacuate_register(struct ugpu_device *dev)

@@ -306,7 +306,12 @@ static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
 /* VRAM for @bo, evicting unpinned BOs in LRU order until it fits. */
 int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 {
-	struct ugpu_device *dev = bo->dev;
+	return bo_vram_alloc_evict_on_locked(bo->dev, bo, out);
+}
+
+int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
+				  struct buddy_list *out)
+{
 	struct bo_mgr *m = mgr_of(dev);
 	unsigned int flags = bo->buddy_flags;
 	int ret;

@@ -19,13 +19,16 @@
  * stop the kernels first.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engines/exec.h"
 #include "mm/bo.h"
+#include "mm/p2p.h"
 #include "mm/vm.h"
 #include "mm/vm_remote.h"
 #include "mm/vram.h"
@@ -644,6 +647,12 @@ static void binds_free(struct list_link *gone)
 
 		if (b->bo)
 			ugpu_bo_put(b->bo);
+		if (b->flags & VM_BIND_PEER) {
+			p2p_win_put(b->vm->dev, b->peer_dev);
+			ugpu_bo_unpin(b->peer_bo);
+			ugpu_bo_put(b->peer_bo);
+			bo_rpm_release(b->peer_rpm);
+		}
 		free(b);
 	}
 }
@@ -735,6 +744,241 @@ static struct list_link *bind_after(struct ugpu_vm *vm, uint64_t va)
 	return &vm->binds;
 }
 
+/* ---- peer binds: a peer's BO in place, through a window (mm/p2p.c) ---------- */
+
+/* One run of the peer BO's VRAM that the bind maps: byte @bo_off of the BO
+ * is at the peer's VRAM offset @vram_off for @len bytes. */
+struct peer_seg {
+	uint64_t bo_off, vram_off, len;
+};
+
+/* The runs of [@off, +@bytes) of @bo (in VRAM; its manager lock held). */
+static size_t peer_segs_locked(const struct ugpu_bo *bo, uint64_t off, uint64_t bytes,
+			       struct peer_seg *segs, size_t max)
+{
+	struct buddy_block *blk;
+	uint64_t pos = 0, end = off + bytes;
+	size_t n = 0;
+
+	buddy_list_for_each(blk, bo->vram) {
+		uint64_t bsz = vram_block_size(blk), s = pos, e = pos + bsz;
+
+		if (s < off)
+			s = off;
+		if (e > end)
+			e = end;
+		if (s < e) {
+			if (n == max)
+				return max + 1;
+			segs[n++] = (struct peer_seg){ .bo_off = s,
+						       .vram_off = buddy_block_offset(blk) + s - pos,
+						       .len = e - s };
+		}
+		pos += bsz;
+	}
+	return n;
+}
+
+#define PEER_SEGS_MAX 64
+
+/*
+ * ugpu_vm_bind() of a BO of another device: the BO is pinned in its VRAM
+ * (one pin per run of its blocks), its device held awake, and @vm's
+ * device maps the peer's VRAM BAR into its DMA space (a window, made once):
+ * each run is an iova bind into that window.
+ */
+static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, uint64_t va,
+			uint64_t bytes, uint32_t flags)
+{
+	struct ugpu_device *dev = vm->dev, *peer;
+	struct peer_seg segs[PEER_SEGS_MAX];
+	struct vm_bind *b[PEER_SEGS_MAX] = { 0 };
+	struct rpm *held = NULL, *peer_held[PEER_SEGS_MAX] = { 0 };
+	struct bo_mgr *m = mgr_of(dev), *pm;
+	struct list_link *at;
+	size_t nseg = 0, pinned = 0, i;
+	void *vaddr = NULL;
+	uint64_t fd_off = 0, win;
+	int ret, fd = -1;
+
+	peer = bo_dev(bo);
+	if (peer == dev) /* it came back meanwhile */
+		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
+	if (peer->ctx != dev->ctx) {
+		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another context", bo->name);
+		return -EXDEV;
+	}
+	/* drm_pagemap's rule: a device uses memory of another in place only
+	 * when they share an owner (here: fast links join them) */
+	if (!device_same_owner(dev, peer)) {
+		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to %s, which is not in the owner group of %s (no fast link joins them, or it is removed)",
+			bo->name, peer->name, dev->name);
+		return -EINVAL;
+	}
+	/* The peer's BO stays where it is while bound (its move would not
+	 * reach this device's page tables): pinned, its device awake. */
+	ret = ugpu_bo_pin(bo);
+	if (ret)
+		return ret;
+	pinned = 1;
+	ret = bo_lock(bo, NULL, &pm);
+	if (ret)
+		goto out_unpin;
+	if (bo->dev != peer) {
+		/* it moved before the pin held it: look again from the top
+		 * (pinned now, it stays where it is) */
+		pthread_mutex_unlock(&pm->lock);
+		ugpu_bo_unpin(bo);
+		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
+	}
+	if (pm->closed || device_is_removed(peer)) {
+		ret = -ENODEV;
+	} else if (bo->placement != UGPU_PLACEMENT_VRAM) {
+		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' of %s is not in its VRAM: a peer's BO binds in place only from there",
+			bo->name, peer->name);
+		ret = -EINVAL;
+	} else {
+		nseg = peer_segs_locked(bo, bo_offset, bytes, segs, PEER_SEGS_MAX);
+		if (nseg > PEER_SEGS_MAX) {
+			log_err(dev->ctx, "ugpu_vm_bind: BO '%s' of %s is in more than %d pieces of VRAM",
+				bo->name, peer->name, PEER_SEGS_MAX);
+			ret = -ENOMEM;
+		} else {
+			/* the transport is reached only while not removed
+			 * (checked under this lock); the window keeps a dup */
+			ret = peer->vdev->ops->region_fd(peer->vdev, peer->profile->vram_region, &fd,
+							 &fd_off);
+			if (!ret) {
+				fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+				ret = fd < 0 ? -errno : 0;
+			}
+			vaddr = peer->vram;
+		}
+	}
+	pthread_mutex_unlock(&pm->lock);
+	if (ret)
+		goto out_unpin;
+	for (i = 0; i < nseg; i++) {
+		if (i && (ret = ugpu_bo_pin(bo)))
+			goto out_unpin;
+		pinned = i + 1;
+		if ((ret = bo_rpm_hold(peer, &peer_held[i])) ||
+		    !(b[i] = calloc(1, sizeof(*b[i])))) {
+			ret = ret ? ret : -ENOMEM;
+			goto out_unpin;
+		}
+	}
+	ret = bo_rpm_hold(dev, &held);
+	if (ret)
+		goto out_unpin;
+	pthread_mutex_lock(&vm->lock);
+	at = bind_after(vm, va);
+	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + bytes) {
+		log_err(dev->ctx, "ugpu_vm_bind: [0x%" PRIx64 ", +0x%" PRIx64 ") overlaps a bind of VM '%s'",
+			va, bytes, vm->name);
+		ret = -EINVAL;
+		goto out_unlock_vm;
+	}
+	ret = pool_reserve(vm, tables_needed(va, bytes));
+	if (ret)
+		goto out_unlock_vm;
+	pthread_mutex_lock(&m->lock);
+	ret = bind_allowed_locked(vm, m);
+	if (!ret)
+		ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
+	for (i = 0; !ret && i < nseg; i++) {
+		if (i)
+			p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win); /* one per bind */
+		b[i]->iova = win + segs[i].vram_off;
+		b[i]->va = va + segs[i].bo_off - bo_offset;
+		b[i]->bytes = segs[i].len;
+		b[i]->flags = flags | VM_BIND_PEER;
+		b[i]->peer_bo = bo;
+		b[i]->peer_dev = peer;
+		b[i]->peer_rpm = peer_held[i];
+		ugpu_bo_get(bo);
+		list_init(&b[i]->bo_link);
+		bind_insert_locked(vm, at, b[i]);
+		vm->nbinds++;
+		vm->bound_bytes += segs[i].len;
+		b[i] = NULL;
+		peer_held[i] = NULL;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (!ret)
+		pinned = 0; /* the binds hold the pins now */
+out_unlock_vm:
+	pthread_mutex_unlock(&vm->lock);
+	bo_rpm_release(held);
+out_unpin:
+	for (i = 0; i < PEER_SEGS_MAX; i++) {
+		free(b[i]);
+		bo_rpm_release(peer_held[i]);
+	}
+	for (i = 0; i < pinned; i++)
+		ugpu_bo_unpin(bo);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device *exporter,
+			       struct rpm ***held, size_t *nheld)
+{
+	struct vm_mgr *vmm = importer->vm_mgr;
+	uint64_t n = 0;
+	size_t cap = 0;
+
+	if (!vmm)
+		return 0;
+	pthread_mutex_lock(&vmm->lock);
+	list_for_each(l, &vmm->vms) {
+		struct ugpu_vm *vm = list_entry(l, struct ugpu_vm, link);
+		uint64_t here = 0;
+
+		if (vm->dead)
+			continue;
+		list_for_each(k, &vm->binds) {
+			struct vm_bind *b = list_entry(k, struct vm_bind, vm_link);
+			uint64_t a, end;
+
+			if (!(b->flags & VM_BIND_PEER) || b->peer_dev != exporter || b->revoked)
+				continue;
+			/* entries only: the tables keep counting them until the
+			 * unbind (which may run concurrently with a table
+			 * reservation that holds only the VM lock) */
+			for (a = b->va, end = b->va + b->bytes; a < end;) {
+				struct vm_pt *leaf = leaf_get(vm, a, false);
+				uint32_t idx, cnt = leaf_span(a, end, &idx), j;
+
+				for (j = 0; leaf && j < cnt; j++)
+					pte_store(&leaf->cpu[idx + j], 0);
+				a += (uint64_t)cnt * VM_PAGE;
+			}
+			b->revoked = true;
+			here++;
+			if (b->peer_rpm) {
+				if (*nheld == cap) {
+					size_t c = cap ? 2 * cap : 16;
+					struct rpm **nv = realloc(*held, c * sizeof(*nv));
+
+					if (!nv)
+						continue; /* kept: released at the unbind */
+					*held = nv;
+					cap = c;
+				}
+				(*held)[(*nheld)++] = b->peer_rpm;
+				b->peer_rpm = NULL;
+			}
+		}
+		if (here)
+			next_gen_locked(vm);
+		n += here;
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	return n;
+}
+
 UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, uint64_t va,
 			  uint64_t bytes, uint32_t flags)
 {
@@ -743,6 +987,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 	struct bo_mgr *m;
 	struct list_link *at;
 	struct rpm *held;
+	bool moved = false;
 	int ret;
 
 	if (!vm || !bo)
@@ -750,10 +995,6 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 	if (vm_is_remote(vm))
 		return vm_remote_bind(vm, bo, bo_offset, va, bytes, flags);
 	dev = vm->dev;
-	if (bo->dev != dev) {
-		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another device", bo->name);
-		return -EINVAL;
-	}
 	if (flags & ~UGPU_BIND_FLAGS_ALL) {
 		log_err(dev->ctx, "ugpu_vm_bind: unknown flags 0x%x", flags & ~UGPU_BIND_FLAGS_ALL);
 		return -EINVAL;
@@ -765,6 +1006,8 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 			va, bytes, bo_offset, bo->name, bo->size, UGPU_VM_VA_BITS);
 		return -EINVAL;
 	}
+	if (bo_dev(bo) != dev) /* a peer's BO, in place */
+		return vm_bind_peer(vm, bo, bo_offset, va, bytes, flags);
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
@@ -818,6 +1061,11 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		goto out_unlock_vm;
 	pthread_mutex_lock(&m->lock);
 	ret = bind_allowed_locked(vm, m);
+	/* moved to another device since it was looked at (mm/peer.c): under
+	 * this lock it cannot leave; if it left, bind it as a peer's */
+	moved = !ret && bo->dev != dev;
+	if (moved)
+		ret = -EAGAIN;
 	if (!ret && bo->placement == UGPU_PLACEMENT_NONE)
 		ret = -ENODATA;
 	if (!ret) {
@@ -836,6 +1084,8 @@ out_unlock_vm:
 	pthread_mutex_unlock(&vm->lock);
 	bo_rpm_release(held);
 	free(b);
+	if (moved)
+		return vm_bind_peer(vm, bo, bo_offset, va, bytes, flags);
 	return ret;
 }
 

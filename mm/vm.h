@@ -50,6 +50,10 @@ struct pt_chunk;
 /* vm_bind.flags beyond UGPU_BIND_*: made by shared virtual memory (svm/),
  * not by the program: invisible to ugpu_vm_unbind() and ugpu_vm_query(). */
 #define VM_BIND_SVM (1u << 31)
+/* vm_bind.flags: a peer bind (mm/p2p.c): @iova is in this device's window
+ * onto @peer_dev's VRAM BAR; the bind holds a reference, a pin and a
+ * runtime-PM reference of @peer_bo. Visible to the program like its own. */
+#define VM_BIND_PEER (1u << 30)
 
 /*
  * One bind: [va, va + bytes) of the VM maps [bo_offset, +bytes) of @bo; or,
@@ -63,9 +67,28 @@ struct vm_bind {
 	struct ugpu_bo *bo; /* holds a reference; or NULL */
 	uint64_t iova; /* when !@bo */
 	uint64_t va, bytes, bo_offset;
-	uint32_t flags; /* UGPU_BIND_*, VM_BIND_SVM */
+	uint32_t flags; /* UGPU_BIND_*, VM_BIND_SVM, VM_BIND_PEER */
 	uint64_t gen; /* bo->backing_gen its PTEs were written for */
+	/* VM_BIND_PEER: the peer's BO and device, and its runtime-PM
+	 * reference; @revoked (manager lock): the peer is going, the entries
+	 * were zeroed (the tables still count them until the unbind). */
+	struct ugpu_bo *peer_bo;
+	struct ugpu_device *peer_dev;
+	struct rpm *peer_rpm;
+	bool revoked;
 };
+
+/*
+ * vm_peer_revoke_locked() - zero the entries of every peer bind of
+ * @importer's VMs into @exporter's VRAM and drop the TLBs at the next
+ * launch: from now on a kernel touching them faults. The binds' runtime-PM
+ * references of @exporter are handed to the caller (*@held, *@nheld; it
+ * releases them without the lock and frees the array): @exporter's
+ * removal waits for them. @importer's manager lock held, @importer awake.
+ * Returns how many binds were revoked.
+ */
+uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device *exporter,
+			       struct rpm ***held, size_t *nheld);
 
 struct ugpu_vm {
 	struct ugpu_device *dev;

@@ -64,7 +64,10 @@ static int refdev_probe(struct ugpu_device *dev)
 	if ((ret = device_reg_read32(dev, REFDEV_REG_CAPS, &caps)) ||
 	    (ret = device_reg_read32(dev, REFDEV_REG_NUM_ENGINES, &n)) ||
 	    (ret = device_reg_read64(dev, REFDEV_REG_VRAM_SIZE, &vram)) ||
-	    (ret = device_reg_read32(dev, REFDEV_REG_FABRIC_ID, &fid)))
+	    (ret = device_reg_read32(dev, REFDEV_REG_FABRIC_ID, &fid)) ||
+	    (ret = device_reg_read32(dev, REFDEV_REG_FABRIC_PEERS, &dev->fabric_peers)) ||
+	    (ret = device_reg_read32(dev, REFDEV_REG_FABRIC_FAST, &dev->fabric_fast)) ||
+	    (ret = device_reg_read64(dev, REFDEV_REG_FABRIC_UID, &dev->fabric_uid)))
 		return ret;
 	dev->vram_size = vram;
 	dev->fabric_id = fid;
@@ -645,6 +648,10 @@ int device_new(struct ugpu_context *ctx, const char *name, struct ugpu_device **
 	snprintf(dev->name, sizeof(dev->name), "%s", name);
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_mutex_init(&dev->pub_lock, NULL);
+	list_init(&dev->ctx_link);
+	pthread_mutex_lock(&ctx->dev_lock);
+	dev->ctx_index = ++ctx->dev_seq;
+	pthread_mutex_unlock(&ctx->dev_lock);
 	ret = host_pm_init(dev);
 	if (ret) {
 		device_put(dev);

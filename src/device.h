@@ -100,6 +100,11 @@ struct ugpu_device {
 	uint32_t num_copy_engines;
 	uint32_t caps; /* UGPU_DEVICE_CAP_* */
 	uint32_t fabric_id;
+	/* the fabric (src/fabric.c): which fabric (FABRIC_UID; 0 alone), and
+	 * the nodes reachable / reachable by a fast link (bit n: node n) */
+	uint64_t fabric_uid;
+	uint32_t fabric_peers;
+	uint32_t fabric_fast;
 	int pm_cap; /* config offset of the PM capability, 0 if none */
 	int pwr_cap; /* config offset of the reference device's power block, 0 if none */
 	uint32_t wake_latency_us;
@@ -180,7 +185,18 @@ struct ugpu_device {
 	 * cannot be read any more (a surprise, or a wake that failed): what
 	 * was only in its VRAM is lost, and nothing is copied from it. */
 	int vram_lost;
+	/* atomic, set (never cleared) when peers must stop mapping this
+	 * device's VRAM (its removal or close revokes their windows,
+	 * mm/p2p.c): no new window is made after it */
+	int p2p_gone;
 	struct vfio_dev gone_vdev;
+
+	/* The context's device list (ctx->devices, under ctx->dev_lock; the
+	 * "fabric" step links it at the end of open and unlinks it first at
+	 * close) and the device's index in its context (set once, before it is
+	 * listed; orders the BO manager locks of two devices: lower first). */
+	struct list_link ctx_link;
+	uint32_t ctx_index;
 
 	/* References to this object (atomic): one for the open device, one per
 	 * live BO handle (BOs outlive ugpu_device_close(), include/ugpu/
@@ -231,6 +247,7 @@ enum device_step_order {
 	DEVICE_STEP_VM_EXEC = 95, /* mm: the scheduler on the exec queues */
 	DEVICE_STEP_SVM = 97, /* svm: shared virtual memory for mirror VMs */
 	DEVICE_STEP_UNPLUG = 100, /* src: the removal watcher (context lifetime) */
+	DEVICE_STEP_FABRIC = 105, /* src: listed among the context's devices (context lifetime) */
 };
 
 /*
@@ -318,6 +335,29 @@ static inline bool device_vram_lost(struct ugpu_device *dev)
 static inline bool device_is_removed(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->removed, __ATOMIC_ACQUIRE) != 0;
+}
+
+/*
+ * The fabric (src/fabric.c). device_link(): the link between two devices
+ * of one context (enum ugpu_link; NONE when either is removed).
+ * device_peers_get() - the open devices of @dev's context that have a link
+ * to it, fast links first (then in the order they were opened), at most
+ * @max, each with a device reference (device_put() each). Returns how many.
+ * device_lock_first(): of two devices, the one whose BO manager lock is
+ * taken first.
+ * Context: any thread, no lock held (takes the context's device lock).
+ */
+int device_link(struct ugpu_device *a, struct ugpu_device *b);
+unsigned int device_peers_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
+/* device_others_get() - the same for every other open device of the
+ * context, linked or not, in the order they were opened. */
+/* device_same_owner() - @a and @b are open, not removed, and in one owner
+ * group (joined by fast links, directly or through others). No lock held. */
+bool device_same_owner(struct ugpu_device *a, struct ugpu_device *b);
+unsigned int device_others_get(struct ugpu_device *dev, struct ugpu_device **out, unsigned int max);
+static inline bool device_lock_first(const struct ugpu_device *a, const struct ugpu_device *b)
+{
+	return a->ctx_index < b->ctx_index;
 }
 
 /* The engine to use for bulk copies: a blitter when there is one, else the

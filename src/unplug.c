@@ -118,6 +118,10 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		log_warn(dev->ctx, "%s: removal %s: moving every BO to system memory and releasing the device",
 			 dev->name, kind == UGPU_UNPLUG_API ? "asked by the application" : "requested");
 
+	/* 0. Peers stop reaching this device's VRAM before anything moves. */
+	if (mem->revoke_peers)
+		mem->revoke_peers(arg);
+
 	/* 1. No host-suspend transition during the removal. */
 	ret = lock_bounded(&dev->pm->lock, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
@@ -160,6 +164,10 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 			exec_abandon(dev->exec);
 		}
 	}
+	/* 3b. What can go to a peer's VRAM goes there (it takes the memory
+	 * layers' locks itself), while the device still answers. */
+	if (!surprise && !suspended && mem->to_peers)
+		mem->to_peers(arg, &c);
 	ret = mem->lock(arg, UNPLUG_LOCK_TIMEOUT_MS);
 	if (ret) {
 		log_err(dev->ctx, "%s: removal postponed: BO work holds the device for more than %d ms (%s)",
@@ -208,6 +216,8 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	u->info.removal_us = now_us() - t0;
 	u->info.bos_moved = c.bos_moved;
 	u->info.bytes_moved = c.bytes_moved;
+	u->info.bos_to_peer = c.bos_to_peer;
+	u->info.bytes_to_peer = c.bytes_to_peer;
 	u->info.bos_adopted = c.bos_adopted;
 	u->info.bos_lost = c.bos_lost;
 	u->info.bytes_lost = c.bytes_lost;
@@ -218,9 +228,10 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	pthread_cond_broadcast(&u->cond);
 	pthread_mutex_unlock(&u->lock);
 
-	log_warn(dev->ctx, "%s: removed (%s) in %" PRIu64 " ms: %" PRIu64 " BOs (%" PRIu64 " bytes) moved to system memory, %" PRIu64 " kept from backups, %" PRIu64 " lost (%" PRIu64 " bytes)",
-		 dev->name, ugpu_unplug_kind_name(kind), (now_us() - t0) / 1000, c.bos_moved,
-		 c.bytes_moved, c.bos_adopted, c.bos_lost, c.bytes_lost);
+	log_warn(dev->ctx, "%s: removed (%s) in %" PRIu64 " ms: %" PRIu64 " BOs (%" PRIu64 " bytes) moved to peers, %" PRIu64 " (%" PRIu64 " bytes) to system memory, %" PRIu64 " kept from backups, %" PRIu64 " lost (%" PRIu64 " bytes)",
+		 dev->name, ugpu_unplug_kind_name(kind), (now_us() - t0) / 1000, c.bos_to_peer,
+		 c.bytes_to_peer, c.bos_moved, c.bytes_moved, c.bos_adopted, c.bos_lost,
+		 c.bytes_lost);
 	if (fn)
 		fn(user, dev, kind, status);
 	return;

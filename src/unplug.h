@@ -33,6 +33,7 @@
 /* What the memory layer's part of a removal did (struct ugpu_unplug_info). */
 struct unplug_counts {
 	uint64_t bos_moved, bytes_moved;
+	uint64_t bos_to_peer, bytes_to_peer;
 	uint64_t bos_adopted;
 	uint64_t bos_lost, bytes_lost;
 	uint64_t kernel_bos;
@@ -67,6 +68,16 @@ struct unplug_mem_ops {
 	void (*dma_release)(void *arg);
 	void (*detach)(void *arg);
 	void (*maps_release)(void *arg);
+	/* Before @lock, on an orderly removal of an awake device, its GPU
+	 * kernels stopped: BOs of the program in VRAM that may move go to the
+	 * VRAM of a peer that has a link to the device and room for them
+	 * (takes the managers' locks itself); @evacuate then takes the rest to
+	 * system memory. May be NULL. */
+	void (*to_peers)(void *arg, struct unplug_counts *c);
+	/* First of all, no lock held: other devices stop reaching this
+	 * device's VRAM (their peer binds into it revoked, their windows onto
+	 * it unmapped). May be NULL. */
+	void (*revoke_peers)(void *arg);
 };
 
 /* unplug_mem_register() - at bring-up, before the watcher starts. */

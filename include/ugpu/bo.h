@@ -179,6 +179,46 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
  */
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
 
+/* ugpu_bo_migrate_device() flags: which path the bytes take. */
+#define UGPU_MIGRATE_DIRECT (1u << 0) /**< over the fabric only: -ENOLINK when there is no fast link */
+#define UGPU_MIGRATE_VIA_SYSTEM (1u << 1) /**< through system memory even over a fast link */
+#define UGPU_MIGRATE_FLAGS_ALL 0x3u
+
+/**
+ * ugpu_bo_migrate_device() - move the BO into the VRAM of another device
+ * of the same context; the BO then belongs to @dst (its calls, its VRAM,
+ * its eviction, ugpu_device_mem_stats() of @dst count it).
+ * @bo: the BO (in VRAM or system memory of its device).
+ * @dst: the device to move it to. @dst equal to the BO's device (at the
+ *       moment of the call: another thread may have moved it there) is
+ *       ugpu_bo_migrate(@bo, UGPU_PLACEMENT_VRAM), whatever @flags say.
+ * @flags: 0, or one UGPU_MIGRATE_* bit.
+ *
+ * With a fast link (include/ugpu/fabric.h) between the two and the BO in
+ * VRAM, the BO's device copies it straight into @dst's VRAM over the
+ * fabric; otherwise (a slow link, no link, a BO in system memory, or
+ * UGPU_MIGRATE_VIA_SYSTEM) the bytes go through system memory, copied out
+ * by the BO's device and in by @dst. Byte-exact; @dst evicts its own
+ * unpinned BOs (least recently used first) to make room. Both devices are
+ * woken from runtime suspend first. A BO of a removed device (in system
+ * memory) may move to a device that is still there.
+ *
+ * Returns: 0; -EINVAL (NULL, unknown or both flags, VRAM not among the
+ * BO's placements, a driver object);
+ * -EXDEV (@dst belongs to another context); -EBUSY (the BO is pinned,
+ * CPU-mapped (ugpu_bo_unmap() it first), or bound in a GPU VM; or a
+ * host-suspend cycle is open on either device); -ENOLINK
+ * (UGPU_MIGRATE_DIRECT without a fast link, with the BO outside VRAM, or
+ * with no copy engine on the BO's device); -ENOSPC (@dst's VRAM cannot hold
+ * it even after eviction); -ENODATA (its contents were lost); -ENODEV (@dst
+ * is removed or closed, the BO's device was closed, or it is being removed
+ * and its removal is moving the BO now); -EIO (a copy failed: the BO stays
+ * where it was, intact; or a device did not wake); -ETIMEDOUT (a power
+ * transition did not finish in time); -ENOMEM.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags);
+
 /**
  * ugpu_bo_map() - map the BO for the CPU.
  * @bo: the BO.

@@ -141,6 +141,12 @@ UGPU_API int ugpu_device_query(struct ugpu_device *dev, struct ugpu_device_info 
  * @moves: BO moves (evictions, migrations, pins, suspend, removal).
  * @moved_bytes: their bytes.
  * @copy_failures: moves whose copy failed (the BO stayed where it was).
+ * @peer_out: BOs that moved from this device to another
+ *        (ugpu_bo_migrate_device(), or a removal moving them to a peer).
+ * @peer_in: BOs that came to this device's VRAM from another; of them
+ *        @peer_direct came directly over the fabric (the source device's
+ *        copy engine), @peer_via_system through system memory.
+ * @peer_bytes: bytes of the BOs that came (@peer_in).
  */
 struct ugpu_device_mem {
 	size_t size;
@@ -160,6 +166,11 @@ struct ugpu_device_mem {
 	uint64_t moves;
 	uint64_t moved_bytes;
 	uint64_t copy_failures;
+	uint64_t peer_out;
+	uint64_t peer_in;
+	uint64_t peer_direct;
+	uint64_t peer_via_system;
+	uint64_t peer_bytes;
 };
 
 /**

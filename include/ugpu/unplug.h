@@ -54,6 +54,10 @@ enum ugpu_unplug_kind {
  *          device. BOs a program created (UGPU_BO_KERNEL ones included) are
  *          the program's: they are moved, adopted or counted lost above.
  * @reqs: removal requests (REQ irqs) seen.
+ * @bos_to_peer: BOs the removal moved into the VRAM of another device of
+ *          the context (one with a fabric link to this one and room for
+ *          them; include/ugpu/fabric.h): they belong to that device now.
+ * @bytes_to_peer: their bytes.
  */
 struct ugpu_unplug_info {
 	size_t size;
@@ -69,6 +73,8 @@ struct ugpu_unplug_info {
 	uint64_t bytes_lost;
 	uint64_t kernel_bos;
 	uint64_t reqs;
+	uint64_t bos_to_peer;
+	uint64_t bytes_to_peer;
 };
 
 /**
@@ -103,7 +109,10 @@ UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_remo
  * ugpu_device_unplug() - remove @dev in order, as if the kernel asked.
  * @dev: the device.
  *
- * Stops new work, lets work in flight finish (bounded), moves every BO out
+ * Stops new work, lets work in flight finish (bounded), moves the BOs it
+ * can into the VRAM of a peer device with a link and room
+ * (ugpu_unplug_info.bos_to_peer; not pinned, CPU-mapped or GPU-bound ones:
+ * see ugpu_bo_migrate_device()), moves every other BO out
  * of VRAM to system memory (pinned ones included; they stay pinned, in
  * system memory), removes every DMA mapping, releases the device's resources
  * in the reverse order of bring-up and closes the transport. BOs stay valid

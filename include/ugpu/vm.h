@@ -106,7 +106,15 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm);
  * ugpu_vm_bind() - map [@bo_offset, +@bytes) of @bo at GPU address @va.
  * @vm: the VM.
  * @bo: the BO (the bind holds a reference until unbound); a BO of @vm's
- *      device.
+ *      device, or of another device of the same context and owner group
+ *      (include/ugpu/fabric.h: joined by fast links): a peer's BO is
+ *      used in place (peer access: @vm's device maps the peer's VRAM BAR
+ *      into its DMA space, as vfio type1 does peer-to-peer). The bind then
+ *      pins the BO where it is (its first placement, which must be VRAM)
+ *      and keeps the peer awake until the unbind; if the peer is removed
+ *      or closed first, the bind is revoked before anything of the peer
+ *      moves (a kernel touching it then faults, -EFAULT) and only the
+ *      unbind is left to do.
  * @bo_offset: offset in the BO; page aligned.
  * @va: GPU virtual address; page aligned.
  * @bytes: length; page aligned, > 0, within the BO and the 48-bit range.
@@ -116,11 +124,16 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm);
  * the IOMMU) and follow it when it moves. A bind inside a mirror VM's span
  * takes precedence over the mirror there.
  * Returns: 0; -EINVAL (NULL, unaligned, empty, past the BO or the VA range,
- * unknown flags, overlapping another bind, a BO of another device):
- * nothing is changed; -ENODATA (the BO's contents were lost); -EBUSY (the
+ * unknown flags, overlapping another bind; a BO of a device outside
+ * @vm's device's owner group, or removed; a peer's BO whose first
+ * placement is not VRAM): nothing is changed; -EXDEV (a BO of another
+ * context); -ENODATA (the BO's contents were lost); -EBUSY (the
  * device is host-suspended: its page tables cannot be written until
- * resume); -ENOSPC / -ENOMEM (page tables); -ENODEV (the device is gone);
- * -EIO / -ETIMEDOUT (the device did not wake).
+ * resume; a peer's BO that had to move to be pinned while bound in a VM
+ * on which a kernel runs); -ENOSPC / -ENOMEM (page tables; VRAM for a
+ * peer's BO to be pinned in; a peer's BO in more than 64 pieces of VRAM);
+ * -ENODEV (the device, or the peer, is gone or going); -EOVERFLOW (a
+ * peer's BO past 2^31 pins); -EIO / -ETIMEDOUT (a device did not wake).
  * Context: any thread; binds and unbinds of one VM are serialised.
  */
 UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset,

@@ -910,7 +910,8 @@ static void test_bad_input(void **state)
 	assert_int_equal(ugpu_vm_bind(vm, bo, 0, VA0 - 4096, 4096, UGPU_BIND_READONLY), 0);
 	assert_int_equal(ugpu_vm_bind(vm, bo, 0, top - 4096, 4096, 0), 0);
 
-	/* A BO of another device. */
+	/* A BO of a device of another context (one of the same context
+	 * binds in place: test_multidev). */
 	sim_opts_init(&so);
 	so.vram_size = 16 * MIB;
 	assert_int_equal(sim_start(&so, &sim2), 0);
@@ -923,9 +924,9 @@ static void test_bad_input(void **state)
 	assert_int_equal(ugpu_device_open(ctx2, uri, &dev2), 0);
 	other_bo = bo_new(dev2, 4096, 0, V, S, "other");
 	assert_non_null(other_bo);
-	assert_int_equal(ugpu_vm_bind(vm, other_bo, 0, 0x300000000ull, 4096, 0), -EINVAL);
+	assert_int_equal(ugpu_vm_bind(vm, other_bo, 0, 0x300000000ull, 4096, 0), -EXDEV);
 	other_vm = vm_new(dev2, "other");
-	assert_int_equal(ugpu_vm_bind(other_vm, bo, 0, VA0, 4096, 0), -EINVAL);
+	assert_int_equal(ugpu_vm_bind(other_vm, bo, 0, VA0, 4096, 0), -EXDEV);
 	assert_int_equal(ugpu_vm_destroy(other_vm), 0);
 	ugpu_bo_put(other_bo);
 	ugpu_device_close(dev2);

@@ -32,6 +32,7 @@ int bench_exec(int argc, char **argv);
 int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_svm(int argc, char **argv);
+int bench_p2p(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
 /* Not a benchmark: draws one's JSON lines (bench_plot.c). */
 int bench_plot(int argc, char **argv);

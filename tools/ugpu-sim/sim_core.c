@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -324,6 +325,14 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 				sim->slow[b] |= 1u << a;
 			}
 
+	if (sim->opts.devices > 1) {
+		/* FABRIC_UID: tells a driver which devices share this fabric
+		 * (node ids alone repeat across fabrics). */
+		while (!sim->fabric_uid)
+			if (getrandom(&sim->fabric_uid, sizeof(sim->fabric_uid), 0) !=
+			    (ssize_t)sizeof(sim->fabric_uid))
+				sim->fabric_uid = sim_now_ns() ^ ((uint64_t)getpid() << 32);
+	}
 	for (unsigned i = 0; i < sim->opts.devices; i++) {
 		ret = dev_create(sim, i, &sim->devs[i]);
 		if (ret)

@@ -478,6 +478,17 @@ static bool peer_ok(struct sim_dev *dev, const struct ce_ep *ep)
 	return ok;
 }
 
+static void fabric_flush(struct sim_dev *dev, const struct ce_ep *ep)
+{
+	struct sim_dev *peer;
+
+	if (ep->space != SIM_SPACE_PEER)
+		return;
+	peer = fabric_peer(dev, ep->node);
+	pthread_mutex_lock(&peer->lock);
+	pthread_mutex_unlock(&peer->lock);
+}
+
 static int ep_seg(struct sim_dev *dev, const struct ce_ep *ep, uint64_t off, uint64_t max,
 		  uint8_t **p, uint64_t *n)
 {
@@ -613,6 +624,12 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 			throttle_wait(t0, off);
 	}
 	free(bounce);
+	/* The fabric orders a peer transfer before whatever the peer does
+	 * next: its lock taken once more, so that its own engines, which take
+	 * it between descriptors, see these bytes (as a later descriptor of
+	 * this engine would). */
+	fabric_flush(dev, &j->src);
+	fabric_flush(dev, &j->dst);
 	return code;
 }
 

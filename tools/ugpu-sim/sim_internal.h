@@ -74,6 +74,7 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define REG_FABRIC_ID 0x0018
 #define REG_FABRIC_PEERS 0x001c
 #define REG_FABRIC_FAST 0x0020
+#define REG_FABRIC_UID 0x0028 /* 64-bit */
 #define REG_SCRATCH 0x0040
 #define REG_CE_BASE 0x1000
 #define REG_CE_STRIDE 0x100
@@ -424,6 +425,7 @@ struct sim {
 	unsigned ndev;
 	struct sim_dev *devs[SIM_MAX_DEVICES];
 	uint32_t slow[SIM_MAX_DEVICES]; /* symmetric slow-link matrix, immutable */
+	uint64_t fabric_uid; /* FABRIC_UID: random, non-zero with > 1 device; immutable */
 	struct sim_control *control;
 };
 

@@ -157,6 +157,9 @@ static bool reg64_get(struct sim_dev *dev, uint64_t off, uint64_t *v)
 	case REG_VRAM_SIZE:
 		*v = dev->vram_size;
 		return true;
+	case REG_FABRIC_UID:
+		*v = dev->sim->fabric_uid;
+		return true;
 	case REG_FAULT_VA:
 		*v = dev->fslot.va;
 		return true;

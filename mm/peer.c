@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Moving a BO from one device to another device's VRAM (include/ugpu/bo.h:
+ * ugpu_bo_migrate_device(); docs/multi-device.md).
+ *
+ * Over a fast fabric link the source device's copy engine writes the
+ * destination's VRAM directly (PEER addresses); otherwise, or when asked,
+ * the bytes go through system memory: the source's engine copies them out
+ * into a buffer mapped in both devices' DMA spaces and the destination's
+ * engine copies them in (a BO already in system memory is copied in from
+ * where it is). Then the BO changes managers: it leaves the source's lists
+ * and counters and joins the destination's, and bo->dev changes.
+ *
+ * Locking: both managers' locks, the lower device index first
+ * (device_lock_first()); each device's runtime-PM reference is taken before
+ * either (bo_rpm_hold(): a sleeping destination is woken before the copy
+ * reaches its VRAM). bo->dev changes only with both held.
+ */
+#include <errno.h>
+#include <inttypes.h>
+
+#include <ugpu/fabric.h>
+
+#include "engines/engine.h"
+#include "mm/bo.h"
+#include "mm/bo_rpm.h"
+#include "mm/p2p.h"
+#include "mm/peer.h"
+#include "mm/vram.h"
+#include "src/unplug.h"
+#include "base/log.h"
+#include "src/device.h"
+
+/* Largest single engine descriptor we queue (as mm/move.c). */
+#define COPY_CHUNK (256ull << 20)
+
+/*
+ * Queue copies of the first @size bytes of @src (this device's VRAM blocks)
+ * to @dst (blocks in the VRAM of fabric node @node) on @e, walking both lists
+ * together. *@fence gets the last fence.
+ */
+static int copy_blocks_to_peer(struct engine *e, const struct buddy_list *src,
+			       const struct buddy_list *dst, uint32_t node, uint64_t size,
+			       uint64_t *fence)
+{
+	struct buddy_block *s = buddy_list_first(src), *d = buddy_list_first(dst);
+	uint64_t s_pos = 0, d_pos = 0, done = 0;
+	int ret = 0;
+
+	engine_plug(e);
+	while (done < size && s && d) {
+		uint64_t s_left = vram_block_size(s) - s_pos, d_left = vram_block_size(d) - d_pos;
+		uint64_t n = s_left < d_left ? s_left : d_left;
+
+		if (n > size - done)
+			n = size - done;
+		if (n > COPY_CHUNK)
+			n = COPY_CHUNK;
+		ret = engine_copy(e, engine_peer(node, buddy_block_offset(d) + d_pos),
+				  engine_vram(buddy_block_offset(s) + s_pos), n, fence);
+		if (ret)
+			break;
+		done += n;
+		s_pos += n;
+		d_pos += n;
+		if (s_pos == vram_block_size(s)) {
+			s = buddy_list_next(src, s);
+			s_pos = 0;
+		}
+		if (d_pos == vram_block_size(d)) {
+			d = buddy_list_next(dst, d);
+			d_pos = 0;
+		}
+	}
+	{
+		int r = engine_unplug(e);
+
+		if (!ret)
+			ret = r;
+	}
+	if (!ret && done < size)
+		ret = -EINVAL; /* the lists hold less than @size: a bug */
+	return ret;
+}
+
+/* Wait for *@fence after a queueing that returned @ret (a pointer: the
+ * queueing sets it, and an argument's order of evaluation is unspecified). */
+static int copy_wait(struct engine *e, int ret, const uint64_t *fence, uint64_t size)
+{
+	if (!ret)
+		ret = engine_wait(e, *fence, bo_copy_timeout_ms(size));
+	if (ret)
+		engine_reset(e);
+	return ret;
+}
+
+/* @dev's engine copies @size bytes from @iova (its DMA space) into @blocks. */
+static int copy_in(struct ugpu_device *dev, const struct buddy_list *blocks, uint64_t size,
+		   uint64_t iova)
+{
+	struct engine *e = device_copy_engine(dev);
+	uint64_t fence = 0;
+
+	return copy_wait(e, bo_copy_queue(e, blocks, size, iova, true, &fence), &fence, size);
+}
+
+/*
+ * Through system memory: @bo's bytes into @dst's @blocks. From VRAM through
+ * the source's staging buffer for @dst (mapped in both DMA spaces, made
+ * once: mm/p2p.c), chunk by chunk, out by the source's engine and in by the
+ * destination's; from system memory straight from the BO's pages, mapped
+ * into @dst's DMA space for the copy. Both locks held.
+ */
+static int copy_via_system(struct ugpu_bo *bo, struct ugpu_device *dst,
+			   const struct buddy_list *blocks)
+{
+	struct ugpu_device *src = bo->dev;
+	uint64_t iova_dst = 0;
+	int ret, r;
+
+	if (bo->placement == UGPU_PLACEMENT_VRAM) {
+		struct engine *es = device_copy_engine(src), *ed = device_copy_engine(dst);
+		uint64_t iova_src, off, fence = 0;
+
+		ret = p2p_stage_get_locked(src, dst, &iova_src, &iova_dst);
+		for (off = 0; !ret && off < bo->size; off += P2P_STAGE_BYTES) {
+			uint64_t n = bo->size - off < P2P_STAGE_BYTES ? bo->size - off : P2P_STAGE_BYTES;
+
+			ret = copy_wait(es, bo_copy_range_queue(es, bo->vram, off, n, iova_src, false,
+								&fence),
+					&fence, n);
+			if (!ret)
+				ret = copy_wait(ed, bo_copy_range_queue(ed, blocks, off, n, iova_dst, true,
+									&fence),
+						&fence, n);
+		}
+		return ret;
+	}
+	ret = dma_map_sysmem(&dst->dma, &bo->sys.mem, VFIO_DMA_READ | VFIO_DMA_WRITE, &iova_dst);
+	if (ret)
+		return ret;
+	ret = copy_in(dst, blocks, bo->size, iova_dst);
+	r = dma_unmap(&dst->dma, iova_dst, bo->sys.mem.size);
+	return ret ? ret : r;
+}
+
+/* Take @bo off @src's manager and give it to @dst's, in @blocks of its
+ * VRAM (which it now owns). Both locks held. */
+static void rehome_locked(struct ugpu_bo *bo, struct ugpu_device *dst, struct buddy_list *blocks)
+{
+	struct ugpu_device *src = bo->dev;
+	struct bo_mgr *ms = src->bo_mgr, *md = dst->bo_mgr;
+
+	bo_rpm_forget(bo); /* off the source's runtime-PM lists */
+	bo_lru_del_locked(bo);
+	list_del(&bo->all);
+	ms->nr_bos--;
+	if (bo->placement == UGPU_PLACEMENT_VRAM) {
+		vram_free(src, bo->vram, 0);
+		ms->vram_bytes -= bo->size;
+	} else {
+		bo_sys_free(src, &bo->sys);
+		ms->sys_bytes -= bo->size;
+	}
+	ms->peer_out++;
+
+	device_get(dst); /* the handle's reference moves (the caller puts @src's) */
+	__atomic_store_n(&bo->dev, dst, __ATOMIC_RELEASE);
+	buddy_list_splice_tail(bo->vram, blocks);
+	bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
+	list_add_tail(&md->all, &bo->all);
+	md->nr_bos++;
+	md->vram_bytes += bo->size;
+	md->moves++;
+	md->moved_bytes += bo->size;
+	md->peer_in++;
+	md->peer_bytes += bo->size;
+	bo_lru_update_locked(bo);
+}
+
+int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags)
+{
+	struct ugpu_device *src = bo->dev;
+	struct bo_mgr *ms = src->bo_mgr, *md = dst->bo_mgr;
+	bool quiet = flags & BO_PEER_EVACUATE;
+	struct buddy_list blocks;
+	bool direct;
+	int link, ret;
+
+	if (ms->closed || md->closed || device_is_removed(dst))
+		return -ENODEV;
+	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm ||
+		      bo->pin_count || list_linked(&bo->binds) || bo->map))
+		return -EAGAIN; /* not one a removal sends to a peer */
+	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
+		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
+			bo->name, dst->name,
+			bo->driver_owned ? "a driver object" : "VRAM is not among its placements");
+		return -EINVAL;
+	}
+	if (bo->placement == UGPU_PLACEMENT_NONE)
+		return -ENODATA;
+	if (bo->pin_count || list_linked(&bo->binds) || bo->map) {
+		log_err(src->ctx, "%s: BO '%s' cannot move to %s while it is %s", src->name, bo->name,
+			dst->name,
+			bo->pin_count ? "pinned" : bo->map ? "CPU-mapped" : "bound in a GPU VM");
+		return -EBUSY;
+	}
+	if (ms->pm_state != BO_PM_ACTIVE || md->pm_state != BO_PM_ACTIVE)
+		return -EBUSY; /* a host-suspend cycle is open on one of them */
+
+	link = device_link(src, dst);
+	direct = bo->placement == UGPU_PLACEMENT_VRAM && link == UGPU_LINK_FAST &&
+		 !device_is_removed(src) && src->num_copy_engines > 0 &&
+		 !(flags & UGPU_MIGRATE_VIA_SYSTEM);
+	if ((flags & UGPU_MIGRATE_DIRECT) && !direct) {
+		log_err(src->ctx, "%s: BO '%s' cannot move directly to %s: %s", src->name, bo->name,
+			dst->name,
+			bo->placement != UGPU_PLACEMENT_VRAM ? "it is not in VRAM"
+			: link == UGPU_LINK_SLOW	     ? "the link is slow"
+			: link == UGPU_LINK_NONE	     ? "no fabric link joins them"
+							     : "no copy engine");
+		return -ENOLINK;
+	}
+	if (bo->placement == UGPU_PLACEMENT_VRAM && device_is_removed(src))
+		return -ENODEV; /* its removal is moving it right now */
+
+	buddy_list_init(&blocks);
+	if (flags & BO_PEER_EVACUATE) {
+		/* a removal takes only free room: the peer's own BOs stay */
+		unsigned int bf = bo->buddy_flags;
+
+		if (bo->flags & UGPU_BO_CONTIGUOUS)
+			bf |= BUDDY_CONTIGUOUS_ALLOCATION;
+		ret = vram_alloc(dst, bo->size, 4096, bf, &blocks);
+	} else {
+		ret = bo_vram_alloc_evict_on_locked(dst, bo, &blocks);
+	}
+	if (ret)
+		return ret;
+	if (direct) {
+		struct engine *e = device_copy_engine(src);
+		uint64_t fence = 0;
+
+		ret = copy_wait(e,
+				copy_blocks_to_peer(e, bo->vram, &blocks, dst->fabric_id, bo->size,
+						    &fence),
+				&fence, bo->size);
+	} else {
+		ret = copy_via_system(bo, dst, &blocks);
+	}
+	if (ret) {
+		log_err(src->ctx, "%s: moving BO '%s' to %s %s failed (%s); it stays where it was",
+			src->name, bo->name, dst->name, direct ? "over the fabric" : "through system memory",
+			ugpu_strerror(ret));
+		vram_free(dst, &blocks, 0);
+		ms->copy_failures++;
+		return -EIO;
+	}
+	log_dbg(src->ctx, "%s: BO '%s' (%" PRIu64 " bytes) moved to %s %s", src->name, bo->name,
+		bo->size, dst->name, direct ? "over the fabric" : "through system memory");
+	rehome_locked(bo, dst, &blocks);
+	if (direct)
+		md->peer_direct++;
+	else
+		md->peer_via_system++;
+	return 0;
+}
+
+void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b)
+{
+	if (device_lock_first(a, b)) {
+		pthread_mutex_lock(&a->bo_mgr->lock);
+		pthread_mutex_lock(&b->bo_mgr->lock);
+	} else {
+		pthread_mutex_lock(&b->bo_mgr->lock);
+		pthread_mutex_lock(&a->bo_mgr->lock);
+	}
+}
+
+void bo_unlock_pair(struct ugpu_device *a, struct ugpu_device *b)
+{
+	pthread_mutex_unlock(&a->bo_mgr->lock);
+	pthread_mutex_unlock(&b->bo_mgr->lock);
+}
+
+/* ugpu_bo_migrate_device() with the internal flags too; @expect: the BO
+ * must still be on that device (else -EAGAIN), or NULL. */
+static int migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags,
+			  struct ugpu_device *expect)
+{
+	struct ugpu_device *src;
+	struct rpm *held_src = NULL, *held_dst = NULL;
+	int ret;
+
+	for (;;) {
+		src = bo_dev(bo);
+		if (expect && src != expect)
+			return -EAGAIN;
+		if (src->ctx != dst->ctx) {
+			log_err(dst->ctx, "ugpu_bo_migrate_device: BO '%s' and %s belong to different contexts",
+				bo->name, dst->name);
+			return -EXDEV;
+		}
+		if (src == dst) /* no path to choose: its own VRAM (the flags are moot) */
+			return ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM);
+		/* Both awake for the copy (the destination's VRAM is the peer
+		 * address: a peer in D3 fails it). */
+		ret = bo_rpm_hold(src, &held_src);
+		if (ret)
+			return ret;
+		ret = bo_rpm_hold(dst, &held_dst);
+		if (ret) {
+			bo_rpm_release(held_src);
+			return ret;
+		}
+		bo_lock_pair(src, dst);
+		if (bo->dev == src)
+			break;
+		/* moved meanwhile: start again from where it is now */
+		bo_unlock_pair(src, dst);
+		bo_rpm_release(held_dst);
+		bo_rpm_release(held_src);
+	}
+	ret = bo_move_to_device_locked(bo, dst, flags);
+	bo_unlock_pair(src, dst);
+	bo_rpm_release(held_dst);
+	bo_rpm_release(held_src);
+	if (!ret)
+		device_put(src); /* the handle now holds @dst (rehome_locked()) */
+	return ret;
+}
+
+UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags)
+{
+	if (!bo || !dst || (flags & ~UGPU_MIGRATE_FLAGS_ALL) ||
+	    (flags & UGPU_MIGRATE_FLAGS_ALL) == UGPU_MIGRATE_FLAGS_ALL)
+		return -EINVAL;
+	return migrate_device(bo, dst, flags, NULL);
+}
+
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
+{
+	struct ugpu_device *peers[UGPU_MAX_PEERS];
+	struct bo_mgr *m = dev->bo_mgr;
+	struct ugpu_bo **v;
+	unsigned int np, i;
+	size_t n, k;
+
+	np = device_peers_get(dev, peers, UGPU_MAX_PEERS);
+	if (!np)
+		return;
+	pthread_mutex_lock(&m->lock);
+	if (bo_snapshot_locked(m, &v, &n))
+		n = 0, v = NULL;
+	pthread_mutex_unlock(&m->lock);
+	for (k = 0; k < n; k++) {
+		for (i = 0; i < np; i++) {
+			int ret = migrate_device(v[k], peers[i], BO_PEER_EVACUATE, dev);
+
+			if (!ret) {
+				c->bos_to_peer++;
+				c->bytes_to_peer += v[k]->size;
+				log_info(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) moved to %s",
+					 dev->name, v[k]->name, v[k]->size, peers[i]->name);
+			}
+			if (ret != -ENOSPC && ret != -ENODEV && ret != -EBUSY && ret != -EIO)
+				break; /* moved, or not one to move: next BO */
+			/* no room there, or that peer cannot now: the next peer */
+		}
+	}
+	if (v)
+		bo_snapshot_put(v, n);
+	for (i = 0; i < np; i++)
+		device_put(peers[i]);
+}

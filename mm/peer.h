@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Moves of BOs between devices (mm/peer.c), for the public call and for a
+ * removal that sends a device's BOs to a peer (mm/evacuate.c).
+ */
+#ifndef UGPU_MM_PEER_H
+#define UGPU_MM_PEER_H
+
+#include <stdint.h>
+
+struct ugpu_bo;
+struct ugpu_device;
+struct unplug_counts;
+
+/* Internal flag beside UGPU_MIGRATE_*: a removal's move to a peer (only
+ * BOs in VRAM that may move; only free room on the peer, no eviction
+ * there; refusals quiet, -EAGAIN). */
+#define BO_PEER_EVACUATE (1u << 31)
+
+/*
+ * bo_move_to_device_locked() - move @bo (on bo->dev) into @dst's VRAM:
+ * directly over a fast link by bo->dev's copy engine, else through system
+ * memory (UGPU_MIGRATE_* @flags choose), evicting on @dst as needed; then
+ * @bo belongs to @dst (its device reference moves: the caller device_put()s
+ * the old device after unlocking). Both managers locked (bo_lock_pair()),
+ * both devices awake or removed.
+ * Returns: as ugpu_bo_migrate_device(); on error @bo is where it was.
+ */
+int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags);
+
+/*
+ * bo_evacuate_to_peers() - a removal of @dev (awake, its kernels stopped,
+ * no manager lock held): each BO of the program in its VRAM that may move
+ * goes to the first peer (fast links first) with room for it; counted in
+ * @c. The rest stays for the evacuation to system memory.
+ */
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c);
+
+/* Lock / unlock the BO managers of two devices, in the one order
+ * (device_lock_first(): lower context index first). */
+void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b);
+void bo_unlock_pair(struct ugpu_device *a, struct ugpu_device *b);
+
+#endif

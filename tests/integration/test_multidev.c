@@ -1,0 +1,1151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Several devices in one context (docs/multi-device.md): links and owner
+ * groups, BO moves between devices directly over the fabric or through
+ * system memory, byte-exact, with eviction on the destination, errors, a
+ * peer woken from runtime suspend for a copy, and a removal that sends the
+ * removed device's BOs to a peer. In-process reference devices on one
+ * fabric (2 or 3 nodes, some links slow).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+#include <ugpu/fabric.h>
+#include <ugpu/pm.h>
+#include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
+#include <ugpu/vm.h>
+
+#include "mm/bo.h"
+#include "src/device.h"
+#include "tools/ugpu-sim/sim.h"
+
+#include "bo_util.h"
+#include "kernel_util.h"
+#include "rng.h"
+
+#define MAXD 3
+
+struct mfx {
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	unsigned int n;
+	struct ugpu_device *dev[MAXD];
+};
+
+/* @n devices of @vram bytes on one fabric; @slow: pairs (a, b) of slow
+ * links, terminated by a == b. Autosuspend off (tests that want it set it). */
+static struct mfx *mfx_start(unsigned int n, uint64_t vram, const unsigned int (*slow)[2])
+{
+	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
+	struct mfx *f = calloc(1, sizeof(*f));
+	struct sim_opts o;
+	unsigned int i;
+
+	assert_non_null(f);
+	if (getenv("UGPU_TEST_LOG"))
+		copts.log_level = UGPU_LOG_DEBUG;
+	sim_opts_init(&o);
+	o.vram_size = vram;
+	o.devices = n;
+	o.exec_queues = 1;
+	for (; slow && slow[0][0] != slow[0][1]; slow++)
+		o.slow_links[slow[0][0]] |= 1u << slow[0][1];
+	assert_int_equal(sim_start(&o, &f->sim), 0);
+	assert_int_equal(ugpu_context_create(&copts, &f->ctx), 0);
+	f->n = n;
+	for (i = 0; i < n; i++) {
+		char uri[300];
+
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(f->sim, i));
+		assert_int_equal(ugpu_device_open(f->ctx, uri, &f->dev[i]), 0);
+		assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev[i], -1), 0);
+	}
+	return f;
+}
+
+static void mfx_stop(struct mfx *f)
+{
+	unsigned int i;
+
+	for (i = 0; i < f->n; i++) {
+		if (f->dev[i])
+			assert_int_equal(bo_mgr_check(f->dev[i], false), 0);
+		ugpu_device_close(f->dev[i]);
+	}
+	ugpu_context_destroy(f->ctx);
+	sim_stop(f->sim);
+	free(f);
+}
+
+static struct ugpu_device_mem mem_of(struct ugpu_device *dev)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	return m;
+}
+
+static enum ugpu_link link_of(struct ugpu_device *a, struct ugpu_device *b)
+{
+	enum ugpu_link l = (enum ugpu_link)-1;
+
+	assert_int_equal(ugpu_device_link(a, b, &l), 0);
+	return l;
+}
+
+static struct ugpu_device_peers peers_of(struct ugpu_device *dev)
+{
+	struct ugpu_device_peers p = { .size = sizeof(p) };
+
+	assert_int_equal(ugpu_device_peers(dev, &p), 0);
+	return p;
+}
+
+/* ---- links and owner groups ------------------------------------------------ */
+
+/* 0-1 fast, 1-2 fast, 0-2 slow: one owner group through node 1. */
+static void test_links_chain(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_device_peers p0, p1, p2;
+	enum ugpu_link l;
+
+	(void)state;
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_FAST);
+	assert_int_equal(link_of(f->dev[1], f->dev[2]), UGPU_LINK_FAST);
+	assert_int_equal(link_of(f->dev[0], f->dev[2]), UGPU_LINK_SLOW);
+	assert_int_equal(link_of(f->dev[2], f->dev[0]), UGPU_LINK_SLOW);
+	p0 = peers_of(f->dev[0]);
+	p1 = peers_of(f->dev[1]);
+	p2 = peers_of(f->dev[2]);
+	assert_int_equal(p0.total, 2);
+	assert_int_equal(p0.count, 2);
+	assert_ptr_equal(p0.peers[0].dev, f->dev[1]);
+	assert_int_equal(p0.peers[0].link, UGPU_LINK_FAST);
+	assert_int_equal(p0.peers[0].fabric_id, 1);
+	assert_ptr_equal(p0.peers[1].dev, f->dev[2]);
+	assert_int_equal(p0.peers[1].link, UGPU_LINK_SLOW);
+	assert_true(p0.peers[1].same_owner); /* joined through node 1 */
+	assert_int_equal(p0.owner, p1.owner);
+	assert_int_equal(p1.owner, p2.owner);
+	/* errors */
+	assert_int_equal(ugpu_device_link(f->dev[0], f->dev[0], &l), -EINVAL);
+	assert_int_equal(ugpu_device_link(NULL, f->dev[0], &l), -EINVAL);
+	assert_int_equal(ugpu_device_link(f->dev[0], f->dev[1], NULL), -EINVAL);
+	assert_int_equal(ugpu_device_peers(f->dev[0], NULL), -EINVAL);
+	{
+		struct ugpu_device_peers small = { .size = 1 };
+
+		assert_int_equal(ugpu_device_peers(f->dev[0], &small), -EINVAL);
+	}
+	mfx_stop(f);
+}
+
+/* 0-1 fast, 2 joined to both by slow links only: two owner groups. A device
+ * of another fabric in the same context has no link; one of another
+ * context is refused. */
+static void test_links_groups(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 1, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_device_peers p0, p1, p2, po;
+	struct ugpu_context *ctx2;
+	struct ugpu_device *other, *alien;
+	struct sim *sim2;
+	struct sim_opts o;
+	char uri[300];
+	enum ugpu_link l;
+
+	(void)state;
+	p0 = peers_of(f->dev[0]);
+	p1 = peers_of(f->dev[1]);
+	p2 = peers_of(f->dev[2]);
+	assert_int_equal(p0.owner, p1.owner);
+	assert_int_not_equal(p0.owner, p2.owner);
+	assert_true(p0.peers[0].same_owner);
+	assert_false(p0.peers[1].same_owner);
+
+	/* a second fabric of two: node ids 0 and 1 again */
+	sim_opts_init(&o);
+	o.vram_size = 16 << 20;
+	o.devices = 2;
+	o.exec_queues = 1;
+	assert_int_equal(sim_start(&o, &sim2), 0);
+	snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim2, 1));
+	assert_int_equal(ugpu_device_open(f->ctx, uri, &other), 0);
+	assert_int_equal(link_of(f->dev[0], other), UGPU_LINK_NONE);
+	assert_int_equal(link_of(other, f->dev[1]), UGPU_LINK_NONE);
+	po = peers_of(other);
+	assert_int_equal(po.total, 3);
+	assert_int_not_equal(po.owner, p0.owner);
+	assert_int_not_equal(po.owner, p2.owner);
+	p0 = peers_of(f->dev[0]);
+	assert_int_equal(p0.total, 3);
+	assert_int_equal(p0.peers[2].link, UGPU_LINK_NONE);
+	/* peer access in place only within an owner group: node 2 (slow
+	 * links) and the other fabric's device are refused */
+	{
+		struct ugpu_vm *vm;
+		struct ugpu_bo *b2 = bo_new(f->dev[2], 1 << 20, 0, V, S, "g2");
+		struct ugpu_bo *bo = bo_new(other, 1 << 20, 0, V, S, "go");
+		struct ugpu_bo *b1 = bo_new(f->dev[1], 1 << 20, 0, V, S, "g1");
+
+		assert_true(b2 && bo && b1);
+		assert_int_equal(ugpu_vm_create(f->dev[0], NULL, &vm), 0);
+		assert_int_equal(ugpu_vm_bind(vm, b2, 0, 1ull << 32, 1 << 20, 0), -EINVAL);
+		assert_int_equal(ugpu_vm_bind(vm, bo, 0, 1ull << 32, 1 << 20, 0), -EINVAL);
+		assert_int_equal(ugpu_vm_bind(vm, b1, 0, 1ull << 32, 1 << 20, 0), 0);
+		assert_int_equal(ugpu_vm_destroy(vm), 0);
+		ugpu_bo_put(b1);
+		ugpu_bo_put(b2);
+		ugpu_bo_put(bo);
+	}
+
+	/* another context */
+	{
+		struct ugpu_context_opts copts = { .size = sizeof(copts),
+						   .log_level = UGPU_LOG_ERROR };
+		struct ugpu_bo *bo;
+
+		assert_int_equal(ugpu_context_create(&copts, &ctx2), 0);
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim2, 0));
+		assert_int_equal(ugpu_device_open(ctx2, uri, &alien), 0);
+		assert_int_equal(ugpu_device_link(f->dev[0], alien, &l), -EXDEV);
+		bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "x");
+		assert_non_null(bo);
+		assert_int_equal(ugpu_bo_migrate_device(bo, alien, 0), -EXDEV);
+		ugpu_bo_put(bo);
+		ugpu_device_close(alien);
+		ugpu_context_destroy(ctx2);
+	}
+	ugpu_device_close(other);
+	sim_stop(sim2);
+	/* closed: no longer listed */
+	assert_int_equal(peers_of(f->dev[0]).total, 2);
+	mfx_stop(f);
+}
+
+/* ---- moves ---------------------------------------------------------------- */
+
+#define BIG (6u << 20)
+
+/* A -> B -> A over a fast link: directly, byte-exact, the BO counted on
+ * whichever device holds it; and the same through system memory. */
+static void test_move_a_b_a(void **state)
+{
+	struct mfx *f = mfx_start(2, 64 << 20, NULL);
+	struct ugpu_device_mem a0 = mem_of(f->dev[0]), b0 = mem_of(f->dev[1]), a, b;
+	struct ugpu_bo *bo;
+
+	(void)state;
+	bo = bo_new(f->dev[0], BIG + 12288, 0, V, S, "abA");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, BIG + 12288, 17), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(bo_where(bo), V);
+	a = mem_of(f->dev[0]);
+	b = mem_of(f->dev[1]);
+	assert_int_equal(a.bos, a0.bos);
+	assert_int_equal(b.bos, b0.bos + 1);
+	assert_int_equal(b.bos_vram, b0.bos_vram + 1);
+	assert_int_equal(a.vram_bos, a0.vram_bos);
+	assert_int_equal(a.peer_out, 1);
+	assert_int_equal(b.peer_in, 1);
+	assert_int_equal(b.peer_direct, 1);
+	assert_int_equal(b.peer_via_system, 0);
+	assert_int_equal(b.peer_bytes, BIG + 12288);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 17), -1);
+	assert_int_equal(bo_mgr_check(f->dev[0], false), 0);
+	assert_int_equal(bo_mgr_check(f->dev[1], false), 0);
+
+	/* B writes, then back to A through system memory */
+	assert_int_equal(bo_fill(bo, BIG + 12288, 18), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_VIA_SYSTEM), 0);
+	a = mem_of(f->dev[0]);
+	assert_int_equal(a.peer_in, 1);
+	assert_int_equal(a.peer_via_system, 1);
+	assert_int_equal(a.bos, a0.bos + 1);
+	assert_int_equal(mem_of(f->dev[1]).bos, b0.bos);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* and once more directly, after the way back */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 2);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* the usual calls work on its new device */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(mem_of(f->dev[1]).bos_system, 1);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	/* from system memory of B into A: through system memory */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
+	assert_int_equal(mem_of(f->dev[0]).peer_via_system, 2);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(bo_verify(bo, BIG + 12288, 18), -1);
+	ugpu_bo_put(bo);
+	assert_int_equal(mem_of(f->dev[0]).bos, a0.bos);
+	assert_int_equal(mem_of(f->dev[1]).bos, b0.bos);
+	mfx_stop(f);
+}
+
+/* A slow link: a direct move is refused, the default goes through system
+ * memory. */
+static void test_move_slow_link(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 1 }, { 0, 0 } };
+	struct mfx *f = mfx_start(2, 32 << 20, slow);
+	struct ugpu_bo *bo;
+
+	(void)state;
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_SLOW);
+	bo = bo_new(f->dev[0], 2 << 20, 0, V, S, "slow");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 << 20, 5), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 1);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* The destination evicts its own unpinned BOs to make room (they keep their
+ * bytes); with only pinned BOs there it is -ENOSPC and nothing moves. */
+static void test_move_evicts(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_bo *mine[3], *bo, *pin;
+	unsigned int i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		mine[i] = bo_new(f->dev[1], 4 << 20, 0, V, S, "b-own");
+		assert_non_null(mine[i]);
+		assert_int_equal(bo_fill(mine[i], 4 << 20, 100 + i), 0);
+	}
+	bo = bo_new(f->dev[0], 8 << 20, 0, V, S, "big");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 8 << 20, 7), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_true(mem_of(f->dev[1]).evictions >= 1);
+	assert_int_equal(bo_verify(bo, 8 << 20, 7), -1);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(bo_verify(mine[i], 4 << 20, 100 + i), -1);
+	assert_int_equal(bo_mgr_check(f->dev[1], false), 0);
+
+	/* back to A; then B full of pinned BOs refuses it */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
+	for (i = 0; i < 3; i++)
+		ugpu_bo_put(mine[i]);
+	pin = bo_new(f->dev[1], 12 << 20, UGPU_BO_PINNED, V, N, "b-pinned");
+	assert_non_null(pin);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -ENOSPC);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[0]).bos, 1);
+	assert_int_equal(bo_verify(bo, 8 << 20, 7), -1);
+	ugpu_bo_put(pin);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* What may not move, and why. */
+static void test_move_errors(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_bo *bo, *sys_only;
+	void *p;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "e");
+	sys_only = bo_new(f->dev[0], 1 << 20, 0, S, N, "sys-only");
+	assert_non_null(bo);
+	assert_non_null(sys_only);
+	assert_int_equal(ugpu_bo_migrate_device(NULL, f->dev[1], 0), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, NULL, 0), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 4), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_FLAGS_ALL), -EINVAL);
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0); /* its own: VRAM */
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), 0);
+	assert_int_equal(ugpu_bo_migrate_device(sys_only, f->dev[1], 0), -EINVAL);
+	assert_int_equal(ugpu_bo_pin(bo), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_bo_unpin(bo), 0);
+	if (ugpu_bo_map(bo, &p) == 0) {
+		assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+		assert_int_equal(ugpu_bo_unmap(bo), 0);
+	}
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	/* a removed destination */
+	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_NONE);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -ENODEV);
+	assert_int_equal(bo_where(bo), V);
+	ugpu_bo_put(sys_only);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* Three devices, 0-1 fast, 1-2 slow: around the triangle and back,
+ * byte-exact, each hop by the path its link allows. */
+static void test_three_devices(void **state)
+{
+	static const unsigned int slow[][2] = { { 1, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 32 << 20, slow);
+	struct ugpu_bo *bo[2];
+	unsigned int i, round;
+
+	(void)state;
+	for (i = 0; i < 2; i++) {
+		bo[i] = bo_new(f->dev[0], (3 << 20) + i * 4096, 0, V, S, "tri");
+		assert_non_null(bo[i]);
+		assert_int_equal(bo_fill(bo[i], (3 << 20) + i * 4096, 40 + i), 0);
+	}
+	for (round = 0; round < 2; round++)
+		for (i = 0; i < 3; i++) {
+			struct ugpu_device *to = f->dev[(i + 1) % 3];
+
+			assert_int_equal(ugpu_bo_migrate_device(bo[0], to, 0), 0);
+			assert_int_equal(ugpu_bo_migrate_device(bo[1], to, 0), 0);
+			assert_int_equal(bo_verify(bo[0], 3 << 20, 40), -1);
+			assert_int_equal(bo_verify(bo[1], (3 << 20) + 4096, 41), -1);
+		}
+	/* hops 0->1 and 2->0 fast (direct) ... 1->2 slow (system) */
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 4);
+	assert_int_equal(mem_of(f->dev[2]).peer_via_system, 4);
+	assert_int_equal(mem_of(f->dev[0]).peer_direct, 4);
+	for (i = 0; i < 2; i++)
+		ugpu_bo_put(bo[i]);
+	mfx_stop(f);
+}
+
+/* Suspend now; -EBUSY while a transition (the last wake) is still
+ * finishing: try again, for at most 5 s. */
+static int rpm_suspend_soon(struct ugpu_device *dev)
+{
+	int ret, i;
+
+	for (i = 0; i < 500; i++) {
+		ret = ugpu_device_rpm_suspend(dev);
+		if (ret != -EBUSY)
+			break;
+		usleep(10000);
+	}
+	return ret;
+}
+
+/* Runtime PM: a destination in D3 is woken before the peer copy reaches its
+ * VRAM (a peer in D3 fails PEER descriptors), and sleeps again after. */
+static void test_move_wakes_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t resumes;
+	struct ugpu_bo *bo;
+	int i;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 2 << 20, 0, V, S, "wake");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 << 20, 9), 0);
+	for (i = 0; i < 2; i++) {
+		/* D3hot: the VRAM stays, so the BO stays in it */
+		assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[i], 0), 0);
+		assert_int_equal(ugpu_device_rpm_allow(f->dev[i], true), 0);
+	}
+	assert_int_equal(rpm_suspend_soon(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[1], &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &rs), 0);
+	resumes = rs.resumes;
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &rs), 0);
+	assert_true(rs.resumes > resumes);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	/* both asleep: the source is woken for its engine, the destination
+	 * for its VRAM */
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[1]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	/* the source in D3cold (its VRAM evicted before, restored after the
+	 * wake): the bytes still arrive whole, by whichever path */
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 1ull << 40), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
+	assert_true(info.caps & UGPU_DEVICE_CAP_D3COLD); /* the reference device can */
+	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* Host suspend, each device on its own: no move while a cycle is open on
+ * either end (-EBUSY, nothing moved); a BO that came from a peer is
+ * suspended and restored by its new device like its own. */
+static void test_move_host_suspend(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_bo *bo, *pinned;
+
+	(void)state;
+	bo = bo_new(f->dev[0], 3 << 20, 0, V, S, "hs");
+	pinned = bo_new(f->dev[0], 1 << 20, 0, V, S, "hs-pinned");
+	assert_true(bo && pinned);
+	assert_int_equal(bo_fill(bo, 3 << 20, 61), 0);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 62), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[1]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev[0]), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	/* both move, one is pinned there; device 1 sleeps and wakes with them */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), 0);
+	assert_int_equal(ugpu_bo_pin(pinned), 0);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(bo_verify(bo, 3 << 20, 61), -1);
+	assert_int_equal(bo_where(pinned), V);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 62), -1);
+	/* and the first device's cycle does not touch them */
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_suspend(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_read(pinned, 0, &(char){ 0 }, 1), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[0]), 0);
+	assert_int_equal(ugpu_bo_unpin(pinned), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[0], 0), 0);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 62), -1);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(pinned);
+	mfx_stop(f);
+}
+
+/* Concurrency: two threads move one BO back and forth between the devices
+ * (one directly, one through system memory) while two others read it whole
+ * and query it: every read sees the whole pattern, every call finds the
+ * BO's manager wherever it is at that moment (bo_lock()). */
+struct conc {
+	struct mfx *f;
+	struct ugpu_bo *bo;
+	int stop;
+	int err;
+	unsigned long moves, reads;
+};
+
+static void *conc_mover(void *arg)
+{
+	struct conc *c = arg;
+	unsigned int i;
+
+	for (i = 0; i < 40; i++) {
+		uint32_t flags = i & 1 ? UGPU_MIGRATE_VIA_SYSTEM : 0;
+		int ret = ugpu_bo_migrate_device(c->bo, c->f->dev[i & 2 ? 0 : 1], flags);
+
+		if (ret) {
+			__atomic_store_n(&c->err, ret, __ATOMIC_RELAXED);
+			break;
+		}
+		__atomic_add_fetch(&c->moves, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *conc_reader(void *arg)
+{
+	struct conc *c = arg;
+	uint8_t *buf = malloc(1 << 20);
+
+	while (buf && !__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+		struct ugpu_bo_info i = { .size = sizeof(i) };
+
+		if (ugpu_bo_read(c->bo, 0, buf, 1 << 20) || pat_check(buf, 1 << 20, 51) != -1 ||
+		    ugpu_bo_query(c->bo, &i) || i.placement != V) {
+			__atomic_store_n(&c->err, -EIO, __ATOMIC_RELAXED);
+			break;
+		}
+		__atomic_add_fetch(&c->reads, 1, __ATOMIC_RELAXED);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_move_concurrent(void **state)
+{
+	struct conc c = { .f = mfx_start(2, 16 << 20, NULL) };
+	pthread_t t[4];
+	int i;
+
+	(void)state;
+	c.bo = bo_new(c.f->dev[0], 1 << 20, 0, V, S, "conc");
+	assert_non_null(c.bo);
+	assert_int_equal(bo_fill(c.bo, 1 << 20, 51), 0);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, i < 2 ? conc_mover : conc_reader, &c), 0);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
+	for (i = 2; i < 4; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(c.err, 0);
+	assert_int_equal(c.moves, 80);
+	assert_true(c.reads > 0);
+	assert_int_equal(bo_verify(c.bo, 1 << 20, 51), -1);
+	assert_int_equal(mem_of(c.f->dev[0]).bos + mem_of(c.f->dev[1]).bos, 1);
+	ugpu_bo_put(c.bo);
+	mfx_stop(c.f);
+}
+
+/* ---- removal of one device ------------------------------------------------- */
+
+#define NW 4
+#define WBYTES (2u << 20)
+
+struct writer {
+	struct ugpu_bo *bo;
+	uint32_t seed; /* last pattern written whole (atomic) */
+	int *stop;
+	int err;
+};
+
+/* Rewrite the whole BO with a new pattern until told to stop; every write
+ * must succeed, wherever the BO lives meanwhile. */
+static void *writer_fn(void *arg)
+{
+	struct writer *w = arg;
+	uint32_t s = __atomic_load_n(&w->seed, __ATOMIC_RELAXED);
+
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
+		int ret = bo_fill(w->bo, WBYTES, ++s);
+
+		if (ret) {
+			w->err = ret;
+			break;
+		}
+		__atomic_store_n(&w->seed, s, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* An orderly removal under load: BOs written all along move to the peer's
+ * VRAM over the fabric, byte-exact; pinned and CPU-mapped ones go to system
+ * memory as before; the peer's own BOs are untouched. */
+static void test_removal_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 64 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_mem b0 = mem_of(f->dev[1]), b;
+	struct writer w[NW];
+	pthread_t t[NW];
+	struct ugpu_bo *pinned, *mapped, *sys, *own;
+	uint8_t *p;
+	int stop = 0;
+	unsigned int i;
+
+	(void)state;
+	own = bo_new(f->dev[1], 1 << 20, 0, V, S, "b-own");
+	pinned = bo_new(f->dev[0], 1 << 20, UGPU_BO_PINNED, V, S, "pinned");
+	mapped = bo_new(f->dev[0], 1 << 20, 0, V, S, "mapped");
+	sys = bo_new(f->dev[0], 1 << 20, 0, S, V, "sys");
+	assert_true(own && pinned && mapped && sys);
+	assert_int_equal(bo_fill(own, 1 << 20, 201), 0);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 202), 0);
+	assert_int_equal(bo_fill(sys, 1 << 20, 204), 0);
+	assert_int_equal(ugpu_bo_map(mapped, (void **)&p), 0);
+	pat_fill(p, 1 << 20, 203);
+	for (i = 0; i < NW; i++) {
+		w[i] = (struct writer){ .bo = bo_new(f->dev[0], WBYTES, 0, V, S, "loaded"),
+					.seed = 1000 * (i + 1), .stop = &stop };
+		assert_non_null(w[i].bo);
+		assert_int_equal(bo_fill(w[i].bo, WBYTES, w[i].seed), 0);
+		assert_int_equal(pthread_create(&t[i], NULL, writer_fn, &w[i]), 0);
+	}
+	usleep(30000);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	usleep(10000); /* the writers go on after the removal */
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < NW; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].err, 0);
+	}
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, NW);
+	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES);
+	assert_int_equal(ui.bos_moved, 2); /* pinned, mapped */
+	assert_int_equal(ui.bos_lost, 0);
+	b = mem_of(f->dev[1]);
+	assert_int_equal(b.bos, b0.bos + 1 + NW);
+	assert_int_equal(b.peer_in, NW);
+	assert_int_equal(b.peer_direct, NW);
+	for (i = 0; i < NW; i++) {
+		assert_int_equal(bo_where(w[i].bo), V);
+		assert_int_equal(bo_verify(w[i].bo, WBYTES, w[i].seed), -1);
+	}
+	assert_int_equal(bo_where(pinned), S);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	assert_int_equal(pat_check(p, 1 << 20, 203), -1);
+	assert_int_equal(bo_verify(sys, 1 << 20, 204), -1);
+	assert_int_equal(bo_verify(own, 1 << 20, 201), -1);
+	/* a BO that moved keeps working on its new device: and back to system */
+	assert_int_equal(ugpu_bo_migrate(w[0].bo, S), 0);
+	assert_int_equal(bo_verify(w[0].bo, WBYTES, w[0].seed), -1);
+	/* the survivors of the removed device may move to the peer afterwards */
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), -EBUSY);
+	assert_int_equal(ugpu_bo_unpin(pinned), 0);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	for (i = 0; i < NW; i++)
+		ugpu_bo_put(w[i].bo);
+	ugpu_bo_unmap(mapped);
+	ugpu_bo_put(pinned);
+	ugpu_bo_put(mapped);
+	ugpu_bo_put(sys);
+	ugpu_bo_put(own);
+	mfx_stop(f);
+}
+
+/* Three devices: the removed one's fast peer is full, its other peer (slow
+ * link) has room: the BOs go there through system memory. With no room
+ * anywhere they go to system memory. */
+static void test_removal_peer_room(void **state)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 0, 0 } };
+	struct mfx *f = mfx_start(3, 16 << 20, slow);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_bo *full1, *full2, *bo[2], *kept;
+	unsigned int i;
+
+	(void)state;
+	/* node 1: full of its own BOs (not evicted for the removal) */
+	full1 = bo_new(f->dev[1], 15 << 20, 0, V, S, "full1");
+	assert_non_null(full1);
+	for (i = 0; i < 2; i++) {
+		bo[i] = bo_new(f->dev[0], 3 << 20, 0, V, S, "to-2");
+		assert_non_null(bo[i]);
+		assert_int_equal(bo_fill(bo[i], 3 << 20, 300 + i), 0);
+	}
+	/* node 2 has room for one of them only */
+	full2 = bo_new(f->dev[2], 11 << 20, UGPU_BO_PINNED, V, N, "full2");
+	assert_non_null(full2);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_int_equal(ui.bos_moved, 1);
+	assert_int_equal(mem_of(f->dev[2]).peer_via_system, 1);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
+	assert_int_equal(bo_where(full1), V);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(bo_verify(bo[i], 3 << 20, 300 + i), -1);
+	kept = bo_where(bo[0]) == S ? bo[0] : bo[1];
+	assert_int_equal(bo_where(kept), S);
+	for (i = 0; i < 2; i++)
+		ugpu_bo_put(bo[i]);
+	ugpu_bo_put(full1);
+	ugpu_bo_put(full2);
+	mfx_stop(f);
+}
+
+/* A surprise removal: nothing can be read from the device any more, so
+ * nothing goes to the peer; what had a copy in system memory survives,
+ * what was only in VRAM is reported lost; the peer is untouched. */
+static void test_removal_surprise(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_bo *vram, *sys, *own;
+	uint64_t t0;
+
+	(void)state;
+	vram = bo_new(f->dev[0], 1 << 20, 0, V, S, "vram");
+	sys = bo_new(f->dev[0], 1 << 20, 0, S, V, "sys");
+	own = bo_new(f->dev[1], 1 << 20, 0, V, S, "own");
+	assert_true(vram && sys && own);
+	assert_int_equal(bo_fill(vram, 1 << 20, 401), 0);
+	assert_int_equal(bo_fill(sys, 1 << 20, 402), 0);
+	assert_int_equal(bo_fill(own, 1 << 20, 403), 0);
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	for (t0 = 0;; t0++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			break;
+		assert_true(t0 < 10000);
+		usleep(1000);
+	}
+	assert_int_equal(ui.status, -ENODEV);
+	assert_int_equal(ui.bos_to_peer, 0);
+	assert_int_equal(ui.bos_lost, 1);
+	assert_int_equal(link_of(f->dev[0], f->dev[1]), UGPU_LINK_NONE);
+	assert_int_equal(bo_verify(sys, 1 << 20, 402), -1);
+	assert_int_equal(bo_verify(own, 1 << 20, 403), -1);
+	{
+		char b;
+
+		assert_int_equal(ugpu_bo_read(vram, 0, &b, 1), -ENODATA);
+	}
+	assert_int_equal(ugpu_bo_migrate_device(vram, f->dev[1], 0), -ENODATA);
+	/* the survivor moves on to the peer */
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], 0), 0);
+	assert_int_equal(bo_verify(sys, 1 << 20, 402), -1);
+	ugpu_bo_put(vram);
+	ugpu_bo_put(sys);
+	ugpu_bo_put(own);
+	mfx_stop(f);
+}
+
+/* ---- peer access in place ---------------------------------------------------- */
+
+static uint64_t word_sum(struct ugpu_bo *bo, uint64_t bytes)
+{
+	uint64_t *w = malloc(bytes), sum = 0;
+
+	assert_non_null(w);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, bytes), 0);
+	for (uint64_t i = 0; i < bytes / 8; i++)
+		sum += w[i];
+	free(w);
+	return sum;
+}
+
+static uint32_t pins_of(struct ugpu_bo *bo)
+{
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+
+	assert_int_equal(ugpu_bo_query(bo, &i), 0);
+	return i.pin_count;
+}
+
+#define PVA 0x10000000ull
+#define PBYTES (2u << 20)
+
+/* A VM on @dev with one queue. */
+static void vm_and_queue(struct ugpu_device *dev, struct ugpu_vm **vm, struct ugpu_queue **q)
+{
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .name = "a" };
+	struct ugpu_queue_opts qo = { .size = sizeof(qo), .name = "a" };
+
+	assert_int_equal(ugpu_vm_create(dev, &vo, vm), 0);
+	assert_int_equal(ugpu_queue_create(*vm, &qo, q), 0);
+}
+
+/* A kernel on device 0 reads and writes a BO living in device 1's VRAM in
+ * place, through device 0's window onto device 1's VRAM BAR: the BO is
+ * pinned there while bound; the unbind lets it go. */
+static void test_peer_bind(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo, *sys_only;
+	uint64_t *w = malloc(PBYTES);
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(w);
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	sys_only = bo_new(f->dev[1], PBYTES, 0, S, N, "peer-sys");
+	assert_true(bo && sys_only);
+	assert_int_equal(bo_fill(bo, PBYTES, 77), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+
+	assert_int_equal(ugpu_vm_bind(vm, sys_only, 0, PVA, PBYTES, 0), -EINVAL);
+	assert_int_equal(pins_of(sys_only), 0);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_true(pins_of(bo) >= 1);
+	assert_int_equal(ugpu_bo_migrate(bo, S), -EBUSY); /* held in place */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], 0), -EBUSY);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_int_equal(r.sum, word_sum(bo, PBYTES));
+	/* a write from device 0 lands in device 1's VRAM */
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)(PVA + 4096), 8192,
+				    0x1122334455667788ull, 5000, &r),
+			 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, PBYTES), 0);
+	assert_int_equal(pat_check(w, 4096, 77), -1);
+	for (i = 0; i < 1024; i++)
+		assert_int_equal(w[512 + i], 0x1122334455667788ull);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[0]).bos, 0); /* nothing moved to device 0 */
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(pins_of(bo), 0);
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	/* in system memory: no in-place bind from there */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0); /* the pin brings it back */
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0); /* the binds go with it */
+	assert_int_equal(pins_of(bo), 0);
+	free(w);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(sys_only);
+	mfx_stop(f);
+}
+
+/* The peer goes away: device 0's binds into its VRAM are revoked before
+ * anything of it moves (a kernel then faults on them instead of reading
+ * VRAM that is no longer the BO's), the BO keeps its bytes (in system
+ * memory: the binds still pin it), and the unbind still works. */
+static void test_peer_bind_revoked(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo;
+
+	(void)state;
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, PBYTES, 78), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, UGPU_BIND_READONLY), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 -EFAULT);
+	assert_int_equal(r.fault_va, PVA);
+	assert_int_equal(bo_where(bo), S);
+	assert_int_equal(bo_verify(bo, PBYTES, 78), -1);
+	/* no new bind into a removed device (no longer in the owner group) */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), -EINVAL);
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(pins_of(bo), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
+/* ---- a random sequence over two devices, against an oracle ------------------- */
+
+#define RMAX 12
+
+/* What the test knows of each BO: where it must be and what it holds. */
+struct rbo {
+	struct ugpu_bo *bo;
+	uint64_t bytes;
+	uint32_t seed; /* the pattern it holds */
+	int dev; /* the device it belongs to */
+	enum ugpu_placement where;
+	unsigned int pins;
+	uint8_t *map; /* CPU mapping, or NULL */
+};
+
+struct rstate {
+	struct mfx *f;
+	struct rng rng;
+	struct rbo b[RMAX];
+	bool slow;
+	uint32_t next_seed;
+	unsigned long ops, moves_direct, moves_via;
+};
+
+static void r_check(struct rstate *st, struct rbo *o)
+{
+	uint64_t bad;
+
+	assert_int_equal(bo_where(o->bo), o->where);
+	bad = (uint64_t)bo_verify(o->bo, o->bytes, o->seed);
+	if (bad != (uint64_t)-1)
+		fail_msg("op %lu: BO of %" PRIu64 " bytes on device %d differs at %" PRId64, st->ops,
+			 o->bytes, o->dev, (int64_t)bad);
+	if (o->map)
+		assert_int_equal(pat_check(o->map, o->bytes, o->seed), -1);
+}
+
+/* Counts per device and each manager's invariants. */
+static void r_check_all(struct rstate *st)
+{
+	uint64_t n[2] = { 0, 0 }, v[2] = { 0, 0 };
+
+	for (int i = 0; i < RMAX; i++)
+		if (st->b[i].bo) {
+			n[st->b[i].dev]++;
+			v[st->b[i].dev] += st->b[i].where == V;
+		}
+	for (int d = 0; d < 2; d++) {
+		struct ugpu_device_mem m = mem_of(st->f->dev[d]);
+
+		assert_int_equal(m.bos, n[d]);
+		assert_int_equal(m.bos_vram, v[d]);
+		assert_int_equal(bo_mgr_check(st->f->dev[d], false), 0);
+	}
+}
+
+static void r_op(struct rstate *st)
+{
+	struct rbo *o = &st->b[rng_below(&st->rng, RMAX)];
+	unsigned int what = (unsigned int)rng_below(&st->rng, 10);
+	int ret;
+
+	st->ops++;
+	if (!o->bo) { /* create it on either device */
+		o->dev = (int)rng_below(&st->rng, 2);
+		o->bytes = 4096 * (1 + rng_below(&st->rng, 256)) - 8 * rng_below(&st->rng, 2);
+		o->bo = bo_new(st->f->dev[o->dev], o->bytes, 0, V, S, "rnd");
+		assert_non_null(o->bo);
+		o->seed = st->next_seed++;
+		o->where = V;
+		assert_int_equal(bo_fill(o->bo, o->bytes, o->seed), 0);
+		return;
+	}
+	switch (what) {
+	case 0: /* rewrite */
+		o->seed = st->next_seed++;
+		if (o->map)
+			pat_fill(o->map, o->bytes, o->seed);
+		else
+			assert_int_equal(bo_fill(o->bo, o->bytes, o->seed), 0);
+		break;
+	case 1: case 2: case 3: case 4: { /* to the other device, some path */
+		uint32_t flags = (uint32_t)rng_below(&st->rng, 3);
+		int to = 1 - o->dev, want;
+		bool direct_ok = o->where == V && !st->slow;
+
+		want = o->pins || o->map ? -EBUSY
+		       : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
+		ret = ugpu_bo_migrate_device(o->bo, st->f->dev[to], flags);
+		if (ret != want)
+			fail_msg("op %lu: migrate_device(flags %u, %s, %u pins, %smapped) = %d, expected %d",
+				 st->ops, flags, o->where == V ? "VRAM" : "system", o->pins,
+				 o->map ? "" : "not ", ret, want);
+		if (!ret) {
+			if (flags != UGPU_MIGRATE_VIA_SYSTEM && direct_ok)
+				st->moves_direct++;
+			else
+				st->moves_via++;
+			o->dev = to;
+			o->where = V;
+		}
+		break;
+	}
+	case 5: /* within its device */
+		ret = ugpu_bo_migrate(o->bo, o->where == V ? S : V);
+		assert_int_equal(ret, o->pins ? -EBUSY : 0);
+		if (!ret)
+			o->where = o->where == V ? S : V;
+		break;
+	case 6: /* pin / unpin */
+		if (o->pins && rng_below(&st->rng, 2)) {
+			assert_int_equal(ugpu_bo_unpin(o->bo), 0);
+			o->pins--;
+		} else if (o->pins < 3) {
+			assert_int_equal(ugpu_bo_pin(o->bo), 0);
+			if (!o->pins)
+				o->where = V; /* first placement */
+			o->pins++;
+		}
+		break;
+	case 7: /* map / unmap */
+		if (o->map) {
+			assert_int_equal(ugpu_bo_unmap(o->bo), 0);
+			o->map = NULL;
+		} else {
+			assert_int_equal(ugpu_bo_map(o->bo, (void **)&o->map), 0);
+		}
+		break;
+	case 8: /* gone */
+		if (o->map)
+			assert_int_equal(ugpu_bo_unmap(o->bo), 0);
+		ugpu_bo_put(o->bo);
+		memset(o, 0, sizeof(*o));
+		break;
+	default:
+		break;
+	}
+	if (o->bo)
+		r_check(st, o);
+}
+
+/* Seeded random sequences of creates, writes (API and CPU mapping), moves
+ * between the devices by every path, moves within a device, pins, maps and
+ * puts, each checked against the oracle (bytes, placement, device, counts,
+ * both managers' invariants). UGPU_MULTIDEV_SEED=N replays one seed. */
+static void test_random_two_devices(void **state)
+{
+	const char *env = getenv("UGPU_MULTIDEV_SEED");
+	uint64_t seed0 = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003u;
+	unsigned int seeds = env ? 1 : 4, k;
+
+	(void)state;
+	for (k = 0; k < seeds; k++) {
+		static const unsigned int slow[][2] = { { 0, 1 }, { 0, 0 } };
+		struct rstate st = { .rng = { .s = seed0 + k }, .next_seed = 1 };
+		unsigned int i;
+
+		st.slow = rng_below(&st.rng, 2);
+		fprintf(stderr, "multidev random: seed=%" PRIu64 " (%s link); UGPU_MULTIDEV_SEED=%" PRIu64 " replays it\n",
+			seed0 + k, st.slow ? "slow" : "fast", seed0 + k);
+		st.f = mfx_start(2, 32 << 20, st.slow ? slow : NULL);
+		for (i = 0; i < 250; i++) {
+			r_op(&st);
+			if (i % 25 == 24)
+				r_check_all(&st);
+		}
+		r_check_all(&st);
+		for (i = 0; i < RMAX; i++) {
+			if (st.b[i].map)
+				ugpu_bo_unmap(st.b[i].bo);
+			ugpu_bo_put(st.b[i].bo);
+		}
+		fprintf(stderr, "multidev random: %lu ops, %lu moves directly, %lu through system memory\n",
+			st.ops, st.moves_direct, st.moves_via);
+		mfx_stop(st.f);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_links_chain),
+		cmocka_unit_test(test_links_groups),
+		cmocka_unit_test(test_move_a_b_a),
+		cmocka_unit_test(test_move_slow_link),
+		cmocka_unit_test(test_move_evicts),
+		cmocka_unit_test(test_move_errors),
+		cmocka_unit_test(test_three_devices),
+		cmocka_unit_test(test_move_wakes_peer),
+		cmocka_unit_test(test_move_host_suspend),
+		cmocka_unit_test(test_move_concurrent),
+		cmocka_unit_test(test_removal_to_peer),
+		cmocka_unit_test(test_removal_peer_room),
+		cmocka_unit_test(test_removal_surprise),
+		cmocka_unit_test(test_peer_bind),
+		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_random_two_devices),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
