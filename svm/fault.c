@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
 #include "base/clock.h"
@@ -126,10 +127,12 @@ void work_queue(struct svm *s, struct svm_work *w)
 	pthread_cond_broadcast(&s->cond);
 }
 
-/* Run the queued GC items now (the worker, before serving a fault that
- * found a range waiting for one). Lock held; dropped meanwhile. */
-static void gc_drain_locked(struct svm *s)
+/* Run the queued GC items now (before serving a fault that found a range
+ * waiting for one): whether there was one. Lock held; dropped meanwhile. */
+static bool gc_drain_locked(struct svm *s)
 {
+	bool ran = false;
+
 	for (;;) {
 		struct svm_work *w = NULL;
 
@@ -142,7 +145,8 @@ static void gc_drain_locked(struct svm *s)
 			}
 		}
 		if (!w)
-			return;
+			return ran;
+		ran = true;
 		list_del(&w->link);
 		pthread_mutex_unlock(&s->lock);
 		gc_run(s, w->start, w->end, w->gc, w->to);
@@ -182,7 +186,9 @@ static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
 	for (i = 0; i < 3; i++) {
 		uint64_t a = va & ~(range_sizes[i] - 1);
 
-		if ((fitting & (1u << i)) && !range_overlaps(s, a, a + range_sizes[i]))
+		/* one policy per range: it never crosses a change of advice */
+		if ((fitting & (1u << i)) && !range_overlaps(s, a, a + range_sizes[i]) &&
+		    attr_uniform_locked(s, a, a + range_sizes[i]))
 			return range_sizes[i];
 	}
 	return 0;
@@ -199,7 +205,9 @@ int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
 {
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
+	bool atomic_vram, stay, want_vram, guard, wr = true;
 	struct svm_range *r;
+	struct svm_attrs a;
 	struct vma v;
 	int ret;
 
@@ -218,7 +226,17 @@ int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
 again:
 	r = range_find(s, va);
 	if (r && r->gc_pending) {
-		gc_drain_locked(s);
+		/* Its collection is queued (run it here) or running on
+		 * another thread (the worker, or a prefetch's serve()): wait
+		 * for that one with the lock dropped. (Before: a prefetch
+		 * looped here holding the lock while the worker's collection
+		 * of the range waited for it, found by test_svm_policy's
+		 * prefetch race.) */
+		if (!gc_drain_locked(s)) {
+			struct timespec ts = monotonic_deadline_after_ms(10);
+
+			pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+		}
 		goto again;
 	}
 	if (!r) {
@@ -305,11 +323,37 @@ again:
 		/* a read made it where the mapping was read-only: a write is
 		 * aborted, not replayed forever on the read-only entries (found
 		 * by the scenario matrix: the kernel never ended) */
+		pthread_mutex_unlock(&s->lock); /* range_done() takes it */
 		log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping was read-only when the GPU first used it",
 			f->access == UGPU_ACCESS_WRITE ? "write" : "atomic", f->va);
 		ret = -EFAULT;
 		goto out;
 	}
+	attr_get_locked(s, va, &a, NULL);
+	if (f->access == UGPU_ACCESS_ATOMIC && a.atomic == UGPU_SVM_ATOMIC_CPU) {
+		bool say = now_ns() - sd->denied_log_ns >= ms_to_ns(1000);
+
+		sd->st.svm_atomic_denied_count++;
+		if (say)
+			sd->denied_log_ns = now_ns();
+		pthread_mutex_unlock(&s->lock);
+		/* once a second: a kernel's pages fault by the dozen */
+		if (say)
+			log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the span's atomic policy is CPU (ugpu_svm_advise): device atomics are refused there, the kernel is aborted",
+				f->va);
+		ret = -EACCES;
+		goto out;
+	}
+	/*
+	 * Where the range should be for this access (docs/svm.md, "Policy"):
+	 * an atomic needs VRAM unless the policy lets the device do it
+	 * anywhere; otherwise accessed-by maps it where it is, a preferred
+	 * system location keeps it in the process, and by default ranges of
+	 * 64 KiB or more move. An explicit prefetch moves it whatever.
+	 */
+	atomic_vram = f->access == UGPU_ACCESS_ATOMIC && a.atomic != UGPU_SVM_ATOMIC_DEVICE;
+	stay = (a.accessed_by & (1ull << sd->id)) || a.pref == SVM_PREF_SYSTEM;
+	want_vram = prefetch || atomic_vram || (!stay && r->size >= SVM_MIGRATE_MIN);
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
@@ -318,13 +362,31 @@ again:
 	ret = 0;
 	if (r->where != R_CPU && r->sd != sd) {
 		/* in another device's VRAM or DMA space: back to the CPU first
-		 * (peer access and migration are not built yet) */
-		if (r->where == R_VRAM)
+		 * (peer access and migration are not built yet); with the
+		 * migration policy ONLY_SYSTEM_PAGES what was in another
+		 * device's VRAM is not taken into this one's */
+		if (r->where == R_VRAM) {
 			ret = range_to_cpu(s, r);
-		else {
+			if (a.migration == UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES && !atomic_vram)
+				want_vram = false;
+		} else {
 			range_unmap_gpu(s, r);
 			range_unmap_dma(s, r);
 		}
+	} else if (r->where == R_VRAM && !want_vram && a.pref == SVM_PREF_SYSTEM &&
+		   !(a.accessed_by & (1ull << sd->id))) {
+		/* advised to system memory since it moved here: it goes home
+		 * and is used there */
+		ret = range_to_cpu(s, r);
+	} else if (r->where == R_INPLACE && r->writable && !r->in_place_only &&
+		   (prefetch || (r->advised_in_place && !stay && r->size >= SVM_MIGRATE_MIN) ||
+		    (atomic_vram && (a.atomic == UGPU_SVM_ATOMIC_GLOBAL || stay)))) {
+		/* in place (no VRAM then, or advised so), VRAM wanted now: it
+		 * moves (an atomic under the default policy and advice keeps
+		 * the old rule: in place is accepted; memory that cannot move
+		 * stays, or every fault of the batch would unmap it again) */
+		range_unmap_gpu(s, r);
+		range_unmap_dma(s, r);
 	}
 	if (!ret && r->where == R_CPU) {
 		bool forking;
@@ -336,15 +398,13 @@ again:
 		 * the ranges home and they stay there until resume */
 		bool movable = r->writable && !r->in_place_only && bo_pm_active(sd->dev);
 
-		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC || prefetch) &&
-		    movable && !forking)
+		if (want_vram && movable && !forking)
 			ret = range_to_vram(s, r, sd);
 		else
 			ret = -EAGAIN;
 		/* Atomics: VRAM may free up (or the fork end): try again
 		 * after a doubling timeslice, a bounded number of times. */
-		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && movable &&
-				k < SVM_ATOMIC_RETRIES; k++) {
+		for (int k = 0; ret && atomic_vram && movable && k < SVM_ATOMIC_RETRIES; k++) {
 			sleep_until_ns(now_ns() + ms_to_ns((uint64_t)SVM_TIMESLICE_MS << k));
 			pthread_mutex_lock(&s->lock);
 			forking = s->forking;
@@ -352,7 +412,7 @@ again:
 			ret = forking ? -EAGAIN : range_to_vram(s, r, sd);
 		}
 		if (ret) {
-			if (f->access == UGPU_ACCESS_ATOMIC) {
+			if (atomic_vram) {
 				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
 					f->va, r->start, r->size,
 					r->in_place_only ? "shared memory stays where it is" : ugpu_strerror(ret),
@@ -362,10 +422,33 @@ again:
 				goto out;
 			}
 			ret = range_in_place(s, r, sd);
+			/* in place because advised so (not for want of VRAM):
+			 * advice to the contrary later moves it */
+			if (!ret)
+				r->advised_in_place = stay && !prefetch;
 		}
 	}
+	/*
+	 * The reference device's PTEs have no atomic-deny bit: an atomic
+	 * faults only on a missing or read-only entry. Where a device atomic
+	 * must fault (atomic policy CPU: refused above; or a range advised
+	 * to stay in place whose atomics need VRAM: moved above) the range is
+	 * mapped read-only, unless a GPU write asks; then writable until the
+	 * next kernel is submitted (rearm_all()).
+	 */
+	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
+		(r->where == R_INPLACE && stay && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
+	wr = !guard || f->access == UGPU_ACCESS_WRITE;
+	if (!ret && guard && wr && r->writable) {
+		pthread_mutex_lock(&s->lock);
+		if (!r->rearm) {
+			r->rearm = true;
+			s->nrearm++;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
 	if (!ret)
-		ret = range_map_vm(s, r, f->vm);
+		ret = range_map_vm(s, r, f->vm, wr);
 	if (ret && ret != -EACCES) {
 		log_err(s->ctx, "svm: GPU fault at 0x%" PRIx64 " could not be served: %s", f->va,
 			ugpu_strerror(ret));

@@ -108,8 +108,10 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		r->gc_pending = true;
 		any = true;
 	}
-	if (gc != GC_REMOVE)
+	if (gc != GC_REMOVE) {
 		region_drop(s, start, end);
+		attr_reset_locked(s, start, end); /* advice goes with the mapping */
+	}
 	if (gc == GC_REMAP)
 		region_add(s, to, to + (end - start));
 	if (any) {

@@ -87,6 +87,10 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 	}
 	pthread_mutex_lock(&s->lock);
 	r->nmaps = 0;
+	if (r->rearm) {
+		r->rearm = false;
+		s->nrearm--;
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -362,6 +366,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 	if (s->have_move && s->staging && r->size <= SVM_2M) {
 		uint64_t deadline = now_ns() + ms_to_ns(2000);
 
+		pthread_mutex_lock(&s->staging_lock);
 		while ((ret = uffd_move(s->u, s->staging, r->start, r->size, true, &moved)) == -EAGAIN &&
 		       !moved && now_ns() < deadline)
 			sleep_until_ns(now_ns() + 100000);
@@ -374,10 +379,12 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 				r->start, r->size, moved, count_present(present, npages), npages);
 			fill_vram(vram, (const char *)s->staging, present, npages);
 			madvise((void *)s->staging, r->size, MADV_DONTNEED);
+			pthread_mutex_unlock(&s->staging_lock);
 			goto out;
 		}
 		if (moved)
 			staging_put_back(s, r, moved, present, npages);
+		pthread_mutex_unlock(&s->staging_lock);
 		log_dbg(s->ctx, "svm: UFFDIO_MOVE of [0x%" PRIx64 ", +0x%" PRIx64 ") refused (%s): write protection instead",
 			r->start, r->size, ugpu_strerror(ret));
 	}
@@ -525,22 +532,35 @@ void range_unmap_dma(struct svm *s, struct svm_range *r)
 	}
 }
 
-/* Map @r (owned, VRAM or in place) in @vm at its address. */
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm)
+/* Map @r (owned, VRAM or in place) in @vm at its address; @writable only
+ * where the process's mapping is. A map with the other writability goes
+ * first (an atomic-CPU span mapped read-only that a GPU write now needs). */
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable)
 {
 	unsigned int i;
 	int ret;
 
-	for (i = 0; i < r->nmaps; i++)
-		if (r->maps[i].vm == vm && r->maps[i].gpu_va == r->start)
+	writable = writable && r->writable;
+	for (i = 0; i < r->nmaps; i++) {
+		if (r->maps[i].vm != vm || r->maps[i].gpu_va != r->start)
+			continue;
+		if (r->maps[i].writable == writable)
 			return 0;
+		vm_svm_unmap(vm, r->start, r->size);
+		pthread_mutex_lock(&s->lock);
+		r->maps[i] = r->maps[--r->nmaps];
+		if (r->sd)
+			r->sd->st.svm_tlb_inval_count++;
+		pthread_mutex_unlock(&s->lock);
+		break;
+	}
 	if (r->nmaps == SVM_MAX_MAPS)
 		return -ENOSPC;
 	ret = vm_svm_map(vm, r->start, r->size, r->where == R_VRAM ? r->bo : NULL,
-			 r->where == R_VRAM ? 0 : r->iova, r->writable);
+			 r->where == R_VRAM ? 0 : r->iova, writable);
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
-		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start };
+		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable };
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;

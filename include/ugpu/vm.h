@@ -372,6 +372,13 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  * @svm_idle_release_count: ranges brought back into the process because
  *          they alone kept the device awake past its autosuspend delay
  *          (runtime PM allowed): the device may then sleep, D3cold included.
+ * @svm_advise_count: ugpu_svm_advise() calls that changed the advice (one
+ *          that sets the value already there is not counted).
+ * @svm_advise_inval_count: ranges whose GPU maps a change of advice
+ *          dropped (or that went whole, straddling the edge of a change).
+ * @svm_atomic_denied_count: device atomics refused by the atomic policy
+ *          UGPU_SVM_ATOMIC_CPU (include/ugpu/svm.h): kernels aborted with
+ *          -EACCES.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -390,6 +397,8 @@ struct ugpu_svm_stats {
 	uint64_t svm_evict_count;
 	uint64_t svm_idle_release_count;
 	uint64_t svm_prefetch_count;
+	uint64_t svm_advise_count, svm_advise_inval_count;
+	uint64_t svm_atomic_denied_count;
 };
 
 /**
