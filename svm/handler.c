@@ -48,7 +48,10 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
-	if (r && r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) {
+	/* in VRAM: it comes back; a store to a read-mostly range: its VRAM
+	 * copy goes first (the store waits) */
+	if (r && ((r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) ||
+		  (r->where == R_DUP && (flags & UFFD_PAGEFAULT_FLAG_WP)))) {
 		if (!r->back_queued) {
 			struct svm_work *w = calloc(1, sizeof(*w));
 

@@ -493,6 +493,8 @@ UGPU_API int ugpu_svm_query(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			o.vram_bytes += hi - lo;
 		else if (r->where == R_VRAM)
 			o.other_vram_bytes += hi - lo;
+		else if (r->where == R_DUP)
+			o.dup_bytes += hi - lo;
 		else
 			continue;
 		covered += hi - lo;
@@ -535,4 +537,65 @@ void rearm_all(struct svm *s)
 		range_unmap_gpu(s, r); /* clears @rearm */
 		range_done(s, r);
 	}
+}
+
+/* ---- tuning ------------------------------------------------------------------------ */
+
+/* @dev's attachment, g_svm_lock and its lock held on success. */
+static int tuning_dev(struct ugpu_device *dev, struct svm_dev **out)
+{
+	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM))
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&g_svm_lock);
+	*out = g_svm ? (pthread_mutex_lock(&g_svm->lock), sd_of(g_svm, dev)) : NULL;
+	if (!*out) {
+		if (g_svm)
+			pthread_mutex_unlock(&g_svm->lock);
+		pthread_mutex_unlock(&g_svm_lock);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+static void tuning_done(void)
+{
+	pthread_mutex_unlock(&g_svm->lock);
+	pthread_mutex_unlock(&g_svm_lock);
+}
+
+UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning *t)
+{
+	struct ugpu_svm_tuning o;
+	struct svm_dev *sd;
+	int ret;
+
+	if (!dev || !t || t->size < offsetof(struct ugpu_svm_tuning, fault_prefetch_pct) + 4)
+		return -EINVAL;
+	ret = tuning_dev(dev, &sd);
+	if (ret)
+		return ret;
+	o = sd->tune;
+	tuning_done();
+	o.size = t->size;
+	memcpy(t, &o, t->size < sizeof(o) ? t->size : sizeof(o));
+	return 0;
+}
+
+UGPU_API int ugpu_svm_set_tuning(struct ugpu_device *dev, const struct ugpu_svm_tuning *t)
+{
+	struct svm_dev *sd;
+	int ret;
+
+	if (!dev || !t || t->size < offsetof(struct ugpu_svm_tuning, fault_prefetch_pct) + 4 ||
+	    t->thrash_threshold < 2 || t->thrash_threshold > 255 || !t->thrash_lapse_us ||
+	    t->thrash_lapse_us > 10000000 || t->thrash_throttle_ms > 10000 || !t->thrash_pin_ms ||
+	    t->thrash_pin_ms > 60000 || !t->fault_prefetch_pct || t->fault_prefetch_pct > 100)
+		return -EINVAL;
+	ret = tuning_dev(dev, &sd);
+	if (ret)
+		return ret;
+	sd->tune = *t;
+	sd->tune.size = sizeof(sd->tune);
+	tuning_done();
+	return 0;
 }

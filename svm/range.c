@@ -402,8 +402,8 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi,
 	}
 }
 
-/* own_first() filter: @r is in @sd's VRAM. */
+/* own_first() filter: @r is in @sd's VRAM (or has a read-mostly copy there). */
 bool in_vram_of(const struct svm_range *r, const void *sd)
 {
-	return r->where == R_VRAM && r->sd == sd;
+	return range_has_vram(r) && r->sd == sd;
 }

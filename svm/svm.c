@@ -423,12 +423,12 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 		uint64_t next;
 		struct svm_range *r;
 
-		ret = serve(s, &f, true, &next);
+		ret = serve(s, &f, SERVE_PREFETCH, &next);
 		if (ret)
 			break;
 		pthread_mutex_lock(&s->lock);
 		r = range_find(s, va);
-		short_of_vram |= r && r->where != R_VRAM && r->writable && !r->in_place_only;
+		short_of_vram |= r && !range_has_vram(r) && r->writable && !r->in_place_only;
 		pthread_mutex_unlock(&s->lock);
 		va = next > va ? next : va + SVM_4K;
 		if (va - start >= note && end - start > SVM_PREFETCH_NOTE) {
@@ -551,6 +551,7 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 		return -ENOMEM;
 	sd->dev = dev;
 	sd->st.size = sizeof(sd->st);
+	tuning_default(&sd->tune);
 	pthread_mutex_lock(&g_svm_lock);
 	if (!g_svm)
 		g_svm = svm_new(dev->ctx);
@@ -666,7 +667,7 @@ static void svm_down(struct ugpu_device *dev)
 		if (!r)
 			break;
 		range_unmap_vms(s, r, on_dev, dev);
-		if (r->where == R_VRAM && r->sd == sd && range_to_cpu_must(s, r) == -EAGAIN) {
+		if (range_has_vram(r) && r->sd == sd && range_to_cpu_must(s, r) == -EAGAIN) {
 			/* the process moved or freed it meanwhile: its
 			 * collection takes it out of VRAM, then look again */
 			range_done(s, r);

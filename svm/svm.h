@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ugpu/svm.h>
+
 #include "base/list.h"
 #include "mm/uffd.h"
 #include "mm/vm.h"
@@ -104,6 +106,8 @@ enum where {
 	R_CPU = 0, /* in process memory; the GPU maps nothing */
 	R_INPLACE, /* in process memory, mapped for the device (DMA) */
 	R_VRAM, /* in a device's VRAM; the CPU's pages are gone */
+	R_DUP, /* read-mostly: in the process (pages write-protected) and a
+		* copy in a device's VRAM (@bo), mapped read-only */
 };
 
 /* One device attached (the "svm" bring-up step), with its counters. */
@@ -116,6 +120,7 @@ struct svm_dev {
 	bool rpm_held;
 	uint64_t active_ns; /* the last GPU fault served for it */
 	uint64_t denied_log_ns; /* the last atomic refused by policy, logged */
+	struct ugpu_svm_tuning tune; /* ugpu_svm_set_tuning() */
 };
 
 /* Where a range is mapped in a VM (its PTEs). */
@@ -145,17 +150,30 @@ struct svm_range {
 	bool in_place_only; /* shared memory: other mappings see these pages */
 	bool populating; /* its owner makes its pages present (R_CPU): a
 			  * fault there gets a fresh page, it is not parked */
-	bool advised_in_place; /* R_INPLACE because advice said so */
+	bool advised_in_place; /* R_INPLACE because advice (or a pin) said so */
+	/* Thrashing (owner only, svm/fault.c): migrations counted since
+	 * @thr_first_ns; throttled once (held in VRAM @hold_ms after it
+	 * arrives); pinned to system memory until @pinned_until_ns. */
+	uint32_t thr_events;
+	bool throttled;
+	uint32_t hold_ms;
+	uint64_t thr_first_ns, pinned_until_ns;
 	bool rearm; /* atomic policy CPU, mapped writable for a GPU write: its
 		     * maps go before the next kernel is submitted */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
-	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */
+	struct ugpu_bo *bo; /* R_VRAM, R_DUP: contiguous VRAM */
 	uint64_t iova; /* R_INPLACE: its DMA address on sd's device */
 	uint64_t vram_at_ns;
 	struct svm_map maps[SVM_MAX_MAPS];
 	unsigned int nmaps;
 };
+
+/* @r holds VRAM (@bo): its only copy, or a read-mostly one. */
+static inline bool range_has_vram(const struct svm_range *r)
+{
+	return r->where == R_VRAM || r->where == R_DUP;
+}
 
 enum work_kind { W_FAULTS, W_BACK, W_GC, W_PUT };
 enum gc_kind { GC_UNMAP, GC_REMOVE, GC_REMAP };
@@ -277,6 +295,8 @@ int range_to_cpu(struct svm *s, struct svm_range *r);
 int range_to_cpu_must(struct svm *s, struct svm_range *r);
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+void dup_drop(struct svm *s, struct svm_range *r);
 void range_unmap_dma(struct svm *s, struct svm_range *r);
 int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
 void range_destroy(struct svm *s, struct svm_range *r);
@@ -299,7 +319,13 @@ int svm_evict(void *arg, struct ugpu_bo *bo);
 void evicted_put(struct svm *s, struct svm_work *w);
 
 /* svm/fault.c */
-int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end);
+enum serve_why {
+	SERVE_FAULT, /* a GPU fault */
+	SERVE_PREFETCH, /* ugpu_vm_prefetch() */
+	SERVE_FAULT_PREFETCH, /* the fault prefetcher: the rest of a 2 MiB block */
+};
+int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t *end);
+void tuning_default(struct ugpu_svm_tuning *t);
 void work_queue(struct svm *s, struct svm_work *w);
 void gc_wait(struct svm *s);
 void *worker_main(void *arg);

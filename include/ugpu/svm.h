@@ -209,6 +209,59 @@ UGPU_API int ugpu_svm_prefetch_eventfd(struct ugpu_svm_prefetch *p, int *fd);
  */
 UGPU_API void ugpu_svm_prefetch_free(struct ugpu_svm_prefetch *p);
 
+/**
+ * struct ugpu_svm_tuning - what shared virtual memory learns by itself on
+ * one device (docs/svm.md, "Learned behaviour"), with its thresholds.
+ * @size: sizeof(struct ugpu_svm_tuning) as the caller compiled it.
+ * @thrash_enable: detect ranges that migrate back and forth (default on).
+ * @thrash_threshold: migrations of one range (to VRAM on a GPU fault, back
+ *          on a CPU touch) within @thrash_lapse_us that make it thrashing
+ *          (default 3, UVM's); 2 .. 255.
+ * @thrash_lapse_us: that window (default 50000: a round trip here costs at
+ *          least the 5 ms timeslice, where UVM's 500 us suits hardware
+ *          faults); 1 .. 10 s.
+ * @thrash_throttle_ms: the first detection throttles the range: a CPU
+ *          touch does not take it back from VRAM before this long after it
+ *          arrived (default 20); 0 .. 10 s.
+ * @thrash_pin_ms: a range detected again while throttled is pinned to
+ *          system memory this long: the device maps it in place, CPU and
+ *          GPU use it where it is, nothing moves (default 150, UVM's);
+ *          1 .. 60 s.
+ * @fault_prefetch_enable: when a 2 MiB block is made of 64 KiB ranges
+ *          (its CPU mapping or its advice does not allow one 2 MiB range)
+ *          and most of them have faulted into VRAM, the rest of the block
+ *          follows in one go (default on; UVM's tree prefetcher).
+ * @fault_prefetch_pct: "most": the share of the block's 64 KiB pieces
+ *          (those its mapping holds) in VRAM that triggers it (default 51,
+ *          UVM's); 1 .. 100.
+ */
+struct ugpu_svm_tuning {
+	size_t size;
+	bool thrash_enable;
+	uint32_t thrash_threshold;
+	uint32_t thrash_lapse_us;
+	uint32_t thrash_throttle_ms;
+	uint32_t thrash_pin_ms;
+	bool fault_prefetch_enable;
+	uint32_t fault_prefetch_pct;
+};
+
+/**
+ * ugpu_svm_get_tuning() - @dev's shared virtual memory tuning.
+ * Returns: 0; -EINVAL (NULL, @t->size too small); -EOPNOTSUPP (the device
+ * has no GPU VM); -ENODEV (the device is gone).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning *t);
+
+/**
+ * ugpu_svm_set_tuning() - set it (takes effect with the next fault).
+ * Returns: 0; -EINVAL (NULL, @t->size too small, a value out of its
+ * range: nothing is changed); -EOPNOTSUPP (no GPU VM); -ENODEV (gone).
+ * Context: any thread.
+ */
+UGPU_API int ugpu_svm_set_tuning(struct ugpu_device *dev, const struct ugpu_svm_tuning *t);
+
 #ifdef __cplusplus
 }
 #endif

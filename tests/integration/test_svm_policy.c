@@ -85,6 +85,23 @@ static struct ugpu_svm_stats stats(struct pfx *s)
 	return st;
 }
 
+/* The counters once the faults of the last kernel are all counted: a
+ * replay also serves pages whose fault entries the worker still reads
+ * after the kernel ended (they are served, and counted, as no-ops). */
+static struct ugpu_svm_stats settled_stats(struct pfx *s)
+{
+	struct ugpu_svm_stats a = stats(s), b;
+
+	for (int k = 0; k < 50; k++) {
+		usleep(20000);
+		b = stats(s);
+		if (b.svm_pagefault_count == a.svm_pagefault_count)
+			break;
+		a = b;
+	}
+	return a;
+}
+
 static int advise(struct pfx *s, const void *p, uint64_t bytes, enum ugpu_svm_attr attr,
 		  uint32_t value)
 {
@@ -438,7 +455,7 @@ static void test_same_value_no_invalidate(void **state)
 	fill(buf, bytes);
 	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_GLOBAL), 0);
 	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
-	st0 = stats(s);
+	st0 = settled_stats(s);
 	/* the values they have: the default preferred location, GLOBAL */
 	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_DEVICE), 0);
 	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_GLOBAL), 0);
@@ -797,6 +814,320 @@ static void test_prefetch_races(void **state)
 	munmap(rc.buf, bytes);
 }
 
+
+/* ---- read-mostly ---- */
+
+/* GPU reads get a VRAM copy while the CPU keeps its pages: CPU reads do
+ * not fault, GPU reads do not migrate; a CPU write drops the copy before
+ * it lands (the next kernel sees it); a GPU write collapses to one copy. */
+static void test_read_mostly(void **state)
+{
+	struct pfx *s = *state;
+	uint64_t bytes = 2 * MIB + 128 * KIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st1;
+	struct ugpu_svm_span_info i;
+	uint64_t sum = 0;
+
+	fill(buf, bytes);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		sum += pattern(w);
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_READ_MOSTLY, 1), 0);
+	assert_true(query(s, buf, bytes).read_mostly);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum);
+	st1 = settled_stats(s);
+	assert_int_equal(st1.svm_read_mostly_dup_count, st0.svm_read_mostly_dup_count + 3);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.dup_bytes, bytes);
+	assert_int_equal(i.vram_bytes, 0);
+	/* the CPU reads its own pages: no fault, the copy stays */
+	check(buf, bytes, 0);
+	assert_int_equal(stats(s).svm_cpu_fault_count, st1.svm_cpu_fault_count);
+	assert_int_equal(query(s, buf, bytes).dup_bytes, bytes);
+	/* the GPU reads again: mapped, no fault */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(stats(s).svm_pagefault_count, st1.svm_pagefault_count);
+
+	/* a CPU write: the copy of that range goes (GPU maps zapped, TLB
+	 * dropped) before the store lands; the next kernel reads it */
+	st0 = stats(s);
+	buf[10] += 1000;
+	st1 = stats(s);
+	assert_int_equal(st1.svm_read_mostly_collapse_count, st0.svm_read_mostly_collapse_count + 1);
+	assert_true(st1.svm_tlb_inval_count > st0.svm_tlb_inval_count);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.dup_bytes, bytes - 2 * MIB); /* the 64 KiB ones keep theirs */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum + 1000);
+	assert_int_equal(query(s, buf, bytes).dup_bytes, bytes); /* copied again */
+
+	/* a GPU write collapses to one copy, in VRAM */
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf, 2 * MIB, 3, &r), 0);
+	st1 = stats(s);
+	assert_true(st1.svm_read_mostly_collapse_count > st0.svm_read_mostly_collapse_count);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.vram_bytes, 2 * MIB);
+	assert_int_equal(i.dup_bytes, bytes - 2 * MIB);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		if (buf[w] != (w < 2 * MIB / 8 ? 3 : pattern(w)))
+			fail_msg("word %llu: %llx", (unsigned long long)w, (unsigned long long)buf[w]);
+
+	/* advice back to normal: the copies go on the next fault */
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_READ_MOSTLY, 0), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_int_equal(query(s, buf, bytes).dup_bytes, 0);
+	munmap(buf, bytes);
+}
+
+/* CPU readers and GPU readers at once, then a CPU writer: no migration
+ * while only reads run; with the writer every kernel sees a value at least
+ * as new as the one stored before it was submitted. */
+struct rm_race {
+	struct pfx *s;
+	uint64_t *buf;
+	uint64_t bytes;
+	volatile int stop;
+	uint64_t reads, writes;
+	int errors;
+};
+
+static void *rm_reader(void *arg)
+{
+	struct rm_race *rc = arg;
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_RELAXED)) {
+		/* words other than 0 never change */
+		for (uint64_t w = 1; w < rc->bytes / 8; w += 97)
+			if (__atomic_load_n(&rc->buf[w], __ATOMIC_RELAXED) != pattern(w))
+				__atomic_fetch_add(&rc->errors, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&rc->reads, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *rm_writer(void *arg)
+{
+	struct rm_race *rc = arg;
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_RELAXED)) {
+		__atomic_fetch_add(&rc->buf[0], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&rc->writes, 1, __ATOMIC_RELAXED);
+		usleep(2000);
+	}
+	return NULL;
+}
+
+static void test_read_mostly_concurrent(void **state)
+{
+	struct pfx *s = *state;
+	uint64_t bytes = 4 * MIB, sum0 = 0;
+	struct rm_race rc = { .s = s, .buf = map_anon(bytes, 2 * MIB), .bytes = bytes };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st1;
+	pthread_t th[3];
+
+	fill(rc.buf, bytes);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		sum0 += pattern(w);
+	assert_int_equal(advise(s, rc.buf, bytes, UGPU_SVM_ATTR_READ_MOSTLY, 1), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, rc.buf, bytes, 0, &r), 0);
+	st0 = settled_stats(s);
+	assert_int_equal(query(s, rc.buf, bytes).dup_bytes, bytes);
+	assert_int_equal(pthread_create(&th[0], NULL, rm_reader, &rc), 0);
+	assert_int_equal(pthread_create(&th[1], NULL, rm_reader, &rc), 0);
+	for (int k = 0; k < 30; k++) {
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, rc.buf, bytes, 0, &r), 0);
+		assert_true(r.sum == sum0);
+	}
+	st1 = stats(s);
+	/* readers only: nothing moved, nothing faulted */
+	assert_int_equal(st1.svm_pagefault_count, st0.svm_pagefault_count);
+	assert_int_equal(st1.svm_cpu_fault_count, st0.svm_cpu_fault_count);
+	assert_int_equal(st1.svm_read_mostly_collapse_count, st0.svm_read_mostly_collapse_count);
+	assert_int_equal(st1.svm_device_copy_kb, st0.svm_device_copy_kb);
+
+	/* now a writer of word 0 */
+	assert_int_equal(pthread_create(&th[2], NULL, rm_writer, &rc), 0);
+	/* 30 kernels, and as many as it takes for 5 stores to land (a
+	 * loaded machine may start the writer late) */
+	for (int k = 0; k < 30 || __atomic_load_n(&rc.writes, __ATOMIC_RELAXED) < 5; k++) {
+		uint64_t before = __atomic_load_n(&rc.buf[0], __ATOMIC_RELAXED), after;
+
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, rc.buf, bytes, 0, &r), 0);
+		after = __atomic_load_n(&rc.buf[0], __ATOMIC_RELAXED);
+		/* the sum holds word 0 as the GPU read it: never older than
+		 * what was stored before the kernel was submitted */
+		if (r.sum - (sum0 - pattern(0)) < before || r.sum - (sum0 - pattern(0)) > after)
+			fail_msg("kernel %d read word 0 = %llu, stored %llu before, %llu after", k,
+				 (unsigned long long)(r.sum - (sum0 - pattern(0))),
+				 (unsigned long long)before, (unsigned long long)after);
+	}
+	__atomic_store_n(&rc.stop, 1, __ATOMIC_RELAXED);
+	for (int t = 0; t < 3; t++)
+		pthread_join(th[t], NULL);
+	st1 = stats(s);
+	print_message("CPU read passes %llu; copies dropped for CPU writes %llu\n",
+		      (unsigned long long)rc.reads,
+		      (unsigned long long)(st1.svm_read_mostly_collapse_count -
+					   st0.svm_read_mostly_collapse_count));
+	assert_int_equal(rc.errors, 0);
+	assert_true(st1.svm_read_mostly_collapse_count > st0.svm_read_mostly_collapse_count);
+	for (uint64_t w = 1; w < bytes / 8; w++)
+		assert_true(rc.buf[w] == pattern(w));
+	munmap(rc.buf, bytes);
+}
+
+/* ---- tuning, thrashing, the fault prefetcher ---- */
+
+static void test_tuning(void **state)
+{
+	struct pfx *s = *state;
+	struct ugpu_svm_tuning t = { .size = sizeof(t) }, d;
+
+	assert_int_equal(ugpu_svm_get_tuning(NULL, &t), -EINVAL);
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, NULL), -EINVAL);
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+	/* the defaults (docs/svm.md) */
+	assert_true(t.thrash_enable && t.fault_prefetch_enable);
+	assert_int_equal(t.thrash_threshold, 3);
+	assert_int_equal(t.thrash_lapse_us, 50000);
+	assert_int_equal(t.thrash_throttle_ms, 20);
+	assert_int_equal(t.thrash_pin_ms, 150);
+	assert_int_equal(t.fault_prefetch_pct, 51);
+	d = t;
+	t.thrash_threshold = 1;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
+	t = d;
+	t.fault_prefetch_pct = 101;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
+	t = d;
+	t.thrash_pin_ms = 0;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
+	t = d;
+	t.size = sizeof(size_t);
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
+	t = d;
+	t.thrash_threshold = 5;
+	t.fault_prefetch_enable = false;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+	memset(&d, 0, sizeof(d));
+	d.size = sizeof(d);
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &d), 0);
+	assert_int_equal(d.thrash_threshold, 5);
+	assert_false(d.fault_prefetch_enable);
+}
+
+/* The ping-pong workload (false sharing): a kernel reads the first 64 KiB
+ * of a 2 MiB buffer, the CPU writes a word at its end, again and again.
+ * Without control each round moves the whole 2 MiB range both ways (and
+ * the CPU waits out the timeslice); with it the range is throttled, then
+ * pinned to system memory and used in place: no more moves. */
+static uint64_t pingpong(struct pfx *s, bool control, int rounds, uint64_t *moves)
+{
+	struct ugpu_svm_tuning t = { .size = sizeof(t) };
+	uint64_t bytes = 2 * MIB, gpu = 64 * KIB, sum = 0, t0, last = bytes / 8 - 1;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0;
+
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+	t.thrash_enable = control;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+	fill(buf, bytes);
+	for (uint64_t w = 0; w < gpu / 8; w++)
+		sum += pattern(w);
+	st0 = stats(s);
+	t0 = fx_now_ms();
+	for (int k = 0; k < rounds; k++) {
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, gpu, 0, &r), 0);
+		assert_true(r.sum == sum);
+		buf[last]++;
+	}
+	t0 = fx_now_ms() - t0;
+	*moves = stats(s).svm_2M_migrate_count - st0.svm_2M_migrate_count;
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		if (buf[w] != pattern(w) + (w == last ? (uint64_t)rounds : 0))
+			fail_msg("word %llu", (unsigned long long)w);
+	munmap(buf, bytes);
+	return t0;
+}
+
+static void test_thrashing(void **state)
+{
+	struct pfx *s = *state;
+	struct ugpu_svm_stats st0 = stats(s), st1;
+	uint64_t on_moves, off_moves, on_ms, off_ms;
+
+	off_ms = pingpong(s, false, 30, &off_moves);
+	st1 = stats(s);
+	assert_int_equal(st1.svm_thrash_detect_count, st0.svm_thrash_detect_count);
+	on_ms = pingpong(s, true, 30, &on_moves);
+	st0 = stats(s);
+	print_message("ping-pong, 30 rounds: control on %llu ms %llu moves, off %llu ms %llu moves\n",
+		      (unsigned long long)on_ms, (unsigned long long)on_moves,
+		      (unsigned long long)off_ms, (unsigned long long)off_moves);
+	assert_int_equal(off_moves, 30);
+	assert_true(on_moves <= 4); /* three rounds to throttle, then pin */
+	assert_true(st0.svm_thrash_detect_count >= st1.svm_thrash_detect_count + 2);
+	assert_true(st0.svm_thrash_throttle_count >= st1.svm_thrash_throttle_count + 1);
+	assert_true(st0.svm_thrash_pin_count >= st1.svm_thrash_pin_count + 1);
+	assert_true(st0.svm_thrash_in_place_count >= st1.svm_thrash_in_place_count + 1);
+	assert_true(on_ms < off_ms);
+}
+
+/* A 2 MiB block whose mapping starts 64 KiB in: 31 ranges of 64 KiB.
+ * 15 faulted into VRAM are not most of them; the 16th is, and the other
+ * 15 follow in one go. Off: each faults on its own. */
+static void test_fault_prefetch(void **state)
+{
+	struct pfx *s = *state;
+	struct ugpu_svm_tuning t = { .size = sizeof(t) };
+	uint64_t *blk = map_anon(4 * MIB, 2 * MIB);
+	char *b = (char *)blk, *m = b + 64 * KIB;
+	uint64_t len = 2 * MIB - 64 * KIB;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st1;
+
+	assert_int_equal(munmap(b, 64 * KIB), 0);
+	assert_int_equal(munmap(b + 2 * MIB, 2 * MIB), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		bool on = pass == 0;
+
+		assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+		t.fault_prefetch_enable = on;
+		assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+		memset(m, 0x11 + pass, len);
+		st0 = stats(s);
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, m, 15 * 64 * KIB, 0, &r), 0);
+		st1 = stats(s);
+		assert_int_equal(st1.svm_64K_migrate_count, st0.svm_64K_migrate_count + 15);
+		assert_int_equal(st1.svm_fault_prefetch_count, st0.svm_fault_prefetch_count);
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, m + 15 * 64 * KIB, 64 * KIB, 0, &r), 0);
+		st1 = stats(s);
+		assert_int_equal(st1.svm_fault_prefetch_count, st0.svm_fault_prefetch_count + (on ? 15 : 0));
+		assert_int_equal(query(s, m, len).vram_bytes, on ? len : 16 * 64 * KIB);
+		/* the whole block: nothing left to move when it prefetched */
+		st0 = stats(s);
+		assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, m, len, 1, &r), 0);
+		st1 = stats(s);
+		/* (fault counts would not do: entries of the previous kernel's
+		 * pages its replay already served may still be counted now) */
+		assert_int_equal(st1.svm_64K_migrate_count, st0.svm_64K_migrate_count + (on ? 0 : 15));
+		for (uint64_t w = 0; w < len / 8; w++)
+			if (((uint64_t *)m)[w] != 0x0101010101010101ull * (0x11u + pass) + 1)
+				fail_msg("pass %d word %llu", pass, (unsigned long long)w);
+		/* back to the CPU for the next pass: fresh ranges */
+		assert_int_equal(munmap(m, len), 0);
+		assert_true(mmap(m, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == m);
+	}
+	munmap(m, len);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -811,6 +1142,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reset_on_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_accessed_by, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_last_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_mostly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_mostly_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tuning, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thrashing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_races, setup, teardown),
 	};
