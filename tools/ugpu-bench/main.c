@@ -21,6 +21,7 @@ static const struct bench_cmd {
 	{ "suspend", bench_suspend, "host suspend/resume of pinned BOs: prepare, critical window, resume vs memcpy" },
 	{ "rpm", bench_rpm, "runtime PM: release N mappings, touch-to-data while asleep vs wake + uffd, per CPU placement" },
 	{ "svm", bench_svm, "shared virtual memory: GPU faults into VRAM, CPU touches back (2 MiB, 4 KiB) vs memcpy and raw uffd" },
+	{ "svm-prefetch", bench_svm_prefetch, "SVM policy: prefetch to VRAM and back vs memcpy (64 MiB x 128); ping-pong with and without thrashing control" },
 	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate/release" },
 };
 
