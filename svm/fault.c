@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
 #include "base/clock.h"
@@ -126,10 +127,12 @@ void work_queue(struct svm *s, struct svm_work *w)
 	pthread_cond_broadcast(&s->cond);
 }
 
-/* Run the queued GC items now (the worker, before serving a fault that
- * found a range waiting for one). Lock held; dropped meanwhile. */
-static void gc_drain_locked(struct svm *s)
+/* Run the queued GC items now (before serving a fault that found a range
+ * waiting for one): whether there was one. Lock held; dropped meanwhile. */
+static bool gc_drain_locked(struct svm *s)
 {
+	bool ran = false;
+
 	for (;;) {
 		struct svm_work *w = NULL;
 
@@ -142,7 +145,8 @@ static void gc_drain_locked(struct svm *s)
 			}
 		}
 		if (!w)
-			return;
+			return ran;
+		ran = true;
 		list_del(&w->link);
 		pthread_mutex_unlock(&s->lock);
 		gc_run(s, w->start, w->end, w->gc, w->to);
@@ -182,10 +186,75 @@ static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
 	for (i = 0; i < 3; i++) {
 		uint64_t a = va & ~(range_sizes[i] - 1);
 
-		if ((fitting & (1u << i)) && !range_overlaps(s, a, a + range_sizes[i]))
+		/* one policy per range: it never crosses a change of advice */
+		if ((fitting & (1u << i)) && !range_overlaps(s, a, a + range_sizes[i]) &&
+		    attr_uniform_locked(s, a, a + range_sizes[i]))
 			return range_sizes[i];
 	}
 	return 0;
+}
+
+void tuning_default(struct ugpu_svm_tuning *t)
+{
+	*t = (struct ugpu_svm_tuning){
+		.size = sizeof(*t),
+		.thrash_enable = true,
+		.thrash_threshold = 3,
+		.thrash_lapse_us = 50000,
+		.thrash_throttle_ms = 20,
+		.thrash_pin_ms = 150,
+		.fault_prefetch_enable = true,
+		.fault_prefetch_pct = 51,
+	};
+}
+
+/*
+ * Thrashing (UVM's detection, with thresholds in struct ugpu_svm_tuning):
+ * @r (owned) just migrated for @sd's fault or a CPU touch. Enough
+ * migrations within the lapse make it thrashing: the first time it is
+ * throttled (a CPU touch leaves it in VRAM longer, so each side gets more
+ * done per round trip); found thrashing again while throttled, it is
+ * pinned to system memory for a while (the device maps it in place, both
+ * sides use it where it is, nothing moves). Counted in @sd's stats.
+ */
+static void thrash_note(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+{
+	uint64_t now = now_ns();
+	struct ugpu_svm_tuning t;
+
+	pthread_mutex_lock(&s->lock);
+	t = sd->tune;
+	if (!t.thrash_enable) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	if (r->pinned_until_ns && now >= r->pinned_until_ns) {
+		/* a pin ended: a new episode starts from nothing */
+		r->pinned_until_ns = 0;
+		r->throttled = false;
+		r->hold_ms = 0;
+	}
+	if (now - r->thr_first_ns > (uint64_t)t.thrash_lapse_us * 1000) {
+		r->thr_first_ns = now;
+		r->thr_events = 0;
+	}
+	if (++r->thr_events >= t.thrash_threshold) {
+		r->thr_events = 0;
+		r->thr_first_ns = now;
+		sd->st.svm_thrash_detect_count++;
+		if (!r->throttled) {
+			r->throttled = true;
+			r->hold_ms = t.thrash_throttle_ms;
+			sd->st.svm_thrash_throttle_count++;
+		} else {
+			r->hold_ms = 0; /* the CPU may take it home at once */
+			r->pinned_until_ns = now + ms_to_ns(t.thrash_pin_ms);
+			sd->st.svm_thrash_pin_count++;
+			log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") thrashes between the CPU and %s: pinned to system memory for %u ms",
+				r->start, r->size, sd->dev->name, t.thrash_pin_ms);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* Serve one GPU fault: 0, or the status its kernel is aborted with. */
@@ -195,11 +264,16 @@ static uint64_t pick_size(struct svm *s, uint64_t va, unsigned int fitting)
  * without a fault: VRAM is wanted whatever the range's size, not counted
  * as a fault; *@end (may be NULL) says where the range ends, 0 if none.
  */
-int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
+int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t *end)
 {
+	/* an explicit prefetch wants VRAM whatever the advice; the fault
+	 * prefetcher does what a fault would (advice included) */
+	bool prefetch = why == SERVE_PREFETCH;
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
+	bool atomic_vram, stay, want_vram, guard, pinned, wr = true;
 	struct svm_range *r;
+	struct svm_attrs a;
 	struct vma v;
 	int ret;
 
@@ -211,14 +285,24 @@ int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end)
 		pthread_mutex_unlock(&s->lock);
 		return -EFAULT;
 	}
-	if (prefetch)
+	if (why == SERVE_PREFETCH)
 		sd->st.svm_prefetch_count++;
-	else
+	else if (why == SERVE_FAULT)
 		sd->st.svm_pagefault_count++;
 again:
 	r = range_find(s, va);
 	if (r && r->gc_pending) {
-		gc_drain_locked(s);
+		/* Its collection is queued (run it here) or running on
+		 * another thread (the worker, or a prefetch's serve()): wait
+		 * for that one with the lock dropped. (Before: a prefetch
+		 * looped here holding the lock while the worker's collection
+		 * of the range waited for it, found by test_svm_policy's
+		 * prefetch race.) */
+		if (!gc_drain_locked(s)) {
+			struct timespec ts = monotonic_deadline_after_ms(10);
+
+			pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+		}
 		goto again;
 	}
 	if (!r) {
@@ -299,17 +383,45 @@ again:
 	}
 	if (!range_own(s, r))
 		goto again;
-	if (!prefetch)
+	if (why == SERVE_FAULT)
 		size_count(&sd->st, r->size, 0, 0);
 	if (f->access != UGPU_ACCESS_READ && !r->writable) {
 		/* a read made it where the mapping was read-only: a write is
 		 * aborted, not replayed forever on the read-only entries (found
 		 * by the scenario matrix: the kernel never ended) */
+		pthread_mutex_unlock(&s->lock); /* range_done() takes it */
 		log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping was read-only when the GPU first used it",
 			f->access == UGPU_ACCESS_WRITE ? "write" : "atomic", f->va);
 		ret = -EFAULT;
 		goto out;
 	}
+	attr_get_locked(s, va, &a, NULL);
+	if (f->access == UGPU_ACCESS_ATOMIC && a.atomic == UGPU_SVM_ATOMIC_CPU) {
+		bool say = now_ns() - sd->denied_log_ns >= ms_to_ns(1000);
+
+		sd->st.svm_atomic_denied_count++;
+		if (say)
+			sd->denied_log_ns = now_ns();
+		pthread_mutex_unlock(&s->lock);
+		/* once a second: a kernel's pages fault by the dozen */
+		if (say)
+			log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the span's atomic policy is CPU (ugpu_svm_advise): device atomics are refused there, the kernel is aborted",
+				f->va);
+		ret = -EACCES;
+		goto out;
+	}
+	/*
+	 * Where the range should be for this access (docs/svm.md, "Policy"):
+	 * an atomic needs VRAM unless the policy lets the device do it
+	 * anywhere; otherwise accessed-by maps it where it is, a preferred
+	 * system location keeps it in the process, and by default ranges of
+	 * 64 KiB or more move. An explicit prefetch moves it whatever.
+	 */
+	atomic_vram = f->access == UGPU_ACCESS_ATOMIC && a.atomic != UGPU_SVM_ATOMIC_DEVICE;
+	/* a range pinned for thrashing stays where it is, as advised so */
+	pinned = now_ns() < r->pinned_until_ns;
+	stay = (a.accessed_by & (1ull << sd->id)) || a.pref == SVM_PREF_SYSTEM || pinned;
+	want_vram = prefetch || atomic_vram || (!stay && r->size >= SVM_MIGRATE_MIN);
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
@@ -318,13 +430,36 @@ again:
 	ret = 0;
 	if (r->where != R_CPU && r->sd != sd) {
 		/* in another device's VRAM or DMA space: back to the CPU first
-		 * (peer access and migration are not built yet) */
-		if (r->where == R_VRAM)
+		 * (peer access and migration are not built yet); with the
+		 * migration policy ONLY_SYSTEM_PAGES what was in another
+		 * device's VRAM is not taken into this one's */
+		if (r->where == R_VRAM) {
 			ret = range_to_cpu(s, r);
-		else {
+			if (a.migration == UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES && !atomic_vram)
+				want_vram = false;
+		} else {
 			range_unmap_gpu(s, r);
 			range_unmap_dma(s, r);
 		}
+	} else if (r->where == R_DUP &&
+		   (f->access != UGPU_ACCESS_READ || !a.read_mostly || !r->writable)) {
+		/* a GPU write or atomic to a read-mostly copy (or the advice
+		 * went): one copy again, the process's, then as any range */
+		dup_drop(s, r);
+	} else if (r->where == R_VRAM && !want_vram && a.pref == SVM_PREF_SYSTEM &&
+		   !(a.accessed_by & (1ull << sd->id))) {
+		/* advised to system memory since it moved here: it goes home
+		 * and is used there */
+		ret = range_to_cpu(s, r);
+	} else if (r->where == R_INPLACE && r->writable && !r->in_place_only &&
+		   (prefetch || (r->advised_in_place && !stay && r->size >= SVM_MIGRATE_MIN) ||
+		    (atomic_vram && (a.atomic == UGPU_SVM_ATOMIC_GLOBAL || stay)))) {
+		/* in place (no VRAM then, or advised so), VRAM wanted now: it
+		 * moves (an atomic under the default policy and advice keeps
+		 * the old rule: in place is accepted; memory that cannot move
+		 * stays, or every fault of the batch would unmap it again) */
+		range_unmap_gpu(s, r);
+		range_unmap_dma(s, r);
 	}
 	if (!ret && r->where == R_CPU) {
 		bool forking;
@@ -336,15 +471,21 @@ again:
 		 * the ranges home and they stay there until resume */
 		bool movable = r->writable && !r->in_place_only && bo_pm_active(sd->dev);
 
-		if ((r->size >= SVM_MIGRATE_MIN || f->access == UGPU_ACCESS_ATOMIC || prefetch) &&
-		    movable && !forking)
+		/* Read-mostly: a GPU read gets a copy in VRAM, the process
+		 * keeps its pages (where write protection can guard them) */
+		if (a.read_mostly && f->access == UGPU_ACCESS_READ && movable && !forking &&
+		    !range_dup(s, r, sd))
+			ret = 0;
+		else if (want_vram && movable && !forking) {
 			ret = range_to_vram(s, r, sd);
-		else
+			if (!ret && why == SERVE_FAULT)
+				thrash_note(s, r, sd);
+		} else {
 			ret = -EAGAIN;
+		}
 		/* Atomics: VRAM may free up (or the fork end): try again
 		 * after a doubling timeslice, a bounded number of times. */
-		for (int k = 0; ret && f->access == UGPU_ACCESS_ATOMIC && movable &&
-				k < SVM_ATOMIC_RETRIES; k++) {
+		for (int k = 0; ret && atomic_vram && movable && k < SVM_ATOMIC_RETRIES; k++) {
 			sleep_until_ns(now_ns() + ms_to_ns((uint64_t)SVM_TIMESLICE_MS << k));
 			pthread_mutex_lock(&s->lock);
 			forking = s->forking;
@@ -352,7 +493,7 @@ again:
 			ret = forking ? -EAGAIN : range_to_vram(s, r, sd);
 		}
 		if (ret) {
-			if (f->access == UGPU_ACCESS_ATOMIC) {
+			if (atomic_vram) {
 				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
 					f->va, r->start, r->size,
 					r->in_place_only ? "shared memory stays where it is" : ugpu_strerror(ret),
@@ -362,10 +503,38 @@ again:
 				goto out;
 			}
 			ret = range_in_place(s, r, sd);
+			/* in place because advised so (not for want of VRAM):
+			 * advice to the contrary later moves it */
+			if (!ret)
+				r->advised_in_place = stay && !prefetch;
+			if (!ret && pinned && !prefetch) {
+				pthread_mutex_lock(&s->lock);
+				sd->st.svm_thrash_in_place_count++;
+				pthread_mutex_unlock(&s->lock);
+			}
 		}
 	}
+	/*
+	 * The reference device's PTEs have no atomic-deny bit: an atomic
+	 * faults only on a missing or read-only entry. Where a device atomic
+	 * must fault (atomic policy CPU: refused above; or a range advised
+	 * to stay in place whose atomics need VRAM: moved above) the range is
+	 * mapped read-only, unless a GPU write asks; then writable until the
+	 * next kernel is submitted (rearm_all()).
+	 */
+	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
+		(r->where == R_INPLACE && stay && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
+	wr = !guard || f->access == UGPU_ACCESS_WRITE;
+	if (!ret && guard && wr && r->writable) {
+		pthread_mutex_lock(&s->lock);
+		if (!r->rearm) {
+			r->rearm = true;
+			s->nrearm++;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
 	if (!ret)
-		ret = range_map_vm(s, r, f->vm);
+		ret = range_map_vm(s, r, f->vm, wr);
 	if (ret && ret != -EACCES) {
 		log_err(s->ctx, "svm: GPU fault at 0x%" PRIx64 " could not be served: %s", f->va,
 			ugpu_strerror(ret));
@@ -396,17 +565,84 @@ static void do_back(struct svm *s, uint64_t start)
 		return;
 	}
 	r->back_queued = false;
-	back = r->where == R_VRAM && !r->gc_pending;
+	back = range_has_vram(r) && !r->gc_pending;
 	/* counted before the copy wakes the touching thread: what it reads
-	 * next is consistent with the counters */
-	if (back)
+	 * next is consistent with the counters (a read-mostly copy dropped
+	 * for a store is counted as such, in dup_drop()) */
+	if (back && r->where == R_VRAM)
 		r->sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
-	if (back && range_to_cpu(s, r) && r->where == R_VRAM)
-		/* the copy failed, the range stays in VRAM (logged): the
-		 * woken thread faults again and asks again, not at once */
-		sleep_until_ns(now_ns() + ms_to_ns(1));
+	{
+		struct svm_dev *sd = r->sd;
+		bool was_vram = r->where == R_VRAM;
+
+		if (back && range_to_cpu(s, r) && r->where == R_VRAM)
+			/* the copy failed, the range stays in VRAM (logged): the
+			 * woken thread faults again and asks again, not at once */
+			sleep_until_ns(now_ns() + ms_to_ns(1));
+		else if (back && was_vram && r->where == R_CPU)
+			thrash_note(s, r, sd);
+	}
 	range_done(s, r);
+}
+
+/*
+ * The fault prefetcher (UVM's tree prefetcher, one level): @f was served
+ * into VRAM as a 64 KiB range (its 2 MiB block cannot be one range: the
+ * CPU mapping or the advice ends inside it). When most of the block's
+ * 64 KiB pieces that the mapping holds are in VRAM, the others follow now,
+ * in one go, instead of one fault each.
+ */
+static void fault_prefetch(struct svm *s, const struct vm_fault *f)
+{
+	uint64_t block = f->va & ~(SVM_2M - 1), lo, hi, in = 0, n = 0, p;
+	struct svm_range *r;
+	struct svm_dev *sd;
+	unsigned int pct;
+	struct vma v;
+	size_t i;
+
+	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, f->vm->dev);
+	r = range_find(s, f->va);
+	if (!sd || !sd->tune.fault_prefetch_enable || !r || r->size != SVM_64K ||
+	    r->where != R_VRAM || r->sd != sd) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	pct = sd->tune.fault_prefetch_pct;
+	for (i = range_lower(s, block); i < s->n && s->r[i]->start < block + SVM_2M; i++)
+		if (s->r[i]->where == R_VRAM && s->r[i]->sd == sd)
+			in += s->r[i]->size / SVM_64K;
+	pthread_mutex_unlock(&s->lock);
+	if (vma_lookup(f->va, &v))
+		return;
+	lo = v.start > block ? (v.start + SVM_64K - 1) & ~(SVM_64K - 1) : block;
+	hi = v.end < block + SVM_2M ? v.end & ~(SVM_64K - 1) : block + SVM_2M;
+	if (hi <= lo || in * 100 < (uint64_t)pct * ((hi - lo) / SVM_64K))
+		return;
+	for (p = lo; p < hi; p += SVM_64K) {
+		struct vm_fault pf = *f;
+		bool done;
+
+		pthread_mutex_lock(&s->lock);
+		r = range_find(s, p);
+		done = r && r->where == R_VRAM;
+		pthread_mutex_unlock(&s->lock);
+		if (done)
+			continue;
+		pf.va = p;
+		pf.access = UGPU_ACCESS_READ;
+		if (serve(s, &pf, SERVE_FAULT_PREFETCH, NULL))
+			break;
+		pthread_mutex_lock(&s->lock);
+		r = range_find(s, p);
+		n += r && r->where == R_VRAM; /* (advice may keep it in place) */
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_lock(&s->lock);
+	sd->st.svm_fault_prefetch_count += n;
+	pthread_mutex_unlock(&s->lock);
 }
 
 void *worker_main(void *arg)
@@ -443,7 +679,10 @@ void *worker_main(void *arg)
 			int *st = calloc(w->n, sizeof(*st));
 
 			for (size_t i = 0; i < w->n; i++) {
-				int ret = serve(s, &w->f[i], false, NULL);
+				int ret = serve(s, &w->f[i], SERVE_FAULT, NULL);
+
+				if (!ret)
+					fault_prefetch(s, &w->f[i]);
 
 				if (ret) {
 					struct svm_dev *sd;

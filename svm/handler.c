@@ -48,7 +48,10 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
-	if (r && r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) {
+	/* in VRAM: it comes back; a store to a read-mostly range: its VRAM
+	 * copy goes first (the store waits) */
+	if (r && ((r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) ||
+		  (r->where == R_DUP && (flags & UFFD_PAGEFAULT_FLAG_WP)))) {
 		if (!r->back_queued) {
 			struct svm_work *w = calloc(1, sizeof(*w));
 
@@ -108,8 +111,10 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		r->gc_pending = true;
 		any = true;
 	}
-	if (gc != GC_REMOVE)
+	if (gc != GC_REMOVE) {
 		region_drop(s, start, end);
+		attr_reset_locked(s, start, end); /* advice goes with the mapping */
+	}
 	if (gc == GC_REMAP)
 		region_add(s, to, to + (end - start));
 	if (any) {

@@ -87,6 +87,10 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 	}
 	pthread_mutex_lock(&s->lock);
 	r->nmaps = 0;
+	if (r->rearm) {
+		r->rearm = false;
+		s->nrearm--;
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -222,8 +226,15 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 {
 	int ret;
 
+	if (r->where == R_DUP) {
+		dup_drop(s, r); /* the process has the bytes */
+		return 0;
+	}
+
 	bo_pm_wait_awake(r->sd->dev); /* its VRAM is unreachable while host-suspended */
-	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
+	/* the timeslice, or longer for a range throttled for thrashing */
+	sleep_until_ns(r->vram_at_ns +
+		       ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
 	ret = range_copy_back(s, r, 0, r->size, r->start);
 	if (ret == -ENOENT && gc_pending(s, r))
@@ -242,6 +253,10 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
  * it): a copy that keeps failing loses the bytes, loudly. */
 int range_to_cpu_must(struct svm *s, struct svm_range *r)
 {
+	if (r->where == R_DUP) {
+		dup_drop(s, r);
+		return 0;
+	}
 	bo_pm_wait_awake(r->sd->dev);
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
@@ -362,6 +377,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 	if (s->have_move && s->staging && r->size <= SVM_2M) {
 		uint64_t deadline = now_ns() + ms_to_ns(2000);
 
+		pthread_mutex_lock(&s->staging_lock);
 		while ((ret = uffd_move(s->u, s->staging, r->start, r->size, true, &moved)) == -EAGAIN &&
 		       !moved && now_ns() < deadline)
 			sleep_until_ns(now_ns() + 100000);
@@ -374,10 +390,12 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 				r->start, r->size, moved, count_present(present, npages), npages);
 			fill_vram(vram, (const char *)s->staging, present, npages);
 			madvise((void *)s->staging, r->size, MADV_DONTNEED);
+			pthread_mutex_unlock(&s->staging_lock);
 			goto out;
 		}
 		if (moved)
 			staging_put_back(s, r, moved, present, npages);
+		pthread_mutex_unlock(&s->staging_lock);
 		log_dbg(s->ctx, "svm: UFFDIO_MOVE of [0x%" PRIx64 ", +0x%" PRIx64 ") refused (%s): write protection instead",
 			r->start, r->size, ugpu_strerror(ret));
 	}
@@ -428,21 +446,29 @@ out:
 	return ret;
 }
 
-/* Move @r (owned, R_CPU) into @sd's VRAM. */
-int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+/* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's). */
+static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
+			   struct ugpu_bo **bo)
 {
 	struct ugpu_bo_opts o = {
 		.size = sizeof(o),
 		.bytes = r->size,
 		.placements = { UGPU_PLACEMENT_VRAM },
 		.flags = UGPU_BO_KERNEL | UGPU_BO_LATE_RESTORE | UGPU_BO_CONTIGUOUS,
-		.name = "svm",
+		.name = name,
 	};
+
+	return bo_create_kernel(sd->dev, &o, 0, bo);
+}
+
+/* Move @r (owned, R_CPU) into @sd's VRAM. */
+int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+{
 	uint64_t t0 = now_ns();
 	struct ugpu_bo *bo;
 	int ret;
 
-	ret = bo_create_kernel(sd->dev, &o, 0, &bo);
+	ret = range_bo_create(r, sd, "svm", &bo);
 	if (ret)
 		return ret;
 	ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
@@ -485,6 +511,95 @@ static int populate(struct svm *s, struct svm_range *r)
 	return 0;
 }
 
+/* populate() with @r marked populating: a fault on a page never touched
+ * gets a fresh page from the handler instead of being parked on the range
+ * we own. */
+static int populate_owned(struct svm *s, struct svm_range *r)
+{
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	r->populating = true;
+	pthread_mutex_unlock(&s->lock);
+	ret = populate(s, r);
+	pthread_mutex_lock(&s->lock);
+	r->populating = false;
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/*
+ * Read-mostly: give @sd's VRAM a copy of @r (owned, R_CPU) and keep the
+ * process's pages, write-protected with userfaultfd: CPU reads go on
+ * without a fault, a CPU write faults into us and waits until the copy is
+ * dropped (dup_drop()). Every page is made present first (write protection
+ * ignores pages never populated, Linux < 6.7 has no WP_UNPOPULATED), then
+ * protected, then copied: a store before the protection is copied, one
+ * after it waits. -EOPNOTSUPP where the memory was registered without
+ * write protection (the caller moves or maps it as usual).
+ */
+int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	struct ugpu_bo *bo;
+	char *vram;
+	int ret;
+
+	if (!s->have_wp)
+		return -EOPNOTSUPP;
+	ret = range_bo_create(r, sd, "svm-dup", &bo);
+	if (ret)
+		return ret;
+	ret = populate_owned(s, r);
+	while (!ret && (ret = uffd_wp(s->u, r->start, r->size, true)) == -EAGAIN &&
+	       now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+	if (ret) {
+		ugpu_bo_put(bo);
+		return ret == -EINVAL ? -EOPNOTSUPP : ret;
+	}
+	vram = (char *)sd->dev->vram + bo_vram_offset(bo);
+	for (uint64_t off = 0; off < r->size; off += SVM_4K)
+		copy_page(vram + off, (const char *)r->start + off);
+	r->bo = bo;
+	r->vram_at_ns = now_ns();
+	range_set(s, r, R_DUP, sd);
+	vram_ranges_inc(s, sd);
+	bo_mark_svm(bo);
+	pthread_mutex_lock(&s->lock);
+	sd->st.svm_device_copy_kb += r->size >> 10;
+	sd->st.svm_vram_bytes += r->size;
+	sd->st.svm_read_mostly_dup_count++;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/*
+ * Drop @r's (owned, R_DUP) VRAM copy: the GPU's maps go first (PTEs zapped,
+ * TLBs dropped: no kernel reads the copy afterwards), then the process's
+ * pages are writable again (which wakes a CPU store waiting on them). What
+ * a CPU write or a GPU write to read-mostly memory does: one copy again.
+ */
+void dup_drop(struct svm *s, struct svm_range *r)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	int ret;
+
+	range_unmap_gpu(s, r);
+	/* counted before the store it lets through: what that thread reads
+	 * next is consistent with the counters */
+	pthread_mutex_lock(&s->lock);
+	r->sd->st.svm_read_mostly_collapse_count++;
+	pthread_mutex_unlock(&s->lock);
+	while ((ret = uffd_wp(s->u, r->start, r->size, false)) == -EAGAIN && now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+	if (ret && ret != -ENOENT)
+		log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 "): lifting the write protection of a read-mostly range failed: %s",
+			r->start, r->size, ugpu_strerror(ret));
+	range_free_vram(s, r);
+	range_set(s, r, R_CPU, NULL);
+}
+
 /* Map @r (owned, R_CPU) for @sd's device where it is. */
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 {
@@ -496,13 +611,7 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	 * Populating memory never touched faults into our handler, which
 	 * must answer (a fresh page) instead of parking the fault on this
 	 * range we own: @populating says so. */
-	pthread_mutex_lock(&s->lock);
-	r->populating = true;
-	pthread_mutex_unlock(&s->lock);
-	ret = populate(s, r);
-	pthread_mutex_lock(&s->lock);
-	r->populating = false;
-	pthread_mutex_unlock(&s->lock);
+	ret = populate_owned(s, r);
 	if (ret)
 		return ret;
 	ret = dma_map(&sd->dev->dma, (void *)r->start, r->size, -1, 0,
@@ -525,22 +634,35 @@ void range_unmap_dma(struct svm *s, struct svm_range *r)
 	}
 }
 
-/* Map @r (owned, VRAM or in place) in @vm at its address. */
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm)
+/* Map @r (owned, VRAM or in place) in @vm at its address; @writable only
+ * where the process's mapping is. A map with the other writability goes
+ * first (an atomic-CPU span mapped read-only that a GPU write now needs). */
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable)
 {
 	unsigned int i;
 	int ret;
 
-	for (i = 0; i < r->nmaps; i++)
-		if (r->maps[i].vm == vm && r->maps[i].gpu_va == r->start)
+	writable = writable && r->writable && r->where != R_DUP; /* a copy is read-only */
+	for (i = 0; i < r->nmaps; i++) {
+		if (r->maps[i].vm != vm || r->maps[i].gpu_va != r->start)
+			continue;
+		if (r->maps[i].writable == writable)
 			return 0;
+		vm_svm_unmap(vm, r->start, r->size);
+		pthread_mutex_lock(&s->lock);
+		r->maps[i] = r->maps[--r->nmaps];
+		if (r->sd)
+			r->sd->st.svm_tlb_inval_count++;
+		pthread_mutex_unlock(&s->lock);
+		break;
+	}
 	if (r->nmaps == SVM_MAX_MAPS)
 		return -ENOSPC;
-	ret = vm_svm_map(vm, r->start, r->size, r->where == R_VRAM ? r->bo : NULL,
-			 r->where == R_VRAM ? 0 : r->iova, r->writable);
+	ret = vm_svm_map(vm, r->start, r->size, range_has_vram(r) ? r->bo : NULL,
+			 range_has_vram(r) ? 0 : r->iova, writable);
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
-		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start };
+		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable };
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;
@@ -551,7 +673,9 @@ void range_destroy(struct svm *s, struct svm_range *r)
 {
 	range_unmap_gpu(s, r);
 	range_unmap_dma(s, r);
-	if (r->where == R_VRAM)
+	if (r->where == R_DUP)
+		uffd_wp(s->u, r->start, r->size, false); /* what the process still maps */
+	if (range_has_vram(r))
 		range_free_vram(s, r);
 	pthread_mutex_lock(&s->lock);
 	range_remove(s, r);
@@ -661,7 +785,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 		return -EBUSY;
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < s->n && !r; i++)
-		if (s->r[i]->bo == bo && s->r[i]->where == R_VRAM)
+		if (s->r[i]->bo == bo && range_has_vram(s->r[i]))
 			r = s->r[i];
 	if (!r || r->busy || r->gc_pending || s->forking) {
 		pthread_mutex_unlock(&s->lock);
@@ -680,7 +804,11 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 		r->sd->st.svm_tlb_inval_count++;
 		pthread_mutex_unlock(&s->lock);
 	}
-	ret = r->nmaps ? -EBUSY : range_copy_back(s, r, 0, r->size, r->start);
+	/* a read-mostly copy has nothing to copy back: the process's pages
+	 * only become writable again */
+	ret = r->nmaps ? -EBUSY
+	      : r->where == R_DUP ? uffd_wp(s->u, r->start, r->size, false)
+				  : range_copy_back(s, r, 0, r->size, r->start);
 	start = r->start;
 	size = r->size;
 	pthread_mutex_lock(&s->lock);

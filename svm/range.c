@@ -372,8 +372,8 @@ int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
 }
 
 /* The first range starting in [lo, hi) for which @want(r, @arg) holds,
- * owned (after waiting for its owner if it had one), or NULL when none is
- * left. */
+ * owned (after waiting for its owner if it had one, and asking @want again
+ * once owned), or NULL when none is left. */
 struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi,
 				   bool (*want)(const struct svm_range *, const void *), const void *arg)
 {
@@ -389,13 +389,25 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi,
 			pthread_mutex_unlock(&s->lock);
 			continue;
 		}
+		if (r && !want(r, arg)) {
+			/* its owner meanwhile changed what we chose it for (two
+			 * prefetches to system memory: the second found the
+			 * range back already, and brought back a range in no
+			 * VRAM: a crash the prefetch race test found) */
+			uint64_t start = r->start, size = r->size;
+
+			range_release(s, r);
+			pthread_mutex_unlock(&s->lock);
+			uffd_wake(s->u, start, size);
+			continue;
+		}
 		pthread_mutex_unlock(&s->lock);
 		return r;
 	}
 }
 
-/* own_first() filter: @r is in @sd's VRAM. */
+/* own_first() filter: @r is in @sd's VRAM (or has a read-mostly copy there). */
 bool in_vram_of(const struct svm_range *r, const void *sd)
 {
-	return r->where == R_VRAM && r->sd == sd;
+	return range_has_vram(r) && r->sd == sd;
 }

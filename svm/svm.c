@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
 #include "base/stats.h"
@@ -140,6 +141,7 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 	s->ctx = ctx;
 	s->pagemap_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->staging_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cond, &ca);
@@ -195,13 +197,15 @@ static void svm_free(struct svm *s)
 		close(s->pagemap_fd);
 	free(s->r);
 	free(s->reg);
+	free(s->as);
 	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->staging_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
 /* Until the collections queued so far ran. No lock held. */
-static void gc_wait(struct svm *s)
+void gc_wait(struct svm *s)
 {
 	pthread_mutex_lock(&s->lock);
 	while (s->gc_inflight && s->worker_up)
@@ -391,6 +395,19 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 	bool short_of_vram = false;
 	int ret = 0;
 
+	/* What the process unmapped or freed before this call is seen so
+	 * (as for a kernel's submission, ops_sync()): an unmap whose event
+	 * was read but not handled yet left its old range in place, and the
+	 * prefetch moved the new mapping's pages into it, which the late
+	 * collection then dropped (found by test_svm_policy's prefetch race:
+	 * a whole 2 MiB buffer read back as zeroes). */
+	uffd_sync(s->u);
+	gc_wait(s);
+	pthread_mutex_lock(&s->lock);
+	/* the query's last prefetch location (not policy: nothing to
+	 * invalidate); no memory for it only loses that record */
+	attr_set_prefetch_locked(s, va, end, to_vram ? UGPU_SVM_LOC_DEVICE : UGPU_SVM_LOC_SYSTEM);
+	pthread_mutex_unlock(&s->lock);
 	if (!to_vram) {
 		struct svm_range *r;
 
@@ -408,12 +425,12 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 		uint64_t next;
 		struct svm_range *r;
 
-		ret = serve(s, &f, true, &next);
+		ret = serve(s, &f, SERVE_PREFETCH, &next);
 		if (ret)
 			break;
 		pthread_mutex_lock(&s->lock);
 		r = range_find(s, va);
-		short_of_vram |= r && r->where != R_VRAM && r->writable && !r->in_place_only;
+		short_of_vram |= r && !range_has_vram(r) && r->writable && !r->in_place_only;
 		pthread_mutex_unlock(&s->lock);
 		va = next > va ? next : va + SVM_4K;
 		if (va - start >= note && end - start > SVM_PREFETCH_NOTE) {
@@ -465,6 +482,7 @@ static void ops_sync(void *arg)
 
 	uffd_sync(s->u); /* events already read are marked and queued */
 	gc_wait(s);
+	rearm_all(s); /* atomic-CPU spans: device atomics fault again */
 }
 
 /* Host suspend starts (struct bo_svm_ops): every range in @dev's VRAM
@@ -535,6 +553,7 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 		return -ENOMEM;
 	sd->dev = dev;
 	sd->st.size = sizeof(sd->st);
+	tuning_default(&sd->tune);
 	pthread_mutex_lock(&g_svm_lock);
 	if (!g_svm)
 		g_svm = svm_new(dev->ctx);
@@ -544,6 +563,22 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&g_svm->lock);
+	{
+		uint64_t used = 0;
+
+		list_for_each(l, &g_svm->devs)
+			used |= 1ull << list_entry(l, struct svm_dev, link)->id;
+		while (sd->id < SVM_MAX_DEVS && (used & (1ull << sd->id)))
+			sd->id++;
+	}
+	if (sd->id == SVM_MAX_DEVS) {
+		pthread_mutex_unlock(&g_svm->lock);
+		pthread_mutex_unlock(&g_svm_lock);
+		log_err(dev->ctx, "svm: more than %d devices: %s gets no shared virtual memory",
+			SVM_MAX_DEVS, dev->name);
+		free(sd);
+		return 0;
+	}
 	list_add_tail(&g_svm->devs, &sd->link);
 	g_svm->ndevs++;
 	pthread_mutex_unlock(&g_svm->lock);
@@ -634,7 +669,7 @@ static void svm_down(struct ugpu_device *dev)
 		if (!r)
 			break;
 		range_unmap_vms(s, r, on_dev, dev);
-		if (r->where == R_VRAM && r->sd == sd && range_to_cpu_must(s, r) == -EAGAIN) {
+		if (range_has_vram(r) && r->sd == sd && range_to_cpu_must(s, r) == -EAGAIN) {
 			/* the process moved or freed it meanwhile: its
 			 * collection takes it out of VRAM, then look again */
 			range_done(s, r);

@@ -11,10 +11,13 @@
  * Files: svm.c the process-wide state, fork, the ops mm/ calls, the
  * device's step and the public API; range.c the ranges and the process's
  * memory; migrate.c moving a range and collecting dropped ones; fault.c
- * the worker thread; handler.c the userfaultfd handler thread.
+ * the worker thread; handler.c the userfaultfd handler thread; policy.c
+ * the advice (ugpu_svm_advise(), ugpu_svm_query()); prefetch.c the
+ * asynchronous prefetch.
  *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
- * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
+ * (under svm->lock, waited on with svm->cond) → svm->staging_lock (a move
+ * through the staging area) → VM and BO manager locks
  * (mm/) → svm->lock (only briefly, never across a copy, an ioctl that
  * waits, or a call into mm/). The userfaultfd handler thread never waits:
  * it answers at once, parks the faulting thread (no wake) or queues work.
@@ -26,6 +29,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <ugpu/svm.h>
 
 #include "base/list.h"
 #include "mm/uffd.h"
@@ -66,26 +71,64 @@
 
 #define SVM_MAX_MAPS 8
 
+/* Devices attached at once (an svm_dev's id is a bit in accessed-by masks). */
+#define SVM_MAX_DEVS 64
+
+/*
+ * struct svm_attrs - the advice on a span of the process's memory
+ * (ugpu_svm_advise(), include/ugpu/svm.h; docs/svm.md, "Policy").
+ * @pref: SVM_PREF_DEFAULT (the faulting device's VRAM), SVM_PREF_SYSTEM,
+ *        or the id of the svm_dev meant.
+ * @migration, @atomic: enum ugpu_svm_migration / ugpu_svm_atomic.
+ * @read_mostly: GPU reads get a copy in VRAM, the CPU keeps its pages.
+ * @accessed_by: bit per svm_dev id: that device maps the pages where they
+ *        are and never moves them on its faults.
+ * @last_prefetch: enum ugpu_svm_loc (not policy: a range may cross it).
+ */
+#define SVM_PREF_DEFAULT (-1)
+#define SVM_PREF_SYSTEM (-2)
+struct svm_attrs {
+	int pref;
+	uint8_t migration, atomic;
+	bool read_mostly;
+	uint64_t accessed_by;
+	uint8_t last_prefetch;
+};
+
+/* [start, end) with advice other than the defaults; svm->as is sorted,
+ * disjoint, and neighbours with equal advice are merged. */
+struct attr_span {
+	uint64_t start, end;
+	struct svm_attrs a;
+};
+
 enum where {
 	R_CPU = 0, /* in process memory; the GPU maps nothing */
 	R_INPLACE, /* in process memory, mapped for the device (DMA) */
 	R_VRAM, /* in a device's VRAM; the CPU's pages are gone */
+	R_DUP, /* read-mostly: in the process (pages write-protected) and a
+		* copy in a device's VRAM (@bo), mapped read-only */
 };
 
 /* One device attached (the "svm" bring-up step), with its counters. */
 struct svm_dev {
 	struct list_link link; /* svm->devs */
 	struct ugpu_device *dev;
+	unsigned int id; /* < SVM_MAX_DEVS, unique among attached devices */
 	struct ugpu_svm_stats st;
 	uint64_t vram_ranges; /* ranges in its VRAM: a runtime-PM reference while > 0 */
 	bool rpm_held;
 	uint64_t active_ns; /* the last GPU fault served for it */
+	uint64_t denied_log_ns; /* the last atomic refused by policy, logged */
+	struct ugpu_svm_tuning tune; /* ugpu_svm_set_tuning() */
 };
 
 /* Where a range is mapped in a VM (its PTEs). */
 struct svm_map {
 	struct ugpu_vm *vm;
 	uint64_t gpu_va;
+	bool writable; /* its PTEs are (an atomic-CPU span maps read-only
+			* until a GPU write asks: atomics then fault) */
 };
 
 /*
@@ -107,14 +150,30 @@ struct svm_range {
 	bool in_place_only; /* shared memory: other mappings see these pages */
 	bool populating; /* its owner makes its pages present (R_CPU): a
 			  * fault there gets a fresh page, it is not parked */
+	bool advised_in_place; /* R_INPLACE because advice (or a pin) said so */
+	/* Thrashing (owner only, svm/fault.c): migrations counted since
+	 * @thr_first_ns; throttled once (held in VRAM @hold_ms after it
+	 * arrives); pinned to system memory until @pinned_until_ns. */
+	uint32_t thr_events;
+	bool throttled;
+	uint32_t hold_ms;
+	uint64_t thr_first_ns, pinned_until_ns;
+	bool rearm; /* atomic policy CPU, mapped writable for a GPU write: its
+		     * maps go before the next kernel is submitted */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
-	struct ugpu_bo *bo; /* R_VRAM: contiguous VRAM */
+	struct ugpu_bo *bo; /* R_VRAM, R_DUP: contiguous VRAM */
 	uint64_t iova; /* R_INPLACE: its DMA address on sd's device */
 	uint64_t vram_at_ns;
 	struct svm_map maps[SVM_MAX_MAPS];
 	unsigned int nmaps;
 };
+
+/* @r holds VRAM (@bo): its only copy, or a read-mostly one. */
+static inline bool range_has_vram(const struct svm_range *r)
+{
+	return r->where == R_VRAM || r->where == R_DUP;
+}
 
 enum work_kind { W_FAULTS, W_BACK, W_GC, W_PUT };
 enum gc_kind { GC_UNMAP, GC_REMOVE, GC_REMAP };
@@ -161,6 +220,12 @@ struct svm {
 	uint64_t features;
 	bool have_move, have_wp;
 	uintptr_t staging; /* SVM_2M, registered: where UFFDIO_MOVE puts pages */
+	/* One move into VRAM at a time uses @staging (the worker, and
+	 * prefetches on their callers' threads: two moves into the same
+	 * area lost a range's pages, found by test_svm_policy's prefetch
+	 * race). Taken by a range's owner, @lock not held, never the other
+	 * way round. */
+	pthread_mutex_t staging_lock;
 	int pagemap_fd;
 
 	struct list_link work; /* GC items first */
@@ -179,6 +244,11 @@ struct svm {
 	 * the process's mappings with the lock dropped is decided again when
 	 * it changed meanwhile (mmu_interval_read_retry's rule). */
 	uint64_t event_seq;
+
+	/* Advice (svm/policy.c): sorted, disjoint, merged spans. */
+	struct attr_span *as;
+	size_t nas;
+	unsigned int nrearm; /* ranges with @rearm set */
 };
 
 /* One line of /proc/self/maps. */
@@ -225,12 +295,22 @@ int range_to_cpu(struct svm *s, struct svm_range *r);
 int range_to_cpu_must(struct svm *s, struct svm_range *r);
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+void dup_drop(struct svm *s, struct svm_range *r);
 void range_unmap_dma(struct svm *s, struct svm_range *r);
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm);
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
 void range_destroy(struct svm *s, struct svm_range *r);
 void gc_item_done_locked(struct svm *s, const struct svm_work *w);
 bool remap_pending_locked(struct svm *s, uint64_t addr);
 void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to);
+
+/* svm/policy.c */
+bool svm_span_ok(const struct ugpu_vm *vm, uint64_t va, uint64_t bytes);
+void attr_get_locked(struct svm *s, uint64_t addr, struct svm_attrs *a, uint64_t *end);
+bool attr_uniform_locked(struct svm *s, uint64_t start, uint64_t end);
+void attr_reset_locked(struct svm *s, uint64_t start, uint64_t end);
+int attr_set_prefetch_locked(struct svm *s, uint64_t start, uint64_t end, uint8_t loc);
+void rearm_all(struct svm *s);
 
 /* svm/handler.c: what the userfaultfd handler thread does with each message */
 extern const struct uffd_owner_ops svm_uffd_ops;
@@ -239,8 +319,15 @@ int svm_evict(void *arg, struct ugpu_bo *bo);
 void evicted_put(struct svm *s, struct svm_work *w);
 
 /* svm/fault.c */
-int serve(struct svm *s, const struct vm_fault *f, bool prefetch, uint64_t *end);
+enum serve_why {
+	SERVE_FAULT, /* a GPU fault */
+	SERVE_PREFETCH, /* ugpu_vm_prefetch() */
+	SERVE_FAULT_PREFETCH, /* the fault prefetcher: the rest of a 2 MiB block */
+};
+int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t *end);
+void tuning_default(struct ugpu_svm_tuning *t);
 void work_queue(struct svm *s, struct svm_work *w);
+void gc_wait(struct svm *s);
 void *worker_main(void *arg);
 
 #endif

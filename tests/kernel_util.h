@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * One GPU kernel, run to its end: the tests' way to make a device touch
- * memory (include/ugpu/vm.h). Public API only.
+ * memory (include/ugpu/vm.h); and the memory they run on. Public API only.
  */
 #ifndef UGPU_TESTS_KERNEL_UTIL_H
 #define UGPU_TESTS_KERNEL_UTIL_H
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <ugpu/vm.h>
 
@@ -29,6 +32,27 @@ static inline int run_kernel(struct ugpu_queue *q, enum ugpu_kernel_op op, const
 	if (!ret)
 		ret = ugpu_fence_wait(q, fence, wait_ms, r);
 	return ret ? ret : r->status;
+}
+
+/* Exactly [a, a + @bytes) of private anonymous memory, @a aligned to
+ * @align (a power of two): the memory shared virtual memory's tests run
+ * kernels on. Aborts when the process has no address space left. */
+static inline void *map_anon(size_t bytes, size_t align)
+{
+	size_t len = bytes + align;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	if (p == MAP_FAILED) {
+		perror("map_anon");
+		abort();
+	}
+	a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	if ((uintptr_t)p + len > a + bytes)
+		munmap((void *)(a + bytes), (uintptr_t)p + len - (a + bytes));
+	return (void *)a;
 }
 
 #endif

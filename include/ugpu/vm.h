@@ -395,6 +395,24 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  * @svm_idle_release_count: ranges brought back into the process because
  *          they alone kept the device awake past its autosuspend delay
  *          (runtime PM allowed): the device may then sleep, D3cold included.
+ * @svm_advise_count: ugpu_svm_advise() calls that changed the advice (one
+ *          that sets the value already there is not counted).
+ * @svm_advise_inval_count: ranges whose GPU maps a change of advice
+ *          dropped (or that went whole, straddling the edge of a change).
+ * @svm_atomic_denied_count: device atomics refused by the atomic policy
+ *          UGPU_SVM_ATOMIC_CPU (include/ugpu/svm.h): kernels aborted with
+ *          -EACCES.
+ * @svm_read_mostly_dup_count: read-mostly ranges given a copy in VRAM
+ *          (the process keeping its pages, write-protected).
+ * @svm_read_mostly_collapse_count: such copies dropped: a CPU write, a GPU
+ *          write or atomic, advice, eviction or the device going.
+ * @svm_thrash_detect_count: times a range was found thrashing (struct
+ *          ugpu_svm_tuning); @svm_thrash_throttle_count: of them, throttled
+ *          (held in VRAM longer); @svm_thrash_pin_count: pinned to system
+ *          memory; @svm_thrash_in_place_count: GPU faults served in place
+ *          because their range was pinned.
+ * @svm_fault_prefetch_count: 64 KiB ranges moved to VRAM by the fault
+ *          prefetcher (the rest of a mostly-faulted 2 MiB block).
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -413,6 +431,12 @@ struct ugpu_svm_stats {
 	uint64_t svm_evict_count;
 	uint64_t svm_idle_release_count;
 	uint64_t svm_prefetch_count;
+	uint64_t svm_advise_count, svm_advise_inval_count;
+	uint64_t svm_atomic_denied_count;
+	uint64_t svm_read_mostly_dup_count, svm_read_mostly_collapse_count;
+	uint64_t svm_thrash_detect_count, svm_thrash_throttle_count, svm_thrash_pin_count;
+	uint64_t svm_thrash_in_place_count;
+	uint64_t svm_fault_prefetch_count;
 };
 
 /**

@@ -60,7 +60,7 @@ done
 for c in list bind unbind suspend resume unplug status stats clients kill; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
-for c in all buddy copy exec suspend rpm svm p2p uffd daemon; do
+for c in all buddy copy exec suspend rpm svm svm-prefetch p2p uffd daemon; do
 	help_version "ugpu-bench $c" "$B/ugpu-bench" $c
 done
 # defaults are in the usage
@@ -112,6 +112,7 @@ bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer
 bad_number "ROUNDS: 'many' is not a number" "$B/ugpu-bench" rpm 8 many
 bad_number "unknown placement .sideways." "$B/ugpu-bench" rpm 8 2 0 sideways
 bad_number "--mib: 65 is odd" "$B/ugpu-bench" svm --mib 65
+bad_number "--mib: 3 is odd" "$B/ugpu-bench" svm-prefetch --mib 3
 bad_number "N \(mappings\): '1' is too small" "$B/ugpu-bench" uffd 1
 
 # sizes with suffixes are accepted as documented: 1T starts (sparse memfd)

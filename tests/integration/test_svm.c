@@ -125,22 +125,6 @@ static struct ugpu_svm_stats stats(struct svm_fx *s)
 	return st;
 }
 
-static void *map_anon(size_t bytes, size_t align)
-{
-	size_t len = bytes + align;
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uintptr_t a;
-
-	assert_true(p != MAP_FAILED);
-	a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-	/* trim to exactly [a, a + bytes) */
-	if (a > (uintptr_t)p)
-		munmap(p, a - (uintptr_t)p);
-	if ((uintptr_t)p + len > a + bytes)
-		munmap((void *)(a + bytes), (uintptr_t)p + len - (a + bytes));
-	return (void *)a;
-}
-
 /* 4 MiB of malloc-like memory: two 2 MiB ranges go to VRAM on the GPU's
  * first touch; the CPU reads them back byte-exact; GPU writes land. */
 static void test_gpu_reads_and_writes_process_memory(void **state)

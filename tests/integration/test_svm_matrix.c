@@ -1741,14 +1741,10 @@ static const char *const findings[] = {
 	"mmap-mlock",
 	"stack-mlock",
 	"bss-mlock",
-	/* FINDING (open; a write to a range made read-only is now aborted, but
-	 * this mremap'd case still never ends): a GPU write to read-only
-	 * private anonymous memory (mprotect
-	 * PROT_READ before any GPU touch; the read was served in place) is not
-	 * aborted with -EFAULT as docs/svm.md's table says ("in place,
-	 * read-only (a GPU write aborts the kernel)"): the kernel never
-	 * completes (fence wait -ETIMEDOUT after 30 s). */
-	"mmap-mremap-read-only",
+	/* (fixed: mmap-mremap-read-only, a GPU write to memory that was
+	 * read-only when the GPU first read it, never ended: serve() went to
+	 * its exit, which takes svm->lock, with the lock held: the worker
+	 * deadlocked on itself.) */
 };
 
 #if defined(__SANITIZE_THREAD__)

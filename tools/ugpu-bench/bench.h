@@ -2,6 +2,7 @@
 #ifndef UGPU_BENCH_H
 #define UGPU_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -25,6 +26,28 @@ static inline int bench_cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Bytes over nanoseconds: GB/s (0 for no time). */
+static inline double bench_gbps(uint64_t bytes, uint64_t ns)
+{
+	return ns ? (double)bytes / (double)ns : 0.0;
+}
+
+/* Shared virtual memory's benchmarks (bench_svm.c): @bytes of anonymous
+ * memory aligned to 2 MiB (NULL when there is none), and the best of three
+ * memcpy()s of @bytes between populated buffers (0 when it failed). */
+void *bench_map_2m(size_t bytes);
+struct bench_mirror {
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	bool awake;
+};
+int bench_mirror_open(struct bench_mirror *m, uint64_t bytes, const char *name);
+void bench_mirror_close(struct bench_mirror *m);
+uint64_t bench_memcpy_ns(size_t bytes);
+
 /* Each benchmark: argv[0] is its name; returns 0 or non-zero on failure. */
 int bench_buddy(int argc, char **argv);
 int bench_copy(int argc, char **argv);
@@ -33,6 +56,7 @@ int bench_suspend(int argc, char **argv);
 int bench_rpm(int argc, char **argv);
 int bench_svm(int argc, char **argv);
 int bench_p2p(int argc, char **argv);
+int bench_svm_prefetch(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
 /* Not a benchmark: draws one's JSON lines (bench_plot.c). */
 int bench_plot(int argc, char **argv);

@@ -48,16 +48,7 @@
 /* Longer than SVM's timeslice (5 ms): a CPU touch sooner would wait it out. */
 #define AFTER_TIMESLICE_NS 20000000ull
 
-struct sb {
-	struct ugpu_device *dev;
-	struct ugpu_vm *vm;
-	struct ugpu_queue *q;
-};
-
-static double gbps(uint64_t bytes, uint64_t ns)
-{
-	return ns ? (double)bytes / (double)ns : 0.0; /* bytes per ns == GB/s */
-}
+#define sb bench_mirror
 
 static int run_kernel(struct sb *b, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
 		      uint64_t value, uint64_t *sum, uint64_t *ns)
@@ -87,8 +78,7 @@ static int svm_stats(struct sb *b, struct ugpu_svm_stats *st)
 	return ugpu_device_svm_stats(b->dev, st);
 }
 
-/* @bytes of anonymous memory aligned to 2 MiB, or NULL. */
-static void *map_aligned(size_t bytes)
+void *bench_map_2m(size_t bytes)
 {
 	size_t len = bytes + 2 * MIB;
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -104,18 +94,7 @@ static void *map_aligned(size_t bytes)
 	return (void *)a;
 }
 
-static uint64_t fill(uint64_t *w, size_t bytes, uint64_t seed)
-{
-	uint64_t sum = 0;
-
-	for (size_t i = 0; i < bytes / 8; i++) {
-		w[i] = seed * 0x9e3779b97f4a7c15ull + i;
-		sum += w[i];
-	}
-	return sum;
-}
-
-static uint64_t memcpy_ns(size_t bytes)
+uint64_t bench_memcpy_ns(size_t bytes)
 {
 	char *src = malloc(bytes), *dst = malloc(bytes);
 	uint64_t best = UINT64_MAX;
@@ -140,6 +119,17 @@ static uint64_t memcpy_ns(size_t bytes)
 	free(src);
 	free(dst);
 	return best;
+}
+
+static uint64_t fill(uint64_t *w, size_t bytes, uint64_t seed)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < bytes / 8; i++) {
+		w[i] = seed * 0x9e3779b97f4a7c15ull + i;
+		sum += w[i];
+	}
+	return sum;
 }
 
 /*
@@ -206,7 +196,7 @@ static int fault_pass(struct sb *b, uint64_t *w, size_t bytes, uint64_t seed, ui
 static int bench_big(struct sb *b, size_t mib, const char *gpu_case, const char *cpu_case)
 {
 	size_t bytes = mib * MIB;
-	uint64_t *w = map_aligned(bytes);
+	uint64_t *w = bench_map_2m(bytes);
 	uint64_t ns[2], mig_us, copy_ns;
 	int ret;
 
@@ -215,13 +205,13 @@ static int bench_big(struct sb *b, size_t mib, const char *gpu_case, const char 
 	ret = fault_pass(b, w, bytes, 1, ns, &mig_us); /* warm-up */
 	if (!ret)
 		ret = fault_pass(b, w, bytes, 2, ns, &mig_us);
-	copy_ns = ret ? 0 : memcpy_ns(bytes);
+	copy_ns = ret ? 0 : bench_memcpy_ns(bytes);
 	if (!ret) {
 		printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"migrate_gbps\":%.2f,\"memcpy_gbps\":%.2f}\n",
-		       gpu_case, mib, gbps(bytes, ns[0]), gbps(bytes, mig_us * 1000), gbps(bytes, copy_ns));
+		       gpu_case, mib, bench_gbps(bytes, ns[0]), bench_gbps(bytes, mig_us * 1000), bench_gbps(bytes, copy_ns));
 		if (cpu_case)
 			printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"memcpy_gbps\":%.2f}\n",
-			       cpu_case, mib, gbps(bytes, ns[1]), gbps(bytes, copy_ns));
+			       cpu_case, mib, bench_gbps(bytes, ns[1]), bench_gbps(bytes, copy_ns));
 		fflush(stdout);
 	}
 	munmap(w, bytes);
@@ -359,16 +349,62 @@ out:
 	return ret;
 }
 
-int bench_svm(int argc, char **argv)
+/*
+ * The reference device in this process with a mirror VM over the whole
+ * address space and a queue on it, awake for the whole run (this measures
+ * shared virtual memory, not wakes); VRAM for @bytes at once plus the
+ * driver's own objects. Shared with bench_svm_prefetch.c.
+ */
+int bench_mirror_open(struct bench_mirror *m, uint64_t bytes, const char *name)
 {
 	struct ugpu_context_opts co = { .size = sizeof(co), .log_level = UGPU_LOG_ERROR };
 	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
 				   .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
-				   .name = "bench-svm" };
-	struct ugpu_context *ctx = NULL;
-	struct sim *sim = NULL;
-	struct sb b = { 0 };
+				   .name = name };
 	struct sim_opts so;
+	char uri[256];
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	sim_opts_init(&so);
+	so.vram_size = 64 * MIB;
+	while (so.vram_size < bytes + 64 * MIB)
+		so.vram_size *= 2;
+	ret = sim_start(&so, &m->sim);
+	if (!ret)
+		ret = ugpu_context_create(&co, &m->ctx);
+	if (!ret) {
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(m->sim, 0));
+		ret = ugpu_device_open(m->ctx, uri, &m->dev);
+	}
+	if (!ret)
+		ret = ugpu_device_rpm_get(m->dev);
+	if (!ret)
+		m->awake = true;
+	if (!ret)
+		ret = ugpu_vm_create(m->dev, &vo, &m->vm);
+	if (!ret)
+		ret = ugpu_queue_create(m->vm, NULL, &m->q);
+	if (ret)
+		bench_mirror_close(m);
+	return ret;
+}
+
+void bench_mirror_close(struct bench_mirror *m)
+{
+	ugpu_queue_destroy(m->q);
+	ugpu_vm_destroy(m->vm);
+	if (m->awake)
+		ugpu_device_rpm_put(m->dev);
+	ugpu_device_close(m->dev);
+	ugpu_context_destroy(m->ctx);
+	sim_stop(m->sim);
+	memset(m, 0, sizeof(*m));
+}
+
+int bench_svm(int argc, char **argv)
+{
+	struct sb b = { 0 };
 	uint64_t mib_opt = 256, n_opt = 1000;
 	const struct cli_opt opts[] = {
 		{ .name = "mib", .kind = CLI_UINT, .dst = &mib_opt, .arg = "N",
@@ -382,7 +418,6 @@ int bench_svm(int argc, char **argv)
 		.summary = "shared virtual memory: GPU faults into VRAM, CPU touches back vs memcpy and raw uffd",
 		.opts = opts };
 	size_t mib, n;
-	char uri[256];
 	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
 	if (ret != CLI_CONTINUE)
@@ -392,28 +427,10 @@ int bench_svm(int argc, char **argv)
 				       mib_opt);
 	mib = (size_t)mib_opt;
 	n = (size_t)n_opt;
-	sim_opts_init(&so);
-	/* VRAM for every range at once, plus the driver's own objects. */
-	so.vram_size = 64 * MIB;
-	while (so.vram_size < mib * MIB + 64 * MIB)
-		so.vram_size *= 2;
-	ret = sim_start(&so, &sim);
-	if (!ret)
-		ret = ugpu_context_create(&co, &ctx);
-	if (!ret) {
-		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(sim, 0));
-		ret = ugpu_device_open(ctx, uri, &b.dev);
-	}
-	/* The device stays awake: this measures SVM, not wakes. */
-	if (!ret)
-		ret = ugpu_device_rpm_get(b.dev);
-	if (!ret)
-		ret = ugpu_vm_create(b.dev, &vo, &b.vm);
-	if (!ret)
-		ret = ugpu_queue_create(b.vm, NULL, &b.q);
+	ret = bench_mirror_open(&b, mib * MIB, "bench-svm");
 	if (ret) {
 		fprintf(stderr, "ugpu-bench svm: setup failed: %s\n", ugpu_strerror(ret));
-		goto out;
+		return 1;
 	}
 	ret = bench_big(&b, mib, "gpu_fault_2m", "cpu_fault_2m");
 	if (!ret)
@@ -424,13 +441,6 @@ int bench_svm(int argc, char **argv)
 		ret = bench_gpu_4k(&b, n);
 	if (ret)
 		fprintf(stderr, "ugpu-bench svm: %s\n", ugpu_strerror(ret));
-out:
-	ugpu_queue_destroy(b.q);
-	ugpu_vm_destroy(b.vm);
-	if (b.dev)
-		ugpu_device_rpm_put(b.dev);
-	ugpu_device_close(b.dev);
-	ugpu_context_destroy(ctx);
-	sim_stop(sim);
+	bench_mirror_close(&b);
 	return ret ? 1 : 0;
 }

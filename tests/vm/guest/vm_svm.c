@@ -46,21 +46,6 @@ static struct ugpu_svm_stats stats(void)
 	return st;
 }
 
-/* @bytes of private anonymous memory aligned to @align. */
-static uint64_t *map_anon(uint64_t bytes, uint64_t align)
-{
-	char *p = mmap(NULL, bytes + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-	uintptr_t a;
-
-	VM_REQUIRE(p != MAP_FAILED, "mmap %llu bytes", (unsigned long long)bytes);
-	a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-	if (a > (uintptr_t)p)
-		munmap(p, a - (uintptr_t)p);
-	munmap((void *)(a + bytes), (uintptr_t)p + bytes + align - (a + bytes));
-	return (uint64_t *)a;
-}
-
 static uint64_t count_wrong(const uint64_t *w, uint64_t words, uint64_t seed, uint64_t add)
 {
 	uint64_t bad = 0;
