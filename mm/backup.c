@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@
 #include "mm/backup_track.h"
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
+#include "mm/spill.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
 #include "src/suspend.h"
@@ -36,15 +39,59 @@ static bool is_early(const struct ugpu_bo *bo)
 	return (bo->flags & UGPU_BO_KERNEL) && !(bo->flags & UGPU_BO_LATE_RESTORE);
 }
 
+/* @bo's backup left the spill file (freed, or read back into memory): the
+ * last one out closes the file, which removes it. */
+static void spill_put_locked(struct bo_mgr *m, struct ugpu_bo *bo)
+{
+	bo->spilled = false;
+	if (!--m->spill_bos) {
+		spill_close(m->spill);
+		m->spill = NULL;
+	}
+}
+
+void bo_backup_free_locked(struct ugpu_device *dev, struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	if (bo->backup.mem.fd >= 0)
+		m->backup_mem -= bo->backup.mem.size;
+	bo_sys_free(dev, &bo->backup);
+	if (bo->spilled)
+		spill_put_locked(m, bo);
+	track_free(bo->track);
+	bo->track = NULL;
+	bo->backup_prepared = bo->backup_valid = false;
+}
+
 void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo)
 {
 	/* CPU stores need no tracking any more: lift the protection. */
 	if (bo->track && bo->map)
 		cpu_map_wp_stop(bo->map, NULL, NULL);
-	bo_sys_free(dev, &bo->backup);
-	track_free(bo->track);
-	bo->track = NULL;
-	bo->backup_prepared = bo->backup_valid = false;
+	bo_backup_free_locked(dev, bo);
+}
+
+int bo_backup_unspill_locked(struct ugpu_device *dev, struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_sys sys;
+	int ret;
+
+	if (!bo->spilled)
+		return 0;
+	ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &sys);
+	if (ret)
+		return ret;
+	ret = spill_load(m->spill, bo, sys.mem.vaddr);
+	if (ret) {
+		bo_sys_free(dev, &sys);
+		return ret;
+	}
+	spill_put_locked(m, bo);
+	bo->backup = sys;
+	m->backup_mem += sys.mem.size;
+	return 0;
 }
 
 void bo_backup_dirty_locked(struct ugpu_bo *bo, uint64_t off, uint64_t len)
@@ -61,20 +108,74 @@ static void unprepare_locked(struct bo_mgr *m)
 	m->pm_state = BO_PM_ACTIVE;
 }
 
+/* The engine of the spill passes: the first blitter, or the CPU engine. */
+static struct engine *spill_engine(struct ugpu_device *dev, bool force_cpu)
+{
+	return force_cpu || !dev->copy[0] ? dev->cpu : dev->copy[0];
+}
+
+/*
+ * @bo's backup goes to the spill file in @dir (opened on the first one):
+ * a region of it reserved. Manager lock held.
+ */
+static int backup_spill_locked(struct bo_mgr *m, struct ugpu_bo *bo, const char *dir)
+{
+	int ret;
+
+	if (!m->spill) {
+		ret = spill_open(m->dev, dir, &m->spill);
+		if (ret)
+			return ret;
+	}
+	ret = spill_reserve(m->spill, bo->name, bo->size, &bo->spill_off);
+	if (ret) {
+		if (!m->spill_bos) {
+			spill_close(m->spill);
+			m->spill = NULL;
+		}
+		return ret;
+	}
+	bo->spilled = true;
+	m->spill_bos++;
+	log_dbg(m->dev->ctx, "%s: the backup of BO '%s' (%" PRIu64 " bytes) goes to the spill file",
+		m->dev->name, bo->name, bo->size);
+	return 0;
+}
+
 /*
  * Allocate @bo's backup and its track and, with @populate, fill it with the
  * blitter and hash it (outside the window: prepare). Without @populate the
- * track asks for a whole copy. Manager lock held.
+ * track asks for a whole copy. The backup goes to the spill file instead
+ * when spill is on (ugpu_pm_opts.spill_dir) and it would not fit under the
+ * memory limit or its memory cannot be had (kernel BOs never: the CPU
+ * restores the early ones before the engines exist, and all are small).
+ * *@spilled: bytes prepare wrote to the spill file. Manager lock held.
  */
-static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool populate)
+static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool populate,
+			      uint64_t *spilled)
 {
 	struct engine *e = device_copy_engine(dev);
-	uint64_t fence = 0;
+	struct bo_mgr *m = dev->bo_mgr;
+	char dir[PATH_MAX];
+	uint64_t fence = 0, limit;
+	bool can_spill;
 	int ret;
 
-	ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
+	pm_spill_config(dev, dir, sizeof(dir), &limit);
+	can_spill = dir[0] && !(bo->flags & UGPU_BO_KERNEL);
+	if (can_spill && limit && m->backup_mem + bo->size > limit)
+		ret = backup_spill_locked(m, bo, dir);
+	else
+		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
+	if (ret && ret != -ENODEV && can_spill && !bo->spilled) {
+		log_info(dev->ctx, "%s: no memory for the backup of BO '%s' (%s): spilling it",
+			 dev->name, bo->name, ugpu_strerror(ret));
+		ret = backup_spill_locked(m, bo, dir);
+	}
 	if (ret)
 		return ret;
+	if (!bo->spilled)
+		m->backup_mem += bo->backup.mem.size;
 	bo->track = track_new(bo->size);
 	if (!bo->track) {
 		bo_backup_drop(dev, bo);
@@ -89,6 +190,20 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	 * finds out and the BO is copied whole. */
 	if (bo->map)
 		cpu_map_wp_start(bo->map, BACKUP_CHUNK);
+	if (bo->spilled) {
+		struct spill_pieces p = { 0 };
+
+		ret = spill_pieces_add(&p, bo, 0, bo->size);
+		if (!ret)
+			ret = spill_save(m->spill, spill_engine(dev, false), p.v, p.n, spilled);
+		free(p.v);
+		if (ret) {
+			bo_backup_drop(dev, bo);
+			return ret;
+		}
+		bo->track->gen = bo->backing_gen;
+		return 0;
+	}
 	ret = bo_copy_queue(e, bo->vram, bo->size, bo->backup.iova, false, &fence);
 	if (!ret)
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
@@ -168,13 +283,14 @@ static int prepare_backup(void *arg, struct pm_count *c)
 		pthread_mutex_lock(&m->lock);
 		/* Still alive for the user (not only our reference), still in
 		 * VRAM, and not already backed up. */
-		if (needs_backup(bo) && bo->backup.mem.fd < 0 &&
+		if (needs_backup(bo) && !bo_has_backup(bo) &&
 		    __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1) {
-			ret = backup_make_locked(m->dev, bo, true);
+			ret = backup_make_locked(m->dev, bo, true, &c->spill_bytes);
 			if (!ret) {
 				bo->backup_prepared = true;
 				c->bos++;
 				c->bytes += bo->size;
+				c->spill_bos += bo->spilled;
 			}
 		}
 		pthread_mutex_unlock(&m->lock);
@@ -259,8 +375,8 @@ static int alloc_missing(void *arg, struct pm_count *c)
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (needs_backup(bo) && bo->backup.mem.fd < 0) {
-			ret = backup_make_locked(m->dev, bo, false);
+		if (needs_backup(bo) && !bo_has_backup(bo)) {
+			ret = backup_make_locked(m->dev, bo, false, NULL);
 			if (ret)
 				return ret;
 			c->bos++;
@@ -391,13 +507,32 @@ static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint6
 	return 0;
 }
 
-/* The copies of one pass: whole BOs, or (save of a tracked BO) its runs of
- * dirty chunks (none for a clean one). *@nbos: the BOs of the pass. */
-static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_runs *r,
-			uint64_t *nbos)
+/* The copies a pass makes of @bo, each handed to @add: the whole BO, or
+ * (save of a tracked BO) its runs of dirty chunks (none for a clean one). */
+static int bo_copies(struct ugpu_bo *bo, bool restore,
+		     int (*add)(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len),
+		     void *arg)
 {
 	uint64_t off, len, from;
 	int ret = 0;
+
+	if (restore || save_whole(bo))
+		return add(arg, bo, 0, bo->size);
+	for (from = 0; !ret && track_next_dirty(bo->track, from, &off, &len); from = off + len)
+		ret = add(arg, bo, off, len);
+	return ret;
+}
+
+static int runs_add_cb(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	return runs_add(arg, bo, off, len);
+}
+
+/* The copies of one pass (bo_copies()). *@nbos: the BOs of the pass. */
+static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_runs *r,
+			uint64_t *nbos)
+{
+	int ret;
 
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
@@ -405,13 +540,7 @@ static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_
 		if (!copy_selected(bo, early, restore))
 			continue;
 		(*nbos)++;
-		if (restore || save_whole(bo)) {
-			ret = runs_add(r, bo, 0, bo->size);
-		} else {
-			for (from = 0; !ret && track_next_dirty(bo->track, from, &off, &len);
-			     from = off + len)
-				ret = runs_add(r, bo, off, len);
-		}
+		ret = bo_copies(bo, restore, runs_add_cb, r);
 		if (ret)
 			return ret;
 	}
@@ -560,17 +689,81 @@ out:
 	return ret;
 }
 
+/* The spilled BOs a pass handles (never early ones: kernel BOs do not
+ * spill). */
+static bool spill_selected(const struct ugpu_bo *bo, bool restore)
+{
+	return bo->placement == UGPU_PLACEMENT_VRAM && bo->spilled && (!restore || bo->backup_valid);
+}
+
+static int pieces_add_cb(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	return spill_pieces_add(arg, bo, off, len);
+}
+
+/* The pieces of the spilled BOs' part of a pass (bo_copies()), counted into
+ * @c. */
+static int spill_collect(struct bo_mgr *m, bool restore, struct spill_pieces *p,
+			 struct pm_count *c)
+{
+	int ret;
+
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (!spill_selected(bo, restore))
+			continue;
+		c->bos++;
+		c->spill_bos++;
+		ret = bo_copies(bo, restore, pieces_add_cb, p);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * The spilled BOs' part of a save: whole BOs or their runs of dirty chunks,
+ * through the staging buffers into the file (mm/spill.h), hashed on the
+ * way; then marked clean. Counts into @c (spill_* too).
+ */
+static int spill_save_pass(struct bo_mgr *m, struct pm_count *c)
+{
+	struct spill_pieces p = { 0 };
+	uint64_t t0 = now_ns(), before = c->spill_bytes;
+	size_t i;
+	int ret;
+
+	if (!m->spill)
+		return 0;
+	ret = spill_collect(m, false, &p, c);
+	if (!ret)
+		ret = spill_save(m->spill, spill_engine(m->dev, false), p.v, p.n, &c->spill_bytes);
+	c->bytes += c->spill_bytes - before;
+	if (!ret) {
+		for (i = 0; i < p.n; i++) {
+			track_clean(p.v[i].bo->track);
+			p.v[i].bo->track->gen = p.v[i].bo->backing_gen;
+		}
+	}
+	c->spill_ns = now_ns() - t0;
+	free(p.v);
+	return ret;
+}
+
 static int save(void *arg, bool early, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
-	int ret = copy_all_locked(m, early, false, false, c);
+	int ret = early ? 0 : spill_save_pass(m, c);
 
+	if (!ret)
+		ret = copy_all_locked(m, early, false, false, c);
 	if (!ret && early) {
 		/* Everything that has a backup now holds the contents. */
 		bo_for_each(l, &m->all) {
 			struct ugpu_bo *bo = bo_of_all(l);
 
-			if (bo->backup.mem.fd >= 0)
+			if (bo_has_backup(bo))
 				bo->backup_valid = true;
 		}
 	}
@@ -633,15 +826,55 @@ static void verify_locked(struct bo_mgr *m, bool early, struct pm_count *c)
 	}
 }
 
+struct spill_bad {
+	struct bo_mgr *m;
+	struct pm_count *c;
+};
+
+/* A spilled backup failed its check as it was read back (spill_restore()). */
+static void spill_bad(void *arg, struct ugpu_bo *bo, uint64_t off)
+{
+	struct spill_bad *b = arg;
+
+	bo->corrupt++;
+	b->c->corrupt++;
+	pm_report_corrupt(b->m->dev, bo->name, off, bo->size);
+}
+
+/* The spilled BOs' part of a restore: read back, checked (unless
+ * @force_cpu: a redo of a pass that checked), copied into VRAM. */
+static int spill_restore_pass(struct bo_mgr *m, bool force_cpu, struct pm_count *c)
+{
+	struct spill_bad b = { .m = m, .c = c };
+	struct spill_pieces p = { 0 };
+	uint64_t t0 = now_ns();
+	int ret;
+
+	if (!m->spill)
+		return 0;
+	ret = spill_collect(m, true, &p, c);
+	if (!ret)
+		ret = spill_restore(m->spill, spill_engine(m->dev, force_cpu), p.v, p.n,
+				    force_cpu ? NULL : spill_bad, &b, &c->spill_bytes);
+	c->bytes += c->spill_bytes;
+	c->spill_ns = now_ns() - t0;
+	free(p.v);
+	return ret;
+}
+
 static int restore(void *arg, bool early, bool force_cpu, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
+	int ret;
 
 	memset(c, 0, sizeof(*c));
 	/* A CPU redo follows a blitter pass that verified already. */
 	if (!force_cpu)
 		verify_locked(m, early, c);
-	return copy_all_locked(m, early, true, force_cpu, c);
+	ret = copy_all_locked(m, early, true, force_cpu, c);
+	if (!ret && !early)
+		ret = spill_restore_pass(m, force_cpu, c);
+	return ret;
 }
 
 static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
@@ -660,7 +893,7 @@ static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
 			log_err(m->dev->ctx, "%s: BO '%s' had no backup over suspend",
 				m->dev->name, bo->name);
 		}
-		if (bo->backup.mem.fd >= 0)
+		if (bo_has_backup(bo))
 			c->bos++;
 		bo_backup_drop(m->dev, bo);
 	}
