@@ -100,6 +100,7 @@ bad_number "--dirty-pct: '1,0' is not accepted; expected up to 8 numbers in 1\.\
 	"$B/ugpu-bench" suspend --incremental --dirty-pct 1,0
 bad_number "--incr-vram-mib: '100' is not accepted; expected up to 8 multiples of 64" \
 	"$B/ugpu-bench" suspend --incremental --incr-vram-mib 100
+bad_number "--spill-mib: '10' is too small \(at least 64\)" "$B/ugpu-bench" suspend --spill --spill-mib 10
 bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer in 1\.\.4096" \
 	"$B/ugpu-bench" rpm 0
 bad_number "ROUNDS: 'many' is not a number" "$B/ugpu-bench" rpm 8 many
