@@ -22,6 +22,7 @@
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
 #include "mm/spill.h"
+#include "mm/vram.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
@@ -430,14 +431,14 @@ static unsigned int nr_copy_engines(struct ugpu_device *dev)
 }
 
 /*
- * copy_all_locked() rings an engine's doorbell after this many copies or
- * bytes queued to it: early enough that the engine starts while the rest is
+ * copy_all_locked() rings an engine's doorbell after this many descriptors
+ * (copies, or runs of copies joined into one) or bytes queued to it: early enough that the engine starts while the rest is
  * being queued, rarely enough that doorbells (a register write each, a
  * socket round trip over vfio-user) cost little next to the copies. The last
  * copy of each such batch carries a fence, so the CPU can hash what an
  * engine finished while the engine goes on with the next batch.
  */
-#define COPY_BATCH_BOS 128
+#define COPY_BATCH_DESCS 128
 #define COPY_BATCH_BYTES (8ull << 20)
 
 /* The BOs one copy_all_locked() pass handles. */
@@ -477,15 +478,35 @@ static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
  * struct copy_run - one copy of a pass: bytes [@off, @off+@len) of @bo, on
  * engine @k; @fence: the fence of the batch it ends (0 inside a batch),
  * @wait: the fence that covers it (of the first batch end at or after it on
- * its engine). Local to one pass (the window's thread).
+ * its engine). @vram: the VRAM address of the run when it lies in one block
+ * of the BO (else NO_VRAM); @joined: it continues the previous run in both
+ * VRAM and IOVA, and goes out in the same descriptor (runs_plan()). Local
+ * to one pass (the window's thread).
  */
 struct copy_run {
 	struct ugpu_bo *bo;
-	uint64_t off, len;
+	uint64_t off, len, vram;
 	unsigned int k;
 	uint64_t fence, wait;
-	bool batch_end;
+	bool batch_end, joined;
 };
+
+#define NO_VRAM UINT64_MAX
+
+/* The VRAM address of [off, off+len) of @bo when one block holds it all. */
+static uint64_t run_vram(const struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	const struct buddy_block *b;
+	uint64_t start = 0, bsz;
+
+	buddy_list_for_each(b, bo->vram) {
+		bsz = vram_block_size(b);
+		if (off < start + bsz)
+			return off + len <= start + bsz ? buddy_block_offset(b) + off - start : NO_VRAM;
+		start += bsz;
+	}
+	return NO_VRAM;
+}
 
 struct copy_runs {
 	struct copy_run *v;
@@ -503,7 +524,8 @@ static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint6
 		r->v = v;
 		r->cap = cap;
 	}
-	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len };
+	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len,
+					  .vram = run_vram(bo, off, len) };
 	return 0;
 }
 
@@ -547,27 +569,51 @@ static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_
 	return 0;
 }
 
-/* Assign engines (least loaded by bytes) and cut the batches. */
-static void runs_plan(struct copy_runs *r, unsigned int ne)
+/* Does @c continue @p in VRAM and in IOVA (one descriptor can carry both)? */
+static bool run_continues(const struct copy_run *p, const struct copy_run *c)
+{
+	return p->vram != NO_VRAM && c->vram != NO_VRAM && p->vram + p->len == c->vram &&
+	       p->bo->backup.iova + p->off + p->len == c->bo->backup.iova + c->off;
+}
+
+/*
+ * Plan a pass: with @merge (blitters), runs that continue each other in
+ * VRAM and IOVA are joined into one descriptor of up to COPY_BATCH_BYTES
+ * (small BOs created together have adjacent VRAM, and their backups,
+ * allocated in the same order by prepare, adjacent IOVA: 2,048 BOs of
+ * 64 KiB go out as 16 descriptors instead of 2,048, each a ring slot, a
+ * fence check and an IOVA lookup on the engine's side). Then each
+ * descriptor goes to the least loaded engine by bytes, and the batches are
+ * cut (COPY_BATCH_*, counted in descriptors) at descriptor ends.
+ */
+static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge)
 {
 	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
 	size_t last[DEVICE_MAX_ENGINES];
 	unsigned int k;
-	size_t i;
+	size_t i, j;
 
-	for (k = 0; k < ne; k++)
-		last[k] = SIZE_MAX;
 	for (i = 0; i < r->n; i++) {
 		struct copy_run *c = &r->v[i];
 
+		c->joined = merge && i && run_continues(c - 1, c) && ext + c->len <= COPY_BATCH_BYTES;
+		ext = c->joined ? ext + c->len : c->len;
+	}
+	for (k = 0; k < ne; k++)
+		last[k] = SIZE_MAX;
+	for (i = 0; i < r->n; i = j) {
+		ext = r->v[i].len;
+		for (j = i + 1; j < r->n && r->v[j].joined; j++)
+			ext += r->v[j].len;
 		k = least_loaded(load, ne);
-		c->k = k;
-		load[k] += c->len;
-		pend[k] += c->len;
-		last[k] = i;
-		if (++pend_n[k] >= COPY_BATCH_BOS || pend[k] >= COPY_BATCH_BYTES) {
-			c->batch_end = true;
+		for (size_t q = i; q < j; q++)
+			r->v[q].k = k;
+		load[k] += ext;
+		pend[k] += ext;
+		last[k] = j - 1;
+		if (++pend_n[k] >= COPY_BATCH_DESCS || pend[k] >= COPY_BATCH_BYTES) {
+			r->v[j - 1].batch_end = true;
 			pend[k] = pend_n[k] = 0;
 		}
 	}
@@ -596,7 +642,7 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 	bool failed[DEVICE_MAX_ENGINES] = { false };
 	struct copy_runs r = { 0 };
 	unsigned int ne, k;
-	size_t i, queued = 0;
+	size_t i, j, queued = 0;
 	int ret, rr;
 
 	ne = early || force_cpu ? 0 : nr_copy_engines(dev);
@@ -612,21 +658,33 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 	ret = runs_collect(m, early, restore, &r, &c->bos);
 	if (ret)
 		goto out;
-	runs_plan(&r, ne);
+	runs_plan(&r, ne, es[0] != dev->cpu);
 	for (k = 0; k < ne; k++)
 		engine_plug(es[k]);
-	for (i = 0; i < r.n; i++) {
-		struct copy_run *cr = &r.v[i];
+	for (i = 0; i < r.n; i = j) {
+		struct copy_run *cr = &r.v[i], *end;
 		struct ugpu_bo *bo = cr->bo;
+		uint64_t ext = cr->len, iova = bo->backup.iova + cr->off;
 
+		for (j = i + 1; j < r.n && r.v[j].joined; j++)
+			ext += r.v[j].len;
+		end = &r.v[j - 1]; /* carries the batch's fence */
 		k = cr->k;
-		ret = bo_copy_range_queue(es[k], bo->vram, cr->off, cr->len, bo->backup.iova + cr->off,
-					  restore, cr->batch_end ? &cr->fence : NULL);
+		if (j - i == 1)
+			ret = bo_copy_range_queue(es[k], bo->vram, cr->off, cr->len, iova, restore,
+						  end->batch_end ? &end->fence : NULL);
+		else if (restore)
+			ret = engine_copy(es[k], engine_vram(cr->vram), engine_iova(iova), ext,
+					  end->batch_end ? &end->fence : NULL);
+		else
+			ret = engine_copy(es[k], engine_iova(iova), engine_vram(cr->vram), ext,
+					  end->batch_end ? &end->fence : NULL);
 		if (ret)
 			break;
-		queued++;
-		load[k] += cr->len;
-		c->bytes += cr->len;
+		queued = j;
+		load[k] += ext;
+		c->bytes += ext;
+		cr = end;
 		/* Short batches: a plugged engine starts nothing, so one batch
 		 * for the whole pass would leave the engines idle while we
 		 * queue. A doorbell per COPY_BATCH_* costs a register write. */
