@@ -121,8 +121,8 @@ int spill_open(struct ugpu_device *dev, const char *dir, struct spill **out)
 	if (fd >= 0) {
 		s->direct = true;
 	} else if (errno == EINVAL) {
-		if (inj) /* the injected refusal created nothing: make the name again */
-			memcpy(s->path + strlen(s->path) - 6, "XXXXXX", 6);
+		/* a failed mkostemp() may leave its template filled in */
+		memcpy(s->path + strlen(s->path) - 6, "XXXXXX", 6);
 		fd = mkostemp(s->path, O_CLOEXEC);
 		if (fd >= 0)
 			log_info(dev->ctx, "%s: the filesystem of '%s' takes no O_DIRECT: the spill file goes through the page cache",
