@@ -338,6 +338,13 @@ static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int
 	}
 	*ms = min_d(*ms, now_ms() - t);
 	ret = ugpu_device_resume(dev); /* -EBADMSG: a backup failed its check */
+	if (ret == -EIO || ret == -ETIMEDOUT) {
+		/* The device did not wake (on a loaded machine the reference
+		 * device's power-up can miss its 5 s): state SUSPENDED, every
+		 * backup kept; once more, as the logind notifier does. */
+		fprintf(stderr, "bench suspend: resume: %s; once more\n", ugpu_strerror(ret));
+		ret = ugpu_device_resume(dev);
+	}
 	if (!ret)
 		ret = incr_touch(bo, n, pct, round, true);
 	if (ret == -EIO)
