@@ -623,99 +623,127 @@ static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge)
 }
 
 /*
- * Copy every selected BO (or, for a save, its dirty chunks) between VRAM and
- * its backup, spread over the copy engines by bytes, and wait for all
- * (bounded). @early: the early kernel BOs, copied by the CPU engine; else
- * the rest, by the blitters (the CPU engine when the device has none, or
- * @force_cpu). A save hashes each copy into the backup's checksums as soon
- * as its batch is done, while the engines run the next batches, and marks
- * the copied BOs clean.
- * Returns 0 or the first -errno; engines that failed are reset.
+ * struct copy_pass - the copies of one pass between VRAM and the backups in
+ * memory: queued by pass_start(), waited for (and, for a save, hashed) by
+ * pass_end(), so that other work (the spill pass) can run on the CPU and on
+ * a spare engine in between. Local to one pass (the window's thread).
+ * @ret: the first error of queueing (pass_end() still waits for what was
+ * queued).
  */
-static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool force_cpu,
-			   struct pm_count *c)
+struct copy_pass {
+	struct engine *es[DEVICE_MAX_ENGINES];
+	unsigned int ne;
+	bool restore;
+	struct copy_runs r;
+	size_t queued;
+	uint64_t load[DEVICE_MAX_ENGINES];
+	int ret;
+};
+
+/*
+ * Queue every selected BO (or, for a save, its dirty chunks), spread over
+ * the copy engines by bytes. @early: the early kernel BOs, copied by the CPU
+ * engine; else the rest, by the blitters (the CPU engine when the device has
+ * none, or @force_cpu). @spare_first: leave the first blitter to the spill
+ * pass when there is another one.
+ */
+static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool restore,
+		       bool force_cpu, bool spare_first, struct pm_count *c)
 {
 	struct ugpu_device *dev = m->dev;
-	struct engine *es[DEVICE_MAX_ENGINES];
-	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, waited[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t next_wait[DEVICE_MAX_ENGINES] = { 0 };
-	bool failed[DEVICE_MAX_ENGINES] = { false };
-	struct copy_runs r = { 0 };
-	unsigned int ne, k;
-	size_t i, j, queued = 0;
-	int ret, rr;
+	unsigned int ne, k, first = 0;
+	size_t i, j;
+	int rr;
 
+	memset(p, 0, sizeof(*p));
+	p->restore = restore;
 	ne = early || force_cpu ? 0 : nr_copy_engines(dev);
 	if (!ne) {
-		es[0] = dev->cpu;
-		ne = 1;
+		p->es[0] = dev->cpu;
+		p->ne = 1;
 	} else {
-		for (k = 0; k < ne; k++)
-			es[k] = dev->copy[k];
+		first = spare_first && ne > 1;
+		for (k = first; k < ne; k++)
+			p->es[k - first] = dev->copy[k];
+		p->ne = ne - first;
 	}
 	/* @c->bos: the BOs whose backup (or VRAM) the pass brings up to date,
 	 * clean ones included; @c->bytes: the bytes it copies. */
-	ret = runs_collect(m, early, restore, &r, &c->bos);
-	if (ret)
-		goto out;
-	runs_plan(&r, ne, es[0] != dev->cpu);
-	for (k = 0; k < ne; k++)
-		engine_plug(es[k]);
-	for (i = 0; i < r.n; i = j) {
-		struct copy_run *cr = &r.v[i], *end;
+	p->ret = runs_collect(m, early, restore, &p->r, &c->bos);
+	if (p->ret)
+		return;
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu);
+	for (k = 0; k < p->ne; k++)
+		engine_plug(p->es[k]);
+	for (i = 0; i < p->r.n; i = j) {
+		struct copy_run *cr = &p->r.v[i], *end;
 		struct ugpu_bo *bo = cr->bo;
 		uint64_t ext = cr->len, iova = bo->backup.iova + cr->off;
+		struct engine *e = p->es[cr->k];
 
-		for (j = i + 1; j < r.n && r.v[j].joined; j++)
-			ext += r.v[j].len;
-		end = &r.v[j - 1]; /* carries the batch's fence */
-		k = cr->k;
+		for (j = i + 1; j < p->r.n && p->r.v[j].joined; j++)
+			ext += p->r.v[j].len;
+		end = &p->r.v[j - 1]; /* carries the batch's fence */
 		if (j - i == 1)
-			ret = bo_copy_range_queue(es[k], bo->vram, cr->off, cr->len, iova, restore,
-						  end->batch_end ? &end->fence : NULL);
+			p->ret = bo_copy_range_queue(e, bo->vram, cr->off, cr->len, iova, restore,
+						     end->batch_end ? &end->fence : NULL);
 		else if (restore)
-			ret = engine_copy(es[k], engine_vram(cr->vram), engine_iova(iova), ext,
-					  end->batch_end ? &end->fence : NULL);
+			p->ret = engine_copy(e, engine_vram(cr->vram), engine_iova(iova), ext,
+					     end->batch_end ? &end->fence : NULL);
 		else
-			ret = engine_copy(es[k], engine_iova(iova), engine_vram(cr->vram), ext,
-					  end->batch_end ? &end->fence : NULL);
-		if (ret)
+			p->ret = engine_copy(e, engine_iova(iova), engine_vram(cr->vram), ext,
+					     end->batch_end ? &end->fence : NULL);
+		if (p->ret)
 			break;
-		queued = j;
-		load[k] += ext;
+		p->queued = j;
+		p->load[cr->k] += ext;
 		c->bytes += ext;
-		cr = end;
 		/* Short batches: a plugged engine starts nothing, so one batch
 		 * for the whole pass would leave the engines idle while we
 		 * queue. A doorbell per COPY_BATCH_* costs a register write. */
-		if (cr->batch_end) {
-			ret = engine_unplug(es[k]);
-			engine_plug(es[k]);
-			if (ret)
+		if (end->batch_end) {
+			p->ret = engine_unplug(e);
+			engine_plug(e);
+			if (p->ret)
 				break;
 		}
 	}
-	for (k = 0; k < ne; k++) {
-		rr = engine_unplug(es[k]);
-		if (!ret)
-			ret = rr;
+	for (k = 0; k < p->ne; k++) {
+		rr = engine_unplug(p->es[k]);
+		if (!p->ret)
+			p->ret = rr;
 	}
+}
+
+/*
+ * Wait for the pass (bounded), in queue order, hashing each finished copy
+ * of a save into its backup's checksums while the engines go on with the
+ * next batches; then mark the copied BOs clean. Returns 0 or the first
+ * -errno; engines that failed are reset.
+ */
+static int pass_end(struct copy_pass *p)
+{
+	uint64_t waited[DEVICE_MAX_ENGINES] = { 0 }, next_wait[DEVICE_MAX_ENGINES] = { 0 };
+	bool failed[DEVICE_MAX_ENGINES] = { false };
+	struct copy_runs *r = &p->r;
+	int ret = p->ret, rr;
+	unsigned int k;
+	size_t i;
+
 	/* Each copy's covering fence: the next batch end on its engine. */
-	for (i = queued; i-- > 0;) {
-		struct copy_run *cr = &r.v[i];
+	for (i = p->queued; i-- > 0;) {
+		struct copy_run *cr = &r->v[i];
 
 		if (cr->batch_end)
 			next_wait[cr->k] = cr->fence;
 		cr->wait = next_wait[cr->k];
 	}
-	/* Wait in queue order (hashing each finished copy of a save) while
-	 * the engines go on. */
-	for (i = 0; i < queued && !ret; i++) {
-		struct copy_run *cr = &r.v[i];
+	for (i = 0; i < p->queued && !ret; i++) {
+		struct copy_run *cr = &r->v[i];
 
 		k = cr->k;
 		if (cr->wait != waited[k]) {
-			rr = engine_wait(es[k], cr->wait, bo_copy_timeout_ms(load[k]));
+			rr = engine_wait(p->es[k], cr->wait, bo_copy_timeout_ms(p->load[k]));
 			if (rr) {
 				failed[k] = true;
 				ret = rr;
@@ -723,28 +751,39 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 			}
 			waited[k] = cr->wait;
 		}
-		if (!restore)
+		if (!p->restore)
 			track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
 	}
 	/* On a failure, nothing may still run into the backups (or VRAM). */
-	for (k = 0; k < ne; k++) {
-		rr = ret && load[k] && !failed[k] ? engine_idle(es[k], bo_copy_timeout_ms(load[k]))
-						  : 0;
+	for (k = 0; k < p->ne; k++) {
+		rr = ret && p->load[k] && !failed[k]
+			     ? engine_idle(p->es[k], bo_copy_timeout_ms(p->load[k]))
+			     : 0;
 		if (failed[k] || rr) {
-			engine_reset(es[k]);
+			engine_reset(p->es[k]);
 			if (!ret)
 				ret = rr;
 		}
 	}
-	if (!ret && !restore) {
-		for (i = 0; i < r.n; i++) {
-			track_clean(r.v[i].bo->track);
-			r.v[i].bo->track->gen = r.v[i].bo->backing_gen;
+	if (!ret && !p->restore) {
+		for (i = 0; i < r->n; i++) {
+			track_clean(r->v[i].bo->track);
+			r->v[i].bo->track->gen = r->v[i].bo->backing_gen;
 		}
 	}
-out:
-	free(r.v);
+	free(r->v);
+	r->v = NULL;
 	return ret;
+}
+
+/* A pass with nothing in between: queue, wait. */
+static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool force_cpu,
+			   struct pm_count *c)
+{
+	struct copy_pass p;
+
+	pass_start(m, &p, early, restore, force_cpu, false, c);
+	return pass_end(&p);
 }
 
 /* The spilled BOs a pass handles (never early ones: kernel BOs do not
@@ -812,10 +851,20 @@ static int spill_save_pass(struct bo_mgr *m, struct pm_count *c)
 static int save(void *arg, bool early, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
-	int ret = early ? 0 : spill_save_pass(m, c);
+	struct copy_pass p;
+	int ret, rr;
 
-	if (!ret)
+	if (early || !m->spill) {
 		ret = copy_all_locked(m, early, false, false, c);
+	} else {
+		/* The memory backups on the other blitters while the spill
+		 * pass runs on the first one (and the CPU hashes its pieces);
+		 * their hashes after it. */
+		pass_start(m, &p, false, false, false, true, c);
+		ret = spill_save_pass(m, c);
+		rr = pass_end(&p);
+		ret = ret ? ret : rr;
+	}
 	if (!ret && early) {
 		/* Everything that has a backup now holds the contents. */
 		bo_for_each(l, &m->all) {
@@ -923,16 +972,20 @@ static int spill_restore_pass(struct bo_mgr *m, bool force_cpu, struct pm_count 
 static int restore(void *arg, bool early, bool force_cpu, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
-	int ret;
+	struct copy_pass p;
+	int ret, rr;
 
 	memset(c, 0, sizeof(*c));
 	/* A CPU redo follows a blitter pass that verified already. */
 	if (!force_cpu)
 		verify_locked(m, early, c);
-	ret = copy_all_locked(m, early, true, force_cpu, c);
-	if (!ret && !early)
-		ret = spill_restore_pass(m, force_cpu, c);
-	return ret;
+	if (early || !m->spill)
+		return copy_all_locked(m, early, true, force_cpu, c);
+	/* As in save(): the memory backups beside the spill pass. */
+	pass_start(m, &p, false, true, force_cpu, true, c);
+	ret = spill_restore_pass(m, force_cpu, c);
+	rr = pass_end(&p);
+	return ret ? ret : rr;
 }
 
 static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
