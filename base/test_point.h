@@ -78,6 +78,16 @@ enum test_point_id {
 	 * the callback may set to a -errno to make this copy fail (fault
 	 * injection: the copy back must never lose the bytes). */
 	TEST_POINT_SVM_COPY_BACK,
+	/* mm/spill.c, host-suspend thread, manager lock held: the spill file
+	 * is about to be created with O_DIRECT. @obj: an int the callback may
+	 * set to a -errno for that open to fail with (-EINVAL: as a filesystem
+	 * without O_DIRECT refuses it). */
+	TEST_POINT_SPILL_OPEN,
+	/* mm/spill.c, host-suspend thread, manager lock held: a write (or a
+	 * read) of the spill file completed. @obj: an int the callback may set
+	 * to a -errno for it to count as failed with (-EIO, -ENOSPC). */
+	TEST_POINT_SPILL_WRITE,
+	TEST_POINT_SPILL_READ,
 	TEST_POINT_COUNT
 };
 

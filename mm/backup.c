@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,9 @@
 #include "mm/backup_track.h"
 #include "mm/bo.h"
 #include "mm/cpu_map.h"
+#include "mm/spill.h"
+#include "mm/vram.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
 #include "src/suspend.h"
@@ -36,15 +40,59 @@ static bool is_early(const struct ugpu_bo *bo)
 	return (bo->flags & UGPU_BO_KERNEL) && !(bo->flags & UGPU_BO_LATE_RESTORE);
 }
 
+/* @bo's backup left the spill file (freed, or read back into memory): the
+ * last one out closes the file, which removes it. */
+static void spill_put_locked(struct bo_mgr *m, struct ugpu_bo *bo)
+{
+	bo->spilled = false;
+	if (!--m->spill_bos) {
+		spill_close(m->spill);
+		m->spill = NULL;
+	}
+}
+
+void bo_backup_free_locked(struct ugpu_device *dev, struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	if (bo->backup.mem.fd >= 0)
+		m->backup_mem -= bo->backup.mem.size;
+	bo_sys_free(dev, &bo->backup);
+	if (bo->spilled)
+		spill_put_locked(m, bo);
+	track_free(bo->track);
+	bo->track = NULL;
+	bo->backup_prepared = bo->backup_valid = false;
+}
+
 void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo)
 {
 	/* CPU stores need no tracking any more: lift the protection. */
 	if (bo->track && bo->map)
 		cpu_map_wp_stop(bo->map, NULL, NULL);
-	bo_sys_free(dev, &bo->backup);
-	track_free(bo->track);
-	bo->track = NULL;
-	bo->backup_prepared = bo->backup_valid = false;
+	bo_backup_free_locked(dev, bo);
+}
+
+int bo_backup_unspill_locked(struct ugpu_device *dev, struct ugpu_bo *bo)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_sys sys;
+	int ret;
+
+	if (!bo->spilled)
+		return 0;
+	ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &sys);
+	if (ret)
+		return ret;
+	ret = spill_load(m->spill, bo, sys.mem.vaddr);
+	if (ret) {
+		bo_sys_free(dev, &sys);
+		return ret;
+	}
+	spill_put_locked(m, bo);
+	bo->backup = sys;
+	m->backup_mem += sys.mem.size;
+	return 0;
 }
 
 void bo_backup_dirty_locked(struct ugpu_bo *bo, uint64_t off, uint64_t len)
@@ -61,20 +109,74 @@ static void unprepare_locked(struct bo_mgr *m)
 	m->pm_state = BO_PM_ACTIVE;
 }
 
+/* The engine of the spill passes: the first blitter, or the CPU engine. */
+static struct engine *spill_engine(struct ugpu_device *dev, bool force_cpu)
+{
+	return force_cpu || !dev->copy[0] ? dev->cpu : dev->copy[0];
+}
+
+/*
+ * @bo's backup goes to the spill file in @dir (opened on the first one):
+ * a region of it reserved. Manager lock held.
+ */
+static int backup_spill_locked(struct bo_mgr *m, struct ugpu_bo *bo, const char *dir)
+{
+	int ret;
+
+	if (!m->spill) {
+		ret = spill_open(m->dev, dir, &m->spill);
+		if (ret)
+			return ret;
+	}
+	ret = spill_reserve(m->spill, bo->name, bo->size, &bo->spill_off);
+	if (ret) {
+		if (!m->spill_bos) {
+			spill_close(m->spill);
+			m->spill = NULL;
+		}
+		return ret;
+	}
+	bo->spilled = true;
+	m->spill_bos++;
+	log_dbg(m->dev->ctx, "%s: the backup of BO '%s' (%" PRIu64 " bytes) goes to the spill file",
+		m->dev->name, bo->name, bo->size);
+	return 0;
+}
+
 /*
  * Allocate @bo's backup and its track and, with @populate, fill it with the
  * blitter and hash it (outside the window: prepare). Without @populate the
- * track asks for a whole copy. Manager lock held.
+ * track asks for a whole copy. The backup goes to the spill file instead
+ * when spill is on (ugpu_pm_opts.spill_dir) and it would not fit under the
+ * memory limit or its memory cannot be had (kernel BOs never: the CPU
+ * restores the early ones before the engines exist, and all are small).
+ * *@spilled: bytes prepare wrote to the spill file. Manager lock held.
  */
-static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool populate)
+static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool populate,
+			      uint64_t *spilled)
 {
 	struct engine *e = device_copy_engine(dev);
-	uint64_t fence = 0;
+	struct bo_mgr *m = dev->bo_mgr;
+	char dir[PATH_MAX];
+	uint64_t fence = 0, limit;
+	bool can_spill;
 	int ret;
 
-	ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
+	pm_spill_config(dev, dir, sizeof(dir), &limit);
+	can_spill = dir[0] && !(bo->flags & UGPU_BO_KERNEL);
+	if (can_spill && limit && m->backup_mem + bo->size > limit)
+		ret = backup_spill_locked(m, bo, dir);
+	else
+		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
+	if (ret && ret != -ENODEV && can_spill && !bo->spilled) {
+		log_info(dev->ctx, "%s: no memory for the backup of BO '%s' (%s): spilling it",
+			 dev->name, bo->name, ugpu_strerror(ret));
+		ret = backup_spill_locked(m, bo, dir);
+	}
 	if (ret)
 		return ret;
+	if (!bo->spilled)
+		m->backup_mem += bo->backup.mem.size;
 	bo->track = track_new(bo->size);
 	if (!bo->track) {
 		bo_backup_drop(dev, bo);
@@ -89,6 +191,20 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	 * finds out and the BO is copied whole. */
 	if (bo->map)
 		cpu_map_wp_start(bo->map, BACKUP_CHUNK);
+	if (bo->spilled) {
+		struct spill_pieces p = { 0 };
+
+		ret = spill_pieces_add(&p, bo, 0, bo->size);
+		if (!ret)
+			ret = spill_save(m->spill, spill_engine(dev, false), p.v, p.n, spilled);
+		free(p.v);
+		if (ret) {
+			bo_backup_drop(dev, bo);
+			return ret;
+		}
+		bo->track->gen = bo->backing_gen;
+		return 0;
+	}
 	ret = bo_copy_queue(e, bo->vram, bo->size, bo->backup.iova, false, &fence);
 	if (!ret)
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
@@ -168,13 +284,14 @@ static int prepare_backup(void *arg, struct pm_count *c)
 		pthread_mutex_lock(&m->lock);
 		/* Still alive for the user (not only our reference), still in
 		 * VRAM, and not already backed up. */
-		if (needs_backup(bo) && bo->backup.mem.fd < 0 &&
+		if (needs_backup(bo) && !bo_has_backup(bo) &&
 		    __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1) {
-			ret = backup_make_locked(m->dev, bo, true);
+			ret = backup_make_locked(m->dev, bo, true, &c->spill_bytes);
 			if (!ret) {
 				bo->backup_prepared = true;
 				c->bos++;
 				c->bytes += bo->size;
+				c->spill_bos += bo->spilled;
 			}
 		}
 		pthread_mutex_unlock(&m->lock);
@@ -259,8 +376,8 @@ static int alloc_missing(void *arg, struct pm_count *c)
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (needs_backup(bo) && bo->backup.mem.fd < 0) {
-			ret = backup_make_locked(m->dev, bo, false);
+		if (needs_backup(bo) && !bo_has_backup(bo)) {
+			ret = backup_make_locked(m->dev, bo, false, NULL);
 			if (ret)
 				return ret;
 			c->bos++;
@@ -314,14 +431,14 @@ static unsigned int nr_copy_engines(struct ugpu_device *dev)
 }
 
 /*
- * copy_all_locked() rings an engine's doorbell after this many copies or
- * bytes queued to it: early enough that the engine starts while the rest is
+ * copy_all_locked() rings an engine's doorbell after this many descriptors
+ * (copies, or runs of copies joined into one) or bytes queued to it: early enough that the engine starts while the rest is
  * being queued, rarely enough that doorbells (a register write each, a
  * socket round trip over vfio-user) cost little next to the copies. The last
  * copy of each such batch carries a fence, so the CPU can hash what an
  * engine finished while the engine goes on with the next batch.
  */
-#define COPY_BATCH_BOS 128
+#define COPY_BATCH_DESCS 128
 #define COPY_BATCH_BYTES (8ull << 20)
 
 /* The BOs one copy_all_locked() pass handles. */
@@ -361,15 +478,35 @@ static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
  * struct copy_run - one copy of a pass: bytes [@off, @off+@len) of @bo, on
  * engine @k; @fence: the fence of the batch it ends (0 inside a batch),
  * @wait: the fence that covers it (of the first batch end at or after it on
- * its engine). Local to one pass (the window's thread).
+ * its engine). @vram: the VRAM address of the run when it lies in one block
+ * of the BO (else NO_VRAM); @joined: it continues the previous run in both
+ * VRAM and IOVA, and goes out in the same descriptor (runs_plan()). Local
+ * to one pass (the window's thread).
  */
 struct copy_run {
 	struct ugpu_bo *bo;
-	uint64_t off, len;
+	uint64_t off, len, vram;
 	unsigned int k;
 	uint64_t fence, wait;
-	bool batch_end;
+	bool batch_end, joined;
 };
+
+#define NO_VRAM UINT64_MAX
+
+/* The VRAM address of [off, off+len) of @bo when one block holds it all. */
+static uint64_t run_vram(const struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	const struct buddy_block *b;
+	uint64_t start = 0, bsz;
+
+	buddy_list_for_each(b, bo->vram) {
+		bsz = vram_block_size(b);
+		if (off < start + bsz)
+			return off + len <= start + bsz ? buddy_block_offset(b) + off - start : NO_VRAM;
+		start += bsz;
+	}
+	return NO_VRAM;
+}
 
 struct copy_runs {
 	struct copy_run *v;
@@ -387,17 +524,37 @@ static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint6
 		r->v = v;
 		r->cap = cap;
 	}
-	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len };
+	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len,
+					  .vram = run_vram(bo, off, len) };
 	return 0;
 }
 
-/* The copies of one pass: whole BOs, or (save of a tracked BO) its runs of
- * dirty chunks (none for a clean one). *@nbos: the BOs of the pass. */
-static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_runs *r,
-			uint64_t *nbos)
+/* The copies a pass makes of @bo, each handed to @add: the whole BO, or
+ * (save of a tracked BO) its runs of dirty chunks (none for a clean one). */
+static int bo_copies(struct ugpu_bo *bo, bool restore,
+		     int (*add)(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len),
+		     void *arg)
 {
 	uint64_t off, len, from;
 	int ret = 0;
+
+	if (restore || save_whole(bo))
+		return add(arg, bo, 0, bo->size);
+	for (from = 0; !ret && track_next_dirty(bo->track, from, &off, &len); from = off + len)
+		ret = add(arg, bo, off, len);
+	return ret;
+}
+
+static int runs_add_cb(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	return runs_add(arg, bo, off, len);
+}
+
+/* The copies of one pass (bo_copies()). *@nbos: the BOs of the pass. */
+static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_runs *r,
+			uint64_t *nbos)
+{
+	int ret;
 
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
@@ -405,40 +562,58 @@ static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_
 		if (!copy_selected(bo, early, restore))
 			continue;
 		(*nbos)++;
-		if (restore || save_whole(bo)) {
-			ret = runs_add(r, bo, 0, bo->size);
-		} else {
-			for (from = 0; !ret && track_next_dirty(bo->track, from, &off, &len);
-			     from = off + len)
-				ret = runs_add(r, bo, off, len);
-		}
+		ret = bo_copies(bo, restore, runs_add_cb, r);
 		if (ret)
 			return ret;
 	}
 	return 0;
 }
 
-/* Assign engines (least loaded by bytes) and cut the batches. */
-static void runs_plan(struct copy_runs *r, unsigned int ne)
+/* Does @c continue @p in VRAM and in IOVA (one descriptor can carry both)? */
+static bool run_continues(const struct copy_run *p, const struct copy_run *c)
+{
+	return p->vram != NO_VRAM && c->vram != NO_VRAM && p->vram + p->len == c->vram &&
+	       p->bo->backup.iova + p->off + p->len == c->bo->backup.iova + c->off;
+}
+
+/*
+ * Plan a pass: with @merge (blitters), runs that continue each other in
+ * VRAM and IOVA are joined into one descriptor of up to COPY_BATCH_BYTES
+ * (small BOs created together have adjacent VRAM, and their backups,
+ * allocated in the same order by prepare, adjacent IOVA: 2,048 BOs of
+ * 64 KiB go out as 16 descriptors instead of 2,048, each a ring slot, a
+ * fence check and an IOVA lookup on the engine's side). Then each
+ * descriptor goes to the least loaded engine by bytes, and the batches are
+ * cut (COPY_BATCH_*, counted in descriptors) at descriptor ends.
+ */
+static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge)
 {
 	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 };
+	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
 	size_t last[DEVICE_MAX_ENGINES];
 	unsigned int k;
-	size_t i;
+	size_t i, j;
 
-	for (k = 0; k < ne; k++)
-		last[k] = SIZE_MAX;
 	for (i = 0; i < r->n; i++) {
 		struct copy_run *c = &r->v[i];
 
+		c->joined = merge && i && run_continues(c - 1, c) && ext + c->len <= COPY_BATCH_BYTES;
+		ext = c->joined ? ext + c->len : c->len;
+	}
+	for (k = 0; k < ne; k++)
+		last[k] = SIZE_MAX;
+	for (i = 0; i < r->n; i = j) {
+		ext = r->v[i].len;
+		for (j = i + 1; j < r->n && r->v[j].joined; j++)
+			ext += r->v[j].len;
 		k = least_loaded(load, ne);
-		c->k = k;
-		load[k] += c->len;
-		pend[k] += c->len;
-		last[k] = i;
-		if (++pend_n[k] >= COPY_BATCH_BOS || pend[k] >= COPY_BATCH_BYTES) {
-			c->batch_end = true;
+		for (size_t q = i; q < j; q++)
+			r->v[q].k = k;
+		load[k] += ext;
+		pend[k] += ext;
+		last[k] = j - 1;
+		if (++pend_n[k] >= COPY_BATCH_DESCS || pend[k] >= COPY_BATCH_BYTES) {
+			r->v[j - 1].batch_end = true;
 			pend[k] = pend_n[k] = 0;
 		}
 	}
@@ -448,87 +623,127 @@ static void runs_plan(struct copy_runs *r, unsigned int ne)
 }
 
 /*
- * Copy every selected BO (or, for a save, its dirty chunks) between VRAM and
- * its backup, spread over the copy engines by bytes, and wait for all
- * (bounded). @early: the early kernel BOs, copied by the CPU engine; else
- * the rest, by the blitters (the CPU engine when the device has none, or
- * @force_cpu). A save hashes each copy into the backup's checksums as soon
- * as its batch is done, while the engines run the next batches, and marks
- * the copied BOs clean.
- * Returns 0 or the first -errno; engines that failed are reset.
+ * struct copy_pass - the copies of one pass between VRAM and the backups in
+ * memory: queued by pass_start(), waited for (and, for a save, hashed) by
+ * pass_end(), so that other work (the spill pass) can run on the CPU and on
+ * a spare engine in between. Local to one pass (the window's thread).
+ * @ret: the first error of queueing (pass_end() still waits for what was
+ * queued).
  */
-static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool force_cpu,
-			   struct pm_count *c)
+struct copy_pass {
+	struct engine *es[DEVICE_MAX_ENGINES];
+	unsigned int ne;
+	bool restore;
+	struct copy_runs r;
+	size_t queued;
+	uint64_t load[DEVICE_MAX_ENGINES];
+	int ret;
+};
+
+/*
+ * Queue every selected BO (or, for a save, its dirty chunks), spread over
+ * the copy engines by bytes. @early: the early kernel BOs, copied by the CPU
+ * engine; else the rest, by the blitters (the CPU engine when the device has
+ * none, or @force_cpu). @spare_first: leave the first blitter to the spill
+ * pass when there is another one.
+ */
+static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool restore,
+		       bool force_cpu, bool spare_first, struct pm_count *c)
 {
 	struct ugpu_device *dev = m->dev;
-	struct engine *es[DEVICE_MAX_ENGINES];
-	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, waited[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t next_wait[DEVICE_MAX_ENGINES] = { 0 };
-	bool failed[DEVICE_MAX_ENGINES] = { false };
-	struct copy_runs r = { 0 };
-	unsigned int ne, k;
-	size_t i, queued = 0;
-	int ret, rr;
+	unsigned int ne, k, first = 0;
+	size_t i, j;
+	int rr;
 
+	memset(p, 0, sizeof(*p));
+	p->restore = restore;
 	ne = early || force_cpu ? 0 : nr_copy_engines(dev);
 	if (!ne) {
-		es[0] = dev->cpu;
-		ne = 1;
+		p->es[0] = dev->cpu;
+		p->ne = 1;
 	} else {
-		for (k = 0; k < ne; k++)
-			es[k] = dev->copy[k];
+		first = spare_first && ne > 1;
+		for (k = first; k < ne; k++)
+			p->es[k - first] = dev->copy[k];
+		p->ne = ne - first;
 	}
 	/* @c->bos: the BOs whose backup (or VRAM) the pass brings up to date,
 	 * clean ones included; @c->bytes: the bytes it copies. */
-	ret = runs_collect(m, early, restore, &r, &c->bos);
-	if (ret)
-		goto out;
-	runs_plan(&r, ne);
-	for (k = 0; k < ne; k++)
-		engine_plug(es[k]);
-	for (i = 0; i < r.n; i++) {
-		struct copy_run *cr = &r.v[i];
+	p->ret = runs_collect(m, early, restore, &p->r, &c->bos);
+	if (p->ret)
+		return;
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu);
+	for (k = 0; k < p->ne; k++)
+		engine_plug(p->es[k]);
+	for (i = 0; i < p->r.n; i = j) {
+		struct copy_run *cr = &p->r.v[i], *end;
 		struct ugpu_bo *bo = cr->bo;
+		uint64_t ext = cr->len, iova = bo->backup.iova + cr->off;
+		struct engine *e = p->es[cr->k];
 
-		k = cr->k;
-		ret = bo_copy_range_queue(es[k], bo->vram, cr->off, cr->len, bo->backup.iova + cr->off,
-					  restore, cr->batch_end ? &cr->fence : NULL);
-		if (ret)
+		for (j = i + 1; j < p->r.n && p->r.v[j].joined; j++)
+			ext += p->r.v[j].len;
+		end = &p->r.v[j - 1]; /* carries the batch's fence */
+		if (j - i == 1)
+			p->ret = bo_copy_range_queue(e, bo->vram, cr->off, cr->len, iova, restore,
+						     end->batch_end ? &end->fence : NULL);
+		else if (restore)
+			p->ret = engine_copy(e, engine_vram(cr->vram), engine_iova(iova), ext,
+					     end->batch_end ? &end->fence : NULL);
+		else
+			p->ret = engine_copy(e, engine_iova(iova), engine_vram(cr->vram), ext,
+					     end->batch_end ? &end->fence : NULL);
+		if (p->ret)
 			break;
-		queued++;
-		load[k] += cr->len;
-		c->bytes += cr->len;
+		p->queued = j;
+		p->load[cr->k] += ext;
+		c->bytes += ext;
 		/* Short batches: a plugged engine starts nothing, so one batch
 		 * for the whole pass would leave the engines idle while we
 		 * queue. A doorbell per COPY_BATCH_* costs a register write. */
-		if (cr->batch_end) {
-			ret = engine_unplug(es[k]);
-			engine_plug(es[k]);
-			if (ret)
+		if (end->batch_end) {
+			p->ret = engine_unplug(e);
+			engine_plug(e);
+			if (p->ret)
 				break;
 		}
 	}
-	for (k = 0; k < ne; k++) {
-		rr = engine_unplug(es[k]);
-		if (!ret)
-			ret = rr;
+	for (k = 0; k < p->ne; k++) {
+		rr = engine_unplug(p->es[k]);
+		if (!p->ret)
+			p->ret = rr;
 	}
+}
+
+/*
+ * Wait for the pass (bounded), in queue order, hashing each finished copy
+ * of a save into its backup's checksums while the engines go on with the
+ * next batches; then mark the copied BOs clean. Returns 0 or the first
+ * -errno; engines that failed are reset.
+ */
+static int pass_end(struct copy_pass *p)
+{
+	uint64_t waited[DEVICE_MAX_ENGINES] = { 0 }, next_wait[DEVICE_MAX_ENGINES] = { 0 };
+	bool failed[DEVICE_MAX_ENGINES] = { false };
+	struct copy_runs *r = &p->r;
+	int ret = p->ret, rr;
+	unsigned int k;
+	size_t i;
+
 	/* Each copy's covering fence: the next batch end on its engine. */
-	for (i = queued; i-- > 0;) {
-		struct copy_run *cr = &r.v[i];
+	for (i = p->queued; i-- > 0;) {
+		struct copy_run *cr = &r->v[i];
 
 		if (cr->batch_end)
 			next_wait[cr->k] = cr->fence;
 		cr->wait = next_wait[cr->k];
 	}
-	/* Wait in queue order (hashing each finished copy of a save) while
-	 * the engines go on. */
-	for (i = 0; i < queued && !ret; i++) {
-		struct copy_run *cr = &r.v[i];
+	for (i = 0; i < p->queued && !ret; i++) {
+		struct copy_run *cr = &r->v[i];
 
 		k = cr->k;
 		if (cr->wait != waited[k]) {
-			rr = engine_wait(es[k], cr->wait, bo_copy_timeout_ms(load[k]));
+			rr = engine_wait(p->es[k], cr->wait, bo_copy_timeout_ms(p->load[k]));
 			if (rr) {
 				failed[k] = true;
 				ret = rr;
@@ -536,41 +751,126 @@ static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool forc
 			}
 			waited[k] = cr->wait;
 		}
-		if (!restore)
+		if (!p->restore)
 			track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
 	}
 	/* On a failure, nothing may still run into the backups (or VRAM). */
-	for (k = 0; k < ne; k++) {
-		rr = ret && load[k] && !failed[k] ? engine_idle(es[k], bo_copy_timeout_ms(load[k]))
-						  : 0;
+	for (k = 0; k < p->ne; k++) {
+		rr = ret && p->load[k] && !failed[k]
+			     ? engine_idle(p->es[k], bo_copy_timeout_ms(p->load[k]))
+			     : 0;
 		if (failed[k] || rr) {
-			engine_reset(es[k]);
+			engine_reset(p->es[k]);
 			if (!ret)
 				ret = rr;
 		}
 	}
-	if (!ret && !restore) {
-		for (i = 0; i < r.n; i++) {
-			track_clean(r.v[i].bo->track);
-			r.v[i].bo->track->gen = r.v[i].bo->backing_gen;
+	if (!ret && !p->restore) {
+		for (i = 0; i < r->n; i++) {
+			track_clean(r->v[i].bo->track);
+			r->v[i].bo->track->gen = r->v[i].bo->backing_gen;
 		}
 	}
-out:
-	free(r.v);
+	free(r->v);
+	r->v = NULL;
+	return ret;
+}
+
+/* A pass with nothing in between: queue, wait. */
+static int copy_all_locked(struct bo_mgr *m, bool early, bool restore, bool force_cpu,
+			   struct pm_count *c)
+{
+	struct copy_pass p;
+
+	pass_start(m, &p, early, restore, force_cpu, false, c);
+	return pass_end(&p);
+}
+
+/* The spilled BOs a pass handles (never early ones: kernel BOs do not
+ * spill). */
+static bool spill_selected(const struct ugpu_bo *bo, bool restore)
+{
+	return bo->placement == UGPU_PLACEMENT_VRAM && bo->spilled && (!restore || bo->backup_valid);
+}
+
+static int pieces_add_cb(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+{
+	return spill_pieces_add(arg, bo, off, len);
+}
+
+/* The pieces of the spilled BOs' part of a pass (bo_copies()), counted into
+ * @c. */
+static int spill_collect(struct bo_mgr *m, bool restore, struct spill_pieces *p,
+			 struct pm_count *c)
+{
+	int ret;
+
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (!spill_selected(bo, restore))
+			continue;
+		c->bos++;
+		c->spill_bos++;
+		ret = bo_copies(bo, restore, pieces_add_cb, p);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * The spilled BOs' part of a save: whole BOs or their runs of dirty chunks,
+ * through the staging buffers into the file (mm/spill.h), hashed on the
+ * way; then marked clean. Counts into @c (spill_* too).
+ */
+static int spill_save_pass(struct bo_mgr *m, struct pm_count *c)
+{
+	struct spill_pieces p = { 0 };
+	uint64_t t0 = now_ns(), before = c->spill_bytes;
+	size_t i;
+	int ret;
+
+	if (!m->spill)
+		return 0;
+	ret = spill_collect(m, false, &p, c);
+	if (!ret)
+		ret = spill_save(m->spill, spill_engine(m->dev, false), p.v, p.n, &c->spill_bytes);
+	c->bytes += c->spill_bytes - before;
+	if (!ret) {
+		for (i = 0; i < p.n; i++) {
+			track_clean(p.v[i].bo->track);
+			p.v[i].bo->track->gen = p.v[i].bo->backing_gen;
+		}
+	}
+	c->spill_ns = now_ns() - t0;
+	free(p.v);
 	return ret;
 }
 
 static int save(void *arg, bool early, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
-	int ret = copy_all_locked(m, early, false, false, c);
+	struct copy_pass p;
+	int ret, rr;
 
+	if (early || !m->spill) {
+		ret = copy_all_locked(m, early, false, false, c);
+	} else {
+		/* The memory backups on the other blitters while the spill
+		 * pass runs on the first one (and the CPU hashes its pieces);
+		 * their hashes after it. */
+		pass_start(m, &p, false, false, false, true, c);
+		ret = spill_save_pass(m, c);
+		rr = pass_end(&p);
+		ret = ret ? ret : rr;
+	}
 	if (!ret && early) {
 		/* Everything that has a backup now holds the contents. */
 		bo_for_each(l, &m->all) {
 			struct ugpu_bo *bo = bo_of_all(l);
 
-			if (bo->backup.mem.fd >= 0)
+			if (bo_has_backup(bo))
 				bo->backup_valid = true;
 		}
 	}
@@ -633,15 +933,59 @@ static void verify_locked(struct bo_mgr *m, bool early, struct pm_count *c)
 	}
 }
 
+struct spill_bad {
+	struct bo_mgr *m;
+	struct pm_count *c;
+};
+
+/* A spilled backup failed its check as it was read back (spill_restore()). */
+static void spill_bad(void *arg, struct ugpu_bo *bo, uint64_t off)
+{
+	struct spill_bad *b = arg;
+
+	bo->corrupt++;
+	b->c->corrupt++;
+	pm_report_corrupt(b->m->dev, bo->name, off, bo->size);
+}
+
+/* The spilled BOs' part of a restore: read back, checked (unless
+ * @force_cpu: a redo of a pass that checked), copied into VRAM. */
+static int spill_restore_pass(struct bo_mgr *m, bool force_cpu, struct pm_count *c)
+{
+	struct spill_bad b = { .m = m, .c = c };
+	struct spill_pieces p = { 0 };
+	uint64_t t0 = now_ns();
+	int ret;
+
+	if (!m->spill)
+		return 0;
+	ret = spill_collect(m, true, &p, c);
+	if (!ret)
+		ret = spill_restore(m->spill, spill_engine(m->dev, force_cpu), p.v, p.n,
+				    force_cpu ? NULL : spill_bad, &b, &c->spill_bytes);
+	c->bytes += c->spill_bytes;
+	c->spill_ns = now_ns() - t0;
+	free(p.v);
+	return ret;
+}
+
 static int restore(void *arg, bool early, bool force_cpu, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
+	struct copy_pass p;
+	int ret, rr;
 
 	memset(c, 0, sizeof(*c));
 	/* A CPU redo follows a blitter pass that verified already. */
 	if (!force_cpu)
 		verify_locked(m, early, c);
-	return copy_all_locked(m, early, true, force_cpu, c);
+	if (early || !m->spill)
+		return copy_all_locked(m, early, true, force_cpu, c);
+	/* As in save(): the memory backups beside the spill pass. */
+	pass_start(m, &p, false, true, force_cpu, true, c);
+	ret = spill_restore_pass(m, force_cpu, c);
+	rr = pass_end(&p);
+	return ret ? ret : rr;
 }
 
 static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
@@ -660,7 +1004,7 @@ static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
 			log_err(m->dev->ctx, "%s: BO '%s' had no backup over suspend",
 				m->dev->name, bo->name);
 		}
-		if (bo->backup.mem.fd >= 0)
+		if (bo_has_backup(bo))
 			c->bos++;
 		bo_backup_drop(m->dev, bo);
 	}

@@ -95,26 +95,42 @@ static uint64_t chunk_len(const struct backup_track *t, uint64_t c)
 
 void track_hash(struct backup_track *t, const void *base, uint64_t off, uint64_t len)
 {
-	uint64_t c, end;
+	track_hash_at(t, (const char *)base + off, off, len);
+}
+
+void track_hash_at(struct backup_track *t, const void *at, uint64_t off, uint64_t len)
+{
+	uint64_t c, end, first;
 
 	if (!len)
 		return;
+	first = off >> BACKUP_CHUNK_SHIFT;
 	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
-	for (c = off >> BACKUP_CHUNK_SHIFT; c <= end && c < t->nchunks; c++)
-		t->sum[c] = XXH3_64bits((const char *)base + (c << BACKUP_CHUNK_SHIFT),
+	for (c = first; c <= end && c < t->nchunks; c++)
+		t->sum[c] = XXH3_64bits((const char *)at + ((c - first) << BACKUP_CHUNK_SHIFT),
 					chunk_len(t, c));
 }
 
-int track_verify(const struct backup_track *t, const void *base, uint64_t *bad_off)
+int track_verify_at(const struct backup_track *t, const void *at, uint64_t off, uint64_t len,
+		    uint64_t *bad_off)
 {
-	uint64_t c;
+	uint64_t c, end, first;
 
-	for (c = 0; c < t->nchunks; c++) {
-		if (XXH3_64bits((const char *)base + (c << BACKUP_CHUNK_SHIFT), chunk_len(t, c)) !=
-		    t->sum[c]) {
+	if (!len)
+		return 0;
+	first = off >> BACKUP_CHUNK_SHIFT;
+	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
+	for (c = first; c <= end && c < t->nchunks; c++) {
+		if (XXH3_64bits((const char *)at + ((c - first) << BACKUP_CHUNK_SHIFT),
+				chunk_len(t, c)) != t->sum[c]) {
 			*bad_off = c << BACKUP_CHUNK_SHIFT;
 			return -EBADMSG;
 		}
 	}
 	return 0;
+}
+
+int track_verify(const struct backup_track *t, const void *base, uint64_t *bad_off)
+{
+	return track_verify_at(t, base, 0, t->size, bad_off);
 }

@@ -61,6 +61,16 @@ bool track_next_dirty(const struct backup_track *t, uint64_t from, uint64_t *off
 /* Hash the chunks of [off, off+len) of the backup bytes @base (chunk
  * aligned @off) into the sums. */
 void track_hash(struct backup_track *t, const void *base, uint64_t off, uint64_t len);
+/* The same for bytes [off, off+len) held at @at (not at @base + @off: a
+ * staging buffer of the spill file, mm/spill.h). */
+void track_hash_at(struct backup_track *t, const void *at, uint64_t off, uint64_t len);
+/*
+ * Check the chunks of [off, off+len) (chunk aligned @off), held at @at,
+ * against their sums. Returns 0, or -EBADMSG with *@bad_off the first chunk
+ * that differs (a byte offset in the BO).
+ */
+int track_verify_at(const struct backup_track *t, const void *at, uint64_t off, uint64_t len,
+		    uint64_t *bad_off);
 /*
  * Check every chunk of the backup @base against its sum. Returns 0, or
  * -EBADMSG with *@bad_off the first chunk that differs.

@@ -311,10 +311,10 @@ void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (bo->backup.mem.fd >= 0) {
+		if (bo_has_backup(bo))
 			st->backups++;
+		if (bo->backup.mem.fd >= 0)
 			st->backup_bytes += bo->backup.mem.size;
-		}
 	}
 	pthread_mutex_unlock(&m->lock);
 }
@@ -331,7 +331,7 @@ void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 int bo_mgr_check(struct ugpu_device *dev, bool strict)
 {
 	struct bo_mgr *m = mgr_of(dev);
-	uint64_t vram = 0, sys = 0, nbos = 0, nlru = 0, used;
+	uint64_t vram = 0, sys = 0, nbos = 0, nlru = 0, used, backup_mem = 0, spilled = 0;
 	int ret = 0;
 
 	pthread_mutex_lock(&m->lock);
@@ -359,7 +359,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 		} else {
 			CHECK(buddy_list_is_empty(bo->vram), "BO '%s' outside VRAM holds blocks",
 			      bo->name);
-			CHECK(bo->backup.mem.fd < 0, "BO '%s' outside VRAM has a backup", bo->name);
+			CHECK(!bo_has_backup(bo), "BO '%s' outside VRAM has a backup", bo->name);
 		}
 		if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
 			CHECK(bo->sys.mem.fd >= 0 && (bo->sys.iova || device_is_removed(dev)) &&
@@ -372,13 +372,20 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 		      "BO '%s' (%s, %u pins) is %son the LRU", bo->name,
 		      bo->placement == UGPU_PLACEMENT_VRAM ? "VRAM" : "not VRAM", bo->pin_count,
 		      list_linked(&bo->lru) ? "" : "not ");
-		if (bo->backup.mem.fd >= 0) {
+		if (bo_has_backup(bo)) {
 			CHECK(m->pm_state != BO_PM_ACTIVE, "BO '%s' has a backup while active",
 			      bo->name);
 			CHECK(!(bo->flags & UGPU_BO_NO_RESTORE), "NO_RESTORE BO '%s' has a backup",
 			      bo->name);
 		}
-		CHECK((bo->backup.mem.fd >= 0) == (bo->track != NULL),
+		CHECK(!(bo->spilled && bo->backup.mem.fd >= 0),
+		      "BO '%s' has a backup in memory and one spilled", bo->name);
+		CHECK(!(bo->spilled && (bo->flags & UGPU_BO_KERNEL)), "kernel BO '%s' spilled",
+		      bo->name);
+		if (bo->backup.mem.fd >= 0)
+			backup_mem += bo->backup.mem.size;
+		spilled += bo->spilled;
+		CHECK(bo_has_backup(bo) == (bo->track != NULL),
 		      "BO '%s': a backup %s a write track", bo->name,
 		      bo->track ? "missing, with" : "without");
 	}
@@ -390,6 +397,13 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	      m->vram_bytes);
 	CHECK(sys == m->sys_bytes, "BOs hold %" PRIu64 " system bytes, counter says %" PRIu64, sys,
 	      m->sys_bytes);
+	CHECK(backup_mem == m->backup_mem,
+	      "backups hold %" PRIu64 " bytes of memory, counter says %" PRIu64, backup_mem,
+	      m->backup_mem);
+	CHECK(spilled == m->spill_bos, "%" PRIu64 " backups spilled, counter says %" PRIu64, spilled,
+	      m->spill_bos);
+	CHECK((m->spill != NULL) == (spilled > 0), "the spill file is %s with %" PRIu64 " backups in it",
+	      m->spill ? "open" : "closed", spilled);
 	{
 		uint64_t avail;
 
@@ -799,7 +813,7 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 		/* A prepared backup is no longer wanted (an unpinned BO is
 		 * evicted or backed up at suspend). While suspended the backup
 		 * is the only copy: it stays until resume restores it. */
-		if (bo->backup.mem.fd >= 0 && m->pm_state != BO_PM_SUSPENDED)
+		if (bo_has_backup(bo) && m->pm_state != BO_PM_SUSPENDED)
 			bo_backup_drop(bo->dev, bo);
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -1094,7 +1108,7 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	i.cpu_mapped = bo->map != NULL;
 	i.lost = bo->lost;
 	i.discarded = bo->discarded;
-	i.has_backup = bo->backup.mem.fd >= 0;
+	i.has_backup = bo_has_backup(bo);
 	i.corrupt = bo->corrupt;
 	pthread_mutex_unlock(&m->lock);
 	n = info->size < sizeof(i) ? info->size : sizeof(i);

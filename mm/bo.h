@@ -26,6 +26,7 @@ struct ugpu_device;
 struct cpu_map;
 struct cpu_map_mgr;
 struct backup_track;
+struct spill;
 struct engine;
 struct rpm;
 
@@ -94,8 +95,12 @@ struct ugpu_bo {
 	struct list_link rpm_mapped;
 	struct list_link rpm_evicted;
 
-	/* Host-suspend backup of a VRAM BO (mm/backup.c); mem.fd -1 when none. */
+	/* Host-suspend backup of a VRAM BO (mm/backup.c); mem.fd -1 when none
+	 * or when it is @spilled: then it lives in the manager's spill file
+	 * (mm/spill.h) from byte @spill_off on. bo_has_backup() says either. */
 	struct bo_sys backup;
+	bool spilled;
+	uint64_t spill_off;
 	bool backup_prepared; /* made by prepare (else by suspend itself) */
 	bool backup_valid; /* holds the contents from the suspend copy */
 	/* The backup's chunk checksums and dirty bits (mm/backup_track.h);
@@ -192,6 +197,11 @@ struct bo_mgr {
 	enum bo_pm_state pm_state;
 	struct ugpu_bo **prep_bos;
 	size_t prep_n;
+	/* the backups in memory (@backup_mem bytes, against the spill limit)
+	 * and the spill file (mm/spill.h), open exactly while @spill_bos > 0 */
+	uint64_t backup_mem;
+	struct spill *spill;
+	uint64_t spill_bos;
 
 	/* the VRAM manager (mm/vram.h): @vram_ready while the "vram-mm" step
 	 * is up; all three under @vram_lock */
@@ -275,6 +285,22 @@ struct bo_mgr_stats {
  */
 void backup_register(struct ugpu_device *dev);
 void evacuate_register(struct ugpu_device *dev);
+
+/* @bo has a host-suspend backup, in memory or spilled to the file. */
+static inline bool bo_has_backup(const struct ugpu_bo *bo)
+{
+	return bo->backup.mem.fd >= 0 || bo->spilled;
+}
+
+/* Free @bo's backup (if any) with its track, without touching the CPU
+ * mapping's write tracking (bo_backup_drop() does both); manager lock held.
+ * The last spilled backup gone closes (and removes) the spill file. */
+void bo_backup_free_locked(struct ugpu_device *dev, struct ugpu_bo *bo);
+
+/* A spilled backup of @bo becomes one in memory (read back from the file):
+ * for a removal that keeps it as the BO's system copy. Returns 0 (also when
+ * not spilled), -ENOMEM, -EIO. Manager lock held. */
+int bo_backup_unspill_locked(struct ugpu_device *dev, struct ugpu_bo *bo);
 
 /* Free @bo's host-suspend backup (if any) with its track; manager lock held. */
 void bo_backup_drop(struct ugpu_device *dev, struct ugpu_bo *bo);

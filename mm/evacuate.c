@@ -88,6 +88,7 @@ static void vram_drop_locked(struct bo_mgr *m, struct ugpu_bo *bo, enum drop_to 
 				bo->corrupt++;
 				pm_report_corrupt(dev, bo->name, bad, bo->size);
 			}
+			m->backup_mem -= bo->backup.mem.size;
 			bo->sys = bo->backup;
 			bo->backup.mem.fd = -1;
 			bo->backup.mem.vaddr = NULL;
@@ -126,7 +127,7 @@ struct evac {
 static void evacuate_one(struct evac *e, struct ugpu_bo *bo)
 {
 	struct ugpu_device *dev = e->m->dev;
-	bool has_backup = bo->backup.mem.fd >= 0 && bo->backup_valid;
+	bool has_backup = bo_has_backup(bo) && bo->backup_valid;
 	int ret;
 
 	if (bo->placement != UGPU_PLACEMENT_VRAM)
@@ -159,6 +160,13 @@ static void evacuate_one(struct evac *e, struct ugpu_bo *bo)
 				dev->name);
 			*e->surprise = true;
 		}
+	}
+	/* A spilled backup is read back into memory first: the device's
+	 * file is removed with its last backup. */
+	if (has_backup && bo->spilled && (ret = bo_backup_unspill_locked(dev, bo))) {
+		log_err(dev->ctx, "%s: removal: the spilled backup of BO '%s' cannot be read back: %s",
+			dev->name, bo->name, ugpu_strerror(ret));
+		has_backup = false;
 	}
 	if (has_backup) {
 		vram_drop_locked(e->m, bo, DROP_TO_BACKUP, NULL);

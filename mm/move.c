@@ -262,8 +262,7 @@ int bo_evict_locked(struct ugpu_bo *victim)
 	vram_free(m->dev, victim->vram, 0);
 	m->vram_bytes -= victim->size;
 	/* a host-suspend backup of it has nothing left to restore */
-	bo_sys_free(m->dev, &victim->backup);
-	victim->backup_prepared = victim->backup_valid = false;
+	bo_backup_free_locked(m->dev, victim);
 	bo_set_placement(victim, UGPU_PLACEMENT_NONE);
 	return 0;
 }
@@ -420,8 +419,7 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		m->vram_bytes -= bo->size;
 		m->sys_bytes += bo->size;
 		/* System memory survives suspend: a backup is no longer needed. */
-		bo_sys_free(dev, &bo->backup);
-		bo->backup_prepared = bo->backup_valid = false;
+		bo_backup_free_locked(dev, bo);
 	} else {
 		buddy_list_splice_tail(bo->vram, &new_blocks);
 		bo_set_placement(bo, UGPU_PLACEMENT_VRAM);

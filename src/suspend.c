@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +148,15 @@ static void stat_set(struct host_pm *pm, uint64_t *field, uint64_t v)
 	pthread_mutex_unlock(&pm->stats_lock);
 }
 
+/* A spill figure of the last run, also added to the running total. */
+static void stat_spill(struct host_pm *pm, uint64_t *field, uint64_t bytes)
+{
+	pthread_mutex_lock(&pm->stats_lock);
+	*field = bytes;
+	pm->stats.spill_bytes += bytes;
+	pthread_mutex_unlock(&pm->stats_lock);
+}
+
 static void stat_inc(struct host_pm *pm, uint64_t *field)
 {
 	pthread_mutex_lock(&pm->stats_lock);
@@ -170,6 +180,7 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
 	if (dev && device_is_remote(dev))
 		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_pm_opts o = { .size = sizeof(o) };
+	size_t dlen = 0;
 
 	if (!dev || !dev->pm || (opts && opts->size < sizeof(opts->size)))
 		return -EINVAL;
@@ -177,10 +188,33 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
 		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
 	if (o.flags & ~UGPU_PM_FLAGS_ALL)
 		return -EINVAL;
+	if (o.spill_dir) {
+		dlen = strnlen(o.spill_dir, PATH_MAX);
+		if (!dlen)
+			return -EINVAL;
+		if (dlen >= PATH_MAX)
+			return -ENAMETOOLONG;
+	}
 	pthread_mutex_lock(&dev->pm->stats_lock);
+	if (o.spill_dir) {
+		memcpy(dev->pm->spill_dir, o.spill_dir, dlen + 1);
+		o.spill_dir = dev->pm->spill_dir;
+	} else {
+		dev->pm->spill_dir[0] = '\0';
+	}
 	dev->pm->opts = o;
 	pthread_mutex_unlock(&dev->pm->stats_lock);
 	return 0;
+}
+
+void pm_spill_config(struct ugpu_device *dev, char *dir, size_t dirlen, uint64_t *limit)
+{
+	struct host_pm *pm = dev->pm;
+
+	pthread_mutex_lock(&pm->stats_lock);
+	snprintf(dir, dirlen, "%s", pm->spill_dir);
+	*limit = pm->opts.backup_mem_limit;
+	pthread_mutex_unlock(&pm->stats_lock);
 }
 
 UGPU_API int ugpu_device_pm_stats(struct ugpu_device *dev, struct ugpu_pm_stats *st)
@@ -348,6 +382,7 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev)
 		memset(&c, 0, sizeof(c));
 		ret = mem->prepare_backup(arg, &c);
 		stat_set(pm, &pm->stats.backups_prepared, c.bos);
+		stat_spill(pm, &pm->stats.spill_prepare_bytes, c.spill_bytes);
 		phase_end(dev, UGPU_PM_PHASE_PREPARE_BACKUP, &c, t0, ret);
 		stat_set(pm, &pm->stats.prepare_ns, now_ns() - t_all);
 	}
@@ -462,6 +497,9 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev)
 	t0 = now_ns();
 	memset(&c, 0, sizeof(c));
 	ret = mem->save(arg, false, &c);
+	stat_spill(pm, &pm->stats.spill_window_bytes, c.spill_bytes);
+	stat_set(pm, &pm->stats.spill_window_ns, c.spill_ns);
+	stat_set(pm, &pm->stats.spilled_bos, c.spill_bos);
 	phase_end(dev, UGPU_PM_PHASE_SUSPEND_BLIT, &c, t0, ret);
 	if (ret)
 		goto out_recover;
@@ -580,6 +618,7 @@ UGPU_API int ugpu_device_resume(struct ugpu_device *dev)
 		stat_inc(pm, &pm->stats.failures);
 		ret = mem->restore(arg, false, true, &c);
 	}
+	stat_set(pm, &pm->stats.spill_read_bytes, c.spill_bytes);
 	phase_end(dev, UGPU_PM_PHASE_RESUME_LATE, &c, t0, ret);
 	if (ret)
 		goto out_fail;

@@ -12,6 +12,7 @@
 #ifndef UGPU_SRC_SUSPEND_H
 #define UGPU_SRC_SUSPEND_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,11 +22,16 @@
 struct ugpu_device;
 
 /* What one phase of the memory layer handled; @corrupt: backups a restore
- * found damaged (each reported with pm_report_corrupt()). */
+ * found damaged (each reported with pm_report_corrupt()); @spill_*: its
+ * part that went through the spill file: backups in it, bytes written (or
+ * read, for a restore), and the time the spill pass took. */
 struct pm_count {
 	uint64_t bos;
 	uint64_t bytes;
 	uint64_t corrupt;
+	uint64_t spill_bos;
+	uint64_t spill_bytes;
+	uint64_t spill_ns;
 };
 
 /*
@@ -97,7 +103,8 @@ struct pm_mem_ops {
 struct host_pm {
 	pthread_mutex_t lock;
 	pthread_mutex_t stats_lock;
-	struct ugpu_pm_opts opts;
+	struct ugpu_pm_opts opts; /* .spill_dir points to @spill_dir */
+	char spill_dir[PATH_MAX];
 	struct ugpu_pm_stats stats;
 	const struct pm_mem_ops *mem;
 	void *mem_arg;
@@ -116,6 +123,14 @@ void host_pm_free(struct ugpu_device *dev);
  * the BO @bo_name, of @size bytes. Called by @restore, window held.
  */
 void pm_report_corrupt(struct ugpu_device *dev, const char *bo_name, uint64_t off, uint64_t size);
+
+/*
+ * pm_spill_config() - the spill options now (ugpu_pm_opts.spill_dir and
+ * .backup_mem_limit): @dir gets the directory ("" when spill is off, always
+ * NUL-terminated), *@limit the limit (0: none). Takes @stats_lock (a leaf):
+ * callable under the memory layer's locks.
+ */
+void pm_spill_config(struct ugpu_device *dev, char *dir, size_t dirlen, uint64_t *limit);
 
 /* pm_mem_register() - the memory layer's ops (mm/backup.c), at bring-up. */
 void pm_mem_register(struct ugpu_device *dev, const struct pm_mem_ops *ops, void *arg);

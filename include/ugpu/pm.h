@@ -109,6 +109,21 @@ typedef void (*ugpu_pm_corrupt_fn)(void *user, const char *bo_name, uint64_t off
  * @user: passed to @progress and @corrupt.
  * @corrupt: damaged-backup report, or NULL (the log names the BO anyway).
  * @flags: UGPU_PM_* bits.
+ * @backup_mem_limit: bytes of system memory the backups may take; 0: no
+ *        limit. With @spill_dir, a backup that would go over it is written
+ *        to the spill file instead (a limit smaller than every BO sends them
+ *        all there); without @spill_dir it is ignored.
+ * @spill_dir: a directory for the spill file, or NULL: no spill (a backup
+ *        that cannot be allocated fails prepare or suspend, as always).
+ *        Copied (up to PATH_MAX) by ugpu_device_pm_set_opts(). With it, the
+ *        backups over @backup_mem_limit, and those whose allocation fails,
+ *        go to one file there ("ugpu-spill-PID-DEVICE-XXXXXX"), opened with
+ *        O_DIRECT where the filesystem takes it (else through the page
+ *        cache, said in the log) and written and read through io_uring. The
+ *        file exists while a backup is in it: it is removed after resume,
+ *        on cancel, on a failed prepare, and at close (a crash leaves it).
+ *        Kernel BOs (UGPU_BO_KERNEL) are never spilled. See docs/suspend.md
+ *        "Spill".
  */
 struct ugpu_pm_opts {
 	size_t size;
@@ -116,6 +131,8 @@ struct ugpu_pm_opts {
 	void *user;
 	ugpu_pm_corrupt_fn corrupt;
 	uint32_t flags;
+	uint64_t backup_mem_limit;
+	const char *spill_dir;
 };
 
 /**
@@ -133,6 +150,13 @@ struct ugpu_pm_opts {
  * @cycles: completed suspend/resume cycles.
  * @failures: transitions that failed (and were recovered).
  * @corrupt: backups the last resume found damaged (checksum mismatch).
+ * @spilled_bos: backups in the spill file when the last suspend ended.
+ * @spill_prepare_bytes: bytes the last prepare wrote to the spill file.
+ * @spill_window_bytes: bytes the last suspend window wrote to it.
+ * @spill_window_ns: of the last window, the time its spill pass took
+ *        (copies into the staging buffers and the file writes, overlapped).
+ * @spill_read_bytes: bytes the last resume read back from it.
+ * @spill_bytes: running total of bytes written to spill files.
  */
 struct ugpu_pm_stats {
 	size_t size;
@@ -149,14 +173,23 @@ struct ugpu_pm_stats {
 	uint64_t cycles;
 	uint64_t failures;
 	uint64_t corrupt;
+	uint64_t spilled_bos;
+	uint64_t spill_prepare_bytes;
+	uint64_t spill_window_bytes;
+	uint64_t spill_window_ns;
+	uint64_t spill_read_bytes;
+	uint64_t spill_bytes;
 };
 
 /**
  * ugpu_device_pm_set_opts() - set the callbacks and flags.
  * @dev: the device.
  * @opts: copied (up to @opts->size); NULL resets to none. @flags take
- *        effect at the next prepare.
- * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small, unknown flags).
+ *        effect at the next prepare; @backup_mem_limit and @spill_dir at the
+ *        next backup made.
+ * Returns: 0, or -EINVAL (NULL @dev, @opts->size too small, unknown flags,
+ * an empty @spill_dir), -ENAMETOOLONG (@spill_dir of PATH_MAX bytes or
+ * more).
  * Context: any thread; not from inside the callback.
  * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
@@ -170,8 +203,10 @@ UGPU_API int ugpu_device_pm_set_opts(struct ugpu_device *dev, const struct ugpu_
  * BOs may be unpinned or destroyed concurrently: an unpin drops the backup
  * prepare made, a destroy frees it.
  * Returns: 0 (PREPARED); -EBUSY when not ACTIVE; -ENOMEM / -ENOSPC when a
- * backup or eviction target cannot be allocated, -EIO when an eviction or
- * populate copy failed: every backup prepare made is freed again, the state
+ * backup or eviction target cannot be allocated (-ENOSPC also when the
+ * spill file's filesystem is full), -EIO when an eviction or populate copy
+ * failed, or the spill file could not be created or written (the log says
+ * why): every backup prepare made is freed again, the spill file removed, the state
  * stays ACTIVE, no BO lost (evicted ones stay in system memory); -ENODEV
  * when the device is gone, also when it vanished during the call (then its
  * removal follows: include/ugpu/unplug.h); -ETIMEDOUT when GPU kernels
@@ -189,8 +224,9 @@ UGPU_API int ugpu_device_suspend_prepare(struct ugpu_device *dev);
  * until resume. Unpin/destroy from other threads wait for the call to end.
  * Returns: 0 (SUSPENDED); -EBUSY when already SUSPENDED; -ENOMEM when a
  * missed backup, or the window's list of copies (a few bytes per run of
- * dirty chunks), cannot be allocated; -EIO / -ETIMEDOUT when a copy or the
- * power-off failed, or GPU kernels still ran after 5 s; -ENODEV when the
+ * dirty chunks), cannot be allocated; -ENOSPC when the spill file's
+ * filesystem is full; -EIO / -ETIMEDOUT when a copy, a write of the spill
+ * file or the power-off failed, or GPU kernels still ran after 5 s; -ENODEV when the
  * device is gone (also when it vanished during the call). On error the
  * device is back in D0 with its engines
  * reset, the backups this call allocated are freed (those of prepare are
@@ -208,8 +244,8 @@ UGPU_API int ugpu_device_suspend(struct ugpu_device *dev);
  * (XXH3 per 64 KiB chunk) before its bytes go back to VRAM.
  * Returns: 0 (ACTIVE: every BO except NO_RESTORE ones holds its contents,
  * mappings and engines work); -EBUSY when not SUSPENDED; -EIO when the
- * device does not wake (state stays SUSPENDED, every backup kept: call
- * again); -EBADMSG when resumed (ACTIVE, as for 0) but at least one backup
+ * device does not wake, or the spill file cannot be read back (state stays
+ * SUSPENDED, every backup kept: call again); -EBADMSG when resumed (ACTIVE, as for 0) but at least one backup
  * failed its check: each such BO was restored from its damaged backup and is
  * named in the log and to ugpu_pm_opts.corrupt, counted in
  * ugpu_pm_stats.corrupt and ugpu_bo_info.corrupt. A restore copy failing

@@ -107,6 +107,7 @@ bad_number "no --device" "$B/ugpud" --socket /nonexistent/s
 bad_number "--vram-quota: '1Q' is not a size" "$B/ugpud" --device sim --vram-quota 1Q
 bad_number "--incr-vram-mib: '100' is not accepted; expected up to 8 multiples of 64" \
 	"$B/ugpu-bench" suspend --incremental --incr-vram-mib 100
+bad_number "--spill-mib: '10' is too small \(at least 64\)" "$B/ugpu-bench" suspend --spill --spill-mib 10
 bad_number "N \(mappings\): '0' is too small \(at least 1\); expected an integer in 1\.\.4096" \
 	"$B/ugpu-bench" rpm 0
 bad_number "ROUNDS: 'many' is not a number" "$B/ugpu-bench" rpm 8 many

@@ -7,11 +7,19 @@
  * a failed wake), and writes between prepare and suspend (through the API
  * and mappings, over random ranges: the window copies only the chunks the
  * dirty tracking marked, and every backup's checksums are checked at
- * resume). After every cycle every BO except NO_RESTORE ones must hold what
- * was last written to it: 0 bytes lost. Prints its seed; UGPU_SOAK_SEED
- * replays one.
+ * resume). Half the cycles spill: a spill directory and a random memory
+ * limit for the backups, so some (or all) of them go to the file; faults
+ * then include a failing write of the file in prepare or in the window, and
+ * the backup allocation failures spill instead of failing. After every
+ * cycle every BO except NO_RESTORE ones must hold what was last written to
+ * it: 0 bytes lost, and the spill file is gone. Prints its seed;
+ * UGPU_SOAK_SEED replays one.
  */
+#include <dirent.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "base/test_point.h"
 
 #include "integration/test_bo_common.h"
 
@@ -93,6 +101,31 @@ static uint64_t lost_bytes(struct sbo *b)
 	return lost;
 }
 
+/* Fail the Nth spill-file write from now (test point). */
+static int write_fail_at;
+
+static void fail_write(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg;
+	(void)id;
+	if (write_fail_at && !--write_fail_at)
+		*(int *)obj = rnd(2) ? -EIO : -ENOSPC;
+}
+
+static bool dir_empty(const char *dir)
+{
+	struct dirent *d;
+	DIR *dp = opendir(dir);
+	bool empty = true;
+
+	assert_non_null(dp);
+	while ((d = readdir(dp)))
+		if (d->d_name[0] != '.')
+			empty = false;
+	closedir(dp);
+	return empty;
+}
+
 static void test_soak(void **state)
 {
 	struct fx *f = *state;
@@ -101,6 +134,7 @@ static void test_soak(void **state)
 	unsigned long cycles = 1000, c;
 	uint64_t seed, lost = 0, faults = 0, ok_cycles = 0;
 	uint32_t next_seed = 1;
+	char dir[64];
 	int i;
 
 	e = getenv("UGPU_SOAK_CYCLES");
@@ -112,10 +146,24 @@ static void test_soak(void **state)
 	       cycles);
 	rng = seed * 2654435761u + 1;
 	memset(b, 0, sizeof(b));
+	/* tmpfs where there is one: the soak writes the file ~1000 times */
+	snprintf(dir, sizeof(dir), "%s/ugpu-soak-spill-XXXXXX",
+		 access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm");
+	assert_non_null(mkdtemp(dir));
+	test_point_set(TEST_POINT_SPILL_WRITE, fail_write, NULL);
 
 	for (c = 0; c < cycles; c++) {
-		int fault = (int)rnd(8), ret;
-		bool prepared = rnd(3) != 0;
+		int fault = (int)rnd(10), ret;
+		bool prepared = rnd(3) != 0, spill = rnd(2);
+		struct ugpu_pm_opts po = { .size = sizeof(po) };
+
+		/* spill: up to 2 MiB of backups in memory (0: no limit, only
+		 * failed allocations spill), the rest to the file */
+		if (spill) {
+			po.spill_dir = dir;
+			po.backup_mem_limit = rnd(4) ? (uint64_t)rnd(9) * 256 * 1024 : 0;
+		}
+		assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
 
 		/* mutate the population */
 		for (i = 0; i < MAXB; i++) {
@@ -150,10 +198,14 @@ static void test_soak(void **state)
 		if (prepared) {
 			if (fault == 1)
 				bo_mgr_inject_backup_failure(f->dev, 1 + rnd(4), false);
+			if (fault == 8)
+				write_fail_at = 1 + rnd(3);
 			ret = ugpu_device_suspend_prepare(f->dev);
 			bo_mgr_inject_backup_failure(f->dev, 0, false);
+			write_fail_at = 0;
 			if (ret) {
-				assert_int_equal(ret, -ENOMEM);
+				assert_true(ret == -ENOMEM || ret == -EIO || ret == -ENOSPC);
+				assert_true(dir_empty(dir));
 				faults++;
 				prepared = false;
 			}
@@ -171,9 +223,12 @@ static void test_soak(void **state)
 			sim_inject(f->sim, 0, SIM_INJECT_CMD, 1 + rnd(6), false);
 		if (fault == 3 && !prepared)
 			bo_mgr_inject_backup_failure(f->dev, 1 + rnd(4), false);
+		if (fault == 9)
+			write_fail_at = 1 + rnd(3);
 		ret = ugpu_device_suspend(f->dev);
 		sim_inject_clear(f->sim, 0);
 		bo_mgr_inject_backup_failure(f->dev, 0, false);
+		write_fail_at = 0;
 		if (ret) {
 			faults++;
 			assert_int_equal(bo_mgr_check(f->dev, true), 0);
@@ -200,6 +255,9 @@ static void test_soak(void **state)
 			ok_cycles++;
 		}
 		assert_int_equal(bo_mgr_check(f->dev, true), 0);
+		if (!dir_empty(dir))
+			fail_msg("cycle %lu: the spill file outlived the cycle (seed %llu)", c,
+				 (unsigned long long)seed);
 		for (i = 0; i < MAXB; i++)
 			if (b[i].bo)
 				lost += lost_bytes(&b[i]);
@@ -207,9 +265,19 @@ static void test_soak(void **state)
 			fail_msg("cycle %lu: %llu bytes lost (seed %llu)", c, (unsigned long long)lost,
 				 (unsigned long long)seed);
 	}
+	{
+		struct ugpu_pm_stats st = { .size = sizeof(st) };
+
+		assert_int_equal(ugpu_device_pm_stats(f->dev, &st), 0);
+		printf("soak: %llu bytes written to spill files\n",
+		       (unsigned long long)st.spill_bytes);
+		assert_true(cycles < 20 || st.spill_bytes > 0);
+	}
 	printf("soak: %lu cycles, %llu completed suspends, %llu injected faults hit, 0 bytes lost\n",
 	       cycles, (unsigned long long)ok_cycles, (unsigned long long)faults);
 	assert_true(faults > 0);
+	test_point_set(TEST_POINT_SPILL_WRITE, NULL, NULL);
+	assert_int_equal(rmdir(dir), 0);
 	for (i = 0; i < MAXB; i++)
 		sbo_put(&b[i]);
 	assert_int_equal(bo_mgr_check(f->dev, true), 0);

@@ -125,11 +125,51 @@ static void test_checksums(void **state)
 	track_free(t);
 }
 
+/* A piece held elsewhere (a spill staging slot): hashed and checked at its
+ * own address, the sums those of the chunks it covers; a flip in it is
+ * found at its offset in the BO, a flip outside it is not its business. */
+static void test_checksums_at(void **state)
+{
+	uint64_t size = 5 * BACKUP_CHUNK + 4096, off = 2 * BACKUP_CHUNK, len, bad, i;
+	uint8_t *buf = malloc(size), *slot = malloc(size);
+	struct backup_track *t = track_new(size);
+
+	(void)state;
+	assert_non_null(buf);
+	assert_non_null(slot);
+	assert_non_null(t);
+	for (i = 0; i < size; i++)
+		buf[i] = (uint8_t)(i * 37 + 1);
+	track_hash(t, buf, 0, size);
+	/* the tail piece: chunks 2..5, the last one short */
+	len = size - off;
+	memcpy(slot, buf + off, len);
+	assert_int_equal(track_verify_at(t, slot, off, len, &bad), 0);
+	slot[len - 1] ^= 4;
+	assert_int_equal(track_verify_at(t, slot, off, len, &bad), -EBADMSG);
+	assert_int_equal(bad, 5 * BACKUP_CHUNK);
+	/* hashed from the slot: the sums follow it, the whole backup differs
+	 * there now */
+	track_hash_at(t, slot, off, len);
+	assert_int_equal(track_verify_at(t, slot, off, len, &bad), 0);
+	assert_int_equal(track_verify(t, buf, &bad), -EBADMSG);
+	assert_int_equal(bad, 5 * BACKUP_CHUNK);
+	/* a piece before it is untouched by that */
+	assert_int_equal(track_verify_at(t, buf, 0, off, &bad), 0);
+	buf[BACKUP_CHUNK + 5] ^= 1;
+	assert_int_equal(track_verify_at(t, buf, 0, off, &bad), -EBADMSG);
+	assert_int_equal(bad, BACKUP_CHUNK);
+	free(buf);
+	free(slot);
+	track_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_runs_against_oracle),
 		cmocka_unit_test(test_checksums),
+		cmocka_unit_test(test_checksums_at),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
