@@ -23,6 +23,7 @@
 
 #include "engines/engine.h"
 #include "mm/bo.h"
+#include "mm/bo_remote.h"
 #include "mm/bo_rpm.h"
 #include "mm/p2p.h"
 #include "mm/peer.h"
@@ -336,6 +337,9 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
 	if (!bo || !dst || (flags & ~UGPU_MIGRATE_FLAGS_ALL) ||
 	    (flags & UGPU_MIGRATE_FLAGS_ALL) == UGPU_MIGRATE_FLAGS_ALL)
 		return -EINVAL;
+	/* BOs of ugpud's clients live in the daemon (docs/daemon.md) */
+	if (bo_is_remote(bo) || device_is_remote(dst))
+		return -EOPNOTSUPP;
 	return migrate_device(bo, dst, flags, NULL);
 }
 

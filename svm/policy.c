@@ -17,6 +17,7 @@
 #include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
+#include "src/remote.h"
 #include "base/log.h"
 #include "mm/bo.h"
 #include "mm/uffd.h"
@@ -544,7 +545,8 @@ void rearm_all(struct svm *s)
 /* @dev's attachment, g_svm_lock and its lock held on success. */
 static int tuning_dev(struct ugpu_device *dev, struct svm_dev **out)
 {
-	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM))
+	/* no shared virtual memory through ugpud (docs/daemon.md) */
+	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM) || device_is_remote(dev))
 		return -EOPNOTSUPP;
 	pthread_mutex_lock(&g_svm_lock);
 	*out = g_svm ? (pthread_mutex_lock(&g_svm->lock), sd_of(g_svm, dev)) : NULL;

@@ -214,7 +214,8 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * is removed or closed, the BO's device was closed, or it is being removed
  * and its removal is moving the BO now); -EIO (a copy failed: the BO stays
  * where it was, intact; or a device did not wake); -ETIMEDOUT (a power
- * transition did not finish in time); -ENOMEM.
+ * transition did not finish in time); -ENOMEM; -EOPNOTSUPP (a BO or
+ * device served by ugpud: not moved between devices through the daemon).
  * Context: any thread.
  */
 UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst, uint32_t flags);

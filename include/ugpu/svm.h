@@ -249,7 +249,7 @@ struct ugpu_svm_tuning {
 /**
  * ugpu_svm_get_tuning() - @dev's shared virtual memory tuning.
  * Returns: 0; -EINVAL (NULL, @t->size too small); -EOPNOTSUPP (the device
- * has no GPU VM); -ENODEV (the device is gone).
+ * has no GPU VM, or is served by ugpud); -ENODEV (the device is gone).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning *t);
@@ -257,7 +257,8 @@ UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning
 /**
  * ugpu_svm_set_tuning() - set it (takes effect with the next fault).
  * Returns: 0; -EINVAL (NULL, @t->size too small, a value out of its
- * range: nothing is changed); -EOPNOTSUPP (no GPU VM); -ENODEV (gone).
+ * range: nothing is changed); -EOPNOTSUPP (no GPU VM, or served by ugpud);
+ * -ENODEV (gone).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_set_tuning(struct ugpu_device *dev, const struct ugpu_svm_tuning *t);
