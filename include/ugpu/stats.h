@@ -75,7 +75,9 @@ struct ugpu_stat {
  * group per call); different calls are different moments.
  *
  * Returns: 0; -ENOENT when @index is past the last counter; -EINVAL for NULL
- * arguments or @st->size smaller than the first release's struct.
+ * arguments or @st->size smaller than the first release's struct;
+ * -EOPNOTSUPP for a counter a device served by ugpud does not report
+ * (host suspend and runtime PM are the daemon's: skip it and go on).
  * Context: any thread; reads only (never wakes a sleeping device).
  */
 UGPU_API int ugpu_device_stat(struct ugpu_device *dev, unsigned int index, struct ugpu_stat *st);
@@ -83,7 +85,7 @@ UGPU_API int ugpu_device_stat(struct ugpu_device *dev, unsigned int index, struc
 /**
  * ugpu_device_stat_find() - read the counter called @name.
  * Returns: 0; -ENOENT when @dev has no counter of that name; -EINVAL for
- * NULL arguments or @st->size too small.
+ * NULL arguments or @st->size too small; -EOPNOTSUPP as ugpu_device_stat().
  * Context: any thread; reads only.
  */
 UGPU_API int ugpu_device_stat_find(struct ugpu_device *dev, const char *name, struct ugpu_stat *st);

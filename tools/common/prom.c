@@ -86,10 +86,14 @@ int prom_write(FILE *out, struct ugpu_device *dev, const char *labels)
 	unsigned i;
 	int ret;
 
-	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) == 0; i++) {
+	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) != -ENOENT; i++) {
 		char name[128];
 		double v;
 
+		if (ret == -EOPNOTSUPP)
+			continue; /* not reported for this device (ugpud's clients) */
+		if (ret)
+			return ret;
 		ret = prom_name(&st, name, sizeof(name), &v);
 		if (ret)
 			return ret;
@@ -100,5 +104,5 @@ int prom_write(FILE *out, struct ugpu_device *dev, const char *labels)
 		else
 			fprintf(out, "%s %.17g\n", name, v);
 	}
-	return ret == -ENOENT ? 0 : ret;
+	return 0;
 }

@@ -58,7 +58,11 @@ static int print_stats(const char *uri, struct ugpu_device *dev)
 		ret = prom_label(label, sizeof(label), "device", uri);
 		return ret ? ret : prom_write(stdout, dev, label);
 	}
-	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) == 0; i++) {
+	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) != -ENOENT; i++) {
+		if (ret == -EOPNOTSUPP)
+			continue; /* not reported for this device (ugpud's clients) */
+		if (ret)
+			return ret;
 		if (as_json) {
 			printf("{\"name\":");
 			ugpuctl_json_str(st.name);
@@ -75,7 +79,7 @@ static int print_stats(const char *uri, struct ugpu_device *dev)
 			       (unsigned long long)st.value, unit_name(st.unit), st.help);
 		}
 	}
-	return ret == -ENOENT ? 0 : ret;
+	return 0;
 }
 
 static int run_stats(int argc, char **argv)
