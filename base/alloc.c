@@ -68,6 +68,20 @@ static size_t g_top; /* bytes handed out from g_base (bump); starts past the
 static size_t g_committed; /* bytes made read-write so far (<= RESERVE) */
 static void *g_free[NCLASS]; /* free blocks per class (next pointer in the block) */
 static struct run *g_runs; /* free large runs */
+static int g_atfork; /* the fork handlers are registered */
+
+/* fork(): the child gets a copy of g_lock as it was; taken around the fork
+ * so that no other thread holds it mid-update (the C library does the same
+ * for its own heap). */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&g_lock);
+}
+
+static void fork_done(void)
+{
+	pthread_mutex_unlock(&g_lock);
+}
 
 static int reserve_locked(void)
 {
@@ -75,6 +89,11 @@ static int reserve_locked(void)
 
 	if (g_base)
 		return 0;
+	if (!g_atfork) { /* once: twice would take g_lock twice at a fork */
+		if (pthread_atfork(fork_prepare, fork_done, fork_done))
+			return -ENOMEM;
+		g_atfork = 1;
+	}
 	p = mmap(NULL, RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -ENOMEM;

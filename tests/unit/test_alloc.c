@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -231,6 +233,41 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* A fork while other threads allocate: the child can allocate (the lock was
+ * not copied held) and the parent's blocks are intact. */
+static void *churn(void *arg)
+{
+	volatile int *stop = arg;
+
+	while (!*stop)
+		ugpu_mem_free(ugpu_mem_alloc(64));
+	return NULL;
+}
+
+static void test_fork(void **state)
+{
+	volatile int stop = 0;
+	pthread_t t;
+	int st;
+
+	(void)state;
+	assert_int_equal(pthread_create(&t, NULL, churn, (void *)&stop), 0);
+	for (int i = 0; i < 20; i++) {
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (!pid) {
+			void *p = ugpu_mem_alloc(100);
+
+			_exit(p ? 0 : 1);
+		}
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	stop = 1;
+	pthread_join(t, NULL);
+}
+
 static void test_threads(void **state)
 {
 	pthread_t t[4];
@@ -255,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_own_mapping),
 		cmocka_unit_test(test_large_reuse),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_fork),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
