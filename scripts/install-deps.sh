@@ -4,7 +4,7 @@
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -eu
 
-PKGS="build-essential cmake pkg-config libxxhash-dev liburing-dev libpciaccess-dev libjson-c-dev libsystemd-dev $*"
+PKGS="build-essential cmake pkg-config libxxhash-dev liburing-dev libpciaccess-dev libjson-c-dev libsystemd-dev libmicrohttpd-dev $*"
 
 missing=""
 for p in $PKGS; do

@@ -3,6 +3,7 @@
 #include "tools/common/prom.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -80,29 +81,38 @@ int prom_label(char *buf, size_t len, const char *name, const char *value)
 	return 0;
 }
 
-int prom_write(FILE *out, struct ugpu_device *dev, const char *labels)
+int prom_write(FILE *out, struct ugpu_device *const *devs, const char *const *labels, size_t n)
 {
 	struct ugpu_stat st = { .size = sizeof(st) };
 	unsigned i;
 	int ret;
 
-	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) != -ENOENT; i++) {
-		char name[128];
-		double v;
+	/* the devices list the same counters at the same indexes: the first
+	 * one names them */
+	for (i = 0; n && (ret = ugpu_device_stat(devs[0], i, &st)) != -ENOENT; i++) {
+		bool head = false;
 
-		if (ret == -EOPNOTSUPP)
-			continue; /* not reported for this device (ugpud's clients) */
-		if (ret)
-			return ret;
-		ret = prom_name(&st, name, sizeof(name), &v);
-		if (ret)
-			return ret;
-		fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, st.help, name,
-			st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
-		if (labels && *labels)
-			fprintf(out, "%s{%s} %.17g\n", name, labels, v);
-		else
-			fprintf(out, "%s %.17g\n", name, v);
+		for (size_t k = 0; k < n; k++) {
+			char name[128];
+			double v;
+
+			ret = ugpu_device_stat(devs[k], i, &st);
+			if (ret == -EOPNOTSUPP)
+				continue; /* not reported for this device (ugpud's clients) */
+			if (ret)
+				return ret;
+			ret = prom_name(&st, name, sizeof(name), &v);
+			if (ret)
+				return ret;
+			if (!head)
+				fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, st.help, name,
+					st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
+			head = true;
+			if (labels && labels[k] && *labels[k])
+				fprintf(out, "%s{%s} %.17g\n", name, labels[k], v);
+			else
+				fprintf(out, "%s %.17g\n", name, v);
+		}
 	}
 	return 0;
 }

@@ -23,12 +23,15 @@ struct ugpu_stat;
 int prom_name(const struct ugpu_stat *st, char *buf, size_t len, double *value);
 
 /*
- * prom_write() - every counter of @dev as exposition text to @out; @labels
- * is the label set without braces (e.g. `device="vfio-user:/run/gpu.sock"`,
- * made with prom_label()), or NULL. Returns 0 or the -errno of the first
- * counter that could not be read (nothing more is written then).
+ * prom_write() - every counter of the @n devices @devs as exposition text to
+ * @out: each metric's HELP and TYPE once, then one sample per device with
+ * that device's label set @labels[i] (without braces, e.g.
+ * `device="vfio-user:/run/gpu.sock"`, made with prom_label(); NULL for
+ * none). A counter a device does not report (-EOPNOTSUPP) has no sample for
+ * it. Returns 0 or the -errno of the first counter that could not be read
+ * (nothing more is written then).
  */
-int prom_write(FILE *out, struct ugpu_device *dev, const char *labels);
+int prom_write(FILE *out, struct ugpu_device *const *devs, const char *const *labels, size_t n);
 
 /* prom_label() - `NAME="VALUE"` with VALUE escaped as the format asks
  * (backslash, double quote, newline) into @buf. Returns 0 or -ENAMETOOLONG. */

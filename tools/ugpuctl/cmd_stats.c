@@ -55,8 +55,10 @@ static int print_stats(const char *uri, struct ugpu_device *dev)
 	if (as_prom) {
 		char label[512];
 
+		const char *labels[1] = { label };
+
 		ret = prom_label(label, sizeof(label), "device", uri);
-		return ret ? ret : prom_write(stdout, dev, label);
+		return ret ? ret : prom_write(stdout, &dev, labels, 1);
 	}
 	for (i = 0; (ret = ugpu_device_stat(dev, i, &st)) != -ENOENT; i++) {
 		if (ret == -EOPNOTSUPP)

@@ -195,6 +195,10 @@ int main(int argc, char **argv)
 	const char *socket_path = DEFAULT_SOCKET;
 	uint64_t max_clients = 256, max_bos = 4096;
 	const char *mode_s = "0660";
+	/* loopback by default: the counters are no secret, but nothing is
+	 * exposed off the machine unless asked */
+	const char *metrics_at = "127.0.0.1:9464";
+	struct metrics *metrics = NULL;
 	unsigned long mode;
 	char *end;
 	struct ugpu_context *ctx;
@@ -208,6 +212,8 @@ int main(int argc, char **argv)
 			  "index, from 0)",
 		  .range = "vfio-user:PATH, pci:BDF, sim or sim:SIZE (embedded reference "
 			   "device); at most 16" },
+		{ .name = "metrics", .kind = CLI_STR, .dst = &metrics_at, .arg = "ADDR:PORT",
+		  .help = "serve Prometheus metrics at http://ADDR:PORT/metrics (IPv4; port 0 picks one; 'off' for none); a port in use is logged, not fatal" },
 		{ .name = "socket", .kind = CLI_STR, .dst = &socket_path, .arg = "PATH",
 		  .help = "listen here (ignored when systemd passes a socket)" },
 		{ .name = "socket-mode", .kind = CLI_STR, .dst = &mode_s, .arg = "MODE",
@@ -284,11 +290,23 @@ int main(int argc, char **argv)
 			goto out_devices;
 		}
 	}
+	if (strcmp(metrics_at, "off")) {
+		ret = metrics_start(d, metrics_at, &metrics);
+		if (ret == -EINVAL) {
+			ugpud_log("--metrics: '%s' is not ADDR:PORT (IPv4) or off", metrics_at);
+			goto out_listen;
+		}
+		if (ret)
+			ugpud_log("metrics: cannot listen on %s (%s); serving without them",
+				  metrics_at, strerror(-ret));
+	}
 	ugpud_log("serving %u device(s) on %s%s (protocol %u)", d->ndevs,
 		  activated ? "the socket systemd passed" : socket_path, "", UGPUD_PROTO_VERSION);
 	snprintf(st, sizeof(st), "READY=1\nSTATUS=serving 0 clients on %u devices", d->ndevs);
 	notify_send(st);
 	ret = loop_run(d, listen_fd, notify_watchdog_usec());
+	metrics_stop(metrics);
+out_listen:
 	close(listen_fd);
 	if (!activated)
 		unlink(socket_path);

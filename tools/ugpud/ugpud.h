@@ -199,4 +199,13 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec);
 /* log lines of the daemon itself (stderr: the journal under systemd) */
 void ugpud_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* metrics.c: the Prometheus endpoint. metrics_start() serves GET /metrics
+ * on @where ("ADDR:PORT", IPv4; port 0 picks one, logged) from a thread of
+ * its own, once the devices are up: 0, -EINVAL (@where malformed),
+ * -EADDRINUSE (could not listen), -ENOMEM. metrics_stop() (NULL: no-op)
+ * before the devices go down. */
+struct metrics;
+int metrics_start(struct ugpud *d, const char *where, struct metrics **out);
+void metrics_stop(struct metrics *m);
+
 #endif
