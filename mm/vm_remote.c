@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/clock.h"
 #include "mm/bo.h"
@@ -174,12 +173,17 @@ int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 {
 	struct ugpud_fence_req req = { .queue = queue_remote_handle(q), .fence = fence };
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	long backoff_ns = 20000;
 	struct ugpud_kernel_result w;
 	int ret;
 
+	/* The daemon waits (without blocking anyone) at most a slice per
+	 * request: ask again until our own deadline. */
 	for (;;) {
-		ret = remote_get(queue_vm(q)->dev, UGPUD_FENCE_POLL, &req, sizeof(req), &w,
+		uint64_t now = now_ns();
+
+		req.timeout_ms = now >= deadline ? 0
+						 : (uint32_t)((deadline - now + 999999) / 1000000);
+		ret = remote_get(queue_vm(q)->dev, UGPUD_FENCE_WAIT, &req, sizeof(req), &w,
 				 sizeof(w));
 		if (ret != -EAGAIN)
 			break;
@@ -187,9 +191,6 @@ int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 			return -EAGAIN;
 		if (now_ns() >= deadline)
 			return -ETIMEDOUT;
-		nanosleep(&(struct timespec){ .tv_nsec = backoff_ns }, NULL);
-		if (backoff_ns < 1000000)
-			backoff_ns *= 2;
 	}
 	if (ret)
 		return ret;

@@ -3,10 +3,10 @@
  * GPU VMs, queues and kernels of a device served by ugpud (mm layer): the
  * public calls of mm/vm.c and mm/submit.c hand a remote device's objects
  * here. Each is a request; the objects live in the daemon, named by handles
- * of this connection (docs/daemon.md). Fences are polled: the daemon never
- * waits (one thread serves every client), so ugpu_fence_wait() asks again,
- * backing off from 20 us to 1 ms, until the kernel ends or the caller's
- * timeout passes.
+ * of this connection (docs/daemon.md). A fence wait is answered by the
+ * daemon when the fence's eventfd fires (its loop watches it through
+ * io_uring) or after a slice of UGPUD_WAIT_SLICE_MS; ugpu_fence_wait() asks
+ * again until the kernel ends or the caller's timeout passes.
  */
 #ifndef UGPU_MM_VM_REMOTE_H
 #define UGPU_MM_VM_REMOTE_H

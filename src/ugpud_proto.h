@@ -62,7 +62,7 @@ enum ugpud_op {
 	UGPUD_QUEUE_CREATE = 21, /* ugpud_queue_create_req -> ugpud_handle_rep */
 	UGPUD_QUEUE_DESTROY = 22, /* ugpud_obj_req -> - */
 	UGPUD_SUBMIT = 23, /* ugpud_submit_req -> ugpud_fence_rep */
-	UGPUD_FENCE_POLL = 24, /* ugpud_fence_req -> ugpud_kernel_result, or -EAGAIN */
+	UGPUD_FENCE_WAIT = 24, /* ugpud_fence_req -> ugpud_kernel_result, or -EAGAIN */
 	UGPUD_QUEUE_QUERY = 25, /* ugpud_obj_req -> ugpud_queue_info */
 	UGPUD_OP_MAX
 };
@@ -261,14 +261,20 @@ struct ugpud_fence_rep {
 	uint64_t fence;
 };
 
-/* UGPUD_FENCE_POLL: has @fence of @queue completed? The daemon never waits
- * (its one thread serves everyone): -EAGAIN while it runs, and the client
- * library polls until its own timeout. */
+/* UGPUD_FENCE_WAIT: wait for @fence of @queue, at most @timeout_ms, and at
+ * most UGPUD_WAIT_SLICE_MS in one request: -EAGAIN when it has not
+ * completed by then (the client asks again until its own timeout). The
+ * daemon's loop does not block: it watches the fence's eventfd through
+ * io_uring and answers when it fires or the slice ends. */
 struct ugpud_fence_req {
 	uint32_t queue;
-	uint32_t pad;
+	uint32_t timeout_ms;
 	uint64_t fence;
 };
+
+/* The longest one UGPUD_FENCE_WAIT waits: also how long the daemon may take
+ * to notice that a client that waits has gone. */
+#define UGPUD_WAIT_SLICE_MS 100u
 
 /* ugpu_kernel_result on the wire. */
 struct ugpud_kernel_result {

@@ -22,9 +22,10 @@
  * request on the connection (errors as ugpu_bo.h's top says for BOs); a
  * kernel's fault is reported to its own client only. Not served there:
  * mirror VMs (UGPU_VM_MIRROR: -EOPNOTSUPP), ugpu_vm_prefetch() (-EINVAL: no
- * mirror VM), ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() polls
- * the daemon (which never waits on anyone's behalf), backing off from 20 us
- * to 1 ms between asks.
+ * mirror VM), ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
+ * the daemon, which answers when the fence completes (its loop watches the
+ * fence's eventfd) or after 100 ms at most; the library asks again until
+ * the caller's timeout.
  */
 #ifndef UGPU_VM_H
 #define UGPU_VM_H

@@ -14,7 +14,9 @@
  *   byte 1-2  the record's length, little-endian (at most UGPUD_MAX_MSG)
  *   then that many bytes: the record as it came off the socket
  *
- * served by serve_request() as the loop serves them. Every reply is checked:
+ * served by serve_request() as the loop serves them (a fence wait that
+ * would wait is answered at once with serve_wait_done(), as when its slice
+ * ends). Every reply is checked:
  * a header with the magic, the request's op (HELLO for records too short to
  * have one) and seq, a length that matches, a result <= 0, an error's body a
  * terminated message; an fd only with a successful BO_MAP (it is the BO's
@@ -152,6 +154,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(&req, msg, len < sizeof(req) ? len : sizeof(req));
 		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
 				   oversized, nfds, rep, &fd);
+		if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
+			if (cl[who]->wait_fd < 0)
+				__builtin_trap(); /* no reply and nothing to wait for */
+			rl = serve_wait_done(&d, cl[who], rep);
+		}
 		check_reply(&req, len, rl, fd);
 		for (int i = 0; i < 2; i++)
 			if (killed[i])

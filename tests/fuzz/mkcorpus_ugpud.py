@@ -10,7 +10,7 @@ import sys
 MAGIC = 0x64757067
 HELLO, DEV_QUERY, MEM_STATS, BO_CREATE, BO_DESTROY, BO_READ, BO_WRITE, BO_QUERY, BO_PIN, \
     BO_UNPIN, BO_MIGRATE, CLIENTS, KILL, BO_MAP, BO_UNMAP, VM_CREATE, VM_DESTROY, VM_BIND, \
-    VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_POLL, QUEUE_QUERY = range(1, 26)
+    VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_WAIT, QUEUE_QUERY = range(1, 26)
 seq = 0
 
 
@@ -49,7 +49,8 @@ def kernels(who):
             + rec(who, VM_BIND, struct.pack("<IIQQQII", H2, H1, 0, va, 65536, 0, 0))
             + rec(who, QUEUE_CREATE, struct.pack("<II32s", H2, 0, b"q"))
             + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 2, va, 65536, 7))
-            + rec(who, FENCE_POLL, struct.pack("<IIQ", H3, 0, 1))
+            + rec(who, FENCE_WAIT, struct.pack("<IIQ", H3, 0, 1))
+            + rec(who, FENCE_WAIT, struct.pack("<IIQ", H3, 5, 1))
             + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 1, va + (1 << 20), 4096, 0))
             + obj(who, QUEUE_QUERY, H3) + obj(who, VM_QUERY, H2)
             + rec(who, VM_UNBIND, struct.pack("<IIQQQII", H2, 0, 0, va, 65536, 0, 0))

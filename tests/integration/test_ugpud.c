@@ -993,9 +993,24 @@ static void kernels_through_daemon(void **state)
 	assert_int_equal(r.status, 0);
 	assert_int_equal(ugpu_bo_read(bo, 0, words, 8), 0);
 	assert_int_equal(words[0], value + 1);
+	/* eight kernels queued, then a wait for the last: the daemon watches its
+	 * fence's eventfd (the wait cannot have completed when it arrives) */
+	{
+		struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_ATOMIC_ADD, .va = va,
+					 .bytes = n, .value = 2 };
+		struct ugpu_kernel_result last = { .size = sizeof(last) };
+		uint64_t fence = 0;
+
+		for (int i = 0; i < 8; i++)
+			assert_int_equal(ugpu_queue_submit(qa, &k, &fence), 0);
+		assert_int_equal(ugpu_fence_wait(qa, fence, 10000, &last), 0);
+		assert_int_equal(last.status, 0);
+		assert_int_equal(ugpu_bo_read(bo, n - 8, words, 8), 0);
+		assert_int_equal(words[0], value + 1 + 16);
+	}
 	assert_int_equal(ugpu_queue_query(qa, &qi), 0);
-	assert_int_equal(qi.submitted, 3);
-	assert_int_equal(qi.completed, 3);
+	assert_int_equal(qi.submitted, 11);
+	assert_int_equal(qi.completed, 11);
 	fprintf(stderr, "  client B's faulting kernel reported to it in %llu us; client A's "
 		"kernels ran on (last ran %llu ns on the device)\n",
 		(unsigned long long)t_fault, (unsigned long long)r.run_ns);

@@ -115,12 +115,17 @@ struct trickle {
 	int fd;
 	const uint8_t *buf;
 	size_t len;
+	/* if not NULL: write nothing until *@after is non-zero (atomic), so
+	 * the reader is known to be waiting when the bytes come */
+	const int *after;
 };
 
 static void *trickle_main(void *arg)
 {
 	struct trickle *t = arg;
 
+	for (int i = 0; t->after && !__atomic_load_n(t->after, __ATOMIC_ACQUIRE) && i < 5000; i++)
+		usleep(1000);
 	for (size_t i = 0; i < t->len; i += 3) {
 		size_t k = t->len - i < 3 ? t->len - i : 3;
 
@@ -403,7 +408,8 @@ static int woken(void *arg)
 	uint64_t v;
 
 	assert_int_equal(read(k->efd, &v, sizeof(v)), (ssize_t)sizeof(v));
-	return ++k->calls > k->give_up_after ? -ECANCELED : 0;
+	return __atomic_add_fetch(&k->calls, 1, __ATOMIC_RELEASE) > k->give_up_after ? -ECANCELED
+										: 0;
 }
 
 static void test_wake(void **state)
@@ -421,10 +427,12 @@ static void test_wake(void **state)
 
 	(void)state;
 	pair(sv);
-	/* a poke while half the bytes are there: drained, the wait goes on */
+	/* a poke while half the bytes are there: drained, the wait goes on
+	 * (the rest comes only once the poke was seen: no race with the
+	 * reader's first receive) */
 	assert_int_equal(write(k.efd, &one, sizeof(one)), (ssize_t)sizeof(one));
 	assert_int_equal(write(sv[0], "ab", 2), 2);
-	t = (struct trickle){ .fd = sv[0], .buf = rest, .len = 2 };
+	t = (struct trickle){ .fd = sv[0], .buf = rest, .len = 2, .after = &k.calls };
 	assert_int_equal(pthread_create(&th, NULL, trickle_main, &t), 0);
 	assert_int_equal(sock_recv(sv[1], buf, sizeof(buf), &in, &w), 0);
 	pthread_join(th, NULL);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mm/bo.h"
 #include "tools/ugpud/ugpud.h"
@@ -45,6 +46,7 @@ struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred)
 	c->uid = cred->uid;
 	c->gid = cred->gid;
 	c->admin = cred->uid == 0 || cred->uid == d->self_uid;
+	c->wait_fd = -1;
 	snprintf(c->name, sizeof(c->name), "?");
 	list_init(&c->link);
 	return c;
@@ -166,6 +168,9 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 
 void client_release(struct ugpud *d, struct client *c)
 {
+	if (c->wait_fd >= 0)
+		close(c->wait_fd);
+	c->wait_fd = -1;
 	/* queues before their VMs, VMs (and their binds) before the BOs */
 	static const enum slot_kind order[] = { SLOT_QUEUE, SLOT_VM, SLOT_BO };
 

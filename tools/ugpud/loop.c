@@ -5,8 +5,9 @@
  * its replies written with IORING_OP_SENDMSG, the termination signals with
  * IORING_OP_READ of a signalfd. One thread submits and reaps everything.
  *
- * Per client, exactly one operation is in flight: a receive, or the send of
- * the reply to the request just served. So a client's queue in the daemon
+ * Per client, exactly one request is in flight: its receive, its wait (a
+ * fence wait watches the fence's eventfd with IORING_OP_POLL_ADD linked to
+ * a timeout of at most UGPUD_WAIT_SLICE_MS), or the send of its reply. So a client's queue in the daemon
  * is one record each way, whatever it sends: what it pipelines waits in its
  * own socket buffer (the kernel's bound), and a client that stops reading
  * its replies stalls only itself. A refused peer gets its error with a
@@ -14,6 +15,7 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +31,7 @@
 /* How long the loop waits for in-flight operations at exit. */
 #define EXIT_DRAIN_MS 2000
 
-enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL };
+enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_WAIT, OP_WAIT_TIMEOUT };
 
 /* Room for a control message of @n fds: at least CMSG_SPACE(n ints). */
 #define CTRL_BYTES(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + 8)
@@ -43,6 +45,12 @@ struct op {
 struct client_io {
 	struct op recv_op;
 	struct op send_op;
+	/* a fence wait: a poll of its eventfd linked to a timeout (two
+	 * completions; the answer goes when both came) */
+	struct op wait_op;
+	struct op wait_tmo_op;
+	struct __kernel_timespec wait_ts;
+	int wait_pending;
 	bool busy; /* an operation is in flight */
 	struct iovec rx_iov;
 	struct msghdr rx_msg;
@@ -144,6 +152,42 @@ static void arm_send(struct loop *lp, struct client *c, size_t len, int fd)
 	io->busy = true;
 }
 
+/* Watch @c's fence eventfd for @c->wait_ms at most (serve_request() said
+ * the answer waits). */
+static void arm_wait(struct loop *lp, struct client *c)
+{
+	struct client_io *io = c->io;
+	struct io_uring_sqe *sqe;
+
+	/* the two linked entries go to the kernel in one submission */
+	if (io_uring_sq_space_left(&lp->ring) < 2)
+		io_uring_submit(&lp->ring);
+	sqe = get_sqe(lp);
+	io_uring_prep_poll_add(sqe, c->wait_fd, POLLIN);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data(sqe, &io->wait_op);
+	io->wait_ts = (struct __kernel_timespec){ .tv_sec = c->wait_ms / 1000,
+						  .tv_nsec = (long long)(c->wait_ms % 1000) * 1000000 };
+	sqe = get_sqe(lp);
+	io_uring_prep_link_timeout(sqe, &io->wait_ts, 0);
+	io_uring_sqe_set_data(sqe, &io->wait_tmo_op);
+	io->wait_pending = 2;
+	io->busy = true;
+}
+
+/* One of a wait's two completions (the poll fired or was cancelled by its
+ * timeout; the timeout fired or was cancelled by the poll). */
+static void on_wait(struct loop *lp, struct client *c)
+{
+	size_t len;
+
+	if (--c->io->wait_pending)
+		return;
+	c->io->busy = false;
+	len = serve_wait_done(lp->d, c, c->io->tx);
+	arm_send(lp, c, len, -1);
+}
+
 static void status(struct ugpud *d)
 {
 	char s[160];
@@ -237,6 +281,8 @@ static void on_accept(struct loop *lp, int fd)
 	}
 	c->io->tx_fd = -1;
 	c->io->recv_op = (struct op){ .kind = OP_RECV, .c = c };
+	c->io->wait_op = (struct op){ .kind = OP_WAIT, .c = c };
+	c->io->wait_tmo_op = (struct op){ .kind = OP_WAIT_TIMEOUT, .c = c };
 	c->io->send_op = (struct op){ .kind = OP_SEND, .c = c };
 	list_add_tail(&d->clients, &c->link);
 	d->nclients++;
@@ -262,6 +308,10 @@ static void on_recv(struct loop *lp, struct client *c, int res)
 	sock_fds_close(&in);
 	len = (size_t)res;
 	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
+	if (!len) { /* a fence wait: answered when it completes or the slice ends */
+		arm_wait(lp, c);
+		return;
+	}
 	arm_send(lp, c, len, fd);
 }
 
@@ -296,6 +346,10 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 		break;
 	case OP_SEND:
 		on_send(lp, op->c, cqe->res);
+		break;
+	case OP_WAIT:
+	case OP_WAIT_TIMEOUT:
+		on_wait(lp, op->c);
 		break;
 	case OP_SIGNAL:
 		if (cqe->res == sizeof(lp->si)) {

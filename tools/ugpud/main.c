@@ -231,7 +231,8 @@ int main(int argc, char **argv)
 		{ .name = "max-clients", .kind = CLI_UINT, .dst = &max_clients, .arg = "N",
 		  .help = "clients served at once; more are refused", .min = 1, .max = 4096 },
 		{ .name = "max-bos", .kind = CLI_UINT, .dst = &max_bos, .arg = "N",
-		  .help = "BOs one client may hold", .min = 1, .max = UGPUD_HANDLE_SLOTS },
+		  .help = "objects (BOs, VMs, queues) one client may hold", .min = 1,
+		  .max = UGPUD_HANDLE_SLOTS },
 		{ 0 },
 	};
 	const struct cli_cmd cmd = {

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ugpu/ugpu.h>
 
@@ -359,6 +360,49 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
 
+/* The reply to a wait for @fence of @q if it has completed (its length),
+ * or 0 when it has not (*@err 0) or the wait failed (*@err the -errno). */
+static size_t fence_answer(struct ugpu_queue *q, uint64_t fence, uint16_t op, uint32_t seq,
+			   void *rep, int *err)
+{
+	struct ugpu_kernel_result res = { .size = sizeof(res) };
+	struct ugpud_kernel_result w = { 0 };
+	int ret = ugpu_fence_wait(q, fence, 0, &res);
+
+	*err = 0;
+	if (ret == -EAGAIN || ret == -ETIMEDOUT)
+		return 0;
+	if (ret) {
+		*err = ret;
+		return 0;
+	}
+	w.status = res.status;
+	w.fault_access = (uint32_t)res.fault_access;
+	w.sum = res.sum;
+	w.fault_va = res.fault_va;
+	w.run_ns = res.run_ns;
+	memcpy(rep_body(rep), &w, sizeof(w));
+	return reply_hdr(rep, op, seq, 0, sizeof(w));
+}
+
+size_t serve_wait_done(struct ugpud *d, struct client *c, void *rep)
+{
+	struct ugpud_slot *s = client_slot(c, c->wait_queue, SLOT_QUEUE);
+	size_t len = 0;
+	int ret = -ENOENT;
+
+	(void)d;
+	close(c->wait_fd);
+	c->wait_fd = -1;
+	if (s) /* it cannot have gone: the client sent nothing since */
+		len = fence_answer(s->q, c->wait_fence, c->wait_op, c->wait_seq, rep, &ret);
+	if (len)
+		return len;
+	if (ret)
+		return serve_error(rep, c->wait_op, c->wait_seq, ret, "%s", ugpu_strerror(ret));
+	return reply_hdr(rep, c->wait_op, c->wait_seq, -EAGAIN, 0);
+}
+
 /* VMs and queues: everything but their creation. */
 static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 		    const void *body, void *rep)
@@ -445,27 +489,29 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		memcpy(rep_body(rep), &r, sizeof(r));
 		return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 	}
-	case UGPUD_FENCE_POLL: {
+	case UGPUD_FENCE_WAIT: {
 		struct ugpud_fence_req req;
-		struct ugpu_kernel_result res = { .size = sizeof(res) };
-		struct ugpud_kernel_result w = { 0 };
+		size_t len;
+		int efd;
 
-		BODY_IS(sizeof(req), "fence poll");
+		BODY_IS(sizeof(req), "fence wait");
 		memcpy(&req, body, sizeof(req));
 		SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
-		/* never waits: the loop serves everyone */
-		ret = ugpu_fence_wait(s->q, req.fence, 0, &res);
-		if (ret == -EAGAIN || ret == -ETIMEDOUT)
-			return reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
+		len = fence_answer(s->q, req.fence, h->op, h->seq, rep, &ret);
+		if (len || !req.timeout_ms)
+			return len ? len : reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
+		/* pending: the loop watches its eventfd, never blocking */
+		ret = ugpu_fence_eventfd(s->q, req.fence, &efd);
 		if (ret)
 			break;
-		w.status = res.status;
-		w.fault_access = (uint32_t)res.fault_access;
-		w.sum = res.sum;
-		w.fault_va = res.fault_va;
-		w.run_ns = res.run_ns;
-		memcpy(rep_body(rep), &w, sizeof(w));
-		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
+		c->wait_fd = efd;
+		c->wait_ms = req.timeout_ms < UGPUD_WAIT_SLICE_MS ? req.timeout_ms
+								   : UGPUD_WAIT_SLICE_MS;
+		c->wait_op = h->op;
+		c->wait_seq = h->seq;
+		c->wait_queue = req.queue;
+		c->wait_fence = req.fence;
+		return 0;
 	}
 	}
 	if (ret)
@@ -601,7 +647,7 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_VM_QUERY:
 	case UGPUD_QUEUE_DESTROY:
 	case UGPUD_SUBMIT:
-	case UGPUD_FENCE_POLL:
+	case UGPUD_FENCE_WAIT:
 	case UGPUD_QUEUE_QUERY:
 		return do_vm(d, c, &h, body, rep);
 	case UGPUD_CLIENTS:

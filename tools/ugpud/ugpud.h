@@ -94,6 +94,15 @@ struct client {
 	uint64_t vram_charged;
 	uint64_t requests;
 	struct client_io *io;
+	/* A UGPUD_FENCE_WAIT that waits (serve_request() returned 0): the
+	 * fence's eventfd, watched by the loop for @wait_ms at most, then
+	 * serve_wait_done() answers. @wait_fd -1 when none. */
+	int wait_fd;
+	uint32_t wait_ms;
+	uint16_t wait_op;
+	uint32_t wait_seq;
+	uint32_t wait_queue;
+	uint64_t wait_fence;
 };
 
 /*
@@ -166,10 +175,16 @@ struct client *client_find(struct ugpud *d, uint32_t id);
  * @rep: room for UGPUD_MAX_MSG bytes: gets the reply record.
  * @rep_fd: gets an fd to send with the reply (UGPUD_BO_MAP), which the
  *          caller closes once sent; else -1.
- * Returns: the reply's length (every request gets one).
+ * Returns: the reply's length (every request gets one), or 0 when the
+ * answer waits for a fence: @c->wait_fd is then set and the caller calls
+ * serve_wait_done() once it is readable or @c->wait_ms have passed.
  */
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
 		     bool oversized, int nfds, void *rep, int *rep_fd);
+
+/* The answer to @c's waiting UGPUD_FENCE_WAIT into @rep (its length); closes
+ * @c->wait_fd. */
+size_t serve_wait_done(struct ugpud *d, struct client *c, void *rep);
 
 /* An error record (UGPUD_HELLO seq 0 when @op is 0) with a message, into
  * @rep; its length. Used for refusals at accept too. */
