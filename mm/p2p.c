@@ -171,14 +171,23 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 		struct rpm *held = NULL, **peer_held = NULL;
 		size_t npeer_held = 0;
 		uint64_t binds;
+		bool live;
 
-		/* its page tables are in its VRAM: awake to write them */
-		if (bo_rpm_hold(dev, &held))
-			held = NULL; /* gone meanwhile: nothing to write */
 		pthread_mutex_lock(&m->lock);
 		for (size_t k = 0; k < NWIN; k++)
 			if (m->stage[k].peer == exporter)
 				stage_drop_locked(dev, &m->stage[k]);
+		w = win_find(m, exporter);
+		live = w && !w->revoked;
+		pthread_mutex_unlock(&m->lock);
+		if (!live) {
+			device_put(dev); /* no window onto it: nothing to wake for */
+			continue;
+		}
+		/* its page tables are in its VRAM: awake to write them */
+		if (bo_rpm_hold(dev, &held))
+			held = NULL; /* gone meanwhile: nothing to write */
+		pthread_mutex_lock(&m->lock);
 		w = win_find(m, exporter);
 		if (w && !w->revoked) {
 			binds = device_is_removed(dev) ? 0

@@ -188,7 +188,10 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	bool direct;
 	int link, ret;
 
-	if (ms->closed || md->closed || device_is_removed(dst))
+	/* @dst's removal or close has begun (p2p_gone: its peers' windows are
+	 * being revoked): nothing more goes into its VRAM */
+	if (ms->closed || md->closed || device_is_removed(dst) ||
+	    __atomic_load_n(&dst->p2p_gone, __ATOMIC_ACQUIRE))
 		return -ENODEV;
 	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm ||
 		      bo->pin_count || list_linked(&bo->binds) || bo->map))

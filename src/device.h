@@ -187,7 +187,8 @@ struct ugpu_device {
 	int vram_lost;
 	/* atomic, set (never cleared) when peers must stop mapping this
 	 * device's VRAM (its removal or close revokes their windows,
-	 * mm/p2p.c): no new window is made after it */
+	 * mm/p2p.c): no new window is made after it, and no BO moves into
+	 * its VRAM from another device (mm/peer.c) */
 	int p2p_gone;
 	struct vfio_dev gone_vdev;
 

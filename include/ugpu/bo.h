@@ -211,7 +211,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * (UGPU_MIGRATE_DIRECT without a fast link, with the BO outside VRAM, or
  * with no copy engine on the BO's device); -ENOSPC (@dst's VRAM cannot hold
  * it even after eviction); -ENODATA (its contents were lost); -ENODEV (@dst
- * is removed or closed, the BO's device was closed, or it is being removed
+ * is removed, being removed, or closed, the BO's device was closed, or it is being removed
  * and its removal is moving the BO now); -EIO (a copy failed: the BO stays
  * where it was, intact; or a device did not wake); -ETIMEDOUT (a power
  * transition did not finish in time); -ENOMEM; -EOPNOTSUPP (a BO or

@@ -498,6 +498,14 @@ static void test_move_wakes_peer(void **state)
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
 	assert_int_equal(bo_verify(bo, 2 << 20, 9), -1);
 	ugpu_bo_put(bo);
+	/* closing a device does not wake its peers (none maps its VRAM) */
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	resumes = rs.resumes;
+	ugpu_device_close(f->dev[1]);
+	f->dev[1] = NULL;
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	assert_int_equal(rs.resumes, resumes);
 	mfx_stop(f);
 }
 
