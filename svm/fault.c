@@ -257,6 +257,25 @@ static void thrash_note(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* The kernel whose fault @f is still runs (mm/'s rule: its queue is on
+ * the slot with the same launch tag). A fault read after its kernel ended
+ * (the replay of an earlier fault of the same range already let the page
+ * through) is stale: served, it would map a range again for nobody — and
+ * writable, for an atomic-CPU span, behind the submission that dropped
+ * such maps (found by test_svm_policy: an atomic slipped through). */
+static bool fault_current(const struct vm_fault *f)
+{
+	struct vm_mgr *vmm = f->vmm;
+	bool cur;
+
+	if (f->slot >= 64)
+		return true; /* not a device fault (a prefetch's) */
+	pthread_mutex_lock(&vmm->lock);
+	cur = vmm->on_slot[f->slot] && vmm->slot_launch[f->slot] == f->launch;
+	pthread_mutex_unlock(&vmm->lock);
+	return cur;
+}
+
 /* Serve one GPU fault: 0, or the status its kernel is aborted with. */
 /*
  * Serve one GPU fault: 0, or the status its kernel is aborted with. With
@@ -279,6 +298,8 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 
 	if (end)
 		*end = 0;
+	if (why == SERVE_FAULT && !fault_current(f))
+		return 0; /* stale: its kernel ended; nothing to answer */
 	pthread_mutex_lock(&s->lock);
 	sd = sd_of(s, f->vm->dev);
 	if (!sd) {
@@ -525,6 +546,8 @@ again:
 	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
 		(r->where == R_INPLACE && stay && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
 	wr = !guard || f->access == UGPU_ACCESS_WRITE;
+	if (!ret && guard && wr && why == SERVE_FAULT && !fault_current(f))
+		goto out; /* its kernel ended meanwhile: no writable map for nobody */
 	if (!ret && guard && wr && r->writable) {
 		pthread_mutex_lock(&s->lock);
 		if (!r->rearm) {
@@ -589,7 +612,8 @@ static void do_back(struct svm *s, uint64_t start)
 /*
  * The fault prefetcher (UVM's tree prefetcher, one level): @f was served
  * into VRAM as a 64 KiB range (its 2 MiB block cannot be one range: the
- * CPU mapping or the advice ends inside it). When most of the block's
+ * CPU mapping or the advice ends inside it), in memory of the program's
+ * own (not the heap or a .bss, which hold the driver's data too). When most of the block's
  * 64 KiB pieces that the mapping holds are in VRAM, the others follow now,
  * in one go, instead of one fault each.
  */
@@ -617,6 +641,20 @@ static void fault_prefetch(struct svm *s, const struct vm_fault *f)
 	pthread_mutex_unlock(&s->lock);
 	if (vma_lookup(f->va, &v))
 		return;
+	/* Not in the brk heap or a program's or library's .bss (the anonymous
+	 * mapping right after a file's): the driver's own objects and globals
+	 * live there, and moving pieces the GPU never asked for would take
+	 * them from under its threads (the open heap/.bss finding, made
+	 * likelier; test_svm_matrix bss-free-each saw neighbours moved). */
+	if (!strcmp(v.what, "[heap]"))
+		return;
+	{
+		struct vma prev;
+
+		if (v.start && !vma_lookup(v.start - 1, &prev) && prev.end == v.start &&
+		    prev.what[0] == '/')
+			return;
+	}
 	lo = v.start > block ? (v.start + SVM_64K - 1) & ~(SVM_64K - 1) : block;
 	hi = v.end < block + SVM_2M ? v.end & ~(SVM_64K - 1) : block + SVM_2M;
 	if (hi <= lo || in * 100 < (uint64_t)pct * ((hi - lo) / SVM_64K))

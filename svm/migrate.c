@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,13 +269,12 @@ int range_to_cpu_must(struct svm *s, struct svm_range *r)
 }
 
 /*
- * Copy one page the CPU can no longer store to (moved away, or
- * write-protected). For write protection, what orders the CPU's last stores
- * before our reads is the kernel (UFFDIO_WRITEPROTECT returns after the TLB
- * flush; a later store faults and waits for us), which ThreadSanitizer cannot
- * see: in a TSan build, read with relaxed atomic loads, which it does not
- * report against the process's own atomic stores (the tests' racers). The
- * bytes copied are the same.
+ * Copy one page the CPU can no longer store to (moved away into the staging
+ * area). What orders the CPU's last stores before our reads is the kernel
+ * (the move, and for write-protected pages read_process() below), which
+ * ThreadSanitizer cannot see: in a TSan build, read with relaxed atomic
+ * loads, which it does not report against the process's own atomic stores
+ * (the tests' racers). The bytes copied are the same.
  */
 #if defined(__SANITIZE_ADDRESS__)
 /* A page of the process is copied whole, redzones between its objects
@@ -293,6 +293,43 @@ static void copy_page(char *dst, const char *src)
 #else
 	memcpy(dst, src, SVM_4K);
 #endif
+}
+
+/*
+ * Copy the @present pages of the process's [src, +npages pages) into @vram
+ * (zeroes for the others) with process_vm_readv(), not by reading them
+ * here: the process may unmap them meanwhile (a prefetch racing a free),
+ * and a read here would then kill it with SIGSEGV (found by
+ * test_svm_policy's prefetch race as an ordinary user); the call fails
+ * with -EFAULT instead. Pages write-protected or read-mostly stay the
+ * process's, so this is how their bytes are read. 0 or -errno.
+ */
+static int read_process(char *vram, uint64_t src, const bool *present, size_t npages)
+{
+	struct iovec local[64], remote[64];
+	size_t i = 0;
+
+	while (i < npages) {
+		size_t n = 0, want = 0;
+		ssize_t got;
+
+		for (; i < npages && n < 64; i++) {
+			if (!present[i]) {
+				memset(vram + i * SVM_4K, 0, SVM_4K);
+				continue;
+			}
+			local[n] = (struct iovec){ vram + i * SVM_4K, SVM_4K };
+			remote[n] = (struct iovec){ (void *)(uintptr_t)(src + i * SVM_4K), SVM_4K };
+			n++;
+			want += SVM_4K;
+		}
+		if (!n)
+			continue;
+		got = process_vm_readv(getpid(), local, n, remote, n, 0);
+		if (got != (ssize_t)want)
+			return got < 0 ? -errno : -EFAULT;
+	}
+	return 0;
 }
 
 /* The process's pages of @r are gone (moved or zapped): which of them held
@@ -416,7 +453,9 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 	if (!ret) {
 		log_dbg(s->ctx, "svm: write-protected [0x%" PRIx64 ", +0x%" PRIx64 "): %zu of %zu pages present",
 			r->start, r->size, count_present(present, npages), npages);
-		fill_vram(vram, (const char *)r->start, present, npages);
+		ret = read_process(vram, r->start, present, npages);
+	}
+	if (!ret) {
 		pthread_mutex_lock(&s->lock);
 		r->self_zap = true;
 		pthread_mutex_unlock(&s->lock);
@@ -493,9 +532,15 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
  * Make every page of @r present (writable ones for writing), @r populating.
  * MADV_POPULATE_* is a kernel-mode access, which a user-mode-only
  * userfaultfd (an ordinary user's, docs/cpu-mappings.md) answers with
- * EFAULT: there each page is touched from here, a user-mode access our
- * handler serves: a read, or for a writable page an atomic add of 0 (a
- * write fault that changes no byte, whatever the process stores meanwhile).
+ * EFAULT: there each missing page is filled through our userfaultfd
+ * instead (UFFDIO_COPY of a page of zeroes for a writable page,
+ * UFFDIO_ZEROPAGE for a read-only one: what the kernel would have given
+ * a first touch; a page already there answers -EEXIST and is kept). Not
+ * by touching the pages from here, as before: the process may unmap them
+ * meanwhile (a prefetch racing a free), and the touch then killed the
+ * process with SIGSEGV (found by test_svm_policy's prefetch race run as
+ * an ordinary user); the ioctl fails instead (-ENOENT, the range is
+ * being collected).
  */
 static int populate(struct svm *s, struct svm_range *r)
 {
@@ -503,10 +548,16 @@ static int populate(struct svm *s, struct svm_range *r)
 		return madvise((void *)r->start, r->size,
 			       r->writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ) ? -errno : 0;
 	for (uint64_t a = r->start; a < r->start + r->size; a += SVM_4K) {
-		if (r->writable)
-			__atomic_fetch_add((uint64_t *)a, 0, __ATOMIC_RELAXED);
-		else
-			(void)__atomic_load_n((const uint64_t *)a, __ATOMIC_RELAXED);
+		int ret = r->writable ? uffd_copy(s->u, a, zero_page, SVM_4K, true)
+				      : uffd_zeropage(s->u, a, SVM_4K);
+
+		if (ret == -EAGAIN) { /* an unmap or move is being reported */
+			sleep_until_ns(now_ns() + 100000);
+			a -= SVM_4K;
+			continue;
+		}
+		if (ret && ret != -EEXIST)
+			return ret;
 	}
 	return 0;
 }
@@ -559,8 +610,20 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 		return ret == -EINVAL ? -EOPNOTSUPP : ret;
 	}
 	vram = (char *)sd->dev->vram + bo_vram_offset(bo);
-	for (uint64_t off = 0; off < r->size; off += SVM_4K)
-		copy_page(vram + off, (const char *)r->start + off);
+	{
+		size_t npages = r->size / SVM_4K;
+		bool *all = malloc(npages);
+
+		if (all)
+			memset(all, 1, npages); /* every page was made present */
+		ret = all ? read_process(vram, r->start, all, npages) : -ENOMEM;
+		free(all);
+	}
+	if (ret) {
+		uffd_wp(s->u, r->start, r->size, false);
+		ugpu_bo_put(bo);
+		return ret;
+	}
 	r->bo = bo;
 	r->vram_at_ns = now_ns();
 	range_set(s, r, R_DUP, sd);

@@ -45,6 +45,7 @@
 #include <cmocka.h>
 
 #include <ugpu/rpm.h>
+#include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
 #include "rng.h"
@@ -197,6 +198,19 @@ static int setup(void **state)
 	ugpu_device_rpm_set_autosuspend_delay(m->f->dev, -1);
 	if (ugpu_vm_create(m->f->dev, &o, &m->vm) || ugpu_queue_create(m->vm, NULL, &m->q))
 		return -1;
+	/* The matrix checks the base placement rules (docs/svm.md "What
+	 * happens"): a buffer the GPU and the CPU take turns on, as the
+	 * each-exec patterns do, is a ping-pong that thrashing control would
+	 * pin in place ("Learned behaviour", tested by test_svm_policy). */
+	{
+		struct ugpu_svm_tuning t = { .size = sizeof(t) };
+
+		if (ugpu_svm_get_tuning(m->f->dev, &t))
+			return -1;
+		t.thrash_enable = false;
+		if (ugpu_svm_set_tuning(m->f->dev, &t))
+			return -1;
+	}
 	*state = m;
 	return 0;
 }

@@ -42,6 +42,9 @@ struct pfx {
 	struct ugpu_queue *q;
 };
 
+/* The write-protection path (Linux 6.1's) instead of UFFDIO_MOVE. */
+static bool no_move;
+
 static int setup(void **state)
 {
 	struct pfx *s = calloc(1, sizeof(*s));
@@ -50,6 +53,10 @@ static int setup(void **state)
 				  .name = "svm-policy" };
 	void *fx_state;
 
+	if (no_move)
+		setenv("UGPU_SVM_NO_MOVE", "1", 1);
+	else
+		unsetenv("UGPU_SVM_NO_MOVE");
 	if (!s || fx_setup_vram(&fx_state, 64 * MIB))
 		return -1;
 	s->f = fx_state;
@@ -60,6 +67,12 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup_wp(void **state)
+{
+	no_move = true;
+	return setup(state);
+}
+
 static int teardown(void **state)
 {
 	struct pfx *s = *state;
@@ -68,6 +81,7 @@ static int teardown(void **state)
 	ugpu_queue_destroy(s->q);
 	ugpu_vm_destroy(s->vm);
 	free(s);
+	no_move = false;
 	return fx_teardown(&fx_state);
 }
 
@@ -1128,6 +1142,57 @@ static void test_fault_prefetch(void **state)
 	munmap(m, len);
 }
 
+/* ---- migration policy with two devices ---- */
+
+/* A range in device A's VRAM faulted by device B: with ALL_PAGES it moves
+ * into B's VRAM (through system memory: no peer copies yet); with
+ * ONLY_SYSTEM_PAGES it comes back and B uses it in place. */
+static void test_migration_policy_two_devices(void **state)
+{
+	struct pfx *s = *state;
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
+				  .name = "second" };
+	uint64_t bytes = 2 * MIB;
+	struct ugpu_kernel_result r;
+	struct ugpu_queue *q2;
+	struct ugpu_vm *vm2;
+	void *other = NULL;
+
+	assert_int_equal(fx_setup_vram(&other, 64 * MIB), 0);
+	ugpu_device_rpm_set_autosuspend_delay(((struct fx *)other)->dev, -1);
+	assert_int_equal(ugpu_vm_create(((struct fx *)other)->dev, &o, &vm2), 0);
+	assert_int_equal(ugpu_queue_create(vm2, NULL, &q2), 0);
+	for (int only_system = 0; only_system < 2; only_system++) {
+		uint64_t *buf = map_anon(bytes, 2 * MIB);
+		struct ugpu_svm_span_info i = { .size = sizeof(i) };
+
+		fill(buf, bytes);
+		assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_MIGRATION,
+					only_system ? UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES
+						    : UGPU_SVM_MIGRATE_ALL_PAGES), 0);
+		assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
+		assert_int_equal(query(s, buf, bytes).vram_bytes, bytes);
+		/* device B reads it */
+		assert_int_equal(run_kernel(q2, UGPU_KERNEL_READ_SUM, buf, bytes, 0, WAIT_MS, &r), 0);
+		assert_int_equal(ugpu_svm_query(vm2, (uintptr_t)buf, bytes, &i), 0);
+		assert_int_equal(i.migration, only_system ? UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES
+							  : UGPU_SVM_MIGRATE_ALL_PAGES);
+		if (only_system) {
+			assert_int_equal(i.system_bytes, bytes);
+			assert_int_equal(i.vram_bytes, 0);
+		} else {
+			assert_int_equal(i.vram_bytes, bytes);
+		}
+		assert_int_equal(query(s, buf, bytes).vram_bytes, 0); /* not A's any more */
+		check(buf, bytes, 1);
+		munmap(buf, bytes);
+	}
+	ugpu_queue_destroy(q2);
+	ugpu_vm_destroy(vm2);
+	fx_teardown(&other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1149,6 +1214,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_races, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_policy_two_devices, setup, teardown),
+		/* the write-protection path (Linux 6.1's) where moves matter */
+		cmocka_unit_test_setup_teardown(test_split_spans, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_read_mostly_concurrent, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_races, setup_wp, teardown),
 	};
 
 	if (getenv("UGPU_TEST_FILTER"))
