@@ -66,7 +66,8 @@ int spill_pieces_add(const struct spill *s, struct spill_pieces *p, struct ugpu_
 /*
  * spill_open() - create the spill file in @dir, its staging buffers and its
  * io_uring. Returns 0, or -EIO (the file, the ring or the staging could not
- * be made: logged with the reason), -ENOSPC (no space to create it).
+ * be made: logged with the reason), -ENOSPC (no space to create it),
+ * -ENOMEM (not even for its bookkeeping).
  */
 int spill_open(struct ugpu_device *dev, const char *dir, struct spill **out);
 /* spill_close() - close and remove the file, free the staging. NULL: no-op. */
