@@ -88,6 +88,11 @@ enum test_point_id {
 	 * to a -errno for it to count as failed with (-EIO, -ENOSPC). */
 	TEST_POINT_SPILL_WRITE,
 	TEST_POINT_SPILL_READ,
+	/* mm/spill.c, host-suspend thread, manager lock held: the spill
+	 * file's staging is about to be allocated (4 slots of 4 MiB, halved
+	 * on each failure down to 256 KiB). @obj: an int the callback may set
+	 * to a -errno for this allocation to fail with. */
+	TEST_POINT_SPILL_STAGING,
 	TEST_POINT_COUNT
 };
 

@@ -164,14 +164,15 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 
 	pm_spill_config(dev, dir, sizeof(dir), &limit);
 	can_spill = dir[0] && !(bo->flags & UGPU_BO_KERNEL);
-	if (can_spill && limit && m->backup_mem + bo->size > limit)
+	if (can_spill && limit && m->backup_mem + bo->size > limit) {
 		ret = backup_spill_locked(m, bo, dir);
-	else
+	} else {
 		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, true, &bo->backup);
-	if (ret && ret != -ENODEV && can_spill && !bo->spilled) {
-		log_info(dev->ctx, "%s: no memory for the backup of BO '%s' (%s): spilling it",
-			 dev->name, bo->name, ugpu_strerror(ret));
-		ret = backup_spill_locked(m, bo, dir);
+		if (ret && ret != -ENODEV && can_spill) {
+			log_info(dev->ctx, "%s: no memory for the backup of BO '%s' (%s): spilling it",
+				 dev->name, bo->name, ugpu_strerror(ret));
+			ret = backup_spill_locked(m, bo, dir);
+		}
 	}
 	if (ret)
 		return ret;
@@ -194,7 +195,7 @@ static int backup_make_locked(struct ugpu_device *dev, struct ugpu_bo *bo, bool 
 	if (bo->spilled) {
 		struct spill_pieces p = { 0 };
 
-		ret = spill_pieces_add(&p, bo, 0, bo->size);
+		ret = spill_pieces_add(m->spill, &p, bo, 0, bo->size);
 		if (!ret)
 			ret = spill_save(m->spill, spill_engine(dev, false), p.v, p.n, spilled);
 		free(p.v);
@@ -795,7 +796,9 @@ static bool spill_selected(const struct ugpu_bo *bo, bool restore)
 
 static int pieces_add_cb(void *arg, struct ugpu_bo *bo, uint64_t off, uint64_t len)
 {
-	return spill_pieces_add(arg, bo, off, len);
+	struct bo_mgr *m = bo->dev->bo_mgr;
+
+	return spill_pieces_add(m->spill, arg, bo, off, len);
 }
 
 /* The pieces of the spilled BOs' part of a pass (bo_copies()), counted into

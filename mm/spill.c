@@ -41,6 +41,7 @@ struct spill {
 	char path[PATH_MAX];
 	struct io_uring ring;
 	struct bo_sys staging;
+	uint64_t slot; /* bytes per staging slot: SPILL_SLOT, less when memory is short */
 	uint64_t end; /* first free byte of the file */
 	bool slot_busy[SPILL_SLOTS];
 	bool slot_write[SPILL_SLOTS];
@@ -54,10 +55,11 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-int spill_pieces_add(struct spill_pieces *p, struct ugpu_bo *bo, uint64_t off, uint64_t len)
+int spill_pieces_add(const struct spill *s, struct spill_pieces *p, struct ugpu_bo *bo,
+		     uint64_t off, uint64_t len)
 {
 	while (len) {
-		uint64_t n = len < SPILL_SLOT ? len : SPILL_SLOT;
+		uint64_t n = len < s->slot ? len : s->slot;
 
 		if (p->n == p->cap) {
 			size_t cap = p->cap ? 2 * p->cap : 64;
@@ -141,18 +143,30 @@ int spill_open(struct ugpu_device *dev, const char *dir, struct spill **out)
 		log_err(dev->ctx, "%s: spill file: no io_uring: %s", dev->name, ugpu_strerror(ret));
 		goto out_file;
 	}
-	ret = bo_sys_alloc_locked(dev, SPILL_SLOTS * SPILL_SLOT, "ugpu-spill-staging", false,
-				  &s->staging);
+	/* Spilling is for when memory is short: a smaller staging moves the
+	 * same bytes in more pieces. */
+	for (s->slot = SPILL_SLOT; s->slot >= SPILL_SLOT_MIN; s->slot /= 2) {
+		inj = 0;
+		test_point_obj(TEST_POINT_SPILL_STAGING, &inj);
+		ret = inj ? inj
+			  : bo_sys_alloc_locked(dev, SPILL_SLOTS * s->slot, "ugpu-spill-staging",
+						false, &s->staging);
+		if (!ret)
+			break;
+	}
 	if (ret) {
-		log_err(dev->ctx, "%s: spill file: no staging memory: %s", dev->name,
-			ugpu_strerror(ret));
+		log_err(dev->ctx, "%s: spill file: no staging memory (%" PRIu64 " KiB): %s",
+			dev->name, (uint64_t)(SPILL_SLOTS * SPILL_SLOT_MIN >> 10), ugpu_strerror(ret));
 		goto out_ring;
 	}
+	if (s->slot < SPILL_SLOT)
+		log_warn(dev->ctx, "%s: spill file: memory is short: staging of %" PRIu64 " KiB, not %" PRIu64,
+			 dev->name, SPILL_SLOTS * s->slot >> 10, (uint64_t)(SPILL_SLOTS * SPILL_SLOT >> 10));
 	/* Registered buffers spare the kernel a page walk per I/O; they count
 	 * against RLIMIT_MEMLOCK, so an ordinary user may not get them. */
 	for (i = 0; i < SPILL_SLOTS; i++) {
-		iov[i].iov_base = (char *)s->staging.mem.vaddr + i * SPILL_SLOT;
-		iov[i].iov_len = SPILL_SLOT;
+		iov[i].iov_base = (char *)s->staging.mem.vaddr + i * s->slot;
+		iov[i].iov_len = s->slot;
 	}
 	s->fixed = io_uring_register_buffers(&s->ring, iov, SPILL_SLOTS) == 0;
 	log_info(dev->ctx, "%s: spill file %s (%s%s)", dev->name, s->path,
@@ -187,6 +201,11 @@ void spill_close(struct spill *s)
 	free(s);
 }
 
+uint64_t spill_slot_bytes(const struct spill *s)
+{
+	return s->slot;
+}
+
 const char *spill_path(const struct spill *s)
 {
 	return s->path;
@@ -217,7 +236,7 @@ int spill_reserve(struct spill *s, const char *name, uint64_t size, uint64_t *of
 
 static void *slot_addr(struct spill *s, unsigned int slot)
 {
-	return (char *)s->staging.mem.vaddr + slot * SPILL_SLOT;
+	return (char *)s->staging.mem.vaddr + slot * s->slot;
 }
 
 /* Queue a read or write of piece @p through @slot. */
@@ -370,7 +389,7 @@ int spill_save(struct spill *s, struct engine *e, const struct spill_piece *p, s
 		       !s->slot_busy[next % SPILL_SLOTS]) {
 			slot = next % SPILL_SLOTS;
 			ret = bo_copy_range_queue(e, p[next].bo->vram, p[next].off, p[next].len,
-						  s->staging.iova + slot * SPILL_SLOT, false,
+						  s->staging.iova + slot * s->slot, false,
 						  &fence[slot]);
 			if (ret)
 				return copy_failed(s, e, &p[next], ret);
@@ -422,7 +441,7 @@ int spill_restore(struct spill *s, struct engine *e, const struct spill_piece *p
 		while (!ret && next < n && next - done < SPILL_SLOTS) {
 			slot = next % SPILL_SLOTS;
 			if (copying[slot]) {
-				ret = engine_wait(e, fence[slot], bo_copy_timeout_ms(SPILL_SLOT));
+				ret = engine_wait(e, fence[slot], bo_copy_timeout_ms(s->slot));
 				if (ret)
 					return copy_failed(s, e, &p[next - SPILL_SLOTS], ret);
 				copying[slot] = false;
@@ -447,7 +466,7 @@ int spill_restore(struct spill *s, struct engine *e, const struct spill_piece *p
 			reported = p[done].bo;
 		}
 		ret = bo_copy_range_queue(e, p[done].bo->vram, p[done].off, p[done].len,
-					  s->staging.iova + slot * SPILL_SLOT, true, &fence[slot]);
+					  s->staging.iova + slot * s->slot, true, &fence[slot]);
 		if (ret)
 			return copy_failed(s, e, &p[done], ret);
 		copying[slot] = true;
@@ -456,7 +475,7 @@ int spill_restore(struct spill *s, struct engine *e, const struct spill_piece *p
 	}
 	for (slot = 0; !ret && !s->err && slot < SPILL_SLOTS; slot++) {
 		if (copying[slot] && (ret = engine_wait(e, fence[slot],
-							 bo_copy_timeout_ms(SPILL_SLOT))))
+							 bo_copy_timeout_ms(s->slot))))
 			return copy_failed(s, e, &p[0], ret);
 	}
 	if (!ret)

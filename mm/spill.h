@@ -9,7 +9,8 @@
  * SPILL_ALIGN, at a SPILL_ALIGN boundary) reserved with fallocate() when the
  * backup is made, so a full filesystem is found then (prepare, outside the
  * window), not in the window. Bytes move between VRAM and the file through
- * SPILL_SLOTS staging buffers of SPILL_SLOT bytes, DMA-mapped for the copy
+ * SPILL_SLOTS staging buffers of SPILL_SLOT bytes (halved down to
+ * SPILL_SLOT_MIN while that memory cannot be had), DMA-mapped for the copy
  * engine and registered with io_uring: on the way out the engine copies a
  * piece into a free slot while io_uring writes the slots filled before (the
  * CPU hashes each piece into the backup's checksums between the two); on
@@ -40,12 +41,13 @@ struct spill;
  * disk's sequential rate. */
 #define SPILL_SLOTS 4
 #define SPILL_SLOT (4ull << 20)
+#define SPILL_SLOT_MIN (256ull << 10)
 /* Backups start at 64 KiB boundaries of the file (a backup chunk, and a
  * multiple of every O_DIRECT alignment: logical block and page). */
 #define SPILL_ALIGN (64ull << 10)
 
 /* One transfer: bytes [@off, @off+@len) of @bo (@off chunk aligned, @len at
- * most SPILL_SLOT). */
+ * most the file's slot size, spill_slot_bytes()). */
 struct spill_piece {
 	struct ugpu_bo *bo;
 	uint64_t off, len;
@@ -56,18 +58,22 @@ struct spill_pieces {
 	size_t n, cap;
 };
 
-/* Append [off, off+len) of @bo, cut into pieces of at most SPILL_SLOT.
+/* Append [off, off+len) of @bo, cut into pieces of at most @s's slot size.
  * Returns 0 or -ENOMEM. */
-int spill_pieces_add(struct spill_pieces *p, struct ugpu_bo *bo, uint64_t off, uint64_t len);
+int spill_pieces_add(const struct spill *s, struct spill_pieces *p, struct ugpu_bo *bo,
+		     uint64_t off, uint64_t len);
 
 /*
  * spill_open() - create the spill file in @dir, its staging buffers and its
  * io_uring. Returns 0, or -EIO (the file, the ring or the staging could not
- * be made: logged with the reason), -ENOSPC (no space to create it).
+ * be made: logged with the reason), -ENOSPC (no space to create it),
+ * -ENOMEM (not even for its bookkeeping).
  */
 int spill_open(struct ugpu_device *dev, const char *dir, struct spill **out);
 /* spill_close() - close and remove the file, free the staging. NULL: no-op. */
 void spill_close(struct spill *s);
+/* Bytes per staging slot: SPILL_SLOT, or less when memory was short. */
+uint64_t spill_slot_bytes(const struct spill *s);
 /* The file's name (for logs and tests). */
 const char *spill_path(const struct spill *s);
 /* Whether the file was opened with O_DIRECT. */

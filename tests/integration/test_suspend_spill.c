@@ -13,7 +13,7 @@
  *    tmpfs) fails prepare or suspend cleanly: the error says what, nothing
  *    is lost, the file is removed;
  *  - a filesystem refusing O_DIRECT: the file goes through the page cache,
- *    said in the log;
+ *    said in the log; no memory for the full staging: a smaller one;
  *  - a removal while suspended keeps the spilled BOs (read back).
  */
 #include <dirent.h>
@@ -423,6 +423,51 @@ static void test_spill_no_direct(void **state)
 	check_all(s);
 }
 
+/* Fail every call up to the Nth. */
+static void inject_upto(void *arg, enum test_point_id id, void *obj)
+{
+	struct inject *in = arg;
+
+	(void)id;
+	if (++in->seen <= in->countdown)
+		*(int *)obj = in->err;
+}
+
+/* Memory short for the staging too: it shrinks (4 MiB slots, then 2, 1,
+ * 512, 256 KiB) and the bytes go in more pieces; with none at all, prepare
+ * fails cleanly. */
+static void test_spill_staging_short(void **state)
+{
+	struct sfx *s = *state;
+	struct inject in = { .countdown = 2, .err = -ENOMEM };
+
+	set_spill(s, 1);
+	/* the 4 and 2 MiB slots cannot be had: 1 MiB ones; prepare writes
+	 * bo3 (4 MiB) in four pieces */
+	test_point_set(TEST_POINT_SPILL_STAGING, inject_upto, &in);
+	assert_int_equal(ugpu_device_suspend_prepare(s->fx.dev), 0);
+	test_point_set(TEST_POINT_SPILL_STAGING, NULL, NULL);
+	assert_int_equal(in.seen, 3);
+	assert_true(log_has("memory is short: staging of 4096 KiB, not 16384"));
+	poke(s, 3, 1 * MiB - 10, 20, 10);
+	assert_int_equal(ugpu_device_suspend(s->fx.dev), 0);
+	assert_int_equal(pm_stats(s).spill_window_bytes, 2 * BACKUP_CHUNK);
+	assert_int_equal(ugpu_device_resume(s->fx.dev), 0);
+	assert_int_equal(dir_files(s, NULL, 0), 0);
+	check_all(s);
+
+	/* none at all: prepare fails, nothing kept */
+	in = (struct inject){ .countdown = 100, .err = -ENOMEM };
+	test_point_set(TEST_POINT_SPILL_STAGING, inject_upto, &in);
+	assert_int_equal(ugpu_device_suspend_prepare(s->fx.dev), -EIO);
+	test_point_set(TEST_POINT_SPILL_STAGING, NULL, NULL);
+	assert_int_equal(in.seen, 5); /* 4 MiB, 2 MiB, 1 MiB, 512 KiB, 256 KiB */
+	assert_true(log_has("no staging memory"));
+	assert_int_equal(pm_stats(s).state, UGPU_PM_ACTIVE);
+	assert_int_equal(dir_files(s, NULL, 0), 0);
+	check_all(s);
+}
+
 /* Removed while suspended: the spilled backups are read back and kept as
  * the BOs' system memory; the file goes with the last one. */
 static void test_spill_removal(void **state)
@@ -457,6 +502,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spill_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spill_write_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spill_no_direct, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spill_staging_short, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spill_removal, setup, teardown),
 		/* last: it moves the test into a mount namespace of its own */
 		cmocka_unit_test_setup_teardown(test_spill_tiny_fs, setup, teardown),
