@@ -332,8 +332,10 @@ again:
 		pthread_mutex_unlock(&s->lock);
 		ret = vma_lookup(va, &v);
 		if (ret) {
-			log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": nothing is mapped there in the process",
-				f->access == UGPU_ACCESS_READ ? "read" : f->access == UGPU_ACCESS_WRITE ? "write" : "atomic",
+			log_err(s->ctx, "svm: %s at 0x%" PRIx64 ": nothing is mapped there in the process",
+				why == SERVE_PREFETCH ? "prefetch"
+				: f->access == UGPU_ACCESS_READ ? "GPU read"
+				: f->access == UGPU_ACCESS_WRITE ? "GPU write" : "GPU atomic",
 				f->va);
 			return -EFAULT;
 		}
@@ -559,8 +561,8 @@ again:
 	if (!ret)
 		ret = range_map_vm(s, r, f->vm, wr);
 	if (ret && ret != -EACCES) {
-		log_err(s->ctx, "svm: GPU fault at 0x%" PRIx64 " could not be served: %s", f->va,
-			ugpu_strerror(ret));
+		log_err(s->ctx, "svm: %s at 0x%" PRIx64 " could not be served: %s",
+			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, ugpu_strerror(ret));
 		ret = -EFAULT;
 	}
 out:
