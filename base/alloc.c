@@ -368,6 +368,12 @@ void *ugpu_mem_alloc(size_t size)
 
 void *ugpu_mem_zalloc(size_t n, size_t size)
 {
+	/* refused here, as the driver's heap does: ASan reports an
+	 * overflowing calloc() as an error rather than returning NULL */
+	if (size && n > SIZE_MAX / size) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	return calloc(n, size);
 }
 
