@@ -384,7 +384,24 @@ void *ugpu_mem_realloc(void *p, size_t size)
 
 void *ugpu_mem_aligned(size_t align, size_t size)
 {
-	return aligned_alloc(align, size);
+	void *p;
+	int r;
+
+	/* the same contract as the driver's heap: any size, a power-of-two
+	 * alignment up to a page (C11's aligned_alloc() wants a size that is a
+	 * multiple of the alignment, and ASan holds it to that) */
+	if (!align || (align & (align - 1)) || align > 4096) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (align <= sizeof(void *))
+		return malloc(size);
+	r = posix_memalign(&p, align, size ? size : 1);
+	if (r) {
+		errno = r;
+		return NULL;
+	}
+	return p;
 }
 
 char *ugpu_mem_strdup(const char *s)
