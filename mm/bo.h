@@ -119,6 +119,11 @@ struct ugpu_bo {
 	 * @flags, @name and @map_addr (under bo_remote.c's map lock) is used
 	 * then. */
 	uint32_t remote_handle;
+	/* Set once at creation, never changed: a BO of a device served by
+	 * ugpud (mm/bo_remote.h). Read without a lock: @dev itself may change
+	 * under the BO manager locks (a move to another device, mm/peer.c),
+	 * but never between a remote device and a local one. */
+	bool remote;
 	/* Exports of the system memory (bo_sys_export()), under the manager
 	 * lock: while > 0 the BO stays in system memory (moves are -EBUSY). */
 	uint32_t sys_holds;

@@ -45,6 +45,7 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 	}
 	bo->refcount = 1;
 	bo->dev = dev;
+	bo->remote = true;
 	bo->size = rep.bytes;
 	bo->flags = opts->flags;
 	bo->remote_handle = rep.handle;

@@ -20,7 +20,7 @@
 
 static inline bool bo_is_remote(const struct ugpu_bo *bo)
 {
-	return device_is_remote(bo->dev);
+	return bo->remote;
 }
 
 /* ugpu_bo_create() for a remote device; @opts already normalised. */
