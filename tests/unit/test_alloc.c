@@ -237,21 +237,21 @@ static void *worker(void *arg)
  * not copied held) and the parent's blocks are intact. */
 static void *churn(void *arg)
 {
-	volatile int *stop = arg;
+	int *stop = arg;
 
-	while (!*stop)
+	while (!__atomic_load_n(stop, __ATOMIC_RELAXED))
 		ugpu_mem_free(ugpu_mem_alloc(64));
 	return NULL;
 }
 
 static void test_fork(void **state)
 {
-	volatile int stop = 0;
+	int stop = 0;
 	pthread_t t;
 	int st;
 
 	(void)state;
-	assert_int_equal(pthread_create(&t, NULL, churn, (void *)&stop), 0);
+	assert_int_equal(pthread_create(&t, NULL, churn, &stop), 0);
 	for (int i = 0; i < 20; i++) {
 		pid_t pid = fork();
 
@@ -264,7 +264,7 @@ static void test_fork(void **state)
 		assert_int_equal(waitpid(pid, &st, 0), pid);
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
-	stop = 1;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
 	pthread_join(t, NULL);
 }
 
