@@ -182,6 +182,48 @@ static char *run_get_locked(size_t bytes, size_t *got)
 /* Page-aligned memory for @size bytes, after a header page. Fresh and
  * reused runs read as zero past the header page (reused ones were given
  * back with MADV_DONTNEED). */
+/*
+ * Put the run @r of @bytes back: the free list is kept in address order, a
+ * run merges with the free neighbours it touches, and a run that ends at the
+ * bump goes back to it, so freeing never leaves address space or list
+ * entries behind that only grow (a reviewer's loop of 1 MiB and 40 KiB
+ * blocks made 8 GiB read-write in 8,000 cycles before). The links of a
+ * merged run are cleared: past its header page a free run reads as zero.
+ */
+static void run_put_locked(struct run *r, size_t bytes)
+{
+	struct run **pr = &g_runs, **pprev = NULL;
+
+	while (*pr && *pr < r) {
+		pprev = pr;
+		pr = &(*pr)->next;
+	}
+	r->bytes = bytes;
+	r->next = *pr;
+	*pr = r;
+	if (r->next && (char *)r + r->bytes == (char *)r->next) {
+		struct run *n = r->next;
+
+		r->bytes += n->bytes;
+		r->next = n->next;
+		memset(n, 0, sizeof(*n));
+	}
+	if (pprev && (char *)*pprev + (*pprev)->bytes == (char *)r) {
+		struct run *p = *pprev;
+
+		p->bytes += r->bytes;
+		p->next = r->next;
+		memset(r, 0, sizeof(*r));
+		r = p;
+		pr = pprev;
+	}
+	if ((char *)r + r->bytes == g_base + g_top) { /* the last run: back to the bump */
+		*pr = r->next;
+		g_top = (size_t)((char *)r - g_base);
+		memset(r, 0, sizeof(*r));
+	}
+}
+
 static void *large_alloc(size_t size)
 {
 	size_t bytes, got = 0;
@@ -190,7 +232,9 @@ static void *large_alloc(size_t size)
 
 	if (size > RESERVE - PAGE)
 		return NULL;
-	bytes = ((size + PAGE - 1) & ~(PAGE - 1)) + PAGE;
+	/* at least one page past the header page, also for size 0 (else the
+	 * pointer would be the next run's first byte) */
+	bytes = (((size ? size : 1) + PAGE - 1) & ~(PAGE - 1)) + PAGE;
 	pthread_mutex_lock(&g_lock);
 	run = run_get_locked(bytes, &got);
 	pthread_mutex_unlock(&g_lock);
@@ -254,9 +298,10 @@ void *ugpu_mem_zalloc(size_t n, size_t size)
 		return NULL;
 	}
 	p = ugpu_mem_alloc(n * size);
-	/* small blocks are reused; large runs are fresh or given back, but
-	 * clear both: one rule, and the cost is on allocation paths only */
-	if (p)
+	/* small blocks are reused: clear them; a large run reads as zero past
+	 * its header page already (fresh, or given back with MADV_DONTNEED and
+	 * its links cleared), and clearing it would commit every page */
+	if (p && n * size <= (1ul << MAX_SHIFT) - sizeof(struct hdr))
 		memset(p, 0, n * size);
 	return p;
 }
@@ -272,9 +317,9 @@ void ugpu_mem_free(void *p)
 		return;
 	}
 	h = hdr_of(p);
-	if (h->magic != MAGIC)
+	/* exchanged, so two racing frees of one block cannot both pass */
+	if (__atomic_exchange_n(&h->magic, 0, __ATOMIC_RELAXED) != MAGIC)
 		__builtin_trap(); /* not a block of ours, or freed twice */
-	h->magic = 0;
 	if (h->cls != LARGE) {
 		unsigned cls = h->cls; /* the free-list link overwrites the header */
 
@@ -291,9 +336,7 @@ void ugpu_mem_free(void *p)
 		/* the pages go back to the kernel; the run stays reserved */
 		madvise(r, bytes, MADV_DONTNEED);
 		pthread_mutex_lock(&g_lock);
-		r->bytes = bytes;
-		r->next = g_runs;
-		g_runs = r;
+		run_put_locked(r, bytes);
 		pthread_mutex_unlock(&g_lock);
 	}
 }
@@ -311,6 +354,9 @@ void *ugpu_mem_realloc(void *p, size_t size)
 		ugpu_mem_free(p);
 		return NULL;
 	}
+	if (hdr_of(p)->magic != MAGIC)
+		__builtin_trap(); /* freed already */
+	/* (a large block shrunk in place keeps its whole run) */
 	old = hdr_of(p)->cls == LARGE ? hdr_of(p)->size - PAGE : hdr_of(p)->size;
 	if (size <= old)
 		return p;

@@ -19,6 +19,11 @@
  *
  * Sanitizer builds (ASan) keep the C library's allocator, so that use after
  * free and leaks in the driver stay visible to the sanitizer.
+ *
+ * aligned_alloc() takes alignments up to a page (the driver needs 64). A
+ * program that links both libugpu.so and the reference device's archive
+ * (ugpu-demo) has two such heaps, one per binary, each freeing only its own
+ * blocks; nothing crosses between them.
  */
 #ifndef UGPU_BASE_ALLOC_H
 #define UGPU_BASE_ALLOC_H

@@ -190,6 +190,12 @@ awk 'NR == FNR { want[$1] = $2; next } ($1 in want) && want[$1] != $2 {
 report "exports bound to another version node than the map's" "$work/d"
 grep -v '^ugpu_' "$work/lib_names" > "$work/d" || true
 report "unprefixed symbols exported by $lib" "$work/d"
+# The library's thread-locals are initial-exec (-ftls-model, CMakeLists.txt):
+# a general-dynamic access goes through glibc's DTV, which lives in the
+# program's heap, where shared virtual memory may have taken it to VRAM (a
+# fault handler would then fault on its own lookup: docs/svm.md).
+nm -D --undefined-only "$lib" | grep -w '__tls_get_addr' > "$work/d" || true
+report "thread-locals reached through __tls_get_addr (the DTV) in $lib" "$work/d"
 
 nhdr=$(wc -l < "$work/headers")
 nlib=$(wc -l < "$work/lib_names")

@@ -187,8 +187,10 @@ static void test_own_mapping(void **state)
 	ugpu_mem_free(p);
 }
 
-/* Freed large runs are reused: a thousand 8 MiB alloc/free cycles stay
- * inside a few runs' worth of address space. */
+/* Freed large runs are reused and merged: a thousand 8 MiB alloc/free
+ * cycles stay inside a few runs' worth of address space, and so does a
+ * review's loop of mixed sizes (1 MiB, then 40 KiB: split runs must merge
+ * again, or the address space grows with every cycle). */
 static void test_large_reuse(void **state)
 {
 	void *first = ugpu_mem_alloc(8u << 20), *p;
@@ -204,6 +206,32 @@ static void test_large_reuse(void **state)
 			assert_ptr_equal(p, first);
 		ugpu_mem_free(p);
 	}
+	for (int i = 0; i < 4000; i++) {
+		void *a = ugpu_mem_alloc(1u << 20), *b;
+
+		assert_non_null(a);
+		ugpu_mem_free(a);
+		b = ugpu_mem_alloc(40u << 10);
+		assert_non_null(b);
+		if (placed())
+			assert_true((char *)b < (char *)first + (16u << 20));
+		ugpu_mem_free(b);
+	}
+	/* zalloc of a reused large run reads zero without being cleared */
+	p = ugpu_mem_alloc(1u << 20);
+	memset(p, 0x5a, 1u << 20);
+	ugpu_mem_free(p);
+	p = ugpu_mem_zalloc(1, 1u << 20);
+	for (size_t k = 0; k < (1u << 20); k += 4093)
+		assert_int_equal(((unsigned char *)p)[k], 0);
+	ugpu_mem_free(p);
+	/* size 0: a block of its own */
+	p = ugpu_mem_aligned(64, 0);
+	first = ugpu_mem_aligned(64, 0);
+	assert_non_null(p);
+	assert_ptr_not_equal(p, first);
+	ugpu_mem_free(p);
+	ugpu_mem_free(first);
 }
 
 static void *worker(void *arg)
