@@ -339,6 +339,13 @@ again:
 				f->va);
 			return -EFAULT;
 		}
+		/* The driver's own heap (base/alloc.h) is never a range: a
+		 * range there would take the driver's objects away from it. */
+		if (ugpu_mem_owns((const void *)(uintptr_t)va)) {
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": that is the driver's own memory, not the program's",
+				f->va);
+			return -EFAULT;
+		}
 		if ((f->access != UGPU_ACCESS_READ && !v.writable) || !v.readable) {
 			log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping (%s) does not allow it",
 				f->access == UGPU_ACCESS_READ ? "read" : "write", f->va, v.what);

@@ -282,6 +282,10 @@ static int register_span(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
 			log_err(s->ctx, "ugpu_svm_advise: nothing is mapped at 0x%" PRIx64 " in the process", va);
 			return -EFAULT;
 		}
+		if (ugpu_mem_owns((const void *)(uintptr_t)va)) { /* base/alloc.h */
+			log_err(s->ctx, "ugpu_svm_advise: 0x%" PRIx64 " is the driver's own memory", va);
+			return -EFAULT;
+		}
 		if ((!v.anon || v.shared) && vma_page_kb(v.start) > 4) {
 			log_err(s->ctx, "ugpu_svm_advise: 0x%" PRIx64 " is huge-page memory (%s): not supported yet",
 				va, v.what);

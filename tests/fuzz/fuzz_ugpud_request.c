@@ -68,7 +68,7 @@ static void fz_drop(int i)
 	client_release(&d, cl[i]);
 	list_del(&cl[i]->link);
 	d.nclients--;
-	free(cl[i]);
+	client_free(cl[i]);
 	cl[i] = NULL;
 	killed[i] = false;
 }

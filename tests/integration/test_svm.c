@@ -29,6 +29,10 @@
 #include <ugpu/rpm.h>
 #include <ugpu/vm.h>
 
+/* the driver heap's span, without its redirection of this file's malloc */
+#define UGPU_LIBC_HEAP
+#include "base/alloc.h"
+#undef UGPU_LIBC_HEAP
 #include "base/test_point.h"
 #include "mm/vm.h"
 #include "svm/svm.h"
@@ -200,6 +204,32 @@ static void test_untouched_memory(void **state)
 	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf, 64 * KIB, 9, &r), 0);
 	assert_true(buf[0] == 9 && buf[8191] == 9 && buf[8192] == 0);
 	munmap(buf, 2 * MIB);
+}
+
+/* The driver's own heap (base/alloc.h) is never a range: a kernel on it is
+ * aborted with -EFAULT and the address, and the heap's pages stay where they
+ * are (the driver keeps working). */
+static void test_driver_heap_refused(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_kernel_result r;
+	unsigned long lo, hi;
+	uint64_t *own;
+
+	ugpu_mem_span(&lo, &hi);
+	if (!lo)
+		skip(); /* the ASan build keeps the C library's heap */
+	/* a block of the driver's heap, as the library's objects are */
+	own = ugpu_mem_alloc(8192);
+	assert_non_null(own);
+	assert_true(ugpu_mem_owns(own));
+	own[0] = 42;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, own, 4096, 0, &r), -EFAULT);
+	assert_int_equal(r.fault_va, (uintptr_t)own & ~4095ull);
+	assert_true(own[0] == 42);
+	ugpu_mem_free(own);
+	/* and the device still serves the program's memory */
+	test_untouched_memory(state);
 }
 
 /* Freed memory: its ranges go (garbage collection); a kernel on it is
@@ -1463,6 +1493,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_ranges_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_heap_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup, teardown),

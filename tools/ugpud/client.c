@@ -182,3 +182,8 @@ void client_release(struct ugpud *d, struct client *c)
 	c->slots = NULL;
 	c->nslots = 0;
 }
+
+void client_free(struct client *c)
+{
+	free(c);
+}

@@ -212,7 +212,7 @@ static void client_drop(struct loop *lp, struct client *c, const char *why)
 	list_del(&c->link);
 	d->nclients--;
 	free(c->io);
-	free(c);
+	client_free(c);
 	status(d);
 }
 
@@ -275,7 +275,7 @@ static void on_accept(struct loop *lp, int fd)
 	if (c)
 		c->io = calloc(1, sizeof(*c->io));
 	if (!c || !c->io) {
-		free(c);
+		client_free(c);
 		refuse(d, fd, -ENOMEM, "ugpud is out of memory");
 		return;
 	}

@@ -147,6 +147,10 @@ bool client_policy(const struct ugpud *d, const struct ucred *cred, const gid_t 
 		   int ngroups, char *why, size_t n);
 /* A new client (not linked, no fd yet). NULL: out of memory. */
 struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred);
+/* Free a client made by client_new() (after client_release(), unlinked):
+ * from the driver's heap, so callers built without it (the fuzz target)
+ * free it here. */
+void client_free(struct client *c);
 /* Put every BO @c holds; its handles are gone. */
 void client_release(struct ugpud *d, struct client *c);
 /* Find @c's object @handle of @kind: NULL when it has none by that handle
