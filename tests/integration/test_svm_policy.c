@@ -1086,7 +1086,11 @@ static void test_thrashing(void **state)
 		      (unsigned long long)on_ms, (unsigned long long)on_moves,
 		      (unsigned long long)off_ms, (unsigned long long)off_moves);
 	assert_int_equal(off_moves, 30);
-	assert_true(on_moves <= 4); /* three rounds to throttle, then pin */
+	/* three rounds to throttle, then pin; a slow machine (a sanitizer, a
+	 * loaded CI host) spaces the rounds past the lapse now and then, so a
+	 * detection starts over: bound it by a share of the uncontrolled run */
+	assert_true(on_moves <= 10);
+	assert_true(on_moves * 3 <= off_moves);
 	assert_true(st0.svm_thrash_detect_count >= st1.svm_thrash_detect_count + 2);
 	assert_true(st0.svm_thrash_throttle_count >= st1.svm_thrash_throttle_count + 1);
 	assert_true(st0.svm_thrash_pin_count >= st1.svm_thrash_pin_count + 1);
