@@ -168,10 +168,12 @@ struct ugpu_device {
 	 * lost); @svm_last.size is 0 until then. Under @pub_lock. */
 	struct ugpu_svm_stats svm_last;
 	/* Latency histograms (base/stats.h), kept for the device's lifetime:
-	 * runtime-PM wakes (src/rpm.c) and GPU faults served by SVM (svm/).
-	 * Lock-free (atomic buckets). */
+	 * runtime-PM wakes (src/rpm.c), GPU faults served by SVM (svm/) and
+	 * CPU faults on BO mappings served by the userfaultfd handler
+	 * (mm/cpu_map.c). Lock-free (atomic buckets). */
 	struct stat_hist rpm_wake_hist;
 	struct stat_hist svm_fault_hist;
+	struct stat_hist bo_fault_hist;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
 	 * lock. @steps_up: bit i set while the i-th bring-up component is up

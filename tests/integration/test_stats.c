@@ -8,7 +8,8 @@
  *  - a counter read by name equals the per-area call's field (mem, rpm, svm,
  *    pm) and follows what the program does (BOs created, evicted, a runtime
  *    suspend and wake);
- *  - histograms (rpm_wake_latency_us, svm_pagefault_latency_us): cumulative
+ *  - histograms (rpm_wake_latency_us, svm_pagefault_latency_us,
+ *    bo_cpu_fault_latency_us: a CPU touch of a mapped BO adds one): cumulative
  *    buckets that never decrease, the last one equal to the count, bounds
  *    1, 2, 4, ... then +Inf; a runtime suspend and wake adds one
  *    observation in the bucket of rpm_wake_last_us; a caller with the first
@@ -18,6 +19,7 @@
  */
 #include <ctype.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ugpu/pm.h>
 #include <ugpu/rpm.h>
@@ -189,6 +191,25 @@ static void test_histograms(void **state)
 	n0 = check_hist(f->dev, "rpm_wake_latency_us", &a);
 	sum0 = a.sum;
 	check_hist(f->dev, "svm_pagefault_latency_us", &st);
+	{
+		/* the first CPU touch of a mapped BO is a userfaultfd fault the
+		 * handler serves: one more observation */
+		struct ugpu_bo *bo = bo_new(f->dev, 1 * MIB, 0, UGPU_PLACEMENT_VRAM,
+					    UGPU_PLACEMENT_NONE, "hist");
+		uint64_t c0 = check_hist(f->dev, "bo_cpu_fault_latency_us", &st);
+		void *p = NULL;
+
+		assert_non_null(bo);
+		assert_int_equal(ugpu_bo_map(bo, &p), 0);
+		*(volatile uint32_t *)p = 0x12345678;
+		/* the handler records it just after waking us: wait for it
+		 * (bounded) */
+		for (int i = 0; i < 1000 && check_hist(f->dev, "bo_cpu_fault_latency_us", &st) == c0; i++)
+			usleep(1000);
+		assert_true(check_hist(f->dev, "bo_cpu_fault_latency_us", &st) >= c0 + 1);
+		assert_true(*(volatile uint32_t *)p == 0x12345678);
+		ugpu_bo_put(bo);
+	}
 	assert_int_equal(ugpu_stat_bucket_le(NULL, 0), UINT64_MAX);
 	assert_int_equal(ugpu_stat_bucket_le(&st, UGPU_STAT_BUCKETS), UINT64_MAX);
 
