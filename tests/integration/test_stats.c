@@ -233,7 +233,8 @@ static void test_histograms(void **state)
 	 * written past its struct */
 	memset(guard, 0xa5, sizeof(guard));
 	memcpy(guard, &old, old.size);
-	assert_int_equal(ugpu_device_stat_find(f->dev, "rpm_wake_latency_us", (struct ugpu_stat *)guard), 0);
+	assert_int_equal(
+		ugpu_device_stat_find(f->dev, "rpm_wake_latency_us", (struct ugpu_stat *)guard), 0);
 	memcpy(&old, guard, sizeof(old));
 	assert_int_equal(old.kind, UGPU_STAT_HISTOGRAM);
 	assert_int_equal(old.value, n0 + 1);

@@ -22,7 +22,8 @@ static bool as_json, as_prom;
 
 static const struct cli_opt stats_opts[] = {
 	{ .name = "json", .kind = CLI_FLAG, .dst = &as_json,
-	  .help = "one JSON object per line: name, value, kind, unit, group, help (histograms: sum, buckets)" },
+	  .help = "one JSON object per line: name, value, kind, unit, group, help "
+		  "(histograms: sum, buckets)" },
 	{ .name = "prometheus", .kind = CLI_FLAG, .dst = &as_prom,
 	  .help = "the Prometheus text exposition format 0.0.4" },
 	{ 0 },

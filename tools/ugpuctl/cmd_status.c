@@ -193,7 +193,10 @@ static int status_control(void)
 
 static const char *power_name(uint32_t p)
 {
-	return p == UGPU_POWER_D0 ? "D0" : p == UGPU_POWER_D3HOT ? "D3hot" : p == UGPU_POWER_D3COLD ? "D3cold" : "?";
+	return p == UGPU_POWER_D0	? "D0"
+	       : p == UGPU_POWER_D3HOT	? "D3hot"
+	       : p == UGPU_POWER_D3COLD ? "D3cold"
+					: "?";
 }
 
 /* One device's memory as "key value" pairs: VRAM by kind, then the rest. */
