@@ -20,13 +20,36 @@
 
 struct ugpu_device;
 
+/*
+ * A latency histogram: UGPU_STAT_BUCKETS buckets with fixed power-of-two
+ * bounds (bucket i: values <= 2^i units; the last: the rest) and the sum.
+ * Locking: none; every field is an atomic updated with relaxed operations,
+ * so recording from any thread costs two atomic adds and takes no lock. A
+ * reader may see a bucket and the sum of different moments (the counts are
+ * read one by one), never a torn value.
+ */
+struct stat_hist {
+	_Atomic uint64_t n[UGPU_STAT_BUCKETS];
+	_Atomic uint64_t sum;
+};
+
+/* A copy of a struct stat_hist (per-bucket, not cumulative counts): what a
+ * group's snapshot holds for a STAT_HIST counter. */
+struct stat_hist_snap {
+	uint64_t n[UGPU_STAT_BUCKETS];
+	uint64_t sum;
+};
+
+void stat_hist_add(struct stat_hist *h, uint64_t value);
+void stat_hist_read(struct stat_hist *h, struct stat_hist_snap *out);
+
 struct stat_desc {
 	const char *name;
 	const char *help;
 	uint8_t kind; /* enum ugpu_stat_kind */
 	uint8_t unit; /* enum ugpu_stat_unit */
-	uint8_t width; /* 1 (bool), 4 or 8 bytes at @offset */
-	size_t offset;
+	uint8_t width; /* 1 (bool), 4 or 8 bytes at @offset; histograms: 0 */
+	size_t offset; /* histograms: of a struct stat_hist_snap */
 };
 
 #define STAT_U64(type, field, kind_, unit_, help_)                                              \
@@ -36,6 +59,11 @@ struct stat_desc {
 #define STAT_NAMED(name_, type, field, kind_, unit_, help_)                                     \
 	{ .name = name_, .help = help_, .kind = kind_, .unit = unit_,                           \
 	  .width = sizeof(((type *)0)->field), .offset = offsetof(type, field) }
+
+/* A histogram: @field is a struct stat_hist_snap of the snapshot. */
+#define STAT_HIST(name_, type, field, unit_, help_)                                             \
+	{ .name = name_, .help = help_, .kind = UGPU_STAT_HISTOGRAM, .unit = unit_, .width = 0, \
+	  .offset = offsetof(type, field) }
 
 struct stat_group {
 	const char *name; /* "mem", "svm", ... */

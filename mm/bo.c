@@ -918,6 +918,7 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 			.size = sizeof(o),
 			.release_by_invalidate = __atomic_load_n(&test_release_by_invalidate,
 								 __ATOMIC_RELAXED),
+			.fault_hist = &dev->bo_fault_hist,
 		};
 
 		/* The transport is only reached while the device is not
@@ -1169,10 +1170,23 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	return 0;
 }
 
-/* Counters of this module in the stats registry (base/stats.h). */
+/* Counters of this module in the stats registry (base/stats.h): the public
+ * struct, then the CPU-fault histogram of BO mappings. */
+struct mem_stats_snap {
+	struct ugpu_device_mem s;
+	struct stat_hist_snap cpu_fault;
+};
+
 static int mem_stats_snapshot(struct ugpu_device *dev, void *buf)
 {
-	return ugpu_device_mem_stats(dev, buf);
+	struct mem_stats_snap *snap = buf;
+	int ret;
+
+	snap->s.size = sizeof(snap->s);
+	ret = ugpu_device_mem_stats(dev, &snap->s);
+	if (!ret)
+		stat_hist_read(&dev->bo_fault_hist, &snap->cpu_fault);
+	return ret;
 }
 
 static const struct stat_desc mem_stats_descs[] = {
@@ -1208,6 +1222,8 @@ static const struct stat_desc mem_stats_descs[] = {
 		   "bytes of the BO moves"),
 	STAT_NAMED("bo_copy_failure_count", struct ugpu_device_mem, copy_failures, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "BO moves whose copy failed (the BO stayed)"),
+	STAT_HIST("bo_cpu_fault_latency_us", struct mem_stats_snap, cpu_fault, UGPU_STAT_UNIT_US,
+		  "time the userfaultfd handler took to serve a CPU fault on a BO mapping"),
 };
 
-STATS_GROUP(mem_stats_group, "mem", struct ugpu_device_mem, mem_stats_snapshot, mem_stats_descs)
+STATS_GROUP(mem_stats_group, "mem", struct mem_stats_snap, mem_stats_snapshot, mem_stats_descs)

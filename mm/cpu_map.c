@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
+#include "base/stats.h"
 
 #define CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS 10000u
 /* The handler's poll period: how late a stop request or a block timeout is
@@ -107,6 +108,7 @@ struct cpu_map_mgr {
 	unsigned int block_timeout_ms;
 	size_t page;
 	bool release_in_place;
+	struct stat_hist *fault_hist; /* may be NULL; lock-free (base/stats.h) */
 
 	pthread_mutex_t lock;
 	struct list_link maps; /* struct cpu_map */
@@ -525,8 +527,14 @@ static void on_msg(void *owner, const struct uffd_msg *m)
 	case UFFD_EVENT_PAGEFAULT:
 		if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			handle_wp_fault(mgr, (uintptr_t)m->arg.pagefault.address);
-		else
+		else if (mgr->fault_hist) {
+			uint64_t t0 = now_ns();
+
 			handle_fault(mgr, (uintptr_t)m->arg.pagefault.address);
+			stat_hist_add(mgr->fault_hist, (now_ns() - t0) / 1000);
+		} else {
+			handle_fault(mgr, (uintptr_t)m->arg.pagefault.address);
+		}
 		break;
 	case UFFD_EVENT_REMAP:
 		/* Reading it is the answer: the invalidating thread's
@@ -570,6 +578,9 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 	if (!mgr)
 		return -ENOMEM;
 	mgr->ctx = ctx;
+	mgr->fault_hist = opts && opts->size > offsetof(struct cpu_map_mgr_opts, fault_hist)
+				  ? opts->fault_hist
+				  : NULL;
 	mgr->page = page > 0 ? (size_t)page : 4096;
 	mgr->block_timeout_ms = opts && opts->block_timeout_ms ? opts->block_timeout_ms
 							      : CPU_MAP_DEFAULT_BLOCK_TIMEOUT_MS;

@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct stat_hist;
+
 struct ugpu_context;
 struct cpu_map_mgr;
 struct cpu_map;
@@ -116,6 +118,10 @@ struct cpu_map_mgr_opts {
 	size_t size;
 	unsigned int block_timeout_ms;
 	bool release_by_invalidate;
+	/* where the handler records how long it took to serve each missing-page
+	 * fault, in microseconds (the read message to the faulting thread's
+	 * wake); NULL: not recorded. Must outlive the manager. */
+	struct stat_hist *fault_hist;
 };
 
 /*

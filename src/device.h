@@ -13,6 +13,7 @@
 
 #include "engines/engine.h"
 #include "base/list.h"
+#include "base/stats.h"
 #include "vfio/dma.h"
 #include "vfio/transport.h"
 
@@ -166,6 +167,13 @@ struct ugpu_device {
 	 * ugpu_device_svm_stats() still answers after a removal (what was
 	 * lost); @svm_last.size is 0 until then. Under @pub_lock. */
 	struct ugpu_svm_stats svm_last;
+	/* Latency histograms (base/stats.h), kept for the device's lifetime:
+	 * runtime-PM wakes (src/rpm.c), GPU faults served by SVM (svm/) and
+	 * CPU faults on BO mappings served by the userfaultfd handler
+	 * (mm/cpu_map.c). Lock-free (atomic buckets). */
+	struct stat_hist rpm_wake_hist;
+	struct stat_hist svm_fault_hist;
+	struct stat_hist bo_fault_hist;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own
 	 * lock. @steps_up: bit i set while the i-th bring-up component is up

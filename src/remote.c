@@ -26,6 +26,8 @@
  * @seq: the next request's sequence number. Under @lock.
  * @info: the device as the hello described it; read-only after open.
  * @client_id: the daemon's id for this connection; read-only after open.
+ * @devices: how many devices the daemon serves (its hello); read-only after
+ *           open.
  * @buf: the reply being read. Under @lock.
  */
 struct remote {
@@ -35,6 +37,7 @@ struct remote {
 	uint32_t seq;
 	struct ugpud_dev_info info;
 	uint32_t client_id;
+	uint32_t devices;
 	unsigned char buf[UGPUD_MAX_MSG];
 };
 
@@ -269,6 +272,7 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	r->info.transport[sizeof(r->info.transport) - 1] = '\0';
 	r->info.profile[sizeof(r->info.profile) - 1] = '\0';
 	r->client_id = rep.client_id;
+	r->devices = rep.devices;
 	dev->vendor_id = rep.info.vendor_id;
 	dev->device_id = rep.info.device_id;
 	dev->class_code = rep.info.class_code;
@@ -294,6 +298,11 @@ out_free:
 uint32_t remote_client_id(struct ugpu_device *dev)
 {
 	return dev->remote->client_id;
+}
+
+uint32_t remote_devices(struct ugpu_device *dev)
+{
+	return dev->remote->devices;
 }
 
 void remote_close(struct ugpu_device *dev)

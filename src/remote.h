@@ -49,6 +49,9 @@ int remote_open(struct ugpu_device *dev, const char *uri);
 /* The daemon's id of this connection (its client list shows it). */
 uint32_t remote_client_id(struct ugpu_device *dev);
 
+/* How many devices the daemon serves (indexes 0 .. n-1 for ?device=N). */
+uint32_t remote_devices(struct ugpu_device *dev);
+
 /* Disconnect (the daemon then releases every BO of the connection). Later
  * calls on @dev's BOs return -ENODEV. */
 void remote_close(struct ugpu_device *dev);

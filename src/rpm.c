@@ -368,6 +368,7 @@ static int do_resume(struct rpm *rpm)
 	rpm->resumes++;
 	rpm->wake_last_us = wake_us;
 	rpm->wake_total_us += wake_us;
+	stat_hist_add(&dev->rpm_wake_hist, wake_us);
 	if (wake_us > rpm->wake_max_us)
 		rpm->wake_max_us = wake_us;
 	rpm->resume_last_us = (t2 - t0) / 1000;
@@ -1109,10 +1110,23 @@ UGPU_API const char *ugpu_rpm_state_name(enum ugpu_rpm_state state)
 	return "?";
 }
 
-/* Counters of this module in the stats registry (base/stats.h). */
+/* Counters of this module in the stats registry (base/stats.h): the public
+ * struct, then the wake histogram. */
+struct rpm_stats_snap {
+	struct ugpu_rpm_stats s;
+	struct stat_hist_snap wake;
+};
+
 static int rpm_stats_snapshot(struct ugpu_device *dev, void *buf)
 {
-	return ugpu_device_rpm_stats(dev, buf);
+	struct rpm_stats_snap *snap = buf;
+	int ret;
+
+	snap->s.size = sizeof(snap->s);
+	ret = ugpu_device_rpm_stats(dev, &snap->s);
+	if (!ret)
+		stat_hist_read(&dev->rpm_wake_hist, &snap->wake);
+	return ret;
 }
 
 static const struct stat_desc rpm_stats_descs[] = {
@@ -1152,6 +1166,8 @@ static const struct stat_desc rpm_stats_descs[] = {
 		   "BOs moved back to VRAM after a D3cold wake"),
 	STAT_NAMED("rpm_bo_backup_count", struct ugpu_rpm_stats, bo_backed_up, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "BOs that may not leave VRAM copied aside for D3cold"),
+	STAT_HIST("rpm_wake_latency_us", struct rpm_stats_snap, wake, UGPU_STAT_UNIT_US,
+		  "D3 to D0 transitions of runtime wakes"),
 };
 
-STATS_GROUP(rpm_stats_group, "rpm", struct ugpu_rpm_stats, rpm_stats_snapshot, rpm_stats_descs)
+STATS_GROUP(rpm_stats_group, "rpm", struct rpm_stats_snap, rpm_stats_snapshot, rpm_stats_descs)

@@ -726,7 +726,12 @@ void *worker_main(void *arg)
 			int *st = calloc(w->n, sizeof(*st));
 
 			for (size_t i = 0; i < w->n; i++) {
+				uint64_t t0 = now_ns();
 				int ret = serve(s, &w->f[i], SERVE_FAULT, NULL);
+
+				/* the service time of one GPU fault (its device
+				 * outlives its pending faults) */
+				stat_hist_add(&w->f[i].vm->dev->svm_fault_hist, (now_ns() - t0) / 1000);
 
 				if (!ret)
 					fault_prefetch(s, &w->f[i]);

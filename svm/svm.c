@@ -759,9 +759,19 @@ UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stat
 }
 
 /* Counters of this module in the stats registry (base/stats.h). */
+struct svm_stats_snap {
+	struct ugpu_svm_stats s;
+	struct stat_hist_snap fault;
+};
+
 static int svm_stats_snapshot(struct ugpu_device *dev, void *buf)
 {
-	int ret = ugpu_device_svm_stats(dev, buf);
+	struct svm_stats_snap *snap = buf;
+	int ret;
+
+	snap->s.size = sizeof(snap->s);
+	ret = ugpu_device_svm_stats(dev, &snap->s);
+	stat_hist_read(&dev->svm_fault_hist, &snap->fault);
 
 	/* A device without a GPU VM has no shared virtual memory: its SVM
 	 * counters read 0 (the buffer comes zeroed), so every device lists the
@@ -818,6 +828,8 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges sent home so an idle device could sleep"),
 	STAT_NAMED("svm_prefetch_count", struct ugpu_svm_stats, svm_prefetch_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "ranges prefetched to VRAM"),
+	STAT_HIST("svm_pagefault_latency_us", struct svm_stats_snap, fault, UGPU_STAT_UNIT_US,
+		  "time serving one GPU page fault (find or make the range, move it, map it)"),
 };
 
-STATS_GROUP(svm_stats_group, "svm", struct ugpu_svm_stats, svm_stats_snapshot, svm_stats_descs)
+STATS_GROUP(svm_stats_group, "svm", struct svm_stats_snap, svm_stats_snapshot, svm_stats_descs)

@@ -25,10 +25,15 @@ extern "C" {
 struct ugpu_device;
 
 /* What a value is: a counter only grows (until the device is closed); a
- * gauge is a current level and goes up and down. */
+ * gauge is a current level and goes up and down; a histogram counts
+ * observations (latencies) in buckets: @value is how many there were, @sum
+ * their total and @bucket[] the cumulative counts (struct ugpu_stat). A
+ * program built against a release without histograms sees kind 2 with
+ * @value the number of observations. */
 enum ugpu_stat_kind {
 	UGPU_STAT_COUNTER = 0,
 	UGPU_STAT_GAUGE = 1,
+	UGPU_STAT_HISTOGRAM = 2,
 };
 
 /* The unit of a value as the driver keeps it. */
@@ -52,8 +57,20 @@ enum ugpu_stat_unit {
  *         "rpm", ... (static).
  * @kind: enum ugpu_stat_kind.
  * @unit: enum ugpu_stat_unit.
- * @value: its value when read.
+ * @value: its value when read (a histogram: the number of observations).
+ *
+ * Histograms only (zero for the other kinds; added after the first release,
+ * filled when @size covers them):
+ * @buckets: how many entries of @bucket are used (at most UGPU_STAT_BUCKETS).
+ *           The bounds are fixed powers of two of @unit: entry i counts the
+ *           observations <= 2^i (1, 2, 4, ... units), the last entry
+ *           (@buckets - 1) every observation (+Inf), so it equals @value.
+ * @sum: the observations summed, in @unit.
+ * @bucket: cumulative counts as above (never decreasing with i), read in
+ *          one snapshot with @value.
  */
+#define UGPU_STAT_BUCKETS 24 /* 1 us .. 2^22 us (4.2 s), then +Inf */
+
 struct ugpu_stat {
 	size_t size;
 	const char *name;
@@ -62,7 +79,22 @@ struct ugpu_stat {
 	uint32_t kind;
 	uint32_t unit;
 	uint64_t value;
+	/* since histograms */
+	uint32_t buckets;
+	uint64_t sum;
+	uint64_t bucket[UGPU_STAT_BUCKETS];
 };
+
+/**
+ * ugpu_stat_bucket_le() - the upper bound of bucket @i of a histogram, in
+ * its unit: 2^@i, or UINT64_MAX for the last bucket (+Inf) and past it.
+ * @st: a histogram read by ugpu_device_stat() or ugpu_device_stat_find().
+ * @i: 0 .. @st->buckets - 1.
+ * Returns: the bound (no errors: a @st that is not a histogram, or NULL,
+ * gives UINT64_MAX).
+ * Context: any thread; pure.
+ */
+UGPU_API uint64_t ugpu_stat_bucket_le(const struct ugpu_stat *st, unsigned int i);
 
 /**
  * ugpu_device_stat() - read the @index-th counter of @dev.

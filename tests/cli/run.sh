@@ -159,6 +159,10 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["dma_maps"
 	fail "status --json --control is not the JSON expected: $(cat "$tmp/out")"
 expect 1 "cannot connect to control socket" "$B/ugpuctl" status --control "$tmp/none.ctl"
 expect 2 "missing argument" "$B/ugpuctl" status
+# --daemon: nothing listening is a failure naming the socket; with another
+# source a usage error (test_ugpud runs it against a daemon)
+expect 1 "cannot open ugpud:$tmp/none.sock" "$B/ugpuctl" status --daemon "$tmp/none.sock"
+expect 2 "give one of" "$B/ugpuctl" status --daemon "$tmp/none.sock" --control "$tmp/st.ctl"
 expect 2 "seen only through its owner" "$B/ugpuctl" status "vfio-user:$tmp/st.sock"
 kill "$st" 2>/dev/null
 wait "$st"

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include <ugpu/rpm.h>
+#include <ugpu/stats.h>
 #include <ugpu/vm.h>
 
 /* the driver heap's span, without its redirection of this file's malloc */
@@ -147,6 +148,16 @@ static void test_gpu_reads_and_writes_process_memory(void **state)
 	assert_true(st.svm_2M_migrate_count >= 2);
 	assert_true(st.svm_cpu_fault_count >= 1);
 	assert_true(st.svm_device_copy_kb >= bytes >> 10);
+	{
+		/* each fault served is one observation of its service time
+		 * (stale ones too, so at least as many as faults counted) */
+		struct ugpu_stat h = { .size = sizeof(h) };
+
+		assert_int_equal(ugpu_device_stat_find(s->f->dev, "svm_pagefault_latency_us", &h), 0);
+		assert_true(h.value >= st.svm_pagefault_count && st.svm_pagefault_count >= 2);
+		assert_int_equal(h.bucket[h.buckets - 1], h.value);
+		assert_true(h.sum > 0); /* a 2 MiB move takes more than a microsecond */
+	}
 
 	/* GPU writes, then the CPU reads every word. */
 	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf + 1024, 1 * MIB, 0x5555, &r), 0);

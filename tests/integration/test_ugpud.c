@@ -16,7 +16,8 @@
  *  - a client SIGKILLed in the middle of its calls has every BO released
  *    within a bound (measured, printed), and the others notice nothing;
  *  - the per-client VRAM quota; admin requests (list, kill), also through
- *    ugpuctl clients / kill;
+ *    ugpuctl clients / kill; ugpuctl status --daemon (devices, VRAM by
+ *    kind, clients; table and JSON);
  *  - CPU mappings: the BO's own memfd, sealed, held in system memory while
  *    mapped, coherent both ways with the daemon's reads and writes;
  *  - GPU VMs and kernels: byte-exact results, a faulting kernel of one
@@ -923,6 +924,69 @@ static void ugpuctl_clients_and_kill(void **state)
 	close_client(ctx, dev);
 }
 
+/* ugpuctl status --daemon: the device with its power state and VRAM by
+ * kind, our client with its BO, ugpuctl's own connections left out; the
+ * same in JSON; a device index in the socket is a usage error. */
+static void ugpuctl_status_daemon(void **state)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	char cmd[1536], out[8192], want[160];
+	unsigned long long bos, vram_bos, vram_used, cbos, cbytes;
+	int mine, ctl;
+	char power[16];
+
+	(void)state;
+	open_client(&ctx, &dev);
+	bo = make_bo(dev, 65536, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon %s", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	fprintf(stderr, "%s", out);
+	assert_non_null(strstr(out, "device 0: "));
+	assert_non_null(strstr(out, "  power_state      D0\n"));
+	snprintf(want, sizeof(want), "  vram_size        %llu\n", (unsigned long long)m.vram_size);
+	assert_non_null(strstr(out, want));
+	snprintf(want, sizeof(want), "%6u %8d %6u %6u %12llu", remote_client_id(dev), (int)getpid(),
+		 (unsigned)getuid(), 1u, 65536ull);
+	assert_non_null(strstr(out, want));
+
+	snprintf(cmd, sizeof(cmd),
+		 "%s/ugpuctl status --json --daemon %s | python3 -c '"
+		 "import json, sys\n"
+		 "d = json.load(sys.stdin)[\"devices\"][0]\n"
+		 "c = [x for x in d[\"clients\"] if x[\"pid\"] == %d]\n"
+		 "n = sum(1 for x in d[\"clients\"] if x[\"name\"].startswith(\"ugpuctl\"))\n"
+		 "print(d[\"power_state\"], d[\"bos\"], d[\"vram_bos\"], d[\"vram_used\"], len(c),"
+		 " c[0][\"bos\"], c[0][\"bytes\"], n)'",
+		 dir, sock_path, (int)getpid());
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	fprintf(stderr, "json: %s", out);
+	assert_int_equal(sscanf(out, "%15s %llu %llu %llu %d %llu %llu %d", power, &bos, &vram_bos,
+				&vram_used, &mine, &cbos, &cbytes, &ctl),
+			 8);
+	assert_string_equal(power, "D0");
+	assert_int_equal(bos, m.bos);
+	assert_int_equal(vram_bos, m.vram_bos);
+	assert_true(vram_bos >= 65536);
+	assert_int_equal(vram_used, m.vram_used);
+	assert_int_equal(mine, 1);
+	assert_int_equal(cbos, 1);
+	assert_int_equal(cbytes, 65536);
+	assert_int_equal(ctl, 0); /* ugpuctl's own connections are not listed */
+
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon '%s?device=0' 2>&1", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 2);
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon %s pci:0000:00:01.0 2>&1", dir,
+		 sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 2);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+}
+
 /* Submit @op over [va, +bytes) on @q and wait (bounded); the result. */
 static struct ugpu_kernel_result run_on(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va,
 					uint64_t bytes, uint64_t value)
@@ -1117,6 +1181,7 @@ int main(void)
 		cmocka_unit_test(kernels_through_daemon),
 		cmocka_unit_test(killed_client_with_kernels),
 		cmocka_unit_test(ugpuctl_clients_and_kill),
+		cmocka_unit_test(ugpuctl_status_daemon),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),
 	};

@@ -3,7 +3,8 @@
 # ugpud's Prometheus endpoint: a daemon serving two embedded reference
 # devices answers GET /metrics with text that passes `promtool check
 # metrics`, each counter once with one sample per device (labelled with its
-# URI), ugpud_up 1 and ugpud_devices 2; another path is 404, POST is 405; a
+# URI; histograms with one bucket series per device), ugpud_up 1 and
+# ugpud_devices 2; another path is 404, POST is 405; a
 # malformed --metrics is refused at start.
 # Usage: ugpud_metrics.sh BUILD_DIR
 set -u
@@ -47,6 +48,9 @@ grep -qx 'ugpu_vram_size_bytes{device="sim:64M"} 67108864' "$tmp/prom" || fail "
 grep -qx 'ugpu_vram_size_bytes{device="sim:32M"} 33554432' "$tmp/prom" || fail "no sim:32M VRAM sample"
 n=$(grep -c '^# TYPE ugpu_vram_size_bytes ' "$tmp/prom")
 [ "$n" -eq 1 ] || fail "ugpu_vram_size_bytes has $n TYPE lines"
+grep -qx "# TYPE ugpu_svm_pagefault_latency_seconds histogram" "$tmp/prom" || fail "no SVM fault histogram"
+n=$(grep -c '^ugpu_rpm_wake_latency_seconds_bucket{device="sim:[0-9]*M",le="+Inf"} ' "$tmp/prom")
+[ "$n" -eq 2 ] || fail "the wake histogram has $n +Inf buckets, not one per device"
 [ "$(fetch GET "${url%/metrics}/other" | head -n 1)" = 404 ] || fail "another path is not 404"
 [ "$(fetch POST "$url" | head -n 1)" = 405 ] || fail "POST is not 405"
 kill "$pid"

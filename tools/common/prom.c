@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,12 +52,59 @@ int prom_name(const struct ugpu_stat *st, char *buf, size_t len, double *value)
 	/* A counter of events is NAME_total, not NAME_count_total. */
 	if (st->kind == UGPU_STAT_COUNTER && !*unit_suffix && ends_with(st->name, n, "_count"))
 		n -= 6;
+	/* a histogram's samples add _bucket, _sum and _count to its name */
 	w = snprintf(buf, len, "ugpu_%.*s%s%s", (int)n, st->name, unit_suffix,
 		     st->kind == UGPU_STAT_COUNTER ? "_total" : "");
 	if (w < 0 || (size_t)w >= len)
 		return -ENAMETOOLONG;
 	*value = v;
 	return 0;
+}
+
+/* The factor from @st's unit to its base unit. */
+static double unit_scale(const struct ugpu_stat *st)
+{
+	switch (st->unit) {
+	case UGPU_STAT_UNIT_KIB:
+		return 1024.0;
+	case UGPU_STAT_UNIT_NS:
+		return 1e-9;
+	case UGPU_STAT_UNIT_US:
+		return 1e-6;
+	case UGPU_STAT_UNIT_MS:
+		return 1e-3;
+	default:
+		return 1.0;
+	}
+}
+
+/* One device's samples of histogram @st called @name: cumulative
+ * NAME_bucket{le=...} (the last one le="+Inf"), NAME_sum, NAME_count. */
+static void write_histogram(FILE *out, const struct ugpu_stat *st, const char *name,
+			    const char *label)
+{
+	const char *sep = label && *label ? "," : "";
+	double scale = unit_scale(st);
+
+	if (!label)
+		label = "";
+	for (unsigned b = 0; b < st->buckets; b++) {
+		uint64_t le = ugpu_stat_bucket_le(st, b);
+
+		if (le == UINT64_MAX)
+			fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep,
+				(unsigned long long)st->bucket[b]);
+		else
+			fprintf(out, "%s_bucket{%s%sle=\"%.10g\"} %llu\n", name, label, sep,
+				(double)le * scale, (unsigned long long)st->bucket[b]);
+	}
+	if (*label) {
+		fprintf(out, "%s_sum{%s} %.17g\n", name, label, (double)st->sum * scale);
+		fprintf(out, "%s_count{%s} %llu\n", name, label, (unsigned long long)st->value);
+	} else {
+		fprintf(out, "%s_sum %.17g\n", name, (double)st->sum * scale);
+		fprintf(out, "%s_count %llu\n", name, (unsigned long long)st->value);
+	}
 }
 
 int prom_label(char *buf, size_t len, const char *name, const char *value)
@@ -106,9 +154,13 @@ int prom_write(FILE *out, struct ugpu_device *const *devs, const char *const *la
 				return ret;
 			if (!head)
 				fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, st.help, name,
-					st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
+					st.kind == UGPU_STAT_COUNTER	 ? "counter"
+					: st.kind == UGPU_STAT_HISTOGRAM ? "histogram"
+									 : "gauge");
 			head = true;
-			if (labels && labels[k] && *labels[k])
+			if (st.kind == UGPU_STAT_HISTOGRAM)
+				write_histogram(out, &st, name, labels ? labels[k] : NULL);
+			else if (labels && labels[k] && *labels[k])
 				fprintf(out, "%s{%s} %.17g\n", name, labels[k], v);
 			else
 				fprintf(out, "%s %.17g\n", name, v);

@@ -5,7 +5,9 @@
  * daemon's endpoint. Names follow Prometheus practice: the ugpu_ prefix,
  * base units (KiB become bytes, ns/us/ms become seconds, as fractions),
  * counters end in _total (a trailing _count becomes _total), bytes end in
- * _bytes; every sample carries the labels given.
+ * _bytes; histograms are NAME_bucket{le="..."} (cumulative, bounds in base
+ * units, the last +Inf), NAME_sum and NAME_count; every sample carries the
+ * labels given.
  */
 #ifndef UGPU_TOOLS_PROM_H
 #define UGPU_TOOLS_PROM_H

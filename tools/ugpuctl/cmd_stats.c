@@ -22,7 +22,8 @@ static bool as_json, as_prom;
 
 static const struct cli_opt stats_opts[] = {
 	{ .name = "json", .kind = CLI_FLAG, .dst = &as_json,
-	  .help = "one JSON object per line: name, value, kind, unit, group, help" },
+	  .help = "one JSON object per line: name, value, kind, unit, group, help "
+		  "(histograms: sum, buckets)" },
 	{ .name = "prometheus", .kind = CLI_FLAG, .dst = &as_prom,
 	  .help = "the Prometheus text exposition format 0.0.4" },
 	{ 0 },
@@ -44,6 +45,49 @@ static const char *const unit_names[] = { "", "bytes", "KiB", "ns", "us", "ms" }
 static const char *unit_name(uint32_t u)
 {
 	return u < sizeof(unit_names) / sizeof(unit_names[0]) ? unit_names[u] : "?";
+}
+
+static const char *kind_name(uint32_t k)
+{
+	return k == UGPU_STAT_COUNTER ? "counter" : k == UGPU_STAT_HISTOGRAM ? "histogram" : "gauge";
+}
+
+/* The bound of the first bucket holding fraction @q of histogram @st's
+ * observations (UINT64_MAX: past the last bound; 0: no observations). */
+static uint64_t quantile_le(const struct ugpu_stat *st, double q)
+{
+	if (!st->value)
+		return 0;
+	for (unsigned b = 0; b < st->buckets; b++)
+		if ((double)st->bucket[b] >= q * (double)st->value)
+			return ugpu_stat_bucket_le(st, b);
+	return UINT64_MAX;
+}
+
+static void print_le(uint64_t le, const char *unit)
+{
+	if (le == UINT64_MAX)
+		printf("more");
+	else
+		printf("<= %llu %s", (unsigned long long)le, unit);
+}
+
+/* A histogram as JSON members: "sum" and "buckets" (cumulative, the last
+ * one's "le" null for +Inf). */
+static void json_histogram(const struct ugpu_stat *st)
+{
+	printf(",\"sum\":%llu,\"buckets\":[", (unsigned long long)st->sum);
+	for (unsigned b = 0; b < st->buckets; b++) {
+		uint64_t le = ugpu_stat_bucket_le(st, b);
+
+		if (le == UINT64_MAX)
+			printf("%s{\"le\":null,\"count\":%llu}", b ? "," : "",
+			       (unsigned long long)st->bucket[b]);
+		else
+			printf("%s{\"le\":%llu,\"count\":%llu}", b ? "," : "", (unsigned long long)le,
+			       (unsigned long long)st->bucket[b]);
+	}
+	printf("]");
 }
 
 static int print_stats(const char *uri, struct ugpu_device *dev)
@@ -69,16 +113,28 @@ static int print_stats(const char *uri, struct ugpu_device *dev)
 			printf("{\"name\":");
 			ugpuctl_json_str(st.name);
 			printf(",\"value\":%llu,\"kind\":\"%s\",\"unit\":", (unsigned long long)st.value,
-			       st.kind == UGPU_STAT_COUNTER ? "counter" : "gauge");
+			       kind_name(st.kind));
 			ugpuctl_json_str(unit_name(st.unit));
 			printf(",\"group\":");
 			ugpuctl_json_str(st.group);
 			printf(",\"help\":");
 			ugpuctl_json_str(st.help);
+			if (st.kind == UGPU_STAT_HISTOGRAM)
+				json_histogram(&st);
 			printf("}\n");
 		} else {
-			printf("%-5s %-28s %20llu %-5s %s\n", st.group, st.name,
+			printf("%-5s %-28s %20llu %-5s %s", st.group, st.name,
 			       (unsigned long long)st.value, unit_name(st.unit), st.help);
+			if (st.kind == UGPU_STAT_HISTOGRAM && st.value) {
+				/* one line per counter: the distribution in short */
+				printf(" [%llu observed, sum %llu %s; half ", (unsigned long long)st.value,
+				       (unsigned long long)st.sum, unit_name(st.unit));
+				print_le(quantile_le(&st, 0.5), unit_name(st.unit));
+				printf(", 99%% ");
+				print_le(quantile_le(&st, 0.99), unit_name(st.unit));
+				printf("]");
+			}
+			printf("\n");
 		}
 	}
 	return 0;
