@@ -299,6 +299,7 @@ int bench_rpm(int argc, char **argv)
 
 	if (ret != CLI_CONTINUE)
 		return ret;
+	ret = 0;
 	if ((npos > 0 && cli_uint(cli.prog, "N (mappings)", pos[0], 1, 4096, &n)) ||
 	    (npos > 1 && cli_uint(cli.prog, "ROUNDS", pos[1], 1, 100000, &rounds)) ||
 	    (npos > 2 && cli_uint(cli.prog, "WAKE_US", pos[2], 0, 10000000, &wake)))
