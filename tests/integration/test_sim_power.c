@@ -6,6 +6,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -139,6 +140,39 @@ static void test_d3cold_poisons(void **state)
 	assert_int_equal(tc_rd32(&f->c, 0x0), 0x55475055);
 }
 
+/*
+ * Poison follows the VRAM that held data: a page written before D3cold reads
+ * poison after it, a page never touched (never allocated) still reads zero,
+ * and every page touched after the first cycle is poisoned by the second.
+ */
+static void test_d3cold_poisons_written_pages(void **state)
+{
+	struct fx *f = *state;
+
+	memset(f->vram + 4096, 0x5a, 4096);
+	for (int cycle = 0; cycle < 2; cycle++) {
+		assert_int_equal(tc_cfg_wr32(&f->c, PMCSR, 3), 0);
+		assert_int_equal(tc_cfg_wr32(&f->c, PWR_CTL, 1), 0);
+		assert_int_equal(tc_cfg32(&f->c, PWR_STATE), 4);
+		assert_int_equal(tc_cfg_wr32(&f->c, PWR_CTL, 0), 0);
+		assert_int_equal(tc_cfg_wr32(&f->c, PMCSR, 0), 0);
+		assert_int_equal(tc_cfg32(&f->c, PWR_STATE), 0);
+		for (size_t i = 0; i < VRAM; i += 8) {
+			/* Reading a hole through a shared mapping allocates the
+			 * page: after cycle 0's check every page holds data. */
+			bool written = cycle || (i >= 4096 && i < 8192);
+			uint64_t v, want = written ? 0xdeadbeefdeadbeefull : 0;
+
+			memcpy(&v, f->vram + i, 8);
+			if (v != want)
+				fail_msg("cycle %d: word at 0x%zx is 0x%llx, not 0x%llx", cycle, i,
+					 (unsigned long long)v, (unsigned long long)want);
+		}
+		/* The next cycle poisons what is written now. */
+		memset(f->vram + 3 * 4096, 0x33, VRAM - 3 * 4096);
+	}
+}
+
 static void test_wake_latency(void **state)
 {
 	struct fx *f = *state;
@@ -213,6 +247,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_d3hot_keeps_vram, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_d3cold_poisons, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_d3cold_poisons_written_pages, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_wake_latency, fx_setup_slow_wake, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_wake_injection, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_device_reset, fx_setup, fx_teardown),
