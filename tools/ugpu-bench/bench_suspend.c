@@ -317,7 +317,7 @@ static int incr_touch(struct ugpu_bo **bo, unsigned int n, unsigned int pct, uns
 
 /* One prepare, @pct % dirtied, suspend (timed into *@ms), resume, check. */
 static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int n,
-		      unsigned int pct, unsigned int round, double *ms)
+		      unsigned int pct, unsigned int round, bool phases, double *ms)
 {
 	double t;
 	int ret;
@@ -337,6 +337,12 @@ static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int
 		return ret;
 	}
 	*ms = min_d(*ms, now_ms() - t);
+	if (phases) {
+		char what[16];
+
+		snprintf(what, sizeof(what), "%u%%", pct);
+		print_phases(dev, what, UGPU_PM_PHASE_SUSPEND_ALLOC, UGPU_PM_PHASE_SUSPEND_POWER);
+	}
 	ret = ugpu_device_resume(dev); /* -EBADMSG: a backup failed its check */
 	if (ret == -EIO || ret == -ETIMEDOUT) {
 		/* The device did not wake (on a loaded machine the reference
@@ -402,7 +408,7 @@ static void incr_down(struct sim *sim, struct ugpu_device *dev, struct ugpu_bo *
 }
 
 static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const unsigned int *pcts,
-			   unsigned int npct, int reps)
+			   unsigned int npct, int reps, bool phases)
 {
 	unsigned int n, k, round = 0;
 	struct ugpu_device *dev = NULL;
@@ -413,11 +419,11 @@ static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const un
 
 	ret = incr_up(ctx, vram_mib, &sim, &dev, &bo, &n);
 	for (r = 0; r < reps && !ret; r++)
-		ret = incr_cycle(dev, bo, n, 100, ++round, &full);
+		ret = incr_cycle(dev, bo, n, 100, ++round, phases, &full);
 	for (k = 0; k < npct && !ret; k++) {
 		a = 1e30;
 		for (r = 0; r < reps && !ret; r++)
-			ret = incr_cycle(dev, bo, n, pcts[k], ++round, &a);
+			ret = incr_cycle(dev, bo, n, pcts[k], ++round, phases, &a);
 		if (ret)
 			break;
 		printf("{\"bench\":\"suspend\",\"case\":\"incremental\",\"vram_mib\":%" PRIu64
@@ -487,12 +493,12 @@ static int run_spill(struct ugpu_context *ctx, uint64_t mib, const char *dir, in
 		/* the window with the backups in memory: the reference */
 		ret = ugpu_device_pm_set_opts(dev, NULL);
 		if (!ret)
-			ret = incr_cycle(dev, bo, n, 100, ++round, &mem);
+			ret = incr_cycle(dev, bo, n, 100, ++round, false, &mem);
 		if (!ret)
 			ret = ugpu_device_pm_set_opts(dev, &po);
 		t = 1e30;
 		if (!ret)
-			ret = incr_cycle(dev, bo, n, 100, ++round, &t);
+			ret = incr_cycle(dev, bo, n, 100, ++round, false, &t);
 		if (!ret)
 			ret = ugpu_device_pm_stats(dev, &st);
 		if (ret)
@@ -677,7 +683,7 @@ int bench_suspend(int argc, char **argv)
 			pcts[i] = (unsigned int)pcts_list.v[i];
 		ret = ugpu_context_create(&copts, &ctx);
 		for (i = 0; i < vram_list.n && !ret; i++)
-			ret = run_incremental(ctx, vram_list.v[i], pcts, pcts_list.n, reps);
+			ret = run_incremental(ctx, vram_list.v[i], pcts, pcts_list.n, reps, phases);
 		ugpu_context_destroy(ctx);
 		return ret ? 1 : 0;
 	}
