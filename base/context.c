@@ -28,6 +28,7 @@ UGPU_API int ugpu_context_create(const struct ugpu_context_opts *opts,
 		return -ENOMEM;
 	pthread_mutex_init(&ctx->log_lock, NULL);
 	pthread_mutex_init(&ctx->dev_lock, NULL);
+	pthread_mutex_init(&ctx->progress_lock, NULL);
 	list_init(&ctx->devices);
 	ctx->log_fn = o.log_fn;
 	ctx->log_user = o.log_user;
@@ -40,6 +41,7 @@ UGPU_API void ugpu_context_destroy(struct ugpu_context *ctx)
 {
 	if (!ctx)
 		return;
+	pthread_mutex_destroy(&ctx->progress_lock);
 	pthread_mutex_destroy(&ctx->dev_lock);
 	pthread_mutex_destroy(&ctx->log_lock);
 	free(ctx);

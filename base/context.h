@@ -22,6 +22,10 @@
  * reference count. A device is on the list from the end of its open to the
  * start of its close, so a device found there under the lock holds its
  * open reference and may be device_get() there.
+ * @progress_lock protects the progress hook and its two settings
+ * (ugpu_context_set_progress(), base/progress.c); held while the hook runs
+ * (so a replaced hook is never called after the setter returns); a leaf,
+ * taken with device locks held.
  */
 struct ugpu_context {
 	pthread_mutex_t log_lock;
@@ -32,6 +36,12 @@ struct ugpu_context {
 	pthread_mutex_t dev_lock;
 	struct list_link devices;
 	uint32_t dev_seq;
+
+	pthread_mutex_t progress_lock;
+	ugpu_progress_fn progress_fn;
+	void *progress_user;
+	uint64_t progress_min_bytes;
+	uint64_t progress_interval_ns;
 };
 
 #endif

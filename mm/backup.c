@@ -25,6 +25,7 @@
 #include "mm/vram.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/progress.h"
 #include "src/device.h"
 #include "src/suspend.h"
 
@@ -243,60 +244,102 @@ static int prepare_begin(void *arg)
 
 static void svm_suspend_prepare(struct bo_mgr *m);
 
+/* Prepare moves @bo to system memory: in VRAM, movable, and still alive
+ * for the user (not only prepare's reference). Manager lock held. */
+static bool evict_candidate(struct ugpu_bo *bo)
+{
+	return bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count && bo->nplacements > 1 &&
+	       __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1;
+}
+
+/* What prepare_evict() takes out of VRAM: those, and SVM ranges' VRAM. */
+static bool evict_planned(struct ugpu_bo *bo)
+{
+	return evict_candidate(bo) || bo_svm_evictable_locked(bo);
+}
+
+/* Prepare still to fill a backup for @bo (alive, in VRAM, none yet). */
+static bool backup_candidate(struct ugpu_bo *bo)
+{
+	return needs_backup(bo) && !bo_has_backup(bo) &&
+	       __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1;
+}
+
+/* The bytes of prepare's BOs @pick selects now: a step's progress total. */
+static uint64_t prep_bytes(struct bo_mgr *m, bool (*pick)(struct ugpu_bo *bo))
+{
+	uint64_t sum = 0;
+
+	pthread_mutex_lock(&m->lock);
+	for (size_t i = 0; i < m->prep_n; i++)
+		if (pick(m->prep_bos[i]))
+			sum += m->prep_bos[i]->size;
+	pthread_mutex_unlock(&m->lock);
+	return sum;
+}
+
 /* Evict what is not pinned, shared-virtual-memory ranges included (back into
  * the process); BOs that may only live in VRAM stay and get a backup (and a
  * range that is busy now). One BO per lock hold: unpin/destroy interleave. */
 static int prepare_evict(void *arg, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
+	struct progress pr;
 	int ret = 0;
 	size_t i;
 
 	svm_suspend_prepare(m);
+	progress_begin(&pr, m->dev->ctx, UGPU_PROGRESS_EVICT, m->dev->name,
+		       prep_bytes(m, evict_planned));
 	for (i = 0; i < m->prep_n && !ret; i++) {
 		struct ugpu_bo *bo = m->prep_bos[i];
+		uint64_t moved = 0;
 
 		pthread_mutex_lock(&m->lock);
-		if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->pin_count &&
-		    bo->nplacements > 1 && __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1) {
+		if (evict_candidate(bo)) {
 			ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
-			if (!ret) {
-				c->bos++;
-				c->bytes += bo->size;
-			}
+			if (!ret)
+				moved = bo->size;
 		} else if (bo_svm_evictable_locked(bo) && !bo_evict_locked(bo)) {
-			c->bos++;
-			c->bytes += bo->size;
+			moved = bo->size;
 		}
 		pthread_mutex_unlock(&m->lock);
+		c->bos += moved != 0;
+		c->bytes += moved;
+		progress_add(&pr, moved);
 	}
+	progress_end(&pr, ret);
 	return ret;
 }
 
 static int prepare_backup(void *arg, struct pm_count *c)
 {
 	struct bo_mgr *m = arg;
+	struct progress pr;
 	int ret = 0;
 	size_t i;
 
+	progress_begin(&pr, m->dev->ctx, UGPU_PROGRESS_BACKUP, m->dev->name,
+		       prep_bytes(m, backup_candidate));
 	for (i = 0; i < m->prep_n && !ret; i++) {
 		struct ugpu_bo *bo = m->prep_bos[i];
+		uint64_t made = 0;
 
 		pthread_mutex_lock(&m->lock);
-		/* Still alive for the user (not only our reference), still in
-		 * VRAM, and not already backed up. */
-		if (needs_backup(bo) && !bo_has_backup(bo) &&
-		    __atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) > 1) {
+		if (backup_candidate(bo)) {
 			ret = backup_make_locked(m->dev, bo, true, &c->spill_bytes);
 			if (!ret) {
 				bo->backup_prepared = true;
 				c->bos++;
-				c->bytes += bo->size;
+				made = bo->size;
 				c->spill_bos += bo->spilled;
 			}
 		}
 		pthread_mutex_unlock(&m->lock);
+		c->bytes += made;
+		progress_add(&pr, made);
 	}
+	progress_end(&pr, ret);
 	return ret;
 }
 
@@ -638,6 +681,7 @@ struct copy_pass {
 	struct copy_runs r;
 	size_t queued;
 	uint64_t load[DEVICE_MAX_ENGINES];
+	struct progress pr;
 	int ret;
 };
 
@@ -673,6 +717,14 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 	p->ret = runs_collect(m, early, restore, &p->r, &c->bos);
 	if (p->ret)
 		return;
+	if (!early) {
+		uint64_t total = 0;
+
+		for (i = 0; i < p->r.n; i++)
+			total += p->r.v[i].len;
+		progress_begin(&p->pr, dev->ctx, restore ? UGPU_PROGRESS_RESTORE : UGPU_PROGRESS_BACKUP,
+			       dev->name, total);
+	}
 	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu);
 	for (k = 0; k < p->ne; k++)
 		engine_plug(p->es[k]);
@@ -754,6 +806,7 @@ static int pass_end(struct copy_pass *p)
 		}
 		if (!p->restore)
 			track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
+		progress_add(&p->pr, cr->len);
 	}
 	/* On a failure, nothing may still run into the backups (or VRAM). */
 	for (k = 0; k < p->ne; k++) {
@@ -774,6 +827,7 @@ static int pass_end(struct copy_pass *p)
 	}
 	free(r->v);
 	r->v = NULL;
+	progress_end(&p->pr, ret);
 	return ret;
 }
 

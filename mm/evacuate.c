@@ -29,6 +29,7 @@
 #include "mm/vram.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/progress.h"
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/suspend.h"
@@ -226,10 +227,25 @@ static void evacuate(void *arg, bool *surprise, struct unplug_counts *c)
 {
 	struct bo_mgr *m = arg;
 	struct evac e = { .m = m, .surprise = surprise, .c = c };
+	uint64_t total = 0, before;
+	struct progress pr;
 
 	e.suspended = m->pm_state == BO_PM_SUSPENDED;
-	bo_for_each(l, &m->all)
-		evacuate_one(&e, bo_of_all(l));
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		if (bo->placement == UGPU_PLACEMENT_VRAM && !bo->driver_owned)
+			total += bo->size;
+	}
+	progress_begin(&pr, m->dev->ctx, UGPU_PROGRESS_REMOVAL, m->dev->name, total);
+	bo_for_each(l, &m->all) {
+		struct ugpu_bo *bo = bo_of_all(l);
+
+		before = bo->placement == UGPU_PLACEMENT_VRAM && !bo->driver_owned ? bo->size : 0;
+		evacuate_one(&e, bo);
+		progress_add(&pr, before);
+	}
+	progress_end(&pr, c->bos_lost ? -EIO : 0);
 }
 
 /* Remove every DMA mapping the BOs hold: the device must not reach memory

@@ -16,6 +16,7 @@
 #include "mm/cpu_map.h"
 #include "mm/vram.h"
 #include "base/log.h"
+#include "base/progress.h"
 #include "src/device.h"
 
 #define PAGE_SIZE_BO 4096u
@@ -308,23 +309,40 @@ int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 	return bo_vram_alloc_evict_on_locked(bo->dev, bo, out);
 }
 
+static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned int flags,
+			    struct buddy_list *out, struct progress *pr);
+
 int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 				  struct buddy_list *out)
 {
-	struct bo_mgr *m = mgr_of(dev);
 	unsigned int flags = bo->buddy_flags;
+	struct progress pr;
 	int ret;
 
 	if (bo->flags & UGPU_BO_CONTIGUOUS)
 		flags |= BUDDY_CONTIGUOUS_ALLOCATION;
 	if (bo->size > dev->vram_size)
 		return -ENOSPC;
+	ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+	if (ret != -ENOSPC)
+		return ret;
+	/* Evictions: reported as one operation over the bytes it needs. */
+	progress_begin(&pr, dev->ctx, UGPU_PROGRESS_EVICT, dev->name, bo->size);
+	ret = evict_for_locked(dev, bo, flags, out, &pr);
+	progress_end(&pr, ret);
+	return ret;
+}
+
+/* Evict until @bo's VRAM can be had (bo_vram_alloc_evict_on_locked()). */
+static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned int flags,
+			    struct buddy_list *out, struct progress *pr)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	int ret;
+
 	for (uint64_t refused = 0;;) {
 		struct ugpu_bo *victim;
 
-		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
-		if (ret != -ENOSPC)
-			return ret;
 		victim = lru_pick(m, bo);
 		if (!victim)
 			return -ENOSPC;
@@ -343,6 +361,10 @@ int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 			return ret;
 		m->evictions++;
 		m->evicted_bytes += victim->size;
+		progress_add(pr, victim->size);
+		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+		if (ret != -ENOSPC)
+			return ret;
 	}
 }
 

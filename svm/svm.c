@@ -35,6 +35,7 @@
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
+#include "base/progress.h"
 #include "base/test_point.h"
 #include "mm/bo.h"
 #include "mm/uffd.h"
@@ -393,6 +394,7 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 	struct svm *s = arg;
 	uint64_t start = va, end = va + len, note = SVM_PREFETCH_NOTE;
 	bool short_of_vram = false;
+	struct progress pr;
 	int ret = 0;
 
 	/* What the process unmapped or freed before this call is seen so
@@ -408,15 +410,20 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 	 * invalidate); no memory for it only loses that record */
 	attr_set_prefetch_locked(s, va, end, to_vram ? UGPU_SVM_LOC_DEVICE : UGPU_SVM_LOC_SYSTEM);
 	pthread_mutex_unlock(&s->lock);
+	progress_begin(&pr, s->ctx, UGPU_PROGRESS_PREFETCH, vm->dev->name, len);
 	if (!to_vram) {
 		struct svm_range *r;
 
 		while (va < end && (r = own_first(s, va, end, in_vram, NULL))) {
+			uint64_t was = va;
+
 			va = r->start + r->size;
 			if (range_to_cpu(s, r) && r->where == R_VRAM)
 				ret = -EAGAIN; /* stays, nothing lost (logged) */
 			range_done(s, r);
+			progress_add(&pr, (va < end ? va : end) - was);
 		}
+		progress_end(&pr, ret);
 		return ret;
 	}
 	while (va < end && !ret) {
@@ -432,6 +439,7 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 		r = range_find(s, va);
 		short_of_vram |= r && !range_has_vram(r) && r->writable && !r->in_place_only;
 		pthread_mutex_unlock(&s->lock);
+		progress_add(&pr, (next > va ? next : va + SVM_4K) - va);
 		va = next > va ? next : va + SVM_4K;
 		if (va - start >= note && end - start > SVM_PREFETCH_NOTE) {
 			log_info(s->ctx, "svm: prefetch to VRAM: %" PRIu64 " of %" PRIu64 " MiB",
@@ -439,10 +447,12 @@ static int ops_prefetch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len
 			note += SVM_PREFETCH_NOTE;
 		}
 	}
-	return ret ? ret : short_of_vram ? -ENOSPC : 0;
+	ret = ret ? ret : short_of_vram ? -ENOSPC : 0;
+	progress_end(&pr, ret);
+	return ret;
 }
 
-/* @vm goes: no range keeps a map in it, no work serves it. *//* @vm goes: no range keeps a map in it, no work serves it. */
+/* @vm goes: no range keeps a map in it, no work serves it. */
 static void ops_vm_gone(void *arg, struct ugpu_vm *vm)
 {
 	struct svm *s = arg;

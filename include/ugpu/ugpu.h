@@ -131,6 +131,74 @@ UGPU_API void ugpu_context_destroy(struct ugpu_context *ctx);
 UGPU_API int ugpu_context_set_log(struct ugpu_context *ctx, ugpu_log_fn fn, void *user,
 				  enum ugpu_log_level level);
 
+/** What a long operation reporting progress is doing (struct ugpu_progress). */
+enum ugpu_progress_op {
+	UGPU_PROGRESS_EVICT = 1, /**< BOs leaving VRAM: to make room, or host-suspend prepare */
+	UGPU_PROGRESS_BACKUP = 2, /**< host suspend: prepare's backups, the window's copies */
+	UGPU_PROGRESS_RESTORE = 3, /**< host resume: the backups copied back into VRAM */
+	UGPU_PROGRESS_REMOVAL = 4, /**< a device removal moving BOs out of its VRAM */
+	UGPU_PROGRESS_PREFETCH = 5, /**< shared virtual memory: a prefetch of a span */
+};
+
+/**
+ * struct ugpu_progress - one progress report.
+ * @op: what the operation is.
+ * @device: the device's name (as in the logs), valid only during the call.
+ * @done: bytes done so far; never decreases within one operation.
+ * @total: bytes the operation is expected to handle, known at its start
+ *         (for an eviction to make room: the bytes it needs; for a prefetch:
+ *         the span's). @done can end below it (BOs destroyed meanwhile, an
+ *         error, a span partly in place) but never above it.
+ * @elapsed_ns: time since the operation started.
+ * @finished: 0 while it runs; 1 on its last report.
+ * @err: on the last report, 0 or the -errno the operation ended with.
+ */
+struct ugpu_progress {
+	enum ugpu_progress_op op;
+	const char *device;
+	uint64_t done;
+	uint64_t total;
+	uint64_t elapsed_ns;
+	int finished;
+	int err;
+};
+
+/**
+ * typedef ugpu_progress_fn - a progress hook (ugpu_context_set_progress()).
+ * @user: the pointer given with the hook.
+ * @p: the report, valid only during the call.
+ *
+ * Context: called from the thread doing the work, possibly with device
+ * locks held and concurrently for operations on different devices: it must
+ * be quick and thread-safe and must not call back into ugpu.
+ */
+typedef void (*ugpu_progress_fn)(void *user, const struct ugpu_progress *p);
+
+/**
+ * ugpu_context_set_progress() - be told how long operations go.
+ * @ctx: the context.
+ * @fn: the hook, or NULL for none (the default).
+ * @user: passed to @fn.
+ * @min_bytes: operations whose total is smaller are not reported (0: all).
+ * @interval_ms: reports while an operation runs come at most this often
+ *               (0: after every step: each BO, each copy, each range); the
+ *               first report (@done 0) and the last (@finished) always come.
+ *
+ * Reported: host-suspend prepare (eviction, then backups), the suspend
+ * window's copies, resume's copies back, evictions to make room, a removal
+ * moving BOs out, SVM prefetches (ugpu_vm_prefetch() and the asynchronous
+ * form). The tools draw them as a bar on a terminal.
+ *
+ * Returns: 0, or -EINVAL if @ctx is NULL.
+ * Context: any thread; reports being made concurrently go to either the old
+ * or the new hook, never to the old one after the call returns.
+ */
+UGPU_API int ugpu_context_set_progress(struct ugpu_context *ctx, ugpu_progress_fn fn, void *user,
+				       uint64_t min_bytes, unsigned int interval_ms);
+
+/** "evict", "backup", "restore", "removal", "prefetch"; "?" for others. */
+UGPU_API const char *ugpu_progress_op_name(enum ugpu_progress_op op);
+
 #ifdef __cplusplus
 }
 #endif

@@ -74,6 +74,7 @@ SHM_DEVICES = {
 }
 
 BOOT_BOUND = 60          # seconds from QEMU start to @@INIT (it takes ~3 s)
+BOOT_NOTE_S = 5          # not on a terminal: a boot progress line this often
 UNPLUG_BOUND = 15        # seconds from device_del to DEVICE_DELETED
 RUN_MARGIN = 15          # poweroff and slack on top of boot + the tests' bounds
 RUN_BOUND_MAX = 285      # the QEMU run, even when every test hangs: the stage
@@ -86,6 +87,43 @@ def ts():
 
 def say(msg):
     print(f"vm: {ts()} {msg}", flush=True)
+
+
+class BootProgress:
+    """The guest's boot as it goes, until its init reports (a few seconds
+    usually, up to BOOT_BOUND on a loaded machine): on a terminal, one line
+    redrawn in place (time against the bound, the console's last line),
+    cleared before anything else is printed; in a log, a line every
+    BOOT_NOTE_S seconds."""
+
+    def __init__(self, bound):
+        self.bound = bound
+        self.tty = sys.stdout.isatty()
+        self.last_note = 0.0
+        self.drawn = False
+        self.console = ""
+
+    def line(self, text):
+        if text.strip():
+            self.console = text.strip()[:60]
+
+    def tick(self, elapsed):
+        if self.tty:
+            width = 20
+            fill = min(width, int(width * elapsed / self.bound))
+            sys.stdout.write(f"\r\033[Kvm: {ts()} booting [{'#' * fill}{'.' * (width - fill)}] "
+                             f"{elapsed:5.1f}s of {self.bound}s  {self.console}")
+            sys.stdout.flush()
+            self.drawn = True
+        elif elapsed - self.last_note >= BOOT_NOTE_S:
+            self.last_note = elapsed
+            say(f"booting: {elapsed:.0f}s of {self.bound}s; console: {self.console or '(nothing yet)'}")
+
+    def done(self):
+        if self.drawn:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+            self.drawn = False
 
 
 def loud_fail(msg):
@@ -463,18 +501,22 @@ def run(args):
         buf = b""
         deadline = t_start + bound
         eof = False
+        boot = BootProgress(BOOT_BOUND)
         while not eof:
             left = deadline - time.monotonic()
             if "init" not in marks:
                 left = min(left, t_start + BOOT_BOUND - time.monotonic())
+                boot.tick(time.monotonic() - t_start)
             if left <= 0:
                 what = "guest init" if "init" not in marks else f"test {cur or '(between tests)'}"
+                boot.done()
                 say(f"TIMEOUT waiting for {what}; killing QEMU")
                 break
             r, _, _ = select.select([p.stdout], [], [], min(left, 1.0))
             if not r:
                 continue
             chunk = os.read(p.stdout.fileno(), 65536)
+            boot.done()  # what the lines below print starts a line of its own
             if not chunk:
                 eof = True
             buf += chunk
@@ -482,6 +524,8 @@ def run(args):
             buf = lines.pop() if not eof else b""
             for raw in lines:
                 line = raw.decode(errors="replace").rstrip("\r")
+                if "init" not in marks:
+                    boot.line(line)
                 console.write(line + "\n")
                 console.flush()
                 cur = handle_line(line, cur, results, marks, qmp, chan, t_start)

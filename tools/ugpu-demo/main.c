@@ -44,6 +44,7 @@
 #include <ugpu/vm.h>
 
 #include "tools/common/cli.h"
+#include "tools/common/progress_bar.h"
 #include "tools/ugpu-sim/sim.h"
 
 static int step_no;
@@ -771,6 +772,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ugpu_context_create: %s\n", ugpu_strerror(ret));
 		return 1;
 	}
+	/* long copies (a big --vram's backups, evictions) draw a bar */
+	progress_bar_install(ctx);
 
 	if (!uri) {
 		struct sim_opts so;

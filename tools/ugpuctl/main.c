@@ -7,6 +7,7 @@
 #include <ugpu/device.h>
 #include <ugpu/ugpu.h>
 
+#include "tools/common/progress_bar.h"
 #include "tools/ugpuctl/ugpuctl.h"
 
 /*
@@ -65,8 +66,10 @@ int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
 	if (ret)
 		fprintf(stderr, "%s: cannot open %s: %s (%s)\n", prog, uri,
 			err[0] ? err : ugpu_strerror(ret), ugpu_strerror(ret));
-	else /* opened: what the driver says from now on goes to stderr */
+	else { /* opened: what the driver says from now on goes to stderr */
 		ugpu_context_set_log(*ctx, NULL, NULL, UGPU_LOG_DEFAULT);
+		progress_bar_install(*ctx);
+	}
 	return ret;
 }
 

@@ -27,6 +27,7 @@
 #include <ugpu/ugpu.h>
 
 #include "tools/common/cli.h"
+#include "tools/common/progress_bar.h"
 #include "tools/ugpu-sim/sim.h"
 #include "tools/ugpud/ugpud.h"
 
@@ -271,6 +272,9 @@ int main(int argc, char **argv)
 		ugpud_log("no context: %s", ugpu_strerror(ret));
 		return 1;
 	}
+	/* host suspend, removals and evictions of a second or more: a line in
+	 * the log (a bar when run in a terminal) */
+	progress_bar_install(ctx);
 	d->ctx = ctx;
 	for (unsigned int i = 0; i < n_dev_uris; i++) {
 		ret = device_up(d, i, dev_uris[i]);
