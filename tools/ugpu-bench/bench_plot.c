@@ -10,7 +10,9 @@
  *   suspend  prepare, critical window and resume against a memcpy of the
  *            same bytes, per shape (incremental lines: critical window
  *            against dirty percentage per VRAM size, with the full one);
- *   exec, uffd, rpm, svm latency cases: p50 and p99 per case;
+ *   exec, uffd, svm latency cases: p50 and p99 per case; rpm: touch p50/p99,
+ *   the raw uffd round trip, the wake and the target per CPU placement;
+ *   p2p: direct, through system memory, memcpy, peer and local reads;
  *   svm throughput cases, buddy: GB/s or ops/s per case.
  *
  *   ugpu-bench copy | ugpu-bench plot --out copy.png
@@ -139,9 +141,10 @@ static void plot_copy(FILE *g, const struct rows *rs)
 }
 
 /* Clustered bars: one cluster per row (its label from @label_key), one bar
- * per key of @keys that the rows have. */
-static void plot_bars(FILE *g, const struct rows *rs, const char *title, const char *ylabel,
-		      const char *label_key, const char *const *keys, size_t nkeys)
+ * per key of @keys that the rows have. -ENODATA (nothing written) when the
+ * rows have none of them. */
+static int plot_bars(FILE *g, const struct rows *rs, const char *title, const char *ylabel,
+		     const char *label_key, const char *const *keys, size_t nkeys)
 {
 	size_t i, k, used = 0;
 	const char *cols[8];
@@ -152,6 +155,8 @@ static void plot_bars(FILE *g, const struct rows *rs, const char *title, const c
 				cols[used++] = keys[k];
 				break;
 			}
+	if (!used)
+		return -ENODATA;
 	header(g, title);
 	fprintf(g, "set style data histograms\nset style histogram clustered gap 1\n"
 		   "set style fill solid 0.8 border -1\nset ylabel '%s'\nset xtics rotate by -30\n"
@@ -171,6 +176,7 @@ static void plot_bars(FILE *g, const struct rows *rs, const char *title, const c
 		fprintf(g, "%s$d using %zu%s title '%s'", k ? ", " : "", k + 2,
 			k ? "" : ":xtic(1)", cols[k]);
 	fprintf(g, "\n");
+	return 0;
 }
 
 /* suspend --incremental: critical window against dirty percentage. */
@@ -205,30 +211,44 @@ static void plot_incremental(FILE *g, const struct rows *rs)
 	fprintf(g, "\n");
 }
 
-static void plot_rows(FILE *g, const struct rows *rs)
+/* -ENODATA: nothing in @rs this knows how to draw (nothing written). */
+static int plot_rows(FILE *g, const struct rows *rs)
 {
 	static const char *const lat[] = { "p50_us", "p99_us", "raw_p50_us" };
+	static const char *const rpm[] = { "touch_p50_us", "touch_p99_us", "uffd_p50_us", "wake_us",
+					    "target_us" };
 	static const char *const tput[] = { "gbps", "migrate_gbps", "memcpy_gbps" };
 	static const char *const phases[] = { "prepare_ms", "critical_ms", "resume_ms", "memcpy_ms",
 					       "noprep_critical_ms" };
 	static const char *const ops[] = { "ops_per_s" };
+	static const char *const p2p[] = { "direct_gbps", "via_system_gbps", "memcpy_gbps",
+					    "peer_gbps", "local_gbps" };
 	char title[96];
 
 	snprintf(title, sizeof(title), "ugpu-bench %s", rs->bench);
-	if (!strcmp(rs->bench, "copy"))
+	if (!strcmp(rs->bench, "copy")) {
 		plot_copy(g, rs);
-	else if (!strcmp(rs->bench, "suspend") && has(rs->r[0], "dirty_pct"))
+		return 0;
+	}
+	if (!strcmp(rs->bench, "suspend") && has(rs->r[0], "dirty_pct")) {
 		plot_incremental(g, rs);
-	else if (!strcmp(rs->bench, "suspend"))
-		plot_bars(g, rs, "ugpu-bench suspend: phases against a memcpy of the same bytes", "ms",
-			  "shape", phases, 5);
-	else if (!strcmp(rs->bench, "buddy"))
-		plot_bars(g, rs, title, "operations/s", "workload", ops, 1);
-	else if (has(rs->r[0], "gbps"))
-		plot_bars(g, rs, title, "GB/s", "case", tput, 3);
-	else
-		plot_bars(g, rs, title, "microseconds", has(rs->r[0], "case") ? "case" : "placement",
-			  lat, 3);
+		return 0;
+	}
+	if (!strcmp(rs->bench, "suspend"))
+		return plot_bars(g, rs, "ugpu-bench suspend: phases against a memcpy of the same bytes",
+				 "ms", "shape", phases, 5);
+	if (!strcmp(rs->bench, "buddy"))
+		return plot_bars(g, rs, title, "operations/s", "workload", ops, 1);
+	if (!strcmp(rs->bench, "rpm"))
+		return plot_bars(g, rs, "ugpu-bench rpm: touching a mapping of a sleeping device",
+				 "microseconds", "placement", rpm, 5);
+	if (!strcmp(rs->bench, "p2p"))
+		return plot_bars(g, rs, "ugpu-bench p2p: device to device, direct and through system memory",
+				 "GB/s", "case", p2p, 5);
+	if (has(rs->r[0], "gbps"))
+		return plot_bars(g, rs, title, "GB/s", "case", tput, 3);
+	return plot_bars(g, rs, title, "microseconds", has(rs->r[0], "case") ? "case" : "placement",
+			 lat, 3);
 }
 
 int bench_plot(int argc, char **argv)
@@ -263,7 +283,13 @@ int bench_plot(int argc, char **argv)
 		ret = 1;
 		goto out;
 	}
-	plot_rows(g, &rs);
+	if (plot_rows(g, &rs)) {
+		pclose(g);
+		fprintf(stderr, "%s: nothing in these %s results that it knows how to draw\n",
+			plot_cli.prog, rs.bench);
+		ret = 1;
+		goto out;
+	}
 	st = pclose(g);
 	if (st) {
 		fprintf(stderr, "%s: gnuplot failed (exit %d; apt-get install gnuplot-nox)\n",
