@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # ugpu-bench plot draws each kind of benchmark output to a PNG with gnuplot
 # (Debian's gnuplot-nox, which make test installs): copy lines, suspend
-# phases, suspend --incremental lines, latency and throughput bars, buddy;
+# phases, suspend --incremental lines, latency and throughput bars, buddy,
+# rpm, p2p; results it cannot draw are refused;
 # the input may carry log lines; no results or no --out are errors.
 # Usage: run.sh BUILD_DIR
 set -u
@@ -55,6 +56,20 @@ cat <<'EOF2' | draw buddy
 {"bench":"buddy","workload":"frag","ms":12.0,"ops_per_s":800000}
 {"bench":"buddy","workload":"churn","ms":10.0,"ops_per_s":900000}
 EOF2
+
+cat <<'EOF2' | draw rpm
+{"bench":"rpm","placement":"one-cpu","cpus":"0","mappings":256,"rounds":200,"release_ms":0.588,"touch_p50_us":291.2,"touch_p99_us":409.1,"uffd_p50_us":8.26,"uffd_interleaved_p50_us":15.62,"uffd_loop_p50_us":8.26,"wake_us":276,"wake_model_us":100,"target_us":300.8,"ok":true}
+{"bench":"rpm","placement":"free","cpus":"any","mappings":256,"rounds":200,"release_ms":0.993,"touch_p50_us":461.1,"touch_p99_us":3462.2,"uffd_p50_us":28.87,"uffd_interleaved_p50_us":28.87,"uffd_loop_p50_us":50.73,"wake_us":402,"wake_model_us":100,"target_us":488.6,"ok":true}
+EOF2
+cat <<'EOF2' | draw p2p
+{"bench":"p2p","case":"migrate_2m","direct_gbps":7.201,"via_system_gbps":4.902,"memcpy_gbps":12.234}
+{"bench":"p2p","case":"peer_read","peer_gbps":8.882,"local_gbps":16.077}
+EOF2
+
+# results with nothing it knows how to draw: a message, no PNG, exit 1
+echo '{"bench":"new-bench","case":"x","frobs":1}' | "$B/ugpu-bench" plot --out "$tmp/unknown.png" >"$tmp/out" 2>&1
+[ $? -eq 1 ] && grep -q "nothing in these new-bench results" "$tmp/out" && [ ! -e "$tmp/unknown.png" ] ||
+	fail "unknown keys: not exit 1 with a message and no file: $(cat "$tmp/out")"
 
 echo "not json" | "$B/ugpu-bench" plot --out "$tmp/none.png" >"$tmp/out" 2>&1
 [ $? -eq 1 ] && grep -q "no benchmark results" "$tmp/out" || fail "no results: not exit 1 with a message: $(cat "$tmp/out")"
