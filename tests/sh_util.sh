@@ -23,3 +23,21 @@ start_sim() {
 	sim=$!
 	wait_for '[ -S "$_sock" ]' || { echo "FAIL: ugpu-sim did not start: $(cat "$_log")"; exit 1; }
 }
+
+# fail MESSAGE: report one failure and go on; finish SUCCESS_LINE at the end
+# prints the count and exits 1 if there was any, else prints SUCCESS_LINE.
+fails=0
+fail() {
+	echo "FAIL: $*"
+	fails=$((fails + 1))
+}
+finish() {
+	[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+	echo "$1"
+}
+
+# need COMMAND PACKAGE: exit 1 (a failure, never a skip) when COMMAND is
+# missing, naming the Debian package make test installs it from.
+need() {
+	command -v "$1" >/dev/null || { echo "FAIL: $1 missing (make test installs $2)"; exit 1; }
+}

@@ -11,14 +11,8 @@
 set -u
 . "$(dirname "$0")/../sh_util.sh"
 B=$1
-fails=0
 tmp=$(mktemp -d /tmp/ugpu-cli-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
 
 # expect CODE PATTERN CMD...: exit code CODE, PATTERN (grep -E) in the output
 expect() {
@@ -185,8 +179,4 @@ for sig in $sigs; do
 	rm -f "$tmp"/ugpu-sim-*.sock
 done
 
-if [ $fails -ne 0 ]; then
-	echo "$fails failure(s)"
-	exit 1
-fi
-echo "cli: every tool's help, version, numbers and errors as specified"
+finish "cli: every tool's help, version, numbers and errors as specified"

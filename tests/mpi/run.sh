@@ -17,7 +17,7 @@ tmp=$(mktemp -d /tmp/ugpu-mpi-test.XXXXXX)
 sim=
 trap '[ -n "$sim" ] && kill "$sim" 2>/dev/null; rm -rf "$tmp"' EXIT
 
-command -v mpirun >/dev/null || { echo "FAIL: mpirun missing (make test installs openmpi-bin)"; exit 1; }
+need mpirun openmpi-bin
 # Open MPI refuses root unless told (CI runs as root); no hwloc binding on
 # an oversubscribed 2-core machine.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -7,15 +7,11 @@
 # the input may carry log lines; no results or no --out are errors.
 # Usage: run.sh BUILD_DIR
 set -u
+. "$(dirname "$0")/../sh_util.sh"
 B=$1
 tmp=$(mktemp -d /tmp/ugpu-plot-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
-command -v gnuplot >/dev/null || { echo "FAIL: gnuplot missing (make test installs gnuplot-nox)"; exit 1; }
+need gnuplot gnuplot-nox
 
 # draw NAME: the lines on stdin must become a PNG of 1000 x 600
 draw() {
@@ -78,5 +74,4 @@ echo '{"bench":"copy"}' | "$B/ugpu-bench" plot >"$tmp/out" 2>&1
 "$B/ugpu-bench" plot --in "$tmp/missing" --out "$tmp/x.png" >/dev/null 2>&1
 [ $? -eq 1 ] || fail "a missing --in file is not exit 1"
 
-[ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "plot: every kind of benchmark output drawn to a PNG"
+finish "plot: every kind of benchmark output drawn to a PNG"

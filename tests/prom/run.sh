@@ -17,13 +17,8 @@ B=$1
 tmp=$(mktemp -d /tmp/ugpu-prom-test.XXXXXX)
 sim=
 trap '[ -n "$sim" ] && kill "$sim" 2>/dev/null; rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
 
-command -v promtool >/dev/null || { echo "FAIL: promtool missing (make test installs prometheus)"; exit 1; }
+need promtool prometheus
 
 start_sim "$B" "$tmp/sim" "$tmp/gpu.sock" --socket-path="$tmp/gpu.sock" --vram 64M
 uri="vfio-user:$tmp/gpu.sock"
@@ -66,5 +61,4 @@ cmp -s "$tmp/jnames" "$tmp/tnames" || fail "--json and the table list different 
 "$B/ugpuctl" stats --json --prometheus "$uri" >/dev/null 2>&1
 [ $? -eq 2 ] || fail "--json --prometheus is not a usage error"
 
-[ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "prom: ugpuctl stats passes promtool; JSON and table agree"
+finish "prom: ugpuctl stats passes promtool; JSON and table agree"

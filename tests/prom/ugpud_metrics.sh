@@ -13,12 +13,7 @@ B=$1
 tmp=$(mktemp -d /tmp/ugpu-metrics-test.XXXXXX)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-	echo "FAIL: $*"
-	fails=$((fails + 1))
-}
-command -v promtool >/dev/null || { echo "FAIL: promtool missing (make test installs prometheus)"; exit 1; }
+need promtool prometheus
 
 "$B/ugpud" --device sim:64M --device sim:32M --socket "$tmp/d.sock" --metrics 127.0.0.1:0 \
 	>"$tmp/log" 2>&1 &
@@ -60,5 +55,4 @@ pid=
 "$B/ugpud" --device sim --socket "$tmp/e.sock" --metrics nonsense >"$tmp/log2" 2>&1
 [ $? -ne 0 ] && grep -q "is not ADDR:PORT" "$tmp/log2" || fail "--metrics nonsense was not refused: $(cat "$tmp/log2")"
 
-[ $fails -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "ugpud_metrics: /metrics passes promtool, one sample per device"
+finish "ugpud_metrics: /metrics passes promtool, one sample per device"
