@@ -115,10 +115,14 @@ got=$(bash -c '
 	COMP_WORDS=(ugpuctl su); COMP_CWORD=1; _ugpuctl; echo "${COMPREPLY[*]}"
 	COMP_WORDS=(ugpuctl unplug r); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
 	COMP_WORDS=(ugpuctl suspend --h); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
+	COMP_WORDS=(ugpuctl clients --j); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
+	COMP_WORDS=(ugpuctl kill --); COMP_CWORD=2; _ugpuctl; echo "${COMPREPLY[*]}"
 ' sh "$comp")
 [ "$got" = "suspend
 request
---hold-ms --help" ] || { echo "FAIL: the bash completion of ugpuctl completes to: $got"; exit 1; }
+--hold-ms --help
+--json
+--help --version" ] || { echo "FAIL: the bash completion of ugpuctl completes to: $got"; exit 1; }
 [ -f "$prefix/lib/udev/rules.d/70-ugpu-userfaultfd.rules" ] ||
 	{ echo "FAIL: lib/udev/rules.d/70-ugpu-userfaultfd.rules is not installed"; exit 1; }
 [ -f "$prefix/lib/sysusers.d/ugpu.conf" ] || { echo "FAIL: lib/sysusers.d/ugpu.conf is not installed"; exit 1; }

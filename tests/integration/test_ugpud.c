@@ -914,6 +914,15 @@ static void ugpuctl_clients_and_kill(void **state)
 	assert_non_null(line);
 	assert_non_null(strstr(line, "12288"));
 	assert_non_null(strstr(out, "(this ugpuctl)"));
+	/* the same as JSON lines: ours with its BO, and the ugpuctl asking */
+	snprintf(cmd, sizeof(cmd), "%s/ugpuctl clients --json %s", dir, sock_path);
+	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	snprintf(want, sizeof(want), "{\"id\":%u,\"pid\":%d,", me, (int)getpid());
+	line = strstr(out, want);
+	assert_non_null(line);
+	assert_non_null(strstr(line, "\"bos\":1,\"bytes\":12288,"));
+	assert_non_null(strstr(out, "\"self\":true}"));
+	assert_null(strstr(out, "(this ugpuctl)"));
 	snprintf(cmd, sizeof(cmd), "%s/ugpuctl kill %s 999999 2>&1", dir, sock_path);
 	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 1);
 	assert_non_null(strstr(out, "client 999999"));

@@ -613,6 +613,12 @@ static void test_cli(void **state)
 	assert_int_equal(run_cli("list", out, sizeof(out)), 0);
 	assert_non_null(strstr(out, "0000:01:00.0  10de:2204 030000 7     nouveau"));
 	assert_non_null(strstr(out, "0000:00:1f.0  8086:1234 060100 -     -"));
+	assert_int_equal(run_cli("list --json", out, sizeof(out)), 0);
+	assert_non_null(strstr(out, "{\"bdf\":\"0000:01:00.0\",\"vendor\":\"10de\",\"device\":\"2204\","
+				    "\"class\":\"030000\",\"iommu_group\":7,\"driver\":\"nouveau\"}\n"));
+	assert_non_null(strstr(out, "{\"bdf\":\"0000:00:1f.0\",\"vendor\":\"8086\",\"device\":\"1234\","
+				    "\"class\":\"060100\",\"iommu_group\":null,\"driver\":null}\n"));
+	assert_null(strstr(out, "BDF"));
 	assert_int_equal(run_cli("bind 0000:09:00.0", out, sizeof(out)), 1);
 	assert_non_null(strstr(out, "no PCI device 0000:09:00.0"));
 	assert_int_equal(run_cli("bind", out, sizeof(out)), 2);

@@ -36,12 +36,21 @@ static int daemon_open(const char *prog, const char *sock, struct ugpu_context *
 	return ugpuctl_open(prog, uri, ctx, dev);
 }
 
+static bool clients_json;
+
+static const struct cli_opt clients_opts[] = {
+	{ .name = "json", .kind = CLI_FLAG, .dst = &clients_json,
+	  .help = "one JSON object per client, one per line" },
+	{ 0 },
+};
+
 static const struct cli_cmd clients_cli = {
 	.prog = "ugpuctl clients",
 	.args = "SOCKET",
 	.summary = "list ugpud's clients with their memory and requests",
 	.about = "SOCKET is ugpud's socket (e.g. /run/ugpud/ugpud.sock). Needs root or the\n"
 		 "daemon's user.",
+	.opts = clients_opts,
 	.min_pos = 1,
 	.max_pos = 1,
 };
@@ -67,6 +76,27 @@ static int run_clients(int argc, char **argv)
 	if (ret) {
 		fprintf(stderr, "%s: %s: %s\n", clients_cli.prog, sock, ugpu_strerror(ret));
 		rc = 1;
+		goto out;
+	}
+	if (clients_json) {
+		for (uint32_t i = 0; i < r->count; i++) {
+			const struct ugpud_client_info *c = &r->c[i];
+			char name[sizeof(c->name) + 1];
+
+			snprintf(name, sizeof(name), "%.*s", (int)sizeof(c->name), c->name);
+			printf("{\"id\":%u,\"pid\":%u,\"uid\":%u,\"gid\":%u,\"device\":%u,"
+			       "\"bos\":%u,\"bytes\":%llu,\"vram_charged\":%llu,\"requests\":%llu,"
+			       "\"name\":",
+			       c->id, c->pid, c->uid, c->gid, c->device, c->bos,
+			       (unsigned long long)c->bytes, (unsigned long long)c->vram_charged,
+			       (unsigned long long)c->requests);
+			ugpuctl_json_str(name);
+			printf(",\"self\":%s}\n", c->id == remote_client_id(dev) ? "true" : "false");
+		}
+		if (r->total > r->count)
+			fprintf(stderr, "%s: %u more clients not listed\n", clients_cli.prog,
+				r->total - r->count);
+		rc = 0;
 		goto out;
 	}
 	printf("%6s %8s %6s %6s %6s %12s %12s %10s  %s\n", "ID", "PID", "UID", "DEVICE", "BOS",

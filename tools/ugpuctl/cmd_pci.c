@@ -9,10 +9,19 @@
 #include "tools/ugpuctl/ugpuctl.h"
 #include "vfio/pci_bind.h"
 
+static bool list_json;
+
+static const struct cli_opt list_opts[] = {
+	{ .name = "json", .kind = CLI_FLAG, .dst = &list_json,
+	  .help = "one JSON object per device, one per line" },
+	{ 0 },
+};
+
 static const struct cli_cmd list_cli = {
 	.prog = "ugpuctl list",
 	.args = "",
 	.summary = "PCI devices: address, ids, class, IOMMU group, driver",
+	.opts = list_opts,
 };
 
 static int run_list(int argc, char **argv)
@@ -31,6 +40,27 @@ static int run_list(int argc, char **argv)
 	if (ret) {
 		fprintf(stderr, "ugpuctl list: %s\n", strerror(-ret));
 		return 1;
+	}
+	if (list_json) {
+		for (size_t i = 0; i < n; i++) {
+			printf("{\"bdf\":");
+			ugpuctl_json_str(v[i].bdf);
+			printf(",\"vendor\":\"%04x\",\"device\":\"%04x\",\"class\":\"%06x\","
+			       "\"iommu_group\":",
+			       v[i].vendor, v[i].device, v[i].class_code);
+			if (v[i].iommu_group >= 0)
+				printf("%d", v[i].iommu_group);
+			else
+				printf("null");
+			printf(",\"driver\":");
+			if (v[i].driver[0])
+				ugpuctl_json_str(v[i].driver);
+			else
+				printf("null");
+			printf("}\n");
+		}
+		free(v);
+		return 0;
 	}
 	if (n == 0) {
 		printf("no PCI devices found (in a container /sys/bus/pci may be empty)\n");
