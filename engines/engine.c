@@ -136,6 +136,39 @@ int engine_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint
 	return e->ops->fill(e, dst, pattern, size, fence_out);
 }
 
+int engine_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_vram, uint64_t size,
+		    uint32_t slot, uint64_t *fence_out)
+{
+	uint64_t pieces = (size + ENGINE_SUM_PIECE - 1) / ENGINE_SUM_PIECE;
+	int ret;
+
+	if (!e->ops->copy_sum || !engine_sum_slots(e))
+		return -EOPNOTSUPP;
+	if (size == 0) {
+		log_err(e->ctx, "engine %s: copy of 0 bytes", e->name);
+		return -EINVAL;
+	}
+	if (slot > engine_sum_slots(e) || pieces > engine_sum_slots(e) - slot)
+		return -ENOSPC;
+	ret = check_addr(e, "copy", "dst", dst, size);
+	if (!ret)
+		ret = check_addr(e, "copy", "src", engine_vram(src_vram), size);
+	if (ret)
+		return ret;
+	return e->ops->copy_sum(e, dst, src_vram, size, slot, fence_out);
+}
+
+uint32_t engine_sum_slots(struct engine *e)
+{
+	return e->ops->sum_slots ? e->ops->sum_slots(e) : 0;
+}
+
+void engine_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out)
+{
+	if (e->ops->sums)
+		e->ops->sums(e, slot, n, out);
+}
+
 int engine_wait(struct engine *e, uint64_t fence, int timeout_ms)
 {
 	return e->ops->wait(e, fence, timeout_ms < 0 ? 0 : timeout_ms);

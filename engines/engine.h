@@ -78,7 +78,8 @@ struct engine_cfg {
 	uint32_t index;
 	/* sim: VRAM the caller reserved for the engine: the ring at
 	 * @ring_offset (4 KiB aligned) of @ring_size bytes (power of two,
-	 * 4 KiB .. 1 MiB), then one 4 KiB fence page; see engine_sim_vram_bytes(). */
+	 * 4 KiB .. 1 MiB), then one 4 KiB fence page and the sum slots
+	 * (ENGINE_SUM_AREA); see engine_sim_vram_bytes(). */
 	uint64_t ring_offset;
 	uint32_t ring_size;
 	/* Bound for waits the caller cannot bound itself (ring full, reset,
@@ -123,6 +124,18 @@ struct engine_ops {
 	/* Highest fence known complete (no device access beyond a memory read).
 	 * May be NULL. */
 	uint64_t (*completed)(struct engine *e);
+	/* Queue a copy of @size bytes (> 0) from VRAM at @src_vram to @dst that
+	 * also writes the XXH3-64 of each ENGINE_SUM_PIECE of it (the last one
+	 * may be shorter) into the engine's sum slots @slot, @slot + 1, ...;
+	 * read them with sums once the fence completed. -ENOSPC when the slots
+	 * run past sum_slots. May be NULL (no such copy: hash on the CPU). */
+	int (*copy_sum)(struct engine *e, struct engine_addr dst, uint64_t src_vram, uint64_t size,
+			uint32_t slot, uint64_t *fence_out);
+	/* How many sum slots the engine has (0: copy_sum is refused). May be
+	 * NULL. */
+	uint32_t (*sum_slots)(struct engine *e);
+	/* Sum slots [@slot, @slot + @n) into @out. May be NULL. */
+	void (*sums)(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out);
 	/* Start (@on) or end a batch: while at least one batch is open, queued
 	 * commands reach the device only when the ring fills, when anyone waits
 	 * or idles, or when the last batch ends (one doorbell per batch instead
@@ -148,9 +161,14 @@ extern const struct engine_ops engine_sim_ops;
 extern const struct engine_ops engine_cpu_ops;
 
 /* VRAM bytes the sim engine needs at cfg.ring_offset for @ring_size. */
+/* The sum slots of copy_sum: 8 bytes each, 8,192 of them (the sums of
+ * 512 MiB of copies queued at once). */
+#define ENGINE_SUM_PIECE (64u << 10)
+#define ENGINE_SUM_AREA (64u << 10)
+
 static inline uint64_t engine_sim_vram_bytes(uint32_t ring_size)
 {
-	return (uint64_t)ring_size + 4096;
+	return (uint64_t)ring_size + 4096 + ENGINE_SUM_AREA;
 }
 
 /*
@@ -174,6 +192,13 @@ int engine_copy(struct engine *e, struct engine_addr dst, struct engine_addr src
 		uint64_t *fence_out);
 int engine_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint64_t size,
 		uint64_t *fence_out);
+/* copy_sum (engine_ops): -EOPNOTSUPP when the engine has none. */
+int engine_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_vram, uint64_t size,
+		    uint32_t slot, uint64_t *fence_out);
+/* The engine's sum slots; 0 when it has no copy_sum. */
+uint32_t engine_sum_slots(struct engine *e);
+/* Sum slots [@slot, @slot + @n) (within engine_sum_slots()) into @out. */
+void engine_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out);
 int engine_wait(struct engine *e, uint64_t fence, int timeout_ms);
 int engine_idle(struct engine *e, int timeout_ms);
 int engine_reset(struct engine *e);

@@ -532,8 +532,12 @@ struct copy_run {
 	uint64_t off, len, vram;
 	unsigned int k;
 	uint64_t fence, wait;
+	uint32_t sum_slot; /* its first sum slot on engine @k, or NO_SUM */
 	bool batch_end, joined;
 };
+
+#define NO_SUM UINT32_MAX
+_Static_assert(BACKUP_CHUNK == ENGINE_SUM_PIECE, "an engine's sum pieces are the backup's chunks");
 
 #define NO_VRAM UINT64_MAX
 
@@ -569,7 +573,7 @@ static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint6
 		r->cap = cap;
 	}
 	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len,
-					  .vram = run_vram(bo, off, len) };
+					  .vram = run_vram(bo, off, len), .sum_slot = NO_SUM };
 	return 0;
 }
 
@@ -613,11 +617,15 @@ static int runs_collect(struct bo_mgr *m, bool early, bool restore, struct copy_
 	return 0;
 }
 
-/* Does @c continue @p in VRAM and in IOVA (one descriptor can carry both)? */
-static bool run_continues(const struct copy_run *p, const struct copy_run *c)
+/* Does @c continue @p in VRAM and in IOVA (one descriptor can carry both)?
+ * With @sums (the engines checksum what they copy, per ENGINE_SUM_PIECE of
+ * the descriptor), only after a run of whole chunks: the pieces must be the
+ * chunks of each run's BO. */
+static bool run_continues(const struct copy_run *p, const struct copy_run *c, bool sums)
 {
 	return p->vram != NO_VRAM && c->vram != NO_VRAM && p->vram + p->len == c->vram &&
-	       p->bo->backup.iova + p->off + p->len == c->bo->backup.iova + c->off;
+	       p->bo->backup.iova + p->off + p->len == c->bo->backup.iova + c->off &&
+	       (!sums || p->len % BACKUP_CHUNK == 0);
 }
 
 /*
@@ -630,7 +638,7 @@ static bool run_continues(const struct copy_run *p, const struct copy_run *c)
  * descriptor goes to the least loaded engine by bytes, and the batches are
  * cut (COPY_BATCH_*, counted in descriptors) at descriptor ends.
  */
-static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge)
+static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sums)
 {
 	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
 	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
@@ -641,7 +649,8 @@ static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge)
 	for (i = 0; i < r->n; i++) {
 		struct copy_run *c = &r->v[i];
 
-		c->joined = merge && i && run_continues(c - 1, c) && ext + c->len <= COPY_BATCH_BYTES;
+		c->joined = merge && i && run_continues(c - 1, c, sums) &&
+			    ext + c->len <= COPY_BATCH_BYTES;
 		ext = c->joined ? ext + c->len : c->len;
 	}
 	for (k = 0; k < ne; k++)
@@ -681,6 +690,8 @@ struct copy_pass {
 	struct copy_runs r;
 	size_t queued;
 	uint64_t load[DEVICE_MAX_ENGINES];
+	uint32_t slot[DEVICE_MAX_ENGINES]; /* each engine's next free sum slot */
+	bool sums; /* the engines checksum the copies (engine_copy_sum()) */
 	struct progress pr;
 	int ret;
 };
@@ -725,7 +736,13 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		progress_begin(&p->pr, dev->ctx, restore ? UGPU_PROGRESS_RESTORE : UGPU_PROGRESS_BACKUP,
 			       dev->name, total);
 	}
-	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu);
+	/* A save by blitters that checksum what they copy: the sums come with
+	 * the copies, while the bytes are in the engine's hands, and no CPU
+	 * pass reads the backups again (docs/suspend.md "Verified backups"). */
+	p->sums = !restore && p->es[0] != dev->cpu;
+	for (k = 0; k < p->ne && p->sums; k++)
+		p->sums = engine_sum_slots(p->es[k]) > 0;
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums);
 	for (k = 0; k < p->ne; k++)
 		engine_plug(p->es[k]);
 	for (i = 0; i < p->r.n; i = j) {
@@ -733,19 +750,29 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		struct ugpu_bo *bo = cr->bo;
 		uint64_t ext = cr->len, iova = bo->backup.iova + cr->off;
 		struct engine *e = p->es[cr->k];
+		uint64_t *fence;
 
 		for (j = i + 1; j < p->r.n && p->r.v[j].joined; j++)
 			ext += p->r.v[j].len;
 		end = &p->r.v[j - 1]; /* carries the batch's fence */
-		if (j - i == 1)
+		fence = end->batch_end ? &end->fence : NULL;
+		if (p->sums && cr->vram != NO_VRAM &&
+		    !engine_copy_sum(e, engine_iova(iova), cr->vram, ext, p->slot[cr->k], fence)) {
+			/* each run's chunks are the descriptor's next pieces */
+			for (size_t q = i; q < j; q++) {
+				p->r.v[q].sum_slot = p->slot[cr->k];
+				p->slot[cr->k] += (uint32_t)((p->r.v[q].len + BACKUP_CHUNK - 1) /
+							     BACKUP_CHUNK);
+			}
+		} else if (j - i == 1)
+			/* not one VRAM block, or the engine's sum slots are
+			 * all taken: a plain copy, hashed by the CPU */
 			p->ret = bo_copy_range_queue(e, bo->vram, cr->off, cr->len, iova, restore,
-						     end->batch_end ? &end->fence : NULL);
+						     fence);
 		else if (restore)
-			p->ret = engine_copy(e, engine_vram(cr->vram), engine_iova(iova), ext,
-					     end->batch_end ? &end->fence : NULL);
+			p->ret = engine_copy(e, engine_vram(cr->vram), engine_iova(iova), ext, fence);
 		else
-			p->ret = engine_copy(e, engine_iova(iova), engine_vram(cr->vram), ext,
-					     end->batch_end ? &end->fence : NULL);
+			p->ret = engine_copy(e, engine_iova(iova), engine_vram(cr->vram), ext, fence);
 		if (p->ret)
 			break;
 		p->queued = j;
@@ -765,6 +792,26 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		rr = engine_unplug(p->es[k]);
 		if (!p->ret)
 			p->ret = rr;
+	}
+}
+
+/* A finished copy of a save: its chunks' sums into the backup's track, as
+ * the engine computed them, else from the backup's bytes. */
+static void run_sums(struct copy_pass *p, const struct copy_run *cr)
+{
+	uint64_t sums[64], done = 0;
+
+	if (cr->sum_slot == NO_SUM) {
+		track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
+		return;
+	}
+	while (done < cr->len) {
+		uint64_t len = cr->len - done < 64 * BACKUP_CHUNK ? cr->len - done : 64 * BACKUP_CHUNK;
+		uint32_t n = (uint32_t)((len + BACKUP_CHUNK - 1) / BACKUP_CHUNK);
+
+		engine_sums(p->es[cr->k], cr->sum_slot + (uint32_t)(done / BACKUP_CHUNK), n, sums);
+		track_set_sums(cr->bo->track, cr->off + done, len, sums);
+		done += len;
 	}
 }
 
@@ -805,7 +852,7 @@ static int pass_end(struct copy_pass *p)
 			waited[k] = cr->wait;
 		}
 		if (!p->restore)
-			track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
+			run_sums(p, cr);
 		progress_add(&p->pr, cr->len);
 	}
 	/* On a failure, nothing may still run into the backups (or VRAM). */

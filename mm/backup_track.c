@@ -111,6 +111,18 @@ void track_hash_at(struct backup_track *t, const void *at, uint64_t off, uint64_
 					chunk_len(t, c));
 }
 
+void track_set_sums(struct backup_track *t, uint64_t off, uint64_t len, const uint64_t *sums)
+{
+	uint64_t c, end, first;
+
+	if (!len)
+		return;
+	first = off >> BACKUP_CHUNK_SHIFT;
+	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
+	for (c = first; c <= end && c < t->nchunks; c++)
+		t->sum[c] = sums[c - first];
+}
+
 int track_verify_at(const struct backup_track *t, const void *at, uint64_t off, uint64_t len,
 		    uint64_t *bad_off)
 {

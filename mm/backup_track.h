@@ -5,7 +5,8 @@
  *
  * A backup is cut in chunks of BACKUP_CHUNK bytes. Each chunk carries the
  * XXH3-64 of its bytes as the last copy into the backup left them (computed
- * by the CPU right after the engine finished that copy), and a dirty bit:
+ * by the copy engine as it copied, where it can: engine_copy_sum(); else by
+ * the CPU right after the engine finished that copy), and a dirty bit:
  * set by every tracked writer of the BO after prepare filled the backup, so
  * that the suspend window copies (and hashes) only the dirty chunks. Resume
  * checks every chunk of a backup before its bytes go back to VRAM.
@@ -61,6 +62,10 @@ bool track_next_dirty(const struct backup_track *t, uint64_t from, uint64_t *off
 /* Hash the chunks of [off, off+len) of the backup bytes @base (chunk
  * aligned @off) into the sums. */
 void track_hash(struct backup_track *t, const void *base, uint64_t off, uint64_t len);
+/* The sums of the chunks of [off, off+len) (chunk aligned @off) as a copy
+ * engine computed them while it copied (engine_copy_sum(): the same XXH3-64
+ * of the same 64 KiB pieces), one per chunk in @sums. */
+void track_set_sums(struct backup_track *t, uint64_t off, uint64_t len, const uint64_t *sums);
 /* The same for bytes [off, off+len) held at @at (not at @base + @off: a
  * staging buffer of the spill file, mm/spill.h). */
 void track_hash_at(struct backup_track *t, const void *at, uint64_t off, uint64_t len);

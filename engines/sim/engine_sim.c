@@ -58,7 +58,7 @@
 #define CE_DESC_MAX_SIZE (1ull << 30)
 #define CE_FENCE_PAGE 4096u
 
-enum { OP_NOP = 0, OP_COPY = 1, OP_FILL = 2, OP_FENCE = 3 };
+enum { OP_NOP = 0, OP_COPY = 1, OP_FILL = 2, OP_FENCE = 3, OP_COPY_SUM = 4 };
 #define FENCE_F_IRQ (1u << 0)
 #define FENCE_NO_WRITE (~0ull)
 
@@ -100,6 +100,12 @@ struct sim_engine {
 	char *ring;
 	uint64_t *fence_page; /* first 8 bytes of the fence page */
 	uint64_t fence_off; /* VRAM offset of the fence page */
+	/* The sum slots after the fence page (ENGINE_SUM_AREA): @nsums of
+	 * them when the device has COPY_SUM, else 0. Written by the device,
+	 * read by sim_sums() after the copy's fence (no lock). */
+	const uint8_t *sums;
+	uint64_t sums_off;
+	uint32_t nsums;
 	uint32_t ring_size;
 	uint64_t tail; /* bytes written since the last reset (not wrapped) */
 	uint64_t head; /* bytes known consumed by the engine (not wrapped) */
@@ -167,6 +173,8 @@ static const char *op_name(uint32_t op)
 		return "NOP";
 	case OP_COPY:
 		return "COPY";
+	case OP_COPY_SUM:
+		return "COPY_SUM";
 	case OP_FILL:
 		return "FILL";
 	case OP_FENCE:
@@ -238,10 +246,12 @@ static void report_error(struct engine *e)
 	memcpy(&d, s->ring + at, sizeof(d));
 	switch (d.opcode) {
 	case OP_COPY:
+	case OP_COPY_SUM:
 		log_err(e->ctx,
-			"engine %s: COPY src=%s%s0x%" PRIx64 " dst=%s%s0x%" PRIx64 " size=0x%" PRIx64
+			"engine %s: %s src=%s%s0x%" PRIx64 " dst=%s%s0x%" PRIx64 " size=0x%" PRIx64
 			" failed: %s (%u) at ring offset 0x%x",
-			e->name, space_name(d.src_space), d.src_space == ENGINE_PEER ? ":" : " ",
+			e->name, op_name(d.opcode), space_name(d.src_space),
+			d.src_space == ENGINE_PEER ? ":" : " ",
 			d.src, space_name(d.dst_space), d.dst_space == ENGINE_PEER ? ":" : " ",
 			d.dst, d.size, err_name(code), code, at);
 		break;
@@ -552,8 +562,10 @@ static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct 
 		struct ce_desc d = { .opcode = op, .size = n, .value = pattern };
 
 		desc_ep(&d, false, dst, off);
-		if (op == OP_COPY)
+		if (op == OP_COPY || op == OP_COPY_SUM)
 			desc_ep(&d, true, src, off);
+		if (op == OP_COPY_SUM) /* @pattern: the VRAM address of the first sum */
+			d.value = pattern + off / ENGINE_SUM_PIECE * 8;
 		ret = put_desc(e, &d);
 		if (ret < 0)
 			goto out_ring;
@@ -579,6 +591,33 @@ static int sim_copy(struct engine *e, struct engine_addr dst, struct engine_addr
 		    uint64_t *fence_out)
 {
 	return submit(e, OP_COPY, dst, src, 0, size, fence_out);
+}
+
+static int sim_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_vram, uint64_t size,
+			uint32_t slot, uint64_t *fence_out)
+{
+	struct sim_engine *s = se(e);
+
+	return submit(e, OP_COPY_SUM, dst, engine_vram(src_vram), s->sums_off + (uint64_t)slot * 8,
+		      size, fence_out);
+}
+
+static uint32_t sim_sum_slots(struct engine *e)
+{
+	return se(e)->nsums;
+}
+
+static void sim_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out)
+{
+	const uint8_t *p = se(e)->sums + (uint64_t)slot * 8;
+
+	for (uint32_t i = 0; i < n; i++, p += 8) {
+		uint64_t v = 0;
+
+		for (int b = 7; b >= 0; b--)
+			v = v << 8 | __atomic_load_n(&p[b], __ATOMIC_RELAXED);
+		out[i] = v;
+	}
 }
 
 static int sim_fill(struct engine *e, struct engine_addr dst, uint64_t pattern, uint64_t size,
@@ -697,7 +736,7 @@ static int sim_init(struct engine *e)
 	const struct engine_cfg *c = &e->cfg;
 	struct vfio_dev *dev = c->dev;
 	struct sim_engine *s;
-	uint32_t num = 0;
+	uint32_t num = 0, caps = 0;
 	uint64_t vram = 0;
 	void *p;
 	int ret;
@@ -710,6 +749,8 @@ static int sim_init(struct engine *e)
 	ret = vfio_read32(dev, VFIO_REGION_BAR0, REFDEV_REG_NUM_ENGINES, &num);
 	if (!ret)
 		ret = vfio_read64(dev, VFIO_REGION_BAR0, REFDEV_REG_VRAM_SIZE, &vram);
+	if (!ret)
+		ret = vfio_read32(dev, VFIO_REGION_BAR0, REFDEV_REG_CAPS, &caps);
 	if (ret < 0) {
 		log_err(e->ctx, "engine %s: %s: cannot read the device's registers: %d", e->name,
 			dev->name, ret);
@@ -770,6 +811,9 @@ static int sim_init(struct engine *e)
 		s->ring = p;
 	}
 	s->fence_page = (uint64_t *)(s->ring + c->ring_size);
+	s->sums = (const uint8_t *)s->ring + c->ring_size + CE_FENCE_PAGE;
+	s->sums_off = s->fence_off + CE_FENCE_PAGE;
+	s->nsums = caps & REFDEV_CAPS_COPY_SUM ? ENGINE_SUM_AREA / 8 : 0;
 
 	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->efd < 0) {
@@ -838,6 +882,9 @@ const struct engine_ops engine_sim_ops = {
 	.init = sim_init,
 	.fini = sim_fini,
 	.copy = sim_copy,
+	.copy_sum = sim_copy_sum,
+	.sum_slots = sim_sum_slots,
+	.sums = sim_sums,
 	.fill = sim_fill,
 	.wait = sim_wait,
 	.idle = sim_idle,

@@ -157,10 +157,10 @@ static inline struct ugpu_unplug_info fx_wait_removed(struct ugpu_device *dev, u
 }
 
 /* What the driver keeps in VRAM of its own on the reference device: the two
- * copy engines' rings with their fence pages (68 KiB each) and the exec
- * queues' fault ring and fences (12 KiB), as kernel BOs. */
+ * copy engines' rings with their fence pages and sum slots (132 KiB each)
+ * and the exec queues' fault ring and fences (12 KiB), as kernel BOs. */
 #define FX_KERNEL_BOS 3
-#define FX_KERNEL_VRAM (2 * (68u << 10) + (12u << 10))
+#define FX_KERNEL_VRAM (2 * (132u << 10) + (12u << 10))
 
 /*
  * pop_make() - @n BOs cycling through every kind, sizes 256..768 KiB (odd

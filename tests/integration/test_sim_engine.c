@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "test_sim_client.h"
 
@@ -210,6 +211,37 @@ static void test_copy_fill_fence(void **state)
 	assert_true(tc_wait_irq(&d->c, d->efd[1], 5000) >= 1);
 	assert_int_equal(tc_rd64(&d->c, CE(1, 0x28)), 9);
 	assert_int_equal(tc_efd_take(d->efd[0]), 0);
+}
+
+/* COPY_SUM: the copy, and the XXH3-64 of each 64 KiB piece of the source
+ * (the last one shorter) in 8-byte little-endian slots at @value; CAPS says
+ * the device has it. */
+static void test_copy_sum(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	const uint64_t size = 0x28000, sums = 0x2000;
+	struct tdesc ds[2];
+
+	assert_true(tc_rd32(&d->c, 0x8) & (1u << 5));
+	fill_pattern(d->vram + 0x10000, size, 7);
+	memset(d->vram + sums, 0xee, 64);
+	ds[0] = (struct tdesc){ .opcode = 4, .src = 0x10000, .dst = 0x80000, .size = size,
+				.value = sums };
+	ds[1] = d_fence(~0ull, 5, true);
+	submit(d, 0, ds, 2);
+	assert_true(tc_wait_irq(&d->c, d->efd[0], 5000) >= 1);
+	assert_memory_equal(d->vram + 0x80000, d->vram + 0x10000, size);
+	for (uint64_t i = 0; i < 3; i++) {
+		uint64_t len = i < 2 ? 0x10000 : size - 0x20000, want, got = 0;
+
+		want = XXH3_64bits(d->vram + 0x10000 + i * 0x10000, len);
+		for (int b = 7; b >= 0; b--)
+			got = got << 8 | d->vram[sums + i * 8 + (uint64_t)b];
+		assert_int_equal(got, want);
+	}
+	/* nothing past the third slot */
+	assert_int_equal(d->vram[sums + 24], 0xee);
 }
 
 static void test_copy_dma_fd(void **state)
@@ -417,6 +449,10 @@ static void test_bad_descriptors(void **state)
 		{ { .opcode = 1, .src = 0, .dst = 0x20000, .size = 64, .src_space = 5 }, 1 },
 		{ { .opcode = 1, .src = 0x7000000, .dst = 0x20000, .size = 64, .src_space = 1 }, 3 },
 		{ { .opcode = 1, .src = 0, .dst = 0x20000, .size = 64, .src_space = 2, .src_peer = 3 }, 4 },
+		/* COPY_SUM: the source must be VRAM, the sums 8-aligned and in VRAM */
+		{ { .opcode = 4, .src = 0, .dst = 0x20000, .size = 64, .src_space = 1, .value = 0x100 }, 1 },
+		{ { .opcode = 4, .src = 0x10000, .dst = 0x20000, .size = 64, .value = 0x104 }, 2 },
+		{ { .opcode = 4, .src = 0x10000, .dst = 0x20000, .size = 0x30000, .value = VRAM - 16 }, 2 },
 	};
 
 	memset(d->vram + VRAM - 4096, 0xab, 4096);
@@ -627,6 +663,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_copy_fill_fence, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_sum, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_fd, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_window_fd_checks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_inband, fx_setup, fx_teardown),

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "sim_internal.h"
 
 #define CE_MAX_SIZE (1ull << 30)
@@ -417,6 +419,12 @@ static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space
 	return SIM_ERR_OPCODE;
 }
 
+/* Bytes of the checksums COPY_SUM writes for @size bytes. */
+static uint64_t sum_bytes(uint64_t size)
+{
+	return (size + SIM_SUM_PIECE - 1) / SIM_SUM_PIECE * 8;
+}
+
 /* Validate @d and pin what it touches. Lock held. Returns an error code. */
 static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
 {
@@ -424,7 +432,7 @@ static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
 	uint32_t code;
 
 	j->src.slot = j->dst.slot = -1;
-	if (d->reserved || d->opcode > SIM_OP_FENCE)
+	if (d->reserved || d->opcode > SIM_OP_COPY_SUM)
 		return SIM_ERR_OPCODE;
 	if (sim_inject_hit(dev, SIM_INJECT_CMD))
 		return SIM_ERR_INJECTED;
@@ -435,6 +443,16 @@ static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
 		if (d->dst != ~0ull && ((d->dst & 7) || d->dst > dev->vram_size - 8))
 			return SIM_ERR_BOUNDS;
 		return 0;
+	case SIM_OP_COPY_SUM:
+		/* the source is VRAM (the sums are of what the engine reads),
+		 * the sums go to VRAM at @value: 8 bytes per piece */
+		if (d->src_space != SIM_SPACE_VRAM || d->dst_space > SIM_SPACE_PEER)
+			return SIM_ERR_OPCODE;
+		if (!d->size || d->size > CE_MAX_SIZE || (d->value & 7) ||
+		    d->value > dev->vram_size ||
+		    sum_bytes(d->size) > dev->vram_size - d->value)
+			return SIM_ERR_BOUNDS;
+		break;
 	case SIM_OP_COPY:
 		if (d->src_space > SIM_SPACE_PEER || d->dst_space > SIM_SPACE_PEER)
 			return SIM_ERR_OPCODE;
@@ -448,7 +466,7 @@ static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
 			return SIM_ERR_BOUNDS;
 		break;
 	}
-	if (d->opcode == SIM_OP_COPY) {
+	if (d->opcode == SIM_OP_COPY || d->opcode == SIM_OP_COPY_SUM) {
 		code = ep_prepare(dev, &j->src, d->src_space, d->src, d->src_peer, d->size,
 				  VFU_DMA_F_READ);
 		if (code)
@@ -542,6 +560,19 @@ static void throttle_wait(uint64_t t0, uint64_t bytes)
 	}
 }
 
+/* COPY_SUM copied through @end, the end of a piece (or of the copy): the
+ * piece's XXH3-64 from the source (VRAM, where the engine read it) into its
+ * slot at d->value, little-endian. */
+static void sum_piece(struct sim_dev *dev, const struct sim_desc *d, uint64_t end)
+{
+	uint64_t start = (end - 1) / SIM_SUM_PIECE * SIM_SUM_PIECE;
+	uint64_t sum = XXH3_64bits(dev->vram + d->src + start, end - start);
+	uint8_t *slot = dev->vram + d->value + start / SIM_SUM_PIECE * 8;
+
+	for (int i = 0; i < 8; i++)
+		slot[i] = (uint8_t)(sum >> (8 * i));
+}
+
 /* Move the bytes. Lock not held. Returns an error code (in-band failures). */
 static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 {
@@ -558,7 +589,10 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 
 		if (j->throttle && want > CE_CHUNK)
 			want = CE_CHUNK;
-		if (d->opcode == SIM_OP_COPY && ep_seg(dev, &j->src, off, want, &sp, &sn)) {
+		/* COPY_SUM: piece by piece, each summed while it is in cache */
+		if (d->opcode == SIM_OP_COPY_SUM && want > SIM_SUM_PIECE - off % SIM_SUM_PIECE)
+			want = SIM_SUM_PIECE - off % SIM_SUM_PIECE;
+		if (d->opcode != SIM_OP_FILL && ep_seg(dev, &j->src, off, want, &sp, &sn)) {
 			code = SIM_ERR_DMA;
 			break;
 		}
@@ -566,7 +600,7 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 			code = SIM_ERR_DMA;
 			break;
 		}
-		if (d->opcode == SIM_OP_COPY && sn < dn)
+		if (d->opcode != SIM_OP_FILL && sn < dn)
 			dn = sn;
 		if (d->opcode == SIM_OP_FILL) {
 			if (dp && j->dst.base) {
@@ -620,6 +654,8 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 			}
 		}
 		off += dn;
+		if (d->opcode == SIM_OP_COPY_SUM && (off % SIM_SUM_PIECE == 0 || off == d->size))
+			sum_piece(dev, d, off);
 		if (j->throttle)
 			throttle_wait(t0, off);
 	}
@@ -672,7 +708,8 @@ static void *ce_thread(void *arg)
 			ce_error(dev, ce, head, code);
 			continue;
 		}
-		if (j.d.opcode == SIM_OP_COPY || j.d.opcode == SIM_OP_FILL) {
+		if (j.d.opcode == SIM_OP_COPY || j.d.opcode == SIM_OP_FILL ||
+		    j.d.opcode == SIM_OP_COPY_SUM) {
 			ce->busy = true;
 			pthread_mutex_unlock(&dev->lock);
 			code = desc_execute(dev, &j);

@@ -137,6 +137,7 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define SIM_ID 0x55475055u
 #define SIM_VERSION 0x00010001u /* 1.1: exec queues, fault ring, fences */
 #define SIM_CAPS_QUEUES (1u << 3)
+#define SIM_CAPS_COPY_SUM (1u << 5) /* the COPY_SUM descriptor */
 
 #define CE_CTRL_ENABLE (1u << 0)
 #define CE_CTRL_RESET (1u << 1)
@@ -145,7 +146,9 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define CE_STATUS_ENABLED (1u << 2)
 
 enum { SIM_ERR_OPCODE = 1, SIM_ERR_BOUNDS = 2, SIM_ERR_DMA = 3, SIM_ERR_PEER = 4, SIM_ERR_INJECTED = 5 };
-enum { SIM_OP_NOP = 0, SIM_OP_COPY = 1, SIM_OP_FILL = 2, SIM_OP_FENCE = 3 };
+enum { SIM_OP_NOP = 0, SIM_OP_COPY = 1, SIM_OP_FILL = 2, SIM_OP_FENCE = 3, SIM_OP_COPY_SUM = 4 };
+/* COPY_SUM: a checksum (XXH3-64) per piece of this many bytes. */
+#define SIM_SUM_PIECE (64u << 10)
 enum { SIM_SPACE_VRAM = 0, SIM_SPACE_IOVA = 1, SIM_SPACE_PEER = 2 };
 
 enum { EXEC_IDLE = 0, EXEC_RUNNING = 1, EXEC_STALLED = 2, EXEC_DONE = 3, EXEC_ABORTED = 4,

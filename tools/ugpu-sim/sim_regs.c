@@ -259,7 +259,7 @@ static uint32_t read32(struct sim_dev *dev, uint64_t off)
 	case REG_VERSION:
 		return SIM_VERSION;
 	case REG_CAPS:
-		return 0x3u | SIM_CAPS_QUEUES | (dev->sim->ndev > 1 ? 0x4u : 0);
+		return 0x3u | SIM_CAPS_QUEUES | (dev->sim->ndev > 1 ? 0x4u : 0) | SIM_CAPS_COPY_SUM;
 	case REG_NUM_ENGINES:
 		return SIM_NUM_CE;
 	case REG_FABRIC_ID:
