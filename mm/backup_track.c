@@ -98,15 +98,22 @@ void track_hash(struct backup_track *t, const void *base, uint64_t off, uint64_t
 	track_hash_at(t, (const char *)base + off, off, len);
 }
 
+/* The chunks [*first, *end) of [off, off+len) that the track has. */
+static void chunks_of(const struct backup_track *t, uint64_t off, uint64_t len, uint64_t *first,
+		      uint64_t *end)
+{
+	*first = off >> BACKUP_CHUNK_SHIFT;
+	*end = len ? ((off + len - 1) >> BACKUP_CHUNK_SHIFT) + 1 : *first;
+	if (*end > t->nchunks)
+		*end = t->nchunks;
+}
+
 void track_hash_at(struct backup_track *t, const void *at, uint64_t off, uint64_t len)
 {
 	uint64_t c, end, first;
 
-	if (!len)
-		return;
-	first = off >> BACKUP_CHUNK_SHIFT;
-	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
-	for (c = first; c <= end && c < t->nchunks; c++)
+	chunks_of(t, off, len, &first, &end);
+	for (c = first; c < end; c++)
 		t->sum[c] = XXH3_64bits((const char *)at + ((c - first) << BACKUP_CHUNK_SHIFT),
 					chunk_len(t, c));
 }
@@ -115,11 +122,8 @@ void track_set_sums(struct backup_track *t, uint64_t off, uint64_t len, const ui
 {
 	uint64_t c, end, first;
 
-	if (!len)
-		return;
-	first = off >> BACKUP_CHUNK_SHIFT;
-	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
-	for (c = first; c <= end && c < t->nchunks; c++)
+	chunks_of(t, off, len, &first, &end);
+	for (c = first; c < end; c++)
 		t->sum[c] = sums[c - first];
 }
 
@@ -128,11 +132,8 @@ int track_verify_at(const struct backup_track *t, const void *at, uint64_t off, 
 {
 	uint64_t c, end, first;
 
-	if (!len)
-		return 0;
-	first = off >> BACKUP_CHUNK_SHIFT;
-	end = (off + len - 1) >> BACKUP_CHUNK_SHIFT;
-	for (c = first; c <= end && c < t->nchunks; c++) {
+	chunks_of(t, off, len, &first, &end);
+	for (c = first; c < end; c++) {
 		if (XXH3_64bits((const char *)at + ((c - first) << BACKUP_CHUNK_SHIFT),
 				chunk_len(t, c)) != t->sum[c]) {
 			*bad_off = c << BACKUP_CHUNK_SHIFT;
