@@ -42,6 +42,7 @@ struct ugpu_context {
 	void *progress_user;
 	uint64_t progress_min_bytes;
 	uint64_t progress_interval_ns;
+	uint64_t progress_gen; /* bumped by every ugpu_context_set_progress() */
 };
 
 #endif

@@ -338,6 +338,7 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 			    struct buddy_list *out, struct progress *pr)
 {
 	struct bo_mgr *m = mgr_of(dev);
+	uint64_t evicted = 0;
 	int ret;
 
 	for (uint64_t refused = 0;;) {
@@ -361,6 +362,8 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 			return ret;
 		m->evictions++;
 		m->evicted_bytes += victim->size;
+		evicted += victim->size;
+		progress_grow(pr, evicted); /* victims larger than the room needed */
 		progress_add(pr, victim->size);
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 		if (ret != -ENOSPC)

@@ -146,9 +146,10 @@ enum ugpu_progress_op {
  * @device: the device's name (as in the logs), valid only during the call.
  * @done: bytes done so far; never decreases within one operation.
  * @total: bytes the operation is expected to handle, known at its start
- *         (for an eviction to make room: the bytes it needs; for a prefetch:
- *         the span's). @done can end below it (BOs destroyed meanwhile, an
- *         error, a span partly in place) but never above it.
+ *         (for a prefetch: the span's), except for an eviction to make room:
+ *         it starts as the room needed and grows as victims larger than
+ *         that are taken. @done can end below it (BOs destroyed meanwhile,
+ *         an error, a span partly in place) but never above it.
  * @elapsed_ns: time since the operation started.
  * @finished: 0 while it runs; 1 on its last report.
  * @err: on the last report, 0 or the -errno the operation ended with.
@@ -168,9 +169,15 @@ struct ugpu_progress {
  * @user: the pointer given with the hook.
  * @p: the report, valid only during the call.
  *
- * Context: called from the thread doing the work, possibly with device
- * locks held and concurrently for operations on different devices: it must
- * be quick and thread-safe and must not call back into ugpu.
+ * Context: called from the thread doing the work, with the driver's locks
+ * held; the calls of one context are serialised (one at a time, whatever the
+ * device), so a slow hook slows every device. The hook must be quick, must
+ * not call into ugpu, must not take a lock that a thread may hold while it
+ * calls ugpu (ugpu_context_set_progress() included), and must not touch
+ * memory whose access may need the driver: a BO's CPU mapping, or memory a
+ * mirror VM may have moved into VRAM (shared virtual memory). A hook that
+ * does deadlocks on the locks it is called under. Writing to a terminal or
+ * to the program's own ordinary memory is what it is for.
  */
 typedef void (*ugpu_progress_fn)(void *user, const struct ugpu_progress *p);
 
@@ -182,16 +189,22 @@ typedef void (*ugpu_progress_fn)(void *user, const struct ugpu_progress *p);
  * @min_bytes: operations whose total is smaller are not reported (0: all).
  * @interval_ms: reports while an operation runs come at most this often
  *               (0: after every step: each BO, each copy, each range); the
- *               first report (@done 0) and the last (@finished) always come.
+ *               first report (@done 0; for an eviction whose total grew past
+ *               @min_bytes only later, what it had moved by then) and the
+ *               last (@finished) always come.
  *
  * Reported: host-suspend prepare (eviction, then backups), the suspend
  * window's copies, resume's copies back, evictions to make room, a removal
  * moving BOs out, SVM prefetches (ugpu_vm_prefetch() and the asynchronous
  * form). The tools draw them as a bar on a terminal.
  *
+ * Each operation reports to the hook that was set when it began, with that
+ * hook's filter and interval: after this call, operations already running
+ * report nothing more (the new hook sees only operations begun after it).
+ *
  * Returns: 0, or -EINVAL if @ctx is NULL.
- * Context: any thread; reports being made concurrently go to either the old
- * or the new hook, never to the old one after the call returns.
+ * Context: any thread; waits for a hook call in progress, and the old hook
+ * is never called after it returns.
  */
 UGPU_API int ugpu_context_set_progress(struct ugpu_context *ctx, ugpu_progress_fn fn, void *user,
 				       uint64_t min_bytes, unsigned int interval_ms);

@@ -10,6 +10,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
 
 #include <ugpu/vm.h>
 
@@ -224,6 +225,98 @@ static void test_evict_for_room(void **state)
 	ugpu_bo_put(big);
 }
 
+/* A small BO that needs a big victim out: the eviction's total grows to what
+ * it moved, so a filter above the room needed still shows it. */
+static void test_evict_total_grows(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *fill, *big, *small;
+	struct ugpu_progress p;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	big = bo_make(f, 32 * MiB, false, 0x5b);
+	/* the rest of VRAM in one pinned BO: the small one must evict big */
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m), 0);
+	fill = bo_make(f, m.vram_free, true, 0x11);
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m), 0);
+	assert_int_equal(m.vram_free, 0);
+	assert_int_equal(ugpu_context_set_progress(f->ctx, on_progress, &rec, 16 * MiB, 0), 0);
+	rec_reset();
+	small = bo_make(f, 64 * 1024, false, 0x5c);
+	p = op_check(UGPU_PROGRESS_EVICT, 0);
+	assert_int_equal(p.total, 32 * MiB);
+	assert_int_equal(p.done, 32 * MiB);
+	assert_int_equal(p.err, 0);
+	bo_check(big, 32 * MiB, 0x5b);
+	bo_check(small, 64 * 1024, 0x5c);
+	ugpu_bo_put(fill);
+	ugpu_bo_put(big);
+	ugpu_bo_put(small);
+}
+
+/*
+ * A hook set while an operation runs gets none of its reports, and the old
+ * hook gets none after the set returns. The old hook, at the backups' first
+ * step, lets a thread set the new one and stays in the call a while, so the
+ * set waits for it and lands in the middle of the operation.
+ */
+static struct rec rec2 = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct ugpu_context *swap_ctx;
+static sem_t swap_go;
+static size_t old_n_at_swap = SIZE_MAX;
+
+static void on_progress_swap(void *user, const struct ugpu_progress *p)
+{
+	static bool asked;
+
+	on_progress(user, p);
+	if (p->op == UGPU_PROGRESS_BACKUP && !p->finished && p->done > 0 && !asked) {
+		asked = true;
+		sem_post(&swap_go);
+		usleep(100000); /* the swapper blocks on the hook lock meanwhile */
+	}
+}
+
+static void *swapper(void *arg)
+{
+	(void)arg;
+	sem_wait(&swap_go);
+	ugpu_context_set_progress(swap_ctx, on_progress, &rec2, 0, 0);
+	pthread_mutex_lock(&rec.lock);
+	old_n_at_swap = rec.n;
+	pthread_mutex_unlock(&rec.lock);
+	return NULL;
+}
+
+static void test_swap_mid_operation(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo[4];
+	pthread_t t;
+
+	for (int i = 0; i < 4; i++)
+		bo[i] = bo_make(f, 2 * MiB, true, (uint8_t)i);
+	swap_ctx = f->ctx;
+	rec2.n = 0;
+	sem_init(&swap_go, 0, 0);
+	assert_int_equal(pthread_create(&t, NULL, swapper, NULL), 0);
+	assert_int_equal(ugpu_context_set_progress(f->ctx, on_progress_swap, &rec, 0, 0), 0);
+	rec_reset();
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	pthread_join(t, NULL);
+	/* nothing more to the old hook once the set returned: its last report
+	 * was the one that let the swap go, not the backups' end */
+	assert_int_equal(rec.n, old_n_at_swap);
+	assert_false(rec.r[rec.n - 1].finished);
+	/* nothing of that operation to the new one */
+	for (size_t i = 0; i < rec2.n; i++)
+		assert_int_not_equal(rec2.r[i].op, UGPU_PROGRESS_BACKUP);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev), 0);
+	sem_destroy(&swap_go);
+	for (int i = 0; i < 4; i++)
+		ugpu_bo_put(bo[i]);
+}
+
 /* Operations under the size filter are not reported; no hook, no reports. */
 static void test_filter_and_unset(void **state)
 {
@@ -338,6 +431,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_suspend_cycle, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_evict_for_room, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_filter_and_unset, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_evict_total_grows, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_swap_mid_operation, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_removal, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, fx_teardown),
 		cmocka_unit_test(test_bar_line),

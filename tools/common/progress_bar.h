@@ -25,4 +25,16 @@ int progress_bar_install(struct ugpu_context *ctx);
  * shows, for the drawing and for tests. */
 void progress_bar_format(const struct ugpu_progress *p, char *buf, size_t len);
 
+/* Take a bar off the screen before printing something else to the terminal
+ * (the next report draws it again). */
+void progress_bar_clear(void);
+
+/* A ugpu_log_fn printing as the library's default does ("ugpu LEVEL: ..."
+ * on stderr), after taking a bar off the screen. */
+void progress_bar_log(void *user, enum ugpu_log_level level, const char *msg);
+
+/* What starts each line this prints (a daemon's "ugpud: "); "" by default.
+ * @p must outlive the drawing. */
+void progress_bar_set_prefix(const char *p);
+
 #endif

@@ -60,6 +60,7 @@ static double now_ms(void)
 
 static void step(const char *title)
 {
+	progress_bar_clear();
 	printf("\n[%d] %s\n", ++step_no, title);
 }
 
@@ -68,6 +69,7 @@ static void result(int ok, const char *fmt, ...)
 {
 	va_list ap;
 
+	progress_bar_clear();
 	printf("    %s ", ok ? "ok  " : "FAIL");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
@@ -80,6 +82,7 @@ static void result(int ok, const char *fmt, ...)
 static void log_hook(void *user, enum ugpu_log_level level, const char *msg)
 {
 	(void)user;
+	progress_bar_clear();
 	printf("    (driver %s) %s\n", level == UGPU_LOG_ERROR ? "error" : "log", msg);
 }
 

@@ -67,7 +67,7 @@ int ugpuctl_open(const char *prog, const char *uri, struct ugpu_context **ctx,
 		fprintf(stderr, "%s: cannot open %s: %s (%s)\n", prog, uri,
 			err[0] ? err : ugpu_strerror(ret), ugpu_strerror(ret));
 	else { /* opened: what the driver says from now on goes to stderr */
-		ugpu_context_set_log(*ctx, NULL, NULL, UGPU_LOG_DEFAULT);
+		ugpu_context_set_log(*ctx, progress_bar_log, NULL, UGPU_LOG_DEFAULT);
 		progress_bar_install(*ctx);
 	}
 	return ret;
@@ -79,8 +79,11 @@ void ugpuctl_json_str(const char *s)
 	for (; *s; s++) {
 		if (*s == '"' || *s == '\\')
 			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
+		else if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x80)
+			/* control bytes, and bytes that may not be UTF-8
+			 * (sysfs names are ASCII; a strange one stays valid
+			 * JSON, read as Latin-1) */
+			printf("\\u%04x", (unsigned char)*s);
 		else
 			putchar(*s);
 	}

@@ -42,6 +42,7 @@ void ugpud_log(const char *fmt, ...)
 {
 	va_list ap;
 
+	progress_bar_clear();
 	fputs("ugpud: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -274,6 +275,7 @@ int main(int argc, char **argv)
 	}
 	/* host suspend, removals and evictions of a second or more: a line in
 	 * the log (a bar when run in a terminal) */
+	progress_bar_set_prefix("ugpud: ");
 	progress_bar_install(ctx);
 	d->ctx = ctx;
 	for (unsigned int i = 0; i < n_dev_uris; i++) {
