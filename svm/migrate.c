@@ -698,9 +698,12 @@ void range_unmap_dma(struct svm *s, struct svm_range *r)
 }
 
 /* Map @r (owned, VRAM or in place) in @vm at its address; @writable only
- * where the process's mapping is. A map with the other writability goes
- * first (an atomic-CPU span mapped read-only that a GPU write now needs). */
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable)
+ * where the process's mapping is; @no_atomic: device atomics fault (the
+ * device must have the bit: vm_can_deny_atomics()). A map with other
+ * permissions goes first (an atomic-CPU span mapped read-only that a GPU
+ * write now needs). */
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
+		 bool no_atomic)
 {
 	unsigned int i;
 	int ret;
@@ -709,7 +712,7 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 	for (i = 0; i < r->nmaps; i++) {
 		if (r->maps[i].vm != vm || r->maps[i].gpu_va != r->start)
 			continue;
-		if (r->maps[i].writable == writable)
+		if (r->maps[i].writable == writable && r->maps[i].no_atomic == no_atomic)
 			return 0;
 		vm_svm_unmap(vm, r->start, r->size);
 		pthread_mutex_lock(&s->lock);
@@ -722,10 +725,11 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 	if (r->nmaps == SVM_MAX_MAPS)
 		return -ENOSPC;
 	ret = vm_svm_map(vm, r->start, r->size, range_has_vram(r) ? r->bo : NULL,
-			 range_has_vram(r) ? 0 : r->iova, writable);
+			 range_has_vram(r) ? 0 : r->iova,
+			 (writable ? VM_SVM_WRITABLE : 0) | (no_atomic ? VM_SVM_NO_ATOMIC : 0));
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
-		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable };
+		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable, no_atomic };
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;

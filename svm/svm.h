@@ -127,8 +127,10 @@ struct svm_dev {
 struct svm_map {
 	struct ugpu_vm *vm;
 	uint64_t gpu_va;
-	bool writable; /* its PTEs are (an atomic-CPU span maps read-only
-			* until a GPU write asks: atomics then fault) */
+	bool writable; /* its PTEs are (on a device without NO_ATOMIC an
+			* atomic-CPU span maps read-only until a GPU write
+			* asks: atomics then fault) */
+	bool no_atomic; /* its PTEs carry NO_ATOMIC: device atomics fault */
 };
 
 /*
@@ -158,8 +160,9 @@ struct svm_range {
 	bool throttled;
 	uint32_t hold_ms;
 	uint64_t thr_first_ns, pinned_until_ns;
-	bool rearm; /* atomic policy CPU, mapped writable for a GPU write: its
-		     * maps go before the next kernel is submitted */
+	bool rearm; /* atomic policy CPU, mapped writable for a GPU write on a
+		     * device without NO_ATOMIC: its maps go before the next
+		     * kernel is submitted */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
 	struct ugpu_bo *bo; /* R_VRAM, R_DUP: contiguous VRAM */
@@ -298,7 +301,8 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void dup_drop(struct svm *s, struct svm_range *r);
 void range_unmap_dma(struct svm *s, struct svm_range *r);
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
+		 bool no_atomic);
 void range_destroy(struct svm *s, struct svm_range *r);
 void gc_item_done_locked(struct svm *s, const struct svm_work *w);
 bool remap_pending_locked(struct svm *s, uint64_t addr);

@@ -38,20 +38,7 @@
 #include "mm/vm.h"
 #include "svm/svm.h"
 #include "tools/ugpu-sim/sim.h"
-#include "kernel_util.h"
-#include "test_bo_common.h"
-
-#define MIB (1ull << 20)
-#define KIB (1ull << 10)
-#define WAIT_MS 20000
-
-struct svm_fx {
-	struct fx *f;
-	struct ugpu_vm *vm;
-	struct ugpu_queue *q;
-};
-
-static bool no_move;
+#include "svm_fixture.h"
 
 static uint64_t now_ns_test(void)
 {
@@ -61,56 +48,10 @@ static uint64_t now_ns_test(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int setup_common(void **state)
-{
-	struct svm_fx *s = calloc(1, sizeof(*s));
-	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
-				  .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
-				  .name = "svm" };
-	void *fx_state;
-
-	if (no_move)
-		setenv("UGPU_SVM_NO_MOVE", "1", 1);
-	else
-		unsetenv("UGPU_SVM_NO_MOVE");
-	if (!s || fx_setup_vram(&fx_state, 64 * MIB))
-		return -1;
-	s->f = fx_state;
-	ugpu_device_rpm_set_autosuspend_delay(s->f->dev, -1);
-	if (ugpu_vm_create(s->f->dev, &o, &s->vm) || ugpu_queue_create(s->vm, NULL, &s->q))
-		return -1;
-	*state = s;
-	return 0;
-}
-
-static int setup(void **state)
-{
-	no_move = false;
-	return setup_common(state);
-}
-
-static int setup_wp(void **state)
-{
-	no_move = true;
-	return setup_common(state);
-}
-
 static int teardown(void **state)
 {
-	struct svm_fx *s = *state;
-	void *fx_state = s->f;
-
 	test_point_clear_all();
-	ugpu_queue_destroy(s->q);
-	ugpu_vm_destroy(s->vm);
-	free(s);
-	return fx_teardown(&fx_state);
-}
-
-static int kernel(struct svm_fx *s, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
-		  uint64_t value, struct ugpu_kernel_result *r)
-{
-	return run_kernel(s->q, op, p, bytes, value, WAIT_MS, r);
+	return svm_fx_teardown(state);
 }
 
 static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
@@ -120,14 +61,6 @@ static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
 	for (i = 0; i < bytes / 8; i++)
 		x += w[i];
 	return x;
-}
-
-static struct ugpu_svm_stats stats(struct svm_fx *s)
-{
-	struct ugpu_svm_stats st = { .size = sizeof(st) };
-
-	assert_int_equal(ugpu_device_svm_stats(s->f->dev, &st), 0);
-	return st;
 }
 
 /* 4 MiB of malloc-like memory: two 2 MiB ranges go to VRAM on the GPU's
