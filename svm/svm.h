@@ -152,6 +152,13 @@ struct svm_range {
 	bool in_place_only; /* shared memory: other mappings see these pages */
 	bool populating; /* its owner makes its pages present (R_CPU): a
 			  * fault there gets a fresh page, it is not parked */
+	/* The owner's thread while it reads or populates the range's pages
+	 * itself (read_owned(), populate_owned()), else 0: a fault of that
+	 * thread there (the process freed the page meanwhile) is answered
+	 * with the page a first touch gets, even when the range waits for its
+	 * collection: parked, it would wait for its own thread (found with a
+	 * free during the write-protection path's copy). */
+	pid_t reader;
 	bool advised_in_place; /* R_INPLACE because advice (or a pin) said so */
 	/* Thrashing (owner only, svm/fault.c): migrations counted since
 	 * @thr_first_ns; throttled once (held in VRAM @hold_ms after it
