@@ -100,7 +100,7 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags, uint32_t 
  * unmapping thread continues when we return (it waited for the read). */
 static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
 {
-	bool any = false;
+	bool any = false, wp;
 	size_t i;
 
 	pthread_mutex_lock(&s->lock);
@@ -115,12 +115,14 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		r->gc_pending = true;
 		any = true;
 	}
+	/* the moved mapping keeps its registration, write protection included */
+	wp = gc == GC_REMAP && region_wp_locked(s, start, end);
 	if (gc != GC_REMOVE) {
 		region_drop(s, start, end);
 		attr_reset_locked(s, start, end); /* advice goes with the mapping */
 	}
 	if (gc == GC_REMAP)
-		region_add(s, to, to + (end - start));
+		region_add(s, to, to + (end - start), wp);
 	if (any) {
 		struct svm_work *w = calloc(1, sizeof(*w));
 

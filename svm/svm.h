@@ -203,6 +203,7 @@ struct svm_work {
 /* A span of process memory registered with our userfaultfd. */
 struct region {
 	uint64_t start, end;
+	bool wp; /* registered for write protection too (read-mostly needs it) */
 };
 
 /*
@@ -294,7 +295,10 @@ int vma_lookup(uint64_t addr, struct vma *out);
 unsigned int vma_page_kb(uint64_t start);
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
-int region_add(struct svm *s, uint64_t start, uint64_t end);
+int region_add(struct svm *s, uint64_t start, uint64_t end, bool wp);
+/* Every page of [start, end) is in a region registered for write
+ * protection. Lock held. */
+bool region_wp_locked(struct svm *s, uint64_t start, uint64_t end);
 int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq);
 bool in_vram_of(const struct svm_range *r, const void *sd);
 struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want)(const struct svm_range *, const void *), const void *arg);

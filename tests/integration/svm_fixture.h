@@ -4,8 +4,9 @@
  * test_svm_policy): a 64 MiB reference device with runtime PM's autosuspend
  * off, a mirror VM over the whole user address space and one queue on it;
  * each case runs with UFFDIO_MOVE, or with the write-protection path Linux
- * 6.1 has (setup_wp: UGPU_SVM_NO_MOVE), and optionally on a device of
- * layout 1.1 (setup_v11: no NO_ATOMIC leaf bit). Header-only, included by
+ * 6.1 has (setup_wp: UGPU_SVM_NO_MOVE), as on a kernel without write
+ * protection (setup_no_wp: UGPU_SVM_NO_WP), or on a device of layout 1.1
+ * (setup_v11: no NO_ATOMIC leaf bit). Header-only, included by
  * one file of each executable.
  */
 #ifndef UGPU_TESTS_SVM_FIXTURE_H
@@ -35,8 +36,22 @@ struct svm_fx {
 /* The write-protection path instead of UFFDIO_MOVE (set by each setup). */
 static bool no_move;
 
-/* @minor: the reference device's VERSION minor (0: the newest). */
-static inline int svm_fx_setup(void **state, bool wp, unsigned int minor)
+enum svm_fx_flags {
+	SVM_FX_WP_PATH = 1 << 0, /* UGPU_SVM_NO_MOVE: Linux 6.1's path */
+	SVM_FX_NO_WP = 1 << 1, /* UGPU_SVM_NO_WP: as a kernel without write protection */
+};
+
+static inline void svm_fx_env(const char *name, bool on)
+{
+	if (on)
+		setenv(name, "1", 1);
+	else
+		unsetenv(name);
+}
+
+/* @flags: enum svm_fx_flags; @minor: the reference device's VERSION minor
+ * (0: the newest). */
+static inline int svm_fx_setup(void **state, unsigned int flags, unsigned int minor)
 {
 	struct svm_fx *s = calloc(1, sizeof(*s));
 	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
@@ -45,11 +60,9 @@ static inline int svm_fx_setup(void **state, bool wp, unsigned int minor)
 	struct sim_opts so;
 	void *fx_state;
 
-	no_move = wp;
-	if (no_move)
-		setenv("UGPU_SVM_NO_MOVE", "1", 1);
-	else
-		unsetenv("UGPU_SVM_NO_MOVE");
+	no_move = flags & SVM_FX_WP_PATH;
+	svm_fx_env("UGPU_SVM_NO_MOVE", no_move);
+	svm_fx_env("UGPU_SVM_NO_WP", flags & SVM_FX_NO_WP);
 	sim_opts_init(&so);
 	so.vram_size = 64 * MIB;
 	if (minor)
@@ -66,17 +79,22 @@ static inline int svm_fx_setup(void **state, bool wp, unsigned int minor)
 
 static inline int setup(void **state)
 {
-	return svm_fx_setup(state, false, 0);
+	return svm_fx_setup(state, 0, 0);
 }
 
 static inline int setup_wp(void **state)
 {
-	return svm_fx_setup(state, true, 0);
+	return svm_fx_setup(state, SVM_FX_WP_PATH, 0);
+}
+
+static inline int setup_no_wp(void **state)
+{
+	return svm_fx_setup(state, SVM_FX_NO_WP, 0);
 }
 
 static inline int setup_v11(void **state)
 {
-	return svm_fx_setup(state, false, 1);
+	return svm_fx_setup(state, 0, 1);
 }
 
 static inline int svm_fx_teardown(void **state)
@@ -88,6 +106,7 @@ static inline int svm_fx_teardown(void **state)
 	ugpu_vm_destroy(s->vm);
 	free(s);
 	no_move = false;
+	unsetenv("UGPU_SVM_NO_WP");
 	return fx_teardown(&fx_state);
 }
 

@@ -894,6 +894,43 @@ static void test_read_mostly(void **state)
 	munmap(buf, bytes);
 }
 
+/* Read-mostly needs userfaultfd write protection (a CPU store must wait
+ * while the device holds a copy). Without it (UGPU_SVM_NO_WP: a kernel
+ * without it, or memory it cannot protect) the advice is refused loudly,
+ * nothing changes, and the memory works as advised otherwise. */
+static void test_read_mostly_needs_wp(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 2 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_svm_stats st0 = stats(s);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_span_info i;
+	uint64_t sum = 0;
+
+	fill(buf, bytes);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		sum += pattern(w);
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_READ_MOSTLY, 1), -EOPNOTSUPP);
+	i = query(s, buf, bytes);
+	assert_false(i.read_mostly);
+	assert_int_equal(i.bytes, bytes); /* one span: nothing was split */
+	assert_int_equal(stats(s).svm_advise_count, st0.svm_advise_count);
+	/* other advice is taken; turning read-mostly off is no change */
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_READ_MOSTLY, 0), 0);
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_DEVICE), 0);
+	assert_int_equal(stats(s).svm_advise_count, st0.svm_advise_count + 1);
+	/* the range moves as any (UFFDIO_MOVE), no copy, byte-exact */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.vram_bytes, bytes);
+	assert_int_equal(i.dup_bytes, 0);
+	assert_int_equal(stats(s).svm_read_mostly_dup_count, 0);
+	check(buf, bytes, 0);
+	munmap(buf, bytes);
+}
+
 /* CPU readers and GPU readers at once, then a CPU writer: no migration
  * while only reads run; with the writer every kernel sees a value at least
  * as new as the one stored before it was submitted. */
@@ -1211,6 +1248,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_last_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_mostly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_mostly_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_mostly_needs_wp, setup_no_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_tuning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thrashing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_prefetch, setup, teardown),
