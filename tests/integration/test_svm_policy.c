@@ -2,9 +2,12 @@
 /*
  * Shared virtual memory policy (include/ugpu/svm.h, docs/svm.md "Policy"),
  * modelled on IGT's xe_exec_system_allocator madvise subtests: atomic
- * increment; preferred location x each atomic policy; several spans; split
- * spans (and a split with a live mapping); changing an attribute
+ * increment; preferred location x each atomic policy; atomic-cpu behind a
+ * GPU write; system-memory migrate pages; an atomic span; several spans;
+ * split spans (and a split with a live mapping); changing an attribute
  * invalidates, setting the same value does not; advice reset on unmap;
+ * read-mostly (with concurrent readers and a writer; refused without write
+ * protection); thrashing with and without control;
  * accessed-by; the query; asynchronous prefetch with progress, and
  * prefetch racing CPU touches, frees and other prefetches. Public API only;
  * every case checks data byte-exact and the counters.
@@ -339,6 +342,96 @@ static void test_atomic_cpu_queued_behind_write(void **state)
 
 		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
 		assert_true(r.sum == 52 * (bytes / 8));
+	}
+	munmap(buf, bytes);
+}
+
+/* ---- IGT: system-memory migrate pages ---- */
+
+/* Ranges in VRAM, then advised to system memory: the advice drops the
+ * GPU's maps and leaves the data where it is; the next GPU access brings
+ * the ranges home (no CPU touch asked) and uses them in place; the CPU
+ * then reads its own pages without a fault. */
+static void test_system_migrate_pages(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 4 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st1;
+	struct ugpu_svm_span_info i;
+	uint64_t sum = 0;
+
+	fill(buf, bytes);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		sum += pattern(w) + 1;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
+	assert_int_equal(query(s, buf, bytes).vram_bytes, bytes);
+	st0 = settled_stats(s);
+	assert_int_equal(advise(s, buf, bytes, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_SYSTEM), 0);
+	st1 = stats(s);
+	assert_int_equal(st1.svm_advise_inval_count, st0.svm_advise_inval_count + 2);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.preferred_loc, UGPU_SVM_LOC_SYSTEM);
+	assert_int_equal(i.vram_bytes, bytes); /* advice moves nothing by itself */
+	/* the GPU's next access migrates the pages to system memory */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum);
+	i = query(s, buf, bytes);
+	assert_int_equal(i.vram_bytes, 0);
+	assert_int_equal(i.system_bytes, bytes);
+	st1 = stats(s);
+	assert_int_equal(st1.svm_cpu_fault_count, st0.svm_cpu_fault_count);
+	assert_true(st1.svm_cpu_copy_kb >= st0.svm_cpu_copy_kb + bytes / KIB);
+	check(buf, bytes, 1);
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+	/* and they stay there: GPU writes land in the process's pages (an
+	 * atomic would move them: the default atomic policy needs VRAM) */
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, buf, bytes, 9, &r), 0);
+	assert_int_equal(query(s, buf, bytes).system_bytes, bytes);
+	for (uint64_t w = 0; w < bytes / 8; w++)
+		assert_true(buf[w] == 9);
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+	munmap(buf, bytes);
+}
+
+/* ---- IGT: an atomic span ---- */
+
+/* One span of a buffer advised for device atomics where its pages are
+ * (ATOMIC_DEVICE, preferred system memory), the rest default: repeated
+ * atomic increments over the whole buffer count exactly, the span stays in
+ * the process's memory, the rest goes to VRAM (atomics need it there). */
+static void test_atomic_span(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 4 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	char *b = (char *)buf;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_span_info i;
+
+	fill(buf, bytes);
+	assert_int_equal(advise(s, b + MIB, MIB, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_DEVICE), 0);
+	assert_int_equal(advise(s, b + MIB, MIB, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_SYSTEM),
+			 0);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, bytes, 1, &r), 0);
+	i = query(s, b + MIB, MIB);
+	assert_int_equal(i.bytes, MIB);
+	assert_int_equal(i.atomic, UGPU_SVM_ATOMIC_DEVICE);
+	assert_int_equal(i.system_bytes, MIB);
+	assert_int_equal(query(s, b, MIB).vram_bytes, MIB);
+	assert_int_equal(query(s, b + 2 * MIB, 2 * MIB).vram_bytes, 2 * MIB);
+	/* the CPU's own atomics on the span while it is the GPU's too */
+	for (uint64_t w = MIB / 8; w < 2 * MIB / 8; w++)
+		__atomic_add_fetch(&buf[w], 1, __ATOMIC_RELAXED);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, b + MIB, MIB, 1, &r), 0);
+	for (uint64_t w = 0; w < bytes / 8; w++) {
+		uint64_t want = pattern(w) + 4 + (w >= MIB / 8 && w < 2 * MIB / 8 ? 2 : 0);
+
+		if (buf[w] != want)
+			fail_msg("word %llu: %llx, want %llx", (unsigned long long)w,
+				 (unsigned long long)buf[w], (unsigned long long)want);
 	}
 	munmap(buf, bytes);
 }
@@ -1240,6 +1333,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_atomic_cpu_after_write, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_cpu_after_write, setup_v11, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_cpu_queued_behind_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_system_migrate_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_span, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_several_spans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_spans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_value_no_invalidate, setup, teardown),
