@@ -1167,7 +1167,14 @@ static void test_tuning(void **state)
  * Without control each round moves the whole 2 MiB range both ways (and
  * the CPU waits out the timeslice); with it the range is throttled, then
  * pinned to system memory and used in place: no more moves. */
-static uint64_t pingpong(struct svm_fx *s, bool control, int rounds, uint64_t *moves)
+/* @round_ms: how long an uncontrolled round took here (0: unknown). A
+ * round is two migrations; where three do not fit in the default lapse (a
+ * sanitizer build on a loaded host: 50-80 ms a round were seen), detection
+ * never starts and the controlled run moves every round. The lapse then
+ * covers three rounds and the pin the whole run: the same behaviour scaled
+ * to this machine's speed; a quiet machine keeps the defaults. */
+static uint64_t pingpong(struct svm_fx *s, bool control, int rounds, uint64_t round_ms,
+			 uint64_t *moves)
 {
 	struct ugpu_svm_tuning t = { .size = sizeof(t) };
 	uint64_t bytes = 2 * MIB, gpu = 64 * KIB, sum = 0, t0, last = bytes / 8 - 1;
@@ -1177,6 +1184,15 @@ static uint64_t pingpong(struct svm_fx *s, bool control, int rounds, uint64_t *m
 
 	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
 	t.thrash_enable = control;
+	if (round_ms * 3 * 1000 > t.thrash_lapse_us) {
+		uint64_t lapse_us = round_ms * 3 * 1000, pin_ms = round_ms * (uint64_t)rounds;
+
+		t.thrash_lapse_us = (uint32_t)(lapse_us < 10000000 ? lapse_us : 10000000);
+		if (pin_ms > t.thrash_pin_ms)
+			t.thrash_pin_ms = (uint32_t)(pin_ms < 10000 ? pin_ms : 10000);
+		print_message("slow rounds (%llu ms): lapse %u us, pin %u ms\n",
+			      (unsigned long long)round_ms, t.thrash_lapse_us, t.thrash_pin_ms);
+	}
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
 	fill(buf, bytes);
 	for (uint64_t w = 0; w < gpu / 8; w++)
@@ -1203,10 +1219,10 @@ static void test_thrashing(void **state)
 	struct ugpu_svm_stats st0 = stats(s), st1;
 	uint64_t on_moves, off_moves, on_ms, off_ms;
 
-	off_ms = pingpong(s, false, 30, &off_moves);
+	off_ms = pingpong(s, false, 30, 0, &off_moves);
 	st1 = stats(s);
 	assert_int_equal(st1.svm_thrash_detect_count, st0.svm_thrash_detect_count);
-	on_ms = pingpong(s, true, 30, &on_moves);
+	on_ms = pingpong(s, true, 30, off_ms / 30, &on_moves);
 	st0 = stats(s);
 	print_message("ping-pong, 30 rounds: control on %llu ms %llu moves, off %llu ms %llu moves\n",
 		      (unsigned long long)on_ms, (unsigned long long)on_moves,
