@@ -60,6 +60,11 @@ enum test_point_id {
 	 * pages were just taken from the process (moved to the staging area,
 	 * or write-protected) and are not in VRAM yet. */
 	TEST_POINT_SVM_TAKEN,
+	/* svm/migrate.c take_pages(), the thread moving the range (@obj,
+	 * struct svm_range) into VRAM, no lock, the range owned: its pages
+	 * are write-protected (the UFFDIO_MOVE-less path) and the ones present
+	 * were listed; their bytes are about to be read into VRAM. */
+	TEST_POINT_SVM_WP_COPY,
 	/* svm/migrate.c svm_evict(), the evicting thread, manager lock held:
 	 * the range (@obj) is owned, its maps and bytes not yet moved. */
 	TEST_POINT_SVM_EVICT,

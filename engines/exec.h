@@ -153,6 +153,11 @@ void exec_set_client(struct exec_engine *x, const struct exec_client *c);
 
 uint32_t exec_num_queues(const struct exec_engine *x);
 
+/* exec_has_no_atomic() - the device's leaves honour the NO_ATOMIC bit
+ * (VERSION 1.2, CAPS bit 4): an atomic through such a leaf faults while
+ * reads and writes go on. Fixed at create; any thread. */
+bool exec_has_no_atomic(const struct exec_engine *x);
+
 /*
  * exec_launch() - start @l on a free hardware queue (one whose cached root
  * is @l->root first), programming its VM root and dropping its TLB as

@@ -766,6 +766,7 @@ static int vm_exec_up(struct ugpu_device *dev, const char *uri)
 	vmm->rpm = dev->rpm;
 	vmm->attached = true;
 	pthread_mutex_unlock(&vmm->lock);
+	__atomic_store_n(&vmm->no_atomic, exec_has_no_atomic(dev->exec), __ATOMIC_RELAXED);
 	exec_set_client(dev->exec, &c);
 	return 0;
 }

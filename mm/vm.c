@@ -300,7 +300,8 @@ static uint32_t leaf_span(uint64_t va, uint64_t end, uint32_t *idx)
  */
 static void bind_write_locked(struct ugpu_vm *vm, struct vm_bind *b, bool fresh)
 {
-	uint64_t wr = (b->flags & UGPU_BIND_READONLY) ? 0 : PTE_WRITABLE;
+	uint64_t wr = ((b->flags & UGPU_BIND_READONLY) ? 0 : PTE_WRITABLE) |
+		      ((b->flags & VM_BIND_NO_ATOMIC) ? PTE_NO_ATOMIC : 0);
 	uint64_t va = b->va, end = b->va + b->bytes, off = b->bo_offset;
 	struct backing_it it;
 
@@ -1273,8 +1274,15 @@ void vm_svm_leave(struct vm_mgr *vmm)
 	pthread_mutex_unlock(&vmm->lock);
 }
 
+bool vm_can_deny_atomics(const struct ugpu_vm *vm)
+{
+	const struct vm_mgr *vmm = vm->dev->vm_mgr;
+
+	return vmm && __atomic_load_n(&vmm->no_atomic, __ATOMIC_RELAXED);
+}
+
 int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo, uint64_t iova,
-	       bool writable)
+	       unsigned int flags)
 {
 	struct ugpu_device *dev = vm->dev;
 	struct bo_mgr *m = mgr_of(dev);
@@ -1282,6 +1290,10 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 	struct list_link *at;
 	int ret;
 
+	if ((flags & VM_SVM_NO_ATOMIC) && !vm_can_deny_atomics(vm)) {
+		free(b);
+		return -EOPNOTSUPP;
+	}
 	if (!b)
 		return -ENOMEM;
 	pthread_mutex_lock(&vm->lock);
@@ -1302,7 +1314,8 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 		b->iova = iova;
 		b->va = va;
 		b->bytes = len;
-		b->flags = VM_BIND_SVM | (writable ? 0 : UGPU_BIND_READONLY);
+		b->flags = VM_BIND_SVM | ((flags & VM_SVM_WRITABLE) ? 0 : UGPU_BIND_READONLY) |
+			   ((flags & VM_SVM_NO_ATOMIC) ? VM_BIND_NO_ATOMIC : 0);
 		bind_insert_locked(vm, at, b);
 		vm->svm_maps++;
 		vm->svm_bytes += len;

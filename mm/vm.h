@@ -45,6 +45,7 @@ struct pt_chunk;
 #define PTE_VALID (1ull << 0)
 #define PTE_WRITABLE (1ull << 1)
 #define PTE_SYSTEM (1ull << 2)
+#define PTE_NO_ATOMIC (1ull << 3) /* leaf, VERSION 1.2: an atomic through it faults */
 #define PTE_ADDR_MASK 0x000ffffffffff000ull
 
 /* vm_bind.flags beyond UGPU_BIND_*: made by shared virtual memory (svm/),
@@ -54,6 +55,9 @@ struct pt_chunk;
  * onto @peer_dev's VRAM BAR; the bind holds a reference, a pin and a
  * runtime-PM reference of @peer_bo. Visible to the program like its own. */
 #define VM_BIND_PEER (1u << 30)
+/* vm_bind.flags: the leaves carry PTE_NO_ATOMIC (shared virtual memory's
+ * maps of a span whose device atomics must fault; vm_svm_map()). */
+#define VM_BIND_NO_ATOMIC (1u << 29)
 
 /*
  * One bind: [va, va + bytes) of the VM maps [bo_offset, +bytes) of @bo; or,
@@ -141,6 +145,10 @@ struct vm_mgr {
 	struct rpm *rpm; /* rpm_ref()'d while attached */
 	bool attached;
 	bool closed;
+	/* The device's leaves honour PTE_NO_ATOMIC (exec_has_no_atomic()): a
+	 * property of the device, stored when it is first attached and never
+	 * cleared; read with relaxed atomics, no lock. */
+	bool no_atomic;
 	/* counters (vmm->lock) */
 	uint64_t submitted, completed, faulted, cancelled, revalidations, ptes_rewritten;
 	/* Shared virtual memory's handling of mirror VMs (vm_svm_register()),
@@ -229,17 +237,28 @@ void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void
 const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg);
 void vm_svm_leave(struct vm_mgr *vmm);
 
+/* vm_svm_map() @flags */
+#define VM_SVM_WRITABLE (1u << 0)
+#define VM_SVM_NO_ATOMIC (1u << 1) /* device atomics fault (vm_can_deny_atomics()) */
+
 /*
  * vm_svm_map() - map [va, +len) of mirror VM @vm for shared virtual memory:
  * to @bo (its VRAM, from offset 0) or, with @bo NULL, to the device
  * addresses [iova, +len) (the process's pages in place). Read-only unless
- * @writable. The span must not overlap a bind (the program's or SVM's).
+ * @flags has VM_SVM_WRITABLE; with VM_SVM_NO_ATOMIC the leaves carry
+ * PTE_NO_ATOMIC (only where vm_can_deny_atomics(): else -EOPNOTSUPP). The
+ * span must not overlap a bind (the program's or SVM's).
  * Takes @vm's lock and the BO manager lock; the device must be awake.
  * Returns: 0; -EEXIST (something is bound there); -ENODEV (the device is
- * gone); -EBUSY (host-suspended); -ENOSPC / -ENOMEM (page tables).
+ * gone); -EBUSY (host-suspended); -ENOSPC / -ENOMEM (page tables);
+ * -EOPNOTSUPP (VM_SVM_NO_ATOMIC on a device without the bit).
  */
 int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo, uint64_t iova,
-	       bool writable);
+	       unsigned int flags);
+
+/* @vm's device refuses an atomic through a leaf with PTE_NO_ATOMIC
+ * (reference device 1.2). No lock. */
+bool vm_can_deny_atomics(const struct ugpu_vm *vm);
 
 /* No bind of @vm (the program's or SVM's) overlaps [va, +len). Takes
  * @vm's lock. */

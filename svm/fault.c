@@ -290,7 +290,7 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 	bool prefetch = why == SERVE_PREFETCH;
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
-	bool atomic_vram, stay, want_vram, guard, pinned, wr = true;
+	bool atomic_vram, stay, want_vram, guard, deny, pinned, wr = true;
 	struct svm_range *r;
 	struct svm_attrs a;
 	struct vma v;
@@ -545,19 +545,23 @@ again:
 		}
 	}
 	/*
-	 * The reference device's PTEs have no atomic-deny bit: an atomic
-	 * faults only on a missing or read-only entry. Where a device atomic
-	 * must fault (atomic policy CPU: refused above; or a range advised
-	 * to stay in place whose atomics need VRAM: moved above) the range is
-	 * mapped read-only, unless a GPU write asks; then writable until the
-	 * next kernel is submitted (rearm_all()).
+	 * Where a device atomic must fault (atomic policy CPU: refused above;
+	 * or a range advised to stay in place whose atomics need VRAM: moved
+	 * above): a device whose leaves have the NO_ATOMIC bit (reference
+	 * device 1.2; xe's atomic policy relies on the same in hardware) gets
+	 * maps carrying it, and reads and writes go on. A 1.1 device has no
+	 * such bit: an atomic faults only on a missing or read-only entry, so
+	 * the range is mapped read-only unless a GPU write asks; then writable
+	 * until the next kernel is submitted (rearm_all()), and a kernel
+	 * queued before that escapes the policy (docs/svm.md).
 	 */
 	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
 		(r->where == R_INPLACE && stay && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
-	wr = !guard || f->access == UGPU_ACCESS_WRITE;
-	if (!ret && guard && wr && why == SERVE_FAULT && !fault_current(f))
+	deny = guard && vm_can_deny_atomics(f->vm);
+	wr = !guard || deny || f->access == UGPU_ACCESS_WRITE;
+	if (!ret && guard && !deny && wr && why == SERVE_FAULT && !fault_current(f))
 		goto out; /* its kernel ended meanwhile: no writable map for nobody */
-	if (!ret && guard && wr && r->writable) {
+	if (!ret && guard && !deny && wr && r->writable) {
 		pthread_mutex_lock(&s->lock);
 		if (!r->rearm) {
 			r->rearm = true;
@@ -566,7 +570,7 @@ again:
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (!ret)
-		ret = range_map_vm(s, r, f->vm, wr);
+		ret = range_map_vm(s, r, f->vm, wr, deny);
 	if (ret && ret != -EACCES) {
 		log_err(s->ctx, "svm: %s at 0x%" PRIx64 " could not be served: %s",
 			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, ugpu_strerror(ret));

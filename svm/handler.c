@@ -32,16 +32,20 @@
 
 /* ---- the userfaultfd handler thread: answer at once, never wait ----------------------- */
 
-static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
+static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags, uint32_t tid)
 {
 	uint64_t page = addr & ~(SVM_4K - 1);
 	struct svm_range *r;
+	bool own;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	r = range_find(s, page);
-	if ((r && ((r->busy && !r->populating) || r->gc_pending)) ||
-	    (!r && remap_pending_locked(s, page))) {
+	/* the owner's own read of a page the process freed meanwhile: what a
+	 * first touch gets (the free's collection drops it after) */
+	own = r && r->busy && r->reader && tid && (uint32_t)r->reader == tid;
+	if (!own && ((r && ((r->busy && !r->populating) || r->gc_pending)) ||
+	    (!r && remap_pending_locked(s, page)))) {
 		/* moving, waiting to be dropped, or where an mremap's data is
 		 * still to arrive: whoever owns it wakes the addresses when
 		 * done, and the thread faults again */
@@ -50,7 +54,7 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
 	}
 	/* in VRAM: it comes back; a store to a read-mostly range: its VRAM
 	 * copy goes first (the store waits) */
-	if (r && ((r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) ||
+	if (!own && r && ((r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) ||
 		  (r->where == R_DUP && (flags & UFFD_PAGEFAULT_FLAG_WP)))) {
 		if (!r->back_queued) {
 			struct svm_work *w = calloc(1, sizeof(*w));
@@ -96,7 +100,7 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags)
  * unmapping thread continues when we return (it waited for the read). */
 static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
 {
-	bool any = false;
+	bool any = false, wp;
 	size_t i;
 
 	pthread_mutex_lock(&s->lock);
@@ -111,12 +115,14 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		r->gc_pending = true;
 		any = true;
 	}
+	/* the moved mapping keeps its registration, write protection included */
+	wp = gc == GC_REMAP && region_wp_locked(s, start, end);
 	if (gc != GC_REMOVE) {
 		region_drop(s, start, end);
 		attr_reset_locked(s, start, end); /* advice goes with the mapping */
 	}
 	if (gc == GC_REMAP)
-		region_add(s, to, to + (end - start));
+		region_add(s, to, to + (end - start), wp);
 	if (any) {
 		struct svm_work *w = calloc(1, sizeof(*w));
 
@@ -145,7 +151,8 @@ static void on_msg(void *owner, const struct uffd_msg *m)
 
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
-		on_cpu_fault(s, m->arg.pagefault.address, m->arg.pagefault.flags);
+		on_cpu_fault(s, m->arg.pagefault.address, m->arg.pagefault.flags,
+			     m->arg.pagefault.feat.ptid);
 		break;
 	case UFFD_EVENT_UNMAP:
 		on_event(s, m->arg.remove.start, m->arg.remove.end, GC_UNMAP, 0);

@@ -396,6 +396,31 @@ static void staging_put_back(struct svm *s, struct svm_range *r, size_t moved, b
 			lost, r->start, r->size);
 }
 
+/* The owner of @r marks its thread as @r's reader (0: none), under the
+ * lock the handler reads it with. */
+static void set_reader(struct svm *s, struct svm_range *r, pid_t tid)
+{
+	pthread_mutex_lock(&s->lock);
+	r->reader = tid;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* read_process() of @r's pages by its owner, this thread marked as the
+ * range's reader: a page the process frees meanwhile (MADV_DONTNEED) faults
+ * into our userfaultfd, and the handler answers this thread with a zero
+ * page instead of parking it on the range it owns itself (a hang: test_svm
+ * test_free_during_wp_copy). The free's collection drops that part after. */
+static int read_owned(struct svm *s, struct svm_range *r, char *vram, const bool *present,
+		      size_t npages)
+{
+	int ret;
+
+	set_reader(s, r, gettid());
+	ret = read_process(vram, r->start, present, npages);
+	set_reader(s, r, 0);
+	return ret;
+}
+
 /*
  * Take @r's pages away from the CPU and put their bytes into @bo's VRAM,
  * with no moment where a CPU store could be lost: either the pages are
@@ -453,7 +478,8 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 	if (!ret) {
 		log_dbg(s->ctx, "svm: write-protected [0x%" PRIx64 ", +0x%" PRIx64 "): %zu of %zu pages present",
 			r->start, r->size, count_present(present, npages), npages);
-		ret = read_process(vram, r->start, present, npages);
+		test_point_obj(TEST_POINT_SVM_WP_COPY, r);
+		ret = read_owned(s, r, vram, present, npages);
 	}
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
@@ -571,10 +597,12 @@ static int populate_owned(struct svm *s, struct svm_range *r)
 
 	pthread_mutex_lock(&s->lock);
 	r->populating = true;
+	r->reader = gettid(); /* a page freed meanwhile: ours to fill */
 	pthread_mutex_unlock(&s->lock);
 	ret = populate(s, r);
 	pthread_mutex_lock(&s->lock);
 	r->populating = false;
+	r->reader = 0;
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -616,7 +644,7 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 
 		if (all)
 			memset(all, 1, npages); /* every page was made present */
-		ret = all ? read_process(vram, r->start, all, npages) : -ENOMEM;
+		ret = all ? read_owned(s, r, vram, all, npages) : -ENOMEM;
 		free(all);
 	}
 	if (ret) {
@@ -698,9 +726,12 @@ void range_unmap_dma(struct svm *s, struct svm_range *r)
 }
 
 /* Map @r (owned, VRAM or in place) in @vm at its address; @writable only
- * where the process's mapping is. A map with the other writability goes
- * first (an atomic-CPU span mapped read-only that a GPU write now needs). */
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable)
+ * where the process's mapping is; @no_atomic: device atomics fault (the
+ * device must have the bit: vm_can_deny_atomics()). A map with other
+ * permissions goes first (an atomic-CPU span mapped read-only that a GPU
+ * write now needs). */
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
+		 bool no_atomic)
 {
 	unsigned int i;
 	int ret;
@@ -709,7 +740,7 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 	for (i = 0; i < r->nmaps; i++) {
 		if (r->maps[i].vm != vm || r->maps[i].gpu_va != r->start)
 			continue;
-		if (r->maps[i].writable == writable)
+		if (r->maps[i].writable == writable && r->maps[i].no_atomic == no_atomic)
 			return 0;
 		vm_svm_unmap(vm, r->start, r->size);
 		pthread_mutex_lock(&s->lock);
@@ -722,10 +753,11 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 	if (r->nmaps == SVM_MAX_MAPS)
 		return -ENOSPC;
 	ret = vm_svm_map(vm, r->start, r->size, range_has_vram(r) ? r->bo : NULL,
-			 range_has_vram(r) ? 0 : r->iova, writable);
+			 range_has_vram(r) ? 0 : r->iova,
+			 (writable ? VM_SVM_WRITABLE : 0) | (no_atomic ? VM_SVM_NO_ATOMIC : 0));
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
-		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable };
+		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable, no_atomic };
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;

@@ -411,6 +411,19 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 		goto out_leave;
 	}
 	v.id = sd->id;
+	if (adv->attr == UGPU_SVM_ATTR_READ_MOSTLY && adv->value &&
+	    !region_wp_locked(s, va, va + bytes)) {
+		/* without write protection a CPU store cannot be stopped
+		 * while the device holds a copy: refused, not a silent
+		 * no-op (the range would move as usual) */
+		pthread_mutex_unlock(&s->lock);
+		log_err(vm->dev->ctx, "ugpu_svm_advise: read-mostly on [0x%" PRIx64 ", +0x%" PRIx64 ") refused: %s, so CPU stores could not be held while the device has a copy",
+			va, bytes,
+			s->have_wp ? "this kernel's userfaultfd cannot write-protect that kind of memory"
+				   : "this kernel's userfaultfd has no write protection");
+		ret = -EOPNOTSUPP;
+		goto out_leave;
+	}
 	changed = advice_changes_locked(s, va, va + bytes, &v);
 	if (changed)
 		ret = attr_apply_locked(s, va, va + bytes, set_advice, &v);

@@ -312,7 +312,7 @@ void region_drop(struct svm *s, uint64_t start, uint64_t end)
 
 			g->end = start;
 			if (s->nreg < s->capreg)
-				s->reg[s->nreg++] = (struct region){ end, right };
+				s->reg[s->nreg++] = (struct region){ end, right, g->wp };
 			i++;
 		} else if (g->start < start) {
 			g->end = start;
@@ -324,7 +324,22 @@ void region_drop(struct svm *s, uint64_t start, uint64_t end)
 	}
 }
 
-int region_add(struct svm *s, uint64_t start, uint64_t end)
+bool region_wp_locked(struct svm *s, uint64_t start, uint64_t end)
+{
+	while (start < end) {
+		size_t i;
+
+		for (i = 0; i < s->nreg; i++)
+			if (s->reg[i].wp && s->reg[i].start <= start && start < s->reg[i].end)
+				break;
+		if (i == s->nreg)
+			return false;
+		start = s->reg[i].end;
+	}
+	return true;
+}
+
+int region_add(struct svm *s, uint64_t start, uint64_t end, bool wp)
 {
 	if (s->nreg == s->capreg) {
 		size_t cap = s->capreg ? 2 * s->capreg : 16;
@@ -335,7 +350,7 @@ int region_add(struct svm *s, uint64_t start, uint64_t end)
 		s->reg = nr;
 		s->capreg = cap;
 	}
-	s->reg[s->nreg++] = (struct region){ start, end };
+	s->reg[s->nreg++] = (struct region){ start, end, wp };
 	return 0;
 }
 
@@ -350,6 +365,7 @@ int region_add(struct svm *s, uint64_t start, uint64_t end)
 int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
 {
 	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING | (s->have_wp ? UFFDIO_REGISTER_MODE_WP : 0);
+	bool wp = s->have_wp;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -359,14 +375,16 @@ int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
 	}
 	pthread_mutex_unlock(&s->lock);
 	ret = uffd_register(s->u, start, end - start, mode);
-	if (ret == -EINVAL && s->have_wp) /* this memory cannot be write-protected */
+	if (ret == -EINVAL && wp) { /* this memory cannot be write-protected */
+		wp = false;
 		ret = uffd_register(s->u, start, end - start, UFFDIO_REGISTER_MODE_MISSING);
+	}
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&s->lock);
 	/* not recorded as ours when an event may have unmapped it since:
 	 * a later mapping there would go unregistered */
-	ret = s->event_seq != seq ? -EAGAIN : region_add(s, start, end);
+	ret = s->event_seq != seq ? -EAGAIN : region_add(s, start, end, wp);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }

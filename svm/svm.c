@@ -95,6 +95,8 @@ static int svm_start(struct svm *s)
 	s->have_wp = (s->features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) != 0;
 	if (getenv("UGPU_SVM_NO_MOVE"))
 		s->have_move = false; /* tests: the 6.1 path (docs/svm.md) */
+	if (getenv("UGPU_SVM_NO_WP"))
+		s->have_wp = false; /* tests: a kernel without write protection */
 	if (s->have_move) {
 		/* a 2 MiB-aligned registered area for pages moved out */
 		void *p = mmap(NULL, 2 * SVM_2M, PROT_READ | PROT_WRITE,

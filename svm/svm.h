@@ -127,8 +127,10 @@ struct svm_dev {
 struct svm_map {
 	struct ugpu_vm *vm;
 	uint64_t gpu_va;
-	bool writable; /* its PTEs are (an atomic-CPU span maps read-only
-			* until a GPU write asks: atomics then fault) */
+	bool writable; /* its PTEs are (on a device without NO_ATOMIC an
+			* atomic-CPU span maps read-only until a GPU write
+			* asks: atomics then fault) */
+	bool no_atomic; /* its PTEs carry NO_ATOMIC: device atomics fault */
 };
 
 /*
@@ -150,6 +152,13 @@ struct svm_range {
 	bool in_place_only; /* shared memory: other mappings see these pages */
 	bool populating; /* its owner makes its pages present (R_CPU): a
 			  * fault there gets a fresh page, it is not parked */
+	/* The owner's thread while it reads or populates the range's pages
+	 * itself (read_owned(), populate_owned()), else 0: a fault of that
+	 * thread there (the process freed the page meanwhile) is answered
+	 * with the page a first touch gets, even when the range waits for its
+	 * collection: parked, it would wait for its own thread (found with a
+	 * free during the write-protection path's copy). */
+	pid_t reader;
 	bool advised_in_place; /* R_INPLACE because advice (or a pin) said so */
 	/* Thrashing (owner only, svm/fault.c): migrations counted since
 	 * @thr_first_ns; throttled once (held in VRAM @hold_ms after it
@@ -158,8 +167,9 @@ struct svm_range {
 	bool throttled;
 	uint32_t hold_ms;
 	uint64_t thr_first_ns, pinned_until_ns;
-	bool rearm; /* atomic policy CPU, mapped writable for a GPU write: its
-		     * maps go before the next kernel is submitted */
+	bool rearm; /* atomic policy CPU, mapped writable for a GPU write on a
+		     * device without NO_ATOMIC: its maps go before the next
+		     * kernel is submitted */
 	struct svm_dev *sd; /* R_VRAM / R_INPLACE: whose */
 	struct svm_dev *first; /* the device whose fault made it (counters) */
 	struct ugpu_bo *bo; /* R_VRAM, R_DUP: contiguous VRAM */
@@ -193,6 +203,7 @@ struct svm_work {
 /* A span of process memory registered with our userfaultfd. */
 struct region {
 	uint64_t start, end;
+	bool wp; /* registered for write protection too (read-mostly needs it) */
 };
 
 /*
@@ -284,7 +295,10 @@ int vma_lookup(uint64_t addr, struct vma *out);
 unsigned int vma_page_kb(uint64_t start);
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
-int region_add(struct svm *s, uint64_t start, uint64_t end);
+int region_add(struct svm *s, uint64_t start, uint64_t end, bool wp);
+/* Every page of [start, end) is in a region registered for write
+ * protection. Lock held. */
+bool region_wp_locked(struct svm *s, uint64_t start, uint64_t end);
 int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq);
 bool in_vram_of(const struct svm_range *r, const void *sd);
 struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want)(const struct svm_range *, const void *), const void *arg);
@@ -298,7 +312,8 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void dup_drop(struct svm *s, struct svm_range *r);
 void range_unmap_dma(struct svm *s, struct svm_range *r);
-int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
+int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
+		 bool no_atomic);
 void range_destroy(struct svm *s, struct svm_range *r);
 void gc_item_done_locked(struct svm *s, const struct svm_work *w);
 bool remap_pending_locked(struct svm *s, uint64_t addr);

@@ -36,6 +36,7 @@
 #define REG_CAPS 0x0008
 #define CAPS_GPUVM (1u << 1)
 #define CAPS_QUEUES (1u << 3)
+#define CAPS_NO_ATOMIC (1u << 4)
 #define REG_NUM_EXEC_QUEUES 0x0024
 #define FR_BASE 0x3000
 #define FR_SIZE 0x3008
@@ -103,6 +104,7 @@ struct exec_engine {
 	uint64_t mem_offset;
 	uint64_t *fences;
 	uint32_t nq;
+	bool no_atomic; /* VERSION 1.2 (CAPS bit 4): leaves honour NO_ATOMIC; set at create */
 	int irq_fd[3];
 	int stop_fd;
 	pthread_t thread;
@@ -687,6 +689,7 @@ int exec_create(struct ugpu_context *ctx, const struct exec_cfg *cfg, struct exe
 		goto out_free;
 	}
 	x->nq = nq;
+	x->no_atomic = (version & 0xffff) >= 2 && (caps & CAPS_NO_ATOMIC);
 	/* The fault ring can only be (re)enabled, and a queue started, while
 	 * no queue is busy: end what a previous owner left running. */
 	if (quiesce_queues(x, QUIESCE_CREATE_MS)) {
@@ -793,6 +796,11 @@ void exec_set_client(struct exec_engine *x, const struct exec_client *c)
 uint32_t exec_num_queues(const struct exec_engine *x)
 {
 	return x->nq;
+}
+
+bool exec_has_no_atomic(const struct exec_engine *x)
+{
+	return x->no_atomic;
 }
 
 int exec_block(struct exec_engine *x, int timeout_ms)

@@ -30,7 +30,8 @@ enum ugpu_svm_attr {
 	UGPU_SVM_ATTR_MIGRATION = 2,
 	/** value: enum ugpu_svm_atomic */
 	UGPU_SVM_ATTR_ATOMIC = 3,
-	/** value: 0 or 1: GPU reads get a copy in VRAM, the CPU keeps its pages */
+	/** value: 0 or 1: GPU reads get a copy in VRAM, the CPU keeps its pages
+	 *  (write-protected: where the kernel cannot, ugpu_svm_advise() refuses 1) */
 	UGPU_SVM_ATTR_READ_MOSTLY = 4,
 	/** value: 0 or 1: the device maps the pages where they are, never moves them on its faults */
 	UGPU_SVM_ATTR_ACCESSED_BY = 5,
@@ -94,7 +95,9 @@ struct ugpu_svm_advice {
  * crosses a change of advice: it is made again to fit). Data is never lost.
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside
  * the span, @adv->size too small, an unknown attribute or value);
- * -EOPNOTSUPP (another device named: peer access is not built yet); -EFAULT
+ * -EOPNOTSUPP (another device named: peer access is not built yet; or
+ * read-mostly on memory this kernel's userfaultfd cannot write-protect,
+ * which a device copy needs: nothing is changed, logged); -EFAULT
  * (part of the span is not mapped in the process, or is memory shared
  * virtual memory cannot use: nothing is changed); -ENOMEM; -ENODEV (the
  * device is gone); -EIO / -ETIMEDOUT (the device did not wake to have its

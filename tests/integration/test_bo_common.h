@@ -78,28 +78,36 @@ struct fx {
 	char uri[256];
 };
 
-/* The fixture with a reference device of @vram bytes whose D3 -> D0
- * transition takes @wake_latency_us. */
-static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_latency_us)
+/* The fixture with a reference device built from @o (sim_opts_init() and
+ * the caller's changes). */
+static inline int fx_setup_opts(void **state, const struct sim_opts *o)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
-	struct sim_opts o;
 	struct fx *f = calloc(1, sizeof(*f));
 
 	if (getenv("UGPU_TEST_LOG"))
 		copts.log_level = UGPU_LOG_INFO;
-	sim_opts_init(&o);
-	o.vram_size = vram;
-	o.wake_latency_us = wake_latency_us;
 	fx_watchdog_arm(fx_test_bound_s(),
 			"the test running (the last [ RUN ] line above) did not finish within its bound (UGPU_TEST_BOUND_S): a wait hung\n");
-	if (!f || sim_start(&o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
+	if (!f || sim_start(o, &f->sim) || ugpu_context_create(&copts, &f->ctx))
 		return -1;
 	snprintf(f->uri, sizeof(f->uri), "vfio-user:%s", sim_socket_path(f->sim, 0));
 	if (ugpu_device_open(f->ctx, f->uri, &f->dev))
 		return -1;
 	*state = f;
 	return 0;
+}
+
+/* The fixture with a reference device of @vram bytes whose D3 -> D0
+ * transition takes @wake_latency_us. */
+static inline int fx_setup_dev(void **state, uint64_t vram, unsigned int wake_latency_us)
+{
+	struct sim_opts o;
+
+	sim_opts_init(&o);
+	o.vram_size = vram;
+	o.wake_latency_us = wake_latency_us;
+	return fx_setup_opts(state, &o);
 }
 
 static inline int fx_setup_vram(void **state, uint64_t vram)

@@ -23,8 +23,9 @@
 #define V 1ull
 #define W 2ull
 #define S 4ull
+#define NA 8ull /* NO_ATOMIC (1.2) */
 
-enum { R_VM_CTRL = 0x2000, R_VM_ROOT = 0x2008, R_TLB_INVAL = 0x2010, R_OP = 0x2100,
+enum { R_VERSION = 0x0004, R_CAPS = 0x0008, R_VM_CTRL = 0x2000, R_VM_ROOT = 0x2008, R_TLB_INVAL = 0x2010, R_OP = 0x2100,
        R_VA = 0x2108, R_SIZE = 0x2110, R_VALUE = 0x2118, R_START = 0x2120, R_STATUS = 0x2124,
        R_RESULT = 0x2128, R_PROGRESS = 0x2130, R_FSTATUS = 0x2200, R_FVA = 0x2208,
        R_FACCESS = 0x2210, R_FREPLY = 0x2214 };
@@ -54,13 +55,16 @@ static void leaf(struct fx *f, unsigned idx, uint64_t pte)
 	put64(f->vram + T_L1 + idx * 8, pte);
 }
 
-static int fx_setup(void **state)
+/* @minor: the VERSION minor the device models (0: the newest). */
+static int fx_setup_minor(void **state, unsigned minor)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct sim_opts o;
 
 	sim_opts_init(&o);
 	o.vram_size = VRAM;
+	if (minor)
+		o.version_minor = minor;
 	assert_int_equal(tc_sim_open(&o, "vm", &f->sim, &f->c, &f->vram), 0);
 	assert_int_equal(tc_msix_eventfds(&f->c, f->efd, 5), 0);
 	memset(f->vram + T_ROOT, 0, 0x4000);
@@ -71,6 +75,16 @@ static int fx_setup(void **state)
 	assert_int_equal(tc_wr32(&f->c, R_VM_CTRL, 1), 0);
 	*state = f;
 	return 0;
+}
+
+static int fx_setup(void **state)
+{
+	return fx_setup_minor(state, 0);
+}
+
+static int fx_setup_v11(void **state)
+{
+	return fx_setup_minor(state, 1);
 }
 
 static int fx_teardown(void **state)
@@ -177,6 +191,52 @@ static void test_fault_abort(void **state)
 	memset(f->vram + PG(0), 0, 4096);
 	run(f, 2, VA_BASE, 64, 3);
 	assert_int_equal(get64(f->vram + PG(0) + 56), 3);
+}
+
+/* 1.2: a NO_ATOMIC leaf lets reads and writes through and faults atomics
+ * (access 2); abort ends the kernel with nothing added. */
+static void test_no_atomic_leaf(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010003);
+	assert_true(tc_rd32(&f->c, R_CAPS) & (1u << 4));
+	memset(f->vram + PG(0), 0, 4096);
+	leaf(f, 0, PG(0) | V | W | NA);
+	assert_int_equal(tc_wr32(&f->c, R_TLB_INVAL, 1), 0);
+	run(f, 2, VA_BASE, 4096, 9);
+	assert_int_equal(run(f, 1, VA_BASE, 4096, 0), 9ull * 512);
+	kernel(f, 3, VA_BASE, 4096, 1);
+	assert_true(tc_wait_irq(&f->c, f->efd[3], 5000) >= 1);
+	assert_int_equal(tc_rd32(&f->c, R_STATUS), 2);
+	assert_int_equal(tc_rd64(&f->c, R_FVA), VA_BASE);
+	assert_int_equal(tc_rd32(&f->c, R_FACCESS), 2);
+	assert_int_equal(tc_wr32(&f->c, R_FREPLY, 2), 0);
+	assert_true(tc_wait_irq(&f->c, f->efd[4], 5000) >= 1);
+	assert_int_equal(tc_rd32(&f->c, R_STATUS), 4);
+	for (int i = 0; i < 512; i++)
+		assert_int_equal(get64(f->vram + PG(0) + i * 8), 9);
+	/* the bit cleared (and the TLB dropped): the atomic runs */
+	leaf(f, 0, PG(0) | V | W);
+	assert_int_equal(tc_wr32(&f->c, R_TLB_INVAL, 1), 0);
+	run(f, 3, VA_BASE, 4096, 1);
+	for (int i = 0; i < 512; i++)
+		assert_int_equal(get64(f->vram + PG(0) + i * 8), 10);
+}
+
+/* A 1.1 device (--version-minor 1) says so and ignores bit 3. */
+static void test_no_atomic_ignored_by_v11(void **state)
+{
+	struct fx *f = *state;
+
+	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010001);
+	assert_false(tc_rd32(&f->c, R_CAPS) & (1u << 4));
+	memset(f->vram + PG(0), 0, 4096);
+	leaf(f, 0, PG(0) | V | W | NA);
+	assert_int_equal(tc_wr32(&f->c, R_TLB_INVAL, 1), 0);
+	run(f, 3, VA_BASE, 4096, 4);
+	for (int i = 0; i < 512; i++)
+		assert_int_equal(get64(f->vram + PG(0) + i * 8), 4);
 }
 
 static void test_tlb(void **state)
@@ -357,6 +417,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_fault_replay, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_fault_abort, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_no_atomic_leaf, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_no_atomic_ignored_by_v11, fx_setup_v11, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tlb, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tlb_inval_waits_for_the_page, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_system_leaf, fx_setup, fx_teardown),

@@ -38,20 +38,7 @@
 #include "mm/vm.h"
 #include "svm/svm.h"
 #include "tools/ugpu-sim/sim.h"
-#include "kernel_util.h"
-#include "test_bo_common.h"
-
-#define MIB (1ull << 20)
-#define KIB (1ull << 10)
-#define WAIT_MS 20000
-
-struct svm_fx {
-	struct fx *f;
-	struct ugpu_vm *vm;
-	struct ugpu_queue *q;
-};
-
-static bool no_move;
+#include "svm_fixture.h"
 
 static uint64_t now_ns_test(void)
 {
@@ -61,56 +48,10 @@ static uint64_t now_ns_test(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int setup_common(void **state)
-{
-	struct svm_fx *s = calloc(1, sizeof(*s));
-	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
-				  .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000,
-				  .name = "svm" };
-	void *fx_state;
-
-	if (no_move)
-		setenv("UGPU_SVM_NO_MOVE", "1", 1);
-	else
-		unsetenv("UGPU_SVM_NO_MOVE");
-	if (!s || fx_setup_vram(&fx_state, 64 * MIB))
-		return -1;
-	s->f = fx_state;
-	ugpu_device_rpm_set_autosuspend_delay(s->f->dev, -1);
-	if (ugpu_vm_create(s->f->dev, &o, &s->vm) || ugpu_queue_create(s->vm, NULL, &s->q))
-		return -1;
-	*state = s;
-	return 0;
-}
-
-static int setup(void **state)
-{
-	no_move = false;
-	return setup_common(state);
-}
-
-static int setup_wp(void **state)
-{
-	no_move = true;
-	return setup_common(state);
-}
-
 static int teardown(void **state)
 {
-	struct svm_fx *s = *state;
-	void *fx_state = s->f;
-
 	test_point_clear_all();
-	ugpu_queue_destroy(s->q);
-	ugpu_vm_destroy(s->vm);
-	free(s);
-	return fx_teardown(&fx_state);
-}
-
-static int kernel(struct svm_fx *s, enum ugpu_kernel_op op, const void *p, uint64_t bytes,
-		  uint64_t value, struct ugpu_kernel_result *r)
-{
-	return run_kernel(s->q, op, p, bytes, value, WAIT_MS, r);
+	return svm_fx_teardown(state);
 }
 
 static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
@@ -120,14 +61,6 @@ static uint64_t sum_of(const uint64_t *w, uint64_t bytes)
 	for (i = 0; i < bytes / 8; i++)
 		x += w[i];
 	return x;
-}
-
-static struct ugpu_svm_stats stats(struct svm_fx *s)
-{
-	struct ugpu_svm_stats st = { .size = sizeof(st) };
-
-	assert_int_equal(ugpu_device_svm_stats(s->f->dev, &st), 0);
-	return st;
 }
 
 /* 4 MiB of malloc-like memory: two 2 MiB ranges go to VRAM on the GPU's
@@ -501,6 +434,63 @@ static void test_fork_races_migration(void **state)
 	for (i = 0; i < 2 * MIB / 8; i++)
 		assert_true(m.buf[i] == i);
 	munmap(m.buf, 2 * MIB);
+}
+
+/* TEST_POINT_SVM_WP_COPY: the process frees part of the range (its
+ * buffer, @arg) while the write-protection path is about to copy pages it
+ * listed as present; once. Run on the moving thread itself: the free
+ * returns once our handler has read its event, as from any thread. */
+struct wp_free {
+	uint64_t *buf;
+	uint64_t off, len;
+	int done;
+};
+
+static void free_during_wp_copy(void *arg, enum test_point_id id, void *obj)
+{
+	struct wp_free *w = arg;
+	const struct svm_range *r = obj;
+
+	(void)id;
+	if (r->start != (uintptr_t)w->buf || __atomic_exchange_n(&w->done, 1, __ATOMIC_ACQ_REL))
+		return;
+	assert_int_equal(madvise((char *)w->buf + w->off, w->len, MADV_DONTNEED), 0);
+}
+
+/* A free (MADV_DONTNEED) of part of a range while the write-protection
+ * path copies it into VRAM: the copy read the freed page, faulted into our
+ * userfaultfd, and the handler parked it on the range its own thread owned
+ * (the kernel never ended). Now the copy gets a zero page there, the range
+ * moves, the free's collection drops the freed part: the CPU and the GPU
+ * read zeroes there and every other byte. */
+static void test_free_during_wp_copy(void **state)
+{
+	struct svm_fx *s = *state;
+	struct wp_free w = { .buf = map_anon(2 * MIB, 2 * MIB), .off = MIB, .len = 64 * KIB };
+	struct ugpu_kernel_result r;
+	uint64_t i, want = 0;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		w.buf[i] = i + 1;
+	for (i = 0; i < 2 * MIB / 8; i++)
+		want += (i * 8 >= w.off && i * 8 < w.off + w.len) ? 0 : i + 1;
+	test_point_set(TEST_POINT_SVM_WP_COPY, free_during_wp_copy, &w);
+	assert_int_equal(run_kernel(s->q, UGPU_KERNEL_READ_SUM, w.buf, 2 * MIB, 0, 5000, &r), 0);
+	test_point_set(TEST_POINT_SVM_WP_COPY, NULL, NULL);
+	assert_int_equal(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 1);
+	assert_true(r.sum == want);
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		uint64_t v = (i * 8 >= w.off && i * 8 < w.off + w.len) ? 0 : i + 1;
+
+		if (w.buf[i] != v)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)w.buf[i], (unsigned long long)v);
+	}
+	/* and the range works as any after that */
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, w.buf, 2 * MIB, 3, &r), 0);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		assert_true(w.buf[i] == 3);
+	munmap(w.buf, 2 * MIB);
 }
 
 /* A range whose pages are half the process's own and half still shared
@@ -1528,6 +1518,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_removal_loses_ranges_loudly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_refused_half_way, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_during_wp_copy, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup_wp, teardown),
@@ -1558,6 +1549,10 @@ int main(void)
 			cmocka_set_test_filter(getenv("SVMREV_FILTER"));
 		return cmocka_run_group_tests(rev_tests, NULL, NULL);
 	}
+	if (getenv("UGPU_TEST_FILTER")) /* one case (or a glob) of the main group */
+		cmocka_set_test_filter(getenv("UGPU_TEST_FILTER"));
 	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	if (getenv("UGPU_TEST_FILTER"))
+		return failed;
 	return failed + cmocka_run_group_tests(rev_tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
  *   ugpu-sim --socket-path=PATH | --fd=N [--vram SIZE] [--control PATH]
  *            [--devices N] [--wake-latency-us N] [--max-dma-maps N]
  *            [--req-interval-ms N] [--slow-link A-B]... [--exec-queues N]
+ *            [--version-minor N]
  *
  * ugpu-sim --help gives each option's range and default (tools/common/cli.h
  * parses them).
@@ -36,7 +37,7 @@
 /* The command line, parsed into these, then into struct sim_opts. */
 static const char *socket_path, *control_path;
 static uint64_t vram = 256ull << 20, devices = 1, wake_latency_us, max_dma_maps = 65535,
-		req_interval_ms = 10000, exec_queues = 4;
+		req_interval_ms = 10000, exec_queues = 4, version_minor = 3;
 static int client_fd = -1;
 static uint32_t slow_links[SIM_MAX_DEVICES];
 
@@ -89,6 +90,9 @@ static const struct cli_opt opts_table[] = {
 	  .range = "A-B, device numbers 0..15, A != B" },
 	{ .name = "exec-queues", .kind = CLI_UINT, .dst = &exec_queues, .arg = "N",
 	  .help = "exec queues per device", .min = 1, .max = SIM_MAX_EXEC_QUEUES },
+	{ .name = "version-minor", .kind = CLI_UINT, .dst = &version_minor, .arg = "N",
+	  .help = "the VERSION minor modelled: 3, 2 for a 1.2 device (no COPY_SUM), 1 for a 1.1 device (no NO_ATOMIC bit either)",
+	  .min = 1, .max = 3 },
 	{ 0 },
 };
 
@@ -125,6 +129,7 @@ int main(int argc, char **argv)
 	opts.max_dma_maps = (unsigned)max_dma_maps;
 	opts.req_interval_ms = (unsigned)req_interval_ms;
 	opts.exec_queues = (unsigned)exec_queues;
+	opts.version_minor = (unsigned)version_minor;
 	memcpy(opts.slow_links, slow_links, sizeof(slow_links));
 
 	/* Block the stop signals before any thread exists so only sigtimedwait

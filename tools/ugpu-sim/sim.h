@@ -55,6 +55,12 @@ struct sim_opts {
 	 * only; the device takes the fd over. When that client disconnects there
 	 * is nobody left to serve: sim_state().client turns false for good. */
 	int client_fd;
+	/* The VERSION minor the device models: 3 (0 means 3: the newest, with
+	 * the COPY_SUM descriptor, CAPS bit 5), 2 (a 1.2 device: no COPY_SUM;
+	 * the NO_ATOMIC leaf bit and CAPS bit 4) or 1 (a 1.1 device: bit 3 of
+	 * a leaf is ignored, as 1.1 hardware ignores it), so that a driver's
+	 * older paths can be tested. Other values are refused (-EINVAL). */
+	unsigned version_minor;
 };
 
 /* Fill @opts with the defaults above (size set, client_fd -1). */

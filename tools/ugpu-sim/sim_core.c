@@ -70,6 +70,7 @@ void sim_opts_init(struct sim_opts *opts)
 	opts->req_interval_ms = 10000;
 	opts->client_fd = -1;
 	opts->exec_queues = 4;
+	opts->version_minor = SIM_VERSION_MINOR;
 }
 
 struct sim_dev *fabric_peer(struct sim_dev *dev, uint32_t node)
@@ -267,6 +268,8 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 		sim->opts.req_interval_ms = 10000;
 	if (!sim->opts.exec_queues)
 		sim->opts.exec_queues = 4;
+	if (!sim->opts.version_minor)
+		sim->opts.version_minor = SIM_VERSION_MINOR;
 	if (!is_pow2(sim->opts.vram_size) || sim->opts.vram_size < (1ull << 20) ||
 	    sim->opts.vram_size > (1ull << 40)) {
 		fprintf(stderr, "ugpu-sim: vram size %" PRIu64 " is not a power of two in [1 MiB, 1 TiB]\n",
@@ -289,6 +292,12 @@ static int sim_create(const struct sim_opts *uopts, bool serve, struct sim **out
 	if (sim->opts.devices > SIM_MAX_DEVICES) {
 		fprintf(stderr, "ugpu-sim: %u devices, at most %d\n", sim->opts.devices,
 			SIM_MAX_DEVICES);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (sim->opts.version_minor < 1 || sim->opts.version_minor > SIM_VERSION_MINOR) {
+		fprintf(stderr, "ugpu-sim: version 1.%u: 1.1 to 1.%u\n", sim->opts.version_minor,
+			SIM_VERSION_MINOR);
 		ret = -EINVAL;
 		goto out_free;
 	}

@@ -444,6 +444,8 @@ static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
 			return SIM_ERR_BOUNDS;
 		return 0;
 	case SIM_OP_COPY_SUM:
+		if (dev->sim->opts.version_minor < 3)
+			return SIM_ERR_OPCODE; /* a 1.1/1.2 device has no such descriptor */
 		/* the source is VRAM (the sums are of what the engine reads),
 		 * the sums go to VRAM at @value: 8 bytes per piece */
 		if (d->src_space != SIM_SPACE_VRAM || d->dst_space > SIM_SPACE_PEER)

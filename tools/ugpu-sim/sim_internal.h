@@ -135,9 +135,11 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define REG_MSIX_PBA 0x9000
 
 #define SIM_ID 0x55475055u
-#define SIM_VERSION 0x00010001u /* 1.1: exec queues, fault ring, fences */
+#define SIM_VERSION_MAJOR 0x00010000u
+#define SIM_VERSION_MINOR 3u /* 1.1: exec queues, fault ring, fences; 1.2: NO_ATOMIC; 1.3: COPY_SUM */
 #define SIM_CAPS_QUEUES (1u << 3)
-#define SIM_CAPS_COPY_SUM (1u << 5) /* the COPY_SUM descriptor */
+#define SIM_CAPS_NO_ATOMIC (1u << 4)
+#define SIM_CAPS_COPY_SUM (1u << 5) /* 1.3: the COPY_SUM descriptor */
 
 #define CE_CTRL_ENABLE (1u << 0)
 #define CE_CTRL_RESET (1u << 1)
@@ -164,6 +166,7 @@ enum { FAULT_REPLY_NONE = 0, FAULT_REPLY_REPLAY = 1, FAULT_REPLY_ABORT = 2 };
 #define PTE_VALID (1ull << 0)
 #define PTE_WRITABLE (1ull << 1)
 #define PTE_SYSTEM (1ull << 2)
+#define PTE_NO_ATOMIC (1ull << 3) /* 1.2, leaf only: an atomic through it faults */
 #define PTE_ADDR_MASK 0x000ffffffffff000ull
 
 /* Config space layout. */

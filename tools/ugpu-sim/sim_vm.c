@@ -152,6 +152,10 @@ static int vm_translate(struct sim_queue *q, uint64_t va, unsigned acc, uint64_t
 	}
 	if (acc != ACC_READ && !(e & PTE_WRITABLE))
 		return TR_FAULT;
+	/* 1.2: a leaf may refuse atomics (the driver's atomic policy); 1.1
+	 * ignores the bit */
+	if (acc == ACC_ATOMIC && (e & PTE_NO_ATOMIC) && dev->sim->opts.version_minor >= 2)
+		return TR_FAULT;
 	*pte = e;
 	return TR_OK;
 }
