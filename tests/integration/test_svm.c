@@ -34,6 +34,7 @@
 #define UGPU_LIBC_HEAP
 #include "base/alloc.h"
 #undef UGPU_LIBC_HEAP
+#include "base/ownmem.h"
 #include "base/test_point.h"
 #include "mm/vm.h"
 #include "svm/svm.h"
@@ -241,6 +242,112 @@ static void test_driver_heap_refused(void **state)
 	ugpu_mem_free(own);
 	/* and the device still serves the program's memory */
 	test_untouched_memory(state);
+}
+
+/*
+ * The driver's own memory outside its heap (base/ownmem.h): this program
+ * links the library statically, so its .bss is the driver's; and the stack
+ * of a thread that runs driver code holds driver frames. Both are used in
+ * place, atomics included, never moved: before, a 2 MiB range moved them to
+ * VRAM and a thread touching them with a driver lock held hung the SVM
+ * worker (test_svm_matrix's bss-cpu-untouched and stack-threads-many). The
+ * stack of a thread that never called the driver still moves.
+ */
+#define OWN_BYTES (512 * KIB)
+static uint64_t own_bss[OWN_BYTES / 8] __attribute__((aligned(4096)));
+
+struct own_thr {
+	struct svm_fx *s;
+	bool call_driver; /* the thread runs the kernels itself */
+	pthread_barrier_t *bar; /* !call_driver: the main thread's kernels run between */
+	uint64_t *buf_out;
+	int ret;
+	uint64_t sum, want;
+};
+
+static void *own_thr_main(void *arg)
+{
+	struct own_thr *t = arg;
+	uint64_t buf[OWN_BYTES / 8] __attribute__((aligned(4096)));
+	struct ugpu_kernel_result r;
+
+	for (uint64_t i = 0; i < OWN_BYTES / 8; i++)
+		buf[i] = i * 3 + 1;
+	t->want = sum_of(buf, OWN_BYTES) + OWN_BYTES / 8 * 7;
+	if (t->call_driver) {
+		t->ret = kernel(t->s, UGPU_KERNEL_ATOMIC_ADD, buf, OWN_BYTES, 7, &r);
+		if (!t->ret)
+			t->ret = kernel(t->s, UGPU_KERNEL_READ_SUM, buf, OWN_BYTES, 0, &r);
+		t->sum = r.sum;
+	} else {
+		t->buf_out = buf;
+		pthread_barrier_wait(t->bar); /* the main thread runs the kernels */
+		pthread_barrier_wait(t->bar);
+	}
+	t->sum = t->call_driver ? t->sum : sum_of(buf, OWN_BYTES);
+	__asm__ volatile("" : : "r"(buf) : "memory");
+	return NULL;
+}
+
+static void test_driver_own_memory_in_place(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	struct own_thr t = { .s = s, .call_driver = true };
+	pthread_barrier_t bar;
+	pthread_attr_t at;
+	pthread_t tid;
+	uint64_t i, *anon = map_anon(2 * MIB, 2 * MIB);
+
+	assert_true(ownmem_overlaps((uintptr_t)own_bss, (uintptr_t)own_bss + 8, NULL));
+	assert_false(ownmem_overlaps((uintptr_t)anon, (uintptr_t)anon + 2 * MIB, NULL));
+	munmap(anon, 2 * MIB);
+
+	/* .bss: an atomic (which would want VRAM) done in place */
+	for (i = 0; i < OWN_BYTES / 8; i++)
+		own_bss[i] = i;
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, own_bss, OWN_BYTES, 5, &r), 0);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count + st.svm_64K_migrate_count + st.svm_4K_migrate_count,
+			 st0.svm_2M_migrate_count + st0.svm_64K_migrate_count + st0.svm_4K_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	assert_int_equal(st.svm_vram_bytes, st0.svm_vram_bytes);
+	for (i = 0; i < OWN_BYTES / 8; i++)
+		if (own_bss[i] != i + 5)
+			fail_msg(".bss word %llu is %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)own_bss[i], (unsigned long long)(i + 5));
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+
+	/* the stack of a thread running the kernels itself */
+	assert_int_equal(pthread_attr_init(&at), 0);
+	assert_int_equal(pthread_attr_setstacksize(&at, 4 * MIB), 0);
+	st0 = stats(s);
+	assert_int_equal(pthread_create(&tid, &at, own_thr_main, &t), 0);
+	pthread_join(tid, NULL);
+	st = stats(s);
+	assert_int_equal(t.ret, 0);
+	assert_true(t.sum == t.want);
+	assert_int_equal(st.svm_2M_migrate_count + st.svm_64K_migrate_count,
+			 st0.svm_2M_migrate_count + st0.svm_64K_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+
+	/* the stack of a thread that never called the driver: ordinary memory */
+	assert_int_equal(pthread_barrier_init(&bar, NULL, 2), 0);
+	t = (struct own_thr){ .s = s, .call_driver = false, .bar = &bar };
+	assert_int_equal(pthread_create(&tid, &at, own_thr_main, &t), 0);
+	pthread_barrier_wait(&bar);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, t.buf_out, OWN_BYTES, 7, &r), 0);
+	st = stats(s);
+	assert_true(st.svm_2M_migrate_count + st.svm_64K_migrate_count >
+		    st0.svm_2M_migrate_count + st0.svm_64K_migrate_count);
+	pthread_barrier_wait(&bar);
+	pthread_join(tid, NULL);
+	assert_true(t.sum == t.want);
+	pthread_barrier_destroy(&bar);
+	pthread_attr_destroy(&at);
 }
 
 /* Freed memory: its ranges go (garbage collection); a kernel on it is
@@ -1505,6 +1612,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_small_ranges_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_driver_heap_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup, teardown),
