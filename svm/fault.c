@@ -358,10 +358,14 @@ again:
 		 * userfaultfd can watch it (shmem: memfd, MAP_SHARED anonymous,
 		 * tmpfs): its unmap and free events must reach us, or the
 		 * device could keep a mapping of pages the process let go. */
-		if ((!v.anon || v.shared) && vma_page_kb(v.start) > 4) {
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": huge-page memory (%s) is not supported yet",
-				f->va, v.what);
-			return -EFAULT;
+		if (!v.anon || v.shared) {
+			unsigned int kb = vma_page_kb(v.start);
+
+			if (kb > 4) {
+				log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": hugetlbfs memory (%s, %u KiB pages) is refused: shared virtual memory moves and maps 4 KiB pages (use transparent huge pages, MADV_HUGEPAGE, or a BO)",
+					f->va, v.what, kb);
+				return -EFAULT;
+			}
 		}
 		/* Registered over the whole mapping (inside the span): its
 		 * touches, frees and moves come to us from now on. */

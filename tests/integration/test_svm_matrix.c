@@ -87,17 +87,26 @@ enum mkind {
 	MK_SHANON, /* MAP_SHARED | MAP_ANONYMOUS: shmem too */
 	MK_FILE, /* MAP_SHARED of an ext4 file: refused */
 	MK_FILE_PRIVATE, /* MAP_PRIVATE of an ext4 file: refused */
+	MK_THP, /* as MK_MMAP, 2 MiB aligned, MADV_HUGEPAGE: transparent huge pages */
+	MK_HUGETLB, /* MAP_HUGETLB (hugetlbfs): refused */
 };
 
 static const char *const kind_name[] = {
 	[MK_MALLOC] = "malloc", [MK_MMAP] = "mmap",   [MK_STACK] = "stack",
 	[MK_BSS] = "bss",       [MK_MEMFD] = "memfd", [MK_SHANON] = "shared-anon",
 	[MK_FILE] = "file",     [MK_FILE_PRIVATE] = "file-private",
+	[MK_THP] = "thp",       [MK_HUGETLB] = "hugetlb",
 };
 
 static bool kind_shared(enum mkind k)
 {
 	return k == MK_MEMFD || k == MK_SHANON;
+}
+
+/* Private anonymous memory in a mapping of the test's own: exact counts. */
+static bool kind_exact(enum mkind k)
+{
+	return k == MK_MMAP || k == MK_THP;
 }
 
 /* The driver's own memory (docs/svm.md, "Memory kinds"): this program links
@@ -370,7 +379,7 @@ static void check_first_touch(struct mx *m, const struct ugpu_svm_stats *a,
 			CHECK(m, D(*a, *b, svm_in_place_count) >= 1, "faulted, not used in place");
 		return;
 	}
-	if (m->c->kind == MK_MMAP) {
+	if (kind_exact(m->c->kind)) {
 		uint64_t vram = r.n2m * 2 * MIB + r.n64k * 64 * KIB + (atomic ? r.n4k * PG : 0);
 
 		CHECK(m, D(*a, *b, svm_pagefault_count) >= n, "%llu faults for %llu ranges",
@@ -436,7 +445,7 @@ static void check_cpu_back(struct mx *m, const struct ugpu_svm_stats *a,
 		      kind_shared(m->c->kind) ? "shared" : "the driver's own");
 		return;
 	}
-	if (m->c->kind == MK_MMAP) {
+	if (kind_exact(m->c->kind)) {
 		/* the counters are the worker's: they may lag the touch a little
 		 * (the thread runs on once its page is copied) */
 		struct ugpu_svm_stats late = *b;
@@ -544,6 +553,86 @@ static uint8_t *mmap_guarded(uint64_t len, uint64_t align, uint64_t offset, uint
 	return p;
 }
 
+/* A private hugetlbfs mapping (MAP_HUGETLB, 2 MiB pages) of @len, its pages
+ * touched. The machine may have no huge page reserved (vm.nr_hugepages 0):
+ * as root, one surplus page is allowed for the mapping (vm.nr_overcommit_
+ * hugepages raised, and set back once the pages are ours); else the case is
+ * skipped, saying what to set. */
+static uint8_t *hugetlb_map(uint64_t len)
+{
+	const char *knob = "/proc/sys/vm/nr_overcommit_hugepages";
+	uint64_t bytes = align_up(len, 2 * MIB);
+	unsigned long old = 0;
+	bool raised = false;
+	uint8_t *p;
+	FILE *fp;
+
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+		 -1, 0);
+	if (p == MAP_FAILED && (fp = fopen(knob, "r+"))) {
+		if (fscanf(fp, "%lu", &old) == 1) {
+			rewind(fp);
+			raised = fprintf(fp, "%lu\n", old + (unsigned long)(bytes / (2 * MIB))) > 0 && fflush(fp) == 0;
+		}
+		fclose(fp);
+		if (raised)
+			p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	}
+	if (p != MAP_FAILED)
+		memset(p, 0, bytes); /* the huge pages are allocated now */
+	if (raised && (fp = fopen(knob, "w"))) {
+		fprintf(fp, "%lu\n", old);
+		fclose(fp);
+	}
+	if (p == MAP_FAILED) {
+		print_message("  no hugetlb page to be had: set vm.nr_hugepages (or run as root)\n");
+		skip();
+	}
+	return p;
+}
+
+/* Bytes of @p's mapping backed by transparent huge pages (/proc/self/smaps
+ * AnonHugePages), in KiB. */
+static uint64_t thp_kb(const void *p)
+{
+	FILE *fp = fopen("/proc/self/smaps", "r");
+	uint64_t a = (uintptr_t)p, kb = 0;
+	char line[512];
+	bool in = false;
+
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp)) {
+		unsigned long long s, e;
+
+		if (sscanf(line, "%llx-%llx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			if (in)
+				break;
+			in = a >= s && a < e;
+		} else if (in && sscanf(line, "AnonHugePages: %llu kB", &s) == 1) {
+			kb = s;
+			break;
+		}
+	}
+	fclose(fp);
+	return kb;
+}
+
+/* Does this machine give transparent huge pages on MADV_HUGEPAGE? */
+static bool thp_available(void)
+{
+	FILE *fp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char buf[128] = "";
+
+	if (!fp)
+		return false;
+	if (!fgets(buf, sizeof(buf), fp))
+		buf[0] = 0;
+	fclose(fp);
+	return !strstr(buf, "[never]") && buf[0];
+}
+
 static void mem_alloc(struct arena *ar, enum mkind kind, uint64_t len, struct mem *mm)
 {
 	memset(mm, 0, sizeof(*mm));
@@ -559,6 +648,17 @@ static void mem_alloc(struct arena *ar, enum mkind kind, uint64_t len, struct me
 	case MK_MMAP:
 		mm->p = mmap_guarded(len, len >= 2 * MIB ? 2 * MIB : 64 * KIB, 0, &mm->map,
 				     &mm->map_len);
+		break;
+	case MK_THP:
+		/* 2 MiB aligned (a huge page needs it) and advised: the first
+		 * CPU touch of each 2 MiB gets a transparent huge page */
+		mm->p = mmap_guarded(len, 2 * MIB, 0, &mm->map, &mm->map_len);
+		assert_int_equal(madvise(mm->p, align_up(len, PG), MADV_HUGEPAGE), 0);
+		break;
+	case MK_HUGETLB:
+		mm->p = hugetlb_map(len);
+		mm->map = mm->p;
+		mm->map_len = align_up(len, 2 * MIB);
 		break;
 	case MK_STACK:
 	case MK_BSS: {
@@ -682,6 +782,10 @@ static void exec_loop(struct mx *m, int nexec, uint64_t len, bool free_each, boo
 			sh[nb] = fill(m, b->p, len);
 			if (do_mlock)
 				CHECK(m, mlock(b->p, len) == 0, "mlock: %s", strerror(errno));
+			/* the kind is what it says: huge pages under the buffer */
+			if (kind == MK_THP && len >= 2 * MIB && thp_available())
+				CHECK(m, thp_kb(b->p) >= 2048, "no transparent huge page (%llu KiB)",
+				      (unsigned long long)thp_kb(b->p));
 			nb++;
 			s = sh[nb - 1];
 			CHECK(m, vma_of((uintptr_t)b->p, &vs, &ve), "no mapping holds %p", (void *)b->p);
@@ -720,7 +824,7 @@ static void exec_loop(struct mx *m, int nexec, uint64_t len, bool free_each, boo
 			/* nothing touched it since the first kernel: nothing moves
 			 * (only where the mapping is the buffer's alone: the heap,
 			 * the stack and the .bss share ranges with other data) */
-			if (kind == MK_MMAP)
+			if (kind_exact(kind))
 				CHECK(m, migrated(&a, &z) == 0 && D(a, z, svm_cpu_fault_count) == 0,
 				      "exec %d moved %llu ranges, %llu CPU faults", e,
 				      (unsigned long long)migrated(&a, &z),
@@ -745,7 +849,7 @@ static void exec_loop(struct mx *m, int nexec, uint64_t len, bool free_each, boo
 			free(s);
 			nb--;
 			/* the next submission syncs: the unmap is collected */
-			if (kind == MK_MMAP || kind == MK_MEMFD || kind == MK_SHANON) {
+			if (kind_exact(kind) || kind == MK_MEMFD || kind == MK_SHANON) {
 				CHECK(m, kern(m, UGPU_KERNEL_READ_SUM, NULL, 0, 0, &r) == 0, "empty: %d",
 				      r.status);
 				z = stats(m);
@@ -762,7 +866,7 @@ static void exec_loop(struct mx *m, int nexec, uint64_t len, bool free_each, boo
 		z = stats(m);
 		if (i == nb - 1 && !shared)
 			CHECK(m, z.svm_vram_bytes <= a.svm_vram_bytes, "VRAM grew on CPU reads");
-		if (kind == MK_MMAP && nexec == 1)
+		if (kind_exact(kind) && nexec == 1)
 			check_cpu_back(m, &a, &z, vs, ve, bufs[i].p, len, true);
 		if (shared)
 			check_cpu_back(m, &a, &z, vs, ve, bufs[i].p, len, false);
@@ -846,7 +950,7 @@ static void pat_stride(struct mx *m)
 	}
 	z = stats(m);
 	CHECK(m, D(a, z, svm_pagefault_count) >= 1, "no fault");
-	if (m->c->kind == MK_MMAP) {
+	if (kind_exact(m->c->kind)) {
 		/* the 64 KiB / 2 MiB ranges the pages fall in, each moved once */
 		struct rmodel all = model(vs, ve, (uintptr_t)b.p, (uintptr_t)b.p + len);
 
@@ -1078,7 +1182,7 @@ static void pat_race(struct mx *m)
 		s[i] = x.stores - 1 - ((x.stores - 1 - i) % 512) + 1;
 	check_bytes(m, "after the race", b.p, s, len);
 	z = stats(m);
-	if (!shared && m->c->kind == MK_MMAP)
+	if (!shared && kind_exact(m->c->kind))
 		CHECK(m, D(a, z, svm_cpu_fault_count) >= 1, "the racing CPU never brought it back");
 	if (shared)
 		CHECK(m, migrated(&a, &z) == 0 && D(a, z, svm_cpu_fault_count) == 0,
@@ -1310,7 +1414,7 @@ static void pat_fork(struct mx *m, int how)
 
 		CHECK(m, kern(m, op, b.p, len, val, &r) == 0, "op before fork: %d", r.status);
 		shadow_apply(s, op, 0, len, val);
-		if (!shared && m->c->kind == MK_MMAP)
+		if (!shared && kind_exact(m->c->kind))
 			CHECK(m, stats(m).svm_vram_bytes >= len, "not in VRAM before the fork");
 	} else if (how == P_FORK_IN_PLACE) {
 		a = stats(m);
@@ -1346,7 +1450,7 @@ static void pat_fork(struct mx *m, int how)
 		bad |= child_check(b.p, pre, len) << 1;
 		_exit(bad);
 	}
-	if (how == P_FORK_AFTER && !shared && m->c->kind == MK_MMAP)
+	if (how == P_FORK_AFTER && !shared && kind_exact(m->c->kind))
 		CHECK(m, stats(m).svm_vram_bytes == 0, "%llu bytes in VRAM after fork() returned",
 		      (unsigned long long)stats(m).svm_vram_bytes);
 	assert_int_equal(read(done[0], &c, 1), 1); /* the child read */
@@ -1384,7 +1488,7 @@ static void pat_many_faults(struct mx *m)
 	struct mem b;
 	struct rmodel mo;
 
-	if (m->c->kind == MK_MMAP) {
+	if (kind_exact(m->c->kind)) {
 		/* starts 64 KiB past a 2 MiB boundary: 31 64 KiB ranges, one
 		 * 2 MiB, 64 KiB ranges again and 4 KiB ones at the tail */
 		uint8_t *map;
@@ -1413,7 +1517,7 @@ static void pat_many_faults(struct mx *m)
 		      (unsigned long long)(mo.n2m + mo.n64k + mo.n4k), (unsigned long long)mo.n2m,
 		      (unsigned long long)mo.n64k, (unsigned long long)mo.n4k,
 		      (unsigned long long)D(a, z, svm_pagefault_count));
-	if (m->c->kind == MK_MMAP)
+	if (kind_exact(m->c->kind))
 		CHECK(m, mo.n64k >= 32 && mo.n2m == 1 && mo.n4k == 3, "the model (%llu %llu %llu)",
 		      (unsigned long long)mo.n2m, (unsigned long long)mo.n64k,
 		      (unsigned long long)mo.n4k);
@@ -1422,7 +1526,7 @@ static void pat_many_faults(struct mx *m)
 	z = stats(m);
 	check_bytes(m, "after many faults", b.p, s, len);
 	y = stats(m);
-	if (m->c->kind == MK_MMAP) {
+	if (kind_exact(m->c->kind)) {
 		/* the 4 KiB ranges stay in place (mapped by the read, an atomic
 		 * does not fault there: docs/svm.md), the others came back */
 		for (int i = 0; i < 200 && (D(z, y, svm_cpu_fault_count) < mo.n2m + mo.n64k ||
@@ -1476,7 +1580,7 @@ static void pat_untouched(struct mx *m)
 	CHECK(m, r.sum == 0, "untouched memory sums 0x%llx", (unsigned long long)r.sum);
 	z = stats(m);
 	check_first_touch(m, &a, &z, vs, ve, b.p, len, false);
-	if (m->c->kind == MK_MMAP)
+	if (kind_exact(m->c->kind))
 		CHECK(m, D(a, z, svm_device_copy_kb) <= (mo.n2m * 2 * MIB + mo.n64k * 64 * KIB) >> 10,
 		      "copied %llu KiB", (unsigned long long)D(a, z, svm_device_copy_kb));
 	off = 8 * rng_below(&m->rng, len / 16);
@@ -1647,17 +1751,17 @@ static void pat_refused(struct mx *m)
 		assert_int_equal(msync(b.p, len, MS_SYNC), 0);
 	a = stats(m);
 	CHECK(m, kern(m, UGPU_KERNEL_READ_SUM, b.p, len, 0, &r) == -EFAULT,
-	      "read of a file mapping: %d", r.status);
+	      "read of a refused %s mapping: %d", kind_name[m->c->kind], r.status);
 	CHECK(m, r.fault_va == (uintptr_t)b.p, "fault_va 0x%llx, want 0x%llx",
 	      (unsigned long long)r.fault_va, (unsigned long long)(uintptr_t)b.p);
 	CHECK(m, kern(m, UGPU_KERNEL_WRITE, b.p + PG, 8, 1, &r) == -EFAULT,
-	      "write to a file mapping: %d", r.status);
+	      "write to a refused %s mapping: %d", kind_name[m->c->kind], r.status);
 	z = stats(m);
 	CHECK(m, D(a, z, svm_abort_count) >= 2, "aborts %llu", (unsigned long long)D(a, z, svm_abort_count));
 	CHECK(m, migrated(&a, &z) == 0 && D(a, z, svm_in_place_count) == 0,
 	      "a refused mapping was used (%llu moved, %llu in place)",
 	      (unsigned long long)migrated(&a, &z), (unsigned long long)D(a, z, svm_in_place_count));
-	check_bytes(m, "the file mapping", b.p, s, len);
+	check_bytes(m, "the refused mapping", b.p, s, len);
 	if (m->c->kind == MK_FILE) {
 		fbytes = malloc(len);
 		assert_non_null(fbytes);
@@ -1774,6 +1878,7 @@ static const char *const findings[] = {
 	 * the stale pages presumably stay mapped and no CPU touch ever faults. */
 	"malloc-mlock",
 	"mmap-mlock",
+	"thp-mlock",
 	/* (stack-mlock and bss-mlock pass: the driver's own memory is used in
 	 * place, which an mlock'd range is too) */
 	/* (fixed: mmap-mremap-read-only, a GPU write to memory that was
@@ -1911,7 +2016,8 @@ static void add(enum mkind k, enum pattern p, unsigned int flags)
 static void build_matrix(void)
 {
 	static const enum mkind privk[] = { MK_MALLOC, MK_MMAP, MK_STACK, MK_BSS };
-	static const enum mkind allk[] = { MK_MALLOC, MK_MMAP, MK_STACK, MK_BSS, MK_MEMFD, MK_SHANON };
+	static const enum mkind allk[] = { MK_MALLOC, MK_MMAP,	MK_STACK, MK_BSS,
+					   MK_MEMFD,  MK_SHANON, MK_THP };
 	static const enum pattern every[] = { P_ONCE,	  P_TWICE,     P_MANY,	       P_STRIDE,
 					      P_THREADS,  P_FREE_EACH, P_NEW_EACH,     P_MLOCK,
 					      P_FORK_BEFORE, P_FORK_AFTER };
@@ -1921,6 +2027,7 @@ static void build_matrix(void)
 			add(allk[k], every[p], 0);
 	add(MK_MALLOC, P_LARGE, 0);
 	add(MK_MMAP, P_LARGE, 0);
+	add(MK_THP, P_LARGE, 0);
 	add(MK_MEMFD, P_LARGE, 0);
 	add(MK_MALLOC, P_RACE, 0);
 	add(MK_MMAP, P_RACE, 0);
@@ -1938,6 +2045,9 @@ static void build_matrix(void)
 	add(MK_MALLOC, P_MANY_FAULTS, 0);
 	add(MK_MALLOC, P_UNTOUCHED, 0);
 	add(MK_MMAP, P_UNTOUCHED, 0);
+	add(MK_THP, P_UNTOUCHED, 0);
+	add(MK_THP, P_PARTIAL, F_MIDDLE | F_TOUCH);
+	add(MK_THP, P_MREMAP, 0);
 	add(MK_BSS, P_UNTOUCHED, 0);
 	add(MK_MEMFD, P_UNTOUCHED, 0);
 	for (unsigned int f = 0; f < 8; f++)
@@ -1950,6 +2060,7 @@ static void build_matrix(void)
 	add(MK_MALLOC, P_UNALIGNED, 0);
 	add(MK_FILE, P_REFUSED, 0);
 	add(MK_FILE_PRIVATE, P_REFUSED, 0);
+	add(MK_HUGETLB, P_REFUSED, 0);
 }
 
 int main(void)
