@@ -1006,7 +1006,7 @@ struct copy_fault {
 	int hits;
 };
 
-static void fail_copy_back(void *arg, enum test_point_id id, void *obj)
+static void fail_copy(void *arg, enum test_point_id id, void *obj)
 {
 	struct copy_fault *c = arg;
 	int *ret = obj;
@@ -1037,7 +1037,7 @@ static void test_copy_back_failures(void **state)
 		buf[i] = two[i] = i ^ 0x1234;
 	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
 	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
-	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy_back, &c);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy, &c);
 	for (i = 0; i < 2 * MIB / 8; i++)
 		if (buf[i] != (i ^ 0x1234) + 1)
 			fail_msg("word %llu: %llx after 3 failed copies", (unsigned long long)i,
@@ -1057,6 +1057,220 @@ static void test_copy_back_failures(void **state)
 	assert_true(read_faults(&two[5]));
 	munmap(buf, 2 * MIB);
 	munmap(two, 2 * MIB);
+}
+
+/*
+ * A copy into VRAM that fails (test point TEST_POINT_SVM_COPY_IN: the CPU
+ * copies into the VRAM mapping, there is no device step to inject into,
+ * docs/svm.md "Why the CPU copies"): the pages go back where they were,
+ * every byte. A read is then served in place; an atomic is tried again after
+ * 5, 10, 20 ms (xe's doubling timeslice) and, failing every time, aborted
+ * with -EACCES naming the page; a copy that fails once is made good by the
+ * first retry; once copies work the range moves.
+ */
+static void test_copy_to_vram_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *two = map_anon(2 * MIB, 2 * MIB);
+	uint64_t *three = map_anon(2 * MIB, 2 * MIB), i, want = 0;
+	struct copy_fault c = { .fail_left = -1, .err = -EIO };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		buf[i] = two[i] = three[i] = i * 7 + 3;
+		want += i * 7 + 3;
+	}
+	test_point_set(TEST_POINT_SVM_COPY_IN, fail_copy, &c);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 4096, 1, &r), -EACCES);
+	assert_int_equal(r.fault_va, (uintptr_t)(buf + 8) & ~4095ull);
+	assert_true(__atomic_load_n(&c.hits, __ATOMIC_RELAXED) >= 4); /* 1 + 3 retries */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	assert_int_equal(st.svm_vram_bytes, st0.svm_vram_bytes);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 7 + 3 || two[i] != i * 7 + 3)
+			fail_msg("word %llu: %llu / %llu after failed copies, want %llu",
+				 (unsigned long long)i, (unsigned long long)buf[i],
+				 (unsigned long long)two[i], (unsigned long long)(i * 7 + 3));
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+
+	/* one copy fails: the retry moves it */
+	__atomic_store_n(&c.fail_left, 1, __ATOMIC_RELEASE);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, three, 2 * MIB, 1, &r), 0);
+	assert_int_equal(__atomic_load_n(&c.fail_left, __ATOMIC_ACQUIRE), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 1);
+	/* copies work again: the refused range moves too */
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 2);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 7 + 4 || three[i] != i * 7 + 4)
+			fail_msg("word %llu: %llu / %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)three[i],
+				 (unsigned long long)(i * 7 + 4));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+	munmap(three, 2 * MIB);
+}
+
+/* The device runtime-suspended (autosuspend 30 ms, D3cold allowed): ranges
+ * in its VRAM went home first (they hold it awake otherwise). */
+static void sleep_device(struct svm_fx *s)
+{
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t t0 = now_ns_test();
+
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(s->f->dev, UINT64_MAX), 0);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(s->f->dev, 30), 0);
+	assert_int_equal(ugpu_device_rpm_allow(s->f->dev, true), 0);
+	do {
+		usleep(5000);
+		assert_int_equal(ugpu_device_rpm_stats(s->f->dev, &rs), 0);
+		if (now_ns_test() - t0 > 5000ull * 1000000)
+			fail_msg("the device did not sleep within 5 s (state %s, usage %u)",
+				 ugpu_rpm_state_name(rs.state), rs.usage);
+	} while (rs.state != UGPU_RPM_SUSPENDED);
+}
+
+/*
+ * A wake the device refuses (the reference device's fault injection, `inject
+ * wake`) when a range must move into the VRAM of a runtime-suspended device.
+ * No range is ever in a sleeping device's VRAM (ranges hold the device
+ * awake, and go home before it may sleep), so the bytes are the process's:
+ * the prefetch and the kernel that need the device fail with a clear error,
+ * the CPU reads every byte without the device, nothing is lost; once the
+ * device wakes, the range moves.
+ */
+static void test_wake_failure_keeps_ranges(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i;
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0;
+	int ret;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i + 21;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	sleep_device(s);
+	assert_int_equal(stats(s).svm_vram_bytes, 0);
+	st0 = stats(s);
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_WAKE, 1, true), 0);
+	ret = ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, UGPU_PLACEMENT_VRAM);
+	print_message("prefetch with the wake refused: %d (%s)\n", ret, strerror(-ret));
+	assert_true(ret < 0);
+	ret = kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r);
+	print_message("kernel with the wake refused: %d (%s)\n", ret, strerror(-ret));
+	assert_true(ret < 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 22)
+			fail_msg("word %llu: %llu with the device asleep, want %llu",
+				 (unsigned long long)i, (unsigned long long)buf[i],
+				 (unsigned long long)(i + 22));
+	assert_int_equal(ugpu_device_rpm_stats(s->f->dev, &rs), 0);
+	assert_int_equal(rs.state, UGPU_RPM_SUSPENDED);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 2);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 23)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i + 23));
+	assert_int_equal(ugpu_device_rpm_allow(s->f->dev, false), 0);
+	munmap(buf, 4 * MIB);
+}
+
+/*
+ * Where the device copies during a migration: a range needing VRAM that BOs
+ * fill evicts one of them, which the copy engine moves to system memory.
+ * With every copy-engine descriptor failing (`inject cmd`) no BO can leave:
+ * each stays in VRAM with its bytes, a GPU read of the range is served in
+ * place (right sum), an atomic is aborted with -EACCES naming the page after
+ * the retries, and the process's bytes are intact. And with every device DMA
+ * failing (`inject dma`), a kernel reading memory used in place is aborted
+ * with its status, the memory intact. Once the device copies again, the
+ * range moves and the BO it evicts arrives in system memory whole.
+ */
+static void test_device_copy_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *small = map_anon(4096, 4096), i, want = 0;
+	uint64_t *two = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_bo *bo[32];
+	enum ugpu_placement was[32];
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	int n, k, in_vram = 0, moved = 0;
+
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		buf[i] = two[i] = i * 5 + 9;
+		want += i * 5 + 9;
+	}
+	for (i = 0; i < 512; i++)
+		small[i] = i;
+	/* the 64 MiB of VRAM full of BOs that may move to system memory (the
+	 * first ones made room for the last) */
+	for (n = 0; n < 32; n++) {
+		bo[n] = bo_new(s->f->dev, 2 * MIB, 0, V, S, "copy-fail");
+		assert_non_null(bo[n]);
+		assert_int_equal(bo_fill(bo[n], 2 * MIB, 300 + (uint32_t)n), 0);
+	}
+	for (k = 0; k < n; k++) {
+		was[k] = bo_where(bo[k]);
+		in_vram += was[k] == V;
+	}
+	assert_true(in_vram >= 16);
+	st0 = stats(s);
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_CMD, 1, true), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	/* (an atomic on the range now in place would be done there: the
+	 * device's PTEs have no atomic-deny bit, docs/svm.md) */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, two + 16, 4096, 1, &r), -EACCES);
+	assert_int_equal(r.fault_va, (uintptr_t)(two + 16) & ~4095ull);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	for (k = 0; k < n; k++) /* no BO moved: none lost */
+		assert_int_equal(bo_where(bo[k]), was[k]);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+
+	/* every device DMA fails: a kernel on memory used in place */
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_DMA, 1, true), 0);
+	assert_true(kernel(s, UGPU_KERNEL_READ_SUM, small, 4096, 0, &r) < 0 || r.status < 0);
+	print_message("kernel reading memory in place with DMA failing: status %d\n", r.status);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+	for (i = 0; i < 512; i++)
+		assert_true(small[i] == i);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, small, 4096, 0, &r), 0);
+	assert_true(r.sum == 511 * 512 / 2);
+
+	/* the device copies again: the range moves, a BO goes to system memory */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, two, 2 * MIB, 1, &r), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 1);
+	for (k = 0; k < n; k++) {
+		moved += was[k] == V && bo_where(bo[k]) == S;
+		assert_int_equal(bo_verify(bo[k], 2 * MIB, 300 + (uint32_t)k), -1);
+		ugpu_bo_put(bo[k]);
+	}
+	assert_true(moved >= 1);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 5 + 9 || two[i] != i * 5 + 10)
+			fail_msg("word %llu: %llu / %llu, want %llu / %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)two[i],
+				 (unsigned long long)(i * 5 + 9), (unsigned long long)(i * 5 + 10));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+	munmap(small, 4096);
 }
 
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
@@ -1625,6 +1839,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_wake_failure_keeps_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_copy_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup, teardown),
