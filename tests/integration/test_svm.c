@@ -19,7 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/userfaultfd.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1819,9 +1827,99 @@ static void test_rev_stale_pte_after_suspend(void **state)
 		fail_msg("a stale GPU PTE survived the suspend: GPU writes went to freed VRAM");
 }
 
+/*
+ * Bad input, issue 15: no usable userfaultfd. This program started again
+ * (UGPU_SVM_TEST_NO_UFFD) under a seccomp filter that refuses every way to
+ * one (the userfaultfd(2) syscall: ENOSYS, as a kernel without it;
+ * /dev/userfaultfd's USERFAULTFD_IOC_NEW: EPERM): the device opens, a mirror
+ * VM is refused with -ENOSYS (include/ugpu/vm.h) and the log says what to
+ * enable; a plain VM still works.
+ */
+static int no_uffd_child(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_userfaultfd, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)USERFAULTFD_IOC_NEW, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = 0x10000, .mirror_size = 1ull << 40, .name = "svm" };
+	struct ugpu_vm *vm = NULL;
+	void *fx_state;
+	int ret;
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+		perror("seccomp");
+		return 2;
+	}
+	if (fx_setup_vram(&fx_state, 64 * MIB)) {
+		fprintf(stderr, "no device without a userfaultfd\n");
+		return 3;
+	}
+	ret = ugpu_vm_create(((struct fx *)fx_state)->dev, &o, &vm);
+	fprintf(stderr, "mirror VM without a userfaultfd: %d\n", ret);
+	if (ret != -ENOSYS)
+		return 4;
+	vm = NULL;
+	if (ugpu_vm_create(((struct fx *)fx_state)->dev, NULL, &vm)) /* a plain VM needs none */
+		return 5;
+	ugpu_vm_destroy(vm);
+	fx_teardown(&fx_state);
+	return 0;
+}
+
+extern char **environ;
+
+static void test_no_userfaultfd(void **state)
+{
+	char *argv[] = { "test_svm", NULL }, **envp, out[8192] = "";
+	posix_spawn_file_actions_t fa;
+	int pfd[2], st = 0;
+	size_t ne = 0, got = 0;
+	ssize_t n;
+	pid_t pid;
+
+	(void)state;
+	while (environ[ne])
+		ne++;
+	envp = calloc(ne + 2, sizeof(*envp));
+	assert_non_null(envp);
+	memcpy(envp, environ, ne * sizeof(*envp));
+	envp[ne] = "UGPU_SVM_TEST_NO_UFFD=1";
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, pfd[1], 2), 0);
+	assert_int_equal(posix_spawn_file_actions_addclose(&fa, pfd[0]), 0);
+	assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	free(envp);
+	close(pfd[1]);
+	while (got < sizeof(out) - 1 && (n = read(pfd[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)n;
+	close(pfd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	print_message("%s", out);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_non_null(strstr(out, "/dev/userfaultfd"));
+	assert_non_null(strstr(out, "vm.unprivileged_userfaultfd=1"));
+}
+
 int main(void)
 {
+	if (getenv("UGPU_SVM_TEST_NO_UFFD"))
+		return no_uffd_child();
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_no_userfaultfd),
 		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_ranges_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
