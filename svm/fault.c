@@ -386,6 +386,13 @@ again:
 				f->va, v.what);
 			return -EFAULT;
 		}
+		if (ret == -EBUSY) {
+			/* another userfaultfd serves it: a BO's CPU mapping
+			 * (the driver's own, mm/cpu_map.c) or another library's */
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": [0x%" PRIx64 ", 0x%" PRIx64 ") is served by another userfaultfd (a BO's CPU mapping from ugpu_bo_map(), or another library's): it is not process memory the GPU may mirror; bind the BO instead",
+				f->va, v.start, v.end);
+			return -EFAULT;
+		}
 		if (ret) {
 			log_err(s->ctx, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
 				v.start, v.end, v.what, ugpu_strerror(ret));

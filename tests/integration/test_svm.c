@@ -358,6 +358,31 @@ static void test_driver_own_memory_in_place(void **state)
 	pthread_attr_destroy(&at);
 }
 
+/*
+ * A device mapping in the mirror: a BO's CPU mapping (ugpu_bo_map(), a
+ * mapping the driver's own userfaultfd serves) handed to a mirror VM's
+ * kernel as process memory. The GPU has the BO itself (bind it); the
+ * mapping is refused: the kernel is aborted with -EFAULT naming the page,
+ * the BO's bytes intact.
+ */
+static void test_device_mapping_refused(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_bo *bo = bo_new(s->f->dev, 2 * MIB, 0, V, S, "mapped");
+	struct ugpu_kernel_result r;
+	uint64_t *p;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 * MIB, 77), 0);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, p, 64 * KIB, 0, &r), -EFAULT);
+	assert_int_equal(r.fault_va, (uintptr_t)p);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, p + 512, 8, 1, &r), -EFAULT);
+	assert_int_equal(bo_verify(bo, 2 * MIB, 77), -1);
+	ugpu_bo_put(bo);
+	test_untouched_memory(state); /* and the device serves the program's memory */
+}
+
 /* Freed memory: its ranges go (garbage collection); a kernel on it is
  * aborted with the address; freed-then-reused memory starts from zero. */
 static void test_free_and_unmap(void **state)
@@ -1925,6 +1950,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_driver_heap_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_mapping_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
