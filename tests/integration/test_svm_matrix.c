@@ -147,6 +147,7 @@ enum pattern {
 	P_REFUSED,
 	P_PROCESSES,
 	P_EVICT_PROCESSES,
+	P_VMS_THREADS,
 };
 
 /* P_PARTIAL flags */
@@ -1000,6 +1001,7 @@ static void pat_stride(struct mx *m)
 
 struct thr {
 	struct mx *m;
+	struct ugpu_vm *vm; /* whose queue the thread makes (m->vm, or a second VM) */
 	int idx;
 	struct arena arena;
 	uint64_t seed;
@@ -1028,7 +1030,7 @@ static void thr_body(struct thr *t)
 	struct rng rng = { t->seed };
 	struct ugpu_queue_opts qo = { .size = sizeof(qo), .name = "matrix-thread" };
 
-	if (ugpu_queue_create(m->vm, &qo, &q)) {
+	if (ugpu_queue_create(t->vm, &qo, &q)) {
 		thr_fail(t, "thread %d: queue_create failed", t->idx);
 		return;
 	}
@@ -1099,18 +1101,29 @@ static void *thr_main(void *arg)
 	return NULL;
 }
 
-static void pat_threads(struct mx *m)
+/* Threads with queues of their own, all on the case's mirror VM; with
+ * @two_vms every other thread on a second mirror VM of the same process
+ * (same span; each thread's buffer its own), IGT's threads-shared-vm and
+ * threads-many on one device. */
+static void pat_threads(struct mx *m, bool two_vms)
 {
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = MIRROR_START, .mirror_size = MIRROR_SIZE,
+				  .name = "svm-matrix-2" };
 	struct thr t[NTHREADS];
 	pthread_t tid[NTHREADS];
 	pthread_attr_t at;
 	struct ugpu_svm_stats a = stats(m), z;
+	struct ugpu_vm *vm2 = NULL;
 
+	if (two_vms)
+		assert_int_equal(ugpu_vm_create(m->f->dev, &o, &vm2), 0);
 	assert_int_equal(pthread_attr_init(&at), 0);
 	assert_int_equal(pthread_attr_setstacksize(&at, 4 * MIB), 0);
 	memset(t, 0, sizeof(t));
 	for (int i = 0; i < NTHREADS; i++) {
 		t[i].m = m;
+		t[i].vm = two_vms && (i & 1) ? vm2 : m->vm;
 		t[i].idx = i;
 		t[i].seed = rng_next(&m->rng);
 		if (m->c->kind == MK_BSS) {
@@ -1122,6 +1135,8 @@ static void pat_threads(struct mx *m)
 	for (int i = 0; i < NTHREADS; i++)
 		pthread_join(tid[i], NULL);
 	pthread_attr_destroy(&at);
+	if (vm2)
+		CHECK(m, ugpu_vm_destroy(vm2) == 0, "the second VM");
 	for (int i = 0; i < NTHREADS; i++)
 		if (t[i].err[0])
 			FAILM(m, "%s", t[i].err);
@@ -1964,7 +1979,8 @@ static void dispatch(struct mx *m)
 		pat_stride(m);
 		break;
 	case P_THREADS:
-		pat_threads(m);
+	case P_VMS_THREADS:
+		pat_threads(m, m->c->pat == P_VMS_THREADS);
 		break;
 	case P_FREE_EACH:
 		exec_loop(m, EACH_EXECS, m->c->kind == MK_STACK ? 128 * KIB : 512 * KIB, true, false,
@@ -2145,6 +2161,7 @@ static const char *const pat_name[] = {
 	[P_REFUSED] = "refused",
 	[P_PROCESSES] = "processes",
 	[P_EVICT_PROCESSES] = "evict-processes",
+	[P_VMS_THREADS] = "vms-threads",
 };
 
 static void add(enum mkind k, enum pattern p, unsigned int flags)
@@ -2213,6 +2230,8 @@ static void build_matrix(void)
 	add(MK_HUGETLB, P_REFUSED, 0);
 	add(MK_MMAP, P_PROCESSES, 0);
 	add(MK_MMAP, P_EVICT_PROCESSES, 0);
+	add(MK_MMAP, P_VMS_THREADS, 0);
+	add(MK_MALLOC, P_VMS_THREADS, 0);
 }
 
 int main(void)
