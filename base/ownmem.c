@@ -79,6 +79,15 @@ static void init_once(void)
 	g_key_ok = pthread_key_create(&g_key, forget_stack) == 0;
 }
 
+/* The library unloaded (dlclose): threads that outlive it must not run a
+ * destructor whose code is gone. */
+__attribute__((destructor)) static void ownmem_unload(void)
+{
+	if (g_key_ok)
+		pthread_key_delete(g_key);
+	g_key_ok = false;
+}
+
 void ownmem_thread_note(void)
 {
 	pthread_attr_t at;
