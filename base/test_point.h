@@ -83,6 +83,12 @@ enum test_point_id {
 	 * the callback may set to a -errno to make this copy fail (fault
 	 * injection: the copy back must never lose the bytes). */
 	TEST_POINT_SVM_COPY_BACK,
+	/* svm/migrate.c take_pages(), the range's owner, no lock: a range's
+	 * pages were taken (in the staging area, or write-protected) and are
+	 * about to be copied into VRAM. @obj: an int the callback may set to a
+	 * -errno to make this copy fail (fault injection: the pages must go
+	 * back where they were, every byte). */
+	TEST_POINT_SVM_COPY_IN,
 	/* mm/spill.c, host-suspend thread, manager lock held: the spill file
 	 * is about to be created with O_DIRECT. @obj: an int the callback may
 	 * set to a -errno for that open to fail with (-EINVAL: as a filesystem

@@ -32,6 +32,7 @@
 #include "mm/vm_remote.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/ownmem.h"
 #include "src/device.h"
 #include "src/rpm.h"
 
@@ -459,6 +460,8 @@ UGPU_API int ugpu_queue_create(struct ugpu_vm *vm, const struct ugpu_queue_opts 
 	pthread_condattr_t ca;
 	int ret = 0;
 
+	ownmem_thread_note(); /* its stack is the driver's too now (base/ownmem.h) */
+
 	if (!vm || !out || (opts && opts->size < sizeof(opts->size)))
 		return -EINVAL;
 	*out = NULL;
@@ -574,6 +577,7 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	struct rpm *rpm;
 	int ret;
 
+	ownmem_thread_note();
 	if (!q || !k || !fence)
 		return -EINVAL;
 	if (device_is_remote(q->dev))
@@ -649,6 +653,7 @@ UGPU_API int ugpu_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_m
 	struct timespec dl;
 	int ret = 0;
 
+	ownmem_thread_note();
 	if (!q || !fence || timeout_ms < 0 || (res && res->size < sizeof(res->size)))
 		return -EINVAL;
 	if (device_is_remote(q->dev))

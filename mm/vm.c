@@ -33,6 +33,7 @@
 #include "mm/vm_remote.h"
 #include "mm/vram.h"
 #include "base/log.h"
+#include "base/ownmem.h"
 #include "src/device.h"
 #include "src/remote.h"
 
@@ -1098,6 +1099,8 @@ UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 	struct rpm *held;
 	void *sarg;
 	int ret;
+
+	ownmem_thread_note(); /* runs SVM moves on this thread (base/ownmem.h) */
 
 	if (!vm)
 		return -EINVAL;

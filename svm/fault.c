@@ -22,6 +22,7 @@
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
+#include "base/ownmem.h"
 #include "base/test_point.h"
 #include "mm/bo.h"
 #include "mm/uffd.h"
@@ -290,7 +291,8 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 	bool prefetch = why == SERVE_PREFETCH;
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd;
-	bool atomic_vram, stay, want_vram, guard, deny, pinned, wr = true;
+	bool atomic_vram, stay, want_vram, guard, deny, pinned, own, wr = true;
+	const char *own_what = NULL;
 	struct svm_range *r;
 	struct svm_attrs a;
 	struct vma v;
@@ -356,10 +358,14 @@ again:
 		 * userfaultfd can watch it (shmem: memfd, MAP_SHARED anonymous,
 		 * tmpfs): its unmap and free events must reach us, or the
 		 * device could keep a mapping of pages the process let go. */
-		if ((!v.anon || v.shared) && vma_page_kb(v.start) > 4) {
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": huge-page memory (%s) is not supported yet",
-				f->va, v.what);
-			return -EFAULT;
+		if (!v.anon || v.shared) {
+			unsigned int kb = vma_page_kb(v.start);
+
+			if (kb > 4) {
+				log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": hugetlbfs memory (%s, %u KiB pages) is refused: shared virtual memory moves and maps 4 KiB pages (use transparent huge pages, MADV_HUGEPAGE, or a BO)",
+					f->va, v.what, kb);
+				return -EFAULT;
+			}
 		}
 		/* Registered over the whole mapping (inside the span): its
 		 * touches, frees and moves come to us from now on. */
@@ -378,6 +384,13 @@ again:
 		if (ret == -EINVAL && (!v.anon || v.shared)) {
 			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": %s is a file mapping userfaultfd cannot watch (only shmem: memfd, tmpfs, MAP_SHARED anonymous), so the device may not map it; use a BO, or private or shmem memory",
 				f->va, v.what);
+			return -EFAULT;
+		}
+		if (ret == -EBUSY) {
+			/* another userfaultfd serves it: a BO's CPU mapping
+			 * (the driver's own, mm/cpu_map.c) or another library's */
+			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": [0x%" PRIx64 ", 0x%" PRIx64 ") is served by another userfaultfd (a BO's CPU mapping from ugpu_bo_map(), or another library's): it is not process memory the GPU may mirror; bind the BO instead",
+				f->va, v.start, v.end);
 			return -EFAULT;
 		}
 		if (ret) {
@@ -404,6 +417,9 @@ again:
 			r->in_place_only = !v.anon || v.shared;
 			r->where = R_CPU;
 			r->first = sd;
+			if (ownmem_overlaps(r->start, r->start + size, &own_what))
+				log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") holds %s: used in place, never moved",
+					r->start, size, own_what);
 		}
 		if (!r || range_insert(s, r)) {
 			pthread_mutex_unlock(&s->lock);
@@ -447,11 +463,20 @@ again:
 	 * system location keeps it in the process, and by default ranges of
 	 * 64 KiB or more move. An explicit prefetch moves it whatever.
 	 */
-	atomic_vram = f->access == UGPU_ACCESS_ATOMIC && a.atomic != UGPU_SVM_ATOMIC_DEVICE;
+	/*
+	 * The driver's own memory (its .data/.bss, the stacks of threads
+	 * running its code: base/ownmem.h) never leaves the CPU: a thread
+	 * touching it with a lock the worker needs would wait for the worker
+	 * forever (the matrix's bss-cpu-untouched and stack-threads-many
+	 * hangs). It is used in place, atomics too (as with the atomic policy
+	 * DEVICE: the device's atomics on system memory), and never copied.
+	 */
+	own = ownmem_overlaps(r->start, r->start + r->size, NULL);
+	atomic_vram = f->access == UGPU_ACCESS_ATOMIC && a.atomic != UGPU_SVM_ATOMIC_DEVICE && !own;
 	/* a range pinned for thrashing stays where it is, as advised so */
 	pinned = now_ns() < r->pinned_until_ns;
-	stay = (a.accessed_by & (1ull << sd->id)) || a.pref == SVM_PREF_SYSTEM || pinned;
-	want_vram = prefetch || atomic_vram || (!stay && r->size >= SVM_MIGRATE_MIN);
+	stay = (a.accessed_by & (1ull << sd->id)) || a.pref == SVM_PREF_SYSTEM || pinned || own;
+	want_vram = !own && (prefetch || atomic_vram || (!stay && r->size >= SVM_MIGRATE_MIN));
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);
@@ -481,7 +506,7 @@ again:
 		/* advised to system memory since it moved here: it goes home
 		 * and is used there */
 		ret = range_to_cpu(s, r);
-	} else if (r->where == R_INPLACE && r->writable && !r->in_place_only &&
+	} else if (r->where == R_INPLACE && r->writable && !r->in_place_only && !own &&
 		   (prefetch || (r->advised_in_place && !stay && r->size >= SVM_MIGRATE_MIN) ||
 		    (atomic_vram && (a.atomic == UGPU_SVM_ATOMIC_GLOBAL || stay)))) {
 		/* in place (no VRAM then, or advised so), VRAM wanted now: it
@@ -499,7 +524,7 @@ again:
 		pthread_mutex_unlock(&s->lock);
 		/* no VRAM while a host-suspend cycle is open: prepare brought
 		 * the ranges home and they stay there until resume */
-		bool movable = r->writable && !r->in_place_only && bo_pm_active(sd->dev);
+		bool movable = r->writable && !r->in_place_only && !own && bo_pm_active(sd->dev);
 
 		/* Read-mostly: a GPU read gets a copy in VRAM, the process
 		 * keeps its pages (where write protection can guard them) */
@@ -556,7 +581,7 @@ again:
 	 * queued before that escapes the policy (docs/svm.md).
 	 */
 	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
-		(r->where == R_INPLACE && stay && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
+		(r->where == R_INPLACE && stay && !own && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
 	deny = guard && vm_can_deny_atomics(f->vm);
 	wr = !guard || deny || f->access == UGPU_ACCESS_WRITE;
 	if (!ret && guard && !deny && wr && why == SERVE_FAULT && !fault_current(f))

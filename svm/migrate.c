@@ -421,6 +421,16 @@ static int read_owned(struct svm *s, struct svm_range *r, char *vram, const bool
 	return ret;
 }
 
+/* Fault injection (test point TEST_POINT_SVM_COPY_IN): 0, or the -errno
+ * the copy into VRAM is to fail with. */
+static int copy_in_injected(void)
+{
+	int inject = 0;
+
+	test_point_obj(TEST_POINT_SVM_COPY_IN, &inject);
+	return inject;
+}
+
 /*
  * Take @r's pages away from the CPU and put their bytes into @bo's VRAM,
  * with no moment where a CPU store could be lost: either the pages are
@@ -447,6 +457,8 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			test_point(TEST_POINT_SVM_TAKEN);
 			ret = pages_present(s, s->staging, npages, present);
 		}
+		if (!ret)
+			ret = copy_in_injected();
 		if (!ret) {
 			log_dbg(s->ctx, "svm: moved [0x%" PRIx64 ", +0x%" PRIx64 "): %zu bytes moved, %zu of %zu pages present",
 				r->start, r->size, moved, count_present(present, npages), npages);
@@ -475,6 +487,8 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		goto out;
 	test_point(TEST_POINT_SVM_TAKEN);
 	ret = pages_present(s, r->start, npages, present);
+	if (!ret)
+		ret = copy_in_injected();
 	if (!ret) {
 		log_dbg(s->ctx, "svm: write-protected [0x%" PRIx64 ", +0x%" PRIx64 "): %zu of %zu pages present",
 			r->start, r->size, count_present(present, npages), npages);

@@ -21,6 +21,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/ownmem.h"
 #include "mm/vm.h"
 #include "src/device.h"
 #include "svm/svm.h"
@@ -109,6 +110,8 @@ UGPU_API int ugpu_svm_prefetch_async(struct ugpu_vm *vm, uint64_t va, uint64_t b
 	struct ugpu_svm_prefetch *p;
 	pthread_condattr_t ca;
 	int ret;
+
+	ownmem_thread_note();
 
 	if (!vm || !out)
 		return -EINVAL;

@@ -19,7 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/userfaultfd.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +42,7 @@
 #define UGPU_LIBC_HEAP
 #include "base/alloc.h"
 #undef UGPU_LIBC_HEAP
+#include "base/ownmem.h"
 #include "base/test_point.h"
 #include "mm/vm.h"
 #include "svm/svm.h"
@@ -174,6 +183,137 @@ static void test_driver_heap_refused(void **state)
 	ugpu_mem_free(own);
 	/* and the device still serves the program's memory */
 	test_untouched_memory(state);
+}
+
+/*
+ * The driver's own memory outside its heap (base/ownmem.h): this program
+ * links the library statically, so its .bss is the driver's; and the stack
+ * of a thread that runs driver code holds driver frames. Both are used in
+ * place, atomics included, never moved: before, a 2 MiB range moved them to
+ * VRAM and a thread touching them with a driver lock held hung the SVM
+ * worker (test_svm_matrix's bss-cpu-untouched and stack-threads-many). The
+ * stack of a thread that never called the driver still moves.
+ */
+#define OWN_BYTES (512 * KIB)
+static uint64_t own_bss[OWN_BYTES / 8] __attribute__((aligned(4096)));
+
+struct own_thr {
+	struct svm_fx *s;
+	bool call_driver; /* the thread runs the kernels itself */
+	pthread_barrier_t *bar; /* !call_driver: the main thread's kernels run between */
+	uint64_t *buf_out;
+	int ret;
+	uint64_t sum, want;
+};
+
+static void *own_thr_main(void *arg)
+{
+	struct own_thr *t = arg;
+	uint64_t buf[OWN_BYTES / 8] __attribute__((aligned(4096)));
+	struct ugpu_kernel_result r;
+
+	for (uint64_t i = 0; i < OWN_BYTES / 8; i++)
+		buf[i] = i * 3 + 1;
+	t->want = sum_of(buf, OWN_BYTES) + OWN_BYTES / 8 * 7;
+	if (t->call_driver) {
+		t->ret = kernel(t->s, UGPU_KERNEL_ATOMIC_ADD, buf, OWN_BYTES, 7, &r);
+		if (!t->ret)
+			t->ret = kernel(t->s, UGPU_KERNEL_READ_SUM, buf, OWN_BYTES, 0, &r);
+		t->sum = r.sum;
+	} else {
+		t->buf_out = buf;
+		pthread_barrier_wait(t->bar); /* the main thread runs the kernels */
+		pthread_barrier_wait(t->bar);
+	}
+	t->sum = t->call_driver ? t->sum : sum_of(buf, OWN_BYTES);
+	__asm__ volatile("" : : "r"(buf) : "memory");
+	return NULL;
+}
+
+static void test_driver_own_memory_in_place(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	struct own_thr t = { .s = s, .call_driver = true };
+	pthread_barrier_t bar;
+	pthread_attr_t at;
+	pthread_t tid;
+	uint64_t i, *anon = map_anon(2 * MIB, 2 * MIB);
+
+	assert_true(ownmem_overlaps((uintptr_t)own_bss, (uintptr_t)own_bss + 8, NULL));
+	assert_false(ownmem_overlaps((uintptr_t)anon, (uintptr_t)anon + 2 * MIB, NULL));
+	munmap(anon, 2 * MIB);
+
+	/* .bss: an atomic (which would want VRAM) done in place */
+	for (i = 0; i < OWN_BYTES / 8; i++)
+		own_bss[i] = i;
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, own_bss, OWN_BYTES, 5, &r), 0);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count + st.svm_64K_migrate_count + st.svm_4K_migrate_count,
+			 st0.svm_2M_migrate_count + st0.svm_64K_migrate_count + st0.svm_4K_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	assert_int_equal(st.svm_vram_bytes, st0.svm_vram_bytes);
+	for (i = 0; i < OWN_BYTES / 8; i++)
+		if (own_bss[i] != i + 5)
+			fail_msg(".bss word %llu is %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)own_bss[i], (unsigned long long)(i + 5));
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+
+	/* the stack of a thread running the kernels itself */
+	assert_int_equal(pthread_attr_init(&at), 0);
+	assert_int_equal(pthread_attr_setstacksize(&at, 4 * MIB), 0);
+	st0 = stats(s);
+	assert_int_equal(pthread_create(&tid, &at, own_thr_main, &t), 0);
+	pthread_join(tid, NULL);
+	st = stats(s);
+	assert_int_equal(t.ret, 0);
+	assert_true(t.sum == t.want);
+	assert_int_equal(st.svm_2M_migrate_count + st.svm_64K_migrate_count,
+			 st0.svm_2M_migrate_count + st0.svm_64K_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+
+	/* the stack of a thread that never called the driver: ordinary memory */
+	assert_int_equal(pthread_barrier_init(&bar, NULL, 2), 0);
+	t = (struct own_thr){ .s = s, .call_driver = false, .bar = &bar };
+	assert_int_equal(pthread_create(&tid, &at, own_thr_main, &t), 0);
+	pthread_barrier_wait(&bar);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, t.buf_out, OWN_BYTES, 7, &r), 0);
+	st = stats(s);
+	assert_true(st.svm_2M_migrate_count + st.svm_64K_migrate_count >
+		    st0.svm_2M_migrate_count + st0.svm_64K_migrate_count);
+	pthread_barrier_wait(&bar);
+	pthread_join(tid, NULL);
+	assert_true(t.sum == t.want);
+	pthread_barrier_destroy(&bar);
+	pthread_attr_destroy(&at);
+}
+
+/*
+ * A device mapping in the mirror: a BO's CPU mapping (ugpu_bo_map(), a
+ * mapping the driver's own userfaultfd serves) handed to a mirror VM's
+ * kernel as process memory. The GPU has the BO itself (bind it); the
+ * mapping is refused: the kernel is aborted with -EFAULT naming the page,
+ * the BO's bytes intact.
+ */
+static void test_device_mapping_refused(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_bo *bo = bo_new(s->f->dev, 2 * MIB, 0, V, S, "mapped");
+	struct ugpu_kernel_result r;
+	uint64_t *p;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, 2 * MIB, 77), 0);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, p, 64 * KIB, 0, &r), -EFAULT);
+	assert_int_equal(r.fault_va, (uintptr_t)p);
+	assert_int_equal(kernel(s, UGPU_KERNEL_WRITE, p + 512, 8, 1, &r), -EFAULT);
+	assert_int_equal(bo_verify(bo, 2 * MIB, 77), -1);
+	ugpu_bo_put(bo);
+	test_untouched_memory(state); /* and the device serves the program's memory */
 }
 
 /* Freed memory: its ranges go (garbage collection); a kernel on it is
@@ -889,7 +1029,7 @@ struct copy_fault {
 	int hits;
 };
 
-static void fail_copy_back(void *arg, enum test_point_id id, void *obj)
+static void fail_copy(void *arg, enum test_point_id id, void *obj)
 {
 	struct copy_fault *c = arg;
 	int *ret = obj;
@@ -920,7 +1060,7 @@ static void test_copy_back_failures(void **state)
 		buf[i] = two[i] = i ^ 0x1234;
 	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
 	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
-	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy_back, &c);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, fail_copy, &c);
 	for (i = 0; i < 2 * MIB / 8; i++)
 		if (buf[i] != (i ^ 0x1234) + 1)
 			fail_msg("word %llu: %llx after 3 failed copies", (unsigned long long)i,
@@ -940,6 +1080,220 @@ static void test_copy_back_failures(void **state)
 	assert_true(read_faults(&two[5]));
 	munmap(buf, 2 * MIB);
 	munmap(two, 2 * MIB);
+}
+
+/*
+ * A copy into VRAM that fails (test point TEST_POINT_SVM_COPY_IN: the CPU
+ * copies into the VRAM mapping, there is no device step to inject into,
+ * docs/svm.md "Why the CPU copies"): the pages go back where they were,
+ * every byte. A read is then served in place; an atomic is tried again after
+ * 5, 10, 20 ms (xe's doubling timeslice) and, failing every time, aborted
+ * with -EACCES naming the page; a copy that fails once is made good by the
+ * first retry; once copies work the range moves.
+ */
+static void test_copy_to_vram_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *two = map_anon(2 * MIB, 2 * MIB);
+	uint64_t *three = map_anon(2 * MIB, 2 * MIB), i, want = 0;
+	struct copy_fault c = { .fail_left = -1, .err = -EIO };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		buf[i] = two[i] = three[i] = i * 7 + 3;
+		want += i * 7 + 3;
+	}
+	test_point_set(TEST_POINT_SVM_COPY_IN, fail_copy, &c);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 4096, 1, &r), -EACCES);
+	assert_int_equal(r.fault_va, (uintptr_t)(buf + 8) & ~4095ull);
+	assert_true(__atomic_load_n(&c.hits, __ATOMIC_RELAXED) >= 4); /* 1 + 3 retries */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, two, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	assert_int_equal(st.svm_vram_bytes, st0.svm_vram_bytes);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 7 + 3 || two[i] != i * 7 + 3)
+			fail_msg("word %llu: %llu / %llu after failed copies, want %llu",
+				 (unsigned long long)i, (unsigned long long)buf[i],
+				 (unsigned long long)two[i], (unsigned long long)(i * 7 + 3));
+	assert_int_equal(stats(s).svm_cpu_fault_count, st0.svm_cpu_fault_count);
+
+	/* one copy fails: the retry moves it */
+	__atomic_store_n(&c.fail_left, 1, __ATOMIC_RELEASE);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, three, 2 * MIB, 1, &r), 0);
+	assert_int_equal(__atomic_load_n(&c.fail_left, __ATOMIC_ACQUIRE), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 1);
+	/* copies work again: the refused range moves too */
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 2 * MIB, 1, &r), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 2);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 7 + 4 || three[i] != i * 7 + 4)
+			fail_msg("word %llu: %llu / %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)three[i],
+				 (unsigned long long)(i * 7 + 4));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+	munmap(three, 2 * MIB);
+}
+
+/* The device runtime-suspended (autosuspend 30 ms, D3cold allowed): ranges
+ * in its VRAM went home first (they hold it awake otherwise). */
+static void sleep_device(struct svm_fx *s)
+{
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t t0 = now_ns_test();
+
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(s->f->dev, UINT64_MAX), 0);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(s->f->dev, 30), 0);
+	assert_int_equal(ugpu_device_rpm_allow(s->f->dev, true), 0);
+	do {
+		usleep(5000);
+		assert_int_equal(ugpu_device_rpm_stats(s->f->dev, &rs), 0);
+		if (now_ns_test() - t0 > 5000ull * 1000000)
+			fail_msg("the device did not sleep within 5 s (state %s, usage %u)",
+				 ugpu_rpm_state_name(rs.state), rs.usage);
+	} while (rs.state != UGPU_RPM_SUSPENDED);
+}
+
+/*
+ * A wake the device refuses (the reference device's fault injection, `inject
+ * wake`) when a range must move into the VRAM of a runtime-suspended device.
+ * No range is ever in a sleeping device's VRAM (ranges hold the device
+ * awake, and go home before it may sleep), so the bytes are the process's:
+ * the prefetch and the kernel that need the device fail with a clear error,
+ * the CPU reads every byte without the device, nothing is lost; once the
+ * device wakes, the range moves.
+ */
+static void test_wake_failure_keeps_ranges(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(4 * MIB, 2 * MIB), i;
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0;
+	int ret;
+
+	for (i = 0; i < 4 * MIB / 8; i++)
+		buf[i] = i + 21;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= 4 * MIB);
+	sleep_device(s);
+	assert_int_equal(stats(s).svm_vram_bytes, 0);
+	st0 = stats(s);
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_WAKE, 1, true), 0);
+	ret = ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, UGPU_PLACEMENT_VRAM);
+	print_message("prefetch with the wake refused: %d (%s)\n", ret, strerror(-ret));
+	assert_true(ret < 0);
+	ret = kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r);
+	print_message("kernel with the wake refused: %d (%s)\n", ret, strerror(-ret));
+	assert_true(ret < 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 22)
+			fail_msg("word %llu: %llu with the device asleep, want %llu",
+				 (unsigned long long)i, (unsigned long long)buf[i],
+				 (unsigned long long)(i + 22));
+	assert_int_equal(ugpu_device_rpm_stats(s->f->dev, &rs), 0);
+	assert_int_equal(rs.state, UGPU_RPM_SUSPENDED);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 2);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 4 * MIB, 1, &r), 0);
+	for (i = 0; i < 4 * MIB / 8; i++)
+		if (buf[i] != i + 23)
+			fail_msg("word %llu: %llu, want %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)(i + 23));
+	assert_int_equal(ugpu_device_rpm_allow(s->f->dev, false), 0);
+	munmap(buf, 4 * MIB);
+}
+
+/*
+ * Where the device copies during a migration: a range needing VRAM that BOs
+ * fill evicts one of them, which the copy engine moves to system memory.
+ * With every copy-engine descriptor failing (`inject cmd`) no BO can leave:
+ * each stays in VRAM with its bytes, a GPU read of the range is served in
+ * place (right sum), an atomic is aborted with -EACCES naming the page after
+ * the retries, and the process's bytes are intact. And with every device DMA
+ * failing (`inject dma`), a kernel reading memory used in place is aborted
+ * with its status, the memory intact. Once the device copies again, the
+ * range moves and the BO it evicts arrives in system memory whole.
+ */
+static void test_device_copy_failures(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), *small = map_anon(4096, 4096), i, want = 0;
+	uint64_t *two = map_anon(2 * MIB, 2 * MIB);
+	struct ugpu_bo *bo[32];
+	enum ugpu_placement was[32];
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0, st;
+	int n, k, in_vram = 0, moved = 0;
+
+	for (i = 0; i < 2 * MIB / 8; i++) {
+		buf[i] = two[i] = i * 5 + 9;
+		want += i * 5 + 9;
+	}
+	for (i = 0; i < 512; i++)
+		small[i] = i;
+	/* the 64 MiB of VRAM full of BOs that may move to system memory (the
+	 * first ones made room for the last) */
+	for (n = 0; n < 32; n++) {
+		bo[n] = bo_new(s->f->dev, 2 * MIB, 0, V, S, "copy-fail");
+		assert_non_null(bo[n]);
+		assert_int_equal(bo_fill(bo[n], 2 * MIB, 300 + (uint32_t)n), 0);
+	}
+	for (k = 0; k < n; k++) {
+		was[k] = bo_where(bo[k]);
+		in_vram += was[k] == V;
+	}
+	assert_true(in_vram >= 16);
+	st0 = stats(s);
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_CMD, 1, true), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	/* (an atomic on the range now in place would be done there: the
+	 * device's PTEs have no atomic-deny bit, docs/svm.md) */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, two + 16, 4096, 1, &r), -EACCES);
+	assert_int_equal(r.fault_va, (uintptr_t)(two + 16) & ~4095ull);
+	st = stats(s);
+	assert_int_equal(st.svm_2M_migrate_count, st0.svm_2M_migrate_count);
+	assert_true(st.svm_in_place_count > st0.svm_in_place_count);
+	for (k = 0; k < n; k++) /* no BO moved: none lost */
+		assert_int_equal(bo_where(bo[k]), was[k]);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+
+	/* every device DMA fails: a kernel on memory used in place */
+	assert_int_equal(sim_inject(s->f->sim, 0, SIM_INJECT_DMA, 1, true), 0);
+	assert_true(kernel(s, UGPU_KERNEL_READ_SUM, small, 4096, 0, &r) < 0 || r.status < 0);
+	print_message("kernel reading memory in place with DMA failing: status %d\n", r.status);
+	assert_int_equal(sim_inject_clear(s->f->sim, 0), 0);
+	for (i = 0; i < 512; i++)
+		assert_true(small[i] == i);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, small, 4096, 0, &r), 0);
+	assert_true(r.sum == 511 * 512 / 2);
+
+	/* the device copies again: the range moves, a BO goes to system memory */
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, two, 2 * MIB, 1, &r), 0);
+	assert_int_equal(stats(s).svm_2M_migrate_count, st0.svm_2M_migrate_count + 1);
+	for (k = 0; k < n; k++) {
+		moved += was[k] == V && bo_where(bo[k]) == S;
+		assert_int_equal(bo_verify(bo[k], 2 * MIB, 300 + (uint32_t)k), -1);
+		ugpu_bo_put(bo[k]);
+	}
+	assert_true(moved >= 1);
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i * 5 + 9 || two[i] != i * 5 + 10)
+			fail_msg("word %llu: %llu / %llu, want %llu / %llu", (unsigned long long)i,
+				 (unsigned long long)buf[i], (unsigned long long)two[i],
+				 (unsigned long long)(i * 5 + 9), (unsigned long long)(i * 5 + 10));
+	munmap(buf, 2 * MIB);
+	munmap(two, 2 * MIB);
+	munmap(small, 4096);
 }
 
 /* ---- atomics need VRAM: retried with a doubling timeslice, then aborted ---- */
@@ -1488,13 +1842,106 @@ static void test_rev_stale_pte_after_suspend(void **state)
 		fail_msg("a stale GPU PTE survived the suspend: GPU writes went to freed VRAM");
 }
 
+/*
+ * Bad input, issue 15: no usable userfaultfd. This program started again
+ * (UGPU_SVM_TEST_NO_UFFD) under a seccomp filter that refuses every way to
+ * one (the userfaultfd(2) syscall: ENOSYS, as a kernel without it;
+ * /dev/userfaultfd's USERFAULTFD_IOC_NEW: EPERM): the device opens, a mirror
+ * VM is refused with -ENOSYS (include/ugpu/vm.h) and the log says what to
+ * enable; a plain VM still works.
+ */
+static int no_uffd_child(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_userfaultfd, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)USERFAULTFD_IOC_NEW, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = 0x10000, .mirror_size = 1ull << 40, .name = "svm" };
+	struct ugpu_vm *vm = NULL;
+	void *fx_state;
+	int ret;
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+		perror("seccomp");
+		return 2;
+	}
+	if (fx_setup_vram(&fx_state, 64 * MIB)) {
+		fprintf(stderr, "no device without a userfaultfd\n");
+		return 3;
+	}
+	ret = ugpu_vm_create(((struct fx *)fx_state)->dev, &o, &vm);
+	fprintf(stderr, "mirror VM without a userfaultfd: %d\n", ret);
+	if (ret != -ENOSYS)
+		return 4;
+	vm = NULL;
+	if (ugpu_vm_create(((struct fx *)fx_state)->dev, NULL, &vm)) /* a plain VM needs none */
+		return 5;
+	ugpu_vm_destroy(vm);
+	fx_teardown(&fx_state);
+	return 0;
+}
+
+extern char **environ;
+
+static void test_no_userfaultfd(void **state)
+{
+	char *argv[] = { "test_svm", NULL }, **envp, out[8192] = "";
+	posix_spawn_file_actions_t fa;
+	int pfd[2], st = 0;
+	size_t ne = 0, got = 0;
+	ssize_t n;
+	pid_t pid;
+
+	(void)state;
+	while (environ[ne])
+		ne++;
+	envp = calloc(ne + 2, sizeof(*envp));
+	assert_non_null(envp);
+	memcpy(envp, environ, ne * sizeof(*envp));
+	envp[ne] = "UGPU_SVM_TEST_NO_UFFD=1";
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, pfd[1], 2), 0);
+	assert_int_equal(posix_spawn_file_actions_addclose(&fa, pfd[0]), 0);
+	assert_int_equal(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	free(envp);
+	close(pfd[1]);
+	while (got < sizeof(out) - 1 && (n = read(pfd[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)n;
+	close(pfd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	print_message("%s", out);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_non_null(strstr(out, "/dev/userfaultfd"));
+	assert_non_null(strstr(out, "vm.unprivileged_userfaultfd=1"));
+}
+
 int main(void)
 {
+	if (getenv("UGPU_SVM_TEST_NO_UFFD"))
+		return no_uffd_child();
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_no_userfaultfd),
 		cmocka_unit_test_setup_teardown(test_gpu_reads_and_writes_process_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_small_ranges_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untouched_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_driver_heap_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_mapping_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_driver_own_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup, teardown),
@@ -1506,6 +1953,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_wake_failure_keeps_ranges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_device_copy_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_memory_in_place, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup, teardown),
