@@ -485,7 +485,10 @@ out:
 	return ret;
 }
 
-/* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's). */
+/* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's),
+ * not cleared first: take_pages() and range_dup() write every byte of it
+ * (zeroes where the process had no page) before it is mapped anywhere, and
+ * free it when they fail. */
 static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 			   struct ugpu_bo **bo)
 {
@@ -497,7 +500,7 @@ static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *
 		.name = name,
 	};
 
-	return bo_create_kernel(sd->dev, &o, 0, bo);
+	return bo_create_kernel(sd->dev, &o, BO_KERNEL_NO_CLEAR, bo);
 }
 
 /* Move @r (owned, R_CPU) into @sd's VRAM. */
