@@ -122,14 +122,36 @@ static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t
 	return -ENODATA;
 }
 
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer's annotations (its runtime defines them) */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#endif
+
 /*
- * Copy one page the CPU can no longer store to (moved away into the staging
- * area). What orders the CPU's last stores before our reads is the kernel
- * (the move, and for write-protected pages read_process() below), which
- * ThreadSanitizer cannot see: in a TSan build, read with relaxed atomic
- * loads, which it does not report against the process's own atomic stores
- * (the tests' racers). The bytes copied are the same.
+ * Copy bytes whose last stores something ThreadSanitizer cannot see put in
+ * order before our reads: the kernel (pages the CPU can no longer store
+ * to: moved away with UFFDIO_MOVE, or write-protected) or the device (VRAM
+ * after the kernel ended, or after a TLB drop that waited for accesses in
+ * flight). In a TSan build this thread's accesses are ignored for the
+ * copy. (Relaxed 8-byte atomic loads, as before, were not reported either,
+ * but made each 2 MiB many times slower under TSan, and test_thrashing's
+ * rounds outgrew its 50 ms lapse on a busy machine.) UFFDIO_COPY read VRAM
+ * in the kernel before, unseen by TSan too.
  */
+static void copy_unseen(void *dst, const void *src, size_t len)
+{
+#if defined(__SANITIZE_THREAD__)
+	AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+#endif
+	memcpy(dst, src, len);
+#if defined(__SANITIZE_THREAD__)
+	AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+#endif
+}
+
+/* Copy one page the CPU can no longer store to (moved away into a pool
+ * slot): copy_unseen(). */
 #if defined(__SANITIZE_ADDRESS__)
 /* A page of the process is copied whole, redzones between its objects
  * included: not a checked access (the scenario matrix's ASan run aborted on
@@ -138,41 +160,14 @@ __attribute__((no_sanitize_address))
 #endif
 static void copy_page(char *dst, const char *src)
 {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)
 	for (size_t i = 0; i < SVM_4K; i += sizeof(uint64_t)) {
 		uint64_t v = __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED);
 
 		memcpy(dst + i, &v, sizeof(v));
 	}
 #else
-	memcpy(dst, src, SVM_4K);
-#endif
-}
-
-#if defined(__SANITIZE_THREAD__)
-/* ThreadSanitizer's annotations (its runtime defines them) */
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-#endif
-
-/*
- * Copy a range's bytes out of VRAM into pages of ours (a pool slot). What
- * orders the GPU's last stores before these reads is the device (the
- * kernel ended, or its TLB was dropped with the wait for accesses in
- * flight), which ThreadSanitizer cannot see: it ignores this thread's
- * accesses for the copy (copy_page()'s atomic loads, 8 bytes at a time,
- * made a 2 MiB copy back many times slower under it, and the thrashing
- * test's rounds outgrew its 50 ms lapse). UFFDIO_COPY read VRAM in the
- * kernel before, unseen by it too.
- */
-static void copy_from_vram(void *dst, const void *src, size_t len)
-{
-#if defined(__SANITIZE_THREAD__)
-	AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
-#endif
-	memcpy(dst, src, len);
-#if defined(__SANITIZE_THREAD__)
-	AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+	copy_unseen(dst, src, SVM_4K);
 #endif
 }
 
@@ -282,7 +277,7 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 	if (slot < 0)
 		return 0;
 	a = slot_addr(s, slot);
-	copy_from_vram((void *)a, src, SVM_2M);
+	copy_unseen((void *)a, src, SVM_2M);
 	while ((ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved)) ==
 		       -EAGAIN &&
 	       now_ns() < deadline)

@@ -686,6 +686,7 @@ static void test_prefetch(void **state)
 
 /* ---- the page pool (docs/svm.md, "Costs") ---- */
 
+#if !defined(__SANITIZE_THREAD__)
 static uint64_t rss_bytes(void)
 {
 	unsigned long size = 0, res = 0;
@@ -698,6 +699,7 @@ static uint64_t rss_bytes(void)
 	}
 	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
 }
+#endif
 
 /* 2 MiB ranges go to VRAM and back twice, byte-exact (from the second
  * round on, home through the pool's pages); then, moved into VRAM again
