@@ -180,8 +180,10 @@ int exec_fault_reply(struct exec_engine *x, uint64_t replay, uint64_t abort);
 /*
  * exec_fault_resolve() - answer the faults of the kernel that runs on @slot
  * with LAUNCH tag @launch, if it still does (a reply meant for an ended
- * kernel must not reach the next one): @replay: drop the queue's TLB, then
- * REPLAY (the pages it set aside are tried again); else ABORT it.
+ * kernel must not reach the next one): @replay: REPLAY (the pages it set
+ * aside are tried again; the device drops the queue's TLB with it: the
+ * caller flushed, with the wait, every entry it changed or removed); else
+ * ABORT it.
  * Returns: 0 (also when that kernel ended: nothing to do); -errno of the
  * register access.
  */

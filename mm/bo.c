@@ -530,10 +530,12 @@ static int bo_place_locked(struct ugpu_bo *bo)
 			if (ret)
 				return ret;
 			/* Contents are zero: clear through the BAR (the blocks
-			 * may hold a previous owner's bytes). */
-			buddy_list_for_each(b, bo->vram)
-				memset((char *)dev->vram + buddy_block_offset(b), 0,
-				       vram_block_size(b));
+			 * may hold a previous owner's bytes), unless the driver
+			 * writes them all first (BO_KERNEL_NO_CLEAR). */
+			if (!bo->no_clear)
+				buddy_list_for_each(b, bo->vram)
+					memset((char *)dev->vram + buddy_block_offset(b), 0,
+					       vram_block_size(b));
 			bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
 			m->vram_bytes += bo->size;
 			return 0;
@@ -684,7 +686,8 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
 	bo->flags = opts->flags;
 	bo->driver_owned = driver;
-	bo->buddy_flags = buddy_flags;
+	bo->buddy_flags = buddy_flags & ~BO_KERNEL_NO_CLEAR;
+	bo->no_clear = driver && (buddy_flags & BO_KERNEL_NO_CLEAR);
 	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
 	bo->vram = &bo->own_blocks;

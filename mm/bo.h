@@ -72,6 +72,8 @@ struct ugpu_bo {
 	struct buddy_list own_blocks;
 	struct bo_sys sys; /* while placement == SYSTEM */
 
+	bool no_clear; /* BO_KERNEL_NO_CLEAR: its first placement in VRAM is not
+			* cleared (set at creation, read once under the lock) */
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
 	bool svm; /* a shared-virtual-memory range's VRAM (bo_mark_svm()):
@@ -320,10 +322,16 @@ void bo_snapshot_put(struct ugpu_bo **v, size_t n);
 
 /*
  * bo_create_kernel() - a driver BO: like ugpu_bo_create() with extra
- * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION). It is the driver's, not
- * the program's (driver_owned): a removal leaves it to its owner.
+ * @buddy_flags (e.g. BUDDY_TOPDOWN_ALLOCATION), and BO_KERNEL_NO_CLEAR.
+ * It is the driver's, not the program's (driver_owned): a removal leaves it
+ * to its owner.
  * Context: any thread.
  */
+/* Not a buddy flag: the new VRAM is not cleared when the BO is placed (a
+ * 2 MiB memset through the BAR under the manager lock), because the caller
+ * writes every byte of it before anything can read it: an SVM range's copy
+ * (svm/migrate.c). A BO that may land in system memory must not use it. */
+#define BO_KERNEL_NO_CLEAR (1u << 31)
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     unsigned int buddy_flags, struct ugpu_bo **out);
 

@@ -122,6 +122,174 @@ static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t
 	return -ENODATA;
 }
 
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer's annotations (its runtime defines them) */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+#endif
+
+/*
+ * Copy bytes whose last stores something ThreadSanitizer cannot see put in
+ * order before our reads: the kernel (pages the CPU can no longer store
+ * to: moved away with UFFDIO_MOVE, or write-protected) or the device (VRAM
+ * after the kernel ended, or after a TLB drop that waited for accesses in
+ * flight). In a TSan build this thread's accesses are ignored for the
+ * copy. (Relaxed 8-byte atomic loads, as before, were not reported either,
+ * but made each 2 MiB many times slower under TSan, and test_thrashing's
+ * rounds outgrew its 50 ms lapse on a busy machine.) UFFDIO_COPY read VRAM
+ * in the kernel before, unseen by TSan too.
+ */
+static void copy_unseen(void *dst, const void *src, size_t len)
+{
+#if defined(__SANITIZE_THREAD__)
+	AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+#endif
+	memcpy(dst, src, len);
+#if defined(__SANITIZE_THREAD__)
+	AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+#endif
+}
+
+/* Copy one page the CPU can no longer store to (moved away into a pool
+ * slot): copy_unseen(). */
+#if defined(__SANITIZE_ADDRESS__)
+/* A page of the process is copied whole, redzones between its objects
+ * included: not a checked access (the scenario matrix's ASan run aborted on
+ * a global's redzone). */
+__attribute__((no_sanitize_address))
+#endif
+static void copy_page(char *dst, const char *src)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	for (size_t i = 0; i < SVM_4K; i += sizeof(uint64_t)) {
+		uint64_t v = __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED);
+
+		memcpy(dst + i, &v, sizeof(v));
+	}
+#else
+	copy_unseen(dst, src, SVM_4K);
+#endif
+}
+
+/* ---- the page pool (struct svm) ------------------------------------------------------ */
+
+static uintptr_t slot_addr(const struct svm *s, int slot)
+{
+	return s->pool + (uint64_t)slot * SVM_2M;
+}
+
+/* A slot of state @want made busy, or -1 if there is none. */
+static int slot_take(struct svm *s, enum pool_slot want)
+{
+	int i, slot = -1;
+
+	pthread_mutex_lock(&s->pool_lock);
+	for (i = 0; i < SVM_POOL_SLOTS && slot < 0; i++)
+		if (s->pool_state[i] == want)
+			slot = i;
+	if (slot >= 0) {
+		s->pool_state[slot] = POOL_BUSY;
+		if (want == POOL_FULL)
+			s->pool_nfull--;
+	}
+	pthread_mutex_unlock(&s->pool_lock);
+	return slot;
+}
+
+/* Give @slot (busy, ours) back: @full when it holds 512 pages of ours, else
+ * whatever it holds is freed first (MADV_DONTNEED). */
+static void slot_put(struct svm *s, int slot, bool full)
+{
+	if (!full)
+		madvise((void *)slot_addr(s, slot), SVM_2M, MADV_DONTNEED);
+	pthread_mutex_lock(&s->pool_lock);
+	s->pool_state[slot] = full ? POOL_FULL : POOL_EMPTY;
+	s->pool_nfull += full;
+	pthread_cond_broadcast(&s->pool_cond);
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* A slot to move pages into: an empty one, else a full one emptied (its
+ * pages freed), else the first that stops being busy. */
+static int slot_take_staging(struct svm *s)
+{
+	for (;;) {
+		int slot = slot_take(s, POOL_EMPTY);
+
+		if (slot < 0 && (slot = slot_take(s, POOL_FULL)) >= 0)
+			madvise((void *)slot_addr(s, slot), SVM_2M, MADV_DONTNEED);
+		if (slot >= 0)
+			return slot;
+		pthread_mutex_lock(&s->pool_lock);
+		for (int i = 0; i < SVM_POOL_SLOTS; i++)
+			if (s->pool_state[i] != POOL_BUSY)
+				goto again;
+		pthread_cond_wait(&s->pool_cond, &s->pool_lock);
+	again:
+		pthread_mutex_unlock(&s->pool_lock);
+	}
+}
+
+/*
+ * The pool holds no more pages than the 2 MiB ranges in VRAM would take
+ * back: full slots beyond that (their ranges were freed, evicted, or came
+ * back another way) are emptied. Any thread, no lock held.
+ */
+void pool_trim(struct svm *s)
+{
+	uint64_t in_vram = 0;
+
+	if (!s->pool)
+		return;
+	pthread_mutex_lock(&s->lock);
+	list_for_each(l, &s->devs)
+		in_vram += list_entry(l, struct svm_dev, link)->st.svm_vram_bytes;
+	pthread_mutex_unlock(&s->lock);
+	for (;;) {
+		int slot;
+
+		pthread_mutex_lock(&s->pool_lock);
+		slot = (uint64_t)s->pool_nfull * SVM_2M > in_vram ? 0 : -1;
+		pthread_mutex_unlock(&s->pool_lock);
+		if (slot < 0 || (slot = slot_take(s, POOL_FULL)) < 0)
+			return;
+		slot_put(s, slot, false);
+	}
+}
+
+/*
+ * Copy back a whole 2 MiB from VRAM at @src to the process at @dst through a
+ * full slot: its pages get the bytes, then UFFDIO_MOVE puts them in place
+ * (the places are empty; a touch of a page moved already finds its data,
+ * one of a page not yet moved still faults and waits) and the threads
+ * waiting there are woken. Returns how many bytes went so (0: no full
+ * slot); the caller copies the rest, and sees the error that stopped the
+ * move (a page there after all, the process unmapped @dst) on its own.
+ */
+static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	int slot = s->pool ? slot_take(s, POOL_FULL) : -1;
+	size_t moved = 0;
+	uintptr_t a;
+	int ret;
+
+	if (slot < 0)
+		return 0;
+	a = slot_addr(s, slot);
+	copy_unseen((void *)a, src, SVM_2M);
+	while ((ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved)) ==
+		       -EAGAIN &&
+	       now_ns() < deadline)
+		sleep_until_ns(now_ns() + 100000);
+	(void)ret;
+	if (moved)
+		uffd_wake(s->u, dst, moved);
+	/* all moved: the slot is empty; else what is left goes */
+	slot_put(s, slot, false);
+	return moved;
+}
+
 /*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
  * have no pages there: the range is registered and its pages were taken).
@@ -134,7 +302,7 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 			   uint64_t dst)
 {
 	const char *src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
-	uint64_t i, deadline = now_ns() + ms_to_ns(2000);
+	uint64_t i, deadline = now_ns() + ms_to_ns(2000), counted = len;
 	int ret;
 
 	if (device_vram_lost(r->sd->dev))
@@ -152,6 +320,17 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	pthread_mutex_lock(&s->lock);
 	r->sd->st.svm_cpu_copy_kb += len >> 10;
 	pthread_mutex_unlock(&s->lock);
+	/* A whole 2 MiB goes through the page pool if it can (no page
+	 * allocated); what did not is copied. */
+	if (len == SVM_2M && !(dst & (SVM_2M - 1))) {
+		uint64_t done = copy_back_pooled(s, dst, src);
+
+		dst += done;
+		src += done;
+		len -= done;
+		if (!len)
+			return 0;
+	}
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
 	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
@@ -168,7 +347,7 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	}
 	if (ret) {
 		pthread_mutex_lock(&s->lock);
-		r->sd->st.svm_cpu_copy_kb -= len >> 10;
+		r->sd->st.svm_cpu_copy_kb -= counted >> 10;
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;
@@ -184,6 +363,7 @@ static void range_free_vram(struct svm *s, struct svm_range *r)
 	sd->st.svm_vram_bytes -= r->size;
 	pthread_mutex_unlock(&s->lock);
 	vram_ranges_dec(s, sd);
+	pool_trim(s);
 }
 
 /*
@@ -268,32 +448,6 @@ int range_to_cpu_must(struct svm *s, struct svm_range *r)
 	return 0;
 }
 
-/*
- * Copy one page the CPU can no longer store to (moved away into the staging
- * area). What orders the CPU's last stores before our reads is the kernel
- * (the move, and for write-protected pages read_process() below), which
- * ThreadSanitizer cannot see: in a TSan build, read with relaxed atomic
- * loads, which it does not report against the process's own atomic stores
- * (the tests' racers). The bytes copied are the same.
- */
-#if defined(__SANITIZE_ADDRESS__)
-/* A page of the process is copied whole, redzones between its objects
- * included: not a checked access (the scenario matrix's ASan run aborted on
- * a global's redzone). */
-__attribute__((no_sanitize_address))
-#endif
-static void copy_page(char *dst, const char *src)
-{
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-	for (size_t i = 0; i < SVM_4K; i += sizeof(uint64_t)) {
-		uint64_t v = __atomic_load_n((const uint64_t *)(src + i), __ATOMIC_RELAXED);
-
-		memcpy(dst + i, &v, sizeof(v));
-	}
-#else
-	memcpy(dst, src, SVM_4K);
-#endif
-}
 
 /*
  * Copy the @present pages of the process's [src, +npages pages) into @vram
@@ -362,35 +516,34 @@ static size_t count_present(const bool *present, size_t npages)
  * before anything else happens to the range. Moved back first (their
  * places are empty: a touch there waits for us); a page that cannot be is
  * copied back; only a page whose place the process unmapped meanwhile is
- * dropped. The staging area is empty afterwards. @r owned; @present is
+ * dropped. The caller empties @staging afterwards. @r owned; @present is
  * scratch space for @npages.
  */
-static void staging_put_back(struct svm *s, struct svm_range *r, size_t moved, bool *present,
-			     size_t npages)
+static void staging_put_back(struct svm *s, struct svm_range *r, uintptr_t staging, size_t moved,
+			     bool *present, size_t npages)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
 	size_t back = 0, k, lost = 0;
 	int ret = 0;
 
 	while (back < moved &&
-	       (ret = uffd_move(s->u, r->start + back, s->staging + back, moved - back, true,
+	       (ret = uffd_move(s->u, r->start + back, staging + back, moved - back, true,
 				&back)) == -EAGAIN &&
 	       now_ns() < deadline)
 		sleep_until_ns(now_ns() + 100000);
-	if (ret && !pages_present(s, s->staging, npages, present)) {
+	if (ret && !pages_present(s, staging, npages, present)) {
 		for (k = 0; k < npages; k++) {
 			uint64_t off = k * SVM_4K;
 
 			if (!present[k])
 				continue;
-			while ((ret = uffd_copy(s->u, r->start + off, (const void *)(s->staging + off),
+			while ((ret = uffd_copy(s->u, r->start + off, (const void *)(staging + off),
 						SVM_4K, false)) == -EAGAIN &&
 			       now_ns() < deadline)
 				sleep_until_ns(now_ns() + 100000);
 			lost += ret && ret != -EEXIST;
 		}
 	}
-	madvise((void *)s->staging, r->size, MADV_DONTNEED);
 	if (lost)
 		log_err(s->ctx, "svm: %zu pages of [0x%" PRIx64 ", +0x%" PRIx64 ") could not go back after a refused move (the process unmapped them?)",
 			lost, r->start, r->size);
@@ -446,30 +599,34 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 
 	if (!present)
 		return -ENOMEM;
-	if (s->have_move && s->staging && r->size <= SVM_2M) {
+	if (s->have_move && s->pool && r->size <= SVM_2M) {
 		uint64_t deadline = now_ns() + ms_to_ns(2000);
+		int slot = slot_take_staging(s);
+		uintptr_t staging = slot_addr(s, slot);
 
-		pthread_mutex_lock(&s->staging_lock);
-		while ((ret = uffd_move(s->u, s->staging, r->start, r->size, true, &moved)) == -EAGAIN &&
+		while ((ret = uffd_move(s->u, staging, r->start, r->size, true, &moved)) == -EAGAIN &&
 		       !moved && now_ns() < deadline)
 			sleep_until_ns(now_ns() + 100000);
 		if (!ret) {
 			test_point(TEST_POINT_SVM_TAKEN);
-			ret = pages_present(s, s->staging, npages, present);
+			ret = pages_present(s, staging, npages, present);
 		}
 		if (!ret)
 			ret = copy_in_injected();
 		if (!ret) {
+			size_t n = count_present(present, npages);
+
 			log_dbg(s->ctx, "svm: moved [0x%" PRIx64 ", +0x%" PRIx64 "): %zu bytes moved, %zu of %zu pages present",
-				r->start, r->size, moved, count_present(present, npages), npages);
-			fill_vram(vram, (const char *)s->staging, present, npages);
-			madvise((void *)s->staging, r->size, MADV_DONTNEED);
-			pthread_mutex_unlock(&s->staging_lock);
+				r->start, r->size, moved, n, npages);
+			fill_vram(vram, (const char *)staging, present, npages);
+			/* a whole 2 MiB of pages stays in the pool for a copy
+			 * back; anything else is freed */
+			slot_put(s, slot, n == SVM_2M / SVM_4K);
 			goto out;
 		}
 		if (moved)
-			staging_put_back(s, r, moved, present, npages);
-		pthread_mutex_unlock(&s->staging_lock);
+			staging_put_back(s, r, staging, moved, present, npages);
+		slot_put(s, slot, false);
 		log_dbg(s->ctx, "svm: UFFDIO_MOVE of [0x%" PRIx64 ", +0x%" PRIx64 ") refused (%s): write protection instead",
 			r->start, r->size, ugpu_strerror(ret));
 	}
@@ -525,7 +682,10 @@ out:
 	return ret;
 }
 
-/* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's). */
+/* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's),
+ * not cleared first: take_pages() and range_dup() write every byte of it
+ * (zeroes where the process had no page) before it is mapped anywhere, and
+ * free it when they fail. */
 static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 			   struct ugpu_bo **bo)
 {
@@ -537,7 +697,7 @@ static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *
 		.name = name,
 	};
 
-	return bo_create_kernel(sd->dev, &o, 0, bo);
+	return bo_create_kernel(sd->dev, &o, BO_KERNEL_NO_CLEAR, bo);
 }
 
 /* Move @r (owned, R_CPU) into @sd's VRAM. */
@@ -956,4 +1116,5 @@ void evicted_put(struct svm *s, struct svm_work *w)
 {
 	ugpu_bo_put(w->bo);
 	vram_ranges_dec(s, w->sd);
+	pool_trim(s);
 }

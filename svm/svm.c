@@ -98,19 +98,28 @@ static int svm_start(struct svm *s)
 	if (getenv("UGPU_SVM_NO_WP"))
 		s->have_wp = false; /* tests: a kernel without write protection */
 	if (s->have_move) {
-		/* a 2 MiB-aligned registered area for pages moved out */
-		void *p = mmap(NULL, 2 * SVM_2M, PROT_READ | PROT_WRITE,
+		/* the page pool: a 2 MiB-aligned registered area for pages
+		 * moved out (svm.h) */
+		uint64_t len = SVM_POOL_SLOTS * SVM_2M;
+		void *p = mmap(NULL, len + SVM_2M, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
 		if (p != MAP_FAILED) {
 			uintptr_t a = ((uintptr_t)p + SVM_2M - 1) & ~(uintptr_t)(SVM_2M - 1);
 
-			madvise((void *)a, SVM_2M, MADV_DONTFORK);
-			err = uffd_register(s->u, a, SVM_2M, UFFDIO_REGISTER_MODE_MISSING);
+			/* only the aligned part stays */
+			if (a > (uintptr_t)p)
+				munmap(p, a - (uintptr_t)p);
+			if ((uintptr_t)p + len + SVM_2M > a + len)
+				munmap((void *)(a + len), (uintptr_t)p + len + SVM_2M - (a + len));
+			madvise((void *)a, len, MADV_DONTFORK);
+			err = uffd_register(s->u, a, len, UFFDIO_REGISTER_MODE_MISSING);
 			if (!err)
-				s->staging = a;
+				s->pool = a;
+			else
+				munmap((void *)a, len);
 		}
-		if (!s->staging)
+		if (!s->pool)
 			s->have_move = false;
 	}
 	if (!s->have_move && !s->have_wp) {
@@ -144,10 +153,11 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 	s->ctx = ctx;
 	s->pagemap_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_init(&s->staging_lock, NULL);
+	pthread_mutex_init(&s->pool_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cond, &ca);
+	pthread_cond_init(&s->pool_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	list_init(&s->devs);
 	list_init(&s->work);
@@ -194,15 +204,16 @@ static void svm_free(struct svm *s)
 	}
 	for (i = 0; i < s->n; i++)
 		free(s->r[i]);
-	if (s->staging)
-		munmap((void *)s->staging, SVM_2M);
+	if (s->pool)
+		munmap((void *)s->pool, SVM_POOL_SLOTS * SVM_2M);
 	if (s->pagemap_fd >= 0)
 		close(s->pagemap_fd);
 	free(s->r);
 	free(s->reg);
 	free(s->as);
 	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->staging_lock);
+	pthread_cond_destroy(&s->pool_cond);
+	pthread_mutex_destroy(&s->pool_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -221,7 +232,7 @@ void gc_wait(struct svm *s)
 /*
  * Every range in VRAM comes back before fork() copies the address space,
  * and no range is half-way anywhere (a migration or a copy back in flight
- * has its pages in the staging area, which the child does not get, or half
+ * has its pages in a slot of the page pool, which the child does not get, or half
  * copied): one pass in address order waits for each busy range. None goes
  * to VRAM again until fork returned (@forking, read by a fault after it
  * owns its range: one that read it unset owns a range this pass waits for).

@@ -16,10 +16,9 @@
  * asynchronous prefetch.
  *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
- * (under svm->lock, waited on with svm->cond) → svm->staging_lock (a move
- * through the staging area) → VM and BO manager locks
+ * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
  * (mm/) → svm->lock (only briefly, never across a copy, an ioctl that
- * waits, or a call into mm/). The userfaultfd handler thread never waits:
+ * waits, or a call into mm/); svm->pool_lock is a leaf (a slot's state). The userfaultfd handler thread never waits:
  * it answers at once, parks the faulting thread (no wake) or queues work.
  */
 #ifndef UGPU_SVM_SVM_H
@@ -47,6 +46,11 @@
  * touch takes it back (xe's default timeslice), so the two sides do not
  * ping-pong. */
 #define SVM_TIMESLICE_MS 5
+/* The page pool's slots (struct svm): 512 MiB of address space, reserved
+ * without backing; what it holds is bounded by the 2 MiB ranges in VRAM
+ * (pool_trim()). */
+#define SVM_POOL_SLOTS 256
+enum pool_slot { POOL_EMPTY, POOL_FULL, POOL_BUSY };
 
 /* A GPU atomic needs its range in VRAM: a move that fails is tried again
  * this many times, after 1, 2, 4 timeslices (xe's policy), before the
@@ -230,13 +234,26 @@ struct svm {
 	int uffd_err; /* why it could not be (sticky) */
 	uint64_t features;
 	bool have_move, have_wp;
-	uintptr_t staging; /* SVM_2M, registered: where UFFDIO_MOVE puts pages */
-	/* One move into VRAM at a time uses @staging (the worker, and
-	 * prefetches on their callers' threads: two moves into the same
-	 * area lost a range's pages, found by test_svm_policy's prefetch
-	 * race). Taken by a range's owner, @lock not held, never the other
-	 * way round. */
-	pthread_mutex_t staging_lock;
+	/*
+	 * The page pool (svm/migrate.c, docs/svm.md "Costs"): SVM_POOL_SLOTS
+	 * slots of SVM_2M in one registered, MADV_DONTFORK area. A move into
+	 * VRAM takes an empty slot as its staging area (UFFDIO_MOVE puts the
+	 * range's pages there); when all 512 pages were there the slot keeps
+	 * them (full) instead of freeing them, and a 2 MiB copy back copies
+	 * VRAM into a full slot's pages and moves them into the range, instead
+	 * of UFFDIO_COPY allocating 512 fresh ones. Each slot is used by one
+	 * owner at a time (busy): two moves into the same area lost a range's
+	 * pages (test_svm_policy's prefetch race).
+	 * Locking: @pool_lock protects @pool_state and @pool_nfull only; it is
+	 * a leaf lock (nothing else is taken, no copy or ioctl is made, while
+	 * it is held), so any thread may take it, the BO manager's lock held
+	 * (eviction) or not. @pool_cond: a slot stopped being busy.
+	 */
+	uintptr_t pool; /* 0 without UFFDIO_MOVE */
+	uint8_t pool_state[SVM_POOL_SLOTS]; /* enum pool_slot */
+	unsigned int pool_nfull;
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;
 	int pagemap_fd;
 
 	struct list_link work; /* GC items first */
@@ -332,6 +349,9 @@ extern const struct uffd_owner_ops svm_uffd_ops;
 
 int svm_evict(void *arg, struct ugpu_bo *bo);
 void evicted_put(struct svm *s, struct svm_work *w);
+/* Empty the page pool's full slots beyond what the ranges in VRAM would
+ * take back (svm/migrate.c). Any thread, no lock held. */
+void pool_trim(struct svm *s);
 
 /* svm/fault.c */
 enum serve_why {

@@ -338,10 +338,11 @@ int exec_fault_resolve(struct exec_engine *x, uint32_t slot, uint32_t launch, bo
 	s = &x->slot[slot];
 	if (s->running && s->launch == launch) {
 		if (replay) {
-			ret = wr32(x, Q_BASE(slot) + Q_TLB_INVAL, 1);
-			x->st.tlb_invals++;
-			if (!ret)
-				ret = wr64(x, FR_REPLAY, 1ull << slot);
+			/* The REPLAY drops the queue's TLB itself, and every
+			 * entry the driver changed or removed was flushed (and
+			 * waited for) when it was (vm_svm_unmap()): one write
+			 * (reference-device.md, "Replies"). */
+			ret = wr64(x, FR_REPLAY, 1ull << slot);
 		} else {
 			ret = wr64(x, FR_ABORT, 1ull << slot);
 			x->st.aborts++;

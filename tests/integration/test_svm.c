@@ -814,6 +814,76 @@ static void test_prefetch(void **state)
 	}
 }
 
+/* ---- the page pool (docs/svm.md, "Costs") ---- */
+
+#if !defined(__SANITIZE_THREAD__)
+static uint64_t rss_bytes(void)
+{
+	unsigned long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &res) != 2)
+			res = 0;
+		fclose(f);
+	}
+	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+#endif
+
+/* 2 MiB ranges go to VRAM and back twice, byte-exact (from the second
+ * round on, home through the pool's pages); then, moved into VRAM again
+ * and unmapped there, their pages leave the process: the pool keeps the
+ * pages of ranges in VRAM only (pool_trim()), so the resident size drops
+ * by the buffer's size. (Without UFFDIO_MOVE the pages were freed when
+ * they went to VRAM: the same drop.) */
+static void test_pool_keeps_only_ranges_in_vram(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 24 * MIB, words = bytes / 8;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), *other = map_anon(4096, 4096), i, vram0;
+
+	for (i = 0; i < words; i++)
+		buf[i] = i * 7 + 3;
+	other[0] = 1;
+	vram0 = stats(s).svm_vram_bytes;
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, UGPU_PLACEMENT_VRAM),
+				 0);
+		assert_true(stats(s).svm_vram_bytes == vram0 + bytes);
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, UGPU_PLACEMENT_SYSTEM),
+				 0);
+		assert_true(stats(s).svm_vram_bytes == vram0);
+		for (i = 0; i < words; i++)
+			if (buf[i] != i * 7 + 3)
+				fail_msg("round %d, word %llu: %llx", k, (unsigned long long)i,
+					 (unsigned long long)buf[i]);
+	}
+#if defined(__SANITIZE_THREAD__)
+	/* ThreadSanitizer's shadow memory makes the resident size say little */
+	munmap(buf, bytes);
+	munmap(other, 4096);
+	skip();
+#else
+	uint64_t rss0 = rss_bytes();
+
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, UGPU_PLACEMENT_VRAM), 0);
+	munmap(buf, bytes);
+	/* a prefetch first handles every unmap made before it (the ranges'
+	 * collection, VRAM freed, the pool trimmed) */
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)other, 4096, UGPU_PLACEMENT_SYSTEM), 0);
+	assert_true(stats(s).svm_vram_bytes == vram0);
+	{
+		uint64_t rss1 = rss_bytes();
+
+		if (rss1 + bytes - 8 * MIB > rss0)
+			fail_msg("resident %llu KiB before, %llu KiB after the unmap: the pool kept the pages",
+				 (unsigned long long)(rss0 >> 10), (unsigned long long)(rss1 >> 10));
+	}
+	munmap(other, 4096);
+#endif
+}
+
 /* ---- one LRU for ranges and BOs ---- */
 
 /* Ranges fill VRAM; BOs that want VRAM evict the least recently used
@@ -1963,6 +2033,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup, teardown),

@@ -18,6 +18,17 @@ static inline uint64_t bench_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the whole process, every thread (the in-process reference
+ * device's engines included): what a piece of work costs, much less
+ * disturbed by other work on a busy machine than the wall time. */
+static inline uint64_t bench_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* qsort() comparator of uint64_t, for percentiles. */
 static inline int bench_cmp_u64(const void *a, const void *b)
 {
@@ -46,7 +57,9 @@ struct bench_mirror {
 };
 int bench_mirror_open(struct bench_mirror *m, uint64_t bytes, const char *name);
 void bench_mirror_close(struct bench_mirror *m);
-uint64_t bench_memcpy_ns(size_t bytes);
+/* memcpy of @bytes between two populated buffers, best of 3: wall ns, and
+ * the CPU ns of the best run in *@cpu_ns (may be NULL). 0 on failure. */
+uint64_t bench_memcpy_ns(size_t bytes, uint64_t *cpu_ns);
 
 /* Each benchmark: argv[0] is its name; returns 0 or non-zero on failure. */
 int bench_buddy(int argc, char **argv);

@@ -94,6 +94,12 @@ void fault_reply(struct sim_queue *q, uint32_t v)
 	}
 	if (q->reply != FAULT_REPLY_ABORT)
 		q->reply = v;
+	/* A REPLAY drops the queue's cached translations itself (as a
+	 * TLB_INVAL, without its wait: the pages set aside are not in
+	 * flight), so a driver replying after new entries sends one write,
+	 * not two (reference-device.md, "Replies"). */
+	if (v == FAULT_REPLY_REPLAY)
+		vm_tlb_invalidate(q);
 	pthread_cond_broadcast(&q->cond);
 }
 
