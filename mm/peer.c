@@ -271,6 +271,41 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	return 0;
 }
 
+int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
+{
+	struct ugpu_device *sdev = bo_dev(src), *ddev = bo_dev(dst);
+	struct engine *e;
+	uint64_t fence = 0;
+	int ret;
+
+	if (sdev == ddev || src->size != dst->size)
+		return -EINVAL;
+	bo_lock_pair(sdev, ddev);
+	if (sdev->bo_mgr->closed || ddev->bo_mgr->closed || device_is_removed(sdev) ||
+	    device_is_removed(ddev) || __atomic_load_n(&ddev->p2p_gone, __ATOMIC_ACQUIRE))
+		ret = -ENODEV;
+	else if (src->placement != UGPU_PLACEMENT_VRAM || dst->placement != UGPU_PLACEMENT_VRAM)
+		ret = -EINVAL;
+	else if (device_link(sdev, ddev) != UGPU_LINK_FAST || !sdev->num_copy_engines)
+		ret = -ENOLINK;
+	else
+		ret = 0;
+	if (!ret) {
+		e = device_copy_engine(sdev);
+		ret = copy_wait(e, copy_blocks_to_peer(e, src->vram, dst->vram, ddev->fabric_id,
+						       src->size, &fence),
+				&fence, src->size);
+		if (ret) {
+			log_err(sdev->ctx, "%s: copying '%s' to %s over the fabric failed (%s)",
+				sdev->name, src->name, ddev->name, ugpu_strerror(ret));
+			sdev->bo_mgr->copy_failures++;
+			ret = -EIO;
+		}
+	}
+	bo_unlock_pair(sdev, ddev);
+	return ret;
+}
+
 void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b)
 {
 	if (device_lock_first(a, b)) {
