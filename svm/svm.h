@@ -13,7 +13,8 @@
  * memory; migrate.c moving a range and collecting dropped ones; fault.c
  * the worker thread; handler.c the userfaultfd handler thread; policy.c
  * the advice (ugpu_svm_advise(), ugpu_svm_query()); prefetch.c the
- * asynchronous prefetch.
+ * asynchronous prefetch; peer.c ranges across devices (moves over the
+ * fabric, a peer's VRAM used in place, a removal's ranges to peers).
  *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
  * (under svm->lock, waited on with svm->cond) → svm->staging_lock (a move
