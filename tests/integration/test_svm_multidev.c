@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include <ugpu/bo.h>
 #include <ugpu/device.h>
 #include <ugpu/fabric.h>
 #include <ugpu/rpm.h>
@@ -652,6 +653,82 @@ static void test_removal_under_load(void **state)
 	sfx_stop(f);
 }
 
+/* The peer has no free room (its own pinned BO fills its VRAM): a removal
+ * evicts nothing of the peer's, so the removed device's ranges go home
+ * into the process, every word exact; the peer's BO stays in its VRAM. */
+static void test_removal_peer_full(void **state)
+{
+	struct sfx *f = sfx_start(2, NULL);
+	const uint64_t bytes = 4 * MIB;
+	uint64_t *w = map_anon(bytes, 2 * MIB);
+	struct ugpu_device_mem m = { .size = sizeof(m) }, m2 = { .size = sizeof(m2) };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .placements = { UGPU_PLACEMENT_VRAM },
+				  .flags = UGPU_BO_PINNED, .name = "peer-own" };
+	struct ugpu_bo *own;
+	struct ugpu_svm_stats s0;
+
+	(void)state;
+	fill(w, bytes);
+	assert_int_equal(ugpu_device_mem_stats(f->dev[1], &m), 0);
+	o.bytes = (m.vram_free - MIB) & ~(MIB - 1);
+	assert_int_equal(ugpu_bo_create(f->dev[1], &o, &own), 0);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_ATOMIC_ADD, w, bytes, 2, NULL), 0);
+	assert_int_equal(query(f, 0, w, bytes).vram_bytes, bytes);
+	s0 = st_of(f, 0);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(st_of(f, 1).svm_peer_migrate_count, 0);
+	/* home by the removed device's own copies, before it went */
+	assert_int_equal(st_of(f, 0).svm_cpu_copy_kb - s0.svm_cpu_copy_kb, bytes >> 10);
+	assert_int_equal(check(w, bytes, 2), -1);
+	assert_int_equal(ugpu_device_mem_stats(f->dev[1], &m2), 0);
+	assert_int_equal(m2.vram_bos, m.vram_bos + o.bytes);
+	ugpu_bo_put(own);
+	munmap(w, bytes);
+	sfx_stop(f);
+}
+
+/* A surprise removal reads nothing from the device: a range whose only
+ * copy was in its VRAM is lost loudly (counted, its memory poisoned: not
+ * touched here), one used in place in the process survives; nothing goes
+ * to the peer, whose own ranges are untouched. */
+static void test_removal_surprise(void **state)
+{
+	struct sfx *f = sfx_start(2, NULL);
+	const uint64_t bytes = 2 * MIB;
+	uint64_t *lost = map_anon(bytes, 2 * MIB), *small = map_anon(4096, 4096);
+	uint64_t *own = map_anon(bytes, 2 * MIB);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_svm_stats s0;
+
+	(void)state;
+	fill(lost, bytes);
+	fill(small, 4096);
+	fill(own, bytes);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_ATOMIC_ADD, lost, bytes, 1, NULL), 0);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_WRITE, small, 4096, 77, NULL), 0); /* in place */
+	assert_int_equal(k(f, 1, UGPU_KERNEL_ATOMIC_ADD, own, bytes, 3, NULL), 0);
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	for (int t = 0;; t++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			break;
+		assert_true(t < 10000);
+		usleep(1000);
+	}
+	assert_int_equal(ui.status, -ENODEV);
+	s0 = st_of(f, 0);
+	assert_int_equal(s0.svm_lost_count, 1);
+	assert_int_equal(s0.svm_lost_bytes, bytes);
+	assert_int_equal(st_of(f, 1).svm_peer_migrate_count, 0);
+	for (uint64_t i = 0; i < 4096 / 8; i++)
+		assert_true(small[i] == 77);
+	assert_int_equal(check(own, bytes, 3), -1);
+	munmap(lost, bytes);
+	munmap(small, 4096);
+	munmap(own, bytes);
+	sfx_stop(f);
+}
+
 /* ---- three devices ----------------------------------------------------------------- */
 
 /* 0-1 and 1-2 fast, 0-2 slow: one owner group. Around 0 -> 1 -> 2 -> 0
@@ -705,6 +782,8 @@ int main(void)
 		cmocka_unit_test(test_conflicting_pref),
 		cmocka_unit_test(test_slow_link_refuses_peer),
 		cmocka_unit_test(test_removal_under_load),
+		cmocka_unit_test(test_removal_peer_full),
+		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_three_devices),
 	};
 
