@@ -69,8 +69,11 @@ struct svm_dev *peer_pref_get(struct svm *s, struct svm_dev *sd, const struct sv
 	}
 	pthread_mutex_unlock(&s->lock);
 	/* advised with a fast link; a link that went (the peer was removed)
-	 * leaves the faulting device's own VRAM as the place */
-	if (p && !device_same_owner(sd->dev, p->dev)) {
+	 * leaves the faulting device's own VRAM as the place, and so does a
+	 * peer whose removal has begun (its windows revoked, p2p_gone: what
+	 * went into its VRAM now would only have to leave again) */
+	if (p && (__atomic_load_n(&p->dev->p2p_gone, __ATOMIC_ACQUIRE) ||
+		  !device_same_owner(sd->dev, p->dev))) {
 		peer_put(s, p);
 		p = NULL;
 	}
