@@ -12,6 +12,7 @@
  * path the bytes took (over the fabric, or through the process).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +37,7 @@
 #include "tools/ugpu-sim/sim.h"
 
 #include "kernel_util.h"
+#include "rng.h"
 
 #define MIB (1ull << 20)
 #define MAXD 3
@@ -764,6 +766,108 @@ static void test_three_devices(void **state)
 	sfx_stop(f);
 }
 
+/* ---- a seeded random sequence against an oracle ------------------------------------ */
+
+/* Four 2 MiB buffers and two devices (plus a third behind a slow link):
+ * each step picks a buffer and one of: an atomic add or a read by a
+ * device, a write or read by the CPU, a prefetch to a device's VRAM or to
+ * system memory, advice naming a device (or the default) as the preferred
+ * location. Every buffer's words stay pattern(i) + its running total,
+ * checked by the reads and, every 25 steps and at the end, word by word.
+ * UGPU_TEST_SEED=N replays a seed. */
+#define RBUF 4
+#define RSTEPS 150
+
+static void random_run(uint64_t seed, bool want_paths)
+{
+	static const unsigned int slow[][2] = { { 0, 2 }, { 1, 2 }, { 0, 0 } };
+	struct sfx *f = sfx_start(3, slow);
+	const uint64_t bytes = 2 * MIB;
+	uint64_t *b[RBUF], add[RBUF] = { 0 };
+	struct rng r = { .s = seed };
+
+	printf("# test_random_sequence: seed %" PRIu64 "\n", seed);
+	for (int i = 0; i < RBUF; i++) {
+		b[i] = map_anon(bytes, 2 * MIB);
+		fill(b[i], bytes);
+	}
+	for (unsigned int step = 0; step < RSTEPS; step++) {
+		unsigned int i = (unsigned int)rng_below(&r, RBUF);
+		unsigned int d = (unsigned int)rng_below(&r, 3), op = (unsigned int)rng_below(&r, 7);
+		uint64_t v = 1 + rng_below(&r, 1000), sum;
+
+		switch (op) {
+		case 0: /* a device adds */
+			assert_int_equal(k(f, d, UGPU_KERNEL_ATOMIC_ADD, b[i], bytes, v, NULL), 0);
+			add[i] += v;
+			break;
+		case 1: /* a device reads */
+			assert_int_equal(k(f, d, UGPU_KERNEL_READ_SUM, b[i], bytes, 0, &sum), 0);
+			if (sum != pattern_sum(bytes, add[i]))
+				fail_msg("seed %" PRIu64 " step %u: device %u read a wrong sum", seed, step, d);
+			break;
+		case 2: /* the CPU adds to every word */
+			for (uint64_t w = 0; w < bytes / 8; w++)
+				b[i][w] += v;
+			add[i] += v;
+			break;
+		case 3: /* prefetch to a device's VRAM */
+			assert_int_equal(ugpu_vm_prefetch(f->vm[d], (uintptr_t)b[i], bytes, UGPU_PLACEMENT_VRAM), 0);
+			break;
+		case 4: /* prefetch home */
+			assert_int_equal(ugpu_vm_prefetch(f->vm[d], (uintptr_t)b[i], bytes, UGPU_PLACEMENT_SYSTEM), 0);
+			break;
+		case 5: { /* advice: a device (maybe behind a slow link) or the default */
+			unsigned int to = (unsigned int)rng_below(&r, 4);
+			int ret = advise_dev(f, d, b[i], bytes, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_DEVICE,
+					     to < 3 ? f->dev[to] : NULL);
+			bool slow_pair = to < 3 && to != d && (to == 2 || d == 2);
+
+			assert_int_equal(ret, slow_pair ? -ENOLINK : 0);
+			break;
+		}
+		default: /* the CPU checks it all */
+			if (check(b[i], bytes, add[i]) != -1)
+				fail_msg("seed %" PRIu64 " step %u: buffer %u wrong in the CPU's view", seed, step, i);
+			break;
+		}
+		if (step % 25 == 24)
+			for (int j = 0; j < RBUF; j++)
+				assert_int_equal(check(b[j], bytes, add[j]), -1);
+	}
+	for (int i = 0; i < RBUF; i++) {
+		assert_int_equal(check(b[i], bytes, add[i]), -1);
+		munmap(b[i], bytes);
+	}
+	{
+		uint64_t moved = 0, mapped = 0;
+
+		for (unsigned int d = 0; d < 3; d++) {
+			moved += st_of(f, d).svm_peer_migrate_count;
+			mapped += st_of(f, d).svm_peer_map_count;
+		}
+		printf("# seed %" PRIu64 ": %" PRIu64 " fabric moves, %" PRIu64 " peer maps\n", seed, moved,
+		       mapped);
+		/* the built-in seeds go through the paths this is about */
+		if (want_paths)
+			assert_true(moved > 0 && mapped > 0);
+	}
+	sfx_stop(f);
+}
+
+static void test_random_sequence(void **state)
+{
+	const char *e = getenv("UGPU_TEST_SEED");
+
+	(void)state;
+	if (e) {
+		random_run(strtoull(e, NULL, 0), false);
+		return;
+	}
+	for (uint64_t seed = 1; seed <= 3; seed++)
+		random_run(seed, true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -785,6 +889,7 @@ int main(void)
 		cmocka_unit_test(test_removal_peer_full),
 		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_three_devices),
+		cmocka_unit_test(test_random_sequence),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
