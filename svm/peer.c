@@ -216,15 +216,22 @@ int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct sv
 int range_map_peer(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable)
 {
 	int ret = vm_svm_map_peer(vm, r->start, r->size, r->bo, writable);
+	struct svm_dev *sd;
 
-	if (!ret) {
-		struct svm_dev *sd;
-
-		pthread_mutex_lock(&s->lock);
-		sd = sd_of(s, vm->dev);
-		if (sd)
-			sd->st.svm_peer_map_count++;
-		pthread_mutex_unlock(&s->lock);
+	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, vm->dev);
+	if (!ret && sd)
+		sd->st.svm_peer_map_count++;
+	pthread_mutex_unlock(&s->lock);
+	if ((ret == -ENODEV || ret == -ENOLINK) && sd) {
+		/* the peer's removal or close began (its windows revoked), or
+		 * a link went, since the range was placed: it comes home and
+		 * the device uses it there, as with no peer */
+		ret = range_to_cpu(s, r);
+		if (!ret)
+			ret = range_in_place(s, r, sd);
+		if (!ret)
+			ret = vm_svm_map(vm, r->start, r->size, NULL, r->iova, writable);
 	}
 	return ret;
 }

@@ -334,7 +334,9 @@ int peer_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *pd, struct 
  * cleared), or range_to_cpu()'s error. */
 int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct svm_dev *pd,
 	       const struct svm_attrs *a, bool atomic_vram, bool *want_vram);
-/* Map @r (owned, in a peer's VRAM) in @vm in place (vm_svm_map_peer()). */
+/* Map @r (owned, in a peer's VRAM) in @vm in place (vm_svm_map_peer());
+ * when the peer is going or out of the group now, @r comes home and is
+ * mapped in place in the process's memory instead. */
 int range_map_peer(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
 /* struct bo_svm_ops.to_peers: an orderly removal of @dev sends the ranges
  * in its VRAM to peers with room (fast links directly, slow ones through
