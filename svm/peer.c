@@ -222,6 +222,10 @@ int range_map_peer(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool 
 	sd = sd_of(s, vm->dev);
 	if (!ret && sd)
 		sd->st.svm_peer_map_count++;
+	/* the peer's VRAM is in use: its idle release (svm/fault.c) waits
+	 * as it would for a fault of its own */
+	if (!ret)
+		r->sd->active_ns = now_ns();
 	pthread_mutex_unlock(&s->lock);
 	if ((ret == -ENODEV || ret == -ENOLINK) && sd) {
 		/* the peer's removal or close began (its windows revoked), or
