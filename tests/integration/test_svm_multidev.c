@@ -88,13 +88,19 @@ static struct sfx *sfx_start(unsigned int n, const unsigned int (*slow)[2])
 	return f;
 }
 
+static void sfx_close(struct sfx *f, unsigned int i)
+{
+	assert_int_equal(ugpu_queue_destroy(f->q[i]), 0);
+	assert_int_equal(ugpu_vm_destroy(f->vm[i]), 0);
+	ugpu_device_close(f->dev[i]);
+	f->dev[i] = NULL;
+}
+
 static void sfx_stop(struct sfx *f)
 {
-	for (unsigned int i = 0; i < f->n; i++) {
-		ugpu_queue_destroy(f->q[i]);
-		ugpu_vm_destroy(f->vm[i]);
-		ugpu_device_close(f->dev[i]);
-	}
+	for (unsigned int i = 0; i < f->n; i++)
+		if (f->dev[i])
+			sfx_close(f, i);
 	ugpu_context_destroy(f->ctx);
 	sim_stop(f->sim);
 	free(f);
@@ -566,6 +572,33 @@ static void test_conflicting_pref(void **state)
 	sfx_stop(f);
 }
 
+/* The exporter closes while device 0 uses its VRAM in place: its ranges
+ * come home first (device 0's maps of them go with them), and device 0's
+ * next kernel faults them into its own VRAM; every word. */
+static void test_exporter_closed(void **state)
+{
+	struct sfx *f = sfx_start(2, NULL);
+	const uint64_t bytes = 4 * MIB;
+	uint64_t *w = map_anon(bytes, 2 * MIB), sum;
+
+	(void)state;
+	fill(w, bytes);
+	assert_int_equal(advise_dev(f, 0, w, bytes, UGPU_SVM_ATTR_PREFERRED_LOC,
+				    UGPU_SVM_LOC_DEVICE, f->dev[1]), 0);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_WRITE, w, bytes, 11, NULL), 0);
+	assert_int_equal(query(f, 0, w, bytes).other_vram_bytes, bytes);
+	sfx_close(f, 1);
+	/* the advice names a device that went: device 0's own VRAM now */
+	assert_int_equal(k(f, 0, UGPU_KERNEL_ATOMIC_ADD, w, bytes, 1, NULL), 0);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_READ_SUM, w, bytes, 0, &sum), 0);
+	assert_true(sum == 12 * (bytes / 8));
+	assert_int_equal(query(f, 0, w, bytes).vram_bytes, bytes);
+	for (uint64_t i = 0; i < bytes / 8; i++)
+		assert_true(w[i] == 12);
+	munmap(w, bytes);
+	sfx_stop(f);
+}
+
 /* ---- a slow link ------------------------------------------------------------------- */
 
 /* 0-1 fast, 0-2 and 1-2 slow: naming device 2 from device 0's VM is
@@ -884,6 +917,7 @@ int main(void)
 		cmocka_unit_test(test_fault_on_peer_range),
 		cmocka_unit_test(test_fault_on_peer_range_prefetch),
 		cmocka_unit_test(test_conflicting_pref),
+		cmocka_unit_test(test_exporter_closed),
 		cmocka_unit_test(test_slow_link_refuses_peer),
 		cmocka_unit_test(test_removal_under_load),
 		cmocka_unit_test(test_removal_peer_full),
