@@ -124,7 +124,8 @@ struct svm_dev {
 	struct ugpu_svm_tuning tune; /* ugpu_svm_set_tuning() */
 	/* svm/peer.c: another device's fault or removal is placing a range
 	 * in this one's VRAM (@peer_users); svm_down() sets @going (no new
-	 * users) and waits for them before it takes the ranges home */
+	 * users) and waits for them (svm->cond) before it takes the ranges
+	 * home. Both under svm->lock. */
 	unsigned int peer_users;
 	bool going;
 };
