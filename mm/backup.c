@@ -379,13 +379,9 @@ static int cancel(void *arg, bool *prepared)
  * worker, which may touch it while the device sleeps). */
 static void svm_suspend_prepare(struct bo_mgr *m)
 {
-	const struct bo_svm_ops *sops;
 	void *sarg;
+	const struct bo_svm_ops *sops = bo_svm_ops_get(m, &sarg);
 
-	pthread_mutex_lock(&m->lock);
-	sops = m->svm_ops;
-	sarg = m->svm_arg;
-	pthread_mutex_unlock(&m->lock);
 	if (sops && sops->suspend_prepare)
 		sops->suspend_prepare(sarg, m->dev);
 }

@@ -254,6 +254,10 @@ struct bo_svm_ops {
 	 * kernels held: every range in @dev's VRAM goes back into the process,
 	 * each owner waited for. No manager lock held. */
 	void (*suspend_prepare)(void *arg, struct ugpu_device *dev);
+	/* An orderly removal of @dev (awake, its kernels stopped, before its
+	 * BOs go to peers): ranges in its VRAM go to peers' VRAM with room.
+	 * No manager lock held. May be NULL. */
+	void (*to_peers)(void *arg, struct ugpu_device *dev);
 };
 
 /* No host-suspend cycle is open on @dev (prepare .. resume): shared virtual
@@ -267,6 +271,9 @@ void bo_pm_wait_awake(struct ugpu_device *dev);
 /* Install (or with @ops NULL remove) shared virtual memory's eviction for
  * @dev's BOs. Takes the manager lock: when it returns no @evict runs. */
 void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void *arg);
+/* The ops installed for @m's device (NULL: none) and their *@arg, read
+ * under the manager lock; call one with no lock held. */
+const struct bo_svm_ops *bo_svm_ops_get(struct bo_mgr *m, void **arg);
 /* @bo (a kernel BO in VRAM) holds a shared-virtual-memory range. */
 void bo_mark_svm(struct ugpu_bo *bo);
 /* Evict @bo (in VRAM, evictable): to system memory, or a shared-virtual-

@@ -357,7 +357,13 @@ static void maps_release(void *arg)
 static void to_peers(void *arg, struct unplug_counts *c)
 {
 	struct bo_mgr *m = arg;
+	void *sarg;
+	const struct bo_svm_ops *sops = bo_svm_ops_get(m, &sarg);
 
+	/* shared virtual memory's ranges first (their VRAM is kernel BOs,
+	 * which bo_evacuate_to_peers() leaves) */
+	if (sops && sops->to_peers)
+		sops->to_peers(sarg, m->dev);
 	bo_evacuate_to_peers(m->dev, c);
 }
 

@@ -208,6 +208,17 @@ void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void
 	pthread_mutex_unlock(&m->lock);
 }
 
+const struct bo_svm_ops *bo_svm_ops_get(struct bo_mgr *m, void **arg)
+{
+	const struct bo_svm_ops *ops;
+
+	pthread_mutex_lock(&m->lock);
+	ops = m->svm_ops;
+	*arg = m->svm_arg;
+	pthread_mutex_unlock(&m->lock);
+	return ops;
+}
+
 void bo_mark_svm(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m = mgr_of(bo->dev);

@@ -193,8 +193,15 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	if (ms->closed || md->closed || device_is_removed(dst) ||
 	    __atomic_load_n(&dst->p2p_gone, __ATOMIC_ACQUIRE))
 		return -ENODEV;
+	/* A removal sends pinned BOs too: the device they were pinned on is
+	 * going, and a peer's VRAM keeps the pin's promise (VRAM, no move
+	 * until unpinned) better than system memory; the pin moves with it
+	 * (a peer bind's pin as well: the removal revoked that bind first).
+	 * CPU-mapped and bound ones stay: their mapping lives in the removed
+	 * device's userfaultfd manager, their binds in its VMs (and on
+	 * bo->binds under its manager lock). */
 	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm ||
-		      bo->pin_count || list_linked(&bo->binds) || bo->map))
+		      list_linked(&bo->binds) || bo->map))
 		return -EAGAIN; /* not one a removal sends to a peer */
 	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
 		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
@@ -204,7 +211,7 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	}
 	if (bo->placement == UGPU_PLACEMENT_NONE)
 		return -ENODATA;
-	if (bo->pin_count || list_linked(&bo->binds) || bo->map) {
+	if ((bo->pin_count && !quiet) || list_linked(&bo->binds) || bo->map) {
 		log_err(src->ctx, "%s: BO '%s' cannot move to %s while it is %s", src->name, bo->name,
 			dst->name,
 			bo->pin_count ? "pinned" : bo->map ? "CPU-mapped" : "bound in a GPU VM");
@@ -269,6 +276,41 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	else
 		md->peer_via_system++;
 	return 0;
+}
+
+int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
+{
+	struct ugpu_device *sdev = bo_dev(src), *ddev = bo_dev(dst);
+	struct engine *e;
+	uint64_t fence = 0;
+	int ret;
+
+	if (sdev == ddev || src->size != dst->size)
+		return -EINVAL;
+	bo_lock_pair(sdev, ddev);
+	if (sdev->bo_mgr->closed || ddev->bo_mgr->closed || device_is_removed(sdev) ||
+	    device_is_removed(ddev) || __atomic_load_n(&ddev->p2p_gone, __ATOMIC_ACQUIRE))
+		ret = -ENODEV;
+	else if (src->placement != UGPU_PLACEMENT_VRAM || dst->placement != UGPU_PLACEMENT_VRAM)
+		ret = -EINVAL;
+	else if (device_link(sdev, ddev) != UGPU_LINK_FAST || !sdev->num_copy_engines)
+		ret = -ENOLINK;
+	else
+		ret = 0;
+	if (!ret) {
+		e = device_copy_engine(sdev);
+		ret = copy_wait(e, copy_blocks_to_peer(e, src->vram, dst->vram, ddev->fabric_id,
+						       src->size, &fence),
+				&fence, src->size);
+		if (ret) {
+			log_err(sdev->ctx, "%s: copying '%s' to %s over the fabric failed (%s)",
+				sdev->name, src->name, ddev->name, ugpu_strerror(ret));
+			sdev->bo_mgr->copy_failures++;
+			ret = -EIO;
+		}
+	}
+	bo_unlock_pair(sdev, ddev);
+	return ret;
 }
 
 void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b)

@@ -36,6 +36,19 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
  */
 void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c);
 
+/*
+ * bo_copy_to_peer() - copy all of @src (in its device's VRAM) into @dst (a
+ * BO of the same size in the VRAM of another device joined to it by a fast
+ * link) with @src's device's copy engine over the fabric (PEER addresses);
+ * neither BO changes device. Shared virtual memory moves a range from one
+ * device's VRAM to another's with it. Both devices awake; no manager lock
+ * held (takes both, in their order).
+ * Returns: 0; -EINVAL (same device, sizes differ, not both in VRAM);
+ * -ENOLINK (no fast link, or no copy engine); -ENODEV (either is going);
+ * -EIO (the copy failed: the engine was reset, @dst holds garbage).
+ */
+int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst);
+
 /* Lock / unlock the BO managers of two devices, in the one order
  * (device_lock_first(): lower context index first). */
 void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b);

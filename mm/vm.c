@@ -651,8 +651,10 @@ static void binds_free(struct list_link *gone)
 			ugpu_bo_put(b->bo);
 		if (b->flags & VM_BIND_PEER) {
 			p2p_win_put(b->vm->dev, b->peer_dev);
-			ugpu_bo_unpin(b->peer_bo);
-			ugpu_bo_put(b->peer_bo);
+			if (b->peer_bo) { /* (shared virtual memory's holds none) */
+				ugpu_bo_unpin(b->peer_bo);
+				ugpu_bo_put(b->peer_bo);
+			}
 			bo_rpm_release(b->peer_rpm);
 		}
 		free(b);
@@ -746,6 +748,31 @@ static struct list_link *bind_after(struct ugpu_vm *vm, uint64_t va)
 	return &vm->binds;
 }
 
+/*
+ * The start of a bind of [@va, +@len) in @vm: @vm's lock taken, nothing
+ * bound there (-EEXIST), page tables reserved, then the manager lock @m
+ * taken and the VM allowed to bind. On 0 both locks are held; on an error
+ * only @vm's (the caller unlocks it). *@at: where the bind goes.
+ */
+static int bind_begin(struct ugpu_vm *vm, struct bo_mgr *m, uint64_t va, uint64_t len,
+		      struct list_link **at)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	*at = bind_after(vm, va);
+	if (*at != &vm->binds && list_entry(*at, struct vm_bind, vm_link)->va < va + len)
+		return -EEXIST;
+	ret = pool_reserve(vm, tables_needed(va, len)); /* -ENODEV when dead (read under m->lock) */
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&m->lock);
+	ret = bind_allowed_locked(vm, m);
+	if (ret)
+		pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
 /* ---- peer binds: a peer's BO in place, through a window (mm/p2p.c) ---------- */
 
 /* One run of the peer BO's VRAM that the bind maps: byte @bo_off of the BO
@@ -782,6 +809,22 @@ static size_t peer_segs_locked(const struct ugpu_bo *bo, uint64_t off, uint64_t 
 }
 
 #define PEER_SEGS_MAX 64
+
+/* @peer's VRAM BAR, for a window onto it: its mapping (@vaddr) and the
+ * same as a file (*@fd, a dup the caller closes; @fd_off). The transport
+ * is reached only while @peer is not removed: @peer's manager lock held,
+ * checked under it. */
+static int peer_bar_get_locked(struct ugpu_device *peer, void **vaddr, int *fd, uint64_t *fd_off)
+{
+	int ret = peer->vdev->ops->region_fd(peer->vdev, peer->profile->vram_region, fd, fd_off);
+
+	if (!ret) {
+		*fd = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
+		ret = *fd < 0 ? -errno : 0;
+	}
+	*vaddr = peer->vram;
+	return ret;
+}
 
 /*
  * ugpu_vm_bind() of a BO of another device: the BO is pinned in its VRAM
@@ -846,15 +889,7 @@ static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offs
 				bo->name, peer->name, PEER_SEGS_MAX);
 			ret = -ENOMEM;
 		} else {
-			/* the transport is reached only while not removed
-			 * (checked under this lock); the window keeps a dup */
-			ret = peer->vdev->ops->region_fd(peer->vdev, peer->profile->vram_region, &fd,
-							 &fd_off);
-			if (!ret) {
-				fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-				ret = fd < 0 ? -errno : 0;
-			}
-			vaddr = peer->vram;
+			ret = peer_bar_get_locked(peer, &vaddr, &fd, &fd_off);
 		}
 	}
 	pthread_mutex_unlock(&pm->lock);
@@ -873,21 +908,15 @@ static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offs
 	ret = bo_rpm_hold(dev, &held);
 	if (ret)
 		goto out_unpin;
-	pthread_mutex_lock(&vm->lock);
-	at = bind_after(vm, va);
-	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + bytes) {
+	ret = bind_begin(vm, m, va, bytes, &at);
+	if (ret == -EEXIST) {
 		log_err(dev->ctx, "ugpu_vm_bind: [0x%" PRIx64 ", +0x%" PRIx64 ") overlaps a bind of VM '%s'",
 			va, bytes, vm->name);
 		ret = -EINVAL;
-		goto out_unlock_vm;
 	}
-	ret = pool_reserve(vm, tables_needed(va, bytes));
 	if (ret)
 		goto out_unlock_vm;
-	pthread_mutex_lock(&m->lock);
-	ret = bind_allowed_locked(vm, m);
-	if (!ret)
-		ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
+	ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
 	for (i = 0; !ret && i < nseg; i++) {
 		if (i)
 			p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win); /* one per bind */
@@ -1299,18 +1328,10 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 	}
 	if (!b)
 		return -ENOMEM;
-	pthread_mutex_lock(&vm->lock);
-	at = bind_after(vm, va);
-	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + len) {
-		ret = -EEXIST;
-		goto out_unlock_vm;
-	}
-	ret = pool_reserve(vm, tables_needed(va, len)); /* -ENODEV when dead (read under m->lock) */
+	ret = bind_begin(vm, m, va, len, &at);
 	if (ret)
 		goto out_unlock_vm;
-	pthread_mutex_lock(&m->lock);
-	ret = bind_allowed_locked(vm, m);
-	if (!ret && bo && bo->placement != UGPU_PLACEMENT_VRAM)
+	if (bo && bo->placement != UGPU_PLACEMENT_VRAM)
 		ret = -EINVAL;
 	if (!ret) {
 		b->bo = bo;
@@ -1328,6 +1349,64 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 out_unlock_vm:
 	pthread_mutex_unlock(&vm->lock);
 	free(b);
+	return ret;
+}
+
+int vm_svm_map_peer(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
+		    bool writable)
+{
+	struct ugpu_device *dev = vm->dev, *peer = bo_dev(bo);
+	struct bo_mgr *m = mgr_of(dev), *pm = mgr_of(peer);
+	struct vm_bind *b;
+	struct list_link *at;
+	uint64_t fd_off = 0, off = 0, win;
+	void *vaddr = NULL;
+	int ret, fd = -1;
+
+	/* drm_pagemap's rule, as for a peer bind: in place only within an
+	 * owner group */
+	if (peer == dev || !device_same_owner(dev, peer))
+		return -ENOLINK;
+	pthread_mutex_lock(&pm->lock);
+	if (pm->closed || device_is_removed(peer) ||
+	    __atomic_load_n(&peer->p2p_gone, __ATOMIC_ACQUIRE))
+		ret = -ENODEV;
+	else if (bo->placement != UGPU_PLACEMENT_VRAM || !(bo->flags & UGPU_BO_CONTIGUOUS) ||
+		 bo->size < len)
+		ret = -EINVAL;
+	else
+		ret = peer_bar_get_locked(peer, &vaddr, &fd, &fd_off);
+	if (!ret)
+		off = bo_vram_offset(bo);
+	pthread_mutex_unlock(&pm->lock);
+	if (ret)
+		return ret;
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		close(fd);
+		return -ENOMEM;
+	}
+	ret = bind_begin(vm, m, va, len, &at);
+	if (ret)
+		goto out_unlock_vm;
+	ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
+	if (!ret) {
+		b->iova = win + off;
+		b->va = va;
+		b->bytes = len;
+		b->flags = VM_BIND_SVM | VM_BIND_PEER | (writable ? 0 : UGPU_BIND_READONLY);
+		b->peer_dev = peer;
+		list_init(&b->bo_link);
+		bind_insert_locked(vm, at, b);
+		vm->svm_maps++;
+		vm->svm_bytes += len;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&m->lock);
+out_unlock_vm:
+	pthread_mutex_unlock(&vm->lock);
+	free(b);
+	close(fd);
 	return ret;
 }
 

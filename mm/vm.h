@@ -260,6 +260,20 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
  * (reference device 1.2). No lock. */
 bool vm_can_deny_atomics(const struct ugpu_vm *vm);
 
+/*
+ * vm_svm_map_peer() - the same for a range in a peer's VRAM, used in place:
+ * @bo (contiguous, in the VRAM of another device of @vm's owner group) is
+ * reached through @vm's device's window onto that peer's VRAM BAR
+ * (mm/p2p.c), as a peer bind is. The map holds a window reference, no pin
+ * and no reference of @bo: shared virtual memory unmaps it before @bo
+ * moves or goes. Like a peer bind it is revoked (entries zeroed) when the
+ * peer goes. Takes @bo's device's manager lock, then as vm_svm_map().
+ * Returns: as vm_svm_map(); -ENOLINK (not in one owner group); -ENODEV
+ * (the peer is going); -EINVAL (@bo not contiguous VRAM, or too small).
+ */
+int vm_svm_map_peer(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
+		    bool writable);
+
 /* No bind of @vm (the program's or SVM's) overlaps [va, +len). Takes
  * @vm's lock. */
 bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len);

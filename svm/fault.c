@@ -290,8 +290,8 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 	 * prefetcher does what a fault would (advice included) */
 	bool prefetch = why == SERVE_PREFETCH;
 	uint64_t va = f->va & ~(SVM_4K - 1);
-	struct svm_dev *sd;
-	bool atomic_vram, stay, want_vram, guard, deny, pinned, own, wr = true;
+	struct svm_dev *sd, *pd = NULL;
+	bool atomic_vram, stay, want_vram, guard, deny, pinned, own, peer_inplace, wr = true;
 	const char *own_what = NULL;
 	struct svm_range *r;
 	struct svm_attrs a;
@@ -483,19 +483,16 @@ again:
 	pthread_mutex_unlock(&s->lock);
 
 	ret = 0;
+	/* a peer named as the preferred location (svm/peer.c); atomics need
+	 * the faulting device's own VRAM */
+	pd = atomic_vram ? NULL : peer_pref_get(s, sd, &a);
 	if (r->where != R_CPU && r->sd != sd) {
-		/* in another device's VRAM or DMA space: back to the CPU first
-		 * (peer access and migration are not built yet); with the
-		 * migration policy ONLY_SYSTEM_PAGES what was in another
-		 * device's VRAM is not taken into this one's */
-		if (r->where == R_VRAM) {
-			ret = range_to_cpu(s, r);
-			if (a.migration == UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES && !atomic_vram)
-				want_vram = false;
-		} else {
-			range_unmap_gpu(s, r);
-			range_unmap_dma(s, r);
-		}
+		/* held by another device: moved here or to the advised peer
+		 * over the fabric, used in place from a peer of the owner
+		 * group, or back into the process first (svm/peer.c) */
+		ret = peer_place(s, r, sd, pd, &a, atomic_vram, &want_vram);
+		if (ret == 1)
+			ret = 0;
 	} else if (r->where == R_DUP &&
 		   (f->access != UGPU_ACCESS_READ || !a.read_mostly || !r->writable)) {
 		/* a GPU write or atomic to a read-mostly copy (or the advice
@@ -532,7 +529,7 @@ again:
 		    !range_dup(s, r, sd))
 			ret = 0;
 		else if (want_vram && movable && !forking) {
-			ret = range_to_vram(s, r, sd);
+			ret = peer_to_vram(s, r, pd, sd);
 			if (!ret && why == SERVE_FAULT)
 				thrash_note(s, r, sd);
 		} else {
@@ -580,9 +577,15 @@ again:
 	 * until the next kernel is submitted (rearm_all()), and a kernel
 	 * queued before that escapes the policy (docs/svm.md).
 	 */
+	peer_inplace = range_has_vram(r) && r->sd != sd;
 	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
-		(r->where == R_INPLACE && stay && !own && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
-	deny = guard && vm_can_deny_atomics(f->vm);
+		(r->where == R_INPLACE && stay && !own && a.atomic != UGPU_SVM_ATOMIC_DEVICE) ||
+		/* used in place in a peer's VRAM (svm/peer.c): an atomic must
+		 * fault, to take the range into this device's own */
+		(peer_inplace && a.atomic != UGPU_SVM_ATOMIC_DEVICE);
+	/* NO_ATOMIC where the device has it, except on a peer's VRAM mapped
+	 * in place (that map is read-only until a write asks, svm/peer.c) */
+	deny = guard && !peer_inplace && vm_can_deny_atomics(f->vm);
 	wr = !guard || deny || f->access == UGPU_ACCESS_WRITE;
 	if (!ret && guard && !deny && wr && why == SERVE_FAULT && !fault_current(f))
 		goto out; /* its kernel ended meanwhile: no writable map for nobody */
@@ -602,6 +605,7 @@ again:
 		ret = -EFAULT;
 	}
 out:
+	peer_put(s, pd);
 	if (end)
 		*end = r->start + r->size;
 	range_done(s, r);

@@ -34,7 +34,7 @@
 
 /* ---- the runtime-PM reference held while a device's VRAM holds ranges ---------------- */
 
-static void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
+void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
 {
 	bool get;
 
@@ -353,7 +353,7 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	return ret;
 }
 
-static void range_free_vram(struct svm *s, struct svm_range *r)
+void range_free_vram(struct svm *s, struct svm_range *r)
 {
 	struct svm_dev *sd = r->sd;
 
@@ -683,11 +683,11 @@ out:
 }
 
 /* Contiguous VRAM of @sd for @r: a kernel BO (restored late, like xe's),
- * not cleared first: take_pages() and range_dup() write every byte of it
- * (zeroes where the process had no page) before it is mapped anywhere, and
- * free it when they fail. */
-static int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
-			   struct ugpu_bo **bo)
+ * not cleared first: take_pages(), range_dup() and a peer's move
+ * (svm/peer.c) write every byte of it (zeroes where the process had no
+ * page) before it is mapped anywhere, and free it when they fail. */
+int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
+		    struct ugpu_bo **bo)
 {
 	struct ugpu_bo_opts o = {
 		.size = sizeof(o),
@@ -926,9 +926,12 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 	}
 	if (r->nmaps == SVM_MAX_MAPS)
 		return -ENOSPC;
-	ret = vm_svm_map(vm, r->start, r->size, range_has_vram(r) ? r->bo : NULL,
-			 range_has_vram(r) ? 0 : r->iova,
-			 (writable ? VM_SVM_WRITABLE : 0) | (no_atomic ? VM_SVM_NO_ATOMIC : 0));
+	if (range_has_vram(r) && r->sd->dev != vm->dev) /* a peer's VRAM, in place */
+		ret = range_map_peer(s, r, vm, writable); /* never NO_ATOMIC (svm/fault.c) */
+	else
+		ret = vm_svm_map(vm, r->start, r->size, range_has_vram(r) ? r->bo : NULL,
+				 range_has_vram(r) ? 0 : r->iova,
+				 (writable ? VM_SVM_WRITABLE : 0) | (no_atomic ? VM_SVM_NO_ATOMIC : 0));
 	if (!ret) {
 		pthread_mutex_lock(&s->lock);
 		r->maps[r->nmaps++] = (struct svm_map){ vm, r->start, writable, no_atomic };
@@ -1066,6 +1069,10 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	test_point_obj(TEST_POINT_SVM_EVICT, r);
 
 	for (unsigned int k = 0; k < r->nmaps;) {
+		/* a peer's VM maps it in place: its lock is another manager's
+		 * (svm/peer.c); that range is in use, not a victim */
+		if (r->maps[k].vm->dev != r->sd->dev)
+			break;
 		if (vm_svm_unmap_evicting(r->maps[k].vm, r->maps[k].gpu_va, r->size) < 0)
 			break; /* that VM's lock is taken: the maps left stay */
 		pthread_mutex_lock(&s->lock);

@@ -373,6 +373,7 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			     const struct ugpu_svm_advice *adv)
 {
 	struct advice v = { 0 };
+	bool peer;
 	struct svm_dev *sd;
 	struct rpm *held;
 	struct svm *s;
@@ -386,13 +387,23 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			va, bytes, (int)adv->attr, adv->value);
 		return -EINVAL;
 	}
-	if (adv->device && adv->device != vm->dev &&
-	    (adv->attr == UGPU_SVM_ATTR_ACCESSED_BY ||
-	     (adv->attr == UGPU_SVM_ATTR_PREFERRED_LOC && adv->value == UGPU_SVM_LOC_DEVICE))) {
-		log_err(vm->dev->ctx, "ugpu_svm_advise: %s names another device (%s) than the VM's (%s): peer access between devices is not built yet",
+	peer = adv->device && adv->device != vm->dev &&
+	       (adv->attr == UGPU_SVM_ATTR_ACCESSED_BY ||
+		(adv->attr == UGPU_SVM_ATTR_PREFERRED_LOC && adv->value == UGPU_SVM_LOC_DEVICE));
+	if (peer && adv->device->ctx != vm->dev->ctx) {
+		log_err(vm->dev->ctx, "ugpu_svm_advise: %s belongs to another context than VM '%s'",
+			adv->device->name, vm->name);
+		return -EXDEV;
+	}
+	/* Another device: only one that VM's device reaches over a fast link
+	 * (one owner group, drm_pagemap's rule): its VRAM is then used in
+	 * place or reached by moves over the fabric (svm/peer.c). Over a
+	 * slow link every access would go through the process. */
+	if (peer && !device_same_owner(vm->dev, adv->device)) {
+		log_err(vm->dev->ctx, "ugpu_svm_advise: %s names %s, which %s's owner group does not hold (no fast link joins them, or it is removed)",
 			adv->attr == UGPU_SVM_ATTR_ACCESSED_BY ? "accessed-by" : "the preferred location",
 			adv->device->name, vm->dev->name);
-		return -EOPNOTSUPP;
+		return -ENOLINK;
 	}
 	ret = svm_enter_synced(vm, &s);
 	if (ret)
@@ -423,6 +434,16 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 				   : "this kernel's userfaultfd has no write protection");
 		ret = -EOPNOTSUPP;
 		goto out_leave;
+	}
+	if (peer) {
+		struct svm_dev *p = sd_of(s, adv->device);
+
+		if (!p) { /* no GPU VM there, or it let go of shared virtual memory */
+			pthread_mutex_unlock(&s->lock);
+			ret = -ENODEV;
+			goto out_leave;
+		}
+		v.id = p->id;
 	}
 	changed = advice_changes_locked(s, va, va + bytes, &v);
 	if (changed)

@@ -551,6 +551,7 @@ static void svm_suspend_prepare(void *arg, struct ugpu_device *dev)
 static const struct bo_svm_ops svm_bo_ops = {
 	.evict = svm_evict,
 	.suspend_prepare = svm_suspend_prepare,
+	.to_peers = svm_to_peers,
 };
 
 static const struct vm_svm_ops svm_vm_ops = {
@@ -685,6 +686,14 @@ static void svm_down(struct ugpu_device *dev)
 	}
 	bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
 	svm_dev_quiesce(s, dev);
+	/* no other device's fault or removal places a range here from now on
+	 * (svm/peer.c); the ones doing it finish first, and the loop below
+	 * then finds what they placed */
+	pthread_mutex_lock(&s->lock);
+	sd->going = true;
+	while (sd->peer_users)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 	test_point_obj(TEST_POINT_SVM_QUIESCED, sd);
 	for (;;) {
 		struct svm_range *r = own_first(s, 0, UINT64_MAX, held_by, sd);
@@ -851,6 +860,12 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges sent home so an idle device could sleep"),
 	STAT_NAMED("svm_prefetch_count", struct ugpu_svm_stats, svm_prefetch_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "ranges prefetched to VRAM"),
+	STAT_NAMED("svm_peer_migrate_count", struct ugpu_svm_stats, svm_peer_migrate_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges that arrived in this device's VRAM from a peer's (over the fabric, or a removal's)"),
+	STAT_NAMED("svm_peer_map_count", struct ugpu_svm_stats, svm_peer_map_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "GPU faults served by mapping a range in a peer's VRAM in place"),
+	STAT_NAMED("svm_peer_pref_count", struct ugpu_svm_stats, svm_peer_pref_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "ranges another device's faults put in this device's VRAM, advised to be here"),
 	STAT_HIST("svm_pagefault_latency_us", struct svm_stats_snap, fault, UGPU_STAT_UNIT_US,
 		  "time serving one GPU page fault (find or make the range, move it, map it)"),
 };

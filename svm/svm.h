@@ -13,7 +13,8 @@
  * memory; migrate.c moving a range and collecting dropped ones; fault.c
  * the worker thread; handler.c the userfaultfd handler thread; policy.c
  * the advice (ugpu_svm_advise(), ugpu_svm_query()); prefetch.c the
- * asynchronous prefetch.
+ * asynchronous prefetch; peer.c ranges across devices (moves over the
+ * fabric, a peer's VRAM used in place, a removal's ranges to peers).
  *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
  * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
@@ -125,6 +126,12 @@ struct svm_dev {
 	uint64_t active_ns; /* the last GPU fault served for it */
 	uint64_t denied_log_ns; /* the last atomic refused by policy, logged */
 	struct ugpu_svm_tuning tune; /* ugpu_svm_set_tuning() */
+	/* svm/peer.c: another device's fault or removal is placing a range
+	 * in this one's VRAM (@peer_users); svm_down() sets @going (no new
+	 * users) and waits for them (svm->cond) before it takes the ranges
+	 * home. Both under svm->lock. */
+	unsigned int peer_users;
+	bool going;
 };
 
 /* Where a range is mapped in a VM (its PTEs). */
@@ -335,6 +342,39 @@ void range_destroy(struct svm *s, struct svm_range *r);
 void gc_item_done_locked(struct svm *s, const struct svm_work *w);
 bool remap_pending_locked(struct svm *s, uint64_t addr);
 void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to);
+
+/* svm/migrate.c, shared with svm/peer.c */
+int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
+		    struct ugpu_bo **bo);
+void range_free_vram(struct svm *s, struct svm_range *r);
+void vram_ranges_inc(struct svm *s, struct svm_dev *sd);
+
+/* svm/peer.c: several devices (docs/svm.md, "Several devices") */
+/* The peer advice @a names as the preferred location for @sd's faults, in
+ * @sd's owner group, with a use counted (peer_put()); NULL: @sd's own
+ * VRAM. No lock held. */
+struct svm_dev *peer_pref_get(struct svm *s, struct svm_dev *sd, const struct svm_attrs *a);
+void peer_put(struct svm *s, struct svm_dev *p);
+/* @r (owned, R_VRAM elsewhere) into @to's VRAM over a fast link. */
+int range_to_peer(struct svm *s, struct svm_range *r, struct svm_dev *to);
+/* @r (owned, R_CPU) into VRAM in the fallback order: @pd's (may be NULL),
+ * then @sd's. */
+int peer_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *pd, struct svm_dev *sd);
+/* @r (owned) is held by another device than @sd, whose fault it serves
+ * (@pd: the advised peer or NULL): 0 when it is now where @sd maps it
+ * (@sd's VRAM, or a peer's in @sd's owner group, used in place), 1 when
+ * it is in the process (R_CPU: the usual path goes on; *@want_vram may be
+ * cleared), or range_to_cpu()'s error. */
+int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct svm_dev *pd,
+	       const struct svm_attrs *a, bool atomic_vram, bool *want_vram);
+/* Map @r (owned, in a peer's VRAM) in @vm in place (vm_svm_map_peer());
+ * when the peer is going or out of the group now, @r comes home and is
+ * mapped in place in the process's memory instead. */
+int range_map_peer(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable);
+/* struct bo_svm_ops.to_peers: an orderly removal of @dev sends the ranges
+ * in its VRAM to peers with room (fast links directly, slow ones through
+ * the process). */
+void svm_to_peers(void *arg, struct ugpu_device *dev);
 
 /* svm/policy.c */
 bool svm_span_ok(const struct ugpu_vm *vm, uint64_t va, uint64_t bytes);

@@ -67,8 +67,14 @@ enum ugpu_svm_atomic {
  * @attr: enum ugpu_svm_attr.
  * @value: its value (see enum ugpu_svm_attr).
  * @device: PREFERRED_LOC with UGPU_SVM_LOC_DEVICE, and ACCESSED_BY: the
- *          device meant; NULL means the VM's own. Another device is
- *          refused (-EOPNOTSUPP) until peer access between devices exists.
+ *          device meant; NULL means the VM's own. Another device must be
+ *          in the owner group of the VM's device (joined by fast links,
+ *          <ugpu/fabric.h>): a preferred location there puts the ranges
+ *          the VM's device faults on in that device's VRAM, which the VM's
+ *          device then uses in place over the fabric (fallback order: that
+ *          device, the VM's device's VRAM, system memory; atomics always
+ *          need the faulting device's VRAM); accessed-by makes that device
+ *          use the pages where they are on its own faults.
  */
 struct ugpu_svm_advice {
 	size_t size;
@@ -95,13 +101,15 @@ struct ugpu_svm_advice {
  * crosses a change of advice: it is made again to fit). Data is never lost.
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside
  * the span, @adv->size too small, an unknown attribute or value);
- * -EOPNOTSUPP (another device named: peer access is not built yet; or
- * read-mostly on memory this kernel's userfaultfd cannot write-protect,
- * which a device copy needs: nothing is changed, logged); -EFAULT
+ * -EOPNOTSUPP (read-mostly on memory this kernel's userfaultfd cannot
+ * write-protect, which a device copy needs: nothing is changed, logged);
+ * -ENOLINK (@adv->device is another device outside the owner group of
+ * @vm's device: a slow link, no link, or removed); -EXDEV (@adv->device
+ * belongs to another context); -EFAULT
  * (part of the span is not mapped in the process, or is memory shared
  * virtual memory cannot use: nothing is changed); -ENOMEM; -ENODEV (the
- * device is gone); -EIO / -ETIMEDOUT (the device did not wake to have its
- * page tables written).
+ * device is gone, or @adv->device has no GPU VM); -EIO / -ETIMEDOUT (the
+ * device did not wake to have its page tables written).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,

@@ -418,6 +418,15 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  *          because their range was pinned.
  * @svm_fault_prefetch_count: 64 KiB ranges moved to VRAM by the fault
  *          prefetcher (the rest of a mostly-faulted 2 MiB block).
+ * @svm_peer_migrate_count: ranges that arrived in this device's VRAM from
+ *          another device's: over the fabric when the two share an owner
+ *          group (a fault or atomic of this device, or of a third advised
+ *          to put them here), or from a removed device (docs/svm.md,
+ *          "Several devices").
+ * @svm_peer_map_count: this device's GPU faults served by mapping a range
+ *          in a peer's VRAM in place (through its window onto the peer).
+ * @svm_peer_pref_count: ranges another device's faults put into this
+ *          device's VRAM because advice named it the preferred location.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -442,6 +451,7 @@ struct ugpu_svm_stats {
 	uint64_t svm_thrash_detect_count, svm_thrash_throttle_count, svm_thrash_pin_count;
 	uint64_t svm_thrash_in_place_count;
 	uint64_t svm_fault_prefetch_count;
+	uint64_t svm_peer_migrate_count, svm_peer_map_count, svm_peer_pref_count;
 };
 
 /**

@@ -660,8 +660,9 @@ static void *writer_fn(void *arg)
 }
 
 /* An orderly removal under load: BOs written all along move to the peer's
- * VRAM over the fabric, byte-exact; pinned and CPU-mapped ones go to system
- * memory as before; the peer's own BOs are untouched. */
+ * VRAM over the fabric, byte-exact, and so does the pinned one (still
+ * pinned there); the CPU-mapped one goes to system memory as before; the
+ * peer's own BOs are untouched. */
 static void test_removal_to_peer(void **state)
 {
 	struct mfx *f = mfx_start(2, 64 << 20, NULL);
@@ -703,35 +704,40 @@ static void test_removal_to_peer(void **state)
 	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
 	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
 	assert_int_equal(ui.status, 0);
-	assert_int_equal(ui.bos_to_peer, NW);
-	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES);
-	assert_int_equal(ui.bos_moved, 2); /* pinned, mapped */
+	/* the writers' BOs and the pinned one (its pin with it) */
+	assert_int_equal(ui.bos_to_peer, NW + 1);
+	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES + (1 << 20));
+	assert_int_equal(ui.bos_moved, 1); /* mapped */
 	assert_int_equal(ui.bos_lost, 0);
 	b = mem_of(f->dev[1]);
-	assert_int_equal(b.bos, b0.bos + 1 + NW);
-	assert_int_equal(b.peer_in, NW);
-	assert_int_equal(b.peer_direct, NW);
+	assert_int_equal(b.bos, b0.bos + 2 + NW);
+	assert_int_equal(b.peer_in, NW + 1);
+	assert_int_equal(b.peer_direct, NW + 1);
 	for (i = 0; i < NW; i++) {
 		assert_int_equal(bo_where(w[i].bo), V);
 		assert_int_equal(bo_verify(w[i].bo, WBYTES, w[i].seed), -1);
 	}
-	assert_int_equal(bo_where(pinned), S);
+	assert_int_equal(bo_where(pinned), V);
 	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	assert_int_equal(ugpu_bo_migrate(pinned, S), -EBUSY); /* still pinned */
 	assert_int_equal(pat_check(p, 1 << 20, 203), -1);
 	assert_int_equal(bo_verify(sys, 1 << 20, 204), -1);
 	assert_int_equal(bo_verify(own, 1 << 20, 201), -1);
 	/* a BO that moved keeps working on its new device: and back to system */
 	assert_int_equal(ugpu_bo_migrate(w[0].bo, S), 0);
 	assert_int_equal(bo_verify(w[0].bo, WBYTES, w[0].seed), -1);
-	/* the survivors of the removed device may move to the peer afterwards */
-	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), -EBUSY);
+	/* unpinned on its new device, it moves as any of its BOs */
 	assert_int_equal(ugpu_bo_unpin(pinned), 0);
-	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
-	assert_int_equal(ugpu_bo_migrate_device(pinned, f->dev[1], 0), 0);
+	assert_int_equal(ugpu_bo_migrate(pinned, S), 0);
 	assert_int_equal(bo_verify(pinned, 1 << 20, 202), -1);
+	/* the survivors of the removed device may move to the peer afterwards
+	 * (through system memory: a removed device has no link) */
+	assert_int_equal(ugpu_bo_unmap(mapped), 0);
+	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], 0), 0);
+	assert_int_equal(bo_where(mapped), V);
 	for (i = 0; i < NW; i++)
 		ugpu_bo_put(w[i].bo);
-	ugpu_bo_unmap(mapped);
 	ugpu_bo_put(pinned);
 	ugpu_bo_put(mapped);
 	ugpu_bo_put(sys);
@@ -920,8 +926,9 @@ static void test_peer_bind(void **state)
 
 /* The peer goes away: device 0's binds into its VRAM are revoked before
  * anything of it moves (a kernel then faults on them instead of reading
- * VRAM that is no longer the BO's), the BO keeps its bytes (in system
- * memory: the binds still pin it), and the unbind still works. */
+ * VRAM that is no longer the BO's), the BO keeps its bytes (the bind's pin
+ * moves it with the removal's pinned BOs: to device 0's VRAM, the peer
+ * with room), and the unbind still works. */
 static void test_peer_bind_revoked(void **state)
 {
 	struct mfx *f = mfx_start(2, 32 << 20, NULL);
@@ -944,10 +951,16 @@ static void test_peer_bind_revoked(void **state)
 				    &r),
 			 -EFAULT);
 	assert_int_equal(r.fault_va, PVA);
-	assert_int_equal(bo_where(bo), S);
+	assert_int_equal(bo_where(bo), V);
 	assert_int_equal(bo_verify(bo, PBYTES, 78), -1);
-	/* no new bind into a removed device (no longer in the owner group) */
-	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), -EINVAL);
+	assert_int_equal(mem_of(f->dev[0]).peer_in, 1);
+	/* it is device 0's BO now: a new bind is a local one, and reads it */
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, 0), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)(PVA + PBYTES),
+				    PBYTES, 0, 5000, &r),
+			 0);
+	assert_true(r.sum == word_sum(bo, PBYTES));
+	assert_int_equal(ugpu_vm_unbind(vm, PVA + PBYTES, PBYTES), 0);
 	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
 	assert_int_equal(pins_of(bo), 0);
 	assert_int_equal(ugpu_queue_destroy(q), 0);

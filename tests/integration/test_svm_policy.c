@@ -157,8 +157,9 @@ static void test_bad_input(void **state)
 	munmap(buf, 2 * MIB);
 }
 
-/* Another device as the preferred location or accessed-by: refused until
- * peer access lands (the multi-device issue). */
+/* Another device as the preferred location or accessed-by: one of another
+ * context is refused (-EXDEV); a device of the VM's own context outside its
+ * owner group is -ENOLINK, and one inside it works (test_svm_multidev). */
 static void test_other_device_refused(void **state)
 {
 	struct svm_fx *s = *state;
@@ -169,10 +170,10 @@ static void test_other_device_refused(void **state)
 
 	assert_int_equal(fx_setup_vram(&other, 16 * MIB), 0);
 	a.device = ((struct fx *)other)->dev;
-	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf, 64 * KIB, &a), -EOPNOTSUPP);
+	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf, 64 * KIB, &a), -EXDEV);
 	a.attr = UGPU_SVM_ATTR_ACCESSED_BY;
 	a.value = 1;
-	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf, 64 * KIB, &a), -EOPNOTSUPP);
+	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf, 64 * KIB, &a), -EXDEV);
 	/* the VM's own device named explicitly is fine */
 	a.device = s->f->dev;
 	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf, 64 * KIB, &a), 0);
