@@ -291,6 +291,20 @@ int bo_rpm_fault_begin(void *owner)
 		goto out_leave;
 	gate_pass();
 	ret = rpm_get(r->rpm);
+	if (ret && dev->unplug && (ret == -ENODEV || vfio_dev_is_gone(dev->vdev))) {
+		/*
+		 * The device is gone (surprise removal not yet run, or running):
+		 * whether this BO has a copy is the removal's to decide (a
+		 * D3cold or host-suspend backup is adopted, else it is lost),
+		 * and it blocks the BO's map to do so. Wait for that instead of
+		 * failing now: a BO that has a copy must never SIGBUS
+		 * (docs/unplug.md); a lost one faults again and gets it then.
+		 */
+		log_warn(dev->ctx, "%s: CPU touch of BO '%s': the device is gone; the access waits for the removal",
+			 dev->name, bo->name);
+		ret = -EINPROGRESS;
+		goto out_leave;
+	}
 	if (ret) {
 		log_err(dev->ctx, "%s: CPU touch of BO '%s': the device did not wake: %s",
 			dev->name, bo->name, ugpu_strerror(ret));

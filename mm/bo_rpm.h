@@ -56,7 +56,10 @@ void bo_rpm_detach(struct ugpu_device *dev);
 
 /* cpu_map owner hooks for BO maps (mm/bo.c's bo_map_ops). Run on the
  * cpu_map handler thread; never take the manager lock. fault_begin fails
- * with -ENODEV for a BO still in VRAM once the device has been removed. */
+ * with -ENODEV for a BO still in VRAM once the device has been removed, and
+ * answers -EINPROGRESS (the fault waits for the removal, which blocks the
+ * map) when the device is gone but the removal has not given the BO its
+ * new backing yet (docs/unplug.md). */
 int bo_rpm_fault_begin(void *bo);
 void bo_rpm_fault_end(void *bo);
 

@@ -42,7 +42,7 @@
  * - @op_lock serialises the calls that change the range from owner threads
  *   (invalidate, block, unblock, destroy). It is held across mremap(), which
  *   waits for the handler thread; the handler never takes it.
- * - @lock protects @state, @blocked, @gen, @parked, @parked_since_ns,
+ * - @lock protects @state, @blocked, @gen, @parked, @parked_since_ns, @awaiting,
  *   @inflight, @mapped, @faults, @invalidations, @block_timeout_ms, the
  *   write tracking (@wp, @wp_chunk, @wp_dirty), and the
  *   owner's placement as seen by
@@ -76,6 +76,9 @@ struct cpu_map {
 	unsigned int block_timeout_ms; /* 0: the manager's */
 	unsigned int parked;
 	uint64_t parked_since_ns;
+	/* Parked faults wait for a change the owner promised (fault_begin
+	 * said -EINPROGRESS) rather than for an unblock; cleared with @parked. */
+	bool awaiting;
 	unsigned int inflight; /* handler between fault_begin and fault_end */
 	/* CPU_MAP_ERROR: [@fail_off, size) fails loudly once @fenced; until
 	 * then (the kernel said -EAGAIN: a non-cooperative event pending) the
@@ -324,7 +327,7 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	size_t size;
 	struct cpu_map *map;
 	bool begun = false, stale = false, woken = false;
-	uint64_t begun_gen = 0;
+	uint64_t begun_gen = 0, begun_inval = 0;
 	int begin_err = 0;
 
 	stat_add(&mgr->fault_events, 1);
@@ -354,6 +357,14 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 	size = map->size;
 
 	for (;;) {
+		if (map->awaiting) {
+			/* Another fault of the range already heard that the
+			 * owner will change the backing: wait with it (asleep,
+			 * see below), without asking the owner again. */
+			map_park(map);
+			woken = true;
+			break;
+		}
 		if (map->state == CPU_MAP_INVALIDATING ||
 		    (map->state == CPU_MAP_UNMAPPED && map->blocked)) {
 			/* Whoever ends the invalidation or the block wakes the
@@ -370,6 +381,24 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 			 * message mapped it. ERROR: the range is poisoned and the
 			 * retry gets SIGBUS. DEAD: SIGSEGV after destroy. */
 			stale = true;
+			break;
+		}
+		if (begin_err == -EINPROGRESS) {
+			/* The owner will change the backing (block or
+			 * invalidate, which wake the range). If it already
+			 * did since fault_begin, decide again; else wait for
+			 * it, bounded like a blocked map (check_block_timeouts). */
+			begin_err = 0;
+			if (map->gen != begun_gen || map->invalidations != begun_inval)
+				continue;
+			/* Not woken here (a woken thread would fault again at
+			 * once, and ask the owner again, in a loop): every
+			 * block, unblock, invalidate or timeout wakes the
+			 * whole range, and the thread sleeps in the kernel
+			 * from its fault until one does. */
+			map->awaiting = true;
+			map_park(map);
+			woken = true;
 			break;
 		}
 		if (begin_err) {
@@ -398,6 +427,7 @@ static void handle_fault(struct cpu_map_mgr *mgr, uintptr_t fault_addr)
 
 			map->inflight++;
 			begun_gen = map->gen;
+			begun_inval = map->invalidations;
 			pthread_mutex_unlock(&map->lock);
 			ret = map->ops->fault_begin(map->owner);
 			pthread_mutex_lock(&map->lock);
@@ -461,13 +491,14 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 
 		pthread_mutex_lock(&map->lock);
 		ms = map->block_timeout_ms ? map->block_timeout_ms : mgr->block_timeout_ms;
-		if (map->blocked && map->parked && map->state == CPU_MAP_UNMAPPED &&
-		    now - map->parked_since_ns >= (uint64_t)ms * 1000000ull) {
+		if (((map->blocked && map->state == CPU_MAP_UNMAPPED) || map->awaiting) &&
+		    map->parked && now - map->parked_since_ns >= (uint64_t)ms * 1000000ull) {
 			log_err(mgr->ctx,
 				"cpu_map: object '%s': a CPU access waited %u ms for a move that did not finish; it gets SIGBUS",
 				map->name, ms);
 			stat_add(&mgr->block_timeouts, 1);
 			map->parked = 0;
+			map->awaiting = false;
 			map_fail_range(map, 0); /* poison wakes the waiters */
 			if (!map->fenced) /* -EAGAIN: they fault again, and fence it */
 				uffd_wake(mgr->u, map->addr, map->size);
@@ -771,8 +802,10 @@ static int map_invalidate_locked(struct cpu_map *map)
 		stat_add(&mgr->invalidations, 1);
 	}
 	wake = !map->blocked;
-	if (wake)
+	if (wake) {
 		map->parked = 0;
+		map->awaiting = false;
+	}
 	pthread_mutex_unlock(&map->lock);
 	if (wake)
 		uffd_wake(mgr->u, map->addr, map->size);
@@ -884,6 +917,7 @@ int cpu_map_block(struct cpu_map *map)
 		pthread_mutex_lock(&map->lock);
 		if (!--map->blocked) {
 			map->parked = 0;
+			map->awaiting = false;
 			wake = true;
 		}
 		pthread_mutex_unlock(&map->lock);
@@ -914,8 +948,10 @@ int cpu_map_unblock(struct cpu_map *map)
 	last = !--map->blocked;
 	map->gen++;
 	failed = map->state == CPU_MAP_ERROR;
-	if (last)
+	if (last) {
 		map->parked = 0;
+		map->awaiting = false;
+	}
 	pthread_mutex_unlock(&map->lock);
 	if (last && failed)
 		ret = map_invalidate_locked(map); /* wakes the range */

@@ -90,6 +90,12 @@ struct cpu_map_extent {
  *           blocks the map (to change the backing) while it runs, the
  *           manager calls @fault_end and then @fault_begin again before it
  *           maps, so the decision and the mapping see the same backing.
+ *           -EINPROGRESS is not a failure: the owner says it is about to
+ *           change the backing itself (a removal will block the map, move
+ *           or drop the object and unblock it): the fault parks as on a
+ *           blocked map until the next block, unblock or invalidate, then
+ *           runs again from the start; if none comes within the block
+ *           timeout the thread gets SIGBUS as for a stuck move.
  * @fault_end: may be NULL. Called once after every @fault_begin that
  *           returned 0, when the mapping is in place (or failed), before the
  *           faulting thread is woken; drops what @fault_begin took. No

@@ -709,6 +709,86 @@ static void test_surprise(void **state)
 	check_after_removal(f);
 }
 
+/*
+ * A CPU store into a runtime-suspended device's BO right after a surprise
+ * removal, before the watcher has noticed (the model test's seed
+ * 1796547652632472, shrunk: a pinned {VRAM, SYSTEM} BO, mapped; D3cold;
+ * surprise; store). The store's fault finds the device gone and cannot wake
+ * it; it must wait for the removal, which decides where the BO's data is: in
+ * D3cold the runtime-PM backup holds it, so the store lands there and no
+ * SIGBUS may come; in D3hot VRAM was the only copy, so the BO is lost and
+ * the store gets SIGBUS by design (docs/unplug.md).
+ */
+static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold)
+{
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	const uint64_t len = 64 * 1024;
+	struct ugpu_unplug_info info;
+	volatile int got_bus = 0;
+	volatile char *p;
+	struct ugpu_bo *bo;
+	bool raced;
+	void *pv;
+
+	bo = bo_new(f->dev, len, UGPU_BO_CPU_ACCESS, V, S, "touched");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, &pv), 0);
+	pat_fill(pv, len, 71);
+	assert_int_equal(ugpu_bo_pin(bo), 0);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev, d3cold ? 1ull << 40 : 0), 0);
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev, 1), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	assert_int_equal(ugpu_device_rpm_suspend(f->dev), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev, &rs), 0);
+	assert_int_equal(rs.power_state, d3cold ? UGPU_POWER_D3COLD : UGPU_POWER_D3HOT);
+
+	p = pv;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	raced = !ugpu_device_is_gone(f->dev);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		p[100] = (char)0x5a;
+	else
+		got_bus = 1;
+	sigaction(SIGBUS, &old, NULL);
+	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
+	print_message("%s: the store %s the removal's detection; %s; %" PRIu64 " adopted, %" PRIu64
+		      " lost\n", d3cold ? "D3cold" : "D3hot", raced ? "raced" : "came after",
+		      got_bus ? "SIGBUS" : "no SIGBUS", info.bos_adopted, info.bos_lost);
+	assert_int_equal(info.kind, UGPU_UNPLUG_SURPRISE);
+	if (d3cold) {
+		assert_int_equal(got_bus, 0);
+		assert_int_equal(info.bos_lost, 0);
+		assert_int_equal(info.bos_adopted, 1);
+		assert_int_equal(bo_where(bo), S);
+		assert_int_equal(p[100], (char)0x5a);
+		p[100] = (char)pat(71, 100);
+		assert_int_equal(pat_check(pv, len, 71), -1);
+	} else {
+		struct ugpu_bo_info bi = { .size = sizeof(bi) };
+
+		assert_int_equal(got_bus, 1);
+		assert_int_equal(info.bos_lost, 1);
+		assert_int_equal(ugpu_bo_query(bo, &bi), 0);
+		assert_true(bi.lost);
+	}
+	ugpu_bo_put(bo);
+	check_after_removal(f);
+}
+
+static void test_surprise_touch_in_d3cold(void **state)
+{
+	surprise_touch_while_rpm_suspended(*state, true);
+}
+
+static void test_surprise_touch_in_d3hot(void **state)
+{
+	surprise_touch_while_rpm_suspended(*state, false);
+}
+
 /* A device that keeps answering but is surprise-removed by the driver's own
  * detection (injected): engine waits in flight return, nothing hangs. */
 static void test_surprise_with_copies_in_flight(void **state)
@@ -782,6 +862,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_surprise_with_copies_in_flight, setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_close_during_removal, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_touch_in_d3cold, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_touch_in_d3hot, setup, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
