@@ -29,6 +29,10 @@
  * @devices: how many devices the daemon serves (its hello); read-only after
  *           open.
  * @buf: the reply being read. Under @lock.
+ * @sa: the daemon's socket; @index, @name: the device index and program
+ *      name of the hello; read-only after open.
+ * @token: the session's token (UGPUD_SESSION; 0: the daemon keeps no
+ *         sessions over a restart). Under @lock.
  */
 struct remote {
 	pthread_mutex_t lock;
@@ -38,8 +42,15 @@ struct remote {
 	struct ugpud_dev_info info;
 	uint32_t client_id;
 	uint32_t devices;
+	struct sockaddr_un sa;
+	uint32_t index;
+	char name[32];
+	uint64_t token;
 	unsigned char buf[UGPUD_MAX_MSG];
 };
+
+/* How long a call waits for a restarted daemon to take its session back. */
+#define REMOTE_RESUME_MS 15000
 
 #define URI_DEVICE "?device="
 
@@ -150,6 +161,87 @@ static const char *reply_msg(struct remote *r, const struct ugpud_hdr *h, char *
 	return buf;
 }
 
+/* A request the daemon may have served before it died can be sent again
+ * after a resume without changing what it does. */
+static bool op_is_repeatable(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_DEV_QUERY:
+	case UGPUD_MEM_STATS:
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_QUERY:
+	case UGPUD_BO_MIGRATE:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_QUERY:
+	case UGPUD_FENCE_WAIT:
+	case UGPUD_CLIENTS:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * The connection broke: connect again (the daemon may be restarting; bounded
+ * by REMOTE_RESUME_MS) and take the session back with UGPUD_RESUME. Lock
+ * held. 0, or -errno (the session is gone: the caller marks it dead).
+ */
+static int remote_resume(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+	struct ugpud_resume_req req = { .version = UGPUD_PROTO_VERSION, .device = r->index,
+					.token = r->token };
+	uint64_t deadline = now_ms() + REMOTE_RESUME_MS;
+	unsigned int backoff = 5;
+	struct ugpud_hdr h;
+	int ret = -ECONNREFUSED;
+
+	memcpy(req.name, r->name, sizeof(req.name));
+	while (now_ms() < deadline) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&r->sa, sizeof(r->sa))) {
+			ret = -errno;
+			close(fd);
+			usleep(backoff * 1000);
+			backoff = backoff < 200 ? backoff * 2 : 200;
+			continue;
+		}
+		close(r->fd);
+		r->fd = fd;
+		ret = remote_send(r, UGPUD_RESUME, 0, &req, sizeof(req), NULL, 0);
+		if (!ret)
+			ret = remote_recv(r, UGPUD_RESUME, 0, &h, NULL);
+		if (!ret && h.result)
+			ret = h.result;
+		if (!ret && h.len != sizeof(struct ugpud_hello_rep))
+			ret = -EPROTO;
+		if (ret == -ECONNRESET || ret == -EPIPE) { /* it died again: once more */
+			usleep(backoff * 1000);
+			continue;
+		}
+		if (ret) {
+			log_err(dev->ctx, "%s: the daemon did not take the session back: %s",
+				dev->name, ugpu_strerror(ret));
+			return ret;
+		}
+		log_info(dev->ctx, "%s: session of client %u resumed after the daemon's restart",
+			 dev->name, r->client_id);
+		return 0;
+	}
+	log_err(dev->ctx, "%s: no daemon came back within %u ms: %s", dev->name, REMOTE_RESUME_MS,
+		ugpu_strerror(ret));
+	return ret;
+}
+
+static bool is_conn_lost(int ret)
+{
+	return ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN;
+}
+
 /* remote_call() and remote_call_fd() in one. */
 static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
 			      size_t req_len, const void *data, size_t data_len, void *rep,
@@ -165,10 +257,25 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		ret = -ENODEV;
 		goto out;
 	}
-	seq = ++r->seq;
-	ret = remote_send(r, op, seq, req, req_len, data, data_len);
-	if (!ret)
-		ret = remote_recv(r, op, seq, &h, rep_fd);
+	for (int attempt = 0;; attempt++) {
+		bool sent;
+
+		seq = ++r->seq;
+		ret = remote_send(r, op, seq, req, req_len, data, data_len);
+		sent = !ret;
+		if (!ret)
+			ret = remote_recv(r, op, seq, &h, rep_fd);
+		/* The daemon went: after a restart it may have our session. */
+		if (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev))
+			break;
+		if (sent && !op_is_repeatable(op)) {
+			log_err(dev->ctx, "%s: the daemon restarted while op %u was in flight: its "
+				"BOs are back, whether this request was done is not known",
+				dev->name, op);
+			ret = -ECONNRESET;
+			goto out;
+		}
+	}
 	if (ret) {
 		/* A broken or out-of-step stream is not used again. */
 		r->dead = true;
@@ -282,6 +389,20 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	 * copies) yet (docs/daemon.md). */
 	dev->caps = rep.info.caps & ~UGPU_DEVICE_CAP_FABRIC;
 	dev->fabric_id = rep.info.fabric_id;
+	r->sa = sa;
+	r->index = index;
+	memcpy(r->name, hello.name, sizeof(r->name));
+	{
+		struct ugpud_session_rep sr;
+
+		r->seq = 1;
+		/* an older daemon has no sessions (-EOPNOTSUPP): no resume then */
+		if (!remote_send(r, UGPUD_SESSION, 1, NULL, 0, NULL, 0) &&
+		    !remote_recv(r, UGPUD_SESSION, 1, &h, NULL) && !h.result && h.len == sizeof(sr)) {
+			memcpy(&sr, r->buf + sizeof(h), sizeof(sr));
+			r->token = sr.token;
+		}
+	}
 	dev->remote = r;
 	log_info(dev->ctx, "%s: client %u of ugpud (protocol %u), device %u: %s", uri,
 		 rep.client_id, rep.version, index, r->info.name);

@@ -64,6 +64,8 @@ enum ugpud_op {
 	UGPUD_SUBMIT = 23, /* ugpud_submit_req -> ugpud_fence_rep */
 	UGPUD_FENCE_WAIT = 24, /* ugpud_fence_req -> ugpud_kernel_result, or -EAGAIN */
 	UGPUD_QUEUE_QUERY = 25, /* ugpud_obj_req -> ugpud_queue_info */
+	UGPUD_SESSION = 26, /* - -> ugpud_session_rep */
+	UGPUD_RESUME = 27, /* ugpud_resume_req (instead of a hello) -> ugpud_hello_rep */
 	UGPUD_OP_MAX
 };
 
@@ -323,6 +325,28 @@ struct ugpud_kill_req {
 	uint32_t pad;
 };
 
+/*
+ * Sessions across a daemon restart (docs/daemon.md, "Restart").
+ * UGPUD_SESSION (after the hello) gives the connection's session token. A
+ * daemon restarted with its fd store (systemd's FDSTORE) keeps the sessions
+ * it had: a client whose connection broke connects again and sends
+ * UGPUD_RESUME with the token as its first request instead of a hello; its
+ * BOs are back under the same handles (VMs and queues are not: -ENOENT).
+ * -ENOENT: no such session (never persisted, or not resumed in time);
+ * -EACCES: the session belongs to another uid; -EPROTONOSUPPORT: version.
+ */
+struct ugpud_session_rep {
+	uint64_t token;
+};
+
+struct ugpud_resume_req {
+	uint32_t version;
+	uint32_t device;
+	uint64_t token;
+	char name[32];
+};
+
+_Static_assert(sizeof(struct ugpud_resume_req) == 48, "ugpud_resume_req layout");
 _Static_assert(sizeof(struct ugpud_hdr) == 24, "ugpud_hdr layout");
 _Static_assert(sizeof(struct ugpud_hello_req) == 40, "ugpud_hello_req layout");
 _Static_assert(sizeof(struct ugpud_dev_info) == 208, "ugpud_dev_info layout");

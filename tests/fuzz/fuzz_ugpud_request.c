@@ -93,6 +93,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	d.ndevs = 1;
 	list_init(&d.clients);
+	list_init(&d.detached);
 	d.self_uid = 0;
 	d.vram_quota = 16ull << 20;
 	d.max_clients = 8;

@@ -421,7 +421,13 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 	arm_accept(&lp);
 	arm_signal(&lp);
 	while (!lp.stop) {
-		uint64_t now = now_ns();
+		uint64_t now;
+
+		/* before the replies just prepared go out (reap submits them):
+		 * what they acknowledge is in the restart record */
+		persist_sync(d);
+		persist_expire(d);
+		now = now_ns();
 
 		if (watchdog_usec && now >= next_dog) {
 			notify_send("WATCHDOG=1");

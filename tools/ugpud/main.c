@@ -32,6 +32,8 @@
 
 #define DEFAULT_SOCKET "/run/ugpud/ugpud.sock"
 #define LISTEN_BACKLOG 128
+/* fds systemd may hand back: the socket unit's and the fd store's */
+#define UGPUD_MAX_INHERITED 16384
 
 static struct ugpud daemon_state;
 static const char *dev_uris[UGPUD_MAX_DEVICES];
@@ -203,7 +205,9 @@ int main(int argc, char **argv)
 	char *end;
 	struct ugpu_context *ctx;
 	bool activated = false;
-	int listen_fd, ret, inherited[1];
+	int listen_fd = -1, ret, inherited[UGPUD_MAX_INHERITED], ninh, nstored = 0;
+	static char inh_names[UGPUD_MAX_INHERITED][64];
+	uint64_t resume_s = 60;
 	char st[256];
 	sigset_t sigs;
 	const struct cli_opt opts[] = {
@@ -230,6 +234,12 @@ int main(int argc, char **argv)
 		  .max = 1ull << 48, .unit = 1ull << 20 },
 		{ .name = "max-clients", .kind = CLI_UINT, .dst = &max_clients, .arg = "N",
 		  .help = "clients served at once; more are refused", .min = 1, .max = 4096 },
+		{ .name = "fd-store", .kind = CLI_FLAG, .dst = &d->fd_store,
+		  .help = "keep client BOs over a restart in systemd's fd store "
+			  "(FileDescriptorStoreMax= in the unit; docs/daemon.md, Restart)" },
+		{ .name = "resume-timeout", .kind = CLI_UINT, .dst = &resume_s, .arg = "SECONDS",
+		  .help = "after a restart, release a session its client has not resumed by then",
+		  .min = 1, .max = 86400 },
 		{ .name = "max-bos", .kind = CLI_UINT, .dst = &max_bos, .arg = "N",
 		  .help = "objects (BOs, VMs, queues) one client may hold", .min = 1,
 		  .max = UGPUD_HANDLE_SLOTS },
@@ -255,6 +265,7 @@ int main(int argc, char **argv)
 	if (!n_dev_uris)
 		return cli_usage_error(cmd.prog, "no --device: a daemon without a device serves nothing");
 	list_init(&d->clients);
+	list_init(&d->detached);
 	d->self_uid = getuid();
 	d->max_clients = (unsigned int)max_clients;
 	d->max_bos = (unsigned int)max_bos;
@@ -278,8 +289,22 @@ int main(int argc, char **argv)
 			goto out_devices;
 		d->ndevs++;
 	}
-	if (notify_listen_fds(inherited, 1) == 1) {
-		listen_fd = inherited[0];
+	d->resume_timeout_ms = resume_s * 1000;
+	/* systemd hands back the socket unit's socket and what the fd store
+	 * kept (names "ugpud-...", persist.c), in one list */
+	ninh = notify_listen_fds_named(inherited, inh_names, UGPUD_MAX_INHERITED);
+	for (int i = 0; i < ninh; i++) {
+		if (!strncmp(inh_names[i], "ugpud-", 6) || listen_fd >= 0) {
+			inherited[nstored] = inherited[i];
+			memmove(inh_names[nstored++], inh_names[i], sizeof(inh_names[0]));
+			continue;
+		}
+		listen_fd = inherited[i];
+	}
+	ret = persist_start(d, inherited, inh_names, nstored);
+	if (ret)
+		goto out_devices;
+	if (listen_fd >= 0) {
 		activated = true;
 		ret = check_inherited(listen_fd);
 		if (ret)
@@ -306,6 +331,7 @@ int main(int argc, char **argv)
 	snprintf(st, sizeof(st), "READY=1\nSTATUS=serving 0 clients on %u devices", d->ndevs);
 	notify_send(st);
 	ret = loop_run(d, listen_fd, notify_watchdog_usec());
+	persist_stop(d);
 	metrics_stop(metrics);
 out_listen:
 	close(listen_fd);

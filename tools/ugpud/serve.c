@@ -74,13 +74,36 @@ static void dev_info_wire(const struct ugpu_device_info *i, struct ugpud_dev_inf
 	w->power_state = (uint32_t)i->power_state;
 }
 
+/* The answer to a hello or a resume of @c (its device chosen): the session
+ * starts (@name: the program's, as the request gave it). */
+static size_t hello_reply(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			  const char *name, void *rep)
+{
+	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	int ret = ugpu_device_query(d->devs[c->device].dev, &info);
+
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "device %u cannot be queried: %s",
+				   c->device, ugpu_strerror(ret));
+	c->hello = true;
+	memcpy(c->name, name, sizeof(c->name) - 1);
+	c->name[sizeof(c->name) - 1] = '\0';
+	for (char *p = c->name; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?'; /* printed by ugpuctl: no control characters */
+	r.client_id = c->id;
+	r.devices = d->ndevs;
+	r.vram_quota = d->vram_quota;
+	dev_info_wire(&info, &r.info);
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
 static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 		       const void *body, void *rep)
 {
 	struct ugpud_hello_req req;
-	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
-	struct ugpu_device_info info = { .size = sizeof(info) };
-	int ret;
 
 	if (c->hello)
 		return serve_error(rep, h->op, h->seq, -EPROTO, "hello: this connection said hello already");
@@ -97,23 +120,37 @@ static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr
 		return serve_error(rep, h->op, h->seq, -ENODEV,
 				   "no device %u: this ugpud serves %u (numbered from 0)", req.device,
 				   d->ndevs);
-	ret = ugpu_device_query(d->devs[req.device].dev, &info);
-	if (ret)
-		return serve_error(rep, h->op, h->seq, ret, "device %u cannot be queried: %s",
-				   req.device, ugpu_strerror(ret));
-	c->hello = true;
 	c->device = req.device;
-	memcpy(c->name, req.name, sizeof(c->name) - 1);
-	c->name[sizeof(c->name) - 1] = '\0';
-	for (char *p = c->name; *p; p++)
-		if (*p < 0x20 || *p > 0x7e)
-			*p = '?'; /* printed by ugpuctl: no control characters */
-	r.client_id = c->id;
-	r.devices = d->ndevs;
-	r.vram_quota = d->vram_quota;
-	dev_info_wire(&info, &r.info);
-	memcpy(rep_body(rep), &r, sizeof(r));
-	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+	return hello_reply(d, c, h, req.name, rep);
+}
+
+/* UGPUD_RESUME: a connection takes its session back after a restart. */
+static size_t do_resume(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			const void *body, void *rep)
+{
+	struct ugpud_resume_req req;
+	int ret;
+
+	if (c->hello)
+		return serve_error(rep, h->op, h->seq, -EPROTO,
+				   "resume: this connection has a session already");
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EPROTO, "resume: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.version != UGPUD_PROTO_VERSION)
+		return serve_error(rep, h->op, h->seq, -EPROTONOSUPPORT,
+				   "ugpud speaks protocol version %u; the client asked for %u",
+				   UGPUD_PROTO_VERSION, req.version);
+	ret = client_resume(d, c, req.token);
+	if (ret == -EACCES)
+		return serve_error(rep, h->op, h->seq, ret,
+				   "resume: that session belongs to another user");
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret,
+				   "resume: no such session (not kept over the restart, or not "
+				   "resumed in time)");
+	return hello_reply(d, c, h, req.name, rep);
 }
 
 static bool placements_have_vram(const struct ugpud_bo_create_req *req)
@@ -175,6 +212,13 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	if (ret) {
 		ugpu_bo_put(bo);
 		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
+	}
+	{
+		struct ugpud_slot *s = client_slot(c, r.handle, SLOT_BO);
+
+		s->placements[0] = req.placements[0];
+		s->placements[1] = req.placements[1];
+		s->flags = req.flags;
 	}
 	r.bytes = info.bytes;
 	memcpy(rep_body(rep), &r, sizeof(r));
@@ -240,9 +284,17 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	}
 	case UGPUD_BO_PIN:
 		ret = ugpu_bo_pin(s->bo);
+		if (!ret) {
+			s->pins++;
+			d->persist_dirty = true;
+		}
 		break;
 	case UGPUD_BO_UNPIN:
 		ret = ugpu_bo_unpin(s->bo);
+		if (!ret && s->pins) {
+			s->pins--;
+			d->persist_dirty = true;
+		}
 		break;
 	case UGPUD_BO_MIGRATE:
 		ret = ugpu_bo_migrate(s->bo, (enum ugpu_placement)req.arg);
@@ -607,6 +659,8 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	if (nfds)
 		return serve_error(rep, h.op, h.seq, -EINVAL,
 				   "%d fds came with a request: no request takes any (closed)", nfds);
+	if (h.op == UGPUD_RESUME)
+		return do_resume(d, c, &h, body, rep);
 	if (!c->hello && h.op != UGPUD_HELLO)
 		return serve_error(rep, h.op, h.seq, -EPROTO, "op %u before hello: say hello first", h.op);
 	switch (h.op) {
@@ -625,6 +679,15 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	}
 	case UGPUD_MEM_STATS:
 		return do_mem_stats(d, c, &h, rep);
+	case UGPUD_SESSION: {
+		struct ugpud_session_rep r = { .token = c->token };
+
+		if (h.len)
+			return serve_error(rep, h.op, h.seq, -EINVAL, "session: %u bytes of body, expected 0",
+					   h.len);
+		memcpy(rep_body(rep), &r, sizeof(r));
+		return reply_hdr(rep, h.op, h.seq, 0, sizeof(r));
+	}
 	case UGPUD_BO_CREATE:
 		return do_bo_create(d, c, &h, body, rep);
 	case UGPUD_BO_DESTROY:

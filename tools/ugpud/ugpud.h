@@ -8,6 +8,8 @@
  *   loop.c    the io_uring event loop: accepts, reads requests, sends replies
  *   client.c  a client's life: SO_PEERCRED policy, handles, release
  *   serve.c   one request -> one reply, no I/O (what tests/fuzz drives)
+ *   persist.c restart without losing client data: the BO table and the
+ *             memory behind it kept in systemd's fd store, read back
  *
  * Threading: the daemon is one thread. struct ugpud, every struct client and
  * their handle tables are touched only by it (libugpu runs its own threads
@@ -27,6 +29,7 @@
 #include <ugpu/vm.h>
 
 #include "base/list.h"
+#include "mm/bo.h"
 #include "base/sock.h"
 #include "src/ugpud_proto.h"
 
@@ -60,6 +63,19 @@ struct ugpud_slot {
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
 	bool mapped; /* the client has its memfd: the BO is held in system memory */
+	/* what a restarted daemon needs to make the BO again (persist.c) */
+	uint32_t placements[2];
+	uint32_t flags;
+	uint32_t pins; /* pins of this client, each undone by an unpin */
+	/* the backing as persist.c last recorded it: @persist_gen the BO's
+	 * backing generation then (UINT64_MAX: never recorded), @where its
+	 * placement, @ext/@next its VRAM extents (@ext_cap room), @store_name
+	 * the fd store's name of its system memfd ("" when none) */
+	uint64_t persist_gen;
+	uint32_t where;
+	struct bo_extent *ext;
+	size_t next, ext_cap;
+	char store_name[64];
 };
 
 /* What loop.c keeps per client for io_uring (opaque to serve.c). */
@@ -103,6 +119,8 @@ struct client {
 	uint32_t wait_seq;
 	uint32_t wait_queue;
 	uint64_t wait_fence;
+	/* the session's token (UGPUD_SESSION / UGPUD_RESUME): nonzero, random */
+	uint64_t token;
 };
 
 /*
@@ -131,6 +149,29 @@ struct ugpud {
 	unsigned int max_clients;
 	unsigned int max_bos;
 	void (*kill)(struct ugpud *d, struct client *victim);
+	/*
+	 * Restart (persist.c). @fd_store: --fd-store, persistence on. @boot:
+	 * this daemon's boot number (1 + the restored table's). @table_name:
+	 * the table in the store now ("" none), @table_seq its number.
+	 * @persist_dirty: something the table records changed. @drop_names,
+	 * @ndrop: store names to remove once the next table is stored.
+	 * @detached: sessions restored from the table and not resumed yet
+	 * (struct client without a socket, io NULL), @ndetached of them,
+	 * released at @detached_deadline_ms (now_ms()). @resume_timeout_ms:
+	 * --resume-timeout.
+	 */
+	bool fd_store;
+	uint32_t boot;
+	uint64_t table_seq;
+	char table_name[64];
+	bool persist_dirty;
+	char (*drop_names)[64];
+	size_t ndrop, drop_cap;
+	uint32_t sys_names;
+	struct list_link detached;
+	unsigned int ndetached;
+	uint64_t resume_timeout_ms;
+	uint64_t detached_deadline_ms;
 	/* counters */
 	uint64_t accepted;
 	uint64_t refused;
@@ -168,6 +209,13 @@ int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint6
  * has queues (the slot stays then). */
 int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
 struct client *client_find(struct ugpud *d, uint32_t id);
+/* @s's system memfd is no longer recorded: its store name goes once the next
+ * table is stored; the table changed. */
+void client_forget_store(struct ugpud *d, struct ugpud_slot *s);
+/* Take over the detached session with @token (a restarted daemon's, see
+ * persist.c) into the new connection @c: its id, device, BOs and handles.
+ * Returns 0; -ENOENT (no such session); -EACCES (another uid's). */
+int client_resume(struct ugpud *d, struct client *c, uint64_t token);
 
 /* serve.c */
 
@@ -205,6 +253,34 @@ uint64_t notify_watchdog_usec(void);
 /* Socket activation: the fds systemd passed ($LISTEN_PID/$LISTEN_FDS, from
  * fd 3), up to @max into @fds; the variables are unset. Returns how many. */
 int notify_listen_fds(int *fds, int max);
+
+/* Store @fd in systemd's fd store under @name (FDSTORE=1; the fd is
+ * duplicated by the kernel, the caller keeps its own), or remove every fd of
+ * that name (@fd -1: FDSTOREREMOVE=1). 0 or -errno. */
+int notify_store(int fd, const char *name);
+/* notify_listen_fds() with the names ($LISTEN_FDNAMES, ':'-separated; ""
+ * when none came) into @names. */
+int notify_listen_fds_named(int *fds, char (*names)[64], int max);
+
+/* persist.c */
+
+/*
+ * persist_start() - with --fd-store: restore what the table among @fds
+ * (@names, @n of them: the store systemd handed back, not the listening
+ * socket) describes — sessions, detached until their clients resume, with
+ * their BOs made again byte-exact from the stored VRAM and system memfds —
+ * then put this daemon's own VRAM memfds and first table in the store and
+ * remove the old entries. Closes @fds. Returns 0 (also when there was
+ * nothing to restore) or -errno (persistence off then, logged).
+ */
+int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n);
+/* Record what changed since the last call (BOs made, moved, gone); cheap
+ * when nothing did. Called by the loop after each request and on its tick. */
+void persist_sync(struct ugpud *d);
+/* Release detached sessions whose time to resume has passed. */
+void persist_expire(struct ugpud *d);
+/* A clean stop: the store is emptied (nothing to restore next time). */
+void persist_stop(struct ugpud *d);
 
 /* loop.c */
 
