@@ -33,6 +33,12 @@
  *      name of the hello; read-only after open.
  * @token: the session's token (UGPUD_SESSION; 0: the daemon keeps no
  *         sessions over a restart). Under @lock.
+ * @gone, @suspended: what the daemon's events said (UGPUD_EV_REMOVED;
+ *         between UGPUD_EV_SUSPENDED and UGPUD_EV_RESUMED). Written under
+ *         @lock, read atomically without it.
+ * @removal_fn, @removal_user: ugpu_device_set_removal_callback(); under
+ *         @lock. @removal_due: the removal event came and the callback has
+ *         not been called yet (@removal_kind, @removal_status); under @lock.
  */
 struct remote {
 	pthread_mutex_t lock;
@@ -46,6 +52,13 @@ struct remote {
 	uint32_t index;
 	char name[32];
 	uint64_t token;
+	bool gone;
+	bool suspended;
+	ugpu_removal_fn removal_fn;
+	void *removal_user;
+	bool removal_due;
+	int removal_kind;
+	int removal_status;
 	unsigned char buf[UGPUD_MAX_MSG];
 };
 
@@ -106,6 +119,33 @@ static int remote_send(struct remote *r, uint16_t op, uint32_t seq, const void *
 	return sock_send(r->fd, iov, 3, NULL, 0, now_ns() + REMOTE_TIMEOUT_MS * 1000000ull, NULL);
 }
 
+/* An event of the daemon about the device; lock held. */
+static void remote_on_event(struct remote *r, const void *body)
+{
+	struct ugpud_event ev;
+
+	memcpy(&ev, body, sizeof(ev));
+	switch (ev.kind) {
+	case UGPUD_EV_SUSPENDED:
+		__atomic_store_n(&r->suspended, true, __ATOMIC_RELAXED);
+		break;
+	case UGPUD_EV_RESUMED:
+		__atomic_store_n(&r->suspended, false, __ATOMIC_RELAXED);
+		break;
+	case UGPUD_EV_REMOVED:
+		if (__atomic_load_n(&r->gone, __ATOMIC_RELAXED))
+			break;
+		__atomic_store_n(&r->suspended, false, __ATOMIC_RELAXED);
+		__atomic_store_n(&r->gone, true, __ATOMIC_RELAXED);
+		r->removal_due = true;
+		r->removal_kind = (int)ev.arg;
+		r->removal_status = ev.status;
+		break;
+	default: /* a newer daemon's: nothing to do with it here */
+		break;
+	}
+}
+
 /*
  * Read replies until the one for @op/@seq; lock held. Returns its header in
  * @h and its body in r->buf + sizeof(*h). A reply to an older request (one
@@ -144,6 +184,10 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 			return 0;
 		}
 		sock_fds_close(&in);
+		if (!ret && h->op == UGPUD_EVENT && h->len == sizeof(struct ugpud_event)) {
+			remote_on_event(r, r->buf + sizeof(*h));
+			continue;
+		}
 		if (ret)
 			return ret == -EMSGSIZE ? -EPROTO : ret;
 		if ((int32_t)(h->seq - seq) > 0)
@@ -305,8 +349,38 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		*rep_len = h.len;
 	ret = 0;
 out:
-	pthread_mutex_unlock(&r->lock);
+	{
+		ugpu_removal_fn fn = r->removal_due ? r->removal_fn : NULL;
+		void *user = r->removal_user;
+		int kind = r->removal_kind, status = r->removal_status;
+
+		if (fn)
+			r->removal_due = false;
+		pthread_mutex_unlock(&r->lock);
+		if (fn)
+			fn(user, dev, (enum ugpu_unplug_kind)kind, status);
+	}
 	return ret;
+}
+
+bool remote_is_gone(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->remote->gone, __ATOMIC_RELAXED);
+}
+
+bool remote_is_suspended(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->remote->suspended, __ATOMIC_RELAXED);
+}
+
+void remote_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn, void *user)
+{
+	struct remote *r = dev->remote;
+
+	pthread_mutex_lock(&r->lock);
+	r->removal_fn = fn;
+	r->removal_user = user;
+	pthread_mutex_unlock(&r->lock);
 }
 
 int remote_open(struct ugpu_device *dev, const char *uri)

@@ -33,6 +33,7 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/pm.h>
 
 #include "tools/ugpu-sim/sim.h"
 #include "tools/ugpud/ugpud.h"
@@ -153,6 +154,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!cl[who])
 			cl[who] = fz_client(who); /* killed: a new connection */
 		memcpy(&req, msg, len < sizeof(req) ? len : sizeof(req));
+		/* a removal ends the one device for every later input: not
+		 * taken (the refusal of a bad action is) */
+		if (len >= sizeof(req) + sizeof(struct ugpud_device_pm_req) &&
+		    req.op == UGPUD_DEVICE_PM &&
+		    msg[sizeof(req)] == UGPUD_PM_UNPLUG)
+			msg[sizeof(req)] = 0;
 		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
 				   oversized, nfds, rep, &fd);
 		if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
@@ -168,6 +175,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 2; i++)
 		if (cl[i])
 			fz_drop(i);
+	/* a suspend cycle the input left open ends with the session */
+	if (d.devs[0].suspended && ugpu_device_resume(d.devs[0].dev) != 0)
+		__builtin_trap();
+	d.devs[0].suspended = false;
+	(void)ugpu_device_suspend_cancel(d.devs[0].dev); /* -EBUSY when not prepared */
 	if (!list_empty(&d.clients) || d.nclients)
 		__builtin_trap();
 	if (ugpu_device_mem_stats(d.devs[0].dev, &m) || m.bos)

@@ -54,6 +54,7 @@
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
 #include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
 #include "base/clock.h"
@@ -1167,6 +1168,113 @@ static void killed_client_with_kernels(void **state)
 	close_client(ctx, dev);
 }
 
+/* An administrator's UGPUD_DEVICE_PM on device 0, through @dev's connection. */
+static int device_pm(struct ugpu_device *dev, uint32_t action)
+{
+	struct ugpud_device_pm_req req = { .action = action, .device = 0 };
+
+	return remote_call(dev, UGPUD_DEVICE_PM, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+}
+
+/* Two clients' BOs through a host-suspend cycle the daemon runs for the
+ * device: while it is suspended their calls that need it are -EAGAIN (the
+ * event came with the first), queries still answer; after resume every
+ * byte is back. */
+static void suspend_cycle_two_clients(void **state)
+{
+	struct ugpu_context *ctx[2];
+	struct ugpu_device *dev[2];
+	struct ugpu_bo *bo[2];
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	unsigned char want[2][256 << 10], got[256 << 10];
+	uint64_t t0;
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		open_client(&ctx[i], &dev[i]);
+		bo[i] = make_bo(dev[i], sizeof(want[i]), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+		fill(want[i], sizeof(want[i]), 700u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_write(bo[i], 0, want[i], sizeof(want[i])), 0);
+	}
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_PREPARE), 0);
+	t0 = now_us();
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_SUSPEND), 0);
+	fprintf(stderr, "  suspend through the daemon: %llu us\n",
+		(unsigned long long)(now_us() - t0));
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, 4096), -EAGAIN);
+		assert_true(remote_is_suspended(dev[i])); /* the event came first */
+		assert_int_equal(ugpu_bo_write(bo[i], 0, got, 4096), -EAGAIN);
+		assert_int_equal(ugpu_device_query(dev[i], &info), 0); /* queries answer */
+		assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	}
+	assert_int_equal(device_pm(dev[1], UGPUD_PM_SUSPEND), -EBUSY); /* as in one process */
+	assert_int_equal(device_pm(dev[1], UGPUD_PM_RESUME), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
+		assert_false(remote_is_suspended(dev[i]));
+		assert_memory_equal(got, want[i], sizeof(got));
+		ugpu_bo_put(bo[i]);
+		close_client(ctx[i], dev[i]);
+	}
+}
+
+static int removals_seen;
+static void on_removal(void *user, struct ugpu_device *dev, enum ugpu_unplug_kind kind, int status)
+{
+	(void)user;
+	(void)dev;
+	assert_int_equal(kind, UGPU_UNPLUG_API);
+	assert_int_equal(status, 0);
+	removals_seen++;
+}
+
+/* The device is removed under two clients: each is told (its removal
+ * callback, ugpu_device_is_gone()), its BOs live on in system memory
+ * byte-exact, and what needs VRAM is -ENODEV. Last: the device is gone for
+ * the daemon after it. */
+static void removal_told_to_clients(void **state)
+{
+	struct ugpu_context *ctx[2];
+	struct ugpu_device *dev[2];
+	struct ugpu_bo *bo[2], *vram_only;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096,
+				  .placements = { UGPU_PLACEMENT_VRAM } };
+	struct ugpu_bo_info bi = { .size = sizeof(bi) };
+	unsigned char want[2][128 << 10], got[128 << 10];
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		open_client(&ctx[i], &dev[i]);
+		assert_int_equal(ugpu_device_set_removal_callback(dev[i], on_removal, NULL), 0);
+		bo[i] = make_bo(dev[i], sizeof(want[i]), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+		fill(want[i], sizeof(want[i]), 900u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_write(bo[i], 0, want[i], sizeof(want[i])), 0);
+		assert_false(ugpu_device_is_gone(dev[i]));
+	}
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_UNPLUG), 0);
+	for (int i = 0; i < 2; i++) {
+		uint64_t t0 = now_ms();
+
+		/* the event comes with the next reply the client reads */
+		while (!ugpu_device_is_gone(dev[i]) && now_ms() - t0 < 2000) {
+			assert_int_equal(ugpu_bo_query(bo[i], &bi), 0);
+			usleep(1000);
+		}
+		assert_true(ugpu_device_is_gone(dev[i]));
+		assert_int_equal(ugpu_bo_query(bo[i], &bi), 0);
+		assert_int_equal(bi.placement, UGPU_PLACEMENT_SYSTEM);
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
+		assert_memory_equal(got, want[i], sizeof(got));
+		assert_int_equal(ugpu_bo_create(dev[i], &o, &vram_only), -ENODEV);
+	}
+	assert_int_equal(removals_seen, 2);
+	for (int i = 0; i < 2; i++) {
+		ugpu_bo_put(bo[i]);
+		close_client(ctx[i], dev[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1184,6 +1292,9 @@ int main(void)
 		cmocka_unit_test(ugpuctl_status_daemon),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),
+		cmocka_unit_test(suspend_cycle_two_clients),
+		/* last: the device is gone for the daemon after it */
+		cmocka_unit_test(removal_told_to_clients),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

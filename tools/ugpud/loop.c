@@ -31,7 +31,7 @@
 /* How long the loop waits for in-flight operations at exit. */
 #define EXIT_DRAIN_MS 2000
 
-enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_WAIT, OP_WAIT_TIMEOUT };
+enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_WAIT, OP_WAIT_TIMEOUT, OP_EVENTFD };
 
 /* Room for a control message of @n fds: at least CMSG_SPACE(n ints). */
 #define CTRL_BYTES(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + 8)
@@ -78,6 +78,8 @@ struct loop {
 	int sig_fd;
 	struct op sig_op;
 	struct signalfd_siginfo si;
+	struct op ev_op;
+	uint64_t ev_count;
 	bool stop;
 };
 
@@ -106,6 +108,59 @@ static void arm_signal(struct loop *lp)
 
 	io_uring_prep_read(sqe, lp->sig_fd, &lp->si, sizeof(lp->si), 0);
 	io_uring_sqe_set_data(sqe, &lp->sig_op);
+}
+
+/* The removal callback's wake-up (d->ev_fd), read through the ring. */
+static void arm_eventfd(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io_uring_prep_read(sqe, lp->d->ev_fd, &lp->ev_count, sizeof(lp->ev_count), 0);
+	io_uring_sqe_set_data(sqe, &lp->ev_op);
+}
+
+/*
+ * d->event: one UGPUD_EVENT record to every client of the device, sent at
+ * once without waiting (MSG_DONTWAIT) beside whatever the ring has in
+ * flight for it (a record is whole either way). A client whose socket
+ * buffer is full (it reads nothing) misses the event, counted; it still
+ * gets the clear errors of the device's state.
+ */
+static void loop_event(struct ugpud *d, const struct ugpud_event *ev)
+{
+	unsigned char rec[sizeof(struct ugpud_hdr) + sizeof(*ev)];
+	struct ugpud_hdr h = { .magic = UGPUD_MAGIC, .op = UGPUD_EVENT, .len = sizeof(*ev) };
+
+	memcpy(rec, &h, sizeof(h));
+	memcpy(rec + sizeof(h), ev, sizeof(*ev));
+	list_for_each(l, &d->clients) {
+		struct client *c = list_entry(l, struct client, link);
+
+		if (!c->hello || c->device != ev->device)
+			continue;
+		if (send(c->fd, rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(rec))
+			d->events_sent++;
+		else
+			d->events_dropped++;
+	}
+	ugpud_log("device %u: event %u told to its clients", ev->device, ev->kind);
+}
+
+/* Removals the callback flagged: tell the clients once each. */
+static void on_removals(struct ugpud *d)
+{
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		struct ugpud_dev *u = &d->devs[i];
+		struct ugpud_event ev = { .kind = UGPUD_EV_REMOVED, .device = i };
+
+		if (u->removal_told || !__atomic_load_n(&u->removed, __ATOMIC_ACQUIRE))
+			continue;
+		u->removal_told = true;
+		u->suspended = false; /* what is left is served from system memory */
+		ev.arg = (uint32_t)u->removed_kind;
+		ev.status = u->removed_status;
+		loop_event(d, &ev);
+	}
 }
 
 static void arm_recv(struct loop *lp, struct client *c)
@@ -351,6 +406,11 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 	case OP_WAIT_TIMEOUT:
 		on_wait(lp, op->c);
 		break;
+	case OP_EVENTFD:
+		on_removals(lp->d);
+		if (!lp->stop && cqe->res >= 0)
+			arm_eventfd(lp);
+		break;
 	case OP_SIGNAL:
 		if (cqe->res == sizeof(lp->si)) {
 			ugpud_log("signal %u: stopping", lp->si.ssi_signo);
@@ -416,10 +476,15 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		return ret;
 	}
 	d->kill = loop_kill;
+	d->event = loop_event;
 	lp.accept_op.kind = OP_ACCEPT;
 	lp.sig_op.kind = OP_SIGNAL;
+	lp.ev_op.kind = OP_EVENTFD;
 	arm_accept(&lp);
 	arm_signal(&lp);
+	if (d->ev_fd >= 0)
+		arm_eventfd(&lp);
+	on_removals(d); /* one that came before the loop */
 	while (!lp.stop) {
 		uint64_t now;
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/unplug.h>
 
 #include "tools/common/cli.h"
 #include "tools/ugpu-sim/sim.h"
@@ -127,6 +129,26 @@ static int device_up(struct ugpud *d, unsigned int i, const char *uri)
 		return ret;
 	}
 	return 0;
+}
+
+/* libugpu's removal thread: flag the device, wake the loop (which tells
+ * the clients: loop.c). */
+static void on_removed(void *user, struct ugpu_device *dev, enum ugpu_unplug_kind kind, int status)
+{
+	struct ugpud *d = user;
+	uint64_t one = 1;
+
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		struct ugpud_dev *u = &d->devs[i];
+
+		if (u->dev != dev)
+			continue;
+		u->removed_kind = (int)kind;
+		u->removed_status = status;
+		__atomic_store_n(&u->removed, 1, __ATOMIC_RELEASE);
+	}
+	if (d->ev_fd >= 0 && write(d->ev_fd, &one, sizeof(one)) < 0)
+		ugpud_log("removal: the loop was not woken: %s", strerror(errno));
 }
 
 static void devices_down(struct ugpud *d)
@@ -266,6 +288,7 @@ int main(int argc, char **argv)
 		return cli_usage_error(cmd.prog, "no --device: a daemon without a device serves nothing");
 	list_init(&d->clients);
 	list_init(&d->detached);
+	d->ev_fd = eventfd(0, EFD_CLOEXEC);
 	d->self_uid = getuid();
 	d->max_clients = (unsigned int)max_clients;
 	d->max_bos = (unsigned int)max_bos;
@@ -288,6 +311,7 @@ int main(int argc, char **argv)
 		if (ret)
 			goto out_devices;
 		d->ndevs++;
+		ugpu_device_set_removal_callback(d->devs[i].dev, on_removed, d);
 	}
 	d->resume_timeout_ms = resume_s * 1000;
 	/* systemd hands back the socket unit's socket and what the fd store

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/unplug.h>
 
 #include "mm/bo.h"
 #include "tools/ugpud/ugpud.h"
@@ -571,6 +572,92 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
 }
 
+/* Requests that need the device awake (refused while it is host-suspended):
+ * not queries, not the ends of objects, not administration. */
+static bool op_needs_device(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_BO_CREATE:
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_PIN:
+	case UGPUD_BO_UNPIN:
+	case UGPUD_BO_MIGRATE:
+	case UGPUD_BO_MAP:
+	case UGPUD_VM_CREATE:
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND:
+	case UGPUD_QUEUE_CREATE:
+	case UGPUD_SUBMIT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void tell(struct ugpud *d, uint32_t device, uint32_t kind, uint32_t arg, int status)
+{
+	struct ugpud_event ev = { .kind = kind, .device = device, .arg = arg, .status = status };
+
+	if (d->event)
+		d->event(d, &ev);
+}
+
+/* UGPUD_DEVICE_PM: one step of a host-suspend cycle, or a removal, for every
+ * client of the device. */
+static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const void *body, void *rep)
+{
+	struct ugpud_device_pm_req req;
+	struct ugpud_dev *u;
+	int ret;
+
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EINVAL, "device pm: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.device >= d->ndevs)
+		return serve_error(rep, h->op, h->seq, -ENODEV, "device pm: no device %u", req.device);
+	u = &d->devs[req.device];
+	switch (req.action) {
+	case UGPUD_PM_PREPARE:
+		ret = ugpu_device_suspend_prepare(u->dev);
+		if (!ret)
+			tell(d, req.device, UGPUD_EV_SUSPENDING, 0, 0);
+		break;
+	case UGPUD_PM_SUSPEND:
+		ret = ugpu_device_suspend(u->dev);
+		if (!ret) {
+			u->suspended = true;
+			tell(d, req.device, UGPUD_EV_SUSPENDED, 0, 0);
+		}
+		break;
+	case UGPUD_PM_RESUME:
+		ret = ugpu_device_resume(u->dev);
+		if (!ret || ret == -EBADMSG) { /* -EBADMSG: resumed, a backup was damaged */
+			u->suspended = false;
+			tell(d, req.device, UGPUD_EV_RESUMED, 0, ret);
+		}
+		break;
+	case UGPUD_PM_CANCEL:
+		ret = ugpu_device_suspend_cancel(u->dev);
+		if (!ret)
+			tell(d, req.device, UGPUD_EV_RESUMED, 0, 0);
+		break;
+	case UGPUD_PM_UNPLUG:
+		/* the removal callback tells the clients (loop.c) */
+		ret = ugpu_device_unplug(u->dev);
+		break;
+	default:
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "device pm: action %u (1 prepare, 2 suspend, 3 resume, 4 cancel, "
+				   "5 unplug)", req.action);
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "device %u: %s", req.device,
+				   ugpu_strerror(ret));
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
 static size_t do_mem_stats(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, void *rep)
 {
 	struct ugpu_device_mem m = { .size = sizeof(m) };
@@ -663,6 +750,10 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return do_resume(d, c, &h, body, rep);
 	if (!c->hello && h.op != UGPUD_HELLO)
 		return serve_error(rep, h.op, h.seq, -EPROTO, "op %u before hello: say hello first", h.op);
+	if (d->devs[c->device].suspended && op_needs_device(h.op))
+		return serve_error(rep, h.op, h.seq, -EAGAIN,
+				   "device %u is host-suspended: op %u waits for its resume (an event "
+				   "says when)", c->device, h.op);
 	switch (h.op) {
 	case UGPUD_HELLO:
 		return do_hello(d, c, &h, body, rep);
@@ -713,6 +804,11 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_FENCE_WAIT:
 	case UGPUD_QUEUE_QUERY:
 		return do_vm(d, c, &h, body, rep);
+	case UGPUD_DEVICE_PM:
+		if (!c->admin)
+			return serve_error(rep, h.op, h.seq, -EPERM,
+					   "suspend, resume and removal are for root and ugpud's own user");
+		return do_device_pm(d, &h, body, rep);
 	case UGPUD_CLIENTS:
 	case UGPUD_KILL:
 		if (!c->admin)

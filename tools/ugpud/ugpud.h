@@ -41,11 +41,20 @@
 struct sim;
 
 /* One device the daemon owns. @sim: the embedded reference device behind
- * it ("sim" URIs), or NULL. */
+ * it ("sim" URIs), or NULL. @suspended: host-suspended by UGPUD_DEVICE_PM
+ * (requests that need the device are -EAGAIN). @removed: set by the removal
+ * callback (libugpu's removal thread: atomic, then d->ev_fd is written),
+ * with @removed_kind/@removed_status; @removal_told: the loop told the
+ * clients (loop thread only). */
 struct ugpud_dev {
 	char uri[128];
 	struct ugpu_device *dev;
 	struct sim *sim;
+	bool suspended;
+	int removed;
+	int removed_kind;
+	int removed_status;
+	bool removal_told;
 };
 
 /* What a handle names. */
@@ -149,6 +158,11 @@ struct ugpud {
 	unsigned int max_clients;
 	unsigned int max_bos;
 	void (*kill)(struct ugpud *d, struct client *victim);
+	/* tell every client of device @ev->device (loop.c; NULL: nobody) */
+	void (*event)(struct ugpud *d, const struct ugpud_event *ev);
+	/* written by the removal callback to wake the loop (eventfd), or -1 */
+	int ev_fd;
+	uint64_t events_sent, events_dropped;
 	/*
 	 * Restart (persist.c). @fd_store: --fd-store, persistence on. @boot:
 	 * this daemon's boot number (1 + the restored table's). @table_name:
