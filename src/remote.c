@@ -141,6 +141,9 @@ static void remote_on_event(struct remote *r, const void *body)
 		r->removal_kind = (int)ev.arg;
 		r->removal_status = ev.status;
 		break;
+	case UGPUD_EV_STOPPING: /* a clean stop keeps no session: no resume */
+		r->token = 0;
+		break;
 	default: /* a newer daemon's: nothing to do with it here */
 		break;
 	}
@@ -241,6 +244,21 @@ static int remote_resume(struct ugpu_device *dev)
 	struct ugpud_hdr h;
 	int ret = -ECONNREFUSED;
 
+	/* What the daemon sent before it went is still readable: a clean
+	 * stop's event says there is nothing to resume. */
+	for (;;) {
+		ssize_t n = recv(r->fd, r->buf, sizeof(r->buf), MSG_DONTWAIT);
+
+		if (n < (ssize_t)sizeof(h))
+			break;
+		memcpy(&h, r->buf, sizeof(h));
+		if (h.magic == UGPUD_MAGIC && h.op == UGPUD_EVENT &&
+		    h.len == sizeof(struct ugpud_event) && (size_t)n == sizeof(h) + h.len)
+			remote_on_event(r, r->buf + sizeof(h));
+	}
+	if (!r->token)
+		return -ECONNRESET;
+	req.token = r->token;
 	memcpy(req.name, r->name, sizeof(req.name));
 	while (now_ms() < deadline) {
 		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -268,8 +286,10 @@ static int remote_resume(struct ugpu_device *dev)
 			continue;
 		}
 		if (ret) {
-			log_err(dev->ctx, "%s: the daemon did not take the session back: %s",
-				dev->name, ugpu_strerror(ret));
+			log_err(dev->ctx, "%s: the daemon did not take the session back: %s", dev->name,
+				ret == -ENOENT ? "it has none of ours (ended by a kill, or not kept "
+						 "over its restart)"
+					       : ugpu_strerror(ret));
 			return ret;
 		}
 		log_info(dev->ctx, "%s: session of client %u resumed after the daemon's restart",

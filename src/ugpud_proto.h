@@ -329,7 +329,8 @@ struct ugpud_kill_req {
 
 /*
  * Sessions across a daemon restart (docs/daemon.md, "Restart").
- * UGPUD_SESSION (after the hello) gives the connection's session token. A
+ * UGPUD_SESSION (after the hello) gives the connection's session token (0:
+ * the daemon keeps nothing over a restart, it runs without --fd-store). A
  * daemon restarted with its fd store (systemd's FDSTORE) keeps the sessions
  * it had: a client whose connection broke connects again and sends
  * UGPUD_RESUME with the token as its first request instead of a hello; its
@@ -377,6 +378,7 @@ enum ugpud_event_kind {
 	UGPUD_EV_SUSPENDED = 2, /* powered off: requests that need it are -EAGAIN */
 	UGPUD_EV_RESUMED = 3, /* back (after a resume, or a cancel) */
 	UGPUD_EV_REMOVED = 4, /* removed: @arg is ugpu_unplug_kind, @status its status */
+	UGPUD_EV_STOPPING = 5, /* the daemon stops (SIGTERM): no session survives it */
 };
 
 /* An event about the connection's device. A client reads events with the

@@ -229,7 +229,7 @@ int main(int argc, char **argv)
 	bool activated = false;
 	int listen_fd = -1, ret, inherited[UGPUD_MAX_INHERITED], ninh, nstored = 0;
 	static char inh_names[UGPUD_MAX_INHERITED][64];
-	uint64_t resume_s = 60;
+	uint64_t resume_s = 60, workers = 2;
 	char st[256];
 	sigset_t sigs;
 	const struct cli_opt opts[] = {
@@ -262,6 +262,10 @@ int main(int argc, char **argv)
 		{ .name = "resume-timeout", .kind = CLI_UINT, .dst = &resume_s, .arg = "SECONDS",
 		  .help = "after a restart, release a session its client has not resumed by then",
 		  .min = 1, .max = 86400 },
+		{ .name = "workers", .kind = CLI_UINT, .dst = &workers, .arg = "N",
+		  .help = "threads for slow requests (migrate, pin), so that they hold up no "
+			  "other client (0: all on the event loop)",
+		  .min = 0, .max = UGPUD_MAX_WORKERS },
 		{ .name = "max-bos", .kind = CLI_UINT, .dst = &max_bos, .arg = "N",
 		  .help = "objects (BOs, VMs, queues) one client may hold", .min = 1,
 		  .max = UGPUD_HANDLE_SLOTS },
@@ -314,6 +318,7 @@ int main(int argc, char **argv)
 		ugpu_device_set_removal_callback(d->devs[i].dev, on_removed, d);
 	}
 	d->resume_timeout_ms = resume_s * 1000;
+	d->workers = (unsigned int)workers;
 	/* systemd hands back the socket unit's socket and what the fd store
 	 * kept (names "ugpud-...", persist.c), in one list */
 	ninh = notify_listen_fds_named(inherited, inh_names, UGPUD_MAX_INHERITED);

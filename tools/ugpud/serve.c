@@ -284,21 +284,23 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
 	}
 	case UGPUD_BO_PIN:
-		ret = ugpu_bo_pin(s->bo);
-		if (!ret) {
-			s->pins++;
-			d->persist_dirty = true;
+	case UGPUD_BO_MIGRATE:
+		c->job = (struct ugpud_job){ .op = h->op, .seq = h->seq, .handle = req.handle,
+					     .arg = req.arg, .bo = s->bo, .c = c };
+		ugpu_bo_get(s->bo); /* the job's own: the client may go meanwhile */
+		c->job_busy = true;
+		if (d->offload) { /* may copy the whole BO: on a worker */
+			d->offload(d, c);
+			return 0;
 		}
-		break;
+		job_run(&c->job);
+		return serve_job_done(d, c, rep);
 	case UGPUD_BO_UNPIN:
 		ret = ugpu_bo_unpin(s->bo);
 		if (!ret && s->pins) {
 			s->pins--;
 			d->persist_dirty = true;
 		}
-		break;
-	case UGPUD_BO_MIGRATE:
-		ret = ugpu_bo_migrate(s->bo, (enum ugpu_placement)req.arg);
 		break;
 	case UGPUD_BO_MAP: {
 		struct ugpud_bo_map_rep m = { 0 };
@@ -328,6 +330,37 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return serve_error(rep, h->op, h->seq, ret, "BO 0x%x: %s", req.handle,
 				   ugpu_strerror(ret));
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+void job_run(struct ugpud_job *job)
+{
+	if (job->op == UGPUD_BO_MIGRATE)
+		job->result = ugpu_bo_migrate(job->bo, (enum ugpu_placement)job->arg);
+	else
+		job->result = ugpu_bo_pin(job->bo);
+}
+
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
+{
+	struct ugpud_job *j = &c->job;
+	struct ugpud_slot *s = client_slot(c, j->handle, SLOT_BO);
+	int ret = j->result;
+
+	c->job_busy = false;
+	if (j->op == UGPUD_BO_PIN && !ret) {
+		if (s && s->bo == j->bo) {
+			s->pins++;
+			d->persist_dirty = true;
+		} else { /* its slot went meanwhile (a kill): nobody to hold it */
+			ugpu_bo_unpin(j->bo);
+		}
+	}
+	ugpu_bo_put(j->bo);
+	j->bo = NULL;
+	if (ret)
+		return serve_error(rep, j->op, j->seq, ret, "BO 0x%x: %s", j->handle,
+				   ugpu_strerror(ret));
+	return reply_hdr(rep, j->op, j->seq, 0, 0);
 }
 
 /* The body of @h must be exactly @n bytes: else an error reply (returned). */
@@ -771,7 +804,9 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_MEM_STATS:
 		return do_mem_stats(d, c, &h, rep);
 	case UGPUD_SESSION: {
-		struct ugpud_session_rep r = { .token = c->token };
+		/* 0 without --fd-store: nothing to resume after a restart, so
+		 * the client does not try */
+		struct ugpud_session_rep r = { .token = d->fd_store ? c->token : 0 };
 
 		if (h.len)
 			return serve_error(rep, h.op, h.seq, -EINVAL, "session: %u bytes of body, expected 0",

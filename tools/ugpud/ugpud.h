@@ -11,9 +11,13 @@
  *   persist.c restart without losing client data: the BO table and the
  *             memory behind it kept in systemd's fd store, read back
  *
- * Threading: the daemon is one thread. struct ugpud, every struct client and
- * their handle tables are touched only by it (libugpu runs its own threads
- * under the devices, behind its API). No lock is needed, none is taken.
+ * Threading: one loop thread owns struct ugpud, every struct client and
+ * their handle tables: only it touches them (libugpu runs its own threads
+ * under the devices, behind its API), no lock is taken for them. Slow
+ * requests (struct ugpud_job) run on worker threads that see the job alone,
+ * handed over under the pool's lock (loop.c); the removal callback, on
+ * libugpu's thread, only sets atomics in struct ugpud_dev and writes an
+ * eventfd.
  */
 #ifndef UGPU_TOOLS_UGPUD_H
 #define UGPU_TOOLS_UGPUD_H
@@ -35,6 +39,8 @@
 
 #define UGPUD_MAX_DEVICES 16
 #define UGPUD_MAX_ALLOW 16
+/* worker threads for slow requests (--workers) */
+#define UGPUD_MAX_WORKERS 16
 /* Handles: (generation << 16) | (slot + 1); so at most 65535 BOs a client. */
 #define UGPUD_HANDLE_SLOTS 65535u
 
@@ -87,6 +93,26 @@ struct ugpud_slot {
 	char store_name[64];
 };
 
+/*
+ * struct ugpud_job - a request served on a worker thread (loop.c) so that it
+ * does not hold up the loop: BO_MIGRATE and BO_PIN, which may copy the
+ * whole BO. serve.c fills it on the loop thread (with a BO reference of its
+ * own), a worker runs job_run() (libugpu only, nothing of the daemon's
+ * state), and serve_job_done() answers on the loop thread. Handed over
+ * under the pool's lock in both directions (loop.c), so each side sees the
+ * other's writes.
+ */
+struct ugpud_job {
+	uint16_t op;
+	uint32_t seq;
+	uint32_t handle;
+	uint32_t arg;
+	struct ugpu_bo *bo;
+	int result;
+	struct client *c;
+	struct ugpud_job *next; /* the pool's queues */
+};
+
 /* What loop.c keeps per client for io_uring (opaque to serve.c). */
 struct client_io;
 
@@ -130,6 +156,9 @@ struct client {
 	uint64_t wait_fence;
 	/* the session's token (UGPUD_SESSION / UGPUD_RESUME): nonzero, random */
 	uint64_t token;
+	/* a request on a worker (serve_request() returned 0, @job_busy) */
+	struct ugpud_job job;
+	bool job_busy;
 };
 
 /*
@@ -158,6 +187,10 @@ struct ugpud {
 	unsigned int max_clients;
 	unsigned int max_bos;
 	void (*kill)(struct ugpud *d, struct client *victim);
+	/* hand @c->job to a worker (loop.c; NULL: slow requests are served
+	 * inline, as the fuzz target does) */
+	void (*offload)(struct ugpud *d, struct client *c);
+	unsigned int workers; /* --workers: 0 serves everything on the loop */
 	/* tell every client of device @ev->device (loop.c; NULL: nobody) */
 	void (*event)(struct ugpud *d, const struct ugpud_event *ev);
 	/* written by the removal callback to wake the loop (eventfd), or -1 */
@@ -242,11 +275,18 @@ int client_resume(struct ugpud *d, struct client *c, uint64_t token);
  * @rep_fd: gets an fd to send with the reply (UGPUD_BO_MAP), which the
  *          caller closes once sent; else -1.
  * Returns: the reply's length (every request gets one), or 0 when the
- * answer waits for a fence: @c->wait_fd is then set and the caller calls
- * serve_wait_done() once it is readable or @c->wait_ms have passed.
+ * answer waits: for a fence (@c->wait_fd is then set and the caller calls
+ * serve_wait_done() once it is readable or @c->wait_ms have passed), or
+ * for a worker (@c->job_busy: d->offload() has the job; serve_job_done()
+ * answers).
  */
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
 		     bool oversized, int nfds, void *rep, int *rep_fd);
+
+/* A worker's part of a job: the library call. */
+void job_run(struct ugpud_job *job);
+/* The answer to @c's finished job into @rep (its length). */
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep);
 
 /* The answer to @c's waiting UGPUD_FENCE_WAIT into @rep (its length); closes
  * @c->wait_fd. */
