@@ -45,16 +45,16 @@
 #define RESTARTS 3
 
 /* The fd store and readiness as "systemd" (this test) keeps them.
- * Locking: @lock guards every field; the harness thread writes, the test
- * reads. */
+ * Locking: @lock guards the store and @ready; the harness thread writes,
+ * the test reads. @stop is atomic. */
 static struct {
 	pthread_mutex_t lock;
 	int fds[MAX_STORE];
 	char names[MAX_STORE][64];
 	int n;
 	unsigned int ready; /* READY=1 seen */
-	int nfd; /* the notify socket */
-	volatile int stop;
+	int nfd; /* the notify socket; set before the thread starts */
+	int stop; /* atomic */
 } store = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static char line_value(const char *msg, const char *key, char *out, size_t n)
@@ -74,7 +74,7 @@ static char line_value(const char *msg, const char *key, char *out, size_t n)
 static void *harness(void *arg)
 {
 	(void)arg;
-	while (!store.stop) {
+	while (!__atomic_load_n(&store.stop, __ATOMIC_RELAXED)) {
 		struct pollfd p = { .fd = store.nfd, .events = POLLIN };
 		char msg[512], name[64] = "";
 		union {
@@ -382,7 +382,7 @@ static void killed_under_load_and_restarted(void **state)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	usleep(100000);
 	assert_int_equal(store_count("ugpud-"), 0);
-	store.stop = 1;
+	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 	close(lfd);
 	close(store.nfd);
