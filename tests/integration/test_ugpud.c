@@ -405,6 +405,29 @@ static void protocol_refusals(void **state)
 	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr), 0, NULL, 0), 0);
 	/* not an admin request for... we are root or the daemon's user: allowed */
 	assert_int_equal(raw_call(fd, UGPUD_CLIENTS, NULL, 0, 0, NULL, 0), 0);
+	/* sessions: a resume on a connection that has one, a bad action */
+	{
+		struct ugpud_resume_req rr = { .version = UGPUD_PROTO_VERSION, .token = 1 };
+		struct ugpud_device_pm_req pm = { .action = 99 };
+
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -EPROTO);
+		assert_int_equal(raw_call(fd, UGPUD_DEVICE_PM, &pm, sizeof(pm), 0, msg, sizeof(msg)),
+				 -EINVAL);
+		assert_non_null(strstr(msg, "action 99"));
+		close(fd);
+		/* a daemon without --fd-store has no session to take back */
+		fd = raw_connect();
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -ENOENT);
+		assert_non_null(strstr(msg, "no such session"));
+		rr.version = 2;
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -EPROTONOSUPPORT);
+		assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, NULL, 0), 0);
+		assert_int_equal(raw_call(fd, UGPUD_SESSION, NULL, 0, 0, NULL, 0), 0);
+		assert_int_equal(raw_call(fd, UGPUD_SESSION, &rr, 8, 0, msg, sizeof(msg)), -EINVAL);
+	}
 	close(fd);
 }
 
