@@ -1242,6 +1242,50 @@ static void suspend_cycle_two_clients(void **state)
 	}
 }
 
+/* --autosuspend: the daemon's device sleeps when no client touches it and
+ * wakes for the next request, with the clients' bytes. */
+static void runtime_pm_for_clients(void **state)
+{
+	const char *extra[] = { "--device", "sim:64M", "--autosuspend", "30", "--metrics", "off",
+				NULL };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	unsigned char want[64 << 10], got[64 << 10];
+	char sock[108], u[160];
+	uint64_t t0, slept_ms, t_wake;
+	pid_t pid;
+
+	(void)state;
+	snprintf(sock, sizeof(sock), "/tmp/ugpud-test-rpm-%d.sock", (int)getpid());
+	snprintf(u, sizeof(u), "ugpud:%s", sock);
+	pid = daemon_spawn(sock, extra);
+	assert_true(pid > 0);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, u, &dev), 0);
+	bo = make_bo(dev, sizeof(want), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	fill(want, sizeof(want), 4242);
+	assert_int_equal(ugpu_bo_write(bo, 0, want, sizeof(want)), 0);
+	for (t0 = now_ms(); now_ms() - t0 < 5000; usleep(10000)) {
+		assert_int_equal(ugpu_device_query(dev, &info), 0);
+		if (info.power_state != UGPU_POWER_D0)
+			break;
+	}
+	slept_ms = now_ms() - t0;
+	assert_int_not_equal(info.power_state, UGPU_POWER_D0);
+	t0 = now_us();
+	assert_int_equal(ugpu_bo_read(bo, 0, got, sizeof(got)), 0); /* wakes it */
+	t_wake = now_us() - t0;
+	assert_memory_equal(got, want, sizeof(got));
+	fprintf(stderr, "  the daemon's device slept (power state %d) %llu ms after the last "
+		"request; a 64 KiB read woke it in %llu us\n", (int)info.power_state,
+		(unsigned long long)slept_ms, (unsigned long long)t_wake);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	assert_int_equal(daemon_stop(pid), 0);
+}
+
 static int removals_seen;
 static void on_removal(void *user, struct ugpu_device *dev, enum ugpu_unplug_kind kind, int status)
 {
@@ -1446,6 +1490,7 @@ int main(void)
 		cmocka_unit_test(socket_activation_and_notify),
 		cmocka_unit_test(slow_request_holds_up_no_one),
 		cmocka_unit_test(suspend_cycle_two_clients),
+		cmocka_unit_test(runtime_pm_for_clients),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/rpm.h>
 #include <ugpu/unplug.h>
 
 #include "tools/common/cli.h"
@@ -230,6 +231,7 @@ int main(int argc, char **argv)
 	int listen_fd = -1, ret, inherited[UGPUD_MAX_INHERITED], ninh, nstored = 0;
 	static char inh_names[UGPUD_MAX_INHERITED][64];
 	uint64_t resume_s = 60, workers = 2;
+	uint64_t autosuspend_ms = 0;
 	char st[256];
 	sigset_t sigs;
 	const struct cli_opt opts[] = {
@@ -262,6 +264,10 @@ int main(int argc, char **argv)
 		{ .name = "resume-timeout", .kind = CLI_UINT, .dst = &resume_s, .arg = "SECONDS",
 		  .help = "after a restart, release a session its client has not resumed by then",
 		  .min = 1, .max = 86400 },
+		{ .name = "autosuspend", .kind = CLI_UINT, .dst = &autosuspend_ms, .arg = "MS",
+		  .help = "runtime PM: a device no client touched for MS sleeps, and wakes for the "
+			  "next request that needs it (0: never sleeps)",
+		  .min = 0, .max = 3600000 },
 		{ .name = "workers", .kind = CLI_UINT, .dst = &workers, .arg = "N",
 		  .help = "threads for slow requests (migrate, pin), so that they hold up no "
 			  "other client (0: all on the event loop)",
@@ -316,6 +322,15 @@ int main(int argc, char **argv)
 			goto out_devices;
 		d->ndevs++;
 		ugpu_device_set_removal_callback(d->devs[i].dev, on_removed, d);
+		if (autosuspend_ms) {
+			ret = ugpu_device_rpm_set_autosuspend_delay(d->devs[i].dev, (int)autosuspend_ms);
+			if (!ret)
+				ret = ugpu_device_rpm_allow(d->devs[i].dev, true);
+			if (ret) {
+				ugpud_log("%s: runtime PM: %s", d->devs[i].uri, ugpu_strerror(ret));
+				goto out_devices;
+			}
+		}
 	}
 	d->resume_timeout_ms = resume_s * 1000;
 	d->workers = (unsigned int)workers;
