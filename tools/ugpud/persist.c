@@ -269,10 +269,36 @@ static void sync_client(struct ugpud *d, struct client *c)
 			d->persist_dirty = true;
 }
 
+/* The devices' move and eviction counts together: a change means some BO's
+ * backing may have moved outside any request of ours. */
+static uint64_t devices_moves(struct ugpud *d)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		struct ugpu_device_mem m = { .size = sizeof(m) };
+
+		if (!ugpu_device_mem_stats(d->devs[i].dev, &m))
+			n += m.moves + m.evictions + m.bos + m.bos_lost;
+	}
+	return n;
+}
+
 void persist_sync(struct ugpud *d)
 {
+	uint64_t moves, now;
+
 	if (!d->fd_store)
 		return;
+	/* Walk every BO only when something may have moved: a request that
+	 * can move or make BOs (serve.c sets @persist_dirty), the devices'
+	 * counters, or once a second whatever they say. */
+	moves = devices_moves(d);
+	now = now_ms();
+	if (!d->persist_dirty && moves == d->persist_moves && now < d->persist_walk_ms + 1000)
+		return;
+	d->persist_moves = moves;
+	d->persist_walk_ms = now;
 	list_for_each(l, &d->clients)
 		sync_client(d, list_entry(l, struct client, link));
 	list_for_each(l, &d->detached)
@@ -438,7 +464,19 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 		return -ENOMEM;
 	}
 	memcpy(&h, t, sizeof(h));
+	/* past every boot any stored name carries, the table's and a restore
+	 * that died before its own table: a name must never come back (a
+	 * removal by name would take the new entry too) */
 	d->boot = h.boot + 1;
+	for (int i = 0; i < n; i++) {
+		unsigned int a, b;
+
+		if ((sscanf(names[i], NAME_PREFIX "vram-%u-%u", &a, &b) == 2 ||
+		     sscanf(names[i], NAME_PREFIX "sys-%u-%u", &b, &a) == 2 ||
+		     sscanf(names[i], NAME_PREFIX "table-%u-%u", &b, &a) == 2) &&
+		    b >= d->boot)
+			d->boot = b + 1;
+	}
 	pos = sizeof(h) + h.ndevs * sizeof(struct tbl_dev);
 	while (pos + sizeof(uint32_t) <= len) {
 		uint32_t kind;

@@ -347,6 +347,7 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
 	int ret = j->result;
 
 	c->job_busy = false;
+	d->persist_dirty = true; /* the BO may sit elsewhere now */
 	if (j->op == UGPUD_BO_PIN && !ret) {
 		if (s && s->bo == j->bo) {
 			s->pins++;
@@ -628,6 +629,26 @@ static bool op_needs_device(uint16_t op)
 	}
 }
 
+/* Requests after which a BO may sit elsewhere (or be new, or gone). */
+static bool op_may_move(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_QUERY:
+	case UGPUD_DEV_QUERY:
+	case UGPUD_MEM_STATS:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_QUERY:
+	case UGPUD_FENCE_WAIT:
+	case UGPUD_CLIENTS:
+	case UGPUD_SESSION:
+		return false;
+	default:
+		return true;
+	}
+}
+
 static void tell(struct ugpud *d, uint32_t device, uint32_t kind, uint32_t arg, int status)
 {
 	struct ugpud_event ev = { .kind = kind, .device = device, .arg = arg, .status = status };
@@ -779,6 +800,9 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	if (nfds)
 		return serve_error(rep, h.op, h.seq, -EINVAL,
 				   "%d fds came with a request: no request takes any (closed)", nfds);
+	/* what may move or make BOs: the restart record looks (persist.c) */
+	if (op_may_move(h.op))
+		d->persist_dirty = true;
 	if (h.op == UGPUD_RESUME)
 		return do_resume(d, c, &h, body, rep);
 	if (!c->hello && h.op != UGPUD_HELLO)

@@ -212,6 +212,7 @@ struct ugpud {
 	uint64_t table_seq;
 	char table_name[64];
 	bool persist_dirty;
+	uint64_t persist_moves, persist_walk_ms; /* persist_sync()'s last walk */
 	char (*drop_names)[64];
 	size_t ndrop, drop_cap;
 	uint32_t sys_names;
