@@ -237,6 +237,14 @@ static void pool_stop(struct loop *lp)
 	pthread_mutex_unlock(&p->lock);
 	for (unsigned int i = 0; i < p->n; i++)
 		pthread_join(p->threads[i], NULL);
+	/* jobs of clients the exit drain gave up on: their BO references go
+	 * before the devices do (the clients themselves are left, see
+	 * loop_run()) */
+	for (struct ugpud_job *j = p->done; j; j = j->next) {
+		ugpu_bo_put(j->bo);
+		j->bo = NULL;
+	}
+	p->done = NULL;
 	close(p->done_fd);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
