@@ -3,7 +3,8 @@
  * ugpud restarts without losing its clients' data (docs/daemon.md,
  * "Restart"). The test plays systemd: it binds $NOTIFY_SOCKET, keeps what
  * the daemon stores there (FDSTORE=1 / FDSTOREREMOVE=1 with FDNAME=), holds
- * the listening socket as a .socket unit does, and after SIGKILLing ugpud
+ * the listening socket as a .socket unit does, closes the fd of any other
+ * message (which is what answers BARRIER=1), and after SIGKILLing ugpud
  * under load starts it again with the socket and the stored fds as
  * LISTEN_FDS / LISTEN_FDNAMES.
  *  - killed_under_load_and_restarted: two client processes keep writing,

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,27 @@ static int notify_send_fd(const char *state, int pass)
 int notify_send(const char *state)
 {
 	return notify_send_fd(state, -1);
+}
+
+int notify_barrier(unsigned int timeout_ms)
+{
+	struct pollfd p = { .events = POLLIN };
+	int pfd[2], ret;
+
+	if (pipe2(pfd, O_CLOEXEC))
+		return -errno;
+	/* systemd closes the fds of a message that does not store them, after
+	 * it has processed every message before it: the read end then sees
+	 * the pipe's end (sd_notify_barrier(3)) */
+	ret = notify_send_fd("BARRIER=1", pfd[1]);
+	close(pfd[1]);
+	p.fd = pfd[0];
+	if (!ret) {
+		ret = poll(&p, 1, (int)timeout_ms);
+		ret = ret > 0 ? 0 : ret == 0 ? -ETIMEDOUT : -errno;
+	}
+	close(pfd[0]);
+	return ret;
 }
 
 int notify_store(int fd, const char *name)

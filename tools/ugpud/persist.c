@@ -11,8 +11,8 @@
  *                             handle, size, placements, flags, pins, and
  *                             where the bytes are (VRAM extents or a sys name)
  *
- * The table is a new sealed memfd each time it changes, stored before the
- * previous one is removed, and a memfd a table names is stored before the
+ * The table is a new sealed memfd each time it changes, stored (and waited
+ * for with BARRIER=1) before the previous one is removed, and a memfd a table names is stored before the
  * table and removed after the next: a kill at any point leaves one complete
  * table whose memory is all in the store. The loop records after every
  * request (persist_sync()), so the table is current at request boundaries;
@@ -44,6 +44,8 @@
 #define TABLE_MAGIC "UGPUDTB1"
 #define NAME_PREFIX "ugpud-"
 #define COPY_CHUNK (1u << 20)
+/* how long a stored table waits for systemd to have processed it */
+#define BARRIER_MS 1000
 
 struct tbl_hdr {
 	char magic[8];
@@ -248,6 +250,11 @@ static int write_table(struct ugpud *d)
 	if (!ret)
 		ret = notify_store(fd, name);
 	close(fd);
+	/* The replies go out after this: systemd must have the table (and the
+	 * memfds stored before it) by then, since it attributes a message to
+	 * the unit by its sender, who may be dead when it reads a late one. */
+	if (!ret)
+		ret = notify_barrier(BARRIER_MS);
 	if (ret) {
 		ugpud_log("fd store: the table was not stored: %s", strerror(-ret));
 		return ret;

@@ -313,6 +313,9 @@ int notify_listen_fds(int *fds, int max);
  * duplicated by the kernel, the caller keeps its own), or remove every fd of
  * that name (@fd -1: FDSTOREREMOVE=1). 0 or -errno. */
 int notify_store(int fd, const char *name);
+/* BARRIER=1: wait (at most @timeout_ms) until systemd has processed every
+ * message sent before. 0, -ETIMEDOUT, or -errno. */
+int notify_barrier(unsigned int timeout_ms);
 /* notify_listen_fds() with the names ($LISTEN_FDNAMES, ':'-separated; ""
  * when none came) into @names. */
 int notify_listen_fds_named(int *fds, char (*names)[64], int max);
