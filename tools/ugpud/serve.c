@@ -424,6 +424,7 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	struct ugpu_queue_opts o = { .size = sizeof(o) };
 	struct ugpud_handle_rep r = { 0 };
 	struct ugpud_slot *vs, *s;
+	struct ugpu_vm *vm;
 	char name[sizeof(req.name)];
 	int ret = 0;
 
@@ -433,9 +434,10 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	memcpy(name, req.name, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	o.name = name;
+	vm = vs->vm; /* a new slot may grow the table: @vs moves */
 	s = client_slot_new(d, c, SLOT_QUEUE, &r.handle, &ret);
 	if (s) {
-		ret = ugpu_queue_create(vs->vm, &o, &s->q);
+		ret = ugpu_queue_create(vm, &o, &s->q);
 		if (ret) {
 			s->kind = SLOT_FREE;
 			c->nobjs--;
