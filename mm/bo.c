@@ -886,6 +886,53 @@ int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
 	return ret;
 }
 
+int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *placement,
+	     struct bo_extent *ext, size_t max, size_t *next, int *sys_fd)
+{
+	struct bo_mgr *m;
+	struct buddy_block *b;
+	size_t n = 0;
+	int ret = 0;
+
+	*sys_fd = -1;
+	*next = 0;
+	bo_lock(bo, NULL, &m);
+	if (m->closed) {
+		ret = -ENODEV;
+		goto out;
+	}
+	if (bo->backing_gen == *gen) {
+		ret = 1;
+		goto out;
+	}
+	*gen = bo->backing_gen;
+	*placement = bo->placement;
+	if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
+		*sys_fd = fcntl(bo->sys.mem.fd, F_DUPFD_CLOEXEC, 0);
+		if (*sys_fd < 0)
+			ret = -errno;
+	} else if (bo->placement == UGPU_PLACEMENT_VRAM) {
+		buddy_list_for_each(b, bo->vram) {
+			/* block sizes are chunk << order, the 4 KiB chunk of every
+			 * device VRAM manager (as bo_copy_range_queue() reads them) */
+			uint64_t off = buddy_block_offset(b);
+			uint64_t sz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
+
+			if (n && n <= max && ext[n - 1].offset + ext[n - 1].bytes == off) {
+				ext[n - 1].bytes += sz;
+				continue;
+			}
+			if (n < max)
+				ext[n] = (struct bo_extent){ .offset = off, .bytes = sz };
+			n++;
+		}
+		*next = n;
+	}
+out:
+	bo_unlock(m, NULL);
+	return ret;
+}
+
 void bo_sys_release(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m = mgr_of(bo->dev);

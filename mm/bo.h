@@ -437,6 +437,26 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
  * move returns; -errno of the dup or the seals.
  */
 int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size);
+/*
+ * bo_backing_record() - where @bo's bytes are now (ugpud's restart record).
+ * @gen: in: the backing generation the caller saw last; out: the current
+ *       one. When they are equal nothing is filled and 1 is returned.
+ * @placement: gets the placement (UGPU_PLACEMENT_NONE: lost).
+ * @ext, @max: VRAM: the extents (VRAM offset, bytes) in the BO's byte
+ *       order, adjacent blocks merged; *@next gets how many (more than
+ *       @max: the array was short, only @max filled).
+ * @sys_fd: SYSTEM: a duplicate of the backing memfd (close-on-exec, the
+ *       caller's); -1 otherwise.
+ * Returns: 0; 1 (unchanged); -ENODEV (the device's manager closed);
+ * -errno of the dup.
+ * Context: takes the manager lock.
+ */
+struct bo_extent {
+	uint64_t offset;
+	uint64_t bytes;
+};
+int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *placement,
+	     struct bo_extent *ext, size_t max, size_t *next, int *sys_fd);
 /* Drop one hold of bo_sys_export() (the fds handed out stay valid: they pin
  * the pages they map, not the placement). */
 void bo_sys_release(struct ugpu_bo *bo);

@@ -29,6 +29,16 @@
  * @devices: how many devices the daemon serves (its hello); read-only after
  *           open.
  * @buf: the reply being read. Under @lock.
+ * @sa: the daemon's socket; @index, @name: the device index and program
+ *      name of the hello; read-only after open.
+ * @token: the session's token (UGPUD_SESSION; 0: the daemon keeps no
+ *         sessions over a restart). Under @lock.
+ * @gone, @suspended: what the daemon's events said (UGPUD_EV_REMOVED;
+ *         between UGPUD_EV_SUSPENDED and UGPUD_EV_RESUMED). Written under
+ *         @lock, read atomically without it.
+ * @removal_fn, @removal_user: ugpu_device_set_removal_callback(); under
+ *         @lock. @removal_due: the removal event came and the callback has
+ *         not been called yet (@removal_kind, @removal_status); under @lock.
  */
 struct remote {
 	pthread_mutex_t lock;
@@ -38,8 +48,22 @@ struct remote {
 	struct ugpud_dev_info info;
 	uint32_t client_id;
 	uint32_t devices;
+	struct sockaddr_un sa;
+	uint32_t index;
+	char name[32];
+	uint64_t token;
+	bool gone;
+	bool suspended;
+	ugpu_removal_fn removal_fn;
+	void *removal_user;
+	bool removal_due;
+	int removal_kind;
+	int removal_status;
 	unsigned char buf[UGPUD_MAX_MSG];
 };
+
+/* How long a call waits for a restarted daemon to take its session back. */
+#define REMOTE_RESUME_MS 15000
 
 #define URI_DEVICE "?device="
 
@@ -95,6 +119,36 @@ static int remote_send(struct remote *r, uint16_t op, uint32_t seq, const void *
 	return sock_send(r->fd, iov, 3, NULL, 0, now_ns() + REMOTE_TIMEOUT_MS * 1000000ull, NULL);
 }
 
+/* An event of the daemon about the device; lock held. */
+static void remote_on_event(struct remote *r, const void *body)
+{
+	struct ugpud_event ev;
+
+	memcpy(&ev, body, sizeof(ev));
+	switch (ev.kind) {
+	case UGPUD_EV_SUSPENDED:
+		__atomic_store_n(&r->suspended, true, __ATOMIC_RELAXED);
+		break;
+	case UGPUD_EV_RESUMED:
+		__atomic_store_n(&r->suspended, false, __ATOMIC_RELAXED);
+		break;
+	case UGPUD_EV_REMOVED:
+		if (__atomic_load_n(&r->gone, __ATOMIC_RELAXED))
+			break;
+		__atomic_store_n(&r->suspended, false, __ATOMIC_RELAXED);
+		__atomic_store_n(&r->gone, true, __ATOMIC_RELAXED);
+		r->removal_due = true;
+		r->removal_kind = (int)ev.arg;
+		r->removal_status = ev.status;
+		break;
+	case UGPUD_EV_STOPPING: /* a clean stop keeps no session: no resume */
+		r->token = 0;
+		break;
+	default: /* a newer daemon's: nothing to do with it here */
+		break;
+	}
+}
+
 /*
  * Read replies until the one for @op/@seq; lock held. Returns its header in
  * @h and its body in r->buf + sizeof(*h). A reply to an older request (one
@@ -133,6 +187,10 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 			return 0;
 		}
 		sock_fds_close(&in);
+		if (!ret && h->op == UGPUD_EVENT && h->len == sizeof(struct ugpud_event)) {
+			remote_on_event(r, r->buf + sizeof(*h));
+			continue;
+		}
 		if (ret)
 			return ret == -EMSGSIZE ? -EPROTO : ret;
 		if ((int32_t)(h->seq - seq) > 0)
@@ -150,6 +208,104 @@ static const char *reply_msg(struct remote *r, const struct ugpud_hdr *h, char *
 	return buf;
 }
 
+/* A request the daemon may have served before it died can be sent again
+ * after a resume without changing what it does. */
+static bool op_is_repeatable(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_DEV_QUERY:
+	case UGPUD_MEM_STATS:
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_QUERY:
+	case UGPUD_BO_MIGRATE:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_QUERY:
+	case UGPUD_FENCE_WAIT:
+	case UGPUD_CLIENTS:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * The connection broke: connect again (the daemon may be restarting; bounded
+ * by REMOTE_RESUME_MS) and take the session back with UGPUD_RESUME. Lock
+ * held. 0, or -errno (the session is gone: the caller marks it dead).
+ */
+static int remote_resume(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+	struct ugpud_resume_req req = { .version = UGPUD_PROTO_VERSION, .device = r->index,
+					.token = r->token };
+	uint64_t deadline = now_ms() + REMOTE_RESUME_MS;
+	unsigned int backoff = 5;
+	struct ugpud_hdr h;
+	int ret = -ECONNREFUSED;
+
+	/* What the daemon sent before it went is still readable: a clean
+	 * stop's event says there is nothing to resume. */
+	for (;;) {
+		ssize_t n = recv(r->fd, r->buf, sizeof(r->buf), MSG_DONTWAIT);
+
+		if (n < (ssize_t)sizeof(h))
+			break;
+		memcpy(&h, r->buf, sizeof(h));
+		if (h.magic == UGPUD_MAGIC && h.op == UGPUD_EVENT &&
+		    h.len == sizeof(struct ugpud_event) && (size_t)n == sizeof(h) + h.len)
+			remote_on_event(r, r->buf + sizeof(h));
+	}
+	if (!r->token)
+		return -ECONNRESET;
+	req.token = r->token;
+	memcpy(req.name, r->name, sizeof(req.name));
+	while (now_ms() < deadline) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return -errno;
+		if (connect(fd, (struct sockaddr *)&r->sa, sizeof(r->sa))) {
+			ret = -errno;
+			close(fd);
+			usleep(backoff * 1000);
+			backoff = backoff < 200 ? backoff * 2 : 200;
+			continue;
+		}
+		close(r->fd);
+		r->fd = fd;
+		ret = remote_send(r, UGPUD_RESUME, 0, &req, sizeof(req), NULL, 0);
+		if (!ret)
+			ret = remote_recv(r, UGPUD_RESUME, 0, &h, NULL);
+		if (!ret && h.result)
+			ret = h.result;
+		if (!ret && h.len != sizeof(struct ugpud_hello_rep))
+			ret = -EPROTO;
+		if (ret == -ECONNRESET || ret == -EPIPE) { /* it died again: once more */
+			usleep(backoff * 1000);
+			continue;
+		}
+		if (ret) {
+			log_err(dev->ctx, "%s: the daemon did not take the session back: %s", dev->name,
+				ret == -ENOENT ? "it has none of ours (ended by a kill, or not kept "
+						 "over its restart)"
+					       : ugpu_strerror(ret));
+			return ret;
+		}
+		log_info(dev->ctx, "%s: session of client %u resumed after the daemon's restart",
+			 dev->name, r->client_id);
+		return 0;
+	}
+	log_err(dev->ctx, "%s: no daemon came back within %u ms: %s", dev->name, REMOTE_RESUME_MS,
+		ugpu_strerror(ret));
+	return ret;
+}
+
+static bool is_conn_lost(int ret)
+{
+	return ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN;
+}
+
 /* remote_call() and remote_call_fd() in one. */
 static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
 			      size_t req_len, const void *data, size_t data_len, void *rep,
@@ -165,10 +321,25 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		ret = -ENODEV;
 		goto out;
 	}
-	seq = ++r->seq;
-	ret = remote_send(r, op, seq, req, req_len, data, data_len);
-	if (!ret)
-		ret = remote_recv(r, op, seq, &h, rep_fd);
+	for (int attempt = 0;; attempt++) {
+		bool sent;
+
+		seq = ++r->seq;
+		ret = remote_send(r, op, seq, req, req_len, data, data_len);
+		sent = !ret;
+		if (!ret)
+			ret = remote_recv(r, op, seq, &h, rep_fd);
+		/* The daemon went: after a restart it may have our session. */
+		if (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev))
+			break;
+		if (sent && !op_is_repeatable(op)) {
+			log_err(dev->ctx, "%s: the daemon restarted while op %u was in flight: its "
+				"BOs are back, whether this request was done is not known",
+				dev->name, op);
+			ret = -ECONNRESET;
+			goto out;
+		}
+	}
 	if (ret) {
 		/* A broken or out-of-step stream is not used again. */
 		r->dead = true;
@@ -198,8 +369,38 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		*rep_len = h.len;
 	ret = 0;
 out:
-	pthread_mutex_unlock(&r->lock);
+	{
+		ugpu_removal_fn fn = r->removal_due ? r->removal_fn : NULL;
+		void *user = r->removal_user;
+		int kind = r->removal_kind, status = r->removal_status;
+
+		if (fn)
+			r->removal_due = false;
+		pthread_mutex_unlock(&r->lock);
+		if (fn)
+			fn(user, dev, (enum ugpu_unplug_kind)kind, status);
+	}
 	return ret;
+}
+
+bool remote_is_gone(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->remote->gone, __ATOMIC_RELAXED);
+}
+
+bool remote_is_suspended(struct ugpu_device *dev)
+{
+	return __atomic_load_n(&dev->remote->suspended, __ATOMIC_RELAXED);
+}
+
+void remote_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn, void *user)
+{
+	struct remote *r = dev->remote;
+
+	pthread_mutex_lock(&r->lock);
+	r->removal_fn = fn;
+	r->removal_user = user;
+	pthread_mutex_unlock(&r->lock);
 }
 
 int remote_open(struct ugpu_device *dev, const char *uri)
@@ -282,6 +483,20 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	 * copies) yet (docs/daemon.md). */
 	dev->caps = rep.info.caps & ~UGPU_DEVICE_CAP_FABRIC;
 	dev->fabric_id = rep.info.fabric_id;
+	r->sa = sa;
+	r->index = index;
+	memcpy(r->name, hello.name, sizeof(r->name));
+	{
+		struct ugpud_session_rep sr;
+
+		r->seq = 1;
+		/* an older daemon has no sessions (-EOPNOTSUPP): no resume then */
+		if (!remote_send(r, UGPUD_SESSION, 1, NULL, 0, NULL, 0) &&
+		    !remote_recv(r, UGPUD_SESSION, 1, &h, NULL) && !h.result && h.len == sizeof(sr)) {
+			memcpy(&sr, r->buf + sizeof(h), sizeof(sr));
+			r->token = sr.token;
+		}
+	}
 	dev->remote = r;
 	log_info(dev->ctx, "%s: client %u of ugpud (protocol %u), device %u: %s", uri,
 		 rep.client_id, rep.version, index, r->info.name);

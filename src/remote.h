@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <ugpu/device.h>
+#include <ugpu/unplug.h>
 
 #include "src/device.h"
 
@@ -55,6 +56,19 @@ uint32_t remote_devices(struct ugpu_device *dev);
 /* Disconnect (the daemon then releases every BO of the connection). Later
  * calls on @dev's BOs return -ENODEV. */
 void remote_close(struct ugpu_device *dev);
+
+/*
+ * Events the daemon sent about the device (UGPUD_EVENT: host suspend,
+ * removal), read with the replies of calls. remote_is_gone(): a removal
+ * event came. remote_set_removal_callback(): @fn is called once, on the
+ * thread of the call that read the removal event, after that call's
+ * request is done and no lock of the connection is held (it may call BO
+ * functions). remote_is_suspended(): between the SUSPENDED and RESUMED
+ * events.
+ */
+bool remote_is_gone(struct ugpu_device *dev);
+bool remote_is_suspended(struct ugpu_device *dev);
+void remote_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn, void *user);
 
 /* Free what remote_open() made (from device_put()). */
 void remote_free(struct ugpu_device *dev);

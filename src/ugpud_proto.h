@@ -64,6 +64,10 @@ enum ugpud_op {
 	UGPUD_SUBMIT = 23, /* ugpud_submit_req -> ugpud_fence_rep */
 	UGPUD_FENCE_WAIT = 24, /* ugpud_fence_req -> ugpud_kernel_result, or -EAGAIN */
 	UGPUD_QUEUE_QUERY = 25, /* ugpud_obj_req -> ugpud_queue_info */
+	UGPUD_SESSION = 26, /* - -> ugpud_session_rep */
+	UGPUD_RESUME = 27, /* ugpud_resume_req (instead of a hello) -> ugpud_hello_rep */
+	UGPUD_DEVICE_PM = 28, /* ugpud_device_pm_req -> - (admin) */
+	UGPUD_EVENT = 29, /* daemon -> client, unsolicited: ugpud_event (seq 0) */
 	UGPUD_OP_MAX
 };
 
@@ -323,6 +327,71 @@ struct ugpud_kill_req {
 	uint32_t pad;
 };
 
+/*
+ * Sessions across a daemon restart (docs/daemon.md, "Restart").
+ * UGPUD_SESSION (after the hello) gives the connection's session token (0:
+ * the daemon keeps nothing over a restart, it runs without --fd-store). A
+ * daemon restarted with its fd store (systemd's FDSTORE) keeps the sessions
+ * it had: a client whose connection broke connects again and sends
+ * UGPUD_RESUME with the token as its first request instead of a hello; its
+ * BOs are back under the same handles (VMs and queues are not: -ENOENT).
+ * -ENOENT: no such session (never persisted, or not resumed in time);
+ * -EACCES: the session belongs to another uid; -EPROTONOSUPPORT: version.
+ */
+struct ugpud_session_rep {
+	uint64_t token;
+};
+
+struct ugpud_resume_req {
+	uint32_t version;
+	uint32_t device;
+	uint64_t token;
+	char name[32];
+};
+
+/*
+ * Host suspend and removal, for all clients of a device (docs/daemon.md,
+ * "Power and removal"). UGPUD_DEVICE_PM (root or ugpud's own user) runs one
+ * step of a host-suspend cycle, or an orderly removal, on device @device as
+ * ugpu_device_suspend_prepare() / _suspend() / _resume() /
+ * _suspend_cancel() / ugpu_device_unplug() do: the same results. The daemon
+ * tells every client of the device with a UGPUD_EVENT record; while the
+ * device is suspended, requests that need it are -EAGAIN ("device N is
+ * host-suspended"); after a removal the BOs live on in system memory and
+ * what needs VRAM is -ENODEV, as in one process.
+ */
+enum ugpud_pm_action {
+	UGPUD_PM_PREPARE = 1,
+	UGPUD_PM_SUSPEND = 2,
+	UGPUD_PM_RESUME = 3,
+	UGPUD_PM_CANCEL = 4,
+	UGPUD_PM_UNPLUG = 5,
+};
+
+struct ugpud_device_pm_req {
+	uint32_t action;
+	uint32_t device;
+};
+
+enum ugpud_event_kind {
+	UGPUD_EV_SUSPENDING = 1, /* prepared: a suspend follows */
+	UGPUD_EV_SUSPENDED = 2, /* powered off: requests that need it are -EAGAIN */
+	UGPUD_EV_RESUMED = 3, /* back (after a resume, or a cancel) */
+	UGPUD_EV_REMOVED = 4, /* removed: @arg is ugpu_unplug_kind, @status its status */
+	UGPUD_EV_STOPPING = 5, /* the daemon stops (SIGTERM): no session survives it */
+};
+
+/* An event about the connection's device. A client reads events with the
+ * replies it waits for (they come with seq 0 and never answer a request). */
+struct ugpud_event {
+	uint32_t kind;
+	uint32_t device;
+	uint32_t arg;
+	int32_t status;
+};
+
+_Static_assert(sizeof(struct ugpud_event) == 16, "ugpud_event layout");
+_Static_assert(sizeof(struct ugpud_resume_req) == 48, "ugpud_resume_req layout");
 _Static_assert(sizeof(struct ugpud_hdr) == 24, "ugpud_hdr layout");
 _Static_assert(sizeof(struct ugpud_hello_req) == 40, "ugpud_hello_req layout");
 _Static_assert(sizeof(struct ugpud_dev_info) == 208, "ugpud_dev_info layout");

@@ -448,8 +448,10 @@ int unplug_inject_surprise(struct ugpu_device *dev)
 UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn,
 					      void *user)
 {
-	if (dev && device_is_remote(dev))
-		return -EOPNOTSUPP; /* not served through ugpud yet */
+	if (dev && device_is_remote(dev)) {
+		remote_set_removal_callback(dev, fn, user); /* the daemon's event calls it */
+		return 0;
+	}
 	struct unplug *u;
 
 	if (!dev || !dev->unplug)
@@ -518,7 +520,7 @@ int unplug_wait_removed(struct ugpu_device *dev, int ms)
 UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev)
 {
 	if (dev && device_is_remote(dev))
-		return false; /* its connection says nothing of removal */ /* not served through ugpud yet */
+		return remote_is_gone(dev); /* the daemon's removal event */
 	if (!dev || !dev->unplug)
 		return false;
 	return state_get(dev->unplug) != UGPU_UNPLUG_PRESENT;

@@ -20,7 +20,15 @@
  * ugpu_bo_create() there may also return -EDQUOT (the BO would pass the
  * connection's VRAM quota: ugpud --vram-quota) or -EMFILE (the connection
  * holds the most BOs ugpud allows, --max-bos); the KERNEL and LATE_RESTORE
- * flags are refused (-EINVAL).
+ * flags are refused (-EINVAL). While the daemon has the device
+ * host-suspended, calls that need it (create, read, write, pin, unpin,
+ * migrate, map) are -EAGAIN until its resume. When a daemon that keeps its
+ * sessions (ugpud --fd-store) restarts, the library connects again and
+ * takes its session back within 15 s: BOs keep their handles and bytes, and
+ * a read, write, query or migrate that was in flight is sent again; a
+ * create, pin, unpin, map or unmap in flight is -ECONNRESET (done or not:
+ * not known; the BOs are back, retry what is needed). docs/daemon.md,
+ * "Restart".
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H

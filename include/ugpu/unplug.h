@@ -100,7 +100,11 @@ typedef void (*ugpu_removal_fn)(void *user, struct ugpu_device *dev, enum ugpu_u
  * Returns: 0, or -EINVAL for a NULL @dev.
  * Context: any thread; a removal already under way calls whichever callback
  * was set when it finished.
- * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
+ * Through "ugpud:": the daemon sends a removal event to every client of the
+ * device; @fn is called once, on the thread of the first call that reads it
+ * (events come with replies), after that call's request is done and with
+ * no lock of the library held. @dev's BOs live on in the daemon's system
+ * memory as in one process.
  */
 UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn,
 					      void *user);
@@ -136,7 +140,8 @@ UGPU_API int ugpu_device_unplug(struct ugpu_device *dev);
  * Returns: true from the moment removal starts (for a surprise: when it is
  * detected); false for NULL.
  * Context: any thread; never blocks.
- * On a device opened through "ugpud:" it returns false (not served by the daemon yet).
+ * On a device opened through "ugpud:": true once a call has read the daemon's
+ * removal event (events come with replies).
  */
 UGPU_API bool ugpu_device_is_gone(struct ugpu_device *dev);
 

@@ -33,6 +33,7 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/pm.h>
 
 #include "tools/ugpu-sim/sim.h"
 #include "tools/ugpud/ugpud.h"
@@ -93,6 +94,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	d.ndevs = 1;
 	list_init(&d.clients);
+	list_init(&d.detached);
 	d.self_uid = 0;
 	d.vram_quota = 16ull << 20;
 	d.max_clients = 8;
@@ -131,6 +133,7 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct ugpu_device_mem m = { .size = sizeof(m) };
+	bool pm_touched = false;
 
 	for (int i = 0; i < 2; i++)
 		cl[i] = fz_client(i);
@@ -152,6 +155,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!cl[who])
 			cl[who] = fz_client(who); /* killed: a new connection */
 		memcpy(&req, msg, len < sizeof(req) ? len : sizeof(req));
+		/* The device's own power-off, power-on and removal are the
+		 * suspend and removal tests' business (each takes milliseconds,
+		 * and a removal ends the one device for every later input):
+		 * here they only flip the daemon's gate, and the request goes on
+		 * as an action refused (-EINVAL). Prepare and cancel run. */
+		if (len >= sizeof(req) + sizeof(struct ugpud_device_pm_req) &&
+		    req.op == UGPUD_DEVICE_PM && req.len == sizeof(struct ugpud_device_pm_req) &&
+		    (msg[sizeof(req)] == UGPUD_PM_SUSPEND || msg[sizeof(req)] == UGPUD_PM_RESUME ||
+		     msg[sizeof(req)] == UGPUD_PM_UNPLUG)) {
+			d.devs[0].suspended = msg[sizeof(req)] == UGPUD_PM_SUSPEND;
+			msg[sizeof(req)] = 0;
+		}
+		if (req.op == UGPUD_DEVICE_PM)
+			pm_touched = true;
 		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
 				   oversized, nfds, rep, &fd);
 		if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
@@ -167,6 +184,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 2; i++)
 		if (cl[i])
 			fz_drop(i);
+	/* a suspend cycle the input left open ends with the session */
+	d.devs[0].suspended = false;
+	if (pm_touched)
+		(void)ugpu_device_suspend_cancel(d.devs[0].dev); /* -EBUSY when not prepared */
 	if (!list_empty(&d.clients) || d.nclients)
 		__builtin_trap();
 	if (ugpu_device_mem_stats(d.devs[0].dev, &m) || m.bos)

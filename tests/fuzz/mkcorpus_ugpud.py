@@ -10,7 +10,8 @@ import sys
 MAGIC = 0x64757067
 HELLO, DEV_QUERY, MEM_STATS, BO_CREATE, BO_DESTROY, BO_READ, BO_WRITE, BO_QUERY, BO_PIN, \
     BO_UNPIN, BO_MIGRATE, CLIENTS, KILL, BO_MAP, BO_UNMAP, VM_CREATE, VM_DESTROY, VM_BIND, \
-    VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_WAIT, QUEUE_QUERY = range(1, 26)
+    VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_WAIT, QUEUE_QUERY, \
+    SESSION, RESUME, DEVICE_PM = range(1, 29)
 seq = 0
 
 
@@ -73,6 +74,18 @@ seeds = {
     "kernels-left-behind": kernels(1)[:-40] + hello(0) + obj(0, VM_DESTROY, H2),
     "stats": hello(0) + rec(0, DEV_QUERY) + rec(0, MEM_STATS),
     "fds-and-oversized": hello(0) + rec(0, MEM_STATS, nfds=3) + rec(0, BO_WRITE, oversized=True),
+    # sessions: the token, a resume of a session that is not detached, a
+    # resume after a hello
+    "session": hello(0) + rec(0, SESSION) + rec(1, RESUME, struct.pack("<IIQ32s", 1, 0, 12345, b"r"))
+    + rec(0, RESUME, struct.pack("<IIQ32s", 1, 0, 1, b"r")),
+    # host suspend for all clients (the target flips the gate for suspend
+    # and resume): requests refused while suspended, an admin's prepare and
+    # cancel, a non-admin refused
+    "device-pm": hello(0) + hello(1) + create(1, 65536, 1, 2)
+    + rec(0, DEVICE_PM, struct.pack("<II", 1, 0)) + rec(0, DEVICE_PM, struct.pack("<II", 4, 0))
+    + rec(0, DEVICE_PM, struct.pack("<II", 2, 0)) + bo(1, BO_READ, H1, ln=16) + bo(1, BO_QUERY, H1)
+    + rec(0, DEVICE_PM, struct.pack("<II", 3, 0)) + bo(1, BO_READ, H1, ln=16)
+    + rec(1, DEVICE_PM, struct.pack("<II", 1, 0)) + rec(0, DEVICE_PM, struct.pack("<II", 9, 5)),
 }
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

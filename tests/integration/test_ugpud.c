@@ -54,6 +54,7 @@
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
 #include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
 #include "base/clock.h"
@@ -404,6 +405,29 @@ static void protocol_refusals(void **state)
 	assert_int_equal(raw_call(fd, UGPUD_BO_CREATE, &cr, sizeof(cr), 0, NULL, 0), 0);
 	/* not an admin request for... we are root or the daemon's user: allowed */
 	assert_int_equal(raw_call(fd, UGPUD_CLIENTS, NULL, 0, 0, NULL, 0), 0);
+	/* sessions: a resume on a connection that has one, a bad action */
+	{
+		struct ugpud_resume_req rr = { .version = UGPUD_PROTO_VERSION, .token = 1 };
+		struct ugpud_device_pm_req pm = { .action = 99 };
+
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -EPROTO);
+		assert_int_equal(raw_call(fd, UGPUD_DEVICE_PM, &pm, sizeof(pm), 0, msg, sizeof(msg)),
+				 -EINVAL);
+		assert_non_null(strstr(msg, "action 99"));
+		close(fd);
+		/* a daemon without --fd-store has no session to take back */
+		fd = raw_connect();
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -ENOENT);
+		assert_non_null(strstr(msg, "no such session"));
+		rr.version = 2;
+		assert_int_equal(raw_call(fd, UGPUD_RESUME, &rr, sizeof(rr), 0, msg, sizeof(msg)),
+				 -EPROTONOSUPPORT);
+		assert_int_equal(raw_call(fd, UGPUD_HELLO, &hello, sizeof(hello), 0, NULL, 0), 0);
+		assert_int_equal(raw_call(fd, UGPUD_SESSION, NULL, 0, 0, NULL, 0), 0);
+		assert_int_equal(raw_call(fd, UGPUD_SESSION, &rr, 8, 0, msg, sizeof(msg)), -EINVAL);
+	}
 	close(fd);
 }
 
@@ -1176,6 +1200,290 @@ static void killed_client_with_kernels(void **state)
 	close_client(ctx, dev);
 }
 
+/* An administrator's UGPUD_DEVICE_PM on device 0, through @dev's connection. */
+static int device_pm(struct ugpu_device *dev, uint32_t action)
+{
+	struct ugpud_device_pm_req req = { .action = action, .device = 0 };
+
+	return remote_call(dev, UGPUD_DEVICE_PM, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+}
+
+/* Two clients' BOs through a host-suspend cycle the daemon runs for the
+ * device: while it is suspended their calls that need it are -EAGAIN (the
+ * event came with the first), queries still answer; after resume every
+ * byte is back. */
+static void suspend_cycle_two_clients(void **state)
+{
+	struct ugpu_context *ctx[2];
+	struct ugpu_device *dev[2];
+	struct ugpu_bo *bo[2];
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	unsigned char want[2][256 << 10], got[256 << 10];
+	uint64_t t0;
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		open_client(&ctx[i], &dev[i]);
+		bo[i] = make_bo(dev[i], sizeof(want[i]), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+		fill(want[i], sizeof(want[i]), 700u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_write(bo[i], 0, want[i], sizeof(want[i])), 0);
+	}
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_PREPARE), 0);
+	t0 = now_us();
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_SUSPEND), 0);
+	fprintf(stderr, "  suspend through the daemon: %llu us\n",
+		(unsigned long long)(now_us() - t0));
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, 4096), -EAGAIN);
+		assert_true(remote_is_suspended(dev[i])); /* the event came first */
+		assert_int_equal(ugpu_bo_write(bo[i], 0, got, 4096), -EAGAIN);
+		assert_int_equal(ugpu_device_query(dev[i], &info), 0); /* queries answer */
+		assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	}
+	assert_int_equal(device_pm(dev[1], UGPUD_PM_SUSPEND), -EBUSY); /* as in one process */
+	assert_int_equal(device_pm(dev[1], UGPUD_PM_RESUME), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
+		assert_false(remote_is_suspended(dev[i]));
+		assert_memory_equal(got, want[i], sizeof(got));
+		ugpu_bo_put(bo[i]);
+		close_client(ctx[i], dev[i]);
+	}
+}
+
+/* --autosuspend: the daemon's device sleeps when no client touches it and
+ * wakes for the next request, with the clients' bytes. */
+static void runtime_pm_for_clients(void **state)
+{
+	const char *extra[] = { "--device", "sim:64M", "--autosuspend", "30", "--metrics", "off",
+				NULL };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	unsigned char want[64 << 10], got[64 << 10];
+	char sock[108], u[160];
+	uint64_t t0, slept_ms, t_wake;
+	pid_t pid;
+
+	(void)state;
+	snprintf(sock, sizeof(sock), "/tmp/ugpud-test-rpm-%d.sock", (int)getpid());
+	snprintf(u, sizeof(u), "ugpud:%s", sock);
+	pid = daemon_spawn(sock, extra);
+	assert_true(pid > 0);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, u, &dev), 0);
+	bo = make_bo(dev, sizeof(want), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	fill(want, sizeof(want), 4242);
+	assert_int_equal(ugpu_bo_write(bo, 0, want, sizeof(want)), 0);
+	for (t0 = now_ms(); now_ms() - t0 < 5000; usleep(10000)) {
+		assert_int_equal(ugpu_device_query(dev, &info), 0);
+		if (info.power_state != UGPU_POWER_D0)
+			break;
+	}
+	slept_ms = now_ms() - t0;
+	assert_int_not_equal(info.power_state, UGPU_POWER_D0);
+	t0 = now_us();
+	assert_int_equal(ugpu_bo_read(bo, 0, got, sizeof(got)), 0); /* wakes it */
+	t_wake = now_us() - t0;
+	assert_memory_equal(got, want, sizeof(got));
+	fprintf(stderr, "  the daemon's device slept (power state %d) %llu ms after the last "
+		"request; a 64 KiB read woke it in %llu us\n", (int)info.power_state,
+		(unsigned long long)slept_ms, (unsigned long long)t_wake);
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	assert_int_equal(daemon_stop(pid), 0);
+}
+
+static int removals_seen;
+static void on_removal(void *user, struct ugpu_device *dev, enum ugpu_unplug_kind kind, int status)
+{
+	(void)user;
+	(void)dev;
+	assert_int_equal(kind, UGPU_UNPLUG_API);
+	assert_int_equal(status, 0);
+	removals_seen++;
+}
+
+/* The device is removed under two clients: each is told (its removal
+ * callback, ugpu_device_is_gone()), its BOs live on in system memory
+ * byte-exact, and what needs VRAM is -ENODEV. Last: the device is gone for
+ * the daemon after it. */
+static void removal_told_to_clients(void **state)
+{
+	struct ugpu_context *ctx[2];
+	struct ugpu_device *dev[2];
+	struct ugpu_bo *bo[2], *vram_only;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096,
+				  .placements = { UGPU_PLACEMENT_VRAM } };
+	struct ugpu_bo_info bi = { .size = sizeof(bi) };
+	unsigned char want[2][128 << 10], got[128 << 10];
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		open_client(&ctx[i], &dev[i]);
+		assert_int_equal(ugpu_device_set_removal_callback(dev[i], on_removal, NULL), 0);
+		bo[i] = make_bo(dev[i], sizeof(want[i]), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+		fill(want[i], sizeof(want[i]), 900u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_write(bo[i], 0, want[i], sizeof(want[i])), 0);
+		assert_false(ugpu_device_is_gone(dev[i]));
+	}
+	assert_int_equal(device_pm(dev[0], UGPUD_PM_UNPLUG), 0);
+	for (int i = 0; i < 2; i++) {
+		uint64_t t0 = now_ms();
+
+		/* the event comes with the next reply the client reads */
+		while (!ugpu_device_is_gone(dev[i]) && now_ms() - t0 < 2000) {
+			assert_int_equal(ugpu_bo_query(bo[i], &bi), 0);
+			usleep(1000);
+		}
+		assert_true(ugpu_device_is_gone(dev[i]));
+		assert_int_equal(ugpu_bo_query(bo[i], &bi), 0);
+		assert_int_equal(bi.placement, UGPU_PLACEMENT_SYSTEM);
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
+		assert_memory_equal(got, want[i], sizeof(got));
+		assert_int_equal(ugpu_bo_create(dev[i], &o, &vram_only), -ENODEV);
+	}
+	assert_int_equal(removals_seen, 2);
+	for (int i = 0; i < 2; i++) {
+		ugpu_bo_put(bo[i]);
+		close_client(ctx[i], dev[i]);
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+#define SMALL_OPS 400
+
+/* Client B's 4 KiB writes on @ub while client A (a child) migrates a 32 MiB
+ * BO between VRAM and system memory without pause on @ua: B's p50/p99/max
+ * (us) into @lat, A's p50 migrate (us) returned. */
+static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t lat[3])
+{
+	static uint64_t t[SMALL_OPS];
+	int ready[2], stop[2], res[2];
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	unsigned char buf[4096] = { 1 };
+	uint64_t mig = 0;
+	size_t n = 0;
+	pid_t pid;
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(stop), 0);
+	assert_int_equal(pipe(res), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		static uint64_t m[4096];
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 32 * MIB,
+					  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+		size_t n = 0;
+
+		if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, ua, &dev) ||
+		    ugpu_bo_create(dev, &o, &bo) || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (;;) {
+			struct pollfd p = { .fd = stop[0], .events = POLLIN };
+			uint64_t t0 = now_us();
+
+			if (poll(&p, 1, 0) > 0 || n == 4096)
+				break;
+			if (ugpu_bo_migrate(bo, n % 2 ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM))
+				_exit(2);
+			m[n++] = now_us() - t0;
+		}
+		qsort(m, n, sizeof(m[0]), cmp_u64);
+		if (write(res[1], &m[n / 2], sizeof(m[0])) != sizeof(m[0]))
+			_exit(3);
+		_exit(0);
+	}
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, ub, &dev), 0);
+	bo = make_bo(dev, sizeof(buf), UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_NONE);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	usleep(20000);
+	/* SMALL_OPS writes, or 2 s of them (a sanitizer build without workers
+	 * waits a long migrate for many) */
+	for (uint64_t end = now_ms() + 2000; n < SMALL_OPS && (n < 20 || now_ms() < end); n++) {
+		uint64_t t0 = now_us();
+
+		assert_int_equal(ugpu_bo_write(bo, 0, buf, sizeof(buf)), 0);
+		t[n] = now_us() - t0;
+	}
+	assert_int_equal(write(stop[1], "s", 1), 1);
+	assert_int_equal(read(res[0], &mig, sizeof(mig)), sizeof(mig));
+	waitpid(pid, NULL, 0);
+	qsort(t, n, sizeof(t[0]), cmp_u64);
+	lat[0] = t[n / 2];
+	lat[1] = t[n * 99 / 100];
+	lat[2] = t[n - 1];
+	ugpu_bo_put(bo);
+	close_client(ctx, dev);
+	for (int i = 0; i < 2; i++) {
+		close(ready[i]);
+		close(stop[i]);
+		close(res[i]);
+	}
+	return mig;
+}
+
+/* B's writes beside A's migrates on a daemon with two devices started
+ * with --workers @workers: A on device 0, B on device @b_dev. */
+static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t lat[3])
+{
+	const char *extra[] = { "--device", "sim:128M", "--device", "sim:128M", "--workers",
+				workers, "--metrics", "off", NULL };
+	char sock[108], ua[160], ub[180];
+	uint64_t mig;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "/tmp/ugpud-test-w%s-%d.sock", workers, (int)getpid());
+	snprintf(ua, sizeof(ua), "ugpud:%s", sock);
+	snprintf(ub, sizeof(ub), "ugpud:%s?device=%u", sock, b_dev);
+	pid = daemon_spawn(sock, extra);
+	assert_true(pid > 0);
+	mig = small_beside_migrate(ua, ub, lat);
+	assert_int_equal(daemon_stop(pid), 0);
+	return mig;
+}
+
+/* A slow request of one client (a 32 MiB migrate) does not hold up another
+ * client of another device: it runs on the daemon's workers; with
+ * --workers 0 it does (both printed). On the same device it still does: the
+ * device's BO manager holds its lock through a move's copy (printed; a
+ * limit of mm/, docs/daemon.md). */
+static void slow_request_holds_up_no_one(void **state)
+{
+	uint64_t w[3], w0[3], same[3], mw, mw0, msame;
+
+	(void)state;
+	mw = two_devices("2", 1, w);
+	mw0 = two_devices("0", 1, w0);
+	msame = two_devices("2", 0, same);
+	fprintf(stderr,
+		"  4 KiB writes of client B (at most %d, or 2 s) while client A migrates 32 MiB "
+		"(A's p50 in brackets):\n"
+		"    other device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
+		"    other device, --workers 0: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
+		"    same device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n",
+		SMALL_OPS, (unsigned long long)w[0], (unsigned long long)w[1], (unsigned long long)w[2],
+		(unsigned long long)mw, (unsigned long long)w0[0], (unsigned long long)w0[1],
+		(unsigned long long)w0[2], (unsigned long long)mw0, (unsigned long long)same[0],
+		(unsigned long long)same[1], (unsigned long long)same[2],
+		(unsigned long long)msame);
+	/* never queued behind a whole migrate: B's worst write is shorter than
+	 * A's typical migrate (without workers it is at least one) */
+	assert_true(w[2] < mw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1193,6 +1501,11 @@ int main(void)
 		cmocka_unit_test(ugpuctl_status_daemon),
 		cmocka_unit_test(not_served_yet),
 		cmocka_unit_test(socket_activation_and_notify),
+		cmocka_unit_test(slow_request_holds_up_no_one),
+		cmocka_unit_test(suspend_cycle_two_clients),
+		cmocka_unit_test(runtime_pm_for_clients),
+		/* last: the device is gone for the daemon after it */
+		cmocka_unit_test(removal_told_to_clients),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -1430,6 +1430,51 @@ static void test_migrate_both_ways(void **state)
 	put(f, s_only);
 }
 
+/* ugpud's restart record (bo_backing_record()): the VRAM extents cover the
+ * BO once, in order, merged where adjacent; nothing is filled while the
+ * backing did not change; in system memory the memfd holds the BO's bytes. */
+static void test_backing_record(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = mk(f, 28 * KiB, 0, V, S, "record");
+	struct bo_extent ext[4];
+	enum ugpu_placement where = N;
+	uint64_t gen = UINT64_MAX, gen0, sum = 0;
+	unsigned char want[28 * KiB], got[28 * KiB];
+	size_t n = 0;
+	int fd = -1;
+
+	assert_int_equal(bo_backing_record(bo, &gen, &where, ext, 4, &n, &fd), 0);
+	assert_int_equal(where, V);
+	assert_int_equal(fd, -1);
+	assert_true(n >= 1 && n <= (size_t)nblocks(bo));
+	assert_int_equal(ext[0].offset, bo_vram_offset(bo));
+	for (size_t i = 0; i < n; i++)
+		sum += ext[i].bytes;
+	assert_int_equal(sum, 28 * KiB);
+	gen0 = gen;
+	/* unchanged: nothing filled */
+	assert_int_equal(bo_backing_record(bo, &gen, &where, ext, 4, &n, &fd), 1);
+	assert_int_equal(gen, gen0);
+	/* too little room: the count says so */
+	gen = UINT64_MAX;
+	assert_int_equal(bo_backing_record(bo, &gen, &where, ext, 0, &n, &fd), 0);
+	assert_true(n >= 1);
+	fill(f, bo, 77);
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	assert_int_equal(bo_backing_record(bo, &gen, &where, ext, 4, &n, &fd), 0);
+	assert_true(gen != gen0);
+	assert_int_equal(where, S);
+	assert_int_equal(n, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(ugpu_bo_read(bo, 0, want, sizeof(want)), 0);
+	assert_int_equal(pread(fd, got, sizeof(got), 0), (ssize_t)sizeof(got));
+	assert_memory_equal(got, want, sizeof(got));
+	close(fd);
+	check(f);
+	put(f, bo);
+}
+
 /* ---- eviction ---- */
 
 /* Touched through its CPU mapping, as an application would: the fault
@@ -2984,6 +3029,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_read_offsets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pin_unpin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_both_ways, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backing_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_lru_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_vram_only_stay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_copy_failure, setup, teardown),

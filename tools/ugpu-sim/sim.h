@@ -126,6 +126,10 @@ struct sim_state {
 };
 
 int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);
+/* Device @dev's VRAM memfd (the device's own fd: do not close it; dup it to
+ * keep it), or -1. ugpud keeps a duplicate in systemd's fd store so that a
+ * restarted daemon can read what its clients' BOs held in VRAM. */
+int sim_vram_fd(struct sim *sim, unsigned dev);
 /* The control socket's `state` line (no newline) into @buf. */
 int sim_state_line(struct sim *sim, unsigned dev, char *buf, size_t len);
 

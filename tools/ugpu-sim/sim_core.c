@@ -490,6 +490,13 @@ bool sim_inject_hit(struct sim_dev *dev, enum sim_inject_kind kind)
 	return true;
 }
 
+int sim_vram_fd(struct sim *sim, unsigned idx)
+{
+	struct sim_dev *dev = get_dev(sim, idx);
+
+	return dev ? dev->vram_fd : -1; /* set at creation, fixed for the device's life */
+}
+
 int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 {
 	struct sim_dev *dev = get_dev(sim, idx);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "mm/bo.h"
@@ -47,6 +48,11 @@ struct client *client_new(struct ugpud *d, int fd, const struct ucred *cred)
 	c->gid = cred->gid;
 	c->admin = cred->uid == 0 || cred->uid == d->self_uid;
 	c->wait_fd = -1;
+	/* the session's token: only its own uid may resume it, and only by
+	 * knowing it */
+	while (!c->token)
+		if (getrandom(&c->token, sizeof(c->token), 0) != sizeof(c->token))
+			c->token = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ (uint64_t)c->id;
 	snprintf(c->name, sizeof(c->name), "?");
 	list_init(&c->link);
 	return c;
@@ -107,6 +113,10 @@ struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_
 	for (i = 0; i < c->nslots && c->slots[i].kind != SLOT_FREE; i++)
 		;
 	c->slots[i].kind = kind;
+	c->slots[i].persist_gen = UINT64_MAX;
+	c->slots[i].store_name[0] = '\0';
+	c->slots[i].pins = 0;
+	d->persist_dirty = true;
 	c->slots[i].gen++; /* a handle of the slot's last object is stale now */
 	c->nobjs++;
 	*handle = ((uint32_t)c->slots[i].gen << 16) | (i + 1);
@@ -139,6 +149,11 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 		if (s->mapped)
 			bo_sys_release(s->bo);
 		s->mapped = false;
+		client_forget_store(d, s);
+		free(s->ext);
+		s->ext = NULL;
+		s->ext_cap = 0;
+		s->next = 0;
 		ugpu_bo_put(s->bo);
 		c->nbos--;
 		c->bytes -= s->bytes;
@@ -159,6 +174,7 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 	if (ret)
 		return ret;
 	s->kind = SLOT_FREE;
+	d->persist_dirty = true;
 	s->bo = NULL;
 	s->vm = NULL;
 	s->q = NULL;
@@ -181,6 +197,52 @@ void client_release(struct ugpud *d, struct client *c)
 	free(c->slots);
 	c->slots = NULL;
 	c->nslots = 0;
+}
+
+void client_forget_store(struct ugpud *d, struct ugpud_slot *s)
+{
+	d->persist_dirty = true;
+	if (!s->store_name[0])
+		return;
+	if (d->ndrop == d->drop_cap) {
+		size_t n = d->drop_cap ? d->drop_cap * 2 : 16;
+		char(*v)[64] = realloc(d->drop_names, n * sizeof(*v));
+
+		if (!v) /* left in the store until the daemon stops: memory, not data */
+			return;
+		d->drop_names = v;
+		d->drop_cap = n;
+	}
+	memcpy(d->drop_names[d->ndrop++], s->store_name, sizeof(s->store_name));
+	s->store_name[0] = '\0';
+}
+
+int client_resume(struct ugpud *d, struct client *c, uint64_t token)
+{
+	list_for_each(l, &d->detached) {
+		struct client *s = list_entry(l, struct client, link);
+
+		if (s->token != token)
+			continue;
+		if (s->uid != c->uid)
+			return -EACCES;
+		list_del(&s->link);
+		d->ndetached--;
+		c->id = s->id;
+		c->token = s->token;
+		c->device = s->device;
+		c->slots = s->slots;
+		c->nslots = s->nslots;
+		c->nobjs = s->nobjs;
+		c->nbos = s->nbos;
+		c->bytes = s->bytes;
+		c->vram_charged = s->vram_charged;
+		c->hello = true;
+		client_free(s);
+		d->persist_dirty = true;
+		return 0;
+	}
+	return -ENOENT;
 }
 
 void client_free(struct client *c)

@@ -15,11 +15,13 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,7 +33,7 @@
 /* How long the loop waits for in-flight operations at exit. */
 #define EXIT_DRAIN_MS 2000
 
-enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_WAIT, OP_WAIT_TIMEOUT };
+enum op_kind { OP_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_WAIT, OP_WAIT_TIMEOUT, OP_EVENTFD, OP_JOBS };
 
 /* Room for a control message of @n fds: at least CMSG_SPACE(n ints). */
 #define CTRL_BYTES(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + 8)
@@ -70,14 +72,37 @@ struct client_io {
 	_Alignas(8) unsigned char tx[UGPUD_MAX_MSG];
 };
 
+/*
+ * The workers: slow requests (struct ugpud_job) run here, off the loop.
+ * Locking: @lock guards @todo, @done and @stop; a job is written by one side
+ * before it is queued and read by the other after it is taken, both under
+ * @lock. The workers touch only the job (libugpu calls on its BO), never a
+ * client or the daemon's state. @done_fd (an eventfd) wakes the loop.
+ */
+struct pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct ugpud_job *todo, **todo_tail;
+	struct ugpud_job *done;
+	bool stop;
+	int done_fd;
+	unsigned int n;
+	pthread_t threads[UGPUD_MAX_WORKERS];
+};
+
 struct loop {
 	struct io_uring ring;
+	struct pool pool;
+	struct op jobs_op;
+	uint64_t jobs_count;
 	struct ugpud *d;
 	int listen_fd;
 	struct op accept_op;
 	int sig_fd;
 	struct op sig_op;
 	struct signalfd_siginfo si;
+	struct op ev_op;
+	uint64_t ev_count;
 	bool stop;
 };
 
@@ -106,6 +131,176 @@ static void arm_signal(struct loop *lp)
 
 	io_uring_prep_read(sqe, lp->sig_fd, &lp->si, sizeof(lp->si), 0);
 	io_uring_sqe_set_data(sqe, &lp->sig_op);
+}
+
+static void *worker(void *arg)
+{
+	struct pool *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct ugpud_job *j;
+		uint64_t one = 1;
+
+		while (!p->todo && !p->stop)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (!p->todo)
+			break; /* stopping, nothing left */
+		j = p->todo;
+		p->todo = j->next;
+		if (!p->todo)
+			p->todo_tail = &p->todo;
+		pthread_mutex_unlock(&p->lock);
+		job_run(j);
+		pthread_mutex_lock(&p->lock);
+		j->next = p->done;
+		p->done = j;
+		if (write(p->done_fd, &one, sizeof(one)) < 0) {
+			/* the counter is at its most: the loop is woken already */
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static struct loop *the_loop; /* for d->offload (one loop per daemon) */
+
+static void loop_offload(struct ugpud *d, struct client *c)
+{
+	struct pool *p = &the_loop->pool;
+
+	(void)d;
+	c->io->busy = true;
+	pthread_mutex_lock(&p->lock);
+	c->job.next = NULL;
+	*p->todo_tail = &c->job;
+	p->todo_tail = &c->job.next;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void arm_jobs(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io_uring_prep_read(sqe, lp->pool.done_fd, &lp->jobs_count, sizeof(lp->jobs_count), 0);
+	io_uring_sqe_set_data(sqe, &lp->jobs_op);
+}
+
+static void arm_send(struct loop *lp, struct client *c, size_t len, int fd);
+
+/* Finished jobs: answer their clients. */
+static void on_jobs(struct loop *lp)
+{
+	struct ugpud_job *j;
+
+	pthread_mutex_lock(&lp->pool.lock);
+	j = lp->pool.done;
+	lp->pool.done = NULL;
+	pthread_mutex_unlock(&lp->pool.lock);
+	while (j) {
+		struct ugpud_job *next = j->next;
+		struct client *c = j->c;
+		size_t len;
+
+		c->io->busy = false;
+		len = serve_job_done(lp->d, c, c->io->tx);
+		arm_send(lp, c, len, -1);
+		j = next;
+	}
+}
+
+static int pool_start(struct loop *lp, unsigned int n)
+{
+	struct pool *p = &lp->pool;
+
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->todo_tail = &p->todo;
+	p->done_fd = eventfd(0, EFD_CLOEXEC);
+	if (p->done_fd < 0)
+		return -errno;
+	for (p->n = 0; p->n < n; p->n++)
+		if (pthread_create(&p->threads[p->n], NULL, worker, p))
+			break;
+	return 0;
+}
+
+/* After every job is done (the loop drained its clients). */
+static void pool_stop(struct loop *lp)
+{
+	struct pool *p = &lp->pool;
+
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned int i = 0; i < p->n; i++)
+		pthread_join(p->threads[i], NULL);
+	/* jobs of clients the exit drain gave up on: their BO references go
+	 * before the devices do (the clients themselves are left, see
+	 * loop_run()) */
+	for (struct ugpud_job *j = p->done; j; j = j->next) {
+		ugpu_bo_put(j->bo);
+		j->bo = NULL;
+	}
+	p->done = NULL;
+	close(p->done_fd);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+}
+
+/* The removal callback's wake-up (d->ev_fd), read through the ring. */
+static void arm_eventfd(struct loop *lp)
+{
+	struct io_uring_sqe *sqe = get_sqe(lp);
+
+	io_uring_prep_read(sqe, lp->d->ev_fd, &lp->ev_count, sizeof(lp->ev_count), 0);
+	io_uring_sqe_set_data(sqe, &lp->ev_op);
+}
+
+/*
+ * d->event: one UGPUD_EVENT record to every client of the device, sent at
+ * once without waiting (MSG_DONTWAIT) beside whatever the ring has in
+ * flight for it (a record is whole either way). A client whose socket
+ * buffer is full (it reads nothing) misses the event, counted; it still
+ * gets the clear errors of the device's state.
+ */
+static void loop_event(struct ugpud *d, const struct ugpud_event *ev)
+{
+	unsigned char rec[sizeof(struct ugpud_hdr) + sizeof(*ev)];
+	struct ugpud_hdr h = { .magic = UGPUD_MAGIC, .op = UGPUD_EVENT, .len = sizeof(*ev) };
+
+	memcpy(rec, &h, sizeof(h));
+	memcpy(rec + sizeof(h), ev, sizeof(*ev));
+	list_for_each(l, &d->clients) {
+		struct client *c = list_entry(l, struct client, link);
+
+		if (!c->hello || c->device != ev->device)
+			continue;
+		if (send(c->fd, rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(rec))
+			d->events_sent++;
+		else
+			d->events_dropped++;
+	}
+	ugpud_log("device %u: event %u told to its clients", ev->device, ev->kind);
+}
+
+/* Removals the callback flagged: tell the clients once each. */
+static void on_removals(struct ugpud *d)
+{
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		struct ugpud_dev *u = &d->devs[i];
+		struct ugpud_event ev = { .kind = UGPUD_EV_REMOVED, .device = i };
+
+		if (u->removal_told || !__atomic_load_n(&u->removed, __ATOMIC_ACQUIRE))
+			continue;
+		u->removal_told = true;
+		u->suspended = false; /* what is left is served from system memory */
+		ev.arg = (uint32_t)u->removed_kind;
+		ev.status = u->removed_status;
+		loop_event(d, &ev);
+	}
 }
 
 static void arm_recv(struct loop *lp, struct client *c)
@@ -308,6 +503,8 @@ static void on_recv(struct loop *lp, struct client *c, int res)
 	sock_fds_close(&in);
 	len = (size_t)res;
 	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
+	if (!len && c->job_busy)
+		return; /* on a worker: answered when it is done (on_jobs()) */
 	if (!len) { /* a fence wait: answered when it completes or the slice ends */
 		arm_wait(lp, c);
 		return;
@@ -350,6 +547,16 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 	case OP_WAIT:
 	case OP_WAIT_TIMEOUT:
 		on_wait(lp, op->c);
+		break;
+	case OP_JOBS:
+		on_jobs(lp);
+		if (cqe->res >= 0)
+			arm_jobs(lp);
+		break;
+	case OP_EVENTFD:
+		on_removals(lp->d);
+		if (!lp->stop && cqe->res >= 0)
+			arm_eventfd(lp);
 		break;
 	case OP_SIGNAL:
 		if (cqe->res == sizeof(lp->si)) {
@@ -415,13 +622,34 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		ugpud_log("io_uring: %s", strerror(-ret));
 		return ret;
 	}
+	the_loop = &lp;
+	ret = pool_start(&lp, d->workers);
+	if (ret) {
+		io_uring_queue_exit(&lp.ring);
+		close(lp.sig_fd);
+		return ret;
+	}
+	d->offload = d->workers ? loop_offload : NULL;
+	lp.jobs_op.kind = OP_JOBS;
+	arm_jobs(&lp);
 	d->kill = loop_kill;
+	d->event = loop_event;
 	lp.accept_op.kind = OP_ACCEPT;
 	lp.sig_op.kind = OP_SIGNAL;
+	lp.ev_op.kind = OP_EVENTFD;
 	arm_accept(&lp);
 	arm_signal(&lp);
+	if (d->ev_fd >= 0)
+		arm_eventfd(&lp);
+	on_removals(d); /* one that came before the loop */
 	while (!lp.stop) {
-		uint64_t now = now_ns();
+		uint64_t now;
+
+		/* before the replies just prepared go out (reap submits them):
+		 * what they acknowledge is in the restart record */
+		persist_sync(d);
+		persist_expire(d);
+		now = now_ns();
 
 		if (watchdog_usec && now >= next_dog) {
 			notify_send("WATCHDOG=1");
@@ -434,6 +662,9 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		}
 	}
 	notify_send("STOPPING=1");
+	/* a clean stop keeps no session: the clients need not wait to resume */
+	for (unsigned int i = 0; i < d->ndevs; i++)
+		loop_event(d, &(struct ugpud_event){ .kind = UGPUD_EV_STOPPING, .device = i });
 	/* Every client's pending operation ends once its socket is shut down;
 	 * wait (bounded) for them before their buffers go. */
 	list_for_each(l, &d->clients)
@@ -453,6 +684,7 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		}
 		client_drop(&lp, c, "disconnected at exit");
 	}
+	pool_stop(&lp);
 	io_uring_queue_exit(&lp.ring);
 	close(lp.sig_fd);
 	return 0;

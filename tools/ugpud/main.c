@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -25,6 +26,8 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/rpm.h>
+#include <ugpu/unplug.h>
 
 #include "tools/common/cli.h"
 #include "tools/common/progress_bar.h"
@@ -33,6 +36,8 @@
 
 #define DEFAULT_SOCKET "/run/ugpud/ugpud.sock"
 #define LISTEN_BACKLOG 128
+/* fds systemd may hand back: the socket unit's and the fd store's */
+#define UGPUD_MAX_INHERITED 16384
 
 static struct ugpud daemon_state;
 static const char *dev_uris[UGPUD_MAX_DEVICES];
@@ -129,6 +134,26 @@ static int device_up(struct ugpud *d, unsigned int i, const char *uri)
 	return 0;
 }
 
+/* libugpu's removal thread: flag the device, wake the loop (which tells
+ * the clients: loop.c). */
+static void on_removed(void *user, struct ugpu_device *dev, enum ugpu_unplug_kind kind, int status)
+{
+	struct ugpud *d = user;
+	uint64_t one = 1;
+
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		struct ugpud_dev *u = &d->devs[i];
+
+		if (u->dev != dev)
+			continue;
+		u->removed_kind = (int)kind;
+		u->removed_status = status;
+		__atomic_store_n(&u->removed, 1, __ATOMIC_RELEASE);
+	}
+	if (d->ev_fd >= 0 && write(d->ev_fd, &one, sizeof(one)) < 0)
+		ugpud_log("removal: the loop was not woken: %s", strerror(errno));
+}
+
 static void devices_down(struct ugpud *d)
 {
 	for (unsigned int i = 0; i < d->ndevs; i++) {
@@ -205,7 +230,10 @@ int main(int argc, char **argv)
 	char *end;
 	struct ugpu_context *ctx;
 	bool activated = false;
-	int listen_fd, ret, inherited[1];
+	int listen_fd = -1, ret, inherited[UGPUD_MAX_INHERITED], ninh, nstored = 0;
+	static char inh_names[UGPUD_MAX_INHERITED][64];
+	uint64_t resume_s = 60, workers = 2;
+	uint64_t autosuspend_ms = 0;
 	char st[256];
 	sigset_t sigs;
 	const struct cli_opt opts[] = {
@@ -232,6 +260,20 @@ int main(int argc, char **argv)
 		  .max = 1ull << 48, .unit = 1ull << 20 },
 		{ .name = "max-clients", .kind = CLI_UINT, .dst = &max_clients, .arg = "N",
 		  .help = "clients served at once; more are refused", .min = 1, .max = 4096 },
+		{ .name = "fd-store", .kind = CLI_FLAG, .dst = &d->fd_store,
+		  .help = "keep client BOs over a restart in systemd's fd store "
+			  "(FileDescriptorStoreMax= in the unit; docs/daemon.md, Restart)" },
+		{ .name = "resume-timeout", .kind = CLI_UINT, .dst = &resume_s, .arg = "SECONDS",
+		  .help = "after a restart, release a session its client has not resumed by then",
+		  .min = 1, .max = 86400 },
+		{ .name = "autosuspend", .kind = CLI_UINT, .dst = &autosuspend_ms, .arg = "MS",
+		  .help = "runtime PM: a device no client touched for MS sleeps, and wakes for the "
+			  "next request that needs it (0: never sleeps)",
+		  .min = 0, .max = 3600000 },
+		{ .name = "workers", .kind = CLI_UINT, .dst = &workers, .arg = "N",
+		  .help = "threads for slow requests (migrate, pin), so that they hold up no "
+			  "other client (0: all on the event loop)",
+		  .min = 0, .max = UGPUD_MAX_WORKERS },
 		{ .name = "max-bos", .kind = CLI_UINT, .dst = &max_bos, .arg = "N",
 		  .help = "objects (BOs, VMs, queues) one client may hold", .min = 1,
 		  .max = UGPUD_HANDLE_SLOTS },
@@ -257,6 +299,8 @@ int main(int argc, char **argv)
 	if (!n_dev_uris)
 		return cli_usage_error(cmd.prog, "no --device: a daemon without a device serves nothing");
 	list_init(&d->clients);
+	list_init(&d->detached);
+	d->ev_fd = eventfd(0, EFD_CLOEXEC);
 	d->self_uid = getuid();
 	d->max_clients = (unsigned int)max_clients;
 	d->max_bos = (unsigned int)max_bos;
@@ -283,9 +327,34 @@ int main(int argc, char **argv)
 		if (ret)
 			goto out_devices;
 		d->ndevs++;
+		ugpu_device_set_removal_callback(d->devs[i].dev, on_removed, d);
+		if (autosuspend_ms) {
+			ret = ugpu_device_rpm_set_autosuspend_delay(d->devs[i].dev, (int)autosuspend_ms);
+			if (!ret)
+				ret = ugpu_device_rpm_allow(d->devs[i].dev, true);
+			if (ret) {
+				ugpud_log("%s: runtime PM: %s", d->devs[i].uri, ugpu_strerror(ret));
+				goto out_devices;
+			}
+		}
 	}
-	if (notify_listen_fds(inherited, 1) == 1) {
-		listen_fd = inherited[0];
+	d->resume_timeout_ms = resume_s * 1000;
+	d->workers = (unsigned int)workers;
+	/* systemd hands back the socket unit's socket and what the fd store
+	 * kept (names "ugpud-...", persist.c), in one list */
+	ninh = notify_listen_fds_named(inherited, inh_names, UGPUD_MAX_INHERITED);
+	for (int i = 0; i < ninh; i++) {
+		if (!strncmp(inh_names[i], "ugpud-", 6) || listen_fd >= 0) {
+			inherited[nstored] = inherited[i];
+			memmove(inh_names[nstored++], inh_names[i], sizeof(inh_names[0]));
+			continue;
+		}
+		listen_fd = inherited[i];
+	}
+	ret = persist_start(d, inherited, inh_names, nstored);
+	if (ret)
+		goto out_devices;
+	if (listen_fd >= 0) {
 		activated = true;
 		ret = check_inherited(listen_fd);
 		if (ret)
@@ -312,6 +381,7 @@ int main(int argc, char **argv)
 	snprintf(st, sizeof(st), "READY=1\nSTATUS=serving 0 clients on %u devices", d->ndevs);
 	notify_send(st);
 	ret = loop_run(d, listen_fd, notify_watchdog_usec());
+	persist_stop(d);
 	metrics_stop(metrics);
 out_listen:
 	close(listen_fd);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/unplug.h>
 
 #include "mm/bo.h"
 #include "tools/ugpud/ugpud.h"
@@ -74,13 +75,36 @@ static void dev_info_wire(const struct ugpu_device_info *i, struct ugpud_dev_inf
 	w->power_state = (uint32_t)i->power_state;
 }
 
+/* The answer to a hello or a resume of @c (its device chosen): the session
+ * starts (@name: the program's, as the request gave it). */
+static size_t hello_reply(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			  const char *name, void *rep)
+{
+	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	int ret = ugpu_device_query(d->devs[c->device].dev, &info);
+
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "device %u cannot be queried: %s",
+				   c->device, ugpu_strerror(ret));
+	c->hello = true;
+	memcpy(c->name, name, sizeof(c->name) - 1);
+	c->name[sizeof(c->name) - 1] = '\0';
+	for (char *p = c->name; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?'; /* printed by ugpuctl: no control characters */
+	r.client_id = c->id;
+	r.devices = d->ndevs;
+	r.vram_quota = d->vram_quota;
+	dev_info_wire(&info, &r.info);
+	memcpy(rep_body(rep), &r, sizeof(r));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+}
+
 static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 		       const void *body, void *rep)
 {
 	struct ugpud_hello_req req;
-	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
-	struct ugpu_device_info info = { .size = sizeof(info) };
-	int ret;
 
 	if (c->hello)
 		return serve_error(rep, h->op, h->seq, -EPROTO, "hello: this connection said hello already");
@@ -97,23 +121,37 @@ static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr
 		return serve_error(rep, h->op, h->seq, -ENODEV,
 				   "no device %u: this ugpud serves %u (numbered from 0)", req.device,
 				   d->ndevs);
-	ret = ugpu_device_query(d->devs[req.device].dev, &info);
-	if (ret)
-		return serve_error(rep, h->op, h->seq, ret, "device %u cannot be queried: %s",
-				   req.device, ugpu_strerror(ret));
-	c->hello = true;
 	c->device = req.device;
-	memcpy(c->name, req.name, sizeof(c->name) - 1);
-	c->name[sizeof(c->name) - 1] = '\0';
-	for (char *p = c->name; *p; p++)
-		if (*p < 0x20 || *p > 0x7e)
-			*p = '?'; /* printed by ugpuctl: no control characters */
-	r.client_id = c->id;
-	r.devices = d->ndevs;
-	r.vram_quota = d->vram_quota;
-	dev_info_wire(&info, &r.info);
-	memcpy(rep_body(rep), &r, sizeof(r));
-	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
+	return hello_reply(d, c, h, req.name, rep);
+}
+
+/* UGPUD_RESUME: a connection takes its session back after a restart. */
+static size_t do_resume(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			const void *body, void *rep)
+{
+	struct ugpud_resume_req req;
+	int ret;
+
+	if (c->hello)
+		return serve_error(rep, h->op, h->seq, -EPROTO,
+				   "resume: this connection has a session already");
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EPROTO, "resume: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.version != UGPUD_PROTO_VERSION)
+		return serve_error(rep, h->op, h->seq, -EPROTONOSUPPORT,
+				   "ugpud speaks protocol version %u; the client asked for %u",
+				   UGPUD_PROTO_VERSION, req.version);
+	ret = client_resume(d, c, req.token);
+	if (ret == -EACCES)
+		return serve_error(rep, h->op, h->seq, ret,
+				   "resume: that session belongs to another user");
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret,
+				   "resume: no such session (not kept over the restart, or not "
+				   "resumed in time)");
+	return hello_reply(d, c, h, req.name, rep);
 }
 
 static bool placements_have_vram(const struct ugpud_bo_create_req *req)
@@ -175,6 +213,13 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	if (ret) {
 		ugpu_bo_put(bo);
 		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
+	}
+	{
+		struct ugpud_slot *s = client_slot(c, r.handle, SLOT_BO);
+
+		s->placements[0] = req.placements[0];
+		s->placements[1] = req.placements[1];
+		s->flags = req.flags;
 	}
 	r.bytes = info.bytes;
 	memcpy(rep_body(rep), &r, sizeof(r));
@@ -239,13 +284,23 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
 	}
 	case UGPUD_BO_PIN:
-		ret = ugpu_bo_pin(s->bo);
-		break;
+	case UGPUD_BO_MIGRATE:
+		c->job = (struct ugpud_job){ .op = h->op, .seq = h->seq, .handle = req.handle,
+					     .arg = req.arg, .bo = s->bo, .c = c };
+		ugpu_bo_get(s->bo); /* the job's own: the client may go meanwhile */
+		c->job_busy = true;
+		if (d->offload) { /* may copy the whole BO: on a worker */
+			d->offload(d, c);
+			return 0;
+		}
+		job_run(&c->job);
+		return serve_job_done(d, c, rep);
 	case UGPUD_BO_UNPIN:
 		ret = ugpu_bo_unpin(s->bo);
-		break;
-	case UGPUD_BO_MIGRATE:
-		ret = ugpu_bo_migrate(s->bo, (enum ugpu_placement)req.arg);
+		if (!ret && s->pins) {
+			s->pins--;
+			d->persist_dirty = true;
+		}
 		break;
 	case UGPUD_BO_MAP: {
 		struct ugpud_bo_map_rep m = { 0 };
@@ -275,6 +330,38 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return serve_error(rep, h->op, h->seq, ret, "BO 0x%x: %s", req.handle,
 				   ugpu_strerror(ret));
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+void job_run(struct ugpud_job *job)
+{
+	if (job->op == UGPUD_BO_MIGRATE)
+		job->result = ugpu_bo_migrate(job->bo, (enum ugpu_placement)job->arg);
+	else
+		job->result = ugpu_bo_pin(job->bo);
+}
+
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
+{
+	struct ugpud_job *j = &c->job;
+	struct ugpud_slot *s = client_slot(c, j->handle, SLOT_BO);
+	int ret = j->result;
+
+	c->job_busy = false;
+	d->persist_dirty = true; /* the BO may sit elsewhere now */
+	if (j->op == UGPUD_BO_PIN && !ret) {
+		if (s && s->bo == j->bo) {
+			s->pins++;
+			d->persist_dirty = true;
+		} else { /* its slot went meanwhile (a kill): nobody to hold it */
+			ugpu_bo_unpin(j->bo);
+		}
+	}
+	ugpu_bo_put(j->bo);
+	j->bo = NULL;
+	if (ret)
+		return serve_error(rep, j->op, j->seq, ret, "BO 0x%x: %s", j->handle,
+				   ugpu_strerror(ret));
+	return reply_hdr(rep, j->op, j->seq, 0, 0);
 }
 
 /* The body of @h must be exactly @n bytes: else an error reply (returned). */
@@ -337,6 +424,7 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	struct ugpu_queue_opts o = { .size = sizeof(o) };
 	struct ugpud_handle_rep r = { 0 };
 	struct ugpud_slot *vs, *s;
+	struct ugpu_vm *vm;
 	char name[sizeof(req.name)];
 	int ret = 0;
 
@@ -346,9 +434,10 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	memcpy(name, req.name, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	o.name = name;
+	vm = vs->vm; /* a new slot may grow the table: @vs moves */
 	s = client_slot_new(d, c, SLOT_QUEUE, &r.handle, &ret);
 	if (s) {
-		ret = ugpu_queue_create(vs->vm, &o, &s->q);
+		ret = ugpu_queue_create(vm, &o, &s->q);
 		if (ret) {
 			s->kind = SLOT_FREE;
 			c->nobjs--;
@@ -519,6 +608,112 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
 }
 
+/* Requests that need the device awake (refused while it is host-suspended):
+ * not queries, not the ends of objects, not administration. */
+static bool op_needs_device(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_BO_CREATE:
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_PIN:
+	case UGPUD_BO_UNPIN:
+	case UGPUD_BO_MIGRATE:
+	case UGPUD_BO_MAP:
+	case UGPUD_VM_CREATE:
+	case UGPUD_VM_BIND:
+	case UGPUD_VM_UNBIND:
+	case UGPUD_QUEUE_CREATE:
+	case UGPUD_SUBMIT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Requests after which a BO may sit elsewhere (or be new, or gone). */
+static bool op_may_move(uint16_t op)
+{
+	switch (op) {
+	case UGPUD_BO_READ:
+	case UGPUD_BO_WRITE:
+	case UGPUD_BO_QUERY:
+	case UGPUD_DEV_QUERY:
+	case UGPUD_MEM_STATS:
+	case UGPUD_VM_QUERY:
+	case UGPUD_QUEUE_QUERY:
+	case UGPUD_FENCE_WAIT:
+	case UGPUD_CLIENTS:
+	case UGPUD_SESSION:
+		return false;
+	default:
+		return true;
+	}
+}
+
+static void tell(struct ugpud *d, uint32_t device, uint32_t kind, uint32_t arg, int status)
+{
+	struct ugpud_event ev = { .kind = kind, .device = device, .arg = arg, .status = status };
+
+	if (d->event)
+		d->event(d, &ev);
+}
+
+/* UGPUD_DEVICE_PM: one step of a host-suspend cycle, or a removal, for every
+ * client of the device. */
+static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const void *body, void *rep)
+{
+	struct ugpud_device_pm_req req;
+	struct ugpud_dev *u;
+	int ret;
+
+	if (h->len != sizeof(req))
+		return serve_error(rep, h->op, h->seq, -EINVAL, "device pm: %u bytes of body, expected %zu",
+				   h->len, sizeof(req));
+	memcpy(&req, body, sizeof(req));
+	if (req.device >= d->ndevs)
+		return serve_error(rep, h->op, h->seq, -ENODEV, "device pm: no device %u", req.device);
+	u = &d->devs[req.device];
+	switch (req.action) {
+	case UGPUD_PM_PREPARE:
+		ret = ugpu_device_suspend_prepare(u->dev);
+		if (!ret)
+			tell(d, req.device, UGPUD_EV_SUSPENDING, 0, 0);
+		break;
+	case UGPUD_PM_SUSPEND:
+		ret = ugpu_device_suspend(u->dev);
+		if (!ret) {
+			u->suspended = true;
+			tell(d, req.device, UGPUD_EV_SUSPENDED, 0, 0);
+		}
+		break;
+	case UGPUD_PM_RESUME:
+		ret = ugpu_device_resume(u->dev);
+		if (!ret || ret == -EBADMSG) { /* -EBADMSG: resumed, a backup was damaged */
+			u->suspended = false;
+			tell(d, req.device, UGPUD_EV_RESUMED, 0, ret);
+		}
+		break;
+	case UGPUD_PM_CANCEL:
+		ret = ugpu_device_suspend_cancel(u->dev);
+		if (!ret)
+			tell(d, req.device, UGPUD_EV_RESUMED, 0, 0);
+		break;
+	case UGPUD_PM_UNPLUG:
+		/* the removal callback tells the clients (loop.c) */
+		ret = ugpu_device_unplug(u->dev);
+		break;
+	default:
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "device pm: action %u (1 prepare, 2 suspend, 3 resume, 4 cancel, "
+				   "5 unplug)", req.action);
+	}
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "device %u: %s", req.device,
+				   ugpu_strerror(ret));
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
 static size_t do_mem_stats(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, void *rep)
 {
 	struct ugpu_device_mem m = { .size = sizeof(m) };
@@ -607,8 +802,17 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	if (nfds)
 		return serve_error(rep, h.op, h.seq, -EINVAL,
 				   "%d fds came with a request: no request takes any (closed)", nfds);
+	/* what may move or make BOs: the restart record looks (persist.c) */
+	if (op_may_move(h.op))
+		d->persist_dirty = true;
+	if (h.op == UGPUD_RESUME)
+		return do_resume(d, c, &h, body, rep);
 	if (!c->hello && h.op != UGPUD_HELLO)
 		return serve_error(rep, h.op, h.seq, -EPROTO, "op %u before hello: say hello first", h.op);
+	if (d->devs[c->device].suspended && op_needs_device(h.op))
+		return serve_error(rep, h.op, h.seq, -EAGAIN,
+				   "device %u is host-suspended: op %u waits for its resume (an event "
+				   "says when)", c->device, h.op);
 	switch (h.op) {
 	case UGPUD_HELLO:
 		return do_hello(d, c, &h, body, rep);
@@ -625,6 +829,17 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	}
 	case UGPUD_MEM_STATS:
 		return do_mem_stats(d, c, &h, rep);
+	case UGPUD_SESSION: {
+		/* 0 without --fd-store: nothing to resume after a restart, so
+		 * the client does not try */
+		struct ugpud_session_rep r = { .token = d->fd_store ? c->token : 0 };
+
+		if (h.len)
+			return serve_error(rep, h.op, h.seq, -EINVAL, "session: %u bytes of body, expected 0",
+					   h.len);
+		memcpy(rep_body(rep), &r, sizeof(r));
+		return reply_hdr(rep, h.op, h.seq, 0, sizeof(r));
+	}
 	case UGPUD_BO_CREATE:
 		return do_bo_create(d, c, &h, body, rep);
 	case UGPUD_BO_DESTROY:
@@ -650,6 +865,11 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_FENCE_WAIT:
 	case UGPUD_QUEUE_QUERY:
 		return do_vm(d, c, &h, body, rep);
+	case UGPUD_DEVICE_PM:
+		if (!c->admin)
+			return serve_error(rep, h.op, h.seq, -EPERM,
+					   "suspend, resume and removal are for root and ugpud's own user");
+		return do_device_pm(d, &h, body, rep);
 	case UGPUD_CLIENTS:
 	case UGPUD_KILL:
 		if (!c->admin)

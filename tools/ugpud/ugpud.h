@@ -8,10 +8,16 @@
  *   loop.c    the io_uring event loop: accepts, reads requests, sends replies
  *   client.c  a client's life: SO_PEERCRED policy, handles, release
  *   serve.c   one request -> one reply, no I/O (what tests/fuzz drives)
+ *   persist.c restart without losing client data: the BO table and the
+ *             memory behind it kept in systemd's fd store, read back
  *
- * Threading: the daemon is one thread. struct ugpud, every struct client and
- * their handle tables are touched only by it (libugpu runs its own threads
- * under the devices, behind its API). No lock is needed, none is taken.
+ * Threading: one loop thread owns struct ugpud, every struct client and
+ * their handle tables: only it touches them (libugpu runs its own threads
+ * under the devices, behind its API), no lock is taken for them. Slow
+ * requests (struct ugpud_job) run on worker threads that see the job alone,
+ * handed over under the pool's lock (loop.c); the removal callback, on
+ * libugpu's thread, only sets atomics in struct ugpud_dev and writes an
+ * eventfd.
  */
 #ifndef UGPU_TOOLS_UGPUD_H
 #define UGPU_TOOLS_UGPUD_H
@@ -27,22 +33,34 @@
 #include <ugpu/vm.h>
 
 #include "base/list.h"
+#include "mm/bo.h"
 #include "base/sock.h"
 #include "src/ugpud_proto.h"
 
 #define UGPUD_MAX_DEVICES 16
 #define UGPUD_MAX_ALLOW 16
+/* worker threads for slow requests (--workers) */
+#define UGPUD_MAX_WORKERS 16
 /* Handles: (generation << 16) | (slot + 1); so at most 65535 BOs a client. */
 #define UGPUD_HANDLE_SLOTS 65535u
 
 struct sim;
 
 /* One device the daemon owns. @sim: the embedded reference device behind
- * it ("sim" URIs), or NULL. */
+ * it ("sim" URIs), or NULL. @suspended: host-suspended by UGPUD_DEVICE_PM
+ * (requests that need the device are -EAGAIN). @removed: set by the removal
+ * callback (libugpu's removal thread: atomic, then d->ev_fd is written),
+ * with @removed_kind/@removed_status; @removal_told: the loop told the
+ * clients (loop thread only). */
 struct ugpud_dev {
 	char uri[128];
 	struct ugpu_device *dev;
 	struct sim *sim;
+	bool suspended;
+	int removed;
+	int removed_kind;
+	int removed_status;
+	bool removal_told;
 };
 
 /* What a handle names. */
@@ -60,6 +78,39 @@ struct ugpud_slot {
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
 	bool mapped; /* the client has its memfd: the BO is held in system memory */
+	/* what a restarted daemon needs to make the BO again (persist.c) */
+	uint32_t placements[2];
+	uint32_t flags;
+	uint32_t pins; /* pins of this client, each undone by an unpin */
+	/* the backing as persist.c last recorded it: @persist_gen the BO's
+	 * backing generation then (UINT64_MAX: never recorded), @where its
+	 * placement, @ext/@next its VRAM extents (@ext_cap room), @store_name
+	 * the fd store's name of its system memfd ("" when none) */
+	uint64_t persist_gen;
+	uint32_t where;
+	struct bo_extent *ext;
+	size_t next, ext_cap;
+	char store_name[64];
+};
+
+/*
+ * struct ugpud_job - a request served on a worker thread (loop.c) so that it
+ * does not hold up the loop: BO_MIGRATE and BO_PIN, which may copy the
+ * whole BO. serve.c fills it on the loop thread (with a BO reference of its
+ * own), a worker runs job_run() (libugpu only, nothing of the daemon's
+ * state), and serve_job_done() answers on the loop thread. Handed over
+ * under the pool's lock in both directions (loop.c), so each side sees the
+ * other's writes.
+ */
+struct ugpud_job {
+	uint16_t op;
+	uint32_t seq;
+	uint32_t handle;
+	uint32_t arg;
+	struct ugpu_bo *bo;
+	int result;
+	struct client *c;
+	struct ugpud_job *next; /* the pool's queues */
 };
 
 /* What loop.c keeps per client for io_uring (opaque to serve.c). */
@@ -103,6 +154,11 @@ struct client {
 	uint32_t wait_seq;
 	uint32_t wait_queue;
 	uint64_t wait_fence;
+	/* the session's token (UGPUD_SESSION / UGPUD_RESUME): nonzero, random */
+	uint64_t token;
+	/* a request on a worker (serve_request() returned 0, @job_busy) */
+	struct ugpud_job job;
+	bool job_busy;
 };
 
 /*
@@ -131,6 +187,39 @@ struct ugpud {
 	unsigned int max_clients;
 	unsigned int max_bos;
 	void (*kill)(struct ugpud *d, struct client *victim);
+	/* hand @c->job to a worker (loop.c; NULL: slow requests are served
+	 * inline, as the fuzz target does) */
+	void (*offload)(struct ugpud *d, struct client *c);
+	unsigned int workers; /* --workers: 0 serves everything on the loop */
+	/* tell every client of device @ev->device (loop.c; NULL: nobody) */
+	void (*event)(struct ugpud *d, const struct ugpud_event *ev);
+	/* written by the removal callback to wake the loop (eventfd), or -1 */
+	int ev_fd;
+	uint64_t events_sent, events_dropped;
+	/*
+	 * Restart (persist.c). @fd_store: --fd-store, persistence on. @boot:
+	 * this daemon's boot number (1 + the restored table's). @table_name:
+	 * the table in the store now ("" none), @table_seq its number.
+	 * @persist_dirty: something the table records changed. @drop_names,
+	 * @ndrop: store names to remove once the next table is stored.
+	 * @detached: sessions restored from the table and not resumed yet
+	 * (struct client without a socket, io NULL), @ndetached of them,
+	 * released at @detached_deadline_ms (now_ms()). @resume_timeout_ms:
+	 * --resume-timeout.
+	 */
+	bool fd_store;
+	uint32_t boot;
+	uint64_t table_seq;
+	char table_name[64];
+	bool persist_dirty;
+	uint64_t persist_moves, persist_walk_ms; /* persist_sync()'s last walk */
+	char (*drop_names)[64];
+	size_t ndrop, drop_cap;
+	uint32_t sys_names;
+	struct list_link detached;
+	unsigned int ndetached;
+	uint64_t resume_timeout_ms;
+	uint64_t detached_deadline_ms;
 	/* counters */
 	uint64_t accepted;
 	uint64_t refused;
@@ -168,6 +257,13 @@ int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint6
  * has queues (the slot stays then). */
 int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
 struct client *client_find(struct ugpud *d, uint32_t id);
+/* @s's system memfd is no longer recorded: its store name goes once the next
+ * table is stored; the table changed. */
+void client_forget_store(struct ugpud *d, struct ugpud_slot *s);
+/* Take over the detached session with @token (a restarted daemon's, see
+ * persist.c) into the new connection @c: its id, device, BOs and handles.
+ * Returns 0; -ENOENT (no such session); -EACCES (another uid's). */
+int client_resume(struct ugpud *d, struct client *c, uint64_t token);
 
 /* serve.c */
 
@@ -180,11 +276,18 @@ struct client *client_find(struct ugpud *d, uint32_t id);
  * @rep_fd: gets an fd to send with the reply (UGPUD_BO_MAP), which the
  *          caller closes once sent; else -1.
  * Returns: the reply's length (every request gets one), or 0 when the
- * answer waits for a fence: @c->wait_fd is then set and the caller calls
- * serve_wait_done() once it is readable or @c->wait_ms have passed.
+ * answer waits: for a fence (@c->wait_fd is then set and the caller calls
+ * serve_wait_done() once it is readable or @c->wait_ms have passed), or
+ * for a worker (@c->job_busy: d->offload() has the job; serve_job_done()
+ * answers).
  */
 size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t len,
 		     bool oversized, int nfds, void *rep, int *rep_fd);
+
+/* A worker's part of a job: the library call. */
+void job_run(struct ugpud_job *job);
+/* The answer to @c's finished job into @rep (its length). */
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep);
 
 /* The answer to @c's waiting UGPUD_FENCE_WAIT into @rep (its length); closes
  * @c->wait_fd. */
@@ -205,6 +308,37 @@ uint64_t notify_watchdog_usec(void);
 /* Socket activation: the fds systemd passed ($LISTEN_PID/$LISTEN_FDS, from
  * fd 3), up to @max into @fds; the variables are unset. Returns how many. */
 int notify_listen_fds(int *fds, int max);
+
+/* Store @fd in systemd's fd store under @name (FDSTORE=1; the fd is
+ * duplicated by the kernel, the caller keeps its own), or remove every fd of
+ * that name (@fd -1: FDSTOREREMOVE=1). 0 or -errno. */
+int notify_store(int fd, const char *name);
+/* BARRIER=1: wait (at most @timeout_ms) until systemd has processed every
+ * message sent before. 0, -ETIMEDOUT, or -errno. */
+int notify_barrier(unsigned int timeout_ms);
+/* notify_listen_fds() with the names ($LISTEN_FDNAMES, ':'-separated; ""
+ * when none came) into @names. */
+int notify_listen_fds_named(int *fds, char (*names)[64], int max);
+
+/* persist.c */
+
+/*
+ * persist_start() - with --fd-store: restore what the table among @fds
+ * (@names, @n of them: the store systemd handed back, not the listening
+ * socket) describes — sessions, detached until their clients resume, with
+ * their BOs made again byte-exact from the stored VRAM and system memfds —
+ * then put this daemon's own VRAM memfds and first table in the store and
+ * remove the old entries. Closes @fds. Returns 0 (also when there was
+ * nothing to restore) or -errno (persistence off then, logged).
+ */
+int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n);
+/* Record what changed since the last call (BOs made, moved, gone); cheap
+ * when nothing did. Called by the loop after each request and on its tick. */
+void persist_sync(struct ugpud *d);
+/* Release detached sessions whose time to resume has passed. */
+void persist_expire(struct ugpud *d);
+/* A clean stop: the store is emptied (nothing to restore next time). */
+void persist_stop(struct ugpud *d);
 
 /* loop.c */
 

@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ugpud restarts without losing its clients' data (docs/daemon.md,
+ * "Restart"). The test plays systemd: it binds $NOTIFY_SOCKET, keeps what
+ * the daemon stores there (FDSTORE=1 / FDSTOREREMOVE=1 with FDNAME=), holds
+ * the listening socket as a .socket unit does, closes the fd of any other
+ * message (which is what answers BARRIER=1), and after SIGKILLing ugpud
+ * under load starts it again with the socket and the stored fds as
+ * LISTEN_FDS / LISTEN_FDNAMES.
+ *  - killed_under_load_and_restarted: two client processes keep writing,
+ *    reading back and migrating their BOs (VRAM-only, system-only, and one
+ *    moved both ways) while ugpud is SIGKILLed and restarted; their calls
+ *    resume on their own and every BO is byte-exact at the end; the restart
+ *    time is printed; three times in a row (a restored daemon's table is
+ *    restored again). A client that died with the daemon has its session
+ *    restored and released when --resume-timeout passes. A clean stop
+ *    then leaves nothing of ours in the store.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <ugpu/bo.h>
+#include <ugpu/device.h>
+
+#include "base/clock.h"
+
+#define MAX_STORE 256
+#define CLIENTS 2
+#define RESTARTS 3
+
+/* The fd store and readiness as "systemd" (this test) keeps them.
+ * Locking: @lock guards the store and @ready; the harness thread writes,
+ * the test reads. @stop is atomic. */
+static struct {
+	pthread_mutex_t lock;
+	int fds[MAX_STORE];
+	char names[MAX_STORE][64];
+	int n;
+	unsigned int ready; /* READY=1 seen */
+	int nfd; /* the notify socket; set before the thread starts */
+	int stop; /* atomic */
+} store = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static char line_value(const char *msg, const char *key, char *out, size_t n)
+{
+	const char *p = strstr(msg, key);
+	size_t k = 0;
+
+	if (!p)
+		return 0;
+	p += strlen(key);
+	while (*p && *p != '\n' && k + 1 < n)
+		out[k++] = *p++;
+	out[k] = '\0';
+	return 1;
+}
+
+static void *harness(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&store.stop, __ATOMIC_RELAXED)) {
+		struct pollfd p = { .fd = store.nfd, .events = POLLIN };
+		char msg[512], name[64] = "";
+		union {
+			char b[CMSG_SPACE(sizeof(int) * 4)];
+			struct cmsghdr align;
+		} ctrl;
+		struct iovec iov = { .iov_base = msg, .iov_len = sizeof(msg) - 1 };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.b,
+				    .msg_controllen = sizeof(ctrl.b) };
+		struct cmsghdr *cm;
+		int fd = -1;
+		ssize_t r;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		r = recvmsg(store.nfd, &m, MSG_CMSG_CLOEXEC);
+		if (r <= 0)
+			continue;
+		msg[r] = '\0';
+		for (cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
+			if (cm->cmsg_type == SCM_RIGHTS)
+				memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+		line_value(msg, "FDNAME=", name, sizeof(name));
+		pthread_mutex_lock(&store.lock);
+		if (strstr(msg, "READY=1"))
+			store.ready++;
+		if (strstr(msg, "FDSTORE=1") && fd >= 0 && store.n < MAX_STORE) {
+			store.fds[store.n] = fd;
+			snprintf(store.names[store.n++], 64, "%s", name);
+			fd = -1;
+		}
+		if (strstr(msg, "FDSTOREREMOVE=1")) {
+			for (int i = 0; i < store.n; i++) {
+				if (strcmp(store.names[i], name))
+					continue;
+				close(store.fds[i]);
+				store.fds[i] = store.fds[store.n - 1];
+				memcpy(store.names[i], store.names[store.n - 1], 64);
+				store.n--;
+				i--;
+			}
+		}
+		pthread_mutex_unlock(&store.lock);
+		if (fd >= 0)
+			close(fd);
+	}
+	return NULL;
+}
+
+static unsigned int ready_count(void)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&store.lock);
+	n = store.ready;
+	pthread_mutex_unlock(&store.lock);
+	return n;
+}
+
+static int store_count(const char *prefix)
+{
+	int k = 0;
+
+	pthread_mutex_lock(&store.lock);
+	for (int i = 0; i < store.n; i++)
+		k += !strncmp(store.names[i], prefix, strlen(prefix));
+	pthread_mutex_unlock(&store.lock);
+	return k;
+}
+
+/* Start ugpud as systemd would: @lfd as its socket, the store's fds after
+ * it. Waits (bounded) for READY=1; its pid. */
+static pid_t spawn(const char *notify_path, int lfd)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	char bin[512], names[MAX_STORE * 65 + 64], e_notify[160], e_fds[32], e_names[sizeof(names) + 32];
+	int fds[MAX_STORE + 1], n = 0;
+	unsigned int ready0 = ready_count();
+	uint64_t t0;
+	pid_t pid;
+
+	if (!dir)
+		exit(77);
+	snprintf(bin, sizeof(bin), "%s/ugpud", dir);
+	if (access(bin, X_OK))
+		exit(77);
+	fds[n++] = lfd;
+	snprintf(names, sizeof(names), "ugpud.socket");
+	pthread_mutex_lock(&store.lock);
+	for (int i = 0; i < store.n; i++) {
+		fds[n++] = store.fds[i];
+		strcat(names, ":");
+		strcat(names, store.names[i]);
+	}
+	pthread_mutex_unlock(&store.lock);
+	snprintf(e_notify, sizeof(e_notify), "NOTIFY_SOCKET=%s", notify_path);
+	snprintf(e_fds, sizeof(e_fds), "LISTEN_FDS=%d", n);
+	snprintf(e_names, sizeof(e_names), "LISTEN_FDNAMES=%s", names);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		char e_pid[32];
+		char *envp[] = { e_notify, e_fds, e_names, e_pid, NULL };
+
+		/* out of the way first, then to 3.. in order */
+		for (int i = 0; i < n; i++)
+			fds[i] = fcntl(fds[i], F_DUPFD, 1000);
+		for (int i = 0; i < n; i++)
+			if (dup2(fds[i], 3 + i) != 3 + i)
+				_exit(126);
+		snprintf(e_pid, sizeof(e_pid), "LISTEN_PID=%d", (int)getpid());
+		execle(bin, bin, "--device", "sim:64M", "--fd-store", "--metrics", "off",
+		       "--resume-timeout", "2", (char *)NULL, envp);
+		_exit(127);
+	}
+	for (t0 = now_ms(); now_ms() - t0 < 15000; usleep(2000))
+		if (ready_count() > ready0)
+			return pid;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+static void pattern(unsigned char *p, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+/* A client under load: BOs of three kinds written, read back and moved until
+ * @stop_fd is readable; then every byte is checked against its shadow.
+ * Exit codes name the failing step. */
+static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
+{
+	static const uint64_t sizes[3] = { 1 << 20, 512 << 10, 256 << 10 };
+	static const enum ugpu_placement pl[3][2] = {
+		{ UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE },
+		{ UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_NONE },
+		{ UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
+	};
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo[3];
+	unsigned char *shadow[3], chunk[4096], back[4096];
+	unsigned long rounds = 0;
+
+	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev))
+		return 10;
+	for (int k = 0; k < 3; k++) {
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = sizes[k],
+					  .placements = { pl[k][0], pl[k][1] } };
+
+		shadow[k] = malloc(sizes[k]);
+		pattern(shadow[k], sizes[k], seed + (uint32_t)k);
+		if (ugpu_bo_create(dev, &o, &bo[k]) || ugpu_bo_write(bo[k], 0, shadow[k], sizes[k]))
+			return 11;
+	}
+	if (write(ready_fd, "r", 1) != 1)
+		return 12;
+	for (;;) {
+		struct pollfd p = { .fd = stop_fd, .events = POLLIN };
+		int k = (int)(rounds % 3);
+		uint64_t off = (rounds * 4096 * 7) % sizes[k];
+
+		if (poll(&p, 1, 0) > 0)
+			break;
+		pattern(chunk, sizeof(chunk), seed ^ (uint32_t)rounds);
+		if (ugpu_bo_write(bo[k], off, chunk, sizeof(chunk)))
+			return 13;
+		memcpy(shadow[k] + off, chunk, sizeof(chunk));
+		if (ugpu_bo_read(bo[k], off, back, sizeof(back)) || memcmp(back, chunk, sizeof(chunk)))
+			return 14;
+		if (rounds % 16 == 5 &&
+		    ugpu_bo_migrate(bo[2], (rounds / 16) % 2 ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM))
+			return 15;
+		rounds++;
+	}
+	for (int k = 0; k < 3; k++) {
+		unsigned char *all = malloc(sizes[k]);
+
+		if (ugpu_bo_read(bo[k], 0, all, sizes[k]))
+			return 16;
+		if (memcmp(all, shadow[k], sizes[k]))
+			return 17;
+		free(all);
+		ugpu_bo_put(bo[k]);
+	}
+	fprintf(stderr, "  client %u: %lu rounds, 3 BOs byte-exact\n", seed, rounds);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	return 0;
+}
+
+static void killed_under_load_and_restarted(void **state)
+{
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	char uri[160];
+	int lfd, ready[2], stop[2], st;
+	pid_t d, kids[CLIENTS], orphan;
+	pthread_t th;
+	uint64_t t0, t_ready;
+	char c;
+
+	(void)state;
+	snprintf(ns.sun_path, sizeof(ns.sun_path), "/tmp/ugpud-rs-notify-%d", (int)getpid());
+	snprintf(ls.sun_path, sizeof(ls.sun_path), "/tmp/ugpud-rs-%d.sock", (int)getpid());
+	unlink(ns.sun_path);
+	unlink(ls.sun_path);
+	store.nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(store.nfd, (struct sockaddr *)&ns, sizeof(ns)), 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ls, sizeof(ls)), 0);
+	assert_int_equal(chmod(ls.sun_path, 0666), 0);
+	assert_int_equal(listen(lfd, 64), 0);
+	assert_int_equal(pthread_create(&th, NULL, harness, NULL), 0);
+	d = spawn(ns.sun_path, lfd);
+	assert_true(d > 0);
+	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(stop), 0);
+	for (int i = 0; i < CLIENTS; i++) {
+		kids[i] = fork();
+		assert_true(kids[i] >= 0);
+		if (!kids[i]) {
+			close(lfd);
+			_exit(client(uri, 100u + (uint32_t)i, ready[1], stop[0]));
+		}
+	}
+	for (int i = 0; i < CLIENTS; i++)
+		assert_int_equal(read(ready[0], &c, 1), 1);
+	usleep(300000);
+	/* the table and the VRAM are in the store while it serves */
+	assert_true(store_count("ugpud-table-") >= 1);
+	assert_int_equal(store_count("ugpud-vram-"), 1);
+	assert_true(store_count("ugpud-sys-") >= CLIENTS); /* the system-only BOs */
+	/* an orphan: a third client that holds a BO and dies with the daemon;
+	 * its session, restored, is released when its time to resume ends */
+	orphan = fork();
+	assert_true(orphan >= 0);
+	if (!orphan) {
+		struct ugpu_context *ctx;
+		struct ugpu_device *dev;
+		struct ugpu_bo *bo;
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4 << 20 };
+
+		if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev) ||
+		    ugpu_bo_create(dev, &o, &bo) || write(ready[1], "o", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	usleep(50000);
+	for (int round = 0; round < RESTARTS; round++) {
+		usleep(150000);
+		assert_int_equal(kill(d, SIGKILL), 0);
+		assert_int_equal(waitpid(d, &st, 0), d);
+		if (!round) {
+			kill(orphan, SIGKILL);
+			waitpid(orphan, NULL, 0);
+		}
+		t0 = now_us();
+		d = spawn(ns.sun_path, lfd);
+		assert_true(d > 0);
+		t_ready = now_us() - t0;
+		fprintf(stderr, "  ugpud SIGKILLed under load (%d of %d): restarted, BOs restored, "
+			"READY in %llu ms\n", round + 1, RESTARTS,
+			(unsigned long long)(t_ready / 1000));
+	}
+	/* the orphan's 4 MiB go once its time to resume (2 s) has passed */
+	{
+		struct ugpu_context *ctx;
+		struct ugpu_device *dev;
+		struct ugpu_device_mem m = { .size = sizeof(m) };
+		uint64_t bos = 0;
+
+		assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+		assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		assert_int_equal(m.bos, 3 * CLIENTS + 1); /* the orphan's is back too */
+		for (t0 = now_ms(); now_ms() - t0 < 5000; usleep(20000)) {
+			assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+			bos = m.bos;
+			if (bos == 3 * CLIENTS)
+				break;
+		}
+		assert_int_equal(bos, 3 * CLIENTS);
+		ugpu_device_close(dev);
+		ugpu_context_destroy(ctx);
+	}
+	usleep(300000); /* the clients go on through the new daemon */
+	assert_int_equal(write(stop[1], "s", 1), 1);
+	for (int i = 0; i < CLIENTS; i++) {
+		assert_int_equal(waitpid(kids[i], &st, 0), kids[i]);
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			fail_msg("client %d ended with status 0x%x (exit codes: client() in the test)",
+				 i, st);
+	}
+	/* a clean stop empties the store: nothing stale for the next start */
+	assert_int_equal(kill(d, SIGTERM), 0);
+	assert_int_equal(waitpid(d, &st, 0), d);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	usleep(100000);
+	assert_int_equal(store_count("ugpud-"), 0);
+	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	close(lfd);
+	close(store.nfd);
+	unlink(ls.sun_path);
+	unlink(ns.sun_path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(killed_under_load_and_restarted),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
