@@ -68,6 +68,7 @@ enum ugpud_op {
 	UGPUD_RESUME = 27, /* ugpud_resume_req (instead of a hello) -> ugpud_hello_rep */
 	UGPUD_DEVICE_PM = 28, /* ugpud_device_pm_req -> - (admin) */
 	UGPUD_EVENT = 29, /* daemon -> client, unsolicited: ugpud_event (seq 0) */
+	UGPUD_DEV_ACTIVITY = 30, /* - -> ugpud_dev_activity (the connection's device) */
 	UGPUD_OP_MAX
 };
 
@@ -133,6 +134,23 @@ struct ugpud_hello_rep {
 	uint32_t pad;
 	uint64_t vram_quota;
 	struct ugpud_dev_info info;
+};
+
+/*
+ * struct ugpud_dev_activity - what the connection's device is doing, for
+ * `ugpuctl status --daemon`: @vms and @queues the clients of the device hold
+ * (a queue runs on the device's exec queues, round-robin); SVM's counters
+ * (faults served, ranges moved into VRAM at any size, CPU faults that
+ * brought ranges back, VRAM held by ranges). Counters the device does not
+ * have read 0.
+ */
+struct ugpud_dev_activity {
+	uint32_t vms;
+	uint32_t queues;
+	uint64_t svm_faults;
+	uint64_t svm_migrations;
+	uint64_t svm_cpu_faults;
+	uint64_t svm_vram_bytes;
 };
 
 /* struct ugpud_mem - ugpu_device_mem on the wire, field for field after

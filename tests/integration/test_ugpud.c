@@ -968,14 +968,24 @@ static void ugpuctl_status_daemon(void **state)
 	struct ugpu_device *dev;
 	struct ugpu_bo *bo;
 	char cmd[1536], out[8192], want[160];
-	unsigned long long bos, vram_bos, vram_used, cbos, cbytes;
+	unsigned long long bos, vram_bos, vram_used, cbos, cbytes, n_vms, n_queues;
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .name = "status" };
+	struct ugpu_bo *moved;
+	struct ugpu_queue *q;
+	struct ugpu_vm *vm;
 	int mine, ctl;
-	char power[16];
+	char power[16], activity[16];
 
 	(void)state;
 	open_client(&ctx, &dev);
 	bo = make_bo(dev, 65536, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	/* what runs on the device: a VM with a queue, a BO moved */
+	moved = make_bo(dev, 65536, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	assert_int_equal(ugpu_bo_migrate(moved, UGPU_PLACEMENT_SYSTEM), 0);
+	assert_int_equal(ugpu_vm_create(dev, &vo, &vm), 0);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
 	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	assert_true(m.moves >= 1);
 	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon %s", dir, sock_path);
 	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
 	fprintf(stderr, "%s", out);
@@ -984,8 +994,14 @@ static void ugpuctl_status_daemon(void **state)
 	snprintf(want, sizeof(want), "  vram_size        %llu\n", (unsigned long long)m.vram_size);
 	assert_non_null(strstr(out, want));
 	snprintf(want, sizeof(want), "%6u %8d %6u %6u %12llu", remote_client_id(dev), (int)getpid(),
-		 (unsigned)getuid(), 1u, 65536ull);
+		 (unsigned)getuid(), 2u, 2 * 65536ull);
 	assert_non_null(strstr(out, want));
+	assert_non_null(strstr(out, "  copy_engines     2\n"));
+	snprintf(want, sizeof(want), "  moves            %llu\n", (unsigned long long)m.moves);
+	assert_non_null(strstr(out, want));
+	assert_true(sscanf(strstr(out, "  vms ") + 6, "%llu", &n_vms) == 1 && n_vms >= 1);
+	assert_true(sscanf(strstr(out, "  queues ") + 9, "%llu", &n_queues) == 1 && n_queues >= 1);
+	assert_non_null(strstr(out, "  svm_faults "));
 
 	snprintf(cmd, sizeof(cmd),
 		 "%s/ugpuctl status --json --daemon %s | python3 -c '"
@@ -994,21 +1010,22 @@ static void ugpuctl_status_daemon(void **state)
 		 "c = [x for x in d[\"clients\"] if x[\"pid\"] == %d]\n"
 		 "n = sum(1 for x in d[\"clients\"] if x[\"name\"].startswith(\"ugpuctl\"))\n"
 		 "print(d[\"power_state\"], d[\"bos\"], d[\"vram_bos\"], d[\"vram_used\"], len(c),"
-		 " c[0][\"bos\"], c[0][\"bytes\"], n)'",
+		 " c[0][\"bos\"], c[0][\"bytes\"], n, d[\"queues\"] >= 1 and d[\"copy_engines\"] == 2)'",
 		 dir, sock_path, (int)getpid());
 	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
 	fprintf(stderr, "json: %s", out);
-	assert_int_equal(sscanf(out, "%15s %llu %llu %llu %d %llu %llu %d", power, &bos, &vram_bos,
-				&vram_used, &mine, &cbos, &cbytes, &ctl),
-			 8);
+	assert_int_equal(sscanf(out, "%15s %llu %llu %llu %d %llu %llu %d %15s", power, &bos, &vram_bos,
+				&vram_used, &mine, &cbos, &cbytes, &ctl, activity),
+			 9);
+	assert_string_equal(activity, "True");
 	assert_string_equal(power, "D0");
 	assert_int_equal(bos, m.bos);
 	assert_int_equal(vram_bos, m.vram_bos);
 	assert_true(vram_bos >= 65536);
 	assert_int_equal(vram_used, m.vram_used);
 	assert_int_equal(mine, 1);
-	assert_int_equal(cbos, 1);
-	assert_int_equal(cbytes, 65536);
+	assert_int_equal(cbos, 2);
+	assert_int_equal(cbytes, 2 * 65536);
 	assert_int_equal(ctl, 0); /* ugpuctl's own connections are not listed */
 
 	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon '%s?device=0' 2>&1", dir, sock_path);
@@ -1016,6 +1033,9 @@ static void ugpuctl_status_daemon(void **state)
 	snprintf(cmd, sizeof(cmd), "%s/ugpuctl status --daemon %s pci:0000:00:01.0 2>&1", dir,
 		 sock_path);
 	assert_int_equal(run_cmd(cmd, out, sizeof(out)), 2);
+	ugpu_queue_destroy(q);
+	ugpu_vm_destroy(vm);
+	ugpu_bo_put(moved);
 	ugpu_bo_put(bo);
 	close_client(ctx, dev);
 }

@@ -199,14 +199,20 @@ static const char *power_name(uint32_t p)
 					: "?";
 }
 
-/* One device's memory as "key value" pairs: VRAM by kind, then the rest. */
+/* One device's memory as "key value" pairs: VRAM by kind, then the rest;
+ * then BO traffic (moves: migrations, evictions, pins, suspend, removal). */
 #define MEM_FIELDS(X)                                                                           \
 	X(vram_size) X(vram_used) X(vram_free) X(vram_bos) X(vram_kernel) X(system_bytes)     \
-	X(backup_bytes) X(bos) X(bos_vram) X(bos_system)
+	X(backup_bytes) X(bos) X(bos_vram) X(bos_system) X(moves) X(evictions)                \
+	X(copy_failures)
+/* What runs on it: its engines (from the description), the VMs and queues
+ * of the daemon's clients, SVM's faults and migrations (UGPUD_DEV_ACTIVITY). */
+#define ACT_FIELDS(X) X(vms) X(queues) X(svm_faults) X(svm_migrations) X(svm_cpu_faults)        \
+	X(svm_vram_bytes)
 
 static void print_daemon_dev(unsigned idx, const struct ugpud_dev_info *w,
-			     const struct ugpu_device_mem *m, const struct ugpud_clients_rep *cl,
-			     const uint32_t *own, unsigned n_own)
+			     const struct ugpu_device_mem *m, const struct ugpud_dev_activity *a,
+			     const struct ugpud_clients_rep *cl, const uint32_t *own, unsigned n_own)
 {
 	unsigned shown = 0;
 
@@ -219,6 +225,10 @@ static void print_daemon_dev(unsigned idx, const struct ugpud_dev_info *w,
 #define X(f) printf(",\"" #f "\":%llu", (unsigned long long)m->f);
 		MEM_FIELDS(X)
 #undef X
+		printf(",\"copy_engines\":%u", w->num_copy_engines);
+#define X(f) printf(",\"" #f "\":%llu", (unsigned long long)a->f);
+		ACT_FIELDS(X)
+#undef X
 		printf(",\"clients\":");
 		if (!cl) {
 			printf("null}");
@@ -230,6 +240,10 @@ static void print_daemon_dev(unsigned idx, const struct ugpud_dev_info *w,
 		printf("  %-16s %s\n", "power_state", power_name(w->power_state));
 #define X(f) printf("  %-16s %llu\n", #f, (unsigned long long)m->f);
 		MEM_FIELDS(X)
+#undef X
+		printf("  %-16s %u\n", "copy_engines", w->num_copy_engines);
+#define X(f) printf("  %-16s %llu\n", #f, (unsigned long long)a->f);
+		ACT_FIELDS(X)
 #undef X
 		if (!cl) {
 			printf("  %-16s %s\n", "clients", "- (needs root or the daemon's user)");
@@ -286,6 +300,7 @@ static int status_daemon(void)
 	struct ugpu_device *devs[MAX_DAEMON_DEV] = { 0 };
 	struct ugpud_dev_info info[MAX_DAEMON_DEV];
 	struct ugpu_device_mem mem[MAX_DAEMON_DEV];
+	struct ugpud_dev_activity act[MAX_DAEMON_DEV];
 	uint32_t own[MAX_DAEMON_DEV];
 	struct ugpu_context *ctx = NULL;
 	const char *sock = daemon_sock;
@@ -316,6 +331,8 @@ static int status_daemon(void)
 		ret = remote_get(devs[i], UGPUD_DEV_QUERY, NULL, 0, &info[i], sizeof(info[i]));
 		if (!ret)
 			ret = ugpu_device_mem_stats(devs[i], &mem[i]);
+		if (!ret)
+			ret = remote_get(devs[i], UGPUD_DEV_ACTIVITY, NULL, 0, &act[i], sizeof(act[i]));
 		if (ret) {
 			fprintf(stderr, "%s: %s: %s\n", status_cli.prog, uri, ugpu_strerror(ret));
 			goto out;
@@ -339,7 +356,7 @@ static int status_daemon(void)
 		printf("daemon %s: %u device%s\n", sock, n, n == 1 ? "" : "s");
 	}
 	for (i = 0; i < n; i++)
-		print_daemon_dev(i, &info[i], &mem[i], ret ? NULL : cl, own, n);
+		print_daemon_dev(i, &info[i], &mem[i], &act[i], ret ? NULL : cl, own, n);
 	if (as_json)
 		printf("]}\n");
 	rc = 0;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <ugpu/ugpu.h>
+#include <ugpu/stats.h>
 #include <ugpu/unplug.h>
 
 #include "mm/bo.h"
@@ -640,6 +641,7 @@ static bool op_may_move(uint16_t op)
 	case UGPUD_BO_QUERY:
 	case UGPUD_DEV_QUERY:
 	case UGPUD_MEM_STATS:
+	case UGPUD_DEV_ACTIVITY:
 	case UGPUD_VM_QUERY:
 	case UGPUD_QUEUE_QUERY:
 	case UGPUD_FENCE_WAIT:
@@ -712,6 +714,42 @@ static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const voi
 		return serve_error(rep, h->op, h->seq, ret, "device %u: %s", req.device,
 				   ugpu_strerror(ret));
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
+/* A counter of @dev by name; 0 when it has none (no GPU VM: no SVM). */
+static uint64_t stat_of(struct ugpu_device *dev, const char *name)
+{
+	struct ugpu_stat st = { .size = sizeof(st) };
+
+	return ugpu_device_stat_find(dev, name, &st) ? 0 : st.value;
+}
+
+static size_t do_dev_activity(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			      void *rep)
+{
+	struct ugpu_device *dev = d->devs[c->device].dev;
+	struct ugpud_dev_activity w = { 0 };
+
+	if (h->len)
+		return serve_error(rep, h->op, h->seq, -EINVAL, "activity: %u bytes of body, expected 0",
+				   h->len);
+	list_for_each(l, &d->clients) {
+		const struct client *o = list_entry(l, struct client, link);
+
+		if (o->device != c->device)
+			continue;
+		for (uint32_t i = 0; i < o->nslots; i++) {
+			w.vms += o->slots[i].kind == SLOT_VM;
+			w.queues += o->slots[i].kind == SLOT_QUEUE;
+		}
+	}
+	w.svm_faults = stat_of(dev, "svm_pagefault_count");
+	w.svm_migrations = stat_of(dev, "svm_4K_migrate_count") + stat_of(dev, "svm_64K_migrate_count") +
+			   stat_of(dev, "svm_2M_migrate_count");
+	w.svm_cpu_faults = stat_of(dev, "svm_cpu_fault_count");
+	w.svm_vram_bytes = stat_of(dev, "svm_vram_bytes");
+	memcpy(rep_body(rep), &w, sizeof(w));
+	return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
 }
 
 static size_t do_mem_stats(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, void *rep)
@@ -829,6 +867,8 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	}
 	case UGPUD_MEM_STATS:
 		return do_mem_stats(d, c, &h, rep);
+	case UGPUD_DEV_ACTIVITY:
+		return do_dev_activity(d, c, &h, rep);
 	case UGPUD_SESSION: {
 		/* 0 without --fd-store: nothing to resume after a restart, so
 		 * the client does not try */
