@@ -170,9 +170,13 @@ struct ugpu_device {
 	/* Latency histograms (base/stats.h), kept for the device's lifetime:
 	 * runtime-PM wakes (src/rpm.c), GPU faults served by SVM (svm/) and
 	 * CPU faults on BO mappings served by the userfaultfd handler
-	 * (mm/cpu_map.c). Lock-free (atomic buckets). */
+	 * (mm/cpu_map.c), and how long SVM keeps a range's pages out of the
+	 * CPU's reach while it moves them into VRAM (svm/migrate.c: a CPU
+	 * store racing the move waits at least that long). Lock-free (atomic
+	 * buckets). */
 	struct stat_hist rpm_wake_hist;
 	struct stat_hist svm_fault_hist;
+	struct stat_hist svm_window_hist;
 	struct stat_hist bo_fault_hist;
 
 	/* Removal (src/unplug.h): the REQ watcher and removal state; its own

@@ -703,13 +703,17 @@ int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 /* Move @r (owned, R_CPU) into @sd's VRAM. */
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = now_ns(), t_take;
 	struct ugpu_bo *bo;
 	int ret;
 
 	ret = range_bo_create(r, sd, "svm", &bo);
 	if (ret)
 		return ret;
+	/* The race window: from here a CPU access to the range faults into
+	 * us and waits (its pages are being taken) until the range is in
+	 * VRAM, then for its way back (the timeslice first). */
+	t_take = now_ns();
 	ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
 	if (ret) {
 		ugpu_bo_put(bo);
@@ -718,6 +722,7 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	r->bo = bo;
 	r->vram_at_ns = now_ns();
 	range_set(s, r, R_VRAM, sd);
+	stat_hist_add(&sd->dev->svm_window_hist, (r->vram_at_ns - t_take) / 1000);
 	vram_ranges_inc(s, sd);
 	bo_mark_svm(bo); /* on the eviction LRU with the BOs from now on */
 	pthread_mutex_lock(&s->lock);

@@ -794,6 +794,7 @@ UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stat
 struct svm_stats_snap {
 	struct ugpu_svm_stats s;
 	struct stat_hist_snap fault;
+	struct stat_hist_snap window;
 };
 
 static int svm_stats_snapshot(struct ugpu_device *dev, void *buf)
@@ -804,6 +805,7 @@ static int svm_stats_snapshot(struct ugpu_device *dev, void *buf)
 	snap->s.size = sizeof(snap->s);
 	ret = ugpu_device_svm_stats(dev, &snap->s);
 	stat_hist_read(&dev->svm_fault_hist, &snap->fault);
+	stat_hist_read(&dev->svm_window_hist, &snap->window);
 
 	/* A device without a GPU VM has no shared virtual memory: its SVM
 	 * counters read 0 (the buffer comes zeroed), so every device lists the
@@ -868,6 +870,8 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges another device's faults put in this device's VRAM, advised to be here"),
 	STAT_HIST("svm_pagefault_latency_us", struct svm_stats_snap, fault, UGPU_STAT_UNIT_US,
 		  "time serving one GPU page fault (find or make the range, move it, map it)"),
+	STAT_HIST("svm_migrate_window_us", struct svm_stats_snap, window, UGPU_STAT_UNIT_US,
+		  "time a range's pages were out of the CPU's reach while they moved into VRAM (a racing CPU access waits that long, then for the way back)"),
 };
 
 STATS_GROUP(svm_stats_group, "svm", struct svm_stats_snap, svm_stats_snapshot, svm_stats_descs)

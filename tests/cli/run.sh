@@ -54,7 +54,7 @@ done
 for c in list bind unbind suspend resume unplug status stats clients kill; do
 	help_version "ugpuctl $c" "$B/ugpuctl" $c
 done
-for c in all buddy copy exec suspend rpm svm svm-prefetch p2p uffd daemon; do
+for c in all buddy copy exec suspend rpm svm svm-prefetch svm-race p2p uffd daemon; do
 	help_version "ugpu-bench $c" "$B/ugpu-bench" $c
 done
 # defaults are in the usage

@@ -99,6 +99,10 @@ static void test_gpu_reads_and_writes_process_memory(void **state)
 		assert_true(h.value >= st.svm_pagefault_count && st.svm_pagefault_count >= 2);
 		assert_int_equal(h.bucket[h.buckets - 1], h.value);
 		assert_true(h.sum > 0); /* a 2 MiB move takes more than a microsecond */
+		/* each move into VRAM is one observation of its race window */
+		assert_int_equal(ugpu_device_stat_find(s->f->dev, "svm_migrate_window_us", &h), 0);
+		assert_true(h.value >= 2 && h.sum > 0);
+		assert_int_equal(h.bucket[h.buckets - 1], h.value);
 	}
 
 	/* GPU writes, then the CPU reads every word. */

@@ -48,6 +48,10 @@ cat <<'EOF2' | draw svm
 {"bench":"svm","case":"gpu_fault_2m","mib":64,"gbps":1.2,"migrate_gbps":1.9,"memcpy_gbps":8.0}
 {"bench":"svm","case":"cpu_fault_2m","mib":64,"gbps":1.4,"memcpy_gbps":8.1}
 EOF2
+cat <<'EOF2' | draw svm-race
+{"bench":"svm-race","case":"store_race","mechanism":"move","kib":2048,"n":10,"window_mean_us":594.7,"window_p50_le_us":512,"window_p99_le_us":4096,"store_wait_p50_us":6100.1,"store_wait_p99_us":9129.9,"store_wait_max_us":9129.9,"memcpy_us":43.9,"timeslice_ms":5,"lost":0}
+{"bench":"svm-race","case":"store_race","mechanism":"write_protect","kib":2048,"n":10,"window_mean_us":909.1,"window_p50_le_us":1024,"window_p99_le_us":4096,"store_wait_p50_us":5668.6,"store_wait_p99_us":7769.3,"store_wait_max_us":7769.3,"memcpy_us":43.9,"timeslice_ms":5,"lost":0}
+EOF2
 cat <<'EOF2' | draw buddy
 {"bench":"buddy","workload":"frag","ms":12.0,"ops_per_s":800000}
 {"bench":"buddy","workload":"churn","ms":10.0,"ops_per_s":900000}

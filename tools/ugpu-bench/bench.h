@@ -70,6 +70,7 @@ int bench_rpm(int argc, char **argv);
 int bench_svm(int argc, char **argv);
 int bench_p2p(int argc, char **argv);
 int bench_svm_prefetch(int argc, char **argv);
+int bench_svm_race(int argc, char **argv);
 int bench_uffd(int argc, char **argv);
 /* Not a benchmark: draws one's JSON lines (bench_plot.c). */
 int bench_plot(int argc, char **argv);

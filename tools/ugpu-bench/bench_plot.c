@@ -13,6 +13,8 @@
  *   exec, uffd, svm latency cases: p50 and p99 per case; rpm: touch p50/p99,
  *   the raw uffd round trip, the wake and the target per CPU placement;
  *   p2p: direct, through system memory, memcpy, peer and local reads;
+ *   svm-race: the move's window, a racing store's wait and memcpy per
+ *   mechanism;
  *   svm throughput cases, buddy: GB/s or ops/s per case.
  *
  *   ugpu-bench copy | ugpu-bench plot --out copy.png
@@ -223,6 +225,8 @@ static int plot_rows(FILE *g, const struct rows *rs)
 	static const char *const ops[] = { "ops_per_s" };
 	static const char *const p2p[] = { "direct_gbps", "via_system_gbps", "memcpy_gbps",
 					    "peer_gbps", "local_gbps" };
+	static const char *const race[] = { "window_mean_us", "store_wait_p50_us", "store_wait_p99_us",
+					     "memcpy_us" };
 	char title[96];
 
 	snprintf(title, sizeof(title), "ugpu-bench %s", rs->bench);
@@ -245,6 +249,9 @@ static int plot_rows(FILE *g, const struct rows *rs)
 	if (!strcmp(rs->bench, "p2p"))
 		return plot_bars(g, rs, "ugpu-bench p2p: device to device, direct and through system memory",
 				 "GB/s", "case", p2p, 5);
+	if (!strcmp(rs->bench, "svm-race"))
+		return plot_bars(g, rs, "ugpu-bench svm-race: a CPU store racing a move into VRAM",
+				 "microseconds", "mechanism", race, 4);
 	if (has(rs->r[0], "gbps"))
 		return plot_bars(g, rs, title, "GB/s", "case", tput, 3);
 	return plot_bars(g, rs, title, "microseconds", has(rs->r[0], "case") ? "case" : "placement",

@@ -23,6 +23,7 @@ static const struct bench_cmd {
 	{ "svm", bench_svm, "shared virtual memory: GPU faults into VRAM, CPU touches back (2 MiB, 4 KiB) vs memcpy and raw uffd" },
 	{ "p2p", bench_p2p, "BO moves between two devices: fabric vs system memory (fast and slow link), peer read in place, vs memcpy" },
 	{ "svm-prefetch", bench_svm_prefetch, "SVM policy: prefetch to VRAM and back vs memcpy (64 MiB x 128); ping-pong with and without thrashing control" },
+	{ "svm-race", bench_svm_race, "SVM: how long a CPU store racing a move into VRAM waits (the race window), UFFDIO_MOVE and write protection" },
 	{ "uffd", bench_uffd, "userfaultfd round trip vs cpu_map fault/invalidate/release" },
 	{ "daemon", bench_daemon, "through ugpud: BO create+map+destroy vs a raw SOCK_SEQPACKET round trip; 1-64 clients" },
 };
