@@ -501,6 +501,8 @@ static int opts_check(struct ugpu_device *dev, const struct ugpu_bo_opts *o, str
 		bo->placements[n++] = UGPU_PLACEMENT_SYSTEM;
 	}
 	bo->nplacements = n;
+	memcpy(bo->user_placements, bo->placements, sizeof(bo->user_placements));
+	bo->user_nplacements = n;
 	return 0;
 }
 

@@ -63,6 +63,12 @@ struct ugpu_bo {
 	uint32_t flags; /* UGPU_BO_* */
 	enum ugpu_placement placements[UGPU_BO_MAX_PLACEMENTS];
 	unsigned int nplacements;
+	/* The placements the program asked for. A removal rewrites
+	 * @placements (mm/evacuate.c: system memory first, VRAM answering
+	 * -ENODEV); a move to another device that is present brings these
+	 * back (mm/peer.c). Set at creation, read-only afterwards. */
+	enum ugpu_placement user_placements[UGPU_BO_MAX_PLACEMENTS];
+	unsigned int user_nplacements;
 	unsigned int buddy_flags; /* extra buddy flags for VRAM (kernel: top-down) */
 	char name[32];
 

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <string.h>
 
 #include <ugpu/fabric.h>
 
@@ -169,6 +170,14 @@ static void rehome_locked(struct ugpu_bo *bo, struct ugpu_device *dst, struct bu
 	__atomic_store_n(&bo->dev, dst, __ATOMIC_RELEASE);
 	buddy_list_splice_tail(bo->vram, blocks);
 	bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
+	/* A survivor of a removal (placements rewritten to system memory
+	 * first) is the BO the program made again, on a device that has
+	 * VRAM: a VRAM-only BO is VRAM-only here (found by test_model: host
+	 * suspend's prepare sent it to system memory). */
+	if (bo->user_nplacements) {
+		memcpy(bo->placements, bo->user_placements, sizeof(bo->placements));
+		bo->nplacements = bo->user_nplacements;
+	}
 	list_add_tail(&md->all, &bo->all);
 	md->nr_bos++;
 	md->vram_bytes += bo->size;

@@ -189,7 +189,7 @@ static void sleep_us(unsigned us)
 /* kind, weight (relative frequency in generated lists) */
 #define OP_LIST(X)                                                                         \
 	X(CREATE, 12) X(CREATE_OLD, 1) X(PUT, 4) X(GETPUT, 1) X(WRITE, 8) X(READ, 4) X(MAP, 3)  \
-	X(STORE, 9) X(UNMAP, 3) X(PIN, 4) X(UNPIN, 4) X(MIGRATE, 7) X(PREPARE, 2) X(SUSPEND, 2) \
+	X(STORE, 9) X(UNMAP, 3) X(PIN, 4) X(UNPIN, 4) X(MIGRATE, 7) X(XMIGRATE, 3) X(PREPARE, 2) X(SUSPEND, 2) \
 	X(RESUME, 3) X(CANCEL, 1) X(NOTIFY, 3) X(NOTIFY_JOIN, 2) X(RPM_ALLOW, 4)                \
 	X(RPM_FORBID, 1) X(RPM_GET, 1) X(RPM_PUT, 5) X(RPM_GETPUT, 2) X(RPM_PUT_EXTRA, 1)      \
 	X(RPM_DELAY, 3)        \
@@ -343,7 +343,7 @@ struct totals {
 		rpm_resumes, rpm_released, rpm_wake_faults, removals_orderly, removals_surprise,
 		injections, bytes_verified, writer_stores, lost_allowed, sigbus_allowed, devices,
 		bos_created, vms, binds, kernels, kernels_done, kernels_faulted, kernels_other,
-		sums_checked, kernel_bytes, floods;
+		sums_checked, kernel_bytes, floods, xmoves, xtries;
 };
 
 /* Shared with the parent (MAP_SHARED, set up before fork). */
@@ -615,6 +615,8 @@ static const char *ename(int e)
 	case ESTALE: return "-ESTALE";
 	case EOPNOTSUPP: return "-EOPNOTSUPP";
 	case EACCES: return "-EACCES";
+	case ENOLINK: return "-ENOLINK";
+	case EXDEV: return "-EXDEV";
 	default: break;
 	}
 	b = buf[k++ % 4];
@@ -3191,6 +3193,126 @@ static void op_migrate(const struct op *o)
 	touched = b;
 }
 
+/* A host-suspend cycle may be open on @d (include/ugpu/bo.h's -EBUSY of
+ * ugpu_bo_migrate_device()). */
+static bool host_cycle_maybe_open(const struct mdev *d)
+{
+	return d->pm != UGPU_PM_ACTIVE || d->main_susp || (N.live && N.dev == d->id);
+}
+
+static bool host_cycle_open(const struct mdev *d)
+{
+	return d->pm == UGPU_PM_PREPARED || d->pm == UGPU_PM_SUSPENDED;
+}
+
+/* ugpu_bo_migrate_device() of a BO to another open device of the context.
+ * The model's devices are separate reference devices with no fabric between
+ * them: the bytes go through system memory, and UGPU_MIGRATE_DIRECT is
+ * -ENOLINK. On success the BO is @dst's from then on (its calls, removal,
+ * close); later CHECK ops verify every byte where it went. */
+static void op_xmigrate(const struct op *o)
+{
+	/* mostly open BOs to present devices: the moves that can happen */
+	bool likely = o->d % 8 != 0;
+	struct mbo *b = pick(o->a, likely ? P_OPEN : 0);
+	struct mdev *src, *dst = NULL;
+	struct eset s = { 0 };
+	uint32_t x = o->c % 8, flags = x < 5 ? 0 : x == 5 ? UGPU_MIGRATE_DIRECT
+		: x == 6 ? UGPU_MIGRATE_VIA_SYSTEM : UGPU_MIGRATE_FLAGS_ALL;
+	enum ugpu_placement p;
+	int r, k, n = 0, cand[MAXDEV];
+
+	if (!b) {
+		skip();
+		return;
+	}
+	for (k = 0; k < ndevs; k++)
+		if (k != b->dev && devs[k].life != D_CLOSED && (!likely || devs[k].life == D_PRESENT))
+			cand[n++] = k;
+	if (!n) {
+		skip();
+		return;
+	}
+	k = cand[o->b % (uint32_t)n];
+	dst = &devs[k];
+	src = bdev(b);
+	if (likely && b->map && main_owned(b)) {
+		/* as the header says: unmap it first */
+		struct eset u = es1(0);
+
+		r = ugpu_bo_unmap(b->bo);
+		tr(" (unmapped first -> %s)", ename(r));
+		expect(r, &u, src, "ugpu_bo_unmap(%s)", bname(b));
+		b->map = NULL;
+		b->wake_tainted = false;
+	}
+	p = b->closed ? UGPU_PLACEMENT_NONE : placement_of(b);
+	tr(" %s %s -> dev%d%s", bname(b), pl_name(p), dst->id,
+	   flags == UGPU_MIGRATE_DIRECT ? " direct" : flags == UGPU_MIGRATE_VIA_SYSTEM ? " via-system"
+	   : flags ? " both-flags" : "");
+	if (flags == UGPU_MIGRATE_FLAGS_ALL) {
+		es_add(&s, -EINVAL);
+	} else if (b->closed) {
+		es_add(&s, -ENODEV);
+		if (dst->inj & INJ_WAKE)
+			es_wake_first(&s); /* both are woken before the BO is looked at */
+	} else {
+		/* every reason that holds may be the one reported (the header
+		 * gives no order): nothing holds, then 0 it must be */
+		bool any = !has_pl(b, UGPU_PLACEMENT_VRAM);
+
+		if (any)
+			es_add(&s, -EINVAL);
+
+		if (b->lost || b->may_lose) {
+			es_add(&s, -ENODATA);
+			any = b->lost;
+		}
+		if (b->pins || b->map || b->nbinds || gpu_may_run(b) || host_cycle_maybe_open(src) ||
+		    host_cycle_maybe_open(dst)) {
+			es_add(&s, -EBUSY);
+			/* certain: a notifier's cycle (PM_UNKNOWN) may be over */
+			any = any || b->pins || b->map || b->nbinds || host_cycle_open(src) ||
+			      host_cycle_open(dst);
+		}
+		if (dst->life != D_PRESENT) {
+			es_add(&s, -ENODEV);
+			any = true;
+		}
+		if (src->life == D_REMOVING)
+			es_add(&s, -ENODEV); /* its removal may be moving it now */
+		if (flags == UGPU_MIGRATE_DIRECT) {
+			es_add(&s, -ENOLINK);
+			any = true;
+		}
+		if (vram_pressure(dst, b->size, b->flags & UGPU_BO_CONTIGUOUS))
+			es_add(&s, -ENOSPC);
+		es_injected(&s, src);
+		es_injected(&s, dst);
+		if ((src->inj | dst->inj) & INJ_WAKE)
+			es_wake_first(&s);
+		if (!any)
+			es_add(&s, 0);
+	}
+	r = ugpu_bo_migrate_device(b->bo, dst->dev, flags);
+	tr(" -> %s", ename(r));
+	T.xtries++;
+	expect(r, &s, src, "ugpu_bo_migrate_device(%s, dev%d, 0x%x) from %s [dst %s]", bname(b),
+	       dst->id, flags, pl_name(p), dstate(dst));
+	if (r == 0) {
+		b->dev = k;
+		T.xmoves++;
+		if (dst->life == D_PRESENT && !N.live && !dst->d3cold_ever) {
+			enum ugpu_placement now = placement_of(b);
+
+			if (now != UGPU_PLACEMENT_VRAM)
+				fail("query", "ugpu_bo_migrate_device(%s, dev%d) returned 0 and the BO is in %s",
+				     bname(b), dst->id, pl_name(now));
+		}
+	}
+	touched = b;
+}
+
 /* ------------------------------------------------------------------------ */
 /* GPU VMs, binds, queues and kernels: the operations.                     */
 
@@ -5023,6 +5145,7 @@ static void run_op(const struct op *o)
 	case OP_PIN: op_pin(o, true); break;
 	case OP_UNPIN: op_pin(o, false); break;
 	case OP_MIGRATE: op_migrate(o); break;
+	case OP_XMIGRATE: op_xmigrate(o); break;
 	case OP_PREPARE: op_host(o, "prepare"); break;
 	case OP_SUSPEND: op_host(o, "suspend"); break;
 	case OP_RESUME: op_host(o, "resume"); break;
@@ -5504,7 +5627,8 @@ static void print_summary(const struct totals *t, double secs, const char *faile
 	       " SIGBUS on such BOs); GPU: %" PRIu64 " VMs, %" PRIu64 " binds, %" PRIu64 " kernels "
 	       "(%" PRIu64 " completed, %" PRIu64 " faulted as the binds say, %" PRIu64 " cancelled or "
 	       "failed where allowed; %" PRIu64 " floods to the queue depth), %" PRIu64
-	       " read-sums checked, %.1f MiB through kernels\n",
+	       " read-sums checked, %.1f MiB through kernels; %" PRIu64 " BOs moved to another device"
+	       " (%" PRIu64 " tried)\n",
 	       t->seeds, t->ops, t->skipped, t->devices, t->bos_created, t->writer_stores, t->host_cycles,
 	       t->notifier_cycles, t->rpm_suspends, t->rpm_suspends - t->rpm_d3cold, t->rpm_d3cold,
 	       t->rpm_resumes, t->rpm_released, t->rpm_wake_faults, t->removals_orderly + t->removals_surprise,
@@ -5512,7 +5636,8 @@ static void print_summary(const struct totals *t, double secs, const char *faile
 	       (double)t->bytes_verified / (double)MiB, secs,
 	       loss ? "DATA LOST OR MISREPORTED (the failure above)" : "0 unexpected", t->lost_allowed,
 	       t->sigbus_allowed, t->vms, t->binds, t->kernels, t->kernels_done, t->kernels_faulted,
-	       t->kernels_other, t->floods, t->sums_checked, (double)t->kernel_bytes / (double)MiB);
+	       t->kernels_other, t->floods, t->sums_checked, (double)t->kernel_bytes / (double)MiB,
+	       t->xmoves, t->xtries);
 }
 
 int main(void)

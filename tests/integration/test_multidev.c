@@ -833,6 +833,36 @@ static void test_removal_surprise(void **state)
 	mfx_stop(f);
 }
 
+/* A VRAM-only BO that a removal left in system memory (no peer had room)
+ * and ugpu_bo_migrate_device() then moved to a peer is VRAM-only there
+ * again: host suspend's prepare keeps it in VRAM, and a move to system
+ * memory is refused as at its creation (found by test_model's moves between
+ * devices: the removal's placements stayed, and prepare evicted it). */
+static void test_survivor_keeps_placements(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_bo *full, *bo;
+
+	(void)state;
+	full = bo_new(f->dev[1], 15 << 20, UGPU_BO_PINNED, V, N, "full");
+	bo = bo_new(f->dev[0], 1 << 20, 0, V, N, "vram-only");
+	assert_true(full && bo);
+	assert_int_equal(bo_fill(bo, 1 << 20, 501), 0);
+	assert_int_equal(ugpu_bo_migrate(bo, S), -EINVAL);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(bo_where(bo), S); /* no room on the peer */
+	ugpu_bo_put(full);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_bo_migrate(bo, S), -EINVAL);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev[1]), 0);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(ugpu_device_suspend_cancel(f->dev[1]), 0);
+	assert_int_equal(bo_verify(bo, 1 << 20, 501), -1);
+	ugpu_bo_put(bo);
+	mfx_stop(f);
+}
+
 /* ---- peer access in place ---------------------------------------------------- */
 
 static uint64_t word_sum(struct ugpu_bo *bo, uint64_t bytes)
@@ -1163,6 +1193,7 @@ int main(void)
 		cmocka_unit_test(test_removal_to_peer),
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
+		cmocka_unit_test(test_survivor_keeps_placements),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
 		cmocka_unit_test(test_random_two_devices),
