@@ -965,6 +965,65 @@ void range_destroy(struct svm *s, struct svm_range *r)
 
 
 /*
+ * Where the bytes the process had at @addr are now: each mremap it made
+ * after the event being collected, still queued as a GC item (in the order
+ * they happened), moved them on. *@run: how many bytes from @addr (at most
+ * @len) moved the same way. Lock held.
+ */
+static uint64_t moved_to_locked(struct svm *s, uint64_t addr, uint64_t len, uint64_t *run)
+{
+	*run = len;
+	list_for_each(l, &s->work) {
+		struct svm_work *w = list_entry(l, struct svm_work, link);
+
+		if (w->kind != W_GC || w->gc != GC_REMAP)
+			continue;
+		if (addr >= w->start && addr < w->end) {
+			if (w->end - addr < *run)
+				*run = w->end - addr;
+			addr = w->to + (addr - w->start);
+		} else if (addr < w->start && addr + *run > w->start) {
+			*run = w->start - addr; /* the rest moves another way */
+		}
+	}
+	return addr;
+}
+
+/*
+ * copy_back_must() of what @r holds for the process's [dst, +len), to
+ * where those bytes are now: a collection runs after the events it
+ * follows, and a later mremap may have moved the memory meanwhile. Before,
+ * the bytes went to the old address, which was no longer mapped, and were
+ * dropped (found by test_svm_model: a range in VRAM, a free of pages in
+ * its middle, an mremap of the buffer: the rest of it read zeroes).
+ */
+static void copy_back_followed(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			       uint64_t dst)
+{
+	while (len) {
+		uint64_t run, to;
+		bool synced = false;
+
+		for (;;) {
+			pthread_mutex_lock(&s->lock);
+			to = moved_to_locked(s, dst, len, &run);
+			pthread_mutex_unlock(&s->lock);
+			if (copy_back_must(s, r, off, run, to) != -ENOENT || synced)
+				break;
+			/* not mapped there: the move may be an event the
+			 * handler has read (the mremap returned) but not
+			 * queued yet; once it is, look again (pages already
+			 * copied are kept: -EEXIST) */
+			uffd_sync(s->u);
+			synced = true;
+		}
+		off += run;
+		dst += run;
+		len -= run;
+	}
+}
+
+/*
  * @r (owned, gc_pending) lost [start, end) of its memory (@gc), or saw it
  * move to @to (GC_REMAP). What is still the process's goes back there (from
  * VRAM), then the range goes. The CPU touches parked on it wake after.
@@ -983,11 +1042,11 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 		 * goes with its mapping (the range goes: copies that keep
 		 * failing lose their bytes, loudly) */
 		if (rs < a)
-			copy_back_must(s, r, 0, a - rs, rs);
+			copy_back_followed(s, r, 0, a - rs, rs);
 		if (b < re)
-			copy_back_must(s, r, b - rs, re - b, b);
+			copy_back_followed(s, r, b - rs, re - b, b);
 		if (gc == GC_REMAP && a < b)
-			copy_back_must(s, r, a - rs, b - a, to + (a - start));
+			copy_back_followed(s, r, a - rs, b - a, to + (a - start));
 	}
 	pthread_mutex_lock(&s->lock);
 	if (r->first)

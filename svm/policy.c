@@ -308,7 +308,13 @@ static int register_span(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
 
 /* The process's state for a call on @vm, with the call counted (leave with
  * vm_svm_leave()), and every unmap reported so far handled (its advice
- * reset): -ENODEV when the device let go of shared virtual memory. */
+ * reset, its ranges collected): -ENODEV when the device let go of shared
+ * virtual memory. Collected, not only queued: an advice changing at the
+ * edge of a range brings the range home, and a range of memory the process
+ * had unmapped and mapped again at the same place, still waiting for its
+ * collection, brought its stale bytes into the new mapping (found by
+ * test_svm_model: munmap, mmap at the same address, advice on a few pages,
+ * and a kernel then read the old contents). */
 static int svm_enter_synced(struct ugpu_vm *vm, struct svm **out)
 {
 	void *arg;
@@ -317,6 +323,7 @@ static int svm_enter_synced(struct ugpu_vm *vm, struct svm **out)
 		return -ENODEV;
 	*out = arg;
 	uffd_sync((*out)->u);
+	gc_wait(*out);
 	return 0;
 }
 

