@@ -104,6 +104,10 @@ enum test_point_id {
 	 * on each failure down to 256 KiB). @obj: an int the callback may set
 	 * to a -errno for this allocation to fail with. */
 	TEST_POINT_SPILL_STAGING,
+	/* svm/migrate.c gc_range(), the collecting thread, no lock, the range
+	 * (@obj, struct svm_range) owned and in VRAM: about to copy back what
+	 * the process still has of it. */
+	TEST_POINT_SVM_GC_COPY,
 	TEST_POINT_COUNT
 };
 

@@ -51,6 +51,9 @@ struct bo_rpm {
 	struct list_link mapped; /* VRAM BOs a fault mapped since the last release */
 	struct list_link evicted; /* BOs moved to system for D3cold, to move back */
 	struct bo_rpm_backup *backups;
+	/* @nbackups: changed under @lock (atomic stores: bo_rpm_note_store()
+	 * reads it without the lock, under the manager lock, which every
+	 * addition holds) */
 	size_t nbackups, cap_backups;
 	bool fault_ref;
 	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
@@ -363,7 +366,8 @@ static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo)
 			continue;
 		}
 		free(r->backups[i].data);
-		r->backups[i] = r->backups[--r->nbackups];
+		r->backups[i] = r->backups[r->nbackups - 1];
+		__atomic_store_n(&r->nbackups, r->nbackups - 1, __ATOMIC_RELAXED);
 	}
 }
 
@@ -430,6 +434,28 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
 	return whole;
 }
 
+void bo_rpm_note_store(struct ugpu_device *dev, uint64_t off, const void *src, size_t len)
+{
+	struct bo_rpm *r = rpm_of(dev);
+	uint64_t end = off + len;
+	size_t i;
+
+	/* Nothing backed up (the device is awake): the common case, no lock.
+	 * Backups are added under the manager lock, which the caller holds. */
+	if (!r || !__atomic_load_n(&r->nbackups, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->nbackups; i++) {
+		const struct bo_rpm_backup *k = &r->backups[i];
+		uint64_t a = off > k->offset ? off : k->offset;
+		uint64_t b = end < k->offset + k->len ? end : k->offset + k->len;
+
+		if (a < b) /* the part of the store inside this block */
+			memcpy((char *)k->data + (a - k->offset), (const char *)src + (a - off), b - a);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
 /* ---- suspend / resume / restore ------------------------------------------ */
 
 /*
@@ -479,7 +505,7 @@ static int backup_bo(struct bo_rpm *r, struct ugpu_bo *bo)
 		r->cap_backups = cap;
 	}
 	memcpy(r->backups + r->nbackups, k, n * sizeof(*k));
-	r->nbackups += n;
+	__atomic_store_n(&r->nbackups, r->nbackups + n, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&r->lock);
 	free(k);
 	st_add(&r->st.backed_up, 1);

@@ -78,6 +78,19 @@ void bo_rpm_forget(struct ugpu_bo *bo);
  */
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
 
+/*
+ * bo_rpm_note_store() - the CPU stored @len bytes of @src at VRAM offset
+ * @off of a pinned BO (a GPU VM's page table) without waking the device:
+ * a D3cold backup that holds that offset gets them too, so the resume's
+ * restore does not bring back what was there before. Before, an SVM
+ * unmap while the device slept in D3cold cleared entries in VRAM only;
+ * the restore brought them back, and a table given back as empty came back
+ * full (found by test_svm_model: a kernel read through a stale entry whose
+ * DMA mapping was gone, or through a table reused for other addresses).
+ * Manager lock held (it orders this against the suspend's backups).
+ */
+void bo_rpm_note_store(struct ugpu_device *dev, uint64_t off, const void *src, size_t len);
+
 /* Counters for tests and tools. */
 struct bo_rpm_stats {
 	uint64_t listed; /* BOs on the VRAM-mapped list now */

@@ -28,6 +28,7 @@
 
 #include "engines/exec.h"
 #include "mm/bo.h"
+#include "mm/bo_rpm.h"
 #include "mm/p2p.h"
 #include "mm/vm.h"
 #include "mm/vm_remote.h"
@@ -67,9 +68,13 @@ static struct bo_mgr *mgr_of(struct ugpu_device *dev)
 	return dev->bo_mgr;
 }
 
-static void pte_store(uint64_t *p, uint64_t v)
+/* One entry of a table of @vm. SVM unmaps clear entries without waking the
+ * device: while it sleeps in D3cold the store goes to the tables' backup
+ * too (bo_rpm_note_store()), which the resume copies back. Manager lock. */
+static void pte_store(struct ugpu_vm *vm, uint64_t *p, uint64_t v)
 {
 	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+	bo_rpm_note_store(vm->dev, (uint64_t)((char *)p - (char *)vm->dev->vram), &v, sizeof(v));
 }
 
 /* ---- the table pool ---------------------------------------------------------- */
@@ -221,7 +226,7 @@ static struct vm_pt *leaf_get(struct ugpu_vm *vm, uint64_t va, bool create)
 			c->parent = t;
 			c->pidx = idx;
 			t->child[idx] = c;
-			pte_store(&t->cpu[idx], c->off | PTE_VALID);
+			pte_store(vm, &t->cpu[idx], c->off | PTE_VALID);
 			t->used++;
 		}
 		t = c;
@@ -236,7 +241,7 @@ static void pt_release_empty(struct ugpu_vm *vm, struct vm_pt *t)
 		struct vm_pt *p = t->parent;
 
 		p->child[t->pidx] = NULL;
-		pte_store(&p->cpu[t->pidx], 0);
+		pte_store(vm, &p->cpu[t->pidx], 0);
 		p->used--;
 		pt_give(vm, t);
 		t = p;
@@ -313,7 +318,7 @@ static void bind_write_locked(struct ugpu_vm *vm, struct vm_bind *b, bool fresh)
 
 		if (leaf) {
 			for (i = 0; i < n; i++)
-				pte_store(&leaf->cpu[idx + i],
+				pte_store(vm, &leaf->cpu[idx + i],
 					  b->bo ? backing_pte(&it, off + i * VM_PAGE, wr)
 						: ((b->iova + off + i * VM_PAGE) & PTE_ADDR_MASK) |
 							  PTE_VALID | PTE_SYSTEM | wr);
@@ -337,7 +342,7 @@ static void bind_clear_locked(struct ugpu_vm *vm, struct vm_bind *b)
 
 		if (leaf) {
 			for (i = 0; i < n; i++)
-				pte_store(&leaf->cpu[idx + i], 0);
+				pte_store(vm, &leaf->cpu[idx + i], 0);
 			leaf->used -= n;
 			pt_release_empty(vm, leaf);
 		}
@@ -983,7 +988,7 @@ uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device 
 				uint32_t idx, cnt = leaf_span(a, end, &idx), j;
 
 				for (j = 0; leaf && j < cnt; j++)
-					pte_store(&leaf->cpu[idx + j], 0);
+					pte_store(vm, &leaf->cpu[idx + j], 0);
 				a += (uint64_t)cnt * VM_PAGE;
 			}
 			b->revoked = true;

@@ -121,6 +121,7 @@ void work_queue(struct svm *s, struct svm_work *w)
 				break;
 			}
 		list_add_tail(before, &w->link);
+		w->seq = ++s->gc_seq;
 		s->gc_inflight++;
 	} else {
 		list_add_tail(&s->work, &w->link);
@@ -149,8 +150,9 @@ static bool gc_drain_locked(struct svm *s)
 			return ran;
 		ran = true;
 		list_del(&w->link);
+		list_add_tail(&s->gc_running, &w->run);
 		pthread_mutex_unlock(&s->lock);
-		gc_run(s, w->start, w->end, w->gc, w->to);
+		gc_run(s, w);
 		pthread_mutex_lock(&s->lock);
 		gc_item_done_locked(s, w);
 		free(w);
@@ -751,6 +753,8 @@ void *worker_main(void *arg)
 			break;
 		w = list_entry(list_first(&s->work), struct svm_work, link);
 		list_del(&w->link);
+		if (w->kind == W_GC)
+			list_add_tail(&s->gc_running, &w->run);
 		s->cur_vm = w->kind == W_FAULTS ? w->f[0].vm : NULL;
 		s->cur_sd = w->kind == W_PUT ? w->sd : NULL;
 		pthread_mutex_unlock(&s->lock);
@@ -795,7 +799,7 @@ void *worker_main(void *arg)
 			do_back(s, w->start);
 			break;
 		case W_GC:
-			gc_run(s, w->start, w->end, w->gc, w->to);
+			gc_run(s, w);
 			break;
 		case W_PUT:
 			evicted_put(s, w);

@@ -965,50 +965,77 @@ void range_destroy(struct svm *s, struct svm_range *r)
 
 
 /*
- * Where the bytes the process had at @addr are now: each mremap it made
- * after the event being collected, still queued as a GC item (in the order
- * they happened), moved them on. *@run: how many bytes from @addr (at most
- * @len) moved the same way. Lock held.
+ * Where the bytes the process had at @addr are now: each unmap, free or
+ * mremap it made after the event being collected, still queued as a GC item
+ * (in the order they happened), moved them on or let them go. *@run: how
+ * many bytes from @addr (at most @len) went the same way; *@gone: a later
+ * unmap or free took them (nothing is to be copied there: the pages read
+ * zeroes or belong to a new mapping). Lock held.
  */
-static uint64_t moved_to_locked(struct svm *s, uint64_t addr, uint64_t len, uint64_t *run)
+static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
+				uint64_t *run, bool *gone)
 {
 	*run = len;
-	list_for_each(l, &s->work) {
-		struct svm_work *w = list_entry(l, struct svm_work, link);
+	*gone = false;
+	for (;;) {
+		struct svm_work *w = NULL;
 
-		if (w->kind != W_GC || w->gc != GC_REMAP)
-			continue;
+		/* the next event after @seq, queued or being collected by
+		 * another thread (gc_drain_locked()) */
+		list_for_each(l, &s->work) {
+			struct svm_work *c = list_entry(l, struct svm_work, link);
+
+			if (c->kind == W_GC && c->seq > seq && (!w || c->seq < w->seq))
+				w = c;
+		}
+		list_for_each(l, &s->gc_running) {
+			struct svm_work *c = list_entry(l, struct svm_work, run);
+
+			if (c->seq > seq && (!w || c->seq < w->seq))
+				w = c;
+		}
+		if (!w)
+			return addr;
+		seq = w->seq;
 		if (addr >= w->start && addr < w->end) {
 			if (w->end - addr < *run)
 				*run = w->end - addr;
+			if (w->gc != GC_REMAP) {
+				*gone = true;
+				return addr;
+			}
 			addr = w->to + (addr - w->start);
 		} else if (addr < w->start && addr + *run > w->start) {
-			*run = w->start - addr; /* the rest moves another way */
+			*run = w->start - addr; /* the rest goes another way */
 		}
 	}
-	return addr;
 }
 
 /*
  * copy_back_must() of what @r holds for the process's [dst, +len), to
  * where those bytes are now: a collection runs after the events it
- * follows, and a later mremap may have moved the memory meanwhile. Before,
- * the bytes went to the old address, which was no longer mapped, and were
- * dropped (found by test_svm_model: a range in VRAM, a free of pages in
- * its middle, an mremap of the buffer: the rest of it read zeroes).
+ * follows, and a later mremap may have moved the memory meanwhile, a later
+ * free or unmap let it go. Before, the bytes went to the old address: no
+ * longer mapped, they were dropped (found by test_svm_model: a range in
+ * VRAM, a free of pages in its middle, an mremap of the buffer: the rest
+ * of it read zeroes); freed again, the old bytes came back where zeroes
+ * belong (a free of part of a range, then of all of it).
  */
-static void copy_back_followed(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-			       uint64_t dst)
+static void copy_back_followed(struct svm *s, uint64_t seq, struct svm_range *r, uint64_t off,
+			       uint64_t len, uint64_t dst)
 {
+	/* A free or unmap zaps its pages once its event was read: the events
+	 * read so far handled (queued), the zaps already done are known */
+	uffd_sync(s->u);
 	while (len) {
 		uint64_t run, to;
-		bool synced = false;
+		bool synced = false, gone;
 
 		for (;;) {
 			pthread_mutex_lock(&s->lock);
-			to = moved_to_locked(s, dst, len, &run);
+			to = moved_to_locked(s, seq, dst, len, &run, &gone);
 			pthread_mutex_unlock(&s->lock);
-			if (copy_back_must(s, r, off, run, to) != -ENOENT || synced)
+			if (gone || copy_back_must(s, r, off, run, to) != -ENOENT || synced)
 				break;
 			/* not mapped there: the move may be an event the
 			 * handler has read (the mremap returned) but not
@@ -1028,9 +1055,10 @@ static void copy_back_followed(struct svm *s, struct svm_range *r, uint64_t off,
  * move to @to (GC_REMAP). What is still the process's goes back there (from
  * VRAM), then the range goes. The CPU touches parked on it wake after.
  */
-static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_t end,
-		     enum gc_kind gc, uint64_t to)
+static void gc_range(struct svm *s, struct svm_range *r, const struct svm_work *w)
 {
+	uint64_t start = w->start, end = w->end, to = w->to;
+	enum gc_kind gc = w->gc;
 	uint64_t rs = r->start, re = r->start + r->size;
 
 	range_unmap_gpu(s, r);
@@ -1038,15 +1066,16 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
 
 		bo_pm_wait_awake(r->sd->dev);
+		test_point_obj(TEST_POINT_SVM_GC_COPY, r);
 		/* the part outside the event stays where it was; a moved part
 		 * goes with its mapping (the range goes: copies that keep
 		 * failing lose their bytes, loudly) */
 		if (rs < a)
-			copy_back_followed(s, r, 0, a - rs, rs);
+			copy_back_followed(s, w->seq, r, 0, a - rs, rs);
 		if (b < re)
-			copy_back_followed(s, r, b - rs, re - b, b);
+			copy_back_followed(s, w->seq, r, b - rs, re - b, b);
 		if (gc == GC_REMAP && a < b)
-			copy_back_followed(s, r, a - rs, b - a, to + (a - start));
+			copy_back_followed(s, w->seq, r, a - rs, b - a, to + (a - start));
 	}
 	pthread_mutex_lock(&s->lock);
 	if (r->first)
@@ -1060,8 +1089,9 @@ static void gc_range(struct svm *s, struct svm_range *r, uint64_t start, uint64_
 
 /* A GC item ended: count it, and let CPU touches of the addresses an
  * mremap moved data to go on (the data is there now). Lock held. */
-void gc_item_done_locked(struct svm *s, const struct svm_work *w)
+void gc_item_done_locked(struct svm *s, struct svm_work *w)
 {
+	list_del(&w->run);
 	s->gc_inflight--;
 	if (w->gc != GC_REMAP)
 		return;
@@ -1087,12 +1117,12 @@ static bool gc_wanted(const struct svm_range *r, const void *arg)
 	return r->gc_pending;
 }
 
-void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
+void gc_run(struct svm *s, const struct svm_work *w)
 {
 	struct svm_range *r;
 
-	while ((r = own_first(s, start, end, gc_wanted, NULL)))
-		gc_range(s, r, start, end, gc, to);
+	while ((r = own_first(s, w->start, w->end, gc_wanted, NULL)))
+		gc_range(s, r, w);
 }
 
 /* ---- eviction: the BO manager picked a range's VRAM (struct bo_svm_ops) ---- */

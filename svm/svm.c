@@ -161,6 +161,7 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 	pthread_condattr_destroy(&ca);
 	list_init(&s->devs);
 	list_init(&s->work);
+	list_init(&s->gc_running);
 	return s;
 }
 
@@ -251,6 +252,13 @@ static void fork_prepare(void)
 	s = g_svm;
 	if (!s || !s->u)
 		return;
+	/* What the process freed or moved before fork() is collected first:
+	 * a range of freed memory brought home below would put its old bytes
+	 * into the freed pages, for the child and the parent (found by
+	 * test_svm_model: a free, then fork; the child read the old bytes).
+	 * The worker never takes g_svm_lock. */
+	uffd_sync(s->u);
+	gc_wait(s);
 	pthread_mutex_lock(&s->lock);
 	s->forking = true;
 	for (;;) {
@@ -521,6 +529,10 @@ static void svm_suspend_prepare(void *arg, struct ugpu_device *dev)
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&g_svm_lock);
+	/* freed or moved memory collected first, as for fork (a freed range
+	 * brought home would put its old bytes into the freed pages) */
+	uffd_sync(s->u);
+	gc_wait(s);
 	pthread_mutex_lock(&s->lock);
 	sd = sd_of(s, dev);
 	pthread_mutex_unlock(&s->lock);

@@ -207,6 +207,8 @@ struct svm_work {
 	uint64_t start, end; /* W_BACK: the range; W_GC: the span */
 	enum gc_kind gc;
 	uint64_t to; /* GC_REMAP: where [start, end) went */
+	uint64_t seq; /* W_GC: the order of its event (svm.gc_seq) */
+	struct list_link run; /* W_GC: on svm.gc_running while it runs */
 	struct ugpu_bo *bo; /* W_PUT: an evicted range's BO, to put */
 	struct svm_dev *sd; /* W_PUT: whose VRAM it was */
 };
@@ -269,6 +271,8 @@ struct svm {
 	struct ugpu_vm *cur_vm; /* the VM the worker's current item serves */
 	struct svm_dev *cur_sd; /* the device whose W_PUT the worker runs */
 	unsigned int gc_inflight; /* GC items queued or running */
+	uint64_t gc_seq; /* the last GC item's svm_work.seq */
+	struct list_link gc_running; /* GC items taken off @work, running */
 	bool forking;
 	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
 	 * there must wait for the data (the kernel released the mremapping
@@ -339,9 +343,9 @@ void range_unmap_dma(struct svm *s, struct svm_range *r);
 int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
 		 bool no_atomic);
 void range_destroy(struct svm *s, struct svm_range *r);
-void gc_item_done_locked(struct svm *s, const struct svm_work *w);
+void gc_item_done_locked(struct svm *s, struct svm_work *w);
 bool remap_pending_locked(struct svm *s, uint64_t addr);
-void gc_run(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to);
+void gc_run(struct svm *s, const struct svm_work *w);
 
 /* svm/migrate.c, shared with svm/peer.c */
 int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
