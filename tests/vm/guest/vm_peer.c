@@ -91,9 +91,14 @@ static struct ugpu_device *open_ivshmem(struct ugpu_context *ctx, const char *bd
 {
 	struct ugpu_device_info info = { .size = sizeof(info) };
 	struct ugpu_device *dev;
+	struct vfio_dev *probe;
 	char uri[64];
 	int rc;
 
+	/* never the device layer on anything but ivshmem (this test writes
+	 * into its VRAM): another device is a skip */
+	probe = vm_open_as(bdf, VM_IVSHMEM_ID, "ivshmem-plain");
+	probe->ops->close(probe);
 	snprintf(uri, sizeof(uri), "pci:%s", bdf);
 	rc = ugpu_device_open(ctx, uri, &dev);
 	VM_REQUIRE(rc == 0, "ugpu_device_open(%s) -> %d (%s)", uri, rc, ugpu_strerror(rc));
