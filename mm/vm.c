@@ -815,11 +815,8 @@ static size_t peer_segs_locked(const struct ugpu_bo *bo, uint64_t off, uint64_t 
 
 #define PEER_SEGS_MAX 64
 
-/* @peer's VRAM BAR, for a window onto it: its mapping (@vaddr) and the
- * same as a file (*@fd, a dup the caller closes; @fd_off). The transport
- * is reached only while @peer is not removed: @peer's manager lock held,
- * checked under it. */
-static int peer_bar_get_locked(struct ugpu_device *peer, void **vaddr, int *fd, uint64_t *fd_off)
+/* mm/vm.h */
+int peer_bar_get_locked(struct ugpu_device *peer, void **vaddr, int *fd, uint64_t *fd_off)
 {
 	int ret = peer->vdev->ops->region_fd(peer->vdev, peer->profile->vram_region, fd, fd_off);
 

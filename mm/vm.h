@@ -311,4 +311,14 @@ void vm_faults_done(const struct vm_fault *f, const int *status, size_t n);
  * neither held. */
 void sched_kick(struct vm_mgr *vmm);
 
+/*
+ * peer_bar_get_locked() - @peer's VRAM BAR, for a window onto it
+ * (p2p_win_get_locked()): its mapping (*@vaddr) and the same as a file
+ * (*@fd, a dup the caller closes; *@fd_off). The transport is reached only
+ * while @peer is not removed: @peer's manager lock held, checked under it.
+ * Returns: 0; the transport's region_fd() errors; -EMFILE and other dup
+ * errors.
+ */
+int peer_bar_get_locked(struct ugpu_device *peer, void **vaddr, int *fd, uint64_t *fd_off);
+
 #endif

@@ -667,8 +667,14 @@ static void vp_probe_low_power(struct vp_dev *vp)
 	vp->lp_exit = vp_feature(vp, probe | VFIO_DEVICE_FEATURE_LOW_POWER_EXIT, NULL, 0) == 0;
 }
 
-int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, const char *bdf_in,
-			struct vfio_dev **out)
+/*
+ * The open sequence. @share: NULL for a container of the device's own; else
+ * a device whose container the group joins (type1 then already has its
+ * IOMMU set, and the mappings made through either device are one IOVA
+ * space).
+ */
+static int vp_open(struct ugpu_context *ctx, const struct pci_paths *p, const char *bdf_in,
+		   struct vp_dev *share, struct vfio_dev **out)
 {
 	char bdf[PCI_BDF_LEN], gpath[512], cpath[512], why[640];
 	struct vfio_group_status gs = { .argsz = sizeof(gs) };
@@ -698,7 +704,19 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 	pthread_mutex_init(&vp->lock, NULL);
 
 	snprintf(cpath, sizeof(cpath), "%s/vfio/vfio", p->dev);
-	ret = vp_open_fd(ctx, p, cpath, &vp->container);
+	if (share) {
+		if (share->group_id == g) {
+			log_err(ctx, "vfio-pci: %s is in IOMMU group %d with %s: a group is opened once",
+				bdf, g, share->dev.name);
+			ret = -EBUSY;
+			goto out_close;
+		}
+		/* our own reference: @share may close first */
+		vp->container = fcntl(share->container, F_DUPFD_CLOEXEC, 0);
+		ret = vp->container < 0 ? -errno : 0;
+	} else {
+		ret = vp_open_fd(ctx, p, cpath, &vp->container);
+	}
 	if (ret)
 		goto out_close;
 	ret = ioctl(vp->container, VFIO_GET_API_VERSION);
@@ -734,7 +752,7 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 		log_err(ctx, "vfio-pci: GROUP_SET_CONTAINER: %s", strerror(-ret));
 		goto out_close;
 	}
-	if (ioctl(vp->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) {
+	if (!share && ioctl(vp->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU)) {
 		ret = -errno;
 		log_err(ctx, "vfio-pci: SET_IOMMU(type1v2): %s", strerror(-ret));
 		goto out_close;
@@ -799,6 +817,20 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 out_close:
 	vp_close(&vp->dev);
 	return ret;
+}
+
+int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, const char *bdf,
+			struct vfio_dev **out)
+{
+	return vp_open(ctx, p, bdf, NULL, out);
+}
+
+int vfio_pci_open_shared(struct ugpu_context *ctx, const char *bdf, struct vfio_dev *with,
+			 struct vfio_dev **out)
+{
+	if (!with || with->ops != &vp_ops)
+		return -EINVAL;
+	return vp_open(ctx, &pci_default_paths, bdf, to_vp(with), out);
 }
 
 int vfio_pci_open(struct ugpu_context *ctx, const char *bdf, struct vfio_dev **out)

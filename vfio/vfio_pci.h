@@ -18,6 +18,20 @@ int vfio_pci_open_paths(struct ugpu_context *ctx, const struct pci_paths *p, con
 			struct vfio_dev **out);
 
 /*
+ * vfio_pci_open_shared() - open @bdf into the container of @with (a device
+ * opened with vfio_pci_open()) instead of a new one: its IOMMU group joins
+ * @with's, and kernel type1 keeps one IOVA space per container, so a DMA
+ * mapping made through either device is visible to both (the way QEMU puts
+ * a guest's devices in one container). Only one of them may allocate
+ * IOVAs (one struct dma_space per container). The container lives until
+ * both are closed, in any order.
+ * Returns: as vfio_pci_open(); -EINVAL (@with is not a vfio-pci device),
+ * -EBUSY (@bdf is in @with's IOMMU group: a group is opened once).
+ */
+int vfio_pci_open_shared(struct ugpu_context *ctx, const char *bdf, struct vfio_dev *with,
+			 struct vfio_dev **out);
+
+/*
  * vfio_pci_locate() - the checks before any ioctl: VFIO present, device
  * exists, has an IOMMU group, is bound to vfio-pci. Fills @group_path
  * ("<dev>/vfio/<N>") and *@group.

@@ -280,6 +280,24 @@ static void test_kernel_err_marks_gone(void **state)
 	ugpu_context_destroy(ctx);
 }
 
+/*
+ * vfio_pci_open_shared() joins the container of a vfio-pci device only
+ * (the guest stage's "peer" test uses it for real): anything else is
+ * refused before any file is opened.
+ */
+static void test_open_shared_needs_vfio_pci(void **state)
+{
+	static const struct vfio_transport_ops other = { .name = "not-vfio-pci" };
+	struct vfio_dev d, *dev = NULL;
+
+	(void)state;
+	memset(&d, 0, sizeof(d));
+	d.ops = &other;
+	assert_int_equal(vfio_pci_open_shared(NULL, "0000:03:00.0", NULL, &dev), -EINVAL);
+	assert_int_equal(vfio_pci_open_shared(NULL, "0000:03:00.0", &d, &dev), -EINVAL);
+	assert_null(dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -288,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_parse_region_sparse),
 		cmocka_unit_test(test_parse_iommu),
 		cmocka_unit_test(test_kernel_err_marks_gone),
+		cmocka_unit_test(test_open_shared_needs_vfio_pci),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

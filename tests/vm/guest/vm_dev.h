@@ -159,4 +159,27 @@ static inline int vm_edu_dma(struct vfio_dev *dev, int msi_fd, uint64_t src, uin
 	return vfio_write32(dev, VFIO_REGION_BAR0, EDU_REG_IRQ_ACK, status);
 }
 
+/*
+ * One edu transfer of EDU_XFER_MAX bytes, reported as a check named @what:
+ * the engine must finish; the completion MSI must arrive when @want_irq
+ * (else it is only noted: a transfer the IOMMU blocked may or may not
+ * raise it). Returns true when the engine finished.
+ */
+static inline bool vm_edu_xfer(struct vfio_dev *edu, int msi_fd, uint64_t src, uint64_t dst,
+			       bool to_ram, bool want_irq, const char *what)
+{
+	bool irq;
+	double ms = 0;
+	int rc = vm_edu_dma(edu, msi_fd, src, dst, EDU_XFER_MAX, to_ram, &irq, &ms);
+
+	if (!VM_CHECK(rc == 0, "%s: %#llx -> %#llx, %u bytes, engine done in %.0f ms (rc %d)", what,
+		      (unsigned long long)src, (unsigned long long)dst, EDU_XFER_MAX, ms, rc))
+		return false;
+	if (want_irq)
+		VM_CHECK(irq, "%s: completion MSI arrived on the eventfd", what);
+	else
+		vm_note("%s: completion MSI %s", what, irq ? "arrived" : "did not arrive");
+	return true;
+}
+
 #endif

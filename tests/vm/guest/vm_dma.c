@@ -35,18 +35,7 @@ static int msi_fd = -1;
 /* One edu transfer, reported; returns true when the engine completed. */
 static bool dma(uint64_t src, uint64_t dst, bool to_ram, bool want_irq, const char *what)
 {
-	bool irq;
-	double ms = 0;
-	int rc = vm_edu_dma(edu, msi_fd, src, dst, EDU_XFER_MAX, to_ram, &irq, &ms);
-
-	if (!VM_CHECK(rc == 0, "%s: %#llx -> %#llx, %u bytes, engine done in %.0f ms (rc %d)", what,
-		      (unsigned long long)src, (unsigned long long)dst, EDU_XFER_MAX, ms, rc))
-		return false;
-	if (want_irq)
-		VM_CHECK(irq, "%s: completion MSI arrived on the eventfd", what);
-	else
-		vm_note("%s: completion MSI %s", what, irq ? "arrived" : "did not arrive");
-	return true;
+	return vm_edu_xfer(edu, msi_fd, src, dst, to_ram, want_irq, what);
 }
 
 static void check_iommu_info(void)

@@ -49,6 +49,7 @@
 #define VM_SHM_HOST_SEED 0x484f5354ull /* "HOST"; tests/vm/run.py uses the same */
 #define VM_SHM_LOWPOWER_OFF (40ull << 20)
 #define VM_SHM_P2P_OFF (48ull << 20) /* 2 MiB window mapped for edu */
+#define VM_SHM_PEER_OFF (52ull << 20) /* 2 MiB: the driver's peer window (vm_peer.c) */
 #define VM_SHM_UNPLUG_OFF (60ull << 20)
 /* The second ivshmem's BAR2 in the VM (tests/vm/run.py: SHM1_SIZE). */
 #define VM_SHM1_SIZE (32ull << 20)
