@@ -424,6 +424,15 @@ void bo_test_release_by_invalidate(bool on);
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
 
 /*
+ * bo_maps_get_locked() - @dev's CPU-mapping manager (struct bo_mgr.maps),
+ * made at the first need: a ugpu_bo_map(), or a mapped BO arriving from
+ * another device (mm/peer.c). @dev's manager lock held.
+ * Returns: 0; -ENOSYS (no usable userfaultfd); the -errno of the VRAM
+ * region's fd or of cpu_map_mgr_create().
+ */
+int bo_maps_get_locked(struct ugpu_device *dev);
+
+/*
  * bo_sys_export() - hand @bo's memory to another process (ugpud's CPU
  * mappings for clients): move it to system memory if it is not there, hold
  * it there until bo_sys_release() (moves are -EBUSY meanwhile), and give a

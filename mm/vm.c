@@ -369,6 +369,41 @@ void vm_bo_moved_locked(struct ugpu_bo *bo)
 		list_entry(l, struct vm_bind, bo_link)->vm->dirty = true;
 }
 
+/* Zero @b's leaf entries; the tables keep counting them until the unbind
+ * (a table reservation may run concurrently under the VM lock only).
+ * Manager lock held, device in D0. */
+static void bind_zero_locked(struct ugpu_vm *vm, struct vm_bind *b)
+{
+	uint64_t a, end;
+
+	for (a = b->va, end = b->va + b->bytes; a < end;) {
+		struct vm_pt *leaf = leaf_get(vm, a, false);
+		uint32_t idx, cnt = leaf_span(a, end, &idx), j;
+
+		for (j = 0; leaf && j < cnt; j++)
+			pte_store(&leaf->cpu[idx + j], 0);
+		a += (uint64_t)cnt * VM_PAGE;
+	}
+}
+
+unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo)
+{
+	unsigned int n = 0;
+
+	list_for_each_safe(l, &bo->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, bo_link);
+
+		if (!b->vm->dead && !device_is_removed(b->vm->dev)) {
+			bind_zero_locked(b->vm, b);
+			next_gen_locked(b->vm);
+		}
+		b->orphaned = true;
+		list_del(&b->bo_link);
+		n++;
+	}
+	return n;
+}
+
 void vm_revalidate_locked(struct ugpu_vm *vm)
 {
 	uint64_t n = 0;
@@ -378,7 +413,7 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	list_for_each(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		if (b->bo && b->gen != b->bo->backing_gen) {
+		if (b->bo && !b->orphaned && b->gen != b->bo->backing_gen) {
 			bind_write_locked(vm, b, false);
 			n += b->bytes / VM_PAGE;
 		}
@@ -398,7 +433,7 @@ void vm_launch_writes_locked(struct ugpu_vm *vm)
 	list_for_each(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		if (b->bo && !(b->flags & UGPU_BIND_READONLY))
+		if (b->bo && !b->orphaned && !(b->flags & UGPU_BIND_READONLY))
 			bo_backup_dirty_locked(b->bo, b->bo_offset, b->bytes);
 	}
 }
@@ -971,21 +1006,10 @@ uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device 
 			continue;
 		list_for_each(k, &vm->binds) {
 			struct vm_bind *b = list_entry(k, struct vm_bind, vm_link);
-			uint64_t a, end;
 
 			if (!(b->flags & VM_BIND_PEER) || b->peer_dev != exporter || b->revoked)
 				continue;
-			/* entries only: the tables keep counting them until the
-			 * unbind (which may run concurrently with a table
-			 * reservation that holds only the VM lock) */
-			for (a = b->va, end = b->va + b->bytes; a < end;) {
-				struct vm_pt *leaf = leaf_get(vm, a, false);
-				uint32_t idx, cnt = leaf_span(a, end, &idx), j;
-
-				for (j = 0; leaf && j < cnt; j++)
-					pte_store(&leaf->cpu[idx + j], 0);
-				a += (uint64_t)cnt * VM_PAGE;
-			}
+			bind_zero_locked(vm, b);
 			b->revoked = true;
 			here++;
 			if (b->peer_rpm) {

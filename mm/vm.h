@@ -80,6 +80,11 @@ struct vm_bind {
 	struct ugpu_device *peer_dev;
 	struct rpm *peer_rpm;
 	bool revoked;
+	/* @orphaned (manager lock of the VM's device): @bo left this device
+	 * with its removal (vm_bo_orphan_binds_locked()): the entries were
+	 * zeroed, the bind is off bo->binds and is never written again; it
+	 * keeps its reference of @bo until the unbind or the VM's destroy. */
+	bool orphaned;
 };
 
 /*
@@ -214,6 +219,21 @@ bool vm_bo_busy_locked(const struct ugpu_bo *bo);
 /* @bo's backing changed: the VMs it is bound in rewrite its PTEs before
  * their next kernel. Manager lock (called by bo_set_placement()). */
 void vm_bo_moved_locked(struct ugpu_bo *bo);
+/*
+ * vm_bo_orphan_binds_locked() - @bo is about to leave its device for a
+ * peer's VRAM in that device's removal (mm/peer.c): zero the entries of
+ * its binds (all in VMs of its device, whose kernels the removal stopped),
+ * drop those VMs' TLBs at any next launch, and take the binds off
+ * bo->binds, so that after the move nothing of the old device walks a
+ * list the new device's lock guards. The binds stay in their VMs (the
+ * program unbinds them, or destroys the VM, later: that touches only the
+ * bind itself, under the old device's locks).
+ * Lock order: the caller holds both devices' manager locks (bo_lock_pair())
+ * and no VM lock; an unbind of one of these binds (vm->lock, then the old
+ * device's manager lock) is serialised with this by that manager lock.
+ * Device awake (CPU stores to its page tables). Returns the binds orphaned.
+ */
+unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo);
 /* Rewrite the PTEs of binds whose BO moved. Manager lock; device in D0. */
 void vm_revalidate_locked(struct ugpu_vm *vm);
 /*

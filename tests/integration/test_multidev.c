@@ -371,7 +371,6 @@ static void test_move_errors(void **state)
 {
 	struct mfx *f = mfx_start(2, 16 << 20, NULL);
 	struct ugpu_bo *bo, *sys_only;
-	void *p;
 
 	(void)state;
 	bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "e");
@@ -390,10 +389,6 @@ static void test_move_errors(void **state)
 	assert_int_equal(ugpu_bo_pin(bo), 0);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
 	assert_int_equal(ugpu_bo_unpin(bo), 0);
-	if (ugpu_bo_map(bo, &p) == 0) {
-		assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
-		assert_int_equal(ugpu_bo_unmap(bo), 0);
-	}
 	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
 	/* a removed destination */
 	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
@@ -660,9 +655,9 @@ static void *writer_fn(void *arg)
 }
 
 /* An orderly removal under load: BOs written all along move to the peer's
- * VRAM over the fabric, byte-exact, and so does the pinned one (still
- * pinned there); the CPU-mapped one goes to system memory as before; the
- * peer's own BOs are untouched. */
+ * VRAM over the fabric, byte-exact, and so do the pinned one (still
+ * pinned there) and the CPU-mapped one (its mapping with it); the peer's
+ * own BOs are untouched. */
 static void test_removal_to_peer(void **state)
 {
 	struct mfx *f = mfx_start(2, 64 << 20, NULL);
@@ -705,14 +700,18 @@ static void test_removal_to_peer(void **state)
 	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
 	assert_int_equal(ui.status, 0);
 	/* the writers' BOs and the pinned one (its pin with it) */
-	assert_int_equal(ui.bos_to_peer, NW + 1);
-	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES + (1 << 20));
-	assert_int_equal(ui.bos_moved, 1); /* mapped */
+	/* the writers' BOs, the pinned one (its pin with it) and the mapped
+	 * one (its mapping with it) */
+	assert_int_equal(ui.bos_to_peer, NW + 2);
+	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES + (2 << 20));
+	assert_int_equal(ui.bos_moved, 0);
 	assert_int_equal(ui.bos_lost, 0);
 	b = mem_of(f->dev[1]);
-	assert_int_equal(b.bos, b0.bos + 2 + NW);
-	assert_int_equal(b.peer_in, NW + 1);
-	assert_int_equal(b.peer_direct, NW + 1);
+	assert_int_equal(b.bos, b0.bos + 3 + NW);
+	assert_int_equal(b.peer_in, NW + 2);
+	assert_int_equal(b.peer_direct, NW + 2);
+	assert_ptr_equal(bo_dev(mapped), f->dev[1]);
+	assert_int_equal(bo_where(mapped), V);
 	for (i = 0; i < NW; i++) {
 		assert_int_equal(bo_where(w[i].bo), V);
 		assert_int_equal(bo_verify(w[i].bo, WBYTES, w[i].seed), -1);
@@ -733,9 +732,11 @@ static void test_removal_to_peer(void **state)
 	/* the survivors of the removed device may move to the peer afterwards
 	 * (through system memory: a removed device has no link) */
 	assert_int_equal(ugpu_bo_unmap(mapped), 0);
-	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
-	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], 0), 0);
-	assert_int_equal(bo_where(mapped), V);
+	assert_int_equal(bo_verify(mapped, 1 << 20, 203), -1);
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], 0), 0);
+	assert_int_equal(bo_where(sys), V);
+	assert_int_equal(bo_verify(sys, 1 << 20, 204), -1);
 	for (i = 0; i < NW; i++)
 		ugpu_bo_put(w[i].bo);
 	ugpu_bo_put(pinned);
@@ -969,6 +970,201 @@ static void test_peer_bind_revoked(void **state)
 	mfx_stop(f);
 }
 
+/* A CPU thread stores a running counter through a BO's mapping, word
+ * n % words gets n, until told to stop; @n is how far it got. */
+struct storer {
+	volatile uint64_t *p;
+	uint64_t words;
+	uint64_t n;
+	int *stop;
+};
+
+static void *storer_fn(void *arg)
+{
+	struct storer *w = arg;
+	uint64_t n = 0;
+
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED) || n < 2 * w->words)
+		w->p[n % w->words] = n, n++;
+	__atomic_store_n(&w->n, n, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Every word as the storer left it: word k holds the last n < @w->n with
+ * n % words == k. @words: read with ugpu_bo_read() (NULL: through the map). */
+static void storer_check(const struct storer *w, const uint64_t *words)
+{
+	for (uint64_t k = 0; k < w->words; k++) {
+		uint64_t last = w->n - 1 - ((w->n - 1 - k) % w->words);
+		uint64_t got = words ? words[k] : w->p[k];
+
+		if (got != last)
+			fail_msg("word %" PRIu64 ": %" PRIu64 ", expected %" PRIu64, k, got, last);
+	}
+}
+
+/* A CPU mapping follows its BO to another device: a thread stores through
+ * it before, during and after ugpu_bo_migrate_device() there and back
+ * (directly and through system memory); the address never changes, every
+ * store lands (the words against the counter, through the map and through
+ * ugpu_bo_read()), and the new device's map manager serves the faults. */
+static void test_move_mapped(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct storer w = { .words = (4u << 20) / 8 };
+	uint64_t *buf = malloc(4u << 20);
+	struct ugpu_bo *bo;
+	pthread_t t;
+	void *p, *p2;
+	int stop = 0, k;
+
+	(void)state;
+	assert_non_null(buf);
+	bo = bo_new(f->dev[0], 4u << 20, 0, V, S, "mapped");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, &p), 0);
+	w.p = p;
+	w.stop = &stop;
+	assert_int_equal(pthread_create(&t, NULL, storer_fn, &w), 0);
+	for (k = 0; k < 4; k++) {
+		struct ugpu_device *to = f->dev[(k + 1) % 2];
+
+		usleep(5000);
+		assert_int_equal(ugpu_bo_migrate_device(bo, to, k == 2 ? UGPU_MIGRATE_VIA_SYSTEM
+								    : UGPU_MIGRATE_DIRECT),
+				 0);
+		assert_ptr_equal(bo_dev(bo), to);
+		assert_int_equal(bo_where(bo), V);
+		assert_int_equal(ugpu_bo_map(bo, &p2), 0); /* the same mapping */
+		assert_ptr_equal(p2, p);
+	}
+	usleep(5000);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, 4u << 20), 0);
+	storer_check(&w, buf);
+	assert_int_equal(mem_of(f->dev[0]).peer_in, 2);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 2);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 1);
+	/* the manager of device 0 has it now: its writes go to device 0's VRAM */
+	assert_int_equal(bo_fill(bo, 4u << 20, 55), 0);
+	assert_int_equal(pat_check(p, 4u << 20, 55), -1);
+	pat_fill(p, 4u << 20, 56);
+	assert_int_equal(bo_verify(bo, 4u << 20, 56), -1);
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	ugpu_bo_put(bo);
+	free(buf);
+	mfx_stop(f);
+}
+
+/* An orderly removal takes a CPU-mapped BO to the peer's VRAM with its
+ * mapping: a thread stores through it before, during and after the
+ * removal; every store lands, byte-exact, the address unchanged. */
+static void test_removal_mapped_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct storer w = { .words = (8u << 20) / 8 };
+	uint64_t *buf = malloc(8u << 20);
+	struct ugpu_bo *bo;
+	pthread_t t;
+	void *p, *p2;
+	int stop = 0;
+
+	(void)state;
+	assert_non_null(buf);
+	bo = bo_new(f->dev[0], 8u << 20, 0, V, S, "mapped");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, &p), 0);
+	w.p = p;
+	w.stop = &stop;
+	assert_int_equal(pthread_create(&t, NULL, storer_fn, &w), 0);
+	usleep(10000);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	usleep(10000); /* stores after the removal */
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_int_equal(ui.bos_moved, 0);
+	assert_ptr_equal(bo_dev(bo), f->dev[1]);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 1);
+	assert_int_equal(ugpu_bo_map(bo, &p2), 0);
+	assert_ptr_equal(p2, p);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, 8u << 20), 0);
+	storer_check(&w, buf);
+	/* and it keeps working on device 1: a move within it, the map follows */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	ugpu_bo_put(bo);
+	free(buf);
+	mfx_stop(f);
+}
+
+/* An orderly removal takes a GPU-bound BO to the peer: a kernel of the
+ * removed device wrote it; its binds in the removed device's VM are
+ * orphaned (the dead VM's unbind and destroy still work, and leave the BO
+ * alone), it lands in the peer's VRAM byte-exact, and binds and reads
+ * there. */
+static void test_removal_bound_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm, *vm1;
+	struct ugpu_queue *q, *q1;
+	struct ugpu_bo *bo;
+	uint64_t *w = malloc(PBYTES), sum;
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(w);
+	bo = bo_new(f->dev[0], PBYTES, 0, V, S, "bound");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, PBYTES, 91), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, UGPU_BIND_READONLY), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)(PVA + 8192), 4096,
+				    0x0123456789abcdefull, 5000, &r),
+			 0);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_ptr_equal(bo_dev(bo), f->dev[1]);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 1);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, PBYTES), 0);
+	assert_int_equal(pat_check(w, 8192, 91), -1);
+	for (i = 0; i < 512; i++)
+		assert_int_equal(w[1024 + i], 0x0123456789abcdefull);
+	sum = word_sum(bo, PBYTES);
+	/* the dead VM lets go of its binds; the BO is untouched */
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0); /* the other bind with it */
+	assert_int_equal(word_sum(bo, PBYTES), sum);
+	/* device 1's BO like any: it moves (no binds left on it) and binds */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	vm_and_queue(f->dev[1], &vm1, &q1);
+	assert_int_equal(ugpu_vm_bind(vm1, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(run_kernel(q1, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0,
+				    5000, &r),
+			 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(ugpu_queue_destroy(q1), 0);
+	assert_int_equal(ugpu_vm_destroy(vm1), 0);
+	ugpu_bo_put(bo);
+	free(w);
+	mfx_stop(f);
+}
+
 /* ---- a random sequence over two devices, against an oracle ------------------- */
 
 #define RMAX 12
@@ -1055,8 +1251,9 @@ static void r_op(struct rstate *st)
 		int to = 1 - o->dev, want;
 		bool direct_ok = o->where == V && !st->slow;
 
-		want = o->pins || o->map ? -EBUSY
-		       : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
+		/* a CPU mapping follows the BO (its writes and checks below
+		 * go through the same address on the other device) */
+		want = o->pins ? -EBUSY : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
 		ret = ugpu_bo_migrate_device(o->bo, st->f->dev[to], flags);
 		if (ret != want)
 			fail_msg("op %lu: migrate_device(flags %u, %s, %u pins, %smapped) = %d, expected %d",
@@ -1165,6 +1362,9 @@ int main(void)
 		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_move_mapped),
+		cmocka_unit_test(test_removal_mapped_to_peer),
+		cmocka_unit_test(test_removal_bound_to_peer),
 		cmocka_unit_test(test_random_two_devices),
 	};
 
