@@ -83,6 +83,13 @@ struct ugpu_bo {
 	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
 	int touched; /* atomic: used since last looked at by eviction (second chance) */
 	bool lost;
+	/* A removal kept it from a backup (mm/evacuate.c): it was in VRAM and
+	 * is in system memory now, its placements switched to system first;
+	 * @survivor_placements are the ones it had, given back when it moves
+	 * on to a peer's VRAM (mm/peer.c). Manager lock. */
+	bool survivor;
+	enum ugpu_placement survivor_placements[UGPU_BO_MAX_PLACEMENTS];
+	unsigned int survivor_nplacements;
 	uint32_t discarded; /* suspends that discarded a NO_RESTORE BO's contents */
 
 	/* CPU mapping, created by ugpu_bo_map(); NULL when none. */

@@ -176,6 +176,11 @@ static void rehome_locked(struct ugpu_bo *bo, struct ugpu_device *dst, struct bu
 	__atomic_store_n(&bo->dev, dst, __ATOMIC_RELEASE);
 	buddy_list_splice_tail(bo->vram, blocks);
 	bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
+	if (bo->survivor) { /* VRAM again: the placements it had before its removal */
+		memcpy(bo->placements, bo->survivor_placements, sizeof(bo->placements));
+		bo->nplacements = bo->survivor_nplacements;
+		bo->survivor = false;
+	}
 	list_add_tail(&md->all, &bo->all);
 	md->nr_bos++;
 	md->vram_bytes += bo->size;
@@ -207,7 +212,10 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	 * CPU-mapped ones too (their map follows them, below), and GPU-bound
 	 * ones: their binds are in the removed device's VMs, which die with
 	 * it; they are orphaned before the move (vm_bo_orphan_binds_locked()). */
-	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm))
+	if (quiet && (bo->driver_owned || bo->svm ||
+		      ((flags & BO_PEER_SURVIVOR)
+			       ? !bo->survivor || bo->placement != UGPU_PLACEMENT_SYSTEM
+			       : bo->placement != UGPU_PLACEMENT_VRAM)))
 		return -EAGAIN; /* not one a removal sends to a peer */
 	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
 		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
@@ -432,15 +440,20 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
 	return migrate_device(bo, dst, flags, NULL);
 }
 
-void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c, bool survivors)
 {
+	uint32_t flags = BO_PEER_EVACUATE | (survivors ? BO_PEER_SURVIVOR : 0);
 	struct ugpu_device *peers[UGPU_MAX_PEERS];
 	struct bo_mgr *m = dev->bo_mgr;
 	struct ugpu_bo **v;
 	unsigned int np, i;
 	size_t n, k;
 
-	np = device_peers_get(dev, peers, UGPU_MAX_PEERS);
+	/* A survivor is copied in from system memory by the peer's own engine:
+	 * nothing is read from the removed device (which has no links any
+	 * more), so any other device of the context may take it. */
+	np = survivors ? device_others_get(dev, peers, UGPU_MAX_PEERS)
+		       : device_peers_get(dev, peers, UGPU_MAX_PEERS);
 	if (!np)
 		return;
 	pthread_mutex_lock(&m->lock);
@@ -449,7 +462,7 @@ void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
 	pthread_mutex_unlock(&m->lock);
 	for (k = 0; k < n; k++) {
 		for (i = 0; i < np; i++) {
-			int ret = migrate_device(v[k], peers[i], BO_PEER_EVACUATE, dev);
+			int ret = migrate_device(v[k], peers[i], flags, dev);
 
 			if (!ret) {
 				c->bos_to_peer++;

@@ -856,6 +856,57 @@ static uint32_t pins_of(struct ugpu_bo *bo)
 	return i.pin_count;
 }
 
+/* A surprise while the device sleeps in D3cold: what its runtime-PM
+ * backups kept (a pinned BO, a VRAM-only one) survives, and is then
+ * offered to the peer's VRAM like an orderly removal's BOs: both land
+ * there byte-exact, with the placements (and the pin) they had. */
+static void test_removal_surprise_survivors(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_bo *pinned, *vonly;
+	uint64_t t0;
+
+	(void)state;
+	pinned = bo_new(f->dev[0], 1 << 20, UGPU_BO_PINNED, V, S, "pinned");
+	vonly = bo_new(f->dev[0], 2 << 20, 0, V, N, "vram-only");
+	assert_true(pinned && vonly);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 411), 0);
+	assert_int_equal(bo_fill(vonly, 2 << 20, 412), 0);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 1ull << 40), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev[0], true), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+	for (t0 = 0;; t0++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			break;
+		assert_true(t0 < 10000);
+		usleep(1000);
+	}
+	assert_int_equal(ui.status, -ENODEV);
+	assert_int_equal(ui.bos_lost, 0);
+	assert_int_equal(ui.bos_adopted, 2);
+	assert_int_equal(ui.bos_to_peer, 2);
+	assert_int_equal(ui.bytes_to_peer, 3 << 20);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 2);
+	assert_ptr_equal(bo_dev(pinned), f->dev[1]);
+	assert_ptr_equal(bo_dev(vonly), f->dev[1]);
+	assert_int_equal(bo_where(pinned), V);
+	assert_int_equal(bo_where(vonly), V);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 411), -1);
+	assert_int_equal(bo_verify(vonly, 2 << 20, 412), -1);
+	assert_int_equal(ugpu_bo_migrate(pinned, S), -EBUSY); /* still pinned */
+	assert_int_equal(ugpu_bo_migrate(vonly, S), -EINVAL); /* VRAM only again */
+	assert_int_equal(pins_of(pinned), 1);
+	ugpu_bo_put(pinned);
+	ugpu_bo_put(vonly);
+	mfx_stop(f);
+}
+
 #define PVA 0x10000000ull
 #define PBYTES (2u << 20)
 
@@ -1360,6 +1411,7 @@ int main(void)
 		cmocka_unit_test(test_removal_to_peer),
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
+		cmocka_unit_test(test_removal_surprise_survivors),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
 		cmocka_unit_test(test_move_mapped),
