@@ -787,6 +787,22 @@ static void test_removal_peer_room(void **state)
 	mfx_stop(f);
 }
 
+/* Pull device @i out by surprise; its removal's report once it is done. */
+static struct ugpu_unplug_info surprise_and_wait(struct mfx *f, unsigned int i)
+{
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	unsigned int t;
+
+	assert_int_equal(sim_unplug_surprise(f->sim, i), 0);
+	for (t = 0;; t++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[i], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			return ui;
+		assert_true(t < 10000);
+		usleep(1000);
+	}
+}
+
 /* A surprise removal: nothing can be read from the device any more, so
  * nothing goes to the peer; what had a copy in system memory survives,
  * what was only in VRAM is reported lost; the peer is untouched. */
@@ -795,7 +811,6 @@ static void test_removal_surprise(void **state)
 	struct mfx *f = mfx_start(2, 16 << 20, NULL);
 	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
 	struct ugpu_bo *vram, *sys, *own;
-	uint64_t t0;
 
 	(void)state;
 	vram = bo_new(f->dev[0], 1 << 20, 0, V, S, "vram");
@@ -805,14 +820,7 @@ static void test_removal_surprise(void **state)
 	assert_int_equal(bo_fill(vram, 1 << 20, 401), 0);
 	assert_int_equal(bo_fill(sys, 1 << 20, 402), 0);
 	assert_int_equal(bo_fill(own, 1 << 20, 403), 0);
-	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
-	for (t0 = 0;; t0++) {
-		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
-		if (ui.state == UGPU_UNPLUG_REMOVED)
-			break;
-		assert_true(t0 < 10000);
-		usleep(1000);
-	}
+	ui = surprise_and_wait(f, 0);
 	assert_int_equal(ui.status, -ENODEV);
 	assert_int_equal(ui.bos_to_peer, 0);
 	assert_int_equal(ui.bos_lost, 1);
@@ -866,7 +874,6 @@ static void test_removal_surprise_survivors(void **state)
 	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
 	struct ugpu_device_info info = { .size = sizeof(info) };
 	struct ugpu_bo *pinned, *vonly;
-	uint64_t t0;
 
 	(void)state;
 	pinned = bo_new(f->dev[0], 1 << 20, UGPU_BO_PINNED, V, S, "pinned");
@@ -879,14 +886,7 @@ static void test_removal_surprise_survivors(void **state)
 	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
 	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
 	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
-	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
-	for (t0 = 0;; t0++) {
-		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
-		if (ui.state == UGPU_UNPLUG_REMOVED)
-			break;
-		assert_true(t0 < 10000);
-		usleep(1000);
-	}
+	ui = surprise_and_wait(f, 0);
 	assert_int_equal(ui.status, -ENODEV);
 	assert_int_equal(ui.bos_lost, 0);
 	assert_int_equal(ui.bos_adopted, 2);
