@@ -235,15 +235,22 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	if (ms->pm_state != BO_PM_ACTIVE || md->pm_state != BO_PM_ACTIVE)
 		return -EBUSY; /* a host-suspend cycle is open on one of them */
 
+	/* The path (docs/multi-device.md, "Which path a move takes"): over a
+	 * fast link directly; over a slow one through system memory, which
+	 * is faster on the reference device (two local copies at memory
+	 * speed against one throttled to the link's 1 GiB/s: `ugpu-bench
+	 * p2p`, the slow-link line), unless the caller asks for the link
+	 * (UGPU_MIGRATE_DIRECT: it may know the system copy is the scarcer
+	 * resource, e.g. memory bandwidth the host's own work needs). */
 	link = device_link(src, dst);
-	direct = bo->placement == UGPU_PLACEMENT_VRAM && link == UGPU_LINK_FAST &&
+	direct = bo->placement == UGPU_PLACEMENT_VRAM &&
+		 (link == UGPU_LINK_FAST || (link == UGPU_LINK_SLOW && (flags & UGPU_MIGRATE_DIRECT))) &&
 		 !device_is_removed(src) && src->num_copy_engines > 0 &&
 		 !(flags & UGPU_MIGRATE_VIA_SYSTEM);
 	if ((flags & UGPU_MIGRATE_DIRECT) && !direct) {
 		log_err(src->ctx, "%s: BO '%s' cannot move directly to %s: %s", src->name, bo->name,
 			dst->name,
 			bo->placement != UGPU_PLACEMENT_VRAM ? "it is not in VRAM"
-			: link == UGPU_LINK_SLOW	     ? "the link is slow"
 			: link == UGPU_LINK_NONE	     ? "no fabric link joins them"
 							     : "no copy engine");
 		return -ENOLINK;
