@@ -643,8 +643,14 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 		free(mgr);
 		return ret;
 	}
+	/* Published under the list lock: the handler reads @u (a stale
+	 * fault's wake) after taking it, and a fault reaches the handler
+	 * through the kernel, an edge ThreadSanitizer cannot see (a map
+	 * handed over by cpu_map_rehome() faults there before it is listed). */
+	pthread_mutex_lock(&mgr->lock);
 	mgr->features = uffd_features(mgr->u);
 	mgr->release_in_place = mgr->features & UFFD_FEATURE_MINOR_SHMEM;
+	pthread_mutex_unlock(&mgr->lock);
 	*out = mgr;
 	return 0;
 }
