@@ -1068,7 +1068,8 @@ static void test_move_mapped(void **state)
 {
 	struct mfx *f = mfx_start(2, 32 << 20, NULL);
 	struct storer w = { .words = (4u << 20) / 8 };
-	uint64_t *buf = malloc(4u << 20);
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t *buf = malloc(4u << 20), resumes;
 	struct ugpu_bo *bo;
 	pthread_t t;
 	void *p, *p2;
@@ -1108,6 +1109,17 @@ static void test_move_mapped(void **state)
 	assert_int_equal(pat_check(p, 4u << 20, 55), -1);
 	pat_fill(p, 4u << 20, 56);
 	assert_int_equal(bo_verify(bo, 4u << 20, 56), -1);
+	/* and its runtime PM: the mapping is released when device 0 sleeps
+	 * (the fault took device 0's reference, not device 1's), and a touch
+	 * wakes device 0 */
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 0), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev[0], true), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	resumes = rs.resumes;
+	assert_int_equal(pat_check(p, 4u << 20, 56), -1);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	assert_true(rs.resumes > resumes);
 	assert_int_equal(ugpu_bo_unmap(bo), 0);
 	ugpu_bo_put(bo);
 	free(buf);
