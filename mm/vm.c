@@ -404,6 +404,45 @@ unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo)
 	return n;
 }
 
+bool vm_peer_enter_locked(struct ugpu_vm *vm, struct ugpu_device **peers, unsigned int max,
+			  unsigned int *n)
+{
+	bool held = false;
+	unsigned int i;
+
+	*n = 0;
+	if (!vm->npeer)
+		return true;
+	list_for_each(l, &vm->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
+
+		if (!(b->flags & VM_BIND_PEER) || b->revoked)
+			continue;
+		for (i = 0; i < *n && peers[i] != b->peer_dev; i++)
+			;
+		if (i < *n || *n == max)
+			continue;
+		peers[(*n)++] = b->peer_dev;
+		/* raised before the flag is read (sequentially consistent on
+		 * both sides): a suspend that set the flag either sees this
+		 * count and waits, or this sees its flag */
+		__atomic_add_fetch(&b->peer_dev->p2p_users, 1, __ATOMIC_SEQ_CST);
+	}
+	for (i = 0; i < *n; i++)
+		held |= __atomic_load_n(&peers[i]->p2p_held, __ATOMIC_SEQ_CST) != 0;
+	if (held) {
+		vm_peer_leave(peers, *n);
+		*n = 0;
+	}
+	return !held;
+}
+
+void vm_peer_leave(struct ugpu_device **peers, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		__atomic_sub_fetch(&peers[i]->p2p_users, 1, __ATOMIC_SEQ_CST);
+}
+
 void vm_revalidate_locked(struct ugpu_vm *vm)
 {
 	uint64_t n = 0;
@@ -769,6 +808,8 @@ static void bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct 
 		list_add_tail(&b->bo->binds, &b->bo_link);
 	}
 	list_add_tail(at, &b->vm_link); /* before @at: sorted */
+	if (b->flags & VM_BIND_PEER)
+		vm->npeer++;
 	bind_write_locked(vm, b, true);
 	next_gen_locked(vm);
 }
@@ -1252,6 +1293,8 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 			list_del(&b->vm_link);
 			list_del(&b->bo_link);
 			list_add_tail(&gone, &b->vm_link);
+			if (b->flags & VM_BIND_PEER)
+				vm->npeer--;
 			vm->nbinds--;
 			vm->bound_bytes -= b->bytes;
 		}
@@ -1472,6 +1515,8 @@ static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struc
 		if (b->bo)
 			list_del(&b->bo_link);
 		list_add_tail(gone, &b->vm_link);
+		if (b->flags & VM_BIND_PEER)
+			vm->npeer--;
 		vm->svm_maps--;
 		vm->svm_bytes -= b->bytes;
 		n++;
@@ -1534,6 +1579,7 @@ static int vm_mgr_up(struct ugpu_device *dev, const char *uri)
 	list_init(&vmm->vms);
 	list_init(&vmm->queues);
 	list_init(&vmm->runnable);
+	list_init(&vmm->held);
 	dev->vm_mgr = vmm;
 	return 0;
 }

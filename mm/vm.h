@@ -118,6 +118,7 @@ struct ugpu_vm {
 	bool dirty; /* a bound BO moved since its PTEs were written */
 	uint64_t nbinds, bound_bytes, tables;
 	uint64_t svm_maps, svm_bytes; /* shared virtual memory's (VM_BIND_SVM) */
+	uint64_t npeer; /* binds with VM_BIND_PEER (a launch checks their peers) */
 
 	unsigned int active; /* atomic: kernels running on it */
 
@@ -144,6 +145,10 @@ struct vm_mgr {
 	struct list_link vms;
 	struct list_link queues; /* every live queue (zombies included) */
 	struct list_link runnable; /* queues with a pending kernel and none running */
+	/* queues whose next kernel waits for a peer's host suspend to end
+	 * (its VM has peer binds into a device with p2p_held set); put back
+	 * on @runnable by vm_sched_release_held() */
+	struct list_link held;
 	uint64_t pt_gen; /* under the BO manager lock */
 	/* the device side, while attached (the "vm-exec" step is up) */
 	struct exec_engine *exec;
@@ -156,6 +161,8 @@ struct vm_mgr {
 	bool no_atomic;
 	/* counters (vmm->lock) */
 	uint64_t submitted, completed, faulted, cancelled, revalidations, ptes_rewritten;
+	/* launches that waited for a peer's host suspend (vm_peer_enter_locked()) */
+	uint64_t peer_held;
 	/* Shared virtual memory's handling of mirror VMs (vm_svm_register()),
 	 * set before any VM exists, cleared when svm/ lets go of the device
 	 * (its step goes down before the VMs do). Under @lock; a call into
@@ -234,6 +241,20 @@ void vm_bo_moved_locked(struct ugpu_bo *bo);
  * Device awake (CPU stores to its page tables). Returns the binds orphaned.
  */
 unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo);
+/*
+ * vm_peer_enter_locked() - a launch on @vm: raise p2p_users of every
+ * device its peer binds (not revoked) reach, at most @max of them listed in
+ * @peers (*@n), then check their p2p_held: if one is held (its host
+ * suspend has its VRAM off), drop them again and return false (the kernel
+ * waits). Manager lock of @vm's device. vm_peer_leave() drops what it
+ * raised, when the kernel ends or did not start.
+ */
+bool vm_peer_enter_locked(struct ugpu_vm *vm, struct ugpu_device **peers, unsigned int max,
+			  unsigned int *n);
+void vm_peer_leave(struct ugpu_device **peers, unsigned int n);
+/* vm_sched_release_held() - @dev's queues held for a peer go back on its
+ * runnable list and the scheduler runs. No lock held. */
+void vm_sched_release_held(struct ugpu_device *dev);
 /* Rewrite the PTEs of binds whose BO moved. Manager lock; device in D0. */
 void vm_revalidate_locked(struct ugpu_vm *vm);
 /*

@@ -1026,6 +1026,73 @@ static void test_peer_bind_revoked(void **state)
 	mfx_stop(f);
 }
 
+/* The exporter's host suspend: a kernel of device 0 on a VM with a peer
+ * bind into device 1 waits while device 1's VRAM is off (not run against
+ * a sleeping peer), and runs when it resumes, reading the BO's bytes
+ * (restored in place: the bind pins it); a VM of device 0 without peer
+ * binds is not held meanwhile. */
+static void test_peer_bind_host_suspend(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .va = PVA,
+				 .bytes = PBYTES };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_vm *vm, *vm_own;
+	struct ugpu_queue *q, *q_own;
+	struct ugpu_bo *bo, *own;
+	uint64_t fence, sum;
+
+	(void)state;
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	own = bo_new(f->dev[0], PBYTES, 0, V, S, "own");
+	assert_true(bo && own);
+	assert_int_equal(bo_fill(bo, PBYTES, 81), 0);
+	assert_int_equal(bo_fill(own, PBYTES, 82), 0);
+	sum = word_sum(bo, PBYTES);
+	vm_and_queue(f->dev[0], &vm, &q);
+	vm_and_queue(f->dev[0], &vm_own, &q_own);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(ugpu_vm_bind(vm_own, own, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_true(r.sum == sum);
+
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 300, &r), -ETIMEDOUT); /* held */
+	/* device 0's other VM runs as usual */
+	assert_int_equal(run_kernel(q_own, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0,
+				    5000, &r),
+			 0);
+	assert_true(r.sum == word_sum(own, PBYTES));
+	assert_int_equal(ugpu_fence_wait(q, fence, 0, &r), -EAGAIN); /* still held */
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 5000, &r), 0);
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == sum);
+	/* and writes land in device 1's VRAM as before */
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)PVA, 4096,
+				    0x5a5a5a5a5a5a5a5aull, 5000, &r),
+			 0);
+	{
+		uint64_t w;
+
+		assert_int_equal(ugpu_bo_read(bo, 4088, &w, 8), 0);
+		assert_true(w == 0x5a5a5a5a5a5a5a5aull);
+	}
+	/* a second cycle, resumed without anything held */
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_queue_destroy(q_own), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	assert_int_equal(ugpu_vm_destroy(vm_own), 0);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(own);
+	mfx_stop(f);
+}
+
 /* A CPU thread stores a running counter through a BO's mapping, word
  * n % words gets n, until told to stop; @n is how far it got. */
 struct storer {
@@ -1432,6 +1499,7 @@ int main(void)
 		cmocka_unit_test(test_removal_surprise_survivors),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_peer_bind_host_suspend),
 		cmocka_unit_test(test_move_mapped),
 		cmocka_unit_test(test_removal_mapped_to_peer),
 		cmocka_unit_test(test_removal_bound_to_peer),
