@@ -20,6 +20,7 @@
 #include "engines/engine.h"
 #include "mm/backup_track.h"
 #include "mm/bo.h"
+#include "mm/p2p.h"
 #include "mm/cpu_map.h"
 #include "mm/spill.h"
 #include "mm/vram.h"
@@ -406,6 +407,9 @@ static void window_end(void *arg)
 	struct bo_mgr *m = arg;
 
 	pthread_mutex_unlock(&m->lock);
+	/* Resumed, or the suspend failed: other devices' kernels held for
+	 * this device's suspend (peer binds into its VRAM) go on. */
+	p2p_kick_importers(m->dev);
 }
 
 static int alloc_missing(void *arg, struct pm_count *c)
@@ -442,6 +446,12 @@ static int hold_maps(void *arg)
 {
 	struct bo_mgr *m = arg;
 	int ret;
+
+	/* Other devices' kernels reading this VRAM in place (peer binds)
+	 * first: none may run while it is off. */
+	ret = p2p_hold_importers(m->dev);
+	if (ret)
+		return ret;
 
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
@@ -1000,6 +1010,7 @@ static void recover(void *arg, enum ugpu_pm_state was)
 {
 	struct bo_mgr *m = arg;
 
+	p2p_unhold(m->dev);
 	maps_release_locked(m);
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
@@ -1092,6 +1103,7 @@ static void finish(void *arg, struct pm_count *c, uint64_t *discarded)
 {
 	struct bo_mgr *m = arg;
 
+	p2p_unhold(m->dev); /* its VRAM is back */
 	*discarded = 0;
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);

@@ -945,6 +945,40 @@ void bo_sys_release(struct ugpu_bo *bo)
 	pthread_mutex_unlock(&m->lock);
 }
 
+int bo_maps_get_locked(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = mgr_of(dev);
+	struct cpu_map_mgr_opts o = {
+		.size = sizeof(o),
+		.release_by_invalidate = __atomic_load_n(&test_release_by_invalidate,
+							 __ATOMIC_RELAXED),
+		.fault_hist = &dev->bo_fault_hist,
+	};
+	int ret;
+
+	if (m->maps)
+		return 0;
+	/* The transport is only reached while the device is not removed:
+	 * dev->removed is set under this lock before the transport closes.
+	 * Removed: every BO is in system memory. */
+	ret = device_is_removed(dev) ? 0
+				     : dev->vdev->ops->region_fd(dev->vdev, dev->profile->vram_region,
+								&m->vram_fd, &m->vram_fd_off);
+	if (ret) {
+		log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->name,
+			ugpu_strerror(ret));
+		return ret;
+	}
+	ret = cpu_map_mgr_create(dev->ctx, &o, &m->maps);
+	if (ret) {
+		log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->name,
+			ugpu_strerror(ret));
+		if (ret == -EPERM)
+			ret = -ENOSYS;
+	}
+	return ret;
+}
+
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 {
 	struct ugpu_device *dev;
@@ -965,35 +999,9 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 		*addr = bo->map_addr;
 		goto out;
 	}
-	if (!m->maps) {
-		struct cpu_map_mgr_opts o = {
-			.size = sizeof(o),
-			.release_by_invalidate = __atomic_load_n(&test_release_by_invalidate,
-								 __ATOMIC_RELAXED),
-			.fault_hist = &dev->bo_fault_hist,
-		};
-
-		/* The transport is only reached while the device is not
-		 * removed: dev->removed is set under this lock before the
-		 * transport closes. Removed: every BO is in system memory. */
-		ret = device_is_removed(dev) ? 0
-					     : dev->vdev->ops->region_fd(dev->vdev,
-									dev->profile->vram_region,
-									&m->vram_fd, &m->vram_fd_off);
-		if (ret) {
-			log_err(dev->ctx, "%s: VRAM cannot be mapped by the CPU: %s", dev->name,
-				ugpu_strerror(ret));
-			goto out;
-		}
-		ret = cpu_map_mgr_create(dev->ctx, &o, &m->maps);
-		if (ret) {
-			log_err(dev->ctx, "%s: no userfaultfd for CPU mappings: %s", dev->name,
-				ugpu_strerror(ret));
-			if (ret == -EPERM)
-				ret = -ENOSYS;
-			goto out;
-		}
-	}
+	ret = bo_maps_get_locked(dev);
+	if (ret)
+		goto out;
 	ret = cpu_map_create(m->maps, &bo_map_ops, bo, bo->size, bo->name, &bo->map, &bo->map_addr);
 	if (ret)
 		goto out;

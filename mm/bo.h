@@ -89,6 +89,11 @@ struct ugpu_bo {
 	struct list_link lru; /* mgr->lru iff placement == VRAM && !pin_count */
 	int touched; /* atomic: used since last looked at by eviction (second chance) */
 	bool lost;
+	/* A removal kept it from a backup (mm/evacuate.c): it was in VRAM and
+	 * is in system memory now, its placements switched to system first;
+	 * a move on to a peer's VRAM gives it back @user_placements
+	 * (mm/peer.c). Manager lock. */
+	bool survivor;
 	uint32_t discarded; /* suspends that discarded a NO_RESTORE BO's contents */
 
 	/* CPU mapping, created by ugpu_bo_map(); NULL when none. */
@@ -428,6 +433,15 @@ void bo_test_release_by_invalidate(bool on);
 
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+
+/*
+ * bo_maps_get_locked() - @dev's CPU-mapping manager (struct bo_mgr.maps),
+ * made at the first need: a ugpu_bo_map(), or a mapped BO arriving from
+ * another device (mm/peer.c). @dev's manager lock held.
+ * Returns: 0; -ENOSYS (no usable userfaultfd); the -errno of the VRAM
+ * region's fd or of cpu_map_mgr_create().
+ */
+int bo_maps_get_locked(struct ugpu_device *dev);
 
 /*
  * bo_sys_export() - hand @bo's memory to another process (ugpud's CPU

@@ -50,8 +50,11 @@
  *   backing, so a state change by an owner thread is ordered against a fault
  *   being served. It is never held across mremap() or an owner hook other
  *   than resolve.
- * - @link belongs to mgr->lock. @mgr, @ops, @owner, @addr, @size, @name
- *   are immutable after creation.
+ * - @link belongs to mgr->lock. @ops, @owner, @addr, @size, @name are
+ *   immutable after creation. @mgr changes only in cpu_map_rehome(), with
+ *   the map blocked, under @op_lock and @lock (the handler reads it under
+ *   @lock; owner threads read it in their calls on the map, which the
+ *   owner serialises with its rehome like with destroy).
  */
 #define map_of(l) list_entry(l, struct cpu_map, link)
 
@@ -640,8 +643,14 @@ int cpu_map_mgr_create(struct ugpu_context *ctx, const struct cpu_map_mgr_opts *
 		free(mgr);
 		return ret;
 	}
+	/* Published under the list lock: the handler reads @u (a stale
+	 * fault's wake) after taking it, and a fault reaches the handler
+	 * through the kernel, an edge ThreadSanitizer cannot see (a map
+	 * handed over by cpu_map_rehome() faults there before it is listed). */
+	pthread_mutex_lock(&mgr->lock);
 	mgr->features = uffd_features(mgr->u);
 	mgr->release_in_place = mgr->features & UFFD_FEATURE_MINOR_SHMEM;
+	pthread_mutex_unlock(&mgr->lock);
 	*out = mgr;
 	return 0;
 }
@@ -961,10 +970,100 @@ int cpu_map_unblock(struct cpu_map *map)
 	return ret;
 }
 
+/* Wait until the handler runs no owner hook (fault_begin .. fault_end) for
+ * @map. The hooks are bounded by contract; say so loudly if one is not.
+ * Map lock held. */
+static void map_wait_idle_locked(struct cpu_map *map, const char *doing)
+{
+	unsigned int waited_ms = 0;
+
+	while (map->inflight) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CPU_MAP_DESTROY_WARN_MS / 1000;
+		if (pthread_cond_timedwait(&map->idle, &map->lock, &ts) == ETIMEDOUT) {
+			waited_ms += CPU_MAP_DESTROY_WARN_MS;
+			log_warn(map->mgr->ctx, "cpu_map: %s object '%s': an owner hook has run for %u ms",
+				 doing, map->name, waited_ms);
+		}
+	}
+}
+
+int cpu_map_rehome(struct cpu_map *map, struct cpu_map_mgr *to)
+{
+	struct cpu_map_mgr *from;
+	uintptr_t ph;
+	int ret = 0;
+
+	if (!map || !to)
+		return -EINVAL;
+	from = map->mgr;
+	if (from == to)
+		return 0;
+	if (on_handler_thread(from) || on_handler_thread(to))
+		return -EDEADLK;
+	pthread_mutex_lock(&map->op_lock);
+	pthread_mutex_lock(&map->lock);
+	if (!map->blocked ||
+	    (map->state != CPU_MAP_UNMAPPED && map->state != CPU_MAP_ERROR)) {
+		pthread_mutex_unlock(&map->lock);
+		pthread_mutex_unlock(&map->op_lock);
+		log_err(from->ctx, "cpu_map: object '%s' moved to another manager while not blocked",
+			map->name);
+		return -EINVAL;
+	}
+	/* Blocked: the old handler starts no hook for it any more (its faults
+	 * park, or are stale); one it started before the block must end
+	 * before the owner changes what the hooks read. */
+	map_wait_idle_locked(map, "moving");
+	pthread_mutex_unlock(&map->lock);
+
+	/* The range becomes a placeholder of the new userfaultfd in one step,
+	 * as in an invalidation: the REMAP event goes to the moved VMA's
+	 * userfaultfd, so the new handler answers it. */
+	ph = uffd_placeholder(to->u, map->size, &ret);
+	if (ph && mremap((void *)ph, map->size, map->size, MREMAP_MAYMOVE | MREMAP_FIXED,
+			 (void *)map->addr) == MAP_FAILED) {
+		ret = -errno;
+		munmap((void *)ph, map->size);
+	}
+	if (ret < 0) {
+		pthread_mutex_unlock(&map->op_lock);
+		log_err(from->ctx, "cpu_map: moving object '%s' to another manager failed: %d",
+			map->name, ret);
+		return ret;
+	}
+	/* A fault read meanwhile by either handler that does not find the map
+	 * in its list is answered as stale (a wake), and faults again. */
+	pthread_mutex_lock(&from->lock);
+	list_del(&map->link);
+	from->nmaps--;
+	pthread_mutex_unlock(&from->lock);
+	pthread_mutex_lock(&to->lock);
+	pthread_mutex_lock(&map->lock);
+	stat_sub(&from->mapped_bytes, map->mapped);
+	map->mapped = 0;
+	map->mgr = to;
+	map->state = CPU_MAP_UNMAPPED; /* an ERROR's poison went with the old VMA */
+	map->fenced = false;
+	map->fail_off = 0;
+	/* Parked faults sleep on the old userfaultfd: woken below, they fault
+	 * on the new placeholder and park with the new handler. */
+	map->parked = 0;
+	map->awaiting = false;
+	pthread_mutex_unlock(&map->lock);
+	list_add(&to->maps, &map->link);
+	to->nmaps++;
+	pthread_mutex_unlock(&to->lock);
+	uffd_wake(from->u, map->addr, map->size);
+	pthread_mutex_unlock(&map->op_lock);
+	return 0;
+}
+
 int cpu_map_destroy(struct cpu_map *map)
 {
 	struct cpu_map_mgr *mgr;
-	unsigned int waited_ms = 0;
 
 	if (!map)
 		return 0;
@@ -981,19 +1080,8 @@ int cpu_map_destroy(struct cpu_map *map)
 	/* Dead first: a fault the handler is serving maps nothing more. */
 	map->state = CPU_MAP_DEAD;
 	/* The handler may be inside fault_begin/fault_end for this map; the
-	 * owner may free its object as soon as we return, so wait. The hooks
-	 * are bounded by contract; say so loudly if one is not. */
-	while (map->inflight) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += CPU_MAP_DESTROY_WARN_MS / 1000;
-		if (pthread_cond_timedwait(&map->idle, &map->lock, &ts) == ETIMEDOUT) {
-			waited_ms += CPU_MAP_DESTROY_WARN_MS;
-			log_warn(mgr->ctx, "cpu_map: destroying object '%s': an owner hook has run for %u ms",
-				 map->name, waited_ms);
-		}
-	}
+	 * owner may free its object as soon as we return, so wait. */
+	map_wait_idle_locked(map, "destroying");
 	stat_sub(&mgr->mapped_bytes, map->mapped);
 	map->mapped = 0;
 	free(map->wp_dirty);

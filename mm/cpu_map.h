@@ -307,6 +307,26 @@ int cpu_map_block(struct cpu_map *map);
 int cpu_map_unblock(struct cpu_map *map);
 
 /*
+ * cpu_map_rehome() - hand a blocked map to another manager, its address
+ * kept (a BO moving to another device: docs/multi-device.md). From the
+ * return on, @to's handler serves the range's faults and calls the owner's
+ * hooks; the old manager forgets it. The owner's move sequence is
+ *     cpu_map_block() -> copy -> cpu_map_rehome() -> change what the hooks
+ *     and @resolve read -> cpu_map_unblock()
+ * Waits for a hook the old handler was running for the map (one that began
+ * before the block), so the hooks of one fault never straddle the change.
+ * A thread touching the range meanwhile waits as on any blocked map, and
+ * then faults to @to's handler. The owner serialises this with its other
+ * calls on the map (as with cpu_map_destroy()).
+ *
+ * Returns: 0 (also when @to is the map's manager); -EINVAL (NULL, or the
+ * map is not blocked); -EDEADLK (on either handler thread); -ENOMEM or the
+ * -errno of mmap/UFFDIO_REGISTER/mremap: the map then stays with its old
+ * manager, still blocked.
+ */
+int cpu_map_rehome(struct cpu_map *map, struct cpu_map_mgr *to);
+
+/*
  * cpu_map_destroy() - unmap and forget the range. Waits for the handler to
  * finish any fault of this map it is serving (owner callbacks are never
  * called after this returns). A thread still touching the range, or waiting

@@ -80,6 +80,8 @@ static void vram_drop_locked(struct bo_mgr *m, struct ugpu_bo *bo, enum drop_to 
 	vram_free(dev, bo->vram, 0);
 	m->vram_bytes -= bo->size;
 	if (to != DROP_LOST) {
+		/* offered to a peer's VRAM after the teardown (survivors_to_peers) */
+		bo->survivor = true;
 		if (to == DROP_TO_BACKUP) {
 			uint64_t bad;
 
@@ -364,7 +366,14 @@ static void to_peers(void *arg, struct unplug_counts *c)
 	 * which bo_evacuate_to_peers() leaves) */
 	if (sops && sops->to_peers)
 		sops->to_peers(sarg, m->dev);
-	bo_evacuate_to_peers(m->dev, c);
+	bo_evacuate_to_peers(m->dev, c, false);
+}
+
+static void survivors_to_peers(void *arg, struct unplug_counts *c)
+{
+	struct bo_mgr *m = arg;
+
+	bo_evacuate_to_peers(m->dev, c, true);
 }
 
 static void revoke_peers(void *arg)
@@ -384,6 +393,7 @@ static const struct unplug_mem_ops evacuate_ops = {
 	.maps_release = maps_release,
 	.to_peers = to_peers,
 	.revoke_peers = revoke_peers,
+	.survivors_to_peers = survivors_to_peers,
 };
 
 void evacuate_register(struct ugpu_device *dev)

@@ -12,11 +12,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "mm/bo.h"
 #include "base/sysmem.h"
 #include "mm/p2p.h"
 #include "mm/vm.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "src/device.h"
 
@@ -203,7 +205,48 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 			bo_rpm_release(peer_held[k]);
 		free(peer_held);
 		bo_rpm_release(held);
+		/* its kernels held for the exporter's suspend run now (and
+		 * fault on the revoked binds) */
+		vm_sched_release_held(dev);
 		device_put(dev);
+	}
+}
+
+int p2p_hold_importers(struct ugpu_device *exporter)
+{
+	uint64_t until = now_us() + P2P_HOLD_WAIT_MS * 1000ull;
+
+	/* sequentially consistent against vm_peer_enter_locked(): raise,
+	 * then read, on both sides */
+	__atomic_store_n(&exporter->p2p_held, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&exporter->p2p_users, __ATOMIC_SEQ_CST)) {
+		if (now_us() >= until) {
+			p2p_unhold(exporter);
+			log_err(exporter->ctx, "%s: kernels of other devices still read its VRAM in place after %d ms: no suspend",
+				exporter->name, P2P_HOLD_WAIT_MS);
+			return -ETIMEDOUT;
+		}
+		usleep(500);
+	}
+	return 0;
+}
+
+void p2p_unhold(struct ugpu_device *exporter)
+{
+	__atomic_store_n(&exporter->p2p_held, 0, __ATOMIC_SEQ_CST);
+}
+
+void p2p_kick_importers(struct ugpu_device *exporter)
+{
+	struct ugpu_device *v[16];
+	unsigned int n, i;
+
+	if (__atomic_load_n(&exporter->p2p_held, __ATOMIC_SEQ_CST))
+		return;
+	n = device_others_get(exporter, v, 16);
+	for (i = 0; i < n; i++) {
+		vm_sched_release_held(v[i]);
+		device_put(v[i]);
 	}
 }
 

@@ -31,6 +31,23 @@ void p2p_win_put(struct ugpu_device *dev, struct ugpu_device *peer);
  * unmapped. No lock held; wakes each importer for its page tables.
  */
 void p2p_revoke_exporter(struct ugpu_device *exporter);
+
+/*
+ * Peer binds through @exporter's host suspend (docs/multi-device.md,
+ * "Power, each device on its own"). p2p_hold_importers(), in the suspend
+ * window (before VRAM goes off): from now on other devices' kernels on VMs
+ * with peer binds into @exporter are held (their queues wait,
+ * vm_peer_enter_locked()), and it waits, bounded, for the running ones to
+ * end. Returns 0, or -ETIMEDOUT (still running after P2P_HOLD_WAIT_MS: the
+ * hold is lifted again, the suspend fails). p2p_unhold(): resume done, or
+ * the suspend failed. p2p_kick_importers(): with no BO manager lock held,
+ * held queues of every other device go back to their schedulers (a no-op
+ * while @exporter is still held).
+ */
+#define P2P_HOLD_WAIT_MS 5000
+int p2p_hold_importers(struct ugpu_device *exporter);
+void p2p_unhold(struct ugpu_device *exporter);
+void p2p_kick_importers(struct ugpu_device *exporter);
 /* p2p_release_importer_locked() - @dev's removal or close: its DMA space
  * goes, so do its windows (unmapped now; freed with their last bind) and
  * its staging buffers. Manager lock. */

@@ -15,6 +15,11 @@
  * (device_lock_first()); each device's runtime-PM reference is taken before
  * either (bo_rpm_hold(): a sleeping destination is woken before the copy
  * reaches its VRAM). bo->dev changes only with both held.
+ * A CPU-mapped BO's map is blocked for the copy, handed to the destination
+ * device's map manager (cpu_map_rehome(), under both locks, before bo->dev
+ * changes: the runtime-PM fault hooks of one fault then always see one
+ * device), and unblocked once bo->dev is the destination. Neither map
+ * handler takes a manager lock, so holding both across that is safe.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,8 +31,10 @@
 #include "mm/bo.h"
 #include "mm/bo_remote.h"
 #include "mm/bo_rpm.h"
+#include "mm/cpu_map.h"
 #include "mm/p2p.h"
 #include "mm/peer.h"
+#include "mm/vm.h"
 #include "mm/vram.h"
 #include "src/unplug.h"
 #include "base/log.h"
@@ -178,6 +185,7 @@ static void rehome_locked(struct ugpu_bo *bo, struct ugpu_device *dst, struct bu
 		memcpy(bo->placements, bo->user_placements, sizeof(bo->placements));
 		bo->nplacements = bo->user_nplacements;
 	}
+	bo->survivor = false;
 	list_add_tail(&md->all, &bo->all);
 	md->nr_bos++;
 	md->vram_bytes += bo->size;
@@ -206,11 +214,13 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	 * going, and a peer's VRAM keeps the pin's promise (VRAM, no move
 	 * until unpinned) better than system memory; the pin moves with it
 	 * (a peer bind's pin as well: the removal revoked that bind first).
-	 * CPU-mapped and bound ones stay: their mapping lives in the removed
-	 * device's userfaultfd manager, their binds in its VMs (and on
-	 * bo->binds under its manager lock). */
-	if (quiet && (bo->placement != UGPU_PLACEMENT_VRAM || bo->driver_owned || bo->svm ||
-		      list_linked(&bo->binds) || bo->map))
+	 * CPU-mapped ones too (their map follows them, below), and GPU-bound
+	 * ones: their binds are in the removed device's VMs, which die with
+	 * it; they are orphaned before the move (vm_bo_orphan_binds_locked()). */
+	if (quiet && (bo->driver_owned || bo->svm ||
+		      ((flags & BO_PEER_SURVIVOR)
+			       ? !bo->survivor || bo->placement != UGPU_PLACEMENT_SYSTEM
+			       : bo->placement != UGPU_PLACEMENT_VRAM)))
 		return -EAGAIN; /* not one a removal sends to a peer */
 	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
 		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
@@ -220,24 +230,32 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	}
 	if (bo->placement == UGPU_PLACEMENT_NONE)
 		return -ENODATA;
-	if ((bo->pin_count && !quiet) || list_linked(&bo->binds) || bo->map) {
+	if (!quiet && (bo->pin_count || list_linked(&bo->binds))) {
 		log_err(src->ctx, "%s: BO '%s' cannot move to %s while it is %s", src->name, bo->name,
-			dst->name,
-			bo->pin_count ? "pinned" : bo->map ? "CPU-mapped" : "bound in a GPU VM");
+			dst->name, bo->pin_count ? "pinned" : "bound in a GPU VM");
 		return -EBUSY;
 	}
+	if (quiet && vm_bo_busy_locked(bo))
+		return -EBUSY; /* a kernel still runs on it (the removal stopped them) */
 	if (ms->pm_state != BO_PM_ACTIVE || md->pm_state != BO_PM_ACTIVE)
 		return -EBUSY; /* a host-suspend cycle is open on one of them */
 
+	/* The path (docs/multi-device.md, "Which path a move takes"): over a
+	 * fast link directly; over a slow one through system memory, which
+	 * is faster on the reference device (two local copies at memory
+	 * speed against one throttled to the link's 1 GiB/s: `ugpu-bench
+	 * p2p`, the slow-link line), unless the caller asks for the link
+	 * (UGPU_MIGRATE_DIRECT: it may know the system copy is the scarcer
+	 * resource, e.g. memory bandwidth the host's own work needs). */
 	link = device_link(src, dst);
-	direct = bo->placement == UGPU_PLACEMENT_VRAM && link == UGPU_LINK_FAST &&
+	direct = bo->placement == UGPU_PLACEMENT_VRAM &&
+		 (link == UGPU_LINK_FAST || (link == UGPU_LINK_SLOW && (flags & UGPU_MIGRATE_DIRECT))) &&
 		 !device_is_removed(src) && src->num_copy_engines > 0 &&
 		 !(flags & UGPU_MIGRATE_VIA_SYSTEM);
 	if ((flags & UGPU_MIGRATE_DIRECT) && !direct) {
 		log_err(src->ctx, "%s: BO '%s' cannot move directly to %s: %s", src->name, bo->name,
 			dst->name,
 			bo->placement != UGPU_PLACEMENT_VRAM ? "it is not in VRAM"
-			: link == UGPU_LINK_SLOW	     ? "the link is slow"
 			: link == UGPU_LINK_NONE	     ? "no fabric link joins them"
 							     : "no copy engine");
 		return -ENOLINK;
@@ -258,6 +276,22 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 	}
 	if (ret)
 		return ret;
+	/* A CPU-mapped BO: its map follows it (docs/multi-device.md, "CPU
+	 * mappings follow the BO"). Blocked for the copy like any move; then
+	 * handed to @dst's map manager (its address kept) before bo->dev
+	 * changes, so every fault's hooks see one device; unblocked once the
+	 * BO is @dst's. */
+	if (bo->map) {
+		ret = bo_maps_get_locked(dst);
+		if (!ret)
+			ret = cpu_map_block(bo->map);
+		if (ret) {
+			log_err(src->ctx, "%s: BO '%s' cannot take its CPU mapping to %s: %s",
+				src->name, bo->name, dst->name, ugpu_strerror(ret));
+			vram_free(dst, &blocks, 0);
+			return ret;
+		}
+	}
 	if (direct) {
 		struct engine *e = device_copy_engine(src);
 		uint64_t fence = 0;
@@ -273,18 +307,39 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 		log_err(src->ctx, "%s: moving BO '%s' to %s %s failed (%s); it stays where it was",
 			src->name, bo->name, dst->name, direct ? "over the fabric" : "through system memory",
 			ugpu_strerror(ret));
-		vram_free(dst, &blocks, 0);
 		ms->copy_failures++;
-		return -EIO;
+		ret = -EIO;
+		goto out_unblock;
 	}
+	if (bo->map) {
+		ret = cpu_map_rehome(bo->map, md->maps);
+		if (ret)
+			goto out_unblock; /* the BO stays, its map with it */
+	}
+	if (quiet && list_linked(&bo->binds))
+		log_info(src->ctx, "%s: removal: BO '%s': %u binds in its VMs orphaned", src->name,
+			 bo->name, vm_bo_orphan_binds_locked(bo));
 	log_dbg(src->ctx, "%s: BO '%s' (%" PRIu64 " bytes) moved to %s %s", src->name, bo->name,
 		bo->size, dst->name, direct ? "over the fabric" : "through system memory");
 	rehome_locked(bo, dst, &blocks);
+	if (bo->map) {
+		int r = cpu_map_unblock(bo->map);
+
+		if (r)
+			log_err(dst->ctx, "%s: unblocking the CPU mapping of BO '%s' failed: %s",
+				dst->name, bo->name, ugpu_strerror(r));
+	}
 	if (direct)
 		md->peer_direct++;
 	else
 		md->peer_via_system++;
 	return 0;
+
+out_unblock:
+	if (bo->map)
+		cpu_map_unblock(bo->map);
+	vram_free(dst, &blocks, 0);
+	return ret;
 }
 
 int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
@@ -397,15 +452,20 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
 	return migrate_device(bo, dst, flags, NULL);
 }
 
-void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c, bool survivors)
 {
+	uint32_t flags = BO_PEER_EVACUATE | (survivors ? BO_PEER_SURVIVOR : 0);
 	struct ugpu_device *peers[UGPU_MAX_PEERS];
 	struct bo_mgr *m = dev->bo_mgr;
 	struct ugpu_bo **v;
 	unsigned int np, i;
 	size_t n, k;
 
-	np = device_peers_get(dev, peers, UGPU_MAX_PEERS);
+	/* A survivor is copied in from system memory by the peer's own engine:
+	 * nothing is read from the removed device (which has no links any
+	 * more), so any other device of the context may take it. */
+	np = survivors ? device_others_get(dev, peers, UGPU_MAX_PEERS)
+		       : device_peers_get(dev, peers, UGPU_MAX_PEERS);
 	if (!np)
 		return;
 	pthread_mutex_lock(&m->lock);
@@ -414,7 +474,7 @@ void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c)
 	pthread_mutex_unlock(&m->lock);
 	for (k = 0; k < n; k++) {
 		for (i = 0; i < np; i++) {
-			int ret = migrate_device(v[k], peers[i], BO_PEER_EVACUATE, dev);
+			int ret = migrate_device(v[k], peers[i], flags, dev);
 
 			if (!ret) {
 				c->bos_to_peer++;

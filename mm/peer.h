@@ -16,6 +16,9 @@ struct unplug_counts;
  * BOs in VRAM that may move; only free room on the peer, no eviction
  * there; refusals quiet, -EAGAIN). */
 #define BO_PEER_EVACUATE (1u << 31)
+/* With BO_PEER_EVACUATE: a removal's survivor (bo->survivor), in system
+ * memory of the removed device, offered to a peer's VRAM. */
+#define BO_PEER_SURVIVOR (1u << 30)
 
 /*
  * bo_move_to_device_locked() - move @bo (on bo->dev) into @dst's VRAM:
@@ -33,8 +36,10 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
  * no manager lock held): each BO of the program in its VRAM that may move
  * goes to the first peer (fast links first) with room for it; counted in
  * @c. The rest stays for the evacuation to system memory.
+ * @survivors: instead, after the removal (@dev removed), the BOs it kept
+ * from backups (bo->survivor) go from system memory to a peer with room.
  */
-void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c);
+void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c, bool survivors);
 
 /*
  * bo_copy_to_peer() - copy all of @src (in its device's VRAM) into @dst (a

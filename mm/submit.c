@@ -26,6 +26,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <ugpu/fabric.h>
+
 #include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/vm.h"
@@ -85,6 +87,10 @@ struct ugpu_queue {
 	struct q_efd *efds;
 	bool destroying;
 	bool zombie; /* destroy timed out: freed when its kernel ends */
+	/* the devices whose p2p_users its running kernel raised (peer binds
+	 * of its VM: vm_peer_enter_locked()); dropped when it ends */
+	struct ugpu_device *peers[UGPU_MAX_PEERS];
+	unsigned int npeers;
 	uint32_t remote_handle; /* a ugpud client's queue (mm/vm_remote.h); read-only */
 };
 
@@ -203,6 +209,26 @@ static void queue_free(struct ugpu_queue *q)
 
 /* ---- the scheduler ----------------------------------------------------------------- */
 
+void vm_sched_release_held(struct ugpu_device *dev)
+{
+	struct vm_mgr *vmm = dev->vm_mgr;
+	bool any;
+
+	if (!vmm)
+		return;
+	pthread_mutex_lock(&vmm->lock);
+	any = !list_empty(&vmm->held);
+	while (!list_empty(&vmm->held)) {
+		struct list_link *l = list_first(&vmm->held);
+
+		list_del(l);
+		list_add_tail(&vmm->runnable, l);
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	if (any)
+		sched_kick(vmm);
+}
+
 void sched_kick(struct vm_mgr *vmm)
 {
 	struct bo_mgr *m = vmm->dev->bo_mgr;
@@ -236,6 +262,14 @@ void sched_kick(struct vm_mgr *vmm)
 			cancel_pending_locked(q);
 			continue;
 		}
+		/* A peer its binds read in place is host-suspended (its VRAM
+		 * is off): the queue waits for that peer's resume. */
+		if (!vm_peer_enter_locked(vm, q->peers, UGPU_MAX_PEERS, &q->npeers)) {
+			list_del(&q->runnable);
+			list_add_tail(&vmm->held, &q->runnable);
+			vmm->peer_held++;
+			continue;
+		}
 		vm_revalidate_locked(vm);
 		/* Between prepare and suspend (UGPU_PM_KERNELS_RUN): the
 		 * backups of what it may write are stale. */
@@ -245,6 +279,10 @@ void sched_kick(struct vm_mgr *vmm)
 					  .value = k->value, .root = vm_root_offset(vm),
 					  .pt_gen = vm->pt_gen, .tag = q };
 		ret = exec_launch(vmm->exec, &l, &slot, &launch);
+		if (ret) {
+			vm_peer_leave(q->peers, q->npeers);
+			q->npeers = 0;
+		}
 		if (ret == -EBUSY || ret == -EAGAIN)
 			break; /* every hardware queue busy, or launches stopped */
 		list_del(&q->runnable);
@@ -307,6 +345,8 @@ static void on_ended(void *arg, const struct exec_end *e)
 		if (q->slot < 64 && vmm->on_slot[q->slot] == q)
 			vmm->on_slot[q->slot] = NULL;
 		__atomic_sub_fetch(&q->vm->active, 1, __ATOMIC_ACQ_REL);
+		vm_peer_leave(q->peers, q->npeers);
+		q->npeers = 0;
 		complete_locked(q, q->run.seqno, &r);
 		if (q->zombie) {
 			/* Its destroy gave up waiting: nothing else may run. */
@@ -802,6 +842,8 @@ static void vm_exec_down(struct ugpu_device *dev)
 			if (q->slot < 64 && vmm->on_slot[q->slot] == q)
 				vmm->on_slot[q->slot] = NULL;
 			__atomic_sub_fetch(&q->vm->active, 1, __ATOMIC_ACQ_REL);
+			vm_peer_leave(q->peers, q->npeers);
+			q->npeers = 0;
 			complete_locked(q, q->run.seqno, &cancelled);
 			ncancelled++;
 		}

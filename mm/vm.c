@@ -374,6 +374,80 @@ void vm_bo_moved_locked(struct ugpu_bo *bo)
 		list_entry(l, struct vm_bind, bo_link)->vm->dirty = true;
 }
 
+/* Zero @b's leaf entries; the tables keep counting them until the unbind
+ * (a table reservation may run concurrently under the VM lock only).
+ * Manager lock held, device in D0. */
+static void bind_zero_locked(struct ugpu_vm *vm, struct vm_bind *b)
+{
+	uint64_t a, end;
+
+	for (a = b->va, end = b->va + b->bytes; a < end;) {
+		struct vm_pt *leaf = leaf_get(vm, a, false);
+		uint32_t idx, cnt = leaf_span(a, end, &idx), j;
+
+		for (j = 0; leaf && j < cnt; j++)
+			pte_store(vm, &leaf->cpu[idx + j], 0);
+		a += (uint64_t)cnt * VM_PAGE;
+	}
+}
+
+unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo)
+{
+	unsigned int n = 0;
+
+	list_for_each_safe(l, &bo->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, bo_link);
+
+		if (!b->vm->dead && !device_is_removed(b->vm->dev)) {
+			bind_zero_locked(b->vm, b);
+			next_gen_locked(b->vm);
+		}
+		b->orphaned = true;
+		list_del(&b->bo_link);
+		n++;
+	}
+	return n;
+}
+
+bool vm_peer_enter_locked(struct ugpu_vm *vm, struct ugpu_device **peers, unsigned int max,
+			  unsigned int *n)
+{
+	bool held = false;
+	unsigned int i;
+
+	*n = 0;
+	if (!vm->npeer)
+		return true;
+	list_for_each(l, &vm->binds) {
+		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
+
+		if (!(b->flags & VM_BIND_PEER) || b->revoked)
+			continue;
+		for (i = 0; i < *n && peers[i] != b->peer_dev; i++)
+			;
+		if (i < *n || *n == max)
+			continue;
+		peers[(*n)++] = b->peer_dev;
+		/* raised before the flag is read (sequentially consistent on
+		 * both sides): a suspend that set the flag either sees this
+		 * count and waits, or this sees its flag */
+		__atomic_add_fetch(&b->peer_dev->p2p_users, 1, __ATOMIC_SEQ_CST);
+	}
+	for (i = 0; i < *n; i++)
+		held |= __atomic_load_n(&peers[i]->p2p_held, __ATOMIC_SEQ_CST) != 0;
+	if (held) {
+		vm_peer_leave(peers, *n);
+		*n = 0;
+	}
+	return !held;
+}
+
+void vm_peer_leave(struct ugpu_device **peers, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		__atomic_sub_fetch(&peers[i]->p2p_users, 1, __ATOMIC_SEQ_CST);
+}
+
 void vm_revalidate_locked(struct ugpu_vm *vm)
 {
 	uint64_t n = 0;
@@ -383,7 +457,7 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	list_for_each(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		if (b->bo && b->gen != b->bo->backing_gen) {
+		if (b->bo && !b->orphaned && b->gen != b->bo->backing_gen) {
 			bind_write_locked(vm, b, false);
 			n += b->bytes / VM_PAGE;
 		}
@@ -403,7 +477,7 @@ void vm_launch_writes_locked(struct ugpu_vm *vm)
 	list_for_each(l, &vm->binds) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
 
-		if (b->bo && !(b->flags & UGPU_BIND_READONLY))
+		if (b->bo && !b->orphaned && !(b->flags & UGPU_BIND_READONLY))
 			bo_backup_dirty_locked(b->bo, b->bo_offset, b->bytes);
 	}
 }
@@ -739,6 +813,8 @@ static void bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct 
 		list_add_tail(&b->bo->binds, &b->bo_link);
 	}
 	list_add_tail(at, &b->vm_link); /* before @at: sorted */
+	if (b->flags & VM_BIND_PEER)
+		vm->npeer++;
 	bind_write_locked(vm, b, true);
 	next_gen_locked(vm);
 }
@@ -973,21 +1049,10 @@ uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device 
 			continue;
 		list_for_each(k, &vm->binds) {
 			struct vm_bind *b = list_entry(k, struct vm_bind, vm_link);
-			uint64_t a, end;
 
 			if (!(b->flags & VM_BIND_PEER) || b->peer_dev != exporter || b->revoked)
 				continue;
-			/* entries only: the tables keep counting them until the
-			 * unbind (which may run concurrently with a table
-			 * reservation that holds only the VM lock) */
-			for (a = b->va, end = b->va + b->bytes; a < end;) {
-				struct vm_pt *leaf = leaf_get(vm, a, false);
-				uint32_t idx, cnt = leaf_span(a, end, &idx), j;
-
-				for (j = 0; leaf && j < cnt; j++)
-					pte_store(vm, &leaf->cpu[idx + j], 0);
-				a += (uint64_t)cnt * VM_PAGE;
-			}
+			bind_zero_locked(vm, b);
 			b->revoked = true;
 			here++;
 			if (b->peer_rpm) {
@@ -1230,6 +1295,8 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 			list_del(&b->vm_link);
 			list_del(&b->bo_link);
 			list_add_tail(&gone, &b->vm_link);
+			if (b->flags & VM_BIND_PEER)
+				vm->npeer--;
 			vm->nbinds--;
 			vm->bound_bytes -= b->bytes;
 		}
@@ -1450,6 +1517,8 @@ static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struc
 		if (b->bo)
 			list_del(&b->bo_link);
 		list_add_tail(gone, &b->vm_link);
+		if (b->flags & VM_BIND_PEER)
+			vm->npeer--;
 		vm->svm_maps--;
 		vm->svm_bytes -= b->bytes;
 		n++;
@@ -1512,6 +1581,7 @@ static int vm_mgr_up(struct ugpu_device *dev, const char *uri)
 	list_init(&vmm->vms);
 	list_init(&vmm->queues);
 	list_init(&vmm->runnable);
+	list_init(&vmm->held);
 	dev->vm_mgr = vmm;
 	return 0;
 }

@@ -80,6 +80,11 @@ struct vm_bind {
 	struct ugpu_device *peer_dev;
 	struct rpm *peer_rpm;
 	bool revoked;
+	/* @orphaned (manager lock of the VM's device): @bo left this device
+	 * with its removal (vm_bo_orphan_binds_locked()): the entries were
+	 * zeroed, the bind is off bo->binds and is never written again; it
+	 * keeps its reference of @bo until the unbind or the VM's destroy. */
+	bool orphaned;
 };
 
 /*
@@ -113,6 +118,7 @@ struct ugpu_vm {
 	bool dirty; /* a bound BO moved since its PTEs were written */
 	uint64_t nbinds, bound_bytes, tables;
 	uint64_t svm_maps, svm_bytes; /* shared virtual memory's (VM_BIND_SVM) */
+	uint64_t npeer; /* binds with VM_BIND_PEER (a launch checks their peers) */
 
 	unsigned int active; /* atomic: kernels running on it */
 
@@ -139,6 +145,10 @@ struct vm_mgr {
 	struct list_link vms;
 	struct list_link queues; /* every live queue (zombies included) */
 	struct list_link runnable; /* queues with a pending kernel and none running */
+	/* queues whose next kernel waits for a peer's host suspend to end
+	 * (its VM has peer binds into a device with p2p_held set); put back
+	 * on @runnable by vm_sched_release_held() */
+	struct list_link held;
 	uint64_t pt_gen; /* under the BO manager lock */
 	/* the device side, while attached (the "vm-exec" step is up) */
 	struct exec_engine *exec;
@@ -151,6 +161,8 @@ struct vm_mgr {
 	bool no_atomic;
 	/* counters (vmm->lock) */
 	uint64_t submitted, completed, faulted, cancelled, revalidations, ptes_rewritten;
+	/* launches that waited for a peer's host suspend (vm_peer_enter_locked()) */
+	uint64_t peer_held;
 	/* Shared virtual memory's handling of mirror VMs (vm_svm_register()),
 	 * set before any VM exists, cleared when svm/ lets go of the device
 	 * (its step goes down before the VMs do). Under @lock; a call into
@@ -214,6 +226,35 @@ bool vm_bo_busy_locked(const struct ugpu_bo *bo);
 /* @bo's backing changed: the VMs it is bound in rewrite its PTEs before
  * their next kernel. Manager lock (called by bo_set_placement()). */
 void vm_bo_moved_locked(struct ugpu_bo *bo);
+/*
+ * vm_bo_orphan_binds_locked() - @bo is about to leave its device for a
+ * peer's VRAM in that device's removal (mm/peer.c): zero the entries of
+ * its binds (all in VMs of its device, whose kernels the removal stopped),
+ * drop those VMs' TLBs at any next launch, and take the binds off
+ * bo->binds, so that after the move nothing of the old device walks a
+ * list the new device's lock guards. The binds stay in their VMs (the
+ * program unbinds them, or destroys the VM, later: that touches only the
+ * bind itself, under the old device's locks).
+ * Lock order: the caller holds both devices' manager locks (bo_lock_pair())
+ * and no VM lock; an unbind of one of these binds (vm->lock, then the old
+ * device's manager lock) is serialised with this by that manager lock.
+ * Device awake (CPU stores to its page tables). Returns the binds orphaned.
+ */
+unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo);
+/*
+ * vm_peer_enter_locked() - a launch on @vm: raise p2p_users of every
+ * device its peer binds (not revoked) reach, at most @max of them listed in
+ * @peers (*@n), then check their p2p_held: if one is held (its host
+ * suspend has its VRAM off), drop them again and return false (the kernel
+ * waits). Manager lock of @vm's device. vm_peer_leave() drops what it
+ * raised, when the kernel ends or did not start.
+ */
+bool vm_peer_enter_locked(struct ugpu_vm *vm, struct ugpu_device **peers, unsigned int max,
+			  unsigned int *n);
+void vm_peer_leave(struct ugpu_device **peers, unsigned int n);
+/* vm_sched_release_held() - @dev's queues held for a peer go back on its
+ * runnable list and the scheduler runs. No lock held. */
+void vm_sched_release_held(struct ugpu_device *dev);
 /* Rewrite the PTEs of binds whose BO moved. Manager lock; device in D0. */
 void vm_revalidate_locked(struct ugpu_vm *vm);
 /*

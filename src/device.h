@@ -202,6 +202,15 @@ struct ugpu_device {
 	 * mm/p2p.c): no new window is made after it, and no BO moves into
 	 * its VRAM from another device (mm/peer.c) */
 	int p2p_gone;
+	/* Peer binds through this device's host suspend (mm/p2p.c,
+	 * p2p_hold_importers()), both atomic: @p2p_held is set while a
+	 * host-suspend cycle has this device's VRAM off (suspend .. resume):
+	 * other devices' kernels on VMs with peer binds into it are held;
+	 * @p2p_users counts those kernels running now (raised before they
+	 * read @p2p_held, Dekker style, so the suspend waits for every one
+	 * that did not see it). */
+	int p2p_held;
+	int p2p_users;
 	struct vfio_dev gone_vdev;
 
 	/* The context's device list (ctx->devices, under ctx->dev_lock; the

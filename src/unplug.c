@@ -17,7 +17,8 @@
  *   6. dev->removed is set (BO paths now refuse VRAM and map nothing), CPU
  *      mappings are held, the lock is dropped, and device_teardown(DEVICE)
  *      releases the device's resources in the reverse order of bring-up,
- *      closing the transport last; then the mappings fault to system memory.
+ *      closing the transport last; then the mappings fault to system memory;
+ *   7. what step 4 kept from backups moves on to a peer's VRAM with room.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -209,6 +210,12 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	device_teardown(dev, DEVICE_LIFE_DEVICE);
 	mem->maps_release(arg);
 	pthread_mutex_unlock(&dev->pm->lock);
+
+	/* 7. What was kept from backups goes on to a peer's VRAM when one has
+	 * room, like an orderly removal's BOs (from system memory: the copy
+	 * is the peer's). */
+	if (c.bos_adopted && mem->survivors_to_peers)
+		mem->survivors_to_peers(arg, &c);
 
 	status = surprise ? -ENODEV : c.bos_lost ? -EIO : 0;
 	pthread_mutex_lock(&u->lock);

@@ -78,6 +78,12 @@ struct unplug_mem_ops {
 	 * device's VRAM (their peer binds into it revoked, their windows onto
 	 * it unmapped). May be NULL. */
 	void (*revoke_peers)(void *arg);
+	/* After the teardown, no lock held, when @evacuate kept BOs from
+	 * host-suspend or D3cold backups (a surprise, a device that did not
+	 * wake, a host-suspended one): those that were in VRAM go on to a
+	 * peer's VRAM as @to_peers sends an orderly removal's (counted in
+	 * @c->bos_to_peer too). May be NULL. */
+	void (*survivors_to_peers)(void *arg, struct unplug_counts *c);
 };
 
 /* unplug_mem_register() - at bring-up, before the watcher starts. */

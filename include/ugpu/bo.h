@@ -188,7 +188,7 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo);
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
 
 /* ugpu_bo_migrate_device() flags: which path the bytes take. */
-#define UGPU_MIGRATE_DIRECT (1u << 0) /**< over the fabric only: -ENOLINK when there is no fast link */
+#define UGPU_MIGRATE_DIRECT (1u << 0) /**< over the fabric only, a slow link too: -ENOLINK when no link joins them */
 #define UGPU_MIGRATE_VIA_SYSTEM (1u << 1) /**< through system memory even over a fast link */
 #define UGPU_MIGRATE_FLAGS_ALL 0x3u
 
@@ -206,17 +206,22 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * VRAM, the BO's device copies it straight into @dst's VRAM over the
  * fabric; otherwise (a slow link, no link, a BO in system memory, or
  * UGPU_MIGRATE_VIA_SYSTEM) the bytes go through system memory, copied out
- * by the BO's device and in by @dst. Byte-exact; @dst evicts its own
+ * by the BO's device and in by @dst. A slow link is used directly only
+ * when asked (UGPU_MIGRATE_DIRECT): through system memory is the faster
+ * path there on the reference device (docs/multi-device.md). Byte-exact; @dst evicts its own
  * unpinned BOs (least recently used first) to make room. Both devices are
- * woken from runtime suspend first. A BO of a removed device (in system
+ * woken from runtime suspend first. A CPU mapping (ugpu_bo_map()) follows
+ * the BO: same address, stores before and after the move land in the BO,
+ * a touch during the move waits for it. A BO of a removed device (in system
  * memory) may move to a device that is still there.
  *
  * Returns: 0; -EINVAL (NULL, unknown or both flags, VRAM not among the
  * BO's placements, a driver object);
- * -EXDEV (@dst belongs to another context); -EBUSY (the BO is pinned,
- * CPU-mapped (ugpu_bo_unmap() it first), or bound in a GPU VM; or a
- * host-suspend cycle is open on either device); -ENOLINK
- * (UGPU_MIGRATE_DIRECT without a fast link, with the BO outside VRAM, or
+ * -EXDEV (@dst belongs to another context); -EBUSY (the BO is pinned or
+ * bound in a GPU VM; or a host-suspend cycle is open on either device);
+ * -ENOSYS (the BO is CPU-mapped and @dst has no usable userfaultfd for its
+ * mapping); -ENOLINK
+ * (UGPU_MIGRATE_DIRECT with no link at all, with the BO outside VRAM, or
  * with no copy engine on the BO's device); -ENOSPC (@dst's VRAM cannot hold
  * it even after eviction); -ENODATA (its contents were lost); -ENODEV (@dst
  * is removed, being removed, or closed, the BO's device was closed, or it is being removed

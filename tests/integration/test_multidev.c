@@ -303,8 +303,9 @@ static void test_move_a_b_a(void **state)
 	mfx_stop(f);
 }
 
-/* A slow link: a direct move is refused, the default goes through system
- * memory. */
+/* A slow link: the default goes through system memory (the faster path on
+ * the reference device); a direct move asked for uses the link. Both
+ * byte-exact, each counted by its path. */
 static void test_move_slow_link(void **state)
 {
 	static const unsigned int slow[][2] = { { 0, 1 }, { 0, 0 } };
@@ -316,12 +317,16 @@ static void test_move_slow_link(void **state)
 	bo = bo_new(f->dev[0], 2 << 20, 0, V, S, "slow");
 	assert_non_null(bo);
 	assert_int_equal(bo_fill(bo, 2 << 20, 5), 0);
-	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
-	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
-	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
 	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 1);
 	assert_int_equal(mem_of(f->dev[1]).peer_direct, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[0], UGPU_MIGRATE_DIRECT), 0);
+	assert_int_equal(mem_of(f->dev[0]).peer_direct, 1);
+	assert_int_equal(mem_of(f->dev[0]).peer_via_system, 0);
+	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_VIA_SYSTEM), 0);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 2);
 	assert_int_equal(bo_verify(bo, 2 << 20, 5), -1);
 	ugpu_bo_put(bo);
 	mfx_stop(f);
@@ -371,7 +376,6 @@ static void test_move_errors(void **state)
 {
 	struct mfx *f = mfx_start(2, 16 << 20, NULL);
 	struct ugpu_bo *bo, *sys_only;
-	void *p;
 
 	(void)state;
 	bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "e");
@@ -390,10 +394,6 @@ static void test_move_errors(void **state)
 	assert_int_equal(ugpu_bo_pin(bo), 0);
 	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
 	assert_int_equal(ugpu_bo_unpin(bo), 0);
-	if (ugpu_bo_map(bo, &p) == 0) {
-		assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), -EBUSY);
-		assert_int_equal(ugpu_bo_unmap(bo), 0);
-	}
 	assert_int_equal(mem_of(f->dev[1]).peer_in, 0);
 	/* a removed destination */
 	assert_int_equal(ugpu_device_unplug(f->dev[1]), 0);
@@ -660,9 +660,9 @@ static void *writer_fn(void *arg)
 }
 
 /* An orderly removal under load: BOs written all along move to the peer's
- * VRAM over the fabric, byte-exact, and so does the pinned one (still
- * pinned there); the CPU-mapped one goes to system memory as before; the
- * peer's own BOs are untouched. */
+ * VRAM over the fabric, byte-exact, and so do the pinned one (still
+ * pinned there) and the CPU-mapped one (its mapping with it); the peer's
+ * own BOs are untouched. */
 static void test_removal_to_peer(void **state)
 {
 	struct mfx *f = mfx_start(2, 64 << 20, NULL);
@@ -705,14 +705,18 @@ static void test_removal_to_peer(void **state)
 	assert_int_equal(ui.state, UGPU_UNPLUG_REMOVED);
 	assert_int_equal(ui.status, 0);
 	/* the writers' BOs and the pinned one (its pin with it) */
-	assert_int_equal(ui.bos_to_peer, NW + 1);
-	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES + (1 << 20));
-	assert_int_equal(ui.bos_moved, 1); /* mapped */
+	/* the writers' BOs, the pinned one (its pin with it) and the mapped
+	 * one (its mapping with it) */
+	assert_int_equal(ui.bos_to_peer, NW + 2);
+	assert_int_equal(ui.bytes_to_peer, (uint64_t)NW * WBYTES + (2 << 20));
+	assert_int_equal(ui.bos_moved, 0);
 	assert_int_equal(ui.bos_lost, 0);
 	b = mem_of(f->dev[1]);
-	assert_int_equal(b.bos, b0.bos + 2 + NW);
-	assert_int_equal(b.peer_in, NW + 1);
-	assert_int_equal(b.peer_direct, NW + 1);
+	assert_int_equal(b.bos, b0.bos + 3 + NW);
+	assert_int_equal(b.peer_in, NW + 2);
+	assert_int_equal(b.peer_direct, NW + 2);
+	assert_ptr_equal(bo_dev(mapped), f->dev[1]);
+	assert_int_equal(bo_where(mapped), V);
 	for (i = 0; i < NW; i++) {
 		assert_int_equal(bo_where(w[i].bo), V);
 		assert_int_equal(bo_verify(w[i].bo, WBYTES, w[i].seed), -1);
@@ -733,9 +737,11 @@ static void test_removal_to_peer(void **state)
 	/* the survivors of the removed device may move to the peer afterwards
 	 * (through system memory: a removed device has no link) */
 	assert_int_equal(ugpu_bo_unmap(mapped), 0);
-	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
-	assert_int_equal(ugpu_bo_migrate_device(mapped, f->dev[1], 0), 0);
-	assert_int_equal(bo_where(mapped), V);
+	assert_int_equal(bo_verify(mapped, 1 << 20, 203), -1);
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], UGPU_MIGRATE_DIRECT), -ENOLINK);
+	assert_int_equal(ugpu_bo_migrate_device(sys, f->dev[1], 0), 0);
+	assert_int_equal(bo_where(sys), V);
+	assert_int_equal(bo_verify(sys, 1 << 20, 204), -1);
 	for (i = 0; i < NW; i++)
 		ugpu_bo_put(w[i].bo);
 	ugpu_bo_put(pinned);
@@ -786,6 +792,22 @@ static void test_removal_peer_room(void **state)
 	mfx_stop(f);
 }
 
+/* Pull device @i out by surprise; its removal's report once it is done. */
+static struct ugpu_unplug_info surprise_and_wait(struct mfx *f, unsigned int i)
+{
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	unsigned int t;
+
+	assert_int_equal(sim_unplug_surprise(f->sim, i), 0);
+	for (t = 0;; t++) {
+		assert_int_equal(ugpu_device_unplug_info(f->dev[i], &ui), 0);
+		if (ui.state == UGPU_UNPLUG_REMOVED)
+			return ui;
+		assert_true(t < 10000);
+		usleep(1000);
+	}
+}
+
 /* A surprise removal: nothing can be read from the device any more, so
  * nothing goes to the peer; what had a copy in system memory survives,
  * what was only in VRAM is reported lost; the peer is untouched. */
@@ -794,7 +816,6 @@ static void test_removal_surprise(void **state)
 	struct mfx *f = mfx_start(2, 16 << 20, NULL);
 	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
 	struct ugpu_bo *vram, *sys, *own;
-	uint64_t t0;
 
 	(void)state;
 	vram = bo_new(f->dev[0], 1 << 20, 0, V, S, "vram");
@@ -804,14 +825,7 @@ static void test_removal_surprise(void **state)
 	assert_int_equal(bo_fill(vram, 1 << 20, 401), 0);
 	assert_int_equal(bo_fill(sys, 1 << 20, 402), 0);
 	assert_int_equal(bo_fill(own, 1 << 20, 403), 0);
-	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
-	for (t0 = 0;; t0++) {
-		assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
-		if (ui.state == UGPU_UNPLUG_REMOVED)
-			break;
-		assert_true(t0 < 10000);
-		usleep(1000);
-	}
+	ui = surprise_and_wait(f, 0);
 	assert_int_equal(ui.status, -ENODEV);
 	assert_int_equal(ui.bos_to_peer, 0);
 	assert_int_equal(ui.bos_lost, 1);
@@ -883,6 +897,49 @@ static uint32_t pins_of(struct ugpu_bo *bo)
 
 	assert_int_equal(ugpu_bo_query(bo, &i), 0);
 	return i.pin_count;
+}
+
+/* A surprise while the device sleeps in D3cold: what its runtime-PM
+ * backups kept (a pinned BO, a VRAM-only one) survives, and is then
+ * offered to the peer's VRAM like an orderly removal's BOs: both land
+ * there byte-exact, with the placements (and the pin) they had. */
+static void test_removal_surprise_survivors(void **state)
+{
+	struct mfx *f = mfx_start(2, 16 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_bo *pinned, *vonly;
+
+	(void)state;
+	pinned = bo_new(f->dev[0], 1 << 20, UGPU_BO_PINNED, V, S, "pinned");
+	vonly = bo_new(f->dev[0], 2 << 20, 0, V, N, "vram-only");
+	assert_true(pinned && vonly);
+	assert_int_equal(bo_fill(pinned, 1 << 20, 411), 0);
+	assert_int_equal(bo_fill(vonly, 2 << 20, 412), 0);
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 1ull << 40), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev[0], true), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_query(f->dev[0], &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	ui = surprise_and_wait(f, 0);
+	assert_int_equal(ui.status, -ENODEV);
+	assert_int_equal(ui.bos_lost, 0);
+	assert_int_equal(ui.bos_adopted, 2);
+	assert_int_equal(ui.bos_to_peer, 2);
+	assert_int_equal(ui.bytes_to_peer, 3 << 20);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 2);
+	assert_ptr_equal(bo_dev(pinned), f->dev[1]);
+	assert_ptr_equal(bo_dev(vonly), f->dev[1]);
+	assert_int_equal(bo_where(pinned), V);
+	assert_int_equal(bo_where(vonly), V);
+	assert_int_equal(bo_verify(pinned, 1 << 20, 411), -1);
+	assert_int_equal(bo_verify(vonly, 2 << 20, 412), -1);
+	assert_int_equal(ugpu_bo_migrate(pinned, S), -EBUSY); /* still pinned */
+	assert_int_equal(ugpu_bo_migrate(vonly, S), -EINVAL); /* VRAM only again */
+	assert_int_equal(pins_of(pinned), 1);
+	ugpu_bo_put(pinned);
+	ugpu_bo_put(vonly);
+	mfx_stop(f);
 }
 
 #define PVA 0x10000000ull
@@ -999,6 +1056,280 @@ static void test_peer_bind_revoked(void **state)
 	mfx_stop(f);
 }
 
+/* The exporter's host suspend: a kernel of device 0 on a VM with a peer
+ * bind into device 1 waits while device 1's VRAM is off (not run against
+ * a sleeping peer), and runs when it resumes, reading the BO's bytes
+ * (restored in place: the bind pins it); a VM of device 0 without peer
+ * binds is not held meanwhile. */
+static void test_peer_bind_host_suspend(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .va = PVA,
+				 .bytes = PBYTES };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_vm *vm, *vm_own;
+	struct ugpu_queue *q, *q_own;
+	struct ugpu_bo *bo, *own;
+	uint64_t fence, sum;
+
+	(void)state;
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	own = bo_new(f->dev[0], PBYTES, 0, V, S, "own");
+	assert_true(bo && own);
+	assert_int_equal(bo_fill(bo, PBYTES, 81), 0);
+	assert_int_equal(bo_fill(own, PBYTES, 82), 0);
+	sum = word_sum(bo, PBYTES);
+	vm_and_queue(f->dev[0], &vm, &q);
+	vm_and_queue(f->dev[0], &vm_own, &q_own);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(ugpu_vm_bind(vm_own, own, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	assert_true(r.sum == sum);
+
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 300, &r), -ETIMEDOUT); /* held */
+	/* device 0's other VM runs as usual */
+	assert_int_equal(run_kernel(q_own, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0,
+				    5000, &r),
+			 0);
+	assert_true(r.sum == word_sum(own, PBYTES));
+	assert_int_equal(ugpu_fence_wait(q, fence, 0, &r), -EAGAIN); /* still held */
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(ugpu_fence_wait(q, fence, 5000, &r), 0);
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == sum);
+	/* and writes land in device 1's VRAM as before */
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)PVA, 4096,
+				    0x5a5a5a5a5a5a5a5aull, 5000, &r),
+			 0);
+	{
+		uint64_t w;
+
+		assert_int_equal(ugpu_bo_read(bo, 4088, &w, 8), 0);
+		assert_true(w == 0x5a5a5a5a5a5a5a5aull);
+	}
+	/* a second cycle, resumed without anything held */
+	assert_int_equal(ugpu_device_suspend(f->dev[1]), 0);
+	assert_int_equal(ugpu_device_resume(f->dev[1]), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_queue_destroy(q_own), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	assert_int_equal(ugpu_vm_destroy(vm_own), 0);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(own);
+	mfx_stop(f);
+}
+
+/* A CPU thread stores a running counter through a BO's mapping, word
+ * n % words gets n, until told to stop; @n is how far it got. */
+struct storer {
+	volatile uint64_t *p;
+	uint64_t words;
+	uint64_t n;
+	int *stop;
+};
+
+static void *storer_fn(void *arg)
+{
+	struct storer *w = arg;
+	uint64_t n = 0;
+
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED) || n < 2 * w->words)
+		w->p[n % w->words] = n, n++;
+	__atomic_store_n(&w->n, n, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Every word as the storer left it: word k holds the last n < @w->n with
+ * n % words == k. @words: read with ugpu_bo_read() (NULL: through the map). */
+static void storer_check(const struct storer *w, const uint64_t *words)
+{
+	for (uint64_t k = 0; k < w->words; k++) {
+		uint64_t last = w->n - 1 - ((w->n - 1 - k) % w->words);
+		uint64_t got = words ? words[k] : w->p[k];
+
+		if (got != last)
+			fail_msg("word %" PRIu64 ": %" PRIu64 ", expected %" PRIu64, k, got, last);
+	}
+}
+
+/* A CPU mapping follows its BO to another device: a thread stores through
+ * it before, during and after ugpu_bo_migrate_device() there and back
+ * (directly and through system memory); the address never changes, every
+ * store lands (the words against the counter, through the map and through
+ * ugpu_bo_read()), and the new device's map manager serves the faults. */
+static void test_move_mapped(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct storer w = { .words = (4u << 20) / 8 };
+	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
+	uint64_t *buf = malloc(4u << 20), resumes;
+	struct ugpu_bo *bo;
+	pthread_t t;
+	void *p, *p2;
+	int stop = 0, k;
+
+	(void)state;
+	assert_non_null(buf);
+	bo = bo_new(f->dev[0], 4u << 20, 0, V, S, "mapped");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, &p), 0);
+	w.p = p;
+	w.stop = &stop;
+	assert_int_equal(pthread_create(&t, NULL, storer_fn, &w), 0);
+	for (k = 0; k < 4; k++) {
+		struct ugpu_device *to = f->dev[(k + 1) % 2];
+
+		usleep(5000);
+		assert_int_equal(ugpu_bo_migrate_device(bo, to, k == 2 ? UGPU_MIGRATE_VIA_SYSTEM
+								    : UGPU_MIGRATE_DIRECT),
+				 0);
+		assert_ptr_equal(bo_dev(bo), to);
+		assert_int_equal(bo_where(bo), V);
+		assert_int_equal(ugpu_bo_map(bo, &p2), 0); /* the same mapping */
+		assert_ptr_equal(p2, p);
+	}
+	usleep(5000);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, 4u << 20), 0);
+	storer_check(&w, buf);
+	assert_int_equal(mem_of(f->dev[0]).peer_in, 2);
+	assert_int_equal(mem_of(f->dev[1]).peer_in, 2);
+	assert_int_equal(mem_of(f->dev[1]).peer_via_system, 1);
+	/* the manager of device 0 has it now: its writes go to device 0's VRAM */
+	assert_int_equal(bo_fill(bo, 4u << 20, 55), 0);
+	assert_int_equal(pat_check(p, 4u << 20, 55), -1);
+	pat_fill(p, 4u << 20, 56);
+	assert_int_equal(bo_verify(bo, 4u << 20, 56), -1);
+	/* and its runtime PM: the mapping is released when device 0 sleeps
+	 * (the fault took device 0's reference, not device 1's), and a touch
+	 * wakes device 0 */
+	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev[0], 0), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev[0], true), 0);
+	assert_int_equal(rpm_suspend_soon(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	resumes = rs.resumes;
+	assert_int_equal(pat_check(p, 4u << 20, 56), -1);
+	assert_int_equal(ugpu_device_rpm_stats(f->dev[0], &rs), 0);
+	assert_true(rs.resumes > resumes);
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	ugpu_bo_put(bo);
+	free(buf);
+	mfx_stop(f);
+}
+
+/* An orderly removal takes a CPU-mapped BO to the peer's VRAM with its
+ * mapping: a thread stores through it before, during and after the
+ * removal; every store lands, byte-exact, the address unchanged. */
+static void test_removal_mapped_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct storer w = { .words = (8u << 20) / 8 };
+	uint64_t *buf = malloc(8u << 20);
+	struct ugpu_bo *bo;
+	pthread_t t;
+	void *p, *p2;
+	int stop = 0;
+
+	(void)state;
+	assert_non_null(buf);
+	bo = bo_new(f->dev[0], 8u << 20, 0, V, S, "mapped");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, &p), 0);
+	w.p = p;
+	w.stop = &stop;
+	assert_int_equal(pthread_create(&t, NULL, storer_fn, &w), 0);
+	usleep(10000);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	usleep(10000); /* stores after the removal */
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_int_equal(ui.bos_moved, 0);
+	assert_ptr_equal(bo_dev(bo), f->dev[1]);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 1);
+	assert_int_equal(ugpu_bo_map(bo, &p2), 0);
+	assert_ptr_equal(p2, p);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_read(bo, 0, buf, 8u << 20), 0);
+	storer_check(&w, buf);
+	/* and it keeps working on device 1: a move within it, the map follows */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	storer_check(&w, NULL);
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	ugpu_bo_put(bo);
+	free(buf);
+	mfx_stop(f);
+}
+
+/* An orderly removal takes a GPU-bound BO to the peer: a kernel of the
+ * removed device wrote it; its binds in the removed device's VM are
+ * orphaned (the dead VM's unbind and destroy still work, and leave the BO
+ * alone), it lands in the peer's VRAM byte-exact, and binds and reads
+ * there. */
+static void test_removal_bound_to_peer(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_unplug_info ui = { .size = sizeof(ui) };
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm, *vm1;
+	struct ugpu_queue *q, *q1;
+	struct ugpu_bo *bo;
+	uint64_t *w = malloc(PBYTES), sum;
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(w);
+	bo = bo_new(f->dev[0], PBYTES, 0, V, S, "bound");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, PBYTES, 91), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA + PBYTES, PBYTES, UGPU_BIND_READONLY), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_WRITE, (void *)(uintptr_t)(PVA + 8192), 4096,
+				    0x0123456789abcdefull, 5000, &r),
+			 0);
+	assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_int_equal(ugpu_device_unplug_info(f->dev[0], &ui), 0);
+	assert_int_equal(ui.status, 0);
+	assert_int_equal(ui.bos_to_peer, 1);
+	assert_ptr_equal(bo_dev(bo), f->dev[1]);
+	assert_int_equal(bo_where(bo), V);
+	assert_int_equal(mem_of(f->dev[1]).peer_direct, 1);
+	assert_int_equal(ugpu_bo_read(bo, 0, w, PBYTES), 0);
+	assert_int_equal(pat_check(w, 8192, 91), -1);
+	for (i = 0; i < 512; i++)
+		assert_int_equal(w[1024 + i], 0x0123456789abcdefull);
+	sum = word_sum(bo, PBYTES);
+	/* the dead VM lets go of its binds; the BO is untouched */
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0); /* the other bind with it */
+	assert_int_equal(word_sum(bo, PBYTES), sum);
+	/* device 1's BO like any: it moves (no binds left on it) and binds */
+	assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+	vm_and_queue(f->dev[1], &vm1, &q1);
+	assert_int_equal(ugpu_vm_bind(vm1, bo, 0, PVA, PBYTES, 0), 0);
+	assert_int_equal(run_kernel(q1, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0,
+				    5000, &r),
+			 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(ugpu_queue_destroy(q1), 0);
+	assert_int_equal(ugpu_vm_destroy(vm1), 0);
+	ugpu_bo_put(bo);
+	free(w);
+	mfx_stop(f);
+}
+
 /* ---- a random sequence over two devices, against an oracle ------------------- */
 
 #define RMAX 12
@@ -1083,10 +1414,12 @@ static void r_op(struct rstate *st)
 	case 1: case 2: case 3: case 4: { /* to the other device, some path */
 		uint32_t flags = (uint32_t)rng_below(&st->rng, 3);
 		int to = 1 - o->dev, want;
-		bool direct_ok = o->where == V && !st->slow;
+		/* a slow link carries a move only when asked (DIRECT) */
+		bool direct_ok = o->where == V && (!st->slow || flags == UGPU_MIGRATE_DIRECT);
 
-		want = o->pins || o->map ? -EBUSY
-		       : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
+		/* a CPU mapping follows the BO (its writes and checks below
+		 * go through the same address on the other device) */
+		want = o->pins ? -EBUSY : flags == UGPU_MIGRATE_DIRECT && !direct_ok ? -ENOLINK : 0;
 		ret = ugpu_bo_migrate_device(o->bo, st->f->dev[to], flags);
 		if (ret != want)
 			fail_msg("op %lu: migrate_device(flags %u, %s, %u pins, %smapped) = %d, expected %d",
@@ -1194,8 +1527,13 @@ int main(void)
 		cmocka_unit_test(test_removal_peer_room),
 		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_survivor_keeps_placements),
+		cmocka_unit_test(test_removal_surprise_survivors),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_peer_bind_host_suspend),
+		cmocka_unit_test(test_move_mapped),
+		cmocka_unit_test(test_removal_mapped_to_peer),
+		cmocka_unit_test(test_removal_bound_to_peer),
 		cmocka_unit_test(test_random_two_devices),
 	};
 

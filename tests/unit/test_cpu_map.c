@@ -1173,6 +1173,76 @@ static void test_race_release_vs_writes(void **state)
 	cpu_map_mgr_destroy(mgr);
 }
 
+/*
+ * A map handed back and forth between two managers (cpu_map_rehome(): a BO
+ * moving to another device) while writers store into it, each move also a
+ * change of backing: no store lost, the address kept, every fault_begin
+ * ended, each manager counting the map only while it has it and serving
+ * faults while it does. A rehome needs a blocked map.
+ */
+static void test_rehome_race(void **state)
+{
+	const size_t size = RACE_PAGES * PAGE;
+	struct cpu_map_mgr *mgr[2] = { mgr_new(0), mgr_new(0) };
+	struct race_writer w[RACE_WRITERS];
+	struct owner ow = { 0 };
+	struct cpu_map_stats st[2];
+	struct cpu_map *map;
+	struct timespec t0;
+	atomic_bool stop = false;
+	uint8_t *p;
+	unsigned int cycles = 0, at = 0;
+
+	(void)state;
+	ow.fd = memfd_new(size);
+	assert_int_equal(cpu_map_create(mgr[0], &hooked_ops, &ow, size, "bo-rehome", &map,
+					(void **)&p),
+			 0);
+	assert_int_equal(cpu_map_rehome(map, mgr[1]), -EINVAL); /* not blocked */
+	assert_int_equal(cpu_map_rehome(map, mgr[0]), 0); /* its own: nothing to do */
+	race_writers_start(w, p, &stop);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (cycles < 1000 && ms_since(&t0) < 4000) {
+		int nfd = memfd_new(size), old = ow.fd;
+		struct cpu_map_info info;
+		unsigned int spins;
+
+		for (spins = 0; spins < 50000; spins++) {
+			cpu_map_query(map, &info);
+			if (info.faults > cycles)
+				break;
+			sched_yield();
+		}
+		assert_int_equal(cpu_map_block(map), 0);
+		fd_copy(nfd, old, size);
+		at = 1 - at;
+		assert_int_equal(cpu_map_rehome(map, mgr[at]), 0);
+		ow.fd = nfd;
+		assert_int_equal(cpu_map_unblock(map), 0);
+		cpu_map_query(map, &info);
+		assert_ptr_equal(info.addr, p);
+		close(old);
+		cycles++;
+	}
+	race_writers_stop_check(w, &stop, ow.fd);
+	cpu_map_mgr_stats(mgr[0], &st[0]);
+	cpu_map_mgr_stats(mgr[1], &st[1]);
+	print_message("rehome: %u moves, faults %llu + %llu, parked %llu + %llu, stale %llu + %llu\n",
+		      cycles, (unsigned long long)st[0].faults, (unsigned long long)st[1].faults,
+		      (unsigned long long)st[0].parked_faults, (unsigned long long)st[1].parked_faults,
+		      (unsigned long long)st[0].stale_faults, (unsigned long long)st[1].stale_faults);
+	assert_true(cycles >= 50);
+	assert_true(st[0].faults > 0 && st[1].faults > 0);
+	assert_int_equal(st[0].errors + st[1].errors, 0);
+	assert_int_equal(st[at].maps, 1);
+	assert_int_equal(st[1 - at].maps, 0);
+	assert_int_equal(atomic_load(&ow.begins), atomic_load(&ow.ends));
+	assert_int_equal(cpu_map_destroy(map), 0);
+	close(ow.fd);
+	cpu_map_mgr_destroy(mgr[0]);
+	cpu_map_mgr_destroy(mgr[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1193,6 +1263,7 @@ int main(void)
 		cmocka_unit_test(test_release_by_invalidation_option),
 		cmocka_unit_test(test_release_non_shmem_falls_back),
 		cmocka_unit_test(test_race_release_vs_writes),
+		cmocka_unit_test(test_rehome_race),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
