@@ -43,8 +43,8 @@
  *   {"bench":"suspend","case":"incremental","vram_mib":V,"dirty_pct":P,
  *    "critical_ms":A,"full_critical_ms":B,"critical_cpu_ms":..,
  *    "full_critical_cpu_ms":..}
- * Target: A <= (P/100 + 0.05) x B. The CPU times are the process's in the
- * window whose wall time is reported (as critical_cpu_ms of the shapes).
+ * Target: A <= (P/100 + 0.05) x B. The CPU times are the least the
+ * process spent in one such window (as critical_cpu_ms of the shapes).
  *
  * --spill [--spill-mib N] [--spill-dir D]: the spill case (issue 20): N MiB
  * (default 256) of pinned 64 MiB BOs whose backups all go to a file in D
@@ -375,7 +375,7 @@ static int incr_touch(struct ugpu_bo **bo, unsigned int n, unsigned int pct, uns
 }
 
 /* One prepare, @pct % dirtied, suspend (the best window so far in *@ms,
- * its CPU time in *@cpu), resume, check. */
+ * the least CPU time a window took so far in *@cpu), resume, check. */
 static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int n,
 		      unsigned int pct, unsigned int round, bool phases, double *ms, double *cpu)
 {
@@ -395,10 +395,8 @@ static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int
 		ugpu_device_suspend_cancel(dev);
 		return ret;
 	}
-	if (t < *ms) {
-		*ms = t;
-		*cpu = c;
-	}
+	*ms = min_d(*ms, t);
+	*cpu = min_d(*cpu, c);
 	if (phases) {
 		char what[16];
 
@@ -476,7 +474,7 @@ static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const un
 	struct ugpu_device *dev = NULL;
 	struct ugpu_bo **bo = NULL;
 	struct sim *sim = NULL;
-	double full = 1e30, full_cpu = 0, a, a_cpu;
+	double full = 1e30, full_cpu = 1e30, a, a_cpu;
 	int r, ret;
 
 	ret = incr_up(ctx, vram_mib, &sim, &dev, &bo, &n);
@@ -484,7 +482,7 @@ static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const un
 		ret = incr_cycle(dev, bo, n, 100, ++round, phases, &full, &full_cpu);
 	for (k = 0; k < npct && !ret; k++) {
 		a = 1e30;
-		a_cpu = 0;
+		a_cpu = 1e30;
 		for (r = 0; r < reps && !ret; r++)
 			ret = incr_cycle(dev, bo, n, pcts[k], ++round, phases, &a, &a_cpu);
 		if (ret)
@@ -548,7 +546,7 @@ static int run_spill(struct ugpu_context *ctx, uint64_t mib, const char *dir, in
 	struct ugpu_device *dev = NULL;
 	struct ugpu_bo **bo = NULL;
 	struct sim *sim = NULL;
-	double crit = 1e30, mem = 1e30, w = 0, dd = 0, t, cpu = 0;
+	double crit = 1e30, mem = 1e30, w = 0, dd = 0, t, cpu = 1e30;
 	bool dd_direct = false;
 	int r, ret;
 
