@@ -890,6 +890,18 @@ static void run_sums(struct copy_pass *p, const struct copy_run *cr)
 	}
 }
 
+/* A save pass copied a run of @bo (the run before it was of @prev): its
+ * backup equals VRAM now. A BO's runs follow each other in a pass
+ * (runs_collect(), spill_collect()), so each BO is cleaned once, not once
+ * per run (its whole bitmap each time). */
+static void backup_saved(struct ugpu_bo *bo, const struct ugpu_bo *prev)
+{
+	if (bo == prev)
+		return;
+	track_clean(bo->track);
+	bo->track->gen = bo->backing_gen;
+}
+
 /*
  * Wait for the pass (bounded), in queue order, hashing each finished copy
  * of a save into its backup's checksums while the engines go on with the
@@ -942,10 +954,8 @@ static int pass_end(struct copy_pass *p)
 		}
 	}
 	if (!ret && !p->restore) {
-		for (i = 0; i < r->n; i++) {
-			track_clean(r->v[i].bo->track);
-			r->v[i].bo->track->gen = r->v[i].bo->backing_gen;
-		}
+		for (i = 0; i < r->n; i++)
+			backup_saved(r->v[i].bo, i ? r->v[i - 1].bo : NULL);
 	}
 	free(r->v);
 	r->v = NULL;
@@ -1017,10 +1027,8 @@ static int spill_save_pass(struct bo_mgr *m, struct pm_count *c)
 		ret = spill_save(m->spill, spill_engine(m->dev, false), p.v, p.n, &c->spill_bytes);
 	c->bytes += c->spill_bytes - before;
 	if (!ret) {
-		for (i = 0; i < p.n; i++) {
-			track_clean(p.v[i].bo->track);
-			p.v[i].bo->track->gen = p.v[i].bo->backing_gen;
-		}
+		for (i = 0; i < p.n; i++)
+			backup_saved(p.v[i].bo, i ? p.v[i - 1].bo : NULL);
 	}
 	c->spill_ns = now_ns() - t0;
 	free(p.v);
