@@ -560,19 +560,29 @@ struct copy_runs {
 	size_t n, cap;
 };
 
+/* Add the copy of [off, off+len) of @bo, cut in runs of at most
+ * COPY_BATCH_BYTES (a multiple of the chunk): runs_plan() joins them back
+ * into descriptors of that size and spreads those over the engines, so one
+ * big BO is copied by every engine, not by the one its single run went to. */
 static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint64_t len)
 {
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? 2 * r->cap : 256;
-		struct copy_run *v = realloc(r->v, cap * sizeof(*v));
+	while (len) {
+		uint64_t n = len < COPY_BATCH_BYTES ? len : COPY_BATCH_BYTES;
 
-		if (!v)
-			return -ENOMEM;
-		r->v = v;
-		r->cap = cap;
+		if (r->n == r->cap) {
+			size_t cap = r->cap ? 2 * r->cap : 256;
+			struct copy_run *v = realloc(r->v, cap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			r->v = v;
+			r->cap = cap;
+		}
+		r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = n,
+						  .vram = run_vram(bo, off, n), .sum_slot = NO_SUM };
+		off += n;
+		len -= n;
 	}
-	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len,
-					  .vram = run_vram(bo, off, len), .sum_slot = NO_SUM };
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 #include <ugpu/vm.h>
 
 #include "integration/test_bo_common.h"
+#include "engines/engine.h"
 #include "mm/backup_track.h"
 
 #define MiB (1ull << 20)
@@ -693,6 +694,42 @@ static int setup_v13(void **state)
 	return ugpu_device_rpm_set_autosuspend_delay(((struct fx *)*state)->dev, -1);
 }
 
+/* The fences each copy engine of @f's device has completed. */
+static void engine_fences(struct fx *f, uint64_t *out)
+{
+	for (int k = 0; k < 2; k++) {
+		struct engine *e = f->dev->copy[k];
+
+		assert_non_null(e);
+		out[k] = e->ops->completed(e);
+	}
+}
+
+/* One BO of 32 MiB written whole after prepare: its copy is cut in 8 MiB
+ * descriptors spread over both copy engines (it went to one engine as one
+ * descriptor), and comes back byte for byte. */
+static void test_big_bo_both_engines(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, 32 * MiB, UGPU_BO_PINNED, V, N, "big");
+	uint64_t before[2], after[2];
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(bo_fill(bo, 32 * MiB, 77), 0);
+	engine_fences(f, before);
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	engine_fences(f, after);
+	print_message("fences in the window: engine 0 %" PRIu64 ", engine 1 %" PRIu64 "\n",
+		      after[0] - before[0], after[1] - before[1]);
+	/* two 8 MiB batches each, a fence for each */
+	assert_true(after[0] - before[0] >= 2);
+	assert_true(after[1] - before[1] >= 2);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	assert_int_equal(bo_verify(bo, 32 * MiB, 77), -1);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -705,6 +742,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_write_in_window, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_small_bos_joined, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_listed_chunks, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_big_bo_both_engines, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_listed_chunks_v13, setup_v13, fx_teardown),
 	};
 
