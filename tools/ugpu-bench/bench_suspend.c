@@ -135,9 +135,17 @@ static int perf_open(const char *fifos)
 		return -EINVAL;
 	memcpy(ctl, fifos, (size_t)(colon - fifos));
 	ctl[colon - fifos] = '\0';
-	perf_ctl_fd = open(ctl, O_WRONLY | O_CLOEXEC);
-	if (perf_ctl_fd < 0)
-		return -errno;
+	/* Non-blocking: a FIFO nobody reads (perf not running) is ENXIO, not
+	 * a wait without end; then blocking writes again (perf reads them). */
+	perf_ctl_fd = open(ctl, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+	if (perf_ctl_fd < 0 || fcntl(perf_ctl_fd, F_SETFL, 0) < 0) {
+		int ret = -errno;
+
+		if (perf_ctl_fd >= 0)
+			close(perf_ctl_fd);
+		perf_ctl_fd = -1;
+		return ret;
+	}
 	perf_ack_fd = open(colon + 1, O_RDONLY | O_CLOEXEC);
 	if (perf_ack_fd < 0) {
 		int ret = -errno;
