@@ -21,6 +21,7 @@
 #define REFDEV_CAPS_GPUVM (1u << 1)
 #define REFDEV_CAPS_FABRIC (1u << 2)
 #define REFDEV_CAPS_COPY_SUM (1u << 5) /* COPY_SUM: XXH3-64 per 64 KiB piece */
+#define REFDEV_CAPS_COPY_LIST (1u << 6) /* COPY_LIST: a gather/scatter list (1.4) */
 #define REFDEV_REG_NUM_ENGINES 0x000c
 #define REFDEV_REG_VRAM_SIZE 0x0010
 #define REFDEV_REG_FABRIC_ID 0x0018

@@ -158,6 +158,56 @@ int engine_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_vram,
 	return e->ops->copy_sum(e, dst, src_vram, size, slot, fence_out);
 }
 
+int engine_copy_list(struct engine *e, struct engine_addr dst, struct engine_addr src,
+		     const struct engine_chunk *c, uint32_t n, uint32_t slot, uint64_t *fence_out)
+{
+	uint64_t pieces = 0;
+	int ret = 0;
+
+	if (!e->ops->copy_list || !engine_list_max(e))
+		return -EOPNOTSUPP;
+	if (!n || n > engine_list_max(e)) {
+		log_err(e->ctx, "engine %s: copy list of %u chunks (1..%u)", e->name, n,
+			engine_list_max(e));
+		return -EINVAL;
+	}
+	if (slot != ENGINE_NO_SUM && src.space != ENGINE_VRAM) {
+		log_err(e->ctx, "engine %s: a summed copy list reads %s, not VRAM", e->name,
+			engine_space_name(src.space));
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < n && !ret; i++) {
+		struct engine_addr d = dst, s = src;
+
+		if (!c[i].len || c[i].len > ENGINE_CHUNK_MAX) {
+			log_err(e->ctx, "engine %s: copy list chunk %u of 0x%" PRIx64
+				" bytes (1..1 GiB)", e->name, i, c[i].len);
+			return -EINVAL;
+		}
+		d.addr += c[i].dst;
+		s.addr += c[i].src;
+		if (d.addr < dst.addr || s.addr < src.addr) {
+			log_err(e->ctx, "engine %s: copy list chunk %u's offsets wrap", e->name, i);
+			return -EINVAL;
+		}
+		ret = check_addr(e, "copy list", "dst", d, c[i].len);
+		if (!ret)
+			ret = check_addr(e, "copy list", "src", s, c[i].len);
+		pieces += (c[i].len + ENGINE_SUM_PIECE - 1) / ENGINE_SUM_PIECE;
+	}
+	if (ret)
+		return ret;
+	if (slot != ENGINE_NO_SUM &&
+	    (slot > engine_sum_slots(e) || pieces > engine_sum_slots(e) - slot))
+		return -ENOSPC;
+	return e->ops->copy_list(e, dst, src, c, n, slot, fence_out);
+}
+
+uint32_t engine_list_max(struct engine *e)
+{
+	return e->ops->list_max ? e->ops->list_max(e) : 0;
+}
+
 uint32_t engine_sum_slots(struct engine *e)
 {
 	return e->ops->sum_slots ? e->ops->sum_slots(e) : 0;

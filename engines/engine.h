@@ -44,6 +44,15 @@ struct engine_addr {
 	uint64_t addr;
 };
 
+/* One chunk of a copy list (engine_copy_list()): @len bytes (> 0, at most
+ * ENGINE_CHUNK_MAX) from @src to @dst, offsets in the list's spaces. */
+struct engine_chunk {
+	uint64_t dst, src, len;
+};
+#define ENGINE_CHUNK_MAX (1ull << 30)
+/* copy_list without checksums. */
+#define ENGINE_NO_SUM UINT32_MAX
+
 static inline struct engine_addr engine_vram(uint64_t off)
 {
 	return (struct engine_addr){ .space = ENGINE_VRAM, .addr = off };
@@ -136,6 +145,20 @@ struct engine_ops {
 	uint32_t (*sum_slots)(struct engine *e);
 	/* Sum slots [@slot, @slot + @n) into @out. May be NULL. */
 	void (*sums)(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out);
+	/* Queue one command that copies each of the @n chunks @c (a gather /
+	 * scatter list: n ≤ list_max) from @src to @dst, the chunks' offsets
+	 * added to @src.addr and @dst.addr (the spaces and peers are the
+	 * list's). With @slot other than ENGINE_NO_SUM (and @src in VRAM), it
+	 * writes the XXH3-64 of each ENGINE_SUM_PIECE of each chunk, counted
+	 * from the chunk's start, into the sum slots from @slot on: chunk 0's
+	 * pieces first, then chunk 1's, ... (as copy_sum per chunk). -ENOSPC
+	 * when the slots run past sum_slots. @fence_out as for copy. May be
+	 * NULL (no lists: one copy per chunk). */
+	int (*copy_list)(struct engine *e, struct engine_addr dst, struct engine_addr src,
+			 const struct engine_chunk *c, uint32_t n, uint32_t slot,
+			 uint64_t *fence_out);
+	/* The most chunks one copy_list takes (0: none). May be NULL. */
+	uint32_t (*list_max)(struct engine *e);
 	/* Start (@on) or end a batch: while at least one batch is open, queued
 	 * commands reach the device only when the ring fills, when anyone waits
 	 * or idles, or when the last batch ends (one doorbell per batch instead
@@ -197,6 +220,13 @@ int engine_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_vram,
 		    uint32_t slot, uint64_t *fence_out);
 /* The engine's sum slots; 0 when it has no copy_sum. */
 uint32_t engine_sum_slots(struct engine *e);
+/* copy_list (engine_ops): -EOPNOTSUPP when the engine has none, -EINVAL
+ * for a bad chunk (named in a log line), -ENOSPC (sum slots). */
+int engine_copy_list(struct engine *e, struct engine_addr dst, struct engine_addr src,
+		     const struct engine_chunk *c, uint32_t n, uint32_t slot, uint64_t *fence_out);
+/* The most chunks one engine_copy_list() takes; 0 when the engine has no
+ * lists (then copy chunk by chunk). */
+uint32_t engine_list_max(struct engine *e);
 /* Sum slots [@slot, @slot + @n) (within engine_sum_slots()) into @out. */
 void engine_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out);
 int engine_wait(struct engine *e, uint64_t fence, int timeout_ms);

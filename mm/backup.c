@@ -490,6 +490,8 @@ static unsigned int nr_copy_engines(struct ugpu_device *dev)
  */
 #define COPY_BATCH_DESCS 128
 #define COPY_BATCH_BYTES (8ull << 20)
+/* Chunks of one copy list (engine_copy_list()): a batch of 64 KiB runs. */
+#define COPY_LIST_CHUNKS ((uint32_t)(COPY_BATCH_BYTES / BACKUP_CHUNK))
 
 /* The BOs one copy_all_locked() pass handles. */
 static bool copy_selected(const struct ugpu_bo *bo, bool early, bool restore)
@@ -530,8 +532,9 @@ static unsigned int least_loaded(const uint64_t *load, unsigned int ne)
  * @wait: the fence that covers it (of the first batch end at or after it on
  * its engine). @vram: the VRAM address of the run when it lies in one block
  * of the BO (else NO_VRAM); @joined: it continues the previous run in both
- * VRAM and IOVA, and goes out in the same descriptor (runs_plan()). Local
- * to one pass (the window's thread).
+ * VRAM and IOVA, and goes out in the same descriptor and chunk; @listed: it
+ * is a chunk of its own in the previous run's descriptor, a copy list
+ * (runs_plan()). Local to one pass (the window's thread).
  */
 struct copy_run {
 	struct ugpu_bo *bo;
@@ -539,7 +542,7 @@ struct copy_run {
 	unsigned int k;
 	uint64_t fence, wait;
 	uint32_t sum_slot; /* its first sum slot on engine @k, or NO_SUM */
-	bool batch_end, joined;
+	bool batch_end, joined, listed;
 };
 
 #define NO_SUM UINT32_MAX
@@ -567,19 +570,29 @@ struct copy_runs {
 	size_t n, cap;
 };
 
+/* Add the copy of [off, off+len) of @bo, cut in runs of at most
+ * COPY_BATCH_BYTES (a multiple of the chunk): runs_plan() joins them back
+ * into descriptors of that size and spreads those over the engines, so one
+ * big BO is copied by every engine, not by the one its single run went to. */
 static int runs_add(struct copy_runs *r, struct ugpu_bo *bo, uint64_t off, uint64_t len)
 {
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? 2 * r->cap : 256;
-		struct copy_run *v = realloc(r->v, cap * sizeof(*v));
+	while (len) {
+		uint64_t n = len < COPY_BATCH_BYTES ? len : COPY_BATCH_BYTES;
 
-		if (!v)
-			return -ENOMEM;
-		r->v = v;
-		r->cap = cap;
+		if (r->n == r->cap) {
+			size_t cap = r->cap ? 2 * r->cap : 256;
+			struct copy_run *v = realloc(r->v, cap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			r->v = v;
+			r->cap = cap;
+		}
+		r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = n,
+						  .vram = run_vram(bo, off, n), .sum_slot = NO_SUM };
+		off += n;
+		len -= n;
 	}
-	r->v[r->n++] = (struct copy_run){ .bo = bo, .off = off, .len = len,
-					  .vram = run_vram(bo, off, len), .sum_slot = NO_SUM };
 	return 0;
 }
 
@@ -634,36 +647,52 @@ static bool run_continues(const struct copy_run *p, const struct copy_run *c, bo
 	       (!sums || p->len % BACKUP_CHUNK == 0);
 }
 
+/* Does run @i of @r go out in the descriptor of run @i - 1? */
+static bool run_in_prev_desc(const struct copy_runs *r, size_t i)
+{
+	return r->v[i].joined || r->v[i].listed;
+}
+
 /*
  * Plan a pass: with @merge (blitters), runs that continue each other in
  * VRAM and IOVA are joined into one descriptor of up to COPY_BATCH_BYTES
  * (small BOs created together have adjacent VRAM, and their backups,
  * allocated in the same order by prepare, adjacent IOVA: 2,048 BOs of
  * 64 KiB go out as 16 descriptors instead of 2,048, each a ring slot, a
- * fence check and an IOVA lookup on the engine's side). Then each
- * descriptor goes to the least loaded engine by bytes, and the batches are
- * cut (COPY_BATCH_*, counted in descriptors) at descriptor ends.
+ * fence check and an IOVA lookup on the engine's side). With @list_max
+ * (the engines take copy lists: engine_copy_list()), runs that do not
+ * continue each other go into the same descriptor as chunks of a list, up
+ * to @list_max chunks and COPY_BATCH_BYTES: every other 64 KiB chunk of a
+ * BO dirty, or small BOs made at different times, cost what one big copy
+ * costs in descriptors. Then each descriptor goes to the least loaded
+ * engine by bytes, and the batches are cut (COPY_BATCH_*, counted in
+ * descriptors) at descriptor ends.
  */
-static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sums)
+static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sums,
+		      uint32_t list_max)
 {
 	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
 	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
 	size_t last[DEVICE_MAX_ENGINES];
+	uint32_t chunks = 0;
 	unsigned int k;
 	size_t i, j;
 
 	for (i = 0; i < r->n; i++) {
 		struct copy_run *c = &r->v[i];
+		bool fits = i && ext + c->len <= COPY_BATCH_BYTES;
 
-		c->joined = merge && i && run_continues(c - 1, c, sums) &&
-			    ext + c->len <= COPY_BATCH_BYTES;
-		ext = c->joined ? ext + c->len : c->len;
+		c->joined = merge && fits && run_continues(c - 1, c, sums);
+		c->listed = !c->joined && merge && fits && chunks < list_max &&
+			    c->vram != NO_VRAM && c[-1].vram != NO_VRAM;
+		ext = run_in_prev_desc(r, i) ? ext + c->len : c->len;
+		chunks = c->joined ? chunks : c->listed ? chunks + 1 : 1;
 	}
 	for (k = 0; k < ne; k++)
 		last[k] = SIZE_MAX;
 	for (i = 0; i < r->n; i = j) {
 		ext = r->v[i].len;
-		for (j = i + 1; j < r->n && r->v[j].joined; j++)
+		for (j = i + 1; j < r->n && run_in_prev_desc(r, j); j++)
 			ext += r->v[j].len;
 		k = least_loaded(load, ne);
 		for (size_t q = i; q < j; q++)
@@ -698,9 +727,63 @@ struct copy_pass {
 	uint64_t load[DEVICE_MAX_ENGINES];
 	uint32_t slot[DEVICE_MAX_ENGINES]; /* each engine's next free sum slot */
 	bool sums; /* the engines checksum the copies (engine_copy_sum()) */
+	uint32_t list_max; /* chunks of a copy list on every engine (0: no lists) */
 	struct progress pr;
 	int ret;
 };
+
+/*
+ * Runs [@i, @j) of a pass went out as one descriptor that checksums them
+ * from their engine's next free sum slot on: each run's chunks are the
+ * descriptor's next pieces (a joined run follows whole chunks,
+ * run_continues(); a listed one starts a chunk of the list, whose pieces
+ * count from its start), so each run notes its first slot.
+ */
+static void note_sum_slots(struct copy_pass *p, size_t i, size_t j)
+{
+	uint32_t *slot = &p->slot[p->r.v[i].k];
+
+	for (size_t q = i; q < j; q++) {
+		p->r.v[q].sum_slot = *slot;
+		*slot += (uint32_t)((p->r.v[q].len + BACKUP_CHUNK - 1) / BACKUP_CHUNK);
+	}
+}
+
+/*
+ * Queue runs [@i, @j) of a pass, planned into one descriptor with more than
+ * one chunk (runs_plan()), as one copy list: a chunk for each run that does
+ * not continue the one before. With sums, the engine checksums each chunk
+ * and each run notes its first sum slot; when the slots are all taken, the
+ * list goes without (the CPU hashes those runs, run_sums()).
+ */
+static int queue_list(struct copy_pass *p, size_t i, size_t j, uint64_t *fence)
+{
+	struct engine_chunk ch[COPY_LIST_CHUNKS];
+	struct copy_run *v = p->r.v;
+	unsigned int k = v[i].k;
+	struct engine *e = p->es[k];
+	struct engine_addr vram = engine_vram(0), iova = engine_iova(0);
+	uint32_t n = 0;
+	size_t q;
+
+	for (q = i; q < j; q++) {
+		uint64_t a = v[q].bo->backup.iova + v[q].off;
+
+		if (v[q].joined) {
+			ch[n - 1].len += v[q].len;
+			continue;
+		}
+		ch[n++] = p->restore ? (struct engine_chunk){ .dst = v[q].vram, .src = a, .len = v[q].len }
+				     : (struct engine_chunk){ .dst = a, .src = v[q].vram, .len = v[q].len };
+	}
+	if (p->restore)
+		return engine_copy_list(e, vram, iova, ch, n, ENGINE_NO_SUM, fence);
+	if (p->sums && !engine_copy_list(e, iova, vram, ch, n, p->slot[k], fence)) {
+		note_sum_slots(p, i, j);
+		return 0;
+	}
+	return engine_copy_list(e, iova, vram, ch, n, ENGINE_NO_SUM, fence);
+}
 
 /*
  * Queue every selected BO (or, for a save, its dirty chunks), spread over
@@ -748,7 +831,13 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 	p->sums = !restore && p->es[0] != dev->cpu;
 	for (k = 0; k < p->ne && p->sums; k++)
 		p->sums = engine_sum_slots(p->es[k]) > 0;
-	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums);
+	/* Copy lists where every engine of the pass takes them (the
+	 * reference device's COPY_LIST, 1.4); else one descriptor a run. */
+	p->list_max = p->es[0] != dev->cpu ? COPY_LIST_CHUNKS : 0;
+	for (k = 0; k < p->ne && p->list_max; k++)
+		if (engine_list_max(p->es[k]) < p->list_max)
+			p->list_max = engine_list_max(p->es[k]);
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums, p->list_max);
 	for (k = 0; k < p->ne; k++)
 		engine_plug(p->es[k]);
 	for (i = 0; i < p->r.n; i = j) {
@@ -757,20 +846,20 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		uint64_t ext = cr->len, iova = bo->backup.iova + cr->off;
 		struct engine *e = p->es[cr->k];
 		uint64_t *fence;
+		bool list = false;
 
-		for (j = i + 1; j < p->r.n && p->r.v[j].joined; j++)
+		for (j = i + 1; j < p->r.n && run_in_prev_desc(&p->r, j); j++) {
 			ext += p->r.v[j].len;
+			list |= p->r.v[j].listed;
+		}
 		end = &p->r.v[j - 1]; /* carries the batch's fence */
 		fence = end->batch_end ? &end->fence : NULL;
-		if (p->sums && cr->vram != NO_VRAM &&
-		    !engine_copy_sum(e, engine_iova(iova), cr->vram, ext, p->slot[cr->k], fence)) {
-			/* each run's chunks are the descriptor's next pieces */
-			for (size_t q = i; q < j; q++) {
-				p->r.v[q].sum_slot = p->slot[cr->k];
-				p->slot[cr->k] += (uint32_t)((p->r.v[q].len + BACKUP_CHUNK - 1) /
-							     BACKUP_CHUNK);
-			}
-		} else if (j - i == 1)
+		if (list)
+			p->ret = queue_list(p, i, j, fence);
+		else if (p->sums && cr->vram != NO_VRAM &&
+		    !engine_copy_sum(e, engine_iova(iova), cr->vram, ext, p->slot[cr->k], fence))
+			note_sum_slots(p, i, j);
+		else if (j - i == 1)
 			/* not one VRAM block, or the engine's sum slots are
 			 * all taken: a plain copy, hashed by the CPU */
 			p->ret = bo_copy_range_queue(e, bo->vram, cr->off, cr->len, iova, restore,
@@ -819,6 +908,18 @@ static void run_sums(struct copy_pass *p, const struct copy_run *cr)
 		track_set_sums(cr->bo->track, cr->off + done, len, sums);
 		done += len;
 	}
+}
+
+/* A save pass copied a run of @bo (the run before it was of @prev): its
+ * backup equals VRAM now. A BO's runs follow each other in a pass
+ * (runs_collect(), spill_collect()), so each BO is cleaned once, not once
+ * per run (its whole bitmap each time). */
+static void backup_saved(struct ugpu_bo *bo, const struct ugpu_bo *prev)
+{
+	if (bo == prev)
+		return;
+	track_clean(bo->track);
+	bo->track->gen = bo->backing_gen;
 }
 
 /*
@@ -873,10 +974,8 @@ static int pass_end(struct copy_pass *p)
 		}
 	}
 	if (!ret && !p->restore) {
-		for (i = 0; i < r->n; i++) {
-			track_clean(r->v[i].bo->track);
-			r->v[i].bo->track->gen = r->v[i].bo->backing_gen;
-		}
+		for (i = 0; i < r->n; i++)
+			backup_saved(r->v[i].bo, i ? r->v[i - 1].bo : NULL);
 	}
 	free(r->v);
 	r->v = NULL;
@@ -948,10 +1047,8 @@ static int spill_save_pass(struct bo_mgr *m, struct pm_count *c)
 		ret = spill_save(m->spill, spill_engine(m->dev, false), p.v, p.n, &c->spill_bytes);
 	c->bytes += c->spill_bytes - before;
 	if (!ret) {
-		for (i = 0; i < p.n; i++) {
-			track_clean(p.v[i].bo->track);
-			p.v[i].bo->track->gen = p.v[i].bo->backing_gen;
-		}
+		for (i = 0; i < p.n; i++)
+			backup_saved(p.v[i].bo, i ? p.v[i - 1].bo : NULL);
 	}
 	c->spill_ns = now_ns() - t0;
 	free(p.v);

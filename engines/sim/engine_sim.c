@@ -58,7 +58,7 @@
 #define CE_DESC_MAX_SIZE (1ull << 30)
 #define CE_FENCE_PAGE 4096u
 
-enum { OP_NOP = 0, OP_COPY = 1, OP_FILL = 2, OP_FENCE = 3, OP_COPY_SUM = 4 };
+enum { OP_NOP = 0, OP_COPY = 1, OP_FILL = 2, OP_FENCE = 3, OP_COPY_SUM = 4, OP_COPY_LIST = 5 };
 #define FENCE_F_IRQ (1u << 0)
 #define FENCE_NO_WRITE (~0ull)
 
@@ -77,6 +77,17 @@ struct ce_desc {
 };
 _Static_assert(sizeof(struct ce_desc) == 64, "descriptor is 64 bytes");
 #define DESC_SIZE ((uint32_t)sizeof(struct ce_desc))
+
+/* COPY_LIST (1.4): its entries follow it in the ring, two a slot. */
+struct ce_list_entry {
+	uint64_t src;
+	uint64_t dst;
+	uint64_t size;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct ce_list_entry) * 2 == sizeof(struct ce_desc), "two entries a slot");
+#define CE_LIST_MAX 1024u /* the device's bound on entries */
+#define CE_LIST_NO_SUM (~0ull)
 
 /* Slice of a wait between STATUS checks; a fence irq ends it early. */
 #define WAIT_SLICE_MS 2
@@ -106,6 +117,7 @@ struct sim_engine {
 	const uint8_t *sums;
 	uint64_t sums_off;
 	uint32_t nsums;
+	uint32_t list_max; /* entries of a COPY_LIST (CAPS bit 6), else 0 */
 	uint32_t ring_size;
 	uint64_t tail; /* bytes written since the last reset (not wrapped) */
 	uint64_t head; /* bytes known consumed by the engine (not wrapped) */
@@ -175,6 +187,8 @@ static const char *op_name(uint32_t op)
 		return "COPY";
 	case OP_COPY_SUM:
 		return "COPY_SUM";
+	case OP_COPY_LIST:
+		return "COPY_LIST";
 	case OP_FILL:
 		return "FILL";
 	case OP_FENCE:
@@ -261,6 +275,13 @@ static void report_error(struct engine *e)
 			" failed: %s (%u) at ring offset 0x%x",
 			e->name, space_name(d.dst_space), d.dst, d.size, d.value, err_name(code), code,
 			at);
+		break;
+	case OP_COPY_LIST:
+		log_err(e->ctx,
+			"engine %s: COPY_LIST of %" PRIu64 " entries %s -> %s sums=0x%" PRIx64
+			" failed: %s (%u) at ring offset 0x%x",
+			e->name, d.size, space_name(d.src_space), space_name(d.dst_space), d.value,
+			err_name(code), code, at);
 		break;
 	case OP_FENCE:
 		log_err(e->ctx,
@@ -442,16 +463,19 @@ static int kick(struct engine *e)
 }
 
 /*
- * Make room for one descriptor (one slot always stays free so HEAD == TAIL
- * means empty). Rings the doorbell for what is queued before sleeping; drops
- * @lock while it sleeps. Bounded by cfg.timeout_ms.
+ * Make room for @nslots descriptor slots (one slot always stays free so
+ * HEAD == TAIL means empty). Rings the doorbell for what is queued before
+ * sleeping; drops @lock while it sleeps. Bounded by cfg.timeout_ms.
  */
-static int ring_room(struct engine *e)
+static int ring_room_for(struct engine *e, uint32_t nslots)
 {
+	const uint64_t need = (uint64_t)nslots * DESC_SIZE;
+
 	struct sim_engine *s = se(e);
 	uint64_t deadline = 0;
 	unsigned spins = 0;
 	int ret;
+
 
 	for (;;) {
 		uint32_t hw_head = 0, status = 0;
@@ -459,10 +483,10 @@ static int ring_room(struct engine *e)
 
 		if (s->failed)
 			return -EIO;
-		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+		if (s->tail - s->head + need < s->ring_size)
 			return 0;
 		head_from_fences(s);
-		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+		if (s->tail - s->head + need < s->ring_size)
 			return 0;
 		ret = kick(e); /* the engine must see what it is to drain */
 		if (ret < 0)
@@ -473,7 +497,7 @@ static int ring_room(struct engine *e)
 		used = (s->tail - hw_head) & (s->ring_size - 1);
 		if (s->tail - used > s->head)
 			s->head = s->tail - used;
-		if (s->tail - s->head + DESC_SIZE < s->ring_size)
+		if (s->tail - s->head + need < s->ring_size)
 			return 0;
 		ret = reg_read32(e, CE_STATUS, &status);
 		if (ret < 0)
@@ -494,6 +518,12 @@ static int ring_room(struct engine *e)
 		sleep_us(spins++ < 20 ? 20 : 200);
 		pthread_mutex_lock(&s->lock);
 	}
+}
+
+/* Room for one descriptor. */
+static int ring_room(struct engine *e)
+{
+	return ring_room_for(e, 1);
 }
 
 static int put_desc(struct engine *e, const struct ce_desc *d)
@@ -542,6 +572,25 @@ static void desc_ep(struct ce_desc *d, bool src, struct engine_addr a, uint64_t 
 	}
 }
 
+/* After queueing descriptors (@ret: how that went): a fence if asked and
+ * all went well, then the doorbell unless plugged. Whatever made it into
+ * the ring is rung (unless plugged), even on a failure: the engine's view
+ * stays consistent with @tail. @lock held. */
+static int submit_end(struct engine *e, int ret, uint64_t *fence_out)
+{
+	struct sim_engine *s = se(e);
+
+	if (!ret && fence_out)
+		ret = put_fence(e, fence_out);
+	if (!s->plugged || ret < 0) {
+		int r = kick(e);
+
+		if (!ret)
+			ret = r;
+	}
+	return ret;
+}
+
 /* Queue @op over @size bytes in ≤ 1 GiB descriptors, then a fence if asked. */
 static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct engine_addr src,
 		  uint64_t pattern, uint64_t size, uint64_t *fence_out)
@@ -571,17 +620,8 @@ static int submit(struct engine *e, uint32_t op, struct engine_addr dst, struct 
 			goto out_ring;
 		off += n;
 	}
-	if (fence_out)
-		ret = put_fence(e, fence_out);
 out_ring:
-	/* Whatever made it into the ring is rung (unless plugged), even on a
-	 * later failure: the engine's view stays consistent with @tail. */
-	if (!s->plugged || ret < 0) {
-		int r = kick(e);
-
-		if (!ret)
-			ret = r;
-	}
+	ret = submit_end(e, ret, fence_out);
 out_unlock:
 	pthread_mutex_unlock(&s->lock);
 	return ret;
@@ -600,6 +640,64 @@ static int sim_copy_sum(struct engine *e, struct engine_addr dst, uint64_t src_v
 
 	return submit(e, OP_COPY_SUM, dst, engine_vram(src_vram), s->sums_off + (uint64_t)slot * 8,
 		      size, fence_out);
+}
+
+/* A COPY_LIST: the descriptor and its entries are written together (room
+ * for all of them first), so that no doorbell ever shows the engine part
+ * of a list. */
+static int sim_copy_list(struct engine *e, struct engine_addr dst, struct engine_addr src,
+			 const struct engine_chunk *c, uint32_t n, uint32_t slot,
+			 uint64_t *fence_out)
+{
+	struct sim_engine *s = se(e);
+	struct ce_desc d = {
+		.opcode = OP_COPY_LIST,
+		.size = n,
+		.value = slot == ENGINE_NO_SUM ? CE_LIST_NO_SUM : s->sums_off + (uint64_t)slot * 8,
+		.src_space = (uint32_t)src.space,
+		.dst_space = (uint32_t)dst.space,
+		.src_peer = src.peer,
+		.dst_peer = dst.peer,
+	};
+	uint32_t nslots = 1 + (n + 1) / 2, i;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->failed) {
+		log_err(e->ctx, "engine %s: stopped on an error; reset it before queueing COPY_LIST",
+			e->name);
+		ret = -EIO;
+		goto out_unlock;
+	}
+	/* a fence after it must fit too: put_fence() would ring the doorbell */
+	ret = ring_room_for(e, nslots + (fence_out ? 1 : 0));
+	if (ret < 0)
+		goto out_ring;
+	memcpy(s->ring + (s->tail & (s->ring_size - 1)), &d, sizeof(d));
+	for (i = 0; i < nslots - 1; i++) {
+		struct ce_list_entry pair[2] = { { 0 } };
+
+		for (uint32_t k = 0; k < 2 && 2 * i + k < n; k++) {
+			const struct engine_chunk *ck = &c[2 * i + k];
+
+			pair[k] = (struct ce_list_entry){ .src = src.addr + ck->src,
+							  .dst = dst.addr + ck->dst,
+							  .size = ck->len };
+		}
+		memcpy(s->ring + ((s->tail + (uint64_t)(i + 1) * DESC_SIZE) & (s->ring_size - 1)),
+		       pair, sizeof(pair));
+	}
+	s->tail += (uint64_t)nslots * DESC_SIZE;
+out_ring:
+	ret = submit_end(e, ret, fence_out);
+out_unlock:
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static uint32_t sim_list_max(struct engine *e)
+{
+	return se(e)->list_max;
 }
 
 static uint32_t sim_sum_slots(struct engine *e)
@@ -814,6 +912,11 @@ static int sim_init(struct engine *e)
 	s->sums = (const uint8_t *)s->ring + c->ring_size + CE_FENCE_PAGE;
 	s->sums_off = s->fence_off + CE_FENCE_PAGE;
 	s->nsums = caps & REFDEV_CAPS_COPY_SUM ? ENGINE_SUM_AREA / 8 : 0;
+	/* A list takes at most half the ring, so that it always fits beside
+	 * what is queued before it once that drains. */
+	s->list_max = 0;
+	if (caps & REFDEV_CAPS_COPY_LIST)
+		s->list_max = s->nslots - 2 < CE_LIST_MAX ? s->nslots - 2 : CE_LIST_MAX;
 
 	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->efd < 0) {
@@ -885,6 +988,8 @@ const struct engine_ops engine_sim_ops = {
 	.copy_sum = sim_copy_sum,
 	.sum_slots = sim_sum_slots,
 	.sums = sim_sums,
+	.copy_list = sim_copy_list,
+	.list_max = sim_list_max,
 	.fill = sim_fill,
 	.wait = sim_wait,
 	.idle = sim_idle,

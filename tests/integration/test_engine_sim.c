@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "engines/engine.h"
 #include "base/context.h"
@@ -295,6 +296,156 @@ static void test_ring_wrap(void **state)
 	assert_int_equal(make_engine(f, 0, RING0, 65536, &f->ce0), 0);
 }
 
+/* The chunks of list @r: @n of assorted sizes (a byte, part of a piece,
+ * whole 64 KiB pieces, a piece and a bit), their sources taken in reverse
+ * order from @src_base (at most @max_len each), their destinations packed
+ * from 0 with @gap bytes after each. Returns the bytes the destinations
+ * span. */
+static uint64_t list_chunks(struct engine_chunk *c, uint32_t n, unsigned r, uint64_t src_base,
+			    uint64_t max_len, uint64_t gap)
+{
+	static const uint64_t sizes[] = { 1, 100, 4096, 65536, 65536 + 4096, 2 * 65536 + 8 };
+	uint64_t dst = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t len = sizes[(i + r) % (sizeof(sizes) / sizeof(sizes[0]))];
+
+		c[i].len = len < max_len ? len : max_len;
+		c[i].src = src_base + (uint64_t)(n - 1 - i) * 0x30000;
+		c[i].dst = dst;
+		dst += c[i].len + gap;
+	}
+	return dst;
+}
+
+/* Copy lists (the reference device's COPY_LIST, 1.4) through a 4 KiB ring,
+ * so that lists wrap around its end and wait for room: each chunk lands at
+ * its own destination and nothing between them is touched; the sums are
+ * each chunk's own pieces' in order (a list that copied or hashed the
+ * wrong chunk fails here); back without sums; then plugged lists far
+ * larger than the ring; then the refusals. */
+static void test_copy_list(void **state)
+{
+	struct fx *f = *state;
+	struct engine_cfg ccfg = { .size = sizeof(ccfg), .dev = f->dev, .dma = &f->dma };
+	struct engine_chunk c[62];
+	uint8_t *sys = f->sys.vaddr;
+	struct engine *small, *cpu;
+	uint64_t fence = 0, span, sums[3 * 62];
+	unsigned r;
+
+	assert_int_equal(engine_list_max(f->ce0), 1022); /* 64 KiB ring: half of it */
+	assert_int_equal(engine_create(f->ctx, &engine_cpu_ops, &ccfg, &cpu), 0);
+	assert_int_equal(engine_list_max(cpu), 0);
+	engine_destroy(f->ce0);
+	f->ce0 = NULL;
+	assert_int_equal(make_engine(f, 0, RING_SMALL, 4096, &small), 0);
+	assert_int_equal(engine_list_max(small), 62);
+	fill_random(f->vram + DATA, 62 * 0x30000, 41);
+	for (r = 0; r < 12; r++) {
+		uint32_t n = 1 + (r * 23) % 62, slot = 0;
+
+		span = list_chunks(c, n, r, DATA, UINT64_MAX, 4096);
+		assert_true(span <= SYS_SIZE);
+		memset(sys, 0xcc, span);
+		assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, n,
+						  0, &fence),
+				 0);
+		assert_int_equal(engine_wait(small, fence, WAIT_MS), 0);
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t pieces = (uint32_t)((c[i].len + 65535) / 65536);
+
+			assert_memory_equal(sys + c[i].dst, f->vram + c[i].src, c[i].len);
+			assert_int_equal(sys[c[i].dst + c[i].len], 0xcc);
+			engine_sums(small, slot, pieces, sums);
+			for (uint32_t p = 0; p < pieces; p++) {
+				uint64_t len = c[i].len - p * 65536ull < 65536 ? c[i].len - p * 65536ull
+									     : 65536;
+
+				assert_int_equal(sums[p], XXH3_64bits(f->vram + c[i].src + p * 65536ull,
+								      len));
+			}
+			slot += pieces;
+		}
+		/* and back, into other VRAM, without sums */
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t t = c[i].src;
+
+			c[i].src = c[i].dst;
+			c[i].dst = t + (16ull << 20);
+		}
+		assert_int_equal(engine_copy_list(small, engine_vram(0), engine_iova(f->sys_iova), c, n,
+						  ENGINE_NO_SUM, &fence),
+				 0);
+		assert_int_equal(engine_wait(small, fence, WAIT_MS), 0);
+		for (uint32_t i = 0; i < n; i++)
+			assert_memory_equal(f->vram + c[i].dst, sys + c[i].src, c[i].len);
+	}
+
+	/* Plugged: 40 lists of 62 chunks, each half the ring: a full ring
+	 * rings the doorbell itself, never showing the engine half a list. */
+	engine_plug(small);
+	for (r = 0; r < 40; r++) {
+		list_chunks(c, 62, r, DATA, 256, 64);
+		for (uint32_t i = 0; i < 62; i++)
+			c[i].dst += (uint64_t)r * 62 * (256 + 64);
+		assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c,
+						  62, ENGINE_NO_SUM, r % 8 == 7 ? &fence : NULL),
+				 0);
+	}
+	assert_int_equal(engine_unplug(small), 0);
+	assert_int_equal(engine_idle(small, WAIT_MS), 0);
+	for (r = 0; r < 40; r++) {
+		list_chunks(c, 62, r, DATA, 256, 64);
+		for (uint32_t i = 0; i < 62; i++)
+			assert_memory_equal(sys + (uint64_t)r * 62 * (256 + 64) + c[i].dst,
+					    f->vram + c[i].src, c[i].len);
+	}
+
+	/* What the engine refuses before the device sees it. */
+	list_chunks(c, 62, 0, DATA, UINT64_MAX, 4096);
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 63,
+					  ENGINE_NO_SUM, NULL),
+			 -EINVAL);
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 0,
+					  ENGINE_NO_SUM, NULL),
+			 -EINVAL);
+	c[3].len = 0;
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 4,
+					  ENGINE_NO_SUM, NULL),
+			 -EINVAL);
+	c[3].len = 8;
+	assert_int_equal(engine_copy_list(small, engine_vram(0), engine_iova(f->sys_iova), c, 4, 0,
+					  NULL),
+			 -EINVAL); /* sums of system memory */
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 4,
+					  engine_sum_slots(small) - 1, NULL),
+			 -ENOSPC);
+	assert_int_equal(engine_copy_list(cpu, engine_iova(f->sys_iova), engine_vram(0), c, 4,
+					  ENGINE_NO_SUM, NULL),
+			 -EOPNOTSUPP);
+	engine_destroy(cpu);
+
+	/* A failing list: the engine stops on it, names it, and recovers. */
+	log_clear();
+	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, 1, false), 0);
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 4,
+					  ENGINE_NO_SUM, &fence),
+			 0);
+	assert_int_equal(engine_wait(small, fence, WAIT_MS), -EIO);
+	assert_true(log_has("engine sim0: COPY_LIST of 4 entries VRAM -> IOVA"));
+	assert_true(log_has("ERR_INJECTED (5)"));
+	assert_int_equal(engine_reset(small), 0);
+	memset(sys, 0xcc, 4096);
+	assert_int_equal(engine_copy_list(small, engine_iova(f->sys_iova), engine_vram(0), c, 4,
+					  ENGINE_NO_SUM, &fence),
+			 0);
+	assert_int_equal(engine_wait(small, fence, WAIT_MS), 0);
+	assert_memory_equal(sys + c[0].dst, f->vram + c[0].src, c[0].len);
+	engine_destroy(small);
+	assert_int_equal(make_engine(f, 0, RING0, 65536, &f->ce0), 0);
+}
+
 /* A plugged batch starts only at unplug (or when someone waits, or when the
  * ring fills), and then runs completely. */
 static void test_plug(void **state)
@@ -507,6 +658,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fences_and_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_wrap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plug, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_and_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injected_fault, setup, teardown),

@@ -81,6 +81,9 @@ static void tdev_close(struct tdev *d)
 		close(d->efd[v]);
 }
 
+/* Set by fx_setup_v13: the device models VERSION 1.3. */
+static unsigned fx_minor;
+
 static int fx_setup_n(void **state, unsigned n, uint32_t slow01)
 {
 	struct fx *f = calloc(1, sizeof(*f));
@@ -93,6 +96,8 @@ static int fx_setup_n(void **state, unsigned n, uint32_t slow01)
 	o.vram_size = VRAM;
 	o.devices = n;
 	o.slow_links[0] = slow01;
+	if (fx_minor)
+		o.version_minor = fx_minor;
 	assert_int_equal(sim_start(&o, &f->sim), 0);
 	f->n = n;
 	for (unsigned i = 0; i < n; i++)
@@ -104,6 +109,16 @@ static int fx_setup_n(void **state, unsigned n, uint32_t slow01)
 static int fx_setup(void **state)
 {
 	return fx_setup_n(state, 1, 0);
+}
+
+static int fx_setup_v13(void **state)
+{
+	int ret;
+
+	fx_minor = 3;
+	ret = fx_setup_n(state, 1, 0);
+	fx_minor = 0;
+	return ret;
 }
 
 static int fx_setup_twin(void **state)
@@ -242,6 +257,206 @@ static void test_copy_sum(void **state)
 	}
 	/* nothing past the third slot */
 	assert_int_equal(d->vram[sums + 24], 0xee);
+}
+
+
+/* One entry of a COPY_LIST (1.4), as the ring holds it. */
+struct tentry {
+	uint64_t src, dst, size, reserved;
+};
+
+/* Queue a COPY_LIST on engine @ce: @hd (opcode 5, size = @n) and its @n
+ * entries two a slot after it (wrapping like descriptors), then @after
+ * (@nafter descriptors); ring the doorbell at @ring_at slots past the
+ * list's start (0: after everything). */
+static void submit_list(struct tdev *d, unsigned ce, struct tdesc hd, const struct tentry *e,
+			uint32_t n, const struct tdesc *after, unsigned nafter, uint32_t ring_at)
+{
+	uint32_t start = d->tail[ce], slots = 1 + (n + 1) / 2;
+
+	hd.opcode = 5;
+	hd.size = n;
+	memcpy(d->vram + 0x1000 * ce + d->tail[ce], &hd, sizeof(hd));
+	d->tail[ce] = (d->tail[ce] + 64) % 4096;
+	for (uint32_t i = 0; i < slots - 1; i++) {
+		struct tentry pair[2] = { { 0 } };
+
+		pair[0] = e[2 * i];
+		if (2 * i + 1 < n)
+			pair[1] = e[2 * i + 1];
+		memcpy(d->vram + 0x1000 * ce + d->tail[ce], pair, sizeof(pair));
+		d->tail[ce] = (d->tail[ce] + 64) % 4096;
+	}
+	for (unsigned i = 0; i < nafter; i++) {
+		memcpy(d->vram + 0x1000 * ce + d->tail[ce], &after[i], sizeof(after[i]));
+		d->tail[ce] = (d->tail[ce] + 64) % 4096;
+	}
+	assert_int_equal(tc_wr32(&d->c, CE(ce, 0x10),
+				 ring_at ? (start + ring_at * 64) % 4096 : d->tail[ce]),
+			 0);
+}
+
+/* The sum in slot @i at VRAM @at (little-endian). */
+static uint64_t sum_slot(struct tdev *d, uint64_t at, uint64_t i)
+{
+	uint64_t v = 0;
+
+	for (int b = 7; b >= 0; b--)
+		v = v << 8 | d->vram[at + i * 8 + (uint64_t)b];
+	return v;
+}
+
+/* COPY_LIST (1.4): assorted chunks VRAM -> system memory with sums, in an
+ * order of their own, across the ring's end; each lands at its own place,
+ * the bytes between untouched, each chunk's pieces summed in turn; then
+ * system memory -> VRAM without sums. A list that copied or summed another
+ * entry's chunk fails here. */
+static void test_copy_list(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	static const uint64_t sizes[] = { 0x10000, 0x18000, 0x1000, 0x20000, 0x100, 0x10001, 8 };
+	const uint32_t n = sizeof(sizes) / sizeof(sizes[0]);
+	const uint64_t sums = 0x2000, iova = 0x10000000;
+	int mfd = memfd_create("sys", MFD_CLOEXEC);
+	struct tentry e[sizeof(sizes) / sizeof(sizes[0])];
+	struct tdesc fence = d_fence(~0ull, 7, true), nop = { 0 };
+	uint64_t at = 0, slot = 0;
+	uint8_t *sys;
+
+	assert_int_equal(tc_rd32(&d->c, 0x4), 0x00010004);
+	assert_true(tc_rd32(&d->c, 0x8) & (1u << 6));
+	assert_int_equal(ftruncate(mfd, 1 << 20), 0);
+	sys = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	assert_true(sys != MAP_FAILED);
+	assert_int_equal(tc_dma_map(&d->c, iova, 1 << 20, mfd, 0, VFU_DMA_F_READ | VFU_DMA_F_WRITE),
+			 0);
+	memset(sys, 0xcc, 1 << 20);
+	memset(d->vram + sums, 0xee, 128);
+	fill_pattern(d->vram + 0x100000, 0x100000, 13);
+	for (uint32_t i = 0; i < n; i++) {
+		/* sources from the end backwards, destinations forwards with gaps */
+		e[i] = (struct tentry){ .src = 0x100000 + 0xc0000 - (uint64_t)i * 0x20000,
+					.dst = iova + at, .size = sizes[i] };
+		at += sizes[i] + 0x1000;
+	}
+	/* 60 NOPs first: the list's entries wrap past the ring's end */
+	for (int i = 0; i < 60; i++)
+		submit(d, 0, &nop, 1);
+	submit_list(d, 0, (struct tdesc){ .value = sums, .dst_space = 1 }, e, n, &fence, 1, 0);
+	assert_true(tc_wait_irq(&d->c, d->efd[0], 5000) >= 1);
+	assert_int_equal(wait_engine(d, 0), ST_IDLE | ST_ENABLED);
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *src = d->vram + e[i].src, *dst = sys + (e[i].dst - iova);
+
+		assert_memory_equal(dst, src, e[i].size);
+		assert_int_equal(dst[e[i].size], 0xcc);
+		for (uint64_t p = 0; p < e[i].size; p += 0x10000, slot++) {
+			uint64_t len = e[i].size - p < 0x10000 ? e[i].size - p : 0x10000;
+
+			assert_int_equal(sum_slot(d, sums, slot), XXH3_64bits(src + p, len));
+		}
+	}
+	assert_int_equal(slot, 10);
+	assert_int_equal(d->vram[sums + slot * 8], 0xee); /* nothing past the last */
+
+	/* back into VRAM, no sums (value ~0) */
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t t = e[i].src;
+
+		e[i].src = e[i].dst;
+		e[i].dst = t + 0x200000;
+	}
+	submit_list(d, 0, (struct tdesc){ .value = ~0ull, .src_space = 1 }, e, n, &fence, 1, 0);
+	assert_true(tc_wait_irq(&d->c, d->efd[0], 5000) >= 1);
+	for (uint32_t i = 0; i < n; i++)
+		assert_memory_equal(d->vram + e[i].dst, sys + (e[i].src - iova), e[i].size);
+	assert_int_equal(tc_dma_unmap(&d->c, iova, 1 << 20), 0);
+	munmap(sys, 1 << 20);
+	close(mfd);
+}
+
+/* Bad lists stop the engine at the list, before any of its entries moved a
+ * byte (an early entry's destination keeps its old bytes). */
+static void test_bad_lists(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	struct tentry ok = { .src = 0x10000, .dst = 0x40000, .size = 4096 };
+	static const struct {
+		struct tdesc hd; /* opcode and size filled by submit_list */
+		struct tentry bad; /* the second entry of three */
+		uint32_t n, ring_at, err;
+	} cases[] = {
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = 64, .reserved = 1 }, 3, 0, 1 },
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = 0 }, 3, 0, 2 },
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = VRAM - 64, .size = 128 }, 3, 0, 2 },
+		{ { .value = ~0ull }, { .src = 0x7000000, .dst = 0x50000, .size = 64 }, 3, 0, 2 },
+		{ { .value = ~0ull, .src_space = 1 }, { .src = 0x7000000, .dst = 0x50000, .size = 64 }, 3, 0, 3 },
+		{ { .value = ~0ull, .dst_space = 1 }, { .src = 0x10000, .dst = 0x7000000, .size = 64 }, 3, 0, 3 },
+		{ { .value = ~0ull, .src_space = 2, .src_peer = 3 }, { .src = 0, .dst = 0x50000, .size = 64 }, 3, 0, 4 },
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = (1ull << 30) + 8 }, 3, 0, 2 },
+		/* the descriptor's own src, dst and flags are reserved */
+		{ { .value = ~0ull, .src = 8 }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 0, 1 },
+		{ { .value = ~0ull, .flags = 1 }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 0, 1 },
+		{ { .value = ~0ull, .src_space = 5 }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 0, 1 },
+		/* sums: of VRAM only, 8-aligned, inside VRAM */
+		{ { .value = 0x2000, .src_space = 1 }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 0, 1 },
+		{ { .value = 0x2004 }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 0, 2 },
+		{ { .value = VRAM - 16 }, { .src = 0x10000, .dst = 0x50000, .size = 0x30000 }, 3, 0, 2 },
+		/* no entries; more than the device takes; the doorbell short of
+		 * the entries */
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 0, 0, 2 },
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 1025, 0, 2 },
+		{ { .value = ~0ull }, { .src = 0x10000, .dst = 0x50000, .size = 64 }, 3, 2, 2 },
+	};
+	struct tentry e[3];
+
+	fill_pattern(d->vram + 0x10000, 0x10000, 3);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tdesc hd = cases[i].hd;
+		uint32_t head = tc_rd32(&d->c, CE(0, 0x0c)), n = cases[i].n;
+
+		memset(d->vram + 0x40000, 0x77, 4096);
+		e[0] = ok;
+		e[1] = cases[i].bad;
+		e[2] = ok;
+		tc_efd_take(d->efd[2]);
+		if (n > 3) {
+			/* the size field alone says how many: it is refused before
+			 * any entry is read */
+			hd.opcode = 5;
+			hd.size = n;
+			submit(d, 0, &hd, 1);
+		} else {
+			submit_list(d, 0, hd, e, n, NULL, 0, cases[i].ring_at);
+		}
+		assert_int_equal(wait_engine(d, 0), ST_ERROR | ST_ENABLED);
+		assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), cases[i].err);
+		assert_int_equal(tc_rd32(&d->c, CE(0, 0x20)), head);
+		assert_true(tc_wait_irq(&d->c, d->efd[2], 2000) >= 1);
+		for (int b = 0; b < 4096; b++)
+			assert_int_equal(d->vram[0x40000 + b], 0x77);
+		assert_int_equal(tc_wr32(&d->c, CE(0, 0x14), 2), 0); /* RESET */
+		assert_int_equal(tc_wr32(&d->c, CE(0, 0x14), 1), 0);
+		d->tail[0] = 0;
+	}
+}
+
+/* A 1.3 device (--version-minor 3) has no COPY_LIST: CAPS bit 6 clear, the
+ * opcode refused. */
+static void test_copy_list_v13(void **state)
+{
+	struct fx *f = *state;
+	struct tdev *d = &f->d[0];
+	struct tentry e = { .src = 0x10000, .dst = 0x40000, .size = 64 };
+
+	assert_int_equal(tc_rd32(&d->c, 0x4), 0x00010003);
+	assert_int_equal(tc_rd32(&d->c, 0x8) & (1u << 6), 0);
+	assert_true(tc_rd32(&d->c, 0x8) & (1u << 5));
+	submit_list(d, 0, (struct tdesc){ .value = ~0ull }, &e, 1, NULL, 0, 0);
+	assert_int_equal(wait_engine(d, 0), ST_ERROR | ST_ENABLED);
+	assert_int_equal(tc_rd32(&d->c, CE(0, 0x1c)), 1);
 }
 
 static void test_copy_dma_fd(void **state)
@@ -664,6 +879,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_copy_fill_fence, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_sum, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_list, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_lists, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_list_v13, fx_setup_v13, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_fd, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_dma_window_fd_checks, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_dma_inband, fx_setup, fx_teardown),

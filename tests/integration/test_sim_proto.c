@@ -169,7 +169,7 @@ static void test_registers_and_config(void **state)
 	unsigned n = 0;
 
 	assert_int_equal(tc_rd32(&f->c, 0x0), 0x55475055);
-	assert_int_equal(tc_rd32(&f->c, 0x4), 0x00010003); /* 1.3 (test_sim_queues, test_sim_vm) */
+	assert_int_equal(tc_rd32(&f->c, 0x4), 0x00010004); /* 1.4 (test_sim_queues, test_sim_vm) */
 	assert_int_equal(tc_rd32(&f->c, 0x8) & 3u, 3u);
 	assert_int_equal(tc_rd32(&f->c, 0xc), 2);
 	assert_int_equal(tc_rd64(&f->c, 0x10), VRAM);

@@ -237,7 +237,7 @@ static struct entry ring_entry(struct fx *f, uint32_t size, uint32_t count)
 	return r;
 }
 
-/* The device's identity and layout: VERSION 1.3, NUM_EXEC_QUEUES, queue
+/* The device's identity and layout: VERSION 1.4, NUM_EXEC_QUEUES, queue
  * blocks that exist and those that do not, queue 0's 1.0 alias. */
 static void test_version_and_layout(void **state)
 {
@@ -245,7 +245,7 @@ static void test_version_and_layout(void **state)
 	struct sim_opts o;
 	struct sim *s;
 
-	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010003);
+	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010004);
 	assert_true(tc_rd32(&f->c, R_CAPS) & (1u << 3));
 	assert_int_equal(tc_rd32(&f->c, R_NUM_QUEUES), NQ);
 	assert_int_equal(tc_rd32(&f->c, R_DEPTH), 64);

@@ -198,7 +198,7 @@ static void test_no_atomic_leaf(void **state)
 {
 	struct fx *f = *state;
 
-	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010003);
+	assert_int_equal(tc_rd32(&f->c, R_VERSION), 0x00010004);
 	assert_true(tc_rd32(&f->c, R_CAPS) & (1u << 4));
 	memset(f->vram + PG(0), 0, 4096);
 	leaf(f, 0, PG(0) | V | W | NA);

@@ -5,8 +5,9 @@
  * between cycles) and random injected faults (a blitter descriptor failing
  * in suspend or resume, a backup allocation failing in prepare or suspend,
  * a failed wake), and writes between prepare and suspend (through the API
- * and mappings, over random ranges: the window copies only the chunks the
- * dirty tracking marked, and every backup's checksums are checked at
+ * and mappings, over random ranges or scattered over every other 64 KiB
+ * chunk: the window copies only the chunks the dirty tracking marked, runs
+ * apart as copy lists, and every backup's checksums are checked at
  * resume). Half the cycles spill: a spill directory and a random memory
  * limit for the backups, so some (or all) of them go to the file; faults
  * then include a failing write of the file in prepare or in the window, and
@@ -25,6 +26,7 @@
 
 #define MiB (1ull << 20)
 #define MAXB 24
+#define SOAK_CHUNK (64ull << 10) /* the backups' dirty-tracking chunk */
 
 static int setup(void **state)
 {
@@ -210,13 +212,23 @@ static void test_soak(void **state)
 				prepared = false;
 			}
 		}
-		/* Writes after prepare: only what they touch is copied again. */
+		/* Writes after prepare: only what they touch is copied again.
+		 * One range, or a few bytes in every other 64 KiB chunk: runs
+		 * that do not continue each other, which the window sends as
+		 * copy lists (COPY_LIST), as it does the runs of BOs apart. */
 		for (i = 0; prepared && i < MAXB; i++) {
 			if (b[i].bo && !rnd(3)) {
 				uint64_t off = rnd((uint32_t)b[i].size);
 
 				write_range(&b[i], off, 1 + rnd((uint32_t)(b[i].size - off)),
 					    next_seed++);
+			} else if (b[i].bo && !rnd(3)) {
+				for (uint64_t c = rnd(2) * SOAK_CHUNK; c < b[i].size; c += 2 * SOAK_CHUNK) {
+					uint64_t end = b[i].size - c < SOAK_CHUNK ? b[i].size : c + SOAK_CHUNK;
+					uint64_t off = c + rnd((uint32_t)(end - c));
+
+					write_range(&b[i], off, 1 + rnd((uint32_t)(end - off)), next_seed++);
+				}
 			}
 		}
 		if (fault == 2)
@@ -269,9 +281,15 @@ static void test_soak(void **state)
 		struct ugpu_pm_stats st = { .size = sizeof(st) };
 
 		assert_int_equal(ugpu_device_pm_stats(f->dev, &st), 0);
+		struct sim_state ss;
+
 		printf("soak: %llu bytes written to spill files\n",
 		       (unsigned long long)st.spill_bytes);
 		assert_true(cycles < 20 || st.spill_bytes > 0);
+		assert_int_equal(sim_state(f->sim, 0, &ss), 0);
+		printf("soak: %llu copy lists (COPY_LIST) among %llu descriptors\n",
+		       (unsigned long long)ss.lists, (unsigned long long)ss.descs);
+		assert_true(cycles < 20 || ss.lists > 0);
 	}
 	printf("soak: %lu cycles, %llu completed suspends, %llu injected faults hit, 0 bytes lost\n",
 	       cycles, (unsigned long long)ok_cycles, (unsigned long long)faults);

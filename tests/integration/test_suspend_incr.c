@@ -21,6 +21,7 @@
 #include <ugpu/vm.h>
 
 #include "integration/test_bo_common.h"
+#include "engines/engine.h"
 #include "mm/backup_track.h"
 
 #define MiB (1ull << 20)
@@ -565,6 +566,170 @@ static void test_small_bos_joined(void **state)
 		ugpu_bo_put(bo[i]);
 }
 
+/* Write chunk @c of @bo and of its model @m with pattern @seed. */
+static void write_chunk(struct ugpu_bo *bo, uint8_t *m, uint64_t c, uint32_t seed)
+{
+	for (uint64_t i = 0; i < BACKUP_CHUNK; i++)
+		m[c * BACKUP_CHUNK + i] = pat(seed, c * BACKUP_CHUNK + i);
+	assert_int_equal(ugpu_bo_write(bo, c * BACKUP_CHUNK, m + c * BACKUP_CHUNK, BACKUP_CHUNK), 0);
+}
+
+/* The first byte where @bo differs from @m, or -1. */
+static int64_t diff_model(struct ugpu_bo *bo, const uint8_t *m, uint64_t size)
+{
+	uint8_t *b = malloc(size);
+	int64_t at = -1;
+
+	assert_non_null(b);
+	assert_int_equal(ugpu_bo_read(bo, 0, b, size), 0);
+	for (uint64_t i = 0; i < size && at < 0; i++)
+		if (b[i] != m[i])
+			at = (int64_t)i;
+	free(b);
+	return at;
+}
+
+/*
+ * Chunks that do not continue each other: every other 64 KiB chunk of a
+ * BO written after prepare, and small BOs whose VRAM is not adjacent (a
+ * NO_RESTORE BO between each two). On a 1.4 device they go to the engines
+ * as copy lists (COPY_LIST), a few descriptors for all of them; on a 1.3
+ * device (@lists false) one descriptor each, as before. Either way each
+ * chunk's backup holds its own bytes and its own checksum: a damaged
+ * chunk is named exactly, an undamaged cycle checks clean, and every byte
+ * comes back (a list that copied or summed the wrong chunk fails here).
+ */
+static void listed_chunks(struct fx *f, bool lists)
+{
+	const uint64_t hsize = 8 * MiB, nch = hsize / BACKUP_CHUNK;
+	struct report rep = { 0 };
+	struct ugpu_pm_opts po = { .size = sizeof(po), .user = &rep, .corrupt = on_corrupt };
+	struct ugpu_bo *half, *small[16], *gap[16];
+	uint8_t *m = malloc(hsize);
+	struct sim_state st;
+	uint64_t d0, l0, c;
+	int i;
+
+	assert_non_null(m);
+	assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
+	half = bo_new(f->dev, hsize, UGPU_BO_PINNED, V, N, "half");
+	assert_non_null(half);
+	pat_fill(m, hsize, 1);
+	assert_int_equal(ugpu_bo_write(half, 0, m, hsize), 0);
+	for (i = 0; i < 16; i++) {
+		small[i] = bo_new(f->dev, 64 * KiB, UGPU_BO_PINNED, V, N, "small");
+		gap[i] = bo_new(f->dev, 64 * KiB, UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, N, "gap");
+		assert_non_null(small[i]);
+		assert_non_null(gap[i]);
+	}
+
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+		/* round 0: the even chunks; round 1: the odd ones */
+		for (c = (uint64_t)round; c < nch; c += 2)
+			write_chunk(half, m, c, 10 + (uint32_t)round);
+		for (i = 0; i < 16; i++)
+			assert_int_equal(bo_fill(small[i], 64 * KiB, 200 + 16 * (uint32_t)round + (uint32_t)i), 0);
+		assert_int_equal(sim_state(f->sim, 0, &st), 0);
+		d0 = st.descs;
+		l0 = st.lists;
+		assert_int_equal(ugpu_device_suspend(f->dev), 0);
+		assert_int_equal(sim_state(f->sim, 0, &st), 0);
+		print_message("window: %" PRIu64 " descriptors, %" PRIu64 " of them lists\n",
+			      st.descs - d0, st.lists - l0);
+		if (lists) {
+			/* 80 runs: a few lists, their fences, the kernel BOs' copies */
+			assert_true(st.lists - l0 >= 1);
+			assert_true(st.descs - d0 <= 24);
+		} else {
+			assert_int_equal(st.lists - l0, 0);
+			assert_true(st.descs - d0 >= 80);
+		}
+		if (!round)
+			damage_backup(half, 6 * BACKUP_CHUNK + 5); /* a chunk the window copied */
+		assert_int_equal(ugpu_device_resume(f->dev), round ? 0 : -EBADMSG);
+		if (!round) {
+			assert_int_equal(rep.n, 1);
+			assert_string_equal(rep.name, "half");
+			assert_int_equal(rep.off, 6 * BACKUP_CHUNK);
+			assert_int_equal(diff_model(half, m, hsize), 6 * BACKUP_CHUNK + 5);
+			/* put the damaged byte right again for the next round */
+			write_chunk(half, m, 6, 10);
+		} else {
+			assert_int_equal(rep.n, 1); /* nothing new */
+		}
+		assert_int_equal(diff_model(half, m, hsize), -1);
+		for (i = 0; i < 16; i++)
+			assert_int_equal(bo_verify(small[i], 64 * KiB, 200 + 16 * (uint32_t)round + (uint32_t)i), -1);
+	}
+	for (i = 0; i < 16; i++) {
+		ugpu_bo_put(small[i]);
+		ugpu_bo_put(gap[i]);
+	}
+	ugpu_bo_put(half);
+	free(m);
+}
+
+static void test_listed_chunks(void **state)
+{
+	listed_chunks(*state, true);
+}
+
+/* The driver on a 1.3 device: no COPY_LIST (CAPS bit 6), one descriptor a
+ * chunk. */
+static void test_listed_chunks_v13(void **state)
+{
+	listed_chunks(*state, false);
+}
+
+static int setup_v13(void **state)
+{
+	struct sim_opts o;
+
+	sim_opts_init(&o);
+	o.vram_size = 64 * MiB;
+	o.version_minor = 3;
+	if (fx_setup_opts(state, &o))
+		return -1;
+	return ugpu_device_rpm_set_autosuspend_delay(((struct fx *)*state)->dev, -1);
+}
+
+/* The fences each copy engine of @f's device has completed. */
+static void engine_fences(struct fx *f, uint64_t *out)
+{
+	for (int k = 0; k < 2; k++) {
+		struct engine *e = f->dev->copy[k];
+
+		assert_non_null(e);
+		out[k] = e->ops->completed(e);
+	}
+}
+
+/* One BO of 32 MiB written whole after prepare: its copy is cut in 8 MiB
+ * descriptors spread over both copy engines (it went to one engine as one
+ * descriptor), and comes back byte for byte. */
+static void test_big_bo_both_engines(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, 32 * MiB, UGPU_BO_PINNED, V, N, "big");
+	uint64_t before[2], after[2];
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+	assert_int_equal(bo_fill(bo, 32 * MiB, 77), 0);
+	engine_fences(f, before);
+	assert_int_equal(ugpu_device_suspend(f->dev), 0);
+	engine_fences(f, after);
+	print_message("fences in the window: engine 0 %" PRIu64 ", engine 1 %" PRIu64 "\n",
+		      after[0] - before[0], after[1] - before[1]);
+	/* two 8 MiB batches each, a fence for each */
+	assert_true(after[0] - before[0] >= 2);
+	assert_true(after[1] - before[1] >= 2);
+	assert_int_equal(ugpu_device_resume(f->dev), 0);
+	assert_int_equal(bo_verify(bo, 32 * MiB, 77), -1);
+	ugpu_bo_put(bo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -576,6 +741,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kernels_wait_by_default, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_write_in_window, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_small_bos_joined, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_listed_chunks, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_big_bo_both_engines, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_listed_chunks_v13, setup_v13, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

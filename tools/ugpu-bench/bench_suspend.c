@@ -41,8 +41,10 @@
  * Every written word is read back after resume, and resume checks every
  * backup's checksums (a mismatch fails the run). One JSON line per (V, P):
  *   {"bench":"suspend","case":"incremental","vram_mib":V,"dirty_pct":P,
- *    "critical_ms":A,"full_critical_ms":B}
- * Target: A <= (P/100 + 0.05) x B.
+ *    "critical_ms":A,"full_critical_ms":B,"critical_cpu_ms":..,
+ *    "full_critical_cpu_ms":..}
+ * Target: A <= (P/100 + 0.05) x B. The CPU times are the least the
+ * process spent in one such window (as critical_cpu_ms of the shapes).
  *
  * --spill [--spill-mib N] [--spill-dir D]: the spill case (issue 20): N MiB
  * (default 256) of pinned 64 MiB BOs whose backups all go to a file in D
@@ -57,6 +59,7 @@
  *    "file_write_gbps":W,"dd_gbps":D,"memory_critical_ms":M,"dd_direct":true}
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +104,74 @@ struct shape {
 	unsigned int n;
 	uint64_t size;
 };
+
+/* --perf-ctl: perf's control FIFO and its acknowledgement FIFO, or -1. */
+static int perf_ctl_fd = -1, perf_ack_fd = -1;
+
+/* Tell perf "enable" or "disable" and wait for its ack (a no-op without
+ * --perf-ctl). A failure stops the profiling, never the benchmark. */
+static void perf_ctl(const char *cmd)
+{
+	char ack[16];
+
+	if (perf_ctl_fd < 0)
+		return;
+	if (write(perf_ctl_fd, cmd, strlen(cmd)) != (ssize_t)strlen(cmd) ||
+	    read(perf_ack_fd, ack, sizeof(ack)) <= 0) {
+		fprintf(stderr, "bench suspend: --perf-ctl: perf stopped answering; profiling off\n");
+		close(perf_ctl_fd);
+		close(perf_ack_fd);
+		perf_ctl_fd = perf_ack_fd = -1;
+	}
+}
+
+/* --perf-ctl CTL:ACK: open perf's FIFOs (CTL for writing, ACK for reading). */
+static int perf_open(const char *fifos)
+{
+	const char *colon = strchr(fifos, ':');
+	char ctl[4096];
+
+	if (!colon || colon == fifos || !colon[1] || (size_t)(colon - fifos) >= sizeof(ctl))
+		return -EINVAL;
+	memcpy(ctl, fifos, (size_t)(colon - fifos));
+	ctl[colon - fifos] = '\0';
+	/* Non-blocking: a FIFO nobody reads (perf not running) is ENXIO, not
+	 * a wait without end; then blocking writes again (perf reads them). */
+	perf_ctl_fd = open(ctl, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+	if (perf_ctl_fd < 0 || fcntl(perf_ctl_fd, F_SETFL, 0) < 0) {
+		int ret = -errno;
+
+		if (perf_ctl_fd >= 0)
+			close(perf_ctl_fd);
+		perf_ctl_fd = -1;
+		return ret;
+	}
+	perf_ack_fd = open(colon + 1, O_RDONLY | O_CLOEXEC);
+	if (perf_ack_fd < 0) {
+		int ret = -errno;
+
+		close(perf_ctl_fd);
+		perf_ctl_fd = -1;
+		return ret;
+	}
+	return 0;
+}
+
+/* Suspend, timed in wall and CPU milliseconds; profiled with @profile. */
+static int timed_suspend(struct ugpu_device *dev, bool profile, double *ms, double *cpu)
+{
+	double t = now_ms(), c0 = cpu_ms();
+	int ret;
+
+	if (profile)
+		perf_ctl("enable\n");
+	ret = ugpu_device_suspend(dev);
+	if (profile)
+		perf_ctl("disable\n");
+	*ms = now_ms() - t;
+	*cpu = cpu_ms() - c0;
+	return ret;
+}
 
 static void fill(uint8_t *p, uint64_t len, uint32_t seed)
 {
@@ -218,13 +289,9 @@ static int run_shape(struct ugpu_device *dev, const struct shape *sh, int reps, 
 				ugpu_bo_write(bo[i], 0, buf, sh->size);
 			}
 		}
-		t = now_ms();
-		c0 = cpu_ms();
-		ret = ugpu_device_suspend(dev);
+		ret = timed_suspend(dev, with_prep, &t, &c0);
 		if (ret)
 			goto out;
-		t = now_ms() - t;
-		c0 = cpu_ms() - c0;
 		if (with_prep)
 			crit = min_d(crit, t);
 		if (with_prep)
@@ -315,11 +382,12 @@ static int incr_touch(struct ugpu_bo **bo, unsigned int n, unsigned int pct, uns
 	return 0;
 }
 
-/* One prepare, @pct % dirtied, suspend (timed into *@ms), resume, check. */
+/* One prepare, @pct % dirtied, suspend (the best window so far in *@ms,
+ * the least CPU time a window took so far in *@cpu), resume, check. */
 static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int n,
-		      unsigned int pct, unsigned int round, bool phases, double *ms)
+		      unsigned int pct, unsigned int round, bool phases, double *ms, double *cpu)
 {
-	double t;
+	double t, c;
 	int ret;
 
 	ret = ugpu_device_suspend_prepare(dev);
@@ -330,13 +398,13 @@ static int incr_cycle(struct ugpu_device *dev, struct ugpu_bo **bo, unsigned int
 		ugpu_device_suspend_cancel(dev);
 		return ret;
 	}
-	t = now_ms();
-	ret = ugpu_device_suspend(dev);
+	ret = timed_suspend(dev, true, &t, &c);
 	if (ret) {
 		ugpu_device_suspend_cancel(dev);
 		return ret;
 	}
-	*ms = min_d(*ms, now_ms() - t);
+	*ms = min_d(*ms, t);
+	*cpu = min_d(*cpu, c);
 	if (phases) {
 		char what[16];
 
@@ -414,21 +482,23 @@ static int run_incremental(struct ugpu_context *ctx, uint64_t vram_mib, const un
 	struct ugpu_device *dev = NULL;
 	struct ugpu_bo **bo = NULL;
 	struct sim *sim = NULL;
-	double full = 1e30, a;
+	double full = 1e30, full_cpu = 1e30, a, a_cpu;
 	int r, ret;
 
 	ret = incr_up(ctx, vram_mib, &sim, &dev, &bo, &n);
 	for (r = 0; r < reps && !ret; r++)
-		ret = incr_cycle(dev, bo, n, 100, ++round, phases, &full);
+		ret = incr_cycle(dev, bo, n, 100, ++round, phases, &full, &full_cpu);
 	for (k = 0; k < npct && !ret; k++) {
 		a = 1e30;
+		a_cpu = 1e30;
 		for (r = 0; r < reps && !ret; r++)
-			ret = incr_cycle(dev, bo, n, pcts[k], ++round, phases, &a);
+			ret = incr_cycle(dev, bo, n, pcts[k], ++round, phases, &a, &a_cpu);
 		if (ret)
 			break;
 		printf("{\"bench\":\"suspend\",\"case\":\"incremental\",\"vram_mib\":%" PRIu64
-		       ",\"dirty_pct\":%u,\"critical_ms\":%.3f,\"full_critical_ms\":%.3f}\n",
-		       vram_mib, pcts[k], a, full);
+		       ",\"dirty_pct\":%u,\"critical_ms\":%.3f,\"full_critical_ms\":%.3f"
+		       ",\"critical_cpu_ms\":%.3f,\"full_critical_cpu_ms\":%.3f}\n",
+		       vram_mib, pcts[k], a, full, a_cpu, full_cpu);
 		fflush(stdout);
 		fprintf(stderr, "  %" PRIu64 " MiB, %u %% dirty: %.3f ms against a target of %.3f ms: %s\n",
 			vram_mib, pcts[k], a, (pcts[k] / 100.0 + 0.05) * full,
@@ -484,7 +554,7 @@ static int run_spill(struct ugpu_context *ctx, uint64_t mib, const char *dir, in
 	struct ugpu_device *dev = NULL;
 	struct ugpu_bo **bo = NULL;
 	struct sim *sim = NULL;
-	double crit = 1e30, mem = 1e30, w = 0, dd = 0, t;
+	double crit = 1e30, mem = 1e30, w = 0, dd = 0, t, cpu = 1e30;
 	bool dd_direct = false;
 	int r, ret;
 
@@ -493,12 +563,12 @@ static int run_spill(struct ugpu_context *ctx, uint64_t mib, const char *dir, in
 		/* the window with the backups in memory: the reference */
 		ret = ugpu_device_pm_set_opts(dev, NULL);
 		if (!ret)
-			ret = incr_cycle(dev, bo, n, 100, ++round, false, &mem);
+			ret = incr_cycle(dev, bo, n, 100, ++round, false, &mem, &cpu);
 		if (!ret)
 			ret = ugpu_device_pm_set_opts(dev, &po);
 		t = 1e30;
 		if (!ret)
-			ret = incr_cycle(dev, bo, n, 100, ++round, false, &t);
+			ret = incr_cycle(dev, bo, n, 100, ++round, false, &t, &cpu);
 		if (!ret)
 			ret = ugpu_device_pm_stats(dev, &st);
 		if (ret)
@@ -614,7 +684,7 @@ int bench_suspend(int argc, char **argv)
 	uint64_t total_mib = 128, vram_mib = 512, reps_opt = 3, total, vram;
 	bool phases = false, incremental = false, spill = false;
 	uint64_t spill_mib = 256;
-	const char *spill_dir = "/var/tmp";
+	const char *spill_dir = "/var/tmp", *perf_fifos = NULL;
 	struct num_list vram_list = { .v = { 256, 1024, 4096 }, .n = 3, .ok = vram_mib_ok };
 	struct num_list pcts_list = { .v = { 1, 10, 50 }, .n = 3, .ok = pct_ok };
 	const struct cli_opt opts[] = {
@@ -647,6 +717,8 @@ int bench_suspend(int argc, char **argv)
 		  .max = 1u << 20 },
 		{ .name = "spill-dir", .kind = CLI_STR, .dst = &spill_dir, .arg = "DIR",
 		  .help = "--spill: where the spill file goes; default /var/tmp" },
+		{ .name = "perf-ctl", .kind = CLI_STR, .dst = &perf_fifos, .arg = "CTL:ACK",
+		  .help = "profile only the critical windows: perf record --control=fifo:CTL,ACK --delay=-1" },
 		{ 0 },
 	};
 	const struct cli_cmd cli = {
@@ -662,6 +734,12 @@ int bench_suspend(int argc, char **argv)
 
 	if (ret != CLI_CONTINUE)
 		return ret;
+	if (perf_fifos) {
+		ret = perf_open(perf_fifos);
+		if (ret)
+			return cli_usage_error(cli.prog, "--perf-ctl %s: expected CTL:ACK, two FIFOs perf opened: %s",
+					       perf_fifos, ugpu_strerror(ret));
+	}
 	total = total_mib << 20;
 	vram = vram_mib << 20;
 	reps = (int)reps_opt;

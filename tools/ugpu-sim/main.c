@@ -37,7 +37,7 @@
 /* The command line, parsed into these, then into struct sim_opts. */
 static const char *socket_path, *control_path;
 static uint64_t vram = 256ull << 20, devices = 1, wake_latency_us, max_dma_maps = 65535,
-		req_interval_ms = 10000, exec_queues = 4, version_minor = 3;
+		req_interval_ms = 10000, exec_queues = 4, version_minor = 4;
 static int client_fd = -1;
 static uint32_t slow_links[SIM_MAX_DEVICES];
 
@@ -91,8 +91,8 @@ static const struct cli_opt opts_table[] = {
 	{ .name = "exec-queues", .kind = CLI_UINT, .dst = &exec_queues, .arg = "N",
 	  .help = "exec queues per device", .min = 1, .max = SIM_MAX_EXEC_QUEUES },
 	{ .name = "version-minor", .kind = CLI_UINT, .dst = &version_minor, .arg = "N",
-	  .help = "the VERSION minor modelled: 3, 2 for a 1.2 device (no COPY_SUM), 1 for a 1.1 device (no NO_ATOMIC bit either)",
-	  .min = 1, .max = 3 },
+	  .help = "the VERSION minor modelled: 4, 3 for a 1.3 device (no COPY_LIST), 2 for a 1.2 device (no COPY_SUM either), 1 for a 1.1 device (no NO_ATOMIC bit either)",
+	  .min = 1, .max = 4 },
 	{ 0 },
 };
 

@@ -55,7 +55,8 @@ struct sim_opts {
 	 * only; the device takes the fd over. When that client disconnects there
 	 * is nobody left to serve: sim_state().client turns false for good. */
 	int client_fd;
-	/* The VERSION minor the device models: 3 (0 means 3: the newest, with
+	/* The VERSION minor the device models: 4 (0 means 4: the newest, with
+	 * the COPY_LIST descriptor, CAPS bit 6), 3 (a 1.3 device: no COPY_LIST;
 	 * the COPY_SUM descriptor, CAPS bit 5), 2 (a 1.2 device: no COPY_SUM;
 	 * the NO_ATOMIC leaf bit and CAPS bit 4) or 1 (a 1.1 device: bit 3 of
 	 * a leaf is ignored, as 1.1 hardware ignores it), so that a driver's
@@ -123,6 +124,7 @@ struct sim_state {
 	uint32_t fault_ring_size; /* its entries */
 	uint32_t fault_put, fault_get; /* FAULT_PUT, FAULT_GET */
 	uint64_t irq_drops; /* interrupts dropped: the client's fd was full or broken */
+	uint64_t lists; /* of the descriptors completed, COPY_LISTs (1.4) */
 };
 
 int sim_state(struct sim *sim, unsigned dev, struct sim_state *st);

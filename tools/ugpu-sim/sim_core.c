@@ -525,6 +525,7 @@ int sim_state(struct sim *sim, unsigned idx, struct sim_state *st)
 	st->removed = dev->removed;
 	st->dma_maps = (uint32_t)dev->nmaps;
 	st->descs = dev->cnt_descs;
+	st->lists = dev->cnt_lists;
 	st->irqs = dev->cnt_irqs;
 	st->reqs = dev->cnt_reqs;
 	st->faults = dev->cnt_faults;

@@ -372,10 +372,13 @@ struct ce_job {
 	struct sim_desc d;
 	struct ce_ep src, dst;
 	bool throttle;
+	uint32_t slots; /* ring slots the descriptor takes (a COPY_LIST: with its entries) */
+	const struct sim_list_entry *list; /* COPY_LIST: its d.size entries */
 };
 
-static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space, uint64_t addr,
-			   uint32_t node, uint64_t size, uint32_t prot)
+/* Check one side of a transfer (nothing pinned yet). Lock held. */
+static uint32_t ep_check(struct sim_dev *dev, struct ce_ep *ep, uint32_t space, uint64_t addr,
+			 uint32_t node, uint64_t size, uint32_t prot)
 {
 	ep->space = space;
 	ep->addr = addr;
@@ -389,19 +392,12 @@ static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space
 			return SIM_ERR_BOUNDS;
 		ep->base = dev->vram;
 		return 0;
-	case SIM_SPACE_IOVA: {
-		int slot;
-
+	case SIM_SPACE_IOVA:
 		if (sim_inject_hit(dev, SIM_INJECT_DMA))
 			return SIM_ERR_DMA;
 		if (dma_check(dev, addr, size, prot))
 			return SIM_ERR_DMA;
-		slot = inflight_add(dev, addr, size);
-		if (slot < 0)
-			return SIM_ERR_DMA;
-		ep->slot = slot;
 		return 0;
-	}
 	case SIM_SPACE_PEER: {
 		struct sim_dev *peer = fabric_peer(dev, node);
 
@@ -419,24 +415,123 @@ static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space
 	return SIM_ERR_OPCODE;
 }
 
+/* Pin IOVA [@lo, @hi) for @ep (an inflight slot: DMA_UNMAP of an
+ * overlapping window waits for the descriptor). Lock held. */
+static uint32_t ep_pin(struct sim_dev *dev, struct ce_ep *ep, uint64_t lo, uint64_t hi)
+{
+	int slot;
+
+	if (ep->space != SIM_SPACE_IOVA)
+		return 0;
+	slot = inflight_add(dev, lo, hi - lo);
+	if (slot < 0)
+		return SIM_ERR_DMA;
+	ep->slot = slot;
+	return 0;
+}
+
+/* Check one side of a transfer and pin it. Lock held. */
+static uint32_t ep_prepare(struct sim_dev *dev, struct ce_ep *ep, uint32_t space, uint64_t addr,
+			   uint32_t node, uint64_t size, uint32_t prot)
+{
+	uint32_t code = ep_check(dev, ep, space, addr, node, size, prot);
+
+	return code ? code : ep_pin(dev, ep, addr, addr + size);
+}
+
 /* Bytes of the checksums COPY_SUM writes for @size bytes. */
 static uint64_t sum_bytes(uint64_t size)
 {
 	return (size + SIM_SUM_PIECE - 1) / SIM_SUM_PIECE * 8;
 }
 
-/* Validate @d and pin what it touches. Lock held. Returns an error code. */
-static uint32_t desc_prepare(struct sim_dev *dev, struct ce_job *j)
+/* Ring slots of a COPY_LIST of @n entries: the descriptor, two entries a
+ * slot after it. */
+static uint32_t list_slots(uint64_t n)
+{
+	return 1 + (uint32_t)((n + 1) / 2);
+}
+
+/*
+ * COPY_LIST at ring offset @head of @ce: copy its entries out of the ring
+ * into ce->list, check every one (both sides, the sums) and pin the span of
+ * each IOVA side. Nothing moves unless all of it is valid. Lock held.
+ */
+static uint32_t list_prepare(struct sim_dev *dev, struct sim_ce *ce, uint32_t head,
+			     struct ce_job *j)
+{
+	struct sim_desc *d = &j->d;
+	uint64_t n = d->size, i, pieces = 0;
+	uint64_t lo[2] = { UINT64_MAX, UINT64_MAX }, hi[2] = { 0, 0 };
+	uint32_t avail, code;
+	bool sums = d->value != SIM_LIST_NO_SUM;
+
+	if (dev->sim->opts.version_minor < 4)
+		return SIM_ERR_OPCODE; /* a 1.1-1.3 device has no such descriptor */
+	if (d->src || d->dst || d->flags || d->src_space > SIM_SPACE_PEER ||
+	    d->dst_space > SIM_SPACE_PEER || (sums && d->src_space != SIM_SPACE_VRAM))
+		return SIM_ERR_OPCODE;
+	/* every entry lies before TAIL: the doorbell covered the whole list */
+	avail = ((ce->tail - head) & (ce->l_size - 1)) / (uint32_t)sizeof(struct sim_desc);
+	if (!n || n > SIM_LIST_MAX || list_slots(n) > avail)
+		return SIM_ERR_BOUNDS;
+	for (i = 0; i < n; i++) {
+		uint32_t at = (head + (uint32_t)sizeof(struct sim_desc) * (1 + (uint32_t)(i / 2))) &
+			      (ce->l_size - 1);
+		struct sim_list_entry *e = &ce->list[i];
+
+		memcpy(e, dev->vram + ce->l_base + at + (i % 2) * sizeof(*e), sizeof(*e));
+		if (e->reserved)
+			return SIM_ERR_OPCODE;
+		if (!e->size || e->size > CE_MAX_SIZE)
+			return SIM_ERR_BOUNDS;
+		code = ep_check(dev, &j->src, d->src_space, e->src, d->src_peer, e->size,
+				VFU_DMA_F_READ);
+		if (!code)
+			code = ep_check(dev, &j->dst, d->dst_space, e->dst, d->dst_peer, e->size,
+					VFU_DMA_F_WRITE);
+		if (code)
+			return code;
+		pieces += (e->size + SIM_SUM_PIECE - 1) / SIM_SUM_PIECE;
+		lo[0] = e->src < lo[0] ? e->src : lo[0];
+		hi[0] = e->src + e->size > hi[0] ? e->src + e->size : hi[0];
+		lo[1] = e->dst < lo[1] ? e->dst : lo[1];
+		hi[1] = e->dst + e->size > hi[1] ? e->dst + e->size : hi[1];
+	}
+	if (sums && ((d->value & 7) || d->value > dev->vram_size ||
+		     pieces * 8 > dev->vram_size - d->value))
+		return SIM_ERR_BOUNDS;
+	code = ep_pin(dev, &j->src, lo[0], hi[0]);
+	if (!code)
+		code = ep_pin(dev, &j->dst, lo[1], hi[1]);
+	if (code) {
+		inflight_del(dev, j->src.slot);
+		j->src.slot = -1;
+		return code;
+	}
+	j->throttle = j->src.slow || j->dst.slow;
+	j->slots = list_slots(n);
+	j->list = ce->list;
+	return 0;
+}
+
+/* Validate the descriptor at ring offset @head of @ce and pin what it
+ * touches. Lock held. Returns an error code. */
+static uint32_t desc_prepare(struct sim_dev *dev, struct sim_ce *ce, uint32_t head,
+			     struct ce_job *j)
 {
 	struct sim_desc *d = &j->d;
 	uint32_t code;
 
 	j->src.slot = j->dst.slot = -1;
-	if (d->reserved || d->opcode > SIM_OP_COPY_SUM)
+	j->slots = 1;
+	if (d->reserved || d->opcode > SIM_OP_COPY_LIST)
 		return SIM_ERR_OPCODE;
 	if (sim_inject_hit(dev, SIM_INJECT_CMD))
 		return SIM_ERR_INJECTED;
 	switch (d->opcode) {
+	case SIM_OP_COPY_LIST:
+		return list_prepare(dev, ce, head, j);
 	case SIM_OP_NOP:
 		return 0;
 	case SIM_OP_FENCE:
@@ -671,6 +766,28 @@ static uint32_t desc_execute(struct sim_dev *dev, struct ce_job *j)
 	return code;
 }
 
+/* Move the bytes of a COPY_LIST: each entry as a COPY (a COPY_SUM with
+ * sums, its slots after the previous entry's). Lock not held. */
+static uint32_t list_execute(struct sim_dev *dev, const struct ce_job *j)
+{
+	uint64_t slot = j->d.value;
+	uint32_t code = 0;
+
+	for (uint64_t i = 0; i < j->d.size && !code; i++) {
+		const struct sim_list_entry *e = &j->list[i];
+		struct ce_job one = *j;
+
+		one.d.opcode = j->d.value == SIM_LIST_NO_SUM ? SIM_OP_COPY : SIM_OP_COPY_SUM;
+		one.d.src = one.src.addr = e->src;
+		one.d.dst = one.dst.addr = e->dst;
+		one.d.size = e->size;
+		one.d.value = slot;
+		code = desc_execute(dev, &one);
+		slot += (e->size + SIM_SUM_PIECE - 1) / SIM_SUM_PIECE * 8;
+	}
+	return code;
+}
+
 static bool ce_can_run(struct sim_ce *ce)
 {
 	return ce->enabled && !ce->error && ce->l_size && ce->head != ce->tail &&
@@ -705,16 +822,17 @@ static void *ce_thread(void *arg)
 		head = ce->head;
 		memset(&j, 0, sizeof(j));
 		memcpy(&j.d, dev->vram + ce->l_base + head, sizeof(j.d));
-		code = desc_prepare(dev, &j);
+		code = desc_prepare(dev, ce, head, &j);
 		if (code) {
 			ce_error(dev, ce, head, code);
 			continue;
 		}
 		if (j.d.opcode == SIM_OP_COPY || j.d.opcode == SIM_OP_FILL ||
-		    j.d.opcode == SIM_OP_COPY_SUM) {
+		    j.d.opcode == SIM_OP_COPY_SUM || j.d.opcode == SIM_OP_COPY_LIST) {
 			ce->busy = true;
 			pthread_mutex_unlock(&dev->lock);
-			code = desc_execute(dev, &j);
+			code = j.d.opcode == SIM_OP_COPY_LIST ? list_execute(dev, &j)
+							      : desc_execute(dev, &j);
 			pthread_mutex_lock(&dev->lock);
 			inflight_del(dev, j.src.slot);
 			inflight_del(dev, j.dst.slot);
@@ -736,8 +854,10 @@ static void *ce_thread(void *arg)
 		}
 		/* A RESET or disable while we ran leaves HEAD where RESET put it. */
 		if (ce->enabled && ce->head == head)
-			ce->head = (head + (uint32_t)sizeof(struct sim_desc)) & (ce->l_size - 1);
+			ce->head = (head + j.slots * (uint32_t)sizeof(struct sim_desc)) &
+				   (ce->l_size - 1);
 		dev->cnt_descs++;
+		dev->cnt_lists += j.d.opcode == SIM_OP_COPY_LIST;
 	}
 	pthread_mutex_unlock(&dev->lock);
 	return NULL;

@@ -136,10 +136,11 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 
 #define SIM_ID 0x55475055u
 #define SIM_VERSION_MAJOR 0x00010000u
-#define SIM_VERSION_MINOR 3u /* 1.1: exec queues, fault ring, fences; 1.2: NO_ATOMIC; 1.3: COPY_SUM */
+#define SIM_VERSION_MINOR 4u /* 1.1: exec queues, fault ring, fences; 1.2: NO_ATOMIC; 1.3: COPY_SUM; 1.4: COPY_LIST */
 #define SIM_CAPS_QUEUES (1u << 3)
 #define SIM_CAPS_NO_ATOMIC (1u << 4)
 #define SIM_CAPS_COPY_SUM (1u << 5) /* 1.3: the COPY_SUM descriptor */
+#define SIM_CAPS_COPY_LIST (1u << 6) /* 1.4: the COPY_LIST descriptor */
 
 #define CE_CTRL_ENABLE (1u << 0)
 #define CE_CTRL_RESET (1u << 1)
@@ -148,9 +149,23 @@ enum { SIM_VEC_CE0 = 0, SIM_VEC_CE1 = 1, SIM_VEC_ERROR = 2, SIM_VEC_FAULT = 3, S
 #define CE_STATUS_ENABLED (1u << 2)
 
 enum { SIM_ERR_OPCODE = 1, SIM_ERR_BOUNDS = 2, SIM_ERR_DMA = 3, SIM_ERR_PEER = 4, SIM_ERR_INJECTED = 5 };
-enum { SIM_OP_NOP = 0, SIM_OP_COPY = 1, SIM_OP_FILL = 2, SIM_OP_FENCE = 3, SIM_OP_COPY_SUM = 4 };
+enum { SIM_OP_NOP = 0, SIM_OP_COPY = 1, SIM_OP_FILL = 2, SIM_OP_FENCE = 3, SIM_OP_COPY_SUM = 4,
+       SIM_OP_COPY_LIST = 5 };
 /* COPY_SUM: a checksum (XXH3-64) per piece of this many bytes. */
 #define SIM_SUM_PIECE (64u << 10)
+/* COPY_LIST: at most this many entries, two per ring slot after the
+ * descriptor; value ~0: no sums. */
+#define SIM_LIST_MAX 1024u
+#define SIM_LIST_NO_SUM (~0ull)
+
+/* One entry of a COPY_LIST, as the ring holds it (32 bytes). */
+struct sim_list_entry {
+	uint64_t src;
+	uint64_t dst;
+	uint64_t size;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct sim_list_entry) == 32, "a list entry is 32 bytes");
 enum { SIM_SPACE_VRAM = 0, SIM_SPACE_IOVA = 1, SIM_SPACE_PEER = 2 };
 
 enum { EXEC_IDLE = 0, EXEC_RUNNING = 1, EXEC_STALLED = 2, EXEC_DONE = 3, EXEC_ABORTED = 4,
@@ -231,6 +246,10 @@ struct sim_ce {
 	uint32_t error_code, error_head;
 	uint64_t seqno;
 	bool busy; /* a descriptor is executing (lock dropped) */
+	/* The entries of the COPY_LIST this engine runs: copied out of the
+	 * ring under dev->lock when it starts, then read by the engine's
+	 * thread alone while it moves the bytes. */
+	struct sim_list_entry list[SIM_LIST_MAX];
 };
 
 struct sim_tlb_entry {
@@ -422,6 +441,7 @@ struct sim_dev {
 
 	/* Counters. */
 	uint64_t cnt_descs, cnt_irqs, cnt_reqs, cnt_faults, cnt_inband;
+	uint64_t cnt_lists; /* COPY_LIST descriptors completed */
 	uint64_t cnt_irq_drops; /* interrupts whose fd write failed (full, closed) */
 };
 

@@ -261,7 +261,8 @@ static uint32_t read32(struct sim_dev *dev, uint64_t off)
 	case REG_CAPS:
 		return 0x3u | SIM_CAPS_QUEUES | (dev->sim->ndev > 1 ? 0x4u : 0) |
 		       (dev->sim->opts.version_minor >= 2 ? SIM_CAPS_NO_ATOMIC : 0) |
-		       (dev->sim->opts.version_minor >= 3 ? SIM_CAPS_COPY_SUM : 0);
+		       (dev->sim->opts.version_minor >= 3 ? SIM_CAPS_COPY_SUM : 0) |
+		       (dev->sim->opts.version_minor >= 4 ? SIM_CAPS_COPY_LIST : 0);
 	case REG_NUM_ENGINES:
 		return SIM_NUM_CE;
 	case REG_FABRIC_ID:
