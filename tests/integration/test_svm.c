@@ -759,6 +759,51 @@ static void test_shared_memory_in_place(void **state)
 
 /* ---- prefetch ---- */
 
+/*
+ * A span of several 2 MiB pieces is prefetched by two threads (svm/svm.c,
+ * struct prefetch_run): a hole in the middle stops it with -EFAULT after
+ * every range before the hole moved (the other thread may have moved some
+ * after it); then each side comes back, byte-exact, with no CPU fault and
+ * nothing left in VRAM.
+ */
+static void test_prefetch_span_with_hole(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB, hole = 8 * MIB, words = bytes / 8;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0, vram0;
+	struct ugpu_svm_stats st;
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < words; i++) {
+		buf[i] = i * 0x9e3779b97f4a7c15ull + 1;
+		if (i < hole / 8)
+			sum += buf[i];
+	}
+	assert_int_equal(munmap((char *)buf + hole, 2 * MIB), 0);
+	vram0 = stats(s).svm_vram_bytes;
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V), -EFAULT);
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= vram0 + hole);
+	assert_true(st.svm_vram_bytes <= vram0 + bytes - 2 * MIB);
+	/* before the hole: all in VRAM and mapped (the kernel faults nothing) */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, hole, 0, &r), 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(stats(s).svm_pagefault_count, st.svm_pagefault_count);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, hole, S), 0);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + hole + 2 * MIB,
+					  bytes - hole - 2 * MIB, S), 0);
+	assert_int_equal(stats(s).svm_vram_bytes, vram0);
+	for (i = 0; i < words; i++) {
+		if (i >= hole / 8 && i < (hole + 2 * MIB) / 8)
+			continue;
+		if (buf[i] != i * 0x9e3779b97f4a7c15ull + 1)
+			fail_msg("word %llu differs after the round trip", (unsigned long long)i);
+	}
+	assert_int_equal(stats(s).svm_cpu_fault_count, st.svm_cpu_fault_count);
+	munmap(buf, hole);
+	munmap((char *)buf + hole + 2 * MIB, bytes - hole - 2 * MIB);
+}
+
 /* Prefetch to VRAM: every range is made and moved before the kernel, which
  * then runs without a fault; prefetch to system memory: every range comes
  * back with no CPU fault. Bad spans are refused. */
@@ -2021,6 +2066,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup, teardown),
