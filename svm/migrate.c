@@ -40,8 +40,10 @@ void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
 
 	pthread_mutex_lock(&s->lock);
 	get = !sd->vram_ranges++ && !sd->rpm_held;
-	if (get)
+	if (get) {
 		sd->rpm_held = true;
+		pthread_cond_signal(&s->work_cond); /* an idle candidate now */
+	}
 	pthread_mutex_unlock(&s->lock);
 	/* The device is awake (a kernel runs): this only keeps it so. D3cold
 	 * would lose the ranges (docs/svm.md, "Power"). */

@@ -158,6 +158,7 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cond, &ca);
+	pthread_cond_init(&s->work_cond, &ca);
 	pthread_cond_init(&s->pool_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	list_init(&s->devs);
@@ -174,6 +175,7 @@ static void svm_free(struct svm *s)
 		pthread_mutex_lock(&s->lock);
 		s->stop = true;
 		pthread_cond_broadcast(&s->cond);
+		pthread_cond_signal(&s->work_cond);
 		pthread_mutex_unlock(&s->lock);
 		pthread_join(s->worker, NULL);
 	}
@@ -213,6 +215,7 @@ static void svm_free(struct svm *s)
 	free(s->reg);
 	free(s->as);
 	pthread_cond_destroy(&s->cond);
+	pthread_cond_destroy(&s->work_cond);
 	pthread_cond_destroy(&s->pool_cond);
 	pthread_mutex_destroy(&s->pool_lock);
 	pthread_mutex_destroy(&s->lock);
