@@ -104,6 +104,11 @@ enum test_point_id {
 	 * on each failure down to 256 KiB). @obj: an int the callback may set
 	 * to a -errno for this allocation to fail with. */
 	TEST_POINT_SPILL_STAGING,
+	/* svm/svm.c ops_prefetch(), the prefetching thread, no lock: a span of
+	 * several 2 MiB pieces is about to be moved. @obj: an int, 1 when a
+	 * helper thread will move pieces too (a CPU looks free), else 0; the
+	 * callback may change it (a test forces the two-thread path). */
+	TEST_POINT_SVM_PREFETCH_SPLIT,
 	TEST_POINT_COUNT
 };
 

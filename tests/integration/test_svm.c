@@ -759,9 +759,45 @@ static void test_shared_memory_in_place(void **state)
 
 /* ---- prefetch ---- */
 
+/* Test points of test_prefetch_span_with_hole: the two-thread path
+ * forced, and the threads that copy ranges into VRAM noted; the first
+ * copy waits (up to 10 s) for a copy by another thread. */
+struct split_watch {
+	int forced;
+	pid_t tid[2];
+};
+
+static void force_split(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id;
+	*(int *)obj = 1;
+	__atomic_add_fetch(&((struct split_watch *)arg)->forced, 1, __ATOMIC_RELAXED);
+}
+
+static void note_mover(void *arg, enum test_point_id id, void *obj)
+{
+	struct split_watch *w = arg;
+	pid_t me = gettid(), none = 0;
+
+	(void)id;
+	(void)obj;
+	if (__atomic_compare_exchange_n(&w->tid[0], &none, me, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE)) {
+		for (int k = 0; k < 10000 && !__atomic_load_n(&w->tid[1], __ATOMIC_ACQUIRE); k++)
+			usleep(1000);
+		return;
+	}
+	if (none != me) {
+		none = 0;
+		__atomic_compare_exchange_n(&w->tid[1], &none, me, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+	}
+}
+
 /*
  * A span of several 2 MiB pieces is prefetched by two threads (svm/svm.c,
- * struct prefetch_run): a hole in the middle stops it with -EFAULT after
+ * struct prefetch_run; forced here: a busy machine would leave it to one)
+ * and both move ranges; a hole in the middle stops it with -EFAULT after
  * every range before the hole moved (the other thread may have moved some
  * after it); then each side comes back, byte-exact, with no CPU fault and
  * nothing left in VRAM.
@@ -769,6 +805,7 @@ static void test_shared_memory_in_place(void **state)
 static void test_prefetch_span_with_hole(void **state)
 {
 	struct svm_fx *s = *state;
+	struct split_watch w = { 0 };
 	const uint64_t bytes = 16 * MIB, hole = 8 * MIB, words = bytes / 8;
 	uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0, vram0;
 	struct ugpu_svm_stats st;
@@ -781,7 +818,13 @@ static void test_prefetch_span_with_hole(void **state)
 	}
 	assert_int_equal(munmap((char *)buf + hole, 2 * MIB), 0);
 	vram0 = stats(s).svm_vram_bytes;
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, force_split, &w);
+	test_point_set(TEST_POINT_SVM_COPY_IN, note_mover, &w);
 	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V), -EFAULT);
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+	assert_int_equal(w.forced, 1);
+	assert_true(w.tid[0] && w.tid[1] && w.tid[0] != w.tid[1]); /* two movers */
 	st = stats(s);
 	assert_true(st.svm_vram_bytes >= vram0 + hole);
 	assert_true(st.svm_vram_bytes <= vram0 + bytes - 2 * MIB);
