@@ -151,8 +151,8 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
  * there (docs/svm.md), moves each into VRAM whatever its size, and maps it
  * in @vm; UGPU_PLACEMENT_SYSTEM brings every range in VRAM there back into
  * the process. Synchronous; a span of several 2 MiB pieces is moved by the
- * calling thread and, when a CPU looks free (the load average is below
- * the CPUs online), a helper thread, a piece at a time each; large spans
+ * calling thread and, when a CPU looks free (no more threads runnable than
+ * CPUs online), a helper thread, a piece at a time each; large spans
  * log their progress every 64 MiB (<ugpu/svm.h> has the asynchronous form). Memory the process unmapped or
  * freed before the call is seen as such; the span's last prefetch location
  * is kept for ugpu_svm_query(). An explicit prefetch to VRAM moves ranges
