@@ -108,6 +108,11 @@ enum test_point_id {
 	 * (@obj, struct svm_range) owned and in VRAM: about to copy back what
 	 * the process still has of it. */
 	TEST_POINT_SVM_GC_COPY,
+	/* svm/svm.c ops_prefetch(), the prefetching thread, no lock: a span of
+	 * several 2 MiB pieces is about to be moved. @obj: an int, 1 when a
+	 * helper thread will move pieces too (a CPU looks free), else 0; the
+	 * callback may change it (a test forces the two-thread path). */
+	TEST_POINT_SVM_PREFETCH_SPLIT,
 	TEST_POINT_COUNT
 };
 

@@ -42,18 +42,36 @@
 
 /* Largest single engine descriptor we queue (as mm/move.c). */
 #define COPY_CHUNK (256ull << 20)
+/* A direct copy this large or larger is split between two copy engines
+ * (copy_to_peer()), at a multiple of PEER_SPLIT_ALIGN. */
+#define PEER_SPLIT_MIN (1ull << 20)
+#define PEER_SPLIT_ALIGN (64ull << 10)
+
+/* The block of @l holding byte @off of the list, and where in it (*@pos);
+ * NULL when the list holds @off bytes or fewer. */
+static struct buddy_block *block_at(const struct buddy_list *l, uint64_t off, uint64_t *pos)
+{
+	struct buddy_block *b = buddy_list_first(l);
+
+	while (b && off >= vram_block_size(b)) {
+		off -= vram_block_size(b);
+		b = buddy_list_next(l, b);
+	}
+	*pos = off;
+	return b;
+}
 
 /*
- * Queue copies of the first @size bytes of @src (this device's VRAM blocks)
- * to @dst (blocks in the VRAM of fabric node @node) on @e, walking both lists
- * together. *@fence gets the last fence.
+ * Queue copies of bytes [@off, +@size) of @src (this device's VRAM blocks)
+ * to the same bytes of @dst (blocks in the VRAM of fabric node @node) on
+ * @e, walking both lists together. *@fence gets the last fence.
  */
 static int copy_blocks_to_peer(struct engine *e, const struct buddy_list *src,
-			       const struct buddy_list *dst, uint32_t node, uint64_t size,
-			       uint64_t *fence)
+			       const struct buddy_list *dst, uint32_t node, uint64_t off,
+			       uint64_t size, uint64_t *fence)
 {
-	struct buddy_block *s = buddy_list_first(src), *d = buddy_list_first(dst);
-	uint64_t s_pos = 0, d_pos = 0, done = 0;
+	uint64_t s_pos, d_pos, done = 0;
+	struct buddy_block *s = block_at(src, off, &s_pos), *d = block_at(dst, off, &d_pos);
 	int ret = 0;
 
 	engine_plug(e);
@@ -100,6 +118,38 @@ static int copy_wait(struct engine *e, int ret, const uint64_t *fence, uint64_t 
 		ret = engine_wait(e, *fence, bo_copy_timeout_ms(size));
 	if (ret)
 		engine_reset(e);
+	return ret;
+}
+
+/*
+ * The first @size bytes of @src (this device's VRAM blocks) into @dst
+ * (blocks in the VRAM of fabric node @node, a fast link away) by @dev's copy
+ * engines. A copy of PEER_SPLIT_MIN or more is split in two halves, one per
+ * engine: the two run at once (on the reference device, two threads on two
+ * CPUs; one engine moved 2 MiB BOs at 7.0 GB/s against 11.9 for memcpy).
+ * On a failure every engine used is reset. 0 or -errno.
+ */
+static int copy_to_peer(struct ugpu_device *dev, const struct buddy_list *src,
+			const struct buddy_list *dst, uint32_t node, uint64_t size)
+{
+	struct engine *es[2] = { device_copy_engine(dev), dev->copy[1] };
+	uint64_t fence[2] = { 0, 0 }, half = size;
+	int n = es[1] && size >= PEER_SPLIT_MIN ? 2 : 1, ret = 0, r;
+
+	if (n == 2)
+		half = (size / 2 + PEER_SPLIT_ALIGN - 1) & ~(PEER_SPLIT_ALIGN - 1);
+	/* both queued before either is waited for */
+	for (int k = 0; k < n && !ret; k++)
+		ret = copy_blocks_to_peer(es[k], src, dst, node, k ? half : 0,
+					  k ? size - half : half, &fence[k]);
+	for (int k = 0; k < n; k++) {
+		r = fence[k] ? engine_wait(es[k], fence[k], bo_copy_timeout_ms(size)) : 0;
+		if (!ret)
+			ret = r;
+	}
+	if (ret)
+		for (int k = 0; k < n; k++)
+			engine_reset(es[k]);
 	return ret;
 }
 
@@ -293,13 +343,7 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 		}
 	}
 	if (direct) {
-		struct engine *e = device_copy_engine(src);
-		uint64_t fence = 0;
-
-		ret = copy_wait(e,
-				copy_blocks_to_peer(e, bo->vram, &blocks, dst->fabric_id, bo->size,
-						    &fence),
-				&fence, bo->size);
+		ret = copy_to_peer(src, bo->vram, &blocks, dst->fabric_id, bo->size);
 	} else {
 		ret = copy_via_system(bo, dst, &blocks);
 	}
@@ -345,8 +389,6 @@ out_unblock:
 int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
 {
 	struct ugpu_device *sdev = bo_dev(src), *ddev = bo_dev(dst);
-	struct engine *e;
-	uint64_t fence = 0;
 	int ret;
 
 	if (sdev == ddev || src->size != dst->size)
@@ -362,10 +404,7 @@ int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
 	else
 		ret = 0;
 	if (!ret) {
-		e = device_copy_engine(sdev);
-		ret = copy_wait(e, copy_blocks_to_peer(e, src->vram, dst->vram, ddev->fabric_id,
-						       src->size, &fence),
-				&fence, src->size);
+		ret = copy_to_peer(sdev, src->vram, dst->vram, ddev->fabric_id, src->size);
 		if (ret) {
 			log_err(sdev->ctx, "%s: copying '%s' to %s over the fabric failed (%s)",
 				sdev->name, src->name, ddev->name, ugpu_strerror(ret));

@@ -127,6 +127,7 @@ void work_queue(struct svm *s, struct svm_work *w)
 		list_add_tail(&s->work, &w->link);
 	}
 	pthread_cond_broadcast(&s->cond);
+	pthread_cond_signal(&s->work_cond);
 }
 
 /* Run the queued GC items now (before serving a fault that found a range
@@ -737,12 +738,12 @@ void *worker_main(void *arg)
 
 		while (!s->stop && list_empty(&s->work)) {
 			if (!idle_candidate_locked(s)) {
-				pthread_cond_wait(&s->cond, &s->lock);
+				pthread_cond_wait(&s->work_cond, &s->lock);
 				continue;
 			}
 			struct timespec ts = monotonic_deadline_after_ms(SVM_IDLE_POLL_MS);
 
-			if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT &&
+			if (pthread_cond_timedwait(&s->work_cond, &s->lock, &ts) == ETIMEDOUT &&
 			    list_empty(&s->work) && !s->stop) {
 				pthread_mutex_unlock(&s->lock);
 				idle_release(s);

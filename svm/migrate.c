@@ -40,8 +40,10 @@ void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
 
 	pthread_mutex_lock(&s->lock);
 	get = !sd->vram_ranges++ && !sd->rpm_held;
-	if (get)
+	if (get) {
 		sd->rpm_held = true;
+		pthread_cond_signal(&s->work_cond); /* an idle candidate now */
+	}
 	pthread_mutex_unlock(&s->lock);
 	/* The device is awake (a kernel runs): this only keeps it so. D3cold
 	 * would lose the ranges (docs/svm.md, "Power"). */
@@ -196,17 +198,27 @@ static int slot_take(struct svm *s, enum pool_slot want)
 	return slot;
 }
 
-/* Give @slot (busy, ours) back: @full when it holds 512 pages of ours, else
- * whatever it holds is freed first (MADV_DONTNEED). */
-static void slot_put(struct svm *s, int slot, bool full)
+/* Give @slot (busy, ours) back as it is: @full when it holds 512 pages of
+ * ours, else it must hold none. */
+static void slot_release(struct svm *s, int slot, bool full)
 {
-	if (!full)
-		madvise((void *)slot_addr(s, slot), SVM_2M, MADV_DONTNEED);
 	pthread_mutex_lock(&s->pool_lock);
 	s->pool_state[slot] = full ? POOL_FULL : POOL_EMPTY;
 	s->pool_nfull += full;
 	pthread_cond_broadcast(&s->pool_cond);
 	pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* Give @slot (busy, ours) back: @full when it holds 512 pages of ours, else
+ * whatever it holds is freed first. MADV_DONTNEED of the pool (registered
+ * with our userfaultfd) is a REMOVE event: this thread waits until the
+ * handler thread has read it, and meanwhile every UFFDIO_MOVE or COPY of
+ * another thread fails with EAGAIN (and retries 100 µs later). */
+static void slot_put(struct svm *s, int slot, bool full)
+{
+	if (!full)
+		madvise((void *)slot_addr(s, slot), SVM_2M, MADV_DONTNEED);
+	slot_release(s, slot, full);
 }
 
 /* A slot to move pages into: an empty one, else a full one emptied (its
@@ -285,8 +297,12 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 	(void)ret;
 	if (moved)
 		uffd_wake(s->u, dst, moved);
-	/* all moved: the slot is empty; else what is left goes */
-	slot_put(s, slot, false);
+	/* all moved: the slot is empty as it is (no MADV_DONTNEED, no REMOVE
+	 * event: one handler round trip less a move); else what is left goes */
+	if (moved == SVM_2M)
+		slot_release(s, slot, false);
+	else
+		slot_put(s, slot, false);
 	return moved;
 }
 

@@ -223,7 +223,11 @@ struct region {
  * struct svm - the process's shared virtual memory (one per process).
  * Locking: @lock protects everything below it except the counters' owners
  * (struct svm_dev, also under @lock); @cond signals a range no longer busy,
- * new work, and the worker going idle.
+ * new work, and the worker going idle. @work_cond (with @lock) wakes the
+ * idle worker only: new work, @stop, or a device starting to hold ranges
+ * (idle_candidate_locked()); before, the worker waited on @cond and woke at
+ * every range released (two per 2 MiB moved by a prefetch), preempting the
+ * mover and taking @lock from it, to find nothing to do.
  */
 #define SVM_REMAP_PENDING 64
 
@@ -231,6 +235,7 @@ struct svm {
 	struct ugpu_context *ctx;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_cond_t work_cond;
 	struct list_link devs;
 	unsigned int ndevs;
 

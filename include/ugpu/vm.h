@@ -150,15 +150,18 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
  * bind, cudaMemPrefetchAsync): @to UGPU_PLACEMENT_VRAM makes the ranges
  * there (docs/svm.md), moves each into VRAM whatever its size, and maps it
  * in @vm; UGPU_PLACEMENT_SYSTEM brings every range in VRAM there back into
- * the process. Synchronous; large spans log their progress every 64 MiB
- * (<ugpu/svm.h> has the asynchronous form). Memory the process unmapped or
+ * the process. Synchronous; a span of several 2 MiB pieces is moved by the
+ * calling thread and, when a CPU looks free (no more threads runnable than
+ * CPUs online), a helper thread, a piece at a time each; large spans
+ * log their progress every 64 MiB (<ugpu/svm.h> has the asynchronous form). Memory the process unmapped or
  * freed before the call is seen as such; the span's last prefetch location
  * is kept for ugpu_svm_query(). An explicit prefetch to VRAM moves ranges
  * whatever their advice says (a read-mostly range gets its VRAM copy).
  * Returns: 0; -EINVAL (NULL, not a mirror VM, empty, not 4 KiB aligned,
  * outside the mirror span, another @to); -EFAULT (part of the span is not
  * mapped in the process, or is memory shared virtual memory cannot use:
- * what came before it was moved, nothing after); -ENOSPC (VRAM was full
+ * what came before it was moved; of what comes after it, the pieces the
+ * helper thread had taken may have moved too); -ENOSPC (VRAM was full
  * even after eviction: those ranges are used in place, as on a fault);
  * -EAGAIN (SYSTEM: a copy back failed, logged; its range stays in VRAM,
  * nothing lost); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the

@@ -763,6 +763,94 @@ static void test_shared_memory_in_place(void **state)
 
 /* ---- prefetch ---- */
 
+/* Test points of test_prefetch_span_with_hole: the two-thread path
+ * forced, and the threads that copy ranges into VRAM noted; the first
+ * copy waits (up to 10 s) for a copy by another thread. */
+struct split_watch {
+	int forced;
+	pid_t tid[2];
+};
+
+static void force_split(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id;
+	*(int *)obj = 1;
+	__atomic_add_fetch(&((struct split_watch *)arg)->forced, 1, __ATOMIC_RELAXED);
+}
+
+static void note_mover(void *arg, enum test_point_id id, void *obj)
+{
+	struct split_watch *w = arg;
+	pid_t me = gettid(), none = 0;
+
+	(void)id;
+	(void)obj;
+	if (__atomic_compare_exchange_n(&w->tid[0], &none, me, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE)) {
+		for (int k = 0; k < 10000 && !__atomic_load_n(&w->tid[1], __ATOMIC_ACQUIRE); k++)
+			usleep(1000);
+		return;
+	}
+	if (none != me) {
+		none = 0;
+		__atomic_compare_exchange_n(&w->tid[1], &none, me, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+	}
+}
+
+/*
+ * A span of several 2 MiB pieces is prefetched by two threads (svm/svm.c,
+ * struct prefetch_run; forced here: a busy machine would leave it to one)
+ * and both move ranges; a hole in the middle stops it with -EFAULT after
+ * every range before the hole moved (the other thread may have moved some
+ * after it); then each side comes back, byte-exact, with no CPU fault and
+ * nothing left in VRAM.
+ */
+static void test_prefetch_span_with_hole(void **state)
+{
+	struct svm_fx *s = *state;
+	struct split_watch w = { 0 };
+	const uint64_t bytes = 16 * MIB, hole = 8 * MIB, words = bytes / 8;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0, vram0;
+	struct ugpu_svm_stats st;
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < words; i++) {
+		buf[i] = i * 0x9e3779b97f4a7c15ull + 1;
+		if (i < hole / 8)
+			sum += buf[i];
+	}
+	assert_int_equal(munmap((char *)buf + hole, 2 * MIB), 0);
+	vram0 = stats(s).svm_vram_bytes;
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, force_split, &w);
+	test_point_set(TEST_POINT_SVM_COPY_IN, note_mover, &w);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V), -EFAULT);
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+	assert_int_equal(w.forced, 1);
+	assert_true(w.tid[0] && w.tid[1] && w.tid[0] != w.tid[1]); /* two movers */
+	st = stats(s);
+	assert_true(st.svm_vram_bytes >= vram0 + hole);
+	assert_true(st.svm_vram_bytes <= vram0 + bytes - 2 * MIB);
+	/* before the hole: all in VRAM and mapped (the kernel faults nothing) */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, hole, 0, &r), 0);
+	assert_true(r.sum == sum);
+	assert_int_equal(stats(s).svm_pagefault_count, st.svm_pagefault_count);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, hole, S), 0);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + hole + 2 * MIB,
+					  bytes - hole - 2 * MIB, S), 0);
+	assert_int_equal(stats(s).svm_vram_bytes, vram0);
+	for (i = 0; i < words; i++) {
+		if (i >= hole / 8 && i < (hole + 2 * MIB) / 8)
+			continue;
+		if (buf[i] != i * 0x9e3779b97f4a7c15ull + 1)
+			fail_msg("word %llu differs after the round trip", (unsigned long long)i);
+	}
+	assert_int_equal(stats(s).svm_cpu_fault_count, st.svm_cpu_fault_count);
+	munmap(buf, hole);
+	munmap((char *)buf + hole + 2 * MIB, bytes - hole - 2 * MIB);
+}
+
 /* Prefetch to VRAM: every range is made and moved before the kernel, which
  * then runs without a fault; prefetch to system memory: every range comes
  * back with no CPU fault. Bad spans are refused. */
@@ -2025,6 +2113,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_inside_used_range, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_to_vram_failures, setup, teardown),
