@@ -25,6 +25,11 @@
  *    of another kind or client refused; a client killed with kernels in
  *    flight released;
  *  - calls not served through the daemon yet are -EOPNOTSUPP;
+ *  - shared virtual memory of clients: kernels on a client's malloc'd and
+ *    mmap'd memory byte-exact both ways, munmap/free taking its ranges out
+ *    of the daemon, a killed client's ranges released within the bound,
+ *    two clients at the same addresses isolated, the SVM requests'
+ *    refusals;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
@@ -1145,8 +1150,9 @@ static void kernels_through_daemon(void **state)
 	assert_int_equal(remote_call(b, UGPUD_VM_UNBIND, &bind, sizeof(bind), NULL, 0, NULL, 0,
 				     NULL),
 			 -ENOENT);
-	/* not served: mirror VMs, fence eventfds */
-	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), -EOPNOTSUPP);
+	/* a mirror VM is served (svm_through_daemon uses it); fence eventfds not */
+	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), 0);
+	assert_int_equal(ugpu_vm_destroy(bad), 0);
 	assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), -EOPNOTSUPP);
 	/* a VM with a queue stays */
 	assert_int_equal(ugpu_vm_destroy(vma), -EBUSY);
@@ -1504,6 +1510,300 @@ static void slow_request_holds_up_no_one(void **state)
 	assert_true(w[2] < mw);
 }
 
+/* ---- shared virtual memory of clients (docs/daemon.md, "SVM for clients") ---- */
+
+#define SVM_SPAN_START 0x10000ull
+#define SVM_SPAN_SIZE ((1ull << 47) - 0x20000ull)
+
+static struct ugpu_vm *mirror_vm(struct ugpu_device *dev)
+{
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE,
+				  .name = "svm" };
+	struct ugpu_vm *vm;
+
+	assert_int_equal(ugpu_vm_create(dev, &o, &vm), 0);
+	return vm;
+}
+
+static uint64_t sum_words(const void *p, size_t n)
+{
+	const uint64_t *w = p;
+	uint64_t s = 0;
+
+	for (size_t i = 0; i < n / 8; i++)
+		s += w[i];
+	return s;
+}
+
+/* VRAM the device's BOs hold now. */
+static uint64_t vram_used(struct ugpu_device *dev)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	return m.vram_used;
+}
+
+/* A client's kernels on its own malloc'd memory and on an anonymous mmap:
+ * a GPU read sees the bytes the CPU wrote (the ranges move to the daemon's
+ * VRAM), a GPU write is what the CPU reads next (the touch brings them
+ * back), byte-exact; freeing mirrored memory takes its ranges out of the
+ * daemon (VRAM back, and a kernel there faults instead of reading stale
+ * VRAM). */
+static void svm_through_daemon(void **state)
+{
+	const size_t n = 4 * MIB, m = 2 * MIB;
+	const uint64_t value = 0x0123456789abcdefull;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	unsigned char *heap, *want;
+	uint64_t *anon, base;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	base = vram_used(dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	heap = aligned_alloc(4096, n); /* malloc'd memory; kernels take 4 KiB-aligned spans */
+	want = malloc(n);
+	assert_non_null(heap);
+	fill(heap, n, 4242);
+	memcpy(want, heap, n);
+
+	/* the GPU reads what the CPU wrote */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)heap, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, sum_words(want, n));
+	assert_true(vram_used(dev) > base); /* it moved into the daemon's VRAM */
+	/* the GPU writes; the CPU's next touch brings the bytes back */
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)heap + 65536, 1 * MIB, value);
+	assert_int_equal(r.status, 0);
+	for (size_t i = 0; i < (1 * MIB) / 8; i++)
+		((uint64_t *)(want + 65536))[i] = value;
+	assert_memory_equal(heap, want, n);
+
+	/* an anonymous mapping: a GPU atomic add over it, then the CPU */
+	anon = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	for (size_t i = 0; i < m / 8; i++)
+		anon[i] = i * 3;
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, (uintptr_t)anon, m, 5);
+	assert_int_equal(r.status, 0);
+	for (size_t i = 0; i < m / 8; i++)
+		if (anon[i] != i * 3 + 5)
+			fail_msg("anon word %zu: 0x%llx, expected 0x%llx", i, (unsigned long long)anon[i],
+				 (unsigned long long)(i * 3 + 5));
+
+	/* a GPU write left in VRAM, then munmap: its ranges leave the daemon */
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)anon, m, value);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(munmap(anon, m), 0);
+	free(heap);
+	/* the next submit collects what was freed: a kernel on the unmapped
+	 * span faults (nothing there in the process, no stale VRAM) */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)anon, 4096, 0);
+	assert_int_equal(r.status, -EFAULT);
+	assert_int_equal(r.fault_va, (uintptr_t)anon);
+	{
+		/* free() may have kept the heap block mapped: whatever is left
+		 * in VRAM is the heap's, none of the mmap's */
+		uint64_t t0 = now_ms();
+
+		while (vram_used(dev) > base + n + 2 * MIB && now_ms() - t0 < 2000)
+			usleep(1000);
+		assert_true(vram_used(dev) <= base + n + 2 * MIB);
+	}
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	/* the VM's ranges went with it: the daemon holds nothing of ours */
+	assert_int_equal(vram_used(dev), base);
+	free(want);
+	close_client(ctx, dev);
+}
+
+/* A client with ranges in the daemon's VRAM (a kernel moved its memory
+ * there), waiting to be killed. */
+static void child_svm(int ready_fd)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_WRITE, .bytes = 4 * MIB,
+				 .value = 7 };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE };
+	void *p = mmap(NULL, 4 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t fence;
+
+	if (p == MAP_FAILED || ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd) ||
+	    ugpu_vm_create(cd, &o, &vm) || ugpu_queue_create(vm, NULL, &q))
+		_exit(1);
+	k.va = (uintptr_t)p;
+	if (ugpu_queue_submit(q, &k, &fence) || ugpu_fence_wait(q, fence, 10000, &r) || r.status)
+		_exit(2);
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	for (;;)
+		pause();
+}
+
+static void svm_killed_client_released(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem base = { .size = sizeof(base) }, m = { .size = sizeof(m) };
+	uint64_t dt;
+	pid_t pid;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
+	pid = spawn_ready(child_svm);
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	assert_true(m.vram_used >= base.vram_used + 4 * MIB); /* its ranges, in VRAM */
+	dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a SIGKILLed client's SVM ranges (4 MiB in VRAM) were released within %llu us\n",
+		(unsigned long long)dt);
+	close_client(ctx, dev);
+}
+
+/* Two clients, the same virtual addresses (forked: the buffer sits at the
+ * same address in both), each its own mirror VM: each kernel sees its own
+ * process's bytes, and one's GPU write never reaches the other. */
+static void svm_clients_isolated(void **state)
+{
+	const size_t n = 1 * MIB;
+	uint64_t *buf = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int go[2], done[2];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	assert_true(buf != MAP_FAILED);
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(done), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	for (int who = 0; who < 2; who++) {
+		bool child = who == 1;
+		struct ugpu_context *ctx;
+		struct ugpu_device *dev;
+		struct ugpu_vm *vm;
+		struct ugpu_queue *q;
+		struct ugpu_kernel_result r;
+		uint64_t mine = child ? 0xc0c0c0c0c0c0c0c0ull : 0x5050505050505050ull;
+		char c = 'g';
+
+		if (child != (pid == 0))
+			continue;
+		for (size_t i = 0; i < n / 8; i++)
+			buf[i] = mine;
+		open_client(&ctx, &dev);
+		vm = mirror_vm(dev);
+		assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+		/* both have their ranges in VRAM before either writes */
+		r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)buf, n, 0);
+		if (r.status || r.sum != mine * (n / 8)) {
+			if (child)
+				_exit(10);
+			fail_msg("parent's sum 0x%llx (status %d)", (unsigned long long)r.sum, r.status);
+		}
+		if (child) {
+			if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+				_exit(11);
+		} else {
+			assert_int_equal(read(go[0], &c, 1), 1);
+		}
+		/* the parent writes through its VM while the child's range
+		 * sits in VRAM at the same address */
+		if (!child) {
+			r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)buf, n, 0x1111111111111111ull);
+			assert_int_equal(r.status, 0);
+			assert_int_equal(write(done[1], &c, 1), 1);
+		}
+		r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)buf, n, 0);
+		if (child) {
+			if (r.status || r.sum != mine * (n / 8))
+				_exit(12);
+			for (size_t i = 0; i < n / 8; i++)
+				if (buf[i] != mine)
+					_exit(13);
+			ugpu_queue_destroy(q);
+			ugpu_vm_destroy(vm);
+			close_client(ctx, dev);
+			_exit(0);
+		}
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.sum, 0x1111111111111111ull * (n / 8));
+		for (size_t i = 0; i < n / 8; i++)
+			assert_int_equal(buf[i], 0x1111111111111111ull);
+		assert_int_equal(ugpu_queue_destroy(q), 0);
+		assert_int_equal(ugpu_vm_destroy(vm), 0);
+		close_client(ctx, dev);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	munmap(buf, n);
+	close(go[0]);
+	close(go[1]);
+	close(done[0]);
+	close(done[1]);
+}
+
+/* The SVM requests' refusals: a non-mirror VM, another client's faults,
+ * malformed bodies; the connection goes on. */
+static void svm_protocol_refusals(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *plain, *vm;
+	struct ugpud_obj_req req = { 0 };
+	unsigned char done[sizeof(struct ugpud_svm_done_req) + sizeof(struct ugpud_svm_fault)] = { 0 };
+	struct ugpud_svm_done_req dreq;
+	struct ugpud_svm_fault f = { .va = 0x200000, .slot = 1, .launch = 1 };
+	unsigned char faults[UGPUD_SVM_MAX_FAULTS * sizeof(struct ugpud_svm_fault)];
+	size_t len = 1;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_vm_create(dev, NULL, &plain), 0);
+	vm = mirror_vm(dev);
+	req.handle = plain->remote_handle;
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, faults,
+				     sizeof(faults), NULL),
+			 -EINVAL);
+	req.handle = vm->remote_handle;
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, faults,
+				     sizeof(faults), &len),
+			 0);
+	assert_int_equal(len, 0); /* nothing faulted */
+	/* an answer to a fault never handed over */
+	dreq = (struct ugpud_svm_done_req){ .vm = vm->remote_handle, .n = 1 };
+	memcpy(done, &dreq, sizeof(dreq));
+	memcpy(done + sizeof(dreq), &f, sizeof(f));
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULT_DONE, done, sizeof(done), NULL, 0, NULL, 0,
+				     NULL),
+			 -ENOENT);
+	/* a count the body does not hold */
+	dreq.n = 2;
+	memcpy(done, &dreq, sizeof(dreq));
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULT_DONE, done, sizeof(done), NULL, 0, NULL, 0,
+				     NULL),
+			 -EINVAL);
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, 3, NULL, 0, NULL, 0, NULL), -EINVAL);
+	/* still served */
+	assert_int_equal(ugpu_vm_destroy(plain), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1524,10 +1824,17 @@ int main(void)
 		cmocka_unit_test(slow_request_holds_up_no_one),
 		cmocka_unit_test(suspend_cycle_two_clients),
 		cmocka_unit_test(runtime_pm_for_clients),
+		cmocka_unit_test(svm_through_daemon),
+		cmocka_unit_test(svm_killed_client_released),
+		cmocka_unit_test(svm_clients_isolated),
+		cmocka_unit_test(svm_protocol_refusals),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	/* by hand: TEST_UGPUD_FILTER=svm_* runs those cases alone */
+	if (getenv("TEST_UGPUD_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_UGPUD_FILTER"));
 	return cmocka_run_group_tests(tests, start_daemon, stop_daemon);
 }

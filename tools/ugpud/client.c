@@ -144,6 +144,7 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 {
 	int ret = 0;
 
+	svm_slot_drop(c, s); /* a range's map, or a mirror VM's maps, first */
 	switch (s->kind) {
 	case SLOT_BO:
 		if (s->mapped)
@@ -162,6 +163,10 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 		break;
 	case SLOT_VM:
 		ret = ugpu_vm_destroy(s->vm);
+		if (!ret) {
+			svm_fwd_free(s->fwd);
+			s->fwd = NULL;
+		}
 		break;
 	case SLOT_QUEUE:
 		/* -ETIMEDOUT: its kernel did not end in time; the queue is
