@@ -1626,8 +1626,9 @@ static void svm_through_daemon(void **state)
 }
 
 /* A client with ranges in the daemon's VRAM (a kernel moved its memory
- * there), waiting to be killed. */
-static void child_svm(int ready_fd)
+ * there), waiting to be killed; or (@mid_fault) with a kernel whose faults
+ * wait in the daemon, never fetched. */
+static void child_svm_run(int ready_fd, bool mid_fault)
 {
 	struct ugpu_context *cc;
 	struct ugpu_device *cd;
@@ -1645,12 +1646,26 @@ static void child_svm(int ready_fd)
 	    ugpu_vm_create(cd, &o, &vm) || ugpu_queue_create(vm, NULL, &q))
 		_exit(1);
 	k.va = (uintptr_t)p;
-	if (ugpu_queue_submit(q, &k, &fence) || ugpu_fence_wait(q, fence, 10000, &r) || r.status)
+	if (ugpu_queue_submit(q, &k, &fence))
+		_exit(2);
+	if (mid_fault)
+		usleep(20000); /* its faults reach the daemon, which keeps them */
+	else if (ugpu_fence_wait(q, fence, 10000, &r) || r.status)
 		_exit(2);
 	if (write(ready_fd, "r", 1) != 1)
 		_exit(3);
 	for (;;)
 		pause();
+}
+
+static void child_svm(int ready_fd)
+{
+	child_svm_run(ready_fd, false);
+}
+
+static void child_svm_mid_fault(int ready_fd)
+{
+	child_svm_run(ready_fd, true);
 }
 
 static void svm_killed_client_released(void **state)
@@ -1670,6 +1685,20 @@ static void svm_killed_client_released(void **state)
 	dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
 	fprintf(stderr, "  a SIGKILLed client's SVM ranges (4 MiB in VRAM) were released within %llu us\n",
 		(unsigned long long)dt);
+	/* killed with its kernel waiting on faults it never fetched: the
+	 * daemon aborts the kernel (it does not wait for its 10 s bound) */
+	pid = spawn_ready(child_svm_mid_fault);
+	dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a client SIGKILLed mid-fault was released within %llu us\n",
+		(unsigned long long)dt);
+	{
+		/* and the daemon serves at once */
+		struct ugpu_device_mem m2 = { .size = sizeof(m2) };
+		uint64_t t0 = now_us();
+
+		assert_int_equal(ugpu_device_mem_stats(dev, &m2), 0);
+		assert_true(now_us() - t0 < RELEASE_BOUND_MS * 1000ull);
+	}
 	close_client(ctx, dev);
 }
 

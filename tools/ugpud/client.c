@@ -168,11 +168,17 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 			s->fwd = NULL;
 		}
 		break;
-	case SLOT_QUEUE:
+	case SLOT_QUEUE: {
+		/* a mirror VM's kernels waiting on faults end first (svm.c) */
+		struct fwd_vm *fv = svm_queue_closing(s->q, NULL);
+
 		/* -ETIMEDOUT: its kernel did not end in time; the queue is
 		 * freed when it does (include/ugpu/vm.h): gone for us either way */
 		(void)ugpu_queue_destroy(s->q);
+		if (fv)
+			svm_queue_closing(NULL, fv);
 		break;
+	}
 	case SLOT_FREE:
 		return 0;
 	}

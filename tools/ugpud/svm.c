@@ -39,11 +39,15 @@
  * @wait_efd: the fence eventfd of the client's fence wait on one of its
  *       queues, kept open while that wait watches it (-1: none; loop
  *       thread only).
- * Locking: @lock guards @pend, @npend, @given, @ngiven; a leaf, dropped
- * before vm_faults_done() (libugpu's exec thread adds under it).
+ * @closing: a queue of the VM is being destroyed: its faults are answered
+ *       -EFAULT at once (the client may be gone; a kernel waiting on its
+ *       faults would hold the destroy, and the loop, for its 10 s bound).
+ * Locking: @lock guards @pend, @npend, @given, @ngiven, @closing; a leaf,
+ * dropped before vm_faults_done() (libugpu's exec thread adds under it).
  */
 struct fwd_vm {
 	pthread_mutex_t lock;
+	bool closing;
 	struct vm_fault pend[FWD_MAX_FAULTS];
 	size_t npend;
 	struct vm_fault given[FWD_MAX_FAULTS];
@@ -61,28 +65,26 @@ static void fwd_faults(void *arg, const struct vm_fault *f, size_t n)
 
 	pthread_mutex_lock(&fv->lock);
 	for (i = 0; i < n; i++) {
-		if (fv->npend + fv->ngiven < FWD_MAX_FAULTS)
+		if (!fv->closing && fv->npend + fv->ngiven < FWD_MAX_FAULTS)
 			fv->pend[fv->npend++] = f[i];
 		else
 			over++;
 	}
 	pthread_mutex_unlock(&fv->lock);
-	for (i = n - over; i < n; i++)
+	for (i = n - over; i < n; i++) /* the ones not kept: the tail */
 		vm_fault_done(&f[i], -EFAULT);
 	if (write(fv->efd, &one, sizeof(one)) < 0) {
 		/* the counter is at its maximum: it is readable already */
 	}
 }
 
-/* The VM goes (its queues went first, so its kernels ended): what is still
- * unanswered is answered (a no-op for an ended kernel). */
-static void fwd_vm_gone(void *arg, struct ugpu_vm *vm)
+/* Answer every fault kept (their kernels are aborted; a no-op for one that
+ * ended). */
+static void fwd_abort(struct fwd_vm *fv)
 {
-	struct fwd_vm *fv = arg;
 	struct vm_fault *f = malloc(2 * FWD_MAX_FAULTS * sizeof(*f));
 	size_t i, n = 0;
 
-	(void)vm;
 	pthread_mutex_lock(&fv->lock);
 	for (i = 0; f && i < fv->npend; i++)
 		f[n++] = fv->pend[i];
@@ -94,6 +96,14 @@ static void fwd_vm_gone(void *arg, struct ugpu_vm *vm)
 		vm_fault_done(&f[i], -EFAULT);
 	free(f);
 }
+
+/* The VM goes (its queues went first, so its kernels ended). */
+static void fwd_vm_gone(void *arg, struct ugpu_vm *vm)
+{
+	(void)vm;
+	fwd_abort(arg);
+}
+
 
 static int fwd_vm_new(void *arg, struct ugpu_vm *vm)
 {
@@ -140,6 +150,20 @@ static const struct vm_svm_ops fwd_ops = {
 static struct fwd_vm *fwd_of(struct ugpu_vm *vm)
 {
 	return vm->fwd == &fwd_ops ? vm->fwd_arg : NULL;
+}
+
+struct fwd_vm *svm_queue_closing(struct ugpu_queue *q, struct fwd_vm *open)
+{
+	struct fwd_vm *fv = open ? open : fwd_of(queue_vm(q));
+
+	if (!fv)
+		return NULL;
+	pthread_mutex_lock(&fv->lock);
+	fv->closing = !open;
+	pthread_mutex_unlock(&fv->lock);
+	if (!open)
+		fwd_abort(fv);
+	return fv;
 }
 
 void svm_fwd_free(struct fwd_vm *fv)

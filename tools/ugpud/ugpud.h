@@ -325,6 +325,11 @@ size_t svm_serve(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, c
 /* @s of @c is about to be dropped: a BO's map goes (its PTEs), or a
  * mirror VM's maps all go. */
 void svm_slot_drop(struct client *c, struct ugpud_slot *s);
+/* Around ugpu_queue_destroy(@q): with @open NULL, a mirror VM's faults
+ * kept are answered -EFAULT and new ones too (their kernels end, so the
+ * destroy does not wait on a client that may be gone); returns the VM's
+ * state (NULL for another VM), to pass back as @open after the destroy. */
+struct fwd_vm *svm_queue_closing(struct ugpu_queue *q, struct fwd_vm *open);
 /* Free a mirror VM's state, after ugpu_vm_destroy() (NULL: no-op). */
 void svm_fwd_free(struct fwd_vm *fv);
 /* A fence wait on @q that waits: 1 when @q's VM is a mirror VM with faults
