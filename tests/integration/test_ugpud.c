@@ -1702,84 +1702,111 @@ static void svm_killed_client_released(void **state)
 	close_client(ctx, dev);
 }
 
-/* Two clients, the same virtual addresses (forked: the buffer sits at the
- * same address in both), each its own mirror VM: each kernel sees its own
- * process's bytes, and one's GPU write never reaches the other. */
+/* svm_clients_isolated: both clients map their buffer at this address
+ * (inside the application ranges of both TSan and ASan on x86-64). */
+#define ISO_VA 0x7e9000000000ull
+#define ISO_BYTES (1ull << 20)
+#define ISO_WRITE 0x1111111111111111ull
+
+/* @op over [va, +bytes) on @q, waited for (bounded): 0 with *@r, or -errno.
+ * (run_on() without cmocka: the child side runs outside the test runner.) */
+static int run_plain(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		     uint64_t value, struct ugpu_kernel_result *r)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	uint64_t fence = 0;
+	int ret = ugpu_queue_submit(q, &k, &fence);
+
+	r->size = sizeof(*r);
+	return ret ? ret : ugpu_fence_wait(q, fence, 10000, r);
+}
+
+/*
+ * One side of svm_clients_isolated, in its own process (the child is the
+ * test binary exec'd again: a forked TSan process that starts threads may
+ * hang in TSan itself). Its own bytes at ISO_VA, its own mirror VM: its
+ * kernel sums them; the parent then writes ISO_WRITE through its VM while
+ * the child's range sits in VRAM at the same address; each reads its own.
+ * Returns 0, or the step that failed.
+ */
+static int iso_side(bool child, int go_fd, int done_fd)
+{
+	uint64_t mine = child ? 0xc0c0c0c0c0c0c0c0ull : 0x5050505050505050ull, want;
+	const size_t words = ISO_BYTES / 8;
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE };
+	struct ugpu_kernel_result r;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	uint64_t *buf = mmap((void *)(uintptr_t)ISO_VA, ISO_BYTES, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	char c = 'g';
+
+	if (buf != (void *)(uintptr_t)ISO_VA)
+		return 1;
+	for (size_t i = 0; i < words; i++)
+		buf[i] = mine;
+	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev) ||
+	    ugpu_vm_create(dev, &o, &vm) || ugpu_queue_create(vm, NULL, &q))
+		return 2;
+	/* both have their ranges in VRAM before either writes */
+	if (run_plain(q, UGPU_KERNEL_READ_SUM, ISO_VA, ISO_BYTES, 0, &r) || r.status ||
+	    r.sum != mine * words)
+		return 3;
+	if (child ? write(go_fd, &c, 1) != 1 || read(done_fd, &c, 1) != 1 : read(go_fd, &c, 1) != 1)
+		return 4;
+	if (!child) {
+		if (run_plain(q, UGPU_KERNEL_WRITE, ISO_VA, ISO_BYTES, ISO_WRITE, &r) || r.status)
+			return 5;
+		if (write(done_fd, &c, 1) != 1)
+			return 6;
+	}
+	want = child ? mine : ISO_WRITE;
+	if (run_plain(q, UGPU_KERNEL_READ_SUM, ISO_VA, ISO_BYTES, 0, &r) || r.status ||
+	    r.sum != want * words)
+		return 7;
+	for (size_t i = 0; i < words; i++)
+		if (buf[i] != want)
+			return 8;
+	if (ugpu_queue_destroy(q) || ugpu_vm_destroy(vm))
+		return 9;
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	munmap(buf, ISO_BYTES);
+	return 0;
+}
+
+/* Two clients, the same virtual addresses, each its own mirror VM: each
+ * kernel sees its own process's bytes, and one's GPU write never reaches
+ * the other. */
 static void svm_clients_isolated(void **state)
 {
-	const size_t n = 1 * MIB;
-	uint64_t *buf = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int go[2], done[2];
+	int go[2], done[2], st, ret;
 	pid_t pid;
-	int st;
 
 	(void)state;
-	assert_true(buf != MAP_FAILED);
 	assert_int_equal(pipe(go), 0);
 	assert_int_equal(pipe(done), 0);
 	pid = fork();
 	assert_true(pid >= 0);
-	for (int who = 0; who < 2; who++) {
-		bool child = who == 1;
-		struct ugpu_context *ctx;
-		struct ugpu_device *dev;
-		struct ugpu_vm *vm;
-		struct ugpu_queue *q;
-		struct ugpu_kernel_result r;
-		uint64_t mine = child ? 0xc0c0c0c0c0c0c0c0ull : 0x5050505050505050ull;
-		char c = 'g';
+	if (!pid) {
+		char a[16], b[16];
 
-		if (child != (pid == 0))
-			continue;
-		for (size_t i = 0; i < n / 8; i++)
-			buf[i] = mine;
-		open_client(&ctx, &dev);
-		vm = mirror_vm(dev);
-		assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
-		/* both have their ranges in VRAM before either writes */
-		r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)buf, n, 0);
-		if (r.status || r.sum != mine * (n / 8)) {
-			if (child)
-				_exit(10);
-			fail_msg("parent's sum 0x%llx (status %d)", (unsigned long long)r.sum, r.status);
-		}
-		if (child) {
-			if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
-				_exit(11);
-		} else {
-			assert_int_equal(read(go[0], &c, 1), 1);
-		}
-		/* the parent writes through its VM while the child's range
-		 * sits in VRAM at the same address */
-		if (!child) {
-			r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)buf, n, 0x1111111111111111ull);
-			assert_int_equal(r.status, 0);
-			assert_int_equal(write(done[1], &c, 1), 1);
-		}
-		r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)buf, n, 0);
-		if (child) {
-			if (r.status || r.sum != mine * (n / 8))
-				_exit(12);
-			for (size_t i = 0; i < n / 8; i++)
-				if (buf[i] != mine)
-					_exit(13);
-			ugpu_queue_destroy(q);
-			ugpu_vm_destroy(vm);
-			close_client(ctx, dev);
-			_exit(0);
-		}
-		assert_int_equal(r.status, 0);
-		assert_int_equal(r.sum, 0x1111111111111111ull * (n / 8));
-		for (size_t i = 0; i < n / 8; i++)
-			assert_int_equal(buf[i], 0x1111111111111111ull);
-		assert_int_equal(ugpu_queue_destroy(q), 0);
-		assert_int_equal(ugpu_vm_destroy(vm), 0);
-		close_client(ctx, dev);
+		snprintf(a, sizeof(a), "%d", go[1]);
+		snprintf(b, sizeof(b), "%d", done[0]);
+		execl("/proc/self/exe", "test_ugpud", "--svm-iso-child", uri, a, b, (char *)NULL);
+		_exit(127);
 	}
+	ret = iso_side(false, go[0], done[1]);
+	if (ret) /* the child waits for our byte: let it go */
+		kill(pid, SIGKILL);
+	assert_int_equal(ret, 0);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	munmap(buf, n);
 	close(go[0]);
 	close(go[1]);
 	close(done[0]);
@@ -1833,8 +1860,13 @@ static void svm_protocol_refusals(void **state)
 	close_client(ctx, dev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* svm_clients_isolated's other client */
+	if (argc == 5 && !strcmp(argv[1], "--svm-iso-child")) {
+		snprintf(uri, sizeof(uri), "%s", argv[2]);
+		return iso_side(true, atoi(argv[3]), atoi(argv[4]));
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(two_clients_share_the_device),
 		cmocka_unit_test(handles_are_per_connection),
