@@ -133,8 +133,10 @@ int vm_remote_destroy(struct ugpu_vm *vm)
 	int ret;
 
 	/* Shared virtual memory lets go of it first: its ranges' maps go
-	 * (requests on the connection) while the VM is still there. */
-	if (vm->svm_remote)
+	 * (requests on the connection) while the VM is still there. After
+	 * ugpu_device_close() it let go of the whole device already (and
+	 * its state may be freed). */
+	if (vm->svm_remote && remote_is_open(dev))
 		svm_hooks->ops->vm_gone(vm->svm_remote->arg, vm);
 	ret = obj_call(dev, UGPUD_VM_DESTROY, vm->remote_handle);
 
@@ -243,7 +245,8 @@ int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t
 
 	if (k->size < offsetof(struct ugpu_kernel, value) + sizeof(k->value))
 		return -EINVAL;
-	if (queue_vm(q)->svm_remote) /* frees and moves before it count */
+	/* frees and moves before it count (a closed device: -ENODEV below) */
+	if (queue_vm(q)->svm_remote && remote_is_open(queue_vm(q)->dev))
 		svm_hooks->ops->sync(queue_vm(q)->svm_remote->arg);
 	ret = remote_get(queue_vm(q)->dev, UGPUD_SUBMIT, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret)
@@ -382,7 +385,7 @@ int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 		/* A mirror VM's kernel may wait for its faults: the daemon
 		 * answers early when it has some, served here (this thread
 		 * holds no lock of the connection now). */
-		if (queue_vm(q)->svm_remote) {
+		if (queue_vm(q)->svm_remote && remote_is_open(queue_vm(q)->dev)) {
 			int sret = svm_serve_faults(queue_vm(q), deadline);
 
 			if (sret < 0)

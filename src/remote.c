@@ -383,6 +383,17 @@ out:
 	return ret;
 }
 
+bool remote_is_open(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+	bool open;
+
+	pthread_mutex_lock(&r->lock);
+	open = r->fd >= 0;
+	pthread_mutex_unlock(&r->lock);
+	return open;
+}
+
 bool remote_is_gone(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->remote->gone, __ATOMIC_RELAXED);

@@ -29,7 +29,7 @@
  *    mmap'd memory byte-exact both ways, munmap/free taking its ranges out
  *    of the daemon, a killed client's ranges released within the bound,
  *    two clients at the same addresses isolated, the SVM requests'
- *    refusals;
+ *    refusals, a close with ranges in the daemon bringing them home;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
@@ -1813,6 +1813,37 @@ static void svm_clients_isolated(void **state)
 	close(done[1]);
 }
 
+/* Closing the device with ranges in the daemon's VRAM brings their bytes
+ * home first (byte-exact after the close); the VM and queue handles left
+ * behind are then freed by their destroy without reaching freed state. */
+static void svm_close_with_ranges(void **state)
+{
+	const size_t n = 2 * MIB;
+	const uint64_t value = 0x5a5a0000a5a5ffffull;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)p, n, value);
+	assert_int_equal(r.status, 0);
+	ugpu_device_close(dev); /* the GPU's bytes are only in the daemon now */
+	for (size_t i = 0; i < n / 8; i++)
+		if (p[i] != value)
+			fail_msg("word %zu after close: 0x%llx", i, (unsigned long long)p[i]);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_context_destroy(ctx);
+	munmap(p, n);
+}
+
 /* The SVM requests' refusals: a non-mirror VM, another client's faults,
  * malformed bodies; the connection goes on. */
 static void svm_protocol_refusals(void **state)
@@ -1889,6 +1920,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(svm_killed_client_released),
 		cmocka_unit_test(svm_clients_isolated),
 		cmocka_unit_test(svm_protocol_refusals),
+		cmocka_unit_test(svm_close_with_ranges),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};
