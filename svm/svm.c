@@ -609,7 +609,7 @@ static int svm_attach(struct ugpu_device *dev, bool remote)
 		log_err(dev->ctx, "svm: more than %d devices: %s gets no shared virtual memory",
 			SVM_MAX_DEVS, dev->name);
 		free(sd);
-		return remote ? -EUSERS : 0;
+		return remote ? -ENOSPC : 0; /* ugpu_vm_create()'s "no room" */
 	}
 	list_add_tail(&g_svm->devs, &sd->link);
 	g_svm->ndevs++;
