@@ -1885,6 +1885,19 @@ static void svm_protocol_refusals(void **state)
 				     NULL),
 			 -EINVAL);
 	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, 3, NULL, 0, NULL, 0, NULL), -EINVAL);
+	/* an op this daemon does not know is -EOPNOTSUPP, as the SVM ops are
+	 * from a daemon older than them: the client library passes it on */
+	assert_int_equal(remote_call(dev, UGPUD_SVM_UNMAP + 1, &req, sizeof(req), NULL, 0, NULL, 0,
+				     NULL),
+			 -EOPNOTSUPP);
+	/* a mirror VM by the plain create (a newer library's mistake) */
+	{
+		struct ugpud_vm_create_req vr = { .flags = UGPU_VM_MIRROR };
+		struct ugpud_handle_rep hr;
+
+		assert_int_equal(remote_get(dev, UGPUD_VM_CREATE, &vr, sizeof(vr), &hr, sizeof(hr)),
+				 -EOPNOTSUPP);
+	}
 	/* still served */
 	assert_int_equal(ugpu_vm_destroy(plain), 0);
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
