@@ -233,13 +233,16 @@ static int svm_costs(const char *uri, size_t n, struct svm_costs *out)
 	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
 				   .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000 };
 	uint64_t *g = calloc(n, sizeof(*g)), *k = calloc(n, sizeof(*k)), *c = calloc(n, sizeof(*c));
-	size_t span = 2 * n * SVM_RANGE;
+	size_t span = (2 * n + 1) * SVM_RANGE;
 	struct ugpu_context *ctx = NULL;
 	struct ugpu_device *dev = NULL;
 	struct ugpu_vm *vm = NULL;
 	struct ugpu_queue *q = NULL;
-	char *base = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int ret = (!g || !k || !c || base == MAP_FAILED) ? -ENOMEM : 0;
+	char *map = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* aligned to the range size: a range is aligned to its size, so an
+	 * unaligned 64 KiB mapping would be served as 4 KiB ranges */
+	char *base = (char *)(((uintptr_t)map + SVM_RANGE - 1) & ~(uintptr_t)(SVM_RANGE - 1));
+	int ret = (!g || !k || !c || map == MAP_FAILED) ? -ENOMEM : 0;
 	bool held = false;
 
 	for (size_t i = 0; !ret && i < n; i++) {
@@ -299,8 +302,8 @@ static int svm_costs(const char *uri, size_t n, struct svm_costs *out)
 		ugpu_device_close(dev);
 	if (ctx)
 		ugpu_context_destroy(ctx);
-	if (base != MAP_FAILED)
-		munmap(base, span);
+	if (map != MAP_FAILED)
+		munmap(map, span);
 	free(g);
 	free(k);
 	free(c);
