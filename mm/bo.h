@@ -272,11 +272,13 @@ struct bo_svm_ops {
 };
 
 /* No host-suspend cycle is open on @dev (prepare .. resume): shared virtual
- * memory may move ranges into its VRAM. Takes the manager lock. */
+ * memory may move ranges into its VRAM. Takes the manager lock. A device
+ * served by ugpud: true (the daemon answers -EAGAIN while suspended). */
 bool bo_pm_active(struct ugpu_device *dev);
 /* Wait while @dev is host-suspended (its VRAM and page tables unreachable
- * until resume); returns at once once it is removed or closed. Takes the
- * manager lock; call with no lock held. */
+ * until resume); returns at once once it is removed or closed, or at once
+ * for a device served by ugpud. Takes the manager lock; call with no lock
+ * held. */
 void bo_pm_wait_awake(struct ugpu_device *dev);
 
 /* Install (or with @ops NULL remove) shared virtual memory's eviction for

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/progress.h"
 #include "src/device.h"
+#include "src/remote.h"
 
 #define PAGE_SIZE_BO 4096u
 /* Largest single engine descriptor we queue (the device takes up to 1 GiB). */
@@ -235,9 +236,12 @@ void bo_mark_svm(struct ugpu_bo *bo)
  */
 bool bo_pm_active(struct ugpu_device *dev)
 {
-	struct bo_mgr *m = mgr_of(dev);
+	struct bo_mgr *m;
 	bool active;
 
+	if (device_is_remote(dev))
+		return true; /* the daemon's power state: its requests say -EAGAIN */
+	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
 	active = m->pm_state == BO_PM_ACTIVE;
 	pthread_mutex_unlock(&m->lock);
@@ -246,8 +250,11 @@ bool bo_pm_active(struct ugpu_device *dev)
 
 void bo_pm_wait_awake(struct ugpu_device *dev)
 {
-	struct bo_mgr *m = mgr_of(dev);
+	struct bo_mgr *m;
 
+	if (device_is_remote(dev))
+		return;
+	m = mgr_of(dev);
 	pthread_mutex_lock(&m->lock);
 	while (m->pm_state == BO_PM_SUSPENDED && !m->closed && !device_is_removed(dev))
 		pthread_cond_wait(&m->pm_cond, &m->lock);

@@ -381,7 +381,7 @@ static void fault_note_locked(struct vm_mgr *vmm, struct ugpu_queue *q, uint64_t
 /* Is @va (a fault of @vm) shared virtual memory's to serve? */
 static bool svm_serves(const struct vm_mgr *vmm, const struct ugpu_vm *vm, uint64_t va)
 {
-	return vmm->svm && (vm->flags & UGPU_VM_MIRROR) && va >= vm->mirror_start &&
+	return (vmm->svm || vm->fwd) && (vm->flags & UGPU_VM_MIRROR) && va >= vm->mirror_start &&
 	       va - vm->mirror_start < vm->mirror_size;
 }
 
@@ -425,8 +425,19 @@ static void on_faults(void *arg, const struct exec_fault *f, size_t n)
 		exec_fault_reply(vmm->exec, 0, abort);
 	if (nsv) {
 		void *sarg;
-		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+		const struct vm_svm_ops *sops;
+		size_t k = 0;
 
+		/* forwarded VMs' faults (ugpud's clients) go to their own
+		 * ops, the others together to shared virtual memory */
+		for (i = 0; i < nsv; i++) {
+			if (sv[i].vm->fwd)
+				sv[i].vm->fwd->faults(sv[i].vm->fwd_arg, &sv[i], 1);
+			else
+				sv[k++] = sv[i];
+		}
+		nsv = k;
+		sops = nsv ? vm_svm_enter(vmm, &sarg) : NULL;
 		if (sops) {
 			sops->faults(sarg, sv, nsv);
 			vm_svm_leave(vmm);
@@ -445,6 +456,10 @@ static bool same_kernel(const struct vm_fault *a, const struct vm_fault *b)
 
 void vm_faults_done(const struct vm_fault *f, const int *status, size_t n)
 {
+	if (n && vm_is_remote(f[0].vm)) { /* ugpud's, handed over (mm/vm_remote.c) */
+		vm_remote_faults_done(f, status, n);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct vm_mgr *vmm = f[i].vmm;
 		struct exec_engine *x;
@@ -626,7 +641,7 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	if (ret)
 		return ret;
 	vmm = q->vmm;
-	if (q->vm->flags & UGPU_VM_MIRROR) {
+	if ((q->vm->flags & UGPU_VM_MIRROR) && !q->vm->fwd) {
 		void *sarg;
 		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
 

@@ -549,16 +549,33 @@ void vm_release_tables_all(struct vm_mgr *vmm)
 
 /* ---- the public API ----------------------------------------------------------------- */
 
+const struct vm_svm_ops *vm_ops_enter(struct ugpu_vm *vm, void **arg)
+{
+	if (vm->fwd) {
+		*arg = vm->fwd_arg;
+		return vm->fwd;
+	}
+	return vm_svm_enter(vm->vmm, arg);
+}
+
+void vm_ops_leave(struct ugpu_vm *vm)
+{
+	if (!vm->fwd)
+		vm_svm_leave(vm->vmm);
+}
+
 /* Shared virtual memory lets go of mirror VM @vm (when it still serves the
  * device: its teardown already let go of every VM). */
 static void svm_vm_gone(struct vm_mgr *vmm, struct ugpu_vm *vm)
 {
 	void *sarg;
-	const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
+	const struct vm_svm_ops *sops;
 
+	(void)vmm;
+	sops = vm_ops_enter(vm, &sarg);
 	if (sops) {
 		sops->vm_gone(sarg, vm);
-		vm_svm_leave(vmm);
+		vm_ops_leave(vm);
 	}
 }
 
@@ -587,11 +604,31 @@ static void vm_free(struct ugpu_vm *vm)
 	free(vm);
 }
 
+static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+		     const struct vm_svm_ops *fwd, void *fwd_arg, struct ugpu_vm **out);
+
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out)
 {
 	if (dev && out && device_is_remote(dev))
 		return vm_remote_create(dev, opts, out);
+	return vm_create(dev, opts, NULL, NULL, out);
+}
+
+int vm_create_forwarded(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+			const struct vm_svm_ops *ops, void *arg, struct ugpu_vm **out)
+{
+	if (!dev || !out || !ops || !opts || device_is_remote(dev))
+		return -EINVAL;
+	if (opts->size < offsetof(struct ugpu_vm_opts, flags) + sizeof(opts->flags) ||
+	    !(opts->flags & UGPU_VM_MIRROR))
+		return -EINVAL;
+	return vm_create(dev, opts, ops, arg, out);
+}
+
+static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+		     const struct vm_svm_ops *fwd, void *fwd_arg, struct ugpu_vm **out)
+{
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct pt_chunk **chunks = NULL;
 	struct vm_mgr *vmm;
@@ -657,8 +694,10 @@ UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *
 	pthread_mutex_init(&vm->lock, NULL);
 	list_init(&vm->binds);
 	list_init(&vm->link);
+	vm->fwd = fwd;
+	vm->fwd_arg = fwd_arg;
 
-	if (vm->flags & UGPU_VM_MIRROR) {
+	if ((vm->flags & UGPU_VM_MIRROR) && !fwd) {
 		void *sarg;
 		const struct vm_svm_ops *sops = vm_svm_enter(vmm, &sarg);
 
@@ -1142,11 +1181,11 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		pthread_mutex_unlock(&vm->lock);
 		{
 			void *sarg;
-			const struct vm_svm_ops *sops = vm_svm_enter(vm->vmm, &sarg);
+			const struct vm_svm_ops *sops = vm_ops_enter(vm, &sarg);
 
 			ret = sops ? sops->punch(sarg, vm, va, bytes) : -ENODEV;
 			if (sops)
-				vm_svm_leave(vm->vmm);
+				vm_ops_leave(vm);
 		}
 		if (ret) {
 			bo_rpm_release(held);
@@ -1200,8 +1239,8 @@ UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 
 	if (!vm)
 		return -EINVAL;
-	if (vm_is_remote(vm))
-		return -EINVAL; /* no mirror VM through ugpud: never one to prefetch in */
+	if (vm_is_remote(vm) || vm->fwd)
+		return -EOPNOTSUPP; /* mirror VMs through ugpud: faults only (docs/daemon.md) */
 	dev = vm->dev;
 	if (!(vm->flags & UGPU_VM_MIRROR) || !bytes || ((va | bytes) & (VM_PAGE - 1)) ||
 	    va < vm->mirror_start || va - vm->mirror_start >= vm->mirror_size ||
@@ -1386,10 +1425,15 @@ int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo
 	       unsigned int flags)
 {
 	struct ugpu_device *dev = vm->dev;
-	struct bo_mgr *m = mgr_of(dev);
-	struct vm_bind *b = calloc(1, sizeof(*b));
+	struct bo_mgr *m;
+	struct vm_bind *b;
 	struct list_link *at;
 	int ret;
+
+	if (vm_is_remote(vm))
+		return vm_remote_svm_map(vm, va, len, bo, flags);
+	m = mgr_of(dev);
+	b = calloc(1, sizeof(*b));
 
 	if ((flags & VM_SVM_NO_ATOMIC) && !vm_can_deny_atomics(vm)) {
 		free(b);
@@ -1484,6 +1528,8 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	struct list_link *at;
 	bool free_ = true;
 
+	if (vm_is_remote(vm))
+		return true; /* the daemon's binds: a map over one is refused there (-EEXIST) */
 	pthread_mutex_lock(&vm->lock);
 	at = bind_after(vm, va);
 	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + len)
@@ -1538,10 +1584,15 @@ static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struc
 
 int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 {
-	struct bo_mgr *m = mgr_of(vm->dev);
+	struct bo_mgr *m;
 	struct list_link gone;
 	int n;
 
+	if (vm_is_remote(vm)) {
+		n = vm_remote_svm_unmap(vm, va, len);
+		return n < 0 ? 0 : n; /* the daemon or the VM went: nothing maps there */
+	}
+	m = mgr_of(vm->dev);
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
 	pthread_mutex_lock(&m->lock);

@@ -131,8 +131,17 @@ struct ugpu_vm {
 	bool dead;
 
 	/* A VM of a device served by ugpud (mm/vm_remote.h): its handle on the
-	 * connection; nothing above but @dev, @name and @flags is used then. */
+	 * connection; nothing above but @dev, @name, @flags and the mirror
+	 * span is used then, and @svm_remote (mm/vm_remote.c's state of a
+	 * remote mirror VM, or NULL). */
 	uint32_t remote_handle;
+	struct vm_remote_svm *svm_remote;
+
+	/* A mirror VM made by vm_create_forwarded(): these ops serve its
+	 * faults instead of the device's shared virtual memory (ugpud hands
+	 * them to the client that owns the VM). Set at creation, read-only. */
+	const struct vm_svm_ops *fwd;
+	void *fwd_arg;
 };
 
 /*
@@ -277,6 +286,25 @@ void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void
  * vm_svm_leave() after the call. No lock held. */
 const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg);
 void vm_svm_leave(struct vm_mgr *vmm);
+
+/*
+ * vm_create_forwarded() - ugpu_vm_create() of a mirror VM (UGPU_VM_MIRROR in
+ * @opts) whose mirror span is served by @ops (with @arg) rather than by
+ * the process's shared virtual memory: ugpud makes its clients' mirror VMs
+ * so and hands their faults over (docs/daemon.md, "SVM for clients").
+ * @ops->vm_new is not called; @ops->faults gets the faults, @ops->punch a
+ * bind over a map, @ops->vm_gone the destroy; @ops->sync and
+ * @ops->prefetch are not called (ugpu_vm_prefetch() is -EOPNOTSUPP).
+ * Returns: as ugpu_vm_create().
+ */
+int vm_create_forwarded(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
+			const struct vm_svm_ops *ops, void *arg, struct ugpu_vm **out);
+
+/* The ops serving @vm's mirror span (its own forwarded ones, or the
+ * device's shared virtual memory's) with a call counted, or NULL; then
+ * vm_ops_leave(). No lock held. */
+const struct vm_svm_ops *vm_ops_enter(struct ugpu_vm *vm, void **arg);
+void vm_ops_leave(struct ugpu_vm *vm);
 
 /* vm_svm_map() @flags */
 #define VM_SVM_WRITABLE (1u << 0)

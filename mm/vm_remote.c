@@ -3,6 +3,7 @@
  * GPU VMs, queues and kernels of a device served by ugpud (see vm_remote.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +13,62 @@
 #include "mm/vm_remote.h"
 #include "src/ugpud_proto.h"
 
+/* The hooks of shared virtual memory (svm/ registers them at load); written
+ * once before main() runs, read-only afterwards. */
+static const struct vm_remote_svm_hooks *svm_hooks;
+
+void vm_remote_svm_register(const struct vm_remote_svm_hooks *h)
+{
+	svm_hooks = h;
+}
+
+static int obj_call(struct ugpu_device *dev, uint16_t op, uint32_t handle);
+
+/* The mirror side of a new remote mirror VM: the process's shared virtual
+ * memory takes the device on and checks its userfaultfd. */
+static int svm_remote_new(struct ugpu_vm *vm)
+{
+	struct vm_remote_svm *rs;
+	int ret;
+
+	if (!svm_hooks)
+		return -EOPNOTSUPP;
+	rs = calloc(1, sizeof(*rs));
+	if (!rs)
+		return -ENOMEM;
+	pthread_mutex_init(&rs->lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&rs->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	ret = svm_hooks->attach(vm->dev, &rs->arg);
+	if (!ret)
+		ret = svm_hooks->ops->vm_new(rs->arg, vm);
+	if (ret) {
+		pthread_cond_destroy(&rs->cond);
+		pthread_mutex_destroy(&rs->lock);
+		free(rs);
+		return ret;
+	}
+	vm->svm_remote = rs;
+	return 0;
+}
+
+static void svm_remote_free(struct vm_remote_svm *rs)
+{
+	pthread_cond_destroy(&rs->cond);
+	pthread_mutex_destroy(&rs->lock);
+	free(rs);
+}
+
 int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 		     struct ugpu_vm **out)
 {
-	struct ugpud_vm_create_req req = { 0 };
+	struct ugpud_svm_vm_create_req req = { 0 };
 	struct ugpud_handle_rep rep;
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct ugpu_vm *vm;
@@ -27,21 +80,41 @@ int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
 		if (opts->size < offsetof(struct ugpu_vm_opts, name) + sizeof(o.name))
 			o.name = NULL;
+		if (opts->size < offsetof(struct ugpu_vm_opts, mirror_size) + sizeof(o.mirror_size))
+			o.mirror_start = o.mirror_size = 0;
 	}
 	req.flags = o.flags;
+	req.mirror_start = o.mirror_start;
+	req.mirror_size = o.mirror_size;
 	snprintf(req.name, sizeof(req.name), "%s", o.name ? o.name : "vm");
 	vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return -ENOMEM;
-	ret = remote_get(dev, UGPUD_VM_CREATE, &req, sizeof(req), &rep, sizeof(rep));
+	/* A mirror VM is its own request (added to version 1 later: an older
+	 * daemon answers -EOPNOTSUPP); the daemon checks the span. */
+	if (o.flags & UGPU_VM_MIRROR)
+		ret = remote_get(dev, UGPUD_SVM_VM_CREATE, &req, sizeof(req), &rep, sizeof(rep));
+	else
+		ret = remote_get(dev, UGPUD_VM_CREATE, &req, offsetof(struct ugpud_svm_vm_create_req, mirror_start),
+				 &rep, sizeof(rep));
 	if (ret) {
 		free(vm);
 		return ret;
 	}
 	vm->dev = dev;
 	vm->flags = o.flags;
+	vm->mirror_start = o.mirror_start;
+	vm->mirror_size = o.mirror_size;
 	vm->remote_handle = rep.handle;
 	snprintf(vm->name, sizeof(vm->name), "%s", req.name);
+	if (o.flags & UGPU_VM_MIRROR) {
+		ret = svm_remote_new(vm);
+		if (ret) {
+			(void)obj_call(dev, UGPUD_VM_DESTROY, rep.handle);
+			free(vm);
+			return ret;
+		}
+	}
 	device_get(dev); /* the handle keeps the device object, as a BO's does */
 	*out = vm;
 	return 0;
@@ -57,12 +130,22 @@ static int obj_call(struct ugpu_device *dev, uint16_t op, uint32_t handle)
 int vm_remote_destroy(struct ugpu_vm *vm)
 {
 	struct ugpu_device *dev = vm->dev;
-	int ret = obj_call(dev, UGPUD_VM_DESTROY, vm->remote_handle);
+	int ret;
+
+	/* Shared virtual memory lets go of it first: its ranges' maps go
+	 * (requests on the connection) while the VM is still there. After
+	 * ugpu_device_close() it let go of the whole device already (and
+	 * its state may be freed). */
+	if (vm->svm_remote && remote_is_open(dev))
+		svm_hooks->ops->vm_gone(vm->svm_remote->arg, vm);
+	ret = obj_call(dev, UGPUD_VM_DESTROY, vm->remote_handle);
 
 	/* -EBUSY: it has queues, the VM stays; -ENODEV: the daemon let go
 	 * of it already (closed or gone) */
 	if (ret && ret != -ENODEV)
 		return ret;
+	if (vm->svm_remote)
+		svm_remote_free(vm->svm_remote);
 	free(vm);
 	device_put(dev);
 	return 0;
@@ -162,10 +245,122 @@ int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t
 
 	if (k->size < offsetof(struct ugpu_kernel, value) + sizeof(k->value))
 		return -EINVAL;
+	/* frees and moves before it count (a closed device: -ENODEV below) */
+	if (queue_vm(q)->svm_remote && remote_is_open(queue_vm(q)->dev))
+		svm_hooks->ops->sync(queue_vm(q)->svm_remote->arg);
 	ret = remote_get(queue_vm(q)->dev, UGPUD_SUBMIT, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret)
 		*fence = rep.fence;
 	return ret;
+}
+
+/*
+ * Fetch the faults the daemon keeps for mirror VM @vm, hand them to shared
+ * virtual memory and wait (until @deadline, now_ns()) for their answers.
+ * Returns how many were served, or -errno (the fetch failed).
+ */
+static int svm_serve_faults(struct ugpu_vm *vm, uint64_t deadline)
+{
+	struct vm_remote_svm *rs = vm->svm_remote;
+	struct ugpud_obj_req req = { .handle = vm->remote_handle };
+	struct ugpud_svm_fault *w = malloc(UGPUD_SVM_MAX_FAULTS * sizeof(*w));
+	struct vm_fault *f = calloc(UGPUD_SVM_MAX_FAULTS, sizeof(*f));
+	size_t len = 0, n, i;
+	int ret;
+
+	if (!w || !f) {
+		free(w);
+		free(f);
+		return -ENOMEM;
+	}
+	ret = remote_call(vm->dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, w,
+			  UGPUD_SVM_MAX_FAULTS * sizeof(*w), &len);
+	n = len / sizeof(*w);
+	if (!ret && len % sizeof(*w))
+		ret = -EPROTO;
+	if (ret || !n) {
+		free(w);
+		free(f);
+		return ret;
+	}
+	for (i = 0; i < n; i++)
+		f[i] = (struct vm_fault){ .vm = vm, .vmm = NULL, .slot = w[i].slot,
+					  .launch = w[i].launch, .va = w[i].va,
+					  .access = (enum ugpu_access)w[i].access };
+	pthread_mutex_lock(&rs->lock);
+	rs->out += (unsigned int)n;
+	pthread_mutex_unlock(&rs->lock);
+	svm_hooks->ops->faults(rs->arg, f, n);
+	pthread_mutex_lock(&rs->lock);
+	while (rs->out) {
+		struct timespec ts = monotonic_deadline_after_ms(
+			now_ns() >= deadline ? 1 : (deadline - now_ns()) / 1000000 + 1);
+
+		if (pthread_cond_timedwait(&rs->cond, &rs->lock, &ts) == ETIMEDOUT &&
+		    now_ns() >= deadline)
+			break; /* answered later; the caller's timeout says so */
+	}
+	pthread_mutex_unlock(&rs->lock);
+	free(w);
+	free(f);
+	return (int)n;
+}
+
+void vm_remote_faults_done(const struct vm_fault *f, const int *status, size_t n)
+{
+	struct ugpu_vm *vm = f[0].vm;
+	struct vm_remote_svm *rs = vm->svm_remote;
+	struct ugpud_svm_done_req req = { .vm = vm->remote_handle };
+	struct ugpud_svm_fault *w = calloc(n ? n : 1, sizeof(*w));
+	size_t i, at;
+
+	for (at = 0; w && at < n; at += req.n) {
+		req.n = (uint32_t)(n - at < UGPUD_SVM_MAX_FAULTS ? n - at : UGPUD_SVM_MAX_FAULTS);
+		for (i = 0; i < req.n; i++)
+			w[i] = (struct ugpud_svm_fault){ .va = f[at + i].va,
+							 .access = (uint32_t)f[at + i].access,
+							 .slot = f[at + i].slot,
+							 .launch = f[at + i].launch,
+							 .status = status[at + i] };
+		/* an error (the daemon or the kernel went) leaves the kernel
+		 * to the daemon: it ends with its queue */
+		(void)remote_call(vm->dev, UGPUD_SVM_FAULT_DONE, &req, sizeof(req), w,
+				  req.n * sizeof(*w), NULL, 0, NULL);
+	}
+	free(w);
+	if (!rs)
+		return;
+	pthread_mutex_lock(&rs->lock);
+	rs->out = rs->out > n ? rs->out - (unsigned int)n : 0;
+	pthread_cond_broadcast(&rs->cond);
+	pthread_mutex_unlock(&rs->lock);
+}
+
+int vm_remote_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
+		      unsigned int flags)
+{
+	struct ugpud_svm_map_req req = {
+		.vm = vm->remote_handle,
+		.bo = bo ? bo->remote_handle : 0,
+		.va = va,
+		.bytes = len,
+		.flags = (flags & VM_SVM_WRITABLE) ? UGPUD_SVM_WRITABLE : 0,
+	};
+
+	if (!bo || (flags & VM_SVM_NO_ATOMIC))
+		return -EOPNOTSUPP;
+	if (bo->dev != vm->dev)
+		return -EINVAL;
+	return remote_call(vm->dev, UGPUD_SVM_MAP, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+}
+
+int vm_remote_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+{
+	struct ugpud_svm_map_req req = { .vm = vm->remote_handle, .va = va, .bytes = len };
+	struct ugpud_handle_rep rep;
+	int ret = remote_get(vm->dev, UGPUD_SVM_UNMAP, &req, sizeof(req), &rep, sizeof(rep));
+
+	return ret ? ret : (int)rep.handle; /* how many maps went */
 }
 
 int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
@@ -187,6 +382,17 @@ int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 				 sizeof(w));
 		if (ret != -EAGAIN)
 			break;
+		/* A mirror VM's kernel may wait for its faults: the daemon
+		 * answers early when it has some, served here (this thread
+		 * holds no lock of the connection now). */
+		if (queue_vm(q)->svm_remote && remote_is_open(queue_vm(q)->dev)) {
+			int sret = svm_serve_faults(queue_vm(q), deadline);
+
+			if (sret < 0)
+				return sret;
+			if (sret > 0)
+				continue;
+		}
 		if (!timeout_ms)
 			return -EAGAIN;
 		if (now_ns() >= deadline)

@@ -11,6 +11,7 @@
 #ifndef UGPU_MM_VM_REMOTE_H
 #define UGPU_MM_VM_REMOTE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <ugpu/vm.h>
@@ -37,6 +38,47 @@ int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t
 int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 			 struct ugpu_kernel_result *res);
 int vm_remote_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info);
+
+/*
+ * Mirror VMs through ugpud (docs/daemon.md, "SVM for clients"): shared
+ * virtual memory (svm/, a layer above) registers these at load.
+ * @attach: a mirror VM of remote @dev is being made: @dev joins the
+ *          process's shared virtual memory (once; again is a no-op);
+ *          *@arg gets what @ops take. 0 or -errno.
+ * @ops:    as for a local device's mirror VMs (mm/vm.h); @faults gets the
+ *          faults the daemon handed over (struct vm_fault with @vmm NULL),
+ *          answered with vm_faults_done() as usual.
+ */
+struct vm_remote_svm_hooks {
+	int (*attach)(struct ugpu_device *dev, void **arg);
+	const struct vm_svm_ops *ops;
+};
+void vm_remote_svm_register(const struct vm_remote_svm_hooks *h);
+
+/*
+ * struct vm_remote_svm - a remote mirror VM's side here.
+ * @arg: the hooks' arg for it. @out: faults handed to @ops->faults and not
+ * answered yet; the fence wait that fetched them waits on @cond until they
+ * are (the answering thread needs the connection it would hold). @lock
+ * guards @out; a leaf.
+ */
+struct vm_remote_svm {
+	void *arg;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int out;
+};
+
+/* The answers to @n faults of remote mirror VM @f[0].vm (vm_faults_done()
+ * hands them here): UGPUD_SVM_FAULT_DONE. */
+void vm_remote_faults_done(const struct vm_fault *f, const int *status, size_t n);
+/* vm_svm_map() / vm_svm_unmap() of a remote mirror VM: UGPUD_SVM_MAP of
+ * @bo (the daemon moves it to VRAM and maps it; no @iova: memory in
+ * place is not mapped through ugpud, -EOPNOTSUPP) and UGPUD_SVM_UNMAP.
+ * The unmap returns the number of maps removed, or -errno. */
+int vm_remote_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
+		      unsigned int flags);
+int vm_remote_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
 
 /* mm/submit.c keeps struct ugpu_queue to itself: a remote queue is made,
  * read and freed through these. */

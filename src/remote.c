@@ -383,6 +383,17 @@ out:
 	return ret;
 }
 
+bool remote_is_open(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+	bool open;
+
+	pthread_mutex_lock(&r->lock);
+	open = r->fd >= 0;
+	pthread_mutex_unlock(&r->lock);
+	return open;
+}
+
 bool remote_is_gone(struct ugpu_device *dev)
 {
 	return __atomic_load_n(&dev->remote->gone, __ATOMIC_RELAXED);
@@ -520,10 +531,20 @@ uint32_t remote_devices(struct ugpu_device *dev)
 	return dev->remote->devices;
 }
 
+/* Set once at load by a layer above (svm/), read-only afterwards. */
+static void (*close_hook)(struct ugpu_device *dev);
+
+void remote_set_close_hook(void (*fn)(struct ugpu_device *dev))
+{
+	close_hook = fn;
+}
+
 void remote_close(struct ugpu_device *dev)
 {
 	struct remote *r = dev->remote;
 
+	if (close_hook)
+		close_hook(dev); /* still connected: it may make requests */
 	pthread_mutex_lock(&r->lock);
 	if (r->fd >= 0)
 		close(r->fd);

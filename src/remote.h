@@ -70,6 +70,14 @@ bool remote_is_gone(struct ugpu_device *dev);
 bool remote_is_suspended(struct ugpu_device *dev);
 void remote_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn, void *user);
 
+/* remote_close() has not been called (the daemon may still be gone). */
+bool remote_is_open(struct ugpu_device *dev);
+
+/* A layer above that keeps state per remote device (svm/: a mirror VM's
+ * ranges) lets go of @dev in @fn, which remote_close() calls first, while
+ * the connection still serves requests. Set once at load. */
+void remote_set_close_hook(void (*fn)(struct ugpu_device *dev));
+
 /* Free what remote_open() made (from device_put()). */
 void remote_free(struct ugpu_device *dev);
 

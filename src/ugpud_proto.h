@@ -69,6 +69,15 @@ enum ugpud_op {
 	UGPUD_DEVICE_PM = 28, /* ugpud_device_pm_req -> - (admin) */
 	UGPUD_EVENT = 29, /* daemon -> client, unsolicited: ugpud_event (seq 0) */
 	UGPUD_DEV_ACTIVITY = 30, /* - -> ugpud_dev_activity (the connection's device) */
+	/* Shared virtual memory of a client (docs/daemon.md, "SVM for
+	 * clients"): added to version 1 as the ops above were (an older
+	 * daemon answers -EOPNOTSUPP). Numbered from 40 so that ops another
+	 * change adds after 30 meanwhile do not collide on the wire. */
+	UGPUD_SVM_VM_CREATE = 40, /* ugpud_svm_vm_create_req -> ugpud_handle_rep */
+	UGPUD_SVM_FAULTS = 41, /* ugpud_obj_req (a mirror VM) -> n x ugpud_svm_fault */
+	UGPUD_SVM_FAULT_DONE = 42, /* ugpud_svm_done_req + n x ugpud_svm_fault -> - */
+	UGPUD_SVM_MAP = 43, /* ugpud_svm_map_req -> - */
+	UGPUD_SVM_UNMAP = 44, /* ugpud_svm_map_req (vm, bo) -> - */
 	UGPUD_OP_MAX
 };
 
@@ -241,6 +250,53 @@ struct ugpud_vm_create_req {
 	uint32_t pad;
 	char name[32];
 };
+
+/* UGPUD_SVM_VM_CREATE: a mirror VM (UGPU_VM_MIRROR in @flags) whose GPU
+ * faults inside [@mirror_start, +@mirror_size) are kept for the client
+ * (UGPUD_SVM_FAULTS), which serves them from its own memory. */
+struct ugpud_svm_vm_create_req {
+	uint32_t flags;
+	uint32_t pad;
+	char name[32];
+	uint64_t mirror_start;
+	uint64_t mirror_size;
+};
+
+/*
+ * struct ugpud_svm_fault - one GPU fault of a client's mirror VM.
+ * UGPUD_SVM_FAULTS hands the pending ones over (at most UGPUD_SVM_MAX_FAULTS,
+ * each once); UGPUD_SVM_FAULT_DONE answers them (@status: 0, the kernel
+ * tries again; -EFAULT / -EACCES, it is aborted), @slot and @launch
+ * echoed: an answer the daemon did not hand over is -ENOENT.
+ */
+struct ugpud_svm_fault {
+	uint64_t va;
+	uint32_t access; /* enum ugpu_access */
+	uint32_t slot;
+	uint32_t launch;
+	int32_t status;
+};
+#define UGPUD_SVM_MAX_FAULTS 256u
+
+struct ugpud_svm_done_req {
+	uint32_t vm;
+	uint32_t n;
+};
+
+/* UGPUD_SVM_MAP: @bo (the client's, @bytes long) moves to VRAM and maps
+ * [@va, +@bytes) of mirror VM @vm (writable when @flags has
+ * UGPUD_SVM_WRITABLE); a BO holds one such map, which follows it if it is
+ * evicted. UGPUD_SVM_UNMAP: the maps of BOs inside [@va, +@bytes) of @vm
+ * go (@bo and @flags 0); the reply (ugpud_handle_rep) counts them. */
+struct ugpud_svm_map_req {
+	uint32_t vm;
+	uint32_t bo;
+	uint64_t va;
+	uint64_t bytes;
+	uint32_t flags;
+	uint32_t pad;
+};
+#define UGPUD_SVM_WRITABLE (1u << 0)
 
 /* UGPUD_VM_BIND: @bo's [@bo_offset, +@bytes) at @va of @vm with @flags
  * (UGPU_BIND_*); UGPUD_VM_UNBIND: [@va, +@bytes) of @vm (@bo, @bo_offset and

@@ -28,6 +28,7 @@
 #include "mm/uffd.h"
 #include "mm/vm.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
@@ -272,8 +273,8 @@ static bool fault_current(const struct vm_fault *f)
 	struct vm_mgr *vmm = f->vmm;
 	bool cur;
 
-	if (f->slot >= 64)
-		return true; /* not a device fault (a prefetch's) */
+	if (f->slot >= 64 || !vmm)
+		return true; /* not a device fault (a prefetch's), or the daemon's (it checks) */
 	pthread_mutex_lock(&vmm->lock);
 	cur = vmm->on_slot[f->slot] && vmm->slot_launch[f->slot] == f->launch;
 	pthread_mutex_unlock(&vmm->lock);
@@ -480,6 +481,10 @@ again:
 	pinned = now_ns() < r->pinned_until_ns;
 	stay = (a.accessed_by & (1ull << sd->id)) || a.pref == SVM_PREF_SYSTEM || pinned || own;
 	want_vram = !own && (prefetch || atomic_vram || (!stay && r->size >= SVM_MIGRATE_MIN));
+	/* through ugpud nothing is used in place (the daemon cannot reach
+	 * the process's pages): every range moves */
+	if (device_is_remote(sd->dev))
+		want_vram = !own;
 	sd->active_ns = now_ns();
 	if (r->bo) /* used: a second chance on the eviction LRU */
 		__atomic_store_n(&r->bo->touched, 1, __ATOMIC_RELAXED);

@@ -28,6 +28,7 @@
 #include "mm/uffd.h"
 #include "mm/vm.h"
 #include "src/device.h"
+#include "src/remote.h"
 #include "src/rpm.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
@@ -39,7 +40,8 @@ void vram_ranges_inc(struct svm *s, struct svm_dev *sd)
 	bool get;
 
 	pthread_mutex_lock(&s->lock);
-	get = !sd->vram_ranges++ && !sd->rpm_held;
+	/* a remote device's power is the daemon's: no reference here */
+	get = !sd->vram_ranges++ && !sd->rpm_held && !device_is_remote(sd->dev);
 	if (get) {
 		sd->rpm_held = true;
 		pthread_cond_signal(&s->work_cond); /* an idle candidate now */
@@ -306,6 +308,9 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 	return moved;
 }
 
+static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
+				uint64_t dst, uint64_t counted, uint64_t deadline);
+
 /*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
  * have no pages there: the range is registered and its pages were taken).
@@ -317,8 +322,31 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
 			   uint64_t dst)
 {
-	const char *src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
-	uint64_t i, deadline = now_ns() + ms_to_ns(2000), counted = len;
+	const char *src;
+	uint64_t deadline = now_ns() + ms_to_ns(2000), counted = len;
+	void *view = NULL;
+	int ret;
+
+	if (device_is_remote(r->sd->dev)) {
+		/* the daemon's BO: its memfd mapped here, the BO brought to
+		 * system memory for it (the range's maps went first) */
+		ret = ugpu_bo_map(r->bo, &view);
+		if (ret)
+			return ret;
+		src = (const char *)view + off;
+	} else {
+		src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
+	}
+	ret = range_copy_back_from(s, r, src, len, dst, counted, deadline);
+	if (view)
+		ugpu_bo_unmap(r->bo);
+	return ret;
+}
+
+static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
+				uint64_t dst, uint64_t counted, uint64_t deadline)
+{
+	uint64_t i;
 	int ret;
 
 	if (device_vram_lost(r->sd->dev))
@@ -705,6 +733,20 @@ out:
 int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 		    struct ugpu_bo **bo)
 {
+	if (device_is_remote(sd->dev)) {
+		/* a staging BO of the daemon's: made in system memory (its
+		 * memfd is mapped here to fill it), moved to VRAM when mapped
+		 * in the VM (UGPUD_SVM_MAP) */
+		struct ugpu_bo_opts ro = {
+			.size = sizeof(ro),
+			.bytes = r->size,
+			.placements = { UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM },
+			.name = name,
+		};
+
+		return ugpu_bo_create(sd->dev, &ro, bo);
+	}
+
 	struct ugpu_bo_opts o = {
 		.size = sizeof(o),
 		.bytes = r->size,
@@ -730,7 +772,17 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	 * us and waits (its pages are being taken) until the range is in
 	 * VRAM, then for its way back (the timeslice first). */
 	t_take = now_ns();
-	ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
+	if (device_is_remote(sd->dev)) {
+		void *view;
+
+		ret = ugpu_bo_map(bo, &view);
+		if (!ret) {
+			ret = take_pages(s, r, view);
+			ugpu_bo_unmap(bo);
+		}
+	} else {
+		ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
+	}
 	if (ret) {
 		ugpu_bo_put(bo);
 		return ret;
@@ -740,7 +792,8 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	range_set(s, r, R_VRAM, sd);
 	stat_hist_add(&sd->dev->svm_window_hist, (r->vram_at_ns - t_take) / 1000);
 	vram_ranges_inc(s, sd);
-	bo_mark_svm(bo); /* on the eviction LRU with the BOs from now on */
+	if (!device_is_remote(sd->dev))
+		bo_mark_svm(bo); /* on the eviction LRU with the BOs from now on */
 	pthread_mutex_lock(&s->lock);
 	sd->st.svm_device_copy_kb += r->size >> 10;
 	sd->st.svm_vram_bytes += r->size;
@@ -819,8 +872,8 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	char *vram;
 	int ret;
 
-	if (!s->have_wp)
-		return -EOPNOTSUPP;
+	if (!s->have_wp || device_is_remote(sd->dev))
+		return -EOPNOTSUPP; /* through ugpud: one copy, moved (docs/daemon.md) */
 	ret = range_bo_create(r, sd, "svm-dup", &bo);
 	if (ret)
 		return ret;
@@ -891,6 +944,9 @@ int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 {
 	uint64_t iova;
 	int ret;
+
+	if (device_is_remote(sd->dev))
+		return -EOPNOTSUPP; /* the daemon cannot reach this process's pages */
 
 	/* Every page present before the device may reach it: a DMA access
 	 * must never be the first touch of a page (it would fault into us).

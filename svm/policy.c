@@ -22,6 +22,7 @@
 #include "mm/bo.h"
 #include "mm/uffd.h"
 #include "mm/vm.h"
+#include "mm/vm_remote.h"
 #include "src/device.h"
 #include "svm/svm.h"
 
@@ -319,6 +320,8 @@ static int svm_enter_synced(struct ugpu_vm *vm, struct svm **out)
 {
 	void *arg;
 
+	if (vm_is_remote(vm))
+		return -EOPNOTSUPP; /* through ugpud: faults only (docs/daemon.md) */
 	if (!vm_svm_enter(vm->vmm, &arg))
 		return -ENODEV;
 	*out = arg;

@@ -44,6 +44,7 @@
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/rpm.h"
+#include "mm/vm_remote.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
 
@@ -723,20 +724,27 @@ static const struct vm_svm_ops svm_vm_ops = {
 
 /* ---- the device's step ------------------------------------------------------------------ */
 
-static int svm_up(struct ugpu_device *dev, const char *uri)
+/* @dev joins the process's shared virtual memory (made by the first).
+ * @remote: a device served by ugpud: its mirror VMs' faults come from the
+ * daemon (mm/vm_remote.c), and its VRAM is reached by its requests; no ops
+ * to install in a VM or BO manager. Once: a device already in is left. */
+static int svm_attach(struct ugpu_device *dev, bool remote)
 {
 	struct svm_dev *sd;
 
-	(void)uri;
-	if (!dev->exec || !dev->vm_mgr)
-		return 0; /* no GPU VM: nothing to mirror */
+	pthread_mutex_lock(&g_svm_lock);
+	if (g_svm && sd_of(g_svm, dev)) {
+		pthread_mutex_unlock(&g_svm_lock);
+		return 0;
+	}
 	sd = calloc(1, sizeof(*sd));
-	if (!sd)
+	if (!sd) {
+		pthread_mutex_unlock(&g_svm_lock);
 		return -ENOMEM;
+	}
 	sd->dev = dev;
 	sd->st.size = sizeof(sd->st);
 	tuning_default(&sd->tune);
-	pthread_mutex_lock(&g_svm_lock);
 	if (!g_svm)
 		g_svm = svm_new(dev->ctx);
 	if (!g_svm) {
@@ -759,15 +767,25 @@ static int svm_up(struct ugpu_device *dev, const char *uri)
 		log_err(dev->ctx, "svm: more than %d devices: %s gets no shared virtual memory",
 			SVM_MAX_DEVS, dev->name);
 		free(sd);
-		return 0;
+		return remote ? -ENOSPC : 0; /* ugpu_vm_create()'s "no room" */
 	}
 	list_add_tail(&g_svm->devs, &sd->link);
 	g_svm->ndevs++;
 	pthread_mutex_unlock(&g_svm->lock);
-	vm_svm_register(dev, &svm_vm_ops, g_svm);
-	bo_svm_register(dev, &svm_bo_ops, g_svm);
+	if (!remote) {
+		vm_svm_register(dev, &svm_vm_ops, g_svm);
+		bo_svm_register(dev, &svm_bo_ops, g_svm);
+	}
 	pthread_mutex_unlock(&g_svm_lock);
 	return 0;
+}
+
+static int svm_up(struct ugpu_device *dev, const char *uri)
+{
+	(void)uri;
+	if (!dev->exec || !dev->vm_mgr)
+		return 0; /* no GPU VM: nothing to mirror */
+	return svm_attach(dev, false);
 }
 
 /* @r is in @sd's VRAM or DMA space, or mapped in one of its VMs. */
@@ -842,7 +860,8 @@ static void svm_down(struct ugpu_device *dev)
 		pthread_mutex_unlock(&g_svm_lock);
 		return;
 	}
-	bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
+	if (!device_is_remote(dev))
+		bo_svm_register(dev, NULL, NULL); /* no eviction of its ranges runs from here */
 	svm_dev_quiesce(s, dev);
 	/* no other device's fault or removal places a range here from now on
 	 * (svm/peer.c); the ones doing it finish first, and the loop below
@@ -908,6 +927,34 @@ static struct device_component svm_component = {
 	.down = svm_down,
 };
 DEVICE_COMPONENT(svm_component)
+
+/* ---- devices served by ugpud (docs/daemon.md, "SVM for clients") ------------------------ */
+
+/* The first mirror VM of a remote device attaches it (mm/vm_remote.c). */
+static int remote_attach(struct ugpu_device *dev, void **arg)
+{
+	int ret = svm_attach(dev, true);
+
+	if (!ret) {
+		pthread_mutex_lock(&g_svm_lock);
+		*arg = g_svm;
+		pthread_mutex_unlock(&g_svm_lock);
+	}
+	return ret;
+}
+
+static const struct vm_remote_svm_hooks svm_remote_hooks = {
+	.attach = remote_attach,
+	.ops = &svm_vm_ops,
+};
+
+/* Its close (ugpu_device_close(), still connected) takes its ranges home,
+ * as svm_down() does a local device's at its teardown. */
+static void __attribute__((constructor)) svm_remote_register(void)
+{
+	vm_remote_svm_register(&svm_remote_hooks);
+	remote_set_close_hook(svm_down);
+}
 
 /* ---- the public API ---------------------------------------------------------------------- */
 

@@ -16,6 +16,12 @@
  * asynchronous prefetch; peer.c ranges across devices (moves over the
  * fabric, a peer's VRAM used in place, a removal's ranges to peers).
  *
+ * A device served by ugpud joins at its first mirror VM (svm_attach(), no
+ * bring-up step; mm/vm_remote.c hands over the faults the daemon kept): its
+ * ranges' VRAM is a staging BO of the daemon's, filled and read back
+ * through the BO's memfd, and every range moves (docs/daemon.md, "SVM for
+ * clients"); the branches are on device_is_remote().
+ *
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
  * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
  * (mm/) → svm->lock (only briefly, never across a copy, an ioctl that

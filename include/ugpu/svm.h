@@ -102,7 +102,8 @@ struct ugpu_svm_advice {
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside
  * the span, @adv->size too small, an unknown attribute or value);
  * -EOPNOTSUPP (read-mostly on memory this kernel's userfaultfd cannot
- * write-protect, which a device copy needs: nothing is changed, logged);
+ * write-protect, which a device copy needs: nothing is changed, logged;
+ * or a mirror VM of a device served by ugpud: advice is not served there);
  * -ENOLINK (@adv->device is another device outside the owner group of
  * @vm's device: a slow link, no link, or removed); -EXDEV (@adv->device
  * belongs to another context); -EFAULT
@@ -149,7 +150,8 @@ struct ugpu_svm_span_info {
  * (@info->start = @va, @info->bytes <= @bytes): call again from
  * @va + @info->bytes for the rest.
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside the
- * span, @info->size too small); -ENODEV (the device is gone).
+ * span, @info->size too small); -ENODEV (the device is gone); -EOPNOTSUPP
+ * (a mirror VM of a device served by ugpud).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_query(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
@@ -169,7 +171,8 @@ struct ugpu_svm_prefetch;
  * whole, its owner serialising it). @vm must not be destroyed before the
  * handle is freed.
  * Returns: 0; -EINVAL (as ugpu_vm_prefetch(), or NULL @out); -ENOMEM;
- * -EAGAIN (no thread could be started).
+ * -EAGAIN (no thread could be started); -EOPNOTSUPP (a mirror VM of a
+ * device served by ugpud).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_prefetch_async(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,

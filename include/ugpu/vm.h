@@ -20,9 +20,11 @@
  * Through ugpud ("ugpud:SOCKET", docs/daemon.md) VMs, binds, queues,
  * submission, fence waits and queries are served by the daemon, each a
  * request on the connection (errors as ugpu_bo.h's top says for BOs); a
- * kernel's fault is reported to its own client only. Not served there:
- * mirror VMs (UGPU_VM_MIRROR: -EOPNOTSUPP), ugpu_vm_prefetch() (-EINVAL: no
- * mirror VM), ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
+ * kernel's fault is reported to its own client only. Mirror VMs are served
+ * (their GPU faults handed to the client, which serves them from its own
+ * memory while it waits on a fence of the VM's queues; docs/daemon.md,
+ * "SVM for clients"; a daemon older than that answers -EOPNOTSUPP). Not
+ * served there: ugpu_vm_prefetch() and ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
  * the daemon, which answers when the fence completes (its loop watches the
  * fence's eventfd) or after 100 ms at most; the library asks again until
  * the caller's timeout. While the daemon has the device host-suspended,
@@ -90,7 +92,8 @@ struct ugpu_vm_opts {
  * (no VRAM or memory for the page tables); -ENODEV (the device is gone);
  * -EIO / -ETIMEDOUT (the device did not wake).
  * Context: any thread.
- * Through ugpud: -EOPNOTSUPP for UGPU_VM_MIRROR (see the top of this file).
+ * Through ugpud: -EOPNOTSUPP for UGPU_VM_MIRROR from a daemon that does not
+ * serve mirror VMs (see the top of this file).
  */
 UGPU_API int ugpu_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			    struct ugpu_vm **out);
@@ -165,7 +168,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
  * even after eviction: those ranges are used in place, as on a fault);
  * -EAGAIN (SYSTEM: a copy back failed, logged; its range stays in VRAM,
  * nothing lost); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the
- * device did not wake).
+ * device did not wake); -EOPNOTSUPP (a mirror VM through ugpud).
  * Context: any thread.
  */
 UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,

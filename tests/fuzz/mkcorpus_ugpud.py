@@ -12,6 +12,8 @@ HELLO, DEV_QUERY, MEM_STATS, BO_CREATE, BO_DESTROY, BO_READ, BO_WRITE, BO_QUERY,
     BO_UNPIN, BO_MIGRATE, CLIENTS, KILL, BO_MAP, BO_UNMAP, VM_CREATE, VM_DESTROY, VM_BIND, \
     VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_WAIT, QUEUE_QUERY, \
     SESSION, RESUME, DEVICE_PM = range(1, 29)
+# shared virtual memory of clients (numbered from 40, docs/daemon.md)
+SVM_VM_CREATE, SVM_FAULTS, SVM_FAULT_DONE, SVM_MAP, SVM_UNMAP = range(40, 45)
 seq = 0
 
 
@@ -56,6 +58,31 @@ def kernels(who):
             + obj(who, QUEUE_QUERY, H3) + obj(who, VM_QUERY, H2)
             + rec(who, VM_UNBIND, struct.pack("<IIQQQII", H2, 0, 0, va, 65536, 0, 0))
             + obj(who, VM_DESTROY, H2) + obj(who, QUEUE_DESTROY, H3) + obj(who, VM_DESTROY, H2))
+def svm(who):
+    """A mirror VM: a kernel faults in its span (the faults wait for the
+    client), a fence wait ends early, the faults are fetched, a staging BO
+    is mapped for the range, the faults answered (one wrongly), the map
+    dropped; then a plain VM asked for faults, a mirror VM create without
+    the flag."""
+    va = 0x40000000
+    mirror = struct.pack("<II32sQQ", 1, 0, b"svm", 0x10000, 1 << 40)
+    fault = struct.pack("<QIIIi", va, 0, 0, 1, 0)
+    return (hello(who) + rec(who, SVM_VM_CREATE, mirror)
+            + rec(who, QUEUE_CREATE, struct.pack("<II32s", H1, 0, b"q"))
+            + rec(who, SUBMIT, struct.pack("<IIQQQ", H2, 1, va, 65536, 0))
+            + rec(who, FENCE_WAIT, struct.pack("<IIQ", H2, 50, 1))
+            + obj(who, SVM_FAULTS, H1)
+            + create(who, 65536, 1, 2)
+            + rec(who, SVM_MAP, struct.pack("<IIQQII", H1, H3, va, 65536, 1, 0))
+            + rec(who, SVM_FAULT_DONE, struct.pack("<II", H1, 1) + fault)
+            + rec(who, SVM_FAULT_DONE, struct.pack("<II", H1, 2) + fault)
+            + rec(who, FENCE_WAIT, struct.pack("<IIQ", H2, 50, 1))
+            + rec(who, SVM_UNMAP, struct.pack("<IIQQII", H1, 0, va, 65536, 0, 0))
+            + rec(who, VM_CREATE, struct.pack("<II32s", 0, 0, b"vm")) + obj(who, SVM_FAULTS, (1 << 16) | 4)
+            + rec(who, SVM_VM_CREATE, struct.pack("<II32sQQ", 0, 0, b"x", 0, 0))
+            + obj(who, QUEUE_DESTROY, H2) + obj(who, VM_DESTROY, H1))
+
+
 seeds = {
     "hello": hello(0),
     "bad-version": hello(0, version=2),
@@ -86,6 +113,9 @@ seeds = {
     + rec(0, DEVICE_PM, struct.pack("<II", 2, 0)) + bo(1, BO_READ, H1, ln=16) + bo(1, BO_QUERY, H1)
     + rec(0, DEVICE_PM, struct.pack("<II", 3, 0)) + bo(1, BO_READ, H1, ln=16)
     + rec(1, DEVICE_PM, struct.pack("<II", 1, 0)) + rec(0, DEVICE_PM, struct.pack("<II", 9, 5)),
+    "svm": svm(0),
+    # a client that leaves its mirror VM, faults and map to its release
+    "svm-left-behind": svm(1)[:-60],
 }
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

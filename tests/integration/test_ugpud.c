@@ -25,6 +25,11 @@
  *    of another kind or client refused; a client killed with kernels in
  *    flight released;
  *  - calls not served through the daemon yet are -EOPNOTSUPP;
+ *  - shared virtual memory of clients: kernels on a client's malloc'd and
+ *    mmap'd memory byte-exact both ways, munmap/free taking its ranges out
+ *    of the daemon, a killed client's ranges released within the bound,
+ *    two clients at the same addresses isolated, the SVM requests'
+ *    refusals, a close with ranges in the daemon bringing them home;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
@@ -1145,8 +1150,9 @@ static void kernels_through_daemon(void **state)
 	assert_int_equal(remote_call(b, UGPUD_VM_UNBIND, &bind, sizeof(bind), NULL, 0, NULL, 0,
 				     NULL),
 			 -ENOENT);
-	/* not served: mirror VMs, fence eventfds */
-	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), -EOPNOTSUPP);
+	/* a mirror VM is served (svm_through_daemon uses it); fence eventfds not */
+	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), 0);
+	assert_int_equal(ugpu_vm_destroy(bad), 0);
 	assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), -EOPNOTSUPP);
 	/* a VM with a queue stays */
 	assert_int_equal(ugpu_vm_destroy(vma), -EBUSY);
@@ -1504,8 +1510,407 @@ static void slow_request_holds_up_no_one(void **state)
 	assert_true(w[2] < mw);
 }
 
-int main(void)
+/* ---- shared virtual memory of clients (docs/daemon.md, "SVM for clients") ---- */
+
+#define SVM_SPAN_START 0x10000ull
+#define SVM_SPAN_SIZE ((1ull << 47) - 0x20000ull)
+
+static struct ugpu_vm *mirror_vm(struct ugpu_device *dev)
 {
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE,
+				  .name = "svm" };
+	struct ugpu_vm *vm;
+
+	assert_int_equal(ugpu_vm_create(dev, &o, &vm), 0);
+	return vm;
+}
+
+static uint64_t sum_words(const void *p, size_t n)
+{
+	const uint64_t *w = p;
+	uint64_t s = 0;
+
+	for (size_t i = 0; i < n / 8; i++)
+		s += w[i];
+	return s;
+}
+
+/* VRAM the device's BOs hold now. */
+static uint64_t vram_used(struct ugpu_device *dev)
+{
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	return m.vram_used;
+}
+
+/* A client's kernels on its own malloc'd memory and on an anonymous mmap:
+ * a GPU read sees the bytes the CPU wrote (the ranges move to the daemon's
+ * VRAM), a GPU write is what the CPU reads next (the touch brings them
+ * back), byte-exact; freeing mirrored memory takes its ranges out of the
+ * daemon (VRAM back, and a kernel there faults instead of reading stale
+ * VRAM). */
+static void svm_through_daemon(void **state)
+{
+	const size_t n = 4 * MIB, m = 2 * MIB;
+	const uint64_t value = 0x0123456789abcdefull;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	unsigned char *heap, *want;
+	uint64_t *anon, base;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	base = vram_used(dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	heap = aligned_alloc(4096, n); /* malloc'd memory; kernels take 4 KiB-aligned spans */
+	want = malloc(n);
+	assert_non_null(heap);
+	fill(heap, n, 4242);
+	memcpy(want, heap, n);
+
+	/* the GPU reads what the CPU wrote */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)heap, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, sum_words(want, n));
+	assert_true(vram_used(dev) > base); /* it moved into the daemon's VRAM */
+	/* the GPU writes; the CPU's next touch brings the bytes back */
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)heap + 65536, 1 * MIB, value);
+	assert_int_equal(r.status, 0);
+	for (size_t i = 0; i < (1 * MIB) / 8; i++)
+		((uint64_t *)(want + 65536))[i] = value;
+	assert_memory_equal(heap, want, n);
+
+	/* an anonymous mapping: a GPU atomic add over it, then the CPU */
+	anon = mmap(NULL, m, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(anon != MAP_FAILED);
+	for (size_t i = 0; i < m / 8; i++)
+		anon[i] = i * 3;
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, (uintptr_t)anon, m, 5);
+	assert_int_equal(r.status, 0);
+	for (size_t i = 0; i < m / 8; i++)
+		if (anon[i] != i * 3 + 5)
+			fail_msg("anon word %zu: 0x%llx, expected 0x%llx", i, (unsigned long long)anon[i],
+				 (unsigned long long)(i * 3 + 5));
+
+	/* a GPU write left in VRAM, then munmap: its ranges leave the daemon */
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)anon, m, value);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(munmap(anon, m), 0);
+	free(heap);
+	/* the next submit collects what was freed: a kernel on the unmapped
+	 * span faults (nothing there in the process, no stale VRAM) */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, (uintptr_t)anon, 4096, 0);
+	assert_int_equal(r.status, -EFAULT);
+	assert_int_equal(r.fault_va, (uintptr_t)anon);
+	{
+		/* free() may have kept the heap block mapped: whatever is left
+		 * in VRAM is the heap's, none of the mmap's */
+		uint64_t t0 = now_ms();
+
+		while (vram_used(dev) > base + n + 2 * MIB && now_ms() - t0 < 2000)
+			usleep(1000);
+		assert_true(vram_used(dev) <= base + n + 2 * MIB);
+	}
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	/* the VM's ranges went with it: the daemon holds nothing of ours */
+	assert_int_equal(vram_used(dev), base);
+	free(want);
+	close_client(ctx, dev);
+}
+
+/* A client with ranges in the daemon's VRAM (a kernel moved its memory
+ * there), waiting to be killed; or (@mid_fault) with a kernel whose faults
+ * wait in the daemon, never fetched. */
+static void child_svm_run(int ready_fd, bool mid_fault)
+{
+	struct ugpu_context *cc;
+	struct ugpu_device *cd;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_WRITE, .bytes = 4 * MIB,
+				 .value = 7 };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE };
+	void *p = mmap(NULL, 4 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t fence;
+
+	if (p == MAP_FAILED || ugpu_context_create(NULL, &cc) || ugpu_device_open(cc, uri, &cd) ||
+	    ugpu_vm_create(cd, &o, &vm) || ugpu_queue_create(vm, NULL, &q))
+		_exit(1);
+	k.va = (uintptr_t)p;
+	if (ugpu_queue_submit(q, &k, &fence))
+		_exit(2);
+	if (mid_fault)
+		usleep(20000); /* its faults reach the daemon, which keeps them */
+	else if (ugpu_fence_wait(q, fence, 10000, &r) || r.status)
+		_exit(2);
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(3);
+	for (;;)
+		pause();
+}
+
+static void child_svm(int ready_fd)
+{
+	child_svm_run(ready_fd, false);
+}
+
+static void child_svm_mid_fault(int ready_fd)
+{
+	child_svm_run(ready_fd, true);
+}
+
+static void svm_killed_client_released(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem base = { .size = sizeof(base) }, m = { .size = sizeof(m) };
+	uint64_t dt;
+	pid_t pid;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_device_mem_stats(dev, &base), 0);
+	pid = spawn_ready(child_svm);
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	assert_true(m.vram_used >= base.vram_used + 4 * MIB); /* its ranges, in VRAM */
+	dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a SIGKILLed client's SVM ranges (4 MiB in VRAM) were released within %llu us\n",
+		(unsigned long long)dt);
+	/* killed with its kernel waiting on faults it never fetched: the
+	 * daemon aborts the kernel (it does not wait for its 10 s bound) */
+	pid = spawn_ready(child_svm_mid_fault);
+	dt = kill_and_wait_release(dev, pid, &base, RELEASE_BOUND_MS * 1000ull);
+	fprintf(stderr, "  a client SIGKILLed mid-fault was released within %llu us\n",
+		(unsigned long long)dt);
+	{
+		/* and the daemon serves at once */
+		struct ugpu_device_mem m2 = { .size = sizeof(m2) };
+		uint64_t t0 = now_us();
+
+		assert_int_equal(ugpu_device_mem_stats(dev, &m2), 0);
+		assert_true(now_us() - t0 < RELEASE_BOUND_MS * 1000ull);
+	}
+	close_client(ctx, dev);
+}
+
+/* svm_clients_isolated: both clients map their buffer at this address
+ * (inside the application ranges of both TSan and ASan on x86-64). */
+#define ISO_VA 0x7e9000000000ull
+#define ISO_BYTES (1ull << 20)
+#define ISO_WRITE 0x1111111111111111ull
+
+/* @op over [va, +bytes) on @q, waited for (bounded): 0 with *@r, or -errno.
+ * (run_on() without cmocka: the child side runs outside the test runner.) */
+static int run_plain(struct ugpu_queue *q, enum ugpu_kernel_op op, uint64_t va, uint64_t bytes,
+		     uint64_t value, struct ugpu_kernel_result *r)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = op, .va = va, .bytes = bytes,
+				 .value = value };
+	uint64_t fence = 0;
+	int ret = ugpu_queue_submit(q, &k, &fence);
+
+	r->size = sizeof(*r);
+	return ret ? ret : ugpu_fence_wait(q, fence, 10000, r);
+}
+
+/*
+ * One side of svm_clients_isolated, in its own process (the child is the
+ * test binary exec'd again: a forked TSan process that starts threads may
+ * hang in TSan itself). Its own bytes at ISO_VA, its own mirror VM: its
+ * kernel sums them; the parent then writes ISO_WRITE through its VM while
+ * the child's range sits in VRAM at the same address; each reads its own.
+ * Returns 0, or the step that failed.
+ */
+static int iso_side(bool child, int go_fd, int done_fd)
+{
+	uint64_t mine = child ? 0xc0c0c0c0c0c0c0c0ull : 0x5050505050505050ull, want;
+	const size_t words = ISO_BYTES / 8;
+	struct ugpu_vm_opts o = { .size = sizeof(o), .flags = UGPU_VM_MIRROR,
+				  .mirror_start = SVM_SPAN_START, .mirror_size = SVM_SPAN_SIZE };
+	struct ugpu_kernel_result r;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	uint64_t *buf = mmap((void *)(uintptr_t)ISO_VA, ISO_BYTES, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	char c = 'g';
+
+	if (buf != (void *)(uintptr_t)ISO_VA)
+		return 1;
+	for (size_t i = 0; i < words; i++)
+		buf[i] = mine;
+	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev) ||
+	    ugpu_vm_create(dev, &o, &vm) || ugpu_queue_create(vm, NULL, &q))
+		return 2;
+	/* both have their ranges in VRAM before either writes */
+	if (run_plain(q, UGPU_KERNEL_READ_SUM, ISO_VA, ISO_BYTES, 0, &r) || r.status ||
+	    r.sum != mine * words)
+		return 3;
+	if (child ? write(go_fd, &c, 1) != 1 || read(done_fd, &c, 1) != 1 : read(go_fd, &c, 1) != 1)
+		return 4;
+	if (!child) {
+		if (run_plain(q, UGPU_KERNEL_WRITE, ISO_VA, ISO_BYTES, ISO_WRITE, &r) || r.status)
+			return 5;
+		if (write(done_fd, &c, 1) != 1)
+			return 6;
+	}
+	want = child ? mine : ISO_WRITE;
+	if (run_plain(q, UGPU_KERNEL_READ_SUM, ISO_VA, ISO_BYTES, 0, &r) || r.status ||
+	    r.sum != want * words)
+		return 7;
+	for (size_t i = 0; i < words; i++)
+		if (buf[i] != want)
+			return 8;
+	if (ugpu_queue_destroy(q) || ugpu_vm_destroy(vm))
+		return 9;
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	munmap(buf, ISO_BYTES);
+	return 0;
+}
+
+/* Two clients, the same virtual addresses, each its own mirror VM: each
+ * kernel sees its own process's bytes, and one's GPU write never reaches
+ * the other. */
+static void svm_clients_isolated(void **state)
+{
+	int go[2], done[2], st, ret;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(done), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char a[16], b[16];
+
+		snprintf(a, sizeof(a), "%d", go[1]);
+		snprintf(b, sizeof(b), "%d", done[0]);
+		execl("/proc/self/exe", "test_ugpud", "--svm-iso-child", uri, a, b, (char *)NULL);
+		_exit(127);
+	}
+	ret = iso_side(false, go[0], done[1]);
+	if (ret) /* the child waits for our byte: let it go */
+		kill(pid, SIGKILL);
+	assert_int_equal(ret, 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	close(go[0]);
+	close(go[1]);
+	close(done[0]);
+	close(done[1]);
+}
+
+/* Closing the device with ranges in the daemon's VRAM brings their bytes
+ * home first (byte-exact after the close); the VM and queue handles left
+ * behind are then freed by their destroy without reaching freed state. */
+static void svm_close_with_ranges(void **state)
+{
+	const size_t n = 2 * MIB;
+	const uint64_t value = 0x5a5a0000a5a5ffffull;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	uint64_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	r = run_on(q, UGPU_KERNEL_WRITE, (uintptr_t)p, n, value);
+	assert_int_equal(r.status, 0);
+	ugpu_device_close(dev); /* the GPU's bytes are only in the daemon now */
+	for (size_t i = 0; i < n / 8; i++)
+		if (p[i] != value)
+			fail_msg("word %zu after close: 0x%llx", i, (unsigned long long)p[i]);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_context_destroy(ctx);
+	munmap(p, n);
+}
+
+/* The SVM requests' refusals: a non-mirror VM, another client's faults,
+ * malformed bodies; the connection goes on. */
+static void svm_protocol_refusals(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *plain, *vm;
+	struct ugpud_obj_req req = { 0 };
+	unsigned char done[sizeof(struct ugpud_svm_done_req) + sizeof(struct ugpud_svm_fault)] = { 0 };
+	struct ugpud_svm_done_req dreq;
+	struct ugpud_svm_fault f = { .va = 0x200000, .slot = 1, .launch = 1 };
+	unsigned char faults[UGPUD_SVM_MAX_FAULTS * sizeof(struct ugpud_svm_fault)];
+	size_t len = 1;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	assert_int_equal(ugpu_vm_create(dev, NULL, &plain), 0);
+	vm = mirror_vm(dev);
+	req.handle = plain->remote_handle;
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, faults,
+				     sizeof(faults), NULL),
+			 -EINVAL);
+	req.handle = vm->remote_handle;
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, faults,
+				     sizeof(faults), &len),
+			 0);
+	assert_int_equal(len, 0); /* nothing faulted */
+	/* an answer to a fault never handed over */
+	dreq = (struct ugpud_svm_done_req){ .vm = vm->remote_handle, .n = 1 };
+	memcpy(done, &dreq, sizeof(dreq));
+	memcpy(done + sizeof(dreq), &f, sizeof(f));
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULT_DONE, done, sizeof(done), NULL, 0, NULL, 0,
+				     NULL),
+			 -ENOENT);
+	/* a count the body does not hold */
+	dreq.n = 2;
+	memcpy(done, &dreq, sizeof(dreq));
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULT_DONE, done, sizeof(done), NULL, 0, NULL, 0,
+				     NULL),
+			 -EINVAL);
+	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, 3, NULL, 0, NULL, 0, NULL), -EINVAL);
+	/* an op this daemon does not know is -EOPNOTSUPP, as the SVM ops are
+	 * from a daemon older than them: the client library passes it on */
+	assert_int_equal(remote_call(dev, UGPUD_SVM_UNMAP + 1, &req, sizeof(req), NULL, 0, NULL, 0,
+				     NULL),
+			 -EOPNOTSUPP);
+	/* a mirror VM by the plain create (a newer library's mistake) */
+	{
+		struct ugpud_vm_create_req vr = { .flags = UGPU_VM_MIRROR };
+		struct ugpud_handle_rep hr;
+
+		assert_int_equal(remote_get(dev, UGPUD_VM_CREATE, &vr, sizeof(vr), &hr, sizeof(hr)),
+				 -EOPNOTSUPP);
+	}
+	/* still served */
+	assert_int_equal(ugpu_vm_destroy(plain), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+}
+
+int main(int argc, char **argv)
+{
+	/* svm_clients_isolated's other client */
+	if (argc == 5 && !strcmp(argv[1], "--svm-iso-child")) {
+		snprintf(uri, sizeof(uri), "%s", argv[2]);
+		return iso_side(true, atoi(argv[3]), atoi(argv[4]));
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(two_clients_share_the_device),
 		cmocka_unit_test(handles_are_per_connection),
@@ -1524,10 +1929,18 @@ int main(void)
 		cmocka_unit_test(slow_request_holds_up_no_one),
 		cmocka_unit_test(suspend_cycle_two_clients),
 		cmocka_unit_test(runtime_pm_for_clients),
+		cmocka_unit_test(svm_through_daemon),
+		cmocka_unit_test(svm_killed_client_released),
+		cmocka_unit_test(svm_clients_isolated),
+		cmocka_unit_test(svm_protocol_refusals),
+		cmocka_unit_test(svm_close_with_ranges),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	/* by hand: TEST_UGPUD_FILTER=svm_* runs those cases alone */
+	if (getenv("TEST_UGPUD_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_UGPUD_FILTER"));
 	return cmocka_run_group_tests(tests, start_daemon, stop_daemon);
 }

@@ -10,6 +10,14 @@
  *            local_p50_us: the same cycle on a device this process owns
  *            (in-process reference device), what the driver's own work
  *            costs without the daemon.
+ *  svm_gpu_fault, svm_cpu_fault  shared virtual memory of a client
+ *            (docs/daemon.md, "SVM for clients"): a kernel reading 4 KiB of
+ *            a 64 KiB range of its process's memory the GPU never saw (one
+ *            GPU fault: the range moves to VRAM), and then a CPU store to
+ *            that range (one CPU fault: it comes back), through the daemon
+ *            and (local_*) in this process on a device it owns;
+ *            kernel_p50_us: the same kernel once the range is there (no
+ *            fault), what the fault's figure includes besides the fault.
  *  scale     N client processes (1, 4, 16, 64) each writing 4 KiB to its
  *            own BO as fast as the daemon answers, for --seconds: the
  *            daemon's requests per second in total.
@@ -25,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -32,6 +41,9 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/rpm.h>
+#include <ugpu/svm.h>
+#include <ugpu/vm.h>
 
 #include "base/sock.h"
 #include "src/ugpud_proto.h"
@@ -191,6 +203,113 @@ out_free:
 	return ret;
 }
 
+/* The SVM figures of one device (@uri), from @n ranges of 64 KiB. */
+struct svm_costs {
+	double gpu_p50, gpu_p99, kernel_p50, cpu_p50, cpu_p99;
+	long long in_place; /* ranges the policy used in place (no move, no CPU fault); -1: unknown */
+};
+
+#define SVM_RANGE (64u << 10)
+
+static int svm_read_4k(struct ugpu_queue *q, uint64_t va, uint64_t *ns)
+{
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .va = va,
+				 .bytes = 4096 };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	uint64_t fence, t0 = bench_ns();
+	int ret = ugpu_queue_submit(q, &k, &fence);
+
+	if (!ret)
+		ret = ugpu_fence_wait(q, fence, 10000, &r);
+	*ns = bench_ns() - t0;
+	return ret ? ret : r.status;
+}
+
+/* Each range is a 64 KiB mapping of its own (PROT_NONE gaps between them
+ * keep the kernel from merging them: a range never crosses a mapping, so
+ * each fault moves 64 KiB). */
+static int svm_costs(const char *uri, size_t n, struct svm_costs *out)
+{
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
+				   .mirror_start = 0x10000, .mirror_size = (1ull << 47) - 0x20000 };
+	uint64_t *g = calloc(n, sizeof(*g)), *k = calloc(n, sizeof(*k)), *c = calloc(n, sizeof(*c));
+	size_t span = (2 * n + 1) * SVM_RANGE;
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	struct ugpu_vm *vm = NULL;
+	struct ugpu_queue *q = NULL;
+	char *map = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* aligned to the range size: a range is aligned to its size, so an
+	 * unaligned 64 KiB mapping would be served as 4 KiB ranges */
+	char *base = (char *)(((uintptr_t)map + SVM_RANGE - 1) & ~(uintptr_t)(SVM_RANGE - 1));
+	int ret = (!g || !k || !c || map == MAP_FAILED) ? -ENOMEM : 0;
+	bool held = false;
+
+	for (size_t i = 0; !ret && i < n; i++) {
+		char *p = base + 2 * i * SVM_RANGE;
+
+		if (mprotect(p, SVM_RANGE, PROT_READ | PROT_WRITE))
+			ret = -errno;
+		else
+			memset(p, (int)i, SVM_RANGE); /* present pages, as a program's data */
+	}
+	if (!ret)
+		ret = ugpu_context_create(NULL, &ctx);
+	if (!ret)
+		ret = ugpu_device_open(ctx, uri, &dev);
+	if (!ret)
+		ret = ugpu_vm_create(dev, &vo, &vm);
+	if (!ret)
+		ret = ugpu_queue_create(vm, NULL, &q);
+	/* held awake: an idle device's ranges would go home by themselves
+	 * before the CPU touch (through ugpud: -EOPNOTSUPP, the daemon's
+	 * ranges stay where they are anyway) */
+	held = !ret && !ugpu_device_rpm_get(dev);
+	/* a GPU fault, the same kernel without one, then a CPU fault (a range
+	 * stays in VRAM a timeslice, 5 ms, before a CPU touch takes it) */
+	for (size_t i = 0; !ret && i < n; i++) {
+		char *p = base + 2 * i * SVM_RANGE;
+		uint64_t t0;
+
+		ret = svm_read_4k(q, (uintptr_t)p, &g[i]);
+		if (!ret)
+			ret = svm_read_4k(q, (uintptr_t)p, &k[i]);
+		usleep(6000);
+		t0 = bench_ns();
+		((volatile char *)p)[100] = 1;
+		c[i] = bench_ns() - t0;
+	}
+	if (!ret) {
+		out->gpu_p50 = (double)pct(g, n, 50) / 1000.0;
+		out->gpu_p99 = (double)pct(g, n, 99) / 1000.0;
+		out->kernel_p50 = (double)pct(k, n, 50) / 1000.0;
+		out->cpu_p50 = (double)pct(c, n, 50) / 1000.0;
+		out->cpu_p99 = (double)pct(c, n, 99) / 1000.0;
+	}
+	{
+		struct ugpu_svm_stats st = { .size = sizeof(st) };
+
+		out->in_place = dev && !ugpu_device_svm_stats(dev, &st)
+					? (long long)st.svm_in_place_count : -1;
+	}
+	if (held)
+		ugpu_device_rpm_put(dev);
+	if (q)
+		ugpu_queue_destroy(q);
+	if (vm)
+		ugpu_vm_destroy(vm);
+	if (dev)
+		ugpu_device_close(dev);
+	if (ctx)
+		ugpu_context_destroy(ctx);
+	if (map != MAP_FAILED)
+		munmap(map, span);
+	free(g);
+	free(k);
+	free(c);
+	return ret;
+}
+
 /* One client of the scale case: 4 KiB writes to its own BO until @end_ns;
  * the count goes to @out_fd. */
 static void scale_client(const char *uri, int go_fd, int out_fd)
@@ -333,6 +452,36 @@ int bench_daemon(int argc, char **argv)
 		       "\"local_p50_us\":%.1f,\"server_cpu\":%d}\n",
 		       (unsigned long long)n, p50, p99, raw, p50 / raw, local, cpu_server);
 	fflush(stdout);
+	if (!ret) { /* shared virtual memory: a fault through the daemon vs in this process */
+		struct svm_costs d = { 0 }, l = { 0 };
+		size_t ns = n < 200 ? n : 200;
+		struct sim_opts so;
+		struct sim *sim;
+		char luri[160];
+
+		ret = svm_costs(uri, ns, &d);
+		sim_opts_init(&so);
+		if (!ret)
+			ret = sim_start(&so, &sim);
+		if (!ret) {
+			snprintf(luri, sizeof(luri), "vfio-user:%s", sim_socket_path(sim, 0));
+			ret = svm_costs(luri, ns, &l);
+			sim_stop(sim);
+		}
+		if (!ret) {
+			printf("{\"bench\":\"daemon\",\"case\":\"svm_gpu_fault\",\"n\":%zu,"
+			       "\"range_bytes\":%u,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+			       "\"kernel_p50_us\":%.1f,\"local_p50_us\":%.1f,\"local_p99_us\":%.1f,"
+			       "\"local_kernel_p50_us\":%.1f}\n",
+			       ns, SVM_RANGE, d.gpu_p50, d.gpu_p99, d.kernel_p50, l.gpu_p50, l.gpu_p99,
+			       l.kernel_p50);
+			printf("{\"bench\":\"daemon\",\"case\":\"svm_cpu_fault\",\"n\":%zu,"
+			       "\"range_bytes\":%u,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+			       "\"local_p50_us\":%.1f,\"local_p99_us\":%.1f,\"local_in_place\":%lld}\n",
+			       ns, SVM_RANGE, d.cpu_p50, d.cpu_p99, l.cpu_p50, l.cpu_p99, l.in_place);
+		}
+		fflush(stdout);
+	}
 	/* the clients spread over the CPUs as the scheduler likes */
 	{
 		cpu_set_t all;

@@ -144,6 +144,7 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 {
 	int ret = 0;
 
+	svm_slot_drop(c, s); /* a range's map, or a mirror VM's maps, first */
 	switch (s->kind) {
 	case SLOT_BO:
 		if (s->mapped)
@@ -162,12 +163,22 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 		break;
 	case SLOT_VM:
 		ret = ugpu_vm_destroy(s->vm);
+		if (!ret) {
+			svm_fwd_free(s->fwd);
+			s->fwd = NULL;
+		}
 		break;
-	case SLOT_QUEUE:
+	case SLOT_QUEUE: {
+		/* a mirror VM's kernels waiting on faults end first (svm.c) */
+		struct fwd_vm *fv = svm_queue_closing(s->q, NULL);
+
 		/* -ETIMEDOUT: its kernel did not end in time; the queue is
 		 * freed when it does (include/ugpu/vm.h): gone for us either way */
 		(void)ugpu_queue_destroy(s->q);
+		if (fv)
+			svm_queue_closing(NULL, fv);
 		break;
+	}
 	case SLOT_FREE:
 		return 0;
 	}

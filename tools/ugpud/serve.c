@@ -38,6 +38,11 @@ static size_t reply_hdr(void *rep, uint16_t op, uint32_t seq, int result, size_t
 	return sizeof(h) + body;
 }
 
+size_t serve_reply(void *rep, uint16_t op, uint32_t seq, int result, size_t body)
+{
+	return reply_hdr(rep, op, seq, result, body);
+}
+
 size_t serve_error(void *rep, uint16_t op, uint32_t seq, int err, const char *fmt, ...)
 {
 	char *msg = (char *)rep + sizeof(struct ugpud_hdr);
@@ -385,28 +390,36 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
 					   c->id, what, (handle));                                   \
 	} while (0)
 
+/* UGPUD_VM_CREATE, and UGPUD_SVM_VM_CREATE (a mirror VM: svm.c), whose
+ * request starts as UGPUD_VM_CREATE's. */
 static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 			   const void *body, void *rep)
 {
-	struct ugpud_vm_create_req req;
+	struct ugpud_svm_vm_create_req req = { 0 };
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct ugpud_handle_rep r = { 0 };
 	struct ugpud_slot *s;
 	char name[sizeof(req.name)];
+	bool mirror = h->op == UGPUD_SVM_VM_CREATE;
 	int ret = 0;
 
-	BODY_IS(sizeof(req), "vm create");
-	memcpy(&req, body, sizeof(req));
-	if (req.flags & UGPU_VM_MIRROR)
-		return serve_error(rep, h->op, h->seq, -EOPNOTSUPP,
-				   "vm create: shared virtual memory is not served through ugpud yet");
+	BODY_IS(mirror ? sizeof(req) : sizeof(struct ugpud_vm_create_req),
+		mirror ? "mirror vm create" : "vm create");
+	memcpy(&req, body, h->len);
+	if (!(req.flags & UGPU_VM_MIRROR) != !mirror)
+		return serve_error(rep, h->op, h->seq, mirror ? -EINVAL : -EOPNOTSUPP,
+				   mirror ? "mirror vm create: UGPU_VM_MIRROR missing"
+					  : "vm create: a mirror VM is op %u's", UGPUD_SVM_VM_CREATE);
 	memcpy(name, req.name, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	o.flags = req.flags;
 	o.name = name;
+	o.mirror_start = req.mirror_start;
+	o.mirror_size = req.mirror_size;
 	s = client_slot_new(d, c, SLOT_VM, &r.handle, &ret);
 	if (s) {
-		ret = ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm);
+		ret = mirror ? svm_vm_create(d->devs[c->device].dev, &o, &s->vm, &s->fwd)
+			     : ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm);
 		if (ret) {
 			s->kind = SLOT_FREE;
 			c->nobjs--;
@@ -484,6 +497,8 @@ size_t serve_wait_done(struct ugpud *d, struct client *c, void *rep)
 	(void)d;
 	close(c->wait_fd);
 	c->wait_fd = -1;
+	if (s)
+		svm_wait_done(s->q);
 	if (s) /* it cannot have gone: the client sent nothing since */
 		len = fence_answer(s->q, c->wait_fence, c->wait_op, c->wait_seq, rep, &ret);
 	if (len)
@@ -590,11 +605,18 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		len = fence_answer(s->q, req.fence, h->op, h->seq, rep, &ret);
 		if (len || !req.timeout_ms)
 			return len ? len : reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
-		/* pending: the loop watches its eventfd, never blocking */
+		/* pending: the loop watches its eventfd, never blocking (and
+		 * a mirror VM's faults: svm.c) */
 		ret = ugpu_fence_eventfd(s->q, req.fence, &efd);
 		if (ret)
 			break;
-		c->wait_fd = efd;
+		ret = svm_wait_fd(s->q, efd, &c->wait_fd);
+		if (ret) {
+			close(efd);
+			if (ret > 0)
+				return reply_hdr(rep, h->op, h->seq, -EAGAIN, 0);
+			break;
+		}
 		c->wait_ms = req.timeout_ms < UGPUD_WAIT_SLICE_MS ? req.timeout_ms
 								   : UGPUD_WAIT_SLICE_MS;
 		c->wait_op = h->op;
@@ -622,6 +644,8 @@ static bool op_needs_device(uint16_t op)
 	case UGPUD_BO_MIGRATE:
 	case UGPUD_BO_MAP:
 	case UGPUD_VM_CREATE:
+	case UGPUD_SVM_VM_CREATE:
+	case UGPUD_SVM_MAP:
 	case UGPUD_VM_BIND:
 	case UGPUD_VM_UNBIND:
 	case UGPUD_QUEUE_CREATE:
@@ -647,6 +671,7 @@ static bool op_may_move(uint16_t op)
 	case UGPUD_FENCE_WAIT:
 	case UGPUD_CLIENTS:
 	case UGPUD_SESSION:
+	case UGPUD_SVM_FAULTS:
 		return false;
 	default:
 		return true;
@@ -893,6 +918,7 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_BO_UNMAP:
 		return do_bo(d, c, &h, body, rep, rep_fd);
 	case UGPUD_VM_CREATE:
+	case UGPUD_SVM_VM_CREATE:
 		return do_vm_create(d, c, &h, body, rep);
 	case UGPUD_QUEUE_CREATE:
 		return do_queue_create(d, c, &h, body, rep);
@@ -905,6 +931,11 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 	case UGPUD_FENCE_WAIT:
 	case UGPUD_QUEUE_QUERY:
 		return do_vm(d, c, &h, body, rep);
+	case UGPUD_SVM_FAULTS:
+	case UGPUD_SVM_FAULT_DONE:
+	case UGPUD_SVM_MAP:
+	case UGPUD_SVM_UNMAP:
+		return svm_serve(d, c, &h, body, rep);
 	case UGPUD_DEVICE_PM:
 		if (!c->admin)
 			return serve_error(rep, h.op, h.seq, -EPERM,

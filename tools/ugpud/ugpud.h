@@ -8,6 +8,8 @@
  *   loop.c    the io_uring event loop: accepts, reads requests, sends replies
  *   client.c  a client's life: SO_PEERCRED policy, handles, release
  *   serve.c   one request -> one reply, no I/O (what tests/fuzz drives)
+ *   svm.c     clients' mirror VMs: their GPU faults kept for them, their
+ *             ranges' staging BOs mapped (docs/daemon.md, "SVM for clients")
  *   persist.c restart without losing client data: the BO table and the
  *             memory behind it kept in systemd's fd store, read back
  *
@@ -45,6 +47,7 @@
 #define UGPUD_HANDLE_SLOTS 65535u
 
 struct sim;
+struct fwd_vm;
 
 /* One device the daemon owns. @sim: the embedded reference device behind
  * it ("sim" URIs), or NULL. @suspended: host-suspended by UGPUD_DEVICE_PM
@@ -78,6 +81,12 @@ struct ugpud_slot {
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
 	bool mapped; /* the client has its memfd: the BO is held in system memory */
+	/* SLOT_VM: a mirror VM's forwarded faults (svm.c), or NULL. SLOT_BO:
+	 * a range's staging BO mapped at [@svm_va, +@svm_bytes) of mirror VM
+	 * @svm_vm, or @svm_vm NULL. */
+	struct fwd_vm *fwd;
+	struct ugpu_vm *svm_vm;
+	uint64_t svm_va, svm_bytes;
 	/* what a restarted daemon needs to make the BO again (persist.c) */
 	uint32_t placements[2];
 	uint32_t flags;
@@ -297,6 +306,38 @@ size_t serve_wait_done(struct ugpud *d, struct client *c, void *rep);
  * @rep; its length. Used for refusals at accept too. */
 size_t serve_error(void *rep, uint16_t op, uint32_t seq, int err, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+
+/* The reply header for @op/@seq with @result and @body bytes after it,
+ * into @rep; the record's length. */
+size_t serve_reply(void *rep, uint16_t op, uint32_t seq, int result, size_t body);
+
+/* svm.c: clients' mirror VMs (docs/daemon.md, "SVM for clients"). Loop
+ * thread, as serve.c. */
+
+/* A client's mirror VM (@o has UGPU_VM_MIRROR) whose faults wait for the
+ * client; *@fwd gets their state (svm_fwd_free() after the VM's destroy).
+ * Returns: as ugpu_vm_create(); -ENOMEM; -EMFILE (no eventfd). */
+int svm_vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *o, struct ugpu_vm **vm,
+		  struct fwd_vm **fwd);
+/* UGPUD_SVM_FAULTS .. UGPUD_SVM_UNMAP of @c: the reply's length. */
+size_t svm_serve(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, const void *body,
+		 void *rep);
+/* @s of @c is about to be dropped: a BO's map goes (its PTEs), or a
+ * mirror VM's maps all go. */
+void svm_slot_drop(struct client *c, struct ugpud_slot *s);
+/* Around ugpu_queue_destroy(@q): with @open NULL, a mirror VM's faults
+ * kept are answered -EFAULT and new ones too (their kernels end, so the
+ * destroy does not wait on a client that may be gone); returns the VM's
+ * state (NULL for another VM), to pass back as @open after the destroy. */
+struct fwd_vm *svm_queue_closing(struct ugpu_queue *q, struct fwd_vm *open);
+/* Free a mirror VM's state, after ugpu_vm_destroy() (NULL: no-op). */
+void svm_fwd_free(struct fwd_vm *fv);
+/* A fence wait on @q that waits: 1 when @q's VM is a mirror VM with faults
+ * pending (answer -EAGAIN at once, @efd untouched); else 0 with *@wait_fd
+ * the fd to watch (@efd, or an epoll fd over @efd and the VM's faults:
+ * @efd is then kept until svm_wait_done()); or -errno. */
+int svm_wait_fd(struct ugpu_queue *q, int efd, int *wait_fd);
+void svm_wait_done(struct ugpu_queue *q);
 
 /* notify.c */
 
