@@ -375,6 +375,7 @@ int main(int argc, char **argv)
 		if (ret)
 			ugpud_log("metrics: cannot listen on %s (%s); serving without them",
 				  metrics_at, strerror(-ret));
+		d->metrics = metrics;
 	}
 	ugpud_log("serving %u device(s) on %s%s (protocol %u)", d->ndevs,
 		  activated ? "the socket systemd passed" : socket_path, "", UGPUD_PROTO_VERSION);
@@ -382,6 +383,7 @@ int main(int argc, char **argv)
 	notify_send(st);
 	ret = loop_run(d, listen_fd, notify_watchdog_usec());
 	persist_stop(d);
+	d->metrics = NULL; /* the loop is done: nothing publishes any more */
 	metrics_stop(metrics);
 out_listen:
 	close(listen_fd);

@@ -220,6 +220,9 @@ struct ugpud {
 	unsigned int ndetached;
 	uint64_t resume_timeout_ms;
 	uint64_t detached_deadline_ms;
+	/* the Prometheus endpoint (metrics.c), or NULL: the loop answers its
+	 * requests for a copy of the clients (metrics_publish()) */
+	struct metrics *metrics;
 	/* counters */
 	uint64_t accepted;
 	uint64_t refused;
@@ -360,5 +363,9 @@ void ugpud_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct metrics;
 int metrics_start(struct ugpud *d, const char *where, struct metrics **out);
 void metrics_stop(struct metrics *m);
+/* The loop thread, when d->ev_fd woke it: if the endpoint asked for the
+ * clients (a scrape is waiting), copy their figures for it. Cheap otherwise;
+ * @d->metrics NULL: nothing. */
+void metrics_publish(struct ugpud *d);
 
 #endif
