@@ -84,7 +84,6 @@ static pid_t daemon_spawn(const char *sock, const char *const *extra)
 	const char *argv[16];
 	char bin[512];
 	int n = 0;
-	uint64_t t0;
 	pid_t pid;
 
 	if (!dir) {
@@ -111,17 +110,8 @@ static pid_t daemon_spawn(const char *sock, const char *const *extra)
 		execv(bin, (char *const *)argv);
 		_exit(127);
 	}
-	for (t0 = now_ms(); now_ms() - t0 < 10000; usleep(10000)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		int ok;
-
-		memcpy(sa.sun_path, sock, strlen(sock));
-		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-		close(fd);
-		if (ok)
-			return pid;
-	}
+	if (sock_wait_accepting(sock, 10000))
+		return pid;
 	fprintf(stderr, "test_ugpud: ugpud did not listen on %s within 10 s\n", sock);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -1395,6 +1385,29 @@ static void suspend_cycle_two_clients(void **state)
 	}
 	assert_int_equal(device_pm(dev[1], UGPUD_PM_SUSPEND), -EBUSY); /* as in one process */
 	assert_int_equal(device_pm(dev[1], UGPUD_PM_RESUME), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
+		assert_false(remote_is_suspended(dev[i]));
+		assert_memory_equal(got, want[i], sizeof(got));
+	}
+	/* the same cycle from ugpuctl daemon-pm */
+	{
+		const char *dir = getenv("UGPU_BUILD_DIR");
+		char cmd[512], out[1024];
+
+		snprintf(cmd, sizeof(cmd), "%s/ugpuctl daemon-pm %s 0 sleep", dir, sock_path);
+		assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+		assert_non_null(strstr(out, "device 0: prepare done"));
+		assert_non_null(strstr(out, "device 0: suspend done"));
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(ugpu_bo_read(bo[i], 0, got, 4096), -EAGAIN);
+			assert_true(remote_is_suspended(dev[i])); /* the event came first */
+		}
+		snprintf(cmd, sizeof(cmd), "%s/ugpuctl daemon-pm %s 0 suspend 2>&1", dir, sock_path);
+		assert_int_equal(run_cmd(cmd, out, sizeof(out)), 1); /* -EBUSY: suspended */
+		snprintf(cmd, sizeof(cmd), "%s/ugpuctl daemon-pm %s 0 resume", dir, sock_path);
+		assert_int_equal(run_cmd(cmd, out, sizeof(out)), 0);
+	}
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(ugpu_bo_read(bo[i], 0, got, sizeof(got)), 0);
 		assert_false(remote_is_suspended(dev[i]));

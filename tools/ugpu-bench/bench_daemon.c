@@ -79,17 +79,8 @@ static pid_t daemon_start(const char *sock, int cpu)
 		fprintf(stderr, "ugpu-bench daemon: cannot run %s: %s\n", bin, strerror(errno));
 		_exit(127);
 	}
-	for (uint64_t t0 = bench_ns(); bench_ns() - t0 < 10000000000ull; usleep(10000)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		bool ok;
-
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-		close(fd);
-		if (ok)
-			return pid;
-	}
+	if (sock_wait_accepting(sock, 10000))
+		return pid;
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return -1;

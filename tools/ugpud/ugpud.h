@@ -61,6 +61,9 @@ struct ugpud_dev {
 	int removed_kind;
 	int removed_status;
 	bool removal_told;
+	/* suspended by the daemon for a host sleep (logind), to be resumed at
+	 * the wake; loop thread only */
+	bool sleep_ours;
 };
 
 /* What a handle names. */
@@ -220,6 +223,8 @@ struct ugpud {
 	unsigned int ndetached;
 	uint64_t resume_timeout_ms;
 	uint64_t detached_deadline_ms;
+	/* host sleep from logind (sleep.c, --logind), or NULL */
+	struct ugpud_sleep *sleep;
 	/* the Prometheus endpoint (metrics.c), or NULL: the loop answers its
 	 * requests for a copy of the clients (metrics_publish()) */
 	struct metrics *metrics;
@@ -300,6 +305,30 @@ size_t serve_wait_done(struct ugpud *d, struct client *c, void *rep);
  * @rep; its length. Used for refusals at accept too. */
 size_t serve_error(void *rep, uint16_t op, uint32_t seq, int err, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+
+/*
+ * serve_pm_step() - one step of a host-suspend cycle (UGPUD_PM_PREPARE,
+ * _SUSPEND, _RESUME, _CANCEL) or a removal (_UNPLUG) of device @device, with
+ * the daemon's gate and the clients' events: what UGPUD_DEVICE_PM does.
+ * Returns the libugpu call's result (include/ugpu/pm.h), -EINVAL for another
+ * action.
+ */
+int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action);
+/*
+ * sleep.c: logind's PrepareForSleep drives the host sleep of every device
+ * on the loop thread. host_sleep(): every device through a host sleep
+ * (@sleeping) or back from it: a device not suspended is prepared and
+ * suspended (its clients told, its requests -EAGAIN) and resumed at the
+ * wake; one an administrator suspended (DEVICE_PM) is left as it is both
+ * ways; failures are logged (the host sleeps anyway). sleep_start(): 0, or
+ * -errno of ugpu_logind_watch() (-ENOENT: no logind). sleep_poll(): the
+ * loop, when d->ev_fd woke it: a sleep or wake asked for is done now.
+ * sleep_stop(): after the loop ended (NULL d->sleep: no-op).
+ */
+void host_sleep(struct ugpud *d, bool sleeping);
+int sleep_start(struct ugpud *d);
+void sleep_poll(struct ugpud *d);
+void sleep_stop(struct ugpud *d);
 
 /* notify.c */
 
