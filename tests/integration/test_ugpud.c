@@ -622,6 +622,24 @@ static void vram_quota(void **state)
 	assert_int_equal(ugpu_bo_create(dev, &o, &b), 0);
 	ugpu_bo_put(b);
 	ugpu_bo_put(sys);
+	/* A put's destroy is not waited for (remote_post()), at most
+	 * REMOTE_MAX_POSTED at a time, and served before whatever the
+	 * connection sends next: after three times that many, the next request
+	 * finds none of them, and the quota they held free. */
+	{
+		static struct ugpu_bo *many[3 * REMOTE_MAX_POSTED];
+		struct ugpud_mem w;
+
+		o.bytes = 256 << 10;
+		for (size_t i = 0; i < 3 * REMOTE_MAX_POSTED; i++)
+			assert_int_equal(ugpu_bo_create(dev, &o, &many[i]), 0);
+		for (size_t i = 0; i < 3 * REMOTE_MAX_POSTED; i++)
+			ugpu_bo_put(many[i]);
+		assert_int_equal(remote_get(dev, UGPUD_MEM_STATS, NULL, 0, &w, sizeof(w)), 0);
+		assert_int_equal(w.client_bos, 0);
+		assert_int_equal(w.client_bytes, 0);
+		assert_int_equal(w.client_vram_charged, 0);
+	}
 	close_client(ctx, dev);
 }
 
