@@ -639,6 +639,30 @@ static void vram_quota(void **state)
 		assert_int_equal(w.client_bos, 0);
 		assert_int_equal(w.client_bytes, 0);
 		assert_int_equal(w.client_vram_charged, 0);
+		/* not waited for: a put returns while the daemon is stopped (a
+		 * child wakes it after 2 s whatever happens) */
+		assert_int_equal(ugpu_bo_create(dev, &o, &many[0]), 0);
+		assert_int_equal(kill(daemon_pid, SIGSTOP), 0);
+		{
+			pid_t waker = fork();
+			uint64_t t0;
+
+			assert_true(waker >= 0);
+			if (!waker) {
+				usleep(2000000);
+				kill(daemon_pid, SIGCONT);
+				_exit(0);
+			}
+			t0 = now_us();
+			ugpu_bo_put(many[0]);
+			t0 = now_us() - t0;
+			kill(daemon_pid, SIGCONT);
+			kill(waker, SIGKILL);
+			waitpid(waker, NULL, 0);
+			assert_true(t0 < 1000000);
+		}
+		assert_int_equal(remote_get(dev, UGPUD_MEM_STATS, NULL, 0, &w, sizeof(w)), 0);
+		assert_int_equal(w.client_bos, 0);
 	}
 	close_client(ctx, dev);
 }
