@@ -10,6 +10,10 @@
  *   serve.c   one request -> one reply, no I/O (what tests/fuzz drives)
  *   persist.c restart without losing client data: the BO table and the
  *             memory behind it kept in systemd's fd store, read back
+ *   sleep.c   --logind: host sleep suspends every device (the notifier's
+ *             thread asks, the loop does it)
+ *   metrics.c the Prometheus endpoint (its own thread; the clients'
+ *             figures copied by the loop on request)
  *
  * Threading: one loop thread owns struct ugpud, every struct client and
  * their handle tables: only it touches them (libugpu runs its own threads
