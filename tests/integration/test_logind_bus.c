@@ -24,7 +24,9 @@
  * one delay inhibitor; at PrepareForSleep(true) its device is suspended, the
  * clients told (their requests -EAGAIN, the power state D3cold) before the
  * inhibitor goes; at PrepareForSleep(false) it is resumed with every byte and
- * a new inhibitor taken; the daemon's exit releases it.
+ * a new inhibitor taken; a device an administrator suspended is left so
+ * over a sleep (not resumed at the wake); the daemon's exit releases the
+ * inhibitor.
  *
  * The daemon is required: when dbus-daemon is installed but does not start,
  * the test fails. Only when the binary is absent (or libugpu was built
@@ -45,6 +47,7 @@
 #include "base/sock.h"
 #include "base/test_point.h"
 #include "src/remote.h"
+#include "src/ugpud_proto.h"
 
 #if defined(__has_include)
 #if __has_include(<systemd/sd-bus.h>)
@@ -1056,6 +1059,32 @@ static void test_daemon_follows_logind(void **state)
 	assert_int_equal(ugpu_device_query(dev, &info), 0);
 	assert_int_equal(info.power_state, UGPU_POWER_D0);
 	assert_int_equal(held(fk), 1);
+
+	/* A device an administrator suspended (DEVICE_PM) is left so over the
+	 * sleep, and not resumed behind its back at the wake. */
+	{
+		struct ugpud_device_pm_req pm = { .device = 0, .action = UGPUD_PM_PREPARE };
+
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		pm.action = UGPUD_PM_SUSPEND;
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		fake_cmd(fk, 'T');
+		if (!fake_wait(fk, c_hup, 1, WAIT_MS))
+			fail_msg("ugpud kept its inhibitor with the device suspended already");
+		fake_cmd(fk, 'F');
+		if (!fake_wait(fk, c_taken, 3, WAIT_MS))
+			fail_msg("ugpud took no inhibitor again after the second sleep");
+		assert_int_equal(ugpu_bo_read(bo, 0, got, 4096), -EAGAIN); /* still suspended */
+		assert_int_equal(ugpu_device_query(dev, &info), 0);
+		assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+		pm.action = UGPUD_PM_RESUME;
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		assert_int_equal(ugpu_bo_read(bo, 0, got, sizeof(got)), 0);
+		assert_memory_equal(got, want, sizeof(got));
+	}
 	pthread_mutex_lock(&fk->lock);
 	fk->remote = NULL;
 	pthread_mutex_unlock(&fk->lock);
