@@ -602,16 +602,17 @@ int remote_post(struct ugpu_device *dev, uint16_t op, const void *req, size_t re
 		ret = -ENODEV;
 		goto out;
 	}
-	if (r->nposted == REMOTE_MAX_POSTED) {
-		/* their replies first: the socket buffers stay bounded */
+	/* Their replies first, so the socket buffers stay bounded: the last
+	 * one's reply means all were served (remote_recv() forgets them). A
+	 * daemon gone meanwhile: resumed, they are sent again and waited for. */
+	for (int attempt = 0; r->nposted == REMOTE_MAX_POSTED; attempt++) {
 		struct posted *last = &r->posted[r->nposted - 1];
 		struct ugpud_hdr h;
 
 		ret = remote_recv(r, last->op, last->seq, &h, NULL);
-		if (ret && !is_conn_lost(ret))
+		if (ret && (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev) ||
+			    repost(r)))
 			goto out_dead;
-		r->nposted = 0;
-		ret = 0; /* a lost connection: the send below finds it */
 	}
 	p = &r->posted[r->nposted];
 	p->op = op;
