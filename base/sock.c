@@ -6,7 +6,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -294,4 +296,23 @@ int sock_recv_packet(int fd, void *buf, size_t cap, size_t *len, struct sock_fds
 void sock_body_free(void *body)
 {
 	free(body);
+}
+
+bool sock_wait_accepting(const char *path, unsigned int ms)
+{
+	for (uint64_t t0 = now_ms();; usleep(10000)) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		bool ok;
+
+		if (fd < 0)
+			return false;
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (ok)
+			return true;
+		if (now_ms() - t0 >= ms)
+			return false;
+	}
 }

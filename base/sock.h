@@ -139,4 +139,11 @@ void sock_take_fds(struct msghdr *msg, struct sock_fds *in);
 int sock_recv_packet(int fd, void *buf, size_t cap, size_t *len, struct sock_fds *in,
 		     const struct sock_wait *w);
 
+/*
+ * sock_wait_accepting() - wait (polling every 10 ms, at most @ms) until a
+ * SOCK_SEQPACKET UNIX socket at @path accepts a connection (a daemon just
+ * started listens). Returns true when it did.
+ */
+bool sock_wait_accepting(const char *path, unsigned int ms);
+
 #endif

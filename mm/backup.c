@@ -230,7 +230,7 @@ static int prepare_begin(void *arg)
 	struct bo_mgr *m = arg;
 	int ret;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (m->pm_state != BO_PM_ACTIVE) {
 		pthread_mutex_unlock(&m->lock);
 		return -EBUSY;
@@ -271,7 +271,7 @@ static uint64_t prep_bytes(struct bo_mgr *m, bool (*pick)(struct ugpu_bo *bo))
 {
 	uint64_t sum = 0;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	for (size_t i = 0; i < m->prep_n; i++)
 		if (pick(m->prep_bos[i]))
 			sum += m->prep_bos[i]->size;
@@ -296,7 +296,7 @@ static int prepare_evict(void *arg, struct pm_count *c)
 		struct ugpu_bo *bo = m->prep_bos[i];
 		uint64_t moved = 0;
 
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		if (evict_candidate(bo)) {
 			ret = bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
 			if (!ret)
@@ -326,7 +326,7 @@ static int prepare_backup(void *arg, struct pm_count *c)
 		struct ugpu_bo *bo = m->prep_bos[i];
 		uint64_t made = 0;
 
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		if (backup_candidate(bo)) {
 			ret = backup_make_locked(m->dev, bo, true, &c->spill_bytes);
 			if (!ret) {
@@ -349,7 +349,7 @@ static void prepare_end(void *arg, int err)
 	struct bo_mgr *m = arg;
 
 	if (err) {
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		unprepare_locked(m);
 		pthread_mutex_unlock(&m->lock);
 	}
@@ -363,7 +363,7 @@ static int cancel(void *arg, bool *prepared)
 	struct bo_mgr *m = arg;
 	int ret = 0;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	*prepared = m->pm_state == BO_PM_PREPARED;
 	if (m->pm_state == BO_PM_SUSPENDED)
 		ret = -EBUSY;
@@ -393,7 +393,7 @@ static int window_begin(void *arg, bool for_resume, enum ugpu_pm_state *was)
 
 	if (!for_resume)
 		svm_suspend_prepare(m); /* a suspend without prepare, or ranges since */
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	*was = (enum ugpu_pm_state)m->pm_state;
 	if (for_resume != (m->pm_state == BO_PM_SUSPENDED)) {
 		pthread_mutex_unlock(&m->lock);
@@ -1228,7 +1228,7 @@ static enum ugpu_pm_state state(void *arg)
 	struct bo_mgr *m = arg;
 	enum bo_pm_state s;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	s = m->pm_state;
 	pthread_mutex_unlock(&m->lock);
 	return (enum ugpu_pm_state)s;

@@ -147,6 +147,7 @@ static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->vram_lock, NULL);
 	pthread_cond_init(&m->pm_cond, NULL);
+	pthread_cond_init(&m->moved, NULL);
 	list_init(&m->all);
 	list_init(&m->lru);
 	m->vram_fd = -1;
@@ -209,7 +210,7 @@ static void bo_close_release(struct ugpu_device *dev)
 		return;
 	/* peers stop reaching this VRAM, and this device its peers' */
 	p2p_revoke_exporter(dev);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	p2p_release_importer_locked(dev);
 	while (list_linked(&m->all)) {
 		struct ugpu_bo *bo = bo_of_all(m->all.next);
@@ -255,6 +256,7 @@ static void bo_mgr_free(struct ugpu_device *dev)
 		return;
 	pthread_mutex_destroy(&m->vram_lock);
 	pthread_cond_destroy(&m->pm_cond);
+	pthread_cond_destroy(&m->moved);
 	pthread_mutex_destroy(&m->lock);
 	free(m);
 	dev->bo_mgr = NULL;
@@ -275,7 +277,7 @@ void bo_mgr_inject_backup_failure(struct ugpu_device *dev, unsigned long n, bool
 {
 	struct bo_mgr *m = mgr_of(dev);
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	m->fail_backup_at = n;
 	m->fail_backup_always = always;
 	pthread_mutex_unlock(&m->lock);
@@ -298,7 +300,7 @@ void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 	struct bo_mgr *m = mgr_of(dev);
 
 	memset(st, 0, sizeof(*st));
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	st->bos = m->nr_bos;
 	st->lru = m->nr_lru;
 	st->vram_bytes = m->vram_bytes;
@@ -334,7 +336,7 @@ int bo_mgr_check(struct ugpu_device *dev, bool strict)
 	uint64_t vram = 0, sys = 0, nbos = 0, nlru = 0, used, backup_mem = 0, spilled = 0;
 	int ret = 0;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	CHECK(vram_check(dev) == 0, "buddy allocator inconsistent");
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
@@ -603,7 +605,27 @@ void bo_rpm_release(struct rpm *held)
 	}
 }
 
-int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
+void bo_mgr_lock(struct bo_mgr *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bo_mgr_wait_moves_locked(m, NULL);
+}
+
+int bo_mgr_wait_moves_locked(struct bo_mgr *m, const struct timespec *deadline)
+{
+	while (m->moving) {
+		if (!deadline)
+			pthread_cond_wait(&m->moved, &m->lock);
+		else if (pthread_cond_timedwait(&m->moved, &m->lock, deadline) == ETIMEDOUT)
+			return m->moving ? -ETIMEDOUT : 0;
+	}
+	return 0;
+}
+
+/* bo_lock(); @own_only: wait only while @bo itself is moving, not for
+ * another BO's unlocked move (bo_rw(), struct bo_mgr). */
+static int bo_lock_common(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out,
+			  bool own_only)
 {
 	for (;;) {
 		struct ugpu_device *dev = bo_dev(bo);
@@ -615,7 +637,13 @@ int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
 			if (ret)
 				return ret;
 		}
-		pthread_mutex_lock(&m->lock);
+		if (own_only) {
+			pthread_mutex_lock(&m->lock);
+			while (bo->moving)
+				pthread_cond_wait(&m->moved, &m->lock);
+		} else {
+			bo_mgr_lock(m);
+		}
 		if (bo->dev == dev) {
 			*out = m;
 			return 0;
@@ -625,6 +653,11 @@ int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
 		if (held)
 			bo_rpm_release(*held);
 	}
+}
+
+int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
+{
+	return bo_lock_common(bo, held, out, false);
 }
 
 void bo_unlock(struct bo_mgr *m, struct rpm *held)
@@ -706,7 +739,7 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 		free(bo);
 		return ret;
 	}
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	ret = bo_place_locked(bo);
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
@@ -757,7 +790,7 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 	}
 	dev = bo->dev;
 	m = mgr_of(dev);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (!m->closed) /* else close released it already */
 		bo_release_locked(bo);
 	pthread_mutex_unlock(&m->lock);
@@ -827,6 +860,8 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 {
+	struct bo_sys old = { .mem = { .fd = -1 } };
+	struct ugpu_device *dev;
 	struct bo_mgr *m;
 	struct rpm *held;
 	int ret;
@@ -844,11 +879,15 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = -EINVAL;
 	else if ((bo->pin_count || vm_bo_busy_locked(bo)) && bo->placement != placement)
 		ret = -EBUSY;
-	else
-		ret = bo_move_locked(bo, placement);
+	else /* others' reads and writes go on during the copy (struct bo_mgr) */
+		ret = bo_move_locked_release(bo, placement, &old);
 	if (!ret)
 		bo_lru_update_locked(bo);
+	dev = bo->dev;
 	bo_unlock(m, held);
+	/* the system memory it left: unmapped for the device and freed
+	 * without the lock (milliseconds for a large BO) */
+	bo_sys_free(dev, &old);
 	return ret;
 }
 
@@ -857,7 +896,7 @@ int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
 	struct bo_mgr *m = mgr_of(bo->dev);
 	int ret = 0, dup_fd = -1;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (m->closed)
 		ret = -ENODEV;
 	else if (!bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
@@ -939,7 +978,7 @@ void bo_sys_release(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m = mgr_of(bo->dev);
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (bo->sys_holds)
 		bo->sys_holds--;
 	pthread_mutex_unlock(&m->lock);
@@ -1109,7 +1148,9 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 		return -EINVAL;
 	if (bo_is_remote(bo))
 		return bo_remote_rw(bo, offset, buf, len, write);
-	bo_lock(bo, NULL, &m);
+	/* not held up by another BO's unlocked move (struct bo_mgr): this
+	 * touches only @bo's own backing and its LRU link */
+	bo_lock_common(bo, NULL, &m, true);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;
@@ -1121,7 +1162,7 @@ static int bo_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, boo
 	 * merely unneeded). */
 	if (bo->placement == UGPU_PLACEMENT_VRAM) {
 		pthread_mutex_unlock(&m->lock);
-		ret = bo_lock(bo, &held, &m);
+		ret = bo_lock_common(bo, &held, &m, true);
 		if (ret)
 			return ret;
 	}
@@ -1190,7 +1231,7 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	m = mgr_of(dev);
 	s.size = st->size;
 	s.vram_size = dev->vram_size;
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	/* 0 and 0 once removed: the allocator went with the device. */
 	vram_usage(dev, &s.vram_used, &s.vram_free);
 	bo_for_each(l, &m->all) {

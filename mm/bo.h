@@ -48,7 +48,8 @@ struct bo_sys {
  * creation (@placement, @vram, @sys, @backup, @pin_count, @lru, @lost,
  * @discarded, @map/@map_addr, @map_blocked, @backup_prepared, @track and the
  * track's sums, @corrupt) is protected by the manager's @lock (the track's
- * dirty bits are atomic: mm/backup_track.h). The CPU-map resolve() callback reads @placement,
+ * dirty bits are atomic: mm/backup_track.h). @moving: its copy runs with
+ * the manager lock let go (bo_move_locked_release()); under @lock. The CPU-map resolve() callback reads @placement,
  * @vram and @sys without that lock: they change only between cpu_map_block()
  * and cpu_map_unblock() of the BO's map, which orders them (cpu_map.h).
  */
@@ -73,6 +74,7 @@ struct ugpu_bo {
 	char name[32];
 
 	enum ugpu_placement placement; /* where the bytes are now; NONE = lost */
+	bool moving; /* an unlocked move's copy runs (struct bo_mgr, @moving) */
 	/* VRAM blocks while placement == VRAM (points to @own_blocks). */
 	struct buddy_list *vram;
 	struct buddy_list own_blocks;
@@ -157,14 +159,30 @@ enum bo_pm_state {
  * every transition and the removal. @lock protects the lists, every BO's
  * placement state (see struct ugpu_bo), @pm_state, @prep_*, the counters and
  * the injection countdown. @lock is held across a whole move, copy included,
- * so a BO never changes under a copy; it is never taken by the CPU-map
+ * so a BO never changes under a copy (one exception, below); it is never taken by the CPU-map
  * handler thread (resolve() does not take it), so holding it across
  * cpu_map_block() cannot deadlock. Inside @lock: @vram_lock (mm/vram.h,
  * a leaf), the DMA space lock, dev->lock (device_set_power), engine locks.
+ *
+ * Unlocked moves: an explicit migrate (ugpu_bo_migrate()) lets go of @lock
+ * while its copy runs (bo_move_locked_release()), with the BO marked
+ * @moving and @moving counted here. Everything that takes @lock takes it
+ * with bo_mgr_lock(), which waits (on @moved) until no move is in that
+ * window: for all of them the manager behaves as if the mover held the lock
+ * throughout, as before. The one exception is a CPU read or write of
+ * another BO (bo_rw(): it touches only that BO's own backing and its LRU
+ * link), which takes @lock plainly and waits only while its own BO is
+ * moving. So one client's large migrate no longer holds up another's small
+ * reads and writes on the same device (docs/bo.md, "Unlocked moves").
+ * A mover holds no lock during the copy and retakes @lock plainly, so the
+ * waiters cannot deadlock with it; at most one move per device is in the
+ * window (a second mover waits in bo_mgr_lock()).
  */
 struct bo_mgr {
 	struct ugpu_device *dev;
 	pthread_mutex_t lock;
+	unsigned int moving; /* moves in their unlocked copy (0 or 1), under @lock */
+	pthread_cond_t moved; /* broadcast (under @lock) when one ends */
 	struct list_link all;
 	struct list_link lru; /* head = least recently used */
 	uint64_t nr_bos;
@@ -435,6 +453,22 @@ void bo_test_release_by_invalidate(bool on);
 
 /* Move @bo to @to (evicting others for VRAM). Returns as ugpu_bo_migrate(). */
 int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to);
+/* bo_move_locked() that lets go of the manager lock while the copy runs
+ * (struct bo_mgr, "Unlocked moves"); the lock is held again on return. For
+ * a caller that holds nothing else the copy could need and has checked
+ * everything it needs before (ugpu_bo_migrate()). The system memory a move
+ * to VRAM left is put in *@old (fd -1 when none), for the caller to free
+ * with bo_sys_free() once it let go of the lock. */
+int bo_move_locked_release(struct ugpu_bo *bo, enum ugpu_placement to, struct bo_sys *old);
+
+/* Take @m's lock once no move is in its unlocked copy (struct bo_mgr).
+ * Every taker of the manager lock but bo_rw() uses it. */
+void bo_mgr_lock(struct bo_mgr *m);
+/* With @m's lock held: wait until no move is in its unlocked copy (after a
+ * wait on another condition of @m->lock, or a timed lock). 0, or
+ * -ETIMEDOUT at @deadline (CLOCK_REALTIME; NULL: none; the lock is still
+ * held then). */
+int bo_mgr_wait_moves_locked(struct bo_mgr *m, const struct timespec *deadline);
 
 /*
  * bo_maps_get_locked() - @dev's CPU-mapping manager (struct bo_mgr.maps),

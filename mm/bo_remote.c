@@ -72,8 +72,14 @@ void bo_remote_release(struct ugpu_bo *bo)
 	if (bo->map_addr)
 		munmap(bo->map_addr, bo->size);
 
-	/* -ENODEV after close or a daemon gone: it let go of the BO already. */
-	(void)bo_remote_simple(bo, UGPUD_BO_DESTROY, 0);
+	/* Not waited for (remote_post()): the daemon serves it before anything
+	 * this connection sends later. -ENODEV after close or a daemon gone:
+	 * it let go of the BO already. */
+	{
+		struct ugpud_bo_req req = { .handle = bo->remote_handle };
+
+		(void)remote_post(dev, UGPUD_BO_DESTROY, &req, sizeof(req));
+	}
 	free(bo);
 	device_put(dev);
 }

@@ -613,7 +613,7 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 	 * mapping is released; faults do not need it (only the list lock).
 	 * Mappings first: a D3cold backup must be taken when no CPU store
 	 * can reach VRAM without waking (or keeping) the device. */
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	ret = release_all_locked(r);
 	if (!ret && target == UGPU_POWER_D3COLD)
 		ret = evict_all_locked(r, m);
@@ -644,7 +644,7 @@ static void bo_rpm_restore(void *arg)
 	struct bo_rpm *r = arg;
 	struct bo_mgr *m = r->dev->bo_mgr;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	for (;;) {
 		struct ugpu_bo *bo;
 
@@ -740,7 +740,7 @@ void bo_rpm_detach(struct ugpu_device *dev)
 	 * below. Waiting for the fault hooks under it is safe: they never take
 	 * it, and with our rpm hook gone their rpm_get() waits for nothing that
 	 * does (a holder of this lock may wait for the handler thread anyway). */
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	pthread_mutex_lock(&r->lock);
 	while (!list_empty(&r->mapped))
 		mapped_del(r, bo_of_mapped(r->mapped.next));

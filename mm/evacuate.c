@@ -207,8 +207,12 @@ static int evac_lock(void *arg, int timeout_ms)
 {
 	struct bo_mgr *m = arg;
 	struct timespec ts = deadline_after_ms((uint64_t)timeout_ms);
+	int ret = -pthread_mutex_timedlock(&m->lock, &ts);
 
-	return -pthread_mutex_timedlock(&m->lock, &ts);
+	/* as bo_mgr_lock(): no move in its unlocked copy (mm/bo.h) */
+	if (!ret && (ret = bo_mgr_wait_moves_locked(m, &ts)))
+		pthread_mutex_unlock(&m->lock);
+	return ret;
 }
 
 static void evac_unlock(void *arg)
@@ -345,7 +349,7 @@ static void maps_release(void *arg)
 {
 	struct bo_mgr *m = arg;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
@@ -412,7 +416,7 @@ UGPU_API int ugpu_device_lost_bos(struct ugpu_device *dev, struct ugpu_bo **bos,
 	if (!dev || !dev->bo_mgr || !count || (max && !bos))
 		return -EINVAL;
 	m = dev->bo_mgr;
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 

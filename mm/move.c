@@ -203,7 +203,7 @@ void bo_svm_register(struct ugpu_device *dev, const struct bo_svm_ops *ops, void
 {
 	struct bo_mgr *m = mgr_of(dev);
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	m->svm_ops = ops;
 	m->svm_arg = arg;
 	pthread_mutex_unlock(&m->lock);
@@ -213,7 +213,7 @@ const struct bo_svm_ops *bo_svm_ops_get(struct bo_mgr *m, void **arg)
 {
 	const struct bo_svm_ops *ops;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	ops = m->svm_ops;
 	*arg = m->svm_arg;
 	pthread_mutex_unlock(&m->lock);
@@ -224,7 +224,7 @@ void bo_mark_svm(struct ugpu_bo *bo)
 {
 	struct bo_mgr *m = mgr_of(bo->dev);
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	bo->svm = true;
 	pthread_mutex_unlock(&m->lock);
 }
@@ -242,7 +242,7 @@ bool bo_pm_active(struct ugpu_device *dev)
 	if (device_is_remote(dev))
 		return true; /* the daemon's power state: its requests say -EAGAIN */
 	m = mgr_of(dev);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	active = m->pm_state == BO_PM_ACTIVE;
 	pthread_mutex_unlock(&m->lock);
 	return active;
@@ -255,7 +255,7 @@ void bo_pm_wait_awake(struct ugpu_device *dev)
 	if (device_is_remote(dev))
 		return;
 	m = mgr_of(dev);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	while (m->pm_state == BO_PM_SUSPENDED && !m->closed && !device_is_removed(dev))
 		pthread_cond_wait(&m->pm_cond, &m->lock);
 	pthread_mutex_unlock(&m->lock);
@@ -389,7 +389,10 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 	}
 }
 
-int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
+/* bo_move_locked(); @release: let go of the manager lock while the copy
+ * runs (struct bo_mgr, "Unlocked moves"), and hand the old system memory of
+ * a move to VRAM to the caller in *@release (freed without the lock). */
+static int move_locked(struct ugpu_bo *bo, enum ugpu_placement to, struct bo_sys *release)
 {
 	struct ugpu_device *dev = bo->dev;
 	struct bo_mgr *m = mgr_of(dev);
@@ -439,8 +442,21 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 		ret = bo_copy_queue(e, bo->vram, bo->size, new_sys.iova, false, &fence);
 	else
 		ret = bo_copy_queue(e, &new_blocks, bo->size, bo->sys.iova, true, &fence);
-	if (!ret)
+	if (!ret && release) {
+		/* Nothing of the manager changes meanwhile but other BOs' CPU
+		 * reads and writes: every other taker of the lock waits in
+		 * bo_mgr_lock() until @moving drops, bo_rw() of this BO too. */
+		bo->moving = true;
+		m->moving++;
+		pthread_mutex_unlock(&m->lock);
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
+		pthread_mutex_lock(&m->lock);
+		bo->moving = false;
+		m->moving--;
+		pthread_cond_broadcast(&m->moved);
+	} else if (!ret) {
+		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
+	}
 	if (ret) {
 		log_err(dev->ctx, "%s: moving BO '%s' to %s failed (%s); it stays where it was",
 			dev->name, bo->name, to == UGPU_PLACEMENT_VRAM ? "VRAM" : "system memory",
@@ -466,6 +482,11 @@ int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
 	} else {
 		buddy_list_splice_tail(bo->vram, &new_blocks);
 		bo_set_placement(bo, UGPU_PLACEMENT_VRAM);
+		if (release) { /* unmapping and freeing it is the caller's, unlocked */
+			*release = bo->sys;
+			bo->sys.mem.fd = -1;
+			bo->sys.iova = 0;
+		}
 		bo_sys_free(dev, &bo->sys);
 		m->sys_bytes -= bo->size;
 		m->vram_bytes += bo->size;
@@ -489,3 +510,14 @@ out_free_dest:
 	return ret;
 }
 
+int bo_move_locked(struct ugpu_bo *bo, enum ugpu_placement to)
+{
+	return move_locked(bo, to, NULL);
+}
+
+int bo_move_locked_release(struct ugpu_bo *bo, enum ugpu_placement to, struct bo_sys *old)
+{
+	old->mem.fd = -1;
+	old->iova = 0;
+	return move_locked(bo, to, old);
+}

@@ -76,7 +76,7 @@ void p2p_win_put(struct ugpu_device *dev, struct ugpu_device *peer)
 	struct p2p_win *w;
 	bool last = false;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	w = win_find(m, peer);
 	if (w && !--w->refs) {
 		if (!w->revoked && !device_is_removed(dev))
@@ -175,7 +175,7 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 		uint64_t binds;
 		bool live;
 
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		for (size_t k = 0; k < NWIN; k++)
 			if (m->stage[k].peer == exporter)
 				stage_drop_locked(dev, &m->stage[k]);
@@ -189,7 +189,7 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 		/* its page tables are in its VRAM: awake to write them */
 		if (bo_rpm_hold(dev, &held))
 			held = NULL; /* gone meanwhile: nothing to write */
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		w = win_find(m, exporter);
 		if (w && !w->revoked) {
 			binds = device_is_removed(dev) ? 0

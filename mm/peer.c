@@ -507,7 +507,7 @@ void bo_evacuate_to_peers(struct ugpu_device *dev, struct unplug_counts *c, bool
 		       : device_peers_get(dev, peers, UGPU_MAX_PEERS);
 	if (!np)
 		return;
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (bo_snapshot_locked(m, &v, &n))
 		n = 0, v = NULL;
 	pthread_mutex_unlock(&m->lock);

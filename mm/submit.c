@@ -241,7 +241,7 @@ void sched_kick(struct vm_mgr *vmm)
 		return;
 	/* The manager lock: no BO moves between the revalidation of the
 	 * VM's PTEs and the launch (mm/vm.h). */
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	pthread_mutex_lock(&vmm->lock);
 	/*
 	 * Host-suspended: the device sleeps (VRAM must not be touched) and

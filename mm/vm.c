@@ -111,7 +111,7 @@ static int pool_grow(struct ugpu_vm *vm)
 		c->t[i].cpu = (uint64_t *)((char *)dev->vram + c->t[i].off);
 		c->t[i].child = c->child[i];
 	}
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	if (vm->dead || m->closed) {
 		ret = -ENODEV;
 		goto out_unlock;
@@ -165,7 +165,7 @@ static int pool_reserve(struct ugpu_vm *vm, size_t need)
 	int ret;
 
 	for (;;) {
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		have = vm->nfree;
 		dead = vm->dead;
 		pthread_mutex_unlock(&m->lock);
@@ -522,7 +522,7 @@ void vm_release_tables_all(struct vm_mgr *vmm)
 	} *v = NULL;
 	size_t nv = 0, i = 0;
 
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	pthread_mutex_lock(&vmm->lock);
 	list_for_each(l, &vmm->vms)
 		nv++;
@@ -713,7 +713,7 @@ static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 	pthread_mutex_lock(&vm->lock);
 	ret = pool_reserve(vm, 1);
 	if (!ret) {
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		vm->root = pt_take(vm);
 		next_gen_locked(vm);
 		pthread_mutex_unlock(&m->lock);
@@ -724,7 +724,7 @@ static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 
 	/* Published only while attached: the removal frees the tables of
 	 * the VMs on the list, so one added after it must not get there. */
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	pthread_mutex_lock(&vmm->lock);
 	if (!vmm->attached || vmm->closed) {
 		ret = -ENODEV;
@@ -747,7 +747,7 @@ static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 
 out_free:
 	if (!chunks) {
-		pthread_mutex_lock(&m->lock);
+		bo_mgr_lock(m);
 		tables_steal_locked(vm, &chunks, &nchunks);
 		pthread_mutex_unlock(&m->lock);
 	}
@@ -809,7 +809,7 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	pthread_mutex_lock(&vmm->lock);
 	list_del(&vm->link);
 	pthread_mutex_unlock(&vmm->lock);
@@ -886,7 +886,7 @@ static int bind_begin(struct ugpu_vm *vm, struct bo_mgr *m, uint64_t va, uint64_
 	ret = pool_reserve(vm, tables_needed(va, len)); /* -ENODEV when dead (read under m->lock) */
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	ret = bind_allowed_locked(vm, m);
 	if (ret)
 		pthread_mutex_unlock(&m->lock);
@@ -1196,7 +1196,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 	ret = pool_reserve(vm, tables_needed(va, bytes)); /* -ENODEV when dead */
 	if (ret)
 		goto out_unlock_vm;
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	ret = bind_allowed_locked(vm, m);
 	/* moved to another device since it was looked at (mm/peer.c): under
 	 * this lock it cannot leave; if it left, bind it as a peer's */
@@ -1287,7 +1287,7 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&vm->lock);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	/* Whole binds only, at least one. */
 	at = bind_after(vm, va);
 	{
@@ -1359,7 +1359,7 @@ UGPU_API int ugpu_vm_query(struct ugpu_vm *vm, struct ugpu_vm_info *info)
 	if (vm_is_remote(vm))
 		return vm_remote_query(vm, info);
 	m = mgr_of(vm->dev);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	i.flags = vm->flags;
 	i.mirror_start = vm->mirror_start;
 	i.mirror_size = vm->mirror_size;
@@ -1595,7 +1595,7 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	m = mgr_of(vm->dev);
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
-	pthread_mutex_lock(&m->lock);
+	bo_mgr_lock(m);
 	n = svm_unmap_locked(vm, va, len, &gone);
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);

@@ -36,11 +36,16 @@
 
 /*
  * struct ugpu_logind - one notifier.
+ * @dev: the device it suspends, or NULL when @fn is told instead
+ * (ugpu_logind_watch()). @ctx: for logging.
  * Locking: @stop is atomic; everything else is used only by the bus thread
  * after start (start and stop own it before/after the thread).
  */
 struct ugpu_logind {
+	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
+	ugpu_sleep_fn fn;
+	void *user;
 	sd_bus *bus;
 	sd_bus_slot *slot;
 	int inhibit_fd;
@@ -59,7 +64,7 @@ static int inhibit_take(struct ugpu_logind *ln)
 				 "org.freedesktop.login1.Manager", "Inhibit", &err, &reply, "ssss",
 				 "sleep", "ugpu", "saving GPU memory before sleep", "delay");
 	if (ret < 0) {
-		log_warn(ln->dev->ctx, "logind: no sleep inhibitor: %s",
+		log_warn(ln->ctx, "logind: no sleep inhibitor: %s",
 			 err.message ? err.message : ugpu_strerror(ret));
 		sd_bus_error_free(&err);
 		return ret;
@@ -89,6 +94,15 @@ static int on_prepare_for_sleep(sd_bus_message *m, void *user, sd_bus_error *err
 	(void)err;
 	if (sd_bus_message_read(m, "b", &start) < 0)
 		return 0;
+	if (ln->fn) { /* the program suspends its devices itself */
+		log_info(ln->ctx, "logind: PrepareForSleep(%s)", start ? "true" : "false");
+		ln->fn(ln->user, start);
+		if (start)
+			inhibit_drop(ln);
+		else if (ln->inhibit_fd < 0)
+			inhibit_take(ln); /* as below: one inhibitor at most */
+		return 0;
+	}
 	ugpu_device_pm_stats(ln->dev, &st);
 	if (start) {
 		bool prepared_here = false;
@@ -164,7 +178,7 @@ static void *bus_thread(void *arg)
 		int r = sd_bus_process(ln->bus, NULL);
 
 		if (r < 0) {
-			log_err(ln->dev->ctx, "logind: bus error: %s; notifier stops", ugpu_strerror(r));
+			log_err(ln->ctx, "logind: bus error: %s; notifier stops", ugpu_strerror(r));
 			break;
 		}
 		if (r == 0)
@@ -173,23 +187,24 @@ static void *bus_thread(void *arg)
 	return NULL;
 }
 
-UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out)
+/* Either @dev or @fn. */
+static int logind_start(struct ugpu_context *ctx, struct ugpu_device *dev, ugpu_sleep_fn fn,
+			void *user, struct ugpu_logind **out)
 {
-	if (dev && device_is_remote(dev))
-		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_logind *ln;
 	int ret;
 
-	if (!dev || !out)
-		return -EINVAL;
 	ln = calloc(1, sizeof(*ln));
 	if (!ln)
 		return -ENOMEM;
+	ln->ctx = ctx;
 	ln->dev = dev;
+	ln->fn = fn;
+	ln->user = user;
 	ln->inhibit_fd = -1;
 	ret = sd_bus_open_system(&ln->bus);
 	if (ret < 0) {
-		log_info(dev->ctx, "logind: no system bus (%s): use ugpu_device_suspend*() or ugpuctl",
+		log_info(ctx, "logind: no system bus (%s): use ugpu_device_suspend*() or ugpuctl",
 			 ugpu_strerror(ret));
 		ret = -ENOENT;
 		goto out_free;
@@ -211,7 +226,7 @@ UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out
 	ret = -pthread_create(&ln->thread, NULL, bus_thread, ln);
 	if (ret)
 		goto out_inhibit;
-	log_info(dev->ctx, "logind: following PrepareForSleep with a delay inhibitor");
+	log_info(ctx, "logind: following PrepareForSleep with a delay inhibitor");
 	*out = ln;
 	return 0;
 
@@ -224,6 +239,23 @@ out_bus:
 out_free:
 	free(ln);
 	return ret;
+}
+
+UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out)
+{
+	if (dev && device_is_remote(dev))
+		return -EOPNOTSUPP; /* not served through ugpud yet */
+	if (!dev || !out)
+		return -EINVAL;
+	return logind_start(dev->ctx, dev, NULL, NULL, out);
+}
+
+UGPU_API int ugpu_logind_watch(struct ugpu_context *ctx, ugpu_sleep_fn fn, void *user,
+			       struct ugpu_logind **out)
+{
+	if (!ctx || !fn || !out)
+		return -EINVAL;
+	return logind_start(ctx, NULL, fn, user, out);
 }
 
 UGPU_API void ugpu_logind_stop(struct ugpu_logind *ln)
@@ -247,6 +279,16 @@ UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out
 	if (!dev || !out)
 		return -EINVAL;
 	log_info(dev->ctx, "logind: libugpu was built without libsystemd: use ugpu_device_suspend*() or ugpuctl");
+	return -ENOTSUP;
+}
+
+UGPU_API int ugpu_logind_watch(struct ugpu_context *ctx, ugpu_sleep_fn fn, void *user,
+			       struct ugpu_logind **out)
+{
+	(void)user;
+	if (!ctx || !fn || !out)
+		return -EINVAL;
+	log_info(ctx, "logind: libugpu was built without libsystemd: use ugpu_device_suspend*() or ugpuctl");
 	return -ENOTSUP;
 }
 

@@ -39,6 +39,10 @@
  * @removal_fn, @removal_user: ugpu_device_set_removal_callback(); under
  *         @lock. @removal_due: the removal event came and the callback has
  *         not been called yet (@removal_kind, @removal_status); under @lock.
+ * @posted: requests sent by remote_post() whose replies have not been read,
+ *          oldest first, @nposted of them; under @lock. Replies come in
+ *          order, so the reply of any later request means they were all
+ *          served.
  */
 struct remote {
 	pthread_mutex_t lock;
@@ -59,6 +63,14 @@ struct remote {
 	bool removal_due;
 	int removal_kind;
 	int removal_status;
+	struct posted {
+		uint16_t op;
+		uint32_t seq;
+		uint8_t len;
+		unsigned char req[32];
+	} posted[REMOTE_MAX_POSTED];
+	unsigned int nposted;
+	struct ugpu_context *log_ctx; /* the device's context; read-only after open */
 	unsigned char buf[UGPUD_MAX_MSG];
 };
 
@@ -149,6 +161,18 @@ static void remote_on_event(struct remote *r, const void *body)
 	}
 }
 
+/* The error reply of a posted request (nobody waits for it): logged. */
+static void log_posted_error(struct remote *r, const struct ugpud_hdr *h)
+{
+	size_t k = h->len < UGPUD_MAX_ERRMSG ? h->len : UGPUD_MAX_ERRMSG;
+	char msg[UGPUD_MAX_ERRMSG + 1];
+
+	memcpy(msg, r->buf + sizeof(*h), k);
+	msg[k] = '\0';
+	log_err(r->log_ctx, "ugpud: op %u (not waited for): %s", h->op,
+			k ? msg : ugpu_strerror(h->result));
+}
+
 /*
  * Read replies until the one for @op/@seq; lock held. Returns its header in
  * @h and its body in r->buf + sizeof(*h). A reply to an older request (one
@@ -173,6 +197,7 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 				ret = -EPROTO;
 		}
 		if (!ret && h->op == op && h->seq == seq) {
+			r->nposted = 0; /* every earlier request was answered */
 			/* an fd only where the caller takes one (and the call
 			 * succeeded) */
 			if (fd && !h->result) {
@@ -195,6 +220,8 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 			return ret == -EMSGSIZE ? -EPROTO : ret;
 		if ((int32_t)(h->seq - seq) > 0)
 			return -EPROTO; /* a reply to something never asked */
+		if (h->result < 0 && r->nposted) /* a posted request's: nobody waits for it */
+			log_posted_error(r, h);
 	}
 }
 
@@ -306,6 +333,22 @@ static bool is_conn_lost(int ret)
 	return ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN;
 }
 
+/* After a resume: the posted requests the dead daemon may not have served,
+ * sent again (each is harmless twice). Lock held. */
+static int repost(struct remote *r)
+{
+	for (unsigned int i = 0; i < r->nposted; i++) {
+		struct posted *p = &r->posted[i];
+		int ret;
+
+		p->seq = ++r->seq;
+		ret = remote_send(r, p->op, p->seq, p->req, p->len, NULL, 0);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 /* remote_call() and remote_call_fd() in one. */
 static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
 			      size_t req_len, const void *data, size_t data_len, void *rep,
@@ -330,7 +373,8 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		if (!ret)
 			ret = remote_recv(r, op, seq, &h, rep_fd);
 		/* The daemon went: after a restart it may have our session. */
-		if (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev))
+		if (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev) ||
+		    repost(r))
 			break;
 		if (sent && !op_is_repeatable(op)) {
 			log_err(dev->ctx, "%s: the daemon restarted while op %u was in flight: its "
@@ -496,6 +540,7 @@ int remote_open(struct ugpu_device *dev, const char *uri)
 	dev->fabric_id = rep.info.fabric_id;
 	r->sa = sa;
 	r->index = index;
+	r->log_ctx = dev->ctx;
 	memcpy(r->name, hello.name, sizeof(r->name));
 	{
 		struct ugpud_session_rep sr;
@@ -563,6 +608,57 @@ void remote_free(struct ugpu_device *dev)
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	dev->remote = NULL;
+}
+
+int remote_post(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len)
+{
+	struct remote *r = dev->remote;
+	struct posted *p;
+	int ret = 0;
+
+	if (req_len > sizeof(p->req))
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	if (r->fd < 0 || r->dead) {
+		ret = -ENODEV;
+		goto out;
+	}
+	/* Their replies first, so the socket buffers stay bounded: the last
+	 * one's reply means all were served (remote_recv() forgets them). A
+	 * daemon gone meanwhile: resumed, they are sent again and waited for. */
+	for (int attempt = 0; r->nposted == REMOTE_MAX_POSTED; attempt++) {
+		struct posted *last = &r->posted[r->nposted - 1];
+		struct ugpud_hdr h;
+
+		ret = remote_recv(r, last->op, last->seq, &h, NULL);
+		if (ret && (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev) ||
+			    repost(r)))
+			goto out_dead;
+	}
+	p = &r->posted[r->nposted];
+	p->op = op;
+	p->len = (uint8_t)req_len;
+	memcpy(p->req, req, req_len);
+	for (int attempt = 0;; attempt++) {
+		p->seq = ++r->seq;
+		ret = remote_send(r, op, p->seq, req, req_len, NULL, 0);
+		if (!ret) {
+			r->nposted++;
+			break;
+		}
+		if (!is_conn_lost(ret) || !r->token || attempt == 2 || remote_resume(dev) ||
+		    repost(r))
+			goto out_dead;
+	}
+	goto out;
+out_dead:
+	r->dead = true;
+	log_err(dev->ctx, "%s: %s", dev->name,
+		is_conn_lost(ret) ? "the daemon went away" : ugpu_strerror(ret));
+	ret = -ENODEV;
+out:
+	pthread_mutex_unlock(&r->lock);
+	return ret;
 }
 
 int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,

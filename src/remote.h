@@ -94,6 +94,21 @@ void remote_free(struct ugpu_device *dev);
 int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
 		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len);
 
+/*
+ * remote_post() - send a request whose reply is not waited for: a BO's
+ * destroy, whose result its caller ignores anyway. The daemon serves it in
+ * order before anything this connection sends later, so every later call
+ * sees its effect; its reply is read (and dropped, an error logged) by the
+ * next call's receive. At most REMOTE_MAX_POSTED go unanswered: the next
+ * post then waits for their replies first. A post the daemon may not have
+ * served when the connection broke is sent again after a resume (only
+ * requests that are harmless twice are posted: a BO handle carries its
+ * generation, so a second destroy is -ENOENT, never another BO's).
+ * Returns 0 (sent), -ENODEV (closed or the daemon gone), -errno.
+ */
+#define REMOTE_MAX_POSTED 32
+int remote_post(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len);
+
 /* remote_call() for a reply that brings one fd (UGPUD_BO_MAP): *@rep_fd
  * gets it (close-on-exec, the caller's); a successful reply without exactly
  * one fd is -EPROTO. */

@@ -295,6 +295,32 @@ struct ugpu_logind;
  */
 UGPU_API int ugpu_logind_start(struct ugpu_device *dev, struct ugpu_logind **out);
 
+/**
+ * ugpu_sleep_fn - told of the host's sleep by ugpu_logind_watch(), on the
+ * notifier's thread. @sleeping true: the host is about to sleep (it waits,
+ * up to logind's InhibitDelayMaxSec, until this call returns: the inhibitor
+ * is released then); false: it woke (a new inhibitor is taken after the
+ * call).
+ */
+typedef void (*ugpu_sleep_fn)(void *user, bool sleeping);
+
+/**
+ * ugpu_logind_watch() - ugpu_logind_start() for a program that runs the
+ * suspend of its devices itself (ugpud does it for all of its own): the
+ * same "delay" inhibitor and PrepareForSleep signal, but instead of
+ * suspending a device the notifier calls @fn with @user and lets the host
+ * sleep when it returns. Stopped with ugpu_logind_stop().
+ * @ctx: the context (logging).
+ * @fn, @user: what to call.
+ * @out: the notifier on success.
+ * Returns: 0; -EINVAL (NULL @ctx, @fn or @out); -ENOMEM; -ENOTSUP when
+ * libugpu was built without libsystemd; -ENOENT when there is no system bus
+ * or no logind on it; other -errno from sd-bus.
+ * Context: any thread.
+ */
+UGPU_API int ugpu_logind_watch(struct ugpu_context *ctx, ugpu_sleep_fn fn, void *user,
+			       struct ugpu_logind **out);
+
 /** ugpu_logind_stop() - stop the notifier (bounded); NULL is a no-op. */
 UGPU_API void ugpu_logind_stop(struct ugpu_logind *ln);
 

@@ -20,6 +20,14 @@
  * resumed behind its back; ugpu_logind_stop()
  * releases the inhibitor, and no fd or memory is left behind.
  *
+ * ugpud --logind does the same for all its clients (test_daemon_follows_logind):
+ * one delay inhibitor; at PrepareForSleep(true) its device is suspended, the
+ * clients told (their requests -EAGAIN, the power state D3cold) before the
+ * inhibitor goes; at PrepareForSleep(false) it is resumed with every byte and
+ * a new inhibitor taken; a device an administrator suspended is left so
+ * over a sleep (not resumed at the wake); the daemon's exit releases the
+ * inhibitor.
+ *
  * The daemon is required: when dbus-daemon is installed but does not start,
  * the test fails. Only when the binary is absent (or libugpu was built
  * without libsystemd) does it exit 77, saying why.
@@ -36,7 +44,10 @@
 #include <unistd.h>
 
 #include "integration/test_bo_common.h"
+#include "base/sock.h"
 #include "base/test_point.h"
+#include "src/remote.h"
+#include "src/ugpud_proto.h"
 
 #if defined(__has_include)
 #if __has_include(<systemd/sd-bus.h>)
@@ -246,16 +257,20 @@ struct inh {
 	bool hup;
 	uint32_t state_at_take, state_at_hup;
 	enum sim_power_state power_at_take, power_at_hup;
+	int remote_power_at_hup; /* fake.remote's power state then, or -1 */
 };
 
 /*
  * struct fake - the logind stand-in.
  * Locking: @lock guards @inh, @n_inh, @ready, @err (with @cond signalled on
  * every change); @bus, @cmd[0] are the thread's own; @cmd[1] is the test's.
- * The rfds are read by the thread only.
+ * The rfds are read by the thread only. @remote (under @lock): a device
+ * through ugpud whose power state is sampled at each hangup too (its
+ * connection's own lock serialises the calls of both threads), or NULL.
  */
 struct fake {
 	struct fx *f;
+	struct ugpu_device *remote;
 	pthread_t thread;
 	sd_bus *bus;
 	int cmd[2];
@@ -381,6 +396,8 @@ static void *fake_thread(void *arg)
 		}
 		for (i = 2; i < np; i++) {
 			struct inh *h = &fk->inh[idx[i - 2]];
+			struct ugpu_device *rdev;
+			int rpower;
 			uint32_t state;
 			enum sim_power_state power;
 
@@ -390,6 +407,17 @@ static void *fake_thread(void *arg)
 			 * copy of the write end is closed. */
 			sample(fk, &state, &power);
 			pthread_mutex_lock(&fk->lock);
+			rdev = fk->remote;
+			pthread_mutex_unlock(&fk->lock);
+			rpower = -1;
+			if (rdev) {
+				struct ugpu_device_info di = { .size = sizeof(di) };
+
+				if (!ugpu_device_query(rdev, &di))
+					rpower = (int)di.power_state;
+			}
+			pthread_mutex_lock(&fk->lock);
+			h->remote_power_at_hup = rpower;
 			h->state_at_hup = state;
 			h->power_at_hup = power;
 			h->hup = true;
@@ -948,6 +976,128 @@ static void test_application_prepare_in_flight(void **state)
 	ugpu_bo_put(bo);
 }
 
+/* ugpud (next to the tests) with --logind on the embedded device at @sock;
+ * waits (bounded) until it accepts. Its pid, or -1. */
+static pid_t ugpud_spawn(const char *sock)
+{
+	const char *dir = getenv("UGPU_BUILD_DIR");
+	char bin[512];
+	pid_t pid;
+
+	if (!dir)
+		return -1;
+	snprintf(bin, sizeof(bin), "%s/ugpud", dir);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		execl(bin, bin, "--device", "sim:64M", "--socket", sock, "--metrics", "off",
+		      "--logind", (char *)NULL);
+		_exit(127);
+	}
+	if (sock_wait_accepting(sock, WAIT_MS))
+		return pid;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+static void test_daemon_follows_logind(void **state)
+{
+	struct tfx *t = *state;
+	struct fake *fk = &t->fk;
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 256 << 10,
+				  .placements = { UGPU_PLACEMENT_VRAM } };
+	static unsigned char want[256 << 10], got[256 << 10];
+	struct ugpu_logind *ln = NULL;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	char sock[108], u[128];
+	int st = 0;
+	pid_t pid;
+
+	assert_int_equal(ugpu_logind_watch(NULL, NULL, NULL, &ln), -EINVAL);
+	snprintf(sock, sizeof(sock), "/tmp/ugpu-logind-d-%d.sock", (int)getpid());
+	pid = ugpud_spawn(sock);
+	assert_true(pid > 0);
+	if (!fake_wait(fk, c_taken, 1, WAIT_MS))
+		fail_msg("ugpud --logind took no inhibitor");
+	assert_string_equal(inh_get(fk, 0).what, "sleep");
+	assert_string_equal(inh_get(fk, 0).mode, "delay");
+	snprintf(u, sizeof(u), "ugpud:%s", sock);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, u, &dev), 0);
+	/* the daemon does it for all its clients: not one client's business */
+	assert_int_equal(ugpu_logind_start(dev, &ln), -EOPNOTSUPP);
+	assert_int_equal(ugpu_bo_create(dev, &o, &bo), 0);
+	for (size_t i = 0; i < sizeof(want); i++)
+		want[i] = (unsigned char)(i * 131 + 7);
+	assert_int_equal(ugpu_bo_write(bo, 0, want, sizeof(want)), 0);
+	pthread_mutex_lock(&fk->lock);
+	fk->remote = dev; /* sampled at the next hangup */
+	pthread_mutex_unlock(&fk->lock);
+
+	fake_cmd(fk, 'T');
+	if (!fake_wait(fk, c_hup, 0, WAIT_MS))
+		fail_msg("ugpud did not release its inhibitor at PrepareForSleep(true)");
+	/* the host was let sleep only once the device was off */
+	assert_int_equal(inh_get(fk, 0).remote_power_at_hup, UGPU_POWER_D3COLD);
+	assert_int_equal(ugpu_bo_read(bo, 0, got, 4096), -EAGAIN);
+	assert_true(remote_is_suspended(dev)); /* the event came */
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+	assert_int_equal(held(fk), 0);
+
+	fake_cmd(fk, 'F');
+	if (!fake_wait(fk, c_taken, 2, WAIT_MS))
+		fail_msg("ugpud took no inhibitor again after PrepareForSleep(false)");
+	assert_int_equal(ugpu_bo_read(bo, 0, got, sizeof(got)), 0);
+	assert_memory_equal(got, want, sizeof(got));
+	assert_false(remote_is_suspended(dev));
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	assert_int_equal(info.power_state, UGPU_POWER_D0);
+	assert_int_equal(held(fk), 1);
+
+	/* A device an administrator suspended (DEVICE_PM) is left so over the
+	 * sleep, and not resumed behind its back at the wake. */
+	{
+		struct ugpud_device_pm_req pm = { .device = 0, .action = UGPUD_PM_PREPARE };
+
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		pm.action = UGPUD_PM_SUSPEND;
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		fake_cmd(fk, 'T');
+		if (!fake_wait(fk, c_hup, 1, WAIT_MS))
+			fail_msg("ugpud kept its inhibitor with the device suspended already");
+		fake_cmd(fk, 'F');
+		if (!fake_wait(fk, c_taken, 3, WAIT_MS))
+			fail_msg("ugpud took no inhibitor again after the second sleep");
+		assert_int_equal(ugpu_bo_read(bo, 0, got, 4096), -EAGAIN); /* still suspended */
+		assert_int_equal(ugpu_device_query(dev, &info), 0);
+		assert_int_equal(info.power_state, UGPU_POWER_D3COLD);
+		pm.action = UGPUD_PM_RESUME;
+		assert_int_equal(remote_call(dev, UGPUD_DEVICE_PM, &pm, sizeof(pm), NULL, 0, NULL, 0,
+					     NULL), 0);
+		assert_int_equal(ugpu_bo_read(bo, 0, got, sizeof(got)), 0);
+		assert_memory_equal(got, want, sizeof(got));
+	}
+	pthread_mutex_lock(&fk->lock);
+	fk->remote = NULL;
+	pthread_mutex_unlock(&fk->lock);
+	ugpu_bo_put(bo);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	kill(pid, SIGTERM);
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if (!fake_wait(fk, c_all_hup, 0, WAIT_MS))
+		fail_msg("ugpud's exit left its inhibitor held");
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -973,6 +1123,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spoofed_signal_ignored, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_application_states, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_application_prepare_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_daemon_follows_logind, setup, teardown),
 	};
 	int ret;
 

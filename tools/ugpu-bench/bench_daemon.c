@@ -91,17 +91,8 @@ static pid_t daemon_start(const char *sock, int cpu)
 		fprintf(stderr, "ugpu-bench daemon: cannot run %s: %s\n", bin, strerror(errno));
 		_exit(127);
 	}
-	for (uint64_t t0 = bench_ns(); bench_ns() - t0 < 10000000000ull; usleep(10000)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		bool ok;
-
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-		ok = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-		close(fd);
-		if (ok)
-			return pid;
-	}
+	if (sock_wait_accepting(sock, 10000))
+		return pid;
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return -1;
@@ -160,13 +151,19 @@ static int raw_round_trip(size_t n, int cpu_server, double *p50_us)
 
 /* The same cycle on @uri: a "ugpud:" URI, or the device itself (the local
  * baseline: what the cycle costs a program that owns the device). */
-static int bo_cycle(const char *uri, size_t n, double *p50_us, double *p99_us)
+/* A cycle's p50 and p99, and each step's p50 (create; map and first touch;
+ * the put that destroys). */
+struct cycle_times {
+	double p50, p99, create_p50, map_p50, put_p50;
+};
+
+static int bo_cycle(const char *uri, size_t n, struct cycle_times *ct)
 {
 	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 64 << 10,
 				  .placements = { UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM } };
-	uint64_t *t = calloc(n, sizeof(*t));
+	uint64_t *t = calloc(4 * n, sizeof(*t)), *tc = t + n, *tm = t + 2 * n, *tp = t + 3 * n;
 	int ret;
 
 	if (!t)
@@ -178,22 +175,30 @@ static int bo_cycle(const char *uri, size_t n, double *p50_us, double *p99_us)
 	if (ret)
 		goto out_ctx;
 	for (size_t i = 0; i < n && !ret; i++) {
-		uint64_t t0 = bench_ns();
+		uint64_t t0 = bench_ns(), t1, t2;
 		struct ugpu_bo *bo;
 		void *p;
 
 		ret = ugpu_bo_create(dev, &o, &bo);
 		if (ret)
 			break;
+		t1 = bench_ns();
 		ret = ugpu_bo_map(bo, &p);
 		if (!ret)
 			((volatile char *)p)[0] = 1; /* the mapping is real */
+		t2 = bench_ns();
 		ugpu_bo_put(bo);
 		t[i] = bench_ns() - t0;
+		tc[i] = t1 - t0;
+		tm[i] = t2 - t1;
+		tp[i] = t0 + t[i] - t2;
 	}
 	if (!ret) {
-		*p50_us = (double)pct(t, n, 50) / 1000.0;
-		*p99_us = (double)pct(t, n, 99) / 1000.0;
+		ct->p50 = (double)pct(t, n, 50) / 1000.0;
+		ct->p99 = (double)pct(t, n, 99) / 1000.0;
+		ct->create_p50 = (double)pct(tc, n, 50) / 1000.0;
+		ct->map_p50 = (double)pct(tm, n, 50) / 1000.0;
+		ct->put_p50 = (double)pct(tp, n, 50) / 1000.0;
 	}
 	ugpu_device_close(dev);
 out_ctx:
@@ -412,7 +417,8 @@ int bench_daemon(int argc, char **argv)
 	static const unsigned counts[] = { 1, 4, 16, 64 };
 	char path[108], uri[128];
 	int ret = cli_parse(&cli, argc, argv, NULL, NULL), cpu_server;
-	double raw = 0, p50 = 0, p99 = 0, local = 0;
+	struct cycle_times ct = { 0 }, lt = { 0 };
+	double raw = 0;
 	pid_t pid = 0;
 
 	if (ret != CLI_CONTINUE)
@@ -431,26 +437,28 @@ int bench_daemon(int argc, char **argv)
 	pin(0);
 	ret = raw_round_trip(n, pid ? cpu_server : -1, &raw);
 	if (!ret)
-		ret = bo_cycle(uri, n, &p50, &p99);
+		ret = bo_cycle(uri, n, &ct);
 	if (!ret) { /* the baseline of the driver's own work: a device in this process */
 		struct sim_opts so;
 		struct sim *sim;
 		char luri[160];
-		double lp99;
 
 		sim_opts_init(&so);
 		ret = sim_start(&so, &sim);
 		if (!ret) {
 			snprintf(luri, sizeof(luri), "vfio-user:%s", sim_socket_path(sim, 0));
-			ret = bo_cycle(luri, n, &local, &lp99);
+			ret = bo_cycle(luri, n, &lt);
 			sim_stop(sim);
 		}
 	}
 	if (!ret)
 		printf("{\"bench\":\"daemon\",\"case\":\"bo_cycle\",\"n\":%llu,\"bo_bytes\":65536,"
 		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"raw_p50_us\":%.1f,\"ratio\":%.2f,"
-		       "\"local_p50_us\":%.1f,\"server_cpu\":%d}\n",
-		       (unsigned long long)n, p50, p99, raw, p50 / raw, local, cpu_server);
+		       "\"local_p50_us\":%.1f,\"create_p50_us\":%.1f,\"map_p50_us\":%.1f,"
+		       "\"put_p50_us\":%.1f,\"local_create_p50_us\":%.1f,\"local_map_p50_us\":%.1f,"
+		       "\"local_put_p50_us\":%.1f,\"server_cpu\":%d}\n",
+		       (unsigned long long)n, ct.p50, ct.p99, raw, ct.p50 / raw, lt.p50, ct.create_p50,
+		       ct.map_p50, ct.put_p50, lt.create_p50, lt.map_p50, lt.put_p50, cpu_server);
 	fflush(stdout);
 	if (!ret) { /* shared virtual memory: a fault through the daemon vs in this process */
 		struct svm_costs d = { 0 }, l = { 0 };

@@ -7,8 +7,13 @@
  *                                 requests served, program name
  *   ugpuctl kill SOCKET ID        disconnect client ID; the daemon releases
  *                                 everything it held
+ *   ugpuctl daemon-pm SOCKET DEVICE ACTION
+ *                                 a host-suspend step of a served device for
+ *                                 all its clients (UGPUD_DEVICE_PM): prepare,
+ *                                 suspend, resume, cancel, or sleep (prepare
+ *                                 then suspend, what ugpud --logind does)
  *
- * Both are administrator requests: root or the daemon's own user (others
+ * All are administrator requests: root or the daemon's own user (others
  * get "Operation not permitted" from the daemon). ugpuctl connects as a
  * client itself, so it appears in the list (marked "(this ugpuctl)").
  */
@@ -19,6 +24,7 @@
 
 #include <ugpu/device.h>
 
+#include "base/clock.h"
 #include "src/remote.h"
 #include "src/ugpud_proto.h"
 #include "tools/ugpuctl/ugpuctl.h"
@@ -154,6 +160,71 @@ static int run_kill(int argc, char **argv)
 	return ret ? 1 : 0;
 }
 
+static const struct cli_cmd pm_cli = {
+	.prog = "ugpuctl daemon-pm",
+	.args = "SOCKET DEVICE ACTION",
+	.summary = "host-suspend step of a ugpud device for all its clients",
+	.about = "DEVICE is the device's index in the daemon (0..15). ACTION: prepare, suspend,\n"
+		 "resume, cancel, or sleep (prepare then suspend). While the device is\n"
+		 "suspended its clients' requests that need it fail with EAGAIN; they are told\n"
+		 "by events. Needs root or the daemon's user.",
+	.min_pos = 3,
+	.max_pos = 3,
+};
+
+static int run_pm(int argc, char **argv)
+{
+	static const char *const names[] = { [UGPUD_PM_PREPARE] = "prepare",
+					     [UGPUD_PM_SUSPEND] = "suspend",
+					     [UGPUD_PM_RESUME] = "resume",
+					     [UGPUD_PM_CANCEL] = "cancel" };
+	struct ugpu_context *ctx = NULL;
+	struct ugpu_device *dev = NULL;
+	struct ugpud_device_pm_req req = { 0 };
+	uint32_t steps[2], nsteps = 0;
+	char *pos[3];
+	unsigned npos;
+	uint64_t index;
+	int rc = cli_parse(&pm_cli, argc, argv, pos, &npos), ret = 0;
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (cli_uint(pm_cli.prog, "DEVICE", pos[1], 0, 15, &index))
+		return CLI_EXIT_USAGE;
+	if (!strcmp(pos[2], "sleep")) {
+		steps[nsteps++] = UGPUD_PM_PREPARE;
+		steps[nsteps++] = UGPUD_PM_SUSPEND;
+	}
+	for (uint32_t a = UGPUD_PM_PREPARE; a <= UGPUD_PM_CANCEL && !nsteps; a++)
+		if (!strcmp(pos[2], names[a]))
+			steps[nsteps++] = a;
+	if (!nsteps) {
+		fprintf(stderr, "%s: ACTION '%s': expected prepare, suspend, resume, cancel or sleep\n",
+			pm_cli.prog, pos[2]);
+		return CLI_EXIT_USAGE;
+	}
+	if (daemon_open(pm_cli.prog, pos[0], &ctx, &dev))
+		return 1;
+	req.device = (uint32_t)index;
+	for (uint32_t i = 0; i < nsteps && !ret; i++) {
+		uint64_t t0 = now_us();
+
+		req.action = steps[i];
+		ret = remote_call(dev, UGPUD_DEVICE_PM, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
+		if (ret)
+			fprintf(stderr, "%s: device %u: %s: %s\n", pm_cli.prog, req.device,
+				names[steps[i]], ugpu_strerror(ret));
+		else
+			printf("device %u: %s done in %.1f ms\n", req.device, names[steps[i]],
+			       (double)(now_us() - t0) / 1000.0);
+	}
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	return ret ? 1 : 0;
+}
+
 const struct ugpuctl_cmd ugpuctl_cmd_clients = { .cli = &clients_cli, .name = "clients",
 						 .run = run_clients };
 const struct ugpuctl_cmd ugpuctl_cmd_kill = { .cli = &kill_cli, .name = "kill", .run = run_kill };
+const struct ugpuctl_cmd ugpuctl_cmd_daemon_pm = { .cli = &pm_cli, .name = "daemon-pm",
+						   .run = run_pm };

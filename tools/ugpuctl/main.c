@@ -26,6 +26,7 @@ static const struct ugpuctl_cmd *const cmds[] = {
 	&ugpuctl_cmd_stats,
 	&ugpuctl_cmd_clients,
 	&ugpuctl_cmd_kill,
+	&ugpuctl_cmd_daemon_pm,
 };
 
 #define NR_CMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -61,5 +61,6 @@ extern const struct ugpuctl_cmd ugpuctl_cmd_stats;
 extern const struct ugpuctl_cmd ugpuctl_cmd_status;
 extern const struct ugpuctl_cmd ugpuctl_cmd_clients;
 extern const struct ugpuctl_cmd ugpuctl_cmd_kill;
+extern const struct ugpuctl_cmd ugpuctl_cmd_daemon_pm;
 
 #endif

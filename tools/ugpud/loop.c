@@ -555,6 +555,8 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 		break;
 	case OP_EVENTFD:
 		on_removals(lp->d);
+		sleep_poll(lp->d);
+		metrics_publish(lp->d);
 		if (!lp->stop && cqe->res >= 0)
 			arm_eventfd(lp);
 		break;

@@ -234,6 +234,7 @@ int main(int argc, char **argv)
 	static char inh_names[UGPUD_MAX_INHERITED][64];
 	uint64_t resume_s = 60, workers = 2;
 	uint64_t autosuspend_ms = 0;
+	bool logind = false;
 	char st[256];
 	sigset_t sigs;
 	const struct cli_opt opts[] = {
@@ -266,6 +267,10 @@ int main(int argc, char **argv)
 		{ .name = "resume-timeout", .kind = CLI_UINT, .dst = &resume_s, .arg = "SECONDS",
 		  .help = "after a restart, release a session its client has not resumed by then",
 		  .min = 1, .max = 86400 },
+		{ .name = "logind", .kind = CLI_FLAG, .dst = &logind,
+		  .help = "suspend every device before the host sleeps and resume it after "
+			  "(systemd-logind's PrepareForSleep, with a delay inhibitor); without a "
+			  "system bus or logind this is logged and the daemon serves on" },
 		{ .name = "autosuspend", .kind = CLI_UINT, .dst = &autosuspend_ms, .arg = "MS",
 		  .help = "runtime PM: a device no client touched for MS sleeps, and wakes for the "
 			  "next request that needs it (0: never sleeps)",
@@ -375,13 +380,24 @@ int main(int argc, char **argv)
 		if (ret)
 			ugpud_log("metrics: cannot listen on %s (%s); serving without them",
 				  metrics_at, strerror(-ret));
+		d->metrics = metrics;
+	}
+	if (logind) {
+		ret = sleep_start(d);
+		if (ret)
+			ugpud_log("--logind: not following host sleep (%s); DEVICE_PM still drives it",
+				  ret == -ENOENT ? "no system bus or no logind on it" : strerror(-ret));
+		else
+			ugpud_log("logind: the devices are suspended before the host sleeps");
 	}
 	ugpud_log("serving %u device(s) on %s%s (protocol %u)", d->ndevs,
 		  activated ? "the socket systemd passed" : socket_path, "", UGPUD_PROTO_VERSION);
 	snprintf(st, sizeof(st), "READY=1\nSTATUS=serving 0 clients on %u devices", d->ndevs);
 	notify_send(st);
 	ret = loop_run(d, listen_fd, notify_watchdog_usec());
+	sleep_stop(d);
 	persist_stop(d);
+	d->metrics = NULL; /* the loop is done: nothing publishes any more */
 	metrics_stop(metrics);
 out_listen:
 	close(listen_fd);

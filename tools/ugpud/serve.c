@@ -686,12 +686,53 @@ static void tell(struct ugpud *d, uint32_t device, uint32_t kind, uint32_t arg, 
 		d->event(d, &ev);
 }
 
+int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action)
+{
+	struct ugpud_dev *u = &d->devs[device];
+	int ret;
+
+	switch (action) {
+	case UGPUD_PM_PREPARE:
+		ret = ugpu_device_suspend_prepare(u->dev);
+		if (!ret)
+			tell(d, device, UGPUD_EV_SUSPENDING, 0, 0);
+		break;
+	case UGPUD_PM_SUSPEND:
+		ret = ugpu_device_suspend(u->dev);
+		if (!ret) {
+			u->suspended = true;
+			tell(d, device, UGPUD_EV_SUSPENDED, 0, 0);
+		}
+		break;
+	case UGPUD_PM_RESUME:
+		ret = ugpu_device_resume(u->dev);
+		if (!ret || ret == -EBADMSG) { /* -EBADMSG: resumed, a backup was damaged */
+			u->suspended = false;
+			u->sleep_ours = false;
+			tell(d, device, UGPUD_EV_RESUMED, 0, ret);
+		}
+		break;
+	case UGPUD_PM_CANCEL:
+		ret = ugpu_device_suspend_cancel(u->dev);
+		if (!ret)
+			tell(d, device, UGPUD_EV_RESUMED, 0, 0);
+		break;
+	case UGPUD_PM_UNPLUG:
+		/* the removal callback tells the clients (loop.c) */
+		ret = ugpu_device_unplug(u->dev);
+		break;
+	default:
+		ret = -EINVAL;
+		break;
+	}
+	return ret;
+}
+
 /* UGPUD_DEVICE_PM: one step of a host-suspend cycle, or a removal, for every
  * client of the device. */
 static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const void *body, void *rep)
 {
 	struct ugpud_device_pm_req req;
-	struct ugpud_dev *u;
 	int ret;
 
 	if (h->len != sizeof(req))
@@ -700,41 +741,11 @@ static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const voi
 	memcpy(&req, body, sizeof(req));
 	if (req.device >= d->ndevs)
 		return serve_error(rep, h->op, h->seq, -ENODEV, "device pm: no device %u", req.device);
-	u = &d->devs[req.device];
-	switch (req.action) {
-	case UGPUD_PM_PREPARE:
-		ret = ugpu_device_suspend_prepare(u->dev);
-		if (!ret)
-			tell(d, req.device, UGPUD_EV_SUSPENDING, 0, 0);
-		break;
-	case UGPUD_PM_SUSPEND:
-		ret = ugpu_device_suspend(u->dev);
-		if (!ret) {
-			u->suspended = true;
-			tell(d, req.device, UGPUD_EV_SUSPENDED, 0, 0);
-		}
-		break;
-	case UGPUD_PM_RESUME:
-		ret = ugpu_device_resume(u->dev);
-		if (!ret || ret == -EBADMSG) { /* -EBADMSG: resumed, a backup was damaged */
-			u->suspended = false;
-			tell(d, req.device, UGPUD_EV_RESUMED, 0, ret);
-		}
-		break;
-	case UGPUD_PM_CANCEL:
-		ret = ugpu_device_suspend_cancel(u->dev);
-		if (!ret)
-			tell(d, req.device, UGPUD_EV_RESUMED, 0, 0);
-		break;
-	case UGPUD_PM_UNPLUG:
-		/* the removal callback tells the clients (loop.c) */
-		ret = ugpu_device_unplug(u->dev);
-		break;
-	default:
+	ret = serve_pm_step(d, req.device, req.action);
+	if (ret == -EINVAL && (req.action < UGPUD_PM_PREPARE || req.action > UGPUD_PM_UNPLUG))
 		return serve_error(rep, h->op, h->seq, -EINVAL,
 				   "device pm: action %u (1 prepare, 2 suspend, 3 resume, 4 cancel, "
 				   "5 unplug)", req.action);
-	}
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "device %u: %s", req.device,
 				   ugpu_strerror(ret));

@@ -12,6 +12,10 @@
  *             ranges' staging BOs mapped (docs/daemon.md, "SVM for clients")
  *   persist.c restart without losing client data: the BO table and the
  *             memory behind it kept in systemd's fd store, read back
+ *   sleep.c   --logind: host sleep suspends every device (the notifier's
+ *             thread asks, the loop does it)
+ *   metrics.c the Prometheus endpoint (its own thread; the clients'
+ *             figures copied by the loop on request)
  *
  * Threading: one loop thread owns struct ugpud, every struct client and
  * their handle tables: only it touches them (libugpu runs its own threads
@@ -64,6 +68,9 @@ struct ugpud_dev {
 	int removed_kind;
 	int removed_status;
 	bool removal_told;
+	/* suspended by the daemon for a host sleep (logind), to be resumed at
+	 * the wake; loop thread only */
+	bool sleep_ours;
 };
 
 /* What a handle names. */
@@ -229,6 +236,11 @@ struct ugpud {
 	unsigned int ndetached;
 	uint64_t resume_timeout_ms;
 	uint64_t detached_deadline_ms;
+	/* host sleep from logind (sleep.c, --logind), or NULL */
+	struct ugpud_sleep *sleep;
+	/* the Prometheus endpoint (metrics.c), or NULL: the loop answers its
+	 * requests for a copy of the clients (metrics_publish()) */
+	struct metrics *metrics;
 	/* counters */
 	uint64_t accepted;
 	uint64_t refused;
@@ -338,6 +350,29 @@ void svm_fwd_free(struct fwd_vm *fv);
  * @efd is then kept until svm_wait_done()); or -errno. */
 int svm_wait_fd(struct ugpu_queue *q, int efd, int *wait_fd);
 void svm_wait_done(struct ugpu_queue *q);
+/*
+ * serve_pm_step() - one step of a host-suspend cycle (UGPUD_PM_PREPARE,
+ * _SUSPEND, _RESUME, _CANCEL) or a removal (_UNPLUG) of device @device, with
+ * the daemon's gate and the clients' events: what UGPUD_DEVICE_PM does.
+ * Returns the libugpu call's result (include/ugpu/pm.h), -EINVAL for another
+ * action.
+ */
+int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action);
+/*
+ * sleep.c: logind's PrepareForSleep drives the host sleep of every device
+ * on the loop thread. host_sleep(): every device through a host sleep
+ * (@sleeping) or back from it: a device not suspended is prepared and
+ * suspended (its clients told, its requests -EAGAIN) and resumed at the
+ * wake; one an administrator suspended (DEVICE_PM) is left as it is both
+ * ways; failures are logged (the host sleeps anyway). sleep_start(): 0, or
+ * -errno of ugpu_logind_watch() (-ENOENT: no logind). sleep_poll(): the
+ * loop, when d->ev_fd woke it: a sleep or wake asked for is done now.
+ * sleep_stop(): after the loop ended (NULL d->sleep: no-op).
+ */
+void host_sleep(struct ugpud *d, bool sleeping);
+int sleep_start(struct ugpud *d);
+void sleep_poll(struct ugpud *d);
+void sleep_stop(struct ugpud *d);
 
 /* notify.c */
 
@@ -401,5 +436,9 @@ void ugpud_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct metrics;
 int metrics_start(struct ugpud *d, const char *where, struct metrics **out);
 void metrics_stop(struct metrics *m);
+/* The loop thread, when d->ev_fd woke it: if the endpoint asked for the
+ * clients (a scrape is waiting), copy their figures for it. Cheap otherwise;
+ * @d->metrics NULL: nothing. */
+void metrics_publish(struct ugpud *d);
 
 #endif
