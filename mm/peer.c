@@ -419,11 +419,11 @@ int bo_copy_to_peer(struct ugpu_bo *src, struct ugpu_bo *dst)
 void bo_lock_pair(struct ugpu_device *a, struct ugpu_device *b)
 {
 	if (device_lock_first(a, b)) {
-		pthread_mutex_lock(&a->bo_mgr->lock);
-		pthread_mutex_lock(&b->bo_mgr->lock);
+		bo_mgr_lock(a->bo_mgr);
+		bo_mgr_lock(b->bo_mgr);
 	} else {
-		pthread_mutex_lock(&b->bo_mgr->lock);
-		pthread_mutex_lock(&a->bo_mgr->lock);
+		bo_mgr_lock(b->bo_mgr);
+		bo_mgr_lock(a->bo_mgr);
 	}
 }
 

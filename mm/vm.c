@@ -1480,7 +1480,7 @@ int vm_svm_map_peer(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_b
 	 * owner group */
 	if (peer == dev || !device_same_owner(dev, peer))
 		return -ENOLINK;
-	pthread_mutex_lock(&pm->lock);
+	bo_mgr_lock(pm);
 	if (pm->closed || device_is_removed(peer) ||
 	    __atomic_load_n(&peer->p2p_gone, __ATOMIC_ACQUIRE))
 		ret = -ENODEV;
