@@ -436,6 +436,12 @@ static void cpu_wrote(void *arg, uint64_t off, uint64_t len)
 	track_mark(arg, off, len);
 }
 
+void backup_map_going(struct ugpu_bo *bo)
+{
+	if (bo->track && bo->map && !cpu_map_wp_stop(bo->map, cpu_wrote, bo->track))
+		bo->track->whole = true;
+}
+
 /*
  * The stores made until here are in VRAM and get copied; a touch from now
  * on waits for resume. Then the chunks CPU stores dirtied since prepare go

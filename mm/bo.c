@@ -1080,6 +1080,7 @@ UGPU_API int ugpu_bo_unmap(struct ugpu_bo *bo)
 	} else if (!bo->map) {
 		ret = -EINVAL;
 	} else {
+		backup_map_going(bo);
 		cpu_map_destroy(bo->map);
 		/* No fault can list it again. Only the mapping goes: a D3cold
 		 * backup may hold the BO's only copy while the device sleeps. */

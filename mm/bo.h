@@ -329,6 +329,14 @@ struct bo_mgr_stats {
  * release frees the manager when the last handle is gone (device_put()).
  */
 void backup_register(struct ugpu_device *dev);
+/* backup_map_going() - @bo's CPU mapping is about to go (ugpu_bo_unmap())
+ * while a prepared host suspend tracks its writes: the chunks its stores
+ * dirtied go to the track now, or, when not every store was seen (a
+ * mapping made after prepare), the BO is copied whole. Before, the suspend
+ * looked only at the mappings still there, and a store through a mapping
+ * made after prepare and gone before the suspend was lost (found by
+ * test_model in CI). Manager lock held. */
+void backup_map_going(struct ugpu_bo *bo);
 void evacuate_register(struct ugpu_device *dev);
 
 /* @bo has a host-suspend backup, in memory or spilled to the file. */

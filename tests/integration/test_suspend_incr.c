@@ -365,6 +365,36 @@ static void test_untracked_map_whole(void **state)
 	free(model);
 }
 
+/* A mapping made after prepare (untracked), stored through, and unmapped
+ * before the suspend: the BO is copied whole, the store kept. Before, the
+ * suspend looked only at the mappings still there and restored the
+ * prepare's backup over the store (found by test_model in CI: CREATE, PIN,
+ * PREPARE, STORE, UNMAP, SUSPEND). The same with a tracked mapping. */
+static void test_map_gone_before_suspend(void **state)
+{
+	struct fx *f = *state;
+
+	for (int tracked = 0; tracked < 2; tracked++) {
+		struct ugpu_bo *bo = bo_new(f->dev, BO_BYTES, UGPU_BO_PINNED, V, N, "gone-map");
+		uint8_t *model = model_new(bo, 43 + tracked);
+		void *map;
+
+		if (tracked)
+			assert_int_equal(ugpu_bo_map(bo, &map), 0);
+		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+		if (!tracked)
+			assert_int_equal(ugpu_bo_map(bo, &map), 0);
+		memset((uint8_t *)map + 60106, 0xd4, 4631);
+		memset(model + 60106, 0xd4, 4631);
+		assert_int_equal(ugpu_bo_unmap(bo), 0);
+		assert_int_equal(ugpu_device_suspend(f->dev), 0);
+		assert_int_equal(ugpu_device_resume(f->dev), 0);
+		bo_equals(bo, model, BO_BYTES);
+		ugpu_bo_put(bo);
+		free(model);
+	}
+}
+
 /* Without UGPU_PM_KERNELS_RUN a kernel submitted after prepare waits for
  * resume (the existing contract): nothing to track, and it runs after. */
 static void test_kernels_wait_by_default(void **state)
@@ -737,6 +767,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damaged_after_prepare, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_writers_after_prepare, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_untracked_map_whole, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_map_gone_before_suspend, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_kernels_wait_by_default, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_no_write_in_window, setup, fx_teardown),
