@@ -3236,8 +3236,8 @@ static void op_xmigrate(const struct op *o)
 	k = cand[o->b % (uint32_t)n];
 	dst = &devs[k];
 	src = bdev(b);
-	if (likely && b->map && main_owned(b)) {
-		/* as the header says: unmap it first */
+	if (likely && b->map && main_owned(b) && (o->d & 2)) {
+		/* half the time unmapped first, else the mapping follows */
 		struct eset u = es1(0);
 
 		r = ugpu_bo_unmap(b->bo);
@@ -3268,13 +3268,15 @@ static void op_xmigrate(const struct op *o)
 			es_add(&s, -ENODATA);
 			any = b->lost;
 		}
-		if (b->pins || b->map || b->nbinds || gpu_may_run(b) || host_cycle_maybe_open(src) ||
+		if (b->pins || b->nbinds || gpu_may_run(b) || host_cycle_maybe_open(src) ||
 		    host_cycle_maybe_open(dst)) {
 			es_add(&s, -EBUSY);
 			/* certain: a notifier's cycle (PM_UNKNOWN) may be over */
-			any = any || b->pins || b->map || b->nbinds || host_cycle_open(src) ||
+			any = any || b->pins || b->nbinds || host_cycle_open(src) ||
 			      host_cycle_open(dst);
 		}
+		if (b->map)
+			es_add(&s, -ENOSYS); /* the mapping follows if @dst can serve it */
 		if (dst->life != D_PRESENT) {
 			es_add(&s, -ENODEV);
 			any = true;
