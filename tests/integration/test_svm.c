@@ -1489,7 +1489,10 @@ static void *free_later(void *arg)
 	struct filler *fl = arg;
 
 	usleep((useconds_t)fl->delay_ms * 1000);
-	for (int i = 0; i < 64 && fl->n; i++) /* 4 MiB at least */
+	/* all of them: the range's VRAM is one contiguous block, which 64
+	 * freed fragments of 64 KiB did not always make (a CI run aborted the
+	 * atomic with 4 MiB free in pieces) */
+	while (fl->n)
 		ugpu_bo_put(fl->bo[--fl->n]);
 	return NULL;
 }
@@ -1502,6 +1505,7 @@ static void test_atomic_retries_then_aborts(void **state)
 	struct filler fl;
 	pthread_t t;
 	uint64_t t0, i;
+	int ret;
 
 	for (i = 0; i < 2 * MIB / 8; i++)
 		buf[i] = i;
@@ -1522,8 +1526,9 @@ static void test_atomic_retries_then_aborts(void **state)
 	/* VRAM frees up while it retries: the atomic lands. */
 	fl.delay_ms = 8;
 	assert_int_equal(pthread_create(&t, NULL, free_later, &fl), 0);
-	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r), 0);
-	pthread_join(t, NULL);
+	ret = kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf + 8, 8, 1, &r);
+	pthread_join(t, NULL); /* before any assert: the thread uses @fl */
+	assert_int_equal(ret, 0);
 	assert_true(buf[8] == 9);
 	for (i = 0; i < 2 * MIB / 8; i++)
 		if (i != 8 && buf[i] != i)
