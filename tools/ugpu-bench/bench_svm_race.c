@@ -150,7 +150,7 @@ static uint64_t window_pct_le(const struct ugpu_stat *a, const struct ugpu_stat 
 static int race_pass(const char *mechanism, size_t n, double memcpy_us)
 {
 	struct bench_mirror m;
-	struct writer w = { 0 };
+	struct writer w;
 	struct ugpu_stat a, b;
 	uint64_t *waits = calloc(n, sizeof(*waits)), lost = 0, raced = 0;
 	uint64_t *mem = bench_map_2m(n * RANGE);
@@ -158,6 +158,7 @@ static int race_pass(const char *mechanism, size_t n, double memcpy_us)
 	bool started = false;
 	int ret;
 
+	memset(&w, 0, sizeof(w)); /* (an initializer of 0 for an _Atomic pointer: clang refuses) */
 	if (!waits || !mem) {
 		ret = -ENOMEM;
 		goto out;
