@@ -36,22 +36,30 @@ static inline int run_kernel(struct ugpu_queue *q, enum ugpu_kernel_op op, const
 
 /* Exactly [a, a + @bytes) of private anonymous memory, @a aligned to
  * @align (a power of two): the memory shared virtual memory's tests run
- * kernels on. Aborts when the process has no address space left. */
+ * kernels on. A PROT_NONE page stays on each side, so the kernel never
+ * merges the buffer with a neighbouring anonymous mapping: shared virtual
+ * memory registers the whole mapping a buffer is in (docs/svm.md, "What is
+ * registered"), and a sanitizer's runtime memory merged into it hung every
+ * thread under TSan. Aborts when the process has no address space left. */
 static inline void *map_anon(size_t bytes, size_t align)
 {
-	size_t len = bytes + align;
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t guard = 4096, len = bytes + align + 2 * guard;
+	char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uintptr_t a;
 
 	if (p == MAP_FAILED) {
 		perror("map_anon");
 		abort();
 	}
-	a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-	if (a > (uintptr_t)p)
-		munmap(p, a - (uintptr_t)p);
-	if ((uintptr_t)p + len > a + bytes)
-		munmap((void *)(a + bytes), (uintptr_t)p + len - (a + bytes));
+	a = ((uintptr_t)p + guard + align - 1) & ~(uintptr_t)(align - 1);
+	if (mprotect((void *)a, bytes, PROT_READ | PROT_WRITE)) {
+		perror("map_anon");
+		abort();
+	}
+	if (a - guard > (uintptr_t)p)
+		munmap(p, a - guard - (uintptr_t)p);
+	if ((uintptr_t)p + len > a + bytes + guard)
+		munmap((void *)(a + bytes + guard), (uintptr_t)p + len - (a + bytes + guard));
 	return (void *)a;
 }
 

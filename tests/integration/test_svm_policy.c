@@ -182,6 +182,34 @@ static void test_other_device_refused(void **state)
 	munmap(buf, 64 * KIB);
 }
 
+/* ---- what is registered with the userfaultfd ---- */
+
+/*
+ * Advice and GPU faults register the whole CPU mapping they fall in, never a
+ * part: the kernel splits a mapping where a registration ends, and mremap()
+ * refuses (EFAULT) a range over more than one mapping, so a program could no
+ * longer grow or move a buffer the GPU touched a page of (docs/svm.md, "What
+ * is registered").
+ */
+static void test_mapping_stays_whole(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 16 * MIB;
+	uint64_t *m = map_anon(bytes, 2 * MIB), *n;
+	uint64_t g0 = 8 * MIB / 8, g1 = g0 + 4 * KIB / 8;
+	struct ugpu_kernel_result r;
+
+	fill(m, bytes);
+	assert_int_equal(advise(s, m + 2 * MIB / 8, 64 * KIB, UGPU_SVM_ATTR_ACCESSED_BY, 1), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, m + g0, 4 * KIB, 1, &r), 0);
+	n = mremap(m, bytes, 2 * bytes, MREMAP_MAYMOVE);
+	assert_true(n != MAP_FAILED);
+	for (uint64_t i = 0; i < bytes / 8; i++)
+		if (n[i] != pattern(i) + (i >= g0 && i < g1))
+			fail_msg("word %llu: %llx", (unsigned long long)i, (unsigned long long)n[i]);
+	munmap(n, 2 * bytes);
+}
+
 /* ---- IGT: atomic increment ---- */
 
 static void test_atomic_increment(void **state)
@@ -1378,6 +1406,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_device_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mapping_stays_whole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_increment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_preferred_x_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_cpu_after_write, setup, teardown),
