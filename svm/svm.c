@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -446,7 +447,7 @@ struct prefetch_run {
  * 0 or the error that stops the prefetch; *@short_of_vram set when a range
  * that could move stayed for want of VRAM. */
 static int piece_to_vram(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_t piece_end,
-			 bool *short_of_vram)
+			 bool *short_of_vram, uint64_t *reached)
 {
 	int ret = 0;
 
@@ -465,6 +466,7 @@ static int piece_to_vram(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
 		pthread_mutex_unlock(&s->lock);
 		va = next > va ? next : va + SVM_4K;
 	}
+	*reached = va < piece_end ? va : piece_end;
 	return ret;
 }
 
@@ -512,11 +514,15 @@ static void prefetch_pieces(struct prefetch_run *run, struct progress *pr, uint6
 		if (!more)
 			return;
 
-		ret = run->to_vram ? piece_to_vram(run->s, run->vm, va, piece_end, &short_of_vram)
+		uint64_t reached = piece_end;
+
+		ret = run->to_vram ? piece_to_vram(run->s, run->vm, va, piece_end, &short_of_vram, &reached)
 				   : piece_to_cpu(run->s, va, piece_end);
 
 		pthread_mutex_lock(&run->lock);
-		run->done += piece_end - va;
+		/* a piece stopped by an error (a hole) counts up to there: the
+		 * progress says what moved, not what was tried */
+		run->done += reached - va;
 		done = run->done;
 		run->short_of_vram |= short_of_vram;
 		if (ret && (!run->ret || run->ret == -EAGAIN))
@@ -539,9 +545,9 @@ static void prefetch_pieces(struct prefetch_run *run, struct progress *pr, uint6
 }
 
 /*
- * Is a CPU likely free for a helper: more than one online, and no more
- * threads runnable right now (this one included: the fourth field of
- * /proc/loadavg) than CPUs. On a machine whose CPUs are all busy a second
+ * Is a CPU likely free for a helper: more than one this process may run on,
+ * and fewer threads runnable right now (this one included: the fourth field
+ * of /proc/loadavg) than those CPUs, so one is left over. On a machine whose CPUs are all busy a second
  * mover gains nothing and costs: it competes with the device's threads (on
  * the reference device, the server answering the TLB drops and page-table
  * writes of both), and busy-machine runs of svm-prefetch moved 30-60% less
@@ -550,19 +556,35 @@ static void prefetch_pieces(struct prefetch_run *run, struct progress *pr, uint6
  */
 static bool spare_cpu(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	int running = 0;
-	FILE *f;
+	/* the CPUs this process may run on (affinity, cpusets), and
+	 * /proc/loadavg read without stdio (its FILE and buffer come from the
+	 * C library's heap, which a range may have taken: base/lines.h) */
+	cpu_set_t set;
+	long n = sched_getaffinity(0, sizeof(set), &set) ? sysconf(_SC_NPROCESSORS_ONLN)
+							 : CPU_COUNT(&set);
+	char buf[128], *p;
+	int fd, running = 0;
+	ssize_t len;
 
 	if (n < 2)
 		return false;
-	f = fopen("/proc/loadavg", "re");
-	if (!f)
+	fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return true; /* cannot tell: the CPUs are there */
-	if (fscanf(f, "%*f %*f %*f %d/", &running) != 1)
-		running = 0;
-	fclose(f);
-	return running <= n;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return true;
+	buf[len] = 0;
+	/* "0.52 0.58 0.59 2/135 4242": the fourth field's runnable count,
+	 * this thread among them */
+	p = buf;
+	for (int k = 0; k < 3 && p; k++)
+		if ((p = strchr(p, ' ')))
+			p++;
+	if (p)
+		running = atoi(p);
+	return running < n; /* a CPU is left for the helper */
 }
 
 static void *prefetch_helper(void *arg)

@@ -1510,12 +1510,40 @@ static void test_random_two_devices(void **state)
 	}
 }
 
+/* A split direct copy (1 MiB or more: two halves on the source's two copy
+ * engines) with the n-th descriptor failing: the move fails or completes,
+ * the BO stays whole wherever it is, and both engines work afterwards. */
+static void test_split_copy_half_fails(void **state)
+{
+	(void)state;
+	for (unsigned int nth = 1; nth <= 3; nth++) {
+		struct mfx *f = mfx_start(2, 64 << 20, NULL);
+		struct ugpu_bo *bo = bo_new(f->dev[0], BIG, 0, V, S, "split");
+		bool on0;
+
+		assert_non_null(bo);
+		assert_int_equal(bo_fill(bo, BIG, 31 + nth), 0);
+		assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_CMD, nth, false), 0);
+		(void)ugpu_bo_migrate_device(bo, f->dev[1], UGPU_MIGRATE_DIRECT);
+		sim_inject_clear(f->sim, 0);
+		on0 = mem_of(f->dev[0]).bos == 1;
+		assert_int_equal(bo_verify(bo, BIG, 31 + nth), -1);
+		assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[on0 ? 1 : 0], UGPU_MIGRATE_DIRECT), 0);
+		assert_int_equal(bo_verify(bo, BIG, 31 + nth), -1);
+		assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+		assert_int_equal(bo_verify(bo, BIG, 31 + nth), -1);
+		ugpu_bo_put(bo);
+		mfx_stop(f);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_links_chain),
 		cmocka_unit_test(test_links_groups),
 		cmocka_unit_test(test_move_a_b_a),
+		cmocka_unit_test(test_split_copy_half_fails),
 		cmocka_unit_test(test_move_slow_link),
 		cmocka_unit_test(test_move_evicts),
 		cmocka_unit_test(test_move_errors),

@@ -2096,6 +2096,105 @@ static void test_no_userfaultfd(void **state)
 	assert_non_null(strstr(out, "vm.unprivileged_userfaultfd=1"));
 }
 
+/* ---- the prefetch helper (svm/svm.c ops_prefetch()) ---- */
+
+struct prefetch_prog {
+	uint64_t done;
+	int err, finished;
+};
+
+static void prefetch_prog_hook(void *user, const struct ugpu_progress *p)
+{
+	struct prefetch_prog *g = user;
+
+	if (p->op != UGPU_PROGRESS_PREFETCH)
+		return;
+	g->done = p->done;
+	g->err = p->err;
+	g->finished = p->finished;
+}
+
+static void set_split(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id;
+	*(int *)obj = (int)(intptr_t)arg;
+}
+
+/* A prefetch stopped by a hole reports as done what moved, with a helper and
+ * without: it counted the whole 2 MiB piece holding the hole (and the
+ * helper's pieces after it) before. */
+static void test_prefetch_progress_at_hole(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 8 * MIB;
+
+	for (int split = 0; split < 2; split++) {
+		char *buf = map_anon(bytes, 2 * MIB);
+		struct prefetch_prog g = { 0 };
+		uint64_t vram0, moved;
+		int ret;
+
+		memset(buf, 1, bytes);
+		assert_int_equal(munmap(buf + 1 * MIB, 4096), 0); /* a hole at +1 MiB */
+		assert_int_equal(ugpu_context_set_progress(s->f->ctx, prefetch_prog_hook, &g, 0, 0), 0);
+		test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, set_split, (void *)(intptr_t)split);
+		vram0 = stats(s).svm_vram_bytes;
+		ret = ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V);
+		moved = stats(s).svm_vram_bytes - vram0;
+		test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+		ugpu_context_set_progress(s->f->ctx, NULL, NULL, 0, 0);
+		assert_int_equal(ret, -EFAULT);
+		assert_int_equal(g.finished, 1);
+		assert_int_equal(g.err, -EFAULT);
+		assert_int_equal(g.done, moved);
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 1 * MIB, S), 0);
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + 1 * MIB + 4096,
+						  bytes - 1 * MIB - 4096, S), 0);
+		for (uint64_t i = 0; i < bytes; i++)
+			if ((i < 1 * MIB || i >= 1 * MIB + 4096) && buf[i] != 1)
+				fail_msg("split %d byte %llu: %d", split, (unsigned long long)i, buf[i]);
+		munmap(buf, 1 * MIB);
+		munmap(buf + 1 * MIB + 4096, bytes - 1 * MIB - 4096);
+	}
+}
+
+/* The helper is asked for only where a CPU is left for it among those the
+ * process may run on: pinned to one CPU, never (it counted the CPUs online). */
+static int split_seen;
+
+static void watch_split(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg;
+	(void)id;
+	split_seen |= *(int *)obj;
+}
+
+static void test_prefetch_helper_affinity(void **state)
+{
+	struct svm_fx *s = *state;
+	cpu_set_t old, one;
+	char *buf = map_anon(4 * MIB, 2 * MIB);
+
+	memset(buf, 1, 4 * MIB);
+	assert_int_equal(sched_getaffinity(0, sizeof(old), &old), 0);
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	split_seen = 0;
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, watch_split, NULL);
+	for (int k = 0; k < 10; k++) {
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, V), 0);
+		assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, 4 * MIB, S), 0);
+	}
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+	assert_int_equal(sched_setaffinity(0, sizeof(old), &old), 0);
+	for (uint64_t i = 0; i < 4 * MIB; i++)
+		if (buf[i] != 1)
+			fail_msg("byte %llu: %d", (unsigned long long)i, buf[i]);
+	munmap(buf, 4 * MIB);
+	assert_int_equal(split_seen, 0);
+}
+
 int main(void)
 {
 	if (getenv("UGPU_SVM_TEST_NO_UFFD"))
@@ -2148,6 +2247,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_free_and_unmap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_munmap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_progress_at_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_helper_affinity, setup, teardown),
 	};
 
 	const struct CMUnitTest rev_tests[] = {
