@@ -2195,6 +2195,78 @@ static void test_prefetch_helper_affinity(void **state)
 	assert_int_equal(split_seen, 0);
 }
 
+/* ---- open findings: fail today, run with UGPU_SVM_OPEN_FINDINGS=1 ---- */
+
+/* The buffer's 2 MiB at +6 MiB unmapped and mapped again, and filled, while
+ * a prefetch of the whole buffer runs (docs/svm.md, "Open": the event read
+ * but not yet handled). */
+struct remap_arg {
+	char *at;
+	unsigned int delay_us;
+	int err;
+};
+
+static void *remapper(void *arg)
+{
+	struct remap_arg *m = arg;
+	uint64_t *w;
+
+	usleep(m->delay_us);
+	if (munmap(m->at, 2 * MIB)) {
+		m->err = errno;
+		return NULL;
+	}
+	w = mmap(m->at, 2 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		 -1, 0);
+	if (w == MAP_FAILED || (char *)w != m->at) {
+		m->err = w == MAP_FAILED ? errno : EEXIST;
+		return NULL;
+	}
+	for (uint64_t i = 0; i < 2 * MIB / 8; i++)
+		w[i] = 0xabcdef0000000000ull + i;
+	return NULL;
+}
+
+/* Every byte of the new mapping and of the rest is right after the prefetch
+ * (0 or -EFAULT) and a prefetch back. Today about one round in three to
+ * forty loses words of the new mapping (they read zero): the prefetch's
+ * copy in moved the new mapping's pages, whose collection (of the old
+ * range) then dropped them. */
+static void test_open_remap_during_prefetch(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB, words = bytes / 8, lo = 6 * MIB / 8, hi = 8 * MIB / 8;
+	int bad = 0;
+
+	for (int round = 0; round < 40; round++) {
+		uint64_t *buf = map_anon(bytes, 2 * MIB);
+		struct remap_arg m = { .at = (char *)buf + 6 * MIB, .delay_us = (round * 97) % 3000 };
+		pthread_t t;
+		int ret;
+
+		for (uint64_t i = 0; i < words; i++)
+			buf[i] = i * 3 + 1;
+		assert_int_equal(pthread_create(&t, NULL, remapper, &m), 0);
+		ret = ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V);
+		pthread_join(t, NULL);
+		assert_int_equal(m.err, 0);
+		assert_true(ret == 0 || ret == -EFAULT);
+		(void)ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, S);
+		for (uint64_t i = 0; i < words; i++) {
+			uint64_t want = i >= lo && i < hi ? 0xabcdef0000000000ull + (i - lo) : i * 3 + 1;
+
+			if (buf[i] != want) {
+				print_message("round %d (delay %u us): word %llu is %llx\n", round, m.delay_us,
+					      (unsigned long long)i, (unsigned long long)buf[i]);
+				bad++;
+				break;
+			}
+		}
+		munmap(buf, bytes);
+	}
+	assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
 	if (getenv("UGPU_SVM_TEST_NO_UFFD"))
@@ -2264,8 +2336,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rev_touch_while_suspended, setup_wp, teardown),
 	};
 
+	const struct CMUnitTest open_tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_remap_during_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_remap_during_prefetch, setup_wp, teardown),
+	};
 	int failed;
 
+	if (getenv("UGPU_SVM_OPEN_FINDINGS"))
+		return cmocka_run_group_tests(open_tests, NULL, NULL);
 	/* SVMREV=1 runs only the review's cases (SVMREV_FILTER picks some) */
 	if (getenv("SVMREV")) {
 		if (getenv("SVMREV_FILTER"))
