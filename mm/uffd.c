@@ -40,6 +40,12 @@ struct uffd {
 	pthread_cond_t seq_cond;
 	uint64_t reads_started, reads_done;
 	bool stopped;
+	/* Held for writing by the handler thread across one read and the
+	 * handling of its messages; for reading by uffd_events_hold()'s
+	 * callers (a check and an ioctl that must not straddle an event's
+	 * read and its handling). Never taken with the owner's locks held
+	 * before it. Prefers the writer. */
+	pthread_rwlock_t events_lock;
 };
 
 /* Set on a handler thread: the calls that would wait for it can refuse. */
@@ -276,8 +282,10 @@ static void drain(struct uffd *u)
 		pthread_mutex_lock(&u->seq_lock);
 		seq = ++u->reads_started;
 		pthread_mutex_unlock(&u->seq_lock);
+		pthread_rwlock_wrlock(&u->events_lock);
 		n = read(u->fd, msgs, sizeof(msgs));
 		if (n < 0) {
+			pthread_rwlock_unlock(&u->events_lock);
 			read_done(u, seq);
 			if (errno == EINTR)
 				continue;
@@ -287,10 +295,23 @@ static void drain(struct uffd *u)
 		}
 		for (i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
 			u->ops->msg(u->owner, &msgs[i]);
+		pthread_rwlock_unlock(&u->events_lock);
 		read_done(u, seq);
 		if ((size_t)n < sizeof(msgs))
 			return;
 	}
+}
+
+void uffd_events_hold(struct uffd *u)
+{
+	if (u && !uffd_on_handler(u))
+		pthread_rwlock_rdlock(&u->events_lock);
+}
+
+void uffd_events_release(struct uffd *u)
+{
+	if (u && !uffd_on_handler(u))
+		pthread_rwlock_unlock(&u->events_lock);
 }
 
 void uffd_sync(struct uffd *u)
@@ -374,6 +395,14 @@ int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64
 	u->owner = owner;
 	pthread_mutex_init(&u->seq_lock, NULL);
 	pthread_cond_init(&u->seq_cond, NULL);
+	{
+		pthread_rwlockattr_t ra;
+
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&u->events_lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	u->fd = uffd_open(&u->user_mode_only);
 	if (u->fd < 0) {
 		ret = u->fd;
@@ -407,6 +436,7 @@ out_close_stop:
 out_close_fd:
 	close(u->fd);
 out_free:
+	pthread_rwlock_destroy(&u->events_lock);
 	pthread_cond_destroy(&u->seq_cond);
 	pthread_mutex_destroy(&u->seq_lock);
 	free(u);
@@ -432,6 +462,7 @@ void uffd_destroy(struct uffd *u)
 	pthread_mutex_unlock(&u->seq_lock);
 	close(u->stopfd);
 	close(u->fd);
+	pthread_rwlock_destroy(&u->events_lock);
 	pthread_cond_destroy(&u->seq_cond);
 	pthread_mutex_destroy(&u->seq_lock);
 	free(u);

@@ -109,6 +109,22 @@ bool uffd_is_user_mode_only(const struct uffd *u);
  */
 void uffd_sync(struct uffd *u);
 
+/*
+ * uffd_events_hold() / uffd_events_release() - keep @u's handler from
+ * reading messages meanwhile (it holds the other side of the lock across
+ * each read and the handling of what it read). An unmap, free or move
+ * releases its thread as soon as its event is *read*; a caller that checks
+ * what the handler marks on such events and then acts on the process's
+ * memory with an ioctl holds this across both, so the event is either
+ * handled before the check or read after the ioctl. Only around ioctls that
+ * never wait for the handler (UFFDIO_MOVE: with an event unread it fails
+ * with EAGAIN): never across a touch of registered memory, an madvise or
+ * an mremap, whose completion needs the handler to read. No-op on the
+ * handler thread or with NULL.
+ */
+void uffd_events_hold(struct uffd *u);
+void uffd_events_release(struct uffd *u);
+
 /* True on @u's handler thread. */
 bool uffd_on_handler(const struct uffd *u);
 

@@ -648,9 +648,32 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		int slot = slot_take_staging(s);
 		uintptr_t staging = slot_addr(s, slot);
 
-		while ((ret = uffd_move(s->u, staging, r->start, r->size, true, &moved)) == -EAGAIN &&
-		       !moved && now_ns() < deadline)
+		for (;;) {
+			/* The check and the move under the handler's event
+			 * lock: UFFDIO_MOVE takes pages from whatever
+			 * anonymous mapping is at the address, and an unmap
+			 * lets its thread go (to map and fill new memory
+			 * there) once its event is read, before the handler
+			 * marked the range. Under the lock the unmap is either
+			 * marked before the check or comes after the move (a
+			 * move with its event unread fails with EAGAIN). The
+			 * new mapping's pages were taken and then dropped
+			 * with the old range before (test_svm
+			 * test_remap_during_prefetch). */
+			uffd_events_hold(s->u);
+			ret = gc_pending(s, r) ? -ENOENT
+					       : uffd_move(s->u, staging, r->start, r->size, true, &moved);
+			uffd_events_release(s->u);
+			if (ret != -EAGAIN || moved || now_ns() >= deadline)
+				break;
 			sleep_until_ns(now_ns() + 100000);
+		}
+		if (ret == -ENOENT && !moved) {
+			/* being collected: nothing was taken, nothing to
+			 * move (the collection drops the range) */
+			slot_put(s, slot, false);
+			goto out;
+		}
 		if (!ret) {
 			test_point(TEST_POINT_SVM_TAKEN);
 			ret = pages_present(s, staging, npages, present);
@@ -697,9 +720,24 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		ret = read_owned(s, r, vram, present, npages);
 	}
 	if (!ret) {
+		/*
+		 * The zap acts on whatever is mapped at the address: a range
+		 * the process unmapped since (its event handled: checked under
+		 * the handler's event lock) is not zapped, for a new mapping
+		 * may be there already. The lock cannot be held across the
+		 * madvise (it waits for its own REMOVE event to be read), so a
+		 * window of a few instructions stays (docs/svm.md).
+		 */
+		uffd_events_hold(s->u);
 		pthread_mutex_lock(&s->lock);
-		r->self_zap = true;
+		if (r->gc_pending)
+			ret = -ENOENT;
+		else
+			r->self_zap = true;
 		pthread_mutex_unlock(&s->lock);
+		uffd_events_release(s->u);
+	}
+	if (!ret) {
 		ret = madvise((void *)r->start, r->size, MADV_DONTNEED) ? -errno : 0;
 		/* madvise returned once the handler read the REMOVE event, not
 		 * once it acted on it: it must see @self_zap when it does. */

@@ -210,9 +210,8 @@ struct own_thr {
 	uint64_t sum, want;
 };
 
-static void *own_thr_main(void *arg)
+static __attribute__((noinline)) void *own_thr_body(struct own_thr *t)
 {
-	struct own_thr *t = arg;
 	uint64_t buf[OWN_BYTES / 8] __attribute__((aligned(4096)));
 	struct ugpu_kernel_result r;
 
@@ -232,6 +231,32 @@ static void *own_thr_main(void *arg)
 	t->sum = t->call_driver ? t->sum : sum_of(buf, OWN_BYTES);
 	__asm__ volatile("" : : "r"(buf) : "memory");
 	return NULL;
+}
+
+/* The thread that never calls the driver keeps its buffer 3 MiB below the
+ * top of its stack, where glibc keeps the thread's descriptor and its rseq
+ * area: moved into VRAM with the buffer's range, the kernel's next rseq
+ * update (a kernel-mode access) fails under a user-mode-only userfaultfd
+ * and the thread dies of SIGSEGV (as nobody, about one run in seven;
+ * docs/svm.md "Memory kinds"). */
+static __attribute__((noinline)) void *own_thr_far(struct own_thr *t)
+{
+	volatile char pad[3 * MIB];
+
+	void *ret;
+
+	pad[0] = 1;
+	pad[sizeof(pad) - 1] = 1;
+	ret = own_thr_body(t);
+	__asm__ volatile("" : : "r"(pad) : "memory"); /* no tail call: the frame stays */
+	return ret;
+}
+
+static void *own_thr_main(void *arg)
+{
+	struct own_thr *t = arg;
+
+	return t->call_driver ? own_thr_body(t) : own_thr_far(t);
 }
 
 static void test_driver_own_memory_in_place(void **state)
@@ -267,7 +292,7 @@ static void test_driver_own_memory_in_place(void **state)
 
 	/* the stack of a thread running the kernels itself */
 	assert_int_equal(pthread_attr_init(&at), 0);
-	assert_int_equal(pthread_attr_setstacksize(&at, 4 * MIB), 0);
+	assert_int_equal(pthread_attr_setstacksize(&at, 8 * MIB), 0);
 	st0 = stats(s);
 	assert_int_equal(pthread_create(&tid, &at, own_thr_main, &t), 0);
 	pthread_join(tid, NULL);
@@ -2195,11 +2220,11 @@ static void test_prefetch_helper_affinity(void **state)
 	assert_int_equal(split_seen, 0);
 }
 
-/* ---- open findings: fail today, run with UGPU_SVM_OPEN_FINDINGS=1 ---- */
+/* ---- a prefetch racing an unmap and a new mapping ---- */
 
 /* The buffer's 2 MiB at +6 MiB unmapped and mapped again, and filled, while
- * a prefetch of the whole buffer runs (docs/svm.md, "Open": the event read
- * but not yet handled). */
+ * a prefetch of the whole buffer runs (docs/svm.md, "Collections that run
+ * late": the event read but not yet handled). */
 struct remap_arg {
 	char *at;
 	unsigned int delay_us;
@@ -2228,11 +2253,11 @@ static void *remapper(void *arg)
 }
 
 /* Every byte of the new mapping and of the rest is right after the prefetch
- * (0 or -EFAULT) and a prefetch back. Today about one round in three to
- * forty loses words of the new mapping (they read zero): the prefetch's
- * copy in moved the new mapping's pages, whose collection (of the old
- * range) then dropped them. */
-static void test_open_remap_during_prefetch(void **state)
+ * and a prefetch back. On the UFFDIO_MOVE path 10 rounds of 40 lost the new
+ * mapping (it read zero) before the move's check and call were made under
+ * the handler's event lock: the copy in took the new mapping's pages, and
+ * the old range's collection dropped them. */
+static void test_remap_during_prefetch(void **state)
 {
 	struct svm_fx *s = *state;
 	const uint64_t bytes = 16 * MIB, words = bytes / 8, lo = 6 * MIB / 8, hi = 8 * MIB / 8;
@@ -2250,7 +2275,11 @@ static void test_open_remap_during_prefetch(void **state)
 		ret = ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, V);
 		pthread_join(t, NULL);
 		assert_int_equal(m.err, 0);
-		assert_true(ret == 0 || ret == -EFAULT);
+		/* -EFAULT: the hole; -ENOSPC, -EAGAIN: VRAM still held by
+		 * earlier rounds' ranges being collected (as the prefetch
+		 * race of test_svm_policy allows) */
+		if (ret && ret != -EFAULT && ret != -ENOSPC && ret != -EAGAIN)
+			fail_msg("round %d: prefetch %d", round, ret);
 		(void)ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, S);
 		for (uint64_t i = 0; i < words; i++) {
 			uint64_t want = i >= lo && i < hi ? 0xabcdef0000000000ull + (i - lo) : i * 3 + 1;
@@ -2321,6 +2350,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cpu_stores_race_migration, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_progress_at_hole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_helper_affinity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup, teardown),
 	};
 
 	const struct CMUnitTest rev_tests[] = {
@@ -2336,9 +2366,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rev_touch_while_suspended, setup_wp, teardown),
 	};
 
+	/* open findings: they fail today, so not in make test
+	 * (docs/svm.md, "Collections that run late") */
 	const struct CMUnitTest open_tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_remap_during_prefetch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_remap_during_prefetch, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup_wp, teardown),
 	};
 	int failed;
 
