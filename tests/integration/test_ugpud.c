@@ -31,7 +31,8 @@
  *    two clients at the same addresses isolated, the SVM requests'
  *    refusals, a close with ranges in the daemon bringing them home;
  *    advice, query, prefetch (both ways, sync and async), SVM stats and
- *    tuning of a client, advice the daemon cannot serve refused (-EREMOTE);
+ *    tuning of a client, advice the daemon cannot serve refused (-EREMOTE),
+ *    prefetches racing kernels on the same memory;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
@@ -40,9 +41,12 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -2447,6 +2451,83 @@ static void svm_prefetch_through_daemon(void **state)
 	munmap(map, map_len);
 }
 
+/* Prefetches racing kernels on the same memory (svm_prefetch_races_kernels). */
+struct prefetch_racer {
+	struct ugpu_vm *vm;
+	uint64_t va, bytes;
+	_Atomic bool stop;
+	int err; /* the first failure; the racer's own until it is joined */
+	unsigned int rounds;
+};
+
+static void *prefetch_racer_main(void *arg)
+{
+	struct prefetch_racer *a = arg;
+
+	while (!atomic_load(&a->stop) && !a->err) {
+		int ret = ugpu_vm_prefetch(a->vm, a->va, a->bytes,
+					   a->rounds % 2 ? UGPU_PLACEMENT_SYSTEM : UGPU_PLACEMENT_VRAM);
+
+		if (ret)
+			a->err = ret;
+		a->rounds++;
+	}
+	return NULL;
+}
+
+/*
+ * A client's thread prefetching a buffer to the daemon's VRAM and back, over
+ * and over, while its main thread runs atomic kernels on the same buffer:
+ * the prefetch's requests and the fault path's share the connection, a
+ * range moves under its owner, a kernel faults a range the prefetch took
+ * home back in. Every kernel adds to every word exactly once: the words
+ * are exact at the end.
+ */
+static void svm_prefetch_races_kernels(void **state)
+{
+	const size_t n = 4 * MIB, words = n / 8;
+	const unsigned int kernels = 30;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	struct prefetch_racer a = { 0 };
+	pthread_t t;
+	size_t map_len;
+	void *map;
+	uint64_t *p = map_aligned(n, &map, &map_len);
+
+	(void)state;
+	for (size_t k = 0; k < words; k++)
+		p[k] = pat(k);
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	a.vm = vm;
+	a.va = (uintptr_t)p;
+	a.bytes = n;
+	assert_int_equal(pthread_create(&t, NULL, prefetch_racer_main, &a), 0);
+	for (unsigned int i = 0; i < kernels; i++) {
+		r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, (uintptr_t)p, n, 1);
+		if (r.status)
+			fail_msg("kernel %u: %d at 0x%llx", i, r.status, (unsigned long long)r.fault_va);
+	}
+	atomic_store(&a.stop, true);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	printf("svm_prefetch_races_kernels: %u prefetches beside %u kernels\n", a.rounds, kernels);
+	assert_int_equal(a.err, 0);
+	assert_true(a.rounds >= 2);
+	for (size_t k = 0; k < words; k++)
+		if (p[k] != pat(k) + kernels)
+			fail_msg("word %zu: 0x%llx, expected 0x%llx", k, (unsigned long long)p[k],
+				 (unsigned long long)(pat(k) + kernels));
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+	munmap(map, map_len);
+}
+
 int main(int argc, char **argv)
 {
 	/* svm_clients_isolated's other client */
@@ -2480,6 +2561,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(svm_close_with_ranges),
 		cmocka_unit_test(svm_advise_through_daemon),
 		cmocka_unit_test(svm_prefetch_through_daemon),
+		cmocka_unit_test(svm_prefetch_races_kernels),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};
