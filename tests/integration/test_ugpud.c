@@ -2130,16 +2130,26 @@ static int advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes, enum ugpu_svm
 	return ugpu_svm_advise(vm, va, bytes, &a);
 }
 
-/* @n bytes at a 2 MiB boundary inside a private anonymous mapping twice
- * as large (so that 2 MiB ranges fit); *@map, *@map_len: what to unmap. */
-static uint64_t *map_aligned(size_t n, void **map, size_t *map_len)
+static uint64_t pat(size_t i)
 {
-	char *p = mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return 0x9e3779b97f4a7c15ull * (i + 1);
+}
 
-	assert_true(p != MAP_FAILED);
-	*map = p;
+/* @n bytes at a 2 MiB boundary inside a private anonymous mapping twice
+ * as large (so that 2 MiB ranges fit), word i holding pat(i); *@map,
+ * *@map_len: what to unmap. */
+static uint64_t *map_pattern(size_t n, void **map, size_t *map_len)
+{
+	char *m = mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *p;
+
+	assert_true(m != MAP_FAILED);
+	*map = m;
 	*map_len = 2 * n;
-	return (uint64_t *)(((uintptr_t)p + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1));
+	p = (uint64_t *)(((uintptr_t)m + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1));
+	for (size_t k = 0; k < n / 8; k++)
+		p[k] = pat(k);
+	return p;
 }
 
 /* Words [from, to) of @p are want(index). */
@@ -2150,11 +2160,6 @@ static void check_words(const uint64_t *p, size_t from, size_t to, uint64_t (*wa
 		if (p[i] != want(i))
 			fail_msg("%s: word %zu is 0x%llx, expected 0x%llx", what, i,
 				 (unsigned long long)p[i], (unsigned long long)want(i));
-}
-
-static uint64_t pat(size_t i)
-{
-	return 0x9e3779b97f4a7c15ull * (i + 1);
 }
 
 static uint64_t pat_plus7(size_t i)
@@ -2184,11 +2189,9 @@ static void svm_advise_through_daemon(void **state)
 	struct ugpu_svm_stats s0, s1;
 	size_t map_len;
 	void *map;
-	uint64_t *p = map_aligned(n, &map, &map_len), va = (uintptr_t)p, *cpu;
+	uint64_t *p = map_pattern(n, &map, &map_len), va = (uintptr_t)p, *cpu;
 
 	(void)state;
-	for (size_t k = 0; k < words; k++)
-		p[k] = pat(k);
 	open_client(&ctx, &dev);
 	vm = mirror_vm(dev);
 	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
@@ -2344,13 +2347,11 @@ static void svm_prefetch_through_daemon(void **state)
 	uint64_t base, in_vram, sum = 0;
 	size_t map_len;
 	void *map;
-	uint64_t *p = map_aligned(n, &map, &map_len), va = (uintptr_t)p;
+	uint64_t *p = map_pattern(n, &map, &map_len), va = (uintptr_t)p;
 
 	(void)state;
-	for (size_t k = 0; k < words; k++) {
-		p[k] = pat(k);
-		sum += pat(k);
-	}
+	for (size_t k = 0; k < words; k++)
+		sum += p[k];
 	open_client(&ctx, &dev);
 	base = vram_used(dev);
 	/* no mirror VM yet: the counters are there, at zero */
@@ -2496,11 +2497,9 @@ static void svm_prefetch_races_kernels(void **state)
 	pthread_t t;
 	size_t map_len;
 	void *map;
-	uint64_t *p = map_aligned(n, &map, &map_len);
+	uint64_t *p = map_pattern(n, &map, &map_len);
 
 	(void)state;
-	for (size_t k = 0; k < words; k++)
-		p[k] = pat(k);
 	open_client(&ctx, &dev);
 	vm = mirror_vm(dev);
 	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
