@@ -2372,6 +2372,15 @@ static void svm_prefetch_through_daemon(void **state)
 	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
 	assert_int_equal(ugpu_vm_prefetch(plain, va, n, UGPU_PLACEMENT_VRAM), -EINVAL);
 	assert_int_equal(ugpu_vm_prefetch(vm, va + 1, n, UGPU_PLACEMENT_VRAM), -EINVAL);
+	/* shared memory never moves, and the daemon cannot use it in place */
+	{
+		void *sh = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		assert_true(sh != MAP_FAILED);
+		memset(sh, 1, 65536);
+		assert_int_equal(ugpu_vm_prefetch(vm, (uintptr_t)sh, 65536, UGPU_PLACEMENT_VRAM), -EFAULT);
+		assert_int_equal(munmap(sh, 65536), 0);
+	}
 
 	/* to VRAM */
 	assert_int_equal(ugpu_context_set_progress(ctx, prefetch_seen_hook, &seen, 0, 0), 0);
