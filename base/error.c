@@ -23,6 +23,7 @@ static const struct {
 	{ ESHUTDOWN, "the device is suspended" },
 	{ ENOLINK, "no fast fabric link between the devices" },
 	{ EXDEV, "the objects belong to different contexts" },
+	{ EREMOTE, "served by ugpud, which cannot reach this process's memory in place" },
 };
 
 UGPU_API const char *ugpu_strerror(int err)

@@ -1239,8 +1239,8 @@ UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 
 	if (!vm)
 		return -EINVAL;
-	if (vm_is_remote(vm) || vm->fwd)
-		return -EOPNOTSUPP; /* mirror VMs through ugpud: faults only (docs/daemon.md) */
+	if (vm->fwd)
+		return -EOPNOTSUPP; /* the daemon's side of a client's mirror VM */
 	dev = vm->dev;
 	if (!(vm->flags & UGPU_VM_MIRROR) || !bytes || ((va | bytes) & (VM_PAGE - 1)) ||
 	    va < vm->mirror_start || va - vm->mirror_start >= vm->mirror_size ||
@@ -1250,6 +1250,8 @@ UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			va, bytes, (int)to);
 		return -EINVAL;
 	}
+	if (vm_is_remote(vm)) /* the client's own shared virtual memory, moves through the daemon */
+		return vm_remote_prefetch(vm, va, bytes, to == UGPU_PLACEMENT_VRAM);
 	ret = bo_rpm_hold(dev, &held); /* awake while ranges move */
 	if (ret)
 		return ret;

@@ -363,6 +363,13 @@ int vm_remote_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	return ret ? ret : (int)rep.handle; /* how many maps went */
 }
 
+int vm_remote_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram)
+{
+	if (!vm->svm_remote || !remote_is_open(vm->dev))
+		return -ENODEV;
+	return svm_hooks->ops->prefetch(vm->svm_remote->arg, vm, va, len, to_vram);
+}
+
 int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 			 struct ugpu_kernel_result *res)
 {

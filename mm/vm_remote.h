@@ -79,6 +79,10 @@ void vm_remote_faults_done(const struct vm_fault *f, const int *status, size_t n
 int vm_remote_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
 		      unsigned int flags);
 int vm_remote_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+/* ugpu_vm_prefetch() of remote mirror VM @vm (span checked): the hooks'
+ * @ops->prefetch on the caller's thread, as for a local device; its moves
+ * are the fault path's requests. -ENODEV once the device is closed. */
+int vm_remote_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vram);
 
 /* mm/submit.c keeps struct ugpu_queue to itself: a remote queue is made,
  * read and freed through these. */

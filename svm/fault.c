@@ -607,7 +607,17 @@ again:
 	}
 	if (!ret)
 		ret = range_map_vm(s, r, f->vm, wr, deny);
-	if (ret && ret != -EACCES) {
+	if (ret == -EOPNOTSUPP && device_is_remote(sd->dev)) {
+		/* range_in_place(): what did not move has nowhere to go */
+		log_err(s->ctx, "svm: %s at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") did not move into the daemon's VRAM (%s), and %s is served by ugpud, which cannot use this process's pages in place",
+			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, r->start, r->size,
+			r->in_place_only ? "shared or file memory never moves"
+			: !r->writable	 ? "a read-only mapping never moves"
+			: own		 ? "the driver's own memory never moves"
+					 : "no VRAM for it",
+			sd->dev->name);
+		ret = -EFAULT;
+	} else if (ret && ret != -EACCES) {
 		log_err(s->ctx, "svm: %s at 0x%" PRIx64 " could not be served: %s",
 			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, ugpu_strerror(ret));
 		ret = -EFAULT;

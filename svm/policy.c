@@ -308,7 +308,7 @@ static int register_span(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
 }
 
 /* The process's state for a call on @vm, with the call counted (leave with
- * vm_svm_leave()), and every unmap reported so far handled (its advice
+ * svm_vm_leave()), and every unmap reported so far handled (its advice
  * reset, its ranges collected): -ENODEV when the device let go of shared
  * virtual memory. Collected, not only queued: an advice changing at the
  * edge of a range brings the range home, and a range of memory the process
@@ -318,13 +318,9 @@ static int register_span(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
  * and a kernel then read the old contents). */
 static int svm_enter_synced(struct ugpu_vm *vm, struct svm **out)
 {
-	void *arg;
-
-	if (vm_is_remote(vm))
-		return -EOPNOTSUPP; /* through ugpud: faults only (docs/daemon.md) */
-	if (!vm_svm_enter(vm->vmm, &arg))
+	*out = svm_vm_enter(vm);
+	if (!*out)
 		return -ENODEV;
-	*out = arg;
 	uffd_sync((*out)->u);
 	gc_wait(*out);
 	return 0;
@@ -379,6 +375,39 @@ static void advice_invalidate(struct svm *s, struct svm_dev *sd, uint64_t start,
 	pthread_mutex_unlock(&s->lock);
 }
 
+/*
+ * Through ugpud every range a GPU fault or a prefetch touches moves into a
+ * staging BO of the daemon's, which the VM maps in VRAM: the daemon cannot
+ * reach this process's pages, so nothing is used where it is (docs/daemon.md,
+ * "SVM for clients"). Advice that asks for pages used in place is refused
+ * with -EREMOTE and a line naming it, not taken and ignored: a preferred
+ * location in system memory, accessed-by (this device maps them where they
+ * are) and read-mostly (a copy in VRAM while the process keeps its pages,
+ * which then change under it: the daemon cannot see the CPU's stores to
+ * drop it). Setting those to their defaults, the migration policy (one
+ * device: the same either way) and the atomic policies (ranges are in VRAM
+ * whenever the device maps them; CPU: a device atomic faults on the
+ * read-only map and is refused, as on a device without NO_ATOMIC) are
+ * served.
+ */
+static int remote_advice_ok(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
+			    const struct ugpu_svm_advice *adv)
+{
+	const char *what = NULL;
+
+	if (adv->attr == UGPU_SVM_ATTR_PREFERRED_LOC && adv->value == UGPU_SVM_LOC_SYSTEM)
+		what = "a preferred location in system memory";
+	else if (adv->attr == UGPU_SVM_ATTR_ACCESSED_BY && adv->value)
+		what = "accessed-by";
+	else if (adv->attr == UGPU_SVM_ATTR_READ_MOSTLY && adv->value)
+		what = "read-mostly";
+	if (!what)
+		return 0;
+	log_err(vm->dev->ctx, "ugpu_svm_advise: %s on [0x%" PRIx64 ", +0x%" PRIx64 ") of VM '%s' refused: %s is served by ugpud, which cannot reach this process's pages, so they cannot be used in place (every range moves)",
+		what, va, bytes, vm->name, vm->dev->name);
+	return -EREMOTE;
+}
+
 UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			     const struct ugpu_svm_advice *adv)
 {
@@ -414,6 +443,11 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 			adv->attr == UGPU_SVM_ATTR_ACCESSED_BY ? "accessed-by" : "the preferred location",
 			adv->device->name, vm->dev->name);
 		return -ENOLINK;
+	}
+	if (vm_is_remote(vm)) {
+		ret = remote_advice_ok(vm, va, bytes, adv);
+		if (ret)
+			return ret;
 	}
 	ret = svm_enter_synced(vm, &s);
 	if (ret)
@@ -469,7 +503,7 @@ UGPU_API int ugpu_svm_advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 	advice_invalidate(s, sd, va, va + bytes);
 	bo_rpm_release(held);
 out_leave:
-	vm_svm_leave(vm->vmm);
+	svm_vm_leave(vm);
 	return ret;
 }
 
@@ -550,7 +584,7 @@ UGPU_API int ugpu_svm_query(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 	}
 	o.system_bytes = o.bytes - covered;
 	pthread_mutex_unlock(&s->lock);
-	vm_svm_leave(vm->vmm);
+	svm_vm_leave(vm);
 	o.size = info->size;
 	memcpy(info, &o, info->size < sizeof(o) ? info->size : sizeof(o));
 	return 0;
@@ -593,9 +627,16 @@ void rearm_all(struct svm *s)
 /* @dev's attachment, g_svm_lock and its lock held on success. */
 static int tuning_dev(struct ugpu_device *dev, struct svm_dev **out)
 {
-	/* no shared virtual memory through ugpud (docs/daemon.md) */
-	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM) || device_is_remote(dev))
+	if (!(dev->caps & UGPU_DEVICE_CAP_GPUVM))
 		return -EOPNOTSUPP;
+	/* a device served by ugpud joins at its first mirror VM: its tuning
+	 * may come first (a closed one is not open: -ENODEV below) */
+	if (device_is_remote(dev) && remote_is_open(dev)) {
+		int ret = svm_attach(dev, true);
+
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&g_svm_lock);
 	*out = g_svm ? (pthread_mutex_lock(&g_svm->lock), sd_of(g_svm, dev)) : NULL;
 	if (!*out) {

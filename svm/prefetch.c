@@ -116,8 +116,6 @@ UGPU_API int ugpu_svm_prefetch_async(struct ugpu_vm *vm, uint64_t va, uint64_t b
 
 	if (!vm || !out)
 		return -EINVAL;
-	if (vm_is_remote(vm))
-		return -EOPNOTSUPP; /* through ugpud: faults only (docs/daemon.md) */
 	if (!svm_span_ok(vm, va, bytes) || (to != UGPU_PLACEMENT_VRAM && to != UGPU_PLACEMENT_SYSTEM)) {
 		log_err(vm->dev->ctx, "ugpu_svm_prefetch_async: [0x%" PRIx64 ", +0x%" PRIx64 ") to %d: not a mirror VM, empty, not page aligned, outside the mirror span, or not VRAM/SYSTEM",
 			va, bytes, (int)to);

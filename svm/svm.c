@@ -744,13 +744,37 @@ static const struct vm_svm_ops svm_vm_ops = {
 	.prefetch = ops_prefetch,
 };
 
+/* The process's state serving mirror VM @vm, with a call counted: the
+ * device's ops for a local device (vm_svm_enter()); for a device served by
+ * ugpud, the state its mirror VMs hold (mm/vm_remote.c), while the device
+ * is open (its close lets go of the state: svm_down() through the close
+ * hook; a call racing ugpu_device_close() is the caller's error, as for
+ * every call on the device). NULL: the device let go of shared virtual
+ * memory. No lock held. */
+struct svm *svm_vm_enter(struct ugpu_vm *vm)
+{
+	void *arg;
+
+	if (!vm_is_remote(vm))
+		return vm_svm_enter(vm->vmm, &arg) ? arg : NULL;
+	if (!vm->svm_remote || !remote_is_open(vm->dev))
+		return NULL;
+	return vm->svm_remote->arg;
+}
+
+void svm_vm_leave(struct ugpu_vm *vm)
+{
+	if (!vm_is_remote(vm))
+		vm_svm_leave(vm->vmm);
+}
+
 /* ---- the device's step ------------------------------------------------------------------ */
 
 /* @dev joins the process's shared virtual memory (made by the first).
  * @remote: a device served by ugpud: its mirror VMs' faults come from the
  * daemon (mm/vm_remote.c), and its VRAM is reached by its requests; no ops
  * to install in a VM or BO manager. Once: a device already in is left. */
-static int svm_attach(struct ugpu_device *dev, bool remote)
+int svm_attach(struct ugpu_device *dev, bool remote)
 {
 	struct svm_dev *sd;
 
@@ -980,10 +1004,10 @@ static void __attribute__((constructor)) svm_remote_register(void)
 
 /* ---- the public API ---------------------------------------------------------------------- */
 
+/* A device served by ugpud answers from this process's counters: its
+ * shared virtual memory runs here (docs/daemon.md, "SVM for clients"). */
 UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st)
 {
-	if (dev && device_is_remote(dev))
-		return -EOPNOTSUPP; /* not served through ugpud yet */
 	struct ugpu_svm_stats o = { .size = sizeof(o) };
 	struct svm_dev *sd;
 	size_t i;

@@ -16,8 +16,10 @@
  * asynchronous prefetch; peer.c ranges across devices (moves over the
  * fabric, a peer's VRAM used in place, a removal's ranges to peers).
  *
- * A device served by ugpud joins at its first mirror VM (svm_attach(), no
- * bring-up step; mm/vm_remote.c hands over the faults the daemon kept): its
+ * A device served by ugpud joins at its first mirror VM or tuning call
+ * (svm_attach(), no bring-up step; mm/vm_remote.c hands over the faults
+ * the daemon kept, and its prefetches; svm_vm_enter() finds the state for
+ * advice and query through the VM): its
  * ranges' VRAM is a staging BO of the daemon's, filled and read back
  * through the BO's memfd, and every range moves (docs/daemon.md, "SVM for
  * clients"); the branches are on device_is_remote().
@@ -390,6 +392,14 @@ int range_map_peer(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool 
  * in its VRAM to peers with room (fast links directly, slow ones through
  * the process). */
 void svm_to_peers(void *arg, struct ugpu_device *dev);
+
+/* svm/svm.c: the state serving mirror VM @vm (local or through ugpud)
+ * with a call counted, or NULL; svm_vm_leave() after. No lock held. */
+struct svm *svm_vm_enter(struct ugpu_vm *vm);
+void svm_vm_leave(struct ugpu_vm *vm);
+/* @dev joins the process's shared virtual memory (@remote: served by
+ * ugpud, joined by its first mirror VM or its tuning); again is a no-op. */
+int svm_attach(struct ugpu_device *dev, bool remote);
 
 /* svm/policy.c */
 bool svm_span_ok(const struct ugpu_vm *vm, uint64_t va, uint64_t bytes);

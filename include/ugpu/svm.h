@@ -102,8 +102,13 @@ struct ugpu_svm_advice {
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside
  * the span, @adv->size too small, an unknown attribute or value);
  * -EOPNOTSUPP (read-mostly on memory this kernel's userfaultfd cannot
- * write-protect, which a device copy needs: nothing is changed, logged;
- * or a mirror VM of a device served by ugpud: advice is not served there);
+ * write-protect, which a device copy needs: nothing is changed, logged);
+ * -EREMOTE (a mirror VM of a device served by ugpud, with advice that
+ * would have the device use the pages where they are, which the daemon
+ * cannot reach: UGPU_SVM_LOC_SYSTEM as the preferred location,
+ * accessed-by 1, read-mostly 1; nothing is changed, logged. Every other
+ * attribute and value is served there, these three set to their defaults
+ * included: docs/daemon.md, "SVM for clients");
  * -ENOLINK (@adv->device is another device outside the owner group of
  * @vm's device: a slow link, no link, or removed); -EXDEV (@adv->device
  * belongs to another context); -EFAULT
@@ -150,8 +155,8 @@ struct ugpu_svm_span_info {
  * (@info->start = @va, @info->bytes <= @bytes): call again from
  * @va + @info->bytes for the rest.
  * Returns: 0; -EINVAL (NULL, not a mirror VM, unaligned, empty, outside the
- * span, @info->size too small); -ENODEV (the device is gone); -EOPNOTSUPP
- * (a mirror VM of a device served by ugpud).
+ * span, @info->size too small); -ENODEV (the device is gone or, served
+ * by ugpud, closed).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_query(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
@@ -171,8 +176,8 @@ struct ugpu_svm_prefetch;
  * whole, its owner serialising it). @vm must not be destroyed before the
  * handle is freed.
  * Returns: 0; -EINVAL (as ugpu_vm_prefetch(), or NULL @out); -ENOMEM;
- * -EAGAIN (no thread could be started); -EOPNOTSUPP (a mirror VM of a
- * device served by ugpud).
+ * -EAGAIN (no thread could be started). The prefetch's own result (in
+ * struct ugpu_svm_prefetch_status) is one of ugpu_vm_prefetch()'s.
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_prefetch_async(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
@@ -262,8 +267,14 @@ struct ugpu_svm_tuning {
 
 /**
  * ugpu_svm_get_tuning() - @dev's shared virtual memory tuning.
+ * A device served by ugpud has its shared virtual memory in this process
+ * (docs/daemon.md): its tuning is this process's for it (a range pinned
+ * to system memory for thrashing still moves there: nothing is used in
+ * place through the daemon; throttling and the fault prefetcher apply).
  * Returns: 0; -EINVAL (NULL, @t->size too small); -EOPNOTSUPP (the device
- * has no GPU VM, or is served by ugpud); -ENODEV (the device is gone).
+ * has no GPU VM); -ENODEV (the device is gone, or closed); -ENOMEM /
+ * -ENOSPC (served by ugpud, first use: no memory, or more than 64 devices
+ * in the process's shared virtual memory).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning *t);
@@ -271,8 +282,8 @@ UGPU_API int ugpu_svm_get_tuning(struct ugpu_device *dev, struct ugpu_svm_tuning
 /**
  * ugpu_svm_set_tuning() - set it (takes effect with the next fault).
  * Returns: 0; -EINVAL (NULL, @t->size too small, a value out of its
- * range: nothing is changed); -EOPNOTSUPP (no GPU VM, or served by ugpud);
- * -ENODEV (gone).
+ * range: nothing is changed); -EOPNOTSUPP (no GPU VM); -ENODEV (gone);
+ * -ENOMEM / -ENOSPC (as ugpu_svm_get_tuning()).
  * Context: any thread.
  */
 UGPU_API int ugpu_svm_set_tuning(struct ugpu_device *dev, const struct ugpu_svm_tuning *t);

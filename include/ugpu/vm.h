@@ -23,8 +23,10 @@
  * kernel's fault is reported to its own client only. Mirror VMs are served
  * (their GPU faults handed to the client, which serves them from its own
  * memory while it waits on a fence of the VM's queues; docs/daemon.md,
- * "SVM for clients"; a daemon older than that answers -EOPNOTSUPP). Not
- * served there: ugpu_vm_prefetch() and ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
+ * "SVM for clients"; a daemon older than that answers -EOPNOTSUPP), with
+ * ugpu_vm_prefetch(), the advice of <ugpu/svm.h> (but what would use
+ * pages in place: -EREMOTE) and ugpu_device_svm_stats() (this process's
+ * counters). Not served there: ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
  * the daemon, which answers when the fence completes (its loop watches the
  * fence's eventfd) or after 100 ms at most; the library asks again until
  * the caller's timeout. While the daemon has the device host-suspended,
@@ -168,7 +170,11 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
  * even after eviction: those ranges are used in place, as on a fault);
  * -EAGAIN (SYSTEM: a copy back failed, logged; its range stays in VRAM,
  * nothing lost); -ENODEV (the device is gone); -EIO / -ETIMEDOUT (the
- * device did not wake); -EOPNOTSUPP (a mirror VM through ugpud).
+ * device did not wake).
+ * Through ugpud ranges move into the daemon's VRAM as a GPU fault moves
+ * them (docs/daemon.md): a range that cannot get there (shared or file
+ * memory, which cannot move, VRAM full, a failed request) is -EFAULT,
+ * since nothing can be used in place; -ENODEV once the device is closed.
  * Context: any thread.
  */
 UGPU_API int ugpu_vm_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
@@ -466,10 +472,12 @@ struct ugpu_svm_stats {
 
 /**
  * ugpu_device_svm_stats() - shared virtual memory's counters for @dev.
+ * A device opened through "ugpud:" answers this process's counters for it
+ * (its shared virtual memory runs in the client: docs/daemon.md); zero
+ * before its first mirror VM.
  * Returns: 0; -EINVAL (NULL, @st->size too small); -EOPNOTSUPP (the device
  * has no GPU VM).
  * Context: any thread.
- * -EOPNOTSUPP: a device (or BO) opened through "ugpud:" (not served by the daemon yet).
  */
 UGPU_API int ugpu_device_svm_stats(struct ugpu_device *dev, struct ugpu_svm_stats *st);
 

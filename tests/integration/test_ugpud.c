@@ -30,6 +30,9 @@
  *    of the daemon, a killed client's ranges released within the bound,
  *    two clients at the same addresses isolated, the SVM requests'
  *    refusals, a close with ranges in the daemon bringing them home;
+ *    advice, query, prefetch (both ways, sync and async), SVM stats and
+ *    tuning of a client, advice the daemon cannot serve refused (-EREMOTE),
+ *    prefetches racing kernels on the same memory;
  *  - systemd's protocols, with the test as systemd: socket activation
  *    (LISTEN_FDS), READY/STATUS/WATCHDOG/STOPPING on $NOTIFY_SOCKET.
  */
@@ -38,9 +41,12 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -60,6 +66,7 @@
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
 #include <ugpu/rpm.h>
+#include <ugpu/svm.h>
 #include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
@@ -2097,6 +2104,438 @@ static void svm_protocol_refusals(void **state)
 	close_client(ctx, dev);
 }
 
+/* ---- SVM policy through the daemon: advice, query, prefetch, stats ---------------------- */
+
+static struct ugpu_svm_stats svm_st(struct ugpu_device *dev)
+{
+	struct ugpu_svm_stats st = { .size = sizeof(st) };
+
+	assert_int_equal(ugpu_device_svm_stats(dev, &st), 0);
+	return st;
+}
+
+static struct ugpu_svm_span_info svm_q(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
+{
+	struct ugpu_svm_span_info i = { .size = sizeof(i) };
+
+	assert_int_equal(ugpu_svm_query(vm, va, bytes, &i), 0);
+	return i;
+}
+
+static int advise(struct ugpu_vm *vm, uint64_t va, uint64_t bytes, enum ugpu_svm_attr attr,
+		  uint32_t value)
+{
+	struct ugpu_svm_advice a = { .size = sizeof(a), .attr = attr, .value = value };
+
+	return ugpu_svm_advise(vm, va, bytes, &a);
+}
+
+static uint64_t pat(size_t i)
+{
+	return 0x9e3779b97f4a7c15ull * (i + 1);
+}
+
+/* @n bytes at a 2 MiB boundary inside a private anonymous mapping twice
+ * as large (so that 2 MiB ranges fit), word i holding pat(i); *@map,
+ * *@map_len: what to unmap. */
+static uint64_t *map_pattern(size_t n, void **map, size_t *map_len)
+{
+	char *m = mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *p;
+
+	assert_true(m != MAP_FAILED);
+	*map = m;
+	*map_len = 2 * n;
+	p = (uint64_t *)(((uintptr_t)m + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1));
+	for (size_t k = 0; k < n / 8; k++)
+		p[k] = pat(k);
+	return p;
+}
+
+/* Words [from, to) of @p are want(index). */
+static void check_words(const uint64_t *p, size_t from, size_t to, uint64_t (*want)(size_t),
+			const char *what)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != want(i))
+			fail_msg("%s: word %zu is 0x%llx, expected 0x%llx", what, i,
+				 (unsigned long long)p[i], (unsigned long long)want(i));
+}
+
+static uint64_t pat_plus7(size_t i)
+{
+	return pat(i) + 7;
+}
+
+/*
+ * Advice and query on a client's mirror VM (docs/daemon.md, "SVM for
+ * clients"): what the daemon can serve is taken (migration, atomic
+ * policies, the defaults of the rest), counted and read back; kernels over
+ * advised memory are byte-exact and the query sees where the pages went;
+ * what would use pages in place (a preferred location in system memory,
+ * accessed-by, read-mostly) is -EREMOTE and changes nothing; the atomic
+ * policy CPU refuses device atomics (-EACCES) through the daemon too, also
+ * after a GPU read and a GPU write mapped the range.
+ */
+static void svm_advise_through_daemon(void **state)
+{
+	const size_t n = 4 * MIB, words = n / 8;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_span_info i;
+	struct ugpu_svm_stats s0, s1;
+	size_t map_len;
+	void *map;
+	uint64_t *p = map_pattern(n, &map, &map_len), va = (uintptr_t)p, *cpu;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	s0 = svm_st(dev);
+
+	/* served: counted once per change, read back */
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_MIGRATION, UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES), 0);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_DEVICE), 0);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_DEVICE), 0); /* same */
+	s1 = svm_st(dev);
+	assert_int_equal(s1.svm_advise_count - s0.svm_advise_count, 2);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.start, va);
+	assert_int_equal(i.bytes, n);
+	assert_int_equal(i.migration, UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES);
+	assert_int_equal(i.atomic, UGPU_SVM_ATOMIC_DEVICE);
+	assert_int_equal(i.preferred_loc, UGPU_SVM_LOC_DEVICE);
+	assert_int_equal(i.last_prefetch, UGPU_SVM_LOC_NONE);
+	assert_int_equal(i.vram_bytes, 0);
+	assert_int_equal(i.system_bytes, n);
+
+	/* refused: the daemon cannot use pages in place; nothing changes */
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_SYSTEM), -EREMOTE);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ACCESSED_BY, 1), -EREMOTE);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_READ_MOSTLY, 1), -EREMOTE);
+	/* their defaults are served (the same values: nothing counted) */
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_DEVICE), 0);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ACCESSED_BY, 0), 0);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_READ_MOSTLY, 0), 0);
+	assert_int_equal(svm_st(dev).svm_advise_count, s1.svm_advise_count);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.bytes, n);
+	assert_int_equal(i.preferred_loc, UGPU_SVM_LOC_DEVICE);
+	assert_false(i.read_mostly);
+	assert_false(i.accessed_by);
+	/* another device of the context as the preferred location: clients'
+	 * devices have no fabric, so no owner group joins them */
+	{
+		struct ugpu_device *other;
+		struct ugpu_svm_advice a = { .size = sizeof(a), .attr = UGPU_SVM_ATTR_PREFERRED_LOC,
+					     .value = UGPU_SVM_LOC_DEVICE };
+
+		assert_int_equal(ugpu_device_open(ctx, uri, &other), 0);
+		a.device = other;
+		assert_int_equal(ugpu_svm_advise(vm, va, n, &a), -ENOLINK);
+		ugpu_device_close(other);
+	}
+	/* bad input as for a local device */
+	assert_int_equal(advise(vm, va + 1, n, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_DEVICE), -EINVAL);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ATOMIC, 99), -EINVAL);
+
+	/* kernels over the advised memory: byte-exact, the pages in VRAM */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	{
+		uint64_t sum = 0;
+
+		for (size_t k = 0; k < words; k++)
+			sum += pat(k);
+		assert_int_equal(r.sum, sum);
+	}
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va, n, 7);
+	assert_int_equal(r.status, 0);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.vram_bytes, n);
+	assert_int_equal(i.system_bytes, 0);
+	check_words(p, 0, words, pat_plus7, "after the atomic add");
+	i = svm_q(vm, va, n); /* the CPU's reads brought them home */
+	assert_int_equal(i.vram_bytes, 0);
+	assert_int_equal(i.system_bytes, n);
+
+	/* the atomic policy CPU on the first half: a device atomic aborts
+	 * (nothing added), after a GPU read and a GPU write too */
+	assert_int_equal(advise(vm, va, n / 2, UGPU_SVM_ATTR_ATOMIC, UGPU_SVM_ATOMIC_CPU), 0);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.bytes, n / 2);
+	assert_int_equal(i.atomic, UGPU_SVM_ATOMIC_CPU);
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va, n / 2, 1);
+	assert_int_equal(r.status, -EACCES);
+	assert_true(r.fault_va >= va && r.fault_va < va + n / 2);
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n / 2, 0);
+	assert_int_equal(r.status, 0);
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va, n / 2, 1);
+	assert_int_equal(r.status, -EACCES);
+	r = run_on(q, UGPU_KERNEL_WRITE, va, 4096, 0x77);
+	assert_int_equal(r.status, 0);
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va, n / 2, 1);
+	assert_int_equal(r.status, -EACCES);
+	assert_true(svm_st(dev).svm_atomic_denied_count >= 3);
+	cpu = p;
+	for (size_t k = 0; k < 4096 / 8; k++)
+		if (cpu[k] != 0x77)
+			fail_msg("written word %zu: 0x%llx", k, (unsigned long long)cpu[k]);
+	check_words(p, 4096 / 8, words, pat_plus7, "after the refused atomics");
+	/* the other half's atomics are the device's */
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va + n / 2, n / 2, 1);
+	assert_int_equal(r.status, 0);
+	for (size_t k = words / 2; k < words; k++)
+		if (p[k] != pat(k) + 8)
+			fail_msg("second half word %zu: 0x%llx", k, (unsigned long long)p[k]);
+
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+	munmap(map, map_len);
+}
+
+struct prefetch_seen {
+	uint64_t done, total;
+	int finished, err;
+};
+
+static void prefetch_seen_hook(void *user, const struct ugpu_progress *pr)
+{
+	struct prefetch_seen *g = user;
+
+	if (pr->op != UGPU_PROGRESS_PREFETCH)
+		return;
+	g->done = pr->done;
+	g->total = pr->total;
+	g->finished = pr->finished;
+	g->err = pr->err;
+}
+
+static uint64_t migrated(const struct ugpu_svm_stats *st)
+{
+	return st->svm_4K_migrate_count + st->svm_64K_migrate_count + st->svm_2M_migrate_count;
+}
+
+/*
+ * Prefetch on a client's mirror VM: to VRAM moves the span into the
+ * daemon's VRAM (the query says so, the progress hook saw all of it) and a
+ * kernel over it then runs without a fault or a migration; back to system
+ * memory brings every byte home exact (the daemon's VRAM back as it was,
+ * no CPU fault on the reads); the asynchronous form the same, waited for;
+ * the per-device counters count what happened.
+ */
+static void svm_prefetch_through_daemon(void **state)
+{
+	const size_t n = 4 * MIB, words = n / 8;
+	const uint64_t value = 0x0badc0de0badc0deull;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm, *plain;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_span_info i;
+	struct ugpu_svm_stats s0, s1, s2;
+	struct ugpu_svm_prefetch *pf;
+	struct ugpu_svm_prefetch_status st = { .size = sizeof(st) };
+	struct prefetch_seen seen = { 0 };
+	struct ugpu_svm_tuning t = { .size = sizeof(t) };
+	uint64_t base, in_vram, sum = 0;
+	size_t map_len;
+	void *map;
+	uint64_t *p = map_pattern(n, &map, &map_len), va = (uintptr_t)p;
+
+	(void)state;
+	for (size_t k = 0; k < words; k++)
+		sum += p[k];
+	open_client(&ctx, &dev);
+	base = vram_used(dev);
+	/* no mirror VM yet: the counters are there, at zero */
+	s0 = svm_st(dev);
+	assert_int_equal(s0.svm_pagefault_count, 0);
+	assert_int_equal(s0.svm_prefetch_count, 0);
+	/* the tuning is this process's (before the first mirror VM too) */
+	assert_int_equal(ugpu_svm_get_tuning(dev, &t), 0);
+	assert_int_equal(t.thrash_threshold, 3);
+	t.thrash_threshold = 4;
+	assert_int_equal(ugpu_svm_set_tuning(dev, &t), 0);
+	t.thrash_threshold = 1;
+	assert_int_equal(ugpu_svm_set_tuning(dev, &t), -EINVAL);
+	assert_int_equal(ugpu_svm_get_tuning(dev, &t), 0);
+	assert_int_equal(t.thrash_threshold, 4);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_vm_create(dev, NULL, &plain), 0);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	assert_int_equal(ugpu_vm_prefetch(plain, va, n, UGPU_PLACEMENT_VRAM), -EINVAL);
+	assert_int_equal(ugpu_vm_prefetch(vm, va + 1, n, UGPU_PLACEMENT_VRAM), -EINVAL);
+	/* shared memory never moves, and the daemon cannot use it in place */
+	{
+		void *sh = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		assert_true(sh != MAP_FAILED);
+		memset(sh, 1, 65536);
+		assert_int_equal(ugpu_vm_prefetch(vm, (uintptr_t)sh, 65536, UGPU_PLACEMENT_VRAM), -EFAULT);
+		assert_int_equal(munmap(sh, 65536), 0);
+	}
+
+	/* to VRAM */
+	assert_int_equal(ugpu_context_set_progress(ctx, prefetch_seen_hook, &seen, 0, 0), 0);
+	assert_int_equal(ugpu_vm_prefetch(vm, va, n, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(ugpu_context_set_progress(ctx, NULL, NULL, 0, 0), 0);
+	assert_int_equal(seen.finished, 1);
+	assert_int_equal(seen.err, 0);
+	assert_int_equal(seen.done, n);
+	assert_int_equal(seen.total, n);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.vram_bytes, n);
+	assert_int_equal(i.system_bytes, 0);
+	assert_int_equal(i.last_prefetch, UGPU_SVM_LOC_DEVICE);
+	in_vram = vram_used(dev);
+	assert_true(in_vram >= base + n);
+	s1 = svm_st(dev);
+	assert_int_equal(s1.svm_2M_migrate_count, 2); /* two 2 MiB ranges */
+	assert_int_equal(s1.svm_device_copy_kb, n >> 10);
+	assert_int_equal(s1.svm_vram_bytes, n);
+	assert_int_equal(s1.svm_ranges, 2);
+	assert_true(s1.svm_prefetch_count >= 2);
+	assert_int_equal(s1.svm_pagefault_count, 0);
+	/* a kernel on it: no fault, no migration */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, sum);
+	r = run_on(q, UGPU_KERNEL_WRITE, va, 1 * MIB, value);
+	assert_int_equal(r.status, 0);
+	s2 = svm_st(dev);
+	assert_int_equal(s2.svm_pagefault_count, s1.svm_pagefault_count);
+	assert_int_equal(migrated(&s2), migrated(&s1));
+
+	/* back to system memory: exact, and the reads fault nothing */
+	assert_int_equal(ugpu_vm_prefetch(vm, va, n, UGPU_PLACEMENT_SYSTEM), 0);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.vram_bytes, 0);
+	assert_int_equal(i.system_bytes, n);
+	assert_int_equal(i.last_prefetch, UGPU_SVM_LOC_SYSTEM);
+	assert_true(in_vram - vram_used(dev) >= n); /* the staging BOs went */
+	for (size_t k = 0; k < words; k++)
+		if (p[k] != (k < MIB / 8 ? value : pat(k)))
+			fail_msg("after the prefetch home, word %zu: 0x%llx", k, (unsigned long long)p[k]);
+	s1 = svm_st(dev);
+	assert_int_equal(s1.svm_cpu_fault_count, s2.svm_cpu_fault_count);
+	assert_int_equal(s1.svm_cpu_copy_kb - s2.svm_cpu_copy_kb, n >> 10);
+	assert_int_equal(s1.svm_vram_bytes, 0);
+
+	/* the asynchronous form, both ways */
+	assert_int_equal(ugpu_svm_prefetch_async(vm, va, n, UGPU_PLACEMENT_VRAM, &pf), 0);
+	assert_int_equal(ugpu_svm_prefetch_wait(pf, 10000, &st), 0);
+	assert_true(st.finished);
+	assert_int_equal(st.status, 0);
+	assert_int_equal(st.done_bytes, n);
+	assert_int_equal(st.total_bytes, n);
+	ugpu_svm_prefetch_free(pf);
+	assert_int_equal(svm_q(vm, va, n).vram_bytes, n);
+	s2 = svm_st(dev);
+	assert_int_equal(migrated(&s2) - migrated(&s1), 2);
+	r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, va, n, 1);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(svm_st(dev).svm_pagefault_count, s2.svm_pagefault_count);
+	assert_int_equal(ugpu_svm_prefetch_async(vm, va, n, UGPU_PLACEMENT_SYSTEM, &pf), 0);
+	assert_int_equal(ugpu_svm_prefetch_wait(pf, 10000, &st), 0);
+	assert_int_equal(st.status, 0);
+	ugpu_svm_prefetch_free(pf);
+	assert_int_equal(svm_q(vm, va, n).system_bytes, n);
+	for (size_t k = 0; k < words; k++)
+		if (p[k] != (k < MIB / 8 ? value : pat(k)) + 1)
+			fail_msg("after the async prefetch home, word %zu: 0x%llx", k,
+				 (unsigned long long)p[k]);
+	assert_int_equal(svm_st(dev).svm_cpu_fault_count, s1.svm_cpu_fault_count);
+
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(plain), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	assert_int_equal(vram_used(dev), base);
+	close_client(ctx, dev);
+	munmap(map, map_len);
+}
+
+/* Prefetches racing kernels on the same memory (svm_prefetch_races_kernels). */
+struct prefetch_racer {
+	struct ugpu_vm *vm;
+	uint64_t va, bytes;
+	_Atomic bool stop;
+	int err; /* the first failure; the racer's own until it is joined */
+	unsigned int rounds;
+};
+
+static void *prefetch_racer_main(void *arg)
+{
+	struct prefetch_racer *a = arg;
+
+	while (!atomic_load(&a->stop) && !a->err) {
+		int ret = ugpu_vm_prefetch(a->vm, a->va, a->bytes,
+					   a->rounds % 2 ? UGPU_PLACEMENT_SYSTEM : UGPU_PLACEMENT_VRAM);
+
+		if (ret)
+			a->err = ret;
+		a->rounds++;
+	}
+	return NULL;
+}
+
+/*
+ * A client's thread prefetching a buffer to the daemon's VRAM and back, over
+ * and over, while its main thread runs atomic kernels on the same buffer:
+ * the prefetch's requests and the fault path's share the connection, a
+ * range moves under its owner, a kernel faults a range the prefetch took
+ * home back in. Every kernel adds to every word exactly once: the words
+ * are exact at the end.
+ */
+static void svm_prefetch_races_kernels(void **state)
+{
+	const size_t n = 4 * MIB, words = n / 8;
+	const unsigned int kernels = 30;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	struct prefetch_racer a = { 0 };
+	pthread_t t;
+	size_t map_len;
+	void *map;
+	uint64_t *p = map_pattern(n, &map, &map_len);
+
+	(void)state;
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	a.vm = vm;
+	a.va = (uintptr_t)p;
+	a.bytes = n;
+	assert_int_equal(pthread_create(&t, NULL, prefetch_racer_main, &a), 0);
+	for (unsigned int i = 0; i < kernels; i++) {
+		r = run_on(q, UGPU_KERNEL_ATOMIC_ADD, (uintptr_t)p, n, 1);
+		if (r.status)
+			fail_msg("kernel %u: %d at 0x%llx", i, r.status, (unsigned long long)r.fault_va);
+	}
+	atomic_store(&a.stop, true);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	printf("svm_prefetch_races_kernels: %u prefetches beside %u kernels\n", a.rounds, kernels);
+	assert_int_equal(a.err, 0);
+	assert_true(a.rounds >= 2);
+	for (size_t k = 0; k < words; k++)
+		if (p[k] != pat(k) + kernels)
+			fail_msg("word %zu: 0x%llx, expected 0x%llx", k, (unsigned long long)p[k],
+				 (unsigned long long)(pat(k) + kernels));
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+	munmap(map, map_len);
+}
+
 int main(int argc, char **argv)
 {
 	/* svm_clients_isolated's other client */
@@ -2128,6 +2567,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(svm_clients_isolated),
 		cmocka_unit_test(svm_protocol_refusals),
 		cmocka_unit_test(svm_close_with_ranges),
+		cmocka_unit_test(svm_advise_through_daemon),
+		cmocka_unit_test(svm_prefetch_through_daemon),
+		cmocka_unit_test(svm_prefetch_races_kernels),
 		/* last: the device is gone for the daemon after it */
 		cmocka_unit_test(removal_told_to_clients),
 	};
