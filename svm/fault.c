@@ -543,6 +543,27 @@ again:
 		} else {
 			ret = -EAGAIN;
 		}
+		bool collected = false;
+
+		if (ret == -ENOENT) {
+			pthread_mutex_lock(&s->lock);
+			collected = r->gc_pending;
+			pthread_mutex_unlock(&s->lock);
+		}
+		if (collected) {
+			/* the process unmapped or freed it while it was being
+			 * taken (take_pages() saw its event): not used in
+			 * place where something else may be mapped now, nor
+			 * retried; its collection runs, then the address is
+			 * looked up again (found by review: range_in_place()
+			 * populated and DMA-mapped the new mapping under the
+			 * old range) */
+			peer_put(s, pd);
+			pd = NULL;
+			range_done(s, r);
+			pthread_mutex_lock(&s->lock);
+			goto again;
+		}
 		/* Atomics: VRAM may free up (or the fork end): try again
 		 * after a doubling timeslice, a bounded number of times. */
 		for (int k = 0; ret && atomic_vram && movable && k < SVM_ATOMIC_RETRIES; k++) {

@@ -109,9 +109,14 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		struct svm_range *r = s->r[i];
 
 		/* our own MADV_DONTNEED of a range we moved, exactly its span
-		 * (the process's free of more, or of a part, is the process's) */
-		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size)
+		 * (the process's free of more, or of a part, is the process's);
+		 * once: a second such REMOVE meanwhile is the process's free
+		 * of exactly the range (allocators purge aligned 2 MiB), which
+		 * was taken for ours and never collected before (review) */
+		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size) {
+			r->self_zap = false;
 			continue;
+		}
 		r->gc_pending = true;
 		any = true;
 	}

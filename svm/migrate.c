@@ -725,8 +725,11 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		 * the process unmapped since (its event handled: checked under
 		 * the handler's event lock) is not zapped, for a new mapping
 		 * may be there already. The lock cannot be held across the
-		 * madvise (it waits for its own REMOVE event to be read), so a
-		 * window of a few instructions stays (docs/svm.md).
+		 * madvise, and the window is not short: the kernel drops the
+		 * mmap lock, queues our REMOVE, waits until it is read, then
+		 * looks the address up again and zaps what is there then; an
+		 * unmap and a new mapping in between (up to ~1.2 ms measured)
+		 * lose the new mapping. Open (docs/svm.md).
 		 */
 		uffd_events_hold(s->u);
 		pthread_mutex_lock(&s->lock);
