@@ -34,6 +34,7 @@
 
 #include "base/stats.h"
 #include "base/clock.h"
+#include "base/lines.h"
 #include "base/list.h"
 #include "base/log.h"
 #include "base/ownmem.h"
@@ -562,28 +563,20 @@ static bool spare_cpu(void)
 	cpu_set_t set;
 	long n = sched_getaffinity(0, sizeof(set), &set) ? sysconf(_SC_NPROCESSORS_ONLN)
 							 : CPU_COUNT(&set);
-	char buf[128], *p;
-	int fd, running = 0;
-	ssize_t len;
+	struct lines lr;
+	char *line;
+	int running = 0;
 
 	if (n < 2)
 		return false;
-	fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (lines_open(&lr, "/proc/loadavg"))
 		return true; /* cannot tell: the CPUs are there */
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return true;
-	buf[len] = 0;
 	/* "0.52 0.58 0.59 2/135 4242": the fourth field's runnable count,
 	 * this thread among them */
-	p = buf;
-	for (int k = 0; k < 3 && p; k++)
-		if ((p = strchr(p, ' ')))
-			p++;
-	if (p)
-		running = atoi(p);
+	line = lines_next(&lr);
+	if (!line || sscanf(line, "%*s %*s %*s %d/", &running) != 1)
+		running = 0;
+	lines_close(&lr);
 	return running < n; /* a CPU is left for the helper */
 }
 

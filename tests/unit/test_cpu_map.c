@@ -344,6 +344,21 @@ static void *race_writer_main(void *arg)
 }
 
 /* Start RACE_WRITERS writers, each on its own slot of the range at @p. */
+/* Let the writers map and store into the current backing, so every move
+ * races with live stores: back once @map has faulted more than @cycles
+ * times (bounded: about 50 ms). */
+static void wait_writers_faulted(struct cpu_map *map, unsigned int cycles)
+{
+	struct cpu_map_info info;
+
+	for (unsigned int spins = 0; spins < 50000; spins++) {
+		cpu_map_query(map, &info);
+		if (info.faults > cycles)
+			return;
+		sched_yield();
+	}
+}
+
 static void race_writers_start(struct race_writer *w, uint8_t *p, atomic_bool *stop)
 {
 	unsigned int i;
@@ -397,17 +412,8 @@ static void test_race_move_vs_writes(void **state)
 	/* thousands of moves, capped in time for slow (sanitizer) builds */
 	while (cycles < 3000 && ms_since(&t0) < 6000) {
 		int nfd = memfd_new(size), old = ow.fd;
-		struct cpu_map_info info;
-		unsigned int spins;
 
-		/* Let the writers map and store into the current backing, so
-		 * every move races with live stores (bounded: 50 ms). */
-		for (spins = 0; spins < 50000; spins++) {
-			cpu_map_query(map, &info);
-			if (info.faults > cycles)
-				break;
-			sched_yield();
-		}
+		wait_writers_faulted(map, cycles);
 		assert_int_equal(cpu_map_block(map), 0);
 		fd_copy(nfd, old, size);
 		ow.fd = nfd;
@@ -1205,14 +1211,8 @@ static void test_rehome_race(void **state)
 	while (cycles < 1000 && ms_since(&t0) < 4000) {
 		int nfd = memfd_new(size), old = ow.fd;
 		struct cpu_map_info info;
-		unsigned int spins;
 
-		for (spins = 0; spins < 50000; spins++) {
-			cpu_map_query(map, &info);
-			if (info.faults > cycles)
-				break;
-			sched_yield();
-		}
+		wait_writers_faulted(map, cycles);
 		assert_int_equal(cpu_map_block(map), 0);
 		fd_copy(nfd, old, size);
 		at = 1 - at;
