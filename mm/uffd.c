@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mm/uffd.h"
@@ -18,6 +20,7 @@
 #include "base/log.h"
 
 #define UFFD_MSG_BATCH 32
+#define UFFD_ZAPPERS 32
 
 /*
  * struct uffd - immutable between create and destroy, apart from the
@@ -46,6 +49,13 @@ struct uffd {
 	 * read and its handling). Never taken with the owner's locks held
 	 * before it. Prefers the writer. */
 	pthread_rwlock_t events_lock;
+	/* > 0: the handler reads one message at a time (zaps under way);
+	 * changed under @events_lock read-held, read with it write-held. */
+	atomic_uint singly;
+	/* Threads between uffd_zap_begin() and uffd_zap_returned(): the
+	 * handler reads nothing until each is inside its call (under
+	 * @seq_lock). */
+	pid_t zappers[UFFD_ZAPPERS];
 };
 
 /* Set on a handler thread: the calls that would wait for it can refuse. */
@@ -258,6 +268,68 @@ out_unmap:
 
 /* ---- the handler thread ------------------------------------------------------ */
 
+/* Whether thread @tid of this process sleeps inside system call @nr (what
+ * /proc says; "running" while it runs or is runnable). Without /proc: yes,
+ * there is no telling. */
+static bool sleeps_in_syscall(pid_t tid, long nr)
+{
+	char path[64], buf[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = 0;
+	return strtol(buf, NULL, 10) == nr && buf[0] != 'r';
+}
+
+/*
+ * Before a read: wait until every zapper (uffd_zap_begin()) is asleep in its
+ * madvise (it has looked the address up then: it waits for its event, or
+ * for the mmap lock behind an unmap that will find nothing there after) or
+ * has returned. Reading earlier could let an unmapping thread go on to map
+ * and fill new memory that the madvise, still on its way in, then zaps
+ * (svm/migrate.c). Bounded: a zapper's path to its madvise waits for
+ * nothing of ours; the bound guards against a /proc that says nothing.
+ */
+static void wait_zappers_inside(struct uffd *u)
+{
+	uint64_t deadline = 0;
+
+	for (;;) {
+		pid_t tids[UFFD_ZAPPERS];
+		size_t n = 0, i;
+		bool outside = false;
+
+		pthread_mutex_lock(&u->seq_lock);
+		for (i = 0; i < UFFD_ZAPPERS; i++)
+			if (u->zappers[i])
+				tids[n++] = u->zappers[i];
+		pthread_mutex_unlock(&u->seq_lock);
+		for (i = 0; i < n && !outside; i++)
+			outside = !sleeps_in_syscall(tids[i], SYS_madvise);
+		if (!outside)
+			return;
+		if (!deadline) {
+			deadline = now_ns() + 100000000ull;
+		} else if (now_ns() >= deadline) {
+			log_warn(u->ctx, "%s: a zapping thread took over 100 ms to reach its madvise: reading on", u->who);
+			return;
+		}
+		{
+			struct timespec ts = { .tv_nsec = 20000 };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
 /* One read's messages are all handled (or none came). */
 static void read_done(struct uffd *u, uint64_t seq)
 {
@@ -274,7 +346,7 @@ static void drain(struct uffd *u)
 	for (;;) {
 		ssize_t n;
 		uint64_t seq;
-		size_t i;
+		size_t i, want;
 
 		/* Counted before the read: a thread the read releases (an
 		 * unmapping thread waits for its event to be read) and that
@@ -283,7 +355,9 @@ static void drain(struct uffd *u)
 		seq = ++u->reads_started;
 		pthread_mutex_unlock(&u->seq_lock);
 		pthread_rwlock_wrlock(&u->events_lock);
-		n = read(u->fd, msgs, sizeof(msgs));
+		wait_zappers_inside(u);
+		want = atomic_load(&u->singly) ? sizeof(msgs[0]) : sizeof(msgs);
+		n = read(u->fd, msgs, want);
 		if (n < 0) {
 			pthread_rwlock_unlock(&u->events_lock);
 			read_done(u, seq);
@@ -297,7 +371,7 @@ static void drain(struct uffd *u)
 			u->ops->msg(u->owner, &msgs[i]);
 		pthread_rwlock_unlock(&u->events_lock);
 		read_done(u, seq);
-		if ((size_t)n < sizeof(msgs))
+		if ((size_t)n < want)
 			return;
 	}
 }
@@ -312,6 +386,42 @@ void uffd_events_release(struct uffd *u)
 {
 	if (u && !uffd_on_handler(u))
 		pthread_rwlock_unlock(&u->events_lock);
+}
+
+int uffd_zap_begin(struct uffd *u)
+{
+	pid_t me = gettid();
+	int ret = -EBUSY;
+	size_t i;
+
+	pthread_mutex_lock(&u->seq_lock);
+	for (i = 0; i < UFFD_ZAPPERS; i++)
+		if (!u->zappers[i]) {
+			u->zappers[i] = me;
+			ret = 0;
+			break;
+		}
+	pthread_mutex_unlock(&u->seq_lock);
+	if (!ret)
+		atomic_fetch_add(&u->singly, 1);
+	return ret;
+}
+
+void uffd_zap_returned(struct uffd *u)
+{
+	pid_t me = gettid();
+	size_t i;
+
+	pthread_mutex_lock(&u->seq_lock);
+	for (i = 0; i < UFFD_ZAPPERS; i++)
+		if (u->zappers[i] == me)
+			u->zappers[i] = 0;
+	pthread_mutex_unlock(&u->seq_lock);
+}
+
+void uffd_zap_end(struct uffd *u)
+{
+	atomic_fetch_sub(&u->singly, 1);
 }
 
 void uffd_sync(struct uffd *u)

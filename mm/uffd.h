@@ -125,6 +125,26 @@ void uffd_sync(struct uffd *u);
 void uffd_events_hold(struct uffd *u);
 void uffd_events_release(struct uffd *u);
 
+/*
+ * uffd_zap_begin() / uffd_zap_returned() / uffd_zap_end() - around an
+ * madvise(MADV_DONTNEED) of registered memory whose completion must not
+ * overtake the process's unmaps (svm/migrate.c, the write-protection
+ * path). The kernel lets an unmapping thread go once its event is read;
+ * the madvise drops the mmap lock, queues its REMOVE event, waits for it to
+ * be read and then zaps whatever is mapped at the address by then. Between
+ * begin and end the handler reads one message at a time (nothing read with
+ * the madvise's event lets another thread go); between begin and returned
+ * it reads nothing until the calling thread sleeps inside its madvise (it
+ * has looked the address up). The owner's handling of the REMOVE event then
+ * waits until the madvise returned before it returns itself. Call begin
+ * with uffd_events_hold() held (no read under way ignores it), returned
+ * right after the madvise, end after uffd_sync(). begin: 0, or -EBUSY when
+ * too many threads zap at once (the caller goes without).
+ */
+int uffd_zap_begin(struct uffd *u);
+void uffd_zap_returned(struct uffd *u);
+void uffd_zap_end(struct uffd *u);
+
 /* True on @u's handler thread. */
 bool uffd_on_handler(const struct uffd *u);
 

@@ -95,11 +95,32 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags, uint32_t 
 			 ugpu_strerror(ret));
 }
 
+/* Our own zap's REMOVE event was read (its madvise goes on now): read
+ * nothing more until the madvise returned, so that an unmap meanwhile keeps
+ * its thread waiting for its event, not mapping and filling new memory at
+ * the address the madvise is about to look up again (svm/migrate.c
+ * take_pages()). Reads are one message at a time meanwhile, so nothing read
+ * with ours let a thread go. @r stays: its owner waits in uffd_sync() for
+ * this read's handling. Bounded: the madvise waits for no one but a holder
+ * of the mmap lock, and none waits for us holding it; the bound is a guard. */
+static void wait_zap_locked(struct svm *s, struct svm_range *r)
+{
+	struct timespec ts = monotonic_deadline_after_ms(1000);
+
+	while (r->zapping)
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT) {
+			log_warn(s->ctx, "svm: the zap of [0x%" PRIx64 ", +0x%" PRIx64 ") took over 1 s: reading events again",
+				 r->start, r->size);
+			break;
+		}
+}
+
 /* The process unmapped (@gc GC_UNMAP), freed (GC_REMOVE) or moved
  * (GC_REMAP, to @to) [start, end): mark the ranges, queue the work. The
  * unmapping thread continues when we return (it waited for the read). */
 static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind gc, uint64_t to)
 {
+	struct svm_range *zap = NULL;
 	bool any = false, wp;
 	size_t i;
 
@@ -115,6 +136,7 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 		 * was taken for ours and never collected before (review) */
 		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size) {
 			r->self_zap = false;
+			zap = r;
 			continue;
 		}
 		r->gc_pending = true;
@@ -147,6 +169,8 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 			log_err(s->ctx, "svm: out of memory for a garbage-collection item");
 		}
 	}
+	if (zap)
+		wait_zap_locked(s, zap);
 	pthread_mutex_unlock(&s->lock);
 }
 

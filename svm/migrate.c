@@ -639,6 +639,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 {
 	size_t npages = r->size / SVM_4K, moved = 0;
 	bool *present = calloc(npages, sizeof(*present));
+	bool zap_guarded = false;
 	int ret = -EOPNOTSUPP;
 
 	if (!present)
@@ -725,27 +726,49 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		 * the process unmapped since (its event handled: checked under
 		 * the handler's event lock) is not zapped, for a new mapping
 		 * may be there already. The lock cannot be held across the
-		 * madvise, and the window is not short: the kernel drops the
+		 * madvise, and the madvise is a window: the kernel drops the
 		 * mmap lock, queues our REMOVE, waits until it is read, then
-		 * looks the address up again and zaps what is there then; an
-		 * unmap and a new mapping in between (up to ~1.2 ms measured)
-		 * lose the new mapping. Open (docs/svm.md).
+		 * looks the address up again and zaps what is there then. An
+		 * unmap waits for its own event to be read before its thread
+		 * goes on (to map and fill new memory there), so the handler
+		 * (mm/uffd.h uffd_zap_begin()) reads nothing until this thread
+		 * is inside the madvise, one message at a time after, and on
+		 * reading ours waits for the madvise to return before it reads
+		 * the next. test_svm test_remap_during_prefetch, write-
+		 * protection variant: one run in three lost the new mapping
+		 * before, to the wait inside the madvise and to the moment
+		 * between the check and the madvise. What stays open is
+		 * another thread mapping the address freed by an unmap whose
+		 * thread still waits (docs/svm.md, "Collections that run
+		 * late").
 		 */
 		uffd_events_hold(s->u);
 		pthread_mutex_lock(&s->lock);
-		if (r->gc_pending)
+		if (r->gc_pending) {
 			ret = -ENOENT;
-		else
+		} else {
 			r->self_zap = true;
+			r->zapping = true;
+		}
 		pthread_mutex_unlock(&s->lock);
+		if (!ret)
+			zap_guarded = !uffd_zap_begin(s->u);
 		uffd_events_release(s->u);
 	}
 	if (!ret) {
 		ret = madvise((void *)r->start, r->size, MADV_DONTNEED) ? -errno : 0;
+		if (zap_guarded)
+			uffd_zap_returned(s->u);
+		pthread_mutex_lock(&s->lock);
+		r->zapping = false;
+		pthread_cond_broadcast(&s->cond);
+		pthread_mutex_unlock(&s->lock);
 		/* madvise returned once the handler read the REMOVE event, not
 		 * once it acted on it: it must see @self_zap when it does. */
 		if (!ret)
 			uffd_sync(s->u);
+		if (zap_guarded)
+			uffd_zap_end(s->u);
 		pthread_mutex_lock(&s->lock);
 		r->self_zap = false;
 		pthread_mutex_unlock(&s->lock);

@@ -165,6 +165,8 @@ struct svm_range {
 	enum where where;
 	bool busy;
 	bool self_zap; /* its owner is zapping its pages: the REMOVE event is ours */
+	bool zapping; /* its owner's madvise of that zap has not returned: the
+		       * handler, having read the event, waits for it (cond) */
 	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
 	bool back_queued; /* a CPU touch asked for it back */
 	bool writable; /* the CPU mapping is */
