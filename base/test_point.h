@@ -113,6 +113,10 @@ enum test_point_id {
 	 * helper thread will move pieces too (a CPU looks free), else 0; the
 	 * callback may change it (a test forces the two-thread path). */
 	TEST_POINT_SVM_PREFETCH_SPLIT,
+	/* svm/migrate.c take_pages(), the thread moving the range (@obj,
+	 * struct svm_range) into VRAM, no lock, the range owned: copied on
+	 * the write-protection path, about to be zapped (madvise). */
+	TEST_POINT_SVM_ZAP,
 	TEST_POINT_COUNT
 };
 

@@ -56,6 +56,8 @@ struct uffd {
 	 * handler reads nothing until each is inside its call (under
 	 * @seq_lock). */
 	pid_t zappers[UFFD_ZAPPERS];
+	bool zap_guard; /* /proc tells where a thread sleeps (set at create) */
+	atomic_bool busy_logged;
 };
 
 /* Set on a handler thread: the calls that would wait for it can refuse. */
@@ -268,25 +270,38 @@ out_unmap:
 
 /* ---- the handler thread ------------------------------------------------------ */
 
-/* Whether thread @tid of this process sleeps inside system call @nr (what
- * /proc says; "running" while it runs or is runnable). Without /proc: yes,
- * there is no telling. */
-static bool sleeps_in_syscall(pid_t tid, long nr)
+/* Read /proc/self/task/@tid/@what into @buf: its length, or -1. */
+static ssize_t task_file(pid_t tid, const char *what, char *buf, size_t size)
 {
-	char path[64], buf[64];
+	char path[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", (int)tid, what);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return true;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return -1;
+	n = read(fd, buf, size - 1);
 	close(fd);
-	if (n <= 0)
-		return true;
+	if (n < 0)
+		return -1;
 	buf[n] = 0;
-	return strtol(buf, NULL, 10) == nr && buf[0] != 'r';
+	return n;
+}
+
+enum zap_state uffd_zapper_state(pid_t tid)
+{
+	char buf[128];
+
+	if (task_file(tid, "syscall", buf, sizeof(buf)) <= 0)
+		return ZAPPER_UNKNOWN;
+	if (buf[0] == 'r' || strtol(buf, NULL, 10) != SYS_madvise)
+		return ZAPPER_OUTSIDE; /* running, or not (yet) in its madvise */
+	/* asleep in its madvise: on an event (its own REMOVE, or a repeat
+	 * one after a split) or on the mmap lock */
+	if (task_file(tid, "wchan", buf, sizeof(buf)) > 0 && strstr(buf, "userfaultfd"))
+		return ZAPPER_EVENT_WAIT;
+	return ZAPPER_ASLEEP;
 }
 
 /*
@@ -295,8 +310,10 @@ static bool sleeps_in_syscall(pid_t tid, long nr)
  * for the mmap lock behind an unmap that will find nothing there after) or
  * has returned. Reading earlier could let an unmapping thread go on to map
  * and fill new memory that the madvise, still on its way in, then zaps
- * (svm/migrate.c). Bounded: a zapper's path to its madvise waits for
- * nothing of ours; the bound guards against a /proc that says nothing.
+ * (svm/migrate.c). Asleep in it is not proof that it looked the address up
+ * (it may wait for the mmap lock at its start, behind a writer); it is the
+ * best /proc tells. Bounded (20 ms): a zapper's path to its madvise waits
+ * for nothing of ours, but a preempted zapper must not stall every fault.
  */
 static void wait_zappers_inside(struct uffd *u)
 {
@@ -313,13 +330,13 @@ static void wait_zappers_inside(struct uffd *u)
 				tids[n++] = u->zappers[i];
 		pthread_mutex_unlock(&u->seq_lock);
 		for (i = 0; i < n && !outside; i++)
-			outside = !sleeps_in_syscall(tids[i], SYS_madvise);
+			outside = uffd_zapper_state(tids[i]) == ZAPPER_OUTSIDE;
 		if (!outside)
 			return;
 		if (!deadline) {
-			deadline = now_ns() + 100000000ull;
+			deadline = now_ns() + 20000000ull;
 		} else if (now_ns() >= deadline) {
-			log_warn(u->ctx, "%s: a zapping thread took over 100 ms to reach its madvise: reading on", u->who);
+			log_warn(u->ctx, "%s: a zapping thread took over 20 ms to reach its madvise: reading on", u->who);
 			return;
 		}
 		{
@@ -394,6 +411,8 @@ int uffd_zap_begin(struct uffd *u)
 	int ret = -EBUSY;
 	size_t i;
 
+	if (!u->zap_guard)
+		return -EOPNOTSUPP;
 	pthread_mutex_lock(&u->seq_lock);
 	for (i = 0; i < UFFD_ZAPPERS; i++)
 		if (!u->zappers[i]) {
@@ -404,6 +423,9 @@ int uffd_zap_begin(struct uffd *u)
 	pthread_mutex_unlock(&u->seq_lock);
 	if (!ret)
 		atomic_fetch_add(&u->singly, 1);
+	else if (!atomic_exchange(&u->busy_logged, true))
+		log_warn(u->ctx, "%s: more than %d threads zap at once: the rest go without the guard against a racing unmap (logged once)",
+			 u->who, UFFD_ZAPPERS);
 	return ret;
 }
 
@@ -528,6 +550,11 @@ int uffd_create(struct ugpu_context *ctx, const char *who, uint64_t need, uint64
 			(unsigned long long)u->features, ret);
 		goto out_close_fd;
 	}
+	/* our own thread runs: /proc must say so, or it tells nothing */
+	u->zap_guard = uffd_zapper_state(gettid()) == ZAPPER_OUTSIDE;
+	if (!u->zap_guard)
+		log_info(ctx, "%s: /proc/self/task/*/syscall is not readable: a process's unmap racing a zap of memory moved to VRAM without UFFDIO_MOVE is not guarded against (docs/svm.md)",
+			 who);
 	u->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (u->stopfd < 0) {
 		ret = -errno;

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Debian 12's uapi headers predate these (Linux 6.1 / 6.6); the ABI is fixed. */
 #ifndef USERFAULTFD_IOC_NEW
@@ -138,10 +139,18 @@ void uffd_events_release(struct uffd *u);
  * has looked the address up). The owner's handling of the REMOVE event then
  * waits until the madvise returned before it returns itself. Call begin
  * with uffd_events_hold() held (no read under way ignores it), returned
- * right after the madvise, end after uffd_sync(). begin: 0, or -EBUSY when
- * too many threads zap at once (the caller goes without).
+ * right after the madvise, end after uffd_sync(). begin: 0, -EBUSY when
+ * too many threads zap at once (logged once), or -EOPNOTSUPP when /proc
+ * does not say where threads sleep (logged at create): the caller goes
+ * without.
  */
 int uffd_zap_begin(struct uffd *u);
+/* Where a zapping thread is, from /proc/self/task/TID/{syscall,wchan}:
+ * unknown (unreadable), outside its madvise (running, or not there yet),
+ * asleep in it on an event (ours or a repeat after a split of the mapping),
+ * or asleep in it otherwise (the mmap lock). */
+enum zap_state { ZAPPER_UNKNOWN, ZAPPER_OUTSIDE, ZAPPER_EVENT_WAIT, ZAPPER_ASLEEP };
+enum zap_state uffd_zapper_state(pid_t tid);
 void uffd_zap_returned(struct uffd *u);
 void uffd_zap_end(struct uffd *u);
 

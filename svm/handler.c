@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shared virtual memory: the userfaultfd handler thread (mm/uffd.c runs it).
- * It never waits: a CPU touch is answered at once, parked (no wake) until
+ * It waits only for a zap of ours, bounded (wait_zap_locked()): a CPU
+ * touch is answered at once, parked (no wake) until
  * the range's owner wakes it, or queued for the worker; unmap, free and
  * move events mark the ranges and queue their collection.
  */
@@ -101,18 +102,52 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags, uint32_t 
  * the address the madvise is about to look up again (svm/migrate.c
  * take_pages()). Reads are one message at a time meanwhile, so nothing read
  * with ours let a thread go. @r stays: its owner waits in uffd_sync() for
- * this read's handling. Bounded: the madvise waits for no one but a holder
- * of the mmap lock, and none waits for us holding it; the bound is a guard. */
+ * this read's handling. Not when the zapper sleeps on an event again: a
+ * repeat REMOVE after a split of the mapping, or ours still queued behind
+ * a free of exactly the range that was taken for ours (the review: each
+ * held the handler for its whole bound). Bounded (20 ms, then warned). */
 static void wait_zap_locked(struct svm *s, struct svm_range *r)
 {
-	struct timespec ts = monotonic_deadline_after_ms(1000);
+	uint64_t deadline = now_ns() + 20000000ull;
 
-	while (r->zapping)
-		if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT) {
-			log_warn(s->ctx, "svm: the zap of [0x%" PRIx64 ", +0x%" PRIx64 ") took over 1 s: reading events again",
-				 r->start, r->size);
-			break;
+	while (r->zapping) {
+		struct timespec ts = monotonic_deadline_after_ms(1);
+
+		if (uffd_zapper_state(r->zap_tid) == ZAPPER_EVENT_WAIT) {
+			r->zap_repeat = true; /* its next REMOVE, a part: ours */
+			return;
 		}
+		if (now_ns() >= deadline) {
+			log_warn(s->ctx, "svm: the zap of [0x%" PRIx64 ", +0x%" PRIx64 ") took over 20 ms: reading events again",
+				 r->start, r->size);
+			return;
+		}
+		pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+	}
+}
+
+/* Is the REMOVE of [start, end) @r's own zap's? Exactly its span, once; a
+ * part of it starting at its start while that is still awaited and an unmap
+ * of the rest was seen (the kernel zaps the mapping it finds, shrunk); or a
+ * part after the zapper was seen waiting on an event again (the madvise's
+ * repeat after a split of the mapping). A second REMOVE of exactly the range
+ * is the process's free (allocators purge aligned 2 MiB: taken for ours it
+ * was never collected, the review before), and so is any other. Lock
+ * held. */
+static bool own_remove_locked(struct svm_range *r, uint64_t start, uint64_t end)
+{
+	bool exact = start == r->start && end == r->start + r->size;
+	bool part = start >= r->start && end <= r->start + r->size && !exact;
+
+	if (r->self_zap && (exact || (part && start == r->start && r->gc_pending))) {
+		r->self_zap = false;
+		return true;
+	}
+	if (r->zapping && r->zap_repeat && part) {
+		r->zap_repeat = false;
+		return true;
+	}
+	return false;
 }
 
 /* The process unmapped (@gc GC_UNMAP), freed (GC_REMOVE) or moved
@@ -129,13 +164,11 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 	for (i = range_lower(s, start); i < s->n && s->r[i]->start < end; i++) {
 		struct svm_range *r = s->r[i];
 
-		/* our own MADV_DONTNEED of a range we moved, exactly its span
-		 * (the process's free of more, or of a part, is the process's);
-		 * once: a second such REMOVE meanwhile is the process's free
-		 * of exactly the range (allocators purge aligned 2 MiB), which
-		 * was taken for ours and never collected before (review) */
-		if (gc == GC_REMOVE && r->self_zap && start == r->start && end == r->start + r->size) {
-			r->self_zap = false;
+		/* our own MADV_DONTNEED of a range we moved (the process's
+		 * free of more is the process's; a second REMOVE of exactly
+		 * the range is the process's free, allocators purge aligned
+		 * 2 MiB: taken for ours, it was never collected before) */
+		if (gc == GC_REMOVE && own_remove_locked(r, start, end)) {
 			zap = r;
 			continue;
 		}

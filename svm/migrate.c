@@ -749,6 +749,8 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		} else {
 			r->self_zap = true;
 			r->zapping = true;
+			r->zap_tid = gettid();
+			r->zap_repeat = false;
 		}
 		pthread_mutex_unlock(&s->lock);
 		if (!ret)
@@ -756,11 +758,13 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		uffd_events_release(s->u);
 	}
 	if (!ret) {
+		test_point_obj(TEST_POINT_SVM_ZAP, r);
 		ret = madvise((void *)r->start, r->size, MADV_DONTNEED) ? -errno : 0;
 		if (zap_guarded)
 			uffd_zap_returned(s->u);
 		pthread_mutex_lock(&s->lock);
 		r->zapping = false;
+		r->zap_tid = 0;
 		pthread_cond_broadcast(&s->cond);
 		pthread_mutex_unlock(&s->lock);
 		/* madvise returned once the handler read the REMOVE event, not

@@ -381,6 +381,20 @@ int region_register(struct svm *s, uint64_t start, uint64_t end, uint64_t seq)
 	}
 	if (ret)
 		return ret;
+	/* UFFDIO_REGISTER does not mind holes: an unmap between the caller's
+	 * look-up and the registration (no event: nothing was registered yet)
+	 * left one, and a mapping made there after is not registered. Recorded
+	 * as ours, a range would be made on it, its pages moved away and never
+	 * brought back (the mapping's later touches and our copy back miss
+	 * us): test_svm test_remap_by_another_thread_during_prefetch, with the
+	 * unmap at the prefetch's very start. Recorded only when one mapping
+	 * still covers it all; otherwise the caller looks again. */
+	{
+		struct vma now;
+
+		if (vma_lookup(start, &now) || now.start > start || now.end < end)
+			return -EAGAIN;
+	}
 	pthread_mutex_lock(&s->lock);
 	/* not recorded as ours when an event may have unmapped it since:
 	 * a later mapping there would go unregistered */

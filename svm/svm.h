@@ -27,8 +27,10 @@
  * Locks (outer first): the worker's work (no lock) → a range's busy flag
  * (under svm->lock, waited on with svm->cond) → VM and BO manager locks
  * (mm/) → svm->lock (only briefly, never across a copy, an ioctl that
- * waits, or a call into mm/); svm->pool_lock is a leaf (a slot's state). The userfaultfd handler thread never waits:
- * it answers at once, parks the faulting thread (no wake) or queues work.
+ * waits, or a call into mm/); svm->pool_lock is a leaf (a slot's state). The userfaultfd handler thread waits only
+ * briefly and bounded (a mover's check under the event lock; a zap on the
+ * write-protection path, svm/handler.c wait_zap_locked()): it answers at
+ * once, parks the faulting thread (no wake) or queues work.
  */
 #ifndef UGPU_SVM_SVM_H
 #define UGPU_SVM_SVM_H
@@ -167,6 +169,8 @@ struct svm_range {
 	bool self_zap; /* its owner is zapping its pages: the REMOVE event is ours */
 	bool zapping; /* its owner's madvise of that zap has not returned: the
 		       * handler, having read the event, waits for it (cond) */
+	pid_t zap_tid; /* the zapping thread, while @zapping */
+	bool zap_repeat; /* it was seen waiting on an event after ours */
 	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
 	bool back_queued; /* a CPU touch asked for it back */
 	bool writable; /* the CPU mapping is */
