@@ -139,7 +139,7 @@ static bool own_remove_locked(struct svm_range *r, uint64_t start, uint64_t end)
 	bool exact = start == r->start && end == r->start + r->size;
 	bool part = start >= r->start && end <= r->start + r->size && !exact;
 
-	if (r->self_zap && (exact || (part && start == r->start && r->gc_pending))) {
+	if (r->self_zap && (exact || (part && start == r->start && end == r->zap_unmapped_from))) {
 		r->self_zap = false;
 		return true;
 	}
@@ -172,6 +172,8 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 			zap = r;
 			continue;
 		}
+		if (gc != GC_REMOVE && r->self_zap && start > r->start && start < r->zap_unmapped_from)
+			r->zap_unmapped_from = start;
 		r->gc_pending = true;
 		any = true;
 	}

@@ -310,6 +310,11 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
 				uint64_t dst, uint64_t counted, uint64_t deadline);
+/* Set on a thread while it collects a range (gc_range()): its copies back
+ * are of what the process still has, whatever the range's mark says. */
+static _Thread_local bool collecting;
+
+static bool gc_pending(struct svm *s, struct svm_range *r);
 
 /*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
@@ -380,14 +385,42 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
 		sleep_until_ns(now_ns() + 100000);
 
-	if (ret == -EEXIST) {
-		/* Some pages are there after all: page by page, keeping them. */
+	if (ret == -EEXIST || (ret == -ENOENT && len > SVM_4K)) {
+		/* Some pages are there after all (keep them), or the span is
+		 * not one registered mapping any more: the process split it
+		 * meanwhile (an mprotect, an madvise of a part: UFFDIO_COPY
+		 * wants one mapping, and the range came back all zero before,
+		 * test_svm test_split_while_in_vram) or unmapped or freed a
+		 * part. Page by page, each under the event lock while no event
+		 * marked the range (outside its collection, which copies only
+		 * what is left by design): a free or an unmap read since the
+		 * caller's check must not get the old bytes back (the review:
+		 * test_copy_back_after_free_and_unmap). -ENOENT when any page
+		 * had no place or the range was marked: the caller looks
+		 * again. */
+		bool missing = false, pend = false;
+
 		ret = 0;
 		for (i = 0; i < len && !ret; i += SVM_4K) {
-			ret = uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
-			if (ret == -EEXIST)
+			for (;;) {
+				uffd_events_hold(s->u);
+				pend = !collecting && gc_pending(s, r);
+				ret = pend ? -ENOENT
+					   : uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
+				uffd_events_release(s->u);
+				if (ret != -EAGAIN || now_ns() >= deadline)
+					break;
+				sleep_until_ns(now_ns() + 100000);
+			}
+			if (pend)
+				break;
+			if (ret == -EEXIST || ret == -ENOENT) {
+				missing |= ret == -ENOENT;
 				ret = 0;
+			}
 		}
+		if (!ret && missing)
+			ret = -ENOENT;
 	}
 	if (ret) {
 		pthread_mutex_lock(&s->lock);
@@ -751,6 +784,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			r->zapping = true;
 			r->zap_tid = gettid();
 			r->zap_repeat = false;
+			r->zap_unmapped_from = UINT64_MAX;
 		}
 		pthread_mutex_unlock(&s->lock);
 		if (!ret)
@@ -1202,6 +1236,7 @@ static void gc_range(struct svm *s, struct svm_range *r, const struct svm_work *
 	uint64_t rs = r->start, re = r->start + r->size;
 
 	range_unmap_gpu(s, r);
+	collecting = true;
 	if (r->where == R_VRAM) {
 		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
 
@@ -1217,6 +1252,7 @@ static void gc_range(struct svm *s, struct svm_range *r, const struct svm_work *
 		if (gc == GC_REMAP && a < b)
 			copy_back_followed(s, w->seq, r, a - rs, b - a, to + (a - start));
 	}
+	collecting = false;
 	pthread_mutex_lock(&s->lock);
 	if (r->first)
 		r->first->st.svm_gc_count++;

@@ -2360,13 +2360,14 @@ static void test_remap_by_another_thread_during_prefetch(void **state)
  * again; ZR_SPLIT splits the mapping (MADV_NOHUGEPAGE of the upper half)
  * while the madvise waits for its event; ZR_FREE frees exactly the range
  * before the madvise. */
-enum zr_mode { ZR_TAIL, ZR_SPLIT, ZR_FREE };
+enum zr_mode { ZR_TAIL, ZR_SPLIT, ZR_FREE, ZR_TWO };
 
 struct zr {
 	uint64_t *buf;
 	enum zr_mode mode;
 	int go, fired, err;
-	pid_t helper, zapper;
+	pid_t helper, zapper, helper2;
+	int go2;
 };
 
 static bool zr_sleeps_in(pid_t tid, long nr)
@@ -2411,6 +2412,26 @@ static void zr_hook(void *arg, enum test_point_id id, void *obj)
 		usleep(20);
 	/* its event is queued before ours */
 	zr_wait_sleeping(z->helper, z->mode == ZR_TAIL ? SYS_munmap : SYS_madvise);
+	if (z->mode == ZR_TWO) {
+		__atomic_store_n(&z->go2, 1, __ATOMIC_RELEASE);
+		while (!__atomic_load_n(&z->helper2, __ATOMIC_ACQUIRE))
+			usleep(20);
+		zr_wait_sleeping(z->helper2, SYS_madvise);
+	}
+}
+
+/* A second process free, of the range's first 64 KiB, queued after a
+ * free of its upper half and before our zap's REMOVE */
+static void *zr_helper2(void *arg)
+{
+	struct zr *z = arg;
+
+	while (!__atomic_load_n(&z->go2, __ATOMIC_ACQUIRE))
+		usleep(20);
+	__atomic_store_n(&z->helper2, gettid(), __ATOMIC_RELEASE);
+	if (madvise(z->buf, 64 * KIB, MADV_DONTNEED))
+		z->err = errno;
+	return NULL;
 }
 
 static void *zr_helper(void *arg)
@@ -2440,6 +2461,9 @@ static void *zr_helper(void *arg)
 		zr_wait_sleeping(z->zapper, SYS_madvise);
 		if (madvise((char *)z->buf + MIB, MIB, MADV_NOHUGEPAGE))
 			z->err = errno;
+	} else if (z->mode == ZR_TWO) {
+		if (madvise((char *)z->buf + MIB, MIB, MADV_DONTNEED))
+			z->err = errno;
 	} else if (madvise(z->buf, 2 * MIB, MADV_DONTNEED)) {
 		z->err = errno;
 	}
@@ -2455,14 +2479,21 @@ static uint64_t zr_run(struct svm_fx *s, struct zr *z)
 
 	for (uint64_t i = 0; i < 2 * MIB / 8; i++)
 		z->buf[i] = i + 1;
+	pthread_t t2;
+
 	assert_int_equal(pthread_create(&t, NULL, zr_helper, z), 0);
+	if (z->mode == ZR_TWO)
+		assert_int_equal(pthread_create(&t2, NULL, zr_helper2, z), 0);
 	test_point_set(TEST_POINT_SVM_ZAP, zr_hook, z);
 	t0 = now_ns_test();
 	assert_int_equal(run_kernel(s->q, UGPU_KERNEL_READ_SUM, z->buf, len, 0, 5000, &r), 0);
 	t0 = (now_ns_test() - t0) / 1000000;
 	test_point_set(TEST_POINT_SVM_ZAP, NULL, NULL);
 	__atomic_store_n(&z->go, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&z->go2, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
+	if (z->mode == ZR_TWO)
+		pthread_join(t2, NULL);
 	assert_int_equal(z->err, 0);
 	assert_int_equal(z->fired, 1);
 	return t0;
@@ -2488,8 +2519,7 @@ static void test_zap_with_tail_unmapped(void **state)
 /* A split of the mapping while the zap runs: the madvise's repeat event for
  * the upper half is ours, not a free (the upper 1 MiB read zero), and the
  * handler does not wait for a madvise that waits for it (1 s before; 3 to
- * 7 ms now). Open: the range then reads zero all through, for its way back
- * copies into one mapping and there are two now (docs/svm.md). */
+ * 7 ms now); and the range comes back whole across the two mappings. */
 static void test_zap_with_split(void **state)
 {
 	struct zr z = { .buf = map_anon(2 * MIB, 2 * MIB), .mode = ZR_SPLIT };
@@ -2521,6 +2551,94 @@ static void test_zap_after_process_free(void **state)
 		      (unsigned long long)bad);
 	assert_int_equal(bad, 0);
 	assert_true(ms < 500);
+}
+
+/* A range in VRAM whose mapping the process splits (an madvise of its upper
+ * half, as mprotect or mlock of a part would): a touch brings back every
+ * byte. It came back all zero: the way back copied into one mapping
+ * (UFFDIO_COPY wants one) and took the refusal for an unmap. */
+static void test_split_while_in_vram(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), vram0 = stats(s).svm_vram_bytes, i;
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i + 1;
+	assert_int_equal(run_kernel(s->q, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, 5000, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= vram0 + 2 * MIB);
+	assert_int_equal(madvise((char *)buf + MIB, MIB, MADV_NOHUGEPAGE), 0);
+	usleep(6000); /* past the timeslice */
+	for (i = 0; i < 2 * MIB / 8; i++)
+		if (buf[i] != i + 1)
+			fail_msg("word %llu: %llx", (unsigned long long)i, (unsigned long long)buf[i]);
+	munmap(buf, 2 * MIB);
+}
+
+/* The process frees the upper half, then the first 64 KiB, both
+ * before our zap's REMOVE: [64 KiB, 1 MiB) was never freed and must keep
+ * its bytes (the first free's part was taken for our zap's and the bytes
+ * read zero in every run, the review) */
+static void test_two_frees_before_zap(void **state)
+{
+	struct zr z = { .buf = map_anon(2 * MIB, 2 * MIB), .mode = ZR_TWO };
+	uint64_t bad = 0;
+
+	zr_run(*state, &z);
+	for (uint64_t i = 0; i < 2 * MIB / 8; i++) {
+		uint64_t want = (i >= 64 * KIB / 8 && i < MIB / 8) ? i + 1 : 0;
+
+		if (z.buf[i] != want && !bad++)
+			print_message("word %llu is %llx, want %llx\n", (unsigned long long)i,
+				      (unsigned long long)z.buf[i], (unsigned long long)want);
+	}
+	munmap(z.buf, 2 * MIB);
+	print_message("two frees before the zap: %llu words wrong\n", (unsigned long long)bad);
+	assert_int_equal(bad, 0);
+}
+
+/* The way back of a range in VRAM (a CPU touch) while the process
+ * frees [64 KiB, 128 KiB) and unmaps [1 MiB, 2 MiB) after do_back()'s check:
+ * the freed pages must read zero (the copy must not put the old bytes there) */
+static int rcb_fired;
+
+static void rcb_hook(void *arg, enum test_point_id id, void *obj)
+{
+	char *b = arg;
+
+	(void)id;
+	(void)obj;
+	if (__atomic_exchange_n(&rcb_fired, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (madvise(b + 64 * KIB, 64 * KIB, MADV_DONTNEED) || munmap(b + MIB, MIB))
+		abort();
+}
+
+static void test_copy_back_after_free_and_unmap(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_kernel_result r;
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), bad_free = 0, bad_kept = 0;
+
+	for (uint64_t i = 0; i < 2 * MIB / 8; i++)
+		buf[i] = i + 1;
+	assert_int_equal(run_kernel(s->q, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, 5000, &r), 0);
+	rcb_fired = 0;
+	test_point_set(TEST_POINT_SVM_COPY_BACK, rcb_hook, buf);
+	(void)*(volatile uint64_t *)buf; /* the way back */
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	for (uint64_t i = 0; i < MIB / 8; i++) {
+		bool freed = i >= 64 * KIB / 8 && i < 128 * KIB / 8;
+
+		if (freed)
+			bad_free += buf[i] != 0;
+		else
+			bad_kept += buf[i] != i + 1;
+	}
+	munmap(buf, MIB);
+	print_message("copy back after a free and an unmap: fired %d, %llu freed words not zero, %llu kept words wrong\n",
+		      rcb_fired, (unsigned long long)bad_free, (unsigned long long)bad_kept);
+	assert_int_equal(bad_free + bad_kept, 0);
 }
 
 int main(void)
@@ -2582,6 +2700,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_after_process_free, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_zap_with_split, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_two_frees_before_zap, setup_wp, teardown),
 	};
 
 	const struct CMUnitTest rev_tests[] = {
@@ -2601,7 +2725,6 @@ int main(void)
 	 * (docs/svm.md, "Collections that run late") */
 	const struct CMUnitTest open_tests[] = {
 		cmocka_unit_test_setup_teardown(test_zap_with_tail_unmapped, setup_wp, teardown),
-		cmocka_unit_test_setup_teardown(test_zap_with_split, setup_wp, teardown),
 	};
 	int failed;
 
