@@ -319,6 +319,10 @@ static void wait_zappers_inside(struct uffd *u)
 {
 	uint64_t deadline = 0;
 
+	/* no zap under way (zappers register with @singly raised, under the
+	 * event lock we hold): nothing to look at, no lock taken per read */
+	if (!atomic_load(&u->singly))
+		return;
 	for (;;) {
 		pid_t tids[UFFD_ZAPPERS];
 		size_t n = 0, i;
