@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Peer access in place: windows onto a peer's VRAM in a device's DMA space
- * (mm/p2p.h; docs/multi-device.md). The binds that use them are mm/vm.c's.
+ * (mm/p2p.h; docs/multi-device.md). The binds that use them are mm/vm_peer.c's
+ * and mm/vm_svm.c's.
  *
  * Locking: a device's windows are under its BO manager lock (struct
  * bo_mgr.p2p). The exporter's @p2p_gone flag is set before its windows are

@@ -19,18 +19,16 @@
  * stop the kernels first.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "engines/exec.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/p2p.h"
 #include "mm/vm.h"
+#include "mm/vm_bind.h"
 #include "mm/vm_remote.h"
 #include "mm/vram.h"
 #include "base/log.h"
@@ -332,7 +330,7 @@ static void bind_write_locked(struct ugpu_vm *vm, struct vm_bind *b, bool fresh)
 }
 
 /* Clear @b's entries and give back the tables it empties. Manager lock. */
-static void bind_clear_locked(struct ugpu_vm *vm, struct vm_bind *b)
+void vm_bind_clear_locked(struct ugpu_vm *vm, struct vm_bind *b)
 {
 	uint64_t va = b->va, end = b->va + b->bytes;
 
@@ -350,7 +348,7 @@ static void bind_clear_locked(struct ugpu_vm *vm, struct vm_bind *b)
 	}
 }
 
-static uint64_t next_gen_locked(struct ugpu_vm *vm)
+uint64_t vm_next_gen_locked(struct ugpu_vm *vm)
 {
 	return vm->pt_gen = ++vm->vmm->pt_gen;
 }
@@ -377,7 +375,7 @@ void vm_bo_moved_locked(struct ugpu_bo *bo)
 /* Zero @b's leaf entries; the tables keep counting them until the unbind
  * (a table reservation may run concurrently under the VM lock only).
  * Manager lock held, device in D0. */
-static void bind_zero_locked(struct ugpu_vm *vm, struct vm_bind *b)
+void vm_bind_zero_locked(struct ugpu_vm *vm, struct vm_bind *b)
 {
 	uint64_t a, end;
 
@@ -399,8 +397,8 @@ unsigned int vm_bo_orphan_binds_locked(struct ugpu_bo *bo)
 		struct vm_bind *b = list_entry(l, struct vm_bind, bo_link);
 
 		if (!b->vm->dead && !device_is_removed(b->vm->dev)) {
-			bind_zero_locked(b->vm, b);
-			next_gen_locked(b->vm);
+			vm_bind_zero_locked(b->vm, b);
+			vm_next_gen_locked(b->vm);
 		}
 		b->orphaned = true;
 		list_del(&b->bo_link);
@@ -464,7 +462,7 @@ void vm_revalidate_locked(struct ugpu_vm *vm)
 	}
 	vm->dirty = false;
 	if (n) {
-		next_gen_locked(vm);
+		vm_next_gen_locked(vm);
 		vm->vmm->revalidations++;
 		vm->vmm->ptes_rewritten += n;
 		log_dbg(vm->dev->ctx, "%s: VM '%s': %" PRIu64 " PTEs rewritten after moves",
@@ -548,36 +546,6 @@ void vm_release_tables_all(struct vm_mgr *vmm)
 }
 
 /* ---- the public API ----------------------------------------------------------------- */
-
-const struct vm_svm_ops *vm_ops_enter(struct ugpu_vm *vm, void **arg)
-{
-	if (vm->fwd) {
-		*arg = vm->fwd_arg;
-		return vm->fwd;
-	}
-	return vm_svm_enter(vm->vmm, arg);
-}
-
-void vm_ops_leave(struct ugpu_vm *vm)
-{
-	if (!vm->fwd)
-		vm_svm_leave(vm->vmm);
-}
-
-/* Shared virtual memory lets go of mirror VM @vm (when it still serves the
- * device: its teardown already let go of every VM). */
-static void svm_vm_gone(struct vm_mgr *vmm, struct ugpu_vm *vm)
-{
-	void *sarg;
-	const struct vm_svm_ops *sops;
-
-	(void)vmm;
-	sops = vm_ops_enter(vm, &sarg);
-	if (sops) {
-		sops->vm_gone(sarg, vm);
-		vm_ops_leave(vm);
-	}
-}
 
 /* The VM manager of @dev, with the reason when there is no usable one. */
 static int vmm_usable(struct ugpu_device *dev, struct vm_mgr **out)
@@ -715,7 +683,7 @@ static int vm_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 	if (!ret) {
 		bo_mgr_lock(m);
 		vm->root = pt_take(vm);
-		next_gen_locked(vm);
+		vm_next_gen_locked(vm);
 		pthread_mutex_unlock(&m->lock);
 	}
 	pthread_mutex_unlock(&vm->lock);
@@ -753,14 +721,14 @@ out_free:
 	}
 	chunks_free(chunks, nchunks);
 	if (vm->flags & UGPU_VM_MIRROR)
-		svm_vm_gone(vmm, vm);
+		vm_svm_gone(vmm, vm);
 	vm_free(vm);
 	return ret;
 }
 
 /* Free binds taken off their lists (linked on @gone by vm_link), dropping
  * their BOs' references. No lock held (a last put takes the manager's). */
-static void binds_free(struct list_link *gone)
+void vm_binds_free(struct list_link *gone)
 {
 	list_for_each_safe(l, gone) {
 		struct vm_bind *b = list_entry(l, struct vm_bind, vm_link);
@@ -805,7 +773,7 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 	pthread_mutex_unlock(&vmm->lock);
 	/* Shared virtual memory lets go of it first (its work may use it). */
 	if (vm->flags & UGPU_VM_MIRROR)
-		svm_vm_gone(vmm, vm);
+		vm_svm_gone(vmm, vm);
 
 	list_init(&gone);
 	pthread_mutex_lock(&vm->lock);
@@ -825,7 +793,7 @@ UGPU_API int ugpu_vm_destroy(struct ugpu_vm *vm)
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 
-	binds_free(&gone);
+	vm_binds_free(&gone);
 	chunks_free(chunks, nchunks);
 	vm_free(vm);
 	device_put(dev);
@@ -844,7 +812,7 @@ static int bind_allowed_locked(struct ugpu_vm *vm, struct bo_mgr *m)
 
 /* Put @b (its BO, range and flags set) in @vm's sorted list before @at and
  * write its entries. vm->lock and m->lock held. */
-static void bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct vm_bind *b)
+void vm_bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct vm_bind *b)
 {
 	b->vm = vm;
 	if (b->bo) {
@@ -855,12 +823,12 @@ static void bind_insert_locked(struct ugpu_vm *vm, struct list_link *at, struct 
 	if (b->flags & VM_BIND_PEER)
 		vm->npeer++;
 	bind_write_locked(vm, b, true);
-	next_gen_locked(vm);
+	vm_next_gen_locked(vm);
 }
 
 /* The first bind that ends after @va (binds are sorted and disjoint), or
  * the head. */
-static struct list_link *bind_after(struct ugpu_vm *vm, uint64_t va)
+struct list_link *vm_bind_after(struct ugpu_vm *vm, uint64_t va)
 {
 	list_for_each(l, &vm->binds)
 		if (list_entry(l, struct vm_bind, vm_link)->va + list_entry(l, struct vm_bind, vm_link)->bytes > va)
@@ -874,13 +842,13 @@ static struct list_link *bind_after(struct ugpu_vm *vm, uint64_t va)
  * taken and the VM allowed to bind. On 0 both locks are held; on an error
  * only @vm's (the caller unlocks it). *@at: where the bind goes.
  */
-static int bind_begin(struct ugpu_vm *vm, struct bo_mgr *m, uint64_t va, uint64_t len,
+int vm_bind_begin(struct ugpu_vm *vm, struct bo_mgr *m, uint64_t va, uint64_t len,
 		      struct list_link **at)
 {
 	int ret;
 
 	pthread_mutex_lock(&vm->lock);
-	*at = bind_after(vm, va);
+	*at = vm_bind_after(vm, va);
 	if (*at != &vm->binds && list_entry(*at, struct vm_bind, vm_link)->va < va + len)
 		return -EEXIST;
 	ret = pool_reserve(vm, tables_needed(va, len)); /* -ENODEV when dead (read under m->lock) */
@@ -893,228 +861,6 @@ static int bind_begin(struct ugpu_vm *vm, struct bo_mgr *m, uint64_t va, uint64_
 	return ret;
 }
 
-/* ---- peer binds: a peer's BO in place, through a window (mm/p2p.c) ---------- */
-
-/* One run of the peer BO's VRAM that the bind maps: byte @bo_off of the BO
- * is at the peer's VRAM offset @vram_off for @len bytes. */
-struct peer_seg {
-	uint64_t bo_off, vram_off, len;
-};
-
-/* The runs of [@off, +@bytes) of @bo (in VRAM; its manager lock held). */
-static size_t peer_segs_locked(const struct ugpu_bo *bo, uint64_t off, uint64_t bytes,
-			       struct peer_seg *segs, size_t max)
-{
-	struct buddy_block *blk;
-	uint64_t pos = 0, end = off + bytes;
-	size_t n = 0;
-
-	buddy_list_for_each(blk, bo->vram) {
-		uint64_t bsz = vram_block_size(blk), s = pos, e = pos + bsz;
-
-		if (s < off)
-			s = off;
-		if (e > end)
-			e = end;
-		if (s < e) {
-			if (n == max)
-				return max + 1;
-			segs[n++] = (struct peer_seg){ .bo_off = s,
-						       .vram_off = buddy_block_offset(blk) + s - pos,
-						       .len = e - s };
-		}
-		pos += bsz;
-	}
-	return n;
-}
-
-#define PEER_SEGS_MAX 64
-
-/* mm/vm.h */
-int peer_bar_get_locked(struct ugpu_device *peer, void **vaddr, int *fd, uint64_t *fd_off)
-{
-	int ret = peer->vdev->ops->region_fd(peer->vdev, peer->profile->vram_region, fd, fd_off);
-
-	if (!ret) {
-		*fd = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
-		ret = *fd < 0 ? -errno : 0;
-	}
-	*vaddr = peer->vram;
-	return ret;
-}
-
-/*
- * ugpu_vm_bind() of a BO of another device: the BO is pinned in its VRAM
- * (one pin per run of its blocks), its device held awake, and @vm's
- * device maps the peer's VRAM BAR into its DMA space (a window, made once):
- * each run is an iova bind into that window.
- */
-static int vm_bind_peer(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, uint64_t va,
-			uint64_t bytes, uint32_t flags)
-{
-	struct ugpu_device *dev = vm->dev, *peer;
-	struct peer_seg segs[PEER_SEGS_MAX];
-	struct vm_bind *b[PEER_SEGS_MAX] = { 0 };
-	struct rpm *held = NULL, *peer_held[PEER_SEGS_MAX] = { 0 };
-	struct bo_mgr *m = mgr_of(dev), *pm;
-	struct list_link *at;
-	size_t nseg = 0, pinned = 0, i;
-	void *vaddr = NULL;
-	uint64_t fd_off = 0, win;
-	int ret, fd = -1;
-
-	peer = bo_dev(bo);
-	if (peer == dev) /* it came back meanwhile */
-		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
-	if (peer->ctx != dev->ctx) {
-		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to another context", bo->name);
-		return -EXDEV;
-	}
-	/* drm_pagemap's rule: a device uses memory of another in place only
-	 * when they share an owner (here: fast links join them) */
-	if (!device_same_owner(dev, peer)) {
-		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' belongs to %s, which is not in the owner group of %s (no fast link joins them, or it is removed)",
-			bo->name, peer->name, dev->name);
-		return -EINVAL;
-	}
-	/* The peer's BO stays where it is while bound (its move would not
-	 * reach this device's page tables): pinned, its device awake. */
-	ret = ugpu_bo_pin(bo);
-	if (ret)
-		return ret;
-	pinned = 1;
-	ret = bo_lock(bo, NULL, &pm);
-	if (ret)
-		goto out_unpin;
-	if (bo->dev != peer) {
-		/* it moved before the pin held it: look again from the top
-		 * (pinned now, it stays where it is) */
-		pthread_mutex_unlock(&pm->lock);
-		ugpu_bo_unpin(bo);
-		return ugpu_vm_bind(vm, bo, bo_offset, va, bytes, flags);
-	}
-	if (pm->closed || device_is_removed(peer)) {
-		ret = -ENODEV;
-	} else if (bo->placement != UGPU_PLACEMENT_VRAM) {
-		log_err(dev->ctx, "ugpu_vm_bind: BO '%s' of %s is not in its VRAM: a peer's BO binds in place only from there",
-			bo->name, peer->name);
-		ret = -EINVAL;
-	} else {
-		nseg = peer_segs_locked(bo, bo_offset, bytes, segs, PEER_SEGS_MAX);
-		if (nseg > PEER_SEGS_MAX) {
-			log_err(dev->ctx, "ugpu_vm_bind: BO '%s' of %s is in more than %d pieces of VRAM",
-				bo->name, peer->name, PEER_SEGS_MAX);
-			ret = -ENOMEM;
-		} else {
-			ret = peer_bar_get_locked(peer, &vaddr, &fd, &fd_off);
-		}
-	}
-	pthread_mutex_unlock(&pm->lock);
-	if (ret)
-		goto out_unpin;
-	for (i = 0; i < nseg; i++) {
-		if (i && (ret = ugpu_bo_pin(bo)))
-			goto out_unpin;
-		pinned = i + 1;
-		if ((ret = bo_rpm_hold(peer, &peer_held[i])) ||
-		    !(b[i] = calloc(1, sizeof(*b[i])))) {
-			ret = ret ? ret : -ENOMEM;
-			goto out_unpin;
-		}
-	}
-	ret = bo_rpm_hold(dev, &held);
-	if (ret)
-		goto out_unpin;
-	ret = bind_begin(vm, m, va, bytes, &at);
-	if (ret == -EEXIST) {
-		log_err(dev->ctx, "ugpu_vm_bind: [0x%" PRIx64 ", +0x%" PRIx64 ") overlaps a bind of VM '%s'",
-			va, bytes, vm->name);
-		ret = -EINVAL;
-	}
-	if (ret)
-		goto out_unlock_vm;
-	ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
-	for (i = 0; !ret && i < nseg; i++) {
-		if (i)
-			p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win); /* one per bind */
-		b[i]->iova = win + segs[i].vram_off;
-		b[i]->va = va + segs[i].bo_off - bo_offset;
-		b[i]->bytes = segs[i].len;
-		b[i]->flags = flags | VM_BIND_PEER;
-		b[i]->peer_bo = bo;
-		b[i]->peer_dev = peer;
-		b[i]->peer_rpm = peer_held[i];
-		ugpu_bo_get(bo);
-		list_init(&b[i]->bo_link);
-		bind_insert_locked(vm, at, b[i]);
-		vm->nbinds++;
-		vm->bound_bytes += segs[i].len;
-		b[i] = NULL;
-		peer_held[i] = NULL;
-	}
-	pthread_mutex_unlock(&m->lock);
-	if (!ret)
-		pinned = 0; /* the binds hold the pins now */
-out_unlock_vm:
-	pthread_mutex_unlock(&vm->lock);
-	bo_rpm_release(held);
-out_unpin:
-	for (i = 0; i < PEER_SEGS_MAX; i++) {
-		free(b[i]);
-		bo_rpm_release(peer_held[i]);
-	}
-	for (i = 0; i < pinned; i++)
-		ugpu_bo_unpin(bo);
-	if (fd >= 0)
-		close(fd);
-	return ret;
-}
-
-uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device *exporter,
-			       struct rpm ***held, size_t *nheld)
-{
-	struct vm_mgr *vmm = importer->vm_mgr;
-	uint64_t n = 0;
-	size_t cap = 0;
-
-	if (!vmm)
-		return 0;
-	pthread_mutex_lock(&vmm->lock);
-	list_for_each(l, &vmm->vms) {
-		struct ugpu_vm *vm = list_entry(l, struct ugpu_vm, link);
-		uint64_t here = 0;
-
-		if (vm->dead)
-			continue;
-		list_for_each(k, &vm->binds) {
-			struct vm_bind *b = list_entry(k, struct vm_bind, vm_link);
-
-			if (!(b->flags & VM_BIND_PEER) || b->peer_dev != exporter || b->revoked)
-				continue;
-			bind_zero_locked(vm, b);
-			b->revoked = true;
-			here++;
-			if (b->peer_rpm) {
-				if (*nheld == cap) {
-					size_t c = cap ? 2 * cap : 16;
-					struct rpm **nv = realloc(*held, c * sizeof(*nv));
-
-					if (!nv)
-						continue; /* kept: released at the unbind */
-					*held = nv;
-					cap = c;
-				}
-				(*held)[(*nheld)++] = b->peer_rpm;
-				b->peer_rpm = NULL;
-			}
-		}
-		if (here)
-			next_gen_locked(vm);
-		n += here;
-	}
-	pthread_mutex_unlock(&vmm->lock);
-	return n;
-}
 
 UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, uint64_t va,
 			  uint64_t bytes, uint32_t flags)
@@ -1159,7 +905,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		struct list_link *l;
 
 		pthread_mutex_lock(&vm->lock);
-		at = bind_after(vm, va);
+		at = vm_bind_after(vm, va);
 		for (l = at; l != &vm->binds; l = l->next) {
 			struct vm_bind *o = list_entry(l, struct vm_bind, vm_link);
 
@@ -1211,7 +957,7 @@ UGPU_API int ugpu_vm_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_of
 		b->bytes = bytes;
 		b->bo_offset = bo_offset;
 		b->flags = flags;
-		bind_insert_locked(vm, at, b);
+		vm_bind_insert_locked(vm, at, b);
 		vm->nbinds++;
 		vm->bound_bytes += bytes;
 		b = NULL;
@@ -1291,7 +1037,7 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 	pthread_mutex_lock(&vm->lock);
 	bo_mgr_lock(m);
 	/* Whole binds only, at least one. */
-	at = bind_after(vm, va);
+	at = vm_bind_after(vm, va);
 	{
 		struct list_link *l;
 		unsigned int n = 0;
@@ -1332,7 +1078,7 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 			if (b->flags & VM_BIND_SVM)
 				continue;
 			if (!vm->dead && !device_is_removed(dev))
-				bind_clear_locked(vm, b);
+				vm_bind_clear_locked(vm, b);
 			list_del(&b->vm_link);
 			list_del(&b->bo_link);
 			list_add_tail(&gone, &b->vm_link);
@@ -1342,12 +1088,12 @@ UGPU_API int ugpu_vm_unbind(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 			vm->bound_bytes -= b->bytes;
 		}
 		if (!vm->dead)
-			next_gen_locked(vm);
+			vm_next_gen_locked(vm);
 	}
 	pthread_mutex_unlock(&m->lock);
 	pthread_mutex_unlock(&vm->lock);
 	bo_rpm_release(held);
-	binds_free(&gone);
+	vm_binds_free(&gone);
 	return ret;
 }
 
@@ -1380,244 +1126,6 @@ UGPU_API int ugpu_vm_query(struct ugpu_vm *vm, struct ugpu_vm_info *info)
 	return 0;
 }
 
-/* ---- shared virtual memory's maps (svm/) ------------------------------------------------ */
-
-void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg)
-{
-	struct vm_mgr *vmm = dev->vm_mgr;
-
-	pthread_mutex_lock(&vmm->lock);
-	vmm->svm = ops;
-	vmm->svm_arg = arg;
-	while (!ops && vmm->svm_users)
-		pthread_cond_wait(&vmm->svm_cond, &vmm->lock);
-	pthread_mutex_unlock(&vmm->lock);
-}
-
-const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg)
-{
-	const struct vm_svm_ops *ops;
-
-	pthread_mutex_lock(&vmm->lock);
-	ops = vmm->svm;
-	if (ops) {
-		vmm->svm_users++;
-		*arg = vmm->svm_arg;
-	}
-	pthread_mutex_unlock(&vmm->lock);
-	return ops;
-}
-
-void vm_svm_leave(struct vm_mgr *vmm)
-{
-	pthread_mutex_lock(&vmm->lock);
-	if (!--vmm->svm_users)
-		pthread_cond_broadcast(&vmm->svm_cond);
-	pthread_mutex_unlock(&vmm->lock);
-}
-
-bool vm_can_deny_atomics(const struct ugpu_vm *vm)
-{
-	const struct vm_mgr *vmm = vm->dev->vm_mgr;
-
-	return vmm && __atomic_load_n(&vmm->no_atomic, __ATOMIC_RELAXED);
-}
-
-int vm_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo, uint64_t iova,
-	       unsigned int flags)
-{
-	struct ugpu_device *dev = vm->dev;
-	struct bo_mgr *m;
-	struct vm_bind *b;
-	struct list_link *at;
-	int ret;
-
-	if (vm_is_remote(vm))
-		return vm_remote_svm_map(vm, va, len, bo, flags);
-	m = mgr_of(dev);
-	b = calloc(1, sizeof(*b));
-
-	if ((flags & VM_SVM_NO_ATOMIC) && !vm_can_deny_atomics(vm)) {
-		free(b);
-		return -EOPNOTSUPP;
-	}
-	if (!b)
-		return -ENOMEM;
-	ret = bind_begin(vm, m, va, len, &at);
-	if (ret)
-		goto out_unlock_vm;
-	if (bo && bo->placement != UGPU_PLACEMENT_VRAM)
-		ret = -EINVAL;
-	if (!ret) {
-		b->bo = bo;
-		b->iova = iova;
-		b->va = va;
-		b->bytes = len;
-		b->flags = VM_BIND_SVM | ((flags & VM_SVM_WRITABLE) ? 0 : UGPU_BIND_READONLY) |
-			   ((flags & VM_SVM_NO_ATOMIC) ? VM_BIND_NO_ATOMIC : 0);
-		bind_insert_locked(vm, at, b);
-		vm->svm_maps++;
-		vm->svm_bytes += len;
-		b = NULL;
-	}
-	pthread_mutex_unlock(&m->lock);
-out_unlock_vm:
-	pthread_mutex_unlock(&vm->lock);
-	free(b);
-	return ret;
-}
-
-int vm_svm_map_peer(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu_bo *bo,
-		    bool writable)
-{
-	struct ugpu_device *dev = vm->dev, *peer = bo_dev(bo);
-	struct bo_mgr *m = mgr_of(dev), *pm = mgr_of(peer);
-	struct vm_bind *b;
-	struct list_link *at;
-	uint64_t fd_off = 0, off = 0, win;
-	void *vaddr = NULL;
-	int ret, fd = -1;
-
-	/* drm_pagemap's rule, as for a peer bind: in place only within an
-	 * owner group */
-	if (peer == dev || !device_same_owner(dev, peer))
-		return -ENOLINK;
-	bo_mgr_lock(pm);
-	if (pm->closed || device_is_removed(peer) ||
-	    __atomic_load_n(&peer->p2p_gone, __ATOMIC_ACQUIRE))
-		ret = -ENODEV;
-	else if (bo->placement != UGPU_PLACEMENT_VRAM || !(bo->flags & UGPU_BO_CONTIGUOUS) ||
-		 bo->size < len)
-		ret = -EINVAL;
-	else
-		ret = peer_bar_get_locked(peer, &vaddr, &fd, &fd_off);
-	if (!ret)
-		off = bo_vram_offset(bo);
-	pthread_mutex_unlock(&pm->lock);
-	if (ret)
-		return ret;
-	b = calloc(1, sizeof(*b));
-	if (!b) {
-		close(fd);
-		return -ENOMEM;
-	}
-	ret = bind_begin(vm, m, va, len, &at);
-	if (ret)
-		goto out_unlock_vm;
-	ret = p2p_win_get_locked(dev, peer, vaddr, fd, fd_off, &win);
-	if (!ret) {
-		b->iova = win + off;
-		b->va = va;
-		b->bytes = len;
-		b->flags = VM_BIND_SVM | VM_BIND_PEER | (writable ? 0 : UGPU_BIND_READONLY);
-		b->peer_dev = peer;
-		list_init(&b->bo_link);
-		bind_insert_locked(vm, at, b);
-		vm->svm_maps++;
-		vm->svm_bytes += len;
-		b = NULL;
-	}
-	pthread_mutex_unlock(&m->lock);
-out_unlock_vm:
-	pthread_mutex_unlock(&vm->lock);
-	free(b);
-	close(fd);
-	return ret;
-}
-
-bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len)
-{
-	struct list_link *at;
-	bool free_ = true;
-
-	if (vm_is_remote(vm))
-		return true; /* the daemon's binds: a map over one is refused there (-EEXIST) */
-	pthread_mutex_lock(&vm->lock);
-	at = bind_after(vm, va);
-	if (at != &vm->binds && list_entry(at, struct vm_bind, vm_link)->va < va + len)
-		free_ = false;
-	pthread_mutex_unlock(&vm->lock);
-	return free_;
-}
-
-/* vm_svm_unmap()'s work: @vm->lock and the manager lock held; the binds
- * removed go to @gone (freed by the caller). */
-static int svm_unmap_locked(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct list_link *gone)
-{
-	struct ugpu_device *dev = vm->dev;
-	struct vm_mgr *vmm = vm->vmm;
-	struct list_link *at;
-	uint64_t end = va + len, gen = 0, root = 0;
-	int n = 0;
-
-	at = bind_after(vm, va);
-	while (at != &vm->binds) {
-		struct vm_bind *b = list_entry(at, struct vm_bind, vm_link);
-
-		at = at->next;
-		if (b->va >= end)
-			break;
-		if (!(b->flags & VM_BIND_SVM) || b->va < va || b->va + b->bytes > end)
-			continue;
-		if (!vm->dead && !device_is_removed(dev))
-			bind_clear_locked(vm, b);
-		list_del(&b->vm_link);
-		if (b->bo)
-			list_del(&b->bo_link);
-		list_add_tail(gone, &b->vm_link);
-		if (b->flags & VM_BIND_PEER)
-			vm->npeer--;
-		vm->svm_maps--;
-		vm->svm_bytes -= b->bytes;
-		n++;
-	}
-	if (n && !vm->dead) {
-		gen = next_gen_locked(vm);
-		root = vm->root->off;
-	}
-	/* Still under the manager lock: no launch picks the old entries up
-	 * between the clear and the flush (a launch takes this lock and
-	 * drops a stale TLB by generation). */
-	if (gen && !device_is_removed(dev) && vmm->exec &&
-	    __atomic_load_n(&vm->active, __ATOMIC_ACQUIRE))
-		exec_tlb_flush(vmm->exec, root, gen);
-	return n;
-}
-
-int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
-{
-	struct bo_mgr *m;
-	struct list_link gone;
-	int n;
-
-	if (vm_is_remote(vm)) {
-		n = vm_remote_svm_unmap(vm, va, len);
-		return n < 0 ? 0 : n; /* the daemon or the VM went: nothing maps there */
-	}
-	m = mgr_of(vm->dev);
-	list_init(&gone);
-	pthread_mutex_lock(&vm->lock);
-	bo_mgr_lock(m);
-	n = svm_unmap_locked(vm, va, len, &gone);
-	pthread_mutex_unlock(&m->lock);
-	pthread_mutex_unlock(&vm->lock);
-	binds_free(&gone);
-	return n;
-}
-
-int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len)
-{
-	struct list_link gone;
-	int n;
-
-	if (pthread_mutex_trylock(&vm->lock))
-		return -EBUSY;
-	list_init(&gone);
-	n = svm_unmap_locked(vm, va, len, &gone);
-	pthread_mutex_unlock(&vm->lock);
-	binds_free(&gone); /* not the BOs' last references: the ranges hold theirs */
-	return n;
-}
 
 /* ---- the manager ------------------------------------------------------------------- */
 

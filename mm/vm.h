@@ -4,7 +4,9 @@
  * design, locking and the life of a kernel: docs/vm.md).
  *
  * mm/vm.c: VMs, their page tables (pinned kernel BOs in VRAM, carved into
- * 4 KiB tables), binds, and what BO moves do to them. mm/submit.c: queues,
+ * 4 KiB tables), binds, and what BO moves do to them; mm/vm_peer.c: binds
+ * of another device's BO; mm/vm_svm.c: shared virtual memory's maps (the
+ * steps the three share: mm/vm_bind.h). mm/submit.c: queues,
  * the scheduler that puts their kernels on the device's hardware exec
  * queues (engines/exec.h), fences and results.
  *
@@ -88,7 +90,7 @@ struct vm_bind {
 };
 
 /*
- * vm_peer_revoke_locked() - zero the entries of every peer bind of
+ * vm_peer_revoke_locked() (mm/vm_peer.c) - zero the entries of every peer bind of
  * @importer's VMs into @exporter's VRAM and drop the TLBs at the next
  * launch: from now on a kernel touching them faults. The binds' runtime-PM
  * references of @exporter are handed to the caller (*@held, *@nheld; it
@@ -278,15 +280,6 @@ uint64_t vm_root_offset(const struct ugpu_vm *vm);
  * VMs answer -ENODEV from now on. vmm->lock not held. */
 void vm_release_tables_all(struct vm_mgr *vmm);
 
-/* Install shared virtual memory's ops for @dev's mirror VMs (svm/'s
- * bring-up step, before any VM exists), or with @ops NULL remove them (its
- * teardown): returns once no call is inside them; later calls find none. */
-void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg);
-/* The ops with a call counted (and their @arg), or NULL when there are none;
- * vm_svm_leave() after the call. No lock held. */
-const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg);
-void vm_svm_leave(struct vm_mgr *vmm);
-
 /*
  * vm_create_forwarded() - ugpu_vm_create() of a mirror VM (UGPU_VM_MIRROR in
  * @opts) whose mirror span is served by @ops (with @arg) rather than by
@@ -299,6 +292,17 @@ void vm_svm_leave(struct vm_mgr *vmm);
  */
 int vm_create_forwarded(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 			const struct vm_svm_ops *ops, void *arg, struct ugpu_vm **out);
+
+/* ---- mm/vm_svm.c ------------------------------------------------------------- */
+
+/* Install shared virtual memory's ops for @dev's mirror VMs (svm/'s
+ * bring-up step, before any VM exists), or with @ops NULL remove them (its
+ * teardown): returns once no call is inside them; later calls find none. */
+void vm_svm_register(struct ugpu_device *dev, const struct vm_svm_ops *ops, void *arg);
+/* The ops with a call counted (and their @arg), or NULL when there are none;
+ * vm_svm_leave() after the call. No lock held. */
+const struct vm_svm_ops *vm_svm_enter(struct vm_mgr *vmm, void **arg);
+void vm_svm_leave(struct vm_mgr *vmm);
 
 /* The ops serving @vm's mirror span (its own forwarded ones, or the
  * device's shared virtual memory's) with a call counted, or NULL; then
@@ -374,11 +378,11 @@ void vm_fault_done(const struct vm_fault *f, int status);
  * faults were served, else the abort with its first failed fault. */
 void vm_faults_done(const struct vm_fault *f, const int *status, size_t n);
 
-/* ---- mm/submit.c --------------------------------------------------------------- */
-
 /* Launch what can run now. Takes the manager lock and vmm->lock: call with
  * neither held. */
 void sched_kick(struct vm_mgr *vmm);
+
+/* ---- mm/vm_peer.c ------------------------------------------------------------ */
 
 /*
  * peer_bar_get_locked() - @peer's VRAM BAR, for a window onto it
