@@ -156,8 +156,7 @@ static bool gc_drain_locked(struct svm *s)
 		pthread_mutex_unlock(&s->lock);
 		gc_run(s, w);
 		pthread_mutex_lock(&s->lock);
-		gc_item_done_locked(s, w);
-		free(w);
+		gc_item_done_locked(s, w); /* frees it, or keeps it a while */
 		pthread_cond_broadcast(&s->cond);
 	}
 }
@@ -844,8 +843,9 @@ void *worker_main(void *arg)
 		}
 		pthread_mutex_lock(&s->lock);
 		if (w->kind == W_GC)
-			gc_item_done_locked(s, w);
-		free(w);
+			gc_item_done_locked(s, w); /* frees it, or keeps it a while */
+		else
+			free(w);
 		s->cur_vm = NULL;
 		s->cur_sd = NULL;
 		pthread_cond_broadcast(&s->cond);

@@ -185,6 +185,12 @@ static void on_event(struct svm *s, uint64_t start, uint64_t end, enum gc_kind g
 	}
 	if (gc == GC_REMAP)
 		region_add(s, to, to + (end - start), wp);
+	/* No range here, but an earlier mremap's collection is still to copy
+	 * its bytes here: it must know of this free, unmap or move (queued,
+	 * the item is one it follows; test_svm_model: an mremap, then a free
+	 * of the new place, and the old bytes came back) */
+	if (!any && gc_remap_target_locked(s, start, end))
+		any = true;
 	if (any) {
 		struct svm_work *w = calloc(1, sizeof(*w));
 

@@ -280,6 +280,55 @@ void pool_trim(struct svm *s)
  * slot); the caller copies the rest, and sees the error that stopped the
  * move (a page there after all, the process unmapped @dst) on its own.
  */
+/*
+ * A collection's copy back follows the process's later unmaps, frees and
+ * mremaps (copy_back_followed()): it decided that the bytes of @orig go to
+ * @to. The kernel lets an unmapping or freeing thread go, and zap its
+ * pages, as soon as our handler *reads* its event, before the handler has
+ * marked anything: a decision made once and acted on later put old bytes
+ * into pages just freed (test_svm_model test_mremap_then_free_new_place:
+ * an mremap, then at once a free of the new place). So each ioctl of such
+ * a copy runs under uffd_events_hold() after the decision is checked
+ * again there: an event read before is handled, one not read yet makes
+ * the ioctl fail with EAGAIN (the kernel's mmap_changing), and the
+ * decision holds for what the ioctl does.
+ */
+struct follow {
+	uint64_t seq; /* the event being collected */
+	uint64_t orig, to; /* the process's [orig, ...) goes to [to, ...) */
+};
+static _Thread_local const struct follow *following;
+
+static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
+				uint64_t *run, bool *gone);
+
+/* Before an ioctl placing [@dst, +@len) for a copy back: 0 with the event
+ * hold taken (or nothing to check outside a followed copy), -ESTALE when
+ * the process moved or let go of that span since the decision: look again. */
+static int follow_enter(struct svm *s, uint64_t dst, uint64_t len)
+{
+	uint64_t run, to;
+	bool gone;
+
+	if (!following)
+		return 0;
+	uffd_events_hold(s->u);
+	pthread_mutex_lock(&s->lock);
+	to = moved_to_locked(s, following->seq, following->orig + (dst - following->to), len, &run,
+			     &gone);
+	pthread_mutex_unlock(&s->lock);
+	if (!gone && to == dst && run == len)
+		return 0;
+	uffd_events_release(s->u);
+	return -ESTALE;
+}
+
+static void follow_leave(struct svm *s)
+{
+	if (following)
+		uffd_events_release(s->u);
+}
+
 static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
@@ -292,11 +341,16 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 		return 0;
 	a = slot_addr(s, slot);
 	copy_unseen((void *)a, src, SVM_2M);
-	while ((ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved)) ==
-		       -EAGAIN &&
-	       now_ns() < deadline)
+	for (;;) {
+		ret = follow_enter(s, dst + moved, SVM_2M - moved);
+		if (ret)
+			break; /* the caller's copy finds out too */
+		ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved);
+		follow_leave(s);
+		if (ret != -EAGAIN || now_ns() >= deadline)
+			break;
 		sleep_until_ns(now_ns() + 100000);
-	(void)ret;
+	}
 	if (moved)
 		uffd_wake(s->u, dst, moved);
 	/* all moved: the slot is empty as it is (no MADV_DONTNEED, no REMOVE
@@ -382,8 +436,16 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	}
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
-	while ((ret = uffd_copy(s->u, dst, src, len, true)) == -EAGAIN && now_ns() < deadline)
+	for (;;) {
+		ret = follow_enter(s, dst, len);
+		if (ret)
+			goto out;
+		ret = uffd_copy(s->u, dst, src, len, true);
+		follow_leave(s);
+		if (ret != -EAGAIN || now_ns() >= deadline)
+			break;
 		sleep_until_ns(now_ns() + 100000);
+	}
 
 	if (ret == -EEXIST || (ret == -ENOENT && len > SVM_4K)) {
 		/* Some pages are there after all (keep them), or the span is
@@ -403,7 +465,11 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 		ret = 0;
 		for (i = 0; i < len && !ret; i += SVM_4K) {
 			for (;;) {
-				uffd_events_hold(s->u);
+				ret = follow_enter(s, dst + i, SVM_4K);
+				if (ret)
+					goto out;
+				if (!following)
+					uffd_events_hold(s->u);
 				pend = !collecting && gc_pending(s, r);
 				ret = pend ? -ENOENT
 					   : uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
@@ -422,6 +488,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 		if (!ret && missing)
 			ret = -ENOENT;
 	}
+out:
 	if (ret) {
 		pthread_mutex_lock(&s->lock);
 		r->sd->st.svm_cpu_copy_kb -= counted >> 10;
@@ -457,7 +524,7 @@ static int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint
 		if (k)
 			sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
 		ret = range_copy_back(s, r, off, len, dst);
-		if (!ret || ret == -ENOENT || ret == -ENODATA)
+		if (!ret || ret == -ENOENT || ret == -ENODATA || ret == -ESTALE)
 			return ret;
 	}
 	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be copied back from VRAM in %d tries (%s), and must leave it",
@@ -1168,6 +1235,13 @@ static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint
 			if (c->seq > seq && (!w || c->seq < w->seq))
 				w = c;
 		}
+		/* or one that ended already, while this one was running */
+		list_for_each(l, &s->gc_done) {
+			struct svm_work *c = list_entry(l, struct svm_work, run);
+
+			if (c->seq > seq && (!w || c->seq < w->seq))
+				w = c;
+		}
 		if (!w)
 			return addr;
 		seq = w->seq;
@@ -1206,10 +1280,23 @@ static void copy_back_followed(struct svm *s, uint64_t seq, struct svm_range *r,
 		bool synced = false, gone;
 
 		for (;;) {
+			struct follow f = { .seq = seq, .orig = dst };
+			int ret;
+
 			pthread_mutex_lock(&s->lock);
 			to = moved_to_locked(s, seq, dst, len, &run, &gone);
 			pthread_mutex_unlock(&s->lock);
-			if (gone || copy_back_must(s, r, off, run, to) != -ENOENT || synced)
+			if (gone)
+				break;
+			/* each ioctl checks this decision again (struct follow):
+			 * -ESTALE, an event came between: decide again */
+			f.to = to;
+			following = &f;
+			ret = copy_back_must(s, r, off, run, to);
+			following = NULL;
+			if (ret == -ESTALE)
+				continue;
+			if (ret != -ENOENT || synced)
 				break;
 			/* not mapped there: the move may be an event the
 			 * handler has read (the mremap returned) but not
@@ -1263,20 +1350,80 @@ static void gc_range(struct svm *s, struct svm_range *r, const struct svm_work *
 		uffd_wake(s->u, to, end - start);
 }
 
+/* The lowest seq of the GC items queued or running, or UINT64_MAX. */
+static uint64_t gc_oldest_locked(struct svm *s)
+{
+	uint64_t oldest = UINT64_MAX;
+
+	list_for_each(l, &s->work) {
+		struct svm_work *c = list_entry(l, struct svm_work, link);
+
+		if (c->kind == W_GC && c->seq < oldest)
+			oldest = c->seq;
+	}
+	list_for_each(l, &s->gc_running) {
+		struct svm_work *c = list_entry(l, struct svm_work, run);
+
+		if (c->seq < oldest)
+			oldest = c->seq;
+	}
+	return oldest;
+}
+
 /* A GC item ended: count it, and let CPU touches of the addresses an
- * mremap moved data to go on (the data is there now). Lock held. */
+ * mremap moved data to go on (the data is there now). Then free it, or,
+ * while an earlier item is still to copy back, keep it on gc_done: that
+ * copy back must still see this free, unmap or move (a free of an mremap's
+ * new place ran, and ended, before the mremap's collection copied the old
+ * bytes there: test_svm_model). Items kept that no earlier one needs any
+ * more go. Lock held. */
 void gc_item_done_locked(struct svm *s, struct svm_work *w)
 {
+	uint64_t oldest;
+
 	list_del(&w->run);
 	s->gc_inflight--;
-	if (w->gc != GC_REMAP)
-		return;
-	for (unsigned int i = 0; i < s->nremap; i++)
-		if (s->remap[i].start == w->to && s->remap[i].end == w->to + (w->end - w->start)) {
-			s->remap[i] = s->remap[--s->nremap];
-			break;
+	if (w->gc == GC_REMAP) {
+		for (unsigned int i = 0; i < s->nremap; i++)
+			if (s->remap[i].start == w->to &&
+			    s->remap[i].end == w->to + (w->end - w->start)) {
+				s->remap[i] = s->remap[--s->nremap];
+				break;
+			}
+		uffd_wake(s->u, w->to, w->end - w->start);
+	}
+	oldest = gc_oldest_locked(s);
+	if (w->seq > oldest)
+		list_add_tail(&s->gc_done, &w->run);
+	else
+		free(w);
+	list_for_each_safe(l, &s->gc_done) {
+		struct svm_work *c = list_entry(l, struct svm_work, run);
+
+		if (c->seq < oldest) {
+			list_del(&c->run);
+			free(c);
 		}
-	uffd_wake(s->u, w->to, w->end - w->start);
+	}
+}
+
+/* [start, end) holds (part of) where a collection not ended yet, or
+ * ended before an earlier one, may copy bytes: the destination of an
+ * mremap. Lock held. */
+bool gc_remap_target_locked(struct svm *s, uint64_t start, uint64_t end)
+{
+	struct list_link *lists[] = { &s->work, &s->gc_running, &s->gc_done };
+
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		list_for_each(l, lists[i]) {
+			struct svm_work *c = i ? list_entry(l, struct svm_work, run)
+					       : list_entry(l, struct svm_work, link);
+
+			if ((i || c->kind == W_GC) && c->gc == GC_REMAP && c->to < end &&
+			    c->to + (c->end - c->start) > start)
+				return true;
+		}
+	return false;
 }
 
 bool remap_pending_locked(struct svm *s, uint64_t addr)

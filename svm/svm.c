@@ -167,12 +167,16 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 	list_init(&s->devs);
 	list_init(&s->work);
 	list_init(&s->gc_running);
+	list_init(&s->gc_done);
 	return s;
 }
 
 /* The last device went: everything goes. g_svm_lock held. */
 static void svm_free(struct svm *s)
 {
+	/* (empty: the last GC item to end frees those kept) */
+	list_for_each_safe(l, &s->gc_done)
+		free(list_entry(l, struct svm_work, run));
 	size_t i;
 
 	if (s->worker_up) {

@@ -224,7 +224,7 @@ struct svm_work {
 	enum gc_kind gc;
 	uint64_t to; /* GC_REMAP: where [start, end) went */
 	uint64_t seq; /* W_GC: the order of its event (svm.gc_seq) */
-	struct list_link run; /* W_GC: on svm.gc_running while it runs */
+	struct list_link run; /* W_GC: on svm.gc_running while it runs, then maybe svm.gc_done */
 	struct ugpu_bo *bo; /* W_PUT: an evicted range's BO, to put */
 	struct svm_dev *sd; /* W_PUT: whose VRAM it was */
 };
@@ -294,6 +294,11 @@ struct svm {
 	unsigned int gc_inflight; /* GC items queued or running */
 	uint64_t gc_seq; /* the last GC item's svm_work.seq */
 	struct list_link gc_running; /* GC items taken off @work, running */
+	/* GC items that ended while an earlier one (lower seq) was still
+	 * queued or running: that one's copy back follows them
+	 * (moved_to_locked()), so they stay here, by svm_work.run, until
+	 * every earlier item ended (gc_item_done_locked()). Under @lock. */
+	struct list_link gc_done;
 	bool forking;
 	/* Where mremap moved ranges whose GC has not run yet: a CPU touch
 	 * there must wait for the data (the kernel released the mremapping
@@ -365,6 +370,7 @@ int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool wr
 		 bool no_atomic);
 void range_destroy(struct svm *s, struct svm_range *r);
 void gc_item_done_locked(struct svm *s, struct svm_work *w);
+bool gc_remap_target_locked(struct svm *s, uint64_t start, uint64_t end);
 bool remap_pending_locked(struct svm *s, uint64_t addr);
 void gc_run(struct svm *s, const struct svm_work *w);
 
