@@ -508,8 +508,11 @@ again:
 	} else if (r->where == R_VRAM && !want_vram && a.pref == SVM_PREF_SYSTEM &&
 		   !(a.accessed_by & (1ull << sd->id))) {
 		/* advised to system memory since it moved here: it goes home
-		 * and is used there */
+		 * and is used there (or, when its copy back fails, where it
+		 * is: advice is a preference, the kernel must not abort) */
 		ret = range_to_cpu(s, r);
+		if (ret && ret != -EAGAIN && r->where == R_VRAM)
+			ret = 0;
 	} else if (r->where == R_INPLACE && r->writable && !r->in_place_only && !own &&
 		   (prefetch || (r->advised_in_place && !stay && r->size >= SVM_MIGRATE_MIN) ||
 		    (atomic_vram && (a.atomic == UGPU_SVM_ATOMIC_GLOBAL || stay)))) {

@@ -171,6 +171,28 @@ static bool usable_in_place(struct svm_dev *x, struct svm_dev *sd)
 	       device_same_owner(x->dev, sd->dev);
 }
 
+/*
+ * range_to_cpu() of @r, in another device's VRAM, for a GPU fault: a copy
+ * that fails is tried again, SVM_COPY_TRIES tries SVM_COPY_RETRY_MS apart,
+ * as a collection's is: a transient failure must not abort the kernel
+ * (test_svm_model's injected copy failures: one failed copy back aborted a
+ * peer's read with -EFAULT). -ENOENT, -ENODATA and -EAGAIN (the process
+ * unmapped, the device lost it, a collection takes it) are answers, not
+ * failures.
+ */
+static int to_cpu_retried(struct svm *s, struct svm_range *r)
+{
+	int ret = range_to_cpu(s, r);
+
+	for (int k = 1; k < SVM_COPY_TRIES && ret && ret != -ENOENT && ret != -ENODATA &&
+			ret != -EAGAIN && r->where == R_VRAM;
+	     k++) {
+		sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
+		ret = range_to_cpu(s, r);
+	}
+	return ret;
+}
+
 int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct svm_dev *pd,
 	       const struct svm_attrs *a, bool atomic_vram, bool *want_vram)
 {
@@ -198,7 +220,9 @@ int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct sv
 	if (a->migration == UGPU_SVM_MIGRATE_ONLY_SYSTEM_PAGES && !atomic_vram) {
 		/* not taken into this device's VRAM: used from the process */
 		*want_vram = false;
-		ret = range_to_cpu(s, r);
+		ret = to_cpu_retried(s, r);
+		if (ret && r->where == R_VRAM && usable_in_place(x, sd))
+			return 0; /* it cannot come home now: used where it is */
 		return ret ? ret : 1;
 	}
 	if (*want_vram || atomic_vram) {
@@ -209,7 +233,9 @@ int peer_place(struct svm *s, struct svm_range *r, struct svm_dev *sd, struct sv
 		if (to != sd && !range_to_peer(s, r, sd))
 			return 0; /* the advised peer had no room: here */
 	}
-	ret = range_to_cpu(s, r);
+	ret = to_cpu_retried(s, r);
+	if (ret && r->where == R_VRAM && !atomic_vram && usable_in_place(x, sd))
+		return 0; /* it cannot come home now: used where it is */
 	return ret ? ret : 1;
 }
 

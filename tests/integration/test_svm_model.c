@@ -21,6 +21,10 @@
  *   with a 2 ms autosuspend (the device sleeps once its ranges went home,
  *   D3cold included); a fork whose child reads every buffer; and once, late,
  *   an orderly removal of device 1 (its ranges go to device 0 or home).
+ * Beside those, in about one step in 25 (a stream of its own: a seed's
+ * steps are the same with or without it), copies back from VRAM or into it
+ * fail once or twice (test points), around a CPU read or a kernel:
+ * transient failures that must lose nothing (UGPU_SVM_MODEL_INJECT=0: none).
  * Every call must succeed (or return exactly what the header says for the
  * state: -EACCES for an atomic kernel on a span advised "cpu"), every sum and
  * byte must match the shadow; every buffer is compared after power
@@ -93,9 +97,15 @@ struct mstate {
 	bool present[NDEV];
 	struct buf b[NBUF];
 	struct rng r;
+	/* Injected faults draw from a stream of their own, so that a seed's
+	 * operations stay what they were before injection came (old seeds
+	 * replay the same steps). */
+	struct rng inj;
+	bool inject;
 	/* what the run did */
 	uint64_t kernels, eacces, cpu_writes, prefetches, advices, frees, remaps, mremaps,
-		host_cycles, rpm_sleeps, forks, removals, checks, bytes_checked;
+		host_cycles, rpm_sleeps, forks, removals, checks, bytes_checked, injections,
+		injected_hits;
 };
 
 static bool verbose;
@@ -452,6 +462,84 @@ static void op_remove(struct mstate *m)
 	check_all(m, "after device 1's removal");
 }
 
+/* ---- injected faults ---------------------------------------------------------------- */
+
+/* The next @left CPU copies back from VRAM (TEST_POINT_SVM_COPY_BACK) or
+ * into it (TEST_POINT_SVM_COPY_IN) fail with @err. Both are transient
+ * failures the driver must absorb: a copy back is tried again (a touch
+ * waits, a collection tries SVM_COPY_TRIES times), a copy in leaves the
+ * range where it was (served in place, an atomic retried SVM_ATOMIC_RETRIES
+ * times). At most 2 failures are armed at once and arms are 50 ms apart, so
+ * no retry sequence (SVM_COPY_TRIES tries 10 ms apart) ever sees them run
+ * out: nothing may be lost, and the oracle says so. */
+struct inj_fault {
+	int left;
+	int err;
+	int hits;
+};
+
+static struct inj_fault inj_fault;
+
+static void inj_hook(void *arg, enum test_point_id id, void *obj)
+{
+	struct inj_fault *f = arg;
+	int *ret = obj;
+
+	(void)id;
+	for (int left = __atomic_load_n(&f->left, __ATOMIC_ACQUIRE); left > 0;)
+		if (__atomic_compare_exchange_n(&f->left, &left, left - 1, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE)) {
+			*ret = __atomic_load_n(&f->err, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&f->hits, 1, __ATOMIC_RELAXED);
+			break;
+		}
+}
+
+/*
+ * Arm a few copy failures (back, in, or both) and do what makes copies:
+ * a CPU read of a span (ranges in VRAM come back) or a kernel (ranges go
+ * in); then disarm. The step's own choices come from the injection stream.
+ */
+static void op_inject(struct mstate *m)
+{
+	/* (not -EAGAIN: the driver's own answer for a range its collection
+	 * takes, which a copy never returns but after a 2 s deadline) */
+	static const int errs[] = { -EIO, -ENOMEM, -EFAULT };
+	unsigned int what = (unsigned int)rng_below(&m->inj, 3);
+	unsigned int i = (unsigned int)rng_below(&m->inj, NBUF);
+	int n = 1 + (int)rng_below(&m->inj, 2), hits0;
+	struct rng main = m->r;
+
+	__atomic_store_n(&inj_fault.err, errs[rng_below(&m->inj, 3)], __ATOMIC_RELAXED);
+	hits0 = __atomic_load_n(&inj_fault.hits, __ATOMIC_RELAXED);
+	trace(m, "inject: the next %d copies %s fail with %d", n,
+	      what == 0 ? "back from VRAM" : what == 1 ? "into VRAM" : "either way",
+	      __atomic_load_n(&inj_fault.err, __ATOMIC_RELAXED));
+	if (what != 1)
+		test_point_set(TEST_POINT_SVM_COPY_BACK, inj_hook, &inj_fault);
+	if (what != 0)
+		test_point_set(TEST_POINT_SVM_COPY_IN, inj_hook, &inj_fault);
+	__atomic_store_n(&inj_fault.left, n, __ATOMIC_RELEASE);
+	/* the operation, drawn from the injection stream */
+	m->r = m->inj;
+	if (what == 0 || rng_below(&m->r, 2)) {
+		size_t w0, nw;
+
+		pick_words(m, i, &w0, &nw);
+		check_span(m, i, w0, nw, "a CPU read with copies failing");
+	} else {
+		op_kernel(m, i);
+	}
+	m->inj = m->r;
+	m->r = main;
+	__atomic_store_n(&inj_fault.left, 0, __ATOMIC_RELEASE);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	m->injections++;
+	m->injected_hits += (uint64_t)(__atomic_load_n(&inj_fault.hits, __ATOMIC_RELAXED) - hits0);
+	usleep(50 * 1000); /* retries of these failures end before the next arm */
+}
+
 /* ---- a run ------------------------------------------------------------------------ */
 
 static void setup(struct mstate *m)
@@ -532,11 +620,15 @@ static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
 	assert_non_null(m);
 	m->seed = seed;
 	m->r.s = seed;
+	m->inj.s = seed ^ 0x9e3779b97f4a7c15ull;
+	m->inject = !getenv("UGPU_SVM_MODEL_INJECT") || strcmp(getenv("UGPU_SVM_MODEL_INJECT"), "0");
 	setup(m);
 	remove_at = rng_below(&m->r, 2) ? steps / 2 + (unsigned int)rng_below(&m->r, steps / 2) : steps;
 	for (m->step = 0; m->step < steps; m->step++) {
 		unsigned int i = (unsigned int)rng_below(&m->r, NBUF), k = (unsigned int)rng_below(&m->r, 100);
 
+		if (m->inject && rng_below(&m->inj, 100) < 4)
+			op_inject(m);
 		if (m->step == remove_at)
 			op_remove(m);
 		else if (k < 40)
@@ -573,10 +665,11 @@ static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
 	       " refused for atomics), %" PRIu64 " ranges moved, %" PRIu64 " CPU writes, %" PRIu64
 	       " prefetches, %" PRIu64 " advices, %" PRIu64 " frees, %" PRIu64 " remaps, %" PRIu64
 	       " mremaps, %" PRIu64 " host-suspend cycles, %" PRIu64 " runtime sleeps, %" PRIu64
-	       " forks, %" PRIu64 " removals, %.1f MiB compared\n",
+	       " forks, %" PRIu64 " removals, %" PRIu64 " injections (%" PRIu64
+	       " copies failed), %.1f MiB compared\n",
 	       seed, steps, m->kernels, m->eacces, moved, m->cpu_writes, m->prefetches, m->advices,
 	       m->frees, m->remaps, m->mremaps, m->host_cycles, m->rpm_sleeps, m->forks, m->removals,
-	       (double)m->bytes_checked / (double)MIB);
+	       m->injections, m->injected_hits, (double)m->bytes_checked / (double)MIB);
 	tot[0]++;
 	tot[1] += m->kernels;
 	tot[2] += m->bytes_checked;
@@ -902,6 +995,72 @@ static void test_unmap_while_d3cold(void **state)
 	free(m);
 }
 
+/* A GPU fault that brings a range home, whose copy back fails once: the
+ * fault gave up and the kernel was aborted with -EFAULT though nothing was
+ * lost. Small ranges in device 0's VRAM read by device 1 (they come home:
+ * 4 KiB ranges are used in place; svm/peer.c, to_cpu_retried(): tried
+ * again); a range advised to system memory read by its own device (used
+ * where it is; svm/fault.c). Found by the model's injected faults, seed
+ * 1796589550935790. */
+static void test_gpu_read_with_a_failed_copy_back(void **state)
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	struct ugpu_kernel_result r;
+	uint64_t *p, want = 0;
+	size_t words;
+
+	(void)state;
+	assert_non_null(m);
+	m->r.s = 1;
+	setup(m);
+	p = m->b[4].p;
+	words = m->b[4].bytes / 8;
+	for (size_t w = 0; w < words; w++)
+		p[w] = w;
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_ATOMIC_ADD, p, words * 8, 3, WAIT_MS, &r), 0);
+	for (size_t w = 0; w < words; w++)
+		want += w + 3;
+	__atomic_store_n(&inj_fault.err, -EIO, __ATOMIC_RELAXED);
+	__atomic_store_n(&inj_fault.left, 1, __ATOMIC_RELEASE);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, inj_hook, &inj_fault);
+	assert_int_equal(run_kernel(m->q[1], UGPU_KERNEL_READ_SUM, p, words * 8, 0, WAIT_MS, &r), 0);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	assert_int_equal(__atomic_load_n(&inj_fault.left, __ATOMIC_ACQUIRE), 0); /* it failed once */
+	assert_true(r.sum == want);
+	for (size_t w = 0; w < words; w++)
+		assert_int_equal(p[w], w + 3);
+
+	/* the same on its own device: a 2 MiB range in device 0's VRAM
+	 * advised to system memory, then read by device 0 while its copy
+	 * home fails once: used where it is (svm/fault.c) */
+	{
+		struct ugpu_svm_advice a = { .size = sizeof(a), .attr = UGPU_SVM_ATTR_PREFERRED_LOC,
+					     .value = UGPU_SVM_LOC_SYSTEM };
+		uint64_t *q = m->b[0].p;
+
+		words = m->b[0].bytes / 8;
+		want = 0;
+		for (size_t w = 0; w < words; w++) {
+			q[w] = w * 5;
+			want += w * 5 + 1;
+		}
+		assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_ATOMIC_ADD, q, words * 8, 1, WAIT_MS,
+					    &r), 0);
+		assert_int_equal(ugpu_svm_advise(m->vm[0], (uintptr_t)q, words * 8, &a), 0);
+		__atomic_store_n(&inj_fault.left, 1, __ATOMIC_RELEASE);
+		test_point_set(TEST_POINT_SVM_COPY_BACK, inj_hook, &inj_fault);
+		assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_READ_SUM, q, words * 8, 0, WAIT_MS, &r),
+				 0);
+		test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+		assert_int_equal(__atomic_load_n(&inj_fault.left, __ATOMIC_ACQUIRE), 0);
+		assert_true(r.sum == want);
+		for (size_t w = 0; w < words; w++)
+			assert_int_equal(q[w], w * 5 + 1);
+	}
+	teardown(m);
+	free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -911,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_free_then_fork_or_suspend),
 		cmocka_unit_test(test_free_racing_collection),
 		cmocka_unit_test(test_mremap_then_free_new_place),
+		cmocka_unit_test(test_gpu_read_with_a_failed_copy_back),
 		cmocka_unit_test(test_svm_model),
 	};
 
