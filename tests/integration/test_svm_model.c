@@ -23,7 +23,8 @@
  *   an orderly removal of device 1 (its ranges go to device 0 or home).
  * Beside those, in about one step in 25 (a stream of its own: a seed's
  * steps are the same with or without it), copies back from VRAM or into it
- * fail once or twice (test points), around a CPU read or a kernel:
+ * fail once or twice (test points), or a device's next copy-engine
+ * descriptor fails (its fabric copies), around a CPU read or a kernel:
  * transient failures that must lose nothing (UGPU_SVM_MODEL_INJECT=0: none).
  * Every call must succeed (or return exactly what the header says for the
  * state: -EACCES for an atomic kernel on a span advised "cpu"), every sum and
@@ -496,6 +497,30 @@ static void inj_hook(void *arg, enum test_point_id id, void *obj)
 }
 
 /*
+ * A device's next copy-engine descriptor fails (the reference device's
+ * `inject cmd`), around a kernel: the engine copies ranges between devices
+ * over the fabric (svm/peer.c), and a failed one must fall back (through
+ * the process) or leave the range where it was, losing nothing. Cleared
+ * after, so that no later host suspend meets it.
+ */
+static void op_inject_engine(struct mstate *m)
+{
+	unsigned int d = (unsigned int)rng_below(&m->inj, NDEV), i = (unsigned int)rng_below(&m->inj, NBUF);
+	struct rng main = m->r;
+
+	if (!m->present[d])
+		return;
+	trace(m, "inject: device %u's next copy-engine descriptor fails", d);
+	expect(m, sim_inject(m->sim, d, SIM_INJECT_CMD, 1, false), 0, "sim_inject");
+	m->r = m->inj;
+	op_kernel(m, i);
+	m->inj = m->r;
+	m->r = main;
+	expect(m, sim_inject_clear(m->sim, d), 0, "sim_inject_clear");
+	m->injections++;
+}
+
+/*
  * Arm a few copy failures (back, in, or both) and do what makes copies:
  * a CPU read of a span (ranges in VRAM come back) or a kernel (ranges go
  * in); then disarm. The step's own choices come from the injection stream.
@@ -627,8 +652,12 @@ static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
 	for (m->step = 0; m->step < steps; m->step++) {
 		unsigned int i = (unsigned int)rng_below(&m->r, NBUF), k = (unsigned int)rng_below(&m->r, 100);
 
-		if (m->inject && rng_below(&m->inj, 100) < 4)
-			op_inject(m);
+		if (m->inject && rng_below(&m->inj, 100) < 4) {
+			if (rng_below(&m->inj, 4))
+				op_inject(m);
+			else
+				op_inject_engine(m);
+		}
 		if (m->step == remove_at)
 			op_remove(m);
 		else if (k < 40)
