@@ -346,6 +346,9 @@ void range_done(struct svm *s, struct svm_range *r);
 void range_unmap_vms(struct svm *s, struct svm_range *r, bool (*match)(const struct ugpu_vm *, const void *), const void *arg);
 void range_set(struct svm *s, struct svm_range *r, enum where w, struct svm_dev *sd);
 int vma_lookup(uint64_t addr, struct vma *out);
+/* The same from /proc/self/maps's text alone (the fallback before Linux
+ * 6.11; tests compare the two). */
+int vma_lookup_maps(uint64_t addr, struct vma *out);
 unsigned int vma_page_kb(uint64_t start);
 int pages_present(struct svm *s, uint64_t addr, size_t n, bool *present);
 void region_drop(struct svm *s, uint64_t start, uint64_t end);
