@@ -100,6 +100,66 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 }
 
 /*
+ * A collection's copy back follows the process's later unmaps, frees and
+ * mremaps (copy_back_followed()): it decided that the bytes of @orig go to
+ * @to. The kernel lets an unmapping or freeing thread go, and zap its
+ * pages, as soon as our handler *reads* its event, before the handler has
+ * marked anything: a decision made once and acted on later put old bytes
+ * into pages just freed (test_svm_model test_mremap_then_free_new_place:
+ * an mremap, then at once a free of the new place). So each ioctl of such
+ * a copy runs under uffd_events_hold() after the decision is checked
+ * again there: an event read before is handled, one not read yet makes
+ * the ioctl fail with EAGAIN (the kernel's mmap_changing), and the
+ * decision holds for what the ioctl does.
+ */
+struct follow {
+	uint64_t seq; /* the event being collected */
+	uint64_t orig, to; /* the process's [orig, ...) goes to [to, ...) */
+};
+static _Thread_local const struct follow *following;
+
+static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
+				uint64_t *run, bool *gone);
+
+/* Set on a thread while it collects a range (gc_range()): its copies back
+ * are of what the process still has, whatever the range's mark says. */
+static _Thread_local bool collecting;
+static bool gc_pending(struct svm *s, struct svm_range *r);
+
+/*
+ * Before an ioctl placing [@dst, +@len) of @r's bytes back in the process:
+ * take the event hold, then check again, under it, that the process still
+ * wants them there. A followed copy (a collection's): its decision still
+ * holds, else -ESTALE (decide again). Any other way back (a touch, an
+ * eviction, fork, suspend): no event marked @r since the caller looked,
+ * else -ENOENT (the caller looks again; the collection copies what is left).
+ * The review found the way back's pooled move and whole-span copy filling
+ * pages freed after the caller's check (test_svm test_copy_back_after_free).
+ * 0: the hold is taken; uffd_events_release() after the ioctl.
+ */
+static int copy_guard_enter(struct svm *s, struct svm_range *r, uint64_t dst, uint64_t len)
+{
+	uint64_t run, to;
+	bool gone;
+
+	uffd_events_hold(s->u);
+	if (!following) {
+		if (collecting || !gc_pending(s, r))
+			return 0;
+		uffd_events_release(s->u);
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&s->lock);
+	to = moved_to_locked(s, following->seq, following->orig + (dst - following->to), len, &run,
+			     &gone);
+	pthread_mutex_unlock(&s->lock);
+	if (!gone && to == dst && run == len)
+		return 0;
+	uffd_events_release(s->u);
+	return -ESTALE;
+}
+
+/*
  * @r's only copy was in the VRAM of a device that went away by surprise, or
  * that could not be copied back when it had to leave (@why): [dst, +len) of
  * the process can never hold its data again. It must fail
@@ -110,9 +170,30 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t dst,
 		      const char *why)
 {
-	int ret = (s->features & UFFD_FEATURE_POISON) ? uffd_poison(s->u, dst, len) : -EOPNOTSUPP;
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	int ret;
 
-	if (ret && ret != -ENOENT &&
+	/* A collection's loss goes where its decision says, checked again
+	 * under the event hold as its copies are (the review: a free of the
+	 * destination after the decision was poisoned, SIGBUS where zeroes
+	 * belong): -ESTALE, decide again. UFFDIO_POISON fails with EAGAIN
+	 * while an event is being reported, as the copies do: tried again,
+	 * never taken for a missing feature (the fence below would cover
+	 * whatever the process has just mapped there). */
+	for (;;) {
+		if (following) {
+			ret = copy_guard_enter(s, r, dst, len);
+			if (ret)
+				return ret;
+		}
+		ret = (s->features & UFFD_FEATURE_POISON) ? uffd_poison(s->u, dst, len) : -EOPNOTSUPP;
+		if (following)
+			uffd_events_release(s->u);
+		if (ret != -EAGAIN || now_ns() >= deadline)
+			break;
+		sleep_until_ns(now_ns() + 100000);
+	}
+	if (ret && ret != -ENOENT && ret != -EAGAIN &&
 	    mmap((void *)dst, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
 		 -1, 0) == MAP_FAILED)
 		log_err(s->ctx, "svm: cannot fence [0x%" PRIx64 ", +0x%" PRIx64 ") after its loss: %s", dst,
@@ -280,56 +361,7 @@ void pool_trim(struct svm *s)
  * slot); the caller copies the rest, and sees the error that stopped the
  * move (a page there after all, the process unmapped @dst) on its own.
  */
-/*
- * A collection's copy back follows the process's later unmaps, frees and
- * mremaps (copy_back_followed()): it decided that the bytes of @orig go to
- * @to. The kernel lets an unmapping or freeing thread go, and zap its
- * pages, as soon as our handler *reads* its event, before the handler has
- * marked anything: a decision made once and acted on later put old bytes
- * into pages just freed (test_svm_model test_mremap_then_free_new_place:
- * an mremap, then at once a free of the new place). So each ioctl of such
- * a copy runs under uffd_events_hold() after the decision is checked
- * again there: an event read before is handled, one not read yet makes
- * the ioctl fail with EAGAIN (the kernel's mmap_changing), and the
- * decision holds for what the ioctl does.
- */
-struct follow {
-	uint64_t seq; /* the event being collected */
-	uint64_t orig, to; /* the process's [orig, ...) goes to [to, ...) */
-};
-static _Thread_local const struct follow *following;
-
-static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
-				uint64_t *run, bool *gone);
-
-/* Before an ioctl placing [@dst, +@len) for a copy back: 0 with the event
- * hold taken (or nothing to check outside a followed copy), -ESTALE when
- * the process moved or let go of that span since the decision: look again. */
-static int follow_enter(struct svm *s, uint64_t dst, uint64_t len)
-{
-	uint64_t run, to;
-	bool gone;
-
-	if (!following)
-		return 0;
-	uffd_events_hold(s->u);
-	pthread_mutex_lock(&s->lock);
-	to = moved_to_locked(s, following->seq, following->orig + (dst - following->to), len, &run,
-			     &gone);
-	pthread_mutex_unlock(&s->lock);
-	if (!gone && to == dst && run == len)
-		return 0;
-	uffd_events_release(s->u);
-	return -ESTALE;
-}
-
-static void follow_leave(struct svm *s)
-{
-	if (following)
-		uffd_events_release(s->u);
-}
-
-static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
+static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t dst, const char *src)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
 	int slot = s->pool ? slot_take(s, POOL_FULL) : -1;
@@ -342,11 +374,11 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 	a = slot_addr(s, slot);
 	copy_unseen((void *)a, src, SVM_2M);
 	for (;;) {
-		ret = follow_enter(s, dst + moved, SVM_2M - moved);
+		ret = copy_guard_enter(s, r, dst + moved, SVM_2M - moved);
 		if (ret)
 			break; /* the caller's copy finds out too */
 		ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved);
-		follow_leave(s);
+		uffd_events_release(s->u);
 		if (ret != -EAGAIN || now_ns() >= deadline)
 			break;
 		sleep_until_ns(now_ns() + 100000);
@@ -364,11 +396,6 @@ static uint64_t copy_back_pooled(struct svm *s, uint64_t dst, const char *src)
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
 				uint64_t dst, uint64_t counted, uint64_t deadline);
-/* Set on a thread while it collects a range (gc_range()): its copies back
- * are of what the process still has, whatever the range's mark says. */
-static _Thread_local bool collecting;
-
-static bool gc_pending(struct svm *s, struct svm_range *r);
 
 /*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
@@ -426,7 +453,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	/* A whole 2 MiB goes through the page pool if it can (no page
 	 * allocated); what did not is copied. */
 	if (len == SVM_2M && !(dst & (SVM_2M - 1))) {
-		uint64_t done = copy_back_pooled(s, dst, src);
+		uint64_t done = copy_back_pooled(s, r, dst, src);
 
 		dst += done;
 		src += done;
@@ -437,11 +464,11 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
 	for (;;) {
-		ret = follow_enter(s, dst, len);
+		ret = copy_guard_enter(s, r, dst, len);
 		if (ret)
 			goto out;
 		ret = uffd_copy(s->u, dst, src, len, true);
-		follow_leave(s);
+		uffd_events_release(s->u);
 		if (ret != -EAGAIN || now_ns() >= deadline)
 			break;
 		sleep_until_ns(now_ns() + 100000);
@@ -460,26 +487,20 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 		 * test_copy_back_after_free_and_unmap). -ENOENT when any page
 		 * had no place or the range was marked: the caller looks
 		 * again. */
-		bool missing = false, pend = false;
+		bool missing = false;
 
 		ret = 0;
 		for (i = 0; i < len && !ret; i += SVM_4K) {
 			for (;;) {
-				ret = follow_enter(s, dst + i, SVM_4K);
+				ret = copy_guard_enter(s, r, dst + i, SVM_4K);
 				if (ret)
-					goto out;
-				if (!following)
-					uffd_events_hold(s->u);
-				pend = !collecting && gc_pending(s, r);
-				ret = pend ? -ENOENT
-					   : uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
+					goto out; /* -ESTALE, or -ENOENT: marked */
+				ret = uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
 				uffd_events_release(s->u);
 				if (ret != -EAGAIN || now_ns() >= deadline)
 					break;
 				sleep_until_ns(now_ns() + 100000);
 			}
-			if (pend)
-				break;
 			if (ret == -EEXIST || ret == -ENOENT) {
 				missing |= ret == -ENOENT;
 				ret = 0;
@@ -1377,12 +1398,8 @@ static uint64_t gc_oldest_locked(struct svm *s)
  * new place ran, and ended, before the mremap's collection copied the old
  * bytes there: test_svm_model). Items kept that no earlier one needs any
  * more go. Lock held. */
-void gc_item_done_locked(struct svm *s, struct svm_work *w)
+static void gc_item_free_locked(struct svm *s, struct svm_work *w)
 {
-	uint64_t oldest;
-
-	list_del(&w->run);
-	s->gc_inflight--;
 	if (w->gc == GC_REMAP) {
 		for (unsigned int i = 0; i < s->nremap; i++)
 			if (s->remap[i].start == w->to &&
@@ -1392,17 +1409,26 @@ void gc_item_done_locked(struct svm *s, struct svm_work *w)
 			}
 		uffd_wake(s->u, w->to, w->end - w->start);
 	}
+	free(w);
+}
+
+void gc_item_done_locked(struct svm *s, struct svm_work *w)
+{
+	uint64_t oldest;
+
+	list_del(&w->run);
+	s->gc_inflight--;
 	oldest = gc_oldest_locked(s);
 	if (w->seq > oldest)
 		list_add_tail(&s->gc_done, &w->run);
 	else
-		free(w);
+		gc_item_free_locked(s, w);
 	list_for_each_safe(l, &s->gc_done) {
 		struct svm_work *c = list_entry(l, struct svm_work, run);
 
 		if (c->seq < oldest) {
 			list_del(&c->run);
-			free(c);
+			gc_item_free_locked(s, c);
 		}
 	}
 }

@@ -174,9 +174,6 @@ static struct svm *svm_new(struct ugpu_context *ctx)
 /* The last device went: everything goes. g_svm_lock held. */
 static void svm_free(struct svm *s)
 {
-	/* (empty: the last GC item to end frees those kept) */
-	list_for_each_safe(l, &s->gc_done)
-		free(list_entry(l, struct svm_work, run));
 	size_t i;
 
 	if (s->worker_up) {
@@ -213,6 +210,12 @@ static void svm_free(struct svm *s)
 		free(w->f);
 		free(w);
 	}
+	/* GC items kept for earlier ones (empty once the last item ended;
+	 * only after the worker and the handler are gone, whose item ends
+	 * may still walk the list: the review) */
+	list_for_each_safe(l, &s->gc_done)
+		free(list_entry(l, struct svm_work, run));
+	list_init(&s->gc_done);
 	for (i = 0; i < s->n; i++)
 		free(s->r[i]);
 	if (s->pool)

@@ -1024,6 +1024,237 @@ static void test_unmap_while_d3cold(void **state)
 	free(m);
 }
 
+
+/* TEST_POINT_SVM_PREFETCH_SPLIT: each prefetch waits (after its gc_wait())
+ * until the test lets them go (a struct gc_gate); no helper thread. */
+
+static void pf_gate_wait(void *arg, enum test_point_id id, void *obj)
+{
+	struct gc_gate *g = arg;
+
+	(void)id;
+	*(int *)obj = 0;
+	pthread_mutex_lock(&g->lock);
+	g->reached++;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->open)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}
+
+struct chain_arg {
+	struct ugpu_vm *vm;
+	uint64_t *p;
+	size_t bytes;
+	int ret;
+	uint64_t first;
+};
+
+static void *chain_prefetch(void *arg)
+{
+	struct chain_arg *a = arg;
+
+	a->ret = ugpu_vm_prefetch(a->vm, (uintptr_t)a->p, a->bytes, UGPU_PLACEMENT_VRAM);
+	return NULL;
+}
+
+static void *chain_read(void *arg)
+{
+	struct chain_arg *a = arg;
+
+	a->first = *(volatile uint64_t *)a->p;
+	return NULL;
+}
+
+/* A range in VRAM, an mremap of it (A to B; its collection held before its
+ * copy), then an mremap of the new place (B to C: no range at B, queued as
+ * the first's destination). Two prefetches that find the old range pending
+ * drain: one takes the old place's unmap (and waits for the range), the
+ * other the B-to-C item, which ends at once and lets CPU touches of C go
+ * (s->remap) while the first collection has not copied there yet: the
+ * touch reads zero and keeps its zero page (the copy finds it: -EEXIST). */
+static void test_mremap_chain_touch(void **state)
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	struct gc_gate g = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	struct gc_gate pg = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	struct ugpu_svm_span_info info = { .size = sizeof(info) };
+	struct ugpu_kernel_result r;
+	struct chain_arg pa, pa2, ra;
+	pthread_t pt, pt2, rt;
+	uint64_t *P, *q, *t;
+	size_t bad = 0, first_bad = 0;
+
+	(void)state;
+	assert_non_null(m);
+	m->r.s = 1;
+	setup(m);
+	P = map_anon(4 * MIB, 2 * MIB);
+	for (size_t w = 0; w < 4 * MIB / 8; w++)
+		P[w] = w + 1;
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_READ_SUM, P, 2 * MIB, 0, WAIT_MS, &r), 0);
+	/* a prefetch of [P, +4 MiB) past its gc_wait(), held */
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, pf_gate_wait, &pg);
+	pa = (struct chain_arg){ .vm = m->vm[0], .p = P, .bytes = 4 * MIB };
+	/* two of them: one drains the old place's unmap (and waits for the
+	 * range the first collection owns), the other the next item */
+	pa2 = pa; /* (each its own result: TSan) */
+	assert_int_equal(pthread_create(&pt, NULL, chain_prefetch, &pa), 0);
+	assert_int_equal(pthread_create(&pt2, NULL, chain_prefetch, &pa2), 0);
+	pthread_mutex_lock(&pg.lock);
+	while (pg.reached < 2)
+		pthread_cond_wait(&pg.cond, &pg.lock);
+	pthread_mutex_unlock(&pg.lock);
+	/* A to B: the worker's collection waits before its copy */
+	test_point_set(TEST_POINT_SVM_GC_COPY, gc_gate_wait, &g);
+	q = map_anon(2 * MIB, 2 * MIB);
+	assert_true(mremap(P, 2 * MIB, 2 * MIB, MREMAP_MAYMOVE | MREMAP_FIXED, q) == q);
+	pthread_mutex_lock(&g.lock);
+	while (!g.reached)
+		pthread_cond_wait(&g.cond, &g.lock);
+	pthread_mutex_unlock(&g.lock);
+	/* B to C */
+	t = map_anon(2 * MIB, 2 * MIB);
+	assert_true(mremap(q, 2 * MIB, 2 * MIB, MREMAP_MAYMOVE | MREMAP_FIXED, t) == t);
+	/* the prefetch goes on: it finds the old range pending, drains */
+	pthread_mutex_lock(&pg.lock);
+	pg.open = 1;
+	pthread_cond_broadcast(&pg.cond);
+	pthread_mutex_unlock(&pg.lock);
+	{
+		struct timespec ts = { 0, 300 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	/* a CPU touch of C, the data not copied there yet: must wait */
+	ra = (struct chain_arg){ .p = t };
+	assert_int_equal(pthread_create(&rt, NULL, chain_read, &ra), 0);
+	{
+		struct timespec ts = { 0, 300 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&g.lock);
+	g.open = 1;
+	pthread_cond_broadcast(&g.cond);
+	pthread_mutex_unlock(&g.lock);
+	pthread_join(rt, NULL);
+	pthread_join(pt, NULL);
+	pthread_join(pt2, NULL);
+	assert_int_equal(ugpu_svm_query(m->vm[0], (uintptr_t)m->b[1].p, PG, &info), 0);
+	test_point_set(TEST_POINT_SVM_GC_COPY, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+	for (size_t w = 0; w < 2 * MIB / 8; w++)
+		if (t[w] != w + 1 && !bad++)
+			first_bad = w;
+	printf("# chain: the touch of C read 0x%" PRIx64 " (want 1); %zu words wrong, the first %zu\n",
+	       ra.first, bad, first_bad);
+	munmap(t, 2 * MIB);
+	munmap(P + 2 * MIB / 8, 2 * MIB);
+	teardown(m);
+	free(m);
+	assert_int_equal(ra.first, 1);
+	assert_int_equal(bad, 0);
+}
+
+
+/* TEST_POINT_SVM_COPY_BACK: the first copy back of a collection frees
+ * [+1 MiB, +512 KiB) of its destination first (on the collecting thread,
+ * after the collection decided where its bytes go); with @arg's fail set,
+ * every copy back fails (-EIO) too. */
+struct stale_arg {
+	char *q;
+	bool fail;
+};
+
+static int stale_fired;
+
+static void stale_hook(void *arg, enum test_point_id id, void *obj)
+{
+	struct stale_arg *a = arg;
+
+	(void)id;
+	if (a->fail)
+		*(int *)obj = -EIO;
+	if (__atomic_exchange_n(&stale_fired, 1, __ATOMIC_ACQ_REL))
+		return;
+	if (madvise(a->q + MIB, 512 * KIB, MADV_DONTNEED))
+		abort();
+}
+
+/* A range in VRAM, an mremap of it; between its collection's decision and
+ * its copy, a free of the middle of the new place. Copies working (@fail
+ * false): the copy must see the free (-ESTALE, decide again), put zeroes
+ * nowhere else and count what it copied back once. Every copy failing: the
+ * bytes are lost (poisoned), but what the process freed after the decision
+ * is not the collection's any more: it reads zeroes, is neither poisoned
+ * nor counted lost. */
+static void free_between_decision_and(bool fail)
+{
+	struct mstate *m = calloc(1, sizeof(*m));
+	struct ugpu_svm_span_info info = { .size = sizeof(info) };
+	struct ugpu_svm_stats st0 = { .size = sizeof(st0) }, st1 = { .size = sizeof(st1) };
+	struct ugpu_kernel_result r;
+	struct stale_arg sa = { .fail = fail };
+	uint64_t *p, *q;
+	size_t bad = 0, first_bad = 0;
+
+	assert_non_null(m);
+	m->r.s = 1;
+	setup(m);
+	p = m->b[0].p;
+	for (size_t w = 0; w < 2 * MIB / 8; w++)
+		p[w] = w + 1;
+	assert_int_equal(run_kernel(m->q[0], UGPU_KERNEL_READ_SUM, p, 2 * MIB, 0, WAIT_MS, &r), 0);
+	assert_int_equal(ugpu_device_svm_stats(m->dev[0], &st0), 0);
+	q = map_anon(2 * MIB, 2 * MIB);
+	sa.q = (char *)q;
+	__atomic_store_n(&stale_fired, 0, __ATOMIC_RELEASE);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, stale_hook, &sa);
+	assert_true(mremap(p, 2 * MIB, 2 * MIB, MREMAP_MAYMOVE | MREMAP_FIXED, q) == q);
+	m->b[0].p = fail ? map_anon(2 * MIB, 2 * MIB) : q; /* teardown's */
+	assert_int_equal(ugpu_svm_query(m->vm[0], (uintptr_t)m->b[1].p, PG, &info), 0);
+	test_point_set(TEST_POINT_SVM_COPY_BACK, NULL, NULL);
+	assert_int_equal(ugpu_device_svm_stats(m->dev[0], &st1), 0);
+	assert_int_equal(__atomic_load_n(&stale_fired, __ATOMIC_ACQUIRE), 1);
+	if (fail) {
+		printf("# free between decision and loss: %llu KiB counted lost (want 1536)\n",
+		       (unsigned long long)(st1.svm_lost_bytes - st0.svm_lost_bytes) >> 10);
+		/* the freed middle reads zeroes, no SIGBUS */
+		for (size_t w = MIB / 8; w < (MIB + 512 * KIB) / 8; w++)
+			if (q[w] && !bad++)
+				first_bad = w;
+		munmap(q, 2 * MIB);
+		assert_int_equal(bad, 0);
+		assert_int_equal(st1.svm_lost_bytes - st0.svm_lost_bytes, 1536 * KIB);
+	} else {
+		for (size_t w = 0; w < 2 * MIB / 8; w++) {
+			uint64_t want = w >= MIB / 8 && w < (MIB + 512 * KIB) / 8 ? 0 : w + 1;
+
+			if (q[w] != want && !bad++)
+				first_bad = w;
+		}
+		printf("# free between decision and copy: %zu words wrong (first %zu), %llu KiB counted back\n",
+		       bad, first_bad, (unsigned long long)(st1.svm_cpu_copy_kb - st0.svm_cpu_copy_kb));
+		assert_int_equal(bad, 0);
+		assert_int_equal(st1.svm_cpu_copy_kb - st0.svm_cpu_copy_kb, 1536);
+	}
+	teardown(m);
+	free(m);
+}
+
+static void test_free_between_decision_and_copy(void **state)
+{
+	(void)state;
+	free_between_decision_and(false);
+}
+
+static void test_free_between_decision_and_loss(void **state)
+{
+	(void)state;
+	free_between_decision_and(true);
+}
+
 /* A GPU fault that brings a range home, whose copy back fails once: the
  * fault gave up and the kernel was aborted with -EFAULT though nothing was
  * lost. Small ranges in device 0's VRAM read by device 1 (they come home:
@@ -1099,6 +1330,9 @@ int main(void)
 		cmocka_unit_test(test_free_then_fork_or_suspend),
 		cmocka_unit_test(test_free_racing_collection),
 		cmocka_unit_test(test_mremap_then_free_new_place),
+		cmocka_unit_test(test_mremap_chain_touch),
+		cmocka_unit_test(test_free_between_decision_and_copy),
+		cmocka_unit_test(test_free_between_decision_and_loss),
 		cmocka_unit_test(test_gpu_read_with_a_failed_copy_back),
 		cmocka_unit_test(test_svm_model),
 	};
