@@ -27,7 +27,12 @@
 #include "src/device.h"
 #include "svm/svm.h"
 
-#define PREFETCH_PIECE SVM_2M
+/* What the thread asks of ugpu_vm_prefetch() at a time: 8 ranges of 2 MiB,
+ * so that each call is long enough for its helper thread (svm/svm.c: spans
+ * of two pieces or more), where 2 MiB a call never had one; and short
+ * enough (about 2 ms of copying) that a cancel or a progress query waits
+ * little. */
+#define PREFETCH_PIECE (8 * SVM_2M)
 #define PREFETCH_EFDS 8
 
 /*

@@ -876,6 +876,41 @@ static void test_prefetch_span_with_hole(void **state)
 	munmap((char *)buf + hole + 2 * MIB, bytes - hole - 2 * MIB);
 }
 
+/* An asynchronous prefetch of many 2 MiB ranges gets the helper thread too:
+ * it asked ugpu_vm_prefetch() for 2 MiB at a time, which never reached the
+ * split (two pieces or more), so it moved with one thread where the
+ * synchronous call used two. Every byte, every range in VRAM. */
+static void test_prefetch_async_uses_helper(void **state)
+{
+	struct svm_fx *s = *state;
+	struct split_watch w = { 0 };
+	const uint64_t bytes = 32 * MIB, words = bytes / 8;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0, vram0 = stats(s).svm_vram_bytes;
+	struct ugpu_svm_prefetch *h = NULL;
+	struct ugpu_svm_prefetch_status st = { .size = sizeof(st) };
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < words; i++) {
+		buf[i] = i * 3 + 1;
+		sum += buf[i];
+	}
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, force_split, &w);
+	test_point_set(TEST_POINT_SVM_COPY_IN, note_mover, &w);
+	assert_int_equal(ugpu_svm_prefetch_async(s->vm, (uintptr_t)buf, bytes, V, &h), 0);
+	assert_int_equal(ugpu_svm_prefetch_wait(h, 30000, &st), 0);
+	ugpu_svm_prefetch_free(h);
+	test_point_set(TEST_POINT_SVM_COPY_IN, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_PREFETCH_SPLIT, NULL, NULL);
+	assert_int_equal(st.status, 0);
+	assert_true(st.done_bytes == bytes);
+	assert_true(__atomic_load_n(&w.forced, __ATOMIC_RELAXED) >= 1); /* the split was asked */
+	assert_true(w.tid[0] && w.tid[1] && w.tid[0] != w.tid[1]); /* two movers */
+	assert_true(stats(s).svm_vram_bytes >= vram0 + bytes);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, bytes, 0, &r), 0);
+	assert_true(r.sum == sum);
+	munmap(buf, bytes);
+}
+
 /* Prefetch to VRAM: every range is made and moved before the kernel, which
  * then runs without a fault; prefetch to system memory: every range comes
  * back with no CPU fault. Bad spans are refused. */
@@ -2683,6 +2718,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_async_uses_helper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_span_with_hole, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_failures, setup_wp, teardown),
