@@ -238,9 +238,9 @@ struct vma_query {
 #define VMA_QUERY_WRITABLE 0x02
 #define VMA_QUERY_SHARED 0x08
 
-/* 1: the kernel answers PROCMAP_QUERY; -1: it does not (ENOTTY, EINVAL:
- * before 6.11, as the VM stage's 6.1), the maps are parsed; 0: not known. */
-static int vma_query_works;
+/* The kernel does not answer PROCMAP_QUERY (ENOTTY, EINVAL: before 6.11,
+ * as the VM stage's 6.1): the maps are parsed from then on. */
+static bool vma_query_missing;
 
 /* @addr's mapping by PROCMAP_QUERY: 0, -ENOENT, or -ENOTTY when the kernel
  * has no such query. */
@@ -280,16 +280,12 @@ static int vma_query(uint64_t addr, struct vma *out)
  * to its own). */
 int vma_lookup(uint64_t addr, struct vma *out)
 {
-	int ret, works = __atomic_load_n(&vma_query_works, __ATOMIC_RELAXED);
+	if (!__atomic_load_n(&vma_query_missing, __ATOMIC_RELAXED)) {
+		int ret = vma_query(addr, out);
 
-	if (works >= 0) {
-		ret = vma_query(addr, out);
-		if (ret != -ENOTTY) {
-			if (!works)
-				__atomic_store_n(&vma_query_works, 1, __ATOMIC_RELAXED);
+		if (ret != -ENOTTY)
 			return ret;
-		}
-		__atomic_store_n(&vma_query_works, -1, __ATOMIC_RELAXED);
+		__atomic_store_n(&vma_query_missing, true, __ATOMIC_RELAXED);
 	}
 	return vma_lookup_maps(addr, out);
 }
