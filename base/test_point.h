@@ -117,6 +117,11 @@ enum test_point_id {
 	 * struct svm_range) into VRAM, no lock, the range owned: copied on
 	 * the write-protection path, about to be zapped (madvise). */
 	TEST_POINT_SVM_ZAP,
+	/* svm/handler.c on_event(), the handler thread, no lock: an unmap,
+	 * free or move event was just read (its thread may go on already) and
+	 * is about to be handled. @obj: a uint64_t[3], its start, end and
+	 * enum gc_kind. */
+	TEST_POINT_SVM_EVENT,
 	TEST_POINT_COUNT
 };
 

@@ -897,6 +897,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			uffd_zap_end(s->u);
 		pthread_mutex_lock(&s->lock);
 		r->self_zap = false;
+		r->zap_repeat = false;
 		pthread_mutex_unlock(&s->lock);
 		if (ret) {
 			/* mlock'd memory cannot be zapped (EINVAL): its pages
