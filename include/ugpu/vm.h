@@ -30,7 +30,8 @@
  * the daemon, which answers when the fence completes (its loop watches the
  * fence's eventfd) or after 100 ms at most; the library asks again until
  * the caller's timeout. While the daemon has the device host-suspended,
- * create, bind, unbind and submit are -EAGAIN until its resume. VMs, queues
+ * create, bind, unbind and submit are -EAGAIN until its resume (and while
+ * an administrator's power step on it runs, as for BOs). VMs, queues
  * and fences do not survive a restart of the daemon (their page tables and
  * kernels lived in the device): their handles are then -ENOENT, and a
  * create or submit in flight when it died is -ECONNRESET.

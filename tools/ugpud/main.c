@@ -276,7 +276,7 @@ int main(int argc, char **argv)
 			  "next request that needs it (0: never sleeps)",
 		  .min = 0, .max = 3600000 },
 		{ .name = "workers", .kind = CLI_UINT, .dst = &workers, .arg = "N",
-		  .help = "threads for slow requests (migrate, pin), so that they hold up no "
+		  .help = "threads for slow requests (migrate, pin, device-pm), so that they hold up no "
 			  "other client (0: all on the event loop)",
 		  .min = 0, .max = UGPUD_MAX_WORKERS },
 		{ .name = "max-bos", .kind = CLI_UINT, .dst = &max_bos, .arg = "N",

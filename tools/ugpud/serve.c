@@ -338,9 +338,16 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
 }
 
+static int pm_call(struct ugpu_device *dev, uint32_t action);
+static void pm_done(struct ugpud *d, uint32_t device, uint32_t action, int ret);
+static size_t pm_reply(void *rep, uint16_t op, uint32_t seq, uint32_t device, uint32_t action,
+		       int ret);
+
 void job_run(struct ugpud_job *job)
 {
-	if (job->op == UGPUD_BO_MIGRATE)
+	if (job->op == UGPUD_DEVICE_PM)
+		job->result = pm_call(job->dev, job->arg);
+	else if (job->op == UGPUD_BO_MIGRATE)
 		job->result = ugpu_bo_migrate(job->bo, (enum ugpu_placement)job->arg);
 	else
 		job->result = ugpu_bo_pin(job->bo);
@@ -349,10 +356,16 @@ void job_run(struct ugpud_job *job)
 size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
 {
 	struct ugpud_job *j = &c->job;
-	struct ugpud_slot *s = client_slot(c, j->handle, SLOT_BO);
+	struct ugpud_slot *s;
 	int ret = j->result;
 
 	c->job_busy = false;
+	if (j->op == UGPUD_DEVICE_PM) {
+		d->devs[j->handle].pm_busy = false;
+		pm_done(d, j->handle, j->arg, ret);
+		return pm_reply(rep, j->op, j->seq, j->handle, j->arg, ret);
+	}
+	s = client_slot(c, j->handle, SLOT_BO);
 	d->persist_dirty = true; /* the BO may sit elsewhere now */
 	if (j->op == UGPUD_BO_PIN && !ret) {
 		if (s && s->bo == j->bo) {
@@ -686,26 +699,44 @@ static void tell(struct ugpud *d, uint32_t device, uint32_t kind, uint32_t arg, 
 		d->event(d, &ev);
 }
 
-int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action)
+/* The libugpu call of a power step (a worker's, or the loop's). */
+static int pm_call(struct ugpu_device *dev, uint32_t action)
+{
+	switch (action) {
+	case UGPUD_PM_PREPARE:
+		return ugpu_device_suspend_prepare(dev);
+	case UGPUD_PM_SUSPEND:
+		return ugpu_device_suspend(dev);
+	case UGPUD_PM_RESUME:
+		return ugpu_device_resume(dev);
+	case UGPUD_PM_CANCEL:
+		return ugpu_device_suspend_cancel(dev);
+	case UGPUD_PM_UNPLUG:
+		/* the removal callback tells the clients (loop.c) */
+		return ugpu_device_unplug(dev);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* The daemon's side of a power step that returned @ret: its gate and the
+ * clients' events (loop thread). */
+static void pm_done(struct ugpud *d, uint32_t device, uint32_t action, int ret)
 {
 	struct ugpud_dev *u = &d->devs[device];
-	int ret;
 
 	switch (action) {
 	case UGPUD_PM_PREPARE:
-		ret = ugpu_device_suspend_prepare(u->dev);
 		if (!ret)
 			tell(d, device, UGPUD_EV_SUSPENDING, 0, 0);
 		break;
 	case UGPUD_PM_SUSPEND:
-		ret = ugpu_device_suspend(u->dev);
 		if (!ret) {
 			u->suspended = true;
 			tell(d, device, UGPUD_EV_SUSPENDED, 0, 0);
 		}
 		break;
 	case UGPUD_PM_RESUME:
-		ret = ugpu_device_resume(u->dev);
 		if (!ret || ret == -EBADMSG) { /* -EBADMSG: resumed, a backup was damaged */
 			u->suspended = false;
 			u->sleep_ours = false;
@@ -713,27 +744,48 @@ int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action)
 		}
 		break;
 	case UGPUD_PM_CANCEL:
-		ret = ugpu_device_suspend_cancel(u->dev);
 		if (!ret)
 			tell(d, device, UGPUD_EV_RESUMED, 0, 0);
 		break;
-	case UGPUD_PM_UNPLUG:
-		/* the removal callback tells the clients (loop.c) */
-		ret = ugpu_device_unplug(u->dev);
-		break;
 	default:
-		ret = -EINVAL;
 		break;
 	}
+}
+
+int serve_pm_step(struct ugpud *d, uint32_t device, uint32_t action)
+{
+	int ret;
+
+	if (d->devs[device].pm_busy)
+		return -EBUSY; /* an administrator's step runs on a worker */
+	ret = pm_call(d->devs[device].dev, action);
+	pm_done(d, device, action, ret);
 	return ret;
 }
 
+/* The answer to a power step of @device that returned @ret. */
+static size_t pm_reply(void *rep, uint16_t op, uint32_t seq, uint32_t device, uint32_t action,
+		       int ret)
+{
+	if (ret == -EINVAL && (action < UGPUD_PM_PREPARE || action > UGPUD_PM_UNPLUG))
+		return serve_error(rep, op, seq, -EINVAL,
+				   "device pm: action %u (1 prepare, 2 suspend, 3 resume, 4 cancel, "
+				   "5 unplug)", action);
+	if (ret)
+		return serve_error(rep, op, seq, ret, "device %u: %s", device, ugpu_strerror(ret));
+	return reply_hdr(rep, op, seq, 0, 0);
+}
+
 /* UGPUD_DEVICE_PM: one step of a host-suspend cycle, or a removal, for every
- * client of the device. */
-static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const void *body, void *rep)
+ * client of the device. On a worker when there are workers: a prepare waits
+ * up to 5 s for the device's kernels, and on the loop it held up every
+ * client of every device that long (found by fuzz_ugpud_request). The
+ * device's own clients get -EAGAIN for what needs it meanwhile. */
+static size_t do_device_pm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			   const void *body, void *rep)
 {
 	struct ugpud_device_pm_req req;
-	int ret;
+	struct ugpud_dev *u;
 
 	if (h->len != sizeof(req))
 		return serve_error(rep, h->op, h->seq, -EINVAL, "device pm: %u bytes of body, expected %zu",
@@ -741,15 +793,20 @@ static size_t do_device_pm(struct ugpud *d, const struct ugpud_hdr *h, const voi
 	memcpy(&req, body, sizeof(req));
 	if (req.device >= d->ndevs)
 		return serve_error(rep, h->op, h->seq, -ENODEV, "device pm: no device %u", req.device);
-	ret = serve_pm_step(d, req.device, req.action);
-	if (ret == -EINVAL && (req.action < UGPUD_PM_PREPARE || req.action > UGPUD_PM_UNPLUG))
-		return serve_error(rep, h->op, h->seq, -EINVAL,
-				   "device pm: action %u (1 prepare, 2 suspend, 3 resume, 4 cancel, "
-				   "5 unplug)", req.action);
-	if (ret)
-		return serve_error(rep, h->op, h->seq, ret, "device %u: %s", req.device,
-				   ugpu_strerror(ret));
-	return reply_hdr(rep, h->op, h->seq, 0, 0);
+	u = &d->devs[req.device];
+	if (u->pm_busy)
+		return serve_error(rep, h->op, h->seq, -EBUSY,
+				   "device %u: another power step is under way", req.device);
+	if (d->offload && req.action >= UGPUD_PM_PREPARE && req.action <= UGPUD_PM_UNPLUG) {
+		c->job = (struct ugpud_job){ .op = h->op, .seq = h->seq, .handle = req.device,
+					     .arg = req.action, .dev = u->dev, .c = c };
+		c->job_busy = true;
+		u->pm_busy = true;
+		d->offload(d, c);
+		return 0;
+	}
+	return pm_reply(rep, h->op, h->seq, req.device, req.action,
+			serve_pm_step(d, req.device, req.action));
 }
 
 /* A counter of @dev by name; 0 when it has none (no GPU VM: no SVM). */
@@ -887,6 +944,10 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return serve_error(rep, h.op, h.seq, -EAGAIN,
 				   "device %u is host-suspended: op %u waits for its resume (an event "
 				   "says when)", c->device, h.op);
+	if (d->devs[c->device].pm_busy && op_needs_device(h.op))
+		return serve_error(rep, h.op, h.seq, -EAGAIN,
+				   "device %u is changing its power state: op %u, try again (an event "
+				   "says when it is suspended)", c->device, h.op);
 	switch (h.op) {
 	case UGPUD_HELLO:
 		return do_hello(d, c, &h, body, rep);
@@ -951,7 +1012,7 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		if (!c->admin)
 			return serve_error(rep, h.op, h.seq, -EPERM,
 					   "suspend, resume and removal are for root and ugpud's own user");
-		return do_device_pm(d, &h, body, rep);
+		return do_device_pm(d, c, &h, body, rep);
 	case UGPUD_CLIENTS:
 	case UGPUD_KILL:
 		if (!c->admin)

@@ -55,7 +55,9 @@ struct fwd_vm;
 
 /* One device the daemon owns. @sim: the embedded reference device behind
  * it ("sim" URIs), or NULL. @suspended: host-suspended by UGPUD_DEVICE_PM
- * (requests that need the device are -EAGAIN). @removed: set by the removal
+ * (requests that need the device are -EAGAIN). @pm_busy: an administrator's
+ * UGPUD_DEVICE_PM step runs on a worker (loop thread only; requests that
+ * need the device are -EAGAIN meanwhile, another step -EBUSY). @removed: set by the removal
  * callback (libugpu's removal thread: atomic, then d->ev_fd is written),
  * with @removed_kind/@removed_status; @removal_told: the loop told the
  * clients (loop thread only). */
@@ -64,6 +66,7 @@ struct ugpud_dev {
 	struct ugpu_device *dev;
 	struct sim *sim;
 	bool suspended;
+	bool pm_busy;
 	int removed;
 	int removed_kind;
 	int removed_status;
@@ -112,9 +115,11 @@ struct ugpud_slot {
 /*
  * struct ugpud_job - a request served on a worker thread (loop.c) so that it
  * does not hold up the loop: BO_MIGRATE and BO_PIN, which may copy the
- * whole BO. serve.c fills it on the loop thread (with a BO reference of its
- * own), a worker runs job_run() (libugpu only, nothing of the daemon's
- * state), and serve_job_done() answers on the loop thread. Handed over
+ * whole BO, and DEVICE_PM, whose prepare may wait 5 s for kernels (@dev,
+ * @handle the device's index, @arg the action). serve.c fills it on the
+ * loop thread (with a BO reference of its own), a worker runs job_run()
+ * (libugpu only, nothing of the daemon's state), and serve_job_done()
+ * answers on the loop thread (and tells the clients). Handed over
  * under the pool's lock in both directions (loop.c), so each side sees the
  * other's writes.
  */
@@ -124,6 +129,7 @@ struct ugpud_job {
 	uint32_t handle;
 	uint32_t arg;
 	struct ugpu_bo *bo;
+	struct ugpu_device *dev;
 	int result;
 	struct client *c;
 	struct ugpud_job *next; /* the pool's queues */
