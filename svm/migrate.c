@@ -2,8 +2,8 @@
 /*
  * Shared virtual memory: moving a range. Into VRAM without losing a CPU
  * store (UFFDIO_MOVE or write protection), back with UFFDIO_COPY, mapped in
- * place for DMA, into and out of VMs; and the garbage collection of ranges
- * whose memory the process unmapped, freed or moved. Every function here
+ * place for DMA, into and out of VMs (the collection of ranges whose memory
+ * the process unmapped, freed or moved is svm/gc.c's). Every function here
  * works on a range its caller owns (svm/svm.h).
  */
 #include <errno.h>
@@ -99,31 +99,6 @@ void range_unmap_gpu(struct svm *s, struct svm_range *r)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/*
- * A collection's copy back follows the process's later unmaps, frees and
- * mremaps (copy_back_followed()): it decided that the bytes of @orig go to
- * @to. The kernel lets an unmapping or freeing thread go, and zap its
- * pages, as soon as our handler *reads* its event, before the handler has
- * marked anything: a decision made once and acted on later put old bytes
- * into pages just freed (test_svm_model test_mremap_then_free_new_place:
- * an mremap, then at once a free of the new place). So each ioctl of such
- * a copy runs under uffd_events_hold() after the decision is checked
- * again there: an event read before is handled, one not read yet makes
- * the ioctl fail with EAGAIN (the kernel's mmap_changing), and the
- * decision holds for what the ioctl does.
- */
-struct follow {
-	uint64_t seq; /* the event being collected */
-	uint64_t orig, to; /* the process's [orig, ...) goes to [to, ...) */
-};
-static _Thread_local const struct follow *following;
-
-static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
-				uint64_t *run, bool *gone);
-
-/* Set on a thread while it collects a range (gc_range()): its copies back
- * are of what the process still has, whatever the range's mark says. */
-static _Thread_local bool collecting;
 static bool gc_pending(struct svm *s, struct svm_range *r);
 
 /*
@@ -137,26 +112,14 @@ static bool gc_pending(struct svm *s, struct svm_range *r);
  * pages freed after the caller's check (test_svm test_copy_back_after_free).
  * 0: the hold is taken; uffd_events_release() after the ioctl.
  */
-static int copy_guard_enter(struct svm *s, struct svm_range *r, uint64_t dst, uint64_t len)
+static int copy_guard_enter(struct svm *s, struct svm_range *r, const struct svm_follow *f,
+			    uint64_t dst, uint64_t len)
 {
-	uint64_t run, to;
-	bool gone;
-
 	uffd_events_hold(s->u);
-	if (!following) {
-		if (collecting || !gc_pending(s, r))
-			return 0;
-		uffd_events_release(s->u);
-		return -ENOENT;
-	}
-	pthread_mutex_lock(&s->lock);
-	to = moved_to_locked(s, following->seq, following->orig + (dst - following->to), len, &run,
-			     &gone);
-	pthread_mutex_unlock(&s->lock);
-	if (!gone && to == dst && run == len)
+	if (f ? f->holds(s, f, dst, len) : !gc_pending(s, r))
 		return 0;
 	uffd_events_release(s->u);
-	return -ESTALE;
+	return f ? -ESTALE : -ENOENT;
 }
 
 /*
@@ -168,7 +131,7 @@ static int copy_guard_enter(struct svm *s, struct svm_range *r, uint64_t dst, ui
  * device's BAR returns. Logged with the address and counted. -ENODATA.
  */
 static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t dst,
-		      const char *why)
+		      const struct svm_follow *f, const char *why)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
 	int ret;
@@ -181,13 +144,13 @@ static int range_lost(struct svm *s, struct svm_range *r, uint64_t len, uint64_t
 	 * never taken for a missing feature (the fence below would cover
 	 * whatever the process has just mapped there). */
 	for (;;) {
-		if (following) {
-			ret = copy_guard_enter(s, r, dst, len);
+		if (f) {
+			ret = copy_guard_enter(s, r, f, dst, len);
 			if (ret)
 				return ret;
 		}
 		ret = (s->features & UFFD_FEATURE_POISON) ? uffd_poison(s->u, dst, len) : -EOPNOTSUPP;
-		if (following)
+		if (f)
 			uffd_events_release(s->u);
 		if (ret != -EAGAIN || now_ns() >= deadline)
 			break;
@@ -361,7 +324,8 @@ void pool_trim(struct svm *s)
  * slot); the caller copies the rest, and sees the error that stopped the
  * move (a page there after all, the process unmapped @dst) on its own.
  */
-static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t dst, const char *src)
+static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t dst, const char *src,
+				 const struct svm_follow *f)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
 	int slot = s->pool ? slot_take(s, POOL_FULL) : -1;
@@ -374,7 +338,7 @@ static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t ds
 	a = slot_addr(s, slot);
 	copy_unseen((void *)a, src, SVM_2M);
 	for (;;) {
-		ret = copy_guard_enter(s, r, dst + moved, SVM_2M - moved);
+		ret = copy_guard_enter(s, r, f, dst + moved, SVM_2M - moved);
 		if (ret)
 			break; /* the caller's copy finds out too */
 		ret = uffd_move(s->u, dst + moved, a + moved, SVM_2M - moved, false, &moved);
@@ -395,7 +359,8 @@ static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t ds
 }
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
-				uint64_t dst, uint64_t counted, uint64_t deadline);
+				uint64_t dst, const struct svm_follow *f, uint64_t counted,
+				uint64_t deadline);
 
 /*
  * Copy [off, +len) of @r's VRAM back into the process at @dst (which must
@@ -406,7 +371,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
  * where no suspend can be).
  */
 static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-			   uint64_t dst)
+			   uint64_t dst, const struct svm_follow *f)
 {
 	const char *src;
 	uint64_t deadline = now_ns() + ms_to_ns(2000), counted = len;
@@ -423,20 +388,21 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	} else {
 		src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
 	}
-	ret = range_copy_back_from(s, r, src, len, dst, counted, deadline);
+	ret = range_copy_back_from(s, r, src, len, dst, f, counted, deadline);
 	if (view)
 		ugpu_bo_unmap(r->bo);
 	return ret;
 }
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
-				uint64_t dst, uint64_t counted, uint64_t deadline)
+				uint64_t dst, const struct svm_follow *f, uint64_t counted,
+				uint64_t deadline)
 {
 	uint64_t i;
 	int ret;
 
 	if (device_vram_lost(r->sd->dev))
-		return range_lost(s, r, len, dst, "the device went away by surprise");
+		return range_lost(s, r, len, dst, f, "the device went away by surprise");
 	{
 		int inject = 0;
 
@@ -453,7 +419,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	/* A whole 2 MiB goes through the page pool if it can (no page
 	 * allocated); what did not is copied. */
 	if (len == SVM_2M && !(dst & (SVM_2M - 1))) {
-		uint64_t done = copy_back_pooled(s, r, dst, src);
+		uint64_t done = copy_back_pooled(s, r, dst, src, f);
 
 		dst += done;
 		src += done;
@@ -464,7 +430,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 	/* -EAGAIN: an unmap or move of the process is being reported; the
 	 * handler thread reads it and the ioctl works again. */
 	for (;;) {
-		ret = copy_guard_enter(s, r, dst, len);
+		ret = copy_guard_enter(s, r, f, dst, len);
 		if (ret)
 			goto out;
 		ret = uffd_copy(s->u, dst, src, len, true);
@@ -492,7 +458,7 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 		ret = 0;
 		for (i = 0; i < len && !ret; i += SVM_4K) {
 			for (;;) {
-				ret = copy_guard_enter(s, r, dst + i, SVM_4K);
+				ret = copy_guard_enter(s, r, f, dst + i, SVM_4K);
 				if (ret)
 					goto out; /* -ESTALE, or -ENOENT: marked */
 				ret = uffd_copy(s->u, dst + i, src + i, SVM_4K, true);
@@ -531,26 +497,22 @@ void range_free_vram(struct svm *s, struct svm_range *r)
 	pool_trim(s);
 }
 
-/*
- * Copy [off, +len) of @r back to @dst, trying SVM_COPY_TRIES times; then
- * the bytes are lost (poisoned, logged, counted). For what must leave VRAM
- * now. 0, -ENOENT (the process unmapped @dst) or -ENODATA (lost).
- */
-static int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-			  uint64_t dst)
+/* svm/svm.h */
+int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len, uint64_t dst,
+		   const struct svm_follow *f)
 {
 	int ret = 0;
 
 	for (int k = 0; k < SVM_COPY_TRIES; k++) {
 		if (k)
 			sleep_until_ns(now_ns() + ms_to_ns(SVM_COPY_RETRY_MS));
-		ret = range_copy_back(s, r, off, len, dst);
+		ret = range_copy_back(s, r, off, len, dst, f);
 		if (!ret || ret == -ENOENT || ret == -ENODATA || ret == -ESTALE)
 			return ret;
 	}
 	log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be copied back from VRAM in %d tries (%s), and must leave it",
 		dst, len, SVM_COPY_TRIES, ugpu_strerror(ret));
-	return range_lost(s, r, len, dst, "the copy back kept failing");
+	return range_lost(s, r, len, dst, f, "the copy back kept failing");
 }
 
 /* An unmap, free or move of the process marked @r since it was owned. */
@@ -582,7 +544,7 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 	sleep_until_ns(r->vram_at_ns +
 		       ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
-	ret = range_copy_back(s, r, 0, r->size, r->start);
+	ret = range_copy_back(s, r, 0, r->size, r->start, NULL);
 	if (ret == -ENOENT && gc_pending(s, r))
 		return -EAGAIN; /* stays: the collection copies it where it went */
 	if (ret && ret != -ENOENT && ret != -ENODATA) {
@@ -606,7 +568,7 @@ int range_to_cpu_must(struct svm *s, struct svm_range *r)
 	bo_pm_wait_awake(r->sd->dev);
 	sleep_until_ns(r->vram_at_ns + ms_to_ns(SVM_TIMESLICE_MS));
 	range_unmap_gpu(s, r);
-	if (copy_back_must(s, r, 0, r->size, r->start) == -ENOENT && gc_pending(s, r))
+	if (copy_back_must(s, r, 0, r->size, r->start, NULL) == -ENOENT && gc_pending(s, r))
 		return -EAGAIN; /* stays: the collection copies it where it went */
 	range_free_vram(s, r);
 	range_set(s, r, R_CPU, NULL);
@@ -1224,257 +1186,6 @@ void range_destroy(struct svm *s, struct svm_range *r)
 	free(r);
 }
 
-/* ---- garbage collection: the process unmapped, freed or moved memory ----------------- */
-
-
-/*
- * Where the bytes the process had at @addr are now: each unmap, free or
- * mremap it made after the event being collected, still queued as a GC item
- * (in the order they happened), moved them on or let them go. *@run: how
- * many bytes from @addr (at most @len) went the same way; *@gone: a later
- * unmap or free took them (nothing is to be copied there: the pages read
- * zeroes or belong to a new mapping). Lock held.
- */
-static uint64_t moved_to_locked(struct svm *s, uint64_t seq, uint64_t addr, uint64_t len,
-				uint64_t *run, bool *gone)
-{
-	*run = len;
-	*gone = false;
-	for (;;) {
-		struct svm_work *w = NULL;
-
-		/* the next event after @seq, queued or being collected by
-		 * another thread (gc_drain_locked()) */
-		list_for_each(l, &s->work) {
-			struct svm_work *c = list_entry(l, struct svm_work, link);
-
-			if (c->kind == W_GC && c->seq > seq && (!w || c->seq < w->seq))
-				w = c;
-		}
-		list_for_each(l, &s->gc_running) {
-			struct svm_work *c = list_entry(l, struct svm_work, run);
-
-			if (c->seq > seq && (!w || c->seq < w->seq))
-				w = c;
-		}
-		/* or one that ended already, while this one was running */
-		list_for_each(l, &s->gc_done) {
-			struct svm_work *c = list_entry(l, struct svm_work, run);
-
-			if (c->seq > seq && (!w || c->seq < w->seq))
-				w = c;
-		}
-		if (!w)
-			return addr;
-		seq = w->seq;
-		if (addr >= w->start && addr < w->end) {
-			if (w->end - addr < *run)
-				*run = w->end - addr;
-			if (w->gc != GC_REMAP) {
-				*gone = true;
-				return addr;
-			}
-			addr = w->to + (addr - w->start);
-		} else if (addr < w->start && addr + *run > w->start) {
-			*run = w->start - addr; /* the rest goes another way */
-		}
-	}
-}
-
-/*
- * copy_back_must() of what @r holds for the process's [dst, +len), to
- * where those bytes are now: a collection runs after the events it
- * follows, and a later mremap may have moved the memory meanwhile, a later
- * free or unmap let it go. Before, the bytes went to the old address: no
- * longer mapped, they were dropped (found by test_svm_model: a range in
- * VRAM, a free of pages in its middle, an mremap of the buffer: the rest
- * of it read zeroes); freed again, the old bytes came back where zeroes
- * belong (a free of part of a range, then of all of it).
- */
-static void copy_back_followed(struct svm *s, uint64_t seq, struct svm_range *r, uint64_t off,
-			       uint64_t len, uint64_t dst)
-{
-	/* A free or unmap zaps its pages once its event was read: the events
-	 * read so far handled (queued), the zaps already done are known */
-	uffd_sync(s->u);
-	while (len) {
-		uint64_t run, to;
-		bool synced = false, gone;
-
-		for (;;) {
-			struct follow f = { .seq = seq, .orig = dst };
-			int ret;
-
-			pthread_mutex_lock(&s->lock);
-			to = moved_to_locked(s, seq, dst, len, &run, &gone);
-			pthread_mutex_unlock(&s->lock);
-			if (gone)
-				break;
-			/* each ioctl checks this decision again (struct follow):
-			 * -ESTALE, an event came between: decide again */
-			f.to = to;
-			following = &f;
-			ret = copy_back_must(s, r, off, run, to);
-			following = NULL;
-			if (ret == -ESTALE)
-				continue;
-			if (ret != -ENOENT || synced)
-				break;
-			/* not mapped there: the move may be an event the
-			 * handler has read (the mremap returned) but not
-			 * queued yet; once it is, look again (pages already
-			 * copied are kept: -EEXIST) */
-			uffd_sync(s->u);
-			synced = true;
-		}
-		off += run;
-		dst += run;
-		len -= run;
-	}
-}
-
-/*
- * @r (owned, gc_pending) lost [start, end) of its memory (@gc), or saw it
- * move to @to (GC_REMAP). What is still the process's goes back there (from
- * VRAM), then the range goes. The CPU touches parked on it wake after.
- */
-static void gc_range(struct svm *s, struct svm_range *r, const struct svm_work *w)
-{
-	uint64_t start = w->start, end = w->end, to = w->to;
-	enum gc_kind gc = w->gc;
-	uint64_t rs = r->start, re = r->start + r->size;
-
-	range_unmap_gpu(s, r);
-	collecting = true;
-	if (r->where == R_VRAM) {
-		uint64_t a = rs > start ? rs : start, b = re < end ? re : end;
-
-		bo_pm_wait_awake(r->sd->dev);
-		test_point_obj(TEST_POINT_SVM_GC_COPY, r);
-		/* the part outside the event stays where it was; a moved part
-		 * goes with its mapping (the range goes: copies that keep
-		 * failing lose their bytes, loudly) */
-		if (rs < a)
-			copy_back_followed(s, w->seq, r, 0, a - rs, rs);
-		if (b < re)
-			copy_back_followed(s, w->seq, r, b - rs, re - b, b);
-		if (gc == GC_REMAP && a < b)
-			copy_back_followed(s, w->seq, r, a - rs, b - a, to + (a - start));
-	}
-	collecting = false;
-	pthread_mutex_lock(&s->lock);
-	if (r->first)
-		r->first->st.svm_gc_count++;
-	pthread_mutex_unlock(&s->lock);
-	range_destroy(s, r);
-	uffd_wake(s->u, rs, re - rs);
-	if (gc == GC_REMAP)
-		uffd_wake(s->u, to, end - start);
-}
-
-/* The lowest seq of the GC items queued or running, or UINT64_MAX. */
-static uint64_t gc_oldest_locked(struct svm *s)
-{
-	uint64_t oldest = UINT64_MAX;
-
-	list_for_each(l, &s->work) {
-		struct svm_work *c = list_entry(l, struct svm_work, link);
-
-		if (c->kind == W_GC && c->seq < oldest)
-			oldest = c->seq;
-	}
-	list_for_each(l, &s->gc_running) {
-		struct svm_work *c = list_entry(l, struct svm_work, run);
-
-		if (c->seq < oldest)
-			oldest = c->seq;
-	}
-	return oldest;
-}
-
-/* A GC item ended: count it, and let CPU touches of the addresses an
- * mremap moved data to go on (the data is there now). Then free it, or,
- * while an earlier item is still to copy back, keep it on gc_done: that
- * copy back must still see this free, unmap or move (a free of an mremap's
- * new place ran, and ended, before the mremap's collection copied the old
- * bytes there: test_svm_model). Items kept that no earlier one needs any
- * more go. Lock held. */
-static void gc_item_free_locked(struct svm *s, struct svm_work *w)
-{
-	if (w->gc == GC_REMAP) {
-		for (unsigned int i = 0; i < s->nremap; i++)
-			if (s->remap[i].start == w->to &&
-			    s->remap[i].end == w->to + (w->end - w->start)) {
-				s->remap[i] = s->remap[--s->nremap];
-				break;
-			}
-		uffd_wake(s->u, w->to, w->end - w->start);
-	}
-	free(w);
-}
-
-void gc_item_done_locked(struct svm *s, struct svm_work *w)
-{
-	uint64_t oldest;
-
-	list_del(&w->run);
-	s->gc_inflight--;
-	oldest = gc_oldest_locked(s);
-	if (w->seq > oldest)
-		list_add_tail(&s->gc_done, &w->run);
-	else
-		gc_item_free_locked(s, w);
-	list_for_each_safe(l, &s->gc_done) {
-		struct svm_work *c = list_entry(l, struct svm_work, run);
-
-		if (c->seq < oldest) {
-			list_del(&c->run);
-			gc_item_free_locked(s, c);
-		}
-	}
-}
-
-/* [start, end) holds (part of) where a collection not ended yet, or
- * ended before an earlier one, may copy bytes: the destination of an
- * mremap. Lock held. */
-bool gc_remap_target_locked(struct svm *s, uint64_t start, uint64_t end)
-{
-	struct list_link *lists[] = { &s->work, &s->gc_running, &s->gc_done };
-
-	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-		list_for_each(l, lists[i]) {
-			struct svm_work *c = i ? list_entry(l, struct svm_work, run)
-					       : list_entry(l, struct svm_work, link);
-
-			if ((i || c->kind == W_GC) && c->gc == GC_REMAP && c->to < end &&
-			    c->to + (c->end - c->start) > start)
-				return true;
-		}
-	return false;
-}
-
-bool remap_pending_locked(struct svm *s, uint64_t addr)
-{
-	for (unsigned int i = 0; i < s->nremap; i++)
-		if (addr >= s->remap[i].start && addr < s->remap[i].end)
-			return true;
-	return false;
-}
-
-static bool gc_wanted(const struct svm_range *r, const void *arg)
-{
-	(void)arg;
-	return r->gc_pending;
-}
-
-void gc_run(struct svm *s, const struct svm_work *w)
-{
-	struct svm_range *r;
-
-	while ((r = own_first(s, w->start, w->end, gc_wanted, NULL)))
-		gc_range(s, r, w);
-}
-
 /* ---- eviction: the BO manager picked a range's VRAM (struct bo_svm_ops) ---- */
 
 /*
@@ -1528,7 +1239,7 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	 * only become writable again */
 	ret = r->nmaps ? -EBUSY
 	      : r->where == R_DUP ? uffd_wp(s->u, r->start, r->size, false)
-				  : range_copy_back(s, r, 0, r->size, r->start);
+				  : range_copy_back(s, r, 0, r->size, r->start, NULL);
 	start = r->start;
 	size = r->size;
 	pthread_mutex_lock(&s->lock);

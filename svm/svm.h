@@ -10,7 +10,7 @@
  *
  * Files: svm.c the process-wide state, fork, the ops mm/ calls, the
  * device's step and the public API; range.c the ranges and the process's
- * memory; migrate.c moving a range and collecting dropped ones; fault.c
+ * memory; migrate.c moving a range; gc.c collecting dropped ones; fault.c
  * the worker thread; handler.c the userfaultfd handler thread; policy.c
  * the advice (ugpu_svm_advise(), ugpu_svm_query()); prefetch.c the
  * asynchronous prefetch; peer.c ranges across devices (moves over the
@@ -372,6 +372,37 @@ void range_unmap_dma(struct svm *s, struct svm_range *r);
 int range_map_vm(struct svm *s, struct svm_range *r, struct ugpu_vm *vm, bool writable,
 		 bool no_atomic);
 void range_destroy(struct svm *s, struct svm_range *r);
+
+/*
+ * A collection's copy back follows the process's later unmaps, frees and
+ * mremaps (svm/gc.c): it decided that the bytes of @orig go to @to. The
+ * kernel lets an unmapping or freeing thread go, and zap its pages, as soon
+ * as our handler *reads* its event, before the handler has marked
+ * anything: a decision made once and acted on later put old bytes into
+ * pages just freed (test_svm_model test_mremap_then_free_new_place: an
+ * mremap, then at once a free of the new place). So each ioctl of such a
+ * copy runs under uffd_events_hold() after the copy asked @holds() again
+ * there (lock not held): an event read before is handled, one not read yet
+ * makes the ioctl fail with EAGAIN (the kernel's mmap_changing), and the
+ * decision holds for what the ioctl does.
+ */
+struct svm_follow {
+	uint64_t seq; /* the event being collected */
+	uint64_t orig, to; /* the process's [orig, ...) goes to [to, ...) */
+	/* [dst, +len) of [to, ...) is still where those bytes go */
+	bool (*holds)(struct svm *s, const struct svm_follow *f, uint64_t dst, uint64_t len);
+};
+
+/* Copy [off, +len) of @r (owned, in VRAM) back to the process at @dst,
+ * trying SVM_COPY_TRIES times; then the bytes are lost (poisoned, logged,
+ * counted). For what must leave VRAM now. @f: a collection's decision, each
+ * ioctl checked against it (-ESTALE: decide again), or NULL (-ENOENT once an
+ * event marked @r). 0, -ENOENT (the process unmapped @dst), -ESTALE or
+ * -ENODATA (lost). */
+int copy_back_must(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len, uint64_t dst,
+		   const struct svm_follow *f);
+
+/* svm/gc.c: the collection of what the process unmapped, freed or moved */
 void gc_item_done_locked(struct svm *s, struct svm_work *w);
 bool gc_remap_target_locked(struct svm *s, uint64_t start, uint64_t end);
 bool remap_pending_locked(struct svm *s, uint64_t addr);

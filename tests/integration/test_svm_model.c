@@ -781,7 +781,7 @@ static void test_advice_after_remap(void **state)
 /* A range in VRAM, a free of pages in its middle, an mremap of the whole
  * buffer before the free was collected: the collection copied the rest of
  * the range back to the old address, no longer mapped, and it was dropped
- * (the moved buffer read zeroes; svm/migrate.c, copy_back_followed()). */
+ * (the moved buffer read zeroes; svm/gc.c, copy_back_followed()). */
 static void test_free_then_mremap(void **state)
 {
 	struct mstate *m = calloc(1, sizeof(*m));
@@ -922,7 +922,7 @@ static void gc_gate_wait(void *arg, enum test_point_id id, void *obj)
 /* A range in VRAM; a free of pages in its middle, whose collection copies
  * the rest back; before that copy, a free of the whole buffer (its event
  * read, its pages zapped). The first collection must not put the old bytes
- * into pages the second free zeroed (svm/migrate.c, copy_back_followed();
+ * into pages the second free zeroed (svm/gc.c, copy_back_followed();
  * found by test_svm_model as a race: here a test point holds the window). */
 static void test_free_racing_collection(void **state)
 {
