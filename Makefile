@@ -55,8 +55,10 @@ run: deps
 	cmake --build $(BUILD) -j$(JOBS) --target ugpu-demo
 	./$(BUILD)/ugpu-demo
 
+# On a failure the digest (scripts/ctest-digest.sh) repeats what failed at
+# the end, where a CI log cut in its middle still shows it.
 test-release: deps-test build
-	ctest --test-dir $(BUILD) $(CTEST_ARGS)
+	ctest --test-dir $(BUILD) $(CTEST_ARGS) || { ./scripts/ctest-digest.sh $(BUILD); exit 1; }
 
 # TSan over the whole suite (the threaded tests are what it is for; the rest
 # are cheap).
@@ -64,13 +66,13 @@ test-tsan: deps-test
 	cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_TSAN=ON $(CMAKE_ARGS)
 	cmake --build $(BUILD_TSAN) -j$(JOBS)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-		ctest --test-dir $(BUILD_TSAN) $(CTEST_ARGS)
+		ctest --test-dir $(BUILD_TSAN) $(CTEST_ARGS) || { ./scripts/ctest-digest.sh $(BUILD_TSAN); exit 1; }
 
 test-asan: deps-test
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DUGPU_ASAN=ON $(CMAKE_ARGS)
 	cmake --build $(BUILD_ASAN) -j$(JOBS)
 	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-		ctest --test-dir $(BUILD_ASAN) $(CTEST_ARGS)
+		ctest --test-dir $(BUILD_ASAN) $(CTEST_ARGS) || { ./scripts/ctest-digest.sh $(BUILD_ASAN); exit 1; }
 
 # The vfio-user fuzz targets, built with clang (libFuzzer, ASan+UBSan) in their
 # own directory: every crash reproducer replayed, then FUZZ_SECONDS of fuzzing
