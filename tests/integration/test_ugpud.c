@@ -1830,6 +1830,58 @@ static void device_pm_holds_up_no_one(void **state)
 	assert_int_equal(c0, 0); /* on the loop: nothing is served meanwhile */
 }
 
+/* CPU time (s) thread @tid of process @pid used so far; -1 if unreadable. */
+static double thread_cpu_s(pid_t pid, pid_t tid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strrchr(buf, ')'); /* after the name, which may hold spaces */
+	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
+	 * cmajflt utime stime */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* An idle daemon sleeps: its loop thread used a whole CPU, from one second
+ * after its start, whenever no watchdog was asked for (the wait's timeout
+ * was 0 from then on; found by an orphaned daemon at 96% CPU for minutes). */
+static void idle_daemon_sleeps(void **state)
+{
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	double c0, c1;
+	uint64_t t0, t1;
+
+	(void)state;
+	open_client(&ctx, &dev); /* up and serving */
+	assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+	close_client(ctx, dev);
+	usleep(1200000); /* past the first second of any timer */
+	t0 = now_us();
+	c0 = thread_cpu_s(daemon_pid, daemon_pid);
+	usleep(1000000);
+	c1 = thread_cpu_s(daemon_pid, daemon_pid);
+	t1 = now_us();
+	assert_true(c0 >= 0 && c1 >= 0);
+	fprintf(stderr, "  an idle daemon's loop thread: %.2f s of CPU in %.2f s\n", c1 - c0,
+		(double)(t1 - t0) / 1e6);
+	assert_true(c1 - c0 < 0.2 * (double)(t1 - t0) / 1e6);
+}
+
 /* ---- shared virtual memory of clients (docs/daemon.md, "SVM for clients") ---- */
 
 #define SVM_SPAN_START 0x10000ull
@@ -2681,6 +2733,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(socket_activation_and_notify),
 		cmocka_unit_test(slow_request_holds_up_no_one),
 		cmocka_unit_test(device_pm_holds_up_no_one),
+		cmocka_unit_test(idle_daemon_sleeps),
 		cmocka_unit_test(suspend_cycle_two_clients),
 		cmocka_unit_test(runtime_pm_for_clients),
 		cmocka_unit_test(svm_through_daemon),

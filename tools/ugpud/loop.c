@@ -653,8 +653,13 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		persist_expire(d);
 		now = now_ns();
 
-		if (watchdog_usec && now >= next_dog) {
-			notify_send("WATCHDOG=1");
+		/* the loop wakes at least every period (the watchdog's, or
+		 * 1 s for persist_expire()); without a watchdog too, or every
+		 * wait after the first second was 0 and an idle daemon spun
+		 * on a CPU (test_ugpud idle_daemon_sleeps) */
+		if (now >= next_dog) {
+			if (watchdog_usec)
+				notify_send("WATCHDOG=1");
 			next_dog = now + period_ns;
 		}
 		ret = reap(&lp, next_dog > now ? next_dog - now : 0);
