@@ -263,6 +263,12 @@ static void host_rpm_put(struct ugpu_device *dev)
  * memory layer's: the exec engine's thread may need it to hand over an end.
  */
 #define PM_EXEC_IDLE_MS 5000
+#ifdef UGPU_TEST_HOOKS
+int pm_exec_idle_ms_test;
+#define EXEC_IDLE_MS (pm_exec_idle_ms_test ? pm_exec_idle_ms_test : PM_EXEC_IDLE_MS)
+#else
+#define EXEC_IDLE_MS PM_EXEC_IDLE_MS
+#endif
 #define PM_EXEC_SLICE_MS 20
 
 /*
@@ -283,7 +289,7 @@ static int exec_hold(struct ugpu_device *dev, bool *took)
 	if (pm->exec_held || !dev->exec)
 		return 0;
 	ret = exec_block(dev->exec, PM_EXEC_SLICE_MS);
-	while (ret && waited < PM_EXEC_IDLE_MS && !vfio_dev_is_gone(dev->vdev)) {
+	while (ret && waited < EXEC_IDLE_MS && !vfio_dev_is_gone(dev->vdev)) {
 		ret = exec_block(dev->exec, PM_EXEC_SLICE_MS);
 		exec_unblock(dev->exec);
 		waited += PM_EXEC_SLICE_MS;
@@ -296,7 +302,7 @@ static int exec_hold(struct ugpu_device *dev, bool *took)
 			return -ENODEV;
 		}
 		log_err(dev->ctx, "%s: GPU kernels still run after %d ms: no suspend", dev->name,
-			PM_EXEC_IDLE_MS);
+			EXEC_IDLE_MS);
 		return -ETIMEDOUT;
 	}
 	pm->exec_held = *took = true;

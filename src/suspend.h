@@ -132,6 +132,14 @@ void pm_report_corrupt(struct ugpu_device *dev, const char *bo_name, uint64_t of
  */
 void pm_spill_config(struct ugpu_device *dev, char *dir, size_t dirlen, uint64_t *limit);
 
+#ifdef UGPU_TEST_HOOKS
+/* A test's bound (ms) on the wait for running kernels before a transition
+ * gives up with -ETIMEDOUT; 0 (the default): 5 s. The daemon's fuzz target
+ * sets it: inputs that leave a kernel running, then prepare, cost 5 s each
+ * and held a run at 8 executions a second. */
+extern int pm_exec_idle_ms_test;
+#endif
+
 /* pm_mem_register() - the memory layer's ops (mm/backup.c), at bring-up. */
 void pm_mem_register(struct ugpu_device *dev, const struct pm_mem_ops *ops, void *arg);
 

@@ -35,6 +35,7 @@
 #include <ugpu/device.h>
 #include <ugpu/pm.h>
 
+#include "src/suspend.h"
 #include "tools/ugpu-sim/sim.h"
 #include "tools/ugpud/ugpud.h"
 
@@ -85,6 +86,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
+	/* a prepare behind a kernel that never ends gives up after 40 ms, not
+	 * 5 s: the same refusal (-ETIMEDOUT), at the rate of the rest */
+	pm_exec_idle_ms_test = 40;
 	sim_opts_init(&so);
 	so.vram_size = 64ull << 20;
 	if (sim_start(&so, &sim) || ugpu_context_create(NULL, &d.ctx))
