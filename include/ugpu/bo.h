@@ -24,7 +24,8 @@
  * host-suspended, calls that need it (create, read, write, pin, unpin,
  * migrate, map) are -EAGAIN until its resume, and so are they while a step
  * of a host-suspend cycle or a removal that an administrator asked for
- * runs (ugpuctl daemon-pm; a prepare may take 5 s). When a daemon that keeps its
+ * runs (ugpuctl daemon-pm; a prepare may take 5 s); the other calls wait
+ * for that step to end. When a daemon that keeps its
  * sessions (ugpud --fd-store) restarts, the library connects again and
  * takes its session back within 15 s: BOs keep their handles and bytes, and
  * a read, write, query or migrate that was in flight is sent again; a

@@ -1710,18 +1710,20 @@ static void slow_request_holds_up_no_one(void **state)
 	assert_true(same[1] < msame / 2);
 }
 
-/* 32 MiB BOs a prepare evicts (fewer under the sanitizers: a prepare of
- * 384 MiB took 25 s under TSan beside the writes) */
+/* MiB of one BO a prepare evicts (less under the sanitizers: a prepare of
+ * 384 MiB took 25 s under TSan beside the writes). One BO: the eviction
+ * holds the BO manager's lock through its whole move. */
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define NBO 3
+#define PM_MIB 96
 #else
-#define NBO 12
+#define PM_MIB 384
 #endif
 
 struct pm_thread {
-	struct ugpu_device *admin;
-	int ret;
-	uint64_t us;
+	struct ugpu_device *admin, *q; /* @q: a client of the device, calls that wait */
+	struct ugpu_bo *qbo;
+	int ret, q_ret[2];
+	uint64_t us, q_us;
 	int done;
 };
 
@@ -1736,23 +1738,44 @@ static void *pm_prepare_thread(void *arg)
 	return NULL;
 }
 
-/* An administrator's prepare of device 0 (NBO BOs of 32 MiB to evict) on a
+/* 40 ms into the prepare, a query of the device's memory and of a BO: calls
+ * the -EAGAIN gate lets through, which wait for the step (they held up the
+ * whole loop on the BO manager's lock: the review) */
+static void *pm_query_thread(void *arg)
+{
+	struct pm_thread *t = arg;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+	uint64_t t0;
+
+	usleep(40000);
+	t0 = now_us();
+	t->q_ret[0] = ugpu_device_mem_stats(t->q, &m);
+	t->q_ret[1] = ugpu_bo_query(t->qbo, &i);
+	t->q_us = now_us() - t0;
+	return NULL;
+}
+
+/* An administrator's prepare of device 0 (one PM_MIB BO to evict) on a
  * daemon with --workers @workers, while client B writes 4 KiB to a BO of
- * device 1 and client C to one of device 0: B's worst write (us) into
- * *@b_max, how many of C's were -EAGAIN into *@c_eagain; the prepare's
- * time (us) returned. A's bytes come back after the cancel. */
-static uint64_t pm_beside_clients(const char *workers, uint64_t *b_max, unsigned int *c_eagain)
+ * device 1 and client C to one of device 0, and client Q queries device 0:
+ * B's worst write (us) into *@b_max, how many of C's were -EAGAIN into
+ * *@c_eagain, Q's calls' time into *@q_us; the prepare's time (us)
+ * returned. A's bytes come back after the cancel. */
+static uint64_t pm_beside_clients(const char *workers, uint64_t *b_max, unsigned int *c_eagain,
+				  uint64_t *q_us)
 {
 	const char *extra[] = { "--device", "sim:512M", "--device", "sim:64M", "--workers",
 				workers, "--metrics", "off", NULL };
 	char sock[108], u0[160], u1[180];
-	struct ugpu_context *ctx[4];
-	struct ugpu_device *dev[4]; /* A and the admin on device 0, B on 1, C on 0 */
-	struct ugpu_bo *bo[NBO], *bb, *cb;
-	static unsigned char want[NBO][64 << 10], got[64 << 10];
+	struct ugpu_context *ctx[5];
+	/* A and the admin on device 0, B on 1, C and Q on 0 */
+	struct ugpu_device *dev[5];
+	struct ugpu_bo *bo, *bb, *cb;
+	static unsigned char want[64 << 10], got[64 << 10];
 	unsigned char buf[4096] = { 7 };
 	struct pm_thread t = { 0 };
-	pthread_t th;
+	pthread_t th, tq;
 	pid_t pid;
 
 	snprintf(sock, sizeof(sock), "/tmp/ugpud-test-pm%s-%d.sock", workers, (int)getpid());
@@ -1760,22 +1783,22 @@ static uint64_t pm_beside_clients(const char *workers, uint64_t *b_max, unsigned
 	snprintf(u1, sizeof(u1), "ugpud:%s?device=1", sock);
 	pid = daemon_spawn(sock, extra);
 	assert_true(pid > 0);
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		assert_int_equal(ugpu_context_create(NULL, &ctx[i]), 0);
 		assert_int_equal(ugpu_device_open(ctx[i], i == 2 ? u1 : u0, &dev[i]), 0);
 	}
-	for (int i = 0; i < NBO; i++) {
-		bo[i] = make_bo(dev[0], 32 * MIB, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
-		fill(want[i], sizeof(want[i]), 900u + (uint32_t)i);
-		assert_int_equal(ugpu_bo_write(bo[i], 32 * MIB - sizeof(want[i]), want[i],
-					       sizeof(want[i])), 0);
-	}
+	bo = make_bo(dev[0], PM_MIB * MIB, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	fill(want, sizeof(want), 901u);
+	assert_int_equal(ugpu_bo_write(bo, PM_MIB * MIB - sizeof(want), want, sizeof(want)), 0);
 	bb = make_bo(dev[2], sizeof(buf), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
 	cb = make_bo(dev[3], sizeof(buf), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	t.qbo = make_bo(dev[4], sizeof(buf), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
 	*b_max = 0;
 	*c_eagain = 0;
 	t.admin = dev[1];
+	t.q = dev[4];
 	assert_int_equal(pthread_create(&th, NULL, pm_prepare_thread, &t), 0);
+	assert_int_equal(pthread_create(&tq, NULL, pm_query_thread, &t), 0);
 	while (!__atomic_load_n(&t.done, __ATOMIC_ACQUIRE)) {
 		uint64_t t0 = now_us(), dt;
 		int ret;
@@ -1790,41 +1813,48 @@ static uint64_t pm_beside_clients(const char *workers, uint64_t *b_max, unsigned
 		usleep(1000);
 	}
 	pthread_join(th, NULL);
+	pthread_join(tq, NULL);
 	assert_int_equal(t.ret, 0);
+	assert_int_equal(t.q_ret[0], 0);
+	assert_int_equal(t.q_ret[1], 0);
+	*q_us = t.q_us;
 	assert_int_equal(device_pm(dev[1], UGPUD_PM_CANCEL), 0);
-	for (int i = 0; i < NBO; i++) {
-		assert_int_equal(ugpu_bo_read(bo[i], 32 * MIB - sizeof(got), got, sizeof(got)), 0);
-		assert_memory_equal(got, want[i], sizeof(got));
-		ugpu_bo_put(bo[i]);
-	}
+	assert_int_equal(ugpu_bo_read(bo, PM_MIB * MIB - sizeof(got), got, sizeof(got)), 0);
+	assert_memory_equal(got, want, sizeof(got));
+	ugpu_bo_put(bo);
 	assert_int_equal(ugpu_bo_write(cb, 0, buf, sizeof(buf)), 0); /* served again */
 	ugpu_bo_put(bb);
 	ugpu_bo_put(cb);
-	for (int i = 0; i < 4; i++)
+	ugpu_bo_put(t.qbo);
+	for (int i = 0; i < 5; i++)
 		close_client(ctx[i], dev[i]);
 	assert_int_equal(daemon_stop(pid), 0);
 	return t.us;
 }
 
 /* An administrator's power step (ugpuctl daemon-pm) runs on a worker: a
- * prepare that evicts 384 MiB (96 under the sanitizers) holds up no client of another device (it
- * held up all of them, and a prepare waits up to 5 s for kernels; found by
- * fuzz_ugpud_request), and the device's own clients get -EAGAIN for what
- * needs it meanwhile instead of waiting. */
+ * prepare that evicts a 384 MiB BO (96 under the sanitizers) holds up no
+ * client of another device (it held up all of them, and a prepare waits up
+ * to 5 s for kernels; found by fuzz_ugpud_request); the device's own
+ * clients get -EAGAIN for what needs it meanwhile, and their other calls
+ * (a query of its memory, of a BO) wait for the step instead of holding up
+ * the loop on the lock the eviction holds (the review: 310-835 ms for
+ * everyone). */
 static void device_pm_holds_up_no_one(void **state)
 {
-	uint64_t pm2, pm0, b2, b0;
+	uint64_t pm2, pm0, b2, b0, q2, q0;
 	unsigned int c2, c0;
 
 	(void)state;
-	pm2 = pm_beside_clients("2", &b2, &c2);
-	pm0 = pm_beside_clients("0", &b0, &c0);
+	pm2 = pm_beside_clients("2", &b2, &c2, &q2);
+	pm0 = pm_beside_clients("0", &b0, &c0, &q0);
 	fprintf(stderr,
-		"  a prepare of device 0 (%d MiB of BOs) beside 4 KiB writes of B (device 1) and C (device 0):\n"
-		"    2 workers: prepare %llu us, B's worst write %llu us, C's writes -EAGAIN %u times\n"
-		"    --workers 0: prepare %llu us, B's worst write %llu us, C's writes -EAGAIN %u times\n",
-		NBO * 32, (unsigned long long)pm2, (unsigned long long)b2, c2, (unsigned long long)pm0,
-		(unsigned long long)b0, c0);
+		"  a prepare of device 0 (a %d MiB BO) beside 4 KiB writes of B (device 1) and C (device 0), "
+		"and queries of Q (device 0):\n"
+		"    2 workers: prepare %llu us, B's worst write %llu us, C's writes -EAGAIN %u times, Q waited %llu us\n"
+		"    --workers 0: prepare %llu us, B's worst write %llu us, C's writes -EAGAIN %u times, Q waited %llu us\n",
+		PM_MIB, (unsigned long long)pm2, (unsigned long long)b2, c2, (unsigned long long)q2,
+		(unsigned long long)pm0, (unsigned long long)b0, c0, (unsigned long long)q0);
 	assert_true(b2 < pm2 / 2);
 	assert_true(c2 > 0);
 	assert_int_equal(c0, 0); /* on the loop: nothing is served meanwhile */

@@ -188,6 +188,7 @@ static void arm_jobs(struct loop *lp)
 }
 
 static void arm_send(struct loop *lp, struct client *c, size_t len, int fd);
+static void unpark(struct loop *lp, uint32_t device);
 
 /* Finished jobs: answer their clients. */
 static void on_jobs(struct loop *lp)
@@ -201,12 +202,28 @@ static void on_jobs(struct loop *lp)
 	while (j) {
 		struct ugpud_job *next = j->next;
 		struct client *c = j->c;
+		bool pm = j->op == UGPUD_DEVICE_PM;
+		uint32_t device = j->handle;
 		size_t len;
 
 		c->io->busy = false;
 		len = serve_job_done(lp->d, c, c->io->tx);
 		arm_send(lp, c, len, -1);
+		if (pm)
+			unpark(lp, device);
 		j = next;
+	}
+}
+
+/* host_sleep() (sleep.c), on the loop: an administrator's step of @device
+ * runs on a worker; wait for it here, its answer and the requests it held
+ * handled as on_jobs() does. */
+static void loop_pm_wait(struct ugpud *d, uint32_t device)
+{
+	while (d->devs[device].pm_busy) {
+		on_jobs(the_loop);
+		if (d->devs[device].pm_busy)
+			usleep(1000);
 	}
 }
 
@@ -486,22 +503,33 @@ static void on_accept(struct loop *lp, int fd)
 	status(d);
 }
 
-static void on_recv(struct loop *lp, struct client *c, int res)
+/* The client went; while its device's power step runs, the release (which
+ * calls into the device) waits for the step's end (unpark()). */
+static void drop_or_park(struct loop *lp, struct client *c, const char *why)
 {
-	struct client_io *io = c->io;
-	struct sock_fds in = { .max = SOCK_MAX_FDS };
-	size_t len;
-	int nfds, fd;
-
-	io->busy = false;
-	if (res <= 0) {
-		client_drop(lp, c, res ? "connection error" : "disconnected");
+	if (c->hello && lp->d->devs[c->device].pm_busy) {
+		c->parked = true;
+		c->drop_why = why;
 		return;
 	}
-	sock_take_fds(&io->rx_msg, &in);
-	nfds = in.n + (in.ctrunc ? 1 : 0);
-	sock_fds_close(&in);
-	len = (size_t)res;
+	client_drop(lp, c, why);
+}
+
+/* Serve the request of @len bytes in @c's receive buffer (@nfds fds came
+ * with it, closed already), or keep it until its device's power step is
+ * done (serve_must_wait(): no receive is armed meanwhile, so the client's
+ * next requests wait in its socket). */
+static void serve_rx(struct loop *lp, struct client *c, size_t len, int nfds)
+{
+	struct client_io *io = c->io;
+	int fd;
+
+	if (serve_must_wait(lp->d, c, io->rx, len)) {
+		c->parked = true;
+		c->parked_len = len;
+		c->parked_nfds = nfds;
+		return;
+	}
 	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
 	if (!len && c->job_busy)
 		return; /* on a worker: answered when it is done (on_jobs()) */
@@ -512,6 +540,40 @@ static void on_recv(struct loop *lp, struct client *c, int res)
 	arm_send(lp, c, len, fd);
 }
 
+static void on_recv(struct loop *lp, struct client *c, int res)
+{
+	struct client_io *io = c->io;
+	struct sock_fds in = { .max = SOCK_MAX_FDS };
+	int nfds;
+
+	io->busy = false;
+	if (res <= 0) {
+		drop_or_park(lp, c, res ? "connection error" : "disconnected");
+		return;
+	}
+	sock_take_fds(&io->rx_msg, &in);
+	nfds = in.n + (in.ctrunc ? 1 : 0);
+	sock_fds_close(&in);
+	serve_rx(lp, c, (size_t)res, nfds);
+}
+
+/* Device @device's power step is done: what its clients sent meanwhile is
+ * served, the drops of those that went are done. */
+static void unpark(struct loop *lp, uint32_t device)
+{
+	list_for_each_safe(l, &lp->d->clients) {
+		struct client *c = list_entry(l, struct client, link);
+
+		if (!c->parked || c->device != device)
+			continue;
+		c->parked = false;
+		if (c->drop_why)
+			client_drop(lp, c, c->drop_why);
+		else
+			serve_rx(lp, c, c->parked_len, c->parked_nfds);
+	}
+}
+
 static void on_send(struct loop *lp, struct client *c, int res)
 {
 	c->io->busy = false;
@@ -519,7 +581,7 @@ static void on_send(struct loop *lp, struct client *c, int res)
 		close(c->io->tx_fd);
 	c->io->tx_fd = -1;
 	if (res < 0) {
-		client_drop(lp, c, res == -EPIPE || res == -ECONNRESET ? "gone" : "send error");
+		drop_or_park(lp, c, res == -EPIPE || res == -ECONNRESET ? "gone" : "send error");
 		return;
 	}
 	arm_recv(lp, c);
@@ -632,6 +694,7 @@ int loop_run(struct ugpud *d, int listen_fd, uint64_t watchdog_usec)
 		return ret;
 	}
 	d->offload = d->workers ? loop_offload : NULL;
+	d->pm_wait = d->workers ? loop_pm_wait : NULL;
 	lp.jobs_op.kind = OP_JOBS;
 	arm_jobs(&lp);
 	d->kill = loop_kill;

@@ -271,6 +271,12 @@ static int write_table(struct ugpud *d)
 
 static void sync_client(struct ugpud *d, struct client *c)
 {
+	/* A device's power step (on a worker) holds its BO manager's lock
+	 * through each move: its clients' BOs are recorded after it (their
+	 * requests wait for it too, loop.c), as they were when the step ran
+	 * on the loop. */
+	if (d->devs[c->device].pm_busy)
+		return;
 	for (uint32_t i = 0; i < c->nslots; i++)
 		if (c->slots[i].kind == SLOT_BO && slot_sync(d, &c->slots[i]))
 			d->persist_dirty = true;
@@ -285,6 +291,8 @@ static uint64_t devices_moves(struct ugpud *d)
 	for (unsigned int i = 0; i < d->ndevs; i++) {
 		struct ugpu_device_mem m = { .size = sizeof(m) };
 
+		if (d->devs[i].pm_busy)
+			continue; /* its step holds its locks: after it (below) */
 		if (!ugpu_device_mem_stats(d->devs[i].dev, &m))
 			n += m.moves + m.evictions + m.bos + m.bos_lost;
 	}

@@ -669,6 +669,24 @@ static bool op_needs_device(uint16_t op)
 	}
 }
 
+bool serve_must_wait(struct ugpud *d, const struct client *c, const void *msg, size_t len)
+{
+	struct ugpud_hdr h;
+
+	if (!c->hello || !d->devs[c->device].pm_busy || len < sizeof(h))
+		return false;
+	memcpy(&h, msg, sizeof(h));
+	switch (h.op) {
+	case UGPUD_SESSION: /* the daemon's own state only */
+	case UGPUD_CLIENTS:
+	case UGPUD_KILL:
+	case UGPUD_DEVICE_PM: /* -EBUSY (another device's: its own step) */
+		return false;
+	default:
+		return !op_needs_device(h.op); /* those are -EAGAIN now */
+	}
+}
+
 /* Requests after which a BO may sit elsewhere (or be new, or gone). */
 static bool op_may_move(uint16_t op)
 {
@@ -731,7 +749,9 @@ static void pm_done(struct ugpud *d, uint32_t device, uint32_t action, int ret)
 			tell(d, device, UGPUD_EV_SUSPENDING, 0, 0);
 		break;
 	case UGPUD_PM_SUSPEND:
-		if (!ret) {
+		/* a removal may have come while a worker ran the step (the
+		 * loop told it already): a removed device is not suspended */
+		if (!ret && !__atomic_load_n(&u->removed, __ATOMIC_ACQUIRE)) {
 			u->suspended = true;
 			tell(d, device, UGPUD_EV_SUSPENDED, 0, 0);
 		}

@@ -51,6 +51,10 @@ void host_sleep(struct ugpud *d, bool sleeping)
 
 		if (__atomic_load_n(&u->removed, __ATOMIC_ACQUIRE))
 			continue; /* nothing of it to keep */
+		/* an administrator's step runs on a worker: it ends first
+		 * (then this cycle goes on from where it left the device) */
+		if (u->pm_busy && d->pm_wait)
+			d->pm_wait(d, i);
 		if (!sleeping) {
 			if (!u->sleep_ours)
 				continue; /* not ours: an administrator's suspend stays */

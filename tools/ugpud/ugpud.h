@@ -181,6 +181,13 @@ struct client {
 	/* a request on a worker (serve_request() returned 0, @job_busy) */
 	struct ugpud_job job;
 	bool job_busy;
+	/* loop.c, loop thread: a request (@parked_len bytes in its receive
+	 * buffer, @parked_nfds fds came with it) or the client's drop
+	 * (@drop_why) waits for its device's power step (serve_must_wait()) */
+	bool parked;
+	size_t parked_len;
+	int parked_nfds;
+	const char *drop_why;
 };
 
 /*
@@ -212,6 +219,9 @@ struct ugpud {
 	/* hand @c->job to a worker (loop.c; NULL: slow requests are served
 	 * inline, as the fuzz target does) */
 	void (*offload)(struct ugpud *d, struct client *c);
+	/* run the loop's part of finished jobs until device @device's power
+	 * step (ugpud_dev.pm_busy) is done (loop.c; NULL: none runs) */
+	void (*pm_wait)(struct ugpud *d, uint32_t device);
 	unsigned int workers; /* --workers: 0 serves everything on the loop */
 	/* tell every client of device @ev->device (loop.c; NULL: nobody) */
 	void (*event)(struct ugpud *d, const struct ugpud_event *ev);
@@ -313,6 +323,14 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 
 /* A worker's part of a job: the library call. */
 void job_run(struct ugpud_job *job);
+/* A request of @len bytes of @c that must wait until its device's power
+ * step is done (the loop keeps it, and its next ones, until then): one that
+ * would call into the device, whose step holds its locks (an eviction
+ * holds the BO manager's lock through each move; the loop would wait with
+ * every client of every device). What needs the device awake is answered
+ * -EAGAIN instead, at once (serve_request()). */
+bool serve_must_wait(struct ugpud *d, const struct client *c, const void *msg, size_t len);
+
 /* The answer to @c's finished job into @rep (its length). */
 size_t serve_job_done(struct ugpud *d, struct client *c, void *rep);
 
