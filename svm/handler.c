@@ -117,7 +117,20 @@ static void wait_zap_locked(struct svm *s, struct svm_range *r)
 		struct timespec ts = monotonic_deadline_after_ms(1);
 
 		if (uffd_zapper_state(r->zap_tid) == ZAPPER_EVENT_WAIT) {
-			r->zap_repeat = true; /* its next REMOVE, a part: ours */
+			/* Its next REMOVE, a part, is ours: the repeat for the
+			 * mapping after the one it zapped, which starts where
+			 * that one ends (at or after, past a hole). A free of
+			 * another thread inside the range may be queued before
+			 * it: starting lower, it is the process's (the review:
+			 * taken for the repeat, the freed words read the old
+			 * bytes, test_free_before_zap_repeat). */
+			struct vma v;
+			uint64_t from = r->zap_repeat_after ? r->zap_repeat_after : r->start;
+
+			if (!vma_lookup(from, &v) && v.end < r->start + r->size) {
+				r->zap_repeat = true;
+				r->zap_repeat_after = v.end;
+			}
 			return;
 		}
 		if (now_ns() >= deadline) {
@@ -133,7 +146,8 @@ static void wait_zap_locked(struct svm *s, struct svm_range *r)
  * part of it starting at its start while that is still awaited and an unmap
  * of the rest was seen (the kernel zaps the mapping it finds, shrunk); or a
  * part after the zapper was seen waiting on an event again (the madvise's
- * repeat after a split of the mapping). A second REMOVE of exactly the range
+ * repeat after a split of the mapping), from the end of the mapping it
+ * zapped on. A second REMOVE of exactly the range
  * is the process's free (allocators purge aligned 2 MiB: taken for ours it
  * was never collected, the review before), and so is any other. The
  * repeat's mark is not checked against @zapping: the kernel lets the zapper
@@ -150,8 +164,9 @@ static bool own_remove_locked(struct svm_range *r, uint64_t start, uint64_t end)
 		r->self_zap = false;
 		return true;
 	}
-	if (r->zap_repeat && part) {
+	if (r->zap_repeat && part && start >= r->zap_repeat_after) {
 		r->zap_repeat = false;
+		r->zap_repeat_after = start;
 		return true;
 	}
 	return false;

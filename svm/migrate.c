@@ -834,6 +834,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			r->zapping = true;
 			r->zap_tid = gettid();
 			r->zap_repeat = false;
+			r->zap_repeat_after = 0;
 			r->zap_unmapped_from = UINT64_MAX;
 		}
 		pthread_mutex_unlock(&s->lock);
@@ -860,6 +861,7 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 		pthread_mutex_lock(&s->lock);
 		r->self_zap = false;
 		r->zap_repeat = false;
+		r->zap_repeat_after = 0;
 		pthread_mutex_unlock(&s->lock);
 		if (ret) {
 			/* mlock'd memory cannot be zapped (EINVAL): its pages

@@ -171,6 +171,8 @@ struct svm_range {
 		       * handler, having read the event, waits for it (cond) */
 	pid_t zap_tid; /* the zapping thread, while @zapping */
 	bool zap_repeat; /* it was seen waiting on an event after ours */
+	uint64_t zap_repeat_after; /* ... for a repeat from here on (the end of
+				    * the mapping its zap went through), or 0 */
 	uint64_t zap_unmapped_from; /* the lowest start of an unmap or move of
 				     * its rest seen while its zap is armed */
 	bool gc_pending; /* the process unmapped, freed or moved (some of) it */
