@@ -2662,7 +2662,7 @@ static void rz_zap_hook(void *arg, enum test_point_id id, void *obj)
 	(void)arg, (void)id;
 	if (r->start != (uintptr_t)rz.buf || __atomic_exchange_n(&rz.zap_fired, 1, __ATOMIC_ACQ_REL))
 		return;
-	rz.zapper = gettid();
+	__atomic_store_n(&rz.zapper, gettid(), __ATOMIC_RELEASE);
 	__atomic_store_n(&rz.p_go, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&rz.p_held, __ATOMIC_ACQUIRE) && now_ns_test() - t0 < 1000000000ull)
 		usleep(20);
@@ -2679,20 +2679,20 @@ static void rz_event_hook(void *arg, enum test_point_id id, void *obj)
 	if (ev[0] != (uintptr_t)rz.other || __atomic_exchange_n(&rz.p_seen, 1, __ATOMIC_ACQ_REL))
 		return;
 	__atomic_store_n(&rz.p_held, 1, __ATOMIC_RELEASE);
-	while (!zr_sleeps_in(rz.zapper, SYS_madvise) && now_ns_test() - t0 < 500000000ull)
+	while (!zr_sleeps_in(__atomic_load_n(&rz.zapper, __ATOMIC_ACQUIRE), SYS_madvise) && now_ns_test() - t0 < 500000000ull)
 		usleep(20);
 	usleep(2000);
 	__atomic_store_n(&rz.e_go, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE))
 		usleep(20);
-	while (!zr_sleeps_in(rz.freer, SYS_madvise) && now_ns_test() - t0 < 500000000ull)
+	while (!zr_sleeps_in(__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE), SYS_madvise) && now_ns_test() - t0 < 500000000ull)
 		usleep(20);
 	usleep(2000);
 	if (rz.mode == RZ_MLOCK) {
 		if (syscall(SYS_mlock2, (char *)rz.buf + MIB, MIB, 1 /* MLOCK_ONFAULT */))
-			rz.err = errno;
+			__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	} else if (madvise((char *)rz.buf + MIB, MIB, MADV_NOHUGEPAGE)) {
-		rz.err = errno;
+		__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	}
 }
 
@@ -2702,7 +2702,7 @@ static void *rz_free_other(void *arg)
 	while (!__atomic_load_n(&rz.p_go, __ATOMIC_ACQUIRE))
 		usleep(20);
 	if (madvise(rz.other, 4096, MADV_DONTNEED))
-		rz.err = errno;
+		__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -2713,7 +2713,7 @@ static void *rz_free_part(void *arg)
 		usleep(20);
 	__atomic_store_n(&rz.freer, gettid(), __ATOMIC_RELEASE);
 	if (madvise((char *)rz.buf + 64 * KIB, 64 * KIB, MADV_DONTNEED))
-		rz.err = errno;
+		__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -2752,11 +2752,11 @@ static void rz_run(struct svm_fx *s, enum rz_mode mode)
 	}
 	print_message("zap, a free of a part and a %s: freed words not zero %llu of 8192, kept words wrong %llu (err %d)\n",
 		      mode == RZ_MLOCK ? "lock" : "split", (unsigned long long)freed_bad,
-		      (unsigned long long)kept_bad, rz.err);
+		      (unsigned long long)kept_bad, __atomic_load_n(&rz.err, __ATOMIC_RELAXED));
 	munlock(rz.buf, 2 * MIB);
 	munmap(rz.buf, 2 * MIB);
 	munmap(rz.other, 2 * MIB);
-	assert_int_equal(rz.err, 0);
+	assert_int_equal(__atomic_load_n(&rz.err, __ATOMIC_RELAXED), 0);
 	assert_int_equal(freed_bad, 0);
 	assert_int_equal(kept_bad, 0);
 }
