@@ -800,6 +800,8 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 {
+	struct bo_sys old = { .mem = { .fd = -1 } };
+	struct ugpu_device *dev;
 	struct bo_mgr *m;
 	struct rpm *held;
 	int ret = 0;
@@ -820,15 +822,21 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 		ret = -EOVERFLOW;
 	} else {
 		/* A move under a running GPU kernel would leave it on stale
-		 * PTEs (mm/vm.h): refused, as ugpu_bo_migrate() does. */
+		 * PTEs (mm/vm.h): refused, as ugpu_bo_migrate() does. Its copy
+		 * lets go of the lock as a migrate's does (others' reads and
+		 * writes go on; every other taker waits, so what was checked
+		 * here holds when it is pinned below). */
 		if (!bo->pin_count && bo->placement != bo->placements[0])
-			ret = vm_bo_busy_locked(bo) ? -EBUSY : bo_move_locked(bo, bo->placements[0]);
+			ret = vm_bo_busy_locked(bo) ? -EBUSY
+						    : bo_move_locked_release(bo, bo->placements[0], &old);
 		if (!ret) {
 			bo->pin_count++;
 			bo_lru_del_locked(bo);
 		}
 	}
+	dev = bo->dev;
 	bo_unlock(m, held);
+	bo_sys_free(dev, &old); /* the system memory it left, without the lock */
 	return ret;
 }
 

@@ -1584,7 +1584,7 @@ static int cmp_u64(const void *a, const void *b)
 /* Client B's 4 KiB writes on @ub while client A (a child) migrates a 32 MiB
  * BO between VRAM and system memory without pause on @ua: B's p50/p99/max
  * (us) into @lat, A's p50 migrate (us) returned. */
-static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t lat[3])
+static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t lat[3], bool pin)
 {
 	static uint64_t t[SMALL_OPS];
 	int ready[2], stop[2], res[2];
@@ -1617,6 +1617,17 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 			if (poll(&p, 1, 0) > 0 || n == 4096)
 				break;
+			if (pin) { /* the pin moves it to VRAM, its first placement */
+				if (ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM))
+					_exit(2);
+				t0 = now_us();
+				if (ugpu_bo_pin(bo))
+					_exit(2);
+				m[n++] = now_us() - t0;
+				if (ugpu_bo_unpin(bo))
+					_exit(2);
+				continue;
+			}
 			if (ugpu_bo_migrate(bo, n % 2 ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM))
 				_exit(2);
 			m[n++] = now_us() - t0;
@@ -1638,6 +1649,8 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 		assert_int_equal(ugpu_bo_write(bo, 0, buf, sizeof(buf)), 0);
 		t[n] = now_us() - t0;
+		if (pin) /* spread over many of A's pins (one write waits per pin at most) */
+			usleep(500);
 	}
 	assert_int_equal(write(stop[1], "s", 1), 1);
 	assert_int_equal(read(res[0], &mig, sizeof(mig)), sizeof(mig));
@@ -1658,7 +1671,7 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 /* B's writes beside A's migrates on a daemon with two devices started
  * with --workers @workers: A on device 0, B on device @b_dev. */
-static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t lat[3])
+static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t lat[3], bool pin)
 {
 	const char *extra[] = { "--device", "sim:128M", "--device", "sim:128M", "--workers",
 				workers, "--metrics", "off", NULL };
@@ -1671,7 +1684,7 @@ static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t la
 	snprintf(ub, sizeof(ub), "ugpud:%s?device=%u", sock, b_dev);
 	pid = daemon_spawn(sock, extra);
 	assert_true(pid > 0);
-	mig = small_beside_migrate(ua, ub, lat);
+	mig = small_beside_migrate(ua, ub, lat, pin);
 	assert_int_equal(daemon_stop(pid), 0);
 	return mig;
 }
@@ -1680,26 +1693,30 @@ static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t la
  * client of another device: it runs on the daemon's workers; with
  * --workers 0 it does (both printed). Nor on the same device: the migrate
  * lets go of the BO manager's lock while its copy runs, and a write of
- * another BO does not wait for it (mm/bo.h, "Unlocked moves"). */
+ * another BO does not wait for it (mm/bo.h, "Unlocked moves"); nor a pin
+ * that moves its BO to VRAM (its copy held the lock before). */
 static void slow_request_holds_up_no_one(void **state)
 {
-	uint64_t w[3], w0[3], same[3], mw, mw0, msame;
+	uint64_t w[3], w0[3], same[3], pin[3], mw, mw0, msame, mpin;
 
 	(void)state;
-	mw = two_devices("2", 1, w);
-	mw0 = two_devices("0", 1, w0);
-	msame = two_devices("2", 0, same);
+	mw = two_devices("2", 1, w, false);
+	mw0 = two_devices("0", 1, w0, false);
+	msame = two_devices("2", 0, same, false);
+	mpin = two_devices("2", 0, pin, true);
 	fprintf(stderr,
 		"  4 KiB writes of client B (at most %d, or 2 s) while client A migrates 32 MiB "
 		"(A's p50 in brackets):\n"
 		"    other device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
 		"    other device, --workers 0: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
-		"    same device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n",
+		"    same device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
+		"    same device, 2 workers, A pins (a move to VRAM) instead: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n",
 		SMALL_OPS, (unsigned long long)w[0], (unsigned long long)w[1], (unsigned long long)w[2],
 		(unsigned long long)mw, (unsigned long long)w0[0], (unsigned long long)w0[1],
 		(unsigned long long)w0[2], (unsigned long long)mw0, (unsigned long long)same[0],
 		(unsigned long long)same[1], (unsigned long long)same[2],
-		(unsigned long long)msame);
+		(unsigned long long)msame, (unsigned long long)pin[0], (unsigned long long)pin[1],
+		(unsigned long long)pin[2], (unsigned long long)mpin);
 	/* never queued behind a whole migrate: B's worst write is shorter than
 	 * A's typical migrate (without workers it is at least one) */
 	assert_true(w[2] < mw);
@@ -1708,6 +1725,7 @@ static void slow_request_holds_up_no_one(void **state)
 	 * CPU on a loaded machine): B's p99 is shorter than half of A's
 	 * typical migrate (it was 0.4-1.1 of one when the copy held the lock) */
 	assert_true(same[1] < msame / 2);
+	assert_true(pin[1] < mpin / 2);
 }
 
 /* MiB of one BO a prepare evicts (less under the sanitizers: a prepare of
