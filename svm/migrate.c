@@ -701,6 +701,44 @@ static int read_owned(struct svm *s, struct svm_range *r, char *vram, const bool
 	return ret;
 }
 
+/*
+ * The zap failed part way: the madvise zaps mapping after mapping and
+ * stops at one it cannot zap (mlock'd: EINVAL; a hole: ENOMEM), and the
+ * process may lock or unmap a part while it waits for its event. The
+ * pages it took are put back from the copy just made in VRAM (write
+ * protection kept them unchanged), each under the event hold while no
+ * event marked the range; a page still there (-EEXIST) or no longer
+ * mapped (-ENOENT) is left. The review: an mlock of the upper half during
+ * the zap, and the lower half read zero (test_svm test_mlock_during_zap).
+ * False when an event marked the range first (its collection finds no
+ * VRAM copy: what was not put back reads zero, logged).
+ */
+static bool zap_undo(struct svm *s, struct svm_range *r, const char *vram, const bool *present,
+		     size_t npages)
+{
+	uint64_t deadline = now_ns() + ms_to_ns(2000);
+
+	for (size_t i = 0; i < npages; i++) {
+		uint64_t dst = r->start + i * SVM_4K;
+		int ret;
+
+		if (!present[i])
+			continue; /* nothing was there to take */
+		for (;;) {
+			if (copy_guard_enter(s, r, NULL, dst, SVM_4K))
+				return false;
+			ret = uffd_copy(s->u, dst, vram + i * SVM_4K, SVM_4K, true);
+			uffd_events_release(s->u);
+			if (ret != -EAGAIN || now_ns() >= deadline)
+				break;
+			sleep_until_ns(now_ns() + 100000);
+		}
+		if (ret && ret != -EEXIST && ret != -ENOENT)
+			return false;
+	}
+	return true;
+}
+
 /* Fault injection (test point TEST_POINT_SVM_COPY_IN): 0, or the -errno
  * the copy into VRAM is to fail with. */
 static int copy_in_injected(void)
@@ -871,6 +909,9 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			 * matrix: every GPU store was lost to the CPU) */
 			log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") cannot be taken from the process (%s, mlock'd?): used in place",
 				r->start, r->size, ugpu_strerror(ret));
+			if (!zap_undo(s, r, vram, present, npages))
+				log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be zapped whole (%s) and the process unmapped or freed part of it meanwhile: pages the zap took and that were not put back read zero",
+					r->start, r->size, ugpu_strerror(ret));
 			uffd_wp(s->u, r->start, r->size, false);
 		}
 	} else {

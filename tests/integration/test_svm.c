@@ -2643,7 +2643,7 @@ static void test_zap_with_split_repeat_late(void **state)
  * take_pages() leaves the range in place, its VRAM copy dropped: the lower
  * half reads zero.
  */
-enum rz_mode { RZ_SPLIT, RZ_MLOCK };
+enum rz_mode { RZ_SPLIT, RZ_MLOCK, RZ_MLOCK_ONLY };
 
 static struct rz {
 	enum rz_mode mode;
@@ -2682,13 +2682,16 @@ static void rz_event_hook(void *arg, enum test_point_id id, void *obj)
 	while (!zr_sleeps_in(__atomic_load_n(&rz.zapper, __ATOMIC_ACQUIRE), SYS_madvise) && now_ns_test() - t0 < 500000000ull)
 		usleep(20);
 	usleep(2000);
-	__atomic_store_n(&rz.e_go, 1, __ATOMIC_RELEASE);
-	while (!__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE))
-		usleep(20);
-	while (!zr_sleeps_in(__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE), SYS_madvise) && now_ns_test() - t0 < 500000000ull)
-		usleep(20);
-	usleep(2000);
-	if (rz.mode == RZ_MLOCK) {
+	if (rz.mode != RZ_MLOCK_ONLY) {
+		__atomic_store_n(&rz.e_go, 1, __ATOMIC_RELEASE);
+		while (!__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE))
+			usleep(20);
+		while (!zr_sleeps_in(__atomic_load_n(&rz.freer, __ATOMIC_ACQUIRE), SYS_madvise) &&
+		       now_ns_test() - t0 < 500000000ull)
+			usleep(20);
+		usleep(2000);
+	}
+	if (rz.mode != RZ_SPLIT) {
 		if (syscall(SYS_mlock2, (char *)rz.buf + MIB, MIB, 1 /* MLOCK_ONFAULT */))
 			__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	} else if (madvise((char *)rz.buf + MIB, MIB, MADV_NOHUGEPAGE)) {
@@ -2712,6 +2715,8 @@ static void *rz_free_part(void *arg)
 	while (!__atomic_load_n(&rz.e_go, __ATOMIC_ACQUIRE))
 		usleep(20);
 	__atomic_store_n(&rz.freer, gettid(), __ATOMIC_RELEASE);
+	if (rz.mode == RZ_MLOCK_ONLY)
+		return NULL; /* no free: only the lock */
 	if (madvise((char *)rz.buf + 64 * KIB, 64 * KIB, MADV_DONTNEED))
 		__atomic_store_n(&rz.err, errno, __ATOMIC_RELAXED);
 	return NULL;
@@ -2745,13 +2750,16 @@ static void rz_run(struct svm_fx *s, enum rz_mode mode)
 	usleep(50000);
 	test_point_set(TEST_POINT_SVM_EVENT, NULL, NULL);
 	for (uint64_t i = 0; i < 2 * MIB / 8; i++) {
-		if (i >= 64 * KIB / 8 && i < 128 * KIB / 8)
+		if (mode != RZ_MLOCK_ONLY && i >= 64 * KIB / 8 && i < 128 * KIB / 8)
 			freed_bad += rz.buf[i] != 0;
 		else
 			kept_bad += rz.buf[i] != i + 1;
 	}
-	print_message("zap, a free of a part and a %s: freed words not zero %llu of 8192, kept words wrong %llu (err %d)\n",
-		      mode == RZ_MLOCK ? "lock" : "split", (unsigned long long)freed_bad,
+	print_message("zap, %s: freed words not zero %llu of 8192, kept words wrong %llu (err %d)\n",
+		      mode == RZ_SPLIT	      ? "a free of a part and a split"
+		      : mode == RZ_MLOCK ? "a free of a part and a lock"
+					 : "a lock",
+		      (unsigned long long)freed_bad,
 		      (unsigned long long)kept_bad, __atomic_load_n(&rz.err, __ATOMIC_RELAXED));
 	munlock(rz.buf, 2 * MIB);
 	munmap(rz.buf, 2 * MIB);
@@ -2766,9 +2774,16 @@ static void test_free_before_zap_repeat(void **state)
 	rz_run(*state, RZ_SPLIT);
 }
 
-static void test_mlock_during_zap(void **state)
+static void test_mlock_and_free_during_zap(void **state)
 {
 	rz_run(*state, RZ_MLOCK);
+}
+
+/* The lock alone: the pages the zap took are put back from the VRAM copy
+ * (take_pages(), zap_undo()) */
+static void test_mlock_during_zap(void **state)
+{
+	rz_run(*state, RZ_MLOCK_ONLY);
 }
 
 /* The process frees exactly the range just before our zap: it reads zero
@@ -2956,6 +2971,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_zap_with_split, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_with_split_repeat_late, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_before_zap_repeat, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_mlock_during_zap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup, teardown),
@@ -2982,7 +2998,7 @@ int main(void)
 	const struct CMUnitTest open_tests[] = {
 		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_with_tail_unmapped, setup_wp, teardown),
-		cmocka_unit_test_setup_teardown(test_mlock_during_zap, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_mlock_and_free_during_zap, setup_wp, teardown),
 		/* 1 run in about 20 under load lost the new mapping */
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup_wp,
 						teardown),
