@@ -122,6 +122,10 @@ enum test_point_id {
 	 * is about to be handled. @obj: a uint64_t[3], its start, end and
 	 * enum gc_kind. */
 	TEST_POINT_SVM_EVENT,
+	/* mm/bo.c ugpu_bo_migrate() and ugpu_bo_pin(), the moving thread, no
+	 * lock, its runtime-PM use still held: the BO (@obj) is in VRAM now
+	 * and the system memory it left is about to be freed. */
+	TEST_POINT_BO_OLD_FREE,
 	TEST_POINT_COUNT
 };
 

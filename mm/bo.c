@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/stats.h"
+#include "base/test_point.h"
 #include "engines/engine.h"
 #include "mm/bo.h"
 #include "mm/bo_remote.h"
@@ -835,8 +836,13 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 		}
 	}
 	dev = bo->dev;
-	bo_unlock(m, held);
-	bo_sys_free(dev, &old); /* the system memory it left, without the lock */
+	pthread_mutex_unlock(&m->lock);
+	/* the system memory it left, without the lock; our runtime-PM use
+	 * keeps a removal's teardown (its DMA space) after it */
+	if (old.mem.fd >= 0)
+		test_point_obj(TEST_POINT_BO_OLD_FREE, bo);
+	bo_sys_free(dev, &old);
+	bo_rpm_release(held);
 	return ret;
 }
 
@@ -892,10 +898,16 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 	if (!ret)
 		bo_lru_update_locked(bo);
 	dev = bo->dev;
-	bo_unlock(m, held);
+	pthread_mutex_unlock(&m->lock);
 	/* the system memory it left: unmapped for the device and freed
-	 * without the lock (milliseconds for a large BO) */
+	 * without the lock (milliseconds for a large BO), before our
+	 * runtime-PM use ends: a removal tears the DMA space down only after
+	 * the runtime-PM users left (rpm_fini(); the review: freed after, the
+	 * unmap ran on a finalised DMA space) */
+	if (old.mem.fd >= 0)
+		test_point_obj(TEST_POINT_BO_OLD_FREE, bo);
 	bo_sys_free(dev, &old);
+	bo_rpm_release(held);
 	return ret;
 }
 

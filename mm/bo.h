@@ -159,12 +159,13 @@ enum bo_pm_state {
  * every transition and the removal. @lock protects the lists, every BO's
  * placement state (see struct ugpu_bo), @pm_state, @prep_*, the counters and
  * the injection countdown. @lock is held across a whole move, copy included,
- * so a BO never changes under a copy (one exception, below); it is never taken by the CPU-map
+ * so a BO never changes under a copy (the exception: unlocked moves, below); it is never taken by the CPU-map
  * handler thread (resolve() does not take it), so holding it across
  * cpu_map_block() cannot deadlock. Inside @lock: @vram_lock (mm/vram.h,
  * a leaf), the DMA space lock, dev->lock (device_set_power), engine locks.
  *
- * Unlocked moves: an explicit migrate (ugpu_bo_migrate()) lets go of @lock
+ * Unlocked moves: an explicit migrate (ugpu_bo_migrate()), and a pin's
+ * move back to the first placement (ugpu_bo_pin()), lets go of @lock
  * while its copy runs (bo_move_locked_release()), with the BO marked
  * @moving and @moving counted here. Everything that takes @lock takes it
  * with bo_mgr_lock(), which waits (on @moved) until no move is in that

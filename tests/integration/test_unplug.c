@@ -19,6 +19,7 @@
 #include <ugpu/unplug.h>
 
 #include "test_bo_common.h"
+#include "base/test_point.h"
 #include "src/unplug.h"
 
 #define MIB (1ull << 20)
@@ -257,6 +258,76 @@ static void test_teardown_order(void **state)
 		ugpu_bo_put(bos[i]);
 	}
 	check_after_removal(f);
+}
+
+/* ---- a migrate's old system memory, freed after its lock ------------------------ */
+
+struct old_free {
+	int entered;
+	uint64_t left_ms;
+};
+
+/* the migrate has let go of the manager lock and is about to free the
+ * system memory the BO left: the removal comes now */
+static void old_free_hook(void *arg, enum test_point_id id, void *obj)
+{
+	struct old_free *o = arg;
+
+	(void)id, (void)obj;
+	if (__atomic_exchange_n(&o->entered, 1, __ATOMIC_ACQ_REL))
+		return;
+	usleep(300000);
+	__atomic_store_n(&o->left_ms, fx_now_ms(), __ATOMIC_RELEASE);
+}
+
+struct migrate_arg {
+	struct ugpu_bo *bo;
+	int ret;
+};
+
+static void *migrate_to_vram(void *arg)
+{
+	struct migrate_arg *a = arg;
+
+	a->ret = ugpu_bo_migrate(a->bo, V);
+	return NULL;
+}
+
+/* A removal that comes while a migrate frees the system memory its BO left
+ * (after the manager lock, before its runtime-PM use ends) waits for that
+ * free: the DMA space is torn down after the runtime-PM users left. Freed
+ * after the use ended (the review of the unlocked pin), the removal ran to
+ * its end in between and the unmap ran on a finalised DMA space. */
+static void test_removal_waits_for_old_free(void **state)
+{
+	struct fx *f = *state;
+	struct old_free o = { 0 };
+	struct migrate_arg a;
+	uint64_t done_ms;
+	pthread_t t;
+
+	a.bo = bo_new(f->dev, 16 * MIB, 0, V, S, "old-free");
+	assert_non_null(a.bo);
+	assert_int_equal(ugpu_bo_migrate(a.bo, S), 0);
+	assert_int_equal(fill_seed(a.bo, 16 * MIB, 4242), 0);
+	test_point_set(TEST_POINT_BO_OLD_FREE, old_free_hook, &o);
+	assert_int_equal(pthread_create(&t, NULL, migrate_to_vram, &a), 0);
+	while (!__atomic_load_n(&o.entered, __ATOMIC_ACQUIRE))
+		usleep(100);
+	assert_int_equal(ugpu_device_unplug(f->dev), 0);
+	done_ms = fx_now_ms();
+	pthread_join(t, NULL);
+	test_point_set(TEST_POINT_BO_OLD_FREE, NULL, NULL);
+	print_message("removal during the free of a migrate's old memory: migrate %d, removal done %lld ms after the free began to end\n",
+		      a.ret, (long long)(done_ms - __atomic_load_n(&o.left_ms, __ATOMIC_ACQUIRE)));
+	assert_int_equal(a.ret, 0);
+	/* the removal ended after the free (done_ms is read after; left_ms
+	 * stays 0 if the removal ended first) */
+	assert_true(__atomic_load_n(&o.left_ms, __ATOMIC_ACQUIRE) != 0);
+	assert_true(done_ms >= __atomic_load_n(&o.left_ms, __ATOMIC_ACQUIRE));
+	assert_int_equal(bo_where(a.bo), S); /* the removal moved it back */
+	assert_int_equal(bo_verify(a.bo, 16 * MIB, 4242), -1);
+	ugpu_bo_put(a.bo);
 }
 
 /* ---- copies in flight --------------------------------------------------------- */
@@ -851,6 +922,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_request_keeps_everything, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_teardown_order, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_removal_waits_for_old_free, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copies_in_flight, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_writers_on_mapped_bos, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_rpm_suspended_d3hot, setup, fx_teardown),
