@@ -710,23 +710,22 @@ static int read_owned(struct svm *s, struct svm_range *r, char *vram, const bool
  * event marked the range; a page still there (-EEXIST) or no longer
  * mapped (-ENOENT) is left. The review: an mlock of the upper half during
  * the zap, and the lower half read zero (test_svm test_mlock_during_zap).
- * False when an event marked the range first (its collection finds no
- * VRAM copy: what was not put back reads zero, logged).
+ * 0; -ENOENT when an event marked the range first (its collection finds
+ * no VRAM copy: what was not put back reads zero), or the copy's error.
  */
-static bool zap_undo(struct svm *s, struct svm_range *r, const char *vram, const bool *present,
-		     size_t npages)
+static int zap_undo(struct svm *s, struct svm_range *r, const char *vram, const bool *present,
+		    size_t npages)
 {
-	uint64_t deadline = now_ns() + ms_to_ns(2000);
-
 	for (size_t i = 0; i < npages; i++) {
-		uint64_t dst = r->start + i * SVM_4K;
+		uint64_t dst = r->start + i * SVM_4K, deadline = now_ns() + ms_to_ns(2000);
 		int ret;
 
 		if (!present[i])
 			continue; /* nothing was there to take */
 		for (;;) {
-			if (copy_guard_enter(s, r, NULL, dst, SVM_4K))
-				return false;
+			ret = copy_guard_enter(s, r, NULL, dst, SVM_4K);
+			if (ret)
+				return ret;
 			ret = uffd_copy(s->u, dst, vram + i * SVM_4K, SVM_4K, true);
 			uffd_events_release(s->u);
 			if (ret != -EAGAIN || now_ns() >= deadline)
@@ -734,9 +733,9 @@ static bool zap_undo(struct svm *s, struct svm_range *r, const char *vram, const
 			sleep_until_ns(now_ns() + 100000);
 		}
 		if (ret && ret != -EEXIST && ret != -ENOENT)
-			return false;
+			return ret;
 	}
-	return true;
+	return 0;
 }
 
 /* Fault injection (test point TEST_POINT_SVM_COPY_IN): 0, or the -errno
@@ -909,9 +908,12 @@ static int take_pages(struct svm *s, struct svm_range *r, char *vram)
 			 * matrix: every GPU store was lost to the CPU) */
 			log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") cannot be taken from the process (%s, mlock'd?): used in place",
 				r->start, r->size, ugpu_strerror(ret));
-			if (!zap_undo(s, r, vram, present, npages))
-				log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be zapped whole (%s) and the process unmapped or freed part of it meanwhile: pages the zap took and that were not put back read zero",
-					r->start, r->size, ugpu_strerror(ret));
+			int undo = zap_undo(s, r, vram, present, npages);
+
+			if (undo)
+				log_err(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") could not be zapped whole (%s), and putting back what the zap took failed (%s%s): those pages read zero",
+					r->start, r->size, ugpu_strerror(ret), ugpu_strerror(undo),
+					undo == -ENOENT ? ": the process unmapped, freed or moved part of it meanwhile" : "");
 			uffd_wp(s->u, r->start, r->size, false);
 		}
 	} else {

@@ -2971,7 +2971,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_zap_with_split, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_with_split_repeat_late, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_free_before_zap_repeat, setup_wp, teardown),
-		cmocka_unit_test_setup_teardown(test_mlock_during_zap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup, teardown),
@@ -2999,6 +2998,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remap_during_prefetch, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_zap_with_tail_unmapped, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_mlock_and_free_during_zap, setup_wp, teardown),
+		/* passes as root (Release, TSan); failed once in the whole suite
+		 * under TSan as nobody in CI: the put-back stopped, the reason
+		 * not logged then */
+		cmocka_unit_test_setup_teardown(test_mlock_during_zap, setup_wp, teardown),
 		/* 1 run in about 20 under load lost the new mapping */
 		cmocka_unit_test_setup_teardown(test_remap_by_another_thread_during_prefetch, setup_wp,
 						teardown),
