@@ -10,7 +10,10 @@
  *   byte 0  bit 0: the client (A or B); bits 1-4: how many fds the loop saw
  *           with the record (it closes them before serving); bit 5: the
  *           record was longer than UGPUD_MAX_MSG (the loop passes its real
- *           length and the part that fits)
+ *           length and the part that fits); bit 6: an administrator's power
+ *           step of the device runs meanwhile (ugpud_dev.pm_busy): the
+ *           record is served as the loop would, kept while
+ *           serve_must_wait() says so and served once the step ended
  *   byte 1-2  the record's length, little-endian (at most UGPUD_MAX_MSG)
  *   then that many bytes: the record as it came off the socket
  *
@@ -145,7 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t ctl = data[0];
 		size_t len = (size_t)data[1] | (size_t)data[2] << 8;
 		int who = ctl & 1, nfds = (ctl >> 1) & 15, fd = -1;
-		bool oversized = ctl & 0x20;
+		bool oversized = ctl & 0x20, step = ctl & 0x40;
 		struct ugpud_hdr req = { 0 };
 		size_t rl;
 
@@ -173,8 +176,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (req.op == UGPUD_DEVICE_PM)
 			pm_touched = true;
+		/* a step on a worker: what must wait for it is kept (the loop
+		 * arms no receive meanwhile) and served when it ended; the rest
+		 * is answered now, through the step's gate */
+		d.devs[0].pm_busy = step;
+		if (step && serve_must_wait(&d, cl[who], msg, len))
+			d.devs[0].pm_busy = false;
 		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
 				   oversized, nfds, rep, &fd);
+		d.devs[0].pm_busy = false;
 		if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
 			if (cl[who]->wait_fd < 0)
 				__builtin_trap(); /* no reply and nothing to wait for */
