@@ -799,10 +799,29 @@ UGPU_API void ugpu_bo_put(struct ugpu_bo *bo)
 	device_put(dev); /* the BO's reference; may free a closed device */
 }
 
+/*
+ * bo_unlock() after an unlocked move (ugpu_bo_migrate(), ugpu_bo_pin()):
+ * the system memory it left (@old, fd -1 when none) is unmapped for the
+ * device and freed without the lock (milliseconds for a large BO), but
+ * before the runtime-PM use @held ends: a removal tears the DMA space down
+ * only after the runtime-PM users left (rpm_fini(); the review: freed
+ * after, the unmap ran on a finalised DMA space).
+ */
+static void bo_unlock_free(struct bo_mgr *m, struct rpm *held, struct ugpu_bo *bo,
+			   struct bo_sys *old)
+{
+	struct ugpu_device *dev = bo->dev;
+
+	pthread_mutex_unlock(&m->lock);
+	if (old->mem.fd >= 0)
+		test_point_obj(TEST_POINT_BO_OLD_FREE, bo);
+	bo_sys_free(dev, old);
+	bo_rpm_release(held);
+}
+
 UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 {
 	struct bo_sys old = { .mem = { .fd = -1 } };
-	struct ugpu_device *dev;
 	struct bo_mgr *m;
 	struct rpm *held;
 	int ret = 0;
@@ -835,14 +854,7 @@ UGPU_API int ugpu_bo_pin(struct ugpu_bo *bo)
 			bo_lru_del_locked(bo);
 		}
 	}
-	dev = bo->dev;
-	pthread_mutex_unlock(&m->lock);
-	/* the system memory it left, without the lock; our runtime-PM use
-	 * keeps a removal's teardown (its DMA space) after it */
-	if (old.mem.fd >= 0)
-		test_point_obj(TEST_POINT_BO_OLD_FREE, bo);
-	bo_sys_free(dev, &old);
-	bo_rpm_release(held);
+	bo_unlock_free(m, held, bo, &old);
 	return ret;
 }
 
@@ -875,7 +887,6 @@ UGPU_API int ugpu_bo_unpin(struct ugpu_bo *bo)
 UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 {
 	struct bo_sys old = { .mem = { .fd = -1 } };
-	struct ugpu_device *dev;
 	struct bo_mgr *m;
 	struct rpm *held;
 	int ret;
@@ -897,17 +908,7 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		ret = bo_move_locked_release(bo, placement, &old);
 	if (!ret)
 		bo_lru_update_locked(bo);
-	dev = bo->dev;
-	pthread_mutex_unlock(&m->lock);
-	/* the system memory it left: unmapped for the device and freed
-	 * without the lock (milliseconds for a large BO), before our
-	 * runtime-PM use ends: a removal tears the DMA space down only after
-	 * the runtime-PM users left (rpm_fini(); the review: freed after, the
-	 * unmap ran on a finalised DMA space) */
-	if (old.mem.fd >= 0)
-		test_point_obj(TEST_POINT_BO_OLD_FREE, bo);
-	bo_sys_free(dev, &old);
-	bo_rpm_release(held);
+	bo_unlock_free(m, held, bo, &old);
 	return ret;
 }
 
