@@ -185,7 +185,8 @@ extern const struct engine_ops engine_cpu_ops;
 
 /* VRAM bytes the sim engine needs at cfg.ring_offset for @ring_size. */
 /* The sum slots of copy_sum: 8 bytes each, 8,192 of them (the sums of
- * 512 MiB of copies queued at once). */
+ * 512 MiB of copies queued at once; a longer pass reads them and uses them
+ * again, mm/backup.c sums_reap()). */
 #define ENGINE_SUM_PIECE (64u << 10)
 #define ENGINE_SUM_AREA (64u << 10)
 
@@ -229,6 +230,11 @@ int engine_copy_list(struct engine *e, struct engine_addr dst, struct engine_add
 uint32_t engine_list_max(struct engine *e);
 /* Sum slots [@slot, @slot + @n) (within engine_sum_slots()) into @out. */
 void engine_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out);
+#ifdef UGPU_TEST_HOOKS
+/* A sim engine offers at most @n sum slots from now on (a pass of a few
+ * MiB then uses them again, as 512 MiB does). Not while a copy runs. */
+void engine_sim_test_limit_sums(struct engine *e, uint32_t n);
+#endif
 int engine_wait(struct engine *e, uint64_t fence, int timeout_ms);
 int engine_idle(struct engine *e, int timeout_ms);
 int engine_reset(struct engine *e);

@@ -549,6 +549,10 @@ struct copy_run {
 	uint64_t fence, wait;
 	uint32_t sum_slot; /* its first sum slot on engine @k, or NO_SUM */
 	bool batch_end, joined, listed;
+	/* @sum_wrap: the first run of a descriptor whose sums start again
+	 * from slot 0 of engine @k (runs_plan()): what the engine summed
+	 * before is read first (sums_reap()); @summed: its sums are read */
+	bool sum_wrap, summed;
 };
 
 #define NO_SUM UINT32_MAX
@@ -659,6 +663,30 @@ static bool run_in_prev_desc(const struct copy_runs *r, size_t i)
 	return r->v[i].joined || r->v[i].listed;
 }
 
+/* Sum slots descriptor [@i, @j) of @r takes (one per chunk of each run). */
+static uint64_t desc_pieces(const struct copy_runs *r, size_t i, size_t j)
+{
+	uint64_t n = 0;
+
+	for (size_t q = i; q < j; q++)
+		n += (r->v[q].len + BACKUP_CHUNK - 1) / BACKUP_CHUNK;
+	return n;
+}
+
+/* Would descriptor [@i, @j) run past the @slots sum slots its engine has
+ * (*@used of them taken)? Then it starts again from slot 0 (marked
+ * sum_wrap). Counted for every descriptor, summed or not: a wrap comes
+ * early, never late. */
+static bool sums_wrap(struct copy_runs *r, size_t i, size_t j, uint32_t slots, uint64_t *used)
+{
+	uint64_t n = desc_pieces(r, i, j);
+	bool wrap = *used && *used + n > slots;
+
+	r->v[i].sum_wrap = wrap;
+	*used = wrap ? n : *used + n;
+	return wrap;
+}
+
 /*
  * Plan a pass: with @merge (blitters), runs that continue each other in
  * VRAM and IOVA are joined into one descriptor of up to COPY_BATCH_BYTES
@@ -672,13 +700,19 @@ static bool run_in_prev_desc(const struct copy_runs *r, size_t i)
  * BO dirty, or small BOs made at different times, cost what one big copy
  * costs in descriptors. Then each descriptor goes to the least loaded
  * engine by bytes, and the batches are cut (COPY_BATCH_*, counted in
- * descriptors) at descriptor ends.
+ * descriptors) at descriptor ends. With @slots (the fewest sum slots of the
+ * pass's engines; 0 without sums), a descriptor that would run past its
+ * engine's slots starts them again from 0 (sum_wrap), and the engine's
+ * descriptor before it ends a batch: its fence says when the slots may be
+ * read and used again (sums_reap()). Without this, a pass of more chunks
+ * than the slots (8,192 a blitter: 512 MiB) was hashed by the CPU beyond
+ * them, on the CPUs the copies share.
  */
 static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sums,
-		      uint32_t list_max)
+		      uint32_t list_max, uint32_t slots)
 {
 	uint64_t load[DEVICE_MAX_ENGINES] = { 0 }, pend[DEVICE_MAX_ENGINES] = { 0 };
-	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
+	uint64_t pend_n[DEVICE_MAX_ENGINES] = { 0 }, used[DEVICE_MAX_ENGINES] = { 0 }, ext = 0;
 	size_t last[DEVICE_MAX_ENGINES];
 	uint32_t chunks = 0;
 	unsigned int k;
@@ -703,6 +737,12 @@ static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sum
 		k = least_loaded(load, ne);
 		for (size_t q = i; q < j; q++)
 			r->v[q].k = k;
+		if (slots && sums_wrap(r, i, j, slots, &used[k]) && last[k] != SIZE_MAX) {
+			/* the fence the wrap waits for: the engine's last
+			 * descriptor so far ends a batch */
+			r->v[last[k]].batch_end = true;
+			pend[k] = pend_n[k] = 0;
+		}
 		load[k] += ext;
 		pend[k] += ext;
 		last[k] = j - 1;
@@ -725,6 +765,7 @@ static void runs_plan(struct copy_runs *r, unsigned int ne, bool merge, bool sum
  * queued).
  */
 struct copy_pass {
+	struct bo_mgr *m;
 	struct engine *es[DEVICE_MAX_ENGINES];
 	unsigned int ne;
 	bool restore;
@@ -732,6 +773,9 @@ struct copy_pass {
 	size_t queued;
 	uint64_t load[DEVICE_MAX_ENGINES];
 	uint32_t slot[DEVICE_MAX_ENGINES]; /* each engine's next free sum slot */
+	/* each engine's last queued run that ends a batch (SIZE_MAX: none),
+	 * and the first run whose sums sums_reap() has not looked at */
+	size_t last_end[DEVICE_MAX_ENGINES], sum_from[DEVICE_MAX_ENGINES];
 	bool sums; /* the engines checksum the copies (engine_copy_sum()) */
 	uint32_t list_max; /* chunks of a copy list on every engine (0: no lists) */
 	struct progress pr;
@@ -791,6 +835,8 @@ static int queue_list(struct copy_pass *p, size_t i, size_t j, uint64_t *fence)
 	return engine_copy_list(e, iova, vram, ch, n, ENGINE_NO_SUM, fence);
 }
 
+static int sums_reap(struct copy_pass *p, unsigned int k, size_t upto);
+
 /*
  * Queue every selected BO (or, for a save, its dirty chunks), spread over
  * the copy engines by bytes. @early: the early kernel BOs, copied by the CPU
@@ -803,10 +849,12 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 {
 	struct ugpu_device *dev = m->dev;
 	unsigned int ne, k, first = 0;
+	uint32_t slots;
 	size_t i, j;
 	int rr;
 
 	memset(p, 0, sizeof(*p));
+	p->m = m;
 	p->restore = restore;
 	ne = early || force_cpu ? 0 : nr_copy_engines(dev);
 	if (!ne) {
@@ -835,15 +883,21 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 	 * the copies, while the bytes are in the engine's hands, and no CPU
 	 * pass reads the backups again (docs/suspend.md "Verified backups"). */
 	p->sums = !restore && p->es[0] != dev->cpu;
-	for (k = 0; k < p->ne && p->sums; k++)
+	slots = UINT32_MAX;
+	for (k = 0; k < p->ne && p->sums; k++) {
 		p->sums = engine_sum_slots(p->es[k]) > 0;
+		if (engine_sum_slots(p->es[k]) < slots)
+			slots = engine_sum_slots(p->es[k]);
+	}
+	for (k = 0; k < DEVICE_MAX_ENGINES; k++)
+		p->last_end[k] = SIZE_MAX;
 	/* Copy lists where every engine of the pass takes them (the
 	 * reference device's COPY_LIST, 1.4); else one descriptor a run. */
 	p->list_max = p->es[0] != dev->cpu ? COPY_LIST_CHUNKS : 0;
 	for (k = 0; k < p->ne && p->list_max; k++)
 		if (engine_list_max(p->es[k]) < p->list_max)
 			p->list_max = engine_list_max(p->es[k]);
-	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums, p->list_max);
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums, p->list_max, p->sums ? slots : 0);
 	for (k = 0; k < p->ne; k++)
 		engine_plug(p->es[k]);
 	for (i = 0; i < p->r.n; i = j) {
@@ -860,6 +914,11 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		}
 		end = &p->r.v[j - 1]; /* carries the batch's fence */
 		fence = end->batch_end ? &end->fence : NULL;
+		if (p->sums && cr->sum_wrap) {
+			p->ret = sums_reap(p, cr->k, i);
+			if (p->ret)
+				break;
+		}
 		if (list)
 			p->ret = queue_list(p, i, j, fence);
 		else if (p->sums && cr->vram != NO_VRAM &&
@@ -877,6 +936,8 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 		if (p->ret)
 			break;
 		p->queued = j;
+		if (end->batch_end)
+			p->last_end[cr->k] = j - 1;
 		p->load[cr->k] += ext;
 		c->bytes += ext;
 		/* Short batches: a plugged engine starts nothing, so one batch
@@ -904,6 +965,8 @@ static void run_sums(struct copy_pass *p, const struct copy_run *cr)
 
 	if (cr->sum_slot == NO_SUM) {
 		track_hash(cr->bo->track, cr->bo->backup.mem.vaddr, cr->off, cr->len);
+		if (p->es[0] != p->m->dev->cpu)
+			p->m->backup_cpu_sums += cr->len;
 		return;
 	}
 	while (done < cr->len) {
@@ -914,6 +977,36 @@ static void run_sums(struct copy_pass *p, const struct copy_run *cr)
 		track_set_sums(cr->bo->track, cr->off + done, len, sums);
 		done += len;
 	}
+}
+
+/*
+ * Before engine @k's sum slots are used again from 0 (the run at @upto is
+ * marked sum_wrap): wait for the fence of its last batch (runs_plan() ended
+ * one on the descriptor before) and read the sums of its runs queued so
+ * far, which pass_end() then skips. The engine sits idle from that fence
+ * until the next doorbell: once per 512 MiB of chunks it sums.
+ */
+static int sums_reap(struct copy_pass *p, unsigned int k, size_t upto)
+{
+	size_t e = p->last_end[k];
+	int ret;
+
+	if (e != SIZE_MAX) {
+		ret = engine_wait(p->es[k], p->r.v[e].fence, bo_copy_timeout_ms(p->load[k]));
+		if (ret)
+			return ret;
+	}
+	for (size_t q = p->sum_from[k]; q < upto; q++) {
+		struct copy_run *cr = &p->r.v[q];
+
+		if (cr->k == k && cr->sum_slot != NO_SUM) {
+			run_sums(p, cr);
+			cr->summed = true;
+		}
+	}
+	p->sum_from[k] = upto;
+	p->slot[k] = 0;
+	return 0;
 }
 
 /* A save pass copied a run of @bo (the run before it was of @prev): its
@@ -964,7 +1057,7 @@ static int pass_end(struct copy_pass *p)
 			}
 			waited[k] = cr->wait;
 		}
-		if (!p->restore)
+		if (!p->restore && !cr->summed)
 			run_sums(p, cr);
 		progress_add(&p->pr, cr->len);
 	}

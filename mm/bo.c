@@ -311,6 +311,7 @@ void bo_mgr_get_stats(struct ugpu_device *dev, struct bo_mgr_stats *st)
 	st->moves = m->moves;
 	st->moved_bytes = m->moved_bytes;
 	st->copy_failures = m->copy_failures;
+	st->backup_cpu_sums = m->backup_cpu_sums;
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 

@@ -237,6 +237,7 @@ struct bo_mgr {
 	/* the backups in memory (@backup_mem bytes, against the spill limit)
 	 * and the spill file (mm/spill.h), open exactly while @spill_bos > 0 */
 	uint64_t backup_mem;
+	uint64_t backup_cpu_sums; /* bo_mgr_stats */
 	struct spill *spill;
 	uint64_t spill_bos;
 
@@ -319,6 +320,10 @@ struct bo_mgr_stats {
 	uint64_t bos, lru, vram_bytes, sys_bytes;
 	uint64_t evictions, evicted_bytes, moves, moved_bytes, copy_failures;
 	uint64_t backups, backup_bytes;
+	/* bytes of the blitters' host-suspend saves that the CPU hashed
+	 * (engines without sums, or copies that got none), since the start;
+	 * the CPU engine's passes and the spill pass are not counted */
+	uint64_t backup_cpu_sums;
 };
 
 /*

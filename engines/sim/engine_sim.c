@@ -705,6 +705,14 @@ static uint32_t sim_sum_slots(struct engine *e)
 	return se(e)->nsums;
 }
 
+#ifdef UGPU_TEST_HOOKS
+void engine_sim_test_limit_sums(struct engine *e, uint32_t n)
+{
+	if (se(e)->nsums > n)
+		se(e)->nsums = n;
+}
+#endif
+
 static void sim_sums(struct engine *e, uint32_t slot, uint32_t n, uint64_t *out)
 {
 	const uint8_t *p = se(e)->sums + (uint64_t)slot * 8;

@@ -760,6 +760,66 @@ static void test_big_bo_both_engines(void **state)
 	ugpu_bo_put(bo);
 }
 
+/*
+ * More chunks than the copy engines have sum slots: with 256 slots an engine
+ * (16 MiB of chunks; the device has 8,192, 512 MiB), a 40 MiB BO written
+ * whole and every other chunk of an 8 MiB one make 688 chunks in the
+ * window. The engines use their slots again once the sums in them are read
+ * (runs_plan() ends a batch before each wrap, sums_reap() waits for it), so
+ * the CPU hashes nothing; before, every chunk past the slots was hashed by
+ * the CPU. A chunk copied after its engine wrapped, damaged, is named
+ * exactly, and a clean cycle finds every sum right: a wrap that read a slot
+ * after it was used again fails one or the other.
+ */
+static void test_sums_wrap(void **state)
+{
+	struct fx *f = *state;
+	const uint64_t wsize = 40 * MiB, hsize = 8 * MiB, nch = hsize / BACKUP_CHUNK;
+	struct report rep = { 0 };
+	struct ugpu_pm_opts po = { .size = sizeof(po), .user = &rep, .corrupt = on_corrupt };
+	struct ugpu_bo *whole = bo_new(f->dev, wsize, UGPU_BO_PINNED, V, N, "whole");
+	struct ugpu_bo *half = bo_new(f->dev, hsize, UGPU_BO_PINNED, V, N, "half");
+	uint8_t *m = malloc(hsize);
+	struct bo_mgr_stats s0, s1;
+
+	assert_non_null(whole);
+	assert_non_null(half);
+	assert_non_null(m);
+	assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
+	for (int k = 0; k < 2; k++)
+		engine_sim_test_limit_sums(f->dev->copy[k], 256);
+	pat_fill(m, hsize, 3);
+	assert_int_equal(ugpu_bo_write(half, 0, m, hsize), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+		assert_int_equal(bo_fill(whole, wsize, 50 + (uint32_t)round), 0);
+		for (uint64_t c = (uint64_t)round; c < nch; c += 2)
+			write_chunk(half, m, c, 20 + (uint32_t)round);
+		bo_mgr_get_stats(f->dev, &s0);
+		assert_int_equal(ugpu_device_suspend(f->dev), 0);
+		bo_mgr_get_stats(f->dev, &s1);
+		print_message("round %d: the CPU hashed %" PRIu64 " bytes of the window\n", round,
+			      s1.backup_cpu_sums - s0.backup_cpu_sums);
+		assert_int_equal(s1.backup_cpu_sums - s0.backup_cpu_sums, 0);
+		if (!round)
+			damage_backup(whole, 600 * BACKUP_CHUNK + 9); /* after its engine wrapped */
+		assert_int_equal(ugpu_device_resume(f->dev), round ? 0 : -EBADMSG);
+		assert_int_equal(rep.n, 1);
+		assert_string_equal(rep.name, "whole");
+		assert_int_equal(rep.off, 600 * BACKUP_CHUNK);
+		assert_int_equal(diff_model(half, m, hsize), -1);
+		if (!round) {
+			/* the damaged byte went back to VRAM: the next round
+			 * writes the BO whole again */
+			continue;
+		}
+		assert_int_equal(bo_verify(whole, wsize, 51), -1);
+	}
+	ugpu_bo_put(whole);
+	ugpu_bo_put(half);
+	free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -774,6 +834,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_small_bos_joined, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_listed_chunks, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_big_bo_both_engines, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sums_wrap, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_listed_chunks_v13, setup_v13, fx_teardown),
 	};
 
