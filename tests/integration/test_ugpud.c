@@ -1581,11 +1581,18 @@ static int cmp_u64(const void *a, const void *b)
 
 #define SMALL_OPS 400
 
-/* Client B's 4 KiB writes on @ub while client A (a child) migrates a 32 MiB
- * BO between VRAM and system memory without pause on @ua: B's p50/p99/max
- * (us) into @lat, A's p50 migrate (us) returned. */
-static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t lat[3], bool pin)
+/* What client A does to its 32 MiB BO without pause: migrate it between
+ * VRAM and system memory; pin it (a move to VRAM); map it (a move to system
+ * memory), then unmap it and migrate it back to VRAM. */
+enum a_does { A_MIGRATES, A_PINS, A_MAPS };
+
+/* Client B's 4 KiB writes on @ub while client A (a child) works on @ua as
+ * @a says: B's p50/p99/max (us) into @lat, A's p50 migrate, pin or map (us)
+ * returned. */
+static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t lat[3],
+				     enum a_does a)
 {
+	bool pin = a == A_PINS;
 	static uint64_t t[SMALL_OPS];
 	int ready[2], stop[2], res[2];
 	struct ugpu_context *ctx;
@@ -1617,6 +1624,19 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 			if (poll(&p, 1, 0) > 0 || n == 4096)
 				break;
+			if (a == A_MAPS) {
+				void *addr;
+
+				if (ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM))
+					_exit(2);
+				t0 = now_us();
+				if (ugpu_bo_map(bo, &addr))
+					_exit(2);
+				m[n++] = now_us() - t0;
+				if (((volatile char *)addr)[0] != 0 || ugpu_bo_unmap(bo))
+					_exit(2);
+				continue;
+			}
 			if (pin) { /* the pin moves it to VRAM, its first placement */
 				if (ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM))
 					_exit(2);
@@ -1649,7 +1669,7 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 		assert_int_equal(ugpu_bo_write(bo, 0, buf, sizeof(buf)), 0);
 		t[n] = now_us() - t0;
-		if (pin) /* spread over many of A's pins (one write waits per pin at most) */
+		if (a != A_MIGRATES) /* spread over many of A's pins or maps (one write waits per pin at most) */
 			usleep(500);
 	}
 	assert_int_equal(write(stop[1], "s", 1), 1);
@@ -1671,7 +1691,8 @@ static uint64_t small_beside_migrate(const char *ua, const char *ub, uint64_t la
 
 /* B's writes beside A's migrates on a daemon with two devices started
  * with --workers @workers: A on device 0, B on device @b_dev. */
-static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t lat[3], bool pin)
+static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t lat[3],
+			    enum a_does a)
 {
 	const char *extra[] = { "--device", "sim:128M", "--device", "sim:128M", "--workers",
 				workers, "--metrics", "off", NULL };
@@ -1684,7 +1705,7 @@ static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t la
 	snprintf(ub, sizeof(ub), "ugpud:%s?device=%u", sock, b_dev);
 	pid = daemon_spawn(sock, extra);
 	assert_true(pid > 0);
-	mig = small_beside_migrate(ua, ub, lat, pin);
+	mig = small_beside_migrate(ua, ub, lat, a);
 	assert_int_equal(daemon_stop(pid), 0);
 	return mig;
 }
@@ -1694,29 +1715,33 @@ static uint64_t two_devices(const char *workers, unsigned int b_dev, uint64_t la
  * --workers 0 it does (both printed). Nor on the same device: the migrate
  * lets go of the BO manager's lock while its copy runs, and a write of
  * another BO does not wait for it (mm/bo.h, "Unlocked moves"); nor a pin
- * that moves its BO to VRAM (its copy held the lock before). */
+ * that moves its BO to VRAM (its copy held the lock before); nor a map that
+ * moves its BO out of VRAM (its copy ran on the loop, with the lock). */
 static void slow_request_holds_up_no_one(void **state)
 {
-	uint64_t w[3], w0[3], same[3], pin[3], mw, mw0, msame, mpin;
+	uint64_t w[3], w0[3], same[3], pin[3], map[3], mw, mw0, msame, mpin, mmap_;
 
 	(void)state;
-	mw = two_devices("2", 1, w, false);
-	mw0 = two_devices("0", 1, w0, false);
-	msame = two_devices("2", 0, same, false);
-	mpin = two_devices("2", 0, pin, true);
+	mw = two_devices("2", 1, w, A_MIGRATES);
+	mw0 = two_devices("0", 1, w0, A_MIGRATES);
+	msame = two_devices("2", 0, same, A_MIGRATES);
+	mpin = two_devices("2", 0, pin, A_PINS);
+	mmap_ = two_devices("2", 0, map, A_MAPS);
 	fprintf(stderr,
 		"  4 KiB writes of client B (at most %d, or 2 s) while client A migrates 32 MiB "
 		"(A's p50 in brackets):\n"
 		"    other device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
 		"    other device, --workers 0: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
 		"    same device, 2 workers: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
-		"    same device, 2 workers, A pins (a move to VRAM) instead: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n",
+		"    same device, 2 workers, A pins (a move to VRAM) instead: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n"
+		"    same device, 2 workers, A maps (a move to system memory) instead: p50 %llu us, p99 %llu us, max %llu us (%llu us)\n",
 		SMALL_OPS, (unsigned long long)w[0], (unsigned long long)w[1], (unsigned long long)w[2],
 		(unsigned long long)mw, (unsigned long long)w0[0], (unsigned long long)w0[1],
 		(unsigned long long)w0[2], (unsigned long long)mw0, (unsigned long long)same[0],
 		(unsigned long long)same[1], (unsigned long long)same[2],
 		(unsigned long long)msame, (unsigned long long)pin[0], (unsigned long long)pin[1],
-		(unsigned long long)pin[2], (unsigned long long)mpin);
+		(unsigned long long)pin[2], (unsigned long long)mpin, (unsigned long long)map[0],
+		(unsigned long long)map[1], (unsigned long long)map[2], (unsigned long long)mmap_);
 	/* never queued behind a whole migrate: B's worst write is shorter than
 	 * A's typical migrate (without workers it is at least one) */
 	assert_true(w[2] < mw);
@@ -1726,6 +1751,8 @@ static void slow_request_holds_up_no_one(void **state)
 	 * typical migrate (it was 0.4-1.1 of one when the copy held the lock) */
 	assert_true(same[1] < msame / 2);
 	assert_true(pin[1] < mpin / 2);
+	/* a map of a BO in VRAM: its move ran on the loop, with the lock */
+	assert_true(map[1] < mmap_ / 2);
 }
 
 /* MiB of one BO a prepare evicts (less under the sanitizers: a prepare of

@@ -205,10 +205,11 @@ static void on_jobs(struct loop *lp)
 		bool pm = j->op == UGPUD_DEVICE_PM;
 		uint32_t device = j->handle;
 		size_t len;
+		int fd = -1;
 
 		c->io->busy = false;
-		len = serve_job_done(lp->d, c, c->io->tx);
-		arm_send(lp, c, len, -1);
+		len = serve_job_done(lp->d, c, c->io->tx, &fd);
+		arm_send(lp, c, len, fd);
 		if (pm)
 			unpark(lp, device);
 		j = next;

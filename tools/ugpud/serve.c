@@ -232,6 +232,44 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
 
+/* UGPUD_BO_MAP's answer for the BO of @s (@handle): the BO's own memfd, in
+ * system memory and held there (moved there first when it was not): the
+ * client maps this BO's pages and nothing else. */
+static size_t map_reply(struct ugpud_slot *s, uint16_t op, uint32_t seq, uint32_t handle,
+			void *rep, int *rep_fd)
+{
+	struct ugpud_bo_map_rep m = { 0 };
+	int fd, ret;
+
+	ret = bo_sys_export(s->bo, &fd, &m.size);
+	if (ret)
+		return serve_error(rep, op, seq, ret, "BO 0x%x: %s", handle, ugpu_strerror(ret));
+	if (s->mapped)
+		bo_sys_release(s->bo); /* one hold per slot, however often mapped */
+	s->mapped = true;
+	*rep_fd = fd;
+	memcpy(rep_body(rep), &m, sizeof(m));
+	return reply_hdr(rep, op, seq, 0, sizeof(m));
+}
+
+/* A request that may copy the whole BO (PIN, MIGRATE, MAP of a BO in VRAM):
+ * on a worker when there are any (0 returned: serve_job_done() answers),
+ * else here. */
+static size_t job_start(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			const struct ugpud_bo_req *req, struct ugpu_bo *bo, void *rep, int *rep_fd)
+{
+	c->job = (struct ugpud_job){ .op = h->op, .seq = h->seq, .handle = req->handle,
+				     .arg = req->arg, .bo = bo, .c = c };
+	ugpu_bo_get(bo); /* the job's own: the client may go meanwhile */
+	c->job_busy = true;
+	if (d->offload) {
+		d->offload(d, c);
+		return 0;
+	}
+	job_run(&c->job);
+	return serve_job_done(d, c, rep, rep_fd);
+}
+
 /* Requests about one BO (struct ugpud_bo_req). */
 static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 		    const void *body, void *rep, int *rep_fd)
@@ -289,18 +327,19 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		memcpy(rep_body(rep), &w, sizeof(w));
 		return reply_hdr(rep, h->op, h->seq, 0, sizeof(w));
 	}
+	case UGPUD_BO_MAP: {
+		struct ugpu_bo_info i = { .size = sizeof(i) };
+
+		/* In VRAM it first moves to system memory, a copy of the whole
+		 * BO: on a worker, as a migrate (the loop and the device's
+		 * other BOs go on; bo_sys_export() then finds it there). */
+		if (!d->offload || ugpu_bo_query(s->bo, &i) || i.placement != UGPU_PLACEMENT_VRAM)
+			return map_reply(s, h->op, h->seq, req.handle, rep, rep_fd);
+		return job_start(d, c, h, &req, s->bo, rep, rep_fd);
+	}
 	case UGPUD_BO_PIN:
 	case UGPUD_BO_MIGRATE:
-		c->job = (struct ugpud_job){ .op = h->op, .seq = h->seq, .handle = req.handle,
-					     .arg = req.arg, .bo = s->bo, .c = c };
-		ugpu_bo_get(s->bo); /* the job's own: the client may go meanwhile */
-		c->job_busy = true;
-		if (d->offload) { /* may copy the whole BO: on a worker */
-			d->offload(d, c);
-			return 0;
-		}
-		job_run(&c->job);
-		return serve_job_done(d, c, rep);
+		return job_start(d, c, h, &req, s->bo, rep, rep_fd);
 	case UGPUD_BO_UNPIN:
 		ret = ugpu_bo_unpin(s->bo);
 		if (!ret && s->pins) {
@@ -308,22 +347,6 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 			d->persist_dirty = true;
 		}
 		break;
-	case UGPUD_BO_MAP: {
-		struct ugpud_bo_map_rep m = { 0 };
-		int fd;
-
-		/* The BO's own memfd, in system memory and held there: the
-		 * client maps this BO's pages and nothing else. */
-		ret = bo_sys_export(s->bo, &fd, &m.size);
-		if (ret)
-			break;
-		if (s->mapped)
-			bo_sys_release(s->bo); /* one hold per slot, however often mapped */
-		s->mapped = true;
-		*rep_fd = fd;
-		memcpy(rep_body(rep), &m, sizeof(m));
-		return reply_hdr(rep, h->op, h->seq, 0, sizeof(m));
-	}
 	case UGPUD_BO_UNMAP:
 		if (!s->mapped)
 			return serve_error(rep, h->op, h->seq, -EINVAL, "BO 0x%x is not mapped",
@@ -349,11 +372,13 @@ void job_run(struct ugpud_job *job)
 		job->result = pm_call(job->dev, job->arg);
 	else if (job->op == UGPUD_BO_MIGRATE)
 		job->result = ugpu_bo_migrate(job->bo, (enum ugpu_placement)job->arg);
+	else if (job->op == UGPUD_BO_MAP) /* the export follows on the loop */
+		job->result = ugpu_bo_migrate(job->bo, UGPU_PLACEMENT_SYSTEM);
 	else
 		job->result = ugpu_bo_pin(job->bo);
 }
 
-size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 {
 	struct ugpud_job *j = &c->job;
 	struct ugpud_slot *s;
@@ -376,6 +401,13 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep)
 		}
 	}
 	ugpu_bo_put(j->bo);
+	if (j->op == UGPUD_BO_MAP && !ret) {
+		if (s && s->bo == j->bo) {
+			j->bo = NULL;
+			return map_reply(s, j->op, j->seq, j->handle, rep, rep_fd);
+		}
+		ret = -ENOENT; /* its slot went meanwhile (a kill) */
+	}
 	j->bo = NULL;
 	if (ret)
 		return serve_error(rep, j->op, j->seq, ret, "BO 0x%x: %s", j->handle,

@@ -115,7 +115,8 @@ struct ugpud_slot {
 /*
  * struct ugpud_job - a request served on a worker thread (loop.c) so that it
  * does not hold up the loop: BO_MIGRATE and BO_PIN, which may copy the
- * whole BO, and DEVICE_PM, whose prepare may wait 5 s for kernels (@dev,
+ * whole BO, BO_MAP of a BO in VRAM (the worker moves it to system memory,
+ * serve_job_done() exports it), and DEVICE_PM, whose prepare may wait 5 s for kernels (@dev,
  * @handle the device's index, @arg the action). serve.c fills it on the
  * loop thread (with a BO reference of its own), a worker runs job_run()
  * (libugpu only, nothing of the daemon's state), and serve_job_done()
@@ -331,8 +332,9 @@ void job_run(struct ugpud_job *job);
  * -EAGAIN instead, at once (serve_request()). */
 bool serve_must_wait(struct ugpud *d, const struct client *c, const void *msg, size_t len);
 
-/* The answer to @c's finished job into @rep (its length). */
-size_t serve_job_done(struct ugpud *d, struct client *c, void *rep);
+/* The answer to @c's finished job into @rep (its length); *@rep_fd: an fd
+ * to send with it (BO_MAP), else left alone (the caller's -1). */
+size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd);
 
 /* The answer to @c's waiting UGPUD_FENCE_WAIT into @rep (its length); closes
  * @c->wait_fd. */
