@@ -776,6 +776,7 @@ struct copy_pass {
 	/* each engine's last queued run that ends a batch (SIZE_MAX: none),
 	 * and the first run whose sums sums_reap() has not looked at */
 	size_t last_end[DEVICE_MAX_ENGINES], sum_from[DEVICE_MAX_ENGINES];
+	bool failed[DEVICE_MAX_ENGINES]; /* a wait on the engine failed: reset it */
 	bool sums; /* the engines checksum the copies (engine_copy_sum()) */
 	uint32_t list_max; /* chunks of a copy list on every engine (0: no lists) */
 	struct progress pr;
@@ -897,7 +898,12 @@ static void pass_start(struct bo_mgr *m, struct copy_pass *p, bool early, bool r
 	for (k = 0; k < p->ne && p->list_max; k++)
 		if (engine_list_max(p->es[k]) < p->list_max)
 			p->list_max = engine_list_max(p->es[k]);
-	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums, p->list_max, p->sums ? slots : 0);
+	/* The slots are used again (sums_reap() waits here) only when no
+	 * spill pass runs beside this one: it starts once this function
+	 * returns, and would wait for most of the memory pass; there the CPU
+	 * hashes what goes past the slots, as before. */
+	runs_plan(&p->r, p->ne, p->es[0] != dev->cpu, p->sums, p->list_max,
+		  p->sums && !spare_first ? slots : 0);
 	for (k = 0; k < p->ne; k++)
 		engine_plug(p->es[k]);
 	for (i = 0; i < p->r.n; i = j) {
@@ -991,10 +997,21 @@ static int sums_reap(struct copy_pass *p, unsigned int k, size_t upto)
 	size_t e = p->last_end[k];
 	int ret;
 
-	if (e != SIZE_MAX) {
-		ret = engine_wait(p->es[k], p->r.v[e].fence, bo_copy_timeout_ms(p->load[k]));
+	/* the other engines' batches so far go out meanwhile */
+	for (unsigned int o = 0; o < p->ne; o++) {
+		if (o == k)
+			continue;
+		ret = engine_unplug(p->es[o]);
+		engine_plug(p->es[o]);
 		if (ret)
 			return ret;
+	}
+	if (e != SIZE_MAX) {
+		ret = engine_wait(p->es[k], p->r.v[e].fence, bo_copy_timeout_ms(p->load[k]));
+		if (ret) {
+			p->failed[k] = true; /* pass_end() resets it, no second wait */
+			return ret;
+		}
 	}
 	for (size_t q = p->sum_from[k]; q < upto; q++) {
 		struct copy_run *cr = &p->r.v[q];
@@ -1030,7 +1047,6 @@ static void backup_saved(struct ugpu_bo *bo, const struct ugpu_bo *prev)
 static int pass_end(struct copy_pass *p)
 {
 	uint64_t waited[DEVICE_MAX_ENGINES] = { 0 }, next_wait[DEVICE_MAX_ENGINES] = { 0 };
-	bool failed[DEVICE_MAX_ENGINES] = { false };
 	struct copy_runs *r = &p->r;
 	int ret = p->ret, rr;
 	unsigned int k;
@@ -1051,7 +1067,7 @@ static int pass_end(struct copy_pass *p)
 		if (cr->wait != waited[k]) {
 			rr = engine_wait(p->es[k], cr->wait, bo_copy_timeout_ms(p->load[k]));
 			if (rr) {
-				failed[k] = true;
+				p->failed[k] = true;
 				ret = rr;
 				break;
 			}
@@ -1063,10 +1079,10 @@ static int pass_end(struct copy_pass *p)
 	}
 	/* On a failure, nothing may still run into the backups (or VRAM). */
 	for (k = 0; k < p->ne; k++) {
-		rr = ret && p->load[k] && !failed[k]
+		rr = ret && p->load[k] && !p->failed[k]
 			     ? engine_idle(p->es[k], bo_copy_timeout_ms(p->load[k]))
 			     : 0;
-		if (failed[k] || rr) {
+		if (p->failed[k] || rr) {
 			engine_reset(p->es[k]);
 			if (!ret)
 				ret = rr;

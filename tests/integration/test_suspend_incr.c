@@ -820,6 +820,56 @@ static void test_sums_wrap(void **state)
 	free(m);
 }
 
+/*
+ * The same on a 1.3 device (no copy lists: one 64 KiB descriptor a dirty
+ * chunk) with 16 slots an engine: every other chunk of a 16 MiB BO is 128
+ * descriptors, about 64 an engine, under every batch limit, so the batch
+ * that ends before each wrap is the one runs_plan() ends for it, and each
+ * engine wraps three times (sums_reap() from where its last one stopped).
+ * Without that batch end the wrap waited for nothing, its descriptors still
+ * unrung, and read stale sums (the review: "damaged from byte 0").
+ */
+static void test_sums_wrap_v13(void **state)
+{
+	struct fx *f = *state;
+	const uint64_t size = 16 * MiB, nch = size / BACKUP_CHUNK;
+	struct report rep = { 0 };
+	struct ugpu_pm_opts po = { .size = sizeof(po), .user = &rep, .corrupt = on_corrupt };
+	struct ugpu_bo *bo = bo_new(f->dev, size, UGPU_BO_PINNED, V, N, "scattered");
+	uint8_t *m = malloc(size);
+	struct bo_mgr_stats s0, s1;
+
+	assert_non_null(bo);
+	assert_non_null(m);
+	assert_int_equal(ugpu_device_pm_set_opts(f->dev, &po), 0);
+	for (int k = 0; k < 2; k++)
+		engine_sim_test_limit_sums(f->dev->copy[k], 16);
+	pat_fill(m, size, 5);
+	assert_int_equal(ugpu_bo_write(bo, 0, m, size), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(ugpu_device_suspend_prepare(f->dev), 0);
+		for (uint64_t c = (uint64_t)round; c < nch; c += 2)
+			write_chunk(bo, m, c, 30 + (uint32_t)round);
+		bo_mgr_get_stats(f->dev, &s0);
+		assert_int_equal(ugpu_device_suspend(f->dev), 0);
+		bo_mgr_get_stats(f->dev, &s1);
+		assert_int_equal(s1.backup_cpu_sums - s0.backup_cpu_sums, 0);
+		if (!round)
+			damage_backup(bo, 250 * BACKUP_CHUNK + 17); /* late: after wraps */
+		assert_int_equal(ugpu_device_resume(f->dev), round ? 0 : -EBADMSG);
+		assert_int_equal(rep.n, 1);
+		assert_string_equal(rep.name, "scattered");
+		assert_int_equal(rep.off, 250 * BACKUP_CHUNK);
+		if (!round) {
+			assert_int_equal(diff_model(bo, m, size), 250 * BACKUP_CHUNK + 17);
+			write_chunk(bo, m, 250, 30); /* the damaged byte right again */
+		}
+		assert_int_equal(diff_model(bo, m, size), -1);
+	}
+	ugpu_bo_put(bo);
+	free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -836,6 +886,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_big_bo_both_engines, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sums_wrap, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_listed_chunks_v13, setup_v13, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sums_wrap_v13, setup_v13, fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
