@@ -126,6 +126,10 @@ enum test_point_id {
 	 * lock, its runtime-PM use still held: the BO (@obj) is in VRAM now
 	 * and the system memory it left is about to be freed. */
 	TEST_POINT_BO_OLD_FREE,
+	/* mm/move.c move_locked(), an unlocked move (migrate, pin), the
+	 * moving thread, no lock: the copy is queued and the BO (@obj) marked
+	 * moving; the wait for the copy follows. */
+	TEST_POINT_BO_MOVE_COPY,
 	TEST_POINT_COUNT
 };
 

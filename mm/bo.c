@@ -1254,7 +1254,11 @@ UGPU_API int ugpu_device_mem_stats(struct ugpu_device *dev, struct ugpu_device_m
 	m = mgr_of(dev);
 	s.size = st->size;
 	s.vram_size = dev->vram_size;
-	bo_mgr_lock(m);
+	/* Plainly, not waiting for a move's unlocked copy (struct bo_mgr,
+	 * "Unlocked moves"): nothing of the manager changes during it, and
+	 * ugpud reads these on its loop after every request (persist.c). A
+	 * read then sees the move's destination allocated, not yet switched. */
+	pthread_mutex_lock(&m->lock);
 	/* 0 and 0 once removed: the allocator went with the device. */
 	vram_usage(dev, &s.vram_used, &s.vram_free);
 	bo_for_each(l, &m->all) {

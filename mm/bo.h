@@ -170,10 +170,11 @@ enum bo_pm_state {
  * @moving and @moving counted here. Everything that takes @lock takes it
  * with bo_mgr_lock(), which waits (on @moved) until no move is in that
  * window: for all of them the manager behaves as if the mover held the lock
- * throughout, as before. The one exception is a CPU read or write of
- * another BO (bo_rw(): it touches only that BO's own backing and its LRU
- * link), which takes @lock plainly and waits only while its own BO is
- * moving. So one client's large migrate no longer holds up another's small
+ * throughout, as before. The exceptions: a CPU read or write of another BO
+ * (bo_rw(): it touches only that BO's own backing and its LRU link), which
+ * takes @lock plainly and waits only while its own BO is moving; and
+ * ugpu_device_mem_stats(), which only reads (a move in its window shows as
+ * not yet done, its destination allocated). So one client's large migrate no longer holds up another's small
  * reads and writes on the same device (docs/bo.md, "Unlocked moves").
  * A mover holds no lock during the copy and retakes @lock plainly, so the
  * waiters cannot deadlock with it; at most one move per device is in the

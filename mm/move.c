@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #include "engines/engine.h"
+#include "base/test_point.h"
 #include "mm/bo.h"
 #include "mm/bo_rpm.h"
 #include "mm/cpu_map.h"
@@ -449,6 +450,7 @@ static int move_locked(struct ugpu_bo *bo, enum ugpu_placement to, struct bo_sys
 		bo->moving = true;
 		m->moving++;
 		pthread_mutex_unlock(&m->lock);
+		test_point_obj(TEST_POINT_BO_MOVE_COPY, bo);
 		ret = engine_wait(e, fence, bo_copy_timeout_ms(bo->size));
 		pthread_mutex_lock(&m->lock);
 		bo->moving = false;

@@ -251,7 +251,8 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
  * and holds it there while it is mapped (migrate and pin are -EBUSY until
  * ugpu_bo_unmap() or the last put), and the mapping is of that BO's memory
  * alone; -EINVAL when SYSTEM is not an allowed placement, -EBUSY when it is
- * pinned in VRAM.
+ * pinned in VRAM, -EAGAIN while the daemon host-suspends the device or runs
+ * a power step on it (try again; an event says when it is suspended).
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 

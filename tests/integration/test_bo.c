@@ -6,7 +6,10 @@
  * copy that leaves the BO intact, and eviction under pressure with the
  * invariant checker after every operation.
  */
+#include <pthread.h>
+
 #include "integration/test_bo_common.h"
+#include "base/test_point.h"
 #include "mm/vram.h"
 
 #define MiB (1ull << 20)
@@ -132,6 +135,69 @@ static void test_refcount_and_pin(void **state)
 	bo_mgr_get_stats(f->dev, &st);
 	assert_int_equal(st.vram_bytes, FX_KERNEL_VRAM);
 	assert_int_equal(st.bos, FX_KERNEL_BOS);
+	check(f);
+}
+
+/* A migrate held in its unlocked copy by a test point (@entered, then
+ * until @release or 3 s). */
+struct held_move {
+	struct ugpu_bo *bo;
+	int entered, release, ret;
+};
+
+static void held_move_hook(void *arg, enum test_point_id id, void *obj)
+{
+	struct held_move *h = arg;
+	uint64_t t0 = fx_now_ms();
+
+	(void)id;
+	if (obj != h->bo)
+		return;
+	__atomic_store_n(&h->entered, 1, __ATOMIC_RELEASE);
+	while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE) && fx_now_ms() - t0 < 3000)
+		usleep(1000);
+}
+
+static void *held_move_fn(void *arg)
+{
+	struct held_move *h = arg;
+
+	h->ret = ugpu_bo_migrate(h->bo, V);
+	return NULL;
+}
+
+/* ugpu_device_mem_stats() does not wait for a move's unlocked copy (ugpud
+ * calls it on its loop after every request: it held every client up for
+ * each worker's copy, the review of 2026-12-07); it sees the move not yet
+ * done. */
+static void test_mem_stats_beside_move(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct held_move h = { .bo = bo_new(f->dev, 4 * MiB, 0, V, S, "held") };
+	uint64_t t0, took;
+	pthread_t t;
+
+	assert_non_null(h.bo);
+	assert_int_equal(ugpu_bo_migrate(h.bo, S), 0);
+	assert_int_equal(bo_fill(h.bo, 4 * MiB, 9), 0);
+	test_point_set(TEST_POINT_BO_MOVE_COPY, held_move_hook, &h);
+	assert_int_equal(pthread_create(&t, NULL, held_move_fn, &h), 0);
+	while (!__atomic_load_n(&h.entered, __ATOMIC_ACQUIRE))
+		usleep(100);
+	t0 = fx_now_ms();
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m), 0);
+	took = fx_now_ms() - t0;
+	__atomic_store_n(&h.release, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
+	print_message("mem stats during a held move: %llu ms\n", (unsigned long long)took);
+	assert_true(took < 1000); /* the hook holds the copy 3 s */
+	assert_int_equal(m.bos_system, 1); /* not switched yet */
+	assert_int_equal(h.ret, 0);
+	assert_int_equal(bo_where(h.bo), V);
+	assert_int_equal(bo_verify(h.bo, 4 * MiB, 9), -1);
+	ugpu_bo_put(h.bo);
 	check(f);
 }
 
@@ -405,6 +471,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_validation, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_and_pin, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_byte_exact, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_mem_stats_beside_move, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_map_follows_moves, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_failure_keeps_bo, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_eviction_pressure, setup, fx_teardown),

@@ -1472,6 +1472,21 @@ static void suspend_cycle_two_clients(void **state)
 	}
 }
 
+/* Until @dev's power state leaves D0 (5 s at most); the state. */
+static uint32_t wait_asleep(struct ugpu_device *dev)
+{
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	uint64_t t0 = now_ms();
+
+	do {
+		assert_int_equal(ugpu_device_query(dev, &info), 0);
+		if (info.power_state != UGPU_POWER_D0)
+			break;
+		usleep(10000);
+	} while (now_ms() - t0 < 5000);
+	return info.power_state;
+}
+
 /* --autosuspend: the daemon's device sleeps when no client touches it and
  * wakes for the next request, with the clients' bytes. */
 static void runtime_pm_for_clients(void **state)
@@ -1497,11 +1512,8 @@ static void runtime_pm_for_clients(void **state)
 	bo = make_bo(dev, sizeof(want), UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
 	fill(want, sizeof(want), 4242);
 	assert_int_equal(ugpu_bo_write(bo, 0, want, sizeof(want)), 0);
-	for (t0 = now_ms(); now_ms() - t0 < 5000; usleep(10000)) {
-		assert_int_equal(ugpu_device_query(dev, &info), 0);
-		if (info.power_state != UGPU_POWER_D0)
-			break;
-	}
+	t0 = now_ms();
+	info.power_state = wait_asleep(dev);
 	slept_ms = now_ms() - t0;
 	assert_int_not_equal(info.power_state, UGPU_POWER_D0);
 	t0 = now_us();
@@ -1903,6 +1915,46 @@ static void device_pm_holds_up_no_one(void **state)
 	assert_true(b2 < pm2 / 2);
 	assert_true(c2 > 0);
 	assert_int_equal(c0, 0); /* on the loop: nothing is served meanwhile */
+}
+
+/* A map the daemon refuses (a VRAM-only BO: -EINVAL; a pinned one: -EBUSY)
+ * leaves a sleeping device asleep, with workers too: a map of a BO in VRAM
+ * goes to a worker, whose migrate would wake the device first (the review
+ * of 2026-12-07 saw D0 after each refusal), so these stay on the loop. */
+static void refused_map_leaves_device_asleep(void **state)
+{
+	const char *extra[] = { "--device", "sim:64M", "--autosuspend", "100", "--workers", "2",
+				"--metrics", "off", NULL };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *vo, *pb;
+	char sock[108], u[160];
+	void *addr;
+	pid_t pid;
+
+	(void)state;
+	snprintf(sock, sizeof(sock), "/tmp/ugpud-test-rmap-%d.sock", (int)getpid());
+	snprintf(u, sizeof(u), "ugpud:%s", sock);
+	pid = daemon_spawn(sock, extra);
+	assert_true(pid > 0);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, u, &dev), 0);
+	vo = make_bo(dev, 1 << 20, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE);
+	pb = make_bo(dev, 1 << 20, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	assert_int_equal(ugpu_bo_pin(pb), 0);
+	assert_int_not_equal(wait_asleep(dev), UGPU_POWER_D0);
+	assert_int_equal(ugpu_bo_map(vo, &addr), -EINVAL);
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	assert_int_not_equal(info.power_state, UGPU_POWER_D0);
+	assert_int_equal(ugpu_bo_map(pb, &addr), -EBUSY);
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	assert_int_not_equal(info.power_state, UGPU_POWER_D0);
+	assert_int_equal(ugpu_bo_unpin(pb), 0);
+	ugpu_bo_put(vo);
+	ugpu_bo_put(pb);
+	close_client(ctx, dev);
+	assert_int_equal(daemon_stop(pid), 0);
 }
 
 /* CPU time (s) thread @tid of process @pid used so far; -1 if unreadable. */
@@ -2808,6 +2860,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(socket_activation_and_notify),
 		cmocka_unit_test(slow_request_holds_up_no_one),
 		cmocka_unit_test(device_pm_holds_up_no_one),
+		cmocka_unit_test(refused_map_leaves_device_asleep),
 		cmocka_unit_test(idle_daemon_sleeps),
 		cmocka_unit_test(suspend_cycle_two_clients),
 		cmocka_unit_test(runtime_pm_for_clients),

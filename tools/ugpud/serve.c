@@ -232,6 +232,13 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
 
+/* May the BO of @s live in system memory ({0, 0}: {VRAM, SYSTEM})? */
+static bool slot_allows_system(const struct ugpud_slot *s)
+{
+	return (!s->placements[0] && !s->placements[1]) ||
+	       s->placements[0] == UGPU_PLACEMENT_SYSTEM || s->placements[1] == UGPU_PLACEMENT_SYSTEM;
+}
+
 /* UGPUD_BO_MAP's answer for the BO of @s (@handle): the BO's own memfd, in
  * system memory and held there (moved there first when it was not): the
  * client maps this BO's pages and nothing else. */
@@ -333,7 +340,11 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		/* In VRAM it first moves to system memory, a copy of the whole
 		 * BO: on a worker, as a migrate (the loop and the device's
 		 * other BOs go on; bo_sys_export() then finds it there). */
-		if (!d->offload || ugpu_bo_query(s->bo, &i) || i.placement != UGPU_PLACEMENT_VRAM)
+		/* A map the export refuses anyway (pinned, no SYSTEM
+		 * placement) stays here too: the migrate would wake a
+		 * sleeping device first (its runtime-PM hold), to refuse. */
+		if (!d->offload || ugpu_bo_query(s->bo, &i) || i.placement != UGPU_PLACEMENT_VRAM ||
+		    i.pin_count || !slot_allows_system(s))
 			return map_reply(s, h->op, h->seq, req.handle, rep, rep_fd);
 		return job_start(d, c, h, &req, s->bo, rep, rep_fd);
 	}
@@ -361,6 +372,8 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 	return reply_hdr(rep, h->op, h->seq, 0, 0);
 }
 
+static size_t gate_refusal(struct ugpud *d, const struct client *c, uint16_t op, uint32_t seq,
+			   void *rep);
 static int pm_call(struct ugpu_device *dev, uint32_t action);
 static void pm_done(struct ugpud *d, uint32_t device, uint32_t action, int ret);
 static size_t pm_reply(void *rep, uint16_t op, uint32_t seq, uint32_t device, uint32_t action,
@@ -401,6 +414,19 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 		}
 	}
 	ugpu_bo_put(j->bo);
+	/* A map's move ended while the device began a power step (or was
+	 * host-suspended by --logind): the export would wait on the loop for
+	 * the step's lock (an eviction holds it through each move), so it is
+	 * answered as the gate answers a map now (the BO stays in system
+	 * memory, where the next try finds it). */
+	if (j->op == UGPUD_BO_MAP && !ret) {
+		size_t len = gate_refusal(d, c, j->op, j->seq, rep);
+
+		if (len) {
+			j->bo = NULL;
+			return len;
+		}
+	}
 	if (j->op == UGPUD_BO_MAP && !ret) {
 		if (s && s->bo == j->bo) {
 			j->bo = NULL;
@@ -701,6 +727,22 @@ static bool op_needs_device(uint16_t op)
 	}
 }
 
+/* The -EAGAIN of an op that needs @c's device while it is host-suspended or
+ * in a power step (its length), or 0 when neither. */
+static size_t gate_refusal(struct ugpud *d, const struct client *c, uint16_t op, uint32_t seq,
+			   void *rep)
+{
+	if (d->devs[c->device].suspended)
+		return serve_error(rep, op, seq, -EAGAIN,
+				   "device %u is host-suspended: op %u waits for its resume (an event "
+				   "says when)", c->device, op);
+	if (d->devs[c->device].pm_busy)
+		return serve_error(rep, op, seq, -EAGAIN,
+				   "device %u is changing its power state: op %u, try again (an event "
+				   "says when it is suspended)", c->device, op);
+	return 0;
+}
+
 bool serve_must_wait(struct ugpud *d, const struct client *c, const void *msg, size_t len)
 {
 	struct ugpud_hdr h;
@@ -992,14 +1034,12 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return do_resume(d, c, &h, body, rep);
 	if (!c->hello && h.op != UGPUD_HELLO)
 		return serve_error(rep, h.op, h.seq, -EPROTO, "op %u before hello: say hello first", h.op);
-	if (d->devs[c->device].suspended && op_needs_device(h.op))
-		return serve_error(rep, h.op, h.seq, -EAGAIN,
-				   "device %u is host-suspended: op %u waits for its resume (an event "
-				   "says when)", c->device, h.op);
-	if (d->devs[c->device].pm_busy && op_needs_device(h.op))
-		return serve_error(rep, h.op, h.seq, -EAGAIN,
-				   "device %u is changing its power state: op %u, try again (an event "
-				   "says when it is suspended)", c->device, h.op);
+	if (op_needs_device(h.op)) {
+		size_t len = gate_refusal(d, c, h.op, h.seq, rep);
+
+		if (len)
+			return len;
+	}
 	switch (h.op) {
 	case UGPUD_HELLO:
 		return do_hello(d, c, &h, body, rep);
