@@ -19,7 +19,9 @@
  *
  * served by serve_request() as the loop serves them (a fence wait that
  * would wait is answered at once with serve_wait_done(), as when its slice
- * ends). Every reply is checked:
+ * ends; a slow request's job, which the daemon hands to a worker, is run
+ * at once and answered with serve_job_done(), with bit 6 as if a power
+ * step of the device began meanwhile). Every reply is checked:
  * a header with the magic, the request's op (HELLO for records too short to
  * have one) and seq, a length that matches, a result <= 0, an error's body a
  * terminated message; an fd only with a successful BO_MAP (it is the BO's
@@ -54,6 +56,15 @@ static void fz_kill(struct ugpud *dd, struct client *victim)
 	for (int i = 0; i < 2; i++)
 		if (cl[i] == victim)
 			killed[i] = true;
+}
+
+/* The daemon's slow requests go to a worker (d->offload): the target runs
+ * the job itself once serve_request() returned, as a worker would, and
+ * answers it with serve_job_done(), as the loop does. */
+static void fz_offload(struct ugpud *dd, struct client *c)
+{
+	(void)dd;
+	(void)c;
 }
 
 static struct client *fz_client(int i)
@@ -107,6 +118,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	d.max_clients = 8;
 	d.max_bos = 64;
 	d.kill = fz_kill;
+	d.offload = fz_offload;
 	return 0;
 }
 
@@ -185,7 +197,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rl = serve_request(&d, cl[who], msg, oversized ? len + UGPUD_MAX_MSG : len,
 				   oversized, nfds, rep, &fd);
 		d.devs[0].pm_busy = false;
-		if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
+		if (!rl && cl[who]->job_busy) {
+			/* a worker's job; with bit 6 a power step of the
+			 * device began while it ran (a BO job's answer goes
+			 * through the step's gate) */
+			job_run(&cl[who]->job);
+			d.devs[0].pm_busy = step && cl[who]->job.op != UGPUD_DEVICE_PM;
+			rl = serve_job_done(&d, cl[who], rep, &fd);
+			d.devs[0].pm_busy = false;
+		} else if (!rl) { /* a fence wait: the loop would watch the fd; answer now */
 			if (cl[who]->wait_fd < 0)
 				__builtin_trap(); /* no reply and nothing to wait for */
 			rl = serve_wait_done(&d, cl[who], rep);
