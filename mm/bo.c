@@ -915,10 +915,18 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 
 int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
 {
-	struct bo_mgr *m = mgr_of(bo->dev);
+	struct bo_mgr *m;
 	int ret = 0, dup_fd = -1;
 
-	bo_mgr_lock(m);
+	/* In system memory already (ugpud moves a BO in VRAM on a worker
+	 * first): only @bo's hold and memfd change, so another BO's unlocked
+	 * move does not hold this up (as bo_rw()); a move waits for it as
+	 * every other taker of the lock does. */
+	bo_lock_common(bo, NULL, &m, true);
+	if (!m->closed && bo->placement != UGPU_PLACEMENT_SYSTEM) {
+		pthread_mutex_unlock(&m->lock);
+		bo_lock(bo, NULL, &m);
+	}
 	if (m->closed)
 		ret = -ENODEV;
 	else if (!bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
@@ -1220,7 +1228,8 @@ UGPU_API int ugpu_bo_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	if (bo_is_remote(bo))
 		return bo_remote_query(bo, info);
 	i.size = info->size;
-	bo_lock(bo, NULL, &m);
+	/* only @bo's own fields: not held up by another BO's unlocked move */
+	bo_lock_common(bo, NULL, &m, true);
 	if (m->closed) {
 		pthread_mutex_unlock(&m->lock);
 		return -ENODEV;

@@ -170,9 +170,11 @@ enum bo_pm_state {
  * @moving and @moving counted here. Everything that takes @lock takes it
  * with bo_mgr_lock(), which waits (on @moved) until no move is in that
  * window: for all of them the manager behaves as if the mover held the lock
- * throughout, as before. The exceptions: a CPU read or write of another BO
- * (bo_rw(): it touches only that BO's own backing and its LRU link), which
- * takes @lock plainly and waits only while its own BO is moving; and
+ * throughout, as before. The exceptions, which take @lock plainly and
+ * wait only while their own BO is moving: a CPU read or write of another
+ * BO (bo_rw(): it touches only that BO's own backing and its LRU link),
+ * ugpu_bo_query() (reads the BO's fields) and bo_sys_export() of a BO
+ * already in system memory (its hold and memfd); and
  * ugpu_device_mem_stats(), which only reads (a move in its window shows as
  * not yet done, its destination allocated). So one client's large migrate no longer holds up another's small
  * reads and writes on the same device (docs/bo.md, "Unlocked moves").

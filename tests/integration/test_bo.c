@@ -166,19 +166,24 @@ static void *held_move_fn(void *arg)
 	return NULL;
 }
 
-/* ugpu_device_mem_stats() does not wait for a move's unlocked copy (ugpud
- * calls it on its loop after every request: it held every client up for
- * each worker's copy, the review of 2026-12-07); it sees the move not yet
- * done. */
-static void test_mem_stats_beside_move(void **state)
+/* What ugpud calls on its loop does not wait for another BO's unlocked
+ * copy (it held every client up for each worker's copy, the review of
+ * 2026-12-07): ugpu_device_mem_stats() (after every request; it sees the
+ * move not yet done), ugpu_bo_query() and the export of a BO in system
+ * memory (a map). */
+static void test_readers_beside_move(void **state)
 {
 	struct fx *f = *state;
 	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_bo_info qi = { .size = sizeof(qi) };
 	struct held_move h = { .bo = bo_new(f->dev, 4 * MiB, 0, V, S, "held") };
-	uint64_t t0, took;
+	struct ugpu_bo *other = bo_new(f->dev, 64 << 10, 0, S, V, "other");
+	uint64_t t0, took, took_q, took_x, xsize;
+	int xfd = -1;
 	pthread_t t;
 
 	assert_non_null(h.bo);
+	assert_non_null(other);
 	assert_int_equal(ugpu_bo_migrate(h.bo, S), 0);
 	assert_int_equal(bo_fill(h.bo, 4 * MiB, 9), 0);
 	test_point_set(TEST_POINT_BO_MOVE_COPY, held_move_hook, &h);
@@ -188,12 +193,29 @@ static void test_mem_stats_beside_move(void **state)
 	t0 = fx_now_ms();
 	assert_int_equal(ugpu_device_mem_stats(f->dev, &m), 0);
 	took = fx_now_ms() - t0;
+	t0 = fx_now_ms();
+	assert_int_equal(ugpu_bo_query(other, &qi), 0);
+	took_q = fx_now_ms() - t0;
+	t0 = fx_now_ms();
+	assert_int_equal(bo_sys_export(other, &xfd, &xsize), 0);
+	took_x = fx_now_ms() - t0;
 	__atomic_store_n(&h.release, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
-	print_message("mem stats during a held move: %llu ms\n", (unsigned long long)took);
-	assert_true(took < 1000); /* the hook holds the copy 3 s */
-	assert_int_equal(m.bos_system, 1); /* not switched yet */
+	print_message("during a held move: mem stats %llu ms, query %llu ms, export %llu ms\n",
+		      (unsigned long long)took, (unsigned long long)took_q,
+		      (unsigned long long)took_x);
+	/* the hook holds the copy 3 s */
+	assert_true(took < 1000);
+	assert_true(took_q < 1000);
+	assert_true(took_x < 1000);
+	assert_int_equal(m.bos_system, 2); /* "held" not switched yet, and "other" */
+	assert_int_equal(qi.placement, S);
+	assert_true(xfd >= 0);
+	assert_int_equal(xsize, 64 << 10);
+	close(xfd);
+	bo_sys_release(other);
+	ugpu_bo_put(other);
 	assert_int_equal(h.ret, 0);
 	assert_int_equal(bo_where(h.bo), V);
 	assert_int_equal(bo_verify(h.bo, 4 * MiB, 9), -1);
@@ -471,7 +493,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_validation, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_and_pin, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_byte_exact, setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_mem_stats_beside_move, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_readers_beside_move, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_map_follows_moves, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_failure_keeps_bo, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_eviction_pressure, setup, fx_teardown),
