@@ -130,6 +130,11 @@ enum test_point_id {
 	 * moving thread, no lock: the copy is queued and the BO (@obj) marked
 	 * moving; the wait for the copy follows. */
 	TEST_POINT_BO_MOVE_COPY,
+	/* mm/bo.c bo_lock_common() of a taker that waits only for its own
+	 * BO's move (bo_rw(), ugpu_bo_query(), bo_sys_export(),
+	 * bo_sys_release()), its thread, no lock: it read the BO's device
+	 * (@obj the BO) and is about to take that device's manager lock. */
+	TEST_POINT_BO_LOCK_OWN,
 	TEST_POINT_COUNT
 };
 

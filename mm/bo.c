@@ -640,8 +640,14 @@ static int bo_lock_common(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr *
 				return ret;
 		}
 		if (own_only) {
+			test_point_obj(TEST_POINT_BO_LOCK_OWN, bo);
 			pthread_mutex_lock(&m->lock);
-			while (bo->moving)
+			/* @moving is this manager's only while the BO is its
+			 * own: one that went to another device meanwhile may
+			 * be moving there, signalled on that one's @moved
+			 * (waiting here hung until some move of this device
+			 * ended: the review of 2026-12-07) */
+			while (bo->dev == dev && bo->moving)
 				pthread_cond_wait(&m->moved, &m->lock);
 		} else {
 			bo_mgr_lock(m);
@@ -923,7 +929,11 @@ int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
 	 * move does not hold this up (as bo_rw()); a move waits for it as
 	 * every other taker of the lock does. */
 	bo_lock_common(bo, NULL, &m, true);
-	if (!m->closed && bo->placement != UGPU_PLACEMENT_SYSTEM) {
+	if (!m->closed && bo->placement != UGPU_PLACEMENT_SYSTEM &&
+	    bo->placement != UGPU_PLACEMENT_NONE && !bo->pin_count &&
+	    bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
+		/* a move (the checks below are made again under this lock);
+		 * a refusal needs none and is answered under the first */
 		pthread_mutex_unlock(&m->lock);
 		bo_lock(bo, NULL, &m);
 	}
@@ -1006,9 +1016,10 @@ out:
 
 void bo_sys_release(struct ugpu_bo *bo)
 {
-	struct bo_mgr *m = mgr_of(bo->dev);
+	struct bo_mgr *m;
 
-	bo_mgr_lock(m);
+	/* only @bo's hold: not held up by another BO's unlocked move */
+	bo_lock_common(bo, NULL, &m, true);
 	if (bo->sys_holds)
 		bo->sys_holds--;
 	pthread_mutex_unlock(&m->lock);

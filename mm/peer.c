@@ -272,6 +272,13 @@ int bo_move_to_device_locked(struct ugpu_bo *bo, struct ugpu_device *dst, uint32
 			       ? !bo->survivor || bo->placement != UGPU_PLACEMENT_SYSTEM
 			       : bo->placement != UGPU_PLACEMENT_VRAM)))
 		return -EAGAIN; /* not one a removal sends to a peer */
+	/* Its memfd is mapped by a ugpud client (bo_sys_export()): the client's
+	 * stores would go to memory the BO left. A removal leaves it in system
+	 * memory (a survivor the daemon exported between the removal's steps
+	 * 6 and 7, the review of 2026-12-07); a migrate is refused as
+	 * move_locked() refuses it. */
+	if (bo->sys_holds)
+		return quiet ? -EAGAIN : -EBUSY;
 	if (bo->driver_owned || bo->svm || !bo_placement_allowed(bo, UGPU_PLACEMENT_VRAM)) {
 		log_err(src->ctx, "%s: BO '%s' may not move to the VRAM of %s (%s)", src->name,
 			bo->name, dst->name,

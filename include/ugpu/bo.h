@@ -221,7 +221,8 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
  * Returns: 0; -EINVAL (NULL, unknown or both flags, VRAM not among the
  * BO's placements, a driver object);
  * -EXDEV (@dst belongs to another context); -EBUSY (the BO is pinned or
- * bound in a GPU VM; or a host-suspend cycle is open on either device);
+ * bound in a GPU VM; or a host-suspend cycle is open on either device; or,
+ * inside ugpud, a client maps its memory);
  * -ENOSYS (the BO is CPU-mapped and @dst has no usable userfaultfd for its
  * mapping); -ENOLINK
  * (UGPU_MIGRATE_DIRECT with no link at all, with the BO outside VRAM, or

@@ -169,8 +169,9 @@ static void *held_move_fn(void *arg)
 /* What ugpud calls on its loop does not wait for another BO's unlocked
  * copy (it held every client up for each worker's copy, the review of
  * 2026-12-07): ugpu_device_mem_stats() (after every request; it sees the
- * move not yet done), ugpu_bo_query() and the export of a BO in system
- * memory (a map). */
+ * move not yet done), ugpu_bo_query(), the export of a BO in system
+ * memory (a map), an export refused anyway (a VRAM-only BO, a pinned one)
+ * and the release of an export (an unmap). */
 static void test_readers_beside_move(void **state)
 {
 	struct fx *f = *state;
@@ -178,12 +179,16 @@ static void test_readers_beside_move(void **state)
 	struct ugpu_bo_info qi = { .size = sizeof(qi) };
 	struct held_move h = { .bo = bo_new(f->dev, 4 * MiB, 0, V, S, "held") };
 	struct ugpu_bo *other = bo_new(f->dev, 64 << 10, 0, S, V, "other");
-	uint64_t t0, took, took_q, took_x, xsize;
-	int xfd = -1;
+	struct ugpu_bo *vonly = bo_new(f->dev, 64 << 10, 0, V, N, "vram-only");
+	struct ugpu_bo *pinned = bo_new(f->dev, 64 << 10, UGPU_BO_PINNED, V, S, "pinned");
+	uint64_t t0, took, took_q, took_x, took_r, xsize;
+	int xfd = -1, rv, rp;
 	pthread_t t;
 
 	assert_non_null(h.bo);
 	assert_non_null(other);
+	assert_non_null(vonly);
+	assert_non_null(pinned);
 	assert_int_equal(ugpu_bo_migrate(h.bo, S), 0);
 	assert_int_equal(bo_fill(h.bo, 4 * MiB, 9), 0);
 	test_point_set(TEST_POINT_BO_MOVE_COPY, held_move_hook, &h);
@@ -199,23 +204,34 @@ static void test_readers_beside_move(void **state)
 	t0 = fx_now_ms();
 	assert_int_equal(bo_sys_export(other, &xfd, &xsize), 0);
 	took_x = fx_now_ms() - t0;
+	t0 = fx_now_ms();
+	rv = bo_sys_export(vonly, &xfd, &xsize);
+	rp = bo_sys_export(pinned, &xfd, &xsize);
+	bo_sys_release(other);
+	took_r = fx_now_ms() - t0;
 	__atomic_store_n(&h.release, 1, __ATOMIC_RELEASE);
 	pthread_join(t, NULL);
 	test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
-	print_message("during a held move: mem stats %llu ms, query %llu ms, export %llu ms\n",
+	print_message("during a held move: mem stats %llu ms, query %llu ms, export %llu ms, "
+		      "refused exports and a release %llu ms\n",
 		      (unsigned long long)took, (unsigned long long)took_q,
-		      (unsigned long long)took_x);
+		      (unsigned long long)took_x, (unsigned long long)took_r);
 	/* the hook holds the copy 3 s */
 	assert_true(took < 1000);
 	assert_true(took_q < 1000);
 	assert_true(took_x < 1000);
+	assert_true(took_r < 1000);
+	assert_int_equal(rv, -EINVAL);
+	assert_int_equal(rp, -EBUSY);
 	assert_int_equal(m.bos_system, 2); /* "held" not switched yet, and "other" */
+	assert_int_equal(ugpu_bo_migrate(other, V), 0); /* the hold was let go */
 	assert_int_equal(qi.placement, S);
 	assert_true(xfd >= 0);
 	assert_int_equal(xsize, 64 << 10);
 	close(xfd);
-	bo_sys_release(other);
 	ugpu_bo_put(other);
+	ugpu_bo_put(vonly);
+	ugpu_bo_put(pinned);
 	assert_int_equal(h.ret, 0);
 	assert_int_equal(bo_where(h.bo), V);
 	assert_int_equal(bo_verify(h.bo, 4 * MiB, 9), -1);

@@ -30,6 +30,7 @@
 #include <ugpu/unplug.h>
 #include <ugpu/vm.h>
 
+#include "base/test_point.h"
 #include "mm/bo.h"
 #include "src/device.h"
 #include "tools/ugpu-sim/sim.h"
@@ -247,6 +248,112 @@ static void test_links_groups(void **state)
 
 /* A -> B -> A over a fast link: directly, byte-exact, the BO counted on
  * whichever device holds it; and the same through system memory. */
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A test point that holds the first thread reaching it for @bo until
+ * @release (3 s at most). */
+struct hold {
+	struct ugpu_bo *bo;
+	int entered, release;
+};
+
+static void hold_hook(void *arg, enum test_point_id id, void *obj)
+{
+	struct hold *h = arg;
+	uint64_t t0 = now_ms();
+
+	(void)id;
+	if (obj != h->bo || __atomic_exchange_n(&h->entered, 1, __ATOMIC_ACQ_REL))
+		return;
+	while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE) && now_ms() - t0 < 3000)
+		usleep(1000);
+}
+
+struct own_query {
+	struct ugpu_bo *bo;
+	int ret, done;
+};
+
+static void *own_query_fn(void *arg)
+{
+	struct own_query *q = arg;
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+
+	q->ret = ugpu_bo_query(q->bo, &i);
+	__atomic_store_n(&q->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *migrate_sys_fn(void *arg)
+{
+	struct own_query *q = arg;
+
+	q->ret = ugpu_bo_migrate(q->bo, S);
+	return NULL;
+}
+
+/*
+ * A taker that waits only for its own BO's move (here ugpu_bo_query()) read
+ * the BO's device (A), then the BO went to B and began an unlocked move
+ * there. It took A's lock and waited on A's condition for a move B ends:
+ * it hung until some move of A ended (the review of 2026-12-07). Now it
+ * sees the BO is B's and waits there: it returns once B's move is done.
+ */
+static void test_own_wait_follows_device(void **state)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_bo *bo = bo_new(f->dev[0], 1 << 20, 0, V, S, "wanderer");
+	struct ugpu_bo *other = bo_new(f->dev[0], 1 << 20, 0, V, S, "other");
+	struct hold lock_hold = { .bo = bo }, move_hold = { .bo = bo };
+	struct own_query q = { .bo = bo }, mv = { .bo = bo };
+	pthread_t tq, tm;
+	uint64_t t0;
+	bool hung;
+
+	(void)state;
+	assert_non_null(bo);
+	assert_non_null(other);
+	assert_int_equal(bo_fill(bo, 1 << 20, 23), 0);
+	test_point_set(TEST_POINT_BO_LOCK_OWN, hold_hook, &lock_hold);
+	assert_int_equal(pthread_create(&tq, NULL, own_query_fn, &q), 0);
+	while (!__atomic_load_n(&lock_hold.entered, __ATOMIC_ACQUIRE))
+		usleep(100);
+	/* the query read device A; the BO goes to B and moves there */
+	assert_int_equal(ugpu_bo_migrate_device(bo, f->dev[1], 0), 0);
+	test_point_set(TEST_POINT_BO_MOVE_COPY, hold_hook, &move_hold);
+	assert_int_equal(pthread_create(&tm, NULL, migrate_sys_fn, &mv), 0);
+	while (!__atomic_load_n(&move_hold.entered, __ATOMIC_ACQUIRE))
+		usleep(100);
+	__atomic_store_n(&lock_hold.release, 1, __ATOMIC_RELEASE);
+	usleep(50000); /* the query takes A's lock and looks */
+	__atomic_store_n(&move_hold.release, 1, __ATOMIC_RELEASE);
+	pthread_join(tm, NULL);
+	for (t0 = now_ms(); !__atomic_load_n(&q.done, __ATOMIC_ACQUIRE) && now_ms() - t0 < 1000;)
+		usleep(1000);
+	hung = !__atomic_load_n(&q.done, __ATOMIC_ACQUIRE);
+	if (hung) /* a move of A wakes it, so that the test can end */
+		assert_int_equal(ugpu_bo_migrate(other, S), 0);
+	pthread_join(tq, NULL);
+	test_point_set(TEST_POINT_BO_LOCK_OWN, NULL, NULL);
+	test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
+	print_message("query of a BO that went to another device and moved there: %s\n",
+		      hung ? "hung until a move of the first device" : "returned");
+	assert_false(hung);
+	assert_int_equal(q.ret, 0);
+	assert_int_equal(mv.ret, 0);
+	assert_int_equal(bo_where(bo), S);
+	assert_int_equal(bo_verify(bo, 1 << 20, 23), -1);
+	ugpu_bo_put(bo);
+	ugpu_bo_put(other);
+	mfx_stop(f);
+}
+
 static void test_move_a_b_a(void **state)
 {
 	struct mfx *f = mfx_start(2, 64 << 20, NULL);
@@ -1543,6 +1650,7 @@ int main(void)
 		cmocka_unit_test(test_links_chain),
 		cmocka_unit_test(test_links_groups),
 		cmocka_unit_test(test_move_a_b_a),
+		cmocka_unit_test(test_own_wait_follows_device),
 		cmocka_unit_test(test_split_copy_half_fails),
 		cmocka_unit_test(test_move_slow_link),
 		cmocka_unit_test(test_move_evicts),
