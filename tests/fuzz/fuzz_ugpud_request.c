@@ -211,6 +211,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			rl = serve_wait_done(&d, cl[who], rep);
 		}
 		check_reply(&req, len, rl, fd);
+		/* answered: no wait goes on, so no fd is kept for one (a
+		 * number left there was closed twice) */
+		if (cl[who]->wait_fd >= 0)
+			__builtin_trap();
 		for (int i = 0; i < 2; i++)
 			if (killed[i])
 				fz_drop(i);

@@ -207,9 +207,15 @@ int svm_wait_fd(struct ugpu_queue *q, int efd, int *wait_fd)
 	bool pending;
 	int ep;
 
-	*wait_fd = efd;
-	if (!fv)
+	/* *@wait_fd is set only when the wait goes on (0 returned): on 1 or
+	 * an error the caller closes @efd, and a number left in *@wait_fd
+	 * was closed again at the client's release, whatever had been given
+	 * that number meanwhile (a newly accepted client's socket: its hello
+	 * read a reset, test_ugpud under load) */
+	if (!fv) {
+		*wait_fd = efd;
 		return 0;
+	}
 	pthread_mutex_lock(&fv->lock);
 	pending = fv->npend != 0;
 	pthread_mutex_unlock(&fv->lock);

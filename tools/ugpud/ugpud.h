@@ -373,7 +373,8 @@ void svm_fwd_free(struct fwd_vm *fv);
 /* A fence wait on @q that waits: 1 when @q's VM is a mirror VM with faults
  * pending (answer -EAGAIN at once, @efd untouched); else 0 with *@wait_fd
  * the fd to watch (@efd, or an epoll fd over @efd and the VM's faults:
- * @efd is then kept until svm_wait_done()); or -errno. */
+ * @efd is then kept until svm_wait_done()); or -errno. *@wait_fd is left
+ * alone unless 0 is returned. */
 int svm_wait_fd(struct ugpu_queue *q, int efd, int *wait_fd);
 void svm_wait_done(struct ugpu_queue *q);
 /*
