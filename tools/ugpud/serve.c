@@ -232,13 +232,6 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
 
-/* May the BO of @s live in system memory ({0, 0}: {VRAM, SYSTEM})? */
-static bool slot_allows_system(const struct ugpud_slot *s)
-{
-	return (!s->placements[0] && !s->placements[1]) ||
-	       s->placements[0] == UGPU_PLACEMENT_SYSTEM || s->placements[1] == UGPU_PLACEMENT_SYSTEM;
-}
-
 /* UGPUD_BO_MAP's answer for the BO of @s (@handle): the BO's own memfd, in
  * system memory and held there (moved there first when it was not): the
  * client maps this BO's pages and nothing else. */
@@ -344,7 +337,7 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		 * placement) stays here too: the migrate would wake a
 		 * sleeping device first (its runtime-PM hold), to refuse. */
 		if (!d->offload || ugpu_bo_query(s->bo, &i) || i.placement != UGPU_PLACEMENT_VRAM ||
-		    i.pin_count || !slot_allows_system(s))
+		    i.pin_count || !bo_placement_allowed(s->bo, UGPU_PLACEMENT_SYSTEM))
 			return map_reply(s, h->op, h->seq, req.handle, rep, rep_fd);
 		return job_start(d, c, h, &req, s->bo, rep, rep_fd);
 	}
@@ -422,15 +415,11 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 	if (j->op == UGPUD_BO_MAP && !ret) {
 		size_t len = gate_refusal(d, c, j->op, j->seq, rep);
 
+		if (!len && s && s->bo == j->bo)
+			len = map_reply(s, j->op, j->seq, j->handle, rep, rep_fd);
 		if (len) {
 			j->bo = NULL;
 			return len;
-		}
-	}
-	if (j->op == UGPUD_BO_MAP && !ret) {
-		if (s && s->bo == j->bo) {
-			j->bo = NULL;
-			return map_reply(s, j->op, j->seq, j->handle, rep, rep_fd);
 		}
 		ret = -ENOENT; /* its slot went meanwhile (a kill) */
 	}
