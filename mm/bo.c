@@ -1025,6 +1025,35 @@ void bo_sys_release(struct ugpu_bo *bo)
 	pthread_mutex_unlock(&m->lock);
 }
 
+int bo_recycle(struct ugpu_bo *bo, const char *name)
+{
+	struct bo_mgr *m;
+	int ret = 0;
+
+	if (bo->size > BO_RECYCLE_MAX)
+		return -EFBIG;
+	bo_lock_common(bo, NULL, &m, true);
+	/* The caller's reference the only one (a bind or a job holds its
+	 * own), in system memory as made, held and pinned by nobody. */
+	if (m->closed || device_is_removed(bo->dev))
+		ret = -ENODEV;
+	else if (__atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) != 1 ||
+		 bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count || bo->sys_holds ||
+		 bo->map || bo->lost || bo->survivor || bo->discarded || bo->corrupt ||
+		 bo->svm || bo->driver_owned || bo->sys.mem.fd < 0 || !bo->sys.mem.vaddr ||
+		 bo->nplacements != bo->user_nplacements ||
+		 memcmp(bo->placements, bo->user_placements,
+			bo->nplacements * sizeof(bo->placements[0])))
+		ret = -EBUSY;
+	if (!ret && name) {
+		/* the same pages (a device holding them pinned sees the zeros) */
+		memset(bo->sys.mem.vaddr, 0, bo->sys.mem.size);
+		snprintf(bo->name, sizeof(bo->name), "%s", name);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return ret;
+}
+
 int bo_maps_get_locked(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = mgr_of(dev);

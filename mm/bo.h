@@ -132,8 +132,14 @@ struct ugpu_bo {
 	/* A BO of a device served by ugpud (mm/bo_remote.h): its handle on the
 	 * connection; read-only. Nothing above but @refcount, @dev, @size,
 	 * @flags, @name and @map_addr (under bo_remote.c's map lock) is used
-	 * then. */
+	 * then, and @lease_fd below. */
 	uint32_t remote_handle;
+	/* A remote BO made in system memory whose create brought its memfd
+	 * (UGPUD_CREATE_FD: the daemon holds it there as for a map), not
+	 * mapped yet: the fd and remote_resumes() then; -1 when none. Under
+	 * bo_remote.c's map lock. */
+	int lease_fd;
+	uint32_t lease_resumes;
 	/* Set once at creation, never changed: a BO of a device served by
 	 * ugpud (mm/bo_remote.h). Read without a lock: @dev itself may change
 	 * under the BO manager locks (a move to another device, mm/peer.c),
@@ -533,6 +539,22 @@ int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *pl
 /* Drop one hold of bo_sys_export() (the fds handed out stay valid: they pin
  * the pages they map, not the placement). */
 void bo_sys_release(struct ugpu_bo *bo);
+/*
+ * bo_recycle() - make @bo, in system memory and referenced by the caller
+ * alone, a new BO again (ugpud's per-client pool, docs/daemon.md): its
+ * memory zeroed in place (the same pages, so a DMA mapping that pins them
+ * stays right) and named @name; with @name NULL, only whether it could be
+ * (nothing changes). Its size, placements, flags and DMA
+ * mapping stay. Only BOs of at most BO_RECYCLE_MAX bytes (the zeroing is
+ * done under the manager lock).
+ * Returns: 0; -EFBIG (larger); -EBUSY (another reference, pinned, held by
+ * an export, not in system memory, lost, changed by a removal or a
+ * suspend); -ENODEV (device closed or removed).
+ * Context: takes the manager lock (own-only: not held up by another BO's
+ * move).
+ */
+#define BO_RECYCLE_MAX (1ull << 20)
+int bo_recycle(struct ugpu_bo *bo, const char *name);
 /* VRAM blocks for @bo's size into @out, evicting unpinned BOs (LRU order,
  * second chance for touched ones) until they fit. -ENOSPC when nothing is
  * left to evict; -EIO when an eviction copy failed (the victim is intact). */

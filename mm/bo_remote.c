@@ -20,6 +20,36 @@
  * nothing else is taken under it. */
 static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Leases held (struct ugpu_bo, @lease_fd) in this process, each an open fd:
+ * a create asks for one only while fewer than REMOTE_MAX_LEASES are. Under
+ * map_lock. */
+#define REMOTE_MAX_LEASES 64
+static unsigned int leases;
+
+/* Close @bo's lease (map lock held); @unmap: tell the daemon to let go of
+ * its hold (posted: served before anything this connection sends next),
+ * unless a restart since ended that hold already. */
+static void lease_end(struct ugpu_bo *bo, bool unmap)
+{
+	if (bo->lease_fd < 0)
+		return;
+	close(bo->lease_fd);
+	bo->lease_fd = -1;
+	leases--;
+	if (unmap && remote_resumes(bo->dev) == bo->lease_resumes) {
+		struct ugpud_bo_req req = { .handle = bo->remote_handle };
+
+		(void)remote_post(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req));
+	}
+}
+
+void bo_remote_lease_drop(struct ugpu_bo *bo)
+{
+	pthread_mutex_lock(&map_lock);
+	lease_end(bo, true);
+	pthread_mutex_unlock(&map_lock);
+}
+
 int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     struct ugpu_bo **out)
 {
@@ -30,19 +60,42 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 	};
 	struct ugpud_bo_create_rep rep;
 	struct ugpu_bo *bo;
-	int ret;
+	uint32_t resumes = 0;
+	size_t got = 0;
+	int ret, fd = -1;
 
 	snprintf(req.name, sizeof(req.name), "%s", opts->name ? opts->name : "bo");
 	bo = calloc(1, sizeof(*bo));
 	if (!bo)
 		return -ENOMEM;
-	ret = remote_get(dev, UGPUD_BO_CREATE, &req, sizeof(req), &rep, sizeof(rep));
-	if (!ret && !rep.handle)
+	/* A BO made in system memory comes with its memfd, so that a map
+	 * needs no request of its own (a create says nothing about a map to
+	 * come; a lease not mapped is given back before any request that may
+	 * move the BO: bo_remote_lease_drop()). Bounded: each is an fd. */
+	pthread_mutex_lock(&map_lock);
+	if (leases < REMOTE_MAX_LEASES) {
+		leases++;
+		req.want = UGPUD_CREATE_FD;
+	}
+	pthread_mutex_unlock(&map_lock);
+	ret = remote_call_maybe_fd(dev, UGPUD_BO_CREATE, &req, sizeof(req), &rep, sizeof(rep), &got,
+				   &fd, &resumes);
+	if (!ret && (got != sizeof(rep) || !rep.handle || (fd >= 0) != (rep.got == UGPUD_CREATE_FD)))
 		ret = -EPROTO;
+	if (ret || fd < 0) {
+		pthread_mutex_lock(&map_lock);
+		if (req.want)
+			leases--;
+		pthread_mutex_unlock(&map_lock);
+	}
 	if (ret) {
+		if (fd >= 0)
+			close(fd);
 		free(bo);
 		return ret;
 	}
+	bo->lease_fd = fd;
+	bo->lease_resumes = resumes;
 	bo->refcount = 1;
 	bo->dev = dev;
 	bo->remote = true;
@@ -71,6 +124,9 @@ void bo_remote_release(struct ugpu_bo *bo)
 	 * daemon drops its hold with the BO. */
 	if (bo->map_addr)
 		munmap(bo->map_addr, bo->size);
+	pthread_mutex_lock(&map_lock);
+	lease_end(bo, false); /* the destroy ends the daemon's hold */
+	pthread_mutex_unlock(&map_lock);
 
 	/* Not waited for (remote_post()): the daemon serves it before anything
 	 * this connection sends later. -ENODEV after close or a daemon gone:
@@ -86,11 +142,13 @@ void bo_remote_release(struct ugpu_bo *bo)
 
 int bo_remote_pin(struct ugpu_bo *bo, bool pin)
 {
+	bo_remote_lease_drop(bo);
 	return bo_remote_simple(bo, pin ? UGPUD_BO_PIN : UGPUD_BO_UNPIN, 0);
 }
 
 int bo_remote_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 {
+	bo_remote_lease_drop(bo);
 	return bo_remote_simple(bo, UGPUD_BO_MIGRATE, (uint32_t)placement);
 }
 
@@ -138,7 +196,11 @@ int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	i.vram_offset = w.vram_offset;
 	i.flags = w.flags;
 	i.pin_count = w.pin_count;
-	i.cpu_mapped = w.cpu_mapped;
+	pthread_mutex_lock(&map_lock);
+	/* this process's mapping (the daemon's hold for it, or for a lease
+	 * not mapped yet, is none) */
+	i.cpu_mapped = w.cpu_mapped || bo->map_addr;
+	pthread_mutex_unlock(&map_lock);
 	i.lost = w.lost;
 	i.discarded = w.discarded;
 	i.has_backup = w.has_backup;
@@ -158,6 +220,19 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 	pthread_mutex_lock(&map_lock);
 	if (bo->map_addr)
 		goto out;
+	if (bo->lease_fd >= 0) {
+		/* The create's memfd, held by the daemon since: mapped with no
+		 * request, when that daemon still serves this connection. */
+		if (remote_same_daemon(bo->dev, bo->lease_resumes)) {
+			p = mmap(NULL, bo->size, PROT_READ | PROT_WRITE, MAP_SHARED, bo->lease_fd, 0);
+			if (p != MAP_FAILED) {
+				lease_end(bo, false); /* the hold is the mapping's now */
+				bo->map_addr = p;
+				goto out;
+			}
+		}
+		lease_end(bo, true); /* then as without one */
+	}
 	ret = remote_call_fd(bo->dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got, &fd);
 	if (ret)
 		goto out_unlock;

@@ -29,6 +29,10 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 /* The last put: the daemon destroys the BO (unless the connection is
  * closed: it released everything then), the handle is freed. */
 void bo_remote_release(struct ugpu_bo *bo);
+/* Give back @bo's lease (the memfd its create brought, not mapped): before
+ * any request that may move the BO (pin, migrate, bind, an SVM map), which
+ * the daemon's hold would refuse. Nothing when it has none. */
+void bo_remote_lease_drop(struct ugpu_bo *bo);
 int bo_remote_pin(struct ugpu_bo *bo, bool pin);
 int bo_remote_migrate(struct ugpu_bo *bo, enum ugpu_placement placement);
 int bo_remote_rw(struct ugpu_bo *bo, uint64_t offset, void *buf, size_t len, bool write);

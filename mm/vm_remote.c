@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "mm/bo.h"
+#include "mm/bo_remote.h"
 #include "mm/vm_remote.h"
 #include "src/ugpud_proto.h"
 
@@ -165,6 +166,7 @@ int vm_remote_bind(struct ugpu_vm *vm, struct ugpu_bo *bo, uint64_t bo_offset, u
 
 	if (bo->dev != vm->dev)
 		return -EINVAL; /* another connection's BO: its handle means nothing here */
+	bo_remote_lease_drop(bo); /* a bind may move it */
 	return remote_call(vm->dev, UGPUD_VM_BIND, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
 }
 
@@ -351,6 +353,7 @@ int vm_remote_svm_map(struct ugpu_vm *vm, uint64_t va, uint64_t len, struct ugpu
 		return -EOPNOTSUPP;
 	if (bo->dev != vm->dev)
 		return -EINVAL;
+	bo_remote_lease_drop(bo); /* the map moves it to VRAM */
 	return remote_call(vm->dev, UGPUD_SVM_MAP, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
 }
 

@@ -39,6 +39,7 @@
  * @removal_fn, @removal_user: ugpu_device_set_removal_callback(); under
  *         @lock. @removal_due: the removal event came and the callback has
  *         not been called yet (@removal_kind, @removal_status); under @lock.
+ * @resumes: sessions taken back after a daemon's restart; under @lock.
  * @posted: requests sent by remote_post() whose replies have not been read,
  *          oldest first, @nposted of them; under @lock. Replies come in
  *          order, so the reply of any later request means they were all
@@ -56,6 +57,7 @@ struct remote {
 	uint32_t index;
 	char name[32];
 	uint64_t token;
+	uint32_t resumes;
 	bool gone;
 	bool suspended;
 	ugpu_removal_fn removal_fn;
@@ -201,11 +203,11 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 			/* an fd only where the caller takes one (and the call
 			 * succeeded) */
 			if (fd && !h->result) {
-				if (in.n != 1) {
+				if (in.n > 1) {
 					sock_fds_close(&in);
 					return -EPROTO;
 				}
-				*fd = in.fds[0];
+				*fd = in.n ? in.fds[0] : -1;
 				return 0;
 			}
 			sock_fds_close(&in);
@@ -321,6 +323,7 @@ static int remote_resume(struct ugpu_device *dev)
 		}
 		log_info(dev->ctx, "%s: session of client %u resumed after the daemon's restart",
 			 dev->name, r->client_id);
+		r->resumes++;
 		return 0;
 	}
 	log_err(dev->ctx, "%s: no daemon came back within %u ms: %s", dev->name, REMOTE_RESUME_MS,
@@ -352,7 +355,7 @@ static int repost(struct remote *r)
 /* remote_call() and remote_call_fd() in one. */
 static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *req,
 			      size_t req_len, const void *data, size_t data_len, void *rep,
-			      size_t rep_cap, size_t *rep_len, int *rep_fd)
+			      size_t rep_cap, size_t *rep_len, int *rep_fd, uint32_t *resumes)
 {
 	struct remote *r = dev->remote;
 	struct ugpud_hdr h;
@@ -402,8 +405,10 @@ static int remote_call_common(struct ugpu_device *dev, uint16_t op, const void *
 		goto out;
 	}
 	if (h.len > rep_cap) {
-		if (rep_fd)
+		if (rep_fd && *rep_fd >= 0)
 			close(*rep_fd);
+		if (rep_fd)
+			*rep_fd = -1;
 		ret = -EPROTO;
 		goto out;
 	}
@@ -420,6 +425,8 @@ out:
 
 		if (fn)
 			r->removal_due = false;
+		if (resumes) /* the daemon that answered */
+			*resumes = r->resumes;
 		pthread_mutex_unlock(&r->lock);
 		if (fn)
 			fn(user, dev, (enum ugpu_unplug_kind)kind, status);
@@ -610,6 +617,33 @@ void remote_free(struct ugpu_device *dev)
 	dev->remote = NULL;
 }
 
+uint32_t remote_resumes(struct ugpu_device *dev)
+{
+	struct remote *r = dev->remote;
+	uint32_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->resumes;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+bool remote_same_daemon(struct ugpu_device *dev, uint32_t resumes)
+{
+	struct remote *r = dev->remote;
+	bool same;
+	char b;
+
+	pthread_mutex_lock(&r->lock);
+	/* Nothing waiting on the socket: not its end (a daemon that died),
+	 * nor anything read ahead of it. Anything there: not known here. */
+	same = r->fd >= 0 && !r->dead && r->resumes == resumes &&
+	       recv(r->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+	       (errno == EAGAIN || errno == EWOULDBLOCK);
+	pthread_mutex_unlock(&r->lock);
+	return same;
+}
+
 int remote_post(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len)
 {
 	struct remote *r = dev->remote;
@@ -665,13 +699,24 @@ int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t re
 		const void *data, size_t data_len, void *rep, size_t rep_cap, size_t *rep_len)
 {
 	return remote_call_common(dev, op, req, req_len, data, data_len, rep, rep_cap, rep_len,
-				  NULL);
+				  NULL, NULL);
 }
 
 int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
 		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd)
 {
-	return remote_call_common(dev, op, req, req_len, NULL, 0, rep, rep_cap, rep_len, rep_fd);
+	int ret = remote_call_maybe_fd(dev, op, req, req_len, rep, rep_cap, rep_len, rep_fd, NULL);
+
+	return !ret && *rep_fd < 0 ? -EPROTO : ret;
+}
+
+int remote_call_maybe_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+			 void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd,
+			 uint32_t *resumes)
+{
+	*rep_fd = -1;
+	return remote_call_common(dev, op, req, req_len, NULL, 0, rep, rep_cap, rep_len, rep_fd,
+				  resumes);
 }
 
 int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,

@@ -109,11 +109,29 @@ int remote_call(struct ugpu_device *dev, uint16_t op, const void *req, size_t re
 #define REMOTE_MAX_POSTED 32
 int remote_post(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len);
 
-/* remote_call() for a reply that brings one fd (UGPUD_BO_MAP): *@rep_fd
+/* Sessions this connection took back after a daemon's restart so far. */
+uint32_t remote_resumes(struct ugpu_device *dev);
+/*
+ * remote_same_daemon() - is the daemon that answered while remote_resumes()
+ * was @resumes still the one this connection talks to, as far as can be
+ * told without a request: no resume since, and nothing waiting on the
+ * socket (the end a dead daemon leaves, or a reply or event read ahead of
+ * it). False when not known: the caller asks the daemon instead.
+ */
+bool remote_same_daemon(struct ugpu_device *dev, uint32_t resumes);
+
+/* remote_call() for a reply that brings one fd (UGPUD_BO_MAP, or
+ * UGPUD_BO_CREATE with UGPUD_CREATE_FD): *@rep_fd
  * gets it (close-on-exec, the caller's); a successful reply without exactly
  * one fd is -EPROTO. */
 int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
 		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd);
+/* remote_call_fd() for a reply that may bring one fd or none (*@rep_fd -1);
+ * @resumes (may be NULL) gets remote_resumes() as of the reply: the daemon
+ * that answered. */
+int remote_call_maybe_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
+			 void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd,
+			 uint32_t *resumes);
 
 /* remote_call() for a reply of exactly @rep_len bytes (else -EPROTO). */
 int remote_get(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len, void *rep,

@@ -42,7 +42,7 @@ enum ugpud_op {
 	UGPUD_HELLO = 1, /* ugpud_hello_req -> ugpud_hello_rep */
 	UGPUD_DEV_QUERY = 2, /* - -> ugpud_dev_info */
 	UGPUD_MEM_STATS = 3, /* - -> ugpud_mem */
-	UGPUD_BO_CREATE = 4, /* ugpud_bo_create_req -> ugpud_bo_create_rep */
+	UGPUD_BO_CREATE = 4, /* ugpud_bo_create_req -> ugpud_bo_create_rep (+ memfd) */
 	UGPUD_BO_DESTROY = 5, /* ugpud_bo_req -> - */
 	UGPUD_BO_READ = 6, /* ugpud_bo_req (offset, len) -> len bytes */
 	UGPUD_BO_WRITE = 7, /* ugpud_bo_req (offset, len) + len bytes -> - */
@@ -174,19 +174,32 @@ struct ugpud_mem {
 	uint64_t client_vram_quota; /* 0: none */
 };
 
-/* struct ugpud_bo_create_req - ugpu_bo_opts on the wire. */
+/*
+ * struct ugpud_bo_create_req - ugpu_bo_opts on the wire.
+ * @want: UGPUD_CREATE_FD or 0 (a daemon before it ignored the field, which
+ *        was padding: no fd then).
+ */
 struct ugpud_bo_create_req {
 	uint64_t bytes;
 	uint32_t placements[2];
 	uint32_t flags;
-	uint32_t pad;
+	uint32_t want;
 	char name[32];
 };
 
-/* struct ugpud_bo_create_rep - the new BO's handle (per connection). */
+/* Answer with the new BO's memfd when it was made in system memory, held
+ * there as UGPUD_BO_MAP holds it (the same fd, sealed the same way;
+ * UGPUD_BO_UNMAP lets go): the client maps it without another request. */
+#define UGPUD_CREATE_FD 1u
+
+/*
+ * struct ugpud_bo_create_rep - the new BO's handle (per connection).
+ * @got: UGPUD_CREATE_FD when the reply brings the BO's memfd (as
+ *       UGPUD_BO_MAP's would: the BO is mapped for the daemon), else 0.
+ */
 struct ugpud_bo_create_rep {
 	uint32_t handle;
-	uint32_t pad;
+	uint32_t got;
 	uint64_t bytes;
 };
 

@@ -135,10 +135,15 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 		__builtin_trap();
 	if (h.result < 0 && h.len && (h.len > UGPUD_MAX_ERRMSG || rep[len - 1] != '\0'))
 		__builtin_trap(); /* an error's message is terminated text */
+	/* a create's reply says whether it brings the BO's memfd */
+	bool create_fd = !h.result && h.op == UGPUD_BO_CREATE &&
+			 h.len == sizeof(struct ugpud_bo_create_rep) &&
+			 ((const struct ugpud_bo_create_rep *)(rep + sizeof(h)))->got == UGPUD_CREATE_FD;
+
 	if (fd >= 0) {
 		int seals = fcntl(fd, F_GET_SEALS);
 
-		if (h.result || h.op != UGPUD_BO_MAP || seals < 0 ||
+		if (h.result || (h.op != UGPUD_BO_MAP && !create_fd) || seals < 0 ||
 		    (seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) !=
 			    (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
 			__builtin_trap();
@@ -146,6 +151,8 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 	} else if (!h.result && h.op == UGPUD_BO_MAP && req_len >= sizeof(*req) &&
 		   req->op == UGPUD_BO_MAP) {
 		__builtin_trap(); /* a successful map without its fd */
+	} else if (create_fd) {
+		__builtin_trap(); /* a create that says it brings an fd, without it */
 	}
 }
 

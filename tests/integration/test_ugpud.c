@@ -947,6 +947,125 @@ static void cpu_map_through_daemon(void **state)
 	close_client(ctx, dev);
 }
 
+/* A BO made in system memory comes with its memfd (UGPUD_CREATE_FD): its
+ * map asks the daemon nothing, and a lease not mapped never stands in the
+ * way of a move. A destroyed small BO goes to its client's pool: its next
+ * create of that shape gets it back zeroed, and another client never does. */
+static void create_fd_and_pool(void **state)
+{
+	const size_t n = 64 << 10;
+	struct ugpu_context *ca, *cb;
+	struct ugpu_device *da, *db;
+	struct ugpu_bo_info info = { .size = sizeof(info) };
+	struct ugpud_bo_req req = { 0 };
+	struct ugpud_bo_map_rep rep;
+	unsigned char *want = malloc(n), *back = malloc(n), *zero = calloc(1, n), *kept;
+	struct ugpu_bo *a1, *a2, *a3, *b1, *many[70];
+	void *addr, *pb;
+	size_t got = 0;
+	int fd;
+
+	(void)state;
+	open_client(&ca, &da);
+	open_client(&cb, &db);
+
+	/* the lease: not a mapping yet, and no hold against a move */
+	a3 = make_bo(da, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_true(a3->lease_fd >= 0);
+	assert_int_equal(ugpu_bo_query(a3, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_SYSTEM);
+	assert_false(info.cpu_mapped);
+	fill(want, n, 31);
+	assert_int_equal(ugpu_bo_write(a3, 0, want, n), 0);
+	assert_int_equal(ugpu_bo_migrate(a3, UGPU_PLACEMENT_VRAM), 0);
+	assert_int_equal(a3->lease_fd, -1);
+	assert_int_equal(ugpu_bo_query(a3, &info), 0);
+	assert_int_equal(info.placement, UGPU_PLACEMENT_VRAM);
+	assert_int_equal(ugpu_bo_map(a3, &addr), 0); /* by request: moved back */
+	assert_memory_equal(addr, want, n);
+	assert_int_equal(ugpu_bo_query(a3, &info), 0);
+	assert_true(info.cpu_mapped);
+	ugpu_bo_put(a3);
+	/* a pin gives the lease back too */
+	a3 = make_bo(da, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_true(a3->lease_fd >= 0);
+	assert_int_equal(ugpu_bo_pin(a3), 0);
+	assert_int_equal(ugpu_bo_unpin(a3), 0);
+	ugpu_bo_put(a3);
+
+	/* A's BO, mapped through its lease, coherent with the daemon */
+	a1 = make_bo(da, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_true(a1->lease_fd >= 0);
+	assert_int_equal(ugpu_bo_map(a1, &addr), 0);
+	assert_int_equal(a1->lease_fd, -1);
+	assert_int_equal(ugpu_bo_query(a1, &info), 0);
+	assert_true(info.cpu_mapped);
+	assert_int_equal(ugpu_bo_migrate(a1, UGPU_PLACEMENT_VRAM), -EBUSY); /* held */
+	fill(want, n, 32);
+	memcpy(addr, want, n);
+	assert_int_equal(ugpu_bo_read(a1, 0, back, n), 0);
+	assert_memory_equal(back, want, n);
+	assert_int_equal(ugpu_bo_write(a1, 100, "daemon", 6), 0);
+	assert_memory_equal((char *)addr + 100, "daemon", 6);
+	memcpy(want + 100, "daemon", 6);
+	/* A keeps a reach into that memory past the BO's end */
+	req.handle = a1->remote_handle;
+	assert_int_equal(remote_call_fd(da, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got,
+					&fd),
+			 0);
+	kept = mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(kept != MAP_FAILED);
+	close(fd);
+	ugpu_bo_put(a1);
+
+	/* B's BO of that shape is not A's memory */
+	b1 = make_bo(db, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_int_equal(ugpu_bo_map(b1, &pb), 0);
+	assert_memory_equal(pb, zero, n);
+	memset(pb, 0xbb, n);
+	assert_memory_equal(kept, want, n);
+
+	/* A's next one is: zeroed before A gets it, then A's again */
+	a2 = make_bo(da, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_memory_equal(kept, zero, n);
+	assert_int_equal(ugpu_bo_read(a2, 0, back, n), 0);
+	assert_memory_equal(back, zero, n);
+	assert_int_equal(ugpu_bo_map(a2, &addr), 0);
+	memset(addr, 0xaa, n);
+	assert_int_equal(ugpu_bo_read(a2, 0, back, n), 0);
+	assert_memory_equal(back, kept, n);
+	assert_int_equal(ugpu_bo_read(b1, 0, back, n), 0);
+	memset(want, 0xbb, n);
+	assert_memory_equal(back, want, n);
+	munmap(kept, n);
+	ugpu_bo_put(a2);
+	ugpu_bo_put(b1);
+
+	/* more BOs than the leases a process holds: the rest map by request,
+	 * every one the daemon's memory */
+	for (int i = 0; i < 70; i++) {
+		many[i] = make_bo(da, 4096, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_NONE);
+		assert_int_equal(ugpu_bo_write(many[i], 0, &i, sizeof(i)), 0);
+	}
+	assert_int_equal(many[69]->lease_fd, -1);
+	for (int i = 0; i < 70; i++) {
+		int v = -1;
+
+		assert_int_equal(ugpu_bo_map(many[i], &addr), 0);
+		assert_memory_equal(addr, &i, sizeof(i));
+		memcpy(addr, &v, sizeof(v));
+		assert_int_equal(ugpu_bo_read(many[i], 0, &v, sizeof(v)), 0);
+		assert_int_equal(v, -1);
+	}
+	for (int i = 0; i < 70; i++)
+		ugpu_bo_put(many[i]);
+	free(want);
+	free(back);
+	free(zero);
+	close_client(cb, db);
+	close_client(ca, da);
+}
+
 /* Run @cmd, its stdout into @out; returns its exit status. */
 static int run_cmd(const char *cmd, char *out, size_t n)
 {
@@ -2851,6 +2970,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(vram_quota),
 		cmocka_unit_test(admin_list_and_kill),
 		cmocka_unit_test(cpu_map_through_daemon),
+		cmocka_unit_test(create_fd_and_pool),
 		cmocka_unit_test(kernels_through_daemon),
 		cmocka_unit_test(killed_client_with_kernels),
 		cmocka_unit_test(ugpuctl_clients_and_kill),

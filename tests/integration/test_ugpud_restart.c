@@ -10,7 +10,9 @@
  *  - killed_under_load_and_restarted: two client processes keep writing,
  *    reading back and migrating their BOs (VRAM-only, system-only, and one
  *    moved both ways) while ugpud is SIGKILLed and restarted; their calls
- *    resume on their own and every BO is byte-exact at the end; the restart
+ *    resume on their own and every BO is byte-exact at the end (a BO made
+ *    in system memory before the restarts then mapped: the restored BO's
+ *    memory, not the memfd its create brought); the restart
  *    time is printed; three times in a row (a restored daemon's table is
  *    restored again). A client that died with the daemon has its session
  *    restored and released when --resume-timeout passes. A clean stop
@@ -255,6 +257,21 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 		    ugpu_bo_migrate(bo[2], (rounds / 16) % 2 ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM))
 			return 15;
 		rounds++;
+	}
+	/* bo[1], made in system memory before the restarts, came with the
+	 * first daemon's memfd (UGPUD_CREATE_FD): a map now must reach the
+	 * restored BO, coherent both ways, not that memfd */
+	{
+		unsigned char *p;
+		void *addr;
+
+		if (ugpu_bo_map(bo[1], &addr))
+			return 18;
+		p = addr;
+		if (memcmp(p, shadow[1], sizes[1]))
+			return 19;
+		memset(p + 8192, (int)(seed & 0xff), 4096);
+		memset(shadow[1] + 8192, (int)(seed & 0xff), 4096);
 	}
 	for (int k = 0; k < 3; k++) {
 		unsigned char *all = malloc(sizes[k]);

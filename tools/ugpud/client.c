@@ -140,6 +140,39 @@ int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint6
 	return 0;
 }
 
+/* Keep @s's BO, which it held alone, for @c's next create of its shape,
+ * or put it. */
+static void pool_park(struct client *c, struct ugpud_slot *s)
+{
+	struct ugpu_bo *bo = s->bo;
+
+	if (c->releasing || c->npool == UGPUD_POOL_MAX || s->pins || bo_recycle(bo, NULL)) {
+		ugpu_bo_put(bo);
+		return;
+	}
+	c->pool[c->npool++] = (struct pooled_bo){ .bo = bo, .bytes = s->bytes,
+						  .placements = { s->placements[0], s->placements[1] },
+						  .flags = s->flags };
+}
+
+struct ugpu_bo *client_pool_take(struct client *c, uint64_t bytes, const uint32_t placements[2],
+				 uint32_t flags, const char *name)
+{
+	for (unsigned int i = c->npool; i-- > 0;) {
+		struct pooled_bo p = c->pool[i];
+
+		if (p.bytes != bytes || p.placements[0] != placements[0] ||
+		    p.placements[1] != placements[1] || p.flags != flags)
+			continue;
+		c->pool[i] = c->pool[--c->npool];
+		/* checked again: a removal may have changed it meanwhile */
+		if (!bo_recycle(p.bo, name))
+			return p.bo;
+		ugpu_bo_put(p.bo);
+	}
+	return NULL;
+}
+
 int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 {
 	int ret = 0;
@@ -155,7 +188,7 @@ int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *s)
 		s->ext = NULL;
 		s->ext_cap = 0;
 		s->next = 0;
-		ugpu_bo_put(s->bo);
+		pool_park(c, s);
 		c->nbos--;
 		c->bytes -= s->bytes;
 		c->vram_charged -= s->vram_charge;
@@ -201,10 +234,13 @@ void client_release(struct ugpud *d, struct client *c)
 	/* queues before their VMs, VMs (and their binds) before the BOs */
 	static const enum slot_kind order[] = { SLOT_QUEUE, SLOT_VM, SLOT_BO };
 
+	c->releasing = true;
 	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
 		for (uint32_t i = 0; i < c->nslots; i++)
 			if (c->slots[i].kind == order[k])
 				client_slot_drop(d, c, &c->slots[i]);
+	while (c->npool)
+		ugpu_bo_put(c->pool[--c->npool].bo);
 	free(c->slots);
 	c->slots = NULL;
 	c->nslots = 0;

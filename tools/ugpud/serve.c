@@ -168,7 +168,7 @@ static bool placements_have_vram(const struct ugpud_bo_create_req *req)
 }
 
 static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
-			   const void *body, void *rep)
+			   const void *body, void *rep, int *rep_fd)
 {
 	struct ugpud_bo_create_req req;
 	struct ugpud_bo_create_rep r = { 0 };
@@ -183,6 +183,9 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 		return serve_error(rep, h->op, h->seq, -EINVAL, "bo create: %u bytes of body, expected %zu",
 				   h->len, sizeof(req));
 	memcpy(&req, body, sizeof(req));
+	if (req.want & ~UGPUD_CREATE_FD)
+		return serve_error(rep, h->op, h->seq, -EINVAL, "bo create: want 0x%x is not known",
+				   req.want);
 	if (req.flags & ~(uint32_t)CLIENT_BO_FLAGS)
 		return serve_error(rep, h->op, h->seq, -EINVAL,
 				   "bo create: flags 0x%x are not for clients (allowed: 0x%x)",
@@ -210,7 +213,8 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	o.placements[1] = (enum ugpu_placement)req.placements[1];
 	o.flags = req.flags;
 	o.name = name;
-	ret = ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
+	bo = client_pool_take(c, bytes, req.placements, req.flags, name);
+	ret = bo ? 0 : ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
 	ret = ugpu_bo_query(bo, &info);
@@ -226,6 +230,14 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 		s->placements[0] = req.placements[0];
 		s->placements[1] = req.placements[1];
 		s->flags = req.flags;
+		/* made in system memory: its memfd now, mapped as by
+		 * UGPUD_BO_MAP (never a move for it; without one, the
+		 * client's map asks) */
+		if ((req.want & UGPUD_CREATE_FD) && info.placement == UGPU_PLACEMENT_SYSTEM &&
+		    !bo_sys_export(bo, rep_fd, &bytes)) {
+			s->mapped = true;
+			r.got = UGPUD_CREATE_FD;
+		}
 	}
 	r.bytes = info.bytes;
 	memcpy(rep_body(rep), &r, sizeof(r));
@@ -1059,7 +1071,7 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return reply_hdr(rep, h.op, h.seq, 0, sizeof(r));
 	}
 	case UGPUD_BO_CREATE:
-		return do_bo_create(d, c, &h, body, rep);
+		return do_bo_create(d, c, &h, body, rep, rep_fd);
 	case UGPUD_BO_DESTROY:
 	case UGPUD_BO_READ:
 	case UGPUD_BO_WRITE:

@@ -44,6 +44,9 @@
 #include "src/ugpud_proto.h"
 
 #define UGPUD_MAX_DEVICES 16
+/* BOs a client's pool keeps at most (struct client, @pool), each of at most
+ * BO_RECYCLE_MAX bytes: 16 MiB of system memory per client. */
+#define UGPUD_POOL_MAX 16
 #define UGPUD_MAX_ALLOW 16
 /* worker threads for slow requests (--workers) */
 #define UGPUD_MAX_WORKERS 16
@@ -189,6 +192,19 @@ struct client {
 	size_t parked_len;
 	int parked_nfds;
 	const char *drop_why;
+	/* BOs it destroyed, kept for its next creates of the same shape
+	 * (client_pool_take(); docs/daemon.md, "The per-client pool"): only
+	 * this client's, so memory it may still reach (a mapping it kept)
+	 * never goes to another; @releasing: its objects are being released,
+	 * nothing is kept. Loop thread. */
+	struct pooled_bo {
+		struct ugpu_bo *bo;
+		uint64_t bytes; /* as asked at create */
+		uint32_t placements[2];
+		uint32_t flags;
+	} pool[UGPUD_POOL_MAX];
+	unsigned int npool;
+	bool releasing;
 };
 
 /*
@@ -290,8 +306,12 @@ struct ugpud_slot *client_slot_new(struct ugpud *d, struct client *c, enum slot_
 /* A BO for a new slot, with its accounting. */
 int client_slot_add(struct ugpud *d, struct client *c, struct ugpu_bo *bo, uint64_t bytes,
 		    uint64_t vram_charge, uint32_t *handle);
-/* Let go of @slot's object (put the BO, destroy the VM or queue) and free
- * the slot. Returns what the destroy returned: -EBUSY for a VM that still
+/* A BO from @c's pool for a create of @bytes with @placements and @flags,
+ * zeroed and named @name (bo_recycle()), or NULL when the pool has none. */
+struct ugpu_bo *client_pool_take(struct client *c, uint64_t bytes, const uint32_t placements[2],
+				 uint32_t flags, const char *name);
+/* Let go of @slot's object (put the BO — or keep it in @c's pool —, destroy
+ * the VM or queue) and free the slot. Returns what the destroy returned: -EBUSY for a VM that still
  * has queues (the slot stays then). */
 int client_slot_drop(struct ugpud *d, struct client *c, struct ugpud_slot *slot);
 struct client *client_find(struct ugpud *d, uint32_t id);
