@@ -33,9 +33,9 @@
  * not known; the BOs are back, retry what is needed). docs/daemon.md,
  * "Restart". A BO the daemon made in system memory comes with its memory
  * (one open fd in this process until the BO is mapped or put, at most 64
- * at a time; past that none): ugpu_bo_map() of it then asks the daemon
- * nothing and cannot be -EAGAIN; migrate, pin and binds give that memory
- * back first and behave as for any BO not mapped.
+ * at a time; past that none): ugpu_bo_map() of it then usually asks the
+ * daemon nothing (and is not -EAGAIN then); migrate, pin and binds give
+ * that memory back first and behave as for any BO not mapped.
  */
 #ifndef UGPU_BO_H
 #define UGPU_BO_H
