@@ -3,10 +3,13 @@
  * GPU VMs, queues and kernels of a device served by ugpud (see vm_remote.h).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "mm/bo.h"
@@ -24,6 +27,130 @@ void vm_remote_svm_register(const struct vm_remote_svm_hooks *h)
 }
 
 static int obj_call(struct ugpu_device *dev, uint16_t op, uint32_t handle);
+static int svm_serve_faults(struct ugpu_vm *vm, uint64_t deadline);
+
+/*
+ * struct poller - serves a remote mirror VM's GPU faults when they come,
+ * so a kernel does not wait for its program to enter a fence wait: a
+ * thread polls the VM's fault eventfd (a duplicate of the daemon's,
+ * UGPUD_SVM_FAULT_FD; never read here: the daemon resets it at each
+ * fetch) and fetches and serves them as a fence wait does. @stop_fd ends
+ * it. Listed on @pollers (under @pollers_lock) from its start until one
+ * stop takes it off: the VM's destroy or its device's close, whichever
+ * comes first, joins it.
+ */
+struct poller {
+	struct list_link link;
+	struct ugpu_vm *vm;
+	int fault_fd, stop_fd;
+	pthread_t thread;
+};
+
+static pthread_mutex_t pollers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_link pollers = LIST_HEAD_INIT(pollers);
+
+static void *poller_main(void *arg)
+{
+	struct poller *p = arg;
+
+	for (;;) {
+		struct pollfd fds[2] = { { .fd = p->fault_fd, .events = POLLIN },
+					 { .fd = p->stop_fd, .events = POLLIN } };
+
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (fds[1].revents)
+			break;
+		/* the answers waited for at most as long as a fence wait's
+		 * slice is: the stop waits no longer for this */
+		if ((fds[0].revents & POLLIN) &&
+		    svm_serve_faults(p->vm, now_ns() + 2000ull * 1000000ull) < 0)
+			break; /* the daemon went: nothing comes any more */
+	}
+	return NULL;
+}
+
+/* Start @vm's poller on @fault_fd (taken over, closed on failure). */
+static void poller_start(struct ugpu_vm *vm, int fault_fd)
+{
+	struct poller *p = calloc(1, sizeof(*p));
+
+	if (p) {
+		p->vm = vm;
+		p->fault_fd = fault_fd;
+		p->stop_fd = eventfd(0, EFD_CLOEXEC);
+	}
+	if (!p || p->stop_fd < 0 || pthread_create(&p->thread, NULL, poller_main, p)) {
+		/* fence waits serve the faults alone, as with an older daemon */
+		if (p && p->stop_fd >= 0)
+			close(p->stop_fd);
+		free(p);
+		close(fault_fd);
+		return;
+	}
+	pthread_mutex_lock(&pollers_lock);
+	vm->svm_remote->poller = p;
+	list_add_tail(&pollers, &p->link);
+	pthread_mutex_unlock(&pollers_lock);
+}
+
+static void poller_join(struct poller *p)
+{
+	uint64_t one = 1;
+
+	if (write(p->stop_fd, &one, sizeof(one)) < 0) {
+		/* an eventfd at 0 takes 1 */
+	}
+	pthread_join(p->thread, NULL);
+	close(p->stop_fd);
+	close(p->fault_fd);
+	free(p);
+}
+
+/* Stop @vm's poller, if it still has one (the device's close may have
+ * taken it: then @poller is NULL). */
+static void poller_stop(struct ugpu_vm *vm)
+{
+	struct poller *p = NULL;
+
+	if (!vm->svm_remote)
+		return;
+	pthread_mutex_lock(&pollers_lock);
+	p = vm->svm_remote->poller;
+	if (p) {
+		list_del(&p->link);
+		vm->svm_remote->poller = NULL;
+	}
+	pthread_mutex_unlock(&pollers_lock);
+	if (p)
+		poller_join(p);
+}
+
+void vm_remote_pollers_stop(struct ugpu_device *dev)
+{
+	for (;;) {
+		struct poller *p = NULL;
+
+		pthread_mutex_lock(&pollers_lock);
+		list_for_each(l, &pollers) {
+			struct poller *q = list_entry(l, struct poller, link);
+
+			if (q->vm->dev == dev) {
+				p = q;
+				list_del(&p->link);
+				p->vm->svm_remote->poller = NULL;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&pollers_lock);
+		if (!p)
+			return;
+		poller_join(p);
+	}
+}
 
 /* The mirror side of a new remote mirror VM: the process's shared virtual
  * memory takes the device on and checks its userfaultfd. */
@@ -73,7 +200,8 @@ int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 	struct ugpud_handle_rep rep;
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
 	struct ugpu_vm *vm;
-	int ret;
+	size_t got = 0;
+	int ret, fault_fd = -1;
 
 	if (opts) {
 		if (opts->size < offsetof(struct ugpu_vm_opts, flags) + sizeof(opts->flags))
@@ -93,9 +221,16 @@ int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 		return -ENOMEM;
 	/* A mirror VM is its own request (added to version 1 later: an older
 	 * daemon answers -EOPNOTSUPP); the daemon checks the span. */
-	if (o.flags & UGPU_VM_MIRROR)
-		ret = remote_get(dev, UGPUD_SVM_VM_CREATE, &req, sizeof(req), &rep, sizeof(rep));
-	else
+	if (o.flags & UGPU_VM_MIRROR) {
+		req.want = UGPUD_SVM_FAULT_FD;
+		ret = remote_call_maybe_fd(dev, UGPUD_SVM_VM_CREATE, &req, sizeof(req), &rep,
+					   sizeof(rep), &got, &fault_fd, NULL);
+		if (!ret && (got != sizeof(rep) ||
+			     (fault_fd >= 0) != (rep.got == UGPUD_SVM_FAULT_FD)))
+			ret = -EPROTO;
+		if (ret && fault_fd >= 0)
+			close(fault_fd);
+	} else
 		ret = remote_get(dev, UGPUD_VM_CREATE, &req, offsetof(struct ugpud_svm_vm_create_req, mirror_start),
 				 &rep, sizeof(rep));
 	if (ret) {
@@ -111,10 +246,14 @@ int vm_remote_create(struct ugpu_device *dev, const struct ugpu_vm_opts *opts,
 	if (o.flags & UGPU_VM_MIRROR) {
 		ret = svm_remote_new(vm);
 		if (ret) {
+			if (fault_fd >= 0)
+				close(fault_fd);
 			(void)obj_call(dev, UGPUD_VM_DESTROY, rep.handle);
 			free(vm);
 			return ret;
 		}
+		if (fault_fd >= 0)
+			poller_start(vm, fault_fd);
 	}
 	device_get(dev); /* the handle keeps the device object, as a BO's does */
 	*out = vm;
@@ -137,6 +276,7 @@ int vm_remote_destroy(struct ugpu_vm *vm)
 	 * (requests on the connection) while the VM is still there. After
 	 * ugpu_device_close() it let go of the whole device already (and
 	 * its state may be freed). */
+	poller_stop(vm); /* no fault is served for it from here */
 	if (vm->svm_remote && remote_is_open(dev))
 		svm_hooks->ops->vm_gone(vm->svm_remote->arg, vm);
 	ret = obj_call(dev, UGPUD_VM_DESTROY, vm->remote_handle);

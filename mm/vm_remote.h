@@ -67,7 +67,16 @@ struct vm_remote_svm {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned int out;
+	/* the thread that serves the VM's faults when they come
+	 * (UGPUD_SVM_FAULT_FD), or NULL (an older daemon: fence waits alone
+	 * serve them; or stopped); see vm_remote.c's struct poller. Under
+	 * vm_remote.c's pollers_lock. */
+	struct poller *poller;
 };
+
+/* Stop the fault pollers of remote @dev's mirror VMs (its close: shared
+ * virtual memory lets go of the device next). No lock held. */
+void vm_remote_pollers_stop(struct ugpu_device *dev);
 
 /* The answers to @n faults of remote mirror VM @f[0].vm (vm_faults_done()
  * hands them here): UGPUD_SVM_FAULT_DONE. */

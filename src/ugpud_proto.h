@@ -252,10 +252,18 @@ struct ugpud_obj_req {
 	uint32_t pad;
 };
 
+/* @got: UGPUD_SVM_VM_CREATE: UGPUD_SVM_FAULT_FD when the reply brings the
+ * VM's fault eventfd; else 0. */
 struct ugpud_handle_rep {
 	uint32_t handle;
-	uint32_t pad;
+	uint32_t got;
 };
+
+/* Answer UGPUD_SVM_VM_CREATE with an eventfd that is readable while the
+ * VM has faults the client has not fetched (a duplicate of the daemon's:
+ * poll it, never read or write it), so the client serves them when they
+ * come rather than only inside a fence wait. */
+#define UGPUD_SVM_FAULT_FD 1u
 
 /* @flags: UGPU_VM_* (UGPU_VM_MIRROR is not served: -EOPNOTSUPP). */
 struct ugpud_vm_create_req {
@@ -266,10 +274,12 @@ struct ugpud_vm_create_req {
 
 /* UGPUD_SVM_VM_CREATE: a mirror VM (UGPU_VM_MIRROR in @flags) whose GPU
  * faults inside [@mirror_start, +@mirror_size) are kept for the client
- * (UGPUD_SVM_FAULTS), which serves them from its own memory. */
+ * (UGPUD_SVM_FAULTS), which serves them from its own memory. @want:
+ * UGPUD_SVM_FAULT_FD or 0 (padding before it: a daemon before it sends
+ * nothing). */
 struct ugpud_svm_vm_create_req {
 	uint32_t flags;
-	uint32_t pad;
+	uint32_t want;
 	char name[32];
 	uint64_t mirror_start;
 	uint64_t mirror_size;

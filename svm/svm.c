@@ -894,7 +894,12 @@ static void svm_down(struct ugpu_device *dev)
 	struct svm *s;
 	struct svm_dev *sd;
 
-	/* First the VM manager stops calling us (and waits for the calls
+	/* A remote device's fault pollers first: each may be serving
+	 * faults through this state, and needs the worker (and the locks
+	 * taken below) to finish. */
+	if (device_is_remote(dev))
+		vm_remote_pollers_stop(dev);
+	/* Then the VM manager stops calling us (and waits for the calls
 	 * inside, some of which take g_svm_lock): it outlives this step and
 	 * what we free below. */
 	if (dev->vm_mgr)

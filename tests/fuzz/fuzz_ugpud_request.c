@@ -136,9 +136,29 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 	if (h.result < 0 && h.len && (h.len > UGPUD_MAX_ERRMSG || rep[len - 1] != '\0'))
 		__builtin_trap(); /* an error's message is terminated text */
 	/* a create's reply says whether it brings the BO's memfd */
-	bool create_fd = !h.result && h.op == UGPUD_BO_CREATE &&
-			 h.len == sizeof(struct ugpud_bo_create_rep) &&
-			 ((const struct ugpud_bo_create_rep *)(rep + sizeof(h)))->got == UGPUD_CREATE_FD;
+	bool create_fd = (!h.result && h.op == UGPUD_BO_CREATE &&
+			  h.len == sizeof(struct ugpud_bo_create_rep) &&
+			  ((const struct ugpud_bo_create_rep *)(rep + sizeof(h)))->got ==
+				  UGPUD_CREATE_FD);
+	/* a mirror VM's create: its fault eventfd, when the reply says so */
+	bool fault_fd = !h.result && h.op == UGPUD_SVM_VM_CREATE &&
+			h.len == sizeof(struct ugpud_handle_rep) &&
+			((const struct ugpud_handle_rep *)(rep + sizeof(h)))->got == UGPUD_SVM_FAULT_FD;
+
+	if (fd >= 0 && fault_fd) {
+		char path[64], link[64];
+		ssize_t k;
+
+		/* an eventfd, not memory */
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		k = readlink(path, link, sizeof(link) - 1);
+		if (k < 0 || (link[k] = '\0', strcmp(link, "anon_inode:[eventfd]")))
+			__builtin_trap();
+		close(fd);
+		return;
+	}
+	if (fault_fd)
+		__builtin_trap(); /* says it brings the fd, without it */
 
 	if (fd >= 0) {
 		int seals = fcntl(fd, F_GET_SEALS);

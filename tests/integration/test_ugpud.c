@@ -2163,6 +2163,54 @@ static uint64_t vram_used(struct ugpu_device *dev)
 	return m.vram_used;
 }
 
+/* A kernel's GPU faults are served while its program does something else
+ * (UGPUD_SVM_FAULT_FD: the library's poller), not only once it waits for
+ * the fence: the range is in the daemon's VRAM and the kernel done before
+ * the first fence wait. */
+static void svm_faults_served_without_a_wait(void **state)
+{
+	const size_t n = 1 * MIB;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM, .bytes = n };
+	struct ugpu_kernel_result r = { .size = sizeof(r) };
+	unsigned char *heap;
+	uint64_t base, fence = 0, t0, t_vram = 0;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	heap = aligned_alloc(4096, n);
+	assert_non_null(heap);
+	fill(heap, n, 77);
+	base = vram_used(dev);
+	k.va = (uintptr_t)heap;
+	t0 = now_us();
+	assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+	/* no fence wait: only mem stats, which serve nothing */
+	while (now_us() - t0 < 5000000) {
+		if (vram_used(dev) >= base + n) {
+			t_vram = now_us() - t0;
+			break;
+		}
+		usleep(500);
+	}
+	if (!t_vram)
+		fail_msg("the kernel's faults were not served within 5 s without a fence wait");
+	assert_int_equal(ugpu_fence_wait(q, fence, 10000, &r), 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.sum, sum_words(heap, n));
+	fprintf(stderr, "  1 MiB of malloc'd memory in the daemon's VRAM %llu us after the submit, "
+		"no fence wait\n", (unsigned long long)t_vram);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	free(heap);
+	close_client(ctx, dev);
+}
+
 /* A client's kernels on its own malloc'd memory and on an anonymous mmap:
  * a GPU read sees the bytes the CPU wrote (the ranges move to the daemon's
  * VRAM), a GPU write is what the CPU reads next (the touch brings them
@@ -2985,6 +3033,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(suspend_cycle_two_clients),
 		cmocka_unit_test(runtime_pm_for_clients),
 		cmocka_unit_test(svm_through_daemon),
+		cmocka_unit_test(svm_faults_served_without_a_wait),
 		cmocka_unit_test(svm_killed_client_released),
 		cmocka_unit_test(svm_clients_isolated),
 		cmocka_unit_test(svm_protocol_refusals),

@@ -13,7 +13,9 @@
  *  - fence_wait_answered_keeps_no_fd: a fence wait on a mirror VM's queue
  *    whose GPU faults wait is answered -EAGAIN at once and leaves the
  *    client no wait fd (one left there was closed twice: the second close
- *    hit another client's socket).
+ *    hit another client's socket); the VM's fault eventfd
+ *    (UGPUD_SVM_FAULT_FD) is readable while the fault waits, not after its
+ *    fetch.
  *  - create_fd_and_pool: a create that asks for the memfd gets it when the
  *    BO is made in system memory (sealed, held: a migrate is -EBUSY until
  *    the unmap) and not when it is made in VRAM; a destroyed BO's memory
@@ -22,6 +24,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,11 +252,18 @@ static void map_ends_during_power_step(void **state)
 	client_down(c);
 }
 
+static bool readable(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
+}
+
 static void fence_wait_answered_keeps_no_fd(void **state)
 {
 	struct client *c = client_up(0);
-	struct ugpud_svm_vm_create_req vr = { .flags = UGPU_VM_MIRROR, .mirror_start = 1ull << 32,
-					       .mirror_size = 1ull << 32 };
+	struct ugpud_svm_vm_create_req vr = { .flags = UGPU_VM_MIRROR, .want = UGPUD_SVM_FAULT_FD,
+					       .mirror_start = 1ull << 32, .mirror_size = 1ull << 32 };
 	struct ugpud_handle_rep vm = { 0 }, q = { 0 };
 	struct ugpud_queue_create_req qr = { 0 };
 	struct ugpud_submit_req sr = { .op = UGPU_KERNEL_READ_SUM, .va = (1ull << 32) + 4096,
@@ -265,9 +275,14 @@ static void fence_wait_answered_keeps_no_fd(void **state)
 	uint64_t t0 = now_ms();
 	bool at_once = false;
 
+	int efd;
+
 	(void)state;
 	hello(c);
-	assert_int_equal(call(c, UGPUD_SVM_VM_CREATE, &vr, sizeof(vr), &vm, sizeof(vm), NULL), 0);
+	assert_int_equal(call(c, UGPUD_SVM_VM_CREATE, &vr, sizeof(vr), &vm, sizeof(vm), &efd), 0);
+	assert_int_equal(vm.got, UGPUD_SVM_FAULT_FD);
+	assert_true(efd >= 0);
+	assert_false(readable(efd, 0));
 	qr.vm = vm.handle;
 	assert_int_equal(call(c, UGPUD_QUEUE_CREATE, &qr, sizeof(qr), &q, sizeof(q), NULL), 0);
 	/* a kernel on mirrored memory the GPU never saw: it faults, and the
@@ -302,6 +317,17 @@ static void fence_wait_answered_keeps_no_fd(void **state)
 		assert_int_equal(c->wait_fd, -1);
 	}
 	assert_true(at_once);
+	/* the VM's fault eventfd says so too, until the client fetches */
+	assert_true(readable(efd, 0));
+	{
+		struct ugpud_obj_req fq = { .handle = vm.handle };
+		struct ugpud_svm_fault got[4];
+
+		assert_int_equal(call(c, UGPUD_SVM_FAULTS, &fq, sizeof(fq), got, sizeof(got), NULL),
+				 0);
+	}
+	assert_false(readable(efd, 0));
+	close(efd);
 	client_down(c); /* aborts the kernel, ends the VM */
 }
 

@@ -465,7 +465,7 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 /* UGPUD_VM_CREATE, and UGPUD_SVM_VM_CREATE (a mirror VM: svm.c), whose
  * request starts as UGPUD_VM_CREATE's. */
 static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
-			   const void *body, void *rep)
+			   const void *body, void *rep, int *rep_fd)
 {
 	struct ugpud_svm_vm_create_req req = { 0 };
 	struct ugpu_vm_opts o = { .size = sizeof(o) };
@@ -482,6 +482,9 @@ static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud
 		return serve_error(rep, h->op, h->seq, mirror ? -EINVAL : -EOPNOTSUPP,
 				   mirror ? "mirror vm create: UGPU_VM_MIRROR missing"
 					  : "vm create: a mirror VM is op %u's", UGPUD_SVM_VM_CREATE);
+	if (mirror && (req.want & ~UGPUD_SVM_FAULT_FD))
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "mirror vm create: want 0x%x is not known", req.want);
 	memcpy(name, req.name, sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
 	o.flags = req.flags;
@@ -499,6 +502,13 @@ static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud
 	}
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "vm create: %s", ugpu_strerror(ret));
+	/* the VM's fault eventfd: the client polls it (none when the dup
+	 * fails: it then serves faults inside its fence waits alone) */
+	if (mirror && (req.want & UGPUD_SVM_FAULT_FD)) {
+		*rep_fd = svm_fault_fd(s->fwd);
+		if (*rep_fd >= 0)
+			r.got = UGPUD_SVM_FAULT_FD;
+	}
 	memcpy(rep_body(rep), &r, sizeof(r));
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
@@ -1084,7 +1094,7 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return do_bo(d, c, &h, body, rep, rep_fd);
 	case UGPUD_VM_CREATE:
 	case UGPUD_SVM_VM_CREATE:
-		return do_vm_create(d, c, &h, body, rep);
+		return do_vm_create(d, c, &h, body, rep, rep_fd);
 	case UGPUD_QUEUE_CREATE:
 		return do_queue_create(d, c, &h, body, rep);
 	case UGPUD_VM_DESTROY:

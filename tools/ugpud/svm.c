@@ -15,6 +15,7 @@
  * device is what the client copied into its own BOs.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -200,6 +201,11 @@ void svm_slot_drop(struct client *c, struct ugpud_slot *s)
 			map_drop(&c->slots[i]);
 }
 
+int svm_fault_fd(struct fwd_vm *fv)
+{
+	return fcntl(fv->efd, F_DUPFD_CLOEXEC, 0);
+}
+
 int svm_wait_fd(struct ugpu_queue *q, int efd, int *wait_fd)
 {
 	struct fwd_vm *fv = fwd_of(queue_vm(q));
@@ -290,6 +296,15 @@ static size_t faults_fetch(struct fwd_vm *fv, const struct ugpud_hdr *h, void *r
 		w[n++] = (struct ugpud_svm_fault){ .va = f->va, .access = (uint32_t)f->access,
 						   .slot = f->slot, .launch = f->launch };
 		fv->given[fv->ngiven++] = *f;
+	}
+	/* more than one answer holds: still readable for the client's poll
+	 * (UGPUD_SVM_FAULT_FD) */
+	if (fv->npend) {
+		uint64_t one = 1;
+
+		if (write(fv->efd, &one, sizeof(one)) < 0) {
+			/* the counter is full: readable anyway */
+		}
 	}
 	pthread_mutex_unlock(&fv->lock);
 	return serve_reply(rep, h->op, h->seq, 0, n * sizeof(*w));

@@ -390,6 +390,10 @@ void svm_slot_drop(struct client *c, struct ugpud_slot *s);
 struct fwd_vm *svm_queue_closing(struct ugpu_queue *q, struct fwd_vm *open);
 /* Free a mirror VM's state, after ugpu_vm_destroy() (NULL: no-op). */
 void svm_fwd_free(struct fwd_vm *fv);
+/* A duplicate (close-on-exec) of @fv's fault eventfd for its client
+ * (UGPUD_SVM_FAULT_FD): readable while faults wait for a fetch. -1 on
+ * failure. */
+int svm_fault_fd(struct fwd_vm *fv);
 /* A fence wait on @q that waits: 1 when @q's VM is a mirror VM with faults
  * pending (answer -EAGAIN at once, @efd untouched); else 0 with *@wait_fd
  * the fd to watch (@efd, or an epoll fd over @efd and the VM's faults:
