@@ -1034,11 +1034,14 @@ int bo_recycle(struct ugpu_bo *bo, const char *name)
 		return -EFBIG;
 	bo_lock_common(bo, NULL, &m, true);
 	/* The caller's reference the only one (a bind or a job holds its
-	 * own), in system memory as made, held and pinned by nobody. */
+	 * own), in system memory as made (its first placement: a BO that
+	 * prefers VRAM and was moved out is not what a create gives; review
+	 * of 2026-12-07), held and pinned by nobody. */
 	if (m->closed || device_is_removed(bo->dev))
 		ret = -ENODEV;
 	else if (__atomic_load_n(&bo->refcount, __ATOMIC_ACQUIRE) != 1 ||
-		 bo->placement != UGPU_PLACEMENT_SYSTEM || bo->pin_count || bo->sys_holds ||
+		 bo->placement != UGPU_PLACEMENT_SYSTEM ||
+		 bo->placements[0] != UGPU_PLACEMENT_SYSTEM || bo->pin_count || bo->sys_holds ||
 		 bo->map || bo->lost || bo->survivor || bo->discarded || bo->corrupt ||
 		 bo->svm || bo->driver_owned || bo->sys.mem.fd < 0 || !bo->sys.mem.vaddr ||
 		 bo->nplacements != bo->user_nplacements ||

@@ -136,8 +136,8 @@ struct ugpu_bo {
 	uint32_t remote_handle;
 	/* A remote BO made in system memory whose create brought its memfd
 	 * (UGPUD_CREATE_FD: the daemon holds it there as for a map), not
-	 * mapped yet: the fd and remote_resumes() then; -1 when none. Under
-	 * bo_remote.c's map lock. */
+	 * mapped yet: the fd and remote_resumes() then; -1 when none. Taken
+	 * with an atomic exchange (bo_remote.c lease_take()), no lock. */
 	int lease_fd;
 	uint32_t lease_resumes;
 	/* Set once at creation, never changed: a BO of a device served by
@@ -540,16 +540,17 @@ int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *pl
  * the pages they map, not the placement). */
 void bo_sys_release(struct ugpu_bo *bo);
 /*
- * bo_recycle() - make @bo, in system memory and referenced by the caller
- * alone, a new BO again (ugpud's per-client pool, docs/daemon.md): its
+ * bo_recycle() - make @bo, in system memory, its first placement, and
+ * referenced by the caller alone, a new BO again (ugpud's per-client pool, docs/daemon.md): its
  * memory zeroed in place (the same pages, so a DMA mapping that pins them
  * stays right) and named @name; with @name NULL, only whether it could be
  * (nothing changes). Its size, placements, flags and DMA
  * mapping stay. Only BOs of at most BO_RECYCLE_MAX bytes (the zeroing is
  * done under the manager lock).
  * Returns: 0; -EFBIG (larger); -EBUSY (another reference, pinned, held by
- * an export, not in system memory, lost, changed by a removal or a
- * suspend); -ENODEV (device closed or removed).
+ * an export, not in system memory or system memory not its first
+ * placement, lost, changed by a removal or a suspend); -ENODEV (device
+ * closed or removed).
  * Context: takes the manager lock (own-only: not held up by another BO's
  * move).
  */

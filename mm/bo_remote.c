@@ -14,40 +14,51 @@
 #include "mm/bo_remote.h"
 #include "src/ugpud_proto.h"
 
-/* The CPU mappings of remote BOs (@map_addr of each): taken around a map's
+/* The CPU mappings of remote BOs (@map_addr of each, written under it with
+ * atomic stores: ugpu_bo_query() reads it without): taken around a map's
  * or an unmap's request and the mmap/munmap, so two threads never map one
  * BO twice. Outer to the connection's lock (remote_call() takes it inside);
- * nothing else is taken under it. */
+ * nothing else is taken under it, and no other call takes it. */
 static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Leases held (struct ugpu_bo, @lease_fd) in this process, each an open fd:
- * a create asks for one only while fewer than REMOTE_MAX_LEASES are. Under
- * map_lock. */
+ * a create asks for one only while fewer than REMOTE_MAX_LEASES are.
+ * Atomic. */
 #define REMOTE_MAX_LEASES 64
 static unsigned int leases;
 
-/* Close @bo's lease (map lock held); @unmap: tell the daemon to let go of
- * its hold (posted: served before anything this connection sends next),
- * unless a restart since ended that hold already. */
-static void lease_end(struct ugpu_bo *bo, bool unmap)
+/* Claim @bo's lease: its fd (the caller's now), or -1 when it has none or
+ * another thread claimed it. Lock-free: no library lock is held across the
+ * requests that follow (a removal callback called inside one may call
+ * into the library, review of 2026-12-07). */
+static int lease_take(struct ugpu_bo *bo)
 {
-	if (bo->lease_fd < 0)
-		return;
-	close(bo->lease_fd);
-	bo->lease_fd = -1;
-	leases--;
-	if (unmap && remote_resumes(bo->dev) == bo->lease_resumes) {
-		struct ugpud_bo_req req = { .handle = bo->remote_handle };
+	int fd = __atomic_exchange_n(&bo->lease_fd, -1, __ATOMIC_ACQ_REL);
 
+	if (fd >= 0)
+		__atomic_sub_fetch(&leases, 1, __ATOMIC_RELAXED);
+	return fd;
+}
+
+/* Tell the daemon to let go of the hold its create took for @bo's lease
+ * (posted: served before anything this connection sends next), unless a
+ * restart since ended that hold already. */
+static void lease_unmap(struct ugpu_bo *bo)
+{
+	struct ugpud_bo_req req = { .handle = bo->remote_handle };
+
+	if (remote_resumes(bo->dev) == bo->lease_resumes)
 		(void)remote_post(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req));
-	}
 }
 
 void bo_remote_lease_drop(struct ugpu_bo *bo)
 {
-	pthread_mutex_lock(&map_lock);
-	lease_end(bo, true);
-	pthread_mutex_unlock(&map_lock);
+	int fd = lease_take(bo);
+
+	if (fd < 0)
+		return;
+	close(fd);
+	lease_unmap(bo);
 }
 
 int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
@@ -72,21 +83,18 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 	 * needs no request of its own (a create says nothing about a map to
 	 * come; a lease not mapped is given back before any request that may
 	 * move the BO: bo_remote_lease_drop()). Bounded: each is an fd. */
-	pthread_mutex_lock(&map_lock);
-	if (leases < REMOTE_MAX_LEASES) {
-		leases++;
+	if (__atomic_add_fetch(&leases, 1, __ATOMIC_RELAXED) <= REMOTE_MAX_LEASES)
 		req.want = UGPUD_CREATE_FD;
-	}
-	pthread_mutex_unlock(&map_lock);
+	else
+		__atomic_sub_fetch(&leases, 1, __ATOMIC_RELAXED);
 	ret = remote_call_maybe_fd(dev, UGPUD_BO_CREATE, &req, sizeof(req), &rep, sizeof(rep), &got,
 				   &fd, &resumes);
-	if (!ret && (got != sizeof(rep) || !rep.handle || (fd >= 0) != (rep.got == UGPUD_CREATE_FD)))
+	if (!ret && (got != sizeof(rep) || !rep.handle || rep.got & ~req.want ||
+		     (fd >= 0 && rep.got != UGPUD_CREATE_FD)))
 		ret = -EPROTO;
 	if (ret || fd < 0) {
-		pthread_mutex_lock(&map_lock);
 		if (req.want)
-			leases--;
-		pthread_mutex_unlock(&map_lock);
+			__atomic_sub_fetch(&leases, 1, __ATOMIC_RELAXED);
 	}
 	if (ret) {
 		if (fd >= 0)
@@ -94,6 +102,13 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		free(bo);
 		return ret;
 	}
+	bo->lease_resumes = resumes;
+	bo->remote_handle = rep.handle;
+	bo->dev = dev;
+	if (rep.got == UGPUD_CREATE_FD && fd < 0)
+		/* held for us, but the fd did not come (no room for one in
+		 * this process: the kernel dropped it): let go, no lease */
+		lease_unmap(bo);
 	bo->lease_fd = fd;
 	bo->lease_resumes = resumes;
 	bo->refcount = 1;
@@ -124,9 +139,12 @@ void bo_remote_release(struct ugpu_bo *bo)
 	 * daemon drops its hold with the BO. */
 	if (bo->map_addr)
 		munmap(bo->map_addr, bo->size);
-	pthread_mutex_lock(&map_lock);
-	lease_end(bo, false); /* the destroy ends the daemon's hold */
-	pthread_mutex_unlock(&map_lock);
+	{
+		int fd = lease_take(bo); /* the destroy ends the daemon's hold */
+
+		if (fd >= 0)
+			close(fd);
+	}
 
 	/* Not waited for (remote_post()): the daemon serves it before anything
 	 * this connection sends later. -ENODEV after close or a daemon gone:
@@ -196,11 +214,9 @@ int bo_remote_query(struct ugpu_bo *bo, struct ugpu_bo_info *info)
 	i.vram_offset = w.vram_offset;
 	i.flags = w.flags;
 	i.pin_count = w.pin_count;
-	pthread_mutex_lock(&map_lock);
 	/* this process's mapping (the daemon's hold for it, or for a lease
 	 * not mapped yet, is none) */
-	i.cpu_mapped = w.cpu_mapped || bo->map_addr;
-	pthread_mutex_unlock(&map_lock);
+	i.cpu_mapped = w.cpu_mapped || __atomic_load_n(&bo->map_addr, __ATOMIC_ACQUIRE);
 	i.lost = w.lost;
 	i.discarded = w.discarded;
 	i.has_backup = w.has_backup;
@@ -220,20 +236,25 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 	pthread_mutex_lock(&map_lock);
 	if (bo->map_addr)
 		goto out;
-	if (bo->lease_fd >= 0) {
+	fd = lease_take(bo);
+	if (fd >= 0) {
 		/* The create's memfd, held by the daemon since: mapped with no
 		 * request, when that daemon still serves this connection. */
-		if (remote_same_daemon(bo->dev, bo->lease_resumes)) {
-			p = mmap(NULL, bo->size, PROT_READ | PROT_WRITE, MAP_SHARED, bo->lease_fd, 0);
-			if (p != MAP_FAILED) {
-				lease_end(bo, false); /* the hold is the mapping's now */
-				bo->map_addr = p;
-				goto out;
-			}
+		p = remote_same_daemon(bo->dev, bo->lease_resumes)
+			    ? mmap(NULL, bo->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+			    : MAP_FAILED;
+		close(fd);
+		fd = -1;
+		if (p != MAP_FAILED) {
+			/* the hold is the mapping's now */
+			__atomic_store_n(&bo->map_addr, p, __ATOMIC_RELEASE);
+			goto out;
 		}
-		lease_end(bo, true); /* then as without one */
+		lease_unmap(bo); /* then as without one */
 	}
 	ret = remote_call_fd(bo->dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got, &fd);
+	if (ret == -EMFILE) /* mapped for us, but no room for the fd here */
+		goto out_undo;
 	if (ret)
 		goto out_unlock;
 	if (got != sizeof(rep) || rep.size != bo->size) {
@@ -248,7 +269,7 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 		goto out_undo;
 	}
 	close(fd);
-	bo->map_addr = p;
+	__atomic_store_n(&bo->map_addr, p, __ATOMIC_RELEASE);
 out:
 	*addr = bo->map_addr;
 out_unlock:
@@ -256,7 +277,8 @@ out_unlock:
 	return ret;
 
 out_undo:
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	(void)remote_call(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req), NULL, 0, NULL, 0, NULL);
 	goto out_unlock;
 }
@@ -270,7 +292,7 @@ int bo_remote_unmap(struct ugpu_bo *bo)
 		ret = -EINVAL;
 	} else {
 		munmap(bo->map_addr, bo->size);
-		bo->map_addr = NULL;
+		__atomic_store_n(&bo->map_addr, NULL, __ATOMIC_RELEASE);
 		ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
 	}
 	pthread_mutex_unlock(&map_lock);

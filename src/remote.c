@@ -191,7 +191,10 @@ static int remote_recv(struct remote *r, uint16_t op, uint32_t seq, struct ugpud
 		size_t len = 0;
 		int ret = sock_recv_packet(r->fd, r->buf, sizeof(r->buf), &len, &in, &w);
 
-		if (!ret && (len < sizeof(*h) || in.ctrunc))
+		/* @ctrunc: fds came that this process had no room for (the
+		 * kernel dropped them); the record itself is whole, and read
+		 * as one without its fd (the callers say what that means) */
+		if (!ret && len < sizeof(*h))
 			ret = -EPROTO;
 		if (!ret) {
 			memcpy(h, r->buf, sizeof(*h));
@@ -707,7 +710,9 @@ int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t
 {
 	int ret = remote_call_maybe_fd(dev, op, req, req_len, rep, rep_cap, rep_len, rep_fd, NULL);
 
-	return !ret && *rep_fd < 0 ? -EPROTO : ret;
+	/* answered, without its fd: the kernel dropped it for want of room
+	 * in this process (RLIMIT_NOFILE) */
+	return !ret && *rep_fd < 0 ? -EMFILE : ret;
 }
 
 int remote_call_maybe_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,

@@ -120,10 +120,10 @@ uint32_t remote_resumes(struct ugpu_device *dev);
  */
 bool remote_same_daemon(struct ugpu_device *dev, uint32_t resumes);
 
-/* remote_call() for a reply that brings one fd (UGPUD_BO_MAP, or
- * UGPUD_BO_CREATE with UGPUD_CREATE_FD): *@rep_fd
- * gets it (close-on-exec, the caller's); a successful reply without exactly
- * one fd is -EPROTO. */
+/* remote_call() for a reply that brings one fd (UGPUD_BO_MAP): *@rep_fd
+ * gets it (close-on-exec, the caller's); a successful reply without it is
+ * -EMFILE (the kernel dropped it: no room for another fd in this process;
+ * the request was done), with more than one -EPROTO. */
 int remote_call_fd(struct ugpu_device *dev, uint16_t op, const void *req, size_t req_len,
 		   void *rep, size_t rep_cap, size_t *rep_len, int *rep_fd);
 /* remote_call_fd() for a reply that may bring one fd or none (*@rep_fd -1);

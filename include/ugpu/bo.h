@@ -94,7 +94,7 @@ struct ugpu_bo_opts {
  *               contiguous (else the first block's offset).
  * @flags: UGPU_BO_* bits.
  * @pin_count: pins held.
- * @cpu_mapped: a CPU mapping exists.
+ * @cpu_mapped: a CPU mapping exists (through ugpud: this process mapped it).
  * @lost: the contents were lost and the BO has no backing (a surprise
  *        removal took the only copy); reads and writes fail with -ENODATA.
  * @discarded: how many host suspends dropped the contents of this
@@ -257,7 +257,8 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
  * ugpu_bo_unmap() or the last put), and the mapping is of that BO's memory
  * alone; -EINVAL when SYSTEM is not an allowed placement, -EBUSY when it is
  * pinned in VRAM, -EAGAIN while the daemon host-suspends the device or runs
- * a power step on it (try again; an event says when it is suspended).
+ * a power step on it (try again; an event says when it is suspended),
+ * -EMFILE when this process has no room for the BO's fd (RLIMIT_NOFILE).
  */
 UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr);
 

@@ -193,7 +193,7 @@ struct client {
 	int parked_nfds;
 	const char *drop_why;
 	/* BOs it destroyed, kept for its next creates of the same shape
-	 * (client_pool_take(); docs/daemon.md, "The per-client pool"): only
+	 * (client_pool_take(); docs/daemon.md, "Costs": the per-client pool): only
 	 * this client's, so memory it may still reach (a mapping it kept)
 	 * never goes to another; @releasing: its objects are being released,
 	 * nothing is kept. Loop thread. */
