@@ -103,11 +103,13 @@ struct ugpu_queue *queue_remote_new(struct ugpu_vm *vm, uint32_t handle)
 	q->vm = vm;
 	q->dev = vm->dev;
 	q->remote_handle = handle;
+	__atomic_add_fetch(&vm->nqueues, 1, __ATOMIC_RELEASE); /* a remote VM's: atomic */
 	return q;
 }
 
 void queue_remote_free(struct ugpu_queue *q)
 {
+	__atomic_sub_fetch(&q->vm->nqueues, 1, __ATOMIC_RELEASE);
 	free(q);
 }
 

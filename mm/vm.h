@@ -126,7 +126,7 @@ struct ugpu_vm {
 
 	/* Under vmm->lock. */
 	struct list_link link; /* vmm->vms */
-	unsigned int nqueues;
+	unsigned int nqueues; /* a remote VM's: atomic (mm/submit.c queue_remote_new()) */
 	/* the device is gone: no page tables any more. Set under the BO
 	 * manager lock and vmm->lock: read under either (vm->lock is not
 	 * enough: the removal's teardown does not take it) */

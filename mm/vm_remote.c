@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/ownmem.h"
 #include "mm/bo.h"
 #include "mm/bo_remote.h"
 #include "mm/vm_remote.h"
@@ -53,6 +54,7 @@ static void *poller_main(void *arg)
 {
 	struct poller *p = arg;
 
+	ownmem_thread_note(); /* serves SVM faults on this thread (base/ownmem.h) */
 	for (;;) {
 		struct pollfd fds[2] = { { .fd = p->fault_fd, .events = POLLIN },
 					 { .fd = p->stop_fd, .events = POLLIN } };
@@ -62,7 +64,7 @@ static void *poller_main(void *arg)
 				continue;
 			break;
 		}
-		if (fds[1].revents)
+		if (fds[1].revents || (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
 			break;
 		/* the answers waited for at most as long as a fence wait's
 		 * slice is: the stop waits no longer for this */
@@ -278,6 +280,11 @@ int vm_remote_destroy(struct ugpu_vm *vm)
 	 * (requests on the connection) while the VM is still there. After
 	 * ugpu_device_close() it let go of the whole device already (and
 	 * its state may be freed). */
+	/* It has queues: the daemon refuses (-EBUSY); refused here first, so
+	 * the VM keeps its poller and its shared virtual memory (review of
+	 * 2026-12-07) */
+	if (__atomic_load_n(&vm->nqueues, __ATOMIC_ACQUIRE))
+		return -EBUSY;
 	poller_stop(vm); /* no fault is served for it from here */
 	if (vm->svm_remote && remote_is_open(dev))
 		svm_hooks->ops->vm_gone(vm->svm_remote->arg, vm);
@@ -403,6 +410,20 @@ int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t
  * virtual memory and wait (until @deadline, now_ns()) for their answers.
  * Returns how many were served, or -errno (the fetch failed).
  */
+/* Wait (@rs->lock held) until no fetch of @rs's faults is in flight and
+ * every fault fetched is answered, or @deadline (now_ns()). */
+static void served_wait_locked(struct vm_remote_svm *rs, uint64_t deadline)
+{
+	while (rs->fetching || rs->out) {
+		struct timespec ts = monotonic_deadline_after_ms(
+			now_ns() >= deadline ? 1 : (deadline - now_ns()) / 1000000 + 1);
+
+		if (pthread_cond_timedwait(&rs->cond, &rs->lock, &ts) == ETIMEDOUT &&
+		    now_ns() >= deadline)
+			break; /* answered later; the caller's timeout says so */
+	}
+}
+
 static int svm_serve_faults(struct ugpu_vm *vm, uint64_t deadline)
 {
 	struct vm_remote_svm *rs = vm->svm_remote;
@@ -417,37 +438,39 @@ static int svm_serve_faults(struct ugpu_vm *vm, uint64_t deadline)
 		free(f);
 		return -ENOMEM;
 	}
+	/* Two fetchers (the poller, a fence wait): what one fetched, the
+	 * other waits for (served_wait_locked()) rather than ask the daemon
+	 * to wait on the fence meanwhile, which would hold the connection
+	 * a whole slice against the requests that serve them (review of
+	 * 2026-12-07: 100 ms per fault) */
+	pthread_mutex_lock(&rs->lock);
+	rs->fetching++;
+	pthread_mutex_unlock(&rs->lock);
 	ret = remote_call(vm->dev, UGPUD_SVM_FAULTS, &req, sizeof(req), NULL, 0, w,
 			  UGPUD_SVM_MAX_FAULTS * sizeof(*w), &len);
 	n = len / sizeof(*w);
 	if (!ret && len % sizeof(*w))
 		ret = -EPROTO;
-	if (ret || !n) {
-		free(w);
-		free(f);
-		return ret;
-	}
+	if (ret)
+		n = 0;
 	for (i = 0; i < n; i++)
 		f[i] = (struct vm_fault){ .vm = vm, .vmm = NULL, .slot = w[i].slot,
 					  .launch = w[i].launch, .va = w[i].va,
 					  .access = (enum ugpu_access)w[i].access };
 	pthread_mutex_lock(&rs->lock);
 	rs->out += (unsigned int)n;
+	rs->fetching--;
+	pthread_cond_broadcast(&rs->cond);
 	pthread_mutex_unlock(&rs->lock);
-	svm_hooks->ops->faults(rs->arg, f, n);
+	if (n)
+		svm_hooks->ops->faults(rs->arg, f, n);
 	pthread_mutex_lock(&rs->lock);
-	while (rs->out) {
-		struct timespec ts = monotonic_deadline_after_ms(
-			now_ns() >= deadline ? 1 : (deadline - now_ns()) / 1000000 + 1);
-
-		if (pthread_cond_timedwait(&rs->cond, &rs->lock, &ts) == ETIMEDOUT &&
-		    now_ns() >= deadline)
-			break; /* answered later; the caller's timeout says so */
-	}
+	if (!ret)
+		served_wait_locked(rs, deadline);
 	pthread_mutex_unlock(&rs->lock);
 	free(w);
 	free(f);
-	return (int)n;
+	return ret ? ret : (int)n;
 }
 
 void vm_remote_faults_done(const struct vm_fault *f, const int *status, size_t n)
@@ -526,7 +549,18 @@ int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 	/* The daemon waits (without blocking anyone) at most a slice per
 	 * request: ask again until our own deadline. */
 	for (;;) {
-		uint64_t now = now_ns();
+		struct vm_remote_svm *rs = queue_vm(q)->svm_remote;
+		uint64_t now;
+
+		/* faults another thread fetched (the poller) are answered
+		 * first: the daemon's wait would hold the connection their
+		 * service needs */
+		if (rs) {
+			pthread_mutex_lock(&rs->lock);
+			served_wait_locked(rs, deadline);
+			pthread_mutex_unlock(&rs->lock);
+		}
+		now = now_ns();
 
 		req.timeout_ms = now >= deadline ? 0
 						 : (uint32_t)((deadline - now + 999999) / 1000000);

@@ -67,6 +67,7 @@ struct vm_remote_svm {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned int out;
+	unsigned int fetching; /* fetches of its faults in flight; under @lock */
 	/* the thread that serves the VM's faults when they come
 	 * (UGPUD_SVM_FAULT_FD), or NULL (an older daemon: fence waits alone
 	 * serve them; or stopped); see vm_remote.c's struct poller. Under
