@@ -102,9 +102,11 @@ typedef void (*ugpu_removal_fn)(void *user, struct ugpu_device *dev, enum ugpu_u
  * was set when it finished.
  * Through "ugpud:": the daemon sends a removal event to every client of the
  * device; @fn is called once, on the thread of the first call that reads it
- * (events come with replies), after that call's request is done and with
- * no lock of the library held. @dev's BOs live on in the daemon's system
- * memory as in one process.
+ * (events come with replies: one of the program's, or the library's own
+ * thread that serves a mirror VM's GPU faults), after that call's request
+ * is done and with no lock of the library held; as in one process it may
+ * call BO functions and queries, not destroy VMs or close @dev. @dev's BOs
+ * live on in the daemon's system memory as in one process.
  */
 UGPU_API int ugpu_device_set_removal_callback(struct ugpu_device *dev, ugpu_removal_fn fn,
 					      void *user);
