@@ -1198,7 +1198,11 @@ static void removal_callback_calls_in(void **state)
 	bo = make_bo(d1, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
 	cb_other = make_bo(d1, 4096, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
 	assert_int_equal(device_pm(d0, UGPUD_PM_UNPLUG), 0);
-	usleep(200000); /* the event waits in d1's socket */
+	/* the event waits in d1's socket (something is there: not "the same
+	 * daemon, nothing waiting"), so the map's request reads it */
+	for (uint64_t t0 = now_ms(); remote_same_daemon(d1, remote_resumes(d1)); usleep(1000))
+		if (now_ms() - t0 > 5000)
+			fail_msg("no removal event reached the second client within 5 s");
 	signal(SIGALRM, cb_alarm);
 	alarm(10);
 	(void)ugpu_bo_map(bo, &addr); /* reads the event: the callback runs */
