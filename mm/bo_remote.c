@@ -112,11 +112,9 @@ int bo_remote_create(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 	bo->lease_fd = fd;
 	bo->lease_resumes = resumes;
 	bo->refcount = 1;
-	bo->dev = dev;
 	bo->remote = true;
 	bo->size = rep.bytes;
 	bo->flags = opts->flags;
-	bo->remote_handle = rep.handle;
 	snprintf(bo->name, sizeof(bo->name), "%s", req.name);
 	device_get(dev); /* as a local BO: the handle keeps the device object */
 	*out = bo;
