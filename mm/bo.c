@@ -729,8 +729,9 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
 	bo->flags = opts->flags;
 	bo->driver_owned = driver;
-	bo->buddy_flags = buddy_flags & ~BO_KERNEL_NO_CLEAR;
+	bo->buddy_flags = buddy_flags & ~(BO_KERNEL_NO_CLEAR | BO_KERNEL_NO_EVICT);
 	bo->no_clear = driver && (buddy_flags & BO_KERNEL_NO_CLEAR);
+	bo->no_evict = driver && (buddy_flags & BO_KERNEL_NO_EVICT);
 	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
 	bo->vram = &bo->own_blocks;

@@ -82,6 +82,7 @@ struct ugpu_bo {
 
 	bool no_clear; /* BO_KERNEL_NO_CLEAR: its first placement in VRAM is not
 			* cleared (set at creation, read once under the lock) */
+	bool no_evict; /* BO_KERNEL_NO_EVICT (set at creation) */
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
 	bool svm; /* a shared-virtual-memory range's VRAM (bo_mark_svm()):
@@ -393,6 +394,10 @@ void bo_snapshot_put(struct ugpu_bo **v, size_t n);
  * writes every byte of it before anything can read it: an SVM range's copy
  * (svm/migrate.c). A BO that may land in system memory must not use it. */
 #define BO_KERNEL_NO_CLEAR (1u << 31)
+/* Not a buddy flag either: VRAM only if it is free now. No eviction makes
+ * room for it (-ENOSPC, or the next placement): speculative VRAM, the SVM
+ * stream prefetcher's (svm/fault.c), never pushes out what is in use. */
+#define BO_KERNEL_NO_EVICT (1u << 30)
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     unsigned int buddy_flags, struct ugpu_bo **out);
 

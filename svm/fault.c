@@ -19,6 +19,7 @@
 #include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
+#include "base/alloc.h"
 #include "base/clock.h"
 #include "base/list.h"
 #include "base/log.h"
@@ -26,6 +27,7 @@
 #include "base/test_point.h"
 #include "mm/bo.h"
 #include "mm/uffd.h"
+#include "mm/vram.h"
 #include "mm/vm.h"
 #include "src/device.h"
 #include "src/remote.h"
@@ -209,6 +211,7 @@ void tuning_default(struct ugpu_svm_tuning *t)
 		.thrash_pin_ms = 150,
 		.fault_prefetch_enable = true,
 		.fault_prefetch_pct = 51,
+		.fault_ahead = 2,
 	};
 }
 
@@ -493,6 +496,27 @@ again:
 	/* a peer named as the preferred location (svm/peer.c); atomics need
 	 * the faulting device's own VRAM */
 	pd = atomic_vram ? NULL : peer_pref_get(s, sd, &a);
+	if (why == SERVE_FAULT_AHEAD) {
+		/* The stream prefetcher moves only the plain case: a 2 MiB
+		 * range of the program's memory, in the process, under the
+		 * default policy, into VRAM that is free now (no eviction for
+		 * it). Anything else waits for a fault of its own. */
+		bool forking;
+
+		pthread_mutex_lock(&s->lock);
+		forking = s->forking;
+		pthread_mutex_unlock(&s->lock);
+		if (r->where != R_CPU || r->size != SVM_2M || pd || stay || own || !want_vram ||
+		    a.read_mostly || a.atomic == UGPU_SVM_ATOMIC_CPU || !r->writable ||
+		    r->in_place_only || forking || !bo_pm_active(sd->dev) ||
+		    device_is_remote(sd->dev))
+			ret = -EAGAIN;
+		else
+			ret = range_to_vram(s, r, sd, BO_KERNEL_NO_EVICT);
+		if (ret)
+			goto out;
+		goto map;
+	}
 	if (r->where != R_CPU && r->sd != sd) {
 		/* held by another device: moved here or to the advised peer
 		 * over the fabric, used in place from a peer of the owner
@@ -573,7 +597,7 @@ again:
 			pthread_mutex_lock(&s->lock);
 			forking = s->forking;
 			pthread_mutex_unlock(&s->lock);
-			ret = forking ? -EAGAIN : range_to_vram(s, r, sd);
+			ret = forking ? -EAGAIN : range_to_vram(s, r, sd, 0);
 		}
 		if (ret) {
 			if (atomic_vram) {
@@ -608,6 +632,7 @@ again:
 	 * until the next kernel is submitted (rearm_all()), and a kernel
 	 * queued before that escapes the policy (docs/svm.md).
 	 */
+map:
 	peer_inplace = range_has_vram(r) && r->sd != sd;
 	guard = a.atomic == UGPU_SVM_ATOMIC_CPU ||
 		(r->where == R_INPLACE && stay && !own && a.atomic != UGPU_SVM_ATOMIC_DEVICE) ||
@@ -693,6 +718,24 @@ static void do_back(struct svm *s, uint64_t start)
 }
 
 /*
+ * May a prefetcher move memory of mapping @v that the GPU has not asked
+ * for? Not in the brk heap or a program's or library's .bss (the anonymous
+ * mapping right after a file's): the driver's own objects and globals live
+ * there, and moving pieces the GPU never asked for would take them from
+ * under its threads (the open heap/.bss finding, made likelier;
+ * test_svm_matrix bss-free-each saw neighbours moved).
+ */
+static bool prefetch_may_touch(const struct vma *v)
+{
+	struct vma prev;
+
+	if (!strcmp(v->what, "[heap]"))
+		return false;
+	return !(v->start && !vma_lookup(v->start - 1, &prev) && prev.end == v->start &&
+		 prev.what[0] == '/');
+}
+
+/*
  * The fault prefetcher (UVM's tree prefetcher, one level): @f was served
  * into VRAM as a 64 KiB range (its 2 MiB block cannot be one range: the
  * CPU mapping or the advice ends inside it), in memory of the program's
@@ -722,22 +765,8 @@ static void fault_prefetch(struct svm *s, const struct vm_fault *f)
 		if (s->r[i]->where == R_VRAM && s->r[i]->sd == sd)
 			in += s->r[i]->size / SVM_64K;
 	pthread_mutex_unlock(&s->lock);
-	if (vma_lookup(f->va, &v))
+	if (vma_lookup(f->va, &v) || !prefetch_may_touch(&v))
 		return;
-	/* Not in the brk heap or a program's or library's .bss (the anonymous
-	 * mapping right after a file's): the driver's own objects and globals
-	 * live there, and moving pieces the GPU never asked for would take
-	 * them from under its threads (the open heap/.bss finding, made
-	 * likelier; test_svm_matrix bss-free-each saw neighbours moved). */
-	if (!strcmp(v.what, "[heap]"))
-		return;
-	{
-		struct vma prev;
-
-		if (v.start && !vma_lookup(v.start - 1, &prev) && prev.end == v.start &&
-		    prev.what[0] == '/')
-			return;
-	}
 	lo = v.start > block ? (v.start + SVM_64K - 1) & ~(SVM_64K - 1) : block;
 	hi = v.end < block + SVM_2M ? v.end & ~(SVM_64K - 1) : block + SVM_2M;
 	if (hi <= lo || in * 100 < (uint64_t)pct * ((hi - lo) / SVM_64K))
@@ -764,6 +793,125 @@ static void fault_prefetch(struct svm *s, const struct vm_fault *f)
 	pthread_mutex_lock(&s->lock);
 	sd->st.svm_fault_prefetch_count += n;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * The stream prefetcher: @f was served, and its 2 MiB range and the one
+ * below it are both in this device's VRAM: a kernel walking a mapping
+ * upwards. The next tune.fault_ahead 2 MiB ranges of the same mapping move
+ * in now, after the batch's reply, while the kernel reads this one: the
+ * copies overlap the kernel's reads instead of stalling it one fault at a
+ * time (docs/svm.md, "Learned behaviour"). Bounded: it stops at the end of
+ * the mapping or the mirror, at a range that is not plainly movable
+ * (serve(), SERVE_FAULT_AHEAD), when VRAM has no free room (it never
+ * evicts), and as soon as other work is queued for the worker.
+ */
+static void fault_ahead(struct svm *s, const struct vm_fault *f)
+{
+	uint64_t next, mirror_end = f->vm->mirror_start + f->vm->mirror_size, used, avail, n = 0;
+	struct svm_range *r, *prev;
+	struct svm_dev *sd;
+	unsigned int depth;
+	bool looked = false;
+	struct vma v;
+
+	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, f->vm->dev);
+	r = range_find(s, f->va);
+	depth = sd ? sd->tune.fault_ahead : 0;
+	prev = r && r->start >= SVM_2M ? range_find(s, r->start - SVM_2M) : NULL;
+	if (!depth || !r || r->size != SVM_2M || r->where != R_VRAM || r->sd != sd || !prev ||
+	    prev->size != SVM_2M || prev->where != R_VRAM || prev->sd != sd ||
+	    device_is_remote(sd->dev)) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	next = r->start + SVM_2M;
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned int k = 0; k < depth; k++, next += SVM_2M) {
+		struct vm_fault pf = *f;
+		bool busy, in, elsewhere;
+
+		if (next + SVM_2M > mirror_end)
+			break;
+		pthread_mutex_lock(&s->lock);
+		busy = s->stop || !list_empty(&s->work);
+		r = range_find(s, next);
+		in = r && r->where == R_VRAM && r->sd == sd;
+		elsewhere = r && r->where != R_CPU && !in;
+		pthread_mutex_unlock(&s->lock);
+		if (busy)
+			break; /* a fault or a CPU touch waits: it goes first */
+		if (in)
+			continue; /* ahead already (the usual case): no lookup */
+		if (elsewhere)
+			break; /* in place, a copy, a peer's: its own fault decides */
+		/* the mapping, looked up once, and only when something moves */
+		if (!looked && (vma_lookup(f->va, &v) || !prefetch_may_touch(&v)))
+			break;
+		looked = true;
+		if (next + SVM_2M > v.end || ugpu_mem_owns((const void *)(uintptr_t)next) ||
+		    ownmem_overlaps(next, next + SVM_2M, NULL))
+			break;
+		vram_usage(sd->dev, &used, &avail);
+		if (avail < 2 * SVM_2M)
+			break; /* room for a fault's range is kept */
+		pf.va = next;
+		pf.access = UGPU_ACCESS_READ;
+		if (serve(s, &pf, SERVE_FAULT_AHEAD, NULL))
+			break;
+		n++;
+	}
+	if (n) {
+		pthread_mutex_lock(&s->lock);
+		sd->st.svm_fault_ahead_count += n;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+/*
+ * The range a fault of the batch was just served in. The device sets
+ * aside up to 64 pages before it stalls, so a batch holds many faults of
+ * one range: the first serves them all (it moved and mapped the whole
+ * range), the rest are answered without a second look. A fault answered
+ * so that was not in fact covered (its range left meanwhile, or a stale
+ * fault's service mapped nothing) only faults again after the replay.
+ */
+struct served {
+	const struct ugpu_vm *vm;
+	uint64_t start, end;
+	enum ugpu_access access;
+};
+
+static void served_note(struct svm *s, struct served *last, const struct vm_fault *f)
+{
+	struct svm_range *r;
+
+	pthread_mutex_lock(&s->lock);
+	r = range_find(s, f->va);
+	*last = r ? (struct served){ f->vm, r->start, r->start + r->size, f->access }
+		  : (struct served){ 0 };
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* @f is in the range @last served for the same VM, and asks no more
+ * (a read after a write or atomic, a write after an atomic): counted as
+ * a fault of that range, answered with the batch. */
+static bool fault_covered(struct svm *s, const struct served *last, const struct vm_fault *f)
+{
+	struct svm_dev *sd;
+
+	if (!last->vm || last->vm != f->vm || f->va < last->start || f->va >= last->end ||
+	    f->access > last->access)
+		return false;
+	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, f->vm->dev);
+	if (sd) {
+		sd->st.svm_pagefault_count++;
+		size_count(&sd->st, last->end - last->start, 0, 0);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return true;
 }
 
 void *worker_main(void *arg)
@@ -801,13 +949,27 @@ void *worker_main(void *arg)
 		case W_FAULTS: {
 			int *st = calloc(w->n, sizeof(*st));
 
+			struct served last = { 0 };
+
 			for (size_t i = 0; i < w->n; i++) {
 				uint64_t t0 = now_ns();
-				int ret = serve(s, &w->f[i], SERVE_FAULT, NULL);
+				int ret;
 
+				if (fault_covered(s, &last, &w->f[i])) {
+					/* served too, by the first: its own time is the look */
+					stat_hist_add(&w->f[i].vm->dev->svm_fault_hist, (now_ns() - t0) / 1000);
+					if (st)
+						st[i] = 0;
+					else
+						vm_fault_done(&w->f[i], 0);
+					continue;
+				}
+				ret = serve(s, &w->f[i], SERVE_FAULT, NULL);
 				/* the service time of one GPU fault (its device
 				 * outlives its pending faults) */
 				stat_hist_add(&w->f[i].vm->dev->svm_fault_hist, (now_ns() - t0) / 1000);
+				if (!ret)
+					served_note(s, &last, &w->f[i]);
 
 				if (!ret)
 					fault_prefetch(s, &w->f[i]);
@@ -830,6 +992,13 @@ void *worker_main(void *arg)
 			 * the device a TLB drop. */
 			if (st)
 				vm_faults_done(w->f, st, w->n);
+			/* then the stream prefetcher, while the kernel goes
+			 * on: once per 2 MiB block the batch faulted in (its
+			 * faults come in address order, a block's together) */
+			for (size_t i = 0; st && i < w->n; i++)
+				if (!st[i] && (i + 1 == w->n || w->f[i + 1].vm != w->f[i].vm ||
+					       (w->f[i + 1].va ^ w->f[i].va) >= SVM_2M))
+					fault_ahead(s, &w->f[i]);
 			free(st);
 			free(w->f);
 			break;

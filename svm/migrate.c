@@ -929,7 +929,7 @@ out:
  * (svm/peer.c) write every byte of it (zeroes where the process had no
  * page) before it is mapped anywhere, and free it when they fail. */
 int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
-		    struct ugpu_bo **bo)
+		    unsigned int bo_flags, struct ugpu_bo **bo)
 {
 	if (device_is_remote(sd->dev)) {
 		/* a staging BO of the daemon's: made in system memory (its
@@ -953,17 +953,18 @@ int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 		.name = name,
 	};
 
-	return bo_create_kernel(sd->dev, &o, BO_KERNEL_NO_CLEAR, bo);
+	return bo_create_kernel(sd->dev, &o, BO_KERNEL_NO_CLEAR | bo_flags, bo);
 }
 
-/* Move @r (owned, R_CPU) into @sd's VRAM. */
-int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+/* Move @r (owned, R_CPU) into @sd's VRAM; @bo_flags: BO_KERNEL_NO_EVICT
+ * or 0 (mm/bo.h). */
+int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd, unsigned int bo_flags)
 {
 	uint64_t t0 = now_ns(), t_take;
 	struct ugpu_bo *bo;
 	int ret;
 
-	ret = range_bo_create(r, sd, "svm", &bo);
+	ret = range_bo_create(r, sd, "svm", bo_flags, &bo);
 	if (ret)
 		return ret;
 	/* The race window: from here a CPU access to the range faults into
@@ -1072,7 +1073,7 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 
 	if (!s->have_wp || device_is_remote(sd->dev))
 		return -EOPNOTSUPP; /* through ugpud: one copy, moved (docs/daemon.md) */
-	ret = range_bo_create(r, sd, "svm-dup", &bo);
+	ret = range_bo_create(r, sd, "svm-dup", 0, &bo);
 	if (ret)
 		return ret;
 	ret = populate_owned(s, r);

@@ -115,7 +115,7 @@ int range_to_peer(struct svm *s, struct svm_range *r, struct svm_dev *to)
 	ret = rpm_get_dev(to->dev);
 	if (ret)
 		return ret;
-	ret = range_bo_create(r, to, "svm", &bo);
+	ret = range_bo_create(r, to, "svm", 0, &bo);
 	if (ret)
 		goto out_put;
 	bo_pm_wait_awake(from->dev);
@@ -149,7 +149,7 @@ int peer_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *pd, struct 
 	int ret = -ENOSPC;
 
 	if (pd && bo_pm_active(pd->dev) && !rpm_get_dev(pd->dev)) {
-		ret = range_to_vram(s, r, pd);
+		ret = range_to_vram(s, r, pd, 0);
 		rpm_put_dev(pd->dev);
 		if (!ret) {
 			pthread_mutex_lock(&s->lock);
@@ -160,7 +160,7 @@ int peer_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *pd, struct 
 		log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") is advised to %s, which has no room (%s): %s's VRAM instead",
 			r->start, r->size, pd->dev->name, ugpu_strerror(ret), sd->dev->name);
 	}
-	return range_to_vram(s, r, sd);
+	return range_to_vram(s, r, sd, 0);
 }
 
 /* @r's VRAM is @x's, and @x still lets its peers in (not going, not
@@ -289,7 +289,7 @@ static int range_evacuate_one(struct svm *s, struct svm_range *r, struct svm_dev
 	ret = range_to_cpu(s, r);
 	if (ret || !bo_pm_active(to->dev) || rpm_get_dev(to->dev))
 		return ret ? ret : -EBUSY;
-	ret = range_to_vram(s, r, to);
+	ret = range_to_vram(s, r, to, 0);
 	rpm_put_dev(to->dev);
 	if (ret)
 		return 1; /* in the process: svm_down() has nothing left to do */

@@ -680,12 +680,15 @@ UGPU_API int ugpu_svm_set_tuning(struct ugpu_device *dev, const struct ugpu_svm_
 	if (!dev || !t || t->size < offsetof(struct ugpu_svm_tuning, fault_prefetch_pct) + 4 ||
 	    t->thrash_threshold < 2 || t->thrash_threshold > 255 || !t->thrash_lapse_us ||
 	    t->thrash_lapse_us > 10000000 || t->thrash_throttle_ms > 10000 || !t->thrash_pin_ms ||
-	    t->thrash_pin_ms > 60000 || !t->fault_prefetch_pct || t->fault_prefetch_pct > 100)
+	    t->thrash_pin_ms > 60000 || !t->fault_prefetch_pct || t->fault_prefetch_pct > 100 ||
+	    (t->size >= offsetof(struct ugpu_svm_tuning, fault_ahead) + 4 &&
+	     t->fault_ahead > SVM_FAULT_AHEAD_MAX))
 		return -EINVAL;
 	ret = tuning_dev(dev, &sd);
 	if (ret)
 		return ret;
-	sd->tune = *t;
+	/* what the caller's struct has; newer fields it lacks stay */
+	memcpy(&sd->tune, t, t->size < sizeof(sd->tune) ? t->size : sizeof(sd->tune));
 	sd->tune.size = sizeof(sd->tune);
 	tuning_done();
 	return 0;

@@ -1118,6 +1118,8 @@ static const struct stat_desc svm_stats_descs[] = {
 		   "ranges sent home so an idle device could sleep"),
 	STAT_NAMED("svm_prefetch_count", struct ugpu_svm_stats, svm_prefetch_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "ranges prefetched to VRAM"),
+	STAT_NAMED("svm_fault_ahead_count", struct ugpu_svm_stats, svm_fault_ahead_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
+		   "2 MiB ranges the stream prefetcher moved to VRAM ahead of a kernel walking a mapping"),
 	STAT_NAMED("svm_peer_migrate_count", struct ugpu_svm_stats, svm_peer_migrate_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,
 		   "ranges that arrived in this device's VRAM from a peer's (over the fabric, or a removal's)"),
 	STAT_NAMED("svm_peer_map_count", struct ugpu_svm_stats, svm_peer_map_count, UGPU_STAT_COUNTER, UGPU_STAT_UNIT_NONE,

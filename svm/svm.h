@@ -53,6 +53,8 @@
 /* Ranges of this size or more move to VRAM on their first GPU fault;
  * smaller ones are used where they are (xe's policy). */
 #define SVM_MIGRATE_MIN SVM_64K
+/* struct ugpu_svm_tuning fault_ahead: 2 MiB ranges ahead, at most */
+#define SVM_FAULT_AHEAD_MAX 16
 /* A range that reached VRAM stays there at least this long before a CPU
  * touch takes it back (xe's default timeslice), so the two sides do not
  * ping-pong. */
@@ -366,7 +368,7 @@ struct svm_range *own_first(struct svm *s, uint64_t lo, uint64_t hi, bool (*want
 void range_unmap_gpu(struct svm *s, struct svm_range *r);
 int range_to_cpu(struct svm *s, struct svm_range *r);
 int range_to_cpu_must(struct svm *s, struct svm_range *r);
-int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd);
+int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd, unsigned int bo_flags);
 int range_in_place(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd);
 void dup_drop(struct svm *s, struct svm_range *r);
@@ -412,7 +414,7 @@ void gc_run(struct svm *s, const struct svm_work *w);
 
 /* svm/migrate.c, shared with svm/peer.c */
 int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
-		    struct ugpu_bo **bo);
+		    unsigned int bo_flags, struct ugpu_bo **bo);
 void range_free_vram(struct svm *s, struct svm_range *r);
 void vram_ranges_inc(struct svm *s, struct svm_dev *sd);
 
@@ -473,6 +475,7 @@ enum serve_why {
 	SERVE_FAULT, /* a GPU fault */
 	SERVE_PREFETCH, /* ugpu_vm_prefetch() */
 	SERVE_FAULT_PREFETCH, /* the fault prefetcher: the rest of a 2 MiB block */
+	SERVE_FAULT_AHEAD, /* the stream prefetcher: the next 2 MiB ranges of a walk */
 };
 int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t *end);
 void tuning_default(struct ugpu_svm_tuning *t);

@@ -253,6 +253,17 @@ UGPU_API void ugpu_svm_prefetch_free(struct ugpu_svm_prefetch *p);
  * @fault_prefetch_pct: "most": the share of the block's 64 KiB pieces
  *          (those its mapping holds) in VRAM that triggers it (default 51,
  *          UVM's); 1 .. 100.
+ * @fault_ahead: the stream prefetcher: when a GPU fault is served into a
+ *          2 MiB range and the 2 MiB range just below it is in this
+ *          device's VRAM too (a kernel walking the memory upwards), up to
+ *          this many following 2 MiB ranges of the same CPU mapping move
+ *          to VRAM right after the fault is answered, while the kernel
+ *          reads (default 2; 0 switches it off; at most 16). Only ranges
+ *          under the default policy (no advice keeping them in place or
+ *          elsewhere, not read-mostly), only into free VRAM (it never
+ *          evicts), never in the brk heap or a .bss, never through ugpud.
+ *          Counted in svm_fault_ahead_count. A caller compiled before this
+ *          field (a smaller @size) leaves it as it is.
  */
 struct ugpu_svm_tuning {
 	size_t size;
@@ -263,6 +274,7 @@ struct ugpu_svm_tuning {
 	uint32_t thrash_pin_ms;
 	bool fault_prefetch_enable;
 	uint32_t fault_prefetch_pct;
+	uint32_t fault_ahead;
 };
 
 /**

@@ -444,6 +444,10 @@ UGPU_API int ugpu_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info
  *          in a peer's VRAM in place (through its window onto the peer).
  * @svm_peer_pref_count: ranges another device's faults put into this
  *          device's VRAM because advice named it the preferred location.
+ * @svm_fault_ahead_count: 2 MiB ranges moved to VRAM by the stream
+ *          prefetcher, ahead of a kernel walking a mapping upwards
+ *          (struct ugpu_svm_tuning, @fault_ahead), before it faulted on
+ *          them.
  */
 struct ugpu_svm_stats {
 	size_t size;
@@ -469,6 +473,7 @@ struct ugpu_svm_stats {
 	uint64_t svm_thrash_in_place_count;
 	uint64_t svm_fault_prefetch_count;
 	uint64_t svm_peer_migrate_count, svm_peer_map_count, svm_peer_pref_count;
+	uint64_t svm_fault_ahead_count;
 };
 
 /**

@@ -1164,7 +1164,26 @@ static void test_tuning(void **state)
 	assert_int_equal(t.thrash_throttle_ms, 20);
 	assert_int_equal(t.thrash_pin_ms, 150);
 	assert_int_equal(t.fault_prefetch_pct, 51);
+	assert_int_equal(t.fault_ahead, 2);
 	d = t;
+	t.fault_ahead = 17;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
+	/* a caller compiled before fault_ahead (a smaller size): the rest is
+	 * set, fault_ahead is left as it is, and what lies past its size is
+	 * neither read nor written */
+	t = d;
+	t.fault_ahead = 17;
+	t.thrash_pin_ms = 151;
+	t.size = offsetof(struct ugpu_svm_tuning, fault_ahead);
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+	t.fault_ahead = 99;
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+	assert_int_equal(t.thrash_pin_ms, 151);
+	assert_int_equal(t.fault_ahead, 99);
+	t.size = sizeof(t);
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+	assert_int_equal(t.fault_ahead, 2);
+	t = d;
 	t.thrash_threshold = 1;
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
 	t = d;
@@ -1346,6 +1365,145 @@ static void test_fault_prefetch(void **state)
 	munmap(m, len);
 }
 
+/* svm_fault_ahead_count once it reaches @want, or after 2 s: the stream
+ * prefetcher runs after the batch is answered, so it may still be moving
+ * when the kernel's fence is signalled. */
+static uint64_t ahead_count_reaching(struct svm_fx *s, uint64_t want)
+{
+	uint64_t n = 0;
+
+	for (int k = 0; k < 200; k++) {
+		n = stats(s).svm_fault_ahead_count;
+		if (n >= want)
+			break;
+		usleep(10000);
+	}
+	return n;
+}
+
+/*
+ * The stream prefetcher (tuning fault_ahead): a kernel reads the first
+ * 8 MiB of a 32 MiB mapping upwards. With the default depth (2), ranges
+ * past those it faulted move ahead, but never more than two past the last
+ * range it read (nothing beyond 12 MiB); with 0, exactly its four ranges
+ * move. Either way every byte comes back to the CPU exact, and a second
+ * kernel over the 8 MiB adds up.
+ */
+static void test_fault_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 32 * MIB, read = 8 * MIB;
+
+	for (int pass = 0; pass < 2; pass++) {
+		struct ugpu_svm_tuning t = { .size = sizeof(t) };
+		uint64_t *buf = map_anon(bytes, 2 * MIB), a0;
+		struct ugpu_svm_stats st0, st1;
+		struct ugpu_kernel_result r;
+		bool on = pass == 0;
+		uint64_t sum = 0;
+
+		assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+		assert_int_equal(t.fault_ahead, on ? 2 : 0);
+		fill(buf, bytes);
+		for (uint64_t i = 0; i < read / 8; i++)
+			sum += pattern(i);
+		st0 = stats(s);
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, read, 0, &r), 0);
+		assert_true(r.sum == sum);
+		a0 = st0.svm_fault_ahead_count;
+		if (on)
+			assert_true(ahead_count_reaching(s, a0 + 1) >= a0 + 1);
+		else
+			usleep(100000); /* (time it would have had) */
+		st1 = settled_stats(s);
+		assert_true(st1.svm_fault_ahead_count - a0 <= (on ? 4 : 0));
+		assert_int_equal(query(s, buf + 12 * MIB / 8, bytes - 12 * MIB).vram_bytes, 0);
+		if (!on) {
+			assert_int_equal(st1.svm_2M_migrate_count - st0.svm_2M_migrate_count, 4);
+			assert_int_equal(query(s, buf + read / 8, bytes - read).vram_bytes, 0);
+		} else {
+			assert_true(query(s, buf + read / 8, 4 * MIB).vram_bytes >= 2 * MIB ||
+				    st1.svm_fault_ahead_count - a0 >= 1);
+		}
+		/* a kernel over what moved ahead adds; the CPU reads it all */
+		assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, buf, 12 * MIB, 3, &r), 0);
+		check(buf, 12 * MIB, 3);
+		for (uint64_t i = 12 * MIB / 8; i < bytes / 8; i++)
+			if (buf[i] != pattern(i))
+				fail_msg("word %llu past the kernel came back wrong", (unsigned long long)i);
+		munmap(buf, bytes);
+		t.fault_ahead = 0;
+		assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+	}
+}
+
+/*
+ * The stream prefetcher leaves alone what advice keeps in system memory,
+ * and never evicts: with VRAM full but for about three ranges (a pinned
+ * BO), a kernel reading two ranges moves those two and nothing ahead, and
+ * the BO keeps its place and bytes.
+ */
+static void test_fault_ahead_stays_out(void **state)
+{
+	struct svm_fx *s = *state;
+	uint64_t bytes = 16 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st0;
+	struct ugpu_bo *bo = NULL;
+
+	/* advice: 4 MiB up is system memory's */
+	fill(buf, bytes);
+	assert_int_equal(advise(s, buf + 4 * MIB / 8, bytes - 4 * MIB, UGPU_SVM_ATTR_PREFERRED_LOC,
+				UGPU_SVM_LOC_SYSTEM), 0);
+	st0 = stats(s);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	usleep(100000);
+	assert_int_equal(settled_stats(s).svm_fault_ahead_count, st0.svm_fault_ahead_count);
+	assert_int_equal(query(s, buf, 4 * MIB).vram_bytes, 4 * MIB);
+	assert_int_equal(query(s, buf + 4 * MIB / 8, bytes - 4 * MIB).vram_bytes, 0);
+	check(buf, bytes, 0);
+	munmap(buf, bytes);
+
+	/* no room: VRAM full but for 6-8 MiB, held by a pinned BO */
+	buf = map_anon(bytes, 2 * MIB);
+	fill(buf, bytes);
+	assert_int_equal(ugpu_device_mem_stats(s->f->dev, &m), 0);
+	assert_true(m.vram_free > 8 * MIB);
+	{
+		struct ugpu_bo_opts o = { .size = sizeof(o),
+					  .bytes = (m.vram_free - 6 * MIB) & ~(2 * MIB - 1),
+					  .placements = { UGPU_PLACEMENT_VRAM },
+					  .flags = UGPU_BO_PINNED, .name = "fills VRAM" };
+
+		assert_int_equal(ugpu_bo_create(s->f->dev, &o, &bo), 0);
+		assert_int_equal(ugpu_bo_write(bo, 0, buf, 4096), 0);
+	}
+	assert_int_equal(ugpu_device_mem_stats(s->f->dev, &m), 0);
+	st0 = stats(s);
+	{
+		uint64_t ev = m.evictions;
+
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+		usleep(100000);
+		assert_int_equal(settled_stats(s).svm_fault_ahead_count, st0.svm_fault_ahead_count);
+		assert_int_equal(query(s, buf, 4 * MIB).vram_bytes, 4 * MIB);
+		assert_int_equal(query(s, buf + 4 * MIB / 8, bytes - 4 * MIB).vram_bytes, 0);
+		assert_int_equal(ugpu_device_mem_stats(s->f->dev, &m), 0);
+		assert_int_equal(m.evictions, ev);
+	}
+	{
+		uint64_t page[512];
+
+		assert_int_equal(ugpu_bo_read(bo, 0, page, sizeof(page)), 0);
+		assert_memory_equal(page, buf, sizeof(page));
+	}
+	check(buf, bytes, 0);
+	ugpu_bo_put(bo);
+	munmap(buf, bytes);
+}
+
 /* ---- migration policy with two devices ---- */
 
 /* A range in device A's VRAM faulted by device B: with ALL_PAGES it moves
@@ -1422,6 +1580,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tuning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thrashing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_ahead_stays_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_races, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_policy_two_devices, setup, teardown),

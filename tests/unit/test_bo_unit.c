@@ -1608,6 +1608,36 @@ static void test_evict_vram_only_stay(void **state)
 	put(f, x);
 }
 
+/*
+ * BO_KERNEL_NO_EVICT (mm/bo.h: the SVM stream prefetcher's speculative
+ * VRAM): with VRAM full of unpinned BOs it gets no VRAM and evicts nothing
+ * (-ENOSPC, or its next placement); the same driver BO without the flag
+ * evicts one. The flag is the driver's: a program's BO cannot have it.
+ */
+static void test_kernel_no_evict(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *v[4], *x = NULL;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096, .placements = { V } };
+
+	mk_n(f, v, 4, 256 * KiB, 0, V, S, 20); /* evictable */
+	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_NO_EVICT, &x), -ENOSPC);
+	assert_null(x);
+	check(f);
+	assert_int_equal(stats_of(f).evictions, 0);
+	o.placements[1] = S;
+	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_NO_EVICT, &x), 0);
+	assert_int_equal(bo_where(x), S);
+	assert_int_equal(stats_of(f).evictions, 0);
+	put(f, x);
+	o.placements[1] = N;
+	assert_int_equal(bo_create_kernel(f->dev, &o, 0, &x), 0);
+	assert_int_equal(bo_where(x), V);
+	assert_int_equal(stats_of(f).evictions, 1);
+	put(f, x);
+	put_n(f, v, 4, 20);
+}
+
 /* An eviction whose copy fails: the new BO is not made, the victim stays in
  * VRAM with its bytes, the failure is counted; the next try works. */
 static void test_evict_copy_failure(void **state)
@@ -3033,6 +3063,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_lru_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_vram_only_stay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_copy_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kernel_no_evict, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_contiguous, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_copy_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_each_placement, setup, teardown),

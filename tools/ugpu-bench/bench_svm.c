@@ -4,7 +4,7 @@
  * the reference device, against baselines measured in the same run. One JSON
  * object per line:
  *   {"bench":"svm","case":"gpu_fault_2m","mib":M,"gbps":A,"migrate_gbps":C,"memcpy_gbps":B,
- *    "cpu_gbps":D,"memcpy_cpu_gbps":E}
+ *    "cpu_gbps":D,"memcpy_cpu_gbps":E,"fault_ahead":F}
  *       one READ_SUM kernel over M MiB of process memory (2 MiB ranges), each
  *       range faulted into VRAM on the way: A is bytes over the kernel's
  *       submit-to-fence time (faults, copies and the kernel's own reads), C
@@ -12,7 +12,10 @@
  *       B is memcpy of the same bytes between two populated buffers. D and E
  *       are the same bytes over the CPU time the whole process (every
  *       thread, the device's engines included) spent on each: the cost,
- *       much less disturbed than the wall time when other work runs.
+ *       much less disturbed than the wall time when other work runs. F is
+ *       the stream prefetcher's depth in 2 MiB ranges (the driver's
+ *       default, or --fault-ahead): ranges moved ahead of the kernel count
+ *       in C too.
  *   {"bench":"svm","case":"cpu_fault_2m","mib":M,"gbps":A,"memcpy_gbps":B,"cpu_gbps":D,"memcpy_cpu_gbps":E}
  *       the CPU reads one word of each of those ranges (now in VRAM), each
  *       touch bringing its 2 MiB back before it returns.
@@ -41,6 +44,7 @@
 
 #include <ugpu/device.h>
 #include <ugpu/rpm.h>
+#include <ugpu/svm.h>
 #include <ugpu/vm.h>
 
 #include "tools/ugpu-bench/bench.h"
@@ -211,18 +215,24 @@ static int bench_big(struct sb *b, size_t mib, const char *gpu_case, const char 
 	size_t bytes = mib * MIB;
 	uint64_t *w = bench_map_2m(bytes);
 	uint64_t ns[2], cpu[2], mig_us, copy_ns, copy_cpu = 0;
+	struct ugpu_svm_tuning t = { .size = sizeof(t) };
 	int ret;
 
 	if (!w)
 		return -ENOMEM;
+	ret = ugpu_svm_get_tuning(b->dev, &t); /* the stream prefetcher's depth, printed */
+	if (ret) {
+		munmap(w, bytes);
+		return ret;
+	}
 	ret = fault_pass(b, w, bytes, 1, ns, cpu, &mig_us); /* warm-up */
 	if (!ret)
 		ret = fault_pass(b, w, bytes, 2, ns, cpu, &mig_us);
 	copy_ns = ret ? 0 : bench_memcpy_ns(bytes, &copy_cpu);
 	if (!ret) {
-		printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"migrate_gbps\":%.2f,\"memcpy_gbps\":%.2f,\"cpu_gbps\":%.2f,\"memcpy_cpu_gbps\":%.2f}\n",
+		printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"migrate_gbps\":%.2f,\"memcpy_gbps\":%.2f,\"cpu_gbps\":%.2f,\"memcpy_cpu_gbps\":%.2f,\"fault_ahead\":%u}\n",
 		       gpu_case, mib, bench_gbps(bytes, ns[0]), bench_gbps(bytes, mig_us * 1000), bench_gbps(bytes, copy_ns),
-		       bench_gbps(bytes, cpu[0]), bench_gbps(bytes, copy_cpu));
+		       bench_gbps(bytes, cpu[0]), bench_gbps(bytes, copy_cpu), t.fault_ahead);
 		if (cpu_case)
 			printf("{\"bench\":\"svm\",\"case\":\"%s\",\"mib\":%zu,\"gbps\":%.2f,\"memcpy_gbps\":%.2f,\"cpu_gbps\":%.2f,\"memcpy_cpu_gbps\":%.2f}\n",
 			       cpu_case, mib, bench_gbps(bytes, ns[1]), bench_gbps(bytes, copy_ns),
@@ -420,12 +430,15 @@ void bench_mirror_close(struct bench_mirror *m)
 int bench_svm(int argc, char **argv)
 {
 	struct sb b = { 0 };
-	uint64_t mib_opt = 256, n_opt = 1000;
+	uint64_t mib_opt = 256, n_opt = 1000, ahead_opt = UINT64_MAX;
 	const struct cli_opt opts[] = {
 		{ .name = "mib", .kind = CLI_UINT, .dst = &mib_opt, .arg = "N",
 		  .help = "MiB of malloc'd memory moved (even)", .min = 64, .max = 65536 },
 		{ .name = "n", .kind = CLI_UINT, .dst = &n_opt, .arg = "N",
 		  .help = "4 KiB faults measured", .min = 100, .max = 10000000 },
+		{ .name = "fault-ahead", .kind = CLI_UINT, .dst = &ahead_opt, .arg = "N",
+		  .help = "the stream prefetcher's depth in 2 MiB ranges (struct ugpu_svm_tuning fault_ahead; default: the driver's)",
+		  .min = 0, .max = 16 },
 		{ 0 },
 	};
 	const struct cli_cmd cli = {
@@ -446,6 +459,19 @@ int bench_svm(int argc, char **argv)
 	if (ret) {
 		fprintf(stderr, "ugpu-bench svm: setup failed: %s\n", ugpu_strerror(ret));
 		return 1;
+	}
+	if (ahead_opt != UINT64_MAX) {
+		struct ugpu_svm_tuning t = { .size = sizeof(t) };
+
+		ret = ugpu_svm_get_tuning(b.dev, &t);
+		t.fault_ahead = (uint32_t)ahead_opt;
+		if (!ret)
+			ret = ugpu_svm_set_tuning(b.dev, &t);
+		if (ret) {
+			fprintf(stderr, "ugpu-bench svm: --fault-ahead: %s\n", ugpu_strerror(ret));
+			bench_mirror_close(&b);
+			return 1;
+		}
 	}
 	ret = bench_big(&b, mib, "gpu_fault_2m", "cpu_fault_2m");
 	if (!ret)
