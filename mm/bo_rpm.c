@@ -51,9 +51,9 @@ struct bo_rpm {
 	struct list_link mapped; /* VRAM BOs a fault mapped since the last release */
 	struct list_link evicted; /* BOs moved to system for D3cold, to move back */
 	struct bo_rpm_backup *backups;
-	/* @nbackups: changed under @lock (atomic stores: bo_rpm_note_store()
+	/* @nbackups: changed under @lock (atomic stores: bo_rpm_store_u64()
 	 * reads it without the lock, under the manager lock, which every
-	 * addition holds) */
+	 * addition holds; drops are release stores) */
 	size_t nbackups, cap_backups;
 	bool fault_ref;
 	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
@@ -367,7 +367,8 @@ static void drop_backups_locked(struct bo_rpm *r, const struct ugpu_bo *bo)
 		}
 		free(r->backups[i].data);
 		r->backups[i] = r->backups[r->nbackups - 1];
-		__atomic_store_n(&r->nbackups, r->nbackups - 1, __ATOMIC_RELAXED);
+		/* release: bo_rpm_store_u64() reads it without the lock */
+		__atomic_store_n(&r->nbackups, r->nbackups - 1, __ATOMIC_RELEASE);
 	}
 }
 
@@ -434,24 +435,35 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
 	return whole;
 }
 
-void bo_rpm_note_store(struct ugpu_device *dev, uint64_t off, const void *src, size_t len)
+void bo_rpm_store_u64(struct ugpu_device *dev, uint64_t *p, uint64_t v)
 {
 	struct bo_rpm *r = rpm_of(dev);
-	uint64_t end = off + len;
+	uint64_t off = (uint64_t)((char *)p - (char *)dev->vram), end = off + sizeof(v);
 	size_t i;
 
 	/* Nothing backed up (the device is awake): the common case, no lock.
-	 * Backups are added under the manager lock, which the caller holds. */
-	if (!r || !__atomic_load_n(&r->nbackups, __ATOMIC_RELAXED))
+	 * Backups are added under the manager lock, which the caller holds,
+	 * so none appears meanwhile; a resume drops them with a release store
+	 * after its copies, so reading 0 here orders our store after them. */
+	if (!r || !__atomic_load_n(&r->nbackups, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(p, v, __ATOMIC_RELAXED);
 		return;
+	}
+	/* The store and its note under the list lock, which bo_rpm_resume()
+	 * holds across its copies and the drop: either the resume copies back
+	 * a backup that has the store, or it ran first and the store lands
+	 * after its copy. (Storing to VRAM first and noting after let a resume
+	 * in between overwrite the store with the older backup and then drop
+	 * the backups, so the note found none: a cleared entry came back.) */
 	pthread_mutex_lock(&r->lock);
+	__atomic_store_n(p, v, __ATOMIC_RELAXED);
 	for (i = 0; i < r->nbackups; i++) {
 		const struct bo_rpm_backup *k = &r->backups[i];
 		uint64_t a = off > k->offset ? off : k->offset;
 		uint64_t b = end < k->offset + k->len ? end : k->offset + k->len;
 
 		if (a < b) /* the part of the store inside this block */
-			memcpy((char *)k->data + (a - k->offset), (const char *)src + (a - off), b - a);
+			memcpy((char *)k->data + (a - k->offset), (const char *)&v + (a - off), b - a);
 	}
 	pthread_mutex_unlock(&r->lock);
 }

@@ -79,17 +79,21 @@ void bo_rpm_forget(struct ugpu_bo *bo);
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
 
 /*
- * bo_rpm_note_store() - the CPU stored @len bytes of @src at VRAM offset
- * @off of a pinned BO (a GPU VM's page table) without waking the device:
- * a D3cold backup that holds that offset gets them too, so the resume's
- * restore does not bring back what was there before. Before, an SVM
- * unmap while the device slept in D3cold cleared entries in VRAM only;
- * the restore brought them back, and a table given back as empty came back
- * full (found by test_svm_model: a kernel read through a stale entry whose
- * DMA mapping was gone, or through a table reused for other addresses).
+ * bo_rpm_store_u64() - store @v at @p, in VRAM (dev->vram) of a pinned BO (a
+ * GPU VM's page table), without waking the device: a D3cold backup that
+ * holds that offset gets it too, so the resume's restore does not bring
+ * back what was there before. Before, an SVM unmap while the device slept
+ * in D3cold cleared entries in VRAM only; the restore brought them back,
+ * and a table given back as empty came back full (found by test_svm_model:
+ * a kernel read through a stale entry whose DMA mapping was gone, or
+ * through a table reused for other addresses). The store and the backup's
+ * copy are made together under the list lock, which the resume holds
+ * across its restore: a store made in VRAM first and noted after could
+ * fall on both sides of a resume, which restored the older entry over it
+ * and dropped the backups before the note (test_svm_model under TSan).
  * Manager lock held (it orders this against the suspend's backups).
  */
-void bo_rpm_note_store(struct ugpu_device *dev, uint64_t off, const void *src, size_t len);
+void bo_rpm_store_u64(struct ugpu_device *dev, uint64_t *p, uint64_t v);
 
 /* Counters for tests and tools. */
 struct bo_rpm_stats {

@@ -68,11 +68,10 @@ static struct bo_mgr *mgr_of(struct ugpu_device *dev)
 
 /* One entry of a table of @vm. SVM unmaps clear entries without waking the
  * device: while it sleeps in D3cold the store goes to the tables' backup
- * too (bo_rpm_note_store()), which the resume copies back. Manager lock. */
+ * too, atomically with a resume's restore (bo_rpm_store_u64()). Manager lock. */
 static void pte_store(struct ugpu_vm *vm, uint64_t *p, uint64_t v)
 {
-	__atomic_store_n(p, v, __ATOMIC_RELAXED);
-	bo_rpm_note_store(vm->dev, (uint64_t)((char *)p - (char *)vm->dev->vram), &v, sizeof(v));
+	bo_rpm_store_u64(vm->dev, p, v);
 }
 
 /* ---- the table pool ---------------------------------------------------------- */
