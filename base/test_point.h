@@ -135,6 +135,11 @@ enum test_point_id {
 	 * bo_sys_release()), its thread, no lock: it read the BO's device
 	 * (@obj the BO) and is about to take that device's manager lock. */
 	TEST_POINT_BO_LOCK_OWN,
+	/* svm/migrate.c range_to_vram(), the thread moving the range into
+	 * VRAM, no lock, the range owned: its VRAM BO was just made, before
+	 * its pages are taken and copied. @obj: a uint64_t, the range's start.
+	 * (A host suspend that backed up that VRAM now would miss the copy.) */
+	TEST_POINT_SVM_VRAM_MADE,
 	TEST_POINT_COUNT
 };
 

@@ -599,6 +599,25 @@ int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	return unplug_wait_removed(dev, UNPLUG_API_TIMEOUT_MS) ? -ENODEV : 0;
 }
 
+int bo_rpm_hold_if_awake(struct ugpu_device *dev, struct rpm **held)
+{
+	struct rpm *rpm;
+	int ret;
+
+	*held = NULL;
+	ret = rpm_user_enter(dev, &rpm);
+	if (ret == -EINVAL)
+		return 0; /* no runtime PM (yet): nothing to hold */
+	if (ret)
+		return ret;
+	if (rpm_get_if_active(rpm)) {
+		*held = rpm;
+		return 0;
+	}
+	rpm_user_leave(rpm);
+	return -EAGAIN;
+}
+
 void bo_rpm_release(struct rpm *held)
 {
 	if (held) {
@@ -729,9 +748,9 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	bo->size = (opts->bytes + PAGE_SIZE_BO - 1) & ~(uint64_t)(PAGE_SIZE_BO - 1);
 	bo->flags = opts->flags;
 	bo->driver_owned = driver;
-	bo->buddy_flags = buddy_flags & ~(BO_KERNEL_NO_CLEAR | BO_KERNEL_NO_EVICT);
+	bo->buddy_flags = buddy_flags & ~(BO_KERNEL_NO_CLEAR | BO_KERNEL_SPECULATIVE);
 	bo->no_clear = driver && (buddy_flags & BO_KERNEL_NO_CLEAR);
-	bo->no_evict = driver && (buddy_flags & BO_KERNEL_NO_EVICT);
+	bo->speculative = driver && (buddy_flags & BO_KERNEL_SPECULATIVE);
 	snprintf(bo->name, sizeof(bo->name), "%s", opts->name ? opts->name : "bo");
 	buddy_list_init(&bo->own_blocks);
 	bo->vram = &bo->own_blocks;
@@ -743,13 +762,16 @@ static int bo_create_common(struct ugpu_device *dev, const struct ugpu_bo_opts *
 	if (opts->flags & UGPU_BO_PINNED)
 		bo->pin_count = 1;
 
-	ret = placements_have_vram(bo) ? bo_rpm_hold(dev, &held) : 0;
+	ret = !placements_have_vram(bo) ? 0
+	      : bo->speculative	       ? bo_rpm_hold_if_awake(dev, &held)
+					: bo_rpm_hold(dev, &held);
 	if (ret) {
 		free(bo);
 		return ret;
 	}
 	bo_mgr_lock(m);
 	ret = bo_place_locked(bo);
+	bo->speculative = false; /* later placements evict as any BO's */
 	if (ret) {
 		pthread_mutex_unlock(&m->lock);
 		bo_rpm_release(held);

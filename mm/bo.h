@@ -82,7 +82,7 @@ struct ugpu_bo {
 
 	bool no_clear; /* BO_KERNEL_NO_CLEAR: its first placement in VRAM is not
 			* cleared (set at creation, read once under the lock) */
-	bool no_evict; /* BO_KERNEL_NO_EVICT (set at creation) */
+	bool speculative; /* BO_KERNEL_SPECULATIVE: until its first placement */
 	bool driver_owned; /* made by the driver (bo_create_kernel): a device
 			    * resource, not the program's (removal drops it) */
 	bool svm; /* a shared-virtual-memory range's VRAM (bo_mark_svm()):
@@ -394,10 +394,13 @@ void bo_snapshot_put(struct ugpu_bo **v, size_t n);
  * writes every byte of it before anything can read it: an SVM range's copy
  * (svm/migrate.c). A BO that may land in system memory must not use it. */
 #define BO_KERNEL_NO_CLEAR (1u << 31)
-/* Not a buddy flag either: VRAM only if it is free now. No eviction makes
- * room for it (-ENOSPC, or the next placement): speculative VRAM, the SVM
- * stream prefetcher's (svm/fault.c), never pushes out what is in use. */
-#define BO_KERNEL_NO_EVICT (1u << 30)
+/* Not a buddy flag either: speculative VRAM (the SVM stream prefetcher's,
+ * svm/fault.c), only if it is free now and the device is awake. No eviction
+ * makes room for it (-ENOSPC, or the next placement), and the creation
+ * neither wakes the device nor waits for it (-EAGAIN): it never pushes out
+ * what is in use, and never stalls on a removal. Its first placement only:
+ * later moves of the BO are as any BO's. */
+#define BO_KERNEL_SPECULATIVE (1u << 30)
 int bo_create_kernel(struct ugpu_device *dev, const struct ugpu_bo_opts *opts,
 		     unsigned int buddy_flags, struct ugpu_bo **out);
 
@@ -423,6 +426,10 @@ static inline void bo_set_placement(struct ugpu_bo *bo, enum ugpu_placement p)
  */
 int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held);
 void bo_rpm_release(struct rpm *held);
+/* The same reference only if the device is awake (D0, no suspend started):
+ * never wakes it, never waits. 0 with *@held set (NULL: no runtime PM);
+ * -EAGAIN when it is not awake; -ENODEV when it is removed. */
+int bo_rpm_hold_if_awake(struct ugpu_device *dev, struct rpm **held);
 
 /* The BO's device, read without a lock (it may change: mm/peer.c). */
 static inline struct ugpu_device *bo_dev(const struct ugpu_bo *bo)

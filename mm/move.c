@@ -343,7 +343,7 @@ int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 	if (bo->size > dev->vram_size)
 		return -ENOSPC;
 	ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
-	if (ret != -ENOSPC || bo->no_evict)
+	if (ret != -ENOSPC || bo->speculative)
 		return ret;
 	/* Evictions: reported as one operation over the bytes it needs. */
 	progress_begin(&pr, dev->ctx, UGPU_PROGRESS_EVICT, dev->name, bo->size);

@@ -73,6 +73,16 @@ int host_pm_init(struct ugpu_device *dev)
 	return 0;
 }
 
+bool host_pm_try_enter(struct ugpu_device *dev)
+{
+	return dev->pm && !pthread_mutex_trylock(&dev->pm->lock);
+}
+
+void host_pm_leave(struct ugpu_device *dev)
+{
+	pthread_mutex_unlock(&dev->pm->lock);
+}
+
 void host_pm_free(struct ugpu_device *dev)
 {
 	struct host_pm *pm = dev->pm;

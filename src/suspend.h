@@ -143,4 +143,16 @@ extern int pm_exec_idle_ms_test;
 /* pm_mem_register() - the memory layer's ops (mm/backup.c), at bring-up. */
 void pm_mem_register(struct ugpu_device *dev, const struct pm_mem_ops *ops, void *arg);
 
+/*
+ * host_pm_try_enter() / host_pm_leave() - hold off the host-suspend
+ * transitions and the removal without waiting: true when none runs now
+ * (@lock taken), and none starts until host_pm_leave(). For speculative
+ * work that must not overlap one and may simply not happen (SVM's stream
+ * prefetcher, svm/fault.c): the holder waits for nothing a transition
+ * does, and holds it only for a bounded time. Called with no other driver
+ * lock held (@lock is the outermost).
+ */
+bool host_pm_try_enter(struct ugpu_device *dev);
+void host_pm_leave(struct ugpu_device *dev);
+
 #endif

@@ -32,6 +32,7 @@
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/rpm.h"
+#include "src/suspend.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
 
@@ -298,6 +299,9 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 	uint64_t va = f->va & ~(SVM_4K - 1);
 	struct svm_dev *sd, *pd = NULL;
 	bool atomic_vram, stay, want_vram, guard, deny, pinned, own, peer_inplace, wr = true;
+	bool created = false; /* this call made the range */
+	/* what goes wrong for the stream prefetcher is no error of anyone's */
+	enum ugpu_log_level el = why == SERVE_FAULT_AHEAD ? UGPU_LOG_DEBUG : UGPU_LOG_ERROR;
 	const char *own_what = NULL;
 	struct svm_range *r;
 	struct svm_attrs a;
@@ -340,7 +344,7 @@ again:
 		pthread_mutex_unlock(&s->lock);
 		ret = vma_lookup(va, &v);
 		if (ret) {
-			log_err(s->ctx, "svm: %s at 0x%" PRIx64 ": nothing is mapped there in the process",
+			log_msg(s->ctx, el, "svm: %s at 0x%" PRIx64 ": nothing is mapped there in the process",
 				why == SERVE_PREFETCH ? "prefetch"
 				: f->access == UGPU_ACCESS_READ ? "GPU read"
 				: f->access == UGPU_ACCESS_WRITE ? "GPU write" : "GPU atomic",
@@ -350,12 +354,12 @@ again:
 		/* The driver's own heap (base/alloc.h) is never a range: a
 		 * range there would take the driver's objects away from it. */
 		if (ugpu_mem_owns((const void *)(uintptr_t)va)) {
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": that is the driver's own memory, not the program's",
+			log_msg(s->ctx, el, "svm: GPU access at 0x%" PRIx64 ": that is the driver's own memory, not the program's",
 				f->va);
 			return -EFAULT;
 		}
 		if ((f->access != UGPU_ACCESS_READ && !v.writable) || !v.readable) {
-			log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping (%s) does not allow it",
+			log_msg(s->ctx, el, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping (%s) does not allow it",
 				f->access == UGPU_ACCESS_READ ? "read" : "write", f->va, v.what);
 			return -EFAULT;
 		}
@@ -368,7 +372,7 @@ again:
 			unsigned int kb = vma_page_kb(v.start);
 
 			if (kb > 4) {
-				log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": hugetlbfs memory (%s, %u KiB pages) is refused: shared virtual memory moves and maps 4 KiB pages (use transparent huge pages, MADV_HUGEPAGE, or a BO)",
+				log_msg(s->ctx, el, "svm: GPU access at 0x%" PRIx64 ": hugetlbfs memory (%s, %u KiB pages) is refused: shared virtual memory moves and maps 4 KiB pages (use transparent huge pages, MADV_HUGEPAGE, or a BO)",
 					f->va, v.what, kb);
 				return -EFAULT;
 			}
@@ -388,19 +392,19 @@ again:
 			goto again;
 		}
 		if (ret == -EINVAL && (!v.anon || v.shared)) {
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": %s is a file mapping userfaultfd cannot watch (only shmem: memfd, tmpfs, MAP_SHARED anonymous), so the device may not map it; use a BO, or private or shmem memory",
+			log_msg(s->ctx, el, "svm: GPU access at 0x%" PRIx64 ": %s is a file mapping userfaultfd cannot watch (only shmem: memfd, tmpfs, MAP_SHARED anonymous), so the device may not map it; use a BO, or private or shmem memory",
 				f->va, v.what);
 			return -EFAULT;
 		}
 		if (ret == -EBUSY) {
 			/* another userfaultfd serves it: a BO's CPU mapping
 			 * (the driver's own, mm/cpu_map.c) or another library's */
-			log_err(s->ctx, "svm: GPU access at 0x%" PRIx64 ": [0x%" PRIx64 ", 0x%" PRIx64 ") is served by another userfaultfd (a BO's CPU mapping from ugpu_bo_map(), or another library's): it is not process memory the GPU may mirror; bind the BO instead",
+			log_msg(s->ctx, el, "svm: GPU access at 0x%" PRIx64 ": [0x%" PRIx64 ", 0x%" PRIx64 ") is served by another userfaultfd (a BO's CPU mapping from ugpu_bo_map(), or another library's): it is not process memory the GPU may mirror; bind the BO instead",
 				f->va, v.start, v.end);
 			return -EFAULT;
 		}
 		if (ret) {
-			log_err(s->ctx, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
+			log_msg(s->ctx, el, "svm: cannot register [0x%" PRIx64 ", 0x%" PRIx64 ") (%s) with userfaultfd: %s",
 				v.start, v.end, v.what, ugpu_strerror(ret));
 			return -EFAULT;
 		}
@@ -432,6 +436,7 @@ again:
 			free(r);
 			return -EFAULT;
 		}
+		created = true;
 	}
 	if (!range_own(s, r))
 		goto again;
@@ -442,7 +447,7 @@ again:
 		 * aborted, not replayed forever on the read-only entries (found
 		 * by the scenario matrix: the kernel never ended) */
 		pthread_mutex_unlock(&s->lock); /* range_done() takes it */
-		log_err(s->ctx, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping was read-only when the GPU first used it",
+		log_msg(s->ctx, el, "svm: GPU %s at 0x%" PRIx64 ": the process's mapping was read-only when the GPU first used it",
 			f->access == UGPU_ACCESS_WRITE ? "write" : "atomic", f->va);
 		ret = -EFAULT;
 		goto out;
@@ -457,7 +462,7 @@ again:
 		pthread_mutex_unlock(&s->lock);
 		/* once a second: a kernel's pages fault by the dozen */
 		if (say)
-			log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the span's atomic policy is CPU (ugpu_svm_advise): device atomics are refused there, the kernel is aborted",
+			log_msg(s->ctx, el, "svm: GPU atomic at 0x%" PRIx64 ": the span's atomic policy is CPU (ugpu_svm_advise): device atomics are refused there, the kernel is aborted",
 				f->va);
 		ret = -EACCES;
 		goto out;
@@ -499,23 +504,41 @@ again:
 	if (why == SERVE_FAULT_AHEAD) {
 		/* The stream prefetcher moves only the plain case: a 2 MiB
 		 * range of the program's memory, in the process, under the
-		 * default policy, into VRAM that is free now (no eviction for
-		 * it). Anything else waits for a fault of its own. */
-		bool forking;
+		 * default policy, not prefetched to system memory last, into
+		 * VRAM that is free now (no eviction for it). Anything else
+		 * waits for a fault of its own; a range made here for nothing
+		 * goes again (left, nothing would drop it: a bind beside it
+		 * would find it in the way, review of 2026-12-07). */
+		bool forking, collected;
 
 		pthread_mutex_lock(&s->lock);
 		forking = s->forking;
 		pthread_mutex_unlock(&s->lock);
 		if (r->where != R_CPU || r->size != SVM_2M || pd || stay || own || !want_vram ||
-		    a.read_mostly || a.atomic == UGPU_SVM_ATOMIC_CPU || !r->writable ||
-		    r->in_place_only || forking || !bo_pm_active(sd->dev) ||
-		    device_is_remote(sd->dev))
+		    a.read_mostly || a.atomic == UGPU_SVM_ATOMIC_CPU ||
+		    a.last_prefetch == UGPU_SVM_LOC_SYSTEM || !r->writable || r->in_place_only ||
+		    forking || !bo_pm_active(sd->dev) || device_is_remote(sd->dev))
 			ret = -EAGAIN;
 		else
-			ret = range_to_vram(s, r, sd, BO_KERNEL_NO_EVICT);
-		if (ret)
-			goto out;
-		goto map;
+			ret = range_to_vram(s, r, sd, BO_KERNEL_SPECULATIVE);
+		if (!ret) {
+			/* not held the timeslice: no kernel asked for it yet,
+			 * and a CPU store there (a buffer being filled while
+			 * the GPU reads the one before) takes it back at once */
+			r->vram_at_ns = 0;
+			goto map;
+		}
+		pthread_mutex_lock(&s->lock);
+		collected = r->gc_pending;
+		pthread_mutex_unlock(&s->lock);
+		if (created && r->where == R_CPU && !r->nmaps && !collected) {
+			uint64_t start = r->start, size = r->size;
+
+			range_destroy(s, r);
+			uffd_wake(s->u, start, size);
+			return ret;
+		}
+		goto out;
 	}
 	if (r->where != R_CPU && r->sd != sd) {
 		/* held by another device: moved here or to the advised peer
@@ -601,7 +624,7 @@ again:
 		}
 		if (ret) {
 			if (atomic_vram) {
-				log_err(s->ctx, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
+				log_msg(s->ctx, el, "svm: GPU atomic at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") cannot move to VRAM (%s, %d tries over %d ms): atomics need it there",
 					f->va, r->start, r->size,
 					r->in_place_only ? "shared memory stays where it is" : ugpu_strerror(ret),
 					movable ? SVM_ATOMIC_RETRIES + 1 : 1,
@@ -657,7 +680,7 @@ map:
 		ret = range_map_vm(s, r, f->vm, wr, deny);
 	if (ret == -EOPNOTSUPP && device_is_remote(sd->dev)) {
 		/* range_in_place(): what did not move has nowhere to go */
-		log_err(s->ctx, "svm: %s at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") did not move into the daemon's VRAM (%s), and %s is served by ugpud, which cannot use this process's pages in place",
+		log_msg(s->ctx, el, "svm: %s at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") did not move into the daemon's VRAM (%s), and %s is served by ugpud, which cannot use this process's pages in place",
 			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, r->start, r->size,
 			r->in_place_only ? "shared or file memory never moves"
 			: !r->writable	 ? "a read-only mapping never moves"
@@ -666,7 +689,7 @@ map:
 			sd->dev->name);
 		ret = -EFAULT;
 	} else if (ret && ret != -EACCES) {
-		log_err(s->ctx, "svm: %s at 0x%" PRIx64 " could not be served: %s",
+		log_msg(s->ctx, el, "svm: %s at 0x%" PRIx64 " could not be served: %s",
 			why == SERVE_PREFETCH ? "prefetch" : "GPU fault", f->va, ugpu_strerror(ret));
 		ret = -EFAULT;
 	}
@@ -805,24 +828,33 @@ static void fault_prefetch(struct svm *s, const struct vm_fault *f)
  * the mapping or the mirror, at a range that is not plainly movable
  * (serve(), SERVE_FAULT_AHEAD), when VRAM has no free room (it never
  * evicts), and as soon as other work is queued for the worker.
+ *
+ * Its moves may outlive the kernel that asked for them (it runs after the
+ * reply), so they hold off what a running kernel holds off (review of
+ * 2026-12-07, both lost a range): a host-suspend transition, which would
+ * back up the range's new VRAM before the copy into it ended
+ * (host_pm_try_enter(): none runs now, none starts until done; when one
+ * runs nothing moves ahead), and a runtime suspend (a reference taken only
+ * if the device is awake: speculation never wakes it).
  */
 static void fault_ahead(struct svm *s, const struct vm_fault *f)
 {
 	uint64_t next, mirror_end = f->vm->mirror_start + f->vm->mirror_size, used, avail, n = 0;
+	struct ugpu_device *dev = f->vm->dev;
 	struct svm_range *r, *prev;
+	bool entered = false;
+	struct rpm *held = NULL;
 	struct svm_dev *sd;
 	unsigned int depth;
-	bool looked = false;
-	struct vma v;
 
 	pthread_mutex_lock(&s->lock);
-	sd = sd_of(s, f->vm->dev);
+	sd = sd_of(s, dev);
 	r = range_find(s, f->va);
 	depth = sd ? sd->tune.fault_ahead : 0;
 	prev = r && r->start >= SVM_2M ? range_find(s, r->start - SVM_2M) : NULL;
 	if (!depth || !r || r->size != SVM_2M || r->where != R_VRAM || r->sd != sd || !prev ||
 	    prev->size != SVM_2M || prev->where != R_VRAM || prev->sd != sd ||
-	    device_is_remote(sd->dev)) {
+	    device_is_remote(dev)) {
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
@@ -831,6 +863,7 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 	for (unsigned int k = 0; k < depth; k++, next += SVM_2M) {
 		struct vm_fault pf = *f;
 		bool busy, in, elsewhere;
+		struct vma v;
 
 		if (next + SVM_2M > mirror_end)
 			break;
@@ -843,25 +876,36 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 		if (busy)
 			break; /* a fault or a CPU touch waits: it goes first */
 		if (in)
-			continue; /* ahead already (the usual case): no lookup */
+			continue; /* ahead already (the usual case): nothing to do */
 		if (elsewhere)
 			break; /* in place, a copy, a peer's: its own fault decides */
-		/* the mapping, looked up once, and only when something moves */
-		if (!looked && (vma_lookup(f->va, &v) || !prefetch_may_touch(&v)))
-			break;
-		looked = true;
-		if (next + SVM_2M > v.end || ugpu_mem_owns((const void *)(uintptr_t)next) ||
+		/* the process's private, writable memory of the program's, in
+		 * the same mapping as now (looked up for each range: the
+		 * process may unmap or remap meanwhile) */
+		if (vma_lookup(next, &v) || !v.anon || v.shared || !v.readable || !v.writable ||
+		    next + SVM_2M > v.end || !prefetch_may_touch(&v) ||
+		    ugpu_mem_owns((const void *)(uintptr_t)next) ||
 		    ownmem_overlaps(next, next + SVM_2M, NULL))
 			break;
-		vram_usage(sd->dev, &used, &avail);
+		vram_usage(dev, &used, &avail);
 		if (avail < 2 * SVM_2M)
 			break; /* room for a fault's range is kept */
+		if (!entered) {
+			if (!host_pm_try_enter(dev))
+				break; /* a host-suspend transition or a removal runs */
+			entered = true;
+			if (bo_rpm_hold_if_awake(dev, &held))
+				break; /* asleep, or going to: speculation never wakes it */
+		}
 		pf.va = next;
 		pf.access = UGPU_ACCESS_READ;
 		if (serve(s, &pf, SERVE_FAULT_AHEAD, NULL))
 			break;
 		n++;
 	}
+	bo_rpm_release(held);
+	if (entered)
+		host_pm_leave(dev);
 	if (n) {
 		pthread_mutex_lock(&s->lock);
 		sd->st.svm_fault_ahead_count += n;

@@ -956,7 +956,7 @@ int range_bo_create(struct svm_range *r, struct svm_dev *sd, const char *name,
 	return bo_create_kernel(sd->dev, &o, BO_KERNEL_NO_CLEAR | bo_flags, bo);
 }
 
-/* Move @r (owned, R_CPU) into @sd's VRAM; @bo_flags: BO_KERNEL_NO_EVICT
+/* Move @r (owned, R_CPU) into @sd's VRAM; @bo_flags: BO_KERNEL_SPECULATIVE
  * or 0 (mm/bo.h). */
 int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd, unsigned int bo_flags)
 {
@@ -967,6 +967,11 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd, unsign
 	ret = range_bo_create(r, sd, "svm", bo_flags, &bo);
 	if (ret)
 		return ret;
+	{
+		uint64_t start = r->start;
+
+		test_point_obj(TEST_POINT_SVM_VRAM_MADE, &start);
+	}
 	/* The race window: from here a CPU access to the range faults into
 	 * us and waits (its pages are being taken) until the range is in
 	 * VRAM, then for its way back (the timeslice first). */

@@ -415,12 +415,6 @@ static int ops_punch(void *arg, struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	}
 }
 
-static bool in_vram(const struct svm_range *r, const void *arg)
-{
-	(void)arg;
-	return r->where == R_VRAM;
-}
-
 /*
  * A prefetch of a span of several 2 MiB pieces runs on two threads: the
  * caller's and a helper, each taking the next piece in turn (ranges are at
@@ -478,16 +472,27 @@ static int piece_to_vram(struct svm *s, struct ugpu_vm *vm, uint64_t va, uint64_
 	return ret;
 }
 
+/* own_first() filter: in VRAM, or owned by another thread now (it may be
+ * on its way there: waited for, then looked at again). */
+static bool in_vram_or_busy(const struct svm_range *r, const void *arg)
+{
+	(void)arg;
+	return r->where == R_VRAM || r->busy;
+}
+
 /* Every range in VRAM in [va, piece_end) back into the process: 0, or
- * -EAGAIN when one stays (nothing lost, logged). */
+ * -EAGAIN when one stays (nothing lost, logged). A range another thread is
+ * moving in now (the stream prefetcher's, a fault's) is waited for: left,
+ * it would be in VRAM after a prefetch to system memory that said 0
+ * (review of 2026-12-07). */
 static int piece_to_cpu(struct svm *s, uint64_t va, uint64_t piece_end)
 {
 	struct svm_range *r;
 	int ret = 0;
 
-	while (va < piece_end && (r = own_first(s, va, piece_end, in_vram, NULL))) {
+	while (va < piece_end && (r = own_first(s, va, piece_end, in_vram_or_busy, NULL))) {
 		va = r->start + r->size;
-		if (range_to_cpu(s, r) && r->where == R_VRAM)
+		if (r->where == R_VRAM && range_to_cpu(s, r) && r->where == R_VRAM)
 			ret = -EAGAIN;
 		range_done(s, r);
 	}

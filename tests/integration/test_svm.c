@@ -517,6 +517,143 @@ static void test_bind_inside_used_range(void **state)
 	munmap(buf, 2 * MIB);
 }
 
+/*
+ * A range the stream prefetcher made and then left (advice keeps the span
+ * in system memory) is not left behind: a bind inside it and a kernel
+ * beside the bind work (before, the 2 MiB range it left overlapped the
+ * bind, and the kernel's faults failed with -EEXIST: review of
+ * 2026-12-07).
+ */
+static void test_bind_beside_range_not_moved_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i, want = 0;
+	struct ugpu_svm_advice a = { .size = sizeof(a), .attr = UGPU_SVM_ATTR_PREFERRED_LOC,
+				     .value = UGPU_SVM_LOC_SYSTEM };
+	struct ugpu_kernel_result r;
+	struct ugpu_bo *bo;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i;
+	for (i = 4 * MIB / 8; i < 5 * MIB / 8; i++)
+		want += i;
+	assert_int_equal(ugpu_svm_advise(s->vm, (uintptr_t)buf + 4 * MIB, bytes - 4 * MIB, &a), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	usleep(50000); /* what the prefetcher does after the kernel */
+	bo = bo_new(s->f->dev, 64 * KIB, 0, V, N, "beside");
+	assert_non_null(bo);
+	assert_int_equal(ugpu_vm_bind(s->vm, bo, 0, (uintptr_t)buf + 5 * MIB, 64 * KIB, 0), 0);
+	/* beside the bind, in the 2 MiB the prefetcher looked at */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, (char *)buf + 4 * MIB, MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	assert_int_equal(ugpu_vm_unbind(s->vm, (uintptr_t)buf + 5 * MIB, 64 * KIB), 0);
+	ugpu_bo_put(bo);
+	munmap(buf, bytes);
+}
+
+/* TEST_POINT_SVM_VRAM_MADE: hold the first move of the range at @start
+ * for 300 ms after its VRAM was made (before its copy). */
+struct vram_made_hold {
+	uint64_t start;
+	int held, done;
+};
+
+static void hold_vram_made(void *arg, enum test_point_id id, void *obj)
+{
+	struct vram_made_hold *h = arg;
+
+	(void)id;
+	if (*(uint64_t *)obj == h->start && !__atomic_exchange_n(&h->held, 1, __ATOMIC_ACQ_REL)) {
+		usleep(300000);
+		__atomic_store_n(&h->done, 1, __ATOMIC_RELEASE);
+	}
+}
+
+/*
+ * The stream prefetcher's moves run after the batch's reply, so they may
+ * outlive the kernel that asked for them. A host suspend (with prepare and
+ * without) right after such a kernel, while the move of the range past it
+ * is still held between its VRAM's making and its copy: the suspend waits
+ * for the move, brings the range home, and every byte is right after the
+ * resume (before, the suspend backed up that VRAM before the copy, and the
+ * range read back zero: review of 2026-12-07).
+ */
+static void test_suspend_during_move_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB, words = bytes / 8;
+
+	for (int prepare = 0; prepare < 2; prepare++) {
+		uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0;
+		struct vram_made_hold h = { .start = (uintptr_t)buf + 4 * MIB };
+		struct ugpu_kernel_result r;
+
+		for (i = 0; i < words; i++)
+			buf[i] = i * 0x9e3779b97f4a7c15ull + (uint64_t)prepare;
+		for (i = 0; i < 4 * MIB / 8; i++)
+			sum += buf[i];
+		test_point_set(TEST_POINT_SVM_VRAM_MADE, hold_vram_made, &h);
+		assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+		assert_true(r.sum == sum);
+		for (int k = 0; k < 100 && !__atomic_load_n(&h.held, __ATOMIC_ACQUIRE); k++)
+			usleep(1000);
+		assert_true(__atomic_load_n(&h.held, __ATOMIC_ACQUIRE)); /* the move is held */
+		if (prepare)
+			assert_int_equal(ugpu_device_suspend_prepare(s->f->dev), 0);
+		assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+		/* asleep until the held move is over: its copy cannot land
+		 * in a device that sleeps (it waited for the move) */
+		for (int k = 0; k < 2000 && !__atomic_load_n(&h.done, __ATOMIC_ACQUIRE); k++)
+			usleep(1000);
+		usleep(20000);
+		assert_int_equal(stats(s).svm_vram_bytes, 0);
+		assert_int_equal(ugpu_device_resume(s->f->dev), 0);
+		test_point_set(TEST_POINT_SVM_VRAM_MADE, NULL, NULL);
+		for (i = 0; i < words; i++)
+			if (buf[i] != i * 0x9e3779b97f4a7c15ull + (uint64_t)prepare)
+				fail_msg("prepare %d: word %llu wrong after the resume", prepare,
+					 (unsigned long long)i);
+		munmap(buf, bytes);
+	}
+}
+
+/*
+ * A prefetch to system memory while the stream prefetcher is moving a
+ * range of that span in (held here between its VRAM's making and its
+ * copy): the prefetch waits for that range and brings it back, and the
+ * prefetcher moves nothing more into the span (it was prefetched to system
+ * memory last). Before, the prefetch skipped the busy range and returned 0
+ * with it, and the next, in VRAM (review of 2026-12-07).
+ */
+static void test_prefetch_home_during_move_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i;
+	struct vram_made_hold h = { .start = (uintptr_t)buf + 4 * MIB };
+	struct ugpu_svm_span_info q = { .size = sizeof(q) };
+	struct ugpu_kernel_result r;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = ~i;
+	test_point_set(TEST_POINT_SVM_VRAM_MADE, hold_vram_made, &h);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	for (int k = 0; k < 100 && !__atomic_load_n(&h.held, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&h.held, __ATOMIC_ACQUIRE)); /* the move is held */
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf + 4 * MIB, bytes - 4 * MIB, S), 0);
+	assert_true(__atomic_load_n(&h.done, __ATOMIC_ACQUIRE)); /* it waited for the move */
+	usleep(50000); /* what the prefetcher would still do */
+	test_point_set(TEST_POINT_SVM_VRAM_MADE, NULL, NULL);
+	assert_int_equal(ugpu_svm_query(s->vm, (uintptr_t)buf + 4 * MIB, bytes - 4 * MIB, &q), 0);
+	assert_int_equal(q.vram_bytes, 0);
+	for (i = 0; i < bytes / 8; i++)
+		if (buf[i] != ~i)
+			fail_msg("word %llu wrong", (unsigned long long)i);
+	munmap(buf, bytes);
+}
+
 /* ---- fork racing migrations: the child sees every byte ---- */
 
 struct migrator {
@@ -2947,6 +3084,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_idle_device_sleeps_after_ranges_go_home, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_suspend_moves_ranges_home, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_bind_beside_range_not_moved_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_suspend_during_move_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_suspend_during_move_ahead, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_home_during_move_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),

@@ -5,9 +5,11 @@
  * every word (docs/testing.md, "The SVM model").
  *
  * Two reference devices on one fabric (a fast link: one owner group), each
- * with a mirror VM over the whole process and a queue. Five buffers of
- * private anonymous memory (2 MiB, 2 MiB, 512 KiB, 128 KiB, 16 KiB: ranges
- * of 2 MiB, 64 KiB and 4 KiB, the smallest used in place), and a shadow of
+ * with a mirror VM over the whole process and a queue. Six buffers of
+ * private anonymous memory (2 MiB, 2 MiB, 512 KiB, 128 KiB, 16 KiB, 8 MiB:
+ * ranges of 2 MiB, 64 KiB and 4 KiB, the 16 KiB one used in place; the
+ * last is where a kernel walking upwards gets ranges moved ahead by the
+ * stream prefetcher, moves that outlive the kernel), and a shadow of
  * every word. Each step picks one of:
  *   a kernel (write, atomic add, read-sum) of either device over any
  *   word-aligned span; CPU stores of random words; a CPU comparison; a
@@ -71,10 +73,10 @@
 #define KIB (1ull << 10)
 #define PG 4096ull
 #define NDEV 2
-#define NBUF 5
+#define NBUF 6
 #define WAIT_MS 60000
 
-static const size_t buf_bytes[NBUF] = { 2 * MIB, 2 * MIB, 512 * KIB, 128 * KIB, 16 * KIB };
+static const size_t buf_bytes[NBUF] = { 2 * MIB, 2 * MIB, 512 * KIB, 128 * KIB, 16 * KIB, 8 * MIB };
 
 /* Per page of a buffer: the atomic policy advised there, as far as the
  * model knows it. */
@@ -623,15 +625,19 @@ static void teardown(struct mstate *m)
 	sim_stop(m->sim);
 }
 
-static uint64_t moved_ranges(struct mstate *m)
+/* Ranges moved to VRAM, and of them *@ahead by the stream prefetcher. */
+static uint64_t moved_ranges(struct mstate *m, uint64_t *ahead)
 {
 	uint64_t n = 0;
 
+	*ahead = 0;
 	for (unsigned int d = 0; d < NDEV; d++) {
 		struct ugpu_svm_stats st = { .size = sizeof(st) };
 
-		if (m->present[d] && !ugpu_device_svm_stats(m->dev[d], &st))
+		if (m->present[d] && !ugpu_device_svm_stats(m->dev[d], &st)) {
 			n += st.svm_4K_migrate_count + st.svm_64K_migrate_count + st.svm_2M_migrate_count;
+			*ahead += st.svm_fault_ahead_count;
+		}
 	}
 	return n;
 }
@@ -640,7 +646,7 @@ static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
 {
 	struct mstate *m = calloc(1, sizeof(*m));
 	unsigned int remove_at;
-	uint64_t moved;
+	uint64_t moved, ahead;
 
 	assert_non_null(m);
 	m->seed = seed;
@@ -689,14 +695,14 @@ static void run_seed(uint64_t seed, unsigned int steps, uint64_t tot[3])
 			check_all(m, "the periodic check");
 	}
 	check_all(m, "the end");
-	moved = moved_ranges(m);
+	moved = moved_ranges(m, &ahead);
 	printf("# svm model seed %" PRIu64 ": %u steps, %" PRIu64 " kernels (%" PRIu64
-	       " refused for atomics), %" PRIu64 " ranges moved, %" PRIu64 " CPU writes, %" PRIu64
+	       " refused for atomics), %" PRIu64 " ranges moved (%" PRIu64 " ahead), %" PRIu64 " CPU writes, %" PRIu64
 	       " prefetches, %" PRIu64 " advices, %" PRIu64 " frees, %" PRIu64 " remaps, %" PRIu64
 	       " mremaps, %" PRIu64 " host-suspend cycles, %" PRIu64 " runtime sleeps, %" PRIu64
 	       " forks, %" PRIu64 " removals, %" PRIu64 " injections (%" PRIu64
 	       " copies failed), %.1f MiB compared\n",
-	       seed, steps, m->kernels, m->eacces, moved, m->cpu_writes, m->prefetches, m->advices,
+	       seed, steps, m->kernels, m->eacces, moved, ahead, m->cpu_writes, m->prefetches, m->advices,
 	       m->frees, m->remaps, m->mremaps, m->host_cycles, m->rpm_sleeps, m->forks, m->removals,
 	       m->injections, m->injected_hits, (double)m->bytes_checked / (double)MIB);
 	tot[0]++;
@@ -977,7 +983,7 @@ static struct ugpu_rpm_stats rpm_of_dev(struct ugpu_device *dev)
  * to VRAM only and the wake brought the old entries back, so a kernel on
  * new memory at the same address read through an entry whose DMA mapping
  * was gone (the device ended it in error) or through a table reused for
- * other addresses (mm/bo_rpm.h, bo_rpm_note_store()). */
+ * other addresses (mm/bo_rpm.h, bo_rpm_store_u64()). */
 static void test_unmap_while_d3cold(void **state)
 {
 	struct mstate *m = calloc(1, sizeof(*m));

@@ -1609,8 +1609,7 @@ static void test_evict_vram_only_stay(void **state)
 }
 
 /*
- * BO_KERNEL_NO_EVICT (mm/bo.h: the SVM stream prefetcher's speculative
- * VRAM): with VRAM full of unpinned BOs it gets no VRAM and evicts nothing
+ * BO_KERNEL_SPECULATIVE (mm/bo.h: the SVM stream prefetcher's VRAM): with VRAM full of unpinned BOs it gets no VRAM and evicts nothing
  * (-ENOSPC, or its next placement); the same driver BO without the flag
  * evicts one. The flag is the driver's: a program's BO cannot have it.
  */
@@ -1621,12 +1620,12 @@ static void test_kernel_no_evict(void **state)
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 4096, .placements = { V } };
 
 	mk_n(f, v, 4, 256 * KiB, 0, V, S, 20); /* evictable */
-	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_NO_EVICT, &x), -ENOSPC);
+	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_SPECULATIVE, &x), -ENOSPC);
 	assert_null(x);
 	check(f);
 	assert_int_equal(stats_of(f).evictions, 0);
 	o.placements[1] = S;
-	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_NO_EVICT, &x), 0);
+	assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_SPECULATIVE, &x), 0);
 	assert_int_equal(bo_where(x), S);
 	assert_int_equal(stats_of(f).evictions, 0);
 	put(f, x);
