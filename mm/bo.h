@@ -132,9 +132,11 @@ struct ugpu_bo {
 
 	/* A BO of a device served by ugpud (mm/bo_remote.h): its handle on the
 	 * connection; read-only. Nothing above but @refcount, @dev, @size,
-	 * @flags, @name and @map_addr (under bo_remote.c's map lock) is used
-	 * then, and @lease_fd below. */
+	 * @flags, @name and @map_addr (bo_remote.c: written by the map or
+	 * unmap that claimed the BO, @map_busy) is used then, and @lease_fd
+	 * below. */
 	uint32_t remote_handle;
+	bool map_busy; /* a map or unmap of it runs (bo_remote.c's map lock) */
 	/* A remote BO made in system memory whose create brought its memfd
 	 * (UGPUD_CREATE_FD: the daemon holds it there as for a map), not
 	 * mapped yet: the fd and remote_resumes() then; -1 when none. Taken

@@ -14,12 +14,36 @@
 #include "mm/bo_remote.h"
 #include "src/ugpud_proto.h"
 
-/* The CPU mappings of remote BOs (@map_addr of each, written under it with
- * atomic stores: ugpu_bo_query() reads it without): taken around a map's
- * or an unmap's request and the mmap/munmap, so two threads never map one
- * BO twice. Outer to the connection's lock (remote_call() takes it inside);
- * nothing else is taken under it, and no other call takes it. */
+/* The CPU mappings of remote BOs. A map or an unmap claims its BO
+ * (@map_busy, under @map_lock; another map or unmap of the same BO waits on
+ * @map_cond) and makes its request and its mmap/munmap with the lock
+ * dropped, so two threads never map one BO twice, and a map waiting for a
+ * slow daemon (a BO's move out of VRAM) holds up no map of another BO (it
+ * held this lock through its request before: every map of the process
+ * waited, leased ones too). @map_addr is written by the claimant with
+ * atomic stores (ugpu_bo_query() reads it without the lock). Nothing else
+ * is taken under @map_lock. A map or unmap of the same BO from a removal
+ * callback called inside that BO's own map would wait for itself. */
 static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t map_cond = PTHREAD_COND_INITIALIZER;
+
+/* Claim @bo for a map or an unmap: the lock is not held on return. */
+static void map_claim(struct ugpu_bo *bo)
+{
+	pthread_mutex_lock(&map_lock);
+	while (bo->map_busy)
+		pthread_cond_wait(&map_cond, &map_lock);
+	bo->map_busy = true;
+	pthread_mutex_unlock(&map_lock);
+}
+
+static void map_unclaim(struct ugpu_bo *bo)
+{
+	pthread_mutex_lock(&map_lock);
+	bo->map_busy = false;
+	pthread_cond_broadcast(&map_cond);
+	pthread_mutex_unlock(&map_lock);
+}
 
 /* Leases held (struct ugpu_bo, @lease_fd) in this process, each an open fd:
  * a create asks for one only while fewer than REMOTE_MAX_LEASES are.
@@ -231,7 +255,7 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 	void *p;
 	int fd = -1, ret = 0;
 
-	pthread_mutex_lock(&map_lock);
+	map_claim(bo);
 	if (bo->map_addr)
 		goto out;
 	fd = lease_take(bo);
@@ -271,7 +295,7 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 out:
 	*addr = bo->map_addr;
 out_unlock:
-	pthread_mutex_unlock(&map_lock);
+	map_unclaim(bo);
 	return ret;
 
 out_undo:
@@ -285,7 +309,7 @@ int bo_remote_unmap(struct ugpu_bo *bo)
 {
 	int ret;
 
-	pthread_mutex_lock(&map_lock);
+	map_claim(bo);
 	if (!bo->map_addr) {
 		ret = -EINVAL;
 	} else {
@@ -293,6 +317,6 @@ int bo_remote_unmap(struct ugpu_bo *bo)
 		__atomic_store_n(&bo->map_addr, NULL, __ATOMIC_RELEASE);
 		ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
 	}
-	pthread_mutex_unlock(&map_lock);
+	map_unclaim(bo);
 	return ret;
 }

@@ -952,6 +952,79 @@ static void cpu_map_through_daemon(void **state)
  * map asks the daemon nothing, and a lease not mapped never stands in the
  * way of a move. A destroyed small BO goes to its client's pool: its next
  * create of that shape gets it back zeroed, and another client never does. */
+struct map_thread {
+	struct ugpu_bo *bo;
+	void *addr;
+	int ret, done;
+	uint64_t us;
+};
+
+static void *map_thread_main(void *arg)
+{
+	struct map_thread *t = arg;
+	uint64_t t0 = now_us();
+
+	t->ret = ugpu_bo_map(t->bo, &t->addr);
+	t->us = now_us() - t0;
+	__atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * A map that waits for the daemon (a 32 MiB BO in VRAM: the daemon moves
+ * it to system memory first) holds up no map of another BO on another
+ * connection (a second device opened through the daemon in the same
+ * process): a leased BO's map there (made in system memory, its map asks
+ * nothing), started while the first waits, returns before it. Every map
+ * took one process-wide lock across its request before, so the second
+ * waited for the whole move. (Calls on one connection wait for each other
+ * anyway: one request at a time.)
+ */
+static void map_waits_for_no_other_map(void **state)
+{
+	const size_t big = 32 << 20, n = 64 << 10;
+	unsigned char *want = malloc(n);
+	struct ugpu_context *ctx, *ctx2;
+	struct ugpu_device *dev, *dev2;
+	struct map_thread t = { 0 };
+	struct ugpu_bo *small;
+	uint64_t t0, small_us;
+	pthread_t th;
+	void *addr;
+	int done_first;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	open_client(&ctx2, &dev2);
+	t.bo = make_bo(dev, big, UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM);
+	small = make_bo(dev2, n, UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_VRAM);
+	assert_true(small->lease_fd >= 0);
+	fill(want, n, 77);
+	assert_int_equal(ugpu_bo_write(small, 0, want, n), 0);
+	assert_int_equal(pthread_create(&th, NULL, map_thread_main, &t), 0);
+	usleep(5000); /* the big map is in its request now */
+	t0 = now_us();
+	assert_int_equal(ugpu_bo_map(small, &addr), 0);
+	small_us = now_us() - t0;
+	done_first = __atomic_load_n(&t.done, __ATOMIC_ACQUIRE);
+	pthread_join(th, NULL);
+	fprintf(stderr, "  a leased map beside a 32 MiB map from VRAM: %llu us (the big one %llu us)\n",
+		(unsigned long long)small_us, (unsigned long long)t.us);
+	assert_int_equal(t.ret, 0);
+	assert_memory_equal(addr, want, n);
+	/* the big map takes tens of ms (the daemon's 32 MiB move); the
+	 * small one, begun 5 ms into it, ends first */
+	assert_true(t.us > 10000);
+	assert_false(done_first);
+	assert_int_equal(ugpu_bo_unmap(small), 0);
+	assert_int_equal(ugpu_bo_unmap(t.bo), 0);
+	ugpu_bo_put(small);
+	ugpu_bo_put(t.bo);
+	close_client(ctx2, dev2);
+	close_client(ctx, dev);
+	free(want);
+}
+
 static void create_fd_and_pool(void **state)
 {
 	const size_t n = 64 << 10;
@@ -3245,6 +3318,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(admin_list_and_kill),
 		cmocka_unit_test(cpu_map_through_daemon),
 		cmocka_unit_test(create_fd_and_pool),
+		cmocka_unit_test(map_waits_for_no_other_map),
 		cmocka_unit_test(pool_keeps_placement),
 		cmocka_unit_test(fd_limit_keeps_the_connection),
 		cmocka_unit_test(removal_callback_calls_in),
