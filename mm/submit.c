@@ -748,7 +748,7 @@ UGPU_API int ugpu_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd)
 	if (!q || !fence || !fd)
 		return -EINVAL;
 	if (device_is_remote(q->dev))
-		return -EOPNOTSUPP; /* not served through ugpud yet */
+		return vm_remote_fence_eventfd(q, fence, fd); /* the daemon's, handed over */
 	vmm = q->vmm;
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0)

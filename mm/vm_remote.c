@@ -538,6 +538,24 @@ int vm_remote_prefetch(struct ugpu_vm *vm, uint64_t va, uint64_t len, bool to_vr
 	return svm_hooks->ops->prefetch(vm->svm_remote->arg, vm, va, len, to_vram);
 }
 
+int vm_remote_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd)
+{
+	struct ugpud_fence_req req = { .queue = queue_remote_handle(q), .fence = fence };
+	size_t got = 0;
+	int efd = -1, ret;
+
+	ret = remote_call_fd(queue_vm(q)->dev, UGPUD_FENCE_EVENTFD, &req, sizeof(req), NULL, 0, &got,
+			     &efd);
+	if (ret)
+		return ret; /* -EMFILE: answered, but no room for the fd here */
+	if (got) {
+		close(efd);
+		return -EPROTO;
+	}
+	*fd = efd;
+	return 0;
+}
+
 int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 			 struct ugpu_kernel_result *res)
 {

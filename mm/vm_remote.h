@@ -35,6 +35,8 @@ int vm_remote_queue_create(struct ugpu_vm *vm, const struct ugpu_queue_opts *opt
 			   struct ugpu_queue **out);
 int vm_remote_queue_destroy(struct ugpu_queue *q);
 int vm_remote_submit(struct ugpu_queue *q, const struct ugpu_kernel *k, uint64_t *fence);
+/* ugpu_fence_eventfd() through the daemon: its eventfd for the fence. */
+int vm_remote_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd);
 int vm_remote_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_ms,
 			 struct ugpu_kernel_result *res);
 int vm_remote_queue_query(struct ugpu_queue *q, struct ugpu_queue_info *info);

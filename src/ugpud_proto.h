@@ -78,6 +78,8 @@ enum ugpud_op {
 	UGPUD_SVM_FAULT_DONE = 42, /* ugpud_svm_done_req + n x ugpud_svm_fault -> - */
 	UGPUD_SVM_MAP = 43, /* ugpud_svm_map_req -> - */
 	UGPUD_SVM_UNMAP = 44, /* ugpud_svm_map_req (vm, bo) -> - */
+	/* Added to version 1 likewise (an older daemon: -EOPNOTSUPP). */
+	UGPUD_FENCE_EVENTFD = 45, /* ugpud_fence_req (timeout_ms 0) -> - + an eventfd */
 	UGPUD_OP_MAX
 };
 
@@ -372,6 +374,11 @@ struct ugpud_fence_req {
 	uint32_t timeout_ms;
 	uint64_t fence;
 };
+
+/* UGPUD_FENCE_EVENTFD: the reply brings an eventfd that becomes readable
+ * when @fence of @queue completes (at once if it has): the daemon's own
+ * ugpu_fence_eventfd() on its queue, handed over (it signals that fence
+ * and reaches nothing else). @timeout_ms must be 0. */
 
 /* The longest one UGPUD_FENCE_WAIT waits: also how long the daemon may take
  * to notice that a client that waits has gone. */

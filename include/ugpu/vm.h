@@ -26,7 +26,8 @@
  * "SVM for clients"; a daemon older than that answers -EOPNOTSUPP), with
  * ugpu_vm_prefetch(), the advice of <ugpu/svm.h> (but what would use
  * pages in place: -EREMOTE) and ugpu_device_svm_stats() (this process's
- * counters). Not served there: ugpu_fence_eventfd() (-EOPNOTSUPP). ugpu_fence_wait() asks
+ * counters). ugpu_fence_eventfd() gives the daemon's eventfd for the fence
+ * (a daemon older than that: -EOPNOTSUPP). ugpu_fence_wait() asks
  * the daemon, which answers when the fence completes (its loop watches the
  * fence's eventfd) or after 100 ms at most; the library asks again until
  * the caller's timeout. While the daemon has the device host-suspended,
@@ -360,8 +361,12 @@ UGPU_API int ugpu_fence_wait(struct ugpu_queue *q, uint64_t fence, int timeout_m
  * ugpu_fence_eventfd() - an eventfd that becomes readable when @fence of @q
  * completes (at once if it already has). The caller closes it; completions
  * after the close are harmless.
+ * Through ugpud the eventfd is the daemon's own for that fence, passed
+ * over the socket (it signals that fence and reaches nothing else).
  * Returns: 0 with *@fd set; -EINVAL (NULL, a fence not yet returned);
- * -EMFILE / -ENFILE / -ENOMEM; -EOPNOTSUPP through ugpud.
+ * -EMFILE / -ENFILE / -ENOMEM; through ugpud also the request's errors
+ * (-ENOENT: the queue is gone, a daemon restart included; -ECONNRESET,
+ * -EPIPE; -EOPNOTSUPP from a daemon older than this call there).
  * Context: any thread.
  */
 UGPU_API int ugpu_fence_eventfd(struct ugpu_queue *q, uint64_t fence, int *fd);

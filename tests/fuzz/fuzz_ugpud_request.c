@@ -144,6 +144,8 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 	bool fault_fd = !h.result && h.op == UGPUD_SVM_VM_CREATE &&
 			h.len == sizeof(struct ugpud_handle_rep) &&
 			((const struct ugpud_handle_rep *)(rep + sizeof(h)))->got == UGPUD_SVM_FAULT_FD;
+	/* a fence's eventfd: always with a successful reply */
+	fault_fd |= !h.result && h.op == UGPUD_FENCE_EVENTFD;
 
 	if (fd >= 0 && fault_fd) {
 		char path[64], link[64];
@@ -158,7 +160,7 @@ static void check_reply(const struct ugpud_hdr *req, size_t req_len, size_t len,
 		return;
 	}
 	if (fault_fd)
-		__builtin_trap(); /* says it brings the fd, without it */
+		__builtin_trap(); /* says (or must) bring the fd, without it */
 
 	if (fd >= 0) {
 		int seals = fcntl(fd, F_GET_SEALS);

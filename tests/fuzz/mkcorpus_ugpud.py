@@ -13,7 +13,7 @@ HELLO, DEV_QUERY, MEM_STATS, BO_CREATE, BO_DESTROY, BO_READ, BO_WRITE, BO_QUERY,
     VM_UNBIND, VM_QUERY, QUEUE_CREATE, QUEUE_DESTROY, SUBMIT, FENCE_WAIT, QUEUE_QUERY, \
     SESSION, RESUME, DEVICE_PM = range(1, 29)
 # shared virtual memory of clients (numbered from 40, docs/daemon.md)
-SVM_VM_CREATE, SVM_FAULTS, SVM_FAULT_DONE, SVM_MAP, SVM_UNMAP = range(40, 45)
+SVM_VM_CREATE, SVM_FAULTS, SVM_FAULT_DONE, SVM_MAP, SVM_UNMAP, FENCE_EVENTFD = range(40, 46)
 seq = 0
 
 
@@ -54,6 +54,8 @@ def kernels(who):
             + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 2, va, 65536, 7))
             + rec(who, FENCE_WAIT, struct.pack("<IIQ", H3, 0, 1))
             + rec(who, FENCE_WAIT, struct.pack("<IIQ", H3, 5, 1))
+            + rec(who, FENCE_EVENTFD, struct.pack("<IIQ", H3, 0, 1))
+            + rec(who, FENCE_EVENTFD, struct.pack("<IIQ", H3, 0, 9))
             + rec(who, SUBMIT, struct.pack("<IIQQQ", H3, 1, va + (1 << 20), 4096, 0))
             + obj(who, QUEUE_QUERY, H3) + obj(who, VM_QUERY, H2)
             + rec(who, VM_UNBIND, struct.pack("<IIQQQII", H2, 0, 0, va, 65536, 0, 0))

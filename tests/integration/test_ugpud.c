@@ -1666,10 +1666,53 @@ static void kernels_through_daemon(void **state)
 	assert_int_equal(remote_call(b, UGPUD_VM_UNBIND, &bind, sizeof(bind), NULL, 0, NULL, 0,
 				     NULL),
 			 -ENOENT);
-	/* a mirror VM is served (svm_through_daemon uses it); fence eventfds not */
+	/* a mirror VM is served (svm_through_daemon uses it) */
 	assert_int_equal(ugpu_vm_create(a, &mirror, &bad), 0);
 	assert_int_equal(ugpu_vm_destroy(bad), 0);
-	assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), -EOPNOTSUPP);
+	/* fence eventfds: the daemon's own, passed over the socket; readable
+	 * at once for a completed fence, when the kernel ends for a pending
+	 * one (a queue of eight first); never for a fence not handed out, nor
+	 * for another client's queue */
+	{
+		struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_ATOMIC_ADD, .va = va,
+					 .bytes = n, .value = 3 };
+		struct ugpu_kernel_result last = { .size = sizeof(last) };
+		struct ugpud_fence_req fr = { .queue = queue_remote_handle(qa), .fence = 1 };
+		struct pollfd pfd = { .events = POLLIN };
+		uint64_t fence = 0, one;
+		char link[64], path[64];
+		ssize_t k_len;
+		int fd = -1;
+
+		assert_int_equal(ugpu_fence_eventfd(qa, 1, &efd), 0);
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", efd);
+		k_len = readlink(path, link, sizeof(link) - 1);
+		assert_true(k_len > 0);
+		link[k_len] = '\0';
+		assert_string_equal(link, "anon_inode:[eventfd]");
+		pfd.fd = efd;
+		assert_int_equal(poll(&pfd, 1, 0), 1); /* fence 1 completed long ago */
+		close(efd);
+		for (int i = 0; i < 8; i++)
+			assert_int_equal(ugpu_queue_submit(qa, &k, &fence), 0);
+		assert_int_equal(ugpu_fence_eventfd(qa, fence, &efd), 0);
+		pfd.fd = efd;
+		assert_int_equal(poll(&pfd, 1, 10000), 1);
+		assert_int_equal(read(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
+		/* it woke because the kernel ended: the wait answers at once */
+		assert_int_equal(ugpu_fence_wait(qa, fence, 0, &last), 0);
+		assert_int_equal(last.status, 0);
+		close(efd);
+		assert_int_equal(ugpu_fence_eventfd(qa, fence + 100, &efd), -EINVAL);
+		assert_int_equal(remote_call_fd(b, UGPUD_FENCE_EVENTFD, &fr, sizeof(fr), NULL, 0,
+						NULL, &fd),
+				 -ENOENT); /* B has no such queue */
+		assert_int_equal(fd, -1);
+		fr.timeout_ms = 5;
+		assert_int_equal(remote_call_fd(a, UGPUD_FENCE_EVENTFD, &fr, sizeof(fr), NULL, 0,
+						NULL, &fd),
+				 -EINVAL);
+	}
 	/* a VM with a queue stays */
 	assert_int_equal(ugpu_vm_destroy(vma), -EBUSY);
 	assert_int_equal(ugpu_queue_destroy(qa), 0);
@@ -2852,7 +2895,7 @@ static void svm_protocol_refusals(void **state)
 	assert_int_equal(remote_call(dev, UGPUD_SVM_FAULTS, &req, 3, NULL, 0, NULL, 0, NULL), -EINVAL);
 	/* an op this daemon does not know is -EOPNOTSUPP, as the SVM ops are
 	 * from a daemon older than them: the client library passes it on */
-	assert_int_equal(remote_call(dev, UGPUD_SVM_UNMAP + 1, &req, sizeof(req), NULL, 0, NULL, 0,
+	assert_int_equal(remote_call(dev, UGPUD_OP_MAX, &req, sizeof(req), NULL, 0, NULL, 0,
 				     NULL),
 			 -EOPNOTSUPP);
 	/* a mirror VM by the plain create (a newer library's mistake) */

@@ -513,6 +513,28 @@ static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud
 	return reply_hdr(rep, h->op, h->seq, 0, sizeof(r));
 }
 
+/* UGPUD_FENCE_EVENTFD: the eventfd of a fence of the client's queue. */
+static size_t do_fence_eventfd(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+			       const void *body, void *rep, int *rep_fd)
+{
+	struct ugpud_fence_req req;
+	struct ugpud_slot *s;
+	int ret, efd;
+
+	(void)d;
+	BODY_IS(sizeof(req), "fence eventfd");
+	memcpy(&req, body, sizeof(req));
+	if (req.timeout_ms)
+		return serve_error(rep, h->op, h->seq, -EINVAL,
+				   "fence eventfd: timeout_ms %u, expected 0", req.timeout_ms);
+	SLOT_OR_ENOENT(s, req.queue, SLOT_QUEUE, "queue");
+	ret = ugpu_fence_eventfd(s->q, req.fence, &efd);
+	if (ret)
+		return serve_error(rep, h->op, h->seq, ret, "fence eventfd: %s", ugpu_strerror(ret));
+	*rep_fd = efd; /* sent with the reply, then closed here */
+	return reply_hdr(rep, h->op, h->seq, 0, 0);
+}
+
 static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 			      const void *body, void *rep)
 {
@@ -785,6 +807,7 @@ static bool op_may_move(uint16_t op)
 	case UGPUD_VM_QUERY:
 	case UGPUD_QUEUE_QUERY:
 	case UGPUD_FENCE_WAIT:
+	case UGPUD_FENCE_EVENTFD:
 	case UGPUD_CLIENTS:
 	case UGPUD_SESSION:
 	case UGPUD_SVM_FAULTS:
@@ -1097,6 +1120,8 @@ size_t serve_request(struct ugpud *d, struct client *c, const void *msg, size_t 
 		return do_vm_create(d, c, &h, body, rep, rep_fd);
 	case UGPUD_QUEUE_CREATE:
 		return do_queue_create(d, c, &h, body, rep);
+	case UGPUD_FENCE_EVENTFD:
+		return do_fence_eventfd(d, c, &h, body, rep, rep_fd);
 	case UGPUD_VM_DESTROY:
 	case UGPUD_VM_BIND:
 	case UGPUD_VM_UNBIND:
