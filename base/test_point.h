@@ -140,6 +140,14 @@ enum test_point_id {
 	 * its pages are taken and copied. @obj: a uint64_t, the range's start.
 	 * (A host suspend that backed up that VRAM now would miss the copy.) */
 	TEST_POINT_SVM_VRAM_MADE,
+	/* svm/fault.c fault_ahead(), the worker, no lock: a range is about to
+	 * be moved ahead (its mapping looked up), before the host-suspend lock
+	 * is tried. @obj: a uint64_t, the range's start. */
+	TEST_POINT_SVM_AHEAD,
+	/* src/unplug.c removal_run(), the removing thread, no lock: a surprise
+	 * removal has marked the device's VRAM lost, before it stops peers
+	 * and takes the host-suspend lock. */
+	TEST_POINT_UNPLUG_MARKED,
 	TEST_POINT_COUNT
 };
 

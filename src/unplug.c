@@ -36,6 +36,7 @@
 #include "engines/exec.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/test_point.h"
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/rpm.h"
@@ -114,6 +115,7 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		__atomic_store_n(&dev->vram_lost, 1, __ATOMIC_RELEASE);
 		log_err(dev->ctx, "%s: the device is gone (surprise removal): releasing it; BOs only in VRAM are lost",
 			dev->name);
+		test_point(TEST_POINT_UNPLUG_MARKED);
 	}
 	else
 		log_warn(dev->ctx, "%s: removal %s: moving every BO to system memory and releasing the device",

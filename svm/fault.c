@@ -324,6 +324,14 @@ int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t 
 		sd->st.svm_pagefault_count++;
 again:
 	r = range_find(s, va);
+	if (why == SERVE_FAULT_AHEAD && r && (r->gc_pending || r->busy)) {
+		/* The stream prefetcher never waits: not for a collection
+		 * (which may wait for a host-suspended device to resume,
+		 * while it holds the host-suspend lock the resume needs:
+		 * review of 2026-12-07), nor for another owner. */
+		pthread_mutex_unlock(&s->lock);
+		return -EAGAIN;
+	}
 	if (r && r->gc_pending) {
 		/* Its collection is queued (run it here) or running on
 		 * another thread (the worker, or a prefetch's serve()): wait
@@ -890,13 +898,24 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 		vram_usage(dev, &used, &avail);
 		if (avail < 2 * SVM_2M)
 			break; /* room for a fault's range is kept */
+		test_point_obj(TEST_POINT_SVM_AHEAD, &next);
 		if (!entered) {
 			if (!host_pm_try_enter(dev))
 				break; /* a host-suspend transition or a removal runs */
 			entered = true;
+			/* Between transitions too: a device host-suspended
+			 * (its state changes only under the lock now held:
+			 * review of 2026-12-07, a resume waited for ever
+			 * behind a move that waited for it) */
+			if (!bo_pm_active(dev))
+				break;
 			if (bo_rpm_hold_if_awake(dev, &held))
 				break; /* asleep, or going to: speculation never wakes it */
 		}
+		/* a surprise removal has begun (it takes the lock after
+		 * marking VRAM lost): what is in the process stays there */
+		if (device_vram_lost(dev))
+			break;
 		pf.va = next;
 		pf.access = UGPU_ACCESS_READ;
 		if (serve(s, &pf, SERVE_FAULT_AHEAD, NULL))

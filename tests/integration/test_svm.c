@@ -654,6 +654,98 @@ static void test_prefetch_home_during_move_ahead(void **state)
 	munmap(buf, bytes);
 }
 
+/* TEST_POINT_SVM_AHEAD: park the worker the first time it is about to
+ * move the range at @start ahead, until the test lets it go. */
+struct ahead_park {
+	uint64_t start;
+	int parked, go;
+};
+
+static void park_ahead(void *arg, enum test_point_id id, void *obj)
+{
+	struct ahead_park *p = arg;
+
+	(void)id;
+	if (*(uint64_t *)obj != p->start || __atomic_exchange_n(&p->parked, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (int k = 0; k < 20000 && !__atomic_load_n(&p->go, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+}
+
+struct resume_thread {
+	struct ugpu_device *dev;
+	int ret, done;
+};
+
+static void *resume_main(void *arg)
+{
+	struct resume_thread *t = arg;
+
+	t->ret = ugpu_device_resume(t->dev);
+	__atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * The stream prefetcher about to move a range ahead (parked just before
+ * it tries the host-suspend lock) while a whole host suspend runs; then the
+ * process unmaps that range and a shared buffer the GPU uses in place, so
+ * both collections are queued. Let go, it must not move anything into the
+ * suspended device, nor run the collections (the in-place one waits for
+ * the device to resume, while the prefetcher would hold the lock the
+ * resume needs): the resume returns (before, it waited for ever: review
+ * of 2026-12-07), and every byte left is right.
+ */
+static void test_resume_not_blocked_by_move_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB, words = bytes / 8;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i;
+	char *z = mmap(NULL, 64 * KIB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct ahead_park p = { .start = (uintptr_t)buf + 4 * MIB };
+	struct resume_thread t = { .dev = s->f->dev };
+	struct ugpu_kernel_result r;
+	pthread_t th;
+
+	assert_true(z != MAP_FAILED);
+	memset(z, 5, 64 * KIB);
+	for (i = 0; i < words; i++)
+		buf[i] = i + 11;
+	/* Z used in place and mapped; three ranges of buf made, then home */
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, z, 64 * KIB, 0, &r), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 6 * MIB, 0, &r), 0);
+	usleep(20000);
+	assert_int_equal(ugpu_vm_prefetch(s->vm, (uintptr_t)buf, bytes, S), 0);
+	/* a walk again: the move of the range at 4 MiB parks */
+	test_point_set(TEST_POINT_SVM_AHEAD, park_ahead, &p);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	for (int k = 0; k < 2000 && !__atomic_load_n(&p.parked, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&p.parked, __ATOMIC_ACQUIRE));
+	assert_int_equal(ugpu_device_suspend(s->f->dev), 0);
+	assert_int_equal(munmap(z, 64 * KIB), 0);
+	assert_int_equal(munmap((char *)buf + 4 * MIB, 2 * MIB), 0);
+	usleep(20000); /* the events are read, the collections queued */
+	__atomic_store_n(&p.go, 1, __ATOMIC_RELEASE);
+	usleep(50000); /* what the prefetcher does next */
+	assert_int_equal(pthread_create(&th, NULL, resume_main, &t), 0);
+	for (int k = 0; k < 10000 && !__atomic_load_n(&t.done, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+	if (!__atomic_load_n(&t.done, __ATOMIC_ACQUIRE))
+		fail_msg("the resume waited 10 s behind the prefetcher");
+	pthread_join(th, NULL);
+	test_point_set(TEST_POINT_SVM_AHEAD, NULL, NULL);
+	assert_int_equal(t.ret, 0);
+	for (i = 0; i < words; i++) {
+		if (i >= 4 * MIB / 8 && i < 6 * MIB / 8)
+			continue;
+		if (buf[i] != i + 11)
+			fail_msg("word %llu wrong", (unsigned long long)i);
+	}
+	munmap(buf, 4 * MIB);
+	munmap((char *)buf + 6 * MIB, bytes - 6 * MIB);
+}
+
 /* ---- fork racing migrations: the child sees every byte ---- */
 
 struct migrator {
@@ -1378,6 +1470,60 @@ static void test_surprise_removal_loses_ranges_loudly(void **state)
 		assert_true(kept[i] == ~i);
 	munmap(buf, 2 * MIB);
 	munmap(kept, 16 * KIB);
+}
+
+/* TEST_POINT_UNPLUG_MARKED: hold the surprise removal (VRAM marked lost)
+ * until the test lets it go. */
+static void hold_removal(void *arg, enum test_point_id id, void *obj)
+{
+	int *go = arg;
+
+	(void)id;
+	(void)obj;
+	for (int k = 0; k < 20000 && !__atomic_load_n(go, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+}
+
+/*
+ * A surprise removal that begins while the stream prefetcher is about to
+ * move ranges ahead (the removal held after it marked VRAM lost, before it
+ * takes the host-suspend lock): nothing moves into the dead device. Only
+ * what was in VRAM when it went is lost; the ranges past the kernel stay in
+ * the process, byte-exact (before, they moved in and were lost too:
+ * review of 2026-12-07).
+ */
+static void test_surprise_during_move_ahead(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB), i;
+	struct ahead_park p = { .start = (uintptr_t)buf + 4 * MIB };
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_stats st;
+	int go = 0;
+
+	for (i = 0; i < bytes / 8; i++)
+		buf[i] = i ^ 0x5a5a;
+	test_point_set(TEST_POINT_SVM_AHEAD, park_ahead, &p);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, hold_removal, &go);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 4 * MIB, 0, &r), 0);
+	for (int k = 0; k < 2000 && !__atomic_load_n(&p.parked, __ATOMIC_ACQUIRE); k++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&p.parked, __ATOMIC_ACQUIRE));
+	assert_int_equal(sim_unplug_surprise(s->f->sim, 0), 0);
+	usleep(100000); /* the removal holds, VRAM marked lost */
+	__atomic_store_n(&p.go, 1, __ATOMIC_RELEASE);
+	usleep(100000); /* what the prefetcher does now */
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+	fx_wait_removed(s->f->dev, 10000);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, NULL, NULL);
+	test_point_set(TEST_POINT_SVM_AHEAD, NULL, NULL);
+	st = stats(s);
+	assert_int_equal(st.svm_lost_bytes, 4 * MIB); /* the kernel's two ranges */
+	for (i = 4 * MIB / 8; i < bytes / 8; i++)
+		if (buf[i] != (i ^ 0x5a5a))
+			fail_msg("word %llu past the kernel wrong", (unsigned long long)i);
+	munmap(buf, bytes);
 }
 
 /* ---- fault injection: a copy back from VRAM that fails loses nothing ---- */
@@ -3088,6 +3234,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_suspend_during_move_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_suspend_during_move_ahead, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_home_during_move_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resume_not_blocked_by_move_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_keeps_only_ranges_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_ranges_and_bos_evict_each_other, setup, teardown),
@@ -3095,6 +3242,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_orderly_removal_keeps_ranges, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_removal_loses_ranges_loudly, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_during_move_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move_refused_half_way, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_during_wp_copy, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_races_migration, setup, teardown),
