@@ -260,8 +260,12 @@ UGPU_API void ugpu_svm_prefetch_free(struct ugpu_svm_prefetch *p);
  *          to VRAM right after the fault is answered, while the kernel
  *          reads (default 2; 0 switches it off; at most 16). Only ranges
  *          under the default policy (no advice keeping them in place or
- *          elsewhere, not read-mostly), only into free VRAM (it never
- *          evicts), never in the brk heap or a .bss, never through ugpud.
+ *          elsewhere, not read-mostly, not last prefetched to system
+ *          memory), only into free VRAM (it never evicts), only while the
+ *          device is awake and no host suspend or removal is under way
+ *          (it never wakes or holds up either), never in the brk heap or
+ *          a .bss, never through ugpud. Ranges it moved are not held in
+ *          VRAM for the timeslice: a CPU touch takes them back at once.
  *          Counted in svm_fault_ahead_count. A caller compiled before this
  *          field (a smaller @size) leaves it as it is.
  */
