@@ -124,4 +124,14 @@ static inline struct ugpu_svm_stats stats(struct svm_fx *s)
 	return st;
 }
 
+/* The stream prefetcher's depth on the fixture's device (off by default). */
+static inline void svm_fx_ahead(struct svm_fx *s, uint32_t depth)
+{
+	struct ugpu_svm_tuning t = { .size = sizeof(t) };
+
+	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
+	t.fault_ahead = depth;
+	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), 0);
+}
+
 #endif

@@ -534,6 +534,7 @@ static void test_bind_beside_range_not_moved_ahead(void **state)
 	struct ugpu_kernel_result r;
 	struct ugpu_bo *bo;
 
+	svm_fx_ahead(s, 2);
 	for (i = 0; i < bytes / 8; i++)
 		buf[i] = i;
 	for (i = 4 * MIB / 8; i < 5 * MIB / 8; i++)
@@ -584,6 +585,7 @@ static void test_suspend_during_move_ahead(void **state)
 	struct svm_fx *s = *state;
 	const uint64_t bytes = 16 * MIB, words = bytes / 8;
 
+	svm_fx_ahead(s, 2);
 	for (int prepare = 0; prepare < 2; prepare++) {
 		uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0;
 		struct vram_made_hold h = { .start = (uintptr_t)buf + 4 * MIB };
@@ -635,6 +637,7 @@ static void test_prefetch_home_during_move_ahead(void **state)
 	struct ugpu_svm_span_info q = { .size = sizeof(q) };
 	struct ugpu_kernel_result r;
 
+	svm_fx_ahead(s, 2);
 	for (i = 0; i < bytes / 8; i++)
 		buf[i] = ~i;
 	test_point_set(TEST_POINT_SVM_VRAM_MADE, hold_vram_made, &h);
@@ -707,6 +710,7 @@ static void test_resume_not_blocked_by_move_ahead(void **state)
 	struct ugpu_kernel_result r;
 	pthread_t th;
 
+	svm_fx_ahead(s, 2);
 	assert_true(z != MAP_FAILED);
 	memset(z, 5, 64 * KIB);
 	for (i = 0; i < words; i++)
@@ -1502,6 +1506,7 @@ static void test_surprise_during_move_ahead(void **state)
 	struct ugpu_svm_stats st;
 	int go = 0;
 
+	svm_fx_ahead(s, 2);
 	for (i = 0; i < bytes / 8; i++)
 		buf[i] = i ^ 0x5a5a;
 	test_point_set(TEST_POINT_SVM_AHEAD, park_ahead, &p);

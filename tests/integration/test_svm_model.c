@@ -595,6 +595,15 @@ static void setup(struct mstate *m)
 		assert_int_equal(ugpu_vm_create(m->dev[d], &vo, &m->vm[d]), 0);
 		assert_int_equal(ugpu_queue_create(m->vm[d], NULL, &m->q[d]), 0);
 		m->present[d] = true;
+		{
+			/* the stream prefetcher on (it is opt-in): its moves
+			 * meet every transition of the model */
+			struct ugpu_svm_tuning t = { .size = sizeof(t) };
+
+			assert_int_equal(ugpu_svm_get_tuning(m->dev[d], &t), 0);
+			t.fault_ahead = 2;
+			assert_int_equal(ugpu_svm_set_tuning(m->dev[d], &t), 0);
+		}
 	}
 	for (unsigned int i = 0; i < NBUF; i++) {
 		struct buf *b = &m->b[i];

@@ -1164,7 +1164,7 @@ static void test_tuning(void **state)
 	assert_int_equal(t.thrash_throttle_ms, 20);
 	assert_int_equal(t.thrash_pin_ms, 150);
 	assert_int_equal(t.fault_prefetch_pct, 51);
-	assert_int_equal(t.fault_ahead, 2);
+	assert_int_equal(t.fault_ahead, 0); /* opt-in */
 	d = t;
 	t.fault_ahead = 17;
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
@@ -1182,7 +1182,7 @@ static void test_tuning(void **state)
 	assert_int_equal(t.fault_ahead, 99);
 	t.size = sizeof(t);
 	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
-	assert_int_equal(t.fault_ahead, 2);
+	assert_int_equal(t.fault_ahead, 0);
 	t = d;
 	t.thrash_threshold = 1;
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
@@ -1402,6 +1402,7 @@ static void test_fault_ahead(void **state)
 		bool on = pass == 0;
 		uint64_t sum = 0;
 
+		svm_fx_ahead(s, on ? 2 : 0);
 		assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
 		assert_int_equal(t.fault_ahead, on ? 2 : 0);
 		fill(buf, bytes);
@@ -1452,6 +1453,8 @@ static void test_fault_ahead_stays_out(void **state)
 	struct ugpu_kernel_result r;
 	struct ugpu_svm_stats st0;
 	struct ugpu_bo *bo = NULL;
+
+	svm_fx_ahead(s, 2);
 
 	/* advice: 4 MiB up is system memory's */
 	fill(buf, bytes);
