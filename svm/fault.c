@@ -361,7 +361,8 @@ again:
 		}
 		/* The driver's own heap (base/alloc.h) is never a range: a
 		 * range there would take the driver's objects away from it. */
-		if (ugpu_mem_owns((const void *)(uintptr_t)va)) {
+		if (ugpu_mem_owns((const void *)(uintptr_t)va) ||
+		    (s->pool && va >= s->pool && va < s->pool + SVM_POOL_SLOTS * SVM_2M)) {
 			log_msg(s->ctx, el, "svm: GPU access at 0x%" PRIx64 ": that is the driver's own memory, not the program's",
 				f->va);
 			return -EFAULT;
@@ -854,6 +855,7 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 	struct rpm *held = NULL;
 	struct svm_dev *sd;
 	unsigned int depth;
+	struct vma fv;
 
 	pthread_mutex_lock(&s->lock);
 	sd = sd_of(s, dev);
@@ -868,6 +870,13 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 	}
 	next = r->start + SVM_2M;
 	pthread_mutex_unlock(&s->lock);
+	/* the mapping of the faulting range: the walk stays inside it (the
+	 * next mapping, even of the same kind, is someone else's memory: it
+	 * was the page pool once, moved into VRAM, and the worker then
+	 * faulted on its own pool and waited for itself: review of
+	 * 2026-12-07, the ASan matrix's malloc-large hang) */
+	if (vma_lookup(f->va, &fv))
+		return;
 	for (unsigned int k = 0; k < depth; k++, next += SVM_2M) {
 		struct vm_fault pf = *f;
 		bool busy, in, elsewhere;
@@ -890,7 +899,8 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 		/* the process's private, writable memory of the program's, in
 		 * the same mapping as now (looked up for each range: the
 		 * process may unmap or remap meanwhile) */
-		if (vma_lookup(next, &v) || !v.anon || v.shared || !v.readable || !v.writable ||
+		if (vma_lookup(next, &v) || v.start != fv.start || !v.anon || v.shared ||
+		    !v.readable || !v.writable ||
 		    next + SVM_2M > v.end || !prefetch_may_touch(&v) ||
 		    ugpu_mem_owns((const void *)(uintptr_t)next) ||
 		    ownmem_overlaps(next, next + SVM_2M, NULL))

@@ -1439,6 +1439,32 @@ static void test_fault_ahead(void **state)
 }
 
 /*
+ * The stream prefetcher stays inside the mapping the kernel walks: the
+ * next mapping is someone else's memory even when it is of the same kind
+ * (here the upper half of a buffer made a mapping of its own by
+ * MADV_DONTFORK). Once it walked into the driver's page pool, and the
+ * worker faulted on its own pool and waited for itself (the ASan matrix's
+ * malloc-large hang, review of 2026-12-07).
+ */
+static void test_fault_ahead_stays_in_its_mapping(void **state)
+{
+	struct svm_fx *s = *state;
+	const uint64_t bytes = 16 * MIB, half = 8 * MIB;
+	uint64_t *buf = map_anon(bytes, 2 * MIB);
+	struct ugpu_kernel_result r;
+
+	svm_fx_ahead(s, 2);
+	fill(buf, bytes);
+	assert_int_equal(madvise((char *)buf + half, half, MADV_DONTFORK), 0);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, (char *)buf + half - 4 * MIB, 4 * MIB, 0, &r),
+			 0);
+	usleep(100000); /* what the prefetcher does after the kernel */
+	assert_int_equal(query(s, buf + half / 8, half).vram_bytes, 0);
+	check(buf, bytes, 0);
+	munmap(buf, bytes);
+}
+
+/*
  * The stream prefetcher leaves alone what advice keeps in system memory,
  * and never evicts: with VRAM full but for about three ranges (a pinned
  * BO), a kernel reading two ranges moves those two and nothing ahead, and
@@ -1585,6 +1611,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_ahead_stays_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_ahead_stays_in_its_mapping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_async, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_races, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_policy_two_devices, setup, teardown),
