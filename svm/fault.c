@@ -851,7 +851,7 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 	uint64_t next, mirror_end = f->vm->mirror_start + f->vm->mirror_size, used, avail, n = 0;
 	struct ugpu_device *dev = f->vm->dev;
 	struct svm_range *r, *prev;
-	bool entered = false;
+	bool entered = false, have_fv = false;
 	struct rpm *held = NULL;
 	struct svm_dev *sd;
 	unsigned int depth;
@@ -870,13 +870,6 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 	}
 	next = r->start + SVM_2M;
 	pthread_mutex_unlock(&s->lock);
-	/* the mapping of the faulting range: the walk stays inside it (the
-	 * next mapping, even of the same kind, is someone else's memory: it
-	 * was the page pool once, moved into VRAM, and the worker then
-	 * faulted on its own pool and waited for itself: review of
-	 * 2026-12-07, the ASan matrix's malloc-large hang) */
-	if (vma_lookup(f->va, &fv))
-		return;
 	for (unsigned int k = 0; k < depth; k++, next += SVM_2M) {
 		struct vm_fault pf = *f;
 		bool busy, in, elsewhere;
@@ -896,6 +889,18 @@ static void fault_ahead(struct svm *s, const struct vm_fault *f)
 			continue; /* ahead already (the usual case): nothing to do */
 		if (elsewhere)
 			break; /* in place, a copy, a peer's: its own fault decides */
+		/* the mapping of the faulting range, looked up once and only
+		 * when a range is to move (the usual call has none): the walk
+		 * stays inside it (the next mapping, even of the same kind,
+		 * is someone else's memory: it was the page pool once, moved
+		 * into VRAM, and the worker then faulted on its own pool and
+		 * waited for itself: review of 2026-12-07, the ASan matrix's
+		 * malloc-large hang) */
+		if (!have_fv) {
+			if (vma_lookup(f->va, &fv))
+				break;
+			have_fv = true;
+		}
 		/* the process's private, writable memory of the program's, in
 		 * the same mapping as now (looked up for each range: the
 		 * process may unmap or remap meanwhile) */
