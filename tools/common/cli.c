@@ -209,7 +209,12 @@ static void opt_usage(const struct cli_opt *o, FILE *f)
 	switch (o->kind) {
 	case CLI_UINT:
 		v = *(const uint64_t *)o->dst;
-		fprintf(f, " (%" PRIu64 "..%" PRIu64 ", default %" PRIu64 ")", o->min, o->max, v);
+		/* a default outside the range means "not given": the help
+		 * text says what happens then */
+		if (v < o->min || v > o->max)
+			fprintf(f, " (%" PRIu64 "..%" PRIu64 ")", o->min, o->max);
+		else
+			fprintf(f, " (%" PRIu64 "..%" PRIu64 ", default %" PRIu64 ")", o->min, o->max, v);
 		break;
 	case CLI_SIZE:
 		v = *(const uint64_t *)o->dst;

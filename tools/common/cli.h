@@ -45,7 +45,8 @@ enum cli_kind {
  *         or --fill-mib=VAL.
  * @kind:  what @dst points to (enum cli_kind).
  * @dst:   where the value goes. Its value before parsing is the default the
- *         usage prints.
+ *         usage prints (CLI_UINT: none printed when it is outside
+ *         [@min, @max], a marker for "not given").
  * @arg:   the value's name in the usage ("N", "SIZE", "PATH"); NULL for flags.
  * @help:  one line.
  * @min, @max: CLI_UINT, CLI_SIZE: the accepted range, inclusive (bytes for

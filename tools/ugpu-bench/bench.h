@@ -2,6 +2,7 @@
 #ifndef UGPU_BENCH_H
 #define UGPU_BENCH_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,5 +88,36 @@ struct uffd_raw;
 int uffd_raw_create(size_t n, struct uffd_raw **out);
 int uffd_raw_touch(struct uffd_raw *r, uint64_t *ns);
 void uffd_raw_destroy(struct uffd_raw *r);
+
+/*
+ * CPU placements of a latency benchmark (bench_uffd.c). Where threads run
+ * decides a fault's round trip on a VM: a wake-up that crosses vCPUs costs
+ * ~15-20 us here, one on the same vCPU ~3 us; so a latency and its raw
+ * baseline are only compared within one placement (docs/runtime-pm.md):
+ *   one-cpu   every thread (the measuring one, the driver's, the device
+ *             model's, the raw handler) on one CPU
+ *   two-cpu   the measuring thread on one CPU, every other thread on another
+ *   free      no affinity: wherever the scheduler puts them
+ * bench_cpus_init() records the CPUs this process may use (the first two:
+ * @a, @b; -1 where there are fewer) and its affinity. Threads inherit the
+ * affinity of the thread creating them: bench_place_others() before the
+ * device and the raw handler are created, bench_place_self() after, and
+ * bench_place_restore() at the end. 0 or -errno.
+ */
+enum bench_placement { BENCH_ONE_CPU, BENCH_TWO_CPU, BENCH_FREE, BENCH_NPLACEMENTS };
+extern const char *const bench_placement_names[BENCH_NPLACEMENTS];
+struct bench_cpus {
+	int a, b;
+	cpu_set_t all;
+};
+int bench_cpus_init(struct bench_cpus *c);
+/* "one-cpu", "two-cpu", "free" or "all" (-1): the placement, or -EINVAL. */
+int bench_placement_parse(const char *name);
+/* "0", "0+1" or "any", into @buf. */
+const char *bench_placement_cpus(const struct bench_cpus *c, enum bench_placement p, char *buf,
+				 size_t len);
+int bench_place_others(const struct bench_cpus *c, enum bench_placement p);
+int bench_place_self(const struct bench_cpus *c, enum bench_placement p);
+void bench_place_restore(const struct bench_cpus *c);
 
 #endif

@@ -48,9 +48,7 @@
 #define MAP_BYTES (64u * 1024)
 #define RB_LOOP 64 /* back-to-back raw faults */
 
-enum rb_placement { RB_ONE_CPU, RB_TWO_CPU, RB_FREE, RB_NPLACEMENTS };
 
-static const char *const rb_placement_names[RB_NPLACEMENTS] = { "one-cpu", "two-cpu", "free" };
 
 struct rb_map {
 	struct ugpu_device *dev;
@@ -120,20 +118,10 @@ static int rb_suspend(void *arg, enum ugpu_power_state target)
 
 static const struct rpm_hook_ops rb_hook_ops = { .name = "bench", .suspend = rb_suspend };
 
-static int pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 struct rb_cfg {
 	size_t n;
 	unsigned int rounds, wake_lat;
-	int cpu_a, cpu_b; /* faulting thread, the others (two-cpu) */
-	cpu_set_t all;
+	struct bench_cpus cpus; /* a: the faulting thread; b: the others (two-cpu) */
 };
 
 struct rb_result {
@@ -146,7 +134,7 @@ struct rb_result {
  * vfio-user reader, the cpu_map handler, the rpm thread and the raw handler
  * run where @pl says; the faulting thread (this one) is placed last.
  */
-static int rb_run(const struct rb_cfg *c, enum rb_placement pl, struct rb_result *res)
+static int rb_run(const struct rb_cfg *c, enum bench_placement pl, struct rb_result *res)
 {
 	struct ugpu_context_opts copts = { .size = sizeof(copts), .log_level = UGPU_LOG_ERROR };
 	struct ugpu_context *ctx = NULL;
@@ -164,7 +152,7 @@ static int rb_run(const struct rb_cfg *c, enum rb_placement pl, struct rb_result
 	int fd, ret = 1;
 	uint64_t fd_off;
 
-	if ((pl == RB_ONE_CPU && pin_self(c->cpu_a)) || (pl == RB_TWO_CPU && pin_self(c->cpu_b))) {
+	if (bench_place_others(&c->cpus, pl)) {
 		fprintf(stderr, "bench rpm: cannot set the CPU affinity\n");
 		goto out_affinity;
 	}
@@ -190,7 +178,7 @@ static int rb_run(const struct rb_cfg *c, enum rb_placement pl, struct rb_result
 		fprintf(stderr, "bench rpm: no VRAM fd or no userfaultfd\n");
 		goto out;
 	}
-	if (pl == RB_TWO_CPU && pin_self(c->cpu_a))
+	if (bench_place_self(&c->cpus, pl))
 		goto out;
 	/* The baseline back to back too, as `ugpu-bench uffd` measures it. */
 	for (i = 0; i < RB_LOOP; i++)
@@ -277,7 +265,7 @@ out:
 	free(rawl);
 	free(b.maps);
 out_affinity:
-	pthread_setaffinity_np(pthread_self(), sizeof(c->all), &c->all);
+	bench_place_restore(&c->cpus);
 	return ret;
 }
 
@@ -290,12 +278,12 @@ int bench_rpm(int argc, char **argv)
 			 "WAKE_US: the device's wake latency, 0..10000000 (default 100);\n"
 			 "the CPU placement to run (default all)",
 		.max_pos = 4 };
-	struct rb_cfg c = { .cpu_a = -1, .cpu_b = -1 };
+	struct rb_cfg c = { 0 };
 	uint64_t n = 256, rounds = 200, wake = 100;
 	const char *only = "all";
 	char *pos[4];
 	unsigned npos;
-	int p, cpu, ret = cli_parse(&cli, argc, argv, pos, &npos);
+	int p, pick, ret = cli_parse(&cli, argc, argv, pos, &npos);
 
 	if (ret != CLI_CONTINUE)
 		return ret;
@@ -306,35 +294,25 @@ int bench_rpm(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	if (npos > 3)
 		only = pos[3];
-	for (p = 0; p < RB_NPLACEMENTS && strcmp(only, "all") && strcmp(only, rb_placement_names[p]);
-	     p++)
-		;
-	if (p == RB_NPLACEMENTS)
+	pick = bench_placement_parse(only);
+	if (pick == -EINVAL)
 		return cli_usage_error(cli.prog, "unknown placement '%s'; expected one-cpu, two-cpu, free or all",
 				       only);
 	c.n = (size_t)n;
 	c.rounds = (unsigned int)rounds;
 	c.wake_lat = (unsigned int)wake;
-	if (pthread_getaffinity_np(pthread_self(), sizeof(c.all), &c.all)) {
+	if (bench_cpus_init(&c.cpus)) {
 		fprintf(stderr, "bench rpm: cannot read the CPU affinity\n");
 		return 1;
 	}
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &c.all))
-			continue;
-		if (c.cpu_a < 0)
-			c.cpu_a = cpu;
-		else if (c.cpu_b < 0)
-			c.cpu_b = cpu;
-	}
-	for (p = 0; p < RB_NPLACEMENTS; p++) {
+	for (p = 0; p < BENCH_NPLACEMENTS; p++) {
 		struct rb_result res;
 		double target, base;
 		char cpus[32];
 
-		if (strcmp(only, "all") && strcmp(only, rb_placement_names[p]))
+		if (pick >= 0 && pick != p)
 			continue;
-		if (p == RB_TWO_CPU && c.cpu_b < 0) {
+		if (p == BENCH_TWO_CPU && c.cpus.b < 0) {
 			fprintf(stderr, "bench rpm: two-cpu skipped: this process may use one CPU\n");
 			continue;
 		}
@@ -342,12 +320,7 @@ int bench_rpm(int argc, char **argv)
 			ret = 1;
 			continue;
 		}
-		if (p == RB_ONE_CPU)
-			snprintf(cpus, sizeof(cpus), "%d", c.cpu_a);
-		else if (p == RB_TWO_CPU)
-			snprintf(cpus, sizeof(cpus), "%d+%d", c.cpu_a, c.cpu_b);
-		else
-			snprintf(cpus, sizeof(cpus), "any");
+		bench_placement_cpus(&c.cpus, p, cpus, sizeof(cpus));
 		/* The stricter baseline of the two. */
 		base = res.uffd_p50 < res.uffd_loop_p50 ? res.uffd_p50 : res.uffd_loop_p50;
 		target = res.wake + 3 * base;
@@ -356,7 +329,7 @@ int bench_rpm(int argc, char **argv)
 		       "\"uffd_p50_us\":%.2f,\"uffd_interleaved_p50_us\":%.2f,"
 		       "\"uffd_loop_p50_us\":%.2f,\"wake_us\":%.0f,\"wake_model_us\":%u,\"target_us\":%.1f,"
 		       "\"ok\":%s}\n",
-		       rb_placement_names[p], cpus, c.n, c.rounds, res.release_ms, res.touch_p50,
+		       bench_placement_names[p], cpus, c.n, c.rounds, res.release_ms, res.touch_p50,
 		       res.touch_p99, base, res.uffd_p50, res.uffd_loop_p50, res.wake, c.wake_lat, target,
 		       res.touch_p50 <= target ? "true" : "false");
 		fflush(stdout);

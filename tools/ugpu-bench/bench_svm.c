@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ugpu-bench svm [--mib N] [--n N]: shared virtual memory (docs/svm.md) on
+ * ugpu-bench svm [--mib N] [--n N] [--fault-ahead N] [--placement P]: shared virtual memory (docs/svm.md) on
  * the reference device, against baselines measured in the same run. One JSON
  * object per line:
  *   {"bench":"svm","case":"gpu_fault_2m","mib":M,"gbps":A,"migrate_gbps":C,"memcpy_gbps":B,
@@ -21,10 +21,15 @@
  *       touch bringing its 2 MiB back before it returns.
  *   {"bench":"svm","case":"gpu_fault_64m","gbps":A,"memcpy_gbps":B}
  *       the same as gpu_fault_2m over 64 MiB (IGT's size).
- *   {"bench":"svm","case":"cpu_fault_4k","n":N,"p50_us":A,"p99_us":B,"uffd_p50_us":C}
+ *   {"bench":"svm","case":"cpu_fault_4k","placement":P,"cpus":S,"n":N,"p50_us":A,"p99_us":B,
+ *    "uffd_p50_us":C,"uffd_interleaved_p50_us":I,"uffd_loop_p50_us":L,"ok":T}
  *       a CPU read of a 4 KiB range that a GPU atomic moved into VRAM, until
  *       its data is there; C is the raw userfaultfd round trip (a handler
- *       thread answering with UFFDIO_COPY) in the same run.
+ *       thread answering with UFFDIO_COPY) in the same run and the same CPU
+ *       placement P (one-cpu, two-cpu, free: bench.h; a fresh device for
+ *       each, --placement picks one): the smaller p50 of one raw fault
+ *       right before each touch (I) and 64 back to back (L). T: the
+ *       target, A <= 2 x C. Printed last, after gpu_fault_4k.
  *   {"bench":"svm","case":"gpu_fault_4k","n":N,"p50_us":A,"p99_us":B,"exec_p50_us":C}
  *       submit-to-fence of a READ_SUM kernel whose 4 KiB range is not mapped
  *       yet (used in place); C the same kernel once mapped.
@@ -268,18 +273,30 @@ static void report_lat(const char *name, uint64_t *ns, size_t n, const char *ext
 	fflush(stdout);
 }
 
-/* A GPU atomic moves each 4 KiB range into VRAM; then one CPU read each. */
-static int bench_cpu_4k(struct sb *b, size_t n)
+#define RAW_LOOP 64 /* back-to-back raw faults of the loop baseline */
+
+/*
+ * A GPU atomic moves each 4 KiB range into VRAM; then one CPU read each,
+ * until its data is there. The raw userfaultfd round trip is measured in
+ * the same placement two ways, as ugpu-bench rpm does: one raw fault right
+ * before each touch (same moment, same idle history) and RAW_LOOP back to
+ * back; the smaller p50 is the baseline. @m was opened, and @raw created,
+ * after the placement's affinity was set (their threads inherit it).
+ */
+static int bench_cpu_4k(struct sb *b, struct uffd_raw *raw, size_t n, const char *placement,
+			const char *cpus)
 {
 	char *p = map_4k_ranges(n);
-	uint64_t *ns = calloc(n, sizeof(*ns)), *raw_ns = calloc(n, sizeof(*raw_ns));
-	struct uffd_raw *raw = NULL;
+	uint64_t *ns = calloc(n, sizeof(*ns)), *raw_ns = calloc(n, sizeof(*raw_ns)), loop[RAW_LOOP];
+	double base, inter, looped;
 	int ret = 0;
 
 	if (!p || !ns || !raw_ns) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	for (size_t i = 0; i < RAW_LOOP && !ret; i++)
+		ret = uffd_raw_touch(raw, &loop[i]);
 	for (int pass = 0; pass < 2 && !ret; pass++) { /* warm-up, then measured */
 		struct ugpu_svm_stats st;
 
@@ -305,8 +322,12 @@ static int bench_cpu_4k(struct sb *b, size_t n)
 		}
 		for (size_t i = 0; i < n; i++) {
 			volatile uint64_t *w = (volatile uint64_t *)(p + 2 * i * PAGE);
-			uint64_t t0 = bench_ns(), v = w[0];
+			uint64_t t0, v;
 
+			if (pass && (ret = uffd_raw_touch(raw, &raw_ns[i])))
+				break;
+			t0 = bench_ns();
+			v = w[0];
 			ns[i] = bench_ns() - t0;
 			if (v != i + 1000) {
 				fprintf(stderr, "ugpu-bench svm: 4 KiB range %zu read 0x%llx\n", i,
@@ -316,17 +337,22 @@ static int bench_cpu_4k(struct sb *b, size_t n)
 			}
 		}
 	}
-	if (!ret)
-		ret = uffd_raw_create(n, &raw);
-	for (size_t i = 0; !ret && i < n; i++)
-		ret = uffd_raw_touch(raw, &raw_ns[i]);
 	if (!ret) {
+		qsort(ns, n, sizeof(*ns), bench_cmp_u64);
 		qsort(raw_ns, n, sizeof(*raw_ns), bench_cmp_u64);
-		report_lat("cpu_fault_4k", ns, n, "uffd_p50_us", raw_ns[n / 2] / 1000.0);
+		qsort(loop, RAW_LOOP, sizeof(*loop), bench_cmp_u64);
+		inter = raw_ns[n / 2] / 1000.0;
+		looped = loop[RAW_LOOP / 2] / 1000.0;
+		base = inter < looped ? inter : looped; /* the stricter baseline */
+		printf("{\"bench\":\"svm\",\"case\":\"cpu_fault_4k\",\"placement\":\"%s\","
+		       "\"cpus\":\"%s\",\"n\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f,"
+		       "\"uffd_p50_us\":%.2f,\"uffd_interleaved_p50_us\":%.2f,"
+		       "\"uffd_loop_p50_us\":%.2f,\"ok\":%s}\n",
+		       placement, cpus, n, ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0, base, inter,
+		       looped, ns[n / 2] / 1000.0 <= 2 * base ? "true" : "false");
+		fflush(stdout);
 	}
 out:
-	if (raw)
-		uffd_raw_destroy(raw);
 	if (p)
 		munmap(p, 2 * n * PAGE);
 	free(ns);
@@ -334,7 +360,47 @@ out:
 	return ret;
 }
 
-/* READ_SUM of a 4 KiB range the GPU has not mapped yet, then once mapped. */
+/* cpu_fault_4k in each CPU placement asked for (-1: all), each on a
+ * reference device of its own opened after the placement's affinity was
+ * set (bench.h). */
+static int bench_cpu_4k_placed(size_t n, int pick)
+{
+	struct bench_cpus c;
+	int ret = bench_cpus_init(&c);
+
+	if (ret) {
+		fprintf(stderr, "ugpu-bench svm: cannot read the CPU affinity\n");
+		return ret;
+	}
+	for (int pl = 0; pl < BENCH_NPLACEMENTS && !ret; pl++) {
+		struct uffd_raw *raw = NULL;
+		struct sb m;
+		char cpus[32];
+
+		if (pick >= 0 && pick != pl)
+			continue;
+		if (pl == BENCH_TWO_CPU && c.b < 0) {
+			fprintf(stderr, "ugpu-bench svm: two-cpu skipped: this process may use one CPU\n");
+			continue;
+		}
+		ret = bench_place_others(&c, pl);
+		if (!ret)
+			ret = bench_mirror_open(&m, 2 * n * PAGE, "bench-svm-4k");
+		if (!ret) {
+			ret = uffd_raw_create(n + RAW_LOOP, &raw);
+			if (!ret)
+				ret = bench_place_self(&c, pl);
+			if (!ret)
+				ret = bench_cpu_4k(&m, raw, n, bench_placement_names[pl],
+						   bench_placement_cpus(&c, pl, cpus, sizeof(cpus)));
+			uffd_raw_destroy(raw);
+			bench_mirror_close(&m);
+		}
+		bench_place_restore(&c);
+	}
+	return ret;
+}
+
 static int bench_gpu_4k(struct sb *b, size_t n)
 {
 	uint64_t *ns = calloc(n, sizeof(*ns)), *mapped = calloc(n, sizeof(*mapped));
@@ -431,6 +497,7 @@ int bench_svm(int argc, char **argv)
 {
 	struct sb b = { 0 };
 	uint64_t mib_opt = 256, n_opt = 1000, ahead_opt = UINT64_MAX;
+	const char *placement = "all";
 	const struct cli_opt opts[] = {
 		{ .name = "mib", .kind = CLI_UINT, .dst = &mib_opt, .arg = "N",
 		  .help = "MiB of malloc'd memory moved (even)", .min = 64, .max = 65536 },
@@ -439,6 +506,8 @@ int bench_svm(int argc, char **argv)
 		{ .name = "fault-ahead", .kind = CLI_UINT, .dst = &ahead_opt, .arg = "N",
 		  .help = "the stream prefetcher's depth in 2 MiB ranges (struct ugpu_svm_tuning fault_ahead; default: the driver's)",
 		  .min = 0, .max = 16 },
+		{ .name = "placement", .kind = CLI_STR, .dst = &placement, .arg = "WHERE",
+		  .help = "cpu_fault_4k's CPU placement: one-cpu, two-cpu, free or all" },
 		{ 0 },
 	};
 	const struct cli_cmd cli = {
@@ -446,10 +515,14 @@ int bench_svm(int argc, char **argv)
 		.summary = "shared virtual memory: GPU faults into VRAM, CPU touches back vs memcpy and raw uffd",
 		.opts = opts };
 	size_t mib, n;
-	int ret = cli_parse(&cli, argc, argv, NULL, NULL);
+	int pick, ret = cli_parse(&cli, argc, argv, NULL, NULL);
 
 	if (ret != CLI_CONTINUE)
 		return ret;
+	pick = bench_placement_parse(placement);
+	if (pick == -EINVAL)
+		return cli_usage_error(cli.prog, "--placement: unknown '%s'; expected one-cpu, two-cpu, free or all",
+				       placement);
 	if (mib_opt & 1)
 		return cli_usage_error(cli.prog, "--mib: %" PRIu64 " is odd; expected an even number",
 				       mib_opt);
@@ -477,11 +550,11 @@ int bench_svm(int argc, char **argv)
 	if (!ret)
 		ret = bench_big(&b, 64, "gpu_fault_64m", NULL);
 	if (!ret)
-		ret = bench_cpu_4k(&b, n);
-	if (!ret)
 		ret = bench_gpu_4k(&b, n);
+	bench_mirror_close(&b);
+	if (!ret)
+		ret = bench_cpu_4k_placed(n, pick);
 	if (ret)
 		fprintf(stderr, "ugpu-bench svm: %s\n", ugpu_strerror(ret));
-	bench_mirror_close(&b);
 	return ret ? 1 : 0;
 }

@@ -161,6 +161,74 @@ int uffd_raw_touch(struct uffd_raw *r, uint64_t *ns)
 	return v == 0x5a ? 0 : -EIO;
 }
 
+/* --- CPU placements (bench.h) -------------------------------------------- */
+
+const char *const bench_placement_names[BENCH_NPLACEMENTS] = { "one-cpu", "two-cpu", "free" };
+
+int bench_cpus_init(struct bench_cpus *c)
+{
+	c->a = c->b = -1;
+	if (pthread_getaffinity_np(pthread_self(), sizeof(c->all), &c->all))
+		return -EPERM;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &c->all))
+			continue;
+		if (c->a < 0)
+			c->a = cpu;
+		else if (c->b < 0)
+			c->b = cpu;
+	}
+	return c->a < 0 ? -ENODEV : 0;
+}
+
+int bench_placement_parse(const char *name)
+{
+	if (!strcmp(name, "all"))
+		return -1;
+	for (int p = 0; p < BENCH_NPLACEMENTS; p++)
+		if (!strcmp(name, bench_placement_names[p]))
+			return p;
+	return -EINVAL;
+}
+
+const char *bench_placement_cpus(const struct bench_cpus *c, enum bench_placement p, char *buf,
+				 size_t len)
+{
+	if (p == BENCH_ONE_CPU)
+		snprintf(buf, len, "%d", c->a);
+	else if (p == BENCH_TWO_CPU)
+		snprintf(buf, len, "%d+%d", c->a, c->b);
+	else
+		snprintf(buf, len, "any");
+	return buf;
+}
+
+static int pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return -ENODEV;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int bench_place_others(const struct bench_cpus *c, enum bench_placement p)
+{
+	return p == BENCH_ONE_CPU ? pin_self(c->a) : p == BENCH_TWO_CPU ? pin_self(c->b) : 0;
+}
+
+int bench_place_self(const struct bench_cpus *c, enum bench_placement p)
+{
+	return p == BENCH_TWO_CPU ? pin_self(c->a) : 0;
+}
+
+void bench_place_restore(const struct bench_cpus *c)
+{
+	pthread_setaffinity_np(pthread_self(), sizeof(c->all), &c->all);
+}
+
 static int bench_raw(size_t n)
 {
 	struct uffd_raw *r = NULL;
