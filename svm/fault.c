@@ -212,7 +212,7 @@ void tuning_default(struct ugpu_svm_tuning *t)
 		.thrash_pin_ms = 150,
 		.fault_prefetch_enable = true,
 		.fault_prefetch_pct = 51,
-		.fault_ahead = 0, /* opt-in for now (docs/svm.md, "Learned behaviour") */
+		.fault_ahead = 2, /* the depth measured (docs/svm.md, "Learned behaviour") */
 	};
 }
 

@@ -258,8 +258,8 @@ UGPU_API void ugpu_svm_prefetch_free(struct ugpu_svm_prefetch *p);
  *          device's VRAM too (a kernel walking the memory upwards), up to
  *          this many following 2 MiB ranges of the same CPU mapping move
  *          to VRAM right after the fault is answered, while the kernel
- *          reads (default 0: off, an opt-in for now, docs/svm.md; 2 is
- *          the depth measured; at most 16). Only ranges
+ *          reads (default 2, the depth measured; 0 turns it off; at
+ *          most 16). Only ranges
  *          under the default policy (no advice keeping them in place or
  *          elsewhere, not read-mostly, not last prefetched to system
  *          memory), only into free VRAM (it never evicts), only while the

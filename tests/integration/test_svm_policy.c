@@ -1164,7 +1164,7 @@ static void test_tuning(void **state)
 	assert_int_equal(t.thrash_throttle_ms, 20);
 	assert_int_equal(t.thrash_pin_ms, 150);
 	assert_int_equal(t.fault_prefetch_pct, 51);
-	assert_int_equal(t.fault_ahead, 0); /* opt-in */
+	assert_int_equal(t.fault_ahead, 2);
 	d = t;
 	t.fault_ahead = 17;
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
@@ -1182,7 +1182,7 @@ static void test_tuning(void **state)
 	assert_int_equal(t.fault_ahead, 99);
 	t.size = sizeof(t);
 	assert_int_equal(ugpu_svm_get_tuning(s->f->dev, &t), 0);
-	assert_int_equal(t.fault_ahead, 0);
+	assert_int_equal(t.fault_ahead, 2);
 	t = d;
 	t.thrash_threshold = 1;
 	assert_int_equal(ugpu_svm_set_tuning(s->f->dev, &t), -EINVAL);
