@@ -148,6 +148,10 @@ enum test_point_id {
 	 * removal has marked the device's VRAM lost, before it stops peers
 	 * and takes the host-suspend lock. */
 	TEST_POINT_UNPLUG_MARKED,
+	/* engines/sim/engine_sim.c ring_doorbell(), the engine's lock held: a
+	 * posted doorbell is about to be sent. @obj: a bool; set true, the
+	 * doorbell is not sent (as if the device had dropped it). */
+	TEST_POINT_ENGINE_DOORBELL,
 	TEST_POINT_COUNT
 };
 

@@ -48,6 +48,17 @@ int vfio_write32(struct vfio_dev *dev, uint32_t index, uint64_t off, uint32_t va
 	return dev->ops->region_write(dev, index, off, &val, sizeof(val));
 }
 
+int vfio_write32_posted(struct vfio_dev *dev, uint32_t index, uint64_t off, uint32_t val)
+{
+	int ret = vfio_check(dev, index);
+
+	if (ret)
+		return ret;
+	if (dev->ops->region_write_posted)
+		return dev->ops->region_write_posted(dev, index, off, &val, sizeof(val));
+	return dev->ops->region_write(dev, index, off, &val, sizeof(val));
+}
+
 int vfio_read64(struct vfio_dev *dev, uint32_t index, uint64_t off, uint64_t *val)
 {
 	int ret = vfio_check(dev, index);

@@ -103,6 +103,18 @@ struct vfio_transport_ops {
 	int (*region_read)(struct vfio_dev *dev, uint32_t index, uint64_t off, void *buf, size_t len);
 	int (*region_write)(struct vfio_dev *dev, uint32_t index, uint64_t off, const void *buf,
 			    size_t len);
+	/* A write of 1-8 bytes the caller does not wait for, as PCI posts a
+	 * memory write: 0 once it is on its way (-ENODEV when the device is
+	 * gone, -EINVAL for a bad access). The device applies it in order
+	 * with every access of this transport that follows; an error the
+	 * device meets is not reported (it drops the write, as a PCI device
+	 * does): the caller learns what happened from a register read or a
+	 * fence. Only for writes whose effect is observed that way (a
+	 * doorbell). Optional: NULL where region_write is as cheap (vfio-pci:
+	 * a pwrite the kernel turns into a posted MMIO write);
+	 * vfio_write32_posted() falls back to it. */
+	int (*region_write_posted)(struct vfio_dev *dev, uint32_t index, uint64_t off,
+				   const void *buf, size_t len);
 	/* Map [off, off+len) of a mappable region; *addr gets the mapping. */
 	int (*region_mmap)(struct vfio_dev *dev, uint32_t index, uint64_t off, size_t len, int prot,
 			   void **addr);
@@ -202,6 +214,9 @@ int vfio_pci_open(struct ugpu_context *ctx, const char *bdf, struct vfio_dev **o
 /* Convenience wrappers for the common fixed-size accesses. */
 int vfio_read32(struct vfio_dev *dev, uint32_t index, uint64_t off, uint32_t *val);
 int vfio_write32(struct vfio_dev *dev, uint32_t index, uint64_t off, uint32_t val);
+/* A posted 4-byte write (region_write_posted, or region_write where the
+ * transport has none). */
+int vfio_write32_posted(struct vfio_dev *dev, uint32_t index, uint64_t off, uint32_t val);
 int vfio_read64(struct vfio_dev *dev, uint32_t index, uint64_t off, uint64_t *val);
 int vfio_write64(struct vfio_dev *dev, uint32_t index, uint64_t off, uint64_t val);
 

@@ -274,6 +274,45 @@ static int vu_region_write(struct vfio_dev *dev, uint32_t index, uint64_t off, c
 	return ret;
 }
 
+/*
+ * A REGION_WRITE sent with NO_REPLY (vfio-user's "no reply" flag): no
+ * round trip. The server handles this socket's commands in order, so
+ * every later access sees it; an error it meets is dropped with the
+ * write (docs/reference-device.md, "Posted writes").
+ */
+static int vu_region_write_posted(struct vfio_dev *dev, uint32_t index, uint64_t off,
+				  const void *buf, size_t len)
+{
+	struct vu_dev *vu = to_vu(dev);
+	struct vfu_region_access ra = { .offset = off, .region = index, .count = (uint32_t)len };
+	uint8_t msg[sizeof(ra) + 8];
+	struct vfu_hdr h;
+	int ret;
+
+	if (!buf || !len || len > 8)
+		return -EINVAL;
+	ret = vu_region_check(vu, index, off, len, VFIO_REGION_F_WRITE);
+	if (ret)
+		return ret;
+	memcpy(msg, &ra, sizeof(ra));
+	memcpy(msg + sizeof(ra), buf, len);
+	pthread_mutex_lock(&vu->lock);
+	if (vu->dead) {
+		pthread_mutex_unlock(&vu->lock);
+		return -ENODEV;
+	}
+	/* an id of its own, though no reply names it: a server that replies
+	 * anyway is answered with "matches no request" and nothing else */
+	h = (struct vfu_hdr){
+		.msg_id = vu_next_id_locked(vu),
+		.cmd = VFU_CMD_REGION_WRITE,
+		.size = (uint32_t)(sizeof(h) + sizeof(ra) + len),
+		.flags = VFU_F_TYPE_COMMAND | VFU_F_NO_REPLY,
+	};
+	pthread_mutex_unlock(&vu->lock);
+	return vu_send(vu, false, &h, msg, sizeof(ra) + len, NULL, 0);
+}
+
 static int vu_region_fd(struct vfio_dev *dev, uint32_t index, int *fd, uint64_t *fd_off)
 {
 	struct vu_dev *vu = to_vu(dev);
@@ -417,6 +456,7 @@ static const struct vfio_transport_ops vu_ops = {
 	.region_info = vu_region_info,
 	.region_read = vu_region_read,
 	.region_write = vu_region_write,
+	.region_write_posted = vu_region_write_posted,
 	.region_mmap = vu_region_mmap,
 	.region_munmap = vu_region_munmap,
 	.region_fd = vu_region_fd,

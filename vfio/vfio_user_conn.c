@@ -367,23 +367,38 @@ void *vu_reader(void *arg)
 /* ---- request/reply ---------------------------------------------------- */
 
 void vu_reply_release(struct vu_reply *r)
-		      {
-		      free(r->data);
-		      r->data = NULL;
-		      vu_close_fds(r->fds, r->nfds);
-		      r->nfds = 0;
-		      }
-		      
-		      /*
-		      * Send @cmd with @payload (and @fds) and wait for the reply.
-		      * @max_fds: fds the reply may carry; more is -EPROTO.
-		      * @rep: filled on success (caller releases); may be NULL when the caller
-		      *       expects an empty reply (a non-empty one is then -EPROTO).
-		      * Returns 0, -errno from the server's error reply, -EPROTO, -ETIMEDOUT,
-		      * -ENODEV.
-		      */
-		      int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t len,
-		      const int *fds, int nfds, int max_fds, struct vu_reply *rep)
+{
+	free(r->data);
+	r->data = NULL;
+	vu_close_fds(r->fds, r->nfds);
+	r->nfds = 0;
+}
+
+uint16_t vu_next_id_locked(struct vu_dev *vu)
+{
+	/* ids are ours; skip any still waited on so routing stays unambiguous */
+	for (;;) {
+		uint16_t id = vu->next_id++;
+		struct vu_pending *q;
+
+		for (q = vu->pending; q; q = q->next)
+			if (q->msg_id == id)
+				break;
+		if (!q)
+			return id;
+	}
+}
+
+/*
+ * Send @cmd with @payload (and @fds) and wait for the reply.
+ * @max_fds: fds the reply may carry; more is -EPROTO.
+ * @rep: filled on success (caller releases); may be NULL when the caller
+ *       expects an empty reply (a non-empty one is then -EPROTO).
+ * Returns 0, -errno from the server's error reply, -EPROTO, -ETIMEDOUT,
+ * -ENODEV.
+ */
+int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t len,
+	    const int *fds, int nfds, int max_fds, struct vu_reply *rep)
 {
 	struct vu_pending p = { .cmd = cmd };
 	struct vu_pending **pp;
@@ -401,17 +416,7 @@ void vu_reply_release(struct vu_reply *r)
 		pthread_mutex_unlock(&vu->lock);
 		return -ENODEV;
 	}
-	/* ids are ours; skip any still waited on so routing stays unambiguous */
-	for (;;) {
-		struct vu_pending *q;
-
-		p.msg_id = vu->next_id++;
-		for (q = vu->pending; q; q = q->next)
-			if (q->msg_id == p.msg_id)
-				break;
-		if (!q)
-			break;
-	}
+	p.msg_id = vu_next_id_locked(vu);
 	p.next = vu->pending;
 	vu->pending = &p;
 	pthread_mutex_unlock(&vu->lock);

@@ -154,6 +154,9 @@ void vu_reply(struct vu_dev *vu, bool twin, const struct vfu_hdr *req, int err,
 /* The reader thread (pthread start routine, @arg: the vu_dev). */
 void *vu_reader(void *arg);
 void vu_reply_release(struct vu_reply *r);
+/* The next message id, none of a call still waiting for its reply.
+ * @vu->lock held. */
+uint16_t vu_next_id_locked(struct vu_dev *vu);
 int vu_call(struct vu_dev *vu, uint16_t cmd, const void *payload, size_t len, const int *fds,
 	    int nfds, int max_fds, struct vu_reply *rep);
 

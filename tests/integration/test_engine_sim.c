@@ -26,7 +26,9 @@
 #include <xxhash.h>
 
 #include "engines/engine.h"
+#include "base/clock.h"
 #include "base/context.h"
+#include "base/test_point.h"
 #include "base/sysmem.h"
 #include "vfio/dma.h"
 #include "vfio/transport.h"
@@ -245,6 +247,47 @@ static void test_fences_and_waits(void **state)
 			 0);
 	assert_int_equal(engine_idle(f->ce1, WAIT_MS), 0);
 	assert_int_equal((unsigned char)f->vram[DATA + (20 << 20) + 4095], 0x42);
+}
+
+static void drop_doorbell(void *arg, enum test_point_id id, void *obj)
+{
+	int *left = arg;
+
+	(void)id;
+	if (*left > 0) {
+		(*left)--;
+		*(bool *)obj = true;
+	}
+}
+
+/*
+ * The doorbell is a posted write: a device that dropped it (here a test
+ * point keeps it from being sent at all) leaves the ring's tail behind
+ * ours, and the waiter's slice check rings again instead of waiting out
+ * its timeout. Without the check this wait ends in -ETIMEDOUT.
+ */
+static void test_dropped_doorbell_rung_again(void **state)
+{
+	struct fx *f = *state;
+	int left = 1;
+	uint64_t fence, t0;
+
+	fill_random(f->vram + DATA, 1 << 16, 23);
+	log_clear();
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, drop_doorbell, &left);
+	assert_int_equal(engine_copy(f->ce0, engine_vram(DATA + (4 << 20)), engine_vram(DATA),
+				     1 << 16, &fence),
+			 0);
+	t0 = now_ns();
+	assert_int_equal(engine_wait(f->ce0, fence, WAIT_MS), 0);
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, NULL, NULL);
+	assert_int_equal(left, 0); /* one doorbell was dropped */
+	assert_true(log_has("ringing again"));
+	assert_true(now_ns() - t0 < 1000000000ull); /* a slice or two, not the timeout */
+	assert_memory_equal(f->vram + DATA + (4 << 20), f->vram + DATA, 1 << 16);
+	/* and the engine goes on as before */
+	assert_int_equal(engine_fill(f->ce0, engine_vram(DATA), 7, 4096, &fence), 0);
+	assert_int_equal(engine_wait(f->ce0, fence, WAIT_MS), 0);
 }
 
 /* Many small copies through a 4 KiB ring (63 usable slots): the ring wraps
@@ -658,6 +701,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fences_and_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_wrap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dropped_doorbell_rung_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plug, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_and_reset, setup, teardown),

@@ -148,6 +148,47 @@ static void test_vram_mmap_and_region_io(void **state)
 	free(buf);
 }
 
+/*
+ * Posted writes (region_write_posted: REGION_WRITE with NO_REPLY): no
+ * reply is waited for, and the server applies them in order with what
+ * follows, so a read after a run of them sees every one. Bad accesses are
+ * refused before anything is sent.
+ */
+static void test_posted_writes(void **state)
+{
+	struct fix *f = *state;
+	uint8_t *map = NULL;
+	uint32_t v = 0;
+
+	assert_non_null(f->dev->ops->region_write_posted);
+	for (uint32_t i = 0; i < 4096; i++)
+		assert_int_equal(vfio_write32_posted(f->dev, VFIO_REGION_BAR2, 65536 + 4ull * i,
+						     0xc0de0000u + i),
+				 0);
+	/* a read after them, on the same socket: the last one is there */
+	assert_int_equal(vfio_read32(f->dev, VFIO_REGION_BAR2, 65536 + 4ull * 4095, &v), 0);
+	assert_int_equal(v, 0xc0de0000u + 4095);
+	assert_int_equal(f->dev->ops->region_mmap(f->dev, VFIO_REGION_BAR2, 0, VRAM,
+						  PROT_READ | PROT_WRITE, (void **)&map),
+			 0);
+	for (uint32_t i = 0; i < 4096; i++)
+		assert_int_equal(((uint32_t *)(map + 65536))[i], 0xc0de0000u + i);
+	assert_int_equal(f->dev->ops->region_munmap(f->dev, map, VRAM), 0);
+	/* refused here: too long, empty, past the region, no such region */
+	{
+		uint8_t b[16] = { 0 };
+
+		assert_int_equal(f->dev->ops->region_write_posted(f->dev, VFIO_REGION_BAR2, 0, b, 16),
+				 -EINVAL);
+		assert_int_equal(f->dev->ops->region_write_posted(f->dev, VFIO_REGION_BAR2, 0, b, 0),
+				 -EINVAL);
+		assert_int_equal(f->dev->ops->region_write_posted(f->dev, VFIO_REGION_BAR2, VRAM, b,
+								  4),
+				 -EINVAL);
+		assert_int_equal(vfio_write32_posted(f->dev, 99, 0, 1), -EINVAL);
+	}
+}
+
 /* Put one COPY (+ FENCE with irq) on engine 0 and wait for the vector. */
 static void copy_vram_to_iova(struct fix *f, uint8_t *map, uint64_t src, uint64_t iova,
 			      uint64_t size, int efd, uint64_t seq)
@@ -296,6 +337,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_identity_and_regions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vram_mmap_and_region_io, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_posted_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_fd_and_inband, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dma_fd_and_inband_single_socket,
 						setup_single_socket, teardown),
