@@ -1072,12 +1072,14 @@ static int populate_owned(struct svm *s, struct svm_range *r)
 int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 {
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
+	bool remote = device_is_remote(sd->dev);
 	struct ugpu_bo *bo;
+	void *view = NULL;
 	char *vram;
 	int ret;
 
-	if (!s->have_wp || device_is_remote(sd->dev))
-		return -EOPNOTSUPP; /* through ugpud: one copy, moved (docs/daemon.md) */
+	if (!s->have_wp)
+		return -EOPNOTSUPP;
 	ret = range_bo_create(r, sd, "svm-dup", 0, &bo);
 	if (ret)
 		return ret;
@@ -1089,8 +1091,14 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 		ugpu_bo_put(bo);
 		return ret == -EINVAL ? -EOPNOTSUPP : ret;
 	}
-	vram = (char *)sd->dev->vram + bo_vram_offset(bo);
-	{
+	/* Through ugpud the copy is the daemon's BO, filled through its
+	 * memfd as range_to_vram() fills one; the daemon's VM maps it (the
+	 * process's CPU stores are seen here, by this process's userfaultfd,
+	 * which drops the copy through the daemon first: dup_drop()) */
+	if (remote)
+		ret = ugpu_bo_map(bo, &view);
+	vram = remote ? view : (char *)sd->dev->vram + bo_vram_offset(bo);
+	if (!ret) {
 		size_t npages = r->size / SVM_4K;
 		bool *all = malloc(npages);
 
@@ -1099,6 +1107,8 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 		ret = all ? read_owned(s, r, vram, all, npages) : -ENOMEM;
 		free(all);
 	}
+	if (view)
+		ugpu_bo_unmap(bo);
 	if (ret) {
 		uffd_wp(s->u, r->start, r->size, false);
 		ugpu_bo_put(bo);
@@ -1108,7 +1118,8 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	r->vram_at_ns = now_ns();
 	range_set(s, r, R_DUP, sd);
 	vram_ranges_inc(s, sd);
-	bo_mark_svm(bo);
+	if (!remote)
+		bo_mark_svm(bo); /* on the eviction LRU (the daemon evicts its own) */
 	pthread_mutex_lock(&s->lock);
 	sd->st.svm_device_copy_kb += r->size >> 10;
 	sd->st.svm_vram_bytes += r->size;

@@ -381,10 +381,12 @@ static void advice_invalidate(struct svm *s, struct svm_dev *sd, uint64_t start,
  * reach this process's pages, so nothing is used where it is (docs/daemon.md,
  * "SVM for clients"). Advice that asks for pages used in place is refused
  * with -EREMOTE and a line naming it, not taken and ignored: a preferred
- * location in system memory, accessed-by (this device maps them where they
- * are) and read-mostly (a copy in VRAM while the process keeps its pages,
- * which then change under it: the daemon cannot see the CPU's stores to
- * drop it). Setting those to their defaults, the migration policy (one
+ * location in system memory and accessed-by (this device maps them where
+ * they are). Read-mostly is served: its copy is a staging BO of the
+ * daemon's like a moved range's, and the process's pages stay here,
+ * write-protected by this process's userfaultfd, whose handler drops the
+ * copy through the daemon before a store goes on (range_dup(),
+ * dup_drop()). Setting those to their defaults, the migration policy (one
  * device: the same either way) and the atomic policies (ranges are in VRAM
  * whenever the device maps them; CPU: a device atomic faults on the
  * read-only map and is refused, as on a device without NO_ATOMIC) are
@@ -399,8 +401,6 @@ static int remote_advice_ok(struct ugpu_vm *vm, uint64_t va, uint64_t bytes,
 		what = "a preferred location in system memory";
 	else if (adv->attr == UGPU_SVM_ATTR_ACCESSED_BY && adv->value)
 		what = "accessed-by";
-	else if (adv->attr == UGPU_SVM_ATTR_READ_MOSTLY && adv->value)
-		what = "read-mostly";
 	if (!what)
 		return 0;
 	log_err(vm->dev->ctx, "ugpu_svm_advise: %s on [0x%" PRIx64 ", +0x%" PRIx64 ") of VM '%s' refused: %s is served by ugpud, which cannot reach this process's pages, so they cannot be used in place (every range moves)",

@@ -106,9 +106,9 @@ struct ugpu_svm_advice {
  * -EREMOTE (a mirror VM of a device served by ugpud, with advice that
  * would have the device use the pages where they are, which the daemon
  * cannot reach: UGPU_SVM_LOC_SYSTEM as the preferred location,
- * accessed-by 1, read-mostly 1; nothing is changed, logged. Every other
- * attribute and value is served there, these three set to their defaults
- * included: docs/daemon.md, "SVM for clients");
+ * accessed-by 1; nothing is changed, logged. Every other attribute and
+ * value is served there, read-mostly included, these two set to their
+ * defaults too: docs/daemon.md, "SVM for clients");
  * -ENOLINK (@adv->device is another device outside the owner group of
  * @vm's device: a slow link, no link, or removed); -EXDEV (@adv->device
  * belongs to another context); -EFAULT

@@ -2922,6 +2922,23 @@ static struct ugpu_svm_stats svm_st(struct ugpu_device *dev)
 	return st;
 }
 
+/* The counters once the fault worker has counted a kernel's last faults
+ * (a batch's covered faults are counted after the reply that ended the
+ * kernel): two reads 20 ms apart that agree, within 2 s. */
+static struct ugpu_svm_stats svm_st_settled(struct ugpu_device *dev)
+{
+	struct ugpu_svm_stats a = svm_st(dev), b;
+
+	for (int k = 0; k < 100; k++) {
+		usleep(20000);
+		b = svm_st(dev);
+		if (!memcmp(&a, &b, sizeof(a)))
+			break;
+		a = b;
+	}
+	return a;
+}
+
 static struct ugpu_svm_span_info svm_q(struct ugpu_vm *vm, uint64_t va, uint64_t bytes)
 {
 	struct ugpu_svm_span_info i = { .size = sizeof(i) };
@@ -2981,7 +2998,7 @@ static uint64_t pat_plus7(size_t i)
  * policies, the defaults of the rest), counted and read back; kernels over
  * advised memory are byte-exact and the query sees where the pages went;
  * what would use pages in place (a preferred location in system memory,
- * accessed-by, read-mostly) is -EREMOTE and changes nothing; the atomic
+ * accessed-by) is -EREMOTE and changes nothing; the atomic
  * policy CPU refuses device atomics (-EACCES) through the daemon too, also
  * after a GPU read and a GPU write mapped the range.
  */
@@ -3024,7 +3041,6 @@ static void svm_advise_through_daemon(void **state)
 	/* refused: the daemon cannot use pages in place; nothing changes */
 	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_SYSTEM), -EREMOTE);
 	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ACCESSED_BY, 1), -EREMOTE);
-	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_READ_MOSTLY, 1), -EREMOTE);
 	/* their defaults are served (the same values: nothing counted) */
 	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_PREFERRED_LOC, UGPU_SVM_LOC_DEVICE), 0);
 	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_ACCESSED_BY, 0), 0);
@@ -3100,6 +3116,103 @@ static void svm_advise_through_daemon(void **state)
 	for (size_t k = words / 2; k < words; k++)
 		if (p[k] != pat(k) + 8)
 			fail_msg("second half word %zu: 0x%llx", k, (unsigned long long)p[k]);
+
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	close_client(ctx, dev);
+	munmap(map, map_len);
+}
+
+static uint64_t pat_sum(size_t words)
+{
+	uint64_t sum = 0;
+
+	for (size_t k = 0; k < words; k++)
+		sum += pat(k);
+	return sum;
+}
+
+/*
+ * Read-mostly through the daemon (docs/daemon.md, "SVM for clients"): a
+ * GPU read gives the daemon's VRAM a copy while the process keeps its
+ * pages; the CPU reads them with no fault and the copy stays; a second
+ * kernel reads with no fault; a CPU store drops its range's copy first
+ * (zapped through the daemon, the TLB dropped) and the next kernel reads
+ * the new value; a GPU write collapses its range to one copy, which moves
+ * into VRAM, byte-exact when the CPU reads it back.
+ */
+static void svm_read_mostly_through_daemon(void **state)
+{
+	const size_t n = 4 * MIB, words = n / 8;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_kernel_result r;
+	struct ugpu_svm_span_info i;
+	struct ugpu_svm_stats s0, s1;
+	size_t map_len;
+	void *map;
+	uint64_t *p = map_pattern(n, &map, &map_len), va = (uintptr_t)p;
+
+	(void)state;
+	open_client(&ctx, &dev);
+	vm = mirror_vm(dev);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_READ_MOSTLY, 1), 0);
+	assert_true(svm_q(vm, va, n).read_mostly);
+	s0 = svm_st(dev);
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == pat_sum(words));
+	s1 = svm_st_settled(dev);
+	assert_int_equal(s1.svm_read_mostly_dup_count - s0.svm_read_mostly_dup_count, 2);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.dup_bytes, n);
+	assert_int_equal(i.vram_bytes, 0);
+	/* the CPU reads its own pages: no fault, the copies stay */
+	check_words(p, 0, words, pat, "read beside the copies");
+	assert_int_equal(svm_st(dev).svm_cpu_fault_count, s1.svm_cpu_fault_count);
+	assert_int_equal(svm_q(vm, va, n).dup_bytes, n);
+	/* the GPU reads again: mapped, no fault */
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == pat_sum(words));
+	assert_int_equal(svm_st(dev).svm_pagefault_count, s1.svm_pagefault_count);
+
+	/* a CPU store: its range's copy goes before the store lands */
+	s0 = svm_st(dev);
+	p[10] += 1000;
+	s1 = svm_st(dev);
+	assert_int_equal(s1.svm_read_mostly_collapse_count, s0.svm_read_mostly_collapse_count + 1);
+	assert_true(s1.svm_tlb_inval_count > s0.svm_tlb_inval_count);
+	assert_int_equal(svm_q(vm, va, n).dup_bytes, n - 2 * MIB);
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_true(r.sum == pat_sum(words) + 1000);
+	assert_int_equal(svm_q(vm, va, n).dup_bytes, n); /* copied again */
+
+	/* a GPU write collapses its range to one copy, in VRAM */
+	s0 = svm_st(dev);
+	r = run_on(q, UGPU_KERNEL_WRITE, va + n / 2, 2 * MIB, 3);
+	assert_int_equal(r.status, 0);
+	s1 = svm_st(dev);
+	assert_true(s1.svm_read_mostly_collapse_count > s0.svm_read_mostly_collapse_count);
+	i = svm_q(vm, va, n);
+	assert_int_equal(i.vram_bytes, 2 * MIB);
+	assert_int_equal(i.dup_bytes, n - 2 * MIB);
+	for (size_t k = 0; k < words; k++) {
+		uint64_t want = k >= words / 2 ? 3 : pat(k) + (k == 10 ? 1000 : 0);
+
+		if (p[k] != want)
+			fail_msg("word %zu: 0x%llx, expected 0x%llx", k, (unsigned long long)p[k],
+				 (unsigned long long)want);
+	}
+	/* advice back to normal: the copies go on the next fault */
+	assert_int_equal(advise(vm, va, n, UGPU_SVM_ATTR_READ_MOSTLY, 0), 0);
+	r = run_on(q, UGPU_KERNEL_READ_SUM, va, n, 0);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(svm_q(vm, va, n).dup_bytes, 0);
 
 	assert_int_equal(ugpu_queue_destroy(q), 0);
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
@@ -3386,6 +3499,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(svm_protocol_refusals),
 		cmocka_unit_test(svm_close_with_ranges),
 		cmocka_unit_test(svm_advise_through_daemon),
+		cmocka_unit_test(svm_read_mostly_through_daemon),
 		cmocka_unit_test(svm_prefetch_through_daemon),
 		cmocka_unit_test(svm_prefetch_races_kernels),
 		/* last: the device is gone for the daemon after it */
