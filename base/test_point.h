@@ -152,6 +152,11 @@ enum test_point_id {
 	 * posted doorbell is about to be sent. @obj: a bool; set true, the
 	 * doorbell is not sent (as if the device had dropped it). */
 	TEST_POINT_ENGINE_DOORBELL,
+	/* svm/fault.c back_on_handler_locked(), the userfaultfd handler
+	 * thread, no lock: a CPU touch of a small range in VRAM was just
+	 * served on the handler thread itself (not by the worker). @obj: the
+	 * range's start (uint64_t *). */
+	TEST_POINT_SVM_BACK_ON_HANDLER,
 	TEST_POINT_COUNT
 };
 

@@ -632,6 +632,17 @@ void bo_mgr_lock(struct bo_mgr *m)
 	bo_mgr_wait_moves_locked(m, NULL);
 }
 
+bool bo_mgr_trylock(struct bo_mgr *m)
+{
+	if (pthread_mutex_trylock(&m->lock))
+		return false;
+	if (m->moving) {
+		pthread_mutex_unlock(&m->lock);
+		return false;
+	}
+	return true;
+}
+
 int bo_mgr_wait_moves_locked(struct bo_mgr *m, const struct timespec *deadline)
 {
 	while (m->moving) {

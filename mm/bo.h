@@ -501,6 +501,9 @@ int bo_move_locked_release(struct ugpu_bo *bo, enum ugpu_placement to, struct bo
 /* Take @m's lock once no move is in its unlocked copy (struct bo_mgr).
  * Every taker of the manager lock but bo_rw() uses it. */
 void bo_mgr_lock(struct bo_mgr *m);
+/* The same without waiting: true with the lock held, false (not held)
+ * when it is taken or a move is in its unlocked copy. */
+bool bo_mgr_trylock(struct bo_mgr *m);
 /* With @m's lock held: wait until no move is in its unlocked copy (after a
  * wait on another condition of @m->lock, or a timed lock). 0, or
  * -ETIMEDOUT at @deadline (CLOCK_REALTIME; NULL: none; the lock is still

@@ -359,8 +359,11 @@ bool vm_span_unbound(struct ugpu_vm *vm, uint64_t va, uint64_t len);
  */
 int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len);
 /* The same from an eviction (struct bo_svm_ops): the manager lock is held,
- * @vm's lock is only tried (-EBUSY when taken: try another victim). */
-int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len);
+ * @vm's lock is only tried (-EBUSY when taken: try another victim).
+ * @idle_only: -EBUSY too when a kernel runs on @vm (the TLB flush it
+ * would need waits for the device, which the userfaultfd handler thread,
+ * svm/fault.c back_from_handler(), must never do). */
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len, bool idle_only);
 
 /* ---- mm/submit.c --------------------------------------------------------------- */
 

@@ -279,13 +279,18 @@ int vm_svm_unmap(struct ugpu_vm *vm, uint64_t va, uint64_t len)
 	return n;
 }
 
-int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len)
+int vm_svm_unmap_evicting(struct ugpu_vm *vm, uint64_t va, uint64_t len, bool idle_only)
 {
 	struct list_link gone;
 	int n;
 
 	if (pthread_mutex_trylock(&vm->lock))
 		return -EBUSY;
+	/* the manager lock held: 0 stays 0 until it is let go (mm/vm.h) */
+	if (idle_only && __atomic_load_n(&vm->active, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&vm->lock);
+		return -EBUSY;
+	}
 	list_init(&gone);
 	n = svm_unmap_locked(vm, va, len, &gone);
 	pthread_mutex_unlock(&vm->lock);

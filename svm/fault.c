@@ -750,6 +750,52 @@ static void do_back(struct svm *s, uint64_t start)
 }
 
 /*
+ * The handler thread's own service of a CPU touch of @r (found in VRAM,
+ * s->lock held): a small range whose timeslice is over comes back here, at
+ * once, without the hand-off to the worker and back (one thread wake-up
+ * less: the 4 KiB touch cost about two raw userfaultfd round trips with
+ * every thread on one CPU, docs/svm.md "Costs"). Only when nothing needs a
+ * wait (range_back_from_handler(): every lock tried, no device round trip,
+ * the copy at its first try): the handler thread must never wait, or the
+ * events it alone reads would stall whoever waits for them. True: served
+ * (counted, woken; s->lock released). False: nothing changed, s->lock still
+ * held, the worker's way follows (do_back()).
+ */
+bool back_on_handler_locked(struct svm *s, struct svm_range *r)
+{
+	struct svm_dev *sd = r->sd;
+	uint64_t hold;
+
+	if (r->where != R_VRAM || r->size > SVM_64K || r->busy || r->gc_pending ||
+	    r->back_queued || s->forking || !sd || device_is_remote(sd->dev))
+		return false;
+	hold = ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS);
+	if (now_ns() < r->vram_at_ns + hold)
+		return false; /* the timeslice first: the worker sleeps it out */
+	for (unsigned int k = 0; k < r->nmaps; k++)
+		if (r->maps[k].vm->dev != sd->dev)
+			return false; /* a peer maps it: svm/peer.c's locks */
+	r->busy = true;
+	/* counted before the copy wakes the touching thread, as do_back() */
+	sd->st.svm_cpu_fault_count++;
+	pthread_mutex_unlock(&s->lock);
+	if (range_back_from_handler(s, r)) {
+		pthread_mutex_lock(&s->lock);
+		sd->st.svm_cpu_fault_count--;
+		range_release(s, r);
+		return false;
+	}
+	thrash_note(s, r, sd);
+	{
+		uint64_t start = r->start;
+
+		range_done(s, r);
+		test_point_obj(TEST_POINT_SVM_BACK_ON_HANDLER, &start);
+	}
+	return true;
+}
+
+/*
  * May a prefetcher move memory of mapping @v that the GPU has not asked
  * for? Not in the brk heap or a program's or library's .bss (the anonymous
  * mapping right after a file's): the driver's own objects and globals live

@@ -2,9 +2,10 @@
 /*
  * Shared virtual memory: the userfaultfd handler thread (mm/uffd.c runs it).
  * It waits only for a zap of ours, bounded (wait_zap_locked()): a CPU
- * touch is answered at once, parked (no wake) until
- * the range's owner wakes it, or queued for the worker; unmap, free and
- * move events mark the ranges and queue their collection.
+ * touch is answered at once (a small range in VRAM brought back right
+ * here when nothing needs a wait: back_on_handler_locked()), parked (no
+ * wake) until the range's owner wakes it, or queued for the worker; unmap,
+ * free and move events mark the ranges and queue their collection.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +58,9 @@ static void on_cpu_fault(struct svm *s, uint64_t addr, uint64_t flags, uint32_t 
 	 * copy goes first (the store waits) */
 	if (!own && r && ((r->where == R_VRAM && !(flags & UFFD_PAGEFAULT_FLAG_WP)) ||
 		  (r->where == R_DUP && (flags & UFFD_PAGEFAULT_FLAG_WP)))) {
+		/* a small range, nothing to wait for: served right here */
+		if (r->where == R_VRAM && back_on_handler_locked(s, r))
+			return;
 		if (!r->back_queued) {
 			struct svm_work *w = calloc(1, sizeof(*w));
 

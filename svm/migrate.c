@@ -30,6 +30,7 @@
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/rpm.h"
+#include "src/suspend.h"
 #include "svm/svm.h"
 #include "vfio/dma.h"
 
@@ -370,11 +371,11 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
  * host-suspended (the callers wait: bo_pm_wait_awake(); svm_evict() runs
  * where no suspend can be).
  */
-static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-			   uint64_t dst, const struct svm_follow *f)
+static int range_copy_back_until(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+				 uint64_t dst, const struct svm_follow *f, uint64_t deadline)
 {
 	const char *src;
-	uint64_t deadline = now_ns() + ms_to_ns(2000), counted = len;
+	uint64_t counted = len;
 	void *view = NULL;
 	int ret;
 
@@ -392,6 +393,14 @@ static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uin
 	if (view)
 		ugpu_bo_unmap(r->bo);
 	return ret;
+}
+
+/* The same, an unmap or move being reported (-EAGAIN) tried again for
+ * up to 2 s: the handler thread reads it meanwhile. */
+static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			   uint64_t dst, const struct svm_follow *f)
+{
+	return range_copy_back_until(s, r, off, len, dst, f, now_ns() + ms_to_ns(2000));
 }
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
@@ -1251,12 +1260,73 @@ void range_destroy(struct svm *s, struct svm_range *r)
 /* ---- eviction: the BO manager picked a range's VRAM (struct bo_svm_ops) ---- */
 
 /*
+ * @r (owned, in its device's VRAM or a read-mostly copy there; that
+ * device's manager lock held) leaves VRAM without waiting for anything:
+ * its GPU maps go with their VMs' locks only tried, its bytes go back into
+ * the process (UFFDIO_COPY from VRAM, no manager lock needed), and the
+ * BO's reference and the runtime-PM count are dropped later by the worker
+ * (@w, queued as W_PUT: both take locks we may not take here).
+ * @from_handler (the userfaultfd handler thread): no map of a VM with a
+ * kernel running (its TLB flush waits for the device), and the copy tried
+ * once (an unmap or move being reported is an event only this thread can
+ * read: -EAGAIN is given up at once), only a whole copy counting. 0: @r is
+ * in the process (@w queued, @r still owned, svm_vram_bytes counted); else
+ * -EBUSY, @w not used, @r where it was (the maps that went stay gone: the
+ * next GPU access faults). -EBUSY too when the range cannot go now
+ * (collected meanwhile, a VM lock taken, the copy refused).
+ */
+static int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct svm_work *w,
+				    bool from_handler)
+{
+	struct svm_dev *sd;
+	int ret;
+
+	for (unsigned int k = 0; k < r->nmaps;) {
+		/* a peer's VM maps it in place: its lock is another manager's
+		 * (svm/peer.c); that range is in use, not a victim */
+		if (r->maps[k].vm->dev != r->sd->dev)
+			break;
+		if (vm_svm_unmap_evicting(r->maps[k].vm, r->maps[k].gpu_va, r->size,
+					  from_handler) < 0)
+			break; /* that VM's lock is taken: the maps left stay */
+		pthread_mutex_lock(&s->lock);
+		r->maps[k] = r->maps[--r->nmaps];
+		r->sd->st.svm_tlb_inval_count++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	/* a read-mostly copy has nothing to copy back: the process's pages
+	 * only become writable again */
+	ret = r->nmaps		? -EBUSY
+	      : r->where == R_DUP ? uffd_wp(s->u, r->start, r->size, false)
+	      : range_copy_back_until(s, r, 0, r->size, r->start, NULL,
+				      from_handler ? 0 : now_ns() + ms_to_ns(2000));
+	pthread_mutex_lock(&s->lock);
+	/* Stays in VRAM when the copy failed, and when an unmap, free or
+	 * move of the process came meanwhile (-ENOENT: the old place is
+	 * gone): the collection copies the bytes to where the process has
+	 * them now (review: an mremap during an eviction lost the range). The
+	 * VMs whose maps went fault it in again. */
+	if ((ret && (from_handler || (ret != -ENOENT && ret != -ENODATA))) || r->gc_pending) {
+		pthread_mutex_unlock(&s->lock);
+		return -EBUSY;
+	}
+	sd = r->sd;
+	sd->st.svm_vram_bytes -= r->size;
+	r->where = R_CPU;
+	r->sd = NULL;
+	w->kind = W_PUT;
+	w->bo = r->bo;
+	w->sd = sd;
+	r->bo = NULL;
+	work_queue(s, w);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/*
  * @bo is the VRAM of one of our ranges, picked by the BO manager's LRU to
  * make room (for a BO or another range). The manager lock is held: the
- * range's GPU maps are removed with their VMs' locks only tried, its bytes
- * go back into the process (UFFDIO_COPY from VRAM, no manager lock needed),
- * and the BO's reference and the runtime-PM count are dropped later by the
- * worker (W_PUT: both take locks we may not take here). -EBUSY when the
+ * range leaves VRAM as range_back_nowait_locked() says. -EBUSY when the
  * range cannot go now (busy, collected, a fork, a VM lock taken, the copy
  * refused): the manager tries its next victim.
  */
@@ -1265,7 +1335,6 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	struct svm *s = arg;
 	struct svm_work *w = calloc(1, sizeof(*w));
 	struct svm_range *r = NULL;
-	struct svm_dev *sd;
 	uint64_t start, size;
 	size_t i;
 	int ret;
@@ -1285,53 +1354,56 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	pthread_mutex_unlock(&s->lock);
 	test_point_obj(TEST_POINT_SVM_EVICT, r);
 
-	for (unsigned int k = 0; k < r->nmaps;) {
-		/* a peer's VM maps it in place: its lock is another manager's
-		 * (svm/peer.c); that range is in use, not a victim */
-		if (r->maps[k].vm->dev != r->sd->dev)
-			break;
-		if (vm_svm_unmap_evicting(r->maps[k].vm, r->maps[k].gpu_va, r->size) < 0)
-			break; /* that VM's lock is taken: the maps left stay */
-		pthread_mutex_lock(&s->lock);
-		r->maps[k] = r->maps[--r->nmaps];
-		r->sd->st.svm_tlb_inval_count++;
-		pthread_mutex_unlock(&s->lock);
-	}
-	/* a read-mostly copy has nothing to copy back: the process's pages
-	 * only become writable again */
-	ret = r->nmaps ? -EBUSY
-	      : r->where == R_DUP ? uffd_wp(s->u, r->start, r->size, false)
-				  : range_copy_back(s, r, 0, r->size, r->start, NULL);
+	ret = range_back_nowait_locked(s, r, w, false);
 	start = r->start;
 	size = r->size;
 	pthread_mutex_lock(&s->lock);
-	/* Stays in VRAM when the copy failed, and when an unmap, free or
-	 * move of the process came meanwhile (-ENOENT: the old place is
-	 * gone): the collection copies the bytes to where the process has
-	 * them now (review: an mremap during an eviction lost the range). The
-	 * VMs whose maps went fault it in again; CPU touches parked while we
-	 * owned it fault again (review: they slept until the device closed). */
-	if ((ret && ret != -ENOENT && ret != -ENODATA) || r->gc_pending) {
-		range_release(s, r);
-		pthread_mutex_unlock(&s->lock);
-		uffd_wake(s->u, start, size);
+	if (ret)
 		free(w);
-		return -EBUSY;
-	}
-	sd = r->sd;
-	sd->st.svm_vram_bytes -= r->size;
-	sd->st.svm_evict_count++;
-	r->where = R_CPU;
-	r->sd = NULL;
-	r->bo = NULL;
-	w->kind = W_PUT;
-	w->bo = bo;
-	w->sd = sd;
-	work_queue(s, w);
+	else
+		w->sd->st.svm_evict_count++;
+	/* CPU touches parked while we owned it fault again (review: they
+	 * slept until the device closed) */
 	range_release(s, r);
 	pthread_mutex_unlock(&s->lock);
 	uffd_wake(s->u, start, size);
-	return 0;
+	return ret;
+}
+
+/*
+ * A CPU touch of @r (owned, in VRAM, on a device of this process) served
+ * on the userfaultfd handler thread itself, without the hand-off to the
+ * worker, when nothing needs a wait: no host-suspend transition (tried),
+ * the device awake (a runtime-PM hold taken only if so), the manager lock
+ * free and no unlocked move in its window (tried), no kernel on a VM
+ * mapping it (no TLB flush), the copy taking at the first try
+ * (range_back_nowait_locked()). 0: @r is in the process, still owned; else
+ * -EBUSY (or -ENOMEM) and @r as it was, for the worker's way (do_back()).
+ */
+int range_back_from_handler(struct svm *s, struct svm_range *r)
+{
+	struct ugpu_device *dev = r->sd->dev;
+	struct svm_work *w = calloc(1, sizeof(*w));
+	struct rpm *held = NULL;
+	int ret = -EBUSY;
+
+	if (!w)
+		return -ENOMEM;
+	if (!host_pm_try_enter(dev)) {
+		free(w);
+		return -EBUSY;
+	}
+	if (bo_pm_active(dev) && !device_vram_lost(dev) && !bo_rpm_hold_if_awake(dev, &held)) {
+		if (bo_mgr_trylock(dev->bo_mgr)) {
+			ret = range_back_nowait_locked(s, r, w, true);
+			pthread_mutex_unlock(&dev->bo_mgr->lock);
+		}
+		bo_rpm_release(held);
+	}
+	host_pm_leave(dev);
+	if (ret)
+		free(w);
+	return ret;
 }
 
 /* The worker's half of an eviction: the BO reference and the runtime-PM

@@ -124,7 +124,7 @@ static inline struct ugpu_svm_stats stats(struct svm_fx *s)
 	return st;
 }
 
-/* The stream prefetcher's depth on the fixture's device (off by default). */
+/* The stream prefetcher's depth on the fixture's device (2 by default). */
 static inline void svm_fx_ahead(struct svm_fx *s, uint32_t depth)
 {
 	struct ugpu_svm_tuning t = { .size = sizeof(t) };

@@ -3193,6 +3193,163 @@ static void test_copy_back_after_free_and_unmap(void **state)
 	copy_back_after_free(*state, true);
 }
 
+/* ---- CPU touches served on the handler thread, racing everything -------------------------- */
+
+#define HR_PAGES 48 /* 4 KiB ranges per toucher */
+#define HR_WORDS (4096 / 8)
+
+struct hr_toucher {
+	struct svm_fx *s;
+	struct ugpu_queue *q;
+	char *p; /* HR_PAGES pages, a PROT_NONE page after each (one range each) */
+	uint64_t oracle[HR_PAGES]; /* every word of page i */
+	uint64_t end_ns;
+	unsigned int seed;
+	char err[160];
+};
+
+static void *hr_toucher_main(void *arg)
+{
+	struct hr_toucher *t = arg;
+
+	while (now_ns_test() < t->end_ns && !t->err[0]) {
+		unsigned int i = rand_r(&t->seed) % HR_PAGES, op = rand_r(&t->seed) % 8;
+		volatile uint64_t *w = (volatile uint64_t *)(t->p + 2 * 4096 * i);
+		struct ugpu_kernel_result r;
+
+		if (op < 2) { /* a GPU atomic: the range moves into VRAM */
+			uint64_t v = 1 + rand_r(&t->seed) % 100;
+
+			if (run_kernel(t->q, UGPU_KERNEL_ATOMIC_ADD, (void *)w, 4096, v, WAIT_MS, &r) ||
+			    r.status) {
+				snprintf(t->err, sizeof(t->err), "atomic on page %u: %d", i, r.status);
+				break;
+			}
+			t->oracle[i] += v;
+		} else if (op < 6) { /* a CPU read: back from VRAM if it is there */
+			for (unsigned int k = 0; k < HR_WORDS; k++)
+				if (w[k] != t->oracle[i]) {
+					snprintf(t->err, sizeof(t->err),
+						 "page %u word %u: 0x%llx, expected 0x%llx", i, k,
+						 (unsigned long long)w[k],
+						 (unsigned long long)t->oracle[i]);
+					break;
+				}
+		} else if (op == 6) { /* a CPU write of the whole page */
+			uint64_t v = ((uint64_t)rand_r(&t->seed) << 20) | i;
+
+			for (unsigned int k = 0; k < HR_WORDS; k++)
+				w[k] = v;
+			t->oracle[i] = v;
+		} else { /* freed: zeroes from here (its collection races the rest) */
+			if (madvise((void *)w, 4096, MADV_DONTNEED)) {
+				snprintf(t->err, sizeof(t->err), "madvise: %d", errno);
+				break;
+			}
+			t->oracle[i] = 0;
+		}
+		if (!(rand_r(&t->seed) % 16))
+			usleep(6000); /* past the timeslice now and then */
+	}
+	return NULL;
+}
+
+struct hr_busy {
+	struct svm_fx *s;
+	struct ugpu_queue *q;
+	uint64_t *buf;
+	uint64_t end_ns;
+	int err;
+};
+
+/* Kernels on the same VM half of the time (in 20 ms bursts): a touch then
+ * finds the VM active and goes to the worker instead. */
+static void *hr_busy_main(void *arg)
+{
+	struct hr_busy *b = arg;
+
+	while (now_ns_test() < b->end_ns && !b->err) {
+		uint64_t t0 = now_ns_test();
+		struct ugpu_kernel_result r;
+
+		while (now_ns_test() - t0 < 20000000ull && !b->err)
+			b->err = run_kernel(b->q, UGPU_KERNEL_READ_SUM, b->buf, 4 * MIB, 0, WAIT_MS, &r);
+		usleep(20000);
+	}
+	return NULL;
+}
+
+static void hr_count(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id, (void)obj;
+	__atomic_add_fetch((unsigned long *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * A CPU touch of a small range in VRAM is served on the userfaultfd handler
+ * thread itself when nothing needs a wait (svm/fault.c
+ * back_on_handler_locked()), else by the worker. Two threads run GPU
+ * atomics, CPU reads and writes and frees on 4 KiB ranges of their own
+ * while a third runs kernels on the same VM in bursts (a VM with a kernel
+ * running sends the touch to the worker): every word is what the
+ * thread's oracle says, and both ways served touches.
+ */
+static void test_touch_on_handler_races(void **state)
+{
+	struct svm_fx *s = *state;
+	struct hr_toucher t[2];
+	struct hr_busy b = { .s = s };
+	pthread_t th[3];
+	unsigned long fast = 0;
+	struct ugpu_svm_stats st0, st1;
+	uint64_t end = now_ns_test() + 2500ull * 1000000;
+
+	b.buf = map_anon(4 * MIB, 2 * MIB);
+	for (size_t w = 0; w < 4 * MIB / 8; w++)
+		b.buf[w] = w;
+	b.end_ns = end;
+	assert_int_equal(ugpu_queue_create(s->vm, NULL, &b.q), 0);
+	for (int k = 0; k < 2; k++) {
+		t[k] = (struct hr_toucher){ .s = s, .end_ns = end, .seed = 1000u + (unsigned)k };
+		t[k].p = mmap(NULL, 2 * 4096 * HR_PAGES, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		assert_true(t[k].p != MAP_FAILED);
+		for (int i = 0; i < HR_PAGES; i++)
+			assert_int_equal(mprotect(t[k].p + (2 * i + 1) * 4096, 4096, PROT_NONE), 0);
+		assert_int_equal(ugpu_queue_create(s->vm, NULL, &t[k].q), 0);
+	}
+	st0 = stats(s);
+	test_point_set(TEST_POINT_SVM_BACK_ON_HANDLER, hr_count, &fast);
+	assert_int_equal(pthread_create(&th[2], NULL, hr_busy_main, &b), 0);
+	for (int k = 0; k < 2; k++)
+		assert_int_equal(pthread_create(&th[k], NULL, hr_toucher_main, &t[k]), 0);
+	for (int k = 0; k < 3; k++)
+		pthread_join(th[k], NULL);
+	test_point_set(TEST_POINT_SVM_BACK_ON_HANDLER, NULL, NULL);
+	st1 = stats(s);
+	for (int k = 0; k < 2; k++)
+		if (t[k].err[0])
+			fail_msg("toucher %d: %s", k, t[k].err);
+	assert_int_equal(b.err, 0);
+	/* what is left in VRAM comes back exact too */
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < HR_PAGES; i++)
+			for (int w = 0; w < (int)HR_WORDS; w++)
+				if (((uint64_t *)(t[k].p + 2 * 4096 * i))[w] != t[k].oracle[i])
+					fail_msg("at the end: toucher %d page %d word %d", k, i, w);
+	print_message("touches back from VRAM: %llu, %lu of them on the handler thread\n",
+		      (unsigned long long)(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count),
+		      __atomic_load_n(&fast, __ATOMIC_RELAXED));
+	assert_true(__atomic_load_n(&fast, __ATOMIC_RELAXED) > 0);
+	assert_true(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count > fast);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(ugpu_queue_destroy(t[k].q), 0);
+		munmap(t[k].p, 2 * 4096 * HR_PAGES);
+	}
+	assert_int_equal(ugpu_queue_destroy(b.q), 0);
+	munmap(b.buf, 4 * MIB);
+}
+
 static void test_copy_back_after_free(void **state)
 {
 	copy_back_after_free(*state, false);
@@ -3269,6 +3426,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_while_in_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_two_frees_before_zap, setup_wp, teardown),
 	};
