@@ -162,8 +162,10 @@ struct engine_ops {
 	/* Start (@on) or end a batch: while at least one batch is open, queued
 	 * commands reach the device only when the ring fills, when anyone waits
 	 * or idles, or when the last batch ends (one doorbell per batch instead
-	 * of one per command). Nests. Returns the doorbell's error at the end.
-	 * May be NULL (the backend has no doorbell to save). */
+	 * of one per command). Nests. Returns the doorbell's error at the end:
+	 * a doorbell posted (the sim backend over vfio-user) fails here only
+	 * when it cannot be sent; what the device made of it shows at the
+	 * wait. May be NULL (the backend has no doorbell to save). */
 	int (*plug)(struct engine *e, bool on);
 };
 
@@ -243,7 +245,8 @@ int engine_reset(struct engine *e);
  * commands queued in between are started together at unplug, or earlier
  * when the ring fills or someone waits. Keep batches short: work queued in a
  * batch does not start until then. Context: any thread; nests per engine.
- * Returns: 0 or the doorbell's -errno (unplug).
+ * Returns: 0 or the doorbell's -errno (unplug: only a doorbell that could
+ * not be sent, when it is posted; the device's own errors show at the wait).
  */
 void engine_plug(struct engine *e);
 int engine_unplug(struct engine *e);

@@ -61,11 +61,11 @@ void vu_close_fds(int *fds, int n)
 
 /* Caller holds @lock. Completes every pending call with @err. */
 void vu_mark_dead_locked(struct vu_dev *vu, int err, const char *why)
-			 {
-			 struct vu_pending *p;
-			 
-			 if (!vu->dead) {
-			 if (why && __atomic_load_n(&vu->negotiated, __ATOMIC_ACQUIRE))
+{
+	struct vu_pending *p;
+
+	if (!vu->dead) {
+		if (why && __atomic_load_n(&vu->negotiated, __ATOMIC_ACQUIRE))
 			log_err(vu->dev.ctx, "%s: %s; device is gone", vu->dev.name, why);
 		else if (why) /* open reports a refusal itself */
 			log_dbg(vu->dev.ctx, "%s: %s before VERSION was answered", vu->dev.name, why);
@@ -83,13 +83,13 @@ void vu_mark_dead_locked(struct vu_dev *vu, int err, const char *why)
 }
 
 void vu_mark_dead(struct vu_dev *vu, int err, const char *why)
-		  {
-		  pthread_mutex_lock(&vu->lock);
-		  vu_mark_dead_locked(vu, err, why);
-		  pthread_mutex_unlock(&vu->lock);
-		  }
-		  
-		  bool vu_is_dead(struct vu_dev *vu)
+{
+	pthread_mutex_lock(&vu->lock);
+	vu_mark_dead_locked(vu, err, why);
+	pthread_mutex_unlock(&vu->lock);
+}
+
+bool vu_is_dead(struct vu_dev *vu)
 {
 	bool dead;
 
@@ -211,9 +211,13 @@ static void vu_route_reply(struct vu_dev *vu, const struct vfu_hdr *h, void *bod
 		if (!p->done && p->msg_id == h->msg_id)
 			break;
 	if (!p) {
+		uint64_t n = ++vu->stray_replies;
+
 		pthread_mutex_unlock(&vu->lock);
-		log_err(vu->dev.ctx, "%s: reply %s with msg_id %u matches no request (late or bogus); dropped",
-			vu->dev.name, vu_cmd_name(h->cmd), h->msg_id);
+		if (n <= 10 || !(n % 1000))
+			log_err(vu->dev.ctx, "%s: reply %s with msg_id %u matches no request (late or bogus); dropped (%" PRIu64 " so far%s)",
+				vu->dev.name, vu_cmd_name(h->cmd), h->msg_id, n,
+				n == 10 ? "; from here one in 1000 is logged" : "");
 		vu_close_fds(fds, nfds);
 		free(body);
 		return;
@@ -319,32 +323,32 @@ static int vu_read_one(struct vu_dev *vu, int fd, bool twin)
 }
 
 void *vu_reader(void *arg)
-		{
-		struct vu_dev *vu = arg;
-		
-		for (;;) {
+{
+	struct vu_dev *vu = arg;
+
+	for (;;) {
 		struct pollfd pfd[3];
 		bool stop;
 		int twin, pr;
-		
+
 		pthread_mutex_lock(&vu->lock);
 		stop = vu->stopping;
 		twin = vu->twin;
 		pthread_mutex_unlock(&vu->lock);
 		if (stop) {
-		vu_mark_dead(vu, -ENODEV, NULL);
-		break;
+			vu_mark_dead(vu, -ENODEV, NULL);
+			break;
 		}
 		pfd[0] = (struct pollfd){ .fd = vu->wake_fd, .events = POLLIN };
 		pfd[1] = (struct pollfd){ .fd = vu->sock, .events = POLLIN };
 		pfd[2] = (struct pollfd){ .fd = twin, .events = POLLIN };
 		pr = poll(pfd, twin >= 0 ? 3 : 2, VU_READER_TICK_MS);
 		if (pr < 0 && errno != EINTR) {
-		char why[96];
-		
-		snprintf(why, sizeof(why), "poll on the socket failed: %s", strerror(errno));
-		vu_mark_dead(vu, -ENODEV, why);
-		break;
+			char why[96];
+
+			snprintf(why, sizeof(why), "poll on the socket failed: %s", strerror(errno));
+			vu_mark_dead(vu, -ENODEV, why);
+			break;
 		}
 		if (pr <= 0)
 			continue;

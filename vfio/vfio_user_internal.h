@@ -88,6 +88,9 @@ struct vu_dev {
 	pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled when a pending completes */
 	struct vu_pending *pending;
 	uint16_t next_id;
+	/* replies that matched no call (late, bogus, or a server answering a
+	 * posted write anyway): the first few are logged, then one in 1000 */
+	uint64_t stray_replies;
 	bool dead;
 	int dead_err;
 	/* VERSION succeeded (atomic): a hang-up before it is a refusal that

@@ -127,6 +127,7 @@ struct sim_engine {
 	uint64_t lost_upto; /* fences in (completed, lost_upto] died with an error */
 	uint64_t fence_tail; /* @tail right after the last FENCE descriptor */
 	uint64_t rung; /* @tail as of the last doorbell */
+	uint64_t rerung; /* @rung as last rung again by recover_doorbell() */
 	unsigned plugged; /* engine_plug() depth: doorbells are deferred */
 	/* Ring position after each fence not yet known complete, to advance
 	 * @head without reading RING_HEAD. Indexed by seqno % @nslots. */
@@ -143,6 +144,7 @@ static struct sim_engine *se(struct engine *e)
 }
 
 static int kick(struct engine *e);
+static void head_from_fences(struct sim_engine *s);
 
 static int reg_read32(struct engine *e, uint32_t reg, uint32_t *v)
 {
@@ -299,12 +301,64 @@ static void report_error(struct engine *e)
 		" are lost until reset", e->name, completed_get(s) + 1, s->submitted);
 }
 
-/* Look at the device: SEQNO, and STATUS for an error. Takes @lock. */
+/*
+ * A posted doorbell the device dropped: it takes no write while it cannot
+ * (in D3hot, with memory decoding off: its ring stays latched, the write
+ * is lost as a PCI device loses a posted write it cannot take), so the
+ * device's RING_TAIL is not the one we rang. Rung again, waiting for the
+ * device this time so that an error is seen. Reads are ordered after our
+ * earlier writes, so a doorbell still on its way is not taken for a lost
+ * one. Only while the engine is enabled (a ring not latched takes no
+ * doorbell at all: the engine must be reset, hw_restart()), and only when
+ * the device's HEAD lies between what we know it consumed and what we
+ * rang: anything else is a ring latched again behind our back, where
+ * ringing would run old descriptors again (the review of 2026-12-07):
+ * -EIO, the engine needs a reset. A tail that is no ring offset (BAR0
+ * reading all-ones: gone to D3 since STATUS was read) is left to the next
+ * slice. A re-ring that did not take is -EIO too, so that a device whose
+ * RING_TAIL never reads back what was written does not keep a waiter
+ * re-ringing every slice until its timeout. @lock held.
+ */
+static int recover_doorbell(struct engine *e)
+{
+	struct sim_engine *s = se(e);
+	uint32_t mask = s->ring_size - 1, tail = 0, head = 0, want = (uint32_t)(s->rung & mask),
+		 from;
+	int ret;
+
+	if (!s->rung)
+		return 0; /* nothing rung since the last reset */
+	head_from_fences(s); /* what the fences say was consumed */
+	from = (uint32_t)(s->head & mask);
+	ret = reg_read32(e, CE_RING_TAIL, &tail);
+	if (ret || tail == want || tail > mask || (tail & (DESC_SIZE - 1)))
+		return ret;
+	ret = reg_read32(e, CE_RING_HEAD, &head);
+	if (ret)
+		return ret;
+	if (head > mask || ((head - from) & mask) > ((want - from) & mask)) {
+		log_err(e->ctx, "engine %s: ring tail 0x%x and head 0x%x are not where the driver left them (head 0x%x, tail 0x%x): the ring was latched again; the engine needs a reset",
+			e->name, tail, head, from, want);
+		return -EIO;
+	}
+	if (s->rerung == s->rung) {
+		log_err(e->ctx, "engine %s: the doorbell was rung again and the ring tail still reads 0x%x, not 0x%x",
+			e->name, tail, want);
+		return -EIO;
+	}
+	log_warn(e->ctx, "engine %s: the device's ring tail is 0x%x, the last doorbell said 0x%x: ringing again",
+		 e->name, tail, want);
+	s->rerung = s->rung;
+	return reg_write32(e, CE_RING_TAIL, want);
+}
+
+/* Look at the device: SEQNO, and STATUS for an error; a dropped doorbell
+ * when nothing progressed. Takes @lock. */
 static int check_device(struct engine *e)
 {
 	struct sim_engine *s = se(e);
+	uint64_t seqno = 0, before;
 	uint32_t status = 0;
-	uint64_t seqno = 0;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -312,6 +366,7 @@ static int check_device(struct engine *e)
 		pthread_mutex_unlock(&s->lock);
 		return -EIO;
 	}
+	before = completed_get(s);
 	ret = reg_read32(e, CE_STATUS, &status);
 	if (ret == 0 && status == 0xffffffffu)
 		ret = -ESHUTDOWN; /* BAR0 reads all-ones: D3 */
@@ -321,20 +376,10 @@ static int check_device(struct engine *e)
 	} else if (ret == 0 && reg_read64(e, CE_SEQNO, &seqno) == 0 && seqno <= s->submitted) {
 		completed_raise(s, seqno);
 	}
-	/* A posted doorbell the device dropped (it takes none while its ring
-	 * is not latched, as a PCI device drops a write it cannot take): its
-	 * tail is not ours. Rung again, waiting for the device this time so
-	 * that an error is seen. Reads are ordered after our earlier writes,
-	 * so a doorbell still on its way is not taken for a lost one. */
-	if (ret == 0 && s->rung && (status & CE_STATUS_ENABLED)) {
-		uint32_t tail = 0, want = (uint32_t)(s->rung & (s->ring_size - 1));
-
-		if (reg_read32(e, CE_RING_TAIL, &tail) == 0 && tail != want) {
-			log_warn(e->ctx, "engine %s: the device's ring tail is 0x%x, the last doorbell said 0x%x: ringing again",
-				 e->name, tail, want);
-			ret = reg_write32(e, CE_RING_TAIL, want);
-		}
-	}
+	/* the doorbell is looked at only when a slice saw no progress at all
+	 * (a third register read per slice otherwise) */
+	if (ret == 0 && (status & CE_STATUS_ENABLED) && completed_get(s) == before)
+		ret = recover_doorbell(e);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -499,10 +544,9 @@ static int ring_room_for(struct engine *e, uint32_t nslots)
 	const uint64_t need = (uint64_t)nslots * DESC_SIZE;
 
 	struct sim_engine *s = se(e);
-	uint64_t deadline = 0;
+	uint64_t deadline = 0, last_head = UINT64_MAX;
 	unsigned spins = 0;
 	int ret;
-
 
 	for (;;) {
 		uint32_t hw_head = 0, status = 0;
@@ -533,6 +577,14 @@ static int ring_room_for(struct engine *e, uint32_t nslots)
 			report_error(e);
 			return -EIO;
 		}
+		/* no progress since the last look: a doorbell the device dropped
+		 * is rung again here too (a full ring has no waiter) */
+		if (hw_head == last_head && (status & CE_STATUS_ENABLED) && status != 0xffffffffu) {
+			ret = recover_doorbell(e);
+			if (ret < 0)
+				return ret;
+		}
+		last_head = hw_head;
 		if (!deadline)
 			deadline = now_ms() + (uint64_t)e->cfg.timeout_ms;
 		else if (!engine_ms_left(deadline)) {
@@ -814,6 +866,12 @@ static int hw_restart(struct engine *e)
 		}
 		sleep_us(100);
 	}
+	/* The device's ring is empty from here whatever comes next: a restart
+	 * that fails later leaves no stale positions behind, which the next
+	 * doorbell or recover_doorbell() would take for work still to run
+	 * (the review of 2026-12-07). */
+	s->tail = s->head = s->fence_tail = s->rung = s->rerung = 0;
+	memset(s->fence_pos, 0, s->nslots * sizeof(*s->fence_pos));
 	ret = reg_write64(e, CE_RING_BASE, e->cfg.ring_offset);
 	if (!ret)
 		ret = reg_write32(e, CE_RING_SIZE, s->ring_size);
@@ -828,9 +886,6 @@ static int hw_restart(struct engine *e)
 			status);
 		return -EIO;
 	}
-	s->tail = s->head = s->fence_tail = s->rung = 0;
-	/* Old ring positions mean nothing in the restarted ring. */
-	memset(s->fence_pos, 0, s->nslots * sizeof(*s->fence_pos));
 	return 0;
 
 out_err:

@@ -290,6 +290,81 @@ static void test_dropped_doorbell_rung_again(void **state)
 	assert_int_equal(engine_wait(f->ce0, fence, WAIT_MS), 0);
 }
 
+/* The same with nobody waiting: a plugged batch larger than a 4 KiB ring
+ * rings the doorbell itself when the ring fills, and a submitter waiting
+ * for room finds that doorbell dropped and rings again (the review of
+ * 2026-12-07: it waited out its timeout). */
+static void test_dropped_doorbell_full_ring(void **state)
+{
+	struct fx *f = *state;
+	struct engine *small;
+	int left = 1;
+	uint64_t fence = 0, t0;
+
+	engine_destroy(f->ce0);
+	f->ce0 = NULL;
+	assert_int_equal(make_engine(f, 0, RING_SMALL, 4096, &small), 0);
+	fill_random(f->vram + DATA, 128 * 256, 29);
+	log_clear();
+	t0 = now_ns();
+	engine_plug(small);
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, drop_doorbell, &left);
+	for (unsigned i = 0; i < 128; i++)
+		assert_int_equal(engine_copy(small, engine_vram(DATA + (8 << 20) + i * 256ull),
+					     engine_vram(DATA + i * 256ull), 256, i == 127 ? &fence : NULL),
+				 0);
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, NULL, NULL);
+	assert_int_equal(engine_unplug(small), 0);
+	assert_int_equal(engine_wait(small, fence, WAIT_MS), 0);
+	assert_int_equal(left, 0);
+	assert_true(log_has("ringing again"));
+	assert_true(now_ns() - t0 < 1000000000ull);
+	assert_memory_equal(f->vram + DATA + (8 << 20), f->vram + DATA, 128 * 256);
+	engine_destroy(small);
+}
+
+/* Engine registers (docs/reference-device.md), for the next test. */
+#define CE0_CTRL 0x1014u
+#define CE0_RING_BASE 0x1000u
+#define CE0_RING_SIZE 0x1008u
+
+/* A ring latched again behind the driver's back (ENABLE cleared and set
+ * from outside: HEAD = TAIL = 0) with a doorbell lost meanwhile: ringing
+ * the driver's tail again would run old, finished descriptors once more
+ * (the review of 2026-12-07 saw a finished copy overwrite its destination
+ * again). The waiter sees HEAD outside its window and fails with -EIO;
+ * the old copy is not replayed. */
+static void test_relatched_ring_not_replayed(void **state)
+{
+	struct fx *f = *state;
+	int left = 1;
+	uint64_t a, b;
+
+	fill_random(f->vram + DATA, 65536, 31);
+	assert_int_equal(engine_copy(f->ce0, engine_vram(DATA + (4 << 20)), engine_vram(DATA), 65536,
+				     &a),
+			 0);
+	assert_int_equal(engine_wait(f->ce0, a, WAIT_MS), 0);
+	memset(f->vram + DATA + (4 << 20), 0x5a, 65536); /* the destination reused */
+	/* latched again from outside */
+	assert_int_equal(vfio_write32(f->dev, VFIO_REGION_BAR0, CE0_CTRL, 0), 0);
+	assert_int_equal(vfio_write64(f->dev, VFIO_REGION_BAR0, CE0_RING_BASE, RING0), 0);
+	assert_int_equal(vfio_write32(f->dev, VFIO_REGION_BAR0, CE0_RING_SIZE, 65536), 0);
+	assert_int_equal(vfio_write32(f->dev, VFIO_REGION_BAR0, CE0_CTRL, 1), 0);
+	log_clear();
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, drop_doorbell, &left);
+	assert_int_equal(engine_fill(f->ce0, engine_vram(DATA + (12 << 20)), 7, 4096, &b), 0);
+	test_point_set(TEST_POINT_ENGINE_DOORBELL, NULL, NULL);
+	assert_int_equal(engine_wait(f->ce0, b, 500), -EIO);
+	assert_true(log_has("latched again"));
+	for (int i = 0; i < 65536; i++)
+		if ((unsigned char)f->vram[DATA + (4 << 20) + i] != 0x5a)
+			fail_msg("byte %d of the reused destination was copied again", i);
+	assert_int_equal(engine_reset(f->ce0), 0);
+	assert_int_equal(engine_fill(f->ce0, engine_vram(DATA + (12 << 20)), 7, 4096, &b), 0);
+	assert_int_equal(engine_wait(f->ce0, b, WAIT_MS), 0);
+}
+
 /* Many small copies through a 4 KiB ring (63 usable slots): the ring wraps
  * many times and submission waits for the engine. */
 static void test_ring_wrap(void **state)
@@ -702,6 +777,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fences_and_waits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_wrap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dropped_doorbell_rung_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dropped_doorbell_full_ring, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relatched_ring_not_replayed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plug, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_and_reset, setup, teardown),
