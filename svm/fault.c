@@ -543,6 +543,11 @@ again:
 		if (created && r->where == R_CPU && !r->nmaps && !collected) {
 			uint64_t start = r->start, size = r->size;
 
+			/* the advised peer's hold goes too: a device's close
+			 * waits for its holds (svm_down()), and one left here
+			 * held it for ever (test_svm_model seed
+			 * 1796646283195220: its teardown hung) */
+			peer_put(s, pd);
 			range_destroy(s, r);
 			uffd_wake(s->u, start, size);
 			return ret;

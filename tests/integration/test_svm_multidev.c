@@ -174,6 +174,50 @@ static uint64_t pattern_sum(uint64_t bytes, uint64_t add)
 	return s;
 }
 
+/* ---- the stream prefetcher at a span advised to a peer ------------------------- */
+
+static void *close_dev1(void *arg)
+{
+	sfx_close(arg, 1);
+	return NULL;
+}
+
+/*
+ * A kernel on device 0 walks the lower 4 MiB of a buffer whose upper half
+ * is advised to device 1. Moving ahead past the walk, the stream
+ * prefetcher made the next range, met the advice (a peer: not its case)
+ * and dropped the range again, but kept its hold on device 1, whose close
+ * then waited for that hold for ever (test_svm_model seed
+ * 1796646283195220 hung in its teardown). Device 1 closes in bounded time
+ * now, and every word is whole.
+ */
+static void test_ahead_meets_peer_advice(void **state)
+{
+	struct sfx *f = sfx_start(2, NULL);
+	const uint64_t bytes = 8 * MIB;
+	uint64_t *w = map_anon(bytes, 2 * MIB), sum;
+	struct timespec until;
+	pthread_t th;
+
+	(void)state;
+	fill(w, bytes);
+	assert_int_equal(advise_dev(f, 0, (char *)w + 4 * MIB, 4 * MIB, UGPU_SVM_ATTR_PREFERRED_LOC,
+				    UGPU_SVM_LOC_DEVICE, f->dev[1]),
+			 0);
+	assert_int_equal(k(f, 0, UGPU_KERNEL_READ_SUM, w, 4 * MIB, 0, &sum), 0);
+	assert_true(sum == pattern_sum(4 * MIB, 0));
+	assert_int_equal(query(f, 0, w, 4 * MIB).vram_bytes, 4 * MIB);
+	usleep(200000); /* the prefetcher runs after the batch's reply */
+	assert_int_equal(pthread_create(&th, NULL, close_dev1, f), 0);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	if (pthread_timedjoin_np(th, NULL, &until))
+		fail_msg("device 1's close did not end within 10 s (a hold on it was left)");
+	assert_int_equal(check(w, bytes, 0), -1);
+	sfx_stop(f);
+	munmap(w, bytes);
+}
+
 /* ---- cross-device access ------------------------------------------------------- */
 
 /* Device 0 writes a buffer (it moves into its VRAM), device 1 reads and
@@ -924,6 +968,7 @@ int main(void)
 		cmocka_unit_test(test_removal_surprise),
 		cmocka_unit_test(test_three_devices),
 		cmocka_unit_test(test_random_sequence),
+		cmocka_unit_test(test_ahead_meets_peer_advice),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
