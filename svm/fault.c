@@ -225,12 +225,21 @@ void tuning_default(struct ugpu_svm_tuning *t)
  * pinned to system memory for a while (the device maps it in place, both
  * sides use it where it is, nothing moves). Counted in @sd's stats.
  */
-static void thrash_note(struct svm *s, struct svm_range *r, struct svm_dev *sd)
+static void thrash_note(struct svm *s, struct svm_range *r, struct ugpu_device *dev)
 {
 	uint64_t now = now_ns();
 	struct ugpu_svm_tuning t;
+	struct svm_dev *sd;
 
+	/* looked up again: a range back in the process is no longer held by
+	 * its device, whose close may have detached it meanwhile (the review
+	 * of 2026-12-07) */
 	pthread_mutex_lock(&s->lock);
+	sd = sd_of(s, dev);
+	if (!sd) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	t = sd->tune;
 	if (!t.thrash_enable) {
 		pthread_mutex_unlock(&s->lock);
@@ -602,7 +611,7 @@ again:
 		else if (want_vram && movable && !forking) {
 			ret = peer_to_vram(s, r, pd, sd);
 			if (!ret && why == SERVE_FAULT)
-				thrash_note(s, r, sd);
+				thrash_note(s, r, sd->dev);
 		} else {
 			ret = -EAGAIN;
 		}
@@ -741,7 +750,7 @@ static void do_back(struct svm *s, uint64_t start)
 		r->sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
 	{
-		struct svm_dev *sd = r->sd;
+		struct ugpu_device *dev = r->sd ? r->sd->dev : NULL;
 		bool was_vram = r->where == R_VRAM;
 
 		if (back && range_to_cpu(s, r) && r->where == R_VRAM)
@@ -749,29 +758,42 @@ static void do_back(struct svm *s, uint64_t start)
 			 * woken thread faults again and asks again, not at once */
 			sleep_until_ns(now_ns() + ms_to_ns(1));
 		else if (back && was_vram && r->where == R_CPU)
-			thrash_note(s, r, sd);
+			thrash_note(s, r, dev);
 	}
 	range_done(s, r);
 }
 
 /*
  * The handler thread's own service of a CPU touch of @r (found in VRAM,
- * s->lock held): a small range whose timeslice is over comes back here, at
+ * s->lock held): a 4 KiB range whose timeslice is over comes back here, at
  * once, without the hand-off to the worker and back (one thread wake-up
  * less: the 4 KiB touch cost about two raw userfaultfd round trips with
  * every thread on one CPU, docs/svm.md "Costs"). Only when nothing needs a
- * wait (range_back_from_handler(): every lock tried, no device round trip,
- * the copy at its first try): the handler thread must never wait, or the
- * events it alone reads would stall whoever waits for them. True: served
- * (counted, woken; s->lock released). False: nothing changed, s->lock still
- * held, the worker's way follows (do_back()).
+ * wait: the handler thread must never wait, or the events it alone reads
+ * would stall whoever waits for them. So the host-suspend lock, the BO
+ * manager lock (no unlocked move in its window, no host-suspend cycle
+ * open: read under it, not through bo_pm_active(), which waits for the
+ * lock and deadlocked the handler against an eviction waiting for the
+ * events lock, the review of 2026-12-07) and the VMs' locks are only
+ * tried; the device must be awake (a hold taken only if so); no kernel may
+ * run on a VM mapping it (no TLB flush); and the copy is one UFFDIO_COPY
+ * of one page, all or nothing: a range of several pages copied in part
+ * and let go would have its VRAM mapped again by another owner while the
+ * process holds newer pages (the same review), so larger ranges take the
+ * worker's way. True: served (counted, woken; s->lock released). False:
+ * nothing changed, s->lock still held, the worker's way follows
+ * (do_back()).
  */
 bool back_on_handler_locked(struct svm *s, struct svm_range *r)
 {
 	struct svm_dev *sd = r->sd;
+	struct ugpu_device *dev;
+	struct rpm *held = NULL;
+	struct svm_work *w;
 	uint64_t hold;
+	int ret = -EBUSY;
 
-	if (r->where != R_VRAM || r->size > SVM_64K || r->busy || r->gc_pending ||
+	if (r->where != R_VRAM || r->size != SVM_4K || r->busy || r->gc_pending ||
 	    r->back_queued || s->forking || !sd || device_is_remote(sd->dev))
 		return false;
 	hold = ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS);
@@ -780,17 +802,37 @@ bool back_on_handler_locked(struct svm *s, struct svm_range *r)
 	for (unsigned int k = 0; k < r->nmaps; k++)
 		if (r->maps[k].vm->dev != sd->dev)
 			return false; /* a peer maps it: svm/peer.c's locks */
+	w = calloc(1, sizeof(*w)); /* the BO's put, for the worker */
+	if (!w)
+		return false;
+	dev = sd->dev;
 	r->busy = true;
 	/* counted before the copy wakes the touching thread, as do_back() */
 	sd->st.svm_cpu_fault_count++;
 	pthread_mutex_unlock(&s->lock);
-	if (range_back_from_handler(s, r)) {
+	if (host_pm_try_enter(dev)) {
+		if (!device_vram_lost(dev) && !bo_rpm_hold_if_awake(dev, &held)) {
+			struct bo_mgr *m = dev->bo_mgr;
+
+			if (bo_mgr_trylock(m)) {
+				if (m->pm_state == BO_PM_ACTIVE)
+					ret = range_back_nowait_locked(s, r, w, true);
+				pthread_mutex_unlock(&m->lock);
+			}
+			bo_rpm_release(held);
+		}
+		host_pm_leave(dev);
+	}
+	if (ret) {
+		/* nothing of it is in the process: it stays as it was (the
+		 * maps that went stay gone: the next GPU access faults) */
+		free(w);
 		pthread_mutex_lock(&s->lock);
-		sd->st.svm_cpu_fault_count--;
+		sd->st.svm_cpu_fault_count--; /* still its device's: owned, in VRAM */
 		range_release(s, r);
 		return false;
 	}
-	thrash_note(s, r, sd);
+	thrash_note(s, r, dev);
 	{
 		uint64_t start = r->start;
 

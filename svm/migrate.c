@@ -371,11 +371,11 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
  * host-suspended (the callers wait: bo_pm_wait_awake(); svm_evict() runs
  * where no suspend can be).
  */
-static int range_copy_back_until(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-				 uint64_t dst, const struct svm_follow *f, uint64_t deadline)
+static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
+			   uint64_t dst, const struct svm_follow *f)
 {
 	const char *src;
-	uint64_t counted = len;
+	uint64_t deadline = now_ns() + ms_to_ns(2000), counted = len;
 	void *view = NULL;
 	int ret;
 
@@ -393,14 +393,6 @@ static int range_copy_back_until(struct svm *s, struct svm_range *r, uint64_t of
 	if (view)
 		ugpu_bo_unmap(r->bo);
 	return ret;
-}
-
-/* The same, an unmap or move being reported (-EAGAIN) tried again for
- * up to 2 s: the handler thread reads it meanwhile. */
-static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
-			   uint64_t dst, const struct svm_follow *f)
-{
-	return range_copy_back_until(s, r, off, len, dst, f, now_ns() + ms_to_ns(2000));
 }
 
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
@@ -1260,23 +1252,56 @@ void range_destroy(struct svm *s, struct svm_range *r)
 /* ---- eviction: the BO manager picked a range's VRAM (struct bo_svm_ops) ---- */
 
 /*
+ * The handler thread's copy back of a 4 KiB range (@r owned, in VRAM, its
+ * device awake): one UFFDIO_COPY of the one page, placed whole or not at
+ * all (no partial copy, no page-by-page retry: the caller lets @r go when
+ * it fails, which is right only when nothing of it is in the process).
+ * Injected failures as every copy back (TEST_POINT_SVM_COPY_BACK).
+ */
+static int copy_back_page_once(struct svm *s, struct svm_range *r)
+{
+	const char *src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo);
+	int inject = 0, ret;
+
+	test_point_obj(TEST_POINT_SVM_COPY_BACK, &inject);
+	if (inject)
+		return inject;
+	/* no event can mark @r meanwhile: this thread is the one that reads
+	 * them (a pending one makes the copy EAGAIN) */
+	if (gc_pending(s, r))
+		return -ENOENT;
+	pthread_mutex_lock(&s->lock);
+	r->sd->st.svm_cpu_copy_kb += SVM_4K >> 10;
+	pthread_mutex_unlock(&s->lock);
+	ret = uffd_copy(s->u, r->start, src, SVM_4K, true);
+	if (ret) {
+		pthread_mutex_lock(&s->lock);
+		r->sd->st.svm_cpu_copy_kb -= SVM_4K >> 10;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return ret;
+}
+
+/*
  * @r (owned, in its device's VRAM or a read-mostly copy there; that
  * device's manager lock held) leaves VRAM without waiting for anything:
  * its GPU maps go with their VMs' locks only tried, its bytes go back into
  * the process (UFFDIO_COPY from VRAM, no manager lock needed), and the
  * BO's reference and the runtime-PM count are dropped later by the worker
  * (@w, queued as W_PUT: both take locks we may not take here).
- * @from_handler (the userfaultfd handler thread): no map of a VM with a
- * kernel running (its TLB flush waits for the device), and the copy tried
- * once (an unmap or move being reported is an event only this thread can
- * read: -EAGAIN is given up at once), only a whole copy counting. 0: @r is
- * in the process (@w queued, @r still owned, svm_vram_bytes counted); else
- * -EBUSY, @w not used, @r where it was (the maps that went stay gone: the
- * next GPU access faults). -EBUSY too when the range cannot go now
- * (collected meanwhile, a VM lock taken, the copy refused).
+ * @from_handler (the userfaultfd handler thread, a 4 KiB range in VRAM:
+ * svm/fault.c back_on_handler_locked()): no map of a VM with a kernel
+ * running (its TLB flush waits for the device), and the copy one
+ * UFFDIO_COPY of its one page, all or nothing (an unmap or move being
+ * reported is an event only this thread can read: -EAGAIN is given up at
+ * once, with nothing placed). Otherwise (an eviction) counted as one.
+ * 0: @r is in the process (@w queued, @r still owned, svm_vram_bytes
+ * counted); else -EBUSY, @w not used, @r where it was (the maps that went
+ * stay gone: the next GPU access faults). -EBUSY too when the range cannot
+ * go now (collected meanwhile, a VM lock taken, the copy refused).
  */
-static int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct svm_work *w,
-				    bool from_handler)
+int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct svm_work *w,
+			     bool from_handler)
 {
 	struct svm_dev *sd;
 	int ret;
@@ -1298,8 +1323,8 @@ static int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct s
 	 * only become writable again */
 	ret = r->nmaps		? -EBUSY
 	      : r->where == R_DUP ? uffd_wp(s->u, r->start, r->size, false)
-	      : range_copy_back_until(s, r, 0, r->size, r->start, NULL,
-				      from_handler ? 0 : now_ns() + ms_to_ns(2000));
+	      : from_handler	  ? copy_back_page_once(s, r)
+				  : range_copy_back(s, r, 0, r->size, r->start, NULL);
 	pthread_mutex_lock(&s->lock);
 	/* Stays in VRAM when the copy failed, and when an unmap, free or
 	 * move of the process came meanwhile (-ENOENT: the old place is
@@ -1312,6 +1337,8 @@ static int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct s
 	}
 	sd = r->sd;
 	sd->st.svm_vram_bytes -= r->size;
+	if (!from_handler)
+		sd->st.svm_evict_count++; /* before the queueing: @w is the worker's then */
 	r->where = R_CPU;
 	r->sd = NULL;
 	w->kind = W_PUT;
@@ -1357,52 +1384,14 @@ int svm_evict(void *arg, struct ugpu_bo *bo)
 	ret = range_back_nowait_locked(s, r, w, false);
 	start = r->start;
 	size = r->size;
-	pthread_mutex_lock(&s->lock);
 	if (ret)
 		free(w);
-	else
-		w->sd->st.svm_evict_count++;
+	pthread_mutex_lock(&s->lock);
 	/* CPU touches parked while we owned it fault again (review: they
 	 * slept until the device closed) */
 	range_release(s, r);
 	pthread_mutex_unlock(&s->lock);
 	uffd_wake(s->u, start, size);
-	return ret;
-}
-
-/*
- * A CPU touch of @r (owned, in VRAM, on a device of this process) served
- * on the userfaultfd handler thread itself, without the hand-off to the
- * worker, when nothing needs a wait: no host-suspend transition (tried),
- * the device awake (a runtime-PM hold taken only if so), the manager lock
- * free and no unlocked move in its window (tried), no kernel on a VM
- * mapping it (no TLB flush), the copy taking at the first try
- * (range_back_nowait_locked()). 0: @r is in the process, still owned; else
- * -EBUSY (or -ENOMEM) and @r as it was, for the worker's way (do_back()).
- */
-int range_back_from_handler(struct svm *s, struct svm_range *r)
-{
-	struct ugpu_device *dev = r->sd->dev;
-	struct svm_work *w = calloc(1, sizeof(*w));
-	struct rpm *held = NULL;
-	int ret = -EBUSY;
-
-	if (!w)
-		return -ENOMEM;
-	if (!host_pm_try_enter(dev)) {
-		free(w);
-		return -EBUSY;
-	}
-	if (bo_pm_active(dev) && !device_vram_lost(dev) && !bo_rpm_hold_if_awake(dev, &held)) {
-		if (bo_mgr_trylock(dev->bo_mgr)) {
-			ret = range_back_nowait_locked(s, r, w, true);
-			pthread_mutex_unlock(&dev->bo_mgr->lock);
-		}
-		bo_rpm_release(held);
-	}
-	host_pm_leave(dev);
-	if (ret)
-		free(w);
 	return ret;
 }
 

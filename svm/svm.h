@@ -465,7 +465,8 @@ void rearm_all(struct svm *s);
 extern const struct uffd_owner_ops svm_uffd_ops;
 
 int svm_evict(void *arg, struct ugpu_bo *bo);
-int range_back_from_handler(struct svm *s, struct svm_range *r);
+int range_back_nowait_locked(struct svm *s, struct svm_range *r, struct svm_work *w,
+			     bool from_handler);
 bool back_on_handler_locked(struct svm *s, struct svm_range *r);
 void evicted_put(struct svm *s, struct svm_work *w);
 /* Empty the page pool's full slots beyond what the ranges in VRAM would

@@ -3279,6 +3279,65 @@ static void *hr_busy_main(void *arg)
 	return NULL;
 }
 
+struct hr_evictor {
+	struct svm_fx *s;
+	struct ugpu_queue *q;
+	uint64_t *fill; /* 48 MiB */
+	uint64_t end_ns;
+	unsigned long rounds;
+	int err;
+};
+
+/* BOs made and dropped, then a 48 MiB buffer read by a kernel (its ranges
+ * back into VRAM): each create evicts ranges (svm_evict() under the manager
+ * lock, which waits for the events lock in its copy back). The handler's
+ * touch once took the manager lock waiting (bo_pm_active()) while holding
+ * the events lock: both hung for good, with no delay injected (the review
+ * of 2026-12-07). */
+static void *hr_evictor_main(void *arg)
+{
+	struct hr_evictor *e = arg;
+
+	while (now_ns_test() < e->end_ns && !e->err) {
+		struct ugpu_bo *bo[3] = { 0 };
+		struct ugpu_kernel_result r;
+
+		for (int k = 0; k < 3 && !e->err; k++) {
+			struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 8 * MIB,
+						  .placements = { UGPU_PLACEMENT_VRAM,
+								  UGPU_PLACEMENT_SYSTEM },
+						  .name = "hr-filler" };
+
+			e->err = ugpu_bo_create(e->s->f->dev, &o, &bo[k]);
+		}
+		for (int k = 0; k < 3; k++)
+			if (bo[k])
+				ugpu_bo_put(bo[k]);
+		if (!e->err)
+			e->err = run_kernel(e->q, UGPU_KERNEL_READ_SUM, e->fill, 48 * MIB, 0, WAIT_MS,
+					    &r);
+		e->rounds++;
+	}
+	return NULL;
+}
+
+/* The test's bound: a hang (the handler thread waiting for a thread that
+ * waits for it) fails it with a message instead of running into ctest's
+ * timeout. */
+static volatile int hr_done;
+
+static void *hr_watchdog(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 600 && !__atomic_load_n(&hr_done, __ATOMIC_ACQUIRE); i++)
+		usleep(100000);
+	if (!__atomic_load_n(&hr_done, __ATOMIC_ACQUIRE)) {
+		fprintf(stderr, "test_touch_on_handler_races: no end after 60 s: the handler thread and a thread waiting for it hang\n");
+		_exit(99);
+	}
+	return NULL;
+}
+
 static void hr_count(void *arg, enum test_point_id id, void *obj)
 {
 	(void)id, (void)obj;
@@ -3290,25 +3349,38 @@ static void hr_count(void *arg, enum test_point_id id, void *obj)
  * thread itself when nothing needs a wait (svm/fault.c
  * back_on_handler_locked()), else by the worker. Two threads run GPU
  * atomics, CPU reads and writes and frees on 4 KiB ranges of their own
- * while a third runs kernels on the same VM in bursts (a VM with a kernel
- * running sends the touch to the worker): every word is what the
- * thread's oracle says, and both ways served touches.
+ * beside, @evict false: a third thread running kernels on the same VM in
+ * bursts (a VM with a kernel running sends the touch to the worker), and
+ * both ways must have served touches; @evict true: a third thread making
+ * BOs that evict ranges of a buffer filling VRAM (the handler once waited
+ * for the manager lock an eviction held while it waited for the handler:
+ * both hung, no delay needed, the review of 2026-12-07). Every word is
+ * what the thread's oracle says, and nothing hangs (60 s watchdog).
  */
-static void test_touch_on_handler_races(void **state)
+static void touch_on_handler_races(struct svm_fx *s, bool evict)
 {
-	struct svm_fx *s = *state;
 	struct hr_toucher t[2];
 	struct hr_busy b = { .s = s };
-	pthread_t th[3];
+	struct hr_evictor ev = { .s = s };
+	pthread_t th[3], wd;
 	unsigned long fast = 0;
 	struct ugpu_svm_stats st0, st1;
-	uint64_t end = now_ns_test() + 2500ull * 1000000;
+	uint64_t *fillbuf = NULL, end;
 
-	b.buf = map_anon(4 * MIB, 2 * MIB);
-	for (size_t w = 0; w < 4 * MIB / 8; w++)
-		b.buf[w] = w;
-	b.end_ns = end;
-	assert_int_equal(ugpu_queue_create(s->vm, NULL, &b.q), 0);
+	__atomic_store_n(&hr_done, 0, __ATOMIC_RELEASE);
+	assert_int_equal(pthread_create(&wd, NULL, hr_watchdog, NULL), 0);
+	if (evict) {
+		rev_fill_vram(s, &fillbuf, 48 * MIB);
+		ev.fill = fillbuf;
+		assert_int_equal(ugpu_queue_create(s->vm, NULL, &ev.q), 0);
+	} else {
+		b.buf = map_anon(4 * MIB, 2 * MIB);
+		for (size_t w = 0; w < 4 * MIB / 8; w++)
+			b.buf[w] = w;
+		assert_int_equal(ugpu_queue_create(s->vm, NULL, &b.q), 0);
+	}
+	end = now_ns_test() + 2500ull * 1000000;
+	ev.end_ns = b.end_ns = end;
 	for (int k = 0; k < 2; k++) {
 		t[k] = (struct hr_toucher){ .s = s, .end_ns = end, .seed = 1000u + (unsigned)k };
 		t[k].p = mmap(NULL, 2 * 4096 * HR_PAGES, PROT_READ | PROT_WRITE,
@@ -3320,34 +3392,60 @@ static void test_touch_on_handler_races(void **state)
 	}
 	st0 = stats(s);
 	test_point_set(TEST_POINT_SVM_BACK_ON_HANDLER, hr_count, &fast);
-	assert_int_equal(pthread_create(&th[2], NULL, hr_busy_main, &b), 0);
+	if (evict)
+		assert_int_equal(pthread_create(&th[2], NULL, hr_evictor_main, &ev), 0);
+	else
+		assert_int_equal(pthread_create(&th[2], NULL, hr_busy_main, &b), 0);
 	for (int k = 0; k < 2; k++)
 		assert_int_equal(pthread_create(&th[k], NULL, hr_toucher_main, &t[k]), 0);
 	for (int k = 0; k < 3; k++)
 		pthread_join(th[k], NULL);
+	__atomic_store_n(&hr_done, 1, __ATOMIC_RELEASE);
+	pthread_join(wd, NULL);
 	test_point_set(TEST_POINT_SVM_BACK_ON_HANDLER, NULL, NULL);
 	st1 = stats(s);
 	for (int k = 0; k < 2; k++)
 		if (t[k].err[0])
 			fail_msg("toucher %d: %s", k, t[k].err);
 	assert_int_equal(b.err, 0);
+	assert_int_equal(ev.err, 0);
 	/* what is left in VRAM comes back exact too */
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < HR_PAGES; i++)
 			for (int w = 0; w < (int)HR_WORDS; w++)
 				if (((uint64_t *)(t[k].p + 2 * 4096 * i))[w] != t[k].oracle[i])
 					fail_msg("at the end: toucher %d page %d word %d", k, i, w);
-	print_message("touches back from VRAM: %llu, %lu of them on the handler thread\n",
+	print_message("touches back from VRAM: %llu, %lu of them on the handler thread; %llu ranges evicted\n",
 		      (unsigned long long)(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count),
-		      __atomic_load_n(&fast, __ATOMIC_RELAXED));
-	assert_true(__atomic_load_n(&fast, __ATOMIC_RELAXED) > 0);
-	assert_true(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count > fast);
+		      __atomic_load_n(&fast, __ATOMIC_RELAXED),
+		      (unsigned long long)(st1.svm_evict_count - st0.svm_evict_count));
+	if (evict) {
+		assert_true(st1.svm_evict_count > st0.svm_evict_count);
+	} else {
+		assert_true(__atomic_load_n(&fast, __ATOMIC_RELAXED) > 0);
+		assert_true(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count > fast);
+	}
 	for (int k = 0; k < 2; k++) {
 		assert_int_equal(ugpu_queue_destroy(t[k].q), 0);
 		munmap(t[k].p, 2 * 4096 * HR_PAGES);
 	}
-	assert_int_equal(ugpu_queue_destroy(b.q), 0);
-	munmap(b.buf, 4 * MIB);
+	if (evict) {
+		assert_int_equal(ugpu_queue_destroy(ev.q), 0);
+		munmap(fillbuf, 48 * MIB);
+	} else {
+		assert_int_equal(ugpu_queue_destroy(b.q), 0);
+		munmap(b.buf, 4 * MIB);
+	}
+}
+
+static void test_touch_on_handler_races(void **state)
+{
+	touch_on_handler_races(*state, false);
+}
+
+static void test_touch_on_handler_beside_evictions(void **state)
+{
+	touch_on_handler_races(*state, true);
 }
 
 static void test_copy_back_after_free(void **state)
@@ -3428,6 +3526,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup_wp, teardown),
+		cmocka_unit_test_setup_teardown(test_touch_on_handler_beside_evictions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_two_frees_before_zap, setup_wp, teardown),
 	};
