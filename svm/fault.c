@@ -458,6 +458,29 @@ again:
 	}
 	if (!range_own(s, r))
 		goto again;
+	/* A range in the process whose CPU mapping was split since it was
+	 * made (an mprotect, madvise or mlock of a part sends no event) is
+	 * made again to fit, as advice does at its edges: moved whole, its
+	 * zap went through several mappings at once, their REMOVE events were
+	 * taken for the process's frees and every byte was lost (the review
+	 * of 2026-12-07, test_split_then_back_to_vram, both paths). */
+	if (!created && r->where == R_CPU && !r->nmaps && r->size > SVM_4K) {
+		uint64_t start = r->start, size = r->size;
+		bool fits;
+
+		pthread_mutex_unlock(&s->lock);
+		fits = !vma_lookup(start, &v) && v.start <= start && v.end >= start + size &&
+		       !!v.writable == !!r->writable;
+		if (!fits) {
+			log_dbg(s->ctx, "svm: [0x%" PRIx64 ", +0x%" PRIx64 ") no longer lies in one mapping: made again to fit",
+				start, size);
+			range_destroy(s, r);
+			uffd_wake(s->u, start, size);
+			pthread_mutex_lock(&s->lock);
+			goto again;
+		}
+		pthread_mutex_lock(&s->lock);
+	}
 	if (why == SERVE_FAULT)
 		size_count(&sd->st, r->size, 0, 0);
 	if (f->access != UGPU_ACCESS_READ && !r->writable) {

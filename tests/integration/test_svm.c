@@ -3448,6 +3448,45 @@ static void test_touch_on_handler_beside_evictions(void **state)
 	touch_on_handler_races(*state, true);
 }
 
+/*
+ * A 64 KiB range in VRAM whose CPU mapping the process splits (one page
+ * made read-only: no event), brought back by a CPU touch (page by page),
+ * then faulted into VRAM again by a GPU atomic on its first page. Moving
+ * it whole zapped three mappings at once, whose REMOVE events were taken
+ * for the process's frees: the range was dropped and all 64 KiB read zero
+ * (the review of 2026-12-07, on both userfaultfd paths). Every word must
+ * hold: the atomic's 100 on the first page, the rest as written.
+ */
+static void test_split_then_back_to_vram(void **state)
+{
+	struct svm_fx *s = *state;
+	struct ugpu_kernel_result r;
+	const int np = 16;
+	char *p = mmap(NULL, 256 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *R, v;
+
+	assert_true(p != MAP_FAILED);
+	R = (uint64_t *)(((uintptr_t)p + 64 * 1024 + 65535) & ~65535ull);
+	for (int w = 0; w < np * 512; w++)
+		R[w] = 1000000ull * (uint64_t)(w / 512) + (uint64_t)w;
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, R, np * 4096, 1, &r), 0);
+	assert_true(stats(s).svm_vram_bytes >= (uint64_t)np * 4096);
+	assert_int_equal(mprotect((char *)R + 12 * 4096, 4096, PROT_READ), 0);
+	usleep(20000); /* past the timeslice */
+	v = ((volatile uint64_t *)R)[0];
+	assert_int_equal(v, 1);
+	assert_int_equal(kernel(s, UGPU_KERNEL_ATOMIC_ADD, R, 4096, 100, &r), 0);
+	usleep(20000);
+	for (int w = 0; w < np * 512; w++) {
+		uint64_t want = 1000000ull * (uint64_t)(w / 512) + (uint64_t)w + 1 + (w < 512 ? 100 : 0);
+
+		if (R[w] != want)
+			fail_msg("page %d word %d: %llu, expected %llu", w / 512, w % 512,
+				 (unsigned long long)R[w], (unsigned long long)want);
+	}
+	munmap(p, 256 * 1024);
+}
+
 static void test_copy_back_after_free(void **state)
 {
 	copy_back_after_free(*state, false);
@@ -3527,6 +3566,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_beside_evictions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_then_back_to_vram, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_then_back_to_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_two_frees_before_zap, setup_wp, teardown),
 	};
