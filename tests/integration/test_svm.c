@@ -3379,7 +3379,7 @@ static void touch_on_handler_races(struct svm_fx *s, bool evict)
 			b.buf[w] = w;
 		assert_int_equal(ugpu_queue_create(s->vm, NULL, &b.q), 0);
 	}
-	end = now_ns_test() + 2500ull * 1000000;
+	end = now_ns_test() + 1500ull * 1000000;
 	ev.end_ns = b.end_ns = end;
 	for (int k = 0; k < 2; k++) {
 		t[k] = (struct hr_toucher){ .s = s, .end_ns = end, .seed = 1000u + (unsigned)k };
