@@ -724,6 +724,31 @@ map:
 	}
 	if (!ret)
 		ret = range_map_vm(s, r, f->vm, wr, deny);
+	if (ret == -EEXIST && !device_is_remote(sd->dev)) {
+		/* A bind came into the range's span after the range was made
+		 * and before this map (the bind punches only ranges already
+		 * mapped in its VM: the stream prefetcher's move, answered
+		 * after the kernel, raced a bind of the program's, and every
+		 * later fault of the range failed with EEXIST, the scenario
+		 * matrix's malloc-bo-bind under the CI of 852b8a3). The range
+		 * goes, its bytes back in the process, and the fault is served
+		 * again by one that fits around the bind. */
+		uint64_t start = r->start, size = r->size;
+
+		peer_put(s, pd);
+		pd = NULL;
+		if (range_has_vram(r) && range_to_cpu_must(s, r) == -EAGAIN) {
+			range_done(s, r); /* its collection takes it out of VRAM */
+		} else {
+			range_destroy(s, r);
+			uffd_wake(s->u, start, size);
+		}
+		if (why == SERVE_FAULT_AHEAD)
+			return -EAGAIN;
+		created = false;
+		pthread_mutex_lock(&s->lock);
+		goto again;
+	}
 	if (ret == -EOPNOTSUPP && device_is_remote(sd->dev)) {
 		/* range_in_place(): what did not move has nowhere to go */
 		log_msg(s->ctx, el, "svm: %s at 0x%" PRIx64 ": the range [0x%" PRIx64 ", +0x%" PRIx64 ") did not move into the daemon's VRAM (%s), and %s is served by ugpud, which cannot use this process's pages in place",

@@ -3448,6 +3448,111 @@ static void test_touch_on_handler_beside_evictions(void **state)
 	touch_on_handler_races(*state, true);
 }
 
+/* ---- a bind between a range's move and its map ---- */
+
+struct bind_race {
+	struct svm_fx *s;
+	struct ugpu_bo *bo;
+	uint64_t va; /* where the BO is bound: inside the range being moved */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stage; /* 1: the range's VRAM made; 2: the bind done */
+	int fired, ret;
+};
+
+static void *br_bind_main(void *arg)
+{
+	struct bind_race *x = arg;
+
+	pthread_mutex_lock(&x->lock);
+	while (x->stage < 1)
+		pthread_cond_wait(&x->cond, &x->lock);
+	pthread_mutex_unlock(&x->lock);
+	x->ret = ugpu_vm_bind(x->s->vm, x->bo, 0, x->va, 64 * KIB, 0);
+	pthread_mutex_lock(&x->lock);
+	x->stage = 2;
+	pthread_cond_broadcast(&x->cond);
+	pthread_mutex_unlock(&x->lock);
+	return NULL;
+}
+
+/* The worker, the range owned and its VRAM made, not yet mapped: the
+ * program's bind happens now (it finds no map of ours to punch). */
+static void br_point(void *arg, enum test_point_id id, void *obj)
+{
+	struct bind_race *x = arg;
+	uint64_t start = *(uint64_t *)obj;
+	struct timespec ts;
+
+	(void)id;
+	if (x->fired || start > x->va || start + 2 * MIB <= x->va)
+		return;
+	x->fired = 1;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += 5;
+	pthread_mutex_lock(&x->lock);
+	x->stage = 1;
+	pthread_cond_broadcast(&x->cond);
+	while (x->stage < 2)
+		if (pthread_cond_timedwait(&x->cond, &x->lock, &ts))
+			break;
+	pthread_mutex_unlock(&x->lock);
+}
+
+/*
+ * A BO bound inside a range between the range's move into VRAM and its
+ * map: the bind punches only ranges already mapped in its VM, so the range
+ * stayed, overlapping the bind, and every fault of it failed with EEXIST
+ * (the scenario matrix's malloc-bo-bind, with the stream prefetcher moving
+ * the range after its kernel while the program bound: the CI of 852b8a3).
+ * The kernel faulting now runs to its end, and the next one reads the BO
+ * where it is bound and the process's memory around it.
+ */
+static void test_bind_between_move_and_map(void **state)
+{
+	struct svm_fx *s = *state;
+	struct bind_race x = { .s = s, .lock = PTHREAD_MUTEX_INITIALIZER,
+			       .cond = PTHREAD_COND_INITIALIZER };
+	uint64_t *buf = map_anon(2 * MIB, 2 * MIB), want = 0;
+	uint64_t boff = 1 * MIB, *bos = malloc(64 * KIB);
+	struct ugpu_kernel_result r;
+	pthread_condattr_t ca;
+	pthread_t th;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_destroy(&x.cond);
+	pthread_cond_init(&x.cond, &ca);
+	assert_non_null(bos);
+	for (uint64_t w = 0; w < 2 * MIB / 8; w++)
+		buf[w] = w * 0x9e3779b97f4a7c15ull + 3;
+	x.bo = bo_new(s->f->dev, 64 * KIB, 0, V, S, "race-bind");
+	assert_non_null(x.bo);
+	assert_int_equal(bo_fill(x.bo, 64 * KIB, 77), 0);
+	pat_fill(bos, 64 * KIB, 77);
+	x.va = (uintptr_t)buf + boff;
+	assert_int_equal(pthread_create(&th, NULL, br_bind_main, &x), 0);
+	test_point_set(TEST_POINT_SVM_VRAM_MADE, br_point, &x);
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	test_point_set(TEST_POINT_SVM_VRAM_MADE, NULL, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(x.fired, 1);
+	assert_int_equal(x.ret, 0);
+	/* the bind where it is bound, the process's memory around it */
+	for (uint64_t w = 0; w < 2 * MIB / 8; w++)
+		want += w * 8 >= boff && w * 8 < boff + 64 * KIB ? bos[(w * 8 - boff) / 8]
+								 : w * 0x9e3779b97f4a7c15ull + 3;
+	assert_int_equal(kernel(s, UGPU_KERNEL_READ_SUM, buf, 2 * MIB, 0, &r), 0);
+	assert_true(r.sum == want);
+	for (uint64_t w = 0; w < 2 * MIB / 8; w++)
+		if (buf[w] != w * 0x9e3779b97f4a7c15ull + 3)
+			fail_msg("process word %llu changed", (unsigned long long)w);
+	assert_int_equal(ugpu_vm_unbind(s->vm, x.va, 64 * KIB), 0);
+	ugpu_bo_put(x.bo);
+	free(bos);
+	munmap(buf, 2 * MIB);
+}
+
 /*
  * A 64 KiB range in VRAM whose CPU mapping the process splits (one page
  * made read-only: no event), brought back by a CPU touch (page by page),
@@ -3566,6 +3671,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_races, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_touch_on_handler_beside_evictions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind_between_move_and_map, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind_between_move_and_map, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_split_then_back_to_vram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_then_back_to_vram, setup_wp, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_back_after_free_and_unmap, setup_wp, teardown),
