@@ -3422,7 +3422,12 @@ static void touch_on_handler_races(struct svm_fx *s, bool evict)
 		      __atomic_load_n(&fast, __ATOMIC_RELAXED),
 		      (unsigned long long)(st1.svm_evict_count - st0.svm_evict_count));
 	if (evict) {
+#ifndef __SANITIZE_THREAD__
+		/* (under ThreadSanitizer the kernels are so slow that the
+		 * creates find no range to evict and go to system memory: the
+		 * run still checks every word and that nothing hangs) */
 		assert_true(st1.svm_evict_count > st0.svm_evict_count);
+#endif
 	} else {
 		assert_true(__atomic_load_n(&fast, __ATOMIC_RELAXED) > 0);
 		assert_true(st1.svm_cpu_fault_count - st0.svm_cpu_fault_count > fast);
