@@ -248,7 +248,10 @@ UGPU_API int ugpu_bo_migrate_device(struct ugpu_bo *bo, struct ugpu_device *dst,
  *
  * The mapping is backed lazily: the first touch (and the first touch after
  * every move) faults and maps the BO's current pages. Writes are never lost
- * to a move that races with them.
+ * to a move that races with them. A touch that needs the device awake (the
+ * BO in VRAM) when the device does not wake raises SIGBUS (logged), and so
+ * does every touch after it until the BO next moves or is unmapped and
+ * mapped again (docs/cpu-mappings.md).
  * Returns: 0; -EINVAL (NULL); -ENOMEM; -ENOSYS when userfaultfd is not
  * available; -ENODEV after the device was closed.
  * Context: any thread.

@@ -317,6 +317,67 @@ static void test_removal_wake_fails_in_d3cold(void **state)
 	ugpu_bo_put(pinned);
 }
 
+/* ---- a touch whose device does not wake: SIGBUS until the BO moves --------- */
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Read the mapping's first word into @w: false when it raised SIGBUS. */
+static bool touch_word(volatile uint64_t *p, uint64_t *w)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	bool ok = false;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1) == 0) {
+		*w = *p;
+		ok = true;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return ok;
+}
+
+/* The poisoned mapping stays poisoned after the device can wake again
+ * (bo.h), and a move or a fresh mapping ends it with every byte intact. */
+static void test_wake_failure_touch_sigbus_until_moved(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, 0, V, S, "wake-fails");
+	uint64_t *p, w = 0;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 53), 0);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(ugpu_bo_migrate(bo, V), 0);
+		assert_true(touch_word(p, &w));
+		assert_int_equal(pat_check(p, MIB, 53), -1);
+		assert_int_equal(rpm_sleep(f, false), 0);
+		assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_WAKE, 1, true), 0);
+		assert_false(touch_word(p, &w)); /* the device does not wake */
+		assert_int_equal(map_state(bo), CPU_MAP_ERROR);
+		assert_int_equal(sim_inject_clear(f->sim, 0), 0);
+		assert_false(touch_word(p, &w)); /* still poisoned: nothing moved */
+		if (round == 0) {
+			assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+		} else {
+			assert_int_equal(ugpu_bo_unmap(bo), 0);
+			assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+		}
+		assert_true(touch_word(p, &w));
+		assert_int_equal(pat_check(p, MIB, 53), -1);
+	}
+	assert_int_equal(bo_verify(bo, MIB, 53), -1);
+	ugpu_bo_put(bo);
+}
+
 /* ---- the program's KERNEL BOs survive an orderly removal ------------------- */
 
 static void test_removal_keeps_kernel_flag_bos(void **state)
@@ -832,6 +893,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_surprise_in_d3cold_adopts_rpm_backups, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_removal_wake_fails_in_d3cold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wake_failure_touch_sigbus_until_moved, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_removal_keeps_kernel_flag_bos, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evicted_then_pinned_is_released, setup,
 						teardown),

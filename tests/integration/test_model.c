@@ -327,7 +327,7 @@ struct mbo {
 	bool may_lose; /* a removal in flight may take it */
 	bool unknown; /* contents undefined (NO_RESTORE discarded) until re-read */
 	bool wake_tainted; /* mapped while wakes failed: a touch may have poisoned the
-			    * mapping (SIGBUS) until it is unmapped (docs say nothing) */
+			    * mapping (SIGBUS) until it is unmapped or moved (bo.h) */
 	uint32_t discarded;
 	atomic_bool sigbus; /* a writer's touch raised SIGBUS */
 	/* GPU VMs */
@@ -3304,6 +3304,10 @@ static void op_xmigrate(const struct op *o)
 	if (r == 0) {
 		b->dev = k;
 		T.xmoves++;
+		/* the mapping followed it to a device whose wakes fail: a
+		 * touch there may poison it, as on its first device */
+		if (b->map)
+			b->wake_tainted |= (dst->inj & INJ_WAKE) != 0;
 		if (dst->life == D_PRESENT && !N.live && !dst->d3cold_ever) {
 			enum ugpu_placement now = placement_of(b);
 
