@@ -838,14 +838,12 @@ bool back_on_handler_locked(struct svm *s, struct svm_range *r)
 	struct ugpu_device *dev;
 	struct rpm *held = NULL;
 	struct svm_work *w;
-	uint64_t hold;
 	int ret = -EBUSY;
 
 	if (r->where != R_VRAM || r->size != SVM_4K || r->busy || r->gc_pending ||
 	    r->back_queued || s->forking || !sd || device_is_remote(sd->dev))
 		return false;
-	hold = ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS);
-	if (now_ns() < r->vram_at_ns + hold)
+	if (now_ns() < range_home_at_ns(r))
 		return false; /* the timeslice first: the worker sleeps it out */
 	for (unsigned int k = 0; k < r->nmaps; k++)
 		if (r->maps[k].vm->dev != sd->dev)

@@ -359,6 +359,30 @@ static uint64_t copy_back_pooled(struct svm *s, struct svm_range *r, uint64_t ds
 	return moved;
 }
 
+/* Where this process's CPU reaches @bo's bytes: @sd's VRAM through the BAR,
+ * or through ugpud the daemon's BO, its memfd mapped here (the daemon holds
+ * it in system memory while mapped); bo_view_end() ends that mapping. */
+static int bo_view(struct svm_dev *sd, struct ugpu_bo *bo, char **p)
+{
+	void *view;
+	int ret;
+
+	if (!device_is_remote(sd->dev)) {
+		*p = (char *)sd->dev->vram + bo_vram_offset(bo);
+		return 0;
+	}
+	ret = ugpu_bo_map(bo, &view);
+	if (!ret)
+		*p = view;
+	return ret;
+}
+
+static void bo_view_end(struct svm_dev *sd, struct ugpu_bo *bo)
+{
+	if (device_is_remote(sd->dev))
+		ugpu_bo_unmap(bo);
+}
+
 static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *src, uint64_t len,
 				uint64_t dst, const struct svm_follow *f, uint64_t counted,
 				uint64_t deadline);
@@ -374,24 +398,17 @@ static int range_copy_back_from(struct svm *s, struct svm_range *r, const char *
 static int range_copy_back(struct svm *s, struct svm_range *r, uint64_t off, uint64_t len,
 			   uint64_t dst, const struct svm_follow *f)
 {
-	const char *src;
 	uint64_t deadline = now_ns() + ms_to_ns(2000), counted = len;
-	void *view = NULL;
+	char *view;
 	int ret;
 
-	if (device_is_remote(r->sd->dev)) {
-		/* the daemon's BO: its memfd mapped here, the BO brought to
-		 * system memory for it (the range's maps went first) */
-		ret = ugpu_bo_map(r->bo, &view);
-		if (ret)
-			return ret;
-		src = (const char *)view + off;
-	} else {
-		src = (const char *)r->sd->dev->vram + bo_vram_offset(r->bo) + off;
-	}
-	ret = range_copy_back_from(s, r, src, len, dst, f, counted, deadline);
-	if (view)
-		ugpu_bo_unmap(r->bo);
+	/* through ugpud the range's maps went first (the daemon's BO moves
+	 * to system memory for the view) */
+	ret = bo_view(r->sd, r->bo, &view);
+	if (ret)
+		return ret;
+	ret = range_copy_back_from(s, r, view + off, len, dst, f, counted, deadline);
+	bo_view_end(r->sd, r->bo);
 	return ret;
 }
 
@@ -542,8 +559,7 @@ int range_to_cpu(struct svm *s, struct svm_range *r)
 
 	bo_pm_wait_awake(r->sd->dev); /* its VRAM is unreachable while host-suspended */
 	/* the timeslice, or longer for a range throttled for thrashing */
-	sleep_until_ns(r->vram_at_ns +
-		       ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS));
+	sleep_until_ns(range_home_at_ns(r));
 	range_unmap_gpu(s, r);
 	ret = range_copy_back(s, r, 0, r->size, r->start, NULL);
 	if (ret == -ENOENT && gc_pending(s, r))
@@ -977,16 +993,14 @@ int range_to_vram(struct svm *s, struct svm_range *r, struct svm_dev *sd, unsign
 	 * us and waits (its pages are being taken) until the range is in
 	 * VRAM, then for its way back (the timeslice first). */
 	t_take = now_ns();
-	if (device_is_remote(sd->dev)) {
-		void *view;
+	{
+		char *view;
 
-		ret = ugpu_bo_map(bo, &view);
+		ret = bo_view(sd, bo, &view);
 		if (!ret) {
 			ret = take_pages(s, r, view);
-			ugpu_bo_unmap(bo);
+			bo_view_end(sd, bo);
 		}
-	} else {
-		ret = take_pages(s, r, (char *)sd->dev->vram + bo_vram_offset(bo));
 	}
 	if (ret) {
 		ugpu_bo_put(bo);
@@ -1075,7 +1089,6 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	uint64_t deadline = now_ns() + ms_to_ns(2000);
 	bool remote = device_is_remote(sd->dev);
 	struct ugpu_bo *bo;
-	void *view = NULL;
 	char *vram;
 	int ret;
 
@@ -1096,9 +1109,7 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 	 * memfd as range_to_vram() fills one; the daemon's VM maps it (the
 	 * process's CPU stores are seen here, by this process's userfaultfd,
 	 * which drops the copy through the daemon first: dup_drop()) */
-	if (remote)
-		ret = ugpu_bo_map(bo, &view);
-	vram = remote ? view : (char *)sd->dev->vram + bo_vram_offset(bo);
+	ret = bo_view(sd, bo, &vram);
 	if (!ret) {
 		size_t npages = r->size / SVM_4K;
 		bool *all = malloc(npages);
@@ -1107,9 +1118,8 @@ int range_dup(struct svm *s, struct svm_range *r, struct svm_dev *sd)
 			memset(all, 1, npages); /* every page was made present */
 		ret = all ? read_owned(s, r, vram, all, npages) : -ENOMEM;
 		free(all);
+		bo_view_end(sd, bo);
 	}
-	if (view)
-		ugpu_bo_unmap(bo);
 	if (ret) {
 		uffd_wp(s->u, r->start, r->size, false);
 		ugpu_bo_put(bo);

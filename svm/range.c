@@ -39,6 +39,11 @@ uint64_t ms_to_ns(uint64_t ms)
 	return ms * 1000000ull;
 }
 
+uint64_t range_home_at_ns(const struct svm_range *r)
+{
+	return r->vram_at_ns + ms_to_ns(r->hold_ms > SVM_TIMESLICE_MS ? r->hold_ms : SVM_TIMESLICE_MS);
+}
+
 void sleep_until_ns(uint64_t when)
 {
 	uint64_t now = now_ns();

@@ -336,6 +336,9 @@ extern void *zero_page;
 
 /* svm/range.c */
 uint64_t ms_to_ns(uint64_t ms);
+/* When @r, in VRAM, may go home to the CPU: its timeslice after it arrived,
+ * or longer while throttled for thrashing (@hold_ms). */
+uint64_t range_home_at_ns(const struct svm_range *r);
 void sleep_until_ns(uint64_t when);
 struct svm_dev *sd_of(struct svm *s, struct ugpu_device *dev);
 void size_count(struct ugpu_svm_stats *st, uint64_t size, int what, uint64_t us);
