@@ -329,6 +329,7 @@ struct mbo {
 	bool wake_tainted; /* mapped while wakes failed: a touch may have poisoned the
 			    * mapping (SIGBUS) until it is unmapped or moved (bo.h) */
 	uint32_t discarded;
+	uint64_t orphan_epoch; /* orphan NO_RESTORE: hs_epoch() when last looked at */
 	atomic_bool sigbus; /* a writer's touch raised SIGBUS */
 	/* GPU VMs */
 	uint32_t nbinds; /* binds of it in the model's VMs (each holds a reference) */
@@ -1597,6 +1598,18 @@ static void hist_add(struct mq *q, uint64_t fence, int status, uint64_t sum)
 
 /* Kernel @k of @q ended (@res), or its result is gone (@res NULL: -ESTALE):
  * check it against the model and apply it to the shadow. */
+/* A count that moves with every host suspend of @d that ended, well or not:
+ * a NO_RESTORE BO no BO call may name (an orphan) may have been discarded
+ * when it moved. */
+static uint64_t hs_epoch(struct mdev *d)
+{
+	struct ugpu_pm_stats ps = { .size = sizeof(ps) };
+
+	if (d->life == D_CLOSED || ugpu_device_pm_stats(d->dev, &ps))
+		return 0;
+	return ps.cycles + ps.failures;
+}
+
 static void kern_end(struct mvm *v, struct mq *q, const struct mkern *k, uint64_t fence,
 		     const struct ugpu_kernel_result *res)
 {
@@ -1618,7 +1631,17 @@ static void kern_end(struct mvm *v, struct mq *q, const struct mkern *k, uint64_
 			continue;
 		if (k->host || d->pm == PM_UNKNOWN)
 			nr = true;
-		if (!b->orphan && !b->closed) {
+		if (b->orphan) {
+			/* its discarded count cannot be asked: a suspend since
+			 * it was last looked at may have dropped it */
+			uint64_t e = hs_epoch(bdev(b));
+
+			if (e != b->orphan_epoch) {
+				b->orphan_epoch = e;
+				dropped[i] = true;
+				nr = true;
+			}
+		} else if (!b->closed) {
 			struct ugpu_bo_info info = { .size = sizeof(info) };
 
 			if (ugpu_bo_query(b->bo, &info) == 0 && info.discarded != b->discarded) {
@@ -2805,6 +2828,17 @@ static void op_put(const struct op *o, bool closed_only)
 	/* freed now (not when its binds hold it: bind_dropped() counts it then) */
 	if (b->may_lose && bdev(b)->life == D_REMOVING && !b->nbinds)
 		bdev(b)->rm_puts++; /* may still count in bos_lost, no longer listed */
+	if (b->nbinds && (b->flags & UGPU_BO_NO_RESTORE) && !b->closed) {
+		/* an orphan from now on: what suspends did to it is learnt
+		 * from here on by the device's count (kern_end()) */
+		struct ugpu_bo_info info = { .size = sizeof(info) };
+
+		b->orphan_epoch = hs_epoch(bdev(b));
+		if (ugpu_bo_query(b->bo, &info) == 0 && info.discarded != b->discarded) {
+			b->discarded = info.discarded;
+			b->unknown = true;
+		}
+	}
 	ugpu_bo_put(b->bo);
 	if (b->nbinds) {
 		/* its binds hold it: kernels still see it (read-sums check it) */
