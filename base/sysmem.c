@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -52,6 +54,38 @@ int sysmem_create(struct ugpu_context *ctx, size_t size, const char *name, struc
 out_close_fd:
 	close(fd);
 	return ret;
+}
+
+int sysmem_adopt(struct ugpu_context *ctx, int fd, size_t size, struct sysmem *out)
+{
+	struct stat st;
+	void *p;
+	int dup_fd, ret;
+
+	out->fd = -1;
+	out->vaddr = NULL;
+	out->size = 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || !size || (uint64_t)st.st_size != size) {
+		log_err(ctx, "sysmem: the memory to adopt is %lld bytes, not %zu",
+			(long long)st.st_size, size);
+		return -EINVAL;
+	}
+	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup_fd < 0)
+		return -errno;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, dup_fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		log_err(ctx, "sysmem: mmap of %zu bytes to adopt failed: %d", size, ret);
+		close(dup_fd);
+		return ret;
+	}
+	out->fd = dup_fd;
+	out->vaddr = p;
+	out->size = size;
+	return 0;
 }
 
 void sysmem_destroy(struct sysmem *mem)

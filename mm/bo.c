@@ -1001,6 +1001,44 @@ int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
 	return ret;
 }
 
+int bo_sys_adopt(struct ugpu_bo *bo, int fd)
+{
+	struct ugpu_device *dev;
+	struct bo_sys fresh = { .mem = { .fd = -1 } }, old;
+	struct bo_mgr *m;
+	int ret;
+
+	bo_lock(bo, NULL, &m);
+	dev = bo->dev;
+	if (m->closed) {
+		ret = -ENODEV;
+		goto out;
+	}
+	if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->sys_holds || bo->map ||
+	    bo->pin_count || list_linked(&bo->binds)) {
+		ret = -EBUSY;
+		goto out;
+	}
+	ret = sysmem_adopt(dev->ctx, fd, bo->sys.mem.size, &fresh.mem);
+	if (ret)
+		goto out;
+	if (!device_is_removed(dev)) {
+		ret = dma_map_sysmem(&dev->dma, &fresh.mem, VFIO_DMA_READ | VFIO_DMA_WRITE,
+				     &fresh.iova);
+		if (ret) {
+			sysmem_destroy(&fresh.mem);
+			goto out;
+		}
+	}
+	old = bo->sys;
+	bo->sys = fresh;
+	bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM); /* a new backing generation */
+	bo_sys_free(dev, &old);
+out:
+	bo_unlock(m, NULL);
+	return ret;
+}
+
 int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *placement,
 	     struct bo_extent *ext, size_t max, size_t *next, int *sys_fd)
 {

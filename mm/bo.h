@@ -553,6 +553,18 @@ struct bo_extent {
 };
 int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *placement,
 	     struct bo_extent *ext, size_t max, size_t *next, int *sys_fd);
+/*
+ * bo_sys_adopt() - make the memfd @fd @bo's system memory, in place of the
+ * memory it has (ugpud's restart: a client still maps the memfd the dead
+ * daemon exported, and the restored BO must be that memory, not a copy).
+ * @bo must be in system memory, unpinned, unbound, not exported nor mapped
+ * here, and @fd exactly its system memory's size. The old memory is freed;
+ * the BO's bytes are @fd's from now on.
+ * Returns: 0; -EBUSY (not so); -EINVAL (@fd's size); -ENODEV (closed);
+ * -errno of the dup, mmap or DMA mapping (nothing changed).
+ * Context: takes the manager lock.
+ */
+int bo_sys_adopt(struct ugpu_bo *bo, int fd);
 /* Drop one hold of bo_sys_export() (the fds handed out stay valid: they pin
  * the pages they map, not the placement). */
 void bo_sys_release(struct ugpu_bo *bo);

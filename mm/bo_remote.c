@@ -65,14 +65,14 @@ static int lease_take(struct ugpu_bo *bo)
 }
 
 /* Tell the daemon to let go of the hold its create took for @bo's lease
- * (posted: served before anything this connection sends next), unless a
- * restart since ended that hold already. */
+ * (posted: served before anything this connection sends next). A restarted
+ * daemon restores that hold with the BO (docs/daemon.md, "Restart"), so
+ * this goes to it too. */
 static void lease_unmap(struct ugpu_bo *bo)
 {
 	struct ugpud_bo_req req = { .handle = bo->remote_handle };
 
-	if (remote_resumes(bo->dev) == bo->lease_resumes)
-		(void)remote_post(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req));
+	(void)remote_post(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req));
 }
 
 void bo_remote_lease_drop(struct ugpu_bo *bo)

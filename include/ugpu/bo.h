@@ -30,7 +30,8 @@
  * takes its session back within 15 s: BOs keep their handles and bytes, and
  * a read, write, query or migrate that was in flight is sent again; a
  * create, pin, unpin, map or unmap in flight is -ECONNRESET (done or not:
- * not known; the BOs are back, retry what is needed). docs/daemon.md,
+ * not known; the BOs are back, retry what is needed). A mapping made before
+ * the restart stays the BO's memory, both ways. docs/daemon.md,
  * "Restart". A BO the daemon made in system memory comes with its memory
  * (one open fd in this process until the BO is mapped or put, at most 64
  * at a time; past that none): ugpu_bo_map() of it then usually asks the

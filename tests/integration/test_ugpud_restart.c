@@ -46,6 +46,7 @@
 #define MAX_STORE 256
 #define CLIENTS 2
 #define RESTARTS 3
+#define NBO 4 /* BOs per client */
 
 /* The fd store and readiness as "systemd" (this test) keeps them.
  * Locking: @lock guards the store and @ready; the harness thread writes,
@@ -210,26 +211,30 @@ static void pattern(unsigned char *p, size_t n, uint32_t seed)
 	}
 }
 
-/* A client under load: BOs of three kinds written, read back and moved until
- * @stop_fd is readable; then every byte is checked against its shadow.
+/* A client under load: BOs of four kinds written, read back and moved until
+ * @stop_fd is readable; then every byte is checked against its shadow. The
+ * fourth is mapped all along: stores through the mapping must reach the BO
+ * (its reads) and its writes the mapping, across every restart.
  * Exit codes name the failing step. */
 static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 {
-	static const uint64_t sizes[3] = { 1 << 20, 512 << 10, 256 << 10 };
-	static const enum ugpu_placement pl[3][2] = {
+	static const uint64_t sizes[NBO] = { 1 << 20, 512 << 10, 256 << 10, 256 << 10 };
+	static const enum ugpu_placement pl[NBO][2] = {
 		{ UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_NONE },
 		{ UGPU_PLACEMENT_SYSTEM, UGPU_PLACEMENT_NONE },
+		{ UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
 		{ UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM },
 	};
 	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
-	struct ugpu_bo *bo[3];
-	unsigned char *shadow[3], chunk[4096], back[4096];
+	struct ugpu_bo *bo[NBO];
+	unsigned char *shadow[NBO], chunk[4096], back[4096], *mapped;
+	void *maddr;
 	unsigned long rounds = 0;
 
 	if (ugpu_context_create(NULL, &ctx) || ugpu_device_open(ctx, uri, &dev))
 		return 10;
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < NBO; k++) {
 		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = sizes[k],
 					  .placements = { pl[k][0], pl[k][1] } };
 
@@ -238,21 +243,37 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 		if (ugpu_bo_create(dev, &o, &bo[k]) || ugpu_bo_write(bo[k], 0, shadow[k], sizes[k]))
 			return 11;
 	}
+	if (ugpu_bo_map(bo[3], &maddr))
+		return 20;
+	mapped = maddr;
 	if (write(ready_fd, "r", 1) != 1)
 		return 12;
 	for (;;) {
 		struct pollfd p = { .fd = stop_fd, .events = POLLIN };
-		int k = (int)(rounds % 3);
+		int k = (int)(rounds % NBO);
 		uint64_t off = (rounds * 4096 * 7) % sizes[k];
 
 		if (poll(&p, 1, 0) > 0)
 			break;
 		pattern(chunk, sizeof(chunk), seed ^ (uint32_t)rounds);
+		if (k == 3 && rounds / NBO % 2) {
+			/* a store through the mapping, read through the daemon */
+			memcpy(mapped + off, chunk, sizeof(chunk));
+			memcpy(shadow[k] + off, chunk, sizeof(chunk));
+			if (ugpu_bo_read(bo[k], off, back, sizeof(back)))
+				return 14;
+			if (memcmp(back, chunk, sizeof(chunk)))
+				return 21;
+			rounds++;
+			continue;
+		}
 		if (ugpu_bo_write(bo[k], off, chunk, sizeof(chunk)))
 			return 13;
 		memcpy(shadow[k] + off, chunk, sizeof(chunk));
 		if (ugpu_bo_read(bo[k], off, back, sizeof(back)) || memcmp(back, chunk, sizeof(chunk)))
 			return 14;
+		if (k == 3 && memcmp(mapped + off, chunk, sizeof(chunk)))
+			return 22; /* the daemon's write, not seen through the mapping */
 		if (rounds % 16 == 5 &&
 		    ugpu_bo_migrate(bo[2], (rounds / 16) % 2 ? UGPU_PLACEMENT_VRAM : UGPU_PLACEMENT_SYSTEM))
 			return 15;
@@ -273,7 +294,11 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 		memset(p + 8192, (int)(seed & 0xff), 4096);
 		memset(shadow[1] + 8192, (int)(seed & 0xff), 4096);
 	}
-	for (int k = 0; k < 3; k++) {
+	if (memcmp(mapped, shadow[3], sizes[3]))
+		return 23;
+	if (ugpu_bo_unmap(bo[3]))
+		return 24; /* the restored daemon knows it is mapped */
+	for (int k = 0; k < NBO; k++) {
 		unsigned char *all = malloc(sizes[k]);
 
 		if (ugpu_bo_read(bo[k], 0, all, sizes[k]))
@@ -283,7 +308,7 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 		free(all);
 		ugpu_bo_put(bo[k]);
 	}
-	fprintf(stderr, "  client %u: %lu rounds, 3 BOs byte-exact\n", seed, rounds);
+	fprintf(stderr, "  client %u: %lu rounds, %d BOs byte-exact\n", seed, rounds, NBO);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
 	return 0;
@@ -375,14 +400,14 @@ static void killed_under_load_and_restarted(void **state)
 		assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
 		assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
 		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
-		assert_int_equal(m.bos, 3 * CLIENTS + 1); /* the orphan's is back too */
+		assert_int_equal(m.bos, NBO * CLIENTS + 1); /* the orphan's is back too */
 		for (t0 = now_ms(); now_ms() - t0 < 5000; usleep(20000)) {
 			assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
 			bos = m.bos;
-			if (bos == 3 * CLIENTS)
+			if (bos == NBO * CLIENTS)
 				break;
 		}
-		assert_int_equal(bos, 3 * CLIENTS);
+		assert_int_equal(bos, NBO * CLIENTS);
 		ugpu_device_close(dev);
 		ugpu_context_destroy(ctx);
 	}

@@ -20,9 +20,10 @@
  * recorded at the next request or tick (1 s).
  *
  * A restarted daemon makes each BO again on its (new) device and copies its
- * bytes from the stored memfds; VRAM contents are only readable where the
- * daemon embeds the device (sim): a BO recorded in another device's VRAM is
- * reported lost. VMs, queues and mappings are not restored.
+ * bytes from the stored memfds, except a mapped BO, which takes its stored
+ * memfd (the client's mapping) as its memory; VRAM contents are only
+ * readable where the daemon embeds the device (sim): a BO recorded in
+ * another device's VRAM is reported lost. VMs and queues are not restored.
  *
  * Threading: the loop's thread only (as all of struct ugpud).
  */
@@ -85,9 +86,14 @@ struct tbl_bo {
 	uint32_t pins;
 	uint32_t where;
 	uint32_t next;
-	uint32_t pad;
+	uint32_t state; /* TBL_BO_* */
 	char store_name[64];
 };
+
+/* tbl_bo.state: the client has the BO's memfd (a map or a create's lease):
+ * it is in system memory, its bytes in the stored memfd, which the restored
+ * BO takes as its memory, so that the client's mapping stays the BO's */
+#define TBL_BO_MAPPED 1u
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
 {
@@ -196,7 +202,8 @@ static void add_client(struct buf *b, struct client *c)
 		struct tbl_bo o = { .kind = REC_BO, .slot = i, .gen = s->gen, .flags = s->flags,
 				    .bytes = s->bytes, .vram_charge = s->vram_charge,
 				    .placements = { s->placements[0], s->placements[1] },
-				    .pins = s->pins, .where = s->where };
+				    .pins = s->pins, .where = s->where,
+				    .state = s->mapped ? TBL_BO_MAPPED : 0 };
 
 		if (s->kind != SLOT_BO)
 			continue;
@@ -364,9 +371,10 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 						     (enum ugpu_placement)o->placements[1] },
 				     .flags = o->flags, .name = "ugpud-restored" };
 	struct ugpud_slot *s = &c->slots[o->slot];
+	bool mapped = (o->state & TBL_BO_MAPPED) && o->where == UGPU_PLACEMENT_SYSTEM;
 	struct ugpu_bo *bo;
-	uint64_t off = 0;
-	int src, ret;
+	uint64_t off = 0, esize;
+	int src = -1, efd, ret;
 
 	if (o->where == UGPU_PLACEMENT_SYSTEM) {
 		src = fd_named(fds, names, n, o->store_name);
@@ -381,7 +389,28 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	ret = ugpu_bo_create(d->devs[c->device].dev, &opts, &bo);
 	if (ret)
 		return ret;
-	if (o->where == UGPU_PLACEMENT_SYSTEM) {
+	if (mapped) {
+		/* the stored memfd is the client's mapping: the BO's memory
+		 * from now on, not a copy (the client's stores since the
+		 * kill are in it); held in system memory as by the map */
+		ret = ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM);
+		if (!ret)
+			ret = bo_sys_adopt(bo, src);
+		if (!ret)
+			ret = bo_sys_export(bo, &efd, &esize);
+		if (!ret)
+			close(efd);
+		if (ret) {
+			ugpud_log("restore: client %u's mapped BO 0x%x cannot take its memfd (%s): "
+				  "restored as a copy, which the client's mapping does not reach",
+				  c->id, (o->gen << 16) | (o->slot + 1), ugpu_strerror(ret));
+			mapped = false;
+			ret = 0;
+		}
+	}
+	if (mapped) {
+		/* its bytes are there */
+	} else if (o->where == UGPU_PLACEMENT_SYSTEM) {
 		ret = copy_in(bo, 0, src, 0, o->bytes, tmp);
 	} else {
 		for (uint32_t i = 0; i < o->next && !ret && off < o->bytes; i++) {
@@ -411,6 +440,7 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	s->placements[1] = o->placements[1];
 	s->flags = o->flags;
 	s->pins = o->pins;
+	s->mapped = mapped;
 	s->persist_gen = UINT64_MAX;
 	c->nobjs++;
 	c->nbos++;
