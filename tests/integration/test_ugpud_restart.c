@@ -314,6 +314,28 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 	return 0;
 }
 
+/* What a failed check leaves running: killed by the teardown, so that the
+ * daemon and the clients, which share the test's output, do not keep ctest
+ * waiting for it past the failure. */
+static pid_t live_pids[CLIENTS + 2];
+
+static void live_set(int i, pid_t pid)
+{
+	live_pids[i] = pid;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++)
+		if (live_pids[i] > 0) {
+			kill(live_pids[i], SIGKILL);
+			waitpid(live_pids[i], NULL, 0);
+			live_pids[i] = 0;
+		}
+	return 0;
+}
+
 static void killed_under_load_and_restarted(void **state)
 {
 	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
@@ -338,6 +360,7 @@ static void killed_under_load_and_restarted(void **state)
 	assert_int_equal(pthread_create(&th, NULL, harness, NULL), 0);
 	d = spawn(ns.sun_path, lfd);
 	assert_true(d > 0);
+	live_set(CLIENTS, d);
 	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
 	assert_int_equal(pipe(ready), 0);
 	assert_int_equal(pipe(stop), 0);
@@ -348,6 +371,7 @@ static void killed_under_load_and_restarted(void **state)
 			close(lfd);
 			_exit(client(uri, 100u + (uint32_t)i, ready[1], stop[0]));
 		}
+		live_set(i, kids[i]);
 	}
 	for (int i = 0; i < CLIENTS; i++)
 		assert_int_equal(read(ready[0], &c, 1), 1);
@@ -372,6 +396,7 @@ static void killed_under_load_and_restarted(void **state)
 		pause();
 		_exit(0);
 	}
+	live_set(CLIENTS + 1, orphan);
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	usleep(50000);
 	for (int round = 0; round < RESTARTS; round++) {
@@ -381,10 +406,12 @@ static void killed_under_load_and_restarted(void **state)
 		if (!round) {
 			kill(orphan, SIGKILL);
 			waitpid(orphan, NULL, 0);
+			live_set(CLIENTS + 1, 0);
 		}
 		t0 = now_us();
 		d = spawn(ns.sun_path, lfd);
 		assert_true(d > 0);
+		live_set(CLIENTS, d);
 		t_ready = now_us() - t0;
 		fprintf(stderr, "  ugpud SIGKILLed under load (%d of %d): restarted, BOs restored, "
 			"READY in %llu ms\n", round + 1, RESTARTS,
@@ -415,6 +442,7 @@ static void killed_under_load_and_restarted(void **state)
 	assert_int_equal(write(stop[1], "s", 1), 1);
 	for (int i = 0; i < CLIENTS; i++) {
 		assert_int_equal(waitpid(kids[i], &st, 0), kids[i]);
+		live_set(i, 0);
 		if (!WIFEXITED(st) || WEXITSTATUS(st))
 			fail_msg("client %d ended with status 0x%x (exit codes: client() in the test)",
 				 i, st);
@@ -422,6 +450,7 @@ static void killed_under_load_and_restarted(void **state)
 	/* a clean stop empties the store: nothing stale for the next start */
 	assert_int_equal(kill(d, SIGTERM), 0);
 	assert_int_equal(waitpid(d, &st, 0), d);
+	live_set(CLIENTS, 0);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	usleep(100000);
 	assert_int_equal(store_count("ugpud-"), 0);
@@ -436,7 +465,7 @@ static void killed_under_load_and_restarted(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(killed_under_load_and_restarted),
+		cmocka_unit_test_teardown(killed_under_load_and_restarted, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
