@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,7 +73,17 @@ int sysmem_adopt(struct ugpu_context *ctx, int fd, size_t size, struct sysmem *o
 			(long long)st.st_size, size);
 		return -EINVAL;
 	}
-	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	/* A new open file description of the same memory, not a dup of
+	 * @fd's: systemd's fd store keeps one entry per description and
+	 * suppresses a second fd of one it holds, whatever its name, so a dup
+	 * stored under a new name would vanish with the old name's removal
+	 * (the review of the restart's adoption). */
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		dup_fd = open(path, O_RDWR | O_CLOEXEC);
+	}
 	if (dup_fd < 0)
 		return -errno;
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, dup_fd, 0);

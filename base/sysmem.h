@@ -47,11 +47,12 @@ int sysmem_create(struct ugpu_context *ctx, size_t size, const char *name, struc
 
 /*
  * sysmem_adopt() - take memory another owner made (a memfd kept across a
- * restart of ugpud, docs/daemon.md) as a sysmem: a duplicate of @fd, mapped.
+ * restart of ugpud, docs/daemon.md) as a sysmem: the same memory opened
+ * again (/proc/self/fd: a new open file description, not a dup), mapped.
  * @size: the bytes the caller expects it to hold, a multiple of the page
  *        size; the file's size must be exactly that.
  * Returns: 0; -EINVAL (@fd not a regular file of @size bytes); -errno of the
- * dup, fstat or mmap; @out is set to { .fd = -1 } on failure.
+ * open, fstat or mmap; @out is set to { .fd = -1 } on failure.
  * Context: any thread.
  */
 int sysmem_adopt(struct ugpu_context *ctx, int fd, size_t size, struct sysmem *out);

@@ -1035,6 +1035,7 @@ int bo_sys_adopt(struct ugpu_bo *bo, int fd)
 	old = bo->sys;
 	bo->sys = fresh;
 	bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM); /* a new backing generation */
+	bo->sys_holds++; /* held there in the same step: the memory is another's */
 	bo_sys_free(dev, &old);
 out:
 	bo_unlock(m, NULL);

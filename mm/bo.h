@@ -559,7 +559,8 @@ int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *pl
  * daemon exported, and the restored BO must be that memory, not a copy).
  * @bo must be in system memory, unpinned, unbound, not exported nor mapped
  * here, and @fd exactly its system memory's size. The old memory is freed;
- * the BO's bytes are @fd's from now on.
+ * the BO's bytes are @fd's from now on, and the BO is held in system memory
+ * as by bo_sys_export() (bo_sys_release() ends that), in the same step.
  * Returns: 0; -EBUSY (not so); -EINVAL (@fd's size); -ENODEV (closed);
  * -errno of the dup, mmap or DMA mapping (nothing changed).
  * Context: takes the manager lock.

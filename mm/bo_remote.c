@@ -277,6 +277,13 @@ int bo_remote_map(struct ugpu_bo *bo, void **addr)
 	ret = remote_call_fd(bo->dev, UGPUD_BO_MAP, &req, sizeof(req), &rep, sizeof(rep), &got, &fd);
 	if (ret == -EMFILE) /* mapped for us, but no room for the fd here */
 		goto out_undo;
+	if (ret == -ECONNRESET) {
+		/* the daemon died with the map in flight: if it had mapped
+		 * it, the restarted one holds it again (docs/daemon.md,
+		 * "Restart"); let go, as for a map never made */
+		(void)remote_post(bo->dev, UGPUD_BO_UNMAP, &req, sizeof(req));
+		goto out_unlock;
+	}
 	if (ret)
 		goto out_unlock;
 	if (got != sizeof(rep) || rep.size != bo->size) {
@@ -316,6 +323,14 @@ int bo_remote_unmap(struct ugpu_bo *bo)
 		munmap(bo->map_addr, bo->size);
 		__atomic_store_n(&bo->map_addr, NULL, __ATOMIC_RELEASE);
 		ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
+		if (ret == -ECONNRESET) {
+			/* the daemon died with it in flight: done or not, the
+			 * restarted one (which restores a map's hold) is asked
+			 * again; "not mapped" then says it was done */
+			ret = bo_remote_simple(bo, UGPUD_BO_UNMAP, 0);
+			if (ret == -EINVAL)
+				ret = 0;
+		}
 	}
 	map_unclaim(bo);
 	return ret;

@@ -28,10 +28,11 @@
  * for that step to end. When a daemon that keeps its
  * sessions (ugpud --fd-store) restarts, the library connects again and
  * takes its session back within 15 s: BOs keep their handles and bytes, and
- * a read, write, query or migrate that was in flight is sent again; a
- * create, pin, unpin, map or unmap in flight is -ECONNRESET (done or not:
- * not known; the BOs are back, retry what is needed). A mapping made before
- * the restart stays the BO's memory, both ways. docs/daemon.md,
+ * a read, write, query, migrate or unmap that was in flight is sent again
+ * (an unmap the dead daemon did then answers 0); a create, pin, unpin or map
+ * in flight is -ECONNRESET (done or not: not known; the BOs are back, retry
+ * what is needed; a map is undone). A mapping made before the restart stays
+ * the BO's memory, both ways. docs/daemon.md,
  * "Restart". A BO the daemon made in system memory comes with its memory
  * (one open fd in this process until the BO is mapped or put, at most 64
  * at a time; past that none): ugpu_bo_map() of it then usually asks the

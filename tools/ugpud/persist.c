@@ -340,6 +340,15 @@ static int fd_named(int *fds, char (*names)[64], int n, const char *name)
 	return -1;
 }
 
+/* The index of @fd among the handed-back ones. */
+static int fd_index(const int *fds, int fd, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] == fd)
+			return i;
+	return 0;
+}
+
 /* Copy @len bytes at @src_off of @src into @bo at @dst_off. */
 static int copy_in(struct ugpu_bo *bo, uint64_t dst_off, int src, uint64_t src_off, uint64_t len,
 		   unsigned char *tmp)
@@ -364,7 +373,7 @@ static int copy_in(struct ugpu_bo *bo, uint64_t dst_off, int src, uint64_t src_o
 /* Make @o's BO again in @c's slot, its bytes from the stored memfds. */
 static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 		      const struct bo_extent *ext, int vram_fd, int *fds, char (*names)[64], int n,
-		      unsigned char *tmp)
+		      bool *taken, unsigned char *tmp)
 {
 	struct ugpu_bo_opts opts = { .size = sizeof(opts), .bytes = o->bytes,
 				     .placements = { (enum ugpu_placement)o->placements[0],
@@ -372,14 +381,17 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 				     .flags = o->flags, .name = "ugpud-restored" };
 	struct ugpud_slot *s = &c->slots[o->slot];
 	bool mapped = (o->state & TBL_BO_MAPPED) && o->where == UGPU_PLACEMENT_SYSTEM;
+	uint32_t pins = o->pins;
 	struct ugpu_bo *bo;
-	uint64_t off = 0, esize;
-	int src = -1, efd, ret;
+	uint64_t off = 0;
+	bool *adopted = NULL;
+	int src = -1, ret;
 
 	if (o->where == UGPU_PLACEMENT_SYSTEM) {
 		src = fd_named(fds, names, n, o->store_name);
 		if (src < 0)
 			return -ENODATA;
+		adopted = &taken[fd_index(fds, src, n)];
 	} else if (o->where == UGPU_PLACEMENT_VRAM) {
 		if (vram_fd < 0)
 			return -ENODATA; /* the device's VRAM is not ours to read */
@@ -394,12 +406,12 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 		 * from now on, not a copy (the client's stores since the
 		 * kill are in it); held in system memory as by the map */
 		ret = ugpu_bo_migrate(bo, UGPU_PLACEMENT_SYSTEM);
+		if (!ret && *adopted)
+			ret = -EEXIST; /* a second record of one memfd: not shared */
 		if (!ret)
-			ret = bo_sys_adopt(bo, src);
+			ret = bo_sys_adopt(bo, src); /* and held */
 		if (!ret)
-			ret = bo_sys_export(bo, &efd, &esize);
-		if (!ret)
-			close(efd);
+			*adopted = true;
 		if (ret) {
 			ugpud_log("restore: client %u's mapped BO 0x%x cannot take its memfd (%s): "
 				  "restored as a copy, which the client's mapping does not reach",
@@ -424,8 +436,21 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 		if (!ret && off < o->bytes)
 			ret = -ENODATA;
 	}
-	for (uint32_t i = 0; i < o->pins && !ret; i++)
+	for (uint32_t i = 0; i < o->pins && !ret; i++) {
 		ret = ugpu_bo_pin(bo);
+		if (ret && mapped) {
+			/* held for the client's mapping, it cannot go where a
+			 * pin would move it (its first placement, when a
+			 * removal left it in system memory): kept, unpinned,
+			 * rather than lost */
+			ugpud_log("restore: client %u's mapped BO 0x%x: %u of %u pins restored (%s)",
+				  c->id, (o->gen << 16) | (o->slot + 1), i, o->pins,
+				  ugpu_strerror(ret));
+			pins = i;
+			ret = 0;
+			break;
+		}
+	}
 	if (ret) {
 		ugpu_bo_put(bo);
 		return ret;
@@ -439,7 +464,7 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	s->placements[0] = o->placements[0];
 	s->placements[1] = o->placements[1];
 	s->flags = o->flags;
-	s->pins = o->pins;
+	s->pins = pins;
 	s->mapped = mapped;
 	s->persist_gen = UINT64_MAX;
 	c->nobjs++;
@@ -491,6 +516,7 @@ static int pick_table(int *fds, char (*names)[64], int n, unsigned char **out, s
 static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 {
 	unsigned char *t = NULL, *tmp;
+	bool *taken;
 	size_t len = 0, pos;
 	struct tbl_hdr h;
 	struct client *c = NULL;
@@ -504,7 +530,10 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 		return ret == -ENOMEM ? ret : 0;
 	}
 	tmp = malloc(COPY_CHUNK);
-	if (!tmp) {
+	taken = calloc(n ? (size_t)n : 1, sizeof(*taken)); /* memfds adopted */
+	if (!tmp || !taken) {
+		free(tmp);
+		free(taken);
 		free(t);
 		return -ENOMEM;
 	}
@@ -583,7 +612,7 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 			if (!c || o.slot >= c->nslots || c->slots[o.slot].kind != SLOT_FREE)
 				continue;
 			o.store_name[sizeof(o.store_name) - 1] = '\0';
-			ret = restore_bo(d, c, &o, ext, vram_fd, fds, names, n, tmp);
+			ret = restore_bo(d, c, &o, ext, vram_fd, fds, names, n, taken, tmp);
 			if (ret) {
 				ugpud_log("restore: client %u's BO 0x%x (%" PRIu64 " bytes) is lost: %s",
 					  c->id, (o.gen << 16) | (o.slot + 1), o.bytes,
@@ -600,6 +629,7 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 		}
 	}
 	free(tmp);
+	free(taken);
 	free(t);
 	ugpud_log("restored %u session(s) with %u BO(s) (%u lost) from boot %u's table in %llu ms",
 		  sessions, bos, lost, h.boot, (unsigned long long)((now_us() - t0) / 1000));
