@@ -55,6 +55,9 @@ struct bo_rpm {
 	 * reads it without the lock, under the manager lock, which every
 	 * addition holds; drops are release stores) */
 	size_t nbackups, cap_backups;
+	/* A suspend abandoned because the device went away kept its backups
+	 * for the removal to adopt (bo_rpm_resume()); under @lock. */
+	bool gone_kept;
 	bool fault_ref;
 	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
 	 * the stats op, which runs under the rpm lock and must never wait for
@@ -405,14 +408,22 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
 	struct bo_rpm *r = rpm_of(bo->dev);
 	struct buddy_block *b;
 	uint64_t pos = 0;
-	bool whole = true;
+	bool whole = true, lost;
 
 	/* Only while VRAM really is gone (the device sleeps in D3cold or a
-	 * D3cold suspend is past its point of no return): a suspend still in
-	 * its hooks, or one abandoned, left VRAM intact and maybe newer. */
-	if (!r || !rpm_vram_lost(r->rpm))
+	 * D3cold suspend is past its point of no return) or out of reach
+	 * with the backups current (a suspend abandoned because the device
+	 * went away kept them): a suspend still in its hooks, or one
+	 * abandoned with the device there, left VRAM intact and maybe newer.
+	 * (The rpm lock is not taken under ours.) */
+	if (!r)
 		return false;
+	lost = rpm_vram_lost(r->rpm);
 	pthread_mutex_lock(&r->lock);
+	if (!r->gone_kept && !lost) {
+		pthread_mutex_unlock(&r->lock);
+		return false;
+	}
 	buddy_list_for_each(b, bo->vram) {
 		uint64_t len = vram_block_size(b);
 		size_t i;
@@ -642,6 +653,19 @@ static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 	size_t i;
 
 	pthread_mutex_lock(&r->lock);
+	if (vfio_dev_is_gone(r->dev->vdev)) {
+		/* Abandoned because the device went away (it failed the
+		 * power step): VRAM is out of reach whatever its state, and
+		 * the backups hold what it had when the mappings went, which
+		 * no store has passed since (a touch waits for the removal):
+		 * kept for the removal to adopt (bo_rpm_take_backup()), not
+		 * dropped as for a device that is still there (a surprise
+		 * removal between the hooks and the power step reported such
+		 * BOs lost, test_surprise_during_d3cold_entry_keeps_stores). */
+		r->gone_kept = r->nbackups != 0;
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	if (from == UGPU_POWER_D3COLD)
 		for (i = 0; i < r->nbackups; i++)
 			memcpy((char *)r->dev->vram + r->backups[i].offset, r->backups[i].data,

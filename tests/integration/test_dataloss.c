@@ -317,6 +317,188 @@ static void test_removal_wake_fails_in_d3cold(void **state)
 	ugpu_bo_put(pinned);
 }
 
+/* ---- a BO moved back into VRAM under a storer, then D3cold ----------------- */
+
+struct spinner {
+	pthread_t t;
+	volatile uint64_t *p;
+	atomic_uint_fast64_t last;
+	atomic_bool stop, hold, bused;
+	atomic_int held; /* 1 while it waits at @hold */
+};
+
+/* A lost BO's touch raises SIGBUS: the spinner stops there (@bused). */
+static __thread sigjmp_buf spin_jmp;
+static __thread int spin_jmp_set;
+
+static void spin_sigbus(int sig)
+{
+	if (!spin_jmp_set) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	siglongjmp(spin_jmp, 1);
+}
+
+static void *spinner_main(void *arg)
+{
+	struct spinner *sp = arg;
+	volatile uint64_t v = 1;
+
+	if (sigsetjmp(spin_jmp, 1)) {
+		atomic_store(&sp->bused, true);
+		atomic_store(&sp->held, 1);
+		return NULL;
+	}
+	spin_jmp_set = 1;
+	for (; !atomic_load(&sp->stop); v++) {
+		if (atomic_load(&sp->hold)) {
+			atomic_store(&sp->held, 1);
+			while (atomic_load(&sp->hold) && !atomic_load(&sp->stop))
+				usleep(100);
+			atomic_store(&sp->held, 0);
+		}
+		sp->p[(v % 64) * 512] = v; /* 64 words 4 KiB apart, then the last */
+		sp->p[0] = v;
+		atomic_store(&sp->last, v);
+	}
+	return NULL;
+}
+
+static void spinner_hold(struct spinner *sp)
+{
+	atomic_store(&sp->hold, true);
+	while (!atomic_load(&sp->held))
+		usleep(50);
+}
+
+/* A mapping that a move (migrate, pin) brought back into VRAM while a
+ * thread stored through it must be released at the next D3cold like any:
+ * else its stores after the backup reach VRAM only and the wake's restore
+ * takes them back (the model's TSan campaign: a surprise removal adopted
+ * such a stale backup). */
+static void test_moved_back_then_d3cold_keeps_stores(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, 0, V, S, "spun");
+	struct spinner sp = { 0 };
+	uint64_t *p, w = 0;
+	int slept = 0;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	sp.p = p;
+	assert_int_equal(pthread_create(&sp.t, NULL, spinner_main, &sp), 0);
+	for (int round = 0; round < 40; round++) {
+		int r;
+
+		assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+		usleep(200);
+		if (round % 2)
+			assert_int_equal(ugpu_bo_migrate(bo, V), 0);
+		else
+			assert_int_equal(ugpu_bo_pin(bo), 0); /* back to VRAM, its first */
+		usleep(200);
+		spinner_hold(&sp); /* idle: the suspend goes ahead */
+		r = rpm_sleep(f, true); /* pinned: backed up; else evicted */
+		assert_true(r == 0 || r == -EBUSY || r == -EAGAIN);
+		slept += r == 0;
+		atomic_store(&sp.hold, false); /* stores after the backup */
+		usleep(2000);
+		if (!(round % 2))
+			assert_int_equal(ugpu_bo_unpin(bo), 0);
+	}
+	spinner_hold(&sp);
+	assert_int_equal(ugpu_bo_read(bo, 0, &w, 8), 0);
+	assert_int_equal(w, atomic_load(&sp.last));
+	atomic_store(&sp.hold, false);
+	/* and a surprise removal in D3cold with stores racing it: adopted
+	 * from the D3cold backup, every store after it in the adopted memory */
+	{
+		struct ugpu_unplug_info info;
+		int r;
+
+		assert_int_equal(ugpu_bo_migrate(bo, S), 0);
+		assert_int_equal(ugpu_bo_pin(bo), 0); /* back to VRAM, backed up at D3cold */
+		usleep(500);
+		spinner_hold(&sp);
+		r = rpm_sleep(f, true);
+		assert_int_equal(r, 0);
+		atomic_store(&sp.hold, false);
+		assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
+		info = fx_wait_removed(f->dev, BOUND_MS);
+		usleep(2000);
+		atomic_store(&sp.stop, true);
+		pthread_join(sp.t, NULL);
+		print_message("surprise removal in D3cold: %llu adopted, %llu lost\n",
+			      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost);
+		if (info.bos_lost == 0) {
+			assert_int_equal(ugpu_bo_read(bo, 0, &w, 8), 0);
+			assert_int_equal(w, atomic_load(&sp.last));
+		}
+	}
+	print_message("%d of 40 D3cold suspends with the storer running; last store %llu, read %llu\n",
+		      slept, (unsigned long long)atomic_load(&sp.last), (unsigned long long)w);
+	ugpu_bo_unpin(bo);
+	ugpu_bo_put(bo);
+}
+
+static void unplug_at_hooks_done(void *arg, enum test_point_id id, void *obj)
+{
+	struct fx *f = arg;
+
+	(void)id;
+	(void)obj;
+	sim_unplug_surprise(f->sim, 0);
+	usleep(3000); /* the removal's thread gets going */
+}
+
+/* A surprise removal while a D3cold suspend is past its hooks (backups
+ * taken, mappings released), with a thread storing right after: the
+ * backup was current, so the removal keeps the BO from it, and it holds
+ * every store (the stores wait for the removal). The abandoned suspend
+ * dropped its backups before the removal looked: reported lost. */
+static void test_surprise_during_d3cold_entry_keeps_stores(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, S, "entry");
+	struct ugpu_unplug_info info;
+	struct spinner sp = { 0 };
+	uint64_t *p, w = 0;
+	int r, rr;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	sp.p = p;
+	signal(SIGBUS, spin_sigbus);
+	assert_int_equal(pthread_create(&sp.t, NULL, spinner_main, &sp), 0);
+	usleep(2000);
+	spinner_hold(&sp);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
+	atomic_store(&sp.hold, false);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	usleep(2000);
+	atomic_store(&sp.stop, true);
+	pthread_join(sp.t, NULL);
+	signal(SIGBUS, SIG_DFL);
+	rr = ugpu_bo_read(bo, 0, &w, 8);
+	print_message("suspend %d; removal: %llu adopted, %llu lost; read %d: last %llu, read %llu%s\n",
+		      r, (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost, rr,
+		      (unsigned long long)atomic_load(&sp.last), (unsigned long long)w,
+		      atomic_load(&sp.bused) ? " (the storer got SIGBUS)" : "");
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 1);
+	assert_false(atomic_load(&sp.bused));
+	assert_int_equal(rr, 0);
+	assert_int_equal(w, atomic_load(&sp.last));
+	ugpu_bo_put(bo);
+}
+
 /* ---- a touch whose device does not wake: SIGBUS until the BO moves --------- */
 
 static sigjmp_buf bus_jmp;
@@ -893,6 +1075,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_surprise_in_d3cold_adopts_rpm_backups, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_removal_wake_fails_in_d3cold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_moved_back_then_d3cold_keeps_stores, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_keeps_stores, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_wake_failure_touch_sigbus_until_moved, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_removal_keeps_kernel_flag_bos, setup, teardown),
