@@ -530,9 +530,7 @@ static int bo_place_locked(struct ugpu_bo *bo)
 				ret = -ENODEV; /* unplugged: SYSTEM next, if allowed */
 				continue;
 			}
-			/* a new BO: no one else can see it while the lock is
-			 * let go for its evictions' copies */
-			ret = bo_vram_alloc_evict_unlocking(bo, bo->vram);
+			ret = bo_vram_alloc_evict_locked(bo, bo->vram);
 			if (ret == -ENOSPC)
 				continue;
 			if (ret)

@@ -590,12 +590,6 @@ int bo_recycle(struct ugpu_bo *bo, const char *name);
  * second chance for touched ones) until they fit. -ENOSPC when nothing is
  * left to evict; -EIO when an eviction copy failed (the victim is intact). */
 int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out);
-/* The same where the caller may let go of the lock (a create, an unlocked
- * move: struct bo_mgr, "Unlocked moves"): each eviction's copy to system
- * memory runs as an unlocked move of the victim, so CPU reads and writes of
- * other BOs, queries and exports do not wait for it. The lock is held
- * again on return, and nothing else of the manager changed meanwhile. */
-int bo_vram_alloc_evict_unlocking(struct ugpu_bo *bo, struct buddy_list *out);
 /* The same in @dev's VRAM (@dev's manager lock held), for @bo that may
  * belong to another device (a move between devices, mm/peer.c). */
 int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,

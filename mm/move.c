@@ -322,30 +322,17 @@ static struct ugpu_bo *lru_pick(struct bo_mgr *m, struct ugpu_bo *except)
 	return NULL;
 }
 
-static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned int flags,
-			    struct buddy_list *out, struct progress *pr, bool unlock);
-static int vram_alloc_evict(struct ugpu_device *dev, struct ugpu_bo *bo, struct buddy_list *out,
-			    bool unlock);
-
 /* VRAM for @bo, evicting unpinned BOs in LRU order until it fits. */
 int bo_vram_alloc_evict_locked(struct ugpu_bo *bo, struct buddy_list *out)
 {
-	return vram_alloc_evict(bo->dev, bo, out, false);
+	return bo_vram_alloc_evict_on_locked(bo->dev, bo, out);
 }
 
-int bo_vram_alloc_evict_unlocking(struct ugpu_bo *bo, struct buddy_list *out)
-{
-	return vram_alloc_evict(bo->dev, bo, out, true);
-}
+static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned int flags,
+			    struct buddy_list *out, struct progress *pr);
 
 int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 				  struct buddy_list *out)
-{
-	return vram_alloc_evict(dev, bo, out, false);
-}
-
-static int vram_alloc_evict(struct ugpu_device *dev, struct ugpu_bo *bo, struct buddy_list *out,
-			    bool unlock)
 {
 	unsigned int flags = bo->buddy_flags;
 	struct progress pr;
@@ -360,16 +347,14 @@ static int vram_alloc_evict(struct ugpu_device *dev, struct ugpu_bo *bo, struct 
 		return ret;
 	/* Evictions: reported as one operation over the bytes it needs. */
 	progress_begin(&pr, dev->ctx, UGPU_PROGRESS_EVICT, dev->name, bo->size);
-	ret = evict_for_locked(dev, bo, flags, out, &pr, unlock);
+	ret = evict_for_locked(dev, bo, flags, out, &pr);
 	progress_end(&pr, ret);
 	return ret;
 }
 
-/* Evict until @bo's VRAM can be had (bo_vram_alloc_evict_on_locked());
- * @unlock: each BO's copy to system memory runs without the manager lock,
- * as an unlocked move (bo_vram_alloc_evict_unlocking()). */
+/* Evict until @bo's VRAM can be had (bo_vram_alloc_evict_on_locked()). */
 static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigned int flags,
-			    struct buddy_list *out, struct progress *pr, bool unlock)
+			    struct buddy_list *out, struct progress *pr)
 {
 	struct bo_mgr *m = mgr_of(dev);
 	uint64_t evicted = 0;
@@ -383,14 +368,7 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 			return -ENOSPC;
 		log_dbg(dev->ctx, "%s: evicting BO '%s' (%" PRIu64 " bytes) for '%s'",
 			dev->name, victim->name, victim->size, bo->name);
-		if (unlock && !victim->svm) {
-			struct bo_sys none;
-
-			/* (a move to system memory frees no system memory) */
-			ret = bo_move_locked_release(victim, UGPU_PLACEMENT_SYSTEM, &none);
-		} else {
-			ret = bo_evict_locked(victim);
-		}
+		ret = bo_evict_locked(victim);
 		if (ret == -EBUSY && victim->svm) {
 			/* its range is busy: the next one (each refusal sends
 			 * it to the MRU end; bounded by the LRU's length) */
@@ -444,20 +422,12 @@ static int move_locked(struct ugpu_bo *bo, enum ugpu_placement to, struct bo_sys
 
 	/* Destination first: the map is blocked only for the copy itself. */
 	buddy_list_init(&new_blocks);
-	if (to == UGPU_PLACEMENT_VRAM && release)
-		ret = bo_vram_alloc_evict_unlocking(bo, &new_blocks); /* its evictions too */
-	else if (to == UGPU_PLACEMENT_VRAM)
+	if (to == UGPU_PLACEMENT_VRAM)
 		ret = bo_vram_alloc_evict_locked(bo, &new_blocks);
 	else
 		ret = bo_sys_alloc_locked(dev, bo->size, bo->name, false, &new_sys);
 	if (ret)
 		return ret;
-	if (release && bo->sys_holds) {
-		/* exported (a ugpud map) while its evictions' copies let go of
-		 * the lock: its memfd is a client's now, it stays */
-		ret = -EBUSY;
-		goto out_free_dest;
-	}
 
 	if (bo->map) {
 		ret = cpu_map_block(bo->map);

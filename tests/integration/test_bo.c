@@ -7,7 +7,6 @@
  * invariant checker after every operation.
  */
 #include <pthread.h>
-#include <sys/mman.h>
 
 #include "integration/test_bo_common.h"
 #include "base/test_point.h"
@@ -237,154 +236,6 @@ static void test_readers_beside_move(void **state)
 	assert_int_equal(bo_where(h.bo), V);
 	assert_int_equal(bo_verify(h.bo, 4 * MiB, 9), -1);
 	ugpu_bo_put(h.bo);
-	check(f);
-}
-
-/* A create or a migrate that must evict, run on a thread (@migrate: @bo
- * to VRAM, else a new 8 MiB BO into *@made). */
-struct evicting_op {
-	struct ugpu_device *dev;
-	struct ugpu_bo *bo, *made;
-	bool migrate;
-	int ret;
-};
-
-static void *evicting_op_fn(void *arg)
-{
-	struct evicting_op *op = arg;
-
-	if (op->migrate)
-		op->ret = ugpu_bo_migrate(op->bo, V);
-	else
-		op->made = bo_new(op->dev, 8 * MiB, 0, V, S, "made");
-	return NULL;
-}
-
-/* Run @op while the test point holds @victim's eviction copy; CPU writes,
- * reads and a query of other BOs must not wait for that copy. */
-static void beside_eviction(struct ugpu_bo *victim, struct ugpu_bo *other, struct evicting_op *op)
-{
-	struct held_move h = { .bo = victim };
-	struct ugpu_bo_info qi = { .size = sizeof(qi) };
-	unsigned char buf[64 << 10], back[sizeof(buf)];
-	uint64_t t0, took;
-	pthread_t t;
-
-	memset(buf, 0x5a, sizeof(buf));
-	test_point_set(TEST_POINT_BO_MOVE_COPY, held_move_hook, &h);
-	assert_int_equal(pthread_create(&t, NULL, evicting_op_fn, op), 0);
-	for (t0 = fx_now_ms(); !__atomic_load_n(&h.entered, __ATOMIC_ACQUIRE) &&
-			       fx_now_ms() - t0 < 5000;)
-		usleep(100);
-	if (!__atomic_load_n(&h.entered, __ATOMIC_ACQUIRE)) {
-		/* copied under the manager lock, the eviction never reaches
-		 * the unlocked copy's test point */
-		pthread_join(t, NULL);
-		test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
-		fail_msg("the eviction of '%s' did not copy without the manager lock", victim->name);
-	}
-	t0 = fx_now_ms();
-	assert_int_equal(ugpu_bo_write(other, 0, buf, sizeof(buf)), 0);
-	assert_int_equal(ugpu_bo_read(other, 0, back, sizeof(back)), 0);
-	assert_int_equal(ugpu_bo_query(other, &qi), 0);
-	took = fx_now_ms() - t0;
-	__atomic_store_n(&h.release, 1, __ATOMIC_RELEASE);
-	pthread_join(t, NULL);
-	test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
-	print_message("beside an eviction's copy: a write, a read and a query in %llu ms\n",
-		      (unsigned long long)took);
-	assert_true(took < 1000); /* the hook holds the copy 3 s */
-	assert_memory_equal(back, buf, sizeof(buf));
-}
-
-/* The evictions of a create and of a migrate copy without the manager
- * lock (issue 18: they held up every other BO of the device, a ugpud
- * client's small writes behind another's large create), byte-exact. */
-static void test_evictions_copy_unlocked(void **state)
-{
-	struct fx *f = *state;
-	struct ugpu_bo *victim = bo_new(f->dev, 8 * MiB, 0, V, S, "victim");
-	struct ugpu_bo *pinned = bo_new(f->dev, 4 * MiB, UGPU_BO_PINNED, V, S, "pinned");
-	struct ugpu_bo *other = bo_new(f->dev, 64 << 10, 0, S, V, "other");
-	struct evicting_op op = { .dev = f->dev };
-
-	assert_non_null(victim);
-	assert_non_null(pinned);
-	assert_non_null(other);
-	assert_int_equal(bo_fill(victim, 8 * MiB, 21), 0);
-	assert_int_equal(bo_fill(pinned, 4 * MiB, 22), 0);
-	/* a create: only the victim can make room */
-	beside_eviction(victim, other, &op);
-	assert_non_null(op.made);
-	assert_int_equal(bo_where(op.made), V);
-	assert_int_equal(bo_where(victim), S);
-	assert_int_equal(bo_verify(victim, 8 * MiB, 21), -1);
-	{
-		unsigned char *z = malloc(8 * MiB), *zero = calloc(1, 8 * MiB);
-
-		assert_non_null(z);
-		assert_non_null(zero);
-		assert_int_equal(ugpu_bo_read(op.made, 0, z, 8 * MiB), 0);
-		assert_memory_equal(z, zero, 8 * MiB); /* a new BO reads zero */
-		free(z);
-		free(zero);
-	}
-	assert_int_equal(bo_fill(op.made, 8 * MiB, 23), 0);
-	/* a migrate: the made BO goes for the victim's way back */
-	op.migrate = true;
-	op.bo = victim;
-	beside_eviction(op.made, other, &op);
-	assert_int_equal(op.ret, 0);
-	assert_int_equal(bo_where(victim), V);
-	assert_int_equal(bo_where(op.made), S);
-	assert_int_equal(bo_verify(victim, 8 * MiB, 21), -1);
-	assert_int_equal(bo_verify(op.made, 8 * MiB, 23), -1);
-	assert_int_equal(bo_verify(pinned, 4 * MiB, 22), -1);
-	/* exported (a ugpud map) while the eviction for its own migrate let
-	 * go of the lock: the migrate must not take it from the memfd */
-	{
-		struct held_move h = { .bo = victim };
-		unsigned char *p;
-		uint64_t xsize;
-		int xfd = -1, xr;
-		pthread_t t;
-
-		op.bo = op.made;
-		test_point_set(TEST_POINT_BO_MOVE_COPY, held_move_hook, &h);
-		assert_int_equal(pthread_create(&t, NULL, evicting_op_fn, &op), 0);
-		for (uint64_t t0 = fx_now_ms(); !__atomic_load_n(&h.entered, __ATOMIC_ACQUIRE) &&
-						fx_now_ms() - t0 < 5000;)
-			usleep(100);
-		xr = bo_sys_export(op.made, &xfd, &xsize);
-		__atomic_store_n(&h.release, 1, __ATOMIC_RELEASE);
-		pthread_join(t, NULL);
-		test_point_set(TEST_POINT_BO_MOVE_COPY, NULL, NULL);
-		assert_true(__atomic_load_n(&h.entered, __ATOMIC_ACQUIRE));
-		assert_int_equal(xr, 0);
-		assert_int_equal(op.ret, -EBUSY);
-		assert_int_equal(bo_where(op.made), S);
-		assert_int_equal(bo_where(victim), S);
-		p = mmap(NULL, xsize, PROT_READ | PROT_WRITE, MAP_SHARED, xfd, 0);
-		assert_true(p != MAP_FAILED);
-		memset(p, 0x77, 4096); /* the exported memory is the BO's */
-		{
-			unsigned char back[4096], want[4096];
-
-			memset(want, 0x77, sizeof(want));
-			assert_int_equal(ugpu_bo_read(op.made, 0, back, sizeof(back)), 0);
-			assert_memory_equal(back, want, sizeof(want));
-		}
-		pat_fill(p, 4096, 23);
-		munmap(p, xsize);
-		close(xfd);
-		bo_sys_release(op.made);
-		assert_int_equal(bo_verify(op.made, 8 * MiB, 23), -1);
-		assert_int_equal(bo_verify(victim, 8 * MiB, 21), -1);
-	}
-	ugpu_bo_put(op.made);
-	ugpu_bo_put(victim);
-	ugpu_bo_put(pinned);
-	ugpu_bo_put(other);
 	check(f);
 }
 
@@ -659,7 +510,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refcount_and_pin, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_byte_exact, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_beside_move, setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_evictions_copy_unlocked, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_map_follows_moves, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_failure_keeps_bo, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_eviction_pressure, setup, fx_teardown),
