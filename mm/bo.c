@@ -581,6 +581,12 @@ int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	if (rpm_user_enter(dev, &rpm))
 		return 0; /* -EINVAL: no runtime PM (yet); -ENODEV: removed */
 	ret = rpm_get(rpm);
+	if (!ret && bo_rpm_gone_kept(dev)) {
+		/* a suspend abandoned as the device went kept its backups for
+		 * the removal: nothing may reach VRAM before it has run */
+		rpm_put(rpm);
+		ret = -ENODEV;
+	}
 	if (!ret) {
 		*held = rpm; /* pinned until bo_rpm_release() */
 		return 0;
@@ -611,8 +617,11 @@ int bo_rpm_hold_if_awake(struct ugpu_device *dev, struct rpm **held)
 	if (ret)
 		return ret;
 	if (rpm_get_if_active(rpm)) {
-		*held = rpm;
-		return 0;
+		if (!bo_rpm_gone_kept(dev)) {
+			*held = rpm;
+			return 0;
+		}
+		rpm_put(rpm); /* as bo_rpm_hold(): VRAM waits for the removal */
 	}
 	rpm_user_leave(rpm);
 	return -EAGAIN;

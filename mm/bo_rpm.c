@@ -56,7 +56,8 @@ struct bo_rpm {
 	 * addition holds; drops are release stores) */
 	size_t nbackups, cap_backups;
 	/* A suspend abandoned because the device went away kept its backups
-	 * for the removal to adopt (bo_rpm_resume()); under @lock. */
+	 * for the removal to adopt (bo_rpm_resume()); set under @lock (an
+	 * atomic store), read without it (bo_rpm_gone_kept()). */
 	bool gone_kept;
 	bool fault_ref;
 	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
@@ -297,6 +298,10 @@ int bo_rpm_fault_begin(void *owner)
 		goto out_leave;
 	gate_pass();
 	ret = rpm_get(r->rpm);
+	if (!ret && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE)) {
+		rpm_put(r->rpm); /* awake on paper: VRAM is the kept backups' */
+		ret = -ENODEV;
+	}
 	if (ret && dev->unplug && (ret == -ENODEV || vfio_dev_is_gone(dev->vdev))) {
 		/*
 		 * The device is gone (surprise removal not yet run, or running):
@@ -401,6 +406,13 @@ void bo_rpm_unmapped(struct ugpu_bo *bo)
 void bo_rpm_forget(struct ugpu_bo *bo)
 {
 	unlist(bo, true);
+}
+
+bool bo_rpm_gone_kept(struct ugpu_device *dev)
+{
+	struct bo_rpm *r = rpm_of(dev);
+
+	return r && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE);
 }
 
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
@@ -662,7 +674,7 @@ static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 		 * dropped as for a device that is still there (a surprise
 		 * removal between the hooks and the power step reported such
 		 * BOs lost, test_surprise_during_d3cold_entry_keeps_stores). */
-		r->gone_kept = r->nbackups != 0;
+		__atomic_store_n(&r->gone_kept, r->nbackups != 0, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&r->lock);
 		return;
 	}

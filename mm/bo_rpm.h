@@ -77,6 +77,14 @@ void bo_rpm_forget(struct ugpu_bo *bo);
  * adopts it (a removal that cannot read VRAM). Manager lock held.
  */
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
+/*
+ * bo_rpm_gone_kept() - did a suspend abandoned because @dev went away keep
+ * its D3cold backups for the removal? Then nothing may reach VRAM until the
+ * removal has run (a store there would pass the backup the removal adopts):
+ * the fault hook and bo_rpm_hold() treat the device as gone although the
+ * runtime-PM state says awake. Any thread, no lock.
+ */
+bool bo_rpm_gone_kept(struct ugpu_device *dev);
 
 /*
  * bo_rpm_store_u64() - store @v at @p, in VRAM (dev->vram) of a pinned BO (a

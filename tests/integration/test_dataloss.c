@@ -445,6 +445,8 @@ static void test_moved_back_then_d3cold_keeps_stores(void **state)
 	ugpu_bo_put(bo);
 }
 
+static bool unplug_then_wait = true;
+
 static void unplug_at_hooks_done(void *arg, enum test_point_id id, void *obj)
 {
 	struct fx *f = arg;
@@ -452,7 +454,54 @@ static void unplug_at_hooks_done(void *arg, enum test_point_id id, void *obj)
 	(void)id;
 	(void)obj;
 	sim_unplug_surprise(f->sim, 0);
-	usleep(3000); /* the removal's thread gets going */
+	if (unplug_then_wait)
+		usleep(3000); /* the removal's thread gets going */
+}
+
+/* The same, but a write through the API right after the abandoned suspend,
+ * before the removal (its watcher polls every 10 ms) has looked: the
+ * device is gone and the runtime-PM state says awake. The write must wait
+ * for the removal and land in the memory it keeps, not in VRAM behind the
+ * backup the removal adopts. */
+static void test_surprise_during_d3cold_entry_write_waits(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "entry-write");
+	struct ugpu_unplug_info info;
+	uint64_t magic = 0x6b6b6b6b12345678ull, w = 0;
+	int r, rw;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 61), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	unplug_then_wait = false;
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
+	unplug_then_wait = true;
+	rw = ugpu_bo_write(bo, 4096, &magic, 8);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	print_message("suspend %d, write %d; removal: %llu adopted, %llu lost\n", r, rw,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost);
+	if (info.bos_lost) {
+		assert_int_equal(ugpu_bo_read(bo, 4096, &w, 8), -ENODATA);
+	} else {
+		assert_int_equal(rw, 0);
+		assert_int_equal(ugpu_bo_read(bo, 4096, &w, 8), 0);
+		assert_int_equal(w, magic);
+		{
+			uint8_t *got = malloc(MIB), *want = malloc(MIB);
+
+			assert_true(got && want);
+			pat_fill(want, MIB, 61);
+			memcpy(want + 4096, &magic, 8);
+			assert_int_equal(ugpu_bo_read(bo, 0, got, MIB), 0);
+			assert_memory_equal(got, want, MIB);
+			free(got);
+			free(want);
+		}
+	}
+	ugpu_bo_put(bo);
 }
 
 /* A surprise removal while a D3cold suspend is past its hooks (backups
@@ -1078,6 +1127,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_moved_back_then_d3cold_keeps_stores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_keeps_stores, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_write_waits, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wake_failure_touch_sigbus_until_moved, setup,
 						teardown),
