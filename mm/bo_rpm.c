@@ -644,6 +644,10 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 	struct bo_mgr *m = dev->bo_mgr;
 	int ret;
 
+	/* Backups kept for a removal that has not run: the device is gone,
+	 * and a second set would only double them (the review) */
+	if (__atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE))
+		return -ENODEV;
 	/* The manager lock keeps every listed BO alive and in place while its
 	 * mapping is released; faults do not need it (only the list lock).
 	 * Mappings first: a D3cold backup must be taken when no CPU store
@@ -662,18 +666,22 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 {
 	struct bo_rpm *r = arg;
+	bool keep = rpm_power_step_failed(r->rpm) && vfio_dev_is_gone(r->dev->vdev);
 	size_t i;
 
 	pthread_mutex_lock(&r->lock);
-	if (vfio_dev_is_gone(r->dev->vdev)) {
-		/* Abandoned because the device went away (it failed the
-		 * power step): VRAM is out of reach whatever its state, and
-		 * the backups hold what it had when the mappings went, which
-		 * no store has passed since (a touch waits for the removal):
+	if (keep) {
+		/* Abandoned because the device went away in the power step:
+		 * VRAM is out of reach whatever its state, and the backups
+		 * hold what it had when the mappings went, which nothing
+		 * passed since (every get waited for the power step; from now
+		 * on bo_rpm_gone_kept() makes accesses wait for the removal):
 		 * kept for the removal to adopt (bo_rpm_take_backup()), not
 		 * dropped as for a device that is still there (a surprise
 		 * removal between the hooks and the power step reported such
-		 * BOs lost, test_surprise_during_d3cold_entry_keeps_stores). */
+		 * BOs lost, test_surprise_during_d3cold_entry_keeps_stores).
+		 * Only then: a suspend abandoned for an access (abort, veto)
+		 * may have let it write VRAM after the backups (the review). */
 		__atomic_store_n(&r->gone_kept, r->nbackups != 0, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&r->lock);
 		return;

@@ -182,17 +182,22 @@ static void evacuate_one(struct evac *e, struct ugpu_bo *bo)
 	 * runtime-PM backup holds what VRAM lost. */
 	if (bo_rpm_take_backup(bo, NULL)) {
 		struct sysmem sys;
+		int r = sysmem_create(dev->ctx, bo->size, bo->name, &sys);
 
-		if (!sysmem_create(dev->ctx, bo->size, bo->name, &sys)) {
-			bo_rpm_take_backup(bo, sys.vaddr);
+		/* the copy checks again: a backup gone between the look and
+		 * the copy is not adopted as zeroes (a review, 2026-12-07) */
+		if (!r && bo_rpm_take_backup(bo, sys.vaddr)) {
 			vram_drop_locked(e->m, bo, DROP_TO_SYS, &sys);
 			e->c->bos_adopted++;
 			log_warn(dev->ctx, "%s: removal: BO '%s' (%" PRIu64 " bytes) kept from its runtime-PM (D3cold) backup",
 				 dev->name, bo->name, bo->size);
 			return;
 		}
-		log_err(dev->ctx, "%s: removal: no system memory to keep BO '%s' from its runtime-PM backup",
-			dev->name, bo->name);
+		if (!r)
+			sysmem_destroy(&sys);
+		log_err(dev->ctx, "%s: removal: %s BO '%s' from its runtime-PM backup",
+			dev->name, r ? "no system memory to keep" : "the backup went while keeping",
+			bo->name);
 	}
 	vram_drop_locked(e->m, bo, DROP_LOST, NULL);
 	e->c->bos_lost++;

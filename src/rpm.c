@@ -88,6 +88,9 @@ struct rpm {
 
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
+	/* SUSPENDING: its power step failed (abandoned past the point of no
+	 * return, the hooks' resume not run yet); backups still current */
+	bool power_failed;
 	enum ugpu_power_state target; /* of the suspend in progress (SUSPENDING) */
 	bool abort; /* a get arrived while the suspend hooks ran */
 	bool has_cb; /* @cb_thread is making the current transition */
@@ -212,6 +215,7 @@ static int do_suspend(struct rpm *rpm)
 
 	rpm->state = UGPU_RPM_SUSPENDING;
 	rpm->committed = false;
+	rpm->power_failed = false;
 	rpm->abort = false;
 	rpm->target = target;
 	cb_set(rpm);
@@ -267,6 +271,10 @@ static int do_suspend(struct rpm *rpm)
 		}
 		pthread_mutex_lock(&rpm->lock);
 		rpm->committed = false;
+		/* Nothing reached VRAM since the hooks (a get waited for the
+		 * power step): what they backed up is current until the hooks'
+		 * resume runs (rpm_power_step_failed()). */
+		rpm->power_failed = ret != 0 && target == UGPU_POWER_D3COLD;
 	} else {
 		reached = UGPU_POWER_D0;
 	}
@@ -444,13 +452,23 @@ bool rpm_vram_lost(struct rpm *rpm)
 		lost = rpm->sleep_state == UGPU_POWER_D3COLD;
 		break;
 	case UGPU_RPM_SUSPENDING:
-		lost = rpm->committed && rpm->target == UGPU_POWER_D3COLD;
+		lost = (rpm->committed || rpm->power_failed) && rpm->target == UGPU_POWER_D3COLD;
 		break;
 	default:
 		lost = false;
 	}
 	pthread_mutex_unlock(&rpm->lock);
 	return lost;
+}
+
+bool rpm_power_step_failed(struct rpm *rpm)
+{
+	bool failed;
+
+	pthread_mutex_lock(&rpm->lock);
+	failed = rpm->state == UGPU_RPM_SUSPENDING && rpm->power_failed;
+	pthread_mutex_unlock(&rpm->lock);
+	return failed;
 }
 
 bool rpm_get_if_active(struct rpm *rpm)

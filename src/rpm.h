@@ -148,12 +148,22 @@ bool rpm_suspend_aborted(struct rpm *rpm);
 /*
  * rpm_vram_lost() - is VRAM's content gone with the power: the device sleeps
  * in D3cold (or is being woken from it, before the resume hooks restored
- * it), or a D3cold suspend is past its point of no return? Then, and only
+ * it), or a D3cold suspend is past its point of no return (its power step
+ * failed included, until its hooks' resume has run)? Then, and only
  * then, what the suspend hooks backed up is the only copy. A suspend still
  * running its hooks (VRAM intact and possibly written since the backups)
  * says false. Context: as rpm_suspend_aborted().
  */
 bool rpm_vram_lost(struct rpm *rpm);
+/*
+ * rpm_power_step_failed() - is the suspend in progress (its hooks' resume
+ * running) one whose D3cold power step failed after the point of no
+ * return? Then nothing reached VRAM since its hooks backed it up (every get
+ * waited), and rpm_vram_lost() said true until now. Not an abort, veto or
+ * quiesce failure: accesses may have written VRAM then. Context: as
+ * rpm_suspend_aborted().
+ */
+bool rpm_power_step_failed(struct rpm *rpm);
 
 /* rpm_get_if_active() - take a reference only if the device is in D0 and no
  * suspend has started; never wakes or waits. */

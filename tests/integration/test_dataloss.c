@@ -548,6 +548,106 @@ static void test_surprise_during_d3cold_entry_keeps_stores(void **state)
 	ugpu_bo_put(bo);
 }
 
+static void abandon_waits(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg;
+	(void)id;
+	(void)obj;
+	usleep(100000); /* the removal runs before the hooks' resume */
+}
+
+/* The removal runs between the failed power step and the abandoned
+ * suspend's hooks' resume: the backups are current, kept (the review of
+ * the kept backups: reported lost in that window). */
+static void test_surprise_between_power_step_and_resume(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "window");
+	struct ugpu_unplug_info info;
+	int r;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 81), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	unplug_then_wait = false;
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
+	test_point_set(TEST_POINT_RPM_ABANDONED, abandon_waits, NULL);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
+	test_point_set(TEST_POINT_RPM_ABANDONED, NULL, NULL);
+	unplug_then_wait = true;
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	print_message("suspend %d; removal: %llu adopted, %llu lost\n", r,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost);
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 1);
+	assert_int_equal(bo_verify(bo, MIB, 81), -1);
+	ugpu_bo_put(bo);
+}
+
+/* A store after the D3cold backup aborts the suspend (it lands in VRAM);
+ * then a surprise removal: the abandoned suspend must not keep its
+ * backups for the removal, which would adopt them without the store (the
+ * review of the kept backups: 1 adopted, the old word read back). */
+static struct fx *unplug_fx;
+
+static void store_after_backup_then_unplug(void *arg, enum test_point_id id, void *obj)
+{
+	struct d3cold_store *d = arg;
+
+	if (obj != d->bo || d->hits)
+		return;
+	store_after_backup(arg, id, obj);
+	sim_unplug_surprise(unplug_fx->sim, 0); /* before the suspend is abandoned */
+}
+
+static void removal_waits(void *arg, enum test_point_id id, void *obj)
+{
+	(void)arg;
+	(void)id;
+	(void)obj;
+	usleep(100000); /* the abandoned suspend's hooks run first */
+}
+
+static void test_store_aborts_d3cold_then_surprise(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "aborted");
+	struct storer *s = &the_storer;
+	struct d3cold_store d = { .s = s, .bo = bo };
+	struct ugpu_unplug_info info;
+	uint64_t *p, w = 0;
+	int ret, rr;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	pat_fill(p, MIB, 71);
+	storer_start(s, p);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	unplug_fx = f;
+	test_point_set(TEST_POINT_UNPLUG_MARKED, removal_waits, NULL);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, store_after_backup_then_unplug, &d);
+	ret = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, NULL, NULL);
+	assert_int_equal(d.hits, 1);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, NULL, NULL);
+	storer_stop(s);
+	rr = ugpu_bo_read(bo, 0, &w, 8);
+	print_message("suspend %d; removal: %llu adopted, %llu lost; read %d: %#llx\n", ret,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost, rr,
+		      (unsigned long long)w);
+	if (info.bos_adopted) {
+		assert_true(d.stored);
+		assert_int_equal(rr, 0);
+		assert_int_equal(w, 0x5151515151515151ull); /* never the backup's word */
+	} else {
+		assert_int_equal(info.bos_lost, 1);
+		assert_int_equal(rr, -ENODATA);
+	}
+	ugpu_bo_put(bo);
+}
+
 /* ---- a touch whose device does not wake: SIGBUS until the BO moves --------- */
 
 static sigjmp_buf bus_jmp;
@@ -1129,6 +1229,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_keeps_stores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_write_waits, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_store_aborts_d3cold_then_surprise, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_between_power_step_and_resume, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wake_failure_touch_sigbus_until_moved, setup,
 						teardown),
