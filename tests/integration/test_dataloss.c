@@ -548,12 +548,15 @@ static void test_surprise_during_d3cold_entry_keeps_stores(void **state)
 	ugpu_bo_put(bo);
 }
 
-static void abandon_waits(void *arg, enum test_point_id id, void *obj)
+/* Hold the thread at a test point 100 ms: at TEST_POINT_RPM_ABANDONED the
+ * removal runs before the hooks' resume; at TEST_POINT_UNPLUG_MARKED the
+ * abandoned suspend's hooks run before the removal. */
+static void wait_100ms(void *arg, enum test_point_id id, void *obj)
 {
 	(void)arg;
 	(void)id;
 	(void)obj;
-	usleep(100000); /* the removal runs before the hooks' resume */
+	usleep(100000);
 }
 
 /* The removal runs between the failed power step and the abandoned
@@ -571,7 +574,7 @@ static void test_surprise_between_power_step_and_resume(void **state)
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	unplug_then_wait = false;
 	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
-	test_point_set(TEST_POINT_RPM_ABANDONED, abandon_waits, NULL);
+	test_point_set(TEST_POINT_RPM_ABANDONED, wait_100ms, NULL);
 	r = rpm_sleep(f, true);
 	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
 	test_point_set(TEST_POINT_RPM_ABANDONED, NULL, NULL);
@@ -601,14 +604,6 @@ static void store_after_backup_then_unplug(void *arg, enum test_point_id id, voi
 	sim_unplug_surprise(unplug_fx->sim, 0); /* before the suspend is abandoned */
 }
 
-static void removal_waits(void *arg, enum test_point_id id, void *obj)
-{
-	(void)arg;
-	(void)id;
-	(void)obj;
-	usleep(100000); /* the abandoned suspend's hooks run first */
-}
-
 static void test_store_aborts_d3cold_then_surprise(void **state)
 {
 	struct fx *f = *state;
@@ -625,7 +620,7 @@ static void test_store_aborts_d3cold_then_surprise(void **state)
 	storer_start(s, p);
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	unplug_fx = f;
-	test_point_set(TEST_POINT_UNPLUG_MARKED, removal_waits, NULL);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, wait_100ms, NULL);
 	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, store_after_backup_then_unplug, &d);
 	ret = rpm_sleep(f, true);
 	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, NULL, NULL);
