@@ -670,6 +670,13 @@ static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 	size_t i;
 
 	pthread_mutex_lock(&r->lock);
+	if (r->gone_kept) {
+		/* a later suspend's hooks refused (bo_rpm_suspend()): the
+		 * backups stay the removal's (dropping them here lost the
+		 * BOs: the re-review) */
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	if (keep) {
 		/* Abandoned because the device went away in the power step:
 		 * VRAM is out of reach whatever its state, and the backups

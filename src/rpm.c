@@ -406,8 +406,12 @@ int rpm_get(struct rpm *rpm)
 			rpm->usage++;
 			break;
 		}
-		if (rpm->state == UGPU_RPM_SUSPENDING && !rpm->committed) {
-			/* Still in D0: take the reference, the suspend aborts. */
+		if (rpm->state == UGPU_RPM_SUSPENDING && !rpm->committed && !rpm->power_failed) {
+			/* Still in D0: take the reference, the suspend aborts.
+			 * (Not after a failed power step: until its hooks'
+			 * resume has run, what they backed up may be the
+			 * removal's to keep, and VRAM must stay as it was;
+			 * a review of 2026-12-07 wrote VRAM in that window.) */
 			rpm->usage++;
 			rpm->abort = true;
 			break;
