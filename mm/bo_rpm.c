@@ -410,9 +410,18 @@ void bo_rpm_forget(struct ugpu_bo *bo)
 
 bool bo_rpm_gone_kept(struct ugpu_device *dev)
 {
-	struct bo_rpm *r = rpm_of(dev);
+	struct bo_mgr *m = dev->bo_mgr;
+	struct bo_rpm *r;
+	bool kept;
 
-	return r && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE);
+	if (!m)
+		return false;
+	/* counted as a hook: a detach cannot free the state under the read
+	 * (callers hold no manager lock) */
+	r = hook_enter(m);
+	kept = r && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE);
+	hook_leave(m);
+	return kept;
 }
 
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
@@ -645,9 +654,10 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 	int ret;
 
 	/* Backups kept for a removal that has not run: the device is gone,
-	 * and a second set would only double them (the review) */
+	 * and a second set would only double them (the review). A veto, not
+	 * an error: retried after the delay, not logged each time. */
 	if (__atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE))
-		return -ENODEV;
+		return -EBUSY;
 	/* The manager lock keeps every listed BO alive and in place while its
 	 * mapping is released; faults do not need it (only the list lock).
 	 * Mappings first: a D3cold backup must be taken when no CPU store
@@ -706,6 +716,9 @@ static void bo_rpm_restore(void *arg)
 {
 	struct bo_rpm *r = arg;
 	struct bo_mgr *m = r->dev->bo_mgr;
+
+	if (__atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE) || vfio_dev_is_gone(r->dev->vdev))
+		return; /* the device went: the evictees stay in system memory */
 
 	bo_mgr_lock(m);
 	for (;;) {

@@ -30,6 +30,7 @@
 
 #include "engines/exec.h"
 #include "mm/bo.h"
+#include "mm/bo_rpm.h"
 #include "mm/vm.h"
 #include "mm/vm_remote.h"
 #include "base/clock.h"
@@ -658,6 +659,12 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	if (ret)
 		return -ENODEV;
 	ret = rpm_get(rpm);
+	if (!ret && bo_rpm_gone_kept(q->dev)) {
+		/* the device went during a D3cold suspend whose backups the
+		 * removal will keep: no kernel may write VRAM behind them */
+		rpm_put(rpm);
+		ret = -ENODEV;
+	}
 	if (ret) {
 		rpm_user_leave(rpm);
 		return ret;

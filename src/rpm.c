@@ -17,8 +17,10 @@
  * and a get simply takes its reference and marks the suspend aborted (the
  * same outcome as the kernel's rpm_suspend() seeing usage_count > 0 after
  * ->runtime_suspend()). Only the short committed phase (one power
- * transition, no hooks) and a wake by another thread make a get wait, and
- * neither needs the handler thread. Likewise a wake runs only the quick
+ * transition, no hooks), a wake by another thread, and the resume hooks
+ * of a suspend whose D3cold power step failed (CPU copies back into VRAM
+ * at most: its backups must stay current for a removal until they ran)
+ * make a get wait, and none of them needs the handler thread. Likewise a wake runs only the quick
  * resume hooks; anything that moves mapped objects (D3cold restore) is
  * deferred to the rpm thread.
  */
