@@ -3313,7 +3313,10 @@ static void op_xmigrate(const struct op *o)
 			es_add(&s, -ENOSYS); /* the mapping follows if @dst can serve it */
 		if (dst->life != D_PRESENT) {
 			es_add(&s, -ENODEV);
-			any = true;
+			/* a removal not yet begun (its delay) or not yet noticed
+			 * (a surprise is learnt on the next access) may still
+			 * take the BO: it may then be lost with the device */
+			any = any || dst->life != D_REMOVING;
 		}
 		if (src->life == D_REMOVING)
 			es_add(&s, -ENODEV); /* its removal may be moving it now */
@@ -3338,6 +3341,8 @@ static void op_xmigrate(const struct op *o)
 	if (r == 0) {
 		b->dev = k;
 		T.xmoves++;
+		if (dst->life == D_REMOVING)
+			b->may_lose = b->may_lose || may_lose_now(dst, b, dst->rm_kind, false);
 		/* the mapping followed it to a device whose wakes fail: a
 		 * touch there may poison it, as on its first device */
 		if (b->map)
