@@ -580,13 +580,7 @@ int bo_rpm_hold(struct ugpu_device *dev, struct rpm **held)
 	*held = NULL;
 	if (rpm_user_enter(dev, &rpm))
 		return 0; /* -EINVAL: no runtime PM (yet); -ENODEV: removed */
-	ret = rpm_get(rpm);
-	if (!ret && bo_rpm_gone_kept(dev)) {
-		/* a suspend abandoned as the device went kept its backups for
-		 * the removal: nothing may reach VRAM before it has run */
-		rpm_put(rpm);
-		ret = -ENODEV;
-	}
+	ret = bo_rpm_get(dev, rpm);
 	if (!ret) {
 		*held = rpm; /* pinned until bo_rpm_release() */
 		return 0;
@@ -616,12 +610,9 @@ int bo_rpm_hold_if_awake(struct ugpu_device *dev, struct rpm **held)
 		return 0; /* no runtime PM (yet): nothing to hold */
 	if (ret)
 		return ret;
-	if (rpm_get_if_active(rpm)) {
-		if (!bo_rpm_gone_kept(dev)) {
-			*held = rpm;
-			return 0;
-		}
-		rpm_put(rpm); /* as bo_rpm_hold(): VRAM waits for the removal */
+	if (bo_rpm_get_if_active(dev, rpm)) {
+		*held = rpm;
+		return 0;
 	}
 	rpm_user_leave(rpm);
 	return -EAGAIN;

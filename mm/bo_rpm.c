@@ -57,7 +57,7 @@ struct bo_rpm {
 	size_t nbackups, cap_backups;
 	/* A suspend abandoned because the device went away kept its backups
 	 * for the removal to adopt (bo_rpm_resume()); set under @lock (an
-	 * atomic store), read without it (bo_rpm_gone_kept()). */
+	 * atomic store), read without it (bo_rpm_get()). */
 	bool gone_kept;
 	bool fault_ref;
 	/* Counters (struct bo_rpm_stats), atomics: read without any lock by
@@ -297,11 +297,7 @@ int bo_rpm_fault_begin(void *owner)
 	if (!vram)
 		goto out_leave;
 	gate_pass();
-	ret = rpm_get(r->rpm);
-	if (!ret && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE)) {
-		rpm_put(r->rpm); /* awake on paper: VRAM is the kept backups' */
-		ret = -ENODEV;
-	}
+	ret = bo_rpm_get(dev, r->rpm);
 	if (ret && dev->unplug && (ret == -ENODEV || vfio_dev_is_gone(dev->vdev))) {
 		/*
 		 * The device is gone (surprise removal not yet run, or running):
@@ -408,7 +404,9 @@ void bo_rpm_forget(struct ugpu_bo *bo)
 	unlist(bo, true);
 }
 
-bool bo_rpm_gone_kept(struct ugpu_device *dev)
+/* Did a suspend abandoned because @dev went away keep its backups for the
+ * removal (bo_rpm_get())? */
+static bool gone_kept(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = dev->bo_mgr;
 	struct bo_rpm *r;
@@ -422,6 +420,27 @@ bool bo_rpm_gone_kept(struct ugpu_device *dev)
 	kept = r && __atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE);
 	hook_leave(m);
 	return kept;
+}
+
+int bo_rpm_get(struct ugpu_device *dev, struct rpm *rpm)
+{
+	int ret = rpm_get(rpm);
+
+	if (!ret && gone_kept(dev)) {
+		rpm_put(rpm); /* awake on paper: VRAM is the kept backups' */
+		ret = -ENODEV;
+	}
+	return ret;
+}
+
+bool bo_rpm_get_if_active(struct ugpu_device *dev, struct rpm *rpm)
+{
+	if (!rpm_get_if_active(rpm))
+		return false;
+	if (!gone_kept(dev))
+		return true;
+	rpm_put(rpm);
+	return false;
 }
 
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst)
@@ -692,7 +711,7 @@ static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 		 * VRAM is out of reach whatever its state, and the backups
 		 * hold what it had when the mappings went, which nothing
 		 * passed since (every get waited for the power step; from now
-		 * on bo_rpm_gone_kept() makes accesses wait for the removal):
+		 * on bo_rpm_get() makes accesses wait for the removal):
 		 * kept for the removal to adopt (bo_rpm_take_backup()), not
 		 * dropped as for a device that is still there (a surprise
 		 * removal between the hooks and the power step reported such

@@ -78,13 +78,17 @@ void bo_rpm_forget(struct ugpu_bo *bo);
  */
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
 /*
- * bo_rpm_gone_kept() - did a suspend abandoned because @dev went away keep
- * its D3cold backups for the removal? Then nothing may reach VRAM until the
- * removal has run (a store there would pass the backup the removal adopts):
- * the fault hook and bo_rpm_hold() treat the device as gone although the
- * runtime-PM state says awake. Any thread, no lock.
+ * bo_rpm_get() - rpm_get(@rpm) for an access that may reach @dev's VRAM
+ * (a CPU touch, a BO copy, a GPU kernel). -ENODEV as well when a suspend
+ * abandoned because @dev went away kept its D3cold backups for the
+ * removal: nothing may reach VRAM until the removal has run (a store there
+ * would pass the backup the removal adopts), although the runtime-PM state
+ * says awake. bo_rpm_get_if_active(): the same for rpm_get_if_active().
+ * Those accesses take their reference through one of these two only. Any
+ * thread, no lock.
  */
-bool bo_rpm_gone_kept(struct ugpu_device *dev);
+int bo_rpm_get(struct ugpu_device *dev, struct rpm *rpm);
+bool bo_rpm_get_if_active(struct ugpu_device *dev, struct rpm *rpm);
 
 /*
  * bo_rpm_store_u64() - store @v at @p, in VRAM (dev->vram) of a pinned BO (a

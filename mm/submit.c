@@ -658,13 +658,7 @@ UGPU_API int ugpu_queue_submit(struct ugpu_queue *q, const struct ugpu_kernel *k
 	ret = rpm_user_enter(q->dev, &rpm);
 	if (ret)
 		return -ENODEV;
-	ret = rpm_get(rpm);
-	if (!ret && bo_rpm_gone_kept(q->dev)) {
-		/* the device went during a D3cold suspend whose backups the
-		 * removal will keep: no kernel may write VRAM behind them */
-		rpm_put(rpm);
-		ret = -ENODEV;
-	}
+	ret = bo_rpm_get(q->dev, rpm); /* no kernel writes VRAM behind kept backups */
 	if (ret) {
 		rpm_user_leave(rpm);
 		return ret;
