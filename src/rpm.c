@@ -91,8 +91,11 @@ struct rpm {
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
 	/* SUSPENDING: its power step failed (abandoned past the point of no
-	 * return, the hooks' resume not run yet); backups still current */
+	 * return, the hooks' resume not run yet), or the device went between
+	 * its hooks and its power step (rpm_vram_lost()); backups still
+	 * current, and gets wait for the hooks' resume */
 	bool power_failed;
+	bool hooks_done; /* SUSPENDING: every hook's suspend ran and succeeded */
 	enum ugpu_power_state target; /* of the suspend in progress (SUSPENDING) */
 	bool abort; /* a get arrived while the suspend hooks ran */
 	bool has_cb; /* @cb_thread is making the current transition */
@@ -218,6 +221,7 @@ static int do_suspend(struct rpm *rpm)
 	rpm->state = UGPU_RPM_SUSPENDING;
 	rpm->committed = false;
 	rpm->power_failed = false;
+	rpm->hooks_done = false;
 	rpm->abort = false;
 	rpm->target = target;
 	cb_set(rpm);
@@ -248,6 +252,9 @@ static int do_suspend(struct rpm *rpm)
 		}
 	}
 	if (!ret) {
+		pthread_mutex_lock(&rpm->lock);
+		rpm->hooks_done = true;
+		pthread_mutex_unlock(&rpm->lock);
 		test_point(TEST_POINT_RPM_HOOKS_DONE);
 		ret = engines_quiesce(rpm);
 	}
@@ -275,8 +282,9 @@ static int do_suspend(struct rpm *rpm)
 		rpm->committed = false;
 		/* Nothing reached VRAM since the hooks (a get waited for the
 		 * power step): what they backed up is current until the hooks'
-		 * resume runs (rpm_power_step_failed()). */
-		rpm->power_failed = ret != 0 && target == UGPU_POWER_D3COLD;
+		 * resume runs (rpm_power_step_failed()). A removal may have
+		 * said so already (rpm_vram_lost()). */
+		rpm->power_failed = rpm->power_failed || (ret != 0 && target == UGPU_POWER_D3COLD);
 	} else {
 		reached = UGPU_POWER_D0;
 	}
@@ -458,6 +466,19 @@ bool rpm_vram_lost(struct rpm *rpm)
 		lost = rpm->sleep_state == UGPU_POWER_D3COLD;
 		break;
 	case UGPU_RPM_SUSPENDING:
+		if (rpm->target == UGPU_POWER_D3COLD && rpm->hooks_done && !rpm->committed &&
+		    !rpm->abort && device_vram_lost(rpm->dev)) {
+			/* The device went between the hooks and the power
+			 * step (a removal found it unreadable: it is the one
+			 * asking), no get admitted since the hooks (it would
+			 * have set @abort): what they backed up is current.
+			 * From now on gets wait for the hooks' resume, which
+			 * keeps the backups, as after a failed power step.
+			 * Before, a surprise removal in this window found
+			 * VRAM neither readable nor backed up and reported
+			 * the BO lost (test_dataloss, under load). */
+			rpm->power_failed = true;
+		}
 		lost = (rpm->committed || rpm->power_failed) && rpm->target == UGPU_POWER_D3COLD;
 		break;
 	default:

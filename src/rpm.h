@@ -152,15 +152,22 @@ bool rpm_suspend_aborted(struct rpm *rpm);
  * failed included, until its hooks' resume has run)? Then, and only
  * then, what the suspend hooks backed up is the only copy. A suspend still
  * running its hooks (VRAM intact and possibly written since the backups)
- * says false. Context: as rpm_suspend_aborted().
+ * says false. A D3cold suspend past its hooks whose device a removal found
+ * unreadable before the power step (device_vram_lost()), with no get
+ * admitted since the hooks, says true and is from then on treated as one
+ * whose power step failed (gets wait for its hooks' resume,
+ * rpm_power_step_failed() says true): the removal's question. Context: as
+ * rpm_suspend_aborted().
  */
 bool rpm_vram_lost(struct rpm *rpm);
 /*
  * rpm_power_step_failed() - is the suspend in progress (its hooks' resume
  * running) one whose D3cold power step failed after the point of no
- * return? Then nothing reached VRAM since its hooks backed it up (every get
- * waited), and rpm_vram_lost() said true until now. Not an abort, veto or
- * quiesce failure: accesses may have written VRAM then. Context: as
+ * return (or whose device rpm_vram_lost() found gone between its hooks and
+ * its power step)? Then nothing reached VRAM since its hooks backed it up
+ * (every get waited), and rpm_vram_lost() said true until now. Not an
+ * abort, veto or other quiesce failure: accesses may have written VRAM
+ * then. Context: as
  * rpm_suspend_aborted().
  */
 bool rpm_power_step_failed(struct rpm *rpm);
