@@ -331,22 +331,13 @@ void persist_sync(struct ugpud *d)
 
 /* ---- restore -------------------------------------------------------------- */
 
-/* The fd of @name among the handed-back ones, or -1. */
-static int fd_named(int *fds, char (*names)[64], int n, const char *name)
+/* The index of @name among the handed-back fds, or -1. */
+static int fd_named(const int *fds, char (*names)[64], int n, const char *name)
 {
 	for (int i = 0; i < n; i++)
 		if (fds[i] >= 0 && !strcmp(names[i], name))
-			return fds[i];
-	return -1;
-}
-
-/* The index of @fd among the handed-back ones. */
-static int fd_index(const int *fds, int fd, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (fds[i] == fd)
 			return i;
-	return 0;
+	return -1;
 }
 
 /* Copy @len bytes at @src_off of @src into @bo at @dst_off. */
@@ -388,10 +379,12 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	int src = -1, ret;
 
 	if (o->where == UGPU_PLACEMENT_SYSTEM) {
-		src = fd_named(fds, names, n, o->store_name);
-		if (src < 0)
+		int i = fd_named(fds, names, n, o->store_name);
+
+		if (i < 0)
 			return -ENODATA;
-		adopted = &taken[fd_index(fds, src, n)];
+		src = fds[i];
+		adopted = &taken[i];
 	} else if (o->where == UGPU_PLACEMENT_VRAM) {
 		if (vram_fd < 0)
 			return -ENODATA; /* the device's VRAM is not ours to read */
@@ -561,6 +554,7 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 			struct tbl_dev td;
 			struct ucred cred = { 0 };
 			char vname[64];
+			int vi;
 
 			memcpy(&r, t + pos, sizeof(r));
 			pos += sizeof(r);
@@ -598,7 +592,8 @@ static int restore(struct ugpud *d, int *fds, char (*names)[64], int n)
 			d->ndetached++;
 			sessions++;
 			snprintf(vname, sizeof(vname), NAME_PREFIX "vram-%u-%u", r.device, h.boot);
-			vram_fd = fd_named(fds, names, n, vname);
+			vi = fd_named(fds, names, n, vname);
+			vram_fd = vi < 0 ? -1 : fds[vi];
 		} else if (kind == REC_BO && pos + sizeof(struct tbl_bo) <= len) {
 			struct tbl_bo o;
 			const struct bo_extent *ext;
