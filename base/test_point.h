@@ -157,6 +157,14 @@ enum test_point_id {
 	 * served on the handler thread itself (not by the worker). @obj: the
 	 * range's start (uint64_t *). */
 	TEST_POINT_SVM_BACK_ON_HANDLER,
+	/* src/rpm.c do_suspend(), the suspending thread, hooks lock held: a
+	 * hook's suspend returned 0 (it dropped its own locks), before the
+	 * next hook or the suspend saying its hooks are done. */
+	TEST_POINT_RPM_HOOK_RETURNED,
+	/* mm/evacuate.c evacuate_one(), the removing thread, BO manager lock
+	 * held: a runtime-PM D3cold backup holds @obj (the BO) and is about
+	 * to be adopted. */
+	TEST_POINT_UNPLUG_ADOPTING,
 	TEST_POINT_COUNT
 };
 

@@ -422,12 +422,24 @@ static bool gone_kept(struct ugpu_device *dev)
 	return kept;
 }
 
+/* Nothing may reach VRAM: backups kept for the removal, or a removal found
+ * the device unreadable (it decides from the backups what each BO keeps; a
+ * store in VRAM meanwhile, on a device still there, was lost to the backup
+ * adopted after it: the review of 2026-12-07). */
+static bool vram_closed(struct ugpu_device *dev)
+{
+	return device_vram_lost(dev) || gone_kept(dev);
+}
+
 int bo_rpm_get(struct ugpu_device *dev, struct rpm *rpm)
 {
-	int ret = rpm_get(rpm);
+	int ret;
 
-	if (!ret && gone_kept(dev)) {
-		rpm_put(rpm); /* awake on paper: VRAM is the kept backups' */
+	if (device_vram_lost(dev))
+		return -ENODEV; /* not woken for nothing */
+	ret = rpm_get(rpm);
+	if (!ret && vram_closed(dev)) {
+		rpm_put(rpm); /* awake on paper: VRAM is the removal's */
 		ret = -ENODEV;
 	}
 	return ret;
@@ -437,7 +449,7 @@ bool bo_rpm_get_if_active(struct ugpu_device *dev, struct rpm *rpm)
 {
 	if (!rpm_get_if_active(rpm))
 		return false;
-	if (!gone_kept(dev))
+	if (!vram_closed(dev))
 		return true;
 	rpm_put(rpm);
 	return false;
@@ -695,7 +707,9 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 {
 	struct bo_rpm *r = arg;
-	bool keep = rpm_power_step_failed(r->rpm) && vfio_dev_is_gone(r->dev->vdev);
+	/* the removal's own test when it claimed them (rpm_claim_backups()) */
+	bool keep = rpm_power_step_failed(r->rpm) &&
+		    (vfio_dev_is_gone(r->dev->vdev) || device_vram_lost(r->dev));
 	size_t i;
 
 	pthread_mutex_lock(&r->lock);
@@ -718,7 +732,9 @@ static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 		 * BOs lost, test_surprise_during_d3cold_entry_keeps_stores).
 		 * Only then: a suspend abandoned for an access (abort, veto)
 		 * may have let it write VRAM after the backups (the review). */
-		__atomic_store_n(&r->gone_kept, r->nbackups != 0, __ATOMIC_RELEASE);
+		/* (also when the removal took them all already: it is
+		 * still running, and VRAM is not for anyone meanwhile) */
+		__atomic_store_n(&r->gone_kept, true, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&r->lock);
 		return;
 	}

@@ -79,11 +79,12 @@ void bo_rpm_forget(struct ugpu_bo *bo);
 bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
 /*
  * bo_rpm_get() - rpm_get(@rpm) for an access that may reach @dev's VRAM
- * (a CPU touch, a BO copy, a GPU kernel). -ENODEV as well when a suspend
- * abandoned because @dev went away kept its D3cold backups for the
- * removal: nothing may reach VRAM until the removal has run (a store there
- * would pass the backup the removal adopts), although the runtime-PM state
- * says awake. bo_rpm_get_if_active(): the same for rpm_get_if_active().
+ * (a CPU touch, a BO copy, a GPU kernel). -ENODEV as well, without waking
+ * the device, once a removal found @dev unreadable (device_vram_lost(),
+ * also on a device that still answers) or when a suspend abandoned because
+ * @dev went away kept its D3cold backups for the removal: nothing may reach
+ * VRAM until the removal has run (a store there would pass the backup the
+ * removal adopts), although the runtime-PM state says awake. bo_rpm_get_if_active(): the same for rpm_get_if_active().
  * Those accesses take their reference through one of these two only. Any
  * thread, no lock.
  */

@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/progress.h"
+#include "base/test_point.h"
 #include "src/device.h"
 #include "src/remote.h"
 #include "src/suspend.h"
@@ -182,7 +183,10 @@ static void evacuate_one(struct evac *e, struct ugpu_bo *bo)
 	 * runtime-PM backup holds what VRAM lost. */
 	if (bo_rpm_take_backup(bo, NULL)) {
 		struct sysmem sys;
-		int r = sysmem_create(dev->ctx, bo->size, bo->name, &sys);
+		int r;
+
+		test_point_obj(TEST_POINT_UNPLUG_ADOPTING, bo);
+		r = sysmem_create(dev->ctx, bo->size, bo->name, &sys);
 
 		/* the copy checks again: a backup gone between the look and
 		 * the copy is not adopted as zeroes (a review, 2026-12-07) */

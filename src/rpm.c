@@ -91,9 +91,9 @@ struct rpm {
 	enum ugpu_rpm_state state;
 	bool committed; /* SUSPENDING past the point of no return */
 	/* SUSPENDING: its power step failed (abandoned past the point of no
-	 * return, the hooks' resume not run yet), or the device went between
-	 * its hooks and its power step (rpm_vram_lost()); backups still
-	 * current, and gets wait for the hooks' resume */
+	 * return, the hooks' resume not run yet), or a removal claimed the
+	 * backups between its hooks and its power step (rpm_claim_backups());
+	 * backups still current, and gets wait for the hooks' resume */
 	bool power_failed;
 	bool hooks_done; /* SUSPENDING: every hook's suspend ran and succeeded */
 	enum ugpu_power_state target; /* of the suspend in progress (SUSPENDING) */
@@ -216,6 +216,7 @@ static int do_suspend(struct rpm *rpm)
 	enum ugpu_power_state target = choose_target(rpm), reached;
 	struct rpm_hook *h, *ran_last = NULL;
 	uint64_t t0 = now_ns();
+	bool stop = false;
 	int ret = 0, wret;
 
 	rpm->state = UGPU_RPM_SUSPENDING;
@@ -229,8 +230,6 @@ static int do_suspend(struct rpm *rpm)
 
 	pthread_mutex_lock(&rpm->hooks_lock);
 	list_for_each(l, &rpm->hooks) {
-		bool stop;
-
 		h = hook_of(l);
 
 		pthread_mutex_lock(&rpm->lock);
@@ -249,11 +248,15 @@ static int do_suspend(struct rpm *rpm)
 						dev->name, h->ops->name, ugpu_strerror(ret));
 				break;
 			}
+			test_point(TEST_POINT_RPM_HOOK_RETURNED);
 		}
 	}
-	if (!ret) {
+	if (!ret && !stop) {
+		/* every hook ran: a removal waiting for that may look now
+		 * (rpm_wait_hooks_settled(), rpm_claim_backups()) */
 		pthread_mutex_lock(&rpm->lock);
 		rpm->hooks_done = true;
+		pthread_cond_broadcast(&rpm->cond);
 		pthread_mutex_unlock(&rpm->lock);
 		test_point(TEST_POINT_RPM_HOOKS_DONE);
 		ret = engines_quiesce(rpm);
@@ -262,6 +265,8 @@ static int do_suspend(struct rpm *rpm)
 	pthread_mutex_lock(&rpm->lock);
 	if (!ret && (rpm->usage || rpm->abort))
 		ret = -EAGAIN; /* someone needed the device meanwhile */
+	if (!ret && rpm->power_failed)
+		ret = -ENODEV; /* a removal claimed the backups: no power step */
 	if (!ret) {
 		/* Point of no return: from here a get waits for D3 and wakes. */
 		rpm->committed = true;
@@ -282,9 +287,8 @@ static int do_suspend(struct rpm *rpm)
 		rpm->committed = false;
 		/* Nothing reached VRAM since the hooks (a get waited for the
 		 * power step): what they backed up is current until the hooks'
-		 * resume runs (rpm_power_step_failed()). A removal may have
-		 * said so already (rpm_vram_lost()). */
-		rpm->power_failed = rpm->power_failed || (ret != 0 && target == UGPU_POWER_D3COLD);
+		 * resume runs (rpm_power_step_failed()). */
+		rpm->power_failed = ret != 0 && target == UGPU_POWER_D3COLD;
 	} else {
 		reached = UGPU_POWER_D0;
 	}
@@ -466,19 +470,6 @@ bool rpm_vram_lost(struct rpm *rpm)
 		lost = rpm->sleep_state == UGPU_POWER_D3COLD;
 		break;
 	case UGPU_RPM_SUSPENDING:
-		if (rpm->target == UGPU_POWER_D3COLD && rpm->hooks_done && !rpm->committed &&
-		    !rpm->abort && device_vram_lost(rpm->dev)) {
-			/* The device went between the hooks and the power
-			 * step (a removal found it unreadable: it is the one
-			 * asking), no get admitted since the hooks (it would
-			 * have set @abort): what they backed up is current.
-			 * From now on gets wait for the hooks' resume, which
-			 * keeps the backups, as after a failed power step.
-			 * Before, a surprise removal in this window found
-			 * VRAM neither readable nor backed up and reported
-			 * the BO lost (test_dataloss, under load). */
-			rpm->power_failed = true;
-		}
 		lost = (rpm->committed || rpm->power_failed) && rpm->target == UGPU_POWER_D3COLD;
 		break;
 	default:
@@ -486,6 +477,43 @@ bool rpm_vram_lost(struct rpm *rpm)
 	}
 	pthread_mutex_unlock(&rpm->lock);
 	return lost;
+}
+
+int rpm_wait_hooks_settled(struct rpm *rpm, int ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)ms * 1000000ull;
+	int ret = 0;
+
+	pthread_mutex_lock(&rpm->lock);
+	while (!rpm->dead && rpm->state == UGPU_RPM_SUSPENDING && !rpm->hooks_done && !rpm->abort) {
+		struct timespec ts;
+
+		if (now_ns() >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		ts = ns_to_timespec(deadline);
+		pthread_cond_timedwait(&rpm->cond, &rpm->lock, &ts);
+	}
+	pthread_mutex_unlock(&rpm->lock);
+	return ret;
+}
+
+bool rpm_claim_backups(struct rpm *rpm)
+{
+	bool claimed;
+
+	pthread_mutex_lock(&rpm->lock);
+	/* Past its hooks, not committed, no get let in since the hooks (it
+	 * would have set @abort, or hold @usage): what they backed up is
+	 * current. From here gets wait for the hooks' resume and the power
+	 * step is skipped (do_suspend()), as after a failed power step. */
+	if (rpm->state == UGPU_RPM_SUSPENDING && rpm->target == UGPU_POWER_D3COLD &&
+	    rpm->hooks_done && !rpm->committed && !rpm->abort && !rpm->usage)
+		rpm->power_failed = true;
+	claimed = rpm->state == UGPU_RPM_SUSPENDING && rpm->power_failed;
+	pthread_mutex_unlock(&rpm->lock);
+	return claimed;
 }
 
 bool rpm_power_step_failed(struct rpm *rpm)

@@ -152,19 +152,36 @@ bool rpm_suspend_aborted(struct rpm *rpm);
  * failed included, until its hooks' resume has run)? Then, and only
  * then, what the suspend hooks backed up is the only copy. A suspend still
  * running its hooks (VRAM intact and possibly written since the backups)
- * says false. A D3cold suspend past its hooks whose device a removal found
- * unreadable before the power step (device_vram_lost()), with no get
- * admitted since the hooks, says true and is from then on treated as one
- * whose power step failed (gets wait for its hooks' resume,
- * rpm_power_step_failed() says true): the removal's question. Context: as
+ * says false; so does one past its hooks before its power step, unless a
+ * removal claimed its backups (rpm_claim_backups()). Context: as
  * rpm_suspend_aborted().
  */
 bool rpm_vram_lost(struct rpm *rpm);
 /*
+ * rpm_wait_hooks_settled() - wait (up to @ms) until a suspend in progress
+ * has run all its hooks, is aborted, or is over: a removal that found the
+ * device unreadable asks before it looks at the backups (a hook that had
+ * just dropped the BO manager lock, its backups taken, had not yet said
+ * so: the review of 2026-12-07). 0 or -ETIMEDOUT. Context: no lock a
+ * suspend hook takes (the BO manager lock) held.
+ *
+ * rpm_claim_backups() - for a removal that found the device unreadable
+ * (device_vram_lost()): a D3cold suspend past its hooks, not committed,
+ * with no get let in since, backed up what VRAM holds. Treat it from now
+ * on as one whose power step failed: gets wait for its hooks' resume
+ * (which keeps the backups), the power step is skipped, rpm_vram_lost()
+ * and rpm_power_step_failed() say true. True if the backups are the
+ * removal's that way (claimed now, or the power step failed). Before, a
+ * removal in that window found VRAM neither readable nor backed up and
+ * reported the BO lost. Context: as rpm_suspend_aborted().
+ */
+int rpm_wait_hooks_settled(struct rpm *rpm, int ms);
+bool rpm_claim_backups(struct rpm *rpm);
+/*
  * rpm_power_step_failed() - is the suspend in progress (its hooks' resume
  * running) one whose D3cold power step failed after the point of no
- * return (or whose device rpm_vram_lost() found gone between its hooks and
- * its power step)? Then nothing reached VRAM since its hooks backed it up
+ * return (or whose backups a removal claimed, rpm_claim_backups())? Then
+ * nothing reached VRAM since its hooks backed it up
  * (every get waited), and rpm_vram_lost() said true until now. Not an
  * abort, veto or other quiesce failure: accesses may have written VRAM
  * then. Context: as

@@ -154,6 +154,17 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		}
 	}
 
+	/* 2b. The device cannot be read: a runtime D3cold suspend still in
+	 * its hooks finishes them (they need the BO manager lock, not held
+	 * here), then one between its hooks and its power step gives its
+	 * backups to the removal (docs/unplug.md). */
+	if (surprise && dev->rpm) {
+		if (rpm_wait_hooks_settled(dev->rpm, UNPLUG_LOCK_TIMEOUT_MS))
+			log_warn(dev->ctx, "%s: removal: a runtime suspend's hooks still run after %d ms",
+				 dev->name, UNPLUG_LOCK_TIMEOUT_MS);
+		rpm_claim_backups(dev->rpm);
+	}
+
 	/* 3. Stop submissions; drain what is in flight. GPU kernels first,
 	 * without the memory layer's lock (the exec engine's thread takes it
 	 * to hand over an end): none may write a BO while it moves. A dead or

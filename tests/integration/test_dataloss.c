@@ -569,16 +569,179 @@ static void test_surprise_before_d3cold_power_step_keeps_stores(void **state)
 	surprise_during_d3cold_entry(*state, 100000);
 }
 
-/* Hold the thread at a test point 100 ms: at TEST_POINT_RPM_ABANDONED the
- * removal runs before the hooks' resume; at TEST_POINT_UNPLUG_MARKED the
- * abandoned suspend's hooks run before the removal. */
-static void wait_100ms(void *arg, enum test_point_id id, void *obj)
+/* The unplug comes inside the BO hook, its backup just taken (manager lock
+ * held); the removal waits for that lock. Then the suspending thread is
+ * held 50 ms after the hook returned, before the suspend says its hooks are
+ * done: the removal looked then, found VRAM neither readable nor backed up
+ * (its question came too early) and reported the BO lost; it now waits for
+ * the hooks to be done and adopts the backup (the review of 2026-12-07:
+ * 3/3 lost with the hold, about one run in three without it under load). */
+struct unplug_in_hook {
+	struct fx *f;
+	struct ugpu_bo *bo;
+	int hits;
+};
+
+static void unplug_at_backup(void *arg, enum test_point_id id, void *obj)
 {
-	(void)arg;
+	struct unplug_in_hook *u = arg;
+
 	(void)id;
-	(void)obj;
-	usleep(100000);
+	if (obj != u->bo || u->hits++)
+		return;
+	sim_unplug_surprise(u->f->sim, 0);
+	usleep(20000); /* the removal gets going: it waits for the manager lock */
 }
+
+/* Hold the thread at a test point for (uintptr_t)@arg microseconds. */
+static void hold_at_point(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id, (void)obj;
+	usleep((useconds_t)(uintptr_t)arg);
+}
+
+static void test_surprise_as_d3cold_hooks_return_keeps(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "hook-return");
+	struct unplug_in_hook u = { .f = f, .bo = bo };
+	struct ugpu_unplug_info info;
+	int r;
+
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, MIB, 33), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, unplug_at_backup, &u);
+	test_point_set(TEST_POINT_RPM_HOOK_RETURNED, hold_at_point, (void *)(uintptr_t)50000);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOK_RETURNED, NULL, NULL);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, NULL, NULL);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	print_message("suspend %d; removal: %llu adopted, %llu lost\n", r,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost);
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 1);
+	assert_int_equal(bo_verify(bo, MIB, 33), -1);
+	ugpu_bo_put(bo);
+}
+
+/* A surprise injected on a device that still answers (as an orderly removal
+ * whose wake failed goes on), between the D3cold suspend's hooks and its
+ * power step; the removal is held 300 ms as it adopts the backup, and the
+ * program loads and stores through its mapping meanwhile. The suspend once
+ * went on to D3cold (the device answered), the touch woke it and mapped
+ * VRAM that the resume had not restored (the load saw 0xdeadbeef...), and
+ * the store landed there, under the backup adopted after it: "1 adopted,
+ * 0 lost" and the store gone (the review of 2026-12-07). Now the claimed
+ * backups skip the power step and every access waits for the removal. */
+static void inject_at_hooks_done(void *arg, enum test_point_id id, void *obj)
+{
+	struct fx *f = arg;
+
+	(void)id, (void)obj;
+	unplug_inject_surprise(f->dev);
+	usleep(100000); /* the removal claims the backups */
+}
+
+static void test_injected_surprise_before_power_step_keeps_store(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, S, "inject");
+	struct ugpu_unplug_info info;
+	uint64_t *p, magic = 0x5a5a5a5a0badf00dull, w = 0, seen, want[1];
+	int r, rr;
+
+	assert_non_null(bo);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	pat_fill(p, MIB, 45);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, hold_at_point, (void *)(uintptr_t)300000);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, inject_at_hooks_done, f);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
+	seen = ((volatile uint64_t *)p)[513]; /* waits for the removal */
+	p[512] = magic;
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, NULL, NULL);
+	rr = ugpu_bo_read(bo, 4096, &w, 8);
+	print_message("suspend %d; load 0x%llx; removal: %llu adopted, %llu lost; read %d: 0x%llx\n", r,
+		      (unsigned long long)seen, (unsigned long long)info.bos_adopted,
+		      (unsigned long long)info.bos_lost, rr, (unsigned long long)w);
+	{
+		uint64_t *all = malloc(MIB);
+
+		assert_non_null(all);
+		pat_fill(all, MIB, 45);
+		want[0] = all[513];
+		free(all);
+	}
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 1);
+	assert_int_equal(seen, want[0]);
+	assert_int_equal(rr, 0);
+	assert_int_equal(w, magic);
+	ugpu_bo_put(bo);
+}
+
+/* An orderly removal of a device asleep in D3cold whose wake fails once: it
+ * goes on as a surprise and adopts the D3cold backup, while the program
+ * loads and stores through its mapping. The touch woke the device (the
+ * next wake worked) and mapped VRAM the resume had not restored: the load
+ * saw 0xdeadbeef..., the store was lost under the adopted backup, and the
+ * removal said "1 adopted, 0 lost" (found by the review of 2026-12-07, older
+ * than it). Now a removal that found the device unreadable closes VRAM to
+ * every access until it has run. */
+static void *unplug_thread(void *arg)
+{
+	struct fx *f = arg;
+
+	(void)ugpu_device_unplug(f->dev);
+	return NULL;
+}
+
+static void test_orderly_removal_wake_fails_once_keeps_store(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, S, "orderly");
+	struct ugpu_unplug_info info;
+	uint64_t *p, *all = malloc(MIB), magic = 0x5a5a5a5a0badf00dull, w = 0, seen;
+	pthread_t t;
+	int rr;
+
+	assert_non_null(bo);
+	assert_non_null(all);
+	pat_fill(all, MIB, 46);
+	assert_int_equal(ugpu_bo_map(bo, (void **)&p), 0);
+	pat_fill(p, MIB, 46);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	assert_int_equal(rpm_sleep(f, true), 0);
+	assert_int_equal(sim_inject(f->sim, 0, SIM_INJECT_WAKE, 1, false), 0);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, hold_at_point, (void *)(uintptr_t)300000);
+	assert_int_equal(pthread_create(&t, NULL, unplug_thread, f), 0);
+	usleep(50000);
+	seen = ((volatile uint64_t *)p)[513];
+	p[512] = magic;
+	pthread_join(t, NULL);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, NULL, NULL);
+	sim_inject_clear(f->sim, 0);
+	rr = ugpu_bo_read(bo, 4096, &w, 8);
+	print_message("load 0x%llx; removal status %d: %llu adopted, %llu lost; read %d: 0x%llx\n",
+		      (unsigned long long)seen, info.status, (unsigned long long)info.bos_adopted,
+		      (unsigned long long)info.bos_lost, rr, (unsigned long long)w);
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 1);
+	assert_int_equal(seen, all[513]);
+	assert_int_equal(rr, 0);
+	assert_int_equal(w, magic);
+	free(all);
+	ugpu_bo_put(bo);
+}
+
+/* Below, a thread held 100 ms at a test point (hold_at_point()): at
+ * TEST_POINT_RPM_ABANDONED the removal runs before the hooks' resume; at
+ * TEST_POINT_UNPLUG_MARKED the abandoned suspend's hooks run before the
+ * removal. */
 
 /* The removal runs between the failed power step and the abandoned
  * suspend's hooks' resume: the backups are current, kept (the review of
@@ -595,7 +758,7 @@ static void test_surprise_between_power_step_and_resume(void **state)
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	unplug_then_wait_us = 0;
 	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
-	test_point_set(TEST_POINT_RPM_ABANDONED, wait_100ms, NULL);
+	test_point_set(TEST_POINT_RPM_ABANDONED, hold_at_point, (void *)(uintptr_t)100000);
 	r = rpm_sleep(f, true);
 	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
 	test_point_set(TEST_POINT_RPM_ABANDONED, NULL, NULL);
@@ -658,7 +821,7 @@ static void test_access_while_abandoning_then_second_suspend(void **state)
 	assert_int_equal(bo_fill(bo, MIB, 91), 0);
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	unplug_then_wait_us = 0;
-	test_point_set(TEST_POINT_UNPLUG_MARKED, wait_100ms, NULL);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, hold_at_point, (void *)(uintptr_t)100000);
 	test_point_set(TEST_POINT_RPM_HOOKS_DONE, unplug_at_hooks_done, f);
 	test_point_set(TEST_POINT_RPM_ABANDONED, write_in_window, &ww);
 	r1 = rpm_sleep(f, true);
@@ -717,7 +880,7 @@ static void test_store_aborts_d3cold_then_surprise(void **state)
 	storer_start(s, p);
 	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
 	unplug_fx = f;
-	test_point_set(TEST_POINT_UNPLUG_MARKED, wait_100ms, NULL);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, hold_at_point, (void *)(uintptr_t)100000);
 	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, store_after_backup_then_unplug, &d);
 	ret = rpm_sleep(f, true);
 	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, NULL, NULL);
@@ -1316,6 +1479,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_moved_back_then_d3cold_keeps_stores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_keeps_stores, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_as_d3cold_hooks_return_keeps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_injected_surprise_before_power_step_keeps_store, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_orderly_removal_wake_fails_once_keeps_store, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_before_d3cold_power_step_keeps_stores, setup,
 						teardown),
