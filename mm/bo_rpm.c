@@ -563,6 +563,13 @@ static int backup_bo(struct bo_rpm *r, struct ugpu_bo *bo)
 		memcpy(k[i].data, (char *)dev->vram + k[i].offset, k[i].len);
 		i++;
 	}
+	/* A device that went during the copy gave what a dead BAR reads
+	 * (all-ones on real hardware), not the BO: no backup, the suspend
+	 * fails (the re-review of 2026-12-07: adopted as good). */
+	if (vfio_dev_is_gone(dev->vdev) || device_vram_lost(dev)) {
+		ret = -ENODEV;
+		goto out_free;
+	}
 	pthread_mutex_lock(&r->lock);
 	if (r->nbackups + n > r->cap_backups) {
 		size_t cap = r->cap_backups ? r->cap_backups : 16;
@@ -689,6 +696,11 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 	 * an error: retried after the delay, not logged each time. */
 	if (__atomic_load_n(&r->gone_kept, __ATOMIC_ACQUIRE))
 		return -EBUSY;
+	/* A removal found the device unreadable: a new suspend would take
+	 * its backups from VRAM it cannot read, after the removal looked
+	 * (the re-review of 2026-12-07). */
+	if (device_vram_lost(dev))
+		return -EBUSY;
 	/* The manager lock keeps every listed BO alive and in place while its
 	 * mapping is released; faults do not need it (only the list lock).
 	 * Mappings first: a D3cold backup must be taken when no CPU store
@@ -707,9 +719,14 @@ static int bo_rpm_suspend(void *arg, enum ugpu_power_state target)
 static void bo_rpm_resume(void *arg, enum ugpu_power_state from)
 {
 	struct bo_rpm *r = arg;
-	/* the removal's own test when it claimed them (rpm_claim_backups()) */
-	bool keep = rpm_power_step_failed(r->rpm) &&
-		    (vfio_dev_is_gone(r->dev->vdev) || device_vram_lost(r->dev));
+	/* the removal's own test when it claimed them (rpm_claim_backups());
+	 * and a wake from D3cold while a removal that found the device
+	 * unreadable runs (a get that is not a BO access: host suspend, the
+	 * application's, SVM): VRAM was lost, the backups are the removal's
+	 * (restoring and dropping them lost the BOs: the re-review) */
+	bool keep = (rpm_power_step_failed(r->rpm) &&
+		     (vfio_dev_is_gone(r->dev->vdev) || device_vram_lost(r->dev))) ||
+		    (from == UGPU_POWER_D3COLD && device_vram_lost(r->dev));
 	size_t i;
 
 	pthread_mutex_lock(&r->lock);

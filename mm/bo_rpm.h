@@ -84,7 +84,8 @@ bool bo_rpm_take_backup(struct ugpu_bo *bo, void *dst);
  * also on a device that still answers) or when a suspend abandoned because
  * @dev went away kept its D3cold backups for the removal: nothing may reach
  * VRAM until the removal has run (a store there would pass the backup the
- * removal adopts), although the runtime-PM state says awake. bo_rpm_get_if_active(): the same for rpm_get_if_active().
+ * removal adopts), although the runtime-PM state says awake.
+ * bo_rpm_get_if_active(): the same for rpm_get_if_active().
  * Those accesses take their reference through one of these two only. Any
  * thread, no lock.
  */

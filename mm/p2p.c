@@ -187,8 +187,10 @@ void p2p_revoke_exporter(struct ugpu_device *exporter)
 			device_put(dev); /* no window onto it: nothing to wake for */
 			continue;
 		}
-		/* its page tables are in its VRAM: awake to write them */
-		if (bo_rpm_hold(dev, &held))
+		/* its page tables are in its VRAM: awake to write them (not
+		 * when its own removal found it unreadable: that one may be
+		 * waiting for ours, and there is nothing to wake) */
+		if (device_vram_lost(dev) || bo_rpm_hold(dev, &held))
 			held = NULL; /* gone meanwhile: nothing to write */
 		bo_mgr_lock(m);
 		w = win_find(m, exporter);

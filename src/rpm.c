@@ -267,6 +267,9 @@ static int do_suspend(struct rpm *rpm)
 		ret = -EAGAIN; /* someone needed the device meanwhile */
 	if (!ret && rpm->power_failed)
 		ret = -ENODEV; /* a removal claimed the backups: no power step */
+	if (ret && !rpm->power_failed)
+		rpm->hooks_done = false; /* abandoning: nothing to claim (an
+					  * access may have written VRAM) */
 	if (!ret) {
 		/* Point of no return: from here a get waits for D3 and wakes. */
 		rpm->committed = true;

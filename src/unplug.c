@@ -7,10 +7,14 @@
  *   1. take the host-suspend lock (bounded): no suspend/resume transition
  *      runs during a removal, and one in progress finishes first;
  *   2. orderly removal only: wake the device through runtime PM (bounded);
+ *      a device unreadable (surprise, or a wake that failed): a runtime
+ *      D3cold suspend in its hooks finishes them first (bounded);
  *   3. lock the memory layer (bounded): no new submission, no BO changes
  *      place; every submission path runs under it and waits for its own
  *      fences, so what remains in flight is drained by engine_idle();
- *   4. the memory layer moves every BO of the program out of VRAM
+ *   4. an unreadable device's runtime D3cold suspend between its hooks and
+ *      its power step gives its backups to the removal (rpm_claim_backups());
+ *      the memory layer moves every BO of the program out of VRAM
  *      (struct unplug_mem_ops, mm/evacuate.c): with the engines, or adopted
  *      from a host-suspend or D3cold backup, or marked lost and counted;
  *   5. every DMA mapping a BO holds is removed from the transport;
@@ -156,14 +160,13 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 
 	/* 2b. The device cannot be read: a runtime D3cold suspend still in
 	 * its hooks finishes them (they need the BO manager lock, not held
-	 * here), then one between its hooks and its power step gives its
-	 * backups to the removal (docs/unplug.md). */
-	if (surprise && dev->rpm) {
-		if (rpm_wait_hooks_settled(dev->rpm, UNPLUG_LOCK_TIMEOUT_MS))
-			log_warn(dev->ctx, "%s: removal: a runtime suspend's hooks still run after %d ms",
-				 dev->name, UNPLUG_LOCK_TIMEOUT_MS);
-		rpm_claim_backups(dev->rpm);
-	}
+	 * here); no new one gets past them from now on (bo_rpm_suspend()
+	 * vetoes once VRAM is lost). Its backups are claimed under the lock
+	 * (step 4), so that a postponed removal claims nothing. */
+	if (surprise && dev->rpm &&
+	    rpm_wait_hooks_settled(dev->rpm, UNPLUG_LOCK_TIMEOUT_MS))
+		log_warn(dev->ctx, "%s: removal: a runtime suspend's hooks still run after %d ms",
+			 dev->name, UNPLUG_LOCK_TIMEOUT_MS);
 
 	/* 3. Stop submissions; drain what is in flight. GPU kernels first,
 	 * without the memory layer's lock (the exec engine's thread takes it
@@ -207,7 +210,11 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 		}
 	}
 
-	/* 4. Every BO of the program out of VRAM. */
+	/* 4. Every BO of the program out of VRAM; first, when the device
+	 * cannot be read, a runtime D3cold suspend between its hooks and its
+	 * power step gives its backups to the removal (docs/unplug.md). */
+	if (surprise && dev->rpm)
+		rpm_claim_backups(dev->rpm);
 	mem->evacuate(arg, &surprise, &c);
 
 	/* 5. Nothing mapped for the device any more. */
@@ -257,6 +264,11 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	return;
 
 out_postpone:
+	/* An orderly removal that found the device unreadable (its wake
+	 * failed) and is postponed: VRAM is open again until the next try,
+	 * as it was before (a surprise one's device is gone: it stays closed) */
+	if (kind != UGPU_UNPLUG_SURPRISE)
+		__atomic_store_n(&dev->vram_lost, 0, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&u->lock);
 	__atomic_store_n(&u->state, UGPU_UNPLUG_PRESENT, __ATOMIC_RELEASE);
 	u->info.kind = UGPU_UNPLUG_NONE;

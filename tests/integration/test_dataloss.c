@@ -683,6 +683,121 @@ static void test_injected_surprise_before_power_step_keeps_store(void **state)
 	ugpu_bo_put(bo);
 }
 
+/* As above, with the removal held as it adopts, while the application
+ * takes a runtime-PM reference (a get that is not a BO access): the
+ * claimed suspend never reaches D3cold, and a wake from D3cold while the
+ * removal runs keeps the backups for it. With both gone the wake restored
+ * and dropped the backups under the removal (the re-review of 2026-12-07:
+ * "0 adopted, 2 lost"). Every BO the removal kept holds its bytes. */
+struct rpm_get_at_adopt {
+	struct fx *f;
+	int hits, ret;
+};
+
+static void rpm_get_at_adopting(void *arg, enum test_point_id id, void *obj)
+{
+	struct rpm_get_at_adopt *g = arg;
+
+	(void)id, (void)obj;
+	if (g->hits++)
+		return;
+	g->ret = ugpu_device_rpm_get(g->f->dev);
+	usleep(100000);
+}
+
+static void test_app_rpm_get_while_removal_adopts(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_bo *a = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "adopt-a");
+	struct ugpu_bo *b = bo_new(f->dev, MIB, UGPU_BO_PINNED | UGPU_BO_NO_RESTORE, V, S, "adopt-b");
+	struct rpm_get_at_adopt g = { .f = f };
+	struct ugpu_unplug_info info;
+	int r;
+
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(bo_fill(a, MIB, 51), 0);
+	assert_int_equal(bo_fill(b, MIB, 52), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, rpm_get_at_adopting, &g);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, inject_at_hooks_done, f);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_RPM_HOOKS_DONE, NULL, NULL);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	test_point_set(TEST_POINT_UNPLUG_ADOPTING, NULL, NULL);
+	if (g.hits && !g.ret)
+		ugpu_device_rpm_put(f->dev);
+	print_message("suspend %d; rpm get %d; removal: %llu adopted, %llu lost\n", r, g.ret,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost);
+	assert_int_equal(info.bos_lost, 0);
+	assert_int_equal(info.bos_adopted, 2);
+	assert_int_equal(bo_verify(a, MIB, 51), -1);
+	assert_int_equal(bo_verify(b, MIB, 52), -1);
+	ugpu_bo_put(a);
+	ugpu_bo_put(b);
+}
+
+/* The device goes in the middle of a D3cold suspend's backups: one BO's
+ * backup taken before, the next one's copied from what the BAR reads then
+ * (all-ones on real hardware; here written over VRAM, since the reference
+ * device's memory stays readable). That backup was adopted as good (the
+ * re-review of 2026-12-07: "2 adopted, 0 lost", the second BO 0xff). Now a
+ * backup copied once the device is known gone is no backup: whatever the
+ * removal keeps is byte-exact, the rest is reported lost. */
+struct dead_bar {
+	struct fx *f;
+	struct ugpu_bo *first, *second;
+	uint64_t second_at; /* its VRAM offset (pinned: it stays) */
+	int hits;
+};
+
+static void dead_bar_at_backup(void *arg, enum test_point_id id, void *obj)
+{
+	struct dead_bar *x = arg;
+
+	(void)id;
+	if (obj != x->first || x->hits++)
+		return;
+	sim_unplug_surprise(x->f->sim, 0);
+	usleep(20000); /* seen gone */
+	memset((char *)x->f->dev->vram + x->second_at, 0xff, MIB); /* (manager lock held) */
+}
+
+static void test_backup_of_dead_bar_not_adopted(void **state)
+{
+	struct fx *f = *state;
+	struct dead_bar x = { .f = f };
+	struct ugpu_unplug_info info;
+	struct ugpu_bo_info ia = { .size = sizeof(ia) }, ib = { .size = sizeof(ib) };
+	int r;
+
+	x.first = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "bar-first");
+	x.second = bo_new(f->dev, MIB, UGPU_BO_PINNED, V, S, "bar-second");
+	assert_non_null(x.first);
+	assert_non_null(x.second);
+	assert_int_equal(bo_fill(x.first, MIB, 53), 0);
+	assert_int_equal(bo_fill(x.second, MIB, 54), 0);
+	assert_int_equal(ugpu_bo_query(x.second, &ib), 0);
+	x.second_at = ib.vram_offset;
+	assert_int_equal(ugpu_device_rpm_allow(f->dev, true), 0);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, dead_bar_at_backup, &x);
+	r = rpm_sleep(f, true);
+	test_point_set(TEST_POINT_BO_D3COLD_BACKUP, NULL, NULL);
+	info = fx_wait_removed(f->dev, BOUND_MS);
+	assert_int_equal(ugpu_bo_query(x.first, &ia), 0);
+	assert_int_equal(ugpu_bo_query(x.second, &ib), 0);
+	print_message("suspend %d; removal: %llu adopted, %llu lost (first %s, second %s)\n", r,
+		      (unsigned long long)info.bos_adopted, (unsigned long long)info.bos_lost,
+		      ia.lost ? "lost" : "kept", ib.lost ? "lost" : "kept");
+	assert_int_equal(x.hits > 0, 1);
+	if (!ia.lost)
+		assert_int_equal(bo_verify(x.first, MIB, 53), -1);
+	if (!ib.lost)
+		assert_int_equal(bo_verify(x.second, MIB, 54), -1);
+	ugpu_bo_put(x.first);
+	ugpu_bo_put(x.second);
+}
+
 /* An orderly removal of a device asleep in D3cold whose wake fails once: it
  * goes on as a surprise and adopts the D3cold backup, while the program
  * loads and stores through its mapping. The touch woke the device (the
@@ -1485,6 +1600,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_orderly_removal_wake_fails_once_keeps_store, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_app_rpm_get_while_removal_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backup_of_dead_bar_not_adopted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_before_d3cold_power_step_keeps_stores, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_during_d3cold_entry_write_waits, setup,
