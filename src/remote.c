@@ -326,6 +326,18 @@ static int remote_resume(struct ugpu_device *dev)
 		}
 		log_info(dev->ctx, "%s: session of client %u resumed after the daemon's restart",
 			 dev->name, r->client_id);
+		{
+			struct ugpud_hello_rep rep;
+
+			memcpy(&rep, r->buf + sizeof(h), sizeof(rep));
+			if (rep.maps_detached)
+				log_err(dev->ctx, "%s: the restarted daemon could not keep %u of this "
+					"process's mapped BOs on the memory it maps: those mappings no "
+					"longer reach their BOs (stores made through them since the "
+					"restart are not in the BOs); their calls answer -ESTALE until "
+					"they are unmapped (docs/daemon.md, Restart)",
+					dev->name, rep.maps_detached);
+		}
 		r->resumes++;
 		return 0;
 	}

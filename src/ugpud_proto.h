@@ -142,7 +142,11 @@ struct ugpud_hello_rep {
 	uint32_t version;
 	uint32_t client_id;
 	uint32_t devices;
-	uint32_t pad;
+	/* RESUME: how many of the session's mapped BOs the restarted daemon
+	 * could not keep on the memory the client maps (restored as copies:
+	 * their requests but UNMAP, QUERY and DESTROY are -ESTALE until an
+	 * UNMAP); 0 in a HELLO reply */
+	uint32_t maps_detached;
 	uint64_t vram_quota;
 	struct ugpud_dev_info info;
 };

@@ -32,8 +32,12 @@
  * (an unmap the dead daemon did then answers 0); a create, pin, unpin or map
  * in flight is -ECONNRESET (done or not: not known; the BOs are back, retry
  * what is needed; a map is undone). A mapping made before the restart stays
- * the BO's memory, both ways. docs/daemon.md,
- * "Restart". A BO the daemon made in system memory comes with its memory
+ * the BO's memory, both ways, unless the restarted daemon cannot take that
+ * memory back (logged at the resume with their count): then the BO holds
+ * the bytes of the restart, the mapping no longer reaches it, and every
+ * call on it but ugpu_bo_unmap(), ugpu_bo_query() and ugpu_bo_put(), a
+ * bind of it included, returns -ESTALE until it is unmapped; a new map is
+ * its memory again. docs/daemon.md, "Restart". A BO the daemon made in system memory comes with its memory
  * (one open fd in this process until the BO is mapped or put, at most 64
  * at a time; past that none): ugpu_bo_map() of it then usually asks the
  * daemon nothing (and is not -EAGAIN then); migrate, pin and binds give

@@ -35,7 +35,9 @@
  * an administrator's power step on it runs, as for BOs). VMs, queues
  * and fences do not survive a restart of the daemon (their page tables and
  * kernels lived in the device): their handles are then -ENOENT, and a
- * create or submit in flight when it died is -ECONNRESET.
+ * create or submit in flight when it died is -ECONNRESET. A bind of a BO
+ * whose mapping the restart could not keep is -ESTALE until that BO is
+ * unmapped (<ugpu/bo.h>).
  */
 #ifndef UGPU_VM_H
 #define UGPU_VM_H

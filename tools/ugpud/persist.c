@@ -94,6 +94,9 @@ struct tbl_bo {
  * it is in system memory, its bytes in the stored memfd, which the restored
  * BO takes as its memory, so that the client's mapping stays the BO's */
 #define TBL_BO_MAPPED 1u
+/* tbl_bo.state: a restart before could not keep the client's mapping
+ * (struct ugpud_slot @map_detached): still so after the next one */
+#define TBL_BO_DETACHED 2u
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
 {
@@ -203,7 +206,8 @@ static void add_client(struct buf *b, struct client *c)
 				    .bytes = s->bytes, .vram_charge = s->vram_charge,
 				    .placements = { s->placements[0], s->placements[1] },
 				    .pins = s->pins, .where = s->where,
-				    .state = s->mapped ? TBL_BO_MAPPED : 0 };
+				    .state = (s->mapped ? TBL_BO_MAPPED : 0) |
+					     (s->map_detached ? TBL_BO_DETACHED : 0) };
 
 		if (s->kind != SLOT_BO)
 			continue;
@@ -373,6 +377,7 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	struct ugpud_slot *s = &c->slots[o->slot];
 	bool mapped = (o->state & TBL_BO_MAPPED) && o->where == UGPU_PLACEMENT_SYSTEM;
 	uint32_t pins = o->pins;
+	bool detached = (o->state & TBL_BO_DETACHED) != 0;
 	struct ugpu_bo *bo;
 	uint64_t off = 0;
 	bool *adopted = NULL;
@@ -407,9 +412,11 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 			*adopted = true;
 		if (ret) {
 			ugpud_log("restore: client %u's mapped BO 0x%x cannot take its memfd (%s): "
-				  "restored as a copy, which the client's mapping does not reach",
+				  "restored as a copy, which the client's mapping does not reach "
+				  "(told at its resume; its requests are -ESTALE until it unmaps)",
 				  c->id, (o->gen << 16) | (o->slot + 1), ugpu_strerror(ret));
 			mapped = false;
+			detached = true;
 			ret = 0;
 		}
 	}
@@ -459,6 +466,7 @@ static int restore_bo(struct ugpud *d, struct client *c, const struct tbl_bo *o,
 	s->flags = o->flags;
 	s->pins = pins;
 	s->mapped = mapped;
+	s->map_detached = detached;
 	s->persist_gen = UINT64_MAX;
 	c->nobjs++;
 	c->nbos++;

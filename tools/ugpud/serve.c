@@ -83,10 +83,11 @@ static void dev_info_wire(const struct ugpu_device_info *i, struct ugpud_dev_inf
 
 /* The answer to a hello or a resume of @c (its device chosen): the session
  * starts (@name: the program's, as the request gave it). */
+/* @maps_detached: struct ugpud_hello_rep's (a resume's). */
 static size_t hello_reply(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
-			  const char *name, void *rep)
+			  const char *name, uint32_t maps_detached, void *rep)
 {
-	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION };
+	struct ugpud_hello_rep r = { .version = UGPUD_PROTO_VERSION, .maps_detached = maps_detached };
 	struct ugpu_device_info info = { .size = sizeof(info) };
 	int ret = ugpu_device_query(d->devs[c->device].dev, &info);
 
@@ -128,7 +129,7 @@ static size_t do_hello(struct ugpud *d, struct client *c, const struct ugpud_hdr
 				   "no device %u: this ugpud serves %u (numbered from 0)", req.device,
 				   d->ndevs);
 	c->device = req.device;
-	return hello_reply(d, c, h, req.name, rep);
+	return hello_reply(d, c, h, req.name, 0, rep);
 }
 
 /* UGPUD_RESUME: a connection takes its session back after a restart. */
@@ -136,6 +137,7 @@ static size_t do_resume(struct ugpud *d, struct client *c, const struct ugpud_hd
 			const void *body, void *rep)
 {
 	struct ugpud_resume_req req;
+	uint32_t detached = 0;
 	int ret;
 
 	if (c->hello)
@@ -157,7 +159,9 @@ static size_t do_resume(struct ugpud *d, struct client *c, const struct ugpud_hd
 		return serve_error(rep, h->op, h->seq, ret,
 				   "resume: no such session (not kept over the restart, or not "
 				   "resumed in time)");
-	return hello_reply(d, c, h, req.name, rep);
+	for (uint32_t i = 0; i < c->nslots; i++)
+		detached += c->slots[i].kind == SLOT_BO && c->slots[i].map_detached;
+	return hello_reply(d, c, h, req.name, detached, rep);
 }
 
 static bool placements_have_vram(const struct ugpud_bo_create_req *req)
@@ -282,6 +286,17 @@ static size_t job_start(struct ugpud *d, struct client *c, const struct ugpud_hd
 	return serve_job_done(d, c, rep, rep_fd);
 }
 
+/* A request on a BO whose mapping the restart could not keep (struct
+ * ugpud_slot @map_detached). */
+static size_t map_detached_error(const struct client *c, const struct ugpud_hdr *h,
+				 uint32_t handle, void *rep)
+{
+	return serve_error(rep, h->op, h->seq, -ESTALE,
+			   "BO 0x%x: client %u's mapping from before the daemon's restart no "
+			   "longer reaches it (not kept by the restart): unmap, then map again",
+			   handle, c->id);
+}
+
 /* Requests about one BO (struct ugpud_bo_req). */
 static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 		    const void *body, void *rep, int *rep_fd)
@@ -300,6 +315,9 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		return serve_error(rep, h->op, h->seq, -ENOENT,
 				   "client %u has no BO 0x%x (handles belong to their connection)", c->id,
 				   req.handle);
+	if (s->map_detached && h->op != UGPUD_BO_UNMAP && h->op != UGPUD_BO_QUERY &&
+	    h->op != UGPUD_BO_DESTROY)
+		return map_detached_error(c, h, req.handle, rep);
 	switch (h->op) {
 	case UGPUD_BO_DESTROY:
 		client_slot_drop(d, c, s);
@@ -364,6 +382,12 @@ static size_t do_bo(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		}
 		break;
 	case UGPUD_BO_UNMAP:
+		if (s->map_detached) {
+			/* the client's mapping goes: the BO is coherent again */
+			s->map_detached = false;
+			d->persist_dirty = true;
+			break;
+		}
 		if (!s->mapped)
 			return serve_error(rep, h->op, h->seq, -EINVAL, "BO 0x%x is not mapped",
 					   req.handle);
@@ -677,6 +701,8 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 			break;
 		}
 		SLOT_OR_ENOENT(bs, req.bo, SLOT_BO, "BO");
+		if (bs->map_detached)
+			return map_detached_error(c, h, req.bo, rep);
 		ret = ugpu_vm_bind(s->vm, bs->bo, req.bo_offset, req.va, req.bytes, req.flags);
 		break;
 	}

@@ -94,6 +94,10 @@ struct ugpud_slot {
 	uint64_t bytes;
 	uint64_t vram_charge; /* counted against the VRAM quota */
 	bool mapped; /* the client has its memfd: the BO is held in system memory */
+	/* restored by a restart as a copy, its memfd (the client's mapping)
+	 * not adopted: the mapping no longer reaches the BO, and every request
+	 * on it but UNMAP, QUERY and DESTROY is -ESTALE until the UNMAP */
+	bool map_detached;
 	/* SLOT_VM: a mirror VM's forwarded faults (svm.c), or NULL. SLOT_BO:
 	 * a range's staging BO mapped at [@svm_va, +@svm_bytes) of mirror VM
 	 * @svm_vm, or @svm_vm NULL. */
