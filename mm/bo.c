@@ -2,7 +2,8 @@
 /*
  * Buffer objects: the manager, creation and placement, pinning, the public
  * API, and CPU mappings that follow the object (mm/cpu_map); moves and
- * eviction are mm/move.c. The design
+ * eviction are mm/move.c, memory shared with another process (ugpud)
+ * mm/bo_export.c. The design
  * and its invariants are in docs/bo.md; the locking rule next to struct
  * bo_mgr (mm/bo.h).
  */
@@ -698,6 +699,11 @@ int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out)
 	return bo_lock_common(bo, held, out, false);
 }
 
+void bo_lock_own(struct ugpu_bo *bo, struct bo_mgr **out)
+{
+	bo_lock_common(bo, NULL, out, true);
+}
+
 void bo_unlock(struct bo_mgr *m, struct rpm *held)
 {
 	pthread_mutex_unlock(&m->lock);
@@ -951,151 +957,6 @@ UGPU_API int ugpu_bo_migrate(struct ugpu_bo *bo, enum ugpu_placement placement)
 		bo_lru_update_locked(bo);
 	bo_unlock_free(m, held, bo, &old);
 	return ret;
-}
-
-int bo_sys_export(struct ugpu_bo *bo, int *fd, uint64_t *size)
-{
-	struct bo_mgr *m;
-	int ret = 0, dup_fd = -1;
-
-	/* In system memory already (ugpud moves a BO in VRAM on a worker
-	 * first): only @bo's hold and memfd change, so another BO's unlocked
-	 * move does not hold this up (as bo_rw()); a move waits for it as
-	 * every other taker of the lock does. */
-	bo_lock_common(bo, NULL, &m, true);
-	if (!m->closed && bo->placement != UGPU_PLACEMENT_SYSTEM &&
-	    bo->placement != UGPU_PLACEMENT_NONE && !bo->pin_count &&
-	    bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM)) {
-		/* a move (the checks below are made again under this lock);
-		 * a refusal needs none and is answered under the first */
-		pthread_mutex_unlock(&m->lock);
-		bo_lock(bo, NULL, &m);
-	}
-	if (m->closed)
-		ret = -ENODEV;
-	else if (!bo_placement_allowed(bo, UGPU_PLACEMENT_SYSTEM))
-		ret = -EINVAL;
-	else if (bo->placement != UGPU_PLACEMENT_SYSTEM)
-		ret = (bo->pin_count || vm_bo_busy_locked(bo)) ? -EBUSY
-							       : bo_move_locked(bo, UGPU_PLACEMENT_SYSTEM);
-	if (!ret) {
-		int seals;
-
-		/* Seals belong to the memory, not the fd: a second export
-		 * finds them set already. */
-		dup_fd = fcntl(bo->sys.mem.fd, F_DUPFD_CLOEXEC, 0);
-		seals = dup_fd < 0 ? -1 : fcntl(dup_fd, F_GET_SEALS);
-		if (seals < 0 || (!(seals & F_SEAL_SEAL) &&
-				  fcntl(dup_fd, F_ADD_SEALS,
-					F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0))
-			ret = -errno;
-	}
-	if (!ret) {
-		bo->sys_holds++;
-		*fd = dup_fd;
-		*size = bo->sys.mem.size;
-	} else if (dup_fd >= 0) {
-		close(dup_fd);
-	}
-	pthread_mutex_unlock(&m->lock);
-	return ret;
-}
-
-int bo_sys_adopt(struct ugpu_bo *bo, int fd)
-{
-	struct ugpu_device *dev;
-	struct bo_sys fresh = { .mem = { .fd = -1 } }, old;
-	struct bo_mgr *m;
-	int ret;
-
-	bo_lock(bo, NULL, &m);
-	dev = bo->dev;
-	if (m->closed) {
-		ret = -ENODEV;
-		goto out;
-	}
-	if (bo->placement != UGPU_PLACEMENT_SYSTEM || bo->sys_holds || bo->map ||
-	    bo->pin_count || list_linked(&bo->binds)) {
-		ret = -EBUSY;
-		goto out;
-	}
-	ret = sysmem_adopt(dev->ctx, fd, bo->sys.mem.size, &fresh.mem);
-	if (ret)
-		goto out;
-	if (!device_is_removed(dev)) {
-		ret = dma_map_sysmem(&dev->dma, &fresh.mem, VFIO_DMA_READ | VFIO_DMA_WRITE,
-				     &fresh.iova);
-		if (ret) {
-			sysmem_destroy(&fresh.mem);
-			goto out;
-		}
-	}
-	old = bo->sys;
-	bo->sys = fresh;
-	bo_set_placement(bo, UGPU_PLACEMENT_SYSTEM); /* a new backing generation */
-	bo->sys_holds++; /* held there in the same step: the memory is another's */
-	bo_sys_free(dev, &old);
-out:
-	bo_unlock(m, NULL);
-	return ret;
-}
-
-int bo_backing_record(struct ugpu_bo *bo, uint64_t *gen, enum ugpu_placement *placement,
-	     struct bo_extent *ext, size_t max, size_t *next, int *sys_fd)
-{
-	struct bo_mgr *m;
-	struct buddy_block *b;
-	size_t n = 0;
-	int ret = 0;
-
-	*sys_fd = -1;
-	*next = 0;
-	bo_lock(bo, NULL, &m);
-	if (m->closed) {
-		ret = -ENODEV;
-		goto out;
-	}
-	if (bo->backing_gen == *gen) {
-		ret = 1;
-		goto out;
-	}
-	*gen = bo->backing_gen;
-	*placement = bo->placement;
-	if (bo->placement == UGPU_PLACEMENT_SYSTEM) {
-		*sys_fd = fcntl(bo->sys.mem.fd, F_DUPFD_CLOEXEC, 0);
-		if (*sys_fd < 0)
-			ret = -errno;
-	} else if (bo->placement == UGPU_PLACEMENT_VRAM) {
-		buddy_list_for_each(b, bo->vram) {
-			/* block sizes are chunk << order, the 4 KiB chunk of every
-			 * device VRAM manager (as bo_copy_range_queue() reads them) */
-			uint64_t off = buddy_block_offset(b);
-			uint64_t sz = (uint64_t)BUDDY_MIN_CHUNK << buddy_block_order(b);
-
-			if (n && n <= max && ext[n - 1].offset + ext[n - 1].bytes == off) {
-				ext[n - 1].bytes += sz;
-				continue;
-			}
-			if (n < max)
-				ext[n] = (struct bo_extent){ .offset = off, .bytes = sz };
-			n++;
-		}
-		*next = n;
-	}
-out:
-	bo_unlock(m, NULL);
-	return ret;
-}
-
-void bo_sys_release(struct ugpu_bo *bo)
-{
-	struct bo_mgr *m;
-
-	/* only @bo's hold: not held up by another BO's unlocked move */
-	bo_lock_common(bo, NULL, &m, true);
-	if (bo->sys_holds)
-		bo->sys_holds--;
-	pthread_mutex_unlock(&m->lock);
 }
 
 int bo_recycle(struct ugpu_bo *bo, const char *name)

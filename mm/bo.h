@@ -447,6 +447,11 @@ static inline struct ugpu_device *bo_dev(const struct ugpu_bo *bo)
  */
 int bo_lock(struct ugpu_bo *bo, struct rpm **held, struct bo_mgr **out);
 void bo_unlock(struct bo_mgr *m, struct rpm *held);
+/* bo_lock_own() - bo_lock() without a runtime-PM reference that waits only
+ * while @bo itself is moving, not for another BO's unlocked move (for what
+ * changes only @bo's own fields: bo_rw(), its holds). Unlock with
+ * pthread_mutex_unlock(&(*@out)->lock). */
+void bo_lock_own(struct ugpu_bo *bo, struct bo_mgr **out);
 
 /* VRAM offset of the first block (the whole BO when contiguous). */
 uint64_t bo_vram_offset(const struct ugpu_bo *bo);
