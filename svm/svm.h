@@ -484,6 +484,12 @@ enum serve_why {
 	SERVE_FAULT_AHEAD, /* the stream prefetcher: the next 2 MiB ranges of a walk */
 };
 int serve(struct svm *s, const struct vm_fault *f, enum serve_why why, uint64_t *end);
+/* The prefetchers a served GPU fault @f drives (svm/fault_prefetch.c), on
+ * the worker, no lock held: fault_prefetch() the rest of @f's 2 MiB block
+ * when most of its 64 KiB pieces are in VRAM, fault_ahead() the next 2 MiB
+ * ranges of a walk upwards. */
+void fault_prefetch(struct svm *s, const struct vm_fault *f);
+void fault_ahead(struct svm *s, const struct vm_fault *f);
 void tuning_default(struct ugpu_svm_tuning *t);
 void work_queue(struct svm *s, struct svm_work *w);
 void gc_wait(struct svm *s);
