@@ -1117,7 +1117,11 @@ static void test_prefetch_async_uses_helper(void **state)
 {
 	struct svm_fx *s = *state;
 	struct split_watch w = { 0 };
+#if defined(__SANITIZE_THREAD__)
+	const uint64_t bytes = 16 * MIB, words = bytes / 8; /* 8 ranges: make test's time */
+#else
 	const uint64_t bytes = 32 * MIB, words = bytes / 8;
+#endif
 	uint64_t *buf = map_anon(bytes, 2 * MIB), i, sum = 0, vram0 = stats(s).svm_vram_bytes;
 	struct ugpu_svm_prefetch *h = NULL;
 	struct ugpu_svm_prefetch_status st = { .size = sizeof(st) };
@@ -2619,11 +2623,19 @@ static void *mapper(void *arg)
 static void remap_during_prefetch(struct svm_fx *s, bool two_threads)
 {
 	const uint64_t bytes = 16 * MIB, words = bytes / 8, lo = 6 * MIB / 8, hi = 8 * MIB / 8;
+	/* half the rounds under TSan (make test's time; this runs four times
+	 * there), their delays spread over the same 3 ms */
+#if defined(__SANITIZE_THREAD__)
+	const int rounds = 20;
+#else
+	const int rounds = 40;
+#endif
 	int bad = 0;
 
-	for (int round = 0; round < 40; round++) {
+	for (int round = 0; round < rounds; round++) {
 		uint64_t *buf = map_anon(bytes, 2 * MIB);
-		struct remap_arg m = { .at = (char *)buf + 6 * MIB, .delay_us = (round * 97) % 3000 };
+		struct remap_arg m = { .at = (char *)buf + 6 * MIB,
+				       .delay_us = (round * 97 * (40 / rounds)) % 3000 };
 		struct remap_arg m2 = m;
 		pthread_t t, t2;
 		int ret;
