@@ -9,7 +9,7 @@ BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
 BUILD_FUZZ ?= build-fuzz
 # Seconds each fuzz target runs in make test (the long run: docs/testing.md).
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 10
 # cmake --build runs make below this one: without this, every one of its
 # lines comes wrapped in "Entering directory" / "Leaving directory".
 MAKEFLAGS  += --no-print-directory

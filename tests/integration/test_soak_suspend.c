@@ -136,7 +136,7 @@ static void test_soak(void **state)
 	/* fewer under the sanitizers (TSan's ~9x, ASan's ~3x): make test's
 	 * time budget; the Release run soaks the full 1000 */
 #if defined(__SANITIZE_THREAD__)
-	unsigned long cycles = 250, c;
+	unsigned long cycles = 150, c;
 #elif defined(__SANITIZE_ADDRESS__)
 	unsigned long cycles = 400, c;
 #else
