@@ -396,6 +396,13 @@ static void revoke_peers(void *arg)
 	p2p_revoke_exporter(m->dev);
 }
 
+static void peer_binds_release(void *arg)
+{
+	struct bo_mgr *m = arg;
+
+	p2p_importer_let_go(m->dev);
+}
+
 static const struct unplug_mem_ops evacuate_ops = {
 	.lock = evac_lock,
 	.unlock = evac_unlock,
@@ -407,6 +414,7 @@ static const struct unplug_mem_ops evacuate_ops = {
 	.to_peers = to_peers,
 	.revoke_peers = revoke_peers,
 	.survivors_to_peers = survivors_to_peers,
+	.peer_binds_release = peer_binds_release,
 };
 
 void evacuate_register(struct ugpu_device *dev)

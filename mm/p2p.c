@@ -264,3 +264,20 @@ void p2p_release_importer_locked(struct ugpu_device *dev)
 			stage_drop_locked(dev, &m->stage[i]);
 	}
 }
+
+void p2p_importer_let_go(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	struct rpm **held = NULL;
+	size_t nheld = 0;
+
+	bo_mgr_lock(m);
+	vm_peer_let_go_locked(dev, &held, &nheld);
+	pthread_mutex_unlock(&m->lock);
+	for (size_t k = 0; k < nheld; k++)
+		bo_rpm_release(held[k]);
+	free(held);
+	if (nheld)
+		log_info(dev->ctx, "%s: removed: its %zu peer binds hold their exporters awake no longer",
+			 dev->name, nheld);
+}

@@ -197,12 +197,31 @@ out_unpin:
 	return ret;
 }
 
+/* Hand @b's runtime-PM reference of its exporter to the caller's array
+ * (kept by the bind, released at its unbind, when the array cannot grow). */
+static void peer_rpm_take(struct vm_bind *b, struct rpm ***held, size_t *nheld, size_t *cap)
+{
+	if (!b->peer_rpm)
+		return;
+	if (*nheld == *cap) {
+		size_t c = *cap ? 2 * *cap : 16;
+		struct rpm **nv = realloc(*held, c * sizeof(*nv));
+
+		if (!nv)
+			return;
+		*held = nv;
+		*cap = c;
+	}
+	(*held)[(*nheld)++] = b->peer_rpm;
+	b->peer_rpm = NULL;
+}
+
 uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device *exporter,
 			       struct rpm ***held, size_t *nheld)
 {
 	struct vm_mgr *vmm = importer->vm_mgr;
 	uint64_t n = 0;
-	size_t cap = 0;
+	size_t cap = *nheld;
 
 	if (!vmm)
 		return 0;
@@ -221,19 +240,7 @@ uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device 
 			vm_bind_zero_locked(vm, b);
 			b->revoked = true;
 			here++;
-			if (b->peer_rpm) {
-				if (*nheld == cap) {
-					size_t c = cap ? 2 * cap : 16;
-					struct rpm **nv = realloc(*held, c * sizeof(*nv));
-
-					if (!nv)
-						continue; /* kept: released at the unbind */
-					*held = nv;
-					cap = c;
-				}
-				(*held)[(*nheld)++] = b->peer_rpm;
-				b->peer_rpm = NULL;
-			}
+			peer_rpm_take(b, held, nheld, &cap);
 		}
 		if (here)
 			vm_next_gen_locked(vm);
@@ -241,4 +248,26 @@ uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device 
 	}
 	pthread_mutex_unlock(&vmm->lock);
 	return n;
+}
+
+size_t vm_peer_let_go_locked(struct ugpu_device *importer, struct rpm ***held, size_t *nheld)
+{
+	struct vm_mgr *vmm = importer->vm_mgr;
+	size_t cap = *nheld, before = *nheld;
+
+	if (!vmm)
+		return 0;
+	pthread_mutex_lock(&vmm->lock);
+	list_for_each(l, &vmm->vms) {
+		struct ugpu_vm *vm = list_entry(l, struct ugpu_vm, link);
+
+		list_for_each(k, &vm->binds) {
+			struct vm_bind *b = list_entry(k, struct vm_bind, vm_link);
+
+			if (b->flags & VM_BIND_PEER)
+				peer_rpm_take(b, held, nheld, &cap);
+		}
+	}
+	pthread_mutex_unlock(&vmm->lock);
+	return *nheld - before;
 }

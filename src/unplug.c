@@ -236,6 +236,8 @@ static void removal_run(struct unplug *u, enum ugpu_unplug_kind kind, uint64_t h
 	 * is the peer's). */
 	if (c.bos_adopted && mem->survivors_to_peers)
 		mem->survivors_to_peers(arg, &c);
+	if (mem->peer_binds_release)
+		mem->peer_binds_release(arg);
 
 	status = surprise ? -ENODEV : c.bos_lost ? -EIO : 0;
 	pthread_mutex_lock(&u->lock);

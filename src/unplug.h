@@ -84,6 +84,10 @@ struct unplug_mem_ops {
 	 * peer's VRAM as @to_peers sends an orderly removal's (counted in
 	 * @c->bos_to_peer too). May be NULL. */
 	void (*survivors_to_peers)(void *arg, struct unplug_counts *c);
+	/* After the teardown, no lock held: this device's binds of peers'
+	 * BOs hold those peers awake no longer (its kernels run no more).
+	 * May be NULL. */
+	void (*peer_binds_release)(void *arg);
 };
 
 /* unplug_mem_register() - at bring-up, before the watcher starts. */

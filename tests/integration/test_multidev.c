@@ -1163,6 +1163,75 @@ static void test_peer_bind_revoked(void **state)
 	mfx_stop(f);
 }
 
+/* The importer goes: device 0, whose VM reads device 1's BO in place, is
+ * removed (orderly, then by a surprise). Its kernels can run no more, so
+ * its binds hold device 1 awake no longer: device 1 sleeps at once
+ * (autosuspend 0) though the program has not unbound yet, and it closes
+ * without waiting for them; the BO stays byte-exact (pinned until the
+ * unbind, which still works, as does the VM's destroy). */
+static void importer_removed(bool surprise)
+{
+	struct mfx *f = mfx_start(2, 32 << 20, NULL);
+	struct ugpu_rpm_stats st = { .size = sizeof(st) };
+	struct ugpu_kernel_result r;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	struct ugpu_bo *bo;
+	uint64_t t0;
+	int i;
+
+	bo = bo_new(f->dev[1], PBYTES, 0, V, S, "peer");
+	assert_non_null(bo);
+	assert_int_equal(bo_fill(bo, PBYTES, 91), 0);
+	vm_and_queue(f->dev[0], &vm, &q);
+	assert_int_equal(ugpu_vm_bind(vm, bo, 0, PVA, PBYTES, UGPU_BIND_READONLY), 0);
+	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
+				    &r),
+			 0);
+	if (surprise)
+		(void)surprise_and_wait(f, 0);
+	else
+		assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
+	assert_true(ugpu_device_is_gone(f->dev[0]));
+	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev[1], 0), 0);
+	assert_int_equal(ugpu_device_rpm_allow(f->dev[1], true), 0);
+	for (i = 0; i < 400; i++) {
+		assert_int_equal(ugpu_device_rpm_stats(f->dev[1], &st), 0);
+		if (st.state == UGPU_RPM_SUSPENDED)
+			break;
+		usleep(5000);
+	}
+	if (st.state != UGPU_RPM_SUSPENDED)
+		fail_msg("device 1 still awake: state %d, usage %u, allowed %d", st.state, st.usage,
+			 st.allowed);
+	assert_int_equal(bo_verify(bo, PBYTES, 91), -1);
+	assert_int_equal(pins_of(bo), 1);
+	/* the exporter closes while the removed importer's VM still binds */
+	t0 = now_ms();
+	ugpu_bo_put(bo);
+	ugpu_device_close(f->dev[1]);
+	f->dev[1] = NULL;
+	assert_true(now_ms() - t0 < 5000);
+	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
+	ugpu_device_close(f->dev[0]);
+	f->dev[0] = NULL;
+	mfx_stop(f);
+}
+
+static void test_importer_removed_lets_exporter_sleep(void **state)
+{
+	(void)state;
+	importer_removed(false);
+}
+
+static void test_importer_surprise_lets_exporter_sleep(void **state)
+{
+	(void)state;
+	importer_removed(true);
+}
+
 /* The exporter's host suspend: a kernel of device 0 on a VM with a peer
  * bind into device 1 waits while device 1's VRAM is off (not run against
  * a sleeping peer), and runs when it resumes, reading the BO's bytes
@@ -1666,6 +1735,8 @@ int main(void)
 		cmocka_unit_test(test_removal_surprise_survivors),
 		cmocka_unit_test(test_peer_bind),
 		cmocka_unit_test(test_peer_bind_revoked),
+		cmocka_unit_test(test_importer_removed_lets_exporter_sleep),
+		cmocka_unit_test(test_importer_surprise_lets_exporter_sleep),
 		cmocka_unit_test(test_peer_bind_host_suspend),
 		cmocka_unit_test(test_move_mapped),
 		cmocka_unit_test(test_removal_mapped_to_peer),
