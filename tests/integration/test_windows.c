@@ -29,112 +29,14 @@
  *    the "successful" write is lost.
  */
 #include <inttypes.h>
-#include <pthread.h>
-#include <setjmp.h>
-#include <stdatomic.h>
 #include <time.h>
-#include <unistd.h>
 
-#include <ugpu/rpm.h>
-#include <ugpu/unplug.h>
-
-#include "test_bo_common.h"
+#include "d3cold_fixture.h"
 #include "mm/bo_rpm.h"
-#include "mm/cpu_map.h"
-#include "base/test_point.h"
 #include "src/rpm.h"
 #include "src/suspend.h"
 #include "src/unplug.h"
 #include "vfio/transport.h"
-
-#define MIB (1ull << 20)
-#define BOUND_MS 15000
-
-static int setup(void **state)
-{
-	struct fx *f;
-
-	if (fx_setup_dev(state, 32 * MIB, 0))
-		return -1;
-	f = *state;
-	ugpu_device_rpm_set_autosuspend_delay(f->dev, -1); /* suspends are explicit */
-	return 0;
-}
-
-static int rpm_sleep(struct fx *f, bool cold)
-{
-	assert_int_equal(ugpu_device_rpm_set_d3cold_threshold(f->dev, cold ? 1ull << 40 : 0), 0);
-	return ugpu_device_rpm_suspend(f->dev);
-}
-
-/* ---- a thread that stores one word through a mapping on request ---------- */
-
-struct storer {
-	pthread_t thread;
-	volatile uint64_t *addr;
-	uint64_t value;
-	atomic_int go; /* 1: store now; 2: quit */
-	atomic_int done;
-};
-
-static void *storer_main(void *arg)
-{
-	struct storer *s = arg;
-
-	for (;;) {
-		int g = atomic_load(&s->go);
-
-		if (g == 2)
-			return NULL;
-		if (g == 1) {
-			*s->addr = s->value;
-			atomic_store(&s->go, 0);
-			atomic_fetch_add(&s->done, 1);
-		}
-		usleep(100);
-	}
-}
-
-static bool storer_store(struct storer *s, uint64_t value, int ms)
-{
-	int before = atomic_load(&s->done);
-	uint64_t t0 = fx_now_ms();
-
-	s->value = value;
-	atomic_store(&s->go, 1);
-	while (atomic_load(&s->done) == before) {
-		if (fx_now_ms() - t0 > (uint64_t)ms)
-			return false;
-		usleep(200);
-	}
-	return true;
-}
-
-static struct storer the_storer;
-static struct storer *live_storer;
-
-static void storer_start(struct storer *s, void *addr)
-{
-	memset(s, 0, sizeof(*s));
-	s->addr = addr;
-	assert_int_equal(pthread_create(&s->thread, NULL, storer_main, s), 0);
-	live_storer = s;
-}
-
-static void storer_stop(struct storer *s)
-{
-	atomic_store(&s->go, 2);
-	pthread_join(s->thread, NULL);
-	live_storer = NULL;
-}
-
-static int teardown(void **state)
-{
-	test_point_clear_all();
-	if (live_storer)
-		storer_stop(live_storer);
-	return fx_teardown(state);
-}
 
 /* ---- 1. surprise removal while an aborted D3cold still holds backups ------ */
 
