@@ -225,6 +225,9 @@ static void bo_close_release(struct ugpu_device *dev)
 	m->closed = true;
 	pthread_cond_broadcast(&m->pm_cond);
 	pthread_mutex_unlock(&m->lock);
+	/* its kernels are gone (the VM-exec step came first): its binds of
+	 * peers' BOs keep those peers awake no longer */
+	p2p_importer_let_go(dev);
 	if (n)
 		log_info(dev->ctx, "%s: %" PRIu64 " BOs still alive at close: their memory is freed, their handles answer -ENODEV until put",
 			 dev->name, n);

@@ -278,6 +278,6 @@ void p2p_importer_let_go(struct ugpu_device *dev)
 		bo_rpm_release(held[k]);
 	free(held);
 	if (nheld)
-		log_info(dev->ctx, "%s: removed: its %zu peer binds hold their exporters awake no longer",
+		log_info(dev->ctx, "%s: gone: its %zu peer binds hold their exporters awake no longer",
 			 dev->name, nheld);
 }

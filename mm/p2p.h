@@ -52,9 +52,10 @@ void p2p_kick_importers(struct ugpu_device *exporter);
  * goes, so do its windows (unmapped now; freed with their last bind) and
  * its staging buffers. Manager lock. */
 void p2p_release_importer_locked(struct ugpu_device *dev);
-/* p2p_importer_let_go() - after @dev's removal, no lock held: its peer
- * binds' runtime-PM references of their exporters are dropped (its kernels
- * run no more; the binds stay until the program unbinds them). */
+/* p2p_importer_let_go() - after @dev's removal, and at its close, no lock
+ * held: its peer binds' runtime-PM references of their exporters are
+ * dropped (its kernels run no more; the binds stay until the program
+ * unbinds them or destroys their VM). */
 void p2p_importer_let_go(struct ugpu_device *dev);
 
 /* Bytes of a staging buffer: a move through system memory goes in chunks

@@ -1164,12 +1164,16 @@ static void test_peer_bind_revoked(void **state)
 }
 
 /* The importer goes: device 0, whose VM reads device 1's BO in place, is
- * removed (orderly, then by a surprise). Its kernels can run no more, so
- * its binds hold device 1 awake no longer: device 1 sleeps at once
+ * removed (orderly, by a surprise) or closed. Its kernels can run no more,
+ * so its binds hold device 1 awake no longer: device 1 sleeps at once
  * (autosuspend 0) though the program has not unbound yet, and it closes
  * without waiting for them; the BO stays byte-exact (pinned until the
- * unbind, which still works, as does the VM's destroy). */
-static void importer_removed(bool surprise)
+ * unbind, which still works after a removal, as does the VM's destroy
+ * after either). The close was found by the review of the removal's fix:
+ * device 1 stayed awake, and its close waited 30 s. */
+enum importer_goes { IMPORTER_REMOVED, IMPORTER_SURPRISE, IMPORTER_CLOSED };
+
+static void importer_goes(enum importer_goes how)
 {
 	struct mfx *f = mfx_start(2, 32 << 20, NULL);
 	struct ugpu_rpm_stats st = { .size = sizeof(st) };
@@ -1188,11 +1192,15 @@ static void importer_removed(bool surprise)
 	assert_int_equal(run_kernel(q, UGPU_KERNEL_READ_SUM, (void *)(uintptr_t)PVA, PBYTES, 0, 5000,
 				    &r),
 			 0);
-	if (surprise)
+	if (how == IMPORTER_SURPRISE) {
 		(void)surprise_and_wait(f, 0);
-	else
+	} else if (how == IMPORTER_REMOVED) {
 		assert_int_equal(ugpu_device_unplug(f->dev[0]), 0);
-	assert_true(ugpu_device_is_gone(f->dev[0]));
+	} else {
+		ugpu_device_close(f->dev[0]);
+		f->dev[0] = NULL;
+	}
+	assert_true(!f->dev[0] || ugpu_device_is_gone(f->dev[0]));
 	assert_int_equal(ugpu_device_rpm_set_autosuspend_delay(f->dev[1], 0), 0);
 	assert_int_equal(ugpu_device_rpm_allow(f->dev[1], true), 0);
 	for (i = 0; i < 400; i++) {
@@ -1206,16 +1214,18 @@ static void importer_removed(bool surprise)
 			 st.allowed);
 	assert_int_equal(bo_verify(bo, PBYTES, 91), -1);
 	assert_int_equal(pins_of(bo), 1);
-	/* the exporter closes while the removed importer's VM still binds */
+	/* the exporter closes while the gone importer's VM still binds */
 	t0 = now_ms();
 	ugpu_bo_put(bo);
 	ugpu_device_close(f->dev[1]);
 	f->dev[1] = NULL;
 	assert_true(now_ms() - t0 < 5000);
-	assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
-	assert_int_equal(ugpu_queue_destroy(q), 0);
+	if (how != IMPORTER_CLOSED)
+		assert_int_equal(ugpu_vm_unbind(vm, PVA, PBYTES), 0);
+	ugpu_queue_destroy(q);
 	assert_int_equal(ugpu_vm_destroy(vm), 0);
-	ugpu_device_close(f->dev[0]);
+	if (f->dev[0])
+		ugpu_device_close(f->dev[0]);
 	f->dev[0] = NULL;
 	mfx_stop(f);
 }
@@ -1223,13 +1233,19 @@ static void importer_removed(bool surprise)
 static void test_importer_removed_lets_exporter_sleep(void **state)
 {
 	(void)state;
-	importer_removed(false);
+	importer_goes(IMPORTER_REMOVED);
 }
 
 static void test_importer_surprise_lets_exporter_sleep(void **state)
 {
 	(void)state;
-	importer_removed(true);
+	importer_goes(IMPORTER_SURPRISE);
+}
+
+static void test_importer_closed_lets_exporter_sleep(void **state)
+{
+	(void)state;
+	importer_goes(IMPORTER_CLOSED);
 }
 
 /* The exporter's host suspend: a kernel of device 0 on a VM with a peer
@@ -1737,6 +1753,7 @@ int main(void)
 		cmocka_unit_test(test_peer_bind_revoked),
 		cmocka_unit_test(test_importer_removed_lets_exporter_sleep),
 		cmocka_unit_test(test_importer_surprise_lets_exporter_sleep),
+		cmocka_unit_test(test_importer_closed_lets_exporter_sleep),
 		cmocka_unit_test(test_peer_bind_host_suspend),
 		cmocka_unit_test(test_move_mapped),
 		cmocka_unit_test(test_removal_mapped_to_peer),
