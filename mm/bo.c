@@ -1056,8 +1056,7 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 		goto out;
 	/* A touch during a move waits for it: never less than the move may
 	 * legitimately take (a slow but in-bound copy is not a failure). */
-	cpu_map_set_block_timeout(bo->map, (unsigned int)bo_copy_timeout_ms(bo->size) +
-						   BO_BLOCK_SLACK_MS);
+	cpu_map_set_block_timeout(bo->map, bo_map_block_timeout_ms(bo));
 	/* A VRAM BO of a suspended device: hold faults until resume. */
 	if (m->pm_state == BO_PM_SUSPENDED && bo->placement == UGPU_PLACEMENT_VRAM) {
 		ret = cpu_map_block(bo->map);

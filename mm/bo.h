@@ -632,6 +632,10 @@ int bo_copy_timeout_ms(uint64_t bytes);
 /* How much longer than its copy bound a CPU touch may wait for a BO's move
  * (cpu_map_set_block_timeout()): the rest of the move and scheduling. */
 #define BO_BLOCK_SLACK_MS 5000
+/* How long a CPU touch of @bo's mapping may wait for a move of it: its
+ * copy bound and the slack (a removal's hold of the mapping waits longer:
+ * mm/evacuate.c). */
+unsigned int bo_map_block_timeout_ms(const struct ugpu_bo *bo);
 void bo_lru_del_locked(struct ugpu_bo *bo);
 void bo_lru_update_locked(struct ugpu_bo *bo);
 

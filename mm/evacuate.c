@@ -348,8 +348,13 @@ static void detach(void *arg)
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (bo->map && !bo->map_blocked && !cpu_map_block(bo->map))
+		if (bo->map && !bo->map_blocked && !cpu_map_block(bo->map)) {
 			bo->map_blocked = true;
+			/* a touch now waits for the removal, which is bounded
+			 * as a whole (not for a move: a long teardown is no
+			 * stuck copy, and the BO's data is safe) */
+			cpu_map_set_block_timeout(bo->map, UNPLUG_API_TIMEOUT_MS);
+		}
 	}
 	handler_barrier(m->dev, m->maps);
 }
@@ -362,8 +367,10 @@ static void maps_release(void *arg)
 	bo_for_each(l, &m->all) {
 		struct ugpu_bo *bo = bo_of_all(l);
 
-		if (bo->map && bo->map_blocked)
+		if (bo->map && bo->map_blocked) {
+			cpu_map_set_block_timeout(bo->map, bo_map_block_timeout_ms(bo));
 			cpu_map_unblock(bo->map);
+		}
 		bo->map_blocked = false;
 	}
 	pthread_mutex_unlock(&m->lock);

@@ -61,6 +61,11 @@ int bo_copy_timeout_ms(uint64_t bytes)
 	return 5000 + (int)(bytes >> 28) * 1000;
 }
 
+unsigned int bo_map_block_timeout_ms(const struct ugpu_bo *bo)
+{
+	return (unsigned int)bo_copy_timeout_ms(bo->size) + BO_BLOCK_SLACK_MS;
+}
+
 int bo_copy_range_queue(struct engine *e, const struct buddy_list *blocks, uint64_t off,
 			uint64_t len, uint64_t iova, bool to_vram, uint64_t *fence)
 {

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 
 #include "test_bo_common.h"
 #include "base/test_point.h"
+#include "mm/cpu_map.h"
 #include "src/unplug.h"
 
 #define MIB (1ull << 20)
@@ -258,6 +260,110 @@ static void test_teardown_order(void **state)
 		ugpu_bo_put(bos[i]);
 	}
 	check_after_removal(f);
+}
+
+/* ---- a CPU touch parked behind a long removal ------------------------------ */
+
+/* From the removal's hold of the mappings (before the device teardown) to
+ * their release (after it), a touch parks. The teardown is bounded, but
+ * may take longer than a move: held here 600 ms at its "bo-rpm" step,
+ * with the BO's own bound for a move cut to 200 ms. The touch must wait
+ * for the removal and land in system memory; it got SIGBUS (a move that
+ * did not finish, said the driver) though the BO's data was safe. */
+struct long_teardown {
+	atomic_int at_step;
+};
+
+static void hold_teardown(void *arg, struct ugpu_device *dev, const char *step)
+{
+	struct long_teardown *h = arg;
+
+	(void)dev;
+	if (strcmp(step, "bo-rpm"))
+		return;
+	atomic_store(&h->at_step, 1);
+	usleep(600000);
+}
+
+static __thread sigjmp_buf touch_jmp;
+
+static void touch_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(touch_jmp, 1);
+}
+
+struct toucher {
+	volatile uint64_t *p;
+	uint64_t value;
+	int bused, done;
+};
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	if (sigsetjmp(touch_jmp, 1)) {
+		t->bused = 1;
+		return NULL;
+	}
+	*t->p = t->value;
+	t->done = 1;
+	return NULL;
+}
+
+static void *unplug_main(void *arg)
+{
+	return (void *)(intptr_t)ugpu_device_unplug(arg);
+}
+
+static void test_touch_parked_behind_long_removal(void **state)
+{
+	struct fx *f = *state;
+	struct long_teardown h = { 0 };
+	struct ugpu_bo *bo = bo_new(f->dev, MIB, 0, V, S, "parked");
+	struct toucher t = { .value = 0x6d6d6d6d6d6d6d6dull };
+	struct sigaction sa = { .sa_handler = touch_bus }, old;
+	pthread_t ut, tt;
+	void *ret;
+	uint64_t w = 0;
+	void *p;
+
+	assert_non_null(bo);
+	assert_int_equal(fill_seed(bo, MIB, 141), 0);
+	assert_int_equal(ugpu_bo_map(bo, &p), 0);
+	assert_int_equal(((volatile uint64_t *)p)[1], ((volatile uint64_t *)p)[1]); /* mapped */
+	cpu_map_set_block_timeout(bo->map, 200);
+	t.p = (volatile uint64_t *)p;
+	unplug_set_step_observer(f->dev, hold_teardown, &h);
+	assert_int_equal(pthread_create(&ut, NULL, unplug_main, f->dev), 0);
+	while (!atomic_load(&h.at_step))
+		usleep(1000);
+	sigaction(SIGBUS, &sa, &old);
+	assert_int_equal(pthread_create(&tt, NULL, toucher_main, &t), 0);
+	pthread_join(tt, NULL);
+	pthread_join(ut, &ret);
+	sigaction(SIGBUS, &old, NULL);
+	unplug_set_step_observer(f->dev, NULL, NULL);
+	print_message("touch: %s; removal %d\n", t.bused ? "SIGBUS" : t.done ? "landed" : "?",
+		      (int)(intptr_t)ret);
+	assert_int_equal(t.bused, 0);
+	assert_int_equal(t.done, 1);
+	assert_int_equal((int)(intptr_t)ret, 0);
+	assert_int_equal(bo_where(bo), S);
+	assert_int_equal(ugpu_bo_read(bo, 0, &w, 8), 0);
+	assert_true(w == t.value);
+	{
+		uint8_t *buf = malloc(MIB);
+
+		assert_non_null(buf);
+		assert_int_equal(ugpu_bo_read(bo, 0, buf, MIB), 0);
+		pat_fill(buf, 8, 141);
+		assert_int_equal(pat_check(buf, MIB, 141), -1);
+		free(buf);
+	}
+	assert_int_equal(ugpu_bo_unmap(bo), 0);
+	ugpu_bo_put(bo);
 }
 
 /* ---- a migrate's old system memory, freed after its lock ------------------------ */
@@ -922,6 +1028,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_request_keeps_everything, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_teardown_order, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_touch_parked_behind_long_removal, setup,
+						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_removal_waits_for_old_free, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_copies_in_flight, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_writers_on_mapped_bos, setup, fx_teardown),
