@@ -1057,6 +1057,9 @@ UGPU_API int ugpu_bo_map(struct ugpu_bo *bo, void **addr)
 	/* A touch during a move waits for it: never less than the move may
 	 * legitimately take (a slow but in-bound copy is not a failure). */
 	cpu_map_set_block_timeout(bo->map, bo_map_block_timeout_ms(bo));
+	/* a touch of a gone device's BO waits for the removal (fault_begin's
+	 * -EINPROGRESS: mm/bo_rpm.c), which is bounded as a whole */
+	cpu_map_set_await_timeout(bo->map, UNPLUG_API_TIMEOUT_MS);
 	/* A VRAM BO of a suspended device: hold faults until resume. */
 	if (m->pm_state == BO_PM_SUSPENDED && bo->placement == UGPU_PLACEMENT_VRAM) {
 		ret = cpu_map_block(bo->map);

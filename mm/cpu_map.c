@@ -77,6 +77,7 @@ struct cpu_map {
 	 * backing in between, so a fault_begin decided before is stale. */
 	uint64_t gen;
 	unsigned int block_timeout_ms; /* 0: the manager's */
+	unsigned int await_timeout_ms; /* 0: as the block timeout */
 	unsigned int parked;
 	uint64_t parked_since_ns;
 	/* Parked faults wait for a change the owner promised (fault_begin
@@ -494,11 +495,15 @@ static void check_block_timeouts(struct cpu_map_mgr *mgr)
 
 		pthread_mutex_lock(&map->lock);
 		ms = map->block_timeout_ms ? map->block_timeout_ms : mgr->block_timeout_ms;
+		if (map->awaiting && map->await_timeout_ms)
+			ms = map->await_timeout_ms;
 		if (((map->blocked && map->state == CPU_MAP_UNMAPPED) || map->awaiting) &&
 		    map->parked && now - map->parked_since_ns >= (uint64_t)ms * 1000000ull) {
 			log_err(mgr->ctx,
-				"cpu_map: object '%s': a CPU access waited %u ms for a move that did not finish; it gets SIGBUS",
-				map->name, ms);
+				"cpu_map: object '%s': a CPU access waited %u ms for %s; it gets SIGBUS",
+				map->name, ms,
+				map->awaiting ? "its owner to change the backing as it said it would"
+					      : "a move that did not finish");
 			stat_add(&mgr->block_timeouts, 1);
 			map->parked = 0;
 			map->awaiting = false;
@@ -1193,6 +1198,13 @@ void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms)
 {
 	pthread_mutex_lock(&map->lock);
 	map->block_timeout_ms = ms;
+	pthread_mutex_unlock(&map->lock);
+}
+
+void cpu_map_set_await_timeout(struct cpu_map *map, unsigned int ms)
+{
+	pthread_mutex_lock(&map->lock);
+	map->await_timeout_ms = ms;
 	pthread_mutex_unlock(&map->lock);
 }
 

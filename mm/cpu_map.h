@@ -94,8 +94,9 @@ struct cpu_map_extent {
  *           change the backing itself (a removal will block the map, move
  *           or drop the object and unblock it): the fault parks as on a
  *           blocked map until the next block, unblock or invalidate, then
- *           runs again from the start; if none comes within the block
- *           timeout the thread gets SIGBUS as for a stuck move.
+ *           runs again from the start; if none comes within the await
+ *           timeout (cpu_map_set_await_timeout(); by default the block
+ *           timeout) the thread gets SIGBUS as for a stuck move.
  * @fault_end: may be NULL. Called once after every @fault_begin that
  *           returned 0, when the mapping is in place (or failed), before the
  *           faulting thread is woken; drops what @fault_begin took. No
@@ -366,6 +367,10 @@ bool cpu_map_wp_stop(struct cpu_map *map, void (*wrote)(void *arg, uint64_t off,
  * block (cpu_map_block()) before it gets SIGBUS; 0: the manager's
  * block_timeout_ms. The owner derives it from how long its moves may take. */
 void cpu_map_set_block_timeout(struct cpu_map *map, unsigned int ms);
+/* cpu_map_set_await_timeout() - how long a fault may wait after fault_begin
+ * said -EINPROGRESS (the owner will change the backing) before it gets
+ * SIGBUS; 0: as the block timeout. */
+void cpu_map_set_await_timeout(struct cpu_map *map, unsigned int ms);
 
 /* cpu_map_query() - a snapshot of @map's state into @out. */
 void cpu_map_query(struct cpu_map *map, struct cpu_map_info *out);

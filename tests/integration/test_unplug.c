@@ -896,7 +896,16 @@ static void test_surprise(void **state)
  * SIGBUS may come; in D3hot VRAM was the only copy, so the BO is lost and
  * the store gets SIGBUS by design (docs/unplug.md).
  */
-static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold)
+/* The removal held at its start (after marking the device gone) this many
+ * microseconds, and the BO's bound for a move cut to 200 ms: the touch
+ * waits for the removal longer than a move may take. */
+static void hold_marked(void *arg, enum test_point_id id, void *obj)
+{
+	(void)id, (void)obj;
+	usleep((useconds_t)(uintptr_t)arg);
+}
+
+static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold, unsigned int hold_us)
 {
 	struct ugpu_rpm_stats rs = { .size = sizeof(rs) };
 	struct sigaction sa = { .sa_handler = on_sigbus }, old;
@@ -922,6 +931,10 @@ static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold)
 	assert_int_equal(rs.power_state, d3cold ? UGPU_POWER_D3COLD : UGPU_POWER_D3HOT);
 
 	p = pv;
+	if (hold_us) {
+		cpu_map_set_block_timeout(bo->map, 200);
+		test_point_set(TEST_POINT_UNPLUG_MARKED, hold_marked, (void *)(uintptr_t)hold_us);
+	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, &old);
 	assert_int_equal(sim_unplug_surprise(f->sim, 0), 0);
@@ -932,6 +945,7 @@ static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold)
 		got_bus = 1;
 	sigaction(SIGBUS, &old, NULL);
 	info = fx_wait_removed(f->dev, REMOVAL_BOUND_MS);
+	test_point_set(TEST_POINT_UNPLUG_MARKED, NULL, NULL);
 	print_message("%s: the store %s the removal's detection; %s; %" PRIu64 " adopted, %" PRIu64
 		      " lost\n", d3cold ? "D3cold" : "D3hot", raced ? "raced" : "came after",
 		      got_bus ? "SIGBUS" : "no SIGBUS", info.bos_adopted, info.bos_lost);
@@ -958,12 +972,20 @@ static void surprise_touch_while_rpm_suspended(struct fx *f, bool d3cold)
 
 static void test_surprise_touch_in_d3cold(void **state)
 {
-	surprise_touch_while_rpm_suspended(*state, true);
+	surprise_touch_while_rpm_suspended(*state, true, 0);
 }
 
 static void test_surprise_touch_in_d3hot(void **state)
 {
-	surprise_touch_while_rpm_suspended(*state, false);
+	surprise_touch_while_rpm_suspended(*state, false, 0);
+}
+
+/* The removal slower than a move may take (held 600 ms at its start): the
+ * touch waits for it all the same, and lands in the adopted backup. It got
+ * SIGBUS ("a move that did not finish") though the backup held the BO. */
+static void test_surprise_touch_waits_for_slow_removal(void **state)
+{
+	surprise_touch_while_rpm_suspended(*state, true, 600000);
 }
 
 /* A device that keeps answering but is surprise-removed by the driver's own
@@ -1044,6 +1066,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_during_removal, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_touch_in_d3cold, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_surprise_touch_in_d3hot, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_surprise_touch_waits_for_slow_removal, setup,
+						fx_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
