@@ -148,6 +148,8 @@ static int bo_mgr_init(struct ugpu_device *dev, const char *uri)
 	m->dev = dev;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->vram_lock, NULL);
+	buddy_list_init(&m->vram_held);
+	buddy_list_init(&m->vram_sealed);
 	pthread_cond_init(&m->pm_cond, NULL);
 	pthread_cond_init(&m->moved, NULL);
 	list_init(&m->all);

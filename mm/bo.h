@@ -254,10 +254,15 @@ struct bo_mgr {
 	uint64_t spill_bos;
 
 	/* the VRAM manager (mm/vram.h): @vram_ready while the "vram-mm" step
-	 * is up; all three under @vram_lock */
+	 * is up; it and the fields below under @vram_lock */
 	pthread_mutex_t vram_lock;
 	struct buddy_mm vram_mm;
 	bool vram_ready;
+	/* frees held back (vram_hold_frees()): while @vram_holding, freed
+	 * blocks go to @vram_held (@vram_held_bytes with @vram_sealed) */
+	bool vram_holding;
+	struct buddy_list vram_held, vram_sealed;
+	uint64_t vram_held_bytes;
 
 	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
 	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm

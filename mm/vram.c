@@ -15,10 +15,36 @@ static void buddy_log(void *arg, const char *msg)
 	log_err(dev->ctx, "%s: VRAM: %s", dev->name, msg);
 }
 
+/* Held-back blocks count as free: no BO's data is in them. */
 static void used_sync_locked(struct ugpu_device *dev, struct bo_mgr *m)
 {
-	__atomic_store_n(&dev->vram_used, m->vram_ready ? m->vram_mm.size - m->vram_mm.avail : 0,
+	__atomic_store_n(&dev->vram_used,
+			 m->vram_ready ? m->vram_mm.size - m->vram_mm.avail - m->vram_held_bytes : 0,
 			 __ATOMIC_RELAXED);
+}
+
+static uint64_t list_bytes(const struct buddy_list *l)
+{
+	const struct buddy_block *b;
+	uint64_t n = 0;
+
+	buddy_list_for_each(b, l)
+		n += vram_block_size(b);
+	return n;
+}
+
+/* Give the held-back blocks of @l to the allocator (dirty: what they held
+ * is not known to be zero). */
+static void held_free_locked(struct ugpu_device *dev, struct bo_mgr *m, struct buddy_list *l)
+{
+	uint64_t n = list_bytes(l);
+
+	if (!n)
+		return;
+	m->vram_held_bytes -= n;
+	if (m->vram_ready)
+		buddy_free_list(&m->vram_mm, l, 0);
+	used_sync_locked(dev, m);
 }
 
 int vram_alloc_range(struct ugpu_device *dev, uint64_t start, uint64_t end, uint64_t size,
@@ -30,6 +56,16 @@ int vram_alloc_range(struct ugpu_device *dev, uint64_t start, uint64_t end, uint
 	pthread_mutex_lock(&m->vram_lock);
 	if (m->vram_ready) {
 		ret = buddy_alloc_blocks(&m->vram_mm, start, end, size, min_block, out, flags);
+		if (ret == -ENOSPC && m->vram_held_bytes) {
+			/* no room but what is held back: a BO needs it now
+			 * more than a restart record does (vram_hold_frees()) */
+			log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for an allocation",
+				dev->name, (unsigned long long)m->vram_held_bytes);
+			held_free_locked(dev, m, &m->vram_sealed);
+			held_free_locked(dev, m, &m->vram_held);
+			ret = buddy_alloc_blocks(&m->vram_mm, start, end, size, min_block, out,
+						 flags);
+		}
 		used_sync_locked(dev, m);
 	}
 	pthread_mutex_unlock(&m->vram_lock);
@@ -48,10 +84,45 @@ void vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int 
 	struct bo_mgr *m = dev->bo_mgr;
 
 	pthread_mutex_lock(&m->vram_lock);
-	if (m->vram_ready) {
+	if (m->vram_ready && m->vram_holding) {
+		m->vram_held_bytes += list_bytes(blocks);
+		buddy_list_splice_tail(&m->vram_held, blocks);
+		used_sync_locked(dev, m);
+	} else if (m->vram_ready) {
 		buddy_free_list(&m->vram_mm, blocks, flags);
 		used_sync_locked(dev, m);
 	}
+	pthread_mutex_unlock(&m->vram_lock);
+}
+
+void vram_hold_frees(struct ugpu_device *dev, bool on)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	pthread_mutex_lock(&m->vram_lock);
+	m->vram_holding = on;
+	if (!on) {
+		held_free_locked(dev, m, &m->vram_sealed);
+		held_free_locked(dev, m, &m->vram_held);
+	}
+	pthread_mutex_unlock(&m->vram_lock);
+}
+
+void vram_held_seal(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	pthread_mutex_lock(&m->vram_lock);
+	buddy_list_splice_tail(&m->vram_sealed, &m->vram_held);
+	pthread_mutex_unlock(&m->vram_lock);
+}
+
+void vram_sealed_release(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	pthread_mutex_lock(&m->vram_lock);
+	held_free_locked(dev, m, &m->vram_sealed);
 	pthread_mutex_unlock(&m->vram_lock);
 }
 
@@ -60,8 +131,8 @@ void vram_usage(struct ugpu_device *dev, uint64_t *used, uint64_t *avail)
 	struct bo_mgr *m = dev->bo_mgr;
 
 	pthread_mutex_lock(&m->vram_lock);
-	*used = m->vram_ready ? m->vram_mm.size - m->vram_mm.avail : 0;
-	*avail = m->vram_ready ? m->vram_mm.avail : 0;
+	*used = m->vram_ready ? m->vram_mm.size - m->vram_mm.avail - m->vram_held_bytes : 0;
+	*avail = m->vram_ready ? m->vram_mm.avail + m->vram_held_bytes : 0;
 	pthread_mutex_unlock(&m->vram_lock);
 }
 
@@ -108,6 +179,9 @@ static void vram_mm_down(struct ugpu_device *dev)
 		pthread_mutex_unlock(&m->vram_lock);
 		return;
 	}
+	m->vram_holding = false;
+	held_free_locked(dev, m, &m->vram_sealed);
+	held_free_locked(dev, m, &m->vram_held);
 	leaks = buddy_fini(&m->vram_mm);
 	m->vram_ready = false;
 	used_sync_locked(dev, m);

@@ -12,6 +12,7 @@
 #ifndef UGPU_MM_VRAM_H
 #define UGPU_MM_VRAM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mm/buddy.h"
@@ -32,6 +33,24 @@ void vram_free(struct ugpu_device *dev, struct buddy_list *blocks, unsigned int 
 void vram_usage(struct ugpu_device *dev, uint64_t *used, uint64_t *avail);
 /* The allocator's own consistency check (0 or -EINVAL; 0 once removed). */
 int vram_check(struct ugpu_device *dev);
+
+/*
+ * Frees held back, for a record of where BOs are that lags behind them
+ * (ugpud's restart table, tools/ugpud/persist.c): a BO moved out of VRAM
+ * blocks the record still names must not have them written by another BO
+ * before the record is rewritten, or a restart from it reads another BO's
+ * bytes. vram_hold_frees(@on): from now on freed blocks are held back (off:
+ * given back, and frees go straight to the allocator again).
+ * vram_held_seal(): the blocks held so far are sealed, before the record's
+ * walk; vram_sealed_release(): once the record written after that walk is
+ * stored, the sealed blocks go back to the allocator (frees during the walk
+ * wait for the next one). An allocation that finds no room takes every
+ * held-back block first (a BO's need comes before the record's). Usage
+ * counts held-back blocks as free.
+ */
+void vram_hold_frees(struct ugpu_device *dev, bool on);
+void vram_held_seal(struct ugpu_device *dev);
+void vram_sealed_release(struct ugpu_device *dev);
 
 /* A VRAM block's size (the manager's chunk is BUDDY_MIN_CHUNK). */
 static inline uint64_t vram_block_size(const struct buddy_block *b)

@@ -503,10 +503,60 @@ static void test_eviction_copy_failure(void **state)
 	check(f);
 }
 
+/* Frees held back for a record that lags (mm/vram.h; ugpud's restart
+ * table): a BO's VRAM, freed by its move out, is not handed to the next BO
+ * until the blocks are sealed and released; a BO that needs them (no other
+ * room) gets them at once. */
+static uint64_t vram_at(struct ugpu_bo *bo)
+{
+	struct ugpu_bo_info i = { .size = sizeof(i) };
+
+	assert_int_equal(ugpu_bo_query(bo, &i), 0);
+	assert_int_equal(i.placement, UGPU_PLACEMENT_VRAM);
+	return i.vram_offset;
+}
+
+static void test_vram_held_frees(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device_mem m0 = { .size = sizeof(m0) }, m1 = { .size = sizeof(m1) };
+	struct ugpu_bo *a, *b, *c, *big;
+	uint64_t a_at;
+
+	vram_hold_frees(f->dev, true);
+	a = bo_new(f->dev, MiB, 0, V, S, "a");
+	assert_non_null(a);
+	a_at = vram_at(a);
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m0), 0);
+	assert_int_equal(ugpu_bo_migrate(a, S), 0);
+	/* held, and counted as free */
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m1), 0);
+	assert_true(m1.vram_free == m0.vram_free + MiB);
+	b = bo_new(f->dev, MiB, 0, V, S, "b");
+	assert_non_null(b);
+	assert_true(vram_at(b) != a_at); /* not a's old blocks */
+	vram_held_seal(f->dev);
+	vram_sealed_release(f->dev);
+	c = bo_new(f->dev, MiB, 0, V, S, "c");
+	assert_non_null(c);
+	assert_true(vram_at(c) == a_at); /* given back: the allocator's first choice again */
+	/* no room but what is held: taken at once */
+	ugpu_bo_put(c);
+	ugpu_bo_put(b);
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m1), 0);
+	big = bo_new(f->dev, m1.vram_free, 0, V, N, "big");
+	assert_non_null(big);
+	ugpu_bo_put(big);
+	ugpu_bo_put(a);
+	vram_hold_frees(f->dev, false);
+	assert_int_equal(vram_check(f->dev), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_validation, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_vram_held_frees, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_and_pin, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_byte_exact, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_beside_move, setup, fx_teardown),

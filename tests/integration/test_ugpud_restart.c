@@ -316,8 +316,15 @@ static int client(const char *uri, uint32_t seed, int ready_fd, int stop_fd)
 
 		if (ugpu_bo_read(bo[k], 0, all, sizes[k]))
 			return 16;
-		if (memcmp(all, shadow[k], sizes[k]))
+		if (memcmp(all, shadow[k], sizes[k])) {
+			uint64_t o = 0;
+
+			while (all[o] == shadow[k][o])
+				o++;
+			fprintf(stderr, "  client %u: BO %d differs at byte %llu (0x%02x, expected 0x%02x) after %lu rounds\n",
+				seed, k, (unsigned long long)o, all[o], shadow[k][o], rounds);
 			return 17;
+		}
 		free(all);
 		ugpu_bo_put(bo[k]);
 	}

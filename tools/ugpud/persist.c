@@ -39,6 +39,7 @@
 #include <ugpu/ugpu.h>
 
 #include "base/clock.h"
+#include "mm/vram.h"
 #include "tools/ugpu-sim/sim.h"
 #include "tools/ugpud/ugpud.h"
 
@@ -325,12 +326,25 @@ void persist_sync(struct ugpud *d)
 		return;
 	d->persist_moves = moves;
 	d->persist_walk_ms = now;
+	/* VRAM freed before this walk is written by no other BO until the
+	 * table the walk makes is stored (mm/vram.h): the table before it may
+	 * still name those blocks for a BO that moved out of them (a migrate
+	 * on a worker, then another client's move into the blocks it left:
+	 * a kill between them restored that BO with the other's bytes) */
+	for (unsigned int i = 0; i < d->ndevs; i++)
+		if (d->devs[i].vram_held && !d->devs[i].pm_busy)
+			vram_held_seal(d->devs[i].dev);
 	list_for_each(l, &d->clients)
 		sync_client(d, list_entry(l, struct client, link));
 	list_for_each(l, &d->detached)
 		sync_client(d, list_entry(l, struct client, link));
 	if (d->persist_dirty && !write_table(d))
 		d->persist_dirty = false;
+	if (d->persist_dirty)
+		return; /* not stored: what is sealed stays held */
+	for (unsigned int i = 0; i < d->ndevs; i++)
+		if (d->devs[i].vram_held && !d->devs[i].pm_busy)
+			vram_sealed_release(d->devs[i].dev);
 }
 
 /* ---- restore -------------------------------------------------------------- */
@@ -663,12 +677,25 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n)
 			if (fd >= 0)
 				ret = notify_store(fd, name);
 		}
+		/* VRAM a restart reads back (an embedded device's): frees are
+		 * held back until the table no longer names them */
+		for (unsigned int i = 0; i < d->ndevs && !ret; i++) {
+			if (d->devs[i].sim) {
+				vram_hold_frees(d->devs[i].dev, true);
+				d->devs[i].vram_held = true;
+			}
+		}
 		d->persist_dirty = true;
 		persist_sync(d);
 		if (ret || d->persist_dirty) {
 			ugpud_log("fd store: %s; nothing is kept over a restart",
 				  ret ? strerror(-ret) : "the table was not stored");
 			d->fd_store = false;
+			for (unsigned int i = 0; i < d->ndevs; i++) {
+				if (d->devs[i].vram_held)
+					vram_hold_frees(d->devs[i].dev, false);
+				d->devs[i].vram_held = false;
+			}
 		}
 	}
 	/* the old entries go once ours are in (a kill before leaves both) */

@@ -77,6 +77,9 @@ struct ugpud_dev {
 	/* suspended by the daemon for a host sleep (logind), to be resumed at
 	 * the wake; loop thread only */
 	bool sleep_ours;
+	/* its VRAM's frees are held back for the restart table (persist.c;
+	 * mm/vram.h); loop thread only */
+	bool vram_held;
 };
 
 /* What a handle names. */
