@@ -350,6 +350,13 @@ int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 	ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 	if (ret != -ENOSPC || bo->speculative)
 		return ret;
+	/* VRAM held back for a restart record (mm/vram.h) before anything is
+	 * evicted: an eviction would free into it too */
+	if (vram_give_back_held(dev)) {
+		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
+		if (ret != -ENOSPC)
+			return ret;
+	}
 	/* Evictions: reported as one operation over the bytes it needs. */
 	progress_begin(&pr, dev->ctx, UGPU_PROGRESS_EVICT, dev->name, bo->size);
 	ret = evict_for_locked(dev, bo, flags, out, &pr);
@@ -389,6 +396,7 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 		evicted += victim->size;
 		progress_grow(pr, evicted); /* victims larger than the room needed */
 		progress_add(pr, victim->size);
+		vram_give_back_held(dev); /* the victim's VRAM, when held back */
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 		if (ret != -ENOSPC)
 			return ret;

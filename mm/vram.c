@@ -56,16 +56,6 @@ int vram_alloc_range(struct ugpu_device *dev, uint64_t start, uint64_t end, uint
 	pthread_mutex_lock(&m->vram_lock);
 	if (m->vram_ready) {
 		ret = buddy_alloc_blocks(&m->vram_mm, start, end, size, min_block, out, flags);
-		if (ret == -ENOSPC && m->vram_held_bytes) {
-			/* no room but what is held back: a BO needs it now
-			 * more than a restart record does (vram_hold_frees()) */
-			log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for an allocation",
-				dev->name, (unsigned long long)m->vram_held_bytes);
-			held_free_locked(dev, m, &m->vram_sealed);
-			held_free_locked(dev, m, &m->vram_held);
-			ret = buddy_alloc_blocks(&m->vram_mm, start, end, size, min_block, out,
-						 flags);
-		}
 		used_sync_locked(dev, m);
 	}
 	pthread_mutex_unlock(&m->vram_lock);
@@ -106,6 +96,22 @@ void vram_hold_frees(struct ugpu_device *dev, bool on)
 		held_free_locked(dev, m, &m->vram_held);
 	}
 	pthread_mutex_unlock(&m->vram_lock);
+}
+
+bool vram_give_back_held(struct ugpu_device *dev)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	uint64_t n;
+
+	pthread_mutex_lock(&m->vram_lock);
+	n = m->vram_held_bytes;
+	held_free_locked(dev, m, &m->vram_sealed);
+	held_free_locked(dev, m, &m->vram_held);
+	pthread_mutex_unlock(&m->vram_lock);
+	if (n)
+		log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for a BO that needs them",
+			dev->name, (unsigned long long)n);
+	return n != 0;
 }
 
 void vram_held_seal(struct ugpu_device *dev)

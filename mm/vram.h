@@ -44,11 +44,14 @@ int vram_check(struct ugpu_device *dev);
  * vram_held_seal(): the blocks held so far are sealed, before the record's
  * walk; vram_sealed_release(): once the record written after that walk is
  * stored, the sealed blocks go back to the allocator (frees during the walk
- * wait for the next one). An allocation that finds no room takes every
- * held-back block first (a BO's need comes before the record's). Usage
- * counts held-back blocks as free.
+ * wait for the next one). vram_alloc() never takes held-back blocks;
+ * vram_give_back_held() gives them all back at once (true if there were
+ * any): the BO layer does, for a BO that would otherwise evict (a BO's
+ * need comes before the record's), not for a speculative one. Usage counts
+ * held-back blocks as free.
  */
 void vram_hold_frees(struct ugpu_device *dev, bool on);
+bool vram_give_back_held(struct ugpu_device *dev);
 void vram_held_seal(struct ugpu_device *dev);
 void vram_sealed_release(struct ugpu_device *dev);
 

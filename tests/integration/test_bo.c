@@ -540,12 +540,29 @@ static void test_vram_held_frees(void **state)
 	c = bo_new(f->dev, MiB, 0, V, S, "c");
 	assert_non_null(c);
 	assert_true(vram_at(c) == a_at); /* given back: the allocator's first choice again */
-	/* no room but what is held: taken at once */
+	/* no room but what is held: a BO that would otherwise evict takes it
+	 * at once, a speculative one (the SVM prefetcher's) never does (the
+	 * review: it landed in the held blocks) */
 	ugpu_bo_put(c);
 	ugpu_bo_put(b);
+	assert_int_equal(ugpu_bo_migrate(a, V), 0);
+	a_at = vram_at(a);
 	assert_int_equal(ugpu_device_mem_stats(f->dev, &m1), 0);
 	big = bo_new(f->dev, m1.vram_free, 0, V, N, "big");
 	assert_non_null(big);
+	assert_int_equal(ugpu_bo_migrate(a, S), 0); /* its MiB held */
+	{
+		struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = MiB,
+					  .placements = { UGPU_PLACEMENT_VRAM } };
+		struct ugpu_bo *spec = NULL;
+
+		assert_int_equal(bo_create_kernel(f->dev, &o, BO_KERNEL_SPECULATIVE, &spec),
+				 -ENOSPC);
+	}
+	b = bo_new(f->dev, MiB, 0, V, N, "needs-it");
+	assert_non_null(b);
+	assert_true(vram_at(b) == a_at);
+	ugpu_bo_put(b);
 	ugpu_bo_put(big);
 	ugpu_bo_put(a);
 	vram_hold_frees(f->dev, false);

@@ -162,6 +162,9 @@ static int store_count(const char *prefix)
 	return k;
 }
 
+/* Options the next spawn() adds (NULL-terminated). */
+static const char *spawn_extra[8];
+
 /* Start ugpud as systemd would: @lfd as its socket, the store's fds after
  * it. Waits (bounded) for READY=1; its pid. */
 static pid_t spawn(const char *notify_path, int lfd)
@@ -204,8 +207,12 @@ static pid_t spawn(const char *notify_path, int lfd)
 			if (dup2(fds[i], 3 + i) != 3 + i)
 				_exit(126);
 		snprintf(e_pid, sizeof(e_pid), "LISTEN_PID=%d", (int)getpid());
-		execle(bin, bin, "--device", "sim:64M", "--fd-store", "--metrics", "off",
-		       "--resume-timeout", "2", (char *)NULL, envp);
+		char *argv[16] = { bin, "--device", "sim:64M", "--fd-store", "--metrics", "off",
+				   "--resume-timeout", "2" };
+
+		for (int i = 0, a = 8; spawn_extra[i] && a < 15; i++)
+			argv[a++] = (char *)spawn_extra[i];
+		execve(bin, argv, envp);
 		_exit(127);
 	}
 	for (t0 = now_ms(); now_ms() - t0 < 15000; usleep(2000))
@@ -619,10 +626,86 @@ static void killed_under_load_and_restarted(void **state)
 	unlink(ns.sun_path);
 }
 
+/* An embedded device's VRAM is what a restart reads BOs back from, and a
+ * D3cold wake overwrites it (the reference device poisons its VRAM, as
+ * real VRAM loses its contents): with --fd-store such a device sleeps in
+ * D3hot only. Before (the review of the held-back VRAM): a BO that runtime
+ * PM evicted for D3cold was restored from blocks the wake had poisoned. */
+static void fd_store_sleeps_in_d3hot(void **state)
+{
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+	struct ugpu_device_info info = { .size = sizeof(info) };
+	static unsigned char buf[1 << 20], back[1 << 20];
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo;
+	char uri[160];
+	pthread_t th;
+	pid_t d;
+	int lfd, st;
+
+	(void)state;
+	snprintf(ns.sun_path, sizeof(ns.sun_path), "/tmp/ugpud-rs3-notify-%d", (int)getpid());
+	snprintf(ls.sun_path, sizeof(ls.sun_path), "/tmp/ugpud-rs3-%d.sock", (int)getpid());
+	unlink(ns.sun_path);
+	unlink(ls.sun_path);
+	__atomic_store_n(&store.stop, 0, __ATOMIC_RELAXED);
+	store.nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(store.nfd, (struct sockaddr *)&ns, sizeof(ns)), 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&ls, sizeof(ls)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(pthread_create(&th, NULL, harness, NULL), 0);
+	spawn_extra[0] = "--autosuspend";
+	spawn_extra[1] = "20";
+	d = spawn(ns.sun_path, lfd);
+	assert_true(d > 0);
+	live_set(CLIENTS, d);
+	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
+	assert_int_equal(ugpu_bo_create(dev, &o, &bo), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)(i * 7 + 3);
+	assert_int_equal(ugpu_bo_write(bo, 0, buf, sizeof(buf)), 0);
+	usleep(400000); /* idle: it sleeps */
+	assert_int_equal(ugpu_device_query(dev, &info), 0);
+	fprintf(stderr, "  idle with --fd-store: power state %d\n", (int)info.power_state);
+	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
+	assert_int_equal(kill(d, SIGKILL), 0);
+	assert_int_equal(waitpid(d, &st, 0), d);
+	d = spawn(ns.sun_path, lfd);
+	assert_true(d > 0);
+	live_set(CLIENTS, d);
+	assert_int_equal(ugpu_bo_read(bo, 0, back, sizeof(back)), 0);
+	assert_memory_equal(back, buf, sizeof(buf));
+	ugpu_bo_put(bo);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	assert_int_equal(kill(d, SIGTERM), 0);
+	assert_int_equal(waitpid(d, &st, 0), d);
+	live_set(CLIENTS, 0);
+	spawn_extra[0] = NULL;
+	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	pthread_mutex_lock(&store.lock);
+	for (int i = 0; i < store.n; i++)
+		close(store.fds[i]);
+	store.n = 0;
+	pthread_mutex_unlock(&store.lock);
+	close(lfd);
+	close(store.nfd);
+	unlink(ls.sun_path);
+	unlink(ns.sun_path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(killed_under_load_and_restarted, teardown),
+		cmocka_unit_test_teardown(fd_store_sleeps_in_d3hot, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

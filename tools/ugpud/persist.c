@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <ugpu/rpm.h>
 #include <ugpu/ugpu.h>
 
 #include "base/clock.h"
@@ -663,6 +664,20 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n)
 		ugpud_log("--fd-store: no $NOTIFY_SOCKET (not under systemd): nothing is kept "
 			  "over a restart");
 		d->fd_store = false;
+	}
+	/* An embedded device's VRAM is what a restart reads BOs back from, and
+	 * a D3cold wake overwrites it (as real VRAM loses its contents): a BO
+	 * that runtime PM moved out for D3cold would be restored from poison
+	 * if the daemon died before the next table. Such a device sleeps in
+	 * D3hot only (its VRAM kept). */
+	for (unsigned int i = 0; d->fd_store && i < d->ndevs; i++) {
+		if (!d->devs[i].sim)
+			continue;
+		ret = ugpu_device_rpm_set_d3cold_threshold(d->devs[i].dev, 0);
+		if (ret)
+			return ret;
+		ugpud_log("%s: --fd-store: runtime PM uses D3hot only (a restart reads this VRAM back)",
+			  d->devs[i].uri);
 	}
 	if (d->fd_store)
 		ret = restore(d, fds, names, n);
