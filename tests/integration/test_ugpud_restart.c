@@ -377,6 +377,27 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* A clean stop of daemon @d empties the store (nothing stale for the next
+ * start); then the harness thread @th and the sockets go. */
+static void stop_and_end(pid_t d, pthread_t th, int lfd, const struct sockaddr_un *ns,
+			 const struct sockaddr_un *ls)
+{
+	int st;
+
+	assert_int_equal(kill(d, SIGTERM), 0);
+	assert_int_equal(waitpid(d, &st, 0), d);
+	live_set(CLIENTS, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	usleep(100000);
+	assert_int_equal(store_count("ugpud-"), 0);
+	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+	close(lfd);
+	close(store.nfd);
+	unlink(ls->sun_path);
+	unlink(ns->sun_path);
+}
+
 static void killed_under_load_and_restarted(void **state)
 {
 	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
@@ -611,19 +632,7 @@ static void killed_under_load_and_restarted(void **state)
 		ugpu_device_close(dev);
 		ugpu_context_destroy(ctx);
 	}
-	/* a clean stop empties the store: nothing stale for the next start */
-	assert_int_equal(kill(d, SIGTERM), 0);
-	assert_int_equal(waitpid(d, &st, 0), d);
-	live_set(CLIENTS, 0);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	usleep(100000);
-	assert_int_equal(store_count("ugpud-"), 0);
-	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
-	pthread_join(th, NULL);
-	close(lfd);
-	close(store.nfd);
-	unlink(ls.sun_path);
-	unlink(ns.sun_path);
+	stop_and_end(d, th, lfd, &ns, &ls);
 }
 
 /* An embedded device's VRAM is what a restart reads BOs back from, and a
@@ -684,21 +693,8 @@ static void fd_store_sleeps_in_d3hot(void **state)
 	ugpu_bo_put(bo);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
-	assert_int_equal(kill(d, SIGTERM), 0);
-	assert_int_equal(waitpid(d, &st, 0), d);
-	live_set(CLIENTS, 0);
 	spawn_extra[0] = NULL;
-	__atomic_store_n(&store.stop, 1, __ATOMIC_RELAXED);
-	pthread_join(th, NULL);
-	pthread_mutex_lock(&store.lock);
-	for (int i = 0; i < store.n; i++)
-		close(store.fds[i]);
-	store.n = 0;
-	pthread_mutex_unlock(&store.lock);
-	close(lfd);
-	close(store.nfd);
-	unlink(ls.sun_path);
-	unlink(ns.sun_path);
+	stop_and_end(d, th, lfd, &ns, &ls);
 }
 
 int main(void)
