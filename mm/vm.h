@@ -101,11 +101,12 @@ struct vm_bind {
 uint64_t vm_peer_revoke_locked(struct ugpu_device *importer, struct ugpu_device *exporter,
 			       struct rpm ***held, size_t *nheld);
 /*
- * vm_peer_let_go_locked() (mm/vm_peer.c) - @importer is removed: its kernels
- * run no more, so its peer binds stop holding their exporters awake. Their
- * runtime-PM references are handed to the caller as above (entries and
- * pins stay until the program unbinds: nothing is written to the removed
- * device). Manager lock of @importer. Returns how many were handed over.
+ * vm_peer_let_go_locked() (mm/vm_peer.c) - @importer is removed or closed:
+ * its kernels run no more, so its peer binds stop holding their exporters
+ * awake. Their runtime-PM references are handed to the caller as above
+ * (entries and pins stay until the program unbinds: nothing is written to
+ * the gone device). Manager lock of @importer. Returns how many were handed
+ * over.
  */
 size_t vm_peer_let_go_locked(struct ugpu_device *importer, struct rpm ***held, size_t *nheld);
 

@@ -15,7 +15,8 @@ static void buddy_log(void *arg, const char *msg)
 	log_err(dev->ctx, "%s: VRAM: %s", dev->name, msg);
 }
 
-/* Held-back blocks count as free: no BO's data is in them. */
+/* Held-back blocks count as free: no BO lives in them any more (what they
+ * hold is only what a restart record may still read). */
 static void used_sync_locked(struct ugpu_device *dev, struct bo_mgr *m)
 {
 	__atomic_store_n(&dev->vram_used,
