@@ -263,6 +263,10 @@ struct bo_mgr {
 	bool vram_holding;
 	struct buddy_list vram_held, vram_sealed;
 	uint64_t vram_held_bytes;
+	/* vram_hold_strict(): set, the program's BOs never take held-back
+	 * blocks (-ERESTART) and @vram_want is told (with @vram_want_arg) */
+	void (*vram_want)(void *arg);
+	void *vram_want_arg;
 
 	/* runtime PM of the BOs (mm/bo_rpm.c); NULL when not attached.
 	 * @rpm_hooks: cpu_map fault hooks of mm/bo_rpm.c between reading @rpm

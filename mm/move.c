@@ -352,7 +352,10 @@ int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 		return ret;
 	/* VRAM held back for a restart record (mm/vram.h) before anything is
 	 * evicted: an eviction would free into it too */
-	if (vram_give_back_held(dev)) {
+	ret = vram_held_claim(dev, !bo->driver_owned);
+	if (ret < 0)
+		return ret;
+	if (ret) {
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 		if (ret != -ENOSPC)
 			return ret;
@@ -396,7 +399,11 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 		evicted += victim->size;
 		progress_grow(pr, evicted); /* victims larger than the room needed */
 		progress_add(pr, victim->size);
-		vram_give_back_held(dev); /* the victim's VRAM, when held back */
+		/* the victim's VRAM, when held back (strict: the record
+		 * first, -ERESTART) */
+		ret = vram_held_claim(dev, !bo->driver_owned);
+		if (ret < 0)
+			return ret;
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);
 		if (ret != -ENOSPC)
 			return ret;

@@ -99,6 +99,43 @@ void vram_hold_frees(struct ugpu_device *dev, bool on)
 	pthread_mutex_unlock(&m->vram_lock);
 }
 
+void vram_hold_strict(struct ugpu_device *dev, void (*want)(void *arg), void *arg)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+
+	pthread_mutex_lock(&m->vram_lock);
+	m->vram_want = want;
+	m->vram_want_arg = arg;
+	pthread_mutex_unlock(&m->vram_lock);
+}
+
+int vram_held_claim(struct ugpu_device *dev, bool may_refuse)
+{
+	struct bo_mgr *m = dev->bo_mgr;
+	void (*want)(void *arg);
+	void *arg;
+	uint64_t n;
+
+	pthread_mutex_lock(&m->vram_lock);
+	n = m->vram_held_bytes;
+	want = m->vram_want;
+	arg = m->vram_want_arg;
+	if (n && !(want && may_refuse)) {
+		held_free_locked(dev, m, &m->vram_sealed);
+		held_free_locked(dev, m, &m->vram_held);
+	}
+	pthread_mutex_unlock(&m->vram_lock);
+	if (!n)
+		return 0;
+	if (want)
+		want(arg);
+	if (want && may_refuse)
+		return -ERESTART;
+	log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for a BO that needs them",
+		dev->name, (unsigned long long)n);
+	return 1;
+}
+
 bool vram_give_back_held(struct ugpu_device *dev)
 {
 	struct bo_mgr *m = dev->bo_mgr;
@@ -109,9 +146,6 @@ bool vram_give_back_held(struct ugpu_device *dev)
 	held_free_locked(dev, m, &m->vram_sealed);
 	held_free_locked(dev, m, &m->vram_held);
 	pthread_mutex_unlock(&m->vram_lock);
-	if (n)
-		log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for a BO that needs them",
-			dev->name, (unsigned long long)n);
 	return n != 0;
 }
 

@@ -44,13 +44,28 @@ int vram_check(struct ugpu_device *dev);
  * vram_held_seal(): the blocks held so far are sealed, before the record's
  * walk; vram_sealed_release(): once the record written after that walk is
  * stored, the sealed blocks go back to the allocator (frees during the walk
- * wait for the next one). vram_alloc() never takes held-back blocks;
- * vram_give_back_held() gives them all back at once (true if there were
- * any): the BO layer does, for a BO that would otherwise evict (a BO's
- * need comes before the record's), not for a speculative one. Usage counts
- * held-back blocks as free.
+ * wait for the next one). vram_alloc() never takes held-back blocks.
+ * Usage counts held-back blocks as free.
+ *
+ * When an allocation cannot be had without them, the BO layer calls
+ * vram_held_claim(@may_refuse): 0 when nothing is held; 1 when the held
+ * blocks were given back to the allocator (try again); -ERESTART (strict
+ * mode, @may_refuse) when they are kept and the record's owner was told.
+ * vram_hold_strict(@want, @arg) sets strict mode: @want(@arg) is called,
+ * from any thread with the BO manager lock held (it must only wake its
+ * owner), whenever held blocks were wanted; the owner writes its record
+ * (which releases them) and retries what returned -ERESTART. Giving them
+ * back would let another BO write blocks the stored record still names
+ * for a BO that moved out (a restart then reads that BO from the other's
+ * bytes). The BO layer refuses only for the program's BOs, whose calls
+ * the owner makes and retries; a driver BO (page tables, shared virtual
+ * memory's ranges) takes them back as before, @want told too (the window
+ * is then from that allocation to the owner's next record).
+ * vram_give_back_held() gives them all back (true if there were any).
  */
 void vram_hold_frees(struct ugpu_device *dev, bool on);
+void vram_hold_strict(struct ugpu_device *dev, void (*want)(void *arg), void *arg);
+int vram_held_claim(struct ugpu_device *dev, bool may_refuse);
 bool vram_give_back_held(struct ugpu_device *dev);
 void vram_held_seal(struct ugpu_device *dev);
 void vram_sealed_release(struct ugpu_device *dev);

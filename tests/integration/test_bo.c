@@ -569,11 +569,99 @@ static void test_vram_held_frees(void **state)
 	assert_int_equal(vram_check(f->dev), 0);
 }
 
+/* Strict hold (mm/vram.h; ugpud with --fd-store): a program's BO that
+ * could only be had from held-back blocks, or by an eviction whose freed
+ * blocks are held, is refused with -ERESTART and the blocks keep what they
+ * held until the record is written (sealed, released); the owner is told.
+ * Before, the BO was given them at once and cleared them: a restart from
+ * the stored record read the evicted BO from zeroes (the restart test's
+ * eviction inside a request, killed before the next table). A driver BO
+ * still takes them (the owner told). */
+static int wants;
+
+static void want(void *arg)
+{
+	(void)arg;
+	__atomic_fetch_add(&wants, 1, __ATOMIC_RELAXED);
+}
+
+static void test_vram_held_strict(void **state)
+{
+	struct fx *f = *state;
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_bo *a, *big, *b = NULL, *k = NULL;
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = MiB,
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+	unsigned char *pat = malloc(MiB), *back = malloc(MiB);
+	uint64_t a_at;
+
+	assert_non_null(pat);
+	assert_non_null(back);
+	for (size_t i = 0; i < MiB; i++)
+		pat[i] = (unsigned char)(i * 7 + 3);
+	wants = 0;
+	vram_hold_frees(f->dev, true);
+	vram_hold_strict(f->dev, want, NULL);
+	a = bo_new(f->dev, MiB, 0, V, S, "a");
+	assert_non_null(a);
+	assert_int_equal(ugpu_bo_write(a, 0, pat, MiB), 0);
+	a_at = vram_at(a);
+	assert_int_equal(ugpu_device_mem_stats(f->dev, &m), 0);
+	big = bo_new(f->dev, m.vram_free, 0, V, N, "big"); /* VRAM full; not evictable */
+	assert_non_null(big);
+	/* b needs a's room: a is evicted (its bytes copied out), its blocks
+	 * held, b refused; a's old blocks still hold a's bytes */
+	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), -ERESTART);
+	assert_null(b);
+	assert_true(wants >= 1);
+	assert_int_equal(ugpu_bo_read(a, 0, back, MiB), 0);
+	assert_memory_equal(back, pat, MiB);
+	{
+		struct ugpu_bo_info i = { .size = sizeof(i) };
+
+		assert_int_equal(ugpu_bo_query(a, &i), 0);
+		assert_int_equal(i.placement, UGPU_PLACEMENT_SYSTEM);
+	}
+	assert_memory_equal((unsigned char *)f->dev->vram + a_at, pat, MiB);
+	/* held already: refused again at once, nothing more evicted */
+	wants = 0;
+	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), -ERESTART);
+	assert_int_equal(wants, 1);
+	assert_memory_equal((unsigned char *)f->dev->vram + a_at, pat, MiB);
+	/* the record written: the retry gets them */
+	vram_held_seal(f->dev);
+	vram_sealed_release(f->dev);
+	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), 0);
+	assert_true(vram_at(b) == a_at);
+	/* a migrate back into VRAM: b evicted, refused the same way */
+	assert_int_equal(ugpu_bo_migrate(a, V), -ERESTART);
+	vram_held_seal(f->dev);
+	vram_sealed_release(f->dev);
+	assert_int_equal(ugpu_bo_migrate(a, V), 0);
+	assert_int_equal(ugpu_bo_read(a, 0, back, MiB), 0);
+	assert_memory_equal(back, pat, MiB);
+	/* a driver BO takes held blocks (and the owner is told) */
+	assert_int_equal(ugpu_bo_migrate(a, S), 0);
+	wants = 0;
+	assert_int_equal(bo_create_kernel(f->dev, &o, 0, &k), 0);
+	assert_int_equal(wants, 1);
+	ugpu_bo_put(k);
+	ugpu_bo_put(b);
+	ugpu_bo_put(big);
+	ugpu_bo_put(a);
+	vram_hold_strict(f->dev, NULL, NULL);
+	vram_hold_frees(f->dev, false);
+	assert_int_equal(vram_check(f->dev), 0);
+	free(pat);
+	free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_validation, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_vram_held_frees, setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_vram_held_strict, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_and_pin, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_byte_exact, setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_readers_beside_move, setup, fx_teardown),

@@ -164,6 +164,7 @@ static int store_count(const char *prefix)
 
 /* Options the next spawn() adds (NULL-terminated). */
 static const char *spawn_extra[8];
+static const char *spawn_device = "sim:64M";
 
 /* Start ugpud as systemd would: @lfd as its socket, the store's fds after
  * it. Waits (bounded) for READY=1; its pid. */
@@ -207,7 +208,7 @@ static pid_t spawn(const char *notify_path, int lfd)
 			if (dup2(fds[i], 3 + i) != 3 + i)
 				_exit(126);
 		snprintf(e_pid, sizeof(e_pid), "LISTEN_PID=%d", (int)getpid());
-		char *argv[16] = { bin, "--device", "sim:64M", "--fd-store", "--metrics", "off",
+		char *argv[16] = { bin, "--device", (char *)spawn_device, "--fd-store", "--metrics", "off",
 				   "--resume-timeout", "2" };
 
 		for (int i = 0, a = 8; spawn_extra[i] && a < 15; i++)
@@ -365,6 +366,37 @@ static void live_set(int i, pid_t pid)
 	live_pids[i] = pid;
 }
 
+/* spawn(), asserted, the daemon's pid the one killed at a failure. */
+static pid_t spawn_live(const char *notify_path, int lfd)
+{
+	pid_t d = spawn(notify_path, lfd);
+
+	assert_true(d > 0);
+	live_set(CLIENTS, d);
+	return d;
+}
+
+/* The store's notify socket at @ns and the daemon's listening socket at
+ * @ls (named by @tag), the store's harness thread started (@th). */
+static int store_and_socket(const char *tag, struct sockaddr_un *ns, struct sockaddr_un *ls,
+			    pthread_t *th)
+{
+	int lfd;
+
+	snprintf(ns->sun_path, sizeof(ns->sun_path), "/tmp/ugpud-%s-notify-%d", tag, (int)getpid());
+	snprintf(ls->sun_path, sizeof(ls->sun_path), "/tmp/ugpud-%s-%d.sock", tag, (int)getpid());
+	unlink(ns->sun_path);
+	unlink(ls->sun_path);
+	__atomic_store_n(&store.stop, 0, __ATOMIC_RELAXED);
+	store.nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(store.nfd, (struct sockaddr *)ns, sizeof(*ns)), 0);
+	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)ls, sizeof(*ls)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	assert_int_equal(pthread_create(th, NULL, harness, NULL), 0);
+	return lfd;
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -420,9 +452,7 @@ static void killed_under_load_and_restarted(void **state)
 	assert_int_equal(chmod(ls.sun_path, 0666), 0);
 	assert_int_equal(listen(lfd, 64), 0);
 	assert_int_equal(pthread_create(&th, NULL, harness, NULL), 0);
-	d = spawn(ns.sun_path, lfd);
-	assert_true(d > 0);
-	live_set(CLIENTS, d);
+	d = spawn_live(ns.sun_path, lfd);
 	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
 	assert_int_equal(pipe(ready), 0);
 	assert_int_equal(pipe(stop), 0);
@@ -471,9 +501,7 @@ static void killed_under_load_and_restarted(void **state)
 			live_set(CLIENTS + 1, 0);
 		}
 		t0 = now_us();
-		d = spawn(ns.sun_path, lfd);
-		assert_true(d > 0);
-		live_set(CLIENTS, d);
+		d = spawn_live(ns.sun_path, lfd);
 		t_ready = now_us() - t0;
 		fprintf(stderr, "  ugpud SIGKILLed under load (%d of %d): restarted, BOs restored, "
 			"READY in %llu ms\n", round + 1, RESTARTS,
@@ -535,9 +563,7 @@ static void killed_under_load_and_restarted(void **state)
 		usleep(100000); /* the unmap is sent, unanswered */
 		assert_int_equal(kill(d, SIGKILL), 0);
 		assert_int_equal(waitpid(d, &st, 0), d);
-		d = spawn(ns.sun_path, lfd);
-		assert_true(d > 0);
-		live_set(CLIENTS, d);
+		d = spawn_live(ns.sun_path, lfd);
 		pthread_join(um.t, NULL);
 		assert_int_equal(um.ret, 0);
 		assert_int_equal(ugpu_bo_query(bo, &bi), 0);
@@ -604,16 +630,12 @@ static void killed_under_load_and_restarted(void **state)
 		pthread_mutex_unlock(&store.lock);
 		assert_int_equal(swapped, 1); /* only this BO's is in system memory */
 		memset(m + 4096, 0x77, 4096); /* after the copy: not in the BO */
-		d = spawn(ns.sun_path, lfd);
-		assert_true(d > 0);
-		live_set(CLIENTS, d);
+		d = spawn_live(ns.sun_path, lfd);
 		assert_int_equal(ugpu_bo_read(bo, 0, back, sizeof(back)), -ESTALE);
 		usleep(100000); /* recorded */
 		assert_int_equal(kill(d, SIGKILL), 0); /* a second restart: still told */
 		assert_int_equal(waitpid(d, &st, 0), d);
-		d = spawn(ns.sun_path, lfd);
-		assert_true(d > 0);
-		live_set(CLIENTS, d);
+		d = spawn_live(ns.sun_path, lfd);
 		assert_int_equal(ugpu_bo_write(bo, 0, back, sizeof(back)), -ESTALE);
 		assert_int_equal(ugpu_bo_migrate(bo, UGPU_PLACEMENT_VRAM), -ESTALE);
 		assert_int_equal(ugpu_bo_unmap(bo), 0);
@@ -656,22 +678,10 @@ static void fd_store_sleeps_in_d3hot(void **state)
 	int lfd, st;
 
 	(void)state;
-	snprintf(ns.sun_path, sizeof(ns.sun_path), "/tmp/ugpud-rs3-notify-%d", (int)getpid());
-	snprintf(ls.sun_path, sizeof(ls.sun_path), "/tmp/ugpud-rs3-%d.sock", (int)getpid());
-	unlink(ns.sun_path);
-	unlink(ls.sun_path);
-	__atomic_store_n(&store.stop, 0, __ATOMIC_RELAXED);
-	store.nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_int_equal(bind(store.nfd, (struct sockaddr *)&ns, sizeof(ns)), 0);
-	lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&ls, sizeof(ls)), 0);
-	assert_int_equal(listen(lfd, 8), 0);
-	assert_int_equal(pthread_create(&th, NULL, harness, NULL), 0);
+	lfd = store_and_socket("rs3", &ns, &ls, &th);
 	spawn_extra[0] = "--autosuspend";
 	spawn_extra[1] = "20";
-	d = spawn(ns.sun_path, lfd);
-	assert_true(d > 0);
-	live_set(CLIENTS, d);
+	d = spawn_live(ns.sun_path, lfd);
 	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
 	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
 	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
@@ -685,9 +695,7 @@ static void fd_store_sleeps_in_d3hot(void **state)
 	assert_int_equal(info.power_state, UGPU_POWER_D3HOT);
 	assert_int_equal(kill(d, SIGKILL), 0);
 	assert_int_equal(waitpid(d, &st, 0), d);
-	d = spawn(ns.sun_path, lfd);
-	assert_true(d > 0);
-	live_set(CLIENTS, d);
+	d = spawn_live(ns.sun_path, lfd);
 	assert_int_equal(ugpu_bo_read(bo, 0, back, sizeof(back)), 0);
 	assert_memory_equal(back, buf, sizeof(buf));
 	ugpu_bo_put(bo);
@@ -697,11 +705,74 @@ static void fd_store_sleeps_in_d3hot(void **state)
 	stop_and_end(d, th, lfd, &ns, &ls);
 }
 
+/*
+ * Evictions inside requests (mm/vram.h strict hold): a create or migrate
+ * that needs another BO's VRAM evicts it, and the evicted BO's old blocks
+ * are written by nobody until a table that no longer names them is stored
+ * (the daemon writes it inside the request, then tries again). Before, the
+ * new BO was placed in them at once, and a kill before the request's table
+ * restored the evicted BO from the new one's zeroes. Here every create
+ * past the first eight and every migrate evicts, kills come between, and
+ * every BO reads back byte-exact; the calls never see the retry.
+ */
+#define PRESS_BOS 12
+
+static void evictions_inside_requests(void **state)
+{
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 2 << 20,
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+	static unsigned char buf[PRESS_BOS][2 << 20], back[2 << 20];
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo[PRESS_BOS];
+	char uri[160];
+	pthread_t th;
+	pid_t d;
+	int lfd, st;
+
+	(void)state;
+	lfd = store_and_socket("rs4", &ns, &ls, &th);
+	spawn_device = "sim:16M";
+	d = spawn_live(ns.sun_path, lfd);
+	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
+	for (int i = 0; i < PRESS_BOS; i++) {
+		pattern(buf[i], sizeof(buf[i]), 900u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_create(dev, &o, &bo[i]), 0);
+		assert_int_equal(ugpu_bo_write(bo[i], 0, buf[i], sizeof(buf[i])), 0);
+	}
+	for (int round = 0; round < 3; round++) {
+		/* each into VRAM in turn: every move evicts another */
+		for (int i = 0; i < PRESS_BOS; i++)
+			assert_int_equal(ugpu_bo_migrate(bo[(i * 5 + round) % PRESS_BOS],
+							 UGPU_PLACEMENT_VRAM), 0);
+		assert_int_equal(kill(d, SIGKILL), 0);
+		assert_int_equal(waitpid(d, &st, 0), d);
+		d = spawn_live(ns.sun_path, lfd);
+		for (int i = 0; i < PRESS_BOS; i++) {
+			assert_int_equal(ugpu_bo_read(bo[i], 0, back, sizeof(back)), 0);
+			if (memcmp(back, buf[i], sizeof(back)))
+				fail_msg("restart %d: BO %d differs from what was written", round, i);
+		}
+	}
+	fprintf(stderr, "  %d BOs of 2 MiB in 16 MiB of VRAM, %d migrates evicting, 3 restarts: byte-exact\n",
+		PRESS_BOS, 3 * PRESS_BOS);
+	for (int i = 0; i < PRESS_BOS; i++)
+		ugpu_bo_put(bo[i]);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	spawn_device = "sim:64M";
+	stop_and_end(d, th, lfd, &ns, &ls);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(killed_under_load_and_restarted, teardown),
 		cmocka_unit_test_teardown(fd_store_sleeps_in_d3hot, teardown),
+		cmocka_unit_test_teardown(evictions_inside_requests, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -220,6 +220,10 @@ static void on_jobs(struct loop *lp)
 
 		c->io->busy = false;
 		len = serve_job_done(lp->d, c, c->io->tx, &fd);
+		if (!len && c->job_busy) { /* on a worker again */
+			j = next;
+			continue;
+		}
 		arm_send(lp, c, len, fd);
 		if (pm)
 			unpark(lp, device);

@@ -321,6 +321,8 @@ void persist_sync(struct ugpud *d)
 	/* Walk every BO only when something may have moved: a request that
 	 * can move or make BOs (serve.c sets @persist_dirty), the devices'
 	 * counters, or once a second whatever they say. */
+	if (__atomic_exchange_n(&d->vram_wanted, 0, __ATOMIC_ACQ_REL))
+		d->persist_dirty = true; /* a BO waits for held VRAM */
 	moves = devices_moves(d);
 	now = now_ms();
 	if (!d->persist_dirty && moves == d->persist_moves && now < d->persist_walk_ms + 1000)
@@ -346,6 +348,48 @@ void persist_sync(struct ugpud *d)
 	for (unsigned int i = 0; i < d->ndevs; i++)
 		if (d->devs[i].vram_held && !d->devs[i].pm_busy)
 			vram_sealed_release(d->devs[i].dev);
+}
+
+/* The bound of vram_retry()'s calls for one request (struct ugpud). */
+#define VRAM_RETRIES 64
+
+static bool persist_vram_retry(struct ugpud *d, int ret, unsigned int *tries)
+{
+	bool stored;
+
+	if (ret != -ERESTART)
+		return false;
+	d->persist_dirty = true;
+	persist_sync(d);
+	stored = !d->persist_dirty;
+	++*tries;
+	for (unsigned int i = 0; i < d->ndevs; i++) {
+		/* a device in a power step is not walked (nor its VRAM
+		 * released) until the step ends */
+		const char *why = !stored		 ? "the table was not stored"
+				  : d->devs[i].pm_busy	 ? "its power step runs"
+				  : *tries >= VRAM_RETRIES ? "a BO still waited for it"
+							 : NULL;
+
+		if (why && d->devs[i].vram_held && vram_give_back_held(d->devs[i].dev))
+			ugpud_log("%s: VRAM held back for the restart table given back (%s)",
+				  d->devs[i].uri, why);
+	}
+	if (*tries >= VRAM_RETRIES)
+		*tries = 0;
+	return true;
+}
+
+/* mm/vram.h's @want: from any thread, the BO manager lock held. */
+static void vram_want(void *arg)
+{
+	struct ugpud *d = arg;
+	uint64_t one = 1;
+
+	__atomic_store_n(&d->vram_wanted, 1, __ATOMIC_RELEASE);
+	if (d->ev_fd >= 0 && write(d->ev_fd, &one, sizeof(one)) < 0) {
+		/* the counter is at its most: the loop is woken already */
+	}
 }
 
 /* ---- restore -------------------------------------------------------------- */
@@ -697,7 +741,9 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n)
 		for (unsigned int i = 0; i < d->ndevs && !ret; i++) {
 			if (d->devs[i].sim) {
 				vram_hold_frees(d->devs[i].dev, true);
+				vram_hold_strict(d->devs[i].dev, vram_want, d);
 				d->devs[i].vram_held = true;
+				d->vram_retry = persist_vram_retry;
 			}
 		}
 		d->persist_dirty = true;
@@ -707,8 +753,11 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n)
 				  ret ? strerror(-ret) : "the table was not stored");
 			d->fd_store = false;
 			for (unsigned int i = 0; i < d->ndevs; i++) {
-				if (d->devs[i].vram_held)
+				if (d->devs[i].vram_held) {
+					vram_hold_strict(d->devs[i].dev, NULL, NULL);
 					vram_hold_frees(d->devs[i].dev, false);
+				}
+				d->vram_retry = NULL;
 				d->devs[i].vram_held = false;
 			}
 		}

@@ -181,6 +181,7 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	struct ugpu_bo *bo;
 	char name[sizeof(req.name)];
 	uint64_t bytes, charge;
+	unsigned int tries = 0;
 	int ret;
 
 	if (h->len != sizeof(req))
@@ -219,6 +220,8 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	o.name = name;
 	bo = client_pool_take(c, bytes, req.placements, req.flags, name);
 	ret = bo ? 0 : ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
+	while (vram_retry(d, ret, &tries))
+		ret = ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
 	ret = ugpu_bo_query(bo, &info);
@@ -427,6 +430,19 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 	int ret = j->result;
 
 	c->job_busy = false;
+	/* VRAM held back for the table (vram_retry()): the job
+	 * again once the table is written */
+	while (j->op != UGPUD_DEVICE_PM && vram_retry(d, ret, &j->tries)) {
+		c->job_busy = true;
+		if (d->offload) {
+			d->offload(d, c);
+			return 0; /* answered when done again */
+		}
+		job_run(j);
+		c->job_busy = false;
+		ret = j->result;
+	}
+	j->tries = 0;
 	if (j->op == UGPUD_DEVICE_PM) {
 		d->devs[j->handle].pm_busy = false;
 		pm_done(d, j->handle, j->arg, ret);

@@ -28,6 +28,7 @@
 #ifndef UGPU_TOOLS_UGPUD_H
 #define UGPU_TOOLS_UGPUD_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -142,6 +143,7 @@ struct ugpud_job {
 	struct ugpu_bo *bo;
 	struct ugpu_device *dev;
 	int result;
+	unsigned int tries; /* vram_retry() */
 	struct client *c;
 	struct ugpud_job *next; /* the pool's queues */
 };
@@ -268,6 +270,21 @@ struct ugpud {
 	uint64_t table_seq;
 	char table_name[64];
 	bool persist_dirty;
+	/* a BO wanted VRAM held back for the table (mm/vram.h's @want, from
+	 * any thread: atomic; the loop writes a table) */
+	int vram_wanted;
+	/*
+	 * @vram_retry (persist.c; NULL without --fd-store): @ret came from a
+	 * call that may place a BO in VRAM. When it is -ERESTART (VRAM held
+	 * back for the table, mm/vram.h strict mode), the table is written
+	 * now (which gives that VRAM back) and true returned: call again.
+	 * @tries counts the calls; each -ERESTART evicted a BO or found held
+	 * VRAM, so this ends; past a bound, or when the table cannot be
+	 * stored, the held VRAM is given back (logged: a restart before the
+	 * next table may then read a moved BO from another's bytes). Loop
+	 * thread. Called through vram_retry().
+	 */
+	bool (*vram_retry)(struct ugpud *d, int ret, unsigned int *tries);
 	uint64_t persist_moves, persist_walk_ms; /* persist_sync()'s last walk */
 	char (*drop_names)[64];
 	size_t ndrop, drop_cap;
@@ -469,6 +486,10 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n);
 /* Record what changed since the last call (BOs made, moved, gone); cheap
  * when nothing did. Called by the loop after each request and on its tick. */
 void persist_sync(struct ugpud *d);
+static inline bool vram_retry(struct ugpud *d, int ret, unsigned int *tries)
+{
+	return ret == -ERESTART && d->vram_retry && d->vram_retry(d, ret, tries);
+}
 /* Release detached sessions whose time to resume has passed. */
 void persist_expire(struct ugpud *d);
 /* A clean stop: the store is emptied (nothing to restore next time). */
