@@ -352,7 +352,7 @@ int bo_vram_alloc_evict_on_locked(struct ugpu_device *dev, struct ugpu_bo *bo,
 		return ret;
 	/* VRAM held back for a restart record (mm/vram.h) before anything is
 	 * evicted: an eviction would free into it too */
-	ret = vram_held_claim(dev, !bo->driver_owned);
+	ret = vram_held_claim(dev, bo->size);
 	if (ret < 0)
 		return ret;
 	if (ret) {
@@ -399,9 +399,9 @@ static int evict_for_locked(struct ugpu_device *dev, struct ugpu_bo *bo, unsigne
 		evicted += victim->size;
 		progress_grow(pr, evicted); /* victims larger than the room needed */
 		progress_add(pr, victim->size);
-		/* the victim's VRAM, when held back (strict: the record
-		 * first, -ERESTART) */
-		ret = vram_held_claim(dev, !bo->driver_owned);
+		/* the victim's VRAM, when held back (refused: once the
+		 * evictions made room enough, the record first, -ERESTART) */
+		ret = vram_held_claim(dev, bo->size);
 		if (ret < 0)
 			return ret;
 		ret = vram_alloc(dev, bo->size, PAGE_SIZE_BO, flags, out);

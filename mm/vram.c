@@ -109,10 +109,22 @@ void vram_hold_strict(struct ugpu_device *dev, void (*want)(void *arg), void *ar
 	pthread_mutex_unlock(&m->vram_lock);
 }
 
-int vram_held_claim(struct ugpu_device *dev, bool may_refuse)
+/* vram_refusing(): this thread's calls opted in (a count: nested calls) */
+static _Thread_local unsigned int refusing;
+
+void vram_refusing(bool on)
+{
+	if (on)
+		refusing++;
+	else if (refusing)
+		refusing--;
+}
+
+int vram_held_claim(struct ugpu_device *dev, uint64_t need)
 {
 	struct bo_mgr *m = dev->bo_mgr;
 	void (*want)(void *arg);
+	bool refuse;
 	void *arg;
 	uint64_t n;
 
@@ -120,7 +132,13 @@ int vram_held_claim(struct ugpu_device *dev, bool may_refuse)
 	n = m->vram_held_bytes;
 	want = m->vram_want;
 	arg = m->vram_want_arg;
-	if (n && !(want && may_refuse)) {
+	refuse = want && refusing;
+	if (n && refuse && m->vram_ready && m->vram_mm.avail + n < need) {
+		/* short even with them: evict more before the record */
+		pthread_mutex_unlock(&m->vram_lock);
+		return 0;
+	}
+	if (n && !refuse) {
 		held_free_locked(dev, m, &m->vram_sealed);
 		held_free_locked(dev, m, &m->vram_held);
 	}
@@ -129,7 +147,7 @@ int vram_held_claim(struct ugpu_device *dev, bool may_refuse)
 		return 0;
 	if (want)
 		want(arg);
-	if (want && may_refuse)
+	if (refuse)
 		return -ERESTART;
 	log_dbg(dev->ctx, "%s: VRAM: %llu held-back bytes given back for a BO that needs them",
 		dev->name, (unsigned long long)n);

@@ -47,25 +47,29 @@ int vram_check(struct ugpu_device *dev);
  * wait for the next one). vram_alloc() never takes held-back blocks.
  * Usage counts held-back blocks as free.
  *
- * When an allocation cannot be had without them, the BO layer calls
- * vram_held_claim(@may_refuse): 0 when nothing is held; 1 when the held
- * blocks were given back to the allocator (try again); -ERESTART (strict
- * mode, @may_refuse) when they are kept and the record's owner was told.
- * vram_hold_strict(@want, @arg) sets strict mode: @want(@arg) is called,
- * from any thread with the BO manager lock held (it must only wake its
- * owner), whenever held blocks were wanted; the owner writes its record
- * (which releases them) and retries what returned -ERESTART. Giving them
- * back would let another BO write blocks the stored record still names
- * for a BO that moved out (a restart then reads that BO from the other's
- * bytes). The BO layer refuses only for the program's BOs, whose calls
- * the owner makes and retries; a driver BO (page tables, shared virtual
- * memory's ranges) takes them back as before, @want told too (the window
- * is then from that allocation to the owner's next record).
- * vram_give_back_held() gives them all back (true if there were any).
+ * When an allocation of @need bytes cannot be had without them, the BO
+ * layer calls vram_held_claim(): 0 when nothing is held, or when it is
+ * refused and the held blocks with the free ones are still short of @need
+ * (evict more first); 1 when the held blocks were given back to the
+ * allocator (try again); -ERESTART when it is refused: they are kept and
+ * the record's owner was told. It is refused in strict mode on a thread
+ * inside vram_refusing(true): vram_hold_strict(@want, @arg) sets strict
+ * mode: @want(@arg) is called, from any thread with the BO manager lock
+ * held (it must only wake its owner), whenever held blocks were wanted;
+ * the owner writes its record (which releases them) and makes the call
+ * that returned -ERESTART again. Giving them back would let another BO
+ * write blocks the stored record still names for a BO that moved out (a
+ * restart then reads that BO from the other's bytes). The owner opts in
+ * per call, around the calls it makes and retries (any BO they place,
+ * page tables included); every other allocation (a fault thread's, a
+ * call the owner does not retry) takes the held blocks as before, @want
+ * told (the window is then from that allocation to the owner's next
+ * record). vram_give_back_held() gives them all back (true if any).
  */
 void vram_hold_frees(struct ugpu_device *dev, bool on);
 void vram_hold_strict(struct ugpu_device *dev, void (*want)(void *arg), void *arg);
-int vram_held_claim(struct ugpu_device *dev, bool may_refuse);
+int vram_held_claim(struct ugpu_device *dev, uint64_t need);
+void vram_refusing(bool on);
 bool vram_give_back_held(struct ugpu_device *dev);
 void vram_held_seal(struct ugpu_device *dev);
 void vram_sealed_release(struct ugpu_device *dev);

@@ -569,14 +569,16 @@ static void test_vram_held_frees(void **state)
 	assert_int_equal(vram_check(f->dev), 0);
 }
 
-/* Strict hold (mm/vram.h; ugpud with --fd-store): a program's BO that
- * could only be had from held-back blocks, or by an eviction whose freed
- * blocks are held, is refused with -ERESTART and the blocks keep what they
- * held until the record is written (sealed, released); the owner is told.
+/* Strict hold (mm/vram.h; ugpud with --fd-store): inside
+ * vram_refusing(), a BO that could only be had from held-back blocks, or
+ * by evictions whose freed blocks are held, is refused with -ERESTART once
+ * the evictions made room enough, and the blocks keep what they held
+ * until the record is written (sealed, released); the owner is told.
  * Before, the BO was given them at once and cleared them: a restart from
- * the stored record read the evicted BO from zeroes (the restart test's
- * eviction inside a request, killed before the next table). A driver BO
- * still takes them (the owner told). */
+ * the stored record read the evicted BO from zeroes (an eviction inside a
+ * daemon's request, killed before the request's table). Outside
+ * vram_refusing() (calls the owner does not retry) they are taken as
+ * before, the owner told. */
 static int wants;
 
 static void want(void *arg)
@@ -585,15 +587,27 @@ static void want(void *arg)
 	__atomic_fetch_add(&wants, 1, __ATOMIC_RELAXED);
 }
 
+static int refused_create(struct ugpu_device *dev, const struct ugpu_bo_opts *o,
+			  struct ugpu_bo **bo)
+{
+	int ret;
+
+	vram_refusing(true);
+	ret = ugpu_bo_create(dev, o, bo);
+	vram_refusing(false);
+	return ret;
+}
+
 static void test_vram_held_strict(void **state)
 {
 	struct fx *f = *state;
 	struct ugpu_device_mem m = { .size = sizeof(m) };
-	struct ugpu_bo *a, *big, *b = NULL, *k = NULL;
+	struct ugpu_bo *a, *big, *b = NULL, *k = NULL, *small[4];
 	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = MiB,
 				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
 	unsigned char *pat = malloc(MiB), *back = malloc(MiB);
 	uint64_t a_at;
+	int ret;
 
 	assert_non_null(pat);
 	assert_non_null(back);
@@ -611,7 +625,7 @@ static void test_vram_held_strict(void **state)
 	assert_non_null(big);
 	/* b needs a's room: a is evicted (its bytes copied out), its blocks
 	 * held, b refused; a's old blocks still hold a's bytes */
-	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), -ERESTART);
+	assert_int_equal(refused_create(f->dev, &o, &b), -ERESTART);
 	assert_null(b);
 	assert_true(wants >= 1);
 	assert_int_equal(ugpu_bo_read(a, 0, back, MiB), 0);
@@ -625,27 +639,56 @@ static void test_vram_held_strict(void **state)
 	assert_memory_equal((unsigned char *)f->dev->vram + a_at, pat, MiB);
 	/* held already: refused again at once, nothing more evicted */
 	wants = 0;
-	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), -ERESTART);
+	assert_int_equal(refused_create(f->dev, &o, &b), -ERESTART);
 	assert_int_equal(wants, 1);
 	assert_memory_equal((unsigned char *)f->dev->vram + a_at, pat, MiB);
+	/* a driver BO (page tables) inside the call is refused too */
+	vram_refusing(true);
+	ret = bo_create_kernel(f->dev, &o, 0, &k);
+	vram_refusing(false);
+	assert_int_equal(ret, -ERESTART);
 	/* the record written: the retry gets them */
 	vram_held_seal(f->dev);
 	vram_sealed_release(f->dev);
-	assert_int_equal(ugpu_bo_create(f->dev, &o, &b), 0);
+	assert_int_equal(refused_create(f->dev, &o, &b), 0);
 	assert_true(vram_at(b) == a_at);
 	/* a migrate back into VRAM: b evicted, refused the same way */
+	vram_refusing(true);
 	assert_int_equal(ugpu_bo_migrate(a, V), -ERESTART);
+	vram_refusing(false);
 	vram_held_seal(f->dev);
 	vram_sealed_release(f->dev);
+	vram_refusing(true);
 	assert_int_equal(ugpu_bo_migrate(a, V), 0);
+	vram_refusing(false);
 	assert_int_equal(ugpu_bo_read(a, 0, back, MiB), 0);
 	assert_memory_equal(back, pat, MiB);
-	/* a driver BO takes held blocks (and the owner is told) */
+	/* outside vram_refusing() (a call nobody retries) held blocks are
+	 * taken as before, the owner told */
 	assert_int_equal(ugpu_bo_migrate(a, S), 0);
 	wants = 0;
 	assert_int_equal(bo_create_kernel(f->dev, &o, 0, &k), 0);
 	assert_int_equal(wants, 1);
 	ugpu_bo_put(k);
+	/* room made of several victims: all evicted in one call, refused
+	 * once (not once per victim: one record each) */
+	for (int i = 0; i < 4; i++) {
+		small[i] = bo_new(f->dev, MiB / 4, 0, V, S, "small");
+		assert_non_null(small[i]);
+	}
+	wants = 0;
+	vram_refusing(true);
+	ret = ugpu_bo_migrate(a, V);
+	vram_refusing(false);
+	assert_int_equal(ret, -ERESTART);
+	assert_int_equal(wants, 1);
+	vram_held_seal(f->dev);
+	vram_sealed_release(f->dev);
+	vram_refusing(true);
+	assert_int_equal(ugpu_bo_migrate(a, V), 0);
+	vram_refusing(false);
+	for (int i = 0; i < 4; i++)
+		ugpu_bo_put(small[i]);
 	ugpu_bo_put(b);
 	ugpu_bo_put(big);
 	ugpu_bo_put(a);

@@ -43,6 +43,7 @@
 
 #include <ugpu/bo.h>
 #include <ugpu/device.h>
+#include <ugpu/vm.h>
 
 #include "base/clock.h"
 
@@ -165,6 +166,8 @@ static int store_count(const char *prefix)
 /* Options the next spawn() adds (NULL-terminated). */
 static const char *spawn_extra[8];
 static const char *spawn_device = "sim:64M";
+/* An environment entry the next spawn() adds (NULL: none). */
+static const char *spawn_env;
 
 /* Start ugpud as systemd would: @lfd as its socket, the store's fds after
  * it. Waits (bounded) for READY=1; its pid. */
@@ -199,7 +202,7 @@ static pid_t spawn(const char *notify_path, int lfd)
 		return -1;
 	if (!pid) {
 		char e_pid[32];
-		char *envp[] = { e_notify, e_fds, e_names, e_pid, NULL };
+		char *envp[] = { e_notify, e_fds, e_names, e_pid, (char *)spawn_env, NULL };
 
 		/* out of the way first, then to 3.. in order */
 		for (int i = 0; i < n; i++)
@@ -767,12 +770,123 @@ static void evictions_inside_requests(void **state)
 	stop_and_end(d, th, lfd, &ns, &ls);
 }
 
+/*
+ * The kill inside the window: another client's create (a BO, then a VM:
+ * page tables) evicts this client's BOs, and the daemon is SIGKILLed after
+ * the create, before its reply (a test build's delay there,
+ * $UGPUD_TEST_CREATE_DELAY). Before the strict hold, the new BO (or the
+ * page tables) took the evicted BO's old blocks at once, and the restart
+ * read that BO from them: zeroes. Now the table is written before, naming
+ * the evicted BO's system memfd.
+ */
+static void kill_inside_an_evicting_create(void **state)
+{
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+	static unsigned char buf[32][1 << 20], back[1 << 20];
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_bo *bo[32];
+	uint64_t sizes[32];
+	int lfd, st, go[2], n = 0;
+	char uri[160], delay[64], env[96], c;
+	FILE *df;
+	pthread_t th;
+	pid_t d;
+
+	(void)state;
+	lfd = store_and_socket("rs5", &ns, &ls, &th);
+	spawn_device = "sim:16M";
+	snprintf(delay, sizeof(delay), "/tmp/ugpud-rs5-delay-%d", (int)getpid());
+	snprintf(env, sizeof(env), "UGPUD_TEST_CREATE_DELAY=%s", delay);
+	unlink(delay);
+	spawn_env = env;
+	d = spawn_live(ns.sun_path, lfd);
+	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
+	/* VRAM full of this client's BOs: of 1 MiB, then of 64 KiB (a VM's
+	 * first page tables are 64 KiB) */
+	for (; n < 32; n++) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		if (m.vram_free < (64 << 10))
+			break;
+		sizes[n] = m.vram_free < (1 << 20) ? 64 << 10 : 1 << 20;
+		o.bytes = sizes[n];
+		pattern(buf[n], sizes[n], 700u + (uint32_t)n);
+		assert_int_equal(ugpu_bo_create(dev, &o, &bo[n]), 0);
+		assert_int_equal(ugpu_bo_write(bo[n], 0, buf[n], sizes[n]), 0);
+	}
+	assert_true(n >= 4 && n < 32);
+	for (int round = 0; round < 2; round++) {
+		pid_t k;
+
+		df = fopen(delay, "w"); /* the daemon sleeps after creates from now */
+		assert_non_null(df);
+		fprintf(df, "1500\n");
+		fclose(df);
+		assert_int_equal(pipe(go), 0);
+		k = fork();
+		assert_true(k >= 0);
+		if (!k) {
+			struct ugpu_context *kctx;
+			struct ugpu_device *kdev;
+			struct ugpu_bo_opts ko = { .size = sizeof(ko), .bytes = 4 << 20,
+						   .placements = { UGPU_PLACEMENT_VRAM } };
+			struct ugpu_vm_opts vo = { .size = sizeof(vo) };
+			struct ugpu_bo *kbo;
+			struct ugpu_vm *kvm;
+
+			if (ugpu_context_create(NULL, &kctx) || ugpu_device_open(kctx, uri, &kdev) ||
+			    write(go[1], "g", 1) != 1)
+				_exit(1);
+			/* the daemon dies before answering */
+			if (round == 0)
+				(void)ugpu_bo_create(kdev, &ko, &kbo);
+			else
+				(void)ugpu_vm_create(kdev, &vo, &kvm);
+			_exit(0);
+		}
+		assert_int_equal(read(go[0], &c, 1), 1);
+		close(go[0]);
+		close(go[1]);
+		usleep(600000); /* inside the daemon's delay after the create */
+		assert_int_equal(kill(d, SIGKILL), 0);
+		assert_int_equal(waitpid(d, &st, 0), d);
+		kill(k, SIGKILL); /* (it would wait for the daemon to come back) */
+		waitpid(k, NULL, 0);
+		unlink(delay);
+		d = spawn_live(ns.sun_path, lfd);
+		for (int i = 0; i < n; i++) {
+			assert_int_equal(ugpu_bo_read(bo[i], 0, back, sizes[i]), 0);
+			if (memcmp(back, buf[i], sizes[i]))
+				fail_msg("killed inside a %s's request: BO %d of %d differs from what "
+					 "was written", round ? "VM create" : "BO create", i, n);
+		}
+		/* the room is this client's again for the next round */
+		for (int i = 0; i < n; i++)
+			assert_int_equal(ugpu_bo_migrate(bo[i], UGPU_PLACEMENT_VRAM), 0);
+	}
+	fprintf(stderr, "  %d BOs filling 16 MiB of VRAM, evicted by another client's BO and VM "
+		"creates killed before their tables: byte-exact\n", n);
+	for (int i = 0; i < n; i++)
+		ugpu_bo_put(bo[i]);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	spawn_device = "sim:64M";
+	spawn_env = NULL;
+	stop_and_end(d, th, lfd, &ns, &ls);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(killed_under_load_and_restarted, teardown),
 		cmocka_unit_test_teardown(fd_store_sleeps_in_d3hot, teardown),
 		cmocka_unit_test_teardown(evictions_inside_requests, teardown),
+		cmocka_unit_test_teardown(kill_inside_an_evicting_create, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

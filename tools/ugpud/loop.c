@@ -531,6 +531,24 @@ static void drop_or_park(struct loop *lp, struct client *c, const char *why)
 	client_drop(lp, c, why);
 }
 
+#ifdef UGPU_TEST_HOOKS
+/* struct ugpud @test_create_delay */
+static void test_create_delay(struct ugpud *d, uint16_t op)
+{
+	unsigned int ms = 0;
+	FILE *f;
+
+	if (!d->test_create_delay || (op != UGPUD_BO_CREATE && op != UGPUD_VM_CREATE))
+		return;
+	f = fopen(d->test_create_delay, "r");
+	if (!f)
+		return;
+	if (fscanf(f, "%u", &ms) == 1)
+		usleep(ms * 1000u);
+	fclose(f);
+}
+#endif
+
 /* Serve the request of @len bytes in @c's receive buffer (@nfds fds came
  * with it, closed already), or keep it until its device's power step is
  * done (serve_must_wait(): no receive is armed meanwhile, so the client's
@@ -547,6 +565,9 @@ static void serve_rx(struct loop *lp, struct client *c, size_t len, int nfds)
 		return;
 	}
 	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
+#ifdef UGPU_TEST_HOOKS
+	test_create_delay(lp->d, ((const struct ugpud_hdr *)io->rx)->op);
+#endif
 	if (!len && c->job_busy)
 		return; /* on a worker: answered when it is done (on_jobs()) */
 	if (!len) { /* a fence wait: answered when it completes or the slice ends */

@@ -345,6 +345,9 @@ int main(int argc, char **argv)
 	}
 	d->resume_timeout_ms = resume_s * 1000;
 	d->workers = (unsigned int)workers;
+#ifdef UGPU_TEST_HOOKS
+	d->test_create_delay = getenv("UGPUD_TEST_CREATE_DELAY");
+#endif
 	/* systemd hands back the socket unit's socket and what the fd store
 	 * kept (names "ugpud-...", persist.c), in one list */
 	ninh = notify_listen_fds_named(inherited, inh_names, UGPUD_MAX_INHERITED);

@@ -149,7 +149,7 @@ static void store_remove(const char *name)
 /* Bring @s's record up to date; true when it changed. */
 static bool slot_sync(struct ugpud *d, struct ugpud_slot *s)
 {
-	uint64_t gen = s->persist_gen;
+	uint64_t gen = s->persist_gen, gen0 = gen;
 	enum ugpu_placement where = UGPU_PLACEMENT_NONE;
 	size_t n = 0;
 	int fd = -1, ret;
@@ -185,10 +185,16 @@ static bool slot_sync(struct ugpud *d, struct ugpud_slot *s)
 		snprintf(name, sizeof(name), NAME_PREFIX "sys-%u-%u", d->boot, ++d->sys_names);
 		ret = notify_store(fd, name);
 		close(fd);
-		if (ret)
+		if (ret) {
+			/* a table naming it would lose the BO at a restart:
+			 * none is written (the stored one still names where
+			 * it was, held), and the next walk tries again */
 			ugpud_log("fd store: cannot store %s: %s", name, strerror(-ret));
-		else
+			s->persist_gen = gen0;
+			d->persist_store_failed = true;
+		} else {
 			snprintf(s->store_name, sizeof(s->store_name), "%s", name);
+		}
 	}
 	return true;
 }
@@ -341,6 +347,11 @@ void persist_sync(struct ugpud *d)
 		sync_client(d, list_entry(l, struct client, link));
 	list_for_each(l, &d->detached)
 		sync_client(d, list_entry(l, struct client, link));
+	if (d->persist_store_failed) {
+		d->persist_store_failed = false;
+		d->persist_dirty = true;
+		return; /* a BO's memfd is not stored: the old table stays */
+	}
 	if (d->persist_dirty && !write_table(d))
 		d->persist_dirty = false;
 	if (d->persist_dirty)
@@ -350,33 +361,27 @@ void persist_sync(struct ugpud *d)
 			vram_sealed_release(d->devs[i].dev);
 }
 
-/* The bound of vram_retry()'s calls for one request (struct ugpud). */
-#define VRAM_RETRIES 64
-
 static bool persist_vram_retry(struct ugpud *d, int ret, unsigned int *tries)
 {
-	bool stored;
-
 	if (ret != -ERESTART)
 		return false;
 	d->persist_dirty = true;
 	persist_sync(d);
-	stored = !d->persist_dirty;
-	++*tries;
-	for (unsigned int i = 0; i < d->ndevs; i++) {
+	if (*tries < VRAM_RETRIES)
+		++*tries;
+	for (unsigned int i = 0; i < d->ndevs && *tries < VRAM_RETRIES; i++) {
 		/* a device in a power step is not walked (nor its VRAM
 		 * released) until the step ends */
-		const char *why = !stored		 ? "the table was not stored"
-				  : d->devs[i].pm_busy	 ? "its power step runs"
-				  : *tries >= VRAM_RETRIES ? "a BO still waited for it"
-							 : NULL;
+		const char *why = d->persist_dirty ? "the table was not stored"
+				  : d->devs[i].pm_busy ? "its power step runs"
+						       : NULL;
 
-		if (why && d->devs[i].vram_held && vram_give_back_held(d->devs[i].dev))
-			ugpud_log("%s: VRAM held back for the restart table given back (%s)",
+		if (why && d->devs[i].vram_held) {
+			ugpud_log("%s: VRAM held back for the restart table given to a BO (%s)",
 				  d->devs[i].uri, why);
+			*tries = VRAM_RETRIES;
+		}
 	}
-	if (*tries >= VRAM_RETRIES)
-		*tries = 0;
 	return true;
 }
 

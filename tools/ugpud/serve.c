@@ -181,7 +181,6 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	struct ugpu_bo *bo;
 	char name[sizeof(req.name)];
 	uint64_t bytes, charge;
-	unsigned int tries = 0;
 	int ret;
 
 	if (h->len != sizeof(req))
@@ -219,9 +218,10 @@ static size_t do_bo_create(struct ugpud *d, struct client *c, const struct ugpud
 	o.flags = req.flags;
 	o.name = name;
 	bo = client_pool_take(c, bytes, req.placements, req.flags, name);
-	ret = bo ? 0 : ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
-	while (vram_retry(d, ret, &tries))
-		ret = ugpu_bo_create(d->devs[c->device].dev, &o, &bo);
+	if (bo)
+		ret = 0;
+	else
+		VRAM_CALL(d, ret, ugpu_bo_create(d->devs[c->device].dev, &o, &bo));
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "bo create: %s", ugpu_strerror(ret));
 	ret = ugpu_bo_query(bo, &info);
@@ -411,7 +411,23 @@ static void pm_done(struct ugpud *d, uint32_t device, uint32_t action, int ret);
 static size_t pm_reply(void *rep, uint16_t op, uint32_t seq, uint32_t device, uint32_t action,
 		       int ret);
 
+static void job_call(struct ugpud_job *job);
+
 void job_run(struct ugpud_job *job)
+{
+	/* a migrate or pin into VRAM: refused rather than handed VRAM the
+	 * table still names (serve_job_done() writes it and runs the job
+	 * again: VRAM_CALL()) */
+	bool refuse = job->op != UGPUD_DEVICE_PM && job->tries < VRAM_RETRIES;
+
+	if (refuse)
+		vram_refusing(true);
+	job_call(job);
+	if (refuse)
+		vram_refusing(false);
+}
+
+static void job_call(struct ugpud_job *job)
 {
 	if (job->op == UGPUD_DEVICE_PM)
 		job->result = pm_call(job->dev, job->arg);
@@ -533,8 +549,9 @@ static size_t do_vm_create(struct ugpud *d, struct client *c, const struct ugpud
 	o.mirror_size = req.mirror_size;
 	s = client_slot_new(d, c, SLOT_VM, &r.handle, &ret);
 	if (s) {
-		ret = mirror ? svm_vm_create(d->devs[c->device].dev, &o, &s->vm, &s->fwd)
-			     : ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm);
+		VRAM_CALL(d, ret,
+			  mirror ? svm_vm_create(d->devs[c->device].dev, &o, &s->vm, &s->fwd)
+				 : ugpu_vm_create(d->devs[c->device].dev, &o, &s->vm));
 		if (ret) {
 			s->kind = SLOT_FREE;
 			c->nobjs--;
@@ -595,7 +612,7 @@ static size_t do_queue_create(struct ugpud *d, struct client *c, const struct ug
 	vm = vs->vm; /* a new slot may grow the table: @vs moves */
 	s = client_slot_new(d, c, SLOT_QUEUE, &r.handle, &ret);
 	if (s) {
-		ret = ugpu_queue_create(vm, &o, &s->q);
+		VRAM_CALL(d, ret, ugpu_queue_create(vm, &o, &s->q));
 		if (ret) {
 			s->kind = SLOT_FREE;
 			c->nobjs--;
@@ -719,7 +736,7 @@ static size_t do_vm(struct ugpud *d, struct client *c, const struct ugpud_hdr *h
 		SLOT_OR_ENOENT(bs, req.bo, SLOT_BO, "BO");
 		if (bs->map_detached)
 			return map_detached_error(c, h, req.bo, rep);
-		ret = ugpu_vm_bind(s->vm, bs->bo, req.bo_offset, req.va, req.bytes, req.flags);
+		VRAM_CALL(d, ret, ugpu_vm_bind(s->vm, bs->bo, req.bo_offset, req.va, req.bytes, req.flags));
 		break;
 	}
 	case UGPUD_SUBMIT: {

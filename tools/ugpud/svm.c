@@ -355,8 +355,8 @@ static size_t faults_done(struct fwd_vm *fv, const struct ugpud_hdr *h, const vo
 	return serve_reply(rep, h->op, h->seq, 0, 0);
 }
 
-static size_t map(struct client *c, const struct ugpud_hdr *h, const struct ugpud_svm_map_req *req,
-		  struct ugpu_vm *vm, void *rep)
+static size_t map(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
+		  const struct ugpud_svm_map_req *req, struct ugpu_vm *vm, void *rep)
 {
 	struct ugpud_slot *bs = client_slot(c, req->bo, SLOT_BO);
 	struct ugpu_device *dev = vm->dev;
@@ -384,7 +384,7 @@ static size_t map(struct client *c, const struct ugpud_hdr *h, const struct ugpu
 	 * map follows it (the VM's PTEs are rewritten before the next
 	 * kernel); a pin would move it back to its first placement, system
 	 * memory, where the client made it to fill it. */
-	ret = ugpu_bo_migrate(bs->bo, UGPU_PLACEMENT_VRAM);
+	VRAM_CALL(d, ret, ugpu_bo_migrate(bs->bo, UGPU_PLACEMENT_VRAM));
 	if (!ret)
 		ret = vm_svm_map(vm, req->va, req->bytes, bs->bo, 0,
 				 (req->flags & UGPUD_SVM_WRITABLE) ? VM_SVM_WRITABLE : 0);
@@ -447,7 +447,7 @@ size_t svm_serve(struct ugpud *d, struct client *c, const struct ugpud_hdr *h, c
 		struct ugpud_svm_map_req req;
 
 		memcpy(&req, body, sizeof(req));
-		return h->op == UGPUD_SVM_MAP ? map(c, h, &req, vs->vm, rep)
+		return h->op == UGPUD_SVM_MAP ? map(d, c, h, &req, vs->vm, rep)
 					      : unmap(c, h, &req, vs->vm, rep);
 	}
 	}

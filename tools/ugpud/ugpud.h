@@ -41,6 +41,7 @@
 
 #include "base/list.h"
 #include "mm/bo.h"
+#include "mm/vram.h"
 #include "base/sock.h"
 #include "src/ugpud_proto.h"
 
@@ -270,21 +271,29 @@ struct ugpud {
 	uint64_t table_seq;
 	char table_name[64];
 	bool persist_dirty;
+	/* a BO's system memfd could not be stored in this walk: its table is
+	 * not written (persist.c slot_sync()) */
+	bool persist_store_failed;
 	/* a BO wanted VRAM held back for the table (mm/vram.h's @want, from
 	 * any thread: atomic; the loop writes a table) */
 	int vram_wanted;
 	/*
 	 * @vram_retry (persist.c; NULL without --fd-store): @ret came from a
-	 * call that may place a BO in VRAM. When it is -ERESTART (VRAM held
-	 * back for the table, mm/vram.h strict mode), the table is written
-	 * now (which gives that VRAM back) and true returned: call again.
-	 * @tries counts the calls; each -ERESTART evicted a BO or found held
-	 * VRAM, so this ends; past a bound, or when the table cannot be
-	 * stored, the held VRAM is given back (logged: a restart before the
-	 * next table may then read a moved BO from another's bytes). Loop
-	 * thread. Called through vram_retry().
+	 * call that may place a BO in VRAM, made inside vram_refusing() (see
+	 * VRAM_CALL()). When it is -ERESTART (VRAM held back for the table,
+	 * mm/vram.h strict mode), the table is written now (which gives that
+	 * VRAM back) and true returned: make the call again, refusing while
+	 * @tries (the calls so far) is under VRAM_RETRIES. When the table
+	 * could not be stored, or the device is in a power step (its BOs are
+	 * not walked then), @tries jumps to VRAM_RETRIES: the next call takes
+	 * the held VRAM (a restart before the next table may then read a
+	 * moved BO from another's bytes). Loop thread.
 	 */
 	bool (*vram_retry)(struct ugpud *d, int ret, unsigned int *tries);
+	/* test builds: $UGPUD_TEST_CREATE_DELAY names a file; while it
+	 * exists, each BO or VM create sleeps the milliseconds it holds
+	 * before the create's table (test_ugpud_restart kills there) */
+	const char *test_create_delay;
 	uint64_t persist_moves, persist_walk_ms; /* persist_sync()'s last walk */
 	char (*drop_names)[64];
 	size_t ndrop, drop_cap;
@@ -490,6 +499,25 @@ static inline bool vram_retry(struct ugpud *d, int ret, unsigned int *tries)
 {
 	return ret == -ERESTART && d->vram_retry && d->vram_retry(d, ret, tries);
 }
+
+/* The calls for one request that VRAM held for the table refuses. */
+#define VRAM_RETRIES 64
+
+/* @ret = @call (it may place a BO in VRAM, page tables included), on the
+ * loop: refused rather than handed VRAM the table still names, and made
+ * again once the table is written (vram_retry()). */
+#define VRAM_CALL(d, ret, call)                                         \
+	do {                                                            \
+		unsigned int vram_tries_ = 0;                           \
+		do {                                                    \
+			bool vram_refuse_ = vram_tries_ < VRAM_RETRIES; \
+			if (vram_refuse_)                               \
+				vram_refusing(true);                    \
+			(ret) = (call);                                 \
+			if (vram_refuse_)                               \
+				vram_refusing(false);                   \
+		} while (vram_retry((d), (ret), &vram_tries_));         \
+	} while (0)
 /* Release detached sessions whose time to resume has passed. */
 void persist_expire(struct ugpud *d);
 /* A clean stop: the store is emptied (nothing to restore next time). */
