@@ -25,7 +25,10 @@
  * migrate, map) are -EAGAIN until its resume, and so are they while a step
  * of a host-suspend cycle or a removal that an administrator asked for
  * runs (ugpuctl daemon-pm; a prepare may take 5 s); the other calls wait
- * for that step to end. When a daemon that keeps its
+ * for that step to end. A daemon that keeps its sessions (ugpud
+ * --fd-store) holds VRAM a BO left until its restart record no longer
+ * names it: a create, migrate or pin that needs that VRAM is -EAGAIN when
+ * the daemon cannot store the record (logged there). When a daemon that keeps its
  * sessions (ugpud --fd-store) restarts, the library connects again and
  * takes its session back within 15 s: BOs keep their handles and bytes, and
  * a read, write, query, migrate or unmap that was in flight is sent again

@@ -32,7 +32,9 @@
  * fence's eventfd) or after 100 ms at most; the library asks again until
  * the caller's timeout. While the daemon has the device host-suspended,
  * create, bind, unbind and submit are -EAGAIN until its resume (and while
- * an administrator's power step on it runs, as for BOs). VMs, queues
+ * an administrator's power step on it runs, as for BOs); a create or bind
+ * whose page tables need VRAM the daemon holds for its restart record is
+ * -EAGAIN when it cannot store that record (<ugpu/bo.h>). VMs, queues
  * and fences do not survive a restart of the daemon (their page tables and
  * kernels lived in the device): their handles are then -ENOENT, and a
  * create or submit in flight when it died is -ECONNRESET. A bind of a BO

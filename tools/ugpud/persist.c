@@ -172,7 +172,9 @@ static bool slot_sync(struct ugpud *d, struct ugpud_slot *s)
 	if (ret == 1)
 		return false;
 	if (ret < 0) {
+		/* a table without this BO's record would lose it: none */
 		ugpud_log("restart record: a BO's backing cannot be read: %s", strerror(-ret));
+		d->persist_store_failed = true;
 		return false;
 	}
 	client_forget_store(d, s); /* the old memfd goes after the next table */
@@ -333,6 +335,10 @@ void persist_sync(struct ugpud *d)
 	now = now_ms();
 	if (!d->persist_dirty && moves == d->persist_moves && now < d->persist_walk_ms + 1000)
 		return;
+	/* after a BO that could not be recorded, a walk a second at most
+	 * (each walk stores that BO's memfd again, and logs) */
+	if (d->persist_unstored_ms && now < d->persist_unstored_ms + 1000)
+		return;
 	d->persist_moves = moves;
 	d->persist_walk_ms = now;
 	/* VRAM freed before this walk is written by no other BO until the
@@ -350,8 +356,10 @@ void persist_sync(struct ugpud *d)
 	if (d->persist_store_failed) {
 		d->persist_store_failed = false;
 		d->persist_dirty = true;
+		d->persist_unstored_ms = now;
 		return; /* a BO's memfd is not stored: the old table stays */
 	}
+	d->persist_unstored_ms = 0;
 	if (d->persist_dirty && !write_table(d))
 		d->persist_dirty = false;
 	if (d->persist_dirty)
@@ -361,27 +369,34 @@ void persist_sync(struct ugpud *d)
 			vram_sealed_release(d->devs[i].dev);
 }
 
-static bool persist_vram_retry(struct ugpud *d, int ret, unsigned int *tries)
+static bool persist_vram_retry(struct ugpud *d, int ret, struct vram_tries *t)
 {
-	if (ret != -ERESTART)
-		return false;
+	if (ret != -ERESTART || t->calls >= VRAM_RETRIES)
+		return false; /* (an unrefused call is never -ERESTART) */
 	d->persist_dirty = true;
 	persist_sync(d);
-	if (*tries < VRAM_RETRIES)
-		++*tries;
-	for (unsigned int i = 0; i < d->ndevs && *tries < VRAM_RETRIES; i++) {
+	if (d->persist_dirty) {
+		/* not stored: the held VRAM is the evicted BOs' only copy a
+		 * restart can read; it stays held, and the call fails */
+		if (++t->unstored < VRAM_UNSTORED)
+			return true;
+		ugpud_log("the restart table cannot be stored: a request that needs VRAM held for it "
+			  "fails (-EAGAIN)");
+		return false;
+	}
+	t->calls++;
+	for (unsigned int i = 0; i < d->ndevs && t->calls < VRAM_RETRIES; i++) {
 		/* a device in a power step is not walked (nor its VRAM
 		 * released) until the step ends */
-		const char *why = d->persist_dirty ? "the table was not stored"
-				  : d->devs[i].pm_busy ? "its power step runs"
-						       : NULL;
-
-		if (why && d->devs[i].vram_held) {
-			ugpud_log("%s: VRAM held back for the restart table given to a BO (%s)",
-				  d->devs[i].uri, why);
-			*tries = VRAM_RETRIES;
+		if (d->devs[i].pm_busy && d->devs[i].vram_held) {
+			ugpud_log("%s: VRAM held back for the restart table given to a BO (its power "
+				  "step runs)", d->devs[i].uri);
+			t->calls = VRAM_RETRIES;
 		}
 	}
+	if (t->calls == VRAM_RETRIES)
+		ugpud_log("a request was refused VRAM held for the restart table %u times: its next "
+			  "call takes it", VRAM_RETRIES);
 	return true;
 }
 

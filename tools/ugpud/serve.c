@@ -418,7 +418,7 @@ void job_run(struct ugpud_job *job)
 	/* a migrate or pin into VRAM: refused rather than handed VRAM the
 	 * table still names (serve_job_done() writes it and runs the job
 	 * again: VRAM_CALL()) */
-	bool refuse = job->op != UGPUD_DEVICE_PM && job->tries < VRAM_RETRIES;
+	bool refuse = job->op != UGPUD_DEVICE_PM && job->tries.calls < VRAM_RETRIES;
 
 	if (refuse)
 		vram_refusing(true);
@@ -458,7 +458,9 @@ size_t serve_job_done(struct ugpud *d, struct client *c, void *rep, int *rep_fd)
 		c->job_busy = false;
 		ret = j->result;
 	}
-	j->tries = 0;
+	j->tries = (struct vram_tries){ 0 };
+	if (ret == -ERESTART)
+		ret = -EAGAIN; /* the table could not be stored (VRAM_CALL()) */
 	if (j->op == UGPUD_DEVICE_PM) {
 		d->devs[j->handle].pm_busy = false;
 		pm_done(d, j->handle, j->arg, ret);

@@ -385,9 +385,11 @@ static size_t map(struct ugpud *d, struct client *c, const struct ugpud_hdr *h,
 	 * kernel); a pin would move it back to its first placement, system
 	 * memory, where the client made it to fill it. */
 	VRAM_CALL(d, ret, ugpu_bo_migrate(bs->bo, UGPU_PLACEMENT_VRAM));
+	/* its page tables too (a failed map leaves nothing half-done) */
 	if (!ret)
-		ret = vm_svm_map(vm, req->va, req->bytes, bs->bo, 0,
-				 (req->flags & UGPUD_SVM_WRITABLE) ? VM_SVM_WRITABLE : 0);
+		VRAM_CALL(d, ret,
+			  vm_svm_map(vm, req->va, req->bytes, bs->bo, 0,
+				     (req->flags & UGPUD_SVM_WRITABLE) ? VM_SVM_WRITABLE : 0));
 	bo_rpm_release(held);
 	if (ret)
 		return serve_error(rep, h->op, h->seq, ret, "svm map of BO 0x%x at 0x%llx: %s", req->bo,

@@ -136,6 +136,12 @@ struct ugpud_slot {
  * under the pool's lock in both directions (loop.c), so each side sees the
  * other's writes.
  */
+/* VRAM_CALL()'s count of one request's calls: made, and refused with the
+ * table then not stored. */
+struct vram_tries {
+	unsigned int calls, unstored;
+};
+
 struct ugpud_job {
 	uint16_t op;
 	uint32_t seq;
@@ -144,7 +150,7 @@ struct ugpud_job {
 	struct ugpu_bo *bo;
 	struct ugpu_device *dev;
 	int result;
-	unsigned int tries; /* vram_retry() */
+	struct vram_tries tries; /* vram_retry() */
 	struct client *c;
 	struct ugpud_job *next; /* the pool's queues */
 };
@@ -274,22 +280,24 @@ struct ugpud {
 	/* a BO's system memfd could not be stored in this walk: its table is
 	 * not written (persist.c slot_sync()) */
 	bool persist_store_failed;
+	uint64_t persist_unstored_ms; /* when that last happened (0: the last walk stored) */
 	/* a BO wanted VRAM held back for the table (mm/vram.h's @want, from
 	 * any thread: atomic; the loop writes a table) */
 	int vram_wanted;
 	/*
 	 * @vram_retry (persist.c; NULL without --fd-store): @ret came from a
-	 * call that may place a BO in VRAM, made inside vram_refusing() (see
-	 * VRAM_CALL()). When it is -ERESTART (VRAM held back for the table,
-	 * mm/vram.h strict mode), the table is written now (which gives that
-	 * VRAM back) and true returned: make the call again, refusing while
-	 * @tries (the calls so far) is under VRAM_RETRIES. When the table
-	 * could not be stored, or the device is in a power step (its BOs are
-	 * not walked then), @tries jumps to VRAM_RETRIES: the next call takes
-	 * the held VRAM (a restart before the next table may then read a
-	 * moved BO from another's bytes). Loop thread.
+	 * call that may place a BO in VRAM, made inside vram_refusing() while
+	 * @t->calls is under VRAM_RETRIES (VRAM_CALL()). When it is -ERESTART
+	 * (VRAM held back for the table, mm/vram.h strict mode), the table is
+	 * written now (which gives that VRAM back) and true returned: make the
+	 * call again. Past VRAM_RETRIES calls, or with the device in a power
+	 * step (its BOs are not walked then), the next call is not refused
+	 * and takes the held VRAM (logged). A table that cannot be stored
+	 * keeps the held VRAM (a BO's only restorable bytes): after
+	 * VRAM_UNSTORED such refusals false is returned and the call fails
+	 * (VRAM_CALL() makes it -EAGAIN). Loop thread.
 	 */
-	bool (*vram_retry)(struct ugpud *d, int ret, unsigned int *tries);
+	bool (*vram_retry)(struct ugpud *d, int ret, struct vram_tries *t);
 	/* test builds: $UGPUD_TEST_CREATE_DELAY names a file; while it
 	 * exists, each BO or VM create sleeps the milliseconds it holds
 	 * before the create's table (test_ugpud_restart kills there) */
@@ -495,28 +503,33 @@ int persist_start(struct ugpud *d, int *fds, char (*names)[64], int n);
 /* Record what changed since the last call (BOs made, moved, gone); cheap
  * when nothing did. Called by the loop after each request and on its tick. */
 void persist_sync(struct ugpud *d);
-static inline bool vram_retry(struct ugpud *d, int ret, unsigned int *tries)
+static inline bool vram_retry(struct ugpud *d, int ret, struct vram_tries *t)
 {
-	return ret == -ERESTART && d->vram_retry && d->vram_retry(d, ret, tries);
+	return ret == -ERESTART && d->vram_retry && d->vram_retry(d, ret, t);
 }
 
-/* The calls for one request that VRAM held for the table refuses. */
+/* The calls for one request that VRAM held for the table refuses; the
+ * refusals with the table not stored after which it fails. */
 #define VRAM_RETRIES 64
+#define VRAM_UNSTORED 3
 
 /* @ret = @call (it may place a BO in VRAM, page tables included), on the
  * loop: refused rather than handed VRAM the table still names, and made
- * again once the table is written (vram_retry()). */
-#define VRAM_CALL(d, ret, call)                                         \
-	do {                                                            \
-		unsigned int vram_tries_ = 0;                           \
-		do {                                                    \
-			bool vram_refuse_ = vram_tries_ < VRAM_RETRIES; \
-			if (vram_refuse_)                               \
-				vram_refusing(true);                    \
-			(ret) = (call);                                 \
-			if (vram_refuse_)                               \
-				vram_refusing(false);                   \
-		} while (vram_retry((d), (ret), &vram_tries_));         \
+ * again once the table is written (vram_retry()); -EAGAIN when the table
+ * cannot be stored. */
+#define VRAM_CALL(d, ret, call)                                                 \
+	do {                                                                    \
+		struct vram_tries vram_t_ = { 0 };                              \
+		do {                                                            \
+			bool vram_refuse_ = vram_t_.calls < VRAM_RETRIES;       \
+			if (vram_refuse_)                                       \
+				vram_refusing(true);                            \
+			(ret) = (call);                                         \
+			if (vram_refuse_)                                       \
+				vram_refusing(false);                           \
+		} while (vram_retry((d), (ret), &vram_t_));                     \
+		if ((ret) == -ERESTART) /* the table could not be stored */     \
+			(ret) = -EAGAIN;                                        \
 	} while (0)
 /* Release detached sessions whose time to resume has passed. */
 void persist_expire(struct ugpud *d);
