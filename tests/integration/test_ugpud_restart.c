@@ -708,6 +708,24 @@ static void fd_store_sleeps_in_d3hot(void **state)
 	stop_and_end(d, th, lfd, &ns, &ls);
 }
 
+/* The test build's $UGPUD_TEST_WINDOW file (struct ugpud @test_window):
+ * named by @tag into @window (64 bytes), the environment entry for the
+ * next spawn() in @env (96 bytes); window_check() fails when a request
+ * left a window (VRAM held for the table given to an allocation). */
+static void window_arm(const char *tag, char *window, char *env)
+{
+	snprintf(window, 64, "/tmp/ugpud-%s-window-%d", tag, (int)getpid());
+	snprintf(env, 96, "UGPUD_TEST_WINDOW=%s", window);
+	unlink(window);
+}
+
+static void window_check(const char *window)
+{
+	if (!access(window, F_OK))
+		fail_msg("a request left VRAM held for the restart table given to an allocation "
+			 "(%s lists the requests)", window);
+}
+
 /*
  * Evictions inside requests (mm/vram.h strict hold): a create or migrate
  * that needs another BO's VRAM evicts it, and the evicted BO's old blocks
@@ -729,13 +747,15 @@ static void evictions_inside_requests(void **state)
 	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
 	struct ugpu_bo *bo[PRESS_BOS];
-	char uri[160];
+	char uri[160], window[64], env[96];
 	pthread_t th;
 	pid_t d;
 	int lfd, st;
 
 	(void)state;
 	lfd = store_and_socket("rs4", &ns, &ls, &th);
+	window_arm("rs4", window, env);
+	spawn_env = env; /* (no request may leave a window: see no_window_in_svm_maps) */
 	spawn_device = "sim:16M";
 	d = spawn_live(ns.sun_path, lfd);
 	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
@@ -766,8 +786,52 @@ static void evictions_inside_requests(void **state)
 		ugpu_bo_put(bo[i]);
 	ugpu_device_close(dev);
 	ugpu_context_destroy(ctx);
+	window_check(window);
 	spawn_device = "sim:64M";
+	spawn_env = NULL;
 	stop_and_end(d, th, lfd, &ns, &ls);
+}
+
+#define FILL_MAX 320
+
+/* VRAM full of @dev's client's patterned BOs (pattern seed 700 + index):
+ * of 1 MiB, then of 64 KiB, or (@small) all of 64 KiB (a VM's page tables
+ * come in 64 KiB); their count. */
+static int fill_vram(struct ugpu_device *dev, struct ugpu_bo **bo, uint64_t *sizes, bool small)
+{
+	static unsigned char buf[1 << 20];
+	struct ugpu_bo_opts o = { .size = sizeof(o),
+				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
+	struct ugpu_device_mem m = { .size = sizeof(m) };
+	int n;
+
+	for (n = 0; n < FILL_MAX; n++) {
+		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
+		if (m.vram_free < (64 << 10))
+			break;
+		sizes[n] = small || m.vram_free < (1 << 20) ? 64 << 10 : 1 << 20;
+		o.bytes = sizes[n];
+		pattern(buf, sizes[n], 700u + (uint32_t)n);
+		assert_int_equal(ugpu_bo_create(dev, &o, &bo[n]), 0);
+		assert_int_equal(ugpu_bo_write(bo[n], 0, buf, sizes[n]), 0);
+	}
+	assert_true(n >= 4 && n < FILL_MAX);
+	return n;
+}
+
+/* Index of the first of fill_vram()'s @n BOs that does not read back as
+ * written, or -1. */
+static int fill_check(struct ugpu_bo **bo, const uint64_t *sizes, int n)
+{
+	static unsigned char want[1 << 20], back[1 << 20];
+
+	for (int i = 0; i < n; i++) {
+		pattern(want, sizes[i], 700u + (uint32_t)i);
+		assert_int_equal(ugpu_bo_read(bo[i], 0, back, sizes[i]), 0);
+		if (memcmp(back, want, sizes[i]))
+			return i;
+	}
+	return -1;
 }
 
 /*
@@ -782,15 +846,11 @@ static void evictions_inside_requests(void **state)
 static void kill_inside_an_evicting_create(void **state)
 {
 	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
-	struct ugpu_bo_opts o = { .size = sizeof(o), .bytes = 1 << 20,
-				  .placements = { UGPU_PLACEMENT_VRAM, UGPU_PLACEMENT_SYSTEM } };
-	static unsigned char buf[32][1 << 20], back[1 << 20];
-	struct ugpu_device_mem m = { .size = sizeof(m) };
+	static struct ugpu_bo *bo[FILL_MAX];
+	static uint64_t sizes[FILL_MAX];
 	struct ugpu_context *ctx;
 	struct ugpu_device *dev;
-	struct ugpu_bo *bo[32];
-	uint64_t sizes[32];
-	int lfd, st, go[2], n = 0;
+	int lfd, st, go[2], n, bad;
 	char uri[160], delay[64], env[96], c;
 	FILE *df;
 	pthread_t th;
@@ -807,19 +867,7 @@ static void kill_inside_an_evicting_create(void **state)
 	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
 	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
 	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
-	/* VRAM full of this client's BOs: of 1 MiB, then of 64 KiB (a VM's
-	 * first page tables are 64 KiB) */
-	for (; n < 32; n++) {
-		assert_int_equal(ugpu_device_mem_stats(dev, &m), 0);
-		if (m.vram_free < (64 << 10))
-			break;
-		sizes[n] = m.vram_free < (1 << 20) ? 64 << 10 : 1 << 20;
-		o.bytes = sizes[n];
-		pattern(buf[n], sizes[n], 700u + (uint32_t)n);
-		assert_int_equal(ugpu_bo_create(dev, &o, &bo[n]), 0);
-		assert_int_equal(ugpu_bo_write(bo[n], 0, buf[n], sizes[n]), 0);
-	}
-	assert_true(n >= 4 && n < 32);
+	n = fill_vram(dev, bo, sizes, false);
 	for (int round = 0; round < 2; round++) {
 		pid_t k;
 
@@ -859,18 +907,99 @@ static void kill_inside_an_evicting_create(void **state)
 		waitpid(k, NULL, 0);
 		unlink(delay);
 		d = spawn_live(ns.sun_path, lfd);
-		for (int i = 0; i < n; i++) {
-			assert_int_equal(ugpu_bo_read(bo[i], 0, back, sizes[i]), 0);
-			if (memcmp(back, buf[i], sizes[i]))
-				fail_msg("killed inside a %s's request: BO %d of %d differs from what "
-					 "was written", round ? "VM create" : "BO create", i, n);
-		}
+		bad = fill_check(bo, sizes, n);
+		if (bad >= 0)
+			fail_msg("killed inside a %s's request: BO %d of %d differs from what was "
+				 "written", round ? "VM create" : "BO create", bad, n);
 		/* the room is this client's again for the next round */
 		for (int i = 0; i < n; i++)
 			assert_int_equal(ugpu_bo_migrate(bo[i], UGPU_PLACEMENT_VRAM), 0);
 	}
 	fprintf(stderr, "  %d BOs filling 16 MiB of VRAM, evicted by another client's BO and VM "
 		"creates killed before their tables: byte-exact\n", n);
+	for (int i = 0; i < n; i++)
+		ugpu_bo_put(bo[i]);
+	ugpu_device_close(dev);
+	ugpu_context_destroy(ctx);
+	spawn_device = "sim:64M";
+	spawn_env = NULL;
+	stop_and_end(d, th, lfd, &ns, &ls);
+}
+
+/*
+ * No window in SVM maps: a client's kernels fault on its malloc'd memory
+ * in 12 regions a GiB apart, with the daemon's VRAM full of the client's
+ * BOs. Each fault's range is copied into a staging BO the daemon moves to
+ * VRAM and maps (UGPUD_SVM_MAP): the move evicts, and every few regions
+ * the map's page tables need a new 64 KiB chunk, which evicts too. No
+ * request may leave VRAM held for the table given to an allocation (the
+ * test build's $UGPUD_TEST_WINDOW file stays absent): the second review
+ * saw the map's page tables take an evicted BO's blocks, a kill then
+ * reading that BO from page-table bytes.
+ */
+static void no_window_in_svm_maps(void **state)
+{
+	struct sockaddr_un ns = { .sun_family = AF_UNIX }, ls = { .sun_family = AF_UNIX };
+	static struct ugpu_bo *bo[FILL_MAX];
+	static uint64_t sizes[FILL_MAX];
+	struct ugpu_vm_opts vo = { .size = sizeof(vo), .flags = UGPU_VM_MIRROR,
+				   .mirror_start = 0x10000ull,
+				   .mirror_size = (1ull << 47) - 0x20000ull, .name = "svm" };
+	const size_t regions = 12, gib = 1ull << 30, touch = 64 << 10;
+	struct ugpu_context *ctx;
+	struct ugpu_device *dev;
+	struct ugpu_vm *vm;
+	struct ugpu_queue *q;
+	char uri[160], window[64], env[96];
+	unsigned char *span;
+	pthread_t th;
+	pid_t d;
+	int lfd, n;
+
+	(void)state;
+	lfd = store_and_socket("rs6", &ns, &ls, &th);
+	window_arm("rs6", window, env);
+	spawn_device = "sim:16M";
+	spawn_env = env;
+	d = spawn_live(ns.sun_path, lfd);
+	snprintf(uri, sizeof(uri), "ugpud:%s", ls.sun_path);
+	assert_int_equal(ugpu_context_create(NULL, &ctx), 0);
+	assert_int_equal(ugpu_device_open(ctx, uri, &dev), 0);
+	n = fill_vram(dev, bo, sizes, true);
+	assert_int_equal(ugpu_vm_create(dev, &vo, &vm), 0);
+	assert_int_equal(ugpu_queue_create(vm, NULL, &q), 0);
+	/* a mapping of 64 KiB each (its range's size: the staging BOs stay
+	 * small; bound BOs are busy while the VM's kernel runs), in a
+	 * reservation the kernel placed (TSan refuses fixed addresses of
+	 * our own choosing) */
+	span = mmap(NULL, regions * gib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		    -1, 0);
+	assert_true(span != MAP_FAILED);
+	for (size_t i = 0; i < regions; i++)
+		assert_true(mmap(span + i * gib, touch, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == span + i * gib);
+	for (size_t i = 0; i < regions; i++) {
+		struct ugpu_kernel k = { .size = sizeof(k), .op = UGPU_KERNEL_READ_SUM,
+					 .va = (uintptr_t)(span + i * gib), .bytes = touch };
+		struct ugpu_kernel_result r = { .size = sizeof(r) };
+		uint64_t fence = 0, sum = 0;
+
+		for (size_t w = 0; w < touch / 8; w++) {
+			((uint64_t *)(span + i * gib))[w] = i * 1000003u + w;
+			sum += i * 1000003u + w;
+		}
+		assert_int_equal(ugpu_queue_submit(q, &k, &fence), 0);
+		assert_int_equal(ugpu_fence_wait(q, fence, 10000, &r), 0);
+		assert_int_equal(r.status, 0);
+		assert_true(r.sum == sum);
+	}
+	window_check(window);
+	assert_int_equal(fill_check(bo, sizes, n), -1);
+	fprintf(stderr, "  %zu SVM regions a GiB apart faulted beside %d BOs of 64 KiB filling "
+		"16 MiB of VRAM: no request opened a window\n", regions, n);
+	munmap(span, regions * gib);
+	assert_int_equal(ugpu_queue_destroy(q), 0);
+	assert_int_equal(ugpu_vm_destroy(vm), 0);
 	for (int i = 0; i < n; i++)
 		ugpu_bo_put(bo[i]);
 	ugpu_device_close(dev);
@@ -887,6 +1016,7 @@ int main(void)
 		cmocka_unit_test_teardown(fd_store_sleeps_in_d3hot, teardown),
 		cmocka_unit_test_teardown(evictions_inside_requests, teardown),
 		cmocka_unit_test_teardown(kill_inside_an_evicting_create, teardown),
+		cmocka_unit_test_teardown(no_window_in_svm_maps, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -532,12 +532,19 @@ static void drop_or_park(struct loop *lp, struct client *c, const char *why)
 }
 
 #ifdef UGPU_TEST_HOOKS
-/* struct ugpud @test_create_delay */
-static void test_create_delay(struct ugpud *d, uint16_t op)
+/* struct ugpud @test_create_delay and @test_window, after a request. */
+static void test_hooks_after(struct ugpud *d, uint16_t op)
 {
 	unsigned int ms = 0;
 	FILE *f;
 
+	if (d->test_window && __atomic_load_n(&d->vram_wanted, __ATOMIC_ACQUIRE)) {
+		f = fopen(d->test_window, "a");
+		if (f) {
+			fprintf(f, "op %u\n", op);
+			fclose(f);
+		}
+	}
 	if (!d->test_create_delay || (op != UGPUD_BO_CREATE && op != UGPUD_VM_CREATE))
 		return;
 	f = fopen(d->test_create_delay, "r");
@@ -566,7 +573,7 @@ static void serve_rx(struct loop *lp, struct client *c, size_t len, int nfds)
 	}
 	len = serve_request(lp->d, c, io->rx, len, len > sizeof(io->rx), nfds, io->tx, &fd);
 #ifdef UGPU_TEST_HOOKS
-	test_create_delay(lp->d, ((const struct ugpud_hdr *)io->rx)->op);
+	test_hooks_after(lp->d, ((const struct ugpud_hdr *)io->rx)->op);
 #endif
 	if (!len && c->job_busy)
 		return; /* on a worker: answered when it is done (on_jobs()) */

@@ -347,6 +347,7 @@ int main(int argc, char **argv)
 	d->workers = (unsigned int)workers;
 #ifdef UGPU_TEST_HOOKS
 	d->test_create_delay = getenv("UGPUD_TEST_CREATE_DELAY");
+	d->test_window = getenv("UGPUD_TEST_WINDOW");
 #endif
 	/* systemd hands back the socket unit's socket and what the fd store
 	 * kept (names "ugpud-...", persist.c), in one list */

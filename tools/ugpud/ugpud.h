@@ -302,6 +302,11 @@ struct ugpud {
 	 * exists, each BO or VM create sleeps the milliseconds it holds
 	 * before the create's table (test_ugpud_restart kills there) */
 	const char *test_create_delay;
+	/* test builds: $UGPUD_TEST_WINDOW names a file a line is appended to
+	 * after each request that left VRAM held for the table given to an
+	 * allocation (mm/vram.h's @want told, no table since: a kill now
+	 * could read a moved BO from another's bytes) */
+	const char *test_window;
 	uint64_t persist_moves, persist_walk_ms; /* persist_sync()'s last walk */
 	char (*drop_names)[64];
 	size_t ndrop, drop_cap;
